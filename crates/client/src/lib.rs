@@ -1,0 +1,1 @@
+//! The RTMS client.

@@ -1,0 +1,308 @@
+//! Webhook envelopes: event names per product, the flat payloads, parsing and building.
+//!
+//! Envelope: `{"event": name, "event_ts": ms, "payload": {...}}` with FLAT payload fields.
+//! The id key depends on the product: `meeting_uuid`, `webinar_uuid` (or `meeting_uuid`),
+//! `session_id`, `engagement_id`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The event Zoom sends to check that a webhook endpoint belongs to the app.
+pub const URL_VALIDATION: &str = "endpoint.url_validation";
+
+/// The Zoom product a stream belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Product {
+    Meeting,
+    Webinar,
+    VideoSdk,
+    ContactCenter,
+}
+
+impl Product {
+    pub const ALL: [Product; 4] = [
+        Product::Meeting,
+        Product::Webinar,
+        Product::VideoSdk,
+        Product::ContactCenter,
+    ];
+
+    /// The event-name prefix, up to and including `rtms_`.
+    pub fn event_prefix(self) -> &'static str {
+        match self {
+            Product::Meeting => "meeting.rtms_",
+            Product::Webinar => "webinar.rtms_",
+            Product::VideoSdk => "session.rtms_",
+            Product::ContactCenter => "contact_center.voice_rtms_",
+        }
+    }
+
+    /// The payload key that holds the product's id (and names it in handshakes).
+    pub fn id_key(self) -> &'static str {
+        match self {
+            Product::Meeting => "meeting_uuid",
+            Product::Webinar => "webinar_uuid",
+            Product::VideoSdk => "session_id",
+            Product::ContactCenter => "engagement_id",
+        }
+    }
+
+    /// The event name for an action of this product.
+    pub fn event_name(self, action: WebhookAction) -> String {
+        format!("{}{}", self.event_prefix(), action.suffix())
+    }
+
+    /// A short name for logs and configuration (`meeting`, `webinar`, `video-sdk`,
+    /// `contact-center`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Product::Meeting => "meeting",
+            Product::Webinar => "webinar",
+            Product::VideoSdk => "video-sdk",
+            Product::ContactCenter => "contact-center",
+        }
+    }
+}
+
+impl std::str::FromStr for Product {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Product::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown product {s:?}: use meeting, webinar, video-sdk or contact-center")
+            })
+    }
+}
+
+/// What happened to the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookAction {
+    Started,
+    Stopped,
+    Interrupted,
+}
+
+impl WebhookAction {
+    fn suffix(self) -> &'static str {
+        match self {
+            WebhookAction::Started => "started",
+            WebhookAction::Stopped => "stopped",
+            WebhookAction::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Maps an event name to the product and action, or `None` for events that are not RTMS
+/// lifecycle events.
+pub fn classify(event: &str) -> Option<(Product, WebhookAction)> {
+    Product::ALL.into_iter().find_map(|p| {
+        let rest = event.strip_prefix(p.event_prefix())?;
+        let action = match rest {
+            "started" => WebhookAction::Started,
+            "stopped" => WebhookAction::Stopped,
+            "interrupted" => WebhookAction::Interrupted,
+            _ => return None,
+        };
+        Some((p, action))
+    })
+}
+
+/// A parsed RTMS lifecycle webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookEvent {
+    pub product: Product,
+    pub action: WebhookAction,
+    /// The event name exactly as received.
+    pub event: String,
+    pub event_ts: i64,
+    /// The meeting uuid / webinar uuid / session id / engagement id, raw.
+    pub id: String,
+    pub stream_id: String,
+    /// The signaling URL (`server_urls`), on started events and sometimes on interrupted.
+    pub server_url: Option<String>,
+    pub operator_id: Option<String>,
+    pub stop_reason: Option<u32>,
+}
+
+/// Why a webhook body is not a usable event. Messages name the field that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookParseError {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body has no string field \"event\"")]
+    NoEvent,
+    #[error("body has no object field \"payload\"")]
+    NoPayload,
+    #[error("payload of {event} lacks string field \"{field}\"")]
+    MissingField { event: String, field: &'static str },
+}
+
+/// The parts of an envelope every caller needs before deciding what to do.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub event: String,
+    pub event_ts: i64,
+    pub payload: Map<String, Value>,
+}
+
+impl Envelope {
+    pub fn parse(body: &[u8]) -> Result<Self, WebhookParseError> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| WebhookParseError::NotJson(e.to_string()))?;
+        let event = v
+            .get("event")
+            .and_then(Value::as_str)
+            .ok_or(WebhookParseError::NoEvent)?
+            .to_owned();
+        let event_ts = v.get("event_ts").and_then(Value::as_i64).unwrap_or(0);
+        let payload = match v.get("payload") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => return Err(WebhookParseError::NoPayload),
+        };
+        Ok(Self {
+            event,
+            event_ts,
+            payload,
+        })
+    }
+
+    fn str_field(&self, key: &str) -> Option<String> {
+        match self.payload.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The RTMS lifecycle event this envelope carries, or `Ok(None)` when the event is
+    /// something else (url validation, other Zoom events).
+    pub fn rtms_event(&self) -> Result<Option<WebhookEvent>, WebhookParseError> {
+        let Some((product, action)) = classify(&self.event) else {
+            return Ok(None);
+        };
+        let missing = |field| WebhookParseError::MissingField {
+            event: self.event.clone(),
+            field,
+        };
+        // Webinars: Zoom's sources disagree between webinar_uuid and meeting_uuid; take either.
+        let id = match product {
+            Product::Webinar => self
+                .str_field("webinar_uuid")
+                .or_else(|| self.str_field("meeting_uuid")),
+            Product::VideoSdk => self
+                .str_field("session_id")
+                .or_else(|| self.str_field("meeting_uuid")),
+            p => self.str_field(p.id_key()),
+        }
+        .ok_or_else(|| missing(product.id_key()))?;
+        let stream_id = self
+            .str_field("rtms_stream_id")
+            .ok_or_else(|| missing("rtms_stream_id"))?;
+        let server_url = self.str_field("server_urls");
+        if action == WebhookAction::Started && server_url.is_none() {
+            return Err(missing("server_urls"));
+        }
+        Ok(Some(WebhookEvent {
+            product,
+            action,
+            event: self.event.clone(),
+            event_ts: self.event_ts,
+            id,
+            stream_id,
+            server_url,
+            operator_id: self.str_field("operator_id"),
+            stop_reason: self
+                .payload
+                .get("stop_reason")
+                .and_then(Value::as_u64)
+                .map(|r| r as u32),
+        }))
+    }
+}
+
+impl WebhookEvent {
+    /// The compact JSON body Zoom would send for this event.
+    pub fn to_body(&self) -> Vec<u8> {
+        let mut p = Map::new();
+        p.insert(self.product.id_key().into(), Value::String(self.id.clone()));
+        p.insert("rtms_stream_id".into(), Value::String(self.stream_id.clone()));
+        if let Some(u) = &self.server_url {
+            p.insert("server_urls".into(), Value::String(u.clone()));
+        }
+        if let Some(o) = &self.operator_id {
+            p.insert("operator_id".into(), Value::String(o.clone()));
+        }
+        if let Some(r) = self.stop_reason {
+            p.insert("stop_reason".into(), Value::from(r));
+        }
+        let mut env = Map::new();
+        env.insert("event".into(), Value::String(self.event.clone()));
+        env.insert("event_ts".into(), Value::from(self.event_ts));
+        env.insert("payload".into(), Value::Object(p));
+        serde_json::to_vec(&Value::Object(env)).expect("a JSON map always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_product_round_trips() {
+        for product in Product::ALL {
+            for action in [
+                WebhookAction::Started,
+                WebhookAction::Stopped,
+                WebhookAction::Interrupted,
+            ] {
+                let ev = WebhookEvent {
+                    product,
+                    action,
+                    event: product.event_name(action),
+                    event_ts: 1_700_000_000_000,
+                    id: "4lo+kM3nQ/ut1P2xQ9Zy2w==".into(),
+                    stream_id: "s1".into(),
+                    server_url: Some("wss://localhost:1/sig".into()),
+                    operator_id: None,
+                    stop_reason: (action == WebhookAction::Stopped).then_some(6),
+                };
+                let body = ev.to_body();
+                let parsed = Envelope::parse(&body).unwrap().rtms_event().unwrap().unwrap();
+                assert_eq!(parsed, ev);
+            }
+        }
+    }
+
+    #[test]
+    fn webinar_accepts_meeting_uuid() {
+        let body = br#"{"event":"webinar.rtms_stopped","event_ts":1,"payload":{"meeting_uuid":"u","rtms_stream_id":"s"}}"#;
+        let ev = Envelope::parse(body).unwrap().rtms_event().unwrap().unwrap();
+        assert_eq!(ev.id, "u");
+        assert_eq!(ev.product, Product::Webinar);
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let body = br#"{"event":"meeting.rtms_started","payload":{"meeting_uuid":"u","rtms_stream_id":"s"}}"#;
+        let err = Envelope::parse(body).unwrap().rtms_event().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "payload of meeting.rtms_started lacks string field \"server_urls\""
+        );
+        assert_eq!(Envelope::parse(b"{").unwrap_err().to_string().split(':').next(), Some("body is not JSON"));
+        assert_eq!(Envelope::parse(br#"{"payload":{}}"#).unwrap_err(), WebhookParseError::NoEvent);
+    }
+
+    #[test]
+    fn other_events_are_not_rtms() {
+        assert_eq!(classify("meeting.started"), None);
+        assert_eq!(
+            classify("contact_center.voice_rtms_interrupted"),
+            Some((Product::ContactCenter, WebhookAction::Interrupted))
+        );
+    }
+}

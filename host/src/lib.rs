@@ -1,0 +1,1 @@
+//! rtms-host: Zoom RTMS media to sandboxed WebAssembly plugins.
