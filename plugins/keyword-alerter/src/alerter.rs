@@ -104,7 +104,11 @@ impl Alerter {
             self.alerts += 1;
             let keyword = self.settings.matcher.keyword(m.keyword);
             let ctx = context(&text, m.start, m.end, self.settings.context_chars);
-            let verb = if frame.kind == MediaKind::Chat { "wrote" } else { "said" };
+            let verb = if frame.kind == MediaKind::Chat {
+                "wrote"
+            } else {
+                "said"
+            };
             out.push(Output {
                 kind: "keyword".to_owned(),
                 severity: self.settings.severity,
@@ -136,7 +140,10 @@ mod tests {
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
         Settings::from_config(Config::new(
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         ))
     }
 
@@ -171,12 +178,27 @@ mod tests {
     #[test]
     fn an_alert_names_speaker_keyword_and_context_and_carries_json_data() {
         let mut a = alerter(&[("keywords", r#"["refund"]"#), ("context_chars", "10")]);
-        let out = a.scan(&frame(MediaKind::Transcript, 5, 1000, "well, I want a Refund today please"), &ids());
+        let out = a.scan(
+            &frame(
+                MediaKind::Transcript,
+                5,
+                1000,
+                "well, I want a Refund today please",
+            ),
+            &ids(),
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].kind, "keyword");
         assert_eq!(out[0].severity, Severity::Warning);
-        assert_eq!(out[0].message, "Alice said \"refund\": …I want a Refund today…");
-        let data: Value = match out[0].data.as_deref().map(rtms_plugin::serde_json::from_str) {
+        assert_eq!(
+            out[0].message,
+            "Alice said \"refund\": …I want a Refund today…"
+        );
+        let data: Value = match out[0]
+            .data
+            .as_deref()
+            .map(rtms_plugin::serde_json::from_str)
+        {
             Some(Ok(v)) => v,
             other => panic!("bad data: {other:?}"),
         };
@@ -192,13 +214,32 @@ mod tests {
 
     #[test]
     fn cooldown_is_per_keyword_and_measured_on_frame_time() {
-        let mut a = alerter(&[("keywords", r#"["refund","cancel"]"#), ("cooldown_ms", "1000")]);
+        let mut a = alerter(&[
+            ("keywords", r#"["refund","cancel"]"#),
+            ("cooldown_ms", "1000"),
+        ]);
         let t = MediaKind::Transcript;
         assert_eq!(a.scan(&frame(t, 1, 10_000, "refund"), &ids()).len(), 1);
-        assert_eq!(a.scan(&frame(t, 2, 10_999, "refund"), &ids()).len(), 0, "still cooling down");
-        assert_eq!(a.scan(&frame(t, 3, 10_500, "cancel"), &ids()).len(), 1, "other keyword");
-        assert_eq!(a.scan(&frame(t, 4, 11_000, "refund and cancel"), &ids()).len(), 1);
-        assert_eq!(a.scan(&frame(t, 5, 9_000, "refund"), &ids()).len(), 0, "time went back");
+        assert_eq!(
+            a.scan(&frame(t, 2, 10_999, "refund"), &ids()).len(),
+            0,
+            "still cooling down"
+        );
+        assert_eq!(
+            a.scan(&frame(t, 3, 10_500, "cancel"), &ids()).len(),
+            1,
+            "other keyword"
+        );
+        assert_eq!(
+            a.scan(&frame(t, 4, 11_000, "refund and cancel"), &ids())
+                .len(),
+            1
+        );
+        assert_eq!(
+            a.scan(&frame(t, 5, 9_000, "refund"), &ids()).len(),
+            0,
+            "time went back"
+        );
         assert_eq!(a.alerts, 3);
     }
 
@@ -206,7 +247,11 @@ mod tests {
     fn zero_cooldown_alerts_every_time() {
         let mut a = alerter(&[("keywords", r#"["x"]"#), ("cooldown_ms", "0")]);
         for seq in 0..3 {
-            assert_eq!(a.scan(&frame(MediaKind::Transcript, seq, 5, "x"), &ids()).len(), 1);
+            assert_eq!(
+                a.scan(&frame(MediaKind::Transcript, seq, 5, "x"), &ids())
+                    .len(),
+                1
+            );
         }
     }
 
@@ -215,7 +260,11 @@ mod tests {
         let chat = frame(MediaKind::Chat, 1, 0, r#"{"content":"need a refund"}"#);
         let mut a = alerter(&[("keywords", r#"["refund"]"#)]);
         assert!(a.scan(&chat, &ids()).is_empty());
-        let mut a = alerter(&[("keywords", r#"["refund"]"#), ("include_chat", "true"), ("severity", "critical")]);
+        let mut a = alerter(&[
+            ("keywords", r#"["refund"]"#),
+            ("include_chat", "true"),
+            ("severity", "critical"),
+        ]);
         let out = a.scan(&chat, &ids());
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].message, "Alice wrote \"refund\": need a refund");
@@ -225,7 +274,10 @@ mod tests {
     #[test]
     fn other_kinds_are_ignored() {
         let mut a = alerter(&[("keywords", r#"["refund"]"#), ("include_chat", "true")]);
-        assert!(a.scan(&frame(MediaKind::Event, 1, 0, "refund"), &ids()).is_empty());
+        assert!(
+            a.scan(&frame(MediaKind::Event, 1, 0, "refund"), &ids())
+                .is_empty()
+        );
     }
 
     #[test]

@@ -142,9 +142,17 @@ pub fn context(text: &str, start: usize, end: usize, chars: usize) -> String {
     let before_chars: Vec<char> = before.chars().collect();
     let before_cut = before_chars.len() > chars;
     let mut kept = &before_chars[before_chars.len().saturating_sub(chars)..];
-    if before_cut && splits_word(before_chars[before_chars.len() - kept.len() - 1], kept.first()) {
+    if before_cut
+        && splits_word(
+            before_chars[before_chars.len() - kept.len() - 1],
+            kept.first(),
+        )
+    {
         // Drop the partial word the cut left at the start.
-        let word_end = kept.iter().position(|c| c.is_whitespace()).unwrap_or(kept.len());
+        let word_end = kept
+            .iter()
+            .position(|c| c.is_whitespace())
+            .unwrap_or(kept.len());
         kept = &kept[word_end..];
     }
     let before: String = kept.iter().collect::<String>().trim_start().to_owned();
@@ -168,7 +176,9 @@ pub fn context(text: &str, start: usize, end: usize, chars: usize) -> String {
     if after_cut {
         out.push('…');
     }
-    out.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    out.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -184,7 +194,10 @@ mod tests {
     }
 
     fn found(m: &Matcher, text: &str) -> Vec<String> {
-        m.find(text).iter().map(|x| m.keyword(x.keyword).to_owned()).collect()
+        m.find(text)
+            .iter()
+            .map(|x| m.keyword(x.keyword).to_owned())
+            .collect()
     }
 
     #[test]
@@ -221,13 +234,23 @@ mod tests {
         let text = "refund the plan, refund the plan";
         let hits = m.find(text);
         assert_eq!(hits.len(), 2);
-        assert_eq!((m.keyword(hits[0].keyword), &text[hits[0].start..hits[0].end]), ("refund", "refund"));
+        assert_eq!(
+            (
+                m.keyword(hits[0].keyword),
+                &text[hits[0].start..hits[0].end]
+            ),
+            ("refund", "refund")
+        );
         assert_eq!((m.keyword(hits[1].keyword), hits[1].start), ("plan", 11));
     }
 
     #[test]
     fn empty_lists_and_wordless_keywords_are_refused_and_duplicates_dropped() {
-        assert!(Matcher::new(&[]).unwrap_err().contains("`keywords` is empty"));
+        assert!(
+            Matcher::new(&[])
+                .unwrap_err()
+                .contains("`keywords` is empty")
+        );
         let err = Matcher::new(&["ok".into(), "?!".into()]).unwrap_err();
         assert!(err.contains("`?!`"), "{err}");
         let m = matcher(&["Refund", "refund!", "cancel"]);
@@ -239,7 +262,11 @@ mod tests {
         let text = "one two three KEY four five six";
         let start = text.find("KEY").unwrap_or(0);
         assert_eq!(context(text, start, start + 3, 6), "…three KEY four…");
-        assert_eq!(context(text, start, start + 3, 8), "…three KEY four…", "partial words dropped");
+        assert_eq!(
+            context(text, start, start + 3, 8),
+            "…three KEY four…",
+            "partial words dropped"
+        );
         assert_eq!(context(text, start, start + 3, 2), "…KEY…");
         assert_eq!(context(text, start, start + 3, 100), text);
         let text = "ééé\nKEY";

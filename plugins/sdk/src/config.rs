@@ -187,7 +187,10 @@ mod tests {
         assert_eq!(c.string_or("dir", "/out").unwrap(), "/out");
         assert!(!c.bool_or("include_chat", false).unwrap());
         assert_eq!(c.u64_or("cooldown_ms", 30_000).unwrap(), 30_000);
-        assert_eq!(c.choice_or("format", &["text", "jsonl"], "text").unwrap(), "text");
+        assert_eq!(
+            c.choice_or("format", &["text", "jsonl"], "text").unwrap(),
+            "text"
+        );
         assert_eq!(c.string_list("keywords").unwrap(), None);
         c.finish().unwrap();
     }
@@ -202,7 +205,10 @@ mod tests {
         ]);
         assert!(c.bool_or("include_chat", false).unwrap());
         assert_eq!(c.u64_or("cooldown_ms", 0).unwrap(), 1500);
-        assert_eq!(c.choice_or("format", &["text", "jsonl"], "text").unwrap(), "jsonl");
+        assert_eq!(
+            c.choice_or("format", &["text", "jsonl"], "text").unwrap(),
+            "jsonl"
+        );
         assert_eq!(
             c.string_list("keywords").unwrap().unwrap(),
             vec!["refund".to_owned(), "cancel my plan".to_owned()]
@@ -223,12 +229,24 @@ mod tests {
             c.bool_or("include_chat", false).unwrap_err().to_string(),
             "config key `include_chat` must be true or false, got `yes`"
         );
-        assert!(c.u64_or("cooldown_ms", 0).unwrap_err().to_string().contains("`cooldown_ms`"));
+        assert!(
+            c.u64_or("cooldown_ms", 0)
+                .unwrap_err()
+                .to_string()
+                .contains("`cooldown_ms`")
+        );
         assert_eq!(
-            c.choice_or("format", &["text", "jsonl"], "text").unwrap_err().to_string(),
+            c.choice_or("format", &["text", "jsonl"], "text")
+                .unwrap_err()
+                .to_string(),
             "config key `format` must be one of \"text\", \"jsonl\", got `xml`"
         );
-        assert!(c.string_list("keywords").unwrap_err().to_string().contains("array of strings"));
+        assert!(
+            c.string_list("keywords")
+                .unwrap_err()
+                .to_string()
+                .contains("array of strings")
+        );
         assert!(c.string_or("dir", "/out").is_err());
     }
 

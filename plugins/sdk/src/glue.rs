@@ -13,7 +13,8 @@ pub const NOT_INITIALIZED: &str =
     "the plugin is not initialized: the host must call init successfully before anything else";
 
 /// The error a call gets if the host re-enters the instance (which the contract rules out).
-pub const BUSY: &str = "the plugin is already handling a call: calls into one instance must not overlap";
+pub const BUSY: &str =
+    "the plugin is already handling a call: calls into one instance must not overlap";
 
 /// Where the instance's plugin value lives. Wasm instances are single-threaded, so a
 /// thread-local `RefCell` is the whole of the synchronisation.
@@ -83,7 +84,11 @@ mod tests {
         }
         fn on_frames(&mut self, _session: u64, _frames: Vec<Frame>) -> Result<(), String> {
             self.calls += 1;
-            if self.refuse { Err("refused".into()) } else { Ok(()) }
+            if self.refuse {
+                Err("refused".into())
+            } else {
+                Ok(())
+            }
         }
         fn on_session_end(&mut self, _session: u64, _reason: EndReason) -> Result<(), String> {
             Ok(())

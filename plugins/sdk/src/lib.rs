@@ -12,8 +12,8 @@
 //!   errors that name the key and the fix.
 //! - Host calls: [`log`], [`emit`], [`now_ms`], and the [`info!`]-style logging macros.
 //! - Names for the WIT enums ([`media_kind_name`], [`product_name`], [`parse_severity`]) so
-//!   outputs and files spell them the way `plugin.wit` does, and small frame helpers
-//!   ([`speaker_name`], [`chat_text`]).
+//!   outputs and files spell them the way `plugin.wit` does, and small helpers
+//!   ([`speaker_name`], [`chat_text`], [`file_safe`], [`open_session_file`]).
 //!
 //! What does not: plugin logic. Each plugin crate keeps its logic in plain modules that never
 //! call the host, so they can be unit tested natively (`cargo test --target <host triple>`).
@@ -97,24 +97,32 @@ macro_rules! export_plugin {
             struct Handler;
 
             impl $crate::Guest for Handler {
-                fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>)
-                    -> ::std::result::Result<(), ::std::string::String> {
+                fn init(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::glue::init(&INSTANCE, config)
                 }
 
-                fn on_session_start(info: $crate::SessionInfo)
-                    -> ::std::result::Result<(), ::std::string::String> {
+                fn on_session_start(
+                    info: $crate::SessionInfo,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::glue::with(&INSTANCE, |p: &mut $plugin| p.on_session_start(info))
                 }
 
-                fn on_frames(session: u64, frames: ::std::vec::Vec<$crate::Frame>)
-                    -> ::std::result::Result<(), ::std::string::String> {
+                fn on_frames(
+                    session: u64,
+                    frames: ::std::vec::Vec<$crate::Frame>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::glue::with(&INSTANCE, |p: &mut $plugin| p.on_frames(session, frames))
                 }
 
-                fn on_session_end(session: u64, reason: $crate::EndReason)
-                    -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::glue::with(&INSTANCE, |p: &mut $plugin| p.on_session_end(session, reason))
+                fn on_session_end(
+                    session: u64,
+            reason: $crate::EndReason,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::glue::with(&INSTANCE, |p: &mut $plugin| {
+                        p.on_session_end(session, reason)
+                    })
                 }
             }
 
@@ -168,6 +176,40 @@ macro_rules! warn {
 #[macro_export]
 macro_rules! error {
     ($($arg:tt)*) => { $crate::log($crate::Level::Error, &::std::format!($($arg)*)) };
+}
+
+/// One of the four `handler` calls, by its WIT name. Test fixtures use it to choose where to
+/// misbehave; plugins can use it in log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Init,
+    SessionStart,
+    Frames,
+    SessionEnd,
+}
+
+impl Call {
+    /// The accepted names, in call order.
+    pub const NAMES: [&'static str; 4] =
+        ["init", "on-session-start", "on-frames", "on-session-end"];
+
+    /// Parses one of [`Call::NAMES`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "init" => Some(Self::Init),
+            "on-session-start" => Some(Self::SessionStart),
+            "on-frames" => Some(Self::Frames),
+            "on-session-end" => Some(Self::SessionEnd),
+            _ => None,
+        }
+    }
+
+    /// Reads a call name from config key `key`, `default` when absent.
+    pub fn from_config(config: &Config, key: &str, default: Self) -> Result<Self, ConfigError> {
+        let default_name = Self::NAMES[default as usize];
+        let name = config.choice_or(key, &Self::NAMES, default_name)?;
+        Ok(Self::from_name(name).unwrap_or(default))
+    }
 }
 
 /// The WIT name of a media kind: `audio`, `video`, `share`, `transcript`, `chat` or `event`.
@@ -257,6 +299,47 @@ pub fn chat_text(raw: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A string safe to use in a file name: ASCII letters, digits, `-` and `.` kept, everything
+/// else (stream and meeting ids may hold `/`, `+`, `=`) replaced by `_`. An empty or all-dot
+/// result becomes `unknown`.
+pub fn file_safe(id: &str) -> String {
+    let safe: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.chars().all(|c| c == '.') {
+        "unknown".to_owned()
+    } else {
+        safe
+    }
+}
+
+/// Opens a per-session output file the way every plugin should: a fresh session truncates
+/// it, a resumed one (`resumed = true`) appends to what earlier instances wrote. The error
+/// names the path and the usual fix.
+pub fn open_session_file(path: &std::path::Path, resumed: bool) -> Result<std::fs::File, String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true);
+    if resumed {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    options.open(path).map_err(|e| {
+        format!(
+            "cannot open {} for writing: {e}; grant its directory to the plugin in pipeline.toml \
+             and use the guest path it is granted at",
+            path.display()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +366,61 @@ mod tests {
     }
 
     #[test]
+    fn calls_parse_from_config_by_wit_name() {
+        let config = Config::new(vec![("in".into(), "on-session-start".into())]);
+        assert_eq!(
+            Call::from_config(&config, "in", Call::Frames),
+            Ok(Call::SessionStart)
+        );
+        assert_eq!(
+            Call::from_config(&config, "at", Call::Frames),
+            Ok(Call::Frames)
+        );
+        let config = Config::new(vec![("in".into(), "frames".into())]);
+        assert!(Call::from_config(&config, "in", Call::Init).is_err());
+    }
+
+    #[test]
+    fn file_safe_replaces_path_characters() {
+        assert_eq!(file_safe("a/b+c=="), "a_b_c__");
+        assert_eq!(file_safe("x-1.2"), "x-1.2");
+        assert_eq!(file_safe(".."), "unknown");
+        assert_eq!(file_safe(""), "unknown");
+    }
+
+    #[test]
+    fn session_files_are_truncated_when_fresh_and_appended_when_resumed() {
+        let dir = std::env::temp_dir().join(format!("rtms-plugin-sdk-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("f.txt");
+        let write = |resumed: bool, text: &str| {
+            use std::io::Write;
+            let mut f = match open_session_file(&path, resumed) {
+                Ok(f) => f,
+                Err(e) => panic!("{e}"),
+            };
+            assert!(f.write_all(text.as_bytes()).is_ok());
+        };
+        write(false, "one\n");
+        write(true, "two\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).ok().as_deref(),
+            Some("one\ntwo\n")
+        );
+        write(false, "three\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).ok().as_deref(),
+            Some("three\n")
+        );
+        let err = open_session_file(&dir.join("missing/f.txt"), false).unwrap_err();
+        assert!(
+            err.contains("missing/f.txt") && err.contains("grant"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn speakers_fall_back_to_the_id_then_unknown() {
         assert_eq!(speaker_name(" Ann ", "7"), "Ann");
         assert_eq!(speaker_name("", "16778240"), "user 16778240");
@@ -292,9 +430,15 @@ mod tests {
 
     #[test]
     fn chat_json_gives_its_message_and_anything_else_is_kept_verbatim() {
-        assert_eq!(chat_text(r#"{"content":"hi","sender":{"user_id":"1"}}"#), "hi");
+        assert_eq!(
+            chat_text(r#"{"content":"hi","sender":{"user_id":"1"}}"#),
+            "hi"
+        );
         assert_eq!(chat_text(r#"{"message":"hey"}"#), "hey");
-        assert_eq!(chat_text(r#"{"operation_type":2}"#), r#"{"operation_type":2}"#);
+        assert_eq!(
+            chat_text(r#"{"operation_type":2}"#),
+            r#"{"operation_type":2}"#
+        );
         assert_eq!(chat_text("{not json"), "{not json");
         assert_eq!(chat_text("plain words"), "plain words");
     }

@@ -97,11 +97,19 @@ impl<'a> Entry<'a> {
         }
         let (kind, start_ms, end_ms, language, text) = match frame.kind {
             MediaKind::Transcript => {
-                let (start, end, language) = frame.transcript.as_ref().map_or(
-                    (frame.timestamp_ms, frame.timestamp_ms, -1),
-                    |t| (t.start_ms, t.end_ms, t.language),
-                );
-                (EntryKind::Transcript, start, end, Some(language), Cow::Borrowed(text))
+                let (start, end, language) = frame
+                    .transcript
+                    .as_ref()
+                    .map_or((frame.timestamp_ms, frame.timestamp_ms, -1), |t| {
+                        (t.start_ms, t.end_ms, t.language)
+                    });
+                (
+                    EntryKind::Transcript,
+                    start,
+                    end,
+                    Some(language),
+                    Cow::Borrowed(text),
+                )
             }
             MediaKind::Chat if include_chat => (
                 EntryKind::Chat,
@@ -139,17 +147,11 @@ pub fn clock(ms: u64) -> String {
     format!("{h:02}:{m:02}:{s:02}.{milli:03}")
 }
 
-/// The output file's name: `<product>_<stream id>.<ext>`, with every character of the stream id
-/// other than ASCII letters, digits, `-` and `.` replaced by `_` (ids may hold `/`, `+`, `=`).
+/// The output file's name: `<product>_<stream id>.<ext>`, the stream id made safe by
+/// [`rtms_plugin::file_safe`].
 pub fn file_name(product: Product, stream_id: &str, format: Format) -> String {
-    let mut stream: String = stream_id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
-        .collect();
-    if stream.is_empty() || stream.chars().all(|c| c == '.') {
-        stream = "unknown-stream".to_owned();
-    }
     let product = rtms_plugin::product_name(product);
+    let stream = rtms_plugin::file_safe(stream_id);
     format!("{product}_{stream}.{}", format.extension())
 }
 
@@ -161,13 +163,13 @@ const ORIGIN_KEY: &str = "origin_ms=";
 pub fn parse_origin(existing: &str) -> Option<u64> {
     existing
         .lines()
+        .rev()
         .filter(|l| l.starts_with('#'))
-        .filter_map(|l| {
+        .find_map(|l| {
             let at = l.find(ORIGIN_KEY)? + ORIGIN_KEY.len();
             let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
             digits.parse().ok()
         })
-        .last()
 }
 
 /// What the header names: set once per session.
@@ -233,7 +235,11 @@ impl LineWriter {
         if self.build_tag.is_some() {
             out.push_str("B ");
         }
-        let chat = if entry.kind == EntryKind::Chat { " (chat)" } else { "" };
+        let chat = if entry.kind == EntryKind::Chat {
+            " (chat)"
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "[{}] {}{chat}: {}\n",
             clock(entry.start_ms.saturating_sub(origin)),
@@ -248,7 +254,9 @@ impl LineWriter {
             EntryKind::Transcript => "transcript",
             EntryKind::Chat => "chat",
         };
-        let language = entry.language.map_or_else(|| "null".to_owned(), |l| l.to_string());
+        let language = entry
+            .language
+            .map_or_else(|| "null".to_owned(), |l| l.to_string());
         let build = self
             .build_tag
             .map(|tag| format!(",\"build\":{}", json_str(tag)))
@@ -274,7 +282,11 @@ fn json_str(s: &str) -> String {
 /// Keeps one entry on one line: line breaks and other control characters become spaces.
 fn one_line(s: &str) -> Cow<'_, str> {
     if s.chars().any(char::is_control) {
-        Cow::Owned(s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
+        )
     } else {
         Cow::Borrowed(s)
     }
@@ -362,7 +374,12 @@ mod tests {
     fn jsonl_objects_carry_every_field_in_a_fixed_order() {
         let frames = [
             transcript(7, 100, "Al \"the\" ice", "line\nbreak"),
-            chat(8, 950, "", r#"{"content":"from json","sender":{"user_id":"42"}}"#),
+            chat(
+                8,
+                950,
+                "",
+                r#"{"content":"from json","sender":{"user_id":"42"}}"#,
+            ),
         ];
         assert_eq!(
             render(Format::Jsonl, None, &frames, true),
@@ -381,12 +398,20 @@ mod tests {
         let text = render(Format::Text, Some("b"), &frames, false);
         assert!(text.ends_with("\nB [00:00:00.000] Alice: hi\n"), "{text}");
         let json = render(Format::Jsonl, Some("b"), &frames, false);
-        assert!(json.ends_with(",\"language\":9,\"build\":\"b\"}\n"), "{json}");
+        assert!(
+            json.ends_with(",\"language\":9,\"build\":\"b\"}\n"),
+            "{json}"
+        );
     }
 
     #[test]
     fn a_resumed_writer_keeps_the_recorded_origin_and_writes_no_second_header() {
-        let first = render(Format::Text, None, &[transcript(1, 5_000, "A", "one")], false);
+        let first = render(
+            Format::Text,
+            None,
+            &[transcript(1, 5_000, "A", "one")],
+            false,
+        );
         let origin = parse_origin(&first);
         assert_eq!(origin, Some(5_000));
         let mut w = LineWriter::new(Format::Text, None, label(), origin);
@@ -402,15 +427,24 @@ mod tests {
         assert_eq!(parse_origin(""), None);
         assert_eq!(parse_origin("[00:00:00.000] A: origin_ms=5\n"), None);
         assert_eq!(parse_origin("# times from origin_ms=x\n"), None);
-        assert_eq!(parse_origin("# origin_ms=1\nline\n# origin_ms=22\n"), Some(22));
+        assert_eq!(
+            parse_origin("# origin_ms=1\nline\n# origin_ms=22\n"),
+            Some(22)
+        );
     }
 
     #[test]
     fn speakers_fall_back_to_the_id_then_unknown() {
         let mut f = transcript(1, 0, "  ", "hi");
-        assert_eq!(Entry::from_frame(&f, false).map(|e| e.speaker()), Some("user 16778240".into()));
+        assert_eq!(
+            Entry::from_frame(&f, false).map(|e| e.speaker()),
+            Some("user 16778240".into())
+        );
         f.user_id = "-1".into();
-        assert_eq!(Entry::from_frame(&f, false).map(|e| e.speaker()), Some("unknown".into()));
+        assert_eq!(
+            Entry::from_frame(&f, false).map(|e| e.speaker()),
+            Some("unknown".into())
+        );
     }
 
     #[test]
@@ -430,8 +464,14 @@ mod tests {
             file_name(Product::Webinar, "a/b+c==", Format::Jsonl),
             "webinar_a_b_c__.jsonl"
         );
-        assert_eq!(file_name(Product::Meeting, "..", Format::Text), "meeting_unknown-stream.txt");
-        assert_eq!(file_name(Product::Meeting, "", Format::Text), "meeting_unknown-stream.txt");
+        assert_eq!(
+            file_name(Product::Meeting, "..", Format::Text),
+            "meeting_unknown.txt"
+        );
+        assert_eq!(
+            file_name(Product::Meeting, "", Format::Text),
+            "meeting_unknown.txt"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 pub mod format;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -28,7 +28,11 @@ use rtms_plugin::{Config, EndReason, Frame, Output, Plugin, SessionInfo, Severit
 use crate::format::{Entry, Format, LineWriter, SessionLabel};
 
 /// `Some("b")` in the `variant-b` build; see [`LineWriter`].
-const BUILD_TAG: Option<&str> = if cfg!(feature = "variant-b") { Some("b") } else { None };
+const BUILD_TAG: Option<&str> = if cfg!(feature = "variant-b") {
+    Some("b")
+} else {
+    None
+};
 
 /// The plugin's configuration, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,20 +94,7 @@ impl TranscriptWriter {
         } else {
             None
         };
-        let mut options = OpenOptions::new();
-        options.create(true);
-        if info.resumed {
-            options.append(true);
-        } else {
-            options.write(true).truncate(true);
-        }
-        let file = options.open(&path).map_err(|e| {
-            format!(
-                "cannot open {} for writing: {e}; grant its directory to the plugin in pipeline.toml \
-                 or set `dir` to a granted guest path",
-                path.display()
-            )
-        })?;
+        let file = rtms_plugin::open_session_file(&path, info.resumed)?;
         let label = SessionLabel {
             product: rtms_plugin::product_name(info.product).to_owned(),
             meeting_id: info.meeting_id.clone(),
@@ -132,7 +123,11 @@ impl Plugin for TranscriptWriter {
         rtms_plugin::debug!(
             "writing {} ({})",
             out.path.display(),
-            if info.resumed { "appending" } else { "new file" }
+            if info.resumed {
+                "appending"
+            } else {
+                "new file"
+            }
         );
         self.out = Some(out);
         Ok(())
@@ -191,7 +186,10 @@ mod tests {
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
         Settings::from_config(Config::new(
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         ))
     }
 
@@ -210,9 +208,15 @@ mod tests {
     #[test]
     fn config_errors_name_the_key() {
         let err = settings(&[("format", "csv")]).unwrap_err();
-        assert!(err.contains("`format`") && err.contains("\"jsonl\""), "{err}");
+        assert!(
+            err.contains("`format`") && err.contains("\"jsonl\""),
+            "{err}"
+        );
         let err = settings(&[("include-chat", "true")]).unwrap_err();
-        assert!(err.starts_with("unknown config key `include-chat`"), "{err}");
+        assert!(
+            err.starts_with("unknown config key `include-chat`"),
+            "{err}"
+        );
         assert!(err.contains("`include_chat`"), "{err}");
     }
 }
