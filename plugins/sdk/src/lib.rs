@@ -118,7 +118,7 @@ macro_rules! export_plugin {
 
                 fn on_session_end(
                     session: u64,
-            reason: $crate::EndReason,
+                    reason: $crate::EndReason,
                 ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::glue::with(&INSTANCE, |p: &mut $plugin| {
                         p.on_session_end(session, reason)
@@ -126,7 +126,7 @@ macro_rules! export_plugin {
                 }
             }
 
-            $crate::bindings::export!(Handler with_types_in $crate::bindings);
+    $crate::bindings::export!(Handler with_types_in $crate::bindings);
         };
     };
 }
@@ -390,8 +390,11 @@ mod tests {
 
     #[test]
     fn session_files_are_truncated_when_fresh_and_appended_when_resumed() {
-        let dir = std::env::temp_dir().join(format!("rtms-plugin-sdk-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("cannot make a temp dir: {e}"),
+        };
+        let dir = dir.path();
         let path = dir.join("f.txt");
         let write = |resumed: bool, text: &str| {
             use std::io::Write;
@@ -417,7 +420,6 @@ mod tests {
             err.contains("missing/f.txt") && err.contains("grant"),
             "{err}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

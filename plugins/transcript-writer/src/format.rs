@@ -480,4 +480,122 @@ mod tests {
         assert_eq!(clock(62_500), "00:01:02.500");
         assert_eq!(clock(360_000_001), "100:00:00.001");
     }
+
+    /// The golden files in `testdata/`: `frames.jsonl` and `session.json` are the input, the
+    /// `expected*` files the exact bytes the plugin writes for them (with `include_chat = true`).
+    /// The host's end-to-end tests feed the same frames through the runtime and compare the
+    /// file the component wrote. Set `RTMS_BLESS=1` to rewrite the expected files after an
+    /// intended change.
+    mod golden {
+        use super::*;
+        use serde_json::Value;
+        use std::path::PathBuf;
+
+        fn testdata(name: &str) -> PathBuf {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata")
+                .join(name)
+        }
+
+        fn read(name: &str) -> String {
+            match std::fs::read_to_string(testdata(name)) {
+                Ok(s) => s,
+                Err(e) => panic!("cannot read testdata/{name}: {e}"),
+            }
+        }
+
+        fn str_field(v: &Value, key: &str) -> String {
+            v[key].as_str().unwrap_or_default().to_owned()
+        }
+
+        fn frames() -> Vec<Frame> {
+            read("frames.jsonl")
+                .lines()
+                .map(|line| {
+                    let v: Value = match serde_json::from_str(line) {
+                        Ok(v) => v,
+                        Err(e) => panic!("bad frame line {line}: {e}"),
+                    };
+                    let kind = match v["kind"].as_str() {
+                        Some("transcript") => MediaKind::Transcript,
+                        Some("chat") => MediaKind::Chat,
+                        Some("audio") => MediaKind::Audio,
+                        Some("video") => MediaKind::Video,
+                        Some("share") => MediaKind::Share,
+                        _ => MediaKind::Event,
+                    };
+                    let transcript = v["start_ms"].as_u64().map(|start_ms| TranscriptInfo {
+                        start_ms,
+                        end_ms: v["end_ms"].as_u64().unwrap_or(start_ms),
+                        language: v["language"]
+                            .as_i64()
+                            .and_then(|l| i32::try_from(l).ok())
+                            .unwrap_or(-1),
+                    });
+                    Frame {
+                        kind,
+                        seq: v["seq"].as_u64().unwrap_or_default(),
+                        timestamp_ms: v["timestamp_ms"].as_u64().unwrap_or_default(),
+                        user_id: str_field(&v, "user_id"),
+                        user_name: str_field(&v, "user_name"),
+                        payload: Vec::new(),
+                        text: v["text"].as_str().map(str::to_owned),
+                        transcript,
+                        event_type: None,
+                    }
+                })
+                .collect()
+        }
+
+        fn session() -> SessionLabel {
+            let v: Value = match serde_json::from_str(&read("session.json")) {
+                Ok(v) => v,
+                Err(e) => panic!("bad session.json: {e}"),
+            };
+            SessionLabel {
+                product: str_field(&v, "product"),
+                meeting_id: str_field(&v, "meeting_id"),
+                stream_id: str_field(&v, "stream_id"),
+            }
+        }
+
+        fn check(format: Format, tag: Option<&'static str>, expected: &str) {
+            let frames = frames();
+            let mut w = LineWriter::new(format, tag, session(), None);
+            let actual: String = frames
+                .iter()
+                .filter_map(|f| Entry::from_frame(f, true))
+                .map(|e| w.lines_for(&e))
+                .collect();
+            if std::env::var_os("RTMS_BLESS").is_some()
+                && let Err(e) = std::fs::write(testdata(expected), &actual)
+            {
+                panic!("cannot bless testdata/{expected}: {e}");
+            }
+            assert_eq!(actual, read(expected), "testdata/{expected} differs");
+        }
+
+        #[test]
+        fn text_output_matches_the_golden_file() {
+            check(Format::Text, None, "expected.txt");
+        }
+
+        #[test]
+        fn jsonl_output_matches_the_golden_file() {
+            check(Format::Jsonl, None, "expected.jsonl");
+        }
+
+        #[test]
+        fn variant_b_text_output_matches_the_golden_file() {
+            check(Format::Text, Some("b"), "expected-b.txt");
+        }
+
+        #[test]
+        fn the_golden_file_is_named_after_product_and_stream() {
+            assert_eq!(
+                file_name(Product::Meeting, &session().stream_id, Format::Text),
+                "meeting_e1c5a2f0-golden.txt"
+            );
+        }
+    }
 }
