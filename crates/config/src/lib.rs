@@ -1,0 +1,140 @@
+//! pipeline.toml: parsing, environment overrides and validation into the type the host runs.
+//!
+//! The operator's file is read in two steps. [`raw`] holds serde types close to the text
+//! (unknown keys are errors, positions are kept); [`resolve`](crate::resolve) turns them into
+//! a [`Pipeline`]: defaults filled, `RTMS_*` environment overrides applied, secrets read from
+//! the environment, paths made absolute, every number range-checked. Only [`Pipeline`] reaches
+//! the runtime. Errors ([`ConfigError`]) name `file:line:column`, the key, the problem and the
+//! fix. Nothing here reads globals: the environment comes in through [`Env`].
+//!
+//! # Layout
+//! - [`model`]: the validated types ([`Pipeline`], [`Plugin`], [`MediaKinds`], [`Secret`], ...).
+//! - [`raw`]: the serde types of the file.
+//! - `resolve`: defaults (`default_*`), checks, overrides.
+//! - [`error`]: [`ConfigError`] and the rewording of toml / serde errors.
+//! - [`flatten`]: `[plugin.config]` into `init`'s list of pairs.
+//! - [`diff`]: [`PipelineDiff`] for hot reload.
+//! - [`env`]: [`Env`], [`ProcessEnv`], [`MapEnv`].
+//!
+//! Every key is documented in `examples/pipeline.toml`.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+
+pub mod diff;
+pub mod env;
+pub mod error;
+pub mod flatten;
+pub mod model;
+pub mod raw;
+mod resolve;
+
+pub use diff::{PipelineDiff, PluginChange};
+pub use env::{Env, MapEnv, ProcessEnv};
+pub use error::{ConfigError, Location};
+pub use model::*;
+pub use resolve::{ENV_OVERRIDES, MIN_KEEPALIVE_INTERVAL_MS};
+
+use error::Source;
+
+/// The only pipeline file version this host reads.
+pub const VERSION: i64 = 1;
+
+/// How strict loading is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Fail when a credential's environment variable is unset. `false` for `rtms-host validate`,
+    /// which then reports the missing ones in [`Pipeline::warnings`].
+    pub require_secrets: bool,
+    /// Fail when an enabled plugin's component file does not exist. `false` only for checking
+    /// a file's shape before its plugins are built (the examples test).
+    pub check_components: bool,
+}
+
+impl Default for LoadOptions {
+    /// Everything checked: what `rtms-host run` needs.
+    fn default() -> Self {
+        Self {
+            require_secrets: true,
+            check_components: true,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// For `rtms-host validate`: secrets may be missing (they become warnings).
+    pub fn validate_only() -> Self {
+        Self {
+            require_secrets: false,
+            check_components: true,
+        }
+    }
+}
+
+impl Pipeline {
+    /// Reads and validates the pipeline file at `path`.
+    pub fn load(path: &Path, env: &dyn Env, opts: LoadOptions) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, env, opts)
+    }
+
+    /// Validates pipeline text. `path` names the file in errors (as given) and anchors relative
+    /// paths (made absolute first); it is not read.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Env,
+        opts: LoadOptions,
+    ) -> Result<Pipeline, ConfigError> {
+        let src = Source {
+            name: path.display().to_string(),
+            text,
+        };
+        let table = DeTable::parse(text).map_err(|e| error::from_toml(&src, None, &e))?;
+        probe_version(&src, table.get_ref())?;
+        let file = raw::PipelineFile::deserialize(toml::de::Deserializer::from(table.clone()))
+            .map_err(|e| error::from_toml(&src, Some(table.get_ref()), &e))?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let abs = resolve::normalize(&abs);
+        let dir = abs.parent().map(Path::to_owned).unwrap_or_default();
+        let resolver = resolve::Resolver {
+            src,
+            env,
+            dir,
+            opts,
+            warnings: Vec::new(),
+        };
+        resolver.resolve(file, abs)
+    }
+}
+
+/// Checks `version = 1` before anything else, so a future format gets a clear error.
+fn probe_version(src: &Source<'_>, table: &DeTable<'_>) -> Result<(), ConfigError> {
+    let Some((_, value)) = table.iter().find(|(k, _)| k.get_ref() == "version") else {
+        return Err(src.invalid(
+            0..0,
+            format!("missing key \"version\": add `version = {VERSION}` at the top of the file"),
+        ));
+    };
+    let ok = match value.get_ref() {
+        DeValue::Integer(i) => i.radix() == 10 && i.as_str().trim_start_matches('+') == "1",
+        _ => false,
+    };
+    if !ok {
+        let shown = match value.get_ref() {
+            DeValue::Integer(i) => i.as_str().to_owned(),
+            DeValue::String(s) => format!("{s:?}"),
+            other => format!("a {}", other.type_str()),
+        };
+        return Err(src.invalid(
+            value.span(),
+            format!("version = {shown} is not supported: this rtms-host reads version = {VERSION}"),
+        ));
+    }
+    Ok(())
+}

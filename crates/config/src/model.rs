@@ -1,0 +1,562 @@
+//! The validated pipeline: the types the host runs.
+//!
+//! Everything here has been checked: durations are [`Duration`]s, paths are absolute, names are
+//! valid, numbers are in range, and secrets hold their values. These types are built only by
+//! [`crate::Pipeline::parse`] / [`crate::Pipeline::load`]; the serde types of the file live in
+//! [`crate::raw`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rtms_proto::{MediaParams, Product};
+use serde::Deserialize;
+
+/// A pipeline ready to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pipeline {
+    /// The pipeline file, absolute. Relative paths inside it were resolved against its folder.
+    pub path: PathBuf,
+    /// The HTTP server that receives Zoom's webhooks.
+    pub server: Server,
+    /// Zoom credentials, read from the environment.
+    pub zoom: Zoom,
+    /// How to talk to Zoom's RTMS servers and what to ask them for.
+    pub rtms: Rtms,
+    /// The WebAssembly runtime and the process around it.
+    pub runtime: Runtime,
+    /// Every `[[plugin]]`, in file order, disabled ones included (see [`Plugin::enabled`]).
+    pub plugins: Vec<Plugin>,
+    /// Where plugin outputs go; one stdout sink when the file names none.
+    pub sinks: Vec<Sink>,
+    /// Things that are not errors but need the operator's attention, such as a missing secret
+    /// when validating without secrets. `rtms-host validate` prints them.
+    pub warnings: Vec<String>,
+}
+
+impl Pipeline {
+    /// The plugin of that name.
+    pub fn plugin(&self, name: &str) -> Option<&Plugin> {
+        self.plugins.iter().find(|p| p.name.as_str() == name)
+    }
+
+    /// The plugins that run (`enabled = true`).
+    pub fn enabled_plugins(&self) -> impl Iterator<Item = &Plugin> {
+        self.plugins.iter().filter(|p| p.enabled)
+    }
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Server {
+    /// The address the webhook server binds.
+    pub listen: SocketAddr,
+    /// The path Zoom posts webhooks to; starts with `/`.
+    pub webhook_path: String,
+    /// Larger webhook bodies are refused with 413 before they are read whole.
+    pub max_body_bytes: usize,
+    /// Webhooks whose signed timestamp is further than this from now are refused (replays).
+    pub timestamp_window: Duration,
+    /// Whether the admin routes (metrics, health, reload) are served. Defaults to true only when
+    /// `listen` is a loopback address, so they are never exposed by accident.
+    pub admin: bool,
+}
+
+/// A secret value read from the environment (or, if the operator insists, from the file).
+/// Its `Debug` and `Display` never print the value; call [`Secret::expose`] where it is used.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for signing. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `[zoom]`: the app's credentials and where they came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Zoom {
+    /// The environment variable the client id is read from (`ZM_RTMS_CLIENT` by default).
+    pub client_id_env: String,
+    /// The environment variable the client secret is read from (`ZM_RTMS_SECRET`).
+    pub client_secret_env: String,
+    /// The environment variable the webhook secret token is read from (`ZOOM_SECRET_TOKEN`).
+    pub webhook_secret_env: String,
+    /// The OAuth client id; it signs the RTMS handshake. `None` only when loaded with
+    /// `require_secrets = false` and the variable is unset.
+    pub client_id: Option<String>,
+    /// The OAuth client secret; it signs the RTMS handshake. `None` as for `client_id`.
+    pub client_secret: Option<Secret>,
+    /// The webhook secret token; it verifies webhook signatures and answers URL validation.
+    pub webhook_secret: Option<Secret>,
+    /// An extra CA certificate (PEM) to trust for `wss://`, such as the simulator's; absolute.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Zoom {
+    /// True when every credential is present.
+    pub fn has_credentials(&self) -> bool {
+        self.client_id.is_some() && self.client_secret.is_some() && self.webhook_secret.is_some()
+    }
+}
+
+/// `[rtms]`: talking to Zoom's media servers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rtms {
+    /// Deadline for one connection attempt (socket + handshake).
+    pub connection_timeout: Duration,
+    /// Attempts of the first connection before giving up on a stream.
+    pub connection_max_attempts: u32,
+    /// Pause between first-connection attempts.
+    pub connection_retry_delay: Duration,
+    /// Reconnection attempts after a live connection broke.
+    pub reconnect_max_attempts: u32,
+    /// First reconnection delay; doubles each attempt (with jitter) ...
+    pub reconnect_base_delay: Duration,
+    /// ... up to this.
+    pub reconnect_max_delay: Duration,
+    /// How often an idle connection is checked (at least 3 s).
+    pub keepalive_interval: Duration,
+    /// Silence longer than this means the peer is dead; always above the interval.
+    pub keepalive_timeout: Duration,
+    /// How long a stream may wait for the webhook that completes it.
+    pub webhook_wait_timeout: Duration,
+    /// The media kinds requested from Zoom (never contains [`MediaKind::Event`]).
+    pub media: MediaKinds,
+    /// One socket for all media, or one per kind.
+    pub socket_mode: SocketMode,
+    /// Ask Zoom to deliver the audio it buffered before the host connected.
+    pub buffer_data: bool,
+    /// EVENT_TYPE numbers to subscribe to (msg 5), in file order, no duplicates.
+    pub events: Vec<u32>,
+    /// The `media_params` sent in the media handshake: a section for each requested kind that
+    /// has parameters, every field filled.
+    pub media_params: MediaParams,
+}
+
+/// How media sockets are opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketMode {
+    /// One socket to the `all` URL carrying every requested kind.
+    Unified,
+    /// One socket per media kind.
+    Split,
+}
+
+/// `[runtime]`: the WebAssembly runtime and process-wide settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Runtime {
+    /// Compiled components are cached here by content hash; absolute.
+    pub cache_dir: PathBuf,
+    /// The epoch ticker's period: the granularity of plugin call deadlines.
+    pub epoch_tick: Duration,
+    /// Batches that trapped a plugin are written here; absolute.
+    pub dead_letter_dir: PathBuf,
+    /// On SIGINT/SIGTERM, queues drain for at most this long.
+    pub shutdown_grace: Duration,
+    /// Hot reload of the pipeline file and components.
+    pub reload: Reload,
+}
+
+/// `[runtime.reload]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reload {
+    /// Watch the pipeline file and every component for changes.
+    pub watch: bool,
+    /// Changes closer together than this are applied once.
+    pub debounce: Duration,
+}
+
+/// A plugin name: 1-64 of `a-z`, `0-9` and `-`, starting with a letter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PluginName(String);
+
+impl PluginName {
+    /// Checks a name; the error says what is wrong and how to fix it.
+    pub fn try_new(name: &str) -> Result<Self, String> {
+        if name.is_empty() {
+            return Err(
+                "a plugin name cannot be empty: use lowercase letters, digits and '-'".into(),
+            );
+        }
+        if name.len() > 64 {
+            return Err(format!("plugin name {name:?} is longer than 64 characters"));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            let hint = if c.is_ascii_uppercase() {
+                format!(" (try {:?})", name.to_ascii_lowercase())
+            } else if c == '_' || c == ' ' || c == '.' {
+                format!(" (try {:?})", name.replace(['_', ' ', '.'], "-"))
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "plugin name {name:?} has {c:?}: use only lowercase letters, digits and '-'{hint}"
+            ));
+        }
+        if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(format!(
+                "plugin name {name:?} must start with a lowercase letter"
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PluginName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a frame carries; mirrors the WIT `media-kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Audio,
+    Video,
+    Share,
+    Transcript,
+    Chat,
+    Event,
+}
+
+impl MediaKind {
+    /// Every kind, in WIT order.
+    pub const ALL: [MediaKind; 6] = [
+        MediaKind::Audio,
+        MediaKind::Video,
+        MediaKind::Share,
+        MediaKind::Transcript,
+        MediaKind::Chat,
+        MediaKind::Event,
+    ];
+
+    /// The name used in pipeline.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+            MediaKind::Share => "share",
+            MediaKind::Transcript => "transcript",
+            MediaKind::Chat => "chat",
+            MediaKind::Event => "event",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl fmt::Display for MediaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of [`MediaKind`]s.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct MediaKinds(u8);
+
+impl MediaKinds {
+    /// No kind.
+    pub const EMPTY: MediaKinds = MediaKinds(0);
+
+    /// Whether `kind` is in the set.
+    pub fn contains(self, kind: MediaKind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+
+    /// Adds `kind`.
+    pub fn insert(&mut self, kind: MediaKind) {
+        self.0 |= kind.bit();
+    }
+
+    /// Removes `kind`.
+    pub fn remove(&mut self, kind: MediaKind) {
+        self.0 &= !kind.bit();
+    }
+
+    /// Both sets together.
+    pub fn union(self, other: MediaKinds) -> MediaKinds {
+        MediaKinds(self.0 | other.0)
+    }
+
+    /// True when no kind is in the set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// True when every kind of `self` is in `other`.
+    pub fn is_subset(self, other: MediaKinds) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// The kinds, in WIT order.
+    pub fn iter(self) -> impl Iterator<Item = MediaKind> {
+        MediaKind::ALL
+            .into_iter()
+            .filter(move |k| self.contains(*k))
+    }
+}
+
+impl FromIterator<MediaKind> for MediaKinds {
+    fn from_iter<I: IntoIterator<Item = MediaKind>>(iter: I) -> Self {
+        let mut set = MediaKinds::EMPTY;
+        for k in iter {
+            set.insert(k);
+        }
+        set
+    }
+}
+
+impl fmt::Debug for MediaKinds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl fmt::Display for MediaKinds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(MediaKind::as_str).collect();
+        write!(f, "[{}]", names.join(", "))
+    }
+}
+
+/// One `[[plugin]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plugin {
+    /// Unique within the pipeline; labels logs, metrics and outputs.
+    pub name: PluginName,
+    /// The component file (`.wasm`), absolute.
+    pub component: PathBuf,
+    /// A disabled plugin is validated but not run.
+    pub enabled: bool,
+    /// The kinds of frames it receives; never empty.
+    pub media: MediaKinds,
+    /// Which sessions it serves.
+    pub filter: PluginFilter,
+    /// Host directories it may use, each at a guest path.
+    pub dirs: Vec<DirGrant>,
+    /// Its queue per session.
+    pub queue: Queue,
+    /// How frames are grouped into `on-frames` calls.
+    pub batch: Batch,
+    /// Resource limits per instance.
+    pub limits: Limits,
+    /// Restart policy after traps.
+    pub restart: Restart,
+    /// The `[plugin.config]` table as `init` receives it: one pair per top-level key, sorted by
+    /// key, strings raw and every other value as JSON text.
+    pub config: Vec<(String, String)>,
+}
+
+/// Session filters of a plugin; `None` matches everything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PluginFilter {
+    /// Only sessions of these products.
+    pub products: Option<Vec<Product>>,
+    /// Only these meeting uuids / webinar uuids / session ids / engagement ids.
+    pub meeting_ids: Option<Vec<String>>,
+    /// Only sessions started by these users (the stream's operator id).
+    pub users: Option<Vec<String>>,
+}
+
+impl PluginFilter {
+    /// Whether a session with these properties is served. A filter on users does not match a
+    /// session whose operator is unknown.
+    pub fn matches(&self, product: Product, meeting_id: &str, operator_id: Option<&str>) -> bool {
+        self.products.as_ref().is_none_or(|p| p.contains(&product))
+            && self
+                .meeting_ids
+                .as_ref()
+                .is_none_or(|m| m.iter().any(|id| id == meeting_id))
+            && self
+                .users
+                .as_ref()
+                .is_none_or(|u| operator_id.is_some_and(|op| u.iter().any(|user| user == op)))
+    }
+}
+
+/// A host directory granted to a plugin (`[[plugin.dir]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The directory on the host, absolute. Its parent exists; the host creates it at start.
+    pub host: PathBuf,
+    /// Where the plugin sees it: an absolute guest path such as `/out`.
+    pub guest: String,
+    /// Whether the plugin may only read.
+    pub read_only: bool,
+}
+
+/// `[plugin.queue]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Queue {
+    /// Frames held per (plugin, session) before `on_full` applies.
+    pub capacity: usize,
+    /// What happens when the queue is full.
+    pub on_full: OnFull,
+}
+
+/// What a full queue does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFull {
+    /// The session's intake waits: lossless, for transcripts and chat.
+    Block,
+    /// The oldest frame is dropped and counted: for real-time media.
+    DropOldest,
+}
+
+/// `[plugin.batch]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// At most this many frames per `on-frames` call.
+    pub max_frames: usize,
+    /// A partial batch is delivered after waiting this long.
+    pub max_wait: Duration,
+}
+
+/// `[plugin.limits]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory an instance may grow to, in MiB.
+    pub memory_mb: u32,
+    /// Deadline of one call into the plugin; past it the instance traps.
+    pub call_timeout: Duration,
+}
+
+impl Limits {
+    /// The memory limit in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        (self.memory_mb as usize).saturating_mul(1024 * 1024)
+    }
+}
+
+/// `[plugin.restart]`: backoff after traps and the circuit breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restart {
+    /// First delay before a fresh instance; doubles per consecutive trap ...
+    pub base_delay: Duration,
+    /// ... up to this.
+    pub max_delay: Duration,
+    /// An instance that runs this long without trapping resets the backoff.
+    pub healthy_reset: Duration,
+    /// This many traps within `window` stop the plugin for the session (circuit open).
+    pub max_failures: u32,
+    /// The circuit breaker's window.
+    pub window: Duration,
+}
+
+/// Output severities, mirroring the WIT `severity`, in increasing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Notice,
+    Warning,
+    Critical,
+}
+
+/// The `type` of a `[[sink]]`, as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkType {
+    Stdout,
+    Jsonl,
+    Http,
+}
+
+/// One `[[sink]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sink {
+    /// Where outputs go.
+    pub target: SinkTarget,
+    /// Which outputs go there.
+    pub filter: SinkFilter,
+}
+
+/// Where a sink writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkTarget {
+    /// One line per output on standard output.
+    Stdout,
+    /// One JSON object per line, appended to this file (absolute; parents created at start).
+    Jsonl { path: PathBuf },
+    /// One POST per output, JSON body. Only `http://` URLs for now.
+    Http { url: String },
+}
+
+/// A sink's filter; every part must match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkFilter {
+    /// Outputs below this severity are skipped.
+    pub min_severity: Severity,
+    /// Only outputs of these plugins (`None`: all).
+    pub plugins: Option<Vec<PluginName>>,
+    /// Only outputs whose `kind` is one of these (`None`: all).
+    pub kinds: Option<Vec<String>>,
+}
+
+impl SinkFilter {
+    /// Whether an output passes.
+    pub fn matches(&self, plugin: &str, kind: &str, severity: Severity) -> bool {
+        severity >= self.min_severity
+            && self
+                .plugins
+                .as_ref()
+                .is_none_or(|p| p.iter().any(|n| n.as_str() == plugin))
+            && self
+                .kinds
+                .as_ref()
+                .is_none_or(|k| k.iter().any(|x| x == kind))
+    }
+}
+
+/// Named EVENT_TYPE subscriptions (meetings, webinars, Video SDK).
+pub(crate) fn event_names() -> BTreeMap<&'static str, u32> {
+    use rtms_proto::codes::event_type as e;
+    BTreeMap::from([
+        ("active-speaker-change", e::ACTIVE_SPEAKER_CHANGE),
+        ("participant-join", e::PARTICIPANT_JOIN),
+        ("participant-leave", e::PARTICIPANT_LEAVE),
+        ("sharing-start", e::SHARING_START),
+        ("sharing-stop", e::SHARING_STOP),
+        (
+            "media-connection-interrupted",
+            e::MEDIA_CONNECTION_INTERRUPTED,
+        ),
+        ("participant-video-on", e::PARTICIPANT_VIDEO_ON),
+        ("participant-video-off", e::PARTICIPANT_VIDEO_OFF),
+    ])
+}

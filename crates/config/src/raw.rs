@@ -1,0 +1,253 @@
+//! The serde types of pipeline.toml, close to the text (`*File` / `*Config`).
+//!
+//! Nothing here is validated beyond types and key names: every struct denies unknown keys, and
+//! fields that later checks may complain about keep their position as [`Spanned`] so the error
+//! can name the line. Defaults and range checks live in [`crate::resolve`]; the runtime never
+//! sees these types, only [`crate::Pipeline`].
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::model::{MediaKind, OnFull, Severity, SinkType, SocketMode};
+use rtms_proto::Product;
+
+/// A number as written in the file, with its position.
+pub type Num = Option<Spanned<u64>>;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Probed before this type is parsed; kept so `deny_unknown_fields` accepts it.
+    #[allow(dead_code)]
+    pub version: toml::Value,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub zoom: ZoomConfig,
+    #[serde(default)]
+    pub rtms: RtmsConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub plugin: Vec<Spanned<PluginConfig>>,
+    #[serde(default)]
+    pub sink: Vec<Spanned<SinkConfig>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: Option<Spanned<String>>,
+    pub webhook_path: Option<Spanned<String>>,
+    pub max_body_bytes: Num,
+    pub timestamp_window_secs: Num,
+    pub admin: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoomConfig {
+    pub client_id_env: Option<Spanned<String>>,
+    pub client_secret_env: Option<Spanned<String>>,
+    pub webhook_secret_env: Option<Spanned<String>>,
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret: Option<Spanned<String>>,
+    pub webhook_secret: Option<Spanned<String>>,
+    pub allow_plaintext_secrets: Option<bool>,
+    pub ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmsConfig {
+    pub connection_timeout_ms: Num,
+    pub connection_max_attempts: Num,
+    pub connection_retry_delay_ms: Num,
+    pub reconnect_max_attempts: Num,
+    pub reconnect_base_delay_ms: Num,
+    pub reconnect_max_delay_ms: Num,
+    pub keepalive_interval_ms: Num,
+    pub keepalive_timeout_ms: Num,
+    pub webhook_wait_timeout_ms: Num,
+    pub media: Option<Spanned<Vec<Spanned<MediaKind>>>>,
+    pub socket_mode: Option<SocketMode>,
+    pub buffer_data: Option<bool>,
+    pub events: Option<Vec<Spanned<EventSpec>>>,
+    pub audio: Option<Spanned<AudioConfig>>,
+    pub video: Option<Spanned<VideoConfig>>,
+    pub deskshare: Option<Spanned<VideoConfig>>,
+    pub transcript: Option<Spanned<TranscriptConfig>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioConfig {
+    pub codec: Option<Spanned<AudioCodecName>>,
+    pub sample_rate: Num,
+    pub channels: Num,
+    pub frame_ms: Num,
+    pub per_speaker: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioCodecName {
+    L16,
+    G711,
+    G722,
+    Opus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoConfig {
+    pub codec: Option<Spanned<VideoCodecName>>,
+    pub resolution: Option<ResolutionName>,
+    pub fps: Num,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodecName {
+    H264,
+    Jpg,
+    Png,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResolutionName {
+    Sd,
+    Hd,
+    Fhd,
+    Qhd,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscriptConfig {
+    pub language: Option<Spanned<i64>>,
+    pub detect_language: Option<bool>,
+}
+
+/// An event subscription: a name such as `"participant-join"` or Zoom's EVENT_TYPE number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventSpec {
+    Name(String),
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for EventSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = EventSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an event name (such as \"participant-join\") or an EVENT_TYPE number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EventSpec, E> {
+                Ok(EventSpec::Name(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<EventSpec, E> {
+                Ok(EventSpec::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<EventSpec, E> {
+                Ok(EventSpec::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub cache_dir: Option<Spanned<String>>,
+    pub epoch_tick_ms: Num,
+    pub dead_letter_dir: Option<Spanned<String>>,
+    pub shutdown_grace_ms: Num,
+    #[serde(default)]
+    pub reload: ReloadConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    pub watch: Option<bool>,
+    pub debounce_ms: Num,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub name: Spanned<String>,
+    pub component: Spanned<String>,
+    pub media: Spanned<Vec<Spanned<MediaKind>>>,
+    pub enabled: Option<bool>,
+    pub products: Option<Spanned<Vec<Product>>>,
+    pub meeting_ids: Option<Spanned<Vec<String>>>,
+    pub users: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub dir: Vec<Spanned<DirConfig>>,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub restart: RestartConfig,
+    pub config: Option<Spanned<toml::Table>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirConfig {
+    pub host: Spanned<String>,
+    pub guest: Spanned<String>,
+    pub read_only: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub capacity: Num,
+    pub on_full: Option<OnFull>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    pub max_frames: Num,
+    pub max_wait_ms: Num,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub memory_mb: Num,
+    pub call_timeout_ms: Num,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    pub base_delay_ms: Num,
+    pub max_delay_ms: Num,
+    pub healthy_reset_ms: Num,
+    pub max_failures: Num,
+    pub window_ms: Num,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    #[serde(rename = "type")]
+    pub kind: SinkType,
+    pub path: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub min_severity: Option<Severity>,
+    pub plugins: Option<Vec<Spanned<String>>>,
+    pub kinds: Option<Vec<String>>,
+}
