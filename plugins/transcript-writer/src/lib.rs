@@ -163,7 +163,11 @@ impl Plugin for TranscriptWriter {
         rtms_plugin::emit(&Output {
             kind: "summary".to_owned(),
             severity: Severity::Info,
-            message: format!("wrote {} transcript lines to {path}", out.written),
+            message: format!(
+                "wrote {} transcript line{} to {path}",
+                out.written,
+                if out.written == 1 { "" } else { "s" }
+            ),
             data: Some(
                 rtms_plugin::serde_json::json!({
                     "stream_id": out.stream_id,
