@@ -1,0 +1,123 @@
+//! Counters of what the host did: frames in, frames delivered per plugin, drops, plugin
+//! errors, traps, restarts, dead letters, reloads.
+//!
+//! Plain atomics, cheap enough for the frame path. They back the demo's summary, the
+//! benchmarks and the tests' assertions that nothing was lost silently; the admin API
+//! exposes them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// Counters for one plugin, over all its sessions and versions.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Frames routed to the plugin's queues.
+    pub routed: AtomicU64,
+    /// Frames an instance returned from `on-frames` for (ok or plugin error).
+    pub delivered: AtomicU64,
+    /// `on-frames` calls made.
+    pub calls: AtomicU64,
+    /// Frames dropped by a full `drop-oldest` queue.
+    pub dropped: AtomicU64,
+    /// Frames in batches that trapped, written to the dead-letter file.
+    pub dead_lettered: AtomicU64,
+    /// Frames discarded because the plugin's circuit breaker is open for the session.
+    pub discarded: AtomicU64,
+    /// `err(..)` results returned by the plugin.
+    pub errors: AtomicU64,
+    pub traps: AtomicU64,
+    /// Instances built after a trap.
+    pub restarts: AtomicU64,
+    /// Sessions for which the circuit breaker stopped the plugin.
+    pub breaker_trips: AtomicU64,
+    /// Versions swapped in on live sessions.
+    pub swaps: AtomicU64,
+    /// Automatic rollbacks of a version that kept trapping after a reload.
+    pub rollbacks: AtomicU64,
+}
+
+/// Host-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub frames_in: AtomicU64,
+    pub sessions_started: AtomicU64,
+    pub sessions_ended: AtomicU64,
+    pub reloads_applied: AtomicU64,
+    pub reloads_refused: AtomicU64,
+    plugins: Mutex<BTreeMap<String, Arc<PluginStats>>>,
+}
+
+impl Metrics {
+    pub fn plugin(&self, name: &str) -> Arc<PluginStats> {
+        self.plugins
+            .lock()
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            frames_in: get(&self.frames_in),
+            sessions_started: get(&self.sessions_started),
+            sessions_ended: get(&self.sessions_ended),
+            reloads_applied: get(&self.reloads_applied),
+            reloads_refused: get(&self.reloads_refused),
+            plugins: self
+                .plugins
+                .lock()
+                .iter()
+                .map(|(k, p)| {
+                    (
+                        k.clone(),
+                        PluginSnapshot {
+                            routed: get(&p.routed),
+                            delivered: get(&p.delivered),
+                            calls: get(&p.calls),
+                            dropped: get(&p.dropped),
+                            dead_lettered: get(&p.dead_lettered),
+                            discarded: get(&p.discarded),
+                            errors: get(&p.errors),
+                            traps: get(&p.traps),
+                            restarts: get(&p.restarts),
+                            breaker_trips: get(&p.breaker_trips),
+                            swaps: get(&p.swaps),
+                            rollbacks: get(&p.rollbacks),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PluginSnapshot {
+    pub routed: u64,
+    pub delivered: u64,
+    pub calls: u64,
+    pub dropped: u64,
+    pub dead_lettered: u64,
+    pub discarded: u64,
+    pub errors: u64,
+    pub traps: u64,
+    pub restarts: u64,
+    pub breaker_trips: u64,
+    pub swaps: u64,
+    pub rollbacks: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    pub frames_in: u64,
+    pub sessions_started: u64,
+    pub sessions_ended: u64,
+    pub reloads_applied: u64,
+    pub reloads_refused: u64,
+    pub plugins: BTreeMap<String, PluginSnapshot>,
+}

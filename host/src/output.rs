@@ -1,0 +1,282 @@
+//! Outputs plugins emit (`host.emit`) and the sinks they go to: stdout, a JSON Lines file,
+//! an HTTP endpoint.
+//!
+//! `emit` runs inside a guest call, so it never blocks: it puts the record on a bounded
+//! channel (a full channel drops the record, counted and logged). One dispatcher task fans
+//! records out to the sinks; each sink runs in its own task behind its own bounded queue so a
+//! slow HTTP endpoint never delays the stdout or file sinks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::bindings::{Output, Severity};
+
+/// Records waiting for the dispatcher before `emit` starts dropping.
+const OUTPUT_QUEUE: usize = 65_536;
+/// Records waiting for one sink before that sink starts dropping.
+const SINK_QUEUE: usize = 16_384;
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One emitted output, with where and when it came from.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputRecord {
+    pub time_ms: u64,
+    pub plugin: Arc<str>,
+    pub session: u64,
+    pub stream_id: Arc<str>,
+    pub meeting_id: Arc<str>,
+    pub kind: String,
+    pub severity: &'static str,
+    pub message: String,
+    /// The plugin's JSON detail, parsed; a plugin that sends invalid JSON has it kept as a
+    /// string under `{"invalid_json": ...}` rather than lost.
+    pub data: Option<serde_json::Value>,
+}
+
+pub fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Notice => "notice",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
+}
+
+/// Severity as a number for `min_severity` filters.
+pub fn severity_rank(name: &str) -> u8 {
+    match name {
+        "info" => 0,
+        "notice" => 1,
+        "warning" => 2,
+        _ => 3,
+    }
+}
+
+impl OutputRecord {
+    pub fn new(
+        plugin: Arc<str>,
+        session: u64,
+        stream_id: Arc<str>,
+        meeting_id: Arc<str>,
+        out: Output,
+    ) -> Self {
+        let data = out.data.map(|d| {
+            serde_json::from_str(&d).unwrap_or_else(|_| serde_json::json!({ "invalid_json": d }))
+        });
+        Self {
+            time_ms: unix_ms(),
+            plugin,
+            session,
+            stream_id,
+            meeting_id,
+            kind: out.kind,
+            severity: severity_name(out.severity),
+            message: out.message,
+            data,
+        }
+    }
+
+    /// The one-line form the stdout sink prints.
+    pub fn human(&self) -> String {
+        format!(
+            "[{}] {} {}: {}",
+            self.severity, self.plugin, self.kind, self.message
+        )
+    }
+}
+
+/// The sending side handed to every instance. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Outputs {
+    tx: mpsc::Sender<OutputRecord>,
+    stats: Arc<OutputStats>,
+}
+
+/// Counters of what happened to outputs.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    pub emitted: AtomicU64,
+    /// Dropped because the dispatcher queue was full.
+    pub dropped: AtomicU64,
+    /// Dropped by a sink (queue full or delivery failed).
+    pub sink_failures: AtomicU64,
+}
+
+impl Outputs {
+    pub fn send(&self, rec: OutputRecord) {
+        self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.tx.try_send(rec) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            let rec = match e {
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+            };
+            tracing::warn!(plugin = %rec.plugin, stream = %rec.stream_id, kind = %rec.kind, "output dropped: the output queue is full or closed");
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<OutputStats> {
+        &self.stats
+    }
+}
+
+/// Where outputs go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkTarget {
+    Stdout,
+    Jsonl(PathBuf),
+    Http(String),
+}
+
+/// A sink and the outputs it takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkSpec {
+    pub target: SinkTarget,
+    pub min_severity: u8,
+    /// Only these plugins (empty: all).
+    pub plugins: Vec<String>,
+    /// Only these output kinds (empty: all).
+    pub kinds: Vec<String>,
+}
+
+impl SinkSpec {
+    pub fn all(target: SinkTarget) -> Self {
+        Self {
+            target,
+            min_severity: 0,
+            plugins: Vec::new(),
+            kinds: Vec::new(),
+        }
+    }
+
+    fn accepts(&self, r: &OutputRecord) -> bool {
+        severity_rank(r.severity) >= self.min_severity
+            && (self.plugins.is_empty() || self.plugins.iter().any(|p| **p == *r.plugin))
+            && (self.kinds.is_empty() || self.kinds.contains(&r.kind))
+    }
+}
+
+/// The running sinks. Dropping every `Outputs` clone and awaiting [`SinkSet::finish`]
+/// flushes and closes them.
+pub struct SinkSet {
+    dispatcher: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the sinks and returns the handle instances emit through.
+pub async fn start_sinks(specs: Vec<SinkSpec>) -> anyhow::Result<(Outputs, SinkSet)> {
+    let stats = Arc::new(OutputStats::default());
+    let (tx, mut rx) = mpsc::channel::<OutputRecord>(OUTPUT_QUEUE);
+    let mut lanes = Vec::new();
+    let mut tasks = JoinSet::new();
+    for spec in specs {
+        let (stx, srx) = mpsc::channel::<Arc<OutputRecord>>(SINK_QUEUE);
+        match &spec.target {
+            SinkTarget::Stdout => {
+                tasks.spawn(run_stdout(srx));
+            }
+            SinkTarget::Jsonl(path) => {
+                if let Some(dir) = path.parent() {
+                    tokio::fs::create_dir_all(dir).await.ok();
+                }
+                let file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot open output file {}: {e}", path.display())
+                    })?;
+                tasks.spawn(run_jsonl(srx, file, stats.clone()));
+            }
+            SinkTarget::Http(url) => {
+                tasks.spawn(run_http(srx, url.clone(), stats.clone()));
+            }
+        }
+        lanes.push((spec, stx));
+    }
+    let dstats = stats.clone();
+    let dispatcher = tokio::spawn(async move {
+        while let Some(rec) = rx.recv().await {
+            let rec = Arc::new(rec);
+            for (spec, lane) in &lanes {
+                if spec.accepts(&rec) && lane.try_send(rec.clone()).is_err() {
+                    dstats.sink_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(sink = ?spec.target, plugin = %rec.plugin, "output dropped: sink queue full");
+                }
+            }
+        }
+        drop(lanes);
+        while tasks.join_next().await.is_some() {}
+    });
+    Ok((Outputs { tx, stats }, SinkSet { dispatcher }))
+}
+
+impl SinkSet {
+    /// Waits until every record sent before the last `Outputs` was dropped is written.
+    pub async fn finish(self) {
+        let _ = self.dispatcher.await;
+    }
+}
+
+async fn run_stdout(mut rx: mpsc::Receiver<Arc<OutputRecord>>) {
+    while let Some(r) = rx.recv().await {
+        println!("{}", r.human());
+    }
+}
+
+async fn run_jsonl(
+    mut rx: mpsc::Receiver<Arc<OutputRecord>>,
+    file: tokio::fs::File,
+    stats: Arc<OutputStats>,
+) {
+    let mut w = tokio::io::BufWriter::new(file);
+    while let Some(r) = rx.recv().await {
+        let mut line = serde_json::to_vec(&*r).unwrap_or_default();
+        line.push(b'\n');
+        if let Err(e) = w.write_all(&line).await {
+            stats.sink_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "cannot write output to the JSON Lines sink");
+        }
+        // Flush when the queue is drained, so the file is current without a syscall per line.
+        if rx.is_empty() {
+            let _ = w.flush().await;
+        }
+    }
+    let _ = w.flush().await;
+}
+
+async fn run_http(mut rx: mpsc::Receiver<Arc<OutputRecord>>, url: String, stats: Arc<OutputStats>) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    while let Some(r) = rx.recv().await {
+        let body = serde_json::to_vec(&*r).unwrap_or_default();
+        let req = hyper::Request::post(&url)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)));
+        let result = match req {
+            Ok(req) => client.request(req).await.map_err(|e| e.to_string()).and_then(|resp| {
+                if resp.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {}", resp.status()))
+                }
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            stats.sink_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(url = %url, error = %e, plugin = %r.plugin, "HTTP sink could not deliver an output");
+        }
+    }
+}

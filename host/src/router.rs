@@ -1,0 +1,179 @@
+//! The routing table: which plugins get which frames of which sessions.
+//!
+//! A [`RouteTable`] is immutable; a reload builds a new one and publishes it whole (behind
+//! `arc-swap` in `crate::core`). Sessions notice the new table on their next frame or when
+//! the reload pokes them, and reconcile their workers against it. A [`PluginEntry`]'s
+//! `generation` changes whenever its code or instance settings change: that is what makes a
+//! live session swap its instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtms_proto::Product;
+
+use crate::bindings::{Frame, MediaKind};
+use crate::metrics::PluginStats;
+use crate::queue::FullPolicy;
+use crate::runtime::{InstanceSpec, PluginCode};
+
+/// A set of media kinds, as bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindSet(u8);
+
+impl KindSet {
+    pub fn bit(k: MediaKind) -> u8 {
+        1 << (k as u8)
+    }
+
+    pub fn of(kinds: impl IntoIterator<Item = MediaKind>) -> Self {
+        Self(kinds.into_iter().fold(0, |acc, k| acc | Self::bit(k)))
+    }
+
+    pub fn contains(self, k: MediaKind) -> bool {
+        self.0 & Self::bit(k) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// Which sessions and frames a plugin takes, beyond its media kinds. Empty lists match all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub products: Vec<Product>,
+    pub meeting_ids: Vec<String>,
+    /// User names or ids whose frames the plugin takes (frames without a user, such as
+    /// mixed audio, always pass).
+    pub users: Vec<String>,
+}
+
+impl Filter {
+    pub fn session_matches(&self, product: Product, meeting_id: &str) -> bool {
+        (self.products.is_empty() || self.products.contains(&product))
+            && (self.meeting_ids.is_empty() || self.meeting_ids.iter().any(|m| m == meeting_id))
+    }
+
+    pub fn frame_matches(&self, f: &Frame) -> bool {
+        self.users.is_empty()
+            || f.user_name.is_empty()
+            || self
+                .users
+                .iter()
+                .any(|u| *u == f.user_name || *u == f.user_id)
+    }
+}
+
+/// Restart and circuit-breaker settings for a plugin whose instances trap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// A run this long without a trap resets the backoff.
+    pub healthy_reset: Duration,
+    /// This many traps within `window` stop the plugin for the session.
+    pub max_failures: u32,
+    pub window: Duration,
+    /// A version that traps this many times within `rollback_window` of being swapped in
+    /// is rolled back to the version it replaced.
+    pub rollback_traps: u32,
+    pub rollback_window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+            healthy_reset: Duration::from_secs(10),
+            max_failures: 5,
+            window: Duration::from_secs(60),
+            rollback_traps: 2,
+            rollback_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One plugin as the pipeline configures it, compiled and ready.
+#[derive(Debug)]
+pub struct PluginEntry {
+    pub name: Arc<str>,
+    pub code: Arc<PluginCode>,
+    pub spec: Arc<InstanceSpec>,
+    pub kinds: KindSet,
+    pub filter: Filter,
+    pub queue_capacity: usize,
+    pub on_full: FullPolicy,
+    pub batch_max: usize,
+    pub restart: RestartPolicy,
+    /// Changes when code or instance settings change; live sessions swap when it does.
+    pub generation: u64,
+    pub stats: Arc<PluginStats>,
+}
+
+impl std::fmt::Debug for PluginCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginCode")
+            .field("path", &self.path)
+            .field("hash", &self.short_hash())
+            .finish()
+    }
+}
+
+/// The compiled pipeline: every enabled plugin, in pipeline order.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Increases with every published table.
+    pub version: u64,
+    pub plugins: Vec<Arc<PluginEntry>>,
+}
+
+impl RouteTable {
+    pub fn get(&self, name: &str) -> Option<&Arc<PluginEntry>> {
+        self.plugins.iter().find(|p| &*p.name == name)
+    }
+
+    /// The media kinds some plugin subscribes to.
+    pub fn wanted_kinds(&self) -> KindSet {
+        KindSet(self.plugins.iter().fold(0, |acc, p| acc | p.kinds.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_sets_hold_what_was_put_in() {
+        let s = KindSet::of([MediaKind::Transcript, MediaKind::Chat]);
+        assert!(s.contains(MediaKind::Transcript));
+        assert!(s.contains(MediaKind::Chat));
+        assert!(!s.contains(MediaKind::Audio));
+        assert!(KindSet::default().is_empty());
+    }
+
+    #[test]
+    fn filters_match_sessions_and_users() {
+        let f = Filter {
+            products: vec![Product::Meeting],
+            meeting_ids: vec![],
+            users: vec!["Alice".into()],
+        };
+        assert!(f.session_matches(Product::Meeting, "x"));
+        assert!(!f.session_matches(Product::Webinar, "x"));
+        let mut fr = crate::bindings::Frame {
+            kind: MediaKind::Transcript,
+            seq: 1,
+            timestamp_ms: 0,
+            user_id: "7".into(),
+            user_name: "Bob".into(),
+            payload: vec![],
+            text: None,
+            transcript: None,
+            event_type: None,
+        };
+        assert!(!f.frame_matches(&fr));
+        fr.user_name = "Alice".into();
+        assert!(f.frame_matches(&fr));
+    }
+}

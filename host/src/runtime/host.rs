@@ -1,0 +1,238 @@
+//! What a plugin instance's Store holds, and the host side of the contract's imports
+//! (`host.log`, `host.emit`, `host.now-ms`).
+//!
+//! The sandbox is built here too: WASI with no environment, no arguments, no network, no
+//! inherited stdio (the guest's stdout and stderr become log lines labelled with the
+//! plugin and session), and only the directories the pipeline grants.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::rtms::plugin::{host, types};
+use crate::output::{OutputRecord, Outputs};
+
+/// Who an instance is, shared by its Store and its worker.
+#[derive(Debug)]
+pub struct InstanceCtx {
+    pub plugin: Arc<str>,
+    pub session: u64,
+    pub stream_id: Arc<str>,
+    pub meeting_id: Arc<str>,
+    pub outputs: Outputs,
+    /// The guest's most recent stderr line: a Rust panic message lands here just before the
+    /// trap, and is added to the trap's report.
+    pub last_stderr: Mutex<String>,
+}
+
+/// A directory the pipeline grants a plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub host: std::path::PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// The data of one instance's Store.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub ctx: Arc<InstanceCtx>,
+    /// Epoch ticks the current call may still run before it is interrupted.
+    pub(crate) ticks_left: u64,
+}
+
+impl HostState {
+    pub fn new(ctx: Arc<InstanceCtx>, grants: &[Grant], memory_bytes: usize) -> anyhow::Result<Self> {
+        let mut b = WasiCtxBuilder::new();
+        b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
+        b.stderr(LogSink::new(ctx.clone(), Stream::Stderr));
+        // File writes are small and local: run them inline instead of a thread hop each.
+        b.allow_blocking_current_thread(true);
+        b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        for g in grants {
+            let perms = if g.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            b.preopened_dir(&g.host, &g.guest, perms).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot grant {} as {} to plugin {}: {e}",
+                    g.host.display(),
+                    g.guest,
+                    ctx.plugin
+                )
+            })?;
+        }
+        Ok(Self {
+            wasi: b.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            ctx,
+            ticks_left: 0,
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: types::Level, message: String) {
+        let c = &self.ctx;
+        let message = truncate(&message, MAX_LOG_LINE);
+        match level {
+            types::Level::Trace => tracing::trace!(plugin = %c.plugin, stream = %c.stream_id, "{message}"),
+            types::Level::Debug => tracing::debug!(plugin = %c.plugin, stream = %c.stream_id, "{message}"),
+            types::Level::Info => tracing::info!(plugin = %c.plugin, stream = %c.stream_id, "{message}"),
+            types::Level::Warn => tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, "{message}"),
+            types::Level::Error => tracing::error!(plugin = %c.plugin, stream = %c.stream_id, "{message}"),
+        }
+    }
+
+    fn emit(&mut self, out: types::Output) {
+        let c = &self.ctx;
+        c.outputs.send(OutputRecord::new(
+            c.plugin.clone(),
+            c.session,
+            c.stream_id.clone(),
+            c.meeting_id.clone(),
+            out,
+        ));
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        crate::output::unix_ms()
+    }
+}
+
+/// Longest log line kept from a plugin; the rest is cut, so a plugin cannot flood the log.
+const MAX_LOG_LINE: usize = 4096;
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// The guest's stdout or stderr: complete lines become log lines.
+#[derive(Clone)]
+struct LogSink {
+    ctx: Arc<InstanceCtx>,
+    stream: Stream,
+}
+
+impl LogSink {
+    fn new(ctx: Arc<InstanceCtx>, stream: Stream) -> Self {
+        Self { ctx, stream }
+    }
+}
+
+impl IsTerminal for LogSink {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogSink {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(LineWriter {
+            sink: self.clone(),
+            buf: Vec::new(),
+        })
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(tokio::io::sink())
+    }
+}
+
+struct LineWriter {
+    sink: LogSink,
+    buf: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit_line(&self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = truncate(text.trim_end(), MAX_LOG_LINE);
+        let c = &self.sink.ctx;
+        match self.sink.stream {
+            Stream::Stdout => tracing::info!(plugin = %c.plugin, stream = %c.stream_id, "stdout: {text}"),
+            Stream::Stderr => {
+                tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, "stderr: {text}");
+                *c.last_stderr.lock() = text.to_owned();
+            }
+        }
+    }
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.buf.extend_from_slice(&bytes);
+        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            self.emit_line(&line);
+        }
+        if self.buf.len() > MAX_LOG_LINE {
+            let line = std::mem::take(&mut self.buf);
+            self.emit_line(&line);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let line = std::mem::take(&mut self.buf);
+            self.emit_line(&line);
+        }
+    }
+}

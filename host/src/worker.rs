@@ -1,0 +1,325 @@
+//! The worker for one (plugin, session): owns the instance, takes batches from its queue and
+//! applies the failure policy.
+//!
+//! Life of a worker:
+//!
+//! ```text
+//!   spawned ──▶ building ──▶ serving ──(trap)──▶ backing off ──▶ building ──▶ …
+//!                  │            │                                    │
+//!                  │            ├─(Swap)──▶ end old (reload) ──▶ build new (resumed) ──▶ serving
+//!                  │            └─(End)───▶ end instance ──▶ done
+//!                  └─(K traps in window)──▶ breaker open: frames discarded and counted
+//! ```
+//!
+//! - A trap drops the Store; the batch that trapped goes to the dead-letter file (never
+//!   redelivered to the same version); the next batch waits out the restart backoff (base
+//!   delay doubling to a cap, reset after a healthy run) and is served by a fresh instance
+//!   (`init`, then `on-session-start` with `resumed = true`).
+//! - K traps within the window open the circuit breaker for this session: the plugin is
+//!   stopped here, and every frame it then misses is counted.
+//! - A version swapped in by a reload that traps repeatedly right away is rolled back to
+//!   the version it replaced, for this session, and the reload controller is told so it can
+//!   roll back the pipeline.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::bindings::{EndReason, Frame, SessionInfo};
+use crate::core::Shared;
+use crate::deadletter::LetterMeta;
+use crate::queue::Queue;
+use crate::router::PluginEntry;
+use crate::runtime::host::InstanceCtx;
+use crate::runtime::{CallError, Instance};
+
+/// Control messages, delivered in band between frames.
+pub enum Control {
+    /// Serve the rest of the session with this (new) version or configuration.
+    Swap(Arc<PluginEntry>),
+    /// End the session for this plugin and stop.
+    End(EndReason),
+}
+
+/// Sent to the reload controller when a freshly swapped version keeps trapping.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest {
+    pub plugin: Arc<str>,
+    /// The hash of the version that failed.
+    pub bad_hash: String,
+    pub error: String,
+}
+
+/// What the session keeps of a worker.
+pub struct WorkerHandle {
+    pub queue: Arc<Queue<Control>>,
+    pub entry: Arc<PluginEntry>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    entry: Arc<PluginEntry>,
+    /// The version before the last swap, kept for a rollback.
+    previous: Option<(Arc<PluginEntry>, Instant)>,
+    traps_since_swap: u32,
+    info: SessionInfo,
+    ctx: Arc<InstanceCtx>,
+    queue: Arc<Queue<Control>>,
+    instance: Option<Instance>,
+    /// True once an instance has started this session: later instances get `resumed`.
+    started: bool,
+    backoff: Duration,
+    not_before: Option<Instant>,
+    healthy_since: Instant,
+    recent_traps: Vec<Instant>,
+    breaker_open: bool,
+    rollback_tx: Option<mpsc::UnboundedSender<RollbackRequest>>,
+}
+
+impl Worker {
+    /// Starts a worker for `entry` on the session described by `info`.
+    pub fn spawn(
+        shared: Arc<Shared>,
+        entry: Arc<PluginEntry>,
+        info: SessionInfo,
+        stream_id: Arc<str>,
+    ) -> WorkerHandle {
+        let queue = Queue::new(entry.queue_capacity, entry.on_full);
+        let ctx = Arc::new(InstanceCtx {
+            plugin: entry.name.clone(),
+            session: info.session,
+            stream_id,
+            meeting_id: info.meeting_id.as_str().into(),
+            outputs: shared.outputs.clone(),
+            last_stderr: Default::default(),
+        });
+        let resumed = info.resumed;
+        let worker = Worker {
+            rollback_tx: shared.rollback_tx.clone(),
+            shared,
+            entry: entry.clone(),
+            previous: None,
+            traps_since_swap: 0,
+            info,
+            ctx,
+            queue: queue.clone(),
+            instance: None,
+            started: resumed,
+            backoff: Duration::ZERO,
+            not_before: None,
+            healthy_since: Instant::now(),
+            recent_traps: Vec::new(),
+            breaker_open: false,
+        };
+        let task = tokio::spawn(worker.run());
+        WorkerHandle { queue, entry, task }
+    }
+
+    async fn run(mut self) {
+        // Start eagerly so the plugin sees the session start before its first frame.
+        self.ensure_instance().await;
+        loop {
+            let batch = self.queue.next_batch(self.entry.batch_max).await;
+            if !batch.frames.is_empty() {
+                self.deliver(batch.frames).await;
+            }
+            match batch.control {
+                None => {}
+                Some(Control::Swap(entry)) => self.swap(entry).await,
+                Some(Control::End(reason)) => {
+                    self.end_instance(reason).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn meta<'a>(&'a self, error: &'a str) -> LetterMeta<'a> {
+        LetterMeta {
+            plugin: &self.entry.name,
+            version: self.entry.code.short_hash(),
+            session: self.info.session,
+            stream_id: &self.ctx.stream_id,
+            error,
+        }
+    }
+
+    /// Builds an instance if there is none and the breaker allows: waits out the restart
+    /// backoff, instantiates, runs `init` and `on-session-start`. Returns whether an
+    /// instance is ready.
+    async fn ensure_instance(&mut self) -> bool {
+        if self.instance.is_some() {
+            return true;
+        }
+        if self.breaker_open {
+            return false;
+        }
+        if let Some(t) = self.not_before.take() {
+            tokio::time::sleep_until(t).await;
+        }
+        let entry = self.entry.clone();
+        let result = async {
+            let mut inst =
+                Instance::new(&self.shared.rt, entry.code.clone(), &entry.spec, self.ctx.clone())
+                    .await?;
+            inst.init(&entry.spec.config).await?;
+            let mut info = self.info.clone();
+            info.resumed = self.started;
+            inst.session_start(&info).await?;
+            Ok::<_, CallError>(inst)
+        }
+        .await;
+        match result {
+            Ok(inst) => {
+                self.instance = Some(inst);
+                self.started = true;
+                self.healthy_since = Instant::now();
+                true
+            }
+            Err(e) => {
+                tracing::error!(plugin = %entry.name, stream = %self.ctx.stream_id, error = %e, "cannot start the plugin for this session");
+                self.on_failure(&e.to_string());
+                false
+            }
+        }
+    }
+
+    async fn deliver(&mut self, frames: Vec<Frame>) {
+        let n = frames.len() as u64;
+        if !self.ensure_instance().await {
+            if self.breaker_open {
+                self.entry.stats.discarded.fetch_add(n, Ordering::Relaxed);
+            } else {
+                let error = "no instance: the plugin failed to start";
+                self.shared.dead_letters.write(&self.meta(error), &frames);
+                self.entry.stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+            }
+            return;
+        }
+        let inst = self.instance.as_mut().expect("ensured above");
+        let result = inst.frames(self.info.session, &frames).await;
+        self.entry.stats.calls.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                self.entry.stats.delivered.fetch_add(n, Ordering::Relaxed);
+                if self.healthy_since.elapsed() >= self.entry.restart.healthy_reset {
+                    self.backoff = Duration::ZERO;
+                }
+            }
+            Err(CallError::Plugin(msg)) => {
+                self.entry.stats.delivered.fetch_add(n, Ordering::Relaxed);
+                self.entry.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, first_seq = frames[0].seq, error = %msg, "plugin reported an error for a batch");
+            }
+            Err(CallError::Trap(msg)) => {
+                self.instance = None;
+                self.entry.stats.traps.fetch_add(1, Ordering::Relaxed);
+                self.shared.dead_letters.write(&self.meta(&msg), &frames);
+                self.entry.stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+                self.on_failure(&msg);
+            }
+        }
+    }
+
+    /// Records a trap or failed start: schedules the restart, trips the breaker, and rolls
+    /// back a freshly swapped version that keeps failing.
+    fn on_failure(&mut self, error: &str) {
+        let now = Instant::now();
+        let policy = self.entry.restart.clone();
+        if let Some((prev, swapped_at)) = &self.previous {
+            if now.duration_since(*swapped_at) <= policy.rollback_window {
+                self.traps_since_swap += 1;
+                if self.traps_since_swap >= policy.rollback_traps {
+                    let prev = prev.clone();
+                    tracing::error!(plugin = %self.entry.name, stream = %self.ctx.stream_id, bad = self.entry.code.short_hash(), back_to = prev.code.short_hash(), "new version keeps trapping after the reload; rolling back");
+                    self.entry.stats.rollbacks.fetch_add(1, Ordering::Relaxed);
+                    if let Some(tx) = &self.rollback_tx {
+                        let _ = tx.send(RollbackRequest {
+                            plugin: self.entry.name.clone(),
+                            bad_hash: self.entry.code.hash.clone(),
+                            error: error.to_owned(),
+                        });
+                    }
+                    self.entry = prev;
+                    self.previous = None;
+                    self.traps_since_swap = 0;
+                    self.recent_traps.clear();
+                    self.backoff = Duration::ZERO;
+                    self.not_before = None;
+                    return;
+                }
+            }
+        }
+        self.recent_traps.retain(|t| now.duration_since(*t) <= policy.window);
+        self.recent_traps.push(now);
+        if self.recent_traps.len() as u32 >= policy.max_failures {
+            self.breaker_open = true;
+            self.entry.stats.breaker_trips.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(plugin = %self.entry.name, stream = %self.ctx.stream_id, traps = self.recent_traps.len(), window_s = policy.window.as_secs(), "plugin stopped for this session: it keeps failing (circuit breaker open); frames it misses are counted as discarded; fix the plugin and reload it");
+            return;
+        }
+        self.backoff = next_backoff(self.backoff, policy.base_delay, policy.max_delay);
+        self.not_before = Some(now + self.backoff);
+        self.entry.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, delay_ms = self.backoff.as_millis() as u64, "plugin instance will be rebuilt");
+    }
+
+    async fn swap(&mut self, entry: Arc<PluginEntry>) {
+        let old = std::mem::replace(&mut self.entry, entry);
+        self.entry.stats.swaps.fetch_add(1, Ordering::Relaxed);
+        if let Some(mut inst) = self.instance.take() {
+            if let Err(e) = inst
+                .session_end(self.info.session, EndReason::Reload)
+                .await
+            {
+                tracing::warn!(plugin = %old.name, stream = %self.ctx.stream_id, error = %e, "old version failed to end the session cleanly during reload");
+            }
+        }
+        tracing::debug!(plugin = %self.entry.name, stream = %self.ctx.stream_id, from = old.code.short_hash(), to = self.entry.code.short_hash(), "swapped version");
+        self.previous = Some((old, Instant::now()));
+        self.traps_since_swap = 0;
+        self.breaker_open = false;
+        self.recent_traps.clear();
+        self.backoff = Duration::ZERO;
+        self.not_before = None;
+        self.ensure_instance().await;
+    }
+
+    async fn end_instance(&mut self, reason: EndReason) {
+        if let Some(mut inst) = self.instance.take() {
+            if let Err(e) = inst.session_end(self.info.session, reason).await {
+                tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, error = %e, "plugin failed to end the session cleanly");
+            }
+        }
+    }
+}
+
+/// The restart delay after `current`: `base` first, then doubling, capped at `max`.
+pub fn next_backoff(current: Duration, base: Duration, max: Duration) -> Duration {
+    if current.is_zero() {
+        base.min(max)
+    } else {
+        (current * 2).min(max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        let (b, m) = (Duration::from_secs(1), Duration::from_secs(30));
+        let mut d = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            d = next_backoff(d, b, m);
+            seen.push(d.as_secs());
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30]);
+    }
+}
