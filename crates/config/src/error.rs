@@ -47,7 +47,7 @@ pub enum ConfigError {
     UnknownKey {
         at: Location,
         key: String,
-        /// `[plugin.queue]`, or `the top level`.
+        /// `in [plugin.queue]`, or `at the top level`.
         section: String,
         /// The nearest valid key, if one is close.
         suggestion: Option<String>,
@@ -211,13 +211,13 @@ fn dotted(path: &[Step]) -> String {
         .join(".")
 }
 
-/// `[plugin.queue]`, or `the top level` for an empty path.
+/// `in [plugin.queue]`, or `at the top level` for an empty path.
 fn section(path: &[Step]) -> String {
     let d = dotted(path);
     if d.is_empty() {
-        "the top level".to_owned()
+        "at the top level".to_owned()
     } else {
-        format!("[{d}]")
+        format!("in [{d}]")
     }
 }
 
@@ -301,14 +301,9 @@ pub(crate) fn from_toml(
         )
     } else if let Some(rest) = message.strip_prefix("missing field ") {
         let field = backticked(rest).into_iter().next().unwrap_or_default();
-        let within = if key.is_empty() {
-            "the top level".to_owned()
-        } else {
-            format!("[{key}]")
-        };
         return ConfigError::Invalid {
             at,
-            message: format!("missing key {field:?} in {within}: add {field} = ..."),
+            message: format!("missing key {field:?} {}: add {field} = ...", section(&path)),
         };
     } else {
         friendly_types(&message)

@@ -207,10 +207,9 @@ impl PluginName {
             .chars()
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
         {
-            let hint = if c.is_ascii_uppercase() {
-                format!(" (try {:?})", name.to_ascii_lowercase())
-            } else if c == '_' || c == ' ' || c == '.' {
-                format!(" (try {:?})", name.replace(['_', ' ', '.'], "-"))
+            let fixed = name.to_ascii_lowercase().replace(['_', ' ', '.'], "-");
+            let hint = if PluginName::try_new(&fixed).is_ok() {
+                format!(" (try {fixed:?})")
             } else {
                 String::new()
             };
