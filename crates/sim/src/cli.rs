@@ -1,0 +1,217 @@
+//! `rtms-host simulate`: the simulator alone, driven from the command line.
+//!
+//! Starts a [`Simulator`], plays one or more meeting files (or the built-in stand-up) as
+//! `--count` meetings of a product, sends their webhooks to `--webhook-url` (or prints the
+//! started events for the user to deliver), prints what it does, and exits when every
+//! meeting ended.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use rtms_proto::Product;
+
+use crate::{MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
+
+/// The stand-up meeting shipped in `examples/meetings/standup.toml`.
+pub const BUILTIN_STANDUP: &str = include_str!("../../../examples/meetings/standup.toml");
+
+fn parse_product(s: &str) -> Result<Product, String> {
+    s.parse()
+}
+
+/// Options of `rtms-host simulate`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Meeting file(s) (TOML, see examples/meetings/README.md); the built-in stand-up when
+    /// none is given. Several files are played in turn over the meetings started.
+    #[arg(long = "meeting", value_name = "FILE")]
+    pub meetings: Vec<PathBuf>,
+    /// Product of every meeting: meeting, webinar, video-sdk or contact-center.
+    #[arg(long, default_value = "meeting", value_parser = parse_product)]
+    pub product: Product,
+    /// How many meetings to run at once.
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// realtime plays the script at its own pace; fast sends as fast as the client reads.
+    #[arg(long, value_enum, default_value_t = Pace::Realtime)]
+    pub pace: Pace,
+    /// Where to POST webhooks (http://127.0.0.1:PORT/PATH). Without it the started events
+    /// are printed for you to deliver.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// Run Zoom's endpoint.url_validation challenge against --webhook-url first.
+    #[arg(long)]
+    pub validate_endpoint: bool,
+    /// OAuth client id the handshakes are signed with.
+    #[arg(long, env = "ZM_RTMS_CLIENT", default_value = "test_client_id")]
+    pub client_id: String,
+    /// OAuth client secret the handshakes are signed with.
+    #[arg(
+        long,
+        env = "ZM_RTMS_SECRET",
+        default_value = "test_client_secret",
+        hide_env_values = true
+    )]
+    pub client_secret: String,
+    /// Webhook secret token (signs x-zm-signature and url validation).
+    #[arg(
+        long,
+        env = "ZOOM_SECRET_TOKEN",
+        default_value = "test_webhook_secret",
+        hide_env_values = true
+    )]
+    pub webhook_secret: String,
+    /// Serve wss:// with a generated CA (write it with --ca-out so a client can trust it).
+    #[arg(long)]
+    pub tls: bool,
+    /// Host written into URLs (use localhost for Zoom's SDK over wss).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub advertise_host: String,
+    /// Write the CA certificate (PEM) here when --tls is on.
+    #[arg(long, value_name = "FILE")]
+    pub ca_out: Option<PathBuf>,
+    /// Record every message sent to FILE (JSON Lines); with several meetings, FILE gets a
+    /// -N suffix per meeting.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Keep-alive interval on idle sockets, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub keepalive_ms: u64,
+    /// Seconds to wait for a client before a started meeting gives up (reason 11).
+    #[arg(long, default_value_t = 120)]
+    pub connect_timeout_secs: u64,
+}
+
+fn record_path(base: &std::path::Path, i: usize, count: usize) -> PathBuf {
+    if count <= 1 {
+        return base.to_path_buf();
+    }
+    let stem = base
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("record");
+    let ext = base.extension().and_then(|s| s.to_str()).unwrap_or("jsonl");
+    base.with_file_name(format!("{stem}-{}.{ext}", i + 1))
+}
+
+/// Runs `rtms-host simulate`.
+pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let scripts: Vec<MeetingScript> = if args.meetings.is_empty() {
+        vec![MeetingScript::from_toml_str(BUILTIN_STANDUP).context("built-in stand-up")?]
+    } else {
+        args.meetings
+            .iter()
+            .map(|p| MeetingScript::from_file(p).map_err(anyhow::Error::from))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if args.count == 0 {
+        anyhow::bail!("--count must be at least 1");
+    }
+    let config = SimConfig {
+        client_id: args.client_id.clone(),
+        client_secret: args.client_secret.clone(),
+        webhook_secret: args.webhook_secret.clone(),
+        tls: args.tls,
+        advertise_host: args.advertise_host.clone(),
+        keepalive_interval: Duration::from_millis(args.keepalive_ms.max(100)),
+        connect_timeout: Duration::from_secs(args.connect_timeout_secs.max(1)),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start(config).await?;
+    println!("signaling server: {}", sim.signaling_url());
+    if let (Some(pem), Some(path)) = (sim.ca_pem(), &args.ca_out) {
+        std::fs::write(path, pem)
+            .with_context(|| format!("cannot write the CA to {}", path.display()))?;
+        println!(
+            "CA certificate written to {} (trust it for wss://)",
+            path.display()
+        );
+    } else if args.tls {
+        println!("TLS is on; pass --ca-out FILE to save the CA a client must trust");
+    }
+    if let (true, Some(url)) = (args.validate_endpoint, &args.webhook_url) {
+        sim.validate_endpoint(url)
+            .await
+            .context("endpoint.url_validation failed")?;
+        println!("endpoint.url_validation answered correctly by {url}");
+    }
+    let mut handles = Vec::new();
+    for i in 0..args.count {
+        let script = scripts[i % scripts.len()].clone();
+        let title = script.title.clone();
+        let opts = MeetingOptions {
+            product: args.product,
+            pace: args.pace,
+            webhook_url: args.webhook_url.clone(),
+            record: args
+                .record
+                .as_deref()
+                .map(|p| record_path(p, i, args.count)),
+            ..Default::default()
+        };
+        let h = sim.start_meeting(script, opts)?;
+        println!(
+            "meeting {} ({title:?}): {} {} stream {}",
+            i + 1,
+            args.product.as_str(),
+            h.meeting_id(),
+            h.stream_id()
+        );
+        if args.webhook_url.is_none() {
+            println!("{}", String::from_utf8_lossy(&h.started_body()));
+        }
+        handles.push(h);
+    }
+    if let Some(url) = &args.webhook_url {
+        println!(
+            "sent {} started webhook(s) to {url}; waiting for clients",
+            handles.len()
+        );
+    }
+    for (i, h) in handles.iter().enumerate() {
+        let l = h.finished().await;
+        println!(
+            "meeting {} ended (stop_reason {}): audio {} video {} share {} transcript {} chat {} frames",
+            i + 1,
+            l.stop_reason.unwrap_or(0),
+            l.count(crate::MediaKind::Audio),
+            l.count(crate::MediaKind::Video),
+            l.count(crate::MediaKind::Deskshare),
+            l.count(crate::MediaKind::Transcript),
+            l.count(crate::MediaKind::Chat),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_standup_parses_and_has_keywords() {
+        let s = MeetingScript::from_toml_str(BUILTIN_STANDUP).unwrap();
+        assert!((3..=4).contains(&s.participants.len()));
+        assert!(
+            (60_000..=95_000).contains(&s.duration_ms),
+            "{}",
+            s.duration_ms
+        );
+        let text: String = s.utterances.iter().map(|u| u.text.to_lowercase()).collect();
+        for w in ["deadline", "budget", "blocker"] {
+            assert!(text.contains(w), "missing {w}");
+        }
+        assert!(!s.chats.is_empty());
+    }
+
+    #[test]
+    fn record_paths_get_a_suffix_per_meeting() {
+        let p = std::path::Path::new("/tmp/rec.jsonl");
+        assert_eq!(record_path(p, 0, 1), p);
+        assert_eq!(
+            record_path(p, 1, 3),
+            std::path::Path::new("/tmp/rec-2.jsonl")
+        );
+    }
+}

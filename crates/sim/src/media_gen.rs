@@ -1,0 +1,188 @@
+//! Media payloads: speech-like audio synthesised per speaker from a seed, and the small
+//! embedded JPEG / PNG / H.264 samples sent as video and share frames.
+//!
+//! Audio is a voiced tone (a speaker-specific pitch with harmonics) shaped by a syllable
+//! envelope, with a little noise: it looks like speech to level meters and voice-activity
+//! detectors, and it is exactly reproducible from (seed, utterance, frame).
+
+use rtms_proto::params::{AudioParams, codec, sample_rate};
+
+/// A 64x36 JPEG (ffmpeg test pattern).
+pub const SAMPLE_JPEG: &[u8] = include_bytes!("../assets/frame.jpg");
+/// A 64x36 PNG (ffmpeg test pattern).
+pub const SAMPLE_PNG: &[u8] = include_bytes!("../assets/frame.png");
+/// One H.264 Annex-B access unit (SPS, PPS, SEI, IDR slice) of a 64x48 picture.
+pub const SAMPLE_H264_KEYFRAME: &[u8] = include_bytes!("../assets/keyframe.h264");
+
+/// The audio format the simulator actually produces for requested params: L16 or G.711
+/// A-law; codecs it cannot encode (Opus, G.722) are confirmed as L16 in msg 4.
+pub fn producible_audio(asked: &AudioParams) -> AudioParams {
+    let mut p = asked.resolved();
+    if p.codec != Some(codec::L16) && p.codec != Some(codec::G711) {
+        p.codec = Some(codec::L16);
+    }
+    if sample_rate::hz(p.sample_rate.unwrap_or(1)).is_none() {
+        p.sample_rate = Some(sample_rate::SR_16K);
+    }
+    let ch = p.channel.unwrap_or(1);
+    if !(1..=2).contains(&ch) {
+        p.channel = Some(1);
+    }
+    if p.send_rate.unwrap_or(20) == 0 {
+        p.send_rate = Some(20);
+    }
+    p
+}
+
+/// Synthesises audio frames for one format.
+#[derive(Clone, Debug)]
+pub struct AudioSynth {
+    hz: u32,
+    channels: usize,
+    frame_ms: u32,
+    alaw: bool,
+}
+
+impl AudioSynth {
+    /// `params` should come from [`producible_audio`].
+    pub fn new(params: &AudioParams) -> Self {
+        let p = producible_audio(params);
+        Self {
+            hz: sample_rate::hz(p.sample_rate.unwrap_or(1)).unwrap_or(16_000),
+            channels: p.channel.unwrap_or(1) as usize,
+            frame_ms: p.send_rate.unwrap_or(20),
+            alaw: p.codec == Some(codec::G711),
+        }
+    }
+
+    /// Milliseconds of audio per message (`send_rate`).
+    pub fn frame_ms(&self) -> u32 {
+        self.frame_ms
+    }
+
+    /// Bytes of one frame.
+    pub fn frame_bytes(&self) -> usize {
+        let samples = (self.hz as usize * self.frame_ms as usize / 1000) * self.channels;
+        if self.alaw { samples } else { samples * 2 }
+    }
+
+    /// Frame `frame` of an utterance by `user_id`, deterministic from `seed`.
+    pub fn frame(&self, seed: u64, user_id: i64, utterance: u64, frame: u64) -> Vec<u8> {
+        let n = self.hz as usize * self.frame_ms as usize / 1000;
+        let mut out = Vec::with_capacity(self.frame_bytes());
+        let voice = mix(seed ^ (user_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let f0 = 95.0 + (voice % 140) as f64;
+        let syllable_hz = 3.0 + ((voice >> 8) % 30) as f64 / 10.0;
+        let mut noise = mix(seed ^ utterance.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ frame);
+        let first = frame * n as u64;
+        for i in 0..n {
+            let t = (first + i as u64) as f64 / self.hz as f64;
+            let env = (std::f64::consts::PI * syllable_hz * t)
+                .sin()
+                .abs()
+                .powf(0.6);
+            let mut s = 0.0;
+            for h in 1..=5 {
+                s += (2.0 * std::f64::consts::PI * f0 * h as f64 * t).sin() / h as f64;
+            }
+            noise = mix(noise);
+            let n01 = (noise >> 40) as f64 / (1u64 << 24) as f64 - 0.5;
+            let v = (s * 0.45 * env + n01 * 0.04) * 12_000.0;
+            let sample = v.clamp(i16::MIN as f64, i16::MAX as f64) as i16;
+            for _ in 0..self.channels {
+                if self.alaw {
+                    out.push(linear_to_alaw(sample));
+                } else {
+                    out.extend_from_slice(&sample.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// splitmix64: a small, good-enough deterministic mixer.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// G.711 A-law encoding of one 16-bit sample.
+fn linear_to_alaw(sample: i16) -> u8 {
+    let mut pcm = (sample as i32) >> 3; // 13-bit
+    let mask = if pcm >= 0 {
+        0xD5
+    } else {
+        pcm = -pcm - 1;
+        0x55
+    };
+    let pcm = pcm.min(0xFFF);
+    let seg = (0..8).find(|s| pcm < (0x20 << s)).unwrap_or(7);
+    let aval = if seg < 2 {
+        (pcm >> 1) as u8
+    } else {
+        ((seg as u8) << 4) | ((pcm >> seg) & 0x0F) as u8
+    };
+    aval ^ mask
+}
+
+/// The sample frame for a video or deskshare codec number (JPG 5, PNG 6, H.264 7).
+pub fn image_for_codec(codec_no: u32) -> &'static [u8] {
+    match codec_no {
+        codec::JPG => SAMPLE_JPEG,
+        codec::PNG => SAMPLE_PNG,
+        _ => SAMPLE_H264_KEYFRAME,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_frames_are_640_bytes_and_deterministic() {
+        let s = AudioSynth::new(&AudioParams::default());
+        let a = s.frame(1, 7, 0, 3);
+        assert_eq!(a.len(), 640);
+        assert_eq!(a, s.frame(1, 7, 0, 3));
+        assert_ne!(a, s.frame(2, 7, 0, 3));
+        let peak = a
+            .chunks(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]).unsigned_abs())
+            .max()
+            .unwrap();
+        assert!(peak > 500, "audio should not be silent, peak {peak}");
+    }
+
+    #[test]
+    fn requested_params_change_the_frame_size() {
+        let p = AudioParams {
+            sample_rate: Some(sample_rate::SR_48K),
+            channel: Some(2),
+            send_rate: Some(100),
+            codec: Some(codec::OPUS),
+            ..Default::default()
+        };
+        assert_eq!(producible_audio(&p).codec, Some(codec::L16));
+        assert_eq!(
+            AudioSynth::new(&p).frame(1, 1, 0, 0).len(),
+            48_000 / 10 * 2 * 2
+        );
+        let g = AudioParams {
+            codec: Some(codec::G711),
+            sample_rate: Some(sample_rate::SR_8K),
+            ..Default::default()
+        };
+        assert_eq!(AudioSynth::new(&g).frame(1, 1, 0, 0).len(), 160);
+    }
+
+    #[test]
+    fn samples_are_what_they_claim() {
+        assert_eq!(&SAMPLE_JPEG[..3], &[0xFF, 0xD8, 0xFF]);
+        assert_eq!(&SAMPLE_PNG[..4], b"\x89PNG");
+        assert_eq!(&SAMPLE_H264_KEYFRAME[..5], &[0, 0, 0, 1, 0x67]);
+        assert_eq!(linear_to_alaw(0), 0xD5);
+    }
+}

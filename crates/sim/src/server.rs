@@ -1,0 +1,506 @@
+//! The signaling and media WebSocket servers: accept loops (plain or TLS), URL routing,
+//! the two handshakes, and one task per connection that writes what the meeting queues,
+//! reads the client's messages and keeps the socket alive.
+//!
+//! URLs: signaling `…/signaling/{rtms_stream_id}/{generation}` (the bare `…/signaling` also
+//! works; the generation changes on failover), media `…/media/{rtms_stream_id}/{kind}` with
+//! kind `audio`, `video`, `deskshare`, `transcript`, `chat` or `all`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rtms_proto::codes::{msg_type, status, stop_reason};
+use rtms_proto::msg::{
+    DataHandshakeReq, EventSubscription, MediaServer, MediaServerUrls, SignalingHandshakeReq,
+    SignalingHandshakeResp, peek_type,
+};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::meeting::{CloseCause, Control, Meeting, Note, Out};
+use crate::webhook::now_ms;
+use crate::{MediaKind, SimShared};
+
+/// Which server a listener is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Signaling,
+    Media,
+}
+
+/// Accepts connections until `cancel` fires.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    role: Role,
+    shared: Arc<SimShared>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { handle_tcp(tcp, role, shared).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn handle_tcp(tcp: TcpStream, role: Role, shared: Arc<SimShared>) {
+    let _ = tcp.set_nodelay(true);
+    match shared.tls.clone() {
+        Some(tls) => {
+            let t = shared.config.handshake_timeout;
+            match tokio::time::timeout(t, tls.acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => handle_ws(s, role, shared).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        }
+        None => handle_ws(tcp, role, shared).await,
+    }
+}
+
+/// What the URL path says.
+#[derive(Debug, Default, PartialEq)]
+struct Route {
+    stream: Option<String>,
+    generation: Option<u32>,
+    kind: Option<MediaKind>,
+}
+
+fn route(role: Role, path: &str) -> Option<Route> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (role, parts.as_slice()) {
+        (Role::Signaling, ["signaling"]) => Some(Route::default()),
+        (Role::Signaling, ["signaling", stream, generation]) => Some(Route {
+            stream: Some((*stream).to_owned()),
+            generation: Some(generation.parse().ok()?),
+            kind: None,
+        }),
+        (Role::Media, ["media", stream, kind]) => Some(Route {
+            stream: Some((*stream).to_owned()),
+            generation: None,
+            kind: if *kind == "all" {
+                None
+            } else {
+                Some(kind.parse().ok()?)
+            },
+        }),
+        _ => None,
+    }
+}
+
+fn error_response(code: StatusCode, text: &str) -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some(text.to_owned()));
+    *r.status_mut() = code;
+    r
+}
+
+async fn handle_ws<S>(stream: S, role: Role, shared: Arc<SimShared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut routed: Option<Route> = None;
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        let Some(r) = route(role, req.uri().path()) else {
+            return Err(error_response(
+                StatusCode::NOT_FOUND,
+                "unknown path: use the URLs from server_urls / media_server.server_urls",
+            ));
+        };
+        if let Some(m) = r.stream.as_deref().and_then(|s| shared.meeting(s))
+            && m.refusing()
+        {
+            return Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "connections to this stream are refused for now",
+            ));
+        }
+        routed = Some(r);
+        Ok(resp)
+    };
+    let ws = match tokio_tungstenite::accept_hdr_async(stream, callback).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            return;
+        }
+    };
+    let Some(r) = routed else { return };
+    match role {
+        Role::Signaling => signaling_conn(ws, shared, r).await,
+        Role::Media => media_conn(ws, shared, r).await,
+    }
+}
+
+/// Reads the next text or binary message's bytes; `None` when the socket closed.
+async fn next_data<S>(ws: &mut WebSocketStream<S>) -> Option<Bytes>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(m) = ws.next().await {
+        match m {
+            Ok(Message::Text(t)) => return Some(Bytes::from(t)),
+            Ok(Message::Binary(b)) => return Some(b),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+fn frame(shared: &SimShared, text: String) -> Message {
+    if shared.config.binary_frames {
+        Message::Binary(Bytes::from(text))
+    } else {
+        Message::Text(Utf8Bytes::from(text))
+    }
+}
+
+/// Sends a handshake rejection, records it, and closes the socket.
+async fn reject<S>(
+    mut ws: WebSocketStream<S>,
+    shared: &SimShared,
+    meeting: Option<&Meeting>,
+    socket: &str,
+    resp_type: u32,
+    (code, reason): (u32, String),
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::info!(socket, code, reason = %reason, "handshake rejected");
+    let text = json!({"msg_type": resp_type, "protocol_version": 1, "status_code": code,
+        "reason": reason})
+    .to_string();
+    if let Some(m) = meeting {
+        m.record(socket, &text);
+    }
+    let _ = ws.send(frame(shared, text)).await;
+    let _ = ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: Utf8Bytes::from_static("handshake rejected"),
+        }))
+        .await;
+}
+
+async fn signaling_conn<S>(mut ws: WebSocketStream<S>, shared: Arc<SimShared>, r: Route)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let t = shared.config.handshake_timeout;
+    let Ok(Some(first)) = tokio::time::timeout(t, next_data(&mut ws)).await else {
+        return;
+    };
+    let resp = msg_type::SIGNALING_HAND_SHAKE_RESP;
+    let req: SignalingHandshakeReq = match serde_json::from_slice(&first) {
+        Ok(req) if peek_type(&first).ok() == Some(msg_type::SIGNALING_HAND_SHAKE_REQ) => req,
+        Ok(_) | Err(_) => {
+            let why = (
+                status::INVALID_MESSAGE_TYPE,
+                "the first message on signaling must be msg_type 1 SIGNALING_HAND_SHAKE_REQ".into(),
+            );
+            return reject(ws, &shared, None, "signaling", resp, why).await;
+        }
+    };
+    let stream_id = r
+        .stream
+        .clone()
+        .unwrap_or_else(|| req.rtms_stream_id.clone());
+    let Some(m) = shared.meeting(&stream_id) else {
+        let why = (
+            status::INVALID_RTMS_STREAM_ID,
+            format!(
+                "rtms_stream_id {:?} is not a live stream",
+                req.rtms_stream_id
+            ),
+        );
+        return reject(ws, &shared, None, "signaling", resp, why).await;
+    };
+    m.ledger_mut().counters.signaling_connections += 1;
+    let (conn, rx, delay) = match m.signaling_handshake(&req, r.generation) {
+        Ok(x) => x,
+        Err(why) => return reject(ws, &shared, Some(&m), "signaling", resp, why).await,
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let urls = MediaServerUrls {
+        audio: Some(shared.media_url(&m.stream_id, "audio")),
+        video: Some(shared.media_url(&m.stream_id, "video")),
+        deskshare: Some(shared.media_url(&m.stream_id, "deskshare")),
+        transcript: Some(shared.media_url(&m.stream_id, "transcript")),
+        chat: Some(shared.media_url(&m.stream_id, "chat")),
+        all: Some(shared.media_url(&m.stream_id, "all")),
+    };
+    let ok = SignalingHandshakeResp {
+        msg_type: resp,
+        protocol_version: Some(1),
+        status_code: status::OK,
+        reason: Some(String::new()),
+        media_server: Some(MediaServer { server_urls: urls }),
+    };
+    let text = serde_json::to_string(&ok).unwrap_or_default();
+    if conn
+        .tx
+        .send(Out::Msg {
+            text,
+            note: Note::None,
+        })
+        .is_err()
+    {
+        return;
+    }
+    let cause = conn_loop(
+        ws,
+        &shared,
+        &m,
+        true,
+        OutRx::Unbounded(rx),
+        conn.kill.clone(),
+    )
+    .await;
+    m.on_closed(conn.id, true, cause);
+}
+
+async fn media_conn<S>(mut ws: WebSocketStream<S>, shared: Arc<SimShared>, r: Route)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let t = shared.config.handshake_timeout;
+    let Ok(Some(first)) = tokio::time::timeout(t, next_data(&mut ws)).await else {
+        return;
+    };
+    let resp = msg_type::DATA_HAND_SHAKE_RESP;
+    let req: DataHandshakeReq = match serde_json::from_slice(&first) {
+        Ok(req) if peek_type(&first).ok() == Some(msg_type::DATA_HAND_SHAKE_REQ) => req,
+        Ok(_) | Err(_) => {
+            let why = (
+                status::INVALID_MESSAGE_TYPE,
+                "the first message on a media socket must be msg_type 3 DATA_HAND_SHAKE_REQ".into(),
+            );
+            return reject(ws, &shared, None, "media", resp, why).await;
+        }
+    };
+    let stream_id = r
+        .stream
+        .clone()
+        .unwrap_or_else(|| req.rtms_stream_id.clone());
+    let Some(m) = shared.meeting(&stream_id) else {
+        let why = (
+            status::INVALID_RTMS_STREAM_ID,
+            format!(
+                "rtms_stream_id {:?} is not a live stream",
+                req.rtms_stream_id
+            ),
+        );
+        return reject(ws, &shared, None, "media", resp, why).await;
+    };
+    m.ledger_mut().counters.media_connections += 1;
+    let (id, rx, kill, params, delay) = match m.media_handshake(&req, r.kind) {
+        Ok(x) => x,
+        Err(why) => return reject(ws, &shared, Some(&m), "media", resp, why).await,
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let text = json!({"msg_type": resp, "protocol_version": 1, "status_code": status::OK,
+        "reason": "", "payload_encrypted": false, "media_params": params})
+    .to_string();
+    let sent = ws.send(frame(&shared, text.clone())).await.is_ok();
+    m.record("media", &text);
+    let cause = if sent {
+        conn_loop(ws, &shared, &m, false, OutRx::Bounded(rx), kill).await
+    } else {
+        CloseCause::Client
+    };
+    m.on_closed(id, false, cause);
+}
+
+enum OutRx {
+    Unbounded(mpsc::UnboundedReceiver<Out>),
+    Bounded(mpsc::Receiver<Out>),
+}
+
+impl OutRx {
+    async fn recv(&mut self) -> Option<Out> {
+        match self {
+            OutRx::Unbounded(r) => r.recv().await,
+            OutRx::Bounded(r) => r.recv().await,
+        }
+    }
+}
+
+/// The life of one connection after its handshake: write queued messages, answer the
+/// client, send keep-alives when idle and end the socket after too many misses.
+async fn conn_loop<S>(
+    ws: WebSocketStream<S>,
+    shared: &SimShared,
+    m: &Arc<Meeting>,
+    signaling: bool,
+    mut rx: OutRx,
+    kill: CancellationToken,
+) -> CloseCause
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let socket = if signaling { "signaling" } else { "media" };
+    let (mut sink, mut stream) = ws.split();
+    let interval = shared.config.keepalive_interval;
+    let limit = shared.config.missed_keepalive_limit.max(1);
+    let mut last_sent = Instant::now();
+    let mut outstanding = false;
+    let mut misses = 0;
+    let mut ka_seq: u64 = 0;
+    loop {
+        tokio::select! {
+            biased;
+            _ = kill.cancelled() => return CloseCause::Server,
+            out = rx.recv() => match out {
+                Some(Out::Msg { text, note }) => {
+                    if sink.send(frame(shared, text.clone())).await.is_err() {
+                        return CloseCause::Client;
+                    }
+                    m.record(socket, &text);
+                    m.note_sent(note);
+                    last_sent = Instant::now();
+                }
+                Some(Out::Close) | None => {
+                    let _ = sink.send(Message::Close(Some(CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: Utf8Bytes::from_static("stream ended"),
+                    }))).await;
+                    return CloseCause::Server;
+                }
+            },
+            inbound = stream.next() => match inbound {
+                Some(Ok(Message::Text(t))) => {
+                    if handle_inbound(m, signaling, t.as_bytes(), &mut outstanding, &mut misses) {
+                        return CloseCause::Server;
+                    }
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    if handle_inbound(m, signaling, &b, &mut outstanding, &mut misses) {
+                        return CloseCause::Server;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return CloseCause::Client,
+                Some(Ok(_)) => {}
+            },
+            _ = tokio::time::sleep_until(last_sent + interval) => {
+                last_sent = Instant::now();
+                if !m.keepalives_enabled() {
+                    continue;
+                }
+                if outstanding {
+                    misses += 1;
+                    if misses >= limit {
+                        tracing::info!(stream = %m.stream_id, socket, misses, "keep-alive timeout");
+                        let _ = sink.send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::Policy,
+                            reason: Utf8Bytes::from_static("keep-alive timeout"),
+                        }))).await;
+                        return CloseCause::KeepAliveTimeout;
+                    }
+                }
+                ka_seq += 1;
+                let text = json!({"msg_type": msg_type::KEEP_ALIVE_REQ, "timestamp": now_ms(),
+                    "sequence": ka_seq}).to_string();
+                if sink.send(frame(shared, text.clone())).await.is_err() {
+                    return CloseCause::Client;
+                }
+                m.record(socket, &text);
+                m.note_sent(Note::KeepAlive);
+                outstanding = true;
+            }
+        }
+    }
+}
+
+/// Handles one client message. Returns true when the connection should end.
+fn handle_inbound(
+    m: &Arc<Meeting>,
+    signaling: bool,
+    bytes: &[u8],
+    outstanding: &mut bool,
+    misses: &mut u32,
+) -> bool {
+    let Ok(t) = peek_type(bytes) else {
+        tracing::debug!(stream = %m.stream_id, "ignoring a message without an integer msg_type");
+        return false;
+    };
+    match t {
+        msg_type::KEEP_ALIVE_RESP => {
+            if m.answers_ignored(signaling) {
+                m.ledger_mut().counters.keepalive_answers_ignored += 1;
+            } else {
+                m.ledger_mut().counters.keepalive_answers += 1;
+                *outstanding = false;
+                *misses = 0;
+            }
+        }
+        msg_type::CLIENT_READY_ACK => m.client_ready(),
+        msg_type::EVENT_SUBSCRIPTION if signaling => {
+            if let Ok(s) = serde_json::from_slice::<EventSubscription>(bytes) {
+                let items: Vec<(u32, bool)> = s
+                    .events
+                    .iter()
+                    .map(|e| (e.event_type, e.subscribe))
+                    .collect();
+                m.subscribe(&items);
+            }
+        }
+        msg_type::STREAM_CLOSE_REQ if signaling => {
+            let st = m.state();
+            m.send_signaling(
+                &st,
+                json!({"msg_type": msg_type::STREAM_CLOSE_RESP, "rtms_stream_id": m.stream_id,
+                    "status_code": status::OK, "reason": "", "timestamp": now_ms()}),
+                Note::None,
+            );
+            drop(st);
+            let _ = m.control.send(Control::Terminate {
+                reason: stop_reason::RECEIVER_REQUEST_CLOSE,
+            });
+        }
+        other => {
+            tracing::debug!(stream = %m.stream_id, msg_type = other, "ignoring client message")
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        assert_eq!(route(Role::Signaling, "/signaling"), Some(Route::default()));
+        let r = route(Role::Signaling, "/signaling/abc/2").unwrap();
+        assert_eq!((r.stream.as_deref(), r.generation), (Some("abc"), Some(2)));
+        let r = route(Role::Media, "/media/abc/audio").unwrap();
+        assert_eq!(r.kind, Some(MediaKind::Audio));
+        assert_eq!(route(Role::Media, "/media/abc/all").unwrap().kind, None);
+        assert_eq!(route(Role::Media, "/media/abc/bogus"), None);
+        assert_eq!(route(Role::Signaling, "/media/abc/all"), None);
+    }
+}

@@ -1,0 +1,549 @@
+//! The timeline task of one meeting: waits for the client to be ready (the first
+//! CLIENT_READY_ACK), then plays the script in time order (audio while someone speaks,
+//! video and share frames at the requested fps, transcripts at each utterance's end, chat,
+//! events, scheduled faults) and ends the stream when the script is over.
+//!
+//! Continuous kinds (audio, video, share) are scheduled from the moment a ready media socket
+//! first carries them, with the params that socket confirmed. Items are produced lazily from
+//! a heap, so a long meeting costs little memory.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rtms_proto::codes::{event_type, media_type, msg_type, stop_reason};
+use rtms_proto::msg::{MediaContent, MediaMessage, UserId};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::MediaKind;
+use crate::faults::Trigger;
+use crate::ledger::ChatLine;
+use crate::media_gen::{AudioSynth, image_for_codec};
+use crate::meeting::{Control, Meeting, Note, Out, Pace};
+use crate::script::EventKind;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Item {
+    FirstPacket,
+    Event(usize),
+    Fault(usize),
+    Audio { utt: usize, frame: u64 },
+    Video,
+    Share { interval: usize },
+    Transcript(usize),
+    Chat(usize),
+    End,
+}
+
+impl Item {
+    fn order(self) -> u8 {
+        match self {
+            Item::FirstPacket => 0,
+            Item::Event(_) => 1,
+            Item::Fault(_) => 2,
+            Item::Audio { .. } => 3,
+            Item::Video => 4,
+            Item::Share { .. } => 5,
+            Item::Transcript(_) => 6,
+            Item::Chat(_) => 7,
+            Item::End => 8,
+        }
+    }
+}
+
+/// Why waiting stopped early.
+enum Interrupt {
+    Stop(u32),
+    Shutdown,
+}
+
+struct Runner {
+    m: Arc<Meeting>,
+    control: mpsc::UnboundedReceiver<Control>,
+    cancel: CancellationToken,
+    heap: BinaryHeap<Reverse<(u64, u8, u64, Item)>>,
+    tiebreak: u64,
+    /// Kinds a ready socket has carried at some point (fast pace holds for them).
+    requested: u32,
+    audio: Option<AudioSynth>,
+    video_step: u64,
+    share_step: u64,
+    shares: Vec<(u64, u64, i64)>,
+    seq: [u64; 5],
+    frames_sent: u64,
+    fired: Vec<bool>,
+    active_speaker: Option<i64>,
+    t0: u64,
+}
+
+fn kind_index(k: MediaKind) -> usize {
+    match k {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+        MediaKind::Deskshare => 2,
+        MediaKind::Transcript => 3,
+        MediaKind::Chat => 4,
+    }
+}
+
+/// Runs the meeting to its end. Returns when the stream is over (or the simulator stops).
+pub(crate) async fn run(
+    m: Arc<Meeting>,
+    control: mpsc::UnboundedReceiver<Control>,
+    cancel: CancellationToken,
+) {
+    let script = m.script.clone();
+    let mut shares = Vec::new();
+    for (i, e) in script.events.iter().enumerate() {
+        if e.kind == EventKind::SharingStart {
+            let end = script.events[i + 1..]
+                .iter()
+                .find(|x| x.kind == EventKind::SharingStop)
+                .map_or(script.duration_ms, |x| x.at_ms);
+            shares.push((e.at_ms, end, e.user_id));
+        }
+    }
+    let mut r = Runner {
+        m,
+        control,
+        cancel,
+        heap: BinaryHeap::new(),
+        tiebreak: 0,
+        requested: 0,
+        audio: None,
+        video_step: 40,
+        share_step: 1000,
+        shares,
+        seq: [0; 5],
+        frames_sent: 0,
+        fired: vec![false; script.faults.len()],
+        active_speaker: None,
+        t0: 0,
+    };
+    match r.play().await {
+        Ok(()) => r.m.finish(stop_reason::MEETING_ENDED).await,
+        Err(Interrupt::Stop(reason)) => r.m.finish(reason).await,
+        Err(Interrupt::Shutdown) => {}
+    }
+}
+
+impl Runner {
+    fn push(&mut self, t: u64, item: Item) {
+        self.tiebreak += 1;
+        self.heap
+            .push(Reverse((t, item.order(), self.tiebreak, item)));
+    }
+
+    /// Waits for `fut`, or stops on a terminate command or simulator shutdown.
+    async fn wait<F: Future<Output = ()>>(&mut self, fut: F) -> Result<(), Interrupt> {
+        tokio::select! {
+            _ = fut => Ok(()),
+            c = self.control.recv() => match c {
+                Some(Control::Terminate { reason }) => Err(Interrupt::Stop(reason)),
+                None => Err(Interrupt::Shutdown),
+            },
+            _ = self.cancel.cancelled() => Err(Interrupt::Shutdown),
+        }
+    }
+
+    /// Waits until `cond` holds on the meeting (re-checked on every state change).
+    async fn wait_until(&mut self, cond: impl Fn(&Meeting) -> bool) -> Result<(), Interrupt> {
+        let m = self.m.clone();
+        let mut rx = m.changed.subscribe();
+        self.wait(async move {
+            while !cond(&m) {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+    }
+
+    async fn play(&mut self) -> Result<(), Interrupt> {
+        let timeout = self.m.sim.config.connect_timeout;
+        let ready = self.wait_until(|m| m.state().ready_once);
+        match tokio::time::timeout(timeout, ready).await {
+            Ok(r) => r?,
+            Err(_) => return Err(Interrupt::Stop(stop_reason::CONNECTION_TIMEOUT)),
+        }
+        let script = self.m.script.clone();
+        self.t0 = crate::webhook::now_ms();
+        let start = Instant::now();
+        let mut paused_total = Duration::ZERO;
+        self.push(0, Item::FirstPacket);
+        for i in 0..script.events.len() {
+            self.push(script.events[i].at_ms, Item::Event(i));
+        }
+        for (i, f) in script.faults.iter().enumerate() {
+            if let Trigger::AtMs(t) = f.trigger {
+                self.push(t, Item::Fault(i));
+            }
+        }
+        for (i, u) in script.utterances.iter().enumerate() {
+            self.push(u.start_ms + u.duration_ms, Item::Transcript(i));
+        }
+        for (i, c) in script.chats.iter().enumerate() {
+            self.push(c.at_ms, Item::Chat(i));
+        }
+        self.push(script.duration_ms, Item::End);
+        let mut now_t = 0;
+        loop {
+            self.schedule_new_kinds(now_t);
+            let Some(Reverse((t, _, _, item))) = self.heap.pop() else {
+                return Ok(());
+            };
+            now_t = t;
+            if self.m.pace == Pace::Realtime {
+                let deadline =
+                    tokio::time::Instant::from_std(start + paused_total) + Duration::from_millis(t);
+                self.wait(tokio::time::sleep_until(deadline)).await?;
+            }
+            if self.m.state().paused {
+                let since = Instant::now();
+                self.wait_until(|m| !m.state().paused).await?;
+                paused_total += since.elapsed();
+            }
+            if item == Item::End {
+                return Ok(());
+            }
+            self.dispatch(t, item).await?;
+            self.fire_frame_faults();
+        }
+    }
+
+    /// Starts audio / video / share for kinds that a ready socket carries for the first time.
+    fn schedule_new_kinds(&mut self, now_t: u64) {
+        let (ready_bits, audio_p, video_p, share_p) = {
+            let st = self.m.state();
+            let mut bits = 0;
+            let (mut a, mut v, mut s) = (None, None, None);
+            for c in st.media.iter().filter(|c| c.ready) {
+                bits |= c.bits;
+                if c.bits & media_type::AUDIO != 0 {
+                    a = c.params.audio.clone();
+                }
+                if c.bits & media_type::VIDEO != 0 {
+                    v = c.params.video.clone();
+                }
+                if c.bits & media_type::DESKSHARE != 0 {
+                    s = c.params.deskshare.clone();
+                }
+            }
+            (bits, a, v, s)
+        };
+        let new = ready_bits & !self.requested;
+        if new == 0 {
+            return;
+        }
+        self.requested |= new;
+        let script = self.m.script.clone();
+        if new & media_type::AUDIO != 0 {
+            let synth = AudioSynth::new(&audio_p.unwrap_or_default());
+            let step = synth.frame_ms().max(1) as u64;
+            for (i, u) in script.utterances.iter().enumerate() {
+                let end = u.start_ms + u.duration_ms;
+                if end <= now_t {
+                    continue;
+                }
+                let first = now_t.saturating_sub(u.start_ms).div_ceil(step);
+                let total = u.duration_ms.div_ceil(step);
+                if first < total {
+                    let t = (u.start_ms + (first + 1) * step).min(end);
+                    self.push(
+                        t,
+                        Item::Audio {
+                            utt: i,
+                            frame: first,
+                        },
+                    );
+                }
+            }
+            self.audio = Some(synth);
+        }
+        if new & media_type::VIDEO != 0 {
+            let fps = video_p.and_then(|v| v.fps).unwrap_or(25).clamp(1, 60) as u64;
+            self.video_step = (1000 / fps).max(1);
+            self.push(now_t, Item::Video);
+        }
+        if new & media_type::DESKSHARE != 0 {
+            let fps = share_p.and_then(|v| v.fps).unwrap_or(1).clamp(1, 60) as u64;
+            self.share_step = (1000 / fps).max(1);
+            for i in 0..self.shares.len() {
+                let (s, e, _) = self.shares[i];
+                if e > now_t {
+                    self.push(s.max(now_t), Item::Share { interval: i });
+                }
+            }
+        }
+    }
+
+    fn next_seq(&mut self, k: MediaKind) -> u64 {
+        let s = &mut self.seq[kind_index(k)];
+        let v = *s;
+        *s += 1;
+        v
+    }
+
+    /// The ready socket carrying `kind`; in fast pace, waits for one while the kind was
+    /// requested before (a reconnection is under way).
+    async fn sender_for(
+        &mut self,
+        kind: MediaKind,
+    ) -> Result<Option<mpsc::Sender<Out>>, Interrupt> {
+        let bit = kind.bit();
+        let find = |m: &Meeting| {
+            m.state()
+                .media
+                .iter()
+                .find(|c| c.ready && c.bits & bit != 0)
+                .map(|c| (c.tx.clone(), c.params.clone()))
+        };
+        if self.m.pace == Pace::Fast && self.requested & bit != 0 {
+            self.wait_until(move |m| find(m).is_some() || m.state().ended)
+                .await?;
+        }
+        Ok(find(&self.m).map(|x| x.0))
+    }
+
+    async fn send_media(
+        &mut self,
+        kind: MediaKind,
+        msg: MediaMessage,
+        note: Note,
+    ) -> Result<(), Interrupt> {
+        let Some(tx) = self.sender_for(kind).await? else {
+            return Ok(());
+        };
+        let text = serde_json::to_string(&msg).unwrap_or_default();
+        if tx.send(Out::Msg { text, note }).await.is_ok() {
+            self.frames_sent += 1;
+        }
+        Ok(())
+    }
+
+    fn content(&self, user_id: i64, data: String, ts: u64) -> MediaContent {
+        MediaContent {
+            user_id: UserId::Num(user_id),
+            user_name: self.m.script.name_of(user_id).to_owned(),
+            data,
+            timestamp: ts,
+            ..Default::default()
+        }
+    }
+
+    fn current_params(&self, bit: u32) -> Option<rtms_proto::MediaParams> {
+        self.m
+            .state()
+            .media
+            .iter()
+            .find(|c| c.bits & bit != 0)
+            .map(|c| c.params.clone())
+    }
+
+    async fn dispatch(&mut self, t: u64, item: Item) -> Result<(), Interrupt> {
+        let ts = self.t0 + t;
+        let script = self.m.script.clone();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match item {
+            Item::FirstPacket => {
+                self.event(
+                    json!({"event_type": event_type::FIRST_PACKET_TIMESTAMP, "timestamp": ts}),
+                )
+                .await?;
+            }
+            Item::Event(i) => {
+                let e = &script.events[i];
+                let name = script.name_of(e.user_id);
+                let ev = match e.kind {
+                    EventKind::ParticipantJoin
+                    | EventKind::ParticipantLeave
+                    | EventKind::VideoOn
+                    | EventKind::VideoOff => {
+                        json!({"event_type": e.kind.event_type(), "timestamp": ts,
+                        "participants": [{"user_id": e.user_id, "user_name": name}]})
+                    }
+                    EventKind::ActiveSpeaker => {
+                        self.active_speaker = Some(e.user_id);
+                        json!({"event_type": e.kind.event_type(), "timestamp": ts,
+                            "user_id": e.user_id, "user_name": name})
+                    }
+                    EventKind::SharingStart | EventKind::SharingStop => {
+                        json!({"event_type": e.kind.event_type(), "timestamp": ts,
+                            "user_id": e.user_id, "user_name": name})
+                    }
+                };
+                self.event(ev).await?;
+            }
+            Item::Fault(i) => {
+                if let Some(f) = script.faults.get(i) {
+                    self.m.apply_fault(f.fault.clone());
+                }
+            }
+            Item::Audio { utt, frame } => {
+                let u = &script.utterances[utt];
+                let Some(synth) = self.audio.clone() else {
+                    return Ok(());
+                };
+                let step = synth.frame_ms().max(1) as u64;
+                let total = u.duration_ms.div_ceil(step);
+                if frame + 1 < total {
+                    let next = (u.start_ms + (frame + 2) * step).min(u.start_ms + u.duration_ms);
+                    self.push(
+                        next,
+                        Item::Audio {
+                            utt,
+                            frame: frame + 1,
+                        },
+                    );
+                }
+                let seq = self.next_seq(MediaKind::Audio);
+                let data = synth.frame(script.seed, u.user_id, utt as u64, frame);
+                let bytes = data.len();
+                let mut c = self.content(u.user_id, b64.encode(&data), ts);
+                c.length = None;
+                let msg = MediaMessage {
+                    msg_type: msg_type::MEDIA_DATA_AUDIO,
+                    content: c,
+                };
+                self.send_media(
+                    MediaKind::Audio,
+                    msg,
+                    Note::Media {
+                        kind: MediaKind::Audio,
+                        seq,
+                        bytes,
+                    },
+                )
+                .await?;
+            }
+            Item::Video => {
+                if t + self.video_step < script.duration_ms {
+                    self.push(t + self.video_step, Item::Video);
+                }
+                let seq = self.next_seq(MediaKind::Video);
+                let codec = self
+                    .current_params(media_type::VIDEO)
+                    .and_then(|p| p.video)
+                    .and_then(|v| v.codec)
+                    .unwrap_or(7);
+                let img = image_for_codec(codec);
+                let user = self
+                    .active_speaker
+                    .or_else(|| script.participants.first().map(|p| p.user_id))
+                    .unwrap_or(0);
+                let msg = MediaMessage {
+                    msg_type: msg_type::MEDIA_DATA_VIDEO,
+                    content: self.content(user, b64.encode(img), ts),
+                };
+                self.send_media(
+                    MediaKind::Video,
+                    msg,
+                    Note::Media {
+                        kind: MediaKind::Video,
+                        seq,
+                        bytes: img.len(),
+                    },
+                )
+                .await?;
+            }
+            Item::Share { interval } => {
+                let (_, end, user) = self.shares[interval];
+                if t + self.share_step < end {
+                    self.push(t + self.share_step, Item::Share { interval });
+                }
+                let seq = self.next_seq(MediaKind::Deskshare);
+                let codec = self
+                    .current_params(media_type::DESKSHARE)
+                    .and_then(|p| p.deskshare)
+                    .and_then(|v| v.codec)
+                    .unwrap_or(5);
+                let img = image_for_codec(codec);
+                let msg = MediaMessage {
+                    msg_type: msg_type::MEDIA_DATA_SHARE,
+                    content: self.content(user, b64.encode(img), ts),
+                };
+                self.send_media(
+                    MediaKind::Deskshare,
+                    msg,
+                    Note::Media {
+                        kind: MediaKind::Deskshare,
+                        seq,
+                        bytes: img.len(),
+                    },
+                )
+                .await?;
+            }
+            Item::Transcript(i) => {
+                let seq = self.next_seq(MediaKind::Transcript);
+                let Some(line) = self.m.transcript_line(i, ts, self.t0) else {
+                    return Ok(());
+                };
+                let mut c = self.content(line.user_id, line.text.clone(), ts);
+                c.start_time = Some(line.start_time);
+                c.end_time = Some(line.end_time);
+                c.language = Some(script.language);
+                let msg = MediaMessage {
+                    msg_type: msg_type::MEDIA_DATA_TRANSCRIPT,
+                    content: c,
+                };
+                self.send_media(MediaKind::Transcript, msg, Note::Transcript { seq, line })
+                    .await?;
+            }
+            Item::Chat(i) => {
+                let seq = self.next_seq(MediaKind::Chat);
+                let ch = &script.chats[i];
+                let line = ChatLine {
+                    user_id: ch.user_id,
+                    user_name: script.name_of(ch.user_id).to_owned(),
+                    text: ch.text.clone(),
+                    timestamp: ts,
+                };
+                let msg = MediaMessage {
+                    msg_type: msg_type::MEDIA_DATA_CHAT,
+                    content: self.content(ch.user_id, ch.text.clone(), ts),
+                };
+                self.send_media(MediaKind::Chat, msg, Note::Chat { seq, line })
+                    .await?;
+            }
+            Item::End => {}
+        }
+        Ok(())
+    }
+
+    /// Sends an EVENT_UPDATE if the client subscribes to its type; in fast pace, waits for
+    /// a signaling socket first.
+    async fn event(&mut self, ev: serde_json::Value) -> Result<(), Interrupt> {
+        let t = ev.get("event_type").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        if !self.m.subscribed(t) {
+            return Ok(());
+        }
+        if self.m.pace == Pace::Fast {
+            self.wait_until(|m| {
+                let st = m.state();
+                st.ended || st.signaling.is_some()
+            })
+            .await?;
+        }
+        let st = self.m.state();
+        self.m.send_event(&st, ev);
+        Ok(())
+    }
+
+    fn fire_frame_faults(&mut self) {
+        let script = self.m.script.clone();
+        for (i, f) in script.faults.iter().enumerate() {
+            if let Trigger::AfterFrames(n) = f.trigger
+                && !self.fired[i]
+                && self.frames_sent >= n
+            {
+                self.fired[i] = true;
+                self.m.apply_fault(f.fault.clone());
+            }
+        }
+    }
+}
