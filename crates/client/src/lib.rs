@@ -1,1 +1,44 @@
-//! The RTMS client.
+//! The RTMS client: the Zoom-facing half of rtms-host.
+//!
+//! It receives Zoom's webhooks, runs one session per RTMS stream (signaling and media
+//! WebSockets with every resilience rule of `rtms-protocol.md`), decodes media into
+//! [`Frame`]s and hands them to a [`FrameSink`] the host implements. There is no WebAssembly
+//! here: the host crate feeds plugins from its sink.
+//!
+//! # Layout
+//! - [`ingress`]: the HTTP server for webhooks (signature, replay window, dedup), health and
+//!   extra routes.
+//! - [`sessions`]: the manager that turns webhook events into per-stream sessions.
+//! - [`session`]: one stream's task, driving [`machine`] with sockets.
+//! - [`machine`]: the pure state machine (connect, stream, back off, fail over, stop).
+//! - [`backoff`]: every retry delay, in one pure function.
+//! - [`link`]: handshakes and message helpers on one socket.
+//! - [`transport`]: the socket seam ([`Connector`]) and the real WebSocket/TLS connector.
+//! - [`decode`](mod@decode): wire message to [`Decoded`] (pure, used by replay too).
+//! - [`frame`], [`sink`], [`config`]: the data types at the edges.
+
+pub mod backoff;
+pub mod config;
+pub mod decode;
+pub mod frame;
+pub mod ingress;
+pub mod link;
+pub mod machine;
+pub mod session;
+pub mod sessions;
+pub mod sink;
+pub mod transport;
+
+#[cfg(test)]
+mod testing;
+
+pub use config::{ClientConfig, MediaMode, Resilience};
+pub use decode::{DecodeError, Decoded, decode};
+pub use frame::{Frame, MediaKind, TranscriptInfo};
+pub use ingress::{IngressConfig, IngressHandler, serve};
+pub use session::SessionSnapshot;
+pub use sessions::Sessions;
+pub use sink::{
+    Collected, CollectingSink, EndReason, FrameSink, SinkFactory, StreamInfo, StreamStatus,
+};
+pub use transport::{Connector, Transport, WsConnector};

@@ -1,0 +1,168 @@
+//! The client's settings as plain data with `Duration`s: credentials, which media to request
+//! and how, and the resilience numbers ([`Resilience`]).
+//!
+//! Parsing them from `pipeline.toml` or the `RTMS_*` environment happens in the host's
+//! configuration crate; this module only holds the values and their defaults (the seed's).
+
+use std::time::Duration;
+
+use rtms_proto::MediaParams;
+use rtms_proto::codes::media_type;
+
+/// How media sockets are opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MediaMode {
+    /// One socket to `server_urls.all` carrying every requested type.
+    #[default]
+    Unified,
+    /// One socket per requested type, to `server_urls.<type>` (falling back to `all`).
+    Split,
+}
+
+/// Timeouts, retry budgets and delays. Field names follow the seed's `RTMS_*` variables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resilience {
+    /// One connection attempt: TCP, TLS, WebSocket upgrade and the handshake response.
+    pub connection_timeout: Duration,
+    /// Attempts of the first connection (and after a failover) before giving up.
+    pub connection_max_attempts: u32,
+    /// Constant delay between first-connection attempts.
+    pub connection_retry_delay: Duration,
+    /// Reconnection attempts after a stream was up, before giving up.
+    pub reconnect_max_attempts: u32,
+    /// First reconnection delay bound; doubles per attempt (full jitter).
+    pub reconnect_base_delay: Duration,
+    /// Cap of the reconnection delay bound.
+    pub reconnect_max_delay: Duration,
+    /// WebSocket ping period when [`Resilience::ws_ping`] is on.
+    pub keepalive_interval: Duration,
+    /// A socket that received nothing (data, keep-alive or pong) for this long is dead.
+    pub keepalive_timeout: Duration,
+    /// After giving up, how long to wait for a new `*_rtms_started` (Zoom's scenario 1)
+    /// before ending the stream with `ConnectionLost`.
+    pub webhook_wait_timeout: Duration,
+    /// A stream that stayed up this long gets its reconnection budget back.
+    pub healthy_reset: Duration,
+    /// Retries of a handshake refused as a duplicate connection (the old connection may
+    /// not be gone yet on Zoom's side).
+    pub duplicate_max_retries: u32,
+    /// Send WebSocket pings every `keepalive_interval` (answers count as liveness).
+    pub ws_ping: bool,
+}
+
+impl Default for Resilience {
+    fn default() -> Self {
+        Self {
+            connection_timeout: Duration::from_millis(10_000),
+            connection_max_attempts: 5,
+            connection_retry_delay: Duration::from_millis(5_000),
+            reconnect_max_attempts: 3,
+            reconnect_base_delay: Duration::from_millis(2_000),
+            reconnect_max_delay: Duration::from_millis(30_000),
+            keepalive_interval: Duration::from_millis(5_000),
+            keepalive_timeout: Duration::from_millis(15_000),
+            webhook_wait_timeout: Duration::from_millis(300_000),
+            healthy_reset: Duration::from_secs(60),
+            duplicate_max_retries: 3,
+            ws_ping: false,
+        }
+    }
+}
+
+/// Everything a session needs besides the webhook.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// OAuth client id of the app (`ZM_RTMS_CLIENT`).
+    pub client_id: String,
+    /// OAuth client secret (`ZM_RTMS_SECRET`); keys the handshake signature. Never logged.
+    pub client_secret: String,
+    /// `media_type` bits wanted (see `rtms_proto::codes::media_type`).
+    pub media_types: u32,
+    /// Requested `media_params`; missing fields get the server's defaults.
+    pub media_params: MediaParams,
+    pub mode: MediaMode,
+    /// Event types to subscribe to with msg 5 after the signaling handshake; none sends no
+    /// msg 5 (the server's default set).
+    pub events: Vec<u32>,
+    /// `buffer_data` of msg 1: ask Zoom to deliver audio buffered before we connected.
+    pub buffer_data: bool,
+    pub resilience: Resilience,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            client_secret: String::new(),
+            media_types: media_type::EVERY_TYPE,
+            media_params: MediaParams::default(),
+            mode: MediaMode::Unified,
+            events: Vec::new(),
+            buffer_data: false,
+            resilience: Resilience::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("media_types", &self.media_types)
+            .field("media_params", &self.media_params)
+            .field("mode", &self.mode)
+            .field("events", &self.events)
+            .field("buffer_data", &self.buffer_data)
+            .field("resilience", &self.resilience)
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    /// The `media_type` mask of each media socket to open (its URL is the mask's key in
+    /// msg 2, falling back to `all`). Unified mode asks for everything on `all` (mask 32 when every type is wanted);
+    /// split mode opens one socket per wanted type.
+    pub fn media_sockets(&self) -> Vec<u32> {
+        let wanted = if self.media_types & media_type::ALL != 0 {
+            media_type::EVERY_TYPE
+        } else {
+            self.media_types & media_type::EVERY_TYPE
+        };
+        match self.mode {
+            MediaMode::Unified if wanted == media_type::EVERY_TYPE => vec![media_type::ALL],
+            MediaMode::Unified if wanted != 0 => vec![wanted],
+            MediaMode::Unified => Vec::new(),
+            MediaMode::Split => media_type::bits(wanted).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_sockets_follow_the_mode() {
+        let mut c = ClientConfig::default();
+        assert_eq!(c.media_sockets(), [media_type::ALL]);
+        c.media_types = media_type::AUDIO | media_type::TRANSCRIPT;
+        assert_eq!(c.media_sockets(), [9]);
+        c.mode = MediaMode::Split;
+        assert_eq!(
+            c.media_sockets(),
+            [media_type::AUDIO, media_type::TRANSCRIPT]
+        );
+        c.media_types = media_type::ALL;
+        assert_eq!(c.media_sockets().len(), 5);
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let c = ClientConfig {
+            client_secret: "s3cr3t".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,67 @@
+//! The decoded unit handed to a sink: [`Frame`], its [`MediaKind`] and transcript details.
+//!
+//! The host maps these types one to one onto the plugin contract's `frame` record, so the
+//! names follow the WIT file. Decoding lives in [`crate::decode`]; delivery in
+//! [`crate::sink`].
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// Audio bytes in `payload` (codec as confirmed in the data handshake; L16 by default).
+    Audio,
+    /// Video bytes (H.264 Annex-B, or JPG/PNG) in `payload`.
+    Video,
+    /// Screen-share bytes (JPG/PNG/H.264) in `payload`.
+    Share,
+    /// A transcript segment: `text` plus [`TranscriptInfo`].
+    Transcript,
+    /// A chat message: `text` (plain text, or the JSON string newer servers send).
+    Chat,
+    /// A signaling event (msg 6): `text` is the event JSON, `event_type` is set.
+    #[default]
+    Event,
+}
+
+impl MediaKind {
+    /// A short lowercase name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+            MediaKind::Share => "share",
+            MediaKind::Transcript => "transcript",
+            MediaKind::Chat => "chat",
+            MediaKind::Event => "event",
+        }
+    }
+}
+
+/// Timing and language of a transcript segment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TranscriptInfo {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// Zoom's TRANSCRIPT_LANGUAGE number (-1 when unknown).
+    pub language: i32,
+}
+
+/// One decoded message of a stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: MediaKind,
+    /// Per-session sequence number across every kind and socket, assigned in receive order
+    /// and continued across reconnections. [`crate::decode()`] leaves it 0.
+    pub seq: u64,
+    /// `content.timestamp` (milliseconds as Zoom sends them), or the event's timestamp.
+    pub timestamp_ms: u64,
+    /// The participant id as text (numeric ids are formatted; `channel_id` for Contact
+    /// Center); empty when the server sent none.
+    pub user_id: String,
+    pub user_name: String,
+    /// Decoded bytes for audio, video and share; empty otherwise.
+    pub payload: Vec<u8>,
+    /// Text for transcript and chat, the event JSON for events.
+    pub text: Option<String>,
+    pub transcript: Option<TranscriptInfo>,
+    pub event_type: Option<u32>,
+}

@@ -1,0 +1,342 @@
+//! The per-stream state machine, pure: no sockets, no clock reads, no randomness of its own.
+//! [`crate::session`] drives it with I/O; tests drive it with inputs.
+//!
+//! ```text
+//!                 Connected                    socket lost / media interrupted (sc. 3)
+//!  Connecting ───────────────▶ Streaming ─────────────────────────────▶ Backoff{Full|Media}
+//!   ▲   │ failed                  ▲  ▲                                     │   │ timer
+//!   │   ▼                         │  │ MediaConnected                      │   ▼
+//!   │  Backoff{Full} ◀── failed ──┼──┴──────────── ConnectingMedia ◀───────┘ (Media)
+//!   │   │ timer                   │
+//!   └───┘                         │ out of attempts (any Connecting*)
+//!                      AwaitingWebhook ──timer──▶ Ended(ConnectionLost)
+//! ```
+//!
+//! - Retries: the first connection (and the one after a failover) makes up to
+//!   `connection_max_attempts` attempts `connection_retry_delay` apart; after the stream was
+//!   up, `reconnect_max_attempts` attempts with jittered exponential delays
+//!   ([`crate::backoff`]). The budget comes back after `healthy_reset` of streaming.
+//!   Duplicate-connection refusals are retried `duplicate_max_retries` times on their own
+//!   budget first.
+//! - Out of attempts: [`State::AwaitingWebhook`] for `webhook_wait_timeout`, then
+//!   [`State::Ended`] with [`EndReason::ConnectionLost`].
+//! - Zoom's failover scenarios (rtms-protocol.md §6.1), from any live state:
+//!   1. `Started` with a new URL: restart everything on it with a fresh first-connection
+//!      budget (same URL while live: a duplicate webhook, ignored; while awaiting a webhook:
+//!      restart).
+//!   2. `Interrupted`: reconnect both sockets with a fresh reconnection budget.
+//!   3. `MediaInterrupted` (event 7, or msg 8 state 2 reason 14): reconnect media only.
+//!   4. `Stopped`: end for good, never reconnect.
+//! - `Shutdown` ends the stream from any state. [`State::Ended`] absorbs every input.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backoff::{RetryKind, retry_delay};
+use crate::config::Resilience;
+use crate::sink::EndReason;
+
+/// What the next connection attempt reopens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reopen {
+    /// Signaling and media.
+    Full,
+    /// Media only; signaling stays up.
+    Media,
+}
+
+/// Where a stream is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Opening signaling, then media, with their handshakes (attempt counts from 1 within
+    /// the current budget).
+    Connecting { attempt: u32 },
+    /// Reopening media sockets while signaling stays up.
+    ConnectingMedia { attempt: u32 },
+    /// Every socket is up; frames flow.
+    Streaming { since: Instant },
+    /// Waiting until `until` before reopening.
+    Backoff {
+        until: Instant,
+        delay: Duration,
+        reopen: Reopen,
+    },
+    /// Out of attempts; waiting for a new `*_rtms_started` until `until`.
+    AwaitingWebhook { until: Instant },
+    /// Final.
+    Ended(EndReason),
+}
+
+impl State {
+    /// Which sockets the driver keeps open in this state: `(signaling, media)`.
+    pub fn keeps(&self) -> (bool, bool) {
+        match self {
+            State::Streaming { .. } => (true, true),
+            State::ConnectingMedia { .. }
+            | State::Backoff {
+                reopen: Reopen::Media,
+                ..
+            } => (true, false),
+            _ => (false, false),
+        }
+    }
+
+    /// A short name for logs and snapshots.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Connecting { .. } => "connecting",
+            State::ConnectingMedia { .. } => "connecting-media",
+            State::Streaming { .. } => "streaming",
+            State::Backoff { .. } => "backoff",
+            State::AwaitingWebhook { .. } => "awaiting-webhook",
+            State::Ended(_) => "ended",
+        }
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Signaling and media handshakes succeeded.
+    Connected,
+    /// The media handshakes succeeded (media-only reconnection).
+    MediaConnected,
+    /// A connection attempt failed; `duplicate` when the server refused it as a duplicate.
+    ConnectFailed { duplicate: bool },
+    /// The signaling socket died (closed, errored or silent too long).
+    SignalingLost,
+    /// A media socket died.
+    MediaLost,
+    /// Zoom reported the media connection interrupted (scenario 3).
+    MediaInterrupted,
+    /// A `*_rtms_started` webhook for this stream (scenario 1 when the URL is new).
+    Started { url: String },
+    /// A `*_rtms_interrupted` webhook (scenario 2), with a URL when it carried one.
+    Interrupted { url: Option<String> },
+    /// Zoom ended the stream (scenario 4) with a STOP_REASON.
+    Stopped(u32),
+    /// The host is shutting down.
+    Shutdown,
+    /// The backoff or webhook-wait deadline passed.
+    TimerElapsed,
+}
+
+/// Which retry budget is being spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Budget {
+    Initial,
+    Reconnect,
+}
+
+/// The state plus the counters the transitions need.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    cfg: Resilience,
+    state: State,
+    url: String,
+    budget: Budget,
+    /// Attempts started within the current budget.
+    attempts: u32,
+    /// Duplicate refusals retried since the last success.
+    duplicates: u32,
+    ever_connected: bool,
+    /// Failover restarts so far (a restart from Connecting leaves the state equal).
+    restarts: u32,
+}
+
+impl Machine {
+    /// A machine about to make its first connection attempt to `url`.
+    pub fn new(cfg: Resilience, url: String) -> Self {
+        Self {
+            cfg,
+            state: State::Connecting { attempt: 1 },
+            url,
+            budget: Budget::Initial,
+            attempts: 1,
+            duplicates: 0,
+            ever_connected: false,
+            restarts: 0,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The signaling URL in use.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Attempts started within the current retry budget.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// True once the stream was up at least once.
+    pub fn ever_connected(&self) -> bool {
+        self.ever_connected
+    }
+
+    /// Applies an input at `now`; `unit` is a random number in `[0, 1)` for jitter.
+    /// Returns true when the state (or the URL) changed: the driver then drops any pending
+    /// attempt and reconciles its sockets.
+    pub fn handle(&mut self, input: Input, now: Instant, unit: f64) -> bool {
+        let before = self.state;
+        let restarts = self.restarts;
+        if let State::Ended(_) = self.state {
+            return false;
+        }
+        match input {
+            Input::Shutdown => self.state = State::Ended(EndReason::Shutdown),
+            Input::Stopped(reason) => self.state = State::Ended(EndReason::Stopped(reason)),
+            Input::Started { url } => self.on_started(url),
+            Input::Interrupted { url } => self.on_interrupted(url, now, unit),
+            Input::Connected => {
+                if let State::Connecting { .. } = self.state {
+                    if self.budget == Budget::Initial || !self.ever_connected {
+                        self.budget = Budget::Reconnect;
+                        self.attempts = 0;
+                    }
+                    self.ever_connected = true;
+                    self.duplicates = 0;
+                    self.state = State::Streaming { since: now };
+                }
+            }
+            Input::MediaConnected => {
+                if let State::ConnectingMedia { .. } = self.state {
+                    self.duplicates = 0;
+                    self.state = State::Streaming { since: now };
+                }
+            }
+            Input::ConnectFailed { duplicate } => {
+                let reopen = match self.state {
+                    State::Connecting { .. } => Reopen::Full,
+                    State::ConnectingMedia { .. } => Reopen::Media,
+                    _ => return false,
+                };
+                if duplicate && self.duplicates < self.cfg.duplicate_max_retries {
+                    let delay = retry_delay(&self.cfg, RetryKind::Duplicate, self.duplicates, unit);
+                    self.duplicates += 1;
+                    self.state = State::Backoff {
+                        until: now + delay,
+                        delay,
+                        reopen,
+                    };
+                } else {
+                    self.retry(reopen, now, unit);
+                }
+            }
+            Input::SignalingLost => match self.state {
+                State::Streaming { since } => {
+                    self.reset_if_healthy(since, now);
+                    self.retry(Reopen::Full, now, unit);
+                }
+                State::ConnectingMedia { .. } => self.retry(Reopen::Full, now, unit),
+                State::Backoff { until, delay, .. } => {
+                    self.state = State::Backoff {
+                        until,
+                        delay,
+                        reopen: Reopen::Full,
+                    }
+                }
+                _ => {}
+            },
+            Input::MediaLost | Input::MediaInterrupted => {
+                if let State::Streaming { since } = self.state {
+                    self.reset_if_healthy(since, now);
+                    self.retry(Reopen::Media, now, unit);
+                }
+            }
+            Input::TimerElapsed => match self.state {
+                State::Backoff { until, reopen, .. } if now >= until => {
+                    self.state = match reopen {
+                        Reopen::Full => State::Connecting {
+                            attempt: self.attempts,
+                        },
+                        Reopen::Media => State::ConnectingMedia {
+                            attempt: self.attempts,
+                        },
+                    }
+                }
+                State::AwaitingWebhook { until } if now >= until => {
+                    self.state = State::Ended(EndReason::ConnectionLost)
+                }
+                _ => {}
+            },
+        }
+        self.state != before || self.restarts != restarts
+    }
+
+    fn on_started(&mut self, url: String) {
+        let live = !matches!(self.state, State::AwaitingWebhook { .. });
+        if live && url == self.url {
+            return; // a retried webhook for the stream we are serving
+        }
+        self.url = url;
+        self.restarts += 1;
+        self.budget = Budget::Initial;
+        self.attempts = 1;
+        self.duplicates = 0;
+        self.state = State::Connecting { attempt: 1 };
+    }
+
+    fn on_interrupted(&mut self, url: Option<String>, now: Instant, unit: f64) {
+        if let Some(url) = url
+            && url != self.url
+        {
+            return self.on_started(url);
+        }
+        match self.state {
+            State::Connecting { .. } => {}
+            State::Backoff { until, delay, .. } => {
+                self.state = State::Backoff {
+                    until,
+                    delay,
+                    reopen: Reopen::Full,
+                }
+            }
+            _ => {
+                self.budget = if self.ever_connected {
+                    Budget::Reconnect
+                } else {
+                    Budget::Initial
+                };
+                self.attempts = 0;
+                self.duplicates = 0;
+                self.retry(Reopen::Full, now, unit);
+            }
+        }
+    }
+
+    fn reset_if_healthy(&mut self, since: Instant, now: Instant) {
+        if now.saturating_duration_since(since) >= self.cfg.healthy_reset {
+            self.attempts = 0;
+        }
+    }
+
+    /// Schedules the next attempt of the current budget, or gives up.
+    fn retry(&mut self, reopen: Reopen, now: Instant, unit: f64) {
+        let (max, kind) = match self.budget {
+            Budget::Initial => (self.cfg.connection_max_attempts, RetryKind::Initial),
+            Budget::Reconnect => (self.cfg.reconnect_max_attempts, RetryKind::Reconnect),
+        };
+        if self.attempts >= max {
+            self.state = State::AwaitingWebhook {
+                until: now + self.cfg.webhook_wait_timeout,
+            };
+            return;
+        }
+        let delay = retry_delay(&self.cfg, kind, self.attempts, unit);
+        self.attempts += 1;
+        self.state = State::Backoff {
+            until: now + delay,
+            delay,
+            reopen,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,747 @@
+//! One stream's task: drives the [`Machine`] with real (or fake) sockets.
+//!
+//! The task owns the signaling socket and the media socket(s) of one `rtms_stream_id`. One
+//! `select!` waits on: shutdown, webhook inputs from [`crate::Sessions`], the pending
+//! connection attempt, the backoff / webhook-wait deadline, a liveness tick, and the next
+//! message of any open socket. Messages are handled outside the `select!` (so nothing is
+//! lost to cancellation): keep-alives are echoed on the socket they came from, frames get
+//! the session's next `seq` and are awaited into the sink right here (no task hop), stream
+//! and session states become machine inputs.
+//!
+//! After every transition the task closes the sockets the new state does not keep
+//! ([`State::keeps`]) and starts the attempt the state asks for. Ending closes every socket
+//! with a close frame and calls [`FrameSink::end`] once.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rtms_proto::Product;
+use rtms_proto::codes::{event_type, session_state, stop_reason, stream_state};
+use rtms_proto::msg::MediaServerUrls;
+use rtms_proto::params::MediaParams;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClientConfig;
+use crate::decode::{Decoded, decode};
+use crate::frame::MediaKind;
+use crate::link::{self, ConnectError, Role, StreamIds};
+use crate::machine::{Input, Machine, Reopen, State};
+use crate::sink::{EndReason, FrameSink, SinkFactory, StreamInfo, StreamStatus};
+use crate::transport::{Connector, Transport};
+
+/// How long a closing socket may take to send its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A session's state as plain data: what another host would need to take the stream over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionSnapshot {
+    pub stream_id: String,
+    pub product: Product,
+    /// Meeting uuid / webinar uuid / session id / engagement id.
+    pub meeting_id: String,
+    pub operator_id: Option<String>,
+    /// The signaling URL in use.
+    pub server_url: String,
+    /// Media URLs from the last signaling handshake.
+    pub media_urls: Option<MediaServerUrls>,
+    /// Media parameters as confirmed by the last data handshake(s), else as requested.
+    pub media_params: MediaParams,
+    /// The `seq` the next frame gets.
+    pub next_seq: u64,
+    /// The machine's state name (`streaming`, `backoff`, ...).
+    pub state: &'static str,
+}
+
+/// What the session shares with its manager.
+pub(crate) struct Shared {
+    snapshot: Mutex<SessionSnapshot>,
+    next_seq: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn snapshot(&self) -> SessionSnapshot {
+        let mut s = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        s.next_seq = self.next_seq.load(Ordering::Relaxed);
+        s
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SessionSnapshot)) {
+        f(&mut self.snapshot.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// Everything a session starts from.
+pub struct SessionStart {
+    pub ids: StreamIds,
+    pub operator_id: Option<String>,
+    /// The signaling URL (`server_urls` of the started webhook).
+    pub server_url: String,
+    /// The first `seq` (0 for a new stream; a takeover continues another host's count).
+    pub first_seq: u64,
+}
+
+/// An open socket.
+struct Link<T> {
+    conn: T,
+    role: Role,
+    url: String,
+    last_rx: Instant,
+}
+
+/// A finished connection attempt.
+enum Opened<T> {
+    Full {
+        signaling: Link<T>,
+        media: Vec<Link<T>>,
+        urls: MediaServerUrls,
+        params: Option<MediaParams>,
+    },
+    Media {
+        media: Vec<Link<T>>,
+        params: Option<MediaParams>,
+    },
+}
+
+type Attempt<T> = Pin<Box<dyn Future<Output = Result<Opened<T>, ConnectError>> + Send>>;
+
+/// Creates the shared part of a session.
+pub(crate) fn shared_for(start: &SessionStart, cfg: &ClientConfig) -> Arc<Shared> {
+    Arc::new(Shared {
+        snapshot: Mutex::new(SessionSnapshot {
+            stream_id: start.ids.stream_id.clone(),
+            product: start.ids.product,
+            meeting_id: start.ids.id.clone(),
+            operator_id: start.operator_id.clone(),
+            server_url: start.server_url.clone(),
+            media_urls: None,
+            media_params: cfg.media_params.clone(),
+            next_seq: start.first_seq,
+            state: "connecting",
+        }),
+        next_seq: AtomicU64::new(start.first_seq),
+    })
+}
+
+/// Runs one stream until it ends; returns why.
+pub(crate) async fn run<C: Connector, F: SinkFactory>(
+    cfg: Arc<ClientConfig>,
+    connector: Arc<C>,
+    factory: Arc<F>,
+    start: SessionStart,
+    shared: Arc<Shared>,
+    mut inputs: mpsc::UnboundedReceiver<Input>,
+    shutdown: CancellationToken,
+) -> EndReason {
+    let mut d = Driver::<C, F> {
+        machine: Machine::new(cfg.resilience.clone(), start.server_url.clone()),
+        cfg,
+        connector,
+        factory,
+        ids: start.ids,
+        operator_id: start.operator_id,
+        first_url: start.server_url,
+        signaling: None,
+        media: Vec::new(),
+        media_urls: None,
+        params: None,
+        sink: None,
+        shared,
+        next_seq: start.first_seq,
+        handshake_seq: u64::from(rand::random::<u32>()),
+        rotate: 0,
+        last_ping: Instant::now(),
+    };
+    let span =
+        tracing::info_span!("rtms", stream_id = %d.ids.stream_id, product = d.ids.product.as_str());
+    let _enter = span.enter();
+    tracing::info!(server_url = d.machine.url(), "stream starting");
+    let mut attempt: Option<Attempt<C::Conn>> = None;
+    let period = d
+        .cfg
+        .resilience
+        .keepalive_timeout
+        .min(d.cfg.resilience.keepalive_interval)
+        / 4;
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reason = loop {
+        let state = d.machine.state();
+        if let State::Ended(reason) = state {
+            break reason;
+        }
+        if attempt.is_none() {
+            attempt = d.start_attempt(state);
+        }
+        let deadline = match state {
+            State::Backoff { until, .. } | State::AwaitingWebhook { until } => Some(until),
+            _ => None,
+        };
+        let has_links = d.signaling.is_some() || !d.media.is_empty();
+        let rotate = d.rotate;
+        let input = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Some(Input::Shutdown),
+            cmd = inputs.recv() => Some(cmd.unwrap_or(Input::Shutdown)),
+            res = poll_attempt(&mut attempt) => {
+                attempt = None;
+                d.on_attempt(res).await
+            }
+            () = sleep_until_opt(deadline) => Some(Input::TimerElapsed),
+            _ = tick.tick() => d.on_tick().await,
+            (which, item) = next_message(&mut d.signaling, &mut d.media, rotate), if has_links => {
+                d.rotate = d.rotate.wrapping_add(1);
+                d.on_message(which, item).await
+            }
+        };
+        if let Some(input) = input {
+            let before = d.machine.state();
+            if d.machine.handle(input, Instant::now(), rand::random()) {
+                attempt = None;
+                d.on_transition(before).await;
+            }
+        }
+    };
+    d.finish(reason).await;
+    reason
+}
+
+/// Which socket a message came from: `None` for signaling, else the media index.
+type Which = Option<usize>;
+
+struct Driver<C: Connector, F: SinkFactory> {
+    cfg: Arc<ClientConfig>,
+    connector: Arc<C>,
+    factory: Arc<F>,
+    ids: StreamIds,
+    operator_id: Option<String>,
+    first_url: String,
+    machine: Machine,
+    signaling: Option<Link<C::Conn>>,
+    media: Vec<Link<C::Conn>>,
+    media_urls: Option<MediaServerUrls>,
+    /// Confirmed media parameters.
+    params: Option<MediaParams>,
+    sink: Option<F::Sink>,
+    shared: Arc<Shared>,
+    next_seq: u64,
+    handshake_seq: u64,
+    rotate: usize,
+    last_ping: Instant,
+}
+
+impl<C: Connector, F: SinkFactory> Driver<C, F> {
+    /// The connection attempt `state` asks for, if any.
+    fn start_attempt(&mut self, state: State) -> Option<Attempt<C::Conn>> {
+        self.handshake_seq = self.handshake_seq.wrapping_add(1);
+        let seq = self.handshake_seq;
+        let cfg = self.cfg.clone();
+        let connector = self.connector.clone();
+        let ids = self.ids.clone();
+        match state {
+            State::Connecting { attempt } => {
+                let url = self.machine.url().to_owned();
+                tracing::debug!(attempt, url, "connecting signaling and media");
+                Some(Box::pin(async move {
+                    open_full(&*connector, &cfg, &ids, url, seq).await
+                }))
+            }
+            State::ConnectingMedia { attempt } => {
+                let urls = self.media_urls.clone().unwrap_or_default();
+                let sig_url = self.machine.url().to_owned();
+                tracing::debug!(attempt, "reconnecting media");
+                Some(Box::pin(async move {
+                    let (media, params) =
+                        open_media_all(&*connector, &cfg, &ids, &urls, &sig_url, seq).await?;
+                    Ok(Opened::Media { media, params })
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// Installs a successful attempt's sockets, or reports the failure.
+    async fn on_attempt(&mut self, res: Result<Opened<C::Conn>, ConnectError>) -> Option<Input> {
+        match res {
+            Ok(Opened::Full {
+                signaling,
+                media,
+                urls,
+                params,
+            }) => {
+                self.signaling = Some(signaling);
+                self.media = media;
+                self.media_urls = Some(urls);
+                if params.is_some() {
+                    self.params = params;
+                }
+                Some(Input::Connected)
+            }
+            Ok(Opened::Media { media, params }) => {
+                let count = media.len();
+                self.media = media;
+                if params.is_some() {
+                    self.params = params;
+                }
+                // CLIENT_READY_ACK goes on the signaling socket, once per media socket.
+                for _ in 0..count {
+                    if !self
+                        .send_signaling(link::ready_ack(&self.ids.stream_id))
+                        .await
+                    {
+                        return Some(Input::SignalingLost);
+                    }
+                }
+                Some(Input::MediaConnected)
+            }
+            Err(e) => {
+                let duplicate = e.is_duplicate();
+                tracing::warn!(error = %e, duplicate, "connection attempt failed");
+                Some(Input::ConnectFailed { duplicate })
+            }
+        }
+    }
+
+    async fn send_signaling(&mut self, m: Message) -> bool {
+        match self.signaling.as_mut() {
+            Some(l) => l.conn.send(m).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Liveness: a socket silent for `keepalive_timeout` is dead. Also sends pings.
+    async fn on_tick(&mut self) -> Option<Input> {
+        let now = Instant::now();
+        let r = &self.cfg.resilience;
+        let dead =
+            |l: &Link<C::Conn>| now.saturating_duration_since(l.last_rx) >= r.keepalive_timeout;
+        if let Some(l) = self.signaling.as_ref().filter(|l| dead(l)) {
+            tracing::warn!(url = l.url, timeout = ?r.keepalive_timeout, "signaling socket silent (no data, no keep-alive): treating it as dead");
+            self.signaling = None;
+            return Some(Input::SignalingLost);
+        }
+        if let Some(i) = self.media.iter().position(|l| dead(l)) {
+            let l = self.media.remove(i);
+            tracing::warn!(url = l.url, timeout = ?r.keepalive_timeout, "media socket silent (no data, no keep-alive): treating it as dead");
+            return Some(Input::MediaLost);
+        }
+        if r.ws_ping && now.saturating_duration_since(self.last_ping) >= r.keepalive_interval {
+            self.last_ping = now;
+            if let Some(l) = self.signaling.as_mut()
+                && l.conn
+                    .send(Message::Ping(Default::default()))
+                    .await
+                    .is_err()
+            {
+                self.signaling = None;
+                return Some(Input::SignalingLost);
+            }
+            for i in 0..self.media.len() {
+                if self.media[i]
+                    .conn
+                    .send(Message::Ping(Default::default()))
+                    .await
+                    .is_err()
+                {
+                    self.media.remove(i);
+                    return Some(Input::MediaLost);
+                }
+            }
+        }
+        None
+    }
+
+    /// Handles one received item of a socket.
+    async fn on_message(
+        &mut self,
+        which: Which,
+        item: Option<Result<Message, WsError>>,
+    ) -> Option<Input> {
+        let lost = match which {
+            None => Input::SignalingLost,
+            Some(_) => Input::MediaLost,
+        };
+        let msg = match item {
+            Some(Ok(Message::Close(frame))) => {
+                tracing::warn!(socket = ?which, ?frame, "server closed the socket");
+                self.drop_link(which);
+                return Some(lost);
+            }
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                tracing::warn!(socket = ?which, error = %e, "socket failed");
+                self.drop_link(which);
+                return Some(lost);
+            }
+            None => {
+                tracing::warn!(socket = ?which, "socket ended");
+                self.drop_link(which);
+                return Some(lost);
+            }
+        };
+        let link = match which {
+            None => self.signaling.as_mut()?,
+            Some(i) => self.media.get_mut(i)?,
+        };
+        link.last_rx = Instant::now();
+        let bytes = link::data_bytes(&msg)?;
+        let decoded = match decode(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(role = link.role.name(), error = %e, "undecodable message skipped");
+                return None;
+            }
+        };
+        match decoded {
+            Decoded::KeepAlive {
+                timestamp,
+                sequence,
+            } => {
+                if link
+                    .conn
+                    .send(link::keepalive_response(timestamp, sequence))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(role = link.role.name(), "keep-alive answer failed");
+                    self.drop_link(which);
+                    return Some(lost);
+                }
+                None
+            }
+            Decoded::Frame(mut frame) => {
+                let media_interrupted = frame.kind == MediaKind::Event
+                    && frame.event_type == Some(event_type::MEDIA_CONNECTION_INTERRUPTED);
+                frame.seq = self.next_seq;
+                self.next_seq += 1;
+                self.shared.next_seq.store(self.next_seq, Ordering::Relaxed);
+                match &self.sink {
+                    Some(sink) => sink.frame(frame).await,
+                    None => {
+                        tracing::debug!(seq = frame.seq, "frame before the sink opened, dropped")
+                    }
+                }
+                if media_interrupted {
+                    tracing::warn!(
+                        "Zoom reports the media connection interrupted (event 7): reconnecting media"
+                    );
+                    return Some(Input::MediaInterrupted);
+                }
+                None
+            }
+            Decoded::StreamState(s) => {
+                tracing::info!(
+                    state = s.state,
+                    reason = s.reason,
+                    reason_name = stop_reason::name(s.reason),
+                    "stream state update"
+                );
+                match (s.state, s.reason) {
+                    (stream_state::TERMINATED, r) => Some(Input::Stopped(r)),
+                    (stream_state::INTERRUPTED, stop_reason::DATA_CONNECTION_INTERRUPTED) => {
+                        Some(Input::MediaInterrupted)
+                    }
+                    _ => {
+                        self.status(StreamStatus::StateChanged {
+                            stream_state: Some(s.state),
+                            session_state: None,
+                            reason: s.reason,
+                        });
+                        None
+                    }
+                }
+            }
+            Decoded::SessionState(s) => {
+                let reason = if s.stop_reason != 0 {
+                    s.stop_reason
+                } else {
+                    s.reason
+                };
+                tracing::info!(
+                    state = s.state,
+                    reason,
+                    session = s.rtms_session_id,
+                    "session state update"
+                );
+                if s.state == session_state::STOPPED {
+                    return Some(Input::Stopped(reason));
+                }
+                self.status(StreamStatus::StateChanged {
+                    stream_state: None,
+                    session_state: Some(s.state),
+                    reason,
+                });
+                None
+            }
+            other => {
+                tracing::debug!(?other, "message ignored while streaming");
+                None
+            }
+        }
+    }
+
+    fn drop_link(&mut self, which: Which) {
+        match which {
+            None => self.signaling = None,
+            Some(i) if i < self.media.len() => {
+                self.media.remove(i);
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn status(&self, status: StreamStatus) {
+        if let Some(sink) = &self.sink {
+            sink.status(status);
+        }
+    }
+
+    /// Side effects of a state change: close what the state does not keep, open the sink,
+    /// report the change.
+    async fn on_transition(&mut self, before: State) {
+        let state = self.machine.state();
+        let (keep_signaling, keep_media) = state.keeps();
+        if !keep_media {
+            for l in std::mem::take(&mut self.media) {
+                close(l).await;
+            }
+        }
+        if !keep_signaling && let Some(l) = self.signaling.take() {
+            close(l).await;
+        }
+        let url = self.machine.url().to_owned();
+        self.shared.update(|s| {
+            s.state = state.name();
+            s.server_url = url.clone();
+            s.media_urls = self.media_urls.clone();
+            if let Some(p) = &self.params {
+                s.media_params = p.clone();
+            }
+        });
+        match state {
+            State::Streaming { .. } => {
+                if self.sink.is_none() {
+                    self.open_sink();
+                }
+                tracing::info!(
+                    server_url = url,
+                    media_sockets = self.media.len(),
+                    "streaming"
+                );
+                self.status(StreamStatus::Connected {
+                    server_url: url,
+                    media_sockets: self.media.len(),
+                });
+            }
+            State::Backoff { delay, reopen, .. } => {
+                let attempt = self.machine.attempts();
+                let status = match reopen {
+                    Reopen::Full => StreamStatus::Reconnecting { attempt, delay },
+                    Reopen::Media => StreamStatus::MediaReconnecting { attempt, delay },
+                };
+                tracing::info!(?reopen, attempt, ?delay, "reconnecting after a delay");
+                self.status(status);
+            }
+            State::Connecting { attempt: 1 } if !matches!(before, State::Backoff { .. }) => {
+                tracing::warn!(
+                    server_url = url,
+                    "failover: restarting on the signaling URL of the new started webhook"
+                );
+                self.status(StreamStatus::Failover { server_url: url });
+            }
+            State::AwaitingWebhook { .. } => {
+                let timeout = self.cfg.resilience.webhook_wait_timeout;
+                tracing::error!(
+                    ?timeout,
+                    "giving up: every connection attempt failed; waiting for a new started webhook before ending the stream"
+                );
+                self.status(StreamStatus::AwaitingWebhook { timeout });
+            }
+            _ => {}
+        }
+    }
+
+    fn open_sink(&mut self) {
+        let audio = self
+            .params
+            .as_ref()
+            .and_then(|p| p.audio.clone())
+            .or_else(|| self.cfg.media_params.audio.clone())
+            .unwrap_or_default()
+            .resolved();
+        let info = StreamInfo {
+            product: self.ids.product,
+            meeting_id: self.ids.id.clone(),
+            stream_id: self.ids.stream_id.clone(),
+            operator_id: self.operator_id.clone(),
+            server_url: self.first_url.clone(),
+            started_at_ms: unix_ms(),
+            audio,
+        };
+        self.sink = Some(self.factory.open(&info));
+    }
+
+    /// Closes every socket with a close frame and ends the sink.
+    async fn finish(mut self, reason: EndReason) {
+        for l in std::mem::take(&mut self.media) {
+            close(l).await;
+        }
+        if let Some(l) = self.signaling.take() {
+            close(l).await;
+        }
+        self.shared.update(|s| s.state = "ended");
+        match reason {
+            EndReason::ConnectionLost => tracing::error!("stream ended: connection lost for good"),
+            EndReason::Stopped(r) => tracing::info!(
+                reason = r,
+                reason_name = stop_reason::name(r),
+                "stream stopped by Zoom"
+            ),
+            EndReason::Shutdown => tracing::info!("stream ended for shutdown"),
+        }
+        if let Some(sink) = self.sink.take() {
+            sink.end(reason).await;
+        }
+    }
+}
+
+/// Sends a close frame (bounded by [`CLOSE_GRACE`]) and drops the socket.
+async fn close<T: Transport>(mut l: Link<T>) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, l.conn.close()).await;
+}
+
+/// Opens signaling (+ msg 5), then every media socket, then sends the ready acks.
+async fn open_full<C: Connector>(
+    connector: &C,
+    cfg: &ClientConfig,
+    ids: &StreamIds,
+    url: String,
+    seq: u64,
+) -> Result<Opened<C::Conn>, ConnectError> {
+    let timeout = cfg.resilience.connection_timeout;
+    let req = link::signaling_request(cfg, ids, seq);
+    let (mut conn, resp) = link::open_signaling(connector, &url, &req, timeout).await?;
+    let transport = |source| ConnectError::Transport {
+        role: "signaling",
+        url: url.clone(),
+        source,
+    };
+    if let Some(sub) = link::subscription(&cfg.events) {
+        conn.send(sub).await.map_err(transport)?;
+    }
+    let urls = resp.media_server.map(|m| m.server_urls).unwrap_or_default();
+    let (media, params) = open_media_all(connector, cfg, ids, &urls, &url, seq).await?;
+    for _ in 0..media.len() {
+        conn.send(link::ready_ack(&ids.stream_id))
+            .await
+            .map_err(transport)?;
+    }
+    let signaling = Link {
+        conn,
+        role: Role::Signaling,
+        url,
+        last_rx: Instant::now(),
+    };
+    Ok(Opened::Full {
+        signaling,
+        media,
+        urls,
+        params,
+    })
+}
+
+/// Opens the media socket(s) the configuration asks for, one after another.
+async fn open_media_all<C: Connector>(
+    connector: &C,
+    cfg: &ClientConfig,
+    ids: &StreamIds,
+    urls: &MediaServerUrls,
+    signaling_url: &str,
+    seq: u64,
+) -> Result<(Vec<Link<C::Conn>>, Option<MediaParams>), ConnectError> {
+    let mut links = Vec::new();
+    let mut confirmed: Option<MediaParams> = None;
+    for mask in cfg.media_sockets() {
+        let url = urls.for_bit(mask).ok_or_else(|| ConnectError::NoMediaUrl {
+            url: signaling_url.to_owned(),
+            mask,
+        })?;
+        let req = link::media_request(cfg, ids, mask, seq);
+        let (conn, resp) =
+            link::open_media(connector, url, &req, cfg.resilience.connection_timeout).await?;
+        if let Some(p) = resp.media_params {
+            let c = confirmed.get_or_insert_with(MediaParams::default);
+            c.audio = c.audio.take().or(p.audio);
+            c.video = c.video.take().or(p.video);
+            c.deskshare = c.deskshare.take().or(p.deskshare);
+            c.transcript = c.transcript.take().or(p.transcript);
+            c.chat = c.chat.take().or(p.chat);
+        }
+        links.push(Link {
+            conn,
+            role: Role::Media(mask),
+            url: url.to_owned(),
+            last_rx: Instant::now(),
+        });
+    }
+    Ok((links, confirmed))
+}
+
+/// Awaits the pending attempt; never resolves when there is none.
+async fn poll_attempt<T>(attempt: &mut Option<Attempt<T>>) -> Result<Opened<T>, ConnectError> {
+    match attempt.as_mut() {
+        Some(fut) => fut.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next item of any open socket, signaling first, media sockets in rotating order.
+fn next_message<'a, T: Transport>(
+    signaling: &'a mut Option<Link<T>>,
+    media: &'a mut [Link<T>],
+    rotate: usize,
+) -> impl Future<Output = (Which, Option<Result<Message, WsError>>)> + 'a {
+    poll_fn(move |cx| {
+        if let Some(l) = signaling.as_mut()
+            && let Poll::Ready(item) = l.conn.poll_next_unpin(cx)
+        {
+            return Poll::Ready((None, item));
+        }
+        let n = media.len();
+        for k in 0..n {
+            let i = (k + rotate) % n;
+            if let Poll::Ready(item) = media[i].conn.poll_next_unpin(cx) {
+                return Poll::Ready((Some(i), item));
+            }
+        }
+        Poll::Pending
+    })
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,249 @@
+//! The session manager: one task per RTMS stream, keyed by `rtms_stream_id`.
+//!
+//! [`Sessions::handle`] takes webhook events (from [`crate::ingress`] or directly): a started
+//! event for an unknown stream spawns a session; every event for a known stream becomes an
+//! input of its state machine (which tells duplicates from failovers). Sessions run
+//! independently: a dead socket or a slow sink in one never stalls another.
+//! [`Sessions::shutdown`] ends every stream with
+//! [`EndReason::Shutdown`](crate::sink::EndReason::Shutdown) within a grace
+//! period.
+//!
+//! Ownership goes through [`Sessions::start`] and [`Sessions::snapshot`] only, so a later
+//! multi-host version can hand a stream (its [`SessionSnapshot`]) to another host.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rtms_proto::{WebhookAction, WebhookEvent};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ClientConfig;
+use crate::ingress::IngressHandler;
+use crate::link::StreamIds;
+use crate::machine::Input;
+use crate::session::{self, SessionSnapshot, SessionStart, Shared};
+use crate::sink::SinkFactory;
+use crate::transport::{Connector, WsConnector};
+
+/// Runs every stream of this host.
+pub struct Sessions<F: SinkFactory, C: Connector = WsConnector> {
+    inner: Arc<Inner<F, C>>,
+}
+
+impl<F: SinkFactory, C: Connector> Clone for Sessions<F, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<F, C> {
+    cfg: Arc<ClientConfig>,
+    connector: Arc<C>,
+    factory: Arc<F>,
+    streams: Mutex<HashMap<String, Entry>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    generation: AtomicU64,
+    /// Signalled whenever a stream leaves the map.
+    removed: tokio::sync::Notify,
+}
+
+struct Entry {
+    generation: u64,
+    inputs: mpsc::UnboundedSender<Input>,
+    shared: Arc<Shared>,
+    abort: AbortHandle,
+}
+
+impl<F: SinkFactory, C: Connector> Sessions<F, C> {
+    pub fn new(cfg: ClientConfig, connector: C, factory: F) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cfg: Arc::new(cfg),
+                connector: Arc::new(connector),
+                factory: Arc::new(factory),
+                streams: Mutex::default(),
+                tracker: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                generation: AtomicU64::new(0),
+                removed: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.inner.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Acts on a webhook event. Never blocks.
+    pub fn handle(&self, ev: WebhookEvent) {
+        let input = match ev.action {
+            WebhookAction::Started => Input::Started {
+                url: ev.server_url.clone().unwrap_or_default(),
+            },
+            WebhookAction::Interrupted => Input::Interrupted {
+                url: ev.server_url.clone(),
+            },
+            WebhookAction::Stopped => Input::Stopped(ev.stop_reason.unwrap_or(0)),
+        };
+        let input = {
+            let streams = self.streams();
+            match streams.get(&ev.stream_id) {
+                Some(entry) => match entry.inputs.send(input) {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(input)) => input, // it just ended
+                },
+                None => input,
+            }
+        };
+        match (input, ev.server_url) {
+            (Input::Started { .. } | Input::Interrupted { .. }, Some(url)) if !url.is_empty() => {
+                if matches!(ev.action, WebhookAction::Interrupted) {
+                    tracing::info!(
+                        stream_id = ev.stream_id,
+                        "interrupted webhook for an unknown stream carries a URL: taking the stream"
+                    );
+                }
+                self.start(SessionStart {
+                    ids: StreamIds {
+                        product: ev.product,
+                        id: ev.id,
+                        stream_id: ev.stream_id,
+                    },
+                    operator_id: ev.operator_id,
+                    server_url: url,
+                    first_seq: 0,
+                });
+            }
+            _ => tracing::info!(
+                stream_id = ev.stream_id,
+                event = ev.event,
+                "webhook for a stream this host does not run: ignored"
+            ),
+        }
+    }
+
+    /// Starts a session for a stream. Returns false when the stream already runs here or
+    /// the manager is shutting down.
+    pub fn start(&self, start: SessionStart) -> bool {
+        if self.inner.shutdown.is_cancelled() {
+            tracing::warn!(
+                stream_id = start.ids.stream_id,
+                "shutting down: stream not started"
+            );
+            return false;
+        }
+        let mut streams = self.streams();
+        if streams.contains_key(&start.ids.stream_id) {
+            return false;
+        }
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = session::shared_for(&start, &self.inner.cfg);
+        let stream_id = start.ids.stream_id.clone();
+        let this = self.clone();
+        let fut = session::run(
+            self.inner.cfg.clone(),
+            self.inner.connector.clone(),
+            self.inner.factory.clone(),
+            start,
+            shared.clone(),
+            rx,
+            self.inner.shutdown.child_token(),
+        );
+        let key = stream_id.clone();
+        let handle = self.inner.tracker.spawn(async move {
+            let reason = fut.await;
+            let mut streams = this.streams();
+            if streams
+                .get(&key)
+                .is_some_and(|e| e.generation == generation)
+            {
+                streams.remove(&key);
+            }
+            drop(streams);
+            this.inner.removed.notify_waiters();
+            reason
+        });
+        streams.insert(
+            stream_id,
+            Entry {
+                generation,
+                inputs: tx,
+                shared,
+                abort: handle.abort_handle(),
+            },
+        );
+        true
+    }
+
+    /// A plain-data copy of one stream's state.
+    pub fn snapshot(&self, stream_id: &str) -> Option<SessionSnapshot> {
+        self.streams().get(stream_id).map(|e| e.shared.snapshot())
+    }
+
+    /// Copies of every running stream's state.
+    pub fn snapshots(&self) -> Vec<SessionSnapshot> {
+        self.streams()
+            .values()
+            .map(|e| e.shared.snapshot())
+            .collect()
+    }
+
+    /// Running streams.
+    pub fn len(&self) -> usize {
+        self.streams().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ends every stream with [`EndReason::Shutdown`](crate::sink::EndReason::Shutdown) (sockets closed with a close frame,
+    /// sinks ended) and refuses new ones. Streams still running after `grace` are aborted
+    /// without their sink's `end`; returns how many were.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let streams: Vec<(String, Entry)> = self.streams().drain().collect();
+        for (stream_id, entry) in &streams {
+            tracing::error!(
+                stream_id,
+                ?grace,
+                "stream did not end within the shutdown grace period: aborted"
+            );
+            entry.abort.abort();
+        }
+        streams.len()
+    }
+
+    /// Waits until no stream runs (for tests and orderly exits).
+    pub async fn idle(&self) {
+        loop {
+            let removed = self.inner.removed.notified();
+            if self.is_empty() {
+                return;
+            }
+            removed.await;
+        }
+    }
+}
+
+impl<F: SinkFactory, C: Connector> IngressHandler for Sessions<F, C> {
+    fn on_event(&self, ev: WebhookEvent) {
+        self.handle(ev);
+    }
+}
