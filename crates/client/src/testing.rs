@@ -62,7 +62,7 @@ impl Sink<Message> for ChanConn {
     fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         Poll::Ready(Ok(()))
     }
-    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
         match &self.tx {
             Some(tx) => tx.send(item).map_err(|_| WsError::ConnectionClosed),
             None => Err(WsError::ConnectionClosed),
