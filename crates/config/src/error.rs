@@ -41,7 +41,7 @@ pub enum ConfigError {
     },
     /// A key the schema does not have.
     #[error(
-        "{at}: unknown key {key:?} in {section}{}",
+        "{at}: unknown key {key:?} {section}{}",
         suggestion_text(suggestion, valid)
     )]
     UnknownKey {
@@ -303,7 +303,10 @@ pub(crate) fn from_toml(
         let field = backticked(rest).into_iter().next().unwrap_or_default();
         return ConfigError::Invalid {
             at,
-            message: format!("missing key {field:?} {}: add {field} = ...", section(&path)),
+            message: format!(
+                "missing key {field:?} {}: add {field} = ...",
+                section(&path)
+            ),
         };
     } else {
         friendly_types(&message)

@@ -138,3 +138,6 @@ fn probe_version(src: &Source<'_>, table: &DeTable<'_>) -> Result<(), ConfigErro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

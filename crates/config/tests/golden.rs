@@ -72,7 +72,11 @@ fn invalid_pipelines_fail_with_the_golden_message() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 18, "expected the golden cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 18,
+        "expected the golden cases, found {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in &cases {
         let expected_path = case.with_extension("err");

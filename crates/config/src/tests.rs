@@ -1,0 +1,629 @@
+//! Unit tests: defaults, environment overrides, secrets, plugins, the diff.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rtms_proto::Product;
+use rtms_proto::params::{codec, data_opt, sample_rate};
+
+use crate::*;
+
+fn secrets() -> MapEnv {
+    MapEnv::new()
+        .with("ZM_RTMS_CLIENT", "id")
+        .with("ZM_RTMS_SECRET", "s3cr3t-value")
+        .with("ZOOM_SECRET_TOKEN", "tok3n-value")
+}
+
+struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.wasm"), b"").unwrap();
+        std::fs::write(dir.path().join("b.wasm"), b"").unwrap();
+        Dir { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("pipeline.toml")
+    }
+
+    fn parse_with(
+        &self,
+        text: &str,
+        env: &dyn Env,
+        opts: LoadOptions,
+    ) -> Result<Pipeline, ConfigError> {
+        Pipeline::parse(text, &self.path(), env, opts)
+    }
+
+    fn parse(&self, text: &str) -> Pipeline {
+        match self.parse_with(text, &secrets(), LoadOptions::default()) {
+            Ok(p) => p,
+            Err(e) => panic!("should parse: {e}"),
+        }
+    }
+
+    fn err(&self, text: &str) -> String {
+        match self.parse_with(text, &secrets(), LoadOptions::default()) {
+            Ok(_) => panic!("should fail:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+const PLUGIN_A: &str = r#"
+[[plugin]]
+name = "a"
+component = "a.wasm"
+media = ["transcript", "chat"]
+"#;
+
+#[test]
+fn a_minimal_file_gets_every_default() {
+    let d = Dir::new();
+    let p = d.parse("version = 1");
+    assert_eq!(p.path, d.path());
+    assert_eq!(p.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(p.server.webhook_path, "/webhook");
+    assert_eq!(p.server.max_body_bytes, 1024 * 1024);
+    assert_eq!(p.server.timestamp_window, Duration::from_secs(300));
+    assert!(p.server.admin, "admin defaults on for a loopback listen");
+    assert_eq!(p.zoom.client_id.as_deref(), Some("id"));
+    assert_eq!(
+        p.zoom.client_secret.as_ref().map(Secret::expose),
+        Some("s3cr3t-value")
+    );
+    assert_eq!(
+        p.zoom.webhook_secret.as_ref().map(Secret::expose),
+        Some("tok3n-value")
+    );
+    let r = &p.rtms;
+    assert_eq!(r.connection_timeout, Duration::from_millis(10_000));
+    assert_eq!(r.connection_max_attempts, 5);
+    assert_eq!(r.connection_retry_delay, Duration::from_millis(5_000));
+    assert_eq!(r.reconnect_max_attempts, 3);
+    assert_eq!(r.reconnect_base_delay, Duration::from_millis(2_000));
+    assert_eq!(r.reconnect_max_delay, Duration::from_millis(30_000));
+    assert_eq!(r.keepalive_interval, Duration::from_millis(5_000));
+    assert_eq!(r.keepalive_timeout, Duration::from_millis(15_000));
+    assert_eq!(r.webhook_wait_timeout, Duration::from_millis(300_000));
+    assert!(r.media.is_empty());
+    assert!(r.events.is_empty());
+    assert_eq!(r.socket_mode, SocketMode::Unified);
+    assert!(r.buffer_data);
+    assert_eq!(p.runtime.cache_dir, d.dir.path().join(".cache/rtms-host"));
+    assert_eq!(p.runtime.dead_letter_dir, d.dir.path().join("dead-letter"));
+    assert_eq!(p.runtime.epoch_tick, Duration::from_millis(5));
+    assert_eq!(p.runtime.shutdown_grace, Duration::from_millis(10_000));
+    assert!(p.runtime.reload.watch);
+    assert_eq!(p.runtime.reload.debounce, Duration::from_millis(200));
+    assert!(p.plugins.is_empty());
+    assert_eq!(p.sinks.len(), 1);
+    assert_eq!(p.sinks[0].target, SinkTarget::Stdout);
+    assert_eq!(p.sinks[0].filter.min_severity, Severity::Info);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn admin_defaults_off_on_a_public_listen_address() {
+    let d = Dir::new();
+    let p = d.parse("version = 1\n[server]\nlisten = \"0.0.0.0:9000\"");
+    assert!(!p.server.admin);
+    let p = d.parse("version = 1\n[server]\nlisten = \"0.0.0.0:9000\"\nadmin = true");
+    assert!(p.server.admin);
+}
+
+#[test]
+fn plugin_defaults_follow_what_it_subscribes_to() {
+    let d = Dir::new();
+    let text = format!(
+        "version = 1\n{PLUGIN_A}\n[[plugin]]\nname = \"b\"\ncomponent = \"b.wasm\"\nmedia = [\"audio\", \"event\"]\n"
+    );
+    let p = d.parse(&text);
+    let a = p.plugin("a").unwrap();
+    assert_eq!(a.component, d.dir.path().join("a.wasm"));
+    assert!(a.enabled);
+    assert_eq!(
+        a.queue,
+        Queue {
+            capacity: 1024,
+            on_full: OnFull::Block
+        }
+    );
+    assert_eq!(
+        a.batch,
+        Batch {
+            max_frames: 32,
+            max_wait: Duration::from_millis(10)
+        }
+    );
+    assert_eq!(a.limits.memory_mb, 64);
+    assert_eq!(a.limits.memory_bytes(), 64 * 1024 * 1024);
+    assert_eq!(a.limits.call_timeout, Duration::from_millis(1000));
+    assert_eq!(
+        a.restart,
+        Restart {
+            base_delay: Duration::from_millis(1000),
+            max_delay: Duration::from_millis(30_000),
+            healthy_reset: Duration::from_millis(10_000),
+            max_failures: 5,
+            window: Duration::from_millis(60_000),
+        }
+    );
+    assert_eq!(a.filter, PluginFilter::default());
+    let b = p.plugin("b").unwrap();
+    assert_eq!(
+        b.queue.on_full,
+        OnFull::DropOldest,
+        "real-time media drops rather than blocks"
+    );
+    // Requested media: the union of the plugins' kinds, without `event`.
+    let want: MediaKinds = [MediaKind::Audio, MediaKind::Transcript, MediaKind::Chat]
+        .into_iter()
+        .collect();
+    assert_eq!(p.rtms.media, want);
+    // Events: defaults, because plugin b takes events.
+    assert_eq!(p.rtms.events, vec![2, 3, 4, 5, 6]);
+    // Media params: only for requested kinds, with the project's defaults.
+    let mp = &p.rtms.media_params;
+    let audio = mp.audio.as_ref().unwrap();
+    assert_eq!(audio.codec, Some(codec::L16));
+    assert_eq!(audio.sample_rate, Some(sample_rate::SR_16K));
+    assert_eq!(audio.channel, Some(1));
+    assert_eq!(audio.send_rate, Some(20));
+    assert_eq!(audio.data_opt, Some(data_opt::AUDIO_MIXED_STREAM));
+    assert!(mp.video.is_none() && mp.deskshare.is_none());
+    assert_eq!(mp.transcript.as_ref().unwrap().src_language, Some(-1));
+    assert!(mp.chat.is_some());
+}
+
+#[test]
+fn media_params_map_friendly_names_to_protocol_numbers() {
+    let d = Dir::new();
+    let p = d.parse(
+        r#"version = 1
+[rtms]
+media = ["audio", "video", "share"]
+[rtms.audio]
+codec = "opus"
+sample_rate = 48000
+channels = 2
+frame_ms = 100
+per_speaker = true
+[rtms.video]
+codec = "png"
+resolution = "fhd"
+[rtms.deskshare]
+codec = "h264"
+resolution = "qhd"
+fps = 30
+"#,
+    );
+    let mp = &p.rtms.media_params;
+    let a = mp.audio.as_ref().unwrap();
+    assert_eq!(
+        (a.codec, a.sample_rate, a.channel, a.send_rate, a.data_opt),
+        (
+            Some(codec::OPUS),
+            Some(sample_rate::SR_48K),
+            Some(2),
+            Some(100),
+            Some(data_opt::AUDIO_MULTI_STREAMS)
+        )
+    );
+    let v = mp.video.as_ref().unwrap();
+    assert_eq!(
+        (v.codec, v.resolution, v.fps),
+        (Some(codec::PNG), Some(3), Some(5))
+    );
+    let s = mp.deskshare.as_ref().unwrap();
+    assert_eq!(
+        (s.codec, s.resolution, s.fps),
+        (Some(codec::H264), Some(4), Some(30))
+    );
+}
+
+#[test]
+fn stereo_needs_opus_and_sample_rates_are_zooms() {
+    let d = Dir::new();
+    let e = d.err("version = 1\n[rtms]\nmedia = [\"audio\"]\n[rtms.audio]\nchannels = 2");
+    assert!(
+        e.contains("rtms.audio.channels = 2 needs codec = \"opus\""),
+        "{e}"
+    );
+    let e = d.err("version = 1\n[rtms]\nmedia = [\"audio\"]\n[rtms.audio]\nsample_rate = 44100");
+    assert!(e.contains("use 8000, 16000, 32000 or 48000"), "{e}");
+}
+
+#[test]
+fn environment_overrides_win_over_the_file() {
+    let d = Dir::new();
+    let text = "version = 1\n[rtms]\nconnection_timeout_ms = 1000\nkeepalive_interval_ms = 4000\n";
+    let env = secrets()
+        .with("RTMS_CONNECTION_TIMEOUT_MS", "2500")
+        .with("RTMS_CONNECTION_MAX_ATTEMPTS", "9")
+        .with("RTMS_CONNECTION_RETRY_DELAY_MS", "100")
+        .with("RTMS_RECONNECT_MAX_ATTEMPTS", "7")
+        .with("RTMS_RECONNECT_BASE_DELAY_MS", "300")
+        .with("RTMS_KEEPALIVE_INTERVAL_MS", "6000")
+        .with("RTMS_KEEPALIVE_TIMEOUT_MS", "20000")
+        .with("RTMS_WEBHOOK_WAIT_TIMEOUT_MS", "60000");
+    let p = d.parse_with(text, &env, LoadOptions::default()).unwrap();
+    let r = &p.rtms;
+    assert_eq!(r.connection_timeout, Duration::from_millis(2500));
+    assert_eq!(r.connection_max_attempts, 9);
+    assert_eq!(r.connection_retry_delay, Duration::from_millis(100));
+    assert_eq!(r.reconnect_max_attempts, 7);
+    assert_eq!(r.reconnect_base_delay, Duration::from_millis(300));
+    assert_eq!(r.keepalive_interval, Duration::from_millis(6000));
+    assert_eq!(r.keepalive_timeout, Duration::from_millis(20_000));
+    assert_eq!(r.webhook_wait_timeout, Duration::from_millis(60_000));
+    // Without the variables, the file's values hold.
+    let p = d.parse(text);
+    assert_eq!(p.rtms.connection_timeout, Duration::from_millis(1000));
+    assert_eq!(p.rtms.keepalive_interval, Duration::from_millis(4000));
+}
+
+#[test]
+fn a_bad_environment_value_names_the_variable() {
+    let d = Dir::new();
+    let env = secrets().with("RTMS_CONNECTION_MAX_ATTEMPTS", "-1");
+    let e = d
+        .parse_with("version = 1", &env, LoadOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::EnvOverride { var, .. } if var == "RTMS_CONNECTION_MAX_ATTEMPTS"),
+        "{e}"
+    );
+    // An override that breaks a cross-check is reported against the variable too.
+    let env = secrets().with("RTMS_KEEPALIVE_TIMEOUT_MS", "4000");
+    let e = d
+        .parse_with("version = 1", &env, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("RTMS_KEEPALIVE_TIMEOUT_MS=\"4000\""), "{e}");
+    assert!(
+        e.contains("must be greater than keepalive_interval_ms (5000)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_secrets_are_errors_unless_only_validating() {
+    let d = Dir::new();
+    let env = MapEnv::new().with("ZM_RTMS_CLIENT", "id");
+    let e = d
+        .parse_with("version = 1", &env, LoadOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::MissingSecret { var, .. } if var == "ZM_RTMS_SECRET"),
+        "{e}"
+    );
+    let p = d
+        .parse_with("version = 1", &env, LoadOptions::validate_only())
+        .unwrap();
+    assert!(p.zoom.client_secret.is_none() && p.zoom.webhook_secret.is_none());
+    assert!(!p.zoom.has_credentials());
+    assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+    assert!(p.warnings[0].contains("ZM_RTMS_SECRET"));
+    assert!(p.warnings[1].contains("ZOOM_SECRET_TOKEN"));
+}
+
+#[test]
+fn credential_variables_can_be_renamed_and_secrets_never_print() {
+    let d = Dir::new();
+    let env = MapEnv::new()
+        .with("MY_ID", "the-id")
+        .with("MY_SECRET", "very-secret")
+        .with("MY_TOKEN", "very-token");
+    let text = "version = 1\n[zoom]\nclient_id_env = \"MY_ID\"\nclient_secret_env = \"MY_SECRET\"\nwebhook_secret_env = \"MY_TOKEN\"\n";
+    let p = d.parse_with(text, &env, LoadOptions::default()).unwrap();
+    assert_eq!(
+        p.zoom.client_secret.as_ref().unwrap().expose(),
+        "very-secret"
+    );
+    let shown = format!("{p:?} {}", p.zoom.client_secret.as_ref().unwrap());
+    assert!(
+        !shown.contains("very-secret") && !shown.contains("very-token"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn plaintext_secrets_need_the_operators_opt_in() {
+    let d = Dir::new();
+    let text = "version = 1\n[zoom]\nallow_plaintext_secrets = true\nclient_secret = \"in-file\"\nwebhook_secret = \"tok\"\n";
+    let p = d
+        .parse_with(
+            text,
+            &MapEnv::new().with("ZM_RTMS_CLIENT", "id"),
+            LoadOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(p.zoom.client_secret.as_ref().unwrap().expose(), "in-file");
+    assert_eq!(p.zoom.webhook_secret.as_ref().unwrap().expose(), "tok");
+    let e = d.err("version = 1\n[zoom]\nwebhook_secret = \"tok\"\n");
+    assert!(
+        e.contains("zoom.webhook_secret holds a secret in plain text"),
+        "{e}"
+    );
+}
+
+#[test]
+fn components_are_checked_only_when_asked_and_only_for_enabled_plugins() {
+    let d = Dir::new();
+    let text =
+        "version = 1\n[[plugin]]\nname = \"x\"\ncomponent = \"missing.wasm\"\nmedia = [\"chat\"]\n";
+    let e = d.err(text);
+    assert!(
+        e.contains("missing.wasm does not exist; it may need building"),
+        "{e}"
+    );
+    let opts = LoadOptions {
+        check_components: false,
+        ..LoadOptions::default()
+    };
+    let p = d.parse_with(text, &secrets(), opts).unwrap();
+    assert_eq!(p.plugins[0].component, d.dir.path().join("missing.wasm"));
+    let p = d.parse(&format!("{text}enabled = false\n"));
+    assert!(!p.plugins[0].enabled);
+    assert_eq!(p.enabled_plugins().count(), 0);
+    assert!(
+        p.rtms.media.is_empty(),
+        "a disabled plugin requests nothing"
+    );
+}
+
+#[test]
+fn granted_directories_resolve_and_need_an_existing_parent() {
+    let d = Dir::new();
+    let text = format!(
+        "version = 1\n{PLUGIN_A}\n[[plugin.dir]]\nhost = \"out\"\nguest = \"/out\"\nread_only = true\n"
+    );
+    let p = d.parse(&text);
+    assert_eq!(
+        p.plugins[0].dirs,
+        vec![DirGrant {
+            host: d.dir.path().join("out"),
+            guest: "/out".into(),
+            read_only: true
+        }]
+    );
+    let e = d.err(&text.replace("\"out\"", "\"no/such/out\""));
+    assert!(
+        e.contains("does not exist; the host creates the directory itself"),
+        "{e}"
+    );
+}
+
+#[test]
+fn filters_match_products_meetings_and_users() {
+    let d = Dir::new();
+    let text = format!("version = 1\n{PLUGIN_A}products = [\"webinar\"]\nusers = [\"u1\"]\n");
+    let p = d.parse(&text);
+    let f = &p.plugins[0].filter;
+    assert!(f.matches(Product::Webinar, "m", Some("u1")));
+    assert!(!f.matches(Product::Meeting, "m", Some("u1")));
+    assert!(!f.matches(Product::Webinar, "m", None));
+    let e = d.err(&format!("version = 1\n{PLUGIN_A}meeting_ids = []\n"));
+    assert!(e.contains("meeting_ids = [] matches nothing"), "{e}");
+}
+
+#[test]
+fn plugin_config_is_flattened_for_init() {
+    let d = Dir::new();
+    let text = format!(
+        "version = 1\n{PLUGIN_A}\n[plugin.config]\nkeywords = [\"refund\"]\nformat = \"text\"\nlimit = 3\n"
+    );
+    let p = d.parse(&text);
+    assert_eq!(
+        p.plugins[0].config,
+        vec![
+            ("format".to_owned(), "text".to_owned()),
+            ("keywords".to_owned(), "[\"refund\"]".to_owned()),
+            ("limit".to_owned(), "3".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn sinks_resolve_paths_and_check_their_plugins() {
+    let d = Dir::new();
+    let text = format!(
+        "version = 1\n{PLUGIN_A}\n[[sink]]\ntype = \"jsonl\"\npath = \"out/a.jsonl\"\nmin_severity = \"warning\"\nplugins = [\"a\"]\nkinds = [\"keyword\"]\n[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:9/x\"\n"
+    );
+    let p = d.parse(&text);
+    assert_eq!(p.sinks.len(), 2);
+    assert_eq!(
+        p.sinks[0].target,
+        SinkTarget::Jsonl {
+            path: d.dir.path().join("out/a.jsonl")
+        }
+    );
+    let f = &p.sinks[0].filter;
+    assert!(f.matches("a", "keyword", Severity::Critical));
+    assert!(!f.matches("a", "keyword", Severity::Notice));
+    assert!(!f.matches("b", "keyword", Severity::Critical));
+    assert!(!f.matches("a", "summary", Severity::Critical));
+    assert_eq!(
+        p.sinks[1].target,
+        SinkTarget::Http {
+            url: "http://127.0.0.1:9/x".into()
+        }
+    );
+    let e = d.err("version = 1\n[[sink]]\ntype = \"jsonl\"\n");
+    assert!(e.contains("needs a file: add path"), "{e}");
+}
+
+#[test]
+fn plugin_names_are_validated_newtypes() {
+    assert!(PluginName::try_new("transcript-writer").is_ok());
+    assert!(PluginName::try_new("a1").is_ok());
+    for bad in [
+        "",
+        "1abc",
+        "-x",
+        "Upper",
+        "with space",
+        "a_b",
+        &"x".repeat(65),
+    ] {
+        assert!(
+            PluginName::try_new(bad).is_err(),
+            "{bad:?} should be refused"
+        );
+    }
+    let e = PluginName::try_new("My_Plugin").unwrap_err();
+    assert!(e.contains("try \"my-plugin\""), "{e}");
+}
+
+#[test]
+fn unknown_keys_list_valid_keys_when_nothing_is_close() {
+    let d = Dir::new();
+    let e = d.err("version = 1\n[server]\nzzzzzzzz = 1\n");
+    assert!(
+        e.contains("unknown key \"zzzzzzzz\" in [server]; valid keys: listen, webhook_path"),
+        "{e}"
+    );
+}
+
+#[test]
+fn load_reads_the_file_and_reports_a_missing_one() {
+    let d = Dir::new();
+    std::fs::write(d.path(), "version = 1\n").unwrap();
+    let p = Pipeline::load(&d.path(), &secrets(), LoadOptions::default()).unwrap();
+    assert_eq!(p.path, d.path());
+    let missing = d.dir.path().join("nope.toml");
+    let e = Pipeline::load(&missing, &secrets(), LoadOptions::default()).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }));
+    assert!(e.to_string().contains("cannot read the pipeline file"));
+}
+
+fn two_plugins(d: &Dir, extra: &str) -> Pipeline {
+    d.parse(&format!("version = 1\n{extra}\n{PLUGIN_A}\n[[plugin]]\nname = \"b\"\ncomponent = \"b.wasm\"\nmedia = [\"transcript\"]\n"))
+}
+
+#[test]
+fn diff_of_identical_pipelines_is_empty() {
+    let d = Dir::new();
+    let a = two_plugins(&d, "");
+    assert!(a.diff(&a.clone()).is_empty());
+}
+
+#[test]
+fn diff_finds_added_removed_and_changed_plugins() {
+    let d = Dir::new();
+    let old = two_plugins(&d, "");
+    let mut new = old.clone();
+    new.plugins.retain(|p| p.name.as_str() != "b");
+    let mut c = old.plugins[0].clone();
+    c.name = PluginName::try_new("c").unwrap();
+    new.plugins.push(c);
+    new.plugins[0].config = vec![("k".into(), "v".into())];
+    new.plugins[0].queue.capacity = 10;
+    let diff = old.diff(&new);
+    assert_eq!(diff.added_plugins, vec![PluginName::try_new("c").unwrap()]);
+    assert_eq!(
+        diff.removed_plugins,
+        vec![PluginName::try_new("b").unwrap()]
+    );
+    assert_eq!(
+        diff.changed_plugins,
+        vec![PluginChange {
+            name: PluginName::try_new("a").unwrap(),
+            component: false,
+            config: true,
+            route: false,
+            limits: true,
+        }]
+    );
+    assert!(
+        diff.restart_required.is_empty(),
+        "{:?}",
+        diff.restart_required
+    );
+    assert!(!diff.sinks_changed);
+}
+
+#[test]
+fn diff_marks_component_and_route_changes() {
+    let d = Dir::new();
+    let old = two_plugins(&d, "");
+    let new = d.parse(&format!(
+        "version = 1\n[[plugin]]\nname = \"a\"\ncomponent = \"b.wasm\"\nmedia = [\"transcript\", \"chat\"]\nproducts = [\"meeting\"]\n[[plugin]]\nname = \"b\"\ncomponent = \"b.wasm\"\nmedia = [\"transcript\"]\n[[sink]]\ntype = \"stdout\"\nmin_severity = \"warning\"\n"
+    ));
+    let diff = old.diff(&new);
+    assert_eq!(diff.changed_plugins.len(), 1);
+    let ch = &diff.changed_plugins[0];
+    assert!(
+        ch.component && ch.route && !ch.config && !ch.limits,
+        "{ch:?}"
+    );
+    assert!(diff.sinks_changed);
+}
+
+#[test]
+fn diff_says_which_settings_need_a_restart() {
+    let d = Dir::new();
+    let old = two_plugins(&d, "");
+    let new = two_plugins(
+        &d,
+        "[server]\nlisten = \"127.0.0.1:9090\"\n[rtms]\nkeepalive_interval_ms = 6000\nmedia = [\"transcript\", \"chat\", \"audio\"]\n",
+    );
+    let diff = old.diff(&new);
+    assert!(
+        diff.restart_required.contains(
+            &"server.listen changed from 127.0.0.1:8080 to 127.0.0.1:9090: restart to apply"
+                .to_owned()
+        ),
+        "{:?}",
+        diff.restart_required
+    );
+    assert!(
+        diff.restart_required
+            .iter()
+            .any(|s| s.starts_with("rtms.keepalive_interval_ms changed from 5000 to 6000"))
+    );
+    assert!(diff.restart_required.iter().any(|s| {
+        s.starts_with("rtms.media changed from [transcript, chat] to [audio, transcript, chat]")
+    }));
+    let secret_changed = d
+        .parse_with(&format!("version = 1\n{PLUGIN_A}\n[[plugin]]\nname = \"b\"\ncomponent = \"b.wasm\"\nmedia = [\"transcript\"]\n"), &secrets().with("ZM_RTMS_SECRET", "rotated"), LoadOptions::default())
+        .unwrap();
+    let diff = old.diff(&secret_changed);
+    assert_eq!(
+        diff.restart_required,
+        vec!["the Zoom client secret changed: restart to apply".to_owned()]
+    );
+    assert!(!format!("{diff:?}").contains("rotated"));
+}
+
+#[test]
+fn media_kinds_behave_like_a_set() {
+    let mut s = MediaKinds::EMPTY;
+    assert!(s.is_empty());
+    s.insert(MediaKind::Chat);
+    s.insert(MediaKind::Audio);
+    assert_eq!(
+        s.iter().collect::<Vec<_>>(),
+        vec![MediaKind::Audio, MediaKind::Chat]
+    );
+    assert_eq!(s.to_string(), "[audio, chat]");
+    assert!(s.contains(MediaKind::Chat) && !s.contains(MediaKind::Event));
+    s.remove(MediaKind::Chat);
+    assert!(s.is_subset([MediaKind::Audio].into_iter().collect()));
+}
+
+#[test]
+fn paths_in_the_file_are_made_absolute_and_clean() {
+    let d = Dir::new();
+    let p = d.parse("version = 1\n[runtime]\ncache_dir = \"./x/../cache\"\n");
+    assert_eq!(p.runtime.cache_dir, d.dir.path().join("cache"));
+    let rel = Path::new("relative/pipeline.toml");
+    let p = Pipeline::parse("version = 1", rel, &secrets(), LoadOptions::default()).unwrap();
+    assert!(p.path.is_absolute());
+}
