@@ -39,21 +39,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// A key the schema does not have.
-    #[error(
-        "{at}: unknown key {key:?} {section}{}",
-        suggestion_text(suggestion, valid)
-    )]
-    UnknownKey {
-        at: Location,
-        key: String,
-        /// `in [plugin.queue]`, or `at the top level`.
-        section: String,
-        /// The nearest valid key, if one is close.
-        suggestion: Option<String>,
-        /// Every valid key of the section.
-        valid: Vec<String>,
-    },
+    /// A key the schema does not have (boxed: it carries the list of valid keys).
+    #[error("{0}")]
+    UnknownKey(Box<UnknownKey>),
     /// Anything else wrong in the file: the message names the key, the problem and the fix.
     #[error("{at}: {message}")]
     Invalid { at: Location, message: String },
@@ -79,6 +67,32 @@ pub enum ConfigError {
         key: &'static str,
         what: &'static str,
     },
+}
+
+/// An unknown key, with the nearest valid one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    pub at: Location,
+    pub key: String,
+    /// `in [plugin.queue]`, or `at the top level`.
+    pub section: String,
+    /// The nearest valid key, if one is close.
+    pub suggestion: Option<String>,
+    /// Every valid key of the section.
+    pub valid: Vec<String>,
+}
+
+impl fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: unknown key {:?} {}{}",
+            self.at,
+            self.key,
+            self.section,
+            suggestion_text(&self.suggestion, &self.valid)
+        )
+    }
 }
 
 fn suggestion_text(suggestion: &Option<String>, valid: &[String]) -> String {
@@ -278,13 +292,13 @@ pub(crate) fn from_toml(
             _ => &path[..],
         };
         let suggestion = suggest(&key, valid.iter().map(String::as_str));
-        return ConfigError::UnknownKey {
+        return ConfigError::UnknownKey(Box::new(UnknownKey {
             at,
             key,
             section: section(parent),
             suggestion,
             valid,
-        };
+        }));
     }
     let key = dotted(&path);
     let message = if let Some(rest) = message.strip_prefix("unknown variant ") {

@@ -33,7 +33,7 @@ mod resolve;
 
 pub use diff::{PipelineDiff, PluginChange};
 pub use env::{Env, MapEnv, ProcessEnv};
-pub use error::{ConfigError, Location};
+pub use error::{ConfigError, Location, UnknownKey};
 pub use model::*;
 pub use resolve::{ENV_OVERRIDES, MIN_KEEPALIVE_INTERVAL_MS};
 

@@ -553,9 +553,9 @@ fn diff_finds_added_removed_and_changed_plugins() {
 fn diff_marks_component_and_route_changes() {
     let d = Dir::new();
     let old = two_plugins(&d, "");
-    let new = d.parse(&format!(
+    let new = d.parse(
         "version = 1\n[[plugin]]\nname = \"a\"\ncomponent = \"b.wasm\"\nmedia = [\"transcript\", \"chat\"]\nproducts = [\"meeting\"]\n[[plugin]]\nname = \"b\"\ncomponent = \"b.wasm\"\nmedia = [\"transcript\"]\n[[sink]]\ntype = \"stdout\"\nmin_severity = \"warning\"\n"
-    ));
+    );
     let diff = old.diff(&new);
     assert_eq!(diff.changed_plugins.len(), 1);
     let ch = &diff.changed_plugins[0];
