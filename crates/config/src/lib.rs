@@ -1,7 +1,7 @@
 //! pipeline.toml: parsing, environment overrides and validation into the type the host runs.
 //!
 //! The operator's file is read in two steps. [`raw`] holds serde types close to the text
-//! (unknown keys are errors, positions are kept); [`resolve`](crate::resolve) turns them into
+//! (unknown keys are errors, positions are kept); `resolve` turns them into
 //! a [`Pipeline`]: defaults filled, `RTMS_*` environment overrides applied, secrets read from
 //! the environment, paths made absolute, every number range-checked. Only [`Pipeline`] reaches
 //! the runtime. Errors ([`ConfigError`]) name `file:line:column`, the key, the problem and the

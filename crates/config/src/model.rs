@@ -188,9 +188,18 @@ pub struct Reload {
     pub debounce: Duration,
 }
 
-/// A plugin name: 1-64 of `a-z`, `0-9` and `-`, starting with a letter.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A plugin name: 1-64 of `a-z`, `0-9` and `-`, starting with a letter. Deserializing one
+/// validates it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct PluginName(String);
+
+impl TryFrom<String> for PluginName {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        Self::try_new(&name)
+    }
+}
 
 impl PluginName {
     /// Checks a name; the error says what is wrong and how to fix it.

@@ -477,6 +477,10 @@ fn plugin_names_are_validated_newtypes() {
             "{bad:?} should be refused"
         );
     }
+    let parsed: Result<PluginName, _> = serde_json::from_str("\"Bad\"");
+    assert!(parsed.is_err());
+    let parsed: PluginName = serde_json::from_str("\"good-1\"").unwrap();
+    assert_eq!(parsed.as_str(), "good-1");
     let e = PluginName::try_new("My_Plugin").unwrap_err();
     assert!(e.contains("try \"my-plugin\""), "{e}");
 }
