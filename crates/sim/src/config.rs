@@ -42,6 +42,10 @@ pub struct SimConfig {
     pub webhook_max_attempts: u32,
     /// How long one webhook POST may take before it counts as failed (Zoom: ~3 s).
     pub webhook_timeout: Duration,
+    /// After the first CLIENT_READY_ACK the timeline starts once no new media handshake
+    /// happened for this long, so clients that open one socket per kind and acknowledge
+    /// each one (Zoom's RTMSManager) get every kind from the first item.
+    pub ready_settle: Duration,
     /// Send server messages in binary frames instead of text frames (both are legal).
     pub binary_frames: bool,
 }
@@ -63,6 +67,7 @@ impl Default for SimConfig {
             webhook_retry_delay: Duration::from_secs(300),
             webhook_max_attempts: 3,
             webhook_timeout: Duration::from_secs(3),
+            ready_settle: Duration::from_millis(50),
             binary_frames: false,
         }
     }

@@ -22,7 +22,7 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: [`SimConfig`].
+//! - [`config`]: the simulator's configuration, [`SimConfig`].
 //! - [`script`]: meeting files and the builder.
 //! - [`faults`]: [`Fault`] and scheduled faults.
 //! - [`ledger`]: what was sent.

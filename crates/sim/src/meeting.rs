@@ -166,6 +166,16 @@ struct Delivery {
     done: Option<oneshot::Sender<()>>,
 }
 
+/// A media socket the handshake accepted: its id, outbox, kill switch, the confirmed
+/// params and the delay to apply before answering.
+pub(crate) type MediaAccepted = (
+    u64,
+    mpsc::Receiver<Out>,
+    CancellationToken,
+    MediaParams,
+    Duration,
+);
+
 /// Commands for the timeline task.
 pub(crate) enum Control {
     Terminate { reason: u32 },
@@ -502,16 +512,7 @@ impl Meeting {
         &self,
         req: &DataHandshakeReq,
         path_kind: Option<MediaKind>,
-    ) -> Result<
-        (
-            u64,
-            mpsc::Receiver<Out>,
-            CancellationToken,
-            MediaParams,
-            Duration,
-        ),
-        (u32, String),
-    > {
+    ) -> Result<MediaAccepted, (u32, String)> {
         let result = (|| {
             self.check_ids(&req.ids, &req.rtms_stream_id, &req.signature)?;
             let mask = req.media_type;
@@ -747,6 +748,9 @@ impl Meeting {
     pub(crate) fn on_closed(self: &Arc<Self>, conn_id: u64, signaling: bool, cause: CloseCause) {
         if cause == CloseCause::KeepAliveTimeout {
             self.ledger_mut().counters.keepalive_timeouts += 1;
+        }
+        if let Some(r) = &self.recorder {
+            r.flush();
         }
         let mut st = self.state();
         if signaling {

@@ -114,6 +114,7 @@ fn error_response(code: StatusCode, text: &str) -> ErrorResponse {
     r
 }
 
+#[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
 async fn handle_ws<S>(stream: S, role: Role, shared: Arc<SimShared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -171,6 +171,14 @@ impl Runner {
             Ok(r) => r?,
             Err(_) => return Err(Interrupt::Stop(stop_reason::CONNECTION_TIMEOUT)),
         }
+        let settle = self.m.sim.config.ready_settle;
+        loop {
+            let before = self.m.ledger_mut().counters.media_handshakes_ok;
+            self.wait(tokio::time::sleep(settle)).await?;
+            if self.m.ledger_mut().counters.media_handshakes_ok == before {
+                break;
+            }
+        }
         let script = self.m.script.clone();
         self.t0 = crate::webhook::now_ms();
         let start = Instant::now();

@@ -1,0 +1,879 @@
+//! The simulator against a raw WebSocket client on real sockets: handshakes, every product
+//! on ws and wss in unified and split mode, keep-alives, duplicates, webhooks and faults.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rtms_proto::Product;
+use rtms_sim::{
+    EventKind, Fault, MediaKind, MeetingOptions, MeetingScript, Pace, SimConfig, Simulator,
+    SocketSel,
+};
+use serde_json::json;
+use support::*;
+
+fn small_script() -> MeetingScript {
+    MeetingScript::builder()
+        .participant(101, "Ann Example")
+        .participant(202, "Bo Example")
+        .utterance(101, 0, 100, "first line about the budget")
+        .utterance(202, 100, 60, "second line, a blocker")
+        .utterance(101, 200, 40, "third line")
+        .chat(50, 202, "hello chat")
+        .event(20, EventKind::SharingStart, 101)
+        .event(180, EventKind::SharingStop, 101)
+        .build()
+        .unwrap()
+}
+
+fn fast(product: Product) -> MeetingOptions {
+    MeetingOptions {
+        product,
+        pace: Pace::Fast,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn signature_test_vector_is_computed_and_accepted() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let opts = MeetingOptions {
+        meeting_id: Some("4lo+kM3nQ/ut1P2xQ9Zy2w==".into()),
+        stream_id: Some("03db704592624398931a588dd78200cb".into()),
+        ..fast(Product::Meeting)
+    };
+    let h = sim.start_meeting(small_script(), opts).unwrap();
+    let vector = "135383de5afab1a093f6ef16af806a37e4adaf003220311d01ba6ead52551633";
+    assert_eq!(h.expected_signature(), vector);
+
+    // A wrong signature is refused with INVALID_SIGNATURE and the socket closes.
+    let mut bad = Raw::connect(&h.signaling_url(), None).await.unwrap();
+    let mut req = sig_req(&h);
+    req["signature"] = json!("00".repeat(32));
+    bad.send(req).await;
+    let r = bad.recv().await.unwrap();
+    assert_eq!(
+        (r["msg_type"].clone(), r["status_code"].clone()),
+        (json!(2), json!(3))
+    );
+    assert!(
+        bad.recv().await.is_none(),
+        "socket closes after a rejection"
+    );
+
+    // The literal test vector is accepted, without protocol_version or sequence.
+    let mut ok = Raw::connect(&sim.signaling_url(), None).await.unwrap();
+    ok.send(
+        json!({"msg_type": 1, "meeting_uuid": "4lo+kM3nQ/ut1P2xQ9Zy2w==",
+        "rtms_stream_id": "03db704592624398931a588dd78200cb", "signature": vector}),
+    )
+    .await;
+    let r = ok.recv_type(2).await.unwrap();
+    assert_eq!(r["status_code"], 0, "{r}");
+    assert_eq!(h.ledger().counters.handshakes_rejected, 1);
+}
+
+async fn happy(sim: &Simulator, product: Product, mode: Mode) {
+    let ca = sim.ca_pem();
+    let h = sim.start_meeting(small_script(), fast(product)).unwrap();
+    let kinds = ["audio", "video", "deskshare", "transcript", "chat"];
+    let got = run_session(&h, ca.as_deref(), mode, &kinds).await;
+    let ledger = h.finished().await;
+    let what = format!("{product:?} {mode:?} tls={}", ca.is_some());
+    assert_eq!(ledger.stop_reason, Some(6), "{what}");
+    // Audio only while someone speaks: 100+60+40 ms of speech in 20 ms frames.
+    assert_eq!(ledger.count(MediaKind::Audio), 10, "{what}");
+    assert_eq!(got.count(14), 10, "{what}");
+    assert_eq!(
+        got.count(15) as u64,
+        ledger.count(MediaKind::Video),
+        "{what}"
+    );
+    assert!(ledger.count(MediaKind::Video) >= 9, "{what}");
+    assert_eq!(
+        got.count(16) as u64,
+        ledger.count(MediaKind::Deskshare),
+        "{what}"
+    );
+    assert!(ledger.count(MediaKind::Deskshare) >= 1, "{what}");
+    assert_eq!(got.count(18), 1, "{what}");
+    let lines: Vec<_> = ledger
+        .transcript_lines()
+        .into_iter()
+        .map(|l| (l.user_name, l.text, l.start_time, l.end_time))
+        .collect();
+    assert_eq!(got.transcripts(), lines, "{what}");
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[1].3 - lines[1].2, 60);
+    for m in &got.media {
+        let c = &m["content"];
+        assert!(c["user_id"].is_i64() && c["user_name"].is_string(), "{m}");
+        assert!(c["timestamp"].is_u64() && c["data"].is_string(), "{m}");
+        if m["msg_type"] == 17 {
+            assert_eq!(c["language"], 9);
+        }
+    }
+    let audio = got.media.iter().find(|m| m["msg_type"] == 14).unwrap();
+    use base64::Engine;
+    let pcm = base64::engine::general_purpose::STANDARD
+        .decode(audio["content"]["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(pcm.len(), 640, "{what}");
+    // Signaling: stream/session state, events, and the final state 4.
+    let types: Vec<u64> = got
+        .signaling
+        .iter()
+        .map(|v| v["msg_type"].as_u64().unwrap())
+        .collect();
+    assert!(
+        types.contains(&9) && types.contains(&6),
+        "{what}: {types:?}"
+    );
+    let first9 = got.signaling.iter().find(|v| v["msg_type"] == 9).unwrap();
+    assert!(first9["rtms_session_id"].is_string() && first9["reason"].is_u64());
+    let last8 = got
+        .signaling
+        .iter()
+        .rev()
+        .find(|v| v["msg_type"] == 8)
+        .unwrap();
+    assert_eq!(
+        (last8["state"].clone(), last8["reason"].clone()),
+        (json!(4), json!(6))
+    );
+    let join = got
+        .signaling
+        .iter()
+        .find(|v| v["msg_type"] == 6 && v["event"]["event_type"] == 3)
+        .expect("participant join event");
+    assert!(join["event"]["participants"][0]["user_name"].is_string());
+    assert!(
+        got.signaling
+            .iter()
+            .any(|v| v["msg_type"] == 6 && v["event"]["event_type"] == 5),
+        "sharing start"
+    );
+    assert_eq!(ledger.counters.signaling_handshakes_ok, 1);
+}
+
+#[tokio::test]
+async fn happy_path_every_product_ws_unified_and_split() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    for product in Product::ALL {
+        happy(&sim, product, Mode::Unified).await;
+        happy(&sim, product, Mode::Split).await;
+    }
+}
+
+#[tokio::test]
+async fn happy_path_every_product_wss_unified_and_split() {
+    let sim = Simulator::start(fast_config(true)).await.unwrap();
+    assert!(sim.signaling_url().starts_with("wss://127.0.0.1:"));
+    for product in Product::ALL {
+        happy(&sim, product, Mode::Unified).await;
+        happy(&sim, product, Mode::Split).await;
+    }
+}
+
+#[tokio::test]
+async fn wss_certificate_also_serves_localhost() {
+    let cfg = SimConfig {
+        advertise_host: "localhost".into(),
+        ..fast_config(true)
+    };
+    let sim = Simulator::start(cfg).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    assert!(h.signaling_url().starts_with("wss://localhost:"));
+    let got = run_session(
+        &h,
+        sim.ca_pem().as_deref(),
+        Mode::Unified,
+        &["audio", "transcript"],
+    )
+    .await;
+    assert_eq!(got.count(14), 10);
+    assert_eq!(got.count(15), 0, "video was not asked for");
+}
+
+#[tokio::test]
+async fn realtime_pace_takes_the_script_time() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), MeetingOptions::default())
+        .unwrap();
+    let t = Instant::now();
+    let got = run_session(&h, None, Mode::Unified, &["audio", "transcript"]).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(240),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(got.count(14), 10);
+}
+
+#[tokio::test]
+async fn media_waits_for_client_ready_ack() {
+    let cfg = SimConfig {
+        missed_keepalive_limit: 100,
+        ..fast_config(false)
+    };
+    let sim = Simulator::start(cfg).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let (mut m, _) = media(
+        &h,
+        resp["media_server"]["server_urls"]["all"].as_str().unwrap(),
+        32,
+        None,
+    )
+    .await;
+    // Nothing but keep-alives before msg 7.
+    let t = tokio::time::timeout(Duration::from_millis(300), m.recv()).await;
+    assert!(t.is_err(), "no media before CLIENT_READY_ACK");
+    assert!(!m.keepalives.is_empty(), "idle sockets get keep-alives");
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    let first = m.recv().await.unwrap();
+    assert!((14..=18).contains(&first["msg_type"].as_u64().unwrap()));
+}
+
+#[tokio::test]
+async fn duplicate_signaling_is_rejected_with_status_8() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Webinar))
+        .unwrap();
+    let (_live, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0);
+    let (mut dup, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 8, "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("duplicate"));
+    assert!(dup.recv().await.is_none());
+    assert_eq!(h.ledger().counters.duplicate_signaling_rejected, 1);
+}
+
+#[tokio::test]
+async fn signaling_keepalive_misses_end_both_sockets_and_send_interrupted() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (url, mut hooks) = receiver("test_webhook_secret", false, 0).await;
+    let opts = MeetingOptions {
+        webhook_url: Some(url),
+        ..fast(Product::VideoSdk)
+    };
+    let h = sim.start_meeting(small_script(), opts).unwrap();
+    assert_eq!(
+        next_hook(&mut hooks).await.json()["event"],
+        "session.rtms_started"
+    );
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let (mut m, _) = media(
+        &h,
+        resp["media_server"]["server_urls"]["audio"]
+            .as_str()
+            .unwrap(),
+        1,
+        None,
+    )
+    .await;
+    sig.answer_keepalives = false;
+    let media_task = tokio::spawn(async move { m.drain().await });
+    assert!(sig.drain().await.is_empty());
+    assert_eq!(
+        sig.keepalives.len(),
+        3,
+        "closed after the 3rd unanswered request"
+    );
+    let seqs: Vec<_> = sig
+        .keepalives
+        .iter()
+        .map(|k| k["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    media_task.await.unwrap();
+    let hook = next_hook(&mut hooks).await;
+    assert_eq!(hook.json()["event"], "session.rtms_interrupted");
+    assert_eq!(hook.json()["payload"]["rtms_stream_id"], h.stream_id());
+    assert_eq!(h.ledger().counters.keepalive_timeouts, 1);
+}
+
+#[tokio::test]
+async fn media_keepalive_misses_drop_media_and_send_event_7() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let (mut m, _) = media(
+        &h,
+        resp["media_server"]["server_urls"]["all"].as_str().unwrap(),
+        32,
+        None,
+    )
+    .await;
+    m.answer_keepalives = false;
+    let media_task = tokio::spawn(async move { m.drain().await });
+    let ev = sig.recv_type(6).await.unwrap();
+    assert!(media_task.await.unwrap().is_empty());
+    assert_eq!(ev["event"]["event_type"], 7, "{ev}");
+    let st = sig.recv_type(8).await.unwrap();
+    assert_eq!(
+        (st["state"].clone(), st["reason"].clone()),
+        (json!(2), json!(14))
+    );
+    // Signaling stays up; a new media socket is accepted.
+    let (_m2, r) = media(
+        &h,
+        resp["media_server"]["server_urls"]["all"].as_str().unwrap(),
+        32,
+        None,
+    )
+    .await;
+    assert_eq!(r["status_code"], 0);
+}
+
+#[tokio::test]
+async fn timestamp_only_and_duplicate_keepalive_answers_are_tolerated() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (mut sig, _) = signal(&h, &h.signaling_url(), None).await;
+    sig.answer_keepalives = false;
+    for _ in 0..6 {
+        let k = tokio::time::timeout(WAIT, async {
+            while sig.keepalives.is_empty() {
+                let _ = tokio::time::timeout(Duration::from_millis(20), sig.recv()).await;
+            }
+            sig.keepalives.remove(0)
+        })
+        .await
+        .unwrap();
+        let ans = json!({"msg_type": 13, "timestamp": k["timestamp"]});
+        sig.send(ans.clone()).await;
+        sig.send(ans).await;
+    }
+    eventually(|| h.ledger().counters.keepalive_answers >= 12).await;
+    assert_eq!(h.ledger().counters.keepalive_timeouts, 0);
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_and_url_validation_is_checked() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (url, mut hooks) = receiver("test_webhook_secret", false, 0).await;
+    sim.validate_endpoint(&url).await.unwrap();
+    let v = next_hook(&mut hooks).await;
+    assert_eq!(v.json()["event"], "endpoint.url_validation");
+    assert!(
+        v.signature.is_some(),
+        "the validation request is signed too"
+    );
+    let (bad_url, _bad) = receiver("test_webhook_secret", true, 0).await;
+    let e = sim
+        .validate_endpoint(&bad_url)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("encryptedToken"), "{e}");
+
+    for product in Product::ALL {
+        let opts = MeetingOptions {
+            webhook_url: Some(url.clone()),
+            ..fast(product)
+        };
+        let h = sim.start_meeting(small_script(), opts).unwrap();
+        let hook = next_hook(&mut hooks).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        rtms_proto::sign::verify_webhook(
+            "test_webhook_secret",
+            hook.timestamp.as_deref(),
+            hook.signature.as_deref(),
+            &hook.body,
+            now,
+            300,
+        )
+        .expect("signature verifies over the raw body");
+        assert!(!hook.body.contains(&b' '), "compact JSON");
+        let ev = rtms_proto::webhook::Envelope::parse(&hook.body)
+            .unwrap()
+            .rtms_event()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.product, product);
+        assert_eq!(ev.id, h.meeting_id());
+        assert_eq!(ev.server_url.as_deref(), Some(h.signaling_url().as_str()));
+        h.stop(2);
+        let stopped = next_hook(&mut hooks).await.json();
+        assert_eq!(
+            stopped["event"],
+            product.event_name(rtms_proto::WebhookAction::Stopped)
+        );
+        assert_eq!(stopped["payload"]["stop_reason"], 2);
+    }
+}
+
+#[tokio::test]
+async fn failed_webhooks_are_retried_with_the_same_body() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (url, mut hooks) = receiver("test_webhook_secret", false, 1).await;
+    let opts = MeetingOptions {
+        webhook_url: Some(url),
+        ..fast(Product::ContactCenter)
+    };
+    let h = sim.start_meeting(small_script(), opts).unwrap();
+    let a = next_hook(&mut hooks).await;
+    let b = next_hook(&mut hooks).await;
+    assert_eq!(a.body, b.body);
+    assert_eq!(a.json()["event"], "contact_center.voice_rtms_started");
+    assert!(a.json()["payload"]["engagement_id"].is_string());
+    eventually(|| h.ledger().webhooks.len() == 2).await;
+    let l = h.ledger();
+    assert_eq!(
+        (l.webhooks[0].status, l.webhooks[1].attempt),
+        (Some(500), 2)
+    );
+}
+
+#[tokio::test]
+async fn recording_holds_every_message_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rec.jsonl");
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let opts = MeetingOptions {
+        record: Some(path.clone()),
+        ..fast(Product::Meeting)
+    };
+    let h = sim.start_meeting(small_script(), opts).unwrap();
+    let got = run_session(&h, None, Mode::Split, &["audio", "transcript"]).await;
+    h.finished().await;
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let media_lines = |lines: &[serde_json::Value]| {
+        lines
+            .iter()
+            .filter(|l| l["socket"] == "media" && l["msg"]["msg_type"].as_u64().unwrap() >= 14)
+            .count()
+    };
+    eventually(|| media_lines(&read()) == got.media.len()).await;
+    let lines = read();
+    assert_eq!(lines[0]["at_ms"], 0);
+    assert_eq!(lines[0]["msg"]["msg_type"], 2);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["socket"] == "signaling" && l["msg"]["msg_type"] == 8)
+    );
+    assert!(lines.iter().any(|l| l["msg"]["msg_type"] == 4));
+}
+
+#[tokio::test]
+async fn many_meetings_run_at_once() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let script = MeetingScript::builder()
+        .synthetic_speech(2, 2, 5)
+        .build()
+        .unwrap();
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        let product = Product::ALL[i % 4];
+        handles.push(sim.start_meeting(script.clone(), fast(product)).unwrap());
+    }
+    let tasks: Vec<_> = handles
+        .iter()
+        .cloned()
+        .map(|h| {
+            tokio::spawn(async move {
+                let got = run_session(&h, None, Mode::Unified, &["audio", "transcript"]).await;
+                (got.count(14), got.count(17))
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), (10, 2));
+    }
+    for h in &handles {
+        assert_eq!(h.finished().await.count(MediaKind::Audio), 10);
+    }
+    assert_eq!(sim.live_meetings(), 0);
+}
+
+// === faults ===
+
+async fn started(
+    sim: &Simulator,
+    product: Product,
+) -> (rtms_sim::MeetingHandle, Raw, Raw, serde_json::Value) {
+    let h = sim
+        .start_meeting(
+            MeetingScript::builder()
+                .synthetic_speech(2, 50, 50)
+                .build()
+                .unwrap(),
+            MeetingOptions {
+                product,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let urls = resp["media_server"]["server_urls"].clone();
+    let (m, r) = media(&h, urls["all"].as_str().unwrap(), 32, None).await;
+    check_msg4(&r);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    (h, sig, m, urls)
+}
+
+#[tokio::test]
+async fn drop_signaling_closes_sockets_and_a_reconnect_is_accepted() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (h, mut sig, mut m, _) = started(&sim, Product::Meeting).await;
+    assert!(m.recv_type(14).await.is_some());
+    h.inject(Fault::DropSignaling);
+    sig.drain().await;
+    m.drain().await;
+    let (_sig2, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0, "reconnection within grace is accepted");
+    assert_eq!(h.ledger().counters.signaling_handshakes_ok, 2);
+    assert!(h.ledger().webhooks_ending("interrupted").is_empty());
+}
+
+#[tokio::test]
+async fn drop_media_closes_only_media() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (h, mut sig, mut m, urls) = started(&sim, Product::Meeting).await;
+    assert!(m.recv_type(14).await.is_some());
+    h.inject(Fault::DropMedia {
+        kind: Some(MediaKind::Audio),
+    });
+    m.drain().await;
+    let (mut m2, r) = media(&h, urls["all"].as_str().unwrap(), 32, None).await;
+    assert_eq!(r["status_code"], 0);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    assert!(m2.recv_type(14).await.is_some(), "media flows again");
+}
+
+#[tokio::test]
+async fn stop_keepalives_means_silence_on_idle_sockets() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    h.inject(Fault::StopKeepalives);
+    let (mut sig, _) = signal(&h, &h.signaling_url(), None).await;
+    let r = tokio::time::timeout(Duration::from_millis(400), sig.recv()).await;
+    assert!(r.is_err() && sig.keepalives.is_empty());
+    h.inject(Fault::ResumeKeepalives);
+    let _ = tokio::time::timeout(Duration::from_millis(400), sig.recv()).await;
+    assert!(!sig.keepalives.is_empty());
+}
+
+#[tokio::test]
+async fn ignored_keepalive_answers_get_the_socket_killed() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    h.inject(Fault::IgnoreKeepaliveAnswers {
+        socket: SocketSel::Signaling,
+    });
+    let (mut sig, _) = signal(&h, &h.signaling_url(), None).await;
+    sig.drain().await;
+    assert_eq!(sig.keepalives.len(), 3);
+    let l = h.ledger();
+    assert_eq!(l.counters.keepalive_answers_ignored, 3);
+    assert_eq!(l.counters.keepalive_timeouts, 1);
+}
+
+#[tokio::test]
+async fn rejected_and_delayed_handshakes() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    h.inject(Fault::RejectHandshakes {
+        socket: SocketSel::Signaling,
+        count: 2,
+        status: 10,
+        reason: "internal error, try again".into(),
+    });
+    for _ in 0..2 {
+        let (_s, r) = signal(&h, &h.signaling_url(), None).await;
+        assert_eq!(
+            (r["status_code"].clone(), r["reason"].clone()),
+            (json!(10), json!("internal error, try again"))
+        );
+    }
+    h.inject(Fault::DelayHandshake {
+        socket: SocketSel::Any,
+        delay: Duration::from_millis(300),
+    });
+    let t = Instant::now();
+    let (_s, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn refused_connections_get_http_503_for_a_while() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    h.inject(Fault::RefuseConnections {
+        duration: Duration::from_millis(300),
+    });
+    let e = Raw::connect(&h.signaling_url(), None)
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("503"), "{e}");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (_s, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0);
+    assert_eq!(h.ledger().counters.connections_refused, 1);
+}
+
+#[tokio::test]
+async fn failover_sends_a_new_started_event_with_a_new_url() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (url, mut hooks) = receiver("test_webhook_secret", false, 0).await;
+    let h = sim
+        .start_meeting(
+            MeetingScript::builder()
+                .synthetic_speech(2, 50, 50)
+                .build()
+                .unwrap(),
+            MeetingOptions {
+                webhook_url: Some(url),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let first = next_hook(&mut hooks).await.json();
+    let old_url = first["payload"]["server_urls"].as_str().unwrap().to_owned();
+    let (mut sig, _) = signal(&h, &old_url, None).await;
+    h.inject(Fault::Failover);
+    let second = next_hook(&mut hooks).await.json();
+    assert_eq!(second["event"], "meeting.rtms_started");
+    let new_url = second["payload"]["server_urls"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_url, old_url);
+    assert_eq!(second["payload"]["rtms_stream_id"], h.stream_id());
+    sig.drain().await;
+    let (_old, r) = signal(&h, &old_url, None).await;
+    assert_ne!(
+        r["status_code"], 0,
+        "the old server no longer serves the stream"
+    );
+    let (_new, r) = signal(&h, &new_url, None).await;
+    assert_eq!(r["status_code"], 0);
+}
+
+#[tokio::test]
+async fn interrupt_signaling_sends_interrupted_and_stops_after_grace() {
+    let cfg = SimConfig {
+        signaling_grace: Duration::from_millis(300),
+        ..fast_config(false)
+    };
+    let sim = Simulator::start(cfg).await.unwrap();
+    let (h, mut sig, mut m, _) = started(&sim, Product::Webinar).await;
+    let mut hooks = h.subscribe_webhooks();
+    assert!(m.recv_type(14).await.is_some());
+    h.inject(Fault::InterruptSignaling);
+    sig.drain().await;
+    m.drain().await;
+    let ev = hooks.recv().await.unwrap();
+    assert_eq!(ev.event, "webinar.rtms_interrupted");
+    let l = tokio::time::timeout(WAIT, h.finished()).await.unwrap();
+    assert_eq!(l.stop_reason, Some(19), "AWAIT_RECONNECTION_TIMEOUT");
+    let ev = hooks.recv().await.unwrap();
+    assert_eq!(
+        (ev.event.as_str(), ev.stop_reason),
+        ("webinar.rtms_stopped", Some(19))
+    );
+}
+
+#[tokio::test]
+async fn interrupt_media_sends_event_7_and_state_2_reason_14() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (h, mut sig, mut m, urls) = started(&sim, Product::Meeting).await;
+    assert!(m.recv_type(14).await.is_some());
+    h.inject(Fault::InterruptMedia);
+    m.drain().await;
+    let ev = sig.recv_type(6).await;
+    let mut seen7 = ev.as_ref().is_some_and(|e| e["event"]["event_type"] == 7);
+    while !seen7 {
+        let e = sig.recv_type(6).await.expect("event 7 arrives");
+        seen7 = e["event"]["event_type"] == 7;
+    }
+    let st = sig.recv_type(8).await.unwrap();
+    assert_eq!(
+        (st["state"].clone(), st["reason"].clone()),
+        (json!(2), json!(14))
+    );
+    let (_m2, r) = media(&h, urls["all"].as_str().unwrap(), 32, None).await;
+    assert_eq!(r["status_code"], 0);
+}
+
+#[tokio::test]
+async fn duplicate_webhook_resends_the_same_body() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (url, mut hooks) = receiver("test_webhook_secret", false, 0).await;
+    let h = sim
+        .start_meeting(
+            small_script(),
+            MeetingOptions {
+                webhook_url: Some(url),
+                ..fast(Product::Meeting)
+            },
+        )
+        .unwrap();
+    let a = next_hook(&mut hooks).await;
+    h.inject(Fault::DuplicateWebhook);
+    let b = next_hook(&mut hooks).await;
+    assert_eq!(a.body, b.body);
+    eventually(|| h.ledger().webhooks.len() == 2).await;
+    assert_eq!(h.ledger().webhooks[1].attempt, 2);
+}
+
+#[tokio::test]
+async fn terminate_sends_state_4_then_stopped_webhook() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (url, mut hooks) = receiver("test_webhook_secret", false, 0).await;
+    let h = sim
+        .start_meeting(
+            MeetingScript::builder()
+                .synthetic_speech(2, 50, 50)
+                .build()
+                .unwrap(),
+            MeetingOptions {
+                webhook_url: Some(url),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    next_hook(&mut hooks).await;
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let (mut m, _) = media(
+        &h,
+        resp["media_server"]["server_urls"]["all"].as_str().unwrap(),
+        32,
+        None,
+    )
+    .await;
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    assert!(m.recv_type(14).await.is_some());
+    h.inject(Fault::Terminate { reason: 1 });
+    let rest = sig.drain().await;
+    let st = rest.iter().rev().find(|v| v["msg_type"] == 8).unwrap();
+    assert_eq!(
+        (st["state"].clone(), st["reason"].clone()),
+        (json!(4), json!(1))
+    );
+    let stopped = next_hook(&mut hooks).await.json();
+    assert_eq!(stopped["event"], "meeting.rtms_stopped");
+    assert_eq!(stopped["payload"]["stop_reason"], 1);
+    assert_eq!(h.finished().await.stop_reason, Some(1));
+}
+
+#[tokio::test]
+async fn scripted_fault_after_frames_fires() {
+    let text = r#"
+[[participant]]
+name = "Ann"
+[[utterance]]
+speaker = "Ann"
+start = 0.0
+duration = 2.0
+text = "a long sentence"
+[[fault]]
+after_frames = 5
+kind = "terminate"
+stop_reason = 3
+"#;
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(
+            MeetingScript::from_toml_str(text).unwrap(),
+            fast(Product::Meeting),
+        )
+        .unwrap();
+    let got = run_session(&h, None, Mode::Unified, &["audio"]).await;
+    let l = h.finished().await;
+    assert_eq!(l.stop_reason, Some(3));
+    assert!(
+        got.count(14) >= 5 && got.count(14) < 100,
+        "{}",
+        got.count(14)
+    );
+}
+
+#[tokio::test]
+async fn pause_holds_the_timeline_and_resume_continues() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (h, mut sig, mut m, _) = started(&sim, Product::Meeting).await;
+    assert!(m.recv_type(14).await.is_some());
+    h.inject(Fault::Pause { duration: None });
+    let st = sig.recv_type(9).await.unwrap();
+    let st = if st["state"] == 2 {
+        sig.recv_type(9).await.unwrap()
+    } else {
+        st
+    };
+    assert_eq!(st["state"], 3, "PAUSED");
+    let before = h.ledger().count(MediaKind::Audio);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(h.ledger().count(MediaKind::Audio) <= before + 2);
+    h.inject(Fault::Resume);
+    let st = sig.recv_type(9).await.unwrap();
+    assert_eq!(st["state"], 4, "RESUMED");
+}
+
+#[tokio::test]
+async fn event_subscription_is_honoured() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    sig.send(
+        json!({"msg_type": 5, "events": [{"event_type": 3, "subscribe": false},
+        {"event_type": 2, "subscribe": true}]}),
+    )
+    .await;
+    let (mut m, _) = media(
+        &h,
+        resp["media_server"]["server_urls"]["all"].as_str().unwrap(),
+        32,
+        None,
+    )
+    .await;
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    let task = tokio::spawn(async move { m.drain().await });
+    let msgs = sig.drain().await;
+    task.await.unwrap();
+    let events: Vec<_> = msgs
+        .iter()
+        .filter(|v| v["msg_type"] == 6)
+        .map(|v| v["event"]["event_type"].as_u64().unwrap())
+        .collect();
+    assert!(events.contains(&2) && !events.contains(&3), "{events:?}");
+}
