@@ -40,6 +40,10 @@ use crate::transport::{Connector, Transport};
 /// How long a closing socket may take to send its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// After Zoom stops a stream, how long media already on the wire may take to arrive: the
+/// stop comes on signaling and can overtake frames still queued on the media sockets.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
 /// A session's state as plain data: what another host would need to take the stream over.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionSnapshot {
@@ -213,6 +217,9 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
             }
         }
     };
+    if let EndReason::Stopped(_) = reason {
+        d.drain_media().await;
+    }
     d.finish(reason).await;
     reason
 }
@@ -511,7 +518,11 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
     /// report the change.
     async fn on_transition(&mut self, before: State) {
         let state = self.machine.state();
-        let (keep_signaling, keep_media) = state.keeps();
+        // Ended: `finish` drains and closes the sockets.
+        let (keep_signaling, keep_media) = match state {
+            State::Ended(_) => (true, true),
+            _ => state.keeps(),
+        };
         if !keep_media {
             for l in std::mem::take(&mut self.media) {
                 close(l).await;
@@ -590,6 +601,24 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             audio,
         };
         self.sink = Some(self.factory.open(&info));
+    }
+
+    /// Delivers what the media sockets still hold, until the server closes them or
+    /// [`DRAIN_GRACE`] passes.
+    async fn drain_media(&mut self) {
+        let deadline = Instant::now() + DRAIN_GRACE;
+        while !self.media.is_empty() {
+            let rotate = self.rotate;
+            self.rotate = self.rotate.wrapping_add(1);
+            let mut no_signaling = None;
+            let next = next_message(&mut no_signaling, &mut self.media, rotate);
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok((which, item)) => {
+                    let _ = self.on_message(which, item).await;
+                }
+                Err(_) => break,
+            }
+        }
     }
 
     /// Closes every socket with a close frame and ends the sink.
@@ -713,23 +742,25 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// The next item of any open socket, signaling first, media sockets in rotating order.
+/// The next item of any open socket, in rotating order so no socket starves another.
 fn next_message<'a, T: Transport>(
     signaling: &'a mut Option<Link<T>>,
     media: &'a mut [Link<T>],
     rotate: usize,
 ) -> impl Future<Output = (Which, Option<Result<Message, WsError>>)> + 'a {
     poll_fn(move |cx| {
-        if let Some(l) = signaling.as_mut()
-            && let Poll::Ready(item) = l.conn.poll_next_unpin(cx)
-        {
-            return Poll::Ready((None, item));
-        }
-        let n = media.len();
+        // Slot 0 is signaling, slot i + 1 is media socket i.
+        let n = media.len() + 1;
         for k in 0..n {
-            let i = (k + rotate) % n;
-            if let Poll::Ready(item) = media[i].conn.poll_next_unpin(cx) {
-                return Poll::Ready((Some(i), item));
+            let slot = (k + rotate) % n;
+            if slot == 0 {
+                if let Some(l) = signaling.as_mut()
+                    && let Poll::Ready(item) = l.conn.poll_next_unpin(cx)
+                {
+                    return Poll::Ready((None, item));
+                }
+            } else if let Poll::Ready(item) = media[slot - 1].conn.poll_next_unpin(cx) {
+                return Poll::Ready((Some(slot - 1), item));
             }
         }
         Poll::Pending
