@@ -69,15 +69,18 @@ pub enum State {
 }
 
 impl State {
-    /// Which sockets the driver keeps open in this state: `(signaling, media)`.
+    /// Which sockets the driver keeps open in this state: `(signaling, media)`. While a
+    /// media-only reconnection waits, the media sockets still alive stay open (in split
+    /// mode they carry other kinds, and what they hold is delivered); they are replaced
+    /// when the attempt starts.
     pub fn keeps(&self) -> (bool, bool) {
         match self {
-            State::Streaming { .. } => (true, true),
-            State::ConnectingMedia { .. }
+            State::Streaming { .. }
             | State::Backoff {
                 reopen: Reopen::Media,
                 ..
-            } => (true, false),
+            } => (true, true),
+            State::ConnectingMedia { .. } => (true, false),
             _ => (false, false),
         }
     }

@@ -184,8 +184,9 @@ fn scenario_3_media_interruption_keeps_signaling() {
         panic!()
     };
     assert_eq!(reopen, Reopen::Media);
-    assert_eq!(m.state().keeps(), (true, false));
+    assert_eq!(m.state().keeps(), (true, true));
     assert_eq!(elapse(&mut m), State::ConnectingMedia { attempt: 1 });
+    assert_eq!(m.state().keeps(), (true, false));
     m.handle(Input::MediaConnected, t0 + secs(1), 0.5);
     assert_eq!(
         m.state(),
