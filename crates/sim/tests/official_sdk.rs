@@ -1,0 +1,234 @@
+//! Conformance with Zoom's own client: the official RTMS SDK (PyPI `rtms`, which ships
+//! Zoom's closed native core) joins a simulated meeting over wss:// and must complete both
+//! handshakes, answer keep-alives, and receive the audio and transcripts the ledger says
+//! were sent.
+//!
+//! The SDK is installed into a virtualenv under the cargo target dir (cached across runs).
+//! When it cannot be installed the test fails with a message saying so: it never skips.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use rtms_proto::Product;
+use rtms_sim::{MediaKind, MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/sdk_client.py");
+
+fn venv_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("rtms-sdk-venv")
+}
+
+fn run(cmd: &mut std::process::Command) -> Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The venv's python with `rtms` importable, creating it on first use.
+fn sdk_python() -> Result<PathBuf, String> {
+    let venv = venv_dir();
+    let py = venv.join("bin").join("python");
+    if py.exists() && run(std::process::Command::new(&py).args(["-c", "import rtms"])).is_ok() {
+        return Ok(py);
+    }
+    let base = ["python3.11", "python3"]
+        .into_iter()
+        .find(|p| {
+            std::process::Command::new(p)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .ok_or("no python3 on PATH: Zoom's SDK test needs Python 3.10-3.13")?;
+    let _ = std::fs::remove_dir_all(&venv);
+    run(std::process::Command::new(base)
+        .args(["-m", "venv"])
+        .arg(&venv))?;
+    run(std::process::Command::new(&py).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "rtms",
+    ]))
+    .map_err(|e| format!("pip could not install Zoom's SDK (PyPI package `rtms`): {e}"))?;
+    run(std::process::Command::new(&py).args(["-c", "import rtms"]))?;
+    Ok(py)
+}
+
+fn sdk_log(dir: &Path) -> String {
+    let mut out = String::new();
+    if let Ok(rd) = std::fs::read_dir(dir.join("logs")) {
+        for e in rd.flatten() {
+            if let Ok(t) = std::fs::read_to_string(e.path()) {
+                for l in t
+                    .lines()
+                    .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+                {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Speech with silent gaps, so keep-alives also flow on the media socket.
+fn script() -> MeetingScript {
+    MeetingScript::builder()
+        .participant(16778240, "Ann Example")
+        .participant(16779264, "Bo Example")
+        .utterance(16778240, 200, 600, "good morning, the budget is approved")
+        .utterance(16779264, 1400, 500, "the deadline moved to friday")
+        .utterance(16778240, 2500, 400, "no blocker on my side")
+        .duration_ms(3600)
+        .build()
+        .expect("valid script")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zoom_official_sdk_joins_and_receives_what_the_ledger_says() {
+    let py = tokio::task::spawn_blocking(sdk_python)
+        .await
+        .expect("installer thread")
+        .unwrap_or_else(|e| panic!("Zoom's official SDK is not available: {e}"));
+
+    let cfg = SimConfig {
+        tls: true,
+        advertise_host: "localhost".into(),
+        keepalive_interval: Duration::from_millis(250),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start(cfg.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, sim.ca_pem().unwrap()).unwrap();
+
+    let mut child = tokio::process::Command::new(&py)
+        .arg(SCRIPT)
+        .current_dir(dir.path())
+        .env("ZM_RTMS_CLIENT", &cfg.client_id)
+        .env("ZM_RTMS_SECRET", &cfg.client_secret)
+        .env("ZM_RTMS_CA", &ca)
+        .env("ZM_RTMS_PATH", "/webhook")
+        .env("SDK_TEST_TIMEOUT", "25")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the SDK script");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || -> Option<Value> {
+        loop {
+            let l = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .ok()?
+                .ok()??;
+            if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                return Some(v);
+            }
+        }
+    };
+    let port = next()
+        .await
+        .expect("the SDK script reports its webhook port")["webhook_port"]
+        .as_u64()
+        .expect("port number");
+
+    let h = sim
+        .start_meeting(
+            script(),
+            MeetingOptions {
+                product: Product::Meeting,
+                pace: Pace::Realtime,
+                webhook_url: Some(format!("http://127.0.0.1:{port}/webhook")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+    let mut got = Vec::new();
+    while let Some(v) = next().await {
+        let leave = v["kind"] == "leave";
+        got.push(v);
+        if leave {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    let ledger = tokio::time::timeout(Duration::from_secs(10), h.finished())
+        .await
+        .unwrap_or_else(|_| h.ledger());
+    let context = format!(
+        "SDK said: {got:#?}\nledger: {:#?}\nSDK log errors:\n{}",
+        ledger.counters,
+        sdk_log(dir.path())
+    );
+
+    eprintln!("SDK log warnings and errors:\n{}", sdk_log(dir.path()));
+    let c = &ledger.counters;
+    assert_eq!(c.signaling_handshakes_ok, 1, "{context}");
+    assert!(c.media_handshakes_ok >= 1, "{context}");
+    assert!(c.client_ready_acks >= 1, "{context}");
+    assert!(
+        c.keepalive_answers >= 1,
+        "the SDK answers keep-alives\n{context}"
+    );
+    assert_eq!(ledger.stop_reason, Some(6), "{context}");
+
+    let audio: Vec<&Value> = got.iter().filter(|v| v["kind"] == "audio").collect();
+    assert_eq!(
+        audio.len() as u64,
+        ledger.count(MediaKind::Audio),
+        "{context}"
+    );
+    assert!(!audio.is_empty(), "{context}");
+    assert!(audio.iter().all(|a| a["len"] == 640), "{context}");
+    let names: Vec<&str> = audio
+        .iter()
+        .filter_map(|a| a["user_name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"Ann Example") && names.contains(&"Bo Example"),
+        "{context}"
+    );
+
+    let sdk_lines: Vec<(String, String)> = got
+        .iter()
+        .filter(|v| v["kind"] == "transcript")
+        .map(|v| {
+            (
+                v["user_name"].as_str().unwrap_or("").to_owned(),
+                v["text"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let sent: Vec<(String, String)> = ledger
+        .transcript_lines()
+        .into_iter()
+        .map(|l| (l.user_name, l.text))
+        .collect();
+    assert_eq!(sdk_lines, sent, "{context}");
+    assert_eq!(sent.len(), 3, "{context}");
+    assert!(
+        got.iter()
+            .any(|v| v["kind"] == "join_confirm" && v["reason"] == 0),
+        "{context}"
+    );
+}
