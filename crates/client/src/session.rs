@@ -338,7 +338,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             self.signaling = None;
             return Some(Input::SignalingLost);
         }
-        if let Some(i) = self.media.iter().position(|l| dead(l)) {
+        if let Some(i) = self.media.iter().position(dead) {
             let l = self.media.remove(i);
             tracing::warn!(url = l.url, timeout = ?r.keepalive_timeout, "media socket silent (no data, no keep-alive): treating it as dead");
             return Some(Input::MediaLost);
