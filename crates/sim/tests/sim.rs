@@ -877,3 +877,63 @@ async fn event_subscription_is_honoured() {
         .collect();
     assert!(events.contains(&2) && !events.contains(&3), "{events:?}");
 }
+
+#[tokio::test]
+async fn simulate_cli_runs_meetings_to_their_end() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: rtms_sim::cli::SimulateArgs,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let rec = dir.path().join("rec.jsonl");
+    let (url, mut hooks) = receiver("test_webhook_secret", false, 0).await;
+    let cli = Cli::try_parse_from([
+        "simulate",
+        "--count",
+        "2",
+        "--pace",
+        "fast",
+        "--product",
+        "video-sdk",
+        "--tls",
+        "--validate-endpoint",
+        "--webhook-url",
+        &url,
+        "--ca-out",
+        ca.to_str().unwrap(),
+        "--record",
+        rec.to_str().unwrap(),
+        "--connect-timeout-secs",
+        "1",
+    ])
+    .unwrap();
+    rtms_sim::cli::simulate(cli.args).await.unwrap();
+    assert!(
+        std::fs::read_to_string(&ca)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert!(dir.path().join("rec-2.jsonl").exists());
+    let mut events = Vec::new();
+    while let Ok(Some(h)) = tokio::time::timeout(Duration::from_millis(200), hooks.recv()).await {
+        events.push(h.json()["event"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(events[0], "endpoint.url_validation");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| *e == "session.rtms_started")
+            .count(),
+        2
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| *e == "session.rtms_stopped")
+            .count(),
+        2
+    );
+}
