@@ -283,6 +283,10 @@ async fn rejected_and_refused_handshakes_are_retried() {
     .await;
     assert_eq!(o.collected.end, Some(EndReason::Stopped(6)));
     assert!(o.ledger.counters.handshakes_rejected >= 1);
+    // Refused upgrades (HTTP 503) for 300 ms: enough attempts to outlast them.
+    let mut cfg = client_config(&sim, MediaMode::Unified);
+    cfg.resilience.reconnect_max_attempts = 10;
+    let h = host(&sim, cfg).await;
     let refuse = Fault::RefuseConnections {
         duration: Duration::from_millis(300),
     };
@@ -294,6 +298,7 @@ async fn rejected_and_refused_handshakes_are_retried() {
     )
     .await;
     assert_eq!(o.collected.end, Some(EndReason::Stopped(6)));
+    assert!(o.ledger.counters.connections_refused >= 1);
 }
 
 #[tokio::test]
