@@ -167,9 +167,6 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
         rotate: 0,
         last_ping: Instant::now(),
     };
-    let span =
-        tracing::info_span!("rtms", stream_id = %d.ids.stream_id, product = d.ids.product.as_str());
-    let _enter = span.enter();
     tracing::info!(server_url = d.machine.url(), "stream starting");
     let mut attempt: Option<Attempt<C::Conn>> = None;
     let period = d

@@ -148,6 +148,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = session::shared_for(&start, &self.inner.cfg);
         let stream_id = start.ids.stream_id.clone();
+        let start_product = start.ids.product;
         let this = self.clone();
         let fut = session::run(
             self.inner.cfg.clone(),
@@ -158,6 +159,9 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             rx,
             self.inner.shutdown.child_token(),
         );
+        let span =
+            tracing::info_span!("rtms", stream_id = %stream_id, product = start_product.as_str());
+        let fut = tracing::Instrument::instrument(fut, span);
         let key = stream_id.clone();
         let handle = self.inner.tracker.spawn(async move {
             let reason = fut.await;
