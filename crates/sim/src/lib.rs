@@ -253,7 +253,9 @@ impl Simulator {
         script: MeetingScript,
         opts: MeetingOptions,
     ) -> anyhow::Result<MeetingHandle> {
-        let (m, control) = meeting::Meeting::new(self.shared.clone(), script, opts)?;
+        let cancel = self.cancel.child_token();
+        let (m, control) =
+            meeting::Meeting::new(self.shared.clone(), cancel.clone(), script, opts)?;
         {
             let mut reg = self
                 .shared
@@ -268,7 +270,7 @@ impl Simulator {
             }
             reg.insert(m.stream_id.clone(), m.clone());
         }
-        tokio::spawn(timeline::run(m.clone(), control, self.cancel.child_token()));
+        tokio::spawn(timeline::run(m.clone(), control, cancel));
         m.send_started();
         Ok(MeetingHandle { m })
     }
@@ -284,8 +286,15 @@ impl Simulator {
 }
 
 impl Drop for Simulator {
+    /// Stops the servers, every meeting task and every socket (meetings and servers
+    /// reference each other through the registry, which is cleared here).
     fn drop(&mut self) {
         self.cancel.cancel();
+        self.shared
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 

@@ -164,6 +164,8 @@ struct Delivery {
     body: Bytes,
     attempt: u32,
     done: Option<oneshot::Sender<()>>,
+    /// The stopped event: the delivery loop ends after it.
+    last: bool,
 }
 
 /// A media socket the handshake accepted: its id, outbox, kill switch, the confirmed
@@ -183,6 +185,8 @@ pub(crate) enum Control {
 
 pub(crate) struct Meeting {
     pub sim: Arc<SimShared>,
+    /// Fires when the simulator shuts down: ends every task and socket of the meeting.
+    pub cancel: CancellationToken,
     pub product: Product,
     pub id: String,
     pub stream_id: String,
@@ -221,6 +225,7 @@ fn random_uuid_b64() -> String {
 impl Meeting {
     pub(crate) fn new(
         sim: Arc<SimShared>,
+        cancel: CancellationToken,
         script: MeetingScript,
         opts: MeetingOptions,
     ) -> anyhow::Result<(Arc<Self>, mpsc::UnboundedReceiver<Control>)> {
@@ -296,6 +301,7 @@ impl Meeting {
             started: Mutex::new(started),
             deliveries,
             sim,
+            cancel,
         });
         if m.webhook_url.is_some() {
             tokio::spawn(deliver_loop(m.clone(), deliveries_rx));
@@ -484,7 +490,7 @@ impl Meeting {
             let conn = SigConn {
                 id: st.next_conn,
                 tx: tx.clone(),
-                kill: CancellationToken::new(),
+                kill: self.cancel.child_token(),
             };
             st.next_conn += 1;
             st.sig_epoch += 1;
@@ -567,7 +573,7 @@ impl Meeting {
                 params.audio = Some(crate::media_gen::producible_audio(a));
             }
             let (tx, rx) = mpsc::channel(64);
-            let kill = CancellationToken::new();
+            let kill = self.cancel.child_token();
             let id = st.next_conn;
             st.next_conn += 1;
             st.media.push(MediaConn {
@@ -814,6 +820,7 @@ impl Meeting {
                         body,
                         attempt: attempt + 1,
                         done: None,
+                        last: false,
                     });
                 }
             }
@@ -889,6 +896,7 @@ impl Meeting {
             body,
             attempt: 1,
             done: Some(done),
+            last: ev.action == WebhookAction::Stopped,
         });
         Some(rx)
     }
@@ -958,7 +966,15 @@ async fn deliver_loop(m: Arc<Meeting>, mut rx: mpsc::UnboundedReceiver<Delivery>
     };
     let cfg = m.sim.config.clone();
     let client = WebhookClient::new(&cfg.webhook_secret, cfg.webhook_timeout);
-    while let Some(d) = rx.recv().await {
+    loop {
+        let d = tokio::select! {
+            d = rx.recv() => match d {
+                Some(d) => d,
+                None => return,
+            },
+            _ = m.cancel.cancelled() => return,
+        };
+        let last = d.last;
         let ok = attempt(&m, &client, &url, &d.event, d.body.clone(), d.attempt).await;
         if let Some(done) = d.done {
             let _ = done.send(());
@@ -975,6 +991,9 @@ async fn deliver_loop(m: Arc<Meeting>, mut rx: mpsc::UnboundedReceiver<Delivery>
                     }
                 }
             });
+        }
+        if last {
+            return;
         }
     }
 }

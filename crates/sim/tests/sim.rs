@@ -943,3 +943,17 @@ async fn simulate_cli_runs_meetings_to_their_end() {
         2
     );
 }
+
+#[tokio::test]
+async fn dropping_the_simulator_closes_every_socket() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (h, mut sig, mut m, _) = started(&sim, Product::Meeting).await;
+    assert!(m.recv_type(14).await.is_some());
+    drop(sim);
+    sig.drain().await;
+    m.drain().await;
+    assert!(
+        !h.is_finished(),
+        "a shut-down simulator does not play the end of the meeting"
+    );
+}
