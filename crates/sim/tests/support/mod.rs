@@ -24,7 +24,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub fn fast_config(tls: bool) -> SimConfig {
     SimConfig {
         tls,
-        keepalive_interval: Duration::from_millis(60),
+        keepalive_interval: Duration::from_millis(100),
         signaling_grace: Duration::from_secs(3),
         media_grace: Duration::from_secs(3),
         connect_timeout: Duration::from_secs(8),
