@@ -15,6 +15,8 @@ pub struct SimConfig {
     pub client_secret: String,
     /// The app's webhook Secret Token: signs `x-zm-signature` and url validation.
     pub webhook_secret: String,
+    /// `account_id` written into started webhooks (meetings, webinars, Video SDK).
+    pub account_id: String,
     /// Serve `wss://` with a freshly generated self-signed CA (see [`crate::Simulator::ca_pem`]).
     pub tls: bool,
     /// Host written into every URL the simulator hands out. `127.0.0.1` by default; use
@@ -56,6 +58,7 @@ impl Default for SimConfig {
             client_id: "test_client_id".into(),
             client_secret: "test_client_secret".into(),
             webhook_secret: "test_webhook_secret".into(),
+            account_id: "simAccount0000000000000".into(),
             tls: false,
             advertise_host: "127.0.0.1".into(),
             keepalive_interval: Duration::from_secs(10),

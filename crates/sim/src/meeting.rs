@@ -886,7 +886,7 @@ impl Meeting {
     }
 
     fn deliver(&self, st: &mut State, ev: WebhookEvent) -> Option<oneshot::Receiver<()>> {
-        let body = Bytes::from(ev.to_body());
+        let body = Bytes::from(webhook_body(&ev, &self.sim.config.account_id));
         st.last_webhook = Some((ev.event.clone(), body.clone(), 1));
         let _ = self.webhooks_tx.send(ev.clone());
         self.webhook_url.as_ref()?;
@@ -956,6 +956,23 @@ impl Meeting {
             timestamp: ts,
         })
     }
+}
+
+/// The body Zoom sends for an event: [`WebhookEvent::to_body`] (compact JSON, flat payload)
+/// plus `account_id` on started events of meetings, webinars and Video SDK sessions (added
+/// by Zoom in May 2026).
+pub(crate) fn webhook_body(ev: &WebhookEvent, account_id: &str) -> Vec<u8> {
+    let body = ev.to_body();
+    if ev.action != WebhookAction::Started || ev.product == Product::ContactCenter {
+        return body;
+    }
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    if let Some(p) = v.get_mut("payload").and_then(|p| p.as_object_mut()) {
+        p.insert("account_id".into(), json!(account_id));
+    }
+    serde_json::to_vec(&v).unwrap_or(body)
 }
 
 /// Delivers queued webhooks in order; failed attempts are retried later (same body) as

@@ -401,6 +401,11 @@ async fn webhooks_are_signed_and_url_validation_is_checked() {
         )
         .expect("signature verifies over the raw body");
         assert!(!hook.body.contains(&b' '), "compact JSON");
+        assert_eq!(hook.body, h.started_body());
+        assert_eq!(
+            hook.json()["payload"]["account_id"].is_string(),
+            product != Product::ContactCenter
+        );
         let ev = rtms_proto::webhook::Envelope::parse(&hook.body)
             .unwrap()
             .rtms_event()
