@@ -235,7 +235,7 @@ async fn media_waits_for_client_ready_ack() {
     // Nothing but keep-alives before msg 7.
     let t = tokio::time::timeout(Duration::from_millis(300), m.recv()).await;
     assert!(t.is_err(), "no media before CLIENT_READY_ACK");
-    assert!(!m.keepalives.is_empty(), "idle sockets get keep-alives");
+    assert!(!m.keepalives().is_empty(), "idle sockets get keep-alives");
     sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
         .await;
     let first = m.recv().await.unwrap();
@@ -280,16 +280,16 @@ async fn signaling_keepalive_misses_end_both_sockets_and_send_interrupted() {
         None,
     )
     .await;
-    sig.answer_keepalives = false;
+    sig.answer_keepalives(false);
     let media_task = tokio::spawn(async move { m.drain().await });
     assert!(sig.drain().await.is_empty());
     assert_eq!(
-        sig.keepalives.len(),
+        sig.keepalives().len(),
         3,
         "closed after the 3rd unanswered request"
     );
     let seqs: Vec<_> = sig
-        .keepalives
+        .keepalives()
         .iter()
         .map(|k| k["sequence"].as_u64().unwrap())
         .collect();
@@ -315,7 +315,7 @@ async fn media_keepalive_misses_drop_media_and_send_event_7() {
         None,
     )
     .await;
-    m.answer_keepalives = false;
+    m.answer_keepalives(false);
     let media_task = tokio::spawn(async move { m.drain().await });
     let ev = sig.recv_type(6).await.unwrap();
     assert!(media_task.await.unwrap().is_empty());
@@ -343,16 +343,9 @@ async fn timestamp_only_and_duplicate_keepalive_answers_are_tolerated() {
         .start_meeting(small_script(), fast(Product::Meeting))
         .unwrap();
     let (mut sig, _) = signal(&h, &h.signaling_url(), None).await;
-    sig.answer_keepalives = false;
+    sig.answer_keepalives(false);
     for _ in 0..6 {
-        let k = tokio::time::timeout(WAIT, async {
-            while sig.keepalives.is_empty() {
-                let _ = tokio::time::timeout(Duration::from_millis(20), sig.recv()).await;
-            }
-            sig.keepalives.remove(0)
-        })
-        .await
-        .unwrap();
+        let k = sig.take_keepalive().await;
         let ans = json!({"msg_type": 13, "timestamp": k["timestamp"]});
         sig.send(ans.clone()).await;
         sig.send(ans).await;
@@ -586,10 +579,10 @@ async fn stop_keepalives_means_silence_on_idle_sockets() {
     h.inject(Fault::StopKeepalives);
     let (mut sig, _) = signal(&h, &h.signaling_url(), None).await;
     let r = tokio::time::timeout(Duration::from_millis(400), sig.recv()).await;
-    assert!(r.is_err() && sig.keepalives.is_empty());
+    assert!(r.is_err() && sig.keepalives().is_empty());
     h.inject(Fault::ResumeKeepalives);
     let _ = tokio::time::timeout(Duration::from_millis(400), sig.recv()).await;
-    assert!(!sig.keepalives.is_empty());
+    assert!(!sig.keepalives().is_empty());
 }
 
 #[tokio::test]
@@ -603,7 +596,7 @@ async fn ignored_keepalive_answers_get_the_socket_killed() {
     });
     let (mut sig, _) = signal(&h, &h.signaling_url(), None).await;
     sig.drain().await;
-    assert_eq!(sig.keepalives.len(), 3);
+    assert_eq!(sig.keepalives().len(), 3);
     let l = h.ledger();
     assert_eq!(l.counters.keepalive_answers_ignored, 3);
     assert_eq!(l.counters.keepalive_timeouts, 1);

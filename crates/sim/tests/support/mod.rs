@@ -2,7 +2,8 @@
 //! session runner for unified and split mode, and a tiny hyper webhook receiver.
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,10 +14,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rtms_sim::{MeetingHandle, SimConfig};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -33,13 +34,14 @@ pub fn fast_config(tls: bool) -> SimConfig {
     }
 }
 
-/// A raw RTMS WebSocket client.
+/// A raw RTMS WebSocket client. A background task owns the socket: it answers keep-alive
+/// requests at once (echoing timestamp and sequence) unless told not to, records them, and
+/// queues every other message for [`Raw::recv`].
 pub struct Raw {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// Answer keep-alives automatically (echoing timestamp and sequence) while reading.
-    pub answer_keepalives: bool,
-    /// Keep-alive requests seen.
-    pub keepalives: Vec<Value>,
+    out: mpsc::UnboundedSender<Message>,
+    inbox: mpsc::UnboundedReceiver<Value>,
+    answer: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Value>>>,
 }
 
 fn connector(ca: Option<&str>) -> Option<Connector> {
@@ -61,53 +63,103 @@ fn connector(ca: Option<&str>) -> Option<Connector> {
 
 impl Raw {
     pub async fn connect(url: &str, ca: Option<&str>) -> anyhow::Result<Raw> {
-        let (ws, _) =
+        let (mut ws, _) =
             tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector(ca))
                 .await?;
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let answer = Arc::new(AtomicBool::new(true));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (a, k) = (answer.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = out_rx.recv() => match m {
+                        Some(Message::Close(f)) => {
+                            let _ = ws.close(f).await;
+                            return;
+                        }
+                        Some(m) => {
+                            if ws.send(m).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    m = ws.next() => {
+                        let bytes = match m {
+                            Some(Ok(Message::Text(t))) => Bytes::from(t),
+                            Some(Ok(Message::Binary(b))) => b,
+                            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                            Some(Ok(_)) => continue,
+                        };
+                        let v: Value = serde_json::from_slice(&bytes).expect("server sends JSON");
+                        if v["msg_type"] == 12 {
+                            assert!(v["timestamp"].is_u64() && v["sequence"].is_u64(), "{v}");
+                            k.lock().unwrap().push(v.clone());
+                            if a.load(Ordering::SeqCst) {
+                                let ans = json!({"msg_type": 13, "timestamp": v["timestamp"],
+                                    "sequence": v["sequence"]});
+                                let _ = ws.send(Message::Text(ans.to_string().into())).await;
+                            }
+                            continue;
+                        }
+                        if inbox_tx.send(v).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
         Ok(Raw {
-            ws,
-            answer_keepalives: true,
-            keepalives: Vec::new(),
+            out,
+            inbox,
+            answer,
+            seen,
         })
     }
 
+    /// Whether keep-alive requests are answered (they are by default).
+    pub fn answer_keepalives(&self, on: bool) {
+        self.answer.store(on, Ordering::SeqCst);
+    }
+
+    /// Keep-alive requests received so far.
+    pub fn keepalives(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits for the next keep-alive request not taken yet.
+    pub async fn take_keepalive(&self) -> Value {
+        let t = std::time::Instant::now();
+        loop {
+            {
+                let mut k = self.seen.lock().unwrap();
+                if !k.is_empty() {
+                    return k.remove(0);
+                }
+            }
+            assert!(t.elapsed() < WAIT, "no keep-alive request arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub async fn send(&mut self, v: Value) {
-        self.ws
+        self.out
             .send(Message::Text(v.to_string().into()))
-            .await
-            .expect("send");
+            .expect("socket open");
     }
 
     pub async fn send_binary(&mut self, v: Value) {
-        self.ws
+        self.out
             .send(Message::Binary(Bytes::from(v.to_string())))
-            .await
-            .expect("send");
+            .expect("socket open");
     }
 
     /// The next message that is not a keep-alive request; `None` when the socket closed
     /// (or nothing arrived within `WAIT`).
     pub async fn recv(&mut self) -> Option<Value> {
-        loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next()).await.ok()??;
-            let bytes = match m {
-                Ok(Message::Text(t)) => Bytes::from(t),
-                Ok(Message::Binary(b)) => b,
-                Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => continue,
-            };
-            let v: Value = serde_json::from_slice(&bytes).expect("server sends JSON");
-            if v["msg_type"] == 12 {
-                assert!(v["timestamp"].is_u64() && v["sequence"].is_u64(), "{v}");
-                self.keepalives.push(v.clone());
-                if self.answer_keepalives {
-                    let ans = json!({"msg_type": 13, "timestamp": v["timestamp"], "sequence": v["sequence"]});
-                    let _ = self.ws.send(Message::Text(ans.to_string().into())).await;
-                }
-                continue;
-            }
-            return Some(v);
-        }
+        tokio::time::timeout(WAIT, self.inbox.recv()).await.ok()?
     }
 
     /// Skips messages until one of `msg_type` arrives.
@@ -129,8 +181,8 @@ impl Raw {
         out
     }
 
-    pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+    pub async fn close(self) {
+        let _ = self.out.send(Message::Close(None));
     }
 }
 
