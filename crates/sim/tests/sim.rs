@@ -955,3 +955,76 @@ async fn dropping_the_simulator_closes_every_socket() {
         "a shut-down simulator does not play the end of the meeting"
     );
 }
+
+#[tokio::test]
+async fn media_handshake_errors_use_the_ga_status_codes() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (mut first, resp) = signal(&h, &h.signaling_url(), None).await;
+    let urls = resp["media_server"]["server_urls"].clone();
+    h.inject(Fault::DropSignaling);
+    first.drain().await;
+    // Without a live signaling connection, media handshakes are refused.
+    let (_m, r) = media(&h, urls["all"].as_str().unwrap(), 32, None).await;
+    assert_eq!(r["status_code"], 2, "{r}");
+    let (_sig, _) = signal(&h, &h.signaling_url(), None).await;
+    let (_a, r) = media(&h, urls["audio"].as_str().unwrap(), 1, None).await;
+    assert_eq!(r["status_code"], 0);
+    let (_b, r) = media(&h, urls["audio"].as_str().unwrap(), 1, None).await;
+    assert_eq!(r["status_code"], 16, "DUPLICATE_MEDIA_DATA_CONNECTION: {r}");
+    let (_c, r) = media(&h, urls["all"].as_str().unwrap(), 32, None).await;
+    assert_eq!(r["status_code"], 15, "MEDIA_DATA_ALL_CONNECTION_EXIST: {r}");
+    let (_d, r) = media(&h, urls["video"].as_str().unwrap(), 64, None).await;
+    assert_eq!(r["status_code"], 7, "INVALID_MEDIA_TYPE: {r}");
+    let (_e, r) = media(&h, urls["video"].as_str().unwrap(), 1, None).await;
+    assert_eq!(r["status_code"], 7, "audio asked on the video URL: {r}");
+}
+
+#[tokio::test]
+async fn requested_audio_params_are_confirmed_and_honoured() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let mut req = media_req(&h, 1);
+    req["media_params"] = json!({"audio": {"sample_rate": 3, "channel": 2, "codec": 4,
+        "send_rate": 100, "data_opt": 2}});
+    let mut m = Raw::connect(
+        resp["media_server"]["server_urls"]["audio"]
+            .as_str()
+            .unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    m.send(req).await;
+    let r = m.recv_type(4).await.unwrap();
+    let a = &r["media_params"]["audio"];
+    assert_eq!(
+        (a["sample_rate"].clone(), a["channel"].clone()),
+        (json!(3), json!(2))
+    );
+    assert_eq!(
+        a["codec"], 1,
+        "Opus is confirmed as L16, which is what is sent"
+    );
+    assert_eq!(a["send_rate"], 100);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    let frame = m.recv_type(14).await.unwrap();
+    use base64::Engine;
+    let pcm = base64::engine::general_purpose::STANDARD
+        .decode(frame["content"]["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        pcm.len(),
+        48_000 / 10 * 2 * 2,
+        "100 ms of 48 kHz stereo L16"
+    );
+    let l = h.finished().await;
+    // 100+60+40 ms of speech in 100 ms frames: 1 + 1 + 1.
+    assert_eq!(l.count(MediaKind::Audio), 3);
+}
