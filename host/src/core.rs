@@ -169,7 +169,7 @@ impl HostSession {
             .workers
             .iter()
             .enumerate()
-            .filter(|(_, w)| w.entry.kinds.contains(frame.kind) && w.entry.filter.frame_matches(&frame))
+            .filter(|(_, w)| w.entry.kinds.contains(frame.kind))
             .map(|(i, _)| i)
             .collect();
         let Some((&last, rest)) = targets.split_last() else {
@@ -197,7 +197,10 @@ impl HostSession {
         let mut kept = Vec::with_capacity(table.plugins.len());
         let mut old: Vec<WorkerHandle> = std::mem::take(&mut st.workers);
         for entry in &table.plugins {
-            if !entry.filter.session_matches(self.product, &self.info.meeting_id) {
+            if !entry
+                .filter
+                .matches(self.product, &self.info.meeting_id, self.info.operator_id.as_deref())
+            {
                 continue;
             }
             if let Some(pos) = old.iter().position(|w| w.entry.name == entry.name) {

@@ -10,17 +10,25 @@
 //! - [`output`]: what plugins emit, and the sinks it goes to.
 //! - [`deadletter`]: batches a plugin could not take.
 //! - [`metrics`]: counters.
+//! - [`pipeline`]: pipeline.toml (validated by `rtms-config`) to routing table and settings.
+//! - [`session`]: the RTMS client's sink, opening a host session per stream.
+//! - [`reload`]: hot reload — watch, build beside, swap in band, refuse, roll back.
+//! - [`app`]: the running service and its shutdown.
 //!
 //! The Zoom side (webhooks, sockets, resilience) is the `rtms-client` crate; the simulator
 //! is `rtms-sim`; pipeline.toml is `rtms-config`.
 #![deny(unsafe_code)]
 
+pub mod app;
 pub mod bindings;
 pub mod core;
 pub mod deadletter;
 pub mod metrics;
 pub mod output;
+pub mod pipeline;
 pub mod queue;
+pub mod reload;
 pub mod router;
 pub mod runtime;
+pub mod session;
 pub mod worker;

@@ -9,9 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtms_proto::Product;
 
-use crate::bindings::{Frame, MediaKind};
+use crate::bindings::MediaKind;
 use crate::metrics::PluginStats;
 use crate::queue::FullPolicy;
 use crate::runtime::{InstanceSpec, PluginCode};
@@ -38,31 +37,9 @@ impl KindSet {
     }
 }
 
-/// Which sessions and frames a plugin takes, beyond its media kinds. Empty lists match all.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Filter {
-    pub products: Vec<Product>,
-    pub meeting_ids: Vec<String>,
-    /// User names or ids whose frames the plugin takes (frames without a user, such as
-    /// mixed audio, always pass).
-    pub users: Vec<String>,
-}
-
-impl Filter {
-    pub fn session_matches(&self, product: Product, meeting_id: &str) -> bool {
-        (self.products.is_empty() || self.products.contains(&product))
-            && (self.meeting_ids.is_empty() || self.meeting_ids.iter().any(|m| m == meeting_id))
-    }
-
-    pub fn frame_matches(&self, f: &Frame) -> bool {
-        self.users.is_empty()
-            || f.user_name.is_empty()
-            || self
-                .users
-                .iter()
-                .any(|u| *u == f.user_name || *u == f.user_id)
-    }
-}
+/// Which sessions a plugin serves (products, meeting ids, operators); see
+/// `rtms_config::PluginFilter`.
+pub use rtms_config::PluginFilter as Filter;
 
 /// Restart and circuit-breaker settings for a plugin whose instances trap.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,30 +127,5 @@ mod tests {
         assert!(s.contains(MediaKind::Chat));
         assert!(!s.contains(MediaKind::Audio));
         assert!(KindSet::default().is_empty());
-    }
-
-    #[test]
-    fn filters_match_sessions_and_users() {
-        let f = Filter {
-            products: vec![Product::Meeting],
-            meeting_ids: vec![],
-            users: vec!["Alice".into()],
-        };
-        assert!(f.session_matches(Product::Meeting, "x"));
-        assert!(!f.session_matches(Product::Webinar, "x"));
-        let mut fr = crate::bindings::Frame {
-            kind: MediaKind::Transcript,
-            seq: 1,
-            timestamp_ms: 0,
-            user_id: "7".into(),
-            user_name: "Bob".into(),
-            payload: vec![],
-            text: None,
-            transcript: None,
-            event_type: None,
-        };
-        assert!(!f.frame_matches(&fr));
-        fr.user_name = "Alice".into();
-        assert!(f.frame_matches(&fr));
     }
 }

@@ -16,7 +16,7 @@ use super::{PluginCode, Runtime};
 use crate::bindings::{EndReason, Frame, Plugin, SessionInfo};
 
 /// How to build an instance of a plugin.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstanceSpec {
     /// Linear memory an instance may grow to, in bytes.
     pub memory_bytes: usize,

@@ -1,0 +1,218 @@
+//! The running service: ingress, sessions, plugins, sinks and the reload controller, wired
+//! together; and its orderly shutdown.
+//!
+//! [`Service::start`] validates and loads everything before it binds anything it was not
+//! given. Shutdown (SIGINT / SIGTERM in `main`, or [`Service::shutdown`]) stops intake,
+//! ends every stream within the grace period (each plugin drains its queue and gets
+//! `on-session-end(shutdown)`), flushes the sinks and returns the final counters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use hyper::{Method, StatusCode};
+use rtms_client::{IngressConfig, IngressHandler, Sessions, WsConnector};
+use rtms_config::{Env, Pipeline};
+use rtms_proto::WebhookEvent;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::Shared;
+use crate::deadletter::DeadLetters;
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::output::{SinkSet, start_sinks};
+use crate::pipeline::{build_table, client_config, runtime_config, sink_specs};
+use crate::reload::{Outcome, Reloader, Trigger};
+use crate::runtime::Runtime;
+use crate::session::{HostSinkFactory, Tap};
+
+/// Options that are not in pipeline.toml.
+#[derive(Default, Clone)]
+pub struct StartOptions {
+    /// Sees every frame (the demo's live transcript).
+    pub tap: Option<Tap>,
+    /// Overrides `[runtime.reload] watch`.
+    pub watch: Option<bool>,
+}
+
+pub type HostSessions = Sessions<HostSinkFactory, WsConnector>;
+
+/// A running host.
+pub struct Service {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    sessions: HostSessions,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    stop: CancellationToken,
+    sinks: SinkSet,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    grace: std::time::Duration,
+}
+
+struct Handler {
+    sessions: HostSessions,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    metrics: Arc<Metrics>,
+    admin: bool,
+}
+
+impl IngressHandler for Handler {
+    fn on_event(&self, ev: WebhookEvent) {
+        tracing::info!(event = %ev.event, stream = %ev.stream_id, "webhook");
+        self.sessions.handle(ev);
+    }
+
+    fn on_other(&self, method: &Method, path: &str, _body: &[u8]) -> Option<(StatusCode, String)> {
+        if !self.admin {
+            return None;
+        }
+        match (method, path) {
+            (&Method::POST, "/admin/reload") => {
+                let _ = self.triggers.send(Trigger::Admin(None));
+                Some((StatusCode::ACCEPTED, "{\"reload\":\"requested\"}".into()))
+            }
+            (&Method::GET, "/admin/metrics") => {
+                let mut v = serde_json::to_value(self.metrics.snapshot()).unwrap_or_default();
+                v["live_streams"] = self.sessions.len().into();
+                Some((StatusCode::OK, v.to_string()))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Service {
+    /// Starts the host on `listener` with a validated pipeline (credentials loaded).
+    pub async fn start(
+        pipeline: Pipeline,
+        env: Box<dyn Env + Send + Sync>,
+        listener: TcpListener,
+        opts: StartOptions,
+    ) -> Result<Self> {
+        let client_cfg = client_config(&pipeline)?;
+        let webhook_secret = pipeline
+            .zoom
+            .webhook_secret
+            .as_ref()
+            .with_context(|| {
+                format!(
+                    "the webhook secret token is not set: export {}",
+                    pipeline.zoom.webhook_secret_env
+                )
+            })?
+            .expose()
+            .to_owned();
+        let connector = WsConnector::new(pipeline.zoom.ca_file.as_deref())
+            .context("cannot set up TLS for the Zoom connections")?;
+        let rt = Runtime::new(&runtime_config(&pipeline))?;
+        let metrics = Arc::new(Metrics::default());
+        let table = build_table(&pipeline, &rt, &metrics, None, 1).await?;
+        let (outputs, sinks) = start_sinks(sink_specs(&pipeline)).await?;
+        let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
+        let shared = Shared::new(
+            rt,
+            table,
+            outputs,
+            DeadLetters::new(Some(pipeline.runtime.dead_letter_dir.clone())),
+            metrics.clone(),
+            Some(rollback_tx),
+        );
+        let factory = HostSinkFactory {
+            shared: shared.clone(),
+            tap: opts.tap,
+        };
+        let sessions = Sessions::new(client_cfg, connector, factory);
+        let (triggers, trigger_rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let addr = listener.local_addr()?;
+        let ingress_cfg = IngressConfig {
+            path: pipeline.server.webhook_path.clone(),
+            secret_token: webhook_secret,
+            max_body_bytes: pipeline.server.max_body_bytes,
+            timestamp_window_secs: pipeline.server.timestamp_window.as_secs(),
+            ..IngressConfig::default()
+        };
+        let handler = Arc::new(Handler {
+            sessions: sessions.clone(),
+            triggers: triggers.clone(),
+            metrics: metrics.clone(),
+            admin: pipeline.server.admin,
+        });
+        let mut tasks = Vec::new();
+        let ingress_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = rtms_client::serve(listener, ingress_cfg, handler, ingress_stop).await {
+                tracing::error!(error = %e, "webhook server failed");
+            }
+        }));
+        let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
+        let grace = pipeline.runtime.shutdown_grace;
+        let reloader = Reloader::new(pipeline, env, shared.clone());
+        tasks.push(tokio::spawn(reloader.run(trigger_rx, rollback_rx, watch, stop.clone())));
+        tracing::info!(%addr, "rtms-host ready");
+        Ok(Self {
+            addr,
+            shared,
+            sessions,
+            triggers,
+            stop,
+            sinks,
+            tasks,
+            grace,
+        })
+    }
+
+    /// Where the webhook server listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn sessions(&self) -> &HostSessions {
+        &self.sessions
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// Asks for a reload now (as SIGHUP does) and waits for its outcome.
+    pub async fn reload(&self) -> Outcome {
+        let (tx, rx) = oneshot::channel();
+        if self.triggers.send(Trigger::Admin(Some(tx))).is_err() {
+            return Outcome::Refused("the host is shutting down".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Outcome::Refused("the host is shutting down".into()))
+    }
+
+    /// A SIGHUP-style reload request that does not wait.
+    pub fn request_reload(&self) {
+        let _ = self.triggers.send(Trigger::Signal);
+    }
+
+    /// Stops intake, ends every stream (plugins get `on-session-end(shutdown)`), flushes
+    /// the sinks. Returns the final counters.
+    pub async fn shutdown(self) -> MetricsSnapshot {
+        tracing::info!("shutting down: no new streams; ending live ones");
+        self.stop.cancel();
+        let aborted = self.sessions.shutdown(self.grace).await;
+        if aborted > 0 {
+            tracing::error!(aborted, "streams did not end within the grace period");
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let snapshot = self.shared.metrics.snapshot();
+        drop(self.sessions);
+        drop(self.shared);
+        if tokio::time::timeout(self.grace, self.sinks.finish()).await.is_err() {
+            tracing::error!("sinks did not flush within the grace period");
+        }
+        snapshot
+    }
+}

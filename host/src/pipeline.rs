@@ -1,0 +1,217 @@
+//! From a validated `rtms_config::Pipeline` to what the host runs: the routing table (with
+//! every component loaded and trial-run), the sinks, the runtime and client settings.
+//!
+//! Building a table is also the first half of a reload: components are loaded from the
+//! compile cache or compiled, linked against the contract, and each is instantiated once
+//! in a throw-away Store whose `init` gets the plugin's config (the trial run). Any failure
+//! refuses the whole table, with a message naming the plugin and why, and the running
+//! table stays as it is.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rtms_client::{ClientConfig, MediaMode, Resilience};
+use rtms_config::{MediaKind as CfgKind, OnFull, Pipeline, SinkTarget as CfgSink, SocketMode};
+use rtms_proto::codes::media_type;
+
+use crate::bindings::MediaKind;
+use crate::metrics::Metrics;
+use crate::output::{SinkSpec, SinkTarget};
+use crate::queue::FullPolicy;
+use crate::router::{KindSet, PluginEntry, RestartPolicy, RouteTable};
+use crate::runtime::host::{Grant, InstanceCtx};
+use crate::runtime::{Instance, InstanceSpec, Runtime, RuntimeConfig};
+
+pub fn wit_kind(k: CfgKind) -> MediaKind {
+    match k {
+        CfgKind::Audio => MediaKind::Audio,
+        CfgKind::Video => MediaKind::Video,
+        CfgKind::Share => MediaKind::Share,
+        CfgKind::Transcript => MediaKind::Transcript,
+        CfgKind::Chat => MediaKind::Chat,
+        CfgKind::Event => MediaKind::Event,
+    }
+}
+
+pub fn runtime_config(p: &Pipeline) -> RuntimeConfig {
+    RuntimeConfig {
+        cache_dir: Some(p.runtime.cache_dir.clone()),
+        epoch_tick: p.runtime.epoch_tick,
+    }
+}
+
+pub fn sink_specs(p: &Pipeline) -> Vec<SinkSpec> {
+    p.sinks
+        .iter()
+        .map(|s| SinkSpec {
+            target: match &s.target {
+                CfgSink::Stdout => SinkTarget::Stdout,
+                CfgSink::Jsonl { path } => SinkTarget::Jsonl(path.clone()),
+                CfgSink::Http { url } => SinkTarget::Http(url.clone()),
+            },
+            min_severity: s.filter.min_severity as u8,
+            plugins: s
+                .filter
+                .plugins
+                .iter()
+                .flatten()
+                .map(|n| n.to_string())
+                .collect(),
+            kinds: s.filter.kinds.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The RTMS client's settings. Credentials must have been loaded (`require_secrets`).
+pub fn client_config(p: &Pipeline) -> Result<ClientConfig> {
+    let z = &p.zoom;
+    let client_id = z.client_id.clone().with_context(|| {
+        format!(
+            "the Zoom client id is not set: export {} (or set zoom.client_id)",
+            z.client_id_env
+        )
+    })?;
+    let client_secret = z
+        .client_secret
+        .as_ref()
+        .with_context(|| {
+            format!(
+                "the Zoom client secret is not set: export {}",
+                z.client_secret_env
+            )
+        })?
+        .expose()
+        .to_owned();
+    let r = &p.rtms;
+    let mut mask = 0;
+    for k in r.media.iter() {
+        mask |= match k {
+            CfgKind::Audio => media_type::AUDIO,
+            CfgKind::Video => media_type::VIDEO,
+            CfgKind::Share => media_type::DESKSHARE,
+            CfgKind::Transcript => media_type::TRANSCRIPT,
+            CfgKind::Chat => media_type::CHAT,
+            CfgKind::Event => 0,
+        };
+    }
+    Ok(ClientConfig {
+        client_id,
+        client_secret,
+        media_types: mask,
+        media_params: r.media_params.clone(),
+        mode: match r.socket_mode {
+            SocketMode::Unified => MediaMode::Unified,
+            SocketMode::Split => MediaMode::Split,
+        },
+        events: r.events.clone(),
+        buffer_data: r.buffer_data,
+        resilience: Resilience {
+            connection_timeout: r.connection_timeout,
+            connection_max_attempts: r.connection_max_attempts,
+            connection_retry_delay: r.connection_retry_delay,
+            reconnect_max_attempts: r.reconnect_max_attempts,
+            reconnect_base_delay: r.reconnect_base_delay,
+            reconnect_max_delay: r.reconnect_max_delay,
+            keepalive_interval: r.keepalive_interval,
+            keepalive_timeout: r.keepalive_timeout,
+            webhook_wait_timeout: r.webhook_wait_timeout,
+            ..Resilience::default()
+        },
+    })
+}
+
+/// Builds the routing table for `p`. Entries whose code and settings equal those in `prev`
+/// keep their generation (live sessions keep their instances); the others get `version`.
+pub async fn build_table(
+    p: &Pipeline,
+    rt: &Runtime,
+    metrics: &Metrics,
+    prev: Option<&RouteTable>,
+    version: u64,
+) -> Result<RouteTable> {
+    let mut plugins = Vec::new();
+    for plugin in p.plugins.iter().filter(|pl| pl.enabled) {
+        let name = plugin.name.to_string();
+        for d in &plugin.dirs {
+            std::fs::create_dir_all(&d.host).with_context(|| {
+                format!(
+                    "plugin {name}: cannot create granted directory {}",
+                    d.host.display()
+                )
+            })?;
+        }
+        let code = rt
+            .load(&plugin.component)
+            .await
+            .with_context(|| format!("plugin {name}: component refused"))?;
+        let spec = Arc::new(InstanceSpec {
+            memory_bytes: plugin.limits.memory_bytes(),
+            call_timeout: plugin.limits.call_timeout,
+            grants: plugin
+                .dirs
+                .iter()
+                .map(|d| Grant {
+                    host: d.host.clone(),
+                    guest: d.guest.clone(),
+                    read_only: d.read_only,
+                })
+                .collect(),
+            config: plugin.config.clone(),
+        });
+        trial_run(rt, &name, &code, &spec)
+            .await
+            .with_context(|| format!("plugin {name}: trial run of init failed"))?;
+        let generation = match prev.and_then(|t| t.get(&name)) {
+            Some(old) if old.code.hash == code.hash && *old.spec == *spec => old.generation,
+            _ => version,
+        };
+        let restart = RestartPolicy {
+            base_delay: plugin.restart.base_delay,
+            max_delay: plugin.restart.max_delay,
+            healthy_reset: plugin.restart.healthy_reset,
+            max_failures: plugin.restart.max_failures,
+            window: plugin.restart.window,
+            ..RestartPolicy::default()
+        };
+        plugins.push(Arc::new(PluginEntry {
+            name: name.as_str().into(),
+            code,
+            spec,
+            kinds: KindSet::of(plugin.media.iter().map(wit_kind)),
+            filter: plugin.filter.clone(),
+            queue_capacity: plugin.queue.capacity,
+            on_full: match plugin.queue.on_full {
+                OnFull::Block => FullPolicy::Block,
+                OnFull::DropOldest => FullPolicy::DropOldest,
+            },
+            batch_max: plugin.batch.max_frames,
+            restart,
+            generation,
+            stats: metrics.plugin(&name),
+        }));
+    }
+    Ok(RouteTable { version, plugins })
+}
+
+/// Instantiates the plugin in a throw-away Store and runs `init` with its config.
+pub async fn trial_run(
+    rt: &Runtime,
+    name: &str,
+    code: &Arc<crate::runtime::PluginCode>,
+    spec: &InstanceSpec,
+) -> Result<()> {
+    let (outputs, sinks) = crate::output::start_sinks(Vec::new()).await?;
+    let ctx = Arc::new(InstanceCtx {
+        plugin: name.into(),
+        session: 0,
+        stream_id: "trial".into(),
+        meeting_id: "trial".into(),
+        outputs,
+        last_stderr: Default::default(),
+    });
+    let mut inst = Instance::new(rt, code.clone(), spec, ctx).await?;
+    let r = inst.init(&spec.config).await;
+    drop(inst);
+    sinks.finish().await;
+    r.map_err(Into::into)
+}
