@@ -1,0 +1,4 @@
+//! e2e tests (see the modules).
+
+#[path = "../all/util.rs"]
+mod util;

@@ -1,0 +1,4 @@
+//! reload tests (see the modules).
+
+#[path = "../all/util.rs"]
+mod util;
