@@ -13,7 +13,9 @@
 //! - [`pipeline`]: pipeline.toml (validated by `rtms-config`) to routing table and settings.
 //! - [`session`]: the RTMS client's sink, opening a host session per stream.
 //! - [`reload`]: hot reload — watch, build beside, swap in band, refuse, roll back.
-//! - [`app`]: the running service and its shutdown.
+//! - [`app`]: the running service and its shutdown; [`signals`]: SIGINT/SIGTERM/SIGHUP.
+//! - [`replay`]: push a recorded session through a pipeline; [`demo`]: everything in one
+//!   process against the simulator.
 //!
 //! The Zoom side (webhooks, sockets, resilience) is the `rtms-client` crate; the simulator
 //! is `rtms-sim`; pipeline.toml is `rtms-config`.
@@ -21,6 +23,7 @@
 
 pub mod app;
 pub mod bindings;
+pub mod demo;
 pub mod core;
 pub mod deadletter;
 pub mod metrics;
@@ -28,7 +31,9 @@ pub mod output;
 pub mod pipeline;
 pub mod queue;
 pub mod reload;
+pub mod replay;
 pub mod router;
 pub mod runtime;
 pub mod session;
+pub mod signals;
 pub mod worker;

@@ -1,1 +1,172 @@
-fn main() {}
+//! The `rtms-host` command: a thin layer over the library. Each subcommand parses its
+//! arguments, sets up logging and calls into `rtms_host`; configuration errors exit with
+//! 64 (EX_USAGE) and a one-line message, other failures with 1.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rtms_config::{LoadOptions, Pipeline, ProcessEnv};
+
+/// Exit code for a bad configuration or bad arguments.
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "rtms-host", version, about = "Process Zoom RTMS meeting media with sandboxed WebAssembly plugins")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the host in production: webhooks in, RTMS streams to plugins.
+    Run {
+        /// The pipeline file.
+        #[arg(long, short, default_value = "pipeline.toml")]
+        config: PathBuf,
+    },
+    /// Check a pipeline file (and that its components exist) without running anything.
+    Validate {
+        /// The pipeline file.
+        config: PathBuf,
+        /// Also load, link and trial-run every component.
+        #[arg(long)]
+        load: bool,
+    },
+    /// Run the Zoom simulator alone (signed webhooks, signaling and media servers).
+    Simulate(rtms_sim::cli::SimulateArgs),
+    /// Push a recorded session through a pipeline, with no network.
+    Replay(rtms_host::replay::ReplayArgs),
+    /// Simulator + host + example plugins in one process: a scripted meeting end to end.
+    Demo(rtms_host::demo::DemoArgs),
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rtms-host: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Run { config } => {
+                init_logging("info");
+                run(config).await
+            }
+            Cmd::Validate { config, load } => {
+                init_logging("warn");
+                validate(config, load).await
+            }
+            Cmd::Simulate(args) => {
+                init_logging("info");
+                report(rtms_sim::cli::simulate(args).await)
+            }
+            Cmd::Replay(args) => {
+                init_logging("warn");
+                report(rtms_host::replay::replay(args).await)
+            }
+            Cmd::Demo(args) => {
+                init_logging("warn");
+                report(rtms_host::demo::demo(args).await)
+            }
+        }
+    })
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rtms-host: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: PathBuf) -> ExitCode {
+    let pipeline = match Pipeline::load(&config, &ProcessEnv, LoadOptions::default()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("rtms-host: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    for w in &pipeline.warnings {
+        tracing::warn!("{w}");
+    }
+    let listen = pipeline.server.listen;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("rtms-host: cannot listen on {listen} (server.listen): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let svc = match rtms_host::app::Service::start(
+        pipeline,
+        Box::new(ProcessEnv),
+        listener,
+        Default::default(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rtms-host: {e:#}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if let Err(e) = rtms_host::signals::wait_for_shutdown(|| svc.request_reload()).await {
+        tracing::error!(error = %e, "cannot listen for signals");
+    }
+    let m = svc.shutdown().await;
+    tracing::info!(frames = m.frames_in, sessions = m.sessions_started, "stopped");
+    ExitCode::SUCCESS
+}
+
+async fn validate(config: PathBuf, load: bool) -> ExitCode {
+    let pipeline = match Pipeline::load(&config, &ProcessEnv, LoadOptions::validate_only()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    for w in &pipeline.warnings {
+        eprintln!("warning: {w}");
+    }
+    if load {
+        let rt = match rtms_host::runtime::Runtime::new(&rtms_host::pipeline::runtime_config(&pipeline)) {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let metrics = rtms_host::metrics::Metrics::default();
+        if let Err(e) = rtms_host::pipeline::build_table(&pipeline, &rt, &metrics, None, 1).await {
+            eprintln!("{e:#}");
+            return ExitCode::from(EX_USAGE);
+        }
+    }
+    println!(
+        "{}: ok ({} plugin(s), {} sink(s))",
+        config.display(),
+        pipeline.plugins.len(),
+        pipeline.sinks.len()
+    );
+    ExitCode::SUCCESS
+}

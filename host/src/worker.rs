@@ -203,6 +203,9 @@ impl Worker {
         let inst = self.instance.as_mut().expect("ensured above");
         let result = inst.frames(self.info.session, &frames).await;
         self.entry.stats.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = self.shared.metrics.batch_hook() {
+            (hook.0)(self.info.session, &self.entry.name, &frames);
+        }
         match result {
             Ok(()) => {
                 self.entry.stats.delivered.fetch_add(n, Ordering::Relaxed);

@@ -378,7 +378,15 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         };
         let msg = match item {
             Some(Ok(Message::Close(frame))) => {
-                tracing::warn!(socket = ?which, ?frame, "server closed the socket");
+                // A normal close is how Zoom ends a stream; anything else is worth a warning.
+                let normal = frame.as_ref().is_none_or(|f| {
+                    f.code == tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal
+                });
+                if normal {
+                    tracing::info!(socket = ?which, ?frame, "server closed the socket");
+                } else {
+                    tracing::warn!(socket = ?which, ?frame, "server closed the socket");
+                }
                 self.drop_link(which);
                 return Some(lost);
             }

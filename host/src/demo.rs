@@ -1,0 +1,255 @@
+//! `rtms-host demo`: the simulator, the host and the example plugins in one process.
+//!
+//! It starts the Zoom simulator on loopback (wss:// with a freshly generated CA that the
+//! host is told to trust), starts the host with a pipeline built from
+//! `examples/demo-pipeline.toml` (transcript writer + keyword alerter), plays a scripted
+//! meeting (`examples/meetings/standup.toml` unless another is given) through a signed
+//! webhook, prints the live transcript and the alerts as they happen, and ends by itself
+//! when the meeting ends, with a summary. Everything it writes goes to `--out` (./out).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use parking_lot::Mutex;
+use rtms_config::{LoadOptions, MapEnv, Pipeline};
+use rtms_proto::Product;
+use rtms_sim::{MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
+
+use crate::app::{Service, StartOptions};
+use crate::bindings::MediaKind;
+use crate::deadletter::kind_name;
+
+const DEMO_PIPELINE: &str = include_str!("../../examples/demo-pipeline.toml");
+const STANDUP: &str = include_str!("../../examples/meetings/standup.toml");
+
+/// The demo's credentials: the simulator and the host agree on them, nothing else sees them.
+const CLIENT_ID: &str = "demo_client_id";
+const CLIENT_SECRET: &str = "demo_client_secret";
+const WEBHOOK_SECRET: &str = "demo_webhook_secret";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Where transcripts, alerts and dead letters go.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// A meeting script (see examples/meetings/README.md); default: a built-in stand-up.
+    #[arg(long)]
+    pub meeting: Option<PathBuf>,
+    /// `realtime` plays the meeting at its own pace; `fast` as fast as possible.
+    #[arg(long, default_value = "realtime", value_parser = ["realtime", "fast"])]
+    pub pace: String,
+    /// The Zoom product to simulate: meeting, webinar, video-sdk or contact-center.
+    #[arg(long, default_value = "meeting", value_parser = parse_product)]
+    pub product: Product,
+    /// Connect with ws:// instead of wss://.
+    #[arg(long)]
+    pub no_tls: bool,
+}
+
+fn parse_product(s: &str) -> Result<Product, String> {
+    s.parse()
+}
+
+/// What the demo observed, for its summary (and its test).
+#[derive(Debug, Default, Clone)]
+pub struct DemoSummary {
+    pub frames_by_kind: BTreeMap<&'static str, u64>,
+    pub transcript_lines_sent: usize,
+    pub files: Vec<PathBuf>,
+    pub alerts: usize,
+    pub elapsed: Duration,
+}
+
+pub async fn demo(args: DemoArgs) -> Result<()> {
+    let s = run_demo(&args, true).await?;
+    println!();
+    println!("── summary ─────────────────────────────────────────────");
+    println!("meeting played in {:.1} s", s.elapsed.as_secs_f64());
+    for (k, n) in &s.frames_by_kind {
+        println!("  {k:<10} {n:>7} frames");
+    }
+    println!("  alerts     {:>7}", s.alerts);
+    println!("files written:");
+    for f in &s.files {
+        println!("  {}", f.display());
+    }
+    Ok(())
+}
+
+/// Runs the demo; `print` shows the live transcript on stdout.
+pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
+    let started = Instant::now();
+    let out = absolute(&args.out)?;
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create the output directory {}", out.display()))?;
+    let script = match &args.meeting {
+        Some(p) => MeetingScript::from_file(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => MeetingScript::from_toml_str(STANDUP).map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+
+    let sim = Simulator::start(SimConfig {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        webhook_secret: WEBHOOK_SECRET.into(),
+        tls: !args.no_tls,
+        ..SimConfig::default()
+    })
+    .await?;
+    let ca_file = out.join("simulator-ca.pem");
+    if let Some(pem) = sim.ca_pem() {
+        std::fs::write(&ca_file, pem)
+            .with_context(|| format!("cannot write {}", ca_file.display()))?;
+    }
+
+    let pipeline_path = out.join("demo-pipeline.toml");
+    let text = DEMO_PIPELINE
+        .replace("{plugins}", env!("RTMS_PLUGINS_DIR"))
+        .replace("{out}", &out.display().to_string())
+        .replace("{cache}", &default_cache_dir().display().to_string())
+        .replace(
+            "{ca_file}",
+            &if args.no_tls {
+                String::new()
+            } else {
+                format!("ca_file = \"{}\"", ca_file.display())
+            },
+        );
+    std::fs::write(&pipeline_path, &text)?;
+    let env = MapEnv::new()
+        .with("ZM_RTMS_CLIENT", CLIENT_ID)
+        .with("ZM_RTMS_SECRET", CLIENT_SECRET)
+        .with("ZOOM_SECRET_TOKEN", WEBHOOK_SECRET);
+    let pipeline = Pipeline::parse(&text, &pipeline_path, &env, LoadOptions::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let counts: Arc<Mutex<BTreeMap<&'static str, u64>>> = Default::default();
+    let tap_counts = counts.clone();
+    let tap: crate::session::Tap = Arc::new(move |_s, f| {
+        *tap_counts.lock().entry(kind_name(f.kind)).or_default() += 1;
+        if !print {
+            return;
+        }
+        let line = match f.kind {
+            MediaKind::Transcript => {
+                let t = f.transcript.as_ref().map_or(0, |t| t.start_ms);
+                format!(
+                    "{} {:>12}: {}",
+                    clock(t),
+                    f.user_name,
+                    f.text.as_deref().unwrap_or("")
+                )
+            }
+            MediaKind::Chat => format!(
+                "{} {:>12} (chat): {}",
+                clock(f.timestamp_ms),
+                f.user_name,
+                f.text.as_deref().unwrap_or("")
+            ),
+            _ => return,
+        };
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{line}");
+    });
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let svc = Service::start(
+        pipeline,
+        Box::new(env),
+        listener,
+        StartOptions {
+            tap: Some(tap),
+            watch: Some(false),
+        },
+    )
+    .await?;
+    if print {
+        println!(
+            "rtms-host demo: simulator on {}, host on http://{}; outputs in {}",
+            sim.signaling_url(),
+            svc.addr(),
+            out.display()
+        );
+        println!();
+    }
+    let meeting = sim
+        .start_meeting(
+            script,
+            MeetingOptions {
+                product: args.product,
+                pace: if args.pace == "fast" {
+                    Pace::Fast
+                } else {
+                    Pace::Realtime
+                },
+                webhook_url: Some(format!("http://{}/webhook", svc.addr())),
+                ..MeetingOptions::default()
+            },
+        )?;
+    let ledger = meeting.finished().await;
+    // The stream ends on the host once it sees the stop; wait for that, bounded.
+    if tokio::time::timeout(Duration::from_secs(30), svc.sessions().idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the host still had a live stream 30 s after the meeting ended");
+    }
+    let metrics = svc.shutdown().await;
+    drop(sim);
+
+    let mut files = Vec::new();
+    collect_files(&out, &mut files);
+    files.sort();
+    let alerts = std::fs::read_to_string(out.join("alerts.jsonl"))
+        .map(|t| t.lines().filter(|l| l.contains("\"kind\":\"keyword\"")).count())
+        .unwrap_or(0);
+    for (name, p) in &metrics.plugins {
+        if p.traps > 0 || p.dropped > 0 || p.dead_lettered > 0 {
+            tracing::warn!(plugin = %name, traps = p.traps, dropped = p.dropped, dead = p.dead_lettered, "plugin did not take every frame");
+        }
+    }
+    let frames_by_kind = counts.lock().clone();
+    Ok(DemoSummary {
+        frames_by_kind,
+        transcript_lines_sent: ledger.transcript_lines().len(),
+        files,
+        alerts,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Where the demo (and `run` by default) caches compiled components.
+pub fn default_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("component-cache")
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_owned()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+fn clock(ms: u64) -> String {
+    let secs = (ms / 1000) % 86_400;
+    format!("[{:02}:{:02}:{:02}]", secs / 3600, (secs / 60) % 60, secs % 60)
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}

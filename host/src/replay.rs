@@ -1,0 +1,195 @@
+//! `rtms-host replay`: push a recorded session through a pipeline with no network.
+//!
+//! The recording is JSON Lines, one message as it came off a socket per line:
+//! `{"at_ms": <ms since the first message>, "socket": "signaling" | "media", "msg": {...}}`
+//! (what `rtms-host simulate --record` writes). Every message goes through the same decoder
+//! as live traffic; media and event messages become frames with sequence numbers in file
+//! order, the confirmed media parameters (msg 4) give the session's audio format, and a
+//! stream state 4 or session state 5 gives the stop reason the plugins see at the end.
+//! This is the plugin author's test loop: record once, replay against every build.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rtms_client::{Decoded, decode};
+use rtms_config::{LoadOptions, Pipeline, ProcessEnv};
+use rtms_proto::Product;
+use rtms_proto::codes::{session_state, stream_state};
+use serde::Deserialize;
+
+use crate::bindings::EndReason;
+use crate::core::{SessionDesc, Shared};
+use crate::deadletter::DeadLetters;
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::output::start_sinks;
+use crate::pipeline::{build_table, runtime_config, sink_specs};
+use crate::runtime::Runtime;
+use crate::session::{audio_format, wit_frame};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// The recording (JSON Lines, as written by `rtms-host simulate --record`).
+    pub file: PathBuf,
+    /// The pipeline to push it through.
+    #[arg(long, short, default_value = "pipeline.toml")]
+    pub config: PathBuf,
+    /// Keep the recorded pace instead of going as fast as possible.
+    #[arg(long)]
+    pub realtime: bool,
+    /// The product the session reports to plugins.
+    #[arg(long, default_value = "meeting", value_parser = parse_product)]
+    pub product: Product,
+    /// The meeting id the session reports (default: from the file name).
+    #[arg(long)]
+    pub meeting_id: Option<String>,
+    /// The stream id the session reports (default: the file's stem).
+    #[arg(long)]
+    pub stream_id: Option<String>,
+}
+
+fn parse_product(s: &str) -> Result<Product, String> {
+    s.parse()
+}
+
+#[derive(Deserialize)]
+struct Line {
+    at_ms: u64,
+    #[serde(default)]
+    socket: String,
+    msg: Box<serde_json::value::RawValue>,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone)]
+pub struct ReplaySummary {
+    pub frames: u64,
+    pub skipped_lines: u64,
+    pub end: EndReason,
+    pub metrics: MetricsSnapshot,
+    pub elapsed: Duration,
+}
+
+pub async fn replay(args: ReplayArgs) -> Result<()> {
+    let pipeline = Pipeline::load(&args.config, &ProcessEnv, LoadOptions::validate_only())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let s = replay_file(&pipeline, &args).await?;
+    println!(
+        "replayed {} frames from {} in {:.1} ms ({} lines skipped); session ended with {:?}",
+        s.frames,
+        args.file.display(),
+        s.elapsed.as_secs_f64() * 1e3,
+        s.skipped_lines,
+        s.end
+    );
+    for (name, p) in &s.metrics.plugins {
+        println!(
+            "  {name}: {} frames delivered, {} errors, {} traps, {} dead-lettered",
+            p.delivered, p.errors, p.traps, p.dead_lettered
+        );
+    }
+    Ok(())
+}
+
+/// Replays `args.file` through `pipeline` and returns when every plugin has ended the
+/// session and every sink has flushed.
+pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<ReplaySummary> {
+    let text = tokio::fs::read_to_string(&args.file)
+        .await
+        .with_context(|| format!("cannot read recording {}", args.file.display()))?;
+    let rt = Runtime::new(&runtime_config(pipeline))?;
+    let metrics = Arc::new(Metrics::default());
+    let table = build_table(pipeline, &rt, &metrics, None, 1).await?;
+    let (outputs, sinks) = start_sinks(sink_specs(pipeline)).await?;
+    let shared = Shared::new(
+        rt,
+        table,
+        outputs,
+        DeadLetters::new(Some(pipeline.runtime.dead_letter_dir.clone())),
+        metrics.clone(),
+        None,
+    );
+    let stem = file_stem(&args.file);
+    let stream_id = args.stream_id.clone().unwrap_or_else(|| stem.clone());
+    let meeting_id = args.meeting_id.clone().unwrap_or(stem);
+
+    // The audio format comes from the first confirmed data handshake, so look ahead.
+    let lines: Vec<(usize, Line)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str::<Line>(l).map(|line| (i + 1, line)).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}: not a recording line ({e}); expected {{\"at_ms\":…,\"socket\":…,\"msg\":{{…}}}}",
+                    args.file.display(),
+                    i + 1
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    let audio = lines.iter().find_map(|(_, l)| match decode(l.msg.get().as_bytes()) {
+        Ok(Decoded::DataResp(r)) => r.media_params.and_then(|p| p.audio),
+        _ => None,
+    });
+    let session = shared.open_session(SessionDesc {
+        product: args.product,
+        meeting_id,
+        stream_id,
+        operator_id: None,
+        started_at_ms: crate::output::unix_ms(),
+        resumed: false,
+        audio: Some(audio_format(&audio.unwrap_or_default())),
+    });
+
+    let started = Instant::now();
+    let mut seq = 0u64;
+    let mut skipped = 0u64;
+    let mut end = EndReason::Stopped(0);
+    for (lineno, line) in lines {
+        if args.realtime {
+            let due = Duration::from_millis(line.at_ms);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        match decode(line.msg.get().as_bytes()) {
+            Ok(Decoded::Frame(f)) => {
+                seq += 1;
+                let mut f = wit_frame(f);
+                f.seq = seq;
+                session.push(f).await;
+            }
+            Ok(Decoded::StreamState(s)) if s.state == stream_state::TERMINATED => {
+                end = EndReason::Stopped(s.reason);
+            }
+            Ok(Decoded::SessionState(s)) if s.state == session_state::STOPPED => {
+                end = EndReason::Stopped(s.stop_reason.max(s.reason));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                skipped += 1;
+                tracing::warn!(line = lineno, socket = %line.socket, error = %e, "skipping a message the decoder refused");
+            }
+        }
+    }
+    session.end(end.clone()).await;
+    drop(session);
+    let snapshot = metrics.snapshot();
+    drop(shared);
+    sinks.finish().await;
+    Ok(ReplaySummary {
+        frames: seq,
+        skipped_lines: skipped,
+        end,
+        metrics: snapshot,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn file_stem(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "replay".into())
+}
