@@ -1,4 +1,19 @@
-//! e2e tests (see the modules).
+//! End-to-end tests of the whole host: a real `Service` (webhook ingress over HTTP, RTMS
+//! client over ws/wss, WebAssembly plugins writing files) against the Zoom simulator, with
+//! every assertion made against the simulator's ledger of what it actually sent.
+//!
+//! - `harness`: starting a host for a simulator, reading what the plugins wrote, raw HTTP.
+//! - `happy`: each product end to end, unified and split sockets.
+//! - `faults`: dropped sockets, keep-alive loss, handshake rejections, refused connections,
+//!   failover scenarios 1-3, stop reasons.
+//! - `timing`: retry and reconnection delays against the configured bounds.
+//! - `webhooks`: forged, stale, replayed, oversize and malformed webhooks; url validation.
+//! - `scale`: a hundred concurrent meetings.
+//! - `shutdown`: graceful shutdown with a live meeting.
 
 #[path = "../all/util.rs"]
 mod util;
+
+mod harness;
+
+mod happy;

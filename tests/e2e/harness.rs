@@ -1,0 +1,469 @@
+//! The end-to-end harness: a real [`Service`] (webhook ingress, RTMS client, plugins) against
+//! a real [`Simulator`], the plugins writing into a temp dir, and the comparison of what the
+//! plugins wrote with the simulator's ledger.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::StatusCode;
+use rtms_config::{LoadOptions, MapEnv, Pipeline};
+use rtms_host::app::{Service, StartOptions};
+use rtms_host::session::Tap;
+use rtms_sim::{Ledger, MeetingHandle, MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::util;
+
+/// Every wait in a test is bounded by this; tests take far less.
+pub const LIMIT: Duration = Duration::from_secs(15);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Runs `fut` to completion within [`LIMIT`], failing the test with `what` otherwise.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(LIMIT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {LIMIT:?} waiting for {what}"),
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds, for conditions no event announces (the
+/// simulator's ledger counters).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    within(what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// The simulator's timers, short enough for tests.
+pub fn sim_config(tls: bool) -> SimConfig {
+    SimConfig {
+        tls,
+        keepalive_interval: Duration::from_millis(200),
+        signaling_grace: Duration::from_secs(10),
+        media_grace: Duration::from_secs(10),
+        ..Default::default()
+    }
+}
+
+/// How a host is set up.
+#[derive(Clone)]
+pub struct Setup {
+    /// `socket_mode = "split"`.
+    pub split: bool,
+    /// Media the seq-recorder subscribes to.
+    pub seq_media: &'static str,
+    /// Add a transcript-writer writing JSON Lines.
+    pub writer: bool,
+    /// Extra `[server]` keys.
+    pub server_extra: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            split: false,
+            seq_media: r#"["audio", "transcript", "chat", "event"]"#,
+            writer: true,
+            server_extra: "",
+        }
+    }
+}
+
+/// The resilience numbers every test starts from; tests adjust the pipeline further.
+/// Values below the config's minimums (keep-alive interval 3000 ms, webhook wait 1000 ms) are
+/// set on the parsed pipeline directly.
+pub fn fast_rtms(p: &mut Pipeline) {
+    let r = &mut p.rtms;
+    r.connection_timeout = Duration::from_secs(2);
+    r.connection_max_attempts = 5;
+    r.connection_retry_delay = Duration::from_millis(100);
+    r.reconnect_max_attempts = 5;
+    r.reconnect_base_delay = Duration::from_millis(100);
+    r.reconnect_max_delay = Duration::from_millis(400);
+    r.keepalive_interval = Duration::from_millis(300);
+    r.keepalive_timeout = Duration::from_millis(1500);
+    r.webhook_wait_timeout = Duration::from_millis(500);
+}
+
+/// A running host and the temp dir its plugins write into.
+pub struct Host {
+    pub svc: Service,
+    pub dir: tempfile::TempDir,
+    pub webhook_url: String,
+    /// Every frame the host received: (stream id, kind, seq).
+    pub frames: mpsc::UnboundedReceiver<(String, rtms_host::bindings::MediaKind, u64)>,
+}
+
+impl Host {
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    pub fn seq_file(&self, stream_id: &str) -> PathBuf {
+        self.out_dir().join(format!("seqs-{stream_id}.txt"))
+    }
+
+    pub fn record(&self, stream_id: &str) -> Record {
+        Record::read(&self.seq_file(stream_id))
+    }
+
+    /// The transcript-writer's JSON Lines file for the stream.
+    pub fn writer_lines(&self, stream_id: &str) -> Vec<serde_json::Value> {
+        let suffix = format!("_{stream_id}.jsonl");
+        let entry = std::fs::read_dir(self.out_dir())
+            .expect("out dir")
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            .unwrap_or_else(|| panic!("no transcript-writer file for stream {stream_id}"));
+        std::fs::read_to_string(entry.path())
+            .expect("writer file")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("writer line is JSON"))
+            .collect()
+    }
+
+    /// Waits until the host has no live stream.
+    pub async fn idle(&self) {
+        within("the host's streams to end", self.svc.sessions().idle()).await;
+    }
+}
+
+/// Starts a service for `sim`, with `tweak` applied to the parsed pipeline.
+pub async fn start_host(sim: &Simulator, setup: Setup, tweak: impl FnOnce(&mut Pipeline)) -> Host {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let ca = match sim.ca_pem() {
+        Some(pem) => {
+            let path = root.join("sim-ca.pem");
+            std::fs::write(&path, pem).expect("write CA");
+            format!("ca_file = {:?}\n", path.display().to_string())
+        }
+        None => String::new(),
+    };
+    let writer = if setup.writer {
+        format!(
+            r#"
+[[plugin]]
+name = "writer"
+component = {:?}
+media = ["transcript", "chat"]
+[[plugin.dir]]
+host = "out"
+guest = "/out"
+[plugin.config]
+dir = "/out"
+format = "jsonl"
+include_chat = true
+"#,
+            util::component("transcript_writer").display().to_string()
+        )
+    } else {
+        String::new()
+    };
+    let text = format!(
+        r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+webhook_path = "/webhook"
+{server_extra}
+[zoom]
+{ca}
+[rtms]
+socket_mode = "{mode}"
+events = ["participant-join", "participant-leave", "active-speaker-change"]
+[runtime]
+cache_dir = {cache:?}
+dead_letter_dir = "dead"
+shutdown_grace_ms = 5000
+[runtime.reload]
+watch = false
+
+[[plugin]]
+name = "seq"
+component = {seq:?}
+media = {seq_media}
+[[plugin.dir]]
+host = "out"
+guest = "/out"
+[plugin.queue]
+capacity = 4096
+on_full = "block"
+[plugin.limits]
+call_timeout_ms = 5000
+{writer}
+[[sink]]
+type = "jsonl"
+path = "outputs.jsonl"
+"#,
+        server_extra = setup.server_extra,
+        mode = if setup.split { "split" } else { "unified" },
+        cache = util::cache_dir().display().to_string(),
+        seq = util::component("seq_recorder").display().to_string(),
+        seq_media = setup.seq_media,
+    );
+    let c = sim.config();
+    let env = MapEnv::new()
+        .with("ZM_RTMS_CLIENT", &c.client_id)
+        .with("ZM_RTMS_SECRET", &c.client_secret)
+        .with("ZOOM_SECRET_TOKEN", &c.webhook_secret);
+    let mut pipeline = Pipeline::parse(
+        &text,
+        &root.join("pipeline.toml"),
+        &env,
+        LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("test pipeline is invalid: {e}"));
+    fast_rtms(&mut pipeline);
+    tweak(&mut pipeline);
+    let (tx, frames) = mpsc::unbounded_channel();
+    let tap: Tap = std::sync::Arc::new(move |s, f| {
+        let _ = tx.send((s.stream_id.to_string(), f.kind, f.seq));
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let svc = Service::start(
+        pipeline,
+        Box::new(env),
+        listener,
+        StartOptions {
+            tap: Some(tap),
+            watch: Some(false),
+        },
+    )
+    .await
+    .expect("service starts");
+    let webhook_url = format!("http://{}/webhook", svc.addr());
+    Host {
+        svc,
+        dir,
+        webhook_url,
+        frames,
+    }
+}
+
+/// A small meeting: two speakers, `lines` utterances of 5 audio frames each, two chats,
+/// and `faults` after that many media frames.
+pub fn script(lines: usize, faults: Vec<(u64, rtms_sim::Fault)>) -> MeetingScript {
+    let mut b = MeetingScript::builder()
+        .synthetic_speech(2, lines, 5)
+        .chat(30, 1001, "hello all")
+        .chat(90, 1002, "second chat");
+    for (after, fault) in faults {
+        b = b.fault_after_frames(after, fault);
+    }
+    b.build().expect("script")
+}
+
+/// Starts a meeting whose webhooks go to the host.
+pub fn start(
+    sim: &Simulator,
+    host: &Host,
+    script: MeetingScript,
+    product: rtms_proto::Product,
+    pace: Pace,
+) -> MeetingHandle {
+    sim.start_meeting(
+        script,
+        MeetingOptions {
+            product,
+            pace,
+            webhook_url: Some(host.webhook_url.clone()),
+            ..Default::default()
+        },
+    )
+    .expect("meeting starts")
+}
+
+/// Waits for the meeting to finish and the host to end its stream; returns the ledger.
+pub async fn finish(host: &Host, meeting: &MeetingHandle) -> Ledger {
+    let ledger = within("the meeting to finish", meeting.finished()).await;
+    host.idle().await;
+    ledger
+}
+
+/// What the seq-recorder wrote for one stream.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// `resumed` of each `# start` line.
+    pub starts: Vec<bool>,
+    /// `(seq, kind, text)` per frame.
+    pub frames: Vec<(u64, String, String)>,
+    /// The reason of each `# end` line.
+    pub ends: Vec<String>,
+}
+
+impl Record {
+    pub fn read(path: &Path) -> Record {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let mut r = Record::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# start resumed=") {
+                r.starts.push(rest == "true");
+            } else if let Some(rest) = line.strip_prefix("# end ") {
+                r.ends.push(rest.to_owned());
+            } else {
+                let mut parts = line.splitn(3, '\t');
+                let seq = parts.next().and_then(|s| s.parse().ok());
+                let (Some(seq), Some(kind)) = (seq, parts.next()) else {
+                    panic!("malformed record line {line:?} in {}", path.display());
+                };
+                r.frames
+                    .push((seq, kind.to_owned(), parts.next().unwrap_or("").to_owned()));
+            }
+        }
+        r
+    }
+
+    pub fn texts(&self, kind: &str) -> Vec<String> {
+        self.frames
+            .iter()
+            .filter(|(_, k, _)| k == kind)
+            .map(|(_, _, t)| t.clone())
+            .collect()
+    }
+
+    pub fn count(&self, kind: &str) -> usize {
+        self.frames.iter().filter(|(_, k, _)| k == kind).count()
+    }
+
+    /// The single end reason (panics unless there is exactly one `# end` line, last).
+    pub fn end(&self) -> &str {
+        assert_eq!(
+            self.ends.len(),
+            1,
+            "exactly one session end: {:?}",
+            self.ends
+        );
+        &self.ends[0]
+    }
+}
+
+pub fn ledger_transcript(l: &Ledger) -> Vec<String> {
+    l.transcript_lines().into_iter().map(|t| t.text).collect()
+}
+
+pub fn ledger_chats(l: &Ledger) -> Vec<String> {
+    l.chats.iter().map(|c| c.text.clone()).collect()
+}
+
+/// Every transcript line and chat message the simulator put on a socket reached the plugin
+/// exactly once and in order; audio counts match; seqs strictly increase; one start, one end.
+pub fn assert_exactly_once(ledger: &Ledger, rec: &Record) {
+    let sent = ledger_transcript(ledger);
+    assert!(!sent.is_empty(), "the meeting sent transcript lines");
+    assert_eq!(
+        rec.texts("transcript"),
+        sent,
+        "transcript lines exactly once, in order"
+    );
+    assert_eq!(
+        rec.texts("chat"),
+        ledger_chats(ledger),
+        "chat messages exactly once, in order"
+    );
+    assert_eq!(
+        rec.count("audio") as u64,
+        ledger.count(rtms_sim::MediaKind::Audio),
+        "every audio frame sent reached the plugin once"
+    );
+    for w in rec.frames.windows(2) {
+        assert!(
+            w[0].0 < w[1].0,
+            "seqs strictly increase: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    assert_eq!(
+        rec.starts.first(),
+        Some(&false),
+        "a fresh session starts the record"
+    );
+    assert_eq!(rec.ends.len(), 1, "one session end: {:?}", rec.ends);
+}
+
+/// The transcript-writer's JSON Lines hold exactly the ledger's transcript and chat, in order.
+pub fn assert_writer_matches(ledger: &Ledger, lines: &[serde_json::Value]) {
+    let text_of = |kind: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|v| v["kind"] == kind)
+            .map(|v| v["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        text_of("transcript"),
+        ledger_transcript(ledger),
+        "writer transcript"
+    );
+    assert_eq!(text_of("chat"), ledger_chats(ledger), "writer chat");
+}
+
+// === raw HTTP ===
+
+/// POSTs `body` with `headers` to the host's webhook path; returns status and body.
+pub async fn post(host: &Host, headers: &[(&str, String)], body: Vec<u8>) -> (StatusCode, String) {
+    let stream = tokio::net::TcpStream::connect(host.svc.addr())
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("http handshake");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::post("/webhook")
+        .header("host", host.svc.addr().to_string())
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::from(body))).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `x-zm-request-timestamp` and `x-zm-signature` for `body`, signed with `secret` at `ts`.
+pub fn signed(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    let ts = ts.to_string();
+    vec![
+        (
+            "x-zm-signature",
+            rtms_proto::sign::webhook_signature(secret, &ts, body),
+        ),
+        ("x-zm-request-timestamp", ts),
+    ]
+}
+
+/// Delivers the meeting's current started webhook to the host, signed as Zoom would.
+pub async fn post_started(sim: &Simulator, host: &Host, meeting: &MeetingHandle) -> StatusCode {
+    let body = meeting.started_body();
+    let headers = signed(&sim.config().webhook_secret, now_secs(), &body);
+    post(host, &headers, body).await.0
+}
