@@ -1,4 +1,19 @@
-//! reload tests (see the modules).
+//! Hot reload end to end: a real `Service`, a real simulated meeting over real sockets, real
+//! components and real files. See the modules:
+//!
+//! - `live`: a hundred reloads of the transcript writer during a meeting, by `reload()`, by
+//!   a rewritten pipeline.toml and by a component file replaced in place; no line lost or
+//!   doubled; the reload latency, measured.
+//! - `refuse`: broken components and pipeline files are refused; the old version serves.
+//! - `plugins`: plugins added and removed mid-meeting; a plugin that traps every N frames;
+//!   a version that traps at once, rolled back and refused until it changes.
+//! - `admin`: settings that need a restart are reported; `POST /admin/reload`.
 
 #[path = "../all/util.rs"]
 mod util;
+
+mod admin;
+mod live;
+mod plugins;
+mod refuse;
+mod rig;
