@@ -467,3 +467,21 @@ pub async fn post_started(sim: &Simulator, host: &Host, meeting: &MeetingHandle)
     let headers = signed(&sim.config().webhook_secret, now_secs(), &body);
     post(host, &headers, body).await.0
 }
+
+/// Waits until the host received a frame of `kind` on `stream_id` (seen through the tap).
+pub async fn wait_frame(
+    host: &mut Host,
+    stream_id: &str,
+    kind: rtms_host::bindings::MediaKind,
+) -> std::time::Instant {
+    within("a frame", async {
+        loop {
+            match host.frames.recv().await {
+                Some((s, k, _)) if s == stream_id && k == kind => return std::time::Instant::now(),
+                Some(_) => {}
+                None => panic!("the tap channel closed"),
+            }
+        }
+    })
+    .await
+}

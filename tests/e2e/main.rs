@@ -16,4 +16,5 @@ mod util;
 
 mod harness;
 
+mod faults;
 mod happy;
