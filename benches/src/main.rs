@@ -1,1 +1,128 @@
-fn main() {}
+//! `rtms-bench`: drives the simulator against the host on loopback and prints a results
+//! table and JSON (also written to `target/bench/results.json`).
+//!
+//! ```text
+//! cargo run --release -p rtms-bench -- [all|drain|concurrency|call|reload|startup] [--quick]
+//! ```
+//!
+//! Modules: [`drain`] (single-stream throughput with raw and client baselines),
+//! [`concurrency`] (N real-time meetings: latency, CPU, memory, drops), [`call`] (plugin
+//! call cost by batch size), [`reload`] (hot reload under load), [`startup`] (time to
+//! ready); [`setup`] (pipelines, host, scripts), [`raw`] (the counting WebSocket reader),
+//! [`hist`], [`probe`], [`report`].
+
+mod call;
+mod concurrency;
+mod drain;
+mod hist;
+mod probe;
+mod raw;
+mod reload;
+mod report;
+mod setup;
+mod startup;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Which {
+    All,
+    Drain,
+    Concurrency,
+    Call,
+    Reload,
+    Startup,
+    /// Internal: the simulator process of the concurrency benchmark.
+    #[value(hide = true)]
+    SimChild,
+}
+
+/// rtms-host benchmarks (build with --release).
+#[derive(Parser, Debug)]
+#[command(name = "rtms-bench")]
+struct Args {
+    /// Which benchmark to run.
+    #[arg(value_enum, default_value = "all")]
+    which: Which,
+    /// Smaller sizes and shorter windows (under a minute in all).
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON results.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    if args.which == Which::SimChild {
+        return concurrency::child().await;
+    }
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: a debug build; benchmark numbers need `cargo run --release -p rtms-bench`"
+        );
+    }
+    let started = Instant::now();
+    let mut report = report::Report {
+        machine: probe::machine(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        rows: Vec::new(),
+    };
+    println!("machine: {}", report.machine);
+    let all = args.which == Which::All;
+    let q = args.quick;
+    if all || args.which == Which::Startup {
+        startup::run(&mut report, q).await?;
+    }
+    if all || args.which == Which::Call {
+        call::run(&mut report, q).await?;
+    }
+    if all || args.which == Which::Drain {
+        drain::run(&mut report, q).await?;
+    }
+    if all || args.which == Which::Reload {
+        reload::run(&mut report, q).await?;
+    }
+    if all || args.which == Which::Concurrency {
+        concurrency::run(&mut report, q).await?;
+    }
+    println!("\n{}", report.table());
+    let out = args
+        .out
+        .unwrap_or_else(|| setup::bench_dir().join("results.json"));
+    report.write_json(&out)?;
+    println!(
+        "results written to {} ({:.0} s)",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The harness end to end with a few hundred frames, so it does not rot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn quick_drain_through_noop() {
+        let rate = super::drain::smoke(300).await.expect("drain runs");
+        assert!(rate > 0.0, "{rate}");
+    }
+}

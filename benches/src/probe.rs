@@ -1,0 +1,77 @@
+//! Process measurements from /proc: CPU time (utime + stime) and resident memory (VmRSS),
+//! for this process or a child.
+
+use std::time::Instant;
+
+/// Clock ticks per second for /proc stat times (`getconf CLK_TCK`; 100 on Linux).
+const CLK_TCK: f64 = 100.0;
+
+/// CPU seconds used so far by process `pid` ("self" for this one).
+pub fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / CLK_TCK)
+}
+
+/// Resident set size of process `pid`, in bytes.
+pub fn rss_bytes(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A CPU reading to measure a window from.
+pub struct CpuMark {
+    at: Instant,
+    secs: f64,
+    pid: String,
+}
+
+impl CpuMark {
+    pub fn now(pid: &str) -> Self {
+        Self {
+            at: Instant::now(),
+            secs: cpu_secs(pid).unwrap_or(0.0),
+            pid: pid.into(),
+        }
+    }
+
+    /// CPU used since the mark as a percentage of one core (200 % = both cores of two).
+    pub fn percent(&self) -> f64 {
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        let used = cpu_secs(&self.pid).unwrap_or(self.secs) - self.secs;
+        100.0 * used / wall
+    }
+}
+
+/// The number of CPUs the machine has.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The machine: CPU model, cores, memory.
+pub fn machine() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown".to_owned(), |s| s.trim().to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kb: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    serde_json::json!({
+        "cpus": cpus(),
+        "cpu_model": model,
+        "mem_gib": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+    })
+}

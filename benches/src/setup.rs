@@ -1,0 +1,304 @@
+//! What every benchmark shares: component and cache paths, the pipeline text, starting a
+//! host [`Service`] against the simulator's credentials, meeting scripts, and a recorder of
+//! first/last frame times.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rtms_config::{LoadOptions, MapEnv, Pipeline};
+use rtms_host::app::{Service, StartOptions};
+use rtms_sim::{MeetingScript, SimConfig};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// The simulator's default credentials (`rtms-protocol.md` decision 3), which the host is
+/// given too.
+pub const CLIENT_ID: &str = "test_client_id";
+pub const CLIENT_SECRET: &str = "test_client_secret";
+pub const WEBHOOK_SECRET: &str = "test_webhook_secret";
+
+/// The workspace root (the parent of `benches/`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A component built by the host's build script.
+pub fn component(name: &str) -> PathBuf {
+    workspace()
+        .join("plugins/target/rtms-plugins")
+        .join(format!("{name}.wasm"))
+}
+
+/// Where results and the warm compile cache live.
+pub fn bench_dir() -> PathBuf {
+    workspace().join("target/bench")
+}
+
+/// The compile cache shared by runs, so only the cold start-up case compiles.
+pub fn warm_cache() -> PathBuf {
+    bench_dir().join("component-cache")
+}
+
+pub fn env() -> MapEnv {
+    MapEnv::new()
+        .with("ZM_RTMS_CLIENT", CLIENT_ID)
+        .with("ZM_RTMS_SECRET", CLIENT_SECRET)
+        .with("ZOOM_SECRET_TOKEN", WEBHOOK_SECRET)
+}
+
+/// A simulator configuration matching [`env`], plain `ws://`.
+pub fn sim_config() -> SimConfig {
+    SimConfig {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        webhook_secret: WEBHOOK_SECRET.into(),
+        ..SimConfig::default()
+    }
+}
+
+/// One `[[plugin]]` of a benchmark pipeline.
+#[derive(Clone, Debug)]
+pub struct PluginDef {
+    pub name: String,
+    pub component: PathBuf,
+    pub media: Vec<&'static str>,
+    /// `"block"` or `"drop-oldest"`; `None` keeps the default for the media.
+    pub on_full: Option<&'static str>,
+    pub capacity: usize,
+    pub batch_max: usize,
+    /// `key = <toml value>` lines of `[plugin.config]`.
+    pub config: Vec<(String, String)>,
+}
+
+impl PluginDef {
+    pub fn new(name: &str, component_name: &str, media: &[&'static str]) -> Self {
+        Self {
+            name: name.into(),
+            component: component(component_name),
+            media: media.to_vec(),
+            on_full: None,
+            capacity: 1024,
+            batch_max: 32,
+            config: Vec::new(),
+        }
+    }
+
+    pub fn cfg(mut self, key: &str, toml_value: &str) -> Self {
+        self.config.push((key.into(), toml_value.into()));
+        self
+    }
+
+    pub fn block(mut self) -> Self {
+        self.on_full = Some("block");
+        self
+    }
+
+    /// noop on the given kinds.
+    pub fn noop(media: &[&'static str]) -> Self {
+        Self::new("noop", "noop", media)
+    }
+
+    /// transcript-writer writing text files to `/out`.
+    pub fn transcript_writer(component_name: &str) -> Self {
+        Self::new("transcript-writer", component_name, &["transcript", "chat"])
+            .cfg("dir", "\"/out\"")
+            .cfg("format", "\"text\"")
+            .cfg("include_chat", "true")
+    }
+
+    pub fn keyword_alerter() -> Self {
+        Self::new(
+            "keyword-alerter",
+            "keyword_alerter",
+            &["transcript", "chat"],
+        )
+        .cfg("keywords", "[\"refund\", \"escalate\"]")
+        .cfg("include_chat", "true")
+    }
+}
+
+/// A benchmark pipeline.
+#[derive(Clone, Debug)]
+pub struct PipeDef {
+    pub plugins: Vec<PluginDef>,
+    /// `[rtms] media`; `None` requests what the plugins subscribe to.
+    pub media: Option<Vec<&'static str>>,
+    pub frame_ms: u32,
+    pub cache_dir: PathBuf,
+    pub debounce_ms: u64,
+}
+
+impl PipeDef {
+    pub fn new(plugins: Vec<PluginDef>) -> Self {
+        Self {
+            plugins,
+            media: None,
+            frame_ms: 20,
+            cache_dir: warm_cache(),
+            debounce_ms: 200,
+        }
+    }
+
+    /// The pipeline.toml text; `dir` holds the output directory and files.
+    pub fn toml(&self, dir: &Path) -> String {
+        let q = |p: &Path| format!("{:?}", p.display().to_string());
+        let mut t = String::from("version = 1\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n");
+        t += "[rtms]\nsocket_mode = \"unified\"\n";
+        if let Some(m) = &self.media {
+            let list: Vec<String> = m.iter().map(|k| format!("{k:?}")).collect();
+            t += &format!("media = [{}]\n", list.join(", "));
+        }
+        let audio = self.media.as_ref().map_or_else(
+            || self.plugins.iter().any(|p| p.media.contains(&"audio")),
+            |m| m.contains(&"audio"),
+        );
+        if audio {
+            t += &format!(
+                "\n[rtms.audio]\ncodec = \"l16\"\nsample_rate = 16000\nframe_ms = {}\n",
+                self.frame_ms
+            );
+        }
+        t += &format!(
+            "\n[runtime]\ncache_dir = {}\nepoch_tick_ms = 5\ndead_letter_dir = {}\nshutdown_grace_ms = 20000\n\n[runtime.reload]\nwatch = false\ndebounce_ms = {}\n",
+            q(&self.cache_dir),
+            q(&dir.join("dead-letter")),
+            self.debounce_ms
+        );
+        for p in &self.plugins {
+            let media: Vec<String> = p.media.iter().map(|k| format!("{k:?}")).collect();
+            t += &format!(
+                "\n[[plugin]]\nname = {:?}\ncomponent = {}\nmedia = [{}]\n\n[[plugin.dir]]\nhost = {}\nguest = \"/out\"\n\n[plugin.queue]\ncapacity = {}\n",
+                p.name,
+                q(&p.component),
+                media.join(", "),
+                q(&dir.join("out")),
+                p.capacity
+            );
+            if let Some(f) = p.on_full {
+                t += &format!("on_full = {f:?}\n");
+            }
+            t += &format!("\n[plugin.batch]\nmax_frames = {}\n", p.batch_max);
+            if !p.config.is_empty() {
+                t += "\n[plugin.config]\n";
+                for (k, v) in &p.config {
+                    t += &format!("{k} = {v}\n");
+                }
+            }
+        }
+        t += &format!(
+            "\n[[sink]]\ntype = \"jsonl\"\npath = {}\n",
+            q(&dir.join("outputs.jsonl"))
+        );
+        t
+    }
+
+    /// Writes pipeline.toml into `dir` and validates it.
+    pub fn pipeline(&self, dir: &Path) -> Result<Pipeline> {
+        std::fs::create_dir_all(dir.join("out"))?;
+        let text = self.toml(dir);
+        let path = dir.join("pipeline.toml");
+        std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+        Pipeline::parse(&text, &path, &env(), LoadOptions::default())
+            .map_err(|e| anyhow::anyhow!("benchmark pipeline is invalid: {e}\n{text}"))
+    }
+}
+
+/// Starts a host with `def` in `dir` on a fresh loopback port.
+pub async fn start_host(def: &PipeDef, dir: &Path, opts: StartOptions) -> Result<Service> {
+    let pipeline = def.pipeline(dir)?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    Service::start(pipeline, Box::new(env()), listener, opts).await
+}
+
+/// The webhook URL of a running host.
+pub fn webhook_url(svc: &Service) -> String {
+    format!("http://{}/webhook", svc.addr())
+}
+
+/// A meeting of one speaker whose audio is exactly `frames` frames of `frame_ms`, in
+/// utterances of up to 1000 frames (one transcript line each).
+pub fn audio_script(frames: u64, frame_ms: u32) -> Result<MeetingScript> {
+    let fm = frame_ms as u64;
+    let mut b = MeetingScript::builder().participant(1001, "Speaker 1");
+    let mut left = frames;
+    let mut start = 0;
+    let mut i = 0;
+    while left > 0 {
+        let n = left.min(1000);
+        i += 1;
+        b = b.utterance(1001, start, n * fm, &format!("synthetic line {i}"));
+        start += n * fm;
+        left -= n;
+    }
+    Ok(b.duration_ms(start + 100).build()?)
+}
+
+/// Counts frames and stamps the first one and the one that reaches the target.
+pub struct Stamps {
+    base: Instant,
+    first: OnceLock<Instant>,
+    last_ns: AtomicU64,
+    count: AtomicU64,
+    target: u64,
+    done: Notify,
+}
+
+impl Stamps {
+    pub fn new(target: u64) -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            first: OnceLock::new(),
+            last_ns: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            target,
+            done: Notify::new(),
+        })
+    }
+
+    pub fn first(&self) {
+        let _ = self.first.get_or_init(Instant::now);
+    }
+
+    /// Adds `n` frames; stamps the end when the target is reached.
+    pub fn add(&self, n: u64) {
+        let before = self.count.fetch_add(n, Ordering::AcqRel);
+        if before < self.target && before + n >= self.target {
+            self.last_ns
+                .store(self.base.elapsed().as_nanos() as u64, Ordering::Release);
+            self.done.notify_one();
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits for the target, up to `limit`. Returns the time from the first frame to the
+    /// target frame.
+    pub async fn wait(&self, limit: Duration) -> Result<Duration> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.done.notified();
+            if self.count() >= self.target {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                anyhow::bail!(
+                    "only {} of {} frames arrived within {:?}",
+                    self.count(),
+                    self.target,
+                    limit
+                );
+            }
+        }
+        let first = *self.first.get().context("no first frame stamped")?;
+        let last = self.base + Duration::from_nanos(self.last_ns.load(Ordering::Acquire));
+        Ok(last.saturating_duration_since(first))
+    }
+}
