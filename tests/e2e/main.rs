@@ -18,3 +18,7 @@ mod harness;
 
 mod faults;
 mod happy;
+mod scale;
+mod shutdown;
+mod timing;
+mod webhooks;
