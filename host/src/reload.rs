@@ -7,8 +7,8 @@
 //!
 //! 1. loads and validates the pipeline file again (a broken file is refused; the running
 //!    pipeline is untouched);
-//! 2. reports settings that cannot change live (listen address, credentials, RTMS
-//!    settings) as needing a restart;
+//! 2. reports settings that cannot change live (listen address, credentials, RTMS and
+//!    runtime settings, sinks) as needing a restart, on every reload until the restart;
 //! 3. builds a new routing table: every component loaded (compile cache first) and
 //!    trial-run (`init` with its config); any failure refuses the whole reload;
 //! 4. publishes it: sessions reconcile at once — added plugins start on live sessions,
@@ -49,7 +49,9 @@ pub enum Trigger {
 /// What a reload did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// The new table is live. `restart_required` lists settings that were not applied.
+    /// The new pipeline is live (table `version`; the same version when only settings
+    /// that need a restart changed). `restart_required` lists every setting that differs
+    /// from what the process started with and was not applied.
     Applied {
         version: u64,
         changed: Vec<String>,
@@ -66,6 +68,9 @@ pub struct Reloader {
     path: PathBuf,
     env: Box<dyn Env + Send + Sync>,
     current: Pipeline,
+    /// The pipeline the process started with: what the server, credentials, RTMS settings
+    /// and sinks still run.
+    started: Pipeline,
     shared: Arc<Shared>,
     debounce: Duration,
     /// For each plugin, the entry it had before its last change: what a rollback returns to.
@@ -84,6 +89,7 @@ impl Reloader {
             path: current.path.clone(),
             debounce: current.runtime.reload.debounce,
             env,
+            started: current.clone(),
             current,
             shared,
             previous: HashMap::new(),
@@ -176,8 +182,11 @@ impl Reloader {
             Ok(p) => p,
             Err(e) => return refuse(e.to_string()),
         };
-        let diff = self.current.diff(&new);
-        for r in &diff.restart_required {
+        // What this reload changes that it cannot apply, and everything still waiting for
+        // a restart (reported again on every reload until the process restarts).
+        let new_unapplied = unapplied(&self.current, &new);
+        let restart_required = unapplied(&self.started, &new);
+        for r in &new_unapplied {
             tracing::warn!("{r}");
         }
         let old_table = self.shared.table.load_full();
@@ -217,8 +226,19 @@ impl Reloader {
             });
         self.current = new;
         if routes_same {
-            tracing::info!(trigger = why, "reload: nothing to change");
-            return Outcome::Unchanged;
+            if new_unapplied.is_empty() {
+                tracing::info!(trigger = why, "reload: nothing to change");
+                return Outcome::Unchanged;
+            }
+            // Nothing to publish, but the operator changed something this reload cannot
+            // apply: say so rather than report an unchanged pipeline.
+            metrics.reloads_applied.fetch_add(1, Ordering::Relaxed);
+            return Outcome::Applied {
+                version: old_table.version,
+                changed,
+                restart_required,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+            };
         }
         self.shared.publish(table).await;
         metrics.reloads_applied.fetch_add(1, Ordering::Relaxed);
@@ -227,7 +247,7 @@ impl Reloader {
         Outcome::Applied {
             version,
             changed,
-            restart_required: diff.restart_required,
+            restart_required,
             elapsed_ms,
         }
     }
@@ -267,6 +287,18 @@ impl Reloader {
         tracing::error!(plugin = %r.plugin, bad = &r.bad_hash[..12], back_to = prev.code.short_hash(), error = %r.error, "rolled back a version that kept trapping after a reload");
         self.shared.publish(RouteTable { version, plugins }).await;
     }
+}
+
+/// The changes from `old` to `new` that a reload does not apply: the server, credentials,
+/// RTMS and runtime settings (see `rtms_config::PipelineDiff`) and the sinks, which are built
+/// once at start.
+fn unapplied(old: &Pipeline, new: &Pipeline) -> Vec<String> {
+    let diff = old.diff(new);
+    let mut r = diff.restart_required;
+    if diff.sinks_changed {
+        r.push("the [[sink]] sections changed: restart to apply".to_owned());
+    }
+    r
 }
 
 /// Watches the directories holding a set of files and reports changes to those files.
