@@ -272,6 +272,12 @@ impl Worker {
     }
 
     async fn swap(&mut self, entry: Arc<PluginEntry>) {
+        if entry.generation == self.entry.generation && entry.code.hash == self.entry.code.hash {
+            // Already running this version: the table a rollback publishes names the
+            // version this worker rolled back to on its own. Keep the instance.
+            self.entry = entry;
+            return;
+        }
         let old = std::mem::replace(&mut self.entry, entry);
         self.entry.stats.swaps.fetch_add(1, Ordering::Relaxed);
         if let Some(mut inst) = self.instance.take() {
