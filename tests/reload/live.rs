@@ -51,7 +51,8 @@ async fn a_hundred_reloads_during_a_live_meeting_lose_and_double_no_line() {
         } else {
             // Replace the component file in place; the watcher alone reloads it. The first
             // of these points the pipeline at that file (a pipeline change, also watched).
-            let lines_of_build = |lines: &[serde_json::Value]| lines.iter().filter(|l| is_b(l) == to_b).count();
+            let lines_of_build =
+                |lines: &[serde_json::Value]| lines.iter().filter(|l| is_b(l) == to_b).count();
             let before = lines_of_build(&writer_lines(&rig.out()));
             let bytes = std::fs::read(path).expect("build");
             let written = Instant::now();
@@ -70,7 +71,11 @@ async fn a_hundred_reloads_during_a_live_meeting_lose_and_double_no_line() {
             by_watcher += 1;
         }
     }
-    assert_eq!(svc.sessions().len(), 1, "the meeting must outlast the reloads");
+    assert_eq!(
+        svc.sessions().len(),
+        1,
+        "the meeting must outlast the reloads"
+    );
     let during = svc.metrics();
     let writer_m = plugin(&during, "writer");
     let (texts, m) = finish(svc, meeting).await;
@@ -89,28 +94,55 @@ async fn a_hundred_reloads_during_a_live_meeting_lose_and_double_no_line() {
         stats(&serving_ms)
     );
 
-    assert_eq!(during.reloads_applied, 100, "every step changed the writer once");
+    assert_eq!(
+        during.reloads_applied, 100,
+        "every step changed the writer once"
+    );
     assert_eq!(during.reloads_refused, 0);
-    assert_eq!(writer_m.swaps, 100, "the live session swapped at every reload");
+    assert_eq!(
+        writer_m.swaps, 100,
+        "the live session swapped at every reload"
+    );
     let lines = writer_lines(&rig.out());
     let written: Vec<&str> = lines
         .iter()
         .map(|l| l["text"].as_str().expect("text"))
         .collect();
-    assert_eq!(written, texts, "every line once, in order, across the builds");
+    assert_eq!(
+        written, texts,
+        "every line once, in order, across the builds"
+    );
     let from_b = lines.iter().filter(|l| is_b(l)).count();
-    assert!(from_b > 0 && from_b < lines.len(), "both builds wrote lines ({from_b} of {} from B)", lines.len());
-    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().expect("seq")).collect();
+    assert!(
+        from_b > 0 && from_b < lines.len(),
+        "both builds wrote lines ({from_b} of {} from B)",
+        lines.len()
+    );
+    let seqs: Vec<u64> = lines
+        .iter()
+        .map(|l| l["seq"].as_u64().expect("seq"))
+        .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs ascend");
 
     let (rec_frames, rec_marks) = recorder_file(&rig.out().join("seqs-reload-hundred.txt"));
     let rec_texts: Vec<&str> = rec_frames.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(rec_texts, texts, "the unchanged plugin saw every line");
-    assert_eq!(rec_marks.first().map(String::as_str), Some("# start resumed=false"));
-    assert_eq!(rec_marks.len(), 2, "the unchanged plugin kept its instance: {rec_marks:?}");
+    assert_eq!(
+        rec_marks.first().map(String::as_str),
+        Some("# start resumed=false")
+    );
+    assert_eq!(
+        rec_marks.len(),
+        2,
+        "the unchanged plugin kept its instance: {rec_marks:?}"
+    );
     for name in ["writer", "rec"] {
         let s = plugin(&m, name);
-        assert_eq!((s.dropped, s.dead_lettered, s.discarded, s.traps), (0, 0, 0, 0), "{name}: {s:?}");
+        assert_eq!(
+            (s.dropped, s.dead_lettered, s.discarded, s.traps),
+            (0, 0, 0, 0),
+            "{name}: {s:?}"
+        );
         assert_eq!(s.delivered, texts.len() as u64, "{name}");
     }
     assert_eq!(plugin(&m, "rec").swaps, 0);

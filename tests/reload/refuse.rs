@@ -41,10 +41,26 @@ async fn broken_components_and_pipelines_are_refused_while_the_old_version_serve
     let mut unknown_key = p.clone();
     unknown_key.extra = "\n[sinkz]\ntype = \"stdout\"\n".into();
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
-        ("garbage bytes", with_writer(writer(&garbage)), vec!["writer", "garbage.wasm"]),
-        ("a core module", with_writer(writer(&core)), vec!["writer", "core.wasm"]),
-        ("a component without the exports", with_writer(writer(&empty)), vec!["writer", "empty.wasm", "handler"]),
-        ("another plugin's component", with_writer(writer(&other)), vec!["writer", "init", "format"]),
+        (
+            "garbage bytes",
+            with_writer(writer(&garbage)),
+            vec!["writer", "garbage.wasm"],
+        ),
+        (
+            "a core module",
+            with_writer(writer(&core)),
+            vec!["writer", "core.wasm"],
+        ),
+        (
+            "a component without the exports",
+            with_writer(writer(&empty)),
+            vec!["writer", "empty.wasm", "handler"],
+        ),
+        (
+            "another plugin's component",
+            with_writer(writer(&other)),
+            vec!["writer", "init", "format"],
+        ),
         (
             "init refusing the config",
             with_writer(writer(&good).cfg("bogus_option", "1")),
@@ -55,7 +71,11 @@ async fn broken_components_and_pipelines_are_refused_while_the_old_version_serve
             p.render(rig.path()).replacen("[server]", "[server", 1),
             vec!["pipeline.toml"],
         ),
-        ("an unknown key", unknown_key.render(rig.path()), vec!["sinkz"]),
+        (
+            "an unknown key",
+            unknown_key.render(rig.path()),
+            vec!["sinkz"],
+        ),
     ];
     let mut refused = 0;
     for (what, text, needles) in cases {
@@ -68,15 +88,26 @@ async fn broken_components_and_pipelines_are_refused_while_the_old_version_serve
         refused += 1;
         eprintln!("{what}: refused: {msg}");
         for n in needles {
-            assert!(msg.contains(n), "{what}: the refusal should name {n:?}: {msg}");
+            assert!(
+                msg.contains(n),
+                "{what}: the refusal should name {n:?}: {msg}"
+            );
         }
         let m = svc.metrics();
         assert_eq!(m.reloads_refused, refused, "{what}");
         assert_eq!(m.reloads_applied, 0, "{what}");
-        assert_eq!(serving_hash(&svc, "writer").as_deref(), Some(serving_hash_before.as_str()));
+        assert_eq!(
+            serving_hash(&svc, "writer").as_deref(),
+            Some(serving_hash_before.as_str())
+        );
         // The old version keeps serving.
         delivered_beyond(&svc, "rec", before + 2).await;
-        delivered_beyond(&svc, "writer", plugin(&svc.metrics(), "writer").delivered + 2).await;
+        delivered_beyond(
+            &svc,
+            "writer",
+            plugin(&svc.metrics(), "writer").delivered + 2,
+        )
+        .await;
     }
 
     // A good file again: nothing changed from what runs.
@@ -88,9 +119,16 @@ async fn broken_components_and_pipelines_are_refused_while_the_old_version_serve
         .iter()
         .map(|l| l["text"].as_str().expect("text").to_owned())
         .collect();
-    assert_eq!(written, texts, "the writer kept its instance and lost nothing");
+    assert_eq!(
+        written, texts,
+        "the writer kept its instance and lost nothing"
+    );
     for name in ["writer", "rec"] {
         let s = plugin(&m, name);
-        assert_eq!((s.swaps, s.dropped, s.dead_lettered, s.traps), (0, 0, 0, 0), "{name}: {s:?}");
+        assert_eq!(
+            (s.swaps, s.dropped, s.dead_lettered, s.traps),
+            (0, 0, 0, 0),
+            "{name}: {s:?}"
+        );
     }
 }

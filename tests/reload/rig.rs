@@ -266,7 +266,11 @@ pub async fn finish(svc: Service, meeting: MeetingHandle) -> (Vec<String>, Metri
         .await
         .expect("the host ends the session");
     let m = svc.shutdown().await;
-    let texts = ledger.transcript_lines().into_iter().map(|l| l.text).collect();
+    let texts = ledger
+        .transcript_lines()
+        .into_iter()
+        .map(|l| l.text)
+        .collect();
     (texts, m)
 }
 
@@ -332,7 +336,11 @@ pub fn file_hash(path: &Path) -> String {
 
 /// The hash of the component the published table runs for `name`.
 pub fn serving_hash(svc: &Service, name: &str) -> Option<String> {
-    svc.shared().table.load().get(name).map(|e| e.code.hash.clone())
+    svc.shared()
+        .table
+        .load()
+        .get(name)
+        .map(|e| e.code.hash.clone())
 }
 
 /// Waits until the published table runs the component with `hash` for `name`.
