@@ -48,6 +48,10 @@ pub struct DemoArgs {
     /// Connect with ws:// instead of wss://.
     #[arg(long)]
     pub no_tls: bool,
+    /// Also record every message the simulator sends to this JSON Lines file (the format
+    /// `rtms-host replay` reads).
+    #[arg(long)]
+    pub record: Option<PathBuf>,
 }
 
 fn parse_product(s: &str) -> Result<Product, String> {
@@ -186,6 +190,7 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
                     Pace::Realtime
                 },
                 webhook_url: Some(format!("http://{}/webhook", svc.addr())),
+                record: args.record.clone(),
                 ..MeetingOptions::default()
             },
         )?;
