@@ -205,7 +205,9 @@ impl HostSession {
             }
             if let Some(pos) = old.iter().position(|w| w.entry.name == entry.name) {
                 let mut w = old.swap_remove(pos);
-                if w.entry.generation != entry.generation {
+                if !Arc::ptr_eq(&w.entry, entry) {
+                    // In band: a new version (or config) rebuilds the instance; changed
+                    // settings alone (batch size, restart policy) only update the worker.
                     w.queue.push_control(Control::Swap(entry.clone()));
                 }
                 w.entry = entry.clone();

@@ -211,6 +211,16 @@ impl Reloader {
                     self.previous.insert(e.name.to_string(), old.clone());
                     changed.push(format!("{} {} -> {}", e.name, old.code.short_hash(), e.code.short_hash()));
                 }
+                Some(old)
+                    if old.kinds != e.kinds
+                        || old.filter != e.filter
+                        || old.queue_capacity != e.queue_capacity
+                        || old.on_full != e.on_full
+                        || old.batch_max != e.batch_max
+                        || old.restart != e.restart =>
+                {
+                    changed.push(format!("{} settings", e.name));
+                }
                 Some(_) => {}
             }
         }
@@ -223,6 +233,7 @@ impl Reloader {
             && table.plugins.iter().zip(&old_table.plugins).all(|(a, b)| {
                 a.name == b.name && a.generation == b.generation && a.kinds == b.kinds && a.filter == b.filter
                     && a.queue_capacity == b.queue_capacity && a.batch_max == b.batch_max
+                    && a.restart == b.restart && a.on_full == b.on_full
             });
         self.current = new;
         if routes_same {

@@ -273,8 +273,9 @@ impl Worker {
 
     async fn swap(&mut self, entry: Arc<PluginEntry>) {
         if entry.generation == self.entry.generation && entry.code.hash == self.entry.code.hash {
-            // Already running this version: the table a rollback publishes names the
-            // version this worker rolled back to on its own. Keep the instance.
+            // Same code and instance settings: only the worker's settings (batch size,
+            // restart policy) changed, or the table a rollback publishes names the version
+            // this worker already rolled back to. Keep the instance.
             self.entry = entry;
             return;
         }
