@@ -268,3 +268,48 @@ async fn a_version_that_keeps_trapping_is_rolled_back_and_refused_until_it_chang
         "two instances of the trapping version and one of the fixed one resumed the session"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_worker_settings_apply_to_live_sessions_without_a_new_instance() {
+    let rig = Rig::new().await;
+    let trap = PluginToml::new("trap", component("trap"))
+        .cfg("every", "5")
+        .cfg("file", "trap.txt");
+    let mut p = PipelineToml::new(vec![trap, recorder("rec", "rec.txt")]);
+    let svc = rig.start(&p).await;
+    let meeting = rig.meeting(&svc, "reload-settings", 1500);
+    wait_for("a trap", Duration::from_secs(8), || {
+        plugin(&svc.metrics(), "trap").traps >= 1
+    })
+    .await;
+    assert_eq!(plugin(&svc.metrics(), "trap").breaker_trips, 0);
+
+    // A breaker that opens at the next trap; same component, same config.
+    p.plugins[0].max_failures = 1;
+    rig.write_pipeline(&p);
+    match svc.reload().await {
+        Outcome::Applied { changed, .. } => assert_eq!(changed, vec!["trap settings".to_owned()]),
+        other => panic!("a restart policy change: {other:?}"),
+    }
+    wait_for("the breaker", Duration::from_secs(8), || {
+        plugin(&svc.metrics(), "trap").breaker_trips == 1
+    })
+    .await;
+    let discarded = plugin(&svc.metrics(), "trap").discarded;
+    wait_for(
+        "frames discarded by the open breaker",
+        Duration::from_secs(8),
+        || plugin(&svc.metrics(), "trap").discarded > discarded,
+    )
+    .await;
+    let (texts, m) = finish(svc, meeting).await;
+    let t = plugin(&m, "trap");
+    assert_eq!(t.swaps, 0, "settings alone do not swap the instance: {t:?}");
+    assert_eq!(
+        t.delivered + t.dead_lettered + t.discarded,
+        texts.len() as u64,
+        "{t:?}"
+    );
+    let (rec_frames, _) = recorder_file(&rig.out().join("rec.txt"));
+    assert_eq!(rec_frames.len(), texts.len());
+}

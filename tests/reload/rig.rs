@@ -44,6 +44,8 @@ pub struct PluginToml {
     /// integer.
     pub config: Vec<(String, String)>,
     pub batch_max: Option<usize>,
+    /// `[plugin.restart] max_failures` (the circuit breaker).
+    pub max_failures: u32,
 }
 
 impl PluginToml {
@@ -53,6 +55,7 @@ impl PluginToml {
             component: component.into(),
             config: Vec::new(),
             batch_max: None,
+            max_failures: 1000,
         }
     }
 
@@ -65,10 +68,11 @@ impl PluginToml {
         let mut s = format!(
             "\n[[plugin]]\nname = \"{}\"\ncomponent = \"{}\"\nmedia = [\"transcript\"]\n\n\
              [[plugin.dir]]\nhost = \"{}\"\nguest = \"/out\"\n\n\
-             [plugin.restart]\nbase_delay_ms = 10\nmax_delay_ms = 50\nmax_failures = 1000\nwindow_ms = 60000\n",
+             [plugin.restart]\nbase_delay_ms = 10\nmax_delay_ms = 50\nmax_failures = {}\nwindow_ms = 60000\n",
             self.name,
             self.component.display(),
-            out_dir.display()
+            out_dir.display(),
+            self.max_failures
         );
         if let Some(n) = self.batch_max {
             s.push_str(&format!("\n[plugin.batch]\nmax_frames = {n}\n"));
