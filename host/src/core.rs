@@ -90,7 +90,9 @@ impl Shared {
                 .expect("a session nobody else has seen yet is unlocked");
             session.reconcile_locked(&mut st, self.table.load_full());
         }
-        self.metrics.sessions_started.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .sessions_started
+            .fetch_add(1, Ordering::Relaxed);
         self.sessions.lock().insert(id, Arc::downgrade(&session));
         session
     }
@@ -156,7 +158,10 @@ impl HostSession {
     /// Routes one frame to every worker that wants it, waiting where a `block` queue is
     /// full. Frames pushed after `end` are ignored.
     pub async fn push(&self, frame: Frame) {
-        self.shared.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .frames_in
+            .fetch_add(1, Ordering::Relaxed);
         let mut st = self.state.lock().await;
         if st.ended {
             return;
@@ -197,10 +202,11 @@ impl HostSession {
         let mut kept = Vec::with_capacity(table.plugins.len());
         let mut old: Vec<WorkerHandle> = std::mem::take(&mut st.workers);
         for entry in &table.plugins {
-            if !entry
-                .filter
-                .matches(self.product, &self.info.meeting_id, self.info.operator_id.as_deref())
-            {
+            if !entry.filter.matches(
+                self.product,
+                &self.info.meeting_id,
+                self.info.operator_id.as_deref(),
+            ) {
                 continue;
             }
             if let Some(pos) = old.iter().position(|w| w.entry.name == entry.name) {
@@ -239,11 +245,14 @@ impl HostSession {
                 return;
             }
             st.ended = true;
-            (std::mem::take(&mut st.workers), std::mem::take(&mut st.retired))
+            (
+                std::mem::take(&mut st.workers),
+                std::mem::take(&mut st.retired),
+            )
         };
         let (workers, retired) = workers;
         for w in &workers {
-            w.queue.push_control(Control::End(reason.clone()));
+            w.queue.push_control(Control::End(reason));
         }
         for w in workers {
             if let Err(e) = w.task.await {
@@ -253,7 +262,10 @@ impl HostSession {
         for t in retired {
             let _ = t.await;
         }
-        self.shared.metrics.sessions_ended.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .sessions_ended
+            .fetch_add(1, Ordering::Relaxed);
         self.shared.sessions.lock().remove(&self.info.session);
     }
 }

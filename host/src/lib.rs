@@ -1,20 +1,20 @@
 //! rtms-host: Zoom Real-Time Media Streams to sandboxed WebAssembly plugins.
 //!
 //! # Layout
-//! - [`bindings`]: the plugin contract (`wit/plugin.wit`) as Rust types.
-//! - [`runtime`]: wasmtime engine, compile cache, one instance with its limits and sandbox.
-//! - [`router`]: the compiled pipeline — which plugins take which frames.
-//! - [`core`]: sessions and the frame path from a session to plugin workers.
-//! - [`queue`]: the bounded queue in front of each worker (block / drop-oldest).
-//! - [`worker`]: one (plugin, session) instance and its failure policy.
-//! - [`output`]: what plugins emit, and the sinks it goes to.
-//! - [`deadletter`]: batches a plugin could not take.
-//! - [`metrics`]: counters.
-//! - [`pipeline`]: pipeline.toml (validated by `rtms-config`) to routing table and settings.
-//! - [`session`]: the RTMS client's sink, opening a host session per stream.
-//! - [`reload`]: hot reload — watch, build beside, swap in band, refuse, roll back.
-//! - [`app`]: the running service and its shutdown; [`signals`]: SIGINT/SIGTERM/SIGHUP.
-//! - [`replay`]: push a recorded session through a pipeline; [`demo`]: everything in one
+//! - [`bindings`] — the plugin contract (`wit/plugin.wit`) as Rust types.
+//! - [`runtime`] — wasmtime engine, compile cache, one instance with its limits and sandbox.
+//! - [`router`] — the compiled pipeline — which plugins take which frames.
+//! - [`core`] — sessions and the frame path from a session to plugin workers.
+//! - [`queue`] — the bounded queue in front of each worker (block / drop-oldest).
+//! - [`worker`] — one (plugin, session) instance and its failure policy.
+//! - [`output`] — what plugins emit, and the sinks it goes to.
+//! - [`deadletter`] — batches a plugin could not take.
+//! - [`metrics`] — counters.
+//! - [`pipeline`] — pipeline.toml (validated by `rtms-config`) to routing table and settings.
+//! - [`session`] — the RTMS client's sink, opening a host session per stream.
+//! - [`reload`] — hot reload — watch, build beside, swap in band, refuse, roll back.
+//! - [`app`] — the running service and its shutdown; [`signals`] — SIGINT/SIGTERM/SIGHUP.
+//! - [`replay`] — push a recorded session through a pipeline; [`demo`] — everything in one
 //!   process against the simulator.
 //!
 //! The Zoom side (webhooks, sockets, resilience) is the `rtms-client` crate; the simulator
@@ -23,9 +23,9 @@
 
 pub mod app;
 pub mod bindings;
-pub mod demo;
 pub mod core;
 pub mod deadletter;
+pub mod demo;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;

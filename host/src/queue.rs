@@ -87,21 +87,23 @@ impl<C> Queue<C> {
             {
                 let mut q = self.inner.lock();
                 if q.frames < self.capacity {
-                    q.items.push_back(Item::Frame(frame.take().expect("pushed once")));
+                    q.items
+                        .push_back(Item::Frame(frame.take().expect("pushed once")));
                     q.frames += 1;
                     drop(q);
                     self.items.notify_one();
                     return 0;
                 }
-                if self.policy == FullPolicy::DropOldest {
-                    if let Some(pos) = q.items.iter().position(|i| matches!(i, Item::Frame(_))) {
-                        q.items.remove(pos);
-                        q.items.push_back(Item::Frame(frame.take().expect("pushed once")));
-                        drop(q);
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
-                        self.items.notify_one();
-                        return 1;
-                    }
+                if self.policy == FullPolicy::DropOldest
+                    && let Some(pos) = q.items.iter().position(|i| matches!(i, Item::Frame(_)))
+                {
+                    q.items.remove(pos);
+                    q.items
+                        .push_back(Item::Frame(frame.take().expect("pushed once")));
+                    drop(q);
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.items.notify_one();
+                    return 1;
                 }
             }
             space.await;

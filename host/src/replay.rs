@@ -129,10 +129,12 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
             })
         })
         .collect::<Result<_>>()?;
-    let audio = lines.iter().find_map(|(_, l)| match decode(l.msg.get().as_bytes()) {
-        Ok(Decoded::DataResp(r)) => r.media_params.and_then(|p| p.audio),
-        _ => None,
-    });
+    let audio = lines
+        .iter()
+        .find_map(|(_, l)| match decode(l.msg.get().as_bytes()) {
+            Ok(Decoded::DataResp(r)) => r.media_params.and_then(|p| p.audio),
+            _ => None,
+        });
     let session = shared.open_session(SessionDesc {
         product: args.product,
         meeting_id,
@@ -174,7 +176,7 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
             }
         }
     }
-    session.end(end.clone()).await;
+    session.end(end).await;
     drop(session);
     let snapshot = metrics.snapshot();
     drop(shared);
