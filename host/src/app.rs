@@ -149,7 +149,12 @@ impl Service {
         let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
         let grace = pipeline.runtime.shutdown_grace;
         let reloader = Reloader::new(pipeline, env, shared.clone());
-        tasks.push(tokio::spawn(reloader.run(trigger_rx, rollback_rx, watch, stop.clone())));
+        tasks.push(tokio::spawn(reloader.run(
+            trigger_rx,
+            rollback_rx,
+            watch,
+            stop.clone(),
+        )));
         tracing::info!(%addr, "rtms-host ready");
         Ok(Self {
             addr,
@@ -210,7 +215,10 @@ impl Service {
         let snapshot = self.shared.metrics.snapshot();
         drop(self.sessions);
         drop(self.shared);
-        if tokio::time::timeout(self.grace, self.sinks.finish()).await.is_err() {
+        if tokio::time::timeout(self.grace, self.sinks.finish())
+            .await
+            .is_err()
+        {
             tracing::error!("sinks did not flush within the grace period");
         }
         snapshot

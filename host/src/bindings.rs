@@ -10,5 +10,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
+pub use rtms::plugin::types::{
+    AudioCodec, AudioFormat, Level, MediaKind, Output, Product, Severity,
+};
 pub use rtms::plugin::types::{EndReason, Frame, SessionInfo, TranscriptInfo};
-pub use rtms::plugin::types::{AudioCodec, AudioFormat, Level, MediaKind, Output, Product, Severity};

@@ -74,7 +74,11 @@ impl DeadLetters {
 
     /// The file a plugin's letters go to.
     pub fn path_for(&self, plugin: &str) -> Option<PathBuf> {
-        Some(self.dir.as_ref()?.join(format!("{plugin}.deadletter.jsonl")))
+        Some(
+            self.dir
+                .as_ref()?
+                .join(format!("{plugin}.deadletter.jsonl")),
+        )
     }
 
     pub fn write(&self, meta: &LetterMeta<'_>, frames: &[Frame]) {

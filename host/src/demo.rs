@@ -179,21 +179,20 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
         );
         println!();
     }
-    let meeting = sim
-        .start_meeting(
-            script,
-            MeetingOptions {
-                product: args.product,
-                pace: if args.pace == "fast" {
-                    Pace::Fast
-                } else {
-                    Pace::Realtime
-                },
-                webhook_url: Some(format!("http://{}/webhook", svc.addr())),
-                record: args.record.clone(),
-                ..MeetingOptions::default()
+    let meeting = sim.start_meeting(
+        script,
+        MeetingOptions {
+            product: args.product,
+            pace: if args.pace == "fast" {
+                Pace::Fast
+            } else {
+                Pace::Realtime
             },
-        )?;
+            webhook_url: Some(format!("http://{}/webhook", svc.addr())),
+            record: args.record.clone(),
+            ..MeetingOptions::default()
+        },
+    )?;
     let ledger = meeting.finished().await;
     // The stream ends on the host once it sees the stop; wait for that, bounded.
     if tokio::time::timeout(Duration::from_secs(30), svc.sessions().idle())
@@ -209,7 +208,11 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
     collect_files(&out, &mut files);
     files.sort();
     let alerts = std::fs::read_to_string(out.join("alerts.jsonl"))
-        .map(|t| t.lines().filter(|l| l.contains("\"kind\":\"keyword\"")).count())
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("\"kind\":\"keyword\""))
+                .count()
+        })
         .unwrap_or(0);
     for (name, p) in &metrics.plugins {
         if p.traps > 0 || p.dropped > 0 || p.dead_lettered > 0 {
@@ -244,11 +247,18 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 
 fn clock(ms: u64) -> String {
     let secs = (ms / 1000) % 86_400;
-    format!("[{:02}:{:02}:{:02}]", secs / 3600, (secs / 60) % 60, secs % 60)
+    format!(
+        "[{:02}:{:02}:{:02}]",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {

@@ -12,7 +12,11 @@ use rtms_config::{LoadOptions, Pipeline, ProcessEnv};
 const EX_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "rtms-host", version, about = "Process Zoom RTMS meeting media with sandboxed WebAssembly plugins")]
+#[command(
+    name = "rtms-host",
+    version,
+    about = "Process Zoom RTMS meeting media with sandboxed WebAssembly plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -53,7 +57,10 @@ fn init_logging(default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rtms-host: cannot start the async runtime: {e}");
@@ -133,7 +140,11 @@ async fn run(config: PathBuf) -> ExitCode {
         tracing::error!(error = %e, "cannot listen for signals");
     }
     let m = svc.shutdown().await;
-    tracing::info!(frames = m.frames_in, sessions = m.sessions_started, "stopped");
+    tracing::info!(
+        frames = m.frames_in,
+        sessions = m.sessions_started,
+        "stopped"
+    );
     ExitCode::SUCCESS
 }
 
@@ -149,13 +160,15 @@ async fn validate(config: PathBuf, load: bool) -> ExitCode {
         eprintln!("warning: {w}");
     }
     if load {
-        let rt = match rtms_host::runtime::Runtime::new(&rtms_host::pipeline::runtime_config(&pipeline)) {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("{e:#}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let rt =
+            match rtms_host::runtime::Runtime::new(&rtms_host::pipeline::runtime_config(&pipeline))
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
         let metrics = rtms_host::metrics::Metrics::default();
         if let Err(e) = rtms_host::pipeline::build_table(&pipeline, &rt, &metrics, None, 1).await {
             eprintln!("{e:#}");

@@ -265,13 +265,17 @@ async fn run_http(mut rx: mpsc::Receiver<Arc<OutputRecord>>, url: String, stats:
             .header("content-type", "application/json")
             .body(http_body_util::Full::new(bytes::Bytes::from(body)));
         let result = match req {
-            Ok(req) => client.request(req).await.map_err(|e| e.to_string()).and_then(|resp| {
-                if resp.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("HTTP {}", resp.status()))
-                }
-            }),
+            Ok(req) => client
+                .request(req)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|resp| {
+                    if resp.status().is_success() {
+                        Ok(())
+                    } else {
+                        Err(format!("HTTP {}", resp.status()))
+                    }
+                }),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = result {

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::bindings::MediaKind;
 use crate::metrics::PluginStats;
 use crate::queue::FullPolicy;

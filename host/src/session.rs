@@ -111,7 +111,8 @@ pub fn audio_format(p: &AudioParams) -> AudioFormat {
             codec::OPUS => AudioCodec::Opus,
             _ => AudioCodec::L16,
         },
-        sample_rate: sample_rate::hz(p.sample_rate.unwrap_or(sample_rate::SR_16K)).unwrap_or(16_000),
+        sample_rate: sample_rate::hz(p.sample_rate.unwrap_or(sample_rate::SR_16K))
+            .unwrap_or(16_000),
         channels: p.channel.unwrap_or(1) as u8,
         frame_ms: p.send_rate.unwrap_or(20),
         per_speaker: p.data_opt == Some(rtms_proto::params::data_opt::AUDIO_MULTI_STREAMS),

@@ -120,12 +120,17 @@ async fn replay_of_the_sample_meeting_matches_the_golden_files() {
     .await
     .unwrap();
     assert_eq!(summary.skipped_lines, 0);
-    assert!(matches!(summary.end, EndReason::Stopped(_)), "{:?}", summary.end);
+    assert!(
+        matches!(summary.end, EndReason::Stopped(_)),
+        "{:?}",
+        summary.end
+    );
     for (name, m) in &summary.metrics.plugins {
         assert_eq!(m.traps + m.errors + m.dead_lettered, 0, "{name}: {m:?}");
     }
     let text = std::fs::read_to_string(dir.path().join("transcripts/meeting_standup.txt")).unwrap();
-    let jsonl = std::fs::read_to_string(dir.path().join("transcripts/meeting_standup.jsonl")).unwrap();
+    let jsonl =
+        std::fs::read_to_string(dir.path().join("transcripts/meeting_standup.jsonl")).unwrap();
     let alerts = stable_alerts(&std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap());
     assert!(text.lines().count() > 10, "{text}");
     assert!(alerts.lines().count() >= 3, "{alerts}");

@@ -25,15 +25,22 @@ async fn spinning_plugin_is_stopped_by_the_deadline_and_others_get_every_frame()
     }
     end(&s).await;
     let spin = h.metrics.plugin("spin");
-    assert!(spin.traps.load(Ordering::Relaxed) >= 1, "the deadline must interrupt the loop");
+    assert!(
+        spin.traps.load(Ordering::Relaxed) >= 1,
+        "the deadline must interrupt the loop"
+    );
     assert_eq!(spin.delivered.load(Ordering::Relaxed), 0);
     assert_eq!(
         spin.dead_lettered.load(Ordering::Relaxed),
         20,
         "every frame the spinning plugin could not take is dead-lettered"
     );
-    let letters = std::fs::read_to_string(h.dead_letter_dir().join("spin.deadletter.jsonl")).unwrap();
-    assert!(letters.contains("deadline"), "dead letter names the deadline: {letters}");
+    let letters =
+        std::fs::read_to_string(h.dead_letter_dir().join("spin.deadletter.jsonl")).unwrap();
+    assert!(
+        letters.contains("deadline"),
+        "dead letter names the deadline: {letters}"
+    );
     let seqs = recorded_seqs(&h.out_dir().join("seqs-spin-stream.txt"));
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
 }
@@ -51,7 +58,8 @@ async fn memory_hog_is_stopped_by_the_limit() {
     let hog = h.metrics.plugin("hog");
     assert!(hog.traps.load(Ordering::Relaxed) >= 1);
     assert_eq!(hog.delivered.load(Ordering::Relaxed), 0);
-    let letters = std::fs::read_to_string(h.dead_letter_dir().join("hog.deadletter.jsonl")).unwrap();
+    let letters =
+        std::fs::read_to_string(h.dead_letter_dir().join("hog.deadletter.jsonl")).unwrap();
     assert!(!letters.is_empty());
     assert_eq!(
         recorded_seqs(&h.out_dir().join("seqs-hog-stream.txt")),
@@ -80,11 +88,15 @@ async fn trapping_plugin_is_rebuilt_and_the_trapping_batches_are_dead_lettered()
     // resumed each time it was rebuilt.
     let text = std::fs::read_to_string(h.out_dir().join("trap-trap-stream.txt")).unwrap();
     let expected: Vec<u64> = (1..=50).filter(|s| s % 5 != 0).collect();
-    assert_eq!(recorded_seqs(&h.out_dir().join("trap-trap-stream.txt")), expected);
+    assert_eq!(
+        recorded_seqs(&h.out_dir().join("trap-trap-stream.txt")),
+        expected
+    );
     // Rebuilt lazily for the next batch: after the last trap (seq 50) there is none.
     assert_eq!(text.matches("# start resumed=true").count(), 9);
     // The dead letters hold exactly the trapping frames.
-    let letters = std::fs::read_to_string(h.dead_letter_dir().join("trap.deadletter.jsonl")).unwrap();
+    let letters =
+        std::fs::read_to_string(h.dead_letter_dir().join("trap.deadletter.jsonl")).unwrap();
     let dead: Vec<u64> = letters
         .lines()
         .flat_map(|l| {
@@ -120,7 +132,11 @@ async fn circuit_breaker_stops_a_plugin_that_keeps_failing() {
     assert_eq!(stats.traps.load(Ordering::Relaxed), 3);
     assert_eq!(stats.breaker_trips.load(Ordering::Relaxed), 1);
     assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 3);
-    assert_eq!(stats.discarded.load(Ordering::Relaxed), 7, "every frame after the trip is counted");
+    assert_eq!(
+        stats.discarded.load(Ordering::Relaxed),
+        7,
+        "every frame after the trip is counted"
+    );
     assert_eq!(
         recorded_seqs(&h.out_dir().join("seqs-breaker-stream.txt")),
         (1..=10).collect::<Vec<_>>()
@@ -140,7 +156,10 @@ async fn plugin_cannot_leave_its_sandbox() {
         .find(|o| o["kind"] == "escape")
         .expect("escape fixture reports");
     assert_eq!(report["data"]["escaped"], false, "report: {report}");
-    assert_eq!(report["data"]["control_ok"], true, "the granted dir works: {report}");
+    assert_eq!(
+        report["data"]["control_ok"], true,
+        "the granted dir works: {report}"
+    );
     assert!(!std::path::Path::new("/etc/rtms-escape").exists());
     assert!(!dir.path().join("rtms-escape").exists());
 }
@@ -162,11 +181,19 @@ async fn drop_oldest_queue_counts_what_it_drops() {
     let stats = h.metrics.plugin("slow");
     let delivered = stats.delivered.load(Ordering::Relaxed);
     let dropped = stats.dropped.load(Ordering::Relaxed);
-    assert_eq!(delivered + dropped, 500, "every frame is delivered or counted as dropped");
+    assert_eq!(
+        delivered + dropped,
+        500,
+        "every frame is delivered or counted as dropped"
+    );
     let seqs = recorded_seqs(&h.out_dir().join("seqs-drop-stream.txt"));
     assert_eq!(seqs.len() as u64, delivered);
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "order is kept");
-    assert_eq!(*seqs.last().unwrap(), 500, "the newest frame is never the one dropped");
+    assert_eq!(
+        *seqs.last().unwrap(),
+        500,
+        "the newest frame is never the one dropped"
+    );
 }
 
 #[tokio::test]
@@ -174,10 +201,20 @@ async fn a_core_module_is_refused_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("core.wasm");
     std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
-    let err = runtime().load(&path).await.err().expect("refused").to_string();
+    let err = runtime()
+        .load(&path)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("core wasm module, not a component"), "{err}");
     std::fs::write(&path, b"hello").unwrap();
-    let err = runtime().load(&path).await.err().expect("refused").to_string();
+    let err = runtime()
+        .load(&path)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("not a WebAssembly file"), "{err}");
 }
 

@@ -115,7 +115,9 @@ impl Harness {
     /// Drops the host's output senders and waits for the sinks to flush; returns the
     /// outputs written, parsed.
     pub async fn finish(mut self) -> (Vec<serde_json::Value>, tempfile::TempDir) {
-        let Harness { shared, sinks, dir, .. } = &mut self;
+        let Harness {
+            shared, sinks, dir, ..
+        } = &mut self;
         let _ = shared;
         let sinks = sinks.take().expect("finish once");
         let dir = std::mem::replace(dir, tempfile::tempdir().unwrap());
@@ -130,8 +132,17 @@ impl Harness {
     }
 }
 
-pub async fn entry(rt: &Runtime, p: &Plug, out: &Path, generation: u64, metrics: &Metrics) -> Arc<PluginEntry> {
-    let code = rt.load(&component(p.component)).await.expect("component loads");
+pub async fn entry(
+    rt: &Runtime,
+    p: &Plug,
+    out: &Path,
+    generation: u64,
+    metrics: &Metrics,
+) -> Arc<PluginEntry> {
+    let code = rt
+        .load(&component(p.component))
+        .await
+        .expect("component loads");
     let grants = if p.grant_out {
         vec![Grant {
             host: out.to_owned(),
@@ -161,7 +172,13 @@ pub async fn entry(rt: &Runtime, p: &Plug, out: &Path, generation: u64, metrics:
     })
 }
 
-pub async fn table(rt: &Runtime, plugs: &[Plug], out: &Path, version: u64, metrics: &Metrics) -> RouteTable {
+pub async fn table(
+    rt: &Runtime,
+    plugs: &[Plug],
+    out: &Path,
+    version: u64,
+    metrics: &Metrics,
+) -> RouteTable {
     let mut plugins = Vec::new();
     for p in plugs {
         plugins.push(entry(rt, p, out, version, metrics).await);

@@ -40,18 +40,37 @@ impl HandshakeIds {
         use crate::Product::*;
         let s = Some(id.to_owned());
         match product {
-            Meeting => Self { meeting_uuid: s, ..Default::default() },
-            Webinar => Self { meeting_uuid: s.clone(), webinar_uuid: s, ..Default::default() },
-            VideoSdk => Self { meeting_uuid: s.clone(), session_id: s, ..Default::default() },
-            ContactCenter => Self { engagement_id: s, ..Default::default() },
+            Meeting => Self {
+                meeting_uuid: s,
+                ..Default::default()
+            },
+            Webinar => Self {
+                meeting_uuid: s.clone(),
+                webinar_uuid: s,
+                ..Default::default()
+            },
+            VideoSdk => Self {
+                meeting_uuid: s.clone(),
+                session_id: s,
+                ..Default::default()
+            },
+            ContactCenter => Self {
+                engagement_id: s,
+                ..Default::default()
+            },
         }
     }
 
     /// Every id the message carries, in a fixed order.
     pub fn all(&self) -> impl Iterator<Item = &str> {
-        [&self.meeting_uuid, &self.webinar_uuid, &self.session_id, &self.engagement_id]
-            .into_iter()
-            .filter_map(|x| x.as_deref())
+        [
+            &self.meeting_uuid,
+            &self.webinar_uuid,
+            &self.session_id,
+            &self.engagement_id,
+        ]
+        .into_iter()
+        .filter_map(|x| x.as_deref())
     }
 }
 
@@ -119,7 +138,11 @@ pub struct SignalingHandshakeResp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<u32>,
     pub status_code: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_server: Option<MediaServer>,
@@ -155,7 +178,11 @@ pub struct DataHandshakeResp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<u32>,
     pub status_code: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_encrypted: Option<bool>,
@@ -361,7 +388,10 @@ mod tests {
     fn media_content_borrows_and_accepts_string_ids() {
         let raw = br#"{"msg_type":17,"content":{"user_id":"abc","user_name":"Ann","data":"hello","timestamp":5,"start_time":1,"end_time":4,"language":9}}"#;
         let m: MediaMessageRef = serde_json::from_slice(raw).unwrap();
-        assert!(matches!(m.content.data, std::borrow::Cow::Borrowed("hello")));
+        assert!(matches!(
+            m.content.data,
+            std::borrow::Cow::Borrowed("hello")
+        ));
         assert_eq!(m.content.user_id.unwrap().to_string(), "abc");
     }
 

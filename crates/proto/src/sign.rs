@@ -22,10 +22,21 @@ fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
 }
 
 /// The handshake signature for msg 1 and msg 3.
-pub fn handshake_signature(client_id: &str, client_secret: &str, id: &str, stream_id: &str) -> String {
+pub fn handshake_signature(
+    client_id: &str,
+    client_secret: &str,
+    id: &str,
+    stream_id: &str,
+) -> String {
     hmac_hex(
         client_secret.as_bytes(),
-        &[client_id.as_bytes(), b",", id.as_bytes(), b",", stream_id.as_bytes()],
+        &[
+            client_id.as_bytes(),
+            b",",
+            id.as_bytes(),
+            b",",
+            stream_id.as_bytes(),
+        ],
     )
 }
 
@@ -119,15 +130,36 @@ mod tests {
         let sig = webhook_signature("tok", "1700000000", body);
         assert!(sig.starts_with("v0="));
         assert_eq!(
-            verify_webhook("tok", Some("1700000000"), Some(&sig), body, 1_700_000_010, 300),
+            verify_webhook(
+                "tok",
+                Some("1700000000"),
+                Some(&sig),
+                body,
+                1_700_000_010,
+                300
+            ),
             Ok(())
         );
         assert_eq!(
-            verify_webhook("other", Some("1700000000"), Some(&sig), body, 1_700_000_010, 300),
+            verify_webhook(
+                "other",
+                Some("1700000000"),
+                Some(&sig),
+                body,
+                1_700_000_010,
+                300
+            ),
             Err(WebhookAuthError::Mismatch)
         );
         assert!(matches!(
-            verify_webhook("tok", Some("1700000000"), Some(&sig), body, 1_700_000_301, 300),
+            verify_webhook(
+                "tok",
+                Some("1700000000"),
+                Some(&sig),
+                body,
+                1_700_000_301,
+                300
+            ),
             Err(WebhookAuthError::Stale { .. })
         ));
         assert_eq!(
@@ -137,7 +169,14 @@ mod tests {
         let mut altered = body.to_vec();
         altered[3] ^= 1;
         assert_eq!(
-            verify_webhook("tok", Some("1700000000"), Some(&sig), &altered, 1_700_000_000, 300),
+            verify_webhook(
+                "tok",
+                Some("1700000000"),
+                Some(&sig),
+                &altered,
+                1_700_000_000,
+                300
+            ),
             Err(WebhookAuthError::Mismatch)
         );
     }
@@ -146,6 +185,9 @@ mod tests {
     fn url_validation_token_is_lowercase_hex() {
         let t = url_validation_token("secret", "abc");
         assert_eq!(t.len(), 64);
-        assert!(t.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            t.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 }

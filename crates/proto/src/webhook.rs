@@ -151,8 +151,8 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn parse(body: &[u8]) -> Result<Self, WebhookParseError> {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| WebhookParseError::NotJson(e.to_string()))?;
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| WebhookParseError::NotJson(e.to_string()))?;
         let event = v
             .get("event")
             .and_then(Value::as_str)
@@ -229,7 +229,10 @@ impl WebhookEvent {
     pub fn to_body(&self) -> Vec<u8> {
         let mut p = Map::new();
         p.insert(self.product.id_key().into(), Value::String(self.id.clone()));
-        p.insert("rtms_stream_id".into(), Value::String(self.stream_id.clone()));
+        p.insert(
+            "rtms_stream_id".into(),
+            Value::String(self.stream_id.clone()),
+        );
         if let Some(u) = &self.server_url {
             p.insert("server_urls".into(), Value::String(u.clone()));
         }
@@ -271,7 +274,11 @@ mod tests {
                     stop_reason: (action == WebhookAction::Stopped).then_some(6),
                 };
                 let body = ev.to_body();
-                let parsed = Envelope::parse(&body).unwrap().rtms_event().unwrap().unwrap();
+                let parsed = Envelope::parse(&body)
+                    .unwrap()
+                    .rtms_event()
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(parsed, ev);
             }
         }
@@ -280,7 +287,11 @@ mod tests {
     #[test]
     fn webinar_accepts_meeting_uuid() {
         let body = br#"{"event":"webinar.rtms_stopped","event_ts":1,"payload":{"meeting_uuid":"u","rtms_stream_id":"s"}}"#;
-        let ev = Envelope::parse(body).unwrap().rtms_event().unwrap().unwrap();
+        let ev = Envelope::parse(body)
+            .unwrap()
+            .rtms_event()
+            .unwrap()
+            .unwrap();
         assert_eq!(ev.id, "u");
         assert_eq!(ev.product, Product::Webinar);
     }
@@ -293,8 +304,18 @@ mod tests {
             err.to_string(),
             "payload of meeting.rtms_started lacks string field \"server_urls\""
         );
-        assert_eq!(Envelope::parse(b"{").unwrap_err().to_string().split(':').next(), Some("body is not JSON"));
-        assert_eq!(Envelope::parse(br#"{"payload":{}}"#).unwrap_err(), WebhookParseError::NoEvent);
+        assert_eq!(
+            Envelope::parse(b"{")
+                .unwrap_err()
+                .to_string()
+                .split(':')
+                .next(),
+            Some("body is not JSON")
+        );
+        assert_eq!(
+            Envelope::parse(br#"{"payload":{}}"#).unwrap_err(),
+            WebhookParseError::NoEvent
+        );
     }
 
     #[test]

@@ -50,13 +50,19 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(ctx: Arc<InstanceCtx>, grants: &[Grant], memory_bytes: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        ctx: Arc<InstanceCtx>,
+        grants: &[Grant],
+        memory_bytes: usize,
+    ) -> anyhow::Result<Self> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
         b.stderr(LogSink::new(ctx.clone(), Stream::Stderr));
         // File writes are small and local: run them inline instead of a thread hop each.
         b.allow_blocking_current_thread(true);
-        b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        b.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         for g in grants {
             let perms = if g.read_only {
                 FsPerms::ReadOnly
@@ -104,11 +110,21 @@ impl host::Host for HostState {
         let c = &self.ctx;
         let message = truncate(&message, MAX_LOG_LINE);
         match level {
-            types::Level::Trace => tracing::trace!(plugin = %c.plugin, stream = %c.stream_id, "{message}"),
-            types::Level::Debug => tracing::debug!(plugin = %c.plugin, stream = %c.stream_id, "{message}"),
-            types::Level::Info => tracing::info!(plugin = %c.plugin, stream = %c.stream_id, "{message}"),
-            types::Level::Warn => tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, "{message}"),
-            types::Level::Error => tracing::error!(plugin = %c.plugin, stream = %c.stream_id, "{message}"),
+            types::Level::Trace => {
+                tracing::trace!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+            }
+            types::Level::Debug => {
+                tracing::debug!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+            }
+            types::Level::Info => {
+                tracing::info!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+            }
+            types::Level::Warn => {
+                tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+            }
+            types::Level::Error => {
+                tracing::error!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+            }
         }
     }
 
@@ -191,7 +207,9 @@ impl LineWriter {
         let text = truncate(text.trim_end(), MAX_LOG_LINE);
         let c = &self.sink.ctx;
         match self.sink.stream {
-            Stream::Stdout => tracing::info!(plugin = %c.plugin, stream = %c.stream_id, "stdout: {text}"),
+            Stream::Stdout => {
+                tracing::info!(plugin = %c.plugin, stream = %c.stream_id, "stdout: {text}")
+            }
             Stream::Stderr => {
                 tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, "stderr: {text}");
                 *c.last_stderr.lock() = text.to_owned();

@@ -142,10 +142,7 @@ impl Instance {
     }
 }
 
-fn flatten(
-    ctx: &InstanceCtx,
-    r: wasmtime::Result<Result<(), String>>,
-) -> Result<(), CallError> {
+fn flatten(ctx: &InstanceCtx, r: wasmtime::Result<Result<(), String>>) -> Result<(), CallError> {
     match r {
         Ok(Ok(())) => Ok(()),
         Ok(Err(msg)) => Err(CallError::Plugin(msg)),

@@ -158,16 +158,12 @@ impl Runtime {
                 (component, CodeSource::Compiled)
             }
         };
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{} does not fit the plugin contract rtms:plugin@0.1.0: {e:#}",
-                    path.display()
-                )
-            })?;
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            anyhow::anyhow!(
+                "{} does not fit the plugin contract rtms:plugin@0.1.0: {e:#}",
+                path.display()
+            )
+        })?;
         let pre = PluginPre::new(pre).map_err(|e| {
             anyhow::anyhow!(
                 "{} does not export the contract's `handler` interface (rtms:plugin/handler@0.1.0): {e:#}",
