@@ -1,0 +1,131 @@
+//! The `rtms-host` binary itself: exit codes and messages of `validate` and `run`, and a
+//! real process shut down by SIGTERM after a SIGHUP reload.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rtms-host"))
+}
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn validate_accepts_the_example_pipeline() {
+    let out = bin()
+        .args(["validate", "--load"])
+        .arg(root().join("examples/pipeline.toml"))
+        .env_remove("ZM_RTMS_SECRET")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(": ok ("), "{stdout}");
+}
+
+#[test]
+fn validate_names_the_problem_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\nlistne = 3\n",
+    )
+    .unwrap();
+    let out = bin().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:4:1"), "{err}");
+    assert!(err.contains("did you mean \"listen\""), "{err}");
+}
+
+#[test]
+fn run_without_credentials_says_which_variable_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(&p, "version = 1\n").unwrap();
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&p)
+        .env_remove("ZM_RTMS_CLIENT")
+        .env_remove("ZM_RTMS_SECRET")
+        .env_remove("ZOOM_SECRET_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ZM_RTMS_"), "{err}");
+}
+
+#[test]
+fn run_reloads_on_sighup_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+[runtime]
+cache_dir = "{cache}"
+[runtime.reload]
+watch = false
+[[plugin]]
+name = "noop"
+component = "{plugins}/noop.wasm"
+media = ["transcript"]
+"#,
+            cache = crate::util::cache_dir().display(),
+            plugins = env!("RTMS_PLUGINS_DIR"),
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["run", "--config"])
+        .arg(&p)
+        .env("ZM_RTMS_CLIENT", "id")
+        .env("ZM_RTMS_SECRET", "secret")
+        .env("ZOOM_SECRET_TOKEN", "token")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut wait_for = |needle: &str| {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the host exited before logging {needle:?}");
+    };
+    wait_for("rtms-host ready");
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for("nothing to change");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for("stopped");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
