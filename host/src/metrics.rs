@@ -18,7 +18,10 @@ use crate::bindings::Frame;
 /// Called after each `on-frames` call returns, with the session id, the plugin name and the
 /// batch the call took. Must be quick: it runs on the worker's task.
 #[derive(Clone)]
-pub struct BatchHook(pub Arc<dyn Fn(u64, &str, &[Frame]) + Send + Sync>);
+pub struct BatchHook(pub Arc<BatchFn>);
+
+/// The function a [`BatchHook`] calls: (session, plugin, batch).
+pub type BatchFn = dyn Fn(u64, &str, &[Frame]) + Send + Sync;
 
 impl std::fmt::Debug for BatchHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
