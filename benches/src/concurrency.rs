@@ -100,9 +100,13 @@ pub async fn child() -> Result<()> {
     Ok(())
 }
 
-/// Receive times of frames in flight, keyed by (session, kind, seq), sharded.
+/// (session, kind, seq) of a frame.
+type FrameKey = (u64, u8, u64);
+type Shard = Mutex<HashMap<FrameKey, Instant>>;
+
+/// Receive times of frames in flight, sharded by session.
 struct InFlight {
-    shards: Vec<Mutex<HashMap<(u64, u8, u64), Instant>>>,
+    shards: Vec<Shard>,
 }
 
 impl InFlight {
@@ -111,7 +115,7 @@ impl InFlight {
             shards: (0..64).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
-    fn shard(&self, session: u64) -> &Mutex<HashMap<(u64, u8, u64), Instant>> {
+    fn shard(&self, session: u64) -> &Shard {
         &self.shards[(session % 64) as usize]
     }
 }

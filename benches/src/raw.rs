@@ -78,10 +78,10 @@ pub async fn run(h: &MeetingHandle, frame_ms: u32, stamps: Arc<Stamps>) -> Resul
     let signaling = tokio::spawn(async move {
         while let Some(Ok(m)) = sig.next().await {
             let ans = text_of(&m).and_then(keepalive_answer);
-            if let Some(a) = ans {
-                if sig.send(a).await.is_err() {
-                    break;
-                }
+            if let Some(a) = ans
+                && sig.send(a).await.is_err()
+            {
+                break;
             }
         }
     });
