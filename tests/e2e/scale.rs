@@ -54,7 +54,11 @@ async fn a_hundred_concurrent_meetings_each_get_their_own_transcript() {
                 format!("m{i} first line"),
                 format!("m{i} second line"),
                 format!("m{i} third line")
-            ]
+            ],
+            "meeting {i}: stop reason {:?}, counters {:?}, webhooks {:?}",
+            l.stop_reason,
+            l.counters,
+            l.webhooks
         );
         assert_eq!(ledger_chats(l), [format!("m{i} chat")]);
         assert_eq!(rec.texts("transcript"), ledger_transcript(l), "meeting {i}");
