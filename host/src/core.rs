@@ -170,20 +170,25 @@ impl HostSession {
         if !Arc::ptr_eq(&st.table, &current) {
             self.reconcile_locked(&mut st, current.clone());
         }
-        let targets: Vec<usize> = st
+        // Every subscriber but the last gets a copy; the last gets the frame itself.
+        let kind = frame.kind;
+        let mut left = st
             .workers
             .iter()
-            .enumerate()
-            .filter(|(_, w)| w.entry.kinds.contains(frame.kind))
-            .map(|(i, _)| i)
-            .collect();
-        let Some((&last, rest)) = targets.split_last() else {
-            return;
-        };
-        for &i in rest {
-            push_one(&st.workers[i], frame.clone()).await;
+            .filter(|w| w.entry.kinds.contains(kind))
+            .count();
+        let mut frame = Some(frame);
+        for w in st.workers.iter().filter(|w| w.entry.kinds.contains(kind)) {
+            left -= 1;
+            let f = if left == 0 {
+                frame.take()
+            } else {
+                frame.clone()
+            };
+            if let Some(f) = f {
+                push_one(w, f).await;
+            }
         }
-        push_one(&st.workers[last], frame).await;
     }
 
     /// Reconciles with the published table if it changed.

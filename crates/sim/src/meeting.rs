@@ -913,6 +913,8 @@ impl Meeting {
     /// Ends the stream: msg 9 STOPPED and msg 8 TERMINATED on signaling, clean closes, the
     /// stopped webhook, and the ledger's stop reason. Idempotent.
     pub(crate) async fn finish(self: &Arc<Self>, reason: u32) {
+        let mut closing_sig = Vec::new();
+        let mut closing = Vec::new();
         let done = {
             let mut st = self.state();
             if st.ended {
@@ -925,14 +927,24 @@ impl Meeting {
             self.send_stream_state(&st, stream_state::TERMINATED, reason, now);
             if let Some(s) = st.signaling.take() {
                 let _ = s.tx.send(Out::Close);
+                closing_sig.push(s.tx.clone());
             }
             for c in st.media.drain(..) {
                 if c.tx.try_send(Out::Close).is_err() {
                     c.kill.cancel();
                 }
+                closing.push(c.tx.clone());
             }
             self.emit_webhook(&mut st, WebhookAction::Stopped, None)
         };
+        // The ledger records a message once its socket has written it: wait until every
+        // connection has written what was queued before the close (its task then drops
+        // the receiver), so the final ledger is complete when `finished` resolves.
+        let drained = futures_util::future::join(
+            futures_util::future::join_all(closing_sig.iter().map(|tx| tx.closed())),
+            futures_util::future::join_all(closing.iter().map(|tx| tx.closed())),
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
         if let Some(done) = done {
             let wait = self.sim.config.webhook_timeout + Duration::from_secs(1);
             let _ = tokio::time::timeout(wait, done).await;
