@@ -122,6 +122,13 @@ async fn run(config: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let signals = match rtms_host::signals::Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rtms-host: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let svc = match rtms_host::app::Service::start(
         pipeline,
         Box::new(ProcessEnv),
@@ -136,9 +143,7 @@ async fn run(config: PathBuf) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    if let Err(e) = rtms_host::signals::wait_for_shutdown(|| svc.request_reload()).await {
-        tracing::error!(error = %e, "cannot listen for signals");
-    }
+    signals.wait_for_shutdown(|| svc.request_reload()).await;
     let m = svc.shutdown().await;
     tracing::info!(
         frames = m.frames_in,
