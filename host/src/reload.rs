@@ -80,11 +80,7 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(
-        current: Pipeline,
-        env: Box<dyn Env + Send + Sync>,
-        shared: Arc<Shared>,
-    ) -> Self {
+    pub fn new(current: Pipeline, env: Box<dyn Env + Send + Sync>, shared: Arc<Shared>) -> Self {
         Self {
             path: current.path.clone(),
             debounce: current.runtime.reload.debounce,
@@ -175,7 +171,10 @@ impl Reloader {
         let metrics = self.shared.metrics.clone();
         let refuse = |msg: String| {
             metrics.reloads_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(trigger = why, "reload refused, the running pipeline is unchanged: {msg}");
+            tracing::error!(
+                trigger = why,
+                "reload refused, the running pipeline is unchanged: {msg}"
+            );
             Outcome::Refused(msg)
         };
         let new = match Pipeline::load(&self.path, &*self.env, LoadOptions::default()) {
@@ -191,11 +190,16 @@ impl Reloader {
         }
         let old_table = self.shared.table.load_full();
         let version = old_table.version + 1;
-        let table = match build_table(&new, &self.shared.rt, &metrics, Some(&old_table), version).await {
-            Ok(t) => t,
-            Err(e) => return refuse(format!("{e:#}")),
-        };
-        if let Some(bad) = table.plugins.iter().find(|e| self.bad_hashes.contains(&e.code.hash)) {
+        let table =
+            match build_table(&new, &self.shared.rt, &metrics, Some(&old_table), version).await {
+                Ok(t) => t,
+                Err(e) => return refuse(format!("{e:#}")),
+            };
+        if let Some(bad) = table
+            .plugins
+            .iter()
+            .find(|e| self.bad_hashes.contains(&e.code.hash))
+        {
             return refuse(format!(
                 "plugin {}: component {} ({}) was rolled back after trapping; change it before reloading",
                 bad.name,
@@ -209,7 +213,12 @@ impl Reloader {
                 None => changed.push(format!("{} added", e.name)),
                 Some(old) if old.generation != e.generation => {
                     self.previous.insert(e.name.to_string(), old.clone());
-                    changed.push(format!("{} {} -> {}", e.name, old.code.short_hash(), e.code.short_hash()));
+                    changed.push(format!(
+                        "{} {} -> {}",
+                        e.name,
+                        old.code.short_hash(),
+                        e.code.short_hash()
+                    ));
                 }
                 Some(old)
                     if old.kinds != e.kinds
@@ -231,9 +240,14 @@ impl Reloader {
         }
         let routes_same = table.plugins.len() == old_table.plugins.len()
             && table.plugins.iter().zip(&old_table.plugins).all(|(a, b)| {
-                a.name == b.name && a.generation == b.generation && a.kinds == b.kinds && a.filter == b.filter
-                    && a.queue_capacity == b.queue_capacity && a.batch_max == b.batch_max
-                    && a.restart == b.restart && a.on_full == b.on_full
+                a.name == b.name
+                    && a.generation == b.generation
+                    && a.kinds == b.kinds
+                    && a.filter == b.filter
+                    && a.queue_capacity == b.queue_capacity
+                    && a.batch_max == b.batch_max
+                    && a.restart == b.restart
+                    && a.on_full == b.on_full
             });
         self.current = new;
         if routes_same {
@@ -265,11 +279,15 @@ impl Reloader {
 
     async fn rollback(&mut self, r: RollbackRequest) {
         let table = self.shared.table.load_full();
-        let Some(current) = table.get(&r.plugin) else { return };
+        let Some(current) = table.get(&r.plugin) else {
+            return;
+        };
         if current.code.hash != r.bad_hash {
             return; // Already replaced.
         }
-        let Some(prev) = self.previous.remove(&*r.plugin) else { return };
+        let Some(prev) = self.previous.remove(&*r.plugin) else {
+            return;
+        };
         self.bad_hashes.insert(r.bad_hash.clone());
         let version = table.version + 1;
         let plugins = table

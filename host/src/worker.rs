@@ -163,9 +163,13 @@ impl Worker {
         }
         let entry = self.entry.clone();
         let result = async {
-            let mut inst =
-                Instance::new(&self.shared.rt, entry.code.clone(), &entry.spec, self.ctx.clone())
-                    .await?;
+            let mut inst = Instance::new(
+                &self.shared.rt,
+                entry.code.clone(),
+                &entry.spec,
+                self.ctx.clone(),
+            )
+            .await?;
             inst.init(&entry.spec.config).await?;
             let mut info = self.info.clone();
             info.resumed = self.started;
@@ -196,7 +200,10 @@ impl Worker {
             } else {
                 let error = "no instance: the plugin failed to start";
                 self.shared.dead_letters.write(&self.meta(error), &frames);
-                self.entry.stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+                self.entry
+                    .stats
+                    .dead_lettered
+                    .fetch_add(n, Ordering::Relaxed);
             }
             return;
         }
@@ -222,7 +229,10 @@ impl Worker {
                 self.instance = None;
                 self.entry.stats.traps.fetch_add(1, Ordering::Relaxed);
                 self.shared.dead_letters.write(&self.meta(&msg), &frames);
-                self.entry.stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+                self.entry
+                    .stats
+                    .dead_lettered
+                    .fetch_add(n, Ordering::Relaxed);
                 self.on_failure(&msg);
             }
         }
@@ -233,35 +243,39 @@ impl Worker {
     fn on_failure(&mut self, error: &str) {
         let now = Instant::now();
         let policy = self.entry.restart.clone();
-        if let Some((prev, swapped_at)) = &self.previous {
-            if now.duration_since(*swapped_at) <= policy.rollback_window {
-                self.traps_since_swap += 1;
-                if self.traps_since_swap >= policy.rollback_traps {
-                    let prev = prev.clone();
-                    tracing::error!(plugin = %self.entry.name, stream = %self.ctx.stream_id, bad = self.entry.code.short_hash(), back_to = prev.code.short_hash(), "new version keeps trapping after the reload; rolling back");
-                    self.entry.stats.rollbacks.fetch_add(1, Ordering::Relaxed);
-                    if let Some(tx) = &self.rollback_tx {
-                        let _ = tx.send(RollbackRequest {
-                            plugin: self.entry.name.clone(),
-                            bad_hash: self.entry.code.hash.clone(),
-                            error: error.to_owned(),
-                        });
-                    }
-                    self.entry = prev;
-                    self.previous = None;
-                    self.traps_since_swap = 0;
-                    self.recent_traps.clear();
-                    self.backoff = Duration::ZERO;
-                    self.not_before = None;
-                    return;
+        if let Some((prev, swapped_at)) = &self.previous
+            && now.duration_since(*swapped_at) <= policy.rollback_window
+        {
+            self.traps_since_swap += 1;
+            if self.traps_since_swap >= policy.rollback_traps {
+                let prev = prev.clone();
+                tracing::error!(plugin = %self.entry.name, stream = %self.ctx.stream_id, bad = self.entry.code.short_hash(), back_to = prev.code.short_hash(), "new version keeps trapping after the reload; rolling back");
+                self.entry.stats.rollbacks.fetch_add(1, Ordering::Relaxed);
+                if let Some(tx) = &self.rollback_tx {
+                    let _ = tx.send(RollbackRequest {
+                        plugin: self.entry.name.clone(),
+                        bad_hash: self.entry.code.hash.clone(),
+                        error: error.to_owned(),
+                    });
                 }
+                self.entry = prev;
+                self.previous = None;
+                self.traps_since_swap = 0;
+                self.recent_traps.clear();
+                self.backoff = Duration::ZERO;
+                self.not_before = None;
+                return;
             }
         }
-        self.recent_traps.retain(|t| now.duration_since(*t) <= policy.window);
+        self.recent_traps
+            .retain(|t| now.duration_since(*t) <= policy.window);
         self.recent_traps.push(now);
         if self.recent_traps.len() as u32 >= policy.max_failures {
             self.breaker_open = true;
-            self.entry.stats.breaker_trips.fetch_add(1, Ordering::Relaxed);
+            self.entry
+                .stats
+                .breaker_trips
+                .fetch_add(1, Ordering::Relaxed);
             tracing::error!(plugin = %self.entry.name, stream = %self.ctx.stream_id, traps = self.recent_traps.len(), window_s = policy.window.as_secs(), "plugin stopped for this session: it keeps failing (circuit breaker open); frames it misses are counted as discarded; fix the plugin and reload it");
             return;
         }
@@ -281,13 +295,10 @@ impl Worker {
         }
         let old = std::mem::replace(&mut self.entry, entry);
         self.entry.stats.swaps.fetch_add(1, Ordering::Relaxed);
-        if let Some(mut inst) = self.instance.take() {
-            if let Err(e) = inst
-                .session_end(self.info.session, EndReason::Reload)
-                .await
-            {
-                tracing::warn!(plugin = %old.name, stream = %self.ctx.stream_id, error = %e, "old version failed to end the session cleanly during reload");
-            }
+        if let Some(mut inst) = self.instance.take()
+            && let Err(e) = inst.session_end(self.info.session, EndReason::Reload).await
+        {
+            tracing::warn!(plugin = %old.name, stream = %self.ctx.stream_id, error = %e, "old version failed to end the session cleanly during reload");
         }
         tracing::debug!(plugin = %self.entry.name, stream = %self.ctx.stream_id, from = old.code.short_hash(), to = self.entry.code.short_hash(), "swapped version");
         self.previous = Some((old, Instant::now()));
@@ -300,10 +311,10 @@ impl Worker {
     }
 
     async fn end_instance(&mut self, reason: EndReason) {
-        if let Some(mut inst) = self.instance.take() {
-            if let Err(e) = inst.session_end(self.info.session, reason).await {
-                tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, error = %e, "plugin failed to end the session cleanly");
-            }
+        if let Some(mut inst) = self.instance.take()
+            && let Err(e) = inst.session_end(self.info.session, reason).await
+        {
+            tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, error = %e, "plugin failed to end the session cleanly");
         }
     }
 }
