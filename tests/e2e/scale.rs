@@ -22,9 +22,15 @@ fn own_script(i: usize) -> MeetingScript {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_meetings_each_get_their_own_transcript() {
-    let sim = Simulator::start(sim_config(false))
-        .await
-        .expect("simulator");
+    // A hundred meetings start at once on a small machine: keep-alive and connection
+    // timings at Zoom's scale, not the tight ones the fault tests use, so a busy moment is
+    // not mistaken for a dead peer.
+    let sim = Simulator::start(rtms_sim::SimConfig {
+        keepalive_interval: std::time::Duration::from_secs(5),
+        ..sim_config(false)
+    })
+    .await
+    .expect("simulator");
     let host = start_host(
         &sim,
         Setup {
@@ -32,7 +38,10 @@ async fn a_hundred_concurrent_meetings_each_get_their_own_transcript() {
             writer: false,
             ..Setup::default()
         },
-        |_| {},
+        |p| {
+            p.rtms.connection_timeout = std::time::Duration::from_secs(10);
+            p.rtms.keepalive_timeout = std::time::Duration::from_secs(20);
+        },
     )
     .await;
     let meetings: Vec<_> = (0..MEETINGS)
