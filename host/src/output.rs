@@ -17,6 +17,13 @@ use tokio::task::JoinSet;
 
 use crate::bindings::{Output, Severity};
 
+/// Longest `message` kept from a plugin's output; the rest is cut (and `truncated` set).
+const MAX_MESSAGE: usize = 16 * 1024;
+/// Longest `data` document kept; a larger one is replaced by a note saying so.
+const MAX_DATA: usize = 256 * 1024;
+/// Longest `kind`.
+const MAX_KIND: usize = 64;
+
 /// Records waiting for the dispatcher before `emit` starts dropping.
 const OUTPUT_QUEUE: usize = 65_536;
 /// Records waiting for one sink before that sink starts dropping.
@@ -43,6 +50,21 @@ pub struct OutputRecord {
     /// The plugin's JSON detail, parsed; a plugin that sends invalid JSON has it kept as a
     /// string under `{"invalid_json": ...}` rather than lost.
     pub data: Option<serde_json::Value>,
+    /// Set when the host cut an oversized `kind`, `message` or `data`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+fn cut(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    true
 }
 
 pub fn severity_name(s: Severity) -> &'static str {
@@ -72,19 +94,28 @@ impl OutputRecord {
         meeting_id: Arc<str>,
         out: Output,
     ) -> Self {
+        let mut truncated = false;
         let data = out.data.map(|d| {
+            if d.len() > MAX_DATA {
+                truncated = true;
+                return serde_json::json!({ "oversized_data_bytes": d.len() });
+            }
             serde_json::from_str(&d).unwrap_or_else(|_| serde_json::json!({ "invalid_json": d }))
         });
+        let (mut kind, mut message) = (out.kind, out.message);
+        truncated |= cut(&mut kind, MAX_KIND);
+        truncated |= cut(&mut message, MAX_MESSAGE);
         Self {
             time_ms: unix_ms(),
             plugin,
             session,
             stream_id,
             meeting_id,
-            kind: out.kind,
+            kind,
             severity: severity_name(out.severity),
-            message: out.message,
+            message,
             data,
+            truncated,
         }
     }
 

@@ -152,3 +152,23 @@ async fn invalid_json_data_is_kept_not_lost() {
     );
     assert_eq!(r.data.unwrap()["invalid_json"], "{not json");
 }
+
+#[test]
+fn oversized_outputs_are_cut_and_marked() {
+    let r = OutputRecord::new(
+        "p".into(),
+        1,
+        "s".into(),
+        "m".into(),
+        Output {
+            kind: "k".repeat(500),
+            severity: Severity::Info,
+            message: "é".repeat(20_000),
+            data: Some(format!("\"{}\"", "x".repeat(300_000))),
+        },
+    );
+    assert!(r.truncated);
+    assert_eq!(r.kind.len(), 64);
+    assert!(r.message.len() <= 16 * 1024 && r.message.chars().all(|c| c == 'é'));
+    assert_eq!(r.data.unwrap()["oversized_data_bytes"], 300_002);
+}
