@@ -46,13 +46,19 @@ enum Cmd {
     Demo(rtms_host::demo::DemoArgs),
 }
 
+/// Logs go to stderr; `RUST_LOG` filters them (default per command) and
+/// `RTMS_LOG_FORMAT=json` makes them one JSON object per line for log collectors.
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var("RTMS_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 fn main() -> ExitCode {
