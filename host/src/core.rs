@@ -107,11 +107,12 @@ impl Shared {
     /// Publishes a new table and has every live session reconcile with it now (idle
     /// sessions included), so an added plugin starts and a swap happens without waiting
     /// for the next frame.
+    /// Sessions reconcile concurrently: one whose plugin queue is full (a `block` plugin
+    /// catching up) does not hold up the others.
     pub async fn publish(&self, table: RouteTable) {
         self.table.store(Arc::new(table));
-        for s in self.sessions() {
-            s.reconcile().await;
-        }
+        let sessions = self.sessions();
+        futures_util::future::join_all(sessions.iter().map(|s| s.reconcile())).await;
     }
 }
 
