@@ -204,16 +204,14 @@ async fn a_core_module_is_refused_with_the_fix() {
     let err = runtime()
         .load(&path)
         .await
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("core wasm module, not a component"), "{err}");
     std::fs::write(&path, b"hello").unwrap();
     let err = runtime()
         .load(&path)
         .await
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("not a WebAssembly file"), "{err}");
 }
