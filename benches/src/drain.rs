@@ -10,7 +10,10 @@
 //! - `host-noop`: noop subscribed to audio;
 //! - `host-noop+tw+ka`: noop on audio plus transcript-writer and keyword-alerter on
 //!   transcript and chat (they never see audio, so the audio rate is bounded by noop while
-//!   the other two run beside it).
+//!   the other two run beside it);
+//! - `core-direct noop+tw+ka`: the same pipeline with no sockets at all: decoded frames are
+//!   pushed straight into a host session (`HostSession::push`), which shows what the host
+//!   core and the plugins can take when the simulator is not the limit.
 //!
 //! Throughput is counted from the first audio frame received to the N-th one the last
 //! stage finished with (the plugin's call returned, for the plugin cases).
@@ -23,7 +26,8 @@ use rtms_client::{
     EndReason, FrameSink, MediaKind as ClientKind, Sessions, SinkFactory, StreamInfo, WsConnector,
 };
 use rtms_host::app::StartOptions;
-use rtms_host::bindings::MediaKind;
+use rtms_host::bindings::{EndReason as HostEnd, Frame, MediaKind};
+use rtms_host::core::SessionDesc;
 use rtms_host::metrics::BatchHook;
 use rtms_sim::{MeetingOptions, Pace, Simulator};
 use serde_json::json;
@@ -40,6 +44,7 @@ enum Receiver {
     HostNoAudioPlugin,
     HostNoop,
     HostThree,
+    CoreDirect,
 }
 
 impl Receiver {
@@ -50,6 +55,7 @@ impl Receiver {
             Receiver::HostNoAudioPlugin => "host-no-audio-plugin",
             Receiver::HostNoop => "host-noop",
             Receiver::HostThree => "host-noop+tw+ka",
+            Receiver::CoreDirect => "core-direct noop+tw+ka",
         }
     }
 
@@ -64,7 +70,7 @@ impl Receiver {
                 p
             }
             Receiver::HostNoop => PipeDef::new(vec![PluginDef::noop(&["audio"]).block()]),
-            Receiver::HostThree => PipeDef::new(vec![
+            Receiver::HostThree | Receiver::CoreDirect => PipeDef::new(vec![
                 PluginDef::noop(&["audio"]).block(),
                 PluginDef::transcript_writer("transcript_writer"),
                 PluginDef::keyword_alerter(),
@@ -116,6 +122,56 @@ async fn run_one(recv: Receiver, frames: u64, frame_ms: u32) -> Result<Outcome> 
     };
     let mut dropped = 0;
     let elapsed = match recv {
+        Receiver::CoreDirect => {
+            drop(sim);
+            let svc = setup::start_host(&pipe, dir.path(), StartOptions::default()).await?;
+            let s = stamps.clone();
+            svc.shared()
+                .metrics
+                .set_batch_hook(BatchHook(Arc::new(move |_, plugin, frames| {
+                    if plugin == "noop" {
+                        s.add(frames.len() as u64);
+                    }
+                })));
+            let session = svc.shared().open_session(SessionDesc {
+                product: rtms_proto::Product::Meeting,
+                meeting_id: "bench-meeting".into(),
+                stream_id: "bench-stream".into(),
+                operator_id: None,
+                started_at_ms: 0,
+                resumed: false,
+                audio: None,
+            });
+            let bytes = 16 * 2 * frame_ms as usize;
+            let template = Frame {
+                kind: MediaKind::Audio,
+                seq: 0,
+                timestamp_ms: 0,
+                user_id: "16778240".into(),
+                user_name: "Speaker 1".into(),
+                payload: vec![7u8; bytes],
+                text: None,
+                transcript: None,
+                event_type: None,
+            };
+            for seq in 0..frames {
+                let mut f = template.clone();
+                f.seq = seq;
+                if seq == 0 {
+                    stamps.first();
+                }
+                session.push(f).await;
+            }
+            let e = stamps.wait(LIMIT).await?;
+            session.end(HostEnd::Stopped(6)).await;
+            let m = svc.shutdown().await;
+            dropped = m
+                .plugins
+                .values()
+                .map(|p| p.dropped + p.discarded + p.dead_lettered)
+                .sum();
+            e
+        }
         Receiver::Raw => {
             let h = sim.start_meeting(script, opts(None))?;
             let s = stamps.clone();
@@ -209,6 +265,7 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
             Receiver::HostNoAudioPlugin,
             Receiver::HostNoop,
             Receiver::HostThree,
+            Receiver::CoreDirect,
         ] {
             let started = Instant::now();
             let o = run_one(recv, frames, frame_ms)
@@ -246,7 +303,7 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
             )
             .note(note);
             row.extra = json!({"frames": frames, "frame_ms": frame_ms, "bytes": bytes, "elapsed_s": o.elapsed.as_secs_f64(), "dropped": o.dropped});
-            if matches!(recv, Receiver::HostThree) {
+            if matches!(recv, Receiver::HostThree | Receiver::CoreDirect) {
                 row = row.target(">= 60000 msgs/s", o.rate >= 60_000.0 && o.dropped == 0);
             }
             report.push(row);
