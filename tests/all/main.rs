@@ -4,6 +4,7 @@
 //! Everything here is real: compiled components from `plugins/` (built by host/build.rs),
 //! sockets on 127.0.0.1 port 0, files in temporary directories, and the Zoom simulator.
 
+mod audio;
 mod cli;
 mod demo;
 mod replay;
