@@ -168,7 +168,7 @@ async fn run_one(report: &mut Report, n: usize, window: Duration) -> Result<()> 
         })));
     let rss_before = probe::rss_bytes("self").unwrap_or(0);
     let warmup = Duration::from_secs(1);
-    let slack = Duration::from_secs(4) + Duration::from_millis(3 * n as u64);
+    let slack = Duration::from_secs(4) + Duration::from_millis(12 * n as u64);
     let duration = window + warmup + slack;
 
     let exe = std::env::current_exe()?;

@@ -164,6 +164,8 @@ async fn run_one(recv: Receiver, frames: u64, frame_ms: u32) -> Result<Outcome> 
             }
             let e = stamps.wait(LIMIT).await?;
             session.end(HostEnd::Stopped(6)).await;
+            // The session holds the host's output senders: drop it so the sinks can flush.
+            drop(session);
             let m = svc.shutdown().await;
             dropped = m
                 .plugins
