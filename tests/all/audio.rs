@@ -114,6 +114,7 @@ async fn a_session_becomes_a_valid_wav_with_its_silences_filled() {
         "the gap is silence"
     );
     assert!(data[150 * FRAME..].iter().all(|b| *b != 0));
+    drop(s);
     let (outputs, _dir) = h.finish().await;
     let summary = outputs
         .iter()
@@ -170,6 +171,9 @@ async fn codecs_other_than_l16_are_refused_at_session_start() {
         s.push(voiced(seq, 0)).await;
     }
     end(&s).await;
-    assert!(h.metrics.plugin("rec").errors.load(Ordering::Relaxed) >= 1);
+    // The instance never starts, so no frame is delivered: they go to the dead-letter file.
+    let stats = h.metrics.plugin("rec");
+    assert_eq!(stats.delivered.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 3);
     assert!(!h.out_dir().join("meeting_opus-stream.wav").exists());
 }
