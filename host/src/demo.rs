@@ -2,7 +2,7 @@
 //!
 //! It starts the Zoom simulator on loopback (wss:// with a freshly generated CA that the
 //! host is told to trust), starts the host with a pipeline built from
-//! `examples/demo-pipeline.toml` (transcript writer + keyword alerter), plays a scripted
+//! `examples/demo-pipeline.toml.in` (transcript writer + keyword alerter), plays a scripted
 //! meeting (`examples/meetings/standup.toml` unless another is given) through a signed
 //! webhook, prints the live transcript and the alerts as they happen, and ends by itself
 //! when the meeting ends, with a summary. Everything it writes goes to `--out` (./out).
@@ -23,7 +23,7 @@ use crate::app::{Service, StartOptions};
 use crate::bindings::MediaKind;
 use crate::deadletter::kind_name;
 
-const DEMO_PIPELINE: &str = include_str!("../../examples/demo-pipeline.toml");
+const DEMO_PIPELINE: &str = include_str!("../../examples/demo-pipeline.toml.in");
 const STANDUP: &str = include_str!("../../examples/meetings/standup.toml");
 
 /// The demo's credentials: the simulator and the host agree on them, nothing else sees them.
@@ -115,7 +115,7 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
         .replace("{out}", &out.display().to_string())
         .replace("{cache}", &default_cache_dir().display().to_string())
         .replace(
-            "{ca_file}",
+            "# ca_file = \"{ca_file}\"",
             &if args.no_tls {
                 String::new()
             } else {
