@@ -40,9 +40,14 @@ use crate::transport::{Connector, Transport};
 /// How long a closing socket may take to send its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// After Zoom stops a stream, how long media already on the wire may take to arrive: the
-/// stop comes on signaling and can overtake frames still queued on the media sockets.
+/// After Zoom stops a stream, how long the media sockets may stay silent before the drain
+/// gives up on them: the stop comes on signaling and can overtake frames still queued on
+/// the media sockets (a backlog of seconds on a busy host), so the drain goes on while
+/// frames keep coming, until the server closes the sockets.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest a drain may take, however much keeps arriving.
+const DRAIN_MAX: Duration = Duration::from_secs(30);
 
 /// A session's state as plain data: what another host would need to take the stream over.
 #[derive(Clone, Debug, PartialEq)]
@@ -608,15 +613,16 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         self.sink = Some(self.factory.open(&info));
     }
 
-    /// Delivers what the media sockets still hold, until the server closes them or
-    /// [`DRAIN_GRACE`] passes.
+    /// Delivers what the media sockets still hold, until the server closes them, they stay
+    /// silent for [`DRAIN_GRACE`], or [`DRAIN_MAX`] passes.
     async fn drain_media(&mut self) {
-        let deadline = Instant::now() + DRAIN_GRACE;
+        let cap = Instant::now() + DRAIN_MAX;
         while !self.media.is_empty() {
             let rotate = self.rotate;
             self.rotate = self.rotate.wrapping_add(1);
             let mut no_signaling = None;
             let next = next_message(&mut no_signaling, &mut self.media, rotate);
+            let deadline = (Instant::now() + DRAIN_GRACE).min(cap);
             match tokio::time::timeout_at(deadline, next).await {
                 Ok((which, item)) => {
                     let _ = self.on_message(which, item).await;
