@@ -3,7 +3,13 @@
 //!
 //! Audio is a voiced tone (a speaker-specific pitch with harmonics) shaped by a syllable
 //! envelope, with a little noise: it looks like speech to level meters and voice-activity
-//! detectors, and it is exactly reproducible from (seed, utterance, frame).
+//! detectors, and it is exactly reproducible from (seed, utterance, frame). Each voice is
+//! synthesised once into a two-second loop (the sines are what is expensive); frames are
+//! slices of the loop plus fresh noise, so the simulator can send tens of thousands of
+//! frames a second.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rtms_proto::params::{AudioParams, codec, sample_rate};
 
@@ -34,6 +40,16 @@ pub fn producible_audio(asked: &AudioParams) -> AudioParams {
     p
 }
 
+/// Seconds of voiced signal synthesised per voice; frames loop over it.
+const VOICE_LOOP_SECS: usize = 2;
+
+/// Voice loops by (sample rate, pitch, syllable rate): shared by every meeting of the
+/// process. Pitch and syllable rate take 140 and 30 values, so the set is bounded; it is
+/// cleared if it ever grows past [`MAX_VOICES`] loops.
+type VoiceKey = (u32, u64, u64);
+static VOICES: OnceLock<Mutex<HashMap<VoiceKey, Arc<[f32]>>>> = OnceLock::new();
+const MAX_VOICES: usize = 512;
+
 /// Synthesises audio frames for one format.
 #[derive(Clone, Debug)]
 pub struct AudioSynth {
@@ -55,6 +71,40 @@ impl AudioSynth {
         }
     }
 
+    /// The voiced signal of one voice, `VOICE_LOOP_SECS` long, made on first use.
+    fn voice(&self, voice: u64) -> Arc<[f32]> {
+        let key = (self.hz, voice % 140, (voice >> 8) % 30);
+        let mut voices = VOICES
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if voices.len() >= MAX_VOICES && !voices.contains_key(&key) {
+            voices.clear();
+        }
+        voices
+            .entry(key)
+            .or_insert_with(|| {
+                let f0 = 95.0 + key.1 as f64;
+                let syllable_hz = 3.0 + key.2 as f64 / 10.0;
+                let len = self.hz as usize * VOICE_LOOP_SECS;
+                (0..len)
+                    .map(|i| {
+                        let t = i as f64 / self.hz as f64;
+                        let env = (std::f64::consts::PI * syllable_hz * t)
+                            .sin()
+                            .abs()
+                            .powf(0.6);
+                        let mut s = 0.0;
+                        for h in 1..=5 {
+                            s += (2.0 * std::f64::consts::PI * f0 * h as f64 * t).sin() / h as f64;
+                        }
+                        (s * 0.45 * env) as f32
+                    })
+                    .collect()
+            })
+            .clone()
+    }
+
     /// Milliseconds of audio per message (`send_rate`).
     pub fn frame_ms(&self) -> u32 {
         self.frame_ms
@@ -71,23 +121,14 @@ impl AudioSynth {
         let n = self.hz as usize * self.frame_ms as usize / 1000;
         let mut out = Vec::with_capacity(self.frame_bytes());
         let voice = mix(seed ^ (user_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let f0 = 95.0 + (voice % 140) as f64;
-        let syllable_hz = 3.0 + ((voice >> 8) % 30) as f64 / 10.0;
+        let table = self.voice(voice);
         let mut noise = mix(seed ^ utterance.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ frame);
-        let first = frame * n as u64;
+        let first = frame as usize * n;
         for i in 0..n {
-            let t = (first + i as u64) as f64 / self.hz as f64;
-            let env = (std::f64::consts::PI * syllable_hz * t)
-                .sin()
-                .abs()
-                .powf(0.6);
-            let mut s = 0.0;
-            for h in 1..=5 {
-                s += (2.0 * std::f64::consts::PI * f0 * h as f64 * t).sin() / h as f64;
-            }
+            let voiced = table[(first + i) % table.len()] as f64;
             noise = mix(noise);
             let n01 = (noise >> 40) as f64 / (1u64 << 24) as f64 - 0.5;
-            let v = (s * 0.45 * env + n01 * 0.04) * 12_000.0;
+            let v = (voiced + n01 * 0.04) * 12_000.0;
             let sample = v.clamp(i16::MIN as f64, i16::MAX as f64) as i16;
             for _ in 0..self.channels {
                 if self.alaw {

@@ -348,6 +348,13 @@ impl OutRx {
             OutRx::Bounded(r) => r.recv().await,
         }
     }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            OutRx::Unbounded(r) => r.is_empty(),
+            OutRx::Bounded(r) => r.is_empty(),
+        }
+    }
 }
 
 /// The life of one connection after its handshake: write queued messages, answer the
@@ -377,10 +384,14 @@ where
             _ = kill.cancelled() => return CloseCause::Server,
             out = rx.recv() => match out {
                 Some(Out::Msg { text, note }) => {
-                    if sink.send(frame(shared, text.clone())).await.is_err() {
+                    m.record(socket, &text);
+                    // Write without a flush while more is queued: one syscall for a burst.
+                    if sink.feed(frame(shared, text)).await.is_err() {
                         return CloseCause::Client;
                     }
-                    m.record(socket, &text);
+                    if rx.is_empty() && sink.flush().await.is_err() {
+                        return CloseCause::Client;
+                    }
                     m.note_sent(note);
                     last_sent = Instant::now();
                 }
