@@ -203,38 +203,69 @@ async fn reject<S>(
         .await;
 }
 
-async fn signaling_conn<S>(mut ws: WebSocketStream<S>, shared: Arc<SimShared>, r: Route)
+/// Reads a connection's first message, which must be the handshake request `want`, and
+/// finds the meeting it names (by URL path, else by `rtms_stream_id`). Anything else is
+/// answered with the right status and the socket closed; `None` then.
+#[allow(clippy::too_many_arguments)]
+async fn first_request<S, T>(
+    mut ws: WebSocketStream<S>,
+    shared: &Arc<SimShared>,
+    r: &Route,
+    role: &'static str,
+    want: u32,
+    want_name: &str,
+    resp: u32,
+    stream_of: impl Fn(&T) -> &String,
+) -> Option<(WebSocketStream<S>, T, Arc<Meeting>)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: serde::de::DeserializeOwned,
 {
     let t = shared.config.handshake_timeout;
     let Ok(Some(first)) = tokio::time::timeout(t, next_data(&mut ws)).await else {
-        return;
+        return None;
     };
-    let resp = msg_type::SIGNALING_HAND_SHAKE_RESP;
-    let req: SignalingHandshakeReq = match serde_json::from_slice(&first) {
-        Ok(req) if peek_type(&first).ok() == Some(msg_type::SIGNALING_HAND_SHAKE_REQ) => req,
+    let req: T = match serde_json::from_slice(&first) {
+        Ok(req) if peek_type(&first).ok() == Some(want) => req,
         Ok(_) | Err(_) => {
             let why = (
                 status::INVALID_MESSAGE_TYPE,
-                "the first message on signaling must be msg_type 1 SIGNALING_HAND_SHAKE_REQ".into(),
+                format!("the first message on a {role} socket must be msg_type {want} {want_name}"),
             );
-            return reject(ws, &shared, None, "signaling", resp, why).await;
+            reject(ws, shared, None, role, resp, why).await;
+            return None;
         }
     };
-    let stream_id = r
-        .stream
-        .clone()
-        .unwrap_or_else(|| req.rtms_stream_id.clone());
+    let stream_id = r.stream.clone().unwrap_or_else(|| stream_of(&req).clone());
     let Some(m) = shared.meeting(&stream_id) else {
         let why = (
             status::INVALID_RTMS_STREAM_ID,
-            format!(
-                "rtms_stream_id {:?} is not a live stream",
-                req.rtms_stream_id
-            ),
+            format!("rtms_stream_id {:?} is not a live stream", stream_of(&req)),
         );
-        return reject(ws, &shared, None, "signaling", resp, why).await;
+        reject(ws, shared, None, role, resp, why).await;
+        return None;
+    };
+    Some((ws, req, m))
+}
+
+async fn signaling_conn<S>(ws: WebSocketStream<S>, shared: Arc<SimShared>, r: Route)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let resp = msg_type::SIGNALING_HAND_SHAKE_RESP;
+    let Some((ws, req, m)) = first_request::<S, SignalingHandshakeReq>(
+        ws,
+        &shared,
+        &r,
+        "signaling",
+        msg_type::SIGNALING_HAND_SHAKE_REQ,
+        "SIGNALING_HAND_SHAKE_REQ",
+        resp,
+        |q| &q.rtms_stream_id,
+    )
+    .await
+    else {
+        return;
     };
     m.ledger_mut().counters.signaling_connections += 1;
     let (conn, rx, delay) = match m.signaling_handshake(&req, r.generation) {
@@ -282,38 +313,24 @@ where
     m.on_closed(conn.id, true, cause);
 }
 
-async fn media_conn<S>(mut ws: WebSocketStream<S>, shared: Arc<SimShared>, r: Route)
+async fn media_conn<S>(ws: WebSocketStream<S>, shared: Arc<SimShared>, r: Route)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let t = shared.config.handshake_timeout;
-    let Ok(Some(first)) = tokio::time::timeout(t, next_data(&mut ws)).await else {
-        return;
-    };
     let resp = msg_type::DATA_HAND_SHAKE_RESP;
-    let req: DataHandshakeReq = match serde_json::from_slice(&first) {
-        Ok(req) if peek_type(&first).ok() == Some(msg_type::DATA_HAND_SHAKE_REQ) => req,
-        Ok(_) | Err(_) => {
-            let why = (
-                status::INVALID_MESSAGE_TYPE,
-                "the first message on a media socket must be msg_type 3 DATA_HAND_SHAKE_REQ".into(),
-            );
-            return reject(ws, &shared, None, "media", resp, why).await;
-        }
-    };
-    let stream_id = r
-        .stream
-        .clone()
-        .unwrap_or_else(|| req.rtms_stream_id.clone());
-    let Some(m) = shared.meeting(&stream_id) else {
-        let why = (
-            status::INVALID_RTMS_STREAM_ID,
-            format!(
-                "rtms_stream_id {:?} is not a live stream",
-                req.rtms_stream_id
-            ),
-        );
-        return reject(ws, &shared, None, "media", resp, why).await;
+    let Some((mut ws, req, m)) = first_request::<S, DataHandshakeReq>(
+        ws,
+        &shared,
+        &r,
+        "media",
+        msg_type::DATA_HAND_SHAKE_REQ,
+        "DATA_HAND_SHAKE_REQ",
+        resp,
+        |q| &q.rtms_stream_id,
+    )
+    .await
+    else {
+        return;
     };
     m.ledger_mut().counters.media_connections += 1;
     let (id, rx, kill, params, delay) = match m.media_handshake(&req, r.kind) {
