@@ -43,9 +43,9 @@ pub fn producible_audio(asked: &AudioParams) -> AudioParams {
 /// Seconds of voiced signal synthesised per voice; frames loop over it.
 const VOICE_LOOP_SECS: usize = 2;
 
-/// Voice loops by (sample rate, pitch, syllable rate): shared by every meeting of the
-/// process. Pitch and syllable rate take 140 and 30 values, so the set is bounded; it is
-/// cleared if it ever grows past [`MAX_VOICES`] loops.
+/// Voice loops by (sample rate, pitch step, syllable-rate step): shared by every meeting of
+/// the process. There are 14 pitch and 6 syllable-rate steps per sample rate, so the set
+/// stays small; it is cleared if it ever grows past [`MAX_VOICES`] loops.
 type VoiceKey = (u32, u64, u64);
 static VOICES: OnceLock<Mutex<HashMap<VoiceKey, Arc<[f32]>>>> = OnceLock::new();
 const MAX_VOICES: usize = 512;
@@ -71,38 +71,38 @@ impl AudioSynth {
         }
     }
 
-    /// The voiced signal of one voice, `VOICE_LOOP_SECS` long, made on first use.
+    /// The voiced signal of one voice, `VOICE_LOOP_SECS` long, made on first use. Pitch is
+    /// quantised to 10 Hz steps and the syllable rate to 0.5 Hz steps, so a process never
+    /// makes more than a few hundred loops however many speakers its meetings have.
     fn voice(&self, voice: u64) -> Arc<[f32]> {
-        let key = (self.hz, voice % 140, (voice >> 8) % 30);
-        let mut voices = VOICES
-            .get_or_init(Mutex::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if voices.len() >= MAX_VOICES && !voices.contains_key(&key) {
+        let key = (self.hz, (voice % 140) / 10 * 10, (voice >> 8) % 30 / 5 * 5);
+        let cache = VOICES.get_or_init(Mutex::default);
+        if let Some(v) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return v.clone();
+        }
+        // Made outside the lock: other meetings keep sending meanwhile.
+        let f0 = 95.0 + key.1 as f64;
+        let syllable_hz = 3.0 + key.2 as f64 / 10.0;
+        let len = self.hz as usize * VOICE_LOOP_SECS;
+        let table: Arc<[f32]> = (0..len)
+            .map(|i| {
+                let t = i as f64 / self.hz as f64;
+                let env = (std::f64::consts::PI * syllable_hz * t)
+                    .sin()
+                    .abs()
+                    .powf(0.6);
+                let mut s = 0.0;
+                for h in 1..=5 {
+                    s += (2.0 * std::f64::consts::PI * f0 * h as f64 * t).sin() / h as f64;
+                }
+                (s * 0.45 * env) as f32
+            })
+            .collect();
+        let mut voices = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if voices.len() >= MAX_VOICES {
             voices.clear();
         }
-        voices
-            .entry(key)
-            .or_insert_with(|| {
-                let f0 = 95.0 + key.1 as f64;
-                let syllable_hz = 3.0 + key.2 as f64 / 10.0;
-                let len = self.hz as usize * VOICE_LOOP_SECS;
-                (0..len)
-                    .map(|i| {
-                        let t = i as f64 / self.hz as f64;
-                        let env = (std::f64::consts::PI * syllable_hz * t)
-                            .sin()
-                            .abs()
-                            .powf(0.6);
-                        let mut s = 0.0;
-                        for h in 1..=5 {
-                            s += (2.0 * std::f64::consts::PI * f0 * h as f64 * t).sin() / h as f64;
-                        }
-                        (s * 0.45 * env) as f32
-                    })
-                    .collect()
-            })
-            .clone()
+        voices.entry(key).or_insert(table).clone()
     }
 
     /// Milliseconds of audio per message (`send_rate`).
