@@ -171,7 +171,8 @@ pub async fn build_table(
             healthy_reset: plugin.restart.healthy_reset,
             max_failures: plugin.restart.max_failures,
             window: plugin.restart.window,
-            ..RestartPolicy::default()
+            rollback_traps: plugin.restart.rollback_traps,
+            rollback_window: plugin.restart.rollback_window,
         };
         plugins.push(Arc::new(PluginEntry {
             name: name.as_str().into(),

@@ -244,6 +244,7 @@ impl Worker {
         let now = Instant::now();
         let policy = self.entry.restart.clone();
         if let Some((prev, swapped_at)) = &self.previous
+            && !policy.rollback_window.is_zero()
             && now.duration_since(*swapped_at) <= policy.rollback_window
         {
             self.traps_since_swap += 1;

@@ -484,6 +484,11 @@ pub struct Restart {
     pub max_failures: u32,
     /// The circuit breaker's window.
     pub window: Duration,
+    /// A version swapped in by a reload that traps this many times within
+    /// `rollback_window` is rolled back to the version it replaced.
+    pub rollback_traps: u32,
+    /// How long after a swap traps count towards a rollback (0 turns rollback off).
+    pub rollback_window: Duration,
 }
 
 /// Output severities, mirroring the WIT `severity`, in increasing order.

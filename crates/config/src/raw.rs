@@ -238,6 +238,8 @@ pub struct RestartConfig {
     pub healthy_reset_ms: Num,
     pub max_failures: Num,
     pub window_ms: Num,
+    pub rollback_traps: Num,
+    pub rollback_window_ms: Num,
 }
 
 #[derive(Debug, Deserialize)]

@@ -136,6 +136,12 @@ pub const fn default_max_failures() -> u64 {
 pub const fn default_failure_window_ms() -> u64 {
     60_000
 }
+pub const fn default_rollback_traps() -> u64 {
+    2
+}
+pub const fn default_rollback_window_ms() -> u64 {
+    10_000
+}
 pub const fn default_min_severity() -> Severity {
     Severity::Info
 }
@@ -1133,6 +1139,20 @@ impl Resolver<'_> {
             1,
             MAX_MS,
         )?;
+        let rollback_traps = self.num(
+            &r.rollback_traps,
+            "plugin.restart.rollback_traps",
+            default_rollback_traps(),
+            1,
+            10_000,
+        )?;
+        let rollback_window = self.num(
+            &r.rollback_window_ms,
+            "plugin.restart.rollback_window_ms",
+            default_rollback_window_ms(),
+            0,
+            MAX_MS,
+        )?;
         let config = match &p.config {
             Some(c) => flatten_config(c.get_ref()).map_err(|m| {
                 self.src
@@ -1165,6 +1185,8 @@ impl Resolver<'_> {
                 healthy_reset: ms(healthy.n),
                 max_failures: to_u32(failures.n),
                 window: ms(window.n),
+                rollback_traps: to_u32(rollback_traps.n),
+                rollback_window: ms(rollback_window.n),
             },
             config,
         })

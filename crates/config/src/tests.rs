@@ -152,6 +152,8 @@ fn plugin_defaults_follow_what_it_subscribes_to() {
             healthy_reset: Duration::from_millis(10_000),
             max_failures: 5,
             window: Duration::from_millis(60_000),
+            rollback_traps: 2,
+            rollback_window: Duration::from_millis(10_000),
         }
     );
     assert_eq!(a.filter, PluginFilter::default());
@@ -630,4 +632,19 @@ fn paths_in_the_file_are_made_absolute_and_clean() {
     let rel = Path::new("relative/pipeline.toml");
     let p = Pipeline::parse("version = 1", rel, &secrets(), LoadOptions::default()).unwrap();
     assert!(p.path.is_absolute());
+}
+
+#[test]
+fn rollback_threshold_is_configurable_and_range_checked() {
+    let d = Dir::new();
+    let p = d.parse(&format!(
+        "version = 1\n{PLUGIN_A}[plugin.restart]\nrollback_traps = 4\nrollback_window_ms = 0\n"
+    ));
+    let r = p.plugin("a").unwrap().restart;
+    assert_eq!(r.rollback_traps, 4);
+    assert_eq!(r.rollback_window, Duration::ZERO);
+    let e = d.err(&format!(
+        "version = 1\n{PLUGIN_A}[plugin.restart]\nrollback_traps = 0\n"
+    ));
+    assert!(e.contains("rollback_traps"), "{e}");
 }
