@@ -108,11 +108,6 @@ impl RouteTable {
     pub fn get(&self, name: &str) -> Option<&Arc<PluginEntry>> {
         self.plugins.iter().find(|p| &*p.name == name)
     }
-
-    /// The media kinds some plugin subscribes to.
-    pub fn wanted_kinds(&self) -> KindSet {
-        KindSet(self.plugins.iter().fold(0, |acc, p| acc | p.kinds.0))
-    }
 }
 
 #[cfg(test)]

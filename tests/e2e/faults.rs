@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rtms_proto::Product;
 use rtms_proto::codes::status;
-use rtms_sim::{Fault, MeetingOptions, Pace, Simulator, SocketSel};
+use rtms_sim::{Fault, Pace, Simulator, SocketSel};
 
 use crate::harness::*;
 
@@ -155,15 +155,7 @@ async fn first_connection_rejected_once_then_accepted() {
         .expect("simulator");
     let host = start_host(&sim, Setup::default(), |_| {}).await;
     // No webhook URL: the fault is armed before the host hears of the stream.
-    let meeting = sim
-        .start_meeting(
-            script(6, vec![]),
-            MeetingOptions {
-                pace: Pace::Fast,
-                ..Default::default()
-            },
-        )
-        .expect("meeting");
+    let meeting = start_unannounced(&sim, script(6, vec![]));
     meeting.inject(Fault::RejectHandshakes {
         socket: SocketSel::Any,
         count: 1,
@@ -191,15 +183,7 @@ async fn permanent_rejection_of_a_new_stream_gives_up_without_a_session() {
         p.rtms.connection_max_attempts = 3
     })
     .await;
-    let meeting = sim
-        .start_meeting(
-            script(6, vec![]),
-            MeetingOptions {
-                pace: Pace::Fast,
-                ..Default::default()
-            },
-        )
-        .expect("meeting");
+    let meeting = start_unannounced(&sim, script(6, vec![]));
     meeting.inject(Fault::RejectHandshakes {
         socket: SocketSel::Signaling,
         count: u32::MAX,
@@ -243,19 +227,7 @@ async fn permanent_rejection_after_a_drop_ends_with_connection_lost() {
         reason: "stream gone".into(),
     };
     // Realtime and long, so the faults land mid-meeting, after a transcript line arrived.
-    let meeting = start(
-        &sim,
-        &host,
-        script(400, vec![]),
-        Product::Meeting,
-        Pace::Realtime,
-    );
-    wait_frame(
-        &mut host,
-        meeting.stream_id(),
-        rtms_host::bindings::MediaKind::Transcript,
-    )
-    .await;
+    let meeting = start_live(&sim, &mut host, Product::Meeting).await;
     meeting.inject(reject);
     meeting.inject(Fault::DropSignaling);
     host.idle().await;
@@ -362,19 +334,7 @@ async fn stop_reasons_reach_the_plugin_and_nothing_reconnects() {
         );
     }
     // A live realtime meeting stopped from outside, mid-script.
-    let m = start(
-        &sim,
-        &host,
-        script(400, vec![]),
-        Product::Webinar,
-        Pace::Realtime,
-    );
-    wait_frame(
-        &mut host,
-        m.stream_id(),
-        rtms_host::bindings::MediaKind::Transcript,
-    )
-    .await;
+    let m = start_live(&sim, &mut host, Product::Webinar).await;
     m.stop(2);
     let l = finish(&host, &m).await;
     let rec = host.record(m.stream_id());

@@ -289,6 +289,36 @@ pub fn start(
     .expect("meeting starts")
 }
 
+/// Starts a meeting whose webhooks are *not* delivered: the test arms faults first, then
+/// delivers the started event itself (`post_started`).
+pub fn start_unannounced(sim: &Simulator, script: MeetingScript) -> MeetingHandle {
+    sim.start_meeting(
+        script,
+        MeetingOptions {
+            pace: Pace::Fast,
+            ..Default::default()
+        },
+    )
+    .expect("meeting starts")
+}
+
+/// Starts a long real-time meeting and waits until its first transcript line reached the
+/// host, so a fault injected next lands mid-meeting.
+pub async fn start_live(
+    sim: &Simulator,
+    host: &mut Host,
+    product: rtms_proto::Product,
+) -> MeetingHandle {
+    let m = start(sim, host, script(400, vec![]), product, Pace::Realtime);
+    wait_frame(
+        host,
+        m.stream_id(),
+        rtms_host::bindings::MediaKind::Transcript,
+    )
+    .await;
+    m
+}
+
 /// Waits for the meeting to finish and the host to end its stream; returns the ledger.
 pub async fn finish(host: &Host, meeting: &MeetingHandle) -> Ledger {
     let ledger = within("the meeting to finish", meeting.finished()).await;

@@ -3,7 +3,7 @@
 
 use rtms_host::bindings::MediaKind;
 use rtms_proto::Product;
-use rtms_sim::{Pace, Simulator};
+use rtms_sim::Simulator;
 
 use crate::harness::*;
 
@@ -11,15 +11,8 @@ use crate::harness::*;
 async fn shutdown_ends_live_sessions_and_flushes() {
     let sim = Simulator::start(sim_config(true)).await.expect("simulator");
     let mut host = start_host(&sim, Setup::default(), |_| {}).await;
-    let meeting = start(
-        &sim,
-        &host,
-        script(400, vec![]),
-        Product::Meeting,
-        Pace::Realtime,
-    );
-    // Two transcript lines in, mid-meeting.
-    wait_frame(&mut host, meeting.stream_id(), MediaKind::Transcript).await;
+    let meeting = start_live(&sim, &mut host, Product::Meeting).await;
+    // A second transcript line in: well into the meeting.
     wait_frame(&mut host, meeting.stream_id(), MediaKind::Transcript).await;
     let stream = meeting.stream_id().to_owned();
     let out = host.out_dir();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rtms_host::bindings::MediaKind;
 use rtms_proto::Product;
 use rtms_proto::codes::status;
-use rtms_sim::{Fault, MeetingOptions, Pace, Simulator, SocketSel};
+use rtms_sim::{Fault, Simulator, SocketSel};
 
 use crate::harness::*;
 
@@ -26,15 +26,7 @@ async fn first_connection_retries_wait_the_configured_delay() {
         p.rtms.connection_max_attempts = 5;
     })
     .await;
-    let meeting = sim
-        .start_meeting(
-            script(4, vec![]),
-            MeetingOptions {
-                pace: Pace::Fast,
-                ..Default::default()
-            },
-        )
-        .expect("meeting");
+    let meeting = start_unannounced(&sim, script(4, vec![]));
     meeting.inject(Fault::RejectHandshakes {
         socket: SocketSel::Signaling,
         count: 3,
@@ -75,14 +67,7 @@ async fn reconnection_budget_and_backoff_bounds_are_kept() {
         p.rtms.webhook_wait_timeout = wait;
     })
     .await;
-    let meeting = start(
-        &sim,
-        &host,
-        script(400, vec![]),
-        Product::Meeting,
-        Pace::Realtime,
-    );
-    wait_frame(&mut host, meeting.stream_id(), MediaKind::Transcript).await;
+    let meeting = start_live(&sim, &mut host, Product::Meeting).await;
     meeting.inject(Fault::RefuseConnections {
         duration: Duration::from_secs(60),
     });
@@ -123,14 +108,7 @@ async fn a_dropped_socket_is_reopened_within_the_first_backoff_bound() {
         p.rtms.reconnect_max_delay = base;
     })
     .await;
-    let meeting = start(
-        &sim,
-        &host,
-        script(400, vec![]),
-        Product::Webinar,
-        Pace::Realtime,
-    );
-    wait_frame(&mut host, meeting.stream_id(), MediaKind::Transcript).await;
+    let meeting = start_live(&sim, &mut host, Product::Webinar).await;
     let t0 = Instant::now();
     meeting.inject(Fault::DropSignaling);
     eventually("the second signaling handshake", || {

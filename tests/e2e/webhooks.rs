@@ -122,15 +122,7 @@ async fn replayed_webhooks_are_acknowledged_and_dropped() {
         .await
         .expect("simulator");
     let host = start_host(&sim, Setup::default(), |_| {}).await;
-    let meeting = sim
-        .start_meeting(
-            script(6, vec![]),
-            MeetingOptions {
-                pace: Pace::Fast,
-                ..Default::default()
-            },
-        )
-        .expect("meeting");
+    let meeting = start_unannounced(&sim, script(6, vec![]));
     // The same event three times (Zoom's retries), freshly signed each time.
     for _ in 0..3 {
         assert_eq!(post_started(&sim, &host, &meeting).await, StatusCode::OK);
