@@ -22,7 +22,7 @@ use crate::core::Shared;
 use crate::deadletter::DeadLetters;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::output::{SinkSet, start_sinks};
-use crate::pipeline::{build_table, client_config, runtime_config, sink_specs};
+use crate::pipeline::{build_table, client_config, runtime_config};
 use crate::reload::{Outcome, Reloader, Trigger};
 use crate::runtime::Runtime;
 use crate::session::{HostSinkFactory, Tap};
@@ -108,7 +108,7 @@ impl Service {
         let rt = Runtime::new(&runtime_config(&pipeline))?;
         let metrics = Arc::new(Metrics::default());
         let table = build_table(&pipeline, &rt, &metrics, None, 1).await?;
-        let (outputs, sinks) = start_sinks(sink_specs(&pipeline)).await?;
+        let (outputs, sinks) = start_sinks(pipeline.sinks.clone()).await?;
         let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
         let shared = Shared::new(
             rt,

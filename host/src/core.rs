@@ -172,7 +172,7 @@ impl HostSession {
             self.reconcile_locked(&mut st, current.clone());
         }
         // Every subscriber but the last gets a copy; the last gets the frame itself.
-        let kind = frame.kind;
+        let kind = frame.kind.into();
         let mut left = st
             .workers
             .iter()

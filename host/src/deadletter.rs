@@ -12,7 +12,7 @@ use base64::Engine as _;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::bindings::{Frame, MediaKind};
+use crate::bindings::Frame;
 
 pub struct DeadLetters {
     dir: Option<PathBuf>,
@@ -41,17 +41,6 @@ struct LetterFrame<'a> {
     text: Option<&'a str>,
     #[serde(skip_serializing_if = "String::is_empty")]
     payload_b64: String,
-}
-
-pub fn kind_name(k: MediaKind) -> &'static str {
-    match k {
-        MediaKind::Audio => "audio",
-        MediaKind::Video => "video",
-        MediaKind::Share => "share",
-        MediaKind::Transcript => "transcript",
-        MediaKind::Chat => "chat",
-        MediaKind::Event => "event",
-    }
 }
 
 /// Who a dead letter belongs to.
@@ -95,7 +84,7 @@ impl DeadLetters {
             return;
         };
         let letter = Letter {
-            time_ms: crate::output::unix_ms(),
+            time_ms: rtms_proto::unix_ms(),
             plugin: meta.plugin,
             version: meta.version,
             session: meta.session,
@@ -105,7 +94,7 @@ impl DeadLetters {
                 .iter()
                 .map(|f| LetterFrame {
                     seq: f.seq,
-                    kind: kind_name(f.kind),
+                    kind: rtms_proto::MediaKind::from(f.kind).as_str(),
                     timestamp_ms: f.timestamp_ms,
                     user_id: &f.user_id,
                     user_name: &f.user_name,

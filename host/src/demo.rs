@@ -21,7 +21,6 @@ use rtms_sim::{MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
 
 use crate::app::{Service, StartOptions};
 use crate::bindings::MediaKind;
-use crate::deadletter::kind_name;
 
 const DEMO_PIPELINE: &str = include_str!("../../examples/demo-pipeline.toml.in");
 const STANDUP: &str = include_str!("../../examples/meetings/standup.toml");
@@ -133,7 +132,10 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
     let counts: Arc<Mutex<BTreeMap<&'static str, u64>>> = Default::default();
     let tap_counts = counts.clone();
     let tap: crate::session::Tap = Arc::new(move |_s, f| {
-        *tap_counts.lock().entry(kind_name(f.kind)).or_default() += 1;
+        *tap_counts
+            .lock()
+            .entry(rtms_proto::MediaKind::from(f.kind).as_str())
+            .or_default() += 1;
         if !print {
             return;
         }

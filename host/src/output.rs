@@ -15,7 +15,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::bindings::{Output, Severity};
+pub use rtms_config::{Severity, Sink, SinkFilter, SinkTarget};
+
+use crate::bindings::Output;
 
 /// Longest `message` kept from a plugin's output; the rest is cut (and `truncated` set).
 const MAX_MESSAGE: usize = 16 * 1024;
@@ -29,13 +31,6 @@ const OUTPUT_QUEUE: usize = 65_536;
 /// Records waiting for one sink before that sink starts dropping.
 const SINK_QUEUE: usize = 16_384;
 
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// One emitted output, with where and when it came from.
 #[derive(Clone, Debug, Serialize)]
 pub struct OutputRecord {
@@ -45,7 +40,7 @@ pub struct OutputRecord {
     pub stream_id: Arc<str>,
     pub meeting_id: Arc<str>,
     pub kind: String,
-    pub severity: &'static str,
+    pub severity: Severity,
     pub message: String,
     /// The plugin's JSON detail, parsed; a plugin that sends invalid JSON has it kept as a
     /// string under `{"invalid_json": ...}` rather than lost.
@@ -65,25 +60,6 @@ fn cut(s: &mut String, max: usize) -> bool {
     }
     s.truncate(end);
     true
-}
-
-pub fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Notice => "notice",
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
-    }
-}
-
-/// Severity as a number for `min_severity` filters.
-pub fn severity_rank(name: &str) -> u8 {
-    match name {
-        "info" => 0,
-        "notice" => 1,
-        "warning" => 2,
-        _ => 3,
-    }
 }
 
 impl OutputRecord {
@@ -106,13 +82,13 @@ impl OutputRecord {
         truncated |= cut(&mut kind, MAX_KIND);
         truncated |= cut(&mut message, MAX_MESSAGE);
         Self {
-            time_ms: unix_ms(),
+            time_ms: rtms_proto::unix_ms(),
             plugin,
             session,
             stream_id,
             meeting_id,
             kind,
-            severity: severity_name(out.severity),
+            severity: out.severity.into(),
             message,
             data,
             truncated,
@@ -162,42 +138,6 @@ impl Outputs {
     }
 }
 
-/// Where outputs go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SinkTarget {
-    Stdout,
-    Jsonl(PathBuf),
-    Http(String),
-}
-
-/// A sink and the outputs it takes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SinkSpec {
-    pub target: SinkTarget,
-    pub min_severity: u8,
-    /// Only these plugins (empty: all).
-    pub plugins: Vec<String>,
-    /// Only these output kinds (empty: all).
-    pub kinds: Vec<String>,
-}
-
-impl SinkSpec {
-    pub fn all(target: SinkTarget) -> Self {
-        Self {
-            target,
-            min_severity: 0,
-            plugins: Vec::new(),
-            kinds: Vec::new(),
-        }
-    }
-
-    fn accepts(&self, r: &OutputRecord) -> bool {
-        severity_rank(r.severity) >= self.min_severity
-            && (self.plugins.is_empty() || self.plugins.iter().any(|p| **p == *r.plugin))
-            && (self.kinds.is_empty() || self.kinds.contains(&r.kind))
-    }
-}
-
 /// The running sinks. Dropping every `Outputs` clone and awaiting [`SinkSet::finish`]
 /// flushes and closes them.
 pub struct SinkSet {
@@ -205,7 +145,7 @@ pub struct SinkSet {
 }
 
 /// Starts the sinks and returns the handle instances emit through.
-pub async fn start_sinks(specs: Vec<SinkSpec>) -> anyhow::Result<(Outputs, SinkSet)> {
+pub async fn start_sinks(specs: Vec<Sink>) -> anyhow::Result<(Outputs, SinkSet)> {
     let stats = Arc::new(OutputStats::default());
     let (tx, mut rx) = mpsc::channel::<OutputRecord>(OUTPUT_QUEUE);
     let mut lanes = Vec::new();
@@ -216,7 +156,7 @@ pub async fn start_sinks(specs: Vec<SinkSpec>) -> anyhow::Result<(Outputs, SinkS
             SinkTarget::Stdout => {
                 tasks.spawn(run_stdout(srx));
             }
-            SinkTarget::Jsonl(path) => {
+            SinkTarget::Jsonl { path } => {
                 if let Some(dir) = path.parent() {
                     tokio::fs::create_dir_all(dir).await.ok();
                 }
@@ -230,7 +170,7 @@ pub async fn start_sinks(specs: Vec<SinkSpec>) -> anyhow::Result<(Outputs, SinkS
                     })?;
                 tasks.spawn(run_jsonl(srx, file, stats.clone()));
             }
-            SinkTarget::Http(url) => {
+            SinkTarget::Http { url } => {
                 tasks.spawn(run_http(srx, url.clone(), stats.clone()));
             }
         }
@@ -241,7 +181,9 @@ pub async fn start_sinks(specs: Vec<SinkSpec>) -> anyhow::Result<(Outputs, SinkS
         while let Some(rec) = rx.recv().await {
             let rec = Arc::new(rec);
             for (spec, lane) in &lanes {
-                if spec.accepts(&rec) && lane.try_send(rec.clone()).is_err() {
+                if spec.filter.matches(&rec.plugin, &rec.kind, rec.severity)
+                    && lane.try_send(rec.clone()).is_err()
+                {
                     dstats.sink_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(sink = ?spec.target, plugin = %rec.plugin, "output dropped: sink queue full");
                 }

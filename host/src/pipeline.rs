@@ -11,55 +11,19 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rtms_client::{ClientConfig, MediaMode, Resilience};
-use rtms_config::{MediaKind as CfgKind, OnFull, Pipeline, SinkTarget as CfgSink, SocketMode};
-use rtms_proto::codes::media_type;
+use rtms_config::{OnFull, Pipeline, SocketMode};
 
-use crate::bindings::MediaKind;
 use crate::metrics::Metrics;
-use crate::output::{SinkSpec, SinkTarget};
 use crate::queue::FullPolicy;
-use crate::router::{KindSet, PluginEntry, RestartPolicy, RouteTable};
+use crate::router::{PluginEntry, RestartPolicy, RouteTable};
 use crate::runtime::host::{Grant, InstanceCtx};
 use crate::runtime::{Instance, InstanceSpec, Runtime, RuntimeConfig};
-
-pub fn wit_kind(k: CfgKind) -> MediaKind {
-    match k {
-        CfgKind::Audio => MediaKind::Audio,
-        CfgKind::Video => MediaKind::Video,
-        CfgKind::Share => MediaKind::Share,
-        CfgKind::Transcript => MediaKind::Transcript,
-        CfgKind::Chat => MediaKind::Chat,
-        CfgKind::Event => MediaKind::Event,
-    }
-}
 
 pub fn runtime_config(p: &Pipeline) -> RuntimeConfig {
     RuntimeConfig {
         cache_dir: Some(p.runtime.cache_dir.clone()),
         epoch_tick: p.runtime.epoch_tick,
     }
-}
-
-pub fn sink_specs(p: &Pipeline) -> Vec<SinkSpec> {
-    p.sinks
-        .iter()
-        .map(|s| SinkSpec {
-            target: match &s.target {
-                CfgSink::Stdout => SinkTarget::Stdout,
-                CfgSink::Jsonl { path } => SinkTarget::Jsonl(path.clone()),
-                CfgSink::Http { url } => SinkTarget::Http(url.clone()),
-            },
-            min_severity: s.filter.min_severity as u8,
-            plugins: s
-                .filter
-                .plugins
-                .iter()
-                .flatten()
-                .map(|n| n.to_string())
-                .collect(),
-            kinds: s.filter.kinds.clone().unwrap_or_default(),
-        })
-        .collect()
 }
 
 /// The RTMS client's settings. Credentials must have been loaded (`require_secrets`).
@@ -83,21 +47,10 @@ pub fn client_config(p: &Pipeline) -> Result<ClientConfig> {
         .expose()
         .to_owned();
     let r = &p.rtms;
-    let mut mask = 0;
-    for k in r.media.iter() {
-        mask |= match k {
-            CfgKind::Audio => media_type::AUDIO,
-            CfgKind::Video => media_type::VIDEO,
-            CfgKind::Share => media_type::DESKSHARE,
-            CfgKind::Transcript => media_type::TRANSCRIPT,
-            CfgKind::Chat => media_type::CHAT,
-            CfgKind::Event => 0,
-        };
-    }
     Ok(ClientConfig {
         client_id,
         client_secret,
-        media_types: mask,
+        media_types: r.media.media_type_mask(),
         media_params: r.media_params.clone(),
         mode: match r.socket_mode {
             SocketMode::Unified => MediaMode::Unified,
@@ -178,7 +131,7 @@ pub async fn build_table(
             name: name.as_str().into(),
             code,
             spec,
-            kinds: KindSet::of(plugin.media.iter().map(wit_kind)),
+            kinds: plugin.media,
             filter: plugin.filter.clone(),
             queue_capacity: plugin.queue.capacity,
             on_full: match plugin.queue.on_full {

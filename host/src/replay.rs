@@ -24,7 +24,7 @@ use crate::core::{SessionDesc, Shared};
 use crate::deadletter::DeadLetters;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::output::start_sinks;
-use crate::pipeline::{build_table, runtime_config, sink_specs};
+use crate::pipeline::{build_table, runtime_config};
 use crate::runtime::Runtime;
 use crate::session::{audio_format, wit_frame};
 
@@ -101,7 +101,7 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
     let rt = Runtime::new(&runtime_config(pipeline))?;
     let metrics = Arc::new(Metrics::default());
     let table = build_table(pipeline, &rt, &metrics, None, 1).await?;
-    let (outputs, sinks) = start_sinks(sink_specs(pipeline)).await?;
+    let (outputs, sinks) = start_sinks(pipeline.sinks.clone()).await?;
     let shared = Shared::new(
         rt,
         table,
@@ -140,7 +140,7 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
         meeting_id,
         stream_id,
         operator_id: None,
-        started_at_ms: crate::output::unix_ms(),
+        started_at_ms: rtms_proto::unix_ms(),
         resumed: false,
         audio: Some(audio_format(&audio.unwrap_or_default())),
     });

@@ -9,32 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bindings::MediaKind;
+pub use rtms_proto::MediaKinds;
+
 use crate::metrics::PluginStats;
 use crate::queue::FullPolicy;
 use crate::runtime::{InstanceSpec, PluginCode};
-
-/// A set of media kinds, as bits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KindSet(u8);
-
-impl KindSet {
-    pub fn bit(k: MediaKind) -> u8 {
-        1 << (k as u8)
-    }
-
-    pub fn of(kinds: impl IntoIterator<Item = MediaKind>) -> Self {
-        Self(kinds.into_iter().fold(0, |acc, k| acc | Self::bit(k)))
-    }
-
-    pub fn contains(self, k: MediaKind) -> bool {
-        self.0 & Self::bit(k) != 0
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-}
 
 /// Which sessions a plugin serves (products, meeting ids, operators); see
 /// `rtms_config::PluginFilter`.
@@ -76,7 +55,8 @@ pub struct PluginEntry {
     pub name: Arc<str>,
     pub code: Arc<PluginCode>,
     pub spec: Arc<InstanceSpec>,
-    pub kinds: KindSet,
+    /// The kinds of frames it takes (a frame's WIT kind converts with `.into()`).
+    pub kinds: MediaKinds,
     pub filter: Filter,
     pub queue_capacity: usize,
     pub on_full: FullPolicy,
@@ -107,19 +87,5 @@ pub struct RouteTable {
 impl RouteTable {
     pub fn get(&self, name: &str) -> Option<&Arc<PluginEntry>> {
         self.plugins.iter().find(|p| &*p.name == name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kind_sets_hold_what_was_put_in() {
-        let s = KindSet::of([MediaKind::Transcript, MediaKind::Chat]);
-        assert!(s.contains(MediaKind::Transcript));
-        assert!(s.contains(MediaKind::Chat));
-        assert!(!s.contains(MediaKind::Audio));
-        assert!(KindSet::default().is_empty());
     }
 }

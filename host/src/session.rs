@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rtms_client::{EndReason as ClientEnd, FrameSink, SinkFactory, StreamInfo, StreamStatus};
 use rtms_proto::params::{AudioParams, codec, sample_rate};
 
-use crate::bindings::{AudioCodec, AudioFormat, EndReason, Frame, MediaKind, TranscriptInfo};
+use crate::bindings::{AudioCodec, AudioFormat, EndReason, Frame, TranscriptInfo};
 use crate::core::{HostSession, SessionDesc, Shared};
 
 /// Sees every frame of every session before the plugins do (the demo prints the live
@@ -64,11 +64,7 @@ impl FrameSink for HostSink {
     }
 
     async fn end(self, reason: ClientEnd) {
-        let reason = match reason {
-            ClientEnd::Stopped(r) => EndReason::Stopped(r),
-            ClientEnd::ConnectionLost => EndReason::ConnectionLost,
-            ClientEnd::Shutdown => EndReason::Shutdown,
-        };
+        let reason = EndReason::from(reason);
         tracing::info!(stream = %self.session.stream_id, ?reason, "session ended");
         self.session.end(reason).await;
     }
@@ -76,16 +72,8 @@ impl FrameSink for HostSink {
 
 /// A client frame as the contract's frame, moving every field.
 pub fn wit_frame(f: rtms_client::Frame) -> Frame {
-    use rtms_client::MediaKind as K;
     Frame {
-        kind: match f.kind {
-            K::Audio => MediaKind::Audio,
-            K::Video => MediaKind::Video,
-            K::Share => MediaKind::Share,
-            K::Transcript => MediaKind::Transcript,
-            K::Chat => MediaKind::Chat,
-            K::Event => MediaKind::Event,
-        },
+        kind: f.kind.into(),
         seq: f.seq,
         timestamp_ms: f.timestamp_ms,
         user_id: f.user_id,

@@ -9,7 +9,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rtms_host::bindings::{Output, Severity};
-use rtms_host::output::{OutputRecord, SinkSpec, SinkTarget, start_sinks};
+use rtms_host::output::{OutputRecord, Sink, SinkFilter, SinkTarget, start_sinks};
 use tokio::sync::mpsc;
 
 fn record(plugin: &str, kind: &str, severity: Severity, message: &str) -> OutputRecord {
@@ -63,17 +63,20 @@ async fn outputs_reach_http_and_jsonl_sinks_through_their_filters() {
     let (url, mut posted) = receiver().await;
     let file = dir.path().join("sub/alerts.jsonl");
     let (outputs, sinks) = start_sinks(vec![
-        SinkSpec {
-            target: SinkTarget::Http(url),
-            min_severity: 2,
-            plugins: vec![],
-            kinds: vec![],
+        Sink {
+            target: SinkTarget::Http { url },
+            filter: SinkFilter {
+                min_severity: rtms_config::Severity::Warning,
+                ..SinkFilter::default()
+            },
         },
-        SinkSpec {
-            target: SinkTarget::Jsonl(file.clone()),
-            min_severity: 0,
-            plugins: vec!["alerter".into()],
-            kinds: vec!["keyword".into()],
+        Sink {
+            target: SinkTarget::Jsonl { path: file.clone() },
+            filter: SinkFilter {
+                plugins: Some(vec![rtms_config::PluginName::try_new("alerter").unwrap()]),
+                kinds: Some(vec!["keyword".into()]),
+                ..SinkFilter::default()
+            },
         },
     ])
     .await
@@ -119,9 +122,9 @@ async fn an_unreachable_http_sink_counts_its_failures() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let (outputs, sinks) = start_sinks(vec![SinkSpec::all(SinkTarget::Http(format!(
-        "http://127.0.0.1:{port}/x"
-    )))])
+    let (outputs, sinks) = start_sinks(vec![Sink::all(SinkTarget::Http {
+        url: format!("http://127.0.0.1:{port}/x"),
+    })])
     .await
     .unwrap();
     outputs.send(record("p", "k", Severity::Info, "lost?"));

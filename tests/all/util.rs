@@ -11,9 +11,9 @@ use rtms_host::bindings::{EndReason, Frame, MediaKind, TranscriptInfo};
 use rtms_host::core::{HostSession, SessionDesc, Shared};
 use rtms_host::deadletter::DeadLetters;
 use rtms_host::metrics::Metrics;
-use rtms_host::output::{SinkSet, SinkSpec, SinkTarget, start_sinks};
+use rtms_host::output::{Sink, SinkSet, SinkTarget, start_sinks};
 use rtms_host::queue::FullPolicy;
-use rtms_host::router::{Filter, KindSet, PluginEntry, RestartPolicy, RouteTable};
+use rtms_host::router::{Filter, MediaKinds, PluginEntry, RestartPolicy, RouteTable};
 use rtms_host::runtime::host::Grant;
 use rtms_host::runtime::{InstanceSpec, Runtime, RuntimeConfig};
 
@@ -161,7 +161,7 @@ pub async fn entry(
             grants,
             config: p.config.clone(),
         }),
-        kinds: KindSet::of(p.kinds.iter().copied()),
+        kinds: MediaKinds::of(p.kinds.iter().map(|&k| k.into())),
         filter: Filter::default(),
         queue_capacity: p.capacity,
         on_full: p.on_full,
@@ -192,9 +192,9 @@ pub async fn harness(plugs: &[Plug]) -> Harness {
     let rt = runtime();
     let metrics = Arc::new(Metrics::default());
     let table = table(&rt, plugs, &dir.path().join("out"), 1, &metrics).await;
-    let (outputs, sinks) = start_sinks(vec![SinkSpec::all(SinkTarget::Jsonl(
-        dir.path().join("outputs.jsonl"),
-    ))])
+    let (outputs, sinks) = start_sinks(vec![Sink::all(SinkTarget::Jsonl {
+        path: dir.path().join("outputs.jsonl"),
+    })])
     .await
     .unwrap();
     let shared = Shared::new(

@@ -473,10 +473,7 @@ pub async fn post(host: &Host, headers: &[(&str, String)], body: Vec<u8>) -> (St
 }
 
 pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    rtms_proto::unix_secs() as i64
 }
 
 /// `x-zm-request-timestamp` and `x-zm-signature` for `body`, signed with `secret` at `ts`.

@@ -123,13 +123,7 @@ fn media(ty: u32, bytes: &[u8]) -> Result<Frame, DecodeError> {
             source,
         })?;
     let c = m.content;
-    let kind = match ty {
-        msg_type::MEDIA_DATA_AUDIO => MediaKind::Audio,
-        msg_type::MEDIA_DATA_VIDEO => MediaKind::Video,
-        msg_type::MEDIA_DATA_SHARE => MediaKind::Share,
-        msg_type::MEDIA_DATA_TRANSCRIPT => MediaKind::Transcript,
-        _ => MediaKind::Chat,
-    };
+    let kind = MediaKind::from_media_msg_type(ty).unwrap_or(MediaKind::Chat);
     let user_id = c
         .user_id
         .as_ref()

@@ -1,40 +1,11 @@
-//! The decoded unit handed to a sink: [`Frame`], its [`MediaKind`] and transcript details.
+//! The decoded unit handed to a sink: [`Frame`], its [`MediaKind`] (defined once, in
+//! `rtms-proto`) and transcript details.
 //!
 //! The host maps these types one to one onto the plugin contract's `frame` record, so the
 //! names follow the WIT file. Decoding lives in [`crate::decode`]; delivery in
 //! [`crate::sink`].
 
-/// What a frame carries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum MediaKind {
-    /// Audio bytes in `payload` (codec as confirmed in the data handshake; L16 by default).
-    Audio,
-    /// Video bytes (H.264 Annex-B, or JPG/PNG) in `payload`.
-    Video,
-    /// Screen-share bytes (JPG/PNG/H.264) in `payload`.
-    Share,
-    /// A transcript segment: `text` plus [`TranscriptInfo`].
-    Transcript,
-    /// A chat message: `text` (plain text, or the JSON string newer servers send).
-    Chat,
-    /// A signaling event (msg 6): `text` is the event JSON, `event_type` is set.
-    #[default]
-    Event,
-}
-
-impl MediaKind {
-    /// A short lowercase name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-            MediaKind::Share => "share",
-            MediaKind::Transcript => "transcript",
-            MediaKind::Chat => "chat",
-            MediaKind::Event => "event",
-        }
-    }
-}
+pub use rtms_proto::MediaKind;
 
 /// Timing and language of a transcript segment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -210,10 +210,7 @@ fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    rtms_proto::unix_secs() as i64
 }
 
 impl Ingress {

@@ -607,7 +607,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             stream_id: self.ids.stream_id.clone(),
             operator_id: self.operator_id.clone(),
             server_url: self.first_url.clone(),
-            started_at_ms: unix_ms(),
+            started_at_ms: rtms_proto::unix_ms(),
             audio,
         };
         self.sink = Some(self.factory.open(&info));
@@ -776,13 +776,6 @@ fn next_message<'a, T: Transport>(
         }
         Poll::Pending
     })
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

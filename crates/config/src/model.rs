@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use rtms_proto::{MediaKind, MediaKinds};
 use rtms_proto::{MediaParams, Product};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A pipeline ready to run.
 #[derive(Clone, Debug, PartialEq)]
@@ -246,121 +247,6 @@ impl fmt::Display for PluginName {
     }
 }
 
-/// What a frame carries; mirrors the WIT `media-kind`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MediaKind {
-    Audio,
-    Video,
-    Share,
-    Transcript,
-    Chat,
-    Event,
-}
-
-impl MediaKind {
-    /// Every kind, in WIT order.
-    pub const ALL: [MediaKind; 6] = [
-        MediaKind::Audio,
-        MediaKind::Video,
-        MediaKind::Share,
-        MediaKind::Transcript,
-        MediaKind::Chat,
-        MediaKind::Event,
-    ];
-
-    /// The name used in pipeline.toml.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-            MediaKind::Share => "share",
-            MediaKind::Transcript => "transcript",
-            MediaKind::Chat => "chat",
-            MediaKind::Event => "event",
-        }
-    }
-
-    fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
-}
-
-impl fmt::Display for MediaKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A set of [`MediaKind`]s.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct MediaKinds(u8);
-
-impl MediaKinds {
-    /// No kind.
-    pub const EMPTY: MediaKinds = MediaKinds(0);
-
-    /// Whether `kind` is in the set.
-    pub fn contains(self, kind: MediaKind) -> bool {
-        self.0 & kind.bit() != 0
-    }
-
-    /// Adds `kind`.
-    pub fn insert(&mut self, kind: MediaKind) {
-        self.0 |= kind.bit();
-    }
-
-    /// Removes `kind`.
-    pub fn remove(&mut self, kind: MediaKind) {
-        self.0 &= !kind.bit();
-    }
-
-    /// Both sets together.
-    pub fn union(self, other: MediaKinds) -> MediaKinds {
-        MediaKinds(self.0 | other.0)
-    }
-
-    /// True when no kind is in the set.
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// True when every kind of `self` is in `other`.
-    pub fn is_subset(self, other: MediaKinds) -> bool {
-        self.0 & !other.0 == 0
-    }
-
-    /// The kinds, in WIT order.
-    pub fn iter(self) -> impl Iterator<Item = MediaKind> {
-        MediaKind::ALL
-            .into_iter()
-            .filter(move |k| self.contains(*k))
-    }
-}
-
-impl FromIterator<MediaKind> for MediaKinds {
-    fn from_iter<I: IntoIterator<Item = MediaKind>>(iter: I) -> Self {
-        let mut set = MediaKinds::EMPTY;
-        for k in iter {
-            set.insert(k);
-        }
-        set
-    }
-}
-
-impl fmt::Debug for MediaKinds {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter()).finish()
-    }
-}
-
-impl fmt::Display for MediaKinds {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.iter().map(MediaKind::as_str).collect();
-        write!(f, "[{}]", names.join(", "))
-    }
-}
-
 /// One `[[plugin]]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plugin {
@@ -492,13 +378,34 @@ pub struct Restart {
 }
 
 /// Output severities, mirroring the WIT `severity`, in increasing order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    #[default]
     Info,
     Notice,
     Warning,
     Critical,
+}
+
+impl Severity {
+    /// The name used in pipeline.toml and in every sink's output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Notice => "notice",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The `type` of a `[[sink]]`, as written.
@@ -519,6 +426,16 @@ pub struct Sink {
     pub filter: SinkFilter,
 }
 
+impl Sink {
+    /// A sink that takes every output.
+    pub fn all(target: SinkTarget) -> Self {
+        Self {
+            target,
+            filter: SinkFilter::default(),
+        }
+    }
+}
+
 /// Where a sink writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SinkTarget {
@@ -530,8 +447,8 @@ pub enum SinkTarget {
     Http { url: String },
 }
 
-/// A sink's filter; every part must match.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A sink's filter; every part must match. The default passes every output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SinkFilter {
     /// Outputs below this severity are skipped.
     pub min_severity: Severity,

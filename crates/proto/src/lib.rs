@@ -8,16 +8,34 @@
 //!
 //! # Layout
 //! - [`codes`]: every enumeration as named constants.
+//! - [`kind`]: [`MediaKind`] and [`MediaKinds`], the one media vocabulary.
 //! - [`msg`]: the JSON messages of the signaling and media sockets.
 //! - [`params`]: media parameters and their defaults.
 //! - [`sign`]: handshake signatures and webhook signing / verification.
 //! - [`webhook`]: webhook envelopes, event names per product and their payloads.
+//! - [`unix_ms`] / [`unix_secs`]: the wall clock as the protocol's timestamps.
 
 pub mod codes;
+pub mod kind;
 pub mod msg;
 pub mod params;
 pub mod sign;
 pub mod webhook;
 
+pub use kind::{MediaKind, MediaKinds};
 pub use params::MediaParams;
 pub use webhook::{Product, WebhookAction, WebhookEvent};
+
+/// Unix time in milliseconds (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Unix time in seconds (0 if the clock is before 1970).
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -177,7 +177,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             l.stop_reason.unwrap_or(0),
             l.count(crate::MediaKind::Audio),
             l.count(crate::MediaKind::Video),
-            l.count(crate::MediaKind::Deskshare),
+            l.count(crate::MediaKind::Share),
             l.count(crate::MediaKind::Transcript),
             l.count(crate::MediaKind::Chat),
         );

@@ -50,9 +50,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use rtms_proto::codes::media_type;
 use rtms_proto::{Product, WebhookEvent};
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -63,65 +61,9 @@ pub use ledger::{ChatLine, Counters, KindStats, Ledger, TranscriptLine, WebhookD
 pub use meeting::{MeetingOptions, Pace};
 pub use script::{EventKind, MeetingBuilder, MeetingScript, ScriptError};
 
-/// The five media kinds of RTMS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MediaKind {
-    Audio,
-    Video,
-    Deskshare,
-    Transcript,
-    Chat,
-}
-
-impl MediaKind {
-    pub const ALL: [MediaKind; 5] = [
-        MediaKind::Audio,
-        MediaKind::Video,
-        MediaKind::Deskshare,
-        MediaKind::Transcript,
-        MediaKind::Chat,
-    ];
-
-    /// The `media_type` bit.
-    pub fn bit(self) -> u32 {
-        match self {
-            MediaKind::Audio => media_type::AUDIO,
-            MediaKind::Video => media_type::VIDEO,
-            MediaKind::Deskshare => media_type::DESKSHARE,
-            MediaKind::Transcript => media_type::TRANSCRIPT,
-            MediaKind::Chat => media_type::CHAT,
-        }
-    }
-
-    /// The key in `media_server.server_urls` and in the simulator's media paths.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-            MediaKind::Deskshare => "deskshare",
-            MediaKind::Transcript => "transcript",
-            MediaKind::Chat => "chat",
-        }
-    }
-
-    /// The media message type (14-18).
-    pub fn msg_type(self) -> u32 {
-        14 + MediaKind::ALL.iter().position(|k| *k == self).unwrap_or(0) as u32
-    }
-}
-
-impl std::str::FromStr for MediaKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        MediaKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown media kind {s:?}: use audio, video, deskshare, transcript or chat")
-            })
-    }
-}
+/// The media kinds, defined once in `rtms-proto` (`Share` is `deskshare` on the wire; the
+/// simulator sends every kind but `Event` on media sockets).
+pub use rtms_proto::MediaKind;
 
 /// What every server task and meeting shares.
 pub(crate) struct SimShared {

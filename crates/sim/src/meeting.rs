@@ -23,8 +23,9 @@ use crate::faults::{Fault, SocketSel};
 use crate::ledger::{ChatLine, Ledger, TranscriptLine};
 use crate::record::Recorder;
 use crate::script::MeetingScript;
-use crate::webhook::{WebhookClient, now_ms};
+use crate::webhook::WebhookClient;
 use crate::{MediaKind, SimShared};
+use rtms_proto::unix_ms;
 
 /// How fast the timeline plays.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -258,7 +259,7 @@ impl Meeting {
             product: opts.product,
             action: WebhookAction::Started,
             event: opts.product.event_name(WebhookAction::Started),
-            event_ts: now_ms() as i64,
+            event_ts: unix_ms() as i64,
             id: id.clone(),
             stream_id: stream_id.clone(),
             server_url: Some(sim.signaling_url_for(&stream_id, 1)),
@@ -531,13 +532,13 @@ impl Meeting {
             let all = mask & media_type::ALL != 0;
             let bits: u32 = media_type::bits(mask).fold(0, |a, b| a | b);
             if let Some(k) = path_kind
-                && (all || bits & !k.bit() != 0)
+                && (all || bits & !k.media_type_bit() != 0)
             {
                 return Err((
                     status::INVALID_MEDIA_TYPE,
                     format!(
                         "media_type {mask} asks for more than this {} URL serves; use the `all` URL",
-                        k.as_str()
+                        k.url_key().unwrap_or_default()
                     ),
                 ));
             }
@@ -610,7 +611,7 @@ impl Meeting {
         st.ready_once = true;
         if !st.announced && st.signaling.is_some() {
             st.announced = true;
-            let now = now_ms();
+            let now = unix_ms();
             self.send_session_state(&st, session_state::STARTED, 0, now);
             self.send_stream_state(&st, stream_state::ACTIVE, 0, now);
         }
@@ -665,7 +666,7 @@ impl Meeting {
             .get("event_type")
             .and_then(|v| v.as_u64())
             .unwrap_or(0) as u32;
-        let v = json!({"msg_type": 6, "timestamp": now_ms(), "event": event});
+        let v = json!({"msg_type": 6, "timestamp": unix_ms(), "event": event});
         self.send_signaling(st, v, Note::Event(t))
     }
 
@@ -707,7 +708,7 @@ impl Meeting {
     fn drop_media(self: &Arc<Self>, st: &mut State, kind: Option<MediaKind>, announce: bool) {
         let mut lost = 0;
         st.media.retain(|c| {
-            let hit = kind.is_none_or(|k| c.bits & k.bit() != 0);
+            let hit = kind.is_none_or(|k| c.bits & k.media_type_bit() != 0);
             if hit {
                 lost |= c.bits;
                 c.kill.cancel();
@@ -722,7 +723,7 @@ impl Meeting {
             return;
         }
         if announce {
-            let now = now_ms();
+            let now = unix_ms();
             self.send_event(
                 st,
                 json!({"event_type": event_type::MEDIA_CONNECTION_INTERRUPTED, "timestamp": now}),
@@ -827,7 +828,7 @@ impl Meeting {
             Fault::Pause { duration } => {
                 if !st.paused {
                     st.paused = true;
-                    let now = now_ms();
+                    let now = unix_ms();
                     self.send_session_state(&st, session_state::PAUSED, 0, now);
                     self.send_stream_state(&st, stream_state::PAUSED, 0, now);
                     if let Some(d) = duration {
@@ -842,7 +843,7 @@ impl Meeting {
             Fault::Resume => {
                 if st.paused {
                     st.paused = false;
-                    let now = now_ms();
+                    let now = unix_ms();
                     self.send_session_state(&st, session_state::RESUMED, 0, now);
                     self.send_stream_state(&st, stream_state::RESUMED, 0, now);
                 }
@@ -869,7 +870,7 @@ impl Meeting {
             product: self.product,
             action,
             event: self.product.event_name(action),
-            event_ts: now_ms() as i64,
+            event_ts: unix_ms() as i64,
             id: self.id.clone(),
             stream_id: self.stream_id.clone(),
             server_url,
@@ -922,7 +923,7 @@ impl Meeting {
             }
             st.ended = true;
             self.ledger_mut().stop_reason = Some(reason);
-            let now = now_ms();
+            let now = unix_ms();
             self.send_session_state(&st, session_state::STOPPED, reason, now);
             self.send_stream_state(&st, stream_state::TERMINATED, reason, now);
             if let Some(s) = st.signaling.take() {

@@ -177,8 +177,9 @@ struct FaultFile {
     after_frames: Option<u64>,
     #[serde(default)]
     socket: Option<String>,
+    /// A `server_urls` key (`deskshare`, not `share`).
     #[serde(default)]
-    media: Option<MediaKind>,
+    media: Option<String>,
     #[serde(default)]
     count: Option<u32>,
     #[serde(default)]
@@ -221,6 +222,18 @@ fn secs(what: &str, v: f64) -> Result<u64, ScriptError> {
     Ok((v * 1000.0).round() as u64)
 }
 
+fn media_kind(what: &str, s: Option<&str>) -> Result<Option<MediaKind>, ScriptError> {
+    s.map(|key| {
+        MediaKind::from_url_key(key).ok_or_else(|| ScriptError::Invalid {
+            what: what.to_owned(),
+            problem: format!(
+                "unknown media kind {key:?}: use audio, video, deskshare, transcript or chat"
+            ),
+        })
+    })
+    .transpose()
+}
+
 fn socket_sel(what: &str, s: Option<&str>) -> Result<SocketSel, ScriptError> {
     Ok(match s.unwrap_or("any") {
         "any" => SocketSel::Any,
@@ -257,7 +270,9 @@ impl FaultFile {
         };
         let fault = match self.kind.as_str() {
             "drop_signaling" => Fault::DropSignaling,
-            "drop_media" => Fault::DropMedia { kind: self.media },
+            "drop_media" => Fault::DropMedia {
+                kind: media_kind(&what, self.media.as_deref())?,
+            },
             "stop_keepalives" => Fault::StopKeepalives,
             "resume_keepalives" => Fault::ResumeKeepalives,
             "ignore_keepalive_answers" => Fault::IgnoreKeepaliveAnswers {
@@ -408,7 +423,7 @@ impl MeetingScript {
             .iter()
             .any(|e| e.kind == EventKind::SharingStart)
         {
-            k.push(MediaKind::Deskshare);
+            k.push(MediaKind::Share);
         }
         if !self.chats.is_empty() {
             k.push(MediaKind::Chat);

@@ -29,8 +29,8 @@ use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use crate::meeting::{CloseCause, Control, Meeting, Note, Out};
-use crate::webhook::now_ms;
 use crate::{MediaKind, SimShared};
+use rtms_proto::unix_ms;
 
 /// Which server a listener is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +101,7 @@ fn route(role: Role, path: &str) -> Option<Route> {
             kind: if *kind == "all" {
                 None
             } else {
-                Some(kind.parse().ok()?)
+                Some(MediaKind::from_url_key(kind)?)
             },
         }),
         _ => None,
@@ -451,7 +451,7 @@ where
                     }
                 }
                 ka_seq += 1;
-                let text = json!({"msg_type": msg_type::KEEP_ALIVE_REQ, "timestamp": now_ms(),
+                let text = json!({"msg_type": msg_type::KEEP_ALIVE_REQ, "timestamp": unix_ms(),
                     "sequence": ka_seq}).to_string();
                 if sink.send(frame(shared, text.clone())).await.is_err() {
                     return CloseCause::Client;
@@ -502,7 +502,7 @@ fn handle_inbound(
             m.send_signaling(
                 &st,
                 json!({"msg_type": msg_type::STREAM_CLOSE_RESP, "rtms_stream_id": m.stream_id,
-                    "status_code": status::OK, "reason": "", "timestamp": now_ms()}),
+                    "status_code": status::OK, "reason": "", "timestamp": unix_ms()}),
                 Note::None,
             );
             drop(st);

@@ -73,21 +73,16 @@ struct Runner {
     video_step: u64,
     share_step: u64,
     shares: Vec<(u64, u64, i64)>,
-    seq: [u64; 5],
+    seq: [u64; MediaKind::ALL.len()],
     frames_sent: u64,
     fired: Vec<bool>,
     active_speaker: Option<i64>,
     t0: u64,
 }
 
+/// The slot of a kind's sequence counter (events have one but the timeline never uses it).
 fn kind_index(k: MediaKind) -> usize {
-    match k {
-        MediaKind::Audio => 0,
-        MediaKind::Video => 1,
-        MediaKind::Deskshare => 2,
-        MediaKind::Transcript => 3,
-        MediaKind::Chat => 4,
-    }
+    k as usize
 }
 
 /// Runs the meeting to its end. Returns when the stream is over (or the simulator stops).
@@ -118,7 +113,7 @@ pub(crate) async fn run(
         video_step: 40,
         share_step: 1000,
         shares,
-        seq: [0; 5],
+        seq: [0; MediaKind::ALL.len()],
         frames_sent: 0,
         fired: vec![false; script.faults.len()],
         active_speaker: None,
@@ -180,7 +175,7 @@ impl Runner {
             }
         }
         let script = self.m.script.clone();
-        self.t0 = crate::webhook::now_ms();
+        self.t0 = rtms_proto::unix_ms();
         let start = Instant::now();
         let mut paused_total = Duration::ZERO;
         self.push(0, Item::FirstPacket);
@@ -303,7 +298,7 @@ impl Runner {
         &mut self,
         kind: MediaKind,
     ) -> Result<Option<mpsc::Sender<Out>>, Interrupt> {
-        let bit = kind.bit();
+        let bit = kind.media_type_bit();
         let find = |m: &Meeting| {
             m.state()
                 .media
@@ -464,7 +459,7 @@ impl Runner {
                 if t + self.share_step < end {
                     self.push(t + self.share_step, Item::Share { interval });
                 }
-                let seq = self.next_seq(MediaKind::Deskshare);
+                let seq = self.next_seq(MediaKind::Share);
                 let codec = self
                     .current_params(media_type::DESKSHARE)
                     .and_then(|p| p.deskshare)
@@ -476,10 +471,10 @@ impl Runner {
                     content: self.content(user, b64.encode(img), ts),
                 };
                 self.send_media(
-                    MediaKind::Deskshare,
+                    MediaKind::Share,
                     msg,
                     Note::Media {
-                        kind: MediaKind::Deskshare,
+                        kind: MediaKind::Share,
                         seq,
                         bytes: img.len(),
                     },

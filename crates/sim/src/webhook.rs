@@ -5,7 +5,7 @@
 //! Only `http://` targets on the loopback interface are accepted: the simulator never sends
 //! traffic anywhere else.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rtms_proto::sign;
+use rtms_proto::{unix_ms, unix_secs};
 
 /// Why a webhook could not be delivered or validated.
 #[derive(Debug, thiserror::Error)]
@@ -33,19 +34,6 @@ pub enum WebhookError {
 pub struct PostOutcome {
     pub status: u16,
     pub body: Bytes,
-}
-
-/// Unix time in seconds and milliseconds.
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Checks that a target is plain HTTP on the loopback interface.
@@ -81,14 +69,14 @@ impl WebhookClient {
     /// POSTs `body` signed with the current time; returns the status and response body.
     pub async fn post_signed(&self, url: &str, body: Bytes) -> Result<PostOutcome, WebhookError> {
         let uri = check_target(url)?;
-        let ts = now_secs().to_string();
+        let ts = unix_secs().to_string();
         let sig = sign::webhook_signature(&self.secret, &ts, &body);
         let req = Request::post(uri)
             .header("content-type", "application/json")
             .header("user-agent", "Zoom Marketplace/1.0a")
             .header("x-zm-request-timestamp", &ts)
             .header("x-zm-signature", sig)
-            .header("x-zm-trackingid", format!("rtms-sim-{}", now_ms()))
+            .header("x-zm-trackingid", format!("rtms-sim-{}", unix_ms()))
             .body(Full::new(body))
             .map_err(|e| WebhookError::Send {
                 url: url.to_owned(),
@@ -141,7 +129,7 @@ impl WebhookClient {
         let body = serde_json::json!({
             "event": rtms_proto::webhook::URL_VALIDATION,
             "payload": {"plainToken": plain},
-            "event_ts": now_ms(),
+            "event_ts": unix_ms(),
         });
         let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
         let out = self.post_signed(url, body).await?;

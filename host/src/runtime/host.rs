@@ -140,7 +140,7 @@ impl host::Host for HostState {
     }
 
     fn now_ms(&mut self) -> u64 {
-        crate::output::unix_ms()
+        rtms_proto::unix_ms()
     }
 }
 
