@@ -1,0 +1,277 @@
+//! The handshakes the servers apply to a stream (ids, signature, pending fault rejections
+//! and delays, media type masks), the client's messages on signaling (ready, event
+//! subscriptions), and the messages the server sends on signaling (stream and session
+//! states, events).
+
+use super::*;
+
+impl Meeting {
+    fn take_fault_for(&self, st: &mut State, signaling: bool) -> Result<Duration, (u32, String)> {
+        if let Some(i) = st
+            .rejects
+            .iter()
+            .position(|r| r.remaining > 0 && r.socket.matches(signaling))
+        {
+            let r = &mut st.rejects[i];
+            r.remaining -= 1;
+            let out = (r.status, r.reason.clone());
+            if r.remaining == 0 {
+                st.rejects.remove(i);
+            }
+            return Err(out);
+        }
+        if let Some(i) = st.delays.iter().position(|d| d.0.matches(signaling)) {
+            return Ok(st.delays.remove(i).1);
+        }
+        Ok(Duration::ZERO)
+    }
+
+    fn check_ids(
+        &self,
+        ids: &HandshakeIds,
+        stream_id: &str,
+        signature: &str,
+    ) -> Result<(), (u32, String)> {
+        if stream_id != self.stream_id {
+            return Err((
+                status::INVALID_RTMS_STREAM_ID,
+                format!("rtms_stream_id {stream_id:?} is not a live stream"),
+            ));
+        }
+        if !ids.all().any(|i| i == self.id) {
+            return Err((
+                status::INVALID_PAYLOAD,
+                format!(
+                    "the handshake must carry {} {:?} of this stream",
+                    self.product.id_key(),
+                    self.id
+                ),
+            ));
+        }
+        if !sign::signatures_match(&self.expected_signature(), signature.trim()) {
+            return Err((
+                status::INVALID_SIGNATURE,
+                "invalid signature: expected hex HMAC-SHA256(client_secret, client_id,id,rtms_stream_id)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decides a signaling handshake. On success the connection is registered as the
+    /// stream's signaling socket. Returns the delay to apply before answering.
+    pub(crate) fn signaling_handshake(
+        &self,
+        req: &SignalingHandshakeReq,
+        path_gen: Option<u32>,
+    ) -> Result<(SigConn, mpsc::UnboundedReceiver<Out>, Duration), (u32, String)> {
+        let result = (|| {
+            self.check_ids(&req.ids, &req.rtms_stream_id, &req.signature)?;
+            let mut st = self.state();
+            if st.ended {
+                return Err((
+                    status::INVALID_RTMS_STREAM_ID,
+                    "the stream has ended".to_string(),
+                ));
+            }
+            if let Some(g) = path_gen
+                && g != st.generation
+            {
+                return Err((
+                    status::INVALID_RTMS_STREAM_ID,
+                    "this signaling server no longer serves the stream; use the newest server_urls"
+                        .into(),
+                ));
+            }
+            let delay = self.take_fault_for(&mut st, true)?;
+            if st.signaling.is_some() {
+                self.ledger_mut().counters.duplicate_signaling_rejected += 1;
+                return Err((
+                    status::DUPLICATE_SIGNAL_REQUEST,
+                    "duplicate signal request: the stream already has a signaling connection"
+                        .into(),
+                ));
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let conn = SigConn {
+                id: st.next_conn,
+                tx: tx.clone(),
+                kill: self.cancel.child_token(),
+            };
+            st.next_conn += 1;
+            st.sig_epoch += 1;
+            st.announced = false;
+            st.signaling = Some(SigConn {
+                id: conn.id,
+                tx,
+                kill: conn.kill.clone(),
+            });
+            Ok((conn, rx, delay))
+        })();
+        let mut l = self.ledger_mut();
+        match &result {
+            Ok(_) => l.counters.signaling_handshakes_ok += 1,
+            Err(_) => l.counters.handshakes_rejected += 1,
+        }
+        drop(l);
+        self.bump();
+        result
+    }
+
+    /// Decides a media handshake; on success registers the socket (not ready until msg 7)
+    /// and returns the confirmed params.
+    pub(crate) fn media_handshake(
+        &self,
+        req: &DataHandshakeReq,
+        path_kind: Option<MediaKind>,
+    ) -> Result<MediaAccepted, (u32, String)> {
+        let result = (|| {
+            self.check_ids(&req.ids, &req.rtms_stream_id, &req.signature)?;
+            let mask = req.media_type;
+            if mask == 0 || mask & !(media_type::EVERY_TYPE | media_type::ALL) != 0 {
+                return Err((
+                    status::INVALID_MEDIA_TYPE,
+                    format!("media_type {mask} is not a mask of 1,2,4,8,16 or 32"),
+                ));
+            }
+            let all = mask & media_type::ALL != 0;
+            let bits: u32 = media_type::bits(mask).fold(0, |a, b| a | b);
+            if let Some(k) = path_kind
+                && (all || bits & !k.media_type_bit() != 0)
+            {
+                return Err((
+                    status::INVALID_MEDIA_TYPE,
+                    format!(
+                        "media_type {mask} asks for more than this {} URL serves; use the `all` URL",
+                        k.url_key().unwrap_or_default()
+                    ),
+                ));
+            }
+            let mut st = self.state();
+            if st.ended {
+                return Err((
+                    status::INVALID_RTMS_STREAM_ID,
+                    "the stream has ended".into(),
+                ));
+            }
+            if st.signaling.is_none() {
+                return Err((
+                    status::INVALID_RTMS_STREAM_ID,
+                    "no live signaling connection for this stream; complete the signaling handshake first"
+                        .into(),
+                ));
+            }
+            let delay = self.take_fault_for(&mut st, false)?;
+            if st.media.iter().any(|c| c.all) || (all && !st.media.is_empty()) {
+                return Err((
+                    status::MEDIA_DATA_ALL_CONNECTION_EXIST,
+                    "an `all` media connection exists alongside another media connection".into(),
+                ));
+            }
+            if st.media.iter().any(|c| c.bits & bits != 0) {
+                return Err((
+                    status::DUPLICATE_MEDIA_DATA_CONNECTION,
+                    "duplicate media data connection for a media type".into(),
+                ));
+            }
+            let mut params = req.media_params.clone().unwrap_or_default().resolved();
+            if let Some(a) = &params.audio {
+                params.audio = Some(crate::media_gen::producible_audio(a));
+            }
+            let (tx, rx) = mpsc::channel(64);
+            let kill = self.cancel.child_token();
+            let id = st.next_conn;
+            st.next_conn += 1;
+            st.media.push(MediaConn {
+                id,
+                bits,
+                all,
+                params: params.clone(),
+                ready: false,
+                tx,
+                kill: kill.clone(),
+            });
+            Ok((id, rx, kill, params, delay))
+        })();
+        let mut l = self.ledger_mut();
+        match &result {
+            Ok(_) => l.counters.media_handshakes_ok += 1,
+            Err(_) => l.counters.handshakes_rejected += 1,
+        }
+        drop(l);
+        self.bump();
+        result
+    }
+
+    // === client messages on signaling ===
+
+    /// CLIENT_READY_ACK: every handshaken media socket becomes ready. The first one of a
+    /// signaling session announces the stream (msg 8 ACTIVE, msg 9 STARTED).
+    pub(crate) fn client_ready(&self) {
+        self.ledger_mut().counters.client_ready_acks += 1;
+        let mut st = self.state();
+        for c in &mut st.media {
+            c.ready = true;
+        }
+        st.ready_once = true;
+        if !st.announced && st.signaling.is_some() {
+            st.announced = true;
+            let now = unix_ms();
+            self.send_session_state(&st, session_state::STARTED, 0, now);
+            self.send_stream_state(&st, stream_state::ACTIVE, 0, now);
+        }
+        drop(st);
+        self.bump();
+    }
+
+    pub(crate) fn subscribe(&self, events: &[(u32, bool)]) {
+        let mut st = self.state();
+        for (t, on) in events {
+            st.subscriptions.insert(*t, *on);
+        }
+    }
+
+    pub(crate) fn subscribed(&self, event_type: u32) -> bool {
+        self.state()
+            .subscriptions
+            .get(&event_type)
+            .copied()
+            .unwrap_or(true)
+    }
+
+    // === messages to the client on signaling ===
+
+    pub(crate) fn send_signaling(&self, st: &State, value: serde_json::Value, note: Note) -> bool {
+        match &st.signaling {
+            Some(s) => {
+                s.tx.send(Out::Msg {
+                    text: value.to_string(),
+                    note,
+                })
+                .is_ok()
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn send_stream_state(&self, st: &State, state: u32, reason: u32, ts: u64) {
+        let v = json!({"msg_type": 8, "rtms_stream_id": self.stream_id, "state": state,
+            "reason": reason, "timestamp": ts});
+        self.send_signaling(st, v, Note::StreamState(state, reason));
+    }
+
+    pub(crate) fn send_session_state(&self, st: &State, state: u32, reason: u32, ts: u64) {
+        let v = json!({"msg_type": 9, "rtms_session_id": self.session_id, "state": state,
+            "reason": reason, "stop_reason": reason, "timestamp": ts});
+        self.send_signaling(st, v, Note::SessionState);
+    }
+
+    pub(crate) fn send_event(&self, st: &State, event: serde_json::Value) -> bool {
+        let t = event
+            .get("event_type")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as u32;
+        let v = json!({"msg_type": 6, "timestamp": unix_ms(), "event": event});
+        self.send_signaling(st, v, Note::Event(t))
+    }
+}

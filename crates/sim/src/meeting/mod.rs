@@ -1,0 +1,430 @@
+//! One simulated stream: its options, its shared state (connections, fault switches, ledger),
+//! its creation, the ledger's bookkeeping and its end. The rules applied to it live beside:
+//!
+//! - [`handshake`]: the signaling and media handshakes, client messages on signaling, and
+//!   what the server sends on signaling.
+//! - [`loss`]: connection loss, grace periods and interrupted announcements.
+//! - [`faults`]: fault switches and applying a [`Fault`](crate::Fault).
+//! - [`webhooks`]: building, queueing and delivering webhooks (with retries).
+//!
+//! The timeline that plays the script lives in [`crate::timeline`]; the sockets live in
+//! [`crate::server`]. Locks here are std mutexes held for short, synchronous sections only.
+
+mod faults;
+mod handshake;
+mod loss;
+mod webhooks;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtms_proto::codes::{event_type, media_type, session_state, status, stop_reason, stream_state};
+use rtms_proto::msg::{DataHandshakeReq, HandshakeIds, SignalingHandshakeReq};
+use rtms_proto::params::MediaParams;
+use rtms_proto::{Product, WebhookAction, WebhookEvent, sign, unix_ms};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::{Fault, SocketSel};
+use crate::ledger::{ChatLine, Ledger, TranscriptLine};
+use crate::record::Recorder;
+use crate::script::MeetingScript;
+use crate::{MediaKind, SimShared};
+
+pub(crate) use webhooks::webhook_body;
+
+/// How fast the timeline plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pace {
+    /// Items are sent at their scripted time; while the client is away the timeline keeps
+    /// going and what falls in the gap is not sent (as real Zoom without buffering).
+    #[default]
+    Realtime,
+    /// Items are sent as fast as the client takes them; while a kind the client asked for
+    /// has no connection (during a reconnection), the timeline holds instead of skipping.
+    Fast,
+}
+
+/// How to run one meeting.
+#[derive(Clone, Debug)]
+pub struct MeetingOptions {
+    pub product: Product,
+    pub pace: Pace,
+    /// Where webhooks go (`http://127.0.0.1:…`). When `None`, nothing is POSTed: read
+    /// [`crate::MeetingHandle::started_event`] (and `subscribe_webhooks`) and deliver it.
+    pub webhook_url: Option<String>,
+    /// The meeting uuid / webinar uuid / session id / engagement id; random when `None`.
+    pub meeting_id: Option<String>,
+    /// The `rtms_stream_id`; random 32 hex digits when `None`.
+    pub stream_id: Option<String>,
+    /// `operator_id` of the started event.
+    pub operator_id: Option<String>,
+    /// Write every message sent on this meeting's sockets to this JSON Lines file.
+    pub record: Option<PathBuf>,
+}
+
+impl Default for MeetingOptions {
+    fn default() -> Self {
+        Self {
+            product: Product::Meeting,
+            pace: Pace::Realtime,
+            webhook_url: None,
+            meeting_id: None,
+            stream_id: None,
+            operator_id: None,
+            record: None,
+        }
+    }
+}
+
+/// What a connection task writes: a message (and what the ledger learns once it is
+/// written), or a clean close.
+pub(crate) enum Out {
+    Msg { text: String, note: Note },
+    Close,
+}
+
+/// Ledger entries that become true once a message reached the socket.
+pub(crate) enum Note {
+    None,
+    Media {
+        kind: MediaKind,
+        seq: u64,
+        bytes: usize,
+    },
+    Transcript {
+        seq: u64,
+        line: TranscriptLine,
+    },
+    Chat {
+        seq: u64,
+        line: ChatLine,
+    },
+    Event(u32),
+    StreamState(u32, u32),
+    SessionState,
+    KeepAlive,
+}
+
+/// Why a connection ended, as its task reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseCause {
+    /// The client closed it or the socket failed.
+    Client,
+    /// The server ended it after unanswered keep-alives.
+    KeepAliveTimeout,
+    /// A fault or the end of the stream closed it (state already updated).
+    Server,
+}
+
+pub(crate) struct SigConn {
+    pub id: u64,
+    pub tx: mpsc::UnboundedSender<Out>,
+    pub kill: CancellationToken,
+}
+
+pub(crate) struct MediaConn {
+    pub id: u64,
+    /// Expanded single-type bits this socket carries.
+    pub bits: u32,
+    /// Connected to `all` / asked for mask 32.
+    pub all: bool,
+    pub params: MediaParams,
+    pub ready: bool,
+    pub tx: mpsc::Sender<Out>,
+    pub kill: CancellationToken,
+}
+pub(crate) struct State {
+    /// Generation of the signaling URL; bumped by failover (scenario 1).
+    pub generation: u32,
+    pub signaling: Option<SigConn>,
+    pub media: Vec<MediaConn>,
+    rejects: Vec<faults::Reject>,
+    delays: Vec<(SocketSel, Duration)>,
+    refuse_until: Option<Instant>,
+    keepalives_off: bool,
+    ignore_answers: Option<SocketSel>,
+    subscriptions: HashMap<u32, bool>,
+    pub paused: bool,
+    pub ended: bool,
+    /// Set at the first CLIENT_READY_ACK; the timeline waits for it.
+    pub ready_once: bool,
+    /// Whether msg 8 ACTIVE / msg 9 STARTED went out on the current signaling socket.
+    announced: bool,
+    /// Counts signaling handshakes, so a grace timer knows whether one happened.
+    sig_epoch: u64,
+    next_conn: u64,
+    last_webhook: Option<(String, Bytes, u32)>,
+}
+/// A media socket the handshake accepted: its id, outbox, kill switch, the confirmed
+/// params and the delay to apply before answering.
+pub(crate) type MediaAccepted = (
+    u64,
+    mpsc::Receiver<Out>,
+    CancellationToken,
+    MediaParams,
+    Duration,
+);
+
+/// Commands for the timeline task.
+pub(crate) enum Control {
+    Terminate { reason: u32 },
+}
+
+pub(crate) struct Meeting {
+    pub sim: Arc<SimShared>,
+    /// Fires when the simulator shuts down: ends every task and socket of the meeting.
+    pub cancel: CancellationToken,
+    pub product: Product,
+    pub id: String,
+    pub stream_id: String,
+    pub session_id: String,
+    pub script: Arc<MeetingScript>,
+    pub pace: Pace,
+    pub operator_id: String,
+    webhook_url: Option<String>,
+    state: Mutex<State>,
+    ledger: Mutex<Ledger>,
+    /// Bumped on every state change the timeline may wait for.
+    pub changed: watch::Sender<u64>,
+    pub control: mpsc::UnboundedSender<Control>,
+    recorder: Option<Recorder>,
+    pub finished: watch::Sender<bool>,
+    webhooks_tx: broadcast::Sender<WebhookEvent>,
+    started: Mutex<WebhookEvent>,
+    deliveries: mpsc::UnboundedSender<webhooks::Delivery>,
+}
+
+fn random_hex(n: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+        .collect()
+}
+
+fn random_uuid_b64() -> String {
+    use base64::Engine;
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::rng().random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl Meeting {
+    pub(crate) fn new(
+        sim: Arc<SimShared>,
+        cancel: CancellationToken,
+        script: MeetingScript,
+        opts: MeetingOptions,
+    ) -> anyhow::Result<(Arc<Self>, mpsc::UnboundedReceiver<Control>)> {
+        use anyhow::Context;
+        if let Some(url) = &opts.webhook_url {
+            crate::webhook::check_target(url)?;
+        }
+        let recorder = match &opts.record {
+            Some(p) => Some(
+                Recorder::create(p)
+                    .with_context(|| format!("cannot create recording file {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let stream_id = opts.stream_id.clone().unwrap_or_else(|| random_hex(32));
+        let id = opts
+            .meeting_id
+            .clone()
+            .unwrap_or_else(|| match opts.product {
+                Product::ContactCenter => format!("eng_{}", random_hex(20)),
+                _ => random_uuid_b64(),
+            });
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (deliveries, deliveries_rx) = mpsc::unbounded_channel();
+        let operator_id = opts
+            .operator_id
+            .clone()
+            .unwrap_or_else(|| format!("op{}", random_hex(12)));
+        let started = WebhookEvent {
+            product: opts.product,
+            action: WebhookAction::Started,
+            event: opts.product.event_name(WebhookAction::Started),
+            event_ts: unix_ms() as i64,
+            id: id.clone(),
+            stream_id: stream_id.clone(),
+            server_url: Some(sim.signaling_url_for(&stream_id, 1)),
+            operator_id: (opts.product != Product::ContactCenter).then(|| operator_id.clone()),
+            stop_reason: None,
+        };
+        let m = Arc::new(Self {
+            product: opts.product,
+            id,
+            stream_id,
+            session_id: random_hex(32),
+            script: Arc::new(script),
+            pace: opts.pace,
+            operator_id,
+            webhook_url: opts.webhook_url.clone(),
+            state: Mutex::new(State {
+                generation: 1,
+                signaling: None,
+                media: Vec::new(),
+                rejects: Vec::new(),
+                delays: Vec::new(),
+                refuse_until: None,
+                keepalives_off: false,
+                ignore_answers: None,
+                subscriptions: HashMap::new(),
+                paused: false,
+                ended: false,
+                ready_once: false,
+                announced: false,
+                sig_epoch: 0,
+                next_conn: 1,
+                last_webhook: None,
+            }),
+            ledger: Mutex::new(Ledger::default()),
+            changed: watch::Sender::new(0),
+            control,
+            recorder,
+            finished: watch::Sender::new(false),
+            webhooks_tx: broadcast::channel(64).0,
+            started: Mutex::new(started),
+            deliveries,
+            sim,
+            cancel,
+        });
+        if m.webhook_url.is_some() {
+            tokio::spawn(webhooks::deliver_loop(m.clone(), deliveries_rx));
+        }
+        Ok((m, control_rx))
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn ledger_mut(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn ledger(&self) -> Ledger {
+        self.ledger_mut().clone()
+    }
+
+    pub(crate) fn started_event(&self) -> WebhookEvent {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn subscribe_webhooks(&self) -> broadcast::Receiver<WebhookEvent> {
+        self.webhooks_tx.subscribe()
+    }
+
+    pub(crate) fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// The signature a client must present for this stream.
+    pub(crate) fn expected_signature(&self) -> String {
+        let c = &self.sim.config;
+        sign::handshake_signature(&c.client_id, &c.client_secret, &self.id, &self.stream_id)
+    }
+
+    // === recording and the ledger ===
+
+    pub(crate) fn record(&self, socket: &str, text: &str) {
+        if let Some(r) = &self.recorder {
+            r.record(socket, text);
+        }
+    }
+
+    pub(crate) fn note_sent(&self, note: Note) {
+        let mut l = self.ledger_mut();
+        match note {
+            Note::None => {}
+            Note::Media { kind, seq, bytes } => l.record_media(kind, seq, bytes),
+            Note::Transcript { seq, line } => {
+                l.record_media(MediaKind::Transcript, seq, line.text.len());
+                l.transcript.push(line);
+            }
+            Note::Chat { seq, line } => {
+                l.record_media(MediaKind::Chat, seq, line.text.len());
+                l.chats.push(line);
+            }
+            Note::Event(t) => {
+                l.counters.event_updates += 1;
+                l.events.push(t);
+            }
+            Note::StreamState(s, r) => {
+                l.counters.stream_state_updates += 1;
+                l.stream_states.push((s, r));
+            }
+            Note::SessionState => l.counters.session_state_updates += 1,
+            Note::KeepAlive => l.counters.keepalive_requests += 1,
+        }
+    }
+    // === the end ===
+
+    /// Ends the stream: msg 9 STOPPED and msg 8 TERMINATED on signaling, clean closes, the
+    /// stopped webhook, and the ledger's stop reason. Idempotent.
+    pub(crate) async fn finish(self: &Arc<Self>, reason: u32) {
+        let mut closing_sig = Vec::new();
+        let mut closing = Vec::new();
+        let done = {
+            let mut st = self.state();
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+            self.ledger_mut().stop_reason = Some(reason);
+            let now = unix_ms();
+            self.send_session_state(&st, session_state::STOPPED, reason, now);
+            self.send_stream_state(&st, stream_state::TERMINATED, reason, now);
+            if let Some(s) = st.signaling.take() {
+                let _ = s.tx.send(Out::Close);
+                closing_sig.push(s.tx.clone());
+            }
+            for c in st.media.drain(..) {
+                if c.tx.try_send(Out::Close).is_err() {
+                    c.kill.cancel();
+                }
+                closing.push(c.tx.clone());
+            }
+            self.emit_webhook(&mut st, WebhookAction::Stopped, None)
+        };
+        // The ledger records a message once its socket has written it: wait until every
+        // connection has written what was queued before the close (its task then drops
+        // the receiver), so the final ledger is complete when `finished` resolves.
+        let drained = futures_util::future::join(
+            futures_util::future::join_all(closing_sig.iter().map(|tx| tx.closed())),
+            futures_util::future::join_all(closing.iter().map(|tx| tx.closed())),
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
+        if let Some(done) = done {
+            let wait = self.sim.config.webhook_timeout + Duration::from_secs(1);
+            let _ = tokio::time::timeout(wait, done).await;
+        }
+        if let Some(r) = &self.recorder {
+            r.flush();
+        }
+        self.sim.remove_meeting(&self.stream_id);
+        self.finished.send_replace(true);
+        self.bump();
+    }
+
+    pub(crate) fn transcript_line(&self, utt: usize, ts: u64, t0: u64) -> Option<TranscriptLine> {
+        let u = self.script.utterances.get(utt)?;
+        Some(TranscriptLine {
+            user_id: u.user_id,
+            user_name: self.script.name_of(u.user_id).to_owned(),
+            text: u.text.clone(),
+            start_time: t0 + u.start_ms,
+            end_time: t0 + u.start_ms + u.duration_ms,
+            timestamp: ts,
+        })
+    }
+}
