@@ -1,23 +1,26 @@
 //! Builds the WebAssembly plugins in `plugins/` (their own cargo workspace, target
 //! wasm32-wasip2) as part of the host's normal build, so `cargo build`, `cargo test` and
-//! `cargo run` work on a fresh machine with nothing but stable Rust and rustup.
+//! `cargo run` work on a fresh machine with nothing but stable Rust and rustup, and embeds the
+//! demo's components in the binary.
 //!
-//! What it does:
+//! Everything it writes is under `OUT_DIR`:
 //!
 //! 1. Installs the `wasm32-wasip2` target with `rustup target add` when the toolchain lacks it.
-//! 2. Runs `cargo build --release` in `plugins/` with its own target dir (`plugins/target`),
-//!    after removing the variables cargo sets for build scripts (and the user's build
-//!    settings meant for the host) that would leak into that nested build.
-//! 3. Copies every component to `plugins/target/rtms-plugins/` (only when its bytes changed,
-//!    and by rename, so a reader never sees half a file), and exposes that directory to the
-//!    host's code as `env!("RTMS_PLUGINS_DIR")`.
+//! 2. Runs `cargo build --release` in `plugins/` with its own target dir,
+//!    `$OUT_DIR/plugins-target` (stable from one run to the next, so rebuilds are
+//!    incremental), after removing the variables cargo sets for build scripts (and the user's
+//!    build settings meant for the host) that would leak into that nested build.
+//! 3. Copies every component to `$OUT_DIR/rtms-plugins/` (only when its bytes changed, and by
+//!    rename, so a reader never sees half a file), and exposes that directory to the host's
+//!    tests and benches as `env!("RTMS_PLUGINS_DIR")`.
+//! 4. Writes `$OUT_DIR/demo_components.rs`: the components the demo pipeline names, as
+//!    `include_bytes!`, so `rtms-host demo` runs from an installed binary too.
 //!
 //! Set `RTMS_SKIP_PLUGIN_BUILD=1` to skip steps 1 and 2 when building the plugins yourself
-//! (`cd plugins && cargo build --release`); `RTMS_PLUGINS_DIR` then still points at
-//! `plugins/target/rtms-plugins/`, filled from whatever `plugins/target` holds.
+//! (`cd plugins && cargo build --release`); step 3 then copies whatever
+//! `plugins/target/wasm32-wasip2/release/` holds.
 //!
 //! The build reruns when anything in `plugins/` other than `target/` changes, or `wit/`.
-//! If the components were deleted, `touch plugins/Cargo.toml` makes the next build remake them.
 
 use std::env;
 use std::ffi::OsString;
@@ -30,6 +33,9 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 
 /// Set to skip installing the target and building the plugins.
 const SKIP_VAR: &str = "RTMS_SKIP_PLUGIN_BUILD";
+
+/// The components `examples/demo-pipeline.toml.in` names, embedded in the binary.
+const DEMO_COMPONENTS: &[&str] = &["transcript_writer", "keyword_alerter", "audio_recorder"];
 
 /// Variables removed from the nested cargo's environment. Cargo sets some of them for build
 /// scripts, and the user's settings for the host build (a linker wrapper, coverage or
@@ -62,8 +68,9 @@ fn main() {
         .unwrap_or_default();
     let plugins = root.join("plugins");
     let wit = root.join("wit");
-    let target_dir = plugins.join("target");
-    let out_dir = target_dir.join("rtms-plugins");
+    let build_out = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default());
+    let target_dir = build_out.join("plugins-target");
+    let out_dir = build_out.join("rtms-plugins");
 
     println!("cargo:rerun-if-env-changed={SKIP_VAR}");
     println!("cargo:rerun-if-changed={}", wit.display());
@@ -73,21 +80,52 @@ fn main() {
     println!("cargo:rustc-env=RTMS_PLUGINS_DIR={}", out_dir.display());
 
     let skip = env::var_os(SKIP_VAR).is_some_and(|v| !v.is_empty() && v != "0");
-    if !skip {
+    let release = if skip {
+        // Built by hand in plugins/: read from there, write only under OUT_DIR.
+        let release = plugins.join("target").join(WASM_TARGET).join("release");
+        println!("cargo:rerun-if-changed={}", release.display());
+        release
+    } else {
         if let Err(msg) = ensure_target() {
             fail(&msg);
         }
         if let Err(msg) = build(&plugins, &target_dir) {
             fail(&msg);
         }
-    }
-    if let Err(msg) = publish(&target_dir.join(WASM_TARGET).join("release"), &out_dir) {
+        target_dir.join(WASM_TARGET).join("release")
+    };
+    if let Err(msg) = publish(&release, &out_dir) {
         if skip {
             println!("cargo:warning={msg}");
         } else {
             fail(&msg);
         }
     }
+    if let Err(msg) = embed_demo(&out_dir, &build_out.join("demo_components.rs")) {
+        fail(&msg);
+    }
+}
+
+/// Writes the Rust source that embeds the demo's components: a `DEMO_COMPONENTS` slice of
+/// (file name, bytes). A component that is missing (possible only with `RTMS_SKIP_PLUGIN_BUILD`)
+/// is left out; the demo then says which one and how to get it.
+fn embed_demo(components: &Path, dest: &Path) -> Result<(), String> {
+    let mut src = String::from("&[\n");
+    for name in DEMO_COMPONENTS {
+        let path = components.join(format!("{name}.wasm"));
+        if path.is_file() {
+            src.push_str(&format!(
+                "    ({:?}, include_bytes!({:?}).as_slice()),\n",
+                format!("{name}.wasm"),
+                path.display().to_string()
+            ));
+        }
+    }
+    src.push_str("]\n");
+    if fs::read_to_string(dest).is_ok_and(|old| old == src) {
+        return Ok(());
+    }
+    fs::write(dest, src).map_err(|e| format!("cannot write {} ({e})", dest.display()))
 }
 
 /// Stops the build with `msg`, which names the problem and the fix. Cargo prints a failed

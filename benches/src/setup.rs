@@ -30,9 +30,7 @@ pub fn workspace() -> PathBuf {
 
 /// A component built by the host's build script.
 pub fn component(name: &str) -> PathBuf {
-    workspace()
-        .join("plugins/target/rtms-plugins")
-        .join(format!("{name}.wasm"))
+    Path::new(rtms_host::demo::BUILT_PLUGINS_DIR).join(format!("{name}.wasm"))
 }
 
 /// Where results and the warm compile cache live.

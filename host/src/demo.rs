@@ -23,6 +23,12 @@ use crate::app::{Service, StartOptions};
 use crate::bindings::MediaKind;
 
 const DEMO_PIPELINE: &str = include_str!("../../examples/demo-pipeline.toml.in");
+/// The components the demo pipeline names, (file name, bytes), built and embedded by
+/// `host/build.rs`; written out at demo time by [`materialise_components`].
+const DEMO_COMPONENTS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/demo_components.rs"));
+/// Every component this build made, on the machine that built it: for tests and benches. An
+/// installed binary does not need it; the demo carries its own components.
+pub const BUILT_PLUGINS_DIR: &str = env!("RTMS_PLUGINS_DIR");
 const STANDUP: &str = include_str!("../../examples/meetings/standup.toml");
 
 /// The demo's credentials: the simulator and the host agree on them, nothing else sees them.
@@ -108,11 +114,13 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
             .with_context(|| format!("cannot write {}", ca_file.display()))?;
     }
 
+    let cache = out.join(default_cache_dir());
+    let plugins = materialise_components(&cache.join("demo-plugins"))?;
     let pipeline_path = out.join("demo-pipeline.toml");
     let text = DEMO_PIPELINE
-        .replace("{plugins}", env!("RTMS_PLUGINS_DIR"))
+        .replace("{plugins}", &plugins.display().to_string())
         .replace("{out}", &out.display().to_string())
-        .replace("{cache}", &default_cache_dir().display().to_string())
+        .replace("{cache}", &cache.display().to_string())
         .replace(
             "# ca_file = \"{ca_file}\"",
             &if args.no_tls {
@@ -231,12 +239,62 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
     })
 }
 
-/// Where the demo (and `run` by default) caches compiled components.
+/// Where the demo caches compiled components: beside the build when the binary runs where it
+/// was built (`target/component-cache`), else the user's cache directory
+/// (`$XDG_CACHE_HOME/rtms-host` or `~/.cache/rtms-host`), else `.component-cache` in the
+/// output directory (a relative result is taken relative to it).
 pub fn default_cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
-        .join("target")
-        .join("component-cache")
+        .join("target");
+    if built.is_dir() {
+        return built.join("component-cache");
+    }
+    let user = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| Path::new(d).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| Path::new(h).is_absolute())
+                .map(|h| Path::new(&h).join(".cache"))
+        });
+    match user {
+        Some(dir) => dir.join("rtms-host").join("component-cache"),
+        None => PathBuf::from(".component-cache"),
+    }
+}
+
+/// Writes the embedded demo components into `dir` (a file is replaced only when its bytes
+/// differ, and by rename, so a concurrent demo never reads half a file) and returns `dir`.
+pub fn materialise_components(dir: &Path) -> Result<PathBuf> {
+    let missing: Vec<&str> = [
+        "transcript_writer.wasm",
+        "keyword_alerter.wasm",
+        "audio_recorder.wasm",
+    ]
+    .into_iter()
+    .filter(|name| !DEMO_COMPONENTS.iter().any(|(n, _)| n == name))
+    .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "this binary was built without the demo's components ({}): build it again without \
+             RTMS_SKIP_PLUGIN_BUILD, or build the plugins first (cd plugins && cargo build --release)",
+            missing.join(", ")
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create {} for the demo's components", dir.display()))?;
+    for (name, bytes) in DEMO_COMPONENTS {
+        let dest = dir.join(name);
+        if std::fs::read(&dest).is_ok_and(|old| old == *bytes) {
+            continue;
+        }
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &dest))
+            .with_context(|| format!("cannot write the demo component {}", dest.display()))?;
+    }
+    Ok(dir.to_owned())
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {

@@ -83,7 +83,7 @@ component = "{plugins}/noop.wasm"
 media = ["transcript"]
 "#,
             cache = crate::util::cache_dir().display(),
-            plugins = env!("RTMS_PLUGINS_DIR"),
+            plugins = rtms_host::demo::BUILT_PLUGINS_DIR,
         ),
     )
     .unwrap();

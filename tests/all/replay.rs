@@ -60,7 +60,7 @@ path = "{out}/alerts.jsonl"
 "#,
         cache = crate::util::cache_dir().display(),
         out = dir.display(),
-        plugins = env!("RTMS_PLUGINS_DIR"),
+        plugins = rtms_host::demo::BUILT_PLUGINS_DIR,
     );
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, &text).unwrap();

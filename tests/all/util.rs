@@ -19,7 +19,7 @@ use rtms_host::runtime::{InstanceSpec, Runtime, RuntimeConfig};
 
 /// A compiled component of the plugins workspace.
 pub fn component(name: &str) -> PathBuf {
-    Path::new(env!("RTMS_PLUGINS_DIR")).join(format!("{name}.wasm"))
+    Path::new(rtms_host::demo::BUILT_PLUGINS_DIR).join(format!("{name}.wasm"))
 }
 
 /// The compile cache shared by every test run, so components compile once.
