@@ -10,6 +10,17 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// One line of the recording, in the documented key order.
+#[derive(Serialize)]
+struct Line<'a> {
+    at_ms: u64,
+    socket: &'a str,
+    msg: &'a RawValue,
+}
+
 /// Writes a meeting's recording. Writes are small and buffered; errors are counted, logged
 /// once, and never stop the meeting.
 pub struct Recorder {
@@ -39,9 +50,16 @@ impl Recorder {
     pub fn record(&self, socket: &str, msg_json: &str) {
         let Ok(mut g) = self.inner.lock() else { return };
         let now = Instant::now();
-        let at = now.duration_since(*g.first.get_or_insert(now)).as_millis();
-        let line = format!("{{\"at_ms\":{at},\"socket\":\"{socket}\",\"msg\":{msg_json}}}\n");
-        if let Err(e) = g.out.write_all(line.as_bytes())
+        let at_ms = now.duration_since(*g.first.get_or_insert(now)).as_millis() as u64;
+        // A message that is not JSON (never, for what the servers send) fails like a write.
+        let written = serde_json::from_str::<&RawValue>(msg_json)
+            .and_then(|msg| {
+                let line = Line { at_ms, socket, msg };
+                serde_json::to_writer(&mut g.out, &line)
+            })
+            .map_err(std::io::Error::from)
+            .and_then(|()| g.out.write_all(b"\n"));
+        if let Err(e) = written
             && !g.failed
         {
             g.failed = true;

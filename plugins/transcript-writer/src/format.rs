@@ -30,7 +30,7 @@
 use std::borrow::Cow;
 
 use rtms_plugin::{Frame, MediaKind, Product};
-use serde_json::Value;
+use serde::Serialize;
 
 /// The file format, from the `format` config key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,33 +250,44 @@ impl LineWriter {
     }
 
     fn json(&self, entry: &Entry<'_>) -> String {
-        let kind = match entry.kind {
-            EntryKind::Transcript => "transcript",
-            EntryKind::Chat => "chat",
+        let line = JsonLine {
+            seq: entry.seq,
+            kind: match entry.kind {
+                EntryKind::Transcript => "transcript",
+                EntryKind::Chat => "chat",
+            },
+            start_ms: entry.start_ms,
+            end_ms: entry.end_ms,
+            timestamp_ms: entry.timestamp_ms,
+            user_id: entry.user_id,
+            user_name: entry.user_name,
+            text: &entry.text,
+            language: entry.language,
+            build: self.build_tag,
         };
-        let language = entry
-            .language
-            .map_or_else(|| "null".to_owned(), |l| l.to_string());
-        let build = self
-            .build_tag
-            .map(|tag| format!(",\"build\":{}", json_str(tag)))
-            .unwrap_or_default();
-        format!(
-            "{{\"seq\":{},\"kind\":\"{kind}\",\"start_ms\":{},\"end_ms\":{},\"timestamp_ms\":{},\"user_id\":{},\"user_name\":{},\"text\":{},\"language\":{language}{build}}}\n",
-            entry.seq,
-            entry.start_ms,
-            entry.end_ms,
-            entry.timestamp_ms,
-            json_str(entry.user_id),
-            json_str(entry.user_name),
-            json_str(&entry.text),
-        )
+        // Serializing plain fields cannot fail; an empty line would be the visible sign if it did.
+        let mut out = serde_json::to_string(&line).unwrap_or_default();
+        out.push('\n');
+        out
     }
 }
 
-/// A JSON string literal, escaped.
-fn json_str(s: &str) -> String {
-    Value::String(s.to_owned()).to_string()
+/// One `jsonl` line; serde writes the fields in this order, which the format promises.
+#[derive(Serialize)]
+struct JsonLine<'e> {
+    seq: u64,
+    kind: &'static str,
+    start_ms: u64,
+    end_ms: u64,
+    timestamp_ms: u64,
+    user_id: &'e str,
+    user_name: &'e str,
+    text: &'e str,
+    /// `null` for chat.
+    language: Option<i32>,
+    /// Only in the variant build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build: Option<&'static str>,
 }
 
 /// Keeps one entry on one line: line breaks and other control characters become spaces.
@@ -296,6 +307,7 @@ fn one_line(s: &str) -> Cow<'_, str> {
 mod tests {
     use super::*;
     use rtms_plugin::TranscriptInfo;
+    use serde_json::Value;
 
     fn transcript(seq: u64, start: u64, name: &str, text: &str) -> Frame {
         Frame {
@@ -488,7 +500,7 @@ mod tests {
     /// intended change.
     mod golden {
         use super::*;
-        use serde_json::Value;
+        use serde::Serialize;
         use std::path::PathBuf;
 
         fn testdata(name: &str) -> PathBuf {
