@@ -11,7 +11,7 @@ impl Meeting {
 
     /// Removes the signaling socket (and the media sockets that depend on it), optionally
     /// announces scenario 2 with an interrupted webhook, and starts the grace timer.
-    fn drop_signaling(self: &Arc<Self>, st: &mut State, webhook: bool) {
+    pub(super) fn drop_signaling(self: &Arc<Self>, st: &mut State, webhook: bool) {
         if let Some(s) = st.signaling.take() {
             s.kill.cancel();
         }
@@ -42,7 +42,12 @@ impl Meeting {
 
     /// Removes media sockets (all when `kind` is `None`), optionally announces scenario 3,
     /// and starts the media grace timer for the kinds they carried.
-    fn drop_media(self: &Arc<Self>, st: &mut State, kind: Option<MediaKind>, announce: bool) {
+    pub(super) fn drop_media(
+        self: &Arc<Self>,
+        st: &mut State,
+        kind: Option<MediaKind>,
+        announce: bool,
+    ) {
         let mut lost = 0;
         st.media.retain(|c| {
             let hit = kind.is_none_or(|k| c.bits & k.media_type_bit() != 0);
