@@ -6,6 +6,8 @@
 //! - `happy`: each product end to end, unified and split sockets.
 //! - `faults`: dropped sockets, keep-alive loss, handshake rejections, refused connections,
 //!   failover scenarios 1-3, stop reasons.
+//! - `outages`: repeated short outages within the per-outage budget, unified mode with a
+//!   per-type URL map, the bounded drain after a stop.
 //! - `timing`: retry and reconnection delays against the configured bounds.
 //! - `webhooks`: forged, stale, replayed, oversize and malformed webhooks; url validation.
 //! - `scale`: a hundred concurrent meetings.
@@ -18,6 +20,7 @@ mod harness;
 
 mod faults;
 mod happy;
+mod outages;
 mod scale;
 mod shutdown;
 mod timing;

@@ -1,7 +1,10 @@
 //! Every retry delay of the client, computed in one pure function ([`retry_delay`]).
 //!
 //! - First connection (and after a failover): a constant `connection_retry_delay`.
-//! - Reconnection: exponential with full jitter, `uniform(0, min(max, base * 2^attempt))`.
+//! - Reconnection (attempt `n`, 0-based, counted per outage): never below the doubled base,
+//!   with a bounded jitter on top, never above the cap:
+//!   `min(max, d + uniform(0, d * jitter_percent / 100))` with `d = min(max, base * 2^n)`.
+//!   So attempt `n` waits within `[d, d * (1 + jitter_percent / 100)]`, capped at `max`.
 //! - Duplicate-connection refusals: exponential with "equal jitter",
 //!   `uniform(bound / 2, bound)`, so the retry never comes before the old connection had
 //!   time to go away.
@@ -42,7 +45,9 @@ pub fn retry_delay(r: &Resilience, kind: RetryKind, attempt: u32, unit: f64) -> 
     match kind {
         RetryKind::Initial => r.connection_retry_delay,
         RetryKind::Reconnect => {
-            exponential_bound(r.reconnect_base_delay, r.reconnect_max_delay, attempt).mul_f64(unit)
+            let d = exponential_bound(r.reconnect_base_delay, r.reconnect_max_delay, attempt);
+            let jitter = d.mul_f64(f64::from(r.reconnect_jitter_percent.min(100)) / 100.0 * unit);
+            (d + jitter).min(r.reconnect_max_delay)
         }
         RetryKind::Duplicate => {
             let bound = exponential_bound(r.reconnect_base_delay, r.reconnect_max_delay, attempt);
@@ -83,32 +88,48 @@ mod tests {
     }
 
     #[test]
-    fn full_jitter_stays_within_zero_and_the_bound() {
+    fn reconnect_delay_lies_between_the_doubled_base_and_the_jitter_bound() {
         let r = Resilience::default();
         for attempt in 0..8 {
-            let bound = exponential_bound(r.reconnect_base_delay, r.reconnect_max_delay, attempt);
-            assert_eq!(
-                retry_delay(&r, RetryKind::Reconnect, attempt, 0.0),
-                Duration::ZERO
-            );
-            let hi = retry_delay(&r, RetryKind::Reconnect, attempt, 0.999_999);
-            assert!(
-                hi <= bound && hi > bound.mul_f64(0.99),
-                "{hi:?} vs {bound:?}"
-            );
+            let d = exponential_bound(r.reconnect_base_delay, r.reconnect_max_delay, attempt);
+            let hi = d.mul_f64(1.2).min(r.reconnect_max_delay);
+            assert_eq!(retry_delay(&r, RetryKind::Reconnect, attempt, 0.0), d);
+            let top = retry_delay(&r, RetryKind::Reconnect, attempt, 0.999_999);
+            assert!(top <= hi && top >= hi.mul_f64(0.99), "{top:?} vs {hi:?}");
             for _ in 0..100 {
-                let d = retry_delay(&r, RetryKind::Reconnect, attempt, rand::random());
-                assert!(d <= bound);
+                let delay = retry_delay(&r, RetryKind::Reconnect, attempt, rand::random());
+                assert!(
+                    d <= delay && delay <= hi,
+                    "{delay:?} outside [{d:?}, {hi:?}]"
+                );
             }
         }
         assert_eq!(
             retry_delay(&r, RetryKind::Reconnect, 0, f64::NAN),
-            Duration::ZERO
+            Duration::from_secs(2)
         );
         assert_eq!(
             retry_delay(&r, RetryKind::Reconnect, 0, 7.0),
-            Duration::from_secs(2)
+            Duration::from_millis(2_400)
         );
+        // At the cap the jitter is cut: the cap is a promise.
+        assert_eq!(
+            retry_delay(&r, RetryKind::Reconnect, 6, 0.9),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn zero_jitter_gives_exact_doubling() {
+        let r = Resilience {
+            reconnect_jitter_percent: 0,
+            reconnect_base_delay: Duration::from_millis(1_000),
+            ..Resilience::default()
+        };
+        let delays: Vec<u128> = (0..4)
+            .map(|a| retry_delay(&r, RetryKind::Reconnect, a, 0.9).as_millis())
+            .collect();
+        assert_eq!(delays, [1_000, 2_000, 4_000, 8_000]);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use rtms_proto::codes::media_type;
 /// How media sockets are opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MediaMode {
-    /// One socket to `server_urls.all` carrying every requested type.
+    /// One socket to `server_urls.all` carrying every requested type (one socket per type
+    /// for a connection whose msg 2 names no `all` URL).
     #[default]
     Unified,
     /// One socket per requested type, to `server_urls.<type>` (falling back to `all`).
@@ -28,12 +29,15 @@ pub struct Resilience {
     pub connection_max_attempts: u32,
     /// Constant delay between first-connection attempts.
     pub connection_retry_delay: Duration,
-    /// Reconnection attempts after a stream was up, before giving up.
+    /// Reconnection attempts per outage after a stream was up, before giving up.
     pub reconnect_max_attempts: u32,
-    /// First reconnection delay bound; doubles per attempt (full jitter).
+    /// First reconnection delay; doubles per attempt (see [`crate::backoff`]).
     pub reconnect_base_delay: Duration,
-    /// Cap of the reconnection delay bound.
+    /// Cap of every reconnection delay, jitter included.
     pub reconnect_max_delay: Duration,
+    /// Random extra delay on top of each reconnection delay, at most this percentage of it
+    /// (0 turns jitter off).
+    pub reconnect_jitter_percent: u32,
     /// WebSocket ping period when [`Resilience::ws_ping`] is on.
     pub keepalive_interval: Duration,
     /// A socket that received nothing (data, keep-alive or pong) for this long is dead.
@@ -41,8 +45,12 @@ pub struct Resilience {
     /// After giving up, how long to wait for a new `*_rtms_started` (Zoom's scenario 1)
     /// before ending the stream with `ConnectionLost`.
     pub webhook_wait_timeout: Duration,
-    /// A stream that stayed up this long gets its reconnection budget back.
-    pub healthy_reset: Duration,
+    /// A reconnected stream that stayed up this long ends its outage: the next loss starts
+    /// a fresh reconnection budget. Losses closer together share one budget.
+    pub reconnect_healthy_after: Duration,
+    /// After Zoom stops a stream, how long the host may keep reading what the sockets still
+    /// hold (answering keep-alives) before it closes them.
+    pub stop_drain: Duration,
     /// Retries of a handshake refused as a duplicate connection (the old connection may
     /// not be gone yet on Zoom's side).
     pub duplicate_max_retries: u32,
@@ -59,10 +67,12 @@ impl Default for Resilience {
             reconnect_max_attempts: 3,
             reconnect_base_delay: Duration::from_millis(2_000),
             reconnect_max_delay: Duration::from_millis(30_000),
+            reconnect_jitter_percent: 20,
             keepalive_interval: Duration::from_millis(5_000),
             keepalive_timeout: Duration::from_millis(15_000),
             webhook_wait_timeout: Duration::from_millis(300_000),
-            healthy_reset: Duration::from_secs(60),
+            reconnect_healthy_after: Duration::from_secs(5),
+            stop_drain: Duration::from_secs(2),
             duplicate_max_retries: 3,
             ws_ping: false,
         }

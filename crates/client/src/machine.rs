@@ -14,8 +14,10 @@
 //!
 //! - Retries: the first connection (and the one after a failover) makes up to
 //!   `connection_max_attempts` attempts `connection_retry_delay` apart; after the stream was
-//!   up, `reconnect_max_attempts` attempts with jittered exponential delays
-//!   ([`crate::backoff`]). The budget comes back after `healthy_reset` of streaming.
+//!   up, `reconnect_max_attempts` attempts per outage with exponential delays and bounded
+//!   jitter ([`crate::backoff`]). An outage ends once a reconnection succeeded and the
+//!   stream stayed up for `reconnect_healthy_after`: the next loss starts a fresh budget
+//!   (losses closer together count as one outage and share the budget).
 //!   Duplicate-connection refusals are retried `duplicate_max_retries` times on their own
 //!   budget first.
 //! - Out of attempts: [`State::AwaitingWebhook`] for `webhook_wait_timeout`, then
@@ -313,8 +315,9 @@ impl Machine {
         }
     }
 
+    /// A loss after `reconnect_healthy_after` of streaming is a new outage: fresh budget.
     fn reset_if_healthy(&mut self, since: Instant, now: Instant) {
-        if now.saturating_duration_since(since) >= self.cfg.healthy_reset {
+        if now.saturating_duration_since(since) >= self.cfg.reconnect_healthy_after {
             self.attempts = 0;
         }
     }

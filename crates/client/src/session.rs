@@ -10,7 +10,13 @@
 //!
 //! After every transition the task closes the sockets the new state does not keep
 //! ([`State::keeps`]) and starts the attempt the state asks for. Ending closes every socket
-//! with a close frame and calls [`FrameSink::end`] once.
+//! with a close frame and calls [`FrameSink::end`] once. After Zoom stops a stream the task
+//! first drains: it keeps reading every socket still open (frames delivered, keep-alives
+//! answered on signaling and media alike) until the server closed them or `stop_drain`
+//! passed.
+//!
+//! Unified mode opens one socket on `server_urls.all`; when a msg 2 names per-type URLs but
+//! no `all`, that connection opens one socket per type instead (as split mode does).
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -21,7 +27,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rtms_proto::Product;
-use rtms_proto::codes::{event_type, session_state, stop_reason, stream_state};
+use rtms_proto::codes::{event_type, media_type, session_state, stop_reason, stream_state};
 use rtms_proto::msg::MediaServerUrls;
 use rtms_proto::params::MediaParams;
 use tokio::sync::mpsc;
@@ -29,7 +35,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, MediaMode};
 use crate::decode::{Decoded, decode};
 use crate::frame::MediaKind;
 use crate::link::{self, ConnectError, Role, StreamIds};
@@ -39,15 +45,6 @@ use crate::transport::{Connector, Transport};
 
 /// How long a closing socket may take to send its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// After Zoom stops a stream, how long the media sockets may stay silent before the drain
-/// gives up on them: the stop comes on signaling and can overtake frames still queued on
-/// the media sockets (a backlog of seconds on a busy host), so the drain goes on while
-/// frames keep coming, until the server closes the sockets.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-
-/// The longest a drain may take, however much keeps arriving.
-const DRAIN_MAX: Duration = Duration::from_secs(30);
 
 /// A session's state as plain data: what another host would need to take the stream over.
 #[derive(Clone, Debug, PartialEq)]
@@ -220,7 +217,7 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
         }
     };
     if let EndReason::Stopped(_) = reason {
-        d.drain_media().await;
+        d.drain(&shutdown).await;
     }
     d.finish(reason).await;
     reason
@@ -613,22 +610,47 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         self.sink = Some(self.factory.open(&info));
     }
 
-    /// Delivers what the media sockets still hold, until the server closes them, they stay
-    /// silent for [`DRAIN_GRACE`], or [`DRAIN_MAX`] passes.
-    async fn drain_media(&mut self) {
-        let cap = Instant::now() + DRAIN_MAX;
-        while !self.media.is_empty() {
+    /// After a stop: delivers what the sockets still hold and answers keep-alives on every
+    /// socket, until the server closed them all, `stop_drain` passed, or shutdown. The stop
+    /// comes on signaling (or by webhook) and can overtake frames still queued on media.
+    async fn drain(&mut self, shutdown: &CancellationToken) {
+        let bound = self.cfg.resilience.stop_drain;
+        let started = Instant::now();
+        let deadline = started + bound;
+        let seq_before = self.next_seq;
+        let mut cut = false;
+        while self.signaling.is_some() || !self.media.is_empty() {
             let rotate = self.rotate;
             self.rotate = self.rotate.wrapping_add(1);
-            let mut no_signaling = None;
-            let next = next_message(&mut no_signaling, &mut self.media, rotate);
-            let deadline = (Instant::now() + DRAIN_GRACE).min(cap);
-            match tokio::time::timeout_at(deadline, next).await {
-                Ok((which, item)) => {
-                    let _ = self.on_message(which, item).await;
-                }
-                Err(_) => break,
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                r = tokio::time::timeout_at(
+                    deadline,
+                    next_message(&mut self.signaling, &mut self.media, rotate),
+                ) => match r {
+                    // Inputs are moot now: the stream has ended.
+                    Ok((which, item)) => {
+                        let _ = self.on_message(which, item).await;
+                    }
+                    Err(_) => {
+                        cut = true;
+                        break;
+                    }
+                },
             }
+        }
+        let delivered = self.next_seq - seq_before;
+        let took = started.elapsed();
+        if cut {
+            tracing::warn!(
+                ?bound,
+                delivered,
+                open_sockets = usize::from(self.signaling.is_some()) + self.media.len(),
+                "stop drain bound reached: closing the sockets still open; what they still carry is not delivered (raise rtms.stop_drain_ms to wait longer)"
+            );
+        } else {
+            tracing::debug!(?took, delivered, "stop drain finished");
         }
     }
 
@@ -712,7 +734,7 @@ async fn open_media_all<C: Connector>(
 ) -> Result<(Vec<Link<C::Conn>>, Option<MediaParams>), ConnectError> {
     let mut links = Vec::new();
     let mut confirmed: Option<MediaParams> = None;
-    for mask in cfg.media_sockets() {
+    for mask in media_masks(cfg, urls, signaling_url) {
         let url = urls.for_bit(mask).ok_or_else(|| ConnectError::NoMediaUrl {
             url: signaling_url.to_owned(),
             mask,
@@ -736,6 +758,24 @@ async fn open_media_all<C: Connector>(
         });
     }
     Ok((links, confirmed))
+}
+
+/// The media sockets to open for one connection: the configured ones, except that unified
+/// mode opens one socket per type when msg 2 names no `all` URL (a per-type map only).
+fn media_masks(cfg: &ClientConfig, urls: &MediaServerUrls, signaling_url: &str) -> Vec<u32> {
+    let masks = cfg.media_sockets();
+    if cfg.mode != MediaMode::Unified || urls.all.is_some() {
+        return masks;
+    }
+    let split: Vec<u32> = masks.iter().flat_map(|&m| media_type::bits(m)).collect();
+    if split != masks {
+        tracing::info!(
+            signaling_url,
+            sockets = split.len(),
+            "msg 2 names per-type media URLs but no `all` URL: unified mode opens one media socket per type for this connection"
+        );
+    }
+    split
 }
 
 /// Awaits the pending attempt; never resolves when there is none.

@@ -85,6 +85,7 @@ impl Sink<Message> for ChanConn {
 pub struct ChanConnector {
     accepted: mpsc::UnboundedSender<ServerEnd>,
     refuse: Arc<Mutex<HashMap<String, bool>>>,
+    attempts: Arc<Mutex<Vec<(String, tokio::time::Instant)>>>,
 }
 
 impl ChanConnector {
@@ -94,6 +95,7 @@ impl ChanConnector {
             Self {
                 accepted: tx,
                 refuse: Arc::default(),
+                attempts: Arc::default(),
             },
             rx,
         )
@@ -103,11 +105,25 @@ impl ChanConnector {
     pub fn refuse(&self, url: &str, refuse: bool) {
         self.refuse.lock().unwrap().insert(url.to_owned(), refuse);
     }
+
+    /// When each connection to `url` was attempted (refused ones included).
+    pub fn attempts(&self, url: &str) -> Vec<tokio::time::Instant> {
+        let attempts = self.attempts.lock().unwrap();
+        attempts
+            .iter()
+            .filter(|(u, _)| u == url)
+            .map(|(_, t)| *t)
+            .collect()
+    }
 }
 
 impl Connector for ChanConnector {
     type Conn = ChanConn;
     async fn connect(&self, url: &str) -> Result<ChanConn, WsError> {
+        self.attempts
+            .lock()
+            .unwrap()
+            .push((url.to_owned(), tokio::time::Instant::now()));
         if self
             .refuse
             .lock()

@@ -190,6 +190,24 @@ impl Pipeline {
         );
         note(
             r,
+            "rtms.reconnect_jitter_percent",
+            &a.reconnect_jitter_percent,
+            &b.reconnect_jitter_percent,
+        );
+        note(
+            r,
+            "rtms.reconnect_healthy_after_ms",
+            &ms(a.reconnect_healthy_after),
+            &ms(b.reconnect_healthy_after),
+        );
+        note(
+            r,
+            "rtms.stop_drain_ms",
+            &ms(a.stop_drain),
+            &ms(b.stop_drain),
+        );
+        note(
+            r,
             "rtms.keepalive_interval_ms",
             &ms(a.keepalive_interval),
             &ms(b.keepalive_interval),

@@ -134,8 +134,16 @@ pub struct Rtms {
     pub reconnect_max_attempts: u32,
     /// First reconnection delay; doubles each attempt (with jitter) ...
     pub reconnect_base_delay: Duration,
-    /// ... up to this.
+    /// ... up to this (jitter included).
     pub reconnect_max_delay: Duration,
+    /// Random extra on each reconnection delay: at most this percentage of it (0 to 100).
+    pub reconnect_jitter_percent: u32,
+    /// Streaming this long after a reconnection ends an outage: the next loss gets a fresh
+    /// `reconnect_max_attempts` budget.
+    pub reconnect_healthy_after: Duration,
+    /// After a stop, how long the host keeps reading (and answering keep-alives) before it
+    /// closes the sockets.
+    pub stop_drain: Duration,
     /// How often an idle connection is checked (at least 3 s).
     pub keepalive_interval: Duration,
     /// Silence longer than this means the peer is dead; always above the interval.

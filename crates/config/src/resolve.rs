@@ -66,6 +66,15 @@ pub const fn default_reconnect_base_delay_ms() -> u64 {
 pub const fn default_reconnect_max_delay_ms() -> u64 {
     30_000
 }
+pub const fn default_reconnect_jitter_percent() -> u64 {
+    20
+}
+pub const fn default_reconnect_healthy_after_ms() -> u64 {
+    5_000
+}
+pub const fn default_stop_drain_ms() -> u64 {
+    2_000
+}
 pub const fn default_keepalive_interval_ms() -> u64 {
     5_000
 }
@@ -728,6 +737,7 @@ impl Resolver<'_> {
             None => Vec::new(),
         };
         let media_params = self.media_params(r, media)?;
+        let (reconnect_jitter_percent, reconnect_healthy_after, stop_drain) = self.outage(r)?;
         Ok(Rtms {
             connection_timeout: ms(connection_timeout.n),
             connection_max_attempts: to_u32(connection_max_attempts.n),
@@ -735,6 +745,9 @@ impl Resolver<'_> {
             reconnect_max_attempts: to_u32(reconnect_max_attempts.n),
             reconnect_base_delay: ms(reconnect_base_delay.n),
             reconnect_max_delay: ms(reconnect_max_delay.n),
+            reconnect_jitter_percent,
+            reconnect_healthy_after,
+            stop_drain,
             keepalive_interval: ms(keepalive_interval.n),
             keepalive_timeout: ms(keepalive_timeout.n),
             webhook_wait_timeout: ms(webhook_wait.n),
@@ -744,6 +757,33 @@ impl Resolver<'_> {
             events,
             media_params,
         })
+    }
+
+    /// `[rtms]` keys of one outage and of the end: reconnection jitter, the healthy time that
+    /// ends an outage, and the drain after a stop.
+    fn outage(&self, r: &RtmsConfig) -> Result<(u32, Duration, Duration), ConfigError> {
+        let jitter = self.rtms_num(
+            &r.reconnect_jitter_percent,
+            "reconnect_jitter_percent",
+            default_reconnect_jitter_percent(),
+            0,
+            100,
+        )?;
+        let healthy = self.rtms_num(
+            &r.reconnect_healthy_after_ms,
+            "reconnect_healthy_after_ms",
+            default_reconnect_healthy_after_ms(),
+            100,
+            MAX_MS,
+        )?;
+        let drain = self.rtms_num(
+            &r.stop_drain_ms,
+            "stop_drain_ms",
+            default_stop_drain_ms(),
+            0,
+            60_000,
+        )?;
+        Ok((to_u32(jitter.n), ms(healthy.n), ms(drain.n)))
     }
 
     fn unused_section<T>(

@@ -88,6 +88,9 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(r.reconnect_max_attempts, 3);
     assert_eq!(r.reconnect_base_delay, Duration::from_millis(2_000));
     assert_eq!(r.reconnect_max_delay, Duration::from_millis(30_000));
+    assert_eq!(r.reconnect_jitter_percent, 20);
+    assert_eq!(r.reconnect_healthy_after, Duration::from_millis(5_000));
+    assert_eq!(r.stop_drain, Duration::from_millis(2_000));
     assert_eq!(r.keepalive_interval, Duration::from_millis(5_000));
     assert_eq!(r.keepalive_timeout, Duration::from_millis(15_000));
     assert_eq!(r.webhook_wait_timeout, Duration::from_millis(300_000));

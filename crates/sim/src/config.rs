@@ -50,6 +50,9 @@ pub struct SimConfig {
     pub ready_settle: Duration,
     /// Send server messages in binary frames instead of text frames (both are legal).
     pub binary_frames: bool,
+    /// Leave `all` out of msg 2's `media_server.server_urls`, naming only the per-type URLs
+    /// (a reply some Zoom media servers give). The `all` path keeps being served.
+    pub omit_all_media_url: bool,
 }
 
 impl Default for SimConfig {
@@ -72,6 +75,7 @@ impl Default for SimConfig {
             webhook_timeout: Duration::from_secs(3),
             ready_settle: Duration::from_millis(50),
             binary_frames: false,
+            omit_all_media_url: false,
         }
     }
 }

@@ -275,14 +275,7 @@ where
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let urls = MediaServerUrls {
-        audio: Some(shared.media_url(&m.stream_id, "audio")),
-        video: Some(shared.media_url(&m.stream_id, "video")),
-        deskshare: Some(shared.media_url(&m.stream_id, "deskshare")),
-        transcript: Some(shared.media_url(&m.stream_id, "transcript")),
-        chat: Some(shared.media_url(&m.stream_id, "chat")),
-        all: Some(shared.media_url(&m.stream_id, "all")),
-    };
+    let urls = media_server_urls(&shared, &m.stream_id);
     let ok = SignalingHandshakeResp {
         msg_type: resp,
         protocol_version: Some(1),
@@ -351,6 +344,20 @@ where
         CloseCause::Client
     };
     m.on_closed(id, false, cause);
+}
+
+/// msg 2's `media_server.server_urls`: one URL per type plus `all`, unless the
+/// configuration omits `all` ([`crate::SimConfig::omit_all_media_url`]).
+fn media_server_urls(shared: &SimShared, stream_id: &str) -> MediaServerUrls {
+    let url = |key| Some(shared.media_url(stream_id, key));
+    MediaServerUrls {
+        audio: url("audio"),
+        video: url("video"),
+        deskshare: url("deskshare"),
+        transcript: url("transcript"),
+        chat: url("chat"),
+        all: url("all").filter(|_| !shared.config.omit_all_media_url),
+    }
 }
 
 enum OutRx {

@@ -54,26 +54,35 @@ fn first_connection_retries_at_a_constant_delay_then_awaits_a_webhook_then_gives
 }
 
 #[test]
-fn reconnection_uses_jittered_exponential_delays_and_three_attempts() {
+fn reconnection_delays_double_from_the_base_with_bounded_jitter_and_three_attempts() {
     let t0 = Instant::now();
-    let mut m = streaming(t0);
-    m.handle(Input::SignalingLost, t0 + secs(1), 0.999);
-    let mut bounds = Vec::new();
-    for attempt in 1..=3 {
-        let State::Backoff { delay, reopen, .. } = m.state() else {
-            panic!("{:?}", m.state())
-        };
-        assert_eq!(reopen, Reopen::Full);
-        bounds.push(delay.as_millis().div_ceil(1000));
-        assert_eq!(elapse(&mut m), State::Connecting { attempt });
-        m.handle(
-            Input::ConnectFailed { duplicate: false },
-            t0 + secs(2),
-            0.999,
-        );
+    for unit in [0.0, 0.5, 0.999] {
+        let mut m = streaming(t0);
+        m.handle(Input::SignalingLost, t0 + secs(1), unit);
+        let mut delays = Vec::new();
+        for attempt in 1..=3 {
+            let State::Backoff { delay, reopen, .. } = m.state() else {
+                panic!("{:?}", m.state())
+            };
+            assert_eq!(reopen, Reopen::Full);
+            delays.push(delay);
+            assert_eq!(elapse(&mut m), State::Connecting { attempt });
+            m.handle(
+                Input::ConnectFailed { duplicate: false },
+                t0 + secs(2),
+                unit,
+            );
+        }
+        for (n, d) in delays.iter().enumerate() {
+            let floor = secs(2) * (1 << n);
+            assert!(
+                *d >= floor && *d <= floor.mul_f64(1.2),
+                "attempt {n}: {d:?} outside [{floor:?}, {:?}]",
+                floor.mul_f64(1.2)
+            );
+        }
+        assert!(matches!(m.state(), State::AwaitingWebhook { .. }));
     }
-    assert_eq!(bounds, [2, 4, 8]);
-    assert!(matches!(m.state(), State::AwaitingWebhook { .. }));
 }
 
 #[test]
@@ -99,31 +108,55 @@ fn a_new_started_webhook_while_awaiting_restarts_with_a_fresh_budget() {
 }
 
 #[test]
-fn the_budget_comes_back_after_a_healthy_period_only() {
+fn each_outage_gets_the_whole_budget_once_the_stream_was_healthy_again() {
     let t0 = Instant::now();
     let mut m = streaming(t0);
-    // Lose and regain twice quickly: two attempts spent.
-    for i in 0..2 {
-        m.handle(Input::SignalingLost, t0, 0.5);
-        elapse(&mut m);
-        m.handle(Input::Connected, t0 + secs(i), 0.5);
+    let mut now = t0;
+    // Five outages, each needing two attempts: 10 attempts in a minute, on a budget of 3.
+    for outage in 0..5 {
+        now += secs(5);
+        m.handle(Input::SignalingLost, now, 0.5);
+        let State::Backoff { delay, .. } = m.state() else {
+            panic!("outage {outage}: {:?}", m.state())
+        };
+        assert!(
+            delay < secs(3),
+            "outage {outage} starts from the base: {delay:?}"
+        );
+        assert_eq!(elapse(&mut m), State::Connecting { attempt: 1 });
+        m.handle(
+            Input::ConnectFailed { duplicate: false },
+            now + secs(3),
+            0.5,
+        );
+        assert_eq!(elapse(&mut m), State::Connecting { attempt: 2 });
+        now += secs(7);
+        m.handle(Input::Connected, now, 0.5);
+        assert_eq!(m.state(), State::Streaming { since: now });
     }
-    m.handle(Input::SignalingLost, t0 + secs(3), 0.999);
+}
+
+#[test]
+fn losses_closer_than_the_healthy_time_share_one_budget() {
+    let t0 = Instant::now();
+    let mut m = streaming(t0);
+    let mut now = t0 + secs(10);
+    // Lose and regain twice in quick succession: two attempts of one outage.
+    for attempt in 1..=2 {
+        m.handle(Input::SignalingLost, now, 0.0);
+        assert_eq!(elapse(&mut m), State::Connecting { attempt });
+        now += secs(1);
+        m.handle(Input::Connected, now, 0.0);
+        now += secs(1);
+    }
+    m.handle(Input::SignalingLost, now, 0.0);
     let State::Backoff { delay, .. } = m.state() else {
         panic!()
     };
-    assert!(
-        delay > secs(4),
-        "third attempt uses the third bound: {delay:?}"
-    );
+    assert_eq!(delay, secs(8), "third attempt of the same outage");
     elapse(&mut m);
-    m.handle(Input::Connected, t0 + secs(10), 0.5);
-    // Up for longer than healthy_reset: the next loss starts from the first bound again.
-    m.handle(Input::SignalingLost, t0 + secs(80), 0.999);
-    let State::Backoff { delay, .. } = m.state() else {
-        panic!()
-    };
-    assert!(delay <= secs(2), "{delay:?}");
+    m.handle(Input::ConnectFailed { duplicate: false }, now, 0.0);
+    assert!(matches!(m.state(), State::AwaitingWebhook { .. }));
 }
 
 #[test]
