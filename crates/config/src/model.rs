@@ -152,6 +152,13 @@ pub struct Rtms {
     /// The `media_params` sent in the media handshake: a section for each requested kind that
     /// has parameters, every field filled.
     pub media_params: MediaParams,
+    /// Hosts the host may connect to (the webhook's `server_urls`, msg 2's media URLs):
+    /// exact names or `*.domain`. Default: Zoom's (`*.zoom.us`, `*.zoomgov.com`).
+    pub allowed_hosts: Vec<String>,
+    /// Allow plain `ws://` besides `wss://` (tests and the simulator only).
+    pub allow_insecure_ws: bool,
+    /// Streams run at once at most; a started webhook past it gets 503.
+    pub max_streams: usize,
 }
 
 /// How media sockets are opened.
