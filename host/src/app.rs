@@ -112,10 +112,14 @@ impl Service {
             header_timeout: pipeline.server.header_timeout,
             body_timeout: pipeline.server.body_timeout,
             max_connections: pipeline.server.max_connections,
-            tls: pipeline.server.tls.as_ref().map(|t| rtms_client::ingress::TlsFiles {
-                cert: t.cert.clone(),
-                key: t.key.clone(),
-            }),
+            tls: pipeline
+                .server
+                .tls
+                .as_ref()
+                .map(|t| rtms_client::ingress::TlsFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                }),
             ..IngressConfig::default()
         };
         if let Some(files) = &ingress_cfg.tls {

@@ -10,7 +10,9 @@ use rtms_proto::sign::url_validation_token;
 use rtms_sim::{MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
 use tokio::net::TcpListener;
 
-use crate::{HostProcess, SIM_ALLOW, WEBHOOK_SECRET, lifecycle, pipeline, post, serial, signed, unix_now};
+use crate::{
+    HostProcess, SIM_ALLOW, WEBHOOK_SECRET, lifecycle, pipeline, post, serial, signed, unix_now,
+};
 
 fn challenge(plain: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -99,7 +101,7 @@ async fn a_forged_failover_cannot_redirect_a_live_stream() {
             },
         )
         .unwrap();
-    host.wait_for_log("\"streaming\"", Duration::from_secs(20))
+    host.wait_for_log("\"message\":\"streaming\"", Duration::from_secs(20))
         .expect("the stream is live");
 
     // The attacker's server, and a failover to it for the live stream.

@@ -142,6 +142,30 @@ impl HostProcess {
         }
     }
 
+    /// Waits until at least `n` lines contain `needle`; false after `timeout`.
+    pub fn wait_for_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.logs;
+        let mut logs = lock.lock().unwrap();
+        let mut seen = 0;
+        let mut counted = 0;
+        loop {
+            seen += logs.lines[counted..]
+                .iter()
+                .filter(|l| l.contains(needle))
+                .count();
+            counted = logs.lines.len();
+            if seen >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if logs.closed || now >= deadline {
+                return false;
+            }
+            logs = cv.wait_timeout(logs, deadline - now).unwrap().0;
+        }
+    }
+
     /// Resident set size in KiB (VmRSS of /proc/<pid>/status).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -152,8 +176,8 @@ impl HostProcess {
             .expect("VmRSS in /proc/<pid>/status")
     }
 
-    /// Sends SIGTERM and waits for a clean exit (killed after 30 s).
-    pub fn stop(mut self) {
+    /// Sends SIGTERM and waits for a clean exit (killed after 30 s); returns every log line.
+    pub fn stop(mut self) -> Vec<String> {
         let pid = self.pid().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let (done, wait) = std::sync::mpsc::channel::<()>();
@@ -166,8 +190,17 @@ impl HostProcess {
         });
         let status = self.child.wait().unwrap();
         let _ = done.send(());
-        assert!(watchdog.join().unwrap(), "the host did not exit within 30 s of SIGTERM");
+        assert!(
+            watchdog.join().unwrap(),
+            "the host did not exit within 30 s of SIGTERM"
+        );
         assert!(status.success(), "exit status {status:?}");
+        let (lock, cv) = &*self.logs;
+        let mut logs = lock.lock().unwrap();
+        while !logs.closed {
+            logs = cv.wait(logs).unwrap();
+        }
+        logs.lines.clone()
     }
 }
 

@@ -64,7 +64,9 @@ impl fmt::Debug for AllowList {
 pub enum UrlRefused {
     #[error("{url:?} is not a URL with a host; RTMS servers are wss://<host>/...")]
     NotAUrl { url: String },
-    #[error("{url:?} uses scheme {scheme:?}; only wss:// is allowed (set {INSECURE_KEY} = true to allow ws://)")]
+    #[error(
+        "{url:?} uses scheme {scheme:?}; only wss:// is allowed (set {INSECURE_KEY} = true to allow ws://)"
+    )]
     Scheme { url: String, scheme: String },
     #[error("{url:?}: host {host:?} is not allowed (add it to {HOSTS_KEY})")]
     Host { url: String, host: String },

@@ -361,6 +361,7 @@ pub async fn serve(
     drop(listener);
     tracker.close();
     tracker.wait().await;
+    ratelog::flush_all();
     tracing::info!("webhook ingress stopped");
     Ok(())
 }

@@ -74,13 +74,13 @@ impl RateLog {
         }
     }
 
-    /// Writes the summaries of intervals that have ended; forgets idle kinds. Returns the
-    /// number of suppressed lines summarised.
-    pub fn flush_at(&self, now: Instant) -> u64 {
+    /// Writes the summaries of intervals that have ended (of every interval when `all`);
+    /// forgets those kinds. Returns the number of suppressed lines summarised.
+    pub fn flush_at(&self, now: Instant, all: bool) -> u64 {
         let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
         let mut total = 0;
         kinds.retain(|kind, w| {
-            if now.saturating_duration_since(w.start) < self.interval {
+            if !all && now.saturating_duration_since(w.start) < self.interval {
                 return true;
             }
             summarise(kind, w.suppressed, self.interval);
@@ -114,7 +114,12 @@ pub fn admit(kind: &'static str) -> bool {
 
 /// Writes the summaries of ended intervals (process-wide).
 pub fn flush() -> u64 {
-    global().flush_at(Instant::now())
+    global().flush_at(Instant::now(), false)
+}
+
+/// Writes every pending summary now, ended interval or not (at shutdown).
+pub fn flush_all() -> u64 {
+    global().flush_at(Instant::now(), true)
 }
 
 #[cfg(test)]
@@ -128,8 +133,12 @@ mod tests {
         let passed = (0..100).filter(|_| log.admit_at("x", t0)).count();
         assert_eq!(passed, 3);
         assert!(log.admit_at("other", t0), "kinds are counted apart");
-        assert_eq!(log.flush_at(t0 + Duration::from_secs(1)), 0, "not ended yet");
-        assert_eq!(log.flush_at(t0 + Duration::from_secs(11)), 97);
+        assert_eq!(
+            log.flush_at(t0 + Duration::from_secs(1), false),
+            0,
+            "not ended yet"
+        );
+        assert_eq!(log.flush_at(t0 + Duration::from_secs(11), false), 97);
         assert!(log.admit_at("x", t0 + Duration::from_secs(12)));
     }
 
@@ -140,6 +149,11 @@ mod tests {
         assert!(log.admit_at("x", t0));
         assert!(!log.admit_at("x", t0));
         assert!(log.admit_at("x", t0 + Duration::from_secs(10)));
-        assert_eq!(log.flush_at(t0 + Duration::from_secs(30)), 0);
+        assert!(!log.admit_at("x", t0 + Duration::from_secs(10)));
+        assert_eq!(
+            log.flush_at(t0 + Duration::from_secs(11), true),
+            1,
+            "forced"
+        );
     }
 }

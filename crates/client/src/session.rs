@@ -587,9 +587,9 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                 let timeout = self.cfg.resilience.webhook_wait_timeout;
                 if crate::ratelog::admit("stream-gave-up") {
                     tracing::error!(
-                    ?timeout,
-                    "giving up: every connection attempt failed; waiting for a new started webhook before ending the stream"
-                );
+                        ?timeout,
+                        "giving up: every connection attempt failed; waiting for a new started webhook before ending the stream"
+                    );
                 }
                 self.status(StreamStatus::AwaitingWebhook { timeout });
             }

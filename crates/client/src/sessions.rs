@@ -237,6 +237,10 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 .is_some_and(|e| e.generation == generation)
             {
                 streams.remove(&key);
+                // Give back the room of a burst once it is over.
+                if streams.capacity() > 64 && streams.len() < streams.capacity() / 4 {
+                    streams.shrink_to_fit();
+                }
             }
             drop(streams);
             this.inner.removed.notify_waiters();

@@ -62,6 +62,21 @@ pub struct Server {
     /// Whether the admin routes (metrics, health, reload) are served. Defaults to true only when
     /// `listen` is a loopback address, so they are never exposed by accident.
     pub admin: bool,
+    /// Open connections at most; past it the oldest is closed to make room.
+    pub max_connections: usize,
+    /// A request's headers (and the TLS handshake) must arrive within this.
+    pub header_timeout: Duration,
+    /// A webhook's whole body must arrive within this.
+    pub body_timeout: Duration,
+    /// `[server.tls]`: serve HTTPS with these PEM files (reloaded when they change).
+    pub tls: Option<ServerTls>,
+}
+
+/// `[server.tls]`: the listener's certificate chain and private key (PEM), absolute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A secret value read from the environment (or, if the operator insists, from the file).

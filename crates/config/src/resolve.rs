@@ -486,12 +486,7 @@ impl Resolver<'_> {
             }
             None => None,
         };
-        Ok((
-            to_usize(conns.n),
-            ms(header.n),
-            ms(body.n),
-            tls,
-        ))
+        Ok((to_usize(conns.n), ms(header.n), ms(body.n), tls))
     }
 
     /// `[rtms]` allowed_hosts, allow_insecure_ws and max_streams.
@@ -510,7 +505,10 @@ impl Resolver<'_> {
                     let domain = v.strip_prefix("*.");
                     let ok = match domain {
                         Some(d) => d.contains('.') && !d.contains(['*', '/', ':', '@', ' ']),
-                        None => !v.is_empty() && (v.starts_with('[') || !v.contains(['*', '/', ':', '@', ' '])),
+                        None => {
+                            !v.is_empty()
+                                && (v.starts_with('[') || !v.contains(['*', '/', ':', '@', ' ']))
+                        }
                     };
                     if !ok {
                         return Err(self.src.invalid_at(

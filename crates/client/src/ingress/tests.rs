@@ -285,12 +285,19 @@ async fn the_url_validation_answer_cannot_be_turned_into_a_webhook_signature() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // The signature the oracle would have produced is refused.
     let sig = format!("v0={}", url_validation_token(SECRET, &plain));
-    assert_eq!(sig, webhook_signature(SECRET, &ts, &forged), "the attack's premise");
+    assert_eq!(
+        sig,
+        webhook_signature(SECRET, &ts, &forged),
+        "the attack's premise"
+    );
     let (status, _) = post(
         s.addr,
         "/webhook",
         forged,
-        &[("x-zm-signature", "v0=00".into()), ("x-zm-request-timestamp", ts)],
+        &[
+            ("x-zm-signature", "v0=00".into()),
+            ("x-zm-request-timestamp", ts),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -437,7 +444,10 @@ async fn overlong_ids_get_400_naming_the_field() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(text.contains("rtms_stream_id") && text.contains("256"), "{text}");
+    assert!(
+        text.contains("rtms_stream_id") && text.contains("256"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! when its PEM files change.
 //!
 //! Every handshake asks [`ReloadingCert`] for the certificate; it compares the files'
-//! modification times and sizes with those it loaded (two `stat`s) and loads them again when
+//! modification times, sizes and inodes with those it loaded (two `stat`s) and loads them again when
 //! they differ. A pair that does not load (a half-written file, a key that does not match)
 //! is logged and the previous certificate stays in use, so a renewal never takes the
 //! endpoint down.
@@ -24,13 +24,14 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Modification time and size of both files.
-type Stamp = [(Option<SystemTime>, u64); 2];
+/// Modification time, size and inode of both files.
+type Stamp = [(Option<SystemTime>, u64, u64); 2];
 
 fn stamp(files: &TlsFiles) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
     let one = |p: &Path| match std::fs::metadata(p) {
-        Ok(m) => (m.modified().ok(), m.len()),
-        Err(_) => (None, 0),
+        Ok(m) => (m.modified().ok(), m.len(), m.ino()),
+        Err(_) => (None, 0, 0),
     };
     [one(&files.cert), one(&files.key)]
 }
