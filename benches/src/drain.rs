@@ -188,7 +188,9 @@ async fn run_one(recv: Receiver, frames: u64, frame_ms: u32) -> Result<Outcome> 
             let sessions =
                 Sessions::new(cfg, WsConnector::new(None)?, CountFactory(stamps.clone()));
             let h = sim.start_meeting(script, opts(None))?;
-            sessions.handle(h.started_event());
+            sessions
+                .handle(h.started_event())
+                .map_err(|r| anyhow::anyhow!("the stream was refused: {r:?}"))?;
             let e = stamps.wait(LIMIT).await?;
             h.finished().await;
             sessions.idle().await;

@@ -148,6 +148,7 @@ impl PipeDef {
         let q = |p: &Path| format!("{:?}", p.display().to_string());
         let mut t = String::from("version = 1\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n");
         t += "[rtms]\nsocket_mode = \"unified\"\n";
+        t += "allowed_hosts = [\"127.0.0.1\", \"localhost\"]\nallow_insecure_ws = true\n";
         if let Some(m) = &self.media {
             let list: Vec<String> = m.iter().map(|k| format!("{k:?}")).collect();
             t += &format!("media = [{}]\n", list.join(", "));

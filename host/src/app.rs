@@ -10,8 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use hyper::{Method, StatusCode};
-use rtms_client::{IngressConfig, IngressHandler, Sessions, WsConnector};
+use rtms_client::{IngressConfig, IngressHandler, Refusal, Sessions, WsConnector};
 use rtms_config::{Env, Pipeline};
 use rtms_proto::WebhookEvent;
 use tokio::net::TcpListener;
@@ -52,33 +51,12 @@ pub struct Service {
 
 struct Handler {
     sessions: HostSessions,
-    triggers: mpsc::UnboundedSender<Trigger>,
-    metrics: Arc<Metrics>,
-    admin: bool,
 }
 
 impl IngressHandler for Handler {
-    fn on_event(&self, ev: WebhookEvent) {
+    fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal> {
         tracing::info!(event = %ev.event, stream = %ev.stream_id, "webhook");
-        self.sessions.handle(ev);
-    }
-
-    fn on_other(&self, method: &Method, path: &str, _body: &[u8]) -> Option<(StatusCode, String)> {
-        if !self.admin {
-            return None;
-        }
-        match (method, path) {
-            (&Method::POST, "/admin/reload") => {
-                let _ = self.triggers.send(Trigger::Admin(None));
-                Some((StatusCode::ACCEPTED, "{\"reload\":\"requested\"}".into()))
-            }
-            (&Method::GET, "/admin/metrics") => {
-                let mut v = serde_json::to_value(self.metrics.snapshot()).unwrap_or_default();
-                v["live_streams"] = self.sessions.len().into();
-                Some((StatusCode::OK, v.to_string()))
-            }
-            _ => None,
-        }
+        self.sessions.handle(ev)
     }
 }
 
@@ -131,13 +109,26 @@ impl Service {
             secret_token: webhook_secret,
             max_body_bytes: pipeline.server.max_body_bytes,
             timestamp_window_secs: pipeline.server.timestamp_window.as_secs(),
+            header_timeout: pipeline.server.header_timeout,
+            body_timeout: pipeline.server.body_timeout,
+            max_connections: pipeline.server.max_connections,
+            tls: pipeline
+                .server
+                .tls
+                .as_ref()
+                .map(|t| rtms_client::ingress::TlsFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                }),
             ..IngressConfig::default()
         };
+        if let Some(files) = &ingress_cfg.tls {
+            rtms_client::ingress::ReloadingCert::new(files.clone())
+                .map_err(anyhow::Error::msg)
+                .context("server.tls")?;
+        }
         let handler = Arc::new(Handler {
             sessions: sessions.clone(),
-            triggers: triggers.clone(),
-            metrics: metrics.clone(),
-            admin: pipeline.server.admin,
         });
         let mut tasks = Vec::new();
         let ingress_stop = stop.clone();

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use rtms_client::{ClientConfig, MediaMode, Resilience};
+use rtms_client::{AllowList, ClientConfig, MediaMode, Resilience};
 use rtms_config::{OnFull, Pipeline, SocketMode};
 
 use crate::metrics::Metrics;
@@ -73,6 +73,9 @@ pub fn client_config(p: &Pipeline) -> Result<ClientConfig> {
             webhook_wait_timeout: r.webhook_wait_timeout,
             ..Resilience::default()
         },
+        allow: AllowList::new(&r.allowed_hosts, r.allow_insecure_ws)
+            .map_err(|e| anyhow::anyhow!("rtms.allowed_hosts: {e}"))?,
+        max_streams: r.max_streams,
     })
 }
 

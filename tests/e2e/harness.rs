@@ -186,6 +186,8 @@ webhook_path = "/webhook"
 {ca}
 [rtms]
 socket_mode = "{mode}"
+allowed_hosts = ["127.0.0.1", "localhost"]
+allow_insecure_ws = true
 events = ["participant-join", "participant-leave", "active-speaker-change"]
 [runtime]
 cache_dir = {cache:?}

@@ -114,7 +114,7 @@ impl PipelineToml {
     pub fn render(&self, dir: &Path) -> String {
         let mut s = format!(
             "version = 1\n\n[server]\nlisten = \"{}\"\nadmin = true\n\n\
-             [rtms]\nmedia = [\"transcript\"]\n\n\
+             [rtms]\nmedia = [\"transcript\"]\nallowed_hosts = [\"127.0.0.1\", \"localhost\"]\nallow_insecure_ws = true\n\n\
              [runtime]\ncache_dir = \"{}\"\nepoch_tick_ms = 5\ndead_letter_dir = \"{}\"\nshutdown_grace_ms = 5000\n\n\
              [runtime.reload]\nwatch = {}\ndebounce_ms = 50\n",
             self.listen,

@@ -9,6 +9,8 @@ use std::time::Duration;
 use rtms_proto::MediaParams;
 use rtms_proto::codes::media_type;
 
+use crate::allow::AllowList;
+
 /// How media sockets are opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MediaMode {
@@ -97,7 +99,15 @@ pub struct ClientConfig {
     /// `buffer_data` of msg 1: ask Zoom to deliver audio buffered before we connected.
     pub buffer_data: bool,
     pub resilience: Resilience,
+    /// The servers the host may connect to: the webhook's `server_urls` and the media URLs
+    /// of msg 2 are checked against it. Default: `wss://` on Zoom's hosts only.
+    pub allow: AllowList,
+    /// The most streams run at once; a started webhook past it is refused (503).
+    pub max_streams: usize,
 }
+
+/// The default of [`ClientConfig::max_streams`].
+pub const DEFAULT_MAX_STREAMS: usize = 2000;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -110,6 +120,8 @@ impl Default for ClientConfig {
             events: Vec::new(),
             buffer_data: false,
             resilience: Resilience::default(),
+            allow: AllowList::zoom(),
+            max_streams: DEFAULT_MAX_STREAMS,
         }
     }
 }
@@ -125,6 +137,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("events", &self.events)
             .field("buffer_data", &self.buffer_data)
             .field("resilience", &self.resilience)
+            .field("allow", &self.allow)
+            .field("max_streams", &self.max_streams)
             .finish()
     }
 }

@@ -1,39 +1,68 @@
-//! The webhook ingress: a hyper HTTP/1 server that verifies and de-duplicates Zoom's
-//! webhooks and hands RTMS lifecycle events to an [`IngressHandler`].
+//! The webhook ingress: a hyper HTTP/1 server (plain, or TLS with a certificate reloaded
+//! when its files change) that verifies and de-duplicates Zoom's webhooks and hands RTMS
+//! lifecycle events to an [`IngressHandler`].
 //!
-//! Routes: `POST <path>` (webhooks), `GET /healthz` (200), and anything else through
-//! [`IngressHandler::on_other`] (the host mounts metrics and its admin API there), else 404.
+//! Routes: `POST <path>` (webhooks) and `GET /healthz` (200). Anything else is answered
+//! 404 at once, without reading its body.
 //!
-//! A webhook is checked in this order: size (413 past `max_body_bytes`, never reading more),
-//! then `x-zm-signature` over the raw body and the `x-zm-request-timestamp` window (401), then
-//! the JSON and its fields (400). `endpoint.url_validation` is answered without a signature
-//! (but a signature that is present must be right). Every rejection logs why, never the
-//! secret. Accepted events are answered 200 before any connection work; Zoom's retries
-//! (same event, stream id and `event_ts`) are answered 200 and dropped.
+//! It faces the internet and assumes an attacker:
+//! - A webhook is checked in this order: size (413 past `max_body_bytes`, never reading
+//!   more; the whole body within `body_timeout`, else 408), then `x-zm-signature` over the
+//!   raw body and the `x-zm-request-timestamp` window (401), then the JSON and its fields
+//!   (400, ids and URLs bounded in length). Every event must be signed, the
+//!   `endpoint.url_validation` challenge included: answering an unsigned one would make the
+//!   host sign any text an attacker sends with the webhook secret, which is exactly a
+//!   webhook signature.
+//! - Accepted events are answered 200 before any connection work; Zoom's retries (same
+//!   event, stream id and `event_ts`) are answered 200 and dropped. A handler's refusal is
+//!   answered 503 with `Retry-After` (no room) or 422 (a server URL outside the allow-list).
+//! - At most `max_connections` connections are open: past it the oldest open connection is
+//!   closed to make room (slow clients are evicted, fresh requests get through). Headers
+//!   must arrive within `header_timeout`. When the process runs out of descriptors, the
+//!   accept loop backs off exponentially (logged once per episode).
+//!
+//! Every rejection is counted in [`IngressStats`] and logged through [`crate::ratelog`]
+//! (a few lines per kind per interval, then a summary), never with the secret, and with
+//! what came from the network cut short.
 
-use std::collections::{HashMap, VecDeque};
+mod tls;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rtms_proto::WebhookEvent;
 use rtms_proto::sign::{url_validation_token, verify_webhook};
-use rtms_proto::webhook::{Envelope, URL_VALIDATION};
+use rtms_proto::webhook::{Envelope, URL_VALIDATION, truncated};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::ratelog;
+
+pub use tls::{ReloadingCert, TlsFiles};
+
 const SIGNATURE: &str = "x-zm-signature";
 const TIMESTAMP: &str = "x-zm-request-timestamp";
 const HEALTH_PATH: &str = "/healthz";
+
+/// The longest `plainToken` answered (Zoom's are 22 characters).
+const MAX_PLAIN_TOKEN: usize = 256;
+
+/// Bounds of the accept loop's pause after an error (out of descriptors).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Ingress settings.
 #[derive(Clone)]
@@ -51,6 +80,16 @@ pub struct IngressConfig {
     pub dedup_ttl: Duration,
     /// At most this many remembered events (oldest forgotten first).
     pub dedup_capacity: usize,
+    /// A request's headers (and the TLS handshake) must arrive within this.
+    pub header_timeout: Duration,
+    /// A webhook's whole body must arrive within this (else 408).
+    pub body_timeout: Duration,
+    /// Open connections at most; past it the oldest is closed to make room.
+    pub max_connections: usize,
+    /// Serve HTTPS with these PEM files (reloaded when they change); `None` is plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Counters of what the ingress did; share the `Arc` to read them.
+    pub stats: Arc<IngressStats>,
 }
 
 impl Default for IngressConfig {
@@ -62,6 +101,11 @@ impl Default for IngressConfig {
             timestamp_window_secs: 300,
             dedup_ttl: Duration::from_secs(15 * 60),
             dedup_capacity: 10_000,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            tls: None,
+            stats: Arc::default(),
         }
     }
 }
@@ -75,21 +119,68 @@ impl std::fmt::Debug for IngressConfig {
             .field("timestamp_window_secs", &self.timestamp_window_secs)
             .field("dedup_ttl", &self.dedup_ttl)
             .field("dedup_capacity", &self.dedup_capacity)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
+/// What the ingress counted. Plain atomics.
+#[derive(Debug, Default)]
+pub struct IngressStats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections closed to make room under `max_connections`.
+    pub evicted: AtomicU64,
+    /// Failed `accept` calls (usually out of file descriptors).
+    pub accept_errors: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_failures: AtomicU64,
+    /// Bodies not received within `body_timeout` (408).
+    pub body_timeouts: AtomicU64,
+    /// Requests for unknown paths (404) or with the wrong method (405).
+    pub not_found: AtomicU64,
+    /// Bodies over `max_body_bytes` (413).
+    pub too_large: AtomicU64,
+    /// Unsigned, badly signed or stale webhooks (401).
+    pub unauthorized: AtomicU64,
+    /// Malformed webhooks (400).
+    pub bad_request: AtomicU64,
+    /// Events the handler refused for want of room (503).
+    pub refused_busy: AtomicU64,
+    /// Events the handler refused as unacceptable, such as a server URL outside the
+    /// allow-list (422).
+    pub refused_unacceptable: AtomicU64,
+    /// Events handed to the handler.
+    pub delivered: AtomicU64,
+    /// URL validation challenges answered.
+    pub validations: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) -> u64 {
+    c.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// Why a handler refused an event; the ingress answers with the matching status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No room now: 503 with `Retry-After` (Zoom retries later).
+    Busy {
+        retry_after: Duration,
+        reason: String,
+    },
+    /// The event asks for something this host will not do (a server URL outside the
+    /// allow-list): 422.
+    Unacceptable(String),
+}
+
 /// What the ingress calls. Methods run on the connection's task: return quickly.
 pub trait IngressHandler: Send + Sync + 'static {
-    /// A verified, de-duplicated RTMS lifecycle event.
-    fn on_event(&self, ev: WebhookEvent);
-
-    /// Any request that is not the webhook path or `/healthz` (body read up to the size
-    /// limit). `None` answers 404.
-    fn on_other(&self, method: &Method, path: &str, body: &[u8]) -> Option<(StatusCode, String)> {
-        let _ = (method, path, body);
-        None
-    }
+    /// A verified, de-duplicated RTMS lifecycle event. A refusal is answered with an error
+    /// status, and the event is not remembered as delivered (Zoom's retry is handled anew).
+    fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal>;
 }
 
 /// Remembers delivered events to drop retries, with an expiry and a size bound.
@@ -128,6 +219,11 @@ impl Dedup {
         self.order.push_back((key, now));
         true
     }
+
+    /// Forgets a key (an event the handler refused, so Zoom's retry gets through).
+    fn forget(&mut self, key: &(String, String, i64)) {
+        self.seen.remove(key);
+    }
 }
 
 struct Ingress {
@@ -136,13 +232,27 @@ struct Ingress {
     dedup: Mutex<Dedup>,
 }
 
+/// The open connections, oldest first, each with the token that closes it.
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    open: BTreeMap<u64, CancellationToken>,
+}
+
 /// Serves until `shutdown` fires, then stops accepting and lets in-flight requests finish.
+/// Fails at once when the TLS files do not load.
 pub async fn serve(
     listener: TcpListener,
     cfg: IngressConfig,
     handler: Arc<dyn IngressHandler>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let tls = match &cfg.tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(
+            tls::server_config(files.clone()).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let ingress = Arc::new(Ingress {
         dedup: Mutex::new(Dedup::new(cfg.dedup_ttl, cfg.dedup_capacity)),
         cfg,
@@ -150,50 +260,168 @@ pub async fn serve(
     });
     let tracker = TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, path = ingress.cfg.path, "webhook ingress listening");
+        tracing::info!(
+            %addr,
+            path = ingress.cfg.path,
+            tls = tls.is_some(),
+            max_connections = ingress.cfg.max_connections,
+            "webhook ingress listening"
+        );
     }
+    // Summaries of suppressed log lines, also when a flood ends.
+    let flusher = shutdown.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(ratelog::INTERVAL);
+        loop {
+            tokio::select! {
+                () = flusher.cancelled() => break,
+                _ = tick.tick() => { ratelog::flush(); }
+            }
+        }
+    });
+    let conns = Arc::new(Mutex::new(Conns::default()));
+    let mut backoff = Duration::ZERO;
+    let mut failed_since_ok = 0u64;
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Usually out of file descriptors: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Usually out of file descriptors: back off instead of spinning.
+                    bump(&ingress.cfg.stats.accept_errors);
+                    failed_since_ok += 1;
+                    backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                    if failed_since_ok == 1 {
+                        tracing::error!(error = %e, "accept failed (out of file descriptors? raise the limit with ulimit -n or lower server.max_connections): backing off");
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
                     continue;
                 }
             },
         };
+        if failed_since_ok > 0 {
+            tracing::warn!(
+                failed = failed_since_ok,
+                "accepting connections again after failures"
+            );
+            failed_since_ok = 0;
+            backoff = Duration::ZERO;
+        }
+        bump(&ingress.cfg.stats.connections);
+        let (id, evict) = admit(&conns, &ingress);
         let ingress = ingress.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
+        let conns = conns.clone();
         tracker.spawn(async move {
-            let service = service_fn(move |req| {
-                let ingress = ingress.clone();
-                async move { Ok::<_, Infallible>(ingress.route(req).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let res = tokio::select! {
-                res = conn.as_mut() => res,
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => serve_conn(stream, &ingress, &shutdown, &evict, peer).await,
+                Some(acceptor) => {
+                    let hs = tokio::time::timeout(
+                        ingress.cfg.header_timeout,
+                        acceptor.accept(stream),
+                    );
+                    let res = tokio::select! {
+                        r = hs => Some(r),
+                        () = evict.cancelled() => None,
+                        () = shutdown.cancelled() => None,
+                    };
+                    match res {
+                        Some(Ok(Ok(s))) => {
+                            serve_conn(s, &ingress, &shutdown, &evict, peer).await
+                        }
+                        Some(Ok(Err(e))) => {
+                            bump(&ingress.cfg.stats.tls_failures);
+                            if ratelog::admit("ingress-tls-handshake") {
+                                tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            }
+                        }
+                        Some(Err(_)) => {
+                            bump(&ingress.cfg.stats.tls_failures);
+                            if ratelog::admit("ingress-tls-handshake") {
+                                tracing::info!(%peer, "TLS handshake not finished within server.header_timeout_ms");
+                            }
+                        }
+                        None => {}
+                    }
                 }
-            };
-            if let Err(e) = res {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .open
+                .remove(&id);
         });
     }
     drop(listener);
     tracker.close();
     tracker.wait().await;
+    ratelog::flush_all();
     tracing::info!("webhook ingress stopped");
     Ok(())
+}
+
+/// Registers a new connection, closing the oldest when `max_connections` are open.
+fn admit(conns: &Mutex<Conns>, ingress: &Ingress) -> (u64, CancellationToken) {
+    let mut c = conns.lock().unwrap_or_else(|p| p.into_inner());
+    while c.open.len() >= ingress.cfg.max_connections.max(1) {
+        let Some((_, oldest)) = c.open.pop_first() else {
+            break;
+        };
+        oldest.cancel();
+        let n = bump(&ingress.cfg.stats.evicted);
+        if ratelog::admit("ingress-connections-full") {
+            tracing::warn!(
+                max_connections = ingress.cfg.max_connections,
+                evicted_so_far = n,
+                "server.max_connections connections are open: closing the oldest to make room (slow or idle clients)"
+            );
+        }
+    }
+    let id = c.next;
+    c.next += 1;
+    let token = CancellationToken::new();
+    c.open.insert(id, token.clone());
+    (id, token)
+}
+
+/// Serves one connection until it ends, is evicted, or shutdown ends it gracefully.
+async fn serve_conn<I>(
+    io: I,
+    ingress: &Arc<Ingress>,
+    shutdown: &CancellationToken,
+    evict: &CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_ingress = ingress.clone();
+    let service = service_fn(move |req| {
+        let ingress = svc_ingress.clone();
+        async move { Ok::<_, Infallible>(ingress.route(req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ingress.cfg.header_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        res = conn.as_mut() => res,
+        () = evict.cancelled() => return,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -215,34 +443,46 @@ fn unix_now() -> i64 {
 
 impl Ingress {
     async fn route(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let path = req.uri().path().to_owned();
-        let method = req.method().clone();
+        let path = req.uri().path();
+        let method = req.method();
         if path == HEALTH_PATH && (method == Method::GET || method == Method::HEAD) {
             return reply(StatusCode::OK, "ok\n");
         }
-        let webhook = path == self.cfg.path;
-        if webhook && method != Method::POST {
+        if path != self.cfg.path {
+            bump(&self.cfg.stats.not_found);
+            return reply(StatusCode::NOT_FOUND, "not found\n");
+        }
+        if method != Method::POST {
+            bump(&self.cfg.stats.not_found);
             return reply(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
         }
         let headers = req.headers().clone();
-        let body = match self.read_body(req).await {
-            Ok(b) => b,
-            Err(resp) => return resp,
+        let body = match tokio::time::timeout(self.cfg.body_timeout, self.read_body(req)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(resp)) => return resp,
+            Err(_) => {
+                let n = bump(&self.cfg.stats.body_timeouts);
+                if ratelog::admit("ingress-body-timeout") {
+                    tracing::warn!(
+                        timeout = ?self.cfg.body_timeout,
+                        timed_out_so_far = n,
+                        "webhook body not received in time (slow client): 408"
+                    );
+                }
+                return reply(StatusCode::REQUEST_TIMEOUT, "body too slow\n");
+            }
         };
-        if webhook {
-            return self.webhook(&headers, &body);
-        }
-        match self.handler.on_other(&method, &path, &body) {
-            Some((status, text)) => reply(status, text),
-            None => reply(StatusCode::NOT_FOUND, "not found\n"),
-        }
+        self.webhook(&headers, &body)
     }
 
     /// Reads the body, refusing (413) anything past the limit without reading it.
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
         let limit = self.cfg.max_body_bytes;
         let too_large = || {
-            tracing::warn!(limit, "request body over the size limit: 413");
+            bump(&self.cfg.stats.too_large);
+            if ratelog::admit("webhook-too-large") {
+                tracing::warn!(limit, "request body over the size limit: 413");
+            }
             reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")
         };
         let declared = req
@@ -257,41 +497,71 @@ impl Ingress {
             Ok(c) => Ok(c.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
             Err(e) => {
-                tracing::warn!(error = %e, "request body could not be read");
+                bump(&self.cfg.stats.bad_request);
+                if ratelog::admit("webhook-unreadable") {
+                    tracing::warn!(error = %e, "request body could not be read");
+                }
                 Err(reply(StatusCode::BAD_REQUEST, "unreadable body\n"))
             }
         }
     }
 
+    fn unauthorized(&self, why: &str, event: Option<&str>) -> Response<Full<Bytes>> {
+        let n = bump(&self.cfg.stats.unauthorized);
+        if ratelog::admit("webhook-unauthorized") {
+            tracing::warn!(
+                reason = why,
+                event = event.map(|e| truncated(e, 64).into_owned()),
+                refused_so_far = n,
+                "webhook rejected: 401"
+            );
+        }
+        reply(StatusCode::UNAUTHORIZED, "bad or missing signature\n")
+    }
+
+    fn bad_request(&self, why: String) -> Response<Full<Bytes>> {
+        let n = bump(&self.cfg.stats.bad_request);
+        let why = truncated(&why, 300).into_owned();
+        if ratelog::admit("webhook-bad-request") {
+            tracing::warn!(reason = why, refused_so_far = n, "webhook rejected: 400");
+        }
+        reply(StatusCode::BAD_REQUEST, format!("{why}\n"))
+    }
+
     fn webhook(&self, headers: &hyper::HeaderMap, body: &[u8]) -> Response<Full<Bytes>> {
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        let signed = headers.contains_key(SIGNATURE);
-        let verify = || {
-            verify_webhook(
-                &self.cfg.secret_token,
-                header(TIMESTAMP),
-                header(SIGNATURE),
-                body,
-                unix_now(),
-                self.cfg.timestamp_window_secs,
-            )
-        };
-        if signed && let Err(e) = verify() {
-            tracing::warn!(reason = %e, "webhook rejected: 401");
-            return reply(StatusCode::UNAUTHORIZED, "bad signature\n");
+        // Everything must be signed, url validation included: its answer is an HMAC with
+        // the webhook secret over text the sender chooses.
+        if let Err(e) = verify_webhook(
+            &self.cfg.secret_token,
+            header(TIMESTAMP),
+            header(SIGNATURE),
+            body,
+            unix_now(),
+            self.cfg.timestamp_window_secs,
+        ) {
+            let event = Envelope::parse(body).ok().map(|e| e.event);
+            return self.unauthorized(&e.to_string(), event.as_deref());
         }
         let env = match Envelope::parse(body) {
             Ok(env) => env,
-            Err(e) => {
-                tracing::warn!(reason = %e, "webhook rejected: 400");
-                return reply(StatusCode::BAD_REQUEST, format!("{e}\n"));
-            }
+            Err(e) => return self.bad_request(e.to_string()),
         };
         if env.event == URL_VALIDATION {
-            let Some(plain) = env.payload.get("plainToken").and_then(|v| v.as_str()) else {
-                tracing::warn!("url validation without payload.plainToken: 400");
-                return reply(StatusCode::BAD_REQUEST, "payload.plainToken missing\n");
+            let plain = match env.payload.get("plainToken").and_then(|v| v.as_str()) {
+                None => return self.bad_request("payload.plainToken missing".into()),
+                Some(p) if p.is_empty() || p.len() > MAX_PLAIN_TOKEN => {
+                    return self.bad_request(format!(
+                        "payload.plainToken must be 1 to {MAX_PLAIN_TOKEN} bytes"
+                    ));
+                }
+                // Never sign what looks like a signature's input, even when asked by Zoom.
+                Some(p) if p.starts_with("v0:") => {
+                    return self.bad_request("payload.plainToken is not a token".into());
+                }
+                Some(p) => p,
             };
+            bump(&self.cfg.stats.validations);
             tracing::info!("answering endpoint.url_validation");
             return json_reply(
                 StatusCode::OK,
@@ -301,47 +571,63 @@ impl Ingress {
                 }),
             );
         }
-        if !signed {
-            let e = verify().err();
-            tracing::warn!(reason = ?e.map(|e| e.to_string()), event = env.event, "unsigned webhook rejected: 401");
-            return reply(StatusCode::UNAUTHORIZED, "missing signature\n");
-        }
         let ev = match env.rtms_event() {
             Ok(Some(ev)) => ev,
             Ok(None) => {
                 tracing::debug!(
-                    event = env.event,
+                    event = %truncated(&env.event, 64),
                     "not an RTMS lifecycle event: acknowledged, ignored"
                 );
                 return reply(StatusCode::OK, "");
             }
-            Err(e) => {
-                tracing::warn!(reason = %e, "webhook rejected: 400");
-                return reply(StatusCode::BAD_REQUEST, format!("{e}\n"));
-            }
+            Err(e) => return self.bad_request(e.to_string()),
         };
         let key = (ev.event.clone(), ev.stream_id.clone(), ev.event_ts);
         let first = self
             .dedup
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .first_time(key, Instant::now());
+            .first_time(key.clone(), Instant::now());
+        let stream_id = truncated(&ev.stream_id, 128).into_owned();
         if !first {
             tracing::info!(
                 event = ev.event,
-                stream_id = ev.stream_id,
+                stream_id,
                 event_ts = ev.event_ts,
                 "duplicate webhook (Zoom retry): acknowledged, dropped"
             );
             return reply(StatusCode::OK, "");
         }
-        tracing::info!(
-            event = ev.event,
-            stream_id = ev.stream_id,
-            "webhook accepted"
-        );
-        self.handler.on_event(ev);
-        reply(StatusCode::OK, "")
+        let event = ev.event.clone();
+        match self.handler.on_event(ev) {
+            Ok(()) => {
+                bump(&self.cfg.stats.delivered);
+                tracing::info!(event, stream_id, "webhook accepted");
+                reply(StatusCode::OK, "")
+            }
+            Err(refusal) => {
+                self.dedup
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .forget(&key);
+                match refusal {
+                    Refusal::Busy {
+                        retry_after,
+                        reason,
+                    } => {
+                        bump(&self.cfg.stats.refused_busy);
+                        let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"));
+                        r.headers_mut()
+                            .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+                        r
+                    }
+                    Refusal::Unacceptable(reason) => {
+                        bump(&self.cfg.stats.refused_unacceptable);
+                        reply(StatusCode::UNPROCESSABLE_ENTITY, format!("{reason}\n"))
+                    }
+                }
+            }
+        }
     }
 }
 

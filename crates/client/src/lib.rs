@@ -11,12 +11,15 @@
 //! - [`sessions`]: the manager that turns webhook events into per-stream sessions.
 //! - [`session`]: one stream's task, driving [`machine`] with sockets.
 //! - [`machine`]: the pure state machine (connect, stream, back off, fail over, stop).
+//! - [`allow`]: the allow-list of server URLs (webhook `server_urls`, msg 2 media URLs).
+//! - [`ratelog`]: bounded logging of repeated failures.
 //! - [`backoff`]: every retry delay, in one pure function.
 //! - [`link`]: handshakes and message helpers on one socket.
 //! - [`transport`]: the socket seam ([`Connector`]) and the real WebSocket/TLS connector.
 //! - [`decode`](mod@decode): wire message to [`Decoded`] (pure, used by replay too).
 //! - [`frame`], [`sink`], [`config`]: the data types at the edges.
 
+pub mod allow;
 pub mod backoff;
 pub mod config;
 pub mod decode;
@@ -24,6 +27,7 @@ pub mod frame;
 pub mod ingress;
 pub mod link;
 pub mod machine;
+pub mod ratelog;
 pub mod session;
 pub mod sessions;
 pub mod sink;
@@ -32,10 +36,11 @@ pub mod transport;
 #[cfg(test)]
 mod testing;
 
+pub use allow::AllowList;
 pub use config::{ClientConfig, MediaMode, Resilience};
 pub use decode::{DecodeError, Decoded, decode};
 pub use frame::{Frame, MediaKind, TranscriptInfo};
-pub use ingress::{IngressConfig, IngressHandler, serve};
+pub use ingress::{IngressConfig, IngressHandler, IngressStats, Refusal, serve};
 pub use session::SessionSnapshot;
 pub use sessions::Sessions;
 pub use sink::{

@@ -72,6 +72,12 @@ pub enum ConnectError {
         "signaling {url}: msg 2 names no media URL for media_type {mask} and no `all` URL either"
     )]
     NoMediaUrl { url: String, mask: u32 },
+    #[error("{role} socket not opened: {source}")]
+    NotAllowed {
+        role: &'static str,
+        #[source]
+        source: crate::allow::UrlRefused,
+    },
 }
 
 impl ConnectError {

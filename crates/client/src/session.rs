@@ -313,7 +313,9 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             }
             Err(e) => {
                 let duplicate = e.is_duplicate();
-                tracing::warn!(error = %e, duplicate, "connection attempt failed");
+                if crate::ratelog::admit("stream-connect-failed") {
+                    tracing::warn!(error = %e, duplicate, "connection attempt failed");
+                }
                 Some(Input::ConnectFailed { duplicate })
             }
         }
@@ -580,10 +582,12 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             }
             State::AwaitingWebhook { .. } => {
                 let timeout = self.cfg.resilience.webhook_wait_timeout;
-                tracing::error!(
-                    ?timeout,
-                    "giving up: every connection attempt failed; waiting for a new started webhook before ending the stream"
-                );
+                if crate::ratelog::admit("stream-gave-up") {
+                    tracing::error!(
+                        ?timeout,
+                        "giving up: every connection attempt failed; waiting for a new started webhook before ending the stream"
+                    );
+                }
                 self.status(StreamStatus::AwaitingWebhook { timeout });
             }
             _ => {}
@@ -664,7 +668,11 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         }
         self.shared.update(|s| s.state = "ended");
         match reason {
-            EndReason::ConnectionLost => tracing::error!("stream ended: connection lost for good"),
+            EndReason::ConnectionLost => {
+                if crate::ratelog::admit("stream-connection-lost") {
+                    tracing::error!("stream ended: connection lost for good")
+                }
+            }
             EndReason::Stopped(r) => tracing::info!(
                 reason = r,
                 reason_name = stop_reason::name(r),
@@ -739,6 +747,12 @@ async fn open_media_all<C: Connector>(
             url: signaling_url.to_owned(),
             mask,
         })?;
+        cfg.allow
+            .check(url)
+            .map_err(|source| ConnectError::NotAllowed {
+                role: "media",
+                source,
+            })?;
         let req = link::media_request(cfg, ids, mask, seq);
         let (conn, resp) =
             link::open_media(connector, url, &req, cfg.resilience.connection_timeout).await?;

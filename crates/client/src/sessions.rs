@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rtms_proto::webhook::truncated;
 use rtms_proto::{WebhookAction, WebhookEvent};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -23,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ClientConfig;
-use crate::ingress::IngressHandler;
+use crate::ingress::{IngressHandler, Refusal};
 use crate::link::StreamIds;
 use crate::machine::Input;
+use crate::ratelog;
 use crate::session::{self, SessionSnapshot, SessionStart, Shared};
 use crate::sink::SinkFactory;
 use crate::transport::{Connector, WsConnector};
@@ -53,7 +55,12 @@ struct Inner<F, C> {
     generation: AtomicU64,
     /// Signalled whenever a stream leaves the map.
     removed: tokio::sync::Notify,
+    refused_url: AtomicU64,
+    refused_full: AtomicU64,
 }
+
+/// The `Retry-After` of a refusal for want of room.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 struct Entry {
     generation: u64,
@@ -74,6 +81,8 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 shutdown: CancellationToken::new(),
                 generation: AtomicU64::new(0),
                 removed: tokio::sync::Notify::new(),
+                refused_url: AtomicU64::new(0),
+                refused_full: AtomicU64::new(0),
             }),
         }
     }
@@ -82,8 +91,24 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         self.inner.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Acts on a webhook event. Never blocks.
-    pub fn handle(&self, ev: WebhookEvent) {
+    /// Acts on a webhook event. Never blocks. Refuses an event whose server URL is not
+    /// allowed ([`ClientConfig::allow`]) and a new stream past
+    /// [`ClientConfig::max_streams`]; each refusal is counted ([`Sessions::refusals`]).
+    pub fn handle(&self, ev: WebhookEvent) -> Result<(), Refusal> {
+        if let Some(url) = ev.server_url.as_deref().filter(|u| !u.is_empty())
+            && let Err(e) = self.inner.cfg.allow.check(url)
+        {
+            self.inner.refused_url.fetch_add(1, Ordering::Relaxed);
+            if ratelog::admit("webhook-url-refused") {
+                tracing::warn!(
+                    stream_id = %truncated(&ev.stream_id, 64),
+                    event = ev.event,
+                    reason = %e,
+                    "webhook refused: server URL not allowed"
+                );
+            }
+            return Err(Refusal::Unacceptable(format!("server_urls refused: {e}")));
+        }
         let input = match ev.action {
             WebhookAction::Started => Input::Started {
                 url: ev.server_url.clone().unwrap_or_default(),
@@ -97,7 +122,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             let streams = self.streams();
             match streams.get(&ev.stream_id) {
                 Some(entry) => match entry.inputs.send(input) {
-                    Ok(()) => return,
+                    Ok(()) => return Ok(()),
                     Err(mpsc::error::SendError(input)) => input, // it just ended
                 },
                 None => input,
@@ -111,7 +136,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                         "interrupted webhook for an unknown stream carries a URL: taking the stream"
                     );
                 }
-                self.start(SessionStart {
+                self.spawn(SessionStart {
                     ids: StreamIds {
                         product: ev.product,
                         id: ev.id,
@@ -120,29 +145,70 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                     operator_id: ev.operator_id,
                     server_url: url,
                     first_seq: 0,
-                });
+                })
+                .map(drop)
             }
-            _ => tracing::info!(
-                stream_id = ev.stream_id,
-                event = ev.event,
-                "webhook for a stream this host does not run: ignored"
-            ),
+            _ => {
+                tracing::info!(
+                    stream_id = ev.stream_id,
+                    event = ev.event,
+                    "webhook for a stream this host does not run: ignored"
+                );
+                Ok(())
+            }
         }
     }
 
-    /// Starts a session for a stream. Returns false when the stream already runs here or
-    /// the manager is shutting down.
+    /// Starts a session for a stream. Returns false when the stream already runs here, the
+    /// manager is shutting down, the URL is not allowed or [`ClientConfig::max_streams`]
+    /// streams run.
     pub fn start(&self, start: SessionStart) -> bool {
+        if let Err(e) = self.inner.cfg.allow.check(&start.server_url) {
+            self.inner.refused_url.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(reason = %e, "stream not started: server URL not allowed");
+            return false;
+        }
+        self.spawn(start).unwrap_or(false)
+    }
+
+    /// Counts of refused events: `(server URL not allowed, over max_streams)`.
+    pub fn refusals(&self) -> (u64, u64) {
+        (
+            self.inner.refused_url.load(Ordering::Relaxed),
+            self.inner.refused_full.load(Ordering::Relaxed),
+        )
+    }
+
+    fn spawn(&self, start: SessionStart) -> Result<bool, Refusal> {
         if self.inner.shutdown.is_cancelled() {
             tracing::warn!(
                 stream_id = start.ids.stream_id,
                 "shutting down: stream not started"
             );
-            return false;
+            return Ok(false);
         }
         let mut streams = self.streams();
         if streams.contains_key(&start.ids.stream_id) {
-            return false;
+            return Ok(false);
+        }
+        let max = self.inner.cfg.max_streams;
+        if streams.len() >= max {
+            drop(streams);
+            let n = self.inner.refused_full.fetch_add(1, Ordering::Relaxed) + 1;
+            if ratelog::admit("stream-refused-full") {
+                tracing::warn!(
+                    stream_id = %truncated(&start.ids.stream_id, 64),
+                    max_streams = max,
+                    refused_so_far = n,
+                    "stream refused: the host runs max_streams streams (raise rtms.max_streams, or add hosts)"
+                );
+            }
+            return Err(Refusal::Busy {
+                retry_after: BUSY_RETRY_AFTER,
+                reason: format!(
+                    "this host runs its maximum of {max} streams (rtms.max_streams); retry later"
+                ),
+            });
         }
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -171,6 +237,10 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 .is_some_and(|e| e.generation == generation)
             {
                 streams.remove(&key);
+                // Give back the room of a burst once it is over.
+                if streams.capacity() > 64 && streams.len() < streams.capacity() / 4 {
+                    streams.shrink_to_fit();
+                }
             }
             drop(streams);
             this.inner.removed.notify_waiters();
@@ -185,7 +255,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 abort: handle.abort_handle(),
             },
         );
-        true
+        Ok(true)
     }
 
     /// A plain-data copy of one stream's state.
@@ -247,7 +317,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
 }
 
 impl<F: SinkFactory, C: Connector> IngressHandler for Sessions<F, C> {
-    fn on_event(&self, ev: WebhookEvent) {
-        self.handle(ev);
+    fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal> {
+        self.handle(ev)
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rtms_client::ingress::{IngressConfig, serve};
 use rtms_client::{
-    ClientConfig, CollectingSink, EndReason, MediaKind, MediaMode, Resilience, Sessions,
+    AllowList, ClientConfig, CollectingSink, EndReason, MediaKind, MediaMode, Resilience, Sessions,
     WsConnector,
 };
 use rtms_proto::Product;
@@ -50,6 +50,7 @@ fn client_config(sim: &Simulator, mode: MediaMode) -> ClientConfig {
             webhook_wait_timeout: Duration::from_secs(2),
             ..Default::default()
         },
+        allow: AllowList::loopback(),
         ..Default::default()
     }
 }

@@ -120,6 +120,25 @@ impl Pipeline {
             &b.timestamp_window.as_secs(),
         );
         note(r, "server.admin", &a.admin, &b.admin);
+        note(
+            r,
+            "server.max_connections",
+            &a.max_connections,
+            &b.max_connections,
+        );
+        note(
+            r,
+            "server.header_timeout_ms",
+            &a.header_timeout.as_millis(),
+            &b.header_timeout.as_millis(),
+        );
+        note(
+            r,
+            "server.body_timeout_ms",
+            &a.body_timeout.as_millis(),
+            &b.body_timeout.as_millis(),
+        );
+        note(r, "server.tls", &a.tls, &b.tls);
 
         let (a, b) = (&self.zoom, &new.zoom);
         note(r, "zoom.client_id_env", &a.client_id_env, &b.client_id_env);
@@ -233,6 +252,14 @@ impl Pipeline {
         note(r, "rtms.socket_mode", &a.socket_mode, &b.socket_mode);
         note(r, "rtms.buffer_data", &a.buffer_data, &b.buffer_data);
         note(r, "rtms.events", &a.events, &b.events);
+        note(r, "rtms.allowed_hosts", &a.allowed_hosts, &b.allowed_hosts);
+        note(
+            r,
+            "rtms.allow_insecure_ws",
+            &a.allow_insecure_ws,
+            &b.allow_insecure_ws,
+        );
+        note(r, "rtms.max_streams", &a.max_streams, &b.max_streams);
         note_quiet(
             r,
             "the media parameters ([rtms.audio] / [rtms.video] / [rtms.deskshare] / [rtms.transcript])",

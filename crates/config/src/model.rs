@@ -63,6 +63,21 @@ pub struct Server {
     /// Whether the admin routes (metrics, health, reload) are served. Defaults to true only when
     /// `listen` is a loopback address, so they are never exposed by accident.
     pub admin: bool,
+    /// Open connections at most; past it the oldest is closed to make room.
+    pub max_connections: usize,
+    /// A request's headers (and the TLS handshake) must arrive within this.
+    pub header_timeout: Duration,
+    /// A webhook's whole body must arrive within this.
+    pub body_timeout: Duration,
+    /// `[server.tls]`: serve HTTPS with these PEM files (reloaded when they change).
+    pub tls: Option<ServerTls>,
+}
+
+/// `[server.tls]`: the listener's certificate chain and private key (PEM), absolute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A secret value read from the environment (or, if the operator insists, from the file).
@@ -161,6 +176,13 @@ pub struct Rtms {
     /// The `media_params` sent in the media handshake: a section for each requested kind that
     /// has parameters, every field filled.
     pub media_params: MediaParams,
+    /// Hosts the host may connect to (the webhook's `server_urls`, msg 2's media URLs):
+    /// exact names or `*.domain`. Default: Zoom's (`*.zoom.us`, `*.zoomgov.com`).
+    pub allowed_hosts: Vec<String>,
+    /// Allow plain `ws://` besides `wss://` (tests and the simulator only).
+    pub allow_insecure_ws: bool,
+    /// Streams run at once at most; a started webhook past it gets 503.
+    pub max_streams: usize,
 }
 
 /// How media sockets are opened.

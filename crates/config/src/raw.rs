@@ -43,6 +43,17 @@ pub struct ServerConfig {
     pub max_body_bytes: Num,
     pub timestamp_window_secs: Num,
     pub admin: Option<bool>,
+    pub max_connections: Num,
+    pub header_timeout_ms: Num,
+    pub body_timeout_ms: Num,
+    pub tls: Option<Spanned<TlsConfig>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +92,9 @@ pub struct RtmsConfig {
     pub video: Option<Spanned<VideoConfig>>,
     pub deskshare: Option<Spanned<VideoConfig>>,
     pub transcript: Option<Spanned<TranscriptConfig>>,
+    pub allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_insecure_ws: Option<bool>,
+    pub max_streams: Num,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -39,6 +39,21 @@ pub const fn default_max_body_bytes() -> u64 {
 pub const fn default_timestamp_window_secs() -> u64 {
     300
 }
+pub const fn default_max_connections() -> u64 {
+    1024
+}
+pub const fn default_header_timeout_ms() -> u64 {
+    5_000
+}
+pub const fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+pub const fn default_max_streams() -> u64 {
+    2000
+}
+pub const fn default_allowed_hosts() -> [&'static str; 2] {
+    ["*.zoom.us", "*.zoomgov.com"]
+}
 pub const fn default_client_id_env() -> &'static str {
     "ZM_RTMS_CLIENT"
 }
@@ -419,13 +434,111 @@ impl Resolver<'_> {
             1,
             3600,
         )?;
+        let (max_connections, header_timeout, body_timeout, tls) = self.server_limits(s)?;
         Ok(Server {
             listen,
             webhook_path,
             max_body_bytes: to_usize(max_body.n),
             timestamp_window: Duration::from_secs(window.n),
             admin: s.admin.unwrap_or_else(|| listen.ip().is_loopback()),
+            max_connections,
+            header_timeout,
+            body_timeout,
+            tls,
         })
+    }
+
+    /// `[server]` connection limits and `[server.tls]`.
+    fn server_limits(
+        &self,
+        s: &ServerConfig,
+    ) -> Result<(usize, Duration, Duration, Option<ServerTls>), ConfigError> {
+        let conns = self.num(
+            &s.max_connections,
+            "server.max_connections",
+            default_max_connections(),
+            1,
+            1_000_000,
+        )?;
+        let header = self.num(
+            &s.header_timeout_ms,
+            "server.header_timeout_ms",
+            default_header_timeout_ms(),
+            100,
+            600_000,
+        )?;
+        let body = self.num(
+            &s.body_timeout_ms,
+            "server.body_timeout_ms",
+            default_body_timeout_ms(),
+            100,
+            600_000,
+        )?;
+        let tls = match &s.tls {
+            Some(t) => {
+                let t = t.get_ref();
+                let file = |f: &Spanned<String>, key: &str| {
+                    let p = self.path(f.get_ref());
+                    if p.is_file() {
+                        Ok(p)
+                    } else {
+                        Err(self.src.invalid_at(
+                            f,
+                            format!("server.tls.{key}: {} does not exist or is not a file: give a PEM file (relative paths are resolved against the pipeline file's folder)", p.display()),
+                        ))
+                    }
+                };
+                Some(ServerTls {
+                    cert: file(&t.cert, "cert")?,
+                    key: file(&t.key, "key")?,
+                })
+            }
+            None => None,
+        };
+        Ok((to_usize(conns.n), ms(header.n), ms(body.n), tls))
+    }
+
+    /// `[rtms]` allowed_hosts, allow_insecure_ws and max_streams.
+    fn rtms_intake(&self, r: &RtmsConfig) -> Result<(Vec<String>, bool, usize), ConfigError> {
+        let hosts = match &r.allowed_hosts {
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.src.invalid_at(
+                        list,
+                        "rtms.allowed_hosts is empty: no stream could ever connect; list hosts such as \"*.zoom.us\"",
+                    ));
+                }
+                let mut out = Vec::new();
+                for h in list.get_ref() {
+                    let v = h.get_ref().trim().to_ascii_lowercase();
+                    let domain = v.strip_prefix("*.");
+                    let ok = match domain {
+                        Some(d) => d.contains('.') && !d.contains(['*', '/', ':', '@', ' ']),
+                        None => {
+                            !v.is_empty()
+                                && (v.starts_with('[') || !v.contains(['*', '/', ':', '@', ' ']))
+                        }
+                    };
+                    if !ok {
+                        return Err(self.src.invalid_at(
+                            h,
+                            format!("rtms.allowed_hosts: {v:?} is not a host pattern: write a host name or IP (\"127.0.0.1\"), or *.<domain> for its subdomains (\"*.zoom.us\")"),
+                        ));
+                    }
+                    out.push(v);
+                }
+                out
+            }
+            None => default_allowed_hosts().map(str::to_owned).to_vec(),
+        };
+        let max = self.num(
+            &r.max_streams,
+            "rtms.max_streams",
+            default_max_streams(),
+            1,
+            1_000_000,
+        )?;
+        Ok((hosts, r.allow_insecure_ws.unwrap_or(false), to_usize(max.n)))
     }
 
     fn env_name(
@@ -738,6 +851,7 @@ impl Resolver<'_> {
         };
         let media_params = self.media_params(r, media)?;
         let (reconnect_jitter_percent, reconnect_healthy_after, stop_drain) = self.outage(r)?;
+        let (allowed_hosts, allow_insecure_ws, max_streams) = self.rtms_intake(r)?;
         Ok(Rtms {
             connection_timeout: ms(connection_timeout.n),
             connection_max_attempts: to_u32(connection_max_attempts.n),
@@ -756,6 +870,9 @@ impl Resolver<'_> {
             buffer_data: r.buffer_data.unwrap_or(default_buffer_data()),
             events,
             media_params,
+            allowed_hosts,
+            allow_insecure_ws,
+            max_streams,
         })
     }
 

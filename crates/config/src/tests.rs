@@ -651,3 +651,43 @@ fn rollback_threshold_is_configurable_and_range_checked() {
     ));
     assert!(e.contains("rollback_traps"), "{e}");
 }
+
+#[test]
+fn intake_limits_default_to_zoom_hosts_and_sensible_caps() {
+    let d = Dir::new();
+    let p = d.parse("version = 1");
+    assert_eq!(p.rtms.allowed_hosts, ["*.zoom.us", "*.zoomgov.com"]);
+    assert!(!p.rtms.allow_insecure_ws);
+    assert_eq!(p.rtms.max_streams, 2000);
+    assert_eq!(p.server.max_connections, 1024);
+    assert_eq!(p.server.header_timeout, Duration::from_secs(5));
+    assert_eq!(p.server.body_timeout, Duration::from_secs(10));
+    assert_eq!(p.server.tls, None);
+    let p = d.parse(
+        "version = 1\n[server]\nmax_connections = 10\nbody_timeout_ms = 500\n\
+         [rtms]\nallowed_hosts = [\"127.0.0.1\", \"*.Example.com\"]\nallow_insecure_ws = true\nmax_streams = 3\n",
+    );
+    assert_eq!(p.rtms.allowed_hosts, ["127.0.0.1", "*.example.com"]);
+    assert!(p.rtms.allow_insecure_ws);
+    assert_eq!((p.rtms.max_streams, p.server.max_connections), (3, 10));
+    assert_eq!(p.server.body_timeout, Duration::from_millis(500));
+}
+
+#[test]
+fn bad_intake_settings_are_named() {
+    let d = Dir::new();
+    let e = d.err("version = 1\n[rtms]\nallowed_hosts = [\"wss://rtms.zoom.us\"]\n");
+    assert!(
+        e.contains("rtms.allowed_hosts") && e.contains("not a host pattern"),
+        "{e}"
+    );
+    let e = d.err("version = 1\n[rtms]\nallowed_hosts = []\n");
+    assert!(e.contains("rtms.allowed_hosts is empty"), "{e}");
+    let e = d.err("version = 1\n[rtms]\nmax_streams = 0\n");
+    assert!(e.contains("rtms.max_streams"), "{e}");
+    let e = d.err("version = 1\n[server.tls]\ncert = \"nope.pem\"\nkey = \"a.wasm\"\n");
+    assert!(
+        e.contains("server.tls.cert") && e.contains("nope.pem"),
+        "{e}"
+    );
+}

@@ -10,6 +10,29 @@ use serde_json::{Map, Value};
 /// The event Zoom sends to check that a webhook endpoint belongs to the app.
 pub const URL_VALIDATION: &str = "endpoint.url_validation";
 
+/// The longest id a webhook may carry (meeting / webinar uuid, session id, engagement id,
+/// `rtms_stream_id`, `operator_id`), in bytes. Zoom's ids are well under 100.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// The longest URL a webhook may carry (`server_urls`), in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+
+/// The longest event name, in bytes.
+pub const MAX_EVENT_BYTES: usize = 128;
+
+/// At most `max` bytes of `s` (cut at a character boundary, `...` appended when cut): for
+/// logging text that came from the network without logging all of it.
+pub fn truncated(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end]).into()
+}
+
 /// The Zoom product a stream belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -139,6 +162,12 @@ pub enum WebhookParseError {
     NoPayload,
     #[error("payload of {event} lacks string field \"{field}\"")]
     MissingField { event: String, field: &'static str },
+    #[error("field \"{field}\" is {len} bytes long; the limit is {limit} bytes")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        limit: usize,
+    },
 }
 
 /// The parts of an envelope every caller needs before deciding what to do.
@@ -158,6 +187,7 @@ impl Envelope {
             .and_then(Value::as_str)
             .ok_or(WebhookParseError::NoEvent)?
             .to_owned();
+        limit("event", &event, MAX_EVENT_BYTES)?;
         let event_ts = v.get("event_ts").and_then(Value::as_i64).unwrap_or(0);
         let payload = match v.get("payload") {
             Some(Value::Object(m)) => m.clone(),
@@ -178,6 +208,15 @@ impl Envelope {
         }
     }
 
+    /// A string field no longer than `max` bytes.
+    fn bounded(&self, key: &'static str, max: usize) -> Result<Option<String>, WebhookParseError> {
+        let v = self.str_field(key);
+        if let Some(s) = &v {
+            limit(key, s, max)?;
+        }
+        Ok(v)
+    }
+
     /// The RTMS lifecycle event this envelope carries, or `Ok(None)` when the event is
     /// something else (url validation, other Zoom events).
     pub fn rtms_event(&self) -> Result<Option<WebhookEvent>, WebhookParseError> {
@@ -191,18 +230,19 @@ impl Envelope {
         // Webinars: Zoom's sources disagree between webinar_uuid and meeting_uuid; take either.
         let id = match product {
             Product::Webinar => self
-                .str_field("webinar_uuid")
-                .or_else(|| self.str_field("meeting_uuid")),
+                .bounded("webinar_uuid", MAX_ID_BYTES)?
+                .or(self.bounded("meeting_uuid", MAX_ID_BYTES)?),
             Product::VideoSdk => self
-                .str_field("session_id")
-                .or_else(|| self.str_field("meeting_uuid")),
-            p => self.str_field(p.id_key()),
+                .bounded("session_id", MAX_ID_BYTES)?
+                .or(self.bounded("meeting_uuid", MAX_ID_BYTES)?),
+            p => self.bounded(p.id_key(), MAX_ID_BYTES)?,
         }
         .ok_or_else(|| missing(product.id_key()))?;
         let stream_id = self
-            .str_field("rtms_stream_id")
+            .bounded("rtms_stream_id", MAX_ID_BYTES)?
             .ok_or_else(|| missing("rtms_stream_id"))?;
-        let server_url = self.str_field("server_urls");
+        let server_url = self.bounded("server_urls", MAX_URL_BYTES)?;
+        let operator_id = self.bounded("operator_id", MAX_ID_BYTES)?;
         if action == WebhookAction::Started && server_url.is_none() {
             return Err(missing("server_urls"));
         }
@@ -214,7 +254,7 @@ impl Envelope {
             id,
             stream_id,
             server_url,
-            operator_id: self.str_field("operator_id"),
+            operator_id,
             stop_reason: self
                 .payload
                 .get("stop_reason")
@@ -222,6 +262,17 @@ impl Envelope {
                 .map(|r| r as u32),
         }))
     }
+}
+
+fn limit(field: &'static str, s: &str, limit: usize) -> Result<(), WebhookParseError> {
+    if s.len() > limit {
+        return Err(WebhookParseError::TooLong {
+            field,
+            len: s.len(),
+            limit,
+        });
+    }
+    Ok(())
 }
 
 impl WebhookEvent {
@@ -316,6 +367,52 @@ mod tests {
             Envelope::parse(br#"{"payload":{}}"#).unwrap_err(),
             WebhookParseError::NoEvent
         );
+    }
+
+    #[test]
+    fn overlong_ids_and_urls_are_refused_naming_the_field_and_the_limit() {
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        for field in ["meeting_uuid", "rtms_stream_id", "operator_id"] {
+            let mut p = serde_json::json!({
+                "meeting_uuid": "u", "rtms_stream_id": "s", "server_urls": "wss://a.zoom.us/x"
+            });
+            p[field] = Value::String(long.clone());
+            let body = serde_json::json!({"event": "meeting.rtms_started", "payload": p});
+            let err = Envelope::parse(body.to_string().as_bytes())
+                .unwrap()
+                .rtms_event()
+                .unwrap_err();
+            assert_eq!(
+                err,
+                WebhookParseError::TooLong {
+                    field,
+                    len: MAX_ID_BYTES + 1,
+                    limit: MAX_ID_BYTES
+                }
+            );
+            assert!(err.to_string().contains(field), "{err}");
+            assert!(err.to_string().contains("256"), "{err}");
+        }
+        let url = format!("wss://a.zoom.us/{}", "x".repeat(MAX_URL_BYTES));
+        let body = serde_json::json!({"event": "meeting.rtms_started",
+            "payload": {"meeting_uuid": "u", "rtms_stream_id": "s", "server_urls": url}});
+        let err = Envelope::parse(body.to_string().as_bytes())
+            .unwrap()
+            .rtms_event()
+            .unwrap_err();
+        assert!(err.to_string().contains("server_urls"), "{err}");
+        let body = serde_json::json!({"event": "x".repeat(200), "payload": {}});
+        assert!(matches!(
+            Envelope::parse(body.to_string().as_bytes()),
+            Err(WebhookParseError::TooLong { field: "event", .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_cuts_at_a_character_boundary() {
+        assert_eq!(truncated("abc", 5), "abc");
+        assert_eq!(truncated("abcdef", 3), "abc...");
+        assert_eq!(truncated("ééé", 3), "é...");
     }
 
     #[test]

@@ -16,21 +16,24 @@ const SECRET: &str = "whsec";
 #[derive(Default)]
 struct Recorder {
     events: Mutex<Vec<WebhookEvent>>,
+    /// Refuse the next events with this.
+    refuse: Mutex<Option<Refusal>>,
 }
 
 impl IngressHandler for Recorder {
-    fn on_event(&self, ev: WebhookEvent) {
+    fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal> {
+        if let Some(r) = self.refuse.lock().unwrap().clone() {
+            return Err(r);
+        }
         self.events.lock().unwrap().push(ev);
-    }
-    fn on_other(&self, method: &Method, path: &str, body: &[u8]) -> Option<(StatusCode, String)> {
-        (method == Method::POST && path == "/admin/reload")
-            .then(|| (StatusCode::ACCEPTED, format!("reloading {}", body.len())))
+        Ok(())
     }
 }
 
 struct Server {
     addr: SocketAddr,
     recorder: Arc<Recorder>,
+    stats: Arc<IngressStats>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -40,10 +43,12 @@ async fn start(cfg: IngressConfig) -> Server {
     let addr = listener.local_addr().unwrap();
     let recorder = Arc::new(Recorder::default());
     let shutdown = CancellationToken::new();
+    let stats = cfg.stats.clone();
     let task = tokio::spawn(serve(listener, cfg, recorder.clone(), shutdown.clone()));
     Server {
         addr,
         recorder,
+        stats,
         shutdown,
         task,
     }
@@ -220,18 +225,12 @@ async fn malformed_json_and_missing_fields_get_400() {
 }
 
 #[tokio::test]
-async fn url_validation_is_answered_with_or_without_signature() {
+async fn url_validation_is_answered_only_when_signed() {
     let s = start(cfg()).await;
     let body =
         br#"{"event":"endpoint.url_validation","event_ts":1,"payload":{"plainToken":"abc123"}}"#
             .to_vec();
     let expected = serde_json::json!({"plainToken":"abc123","encryptedToken":url_validation_token(SECRET, "abc123")});
-    let (status, text) = post(s.addr, "/webhook", body.clone(), &[]).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&text).unwrap(),
-        expected
-    );
     let (status, text) = post(
         s.addr,
         "/webhook",
@@ -244,7 +243,9 @@ async fn url_validation_is_answered_with_or_without_signature() {
         serde_json::from_str::<serde_json::Value>(&text).unwrap(),
         expected
     );
-    // A signature that is present must be right.
+    let (status, text) = post(s.addr, "/webhook", body.clone(), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(!text.contains(&url_validation_token(SECRET, "abc123")));
     let (status, _) = post(
         s.addr,
         "/webhook",
@@ -256,7 +257,55 @@ async fn url_validation_is_answered_with_or_without_signature() {
 }
 
 #[tokio::test]
-async fn health_extra_routes_and_unknown_paths() {
+async fn the_url_validation_answer_cannot_be_turned_into_a_webhook_signature() {
+    // The attack: ask the host to "validate" plainToken = "v0:<ts>:<forged body>"; its
+    // answer would be the x-zm-signature of the forged body.
+    let s = start(cfg()).await;
+    let ts = unix_now().to_string();
+    let forged = started_body(7);
+    let plain = format!("v0:{ts}:{}", String::from_utf8(forged.clone()).unwrap());
+    let challenge = serde_json::to_vec(&serde_json::json!({
+        "event": "endpoint.url_validation", "event_ts": 1, "payload": {"plainToken": plain}
+    }))
+    .unwrap();
+    let (status, text) = post(s.addr, "/webhook", challenge.clone(), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    let stolen = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["encryptedToken"].as_str().map(str::to_owned));
+    assert_eq!(stolen, None);
+    // Even signed by Zoom, a token shaped like a signature's input is not answered.
+    let (status, _) = post(
+        s.addr,
+        "/webhook",
+        challenge.clone(),
+        &signed(&challenge, unix_now(), SECRET),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The signature the oracle would have produced is refused.
+    let sig = format!("v0={}", url_validation_token(SECRET, &plain));
+    assert_eq!(
+        sig,
+        webhook_signature(SECRET, &ts, &forged),
+        "the attack's premise"
+    );
+    let (status, _) = post(
+        s.addr,
+        "/webhook",
+        forged,
+        &[
+            ("x-zm-signature", "v0=00".into()),
+            ("x-zm-request-timestamp", ts),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(s.recorder.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn health_and_unknown_paths_are_answered_without_reading_bodies() {
     let s = start(cfg()).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let resp = client
@@ -264,18 +313,141 @@ async fn health_extra_routes_and_unknown_paths() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let (status, text) = post(s.addr, "/admin/reload", b"xy".to_vec(), &[]).await;
-    assert_eq!(
-        (status, text.as_str()),
-        (StatusCode::ACCEPTED, "reloading 2")
-    );
-    let (status, _) = post(s.addr, "/nope", vec![], &[]).await;
+    let (status, _) = post(s.addr, "/admin/reload", b"xy".to_vec(), &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let resp = client
         .get(format!("http://{}/webhook", s.addr).parse().unwrap())
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // A body that never comes: the 404 is sent at once all the same.
+    let mut sock = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    sock.write_all(b"POST /nope HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\nab")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf))
+        .await
+        .expect("404 without waiting for the body")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 404"), "{:?}", &buf[..n]);
+}
+
+#[tokio::test]
+async fn a_body_slower_than_the_body_timeout_gets_408() {
+    let s = start(IngressConfig {
+        body_timeout: Duration::from_millis(300),
+        ..cfg()
+    })
+    .await;
+    let mut sock = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    sock.write_all(b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 408"), "{:?}", &buf[..n]);
+    assert_eq!(s.stats.body_timeouts.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn past_max_connections_the_oldest_connection_is_closed() {
+    let s = start(IngressConfig {
+        max_connections: 4,
+        ..cfg()
+    })
+    .await;
+    use tokio::io::AsyncReadExt;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    }
+    // The fifth connection gets through; the first is closed to make room.
+    let body = started_body(1);
+    let (status, _) = post(
+        s.addr,
+        "/webhook",
+        body.clone(),
+        &signed(&body, unix_now(), SECRET),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(Duration::from_secs(2), idle[0].read(&mut buf))
+        .await
+        .expect("the oldest connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(s.stats.evicted.load(Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test]
+async fn refusals_get_503_with_retry_after_or_422_and_the_retry_is_not_a_duplicate() {
+    let s = start(cfg()).await;
+    *s.recorder.refuse.lock().unwrap() = Some(Refusal::Busy {
+        retry_after: Duration::from_secs(30),
+        reason: "full".into(),
+    });
+    let body = started_body(5);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::post(format!("http://{}/webhook", s.addr));
+    for (k, v) in signed(&body, unix_now(), SECRET) {
+        req = req.header(k, v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body.clone()))).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()[RETRY_AFTER], "30");
+    *s.recorder.refuse.lock().unwrap() = Some(Refusal::Unacceptable("bad url".into()));
+    let (status, text) = post(
+        s.addr,
+        "/webhook",
+        body.clone(),
+        &signed(&body, unix_now(), SECRET),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(text.contains("bad url"));
+    // Zoom's retry of the same event, now that there is room, is delivered.
+    *s.recorder.refuse.lock().unwrap() = None;
+    let (status, _) = post(
+        s.addr,
+        "/webhook",
+        body.clone(),
+        &signed(&body, unix_now(), SECRET),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.recorder.events.lock().unwrap().len(), 1);
+    assert_eq!(s.stats.refused_busy.load(Ordering::Relaxed), 1);
+    assert_eq!(s.stats.refused_unacceptable.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn overlong_ids_get_400_naming_the_field() {
+    let s = start(cfg()).await;
+    let body = serde_json::to_vec(&serde_json::json!({"event": "meeting.rtms_started", "event_ts": 1,
+        "payload": {"meeting_uuid": "m", "rtms_stream_id": "s".repeat(300), "server_urls": "wss://a.zoom.us/s"}}))
+    .unwrap();
+    let (status, text) = post(
+        s.addr,
+        "/webhook",
+        body.clone(),
+        &signed(&body, unix_now(), SECRET),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        text.contains("rtms_stream_id") && text.contains("256"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::allow::AllowList;
 use crate::config::{ClientConfig, MediaMode};
 use crate::frame::MediaKind;
 use crate::sessions::Sessions;
@@ -36,6 +37,7 @@ fn config() -> ClientConfig {
     ClientConfig {
         client_id: "cid".into(),
         client_secret: "secret".into(),
+        allow: AllowList::new(["zoom", "other", "new", "b"], true).unwrap(),
         ..Default::default()
     }
 }
@@ -133,7 +135,8 @@ async fn happy_path_streams_frames_echoes_keepalives_and_stops_cleanly() {
     cfg.events = vec![2, 3];
     let mut r = rig(cfg);
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (mut s, hello) = r.signaling().await;
     assert_eq!(hello["msg_type"], 1);
     assert_eq!(hello["protocol_version"], 1);
@@ -207,7 +210,8 @@ async fn split_mode_opens_one_socket_per_type_with_fallback_to_all() {
     cfg.media_types = media_type::AUDIO | media_type::TRANSCRIPT | media_type::CHAT;
     let mut r = rig(cfg);
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (mut s, _) = r.signaling().await;
     let mut urls = Vec::new();
     let mut socks = Vec::new();
@@ -242,7 +246,8 @@ async fn split_mode_opens_one_socket_per_type_with_fallback_to_all() {
 async fn reconnects_after_signaling_loss_within_the_backoff_bound_and_continues_seq() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (s, mut m) = r.connect().await;
     m.send_json(audio(1));
     r.frames(1).await;
@@ -279,7 +284,8 @@ async fn reconnects_after_signaling_loss_within_the_backoff_bound_and_continues_
 async fn a_silent_socket_is_declared_dead_after_the_keepalive_timeout() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (_s, _m) = r.connect().await;
     let t0 = Instant::now();
     // Nothing is sent: after 15 s both sockets are considered dead and reopened.
@@ -297,7 +303,8 @@ async fn a_silent_socket_is_declared_dead_after_the_keepalive_timeout() {
 async fn keepalives_keep_an_idle_stream_alive() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (mut s, mut m) = r.connect().await;
     for i in 0..10u64 {
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -316,13 +323,16 @@ async fn keepalives_keep_an_idle_stream_alive() {
 async fn scenario_1_new_started_url_moves_both_sockets() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (mut s, mut m) = r.connect().await;
     // The same URL again is a duplicate: nothing happens.
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     r.sessions
-        .handle(event(WebhookAction::Started, Some("ws://other/sig"), None));
+        .handle(event(WebhookAction::Started, Some("ws://other/sig"), None))
+        .unwrap();
     assert_eq!(m.rx.recv().await, Some(Message::Close(None)));
     assert_eq!(s.rx.recv().await, Some(Message::Close(None)));
     let (s2, _) = r.signaling().await;
@@ -341,10 +351,12 @@ async fn scenario_1_new_started_url_moves_both_sockets() {
 async fn scenario_2_interrupted_webhook_reconnects_both_sockets() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (mut s, _m) = r.connect().await;
     r.sessions
-        .handle(event(WebhookAction::Interrupted, None, None));
+        .handle(event(WebhookAction::Interrupted, None, None))
+        .unwrap();
     assert_eq!(s.rx.recv().await, Some(Message::Close(None)));
     let (s2, _m2) = r.connect().await;
     assert_eq!(s2.url, SIG);
@@ -354,7 +366,8 @@ async fn scenario_2_interrupted_webhook_reconnects_both_sockets() {
 async fn scenario_3_media_interruption_reopens_media_only() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (mut s, mut m) = r.connect().await;
     s.send_json(json!({"msg_type":6,"event":{"event_type":7,"timestamp":1}}));
     assert_eq!(m.rx.recv().await, Some(Message::Close(None)));
@@ -377,21 +390,25 @@ async fn scenario_3_media_interruption_reopens_media_only() {
 async fn scenario_4_stop_webhook_and_session_stop_end_for_good() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (_s, _m) = r.connect().await;
     r.sessions
-        .handle(event(WebhookAction::Stopped, None, Some(6)));
+        .handle(event(WebhookAction::Stopped, None, Some(6)))
+        .unwrap();
     assert_eq!(r.end().await, EndReason::Stopped(6));
     r.sessions.idle().await;
     // A late interrupted webhook without URL for the ended stream starts nothing.
     r.sessions
-        .handle(event(WebhookAction::Interrupted, None, None));
+        .handle(event(WebhookAction::Interrupted, None, None))
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(r.accepted.try_recv().is_err());
 
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (s, _m) = r.connect().await;
     s.send_json(
         json!({"msg_type":9,"rtms_session_id":"x","state":5,"stop_reason":3,"timestamp":1}),
@@ -403,7 +420,8 @@ async fn scenario_4_stop_webhook_and_session_stop_end_for_good() {
 async fn duplicate_rejection_is_retried_after_a_delay() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let mut s = r.accept().await;
     s.recv_json().await.unwrap();
     let t0 = Instant::now();
@@ -419,7 +437,8 @@ async fn duplicate_rejection_is_retried_after_a_delay() {
 async fn a_handshake_without_answer_times_out_then_retries_after_the_constant_delay() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let mut s = r.accept().await;
     s.recv_json().await.unwrap();
     let t0 = Instant::now();
@@ -432,7 +451,8 @@ async fn a_handshake_without_answer_times_out_then_retries_after_the_constant_de
 async fn gives_up_after_the_budget_then_waits_for_a_webhook_then_ends_connection_lost() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (s, _m) = r.connect().await;
     r.connector.refuse(SIG, true);
     let t0 = Instant::now();
@@ -452,14 +472,16 @@ async fn gives_up_after_the_budget_then_waits_for_a_webhook_then_ends_connection
 async fn a_started_webhook_while_waiting_revives_the_stream() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (s, _m) = r.connect().await;
     r.connector.refuse(SIG, true);
     drop(s);
     r.status(|s| matches!(s, StreamStatus::AwaitingWebhook { .. }))
         .await;
     r.sessions
-        .handle(event(WebhookAction::Started, Some("ws://new/sig"), None));
+        .handle(event(WebhookAction::Started, Some("ws://new/sig"), None))
+        .unwrap();
     let (s2, _) = r.signaling().await;
     assert_eq!(s2.url, "ws://new/sig");
 }
@@ -468,11 +490,12 @@ async fn a_started_webhook_while_waiting_revives_the_stream() {
 async fn shutdown_ends_every_stream_with_shutdown_and_close_frames() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (mut s, _m) = r.connect().await;
     let mut other = event(WebhookAction::Started, Some("ws://b/sig"), None);
     other.stream_id = "s2".into();
-    r.sessions.handle(other);
+    r.sessions.handle(other).unwrap();
     let (_s2, _m2) = r.connect().await;
     assert_eq!(r.sessions.len(), 2);
     assert_eq!(r.sessions.shutdown(Duration::from_secs(5)).await, 0);
@@ -486,11 +509,12 @@ async fn shutdown_ends_every_stream_with_shutdown_and_close_frames() {
 async fn a_stalled_session_does_not_stall_another() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
     let (_s, _m) = r.connect().await; // this one's peer never sends anything again
     let mut other = event(WebhookAction::Started, Some("ws://b/sig"), None);
     other.stream_id = "s2".into();
-    r.sessions.handle(other);
+    r.sessions.handle(other).unwrap();
     let (_s2, m2) = r.connect().await;
     m2.send_json(audio(1));
     r.sink.wait_for("s2", |c| c.frames.len() == 1).await;
