@@ -10,6 +10,7 @@
 //! - `webhooks`: forged, stale, replayed, oversize and malformed webhooks; url validation.
 //! - `scale`: a hundred concurrent meetings.
 //! - `shutdown`: graceful shutdown with a live meeting.
+//! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
 
 #[path = "../all/util.rs"]
 mod util;
@@ -18,6 +19,7 @@ mod harness;
 
 mod faults;
 mod happy;
+mod isolation;
 mod scale;
 mod shutdown;
 mod timing;
