@@ -226,3 +226,78 @@ impl DeadLetters {
         tracing::warn!(path = %path.display(), max_bytes = self.max_bytes, keep = self.keep, files_deleted = n, "dead-letter file cap reached: the oldest letters were deleted (raise runtime.dead_letter_max_mb or dead_letter_files to keep more)");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(seq: u64, payload: usize) -> Frame {
+        Frame {
+            kind: MediaKind::Audio,
+            seq,
+            timestamp_ms: 0,
+            user_id: String::new(),
+            user_name: String::new(),
+            payload: vec![7; payload],
+            text: None,
+            transcript: None,
+            event_type: None,
+        }
+    }
+
+    fn meta() -> LetterMeta<'static> {
+        LetterMeta {
+            plugin: "p",
+            version: "v",
+            session: 1,
+            stream_id: "s",
+            error: "e",
+        }
+    }
+
+    fn seqs(path: &Path) -> Vec<u64> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["frames"][0]["seq"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn files_rotate_at_the_cap_and_only_the_newest_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::with_limits(Some(d.path().to_owned()), 4096, 2);
+        for seq in 1..=100 {
+            dl.write_quiet(&meta(), &[frame(seq, 300)]);
+        }
+        let base = dl.path_for("p").unwrap();
+        let rotated = |n: u32| PathBuf::from(format!("{}.{n}", base.display()));
+        for p in [base.clone(), rotated(1), rotated(2)] {
+            let len = std::fs::metadata(&p).unwrap().len();
+            assert!(len <= 4096, "{} holds {len} bytes", p.display());
+        }
+        assert!(!rotated(3).exists(), "only two rotated files are kept");
+        assert!(dl.files_deleted.load(Ordering::Relaxed) > 0);
+        // The newest letters, in order, across the kept files.
+        let kept: Vec<u64> = [rotated(2), rotated(1), base]
+            .iter()
+            .flat_map(|p| seqs(p))
+            .collect();
+        assert_eq!(*kept.last().unwrap(), 100);
+        assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
+    }
+
+    #[test]
+    fn a_letter_larger_than_the_cap_is_kept_without_payloads() {
+        let d = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::with_limits(Some(d.path().to_owned()), 4096, 1);
+        dl.write_quiet(&meta(), &[frame(1, 100_000)]);
+        let text = std::fs::read_to_string(dl.path_for("p").unwrap()).unwrap();
+        assert!(text.len() < 4096);
+        assert!(text.contains("\"payload_omitted\":true"), "{text}");
+        assert!(text.contains("\"seq\":1"), "{text}");
+    }
+}

@@ -366,7 +366,9 @@ mod tests {
         assert_eq!(q.dropped.load(Ordering::Relaxed), 0);
     }
 
-    #[tokio::test(start_paused = true)]
+    // Tokio's paused clock needs its `test-util` feature, which this crate does not build
+    // with; these use short real waits and assert bounds, not exact times.
+    #[tokio::test]
     async fn a_full_block_queue_sheds_after_the_timeout_then_at_once_until_drained() {
         let q = Queue::<()>::new(4, OnFull::Block);
         for s in 1..=4 {
@@ -375,11 +377,12 @@ mod tests {
         let t0 = Instant::now();
         let p = q.push_within(frame(5), Duration::from_millis(100)).await;
         assert!(matches!(p, Pushed::Shed { first: true, .. }), "{p:?}");
-        assert_eq!(t0.elapsed(), Duration::from_millis(100), "waited the timeout");
-        // Shedding now: no further wait.
-        let p = q.push_within(frame(6), Duration::from_millis(100)).await;
+        assert!(t0.elapsed() >= Duration::from_millis(100), "waited the timeout");
+        // Shedding now: no further wait, even with a long timeout.
+        let t1 = Instant::now();
+        let p = q.push_within(frame(6), Duration::from_secs(3600)).await;
         assert!(matches!(p, Pushed::Shed { first: false, .. }), "{p:?}");
-        assert_eq!(t0.elapsed(), Duration::from_millis(100), "no second wait");
+        assert!(t1.elapsed() < Duration::from_secs(1), "no second wait");
         // Taking one frame leaves 3 > 2: still shedding while full again.
         q.next_batch(1, NO_WAIT).await;
         assert!(matches!(q.try_push(frame(7)), Ok(Pushed::Queued)));
@@ -392,39 +395,36 @@ mod tests {
         assert_eq!(q.shed.load(Ordering::Relaxed), 3);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_partial_batch_waits_at_most_max_wait_for_more_frames() {
         let q = Queue::<()>::new(16, OnFull::Block);
+        // A lone frame is delivered once max_wait has passed since it was queued.
         let wait = Duration::from_millis(50);
-        // A lone frame is delivered max_wait after it was queued.
         let t0 = Instant::now();
         q.try_push(frame(1)).unwrap();
         let b = q.next_batch(4, wait).await;
         assert_eq!(b.frames.len(), 1);
-        assert_eq!(t0.elapsed(), wait);
-        // A batch that fills is delivered as soon as it is full.
+        assert!(t0.elapsed() >= wait);
+        // A batch that fills is delivered as soon as it is full, long before max_wait.
+        let long = Duration::from_secs(30);
         let consumer = {
             let q = q.clone();
-            tokio::spawn(async move {
-                let b = q.next_batch(4, wait).await;
-                (b.frames.len(), Instant::now())
-            })
+            tokio::spawn(async move { q.next_batch(4, long).await.frames.len() })
         };
         let t1 = Instant::now();
         for s in 2..=5 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::task::yield_now().await;
             q.try_push(frame(s)).unwrap();
         }
-        let (n, at) = consumer.await.unwrap();
-        assert_eq!(n, 4);
-        assert_eq!(at - t1, Duration::from_millis(20), "delivered when full");
+        assert_eq!(consumer.await.unwrap(), 4);
+        assert!(t1.elapsed() < Duration::from_secs(5), "delivered when full");
         // A control message ends the wait at once.
         q.try_push(frame(6)).unwrap();
         q.push_control(());
         let t2 = Instant::now();
-        let b = q.next_batch(4, wait).await;
+        let b = q.next_batch(4, long).await;
         assert_eq!((b.frames.len(), b.control.is_some()), (1, true));
-        assert_eq!(t2.elapsed(), Duration::ZERO);
+        assert!(t2.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]

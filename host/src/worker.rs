@@ -5,8 +5,7 @@
 //!
 //! ```text
 //!   spawned ──▶ building ──▶ serving ──(trap)──▶ backing off ──▶ building ──▶ …
-//!                  │            │                     └─(End/Swap queued)──▶ queued frames
-//!                  │            │                                            dead-lettered
+//!                  │            │                     └─(End/Swap queued)──▶ building now
 //!                  │            │                                    │
 //!                  │            ├─(Swap)──▶ end old (reload) ──▶ build new (resumed) ──▶ serving
 //!                  │            └─(End)───▶ end instance ──▶ done
@@ -26,7 +25,8 @@
 //!   open breaker (see `crate::runtime::quota`).
 //! - The session's producer never waits long on a worker: a full `block` queue sheds after
 //!   the plugin's block timeout ([`record_push`] dead-letters and counts what is shed), and
-//!   while the worker waits out a restart delay an `End` or `Swap` ends the wait at once.
+//!   while the worker waits out a restart delay an `End` or `Swap` ends the wait at once
+//!   (the queued frames go to a fresh instance right away).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -173,14 +173,9 @@ impl Worker {
                 && Instant::now() < t
                 && self.queue.control_before(t).await
             {
-                // An end or a swap while restarting: do not make it wait out the delay.
-                // The frames queued before it were for the instance that is gone.
+                // An end or a swap while restarting: do not make it wait out the delay;
+                // the frames queued before it go to a fresh instance now.
                 self.not_before = None;
-                if let Some(control) = self.drain_to_control().await
-                    && self.control(control).await
-                {
-                    return;
-                }
                 continue;
             }
             let batch = self
@@ -212,25 +207,6 @@ impl Worker {
         }
     }
 
-    /// Dead-letters every frame queued before the next control message, and returns it.
-    async fn drain_to_control(&mut self) -> Option<Control> {
-        loop {
-            let batch = self
-                .queue
-                .next_batch(self.entry.batch_max, Duration::ZERO)
-                .await;
-            if !batch.frames.is_empty() {
-                self.dead_letter(
-                    "not delivered: the plugin was restarting after a trap when the session ended or a new version took over",
-                    &batch.frames,
-                );
-            }
-            if batch.control.is_some() {
-                return batch.control;
-            }
-        }
-    }
-
     fn dead_letter(&self, error: &str, frames: &[Frame]) {
         self.services.dead_letters.write(&self.meta(error), frames);
         let n = frames.len() as u64;
@@ -255,7 +231,7 @@ impl Worker {
             .services
             .rt
             .quotas()
-            .over(&self.entry.spec.grants)
+            .over(&self.entry.spec.grants, self.info.session)
             .await
         else {
             return false;

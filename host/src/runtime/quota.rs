@@ -4,12 +4,15 @@
 //! plugin (and before an instance is built) the worker asks whether any writable granted
 //! directory holds more than its quota; if one does, the plugin is stopped for the session
 //! with an error naming the directory. The measure is the sum of the apparent sizes of the
-//! files under the directory (symbolic links are not followed), taken on a blocking thread
-//! and reused for [`MEASURE_EVERY`], since every session of a plugin shares the directory.
+//! files under the directory (symbolic links are not followed), taken on a blocking thread.
+//! Every session of a plugin shares the directory, so a measure taken for one session is
+//! reused by the others for ten times as long as it took (at most [`MAX_REUSE`]): measuring
+//! costs at most about a tenth of the time. A session never reuses its own measure, so one
+//! session's writes are measured after each of its calls.
 //!
 //! Granularity, honestly: a plugin can overshoot its quota by what it writes within one
-//! call plus what all its sessions write within one measuring period; it cannot keep
-//! writing past that.
+//! call plus what all its sessions write while a measure is reused; it cannot keep writing
+//! past that.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,23 +22,25 @@ use parking_lot::Mutex;
 
 use super::host::Grant;
 
-/// A measured size is reused this long.
-pub const MEASURE_EVERY: Duration = Duration::from_millis(200);
+/// A measured size is reused at most this long.
+pub const MAX_REUSE: Duration = Duration::from_secs(1);
 
 /// The last measured usage of each granted directory.
 #[derive(Default)]
 pub struct Quotas {
-    measured: Mutex<HashMap<PathBuf, (Instant, u64)>>,
+    /// Directory -> (reuse until, bytes, session that measured).
+    measured: Mutex<HashMap<PathBuf, (Instant, u64, u64)>>,
 }
 
 impl Quotas {
-    /// The first writable grant over its quota, as an error message for the operator.
-    pub async fn over(&self, grants: &[Grant]) -> Option<String> {
+    /// The first writable grant over its quota, as an error message for the operator;
+    /// `session` is who asks.
+    pub async fn over(&self, grants: &[Grant], session: u64) -> Option<String> {
         for g in grants.iter().filter(|g| !g.read_only) {
             let Some(quota) = g.quota_bytes else {
                 continue;
             };
-            let used = self.usage(&g.host).await;
+            let used = self.usage(&g.host, session).await;
             if used > quota {
                 return Some(format!(
                     "granted directory {} (guest {}) holds {} bytes, over its quota of {} bytes: free space there or raise quota_mb of that [[plugin.dir]], then reload",
@@ -49,19 +54,23 @@ impl Quotas {
         None
     }
 
-    async fn usage(&self, dir: &Path) -> u64 {
-        if let Some((at, bytes)) = self.measured.lock().get(dir)
-            && at.elapsed() < MEASURE_EVERY
+    async fn usage(&self, dir: &Path, session: u64) -> u64 {
+        if let Some((until, bytes, by)) = self.measured.lock().get(dir)
+            && *by != session
+            && Instant::now() < *until
         {
             return *bytes;
         }
         let path = dir.to_owned();
+        let started = Instant::now();
         let bytes = tokio::task::spawn_blocking(move || dir_bytes(&path))
             .await
             .unwrap_or(0);
+        let took = started.elapsed();
+        let until = Instant::now() + (took * 10).min(MAX_REUSE);
         self.measured
             .lock()
-            .insert(dir.to_owned(), (Instant::now(), bytes));
+            .insert(dir.to_owned(), (until, bytes, session));
         bytes
     }
 }
