@@ -206,8 +206,7 @@ impl HostSession {
         }
         let services = &self.shared.services;
         // Frames a shedding queue refused at once are dead-lettered here, unlocked.
-        let (shed, blocked): (Vec<_>, Vec<_>) =
-            blocked.into_iter().partition(|b| b.shed.is_some());
+        let (shed, blocked): (Vec<_>, Vec<_>) = blocked.into_iter().partition(|b| b.shed.is_some());
         for b in shed {
             let pushed = b.shed.expect("partitioned on it");
             record_push(services, &b.entry, &b.ctx, pushed);

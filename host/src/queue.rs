@@ -377,7 +377,10 @@ mod tests {
         let t0 = Instant::now();
         let p = q.push_within(frame(5), Duration::from_millis(100)).await;
         assert!(matches!(p, Pushed::Shed { first: true, .. }), "{p:?}");
-        assert!(t0.elapsed() >= Duration::from_millis(100), "waited the timeout");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(100),
+            "waited the timeout"
+        );
         // Shedding now: no further wait, even with a long timeout.
         let t1 = Instant::now();
         let p = q.push_within(frame(6), Duration::from_secs(3600)).await;

@@ -107,10 +107,10 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
         table,
         outputs,
         DeadLetters::with_limits(
-                Some(pipeline.runtime.dead_letter_dir.clone()),
-                pipeline.runtime.dead_letter_max_bytes,
-                pipeline.runtime.dead_letter_files,
-            ),
+            Some(pipeline.runtime.dead_letter_dir.clone()),
+            pipeline.runtime.dead_letter_max_bytes,
+            pipeline.runtime.dead_letter_files,
+        ),
         metrics.clone(),
         None,
     );

@@ -115,8 +115,15 @@ async fn log_stdout_and_output_floods_are_cut_to_their_byte_rates() {
     drop(s);
     let (outs, _dir) = h.finish().await;
     let emitted = outs.iter().filter(|o| o["kind"] == "flood").count() as u64;
-    assert_eq!(emitted + emit_dropped, 200, "every output passed or was counted");
-    assert!(emitted <= allowed, "{emitted} outputs passed, at most {allowed}");
+    assert_eq!(
+        emitted + emit_dropped,
+        200,
+        "every output passed or was counted"
+    );
+    assert!(
+        emitted <= allowed,
+        "{emitted} outputs passed, at most {allowed}"
+    );
 }
 
 #[tokio::test]
@@ -135,7 +142,11 @@ async fn a_plugin_over_its_write_quota_is_stopped_for_the_session() {
     assert_eq!(stats.quota_stops.load(Ordering::Relaxed), 1);
     let delivered = stats.delivered.load(Ordering::Relaxed);
     let discarded = stats.discarded.load(Ordering::Relaxed);
-    assert_eq!(delivered + discarded, 20, "every frame delivered or counted");
+    assert_eq!(
+        delivered + discarded,
+        20,
+        "every frame delivered or counted"
+    );
     assert!(discarded > 0, "stopped before the end");
     let written = std::fs::metadata(h.out_dir().join("flood-quota-stream.bin"))
         .unwrap()
@@ -165,7 +176,11 @@ async fn a_compile_cache_others_can_write_is_never_loaded() {
     let second = rt.load(&component("noop")).await.unwrap();
     assert_eq!(first.source, CodeSource::Compiled);
     assert_eq!(second.source, CodeSource::Compiled, "never from that dir");
-    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0, "nothing stored");
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        0,
+        "nothing stored"
+    );
 
     // Made private, the same directory is used.
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -223,7 +238,11 @@ async fn a_stuck_block_plugin_sheds_after_its_timeout_and_the_others_lose_nothin
             v["frames"].as_array().unwrap().len()
         })
         .sum();
-    assert_eq!(lettered as u64, get(&st.dead_lettered), "each is in the file");
+    assert_eq!(
+        lettered as u64,
+        get(&st.dead_lettered),
+        "each is in the file"
+    );
     assert_eq!(
         recorded_seqs(&h.out_dir().join("seqs-stuck-stream.txt")),
         (1..=200).collect::<Vec<_>>()

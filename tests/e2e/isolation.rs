@@ -13,7 +13,7 @@ use rtms_sim::{Pace, Simulator};
 use crate::harness::*;
 use crate::util;
 
-/// A `block` plugin with a tiny queue that sheds after 100 ms, built from the seq plugin.
+/// A `block` plugin with a tiny queue that sheds after 50 ms, built from the seq plugin.
 fn stuck_plugin(p: &Pipeline, name: &str, component: &str, config: &[(&str, &str)]) -> Plugin {
     let mut pl = p.plugin("seq").expect("seq plugin").clone();
     pl.name = PluginName::try_new(name).expect("name");
@@ -23,16 +23,23 @@ fn stuck_plugin(p: &Pipeline, name: &str, component: &str, config: &[(&str, &str
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     pl.queue.capacity = 8;
-    pl.queue.block_timeout = Duration::from_millis(100);
+    pl.queue.block_timeout = Duration::from_millis(50);
     pl.batch.max_frames = 8;
     pl
 }
 
 #[tokio::test]
 async fn stuck_and_restarting_plugins_never_stall_the_stream_or_the_other_plugins() {
-    let sim = Simulator::start(sim_config(false))
-        .await
-        .expect("simulator");
+    // The simulator asks for a keep-alive whenever a socket is idle for 15 ms (between two
+    // 20 ms audio frames, so all through the meeting) and gives up after 20 unanswered:
+    // the host may not stop reading a socket for more than about 300 ms.
+    let sim = Simulator::start(rtms_sim::SimConfig {
+        keepalive_interval: Duration::from_millis(15),
+        missed_keepalive_limit: 20,
+        ..sim_config(false)
+    })
+    .await
+    .expect("simulator");
     let host = start_host(&sim, Setup::default(), |p| {
         // Spins in every call until its 2 s deadline, then again in the next instance.
         let mut spin = stuck_plugin(p, "spin", "spin", &[("in", "on-frames")]);
@@ -48,13 +55,25 @@ async fn stuck_and_restarting_plugins_never_stall_the_stream_or_the_other_plugin
         p.plugins.push(trap);
     })
     .await;
-    // About five seconds of real-time audio, transcript and chat: 25 keep-alive intervals.
-    let meeting = start(&sim, &host, script(40, vec![]), Product::Meeting, Pace::Realtime);
+    // About five seconds of real-time audio, transcript and chat.
+    let meeting = start(
+        &sim,
+        &host,
+        script(40, vec![]),
+        Product::Meeting,
+        Pace::Realtime,
+    );
     let ledger = finish(&host, &meeting).await;
 
     let c = &ledger.counters;
-    assert_eq!(c.keepalive_timeouts, 0, "the host answered every keep-alive in time: {c:?}");
-    assert!(c.keepalive_answers >= 10, "the stream stayed up across keep-alives: {c:?}");
+    assert_eq!(
+        c.keepalive_timeouts, 0,
+        "the host answered every keep-alive in time: {c:?}"
+    );
+    assert!(
+        c.keepalive_answers >= 10,
+        "the stream stayed up across keep-alives: {c:?}"
+    );
     assert_eq!(c.signaling_connections, 1, "no reconnection: {c:?}");
     assert_eq!(c.media_connections, 1, "no reconnection: {c:?}");
 
@@ -80,7 +99,10 @@ async fn stuck_and_restarting_plugins_never_stall_the_stream_or_the_other_plugin
             s.delivered + s.dead_lettered + s.dropped + s.discarded,
             "{name}: every frame routed is delivered, dead-lettered, dropped or discarded: {s:?}"
         );
-        assert_eq!(s.sessions_with_losses, 1, "{name}: losses summarised: {s:?}");
+        assert_eq!(
+            s.sessions_with_losses, 1,
+            "{name}: losses summarised: {s:?}"
+        );
     }
     assert_eq!(m.plugins["seq"].shed, 0);
     assert_eq!(m.plugins["seq"].sessions_with_losses, 0);

@@ -123,8 +123,12 @@ pub fn prepare_dir(dir: &Path) -> Result<(), String> {
 /// others: its contents are loaded as native code.
 fn private(path: &Path, is_dir: bool) -> Result<(), String> {
     let what = if is_dir { "directory" } else { "entry" };
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| format!("cannot inspect the compile cache {what} {}: {e}", path.display()))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| {
+        format!(
+            "cannot inspect the compile cache {what} {}: {e}",
+            path.display()
+        )
+    })?;
     if is_dir && !meta.is_dir() {
         return Err(format!(
             "compile cache {} is not a directory: point runtime.cache_dir at a directory only this user can write",
@@ -187,7 +191,10 @@ mod tests {
             std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(mode)).unwrap();
             let e = prepare_dir(d.path()).unwrap_err();
             assert!(e.contains("writable by group or others"), "{e}");
-            assert!(e.contains(&format!("chmod 700 {}", d.path().display())), "{e}");
+            assert!(
+                e.contains(&format!("chmod 700 {}", d.path().display())),
+                "{e}"
+            );
         }
         std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         prepare_dir(d.path()).unwrap();
