@@ -36,14 +36,15 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
     })?;
     let code = rt.load(&setup::component("noop")).await?;
     let (outputs, sinks) = start_sinks(vec![]).await?;
-    let ctx = Arc::new(InstanceCtx {
-        plugin: "noop".into(),
-        session: 1,
-        stream_id: "bench".into(),
-        meeting_id: "bench".into(),
+    let ctx = Arc::new(InstanceCtx::new(
+        "noop".into(),
+        1,
+        "bench".into(),
+        "bench".into(),
         outputs,
-        last_stderr: Default::default(),
-    });
+        Default::default(),
+        Default::default(),
+    ));
     let spec = InstanceSpec {
         memory_bytes: 64 << 20,
         call_timeout: Duration::from_secs(1),

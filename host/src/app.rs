@@ -92,7 +92,11 @@ impl Service {
             rt,
             table,
             outputs,
-            DeadLetters::new(Some(pipeline.runtime.dead_letter_dir.clone())),
+            DeadLetters::with_limits(
+                Some(pipeline.runtime.dead_letter_dir.clone()),
+                pipeline.runtime.dead_letter_max_bytes,
+                pipeline.runtime.dead_letter_files,
+            ),
             metrics.clone(),
             Some(rollback_tx),
         );

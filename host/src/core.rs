@@ -7,6 +7,14 @@
 //! it last reconciled with; when a reload publishes a new one, the session reconciles
 //! (spawn workers for added plugins, swap changed ones in band, end removed ones) under the
 //! same lock the frame path takes, so a swap marker sits exactly between two frames.
+//!
+//! The session lock is a plain mutex and is never held across an await. A frame goes to
+//! every queue with room at once; only queues that are full under `block` make the push
+//! wait, all at the same time and each at most its plugin's block timeout, after which the
+//! frame is shed for that plugin alone (see `crate::queue`). So one stuck or restarting
+//! plugin delays the socket reader by at most one block timeout per run of losses, never
+//! stalls the session's other plugins, and never holds up a reload or the session's end.
+//! When a session ends, what each plugin lost on it is summarised (log and metrics).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,20 +29,28 @@ use crate::bindings::{self, EndReason, Frame, SessionInfo};
 use crate::deadletter::DeadLetters;
 use crate::metrics::Metrics;
 use crate::output::Outputs;
-use crate::router::RouteTable;
+use crate::queue::{Pushed, Queue};
+use crate::router::{PluginEntry, RouteTable};
 use crate::runtime::Runtime;
-use crate::worker::{Control, RollbackRequest, Worker, WorkerHandle};
+use crate::runtime::host::InstanceCtx;
+use crate::services::{RollbackRequest, Services};
+use crate::worker::{Control, Worker, WorkerHandle, record_push};
 
-/// What every session and worker shares.
+/// What every session shares: the host's services (which workers see too), the published
+/// routing table and the live sessions. Derefs to [`Services`].
 pub struct Shared {
-    pub rt: Runtime,
+    pub services: Arc<Services>,
     pub table: ArcSwap<RouteTable>,
-    pub outputs: Outputs,
-    pub dead_letters: DeadLetters,
-    pub metrics: Arc<Metrics>,
-    pub rollback_tx: Option<mpsc::UnboundedSender<RollbackRequest>>,
     sessions: Mutex<HashMap<u64, std::sync::Weak<HostSession>>>,
     next_session: AtomicU64,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.services
+    }
 }
 
 impl Shared {
@@ -47,12 +63,14 @@ impl Shared {
         rollback_tx: Option<mpsc::UnboundedSender<RollbackRequest>>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            rt,
+            services: Arc::new(Services {
+                rt,
+                outputs,
+                dead_letters,
+                metrics,
+                rollback_tx,
+            }),
             table: ArcSwap::from_pointee(table),
-            outputs,
-            dead_letters,
-            metrics,
-            rollback_tx,
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
         })
@@ -76,7 +94,7 @@ impl Shared {
             product: desc.product,
             stream_id: desc.stream_id.as_str().into(),
             info,
-            state: tokio::sync::Mutex::new(SessionState {
+            state: Mutex::new(SessionState {
                 table: Arc::new(RouteTable::default()),
                 workers: Vec::new(),
                 retired: Vec::new(),
@@ -84,10 +102,7 @@ impl Shared {
             }),
         });
         {
-            let mut st = session
-                .state
-                .try_lock()
-                .expect("a session nobody else has seen yet is unlocked");
+            let mut st = session.state.lock();
             session.reconcile_locked(&mut st, self.table.load_full());
         }
         self.metrics
@@ -143,7 +158,8 @@ pub struct HostSession {
     product: Product,
     pub stream_id: Arc<str>,
     pub info: SessionInfo,
-    state: tokio::sync::Mutex<SessionState>,
+    /// Never held across an await.
+    state: Mutex<SessionState>,
 }
 
 struct SessionState {
@@ -151,27 +167,62 @@ struct SessionState {
     table: Arc<RouteTable>,
     workers: Vec<WorkerHandle>,
     /// Workers of removed plugins, still draining.
-    retired: Vec<tokio::task::JoinHandle<()>>,
+    retired: Vec<WorkerHandle>,
     ended: bool,
 }
 
+/// A worker whose queue was full under `block` when a frame came: the push waits for it
+/// (`frame`), or records what its shedding queue refused (`shed`), outside the session lock.
+struct Blocked {
+    queue: Arc<Queue<Control>>,
+    entry: Arc<PluginEntry>,
+    ctx: Arc<InstanceCtx>,
+    frame: Option<Frame>,
+    shed: Option<Pushed>,
+}
+
 impl HostSession {
-    /// Routes one frame to every worker that wants it, waiting where a `block` queue is
-    /// full. Frames pushed after `end` are ignored.
+    /// Routes one frame to every worker that wants it. Queues with room take it at once;
+    /// full `block` queues are waited for together, each up to its plugin's block timeout,
+    /// without the session lock. Frames pushed after `end` are ignored.
     pub async fn push(&self, frame: Frame) {
         self.shared
             .metrics
             .frames_in
             .fetch_add(1, Ordering::Relaxed);
-        let mut st = self.state.lock().await;
-        if st.ended {
+        let blocked = {
+            let mut st = self.state.lock();
+            if st.ended {
+                return;
+            }
+            let current = self.shared.table.load();
+            if !Arc::ptr_eq(&st.table, &current) {
+                self.reconcile_locked(&mut st, current.clone());
+            }
+            self.offer(&st, frame)
+        };
+        if blocked.is_empty() {
             return;
         }
-        let current = self.shared.table.load();
-        if !Arc::ptr_eq(&st.table, &current) {
-            self.reconcile_locked(&mut st, current.clone());
+        let services = &self.shared.services;
+        // Frames a shedding queue refused at once are dead-lettered here, unlocked.
+        let (shed, blocked): (Vec<_>, Vec<_>) = blocked.into_iter().partition(|b| b.shed.is_some());
+        for b in shed {
+            let pushed = b.shed.expect("partitioned on it");
+            record_push(services, &b.entry, &b.ctx, pushed);
         }
-        // Every subscriber but the last gets a copy; the last gets the frame itself.
+        futures_util::future::join_all(blocked.into_iter().map(|b| async move {
+            let Some(frame) = b.frame else { return };
+            let pushed = b.queue.push_within(frame, b.entry.block_timeout).await;
+            record_push(services, &b.entry, &b.ctx, pushed);
+        }))
+        .await;
+    }
+
+    /// Offers the frame to every subscribed worker's queue without waiting; returns the
+    /// workers that must be waited for. Every subscriber but the last gets a copy; the last
+    /// gets the frame itself.
+    fn offer(&self, st: &SessionState, frame: Frame) -> Vec<Blocked> {
         let kind = frame.kind.into();
         let mut left = st
             .workers
@@ -179,6 +230,7 @@ impl HostSession {
             .filter(|w| w.entry.kinds.contains(kind))
             .count();
         let mut frame = Some(frame);
+        let mut blocked = Vec::new();
         for w in st.workers.iter().filter(|w| w.entry.kinds.contains(kind)) {
             left -= 1;
             let f = if left == 0 {
@@ -186,15 +238,29 @@ impl HostSession {
             } else {
                 frame.clone()
             };
-            if let Some(f) = f {
-                push_one(w, f).await;
-            }
+            let Some(f) = f else { break };
+            let (frame, shed) = match w.queue.try_push(f) {
+                Ok(pushed @ Pushed::Shed { .. }) => (None, Some(pushed)),
+                Ok(pushed) => {
+                    record_push(&self.shared.services, &w.entry, &w.ctx, pushed);
+                    continue;
+                }
+                Err(f) => (Some(f), None),
+            };
+            blocked.push(Blocked {
+                queue: w.queue.clone(),
+                entry: w.entry.clone(),
+                ctx: w.ctx.clone(),
+                frame,
+                shed,
+            });
         }
+        blocked
     }
 
     /// Reconciles with the published table if it changed.
     pub async fn reconcile(&self) {
-        let mut st = self.state.lock().await;
+        let mut st = self.state.lock();
         if st.ended {
             return;
         }
@@ -226,7 +292,7 @@ impl HostSession {
                 kept.push(w);
             } else {
                 kept.push(Worker::spawn(
-                    self.shared.clone(),
+                    self.shared.services.clone(),
                     entry.clone(),
                     self.info.clone(),
                     self.stream_id.clone(),
@@ -234,19 +300,20 @@ impl HostSession {
             }
         }
         for w in old {
-            w.queue.push_control(Control::End(EndReason::Removed));
+            w.queue.close_with(Control::End(EndReason::Removed));
             // The worker drains what is queued, ends, and exits on its own.
-            st.retired.push(w.task);
+            st.retired.push(w);
         }
         st.workers = kept;
         st.table = table;
     }
 
     /// Ends the session for every plugin: each worker drains its queue, calls
-    /// `on-session-end(reason)`, and stops. Returns when all have.
+    /// `on-session-end(reason)`, and stops. Returns when all have; then logs, per plugin,
+    /// what it lost on this session.
     pub async fn end(&self, reason: EndReason) {
-        let workers = {
-            let mut st = self.state.lock().await;
+        let (workers, retired) = {
+            let mut st = self.state.lock();
             if st.ended {
                 return;
             }
@@ -256,30 +323,35 @@ impl HostSession {
                 std::mem::take(&mut st.retired),
             )
         };
-        let (workers, retired) = workers;
         for w in &workers {
-            w.queue.push_control(Control::End(reason));
+            w.queue.close_with(Control::End(reason));
         }
-        for w in workers {
+        for w in retired.into_iter().chain(workers) {
             if let Err(e) = w.task.await {
                 tracing::error!(stream = %self.stream_id, plugin = %w.entry.name, error = %e, "plugin worker failed");
             }
-        }
-        for t in retired {
-            let _ = t.await;
+            if let Some(l) = w.ctx.losses.summary() {
+                w.entry
+                    .stats
+                    .sessions_with_losses
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    stream = %self.stream_id,
+                    plugin = %w.entry.name,
+                    shed = l.shed,
+                    dropped = l.dropped,
+                    dead_lettered = l.dead_lettered,
+                    discarded = l.discarded,
+                    log_lines_dropped = l.log_dropped,
+                    outputs_dropped = l.emit_dropped,
+                    "plugin lost data on this session (frames shed by a full block queue, dropped by drop-oldest, written to the dead-letter file or discarded while stopped; log lines and outputs over their byte rates)"
+                );
+            }
         }
         self.shared
             .metrics
             .sessions_ended
             .fetch_add(1, Ordering::Relaxed);
         self.shared.sessions.lock().remove(&self.info.session);
-    }
-}
-
-async fn push_one(w: &WorkerHandle, frame: Frame) {
-    w.entry.stats.routed.fetch_add(1, Ordering::Relaxed);
-    let dropped = w.queue.push_frame(frame).await;
-    if dropped > 0 {
-        w.entry.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
     }
 }

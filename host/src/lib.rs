@@ -6,7 +6,8 @@
 //! - [`router`] — the compiled pipeline — which plugins take which frames.
 //! - [`core`] — sessions and the frame path from a session to plugin workers.
 //! - [`queue`] — the bounded queue in front of each worker (block / drop-oldest).
-//! - [`worker`] — one (plugin, session) instance and its failure policy.
+//! - [`worker`] — one (plugin, session) instance and its failure policy; [`services`] —
+//!   what workers share (runtime, outputs, dead letters, metrics).
 //! - [`output`] — what plugins emit, and the sinks it goes to.
 //! - [`deadletter`] — batches a plugin could not take.
 //! - [`metrics`] — counters.
@@ -34,6 +35,7 @@ pub mod reload;
 pub mod replay;
 pub mod router;
 pub mod runtime;
+pub mod services;
 pub mod session;
 pub mod signals;
 pub mod worker;

@@ -40,7 +40,11 @@ pub struct PluginStats {
     pub calls: AtomicU64,
     /// Frames dropped by a full `drop-oldest` queue.
     pub dropped: AtomicU64,
-    /// Frames in batches that trapped, written to the dead-letter file.
+    /// Frames a full `block` queue refused after its block timeout (stuck or restarting
+    /// plugin); each is also counted in `dead_lettered`.
+    pub shed: AtomicU64,
+    /// Frames written to the dead-letter file: batches that trapped, frames shed, frames
+    /// queued while the plugin could not run.
     pub dead_lettered: AtomicU64,
     /// Frames discarded because the plugin's circuit breaker is open for the session.
     pub discarded: AtomicU64,
@@ -55,6 +59,53 @@ pub struct PluginStats {
     pub swaps: AtomicU64,
     /// Automatic rollbacks of a version that kept trapping after a reload.
     pub rollbacks: AtomicU64,
+    /// Log lines (`host.log`, stdout, stderr) dropped by the log byte-rate limit.
+    pub log_dropped: AtomicU64,
+    /// Outputs (`host.emit`) dropped by the emit byte-rate limit.
+    pub emit_dropped: AtomicU64,
+    /// Sessions for which the plugin was stopped because a granted directory went over
+    /// its quota.
+    pub quota_stops: AtomicU64,
+    /// Sessions that ended with any loss for this plugin (see [`Losses`]).
+    pub sessions_with_losses: AtomicU64,
+}
+
+/// What one plugin lost on one session; summarised when the session ends.
+#[derive(Debug, Default)]
+pub struct Losses {
+    pub shed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub discarded: AtomicU64,
+    pub log_dropped: AtomicU64,
+    pub emit_dropped: AtomicU64,
+}
+
+impl Losses {
+    /// `None` when nothing was lost; otherwise the counts, for the session-end log line.
+    pub fn summary(&self) -> Option<LossSummary> {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = LossSummary {
+            shed: get(&self.shed),
+            dropped: get(&self.dropped),
+            dead_lettered: get(&self.dead_lettered),
+            discarded: get(&self.discarded),
+            log_dropped: get(&self.log_dropped),
+            emit_dropped: get(&self.emit_dropped),
+        };
+        (s != LossSummary::default()).then_some(s)
+    }
+}
+
+/// A snapshot of [`Losses`].
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct LossSummary {
+    pub shed: u64,
+    pub dropped: u64,
+    pub dead_lettered: u64,
+    pub discarded: u64,
+    pub log_dropped: u64,
+    pub emit_dropped: u64,
 }
 
 /// Host-wide counters.
@@ -109,6 +160,7 @@ impl Metrics {
                             delivered: get(&p.delivered),
                             calls: get(&p.calls),
                             dropped: get(&p.dropped),
+                            shed: get(&p.shed),
                             dead_lettered: get(&p.dead_lettered),
                             discarded: get(&p.discarded),
                             errors: get(&p.errors),
@@ -117,6 +169,10 @@ impl Metrics {
                             breaker_trips: get(&p.breaker_trips),
                             swaps: get(&p.swaps),
                             rollbacks: get(&p.rollbacks),
+                            log_dropped: get(&p.log_dropped),
+                            emit_dropped: get(&p.emit_dropped),
+                            quota_stops: get(&p.quota_stops),
+                            sessions_with_losses: get(&p.sessions_with_losses),
                         },
                     )
                 })
@@ -131,6 +187,7 @@ pub struct PluginSnapshot {
     pub delivered: u64,
     pub calls: u64,
     pub dropped: u64,
+    pub shed: u64,
     pub dead_lettered: u64,
     pub discarded: u64,
     pub errors: u64,
@@ -139,6 +196,10 @@ pub struct PluginSnapshot {
     pub breaker_trips: u64,
     pub swaps: u64,
     pub rollbacks: u64,
+    pub log_dropped: u64,
+    pub emit_dropped: u64,
+    pub quota_stops: u64,
+    pub sessions_with_losses: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]

@@ -119,6 +119,32 @@ pub struct OutputStats {
     pub dropped: AtomicU64,
     /// Dropped by a sink (queue full or delivery failed).
     pub sink_failures: AtomicU64,
+    drop_warning: Throttle,
+    sink_warning: Throttle,
+}
+
+/// Reports a run of drops once when it starts, then at most once every ten seconds with the
+/// count since the last report, instead of once per item.
+#[derive(Debug, Default)]
+struct Throttle {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    /// Counts one drop; returns the drops to report now, if a report is due.
+    fn due(&self) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.1 += 1;
+        let now = std::time::Instant::now();
+        if st
+            .0
+            .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(10))
+        {
+            st.0 = Some(now);
+            return Some(std::mem::take(&mut st.1));
+        }
+        None
+    }
 }
 
 impl Outputs {
@@ -129,7 +155,9 @@ impl Outputs {
             let rec = match e {
                 mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
             };
-            tracing::warn!(plugin = %rec.plugin, stream = %rec.stream_id, kind = %rec.kind, "output dropped: the output queue is full or closed");
+            if let Some(n) = self.stats.drop_warning.due() {
+                tracing::warn!(plugin = %rec.plugin, stream = %rec.stream_id, kind = %rec.kind, dropped = n, total = self.stats.dropped.load(Ordering::Relaxed), "outputs dropped: the output queue is full or closed");
+            }
         }
     }
 
@@ -185,7 +213,9 @@ pub async fn start_sinks(specs: Vec<Sink>) -> anyhow::Result<(Outputs, SinkSet)>
                     && lane.try_send(rec.clone()).is_err()
                 {
                     dstats.sink_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(sink = ?spec.target, plugin = %rec.plugin, "output dropped: sink queue full");
+                    if let Some(n) = dstats.sink_warning.due() {
+                        tracing::warn!(sink = ?spec.target, plugin = %rec.plugin, dropped = n, "outputs dropped: sink queue full");
+                    }
                 }
             }
         }

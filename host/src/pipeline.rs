@@ -11,12 +11,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rtms_client::{AllowList, ClientConfig, MediaMode, Resilience};
-use rtms_config::{OnFull, Pipeline, SocketMode};
+use rtms_config::{Pipeline, SocketMode};
 
 use crate::metrics::Metrics;
-use crate::queue::FullPolicy;
 use crate::router::{PluginEntry, RestartPolicy, RouteTable};
-use crate::runtime::host::{Grant, InstanceCtx};
+use crate::runtime::host::{Grant, InstanceCtx, Rates};
 use crate::runtime::{Instance, InstanceSpec, Runtime, RuntimeConfig};
 
 pub fn runtime_config(p: &Pipeline) -> RuntimeConfig {
@@ -113,6 +112,7 @@ pub async fn build_table(
                     host: d.host.clone(),
                     guest: d.guest.clone(),
                     read_only: d.read_only,
+                    quota_bytes: d.quota_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
                 })
                 .collect(),
             config: plugin.config.clone(),
@@ -140,11 +140,14 @@ pub async fn build_table(
             kinds: plugin.media,
             filter: plugin.filter.clone(),
             queue_capacity: plugin.queue.capacity,
-            on_full: match plugin.queue.on_full {
-                OnFull::Block => FullPolicy::Block,
-                OnFull::DropOldest => FullPolicy::DropOldest,
-            },
+            on_full: plugin.queue.on_full,
+            block_timeout: plugin.queue.block_timeout,
             batch_max: plugin.batch.max_frames,
+            batch_wait: plugin.batch.max_wait,
+            rates: Rates {
+                log_bytes_per_sec: plugin.limits.log_bytes_per_sec,
+                emit_bytes_per_sec: plugin.limits.emit_bytes_per_sec,
+            },
             restart,
             generation,
             stats: metrics.plugin(&name),
@@ -161,14 +164,15 @@ pub async fn trial_run(
     spec: &InstanceSpec,
 ) -> Result<()> {
     let (outputs, sinks) = crate::output::start_sinks(Vec::new()).await?;
-    let ctx = Arc::new(InstanceCtx {
-        plugin: name.into(),
-        session: 0,
-        stream_id: "trial".into(),
-        meeting_id: "trial".into(),
+    let ctx = Arc::new(InstanceCtx::new(
+        name.into(),
+        0,
+        "trial".into(),
+        "trial".into(),
         outputs,
-        last_stderr: Default::default(),
-    });
+        Rates::default(),
+        Default::default(),
+    ));
     let mut inst = Instance::new(rt, code.clone(), spec, ctx).await?;
     let r = inst.init(&spec.config).await;
     drop(inst);

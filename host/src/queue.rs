@@ -2,32 +2,60 @@
 //!
 //! It carries frames and, in band, control messages (swap to a new version, end), so a
 //! reload or an end takes effect exactly between two frames: everything queued before the
-//! marker goes to the old instance, everything after to the new one. When the queue holds
-//! `capacity` frames, the plugin's policy decides: `Block` makes the producer wait (lossless;
-//! the session's socket reader slows down), `DropOldest` discards the oldest queued frame
-//! and counts it (real-time plugins that would rather skip than lag). Control messages are
-//! never dropped and do not count against the capacity.
+//! marker goes to the old instance, everything after to the new one. Control messages are
+//! never dropped, never wait and do not count against the capacity.
+//!
+//! When the queue holds `capacity` frames, the plugin's policy decides:
+//!
+//! - `Block` makes the producer wait for space, but only up to a bounded time
+//!   (`block_timeout`): a plugin that is stuck or restarting must never stall the session's
+//!   socket reader (keep-alives) or the session's other plugins. Past the timeout the queue
+//!   *sheds*: the frame is handed back to the producer, which dead-letters and counts it.
+//!   While shedding, a full queue sheds at once without waiting again; shedding ends when
+//!   the consumer has drained the queue to half its capacity.
+//! - `DropOldest` discards the oldest queued frame and counts it (real-time plugins that
+//!   would rather skip than lag).
+//!
+//! Either way the producer learns when a run of losses *starts*, so it can warn once per
+//! run instead of once per frame.
+//!
+//! The consumer takes batches: up to `max_frames` consecutive frames, waiting at most
+//! `max_wait` (counted from when the oldest of them was queued) for a partial batch to fill.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::bindings::Frame;
 
-/// What a full queue does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FullPolicy {
-    Block,
-    DropOldest,
-}
+/// What a full queue does (`[plugin.queue] on_full`): `Block` waits up to the block
+/// timeout, then sheds; `DropOldest` discards the oldest queued frame.
+pub use rtms_config::OnFull;
 
 /// A message in a worker's queue.
-pub enum Item<C> {
-    Frame(Frame),
+enum Item<C> {
+    Frame(Frame, Instant),
     Control(C),
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug)]
+pub enum Pushed {
+    /// Queued, nothing lost.
+    Queued,
+    /// Queued; the oldest queued frame was discarded to make room. `first` is true when this
+    /// starts a run of losses.
+    DroppedOldest { first: bool },
+    /// Not queued: the queue stayed full past the block timeout (or is shedding). The frame
+    /// is handed back for the dead-letter file. `first` is true when this starts a run.
+    Shed { frame: Frame, first: bool },
+    /// Not queued: the consumer has ended (the plugin was removed or the session ended).
+    Closed,
 }
 
 pub struct Queue<C> {
@@ -37,14 +65,22 @@ pub struct Queue<C> {
     /// Signalled when frames are taken (producers waiting under `Block`).
     space: Notify,
     capacity: usize,
-    policy: FullPolicy,
+    policy: OnFull,
     /// Frames discarded under `DropOldest`.
     pub dropped: AtomicU64,
+    /// Frames shed under `Block`.
+    pub shed: AtomicU64,
 }
 
 struct Inner<C> {
     items: VecDeque<Item<C>>,
     frames: usize,
+    /// Set by [`Queue::close_with`]: no frame is accepted after the final control message.
+    closed: bool,
+    /// In a run of losses (shedding or dropping); cleared at half capacity.
+    losing: bool,
+    /// Control messages queued.
+    controls: usize,
 }
 
 /// What the consumer takes in one go: a run of frames, then maybe a control message that
@@ -55,17 +91,21 @@ pub struct Batch<C> {
 }
 
 impl<C> Queue<C> {
-    pub fn new(capacity: usize, policy: FullPolicy) -> Arc<Self> {
+    pub fn new(capacity: usize, policy: OnFull) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
                 frames: 0,
+                closed: false,
+                losing: false,
+                controls: 0,
             }),
             items: Notify::new(),
             space: Notify::new(),
             capacity: capacity.max(1),
             policy,
             dropped: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
         })
     }
 
@@ -78,74 +118,174 @@ impl<C> Queue<C> {
         self.len() == 0
     }
 
-    /// Queues a frame, waiting for space under `Block`. Returns the number of frames it
-    /// had to drop (0 or 1) under `DropOldest`.
-    pub async fn push_frame(&self, frame: Frame) -> u64 {
-        let mut frame = Some(frame);
+    /// Whether a control message is queued.
+    pub fn has_control(&self) -> bool {
+        self.inner.lock().controls > 0
+    }
+
+    /// Waits until `deadline` or until a control message is queued, whichever comes first;
+    /// returns whether one is. (For the one consumer, e.g. waiting out a restart delay.)
+    pub async fn control_before(&self, deadline: Instant) -> bool {
+        loop {
+            let ready = self.items.notified();
+            if self.has_control() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, ready).await.is_err() {
+                return self.has_control();
+            }
+        }
+    }
+
+    /// Queues a frame without waiting. Hands the frame back (`Err`) only when the queue is
+    /// full under `Block` and not shedding: the caller then waits with
+    /// [`Queue::push_within`], outside any lock.
+    pub fn try_push(&self, frame: Frame) -> Result<Pushed, Frame> {
+        let mut q = self.inner.lock();
+        if q.closed {
+            return Ok(Pushed::Closed);
+        }
+        if q.frames < self.capacity {
+            q.items.push_back(Item::Frame(frame, Instant::now()));
+            q.frames += 1;
+            drop(q);
+            self.items.notify_one();
+            return Ok(Pushed::Queued);
+        }
+        match self.policy {
+            OnFull::DropOldest => {
+                if let Some(pos) = q.items.iter().position(|i| matches!(i, Item::Frame(..))) {
+                    q.items.remove(pos);
+                    q.frames -= 1;
+                }
+                q.items.push_back(Item::Frame(frame, Instant::now()));
+                q.frames += 1;
+                let first = !std::mem::replace(&mut q.losing, true);
+                drop(q);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.items.notify_one();
+                Ok(Pushed::DroppedOldest { first })
+            }
+            OnFull::Block if q.losing => {
+                drop(q);
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                Ok(Pushed::Shed {
+                    frame,
+                    first: false,
+                })
+            }
+            OnFull::Block => Err(frame),
+        }
+    }
+
+    /// Queues a frame, waiting up to `timeout` for space under `Block`; past it the frame
+    /// is shed and the queue starts shedding.
+    pub async fn push_within(&self, frame: Frame, timeout: Duration) -> Pushed {
+        let deadline = Instant::now() + timeout;
+        let mut frame = frame;
         loop {
             let space = self.space.notified();
-            {
+            frame = match self.try_push(frame) {
+                Ok(p) => return p,
+                Err(f) => f,
+            };
+            if tokio::time::timeout_at(deadline, space).await.is_err() {
                 let mut q = self.inner.lock();
+                if q.closed {
+                    return Pushed::Closed;
+                }
                 if q.frames < self.capacity {
-                    q.items
-                        .push_back(Item::Frame(frame.take().expect("pushed once")));
-                    q.frames += 1;
                     drop(q);
-                    self.items.notify_one();
-                    return 0;
+                    continue;
                 }
-                if self.policy == FullPolicy::DropOldest
-                    && let Some(pos) = q.items.iter().position(|i| matches!(i, Item::Frame(_)))
-                {
-                    q.items.remove(pos);
-                    q.items
-                        .push_back(Item::Frame(frame.take().expect("pushed once")));
-                    drop(q);
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    self.items.notify_one();
-                    return 1;
-                }
+                let first = !std::mem::replace(&mut q.losing, true);
+                drop(q);
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                return Pushed::Shed { frame, first };
             }
-            space.await;
         }
     }
 
     /// Queues a control message behind everything already queued. Never waits.
     pub fn push_control(&self, c: C) {
-        self.inner.lock().items.push_back(Item::Control(c));
+        {
+            let mut q = self.inner.lock();
+            q.items.push_back(Item::Control(c));
+            q.controls += 1;
+        }
         self.items.notify_one();
     }
 
+    /// Queues the final control message: frames pushed after it are refused as `Closed`.
+    pub fn close_with(&self, c: C) {
+        {
+            let mut q = self.inner.lock();
+            q.items.push_back(Item::Control(c));
+            q.controls += 1;
+            q.closed = true;
+        }
+        self.items.notify_one();
+        self.space.notify_waiters();
+    }
+
     /// Waits for at least one item, then takes up to `max_frames` consecutive frames and
-    /// the control message right after them, if any.
-    pub async fn next_batch(&self, max_frames: usize) -> Batch<C> {
+    /// the control message right after them, if any. A partial batch (fewer than
+    /// `max_frames` frames and no control message behind them) waits for more until
+    /// `max_wait` after its oldest frame was queued.
+    pub async fn next_batch(&self, max_frames: usize, max_wait: Duration) -> Batch<C> {
+        let max_frames = max_frames.max(1);
         loop {
             let ready = self.items.notified();
-            {
+            let wait_until = {
                 let mut q = self.inner.lock();
-                if !q.items.is_empty() {
-                    let mut frames = Vec::new();
-                    let mut control = None;
-                    while frames.len() < max_frames.max(1) {
-                        match q.items.pop_front() {
-                            Some(Item::Frame(f)) => frames.push(f),
-                            Some(Item::Control(c)) => {
-                                control = Some(c);
-                                break;
-                            }
-                            None => break,
-                        }
+                match q.items.front() {
+                    None => None,
+                    Some(Item::Frame(_, at))
+                        if !max_wait.is_zero()
+                            && q.frames < max_frames
+                            && !q.closed
+                            && q.controls == 0
+                            && Instant::now() < *at + max_wait =>
+                    {
+                        Some(*at + max_wait)
                     }
-                    q.frames -= frames.len();
-                    drop(q);
-                    if !frames.is_empty() {
-                        self.space.notify_waiters();
+                    Some(_) => return self.take(&mut q, max_frames),
+                }
+            };
+            match wait_until {
+                None => ready.await,
+                Some(t) => {
+                    if tokio::time::timeout_at(t, ready).await.is_err() {
+                        let mut q = self.inner.lock();
+                        return self.take(&mut q, max_frames);
                     }
-                    return Batch { frames, control };
                 }
             }
-            ready.await;
         }
+    }
+
+    fn take(&self, q: &mut Inner<C>, max_frames: usize) -> Batch<C> {
+        let mut frames = Vec::new();
+        let mut control = None;
+        while frames.len() < max_frames {
+            match q.items.pop_front() {
+                Some(Item::Frame(f, _)) => frames.push(f),
+                Some(Item::Control(c)) => {
+                    q.controls -= 1;
+                    control = Some(c);
+                    break;
+                }
+                None => break,
+            }
+        }
+        q.frames -= frames.len();
+        if q.losing && q.frames <= self.capacity / 2 {
+            q.losing = false;
+        }
+        if !frames.is_empty() {
+            self.space.notify_waiters();
+        }
+        Batch { frames, control }
     }
 }
 
@@ -168,51 +308,132 @@ mod tests {
         }
     }
 
+    const NO_WAIT: Duration = Duration::ZERO;
+
+    async fn push(q: &Queue<impl Sized>, seq: u64) -> Pushed {
+        q.push_within(frame(seq), Duration::from_secs(3600)).await
+    }
+
     #[tokio::test]
     async fn controls_split_batches_and_keep_order() {
-        let q = Queue::<&'static str>::new(8, FullPolicy::Block);
-        q.push_frame(frame(1)).await;
-        q.push_frame(frame(2)).await;
+        let q = Queue::<&'static str>::new(8, OnFull::Block);
+        push(&q, 1).await;
+        push(&q, 2).await;
         q.push_control("swap");
-        q.push_frame(frame(3)).await;
-        let b = q.next_batch(10).await;
+        push(&q, 3).await;
+        let b = q.next_batch(10, NO_WAIT).await;
         assert_eq!(b.frames.iter().map(|f| f.seq).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(b.control, Some("swap"));
-        let b = q.next_batch(10).await;
+        let b = q.next_batch(10, NO_WAIT).await;
         assert_eq!(b.frames.iter().map(|f| f.seq).collect::<Vec<_>>(), [3]);
         assert!(b.control.is_none());
     }
 
     #[tokio::test]
-    async fn drop_oldest_discards_and_counts() {
-        let q = Queue::<()>::new(2, FullPolicy::DropOldest);
+    async fn drop_oldest_discards_and_counts_and_reports_the_start_of_a_run() {
+        let q = Queue::<()>::new(2, OnFull::DropOldest);
+        let mut firsts = Vec::new();
         for s in 1..=5 {
-            q.push_frame(frame(s)).await;
+            if let Pushed::DroppedOldest { first } = push(&q, s).await {
+                firsts.push(first);
+            }
         }
         assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
-        let b = q.next_batch(10).await;
+        assert_eq!(firsts, [true, false, false], "one start per run");
+        let b = q.next_batch(10, NO_WAIT).await;
         assert_eq!(b.frames.iter().map(|f| f.seq).collect::<Vec<_>>(), [4, 5]);
     }
 
     #[tokio::test]
     async fn block_waits_for_space_and_loses_nothing() {
-        let q = Queue::<()>::new(2, FullPolicy::Block);
+        let q = Queue::<()>::new(2, OnFull::Block);
         let producer = {
             let q = q.clone();
             tokio::spawn(async move {
                 for s in 1..=100 {
-                    q.push_frame(frame(s)).await;
+                    assert!(matches!(push(&q, s).await, Pushed::Queued));
                 }
             })
         };
         let mut seen = Vec::new();
         while seen.len() < 100 {
-            let b = q.next_batch(3).await;
+            let b = q.next_batch(3, NO_WAIT).await;
             assert!(b.frames.len() <= 3);
             seen.extend(b.frames.iter().map(|f| f.seq));
         }
         producer.await.unwrap();
         assert_eq!(seen, (1..=100).collect::<Vec<_>>());
         assert_eq!(q.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    // Tokio's paused clock needs its `test-util` feature, which this crate does not build
+    // with; these use short real waits and assert bounds, not exact times.
+    #[tokio::test]
+    async fn a_full_block_queue_sheds_after_the_timeout_then_at_once_until_drained() {
+        let q = Queue::<()>::new(4, OnFull::Block);
+        for s in 1..=4 {
+            assert!(matches!(q.try_push(frame(s)), Ok(Pushed::Queued)));
+        }
+        let t0 = Instant::now();
+        let p = q.push_within(frame(5), Duration::from_millis(100)).await;
+        assert!(matches!(p, Pushed::Shed { first: true, .. }), "{p:?}");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(100),
+            "waited the timeout"
+        );
+        // Shedding now: no further wait, even with a long timeout.
+        let t1 = Instant::now();
+        let p = q.push_within(frame(6), Duration::from_secs(3600)).await;
+        assert!(matches!(p, Pushed::Shed { first: false, .. }), "{p:?}");
+        assert!(t1.elapsed() < Duration::from_secs(1), "no second wait");
+        // Taking one frame leaves 3 > 2: still shedding while full again.
+        q.next_batch(1, NO_WAIT).await;
+        assert!(matches!(q.try_push(frame(7)), Ok(Pushed::Queued)));
+        assert!(matches!(q.try_push(frame(8)), Ok(Pushed::Shed { .. })));
+        // Drained to half: shedding ends, the next full push waits again.
+        q.next_batch(2, NO_WAIT).await;
+        assert!(matches!(q.try_push(frame(9)), Ok(Pushed::Queued)));
+        assert!(matches!(q.try_push(frame(10)), Ok(Pushed::Queued)));
+        assert!(q.try_push(frame(11)).is_err(), "full, not shedding: wait");
+        assert_eq!(q.shed.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_partial_batch_waits_at_most_max_wait_for_more_frames() {
+        let q = Queue::<()>::new(16, OnFull::Block);
+        // A lone frame is delivered once max_wait has passed since it was queued.
+        let wait = Duration::from_millis(50);
+        let t0 = Instant::now();
+        q.try_push(frame(1)).unwrap();
+        let b = q.next_batch(4, wait).await;
+        assert_eq!(b.frames.len(), 1);
+        assert!(t0.elapsed() >= wait);
+        // A batch that fills is delivered as soon as it is full, long before max_wait.
+        let long = Duration::from_secs(30);
+        let consumer = {
+            let q = q.clone();
+            tokio::spawn(async move { q.next_batch(4, long).await.frames.len() })
+        };
+        let t1 = Instant::now();
+        for s in 2..=5 {
+            tokio::task::yield_now().await;
+            q.try_push(frame(s)).unwrap();
+        }
+        assert_eq!(consumer.await.unwrap(), 4);
+        assert!(t1.elapsed() < Duration::from_secs(5), "delivered when full");
+        // A control message ends the wait at once.
+        q.try_push(frame(6)).unwrap();
+        q.push_control(());
+        let t2 = Instant::now();
+        let b = q.next_batch(4, long).await;
+        assert_eq!((b.frames.len(), b.control.is_some()), (1, true));
+        assert!(t2.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_refuses_frames() {
+        let q = Queue::<()>::new(4, OnFull::Block);
+        q.close_with(());
+        assert!(matches!(q.try_push(frame(1)), Ok(Pushed::Closed)));
     }
 }

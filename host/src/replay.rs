@@ -106,7 +106,11 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
         rt,
         table,
         outputs,
-        DeadLetters::new(Some(pipeline.runtime.dead_letter_dir.clone())),
+        DeadLetters::with_limits(
+            Some(pipeline.runtime.dead_letter_dir.clone()),
+            pipeline.runtime.dead_letter_max_bytes,
+            pipeline.runtime.dead_letter_files,
+        ),
         metrics.clone(),
         None,
     );

@@ -12,7 +12,8 @@ use std::time::Duration;
 pub use rtms_proto::MediaKinds;
 
 use crate::metrics::PluginStats;
-use crate::queue::FullPolicy;
+use crate::queue::OnFull;
+use crate::runtime::host::Rates;
 use crate::runtime::{InstanceSpec, PluginCode};
 
 /// Which sessions a plugin serves (products, meeting ids, operators); see
@@ -59,8 +60,14 @@ pub struct PluginEntry {
     pub kinds: MediaKinds,
     pub filter: Filter,
     pub queue_capacity: usize,
-    pub on_full: FullPolicy,
+    pub on_full: OnFull,
+    /// How long a full `block` queue makes the session wait before shedding.
+    pub block_timeout: Duration,
     pub batch_max: usize,
+    /// How long a partial batch waits for more frames.
+    pub batch_wait: Duration,
+    /// Byte-rate limits of log lines and outputs, per session.
+    pub rates: Rates,
     pub restart: RestartPolicy,
     /// Changes when code or instance settings change; live sessions swap when it does.
     pub generation: u64,

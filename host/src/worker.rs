@@ -5,6 +5,7 @@
 //!
 //! ```text
 //!   spawned ──▶ building ──▶ serving ──(trap)──▶ backing off ──▶ building ──▶ …
+//!                  │            │                     └─(End/Swap queued)──▶ building now
 //!                  │            │                                    │
 //!                  │            ├─(Swap)──▶ end old (reload) ──▶ build new (resumed) ──▶ serving
 //!                  │            └─(End)───▶ end instance ──▶ done
@@ -20,21 +21,27 @@
 //! - A version swapped in by a reload that traps repeatedly right away is rolled back to
 //!   the version it replaced, for this session, and the reload controller is told so it can
 //!   roll back the pipeline.
+//! - A writable granted directory over its quota stops the plugin for this session, like an
+//!   open breaker (see `crate::runtime::quota`).
+//! - The session's producer never waits long on a worker: a full `block` queue sheds after
+//!   the plugin's block timeout ([`record_push`] dead-letters and counts what is shed), and
+//!   while the worker waits out a restart delay an `End` or `Swap` ends the wait at once
+//!   (the queued frames go to a fresh instance right away).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::bindings::{EndReason, Frame, SessionInfo};
-use crate::core::Shared;
 use crate::deadletter::LetterMeta;
-use crate::queue::Queue;
+use crate::queue::{Pushed, Queue};
 use crate::router::PluginEntry;
 use crate::runtime::host::InstanceCtx;
 use crate::runtime::{CallError, Instance};
+pub use crate::services::RollbackRequest;
+use crate::services::Services;
 
 /// Control messages, delivered in band between frames.
 pub enum Control {
@@ -44,24 +51,56 @@ pub enum Control {
     End(EndReason),
 }
 
-/// Sent to the reload controller when a freshly swapped version keeps trapping.
-#[derive(Debug, Clone)]
-pub struct RollbackRequest {
-    pub plugin: Arc<str>,
-    /// The hash of the version that failed.
-    pub bad_hash: String,
-    pub error: String,
-}
-
 /// What the session keeps of a worker.
 pub struct WorkerHandle {
     pub queue: Arc<Queue<Control>>,
     pub entry: Arc<PluginEntry>,
+    /// The (plugin, session) context: counters of what was lost.
+    pub ctx: Arc<InstanceCtx>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// Counts what happened to a frame pushed to a worker's queue: routed, dropped by a
+/// `drop-oldest` queue, or shed by a `block` queue (then written to the dead-letter file).
+/// Warns when a run of losses starts, never per frame.
+pub fn record_push(services: &Services, entry: &PluginEntry, ctx: &InstanceCtx, pushed: Pushed) {
+    let stats = &entry.stats;
+    match pushed {
+        Pushed::Closed => return,
+        Pushed::Queued => {}
+        Pushed::DroppedOldest { first } => {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            ctx.losses.dropped.fetch_add(1, Ordering::Relaxed);
+            if first {
+                tracing::warn!(plugin = %entry.name, stream = %ctx.stream_id, capacity = entry.queue_capacity, dropped_so_far = ctx.losses.dropped.load(Ordering::Relaxed), "plugin falls behind: its drop-oldest queue is full, oldest frames are being dropped (counted; summary at session end)");
+            }
+        }
+        Pushed::Shed { frame, first } => {
+            stats.shed.fetch_add(1, Ordering::Relaxed);
+            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            ctx.losses.shed.fetch_add(1, Ordering::Relaxed);
+            ctx.losses.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            if first {
+                tracing::warn!(plugin = %entry.name, stream = %ctx.stream_id, capacity = entry.queue_capacity, block_timeout_ms = entry.block_timeout.as_millis() as u64, shed_so_far = ctx.losses.shed.load(Ordering::Relaxed), "plugin is stuck or restarting: its queue stayed full past the block timeout; frames are shed to the dead-letter file until it catches up (counted; summary at session end)");
+            }
+            let error = "shed: the plugin's queue stayed full past its block timeout";
+            let meta = LetterMeta {
+                plugin: &entry.name,
+                version: entry.code.short_hash(),
+                session: ctx.session,
+                stream_id: &ctx.stream_id,
+                error,
+            };
+            services
+                .dead_letters
+                .write_quiet(&meta, std::slice::from_ref(&frame));
+        }
+    }
+    stats.routed.fetch_add(1, Ordering::Relaxed);
+}
+
 pub struct Worker {
-    shared: Arc<Shared>,
+    services: Arc<Services>,
     entry: Arc<PluginEntry>,
     /// The version before the last swap, kept for a rollback.
     previous: Option<(Arc<PluginEntry>, Instant)>,
@@ -77,35 +116,36 @@ pub struct Worker {
     healthy_since: Instant,
     recent_traps: Vec<Instant>,
     breaker_open: bool,
-    rollback_tx: Option<mpsc::UnboundedSender<RollbackRequest>>,
+    /// Set when a granted directory went over its quota: the plugin is stopped.
+    over_quota: bool,
 }
 
 impl Worker {
     /// Starts a worker for `entry` on the session described by `info`.
     pub fn spawn(
-        shared: Arc<Shared>,
+        services: Arc<Services>,
         entry: Arc<PluginEntry>,
         info: SessionInfo,
         stream_id: Arc<str>,
     ) -> WorkerHandle {
         let queue = Queue::new(entry.queue_capacity, entry.on_full);
-        let ctx = Arc::new(InstanceCtx {
-            plugin: entry.name.clone(),
-            session: info.session,
+        let ctx = Arc::new(InstanceCtx::new(
+            entry.name.clone(),
+            info.session,
             stream_id,
-            meeting_id: info.meeting_id.as_str().into(),
-            outputs: shared.outputs.clone(),
-            last_stderr: Default::default(),
-        });
+            info.meeting_id.as_str().into(),
+            services.outputs.clone(),
+            entry.rates,
+            entry.stats.clone(),
+        ));
         let resumed = info.resumed;
         let worker = Worker {
-            rollback_tx: shared.rollback_tx.clone(),
-            shared,
+            services,
             entry: entry.clone(),
             previous: None,
             traps_since_swap: 0,
             info,
-            ctx,
+            ctx: ctx.clone(),
             queue: queue.clone(),
             instance: None,
             started: resumed,
@@ -114,28 +154,93 @@ impl Worker {
             healthy_since: Instant::now(),
             recent_traps: Vec::new(),
             breaker_open: false,
+            over_quota: false,
         };
         let task = tokio::spawn(worker.run());
-        WorkerHandle { queue, entry, task }
+        WorkerHandle {
+            queue,
+            entry,
+            ctx,
+            task,
+        }
     }
 
     async fn run(mut self) {
         // Start eagerly so the plugin sees the session start before its first frame.
         self.ensure_instance().await;
         loop {
-            let batch = self.queue.next_batch(self.entry.batch_max).await;
+            if let Some(t) = self.not_before
+                && Instant::now() < t
+                && self.queue.control_before(t).await
+            {
+                // An end or a swap while restarting: do not make it wait out the delay;
+                // the frames queued before it go to a fresh instance now.
+                self.not_before = None;
+                continue;
+            }
+            let batch = self
+                .queue
+                .next_batch(self.entry.batch_max, self.entry.batch_wait)
+                .await;
             if !batch.frames.is_empty() {
                 self.deliver(batch.frames).await;
             }
-            match batch.control {
-                None => {}
-                Some(Control::Swap(entry)) => self.swap(entry).await,
-                Some(Control::End(reason)) => {
-                    self.end_instance(reason).await;
-                    return;
-                }
+            if let Some(control) = batch.control
+                && self.control(control).await
+            {
+                return;
             }
         }
+    }
+
+    /// Handles a control message; returns true when the worker is done.
+    async fn control(&mut self, control: Control) -> bool {
+        match control {
+            Control::Swap(entry) => {
+                self.swap(entry).await;
+                false
+            }
+            Control::End(reason) => {
+                self.end_instance(reason).await;
+                true
+            }
+        }
+    }
+
+    fn dead_letter(&self, error: &str, frames: &[Frame]) {
+        self.services.dead_letters.write(&self.meta(error), frames);
+        let n = frames.len() as u64;
+        self.entry
+            .stats
+            .dead_lettered
+            .fetch_add(n, Ordering::Relaxed);
+        self.ctx
+            .losses
+            .dead_lettered
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Whether the plugin is stopped for this session (breaker open or over quota).
+    fn stopped(&self) -> bool {
+        self.breaker_open || self.over_quota
+    }
+
+    /// Stops the plugin for this session if a granted directory is over its quota.
+    async fn check_quota(&mut self) -> bool {
+        let Some(msg) = self
+            .services
+            .rt
+            .quotas()
+            .over(&self.entry.spec.grants, self.info.session)
+            .await
+        else {
+            return false;
+        };
+        self.instance = None;
+        self.over_quota = true;
+        self.entry.stats.quota_stops.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(plugin = %self.entry.name, stream = %self.ctx.stream_id, error = %msg, "plugin stopped for this session: a granted directory is over its write quota; frames it misses are counted as discarded");
+        true
     }
 
     fn meta<'a>(&'a self, error: &'a str) -> LetterMeta<'a> {
@@ -155,16 +260,19 @@ impl Worker {
         if self.instance.is_some() {
             return true;
         }
-        if self.breaker_open {
+        if self.stopped() {
             return false;
         }
         if let Some(t) = self.not_before.take() {
             tokio::time::sleep_until(t).await;
         }
+        if self.check_quota().await {
+            return false;
+        }
         let entry = self.entry.clone();
         let result = async {
             let mut inst = Instance::new(
-                &self.shared.rt,
+                &self.services.rt,
                 entry.code.clone(),
                 &entry.spec,
                 self.ctx.clone(),
@@ -195,22 +303,18 @@ impl Worker {
     async fn deliver(&mut self, frames: Vec<Frame>) {
         let n = frames.len() as u64;
         if !self.ensure_instance().await {
-            if self.breaker_open {
+            if self.stopped() {
                 self.entry.stats.discarded.fetch_add(n, Ordering::Relaxed);
+                self.ctx.losses.discarded.fetch_add(n, Ordering::Relaxed);
             } else {
-                let error = "no instance: the plugin failed to start";
-                self.shared.dead_letters.write(&self.meta(error), &frames);
-                self.entry
-                    .stats
-                    .dead_lettered
-                    .fetch_add(n, Ordering::Relaxed);
+                self.dead_letter("no instance: the plugin failed to start", &frames);
             }
             return;
         }
         let inst = self.instance.as_mut().expect("ensured above");
         let result = inst.frames(self.info.session, &frames).await;
         self.entry.stats.calls.fetch_add(1, Ordering::Relaxed);
-        if let Some(hook) = self.shared.metrics.batch_hook() {
+        if let Some(hook) = self.services.metrics.batch_hook() {
             (hook.0)(self.info.session, &self.entry.name, &frames);
         }
         match result {
@@ -219,20 +323,18 @@ impl Worker {
                 if self.healthy_since.elapsed() >= self.entry.restart.healthy_reset {
                     self.backoff = Duration::ZERO;
                 }
+                self.check_quota().await;
             }
             Err(CallError::Plugin(msg)) => {
                 self.entry.stats.delivered.fetch_add(n, Ordering::Relaxed);
                 self.entry.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, first_seq = frames[0].seq, error = %msg, "plugin reported an error for a batch");
+                self.check_quota().await;
             }
             Err(CallError::Trap(msg)) => {
                 self.instance = None;
                 self.entry.stats.traps.fetch_add(1, Ordering::Relaxed);
-                self.shared.dead_letters.write(&self.meta(&msg), &frames);
-                self.entry
-                    .stats
-                    .dead_lettered
-                    .fetch_add(n, Ordering::Relaxed);
+                self.dead_letter(&msg, &frames);
                 self.on_failure(&msg);
             }
         }
@@ -252,7 +354,7 @@ impl Worker {
                 let prev = prev.clone();
                 tracing::error!(plugin = %self.entry.name, stream = %self.ctx.stream_id, bad = self.entry.code.short_hash(), back_to = prev.code.short_hash(), "new version keeps trapping after the reload; rolling back");
                 self.entry.stats.rollbacks.fetch_add(1, Ordering::Relaxed);
-                if let Some(tx) = &self.rollback_tx {
+                if let Some(tx) = &self.services.rollback_tx {
                     let _ = tx.send(RollbackRequest {
                         plugin: self.entry.name.clone(),
                         bad_hash: self.entry.code.hash.clone(),
@@ -305,6 +407,7 @@ impl Worker {
         self.previous = Some((old, Instant::now()));
         self.traps_since_swap = 0;
         self.breaker_open = false;
+        self.over_quota = false;
         self.recent_traps.clear();
         self.backoff = Duration::ZERO;
         self.not_before = None;

@@ -7,6 +7,7 @@
 mod audio;
 mod cli;
 mod demo;
+mod isolation;
 mod replay;
 mod runtime;
 mod sinks;

@@ -12,9 +12,9 @@ use rtms_host::core::{HostSession, SessionDesc, Shared};
 use rtms_host::deadletter::DeadLetters;
 use rtms_host::metrics::Metrics;
 use rtms_host::output::{Sink, SinkSet, SinkTarget, start_sinks};
-use rtms_host::queue::FullPolicy;
+use rtms_host::queue::OnFull;
 use rtms_host::router::{Filter, MediaKinds, PluginEntry, RestartPolicy, RouteTable};
-use rtms_host::runtime::host::Grant;
+use rtms_host::runtime::host::{Grant, Rates};
 use rtms_host::runtime::{InstanceSpec, Runtime, RuntimeConfig};
 
 /// A compiled component of the plugins workspace.
@@ -47,8 +47,12 @@ pub struct Plug {
     pub memory_mb: usize,
     pub restart: RestartPolicy,
     pub capacity: usize,
-    pub on_full: FullPolicy,
+    pub on_full: OnFull,
+    pub block_timeout: Duration,
     pub batch_max: usize,
+    pub batch_wait: Duration,
+    pub rates: Rates,
+    pub quota_bytes: Option<u64>,
 }
 
 impl Plug {
@@ -68,8 +72,12 @@ impl Plug {
             memory_mb: 32,
             restart: fast_restart(),
             capacity: 1024,
-            on_full: FullPolicy::Block,
+            on_full: OnFull::Block,
+            block_timeout: Duration::from_secs(60),
             batch_max: 16,
+            batch_wait: Duration::ZERO,
+            rates: Rates::default(),
+            quota_bytes: None,
         }
     }
 
@@ -148,6 +156,7 @@ pub async fn entry(
             host: out.to_owned(),
             guest: "/out".into(),
             read_only: false,
+            quota_bytes: p.quota_bytes,
         }]
     } else {
         vec![]
@@ -165,7 +174,10 @@ pub async fn entry(
         filter: Filter::default(),
         queue_capacity: p.capacity,
         on_full: p.on_full,
+        block_timeout: p.block_timeout,
         batch_max: p.batch_max,
+        batch_wait: p.batch_wait,
+        rates: p.rates,
         restart: p.restart.clone(),
         generation,
         stats: metrics.plugin(p.name),

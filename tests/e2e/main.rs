@@ -12,6 +12,7 @@
 //! - `webhooks`: forged, stale, replayed, oversize and malformed webhooks; url validation.
 //! - `scale`: a hundred concurrent meetings.
 //! - `shutdown`: graceful shutdown with a live meeting.
+//! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
 
 #[path = "../all/util.rs"]
 mod util;
@@ -20,6 +21,7 @@ mod harness;
 
 mod faults;
 mod happy;
+mod isolation;
 mod outages;
 mod scale;
 mod shutdown;

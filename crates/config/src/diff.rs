@@ -283,6 +283,18 @@ impl Pipeline {
         );
         note(
             r,
+            "runtime.dead_letter_max_mb",
+            &(a.dead_letter_max_bytes >> 20),
+            &(b.dead_letter_max_bytes >> 20),
+        );
+        note(
+            r,
+            "runtime.dead_letter_files",
+            &a.dead_letter_files,
+            &b.dead_letter_files,
+        );
+        note(
+            r,
             "runtime.shutdown_grace_ms",
             &ms(a.shutdown_grace),
             &ms(b.shutdown_grace),

@@ -204,6 +204,10 @@ pub struct Runtime {
     pub epoch_tick: Duration,
     /// Batches that trapped a plugin are written here; absolute.
     pub dead_letter_dir: PathBuf,
+    /// A plugin's dead-letter file is rotated when it would pass this size.
+    pub dead_letter_max_bytes: u64,
+    /// Rotated dead-letter files kept per plugin; older ones are deleted.
+    pub dead_letter_files: u32,
     /// On SIGINT/SIGTERM, queues drain for at most this long.
     pub shutdown_grace: Duration,
     /// Hot reload of the pipeline file and components.
@@ -341,6 +345,9 @@ pub struct DirGrant {
     pub guest: String,
     /// Whether the plugin may only read.
     pub read_only: bool,
+    /// Write quota in MiB (`None` for a read-only grant): past it the plugin is stopped for
+    /// the session.
+    pub quota_mb: Option<u64>,
 }
 
 /// `[plugin.queue]`.
@@ -350,6 +357,9 @@ pub struct Queue {
     pub capacity: usize,
     /// What happens when the queue is full.
     pub on_full: OnFull,
+    /// Under `block`, how long the session waits for room before the frame is shed
+    /// (dead-lettered) for this plugin alone.
+    pub block_timeout: Duration,
 }
 
 /// What a full queue does.
@@ -378,6 +388,10 @@ pub struct Limits {
     pub memory_mb: u32,
     /// Deadline of one call into the plugin; past it the instance traps.
     pub call_timeout: Duration,
+    /// Bytes per second of log lines (`host.log`, stdout, stderr) per session.
+    pub log_bytes_per_sec: u64,
+    /// Bytes per second of emitted outputs per session.
+    pub emit_bytes_per_sec: u64,
 }
 
 impl Limits {

@@ -183,6 +183,8 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<Spanned<String>>,
     pub epoch_tick_ms: Num,
     pub dead_letter_dir: Option<Spanned<String>>,
+    pub dead_letter_max_mb: Num,
+    pub dead_letter_files: Num,
     pub shutdown_grace_ms: Num,
     #[serde(default)]
     pub reload: ReloadConfig,
@@ -224,6 +226,7 @@ pub struct DirConfig {
     pub host: Spanned<String>,
     pub guest: Spanned<String>,
     pub read_only: Option<bool>,
+    pub quota_mb: Num,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +234,7 @@ pub struct DirConfig {
 pub struct QueueConfig {
     pub capacity: Num,
     pub on_full: Option<OnFull>,
+    pub block_timeout_ms: Num,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,6 +249,8 @@ pub struct BatchConfig {
 pub struct LimitsConfig {
     pub memory_mb: Num,
     pub call_timeout_ms: Num,
+    pub log_bytes_per_sec: Num,
+    pub emit_bytes_per_sec: Num,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -139,6 +139,24 @@ pub const fn default_batch_max_frames() -> u64 {
 pub const fn default_batch_max_wait_ms() -> u64 {
     10
 }
+pub const fn default_block_timeout_ms() -> u64 {
+    1_000
+}
+pub const fn default_log_bytes_per_sec() -> u64 {
+    64 * 1024
+}
+pub const fn default_emit_bytes_per_sec() -> u64 {
+    1024 * 1024
+}
+pub const fn default_dir_quota_mb() -> u64 {
+    1024
+}
+pub const fn default_dead_letter_max_mb() -> u64 {
+    64
+}
+pub const fn default_dead_letter_files() -> u64 {
+    3
+}
 pub const fn default_memory_mb() -> u64 {
     64
 }
@@ -1100,16 +1118,76 @@ impl Resolver<'_> {
             0,
             60_000,
         )?;
+        let (dead_letter_max_bytes, dead_letter_files) = self.dead_letter_caps(r)?;
         Ok(Runtime {
             cache_dir,
             epoch_tick: ms(tick.n),
             dead_letter_dir,
+            dead_letter_max_bytes,
+            dead_letter_files,
             shutdown_grace: ms(grace.n),
             reload: Reload {
                 watch: r.reload.watch.unwrap_or(default_reload_watch()),
                 debounce: ms(debounce.n),
             },
         })
+    }
+
+    /// `[runtime] dead_letter_max_mb` (in bytes) and `dead_letter_files`.
+    fn dead_letter_caps(&self, r: &RuntimeConfig) -> Result<(u64, u32), ConfigError> {
+        let max = self.num(
+            &r.dead_letter_max_mb,
+            "runtime.dead_letter_max_mb",
+            default_dead_letter_max_mb(),
+            1,
+            1 << 20,
+        )?;
+        let files = self.num(
+            &r.dead_letter_files,
+            "runtime.dead_letter_files",
+            default_dead_letter_files(),
+            0,
+            1000,
+        )?;
+        Ok((max.n << 20, to_u32(files.n)))
+    }
+
+    /// `[plugin.queue] block_timeout_ms` and `[plugin.limits]` log and emit rates.
+    fn plugin_isolation(&self, p: &PluginConfig) -> Result<(Duration, u64, u64), ConfigError> {
+        let block = self.num(
+            &p.queue.block_timeout_ms,
+            "plugin.queue.block_timeout_ms",
+            default_block_timeout_ms(),
+            1,
+            600_000,
+        )?;
+        let log = self.num(
+            &p.limits.log_bytes_per_sec,
+            "plugin.limits.log_bytes_per_sec",
+            default_log_bytes_per_sec(),
+            1024,
+            1 << 30,
+        )?;
+        let emit = self.num(
+            &p.limits.emit_bytes_per_sec,
+            "plugin.limits.emit_bytes_per_sec",
+            default_emit_bytes_per_sec(),
+            1024,
+            1 << 30,
+        )?;
+        Ok((ms(block.n), log.n, emit.n))
+    }
+
+    /// `[[plugin.dir]] quota_mb`: `None` for a read-only grant.
+    fn dir_quota(&self, d: &DirConfig, read_only: bool) -> Result<Option<u64>, ConfigError> {
+        let q = self.num(
+            &d.quota_mb,
+            "plugin.dir.quota_mb",
+            default_dir_quota_mb(),
+            1,
+            1 << 30,
+        )?;
+        Ok((!read_only).then_some(q.n))
     }
 
     fn plugins(&self, raw: &[Spanned<PluginConfig>]) -> Result<Vec<Plugin>, ConfigError> {
@@ -1212,10 +1290,12 @@ impl Resolver<'_> {
                     format!("plugin {n:?}: dir host {}: its parent {} does not exist; the host creates the directory itself at start, but not its parents: create {} or fix the path", host.display(), parent.display(), parent.display()),
                 ));
             }
+            let read_only = d_ref.read_only.unwrap_or(false);
             dirs.push(DirGrant {
                 host,
                 guest: guest.clone(),
-                read_only: d_ref.read_only.unwrap_or(false),
+                read_only,
+                quota_mb: self.dir_quota(d_ref, read_only)?,
             });
         }
         let capacity = self.num(
@@ -1310,6 +1390,7 @@ impl Resolver<'_> {
             0,
             MAX_MS,
         )?;
+        let (block_timeout, log_rate, emit_rate) = self.plugin_isolation(p)?;
         let config = match &p.config {
             Some(c) => flatten_config(c.get_ref()).map_err(|m| {
                 self.src
@@ -1327,6 +1408,7 @@ impl Resolver<'_> {
             queue: Queue {
                 capacity: to_usize(capacity.n),
                 on_full: p.queue.on_full.unwrap_or_else(|| default_on_full(media)),
+                block_timeout,
             },
             batch: Batch {
                 max_frames: to_usize(max_frames.n.min(capacity.n)),
@@ -1335,6 +1417,8 @@ impl Resolver<'_> {
             limits: Limits {
                 memory_mb: to_u32(memory.n),
                 call_timeout: ms(call_timeout.n),
+                log_bytes_per_sec: log_rate,
+                emit_bytes_per_sec: emit_rate,
             },
             restart: Restart {
                 base_delay: ms(base.n),

@@ -134,7 +134,8 @@ fn plugin_defaults_follow_what_it_subscribes_to() {
         a.queue,
         Queue {
             capacity: 1024,
-            on_full: OnFull::Block
+            on_full: OnFull::Block,
+            block_timeout: Duration::from_millis(1000),
         }
     );
     assert_eq!(
@@ -395,7 +396,8 @@ fn granted_directories_resolve_and_need_an_existing_parent() {
         vec![DirGrant {
             host: d.dir.path().join("out"),
             guest: "/out".into(),
-            read_only: true
+            read_only: true,
+            quota_mb: None,
         }]
     );
     let e = d.err(&text.replace("\"out\"", "\"no/such/out\""));

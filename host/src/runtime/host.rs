@@ -3,9 +3,12 @@
 //!
 //! The sandbox is built here too: WASI with no environment, no arguments, no network, no
 //! inherited stdio (the guest's stdout and stderr become log lines labelled with the
-//! plugin and session), and only the directories the pipeline grants.
+//! plugin and session), and only the directories the pipeline grants. Log lines and emitted
+//! outputs are held to byte-rate budgets ([`super::budget`]); the Store's limits (one
+//! linear memory, bounded tables) are [`store_limits`].
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -15,10 +18,50 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::budget::{Budget, Take};
 use crate::bindings::rtms::plugin::{host, types};
+use crate::metrics::{Losses, PluginStats};
 use crate::output::{OutputRecord, Outputs};
 
-/// Who an instance is, shared by its Store and its worker.
+/// Most tables one instance (all its core modules together) may create.
+pub const MAX_TABLES: usize = 16;
+/// Most elements one table may hold (each costs a pointer of host memory).
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The Store limits of an instance: one linear memory of at most `memory_bytes`, at most
+/// [`MAX_TABLES`] tables of at most [`MAX_TABLE_ELEMENTS`] elements, a bounded number of
+/// core instances; a refused growth traps.
+pub fn store_limits(memory_bytes: usize) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(memory_bytes)
+        .memories(1)
+        .tables(MAX_TABLES)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .instances(64)
+        .trap_on_grow_failure(true)
+        .build()
+}
+
+/// Byte-rate limits of one (plugin, session).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rates {
+    /// Bytes per second of log lines: `host.log`, stdout and stderr together.
+    pub log_bytes_per_sec: u64,
+    /// Bytes per second of emitted outputs (kind + message + data).
+    pub emit_bytes_per_sec: u64,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Self {
+            log_bytes_per_sec: 64 * 1024,
+            emit_bytes_per_sec: 1024 * 1024,
+        }
+    }
+}
+
+/// Who an instance is, shared by its Store and its worker; one per (plugin, session), kept
+/// across the instances a restart or a swap builds.
 #[derive(Debug)]
 pub struct InstanceCtx {
     pub plugin: Arc<str>,
@@ -29,6 +72,52 @@ pub struct InstanceCtx {
     /// The guest's most recent stderr line: a Rust panic message lands here just before the
     /// trap, and is added to the trap's report.
     pub last_stderr: Mutex<String>,
+    pub log_budget: Budget,
+    pub emit_budget: Budget,
+    /// The plugin's counters (all sessions).
+    pub stats: Arc<PluginStats>,
+    /// What the plugin lost on this session.
+    pub losses: Losses,
+}
+
+impl InstanceCtx {
+    pub fn new(
+        plugin: Arc<str>,
+        session: u64,
+        stream_id: Arc<str>,
+        meeting_id: Arc<str>,
+        outputs: Outputs,
+        rates: Rates,
+        stats: Arc<PluginStats>,
+    ) -> Self {
+        Self {
+            plugin,
+            session,
+            stream_id,
+            meeting_id,
+            outputs,
+            last_stderr: Default::default(),
+            log_budget: Budget::new(rates.log_bytes_per_sec),
+            emit_budget: Budget::new(rates.emit_bytes_per_sec),
+            stats,
+            losses: Losses::default(),
+        }
+    }
+
+    /// Whether a log line of `bytes` fits the log budget; counts and reports it if not.
+    fn log_allowed(&self, bytes: usize) -> bool {
+        match self.log_budget.take(bytes) {
+            Take::Ok => true,
+            Take::Drop { warn } => {
+                self.stats.log_dropped.fetch_add(1, Ordering::Relaxed);
+                self.losses.log_dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = warn {
+                    tracing::warn!(plugin = %self.plugin, stream = %self.stream_id, dropped = n, total = self.losses.log_dropped.load(Ordering::Relaxed), "plugin logs faster than its log budget (limits.log_bytes_per_sec): log lines dropped");
+                }
+                false
+            }
+        }
+    }
 }
 
 /// A directory the pipeline grants a plugin.
@@ -37,6 +126,8 @@ pub struct Grant {
     pub host: std::path::PathBuf,
     pub guest: String,
     pub read_only: bool,
+    /// Most bytes the directory may hold while the plugin writes to it (`None`: no quota).
+    pub quota_bytes: Option<u64>,
 }
 
 /// The data of one instance's Store.
@@ -81,13 +172,7 @@ impl HostState {
         Ok(Self {
             wasi: b.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .instances(64)
-                .tables(64)
-                .memories(16)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: store_limits(memory_bytes),
             ctx,
             ticks_left: 0,
         })
@@ -109,6 +194,9 @@ impl host::Host for HostState {
     fn log(&mut self, level: types::Level, message: String) {
         let c = &self.ctx;
         let message = truncate(&message, MAX_LOG_LINE);
+        if !c.log_allowed(message.len()) {
+            return;
+        }
         match level {
             types::Level::Trace => {
                 tracing::trace!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
@@ -130,6 +218,15 @@ impl host::Host for HostState {
 
     fn emit(&mut self, out: types::Output) {
         let c = &self.ctx;
+        let bytes = out.kind.len() + out.message.len() + out.data.as_ref().map_or(0, String::len);
+        if let Take::Drop { warn } = c.emit_budget.take(bytes) {
+            c.stats.emit_dropped.fetch_add(1, Ordering::Relaxed);
+            c.losses.emit_dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = warn {
+                tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, dropped = n, total = c.losses.emit_dropped.load(Ordering::Relaxed), "plugin emits faster than its output budget (limits.emit_bytes_per_sec): outputs dropped");
+            }
+            return;
+        }
         c.outputs.send(OutputRecord::new(
             c.plugin.clone(),
             c.session,
@@ -206,13 +303,18 @@ impl LineWriter {
         let text = String::from_utf8_lossy(line);
         let text = truncate(text.trim_end(), MAX_LOG_LINE);
         let c = &self.sink.ctx;
+        if let Stream::Stderr = self.sink.stream {
+            *c.last_stderr.lock() = text.to_owned();
+        }
+        if !c.log_allowed(text.len()) {
+            return;
+        }
         match self.sink.stream {
             Stream::Stdout => {
                 tracing::info!(plugin = %c.plugin, stream = %c.stream_id, "stdout: {text}")
             }
             Stream::Stderr => {
                 tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, "stderr: {text}");
-                *c.last_stderr.lock() = text.to_owned();
             }
         }
     }

@@ -6,9 +6,11 @@
 //! environment, only granted directories) in [`host`]. What a plugin instance *does* with
 //! frames — queues, batching, restarts — is the worker's business (`crate::worker`).
 
+pub mod budget;
 pub mod cache;
 pub mod host;
 pub mod instance;
+pub mod quota;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +36,7 @@ struct RuntimeInner {
     engine: Engine,
     linker: Linker<HostState>,
     cache: cache::CompileCache,
+    quotas: quota::Quotas,
     tick: Duration,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -116,6 +119,7 @@ impl Runtime {
                 engine,
                 linker,
                 cache,
+                quotas: quota::Quotas::default(),
                 tick: cfg.epoch_tick,
                 ticker_stop,
             }),
@@ -124,6 +128,11 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// The measured usage of granted directories, for write quotas.
+    pub fn quotas(&self) -> &quota::Quotas {
+        &self.inner.quotas
     }
 
     /// The epoch tick length.

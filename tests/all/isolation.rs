@@ -1,0 +1,271 @@
+//! The sandbox's limits beyond memory and time, with real compiled code: one linear memory
+//! and bounded tables per instance, byte-rate limits on log lines, stdout and outputs, a
+//! write quota on granted directories, a compile cache that others can write refused, a
+//! stuck plugin shedding instead of stalling the session, and `max_wait_ms` batching.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rtms_host::runtime::host::{MAX_TABLE_ELEMENTS, MAX_TABLES, Rates, store_limits};
+use rtms_host::runtime::{CodeSource, Runtime, RuntimeConfig};
+
+use crate::util::*;
+
+/// Instantiates a core module (binary) in a Store with the host's limits.
+async fn instantiate_core(wasm: &[u8]) -> Result<(), String> {
+    let rt = runtime();
+    let module = wasmtime::Module::new(rt.engine(), wasm).map_err(|e| format!("{e:#}"))?;
+    let mut store = wasmtime::Store::new(rt.engine(), store_limits(1 << 20));
+    store.limiter(|l| l);
+    wasmtime::Linker::new(rt.engine())
+        .instantiate_async(&mut store, &module)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{e:#}"))
+}
+
+const HEADER: [u8; 8] = [0, b'a', b's', b'm', 1, 0, 0, 0];
+
+fn module(sections: &[u8]) -> Vec<u8> {
+    [&HEADER[..], sections].concat()
+}
+
+/// Unsigned LEB128.
+fn leb(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A table section of `count` funcref tables of `min` elements each.
+fn tables(count: usize, min: u64) -> Vec<u8> {
+    let mut payload = leb(count as u64);
+    for _ in 0..count {
+        payload.push(0x70);
+        payload.push(0x00);
+        payload.extend(leb(min));
+    }
+    [vec![0x04], leb(payload.len() as u64), payload].concat()
+}
+
+#[tokio::test]
+async fn an_instance_gets_one_linear_memory_and_bounded_tables() {
+    // One memory of one page, one small table: fine.
+    let one = module(&[&tables(1, 10)[..], &[0x05, 0x03, 0x01, 0x00, 0x01]].concat());
+    instantiate_core(&one).await.expect("within the limits");
+    // A second memory is refused, whatever its size.
+    let two = module(&[0x05, 0x05, 0x02, 0x00, 0x01, 0x00, 0x01]);
+    let e = instantiate_core(&two).await.expect_err("two memories");
+    assert!(e.contains("memor"), "{e}");
+    // A table past the element bound is refused.
+    let big = module(&tables(1, MAX_TABLE_ELEMENTS as u64 + 1));
+    instantiate_core(&big).await.expect_err("a huge table");
+    // More tables than the bound are refused.
+    instantiate_core(&module(&tables(MAX_TABLES, 1)))
+        .await
+        .expect("as many tables as allowed");
+    let e = instantiate_core(&module(&tables(MAX_TABLES + 1, 1)))
+        .await
+        .expect_err("one table too many");
+    assert!(e.contains("table"), "{e}");
+}
+
+#[tokio::test]
+async fn log_stdout_and_output_floods_are_cut_to_their_byte_rates() {
+    let rate = 8 * 1024;
+    let mut flood = Plug::new("flood", "flood")
+        .cfg("log_lines", "20")
+        .cfg("stdout_lines", "20")
+        .cfg("emits", "20")
+        .cfg("line_bytes", "1000");
+    flood.rates = Rates {
+        log_bytes_per_sec: rate,
+        emit_bytes_per_sec: rate,
+    };
+    let h = harness(&[flood]).await;
+    let started = Instant::now();
+    let s = session(&h, "flood-stream");
+    for seq in 1..=10 {
+        s.push(transcript(seq, "Ann", "hi")).await;
+    }
+    end(&s).await;
+    let secs = started.elapsed().as_secs_f64();
+    let stats = h.metrics.plugin("flood");
+    // One second's burst plus the rate over the run, in lines or outputs of ~1000 bytes.
+    let allowed = ((rate as f64) * (1.0 + secs) / 1000.0).ceil() as u64;
+    let log_dropped = stats.log_dropped.load(Ordering::Relaxed);
+    let emit_dropped = stats.emit_dropped.load(Ordering::Relaxed);
+    assert!(
+        log_dropped >= 400 - allowed,
+        "400 log and stdout lines, at most {allowed} pass: {log_dropped} dropped"
+    );
+    assert!(
+        emit_dropped >= 200 - allowed,
+        "200 outputs, at most {allowed} pass: {emit_dropped} dropped"
+    );
+    assert_eq!(stats.sessions_with_losses.load(Ordering::Relaxed), 1);
+    drop(s);
+    let (outs, _dir) = h.finish().await;
+    let emitted = outs.iter().filter(|o| o["kind"] == "flood").count() as u64;
+    assert_eq!(
+        emitted + emit_dropped,
+        200,
+        "every output passed or was counted"
+    );
+    assert!(
+        emitted <= allowed,
+        "{emitted} outputs passed, at most {allowed}"
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_over_its_write_quota_is_stopped_for_the_session() {
+    let quota = 256 * 1024;
+    let mut flood = Plug::new("writer", "flood").cfg("write_kib", "64");
+    flood.quota_bytes = Some(quota);
+    flood.batch_max = 1;
+    let h = harness(&[flood, Plug::new("recorder", "seq_recorder")]).await;
+    let s = session(&h, "quota-stream");
+    for seq in 1..=20 {
+        s.push(transcript(seq, "Ann", "hi")).await;
+    }
+    end(&s).await;
+    let stats = h.metrics.plugin("writer");
+    assert_eq!(stats.quota_stops.load(Ordering::Relaxed), 1);
+    let delivered = stats.delivered.load(Ordering::Relaxed);
+    let discarded = stats.discarded.load(Ordering::Relaxed);
+    assert_eq!(
+        delivered + discarded,
+        20,
+        "every frame delivered or counted"
+    );
+    assert!(discarded > 0, "stopped before the end");
+    let written = std::fs::metadata(h.out_dir().join("flood-quota-stream.bin"))
+        .unwrap()
+        .len();
+    let used = rtms_host::runtime::quota::dir_bytes(&h.out_dir());
+    assert!(used > quota, "the directory went over: {used}");
+    assert!(written < 20 * 64 * 1024, "stopped early: {written}");
+    // The other plugin of the session is unaffected.
+    assert_eq!(
+        recorded_seqs(&h.out_dir().join("seqs-quota-stream.txt")),
+        (1..=20).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_compile_cache_others_can_write_is_never_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let rt = Runtime::new(&RuntimeConfig {
+        cache_dir: Some(cache.clone()),
+        epoch_tick: Duration::from_millis(5),
+    })
+    .unwrap();
+    let first = rt.load(&component("noop")).await.unwrap();
+    let second = rt.load(&component("noop")).await.unwrap();
+    assert_eq!(first.source, CodeSource::Compiled);
+    assert_eq!(second.source, CodeSource::Compiled, "never from that dir");
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        0,
+        "nothing stored"
+    );
+
+    // Made private, the same directory is used.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let rt = Runtime::new(&RuntimeConfig {
+        cache_dir: Some(cache.clone()),
+        epoch_tick: Duration::from_millis(5),
+    })
+    .unwrap();
+    rt.load(&component("noop")).await.unwrap();
+    let again = rt.load(&component("noop")).await.unwrap();
+    assert_eq!(again.source, CodeSource::Cache);
+    // An entry others can write is not loaded either.
+    for e in std::fs::read_dir(&cache).unwrap() {
+        std::fs::set_permissions(e.unwrap().path(), std::fs::Permissions::from_mode(0o666))
+            .unwrap();
+    }
+    let refused = rt.load(&component("noop")).await.unwrap();
+    assert_eq!(refused.source, CodeSource::Compiled);
+}
+
+#[tokio::test]
+async fn a_stuck_block_plugin_sheds_after_its_timeout_and_the_others_lose_nothing() {
+    let mut spin = Plug::new("spin", "spin");
+    spin.call_timeout = Duration::from_secs(3);
+    spin.capacity = 4;
+    spin.batch_max = 4;
+    spin.block_timeout = Duration::from_millis(50);
+    let h = harness(&[spin, Plug::new("recorder", "seq_recorder")]).await;
+    let s = session(&h, "stuck-stream");
+    let started = Instant::now();
+    for seq in 1..=200 {
+        s.push(transcript(seq, "Ann", "hi")).await;
+    }
+    let pushing = started.elapsed();
+    // One wait of 50 ms starts the shedding; it ends only when the plugin drains.
+    assert!(
+        pushing < Duration::from_secs(2),
+        "200 pushes took {pushing:?}: the stuck plugin stalled the session"
+    );
+    end(&s).await;
+    let st = h.metrics.plugin("spin");
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    assert!(get(&st.shed) > 150, "shed: {}", get(&st.shed));
+    assert_eq!(get(&st.routed), 200);
+    assert_eq!(
+        get(&st.routed),
+        get(&st.delivered) + get(&st.dead_lettered) + get(&st.dropped) + get(&st.discarded)
+    );
+    let letters =
+        std::fs::read_to_string(h.dead_letter_dir().join("spin.deadletter.jsonl")).unwrap();
+    let lettered: usize = letters
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["frames"].as_array().unwrap().len()
+        })
+        .sum();
+    assert_eq!(
+        lettered as u64,
+        get(&st.dead_lettered),
+        "each is in the file"
+    );
+    assert_eq!(
+        recorded_seqs(&h.out_dir().join("seqs-stuck-stream.txt")),
+        (1..=200).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_partial_batch_waits_up_to_max_wait_for_more_frames() {
+    let mut noop = Plug::new("noop", "noop");
+    noop.batch_max = 8;
+    noop.batch_wait = Duration::from_millis(500);
+    let h = harness(&[noop]).await;
+    let s = session(&h, "batch-stream");
+    for seq in 1..=5 {
+        s.push(transcript(seq, "Ann", "hi")).await;
+    }
+    end(&s).await;
+    drop(s);
+    let (outs, _dir) = h.finish().await;
+    let count = outs.iter().find(|o| o["kind"] == "count").expect("count");
+    assert_eq!(count["data"]["frames"], 5);
+    assert_eq!(
+        count["data"]["batches"], 1,
+        "the five frames waited for each other: {count}"
+    );
+}

@@ -1,0 +1,109 @@
+//! Plugin isolation on the live frame path: a plugin stuck in an endless loop and another
+//! waiting out a long restart delay, both on `block` queues, while the stream plays in real
+//! time. The session keeps answering keep-alives (the simulator never times the host out and
+//! it never reconnects), the healthy plugins get exactly what the simulator sent, and every
+//! frame the stuck plugins could not take is accounted for.
+
+use std::time::Duration;
+
+use rtms_config::{Pipeline, Plugin, PluginName};
+use rtms_proto::Product;
+use rtms_sim::{Pace, Simulator};
+
+use crate::harness::*;
+use crate::util;
+
+/// A `block` plugin with a tiny queue that sheds after 50 ms, built from the seq plugin.
+fn stuck_plugin(p: &Pipeline, name: &str, component: &str, config: &[(&str, &str)]) -> Plugin {
+    let mut pl = p.plugin("seq").expect("seq plugin").clone();
+    pl.name = PluginName::try_new(name).expect("name");
+    pl.component = util::component(component);
+    pl.config = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    pl.queue.capacity = 8;
+    pl.queue.block_timeout = Duration::from_millis(50);
+    pl.batch.max_frames = 8;
+    pl
+}
+
+#[tokio::test]
+async fn stuck_and_restarting_plugins_never_stall_the_stream_or_the_other_plugins() {
+    // The simulator asks for a keep-alive whenever a socket is idle for 15 ms (between two
+    // 20 ms audio frames, so all through the meeting) and gives up after 20 unanswered:
+    // the host may not stop reading a socket for more than about 300 ms.
+    let sim = Simulator::start(rtms_sim::SimConfig {
+        keepalive_interval: Duration::from_millis(15),
+        missed_keepalive_limit: 20,
+        ..sim_config(false)
+    })
+    .await
+    .expect("simulator");
+    let host = start_host(&sim, Setup::default(), |p| {
+        // Spins in every call until its 2 s deadline, then again in the next instance.
+        let mut spin = stuck_plugin(p, "spin", "spin", &[("in", "on-frames")]);
+        spin.limits.call_timeout = Duration::from_secs(2);
+        spin.restart.base_delay = Duration::from_millis(10);
+        spin.restart.max_delay = Duration::from_millis(10);
+        spin.restart.max_failures = 1000;
+        // Traps on its first frame, then waits out a restart delay longer than the meeting.
+        let mut trap = stuck_plugin(p, "trap", "trap", &[("every", "1")]);
+        trap.restart.base_delay = Duration::from_secs(60);
+        trap.restart.max_delay = Duration::from_secs(60);
+        p.plugins.push(spin);
+        p.plugins.push(trap);
+    })
+    .await;
+    // About five seconds of real-time audio, transcript and chat.
+    let meeting = start(
+        &sim,
+        &host,
+        script(40, vec![]),
+        Product::Meeting,
+        Pace::Realtime,
+    );
+    let ledger = finish(&host, &meeting).await;
+
+    let c = &ledger.counters;
+    assert_eq!(
+        c.keepalive_timeouts, 0,
+        "the host answered every keep-alive in time: {c:?}"
+    );
+    assert!(
+        c.keepalive_answers >= 10,
+        "the stream stayed up across keep-alives: {c:?}"
+    );
+    assert_eq!(c.signaling_connections, 1, "no reconnection: {c:?}");
+    assert_eq!(c.media_connections, 1, "no reconnection: {c:?}");
+
+    // The healthy plugins got exactly what was sent, in order.
+    let rec = host.record(meeting.stream_id());
+    assert_exactly_once(&ledger, &rec);
+    assert_writer_matches(&ledger, &host.writer_lines(meeting.stream_id()));
+
+    // The stuck ones shed, and nothing they missed went unaccounted.
+    let m = host.svc.metrics();
+    let sent = ledger.count(rtms_sim::MediaKind::Audio)
+        + ledger_transcript(&ledger).len() as u64
+        + ledger_chats(&ledger).len() as u64;
+    for name in ["spin", "trap"] {
+        let s = &m.plugins[name];
+        assert!(s.shed > 0, "{name} shed frames: {s:?}");
+        assert!(
+            s.routed >= sent,
+            "{name} was offered every frame sent ({sent}): {s:?}"
+        );
+        assert_eq!(
+            s.routed,
+            s.delivered + s.dead_lettered + s.dropped + s.discarded,
+            "{name}: every frame routed is delivered, dead-lettered, dropped or discarded: {s:?}"
+        );
+        assert_eq!(
+            s.sessions_with_losses, 1,
+            "{name}: losses summarised: {s:?}"
+        );
+    }
+    assert_eq!(m.plugins["seq"].shed, 0);
+    assert_eq!(m.plugins["seq"].sessions_with_losses, 0);
+}
