@@ -83,7 +83,7 @@ impl Meeting {
                     {
                         let _ = self.webhooks_tx.send(ev);
                     }
-                    let _ = self.deliveries.send(Delivery {
+                    let _ = self.deliveries.send(super::webhooks::Delivery {
                         event,
                         body,
                         attempt: attempt + 1,

@@ -8,12 +8,12 @@ use crate::webhook::WebhookClient;
 
 /// A webhook waiting for delivery.
 pub(super) struct Delivery {
-    event: String,
-    body: Bytes,
-    attempt: u32,
-    done: Option<oneshot::Sender<()>>,
+    pub(super) event: String,
+    pub(super) body: Bytes,
+    pub(super) attempt: u32,
+    pub(super) done: Option<oneshot::Sender<()>>,
     /// The stopped event: the delivery loop ends after it.
-    last: bool,
+    pub(super) last: bool,
 }
 
 impl Meeting {
