@@ -141,7 +141,13 @@ async fn a_media_url_outside_the_allow_list_is_never_connected() {
         "{line}"
     );
     let ledger = meeting.ledger();
-    assert_eq!(ledger.signaling_handshakes_ok, 1, "signaling was allowed");
-    assert_eq!(ledger.media_connections, 0, "media was never connected");
+    assert_eq!(
+        ledger.counters.signaling_handshakes_ok, 1,
+        "signaling was allowed"
+    );
+    assert_eq!(
+        ledger.counters.media_connections, 0,
+        "media was never connected"
+    );
     host.stop();
 }
