@@ -140,6 +140,8 @@ impl<C> Queue<C> {
     /// Queues a frame without waiting. Hands the frame back (`Err`) only when the queue is
     /// full under `Block` and not shedding: the caller then waits with
     /// [`Queue::push_within`], outside any lock.
+    // The frame goes back by value: boxing it would cost an allocation per push.
+    #[allow(clippy::result_large_err)]
     pub fn try_push(&self, frame: Frame) -> Result<Pushed, Frame> {
         let mut q = self.inner.lock();
         if q.closed {
