@@ -134,7 +134,7 @@ struct Refusals {
 }
 
 impl Refusals {
-    const fn new(what: &'static str) -> Self {
+    fn new(what: &'static str) -> Self {
         Self {
             what,
             total: AtomicU64::new(0),
@@ -200,33 +200,32 @@ impl ReloadGate {
     /// Joins the running reload, or starts one on `backend`, or says when to come back.
     pub async fn request(self: &Arc<Self>, backend: Arc<dyn AdminBackend>) -> GateAnswer {
         let (mut rx, joined) = {
-            let mut st = self.state.lock();
-            match (&st.running, st.last_end) {
-                (Some(rx), _) => {
-                    let rx = rx.clone();
-                    st.joined += 1;
-                    (rx, true)
-                }
-                (None, Some(end)) if end.elapsed() < self.min_interval => {
-                    return GateAnswer::TooSoon(self.min_interval - end.elapsed());
-                }
-                (None, _) => {
-                    st.started += 1;
-                    let id = st.started;
-                    let (tx, rx) = watch::channel(None);
-                    st.running = Some(rx.clone());
-                    let gate = self.clone();
-                    tokio::spawn(async move {
-                        let outcome = backend.reload().await;
-                        {
-                            let mut st = gate.state.lock();
-                            st.running = None;
-                            st.last_end = Some(Instant::now());
-                        }
-                        let _ = tx.send(Some((id, outcome)));
-                    });
-                    (rx, false)
-                }
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            if let Some(rx) = &st.running {
+                st.joined += 1;
+                (rx.clone(), true)
+            } else if let Some(end) = st.last_end
+                && let left = self.min_interval.saturating_sub(end.elapsed())
+                && !left.is_zero()
+            {
+                return GateAnswer::TooSoon(left);
+            } else {
+                st.started += 1;
+                let id = st.started;
+                let (tx, rx) = watch::channel(None);
+                st.running = Some(rx.clone());
+                let gate = self.clone();
+                tokio::spawn(async move {
+                    let outcome = backend.reload().await;
+                    {
+                        let mut st = gate.state.lock();
+                        st.running = None;
+                        st.last_end = Some(Instant::now());
+                    }
+                    let _ = tx.send(Some((id, outcome)));
+                });
+                (rx, false)
             }
         };
         let done = rx.wait_for(Option::is_some).await.map(|v| v.clone());

@@ -179,8 +179,7 @@ impl Service {
             });
             let admin_stop = stop.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) =
-                    crate::admin::serve(admin_listener, cfg, backend, admin_stop).await
+                if let Err(e) = crate::admin::serve(admin_listener, cfg, backend, admin_stop).await
                 {
                     tracing::error!(error = %e, "admin listener failed");
                 }

@@ -131,7 +131,13 @@ async fn post_admin_reload_reloads_and_answers_with_the_outcome() {
     let (status, _, v) = http(admin(&svc), Method::POST, "/admin/reload", None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["outcome"], "refused");
-    assert!(v["error"].as_str().unwrap_or_default().contains("pipeline.toml"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pipeline.toml"),
+        "{v}"
+    );
 
     let (status, _, v) = http(admin(&svc), Method::GET, "/admin/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -147,13 +153,19 @@ async fn the_webhook_port_serves_no_admin_route() {
     let rig = Rig::new().await;
     let p = PipelineToml::new(vec![PluginToml::new("rec", component("seq_recorder"))]);
     let svc = rig.start(&p).await;
-    for (method, path) in [(Method::POST, "/admin/reload"), (Method::GET, "/admin/metrics")] {
+    for (method, path) in [
+        (Method::POST, "/admin/reload"),
+        (Method::GET, "/admin/metrics"),
+    ] {
         let (status, _, _) = http(svc.addr(), method, path, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
     }
     let (status, _, _) = http(svc.addr(), Method::GET, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(svc.metrics().reloads_applied + svc.metrics().reloads_refused, 0);
+    assert_eq!(
+        svc.metrics().reloads_applied + svc.metrics().reloads_refused,
+        0
+    );
     svc.shutdown().await;
 }
 
@@ -199,7 +211,10 @@ async fn an_exposed_admin_listener_takes_only_its_token() {
         let (status, _, _) = http(addr, Method::POST, "/admin/reload", token).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
     }
-    assert_eq!(svc.metrics().reloads_applied + svc.metrics().reloads_refused, 0);
+    assert_eq!(
+        svc.metrics().reloads_applied + svc.metrics().reloads_refused,
+        0
+    );
     let (status, _, v) = http(addr, Method::GET, "/admin/metrics", Some(TOKEN)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["admin"]["unauthorized"], 6);

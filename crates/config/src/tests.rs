@@ -117,7 +117,10 @@ fn an_exposed_admin_listener_needs_a_token_even_when_validating() {
     let d = Dir::new();
     let text = "version = 1\n[admin]\nlisten = \"0.0.0.0:9464\"";
     for opts in [LoadOptions::default(), LoadOptions::validate_only()] {
-        let e = d.parse_with(text, &secrets(), opts).unwrap_err().to_string();
+        let e = d
+            .parse_with(text, &secrets(), opts)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("admin.listen = \"0.0.0.0:9464\""), "{e}");
         assert!(e.contains("export RTMS_ADMIN_TOKEN="), "{e}");
         assert!(e.contains("pipeline.toml:3:"), "{e}");
@@ -125,15 +128,30 @@ fn an_exposed_admin_listener_needs_a_token_even_when_validating() {
     let env = secrets().with("RTMS_ADMIN_TOKEN", "0123456789abcdef0123");
     let p = d.parse_with(text, &env, LoadOptions::default()).unwrap();
     assert!(p.admin.exposed());
-    assert_eq!(p.admin.token.as_ref().map(Secret::expose), Some("0123456789abcdef0123"));
+    assert_eq!(
+        p.admin.token.as_ref().map(Secret::expose),
+        Some("0123456789abcdef0123")
+    );
     // A renamed variable is the one read and named.
     let renamed = format!("{text}\ntoken_env = \"OPS_TOKEN\"");
-    let e = d.parse_with(&renamed, &env, LoadOptions::default()).unwrap_err().to_string();
+    let e = d
+        .parse_with(&renamed, &env, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("export OPS_TOKEN="), "{e}");
     // Off, or on loopback, no token is needed.
     d.parse(&format!("{text}\nenabled = false"));
-    assert!(!d.parse("version = 1\n[admin]\nlisten = \"127.0.0.2:1\"").admin.exposed());
-    assert!(d.parse("version = 1\n[admin]\nlisten = \"[::1]:1\"").admin.token.is_none());
+    assert!(
+        !d.parse("version = 1\n[admin]\nlisten = \"127.0.0.2:1\"")
+            .admin
+            .exposed()
+    );
+    assert!(
+        d.parse("version = 1\n[admin]\nlisten = \"[::1]:1\"")
+            .admin
+            .token
+            .is_none()
+    );
 }
 
 #[test]
@@ -144,7 +162,10 @@ fn a_short_admin_token_is_refused() {
         .parse_with("version = 1", &env, LoadOptions::default())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("RTMS_ADMIN_TOKEN") && e.contains("shorter than 16"), "{e}");
+    assert!(
+        e.contains("RTMS_ADMIN_TOKEN") && e.contains("shorter than 16"),
+        "{e}"
+    );
     assert!(!e.contains("short\""), "the token is never printed: {e}");
 }
 
@@ -153,7 +174,10 @@ fn the_old_server_admin_key_names_its_replacement() {
     let d = Dir::new();
     let e = d.err("version = 1\n[server]\nadmin = true");
     assert!(e.contains("pipeline.toml:3:"), "{e}");
-    assert!(e.contains("server.admin was replaced by the [admin] section"), "{e}");
+    assert!(
+        e.contains("server.admin was replaced by the [admin] section"),
+        "{e}"
+    );
     assert!(e.contains("enabled = true"), "{e}");
 }
 

@@ -99,7 +99,10 @@ fn check(text: &str) {
             Ok(p) => round_trip(text, &p, opts),
             Err(e) => {
                 let msg = e.to_string();
-                assert!(msg.contains("pipeline.toml"), "the error names no file: {msg}");
+                assert!(
+                    msg.contains("pipeline.toml"),
+                    "the error names no file: {msg}"
+                );
             }
         }
     }
@@ -150,11 +153,53 @@ fn sample_values() -> Vec<Value> {
 }
 
 const TOKENS: &[&str] = &[
-    "version", " = ", "1", "2", "\n", "[", "]", "[[", "]]", "plugin", "sink", "rtms", "server",
-    "admin", ".", "\"", "'", "{", "}", ",", "name", "media", "[\"audio\"]", "-1", "1e999", "nan",
-    "18446744073709551616", "true", "#", "é", "\u{0}", "queue", "capacity", "type", "http",
-    "url", "dir", "guest", "host", "config", "=", "1979-05-27", "\"\"\"", "0x10", "listen",
-    "\"0.0.0.0:1\"", "token_env",
+    "version",
+    " = ",
+    "1",
+    "2",
+    "\n",
+    "[",
+    "]",
+    "[[",
+    "]]",
+    "plugin",
+    "sink",
+    "rtms",
+    "server",
+    "admin",
+    ".",
+    "\"",
+    "'",
+    "{",
+    "}",
+    ",",
+    "name",
+    "media",
+    "[\"audio\"]",
+    "-1",
+    "1e999",
+    "nan",
+    "18446744073709551616",
+    "true",
+    "#",
+    "é",
+    "\u{0}",
+    "queue",
+    "capacity",
+    "type",
+    "http",
+    "url",
+    "dir",
+    "guest",
+    "host",
+    "config",
+    "=",
+    "1979-05-27",
+    "\"\"\"",
+    "0x10",
+    "listen",
+    "\"0.0.0.0:1\"",
+    "token_env",
 ];
 
 proptest! {
@@ -228,8 +273,10 @@ proptest! {
 #[test]
 fn every_sample_is_valid_and_round_trips() {
     // The example's components are not built here: it is checked without them.
-    let mut texts: Vec<(String, &[LoadOptions])> =
-        SAMPLES.iter().map(|s| ((*s).to_owned(), &OPTIONS[..])).collect();
+    let mut texts: Vec<(String, &[LoadOptions])> = SAMPLES
+        .iter()
+        .map(|s| ((*s).to_owned(), &OPTIONS[..]))
+        .collect();
     texts.push((example(), &OPTIONS[1..]));
     for (s, options) in &texts {
         for &opts in *options {

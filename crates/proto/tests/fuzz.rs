@@ -75,10 +75,18 @@ fn check_body(body: &[u8]) {
                 .expect("a rebuilt body parses")
                 .rtms_event()
                 .expect("a rebuilt event is valid");
-            assert_eq!(again.as_ref(), Some(&ev), "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                again.as_ref(),
+                Some(&ev),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
             // A stop reason is the payload's number or nothing: never a truncated number.
             let raw = env.payload.get("stop_reason").and_then(Value::as_u64);
-            assert_eq!(ev.stop_reason.map(u64::from), raw.filter(|r| *r <= u32::MAX as u64));
+            assert_eq!(
+                ev.stop_reason.map(u64::from),
+                raw.filter(|r| *r <= u32::MAX as u64)
+            );
         }
         Ok(None) => {}
         Err(e) => assert!(!e.to_string().is_empty()),
@@ -113,23 +121,25 @@ fn arb_event() -> impl Strategy<Value = WebhookEvent> {
         proptest::option::of(any::<String>()),
         proptest::option::of(any::<u32>()),
     )
-        .prop_map(|(product, action, event_ts, id, stream_id, url, operator_id, stop)| {
-            let server_url = match action {
-                WebhookAction::Started => Some(url.unwrap_or_default()),
-                _ => url,
-            };
-            WebhookEvent {
-                product,
-                action,
-                event: product.event_name(action),
-                event_ts,
-                id,
-                stream_id,
-                server_url,
-                operator_id,
-                stop_reason: stop,
-            }
-        })
+        .prop_map(
+            |(product, action, event_ts, id, stream_id, url, operator_id, stop)| {
+                let server_url = match action {
+                    WebhookAction::Started => Some(url.unwrap_or_default()),
+                    _ => url,
+                };
+                WebhookEvent {
+                    product,
+                    action,
+                    event: product.event_name(action),
+                    event_ts,
+                    id,
+                    stream_id,
+                    server_url,
+                    operator_id,
+                    stop_reason: stop,
+                }
+            },
+        )
 }
 
 proptest! {
@@ -224,9 +234,19 @@ proptest! {
 fn an_extreme_timestamp_is_stale_not_a_panic() {
     for ts in ["-9223372036854775808", "9223372036854775807"] {
         for now in [i64::MIN, -1, 0, 1_700_000_000, i64::MAX] {
-            let r = verify_webhook("secret-token-0123", Some(ts), Some("v0=00"), b"{}", now, 300);
+            let r = verify_webhook(
+                "secret-token-0123",
+                Some(ts),
+                Some("v0=00"),
+                b"{}",
+                now,
+                300,
+            );
             assert!(
-                matches!(r, Err(WebhookAuthError::Stale { .. }) | Err(WebhookAuthError::Mismatch)),
+                matches!(
+                    r,
+                    Err(WebhookAuthError::Stale { .. }) | Err(WebhookAuthError::Mismatch)
+                ),
                 "ts {ts} now {now}: {r:?}"
             );
         }
@@ -238,6 +258,10 @@ fn an_extreme_timestamp_is_stale_not_a_panic() {
 #[test]
 fn a_stop_reason_too_large_for_u32_is_not_truncated() {
     let body = br#"{"event":"meeting.rtms_stopped","event_ts":1,"payload":{"meeting_uuid":"u","rtms_stream_id":"s","stop_reason":4294967302}}"#;
-    let ev = Envelope::parse(body).unwrap().rtms_event().unwrap().unwrap();
+    let ev = Envelope::parse(body)
+        .unwrap()
+        .rtms_event()
+        .unwrap()
+        .unwrap();
     assert_eq!(ev.stop_reason, None);
 }

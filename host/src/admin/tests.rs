@@ -51,7 +51,12 @@ struct Server {
 }
 
 impl Server {
-    async fn start(bind: &str, token: Option<&str>, min_interval: Duration, limits: Limits) -> Self {
+    async fn start(
+        bind: &str,
+        token: Option<&str>,
+        min_interval: Duration,
+        limits: Limits,
+    ) -> Self {
         let listener = TcpListener::bind(bind).await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let backend = Arc::new(Backend::default());
@@ -62,9 +67,11 @@ impl Server {
             reload_min_interval: min_interval,
             limits,
         };
-        let task = tokio::spawn(serve(listener, cfg, backend.clone(), stop.clone()).map(|r| {
-            r.expect("admin listener ends cleanly");
-        }));
+        let task = tokio::spawn(
+            serve(listener, cfg, backend.clone(), stop.clone()).map(|r| {
+                r.expect("admin listener ends cleanly");
+            }),
+        );
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             backend,
@@ -118,7 +125,13 @@ fn bearer(t: &str) -> String {
 
 #[tokio::test]
 async fn a_token_is_required_once_set_and_only_the_right_one_passes() {
-    let s = Server::start("127.0.0.1:0", Some(TOKEN), Duration::ZERO, Limits::default()).await;
+    let s = Server::start(
+        "127.0.0.1:0",
+        Some(TOKEN),
+        Duration::ZERO,
+        Limits::default(),
+    )
+    .await;
     let (status, headers, _) = send(s.addr, Method::GET, "/admin/metrics", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(headers.contains_key(WWW_AUTHENTICATE));
@@ -223,7 +236,12 @@ async fn concurrent_reload_requests_share_one_reload_and_its_outcome() {
     let v: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(
         (&v["reload"], &v["joined"], &v["outcome"], &v["changed"][0]),
-        (&json!(1), &json!(false), &json!("applied"), &json!("x added"))
+        (
+            &json!(1),
+            &json!(false),
+            &json!("applied"),
+            &json!("x added")
+        )
     );
     for j in joiners {
         let (status, _, body) = j.await.expect("task");
@@ -301,7 +319,14 @@ async fn a_reload_finishes_even_when_every_requester_hangs_up() {
     });
     backend.started.notified().await;
     backend.release.notify_one();
-    assert!(matches!(next.await.unwrap(), GateAnswer::Done { id: 2, joined: false, .. }));
+    assert!(matches!(
+        next.await.unwrap(),
+        GateAnswer::Done {
+            id: 2,
+            joined: false,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -314,7 +339,9 @@ async fn connections_over_the_cap_are_closed() {
     // Two open connections, each with a request served (so both hold a slot).
     let mut held = Vec::new();
     for _ in 0..2 {
-        let stream = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
+        let stream = tokio::net::TcpStream::connect(s.addr)
+            .await
+            .expect("connect");
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
                 .await
@@ -327,7 +354,9 @@ async fn connections_over_the_cap_are_closed() {
         assert_eq!(resp.status(), StatusCode::OK);
         held.push(sender);
     }
-    let stream = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
+    let stream = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await
@@ -363,7 +392,9 @@ async fn a_slow_head_is_cut_off() {
     };
     let s = Server::start("127.0.0.1:0", None, Duration::ZERO, limits).await;
     // The attack itself: a request head that never ends.
-    let mut raw = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
+    let mut raw = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
     raw.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
         .await
         .expect("write");
@@ -375,7 +406,10 @@ async fn a_slow_head_is_cut_off() {
         .unwrap_or(0);
     assert!(started.elapsed() >= Duration::from_millis(150));
     let text = String::from_utf8_lossy(&buf[..n]);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
     s.stop().await;
 }
 
@@ -399,10 +433,11 @@ async fn a_large_or_slow_body_is_refused() {
 
     // A body that starts and never ends.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
-    tx.send(Ok(Frame::data(Bytes::from_static(b"{")))).await.unwrap();
-    let rx = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|f| (f, rx))
-    });
+    tx.send(Ok(Frame::data(Bytes::from_static(b"{"))))
+        .await
+        .unwrap();
+    let rx =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     let slow = Client::builder(TokioExecutor::new())
         .build_http::<StreamBody<_>>()
         .request(
