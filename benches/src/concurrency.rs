@@ -147,6 +147,7 @@ async fn run_one(report: &mut Report, n: usize, window: Duration) -> Result<()> 
         StartOptions {
             tap: Some(tap),
             watch: None,
+            ..Default::default()
         },
     )
     .await?;

@@ -213,6 +213,7 @@ async fn run_one(recv: Receiver, frames: u64, frame_ms: u32) -> Result<Outcome> 
                 StartOptions {
                     tap: Some(tap),
                     watch: None,
+                    ..Default::default()
                 },
             )
             .await?;

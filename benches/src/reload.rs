@@ -63,6 +63,7 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
         StartOptions {
             tap: None,
             watch: Some(true),
+            ..Default::default()
         },
     )
     .await?;

@@ -2,7 +2,8 @@
 //! together; and its orderly shutdown.
 //!
 //! [`Service::start`] validates and loads everything before it binds anything it was not
-//! given. Shutdown (SIGINT / SIGTERM in `main`, or [`Service::shutdown`]) stops intake,
+//! given. The webhook listener serves only the webhook path and `/healthz`; the admin routes
+//! are served on a listener of their own ([`crate::admin`]) when one is given. Shutdown (SIGINT / SIGTERM in `main`, or [`Service::shutdown`]) stops intake,
 //! ends every stream within the grace period (each plugin drains its queue and gets
 //! `on-session-end(shutdown)`), flushes the sinks and returns the final counters.
 
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use async_trait::async_trait;
 use rtms_client::{IngressConfig, IngressHandler, Refusal, Sessions, WsConnector};
 use rtms_config::{Env, Pipeline};
 use rtms_proto::WebhookEvent;
@@ -17,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminBackend, AdminConfig, Limits, check_exposure};
 use crate::core::Shared;
 use crate::deadletter::DeadLetters;
 use crate::metrics::{Metrics, MetricsSnapshot};
@@ -27,12 +30,15 @@ use crate::runtime::Runtime;
 use crate::session::{HostSinkFactory, Tap};
 
 /// Options that are not in pipeline.toml.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct StartOptions {
     /// Sees every frame (the demo's live transcript).
     pub tap: Option<Tap>,
     /// Overrides `[runtime.reload] watch`.
     pub watch: Option<bool>,
+    /// Where the admin routes are served (`rtms-host run` binds `[admin] listen` when
+    /// `admin.enabled`); none without it. Refused beyond loopback without an admin token.
+    pub admin_listener: Option<TcpListener>,
 }
 
 pub type HostSessions = Sessions<HostSinkFactory, WsConnector>;
@@ -40,6 +46,7 @@ pub type HostSessions = Sessions<HostSinkFactory, WsConnector>;
 /// A running host.
 pub struct Service {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     sessions: HostSessions,
     triggers: mpsc::UnboundedSender<Trigger>,
@@ -58,6 +65,36 @@ impl IngressHandler for Handler {
         tracing::info!(event = %ev.event, stream = %ev.stream_id, "webhook");
         self.sessions.handle(ev)
     }
+}
+
+/// What the admin routes act on: the service's counters, streams and reload controller.
+struct Backend {
+    sessions: HostSessions,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl AdminBackend for Backend {
+    fn metrics(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.metrics.snapshot()).unwrap_or_default();
+        v["live_streams"] = self.sessions.len().into();
+        v
+    }
+
+    async fn reload(&self) -> Outcome {
+        request_reload(&self.triggers).await
+    }
+}
+
+/// Sends an admin reload trigger and waits for its outcome.
+async fn request_reload(triggers: &mpsc::UnboundedSender<Trigger>) -> Outcome {
+    let (tx, rx) = oneshot::channel();
+    if triggers.send(Trigger::Admin(Some(tx))).is_err() {
+        return Outcome::Refused("the host is shutting down".into());
+    }
+    rx.await
+        .unwrap_or_else(|_| Outcome::Refused("the host is shutting down".into()))
 }
 
 impl Service {
@@ -108,6 +145,19 @@ impl Service {
         let (triggers, trigger_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let addr = listener.local_addr()?;
+        let admin_addr = match &opts.admin_listener {
+            Some(l) => {
+                let bound = l.local_addr()?;
+                check_exposure(
+                    pipeline.admin.listen,
+                    bound,
+                    pipeline.admin.token.as_ref().map(|t| t.expose()),
+                    &pipeline.admin.token_env,
+                )?;
+                Some(bound)
+            }
+            None => None,
+        };
         let ingress_cfg = IngressConfig {
             path: pipeline.server.webhook_path.clone(),
             secret_token: webhook_secret,
@@ -135,6 +185,26 @@ impl Service {
             sessions: sessions.clone(),
         });
         let mut tasks = Vec::new();
+        if let Some(admin_listener) = opts.admin_listener {
+            let cfg = AdminConfig {
+                token: pipeline.admin.token.as_ref().map(|t| t.expose().to_owned()),
+                token_env: pipeline.admin.token_env.clone(),
+                reload_min_interval: pipeline.admin.reload_min_interval,
+                limits: Limits::default(),
+            };
+            let backend = Arc::new(Backend {
+                sessions: sessions.clone(),
+                triggers: triggers.clone(),
+                metrics: metrics.clone(),
+            });
+            let admin_stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::admin::serve(admin_listener, cfg, backend, admin_stop).await
+                {
+                    tracing::error!(error = %e, "admin listener failed");
+                }
+            }));
+        }
         let ingress_stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = rtms_client::serve(listener, ingress_cfg, handler, ingress_stop).await {
@@ -150,9 +220,10 @@ impl Service {
             watch,
             stop.clone(),
         )));
-        tracing::info!(%addr, "rtms-host ready");
+        tracing::info!(%addr, admin = ?admin_addr, "rtms-host ready");
         Ok(Self {
             addr,
+            admin_addr,
             shared,
             sessions,
             triggers,
@@ -166,6 +237,11 @@ impl Service {
     /// Where the webhook server listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the admin listener listens, if it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     pub fn sessions(&self) -> &HostSessions {
@@ -182,12 +258,7 @@ impl Service {
 
     /// Asks for a reload now (as SIGHUP does) and waits for its outcome.
     pub async fn reload(&self) -> Outcome {
-        let (tx, rx) = oneshot::channel();
-        if self.triggers.send(Trigger::Admin(Some(tx))).is_err() {
-            return Outcome::Refused("the host is shutting down".into());
-        }
-        rx.await
-            .unwrap_or_else(|_| Outcome::Refused("the host is shutting down".into()))
+        request_reload(&self.triggers).await
     }
 
     /// A SIGHUP-style reload request that does not wait.

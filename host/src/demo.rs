@@ -177,6 +177,7 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
         StartOptions {
             tap: Some(tap),
             watch: Some(false),
+            ..Default::default()
         },
     )
     .await?;

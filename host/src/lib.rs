@@ -14,6 +14,7 @@
 //! - [`pipeline`] — pipeline.toml (validated by `rtms-config`) to routing table and settings.
 //! - [`session`] — the RTMS client's sink, opening a host session per stream.
 //! - [`reload`] — hot reload — watch, build beside, swap in band, refuse, roll back.
+//! - [`admin`] — the admin listener (health, metrics, reload), bearer token, bounds.
 //! - [`app`] — the running service and its shutdown; [`signals`] — SIGINT/SIGTERM/SIGHUP.
 //! - [`replay`] — push a recorded session through a pipeline; [`demo`] — everything in one
 //!   process against the simulator.
@@ -22,6 +23,7 @@
 //! is `rtms-sim`; pipeline.toml is `rtms-config`.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod bindings;
 pub mod core;

@@ -128,6 +128,18 @@ async fn run(config: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin_listener = if pipeline.admin.enabled {
+        let listen = pipeline.admin.listen;
+        match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("rtms-host: cannot listen on {listen} (admin.listen): {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let signals = match rtms_host::signals::Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -139,7 +151,10 @@ async fn run(config: PathBuf) -> ExitCode {
         pipeline,
         Box::new(ProcessEnv),
         listener,
-        Default::default(),
+        rtms_host::app::StartOptions {
+            admin_listener,
+            ..Default::default()
+        },
     )
     .await
     {

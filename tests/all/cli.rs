@@ -46,6 +46,41 @@ fn validate_names_the_problem_and_exits_64() {
 }
 
 #[test]
+fn validate_and_run_refuse_an_exposed_admin_listener_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("exposed.toml");
+    std::fs::write(&p, "version = 1\n[admin]\nlisten = \"0.0.0.0:9464\"\n").unwrap();
+    let out = bin()
+        .arg("validate")
+        .arg(&p)
+        .env_remove("RTMS_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exposed.toml:3:"), "{err}");
+    assert!(err.contains("admin.listen = \"0.0.0.0:9464\""), "{err}");
+    assert!(err.contains("export RTMS_ADMIN_TOKEN="), "{err}");
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&p)
+        .env("ZM_RTMS_CLIENT", "id")
+        .env("ZM_RTMS_SECRET", "secret")
+        .env("ZOOM_SECRET_TOKEN", "token")
+        .env_remove("RTMS_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RTMS_ADMIN_TOKEN"));
+    // The old key is refused with its replacement named.
+    std::fs::write(&p, "version = 1\n[server]\nadmin = true\n").unwrap();
+    let out = bin().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("replaced by the [admin] section"), "{err}");
+}
+
+#[test]
 fn run_without_credentials_says_which_variable_to_set() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("p.toml");
@@ -72,6 +107,8 @@ fn run_reloads_on_sighup_and_exits_cleanly_on_sigterm() {
         format!(
             r#"version = 1
 [server]
+listen = "127.0.0.1:0"
+[admin]
 listen = "127.0.0.1:0"
 [runtime]
 cache_dir = "{cache}"

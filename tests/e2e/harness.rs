@@ -245,6 +245,7 @@ path = "outputs.jsonl"
         StartOptions {
             tap: Some(tap),
             watch: Some(false),
+            ..Default::default()
         },
     )
     .await

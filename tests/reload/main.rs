@@ -7,7 +7,8 @@
 //! - `refuse`: broken components and pipeline files are refused; the old version serves.
 //! - `plugins`: plugins added and removed mid-meeting; a plugin that traps every N frames;
 //!   a version that traps at once, rolled back and refused until it changes.
-//! - `admin`: settings that need a restart are reported; `POST /admin/reload`.
+//! - `admin`: settings that need a restart are reported; the admin listener over HTTP
+//!   (reload, metrics, the token, coalescing and the rate limit).
 
 #[path = "../all/util.rs"]
 mod util;

@@ -97,6 +97,8 @@ pub struct PipelineToml {
     pub listen: String,
     pub watch: bool,
     pub plugins: Vec<PluginToml>,
+    /// The `[admin]` section, verbatim.
+    pub admin: String,
     /// Appended verbatim (broken files, extra sections).
     pub extra: String,
 }
@@ -107,17 +109,19 @@ impl PipelineToml {
             listen: "127.0.0.1:8080".into(),
             watch: false,
             plugins,
+            admin: "[admin]\nlisten = \"127.0.0.1:0\"\nreload_min_interval_ms = 0\n".into(),
             extra: String::new(),
         }
     }
 
     pub fn render(&self, dir: &Path) -> String {
         let mut s = format!(
-            "version = 1\n\n[server]\nlisten = \"{}\"\nadmin = true\n\n\
+            "version = 1\n\n[server]\nlisten = \"{}\"\n\n{}\n\
              [rtms]\nmedia = [\"transcript\"]\nallowed_hosts = [\"127.0.0.1\", \"localhost\"]\nallow_insecure_ws = true\n\n\
              [runtime]\ncache_dir = \"{}\"\nepoch_tick_ms = 5\ndead_letter_dir = \"{}\"\nshutdown_grace_ms = 5000\n\n\
              [runtime.reload]\nwatch = {}\ndebounce_ms = 50\n",
             self.listen,
+            self.admin,
             cache_dir().display(),
             dir.join("dead").display(),
             self.watch
@@ -186,25 +190,41 @@ impl Rig {
         dst
     }
 
-    /// Writes `p`, loads it and starts a service on 127.0.0.1 port 0.
+    /// Writes `p`, loads it and starts a service on 127.0.0.1 port 0, with its admin
+    /// listener on another.
     pub async fn start(&self, p: &PipelineToml) -> Service {
+        self.try_start(p, &env(), "127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("service starts: {e:#}"))
+    }
+
+    /// Writes `p`, loads it with `env` and starts a service with its admin listener bound to
+    /// `admin_bind`.
+    pub async fn try_start(
+        &self,
+        p: &PipelineToml,
+        env: &MapEnv,
+        admin_bind: &str,
+    ) -> anyhow::Result<Service> {
         self.write_pipeline(p);
-        let pipeline = Pipeline::load(&self.pipeline_path(), &env(), LoadOptions::default())
-            .unwrap_or_else(|e| panic!("the test pipeline is valid: {e}"));
+        let pipeline = Pipeline::load(&self.pipeline_path(), env, LoadOptions::default())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        let admin_listener = tokio::net::TcpListener::bind(admin_bind)
+            .await
+            .expect("bind the admin listener");
         Service::start(
             pipeline,
-            Box::new(env()),
+            Box::new(env.clone()),
             listener,
             StartOptions {
                 tap: None,
                 watch: Some(p.watch),
+                admin_listener: Some(admin_listener),
             },
         )
         .await
-        .expect("service starts")
     }
 
     /// Starts a real-time meeting of `lines` transcript lines, one every 20 ms, with its

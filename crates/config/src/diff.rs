@@ -119,7 +119,6 @@ impl Pipeline {
             &a.timestamp_window.as_secs(),
             &b.timestamp_window.as_secs(),
         );
-        note(r, "server.admin", &a.admin, &b.admin);
         note(
             r,
             "server.max_connections",
@@ -139,6 +138,18 @@ impl Pipeline {
             &b.body_timeout.as_millis(),
         );
         note(r, "server.tls", &a.tls, &b.tls);
+
+        let (a, b) = (&self.admin, &new.admin);
+        note(r, "admin.enabled", &a.enabled, &b.enabled);
+        note(r, "admin.listen", &a.listen, &b.listen);
+        note(r, "admin.token_env", &a.token_env, &b.token_env);
+        note_quiet(r, "the admin token", &a.token, &b.token);
+        note(
+            r,
+            "admin.reload_min_interval_ms",
+            &a.reload_min_interval.as_millis(),
+            &b.reload_min_interval.as_millis(),
+        );
 
         let (a, b) = (&self.zoom, &new.zoom);
         note(r, "zoom.client_id_env", &a.client_id_env, &b.client_id_env);

@@ -22,6 +22,8 @@ pub struct Pipeline {
     pub path: PathBuf,
     /// The HTTP server that receives Zoom's webhooks.
     pub server: Server,
+    /// The admin listener (health, metrics, reload).
+    pub admin: Admin,
     /// Zoom credentials, read from the environment.
     pub zoom: Zoom,
     /// How to talk to Zoom's RTMS servers and what to ask them for.
@@ -60,9 +62,6 @@ pub struct Server {
     pub max_body_bytes: usize,
     /// Webhooks whose signed timestamp is further than this from now are refused (replays).
     pub timestamp_window: Duration,
-    /// Whether the admin routes (metrics, health, reload) are served. Defaults to true only when
-    /// `listen` is a loopback address, so they are never exposed by accident.
-    pub admin: bool,
     /// Open connections at most; past it the oldest is closed to make room.
     pub max_connections: usize,
     /// A request's headers (and the TLS handshake) must arrive within this.
@@ -78,6 +77,31 @@ pub struct Server {
 pub struct ServerTls {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// `[admin]`: the admin routes (`/healthz`, `/admin/metrics`, `/admin/reload`) on their own
+/// listener, never on the webhook port.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admin {
+    /// Whether the admin listener runs.
+    pub enabled: bool,
+    /// The address it binds; loopback by default.
+    pub listen: SocketAddr,
+    /// The environment variable holding the bearer token (`RTMS_ADMIN_TOKEN`).
+    pub token_env: String,
+    /// The bearer token every request must carry. Always set when the listener is
+    /// [`exposed`](Admin::exposed) and enabled (loading refuses otherwise); optional on loopback,
+    /// where it is required once set.
+    pub token: Option<Secret>,
+    /// Reload requests closer than this to the previous reload are answered 429.
+    pub reload_min_interval: Duration,
+}
+
+impl Admin {
+    /// True when `listen` is not a loopback address: reachable from other machines.
+    pub fn exposed(&self) -> bool {
+        !self.listen.ip().is_loopback()
+    }
 }
 
 /// A secret value read from the environment (or, if the operator insists, from the file).

@@ -24,6 +24,8 @@ pub struct PipelineFile {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
     pub zoom: ZoomConfig,
     #[serde(default)]
     pub rtms: RtmsConfig,
@@ -42,7 +44,8 @@ pub struct ServerConfig {
     pub webhook_path: Option<Spanned<String>>,
     pub max_body_bytes: Num,
     pub timestamp_window_secs: Num,
-    pub admin: Option<bool>,
+    /// Replaced by the `[admin]` section; kept so its use gets an error naming the new keys.
+    pub admin: Option<Spanned<toml::Value>>,
     pub max_connections: Num,
     pub header_timeout_ms: Num,
     pub body_timeout_ms: Num,
@@ -54,6 +57,15 @@ pub struct ServerConfig {
 pub struct TlsConfig {
     pub cert: Spanned<String>,
     pub key: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub enabled: Option<bool>,
+    pub listen: Option<Spanned<String>>,
+    pub token_env: Option<Spanned<String>>,
+    pub reload_min_interval_ms: Num,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -54,6 +54,20 @@ pub const fn default_max_streams() -> u64 {
 pub const fn default_allowed_hosts() -> [&'static str; 2] {
     ["*.zoom.us", "*.zoomgov.com"]
 }
+pub const fn default_admin_enabled() -> bool {
+    true
+}
+pub const fn default_admin_listen() -> &'static str {
+    "127.0.0.1:9464"
+}
+pub const fn default_admin_token_env() -> &'static str {
+    "RTMS_ADMIN_TOKEN"
+}
+pub const fn default_reload_min_interval_ms() -> u64 {
+    1_000
+}
+/// Shorter admin tokens are refused: they can be guessed.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 pub const fn default_client_id_env() -> &'static str {
     "ZM_RTMS_CLIENT"
 }
@@ -387,6 +401,7 @@ impl Resolver<'_> {
 
     pub fn resolve(mut self, file: PipelineFile, path: PathBuf) -> Result<Pipeline, ConfigError> {
         let server = self.server(&file.server)?;
+        let admin = self.admin(&file.admin)?;
         let zoom = self.zoom(&file.zoom)?;
         let runtime = self.runtime(&file.runtime)?;
         let plugins = self.plugins(&file.plugin)?;
@@ -395,6 +410,7 @@ impl Resolver<'_> {
         Ok(Pipeline {
             path,
             server,
+            admin,
             zoom,
             rtms,
             runtime,
@@ -405,6 +421,12 @@ impl Resolver<'_> {
     }
 
     fn server(&self, s: &ServerConfig) -> Result<Server, ConfigError> {
+        if let Some(old) = &s.admin {
+            return Err(self.src.invalid_at(
+                old,
+                "server.admin was replaced by the [admin] section: the admin routes now have their own listener. Remove server.admin and write `[admin]` with `enabled = true` or `false` (admin.listen defaults to \"127.0.0.1:9464\"; admin.token_env names the bearer token's variable, RTMS_ADMIN_TOKEN by default)".to_owned(),
+            ));
+        }
         let listen: SocketAddr = match &s.listen {
             Some(l) => l.get_ref().trim().parse().map_err(|_| {
                 self.src.invalid_at(
@@ -557,6 +579,78 @@ impl Resolver<'_> {
             1_000_000,
         )?;
         Ok((hosts, r.allow_insecure_ws.unwrap_or(false), to_usize(max.n)))
+        })
+    }
+
+    /// `[admin]`, and the refusal of the `[server] admin` key it replaced. An enabled listener
+    /// bound beyond loopback needs a token, even when validating without secrets.
+    fn admin(&self, a: &AdminConfig) -> Result<Admin, ConfigError> {
+        let listen: SocketAddr = match &a.listen {
+            Some(l) => l.get_ref().trim().parse().map_err(|_| {
+                self.src.invalid_at(
+                    l,
+                    format!(
+                        "admin.listen = {:?} is not a socket address: write an IP and a port such as \"{}\" (host names are not resolved)",
+                        l.get_ref(),
+                        default_admin_listen()
+                    ),
+                )
+            })?,
+            None => default_admin_listen()
+                .parse()
+                .map_err(|_| self.src.invalid(0..0, "internal: bad default admin address"))?,
+        };
+        let token_env = match &a.token_env {
+            Some(n) => {
+                let v = n.get_ref();
+                if v.is_empty() || v.contains(['=', '\0']) || v.contains(char::is_whitespace) {
+                    return Err(self.src.invalid_at(
+                        n,
+                        format!("admin.token_env = {v:?} is not an environment variable name: give the name of the variable that holds the token, such as {:?}", default_admin_token_env()),
+                    ));
+                }
+                v.clone()
+            }
+            None => default_admin_token_env().to_owned(),
+        };
+        let interval = self.num(
+            &a.reload_min_interval_ms,
+            "admin.reload_min_interval_ms",
+            default_reload_min_interval_ms(),
+            0,
+            MAX_MS,
+        )?;
+        let token = self.env.var(&token_env).filter(|t| !t.is_empty());
+        let admin = Admin {
+            enabled: a.enabled.unwrap_or(default_admin_enabled()),
+            listen,
+            token: token.clone().map(Secret::new),
+            token_env,
+            reload_min_interval: ms(interval.n),
+        };
+        let at = a.listen.as_ref().map_or(0..0, Spanned::span);
+        if let Some(t) = &token
+            && t.chars().count() < MIN_ADMIN_TOKEN_LEN
+        {
+            return Err(self.src.invalid(
+                at,
+                format!(
+                    "the admin token in environment variable {} (named by admin.token_env) is shorter than {MIN_ADMIN_TOKEN_LEN} characters: set it to a long random value, such as 32 random hex digits",
+                    admin.token_env
+                ),
+            ));
+        }
+        if admin.enabled && admin.exposed() && token.is_none() {
+            return Err(self.src.invalid(
+                at,
+                format!(
+                    "admin.listen = \"{listen}\" is reachable beyond this machine but no admin token is set: export {}=<a long random value> (named by admin.token_env), or bind admin.listen to a loopback address such as \"{}\", or set admin.enabled = false",
+                    admin.token_env,
+                    default_admin_listen()
+                ),
+            ));
+        }
+        Ok(admin)
     }
 
     fn env_name(

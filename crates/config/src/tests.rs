@@ -71,7 +71,11 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(p.server.webhook_path, "/webhook");
     assert_eq!(p.server.max_body_bytes, 1024 * 1024);
     assert_eq!(p.server.timestamp_window, Duration::from_secs(300));
-    assert!(p.server.admin, "admin defaults on for a loopback listen");
+    assert!(p.admin.enabled);
+    assert_eq!(p.admin.listen.to_string(), "127.0.0.1:9464");
+    assert_eq!(p.admin.token_env, "RTMS_ADMIN_TOKEN");
+    assert_eq!(p.admin.token, None);
+    assert_eq!(p.admin.reload_min_interval, Duration::from_millis(1_000));
     assert_eq!(p.zoom.client_id.as_deref(), Some("id"));
     assert_eq!(
         p.zoom.client_secret.as_ref().map(Secret::expose),
@@ -112,12 +116,72 @@ fn a_minimal_file_gets_every_default() {
 }
 
 #[test]
-fn admin_defaults_off_on_a_public_listen_address() {
+fn an_exposed_admin_listener_needs_a_token_even_when_validating() {
     let d = Dir::new();
-    let p = d.parse("version = 1\n[server]\nlisten = \"0.0.0.0:9000\"");
-    assert!(!p.server.admin);
-    let p = d.parse("version = 1\n[server]\nlisten = \"0.0.0.0:9000\"\nadmin = true");
-    assert!(p.server.admin);
+    let text = "version = 1\n[admin]\nlisten = \"0.0.0.0:9464\"";
+    for opts in [LoadOptions::default(), LoadOptions::validate_only()] {
+        let e = d
+            .parse_with(text, &secrets(), opts)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin.listen = \"0.0.0.0:9464\""), "{e}");
+        assert!(e.contains("export RTMS_ADMIN_TOKEN="), "{e}");
+        assert!(e.contains("pipeline.toml:3:"), "{e}");
+    }
+    let env = secrets().with("RTMS_ADMIN_TOKEN", "0123456789abcdef0123");
+    let p = d.parse_with(text, &env, LoadOptions::default()).unwrap();
+    assert!(p.admin.exposed());
+    assert_eq!(
+        p.admin.token.as_ref().map(Secret::expose),
+        Some("0123456789abcdef0123")
+    );
+    // A renamed variable is the one read and named.
+    let renamed = format!("{text}\ntoken_env = \"OPS_TOKEN\"");
+    let e = d
+        .parse_with(&renamed, &env, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("export OPS_TOKEN="), "{e}");
+    // Off, or on loopback, no token is needed.
+    d.parse(&format!("{text}\nenabled = false"));
+    assert!(
+        !d.parse("version = 1\n[admin]\nlisten = \"127.0.0.2:1\"")
+            .admin
+            .exposed()
+    );
+    assert!(
+        d.parse("version = 1\n[admin]\nlisten = \"[::1]:1\"")
+            .admin
+            .token
+            .is_none()
+    );
+}
+
+#[test]
+fn a_short_admin_token_is_refused() {
+    let d = Dir::new();
+    let env = secrets().with("RTMS_ADMIN_TOKEN", "short");
+    let e = d
+        .parse_with("version = 1", &env, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("RTMS_ADMIN_TOKEN") && e.contains("shorter than 16"),
+        "{e}"
+    );
+    assert!(!e.contains("short\""), "the token is never printed: {e}");
+}
+
+#[test]
+fn the_old_server_admin_key_names_its_replacement() {
+    let d = Dir::new();
+    let e = d.err("version = 1\n[server]\nadmin = true");
+    assert!(e.contains("pipeline.toml:3:"), "{e}");
+    assert!(
+        e.contains("server.admin was replaced by the [admin] section"),
+        "{e}"
+    );
+    assert!(e.contains("enabled = true"), "{e}");
 }
 
 #[test]

@@ -91,7 +91,8 @@ pub fn verify_webhook(
         .trim()
         .parse()
         .map_err(|_| WebhookAuthError::BadTimestamp(ts.chars().take(32).collect()))?;
-    let skew = now_secs - ts_num;
+    // Saturating: a timestamp near i64::MIN or MAX is stale, not an overflow.
+    let skew = now_secs.saturating_sub(ts_num);
     if skew.unsigned_abs() > window_secs {
         return Err(WebhookAuthError::Stale {
             skew_secs: skew,

@@ -259,7 +259,8 @@ impl Envelope {
                 .payload
                 .get("stop_reason")
                 .and_then(Value::as_u64)
-                .map(|r| r as u32),
+                // A number past u32 is no known reason: dropped, not truncated into one.
+                .and_then(|r| u32::try_from(r).ok()),
         }))
     }
 }

@@ -1,0 +1,524 @@
+//! The admin listener: a small hyper HTTP/1 server of its own, never the webhook port.
+//!
+//! Routes (one `match` in [`Admin::route`]; add new ones there):
+//! - `GET /healthz` — `ok`, without a token (it says nothing but that the process answers);
+//! - `GET /admin/metrics` — the JSON counters, live streams and this listener's own counters;
+//! - `POST /admin/reload` — reloads and answers with the outcome.
+//!
+//! Defences, all counted in `GET /admin/metrics` under `"admin"`:
+//! - a bearer token (`Authorization: Bearer <token>`, compared in constant time over SHA-256
+//!   digests, so neither content nor length leaks). Required when the listener is bound beyond
+//!   loopback ([`check_exposure`] refuses to start otherwise); on loopback, required once set;
+//! - reloads coalesced: a request that arrives while a reload runs waits for that reload and
+//!   gets its outcome; one that arrives within `reload_min_interval` of the last reload's end
+//!   gets 429 with `Retry-After`. The reload runs on its own task, so a client that hangs up
+//!   does not cancel it;
+//! - bounds: at most [`Limits::max_connections`] connections (more are closed at once), a
+//!   deadline for the request head and another for the body, a small body limit, and a
+//!   lifetime per connection.
+//!
+//! Refusals are logged when they start and then at most every ten seconds with the running
+//! total, never once per request.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{
+    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::reload::Outcome;
+
+/// What the admin routes act on: the running service, or a stand-in in tests.
+#[async_trait]
+pub trait AdminBackend: Send + Sync + 'static {
+    /// The JSON counters (`GET /admin/metrics`, before this listener adds its own).
+    fn metrics(&self) -> Value;
+    /// Reloads and returns the outcome. Called at most once at a time.
+    async fn reload(&self) -> Outcome;
+}
+
+/// The listener's own bounds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Deadline for the request line and headers.
+    pub header_timeout: Duration,
+    /// Deadline for the body, once the head is in.
+    pub body_timeout: Duration,
+    /// Larger bodies get 413 (no admin route takes a body today).
+    pub max_body_bytes: usize,
+    /// A connection is closed (gracefully) after this long, keep-alive or not.
+    pub max_connection_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 32,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            max_body_bytes: 4096,
+            max_connection_age: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Admin listener settings.
+#[derive(Clone)]
+pub struct AdminConfig {
+    /// The bearer token; `None` only on loopback (see [`check_exposure`]).
+    pub token: Option<String>,
+    /// Where the token comes from, for messages.
+    pub token_env: String,
+    /// Reload requests closer than this to the end of the previous reload get 429.
+    pub reload_min_interval: Duration,
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_env", &self.token_env)
+            .field("reload_min_interval", &self.reload_min_interval)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Refuses to serve the admin routes beyond loopback without a token. `configured` is the
+/// `admin.listen` address, `bound` the listener's: either one beyond loopback exposes it.
+pub fn check_exposure(
+    configured: SocketAddr,
+    bound: SocketAddr,
+    token: Option<&str>,
+    token_env: &str,
+) -> Result<()> {
+    let exposed = !configured.ip().is_loopback() || !bound.ip().is_loopback();
+    if exposed && token.is_none_or(str::is_empty) {
+        bail!(
+            "the admin listener on {bound} (admin.listen = \"{configured}\") is reachable beyond this machine but no admin token is set: export {token_env}=<a long random value> (named by admin.token_env), or bind admin.listen to a loopback address, or set admin.enabled = false"
+        );
+    }
+    Ok(())
+}
+
+/// A refusal counter that logs when refusals start and then at most every ten seconds.
+struct Refusals {
+    what: &'static str,
+    total: AtomicU64,
+    last_log: Mutex<Option<Instant>>,
+}
+
+impl Refusals {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            total: AtomicU64::new(0),
+            last_log: Mutex::new(None),
+        }
+    }
+
+    fn note(&self, peer: SocketAddr) {
+        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_log.lock();
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(%peer, total, "admin listener: {}", self.what);
+        }
+    }
+
+    fn get(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// The outcome of one reload, shared by every request that waited for it.
+type Shared = Option<(u64, Outcome)>;
+
+#[derive(Default)]
+struct GateState {
+    /// The reload in progress: its outcome arrives on this channel.
+    running: Option<watch::Receiver<Shared>>,
+    last_end: Option<Instant>,
+    started: u64,
+    /// Requests that shared a reload another request started.
+    joined: u64,
+}
+
+/// Coalesces and rate-limits reloads.
+pub struct ReloadGate {
+    min_interval: Duration,
+    state: Mutex<GateState>,
+}
+
+/// What a reload request got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateAnswer {
+    /// The outcome of reload number `id`; `joined` when the request shared a reload another
+    /// request started.
+    Done {
+        id: u64,
+        joined: bool,
+        outcome: Outcome,
+    },
+    /// Too soon after the previous reload: try again after this long.
+    TooSoon(Duration),
+}
+
+impl ReloadGate {
+    pub fn new(min_interval: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            min_interval,
+            state: Mutex::new(GateState::default()),
+        })
+    }
+
+    /// Joins the running reload, or starts one on `backend`, or says when to come back.
+    pub async fn request(self: &Arc<Self>, backend: Arc<dyn AdminBackend>) -> GateAnswer {
+        let (mut rx, joined) = {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            if let Some(rx) = &st.running {
+                st.joined += 1;
+                (rx.clone(), true)
+            } else if let Some(end) = st.last_end
+                && let left = self.min_interval.saturating_sub(end.elapsed())
+                && !left.is_zero()
+            {
+                return GateAnswer::TooSoon(left);
+            } else {
+                st.started += 1;
+                let id = st.started;
+                let (tx, rx) = watch::channel(None);
+                st.running = Some(rx.clone());
+                let gate = self.clone();
+                tokio::spawn(async move {
+                    let outcome = backend.reload().await;
+                    {
+                        let mut st = gate.state.lock();
+                        st.running = None;
+                        st.last_end = Some(Instant::now());
+                    }
+                    let _ = tx.send(Some((id, outcome)));
+                });
+                (rx, false)
+            }
+        };
+        let done = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+        match done {
+            Ok(Some((id, outcome))) => GateAnswer::Done {
+                id,
+                joined,
+                outcome,
+            },
+            // The reload task ended without an answer: only when the runtime shuts down.
+            _ => GateAnswer::Done {
+                id: 0,
+                joined,
+                outcome: Outcome::Refused("the host is shutting down".into()),
+            },
+        }
+    }
+
+    /// Reloads started so far, and requests that joined one another request started.
+    pub fn counts(&self) -> (u64, u64) {
+        let st = self.state.lock();
+        (st.started, st.joined)
+    }
+}
+
+struct Admin {
+    cfg: AdminConfig,
+    /// SHA-256 of the token: compared in constant time, whatever the length sent.
+    token_digest: Option<[u8; 32]>,
+    backend: Arc<dyn AdminBackend>,
+    gate: Arc<ReloadGate>,
+    unauthorized: Refusals,
+    rate_limited: Refusals,
+    over_capacity: Refusals,
+    bad_requests: Refusals,
+}
+
+/// Serves the admin routes on `listener` until `shutdown`, then lets in-flight requests end.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: AdminConfig,
+    backend: Arc<dyn AdminBackend>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let token_digest = cfg
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| Sha256::digest(t.as_bytes()).into());
+    let admin = Arc::new(Admin {
+        gate: ReloadGate::new(cfg.reload_min_interval),
+        token_digest,
+        backend,
+        unauthorized: Refusals::new("requests without the right bearer token refused (401)"),
+        rate_limited: Refusals::new("reload requests rate limited (429)"),
+        over_capacity: Refusals::new("connections over the limit closed"),
+        bad_requests: Refusals::new("requests with a slow, large or unreadable body refused"),
+        cfg,
+    });
+    let slots = Arc::new(Semaphore::new(admin.cfg.limits.max_connections.max(1)));
+    let tracker = TaskTracker::new();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, token = admin.token_digest.is_some(), "admin listener listening");
+    }
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            admin.over_capacity.note(peer);
+            drop(stream);
+            continue;
+        };
+        let admin = admin.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let limits = admin.cfg.limits.clone();
+            let service = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.route(req, peer).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(16 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let age = tokio::time::sleep(limits.max_connection_age);
+            tokio::pin!(age);
+            let res = tokio::select! {
+                res = conn.as_mut() => res,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                () = &mut age => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = res {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    let (u, r, c, b) = (
+        admin.unauthorized.get(),
+        admin.rate_limited.get(),
+        admin.over_capacity.get(),
+        admin.bad_requests.get(),
+    );
+    if u + r + c + b > 0 {
+        tracing::info!(
+            unauthorized = u,
+            rate_limited = r,
+            connections_refused = c,
+            bad_requests = b,
+            "admin listener stopped"
+        );
+    } else {
+        tracing::info!("admin listener stopped");
+    }
+    Ok(())
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+fn json_reply(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
+    let mut r = reply(status, format!("{v}\n"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The JSON body of a reload answer.
+pub fn outcome_json(id: u64, joined: bool, outcome: &Outcome) -> (StatusCode, Value) {
+    match outcome {
+        Outcome::Applied {
+            version,
+            changed,
+            restart_required,
+            elapsed_ms,
+        } => (
+            StatusCode::OK,
+            json!({"reload": id, "joined": joined, "outcome": "applied", "version": version,
+                   "changed": changed, "restart_required": restart_required, "elapsed_ms": elapsed_ms}),
+        ),
+        Outcome::Unchanged => (
+            StatusCode::OK,
+            json!({"reload": id, "joined": joined, "outcome": "unchanged"}),
+        ),
+        Outcome::Refused(why) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"reload": id, "joined": joined, "outcome": "refused", "error": why}),
+        ),
+    }
+}
+
+impl Admin {
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(want) = &self.token_digest else {
+            return true;
+        };
+        let Some(given) = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+        else {
+            return false;
+        };
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        bool::from(given.ct_eq(want))
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        if path == "/healthz" && (method == Method::GET || method == Method::HEAD) {
+            return reply(StatusCode::OK, "ok\n");
+        }
+        if !self.authorized(&req) {
+            self.unauthorized.note(peer);
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                "send the admin token: Authorization: Bearer <token>\n",
+            );
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rtms-host admin\""),
+            );
+            return r;
+        }
+        if let Err(r) = self.read_body(req).await {
+            self.bad_requests.note(peer);
+            return r;
+        }
+        match (&method, path.as_str()) {
+            (&Method::GET, "/admin/metrics") => json_reply(StatusCode::OK, &self.metrics()),
+            (&Method::POST, "/admin/reload") => self.reload(peer).await,
+            (_, "/admin/metrics") => not_allowed("GET"),
+            (_, "/admin/reload") => not_allowed("POST"),
+            (_, "/healthz") => not_allowed("GET, HEAD"),
+            _ => reply(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn metrics(&self) -> Value {
+        let (started, joined) = self.gate.counts();
+        let mut v = self.backend.metrics();
+        v["admin"] = json!({
+            "unauthorized": self.unauthorized.get(),
+            "rate_limited": self.rate_limited.get(),
+            "connections_refused": self.over_capacity.get(),
+            "bad_requests": self.bad_requests.get(),
+            "reloads_started": started,
+            "reloads_joined": joined,
+        });
+        v
+    }
+
+    async fn reload(&self, peer: SocketAddr) -> Response<Full<Bytes>> {
+        match self.gate.request(self.backend.clone()).await {
+            GateAnswer::Done {
+                id,
+                joined,
+                outcome,
+            } => {
+                let (status, v) = outcome_json(id, joined, &outcome);
+                json_reply(status, &v)
+            }
+            GateAnswer::TooSoon(wait) => {
+                self.rate_limited.note(peer);
+                let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
+                let mut r = json_reply(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &json!({"error": format!(
+                        "the previous reload ended less than {} ms ago: retry after {secs} s",
+                        self.cfg.reload_min_interval.as_millis()
+                    ), "retry_after_secs": secs}),
+                );
+                r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+                r
+            }
+        }
+    }
+
+    /// Reads (and drops) the body within the size and time limits.
+    async fn read_body(&self, req: Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+        let limit = self.cfg.limits.max_body_bytes;
+        let too_large = || reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let read = Limited::new(req.into_body(), limit).collect();
+        match tokio::time::timeout(self.cfg.limits.body_timeout, read).await {
+            Err(_) => Err(reply(StatusCode::REQUEST_TIMEOUT, "body too slow\n")),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Ok(Err(_)) => Err(reply(StatusCode::BAD_REQUEST, "unreadable body\n")),
+        }
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}\n"));
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+#[cfg(test)]
+mod tests;
