@@ -6,7 +6,6 @@
 //! records out to the sinks; each sink runs in its own task behind its own bounded queue so a
 //! slow HTTP endpoint never delays the stdout or file sinks.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 

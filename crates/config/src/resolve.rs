@@ -480,7 +480,6 @@ impl Resolver<'_> {
             webhook_path,
             max_body_bytes: to_usize(max_body.n),
             timestamp_window: Duration::from_secs(window.n),
-            admin: s.admin.unwrap_or_else(|| listen.ip().is_loopback()),
             max_connections,
             header_timeout,
             body_timeout,
@@ -579,7 +578,6 @@ impl Resolver<'_> {
             1_000_000,
         )?;
         Ok((hosts, r.allow_insecure_ws.unwrap_or(false), to_usize(max.n)))
-        })
     }
 
     /// `[admin]`, and the refusal of the `[server] admin` key it replaced. An enabled listener

@@ -436,8 +436,9 @@ async fn a_large_or_slow_body_is_refused() {
     tx.send(Ok(Frame::data(Bytes::from_static(b"{"))))
         .await
         .unwrap();
-    let rx =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let rx = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|f| (f, rx))
+    }));
     let slow = Client::builder(TokioExecutor::new())
         .build_http::<StreamBody<_>>()
         .request(

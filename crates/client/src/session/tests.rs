@@ -530,7 +530,8 @@ async fn an_outage_longer_than_the_budget_waits_within_the_documented_bounds_the
     r0.reconnect_jitter_percent = 20;
     let mut r = rig(cfg);
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .expect("the event is accepted");
     let (s, _m) = r.connect().await;
     r.connector.refuse(SIG, true);
     let lost_at = Instant::now();
@@ -579,13 +580,15 @@ fn keepalive(i: u64) -> Value {
 async fn after_a_stop_the_drain_ends_within_the_bound_and_keepalives_are_answered_meanwhile() {
     let mut r = rig(config());
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .expect("the event is accepted");
     let (mut s, mut m) = r.connect().await;
     m.send_json(audio(0));
     r.frames(1).await;
     let stopped_at = Instant::now();
     r.sessions
-        .handle(event(WebhookAction::Stopped, None, Some(6)));
+        .handle(event(WebhookAction::Stopped, None, Some(6)))
+        .expect("the event is accepted");
     // The server goes on sending a frame every 100 ms and keep-alives on both sockets.
     let mut sent = 1;
     for i in 1..=18u64 {
@@ -636,7 +639,8 @@ async fn unified_mode_opens_one_socket_per_type_when_msg_2_has_no_all_url() {
     cfg.media_types = media_type::AUDIO | media_type::TRANSCRIPT;
     let mut r = rig(cfg);
     r.sessions
-        .handle(event(WebhookAction::Started, Some(SIG), None));
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .expect("the event is accepted");
     let mut s = r.accept().await;
     s.recv_json().await.expect("msg 1");
     s.send_json(
