@@ -9,13 +9,19 @@ use rtms_sim::{Fault, MeetingOptions, Pace, Simulator};
 use crate::harness::*;
 
 #[tokio::test]
-async fn url_validation_is_answered() {
+async fn url_validation_is_answered_only_when_signed() {
     let sim = Simulator::start(sim_config(false))
         .await
         .expect("simulator");
     let host = start_host(&sim, Setup::default(), |_| {}).await;
     let body = br#"{"event":"endpoint.url_validation","payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680}"#.to_vec();
+    // Unsigned, the answer would be a signing oracle: refused, no token.
     let (code, text) = post(&host, &[], body.clone()).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert!(!text.contains("encryptedToken"), "{text}");
+    // Signed as Zoom does.
+    let headers = signed(&sim.config().webhook_secret, now_secs(), &body);
+    let (code, text) = post(&host, &headers, body).await;
     assert_eq!(code, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&text).expect("JSON answer");
     assert_eq!(v["plainToken"], "qgg8vlvZRS6UYooatFL8Aw");
@@ -24,9 +30,7 @@ async fn url_validation_is_answered() {
         "qgg8vlvZRS6UYooatFL8Aw",
     );
     assert_eq!(v["encryptedToken"], want.as_str());
-    // Signed as Zoom does, and through the simulator's own check.
-    let headers = signed(&sim.config().webhook_secret, now_secs(), &body);
-    assert_eq!(post(&host, &headers, body).await.0, StatusCode::OK);
+    // And through the simulator's own check.
     sim.validate_endpoint(&host.webhook_url)
         .await
         .expect("the simulator accepts the answer");

@@ -99,8 +99,8 @@ async fn overlong_ids_get_400_naming_the_field_and_are_never_logged_whole() {
     host.stop();
 }
 
-#[tokio::test]
-#[ignore = "open: the simulator stream never reaches the media step against the host process here"]
+// The simulator runs on this runtime while the test blocks on the host's log: two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_media_url_outside_the_allow_list_is_never_connected() {
     let _serial = serial().await;
     let sim = Simulator::start(SimConfig {

@@ -47,6 +47,7 @@ pub fn pipeline(server: &str, rtms: &str) -> String {
     format!(
         "version = 1\n\n[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n\
          [rtms]\nmedia = [\"transcript\"]\n{rtms}\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [runtime]\ncache_dir = \"cache\"\ndead_letter_dir = \"dead\"\nshutdown_grace_ms = 3000\n\n\
          [runtime.reload]\nwatch = false\n"
     )
