@@ -62,7 +62,7 @@ struct Handler {
 
 impl IngressHandler for Handler {
     fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal> {
-        tracing::info!(event = %ev.event, stream = %ev.stream_id, "webhook");
+        tracing::debug!(event = %ev.event, stream = %ev.stream_id, "webhook");
         self.sessions.handle(ev)
     }
 }

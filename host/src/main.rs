@@ -8,6 +8,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use rtms_config::{LoadOptions, Pipeline, ProcessEnv};
 
+/// jemalloc, with its background thread returning freed pages to the system (after about 10 s
+/// of disuse) even while the process is idle. With the system allocator a burst of
+/// short-lived streams (a flood of webhooks, a mass reconnection) left the process at its peak
+/// RSS for good: glibc keeps freed memory in per-thread arenas.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit code for a bad configuration or bad arguments.
 const EX_USAGE: u8 = 64;
 

@@ -17,7 +17,7 @@ use crate::{
 const FLOOD: usize = 10_000;
 const MAX_STREAMS: usize = 2_000;
 /// How far above its baseline the host's RSS may stay once the streams ended.
-const RSS_SLACK_KIB: u64 = 40 * 1024;
+const RSS_SLACK_KIB: u64 = 16 * 1024;
 
 /// Sends one signed webhook per body, 32 at a time; returns the statuses in order.
 async fn send_all(url: &str, bodies: Vec<Vec<u8>>) -> Vec<(StatusCode, bool)> {
@@ -40,7 +40,6 @@ async fn send_all(url: &str, bodies: Vec<Vec<u8>>) -> Vec<(StatusCode, bool)> {
 }
 
 #[tokio::test]
-#[ignore = "open: RSS stays at the peak after the streams end (allocator retention); the cap and 503s hold"]
 async fn a_flood_of_started_webhooks_is_capped_and_its_memory_comes_back() {
     let _serial = serial().await;
     let closed = {
@@ -128,8 +127,10 @@ async fn a_flood_of_started_webhooks_is_capped_and_its_memory_comes_back() {
         "every stream ends"
     );
 
-    // The memory comes back near the baseline.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // The memory comes back near the baseline: jemalloc's background thread returns freed
+    // pages after about 10 s of disuse (measured: 95 MB at the peak, 29 MB 30 s later, from a
+    // 24 MB baseline).
+    let deadline = Instant::now() + Duration::from_secs(45);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let after = loop {
         tick.tick().await;
@@ -163,6 +164,19 @@ async fn a_flood_of_started_webhooks_is_capped_and_its_memory_comes_back() {
         .find(|l| l.contains("suppressed") && l.contains("stream-refused-full"))
         .expect("the refusals are summarised");
     eprintln!("{summary}");
+    let mut by_message = std::collections::BTreeMap::<String, usize>::new();
+    for l in &logs {
+        let message = serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v["fields"]["message"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        *by_message.entry(message).or_default() += 1;
+    }
+    let mut by_message: Vec<_> = by_message.into_iter().collect();
+    by_message.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    for (message, n) in by_message.iter().take(8) {
+        eprintln!("{n:>6}  {message}");
+    }
     let logs = logs.len();
     eprintln!("log lines: {logs}");
     // A handful of lines per accepted stream; the refusals and the failures are summarised.
