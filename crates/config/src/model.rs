@@ -276,7 +276,9 @@ impl PluginName {
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
         {
             let fixed = name.to_ascii_lowercase().replace(['_', ' ', '.'], "-");
-            let hint = if PluginName::try_new(&fixed).is_ok() {
+            // Only a changed name is worth checking (and checking the same one would recurse
+            // for ever: a non-ASCII letter survives the fix unchanged).
+            let hint = if fixed != name && PluginName::try_new(&fixed).is_ok() {
                 format!(" (try {fixed:?})")
             } else {
                 String::new()

@@ -556,6 +556,20 @@ fn plugin_names_are_validated_newtypes() {
     assert!(e.contains("try \"my-plugin\""), "{e}");
 }
 
+/// Found by the pipeline.toml fuzz target: a name whose offending character the suggested fix
+/// leaves unchanged (any non-ASCII letter) made the check call itself for ever.
+#[test]
+fn a_non_ascii_plugin_name_is_refused_not_a_stack_overflow() {
+    for bad in ["\u{e9}a", "\u{fffd}a", "a\u{e9}"] {
+        let e = PluginName::try_new(bad).unwrap_err();
+        assert!(e.contains("use only lowercase letters"), "{e}");
+        assert!(
+            !e.contains("(try"),
+            "no suggestion that is itself refused: {e}"
+        );
+    }
+}
+
 #[test]
 fn unknown_keys_list_valid_keys_when_nothing_is_close() {
     let d = Dir::new();

@@ -92,22 +92,7 @@ const KEYS: &[&str] = &[
 ];
 
 /// Parses `text` every way the host does; panics only on a broken property.
-/// Runs [`check_here`] on a thread with the main thread's 8 MiB stack: the host parses its
-/// pipeline on the main thread, and an unoptimised build's serde frames for a deeply edited
-/// file can outgrow the 2 MiB of a test thread.
 fn check(text: &str) {
-    let text = text.to_owned();
-    let outcome = std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(move || check_here(&text))
-        .expect("a checking thread")
-        .join();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-fn check_here(text: &str) {
     let path = file();
     for opts in OPTIONS {
         match Pipeline::parse(text, &path, &env(), opts) {

@@ -1,0 +1,280 @@
+//! `[[plugin]]`: one plugin's component, media, filters, granted directories and their
+//! quotas, queue, batch, limits, restart policy and config table.
+
+use super::*;
+
+impl Resolver<'_> {
+    /// `[plugin.queue] block_timeout_ms` and `[plugin.limits]` log and emit rates.
+    pub(super) fn plugin_isolation(
+        &self,
+        p: &PluginConfig,
+    ) -> Result<(Duration, u64, u64), ConfigError> {
+        let block = self.num(
+            &p.queue.block_timeout_ms,
+            "plugin.queue.block_timeout_ms",
+            default_block_timeout_ms(),
+            1,
+            600_000,
+        )?;
+        let log = self.num(
+            &p.limits.log_bytes_per_sec,
+            "plugin.limits.log_bytes_per_sec",
+            default_log_bytes_per_sec(),
+            1024,
+            1 << 30,
+        )?;
+        let emit = self.num(
+            &p.limits.emit_bytes_per_sec,
+            "plugin.limits.emit_bytes_per_sec",
+            default_emit_bytes_per_sec(),
+            1024,
+            1 << 30,
+        )?;
+        Ok((ms(block.n), log.n, emit.n))
+    }
+
+    /// `[[plugin.dir]] quota_mb`: `None` for a read-only grant.
+    pub(super) fn dir_quota(
+        &self,
+        d: &DirConfig,
+        read_only: bool,
+    ) -> Result<Option<u64>, ConfigError> {
+        let q = self.num(
+            &d.quota_mb,
+            "plugin.dir.quota_mb",
+            default_dir_quota_mb(),
+            1,
+            1 << 30,
+        )?;
+        Ok((!read_only).then_some(q.n))
+    }
+
+    pub(super) fn plugins(
+        &self,
+        raw: &[Spanned<PluginConfig>],
+    ) -> Result<Vec<Plugin>, ConfigError> {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for p in raw {
+            let plugin = self.plugin(p.get_ref())?;
+            let name = plugin.name.as_str().to_owned();
+            if let Some(first) = seen.get(&name) {
+                return Err(self.src.invalid_at(
+                    &p.get_ref().name,
+                    format!("plugin name {name:?} is already used by the plugin at line {first}: plugin names must be unique"),
+                ));
+            }
+            seen.insert(name, self.src.at(p.get_ref().name.span().start).line);
+            out.push(plugin);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn plugin(&self, p: &PluginConfig) -> Result<Plugin, ConfigError> {
+        let name = PluginName::try_new(p.name.get_ref())
+            .map_err(|m| self.src.invalid_at(&p.name, format!("plugin.name: {m}")))?;
+        let n = name.as_str();
+        let enabled = p.enabled.unwrap_or(default_enabled());
+        let component = self.path(p.component.get_ref());
+        if self.opts.check_components && enabled && !component.is_file() {
+            return Err(self.src.invalid_at(
+                &p.component,
+                format!(
+                    "plugin {n:?}: component {} does not exist; it may need building (cargo build --release --target wasm32-wasip2 in its workspace), or fix the path (relative paths are resolved against the pipeline file's folder)",
+                    component.display()
+                ),
+            ));
+        }
+        if p.media.get_ref().is_empty() {
+            return Err(self.src.invalid_at(
+                &p.media,
+                format!("plugin {n:?}: media = [] subscribes to nothing: list at least one of audio, video, share, transcript, chat, event"),
+            ));
+        }
+        let media: MediaKinds = p.media.get_ref().iter().map(|k| *k.get_ref()).collect();
+        let filter = PluginFilter {
+            products: self.nonempty_list(&p.products, "products", n, "product")?,
+            meeting_ids: self.nonempty_list(&p.meeting_ids, "meeting_ids", n, "meeting")?,
+            users: self.nonempty_list(&p.users, "users", n, "user")?,
+        };
+        let mut dirs: Vec<DirGrant> = Vec::new();
+        for d in &p.dir {
+            let d_ref = d.get_ref();
+            let guest = d_ref.guest.get_ref();
+            if !guest.starts_with('/') {
+                return Err(self.src.invalid_at(
+                    &d_ref.guest,
+                    format!("plugin {n:?}: dir guest = {guest:?} is not an absolute guest path: write it as \"/{guest}\""),
+                ));
+            }
+            if guest.split('/').any(|c| c == "..") {
+                return Err(self.src.invalid_at(
+                    &d_ref.guest,
+                    format!("plugin {n:?}: dir guest = {guest:?} may not contain \"..\": name the directory directly, such as \"/out\""),
+                ));
+            }
+            if dirs.iter().any(|g| g.guest == *guest) {
+                return Err(self.src.invalid_at(
+                    &d_ref.guest,
+                    format!("plugin {n:?}: dir guest = {guest:?} is granted twice: give each [[plugin.dir]] its own guest path"),
+                ));
+            }
+            let host = self.path(d_ref.host.get_ref());
+            if host.exists() && !host.is_dir() {
+                return Err(self.src.invalid_at(
+                    &d_ref.host,
+                    format!("plugin {n:?}: dir host {} exists and is not a directory: point it at a directory", host.display()),
+                ));
+            }
+            if let Some(parent) = host.parent()
+                && !host.exists()
+                && !parent.is_dir()
+            {
+                return Err(self.src.invalid_at(
+                    &d_ref.host,
+                    format!("plugin {n:?}: dir host {}: its parent {} does not exist; the host creates the directory itself at start, but not its parents: create {} or fix the path", host.display(), parent.display(), parent.display()),
+                ));
+            }
+            let read_only = d_ref.read_only.unwrap_or(false);
+            dirs.push(DirGrant {
+                host,
+                guest: guest.clone(),
+                read_only,
+                quota_mb: self.dir_quota(d_ref, read_only)?,
+            });
+        }
+        let capacity = self.num(
+            &p.queue.capacity,
+            "plugin.queue.capacity",
+            default_queue_capacity(),
+            1,
+            1 << 20,
+        )?;
+        let max_frames = self.num(
+            &p.batch.max_frames,
+            "plugin.batch.max_frames",
+            default_batch_max_frames(),
+            1,
+            4096,
+        )?;
+        let max_wait = self.num(
+            &p.batch.max_wait_ms,
+            "plugin.batch.max_wait_ms",
+            default_batch_max_wait_ms(),
+            0,
+            60_000,
+        )?;
+        let memory = self.num(
+            &p.limits.memory_mb,
+            "plugin.limits.memory_mb",
+            default_memory_mb(),
+            1,
+            4096,
+        )?;
+        let call_timeout = self.num(
+            &p.limits.call_timeout_ms,
+            "plugin.limits.call_timeout_ms",
+            default_call_timeout_ms(),
+            1,
+            600_000,
+        )?;
+        let r = &p.restart;
+        let base = self.num(
+            &r.base_delay_ms,
+            "plugin.restart.base_delay_ms",
+            default_restart_base_delay_ms(),
+            0,
+            MAX_MS,
+        )?;
+        let max = self.num(
+            &r.max_delay_ms,
+            "plugin.restart.max_delay_ms",
+            default_restart_max_delay_ms(),
+            0,
+            MAX_MS,
+        )?;
+        if max.n < base.n {
+            let (key, v) = match max.origin {
+                Origin::Default => ("plugin.restart.base_delay_ms", &base),
+                _ => ("plugin.restart.max_delay_ms", &max),
+            };
+            return Err(self.fail(key, v, &format!("leaves max_delay_ms ({}) below base_delay_ms ({}): the maximum delay must be at least the base delay", max.n, base.n)));
+        }
+        let healthy = self.num(
+            &r.healthy_reset_ms,
+            "plugin.restart.healthy_reset_ms",
+            default_healthy_reset_ms(),
+            0,
+            MAX_MS,
+        )?;
+        let failures = self.num(
+            &r.max_failures,
+            "plugin.restart.max_failures",
+            default_max_failures(),
+            1,
+            10_000,
+        )?;
+        let window = self.num(
+            &r.window_ms,
+            "plugin.restart.window_ms",
+            default_failure_window_ms(),
+            1,
+            MAX_MS,
+        )?;
+        let rollback_traps = self.num(
+            &r.rollback_traps,
+            "plugin.restart.rollback_traps",
+            default_rollback_traps(),
+            1,
+            10_000,
+        )?;
+        let rollback_window = self.num(
+            &r.rollback_window_ms,
+            "plugin.restart.rollback_window_ms",
+            default_rollback_window_ms(),
+            0,
+            MAX_MS,
+        )?;
+        let (block_timeout, log_rate, emit_rate) = self.plugin_isolation(p)?;
+        let config = match &p.config {
+            Some(c) => flatten_config(c.get_ref()).map_err(|m| {
+                self.src
+                    .invalid_at(c, format!("plugin {n:?}: [plugin.config] {m}"))
+            })?,
+            None => Vec::new(),
+        };
+        Ok(Plugin {
+            name,
+            component,
+            enabled,
+            media,
+            filter,
+            dirs,
+            queue: Queue {
+                capacity: to_usize(capacity.n),
+                on_full: p.queue.on_full.unwrap_or_else(|| default_on_full(media)),
+                block_timeout,
+            },
+            batch: Batch {
+                max_frames: to_usize(max_frames.n.min(capacity.n)),
+                max_wait: ms(max_wait.n),
+            },
+            limits: Limits {
+                memory_mb: to_u32(memory.n),
+                call_timeout: ms(call_timeout.n),
+                log_bytes_per_sec: log_rate,
+                emit_bytes_per_sec: emit_rate,
+            },
+            restart: Restart {
+                base_delay: ms(base.n),
+                max_delay: ms(max.n),
+                healthy_reset: ms(healthy.n),
+                max_failures: to_u32(failures.n),
+                window: ms(window.n),
+                rollback_traps: to_u32(rollback_traps.n),
+                rollback_window: ms(rollback_window.n),
+            },
+            config,
+        })
+    }
+}

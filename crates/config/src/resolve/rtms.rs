@@ -1,0 +1,434 @@
+//! `[rtms]`: resilience numbers and their `RTMS_*` overrides, the intake bounds (allow-list,
+//! `max_streams`), the media to request and their parameters.
+
+use super::*;
+
+impl Resolver<'_> {
+    /// `[rtms]` allowed_hosts, allow_insecure_ws and max_streams.
+    pub(super) fn rtms_intake(
+        &self,
+        r: &RtmsConfig,
+    ) -> Result<(Vec<String>, bool, usize), ConfigError> {
+        let hosts = match &r.allowed_hosts {
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.src.invalid_at(
+                        list,
+                        "rtms.allowed_hosts is empty: no stream could ever connect; list hosts such as \"*.zoom.us\"",
+                    ));
+                }
+                let mut out = Vec::new();
+                for h in list.get_ref() {
+                    let v = h.get_ref().trim().to_ascii_lowercase();
+                    let domain = v.strip_prefix("*.");
+                    let ok = match domain {
+                        Some(d) => d.contains('.') && !d.contains(['*', '/', ':', '@', ' ']),
+                        None => {
+                            !v.is_empty()
+                                && (v.starts_with('[') || !v.contains(['*', '/', ':', '@', ' ']))
+                        }
+                    };
+                    if !ok {
+                        return Err(self.src.invalid_at(
+                            h,
+                            format!("rtms.allowed_hosts: {v:?} is not a host pattern: write a host name or IP (\"127.0.0.1\"), or *.<domain> for its subdomains (\"*.zoom.us\")"),
+                        ));
+                    }
+                    out.push(v);
+                }
+                out
+            }
+            None => default_allowed_hosts().map(str::to_owned).to_vec(),
+        };
+        let max = self.num(
+            &r.max_streams,
+            "rtms.max_streams",
+            default_max_streams(),
+            1,
+            1_000_000,
+        )?;
+        Ok((hosts, r.allow_insecure_ws.unwrap_or(false), to_usize(max.n)))
+    }
+
+    pub(super) fn rtms(
+        &mut self,
+        r: &RtmsConfig,
+        raw_plugins: &[Spanned<PluginConfig>],
+        plugins: &[Plugin],
+    ) -> Result<Rtms, ConfigError> {
+        let connection_timeout = self.rtms_num(
+            &r.connection_timeout_ms,
+            "connection_timeout_ms",
+            default_connection_timeout_ms(),
+            100,
+            MAX_MS,
+        )?;
+        let connection_max_attempts = self.rtms_num(
+            &r.connection_max_attempts,
+            "connection_max_attempts",
+            default_connection_max_attempts(),
+            1,
+            1000,
+        )?;
+        let connection_retry_delay = self.rtms_num(
+            &r.connection_retry_delay_ms,
+            "connection_retry_delay_ms",
+            default_connection_retry_delay_ms(),
+            0,
+            MAX_MS,
+        )?;
+        let reconnect_max_attempts = self.rtms_num(
+            &r.reconnect_max_attempts,
+            "reconnect_max_attempts",
+            default_reconnect_max_attempts(),
+            0,
+            1000,
+        )?;
+        let reconnect_base_delay = self.rtms_num(
+            &r.reconnect_base_delay_ms,
+            "reconnect_base_delay_ms",
+            default_reconnect_base_delay_ms(),
+            0,
+            MAX_MS,
+        )?;
+        let reconnect_max_delay = self.rtms_num(
+            &r.reconnect_max_delay_ms,
+            "reconnect_max_delay_ms",
+            default_reconnect_max_delay_ms(),
+            0,
+            MAX_MS,
+        )?;
+        if reconnect_max_delay.n < reconnect_base_delay.n {
+            let (key, v, other) = match reconnect_max_delay.origin {
+                Origin::Default => (
+                    "rtms.reconnect_base_delay_ms",
+                    &reconnect_base_delay,
+                    format!("reconnect_max_delay_ms ({})", reconnect_max_delay.n),
+                ),
+                _ => (
+                    "rtms.reconnect_max_delay_ms",
+                    &reconnect_max_delay,
+                    format!("reconnect_base_delay_ms ({})", reconnect_base_delay.n),
+                ),
+            };
+            let msg = if key.ends_with("max_delay_ms") {
+                format!("is below {other}: the maximum delay must be at least the base delay")
+            } else {
+                format!("is above {other}: the base delay must not exceed the maximum delay")
+            };
+            return Err(self.fail(key, v, &msg));
+        }
+        let keepalive_interval = self.rtms_num(
+            &r.keepalive_interval_ms,
+            "keepalive_interval_ms",
+            default_keepalive_interval_ms(),
+            MIN_KEEPALIVE_INTERVAL_MS,
+            MAX_MS,
+        )?;
+        let keepalive_timeout = self.rtms_num(
+            &r.keepalive_timeout_ms,
+            "keepalive_timeout_ms",
+            default_keepalive_timeout_ms(),
+            1,
+            MAX_MS,
+        )?;
+        if keepalive_timeout.n <= keepalive_interval.n {
+            let err = match keepalive_timeout.origin {
+                Origin::Default => self.fail(
+                    "rtms.keepalive_interval_ms",
+                    &keepalive_interval,
+                    &format!("is not below keepalive_timeout_ms ({}, the default): set keepalive_timeout_ms above the interval, e.g. to {}", keepalive_timeout.n, keepalive_interval.n.saturating_mul(3)),
+                ),
+                _ => self.fail(
+                    "rtms.keepalive_timeout_ms",
+                    &keepalive_timeout,
+                    &format!("must be greater than keepalive_interval_ms ({}): raise it, e.g. to {} (three intervals)", keepalive_interval.n, keepalive_interval.n.saturating_mul(3)),
+                ),
+            };
+            return Err(err);
+        }
+        let webhook_wait = self.rtms_num(
+            &r.webhook_wait_timeout_ms,
+            "webhook_wait_timeout_ms",
+            default_webhook_wait_timeout_ms(),
+            1000,
+            MAX_MS,
+        )?;
+
+        // What to request: the explicit list, or what enabled plugins subscribe to.
+        let mut wanted = MediaKinds::EMPTY;
+        for p in plugins.iter().filter(|p| p.enabled) {
+            wanted = wanted.union(p.media);
+        }
+        let media = match &r.media {
+            Some(list) => {
+                let mut set = MediaKinds::EMPTY;
+                for k in list.get_ref() {
+                    if *k.get_ref() == MediaKind::Event {
+                        return Err(self.src.invalid_at(
+                            k,
+                            "rtms.media: \"event\" is not a media stream (events arrive on the signaling socket): remove it and list event subscriptions in rtms.events",
+                        ));
+                    }
+                    set.insert(*k.get_ref());
+                }
+                for (raw, p) in raw_plugins.iter().zip(plugins) {
+                    let mut needs = p.media;
+                    needs.remove(MediaKind::Event);
+                    if p.enabled && !needs.is_subset(set) {
+                        let missing: MediaKinds =
+                            needs.iter().filter(|k| !set.contains(*k)).collect();
+                        return Err(self.src.invalid_at(
+                            &raw.get_ref().media,
+                            format!("plugin {:?} subscribes to {missing} but rtms.media {} does not request it: add it to rtms.media, or remove rtms.media to request what plugins subscribe to", p.name.as_str(), set),
+                        ));
+                    }
+                }
+                set
+            }
+            None => {
+                let mut w = wanted;
+                w.remove(MediaKind::Event);
+                w
+            }
+        };
+        let events = match &r.events {
+            Some(list) => {
+                let names = event_names();
+                let mut out = Vec::new();
+                for e in list {
+                    let n = match e.get_ref() {
+                        EventSpec::Name(name) => match names.get(name.as_str()) {
+                            Some(n) => *n,
+                            None => {
+                                let hint = suggest(name, names.keys().copied())
+                                    .map(|s| format!("did you mean {s:?}? "))
+                                    .unwrap_or_default();
+                                let all: Vec<&str> = names.keys().copied().collect();
+                                return Err(self.src.invalid_at(
+                                    e,
+                                    format!("rtms.events: unknown event {name:?}: {hint}use one of {} or an EVENT_TYPE number", all.join(", ")),
+                                ));
+                            }
+                        },
+                        EventSpec::Number(n) => match u32::try_from(*n) {
+                            Ok(n @ 1..=255) => n,
+                            _ => {
+                                return Err(self.src.invalid_at(
+                                    e,
+                                    format!("rtms.events: {n} is not an EVENT_TYPE number (allowed: 1 to 255)"),
+                                ));
+                            }
+                        },
+                    };
+                    if !out.contains(&n) {
+                        out.push(n);
+                    }
+                }
+                out
+            }
+            None if wanted.contains(MediaKind::Event) => default_events(),
+            None => Vec::new(),
+        };
+        let media_params = self.media_params(r, media)?;
+        let (reconnect_jitter_percent, reconnect_healthy_after, stop_drain) = self.outage(r)?;
+        let (allowed_hosts, allow_insecure_ws, max_streams) = self.rtms_intake(r)?;
+        Ok(Rtms {
+            connection_timeout: ms(connection_timeout.n),
+            connection_max_attempts: to_u32(connection_max_attempts.n),
+            connection_retry_delay: ms(connection_retry_delay.n),
+            reconnect_max_attempts: to_u32(reconnect_max_attempts.n),
+            reconnect_base_delay: ms(reconnect_base_delay.n),
+            reconnect_max_delay: ms(reconnect_max_delay.n),
+            reconnect_jitter_percent,
+            reconnect_healthy_after,
+            stop_drain,
+            keepalive_interval: ms(keepalive_interval.n),
+            keepalive_timeout: ms(keepalive_timeout.n),
+            webhook_wait_timeout: ms(webhook_wait.n),
+            media,
+            socket_mode: r.socket_mode.unwrap_or(default_socket_mode()),
+            buffer_data: r.buffer_data.unwrap_or(default_buffer_data()),
+            events,
+            media_params,
+            allowed_hosts,
+            allow_insecure_ws,
+            max_streams,
+        })
+    }
+
+    /// `[rtms]` keys of one outage and of the end: reconnection jitter, the healthy time that
+    /// ends an outage, and the drain after a stop.
+    pub(super) fn outage(&self, r: &RtmsConfig) -> Result<(u32, Duration, Duration), ConfigError> {
+        let jitter = self.rtms_num(
+            &r.reconnect_jitter_percent,
+            "reconnect_jitter_percent",
+            default_reconnect_jitter_percent(),
+            0,
+            100,
+        )?;
+        let healthy = self.rtms_num(
+            &r.reconnect_healthy_after_ms,
+            "reconnect_healthy_after_ms",
+            default_reconnect_healthy_after_ms(),
+            100,
+            MAX_MS,
+        )?;
+        let drain = self.rtms_num(
+            &r.stop_drain_ms,
+            "stop_drain_ms",
+            default_stop_drain_ms(),
+            0,
+            60_000,
+        )?;
+        Ok((to_u32(jitter.n), ms(healthy.n), ms(drain.n)))
+    }
+
+    pub(super) fn media_params(
+        &mut self,
+        r: &RtmsConfig,
+        media: MediaKinds,
+    ) -> Result<MediaParams, ConfigError> {
+        self.unused_section(&r.audio, "audio", MediaKind::Audio, media);
+        self.unused_section(&r.video, "video", MediaKind::Video, media);
+        self.unused_section(&r.deskshare, "deskshare", MediaKind::Share, media);
+        self.unused_section(&r.transcript, "transcript", MediaKind::Transcript, media);
+        let mut params = MediaParams::default();
+        if media.contains(MediaKind::Audio) {
+            let empty = AudioConfig::default();
+            let a = r.audio.as_ref().map_or(&empty, |a| a.get_ref());
+            let codec_name = a
+                .codec
+                .as_ref()
+                .map_or(AudioCodecName::L16, |c| *c.get_ref());
+            let rate = self.num(
+                &a.sample_rate,
+                "rtms.audio.sample_rate",
+                16_000,
+                0,
+                u64::MAX,
+            )?;
+            let rate_code = match rate.n {
+                8_000 => sample_rate::SR_8K,
+                16_000 => sample_rate::SR_16K,
+                32_000 => sample_rate::SR_32K,
+                48_000 => sample_rate::SR_48K,
+                _ => {
+                    return Err(self.fail(
+                        "rtms.audio.sample_rate",
+                        &rate,
+                        "is not supported: use 8000, 16000, 32000 or 48000",
+                    ));
+                }
+            };
+            let channels = self.num(&a.channels, "rtms.audio.channels", 1, 1, 2)?;
+            if channels.n == 2 && codec_name != AudioCodecName::Opus {
+                return Err(self.fail("rtms.audio.channels", &channels, "needs codec = \"opus\": Zoom sends stereo only as Opus; use channels = 1 or codec = \"opus\""));
+            }
+            let frame_ms = self.num(&a.frame_ms, "rtms.audio.frame_ms", 20, 10, 1000)?;
+            params.audio = Some(AudioParams {
+                content_type: Some(content_type::RAW_AUDIO),
+                sample_rate: Some(rate_code),
+                channel: Some(to_u32(channels.n)),
+                codec: Some(match codec_name {
+                    AudioCodecName::L16 => codec::L16,
+                    AudioCodecName::G711 => codec::G711,
+                    AudioCodecName::G722 => codec::G722,
+                    AudioCodecName::Opus => codec::OPUS,
+                }),
+                data_opt: Some(if a.per_speaker.unwrap_or(false) {
+                    data_opt::AUDIO_MULTI_STREAMS
+                } else {
+                    data_opt::AUDIO_MIXED_STREAM
+                }),
+                send_rate: Some(to_u32(frame_ms.n)),
+            });
+        }
+        if media.contains(MediaKind::Video) {
+            params.video = Some(self.video(&r.video, "video", VideoCodecName::H264)?);
+        }
+        if media.contains(MediaKind::Share) {
+            params.deskshare = Some(self.video(&r.deskshare, "deskshare", VideoCodecName::Jpg)?);
+        }
+        if media.contains(MediaKind::Transcript) {
+            let empty = TranscriptConfig::default();
+            let t = r.transcript.as_ref().map_or(&empty, |t| t.get_ref());
+            let language = match &t.language {
+                Some(l) if !(-1..=36).contains(l.get_ref()) => {
+                    return Err(self.src.invalid_at(
+                        l,
+                        format!("rtms.transcript.language = {} is not a TRANSCRIPT_LANGUAGE number (allowed: -1 for automatic, 0 to 36; 9 is English)", l.get_ref()),
+                    ));
+                }
+                Some(l) => i32::try_from(*l.get_ref()).unwrap_or(-1),
+                None => -1,
+            };
+            params.transcript = Some(TranscriptParams {
+                content_type: Some(content_type::TEXT),
+                src_language: Some(language),
+                enable_lid: Some(t.detect_language.unwrap_or(true)),
+            });
+        }
+        if media.contains(MediaKind::Chat) {
+            params.chat = Some(ChatParams {
+                content_type: Some(content_type::TEXT),
+            });
+        }
+        Ok(params)
+    }
+
+    pub(super) fn video(
+        &self,
+        raw: &Option<Spanned<VideoConfig>>,
+        name: &str,
+        default_codec: VideoCodecName,
+    ) -> Result<VideoParams, ConfigError> {
+        let empty = VideoConfig::default();
+        let v = raw.as_ref().map_or(&empty, |v| v.get_ref());
+        let c = v.codec.as_ref().map_or(default_codec, |c| *c.get_ref());
+        let (max_fps, default_fps) = match (c, name) {
+            (VideoCodecName::H264, _) => (30, 25),
+            (_, "deskshare") => (5, 1),
+            _ => (5, 5),
+        };
+        let key = format!("rtms.{name}.fps");
+        let fps = match &v.fps {
+            Some(f) => Value {
+                n: *f.get_ref(),
+                origin: Origin::File(f.span()),
+            },
+            None => Value {
+                n: default_fps,
+                origin: Origin::Default,
+            },
+        };
+        if fps.n < 1 || fps.n > max_fps {
+            let codec_name = match c {
+                VideoCodecName::H264 => "h264",
+                VideoCodecName::Jpg => "jpg",
+                VideoCodecName::Png => "png",
+            };
+            return Err(self.fail(
+                &key,
+                &fps,
+                &format!("is out of range for codec {codec_name:?}: JPG and PNG allow 1 to 5 frames per second, H.264 allows 1 to 30"),
+            ));
+        }
+        Ok(VideoParams {
+            content_type: Some(content_type::RAW_VIDEO),
+            codec: Some(match c {
+                VideoCodecName::H264 => codec::H264,
+                VideoCodecName::Jpg => codec::JPG,
+                VideoCodecName::Png => codec::PNG,
+            }),
+            resolution: Some(match v.resolution.unwrap_or(ResolutionName::Hd) {
+                ResolutionName::Sd => 1,
+                ResolutionName::Hd => 2,
+                ResolutionName::Fhd => 3,
+                ResolutionName::Qhd => 4,
+            }),
+            data_opt: (name == "video").then_some(data_opt::VIDEO_SINGLE_ACTIVE_STREAM),
+            fps: Some(to_u32(fps.n)),
+        })
+    }
+}

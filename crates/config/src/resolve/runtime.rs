@@ -1,0 +1,72 @@
+//! `[runtime]`: the compile cache, dead letters and their caps, the epoch tick, shutdown and
+//! reload settings.
+
+use super::*;
+
+impl Resolver<'_> {
+    pub(super) fn runtime(&self, r: &RuntimeConfig) -> Result<Runtime, ConfigError> {
+        let cache_dir = self.path(
+            r.cache_dir
+                .as_ref()
+                .map_or(default_cache_dir(), |c| c.get_ref()),
+        );
+        let dead_letter_dir = self.path(
+            r.dead_letter_dir
+                .as_ref()
+                .map_or(default_dead_letter_dir(), |c| c.get_ref()),
+        );
+        let tick = self.num(
+            &r.epoch_tick_ms,
+            "runtime.epoch_tick_ms",
+            default_epoch_tick_ms(),
+            1,
+            1000,
+        )?;
+        let grace = self.num(
+            &r.shutdown_grace_ms,
+            "runtime.shutdown_grace_ms",
+            default_shutdown_grace_ms(),
+            0,
+            600_000,
+        )?;
+        let debounce = self.num(
+            &r.reload.debounce_ms,
+            "runtime.reload.debounce_ms",
+            default_debounce_ms(),
+            0,
+            60_000,
+        )?;
+        let (dead_letter_max_bytes, dead_letter_files) = self.dead_letter_caps(r)?;
+        Ok(Runtime {
+            cache_dir,
+            epoch_tick: ms(tick.n),
+            dead_letter_dir,
+            dead_letter_max_bytes,
+            dead_letter_files,
+            shutdown_grace: ms(grace.n),
+            reload: Reload {
+                watch: r.reload.watch.unwrap_or(default_reload_watch()),
+                debounce: ms(debounce.n),
+            },
+        })
+    }
+
+    /// `[runtime] dead_letter_max_mb` (in bytes) and `dead_letter_files`.
+    pub(super) fn dead_letter_caps(&self, r: &RuntimeConfig) -> Result<(u64, u32), ConfigError> {
+        let max = self.num(
+            &r.dead_letter_max_mb,
+            "runtime.dead_letter_max_mb",
+            default_dead_letter_max_mb(),
+            1,
+            1 << 20,
+        )?;
+        let files = self.num(
+            &r.dead_letter_files,
+            "runtime.dead_letter_files",
+            default_dead_letter_files(),
+            0,
+            1000,
+        )?;
+        Ok((max.n << 20, to_u32(files.n)))
+    }
+}

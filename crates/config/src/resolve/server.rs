@@ -1,0 +1,194 @@
+//! `[server]` (the webhook listener, its limits and TLS) and `[admin]` (the admin listener
+//! and its token).
+
+use super::*;
+
+impl Resolver<'_> {
+    pub(super) fn server(&self, s: &ServerConfig) -> Result<Server, ConfigError> {
+        if let Some(old) = &s.admin {
+            return Err(self.src.invalid_at(
+                old,
+                "server.admin was replaced by the [admin] section: the admin routes now have their own listener. Remove server.admin and write `[admin]` with `enabled = true` or `false` (admin.listen defaults to \"127.0.0.1:9464\"; admin.token_env names the bearer token's variable, RTMS_ADMIN_TOKEN by default)".to_owned(),
+            ));
+        }
+        let listen: SocketAddr = match &s.listen {
+            Some(l) => l.get_ref().trim().parse().map_err(|_| {
+                self.src.invalid_at(
+                    l,
+                    format!(
+                        "server.listen = {:?} is not a socket address: write an IP and a port such as \"127.0.0.1:8080\" (host names are not resolved)",
+                        l.get_ref()
+                    ),
+                )
+            })?,
+            None => default_listen()
+                .parse()
+                .map_err(|_| self.src.invalid(0..0, "internal: bad default listen address"))?,
+        };
+        let webhook_path = match &s.webhook_path {
+            Some(p) => {
+                let v = p.get_ref();
+                if !v.starts_with('/') {
+                    return Err(self.src.invalid_at(
+                        p,
+                        format!("server.webhook_path = {v:?} must start with '/': write \"/{v}\""),
+                    ));
+                }
+                if v.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+                    return Err(self.src.invalid_at(
+                        p,
+                        format!("server.webhook_path = {v:?} may not contain spaces, '?' or '#': give the plain path Zoom posts to"),
+                    ));
+                }
+                v.clone()
+            }
+            None => default_webhook_path().to_owned(),
+        };
+        let max_body = self.num(
+            &s.max_body_bytes,
+            "server.max_body_bytes",
+            default_max_body_bytes(),
+            1024,
+            64 * 1024 * 1024,
+        )?;
+        let window = self.num(
+            &s.timestamp_window_secs,
+            "server.timestamp_window_secs",
+            default_timestamp_window_secs(),
+            1,
+            3600,
+        )?;
+        let (max_connections, header_timeout, body_timeout, tls) = self.server_limits(s)?;
+        Ok(Server {
+            listen,
+            webhook_path,
+            max_body_bytes: to_usize(max_body.n),
+            timestamp_window: Duration::from_secs(window.n),
+            max_connections,
+            header_timeout,
+            body_timeout,
+            tls,
+        })
+    }
+
+    /// `[server]` connection limits and `[server.tls]`.
+    pub(super) fn server_limits(
+        &self,
+        s: &ServerConfig,
+    ) -> Result<(usize, Duration, Duration, Option<ServerTls>), ConfigError> {
+        let conns = self.num(
+            &s.max_connections,
+            "server.max_connections",
+            default_max_connections(),
+            1,
+            1_000_000,
+        )?;
+        let header = self.num(
+            &s.header_timeout_ms,
+            "server.header_timeout_ms",
+            default_header_timeout_ms(),
+            100,
+            600_000,
+        )?;
+        let body = self.num(
+            &s.body_timeout_ms,
+            "server.body_timeout_ms",
+            default_body_timeout_ms(),
+            100,
+            600_000,
+        )?;
+        let tls = match &s.tls {
+            Some(t) => {
+                let t = t.get_ref();
+                let file = |f: &Spanned<String>, key: &str| {
+                    let p = self.path(f.get_ref());
+                    if p.is_file() {
+                        Ok(p)
+                    } else {
+                        Err(self.src.invalid_at(
+                            f,
+                            format!("server.tls.{key}: {} does not exist or is not a file: give a PEM file (relative paths are resolved against the pipeline file's folder)", p.display()),
+                        ))
+                    }
+                };
+                Some(ServerTls {
+                    cert: file(&t.cert, "cert")?,
+                    key: file(&t.key, "key")?,
+                })
+            }
+            None => None,
+        };
+        Ok((to_usize(conns.n), ms(header.n), ms(body.n), tls))
+    }
+
+    /// `[admin]`, and the refusal of the `[server] admin` key it replaced. An enabled listener
+    /// bound beyond loopback needs a token, even when validating without secrets.
+    pub(super) fn admin(&self, a: &AdminConfig) -> Result<Admin, ConfigError> {
+        let listen: SocketAddr = match &a.listen {
+            Some(l) => l.get_ref().trim().parse().map_err(|_| {
+                self.src.invalid_at(
+                    l,
+                    format!(
+                        "admin.listen = {:?} is not a socket address: write an IP and a port such as \"{}\" (host names are not resolved)",
+                        l.get_ref(),
+                        default_admin_listen()
+                    ),
+                )
+            })?,
+            None => default_admin_listen()
+                .parse()
+                .map_err(|_| self.src.invalid(0..0, "internal: bad default admin address"))?,
+        };
+        let token_env = match &a.token_env {
+            Some(n) => {
+                let v = n.get_ref();
+                if v.is_empty() || v.contains(['=', '\0']) || v.contains(char::is_whitespace) {
+                    return Err(self.src.invalid_at(
+                        n,
+                        format!("admin.token_env = {v:?} is not an environment variable name: give the name of the variable that holds the token, such as {:?}", default_admin_token_env()),
+                    ));
+                }
+                v.clone()
+            }
+            None => default_admin_token_env().to_owned(),
+        };
+        let interval = self.num(
+            &a.reload_min_interval_ms,
+            "admin.reload_min_interval_ms",
+            default_reload_min_interval_ms(),
+            0,
+            MAX_MS,
+        )?;
+        let token = self.env.var(&token_env).filter(|t| !t.is_empty());
+        let admin = Admin {
+            enabled: a.enabled.unwrap_or(default_admin_enabled()),
+            listen,
+            token: token.clone().map(Secret::new),
+            token_env,
+            reload_min_interval: ms(interval.n),
+        };
+        let at = a.listen.as_ref().map_or(0..0, Spanned::span);
+        if let Some(t) = &token
+            && t.chars().count() < MIN_ADMIN_TOKEN_LEN
+        {
+            return Err(self.src.invalid(
+                at,
+                format!(
+                    "the admin token in environment variable {} (named by admin.token_env) is shorter than {MIN_ADMIN_TOKEN_LEN} characters: set it to a long random value, such as 32 random hex digits",
+                    admin.token_env
+                ),
+            ));
+        }
+        if admin.enabled && admin.exposed() && token.is_none() {
+            return Err(self.src.invalid(
+                at,
+                format!(
+                    "admin.listen = \"{listen}\" is reachable beyond this machine but no admin token is set: export {}=<a long random value> (named by admin.token_env), or bind admin.listen to a loopback address such as \"{}\", or set admin.enabled = false",
+                    admin.token_env,
+                    default_admin_listen()
+                ),
+            ));
+        }
+        Ok(admin)
+    }
+}

@@ -1,0 +1,100 @@
+//! `[[sink]]`: where emitted outputs go, and the plugins, kinds and severities each takes.
+
+use super::*;
+
+impl Resolver<'_> {
+    pub(super) fn sinks(
+        &self,
+        raw: &[Spanned<SinkConfig>],
+        plugins: &[Plugin],
+    ) -> Result<Vec<Sink>, ConfigError> {
+        if raw.is_empty() {
+            return Ok(vec![Sink {
+                target: SinkTarget::Stdout,
+                filter: SinkFilter {
+                    min_severity: default_min_severity(),
+                    plugins: None,
+                    kinds: None,
+                },
+            }]);
+        }
+        raw.iter().map(|s| self.sink(s, plugins)).collect()
+    }
+
+    pub(super) fn sink(
+        &self,
+        s: &Spanned<SinkConfig>,
+        plugins: &[Plugin],
+    ) -> Result<Sink, ConfigError> {
+        let c = s.get_ref();
+        let target = match c.kind {
+            SinkType::Stdout => {
+                if let Some(extra) = c.path.as_ref().or(c.url.as_ref()) {
+                    return Err(self.src.invalid_at(extra, "a sink of type \"stdout\" takes no path or url: remove it, or set type = \"jsonl\" / \"http\""));
+                }
+                SinkTarget::Stdout
+            }
+            SinkType::Jsonl => {
+                if let Some(u) = &c.url {
+                    return Err(self.src.invalid_at(u, "a sink of type \"jsonl\" takes a path, not a url: remove url, or set type = \"http\""));
+                }
+                let Some(p) = &c.path else {
+                    return Err(self.src.invalid_at(
+                        s,
+                        "a sink of type \"jsonl\" needs a file: add path = \"out/outputs.jsonl\"",
+                    ));
+                };
+                SinkTarget::Jsonl {
+                    path: self.path(p.get_ref()),
+                }
+            }
+            SinkType::Http => {
+                if let Some(p) = &c.path {
+                    return Err(self.src.invalid_at(p, "a sink of type \"http\" takes a url, not a path: remove path, or set type = \"jsonl\""));
+                }
+                let Some(u) = &c.url else {
+                    return Err(self.src.invalid_at(s, "a sink of type \"http\" needs an endpoint: add url = \"http://127.0.0.1:9000/alerts\""));
+                };
+                let url = u.get_ref();
+                let rest = url.strip_prefix("http://");
+                if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                    return Err(self.src.invalid_at(
+                        u,
+                        format!("sink.url = {url:?} is not an http:// URL: only plain http:// endpoints are supported for now (for https, put a TLS proxy on loopback in front of it)"),
+                    ));
+                }
+                SinkTarget::Http { url: url.clone() }
+            }
+        };
+        let sink_plugins = match &c.plugins {
+            Some(list) => {
+                let mut names = Vec::new();
+                for p in list {
+                    let name = p.get_ref();
+                    match plugins.iter().find(|q| q.name.as_str() == name) {
+                        Some(q) => names.push(q.name.clone()),
+                        None => {
+                            let hint = suggest(name, plugins.iter().map(|q| q.name.as_str()))
+                                .map(|s| format!("; did you mean {s:?}?"))
+                                .unwrap_or_default();
+                            return Err(self.src.invalid_at(
+                                p,
+                                format!("sink.plugins: no plugin is named {name:?}{hint}"),
+                            ));
+                        }
+                    }
+                }
+                Some(names)
+            }
+            None => None,
+        };
+        Ok(Sink {
+            target,
+            filter: SinkFilter {
+                min_severity: c.min_severity.unwrap_or(default_min_severity()),
+                plugins: sink_plugins,
+                kinds: c.kinds.clone(),
+            },
+        })
+    }
+}

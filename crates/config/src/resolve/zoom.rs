@@ -1,0 +1,134 @@
+//! `[zoom]`: where the credentials come from (environment variable names, or plaintext only
+//! when the operator opts in).
+
+use super::*;
+
+impl Resolver<'_> {
+    pub(super) fn env_name(
+        &self,
+        raw: &Option<Spanned<String>>,
+        key: &str,
+        default: &str,
+    ) -> Result<String, ConfigError> {
+        match raw {
+            Some(n) => {
+                let v = n.get_ref();
+                if v.is_empty() || v.contains(['=', '\0']) || v.contains(char::is_whitespace) {
+                    return Err(self.src.invalid_at(
+                        n,
+                        format!("zoom.{key} = {v:?} is not an environment variable name: give the name of the variable that holds the value, such as {default:?}"),
+                    ));
+                }
+                Ok(v.clone())
+            }
+            None => Ok(default.to_owned()),
+        }
+    }
+
+    /// Reads a credential: the file's plaintext value if allowed, else the environment.
+    pub(super) fn credential(
+        &mut self,
+        var: &str,
+        env_key: &'static str,
+        what: &'static str,
+        plain: Option<&Spanned<String>>,
+    ) -> Result<Option<String>, ConfigError> {
+        if let Some(p) = plain {
+            return Ok(Some(p.get_ref().clone()));
+        }
+        match self.env.var(var).filter(|v| !v.is_empty()) {
+            Some(v) => Ok(Some(v)),
+            None if self.opts.require_secrets => Err(ConfigError::MissingSecret {
+                file: self.src.name.clone(),
+                var: var.to_owned(),
+                key: env_key,
+                what,
+            }),
+            None => {
+                self.warnings.push(format!(
+                    "{what} is missing: environment variable {var} is not set (named by zoom.{env_key}); export it before running the host"
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    pub(super) fn zoom(&mut self, z: &ZoomConfig) -> Result<Zoom, ConfigError> {
+        let client_id_env =
+            self.env_name(&z.client_id_env, "client_id_env", default_client_id_env())?;
+        let client_secret_env = self.env_name(
+            &z.client_secret_env,
+            "client_secret_env",
+            default_client_secret_env(),
+        )?;
+        let webhook_secret_env = self.env_name(
+            &z.webhook_secret_env,
+            "webhook_secret_env",
+            default_webhook_secret_env(),
+        )?;
+        let allow = z.allow_plaintext_secrets.unwrap_or(false);
+        for (raw, key, env_key, var) in [
+            (
+                &z.client_secret,
+                "client_secret",
+                "client_secret_env",
+                &client_secret_env,
+            ),
+            (
+                &z.webhook_secret,
+                "webhook_secret",
+                "webhook_secret_env",
+                &webhook_secret_env,
+            ),
+        ] {
+            if let Some(s) = raw
+                && !allow
+            {
+                return Err(self.src.invalid_at(
+                    s,
+                    format!("zoom.{key} holds a secret in plain text: remove it and export {var}=... instead (zoom.{env_key} names the variable), or set zoom.allow_plaintext_secrets = true if you must keep it in the file"),
+                ));
+            }
+        }
+        let client_id = self.credential(
+            &client_id_env,
+            "client_id_env",
+            "the Zoom app's client id",
+            z.client_id.as_ref(),
+        )?;
+        let client_secret = self.credential(
+            &client_secret_env,
+            "client_secret_env",
+            "the Zoom app's client secret",
+            z.client_secret.as_ref(),
+        )?;
+        let webhook_secret = self.credential(
+            &webhook_secret_env,
+            "webhook_secret_env",
+            "the webhook secret token",
+            z.webhook_secret.as_ref(),
+        )?;
+        let ca_file = match &z.ca_file {
+            Some(c) => {
+                let p = self.path(c.get_ref());
+                if !p.is_file() {
+                    return Err(self.src.invalid_at(
+                        c,
+                        format!("zoom.ca_file: {} does not exist or is not a file: give a PEM certificate (relative paths are resolved against the pipeline file's folder)", p.display()),
+                    ));
+                }
+                Some(p)
+            }
+            None => None,
+        };
+        Ok(Zoom {
+            client_id_env,
+            client_secret_env,
+            webhook_secret_env,
+            client_id,
+            client_secret: client_secret.map(Secret::new),
+            webhook_secret: webhook_secret.map(Secret::new),
+            ca_file,
+        })
+    }
+}
