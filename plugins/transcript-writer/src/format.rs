@@ -500,7 +500,6 @@ mod tests {
     /// intended change.
     mod golden {
         use super::*;
-        use serde::Serialize;
         use std::path::PathBuf;
 
         fn testdata(name: &str) -> PathBuf {
