@@ -29,16 +29,17 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
+use rtms_client::ingress::BodyError;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -493,22 +494,16 @@ impl Admin {
 
     /// Reads (and drops) the body within the size and time limits.
     async fn read_body(&self, req: Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
-        let limit = self.cfg.limits.max_body_bytes;
-        let too_large = || reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large());
-        }
-        let read = Limited::new(req.into_body(), limit).collect();
+        let read = rtms_client::ingress::read_limited(req, self.cfg.limits.max_body_bytes);
         match tokio::time::timeout(self.cfg.limits.body_timeout, read).await {
             Err(_) => Err(reply(StatusCode::REQUEST_TIMEOUT, "body too slow\n")),
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Ok(Err(_)) => Err(reply(StatusCode::BAD_REQUEST, "unreadable body\n")),
+            Ok(Err(BodyError::TooLarge { .. })) => {
+                Err(reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"))
+            }
+            Ok(Err(BodyError::Unreadable(_))) => {
+                Err(reply(StatusCode::BAD_REQUEST, "unreadable body\n"))
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use rtms_proto::WebhookAction;
-use rtms_sim::{MeetingOptions, MeetingScript, SimConfig, Simulator};
+use rtms_sim::{MeetingOptions, MeetingScript};
 
 use crate::{HostProcess, WEBHOOK_SECRET, lifecycle, pipeline, post, serial, signed, unix_now};
 
@@ -103,14 +103,7 @@ async fn overlong_ids_get_400_naming_the_field_and_are_never_logged_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_media_url_outside_the_allow_list_is_never_connected() {
     let _serial = serial().await;
-    let sim = Simulator::start(SimConfig {
-        webhook_secret: WEBHOOK_SECRET.into(),
-        client_id: crate::host_process::CLIENT_ID.into(),
-        client_secret: crate::host_process::CLIENT_SECRET.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = crate::simulator().await;
     // Signaling on `localhost` is allowed; the media URLs the simulator hands out name
     // 127.0.0.1, which is not.
     let host = HostProcess::start(&pipeline(

@@ -36,6 +36,18 @@ pub use host_process::{HostProcess, WEBHOOK_SECRET};
 pub const SIM_ALLOW: &str =
     "allowed_hosts = [\"127.0.0.1\", \"localhost\"]\nallow_insecure_ws = true\n";
 
+/// A simulator that signs with the host process's webhook secret and knows its credentials.
+pub async fn simulator() -> rtms_sim::Simulator {
+    rtms_sim::Simulator::start(rtms_sim::SimConfig {
+        webhook_secret: WEBHOOK_SECRET.into(),
+        client_id: host_process::CLIENT_ID.into(),
+        client_secret: host_process::CLIENT_SECRET.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("simulator")
+}
+
 /// Holds the one-test-at-a-time lock.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rtms_proto::WebhookAction;
 use rtms_proto::sign::url_validation_token;
-use rtms_sim::{MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
+use rtms_sim::{MeetingOptions, MeetingScript, Pace};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -78,14 +78,7 @@ async fn the_url_validation_oracle_ends_in_401_and_no_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_failover_cannot_redirect_a_live_stream() {
     let _serial = serial().await;
-    let sim = Simulator::start(SimConfig {
-        webhook_secret: WEBHOOK_SECRET.into(),
-        client_id: crate::host_process::CLIENT_ID.into(),
-        client_secret: crate::host_process::CLIENT_SECRET.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = crate::simulator().await;
     let host = HostProcess::start(&pipeline("", SIM_ALLOW));
     let url = host.webhook_url();
     let script = MeetingScript::builder()

@@ -25,6 +25,7 @@
 //! (a few lines per kind per interval, then a summary), never with the secret, and with
 //! what came from the network cut short.
 
+mod body;
 mod tls;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -34,9 +35,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -51,6 +52,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::ratelog;
 
+pub use body::{BodyError, read_limited};
 pub use tls::{ReloadingCert, TlsFiles};
 
 const SIGNATURE: &str = "x-zm-signature";
@@ -478,32 +480,22 @@ impl Ingress {
     /// Reads the body, refusing (413) anything past the limit without reading it.
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
         let limit = self.cfg.max_body_bytes;
-        let too_large = || {
-            bump(&self.cfg.stats.too_large);
-            if ratelog::admit("webhook-too-large") {
-                tracing::warn!(limit, "request body over the size limit: 413");
+        read_limited(req, limit).await.map_err(|e| match e {
+            BodyError::TooLarge { .. } => {
+                bump(&self.cfg.stats.too_large);
+                if ratelog::admit("webhook-too-large") {
+                    tracing::warn!(limit, "request body over the size limit: 413");
+                }
+                reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")
             }
-            reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")
-        };
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large());
-        }
-        match Limited::new(req.into_body(), limit).collect().await {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Err(e) => {
+            BodyError::Unreadable(error) => {
                 bump(&self.cfg.stats.bad_request);
                 if ratelog::admit("webhook-unreadable") {
-                    tracing::warn!(error = %e, "request body could not be read");
+                    tracing::warn!(error, "request body could not be read");
                 }
-                Err(reply(StatusCode::BAD_REQUEST, "unreadable body\n"))
+                reply(StatusCode::BAD_REQUEST, "unreadable body\n")
             }
-        }
+        })
     }
 
     fn unauthorized(&self, why: &str, event: Option<&str>) -> Response<Full<Bytes>> {
