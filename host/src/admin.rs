@@ -291,18 +291,23 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, token = admin.token_digest.is_some(), "admin listener listening");
     }
+    let mut backoff = rtms_client::ingress::AcceptBackoff::default();
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let pause = backoff.failed("admin", &e);
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                     continue;
                 }
             },
         };
+        backoff.accepted("admin");
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             admin.over_capacity.note(peer);
             drop(stream);

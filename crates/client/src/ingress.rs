@@ -25,6 +25,7 @@
 //! (a few lines per kind per interval, then a summary), never with the secret, and with
 //! what came from the network cut short.
 
+mod accept;
 mod body;
 mod tls;
 
@@ -52,6 +53,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::ratelog;
 
+pub use accept::AcceptBackoff;
 pub use body::{BodyError, read_limited};
 pub use tls::{ReloadingCert, TlsFiles};
 
@@ -61,10 +63,6 @@ const HEALTH_PATH: &str = "/healthz";
 
 /// The longest `plainToken` answered (Zoom's are 22 characters).
 const MAX_PLAIN_TOKEN: usize = 256;
-
-/// Bounds of the accept loop's pause after an error (out of descriptors).
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Ingress settings.
 #[derive(Clone)]
@@ -282,8 +280,7 @@ pub async fn serve(
         }
     });
     let conns = Arc::new(Mutex::new(Conns::default()));
-    let mut backoff = Duration::ZERO;
-    let mut failed_since_ok = 0u64;
+    let mut backoff = AcceptBackoff::default();
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -292,27 +289,16 @@ pub async fn serve(
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
                     bump(&ingress.cfg.stats.accept_errors);
-                    failed_since_ok += 1;
-                    backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
-                    if failed_since_ok == 1 {
-                        tracing::error!(error = %e, "accept failed (out of file descriptors? raise the limit with ulimit -n or lower server.max_connections): backing off");
-                    }
+                    let pause = backoff.failed("webhook", &e);
                     tokio::select! {
                         () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(pause) => {}
                     }
                     continue;
                 }
             },
         };
-        if failed_since_ok > 0 {
-            tracing::warn!(
-                failed = failed_since_ok,
-                "accepting connections again after failures"
-            );
-            failed_since_ok = 0;
-            backoff = Duration::ZERO;
-        }
+        backoff.accepted("webhook");
         bump(&ingress.cfg.stats.connections);
         let (id, evict) = admit(&conns, &ingress);
         let ingress = ingress.clone();
