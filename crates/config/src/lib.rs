@@ -97,6 +97,7 @@ impl Pipeline {
         };
         let table = DeTable::parse(text).map_err(|e| error::from_toml(&src, None, &e))?;
         probe_version(&src, table.get_ref())?;
+        check_integers(&src, table.get_ref())?;
         let file = raw::PipelineFile::deserialize(toml::de::Deserializer::from(table.clone()))
             .map_err(|e| error::from_toml(&src, Some(table.get_ref()), &e))?;
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
@@ -137,6 +138,31 @@ fn probe_version(src: &Source<'_>, table: &DeTable<'_>) -> Result<(), ConfigErro
         ));
     }
     Ok(())
+}
+
+/// TOML integers are 64-bit signed: the `toml` parser lets a larger one through to an unsigned
+/// field, but no other TOML reader (nor `toml`'s own `Table`) accepts the file, so it is refused
+/// here, wherever it is, with its place.
+fn check_integers(src: &Source<'_>, table: &DeTable<'_>) -> Result<(), ConfigError> {
+    fn value(src: &Source<'_>, v: &toml::Spanned<DeValue<'_>>) -> Result<(), ConfigError> {
+        match v.get_ref() {
+            DeValue::Integer(i) if i64::from_str_radix(i.as_str(), i.radix()).is_err() => Err(src
+                .invalid(
+                    v.span(),
+                    format!(
+                        "integer {} is out of range: TOML integers are 64-bit signed \
+                         (from {} to {}); use a smaller value",
+                        i.as_str(),
+                        i64::MIN,
+                        i64::MAX
+                    ),
+                )),
+            DeValue::Array(items) => items.iter().try_for_each(|item| value(src, item)),
+            DeValue::Table(t) => check_integers(src, t),
+            _ => Ok(()),
+        }
+    }
+    table.values().try_for_each(|v| value(src, v))
 }
 
 #[cfg(test)]

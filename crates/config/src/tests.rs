@@ -771,3 +771,20 @@ fn bad_intake_settings_are_named() {
         "{e}"
     );
 }
+
+#[test]
+fn integers_past_toml_range_are_refused_wherever_they_are() {
+    let d = Dir::new();
+    // An [rtms.audio] no medium uses is not range-checked, but the file is still not TOML.
+    let e = d.err("version = 1\n[rtms]\nmedia = [\"transcript\"]\n[rtms.audio]\nsample_rate = 18446744073709551615");
+    assert!(e.contains("pipeline.toml:5:"), "{e}");
+    assert!(
+        e.contains("integer 18446744073709551615 is out of range: TOML integers are 64-bit signed"),
+        "{e}"
+    );
+    let e = d.err("version = 1\n[rtms]\nmax_streams = 0x8000000000000000");
+    assert!(e.contains("out of range"), "{e}");
+    // The largest TOML integer is still read (and then range-checked by its key).
+    let e = d.err("version = 1\n[rtms]\nmax_streams = 9223372036854775807\nconnection_timeout_ms = [1, 99999999999999999999]");
+    assert!(e.contains("pipeline.toml:4:"), "{e}");
+}
