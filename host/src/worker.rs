@@ -36,6 +36,7 @@ use tokio::time::Instant;
 
 use crate::bindings::{EndReason, Frame, SessionInfo};
 use crate::deadletter::LetterMeta;
+use crate::metrics::{LOSS_WARN_INTERVAL, by_kind_text};
 use crate::queue::{Pushed, Queue};
 use crate::router::PluginEntry;
 use crate::runtime::host::InstanceCtx;
@@ -60,28 +61,41 @@ pub struct WorkerHandle {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Counts what happened to a frame pushed to a worker's queue: routed, dropped by a
-/// `drop-oldest` queue, or shed by a `block` queue (then written to the dead-letter file).
-/// Warns when a run of losses starts, never per frame.
+/// Counts what happened to a frame pushed to a worker's queue: routed, dropped to make room
+/// (by kind), or shed by a `block` queue (then written to the dead-letter file). Warns when
+/// losses start on a session, then at most once per `LOSS_WARN_INTERVAL`, never per frame.
 pub fn record_push(services: &Services, entry: &PluginEntry, ctx: &InstanceCtx, pushed: Pushed) {
     let stats = &entry.stats;
     match pushed {
         Pushed::Closed => return,
         Pushed::Queued => {}
-        Pushed::DroppedOldest { first } => {
+        Pushed::DroppedOldest { kind, .. } => {
+            let kind: rtms_proto::MediaKind = kind.into();
             stats.dropped.fetch_add(1, Ordering::Relaxed);
-            ctx.losses.dropped.fetch_add(1, Ordering::Relaxed);
-            if first {
-                tracing::warn!(plugin = %entry.name, stream = %ctx.stream_id, capacity = entry.queue_capacity, dropped_so_far = ctx.losses.dropped.load(Ordering::Relaxed), "plugin falls behind: its drop-oldest queue is full, oldest frames are being dropped (counted; summary at session end)");
+            stats.dropped_by_kind.add(kind, 1);
+            let l = &ctx.losses;
+            l.dropped.fetch_add(1, Ordering::Relaxed);
+            l.dropped_by_kind.add(kind, 1);
+            if l.warning_due() {
+                tracing::warn!(
+                    plugin = %entry.name,
+                    stream = %ctx.stream_id,
+                    capacity = entry.queue_capacity,
+                    dropped = l.dropped.load(Ordering::Relaxed),
+                    dropped_kinds = %by_kind_text(&l.dropped_by_kind.snapshot()),
+                    policy = %entry.on_full.describe(entry.kinds),
+                    "plugin falls behind: its queue is full and frames are dropping to make room (counts so far on this session; warned again at most every {}s; summary at session end; a bigger [plugin.queue] capacity or a faster plugin helps)",
+                    LOSS_WARN_INTERVAL.as_secs()
+                );
             }
         }
-        Pushed::Shed { frame, first } => {
+        Pushed::Shed { frame, .. } => {
             stats.shed.fetch_add(1, Ordering::Relaxed);
             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             ctx.losses.shed.fetch_add(1, Ordering::Relaxed);
             ctx.losses.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            if first {
-                tracing::warn!(plugin = %entry.name, stream = %ctx.stream_id, capacity = entry.queue_capacity, block_timeout_ms = entry.block_timeout.as_millis() as u64, shed_so_far = ctx.losses.shed.load(Ordering::Relaxed), "plugin is stuck or restarting: its queue stayed full past the block timeout; frames are shed to the dead-letter file until it catches up (counted; summary at session end)");
+            if ctx.losses.warning_due() {
+                tracing::warn!(plugin = %entry.name, stream = %ctx.stream_id, capacity = entry.queue_capacity, block_timeout_ms = entry.block_timeout.as_millis() as u64, shed = ctx.losses.shed.load(Ordering::Relaxed), kind = %rtms_proto::MediaKind::from(frame.kind), "plugin is stuck or restarting: its queue stayed full past the block timeout; frames are shed to the dead-letter file until it catches up (counts so far on this session; warned again at most every {}s; summary at session end)", LOSS_WARN_INTERVAL.as_secs());
             }
             let error = "shed: the plugin's queue stayed full past its block timeout";
             let meta = LetterMeta {

@@ -169,7 +169,7 @@ async fn drop_oldest_queue_counts_what_it_drops() {
     // A plugin slower than the producer, behind a tiny drop-oldest queue.
     let mut slow = Plug::new("slow", "seq_recorder");
     slow.capacity = 2;
-    slow.on_full = rtms_host::queue::OnFull::DropOldest;
+    slow.on_full = rtms_host::queue::QueuePolicy::all(rtms_host::queue::OnFull::DropOldest);
     slow.kinds = vec![MediaKind::Audio];
     slow.batch_max = 1;
     let h = harness(&[slow]).await;
