@@ -88,6 +88,9 @@ pub struct PluginStats {
     pub traps: AtomicU64,
     /// Instances built after a trap.
     pub restarts: AtomicU64,
+    /// Fresh instances built only to end a session whose last instance was gone (trapped,
+    /// or stopped by the breaker).
+    pub end_instances: AtomicU64,
     /// Sessions for which the circuit breaker stopped the plugin.
     pub breaker_trips: AtomicU64,
     /// Versions swapped in on live sessions.
@@ -221,6 +224,7 @@ impl Metrics {
                             errors: get(&p.errors),
                             traps: get(&p.traps),
                             restarts: get(&p.restarts),
+                            end_instances: get(&p.end_instances),
                             breaker_trips: get(&p.breaker_trips),
                             swaps: get(&p.swaps),
                             rollbacks: get(&p.rollbacks),
@@ -250,6 +254,7 @@ pub struct PluginSnapshot {
     pub errors: u64,
     pub traps: u64,
     pub restarts: u64,
+    pub end_instances: u64,
     pub breaker_trips: u64,
     pub swaps: u64,
     pub rollbacks: u64,

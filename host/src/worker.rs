@@ -428,7 +428,26 @@ impl Worker {
         self.ensure_instance().await;
     }
 
+    /// Ends the session for the plugin. When no instance is live (the last batch trapped,
+    /// a restart delay was pending, or the breaker is open) a fresh one is built now for the
+    /// end alone (`init`, `on-session-start` with `resumed = true`, `on-session-end`), so an
+    /// end-of-session summary is still written. Not when the plugin is stopped over its
+    /// directory quota (it would write more), nor when the fresh instance fails to start.
     async fn end_instance(&mut self, reason: EndReason) {
+        if self.instance.is_none() && !self.over_quota {
+            let breaker_was_open = self.breaker_open;
+            self.breaker_open = false;
+            self.not_before = None;
+            if self.ensure_instance().await {
+                tracing::info!(plugin = %self.entry.name, stream = %self.ctx.stream_id, ?reason, breaker_was_open, "built a fresh instance to end the session (resumed = true)");
+                self.entry
+                    .stats
+                    .end_instances
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, ?reason, "the session ends without on-session-end for this plugin: a fresh instance could not be started");
+            }
+        }
         if let Some(mut inst) = self.instance.take()
             && let Err(e) = inst.session_end(self.info.session, reason).await
         {

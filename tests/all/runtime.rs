@@ -92,8 +92,14 @@ async fn trapping_plugin_is_rebuilt_and_the_trapping_batches_are_dead_lettered()
         recorded_seqs(&h.out_dir().join("trap-trap-stream.txt")),
         expected
     );
-    // Rebuilt lazily for the next batch: after the last trap (seq 50) there is none.
-    assert_eq!(text.matches("# start resumed=true").count(), 9);
+    // Rebuilt lazily for the next batch; after the last trap (seq 50) a fresh instance is
+    // built for the session's end alone, so the plugin still ends the session.
+    assert_eq!(text.matches("# start resumed=true").count(), 10);
+    assert!(
+        text.ends_with("# trap 50\n# start resumed=true\n# end stopped(6)\n"),
+        "the last batch trapped, then a fresh instance ended the session:\n{text}"
+    );
+    assert_eq!(stats.end_instances.load(Ordering::Relaxed), 1);
     // The dead letters hold exactly the trapping frames.
     let letters =
         std::fs::read_to_string(h.dead_letter_dir().join("trap.deadletter.jsonl")).unwrap();
@@ -141,6 +147,14 @@ async fn circuit_breaker_stops_a_plugin_that_keeps_failing() {
         recorded_seqs(&h.out_dir().join("seqs-breaker-stream.txt")),
         (1..=10).collect::<Vec<_>>()
     );
+    // The breaker stopped it for the session, yet the session still ends for it: a fresh
+    // instance, told it resumes, gets on-session-end.
+    let text = std::fs::read_to_string(h.out_dir().join("trap-breaker-stream.txt")).unwrap();
+    assert!(
+        text.ends_with("# trap 3\n# start resumed=true\n# end stopped(6)\n"),
+        "{text}"
+    );
+    assert_eq!(stats.end_instances.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]
