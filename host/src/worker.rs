@@ -132,6 +132,8 @@ pub struct Worker {
     breaker_open: bool,
     /// Set when a granted directory went over its quota: the plugin is stopped.
     over_quota: bool,
+    /// Why the last attempt to start an instance failed (for the dead letters it causes).
+    start_error: Option<String>,
 }
 
 impl Worker {
@@ -169,6 +171,7 @@ impl Worker {
             recent_traps: Vec::new(),
             breaker_open: false,
             over_quota: false,
+            start_error: None,
         };
         let task = tokio::spawn(worker.run());
         WorkerHandle {
@@ -302,6 +305,7 @@ impl Worker {
         match result {
             Ok(inst) => {
                 self.instance = Some(inst);
+                self.start_error = None;
                 self.started = true;
                 self.healthy_since = Instant::now();
                 true
@@ -309,6 +313,7 @@ impl Worker {
             Err(e) => {
                 tracing::error!(plugin = %entry.name, stream = %self.ctx.stream_id, error = %e, "cannot start the plugin for this session");
                 self.on_failure(&e.to_string());
+                self.start_error = Some(e.to_string());
                 false
             }
         }
@@ -321,7 +326,11 @@ impl Worker {
                 self.entry.stats.discarded.fetch_add(n, Ordering::Relaxed);
                 self.ctx.losses.discarded.fetch_add(n, Ordering::Relaxed);
             } else {
-                self.dead_letter("no instance: the plugin failed to start", &frames);
+                let error = format!(
+                    "no instance: the plugin failed to start: {}",
+                    self.start_error.as_deref().unwrap_or("unknown error")
+                );
+                self.dead_letter(&error, &frames);
             }
             return;
         }

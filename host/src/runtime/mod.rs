@@ -8,6 +8,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod explain;
 pub mod host;
 pub mod instance;
 pub mod quota;
