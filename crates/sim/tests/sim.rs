@@ -114,6 +114,15 @@ async fn happy(sim: &Simulator, product: Product, mode: Mode) {
             assert_eq!(c["language"], 9);
         }
     }
+    // Mixed audio (the default) is tagged as Zoom tags it: user id -1, no name.
+    for m in got.media.iter().filter(|m| m["msg_type"] == 14) {
+        let c = &m["content"];
+        assert_eq!(
+            (c["user_id"].as_i64(), c["user_name"].as_str()),
+            (Some(-1), Some("")),
+            "{what}: {m}"
+        );
+    }
     let audio = got.media.iter().find(|m| m["msg_type"] == 14).unwrap();
     use base64::Engine;
     let pcm = base64::engine::general_purpose::STANDARD
@@ -1012,6 +1021,13 @@ async fn requested_audio_params_are_confirmed_and_honoured() {
     sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
         .await;
     let frame = m.recv_type(14).await.unwrap();
+    // Per-speaker audio (data_opt 2) says whose it is.
+    let c = &frame["content"];
+    assert!(
+        c["user_id"].as_i64().is_some_and(|id| id > 0)
+            && c["user_name"].as_str().is_some_and(|n| !n.is_empty()),
+        "{frame}"
+    );
     use base64::Engine;
     let pcm = base64::engine::general_purpose::STANDARD
         .decode(frame["content"]["data"].as_str().unwrap())
