@@ -97,8 +97,14 @@ impl Pipeline {
         };
         let table = DeTable::parse(text).map_err(|e| error::from_toml(&src, None, &e))?;
         probe_version(&src, table.get_ref())?;
-        let file = raw::PipelineFile::deserialize(toml::de::Deserializer::from(table.clone()))
-            .map_err(|e| error::from_toml(&src, Some(table.get_ref()), &e))?;
+        let file = match raw::PipelineFile::deserialize(toml::de::Deserializer::from(table.clone()))
+        {
+            Ok(file) => file,
+            Err(e) => {
+                let first = error::from_toml(&src, Some(table.get_ref()), &e);
+                return Err(every_shape_error(&src, &table).unwrap_or(first));
+            }
+        };
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let abs = resolve::normalize(&abs);
         let dir = abs.parent().map(Path::to_owned).unwrap_or_default();
@@ -111,6 +117,53 @@ impl Pipeline {
         };
         resolver.resolve(file, abs)
     }
+}
+
+/// Every error in the file's shape (unknown keys, wrong types, missing keys), found by
+/// checking each top-level section and each `[[plugin]]` and `[[sink]]` on its own, in file
+/// order; `None` when that finds none (the caller keeps the error of the whole file).
+fn every_shape_error(src: &Source<'_>, table: &toml::Spanned<DeTable<'_>>) -> Option<ConfigError> {
+    let version = table
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == "version");
+    let check = |key: &toml::Spanned<toml::de::DeString<'_>>, value: toml::Spanned<DeValue<'_>>| {
+        let mut part = DeTable::new();
+        if let Some((k, v)) = version {
+            part.insert(k.clone(), v.clone());
+        }
+        part.insert(key.clone(), value);
+        let part = toml::Spanned::new(table.span(), part);
+        raw::PipelineFile::deserialize(toml::de::Deserializer::from(part.clone()))
+            .err()
+            .map(|e| error::from_toml(src, Some(table.get_ref()), &e))
+    };
+    let mut errors = Vec::new();
+    for (key, value) in table.get_ref() {
+        if key.get_ref() == "version" {
+            continue;
+        }
+        match value.get_ref() {
+            DeValue::Array(items)
+                if items
+                    .iter()
+                    .all(|i| matches!(i.get_ref(), DeValue::Table(_))) =>
+            {
+                for item in items.iter() {
+                    let one: toml::de::DeArray<'_> = std::iter::once(item.clone()).collect();
+                    let one = toml::Spanned::new(value.span(), DeValue::Array(one));
+                    errors.extend(check(key, one));
+                }
+            }
+            _ => errors.extend(check(key, value.clone())),
+        }
+    }
+    errors.sort_by_key(|e| match e {
+        ConfigError::Invalid { at, .. } => (at.line, at.column),
+        ConfigError::UnknownKey(u) => (u.at.line, u.at.column),
+        _ => (0, 0),
+    });
+    ConfigError::gather(errors)
 }
 
 /// Checks `version = 1` before anything else, so a future format gets a clear error.

@@ -333,6 +333,30 @@ pub struct Plugin {
     /// The `[plugin.config]` table as `init` receives it: one pair per top-level key, sorted by
     /// key, strings raw and every other value as JSON text.
     pub config: Vec<(String, String)>,
+    /// Where the `[plugin.config]` table (or, without one, the plugin's `name`) is written,
+    /// for the errors only the plugin's `init` can find.
+    pub config_at: WrittenAt,
+}
+
+/// Where something is written in the pipeline file. Not part of equality: the same plugin
+/// moved within the file is the same plugin.
+#[derive(Clone, Debug, Default)]
+pub struct WrittenAt(pub Option<crate::error::Location>);
+
+impl PartialEq for WrittenAt {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Display for WrittenAt {
+    /// `file:line:column: `, or nothing when unknown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(at) => write!(f, "{at}: "),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Session filters of a plugin; `None` matches everything.

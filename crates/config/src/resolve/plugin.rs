@@ -49,25 +49,35 @@ impl Resolver<'_> {
         Ok((!read_only).then_some(q.n))
     }
 
+    /// Every plugin that resolves, and the error of each that does not, with its name.
     pub(super) fn plugins(
         &mut self,
         raw: &[Spanned<PluginConfig>],
-    ) -> Result<Vec<Plugin>, ConfigError> {
+    ) -> (Vec<Plugin>, Vec<(String, ConfigError)>) {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut out = Vec::with_capacity(raw.len());
+        let mut errors = Vec::new();
         for p in raw {
-            let plugin = self.plugin(p.get_ref())?;
+            let raw_name = p.get_ref().name.get_ref().clone();
+            let plugin = match self.plugin(p.get_ref()) {
+                Ok(plugin) => plugin,
+                Err(e) => {
+                    errors.push((raw_name, e));
+                    continue;
+                }
+            };
             let name = plugin.name.as_str().to_owned();
             if let Some(first) = seen.get(&name) {
-                return Err(self.src.invalid_at(
+                errors.push((raw_name, self.src.invalid_at(
                     &p.get_ref().name,
                     format!("plugin name {name:?} is already used by the plugin at line {first}: plugin names must be unique"),
-                ));
+                )));
+                continue;
             }
             seen.insert(name, self.src.at(p.get_ref().name.span().start).line);
             out.push(plugin);
         }
-        Ok(out)
+        (out, errors)
     }
 
     /// `[plugin.queue] on_full`: one policy for every kind, or a table per kind (kinds left
@@ -363,6 +373,10 @@ impl Resolver<'_> {
                 rollback_window: ms(rollback_window.n),
             },
             config,
+            config_at: WrittenAt(Some(match &p.config {
+                Some(c) => self.src.at(c.span().start),
+                None => self.src.at(p.name.span().start),
+            })),
         })
     }
 }
