@@ -21,7 +21,7 @@ async fn a_plugin_falling_behind_loses_audio_only_and_says_so() {
             seq_media: r#"["audio", "transcript", "chat"]"#,
             writer: false,
             // A small queue with no on_full: the default policy for its kinds applies.
-            seq_queue: "capacity = 8",
+            seq_queue: "capacity = 8\nblock_timeout_ms = 10000",
             // 20 ms per frame: far slower than a meeting played as fast as possible.
             seq_extra: "[plugin.batch]\nmax_frames = 1\n[plugin.config]\ndelay_ms = 20\n",
             ..Setup::default()
