@@ -97,14 +97,21 @@ impl Pipeline {
         };
         let table = DeTable::parse(text).map_err(|e| error::from_toml(&src, None, &e))?;
         probe_version(&src, table.get_ref())?;
-        let file = match raw::PipelineFile::deserialize(toml::de::Deserializer::from(table.clone()))
-        {
-            Ok(file) => file,
-            Err(e) => {
-                let first = error::from_toml(&src, Some(table.get_ref()), &e);
-                return Err(every_shape_error(&src, &table).unwrap_or(first));
-            }
-        };
+        // A file whose shape is wrong is checked part by part: every shape error is
+        // reported, and the parts without one are resolved too, so one run reports the
+        // value errors of the rest as well.
+        let (file, shape) =
+            match raw::PipelineFile::deserialize(toml::de::Deserializer::from(table.clone())) {
+                Ok(file) => (file, Shape::default()),
+                Err(e) => {
+                    let shape = shape_errors(&src, &table);
+                    let whole = toml::Spanned::new(table.span(), shape.sound.clone());
+                    match raw::PipelineFile::deserialize(toml::de::Deserializer::from(whole)) {
+                        Ok(file) if !shape.errors.is_empty() => (file, shape),
+                        _ => return Err(error::from_toml(&src, Some(table.get_ref()), &e)),
+                    }
+                }
+            };
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let abs = resolve::normalize(&abs);
         let dir = abs.parent().map(Path::to_owned).unwrap_or_default();
@@ -115,32 +122,42 @@ impl Pipeline {
             opts,
             warnings: Vec::new(),
         };
-        resolver.resolve(file, abs)
+        resolver.resolve(file, abs, shape.errors, &shape.dropped_plugins)
     }
 }
 
-/// Every error in the file's shape (unknown keys, wrong types, missing keys), found by
-/// checking each top-level section and each `[[plugin]]` and `[[sink]]` on its own, in file
-/// order; `None` when that finds none (the caller keeps the error of the whole file).
-fn every_shape_error(src: &Source<'_>, table: &toml::Spanned<DeTable<'_>>) -> Option<ConfigError> {
+/// What checking a file part by part found.
+#[derive(Default)]
+struct Shape<'i> {
+    /// Every shape error (unknown key, wrong type, missing key), in file order.
+    errors: Vec<ConfigError>,
+    /// The file without the parts that have one.
+    sound: DeTable<'i>,
+    /// The names of the `[[plugin]]` entries left out (for sinks that name them).
+    dropped_plugins: Vec<String>,
+}
+
+/// Checks each top-level section and each `[[plugin]]` and `[[sink]]` on its own.
+fn shape_errors<'i>(src: &Source<'_>, table: &toml::Spanned<DeTable<'i>>) -> Shape<'i> {
     let version = table
         .get_ref()
         .iter()
         .find(|(k, _)| k.get_ref() == "version");
-    let check = |key: &toml::Spanned<toml::de::DeString<'_>>, value: toml::Spanned<DeValue<'_>>| {
+    let check = |key: &toml::Spanned<toml::de::DeString<'i>>, value: toml::Spanned<DeValue<'i>>| {
         let mut part = DeTable::new();
         if let Some((k, v)) = version {
             part.insert(k.clone(), v.clone());
         }
         part.insert(key.clone(), value);
         let part = toml::Spanned::new(table.span(), part);
-        raw::PipelineFile::deserialize(toml::de::Deserializer::from(part.clone()))
+        raw::PipelineFile::deserialize(toml::de::Deserializer::from(part))
             .err()
             .map(|e| error::from_toml(src, Some(table.get_ref()), &e))
     };
-    let mut errors = Vec::new();
+    let mut shape = Shape::default();
     for (key, value) in table.get_ref() {
         if key.get_ref() == "version" {
+            shape.sound.insert(key.clone(), value.clone());
             continue;
         }
         match value.get_ref() {
@@ -149,21 +166,39 @@ fn every_shape_error(src: &Source<'_>, table: &toml::Spanned<DeTable<'_>>) -> Op
                     .iter()
                     .all(|i| matches!(i.get_ref(), DeValue::Table(_))) =>
             {
+                let mut kept = Vec::new();
                 for item in items.iter() {
-                    let one: toml::de::DeArray<'_> = std::iter::once(item.clone()).collect();
-                    let one = toml::Spanned::new(value.span(), DeValue::Array(one));
-                    errors.extend(check(key, one));
+                    let one: toml::de::DeArray<'i> = std::iter::once(item.clone()).collect();
+                    match check(key, toml::Spanned::new(value.span(), DeValue::Array(one))) {
+                        None => kept.push(item.clone()),
+                        Some(e) => {
+                            shape.errors.push(e);
+                            if key.get_ref() == "plugin"
+                                && let DeValue::Table(t) = item.get_ref()
+                                && let Some((_, name)) =
+                                    t.iter().find(|(k, _)| k.get_ref() == "name")
+                                && let DeValue::String(name) = name.get_ref()
+                            {
+                                shape.dropped_plugins.push(name.to_string());
+                            }
+                        }
+                    }
                 }
+                let kept: toml::de::DeArray<'i> = kept.into_iter().collect();
+                shape.sound.insert(
+                    key.clone(),
+                    toml::Spanned::new(value.span(), DeValue::Array(kept)),
+                );
             }
-            _ => errors.extend(check(key, value.clone())),
+            _ => match check(key, value.clone()) {
+                None => {
+                    shape.sound.insert(key.clone(), value.clone());
+                }
+                Some(e) => shape.errors.push(e),
+            },
         }
     }
-    errors.sort_by_key(|e| match e {
-        ConfigError::Invalid { at, .. } => (at.line, at.column),
-        ConfigError::UnknownKey(u) => (u.at.line, u.at.column),
-        _ => (0, 0),
-    });
-    ConfigError::gather(errors)
+    shape
 }
 
 /// Checks `version = 1` before anything else, so a future format gets a clear error.

@@ -201,14 +201,22 @@ impl Resolver<'_> {
 
     /// Resolves every section, collecting the errors of each (a section, or one plugin or
     /// sink, stops at its first), so one run reports everything it can.
-    pub fn resolve(mut self, file: PipelineFile, path: PathBuf) -> Result<Pipeline, ConfigError> {
-        let mut errors = Vec::new();
+    ///
+    /// `errors` holds what was found before (the file's shape errors, whose parts `file`
+    /// leaves out) and `dropped` the names of the plugins left out for them.
+    pub fn resolve(
+        mut self,
+        file: PipelineFile,
+        path: PathBuf,
+        mut errors: Vec<ConfigError>,
+        dropped: &[String],
+    ) -> Result<Pipeline, ConfigError> {
         let server = keep(&mut errors, self.server(&file.server));
         let admin = keep(&mut errors, self.admin(&file.admin));
         let zoom = keep(&mut errors, self.zoom(&file.zoom));
         let runtime = keep(&mut errors, self.runtime(&file.runtime));
         let (plugins, plugin_errors) = self.plugins(&file.plugin);
-        let failed: Vec<String> = plugin_errors.iter().map(|(n, _)| n.clone()).collect();
+        let mut failed: Vec<String> = plugin_errors.iter().map(|(n, _)| n.clone()).collect();
         errors.extend(plugin_errors.into_iter().map(|(_, e)| e));
         let resolved: Vec<&Spanned<PluginConfig>> = file
             .plugin
@@ -216,6 +224,7 @@ impl Resolver<'_> {
             .filter(|p| !failed.contains(p.get_ref().name.get_ref()))
             .collect();
         let rtms = keep(&mut errors, self.rtms(&file.rtms, &resolved, &plugins));
+        failed.extend(dropped.iter().cloned());
         let (sinks, sink_errors) = self.sinks(&file.sink, &plugins, &failed);
         errors.extend(sink_errors);
         // File order, so the operator reads them top to bottom.
