@@ -225,7 +225,9 @@ impl<C> Queue<C> {
                 if q.closed {
                     return Pushed::Closed;
                 }
-                if q.frames < self.capacity {
+                // Room, or a droppable frame queued meanwhile: take the room or drop that
+                // frame instead of shedding this one.
+                if q.frames < self.capacity || q.droppable > 0 {
                     drop(q);
                     continue;
                 }

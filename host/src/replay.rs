@@ -89,8 +89,14 @@ pub async fn replay(args: ReplayArgs) -> Result<()> {
     );
     for (name, p) in &s.metrics.plugins {
         println!(
-            "  {name}: {} frames delivered, {} errors, {} traps, {} dead-lettered",
-            p.delivered, p.errors, p.traps, p.dead_lettered
+            "  {name}: {} frames delivered, {} errors, {} traps, {} dead-lettered, {} dropped ({}), {} shed",
+            p.delivered,
+            p.errors,
+            p.traps,
+            p.dead_lettered,
+            p.dropped,
+            crate::metrics::by_kind_text(&p.dropped_by_kind),
+            p.shed
         );
     }
     Ok(())
