@@ -134,6 +134,8 @@ pub struct Worker {
     over_quota: bool,
     /// Why the last attempt to start an instance failed (for the dead letters it causes).
     start_error: Option<String>,
+    /// Set while ending the session: a failure then schedules no restart and trips nothing.
+    ending: bool,
 }
 
 impl Worker {
@@ -172,6 +174,7 @@ impl Worker {
             breaker_open: false,
             over_quota: false,
             start_error: None,
+            ending: false,
         };
         let task = tokio::spawn(worker.run());
         WorkerHandle {
@@ -366,6 +369,9 @@ impl Worker {
     /// Records a trap or failed start: schedules the restart, trips the breaker, and rolls
     /// back a freshly swapped version that keeps failing.
     fn on_failure(&mut self, error: &str) {
+        if self.ending {
+            return;
+        }
         let now = Instant::now();
         let policy = self.entry.restart.clone();
         if let Some((prev, swapped_at)) = &self.previous
@@ -444,6 +450,7 @@ impl Worker {
     /// directory quota (it would write more), nor when the fresh instance fails to start.
     async fn end_instance(&mut self, reason: EndReason) {
         if self.instance.is_none() && !self.over_quota {
+            self.ending = true;
             let breaker_was_open = self.breaker_open;
             self.breaker_open = false;
             self.not_before = None;
