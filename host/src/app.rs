@@ -279,6 +279,9 @@ impl Service {
             let _ = t.await;
         }
         let snapshot = self.shared.metrics.snapshot();
+        for (name, p) in &snapshot.plugins {
+            p.warn_losses(name);
+        }
         drop(self.sessions);
         drop(self.shared);
         if tokio::time::timeout(self.grace, self.sinks.finish())

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::bindings::{self, EndReason, Frame, SessionInfo};
 use crate::deadletter::DeadLetters;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, by_kind_text};
 use crate::output::Outputs;
 use crate::queue::{Pushed, Queue};
 use crate::router::{PluginEntry, RouteTable};
@@ -340,11 +340,12 @@ impl HostSession {
                     plugin = %w.entry.name,
                     shed = l.shed,
                     dropped = l.dropped,
+                    dropped_kinds = %by_kind_text(&l.dropped_by_kind),
                     dead_lettered = l.dead_lettered,
                     discarded = l.discarded,
                     log_lines_dropped = l.log_dropped,
                     outputs_dropped = l.emit_dropped,
-                    "plugin lost data on this session (frames shed by a full block queue, dropped by drop-oldest, written to the dead-letter file or discarded while stopped; log lines and outputs over their byte rates)"
+                    "plugin lost data on this session (dropped: to make room in its full queue; shed: its queue stayed full past block_timeout_ms, in the dead-letter file; dead-lettered: also batches that trapped; discarded: while stopped; log lines and outputs: over their byte rates)"
                 );
             }
         }

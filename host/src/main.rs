@@ -37,12 +37,16 @@ enum Cmd {
         #[arg(long, short, default_value = "pipeline.toml")]
         config: PathBuf,
     },
-    /// Check a pipeline file (and that its components exist) without running anything.
+    /// Check a pipeline file without running anything: every error in it at once, then every
+    /// enabled plugin's component loaded and its `init` trial-run with its [plugin.config].
     Validate {
         /// The pipeline file.
         config: PathBuf,
-        /// Also load, link and trial-run every component.
+        /// Check the file only: do not load the components or trial-run their `init`.
         #[arg(long)]
+        no_load: bool,
+        /// Load and trial-run the components (the default; kept for older scripts).
+        #[arg(long, hide = true, conflicts_with = "no_load")]
         load: bool,
     },
     /// Run the Zoom simulator alone (signed webhooks, signaling and media servers).
@@ -86,7 +90,10 @@ fn main() -> ExitCode {
                 init_logging("info");
                 run(config).await
             }
-            Cmd::Validate { config, load } => {
+            Cmd::Validate {
+                config, no_load, ..
+            } => {
+                let load = !no_load;
                 init_logging("warn");
                 validate(config, load).await
             }
@@ -202,9 +209,14 @@ async fn validate(config: PathBuf, load: bool) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-        let metrics = rtms_host::metrics::Metrics::default();
-        if let Err(e) = rtms_host::pipeline::build_table(&pipeline, &rt, &metrics, None, 1).await {
-            eprintln!("{e:#}");
+        let errors = rtms_host::pipeline::check_plugins(&pipeline, &rt).await;
+        if !errors.is_empty() {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            if errors.len() > 1 {
+                eprintln!("{} errors in all", errors.len());
+            }
             return ExitCode::from(EX_USAGE);
         }
     }

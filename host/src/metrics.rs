@@ -15,6 +15,39 @@ use serde::Serialize;
 
 use crate::bindings::Frame;
 
+/// Counters per kind of frame, indexed in contract order (`rtms_proto::MediaKind as usize`).
+#[derive(Debug, Default)]
+pub struct ByKind([AtomicU64; 6]);
+
+impl ByKind {
+    pub fn add(&self, kind: rtms_proto::MediaKind, n: u64) {
+        self.0[kind as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The non-zero counts, by kind name.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        rtms_proto::MediaKind::ALL
+            .into_iter()
+            .filter_map(|k| {
+                let n = self.0[k as usize].load(Ordering::Relaxed);
+                (n > 0).then(|| (k.as_str().to_owned(), n))
+            })
+            .collect()
+    }
+}
+
+/// `audio 12, video 3` (for log lines); `none` when empty.
+pub fn by_kind_text(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    parts.join(", ")
+}
+
+/// How often a (plugin, session) may warn again about frames it keeps losing.
+pub const LOSS_WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Called after each `on-frames` call returns, with the session id, the plugin name and the
 /// batch the call took. Must be quick: it runs on the worker's task.
 #[derive(Clone)]
@@ -38,8 +71,10 @@ pub struct PluginStats {
     pub delivered: AtomicU64,
     /// `on-frames` calls made.
     pub calls: AtomicU64,
-    /// Frames dropped by a full `drop-oldest` queue.
+    /// Frames dropped to make room in a full queue (kinds its queue policy drops).
     pub dropped: AtomicU64,
+    /// `dropped` by the kind of the frame dropped.
+    pub dropped_by_kind: ByKind,
     /// Frames a full `block` queue refused after its block timeout (stuck or restarting
     /// plugin); each is also counted in `dead_lettered`.
     pub shed: AtomicU64,
@@ -53,6 +88,9 @@ pub struct PluginStats {
     pub traps: AtomicU64,
     /// Instances built after a trap.
     pub restarts: AtomicU64,
+    /// Fresh instances built only to end a session whose last instance was gone (trapped,
+    /// or stopped by the breaker).
+    pub end_instances: AtomicU64,
     /// Sessions for which the circuit breaker stopped the plugin.
     pub breaker_trips: AtomicU64,
     /// Versions swapped in on live sessions.
@@ -70,15 +108,19 @@ pub struct PluginStats {
     pub sessions_with_losses: AtomicU64,
 }
 
-/// What one plugin lost on one session; summarised when the session ends.
+/// What one plugin lost on one session; warned about when it starts, summarised when the
+/// session ends.
 #[derive(Debug, Default)]
 pub struct Losses {
     pub shed: AtomicU64,
     pub dropped: AtomicU64,
+    pub dropped_by_kind: ByKind,
     pub dead_lettered: AtomicU64,
     pub discarded: AtomicU64,
     pub log_dropped: AtomicU64,
     pub emit_dropped: AtomicU64,
+    /// When the last warning about dropped or shed frames was logged.
+    last_warning: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Losses {
@@ -88,12 +130,26 @@ impl Losses {
         let s = LossSummary {
             shed: get(&self.shed),
             dropped: get(&self.dropped),
+            dropped_by_kind: self.dropped_by_kind.snapshot(),
             dead_lettered: get(&self.dead_lettered),
             discarded: get(&self.discarded),
             log_dropped: get(&self.log_dropped),
             emit_dropped: get(&self.emit_dropped),
         };
         (s != LossSummary::default()).then_some(s)
+    }
+
+    /// Whether a frame lost now should be warned about: the first loss of the session
+    /// always is, later ones at most once per [`LOSS_WARN_INTERVAL`] (with the counts so
+    /// far), so a plugin that keeps falling behind is reported without flooding the log.
+    pub fn warning_due(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut last = self.last_warning.lock();
+        if last.is_some_and(|t| now.duration_since(t) < LOSS_WARN_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 }
 
@@ -102,6 +158,7 @@ impl Losses {
 pub struct LossSummary {
     pub shed: u64,
     pub dropped: u64,
+    pub dropped_by_kind: BTreeMap<String, u64>,
     pub dead_lettered: u64,
     pub discarded: u64,
     pub log_dropped: u64,
@@ -160,12 +217,14 @@ impl Metrics {
                             delivered: get(&p.delivered),
                             calls: get(&p.calls),
                             dropped: get(&p.dropped),
+                            dropped_by_kind: p.dropped_by_kind.snapshot(),
                             shed: get(&p.shed),
                             dead_lettered: get(&p.dead_lettered),
                             discarded: get(&p.discarded),
                             errors: get(&p.errors),
                             traps: get(&p.traps),
                             restarts: get(&p.restarts),
+                            end_instances: get(&p.end_instances),
                             breaker_trips: get(&p.breaker_trips),
                             swaps: get(&p.swaps),
                             rollbacks: get(&p.rollbacks),
@@ -187,12 +246,15 @@ pub struct PluginSnapshot {
     pub delivered: u64,
     pub calls: u64,
     pub dropped: u64,
+    /// `dropped` by kind (kinds with none left out).
+    pub dropped_by_kind: BTreeMap<String, u64>,
     pub shed: u64,
     pub dead_lettered: u64,
     pub discarded: u64,
     pub errors: u64,
     pub traps: u64,
     pub restarts: u64,
+    pub end_instances: u64,
     pub breaker_trips: u64,
     pub swaps: u64,
     pub rollbacks: u64,
@@ -200,6 +262,40 @@ pub struct PluginSnapshot {
     pub emit_dropped: u64,
     pub quota_stops: u64,
     pub sessions_with_losses: u64,
+}
+
+impl PluginSnapshot {
+    /// Whether the plugin lost anything: frames dropped, shed, dead-lettered or discarded,
+    /// log lines or outputs over their byte rates.
+    pub fn lost_any(&self) -> bool {
+        self.dropped
+            + self.shed
+            + self.dead_lettered
+            + self.discarded
+            + self.log_dropped
+            + self.emit_dropped
+            > 0
+    }
+
+    /// Logs one warning with what the plugin lost over the host's life, if anything
+    /// (at shutdown, and at the end of a replay).
+    pub fn warn_losses(&self, plugin: &str) {
+        if !self.lost_any() {
+            return;
+        }
+        tracing::warn!(
+            plugin = %plugin,
+            dropped = self.dropped,
+            dropped_kinds = %by_kind_text(&self.dropped_by_kind),
+            shed = self.shed,
+            dead_lettered = self.dead_lettered,
+            discarded = self.discarded,
+            log_lines_dropped = self.log_dropped,
+            outputs_dropped = self.emit_dropped,
+            sessions_with_losses = self.sessions_with_losses,
+            "plugin lost data since the host started (dropped: to make room in its queue; shed: its queue stayed full past block_timeout_ms, in the dead-letter file; discarded: while stopped; log lines and outputs: over their byte rates)"
+        );
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]

@@ -102,24 +102,13 @@ pub async fn build_table(
             .load(&plugin.component)
             .await
             .with_context(|| format!("plugin {name}: component refused"))?;
-        let spec = Arc::new(InstanceSpec {
-            memory_bytes: plugin.limits.memory_bytes(),
-            call_timeout: plugin.limits.call_timeout,
-            grants: plugin
-                .dirs
-                .iter()
-                .map(|d| Grant {
-                    host: d.host.clone(),
-                    guest: d.guest.clone(),
-                    read_only: d.read_only,
-                    quota_bytes: d.quota_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
-                })
-                .collect(),
-            config: plugin.config.clone(),
-        });
-        trial_run(rt, &name, &code, &spec)
-            .await
-            .with_context(|| format!("plugin {name}: trial run of init failed"))?;
+        let spec = Arc::new(instance_spec(plugin));
+        trial_run(rt, &name, &code, &spec).await.with_context(|| {
+            format!(
+                "{}plugin {name}: trial run of init with its [plugin.config] failed",
+                plugin.config_at
+            )
+        })?;
         let generation = match prev.and_then(|t| t.get(&name)) {
             Some(old) if old.code.hash == code.hash && *old.spec == *spec => old.generation,
             _ => version,
@@ -154,6 +143,55 @@ pub async fn build_table(
         }));
     }
     Ok(RouteTable { version, plugins })
+}
+
+/// How to build an instance of `plugin`.
+fn instance_spec(plugin: &rtms_config::Plugin) -> InstanceSpec {
+    InstanceSpec {
+        memory_bytes: plugin.limits.memory_bytes(),
+        call_timeout: plugin.limits.call_timeout,
+        grants: plugin
+            .dirs
+            .iter()
+            .map(|d| Grant {
+                host: d.host.clone(),
+                guest: d.guest.clone(),
+                read_only: d.read_only,
+                quota_bytes: d.quota_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+            })
+            .collect(),
+        config: plugin.config.clone(),
+    }
+}
+
+/// Loads every enabled plugin's component and trial-runs its `init` with its config (no
+/// directory is created); returns one message per plugin that fails, each starting with
+/// where the plugin's config is written. For `rtms-host validate`.
+pub async fn check_plugins(p: &Pipeline, rt: &Runtime) -> Vec<String> {
+    let mut errors = Vec::new();
+    for plugin in p.plugins.iter().filter(|pl| pl.enabled) {
+        let name = plugin.name.to_string();
+        let at = &plugin.config_at;
+        let code = match rt.load(&plugin.component).await {
+            Ok(code) => code,
+            Err(e) => {
+                errors.push(format!(
+                    "{at}plugin {name:?}: component {} refused: {e:#}",
+                    plugin.component.display()
+                ));
+                continue;
+            }
+        };
+        // A trial needs no granted directory to exist yet: grant none that is missing.
+        let mut spec = instance_spec(plugin);
+        spec.grants.retain(|g| g.host.is_dir());
+        if let Err(e) = trial_run(rt, &name, &code, &spec).await {
+            errors.push(format!(
+                "{at}plugin {name:?}: its init refused the [plugin.config] given to it: {e:#}"
+            ));
+        }
+    }
+    errors
 }
 
 /// Instantiates the plugin in a throw-away Store and runs `init` with its config.

@@ -5,19 +5,24 @@
 //! marker goes to the old instance, everything after to the new one. Control messages are
 //! never dropped, never wait and do not count against the capacity.
 //!
-//! When the queue holds `capacity` frames, the plugin's policy decides:
+//! When the queue holds `capacity` frames, the plugin's queue policy decides, per kind of
+//! frame (`[plugin.queue] on_full`, see [`QueuePolicy`]):
 //!
-//! - `Block` makes the producer wait for space, but only up to a bounded time
+//! - When a kind the policy lets drop (by default audio, video and share) is queued, the
+//!   oldest such frame is discarded and counted to make room, whatever the kind of the new
+//!   frame: real-time media is skipped rather than lagged on, and transcript, chat and events
+//!   are never dropped to make room for it.
+//! - Otherwise a new frame of a droppable kind is itself discarded and counted (there is
+//!   nothing older to drop).
+//! - Otherwise (`block`) the producer waits for space, but only up to a bounded time
 //!   (`block_timeout`): a plugin that is stuck or restarting must never stall the session's
 //!   socket reader (keep-alives) or the session's other plugins. Past the timeout the queue
 //!   *sheds*: the frame is handed back to the producer, which dead-letters and counts it.
 //!   While shedding, a full queue sheds at once without waiting again; shedding ends when
 //!   the consumer has drained the queue to half its capacity.
-//! - `DropOldest` discards the oldest queued frame and counts it (real-time plugins that
-//!   would rather skip than lag).
 //!
-//! Either way the producer learns when a run of losses *starts*, so it can warn once per
-//! run instead of once per frame.
+//! Either way the producer learns when a run of losses *starts* and which kind was lost, so
+//! it can count by kind and warn once per run (rate-limited) instead of once per frame.
 //!
 //! The consumer takes batches: up to `max_frames` consecutive frames, waiting at most
 //! `max_wait` (counted from when the oldest of them was queued) for a partial batch to fill.
@@ -31,11 +36,12 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::bindings::Frame;
+use crate::bindings::{Frame, MediaKind};
 
-/// What a full queue does (`[plugin.queue] on_full`): `Block` waits up to the block
-/// timeout, then sheds; `DropOldest` discards the oldest queued frame.
-pub use rtms_config::OnFull;
+/// What a full queue does for one kind (`Block` waits up to the block timeout, then sheds;
+/// `DropOldest` discards the oldest queued frame of a droppable kind), and the policy per
+/// kind (`[plugin.queue] on_full`).
+pub use rtms_config::{OnFull, QueuePolicy};
 
 /// A message in a worker's queue.
 enum Item<C> {
@@ -48,9 +54,10 @@ enum Item<C> {
 pub enum Pushed {
     /// Queued, nothing lost.
     Queued,
-    /// Queued; the oldest queued frame was discarded to make room. `first` is true when this
-    /// starts a run of losses.
-    DroppedOldest { first: bool },
+    /// A frame of `kind` was discarded to make room: the oldest queued frame of a kind the
+    /// policy drops, or, when none is queued, the pushed frame itself (then of a droppable
+    /// kind). `first` is true when this starts a run of losses.
+    DroppedOldest { kind: MediaKind, first: bool },
     /// Not queued: the queue stayed full past the block timeout (or is shedding). The frame
     /// is handed back for the dead-letter file. `first` is true when this starts a run.
     Shed { frame: Frame, first: bool },
@@ -65,8 +72,8 @@ pub struct Queue<C> {
     /// Signalled when frames are taken (producers waiting under `Block`).
     space: Notify,
     capacity: usize,
-    policy: OnFull,
-    /// Frames discarded under `DropOldest`.
+    policy: QueuePolicy,
+    /// Frames discarded to make room.
     pub dropped: AtomicU64,
     /// Frames shed under `Block`.
     pub shed: AtomicU64,
@@ -75,10 +82,16 @@ pub struct Queue<C> {
 struct Inner<C> {
     items: VecDeque<Item<C>>,
     frames: usize,
+    /// Queued frames of kinds the policy drops.
+    droppable: usize,
     /// Set by [`Queue::close_with`]: no frame is accepted after the final control message.
     closed: bool,
     /// In a run of losses (shedding or dropping); cleared at half capacity.
     losing: bool,
+    /// Shedding: a `block` frame found the queue full past the block timeout; until the
+    /// queue drains to half, further `block` frames are shed at once. (Drops alone never
+    /// make a `block` frame shed: it waits.)
+    shedding: bool,
     /// Control messages queued.
     controls: usize,
 }
@@ -91,13 +104,15 @@ pub struct Batch<C> {
 }
 
 impl<C> Queue<C> {
-    pub fn new(capacity: usize, policy: OnFull) -> Arc<Self> {
+    pub fn new(capacity: usize, policy: QueuePolicy) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
                 frames: 0,
+                droppable: 0,
                 closed: false,
                 losing: false,
+                shedding: false,
                 controls: 0,
             }),
             items: Notify::new(),
@@ -147,37 +162,51 @@ impl<C> Queue<C> {
         if q.closed {
             return Ok(Pushed::Closed);
         }
+        let drops = self.drops(&frame);
         if q.frames < self.capacity {
             q.items.push_back(Item::Frame(frame, Instant::now()));
             q.frames += 1;
+            q.droppable += usize::from(drops);
             drop(q);
             self.items.notify_one();
             return Ok(Pushed::Queued);
         }
-        match self.policy {
-            OnFull::DropOldest => {
-                if let Some(pos) = q.items.iter().position(|i| matches!(i, Item::Frame(..))) {
-                    q.items.remove(pos);
-                    q.frames -= 1;
-                }
+        if q.droppable > 0 || drops {
+            let kind = if q.droppable > 0 {
+                let pos = q
+                    .items
+                    .iter()
+                    .position(|i| matches!(i, Item::Frame(f, _) if self.drops(f)))
+                    .expect("a droppable frame is queued");
+                let Some(Item::Frame(old, _)) = q.items.remove(pos) else {
+                    unreachable!("position found a frame")
+                };
                 q.items.push_back(Item::Frame(frame, Instant::now()));
-                q.frames += 1;
-                let first = !std::mem::replace(&mut q.losing, true);
-                drop(q);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.items.notify_one();
-                Ok(Pushed::DroppedOldest { first })
-            }
-            OnFull::Block if q.losing => {
-                drop(q);
-                self.shed.fetch_add(1, Ordering::Relaxed);
-                Ok(Pushed::Shed {
-                    frame,
-                    first: false,
-                })
-            }
-            OnFull::Block => Err(frame),
+                q.droppable = q.droppable - 1 + usize::from(drops);
+                old.kind
+            } else {
+                frame.kind
+            };
+            let first = !std::mem::replace(&mut q.losing, true);
+            drop(q);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.items.notify_one();
+            return Ok(Pushed::DroppedOldest { kind, first });
         }
+        if q.shedding {
+            drop(q);
+            self.shed.fetch_add(1, Ordering::Relaxed);
+            return Ok(Pushed::Shed {
+                frame,
+                first: false,
+            });
+        }
+        Err(frame)
+    }
+
+    /// Whether the policy lets `frame` be dropped to make room.
+    fn drops(&self, frame: &Frame) -> bool {
+        self.policy.drops(frame.kind.into())
     }
 
     /// Queues a frame, waiting up to `timeout` for space under `Block`; past it the frame
@@ -196,11 +225,14 @@ impl<C> Queue<C> {
                 if q.closed {
                     return Pushed::Closed;
                 }
-                if q.frames < self.capacity {
+                // Room, or a droppable frame queued meanwhile: take the room or drop that
+                // frame instead of shedding this one.
+                if q.frames < self.capacity || q.droppable > 0 {
                     drop(q);
                     continue;
                 }
                 let first = !std::mem::replace(&mut q.losing, true);
+                q.shedding = true;
                 drop(q);
                 self.shed.fetch_add(1, Ordering::Relaxed);
                 return Pushed::Shed { frame, first };
@@ -271,7 +303,10 @@ impl<C> Queue<C> {
         let mut control = None;
         while frames.len() < max_frames {
             match q.items.pop_front() {
-                Some(Item::Frame(f, _)) => frames.push(f),
+                Some(Item::Frame(f, _)) => {
+                    q.droppable -= usize::from(self.drops(&f));
+                    frames.push(f);
+                }
                 Some(Item::Control(c)) => {
                     q.controls -= 1;
                     control = Some(c);
@@ -283,6 +318,7 @@ impl<C> Queue<C> {
         q.frames -= frames.len();
         if q.losing && q.frames <= self.capacity / 2 {
             q.losing = false;
+            q.shedding = false;
         }
         if !frames.is_empty() {
             self.space.notify_waiters();
@@ -318,7 +354,7 @@ mod tests {
 
     #[tokio::test]
     async fn controls_split_batches_and_keep_order() {
-        let q = Queue::<&'static str>::new(8, OnFull::Block);
+        let q = Queue::<&'static str>::new(8, QueuePolicy::BLOCK);
         push(&q, 1).await;
         push(&q, 2).await;
         q.push_control("swap");
@@ -333,10 +369,10 @@ mod tests {
 
     #[tokio::test]
     async fn drop_oldest_discards_and_counts_and_reports_the_start_of_a_run() {
-        let q = Queue::<()>::new(2, OnFull::DropOldest);
+        let q = Queue::<()>::new(2, QueuePolicy::all(OnFull::DropOldest));
         let mut firsts = Vec::new();
         for s in 1..=5 {
-            if let Pushed::DroppedOldest { first } = push(&q, s).await {
+            if let Pushed::DroppedOldest { first, .. } = push(&q, s).await {
                 firsts.push(first);
             }
         }
@@ -346,9 +382,76 @@ mod tests {
         assert_eq!(b.frames.iter().map(|f| f.seq).collect::<Vec<_>>(), [4, 5]);
     }
 
+    fn framed(kind: MediaKind, seq: u64) -> Frame {
+        Frame { kind, ..frame(seq) }
+    }
+
+    #[tokio::test]
+    async fn the_default_policy_drops_audio_to_make_room_and_never_transcript() {
+        use MediaKind::{Audio, Transcript};
+        let media = rtms_config::MediaKinds::of([
+            rtms_config::MediaKind::Audio,
+            rtms_config::MediaKind::Transcript,
+        ]);
+        let q = Queue::<()>::new(3, QueuePolicy::default_for(media));
+        // The test looks only at what happened, not at a frame handed back.
+        let push = |k, s| q.try_push(framed(k, s)).map_err(|f| f.seq);
+        assert!(matches!(push(Transcript, 1), Ok(Pushed::Queued)));
+        assert!(matches!(push(Audio, 2), Ok(Pushed::Queued)));
+        assert!(matches!(push(Audio, 3), Ok(Pushed::Queued)));
+        // Full: a transcript frame makes room by dropping the oldest audio frame (2).
+        let p = push(Transcript, 4);
+        assert!(
+            matches!(
+                p,
+                Ok(Pushed::DroppedOldest {
+                    kind: Audio,
+                    first: true
+                })
+            ),
+            "{p:?}"
+        );
+        // An audio frame drops the oldest audio frame (3), not the older transcript.
+        let p = push(Audio, 5);
+        assert!(
+            matches!(
+                p,
+                Ok(Pushed::DroppedOldest {
+                    kind: Audio,
+                    first: false
+                })
+            ),
+            "{p:?}"
+        );
+        let b = q.next_batch(10, NO_WAIT).await;
+        assert_eq!(
+            b.frames.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            [1, 4, 5]
+        );
+        // Full of transcript: a new audio frame is itself dropped; a transcript frame waits.
+        for s in 6..=8 {
+            assert!(matches!(push(Transcript, s), Ok(Pushed::Queued)));
+        }
+        let p = push(Audio, 9);
+        assert!(
+            matches!(p, Ok(Pushed::DroppedOldest { kind: Audio, .. })),
+            "{p:?}"
+        );
+        assert!(
+            push(Transcript, 10).is_err(),
+            "full of transcript: wait for room"
+        );
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
+        let b = q.next_batch(10, NO_WAIT).await;
+        assert_eq!(
+            b.frames.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            [6, 7, 8]
+        );
+    }
+
     #[tokio::test]
     async fn block_waits_for_space_and_loses_nothing() {
-        let q = Queue::<()>::new(2, OnFull::Block);
+        let q = Queue::<()>::new(2, QueuePolicy::BLOCK);
         let producer = {
             let q = q.clone();
             tokio::spawn(async move {
@@ -372,7 +475,7 @@ mod tests {
     // with; these use short real waits and assert bounds, not exact times.
     #[tokio::test]
     async fn a_full_block_queue_sheds_after_the_timeout_then_at_once_until_drained() {
-        let q = Queue::<()>::new(4, OnFull::Block);
+        let q = Queue::<()>::new(4, QueuePolicy::BLOCK);
         for s in 1..=4 {
             assert!(matches!(q.try_push(frame(s)), Ok(Pushed::Queued)));
         }
@@ -402,7 +505,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_partial_batch_waits_at_most_max_wait_for_more_frames() {
-        let q = Queue::<()>::new(16, OnFull::Block);
+        let q = Queue::<()>::new(16, QueuePolicy::BLOCK);
         // A lone frame is delivered once max_wait has passed since it was queued.
         let wait = Duration::from_millis(50);
         let t0 = Instant::now();
@@ -434,7 +537,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_queue_refuses_frames() {
-        let q = Queue::<()>::new(4, OnFull::Block);
+        let q = Queue::<()>::new(4, QueuePolicy::BLOCK);
         q.close_with(());
         assert!(matches!(q.try_push(frame(1)), Ok(Pushed::Closed)));
     }

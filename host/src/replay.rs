@@ -7,6 +7,10 @@
 //! order, the confirmed media parameters (msg 4) give the session's audio format, and a
 //! stream state 4 or session state 5 gives the stop reason the plugins see at the end.
 //! This is the plugin author's test loop: record once, replay against every build.
+//!
+//! As fast as possible (the default), every plugin's queue waits for room instead of
+//! dropping, so what a plugin gets does not depend on how fast the machine replays;
+//! `--realtime` plays the recording at its own pace with the pipeline's queue policies.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rtms_client::{Decoded, decode};
-use rtms_config::{LoadOptions, Pipeline, ProcessEnv};
+use rtms_config::{LoadOptions, Pipeline, ProcessEnv, QueuePolicy};
 use rtms_proto::Product;
 use rtms_proto::codes::{session_state, stream_state};
 use serde::Deserialize;
@@ -85,8 +89,14 @@ pub async fn replay(args: ReplayArgs) -> Result<()> {
     );
     for (name, p) in &s.metrics.plugins {
         println!(
-            "  {name}: {} frames delivered, {} errors, {} traps, {} dead-lettered",
-            p.delivered, p.errors, p.traps, p.dead_lettered
+            "  {name}: {} frames delivered, {} errors, {} traps, {} dead-lettered, {} dropped ({}), {} shed",
+            p.delivered,
+            p.errors,
+            p.traps,
+            p.dead_lettered,
+            p.dropped,
+            crate::metrics::by_kind_text(&p.dropped_by_kind),
+            p.shed
         );
     }
     Ok(())
@@ -100,6 +110,13 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
         .with_context(|| format!("cannot read recording {}", args.file.display()))?;
     let rt = Runtime::new(&runtime_config(pipeline))?;
     let metrics = Arc::new(Metrics::default());
+    let lossless;
+    let pipeline = if args.realtime {
+        pipeline
+    } else {
+        lossless = lossless_queues(pipeline);
+        &lossless
+    };
     let table = build_table(pipeline, &rt, &metrics, None, 1).await?;
     let (outputs, sinks) = start_sinks(pipeline.sinks.clone()).await?;
     let shared = Shared::new(
@@ -183,6 +200,9 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
     session.end(end).await;
     drop(session);
     let snapshot = metrics.snapshot();
+    for (name, p) in &snapshot.plugins {
+        p.warn_losses(name);
+    }
     drop(shared);
     sinks.finish().await;
     Ok(ReplaySummary {
@@ -193,6 +213,26 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
         elapsed: started.elapsed(),
     })
 }
+
+/// The pipeline with every plugin's queue waiting for room, for a replay as fast as
+/// possible: frames come faster than any meeting sends them, so a `drop-oldest` kind would
+/// lose frames for the replay's speed, not the plugin's. (A stuck plugin still cannot hold
+/// the replay for ever: its calls have their deadline.) `--realtime` keeps the pipeline's
+/// queue policies.
+fn lossless_queues(pipeline: &Pipeline) -> Pipeline {
+    let mut p = pipeline.clone();
+    for plugin in &mut p.plugins {
+        if plugin.queue.on_full != QueuePolicy::BLOCK {
+            tracing::info!(plugin = %plugin.name, policy = %plugin.queue.on_full.describe(plugin.media), "replaying as fast as possible: this plugin's queue waits for room instead of dropping (--realtime keeps its queue policy)");
+        }
+        plugin.queue.on_full = QueuePolicy::BLOCK;
+        plugin.queue.block_timeout = plugin.queue.block_timeout.max(REPLAY_BLOCK_TIMEOUT);
+    }
+    p
+}
+
+/// How long a replay as fast as possible waits for a plugin's queue to have room.
+const REPLAY_BLOCK_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn file_stem(p: &Path) -> String {
     p.file_stem()

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub use rtms_proto::MediaKinds;
 
 use crate::metrics::PluginStats;
-use crate::queue::OnFull;
+use crate::queue::QueuePolicy;
 use crate::runtime::host::Rates;
 use crate::runtime::{InstanceSpec, PluginCode};
 
@@ -60,7 +60,8 @@ pub struct PluginEntry {
     pub kinds: MediaKinds,
     pub filter: Filter,
     pub queue_capacity: usize,
-    pub on_full: OnFull,
+    /// What a full queue does, per kind.
+    pub on_full: QueuePolicy,
     /// How long a full `block` queue makes the session wait before shedding.
     pub block_timeout: Duration,
     pub batch_max: usize,

@@ -36,6 +36,7 @@ use tokio::time::Instant;
 
 use crate::bindings::{EndReason, Frame, SessionInfo};
 use crate::deadletter::LetterMeta;
+use crate::metrics::{LOSS_WARN_INTERVAL, by_kind_text};
 use crate::queue::{Pushed, Queue};
 use crate::router::PluginEntry;
 use crate::runtime::host::InstanceCtx;
@@ -60,28 +61,41 @@ pub struct WorkerHandle {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Counts what happened to a frame pushed to a worker's queue: routed, dropped by a
-/// `drop-oldest` queue, or shed by a `block` queue (then written to the dead-letter file).
-/// Warns when a run of losses starts, never per frame.
+/// Counts what happened to a frame pushed to a worker's queue: routed, dropped to make room
+/// (by kind), or shed by a `block` queue (then written to the dead-letter file). Warns when
+/// losses start on a session, then at most once per `LOSS_WARN_INTERVAL`, never per frame.
 pub fn record_push(services: &Services, entry: &PluginEntry, ctx: &InstanceCtx, pushed: Pushed) {
     let stats = &entry.stats;
     match pushed {
         Pushed::Closed => return,
         Pushed::Queued => {}
-        Pushed::DroppedOldest { first } => {
+        Pushed::DroppedOldest { kind, .. } => {
+            let kind: rtms_proto::MediaKind = kind.into();
             stats.dropped.fetch_add(1, Ordering::Relaxed);
-            ctx.losses.dropped.fetch_add(1, Ordering::Relaxed);
-            if first {
-                tracing::warn!(plugin = %entry.name, stream = %ctx.stream_id, capacity = entry.queue_capacity, dropped_so_far = ctx.losses.dropped.load(Ordering::Relaxed), "plugin falls behind: its drop-oldest queue is full, oldest frames are being dropped (counted; summary at session end)");
+            stats.dropped_by_kind.add(kind, 1);
+            let l = &ctx.losses;
+            l.dropped.fetch_add(1, Ordering::Relaxed);
+            l.dropped_by_kind.add(kind, 1);
+            if l.warning_due() {
+                tracing::warn!(
+                    plugin = %entry.name,
+                    stream = %ctx.stream_id,
+                    capacity = entry.queue_capacity,
+                    dropped = l.dropped.load(Ordering::Relaxed),
+                    dropped_kinds = %by_kind_text(&l.dropped_by_kind.snapshot()),
+                    policy = %entry.on_full.describe(entry.kinds),
+                    "plugin falls behind: its queue is full and frames are dropping to make room (counts so far on this session; warned again at most every {}s; summary at session end; a bigger [plugin.queue] capacity or a faster plugin helps)",
+                    LOSS_WARN_INTERVAL.as_secs()
+                );
             }
         }
-        Pushed::Shed { frame, first } => {
+        Pushed::Shed { frame, .. } => {
             stats.shed.fetch_add(1, Ordering::Relaxed);
             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             ctx.losses.shed.fetch_add(1, Ordering::Relaxed);
             ctx.losses.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            if first {
-                tracing::warn!(plugin = %entry.name, stream = %ctx.stream_id, capacity = entry.queue_capacity, block_timeout_ms = entry.block_timeout.as_millis() as u64, shed_so_far = ctx.losses.shed.load(Ordering::Relaxed), "plugin is stuck or restarting: its queue stayed full past the block timeout; frames are shed to the dead-letter file until it catches up (counted; summary at session end)");
+            if ctx.losses.warning_due() {
+                tracing::warn!(plugin = %entry.name, stream = %ctx.stream_id, capacity = entry.queue_capacity, block_timeout_ms = entry.block_timeout.as_millis() as u64, shed = ctx.losses.shed.load(Ordering::Relaxed), kind = %rtms_proto::MediaKind::from(frame.kind), "plugin is stuck or restarting: its queue stayed full past the block timeout; frames are shed to the dead-letter file until it catches up (counts so far on this session; warned again at most every {}s; summary at session end)", LOSS_WARN_INTERVAL.as_secs());
             }
             let error = "shed: the plugin's queue stayed full past its block timeout";
             let meta = LetterMeta {
@@ -118,6 +132,10 @@ pub struct Worker {
     breaker_open: bool,
     /// Set when a granted directory went over its quota: the plugin is stopped.
     over_quota: bool,
+    /// Why the last attempt to start an instance failed (for the dead letters it causes).
+    start_error: Option<String>,
+    /// Set while ending the session: a failure then schedules no restart and trips nothing.
+    ending: bool,
 }
 
 impl Worker {
@@ -155,6 +173,8 @@ impl Worker {
             recent_traps: Vec::new(),
             breaker_open: false,
             over_quota: false,
+            start_error: None,
+            ending: false,
         };
         let task = tokio::spawn(worker.run());
         WorkerHandle {
@@ -288,6 +308,7 @@ impl Worker {
         match result {
             Ok(inst) => {
                 self.instance = Some(inst);
+                self.start_error = None;
                 self.started = true;
                 self.healthy_since = Instant::now();
                 true
@@ -295,6 +316,7 @@ impl Worker {
             Err(e) => {
                 tracing::error!(plugin = %entry.name, stream = %self.ctx.stream_id, error = %e, "cannot start the plugin for this session");
                 self.on_failure(&e.to_string());
+                self.start_error = Some(e.to_string());
                 false
             }
         }
@@ -307,7 +329,11 @@ impl Worker {
                 self.entry.stats.discarded.fetch_add(n, Ordering::Relaxed);
                 self.ctx.losses.discarded.fetch_add(n, Ordering::Relaxed);
             } else {
-                self.dead_letter("no instance: the plugin failed to start", &frames);
+                let error = format!(
+                    "no instance: the plugin failed to start: {}",
+                    self.start_error.as_deref().unwrap_or("unknown error")
+                );
+                self.dead_letter(&error, &frames);
             }
             return;
         }
@@ -343,6 +369,9 @@ impl Worker {
     /// Records a trap or failed start: schedules the restart, trips the breaker, and rolls
     /// back a freshly swapped version that keeps failing.
     fn on_failure(&mut self, error: &str) {
+        if self.ending {
+            return;
+        }
         let now = Instant::now();
         let policy = self.entry.restart.clone();
         if let Some((prev, swapped_at)) = &self.previous
@@ -414,7 +443,27 @@ impl Worker {
         self.ensure_instance().await;
     }
 
+    /// Ends the session for the plugin. When no instance is live (the last batch trapped,
+    /// a restart delay was pending, or the breaker is open) a fresh one is built now for the
+    /// end alone (`init`, `on-session-start` with `resumed = true`, `on-session-end`), so an
+    /// end-of-session summary is still written. Not when the plugin is stopped over its
+    /// directory quota (it would write more), nor when the fresh instance fails to start.
     async fn end_instance(&mut self, reason: EndReason) {
+        if self.instance.is_none() && !self.over_quota {
+            self.ending = true;
+            let breaker_was_open = self.breaker_open;
+            self.breaker_open = false;
+            self.not_before = None;
+            if self.ensure_instance().await {
+                tracing::info!(plugin = %self.entry.name, stream = %self.ctx.stream_id, ?reason, breaker_was_open, "built a fresh instance to end the session (resumed = true)");
+                self.entry
+                    .stats
+                    .end_instances
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, ?reason, "the session ends without on-session-end for this plugin: a fresh instance could not be started");
+            }
+        }
         if let Some(mut inst) = self.instance.take()
             && let Err(e) = inst.session_end(self.info.session, reason).await
         {

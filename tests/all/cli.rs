@@ -58,6 +58,76 @@ fn validate_names_the_problem_and_exits_64() {
 }
 
 #[test]
+fn validate_reports_every_error_in_one_run_plugin_config_mistakes_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    // Two mistakes in the file: all reported at once, with their lines.
+    std::fs::write(
+        &p,
+        "version = 1\n[server]\nmax_body_bytes = 10\n[rtms]\nkeepalive_interval_ms = 100\n",
+    )
+    .unwrap();
+    let out = bin().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:3:18: server.max_body_bytes")
+            && err.contains("bad.toml:5:25: rtms.keepalive_interval_ms")
+            && err.contains("2 errors in all"),
+        "{err}"
+    );
+    // Mistakes only the plugins' init can see: found without --load, each with the line of
+    // the plugin's [plugin.config].
+    let plugins = env!("RTMS_PLUGINS_DIR");
+    let text = format!(
+        r#"version = 1
+
+[[plugin]]
+name = "alerter"
+component = "{plugins}/keyword_alerter.wasm"
+media = ["transcript"]
+
+[plugin.config]
+keywords = ["refund"]
+severity = "loud"
+
+[[plugin]]
+name = "writer"
+component = "{plugins}/transcript_writer.wasm"
+media = ["transcript"]
+
+[plugin.config]
+formt = "text"
+"#
+    );
+    std::fs::write(&p, text).unwrap();
+    let out = bin().arg("validate").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("bad.toml:8:1: plugin \"alerter\"") && err.contains("severity"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.toml:17:1: plugin \"writer\"") && err.contains("formt"),
+        "{err}"
+    );
+    assert!(err.contains("2 errors in all"), "{err}");
+    // --no-load checks the file alone.
+    let out = bin()
+        .args(["validate", "--no-load"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn validate_and_run_refuse_an_exposed_admin_listener_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("exposed.toml");

@@ -10,5 +10,6 @@ mod demo;
 mod isolation;
 mod replay;
 mod runtime;
+mod sdk;
 mod sinks;
 mod util;

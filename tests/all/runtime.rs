@@ -1,7 +1,8 @@
 //! The plugin runtime with real components, including deliberately hostile ones: a spinning
 //! guest stopped by the call deadline, a memory hog stopped by the limit, a guest that traps
 //! every N frames (rebuilt, the trapping batch dead-lettered, other plugins unaffected), and
-//! one that tries to leave its sandbox.
+//! one that tries to leave its sandbox; trap reports that name the limit, its key and the
+//! panic's message, and sandbox errors named.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,6 +10,46 @@ use std::time::Duration;
 use rtms_host::bindings::MediaKind;
 
 use crate::util::*;
+
+/// The `error` of the first dead letter in a dead-letter file's text.
+fn first_letter_error(letters: &str) -> String {
+    let first = letters.lines().next().expect("a dead letter");
+    let v: serde_json::Value = serde_json::from_str(first).expect("a JSON letter");
+    v["error"].as_str().expect("an error").to_owned()
+}
+
+#[tokio::test]
+async fn a_panic_s_message_reaches_the_dead_letter_and_sandbox_errors_are_named() {
+    let mut trap = Plug::new("trap", "trap").cfg("every", "2");
+    trap.batch_max = 1;
+    // Its directory is not granted: on-session-start fails with the guest's I/O error.
+    let lost = Plug::new("lost", "seq_recorder").cfg("dir", "/nowhere");
+    let h = harness(&[trap, lost]).await;
+    let s = session(&h, "panic-stream");
+    for seq in 1..=2 {
+        s.push(transcript(seq, "Ann", "hi")).await;
+    }
+    end(&s).await;
+    let letters =
+        std::fs::read_to_string(h.dead_letter_dir().join("trap.deadletter.jsonl")).unwrap();
+    let error = first_letter_error(&letters);
+    assert!(
+        error.contains("trap fixture: trapping on frame seq 2 as configured")
+            && error.contains("panicked at"),
+        "the panic's message and place, not only its last line: {error}"
+    );
+    assert!(!error.contains("RUST_BACKTRACE"), "{error}");
+    let letters =
+        std::fs::read_to_string(h.dead_letter_dir().join("lost.deadletter.jsonl")).unwrap();
+    let error = first_letter_error(&letters);
+    assert!(
+        error.contains("failed to start")
+            && error.contains("cannot open /nowhere/")
+            && error.contains("(os error 44 = WASI ENOENT)")
+            && error.contains("only the directories pipeline.toml grants it"),
+        "the sandbox's error is named and explained: {error}"
+    );
+}
 
 fn seq_recorder() -> Plug {
     Plug::new("recorder", "seq_recorder")
@@ -38,8 +79,9 @@ async fn spinning_plugin_is_stopped_by_the_deadline_and_others_get_every_frame()
     let letters =
         std::fs::read_to_string(h.dead_letter_dir().join("spin.deadletter.jsonl")).unwrap();
     assert!(
-        letters.contains("deadline"),
-        "dead letter names the deadline: {letters}"
+        letters.contains("call deadline exceeded")
+            && letters.contains("[plugin.limits] call_timeout_ms = 50"),
+        "dead letter names the deadline, its key and its value: {letters}"
     );
     let seqs = recorded_seqs(&h.out_dir().join("seqs-spin-stream.txt"));
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
@@ -60,7 +102,13 @@ async fn memory_hog_is_stopped_by_the_limit() {
     assert_eq!(hog.delivered.load(Ordering::Relaxed), 0);
     let letters =
         std::fs::read_to_string(h.dead_letter_dir().join("hog.deadletter.jsonl")).unwrap();
-    assert!(!letters.is_empty());
+    let error = first_letter_error(&letters);
+    assert!(
+        error.starts_with("out of memory")
+            && error.contains("past [plugin.limits] memory_mb = 8")
+            && !error.contains("<unknown>"),
+        "the report names memory, the key and its value, without a backtrace: {error}"
+    );
     assert_eq!(
         recorded_seqs(&h.out_dir().join("seqs-hog-stream.txt")),
         vec![1, 2, 3]
@@ -92,8 +140,14 @@ async fn trapping_plugin_is_rebuilt_and_the_trapping_batches_are_dead_lettered()
         recorded_seqs(&h.out_dir().join("trap-trap-stream.txt")),
         expected
     );
-    // Rebuilt lazily for the next batch: after the last trap (seq 50) there is none.
-    assert_eq!(text.matches("# start resumed=true").count(), 9);
+    // Rebuilt lazily for the next batch; after the last trap (seq 50) a fresh instance is
+    // built for the session's end alone, so the plugin still ends the session.
+    assert_eq!(text.matches("# start resumed=true").count(), 10);
+    assert!(
+        text.ends_with("# trap 50\n# start resumed=true\n# end stopped(6)\n"),
+        "the last batch trapped, then a fresh instance ended the session:\n{text}"
+    );
+    assert_eq!(stats.end_instances.load(Ordering::Relaxed), 1);
     // The dead letters hold exactly the trapping frames.
     let letters =
         std::fs::read_to_string(h.dead_letter_dir().join("trap.deadletter.jsonl")).unwrap();
@@ -141,6 +195,14 @@ async fn circuit_breaker_stops_a_plugin_that_keeps_failing() {
         recorded_seqs(&h.out_dir().join("seqs-breaker-stream.txt")),
         (1..=10).collect::<Vec<_>>()
     );
+    // The breaker stopped it for the session, yet the session still ends for it: a fresh
+    // instance, told it resumes, gets on-session-end.
+    let text = std::fs::read_to_string(h.out_dir().join("trap-breaker-stream.txt")).unwrap();
+    assert!(
+        text.ends_with("# trap 3\n# start resumed=true\n# end stopped(6)\n"),
+        "{text}"
+    );
+    assert_eq!(stats.end_instances.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]
@@ -169,7 +231,7 @@ async fn drop_oldest_queue_counts_what_it_drops() {
     // A plugin slower than the producer, behind a tiny drop-oldest queue.
     let mut slow = Plug::new("slow", "seq_recorder");
     slow.capacity = 2;
-    slow.on_full = rtms_host::queue::OnFull::DropOldest;
+    slow.on_full = rtms_host::queue::QueuePolicy::all(rtms_host::queue::OnFull::DropOldest);
     slow.kinds = vec![MediaKind::Audio];
     slow.batch_max = 1;
     let h = harness(&[slow]).await;

@@ -12,7 +12,7 @@ use rtms_host::core::{HostSession, SessionDesc, Shared};
 use rtms_host::deadletter::DeadLetters;
 use rtms_host::metrics::Metrics;
 use rtms_host::output::{Sink, SinkSet, SinkTarget, start_sinks};
-use rtms_host::queue::OnFull;
+use rtms_host::queue::QueuePolicy;
 use rtms_host::router::{Filter, MediaKinds, PluginEntry, RestartPolicy, RouteTable};
 use rtms_host::runtime::host::{Grant, Rates};
 use rtms_host::runtime::{InstanceSpec, Runtime, RuntimeConfig};
@@ -47,7 +47,7 @@ pub struct Plug {
     pub memory_mb: usize,
     pub restart: RestartPolicy,
     pub capacity: usize,
-    pub on_full: OnFull,
+    pub on_full: QueuePolicy,
     pub block_timeout: Duration,
     pub batch_max: usize,
     pub batch_wait: Duration,
@@ -72,7 +72,7 @@ impl Plug {
             memory_mb: 32,
             restart: fast_restart(),
             capacity: 1024,
-            on_full: OnFull::Block,
+            on_full: QueuePolicy::BLOCK,
             block_timeout: Duration::from_secs(60),
             batch_max: 16,
             batch_wait: Duration::ZERO,

@@ -29,6 +29,55 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// The log lines of everything running on this thread (a `#[tokio::test]` runtime runs the
+/// host, its workers and the simulator on the test's thread) while the guard lives.
+pub struct LogCapture {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl LogCapture {
+    /// Captures `warn` and above of every target.
+    pub fn start() -> LogCapture {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = {
+            let buf = buf.clone();
+            move || CaptureWriter(buf.clone())
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_ansi(false)
+            .with_writer(writer)
+            .finish();
+        LogCapture {
+            buf,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// The lines captured so far.
+    pub fn lines(&self) -> Vec<String> {
+        let bytes = self.buf.lock().expect("log buffer").clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Runs `fut` to completion within [`LIMIT`], failing the test with `what` otherwise.
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(LIMIT, fut).await {
@@ -70,6 +119,10 @@ pub struct Setup {
     pub writer: bool,
     /// Extra `[server]` keys.
     pub server_extra: &'static str,
+    /// The seq-recorder's `[plugin.queue]` keys.
+    pub seq_queue: &'static str,
+    /// Tables appended to the seq-recorder's (`[plugin.batch]`, `[plugin.config]`, ...).
+    pub seq_extra: &'static str,
 }
 
 impl Default for Setup {
@@ -79,6 +132,8 @@ impl Default for Setup {
             seq_media: r#"["audio", "transcript", "chat", "event"]"#,
             writer: true,
             server_extra: "",
+            seq_queue: "capacity = 4096\non_full = \"block\"",
+            seq_extra: "",
         }
     }
 }
@@ -204,10 +259,10 @@ media = {seq_media}
 host = "out"
 guest = "/out"
 [plugin.queue]
-capacity = 4096
-on_full = "block"
+{seq_queue}
 [plugin.limits]
 call_timeout_ms = 5000
+{seq_extra}
 {writer}
 [[sink]]
 type = "jsonl"
@@ -218,6 +273,8 @@ path = "outputs.jsonl"
         cache = util::cache_dir().display().to_string(),
         seq = util::component("seq_recorder").display().to_string(),
         seq_media = setup.seq_media,
+        seq_queue = setup.seq_queue,
+        seq_extra = setup.seq_extra,
     );
     let c = sim.config();
     let env = MapEnv::new()

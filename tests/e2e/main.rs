@@ -13,12 +13,14 @@
 //! - `scale`: a hundred concurrent meetings.
 //! - `shutdown`: graceful shutdown with a live meeting.
 //! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
+//! - `drops`: a plugin falling behind loses audio only, counted, warned about and summarised.
 
 #[path = "../all/util.rs"]
 mod util;
 
 mod harness;
 
+mod drops;
 mod faults;
 mod happy;
 mod isolation;

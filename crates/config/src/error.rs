@@ -57,6 +57,9 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// Several of the errors above, in file order: everything one check of the file found.
+    #[error("{}", many_text(.0))]
+    Many(Vec<ConfigError>),
     /// A credential's environment variable is unset.
     #[error(
         "{file}: {what} is missing: environment variable {var} is not set (named by zoom.{key}); export {var}=... before starting, or point zoom.{key} at the variable that holds it"
@@ -67,6 +70,32 @@ pub enum ConfigError {
         key: &'static str,
         what: &'static str,
     },
+}
+
+fn many_text(errors: &[ConfigError]) -> String {
+    let mut out: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    out.push(format!("{} errors in all", errors.len()));
+    out.join("\n")
+}
+
+impl ConfigError {
+    /// One error for `errors`: itself when there is one, [`ConfigError::Many`] otherwise.
+    /// `None` when there is none.
+    pub fn gather(mut errors: Vec<ConfigError>) -> Option<ConfigError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(ConfigError::Many(errors)),
+        }
+    }
+
+    /// Every single error this holds.
+    pub fn all(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Many(v) => v.iter().flat_map(ConfigError::all).collect(),
+            e => vec![e],
+        }
+    }
 }
 
 /// An unknown key, with the nearest valid one.

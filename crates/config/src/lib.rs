@@ -98,8 +98,21 @@ impl Pipeline {
         let table = DeTable::parse(text).map_err(|e| error::from_toml(&src, None, &e))?;
         probe_version(&src, table.get_ref())?;
         check_integers(&src, table.get_ref())?;
-        let file = raw::PipelineFile::deserialize(toml::de::Deserializer::from(table.clone()))
-            .map_err(|e| error::from_toml(&src, Some(table.get_ref()), &e))?;
+        // A file whose shape is wrong is checked part by part: every shape error is
+        // reported, and the parts without one are resolved too, so one run reports the
+        // value errors of the rest as well.
+        let (file, shape) =
+            match raw::PipelineFile::deserialize(toml::de::Deserializer::from(table.clone())) {
+                Ok(file) => (file, Shape::default()),
+                Err(e) => {
+                    let shape = shape_errors(&src, &table);
+                    let whole = toml::Spanned::new(table.span(), shape.sound.clone());
+                    match raw::PipelineFile::deserialize(toml::de::Deserializer::from(whole)) {
+                        Ok(file) if !shape.errors.is_empty() => (file, shape),
+                        _ => return Err(error::from_toml(&src, Some(table.get_ref()), &e)),
+                    }
+                }
+            };
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let abs = resolve::normalize(&abs);
         let dir = abs.parent().map(Path::to_owned).unwrap_or_default();
@@ -110,8 +123,83 @@ impl Pipeline {
             opts,
             warnings: Vec::new(),
         };
-        resolver.resolve(file, abs)
+        resolver.resolve(file, abs, shape.errors, &shape.dropped_plugins)
     }
+}
+
+/// What checking a file part by part found.
+#[derive(Default)]
+struct Shape<'i> {
+    /// Every shape error (unknown key, wrong type, missing key), in file order.
+    errors: Vec<ConfigError>,
+    /// The file without the parts that have one.
+    sound: DeTable<'i>,
+    /// The names of the `[[plugin]]` entries left out (for sinks that name them).
+    dropped_plugins: Vec<String>,
+}
+
+/// Checks each top-level section and each `[[plugin]]` and `[[sink]]` on its own.
+fn shape_errors<'i>(src: &Source<'_>, table: &toml::Spanned<DeTable<'i>>) -> Shape<'i> {
+    let version = table
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == "version");
+    let check = |key: &toml::Spanned<toml::de::DeString<'i>>, value: toml::Spanned<DeValue<'i>>| {
+        let mut part = DeTable::new();
+        if let Some((k, v)) = version {
+            part.insert(k.clone(), v.clone());
+        }
+        part.insert(key.clone(), value);
+        let part = toml::Spanned::new(table.span(), part);
+        raw::PipelineFile::deserialize(toml::de::Deserializer::from(part))
+            .err()
+            .map(|e| error::from_toml(src, Some(table.get_ref()), &e))
+    };
+    let mut shape = Shape::default();
+    for (key, value) in table.get_ref() {
+        if key.get_ref() == "version" {
+            shape.sound.insert(key.clone(), value.clone());
+            continue;
+        }
+        match value.get_ref() {
+            DeValue::Array(items)
+                if items
+                    .iter()
+                    .all(|i| matches!(i.get_ref(), DeValue::Table(_))) =>
+            {
+                let mut kept = Vec::new();
+                for item in items.iter() {
+                    let one: toml::de::DeArray<'i> = std::iter::once(item.clone()).collect();
+                    match check(key, toml::Spanned::new(value.span(), DeValue::Array(one))) {
+                        None => kept.push(item.clone()),
+                        Some(e) => {
+                            shape.errors.push(e);
+                            if key.get_ref() == "plugin"
+                                && let DeValue::Table(t) = item.get_ref()
+                                && let Some((_, name)) =
+                                    t.iter().find(|(k, _)| k.get_ref() == "name")
+                                && let DeValue::String(name) = name.get_ref()
+                            {
+                                shape.dropped_plugins.push(name.to_string());
+                            }
+                        }
+                    }
+                }
+                let kept: toml::de::DeArray<'i> = kept.into_iter().collect();
+                shape.sound.insert(
+                    key.clone(),
+                    toml::Spanned::new(value.span(), DeValue::Array(kept)),
+                );
+            }
+            _ => match check(key, value.clone()) {
+                None => {
+                    shape.sound.insert(key.clone(), value.clone());
+                }
+                Some(e) => shape.errors.push(e),
+            },
+        }
+    }
+    shape
 }
 
 /// Checks `version = 1` before anything else, so a future format gets a clear error.

@@ -333,6 +333,30 @@ pub struct Plugin {
     /// The `[plugin.config]` table as `init` receives it: one pair per top-level key, sorted by
     /// key, strings raw and every other value as JSON text.
     pub config: Vec<(String, String)>,
+    /// Where the `[plugin.config]` table (or, without one, the plugin's `name`) is written,
+    /// for the errors only the plugin's `init` can find.
+    pub config_at: WrittenAt,
+}
+
+/// Where something is written in the pipeline file. Not part of equality: the same plugin
+/// moved within the file is the same plugin.
+#[derive(Clone, Debug, Default)]
+pub struct WrittenAt(pub Option<crate::error::Location>);
+
+impl PartialEq for WrittenAt {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Display for WrittenAt {
+    /// `file:line:column: `, or nothing when unknown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(at) => write!(f, "{at}: "),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Session filters of a plugin; `None` matches everything.
@@ -381,8 +405,8 @@ pub struct DirGrant {
 pub struct Queue {
     /// Frames held per (plugin, session) before `on_full` applies.
     pub capacity: usize,
-    /// What happens when the queue is full.
-    pub on_full: OnFull,
+    /// What happens when the queue is full, per kind of frame.
+    pub on_full: QueuePolicy,
     /// Under `block`, how long the session waits for room before the frame is shed
     /// (dead-lettered) for this plugin alone.
     pub block_timeout: Duration,
@@ -396,6 +420,105 @@ pub enum OnFull {
     Block,
     /// The oldest frame is dropped and counted: for real-time media.
     DropOldest,
+}
+
+/// What a full queue does, per kind of frame (`[plugin.queue] on_full`): the kinds whose
+/// frames may be dropped to make room, oldest first; a frame of any other kind is never
+/// dropped to make room: it waits for room (`block`, up to the block timeout).
+///
+/// So with the default for a plugin taking audio and transcript, a full queue drops its
+/// oldest *audio* frame to make room for either kind, and a transcript frame waits only
+/// when the queue holds no audio to drop.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct QueuePolicy {
+    drop_oldest: MediaKinds,
+}
+
+impl QueuePolicy {
+    /// Every kind waits for room: lossless up to the block timeout.
+    pub const BLOCK: QueuePolicy = QueuePolicy {
+        drop_oldest: MediaKinds::EMPTY,
+    };
+
+    /// One policy for every kind (`on_full = "block"` or `"drop-oldest"`).
+    pub fn all(on_full: OnFull) -> QueuePolicy {
+        match on_full {
+            OnFull::Block => QueuePolicy::BLOCK,
+            OnFull::DropOldest => QueuePolicy {
+                drop_oldest: MediaKinds::of(MediaKind::ALL),
+            },
+        }
+    }
+
+    /// The default for a plugin taking `media`: real-time media (audio, video, share) is
+    /// dropped oldest first when the plugin falls behind; transcript, chat and events wait.
+    pub fn default_for(media: MediaKinds) -> QueuePolicy {
+        QueuePolicy {
+            drop_oldest: media.iter().filter(|k| k.is_realtime_media()).collect(),
+        }
+    }
+
+    /// This policy with `kind` set to `on_full`.
+    pub fn with(mut self, kind: MediaKind, on_full: OnFull) -> QueuePolicy {
+        match on_full {
+            OnFull::Block => self.drop_oldest.remove(kind),
+            OnFull::DropOldest => self.drop_oldest.insert(kind),
+        }
+        self
+    }
+
+    /// What a full queue does for a frame of `kind`.
+    pub fn on_full(self, kind: MediaKind) -> OnFull {
+        if self.drop_oldest.contains(kind) {
+            OnFull::DropOldest
+        } else {
+            OnFull::Block
+        }
+    }
+
+    /// Whether a frame of `kind` may be dropped to make room.
+    pub fn drops(self, kind: MediaKind) -> bool {
+        self.drop_oldest.contains(kind)
+    }
+
+    /// The kinds that may be dropped.
+    pub fn dropped_kinds(self) -> MediaKinds {
+        self.drop_oldest
+    }
+
+    /// The policy of each of `media`, for messages: `audio: drop-oldest, chat: block`.
+    pub fn describe(self, media: MediaKinds) -> String {
+        let parts: Vec<String> = media
+            .iter()
+            .map(|k| format!("{k}: {}", self.on_full(k).as_str()))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+impl fmt::Debug for QueuePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QueuePolicy {{ drop_oldest: {} }}", self.drop_oldest)
+    }
+}
+
+impl OnFull {
+    /// The name used in pipeline.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFull::Block => "block",
+            OnFull::DropOldest => "drop-oldest",
+        }
+    }
+
+    /// Reads a name used in pipeline.toml.
+    pub fn from_name(name: &str) -> Option<OnFull> {
+        match name {
+            "block" => Some(OnFull::Block),
+            "drop-oldest" => Some(OnFull::DropOldest),
+            _ => None,
+        }
+    }
 }
 
 /// `[plugin.batch]`.

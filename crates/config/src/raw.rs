@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::model::{MediaKind, OnFull, Severity, SinkType, SocketMode};
+use crate::model::{MediaKind, Severity, SinkType, SocketMode};
 use rtms_proto::Product;
 
 /// A number as written in the file, with its position.
@@ -245,7 +245,8 @@ pub struct DirConfig {
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     pub capacity: Num,
-    pub on_full: Option<OnFull>,
+    /// `"block"`, `"drop-oldest"`, or a table of kind names to either.
+    pub on_full: Option<Spanned<toml::Value>>,
     pub block_timeout_ms: Num,
 }
 

@@ -185,6 +185,60 @@ fn the_old_server_admin_key_names_its_replacement() {
 }
 
 #[test]
+fn on_full_is_one_policy_or_one_per_kind_and_warns_when_text_may_be_dropped_for_media() {
+    let d = Dir::new();
+    let plugin = |on_full: &str| {
+        format!(
+            "version = 1\n[[plugin]]\nname = \"b\"\ncomponent = \"b.wasm\"\nmedia = [\"audio\", \"transcript\", \"chat\"]\n[plugin.queue]\n{on_full}\n"
+        )
+    };
+    let p = d.parse(&plugin(""));
+    let q = p.plugin("b").unwrap().queue.on_full;
+    assert_eq!(q, QueuePolicy::default_for(p.plugin("b").unwrap().media));
+    assert_eq!(
+        q.describe(p.plugin("b").unwrap().media),
+        "audio: drop-oldest, transcript: block, chat: block"
+    );
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+
+    // Per kind: the kinds named change, the others keep their default.
+    let p = d.parse(&plugin(
+        r#"on_full = { audio = "block", chat = "drop-oldest" }"#,
+    ));
+    let q = p.plugin("b").unwrap().queue.on_full;
+    assert_eq!(q.on_full(MediaKind::Audio), OnFull::Block);
+    assert_eq!(q.on_full(MediaKind::Chat), OnFull::DropOldest);
+    assert_eq!(q.on_full(MediaKind::Transcript), OnFull::Block);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+
+    // One policy for every kind: taken as said, with a warning for drop-oldest.
+    let p = d.parse(&plugin(r#"on_full = "block""#));
+    assert_eq!(p.plugin("b").unwrap().queue.on_full, QueuePolicy::BLOCK);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let p = d.parse(&plugin(r#"on_full = "drop-oldest""#));
+    let q = p.plugin("b").unwrap().queue.on_full;
+    assert_eq!(q.on_full(MediaKind::Transcript), OnFull::DropOldest);
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(
+        p.warnings[0].contains("lets transcript, chat frames be dropped to make room for audio")
+            && p.warnings[0].contains(r#"on_full = { audio = "drop-oldest" }"#),
+        "{}",
+        p.warnings[0]
+    );
+
+    // Mistakes name the key and the fix.
+    let e = d.err(&plugin("on_full = 3"));
+    assert!(e.contains("is not a queue policy"), "{e}");
+    let e = d.err(&plugin("on_full = {}"));
+    assert!(e.contains("sets nothing"), "{e}");
+    let e = d.err(&plugin(r#"on_full = { audio = "drop" }"#));
+    assert!(
+        e.contains(r#"plugin.queue.on_full.audio = "drop" is not a queue policy"#),
+        "{e}"
+    );
+}
+
+#[test]
 fn plugin_defaults_follow_what_it_subscribes_to() {
     let d = Dir::new();
     let text = format!(
@@ -198,7 +252,7 @@ fn plugin_defaults_follow_what_it_subscribes_to() {
         a.queue,
         Queue {
             capacity: 1024,
-            on_full: OnFull::Block,
+            on_full: QueuePolicy::BLOCK,
             block_timeout: Duration::from_millis(1000),
         }
     );
@@ -227,9 +281,14 @@ fn plugin_defaults_follow_what_it_subscribes_to() {
     assert_eq!(a.filter, PluginFilter::default());
     let b = p.plugin("b").unwrap();
     assert_eq!(
-        b.queue.on_full,
+        b.queue.on_full.on_full(MediaKind::Audio),
         OnFull::DropOldest,
         "real-time media drops rather than blocks"
+    );
+    assert_eq!(
+        b.queue.on_full.on_full(MediaKind::Event),
+        OnFull::Block,
+        "events are never dropped to make room for audio"
     );
     // Requested media: the union of the plugins' kinds, without `event`.
     let want: MediaKinds = [MediaKind::Audio, MediaKind::Transcript, MediaKind::Chat]

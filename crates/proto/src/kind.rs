@@ -55,6 +55,12 @@ impl MediaKind {
         MediaKind::Chat,
     ];
 
+    /// Audio, video and screen share: media that arrives in real time, many frames a
+    /// second, and that a plugin falling behind would rather skip than lag on.
+    pub fn is_realtime_media(self) -> bool {
+        matches!(self, MediaKind::Audio | MediaKind::Video | MediaKind::Share)
+    }
+
     /// The name used in pipeline.toml, the plugin contract, logs and files.
     pub fn as_str(self) -> &'static str {
         match self {

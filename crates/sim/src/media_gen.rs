@@ -118,8 +118,31 @@ impl AudioSynth {
 
     /// Frame `frame` of an utterance by `user_id`, deterministic from `seed`.
     pub fn frame(&self, seed: u64, user_id: i64, utterance: u64, frame: u64) -> Vec<u8> {
+        self.encode(&self.samples(seed, user_id, utterance, frame))
+    }
+
+    /// One frame of mixed audio: the frames of every voice given (`(user_id, utterance,
+    /// frame)`) summed sample by sample, as Zoom mixes overlapping speakers into one stream.
+    pub fn mixed_frame(&self, seed: u64, voices: &[(i64, u64, u64)]) -> Vec<u8> {
+        let mut sum: Vec<i32> = Vec::new();
+        for &(user_id, utterance, frame) in voices {
+            let s = self.samples(seed, user_id, utterance, frame);
+            sum.resize(sum.len().max(s.len()), 0);
+            for (acc, v) in sum.iter_mut().zip(s) {
+                *acc += i32::from(v);
+            }
+        }
+        let mixed: Vec<i16> = sum
+            .into_iter()
+            .map(|v| v.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16)
+            .collect();
+        self.encode(&mixed)
+    }
+
+    /// The mono samples of one frame of an utterance.
+    fn samples(&self, seed: u64, user_id: i64, utterance: u64, frame: u64) -> Vec<i16> {
         let n = self.hz as usize * self.frame_ms as usize / 1000;
-        let mut out = Vec::with_capacity(self.frame_bytes());
+        let mut out = Vec::with_capacity(n);
         let voice = mix(seed ^ (user_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let table = self.voice(voice);
         let mut noise = mix(seed ^ utterance.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ frame);
@@ -129,7 +152,15 @@ impl AudioSynth {
             noise = mix(noise);
             let n01 = (noise >> 40) as f64 / (1u64 << 24) as f64 - 0.5;
             let v = (voiced + n01 * 0.04) * 12_000.0;
-            let sample = v.clamp(i16::MIN as f64, i16::MAX as f64) as i16;
+            out.push(v.clamp(i16::MIN as f64, i16::MAX as f64) as i16);
+        }
+        out
+    }
+
+    /// Samples in the session's encoding, each repeated for every channel.
+    fn encode(&self, samples: &[i16]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.frame_bytes());
+        for &sample in samples {
             for _ in 0..self.channels {
                 if self.alaw {
                     out.push(linear_to_alaw(sample));
@@ -195,6 +226,26 @@ mod tests {
             .max()
             .unwrap();
         assert!(peak > 500, "audio should not be silent, peak {peak}");
+    }
+
+    #[test]
+    fn a_mixed_frame_is_the_sum_of_its_voices() {
+        let s = AudioSynth::new(&AudioParams::default());
+        assert_eq!(
+            s.mixed_frame(1, &[(7, 0, 3)]),
+            s.frame(1, 7, 0, 3),
+            "one voice"
+        );
+        let pcm = |b: &[u8]| -> Vec<i32> {
+            b.chunks(2)
+                .map(|c| i32::from(i16::from_le_bytes([c[0], c[1]])))
+                .collect()
+        };
+        let (a, b) = (pcm(&s.frame(1, 7, 0, 3)), pcm(&s.frame(1, 9, 1, 0)));
+        let mixed = pcm(&s.mixed_frame(1, &[(7, 0, 3), (9, 1, 0)]));
+        for ((m, x), y) in mixed.iter().zip(&a).zip(&b) {
+            assert_eq!(*m, (x + y).clamp(i16::MIN.into(), i16::MAX.into()));
+        }
     }
 
     #[test]

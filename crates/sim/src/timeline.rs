@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use rtms_proto::codes::{event_type, media_type, msg_type, stop_reason};
 use rtms_proto::msg::{MediaContent, MediaMessage, UserId};
+use rtms_proto::params::data_opt;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,9 @@ use crate::ledger::ChatLine;
 use crate::media_gen::{AudioSynth, image_for_codec};
 use crate::meeting::{Control, Meeting, Note, Out, Pace};
 use crate::script::EventKind;
+
+/// The user id Zoom gives mixed audio, with an empty user name.
+pub const MIXED_AUDIO_USER_ID: i64 = -1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Item {
@@ -404,11 +408,46 @@ impl Runner {
                         },
                     );
                 }
+                // Zoom tags mixed audio (AUDIO_MIXED_STREAM, the default) with user id -1 and
+                // an empty name, one frame per slot with every speaker in it; only
+                // per-speaker streams (AUDIO_MULTI_STREAMS) say whose, one frame each.
+                let per_speaker = self
+                    .current_params(media_type::AUDIO)
+                    .and_then(|p| p.audio)
+                    .map(|a| a.resolved().data_opt)
+                    == Some(Some(data_opt::AUDIO_MULTI_STREAMS));
+                let data = if per_speaker {
+                    synth.frame(script.seed, u.user_id, utt as u64, frame)
+                } else {
+                    let slot = u.start_ms + frame * step;
+                    let others: Vec<usize> = script
+                        .utterances
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, o)| {
+                            *j != utt && o.start_ms <= slot && slot < o.start_ms + o.duration_ms
+                        })
+                        .map(|(j, _)| j)
+                        .collect();
+                    if others.iter().any(|&j| j < utt) {
+                        // An earlier utterance's frame carries this slot, this voice mixed in.
+                        return Ok(());
+                    }
+                    let mut voices = vec![(u.user_id, utt as u64, frame)];
+                    for j in others {
+                        let o = &script.utterances[j];
+                        voices.push((o.user_id, j as u64, (slot - o.start_ms) / step));
+                    }
+                    synth.mixed_frame(script.seed, &voices)
+                };
                 let seq = self.next_seq(MediaKind::Audio);
-                let data = synth.frame(script.seed, u.user_id, utt as u64, frame);
                 let bytes = data.len();
                 let mut c = self.content(u.user_id, b64.encode(&data), ts);
                 c.length = None;
+                if !per_speaker {
+                    c.user_id = UserId::Num(MIXED_AUDIO_USER_ID);
+                    c.user_name = String::new();
+                }
                 let msg = MediaMessage {
                     msg_type: msg_type::MEDIA_DATA_AUDIO,
                     content: c,

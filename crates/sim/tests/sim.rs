@@ -114,6 +114,15 @@ async fn happy(sim: &Simulator, product: Product, mode: Mode) {
             assert_eq!(c["language"], 9);
         }
     }
+    // Mixed audio (the default) is tagged as Zoom tags it: user id -1, no name.
+    for m in got.media.iter().filter(|m| m["msg_type"] == 14) {
+        let c = &m["content"];
+        assert_eq!(
+            (c["user_id"].as_i64(), c["user_name"].as_str()),
+            (Some(-1), Some("")),
+            "{what}: {m}"
+        );
+    }
     let audio = got.media.iter().find(|m| m["msg_type"] == 14).unwrap();
     use base64::Engine;
     let pcm = base64::engine::general_purpose::STANDARD
@@ -1012,6 +1021,13 @@ async fn requested_audio_params_are_confirmed_and_honoured() {
     sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
         .await;
     let frame = m.recv_type(14).await.unwrap();
+    // Per-speaker audio (data_opt 2) says whose it is.
+    let c = &frame["content"];
+    assert!(
+        c["user_id"].as_i64().is_some_and(|id| id > 0)
+            && c["user_name"].as_str().is_some_and(|n| !n.is_empty()),
+        "{frame}"
+    );
     use base64::Engine;
     let pcm = base64::engine::general_purpose::STANDARD
         .decode(frame["content"]["data"].as_str().unwrap())
@@ -1024,4 +1040,59 @@ async fn requested_audio_params_are_confirmed_and_honoured() {
     let l = h.finished().await;
     // 100+60+40 ms of speech in 100 ms frames: 1 + 1 + 1.
     assert_eq!(l.count(MediaKind::Audio), 3);
+}
+
+/// Two speakers talking over each other: 0-100 ms and 40-140 ms, in 20 ms frames.
+fn overlapping_script() -> MeetingScript {
+    MeetingScript::builder()
+        .participant(101, "Ann Example")
+        .participant(202, "Bo Example")
+        .utterance(101, 0, 100, "first")
+        .utterance(202, 40, 100, "second")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn overlapping_speakers_are_mixed_into_one_frame_per_slot_unless_per_speaker() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    // Mixed audio (the default): one frame per 20 ms slot from 0 to 140 ms, none attributed.
+    let h = sim
+        .start_meeting(overlapping_script(), fast(Product::Meeting))
+        .unwrap();
+    let got = run_session(&h, None, Mode::Unified, &["audio"]).await;
+    let ledger = h.finished().await;
+    assert_eq!(got.count(14), 7, "one mixed frame per slot");
+    assert_eq!(ledger.count(MediaKind::Audio), 7);
+    for m in got.media.iter().filter(|m| m["msg_type"] == 14) {
+        assert_eq!(m["content"]["user_id"], -1, "{m}");
+    }
+    // Per-speaker audio: one frame per speaker per slot, each naming its speaker.
+    let h = sim
+        .start_meeting(overlapping_script(), fast(Product::Meeting))
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let mut req = media_req(&h, 1);
+    req["media_params"] = json!({"audio": {"data_opt": 2}});
+    let mut m = Raw::connect(
+        resp["media_server"]["server_urls"]["audio"]
+            .as_str()
+            .unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    m.send(req).await;
+    m.recv_type(4).await.unwrap();
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    let mut speakers = std::collections::BTreeMap::new();
+    for _ in 0..10 {
+        let f = m.recv_type(14).await.unwrap();
+        *speakers
+            .entry(f["content"]["user_id"].as_i64().unwrap())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(speakers, [(101, 5), (202, 5)].into_iter().collect());
+    assert_eq!(h.finished().await.count(MediaKind::Audio), 10);
 }

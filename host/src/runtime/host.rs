@@ -13,12 +13,13 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::budget::{Budget, Take};
+use super::explain::explain_wasi_errors;
 use crate::bindings::rtms::plugin::{host, types};
 use crate::metrics::{Losses, PluginStats};
 use crate::output::{OutputRecord, Outputs};
@@ -69,9 +70,9 @@ pub struct InstanceCtx {
     pub stream_id: Arc<str>,
     pub meeting_id: Arc<str>,
     pub outputs: Outputs,
-    /// The guest's most recent stderr line: a Rust panic message lands here just before the
-    /// trap, and is added to the trap's report.
-    pub last_stderr: Mutex<String>,
+    /// The guest's last stderr lines of the current call: a panic's message lands here just
+    /// before the trap, and goes into the trap's report.
+    pub stderr_tail: Mutex<StderrTail>,
     pub log_budget: Budget,
     pub emit_budget: Budget,
     /// The plugin's counters (all sessions).
@@ -96,7 +97,7 @@ impl InstanceCtx {
             stream_id,
             meeting_id,
             outputs,
-            last_stderr: Default::default(),
+            stderr_tail: Default::default(),
             log_budget: Budget::new(rates.log_bytes_per_sec),
             emit_budget: Budget::new(rates.emit_bytes_per_sec),
             stats,
@@ -120,6 +121,116 @@ impl InstanceCtx {
     }
 }
 
+/// The last lines a guest wrote to stderr during one call (bounded).
+#[derive(Debug, Default)]
+pub struct StderrTail {
+    lines: std::collections::VecDeque<String>,
+    bytes: usize,
+}
+
+impl StderrTail {
+    /// Lines kept.
+    const LINES: usize = 12;
+    /// Bytes kept.
+    const BYTES: usize = 4096;
+
+    pub fn push(&mut self, line: &str) {
+        self.bytes += line.len();
+        self.lines.push_back(line.to_owned());
+        while self.lines.len() > Self::LINES || (self.bytes > Self::BYTES && self.lines.len() > 1) {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.lines.clear();
+        self.bytes = 0;
+    }
+
+    /// The lines kept, joined with spaces, without blank lines and without the hint a Rust
+    /// panic adds (`note: run with RUST_BACKTRACE=1 ...`), which means nothing here.
+    pub fn take_text(&mut self) -> String {
+        let text: Vec<String> = self
+            .lines
+            .drain(..)
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .collect();
+        self.bytes = 0;
+        text.join(" ")
+    }
+}
+
+/// The Store's resource limiter: [`store_limits`], noting what it refused so a trap can say
+/// it ran out of memory and name the limit.
+pub struct Limiter {
+    inner: StoreLimits,
+    /// The size a refused memory growth asked for, in bytes, since the call began.
+    pub refused_memory: Option<usize>,
+    /// The element count a refused table growth asked for.
+    pub refused_table: Option<usize>,
+}
+
+impl Limiter {
+    pub fn new(memory_bytes: usize) -> Self {
+        Self {
+            inner: store_limits(memory_bytes),
+            refused_memory: None,
+            refused_table: None,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let r = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(r, Ok(true)) {
+            self.refused_memory = Some(desired);
+        }
+        r
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let r = self.inner.table_growing(current, desired, maximum);
+        if !matches!(r, Ok(true)) {
+            self.refused_table = Some(desired);
+        }
+        r
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
 /// A directory the pipeline grants a plugin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -134,7 +245,7 @@ pub struct Grant {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limiter,
     pub ctx: Arc<InstanceCtx>,
     /// Epoch ticks the current call may still run before it is interrupted.
     pub(crate) ticks_left: u64,
@@ -172,7 +283,7 @@ impl HostState {
         Ok(Self {
             wasi: b.build(),
             table: ResourceTable::new(),
-            limits: store_limits(memory_bytes),
+            limits: Limiter::new(memory_bytes),
             ctx,
             ticks_left: 0,
         })
@@ -193,6 +304,7 @@ impl types::Host for HostState {}
 impl host::Host for HostState {
     fn log(&mut self, level: types::Level, message: String) {
         let c = &self.ctx;
+        let message = explain_wasi_errors(&message);
         let message = truncate(&message, MAX_LOG_LINE);
         if !c.log_allowed(message.len()) {
             return;
@@ -301,10 +413,11 @@ struct LineWriter {
 impl LineWriter {
     fn emit_line(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        let text = truncate(text.trim_end(), MAX_LOG_LINE);
+        let text = explain_wasi_errors(text.trim_end());
+        let text = truncate(&text, MAX_LOG_LINE);
         let c = &self.sink.ctx;
         if let Stream::Stderr = self.sink.stream {
-            *c.last_stderr.lock() = text.to_owned();
+            c.stderr_tail.lock().push(text);
         }
         if !c.log_allowed(text.len()) {
             return;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::UpdateDeadline;
 
+use super::explain::explain_wasi_errors;
 use super::host::{Grant, HostState, InstanceCtx};
 use super::{PluginCode, Runtime};
 use crate::bindings::{EndReason, Frame, Plugin, SessionInfo};
@@ -49,6 +50,14 @@ pub struct Instance {
     plugin: Plugin,
     pub code: Arc<PluginCode>,
     ticks_per_call: u64,
+    limits: TrapLimits,
+}
+
+/// The limits a trap report names.
+#[derive(Clone, Copy, Debug)]
+struct TrapLimits {
+    memory_bytes: usize,
+    call_timeout: Duration,
 }
 
 impl Instance {
@@ -75,91 +84,126 @@ impl Instance {
         let ticks_per_call = (spec.call_timeout.as_nanos() / tick).max(1) as u64;
         store.data_mut().ticks_left = ticks_per_call;
         store.set_epoch_deadline(1);
-        let plugin = code
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| trap_error(&ctx, e))?;
+        let limits = TrapLimits {
+            memory_bytes: spec.memory_bytes,
+            call_timeout: spec.call_timeout,
+        };
+        let plugin = match code.pre.instantiate_async(&mut store).await {
+            Ok(p) => p,
+            Err(e) => return Err(trap_error(store.data_mut(), limits, e)),
+        };
         Ok(Self {
             store,
             plugin,
             code,
             ticks_per_call,
+            limits,
         })
     }
 
     fn arm(&mut self) {
-        self.store.data_mut().ticks_left = self.ticks_per_call;
+        let st = self.store.data_mut();
+        st.ticks_left = self.ticks_per_call;
+        st.limits.refused_memory = None;
+        st.limits.refused_table = None;
+        st.ctx.stderr_tail.lock().clear();
         self.store.set_epoch_deadline(1);
     }
 
-    fn ctx(&self) -> Arc<InstanceCtx> {
-        self.store.data().ctx.clone()
+    /// The outcome of a call: a plugin error with its sandbox errors named, or a trap
+    /// report.
+    fn outcome(&mut self, r: wasmtime::Result<Result<(), String>>) -> Result<(), CallError> {
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(CallError::Plugin(explain_wasi_errors(&msg).into_owned())),
+            Err(e) => Err(trap_error(self.store.data_mut(), self.limits, e)),
+        }
     }
 
     pub async fn init(&mut self, config: &[(String, String)]) -> Result<(), CallError> {
         self.arm();
-        let ctx = self.ctx();
         let r = self
             .plugin
             .rtms_plugin_handler()
             .call_init(&mut self.store, config)
             .await;
-        flatten(&ctx, r)
+        self.outcome(r)
     }
 
     pub async fn session_start(&mut self, info: &SessionInfo) -> Result<(), CallError> {
         self.arm();
-        let ctx = self.ctx();
         let r = self
             .plugin
             .rtms_plugin_handler()
             .call_on_session_start(&mut self.store, info)
             .await;
-        flatten(&ctx, r)
+        self.outcome(r)
     }
 
     pub async fn frames(&mut self, session: u64, frames: &[Frame]) -> Result<(), CallError> {
         self.arm();
-        let ctx = self.ctx();
         let r = self
             .plugin
             .rtms_plugin_handler()
             .call_on_frames(&mut self.store, session, frames)
             .await;
-        flatten(&ctx, r)
+        self.outcome(r)
     }
 
     pub async fn session_end(&mut self, session: u64, reason: EndReason) -> Result<(), CallError> {
         self.arm();
-        let ctx = self.ctx();
         let r = self
             .plugin
             .rtms_plugin_handler()
             .call_on_session_end(&mut self.store, session, reason)
             .await;
-        flatten(&ctx, r)
+        self.outcome(r)
     }
 }
 
-fn flatten(ctx: &InstanceCtx, r: wasmtime::Result<Result<(), String>>) -> Result<(), CallError> {
-    match r {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(msg)) => Err(CallError::Plugin(msg)),
-        Err(e) => Err(trap_error(ctx, e)),
-    }
-}
-
-fn trap_error(ctx: &InstanceCtx, e: wasmtime::Error) -> CallError {
-    let mut msg = match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => "call deadline exceeded (interrupted)".to_owned(),
-        Some(t) => t.to_string(),
-        None => format!("{e}"),
+/// A trap's report: what stopped the instance, naming the limit and its pipeline.toml key
+/// when a limit did, with the guest's last stderr lines of the call (a panic's message).
+fn trap_error(st: &mut HostState, limits: TrapLimits, e: wasmtime::Error) -> CallError {
+    let mib = |b: usize| b.div_ceil(1 << 20);
+    let mut msg = if let Some(wanted) = st.limits.refused_memory {
+        format!(
+            "out of memory: the instance asked to grow its linear memory to {} MiB, past [plugin.limits] memory_mb = {} (raise memory_mb, or keep less in memory: a plugin that holds every frame grows without end)",
+            mib(wanted),
+            mib(limits.memory_bytes)
+        )
+    } else if let Some(wanted) = st.limits.refused_table {
+        format!(
+            "table limit: the instance asked for a table of {wanted} elements, past the host's limit of {}",
+            super::host::MAX_TABLE_ELEMENTS
+        )
+    } else {
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => format!(
+                "call deadline exceeded: the call ran past [plugin.limits] call_timeout_ms = {} (an endless loop, or too much work for one call: raise call_timeout_ms, or lower [plugin.batch] max_frames)",
+                limits.call_timeout.as_millis()
+            ),
+            Some(t) => t.to_string(),
+            // The error itself, without the wasm backtrace wasmtime adds as context (function
+            // names of a stripped guest are `<unknown>`, which helps no one).
+            None => {
+                let bt = e
+                    .downcast_ref::<wasmtime::WasmBacktrace>()
+                    .map(|b| b.to_string());
+                e.chain()
+                    .map(|c| c.to_string())
+                    .filter(|c| Some(c) != bt.as_ref())
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            }
+        }
     };
-    let last = std::mem::take(&mut *ctx.last_stderr.lock());
-    if !last.is_empty() {
+    let stderr = st.ctx.stderr_tail.lock().take_text();
+    if !stderr.is_empty() {
         msg.push_str(" — guest stderr: ");
-        msg.push_str(&last);
+        msg.push_str(&stderr);
     }
-    CallError::Trap(msg)
+    if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        tracing::debug!(plugin = %st.ctx.plugin, stream = %st.ctx.stream_id, "trap backtrace: {bt}");
+    }
+    CallError::Trap(explain_wasi_errors(&msg).into_owned())
 }

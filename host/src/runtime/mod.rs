@@ -3,11 +3,13 @@
 //!
 //! Every wasm limit lives in this module tree: the engine's settings here, per-store limits
 //! and the per-call deadline in [`instance`], the sandbox (WASI without network or
-//! environment, only granted directories) in [`host`]. What a plugin instance *does* with
+//! environment, only granted directories) in [`host`]; guest messages made readable (WASI
+//! error names) in [`explain`]. What a plugin instance *does* with
 //! frames — queues, batching, restarts — is the worker's business (`crate::worker`).
 
 pub mod budget;
 pub mod cache;
+pub mod explain;
 pub mod host;
 pub mod instance;
 pub mod quota;

@@ -24,12 +24,13 @@ pub mod config;
 #[doc(hidden)]
 pub mod glue;
 
-/// Bindings generated from `wit/plugin.wit` (world `plugin`).
+/// Bindings generated from `wit/plugin.wit` (world `plugin`), vendored in this crate so it
+/// builds wherever it is.
 #[allow(unsafe_code, missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "../../wit",
+        path: "wit",
         pub_export_macro: true,
         default_bindings_module: "rtms_plugin::bindings",
     });

@@ -177,17 +177,10 @@ pub const fn default_rollback_window_ms() -> u64 {
 pub const fn default_min_severity() -> Severity {
     Severity::Info
 }
-/// `block` (lossless) when a plugin takes only text kinds, `drop-oldest` when it takes media
-/// that arrives in real time and must not stall the stream.
-pub fn default_on_full(media: MediaKinds) -> OnFull {
-    let text: MediaKinds = [MediaKind::Transcript, MediaKind::Chat, MediaKind::Event]
-        .into_iter()
-        .collect();
-    if media.is_subset(text) {
-        OnFull::Block
-    } else {
-        OnFull::DropOldest
-    }
+/// Per kind: `drop-oldest` for real-time media (audio, video, share), `block` for
+/// transcript, chat and events, which are never dropped to make room for media.
+pub fn default_on_full(media: MediaKinds) -> QueuePolicy {
+    QueuePolicy::default_for(media)
 }
 /// The events subscribed to when a plugin takes `event` frames and `rtms.events` is unset.
 pub fn default_events() -> Vec<u32> {

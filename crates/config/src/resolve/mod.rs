@@ -61,6 +61,11 @@ pub(crate) struct Resolver<'a> {
     pub warnings: Vec<String>,
 }
 
+/// The value, or `None` with the error added to `errors`.
+fn keep<T>(errors: &mut Vec<ConfigError>, r: Result<T, ConfigError>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -194,14 +199,48 @@ impl Resolver<'_> {
         normalize(&self.dir.join(s))
     }
 
-    pub fn resolve(mut self, file: PipelineFile, path: PathBuf) -> Result<Pipeline, ConfigError> {
-        let server = self.server(&file.server)?;
-        let admin = self.admin(&file.admin)?;
-        let zoom = self.zoom(&file.zoom)?;
-        let runtime = self.runtime(&file.runtime)?;
-        let plugins = self.plugins(&file.plugin)?;
-        let rtms = self.rtms(&file.rtms, &file.plugin, &plugins)?;
-        let sinks = self.sinks(&file.sink, &plugins)?;
+    /// Resolves every section, collecting the errors of each (a section, or one plugin or
+    /// sink, stops at its first), so one run reports everything it can.
+    ///
+    /// `errors` holds what was found before (the file's shape errors, whose parts `file`
+    /// leaves out) and `dropped` the names of the plugins left out for them.
+    pub fn resolve(
+        mut self,
+        file: PipelineFile,
+        path: PathBuf,
+        mut errors: Vec<ConfigError>,
+        dropped: &[String],
+    ) -> Result<Pipeline, ConfigError> {
+        let server = keep(&mut errors, self.server(&file.server));
+        let admin = keep(&mut errors, self.admin(&file.admin));
+        let zoom = keep(&mut errors, self.zoom(&file.zoom));
+        let runtime = keep(&mut errors, self.runtime(&file.runtime));
+        let (plugins, plugin_errors) = self.plugins(&file.plugin);
+        let mut failed: Vec<String> = plugin_errors.iter().map(|(n, _)| n.clone()).collect();
+        errors.extend(plugin_errors.into_iter().map(|(_, e)| e));
+        let resolved: Vec<&Spanned<PluginConfig>> = file
+            .plugin
+            .iter()
+            .filter(|p| !failed.contains(p.get_ref().name.get_ref()))
+            .collect();
+        let rtms = keep(&mut errors, self.rtms(&file.rtms, &resolved, &plugins));
+        failed.extend(dropped.iter().cloned());
+        let (sinks, sink_errors) = self.sinks(&file.sink, &plugins, &failed);
+        errors.extend(sink_errors);
+        // File order, so the operator reads them top to bottom.
+        errors.sort_by_key(|e| match e {
+            ConfigError::Invalid { at, .. } => (0, at.line, at.column),
+            ConfigError::UnknownKey(u) => (0, u.at.line, u.at.column),
+            _ => (1, 0, 0),
+        });
+        if let Some(e) = ConfigError::gather(errors) {
+            return Err(e);
+        }
+        let (Some(server), Some(admin), Some(zoom), Some(runtime), Some(rtms)) =
+            (server, admin, zoom, runtime, rtms)
+        else {
+            unreachable!("every section without an error resolved");
+        };
         Ok(Pipeline {
             path,
             server,

@@ -49,28 +49,125 @@ impl Resolver<'_> {
         Ok((!read_only).then_some(q.n))
     }
 
+    /// Every plugin that resolves, and the error of each that does not, with its name.
     pub(super) fn plugins(
-        &self,
+        &mut self,
         raw: &[Spanned<PluginConfig>],
-    ) -> Result<Vec<Plugin>, ConfigError> {
+    ) -> (Vec<Plugin>, Vec<(String, ConfigError)>) {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut out = Vec::with_capacity(raw.len());
+        let mut errors = Vec::new();
         for p in raw {
-            let plugin = self.plugin(p.get_ref())?;
+            let raw_name = p.get_ref().name.get_ref().clone();
+            let plugin = match self.plugin(p.get_ref()) {
+                Ok(plugin) => plugin,
+                Err(e) => {
+                    errors.push((raw_name, e));
+                    continue;
+                }
+            };
             let name = plugin.name.as_str().to_owned();
             if let Some(first) = seen.get(&name) {
-                return Err(self.src.invalid_at(
+                errors.push((raw_name, self.src.invalid_at(
                     &p.get_ref().name,
                     format!("plugin name {name:?} is already used by the plugin at line {first}: plugin names must be unique"),
-                ));
+                )));
+                continue;
             }
             seen.insert(name, self.src.at(p.get_ref().name.span().start).line);
             out.push(plugin);
         }
-        Ok(out)
+        (out, errors)
     }
 
-    pub(super) fn plugin(&self, p: &PluginConfig) -> Result<Plugin, ConfigError> {
+    /// `[plugin.queue] on_full`: one policy for every kind, or a table per kind (kinds left
+    /// out keep their default). Warns when one `drop-oldest` for every kind lets transcript,
+    /// chat or events be dropped to make room for real-time media.
+    pub(super) fn queue_policy(
+        &mut self,
+        p: &PluginConfig,
+        n: &str,
+        media: MediaKinds,
+    ) -> Result<QueuePolicy, ConfigError> {
+        const FIX: &str = "write \"block\", \"drop-oldest\", or one per kind such as on_full = { audio = \"drop-oldest\", transcript = \"block\" }";
+        let Some(raw) = &p.queue.on_full else {
+            return Ok(default_on_full(media));
+        };
+        let name_of = |v: &toml::Value, what: &str| -> Result<OnFull, ConfigError> {
+            let msg = match v {
+                toml::Value::String(s) => match OnFull::from_name(s) {
+                    Some(f) => return Ok(f),
+                    None => {
+                        let hint = match suggest(s, ["block", "drop-oldest"]) {
+                            Some(h) => format!("did you mean {h:?}? "),
+                            None => String::new(),
+                        };
+                        format!("plugin {n:?}: {what} = {s:?} is not a queue policy: {hint}{FIX}")
+                    }
+                },
+                other => format!("plugin {n:?}: {what} = {other} is not a queue policy: {FIX}"),
+            };
+            Err(self.src.invalid_at(raw, msg))
+        };
+        match raw.get_ref() {
+            toml::Value::Table(t) => {
+                if t.is_empty() {
+                    return Err(self.src.invalid_at(
+                        raw,
+                        format!("plugin {n:?}: plugin.queue.on_full = {{}} sets nothing: name a kind, or remove the key for the default ({})", default_on_full(media).describe(media)),
+                    ));
+                }
+                let mut policy = default_on_full(media);
+                for (key, v) in t {
+                    let Ok(kind) = key.parse::<MediaKind>() else {
+                        let hint = match suggest(key, MediaKind::ALL.map(MediaKind::as_str)) {
+                            Some(s) => format!("did you mean {s:?}? "),
+                            None => String::new(),
+                        };
+                        return Err(self.src.invalid_at(
+                            raw,
+                            format!("plugin {n:?}: plugin.queue.on_full names {key:?}, which is not a kind of frame: {hint}the kinds are audio, video, share, transcript, chat, event"),
+                        ));
+                    };
+                    if !media.contains(kind) {
+                        return Err(self.src.invalid_at(
+                            raw,
+                            format!("plugin {n:?}: plugin.queue.on_full sets {key}, which the plugin does not take (media = {media}): remove it, or add {key:?} to media"),
+                        ));
+                    }
+                    let f = name_of(v, &format!("plugin.queue.on_full.{key}"))?;
+                    policy = policy.with(kind, f);
+                }
+                Ok(policy)
+            }
+            v => {
+                let f = name_of(v, "plugin.queue.on_full")?;
+                let text: Vec<&str> = media
+                    .iter()
+                    .filter(|k| !k.is_realtime_media())
+                    .map(MediaKind::as_str)
+                    .collect();
+                let live: Vec<&str> = media
+                    .iter()
+                    .filter(|k| k.is_realtime_media())
+                    .map(MediaKind::as_str)
+                    .collect();
+                if f == OnFull::DropOldest && !text.is_empty() && !live.is_empty() {
+                    let at = self.src.at(raw.span().start);
+                    self.warnings.push(format!(
+                        "{at}: plugin {n:?}: on_full = \"drop-oldest\" lets {} frames be dropped to make room for {} when the plugin falls behind; to keep them, remove the key (the default drops only {}) or write on_full = {{ {} = \"drop-oldest\" }}",
+                        text.join(", "),
+                        live.join(", "),
+                        live.join(", "),
+                        live[0],
+                    ));
+                }
+                Ok(QueuePolicy::all(f))
+            }
+        }
+    }
+
+    pub(super) fn plugin(&mut self, p: &PluginConfig) -> Result<Plugin, ConfigError> {
         let name = PluginName::try_new(p.name.get_ref())
             .map_err(|m| self.src.invalid_at(&p.name, format!("plugin.name: {m}")))?;
         let n = name.as_str();
@@ -236,6 +333,7 @@ impl Resolver<'_> {
             MAX_MS,
         )?;
         let (block_timeout, log_rate, emit_rate) = self.plugin_isolation(p)?;
+        let on_full = self.queue_policy(p, n, media)?;
         let config = match &p.config {
             Some(c) => flatten_config(c.get_ref()).map_err(|m| {
                 self.src
@@ -252,7 +350,7 @@ impl Resolver<'_> {
             dirs,
             queue: Queue {
                 capacity: to_usize(capacity.n),
-                on_full: p.queue.on_full.unwrap_or_else(|| default_on_full(media)),
+                on_full,
                 block_timeout,
             },
             batch: Batch {
@@ -275,6 +373,10 @@ impl Resolver<'_> {
                 rollback_window: ms(rollback_window.n),
             },
             config,
+            config_at: WrittenAt(Some(match &p.config {
+                Some(c) => self.src.at(c.span().start),
+                None => self.src.at(p.name.span().start),
+            })),
         })
     }
 }

@@ -53,7 +53,7 @@ impl Resolver<'_> {
     pub(super) fn rtms(
         &mut self,
         r: &RtmsConfig,
-        raw_plugins: &[Spanned<PluginConfig>],
+        raw_plugins: &[&Spanned<PluginConfig>],
         plugins: &[Plugin],
     ) -> Result<Rtms, ConfigError> {
         let connection_timeout = self.rtms_num(

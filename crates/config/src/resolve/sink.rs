@@ -3,28 +3,42 @@
 use super::*;
 
 impl Resolver<'_> {
+    /// Every sink that resolves, and the error of each that does not. `failed` names
+    /// plugins of the file that did not resolve: a sink may name them (their own error is
+    /// reported).
     pub(super) fn sinks(
         &self,
         raw: &[Spanned<SinkConfig>],
         plugins: &[Plugin],
-    ) -> Result<Vec<Sink>, ConfigError> {
+        failed: &[String],
+    ) -> (Vec<Sink>, Vec<ConfigError>) {
         if raw.is_empty() {
-            return Ok(vec![Sink {
+            let stdout = vec![Sink {
                 target: SinkTarget::Stdout,
                 filter: SinkFilter {
                     min_severity: default_min_severity(),
                     plugins: None,
                     kinds: None,
                 },
-            }]);
+            }];
+            return (stdout, Vec::new());
         }
-        raw.iter().map(|s| self.sink(s, plugins)).collect()
+        let mut sinks = Vec::new();
+        let mut errors = Vec::new();
+        for s in raw {
+            match self.sink(s, plugins, failed) {
+                Ok(sink) => sinks.push(sink),
+                Err(e) => errors.push(e),
+            }
+        }
+        (sinks, errors)
     }
 
     pub(super) fn sink(
         &self,
         s: &Spanned<SinkConfig>,
         plugins: &[Plugin],
+        failed: &[String],
     ) -> Result<Sink, ConfigError> {
         let c = s.get_ref();
         let target = match c.kind {
@@ -73,6 +87,7 @@ impl Resolver<'_> {
                     let name = p.get_ref();
                     match plugins.iter().find(|q| q.name.as_str() == name) {
                         Some(q) => names.push(q.name.clone()),
+                        None if failed.contains(name) => {}
                         None => {
                             let hint = suggest(name, plugins.iter().map(|q| q.name.as_str()))
                                 .map(|s| format!("; did you mean {s:?}?"))
