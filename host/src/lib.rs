@@ -40,4 +40,6 @@ pub mod runtime;
 pub mod services;
 pub mod session;
 pub mod signals;
+pub mod tap;
+pub mod telemetry;
 pub mod worker;

@@ -27,6 +27,7 @@ use crate::config::ClientConfig;
 use crate::ingress::{IngressHandler, Refusal};
 use crate::link::StreamIds;
 use crate::machine::Input;
+use crate::observe::SharedObserver;
 use crate::ratelog;
 use crate::session::{self, SessionSnapshot, SessionStart, Shared};
 use crate::sink::SinkFactory;
@@ -57,6 +58,7 @@ struct Inner<F, C> {
     removed: tokio::sync::Notify,
     refused_url: AtomicU64,
     refused_full: AtomicU64,
+    observer: SharedObserver,
 }
 
 /// The `Retry-After` of a refusal for want of room.
@@ -71,6 +73,16 @@ struct Entry {
 
 impl<F: SinkFactory, C: Connector> Sessions<F, C> {
     pub fn new(cfg: ClientConfig, connector: C, factory: F) -> Self {
+        Self::with_observer(cfg, connector, factory, crate::observe::none())
+    }
+
+    /// Like [`Sessions::new`], reporting connection events to `observer` (metrics).
+    pub fn with_observer(
+        cfg: ClientConfig,
+        connector: C,
+        factory: F,
+        observer: SharedObserver,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 cfg: Arc::new(cfg),
@@ -83,6 +95,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 removed: tokio::sync::Notify::new(),
                 refused_url: AtomicU64::new(0),
                 refused_full: AtomicU64::new(0),
+                observer,
             }),
         }
     }
@@ -224,6 +237,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             shared.clone(),
             rx,
             self.inner.shutdown.child_token(),
+            self.inner.observer.clone(),
         );
         let span =
             tracing::info_span!("rtms", stream_id = %stream_id, product = start_product.as_str());
@@ -269,6 +283,14 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             .values()
             .map(|e| e.shared.snapshot())
             .collect()
+    }
+
+    /// Ends one stream as a shutdown would (its plugins get `on-session-end(shutdown)`);
+    /// false when no such stream runs here.
+    pub fn stop(&self, stream_id: &str) -> bool {
+        self.streams()
+            .get(stream_id)
+            .is_some_and(|e| e.inputs.send(Input::Shutdown).is_ok())
     }
 
     /// Running streams.
