@@ -9,10 +9,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
-use rtms_client::{IngressConfig, IngressHandler, Refusal, Sessions, WsConnector};
+use rtms_client::{
+    IngressConfig, IngressHandler, IngressStats, Refusal, Sessions, WebhookSeen, WsConnector,
+};
 use rtms_config::{Env, Pipeline};
 use rtms_proto::WebhookEvent;
 use tokio::net::TcpListener;
@@ -28,6 +31,8 @@ use crate::pipeline::{build_table, client_config, runtime_config};
 use crate::reload::{Outcome, Reloader, Trigger};
 use crate::runtime::Runtime;
 use crate::session::{HostSinkFactory, Tap};
+use crate::tap::TapSubscription;
+use crate::telemetry::{Sources, StreamState, Telemetry};
 
 /// Options that are not in pipeline.toml.
 #[derive(Default)]
@@ -54,10 +59,12 @@ pub struct Service {
     sinks: SinkSet,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: std::time::Duration,
+    ready: Arc<AtomicBool>,
 }
 
 struct Handler {
     sessions: HostSessions,
+    telemetry: Arc<Telemetry>,
 }
 
 impl IngressHandler for Handler {
@@ -65,13 +72,32 @@ impl IngressHandler for Handler {
         tracing::debug!(event = %ev.event, stream = %ev.stream_id, "webhook");
         self.sessions.handle(ev)
     }
+
+    fn observe(&self, seen: WebhookSeen<'_>) {
+        self.telemetry.webhook(seen);
+    }
 }
 
-/// What the admin routes act on: the service's counters, streams and reload controller.
+/// What the admin routes act on: the service's counters, streams, plugins, tap and reload
+/// controller.
 struct Backend {
     sessions: HostSessions,
+    shared: Arc<Shared>,
     triggers: mpsc::UnboundedSender<Trigger>,
     metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
+    registry: prometheus_client::registry::Registry,
+    ready: Arc<AtomicBool>,
+    reloads: Arc<ReloadLog>,
+}
+
+/// What happened to each plugin's queues, summed over the live sessions.
+fn queue_depths(shared: &Shared) -> Vec<(Arc<str>, usize)> {
+    shared
+        .sessions()
+        .iter()
+        .flat_map(|s| s.queue_depths())
+        .collect()
 }
 
 #[async_trait]
@@ -84,6 +110,166 @@ impl AdminBackend for Backend {
 
     async fn reload(&self) -> Outcome {
         request_reload(&self.triggers).await
+    }
+
+    fn prometheus(&self) -> String {
+        crate::telemetry::encode(&self.registry)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("starting or shutting down".into())
+        }
+    }
+
+    fn sessions(&self) -> serde_json::Value {
+        let host: std::collections::HashMap<String, Arc<crate::core::HostSession>> = self
+            .shared
+            .sessions()
+            .into_iter()
+            .map(|s| (s.stream_id.to_string(), s))
+            .collect();
+        let table = self.shared.table.load();
+        let mut list: Vec<serde_json::Value> = self
+            .sessions
+            .snapshots()
+            .into_iter()
+            .map(|snap| {
+                let h = host.get(&snap.stream_id);
+                let plugins: Vec<serde_json::Value> = h
+                    .map(|h| h.queue_depths())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, queued)| {
+                        let hash = table
+                            .get(&name)
+                            .map(|e| e.code.short_hash().to_owned());
+                        serde_json::json!({"name": name, "queued": queued, "hash": hash})
+                    })
+                    .collect();
+                serde_json::json!({
+                    "stream_id": snap.stream_id,
+                    "meeting_id": snap.meeting_id,
+                    "product": snap.product.as_str(),
+                    "operator_id": snap.operator_id,
+                    "state": snap.state,
+                    "server_url": snap.server_url,
+                    "media": media_names(&snap.media_params),
+                    "frames": snap.next_seq,
+                    "session": h.map(|h| h.info.session),
+                    "started_at_ms": h.map(|h| h.info.started_at_ms),
+                    "plugins": plugins,
+                })
+            })
+            .collect();
+        list.sort_by(|a, b| a["stream_id"].as_str().cmp(&b["stream_id"].as_str()));
+        serde_json::Value::Array(list)
+    }
+
+    fn stop_session(&self, stream_id: &str) -> bool {
+        let stopped = self.sessions.stop(stream_id);
+        if stopped {
+            self.telemetry.admin_stop();
+        }
+        stopped
+    }
+
+    fn plugins(&self) -> serde_json::Value {
+        let table = self.shared.table.load();
+        let snapshot = self.metrics.snapshot();
+        let mut queued: std::collections::HashMap<Arc<str>, usize> = Default::default();
+        for (name, n) in queue_depths(&self.shared) {
+            *queued.entry(name).or_default() += n;
+        }
+        let list: Vec<serde_json::Value> = table
+            .plugins
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "name": e.name,
+                    "hash": e.code.short_hash(),
+                    "sha256": e.code.hash,
+                    "component": e.code.path,
+                    "media": e.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                    "queue": {"capacity": e.queue_capacity, "on_full": format!("{:?}", e.on_full).to_lowercase(),
+                              "block_timeout_ms": e.block_timeout.as_millis() as u64},
+                    "batch": {"max_frames": e.batch_max, "max_wait_ms": e.batch_wait.as_millis() as u64},
+                    "queued": queued.get(&e.name).copied().unwrap_or(0),
+                    "stats": snapshot.plugins.get(&*e.name),
+                })
+            })
+            .collect();
+        serde_json::json!(list)
+    }
+
+    fn last_reload(&self) -> serde_json::Value {
+        self.reloads.last()
+    }
+
+    fn config(&self) -> String {
+        self.reloads.config()
+    }
+
+    fn tap(&self) -> Option<TapSubscription> {
+        Some(self.shared.outputs.tap().subscribe())
+    }
+}
+
+/// The media a stream asked for, by name.
+fn media_names(p: &rtms_proto::params::MediaParams) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if p.audio.is_some() {
+        v.push("audio");
+    }
+    if p.video.is_some() {
+        v.push("video");
+    }
+    if p.deskshare.is_some() {
+        v.push("share");
+    }
+    if p.transcript.is_some() {
+        v.push("transcript");
+    }
+    if p.chat.is_some() {
+        v.push("chat");
+    }
+    v
+}
+
+/// The last reload and the pipeline in force, for the admin API.
+#[derive(Default)]
+pub struct ReloadLog {
+    last: parking_lot::Mutex<serde_json::Value>,
+    config: parking_lot::Mutex<String>,
+}
+
+impl ReloadLog {
+    /// Records a reload's outcome and the pipeline in force after it.
+    pub fn record(&self, trigger: &str, outcome: &Outcome, current: &Pipeline) {
+        let (_, mut v) = crate::admin::outcome_json(0, false, outcome);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("reload");
+            o.remove("joined");
+            o.insert("trigger".into(), trigger.into());
+            o.insert("time_ms".into(), rtms_proto::unix_ms().into());
+        }
+        *self.last.lock() = v;
+        self.set_config(current);
+    }
+
+    pub fn set_config(&self, p: &Pipeline) {
+        // The model's Debug prints every secret as `***`.
+        *self.config.lock() = format!("{p:#?}\n");
+    }
+
+    fn last(&self) -> serde_json::Value {
+        self.last.lock().clone()
+    }
+
+    fn config(&self) -> String {
+        self.config.lock().clone()
     }
 }
 
@@ -141,7 +327,12 @@ impl Service {
             shared: shared.clone(),
             tap: opts.tap,
         };
-        let sessions = Sessions::new(client_cfg, connector, factory);
+        let telemetry = Arc::new(Telemetry::default());
+        let sessions = Sessions::with_observer(client_cfg, connector, factory, telemetry.clone());
+        let ready = Arc::new(AtomicBool::new(false));
+        let reloads = Arc::new(ReloadLog::default());
+        reloads.set_config(&pipeline);
+        let ingress_stats = Arc::new(IngressStats::default());
         let (triggers, trigger_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let addr = listener.local_addr()?;
@@ -166,6 +357,7 @@ impl Service {
             header_timeout: pipeline.server.header_timeout,
             body_timeout: pipeline.server.body_timeout,
             max_connections: pipeline.server.max_connections,
+            stats: ingress_stats.clone(),
             tls: pipeline
                 .server
                 .tls
@@ -183,6 +375,7 @@ impl Service {
         }
         let handler = Arc::new(Handler {
             sessions: sessions.clone(),
+            telemetry: telemetry.clone(),
         });
         let mut tasks = Vec::new();
         if let Some(admin_listener) = opts.admin_listener {
@@ -192,10 +385,37 @@ impl Service {
                 reload_min_interval: pipeline.admin.reload_min_interval,
                 limits: Limits::default(),
             };
+            let sources = {
+                let streams = sessions.clone();
+                let depths = shared.clone();
+                let is_ready = ready.clone();
+                Arc::new(Sources {
+                    metrics: metrics.clone(),
+                    ingress: ingress_stats.clone(),
+                    outputs: shared.outputs.stats().clone(),
+                    streams: Box::new(move || {
+                        streams
+                            .snapshots()
+                            .into_iter()
+                            .map(|s| StreamState {
+                                product: s.product,
+                                state: s.state,
+                            })
+                            .collect()
+                    }),
+                    queue_depths: Box::new(move || queue_depths(&depths)),
+                    ready: Box::new(move || is_ready.load(Ordering::Relaxed)),
+                })
+            };
             let backend = Arc::new(Backend {
                 sessions: sessions.clone(),
+                shared: shared.clone(),
                 triggers: triggers.clone(),
                 metrics: metrics.clone(),
+                registry: crate::telemetry::registry(&telemetry, sources),
+                telemetry: telemetry.clone(),
+                ready: ready.clone(),
+                reloads: reloads.clone(),
             });
             let admin_stop = stop.clone();
             tasks.push(tokio::spawn(async move {
@@ -213,13 +433,14 @@ impl Service {
         }));
         let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
         let grace = pipeline.runtime.shutdown_grace;
-        let reloader = Reloader::new(pipeline, env, shared.clone());
+        let reloader = Reloader::new(pipeline, env, shared.clone()).with_log(reloads);
         tasks.push(tokio::spawn(reloader.run(
             trigger_rx,
             rollback_rx,
             watch,
             stop.clone(),
         )));
+        ready.store(true, Ordering::Relaxed);
         tracing::info!(%addr, admin = ?admin_addr, "rtms-host ready");
         Ok(Self {
             addr,
@@ -231,6 +452,7 @@ impl Service {
             sinks,
             tasks,
             grace,
+            ready,
         })
     }
 
@@ -270,6 +492,7 @@ impl Service {
     /// the sinks. Returns the final counters.
     pub async fn shutdown(self) -> MetricsSnapshot {
         tracing::info!("shutting down: no new streams; ending live ones");
+        self.ready.store(false, Ordering::Relaxed);
         self.stop.cancel();
         let aborted = self.sessions.shutdown(self.grace).await;
         if aborted > 0 {

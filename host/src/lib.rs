@@ -41,5 +41,6 @@ pub mod services;
 pub mod session;
 pub mod signals;
 pub mod tap;
+pub mod tapcli;
 pub mod telemetry;
 pub mod worker;

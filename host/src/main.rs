@@ -51,6 +51,8 @@ enum Cmd {
     Replay(rtms_host::replay::ReplayArgs),
     /// Simulator + host + example plugins in one process: a scripted meeting end to end.
     Demo(rtms_host::demo::DemoArgs),
+    /// Print a running host's live frames and plugin outputs (from its admin listener).
+    Tap(rtms_host::tapcli::TapArgs),
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default per command) and
@@ -101,6 +103,10 @@ fn main() -> ExitCode {
             Cmd::Demo(args) => {
                 init_logging("warn");
                 report(rtms_host::demo::demo(args).await)
+            }
+            Cmd::Tap(args) => {
+                init_logging("warn");
+                report(rtms_host::tapcli::tap(args).await)
             }
         }
     })
