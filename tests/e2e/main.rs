@@ -12,6 +12,8 @@
 //! - `webhooks`: forged, stale, replayed, oversize and malformed webhooks; url validation.
 //! - `scale`: a hundred concurrent meetings.
 //! - `shutdown`: graceful shutdown with a live meeting.
+//! - `ops`: Prometheus metrics against the ledger, the admin API, the token rule, `rtms-host
+//!   tap` and the dashboard in headless Chromium.
 //! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
 
 #[path = "../all/util.rs"]
@@ -22,6 +24,7 @@ mod harness;
 mod faults;
 mod happy;
 mod isolation;
+mod ops;
 mod outages;
 mod scale;
 mod shutdown;
