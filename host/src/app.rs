@@ -56,6 +56,9 @@ pub struct Service {
     sessions: HostSessions,
     triggers: mpsc::UnboundedSender<Trigger>,
     stop: CancellationToken,
+    /// Stops the admin listener, after the streams have ended (so `/readyz` answers 503
+    /// and `/metrics` stays readable while they drain).
+    admin_stop: CancellationToken,
     sinks: SinkSet,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: std::time::Duration,
@@ -335,6 +338,7 @@ impl Service {
         let ingress_stats = Arc::new(IngressStats::default());
         let (triggers, trigger_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
+        let admin_stop = CancellationToken::new();
         let addr = listener.local_addr()?;
         let admin_addr = match &opts.admin_listener {
             Some(l) => {
@@ -417,7 +421,7 @@ impl Service {
                 ready: ready.clone(),
                 reloads: reloads.clone(),
             });
-            let admin_stop = stop.clone();
+            let admin_stop = admin_stop.clone();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = crate::admin::serve(admin_listener, cfg, backend, admin_stop).await
                 {
@@ -449,6 +453,7 @@ impl Service {
             sessions,
             triggers,
             stop,
+            admin_stop,
             sinks,
             tasks,
             grace,
@@ -498,6 +503,7 @@ impl Service {
         if aborted > 0 {
             tracing::error!(aborted, "streams did not end within the grace period");
         }
+        self.admin_stop.cancel();
         for t in self.tasks {
             let _ = t.await;
         }
