@@ -257,9 +257,26 @@ async fn prometheus_counters_follow_the_simulators_ledger() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_lists_taps_and_stops_a_live_session() {
     let sim = Simulator::start(sim_config(false)).await.unwrap();
-    let mut host = start_host(&sim, ops_setup(), |_| {}).await;
+    let mut host = start_host(&sim, ops_setup(), |p| p.rtms.ws_ping = true).await;
     let m = start_live(&sim, &mut host, Product::Meeting).await;
     let stream = m.stream_id().to_owned();
+
+    // With rtms.ws_ping the signaling socket's ping round trip is measured.
+    within("a keep-alive round trip in /metrics", async {
+        loop {
+            let (_, text) = admin(&host, Method::GET, "/metrics", None).await;
+            let count = text
+                .lines()
+                .find_map(|l| l.strip_prefix("rtms_keepalive_rtt_seconds_count "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if count > 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
 
     let (status, body) = admin(&host, Method::GET, "/readyz", None).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));

@@ -195,6 +195,8 @@ pub struct Rtms {
     pub socket_mode: SocketMode,
     /// Ask Zoom to deliver the audio it buffered before the host connected.
     pub buffer_data: bool,
+    /// Also send WebSocket pings every keep-alive interval (their round trip is a metric).
+    pub ws_ping: bool,
     /// EVENT_TYPE numbers to subscribe to (msg 5), in file order, no duplicates.
     pub events: Vec<u32>,
     /// The `media_params` sent in the media handshake: a section for each requested kind that

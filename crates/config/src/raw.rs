@@ -99,6 +99,7 @@ pub struct RtmsConfig {
     pub media: Option<Spanned<Vec<Spanned<MediaKind>>>>,
     pub socket_mode: Option<SocketMode>,
     pub buffer_data: Option<bool>,
+    pub ws_ping: Option<bool>,
     pub events: Option<Vec<Spanned<EventSpec>>>,
     pub audio: Option<Spanned<AudioConfig>>,
     pub video: Option<Spanned<VideoConfig>>,

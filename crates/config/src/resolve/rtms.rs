@@ -249,6 +249,7 @@ impl Resolver<'_> {
             media,
             socket_mode: r.socket_mode.unwrap_or(default_socket_mode()),
             buffer_data: r.buffer_data.unwrap_or(default_buffer_data()),
+            ws_ping: r.ws_ping.unwrap_or(false),
             events,
             media_params,
             allowed_hosts,
