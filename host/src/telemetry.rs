@@ -74,8 +74,57 @@ pub struct Telemetry {
     sessions_stopped_by_admin: Counter,
 }
 
+/// Reconnection causes [`rtms_client::Observer::reconnecting`] reports.
+const CAUSES: [&str; 7] = [
+    "signaling_lost",
+    "media_lost",
+    "media_interrupted",
+    "interrupted_webhook",
+    "connect_failed",
+    "failover",
+    "other",
+];
+
 impl Default for Telemetry {
     fn default() -> Self {
+        let t = Self::empty();
+        // Series exist at zero from the start, so rates and alerts work before the first
+        // event of a kind.
+        for scope in [Scope::Full, Scope::Media] {
+            drop(t.attempts.get_or_create(&[("scope", scope.as_str())]));
+            for d in ["true", "false"] {
+                drop(
+                    t.attempt_failures
+                        .get_or_create(&[("scope", scope.as_str()), ("duplicate", d)]),
+                );
+            }
+            for cause in CAUSES {
+                drop(
+                    t.reconnections
+                        .get_or_create(&[("scope", scope.as_str()), ("cause", cause)]),
+                );
+            }
+        }
+        for event in EVENTS {
+            for outcome in [WebhookOutcome::Accepted, WebhookOutcome::Duplicate] {
+                drop(
+                    t.webhooks
+                        .get_or_create(&[("event", event), ("outcome", outcome.as_str())]),
+                );
+            }
+        }
+        for outcome in [WebhookOutcome::Unauthorized, WebhookOutcome::BadRequest] {
+            drop(
+                t.webhooks
+                    .get_or_create(&[("event", "unknown"), ("outcome", outcome.as_str())]),
+            );
+        }
+        t
+    }
+}
+
+impl Telemetry {
+    fn empty() -> Self {
         Self {
             webhooks: Family::default(),
             webhook_delay: Histogram::new([0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0]),

@@ -129,7 +129,7 @@ async fn admin_json(host: &Host, path: &str) -> Value {
 }
 
 /// The exposition parsed by the official parser: sample name to `(labels, value)`.
-struct Exposition(HashMap<String, Vec<(HashMap<String, String>, f64)>>);
+struct Exposition(HashMap<String, Vec<(HashMap<String, String>, f64)>>, String);
 
 impl Exposition {
     async fn scrape(host: &Host) -> Self {
@@ -158,7 +158,7 @@ impl Exposition {
         );
         let v: HashMap<String, Vec<(HashMap<String, String>, f64)>> =
             serde_json::from_slice(&out.stdout).expect("parser output");
-        Self(v)
+        Self(v, text)
     }
 
     /// The value of the sample `name` whose labels include `labels`; 0 when absent.
@@ -241,6 +241,37 @@ async fn prometheus_counters_follow_the_simulators_ledger() {
         assert_eq!(x.get("rtms_plugin_queue_depth", &[("plugin", plugin)]), 0.0);
     }
     assert_eq!(x.get("rtms_ready", &[]), 1.0);
+
+    // Every metric the example Grafana dashboard queries is exposed.
+    let grafana = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/grafana/rtms-host.json"
+    ))
+    .unwrap();
+    let mut names: Vec<&str> = grafana
+        .match_indices("rtms_")
+        .map(|(i, _)| {
+            let rest = &grafana[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|n| n.len() > "rtms_".len() && *n != "rtms_host")
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() > 10, "{names:?}");
+    for name in names {
+        let base = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            x.1.contains(&format!("# TYPE {base} ")),
+            "the Grafana dashboard queries {name}, which /metrics does not expose"
+        );
+    }
 
     // A retry of the same event is counted as a duplicate, a forged one as unauthorized.
     let started = m.started_body();
