@@ -459,7 +459,10 @@ fn query_value(query: &str, key: &str) -> Option<String> {
                 match b[i] {
                     b'+' => out.push(b' '),
                     b'%' if i + 2 < b.len() + 1 => {
-                        match v.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        match v
+                            .get(i + 1..i + 3)
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        {
                             Some(x) => {
                                 out.push(x);
                                 i += 2;
@@ -529,7 +532,10 @@ impl Admin {
             "/readyz" if read => {
                 return match self.backend.ready() {
                     Ok(()) => reply(StatusCode::OK, "ready\n"),
-                    Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                    Err(why) => reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n"),
+                    ),
                 };
             }
             "/" | "/dashboard" if read => {
@@ -588,9 +594,11 @@ impl Admin {
                 self.backend.config(),
             ),
             (&Method::GET, "/admin/tap") => self.tap(&query),
-            (_, "/metrics" | "/admin/metrics" | "/admin/sessions" | "/admin/plugins" | "/admin/config" | "/admin/tap") => {
-                not_allowed("GET")
-            }
+            (
+                _,
+                "/metrics" | "/admin/metrics" | "/admin/sessions" | "/admin/plugins"
+                | "/admin/config" | "/admin/tap",
+            ) => not_allowed("GET"),
             (_, "/admin/sessions/stop") => not_allowed("POST"),
             (_, "/admin/reload") => not_allowed("GET, POST"),
             (_, "/healthz" | "/readyz" | "/" | "/dashboard") => not_allowed("GET, HEAD"),
@@ -615,33 +623,38 @@ impl Admin {
         let until = Instant::now() + self.cfg.limits.max_connection_age;
         let shutdown = self.shutdown.clone();
         let state = (sub, filter, shutdown, until);
-        let stream = futures_util::stream::unfold(state, |(mut sub, filter, shutdown, until)| async move {
-            use tokio::sync::broadcast::error::RecvError;
-            loop {
-                let heartbeat = tokio::time::sleep(TAP_HEARTBEAT);
-                let line = tokio::select! {
-                    () = shutdown.cancelled() => return None,
-                    () = tokio::time::sleep_until(until) => return None,
-                    () = heartbeat => json!({"type": "heartbeat", "time_ms": rtms_proto::unix_ms()}).to_string(),
-                    got = sub.rx.recv() => match got {
-                        Ok(ev) if filter.matches(&ev) => match serde_json::to_string(&*ev) {
-                            Ok(s) => s,
-                            Err(_) => continue,
+        let stream = futures_util::stream::unfold(
+            state,
+            |(mut sub, filter, shutdown, until)| async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let heartbeat = tokio::time::sleep(TAP_HEARTBEAT);
+                    let line = tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep_until(until) => return None,
+                        () = heartbeat => json!({"type": "heartbeat", "time_ms": rtms_proto::unix_ms()}).to_string(),
+                        got = sub.rx.recv() => match got {
+                            Ok(ev) if filter.matches(&ev) => match serde_json::to_string(&*ev) {
+                                Ok(s) => s,
+                                Err(_) => continue,
+                            },
+                            Ok(_) => continue,
+                            Err(RecvError::Lagged(n)) => json!({"type": "lagged", "dropped": n}).to_string(),
+                            Err(RecvError::Closed) => return None,
                         },
-                        Ok(_) => continue,
-                        Err(RecvError::Lagged(n)) => json!({"type": "lagged", "dropped": n}).to_string(),
-                        Err(RecvError::Closed) => return None,
-                    },
-                };
-                let mut bytes = line.into_bytes();
-                bytes.push(b'\n');
-                let frame = hyper::body::Frame::data(Bytes::from(bytes));
-                return Some((Ok::<_, Infallible>(frame), (sub, filter, shutdown, until)));
-            }
-        });
+                    };
+                    let mut bytes = line.into_bytes();
+                    bytes.push(b'\n');
+                    let frame = hyper::body::Frame::data(Bytes::from(bytes));
+                    return Some((Ok::<_, Infallible>(frame), (sub, filter, shutdown, until)));
+                }
+            },
+        );
         let mut r = Response::new(StreamBody::new(stream).boxed());
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
         r.headers_mut()
             .insert("cache-control", HeaderValue::from_static("no-store"));
         r

@@ -146,9 +146,7 @@ impl AdminBackend for Backend {
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(name, queued)| {
-                        let hash = table
-                            .get(&name)
-                            .map(|e| e.code.short_hash().to_owned());
+                        let hash = table.get(&name).map(|e| e.code.short_hash().to_owned());
                         serde_json::json!({"name": name, "queued": queued, "hash": hash})
                     })
                     .collect();

@@ -137,7 +137,9 @@ impl TapHub {
     /// Publishes an output, when someone listens.
     pub fn output(&self, rec: &OutputRecord) {
         if self.active() {
-            let _ = self.tx.send(Arc::new(TapEvent::Output(Arc::new(rec.clone()))));
+            let _ = self
+                .tx
+                .send(Arc::new(TapEvent::Output(Arc::new(rec.clone()))));
         }
     }
 }
@@ -254,8 +256,8 @@ mod tests {
 
     #[test]
     fn filters_parse_and_refuse_what_they_do_not_know() {
-        let f = TapFilter::from_query("session=abc%3D%3D&kind=transcript,chat&what=frames")
-            .unwrap();
+        let f =
+            TapFilter::from_query("session=abc%3D%3D&kind=transcript,chat&what=frames").unwrap();
         assert_eq!(f.session.as_deref(), Some("abc=="));
         assert_eq!(f.kinds, ["transcript", "chat"]);
         assert!(f.frames && !f.outputs);

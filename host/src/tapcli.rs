@@ -123,7 +123,9 @@ pub async fn tap(args: TapArgs) -> Result<()> {
     if !["frames", "outputs", "all"].contains(&args.what.as_str()) {
         bail!("--what {:?}: use frames, outputs or all", args.what);
     }
-    let token = std::env::var(&args.token_env).ok().filter(|t| !t.is_empty());
+    let token = std::env::var(&args.token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let url = args.url();
     let mut printed = 0u64;
@@ -132,9 +134,12 @@ pub async fn tap(args: TapArgs) -> Result<()> {
         if let Some(t) = &token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let req = req
-            .body(Empty::new())
-            .with_context(|| format!("bad admin URL {:?}: give --admin http://HOST:PORT", args.admin))?;
+        let req = req.body(Empty::new()).with_context(|| {
+            format!(
+                "bad admin URL {:?}: give --admin http://HOST:PORT",
+                args.admin
+            )
+        })?;
         let resp = client.request(req).await.with_context(|| {
             format!(
                 "cannot reach the admin listener at {}: is the host running with [admin] enabled?",
@@ -149,13 +154,23 @@ pub async fn tap(args: TapArgs) -> Result<()> {
             );
         }
         if !status.is_success() {
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            bail!("the tap was refused ({status}): {}", String::from_utf8_lossy(&body).trim());
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            bail!(
+                "the tap was refused ({status}): {}",
+                String::from_utf8_lossy(&body).trim()
+            );
         }
         let mut body = resp.into_body();
         let mut buf: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map(|f| f.into_data()) else { break };
+            let Ok(data) = frame.map(|f| f.into_data()) else {
+                break;
+            };
             let Ok(data) = data else { continue };
             buf.extend_from_slice(&data);
             while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
@@ -193,7 +208,10 @@ mod tests {
     fn events_print_as_one_readable_line() {
         let ev = serde_json::json!({"type": "frame", "stream_id": "abcdefghijklmnop", "kind": "transcript",
             "seq": 7, "bytes": 0, "user_name": "Alice", "text": "hello there"});
-        assert_eq!(human(&ev).unwrap(), "abcdefghijkl transcript #7: Alice: hello there");
+        assert_eq!(
+            human(&ev).unwrap(),
+            "abcdefghijkl transcript #7: Alice: hello there"
+        );
         let ev = serde_json::json!({"type": "frame", "stream_id": "s", "kind": "audio", "seq": 8, "bytes": 640, "user_id": "16778240"});
         assert_eq!(human(&ev).unwrap(), "s audio      #8 640 B user 16778240");
         let ev = serde_json::json!({"type": "lagged", "dropped": 12});

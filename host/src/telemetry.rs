@@ -168,7 +168,9 @@ impl Telemetry {
 
 impl rtms_client::Observer for Telemetry {
     fn attempt(&self, scope: Scope) {
-        self.attempts.get_or_create(&[("scope", scope.as_str())]).inc();
+        self.attempts
+            .get_or_create(&[("scope", scope.as_str())])
+            .inc();
     }
 
     fn attempt_failed(&self, scope: Scope, duplicate: bool) {
@@ -258,6 +260,9 @@ fn gauges<L: prometheus_client::encoding::EncodeLabelSet>(
 }
 
 type PluginLabel = [(&'static str, String); 1];
+
+/// One counter of [`PluginStats`](crate::metrics::PluginStats).
+type StatField = fn(&crate::metrics::PluginStats) -> &AtomicU64;
 
 impl Collector for HostCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -388,29 +393,87 @@ impl Collector for HostCollector {
 
         // Per plugin.
         let plugins = m.plugins();
-        let per = |f: fn(&crate::metrics::PluginStats) -> &AtomicU64| {
+        let per = |f: StatField| {
             plugins
                 .iter()
                 .map(move |(n, p)| -> (PluginLabel, u64) { ([("plugin", n.clone())], get(f(p))) })
         };
-        let table: [(&str, &str, fn(&crate::metrics::PluginStats) -> &AtomicU64); 17] = [
-            ("plugin_frames_routed", "Frames routed to the plugin's queues", |p| &p.routed),
-            ("plugin_frames_delivered", "Frames the plugin returned from on-frames for", |p| &p.delivered),
+        let table: [(&str, &str, StatField); 17] = [
+            (
+                "plugin_frames_routed",
+                "Frames routed to the plugin's queues",
+                |p| &p.routed,
+            ),
+            (
+                "plugin_frames_delivered",
+                "Frames the plugin returned from on-frames for",
+                |p| &p.delivered,
+            ),
             ("plugin_batches", "on-frames calls", |p| &p.calls),
-            ("plugin_frames_dropped", "Frames dropped by a full drop-oldest queue", |p| &p.dropped),
-            ("plugin_frames_shed", "Frames a full block queue refused after its block timeout", |p| &p.shed),
-            ("plugin_frames_dead_lettered", "Frames written to the dead-letter file", |p| &p.dead_lettered),
-            ("plugin_frames_discarded", "Frames discarded while the plugin's circuit breaker was open", |p| &p.discarded),
-            ("plugin_errors", "err results the plugin returned", |p| &p.errors),
-            ("plugin_traps", "Traps (panics, limits, deadline)", |p| &p.traps),
-            ("plugin_restarts", "Instances rebuilt after a trap", |p| &p.restarts),
-            ("plugin_breaker_trips", "Sessions on which the circuit breaker stopped the plugin", |p| &p.breaker_trips),
-            ("plugin_swaps", "New versions swapped in on live sessions", |p| &p.swaps),
-            ("plugin_rollbacks", "Automatic rollbacks of a version that kept trapping", |p| &p.rollbacks),
-            ("plugin_log_dropped", "Log lines dropped by the log byte-rate limit", |p| &p.log_dropped),
-            ("plugin_emit_dropped", "Outputs dropped by the emit byte-rate limit", |p| &p.emit_dropped),
-            ("plugin_quota_stops", "Sessions on which a granted directory went over its quota", |p| &p.quota_stops),
-            ("plugin_sessions_with_losses", "Sessions that ended with any loss for the plugin", |p| &p.sessions_with_losses),
+            (
+                "plugin_frames_dropped",
+                "Frames dropped by a full drop-oldest queue",
+                |p| &p.dropped,
+            ),
+            (
+                "plugin_frames_shed",
+                "Frames a full block queue refused after its block timeout",
+                |p| &p.shed,
+            ),
+            (
+                "plugin_frames_dead_lettered",
+                "Frames written to the dead-letter file",
+                |p| &p.dead_lettered,
+            ),
+            (
+                "plugin_frames_discarded",
+                "Frames discarded while the plugin's circuit breaker was open",
+                |p| &p.discarded,
+            ),
+            ("plugin_errors", "err results the plugin returned", |p| {
+                &p.errors
+            }),
+            ("plugin_traps", "Traps (panics, limits, deadline)", |p| {
+                &p.traps
+            }),
+            ("plugin_restarts", "Instances rebuilt after a trap", |p| {
+                &p.restarts
+            }),
+            (
+                "plugin_breaker_trips",
+                "Sessions on which the circuit breaker stopped the plugin",
+                |p| &p.breaker_trips,
+            ),
+            (
+                "plugin_swaps",
+                "New versions swapped in on live sessions",
+                |p| &p.swaps,
+            ),
+            (
+                "plugin_rollbacks",
+                "Automatic rollbacks of a version that kept trapping",
+                |p| &p.rollbacks,
+            ),
+            (
+                "plugin_log_dropped",
+                "Log lines dropped by the log byte-rate limit",
+                |p| &p.log_dropped,
+            ),
+            (
+                "plugin_emit_dropped",
+                "Outputs dropped by the emit byte-rate limit",
+                |p| &p.emit_dropped,
+            ),
+            (
+                "plugin_quota_stops",
+                "Sessions on which a granted directory went over its quota",
+                |p| &p.quota_stops,
+            ),
+            (
+                "plugin_sessions_with_losses",
+                "Sessions that ended with any loss for the plugin",
+                |p| &p.sessions_with_losses,
+            ),
         ];
         for (name, help, f) in table {
             counters(&mut enc, name, help, per(f))?;

@@ -24,7 +24,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::harness::*;
 
 const PARSE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/ops/parse_metrics.py");
-const DASHBOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/ops/dashboard_check.py");
+const DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/ops/dashboard_check.py"
+);
 
 fn run(cmd: &mut std::process::Command) -> Result<(), String> {
     let out = cmd
@@ -49,10 +52,8 @@ fn ops_python() -> PathBuf {
         let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops-venv");
         let py = venv.join("bin").join("python");
         let check = || {
-            run(std::process::Command::new(&py).args([
-                "-c",
-                "import prometheus_client, playwright",
-            ]))
+            run(std::process::Command::new(&py)
+                .args(["-c", "import prometheus_client, playwright"]))
         };
         if py.exists() && check().is_ok() {
             return Ok(py);
@@ -92,14 +93,24 @@ fn chromium() {
     if install().is_err() {
         let _ = run(std::process::Command::new("apt-get").args(["update", "-q"]));
         if let Err(e) = install() {
-            panic!("headless Chromium is needed for the dashboard test and apt-get could not install it: {e}");
+            panic!(
+                "headless Chromium is needed for the dashboard test and apt-get could not install it: {e}"
+            );
         }
     }
-    assert!(have(), "apt-get installed chromium but /usr/bin/chromium is missing");
+    assert!(
+        have(),
+        "apt-get installed chromium but /usr/bin/chromium is missing"
+    );
 }
 
 /// GET or POST `path` on the admin listener; status and body.
-async fn admin(host: &Host, method: Method, path: &str, token: Option<&str>) -> (StatusCode, String) {
+async fn admin(
+    host: &Host,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
     let addr = host.svc.admin_addr().expect("the admin listener runs");
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut req = Request::builder()
@@ -108,12 +119,9 @@ async fn admin(host: &Host, method: Method, path: &str, token: Option<&str>) -> 
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let resp = within(
-        path,
-        client.request(req.body(Empty::new()).unwrap()),
-    )
-    .await
-    .expect("the admin listener answers");
+    let resp = within(path, client.request(req.body(Empty::new()).unwrap()))
+        .await
+        .expect("the admin listener answers");
     let status = resp.status();
     let body = within(path, resp.into_body().collect())
         .await
@@ -129,7 +137,11 @@ async fn admin_json(host: &Host, path: &str) -> Value {
 }
 
 /// The exposition parsed by the official parser: sample name to `(labels, value)`.
-struct Exposition(HashMap<String, Vec<(HashMap<String, String>, f64)>>, String);
+/// Sample name to its `(labels, value)` rows.
+type Samples = HashMap<String, Vec<(HashMap<String, String>, f64)>>;
+
+/// The parsed samples and the raw text.
+struct Exposition(Samples, String);
 
 impl Exposition {
     async fn scrape(host: &Host) -> Self {
@@ -156,8 +168,7 @@ impl Exposition {
             "the official parser refused the exposition: {}\n{text}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: HashMap<String, Vec<(HashMap<String, String>, f64)>> =
-            serde_json::from_slice(&out.stdout).expect("parser output");
+        let v: Samples = serde_json::from_slice(&out.stdout).expect("parser output");
         Self(v, text)
     }
 
@@ -175,7 +186,10 @@ impl Exposition {
             })
             .map(|(_, v)| *v)
             .collect();
-        assert!(matching.len() <= 1, "{name} {labels:?} matches {matching:?}");
+        assert!(
+            matching.len() <= 1,
+            "{name} {labels:?} matches {matching:?}"
+        );
         matching.first().copied().unwrap_or(0.0)
     }
 }
@@ -191,7 +205,13 @@ fn ops_setup() -> Setup {
 async fn prometheus_counters_follow_the_simulators_ledger() {
     let sim = Simulator::start(sim_config(false)).await.unwrap();
     let host = start_host(&sim, ops_setup(), |_| {}).await;
-    let m = start(&sim, &host, script(12, vec![]), Product::Meeting, Pace::Fast);
+    let m = start(
+        &sim,
+        &host,
+        script(12, vec![]),
+        Product::Meeting,
+        Pace::Fast,
+    );
     let ledger = finish(&host, &m).await;
     let x = Exposition::scrape(&host).await;
 
@@ -217,16 +237,27 @@ async fn prometheus_counters_follow_the_simulators_ledger() {
     assert_eq!(lifecycle("meeting.rtms_started", "accepted"), 1.0);
     assert_eq!(lifecycle("meeting.rtms_stopped", "accepted"), 1.0);
     assert_eq!(x.get("rtms_first_frame_seconds_count", &[]), 1.0);
-    assert_eq!(x.get("rtms_connection_attempts_total", &[("scope", "full")]), 1.0);
+    assert_eq!(
+        x.get("rtms_connection_attempts_total", &[("scope", "full")]),
+        1.0
+    );
     assert_eq!(x.get("rtms_sessions_opened_total", &[]), 1.0);
     assert_eq!(x.get("rtms_sessions_ended_total", &[]), 1.0);
     // No live stream is left in any state.
-    let live: f64 = x.0.get("rtms_sessions").into_iter().flatten().map(|(_, v)| v).sum();
+    let live: f64 =
+        x.0.get("rtms_sessions")
+            .into_iter()
+            .flatten()
+            .map(|(_, v)| v)
+            .sum();
     assert_eq!(live, 0.0);
 
     let texts = ledger_transcript(&ledger).len() + ledger_chats(&ledger).len();
     assert_eq!(
-        x.get("rtms_plugin_frames_delivered_total", &[("plugin", "writer")]),
+        x.get(
+            "rtms_plugin_frames_delivered_total",
+            &[("plugin", "writer")]
+        ),
         texts as f64
     );
     for plugin in ["seq", "writer"] {
@@ -237,7 +268,10 @@ async fn prometheus_counters_follow_the_simulators_ledger() {
             batches,
             "every {plugin} call is timed"
         );
-        assert_eq!(x.get("rtms_plugin_frames_dropped_total", &[("plugin", plugin)]), 0.0);
+        assert_eq!(
+            x.get("rtms_plugin_frames_dropped_total", &[("plugin", plugin)]),
+            0.0
+        );
         assert_eq!(x.get("rtms_plugin_queue_depth", &[("plugin", plugin)]), 0.0);
     }
     assert_eq!(x.get("rtms_ready", &[]), 1.0);
@@ -276,13 +310,33 @@ async fn prometheus_counters_follow_the_simulators_ledger() {
     // A retry of the same event is counted as a duplicate, a forged one as unauthorized.
     let started = m.started_body();
     let ts = now_secs();
-    let (status, _) = post(&host, &signed(&sim.config().webhook_secret, ts, &started), started.clone()).await;
+    let (status, _) = post(
+        &host,
+        &signed(&sim.config().webhook_secret, ts, &started),
+        started.clone(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = post(&host, &signed("not-the-secret", ts, &started), started).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let x = Exposition::scrape(&host).await;
-    assert_eq!(x.get("rtms_webhooks_total", &[("event", "meeting.rtms_started"), ("outcome", "duplicate")]), 1.0);
-    assert_eq!(x.get("rtms_webhooks_total", &[("event", "meeting.rtms_started"), ("outcome", "unauthorized")]), 1.0);
+    assert_eq!(
+        x.get(
+            "rtms_webhooks_total",
+            &[("event", "meeting.rtms_started"), ("outcome", "duplicate")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        x.get(
+            "rtms_webhooks_total",
+            &[
+                ("event", "meeting.rtms_started"),
+                ("outcome", "unauthorized")
+            ]
+        ),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,13 +390,24 @@ async fn the_admin_api_lists_taps_and_stops_a_live_session() {
     let (status, config) = admin(&host, Method::GET, "/admin/config", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(config.contains("Secret(***)"), "{config}");
-    assert!(!config.contains(&sim.config().client_secret), "a secret leaked: {config}");
+    assert!(
+        !config.contains(&sim.config().client_secret),
+        "a secret leaked: {config}"
+    );
 
     // `rtms-host tap` prints the session's transcript lines as they pass.
     let admin_url = format!("http://{}", host.svc.admin_addr().unwrap());
     let mut tap = tokio::process::Command::new(env!("CARGO_BIN_EXE_rtms-host"))
         .args(["tap", "--admin", &admin_url, "--session", &stream])
-        .args(["--kind", "transcript", "--what", "frames", "--json", "--count", "2"])
+        .args([
+            "--kind",
+            "transcript",
+            "--what",
+            "frames",
+            "--json",
+            "--count",
+            "2",
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -359,7 +424,9 @@ async fn the_admin_api_lists_taps_and_stops_a_live_session() {
         assert_eq!(ev["stream_id"], stream.as_str(), "{ev}");
         assert!(ev["text"].as_str().is_some_and(|t| !t.is_empty()), "{ev}");
     }
-    let status = within("the tap to exit after --count", tap.wait()).await.unwrap();
+    let status = within("the tap to exit after --count", tap.wait())
+        .await
+        .unwrap();
     assert!(status.success());
 
     // Stopping the stream ends it for the plugins; a second stop finds nothing.
@@ -389,13 +456,29 @@ async fn the_admin_token_guards_every_route_but_health_and_the_page() {
         |_| {},
     )
     .await;
-    for path in ["/metrics", "/admin/sessions", "/admin/plugins", "/admin/config", "/admin/tap"] {
+    for path in [
+        "/metrics",
+        "/admin/sessions",
+        "/admin/plugins",
+        "/admin/config",
+        "/admin/tap",
+    ] {
         let (status, _) = admin(&host, Method::GET, path, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token");
         let (status, _) = admin(&host, Method::GET, path, Some("wrong")).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with a wrong token");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{path} with a wrong token"
+        );
     }
-    let (status, _) = admin(&host, Method::POST, "/admin/sessions/stop?stream_id=x", None).await;
+    let (status, _) = admin(
+        &host,
+        Method::POST,
+        "/admin/sessions/stop?stream_id=x",
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, text) = admin(&host, Method::GET, "/metrics", Some("a-long-admin-token")).await;
     assert_eq!(status, StatusCode::OK);
@@ -437,14 +520,24 @@ async fn the_dashboard_shows_a_live_session_and_its_transcript_in_chromium() {
     );
     let seen: Value = serde_json::from_slice(&out.stdout).expect("the check's JSON");
     assert_eq!(seen["rows"], serde_json::json!([m.stream_id()]), "{seen}");
-    assert_eq!(seen["plugins"], serde_json::json!(["seq", "writer"]), "{seen}");
+    assert_eq!(
+        seen["plugins"],
+        serde_json::json!(["seq", "writer"]),
+        "{seen}"
+    );
     // Each rendered line is "<speaker>: <text>" of a line the simulator sent
     // ("synthetic line N from ID", said by "Speaker K").
     for line in seen["transcript"].as_array().unwrap() {
         let line = line.as_str().unwrap();
         let (who, text) = line.split_once(": ").expect("speaker: text");
         assert!(who.starts_with("Speaker "), "{line:?}");
-        assert!(text.starts_with("synthetic line "), "{line:?} was never said");
+        assert!(
+            text.starts_with("synthetic line "),
+            "{line:?} was never said"
+        );
     }
-    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real screenshot");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a real screenshot"
+    );
 }

@@ -141,17 +141,28 @@ pub(crate) fn shared_for(start: &SessionStart, cfg: &ClientConfig) -> Arc<Shared
     })
 }
 
+/// What every session of a manager shares.
+pub(crate) struct Deps<C, F> {
+    pub cfg: Arc<ClientConfig>,
+    pub connector: Arc<C>,
+    pub factory: Arc<F>,
+    pub observer: SharedObserver,
+}
+
 /// Runs one stream until it ends; returns why.
 pub(crate) async fn run<C: Connector, F: SinkFactory>(
-    cfg: Arc<ClientConfig>,
-    connector: Arc<C>,
-    factory: Arc<F>,
+    deps: Deps<C, F>,
     start: SessionStart,
     shared: Arc<Shared>,
     mut inputs: mpsc::UnboundedReceiver<Input>,
     shutdown: CancellationToken,
-    observer: SharedObserver,
 ) -> EndReason {
+    let Deps {
+        cfg,
+        connector,
+        factory,
+        observer,
+    } = deps;
     let mut d = Driver::<C, F> {
         observer,
         started: Instant::now(),

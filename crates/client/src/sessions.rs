@@ -229,15 +229,18 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         let stream_id = start.ids.stream_id.clone();
         let start_product = start.ids.product;
         let this = self.clone();
+        let deps = session::Deps {
+            cfg: self.inner.cfg.clone(),
+            connector: self.inner.connector.clone(),
+            factory: self.inner.factory.clone(),
+            observer: self.inner.observer.clone(),
+        };
         let fut = session::run(
-            self.inner.cfg.clone(),
-            self.inner.connector.clone(),
-            self.inner.factory.clone(),
+            deps,
             start,
             shared.clone(),
             rx,
             self.inner.shutdown.child_token(),
-            self.inner.observer.clone(),
         );
         let span =
             tracing::info_span!("rtms", stream_id = %stream_id, product = start_product.as_str());

@@ -181,12 +181,22 @@ async fn a_token_is_required_once_set_and_only_the_right_one_passes() {
     // Health answers without a token.
     let (status, _, body) = send(s.addr, Method::GET, "/healthz", None).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
-    let (status, headers, _) =
-        send(s.addr, Method::DELETE, "/admin/reload", Some(&bearer(TOKEN))).await;
+    let (status, headers, _) = send(
+        s.addr,
+        Method::DELETE,
+        "/admin/reload",
+        Some(&bearer(TOKEN)),
+    )
+    .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(headers[ALLOW], "GET, POST");
-    let (status, headers, _) =
-        send(s.addr, Method::GET, "/admin/sessions/stop", Some(&bearer(TOKEN))).await;
+    let (status, headers, _) = send(
+        s.addr,
+        Method::GET,
+        "/admin/sessions/stop",
+        Some(&bearer(TOKEN)),
+    )
+    .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(headers[ALLOW], "POST");
     s.stop().await;
