@@ -306,7 +306,12 @@ impl Service {
             .expose()
             .to_owned();
         let connector = WsConnector::new(pipeline.zoom.ca_file.as_deref())
-            .context("cannot set up TLS for the Zoom connections")?;
+            .context("cannot set up TLS for the Zoom connections")?
+            .with_proxy(&match &pipeline.rtms.proxy {
+                rtms_config::Proxy::Env => rtms_client::ProxySetting::Env,
+                rtms_config::Proxy::None => rtms_client::ProxySetting::None,
+                rtms_config::Proxy::Url(u) => rtms_client::ProxySetting::Url(u.clone()),
+            });
         let rt = Runtime::new(&runtime_config(&pipeline))?;
         let metrics = Arc::new(Metrics::default());
         let table = build_table(&pipeline, &rt, &metrics, None, 1).await?;

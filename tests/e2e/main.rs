@@ -10,12 +10,15 @@
 //!   per-type URL map, the bounded drain after a stop.
 //! - `timing`: retry and reconnection delays against the configured bounds.
 //! - `webhooks`: forged, stale, replayed, oversize and malformed webhooks; url validation.
+//! - `proxy`: signaling and media through an HTTP CONNECT proxy from the environment.
 //! - `scale`: a hundred concurrent meetings.
 //! - `shutdown`: graceful shutdown with a live meeting.
 //! - `ops`: Prometheus metrics against the ledger, the admin API, the token rule, `rtms-host
 //!   tap` and the dashboard in headless Chromium.
 //! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
 
+#[path = "../shared/host_process.rs"]
+mod host_process;
 #[path = "../all/util.rs"]
 mod util;
 
@@ -26,6 +29,7 @@ mod happy;
 mod isolation;
 mod ops;
 mod outages;
+mod proxy;
 mod scale;
 mod shutdown;
 mod timing;

@@ -51,4 +51,4 @@ pub use sessions::Sessions;
 pub use sink::{
     Collected, CollectingSink, EndReason, FrameSink, SinkFactory, StreamInfo, StreamStatus,
 };
-pub use transport::{Connector, Transport, WsConnector};
+pub use transport::{Connector, ProxySetting, Transport, WsConnector};

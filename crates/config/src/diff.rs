@@ -265,6 +265,7 @@ impl Pipeline {
         note(r, "rtms.ws_ping", &a.ws_ping, &b.ws_ping);
         note(r, "rtms.events", &a.events, &b.events);
         note(r, "rtms.allowed_hosts", &a.allowed_hosts, &b.allowed_hosts);
+        note(r, "rtms.proxy", &a.proxy, &b.proxy);
         note(
             r,
             "rtms.allow_insecure_ws",

@@ -207,8 +207,23 @@ pub struct Rtms {
     pub allowed_hosts: Vec<String>,
     /// Allow plain `ws://` besides `wss://` (tests and the simulator only).
     pub allow_insecure_ws: bool,
+    /// How the signaling and media sockets reach Zoom.
+    pub proxy: Proxy,
     /// Streams run at once at most; a started webhook past it gets 503.
     pub max_streams: usize,
+}
+
+/// How outgoing WebSockets reach Zoom (`rtms.proxy`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Proxy {
+    /// As `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` say (the default).
+    #[default]
+    Env,
+    /// Always direct, whatever the environment says.
+    None,
+    /// Through this HTTP proxy (`http://host:port`, no credentials: those go in the
+    /// environment's proxy URL), except for the hosts `NO_PROXY` names.
+    Url(String),
 }
 
 /// How media sockets are opened.

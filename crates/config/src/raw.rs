@@ -107,6 +107,7 @@ pub struct RtmsConfig {
     pub transcript: Option<Spanned<TranscriptConfig>>,
     pub allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub allow_insecure_ws: Option<bool>,
+    pub proxy: Option<Spanned<String>>,
     pub max_streams: Num,
 }
 

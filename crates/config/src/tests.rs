@@ -771,3 +771,26 @@ fn bad_intake_settings_are_named() {
         "{e}"
     );
 }
+
+#[test]
+fn the_proxy_is_env_none_or_an_http_url_without_credentials() {
+    let d = Dir::new();
+    let p = d.parse("version = 1\n");
+    assert_eq!(p.rtms.proxy, Proxy::Env);
+    let p = d.parse("version = 1\n[rtms]\nproxy = \"none\"\n");
+    assert_eq!(p.rtms.proxy, Proxy::None);
+    let p = d.parse("version = 1\n[rtms]\nproxy = \"http://proxy.corp:3128\"\n");
+    assert_eq!(p.rtms.proxy, Proxy::Url("http://proxy.corp:3128".into()));
+    let e = d.err("version = 1\n[rtms]\nproxy = \"http://bob:pw@proxy.corp:3128\"\n");
+    assert!(e.contains("must not hold credentials"), "{e}");
+    assert!(
+        e.contains("HTTPS_PROXY=http://user:password@host:port"),
+        "{e}"
+    );
+    assert!(!e.contains("bob:pw"), "the password is not echoed: {e}");
+    let e = d.err("version = 1\n[rtms]\nproxy = \"socks5://proxy:1080\"\n");
+    assert!(e.contains("pipeline.toml:3:"), "{e}");
+    assert!(e.contains("\"none\""), "{e}");
+    let e = d.err("version = 1\n[rtms]\nproxy = \"http://proxy.corp\"\n");
+    assert!(e.contains("needs a host and a port"), "{e}");
+}
