@@ -18,7 +18,9 @@
 //!   last reload's outcome;
 //! - `GET /admin/config` — the effective configuration, secrets redacted;
 //! - `GET /admin/tap?session=&kind=&plugin=&what=` — live frames and outputs as JSON Lines
-//!   ([`crate::tap`]); a slow reader loses events, never the host's time.
+//!   ([`crate::tap`]); a slow reader loses events, never the host's time;
+//! - `POST /admin/rtms/{start,stop,pause,resume}?meeting=ID` — acts through Zoom's REST API
+//!   ([`crate::zoomapi`]); a start answers once the meeting's started webhook arrived.
 //!
 //! Defences, all counted in `GET /admin/metrics` under `"admin"`:
 //! - a bearer token (`Authorization: Bearer <token>`, compared in constant time over SHA-256
@@ -115,6 +117,12 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// A subscription to the live tap.
     fn tap(&self) -> Option<TapSubscription> {
         None
+    }
+    /// Starts, stops, pauses or resumes a meeting's stream through Zoom's REST API; the
+    /// HTTP status and the JSON answer.
+    async fn rtms(&self, meeting: &str, action: &str) -> (u16, Value) {
+        let _ = (meeting, action);
+        (404, json!({"error": "this host cannot start streams"}))
     }
 }
 
@@ -594,6 +602,21 @@ impl Admin {
                 self.backend.config(),
             ),
             (&Method::GET, "/admin/tap") => self.tap(&query),
+            (&Method::POST, p) if p.starts_with("/admin/rtms/") => {
+                let action = &p["/admin/rtms/".len()..];
+                let Some(meeting) = query_value(&query, "meeting").filter(|m| !m.is_empty()) else {
+                    return json_reply(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": "name the meeting: POST /admin/rtms/<start|stop|pause|resume>?meeting=<uuid or number, percent-encoded>"}),
+                    );
+                };
+                tracing::info!(%peer, action, meeting = %rtms_proto::webhook::truncated(&meeting, 64), "RTMS status change requested");
+                let (status, v) = self.backend.rtms(&meeting, action).await;
+                json_reply(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &v,
+                )
+            }
             (
                 _,
                 "/metrics" | "/admin/metrics" | "/admin/sessions" | "/admin/plugins"

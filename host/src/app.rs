@@ -68,12 +68,31 @@ pub struct Service {
 struct Handler {
     sessions: HostSessions,
     telemetry: Arc<Telemetry>,
+    starts: tokio::sync::broadcast::Sender<StartedSeen>,
+}
+
+/// A started webhook the host took: what a start through the REST API waits for.
+#[derive(Clone, Debug)]
+pub struct StartedSeen {
+    pub product: rtms_proto::Product,
+    /// Meeting uuid / webinar uuid / session id / engagement id.
+    pub id: String,
+    pub stream_id: String,
 }
 
 impl IngressHandler for Handler {
     fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal> {
         tracing::debug!(event = %ev.event, stream = %ev.stream_id, "webhook");
-        self.sessions.handle(ev)
+        let seen = (ev.action == rtms_proto::WebhookAction::Started).then(|| StartedSeen {
+            product: ev.product,
+            id: ev.id.clone(),
+            stream_id: ev.stream_id.clone(),
+        });
+        self.sessions.handle(ev)?;
+        if let Some(s) = seen {
+            let _ = self.starts.send(s);
+        }
+        Ok(())
     }
 
     fn observe(&self, seen: WebhookSeen<'_>) {
@@ -92,6 +111,68 @@ struct Backend {
     registry: prometheus_client::registry::Registry,
     ready: Arc<AtomicBool>,
     reloads: Arc<ReloadLog>,
+    rtms: Arc<RtmsControl>,
+}
+
+/// Starts, stops, pauses and resumes streams through Zoom's REST API, and waits for the
+/// started webhook that follows a start.
+pub struct RtmsControl {
+    rest: Option<crate::zoomapi::ZoomRest>,
+    /// Why `rest` is `None`.
+    missing: String,
+    starts: tokio::sync::broadcast::Sender<StartedSeen>,
+    wait: std::time::Duration,
+}
+
+impl RtmsControl {
+    /// Acts on `meeting` (a uuid, or a meeting number). A start then waits for the
+    /// meeting's started webhook up to `rtms.webhook_wait_timeout_ms`; with a meeting number
+    /// (which webhooks do not carry) it takes the next meeting started webhook.
+    pub async fn act(
+        &self,
+        meeting: &str,
+        action: crate::zoomapi::Action,
+    ) -> Result<serde_json::Value, (u16, String)> {
+        let Some(rest) = &self.rest else {
+            return Err((503, self.missing.clone()));
+        };
+        let mut started = self.starts.subscribe();
+        rest.rtms_status(meeting, action)
+            .await
+            .map_err(|e| (502, e))?;
+        if action != crate::zoomapi::Action::Start {
+            return Ok(
+                serde_json::json!({"meeting": meeting, "action": action.as_str(), "accepted": true}),
+            );
+        }
+        let numeric = !meeting.is_empty() && meeting.bytes().all(|b| b.is_ascii_digit());
+        let wait = async {
+            loop {
+                match started.recv().await {
+                    Ok(s) if s.id == meeting => return Some(s),
+                    Ok(s) if numeric && s.product == rtms_proto::Product::Meeting => {
+                        return Some(s);
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        match tokio::time::timeout(self.wait, wait).await {
+            Ok(Some(s)) => Ok(serde_json::json!({
+                "meeting": s.id, "action": "start", "accepted": true,
+                "stream_id": s.stream_id, "product": s.product.as_str(),
+            })),
+            Ok(None) => Err((503, "the host is shutting down".into())),
+            Err(_) => Err((
+                504,
+                format!(
+                    "Zoom accepted the start, but no started webhook for meeting {meeting:?} reached this host within {} s (rtms.webhook_wait_timeout_ms). Likely causes: the meeting has not started (its host must be in it); RTMS is not enabled for the account or for the app; the app's event subscriptions lack meeting.rtms_started; or Zoom cannot reach this host's webhook endpoint (check the endpoint URL and its validation in the app's settings)",
+                    self.wait.as_secs()
+                ),
+            )),
+        }
+    }
 }
 
 /// What happened to each plugin's queues, summed over the live sessions.
@@ -215,6 +296,19 @@ impl AdminBackend for Backend {
 
     fn tap(&self) -> Option<TapSubscription> {
         Some(self.shared.outputs.tap().subscribe())
+    }
+
+    async fn rtms(&self, meeting: &str, action: &str) -> (u16, serde_json::Value) {
+        let Some(action) = crate::zoomapi::Action::parse(action) else {
+            return (
+                404,
+                serde_json::json!({"error": format!("unknown action {action:?}: use start, stop, pause or resume")}),
+            );
+        };
+        match self.rtms.act(meeting, action).await {
+            Ok(v) => (200, v),
+            Err((status, e)) => (status, serde_json::json!({"error": e})),
+        }
     }
 }
 
@@ -380,9 +474,44 @@ impl Service {
                 .map_err(anyhow::Error::msg)
                 .context("server.tls")?;
         }
+        let (starts, _) = tokio::sync::broadcast::channel(256);
+        let rtms = {
+            let z = &pipeline.zoom;
+            let (rest, missing) = match (&z.rest, &z.client_id) {
+                (Some(r), Some(rtms_client_id)) => (
+                    Some(crate::zoomapi::ZoomRest::new(
+                        crate::zoomapi::RestConfig {
+                            api_base_url: z.api_base_url.clone(),
+                            oauth_base_url: z.oauth_base_url.clone(),
+                            account_id: r.account_id.clone(),
+                            oauth_client_id: r.client_id.clone(),
+                            oauth_client_secret: r.client_secret.expose().to_owned(),
+                            rtms_client_id: rtms_client_id.clone(),
+                        },
+                        rtms_client::transport::tls_config(None)
+                            .context("cannot set up TLS for Zoom's REST API")?,
+                    )),
+                    String::new(),
+                ),
+                _ => (
+                    None,
+                    format!(
+                        "starting RTMS from the host needs Server-to-Server OAuth credentials: export {}, {} and {} and restart the host",
+                        z.rest_env[0], z.rest_env[1], z.rest_env[2]
+                    ),
+                ),
+            };
+            Arc::new(RtmsControl {
+                rest,
+                missing,
+                starts: starts.clone(),
+                wait: pipeline.rtms.webhook_wait_timeout,
+            })
+        };
         let handler = Arc::new(Handler {
             sessions: sessions.clone(),
             telemetry: telemetry.clone(),
+            starts,
         });
         let mut tasks = Vec::new();
         if let Some(admin_listener) = opts.admin_listener {
@@ -423,6 +552,7 @@ impl Service {
                 telemetry: telemetry.clone(),
                 ready: ready.clone(),
                 reloads: reloads.clone(),
+                rtms: rtms.clone(),
             });
             let admin_stop = admin_stop.clone();
             tasks.push(tokio::spawn(async move {

@@ -9,6 +9,8 @@
 //! - `outages`: repeated short outages within the per-outage budget, unified mode with a
 //!   per-type URL map, the bounded drain after a stop.
 //! - `timing`: retry and reconnection delays against the configured bounds.
+//! - `zoom_rest`: starting, pausing, resuming and stopping streams through Zoom's REST API
+//!   (OAuth token, status call, then the started webhook), its errors and the timeout.
 //! - `webhooks`: forged, stale, replayed, oversize and malformed webhooks; url validation.
 //! - `proxy`: signaling and media through an HTTP CONNECT proxy from the environment.
 //! - `scale`: a hundred concurrent meetings.
@@ -34,3 +36,4 @@ mod scale;
 mod shutdown;
 mod timing;
 mod webhooks;
+mod zoom_rest;

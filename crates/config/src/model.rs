@@ -151,6 +151,25 @@ pub struct Zoom {
     pub webhook_secret: Option<Secret>,
     /// An extra CA certificate (PEM) to trust for `wss://`, such as the simulator's; absolute.
     pub ca_file: Option<PathBuf>,
+    /// Zoom's REST API (`https://api.zoom.us`; `https://api.zoomgov.com` for Zoom for
+    /// Government), for starting and stopping RTMS on purpose.
+    pub api_base_url: String,
+    /// Zoom's OAuth server (`https://zoom.us`; `https://zoomgov.com`).
+    pub oauth_base_url: String,
+    /// Server-to-Server OAuth credentials for the REST API, from the environment
+    /// (`ZOOM_ACCOUNT_ID`, `ZOOM_OAUTH_CLIENT_ID`, `ZOOM_OAUTH_CLIENT_SECRET` by default);
+    /// `None` when unset (starting RTMS from the host then says what to export).
+    pub rest: Option<RestCredentials>,
+    /// The variables `rest` is read from, for messages.
+    pub rest_env: [String; 3],
+}
+
+/// Server-to-Server OAuth credentials (account credentials grant).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestCredentials {
+    pub account_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
 }
 
 impl Zoom {

@@ -79,6 +79,11 @@ pub struct ZoomConfig {
     pub webhook_secret: Option<Spanned<String>>,
     pub allow_plaintext_secrets: Option<bool>,
     pub ca_file: Option<Spanned<String>>,
+    pub api_base_url: Option<Spanned<String>>,
+    pub oauth_base_url: Option<Spanned<String>>,
+    pub account_id_env: Option<Spanned<String>>,
+    pub oauth_client_id_env: Option<Spanned<String>>,
+    pub oauth_client_secret_env: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -121,6 +121,43 @@ impl Resolver<'_> {
             }
             None => None,
         };
+        let base = |raw: &Option<Spanned<String>>, key: &str, default: &str| {
+            let Some(v) = raw else {
+                return Ok(default.to_owned());
+            };
+            let s = v.get_ref().trim_end_matches('/');
+            if !(s.starts_with("https://") || s.starts_with("http://")) || s.len() < 9 {
+                return Err(self.src.invalid_at(
+                    v,
+                    format!("zoom.{key} = {s:?} is not a base URL: use {default:?} (or Zoom for Government's)"),
+                ));
+            }
+            Ok(s.to_owned())
+        };
+        let api_base_url = base(&z.api_base_url, "api_base_url", "https://api.zoom.us")?;
+        let oauth_base_url = base(&z.oauth_base_url, "oauth_base_url", "https://zoom.us")?;
+        let rest_env = [
+            self.env_name(&z.account_id_env, "account_id_env", "ZOOM_ACCOUNT_ID")?,
+            self.env_name(
+                &z.oauth_client_id_env,
+                "oauth_client_id_env",
+                "ZOOM_OAUTH_CLIENT_ID",
+            )?,
+            self.env_name(
+                &z.oauth_client_secret_env,
+                "oauth_client_secret_env",
+                "ZOOM_OAUTH_CLIENT_SECRET",
+            )?,
+        ];
+        let get = |v: &str| self.env.var(v).filter(|x| !x.is_empty());
+        let rest = match (get(&rest_env[0]), get(&rest_env[1]), get(&rest_env[2])) {
+            (Some(account_id), Some(client_id), Some(secret)) => Some(RestCredentials {
+                account_id,
+                client_id,
+                client_secret: Secret::new(secret),
+            }),
+            _ => None,
+        };
         Ok(Zoom {
             client_id_env,
             client_secret_env,
@@ -129,6 +166,10 @@ impl Resolver<'_> {
             client_secret: client_secret.map(Secret::new),
             webhook_secret: webhook_secret.map(Secret::new),
             ca_file,
+            api_base_url,
+            oauth_base_url,
+            rest,
+            rest_env,
         })
     }
 }
