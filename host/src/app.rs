@@ -117,7 +117,7 @@ struct Backend {
 /// Starts, stops, pauses and resumes streams through Zoom's REST API, and waits for the
 /// started webhook that follows a start.
 pub struct RtmsControl {
-    rest: Option<crate::zoomapi::ZoomRest>,
+    rest: Option<Arc<crate::zoomapi::ZoomRest>>,
     /// Why `rest` is `None`.
     missing: String,
     starts: tokio::sync::broadcast::Sender<StartedSeen>,
@@ -428,6 +428,7 @@ impl Service {
             tap: opts.tap,
         };
         let telemetry = Arc::new(Telemetry::default());
+        let event_connector = connector.clone();
         let sessions = Sessions::with_observer(client_cfg, connector, factory, telemetry.clone());
         let ready = Arc::new(AtomicBool::new(false));
         let reloads = Arc::new(ReloadLog::default());
@@ -479,7 +480,7 @@ impl Service {
             let z = &pipeline.zoom;
             let (rest, missing) = match (&z.rest, &z.client_id) {
                 (Some(r), Some(rtms_client_id)) => (
-                    Some(crate::zoomapi::ZoomRest::new(
+                    Some(Arc::new(crate::zoomapi::ZoomRest::new(
                         crate::zoomapi::RestConfig {
                             api_base_url: z.api_base_url.clone(),
                             oauth_base_url: z.oauth_base_url.clone(),
@@ -490,7 +491,7 @@ impl Service {
                         },
                         rtms_client::transport::tls_config(None)
                             .context("cannot set up TLS for Zoom's REST API")?,
-                    )),
+                    ))),
                     String::new(),
                 ),
                 _ => (
@@ -513,6 +514,14 @@ impl Service {
             telemetry: telemetry.clone(),
             starts,
         });
+        let event_ws = match (&pipeline.zoom.event_ws, &rtms.rest) {
+            (None, _) => None,
+            (Some(cfg), Some(rest)) => Some((cfg.clone(), rest.clone())),
+            (Some(_), None) => anyhow::bail!(
+                "zoom.event_subscription_id is set, but the event WebSocket needs a Server-to-Server OAuth token: {}",
+                rtms.missing
+            ),
+        };
         let mut tasks = Vec::new();
         if let Some(admin_listener) = opts.admin_listener {
             let cfg = AdminConfig {
@@ -561,6 +570,16 @@ impl Service {
                     tracing::error!(error = %e, "admin listener failed");
                 }
             }));
+        }
+        if let Some((cfg, rest)) = event_ws {
+            let handler: Arc<dyn IngressHandler> = handler.clone();
+            tasks.push(tokio::spawn(crate::eventws::run(
+                cfg,
+                rest,
+                event_connector,
+                handler,
+                stop.clone(),
+            )));
         }
         let ingress_stop = stop.clone();
         tasks.push(tokio::spawn(async move {

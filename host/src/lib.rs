@@ -29,6 +29,7 @@ pub mod bindings;
 pub mod core;
 pub mod deadletter;
 pub mod demo;
+pub mod eventws;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;

@@ -4,6 +4,7 @@
 //!
 //! - `harness`: starting a host for a simulator, reading what the plugins wrote, raw HTTP.
 //! - `happy`: each product end to end, unified and split sockets.
+//! - `event_ws`: Zoom's event WebSocket as the intake: events, heartbeats, reconnection.
 //! - `faults`: dropped sockets, keep-alive loss, handshake rejections, refused connections,
 //!   failover scenarios 1-3, stop reasons.
 //! - `outages`: repeated short outages within the per-outage budget, unified mode with a
@@ -26,6 +27,7 @@ mod util;
 
 mod harness;
 
+mod event_ws;
 mod faults;
 mod happy;
 mod isolation;

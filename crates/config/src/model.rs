@@ -162,6 +162,19 @@ pub struct Zoom {
     pub rest: Option<RestCredentials>,
     /// The variables `rest` is read from, for messages.
     pub rest_env: [String; 3],
+    /// Zoom's event WebSocket as a second intake, when `zoom.event_subscription_id` is set.
+    pub event_ws: Option<EventWs>,
+}
+
+/// Zoom's event WebSocket: webhook events over a WebSocket the host opens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventWs {
+    /// `wss://ws.zoom.us/ws` (Zoom for Government: `wss://ws.zoomgov.com/ws`).
+    pub url: String,
+    /// The event subscription's id (from the app's Event Subscriptions page).
+    pub subscription_id: String,
+    /// How often the host sends a heartbeat (Zoom asks for one every 30 s).
+    pub heartbeat: std::time::Duration,
 }
 
 /// Server-to-Server OAuth credentials (account credentials grant).

@@ -84,6 +84,8 @@ pub struct ZoomConfig {
     pub account_id_env: Option<Spanned<String>>,
     pub oauth_client_id_env: Option<Spanned<String>>,
     pub oauth_client_secret_env: Option<Spanned<String>>,
+    pub event_ws_url: Option<Spanned<String>>,
+    pub event_subscription_id: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

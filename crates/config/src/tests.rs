@@ -794,3 +794,20 @@ fn the_proxy_is_env_none_or_an_http_url_without_credentials() {
     let e = d.err("version = 1\n[rtms]\nproxy = \"http://proxy.corp\"\n");
     assert!(e.contains("needs a host and a port"), "{e}");
 }
+
+#[test]
+fn the_event_websocket_needs_a_plain_subscription_id_and_a_ws_url() {
+    let d = Dir::new();
+    let p = d.parse("version = 1\n[zoom]\nevent_subscription_id = \"AbC-1_x\"\n");
+    let ws = p.zoom.event_ws.expect("the event WebSocket is on");
+    assert_eq!(ws.url, "wss://ws.zoom.us/ws");
+    assert_eq!(ws.subscription_id, "AbC-1_x");
+    assert!(d.parse("version = 1\n").zoom.event_ws.is_none());
+    let e = d.err("version = 1\n[zoom]\nevent_subscription_id = \"a b\"\n");
+    assert!(e.contains("event_subscription_id"), "{e}");
+    let e = d.err("version = 1\n[zoom]\nevent_subscription_id = \"ab\"\nevent_ws_url = \"https://ws.zoom.us/ws\"\n");
+    assert!(
+        e.contains("pipeline.toml:4:") && e.contains("wss://ws.zoomgov.com/ws"),
+        "{e}"
+    );
+}

@@ -14,6 +14,14 @@
 //!   3001 for an unknown meeting, 400 code 300 for a bad action or an RTMS client id that is
 //!   not the simulator's, and whatever [`ZoomApi::fail_next`] queued (429 with `Retry-After`,
 //!   say).
+//!
+//! It also serves Zoom's event WebSocket ([`ZoomApi::event_ws_url`]):
+//! `ws://…/ws?subscriptionId=ID&access_token=TOKEN` with a token from the endpoint above and
+//! the configured subscription id (else the upgrade is refused with 401). Events arrive as
+//! `{"module": "message", "content": "<the webhook body as a string>"}`; a client's
+//! `{"module": "heartbeat"}` is answered with `{"module": "heartbeat", "success": true}`, and
+//! a connection without a heartbeat for [`ApiConfig::heartbeat_timeout`] is closed.
+//! [`ZoomApi::forward`] sends a meeting's webhook events to the connected subscribers.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -43,6 +51,11 @@ pub struct ApiConfig {
     pub oauth_client_secret: String,
     /// `expires_in` of issued tokens (Zoom: 3600 s).
     pub token_ttl: Duration,
+    /// The event subscription the event WebSocket serves.
+    pub event_subscription_id: String,
+    /// A connection without a heartbeat for this long is closed (Zoom asks for one every
+    /// 30 s).
+    pub heartbeat_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +65,8 @@ impl Default for ApiConfig {
             oauth_client_id: "sim-oauth-client".into(),
             oauth_client_secret: "sim-oauth-secret".into(),
             token_ttl: Duration::from_secs(3600),
+            event_subscription_id: "sim-subscription".into(),
+            heartbeat_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -71,6 +86,12 @@ pub struct ApiCounts {
     pub token_refusals: u64,
     /// `(meeting id, action, HTTP status)` of every status call, in order.
     pub status_calls: Vec<(String, String, u16)>,
+    /// Event WebSocket connections accepted, and refused (bad token or subscription).
+    pub event_ws_connections: u64,
+    pub event_ws_refused: u64,
+    /// Event messages sent (counted once per connection).
+    pub events_sent: u64,
+    pub heartbeats: u64,
 }
 
 enum Prepared {
@@ -85,11 +106,17 @@ struct State {
     meetings: HashMap<String, Prepared>,
     failures: VecDeque<Failure>,
     counts: ApiCounts,
+    /// Connected event WebSocket clients.
+    subscribers: Vec<(
+        tokio::sync::mpsc::UnboundedSender<String>,
+        CancellationToken,
+    )>,
 }
 
 /// The REST API, on its own 127.0.0.1 port. Dropping it stops the server.
 pub struct ZoomApi {
     addr: SocketAddr,
+    ws_addr: SocketAddr,
     state: Arc<Mutex<State>>,
     cancel: CancellationToken,
 }
@@ -127,7 +154,10 @@ impl ZoomApi {
             meetings: HashMap::new(),
             failures: VecDeque::new(),
             counts: ApiCounts::default(),
+            subscribers: Vec::new(),
         }));
+        let ws_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let ws_addr = ws_listener.local_addr()?;
         let cancel = sim.cancel.child_token();
         let starter = sim.starter();
         let (st, stop) = (state.clone(), cancel.clone());
@@ -151,8 +181,10 @@ impl ZoomApi {
                 });
             }
         });
+        tokio::spawn(serve_event_ws(ws_listener, state.clone(), cancel.clone()));
         Ok(ZoomApi {
             addr,
+            ws_addr,
             state,
             cancel,
         })
@@ -196,6 +228,61 @@ impl ZoomApi {
 
     pub fn counts(&self) -> ApiCounts {
         self.lock().counts.clone()
+    }
+
+    /// The event WebSocket's URL, without its query (`ws://127.0.0.1:port/ws`).
+    pub fn event_ws_url(&self) -> String {
+        format!("ws://{}/ws", self.ws_addr)
+    }
+
+    /// Sends the meeting's current started event, then every webhook event it emits, to
+    /// the event WebSocket's subscribers (the meeting should have no webhook URL).
+    pub fn forward(&self, meeting: &MeetingHandle) {
+        let mut events = meeting.subscribe_webhooks();
+        let account = self.lock().cfg.account_id.clone();
+        let state = self.state.clone();
+        let publish = move |body: Vec<u8>| {
+            let content = String::from_utf8_lossy(&body).into_owned();
+            let msg = json!({"module": "message", "content": content}).to_string();
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            s.subscribers.retain(|(tx, _)| tx.send(msg.clone()).is_ok());
+            s.counts.events_sent += s.subscribers.len() as u64;
+        };
+        publish(meeting.started_body());
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    ev = events.recv() => ev,
+                };
+                match ev {
+                    Ok(ev) => {
+                        let last = ev.action == rtms_proto::WebhookAction::Stopped;
+                        publish(crate::meeting::webhook_body(&ev, &account));
+                        if last {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
+    /// Closes every event WebSocket connection (the client should reconnect).
+    pub fn drop_event_connections(&self) {
+        for (_, closed) in self.lock().subscribers.drain(..) {
+            closed.cancel();
+        }
+    }
+
+    /// Event WebSocket connections open now.
+    pub fn event_subscribers(&self) -> usize {
+        let mut s = self.lock();
+        s.subscribers.retain(|(tx, _)| !tx.is_closed());
+        s.subscribers.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -416,4 +503,101 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Serves the event WebSocket until `cancel`.
+async fn serve_event_ws(
+    listener: TcpListener,
+    state: Arc<Mutex<State>>,
+    cancel: CancellationToken,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    loop {
+        let (stream, _) = tokio::select! {
+            () = cancel.cancelled() => return,
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+        };
+        let state = state.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+            #[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
+            let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+                let q = req.uri().query().unwrap_or("");
+                let param = |k: &str| {
+                    q.split('&').find_map(|p| {
+                        p.split_once('=')
+                            .filter(|(a, _)| *a == k)
+                            .map(|(_, v)| percent_decode(v))
+                    })
+                };
+                let mut s = lock();
+                let ok = req.uri().path() == "/ws"
+                    && param("subscriptionId").as_deref()
+                        == Some(s.cfg.event_subscription_id.as_str())
+                    && param("access_token")
+                        .and_then(|t| s.tokens.get(&t).copied())
+                        .is_some_and(|exp| exp > Instant::now());
+                if ok {
+                    s.counts.event_ws_connections += 1;
+                    Ok(resp)
+                } else {
+                    s.counts.event_ws_refused += 1;
+                    let mut r =
+                        ErrorResponse::new(Some("invalid subscriptionId or access_token".into()));
+                    *r.status_mut() = StatusCode::UNAUTHORIZED;
+                    Err(r)
+                }
+            };
+            let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, check).await else {
+                return;
+            };
+            let (mut tx, mut rx) = ws.split();
+            let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let closed = cancel.child_token();
+            let timeout = {
+                let mut s = lock();
+                s.subscribers.push((out_tx, closed.clone()));
+                s.cfg.heartbeat_timeout
+            };
+            let mut deadline = Box::pin(tokio::time::sleep(timeout));
+            loop {
+                tokio::select! {
+                    () = closed.cancelled() => {
+                        let _ = tx.send(Message::Close(None)).await;
+                        break;
+                    }
+                    () = &mut deadline => {
+                        let _ = tx.send(Message::Close(None)).await;
+                        break;
+                    }
+                    out = out_rx.recv() => match out {
+                        Some(text) => {
+                            if tx.send(Message::text(text)).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    msg = rx.next() => match msg {
+                        Some(Ok(Message::Text(t))) => {
+                            let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                            if v["module"] == "heartbeat" {
+                                lock().counts.heartbeats += 1;
+                                deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+                                let ack = json!({"module": "heartbeat", "success": true}).to_string();
+                                if tx.send(Message::text(ack)).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => {}
+                    },
+                }
+            }
+        });
+    }
 }

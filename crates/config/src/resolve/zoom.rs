@@ -158,7 +158,42 @@ impl Resolver<'_> {
             }),
             _ => None,
         };
+        let event_ws = match &z.event_subscription_id {
+            None => None,
+            Some(id) => {
+                let sub = id.get_ref().trim();
+                if sub.is_empty()
+                    || !sub
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                {
+                    return Err(self.src.invalid_at(
+                        id,
+                        format!("zoom.event_subscription_id = {sub:?}: give the id of the app's event subscription (letters, digits, - and _), as Zoom shows it"),
+                    ));
+                }
+                let url = match &z.event_ws_url {
+                    None => "wss://ws.zoom.us/ws".to_owned(),
+                    Some(u) => {
+                        let s = u.get_ref().trim();
+                        if !(s.starts_with("wss://") || s.starts_with("ws://")) || s.contains('?') {
+                            return Err(self.src.invalid_at(
+                                u,
+                                format!("zoom.event_ws_url = {s:?}: give the WebSocket URL without its query, \"wss://ws.zoom.us/ws\" (Zoom for Government: \"wss://ws.zoomgov.com/ws\")"),
+                            ));
+                        }
+                        s.to_owned()
+                    }
+                };
+                Some(EventWs {
+                    url,
+                    subscription_id: sub.to_owned(),
+                    heartbeat: Duration::from_secs(30),
+                })
+            }
+        };
         Ok(Zoom {
+            event_ws,
             client_id_env,
             client_secret_env,
             webhook_secret_env,
