@@ -451,30 +451,6 @@ impl Service {
             }
             None => None,
         };
-        let ingress_cfg = IngressConfig {
-            path: pipeline.server.webhook_path.clone(),
-            secret_token: webhook_secret,
-            max_body_bytes: pipeline.server.max_body_bytes,
-            timestamp_window_secs: pipeline.server.timestamp_window.as_secs(),
-            header_timeout: pipeline.server.header_timeout,
-            body_timeout: pipeline.server.body_timeout,
-            max_connections: pipeline.server.max_connections,
-            stats: ingress_stats.clone(),
-            tls: pipeline
-                .server
-                .tls
-                .as_ref()
-                .map(|t| rtms_client::ingress::TlsFiles {
-                    cert: t.cert.clone(),
-                    key: t.key.clone(),
-                }),
-            ..IngressConfig::default()
-        };
-        if let Some(files) = &ingress_cfg.tls {
-            rtms_client::ingress::ReloadingCert::new(files.clone())
-                .map_err(anyhow::Error::msg)
-                .context("server.tls")?;
-        }
         let (starts, _) = tokio::sync::broadcast::channel(256);
         let rtms = {
             let z = &pipeline.zoom;
@@ -509,6 +485,41 @@ impl Service {
                 wait: pipeline.rtms.webhook_wait_timeout,
             })
         };
+        let ingress_cfg = IngressConfig {
+            path: pipeline.server.webhook_path.clone(),
+            secret_token: webhook_secret,
+            max_body_bytes: pipeline.server.max_body_bytes,
+            timestamp_window_secs: pipeline.server.timestamp_window.as_secs(),
+            header_timeout: pipeline.server.header_timeout,
+            body_timeout: pipeline.server.body_timeout,
+            max_connections: pipeline.server.max_connections,
+            stats: ingress_stats.clone(),
+            app: match (&pipeline.server.zoom_app, &pipeline.zoom.client_secret) {
+                (false, _) => None,
+                (true, Some(secret)) => Some(Arc::new(crate::zoomapp::ZoomApp {
+                    client_secret: secret.expose().to_owned(),
+                    rtms: rtms.clone(),
+                }) as Arc<dyn rtms_client::AppRoutes>),
+                (true, None) => anyhow::bail!(
+                    "server.zoom_app needs the app's client secret to verify the Zoom client: export {}",
+                    pipeline.zoom.client_secret_env
+                ),
+            },
+            tls: pipeline
+                .server
+                .tls
+                .as_ref()
+                .map(|t| rtms_client::ingress::TlsFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                }),
+            ..IngressConfig::default()
+        };
+        if let Some(files) = &ingress_cfg.tls {
+            rtms_client::ingress::ReloadingCert::new(files.clone())
+                .map_err(anyhow::Error::msg)
+                .context("server.tls")?;
+        }
         let handler = Arc::new(Handler {
             sessions: sessions.clone(),
             telemetry: telemetry.clone(),

@@ -47,3 +47,4 @@ pub mod tapcli;
 pub mod telemetry;
 pub mod worker;
 pub mod zoomapi;
+pub mod zoomapp;

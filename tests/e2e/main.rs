@@ -10,6 +10,8 @@
 //! - `outages`: repeated short outages within the per-outage budget, unified mode with a
 //!   per-type URL map, the bounded drain after a stop.
 //! - `timing`: retry and reconnection delays against the configured bounds.
+//! - `zoom_app`: the in-client Zoom App page (SDK stubbed, in headless Chromium) and its
+//!   server-side start, guarded by Zoom's sealed app context.
 //! - `zoom_rest`: starting, pausing, resuming and stopping streams through Zoom's REST API
 //!   (OAuth token, status call, then the started webhook), its errors and the timeout.
 //! - `webhooks`: forged, stale, replayed, oversize and malformed webhooks; url validation.
@@ -38,4 +40,5 @@ mod scale;
 mod shutdown;
 mod timing;
 mod webhooks;
+mod zoom_app;
 mod zoom_rest;

@@ -46,7 +46,7 @@ fn run(cmd: &mut std::process::Command) -> Result<(), String> {
 }
 
 /// The venv's python with `prometheus_client` and `playwright`, created on first use.
-fn ops_python() -> PathBuf {
+pub fn ops_python() -> PathBuf {
     static PY: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     PY.get_or_init(|| {
         let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops-venv");
@@ -80,7 +80,7 @@ fn ops_python() -> PathBuf {
 }
 
 /// Debian's Chromium, installed with apt-get when missing.
-fn chromium() {
+pub fn chromium() {
     let have = || Path::new("/usr/bin/chromium").exists();
     if have() {
         return;

@@ -90,6 +90,30 @@ pub struct IngressConfig {
     pub tls: Option<TlsFiles>,
     /// Counters of what the ingress did; share the `Arc` to read them.
     pub stats: Arc<IngressStats>,
+    /// Extra routes under a path prefix (the in-client Zoom App), served with the same
+    /// connection, header, body-size and body-time limits as the webhook.
+    pub app: Option<Arc<dyn AppRoutes>>,
+}
+
+/// A request for [`AppRoutes`], its body already read within the ingress's limits.
+#[derive(Debug)]
+pub struct AppRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Routes served beside the webhook, under [`AppRoutes::prefix`].
+pub trait AppRoutes: Send + Sync + 'static {
+    /// The path prefix, such as `/zoom-app/`.
+    fn prefix(&self) -> &str;
+    /// Answers one request.
+    fn handle(
+        &self,
+        req: AppRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Full<Bytes>>> + Send + '_>>;
 }
 
 impl Default for IngressConfig {
@@ -106,6 +130,7 @@ impl Default for IngressConfig {
             max_connections: 1024,
             tls: None,
             stats: Arc::default(),
+            app: None,
         }
     }
 }
@@ -488,6 +513,33 @@ impl Ingress {
         let method = req.method();
         if path == HEALTH_PATH && (method == Method::GET || method == Method::HEAD) {
             return reply(StatusCode::OK, "ok\n");
+        }
+        if let Some(app) = &self.cfg.app
+            && (path.starts_with(app.prefix()) || path == app.prefix().trim_end_matches('/'))
+        {
+            let (parts, body) = req.into_parts();
+            let req = Request::from_parts(parts.clone(), body);
+            let body = if parts.method == Method::GET || parts.method == Method::HEAD {
+                Bytes::new()
+            } else {
+                match tokio::time::timeout(self.cfg.body_timeout, self.read_body(req)).await {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(resp)) => return resp,
+                    Err(_) => {
+                        bump(&self.cfg.stats.body_timeouts);
+                        return reply(StatusCode::REQUEST_TIMEOUT, "body too slow\n");
+                    }
+                }
+            };
+            return app
+                .handle(AppRequest {
+                    method: parts.method,
+                    path: parts.uri.path().to_owned(),
+                    query: parts.uri.query().unwrap_or("").to_owned(),
+                    headers: parts.headers,
+                    body,
+                })
+                .await;
         }
         if path != self.cfg.path {
             bump(&self.cfg.stats.not_found);

@@ -70,6 +70,8 @@ pub struct Server {
     pub body_timeout: Duration,
     /// `[server.tls]`: serve HTTPS with these PEM files (reloaded when they change).
     pub tls: Option<ServerTls>,
+    /// Serve the in-client Zoom App under `/zoom-app/`.
+    pub zoom_app: bool,
 }
 
 /// `[server.tls]`: the listener's certificate chain and private key (PEM), absolute.

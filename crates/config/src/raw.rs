@@ -50,6 +50,7 @@ pub struct ServerConfig {
     pub header_timeout_ms: Num,
     pub body_timeout_ms: Num,
     pub tls: Option<Spanned<TlsConfig>>,
+    pub zoom_app: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
