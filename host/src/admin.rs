@@ -1,9 +1,26 @@
 //! The admin listener: a small hyper HTTP/1 server of its own, never the webhook port.
 //!
-//! Routes (one `match` in [`Admin::route`]; add new ones there):
-//! - `GET /healthz` — `ok`, without a token (it says nothing but that the process answers);
+//! Routes (one `match` in [`Admin::route`]; add new ones there). Without a token:
+//! - `GET /healthz` — `ok`: the process answers (liveness);
+//! - `GET /readyz` — 200 once the pipeline is loaded, every component compiled and the
+//!   webhook listener up; 503 with the reason while starting or shutting down;
+//! - `GET /` and `GET /dashboard` — the live dashboard page (static; it asks for the token
+//!   itself and holds no data of its own).
+//!
+//! With the token (when one is set):
+//! - `GET /metrics` — the Prometheus exposition ([`crate::telemetry`]);
 //! - `GET /admin/metrics` — the JSON counters, live streams and this listener's own counters;
-//! - `POST /admin/reload` — reloads and answers with the outcome.
+//! - `GET /admin/sessions` — the live streams with state, media, plugins and counters;
+//! - `POST /admin/sessions/stop?stream_id=ID` — ends one stream (its plugins get
+//!   `on-session-end(shutdown)`);
+//! - `GET /admin/plugins` — each plugin with its version hash, settings and counters;
+//! - `POST /admin/reload` — reloads and answers with the outcome; `GET /admin/reload` — the
+//!   last reload's outcome;
+//! - `GET /admin/config` — the effective configuration, secrets redacted;
+//! - `GET /admin/tap?session=&kind=&plugin=&what=` — live frames and outputs as JSON Lines
+//!   ([`crate::tap`]); a slow reader loses events, never the host's time;
+//! - `POST /admin/rtms/{start,stop,pause,resume}?meeting=ID` — acts through Zoom's REST API
+//!   ([`crate::zoomapi`]); a start answers once the meeting's started webhook arrived.
 //!
 //! Defences, all counted in `GET /admin/metrics` under `"admin"`:
 //! - a bearer token (`Authorization: Bearer <token>`, compared in constant time over SHA-256
@@ -29,7 +46,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::header::{
     ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
@@ -50,6 +68,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::reload::Outcome;
+use crate::tap::{TapFilter, TapSubscription};
+
+/// The response body of every admin route.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// The dashboard page, compiled in.
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
+/// How often a quiet tap sends a heartbeat line.
+const TAP_HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// What the admin routes act on: the running service, or a stand-in in tests.
 #[async_trait]
@@ -58,6 +85,45 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn metrics(&self) -> Value;
     /// Reloads and returns the outcome. Called at most once at a time.
     async fn reload(&self) -> Outcome;
+    /// The Prometheus exposition text.
+    fn prometheus(&self) -> String {
+        String::new()
+    }
+    /// `Err(why)` while the host is not ready to take webhooks.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// The live streams (`GET /admin/sessions`).
+    fn sessions(&self) -> Value {
+        json!([])
+    }
+    /// Ends one stream; false when it does not run here.
+    fn stop_session(&self, stream_id: &str) -> bool {
+        let _ = stream_id;
+        false
+    }
+    /// The plugins (`GET /admin/plugins`).
+    fn plugins(&self) -> Value {
+        json!([])
+    }
+    /// The last reload and its outcome, if any ran.
+    fn last_reload(&self) -> Value {
+        Value::Null
+    }
+    /// The effective configuration, secrets redacted.
+    fn config(&self) -> String {
+        String::new()
+    }
+    /// A subscription to the live tap.
+    fn tap(&self) -> Option<TapSubscription> {
+        None
+    }
+    /// Starts, stops, pauses or resumes a meeting's stream through Zoom's REST API; the
+    /// HTTP status and the JSON answer.
+    async fn rtms(&self, meeting: &str, action: &str) -> (u16, Value) {
+        let _ = (meeting, action);
+        (404, json!({"error": "this host cannot start streams"}))
+    }
 }
 
 /// The listener's own bounds.
@@ -262,6 +328,8 @@ struct Admin {
     rate_limited: Refusals,
     over_capacity: Refusals,
     bad_requests: Refusals,
+    /// Ends long-lived responses (the tap) when the listener stops.
+    shutdown: CancellationToken,
 }
 
 /// Serves the admin routes on `listener` until `shutdown`, then lets in-flight requests end.
@@ -284,6 +352,7 @@ pub async fn serve(
         rate_limited: Refusals::new("reload requests rate limited (429)"),
         over_capacity: Refusals::new("connections over the limit closed"),
         bad_requests: Refusals::new("requests with a slow, large or unreadable body refused"),
+        shutdown: shutdown.clone(),
         cfg,
     });
     let slots = Arc::new(Semaphore::new(admin.cfg.limits.max_connections.max(1)));
@@ -369,17 +438,53 @@ pub async fn serve(
     Ok(())
 }
 
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = status;
     r
 }
 
-fn json_reply(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
-    let mut r = reply(status, format!("{v}\n"));
+fn typed(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = reply(status, body);
     r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+fn json_reply(status: StatusCode, v: &Value) -> Response<Body> {
+    typed(status, "application/json", format!("{v}\n"))
+}
+
+/// Decodes `%XX` escapes and `+` of a query value.
+fn query_value(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| {
+            let mut out = Vec::new();
+            let b = v.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                match b[i] {
+                    b'+' => out.push(b' '),
+                    b'%' if i + 2 < b.len() + 1 => {
+                        match v
+                            .get(i + 1..i + 3)
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        {
+                            Some(x) => {
+                                out.push(x);
+                                i += 2;
+                            }
+                            None => out.push(b'%'),
+                        }
+                    }
+                    c => out.push(c),
+                }
+                i += 1;
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    })
 }
 
 /// The JSON body of a reload answer.
@@ -425,11 +530,26 @@ impl Admin {
         bool::from(given.ct_eq(want))
     }
 
-    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        if path == "/healthz" && (method == Method::GET || method == Method::HEAD) {
-            return reply(StatusCode::OK, "ok\n");
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let read = method == Method::GET || method == Method::HEAD;
+        match path.as_str() {
+            "/healthz" if read => return reply(StatusCode::OK, "ok\n"),
+            "/readyz" if read => {
+                return match self.backend.ready() {
+                    Ok(()) => reply(StatusCode::OK, "ready\n"),
+                    Err(why) => reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n"),
+                    ),
+                };
+            }
+            "/" | "/dashboard" if read => {
+                return typed(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD);
+            }
+            _ => {}
         }
         if !self.authorized(&req) {
             self.unauthorized.note(peer);
@@ -448,13 +568,119 @@ impl Admin {
             return r;
         }
         match (&method, path.as_str()) {
+            (&Method::GET, "/metrics") => typed(
+                StatusCode::OK,
+                crate::telemetry::CONTENT_TYPE,
+                self.backend.prometheus(),
+            ),
             (&Method::GET, "/admin/metrics") => json_reply(StatusCode::OK, &self.metrics()),
+            (&Method::GET, "/admin/sessions") => {
+                json_reply(StatusCode::OK, &self.backend.sessions())
+            }
+            (&Method::POST, "/admin/sessions/stop") => match query_value(&query, "stream_id") {
+                None => json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "name the stream: POST /admin/sessions/stop?stream_id=<rtms_stream_id, percent-encoded>"}),
+                ),
+                Some(id) if self.backend.stop_session(&id) => {
+                    tracing::info!(%peer, stream_id = %rtms_proto::webhook::truncated(&id, 64), "stream stopped by the admin API");
+                    json_reply(StatusCode::OK, &json!({"stopping": id}))
+                }
+                Some(id) => json_reply(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": format!("no stream {id:?} runs on this host: GET /admin/sessions lists them")}),
+                ),
+            },
+            (&Method::GET, "/admin/plugins") => json_reply(StatusCode::OK, &self.backend.plugins()),
+            (&Method::GET, "/admin/reload") => {
+                json_reply(StatusCode::OK, &json!({"last": self.backend.last_reload()}))
+            }
             (&Method::POST, "/admin/reload") => self.reload(peer).await,
-            (_, "/admin/metrics") => not_allowed("GET"),
-            (_, "/admin/reload") => not_allowed("POST"),
-            (_, "/healthz") => not_allowed("GET, HEAD"),
+            (&Method::GET, "/admin/config") => typed(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                self.backend.config(),
+            ),
+            (&Method::GET, "/admin/tap") => self.tap(&query),
+            (&Method::POST, p) if p.starts_with("/admin/rtms/") => {
+                let action = &p["/admin/rtms/".len()..];
+                let Some(meeting) = query_value(&query, "meeting").filter(|m| !m.is_empty()) else {
+                    return json_reply(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": "name the meeting: POST /admin/rtms/<start|stop|pause|resume>?meeting=<uuid or number, percent-encoded>"}),
+                    );
+                };
+                tracing::info!(%peer, action, meeting = %rtms_proto::webhook::truncated(&meeting, 64), "RTMS status change requested");
+                let (status, v) = self.backend.rtms(&meeting, action).await;
+                json_reply(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &v,
+                )
+            }
+            (
+                _,
+                "/metrics" | "/admin/metrics" | "/admin/sessions" | "/admin/plugins"
+                | "/admin/config" | "/admin/tap",
+            ) => not_allowed("GET"),
+            (_, "/admin/sessions/stop") => not_allowed("POST"),
+            (_, "/admin/reload") => not_allowed("GET, POST"),
+            (_, "/healthz" | "/readyz" | "/" | "/dashboard") => not_allowed("GET, HEAD"),
             _ => reply(StatusCode::NOT_FOUND, "not found\n"),
         }
+    }
+
+    /// Streams tapped events as JSON Lines until the client goes, the listener stops or the
+    /// connection reaches its age limit (a client reconnects). A reader that falls behind
+    /// gets a `{"type":"lagged","dropped":N}` line in place of what it lost.
+    fn tap(&self, query: &str) -> Response<Body> {
+        let filter = match TapFilter::from_query(query) {
+            Ok(f) => f,
+            Err(e) => return json_reply(StatusCode::BAD_REQUEST, &json!({"error": e})),
+        };
+        let Some(sub) = self.backend.tap() else {
+            return json_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "this host has no live tap"}),
+            );
+        };
+        let until = Instant::now() + self.cfg.limits.max_connection_age;
+        let shutdown = self.shutdown.clone();
+        let state = (sub, filter, shutdown, until);
+        let stream = futures_util::stream::unfold(
+            state,
+            |(mut sub, filter, shutdown, until)| async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let heartbeat = tokio::time::sleep(TAP_HEARTBEAT);
+                    let line = tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep_until(until) => return None,
+                        () = heartbeat => json!({"type": "heartbeat", "time_ms": rtms_proto::unix_ms()}).to_string(),
+                        got = sub.rx.recv() => match got {
+                            Ok(ev) if filter.matches(&ev) => match serde_json::to_string(&*ev) {
+                                Ok(s) => s,
+                                Err(_) => continue,
+                            },
+                            Ok(_) => continue,
+                            Err(RecvError::Lagged(n)) => json!({"type": "lagged", "dropped": n}).to_string(),
+                            Err(RecvError::Closed) => return None,
+                        },
+                    };
+                    let mut bytes = line.into_bytes();
+                    bytes.push(b'\n');
+                    let frame = hyper::body::Frame::data(Bytes::from(bytes));
+                    return Some((Ok::<_, Infallible>(frame), (sub, filter, shutdown, until)));
+                }
+            },
+        );
+        let mut r = Response::new(StreamBody::new(stream).boxed());
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        r.headers_mut()
+            .insert("cache-control", HeaderValue::from_static("no-store"));
+        r
     }
 
     fn metrics(&self) -> Value {
@@ -471,7 +697,7 @@ impl Admin {
         v
     }
 
-    async fn reload(&self, peer: SocketAddr) -> Response<Full<Bytes>> {
+    async fn reload(&self, peer: SocketAddr) -> Response<Body> {
         match self.gate.request(self.backend.clone()).await {
             GateAnswer::Done {
                 id,
@@ -498,7 +724,7 @@ impl Admin {
     }
 
     /// Reads (and drops) the body within the size and time limits.
-    async fn read_body(&self, req: Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+    async fn read_body(&self, req: Request<Incoming>) -> Result<(), Response<Body>> {
         let read = rtms_client::ingress::read_limited(req, self.cfg.limits.max_body_bytes);
         match tokio::time::timeout(self.cfg.limits.body_timeout, read).await {
             Err(_) => Err(reply(StatusCode::REQUEST_TIMEOUT, "body too slow\n")),
@@ -513,7 +739,7 @@ impl Admin {
     }
 }
 
-fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+fn not_allowed(allow: &'static str) -> Response<Body> {
     let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}\n"));
     r.headers_mut()
         .insert(ALLOW, HeaderValue::from_static(allow));

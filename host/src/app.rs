@@ -9,10 +9,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
-use rtms_client::{IngressConfig, IngressHandler, Refusal, Sessions, WsConnector};
+use rtms_client::{
+    IngressConfig, IngressHandler, IngressStats, Refusal, Sessions, WebhookSeen, WsConnector,
+};
 use rtms_config::{Env, Pipeline};
 use rtms_proto::WebhookEvent;
 use tokio::net::TcpListener;
@@ -28,6 +31,8 @@ use crate::pipeline::{build_table, client_config, runtime_config};
 use crate::reload::{Outcome, Reloader, Trigger};
 use crate::runtime::Runtime;
 use crate::session::{HostSinkFactory, Tap};
+use crate::tap::TapSubscription;
+use crate::telemetry::{Sources, StreamState, Telemetry};
 
 /// Options that are not in pipeline.toml.
 #[derive(Default)]
@@ -51,27 +56,132 @@ pub struct Service {
     sessions: HostSessions,
     triggers: mpsc::UnboundedSender<Trigger>,
     stop: CancellationToken,
+    /// Stops the admin listener, after the streams have ended (so `/readyz` answers 503
+    /// and `/metrics` stays readable while they drain).
+    admin_stop: CancellationToken,
     sinks: SinkSet,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: std::time::Duration,
+    ready: Arc<AtomicBool>,
 }
 
 struct Handler {
     sessions: HostSessions,
+    telemetry: Arc<Telemetry>,
+    starts: tokio::sync::broadcast::Sender<StartedSeen>,
+}
+
+/// A started webhook the host took: what a start through the REST API waits for.
+#[derive(Clone, Debug)]
+pub struct StartedSeen {
+    pub product: rtms_proto::Product,
+    /// Meeting uuid / webinar uuid / session id / engagement id.
+    pub id: String,
+    pub stream_id: String,
 }
 
 impl IngressHandler for Handler {
     fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal> {
         tracing::debug!(event = %ev.event, stream = %ev.stream_id, "webhook");
-        self.sessions.handle(ev)
+        let seen = (ev.action == rtms_proto::WebhookAction::Started).then(|| StartedSeen {
+            product: ev.product,
+            id: ev.id.clone(),
+            stream_id: ev.stream_id.clone(),
+        });
+        self.sessions.handle(ev)?;
+        if let Some(s) = seen {
+            let _ = self.starts.send(s);
+        }
+        Ok(())
+    }
+
+    fn observe(&self, seen: WebhookSeen<'_>) {
+        self.telemetry.webhook(seen);
     }
 }
 
-/// What the admin routes act on: the service's counters, streams and reload controller.
+/// What the admin routes act on: the service's counters, streams, plugins, tap and reload
+/// controller.
 struct Backend {
     sessions: HostSessions,
+    shared: Arc<Shared>,
     triggers: mpsc::UnboundedSender<Trigger>,
     metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
+    registry: prometheus_client::registry::Registry,
+    ready: Arc<AtomicBool>,
+    reloads: Arc<ReloadLog>,
+    rtms: Arc<RtmsControl>,
+}
+
+/// Starts, stops, pauses and resumes streams through Zoom's REST API, and waits for the
+/// started webhook that follows a start.
+pub struct RtmsControl {
+    rest: Option<Arc<crate::zoomapi::ZoomRest>>,
+    /// Why `rest` is `None`.
+    missing: String,
+    starts: tokio::sync::broadcast::Sender<StartedSeen>,
+    wait: std::time::Duration,
+}
+
+impl RtmsControl {
+    /// Acts on `meeting` (a uuid, or a meeting number). A start then waits for the
+    /// meeting's started webhook up to `rtms.webhook_wait_timeout_ms`; with a meeting number
+    /// (which webhooks do not carry) it takes the next meeting started webhook.
+    pub async fn act(
+        &self,
+        meeting: &str,
+        action: crate::zoomapi::Action,
+    ) -> Result<serde_json::Value, (u16, String)> {
+        let Some(rest) = &self.rest else {
+            return Err((503, self.missing.clone()));
+        };
+        let mut started = self.starts.subscribe();
+        rest.rtms_status(meeting, action)
+            .await
+            .map_err(|e| (502, e))?;
+        if action != crate::zoomapi::Action::Start {
+            return Ok(
+                serde_json::json!({"meeting": meeting, "action": action.as_str(), "accepted": true}),
+            );
+        }
+        let numeric = !meeting.is_empty() && meeting.bytes().all(|b| b.is_ascii_digit());
+        let wait = async {
+            loop {
+                match started.recv().await {
+                    Ok(s) if s.id == meeting => return Some(s),
+                    Ok(s) if numeric && s.product == rtms_proto::Product::Meeting => {
+                        return Some(s);
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        match tokio::time::timeout(self.wait, wait).await {
+            Ok(Some(s)) => Ok(serde_json::json!({
+                "meeting": s.id, "action": "start", "accepted": true,
+                "stream_id": s.stream_id, "product": s.product.as_str(),
+            })),
+            Ok(None) => Err((503, "the host is shutting down".into())),
+            Err(_) => Err((
+                504,
+                format!(
+                    "Zoom accepted the start, but no started webhook for meeting {meeting:?} reached this host within {} s (rtms.webhook_wait_timeout_ms). Likely causes: the meeting has not started (its host must be in it); RTMS is not enabled for the account or for the app; the app's event subscriptions lack meeting.rtms_started; or Zoom cannot reach this host's webhook endpoint (check the endpoint URL and its validation in the app's settings)",
+                    self.wait.as_secs()
+                ),
+            )),
+        }
+    }
+}
+
+/// What happened to each plugin's queues, summed over the live sessions.
+fn queue_depths(shared: &Shared) -> Vec<(Arc<str>, usize)> {
+    shared
+        .sessions()
+        .iter()
+        .flat_map(|s| s.queue_depths())
+        .collect()
 }
 
 #[async_trait]
@@ -84,6 +194,177 @@ impl AdminBackend for Backend {
 
     async fn reload(&self) -> Outcome {
         request_reload(&self.triggers).await
+    }
+
+    fn prometheus(&self) -> String {
+        crate::telemetry::encode(&self.registry)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("starting or shutting down".into())
+        }
+    }
+
+    fn sessions(&self) -> serde_json::Value {
+        let host: std::collections::HashMap<String, Arc<crate::core::HostSession>> = self
+            .shared
+            .sessions()
+            .into_iter()
+            .map(|s| (s.stream_id.to_string(), s))
+            .collect();
+        let table = self.shared.table.load();
+        let mut list: Vec<serde_json::Value> = self
+            .sessions
+            .snapshots()
+            .into_iter()
+            .map(|snap| {
+                let h = host.get(&snap.stream_id);
+                let plugins: Vec<serde_json::Value> = h
+                    .map(|h| h.queue_depths())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, queued)| {
+                        let hash = table.get(&name).map(|e| e.code.short_hash().to_owned());
+                        serde_json::json!({"name": name, "queued": queued, "hash": hash})
+                    })
+                    .collect();
+                serde_json::json!({
+                    "stream_id": snap.stream_id,
+                    "meeting_id": snap.meeting_id,
+                    "product": snap.product.as_str(),
+                    "operator_id": snap.operator_id,
+                    "state": snap.state,
+                    "server_url": snap.server_url,
+                    "media": media_names(&snap.media_params),
+                    "frames": snap.next_seq,
+                    "session": h.map(|h| h.info.session),
+                    "started_at_ms": h.map(|h| h.info.started_at_ms),
+                    "plugins": plugins,
+                })
+            })
+            .collect();
+        list.sort_by(|a, b| a["stream_id"].as_str().cmp(&b["stream_id"].as_str()));
+        serde_json::Value::Array(list)
+    }
+
+    fn stop_session(&self, stream_id: &str) -> bool {
+        let stopped = self.sessions.stop(stream_id);
+        if stopped {
+            self.telemetry.admin_stop();
+        }
+        stopped
+    }
+
+    fn plugins(&self) -> serde_json::Value {
+        let table = self.shared.table.load();
+        let snapshot = self.metrics.snapshot();
+        let mut queued: std::collections::HashMap<Arc<str>, usize> = Default::default();
+        for (name, n) in queue_depths(&self.shared) {
+            *queued.entry(name).or_default() += n;
+        }
+        let list: Vec<serde_json::Value> = table
+            .plugins
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "name": e.name,
+                    "hash": e.code.short_hash(),
+                    "sha256": e.code.hash,
+                    "component": e.code.path,
+                    "media": e.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                    "queue": {"capacity": e.queue_capacity, "on_full": format!("{:?}", e.on_full).to_lowercase(),
+                              "block_timeout_ms": e.block_timeout.as_millis() as u64},
+                    "batch": {"max_frames": e.batch_max, "max_wait_ms": e.batch_wait.as_millis() as u64},
+                    "queued": queued.get(&e.name).copied().unwrap_or(0),
+                    "stats": snapshot.plugins.get(&*e.name),
+                })
+            })
+            .collect();
+        serde_json::json!(list)
+    }
+
+    fn last_reload(&self) -> serde_json::Value {
+        self.reloads.last()
+    }
+
+    fn config(&self) -> String {
+        self.reloads.config()
+    }
+
+    fn tap(&self) -> Option<TapSubscription> {
+        Some(self.shared.outputs.tap().subscribe())
+    }
+
+    async fn rtms(&self, meeting: &str, action: &str) -> (u16, serde_json::Value) {
+        let Some(action) = crate::zoomapi::Action::parse(action) else {
+            return (
+                404,
+                serde_json::json!({"error": format!("unknown action {action:?}: use start, stop, pause or resume")}),
+            );
+        };
+        match self.rtms.act(meeting, action).await {
+            Ok(v) => (200, v),
+            Err((status, e)) => (status, serde_json::json!({"error": e})),
+        }
+    }
+}
+
+/// The media a stream asked for, by name.
+fn media_names(p: &rtms_proto::params::MediaParams) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if p.audio.is_some() {
+        v.push("audio");
+    }
+    if p.video.is_some() {
+        v.push("video");
+    }
+    if p.deskshare.is_some() {
+        v.push("share");
+    }
+    if p.transcript.is_some() {
+        v.push("transcript");
+    }
+    if p.chat.is_some() {
+        v.push("chat");
+    }
+    v
+}
+
+/// The last reload and the pipeline in force, for the admin API.
+#[derive(Default)]
+pub struct ReloadLog {
+    last: parking_lot::Mutex<serde_json::Value>,
+    config: parking_lot::Mutex<String>,
+}
+
+impl ReloadLog {
+    /// Records a reload's outcome and the pipeline in force after it.
+    pub fn record(&self, trigger: &str, outcome: &Outcome, current: &Pipeline) {
+        let (_, mut v) = crate::admin::outcome_json(0, false, outcome);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("reload");
+            o.remove("joined");
+            o.insert("trigger".into(), trigger.into());
+            o.insert("time_ms".into(), rtms_proto::unix_ms().into());
+        }
+        *self.last.lock() = v;
+        self.set_config(current);
+    }
+
+    pub fn set_config(&self, p: &Pipeline) {
+        // The model's Debug prints every secret as `***`.
+        *self.config.lock() = format!("{p:#?}\n");
+    }
+
+    fn last(&self) -> serde_json::Value {
+        self.last.lock().clone()
+    }
+
+    fn config(&self) -> String {
+        self.config.lock().clone()
     }
 }
 
@@ -119,7 +400,12 @@ impl Service {
             .expose()
             .to_owned();
         let connector = WsConnector::new(pipeline.zoom.ca_file.as_deref())
-            .context("cannot set up TLS for the Zoom connections")?;
+            .context("cannot set up TLS for the Zoom connections")?
+            .with_proxy(&match &pipeline.rtms.proxy {
+                rtms_config::Proxy::Env => rtms_client::ProxySetting::Env,
+                rtms_config::Proxy::None => rtms_client::ProxySetting::None,
+                rtms_config::Proxy::Url(u) => rtms_client::ProxySetting::Url(u.clone()),
+            });
         let rt = Runtime::new(&runtime_config(&pipeline))?;
         let metrics = Arc::new(Metrics::default());
         let table = build_table(&pipeline, &rt, &metrics, None, 1).await?;
@@ -141,9 +427,16 @@ impl Service {
             shared: shared.clone(),
             tap: opts.tap,
         };
-        let sessions = Sessions::new(client_cfg, connector, factory);
+        let telemetry = Arc::new(Telemetry::default());
+        let event_connector = connector.clone();
+        let sessions = Sessions::with_observer(client_cfg, connector, factory, telemetry.clone());
+        let ready = Arc::new(AtomicBool::new(false));
+        let reloads = Arc::new(ReloadLog::default());
+        reloads.set_config(&pipeline);
+        let ingress_stats = Arc::new(IngressStats::default());
         let (triggers, trigger_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
+        let admin_stop = CancellationToken::new();
         let addr = listener.local_addr()?;
         let admin_addr = match &opts.admin_listener {
             Some(l) => {
@@ -158,6 +451,40 @@ impl Service {
             }
             None => None,
         };
+        let (starts, _) = tokio::sync::broadcast::channel(256);
+        let rtms = {
+            let z = &pipeline.zoom;
+            let (rest, missing) = match (&z.rest, &z.client_id) {
+                (Some(r), Some(rtms_client_id)) => (
+                    Some(Arc::new(crate::zoomapi::ZoomRest::new(
+                        crate::zoomapi::RestConfig {
+                            api_base_url: z.api_base_url.clone(),
+                            oauth_base_url: z.oauth_base_url.clone(),
+                            account_id: r.account_id.clone(),
+                            oauth_client_id: r.client_id.clone(),
+                            oauth_client_secret: r.client_secret.expose().to_owned(),
+                            rtms_client_id: rtms_client_id.clone(),
+                        },
+                        rtms_client::transport::tls_config(None)
+                            .context("cannot set up TLS for Zoom's REST API")?,
+                    ))),
+                    String::new(),
+                ),
+                _ => (
+                    None,
+                    format!(
+                        "starting RTMS from the host needs Server-to-Server OAuth credentials: export {}, {} and {} and restart the host",
+                        z.rest_env[0], z.rest_env[1], z.rest_env[2]
+                    ),
+                ),
+            };
+            Arc::new(RtmsControl {
+                rest,
+                missing,
+                starts: starts.clone(),
+                wait: pipeline.rtms.webhook_wait_timeout,
+            })
+        };
         let ingress_cfg = IngressConfig {
             path: pipeline.server.webhook_path.clone(),
             secret_token: webhook_secret,
@@ -166,6 +493,18 @@ impl Service {
             header_timeout: pipeline.server.header_timeout,
             body_timeout: pipeline.server.body_timeout,
             max_connections: pipeline.server.max_connections,
+            stats: ingress_stats.clone(),
+            app: match (&pipeline.server.zoom_app, &pipeline.zoom.client_secret) {
+                (false, _) => None,
+                (true, Some(secret)) => Some(Arc::new(crate::zoomapp::ZoomApp {
+                    client_secret: secret.expose().to_owned(),
+                    rtms: rtms.clone(),
+                }) as Arc<dyn rtms_client::AppRoutes>),
+                (true, None) => anyhow::bail!(
+                    "server.zoom_app needs the app's client secret to verify the Zoom client: export {}",
+                    pipeline.zoom.client_secret_env
+                ),
+            },
             tls: pipeline
                 .server
                 .tls
@@ -183,7 +522,17 @@ impl Service {
         }
         let handler = Arc::new(Handler {
             sessions: sessions.clone(),
+            telemetry: telemetry.clone(),
+            starts,
         });
+        let event_ws = match (&pipeline.zoom.event_ws, &rtms.rest) {
+            (None, _) => None,
+            (Some(cfg), Some(rest)) => Some((cfg.clone(), rest.clone())),
+            (Some(_), None) => anyhow::bail!(
+                "zoom.event_subscription_id is set, but the event WebSocket needs a Server-to-Server OAuth token: {}",
+                rtms.missing
+            ),
+        };
         let mut tasks = Vec::new();
         if let Some(admin_listener) = opts.admin_listener {
             let cfg = AdminConfig {
@@ -192,18 +541,56 @@ impl Service {
                 reload_min_interval: pipeline.admin.reload_min_interval,
                 limits: Limits::default(),
             };
+            let sources = {
+                let streams = sessions.clone();
+                let depths = shared.clone();
+                let is_ready = ready.clone();
+                Arc::new(Sources {
+                    metrics: metrics.clone(),
+                    ingress: ingress_stats.clone(),
+                    outputs: shared.outputs.stats().clone(),
+                    streams: Box::new(move || {
+                        streams
+                            .snapshots()
+                            .into_iter()
+                            .map(|s| StreamState {
+                                product: s.product,
+                                state: s.state,
+                            })
+                            .collect()
+                    }),
+                    queue_depths: Box::new(move || queue_depths(&depths)),
+                    ready: Box::new(move || is_ready.load(Ordering::Relaxed)),
+                })
+            };
             let backend = Arc::new(Backend {
                 sessions: sessions.clone(),
+                shared: shared.clone(),
                 triggers: triggers.clone(),
                 metrics: metrics.clone(),
+                registry: crate::telemetry::registry(&telemetry, sources),
+                telemetry: telemetry.clone(),
+                ready: ready.clone(),
+                reloads: reloads.clone(),
+                rtms: rtms.clone(),
             });
-            let admin_stop = stop.clone();
+            let admin_stop = admin_stop.clone();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = crate::admin::serve(admin_listener, cfg, backend, admin_stop).await
                 {
                     tracing::error!(error = %e, "admin listener failed");
                 }
             }));
+        }
+        if let Some((cfg, rest)) = event_ws {
+            let handler: Arc<dyn IngressHandler> = handler.clone();
+            tasks.push(tokio::spawn(crate::eventws::run(
+                cfg,
+                rest,
+                event_connector,
+                handler,
+                stop.clone(),
+            )));
         }
         let ingress_stop = stop.clone();
         tasks.push(tokio::spawn(async move {
@@ -213,13 +600,14 @@ impl Service {
         }));
         let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
         let grace = pipeline.runtime.shutdown_grace;
-        let reloader = Reloader::new(pipeline, env, shared.clone());
+        let reloader = Reloader::new(pipeline, env, shared.clone()).with_log(reloads);
         tasks.push(tokio::spawn(reloader.run(
             trigger_rx,
             rollback_rx,
             watch,
             stop.clone(),
         )));
+        ready.store(true, Ordering::Relaxed);
         tracing::info!(%addr, admin = ?admin_addr, "rtms-host ready");
         Ok(Self {
             addr,
@@ -228,9 +616,11 @@ impl Service {
             sessions,
             triggers,
             stop,
+            admin_stop,
             sinks,
             tasks,
             grace,
+            ready,
         })
     }
 
@@ -270,11 +660,13 @@ impl Service {
     /// the sinks. Returns the final counters.
     pub async fn shutdown(self) -> MetricsSnapshot {
         tracing::info!("shutting down: no new streams; ending live ones");
+        self.ready.store(false, Ordering::Relaxed);
         self.stop.cancel();
         let aborted = self.sessions.shutdown(self.grace).await;
         if aborted > 0 {
             tracing::error!(aborted, "streams did not end within the grace period");
         }
+        self.admin_stop.cancel();
         for t in self.tasks {
             let _ = t.await;
         }

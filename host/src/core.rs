@@ -186,10 +186,12 @@ impl HostSession {
     /// full `block` queues are waited for together, each up to its plugin's block timeout,
     /// without the session lock. Frames pushed after `end` are ignored.
     pub async fn push(&self, frame: Frame) {
-        self.shared
-            .metrics
-            .frames_in
-            .fetch_add(1, Ordering::Relaxed);
+        let metrics = &self.shared.metrics;
+        metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+        metrics.count_frame(
+            frame.kind.into(),
+            frame.payload.len() + frame.text.as_ref().map_or(0, String::len),
+        );
         let blocked = {
             let mut st = self.state.lock();
             if st.ended {
@@ -306,6 +308,31 @@ impl HostSession {
         }
         st.workers = kept;
         st.table = table;
+    }
+
+    /// Shows a frame on the live tap (when someone listens).
+    pub fn publish(&self, frame: &Frame) {
+        self.shared.outputs.tap().frame(
+            self.info.session,
+            &self.stream_id,
+            &self.info.meeting_id,
+            frame,
+        );
+    }
+
+    /// The session's plugins, each with the frames waiting in its queue.
+    pub fn queue_depths(&self) -> Vec<(Arc<str>, usize)> {
+        let st = self.state.lock();
+        st.workers
+            .iter()
+            .chain(&st.retired)
+            .map(|w| (w.entry.name.clone(), w.queue.len()))
+            .collect()
+    }
+
+    /// The product of the stream.
+    pub fn product(&self) -> Product {
+        self.product
     }
 
     /// Ends the session for every plugin: each worker drains its queue, calls

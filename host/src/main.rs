@@ -55,6 +55,16 @@ enum Cmd {
     Replay(rtms_host::replay::ReplayArgs),
     /// Simulator + host + example plugins in one process: a scripted meeting end to end.
     Demo(rtms_host::demo::DemoArgs),
+    /// Print a running host's live frames and plugin outputs (from its admin listener).
+    Tap(rtms_host::tapcli::TapArgs),
+    /// Start a meeting's stream through Zoom's REST API and wait for it to reach the host.
+    Start(rtms_host::rtmscli::RtmsArgs),
+    /// Stop a meeting's stream through Zoom's REST API.
+    Stop(rtms_host::rtmscli::RtmsArgs),
+    /// Pause a meeting's stream through Zoom's REST API.
+    Pause(rtms_host::rtmscli::RtmsArgs),
+    /// Resume a paused stream through Zoom's REST API.
+    Resume(rtms_host::rtmscli::RtmsArgs),
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default per command) and
@@ -109,8 +119,21 @@ fn main() -> ExitCode {
                 init_logging("warn");
                 report(rtms_host::demo::demo(args).await)
             }
+            Cmd::Tap(args) => {
+                init_logging("warn");
+                report(rtms_host::tapcli::tap(args).await)
+            }
+            Cmd::Start(args) => rtms_action("start", args).await,
+            Cmd::Stop(args) => rtms_action("stop", args).await,
+            Cmd::Pause(args) => rtms_action("pause", args).await,
+            Cmd::Resume(args) => rtms_action("resume", args).await,
         }
     })
+}
+
+async fn rtms_action(action: &str, args: rtms_host::rtmscli::RtmsArgs) -> ExitCode {
+    init_logging("warn");
+    report(rtms_host::rtmscli::rtms(action, args).await)
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {

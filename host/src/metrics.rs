@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
+use rtms_proto::MediaKind;
 use serde::Serialize;
 
 use crate::bindings::Frame;
@@ -106,6 +108,38 @@ pub struct PluginStats {
     pub quota_stops: AtomicU64,
     /// Sessions that ended with any loss for this plugin (see [`Losses`]).
     pub sessions_with_losses: AtomicU64,
+    /// How long each `on-frames` call took, in seconds.
+    pub call_seconds: Seconds,
+}
+
+/// A latency histogram in seconds, with buckets from 10 µs to 10 s.
+#[derive(Debug)]
+pub struct Seconds(pub Histogram);
+
+impl Default for Seconds {
+    fn default() -> Self {
+        Self::with_buckets(&[
+            0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+            0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])
+    }
+}
+
+impl Seconds {
+    pub fn with_buckets(buckets: &[f64]) -> Self {
+        Self(Histogram::new(buckets.iter().copied()))
+    }
+
+    pub fn observe(&self, d: std::time::Duration) {
+        self.0.observe(d.as_secs_f64());
+    }
+}
+
+/// Frames and payload bytes received of one kind.
+#[derive(Debug, Default)]
+pub struct KindCounts {
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
 }
 
 /// What one plugin lost on one session; warned about when it starts, summarised when the
@@ -173,6 +207,10 @@ pub struct Metrics {
     pub sessions_ended: AtomicU64,
     pub reloads_applied: AtomicU64,
     pub reloads_refused: AtomicU64,
+    /// Reloads that found nothing to change.
+    pub reloads_unchanged: AtomicU64,
+    /// Frames and bytes received, by kind (indexed as [`MediaKind::ALL`]).
+    pub kinds: [KindCounts; 6],
     plugins: Mutex<BTreeMap<String, Arc<PluginStats>>>,
     batch_hook: OnceLock<BatchHook>,
 }
@@ -187,6 +225,23 @@ impl Metrics {
     /// The installed batch hook, if any.
     pub fn batch_hook(&self) -> Option<&BatchHook> {
         self.batch_hook.get()
+    }
+
+    /// Counts one received frame of `kind` with `bytes` of payload and text.
+    pub fn count_frame(&self, kind: MediaKind, bytes: usize) {
+        let i = MediaKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        let k = &self.kinds[i];
+        k.frames.fetch_add(1, Ordering::Relaxed);
+        k.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Every plugin's counters, by name.
+    pub fn plugins(&self) -> Vec<(String, Arc<PluginStats>)> {
+        self.plugins
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     pub fn plugin(&self, name: &str) -> Arc<PluginStats> {

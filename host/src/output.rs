@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 pub use rtms_config::{Severity, Sink, SinkFilter, SinkTarget};
 
 use crate::bindings::Output;
+use crate::tap::TapHub;
 
 /// Longest `message` kept from a plugin's output; the rest is cut (and `truncated` set).
 const MAX_MESSAGE: usize = 16 * 1024;
@@ -108,12 +109,16 @@ impl OutputRecord {
 pub struct Outputs {
     tx: mpsc::Sender<OutputRecord>,
     stats: Arc<OutputStats>,
+    /// The live tap (frames are published there by the sessions, outputs here).
+    tap: Arc<TapHub>,
 }
 
 /// Counters of what happened to outputs.
 #[derive(Debug, Default)]
 pub struct OutputStats {
     pub emitted: AtomicU64,
+    /// Delivered by a sink (printed, written, or answered with a 2xx).
+    pub delivered: AtomicU64,
     /// Dropped because the dispatcher queue was full.
     pub dropped: AtomicU64,
     /// Dropped by a sink (queue full or delivery failed).
@@ -149,6 +154,7 @@ impl Throttle {
 impl Outputs {
     pub fn send(&self, rec: OutputRecord) {
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+        self.tap.output(&rec);
         if let Err(e) = self.tx.try_send(rec) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             let rec = match e {
@@ -162,6 +168,11 @@ impl Outputs {
 
     pub fn stats(&self) -> &Arc<OutputStats> {
         &self.stats
+    }
+
+    /// The live tap.
+    pub fn tap(&self) -> &Arc<TapHub> {
+        &self.tap
     }
 }
 
@@ -181,7 +192,7 @@ pub async fn start_sinks(specs: Vec<Sink>) -> anyhow::Result<(Outputs, SinkSet)>
         let (stx, srx) = mpsc::channel::<Arc<OutputRecord>>(SINK_QUEUE);
         match &spec.target {
             SinkTarget::Stdout => {
-                tasks.spawn(run_stdout(srx));
+                tasks.spawn(run_stdout(srx, stats.clone()));
             }
             SinkTarget::Jsonl { path } => {
                 if let Some(dir) = path.parent() {
@@ -221,7 +232,12 @@ pub async fn start_sinks(specs: Vec<Sink>) -> anyhow::Result<(Outputs, SinkSet)>
         drop(lanes);
         while tasks.join_next().await.is_some() {}
     });
-    Ok((Outputs { tx, stats }, SinkSet { dispatcher }))
+    let outputs = Outputs {
+        tx,
+        stats,
+        tap: Arc::default(),
+    };
+    Ok((outputs, SinkSet { dispatcher }))
 }
 
 impl SinkSet {
@@ -231,9 +247,10 @@ impl SinkSet {
     }
 }
 
-async fn run_stdout(mut rx: mpsc::Receiver<Arc<OutputRecord>>) {
+async fn run_stdout(mut rx: mpsc::Receiver<Arc<OutputRecord>>, stats: Arc<OutputStats>) {
     while let Some(r) = rx.recv().await {
         println!("{}", r.human());
+        stats.delivered.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -249,6 +266,8 @@ async fn run_jsonl(
         if let Err(e) = w.write_all(&line).await {
             stats.sink_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "cannot write output to the JSON Lines sink");
+        } else {
+            stats.delivered.fetch_add(1, Ordering::Relaxed);
         }
         // Flush when the queue is drained, so the file is current without a syscall per line.
         if rx.is_empty() {
@@ -283,6 +302,8 @@ async fn run_http(mut rx: mpsc::Receiver<Arc<OutputRecord>>, url: String, stats:
         if let Err(e) = result {
             stats.sink_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(url = %url, error = %e, plugin = %r.plugin, "HTTP sink could not deliver an output");
+        } else {
+            stats.delivered.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

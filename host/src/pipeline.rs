@@ -70,6 +70,7 @@ pub fn client_config(p: &Pipeline) -> Result<ClientConfig> {
             keepalive_interval: r.keepalive_interval,
             keepalive_timeout: r.keepalive_timeout,
             webhook_wait_timeout: r.webhook_wait_timeout,
+            ws_ping: r.ws_ping,
             ..Resilience::default()
         },
         allow: AllowList::new(&r.allowed_hosts, r.allow_insecure_ws)

@@ -77,6 +77,8 @@ pub struct Reloader {
     previous: HashMap<String, Arc<PluginEntry>>,
     /// Component hashes rolled back after trapping; refused until the bytes change.
     bad_hashes: HashSet<String>,
+    /// Where each reload's outcome is kept for the admin API.
+    log: Option<Arc<crate::app::ReloadLog>>,
 }
 
 impl Reloader {
@@ -90,7 +92,14 @@ impl Reloader {
             shared,
             previous: HashMap::new(),
             bad_hashes: HashSet::new(),
+            log: None,
         }
+    }
+
+    /// Keeps every reload's outcome in `log`.
+    pub fn with_log(mut self, log: Arc<crate::app::ReloadLog>) -> Self {
+        self.log = Some(log);
+        self
     }
 
     /// The files whose changes trigger a reload.
@@ -155,7 +164,11 @@ impl Reloader {
             }
             why.sort();
             why.dedup();
-            let outcome = self.reload(&why.join(", ")).await;
+            let trigger = why.join(", ");
+            let outcome = self.reload(&trigger).await;
+            if let Some(log) = &self.log {
+                log.record(&trigger, &outcome, &self.current);
+            }
             if let Some(w) = watcher.as_mut() {
                 w.set(&self.watched_files());
             }
@@ -253,6 +266,7 @@ impl Reloader {
         if routes_same {
             if new_unapplied.is_empty() {
                 tracing::info!(trigger = why, "reload: nothing to change");
+                metrics.reloads_unchanged.fetch_add(1, Ordering::Relaxed);
                 return Outcome::Unchanged;
             }
             // Nothing to publish, but the operator changed something this reload cannot

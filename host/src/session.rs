@@ -56,6 +56,7 @@ impl FrameSink for HostSink {
         if let Some(tap) = &self.tap {
             tap(&self.session, &frame);
         }
+        self.session.publish(&frame);
         self.session.push(frame).await;
     }
 

@@ -338,7 +338,9 @@ impl Worker {
             return;
         }
         let inst = self.instance.as_mut().expect("ensured above");
+        let started = std::time::Instant::now();
         let result = inst.frames(self.info.session, &frames).await;
+        self.entry.stats.call_seconds.observe(started.elapsed());
         self.entry.stats.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(hook) = self.services.metrics.batch_hook() {
             (hook.0)(self.info.session, &self.entry.name, &frames);

@@ -123,6 +123,10 @@ pub struct Setup {
     pub seq_queue: &'static str,
     /// Tables appended to the seq-recorder's (`[plugin.batch]`, `[plugin.config]`, ...).
     pub seq_extra: &'static str,
+    /// Serve the admin listener on 127.0.0.1:0.
+    pub admin: bool,
+    /// The admin token (`RTMS_ADMIN_TOKEN`), if any.
+    pub admin_token: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -134,6 +138,8 @@ impl Default for Setup {
             server_extra: "",
             seq_queue: "capacity = 4096\non_full = \"block\"",
             seq_extra: "",
+            admin: false,
+            admin_token: None,
         }
     }
 }
@@ -277,10 +283,13 @@ path = "outputs.jsonl"
         seq_extra = setup.seq_extra,
     );
     let c = sim.config();
-    let env = MapEnv::new()
+    let mut env = MapEnv::new()
         .with("ZM_RTMS_CLIENT", &c.client_id)
         .with("ZM_RTMS_SECRET", &c.client_secret)
         .with("ZOOM_SECRET_TOKEN", &c.webhook_secret);
+    if let Some(t) = setup.admin_token {
+        env = env.with("RTMS_ADMIN_TOKEN", t);
+    }
     let mut pipeline = Pipeline::parse(
         &text,
         &root.join("pipeline.toml"),
@@ -295,6 +304,11 @@ path = "outputs.jsonl"
         let _ = tx.send((s.stream_id.to_string(), f.kind, f.seq));
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_listener = if setup.admin {
+        Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin"))
+    } else {
+        None
+    };
     let svc = Service::start(
         pipeline,
         Box::new(env),
@@ -302,7 +316,7 @@ path = "outputs.jsonl"
         StartOptions {
             tap: Some(tap),
             watch: Some(false),
-            ..Default::default()
+            admin_listener,
         },
     )
     .await

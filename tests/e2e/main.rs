@@ -4,28 +4,43 @@
 //!
 //! - `harness`: starting a host for a simulator, reading what the plugins wrote, raw HTTP.
 //! - `happy`: each product end to end, unified and split sockets.
+//! - `event_ws`: Zoom's event WebSocket as the intake: events, heartbeats, reconnection.
 //! - `faults`: dropped sockets, keep-alive loss, handshake rejections, refused connections,
 //!   failover scenarios 1-3, stop reasons.
 //! - `outages`: repeated short outages within the per-outage budget, unified mode with a
 //!   per-type URL map, the bounded drain after a stop.
 //! - `timing`: retry and reconnection delays against the configured bounds.
+//! - `zoom_app`: the in-client Zoom App page (SDK stubbed, in headless Chromium) and its
+//!   server-side start, guarded by Zoom's sealed app context.
+//! - `zoom_rest`: starting, pausing, resuming and stopping streams through Zoom's REST API
+//!   (OAuth token, status call, then the started webhook), its errors and the timeout.
 //! - `webhooks`: forged, stale, replayed, oversize and malformed webhooks; url validation.
+//! - `proxy`: signaling and media through an HTTP CONNECT proxy from the environment.
 //! - `scale`: a hundred concurrent meetings.
 //! - `shutdown`: graceful shutdown with a live meeting.
+//! - `ops`: Prometheus metrics against the ledger, the admin API, the token rule, `rtms-host
+//!   tap` and the dashboard in headless Chromium.
 //! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
 //! - `drops`: a plugin falling behind loses audio only, counted, warned about and summarised.
 
+#[path = "../shared/host_process.rs"]
+mod host_process;
 #[path = "../all/util.rs"]
 mod util;
 
 mod harness;
 
 mod drops;
+mod event_ws;
 mod faults;
 mod happy;
 mod isolation;
+mod ops;
 mod outages;
+mod proxy;
 mod scale;
 mod shutdown;
 mod timing;
 mod webhooks;
+mod zoom_app;
+mod zoom_rest;

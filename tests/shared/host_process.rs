@@ -53,6 +53,11 @@ impl HostProcess {
     /// Writes `pipeline` (a complete pipeline.toml) and runs `rtms-host run` on it. Waits
     /// for "rtms-host ready" (at most 60 s).
     pub fn start(pipeline: &str) -> Self {
+        Self::start_with_env(pipeline, &[])
+    }
+
+    /// Like [`HostProcess::start`], with extra environment variables.
+    pub fn start_with_env(pipeline: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pipeline.toml");
         std::fs::write(&path, pipeline).unwrap();
@@ -66,6 +71,7 @@ impl HostProcess {
             .env("ZOOM_SECRET_TOKEN", WEBHOOK_SECRET)
             .env("RUST_LOG", "info")
             .env("RTMS_LOG_FORMAT", "json")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -90,6 +90,30 @@ pub struct IngressConfig {
     pub tls: Option<TlsFiles>,
     /// Counters of what the ingress did; share the `Arc` to read them.
     pub stats: Arc<IngressStats>,
+    /// Extra routes under a path prefix (the in-client Zoom App), served with the same
+    /// connection, header, body-size and body-time limits as the webhook.
+    pub app: Option<Arc<dyn AppRoutes>>,
+}
+
+/// A request for [`AppRoutes`], its body already read within the ingress's limits.
+#[derive(Debug)]
+pub struct AppRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Routes served beside the webhook, under [`AppRoutes::prefix`].
+pub trait AppRoutes: Send + Sync + 'static {
+    /// The path prefix, such as `/zoom-app/`.
+    fn prefix(&self) -> &str;
+    /// Answers one request.
+    fn handle(
+        &self,
+        req: AppRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Full<Bytes>>> + Send + '_>>;
 }
 
 impl Default for IngressConfig {
@@ -106,6 +130,7 @@ impl Default for IngressConfig {
             max_connections: 1024,
             tls: None,
             stats: Arc::default(),
+            app: None,
         }
     }
 }
@@ -176,11 +201,64 @@ pub enum Refusal {
     Unacceptable(String),
 }
 
+/// What became of one webhook request, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WebhookOutcome {
+    /// Handed to the handler, which took it.
+    Accepted,
+    /// A retry of an event already taken: acknowledged, dropped.
+    Duplicate,
+    /// An `endpoint.url_validation` challenge answered.
+    Validated,
+    /// Signed, but not an RTMS lifecycle event: acknowledged, ignored.
+    Ignored,
+    /// Unsigned, badly signed or stale (401).
+    Unauthorized,
+    /// Malformed (400).
+    BadRequest,
+    /// Refused for want of room (503).
+    Busy,
+    /// Refused as unacceptable, such as a server URL outside the allow-list (422).
+    Unacceptable,
+}
+
+impl WebhookOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Validated => "validated",
+            Self::Ignored => "ignored",
+            Self::Unauthorized => "unauthorized",
+            Self::BadRequest => "bad_request",
+            Self::Busy => "busy",
+            Self::Unacceptable => "unacceptable",
+        }
+    }
+}
+
+/// One webhook request as the ingress saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct WebhookSeen<'a> {
+    /// The `event` field when the body parsed: the sender's text, so map it onto a fixed
+    /// set before using it as a label.
+    pub event: Option<&'a str>,
+    pub outcome: WebhookOutcome,
+    /// Now minus `x-zm-request-timestamp` (whole seconds on Zoom's side), for signed
+    /// requests.
+    pub delay: Option<Duration>,
+}
+
 /// What the ingress calls. Methods run on the connection's task: return quickly.
 pub trait IngressHandler: Send + Sync + 'static {
     /// A verified, de-duplicated RTMS lifecycle event. A refusal is answered with an error
     /// status, and the event is not remembered as delivered (Zoom's retry is handled anew).
     fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal>;
+
+    /// Every webhook request's outcome (metrics). The default ignores it.
+    fn observe(&self, seen: WebhookSeen<'_>) {
+        let _ = seen;
+    }
 }
 
 /// Remembers delivered events to drop retries, with an expiry and a size bound.
@@ -436,6 +514,33 @@ impl Ingress {
         if path == HEALTH_PATH && (method == Method::GET || method == Method::HEAD) {
             return reply(StatusCode::OK, "ok\n");
         }
+        if let Some(app) = &self.cfg.app
+            && (path.starts_with(app.prefix()) || path == app.prefix().trim_end_matches('/'))
+        {
+            let (parts, body) = req.into_parts();
+            let req = Request::from_parts(parts.clone(), body);
+            let body = if parts.method == Method::GET || parts.method == Method::HEAD {
+                Bytes::new()
+            } else {
+                match tokio::time::timeout(self.cfg.body_timeout, self.read_body(req)).await {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(resp)) => return resp,
+                    Err(_) => {
+                        bump(&self.cfg.stats.body_timeouts);
+                        return reply(StatusCode::REQUEST_TIMEOUT, "body too slow\n");
+                    }
+                }
+            };
+            return app
+                .handle(AppRequest {
+                    method: parts.method,
+                    path: parts.uri.path().to_owned(),
+                    query: parts.uri.query().unwrap_or("").to_owned(),
+                    headers: parts.headers,
+                    body,
+                })
+                .await;
+        }
         if path != self.cfg.path {
             bump(&self.cfg.stats.not_found);
             return reply(StatusCode::NOT_FOUND, "not found\n");
@@ -507,6 +612,28 @@ impl Ingress {
     }
 
     fn webhook(&self, headers: &hyper::HeaderMap, body: &[u8]) -> Response<Full<Bytes>> {
+        let (response, outcome, event, signed) = self.webhook_outcome(headers, body);
+        let delay = signed
+            .then(|| headers.get(TIMESTAMP).and_then(|v| v.to_str().ok()))
+            .flatten()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map(|ts| Duration::from_secs(unix_now().saturating_sub(ts as i64).max(0) as u64));
+        self.handler.observe(WebhookSeen {
+            event: event.as_deref(),
+            outcome,
+            delay,
+        });
+        response
+    }
+
+    /// The answer to one webhook, what became of it, its event name and whether it was
+    /// signed.
+    fn webhook_outcome(
+        &self,
+        headers: &hyper::HeaderMap,
+        body: &[u8],
+    ) -> (Response<Full<Bytes>>, WebhookOutcome, Option<String>, bool) {
+        use WebhookOutcome as O;
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
         // Everything must be signed, url validation included: its answer is an HMAC with
         // the webhook secret over text the sender chooses.
@@ -519,35 +646,39 @@ impl Ingress {
             self.cfg.timestamp_window_secs,
         ) {
             let event = Envelope::parse(body).ok().map(|e| e.event);
-            return self.unauthorized(&e.to_string(), event.as_deref());
+            let r = self.unauthorized(&e.to_string(), event.as_deref());
+            return (r, O::Unauthorized, event, false);
         }
         let env = match Envelope::parse(body) {
             Ok(env) => env,
-            Err(e) => return self.bad_request(e.to_string()),
+            Err(e) => return (self.bad_request(e.to_string()), O::BadRequest, None, true),
         };
+        let event = Some(env.event.clone());
+        let bad = |why: String| (self.bad_request(why), O::BadRequest, event.clone(), true);
         if env.event == URL_VALIDATION {
             let plain = match env.payload.get("plainToken").and_then(|v| v.as_str()) {
-                None => return self.bad_request("payload.plainToken missing".into()),
+                None => return bad("payload.plainToken missing".into()),
                 Some(p) if p.is_empty() || p.len() > MAX_PLAIN_TOKEN => {
-                    return self.bad_request(format!(
+                    return bad(format!(
                         "payload.plainToken must be 1 to {MAX_PLAIN_TOKEN} bytes"
                     ));
                 }
                 // Never sign what looks like a signature's input, even when asked by Zoom.
                 Some(p) if p.starts_with("v0:") => {
-                    return self.bad_request("payload.plainToken is not a token".into());
+                    return bad("payload.plainToken is not a token".into());
                 }
                 Some(p) => p,
             };
             bump(&self.cfg.stats.validations);
             tracing::info!("answering endpoint.url_validation");
-            return json_reply(
+            let r = json_reply(
                 StatusCode::OK,
                 &serde_json::json!({
                     "plainToken": plain,
                     "encryptedToken": url_validation_token(&self.cfg.secret_token, plain),
                 }),
             );
+            return (r, O::Validated, event, true);
         }
         let ev = match env.rtms_event() {
             Ok(Some(ev)) => ev,
@@ -556,9 +687,9 @@ impl Ingress {
                     event = %truncated(&env.event, 64),
                     "not an RTMS lifecycle event: acknowledged, ignored"
                 );
-                return reply(StatusCode::OK, "");
+                return (reply(StatusCode::OK, ""), O::Ignored, event, true);
             }
-            Err(e) => return self.bad_request(e.to_string()),
+            Err(e) => return bad(e.to_string()),
         };
         let key = (ev.event.clone(), ev.stream_id.clone(), ev.event_ts);
         let first = self
@@ -574,14 +705,14 @@ impl Ingress {
                 event_ts = ev.event_ts,
                 "duplicate webhook (Zoom retry): acknowledged, dropped"
             );
-            return reply(StatusCode::OK, "");
+            return (reply(StatusCode::OK, ""), O::Duplicate, event, true);
         }
-        let event = ev.event.clone();
+        let name = ev.event.clone();
         match self.handler.on_event(ev) {
             Ok(()) => {
                 bump(&self.cfg.stats.delivered);
-                tracing::info!(event, stream_id, "webhook accepted");
-                reply(StatusCode::OK, "")
+                tracing::info!(event = name, stream_id, "webhook accepted");
+                (reply(StatusCode::OK, ""), O::Accepted, event, true)
             }
             Err(refusal) => {
                 self.dedup
@@ -597,11 +728,12 @@ impl Ingress {
                         let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"));
                         r.headers_mut()
                             .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
-                        r
+                        (r, O::Busy, event, true)
                     }
                     Refusal::Unacceptable(reason) => {
                         bump(&self.cfg.stats.refused_unacceptable);
-                        reply(StatusCode::UNPROCESSABLE_ENTITY, format!("{reason}\n"))
+                        let r = reply(StatusCode::UNPROCESSABLE_ENTITY, format!("{reason}\n"));
+                        (r, O::Unacceptable, event, true)
                     }
                 }
             }

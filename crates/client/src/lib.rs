@@ -12,6 +12,7 @@
 //! - [`session`]: one stream's task, driving [`machine`] with sockets.
 //! - [`machine`]: the pure state machine (connect, stream, back off, fail over, stop).
 //! - [`allow`]: the allow-list of server URLs (webhook `server_urls`, msg 2 media URLs).
+//! - [`observe`]: the [`Observer`] seam for metrics.
 //! - [`ratelog`]: bounded logging of repeated failures.
 //! - [`backoff`]: every retry delay, in one pure function.
 //! - [`link`]: handshakes and message helpers on one socket.
@@ -27,6 +28,7 @@ pub mod frame;
 pub mod ingress;
 pub mod link;
 pub mod machine;
+pub mod observe;
 pub mod ratelog;
 pub mod session;
 pub mod sessions;
@@ -40,10 +42,14 @@ pub use allow::AllowList;
 pub use config::{ClientConfig, MediaMode, Resilience};
 pub use decode::{DecodeError, Decoded, decode};
 pub use frame::{Frame, MediaKind, TranscriptInfo};
-pub use ingress::{IngressConfig, IngressHandler, IngressStats, Refusal, serve};
+pub use ingress::{
+    AppRequest, AppRoutes, IngressConfig, IngressHandler, IngressStats, Refusal, WebhookOutcome,
+    WebhookSeen, serve,
+};
+pub use observe::{Observer, Scope};
 pub use session::SessionSnapshot;
 pub use sessions::Sessions;
 pub use sink::{
     Collected, CollectingSink, EndReason, FrameSink, SinkFactory, StreamInfo, StreamStatus,
 };
-pub use transport::{Connector, Transport, WsConnector};
+pub use transport::{Connector, ProxySetting, Transport, WsConnector};

@@ -40,6 +40,7 @@ use crate::decode::{Decoded, decode};
 use crate::frame::MediaKind;
 use crate::link::{self, ConnectError, Role, StreamIds};
 use crate::machine::{Input, Machine, Reopen, State};
+use crate::observe::{Scope, SharedObserver};
 use crate::sink::{EndReason, FrameSink, SinkFactory, StreamInfo, StreamStatus};
 use crate::transport::{Connector, Transport};
 
@@ -140,17 +141,34 @@ pub(crate) fn shared_for(start: &SessionStart, cfg: &ClientConfig) -> Arc<Shared
     })
 }
 
+/// What every session of a manager shares.
+pub(crate) struct Deps<C, F> {
+    pub cfg: Arc<ClientConfig>,
+    pub connector: Arc<C>,
+    pub factory: Arc<F>,
+    pub observer: SharedObserver,
+}
+
 /// Runs one stream until it ends; returns why.
 pub(crate) async fn run<C: Connector, F: SinkFactory>(
-    cfg: Arc<ClientConfig>,
-    connector: Arc<C>,
-    factory: Arc<F>,
+    deps: Deps<C, F>,
     start: SessionStart,
     shared: Arc<Shared>,
     mut inputs: mpsc::UnboundedReceiver<Input>,
     shutdown: CancellationToken,
 ) -> EndReason {
+    let Deps {
+        cfg,
+        connector,
+        factory,
+        observer,
+    } = deps;
     let mut d = Driver::<C, F> {
+        observer,
+        started: Instant::now(),
+        first_frame_seen: false,
+        ping_sent: None,
+        attempt_scope: Scope::Full,
         machine: Machine::new(cfg.resilience.clone(), start.server_url.clone()),
         cfg,
         connector,
@@ -210,9 +228,10 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
         };
         if let Some(input) = input {
             let before = d.machine.state();
+            let cause = cause_of(&input);
             if d.machine.handle(input, Instant::now(), rand::random()) {
                 attempt = None;
-                d.on_transition(before).await;
+                d.on_transition(before, cause).await;
             }
         }
     };
@@ -223,10 +242,31 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
     reason
 }
 
+/// The metrics label of what made a stream reconnect.
+fn cause_of(input: &Input) -> &'static str {
+    match input {
+        Input::SignalingLost => "signaling_lost",
+        Input::MediaLost => "media_lost",
+        Input::MediaInterrupted => "media_interrupted",
+        Input::Interrupted { .. } => "interrupted_webhook",
+        Input::ConnectFailed { .. } => "connect_failed",
+        Input::Started { .. } => "failover",
+        _ => "other",
+    }
+}
+
 /// Which socket a message came from: `None` for signaling, else the media index.
 type Which = Option<usize>;
 
 struct Driver<C: Connector, F: SinkFactory> {
+    observer: SharedObserver,
+    /// When the session was created (its started webhook).
+    started: Instant,
+    first_frame_seen: bool,
+    /// When the unanswered WebSocket ping on the signaling socket was sent.
+    ping_sent: Option<Instant>,
+    /// What the attempt in flight (re)opens.
+    attempt_scope: Scope,
     cfg: Arc<ClientConfig>,
     connector: Arc<C>,
     factory: Arc<F>,
@@ -259,6 +299,8 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             State::Connecting { attempt } => {
                 let url = self.machine.url().to_owned();
                 tracing::debug!(attempt, url, "connecting signaling and media");
+                self.attempt_scope = Scope::Full;
+                self.observer.attempt(Scope::Full);
                 Some(Box::pin(async move {
                     open_full(&*connector, &cfg, &ids, url, seq).await
                 }))
@@ -267,6 +309,8 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                 let urls = self.media_urls.clone().unwrap_or_default();
                 let sig_url = self.machine.url().to_owned();
                 tracing::debug!(attempt, "reconnecting media");
+                self.attempt_scope = Scope::Media;
+                self.observer.attempt(Scope::Media);
                 Some(Box::pin(async move {
                     let (media, params) =
                         open_media_all(&*connector, &cfg, &ids, &urls, &sig_url, seq).await?;
@@ -313,6 +357,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             }
             Err(e) => {
                 let duplicate = e.is_duplicate();
+                self.observer.attempt_failed(self.attempt_scope, duplicate);
                 if crate::ratelog::admit("stream-connect-failed") {
                     tracing::warn!(error = %e, duplicate, "connection attempt failed");
                 }
@@ -346,6 +391,10 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         }
         if r.ws_ping && now.saturating_duration_since(self.last_ping) >= r.keepalive_interval {
             self.last_ping = now;
+            if self.signaling.is_some() {
+                // Pongs come in order: time the oldest unanswered ping.
+                self.ping_sent.get_or_insert(now);
+            }
             if let Some(l) = self.signaling.as_mut()
                 && l.conn
                     .send(Message::Ping(Default::default()))
@@ -394,6 +443,15 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                 self.drop_link(which);
                 return Some(lost);
             }
+            Some(Ok(Message::Pong(_))) if which.is_none() => {
+                if let Some(sent) = self.ping_sent.take() {
+                    self.observer.keepalive_rtt(sent.elapsed());
+                }
+                if let Some(l) = self.signaling.as_mut() {
+                    l.last_rx = Instant::now();
+                }
+                return None;
+            }
             Some(Ok(m)) => m,
             Some(Err(e)) => {
                 tracing::warn!(socket = ?which, error = %e, "socket failed");
@@ -441,6 +499,10 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                     && frame.event_type == Some(event_type::MEDIA_CONNECTION_INTERRUPTED);
                 frame.seq = self.next_seq;
                 self.next_seq += 1;
+                if !self.first_frame_seen {
+                    self.first_frame_seen = true;
+                    self.observer.first_frame(self.started.elapsed());
+                }
                 self.shared.next_seq.store(self.next_seq, Ordering::Relaxed);
                 match &self.sink {
                     Some(sink) => sink.frame(frame).await,
@@ -525,7 +587,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
 
     /// Side effects of a state change: close what the state does not keep, open the sink,
     /// report the change.
-    async fn on_transition(&mut self, before: State) {
+    async fn on_transition(&mut self, before: State, cause: &'static str) {
         let state = self.machine.state();
         // Ended: `finish` drains and closes the sockets.
         let (keep_signaling, keep_media) = match state {
@@ -571,6 +633,13 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                     Reopen::Media => StreamStatus::MediaReconnecting { attempt, delay },
                 };
                 tracing::info!(?reopen, attempt, ?delay, "reconnecting after a delay");
+                self.observer.reconnecting(
+                    match reopen {
+                        Reopen::Full => Scope::Full,
+                        Reopen::Media => Scope::Media,
+                    },
+                    cause,
+                );
                 self.status(status);
             }
             State::Connecting { attempt: 1 } if !matches!(before, State::Backoff { .. }) => {
@@ -588,6 +657,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                         "giving up: every connection attempt failed; waiting for a new started webhook before ending the stream"
                     );
                 }
+                self.observer.gave_up();
                 self.status(StreamStatus::AwaitingWebhook { timeout });
             }
             _ => {}

@@ -27,6 +27,7 @@ use crate::config::ClientConfig;
 use crate::ingress::{IngressHandler, Refusal};
 use crate::link::StreamIds;
 use crate::machine::Input;
+use crate::observe::SharedObserver;
 use crate::ratelog;
 use crate::session::{self, SessionSnapshot, SessionStart, Shared};
 use crate::sink::SinkFactory;
@@ -57,6 +58,7 @@ struct Inner<F, C> {
     removed: tokio::sync::Notify,
     refused_url: AtomicU64,
     refused_full: AtomicU64,
+    observer: SharedObserver,
 }
 
 /// The `Retry-After` of a refusal for want of room.
@@ -71,6 +73,16 @@ struct Entry {
 
 impl<F: SinkFactory, C: Connector> Sessions<F, C> {
     pub fn new(cfg: ClientConfig, connector: C, factory: F) -> Self {
+        Self::with_observer(cfg, connector, factory, crate::observe::none())
+    }
+
+    /// Like [`Sessions::new`], reporting connection events to `observer` (metrics).
+    pub fn with_observer(
+        cfg: ClientConfig,
+        connector: C,
+        factory: F,
+        observer: SharedObserver,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 cfg: Arc::new(cfg),
@@ -83,6 +95,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 removed: tokio::sync::Notify::new(),
                 refused_url: AtomicU64::new(0),
                 refused_full: AtomicU64::new(0),
+                observer,
             }),
         }
     }
@@ -216,10 +229,14 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         let stream_id = start.ids.stream_id.clone();
         let start_product = start.ids.product;
         let this = self.clone();
+        let deps = session::Deps {
+            cfg: self.inner.cfg.clone(),
+            connector: self.inner.connector.clone(),
+            factory: self.inner.factory.clone(),
+            observer: self.inner.observer.clone(),
+        };
         let fut = session::run(
-            self.inner.cfg.clone(),
-            self.inner.connector.clone(),
-            self.inner.factory.clone(),
+            deps,
             start,
             shared.clone(),
             rx,
@@ -269,6 +286,14 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             .values()
             .map(|e| e.shared.snapshot())
             .collect()
+    }
+
+    /// Ends one stream as a shutdown would (its plugins get `on-session-end(shutdown)`);
+    /// false when no such stream runs here.
+    pub fn stop(&self, stream_id: &str) -> bool {
+        self.streams()
+            .get(stream_id)
+            .is_some_and(|e| e.inputs.send(Input::Shutdown).is_ok())
     }
 
     /// Running streams.

@@ -8,12 +8,22 @@
 //! system's roots plus an optional extra CA file (the simulator's self-signed certificate).
 //! Reads use a 4 KiB buffer: tokio-tungstenite's default 128 KiB buffer is zero-filled per
 //! read and cost a third of the CPU at 1,000 connections.
+//!
+//! Behind a corporate proxy the connector opens a tunnel first (HTTP `CONNECT`, with basic
+//! credentials from the proxy URL) and runs TLS and the WebSocket upgrade through it. Which
+//! destinations go through which proxy follows `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+//! `NO_PROXY` as curl reads them (hyper-util's matcher); `wss://` counts as https, `ws://` as
+//! http.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::{Sink, Stream};
+use hyper::Uri;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::proxy::matcher::Matcher;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -105,11 +115,46 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
+/// How outgoing WebSockets reach Zoom.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ProxySetting {
+    /// As `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` say (direct when unset).
+    #[default]
+    Env,
+    /// Always direct.
+    None,
+    /// Through this proxy (`http://host:port`; credentials, if any, in the URL), except for
+    /// the hosts `NO_PROXY` names.
+    Url(String),
+}
+
+impl ProxySetting {
+    /// The matcher for this setting; `None` when every connection goes direct.
+    fn matcher(&self) -> Option<Matcher> {
+        let m = match self {
+            ProxySetting::None => return None,
+            ProxySetting::Env => Matcher::from_env(),
+            ProxySetting::Url(url) => {
+                let no = std::env::var("NO_PROXY")
+                    .or_else(|_| std::env::var("no_proxy"))
+                    .unwrap_or_default();
+                Matcher::builder().all(url.clone()).no(no).build()
+            }
+        };
+        // A matcher that intercepts nothing is no proxy at all.
+        let any = ["http://zoom.us/", "https://zoom.us/"]
+            .iter()
+            .any(|u| m.intercept(&Uri::from_static(u)).is_some());
+        any.then_some(m)
+    }
+}
+
 /// The real connector: `ws://` and `wss://` through tokio-tungstenite.
 #[derive(Clone)]
 pub struct WsConnector {
     tls: Arc<rustls::ClientConfig>,
     ws: WebSocketConfig,
+    proxy: Option<Arc<Matcher>>,
 }
 
 impl WsConnector {
@@ -142,7 +187,74 @@ impl WsConnector {
         Self {
             tls,
             ws: WebSocketConfig::default().read_buffer_size(4096),
+            proxy: ProxySetting::None.matcher().map(Arc::new),
         }
+    }
+
+    /// Routes connections as `setting` says.
+    pub fn with_proxy(mut self, setting: &ProxySetting) -> Self {
+        self.proxy = setting.matcher().map(Arc::new);
+        if let Some(m) = &self.proxy {
+            tracing::info!(proxy = ?m, "outgoing WebSockets go through an HTTP proxy");
+        }
+        self
+    }
+
+    /// Opens a tunnel to `url`'s host through the proxy, when the proxy rules say so.
+    async fn tunnel(&self, url: &str) -> Result<Option<TcpStream>, WsError> {
+        let Some(matcher) = &self.proxy else {
+            return Ok(None);
+        };
+        let uri: Uri = url.parse().map_err(|e| {
+            WsError::Url(
+                tokio_tungstenite::tungstenite::error::UrlError::UnableToConnect(format!(
+                    "{url}: {e}"
+                )),
+            )
+        })?;
+        let (scheme, default_port) = match uri.scheme_str() {
+            Some("wss") => ("https", 443),
+            _ => ("http", 80),
+        };
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(default_port);
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let dst: Uri = format!("{scheme}://{authority}/")
+            .parse()
+            .map_err(|e| WsError::Io(std::io::Error::other(format!("{url}: {e}"))))?;
+        let Some(intercept) = matcher.intercept(&dst) else {
+            return Ok(None);
+        };
+        let proxy_uri = intercept.uri().clone();
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        let mut tunnel = Tunnel::new(proxy_uri.clone(), http);
+        if let Some(auth) = intercept.basic_auth() {
+            tunnel = tunnel.with_auth(auth.clone());
+        }
+        let shown = format!(
+            "{}://{}",
+            proxy_uri.scheme_str().unwrap_or("http"),
+            proxy_uri
+                .authority()
+                .map(|a| a.as_str().rsplit('@').next().unwrap_or(""))
+                .unwrap_or("")
+        );
+        let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
+            WsError::Io(std::io::Error::other(format!(
+                "the proxy {shown} did not open a tunnel to {authority}: {e} (check HTTPS_PROXY / HTTP_PROXY / NO_PROXY or rtms.proxy)"
+            )))
+        };
+        use tower_service::Service as _;
+        std::future::poll_fn(|cx| tunnel.poll_ready(cx))
+            .await
+            .map_err(|e| fail(e.into()))?;
+        let io = tunnel.call(dst).await.map_err(|e| fail(e.into()))?;
+        Ok(Some(io.into_inner()))
     }
 }
 
@@ -151,6 +263,16 @@ impl Connector for WsConnector {
 
     async fn connect(&self, url: &str) -> Result<Self::Conn, WsError> {
         let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        if let Some(stream) = self.tunnel(url).await? {
+            let (ws, _response) = tokio_tungstenite::client_async_tls_with_config(
+                url,
+                stream,
+                Some(self.ws),
+                Some(connector),
+            )
+            .await?;
+            return Ok(ws);
+        }
         let (ws, _response) = tokio_tungstenite::connect_async_tls_with_config(
             url,
             Some(self.ws),

@@ -262,8 +262,10 @@ impl Pipeline {
         }
         note(r, "rtms.socket_mode", &a.socket_mode, &b.socket_mode);
         note(r, "rtms.buffer_data", &a.buffer_data, &b.buffer_data);
+        note(r, "rtms.ws_ping", &a.ws_ping, &b.ws_ping);
         note(r, "rtms.events", &a.events, &b.events);
         note(r, "rtms.allowed_hosts", &a.allowed_hosts, &b.allowed_hosts);
+        note(r, "rtms.proxy", &a.proxy, &b.proxy);
         note(
             r,
             "rtms.allow_insecure_ws",

@@ -70,6 +70,8 @@ pub struct Server {
     pub body_timeout: Duration,
     /// `[server.tls]`: serve HTTPS with these PEM files (reloaded when they change).
     pub tls: Option<ServerTls>,
+    /// Serve the in-client Zoom App under `/zoom-app/`.
+    pub zoom_app: bool,
 }
 
 /// `[server.tls]`: the listener's certificate chain and private key (PEM), absolute.
@@ -151,6 +153,38 @@ pub struct Zoom {
     pub webhook_secret: Option<Secret>,
     /// An extra CA certificate (PEM) to trust for `wss://`, such as the simulator's; absolute.
     pub ca_file: Option<PathBuf>,
+    /// Zoom's REST API (`https://api.zoom.us`; `https://api.zoomgov.com` for Zoom for
+    /// Government), for starting and stopping RTMS on purpose.
+    pub api_base_url: String,
+    /// Zoom's OAuth server (`https://zoom.us`; `https://zoomgov.com`).
+    pub oauth_base_url: String,
+    /// Server-to-Server OAuth credentials for the REST API, from the environment
+    /// (`ZOOM_ACCOUNT_ID`, `ZOOM_OAUTH_CLIENT_ID`, `ZOOM_OAUTH_CLIENT_SECRET` by default);
+    /// `None` when unset (starting RTMS from the host then says what to export).
+    pub rest: Option<RestCredentials>,
+    /// The variables `rest` is read from, for messages.
+    pub rest_env: [String; 3],
+    /// Zoom's event WebSocket as a second intake, when `zoom.event_subscription_id` is set.
+    pub event_ws: Option<EventWs>,
+}
+
+/// Zoom's event WebSocket: webhook events over a WebSocket the host opens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventWs {
+    /// `wss://ws.zoom.us/ws` (Zoom for Government: `wss://ws.zoomgov.com/ws`).
+    pub url: String,
+    /// The event subscription's id (from the app's Event Subscriptions page).
+    pub subscription_id: String,
+    /// How often the host sends a heartbeat (Zoom asks for one every 30 s).
+    pub heartbeat: std::time::Duration,
+}
+
+/// Server-to-Server OAuth credentials (account credentials grant).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestCredentials {
+    pub account_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
 }
 
 impl Zoom {
@@ -195,6 +229,8 @@ pub struct Rtms {
     pub socket_mode: SocketMode,
     /// Ask Zoom to deliver the audio it buffered before the host connected.
     pub buffer_data: bool,
+    /// Also send WebSocket pings every keep-alive interval (their round trip is a metric).
+    pub ws_ping: bool,
     /// EVENT_TYPE numbers to subscribe to (msg 5), in file order, no duplicates.
     pub events: Vec<u32>,
     /// The `media_params` sent in the media handshake: a section for each requested kind that
@@ -205,8 +241,23 @@ pub struct Rtms {
     pub allowed_hosts: Vec<String>,
     /// Allow plain `ws://` besides `wss://` (tests and the simulator only).
     pub allow_insecure_ws: bool,
+    /// How the signaling and media sockets reach Zoom.
+    pub proxy: Proxy,
     /// Streams run at once at most; a started webhook past it gets 503.
     pub max_streams: usize,
+}
+
+/// How outgoing WebSockets reach Zoom (`rtms.proxy`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Proxy {
+    /// As `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` say (the default).
+    #[default]
+    Env,
+    /// Always direct, whatever the environment says.
+    None,
+    /// Through this HTTP proxy (`http://host:port`, no credentials: those go in the
+    /// environment's proxy URL), except for the hosts `NO_PROXY` names.
+    Url(String),
 }
 
 /// How media sockets are opened.

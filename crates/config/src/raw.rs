@@ -50,6 +50,7 @@ pub struct ServerConfig {
     pub header_timeout_ms: Num,
     pub body_timeout_ms: Num,
     pub tls: Option<Spanned<TlsConfig>>,
+    pub zoom_app: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +80,13 @@ pub struct ZoomConfig {
     pub webhook_secret: Option<Spanned<String>>,
     pub allow_plaintext_secrets: Option<bool>,
     pub ca_file: Option<Spanned<String>>,
+    pub api_base_url: Option<Spanned<String>>,
+    pub oauth_base_url: Option<Spanned<String>>,
+    pub account_id_env: Option<Spanned<String>>,
+    pub oauth_client_id_env: Option<Spanned<String>>,
+    pub oauth_client_secret_env: Option<Spanned<String>>,
+    pub event_ws_url: Option<Spanned<String>>,
+    pub event_subscription_id: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +107,7 @@ pub struct RtmsConfig {
     pub media: Option<Spanned<Vec<Spanned<MediaKind>>>>,
     pub socket_mode: Option<SocketMode>,
     pub buffer_data: Option<bool>,
+    pub ws_ping: Option<bool>,
     pub events: Option<Vec<Spanned<EventSpec>>>,
     pub audio: Option<Spanned<AudioConfig>>,
     pub video: Option<Spanned<VideoConfig>>,
@@ -106,6 +115,7 @@ pub struct RtmsConfig {
     pub transcript: Option<Spanned<TranscriptConfig>>,
     pub allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub allow_insecure_ws: Option<bool>,
+    pub proxy: Option<Spanned<String>>,
     pub max_streams: Num,
 }
 

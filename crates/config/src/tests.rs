@@ -847,3 +847,43 @@ fn integers_past_toml_range_are_refused_wherever_they_are() {
     let e = d.err("version = 1\n[rtms]\nmax_streams = 9223372036854775807\nconnection_timeout_ms = [1, 99999999999999999999]");
     assert!(e.contains("pipeline.toml:4:"), "{e}");
 }
+
+#[test]
+fn the_proxy_is_env_none_or_an_http_url_without_credentials() {
+    let d = Dir::new();
+    let p = d.parse("version = 1\n");
+    assert_eq!(p.rtms.proxy, Proxy::Env);
+    let p = d.parse("version = 1\n[rtms]\nproxy = \"none\"\n");
+    assert_eq!(p.rtms.proxy, Proxy::None);
+    let p = d.parse("version = 1\n[rtms]\nproxy = \"http://proxy.corp:3128\"\n");
+    assert_eq!(p.rtms.proxy, Proxy::Url("http://proxy.corp:3128".into()));
+    let e = d.err("version = 1\n[rtms]\nproxy = \"http://bob:pw@proxy.corp:3128\"\n");
+    assert!(e.contains("must not hold credentials"), "{e}");
+    assert!(
+        e.contains("HTTPS_PROXY=http://user:password@host:port"),
+        "{e}"
+    );
+    assert!(!e.contains("bob:pw"), "the password is not echoed: {e}");
+    let e = d.err("version = 1\n[rtms]\nproxy = \"socks5://proxy:1080\"\n");
+    assert!(e.contains("pipeline.toml:3:"), "{e}");
+    assert!(e.contains("\"none\""), "{e}");
+    let e = d.err("version = 1\n[rtms]\nproxy = \"http://proxy.corp\"\n");
+    assert!(e.contains("needs a host and a port"), "{e}");
+}
+
+#[test]
+fn the_event_websocket_needs_a_plain_subscription_id_and_a_ws_url() {
+    let d = Dir::new();
+    let p = d.parse("version = 1\n[zoom]\nevent_subscription_id = \"AbC-1_x\"\n");
+    let ws = p.zoom.event_ws.expect("the event WebSocket is on");
+    assert_eq!(ws.url, "wss://ws.zoom.us/ws");
+    assert_eq!(ws.subscription_id, "AbC-1_x");
+    assert!(d.parse("version = 1\n").zoom.event_ws.is_none());
+    let e = d.err("version = 1\n[zoom]\nevent_subscription_id = \"a b\"\n");
+    assert!(e.contains("event_subscription_id"), "{e}");
+    let e = d.err("version = 1\n[zoom]\nevent_subscription_id = \"ab\"\nevent_ws_url = \"https://ws.zoom.us/ws\"\n");
+    assert!(
+        e.contains("pipeline.toml:4:") && e.contains("wss://ws.zoomgov.com/ws"),
+        "{e}"
+    );
+}

@@ -32,6 +32,7 @@
 //! - `meeting` / `timeline` / `server`: one stream's state, its player, the sockets.
 //! - [`cli`]: `rtms-host simulate`.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod faults;
@@ -121,7 +122,7 @@ impl SimShared {
 /// Dropping it stops the servers and every meeting.
 pub struct Simulator {
     shared: Arc<SimShared>,
-    cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
 }
 
 impl Simulator {
@@ -195,26 +196,16 @@ impl Simulator {
         script: MeetingScript,
         opts: MeetingOptions,
     ) -> anyhow::Result<MeetingHandle> {
-        let cancel = self.cancel.child_token();
-        let (m, control) =
-            meeting::Meeting::new(self.shared.clone(), cancel.clone(), script, opts)?;
-        {
-            let mut reg = self
-                .shared
-                .registry
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if reg.contains_key(&m.stream_id) {
-                anyhow::bail!(
-                    "stream id {:?} is already live in this simulator; pick another",
-                    m.stream_id
-                );
-            }
-            reg.insert(m.stream_id.clone(), m.clone());
-        }
-        tokio::spawn(timeline::run(m.clone(), control, cancel));
-        m.send_started();
-        Ok(MeetingHandle { m })
+        start_meeting_on(&self.shared, &self.cancel, script, opts)
+    }
+
+    /// Starts meetings later, from another task (the REST API's `start`).
+    pub(crate) fn starter(
+        &self,
+    ) -> Arc<dyn Fn(MeetingScript, MeetingOptions) -> anyhow::Result<MeetingHandle> + Send + Sync>
+    {
+        let (shared, cancel) = (self.shared.clone(), self.cancel.clone());
+        Arc::new(move |script, opts| start_meeting_on(&shared, &cancel, script, opts))
     }
 
     /// Runs Zoom's `endpoint.url_validation` challenge against a webhook endpoint, signed
@@ -225,6 +216,30 @@ impl Simulator {
             .validate_endpoint(url)
             .await
     }
+}
+
+/// Registers and starts a meeting on `shared` (see [`Simulator::start_meeting`]).
+fn start_meeting_on(
+    shared: &Arc<SimShared>,
+    cancel: &CancellationToken,
+    script: MeetingScript,
+    opts: MeetingOptions,
+) -> anyhow::Result<MeetingHandle> {
+    let cancel = cancel.child_token();
+    let (m, control) = meeting::Meeting::new(shared.clone(), cancel.clone(), script, opts)?;
+    {
+        let mut reg = shared.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if reg.contains_key(&m.stream_id) {
+            anyhow::bail!(
+                "stream id {:?} is already live in this simulator; pick another",
+                m.stream_id
+            );
+        }
+        reg.insert(m.stream_id.clone(), m.clone());
+    }
+    tokio::spawn(timeline::run(m.clone(), control, cancel));
+    m.send_started();
+    Ok(MeetingHandle { m })
 }
 
 impl Drop for Simulator {

@@ -22,6 +22,8 @@ struct Backend {
     calls: AtomicUsize,
     started: Notify,
     release: Notify,
+    not_ready: std::sync::atomic::AtomicBool,
+    hub: crate::tap::TapHub,
 }
 
 #[async_trait]
@@ -40,6 +42,18 @@ impl AdminBackend for Backend {
             restart_required: vec![],
             elapsed_ms: 1,
         }
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.not_ready.load(Ordering::SeqCst) {
+            Err("shutting down".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn tap(&self) -> Option<crate::tap::TapSubscription> {
+        Some(self.hub.subscribe())
     }
 }
 
@@ -167,8 +181,22 @@ async fn a_token_is_required_once_set_and_only_the_right_one_passes() {
     // Health answers without a token.
     let (status, _, body) = send(s.addr, Method::GET, "/healthz", None).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
-    let (status, headers, _) =
-        send(s.addr, Method::GET, "/admin/reload", Some(&bearer(TOKEN))).await;
+    let (status, headers, _) = send(
+        s.addr,
+        Method::DELETE,
+        "/admin/reload",
+        Some(&bearer(TOKEN)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers[ALLOW], "GET, POST");
+    let (status, headers, _) = send(
+        s.addr,
+        Method::GET,
+        "/admin/sessions/stop",
+        Some(&bearer(TOKEN)),
+    )
+    .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(headers[ALLOW], "POST");
     s.stop().await;
@@ -452,4 +480,66 @@ async fn a_large_or_slow_body_is_refused() {
     drop(tx);
     assert_eq!(s.backend.calls.load(Ordering::SeqCst), 0);
     s.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_needs_no_token_and_says_why_it_is_not_ready() {
+    let s = Server::start(
+        "127.0.0.1:0",
+        Some(TOKEN),
+        Duration::ZERO,
+        Limits::default(),
+    )
+    .await;
+    let (status, _, body) = send(s.addr, Method::GET, "/readyz", None).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
+    s.backend.not_ready.store(true, Ordering::SeqCst);
+    let (status, _, body) = send(s.addr, Method::GET, "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "not ready: shutting down\n");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_tap_streams_json_lines_and_never_holds_up_the_listeners_stop() {
+    let s = Server::start("127.0.0.1:0", None, Duration::ZERO, Limits::default()).await;
+    let req = Request::get(format!("http://{}/admin/tap?what=frames", s.addr))
+        .body(Empty::new())
+        .unwrap();
+    let resp = client().request(req).await.expect("tap answers");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[CONTENT_TYPE], "application/x-ndjson");
+    let frame = crate::bindings::Frame {
+        kind: crate::bindings::MediaKind::Chat,
+        seq: 3,
+        timestamp_ms: 0,
+        user_id: "7".into(),
+        user_name: "Ann".into(),
+        payload: Vec::new(),
+        text: Some("hi".into()),
+        transcript: None,
+        event_type: None,
+    };
+    let id: Arc<str> = "stream-1".into();
+    s.backend.hub.frame(1, &id, "meeting-1", &frame);
+    let mut body = resp.into_body();
+    let chunk = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("a line within 10 s")
+        .expect("a frame")
+        .expect("no error")
+        .into_data()
+        .expect("data");
+    let line: Value = serde_json::from_slice(&chunk).expect("a JSON line");
+    assert_eq!(line["type"], "frame");
+    assert_eq!(line["kind"], "chat");
+    assert_eq!(line["text"], "hi");
+    assert_eq!(line["stream_id"], "stream-1");
+    // The listener stops although the tap's response never ends by itself, and the
+    // subscription goes with it.
+    let backend = s.backend.clone();
+    tokio::time::timeout(Duration::from_secs(10), s.stop())
+        .await
+        .expect("the listener stopped with a tap attached");
+    assert!(!backend.hub.active());
 }

@@ -249,12 +249,50 @@ impl Resolver<'_> {
             media,
             socket_mode: r.socket_mode.unwrap_or(default_socket_mode()),
             buffer_data: r.buffer_data.unwrap_or(default_buffer_data()),
+            ws_ping: r.ws_ping.unwrap_or(false),
             events,
             media_params,
             allowed_hosts,
             allow_insecure_ws,
             max_streams,
+            proxy: self.proxy(&r.proxy)?,
         })
+    }
+
+    /// `rtms.proxy`: "env", "none" or an http:// URL without credentials.
+    fn proxy(&self, raw: &Option<Spanned<String>>) -> Result<Proxy, ConfigError> {
+        let Some(v) = raw else {
+            return Ok(Proxy::Env);
+        };
+        let s = v.get_ref().trim();
+        match s {
+            "env" => return Ok(Proxy::Env),
+            "none" => return Ok(Proxy::None),
+            _ => {}
+        }
+        let Some(rest) = s.strip_prefix("http://") else {
+            return Err(self.src.invalid_at(
+                v,
+                format!("rtms.proxy = {s:?}: use \"env\" (HTTPS_PROXY and friends, the default), \"none\", or an HTTP proxy as \"http://host:port\""),
+            ));
+        };
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(self.src.invalid_at(
+                v,
+                "rtms.proxy must not hold credentials (pipeline.toml is not a secret): set rtms.proxy = \"env\" and export HTTPS_PROXY=http://user:password@host:port instead",
+            ));
+        }
+        let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(self.src.invalid_at(
+                v,
+                format!(
+                    "rtms.proxy = {s:?} needs a host and a port: \"http://proxy.example.com:3128\""
+                ),
+            ));
+        }
+        Ok(Proxy::Url(format!("http://{authority}")))
     }
 
     /// `[rtms]` keys of one outage and of the end: reconnection jitter, the healthy time that

@@ -68,6 +68,7 @@ impl Resolver<'_> {
             header_timeout,
             body_timeout,
             tls,
+            zoom_app: s.zoom_app.unwrap_or(false),
         })
     }
 

@@ -121,7 +121,79 @@ impl Resolver<'_> {
             }
             None => None,
         };
+        let base = |raw: &Option<Spanned<String>>, key: &str, default: &str| {
+            let Some(v) = raw else {
+                return Ok(default.to_owned());
+            };
+            let s = v.get_ref().trim_end_matches('/');
+            if !(s.starts_with("https://") || s.starts_with("http://")) || s.len() < 9 {
+                return Err(self.src.invalid_at(
+                    v,
+                    format!("zoom.{key} = {s:?} is not a base URL: use {default:?} (or Zoom for Government's)"),
+                ));
+            }
+            Ok(s.to_owned())
+        };
+        let api_base_url = base(&z.api_base_url, "api_base_url", "https://api.zoom.us")?;
+        let oauth_base_url = base(&z.oauth_base_url, "oauth_base_url", "https://zoom.us")?;
+        let rest_env = [
+            self.env_name(&z.account_id_env, "account_id_env", "ZOOM_ACCOUNT_ID")?,
+            self.env_name(
+                &z.oauth_client_id_env,
+                "oauth_client_id_env",
+                "ZOOM_OAUTH_CLIENT_ID",
+            )?,
+            self.env_name(
+                &z.oauth_client_secret_env,
+                "oauth_client_secret_env",
+                "ZOOM_OAUTH_CLIENT_SECRET",
+            )?,
+        ];
+        let get = |v: &str| self.env.var(v).filter(|x| !x.is_empty());
+        let rest = match (get(&rest_env[0]), get(&rest_env[1]), get(&rest_env[2])) {
+            (Some(account_id), Some(client_id), Some(secret)) => Some(RestCredentials {
+                account_id,
+                client_id,
+                client_secret: Secret::new(secret),
+            }),
+            _ => None,
+        };
+        let event_ws = match &z.event_subscription_id {
+            None => None,
+            Some(id) => {
+                let sub = id.get_ref().trim();
+                if sub.is_empty()
+                    || !sub
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                {
+                    return Err(self.src.invalid_at(
+                        id,
+                        format!("zoom.event_subscription_id = {sub:?}: give the id of the app's event subscription (letters, digits, - and _), as Zoom shows it"),
+                    ));
+                }
+                let url = match &z.event_ws_url {
+                    None => "wss://ws.zoom.us/ws".to_owned(),
+                    Some(u) => {
+                        let s = u.get_ref().trim();
+                        if !(s.starts_with("wss://") || s.starts_with("ws://")) || s.contains('?') {
+                            return Err(self.src.invalid_at(
+                                u,
+                                format!("zoom.event_ws_url = {s:?}: give the WebSocket URL without its query, \"wss://ws.zoom.us/ws\" (Zoom for Government: \"wss://ws.zoomgov.com/ws\")"),
+                            ));
+                        }
+                        s.to_owned()
+                    }
+                };
+                Some(EventWs {
+                    url,
+                    subscription_id: sub.to_owned(),
+                    heartbeat: Duration::from_secs(30),
+                })
+            }
+        };
         Ok(Zoom {
+            event_ws,
             client_id_env,
             client_secret_env,
             webhook_secret_env,
@@ -129,6 +201,10 @@ impl Resolver<'_> {
             client_secret: client_secret.map(Secret::new),
             webhook_secret: webhook_secret.map(Secret::new),
             ca_file,
+            api_base_url,
+            oauth_base_url,
+            rest,
+            rest_env,
         })
     }
 }

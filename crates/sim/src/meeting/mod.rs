@@ -207,6 +207,11 @@ fn random_hex(n: usize) -> String {
         .collect()
 }
 
+/// A random meeting uuid, as Zoom writes them (base64 of 16 bytes).
+pub(crate) fn random_meeting_id() -> String {
+    random_uuid_b64()
+}
+
 fn random_uuid_b64() -> String {
     use base64::Engine;
     use rand::Rng;

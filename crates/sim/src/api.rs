@@ -1,0 +1,603 @@
+//! Zoom's REST side, as far as starting RTMS on purpose needs it: the Server-to-Server OAuth
+//! token endpoint and the RTMS app status endpoint of live meetings.
+//!
+//! - `POST /oauth/token?grant_type=account_credentials&account_id=ID` with HTTP Basic
+//!   credentials (the OAuth app's client id and secret) answers
+//!   `{"access_token", "token_type": "bearer", "expires_in", "scope"}`; wrong credentials or
+//!   account get 400 `{"reason", "error": "invalid_client"}` as Zoom answers.
+//! - `PATCH /v2/live_meetings/{meetingId}/rtms_app/status` with `Authorization: Bearer` and
+//!   `{"action": "start"|"stop"|"pause"|"resume", "settings": {"client_id": ...}}` acts on a
+//!   meeting prepared with [`ZoomApi::prepare`]: `start` starts it (the started webhook goes
+//!   out as usual), `stop` ends it with STOP_REASON 25 (MANUAL_API_TRIGGERED), `pause` and
+//!   `resume` pause and resume it. Success is 204 with no body. Errors carry Zoom's
+//!   `{"code", "message"}`: 401 code 124 for a missing, unknown or expired token, 404 code
+//!   3001 for an unknown meeting, 400 code 300 for a bad action or an RTMS client id that is
+//!   not the simulator's, and whatever [`ZoomApi::fail_next`] queued (429 with `Retry-After`,
+//!   say).
+//!
+//! It also serves Zoom's event WebSocket ([`ZoomApi::event_ws_url`]):
+//! `ws://…/ws?subscriptionId=ID&access_token=TOKEN` with a token from the endpoint above and
+//! the configured subscription id (else the upgrade is refused with 401). Events arrive as
+//! `{"module": "message", "content": "<the webhook body as a string>"}`; a client's
+//! `{"module": "heartbeat"}` is answered with `{"module": "heartbeat", "success": true}`, and
+//! a connection without a heartbeat for [`ApiConfig::heartbeat_timeout`] is closed.
+//! [`ZoomApi::forward`] sends a meeting's webhook events to the connected subscribers.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{MeetingHandle, MeetingOptions, MeetingScript, Simulator};
+
+/// The OAuth app the token endpoint accepts.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub account_id: String,
+    pub oauth_client_id: String,
+    pub oauth_client_secret: String,
+    /// `expires_in` of issued tokens (Zoom: 3600 s).
+    pub token_ttl: Duration,
+    /// The event subscription the event WebSocket serves.
+    pub event_subscription_id: String,
+    /// A connection without a heartbeat for this long is closed (Zoom asks for one every
+    /// 30 s).
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            account_id: "sim-account".into(),
+            oauth_client_id: "sim-oauth-client".into(),
+            oauth_client_secret: "sim-oauth-secret".into(),
+            token_ttl: Duration::from_secs(3600),
+            event_subscription_id: "sim-subscription".into(),
+            heartbeat_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// A queued failure: the next status call gets this answer instead.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub status: u16,
+    pub body: Value,
+    pub retry_after_secs: Option<u64>,
+}
+
+/// What the API did, for tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiCounts {
+    pub tokens_issued: u64,
+    pub token_refusals: u64,
+    /// `(meeting id, action, HTTP status)` of every status call, in order.
+    pub status_calls: Vec<(String, String, u16)>,
+    /// Event WebSocket connections accepted, and refused (bad token or subscription).
+    pub event_ws_connections: u64,
+    pub event_ws_refused: u64,
+    /// Event messages sent (counted once per connection).
+    pub events_sent: u64,
+    pub heartbeats: u64,
+}
+
+enum Prepared {
+    Waiting(Box<(MeetingScript, MeetingOptions)>),
+    Live(MeetingHandle),
+}
+
+struct State {
+    cfg: ApiConfig,
+    rtms_client_id: String,
+    tokens: HashMap<String, Instant>,
+    meetings: HashMap<String, Prepared>,
+    failures: VecDeque<Failure>,
+    counts: ApiCounts,
+    /// Connected event WebSocket clients.
+    subscribers: Vec<(
+        tokio::sync::mpsc::UnboundedSender<String>,
+        CancellationToken,
+    )>,
+}
+
+/// The REST API, on its own 127.0.0.1 port. Dropping it stops the server.
+pub struct ZoomApi {
+    addr: SocketAddr,
+    ws_addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    cancel: CancellationToken,
+}
+
+impl Drop for ZoomApi {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn answer(status: StatusCode, body: Option<Value>) -> Response<Full<Bytes>> {
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    *r.status_mut() = status;
+    if status != StatusCode::NO_CONTENT {
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().expect("static"));
+    }
+    r
+}
+
+fn zoom_error(status: StatusCode, code: u32, message: String) -> Response<Full<Bytes>> {
+    answer(status, Some(json!({"code": code, "message": message})))
+}
+
+impl ZoomApi {
+    /// Serves the API for `sim` on 127.0.0.1 port 0.
+    pub async fn start(sim: &Simulator, cfg: ApiConfig) -> anyhow::Result<ZoomApi> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State {
+            cfg,
+            rtms_client_id: sim.config().client_id.clone(),
+            tokens: HashMap::new(),
+            meetings: HashMap::new(),
+            failures: VecDeque::new(),
+            counts: ApiCounts::default(),
+            subscribers: Vec::new(),
+        }));
+        let ws_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let ws_addr = ws_listener.local_addr()?;
+        let cancel = sim.cancel.child_token();
+        let starter = sim.starter();
+        let (st, stop) = (state.clone(), cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    () = stop.cancelled() => break,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                let st = st.clone();
+                let starter = starter.clone();
+                let service = service_fn(move |req| {
+                    let st = st.clone();
+                    let starter = starter.clone();
+                    async move { Ok::<_, Infallible>(route(&st, &starter, req).await) }
+                });
+                tokio::spawn(async move {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        tokio::spawn(serve_event_ws(ws_listener, state.clone(), cancel.clone()));
+        Ok(ZoomApi {
+            addr,
+            ws_addr,
+            state,
+            cancel,
+        })
+    }
+
+    /// The API base (`http://127.0.0.1:port`): both `api_base_url` and `oauth_base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Registers a meeting that starts streaming only when the status endpoint says
+    /// `start`. Returns its meeting id (the uuid, `opts.meeting_id` when set).
+    pub fn prepare(&self, script: MeetingScript, mut opts: MeetingOptions) -> String {
+        let id = opts
+            .meeting_id
+            .get_or_insert_with(crate::meeting::random_meeting_id)
+            .clone();
+        self.lock()
+            .meetings
+            .insert(id.clone(), Prepared::Waiting(Box::new((script, opts))));
+        id
+    }
+
+    /// The handle of a prepared meeting once `start` started it.
+    pub fn meeting(&self, id: &str) -> Option<MeetingHandle> {
+        match self.lock().meetings.get(id) {
+            Some(Prepared::Live(h)) => Some(h.clone()),
+            _ => None,
+        }
+    }
+
+    /// The next status call gets `failure` instead of being carried out.
+    pub fn fail_next(&self, failure: Failure) {
+        self.lock().failures.push_back(failure);
+    }
+
+    /// Expires every token issued so far.
+    pub fn expire_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
+    pub fn counts(&self) -> ApiCounts {
+        self.lock().counts.clone()
+    }
+
+    /// The event WebSocket's URL, without its query (`ws://127.0.0.1:port/ws`).
+    pub fn event_ws_url(&self) -> String {
+        format!("ws://{}/ws", self.ws_addr)
+    }
+
+    /// Sends the meeting's current started event, then every webhook event it emits, to
+    /// the event WebSocket's subscribers (the meeting should have no webhook URL).
+    pub fn forward(&self, meeting: &MeetingHandle) {
+        let mut events = meeting.subscribe_webhooks();
+        let account = self.lock().cfg.account_id.clone();
+        let state = self.state.clone();
+        let publish = move |body: Vec<u8>| {
+            let content = String::from_utf8_lossy(&body).into_owned();
+            let msg = json!({"module": "message", "content": content}).to_string();
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            s.subscribers.retain(|(tx, _)| tx.send(msg.clone()).is_ok());
+            s.counts.events_sent += s.subscribers.len() as u64;
+        };
+        publish(meeting.started_body());
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    ev = events.recv() => ev,
+                };
+                match ev {
+                    Ok(ev) => {
+                        let last = ev.action == rtms_proto::WebhookAction::Stopped;
+                        publish(crate::meeting::webhook_body(&ev, &account));
+                        if last {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
+    /// Closes every event WebSocket connection (the client should reconnect).
+    pub fn drop_event_connections(&self) {
+        for (_, closed) in self.lock().subscribers.drain(..) {
+            closed.cancel();
+        }
+    }
+
+    /// Event WebSocket connections open now.
+    pub fn event_subscribers(&self) -> usize {
+        let mut s = self.lock();
+        s.subscribers.retain(|(tx, _)| !tx.is_closed());
+        s.subscribers.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type Starter =
+    Arc<dyn Fn(MeetingScript, MeetingOptions) -> anyhow::Result<MeetingHandle> + Send + Sync>;
+
+async fn route(
+    st: &Mutex<State>,
+    starter: &Starter,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let lock = || st.lock().unwrap_or_else(|p| p.into_inner());
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let method = req.method().clone();
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let auth = header("authorization");
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return answer(StatusCode::BAD_REQUEST, None),
+    };
+    if method == Method::POST && path == "/oauth/token" {
+        let mut s = lock();
+        let param = |k: &str| {
+            query.split('&').find_map(|p| {
+                p.split_once('=')
+                    .filter(|(a, _)| *a == k)
+                    .map(|(_, v)| v.to_owned())
+            })
+        };
+        let basic = auth
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Basic "))
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok());
+        let want = format!("{}:{}", s.cfg.oauth_client_id, s.cfg.oauth_client_secret);
+        if param("grant_type").as_deref() != Some("account_credentials") {
+            s.counts.token_refusals += 1;
+            return answer(
+                StatusCode::BAD_REQUEST,
+                Some(
+                    json!({"reason": "Unsupported grant type", "error": "unsupported_grant_type"}),
+                ),
+            );
+        }
+        if basic.as_deref() != Some(want.as_str())
+            || param("account_id").as_deref() != Some(s.cfg.account_id.as_str())
+        {
+            s.counts.token_refusals += 1;
+            return answer(
+                StatusCode::BAD_REQUEST,
+                Some(
+                    json!({"reason": "Invalid client_id or client_secret", "error": "invalid_client"}),
+                ),
+            );
+        }
+        let token = format!("sim-{:032x}", rand::random::<u128>());
+        let ttl = s.cfg.token_ttl;
+        s.tokens.insert(token.clone(), Instant::now() + ttl);
+        s.counts.tokens_issued += 1;
+        return answer(
+            StatusCode::OK,
+            Some(json!({"access_token": token, "token_type": "bearer",
+                        "expires_in": ttl.as_secs(), "scope": "meeting:update:meeting_rtms_app_status:admin"})),
+        );
+    }
+    let id = path
+        .strip_prefix("/v2/live_meetings/")
+        .and_then(|r| r.strip_suffix("/rtms_app/status"));
+    let (Some(id), true) = (id, method == Method::PATCH) else {
+        return zoom_error(
+            StatusCode::NOT_FOUND,
+            404,
+            format!("No route {method} {path}"),
+        );
+    };
+    // A uuid that starts with `/` or holds `//` arrives encoded twice, as Zoom asks.
+    let mut id = percent_decode(id);
+    if id.contains('%') {
+        id = percent_decode(&id);
+    }
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let action = parsed["action"].as_str().unwrap_or("").to_owned();
+    let record = |s: &mut State, status: StatusCode| {
+        s.counts
+            .status_calls
+            .push((id.clone(), action.clone(), status.as_u16()));
+    };
+    let mut s = lock();
+    let token_ok = auth
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .and_then(|t| s.tokens.get(t.trim()))
+        .is_some_and(|exp| *exp > Instant::now());
+    if !token_ok {
+        record(&mut s, StatusCode::UNAUTHORIZED);
+        return zoom_error(
+            StatusCode::UNAUTHORIZED,
+            124,
+            "Invalid access token.".into(),
+        );
+    }
+    if let Some(f) = s.failures.pop_front() {
+        let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        record(&mut s, status);
+        let mut r = answer(status, Some(f.body));
+        if let Some(secs) = f.retry_after_secs {
+            r.headers_mut()
+                .insert("retry-after", secs.to_string().parse().expect("digits"));
+        }
+        return r;
+    }
+    if parsed["settings"]["client_id"].as_str() != Some(s.rtms_client_id.as_str()) {
+        record(&mut s, StatusCode::BAD_REQUEST);
+        return zoom_error(
+            StatusCode::BAD_REQUEST,
+            300,
+            "Invalid parameter: settings.client_id is not an RTMS app of this account.".into(),
+        );
+    }
+    let Some(prepared) = s.meetings.remove(&id) else {
+        record(&mut s, StatusCode::NOT_FOUND);
+        return zoom_error(
+            StatusCode::NOT_FOUND,
+            3001,
+            format!("Meeting does not exist: {id}."),
+        );
+    };
+    let result = match (action.as_str(), prepared) {
+        ("start", Prepared::Waiting(b)) => {
+            let (script, opts) = *b;
+            match starter(script, opts) {
+                Ok(h) => Ok(Prepared::Live(h)),
+                Err(e) => Err((
+                    None,
+                    zoom_error(StatusCode::BAD_REQUEST, 300, format!("Cannot start: {e}")),
+                )),
+            }
+        }
+        ("start", p @ Prepared::Live(_)) => Err((
+            Some(p),
+            zoom_error(
+                StatusCode::BAD_REQUEST,
+                300,
+                "RTMS is already started for this meeting.".into(),
+            ),
+        )),
+        ("stop" | "pause" | "resume", Prepared::Live(h)) => {
+            let fault = match action.as_str() {
+                "stop" => crate::Fault::Terminate { reason: 25 },
+                "pause" => crate::Fault::Pause { duration: None },
+                _ => crate::Fault::Resume,
+            };
+            h.inject(fault);
+            Ok(Prepared::Live(h))
+        }
+        ("stop" | "pause" | "resume", p @ Prepared::Waiting(_)) => Err((
+            Some(p),
+            zoom_error(
+                StatusCode::BAD_REQUEST,
+                300,
+                "RTMS is not started for this meeting.".into(),
+            ),
+        )),
+        (other, p) => Err((
+            Some(p),
+            zoom_error(
+                StatusCode::BAD_REQUEST,
+                300,
+                format!("Invalid field: action {other:?}; use start, stop, pause or resume."),
+            ),
+        )),
+    };
+    match result {
+        Ok(p) => {
+            s.meetings.insert(id.clone(), p);
+            record(&mut s, StatusCode::NO_CONTENT);
+            answer(StatusCode::NO_CONTENT, None)
+        }
+        Err((p, r)) => {
+            if let Some(p) = p {
+                s.meetings.insert(id.clone(), p);
+            }
+            record(&mut s, r.status());
+            r
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(x) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(x);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Serves the event WebSocket until `cancel`.
+async fn serve_event_ws(
+    listener: TcpListener,
+    state: Arc<Mutex<State>>,
+    cancel: CancellationToken,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    loop {
+        let (stream, _) = tokio::select! {
+            () = cancel.cancelled() => return,
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+        };
+        let state = state.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+            #[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
+            let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+                let q = req.uri().query().unwrap_or("");
+                let param = |k: &str| {
+                    q.split('&').find_map(|p| {
+                        p.split_once('=')
+                            .filter(|(a, _)| *a == k)
+                            .map(|(_, v)| percent_decode(v))
+                    })
+                };
+                let mut s = lock();
+                let ok = req.uri().path() == "/ws"
+                    && param("subscriptionId").as_deref()
+                        == Some(s.cfg.event_subscription_id.as_str())
+                    && param("access_token")
+                        .and_then(|t| s.tokens.get(&t).copied())
+                        .is_some_and(|exp| exp > Instant::now());
+                if ok {
+                    s.counts.event_ws_connections += 1;
+                    Ok(resp)
+                } else {
+                    s.counts.event_ws_refused += 1;
+                    let mut r =
+                        ErrorResponse::new(Some("invalid subscriptionId or access_token".into()));
+                    *r.status_mut() = StatusCode::UNAUTHORIZED;
+                    Err(r)
+                }
+            };
+            let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, check).await else {
+                return;
+            };
+            let (mut tx, mut rx) = ws.split();
+            let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let closed = cancel.child_token();
+            let timeout = {
+                let mut s = lock();
+                s.subscribers.push((out_tx, closed.clone()));
+                s.cfg.heartbeat_timeout
+            };
+            let mut deadline = Box::pin(tokio::time::sleep(timeout));
+            loop {
+                tokio::select! {
+                    () = closed.cancelled() => {
+                        let _ = tx.send(Message::Close(None)).await;
+                        break;
+                    }
+                    () = &mut deadline => {
+                        let _ = tx.send(Message::Close(None)).await;
+                        break;
+                    }
+                    out = out_rx.recv() => match out {
+                        Some(text) => {
+                            if tx.send(Message::text(text)).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    msg = rx.next() => match msg {
+                        Some(Ok(Message::Text(t))) => {
+                            let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                            if v["module"] == "heartbeat" {
+                                lock().counts.heartbeats += 1;
+                                deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+                                let ack = json!({"module": "heartbeat", "success": true}).to_string();
+                                if tx.send(Message::text(ack)).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => {}
+                    },
+                }
+            }
+        });
+    }
+}

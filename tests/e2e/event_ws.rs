@@ -1,0 +1,90 @@
+//! Zoom's event WebSocket as the intake: the host opens the simulator's event WebSocket with
+//! a Server-to-Server OAuth token, receives the started and stopped events there (no webhook is
+//! POSTed), sends heartbeats, and reconnects when the connection drops.
+
+use std::time::Duration;
+
+use rtms_config::{EventWs, RestCredentials, Secret};
+use rtms_sim::api::{ApiConfig, ZoomApi};
+use rtms_sim::{MeetingOptions, Pace, Simulator};
+
+use crate::harness::*;
+
+async fn host_for(sim: &Simulator, api: &ZoomApi, heartbeat: Duration) -> Host {
+    let base = api.base_url();
+    let url = api.event_ws_url();
+    start_host(sim, Setup::default(), move |p| {
+        p.zoom.api_base_url = base.clone();
+        p.zoom.oauth_base_url = base;
+        p.zoom.rest = Some(RestCredentials {
+            account_id: "sim-account".into(),
+            client_id: "sim-oauth-client".into(),
+            client_secret: Secret::new("sim-oauth-secret"),
+        });
+        p.zoom.event_ws = Some(EventWs {
+            url,
+            subscription_id: "sim-subscription".into(),
+            heartbeat,
+        });
+    })
+    .await
+}
+
+/// A fast meeting whose events go only through the event WebSocket.
+async fn meeting_over_ws(sim: &Simulator, api: &ZoomApi, host: &Host) {
+    let m = sim
+        .start_meeting(
+            script(10, vec![]),
+            MeetingOptions {
+                pace: Pace::Fast,
+                webhook_url: None,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    api.forward(&m);
+    let ledger = finish(host, &m).await;
+    assert!(!ledger_transcript(&ledger).is_empty());
+    assert_writer_matches(&ledger, &host.writer_lines(m.stream_id()));
+    assert!(
+        ledger.webhooks.is_empty(),
+        "no webhook was POSTed: {:?}",
+        ledger.webhooks
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_over_the_event_websocket_start_and_stop_streams_and_it_reconnects() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, ApiConfig::default()).await.unwrap();
+    let host = host_for(&sim, &api, Duration::from_secs(30)).await;
+    eventually("the host to subscribe", || api.event_subscribers() == 1).await;
+    meeting_over_ws(&sim, &api, &host).await;
+
+    // The connection drops: the host reconnects (a fresh token) and the next meeting streams.
+    api.drop_event_connections();
+    eventually("the host to reconnect", || {
+        api.counts().event_ws_connections == 2 && api.event_subscribers() == 1
+    })
+    .await;
+    meeting_over_ws(&sim, &api, &host).await;
+    assert_eq!(api.counts().event_ws_refused, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_the_connection_open() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(
+        &sim,
+        ApiConfig {
+            heartbeat_timeout: Duration::from_millis(600),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let _host = host_for(&sim, &api, Duration::from_millis(150)).await;
+    // Ten heartbeats span more than two of the server's timeouts: the first connection lives.
+    eventually("ten heartbeats", || api.counts().heartbeats >= 10).await;
+    assert_eq!(api.counts().event_ws_connections, 1);
+}

@@ -1,0 +1,248 @@
+//! Starting RTMS on purpose: the host asks Zoom's REST API (the simulator's) with a
+//! Server-to-Server OAuth token, then waits for the started webhook; Zoom's REST errors and
+//! the timeout come back as errors that say what to check.
+
+use std::process::Stdio;
+
+use hyper::{Method, StatusCode};
+use rtms_config::{RestCredentials, Secret};
+use rtms_sim::api::{ApiConfig, Failure, ZoomApi};
+use rtms_sim::{MeetingOptions, Pace, Simulator};
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn api_config() -> ApiConfig {
+    ApiConfig {
+        account_id: "acct-1".into(),
+        oauth_client_id: "s2s-id".into(),
+        oauth_client_secret: "s2s-secret".into(),
+        ..Default::default()
+    }
+}
+
+/// A host whose REST calls go to `api`, with the given OAuth secret.
+async fn host_for(sim: &Simulator, api: &ZoomApi, secret: &str) -> Host {
+    let base = api.base_url();
+    let secret = secret.to_owned();
+    start_host(
+        sim,
+        Setup {
+            admin: true,
+            ..Default::default()
+        },
+        move |p| {
+            p.zoom.api_base_url = base.clone();
+            p.zoom.oauth_base_url = base;
+            p.zoom.rest = Some(RestCredentials {
+                account_id: "acct-1".into(),
+                client_id: "s2s-id".into(),
+                client_secret: Secret::new(secret),
+            });
+        },
+    )
+    .await
+}
+
+async fn act(host: &Host, action: &str, meeting: &str) -> (StatusCode, Value) {
+    let addr = host.svc.admin_addr().unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let id: String = meeting
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let req = hyper::Request::builder()
+        .method(Method::POST)
+        .uri(format!("/admin/rtms/{action}?meeting={id}"))
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = within("the admin answer", sender.send_request(req))
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn prepare(api: &ZoomApi, host: &Host, lines: usize, deliver: bool) -> String {
+    api.prepare(
+        script(lines, vec![]),
+        MeetingOptions {
+            pace: Pace::Fast,
+            webhook_url: deliver.then(|| host.webhook_url.clone()),
+            ..Default::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_through_the_rest_api_waits_for_the_webhook_and_the_meeting_streams() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, api_config()).await.unwrap();
+    let host = host_for(&sim, &api, "s2s-secret").await;
+    let id = prepare(&api, &host, 40, true);
+
+    // `rtms-host start` asks the running host, which asks Zoom and waits for the webhook.
+    let admin = format!("http://{}", host.svc.admin_addr().unwrap());
+    let out = within(
+        "rtms-host start",
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_rtms-host"))
+            .args(["start", "--meeting", &id, "--admin", &admin])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output(),
+    )
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = api.meeting(&id).expect("the API started the meeting");
+    assert!(
+        printed.contains(&format!("streams as {}", m.stream_id())),
+        "{printed}"
+    );
+    let ledger = finish(&host, &m).await;
+    assert!(!ledger_transcript(&ledger).is_empty());
+    assert_writer_matches(&ledger, &host.writer_lines(m.stream_id()));
+
+    let counts = api.counts();
+    assert_eq!(counts.status_calls, [(id.clone(), "start".into(), 204)]);
+    assert_eq!(counts.tokens_issued, 1);
+
+    // The token is cached: a second call fetches none.
+    let (status, v) = act(&host, "stop", &id).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(api.counts().tokens_issued, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_pause_and_resume_reach_the_live_stream() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, api_config()).await.unwrap();
+    let mut host = host_for(&sim, &api, "s2s-secret").await;
+    let id = api.prepare(
+        script(400, vec![]),
+        MeetingOptions {
+            pace: Pace::Realtime,
+            webhook_url: Some(host.webhook_url.clone()),
+            ..Default::default()
+        },
+    );
+    let (status, v) = act(&host, "start", &id).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let stream = v["stream_id"].as_str().unwrap().to_owned();
+    wait_frame(
+        &mut host,
+        &stream,
+        rtms_host::bindings::MediaKind::Transcript,
+    )
+    .await;
+    for action in ["pause", "resume", "stop"] {
+        let (status, v) = act(&host, action, &id).await;
+        assert_eq!(status, StatusCode::OK, "{action}: {v}");
+    }
+    host.idle().await;
+    let rec = host.record(&stream);
+    assert_eq!(rec.ends.len(), 1);
+    assert!(
+        rec.ends[0].contains("25"),
+        "stopped by the API (reason 25): {:?}",
+        rec.ends
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zooms_rest_errors_and_the_missing_webhook_are_explained() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, api_config()).await.unwrap();
+    let host = host_for(&sim, &api, "s2s-secret").await;
+
+    // 404: no such live meeting.
+    let (status, v) = act(&host, "start", "no-such-meeting").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("knows no live meeting") && e.contains("3001"),
+        "{e}"
+    );
+
+    // 429 twice, then success: retried after Retry-After.
+    let id = prepare(&api, &host, 5, true);
+    for _ in 0..2 {
+        api.fail_next(Failure {
+            status: 429,
+            body: serde_json::json!({"code": 429, "message": "You have reached the maximum per-second rate limit."}),
+            retry_after_secs: Some(0),
+        });
+    }
+    let (status, v) = act(&host, "start", &id).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let statuses: Vec<u16> = api.counts().status_calls.iter().map(|c| c.2).collect();
+    assert_eq!(&statuses[1..], [429, 429, 204]);
+
+    // A revoked token: fetched again once, then the call succeeds.
+    api.expire_tokens();
+    let before = api.counts().tokens_issued;
+    let (status, v) = act(&host, "pause", &id).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(api.counts().tokens_issued, before + 1);
+
+    // Zoom accepted, but the webhook never comes: 504 naming the likely causes.
+    let silent = prepare(&api, &host, 5, false);
+    let (status, v) = act(&host, "start", &silent).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("no started webhook"), "{e}");
+    assert!(e.contains("RTMS is not enabled"), "{e}");
+    assert!(e.contains("webhook endpoint"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_oauth_credentials_and_missing_ones_say_what_to_fix() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, api_config()).await.unwrap();
+    let host = host_for(&sim, &api, "the-wrong-secret").await;
+    let (status, v) = act(&host, "start", "any").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("refused the account credentials"), "{e}");
+    assert!(e.contains("ZOOM_OAUTH_CLIENT_SECRET"), "{e}");
+    assert_eq!(api.counts().token_refusals, 1);
+
+    // Without credentials the host says which variables to export.
+    let bare = start_host(
+        &sim,
+        Setup {
+            admin: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let (status, v) = act(&bare, "start", "any").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("export ZOOM_ACCOUNT_ID, ZOOM_OAUTH_CLIENT_ID and ZOOM_OAUTH_CLIENT_SECRET"),
+        "{e}"
+    );
+}
