@@ -127,6 +127,8 @@ pub struct Setup {
     pub admin: bool,
     /// The admin token (`RTMS_ADMIN_TOKEN`), if any.
     pub admin_token: Option<&'static str>,
+    /// Text appended to the pipeline (more `[[plugin]]` tables, `[rtms.*]` sections).
+    pub extra: String,
 }
 
 impl Default for Setup {
@@ -140,6 +142,7 @@ impl Default for Setup {
             seq_extra: "",
             admin: false,
             admin_token: None,
+            extra: String::new(),
         }
     }
 }
@@ -270,6 +273,7 @@ guest = "/out"
 call_timeout_ms = 5000
 {seq_extra}
 {writer}
+{extra}
 [[sink]]
 type = "jsonl"
 path = "outputs.jsonl"
@@ -281,6 +285,7 @@ path = "outputs.jsonl"
         seq_media = setup.seq_media,
         seq_queue = setup.seq_queue,
         seq_extra = setup.seq_extra,
+        extra = setup.extra,
     );
     let c = sim.config();
     let mut env = MapEnv::new()

@@ -16,6 +16,8 @@
 //!   (OAuth token, status call, then the started webhook), its errors and the timeout.
 //! - `webhooks`: forged, stale, replayed, oversize and malformed webhooks; url validation.
 //! - `proxy`: signaling and media through an HTTP CONNECT proxy from the environment.
+//! - `recorders`: the video recorder's H.264 checked by ffprobe, its JPEG frames, against the
+//!   ledger.
 //! - `scale`: a hundred concurrent meetings.
 //! - `shutdown`: graceful shutdown with a live meeting.
 //! - `ops`: Prometheus metrics against the ledger, the admin API, the token rule, `rtms-host
@@ -38,6 +40,7 @@ mod isolation;
 mod ops;
 mod outages;
 mod proxy;
+mod recorders;
 mod scale;
 mod shutdown;
 mod timing;

