@@ -168,3 +168,111 @@ async fn jpeg_frames_become_one_file_each() {
     assert!(sent > 0);
     assert_eq!(written, sent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_speaker_audio_gets_a_wav_per_speaker_and_raw_pcm_beside_it() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let extra = format!(
+        r#"
+[[plugin]]
+name = "audio"
+component = {:?}
+media = ["audio"]
+[[plugin.dir]]
+host = "out"
+guest = "/out"
+[plugin.queue]
+on_full = "block"
+[plugin.config]
+dir = "/out"
+fill_gaps = false
+keep_raw = true
+[rtms.audio]
+per_speaker = true
+"#,
+        util::component("audio_recorder").display().to_string()
+    );
+    let host = start_host(
+        &sim,
+        Setup {
+            extra,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let m = start(
+        &sim,
+        &host,
+        script(16, vec![]),
+        rtms_proto::Product::Meeting,
+        Pace::Fast,
+    );
+    let ledger = finish(&host, &m).await;
+    let audio = ledger.kinds.get(&MediaKind::Audio).expect("audio was sent");
+    let wavs = files(&host.out_dir(), ".wav");
+    let names: Vec<String> = wavs
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let stream = rtms_plugin_file_safe(m.stream_id());
+    assert_eq!(
+        names,
+        [
+            format!("meeting_{stream}_1001.wav"),
+            format!("meeting_{stream}_1002.wav")
+        ],
+        "one file per speaker of the script"
+    );
+    // Python's wave module reads every file; the samples add up to what the simulator sent.
+    let script = r#"
+import json, sys, wave
+out = []
+for path in sys.argv[1:]:
+    with wave.open(path) as w:
+        out.append({"rate": w.getframerate(), "channels": w.getnchannels(),
+                    "width": w.getsampwidth(), "frames": w.getnframes()})
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(&wavs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut bytes = 0;
+    for (w, path) in read.iter().zip(&wavs) {
+        assert_eq!(w["rate"], 16000, "{w}");
+        assert_eq!(w["width"], 2, "{w}");
+        let data = w["frames"].as_u64().unwrap() * w["channels"].as_u64().unwrap() * 2;
+        assert!(data > 0, "{path:?} holds audio");
+        // The raw twin holds exactly the samples the WAV holds (no gap is filled).
+        let raw = std::fs::metadata(path.with_extension("pcm")).unwrap().len();
+        assert_eq!(raw, data, "{path:?}");
+        bytes += data;
+    }
+    assert_eq!(
+        bytes, audio.bytes,
+        "every audio byte the simulator sent is in a file"
+    );
+}
+
+/// The plugin SDK's file-name rule for ids (`file_safe`): anything but ASCII letters, digits,
+/// `-` and `.` becomes `_`.
+fn rtms_plugin_file_safe(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,4 +1,4 @@
-//! `audio-recorder`: an rtms-host plugin that records each session's audio to a WAV file.
+//! `audio-recorder`: an rtms-host plugin that records each session's audio to WAV files.
 //!
 //! Configuration (`[plugin.config]` in pipeline.toml):
 //!
@@ -7,18 +7,23 @@
 //! | `dir`        | `"/out"` | guest path of a directory the operator granted to the plugin |
 //! | `fill_gaps`  | `true`   | insert silence where Zoom sent no audio, so the file's timeline matches the meeting's |
 //! | `max_gap_ms` | `10000`  | most silence inserted for one gap; the rest of a longer gap is left out |
+//! | `keep_raw`   | `false`  | also keep the audio exactly as received, as headerless PCM (`.pcm`) beside each WAV |
 //!
-//! The file is `<dir>/<product>_<stream id>.wav`: 16-bit PCM at the session's sample rate and
-//! channel count. The plugin records L16 audio only (Zoom's default, `[rtms.audio] codec =
-//! "l16"`): for any other codec, for per-speaker audio (`per_speaker = true`, which would need
-//! mixing) and for a session without audio, `on-session-start` returns an error that says
-//! which setting to change, and nothing is written.
+//! Mixed audio (Zoom's default; frames carry user id `-1`) goes to one file,
+//! `<dir>/<product>_<stream id>.wav`. With `[rtms.audio] per_speaker = true` Zoom sends each
+//! speaker's audio separately, attributed to them, and each speaker gets a file of their own,
+//! `<dir>/<product>_<stream id>_<user id>.wav`, opened at their first frame, with its own
+//! timeline (so with `fill_gaps` every speaker's file is silent where they did not speak). All
+//! files are 16-bit PCM at the session's sample rate and channel count. The plugin records L16
+//! audio only (Zoom's default, `[rtms.audio] codec = "l16"`): for any other codec and for a
+//! session without audio, `on-session-start` returns an error that says which setting to
+//! change, and nothing is written.
 //!
-//! A fresh session truncates the file; a resumed one (after a reload, a trap or a
+//! A fresh session truncates its files; a resumed one (after a reload, a trap or a
 //! reconnection) appends after the audio already there and continues its timeline. Each batch
-//! is written with one write and the header's sizes are patched after it, so the file is a
-//! valid WAV after every batch, and therefore whenever an instance ends. At session end the
-//! plugin emits a `summary` output: the file, its length in seconds and bytes, and what this
+//! is written with one write per file and the header's sizes are patched after it, so the files
+//! are valid WAV after every batch, and therefore whenever an instance ends. At session end the
+//! plugin emits a `summary` output: the files, their length in seconds and bytes, and what this
 //! instance added.
 //!
 //! The WAV layout is in [`wav`], gap filling in [`timeline`], the file handling in
@@ -28,7 +33,10 @@ pub mod recording;
 pub mod timeline;
 pub mod wav;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use rtms_plugin::{
     AudioCodec, AudioFormat, Config, EndReason, Frame, MediaKind, Output, Plugin, Product,
@@ -44,6 +52,7 @@ use crate::wav::PcmFormat;
 pub struct Settings {
     pub dir: PathBuf,
     pub gaps: GapPolicy,
+    pub keep_raw: bool,
 }
 
 impl Settings {
@@ -52,6 +61,7 @@ impl Settings {
         let dir = PathBuf::from(config.string_or("dir", "/out")?);
         let fill = config.bool_or("fill_gaps", true)?;
         let max_gap_ms = config.u64_or("max_gap_ms", 10_000)?;
+        let keep_raw = config.bool_or("keep_raw", false)?;
         config.finish()?;
         if max_gap_ms > 3_600_000 {
             return Err(format!(
@@ -62,6 +72,7 @@ impl Settings {
         Ok(Self {
             dir,
             gaps: GapPolicy { fill, max_gap_ms },
+            keep_raw,
         })
     }
 }
@@ -73,6 +84,21 @@ pub fn file_name(product: Product, stream_id: &str) -> String {
         rtms_plugin::product_name(product),
         rtms_plugin::file_safe(stream_id)
     )
+}
+
+/// The WAV file name of one speaker of a session: `<product>_<stream id>_<user id>.wav`.
+pub fn speaker_file_name(product: Product, stream_id: &str, user_id: &str) -> String {
+    format!(
+        "{}_{}_{}.wav",
+        rtms_plugin::product_name(product),
+        rtms_plugin::file_safe(stream_id),
+        rtms_plugin::file_safe(user_id)
+    )
+}
+
+/// Whether a frame's user id names a speaker (mixed audio carries `-1`, or nothing).
+pub fn is_speaker(user_id: &str) -> bool {
+    !user_id.is_empty() && user_id != "-1"
 }
 
 /// The PCM layout to record a session's audio in, or why it cannot be recorded.
@@ -93,14 +119,6 @@ pub fn pcm_format(audio: Option<&AudioFormat>) -> Result<PcmFormat, String> {
              [rtms.audio] codec = \"l16\" in pipeline.toml"
         ));
     }
-    if audio.per_speaker {
-        return Err(
-            "the session sends each speaker's audio separately, and audio-recorder \
-                    records one mixed stream; set [rtms.audio] per_speaker = false in \
-                    pipeline.toml"
-                .to_owned(),
-        );
-    }
     if audio.sample_rate == 0 || !(1..=2).contains(&audio.channels) {
         return Err(format!(
             "the session's audio format ({} Hz, {} channels) cannot be recorded: it needs a \
@@ -114,7 +132,7 @@ pub fn pcm_format(audio: Option<&AudioFormat>) -> Result<PcmFormat, String> {
     })
 }
 
-/// What this instance did, for the summary.
+/// What this instance did to one file, for the summary.
 #[derive(Debug, Default)]
 struct Counts {
     frames: u64,
@@ -123,17 +141,80 @@ struct Counts {
     truncated: u64,
 }
 
-/// The open recording of the session this instance serves.
-struct Session {
+/// One file being recorded (the mix, or one speaker), and its raw twin.
+struct Track {
     recording: Recording,
-    stream_id: String,
+    raw: Option<(PathBuf, File)>,
     counts: Counts,
 }
 
-/// One instance: the settings, then the recording once the session starts.
+/// The session this instance serves.
+struct Session {
+    product: Product,
+    stream_id: String,
+    format: PcmFormat,
+    frame_ms: u32,
+    resumed: bool,
+    /// Keyed by speaker; the mix under "".
+    tracks: BTreeMap<String, Track>,
+}
+
+/// One instance: the settings, then the recordings once the session starts.
 pub struct AudioRecorder {
     settings: Settings,
     session: Option<Session>,
+}
+
+/// Opens the raw PCM twin of a WAV path.
+fn open_raw(wav: &Path, resumed: bool) -> Result<(PathBuf, File), String> {
+    let path = wav.with_extension("pcm");
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resumed)
+        .truncate(!resumed)
+        .open(&path)
+        .map_err(|e| {
+            format!(
+                "cannot open {} ({e}); grant its directory to the plugin in pipeline.toml",
+                path.display()
+            )
+        })?;
+    Ok((path, file))
+}
+
+impl AudioRecorder {
+    fn open_track(settings: &Settings, s: &Session, speaker: &str) -> Result<Track, String> {
+        let name = if speaker.is_empty() {
+            file_name(s.product, &s.stream_id)
+        } else {
+            speaker_file_name(s.product, &s.stream_id, speaker)
+        };
+        let path = settings.dir.join(name);
+        let recording = Recording::open(&path, s.format, settings.gaps, s.frame_ms, s.resumed)
+            .map_err(|e| e.to_string())?;
+        rtms_plugin::debug!(
+            "recording {} Hz x {} to {} ({})",
+            s.format.sample_rate,
+            s.format.channels,
+            path.display(),
+            if recording.appended_to() {
+                "appending"
+            } else {
+                "new file"
+            }
+        );
+        let raw = if settings.keep_raw {
+            Some(open_raw(&path, s.resumed)?)
+        } else {
+            None
+        };
+        Ok(Track {
+            recording,
+            raw,
+            counts: Counts::default(),
+        })
+    }
 }
 
 impl Plugin for AudioRecorder {
@@ -147,28 +228,22 @@ impl Plugin for AudioRecorder {
     fn on_session_start(&mut self, info: SessionInfo) -> Result<(), String> {
         let format = pcm_format(info.audio.as_ref())?;
         let frame_ms = info.audio.as_ref().map_or(20, |a| a.frame_ms);
-        let path = self
-            .settings
-            .dir
-            .join(file_name(info.product, &info.stream_id));
-        let recording = Recording::open(&path, format, self.settings.gaps, frame_ms, info.resumed)
-            .map_err(|e| e.to_string())?;
-        rtms_plugin::debug!(
-            "recording {} Hz x {} to {} ({})",
-            format.sample_rate,
-            format.channels,
-            path.display(),
-            if recording.appended_to() {
-                "appending"
-            } else {
-                "new file"
-            }
-        );
-        self.session = Some(Session {
-            recording,
+        let per_speaker = info.audio.as_ref().is_some_and(|a| a.per_speaker);
+        let mut session = Session {
+            product: info.product,
             stream_id: info.stream_id,
-            counts: Counts::default(),
-        });
+            format,
+            frame_ms,
+            resumed: info.resumed,
+            tracks: BTreeMap::new(),
+        };
+        // The mix is opened at once (so a silent meeting still leaves a file); speakers at
+        // their first frame.
+        if !per_speaker {
+            let track = Self::open_track(&self.settings, &session, "")?;
+            session.tracks.insert(String::new(), track);
+        }
+        self.session = Some(session);
         Ok(())
     }
 
@@ -177,25 +252,53 @@ impl Plugin for AudioRecorder {
             .session
             .as_mut()
             .ok_or("no open recording: on-session-start has not succeeded")?;
-        let audio = frames
+        // Group the batch by file, in order.
+        let mut groups: BTreeMap<String, Vec<&Frame>> = BTreeMap::new();
+        for f in frames
             .iter()
-            .filter(|f| f.kind == MediaKind::Audio && !f.payload.is_empty());
-        let n = audio.clone().count() as u64;
-        let done = s
-            .recording
-            .append(audio.map(|f| (f.timestamp_ms, f.payload.as_slice())))
-            .map_err(|e| e.to_string())?;
-        s.counts.frames += n;
-        s.counts.audio_bytes += done.audio_bytes;
-        s.counts.silence_ms += done.silence_ms;
-        if done.truncated > 0 {
-            if s.counts.truncated == 0 {
-                rtms_plugin::warn!(
-                    "{} is full (a WAV file holds at most 4 GiB); later audio is dropped",
-                    s.recording.path().display()
-                );
+            .filter(|f| f.kind == MediaKind::Audio && !f.payload.is_empty())
+        {
+            let key = if is_speaker(&f.user_id) {
+                f.user_id.clone()
+            } else {
+                String::new()
+            };
+            groups.entry(key).or_default().push(f);
+        }
+        for (key, frames) in groups {
+            if !s.tracks.contains_key(&key) {
+                let track = Self::open_track(&self.settings, s, &key)?;
+                s.tracks.insert(key.clone(), track);
             }
-            s.counts.truncated += done.truncated;
+            let t = s.tracks.get_mut(&key).expect("opened above");
+            if let Some((path, raw)) = &mut t.raw {
+                let bytes: Vec<u8> = frames
+                    .iter()
+                    .flat_map(|f| f.payload.iter().copied())
+                    .collect();
+                raw.write_all(&bytes)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+            let done = t
+                .recording
+                .append(
+                    frames
+                        .iter()
+                        .map(|f| (f.timestamp_ms, f.payload.as_slice())),
+                )
+                .map_err(|e| e.to_string())?;
+            t.counts.frames += frames.len() as u64;
+            t.counts.audio_bytes += done.audio_bytes;
+            t.counts.silence_ms += done.silence_ms;
+            if done.truncated > 0 {
+                if t.counts.truncated == 0 {
+                    rtms_plugin::warn!(
+                        "{} is full (a WAV file holds at most 4 GiB); later audio is dropped",
+                        t.recording.path().display()
+                    );
+                }
+                t.counts.truncated += done.truncated;
+            }
         }
         Ok(())
     }
@@ -204,35 +307,80 @@ impl Plugin for AudioRecorder {
         let Some(mut s) = self.session.take() else {
             return Ok(());
         };
-        let finished = s.recording.finish();
-        let path = s.recording.path().display().to_string();
-        let duration_ms = s.recording.duration_ms();
+        let mut first_error = None;
+        let mut files = Vec::new();
+        let mut longest = 0;
+        for (speaker, t) in &mut s.tracks {
+            if let Err(e) = t.recording.finish() {
+                first_error.get_or_insert(e.to_string());
+            }
+            if let Some((path, raw)) = &mut t.raw
+                && let Err(e) = raw.flush()
+            {
+                first_error.get_or_insert(format!("cannot write {}: {e}", path.display()));
+            }
+            let duration_ms = t.recording.duration_ms();
+            longest = longest.max(duration_ms);
+            files.push(rtms_plugin::serde_json::json!({
+                "speaker": (!speaker.is_empty()).then_some(speaker),
+                "file": t.recording.path().display().to_string(),
+                "raw": t.raw.as_ref().map(|(p, _)| p.display().to_string()),
+                "seconds": duration_ms as f64 / 1000.0,
+                "bytes": t.recording.file_len(),
+                "data_bytes": t.recording.data_len(),
+                "frames": t.counts.frames,
+                "audio_bytes": t.counts.audio_bytes,
+                "silence_ms": t.counts.silence_ms,
+                "truncated_frames": t.counts.truncated,
+            }));
+        }
+        let (message, file) = match s.tracks.get("") {
+            Some(t) if s.tracks.len() == 1 => (
+                format!(
+                    "recorded {}.{:03} s of audio to {} ({} bytes)",
+                    longest / 1000,
+                    longest % 1000,
+                    t.recording.path().display(),
+                    t.recording.file_len()
+                ),
+                Some(t.recording.path().display().to_string()),
+            ),
+            _ => (
+                format!(
+                    "recorded {} speaker file(s), the longest {}.{:03} s",
+                    s.tracks.len(),
+                    longest / 1000,
+                    longest % 1000
+                ),
+                None,
+            ),
+        };
+        let mix = s.tracks.get("");
         rtms_plugin::emit(&Output {
             kind: "summary".to_owned(),
             severity: Severity::Info,
-            message: format!(
-                "recorded {}.{:03} s of audio to {path} ({} bytes)",
-                duration_ms / 1000,
-                duration_ms % 1000,
-                s.recording.file_len()
-            ),
+            message,
             data: Some(
                 rtms_plugin::serde_json::json!({
                     "stream_id": s.stream_id,
-                    "file": path,
-                    "seconds": duration_ms as f64 / 1000.0,
-                    "bytes": s.recording.file_len(),
-                    "data_bytes": s.recording.data_len(),
-                    "frames": s.counts.frames,
-                    "audio_bytes": s.counts.audio_bytes,
-                    "silence_ms": s.counts.silence_ms,
-                    "truncated_frames": s.counts.truncated,
+                    "file": file,
+                    "seconds": longest as f64 / 1000.0,
+                    "bytes": mix.map(|t| t.recording.file_len()),
+                    "data_bytes": mix.map(|t| t.recording.data_len()),
+                    "frames": s.tracks.values().map(|t| t.counts.frames).sum::<u64>(),
+                    "audio_bytes": s.tracks.values().map(|t| t.counts.audio_bytes).sum::<u64>(),
+                    "silence_ms": mix.map_or(0, |t| t.counts.silence_ms),
+                    "truncated_frames": s.tracks.values().map(|t| t.counts.truncated).sum::<u64>(),
+                    "files": files,
                     "reason": rtms_plugin::end_reason_name(&reason),
                 })
                 .to_string(),
             ),
         });
-        finished.map_err(|e| e.to_string())
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -270,7 +418,8 @@ mod tests {
                 gaps: GapPolicy {
                     fill: true,
                     max_gap_ms: 10_000
-                }
+                },
+                keep_raw: false,
             })
         );
         let s = settings(&[("fill_gaps", "false"), ("max_gap_ms", "500")]).unwrap();
@@ -299,7 +448,7 @@ mod tests {
     }
 
     #[test]
-    fn only_mixed_l16_audio_is_recorded() {
+    fn only_l16_audio_is_recorded() {
         assert_eq!(
             pcm_format(Some(&l16(48_000, 2))),
             Ok(PcmFormat {
@@ -318,12 +467,14 @@ mod tests {
             err.contains("opus") && err.contains("codec = \"l16\""),
             "{err}"
         );
-        let err = pcm_format(Some(&AudioFormat {
-            per_speaker: true,
-            ..l16(16_000, 1)
-        }))
-        .unwrap_err();
-        assert!(err.contains("per_speaker = false"), "{err}");
+        assert!(
+            pcm_format(Some(&AudioFormat {
+                per_speaker: true,
+                ..l16(16_000, 1)
+            }))
+            .is_ok(),
+            "per-speaker audio is recorded a file per speaker"
+        );
         assert!(pcm_format(Some(&l16(16_000, 3))).is_err());
         assert!(pcm_format(Some(&l16(0, 1))).is_err());
     }
@@ -334,5 +485,12 @@ mod tests {
             file_name(Product::Webinar, "ab/c+d=="),
             "webinar_ab_c_d__.wav"
         );
+        assert_eq!(
+            speaker_file_name(Product::Meeting, "s1", "16778240"),
+            "meeting_s1_16778240.wav"
+        );
+        assert!(is_speaker("16778240"));
+        assert!(!is_speaker("-1") && !is_speaker(""));
+        assert!(settings(&[("keep_raw", "true")]).unwrap().keep_raw);
     }
 }
