@@ -65,9 +65,10 @@ pub struct SimulateArgs {
     /// Serve wss:// with a generated CA (write it with --ca-out so a client can trust it).
     #[arg(long)]
     pub tls: bool,
-    /// Host written into URLs (use localhost for Zoom's SDK over wss).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub advertise_host: String,
+    /// Host written into URLs. Default: `localhost` with --tls (Zoom's SDK checks the
+    /// certificate's DNS names only, not its IP addresses), else `127.0.0.1`.
+    #[arg(long)]
+    pub advertise_host: Option<String>,
     /// Write the CA certificate (PEM) here when --tls is on.
     #[arg(long, value_name = "FILE")]
     pub ca_out: Option<PathBuf>,
@@ -113,7 +114,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         client_secret: args.client_secret.clone(),
         webhook_secret: args.webhook_secret.clone(),
         tls: args.tls,
-        advertise_host: args.advertise_host.clone(),
+        advertise_host: advertised_host(args.advertise_host.as_deref(), args.tls),
         keepalive_interval: Duration::from_millis(args.keepalive_ms.max(100)),
         connect_timeout: Duration::from_secs(args.connect_timeout_secs.max(1)),
         ..SimConfig::default()
@@ -213,5 +214,27 @@ mod tests {
             record_path(p, 1, 3),
             std::path::Path::new("/tmp/rec-2.jsonl")
         );
+    }
+}
+
+/// The host written into URLs: the one given, else `localhost` with TLS (Zoom's SDK ignores
+/// IP addresses in the certificate) and `127.0.0.1` without.
+pub fn advertised_host(given: Option<&str>, tls: bool) -> String {
+    match given {
+        Some(h) => h.to_owned(),
+        None if tls => "localhost".to_owned(),
+        None => "127.0.0.1".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod advertise_tests {
+    use super::advertised_host;
+
+    #[test]
+    fn tls_advertises_localhost_unless_told_otherwise() {
+        assert_eq!(advertised_host(None, true), "localhost");
+        assert_eq!(advertised_host(None, false), "127.0.0.1");
+        assert_eq!(advertised_host(Some("sim.test"), true), "sim.test");
     }
 }

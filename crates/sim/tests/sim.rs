@@ -151,6 +151,15 @@ async fn happy(sim: &Simulator, product: Product, mode: Mode) {
         (last8["state"].clone(), last8["reason"].clone()),
         (json!(4), json!(6))
     );
+    // Zoom's samples read `stop_reason`: msg 8 carries it as msg 9 does.
+    assert_eq!(last8["stop_reason"], json!(6), "{what}: {last8}");
+    let last9 = got
+        .signaling
+        .iter()
+        .rev()
+        .find(|v| v["msg_type"] == 9)
+        .unwrap();
+    assert_eq!(last9["stop_reason"], last9["reason"], "{what}: {last9}");
     let join = got
         .signaling
         .iter()
@@ -1095,4 +1104,35 @@ async fn overlapping_speakers_are_mixed_into_one_frame_per_slot_unless_per_speak
     }
     assert_eq!(speakers, [(101, 5), (202, 5)].into_iter().collect());
     assert_eq!(h.finished().await.count(MediaKind::Audio), 10);
+}
+
+#[tokio::test]
+async fn event_subscriptions_are_opt_in() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let got = run_session_with_events(
+        &h,
+        None,
+        Mode::Unified,
+        &["audio", "video", "deskshare"],
+        &[2, 3, 4],
+    )
+    .await;
+    h.finished().await;
+    let types: Vec<u64> = got
+        .signaling
+        .iter()
+        .filter(|v| v["msg_type"] == 6)
+        .map(|v| v["event"]["event_type"].as_u64().unwrap())
+        .collect();
+    assert!(
+        types.contains(&3),
+        "participant join, subscribed: {types:?}"
+    );
+    assert!(
+        types.iter().all(|t| [2, 3, 4].contains(t)),
+        "only the subscribed types arrive: {types:?}"
+    );
 }

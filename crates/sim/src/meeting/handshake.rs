@@ -231,12 +231,15 @@ impl Meeting {
         }
     }
 
+    /// Once a client has subscribed (msg 5), it gets only the event types it subscribed to.
+    /// A client that never subscribes gets them all: Zoom's own SDK sends no msg 5 and names
+    /// mixed audio from the active-speaker events it receives.
     pub(crate) fn subscribed(&self, event_type: u32) -> bool {
-        self.state()
-            .subscriptions
-            .get(&event_type)
-            .copied()
-            .unwrap_or(true)
+        let st = self.state();
+        if st.subscriptions.is_empty() {
+            return true;
+        }
+        st.subscriptions.get(&event_type).copied().unwrap_or(false)
     }
 
     // === messages to the client on signaling ===
@@ -255,8 +258,9 @@ impl Meeting {
     }
 
     pub(crate) fn send_stream_state(&self, st: &State, state: u32, reason: u32, ts: u64) {
+        // `reason` and `stop_reason` both, as msg 9: Zoom's samples read `stop_reason`.
         let v = json!({"msg_type": 8, "rtms_stream_id": self.stream_id, "state": state,
-            "reason": reason, "timestamp": ts});
+            "reason": reason, "stop_reason": reason, "timestamp": ts});
         self.send_signaling(st, v, Note::StreamState(state, reason));
     }
 

@@ -268,8 +268,26 @@ pub async fn run_session(
     mode: Mode,
     kinds: &[&str],
 ) -> Received {
+    // Events are opt-in: subscribe to every meeting event type.
+    let all: Vec<u32> = (1..=9).collect();
+    run_session_with_events(h, ca, mode, kinds, &all).await
+}
+
+/// [`run_session`], subscribing to `events` only.
+pub async fn run_session_with_events(
+    h: &MeetingHandle,
+    ca: Option<&str>,
+    mode: Mode,
+    kinds: &[&str],
+    events: &[u32],
+) -> Received {
     let (mut sig, resp) = signal(h, &h.signaling_url(), ca).await;
     assert_eq!(resp["status_code"], 0, "{resp}");
+    let events: Vec<Value> = events
+        .iter()
+        .map(|t| json!({"event_type": t, "subscribe": true}))
+        .collect();
+    sig.send(json!({"msg_type": 5, "events": events})).await;
     let urls = resp["media_server"]["server_urls"].clone();
     for k in ["audio", "video", "deskshare", "transcript", "chat", "all"] {
         assert!(urls[k].is_string(), "msg 2 lacks {k}: {resp}");
