@@ -210,9 +210,67 @@ impl Runner {
                     tokio::time::Instant::from_std(start + paused_total) + Duration::from_millis(t);
                 self.wait(tokio::time::sleep_until(deadline)).await?;
             }
-            if self.m.state().paused {
+            if self.m.state().paused && !matches!(item, Item::Fault(_)) {
+                // The timeline holds while paused, but a scheduled fault (a resume, say)
+                // still fires at its time: it is what may end the pause.
                 let since = Instant::now();
-                self.wait_until(|m| !m.state().paused).await?;
+                loop {
+                    let next_fault = self
+                        .heap
+                        .iter()
+                        .filter(|Reverse((_, _, _, i))| matches!(i, Item::Fault(_)))
+                        .map(|Reverse((ft, _, _, _))| *ft)
+                        .min();
+                    let due = match (next_fault, self.m.pace) {
+                        (None, _) => None,
+                        (Some(_), Pace::Fast) => Some(tokio::time::Instant::now()),
+                        (Some(ft), Pace::Realtime) => Some(
+                            tokio::time::Instant::from_std(start + paused_total)
+                                + Duration::from_millis(ft),
+                        ),
+                    };
+                    let m = self.m.clone();
+                    let mut rx = m.changed.subscribe();
+                    let resumed = async move {
+                        while m.state().paused {
+                            if rx.changed().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    };
+                    let fault_due = async move {
+                        match due {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let fired = std::sync::atomic::AtomicBool::new(false);
+                    self.wait(async {
+                        tokio::select! {
+                            () = resumed => {}
+                            () = fault_due => fired.store(true, std::sync::atomic::Ordering::Relaxed),
+                        }
+                    })
+                    .await?;
+                    if !fired.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    // Take the earliest fault out of the heap and apply it now.
+                    let mut items = std::mem::take(&mut self.heap).into_vec();
+                    let i = items
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, Reverse((_, _, _, it)))| matches!(it, Item::Fault(_)))
+                        .min_by_key(|(_, Reverse((ft, p, q, _)))| (*ft, *p, *q))
+                        .map(|(i, _)| i)
+                        .expect("a fault was due");
+                    let Reverse((ft, _, _, fault)) = items.swap_remove(i);
+                    self.heap = items.into();
+                    self.dispatch(ft, fault).await?;
+                    if !self.m.state().paused {
+                        break;
+                    }
+                }
                 paused_total += since.elapsed();
             }
             if item == Item::End {

@@ -1136,3 +1136,46 @@ async fn event_subscriptions_are_opt_in() {
         "only the subscribed types arrive: {types:?}"
     );
 }
+
+/// A pause without a duration ends at a resume scheduled later in the script, in both paces.
+async fn pause_then_scheduled_resume(pace: Pace) {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let script = MeetingScript::builder()
+        .participant(101, "Ann Example")
+        .utterance(101, 0, 400, "a long line")
+        .fault_at(100, Fault::Pause { duration: None })
+        .fault_at(250, Fault::Resume)
+        .build()
+        .unwrap();
+    let h = sim
+        .start_meeting(
+            script,
+            MeetingOptions {
+                pace,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_session(&h, None, Mode::Unified, &["audio"]),
+    )
+    .await
+    .expect("the meeting resumes and ends");
+    let ledger = h.finished().await;
+    let states: Vec<u32> = ledger.stream_states.iter().map(|s| s.0).collect();
+    assert!(
+        states.windows(2).any(|w| w == [5, 6]),
+        "{pace:?}: paused (5), then resumed (6): {states:?}"
+    );
+    assert_eq!(ledger.stop_reason, Some(6), "{pace:?}: the meeting ran to its end");
+    // Every 20 ms of the 400 ms line is sent: nothing is lost across the pause.
+    assert_eq!(ledger.count(MediaKind::Audio), 20, "{pace:?}");
+    assert_eq!(got.count(14), 20, "{pace:?}");
+}
+
+#[tokio::test]
+async fn a_pause_without_duration_ends_at_a_scheduled_resume() {
+    pause_then_scheduled_resume(Pace::Fast).await;
+    pause_then_scheduled_resume(Pace::Realtime).await;
+}
