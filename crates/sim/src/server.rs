@@ -402,6 +402,8 @@ where
     let mut outstanding = false;
     let mut misses = 0;
     let mut ka_seq: u64 = 0;
+    // A drain probe waiting for the client's keep-alive answer.
+    let mut probe: Option<tokio::sync::oneshot::Sender<()>> = None;
     loop {
         tokio::select! {
             biased;
@@ -419,6 +421,26 @@ where
                     m.note_sent(note);
                     last_sent = Instant::now();
                 }
+                Some(Out::Sync { probe: wants_answer, done }) => {
+                    if sink.flush().await.is_err() {
+                        return CloseCause::Client;
+                    }
+                    if !wants_answer {
+                        let _ = done.send(());
+                        continue;
+                    }
+                    ka_seq += 1;
+                    let text = json!({"msg_type": msg_type::KEEP_ALIVE_REQ, "timestamp": unix_ms(),
+                        "sequence": ka_seq}).to_string();
+                    if sink.send(frame(shared, text.clone())).await.is_err() {
+                        return CloseCause::Client;
+                    }
+                    m.record(socket, &text);
+                    m.note_sent(Note::KeepAlive);
+                    outstanding = true;
+                    last_sent = Instant::now();
+                    probe = Some(done);
+                }
                 Some(Out::Close) | None => {
                     let _ = sink.send(Message::Close(Some(CloseFrame {
                         code: CloseCode::Normal,
@@ -432,10 +454,16 @@ where
                     if handle_inbound(m, signaling, t.as_bytes(), &mut outstanding, &mut misses) {
                         return CloseCause::Server;
                     }
+                    if !outstanding && let Some(done) = probe.take() {
+                        let _ = done.send(());
+                    }
                 }
                 Some(Ok(Message::Binary(b))) => {
                     if handle_inbound(m, signaling, &b, &mut outstanding, &mut misses) {
                         return CloseCause::Server;
+                    }
+                    if !outstanding && let Some(done) = probe.take() {
+                        let _ = done.send(());
                     }
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return CloseCause::Client,

@@ -124,8 +124,15 @@ pub(crate) async fn run(
         t0: 0,
     };
     match r.play().await {
-        Ok(()) => r.m.finish(stop_reason::MEETING_ENDED).await,
-        Err(Interrupt::Stop(reason)) => r.m.finish(reason).await,
+        Ok(()) => {
+            // Let the client read the end of the meeting before the stop closes its sockets.
+            r.m.drain_clients(Duration::from_secs(2)).await;
+            r.m.finish(stop_reason::MEETING_ENDED).await
+        }
+        Err(Interrupt::Stop(reason)) => {
+            r.m.drain_clients(Duration::from_secs(2)).await;
+            r.m.finish(reason).await
+        }
         Err(Interrupt::Shutdown) => {}
     }
 }

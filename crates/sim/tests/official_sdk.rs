@@ -103,6 +103,17 @@ fn script() -> MeetingScript {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zoom_official_sdk_joins_and_receives_what_the_ledger_says() {
+    conformance(Pace::Realtime).await;
+}
+
+/// As fast as the simulator can send: the stream ends right after its last frame, and the
+/// SDK must still get every frame and line (the simulator lets it drain first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zoom_official_sdk_gets_everything_of_a_fast_meeting() {
+    conformance(Pace::Fast).await;
+}
+
+async fn conformance(pace: Pace) {
     let py = tokio::task::spawn_blocking(sdk_python)
         .await
         .expect("installer thread")
@@ -156,7 +167,7 @@ async fn zoom_official_sdk_joins_and_receives_what_the_ledger_says() {
             script(),
             MeetingOptions {
                 product: Product::Meeting,
-                pace: Pace::Realtime,
+                pace,
                 webhook_url: Some(format!("http://127.0.0.1:{port}/webhook")),
                 ..Default::default()
             },
@@ -176,7 +187,7 @@ async fn zoom_official_sdk_joins_and_receives_what_the_ledger_says() {
         .await
         .unwrap_or_else(|_| h.ledger());
     let context = format!(
-        "SDK said: {got:#?}\nledger: {:#?}\nSDK log errors:\n{}",
+        "pace {pace:?}; SDK said: {got:#?}\nledger: {:#?}\nSDK log errors:\n{}",
         ledger.counters,
         sdk_log(dir.path())
     );

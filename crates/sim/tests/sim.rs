@@ -1168,7 +1168,11 @@ async fn pause_then_scheduled_resume(pace: Pace) {
         states.windows(2).any(|w| w == [5, 6]),
         "{pace:?}: paused (5), then resumed (6): {states:?}"
     );
-    assert_eq!(ledger.stop_reason, Some(6), "{pace:?}: the meeting ran to its end");
+    assert_eq!(
+        ledger.stop_reason,
+        Some(6),
+        "{pace:?}: the meeting ran to its end"
+    );
     // Every 20 ms of the 400 ms line is sent: nothing is lost across the pause.
     assert_eq!(ledger.count(MediaKind::Audio), 20, "{pace:?}");
     assert_eq!(got.count(14), 20, "{pace:?}");
@@ -1178,4 +1182,36 @@ async fn pause_then_scheduled_resume(pace: Pace) {
 async fn a_pause_without_duration_ends_at_a_scheduled_resume() {
     pause_then_scheduled_resume(Pace::Fast).await;
     pause_then_scheduled_resume(Pace::Realtime).await;
+}
+
+#[tokio::test]
+async fn a_terminate_mid_speech_delivers_every_frame_sent_before_it_then_the_state() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let script = MeetingScript::builder()
+        .participant(101, "Ann Example")
+        .utterance(101, 0, 2000, "a long line cut short")
+        .fault_after_frames(40, Fault::Terminate { reason: 25 })
+        .build()
+        .unwrap();
+    let h = sim.start_meeting(script, fast(Product::Meeting)).unwrap();
+    let got = run_session(&h, None, Mode::Unified, &["audio"]).await;
+    let ledger = h.finished().await;
+    assert_eq!(ledger.stop_reason, Some(25));
+    let sent = ledger.count(MediaKind::Audio);
+    assert!(sent >= 40, "the frames before the fault were sent: {sent}");
+    assert_eq!(
+        got.count(14) as u64,
+        sent,
+        "every frame the ledger counts reached the client"
+    );
+    let last8 = got
+        .signaling
+        .iter()
+        .rev()
+        .find(|v| v["msg_type"] == 8)
+        .unwrap();
+    assert_eq!(
+        (last8["state"].as_u64(), last8["stop_reason"].as_u64()),
+        (Some(4), Some(25))
+    );
 }

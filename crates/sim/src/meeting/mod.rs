@@ -84,8 +84,17 @@ impl Default for MeetingOptions {
 /// What a connection task writes: a message (and what the ledger learns once it is
 /// written), or a clean close.
 pub(crate) enum Out {
-    Msg { text: String, note: Note },
+    Msg {
+        text: String,
+        note: Note,
+    },
     Close,
+    /// Resolves `done` once everything queued before it is written; with `probe`, once the
+    /// client also answered a keep-alive request sent after it (so it has read all that).
+    Sync {
+        probe: bool,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 /// Ledger entries that become true once a message reached the socket.
@@ -376,10 +385,38 @@ impl Meeting {
 
     /// Ends the stream: msg 9 STOPPED and msg 8 TERMINATED on signaling, clean closes, the
     /// stopped webhook, and the ledger's stop reason. Idempotent.
+    /// Waits (at most `limit`) until every client has read all that was sent to it: each
+    /// socket flushes its queue and sends a keep-alive request, and the client's answer comes
+    /// after it read everything before. A stream that ends right after its last frame (fast
+    /// pace) would otherwise close under a client still reading.
+    pub(crate) async fn drain_clients(self: &Arc<Self>, limit: Duration) {
+        let (sig, media) = {
+            let st = self.state();
+            (
+                st.signaling.as_ref().map(|s| s.tx.clone()),
+                st.media.iter().map(|c| c.tx.clone()).collect::<Vec<_>>(),
+            )
+        };
+        let mut waits = Vec::new();
+        if let Some(tx) = sig {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            if tx.send(Out::Sync { probe: true, done }).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for tx in media {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            if tx.send(Out::Sync { probe: true, done }).await.is_ok() {
+                waits.push(rx);
+            }
+        }
+        let _ = tokio::time::timeout(limit, futures_util::future::join_all(waits)).await;
+    }
+
     pub(crate) async fn finish(self: &Arc<Self>, reason: u32) {
         let mut closing_sig = Vec::new();
         let mut closing = Vec::new();
-        let done = {
+        let (done, sig, media) = {
             let mut st = self.state();
             if st.ended {
                 return;
@@ -389,18 +426,39 @@ impl Meeting {
             let now = unix_ms();
             self.send_session_state(&st, session_state::STOPPED, reason, now);
             self.send_stream_state(&st, stream_state::TERMINATED, reason, now);
-            if let Some(s) = st.signaling.take() {
-                let _ = s.tx.send(Out::Close);
-                closing_sig.push(s.tx.clone());
-            }
-            for c in st.media.drain(..) {
-                if c.tx.try_send(Out::Close).is_err() {
-                    c.kill.cancel();
-                }
-                closing.push(c.tx.clone());
-            }
-            self.emit_webhook(&mut st, WebhookAction::Stopped, None)
+            let sig = st.signaling.take();
+            let media: Vec<MediaConn> = st.media.drain(..).collect();
+            (
+                self.emit_webhook(&mut st, WebhookAction::Stopped, None),
+                sig,
+                media,
+            )
         };
+        // The stream and session state reach the client before any socket closes, and the
+        // media sockets write what they hold before their close frame.
+        if let Some(s) = &sig {
+            let (written, rx) = tokio::sync::oneshot::channel();
+            if s.tx
+                .send(Out::Sync {
+                    probe: false,
+                    done: written,
+                })
+                .is_ok()
+            {
+                let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+            }
+        }
+        for c in media {
+            let queued = tokio::time::timeout(Duration::from_secs(2), c.tx.send(Out::Close)).await;
+            if !matches!(queued, Ok(Ok(()))) {
+                c.kill.cancel();
+            }
+            closing.push(c.tx.clone());
+        }
+        if let Some(s) = sig {
+            let _ = s.tx.send(Out::Close);
+            closing_sig.push(s.tx.clone());
+        }
         // The ledger records a message once its socket has written it: wait until every
         // connection has written what was queued before the close (its task then drops
         // the receiver), so the final ledger is complete when `finished` resolves.
