@@ -379,6 +379,13 @@ impl OutRx {
             OutRx::Bounded(r) => r.is_empty(),
         }
     }
+
+    fn try_recv(&mut self) -> Option<Out> {
+        match self {
+            OutRx::Unbounded(r) => r.try_recv().ok(),
+            OutRx::Bounded(r) => r.try_recv().ok(),
+        }
+    }
 }
 
 /// The life of one connection after its handshake: write queued messages, answer the
@@ -407,7 +414,18 @@ where
     loop {
         tokio::select! {
             biased;
-            _ = kill.cancelled() => return CloseCause::Server,
+            _ = kill.cancelled() => {
+                // Fast pace holds the timeline across a drop: what this socket never wrote
+                // goes out first on the next one.
+                if !signaling && m.pace == crate::Pace::Fast {
+                    while let Some(out) = rx.try_recv() {
+                        if let Out::Msg { text, note } = out {
+                            m.requeue(text, note);
+                        }
+                    }
+                }
+                return CloseCause::Server;
+            }
             out = rx.recv() => match out {
                 Some(Out::Msg { text, note }) => {
                     m.record(socket, &text);

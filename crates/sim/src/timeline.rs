@@ -391,6 +391,11 @@ impl Runner {
         let Some(tx) = self.sender_for(kind).await? else {
             return Ok(());
         };
+        for (text, note) in self.m.take_requeued(kind) {
+            if tx.send(Out::Msg { text, note }).await.is_err() {
+                break;
+            }
+        }
         let text = serde_json::to_string(&msg).unwrap_or_default();
         if tx.send(Out::Msg { text, note }).await.is_ok() {
             self.frames_sent += 1;

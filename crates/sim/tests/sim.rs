@@ -1215,3 +1215,48 @@ async fn a_terminate_mid_speech_delivers_every_frame_sent_before_it_then_the_sta
         (Some(4), Some(25))
     );
 }
+
+#[tokio::test]
+async fn fast_pace_holds_the_timeline_across_a_media_drop() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(
+            MeetingScript::builder()
+                .synthetic_speech(1, 10, 20)
+                .fault_after_frames(60, Fault::DropMedia { kind: None })
+                .build()
+                .unwrap(),
+            fast(Product::Meeting),
+        )
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let urls = resp["media_server"]["server_urls"].clone();
+    let (m1, r) = media(&h, urls["all"].as_str().unwrap(), 1, None).await;
+    check_msg4(&r);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    let mut m1 = m1;
+    let before: Vec<_> = m1.drain().await;
+    let (mut m2, r) = media(&h, urls["all"].as_str().unwrap(), 1, None).await;
+    assert_eq!(r["status_code"], 0);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    let after: Vec<_> = m2.drain().await;
+    let ledger = h.finished().await;
+    let seqs = |v: &[serde_json::Value]| v.iter().filter(|m| m["msg_type"] == 14).count();
+    let got = seqs(&before) + seqs(&after);
+    assert_eq!(
+        ledger.count(MediaKind::Audio),
+        200,
+        "the whole script was sent"
+    );
+    assert_eq!(
+        got,
+        200,
+        "none lost across the drop ({} before, {} after)",
+        seqs(&before),
+        seqs(&after)
+    );
+    let ranges = &ledger.kinds[&MediaKind::Audio].seq_ranges;
+    assert_eq!(ranges, &vec![(0, 199)], "no seq skipped");
+}

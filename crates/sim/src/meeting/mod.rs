@@ -206,6 +206,9 @@ pub(crate) struct Meeting {
     webhooks_tx: broadcast::Sender<WebhookEvent>,
     started: Mutex<WebhookEvent>,
     deliveries: mpsc::UnboundedSender<webhooks::Delivery>,
+    /// Fast pace: media messages a dropped socket had queued but not written, by kind, sent
+    /// first on the next socket so the timeline holds across the drop.
+    requeued: Mutex<Vec<(MediaKind, String, Note)>>,
 }
 
 fn random_hex(n: usize) -> String {
@@ -306,6 +309,7 @@ impl Meeting {
             webhooks_tx: broadcast::channel(64).0,
             started: Mutex::new(started),
             deliveries,
+            requeued: Mutex::default(),
             sim,
             cancel,
         });
@@ -385,6 +389,30 @@ impl Meeting {
 
     /// Ends the stream: msg 9 STOPPED and msg 8 TERMINATED on signaling, clean closes, the
     /// stopped webhook, and the ledger's stop reason. Idempotent.
+    /// Keeps a media message a dropped socket never wrote (fast pace only).
+    pub(crate) fn requeue(&self, text: String, note: Note) {
+        let kind = match &note {
+            Note::Media { kind, .. } => *kind,
+            Note::Transcript { .. } => MediaKind::Transcript,
+            Note::Chat { .. } => MediaKind::Chat,
+            _ => return,
+        };
+        self.requeued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((kind, text, note));
+    }
+
+    /// The kept messages of `kind`, oldest first.
+    pub(crate) fn take_requeued(&self, kind: MediaKind) -> Vec<(String, Note)> {
+        let mut all = self.requeued.lock().unwrap_or_else(|p| p.into_inner());
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *all)
+            .into_iter()
+            .partition(|(k, _, _)| *k == kind);
+        *all = rest;
+        mine.into_iter().map(|(_, t, n)| (t, n)).collect()
+    }
+
     /// Waits (at most `limit`) until every client has read all that was sent to it: each
     /// socket flushes its queue and sends a keep-alive request, and the client's answer comes
     /// after it read everything before. A stream that ends right after its last frame (fast
