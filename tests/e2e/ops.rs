@@ -79,28 +79,44 @@ pub fn ops_python() -> PathBuf {
     .unwrap_or_else(|e| panic!("the test's Python tools are not available: {e}"))
 }
 
-/// Debian's Chromium, installed with apt-get when missing.
-pub fn chromium() {
-    let have = || Path::new("/usr/bin/chromium").exists();
-    if have() {
+/// Installs Debian packages with apt-get unless `path` exists; one install at a time in this
+/// process, waiting for dpkg's lock rather than failing on it.
+pub fn apt_install(path: &str, packages: &[&str], why: &str) {
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = APT.lock().unwrap_or_else(|p| p.into_inner());
+    if Path::new(path).exists() {
         return;
     }
     let install = || {
         run(std::process::Command::new("apt-get")
-            .args(["install", "-y", "-q", "chromium"])
+            .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q"])
+            .arg("--no-install-recommends")
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"))
     };
     if install().is_err() {
-        let _ = run(std::process::Command::new("apt-get").args(["update", "-q"]));
+        let _ = run(std::process::Command::new("apt-get").args([
+            "-o",
+            "DPkg::Lock::Timeout=300",
+            "update",
+            "-q",
+        ]));
         if let Err(e) = install() {
-            panic!(
-                "headless Chromium is needed for the dashboard test and apt-get could not install it: {e}"
-            );
+            panic!("{why}, and apt-get could not install {packages:?}: {e}");
         }
     }
     assert!(
-        have(),
-        "apt-get installed chromium but /usr/bin/chromium is missing"
+        Path::new(path).exists(),
+        "apt-get installed {packages:?} but {path} is missing"
+    );
+}
+
+/// Debian's Chromium, installed with apt-get when missing.
+pub fn chromium() {
+    apt_install(
+        "/usr/bin/chromium",
+        &["chromium"],
+        "headless Chromium is needed for the dashboard and Zoom App tests",
     );
 }
 

@@ -14,23 +14,11 @@ use crate::util;
 
 /// Debian's ffprobe, installed with apt-get when missing.
 fn ffprobe() -> &'static str {
-    let have = || Path::new("/usr/bin/ffprobe").exists();
-    if !have() {
-        let install = || {
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends", "ffmpeg"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if !install() {
-            let _ = Command::new("apt-get").args(["update", "-q"]).output();
-            assert!(
-                install(),
-                "ffprobe is needed to check the H.264 the video recorder writes, and apt-get could not install ffmpeg"
-            );
-        }
-    }
+    crate::ops::apt_install(
+        "/usr/bin/ffprobe",
+        &["ffmpeg"],
+        "ffprobe is needed to check the H.264 the video recorder writes",
+    );
     "/usr/bin/ffprobe"
 }
 
