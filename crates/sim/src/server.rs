@@ -419,6 +419,21 @@ where
                     m.note_sent(note);
                     last_sent = Instant::now();
                 }
+                Some(Out::Burst(msgs)) => {
+                    let mut notes = Vec::with_capacity(msgs.len());
+                    for (text, note) in msgs {
+                        m.record(socket, &text);
+                        if sink.feed(frame(shared, text)).await.is_err() {
+                            return CloseCause::Client;
+                        }
+                        notes.push(note);
+                    }
+                    if rx.is_empty() && sink.flush().await.is_err() {
+                        return CloseCause::Client;
+                    }
+                    m.note_sent_all(notes);
+                    last_sent = Instant::now();
+                }
                 Some(Out::Close) | None => {
                     let _ = sink.send(Message::Close(Some(CloseFrame {
                         code: CloseCode::Normal,

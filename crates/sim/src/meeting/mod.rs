@@ -84,7 +84,13 @@ impl Default for MeetingOptions {
 /// What a connection task writes: a message (and what the ledger learns once it is
 /// written), or a clean close.
 pub(crate) enum Out {
-    Msg { text: String, note: Note },
+    Msg {
+        text: String,
+        note: Note,
+    },
+    /// Several messages written back to back with one flush (pre-encoded audio in fast
+    /// pace); the ledger learns them together once all were written.
+    Burst(Vec<(String, Note)>),
     Close,
 }
 
@@ -343,7 +349,18 @@ impl Meeting {
     }
 
     pub(crate) fn note_sent(&self, note: Note) {
+        Self::note_in(&mut self.ledger_mut(), note);
+    }
+
+    /// Records several messages under one lock of the ledger.
+    pub(crate) fn note_sent_all(&self, notes: impl IntoIterator<Item = Note>) {
         let mut l = self.ledger_mut();
+        for n in notes {
+            Self::note_in(&mut l, n);
+        }
+    }
+
+    fn note_in(l: &mut Ledger, note: Note) {
         match note {
             Note::None => {}
             Note::Media { kind, seq, bytes } => l.record_media(kind, seq, bytes),
