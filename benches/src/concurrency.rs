@@ -173,7 +173,7 @@ async fn run_one(report: &mut Report, n: usize, window: Duration) -> Result<()> 
     let duration = window + warmup + slack;
 
     let exe = std::env::current_exe()?;
-    let mut child = tokio::process::Command::new(exe)
+    let mut child = probe::sender_command(&exe)
         .arg("sim-child")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

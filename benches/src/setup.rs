@@ -110,6 +110,16 @@ impl PluginDef {
             .cfg("include_chat", "true")
     }
 
+    /// audio-recorder writing WAV files to `/out`.
+    pub fn audio_recorder() -> Self {
+        Self::new("audio-recorder", "audio_recorder", &["audio"]).cfg("dir", "\"/out\"")
+    }
+
+    /// The rms-meter fixture: reads every audio sample.
+    pub fn rms_meter() -> Self {
+        Self::new("rms-meter", "rms_meter", &["audio"])
+    }
+
     pub fn keyword_alerter() -> Self {
         Self::new(
             "keyword-alerter",
@@ -242,6 +252,9 @@ pub fn audio_script(frames: u64, frame_ms: u32) -> Result<MeetingScript> {
 pub struct Stamps {
     base: Instant,
     first: OnceLock<Instant>,
+    /// This process's CPU seconds at the first frame and at the target.
+    first_cpu: OnceLock<f64>,
+    last_cpu: OnceLock<f64>,
     last_ns: AtomicU64,
     count: AtomicU64,
     target: u64,
@@ -253,6 +266,8 @@ impl Stamps {
         Arc::new(Self {
             base: Instant::now(),
             first: OnceLock::new(),
+            first_cpu: OnceLock::new(),
+            last_cpu: OnceLock::new(),
             last_ns: AtomicU64::new(0),
             count: AtomicU64::new(0),
             target,
@@ -261,7 +276,20 @@ impl Stamps {
     }
 
     pub fn first(&self) {
-        let _ = self.first.get_or_init(Instant::now);
+        if self.first.get().is_none() {
+            let _ = self
+                .first_cpu
+                .get_or_init(|| crate::probe::cpu_secs("self").unwrap_or(0.0));
+            let _ = self.first.get_or_init(Instant::now);
+        }
+    }
+
+    /// This process's CPU seconds from the first frame to the target.
+    pub fn cpu_s(&self) -> f64 {
+        match (self.first_cpu.get(), self.last_cpu.get()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
+        }
     }
 
     /// Adds `n` frames; stamps the end when the target is reached.
@@ -270,6 +298,9 @@ impl Stamps {
         if before < self.target && before + n >= self.target {
             self.last_ns
                 .store(self.base.elapsed().as_nanos() as u64, Ordering::Release);
+            let _ = self
+                .last_cpu
+                .get_or_init(|| crate::probe::cpu_secs("self").unwrap_or(0.0));
             self.done.notify_one();
         }
     }

@@ -27,13 +27,15 @@ use crate::output::{SinkSet, start_sinks};
 use crate::pipeline::{build_table, client_config, runtime_config};
 use crate::reload::{Outcome, Reloader, Trigger};
 use crate::runtime::Runtime;
-use crate::session::{HostSinkFactory, Tap};
+use crate::session::{HostSinkFactory, ReadTap, Tap};
 
 /// Options that are not in pipeline.toml.
 #[derive(Default)]
 pub struct StartOptions {
     /// Sees every frame (the demo's live transcript).
     pub tap: Option<Tap>,
+    /// Sees every frame read from a socket with its read time (benchmarks).
+    pub read_tap: Option<ReadTap>,
     /// Overrides `[runtime.reload] watch`.
     pub watch: Option<bool>,
     /// Where the admin routes are served (`rtms-host run` binds `[admin] listen` when
@@ -140,6 +142,7 @@ impl Service {
         let factory = HostSinkFactory {
             shared: shared.clone(),
             tap: opts.tap,
+            read_tap: opts.read_tap,
         };
         let sessions = Sessions::new(client_cfg, connector, factory);
         let (triggers, trigger_rx) = mpsc::unbounded_channel();
