@@ -146,6 +146,9 @@ pub async fn run_one(case: Case, frames: u64, frame_ms: u32, in_process: bool) -
         webhook_url: None,
         tls: false,
         ca_out: None,
+        preencoded: true,
+        ready_settle_ms: None,
+        hold_end: false,
     };
     let mut dropped = 0;
     let sender_cpu_s;
@@ -270,14 +273,22 @@ fn spread(v: &[f64]) -> String {
 }
 
 /// Runs every case `rounds` times, interleaved, for 20 ms and 100 ms frames.
-pub async fn run(report: &mut Report, quick: bool, rounds: usize) -> Result<()> {
-    let cases = [
-        Case::Raw,
-        Case::Client,
-        Case::HostNoop,
-        Case::HostAudio,
-        Case::Sdk,
+pub async fn run(report: &mut Report, quick: bool, rounds: usize, only: &[String]) -> Result<()> {
+    let all = [
+        (Case::Raw, "raw"),
+        (Case::Client, "client"),
+        (Case::HostNoop, "noop"),
+        (Case::HostAudio, "audio"),
+        (Case::Sdk, "sdk"),
     ];
+    if let Some(bad) = only.iter().find(|c| !all.iter().any(|(_, n)| n == c)) {
+        anyhow::bail!("unknown drain case {bad:?}: use raw, client, noop, audio or sdk");
+    }
+    let cases: Vec<Case> = all
+        .iter()
+        .filter(|(_, n)| only.is_empty() || only.iter().any(|c| c == n))
+        .map(|(c, _)| *c)
+        .collect();
     for (frame_ms, frames, sdk_frames) in sizes(quick) {
         let bytes = 32 * frame_ms;
         let mut got: BTreeMap<Case, Vec<Outcome>> = BTreeMap::new();
@@ -287,7 +298,7 @@ pub async fn run(report: &mut Report, quick: bool, rounds: usize) -> Result<()> 
         let mut over_sdk: BTreeMap<Case, Vec<f64>> = BTreeMap::new();
         for round in 0..rounds {
             let mut this: BTreeMap<Case, f64> = BTreeMap::new();
-            for case in cases {
+            for &case in &cases {
                 if failed.contains_key(&case) {
                     continue;
                 }
@@ -322,7 +333,7 @@ pub async fn run(report: &mut Report, quick: bool, rounds: usize) -> Result<()> 
                 }
             }
         }
-        for case in cases {
+        for &case in &cases {
             let name = format!("{} {bytes} B", case.name());
             if let Some(e) = failed.get(&case) {
                 report.push(Row::new("drain", &name, "msgs/s", 0.0).note(format!("FAILED: {e}")));

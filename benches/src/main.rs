@@ -62,6 +62,9 @@ struct Args {
     /// Rounds of the interleaved drain cases (median and spread over them).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Drain cases to run, comma-separated: raw, client, noop, audio, sdk (default: all).
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<String>,
     /// Do not pin: by default the benchmark process runs on every core but core 0 and the
     /// traffic source (a child process) on core 0, so neither waits for the other's CPU.
     #[arg(long)]
@@ -123,7 +126,7 @@ async fn run(args: Args) -> Result<()> {
         call::run(&mut report, q).await?;
     }
     if all || args.which == Which::Drain {
-        drain::run(&mut report, q, args.rounds.max(1)).await?;
+        drain::run(&mut report, q, args.rounds.max(1), &args.cases).await?;
     }
     if all || args.which == Which::Reload {
         reload::run(&mut report, q).await?;

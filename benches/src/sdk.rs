@@ -113,13 +113,17 @@ pub async fn drain(py: &Path, frames: u64, frame_ms: u32) -> Result<SdkResult> {
         .as_u64()
         .context("the SDK script did not report its webhook port")?;
     // The CA file must exist before the SDK connects: the sender writes it before the
-    // started webhook goes out.
+    // started webhook goes out. The stream pauses after the last frame rather than stop:
+    // the SDK drops the frames it has not yet handed to Python when a stream stops.
     let req = SenderReq {
         frames,
         frame_ms,
         webhook_url: Some(format!("http://127.0.0.1:{port}/webhook")),
         tls: true,
         ca_out: Some(ca.clone()),
+        preencoded: true,
+        ready_settle_ms: Some(1000),
+        hold_end: true,
     };
     let (sender, _body) = Sender::start(&req, false).await?;
     let r: SdkResult = serde_json::from_value(next().await?)?;

@@ -32,6 +32,17 @@ pub struct SenderReq {
     /// `wss://` with a generated CA (Zoom's SDK needs TLS), written to `ca_out`.
     pub tls: bool,
     pub ca_out: Option<PathBuf>,
+    /// The pre-encoded sender (the default); `false`: the simulator's normal one, which
+    /// synthesises, encodes and serialises every frame as it sends it.
+    pub preencoded: bool,
+    /// How long the timeline waits after the client's ready for more media sockets
+    /// ([`SimConfig::ready_settle`]); `None` keeps the simulator's default. Zoom's SDK
+    /// opens its audio socket well after its first ready.
+    pub ready_settle_ms: Option<u64>,
+    /// Pause the stream after the last frame instead of ending it (Zoom's SDK drops the
+    /// frames it has not handed over yet when a stream stops); the sender then never
+    /// finishes: drop it.
+    pub hold_end: bool,
 }
 
 /// What the simulator's ledger says it sent.
@@ -44,7 +55,10 @@ pub struct Sent {
 
 fn sim_config(req: &SenderReq) -> SimConfig {
     SimConfig {
-        preencoded_audio: true,
+        preencoded_audio: req.preencoded,
+        ready_settle: req
+            .ready_settle_ms
+            .map_or(setup::sim_config().ready_settle, Duration::from_millis),
         tls: req.tls,
         advertise_host: if req.tls { "localhost" } else { "127.0.0.1" }.into(),
         ..setup::sim_config()
@@ -57,7 +71,7 @@ async fn start_meeting(req: &SenderReq) -> Result<(Simulator, MeetingHandle)> {
         std::fs::write(path, pem)?;
     }
     let h = sim.start_meeting(
-        setup::audio_script(req.frames, req.frame_ms)?,
+        setup::audio_script(req.frames, req.frame_ms, req.hold_end)?,
         MeetingOptions {
             pace: Pace::Fast,
             webhook_url: req.webhook_url.clone(),

@@ -232,7 +232,9 @@ pub fn webhook_url(svc: &Service) -> String {
 
 /// A meeting of one speaker whose audio is exactly `frames` frames of `frame_ms`, in
 /// utterances of up to 1000 frames (one transcript line each).
-pub fn audio_script(frames: u64, frame_ms: u32) -> Result<MeetingScript> {
+/// With `hold`, the stream pauses (msg 9 PAUSED) after the last frame instead of ending,
+/// until the sender is stopped.
+pub fn audio_script(frames: u64, frame_ms: u32, hold: bool) -> Result<MeetingScript> {
     let fm = frame_ms as u64;
     let mut b = MeetingScript::builder().participant(1001, "Speaker 1");
     let mut left = frames;
@@ -244,6 +246,9 @@ pub fn audio_script(frames: u64, frame_ms: u32) -> Result<MeetingScript> {
         b = b.utterance(1001, start, n * fm, &format!("synthetic line {i}"));
         start += n * fm;
         left -= n;
+    }
+    if hold {
+        b = b.fault_at(start + 1, rtms_sim::Fault::Pause { duration: None });
     }
     Ok(b.duration_ms(start + 100).build()?)
 }
