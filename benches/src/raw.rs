@@ -79,7 +79,7 @@ pub async fn run(
     ev: &WebhookEvent,
     frame_ms: u32,
     stamps: Arc<Stamps>,
-    on_audio: Option<&(dyn Fn(Instant) + Send + Sync)>,
+    on_audio: Option<Arc<dyn Fn(Instant) + Send + Sync>>,
 ) -> Result<()> {
     let id_key = ev.product.id_key();
     let conn = WsConnector::new(None)?;
@@ -140,7 +140,7 @@ pub async fn run(
         if bytes.starts_with(b"{\"msg_type\":14") {
             stamps.first();
             decode_audio(bytes, &mut buf)?;
-            if let Some(f) = on_audio {
+            if let Some(f) = &on_audio {
                 f(read_at);
             }
             stamps.add(1);

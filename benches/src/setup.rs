@@ -70,6 +70,8 @@ pub struct PluginDef {
     pub on_full: Option<&'static str>,
     pub capacity: usize,
     pub batch_max: usize,
+    /// `[plugin.batch] max_wait_ms`; `None` keeps the default (10 ms).
+    pub batch_wait_ms: Option<u64>,
     /// `key = <toml value>` lines of `[plugin.config]`.
     pub config: Vec<(String, String)>,
 }
@@ -83,12 +85,19 @@ impl PluginDef {
             on_full: None,
             capacity: 1024,
             batch_max: 32,
+            batch_wait_ms: None,
             config: Vec::new(),
         }
     }
 
     pub fn cfg(mut self, key: &str, toml_value: &str) -> Self {
         self.config.push((key.into(), toml_value.into()));
+        self
+    }
+
+    /// A batch takes what is queued, without waiting for a fuller one.
+    pub fn no_batch_wait(mut self) -> Self {
+        self.batch_wait_ms = Some(0);
         self
     }
 
@@ -193,6 +202,9 @@ impl PipeDef {
                 t += &format!("on_full = {f:?}\n");
             }
             t += &format!("\n[plugin.batch]\nmax_frames = {}\n", p.batch_max);
+            if let Some(w) = p.batch_wait_ms {
+                t += &format!("max_wait_ms = {w}\n");
+            }
             if !p.config.is_empty() {
                 t += "\n[plugin.config]\n";
                 for (k, v) in &p.config {
