@@ -79,10 +79,9 @@ fn meeting(duration_ms: u64, seed: u64) -> Result<MeetingScript> {
 /// `rtms-bench sim-child`: reads one [`ChildRequest`] line on stdin, starts the meetings,
 /// prints `started`, then a [`ChildDone`] line when they have all ended.
 pub async fn child() -> Result<()> {
+    let mut stdin = BufReader::new(tokio::io::stdin());
     let mut line = String::new();
-    BufReader::new(tokio::io::stdin())
-        .read_line(&mut line)
-        .await?;
+    stdin.read_line(&mut line).await?;
     let req: ChildRequest = serde_json::from_str(&line).context("bad request from the parent")?;
     let sim = Simulator::start(rtms_sim::SimConfig {
         preencoded_audio: true,
@@ -117,6 +116,11 @@ pub async fn child() -> Result<()> {
         done.events += l.events.len() as u64;
     }
     println!("{}", serde_json::to_string(&done)?);
+    // Stay until the parent closes stdin: exiting now would reset sockets that still hold
+    // frames the receiver has not read.
+    let mut rest = String::new();
+    let _ = stdin.read_line(&mut rest).await;
+    drop(sim);
     Ok(())
 }
 
@@ -167,6 +171,8 @@ struct Window {
 /// A started simulator child.
 struct SimChild {
     child: tokio::process::Child,
+    /// Held open until the receiver is done: the child exits when it closes.
+    stdin: Option<tokio::process::ChildStdin>,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     pid: String,
     bodies: Vec<String>,
@@ -199,6 +205,7 @@ async fn start_child(req: &ChildRequest) -> Result<SimChild> {
     }
     Ok(SimChild {
         child,
+        stdin: Some(stdin),
         lines,
         pid,
         bodies,
@@ -206,13 +213,19 @@ async fn start_child(req: &ChildRequest) -> Result<SimChild> {
 }
 
 impl SimChild {
-    async fn done(mut self, limit: Duration) -> Result<ChildDone> {
+    /// Waits for the summary; the child stays until [`SimChild::close`].
+    async fn done(&mut self, limit: Duration) -> Result<ChildDone> {
         let line = tokio::time::timeout(limit, self.lines.next_line())
             .await
             .context("meetings did not end")??
             .context("child ended without a summary")?;
-        let _ = self.child.wait().await;
         Ok(serde_json::from_str(&line)?)
+    }
+
+    /// Lets the child exit, once the receiver has read everything.
+    async fn close(mut self) {
+        drop(self.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
 }
 
@@ -284,10 +297,12 @@ async fn run_raw(n: usize, window: Duration) -> Result<Window> {
     w.connect_s = wait_live(n, slack, || live.load(std::sync::atomic::Ordering::Relaxed)).await?;
     w.live = n;
     measure(&mut w, &hist, &sim.pid.clone(), window).await;
+    let mut sim = sim;
     w.sent = sim.done(duration + Duration::from_secs(60)).await?;
     for t in tasks {
         t.await.context("raw reader task")??;
     }
+    sim.close().await;
     Ok(w)
 }
 
@@ -360,10 +375,12 @@ async fn run_host(n: usize, window: Duration) -> Result<Window> {
     w.connect_s = wait_live(n, slack, || svc.shared().sessions().len()).await?;
     measure(&mut w, &hist, &sim.pid.clone(), window).await;
     w.live = svc.shared().sessions().len();
+    let mut sim = sim;
     w.sent = sim.done(duration + Duration::from_secs(60)).await?;
     tokio::time::timeout(Duration::from_secs(60), svc.sessions().idle())
         .await
         .context("sessions did not end")?;
+    sim.close().await;
     let m = svc.shutdown().await;
     w.dropped = m
         .plugins

@@ -74,11 +74,12 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     if !matches!(args.which, Which::SimChild | Which::SenderChild) {
+        let cores = probe::cpus();
         match probe::pin_receiver(!args.no_pin) {
             Ok(true) => eprintln!(
-                "pinned: this process on cores {}-{}, senders on core {}",
+                "pinned: this process on cores {}-{}, senders on core {} ({cores} cores)",
                 probe::SENDER_CPU + 1,
-                probe::cpus() - 1,
+                cores - 1,
                 probe::SENDER_CPU
             ),
             Ok(false) => eprintln!("not pinned: senders and receivers share the cores"),

@@ -49,9 +49,11 @@ impl CpuMark {
     }
 }
 
-/// The number of CPUs the machine has.
+/// The number of CPUs the machine has (read once, before any pinning narrows what this
+/// process may use).
 pub fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The machine: CPU model, cores, memory.

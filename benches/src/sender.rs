@@ -105,15 +105,19 @@ pub fn started_event(body: &[u8]) -> Result<WebhookEvent> {
 /// `rtms-bench sender-child`: one [`SenderReq`] line on stdin; prints the started webhook
 /// body (a JSON string) once the meeting exists, then the [`Sent`] line when it ended.
 pub async fn child() -> Result<()> {
+    let mut stdin = BufReader::new(tokio::io::stdin());
     let mut line = String::new();
-    BufReader::new(tokio::io::stdin())
-        .read_line(&mut line)
-        .await?;
+    stdin.read_line(&mut line).await?;
     let req: SenderReq = serde_json::from_str(&line).context("bad request from the parent")?;
-    let (_sim, h) = start_meeting(&req).await?;
+    let (sim, h) = start_meeting(&req).await?;
     let body = String::from_utf8(h.started_body())?;
     println!("{}", serde_json::to_string(&body)?);
     println!("{}", serde_json::to_string(&finish(&h).await?)?);
+    // Stay until the parent is done reading: exiting now would reset sockets that still
+    // hold frames the receiver has not read.
+    let mut rest = String::new();
+    let _ = stdin.read_line(&mut rest).await;
+    drop(sim);
     Ok(())
 }
 
@@ -147,7 +151,7 @@ impl Sender {
             .spawn()
             .context("cannot start the sender child process")?;
         let pid = child.id().context("child has no pid")?.to_string();
-        let mut stdin = child.stdin.take().context("child stdin")?;
+        let stdin = child.stdin.as_mut().context("child stdin")?;
         let mut lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
         stdin
             .write_all(format!("{}\n", serde_json::to_string(req)?).as_bytes())
@@ -179,6 +183,8 @@ impl Sender {
                 mut lines,
                 ..
             } => {
+                // Closing stdin lets the child exit once it reported.
+                drop(child.stdin.take());
                 let line = tokio::time::timeout(LIMIT, lines.next_line())
                     .await
                     .context("the sender did not finish")??

@@ -37,6 +37,10 @@ use crate::{MediaKind, SimShared};
 
 pub(crate) use webhooks::webhook_body;
 
+/// How long the end of a stream waits for room in a media socket's full outbox before it
+/// cuts the socket off (pre-encoded audio only; see [`Meeting::finish`]).
+const FULL_OUTBOX_WAIT: Duration = Duration::from_secs(30);
+
 /// How fast the timeline plays.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Pace {
@@ -391,6 +395,7 @@ impl Meeting {
     pub(crate) async fn finish(self: &Arc<Self>, reason: u32) {
         let mut closing_sig = Vec::new();
         let mut closing = Vec::new();
+        let mut full = Vec::new();
         let done = {
             let mut st = self.state();
             if st.ended {
@@ -406,13 +411,27 @@ impl Meeting {
                 closing_sig.push(s.tx.clone());
             }
             for c in st.media.drain(..) {
-                if c.tx.try_send(Out::Close).is_err() {
-                    c.kill.cancel();
+                match c.tx.try_send(Out::Close) {
+                    Ok(()) => {}
+                    // Pre-encoded bursts fill the outbox with far more frames than single
+                    // messages do: wait for room (below) rather than cut them off.
+                    Err(mpsc::error::TrySendError::Full(_)) if self.sim.config.preencoded_audio => {
+                        full.push((c.tx.clone(), c.kill.clone()));
+                    }
+                    Err(_) => c.kill.cancel(),
                 }
                 closing.push(c.tx.clone());
             }
             self.emit_webhook(&mut st, WebhookAction::Stopped, None)
         };
+        for (tx, kill) in full {
+            if !matches!(
+                tokio::time::timeout(FULL_OUTBOX_WAIT, tx.send(Out::Close)).await,
+                Ok(Ok(()))
+            ) {
+                kill.cancel();
+            }
+        }
         // The ledger records a message once its socket has written it: wait until every
         // connection has written what was queued before the close (its task then drops
         // the receiver), so the final ledger is complete when `finished` resolves.
@@ -420,7 +439,12 @@ impl Meeting {
             futures_util::future::join_all(closing_sig.iter().map(|tx| tx.closed())),
             futures_util::future::join_all(closing.iter().map(|tx| tx.closed())),
         );
-        let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
+        let drain_wait = if self.sim.config.preencoded_audio {
+            FULL_OUTBOX_WAIT
+        } else {
+            Duration::from_secs(2)
+        };
+        let _ = tokio::time::timeout(drain_wait, drained).await;
         if let Some(done) = done {
             let wait = self.sim.config.webhook_timeout + Duration::from_secs(1);
             let _ = tokio::time::timeout(wait, done).await;
