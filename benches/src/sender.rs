@@ -124,7 +124,7 @@ pub async fn child() -> Result<()> {
 /// A running sender.
 pub enum Sender {
     Child {
-        child: Child,
+        child: Box<Child>,
         lines: Lines<BufReader<ChildStdout>>,
         pid: String,
     },
@@ -163,6 +163,7 @@ impl Sender {
             .context("the sender ended early")?;
         let body: String =
             serde_json::from_str(&first).with_context(|| format!("the sender said {first:?}"))?;
+        let child = Box::new(child);
         Ok((Self::Child { child, lines, pid }, body.into_bytes()))
     }
 
