@@ -1,6 +1,7 @@
 //! Concurrency: N live meetings at real-time pace (20 ms audio from two alternating
 //! speakers, a transcript line each 2 s, a chat message each 3 s) against one receiver, for
-//! a bounded window; N = 100, 1000, 2000, 3000 (10, 100 quick).
+//! a bounded window; N = 100, 1000, 2000 by default (10, 100 quick; any list with
+//! `--meetings`).
 //!
 //! The simulator (pre-encoded audio) runs in a child process (`rtms-bench sim-child`) pinned
 //! to its own core, so the receiver's CPU and memory are this process's alone and its tail
@@ -496,12 +497,17 @@ fn push_rows(report: &mut Report, n: usize, window: Duration, raw: Option<&Windo
     report.push(r);
 }
 
-pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
+/// Meeting counts run by default. 3000 is left out: on the machine of docs/benchmarks.md
+/// it makes plugin instantiation fail with ENOMEM and the process abort; run it with
+/// `--meetings 3000`.
+const DEFAULT_SIZES: [usize; 3] = [100, 1000, 2000];
+
+pub async fn run(report: &mut Report, quick: bool, meetings: &[usize]) -> Result<()> {
     let window = Duration::from_secs(if quick { 3 } else { 10 });
-    let sizes: &[usize] = if quick {
-        &[10, 100]
-    } else {
-        &[100, 1000, 2000, 3000]
+    let sizes: &[usize] = match (meetings.is_empty(), quick) {
+        (false, _) => meetings,
+        (true, true) => &[10, 100],
+        (true, false) => &DEFAULT_SIZES,
     };
     for &n in sizes {
         let raw = match run_raw(n, window).await {
@@ -516,10 +522,27 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
         };
         match run_host(n, window).await {
             Ok(host) => push_rows(report, n, window, raw.as_ref(), &host),
-            Err(e) => report.push(
-                Row::new("concurrency", &format!("{n} meetings"), "-", 0.0)
-                    .note(format!("FAILED: {e:#}")),
-            ),
+            Err(e) => {
+                if let Some(r) = &raw {
+                    report.push(
+                        Row::new(
+                            "concurrency",
+                            &format!("{n} meetings raw CPU"),
+                            "%",
+                            r.cpu_pct,
+                        )
+                        .note(format!(
+                            "raw reader p99 {:.3} ms; sim {:.0} %",
+                            ms(r.p99),
+                            r.sim_pct
+                        )),
+                    );
+                }
+                report.push(
+                    Row::new("concurrency", &format!("{n} meetings"), "-", 0.0)
+                        .note(format!("FAILED: {e:#}")),
+                )
+            }
         }
     }
     Ok(())

@@ -65,6 +65,9 @@ struct Args {
     /// Drain cases to run, comma-separated: raw, client, noop, audio, sdk (default: all).
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
+    /// Concurrency: meeting counts to run, comma-separated (default 100,1000,2000).
+    #[arg(long, value_delimiter = ',')]
+    meetings: Vec<usize>,
     /// Do not pin: by default the benchmark process runs on every core but core 0 and the
     /// traffic source (a child process) on core 0, so neither waits for the other's CPU.
     #[arg(long)]
@@ -133,7 +136,7 @@ async fn run(args: Args) -> Result<()> {
         reload::run(&mut report, q).await?;
     }
     if all || args.which == Which::Concurrency {
-        concurrency::run(&mut report, q).await?;
+        concurrency::run(&mut report, q, &args.meetings).await?;
     }
     println!("\n{}", report.table());
     let out = args
