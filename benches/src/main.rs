@@ -19,6 +19,8 @@ mod probe;
 mod raw;
 mod reload;
 mod report;
+mod sdk;
+mod sender;
 mod setup;
 mod startup;
 
@@ -39,6 +41,9 @@ enum Which {
     /// Internal: the simulator process of the concurrency benchmark.
     #[value(hide = true)]
     SimChild,
+    /// Internal: the sender process of the drain benchmark.
+    #[value(hide = true)]
+    SenderChild,
 }
 
 /// rtms-host benchmarks (build with --release).
@@ -54,10 +59,36 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Rounds of the interleaved drain cases (median and spread over them).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Drain cases to run, comma-separated: raw, client, noop, audio, sdk (default: all).
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<String>,
+    /// Concurrency: meeting counts to run, comma-separated (default 100,1000,2000).
+    #[arg(long, value_delimiter = ',')]
+    meetings: Vec<usize>,
+    /// Do not pin: by default the benchmark process runs on every core but core 0 and the
+    /// traffic source (a child process) on core 0, so neither waits for the other's CPU.
+    #[arg(long)]
+    no_pin: bool,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if !matches!(args.which, Which::SimChild | Which::SenderChild) {
+        let cores = probe::cpus();
+        match probe::pin_receiver(!args.no_pin) {
+            Ok(true) => eprintln!(
+                "pinned: this process on cores {}-{}, senders on core {} ({cores} cores)",
+                probe::SENDER_CPU + 1,
+                cores - 1,
+                probe::SENDER_CPU
+            ),
+            Ok(false) => eprintln!("not pinned: senders and receivers share the cores"),
+            Err(e) => eprintln!("not pinned: {e}"),
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -74,6 +105,9 @@ fn main() -> Result<()> {
 async fn run(args: Args) -> Result<()> {
     if args.which == Which::SimChild {
         return concurrency::child().await;
+    }
+    if args.which == Which::SenderChild {
+        return sender::child().await;
     }
     if cfg!(debug_assertions) {
         eprintln!(
@@ -96,13 +130,13 @@ async fn run(args: Args) -> Result<()> {
         call::run(&mut report, q).await?;
     }
     if all || args.which == Which::Drain {
-        drain::run(&mut report, q).await?;
+        drain::run(&mut report, q, args.rounds.max(1), &args.cases).await?;
     }
     if all || args.which == Which::Reload {
         reload::run(&mut report, q).await?;
     }
     if all || args.which == Which::Concurrency {
-        concurrency::run(&mut report, q).await?;
+        concurrency::run(&mut report, q, &args.meetings).await?;
     }
     println!("\n{}", report.table());
     let out = args
@@ -119,10 +153,12 @@ async fn run(args: Args) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    /// The harness end to end with a few hundred frames, so it does not rot.
+    /// The harness end to end with a few hundred frames through both audio plugins, so it
+    /// does not rot.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn quick_drain_through_noop() {
-        let rate = super::drain::smoke(300).await.expect("drain runs");
-        assert!(rate > 0.0, "{rate}");
+    async fn quick_drain_through_the_audio_plugins() {
+        let o = super::drain::smoke(300).await.expect("drain runs");
+        assert!(o.rate > 0.0, "{o:?}");
+        assert_eq!(o.dropped, 0);
     }
 }

@@ -49,9 +49,11 @@ impl CpuMark {
     }
 }
 
-/// The number of CPUs the machine has.
+/// The number of CPUs the machine has (read once, before any pinning narrows what this
+/// process may use).
 pub fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The machine: CPU model, cores, memory.
@@ -73,5 +75,51 @@ pub fn machine() -> serde_json::Value {
         "cpus": cpus(),
         "cpu_model": model,
         "mem_gib": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "pinned": pinned(),
     })
+}
+
+/// Whether the sender and the receiver run on cores of their own (set once by `main`).
+static PINNED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// The core senders (child processes) run on; the benchmark process takes the others.
+pub const SENDER_CPU: usize = 0;
+
+/// Pins this process (every thread made from now on) to every core but [`SENDER_CPU`],
+/// with `taskset`, when the machine has two cores or more and `pin` is set. Returns
+/// whether it did; the reason when it could not.
+pub fn pin_receiver(pin: bool) -> Result<bool, String> {
+    let on = pin && cpus() >= 2;
+    let _ = PINNED.set(on);
+    if !on {
+        return Ok(false);
+    }
+    let cores = format!("{}-{}", SENDER_CPU + 1, cpus() - 1);
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cores, &std::process::id().to_string()])
+        .output()
+        .map_err(|e| format!("cannot run taskset (util-linux): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "taskset failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(true)
+}
+
+/// Whether [`pin_receiver`] pinned this process.
+pub fn pinned() -> bool {
+    PINNED.get().copied().unwrap_or(false)
+}
+
+/// A command for a sender child: on [`SENDER_CPU`] alone when pinned.
+pub fn sender_command(exe: &std::path::Path) -> tokio::process::Command {
+    if pinned() {
+        let mut c = tokio::process::Command::new("taskset");
+        c.arg("-c").arg(SENDER_CPU.to_string()).arg(exe);
+        c
+    } else {
+        tokio::process::Command::new(exe)
+    }
 }

@@ -70,6 +70,8 @@ pub struct PluginDef {
     pub on_full: Option<&'static str>,
     pub capacity: usize,
     pub batch_max: usize,
+    /// `[plugin.batch] max_wait_ms`; `None` keeps the default (10 ms).
+    pub batch_wait_ms: Option<u64>,
     /// `key = <toml value>` lines of `[plugin.config]`.
     pub config: Vec<(String, String)>,
 }
@@ -83,12 +85,19 @@ impl PluginDef {
             on_full: None,
             capacity: 1024,
             batch_max: 32,
+            batch_wait_ms: None,
             config: Vec::new(),
         }
     }
 
     pub fn cfg(mut self, key: &str, toml_value: &str) -> Self {
         self.config.push((key.into(), toml_value.into()));
+        self
+    }
+
+    /// A batch takes what is queued, without waiting for a fuller one.
+    pub fn no_batch_wait(mut self) -> Self {
+        self.batch_wait_ms = Some(0);
         self
     }
 
@@ -108,6 +117,16 @@ impl PluginDef {
             .cfg("dir", "\"/out\"")
             .cfg("format", "\"text\"")
             .cfg("include_chat", "true")
+    }
+
+    /// audio-recorder writing WAV files to `/out`.
+    pub fn audio_recorder() -> Self {
+        Self::new("audio-recorder", "audio_recorder", &["audio"]).cfg("dir", "\"/out\"")
+    }
+
+    /// The rms-meter fixture: reads every audio sample.
+    pub fn rms_meter() -> Self {
+        Self::new("rms-meter", "rms_meter", &["audio"])
     }
 
     pub fn keyword_alerter() -> Self {
@@ -183,6 +202,9 @@ impl PipeDef {
                 t += &format!("on_full = {f:?}\n");
             }
             t += &format!("\n[plugin.batch]\nmax_frames = {}\n", p.batch_max);
+            if let Some(w) = p.batch_wait_ms {
+                t += &format!("max_wait_ms = {w}\n");
+            }
             if !p.config.is_empty() {
                 t += "\n[plugin.config]\n";
                 for (k, v) in &p.config {
@@ -222,7 +244,9 @@ pub fn webhook_url(svc: &Service) -> String {
 
 /// A meeting of one speaker whose audio is exactly `frames` frames of `frame_ms`, in
 /// utterances of up to 1000 frames (one transcript line each).
-pub fn audio_script(frames: u64, frame_ms: u32) -> Result<MeetingScript> {
+/// With `hold`, the stream pauses (msg 9 PAUSED) after the last frame instead of ending,
+/// until the sender is stopped.
+pub fn audio_script(frames: u64, frame_ms: u32, hold: bool) -> Result<MeetingScript> {
     let fm = frame_ms as u64;
     let mut b = MeetingScript::builder().participant(1001, "Speaker 1");
     let mut left = frames;
@@ -235,6 +259,9 @@ pub fn audio_script(frames: u64, frame_ms: u32) -> Result<MeetingScript> {
         start += n * fm;
         left -= n;
     }
+    if hold {
+        b = b.fault_at(start + 1, rtms_sim::Fault::Pause { duration: None });
+    }
     Ok(b.duration_ms(start + 100).build()?)
 }
 
@@ -242,6 +269,9 @@ pub fn audio_script(frames: u64, frame_ms: u32) -> Result<MeetingScript> {
 pub struct Stamps {
     base: Instant,
     first: OnceLock<Instant>,
+    /// This process's CPU seconds at the first frame and at the target.
+    first_cpu: OnceLock<f64>,
+    last_cpu: OnceLock<f64>,
     last_ns: AtomicU64,
     count: AtomicU64,
     target: u64,
@@ -253,6 +283,8 @@ impl Stamps {
         Arc::new(Self {
             base: Instant::now(),
             first: OnceLock::new(),
+            first_cpu: OnceLock::new(),
+            last_cpu: OnceLock::new(),
             last_ns: AtomicU64::new(0),
             count: AtomicU64::new(0),
             target,
@@ -261,7 +293,20 @@ impl Stamps {
     }
 
     pub fn first(&self) {
-        let _ = self.first.get_or_init(Instant::now);
+        if self.first.get().is_none() {
+            let _ = self
+                .first_cpu
+                .get_or_init(|| crate::probe::cpu_secs("self").unwrap_or(0.0));
+            let _ = self.first.get_or_init(Instant::now);
+        }
+    }
+
+    /// This process's CPU seconds from the first frame to the target.
+    pub fn cpu_s(&self) -> f64 {
+        match (self.first_cpu.get(), self.last_cpu.get()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
+        }
     }
 
     /// Adds `n` frames; stamps the end when the target is reached.
@@ -270,6 +315,9 @@ impl Stamps {
         if before < self.target && before + n >= self.target {
             self.last_ns
                 .store(self.base.elapsed().as_nanos() as u64, Ordering::Release);
+            let _ = self
+                .last_cpu
+                .get_or_init(|| crate::probe::cpu_secs("self").unwrap_or(0.0));
             self.done.notify_one();
         }
     }

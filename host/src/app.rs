@@ -30,7 +30,7 @@ use crate::output::{SinkSet, start_sinks};
 use crate::pipeline::{build_table, client_config, runtime_config};
 use crate::reload::{Outcome, Reloader, Trigger};
 use crate::runtime::Runtime;
-use crate::session::{HostSinkFactory, Tap};
+use crate::session::{HostSinkFactory, ReadTap, Tap};
 use crate::tap::TapSubscription;
 use crate::telemetry::{Sources, StreamState, Telemetry};
 
@@ -39,6 +39,8 @@ use crate::telemetry::{Sources, StreamState, Telemetry};
 pub struct StartOptions {
     /// Sees every frame (the demo's live transcript).
     pub tap: Option<Tap>,
+    /// Sees every frame read from a socket with its read time (benchmarks).
+    pub read_tap: Option<ReadTap>,
     /// Overrides `[runtime.reload] watch`.
     pub watch: Option<bool>,
     /// Where the admin routes are served (`rtms-host run` binds `[admin] listen` when
@@ -426,6 +428,7 @@ impl Service {
         let factory = HostSinkFactory {
             shared: shared.clone(),
             tap: opts.tap,
+            read_tap: opts.read_tap,
         };
         let telemetry = Arc::new(Telemetry::default());
         let event_connector = connector.clone();

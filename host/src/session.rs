@@ -17,16 +17,22 @@ use crate::core::{HostSession, SessionDesc, Shared};
 /// transcript with it).
 pub type Tap = Arc<dyn Fn(&HostSession, &Frame) + Send + Sync>;
 
+/// Sees every frame read from a socket, with the time that socket read returned (before the
+/// client decoded it): the benchmarks' latency starts there.
+pub type ReadTap = Arc<dyn Fn(&HostSession, &Frame, std::time::Instant) + Send + Sync>;
+
 /// Opens a host session for each stream the client connects.
 #[derive(Clone)]
 pub struct HostSinkFactory {
     pub shared: Arc<Shared>,
     pub tap: Option<Tap>,
+    pub read_tap: Option<ReadTap>,
 }
 
 pub struct HostSink {
     session: Arc<HostSession>,
     tap: Option<Tap>,
+    read_tap: Option<ReadTap>,
 }
 
 impl SinkFactory for HostSinkFactory {
@@ -46,17 +52,22 @@ impl SinkFactory for HostSinkFactory {
         HostSink {
             session,
             tap: self.tap.clone(),
+            read_tap: self.read_tap.clone(),
         }
     }
 }
 
 impl FrameSink for HostSink {
     async fn frame(&self, frame: rtms_client::Frame) {
+        let read_at = frame.received_at;
         let frame = wit_frame(frame);
         if let Some(tap) = &self.tap {
             tap(&self.session, &frame);
         }
         self.session.publish(&frame);
+        if let (Some(tap), Some(at)) = (&self.read_tap, read_at) {
+            tap(&self.session, &frame, at);
+        }
         self.session.push(frame).await;
     }
 

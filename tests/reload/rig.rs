@@ -222,6 +222,7 @@ impl Rig {
                 tap: None,
                 watch: Some(p.watch),
                 admin_listener: Some(admin_listener),
+                ..Default::default()
             },
         )
         .await

@@ -35,4 +35,7 @@ pub struct Frame {
     pub text: Option<String>,
     pub transcript: Option<TranscriptInfo>,
     pub event_type: Option<u32>,
+    /// When the socket read that carried this frame returned, before it was decoded;
+    /// `None` for frames that did not come from a socket (replay, tests).
+    pub received_at: Option<std::time::Instant>,
 }

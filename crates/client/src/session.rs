@@ -468,6 +468,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             None => self.signaling.as_mut()?,
             Some(i) => self.media.get_mut(i)?,
         };
+        let read_at = std::time::Instant::now();
         link.last_rx = Instant::now();
         let bytes = link::data_bytes(&msg)?;
         let decoded = match decode(bytes) {
@@ -498,6 +499,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                 let media_interrupted = frame.kind == MediaKind::Event
                     && frame.event_type == Some(event_type::MEDIA_CONNECTION_INTERRUPTED);
                 frame.seq = self.next_seq;
+                frame.received_at = Some(read_at);
                 self.next_seq += 1;
                 if !self.first_frame_seen {
                     self.first_frame_seen = true;

@@ -36,6 +36,10 @@ pub struct SimulateArgs {
     /// realtime plays the script at its own pace; fast sends as fast as the client reads.
     #[arg(long, value_enum, default_value_t = Pace::Realtime)]
     pub pace: Pace,
+    /// Pre-encode each speaker's audio once (a ring of distinct frames) and send copies,
+    /// in bursts in fast pace: a sender cheap enough to measure a client with.
+    #[arg(long)]
+    pub preencoded_audio: bool,
     /// Where to POST webhooks (http://127.0.0.1:PORT/PATH). Without it the started events
     /// are printed for you to deliver.
     #[arg(long, value_name = "URL")]
@@ -117,6 +121,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         advertise_host: advertised_host(args.advertise_host.as_deref(), args.tls),
         keepalive_interval: Duration::from_millis(args.keepalive_ms.max(100)),
         connect_timeout: Duration::from_secs(args.connect_timeout_secs.max(1)),
+        preencoded_audio: args.preencoded_audio,
         ..SimConfig::default()
     };
     let sim = Simulator::start(config).await?;

@@ -53,6 +53,13 @@ pub struct SimConfig {
     /// Leave `all` out of msg 2's `media_server.server_urls`, naming only the per-type URLs
     /// (a reply some Zoom media servers give). The `all` path keeps being served.
     pub omit_all_media_url: bool,
+    /// Pre-encode audio: each speaker's msg 14 is serialised once for a ring of
+    /// [`crate::PREENCODED_RING`] distinct frames, and a frame sent is a copy with its
+    /// timestamp written in. In `Pace::Fast`, consecutive frames of one speaker that
+    /// nothing else is due between go to the socket as one burst (one wake-up, one flush,
+    /// one ledger update). Same messages, same ledger, a fraction of the sender's CPU: for
+    /// benchmarks, where the sender must not be the limit. Samples repeat every ring.
+    pub preencoded_audio: bool,
 }
 
 impl Default for SimConfig {
@@ -76,6 +83,7 @@ impl Default for SimConfig {
             ready_settle: Duration::from_millis(50),
             binary_frames: false,
             omit_all_media_url: false,
+            preencoded_audio: false,
         }
     }
 }

@@ -66,6 +66,9 @@ pub use script::{EventKind, MeetingBuilder, MeetingScript, ScriptError};
 /// simulator sends every kind but `Event` on media sockets).
 pub use rtms_proto::MediaKind;
 
+/// Distinct audio frames per speaker when [`SimConfig::preencoded_audio`] is on.
+pub const PREENCODED_RING: usize = 64;
+
 /// What every server task and meeting shares.
 pub(crate) struct SimShared {
     pub config: SimConfig,

@@ -419,8 +419,14 @@ where
                 // goes out first on the next one.
                 if !signaling && m.pace == crate::Pace::Fast {
                     while let Some(out) = rx.try_recv() {
-                        if let Out::Msg { text, note } = out {
-                            m.requeue(text, note);
+                        match out {
+                            Out::Msg { text, note } => m.requeue(text, note),
+                            Out::Burst(msgs) => {
+                                for (text, note) in msgs {
+                                    m.requeue(text, note);
+                                }
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -458,6 +464,21 @@ where
                     outstanding = true;
                     last_sent = Instant::now();
                     probe = Some(done);
+                }
+                Some(Out::Burst(msgs)) => {
+                    let mut notes = Vec::with_capacity(msgs.len());
+                    for (text, note) in msgs {
+                        m.record(socket, &text);
+                        if sink.feed(frame(shared, text)).await.is_err() {
+                            return CloseCause::Client;
+                        }
+                        notes.push(note);
+                    }
+                    if rx.is_empty() && sink.flush().await.is_err() {
+                        return CloseCause::Client;
+                    }
+                    m.note_sent_all(notes);
+                    last_sent = Instant::now();
                 }
                 Some(Out::Close) | None => {
                     let _ = sink.send(Message::Close(Some(CloseFrame {

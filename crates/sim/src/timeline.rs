@@ -8,7 +8,8 @@
 //! a heap, so a long meeting costs little memory.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,7 +83,25 @@ struct Runner {
     fired: Vec<bool>,
     active_speaker: Option<i64>,
     t0: u64,
+    /// Pre-encoded audio rings by speaker ([`crate::SimConfig::preencoded_audio`]).
+    rings: HashMap<(i64, bool), Arc<Ring>>,
+    /// Whether consecutive pre-encoded audio frames may leave as one burst: fast pace and
+    /// no fault counts frames (a burst must not step over a fault's frame).
+    bursts: bool,
 }
+
+/// Most frames in one burst.
+const MAX_BURST: usize = 256;
+
+/// One speaker's pre-encoded audio: msg 14 texts split around the timestamp value, and
+/// the payload size each carries.
+struct Ring {
+    texts: Vec<(String, String)>,
+    bytes: usize,
+}
+
+/// Serialised in place of the timestamp, then cut out.
+const TS_SENTINEL: u64 = u64::MAX;
 
 /// The slot of a kind's sequence counter (events have one but the timeline never uses it).
 fn kind_index(k: MediaKind) -> usize {
@@ -96,6 +115,12 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let script = m.script.clone();
+    let m_bursts = m.sim.config.preencoded_audio
+        && m.pace == Pace::Fast
+        && !script
+            .faults
+            .iter()
+            .any(|f| matches!(f.trigger, Trigger::AfterFrames(_)));
     let mut shares = Vec::new();
     for (i, e) in script.events.iter().enumerate() {
         if e.kind == EventKind::SharingStart {
@@ -122,6 +147,8 @@ pub(crate) async fn run(
         fired: vec![false; script.faults.len()],
         active_speaker: None,
         t0: 0,
+        rings: HashMap::new(),
+        bursts: m_bursts,
     };
     match r.play().await {
         Ok(()) => {
@@ -403,6 +430,79 @@ impl Runner {
         Ok(())
     }
 
+    /// Sends pre-encoded audio: one message, or a burst written with one flush.
+    async fn send_burst(&mut self, mut burst: Vec<(String, Note)>) -> Result<(), Interrupt> {
+        let Some(tx) = self.sender_for(MediaKind::Audio).await? else {
+            return Ok(());
+        };
+        let n = burst.len() as u64;
+        let out = if burst.len() == 1 {
+            let (text, note) = burst.pop().expect("one message");
+            Out::Msg { text, note }
+        } else {
+            Out::Burst(burst)
+        };
+        if tx.send(out).await.is_ok() {
+            self.frames_sent += n;
+        }
+        Ok(())
+    }
+
+    /// Audio frame `seq` of `user_id` from the speaker's pre-encoded ring, stamped `ts`.
+    /// The ring is built on the speaker's first frame: [`crate::PREENCODED_RING`] distinct
+    /// frames, each a msg 14 serialised like any other with a sentinel timestamp that is
+    /// then cut out.
+    fn preencoded(
+        &mut self,
+        synth: &AudioSynth,
+        user_id: i64,
+        mixed: bool,
+        seq: u64,
+        ts: u64,
+    ) -> (String, usize) {
+        let ring = match self.rings.get(&(user_id, mixed)) {
+            Some(r) => r.clone(),
+            None => {
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let digits = TS_SENTINEL.to_string();
+                let sentinel = format!("\"timestamp\":{digits}");
+                let mut bytes = 0;
+                let texts = (0..crate::PREENCODED_RING as u64)
+                    .map(|i| {
+                        let data = synth.frame(self.m.script.seed, user_id, u64::MAX, i);
+                        bytes = data.len();
+                        let mut c = self.content(user_id, b64.encode(&data), TS_SENTINEL);
+                        c.length = None;
+                        if mixed {
+                            c.user_id = UserId::Num(MIXED_AUDIO_USER_ID);
+                            c.user_name = String::new();
+                        }
+                        let msg = MediaMessage {
+                            msg_type: msg_type::MEDIA_DATA_AUDIO,
+                            content: c,
+                        };
+                        let text = serde_json::to_string(&msg).unwrap_or_default();
+                        let cut = text
+                            .rfind(&sentinel)
+                            .map_or(text.len(), |p| p + sentinel.len() - digits.len());
+                        let (head, rest) = text.split_at(cut);
+                        let tail = rest.strip_prefix(digits.as_str()).unwrap_or(rest);
+                        (head.to_owned(), tail.to_owned())
+                    })
+                    .collect();
+                let r = Arc::new(Ring { texts, bytes });
+                self.rings.insert((user_id, mixed), r.clone());
+                r
+            }
+        };
+        let (head, tail) = &ring.texts[(seq % ring.texts.len() as u64) as usize];
+        let mut text = String::with_capacity(head.len() + 20 + tail.len());
+        text.push_str(head);
+        let _ = write!(text, "{ts}");
+        text.push_str(tail);
+        (text, ring.bytes)
+    }
+
     fn content(&self, user_id: i64, data: String, ts: u64) -> MediaContent {
         MediaContent {
             user_id: UserId::Num(user_id),
@@ -468,6 +568,47 @@ impl Runner {
                 };
                 let step = synth.frame_ms().max(1) as u64;
                 let total = u.duration_ms.div_ceil(step);
+                let per_speaker = self
+                    .current_params(media_type::AUDIO)
+                    .and_then(|p| p.audio)
+                    .map(|a| a.resolved().data_opt)
+                    == Some(Some(data_opt::AUDIO_MULTI_STREAMS));
+                // Mixed audio of overlapping speakers is mixed frame by frame below; a voice
+                // alone is the same frame either way, tagged as mixed.
+                let overlaps = script.utterances.iter().enumerate().any(|(j, o)| {
+                    j != utt
+                        && o.start_ms < u.start_ms + u.duration_ms
+                        && u.start_ms < o.start_ms + o.duration_ms
+                });
+                if self.m.sim.config.preencoded_audio && (per_speaker || !overlaps) {
+                    let mixed = !per_speaker;
+                    let end = u.start_ms + u.duration_ms;
+                    let at = |k: u64| (u.start_ms + (k + 1) * step).min(end);
+                    let mut burst = Vec::new();
+                    let mut k = frame;
+                    loop {
+                        let seq = self.next_seq(MediaKind::Audio);
+                        let (text, bytes) =
+                            self.preencoded(&synth, u.user_id, mixed, seq, self.t0 + at(k));
+                        let kind = MediaKind::Audio;
+                        burst.push((text, Note::Media { kind, seq, bytes }));
+                        k += 1;
+                        if k >= total {
+                            break;
+                        }
+                        let next = Item::Audio { utt, frame: k };
+                        // Only while this speaker's next frame is strictly the next item due.
+                        let due_next = self
+                            .heap
+                            .peek()
+                            .is_none_or(|Reverse((t, o, _, _))| (at(k), next.order()) < (*t, *o));
+                        if !self.bursts || burst.len() >= MAX_BURST || !due_next {
+                            self.push(at(k), next);
+                            break;
+                        }
+                    }
+                    return self.send_burst(burst).await;
+                }
                 if frame + 1 < total {
                     let next = (u.start_ms + (frame + 2) * step).min(u.start_ms + u.duration_ms);
                     self.push(

@@ -37,6 +37,10 @@ use crate::{MediaKind, SimShared};
 
 pub(crate) use webhooks::webhook_body;
 
+/// How long the end of a stream waits for room in a media socket's full outbox before it
+/// cuts the socket off (pre-encoded audio only; see [`Meeting::finish`]).
+const FULL_OUTBOX_WAIT: Duration = Duration::from_secs(30);
+
 /// How fast the timeline plays.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Pace {
@@ -88,6 +92,9 @@ pub(crate) enum Out {
         text: String,
         note: Note,
     },
+    /// Several messages written back to back with one flush (pre-encoded audio in fast
+    /// pace); the ledger learns them together once all were written.
+    Burst(Vec<(String, Note)>),
     Close,
     /// Resolves `done` once everything queued before it is written; with `probe`, once the
     /// client also answered a keep-alive request sent after it (so it has read all that).
@@ -361,7 +368,18 @@ impl Meeting {
     }
 
     pub(crate) fn note_sent(&self, note: Note) {
+        Self::note_in(&mut self.ledger_mut(), note);
+    }
+
+    /// Records several messages under one lock of the ledger.
+    pub(crate) fn note_sent_all(&self, notes: impl IntoIterator<Item = Note>) {
         let mut l = self.ledger_mut();
+        for n in notes {
+            Self::note_in(&mut l, n);
+        }
+    }
+
+    fn note_in(l: &mut Ledger, note: Note) {
         match note {
             Note::None => {}
             Note::Media { kind, seq, bytes } => l.record_media(kind, seq, bytes),
@@ -476,8 +494,14 @@ impl Meeting {
                 let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
             }
         }
+        // Pre-encoded bursts fill the outbox with far more frames than single messages do.
+        let room_wait = if self.sim.config.preencoded_audio {
+            FULL_OUTBOX_WAIT
+        } else {
+            Duration::from_secs(2)
+        };
         for c in media {
-            let queued = tokio::time::timeout(Duration::from_secs(2), c.tx.send(Out::Close)).await;
+            let queued = tokio::time::timeout(room_wait, c.tx.send(Out::Close)).await;
             if !matches!(queued, Ok(Ok(()))) {
                 c.kill.cancel();
             }
@@ -494,7 +518,12 @@ impl Meeting {
             futures_util::future::join_all(closing_sig.iter().map(|tx| tx.closed())),
             futures_util::future::join_all(closing.iter().map(|tx| tx.closed())),
         );
-        let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
+        let drain_wait = if self.sim.config.preencoded_audio {
+            FULL_OUTBOX_WAIT
+        } else {
+            Duration::from_secs(2)
+        };
+        let _ = tokio::time::timeout(drain_wait, drained).await;
         if let Some(done) = done {
             let wait = self.sim.config.webhook_timeout + Duration::from_secs(1);
             let _ = tokio::time::timeout(wait, done).await;
