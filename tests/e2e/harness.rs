@@ -322,6 +322,7 @@ path = "outputs.jsonl"
             tap: Some(tap),
             watch: Some(false),
             admin_listener,
+            ..Default::default()
         },
     )
     .await
