@@ -4,7 +4,11 @@
 //! plugin (and before an instance is built) the worker asks whether any writable granted
 //! directory holds more than its quota; if one does, the plugin is stopped for the session
 //! with an error naming the directory. The measure is the sum of the apparent sizes of the
-//! files under the directory (symbolic links are not followed), taken on a blocking thread.
+//! files under the directory (symbolic links are not followed). A directory whose last walk
+//! was quick (under [`INLINE_BELOW`]) is walked on the worker's own task; a slower one on a
+//! blocking thread, so a large directory never holds up the worker's thread. The hop to the
+//! blocking pool cost two thread wake-ups per plugin call, which showed in the frame path's
+//! profile.
 //! Every session of a plugin shares the directory, so a measure taken for one session is
 //! reused by the others for ten times as long as it took (at most [`MAX_REUSE`]): measuring
 //! costs at most about a tenth of the time. A session never reuses its own measure, so one
@@ -25,11 +29,14 @@ use super::host::Grant;
 /// A measured size is reused at most this long.
 pub const MAX_REUSE: Duration = Duration::from_secs(1);
 
+/// A directory whose last walk took less than this is walked inline.
+pub const INLINE_BELOW: Duration = Duration::from_micros(500);
+
 /// The last measured usage of each granted directory.
 #[derive(Default)]
 pub struct Quotas {
-    /// Directory -> (reuse until, bytes, session that measured).
-    measured: Mutex<HashMap<PathBuf, (Instant, u64, u64)>>,
+    /// Directory -> (reuse until, bytes, session that measured, how long the walk took).
+    measured: Mutex<HashMap<PathBuf, (Instant, u64, u64, Duration)>>,
 }
 
 impl Quotas {
@@ -55,22 +62,27 @@ impl Quotas {
     }
 
     async fn usage(&self, dir: &Path, session: u64) -> u64 {
-        if let Some((until, bytes, by)) = self.measured.lock().get(dir)
-            && *by != session
-            && Instant::now() < *until
-        {
-            return *bytes;
-        }
-        let path = dir.to_owned();
+        let last_took = match self.measured.lock().get(dir) {
+            Some((until, bytes, by, _)) if *by != session && Instant::now() < *until => {
+                return *bytes;
+            }
+            Some((_, _, _, took)) => Some(*took),
+            None => None,
+        };
         let started = Instant::now();
-        let bytes = tokio::task::spawn_blocking(move || dir_bytes(&path))
-            .await
-            .unwrap_or(0);
+        let bytes = if last_took.is_some_and(|t| t < INLINE_BELOW) {
+            dir_bytes(dir)
+        } else {
+            let path = dir.to_owned();
+            tokio::task::spawn_blocking(move || dir_bytes(&path))
+                .await
+                .unwrap_or(0)
+        };
         let took = started.elapsed();
         let until = Instant::now() + (took * 10).min(MAX_REUSE);
         self.measured
             .lock()
-            .insert(dir.to_owned(), (until, bytes, session));
+            .insert(dir.to_owned(), (until, bytes, session, took));
         bytes
     }
 }
