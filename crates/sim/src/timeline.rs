@@ -574,13 +574,15 @@ impl Runner {
                     .map(|a| a.resolved().data_opt)
                     == Some(Some(data_opt::AUDIO_MULTI_STREAMS));
                 // Mixed audio of overlapping speakers is mixed frame by frame below; a voice
-                // alone is the same frame either way, tagged as mixed.
-                let overlaps = script.utterances.iter().enumerate().any(|(j, o)| {
-                    j != utt
-                        && o.start_ms < u.start_ms + u.duration_ms
-                        && u.start_ms < o.start_ms + o.duration_ms
-                });
-                if self.m.sim.config.preencoded_audio && (per_speaker || !overlaps) {
+                // alone in its slot is the same frame either way, tagged as mixed.
+                let alone = |k: u64| {
+                    let slot = u.start_ms + k * step;
+                    per_speaker
+                        || !script.utterances.iter().enumerate().any(|(j, o)| {
+                            j != utt && o.start_ms <= slot && slot < o.start_ms + o.duration_ms
+                        })
+                };
+                if self.m.sim.config.preencoded_audio && alone(frame) {
                     let mixed = !per_speaker;
                     let end = u.start_ms + u.duration_ms;
                     let at = |k: u64| (u.start_ms + (k + 1) * step).min(end);
@@ -602,7 +604,7 @@ impl Runner {
                             .heap
                             .peek()
                             .is_none_or(|Reverse((t, o, _, _))| (at(k), next.order()) < (*t, *o));
-                        if !self.bursts || burst.len() >= MAX_BURST || !due_next {
+                        if !self.bursts || burst.len() >= MAX_BURST || !due_next || !alone(k) {
                             self.push(at(k), next);
                             break;
                         }
