@@ -455,38 +455,6 @@ fn json_reply(status: StatusCode, v: &Value) -> Response<Body> {
     typed(status, "application/json", format!("{v}\n"))
 }
 
-/// Decodes `%XX` escapes and `+` of a query value.
-fn query_value(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == key).then(|| {
-            let mut out = Vec::new();
-            let b = v.as_bytes();
-            let mut i = 0;
-            while i < b.len() {
-                match b[i] {
-                    b'+' => out.push(b' '),
-                    b'%' if i + 2 < b.len() + 1 => {
-                        match v
-                            .get(i + 1..i + 3)
-                            .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        {
-                            Some(x) => {
-                                out.push(x);
-                                i += 2;
-                            }
-                            None => out.push(b'%'),
-                        }
-                    }
-                    c => out.push(c),
-                }
-                i += 1;
-            }
-            String::from_utf8_lossy(&out).into_owned()
-        })
-    })
-}
-
 /// The JSON body of a reload answer.
 pub fn outcome_json(id: u64, joined: bool, outcome: &Outcome) -> (StatusCode, Value) {
     match outcome {
@@ -577,20 +545,22 @@ impl Admin {
             (&Method::GET, "/admin/sessions") => {
                 json_reply(StatusCode::OK, &self.backend.sessions())
             }
-            (&Method::POST, "/admin/sessions/stop") => match query_value(&query, "stream_id") {
-                None => json_reply(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": "name the stream: POST /admin/sessions/stop?stream_id=<rtms_stream_id, percent-encoded>"}),
-                ),
-                Some(id) if self.backend.stop_session(&id) => {
-                    tracing::info!(%peer, stream_id = %rtms_proto::webhook::truncated(&id, 64), "stream stopped by the admin API");
-                    json_reply(StatusCode::OK, &json!({"stopping": id}))
+            (&Method::POST, "/admin/sessions/stop") => {
+                match crate::urlenc::query_value(&query, "stream_id") {
+                    None => json_reply(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": "name the stream: POST /admin/sessions/stop?stream_id=<rtms_stream_id, percent-encoded>"}),
+                    ),
+                    Some(id) if self.backend.stop_session(&id) => {
+                        tracing::info!(%peer, stream_id = %rtms_proto::webhook::truncated(&id, 64), "stream stopped by the admin API");
+                        json_reply(StatusCode::OK, &json!({"stopping": id}))
+                    }
+                    Some(id) => json_reply(
+                        StatusCode::NOT_FOUND,
+                        &json!({"error": format!("no stream {id:?} runs on this host: GET /admin/sessions lists them")}),
+                    ),
                 }
-                Some(id) => json_reply(
-                    StatusCode::NOT_FOUND,
-                    &json!({"error": format!("no stream {id:?} runs on this host: GET /admin/sessions lists them")}),
-                ),
-            },
+            }
             (&Method::GET, "/admin/plugins") => json_reply(StatusCode::OK, &self.backend.plugins()),
             (&Method::GET, "/admin/reload") => {
                 json_reply(StatusCode::OK, &json!({"last": self.backend.last_reload()}))
@@ -604,7 +574,9 @@ impl Admin {
             (&Method::GET, "/admin/tap") => self.tap(&query),
             (&Method::POST, p) if p.starts_with("/admin/rtms/") => {
                 let action = &p["/admin/rtms/".len()..];
-                let Some(meeting) = query_value(&query, "meeting").filter(|m| !m.is_empty()) else {
+                let Some(meeting) =
+                    crate::urlenc::query_value(&query, "meeting").filter(|m| !m.is_empty())
+                else {
                     return json_reply(
                         StatusCode::BAD_REQUEST,
                         &json!({"error": "name the meeting: POST /admin/rtms/<start|stop|pause|resume>?meeting=<uuid or number, percent-encoded>"}),

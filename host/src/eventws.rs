@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::urlenc::encode;
 use crate::zoomapi::ZoomRest;
 
 /// Events remembered for de-duplication.
@@ -31,18 +32,6 @@ const DEDUP: usize = 4096;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A connection that lived this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
-
-fn encode(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 /// Remembers the last [`DEDUP`] events.
 #[derive(Default)]

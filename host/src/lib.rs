@@ -45,6 +45,7 @@ pub mod signals;
 pub mod tap;
 pub mod tapcli;
 pub mod telemetry;
+pub mod urlenc;
 pub mod worker;
 pub mod zoomapi;
 pub mod zoomapp;

@@ -11,6 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use crate::urlenc::encode;
+
 #[derive(Args, Debug, Clone)]
 pub struct RtmsArgs {
     /// The meeting: its uuid (as webhooks carry it) or its number.
@@ -22,18 +24,6 @@ pub struct RtmsArgs {
     /// The environment variable holding the admin token.
     #[arg(long, default_value = "RTMS_ADMIN_TOKEN")]
     pub token_env: String,
-}
-
-fn encode(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Runs `action` (start, stop, pause, resume) and prints the host's answer.

@@ -168,7 +168,7 @@ impl TapFilter {
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode(v)?;
+            let v = crate::urlenc::decode(v)?;
             let list = || {
                 v.split(',')
                     .filter(|s| !s.is_empty())
@@ -225,29 +225,6 @@ impl TapFilter {
             }
         }
     }
-}
-
-/// Decodes `%XX` escapes and `+` of a query value.
-fn percent_decode(s: &str) -> Result<String, String> {
-    let mut out = Vec::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
-                out.push(hex);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| format!("query value {s:?} is not UTF-8"))
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use crate::urlenc::encode;
+
 #[derive(Args, Debug, Clone)]
 pub struct TapArgs {
     /// The host's admin listener (`[admin] listen`).
@@ -44,18 +46,6 @@ pub struct TapArgs {
     /// Stop after this many events (0: run until interrupted).
     #[arg(long, default_value_t = 0)]
     pub count: u64,
-}
-
-fn encode(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~,".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl TapArgs {
@@ -233,7 +223,7 @@ mod tests {
         };
         assert_eq!(
             a.url(),
-            "http://127.0.0.1:1/admin/tap?what=frames&session=a%2Bb%2Fc%3D%3D&kind=transcript,chat"
+            "http://127.0.0.1:1/admin/tap?what=frames&session=a%2Bb%2Fc%3D%3D&kind=transcript%2Cchat"
         );
     }
 }

@@ -73,24 +73,12 @@ pub struct ZoomRest {
     token: Mutex<Option<(String, Instant)>>,
 }
 
-fn encode_segment(id: &str) -> String {
-    let mut out = String::new();
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The path segment of a meeting id. Zoom wants a uuid that starts with `/` or holds `//`
 /// encoded twice.
 pub fn meeting_segment(id: &str) -> String {
-    let once = encode_segment(id);
+    let once = crate::urlenc::encode(id);
     if id.starts_with('/') || id.contains("//") {
-        encode_segment(&once)
+        crate::urlenc::encode(&once)
     } else {
         once
     }
@@ -154,7 +142,7 @@ impl ZoomRest {
         let url = format!(
             "{}/oauth/token?grant_type=account_credentials&account_id={}",
             c.oauth_base_url,
-            encode_segment(&c.account_id)
+            crate::urlenc::encode(&c.account_id)
         );
         let basic = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", c.oauth_client_id, c.oauth_client_secret));
