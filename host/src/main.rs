@@ -51,6 +51,11 @@ enum Cmd {
     Replay(rtms_host::replay::ReplayArgs),
     /// Simulator + host + example plugins in one process: a scripted meeting end to end.
     Demo(rtms_host::demo::DemoArgs),
+    /// Write, build and test a plugin: `plugin new`, `plugin build`, `plugin test`.
+    Plugin {
+        #[command(subcommand)]
+        cmd: rtms_host::plugin_dev::PluginCmd,
+    },
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default per command) and
@@ -101,6 +106,17 @@ fn main() -> ExitCode {
             Cmd::Demo(args) => {
                 init_logging("warn");
                 report(rtms_host::demo::demo(args).await)
+            }
+            Cmd::Plugin { cmd } => {
+                init_logging("warn");
+                match rtms_host::plugin_dev::run(cmd).await {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(e) => {
+                        eprintln!("rtms-host: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
             }
         }
     })
