@@ -242,7 +242,11 @@ fn build_js(m: &Manifest, bin: &Path, wit: &Path, out: &Path) -> Result<()> {
 
 /// C: bindings in process, clang to a preview1 reactor module, then a component.
 fn build_c(m: &Manifest, clang: &Path, scratch: &Path, out: &Path) -> Result<()> {
-    let gen_dir = scratch.join("gen");
+    // Beside the component, so an editor finds plugin.h too.
+    let gen_dir = m
+        .component
+        .parent()
+        .map_or_else(|| scratch.join("gen"), |d| d.join("gen"));
     write_c_bindings(&gen_dir)?;
     let mut c_files = Vec::new();
     sources(&m.source, &mut c_files)?;

@@ -112,7 +112,6 @@ export const handler = {
             speaker: f.userName,
             text,
             match: m[0],
-            seq: Number(f.seq),
           }),
         });
       }

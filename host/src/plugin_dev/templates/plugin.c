@@ -79,7 +79,7 @@ bool exports_rtms_plugin_handler_on_session_end(uint64_t session,
                                                 exports_rtms_plugin_handler_end_reason_t *reason,
                                                 plugin_string_t *err) {
   (void)session;
-  (void)reason;
+  exports_rtms_plugin_handler_end_reason_free(reason);
   char path[300];
   snprintf(path, sizeof path, "%s/words.txt", out_dir);
   FILE *fp = fopen(path, "w");
