@@ -153,7 +153,12 @@ async fn scaffold_passes(lang: Lang) {
     assert!(expected_outputs(&m).contains(&words));
     assert_eq!(o.outputs, 1);
     assert_eq!(o.files, usize::from(lang != Lang::Js));
-    for f in ["rtms-plugin.toml", "pipeline.toml", "wit/plugin.wit", ".gitignore"] {
+    for f in [
+        "rtms-plugin.toml",
+        "pipeline.toml",
+        "wit/plugin.wit",
+        ".gitignore",
+    ] {
         assert!(plugin.join(f).is_file(), "the scaffold has {f}");
     }
 }
@@ -197,17 +202,28 @@ fn plugin_test_fails_with_a_diff_when_an_output_changes() {
         .arg(&plugin)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let src = plugin.join("src/plugin.js");
     let js = std::fs::read_to_string(&src).unwrap();
-    std::fs::write(&src, js.replace("transcript lines, ", "lines of transcript, ")).unwrap();
+    std::fs::write(
+        &src,
+        js.replace("transcript lines, ", "lines of transcript, "),
+    )
+    .unwrap();
 
     let out = {
         let _g = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
         bin().args(["plugin", "test"]).output().unwrap()
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "a changed output must fail: {stdout}");
+    assert!(
+        !out.status.success(),
+        "a changed output must fail: {stdout}"
+    );
     assert!(stdout.contains("--- expected/outputs.jsonl"), "{stdout}");
     assert!(stdout.contains("+++ actual/outputs.jsonl"), "{stdout}");
     assert!(
@@ -227,8 +243,15 @@ fn plugin_test_fails_with_a_diff_when_an_output_changes() {
     assert!(stdout.contains("test FAILED"), "{stdout}");
 
     let out = bin().args(["plugin", "test", "--update"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    let out = bin().args(["plugin", "test", "--no-build"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = bin()
+        .args(["plugin", "test", "--no-build"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("test passed"), "{stdout}");
@@ -244,7 +267,95 @@ async fn a_missing_expected_file_is_a_failure() {
     let (_, o) = build_and_test(&plugin, false).await;
     assert!(!o.passed());
     assert_eq!(o.diffs.len(), 1, "{:?}", o.diffs);
-    assert!(o.diffs[0].contains("--- /dev/null (not expected)"), "{}", o.diffs[0]);
-    assert!(o.diffs[0].contains("+++ actual/files/words.txt"), "{}", o.diffs[0]);
+    assert!(
+        o.diffs[0].contains("--- /dev/null (not expected)"),
+        "{}",
+        o.diffs[0]
+    );
+    assert!(
+        o.diffs[0].contains("+++ actual/files/words.txt"),
+        "{}",
+        o.diffs[0]
+    );
     assert!(o.diffs[0].contains("+lines 11"), "{}", o.diffs[0]);
+}
+
+/// examples/pipeline-languages.toml runs the three examples together over the sample
+/// recording (components built by `plugin build`, outputs into a scratch folder).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_languages_example_pipeline_runs_all_three() {
+    let c = c_toolchain_present();
+    let mut folders = vec!["talk-time-py", "tagger-js"];
+    if c {
+        folders.push("audio-levels-c");
+    }
+    for folder in &folders {
+        let m = Manifest::load(&root().join("plugins").join(folder)).unwrap();
+        tokio::task::spawn_blocking(move || {
+            let _g = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
+            compile::build(&m, true)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(root().join("examples/pipeline-languages.toml")).unwrap();
+    let mut text = example
+        .replace("../plugins/", &format!("{}/plugins/", root().display()))
+        .replace("../out", &out.path().display().to_string())
+        .replace(
+            "../.cache/rtms-host",
+            &root().join("target/component-cache").display().to_string(),
+        );
+    if !c {
+        let at = text.find("# C: audio levels").unwrap();
+        let end = text.find("[[sink]]").unwrap();
+        text.replace_range(at..end, "");
+    }
+    let path = out.path().join("pipeline.toml");
+    std::fs::write(&path, &text).unwrap();
+    let pipeline = rtms_config::Pipeline::parse(
+        &text,
+        &path,
+        &rtms_config::MapEnv::new(),
+        rtms_config::LoadOptions::validate_only(),
+    )
+    .unwrap();
+    let s = rtms_host::replay::replay_file(
+        &pipeline,
+        &rtms_host::replay::ReplayArgs {
+            file: root().join("examples/recordings/standup.jsonl"),
+            config: path.clone(),
+            realtime: false,
+            product: rtms_proto::Product::Meeting,
+            meeting_id: None,
+            stream_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    for (name, p) in &s.metrics.plugins {
+        assert_eq!((p.traps, p.errors, p.dropped), (0, 0, 0), "{name}");
+        assert!(p.delivered > 0, "{name}");
+    }
+    let lines = std::fs::read_to_string(out.path().join("language-plugins.jsonl")).unwrap();
+    let count = |plugin: &str, kind: &str| {
+        lines
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("\"plugin\":\"{plugin}\""))
+                    && l.contains(&format!("\"kind\":\"{kind}\""))
+            })
+            .count()
+    };
+    assert_eq!(count("talk-time", "talk-time"), 1, "{lines}");
+    assert_eq!(count("tagger", "risk"), 8, "{lines}");
+    assert_eq!(count("tagger", "tag-summary"), 1, "{lines}");
+    if c {
+        assert_eq!(count("audio-levels", "audio-levels"), 1, "{lines}");
+    }
+    let table =
+        std::fs::read_to_string(out.path().join("talk-time/talk-time-standup.txt")).unwrap();
+    assert!(table.starts_with("speaker"), "{table}");
 }

@@ -257,7 +257,12 @@ fn build_c(m: &Manifest, clang: &Path, scratch: &Path, out: &Path) -> Result<()>
     let core = scratch.join("core.wasm");
     toolchain::run(
         Command::new(clang)
-            .args(["--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall"])
+            .args([
+                "--target=wasm32-wasi",
+                "-O2",
+                "-mexec-model=reactor",
+                "-Wall",
+            ])
             .arg(format!("--sysroot={}", toolchain::WASI_SYSROOT))
             .arg("-I")
             .arg(&gen_dir)
@@ -304,7 +309,9 @@ pub fn componentize_core(module: &[u8]) -> Result<Vec<u8>> {
     use wasi_preview1_component_adapter_provider as adapter;
     wit_component::ComponentEncoder::default()
         .module(module)
-        .context("the compiled module carries no component type (was plugin_component_type.o linked?)")?
+        .context(
+            "the compiled module carries no component type (was plugin_component_type.o linked?)",
+        )?
         .validate(true)
         .adapter(
             adapter::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,

@@ -186,7 +186,13 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
         if e == a {
             continue;
         }
-        outcome.diffs.push(diff(name, e.unwrap_or_default(), a.unwrap_or_default(), e.is_none(), a.is_none()));
+        outcome.diffs.push(diff(
+            name,
+            e.unwrap_or_default(),
+            a.unwrap_or_default(),
+            e.is_none(),
+            a.is_none(),
+        ));
     }
     Ok(outcome)
 }
@@ -307,7 +313,10 @@ fn pipeline_text(
     queue.insert("block_timeout_ms".into(), Value::Integer(600_000));
     plugin.insert("queue".into(), Value::Table(queue));
     let mut batch = Table::new();
-    batch.insert("max_frames".into(), Value::Integer(m.test.max_frames.into()));
+    batch.insert(
+        "max_frames".into(),
+        Value::Integer(m.test.max_frames.into()),
+    );
     plugin.insert("batch".into(), Value::Table(batch));
     let mut limits = Table::new();
     limits.insert("memory_mb".into(), Value::Integer(m.test.memory_mb.into()));

@@ -127,7 +127,9 @@ impl Manifest {
         let p = raw.plugin;
         check_name(&p.name)?;
         if p.media.is_empty() {
-            bail!("[plugin] media is empty: name the kinds the plugin takes, such as [\"transcript\"]");
+            bail!(
+                "[plugin] media is empty: name the kinds the plugin takes, such as [\"transcript\"]"
+            );
         }
         for m in &p.media {
             if !["audio", "video", "share", "transcript", "chat", "event"].contains(&m.as_str()) {

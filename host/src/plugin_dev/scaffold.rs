@@ -36,36 +36,40 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<()> {
     }
     let snake = name.replace('-', "_");
     let fill = |t: &str| t.replace("{{name}}", name).replace("{{snake}}", &snake);
-    let (source_files, component, source_key, writes_files): (Vec<(&str, String)>, String, &str, bool) =
-        match lang {
-            Lang::Rust => (
-                vec![
-                    ("Cargo.toml", fill(RUST_CARGO)),
-                    ("src/lib.rs", fill(RUST_LIB)),
-                ],
-                format!("target/wasm32-wasip2/release/{snake}.wasm"),
-                "source = \".\"",
-                true,
-            ),
-            Lang::Python => (
-                vec![("src/app.py", fill(PYTHON_APP))],
-                format!("build/{snake}.wasm"),
-                "source = \"src\"\nentry = \"app\"",
-                true,
-            ),
-            Lang::Js => (
-                vec![("src/plugin.js", fill(JS_PLUGIN))],
-                format!("build/{snake}.wasm"),
-                "source = \"src\"\nentry = \"plugin.js\"",
-                false,
-            ),
-            Lang::C => (
-                vec![("src/plugin.c", fill(C_PLUGIN))],
-                format!("build/{snake}.wasm"),
-                "source = \"src\"",
-                true,
-            ),
-        };
+    let (source_files, component, source_key, writes_files): (
+        Vec<(&str, String)>,
+        String,
+        &str,
+        bool,
+    ) = match lang {
+        Lang::Rust => (
+            vec![
+                ("Cargo.toml", fill(RUST_CARGO)),
+                ("src/lib.rs", fill(RUST_LIB)),
+            ],
+            format!("target/wasm32-wasip2/release/{snake}.wasm"),
+            "source = \".\"",
+            true,
+        ),
+        Lang::Python => (
+            vec![("src/app.py", fill(PYTHON_APP))],
+            format!("build/{snake}.wasm"),
+            "source = \"src\"\nentry = \"app\"",
+            true,
+        ),
+        Lang::Js => (
+            vec![("src/plugin.js", fill(JS_PLUGIN))],
+            format!("build/{snake}.wasm"),
+            "source = \"src\"\nentry = \"plugin.js\"",
+            false,
+        ),
+        Lang::C => (
+            vec![("src/plugin.c", fill(C_PLUGIN))],
+            format!("build/{snake}.wasm"),
+            "source = \"src\"",
+            true,
+        ),
+    };
     let config = if writes_files {
         "[config]\ndir = \"/out\"\n"
     } else {
@@ -131,7 +135,10 @@ type = "stdout"
         ("wit/plugin.wit", WIT.to_owned()),
         ("meetings/sample.jsonl", SAMPLE.to_owned()),
         ("expected/outputs.jsonl", expected_outputs),
-        (".gitignore", "/build/\n/target/\n/out/\n/.cache/\n".to_owned()),
+        (
+            ".gitignore",
+            "/build/\n/target/\n/out/\n/.cache/\n".to_owned(),
+        ),
     ];
     if writes_files {
         files.push((

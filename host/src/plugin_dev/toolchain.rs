@@ -47,7 +47,12 @@ pub fn root() -> PathBuf {
 }
 
 /// Runs `install` into `dir` once: under a lock, unless `dir/.complete` exists.
-fn once(dir: &Path, what: &str, about: &str, install: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+fn once(
+    dir: &Path,
+    what: &str,
+    about: &str,
+    install: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     if dir.join(".complete").is_file() {
         return Ok(());
     }
@@ -115,7 +120,9 @@ pub fn componentize_py() -> Result<PathBuf> {
         |dir| {
             let python = std::env::var_os("RTMS_PYTHON").unwrap_or_else(|| "python3".into());
             run(
-                Command::new(&python).args(["-m", "venv"]).arg(dir.join("venv")),
+                Command::new(&python)
+                    .args(["-m", "venv"])
+                    .arg(dir.join("venv")),
                 "Python plugins need python3 with the venv module (Debian: apt-get install python3-venv); \
                  set RTMS_PYTHON to use another interpreter",
             )?;
@@ -143,9 +150,17 @@ pub fn js_bin() -> Result<PathBuf> {
         |dir| {
             run(
                 Command::new("npm")
-                    .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+                    .args([
+                        "install",
+                        "--no-audit",
+                        "--no-fund",
+                        "--loglevel=error",
+                        "--prefix",
+                    ])
                     .arg(dir)
-                    .arg(format!("@bytecodealliance/componentize-js@{COMPONENTIZE_JS}")),
+                    .arg(format!(
+                        "@bytecodealliance/componentize-js@{COMPONENTIZE_JS}"
+                    )),
                 "JavaScript plugins need Node.js 18 or newer with npm (Debian: apt-get install nodejs npm) \
                  and access to registry.npmjs.org",
             )?;
@@ -178,7 +193,10 @@ pub fn clang() -> Result<PathBuf> {
     }
     let header = Path::new(WASI_SYSROOT).join("include/wasm32-wasi/stdlib.h");
     if !header.is_file() {
-        return Err(missing()).context(format!("wasi-libc is missing ({} not found)", header.display()));
+        return Err(missing()).context(format!(
+            "wasi-libc is missing ({} not found)",
+            header.display()
+        ));
     }
     Ok(PathBuf::from(clang))
 }
@@ -211,7 +229,13 @@ pub fn id(lang: super::manifest::Lang) -> String {
             let v = Command::new(&clang)
                 .arg("--version")
                 .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                })
                 .unwrap_or_default();
             format!("{clang} {v}; wit-bindgen-c 0.60.0; wit-component 0.254; adapter 48.0.8")
         }
