@@ -214,7 +214,8 @@ fn build_python(m: &Manifest, tool: &Path, wit: &Path, out: &Path) -> Result<()>
             .arg("-o")
             .arg(out)
             .env_remove("VIRTUAL_ENV"),
-        "see docs/plugin-guide/python.md (the module must define `class Handler(wit_world.exports.Handler)`)",
+        "see docs/plugin-guide/python.md (the module must define `class Handler(exports.Handler)` \
+         after `from wit_world import exports`)",
     )?;
     Ok(())
 }
@@ -227,7 +228,7 @@ fn build_js(m: &Manifest, bin: &Path, wit: &Path, out: &Path) -> Result<()> {
             entry.display()
         );
     }
-    toolchain::run(
+    let built = toolchain::run(
         Command::new(bin.join("componentize-js"))
             .arg(&entry)
             .arg("-w")
@@ -236,8 +237,31 @@ fn build_js(m: &Manifest, bin: &Path, wit: &Path, out: &Path) -> Result<()> {
             .arg(out),
         "see docs/plugin-guide/javascript.md (imports come from 'rtms:plugin/host@0.1.0'; \
          the module exports `handler`)",
-    )?;
+    );
+    if let Err(e) = built {
+        // componentize-js says only "failed to parse JS source": let node say where.
+        if let Some(syntax) = syntax_error(&entry, wit) {
+            return Err(e.context(syntax));
+        }
+        return Err(e);
+    }
     Ok(())
+}
+
+/// node's own syntax check of a module, when it finds an error.
+fn syntax_error(entry: &Path, scratch: &Path) -> Option<String> {
+    let copy = scratch.join("syntax-check.mjs");
+    std::fs::copy(entry, &copy).ok()?;
+    let out = Command::new("node").arg("--check").arg(&copy).output().ok()?;
+    if out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stderr).replace(
+        &copy.display().to_string(),
+        &entry.display().to_string(),
+    );
+    let text: Vec<&str> = text.lines().take_while(|l| !l.trim_start().starts_with("at ")).collect();
+    Some(format!("{} has a syntax error:\n{}", entry.display(), text.join("\n").trim()))
 }
 
 /// C: bindings in process, clang to a preview1 reactor module, then a component.
