@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use rtms_host::bindings::{AudioCodec, AudioFormat, Frame, MediaKind, Product, SessionInfo};
 use rtms_host::output::start_sinks;
+use rtms_host::plugin_dev::{Lang, Manifest, compile, scaffold};
 use rtms_host::runtime::host::InstanceCtx;
 use rtms_host::runtime::{Instance, InstanceSpec, Runtime, RuntimeConfig};
-use rtms_host::plugin_dev::{Lang, Manifest, compile, scaffold};
 use serde_json::json;
 
 use crate::report::{Report, Row};
@@ -123,13 +123,19 @@ async fn one(
         warm.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let (cold, warm) = (median(cold), median(warm));
-    let mut row = Row::new("call", &format!("{name} first compile"), "ms", cold)
-        .note(format!("{:.1} MB component{}", bytes.len() as f64 / 1e6, ratio(cold, base.map(|b| b.1))));
+    let mut row = Row::new("call", &format!("{name} first compile"), "ms", cold).note(format!(
+        "{:.1} MB component{}",
+        bytes.len() as f64 / 1e6,
+        ratio(cold, base.map(|b| b.1))
+    ));
     row.extra = json!({"component_bytes": bytes.len(), "runs": runs});
     report.push(row);
     report.push(
-        Row::new("call", &format!("{name} load from cache"), "ms", warm)
-            .note(ratio(warm, base.map(|b| b.2)).trim_start_matches(", ").to_owned()),
+        Row::new("call", &format!("{name} load from cache"), "ms", warm).note(
+            ratio(warm, base.map(|b| b.2))
+                .trim_start_matches(", ")
+                .to_owned(),
+        ),
     );
 
     let rt = Runtime::new(&RuntimeConfig {

@@ -252,16 +252,25 @@ fn build_js(m: &Manifest, bin: &Path, wit: &Path, out: &Path) -> Result<()> {
 fn syntax_error(entry: &Path, scratch: &Path) -> Option<String> {
     let copy = scratch.join("syntax-check.mjs");
     std::fs::copy(entry, &copy).ok()?;
-    let out = Command::new("node").arg("--check").arg(&copy).output().ok()?;
+    let out = Command::new("node")
+        .arg("--check")
+        .arg(&copy)
+        .output()
+        .ok()?;
     if out.status.success() {
         return None;
     }
-    let text = String::from_utf8_lossy(&out.stderr).replace(
-        &copy.display().to_string(),
-        &entry.display().to_string(),
-    );
-    let text: Vec<&str> = text.lines().take_while(|l| !l.trim_start().starts_with("at ")).collect();
-    Some(format!("{} has a syntax error:\n{}", entry.display(), text.join("\n").trim()))
+    let text = String::from_utf8_lossy(&out.stderr)
+        .replace(&copy.display().to_string(), &entry.display().to_string());
+    let text: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with("at "))
+        .collect();
+    Some(format!(
+        "{} has a syntax error:\n{}",
+        entry.display(),
+        text.join("\n").trim()
+    ))
 }
 
 /// C: bindings in process, clang to a preview1 reactor module, then a component.
@@ -279,7 +288,7 @@ fn build_c(m: &Manifest, clang: &Path, scratch: &Path, out: &Path) -> Result<()>
         bail!("no .c files in {} ([plugin] source)", m.source.display());
     }
     let core = scratch.join("core.wasm");
-    toolchain::run(
+    let compiled = toolchain::run(
         Command::new(clang)
             .args([
                 "--target=wasm32-wasi",
@@ -299,6 +308,10 @@ fn build_c(m: &Manifest, clang: &Path, scratch: &Path, out: &Path) -> Result<()>
             .arg(&core),
         "see docs/plugin-guide/c.md",
     )?;
+    let warnings = String::from_utf8_lossy(&compiled.stderr);
+    if !warnings.trim().is_empty() {
+        eprint!("{warnings}");
+    }
     let module = std::fs::read(&core)?;
     let bytes = componentize_core(&module)?;
     std::fs::write(out, bytes)?;
