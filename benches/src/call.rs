@@ -241,7 +241,9 @@ async fn one(
             json!({"batch": batch, "bytes": bytes, "calls": calls, "us_per_call": per_call * 1e6});
         report.push(row);
     }
+    // The sinks finish once every sender is gone: the instance and the context it shares.
     drop(inst);
+    drop(ctx);
     sinks.finish().await;
     Ok((at32, cold, warm))
 }
