@@ -261,8 +261,9 @@ fn plugin_test_fails_with_a_diff_when_an_output_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_expected_file_is_a_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let plugin = dir.path().join("files-py");
-    scaffold::create("files-py", Lang::Python, &plugin).unwrap();
+    // The Python skeleton's test uses the same name: same sources, one build and one compile.
+    let plugin = dir.path().join("hello-python");
+    scaffold::create("hello-python", Lang::Python, &plugin).unwrap();
     std::fs::remove_file(plugin.join("expected/files/words.txt")).unwrap();
     let (_, o) = build_and_test(&plugin, false).await;
     assert!(!o.passed());
