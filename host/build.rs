@@ -20,7 +20,8 @@
 //! (`cd plugins && cargo build --release`); step 3 then copies whatever
 //! `plugins/target/wasm32-wasip2/release/` holds.
 //!
-//! The build reruns when anything in `plugins/` other than `target/` changes, or `wit/`.
+//! The build reruns when anything in `plugins/` other than `target/` and the folders of
+//! plugins in other languages (those with an `rtms-plugin.toml`) changes, or `wit/`.
 
 use std::env;
 use std::ffi::OsString;
@@ -136,7 +137,8 @@ fn fail(msg: &str) -> ! {
 }
 
 /// Everything under `plugins/` the components are built from: all top-level entries except
-/// `target/` and other hidden entries than `.cargo/` (cargo watches directories recursively).
+/// `target/`, other hidden entries than `.cargo/`, and the folders of plugins in other
+/// languages (cargo watches directories recursively).
 fn watched(plugins: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(plugins) else {
         return vec![plugins.to_path_buf()];
@@ -146,7 +148,11 @@ fn watched(plugins: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            name != "target" && (!name.starts_with('.') || name == ".cargo")
+            name != "target"
+                && (!name.starts_with('.') || name == ".cargo")
+                // Plugins in other languages (an rtms-plugin.toml, built by `rtms-host
+                // plugin build` into their own build/) are not part of this build.
+                && !e.path().join("rtms-plugin.toml").is_file()
         })
         .map(|e| e.path())
         .collect();

@@ -1,13 +1,23 @@
-//! Plugin call cost: `on-frames` on one noop instance, called directly through
-//! `rtms_host::runtime::Instance` (no queue, no session), by batch size. Only the Rust noop
-//! is measured: plugins in other languages are not built by this repository yet.
+//! Plugin call cost: `on-frames` on one instance, called directly through
+//! `rtms_host::runtime::Instance` (no queue, no session), by batch size; and what each
+//! language costs to load: the first compile, the load from the compile cache, and one
+//! instantiation (with `init` and `on-session-start`).
+//!
+//! The Rust `noop` fixture is the baseline. Every language is measured with the same plugin,
+//! the `rtms-host plugin new` skeleton (it counts transcript words, so audio frames only cross
+//! the boundary), built with `rtms-host plugin build` into `target/bench/scaffolds/`; a
+//! language whose toolchain cannot be had is skipped with the reason. Ratios are against the
+//! Rust skeleton in the same run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::path::{Path, PathBuf};
+
 use anyhow::Result;
 use rtms_host::bindings::{AudioCodec, AudioFormat, Frame, MediaKind, Product, SessionInfo};
 use rtms_host::output::start_sinks;
+use rtms_host::plugin_dev::{Lang, Manifest, compile, scaffold};
 use rtms_host::runtime::host::InstanceCtx;
 use rtms_host::runtime::{Instance, InstanceSpec, Runtime, RuntimeConfig};
 use serde_json::json;
@@ -29,15 +39,113 @@ fn audio(seq: u64, bytes: usize) -> Frame {
     }
 }
 
+/// The skeleton of `lang`, built (cached after the first run); `None` with the reason printed
+/// when its toolchain cannot be had.
+fn skeleton(lang: Lang) -> Option<PathBuf> {
+    let dir = setup::bench_dir()
+        .join("scaffolds")
+        .join(format!("bench-{}", lang.as_str()));
+    if !dir.join("rtms-plugin.toml").is_file() {
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = scaffold::create(&format!("bench-{}", lang.as_str()), lang, &dir) {
+            eprintln!("call: skipped {}: {e:#}", lang.as_str());
+            return None;
+        }
+        if lang == Lang::Rust {
+            let shared = setup::bench_dir().join("scaffold-rust-target");
+            let _ = std::fs::create_dir_all(&shared);
+            let _ = std::os::unix::fs::symlink(&shared, dir.join("target"));
+        }
+    }
+    match Manifest::load(&dir).and_then(|m| compile::build(&m, false)) {
+        Ok(b) => Some(b.component),
+        Err(e) => {
+            eprintln!("call: skipped {}: {e:#}", lang.as_str());
+            None
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
+    let mut plugins = vec![("noop (rust)".to_owned(), setup::component("noop"))];
+    for lang in [Lang::Rust, Lang::C, Lang::Python, Lang::Js] {
+        let l = lang;
+        if let Some(p) = tokio::task::spawn_blocking(move || skeleton(l)).await? {
+            plugins.push((format!("skeleton ({})", lang.as_str()), p));
+        }
+    }
+    let mut base: Option<(f64, f64, f64)> = None; // rust skeleton: call batch 32, cold, warm
+    for (name, path) in &plugins {
+        let r = one(report, name, path, quick, base).await?;
+        if name == "skeleton (rust)" {
+            base = Some(r);
+        }
+    }
+    Ok(())
+}
+
+/// Loads `path` cold and warm, then measures calls; returns (ns/frame at batch 32, cold ms,
+/// warm ms).
+async fn one(
+    report: &mut Report,
+    name: &str,
+    path: &Path,
+    quick: bool,
+    base: Option<(f64, f64, f64)>,
+) -> Result<(f64, f64, f64)> {
+    let ratio = |v: f64, b: Option<f64>| match b {
+        Some(b) if b > 0.0 => format!(", x{:.1} the rust skeleton", v / b),
+        _ => String::new(),
+    };
+    let bytes = std::fs::read(path)?;
+    // Cold: an empty cache each time. Warm: a new runtime on the cache the cold run filled.
+    let runs = if quick { 1 } else { 3 };
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let dir = tempfile::tempdir()?;
+        let cfg = RuntimeConfig {
+            cache_dir: Some(dir.path().to_owned()),
+            epoch_tick: Duration::from_millis(5),
+        };
+        let rt = Runtime::new(&cfg)?;
+        let t = Instant::now();
+        rt.load(path).await?;
+        cold.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(rt);
+        let rt = Runtime::new(&cfg)?;
+        let t = Instant::now();
+        rt.load(path).await?;
+        warm.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (cold, warm) = (median(cold), median(warm));
+    let mut row = Row::new("call", &format!("{name} first compile"), "ms", cold).note(format!(
+        "{:.1} MB component{}",
+        bytes.len() as f64 / 1e6,
+        ratio(cold, base.map(|b| b.1))
+    ));
+    row.extra = json!({"component_bytes": bytes.len(), "runs": runs});
+    report.push(row);
+    report.push(
+        Row::new("call", &format!("{name} load from cache"), "ms", warm).note(
+            ratio(warm, base.map(|b| b.2))
+                .trim_start_matches(", ")
+                .to_owned(),
+        ),
+    );
+
     let rt = Runtime::new(&RuntimeConfig {
         cache_dir: Some(setup::warm_cache()),
         epoch_tick: Duration::from_millis(5),
     })?;
-    let code = rt.load(&setup::component("noop")).await?;
+    let code = rt.load(path).await?;
     let (outputs, sinks) = start_sinks(vec![]).await?;
     let ctx = Arc::new(InstanceCtx::new(
-        "noop".into(),
+        name.into(),
         1,
         "bench".into(),
         "bench".into(),
@@ -45,15 +153,15 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
         Default::default(),
         Default::default(),
     ));
+    let config: Vec<(String, String)> = vec![];
+    // CPython and SpiderMonkey need more than the default 64 MiB.
     let spec = InstanceSpec {
-        memory_bytes: 64 << 20,
+        memory_bytes: 256 << 20,
         call_timeout: Duration::from_secs(1),
         grants: vec![],
         config: vec![],
     };
-    let mut inst = Instance::new(&rt, code, &spec, ctx).await?;
-    inst.init(&[]).await?;
-    inst.session_start(&SessionInfo {
+    let info = SessionInfo {
         session: 1,
         product: Product::Meeting,
         meeting_id: "bench".into(),
@@ -68,8 +176,26 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
             frame_ms: 20,
             per_speaker: false,
         }),
-    })
-    .await?;
+    };
+    // Instantiation: a fresh instance, init and on-session-start, as a new session costs.
+    let mut starts = Vec::new();
+    let mut inst = None;
+    for _ in 0..if quick { 5 } else { 21 } {
+        let t = Instant::now();
+        let mut i = Instance::new(&rt, code.clone(), &spec, ctx.clone()).await?;
+        i.init(&config).await?;
+        i.session_start(&info).await?;
+        starts.push(t.elapsed().as_secs_f64() * 1e6);
+        inst = Some(i);
+    }
+    let mut inst = inst.expect("at least one instance");
+    report.push(Row::new(
+        "call",
+        &format!("{name} instantiate + init + start"),
+        "us",
+        median(starts),
+    ));
+    let mut at32 = 0.0;
     let budget = Duration::from_millis(if quick { 150 } else { 700 });
     for (batch, bytes) in [
         (1usize, 640usize),
@@ -92,14 +218,22 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
         }
         let per_call = started.elapsed().as_secs_f64() / calls as f64;
         let per_frame_ns = per_call * 1e9 / batch as f64;
+        if batch == 32 && bytes == 640 {
+            at32 = per_frame_ns;
+        }
+        let vs = if batch == 32 && bytes == 640 {
+            ratio(per_frame_ns, base.map(|b| b.0))
+        } else {
+            String::new()
+        };
         let mut row = Row::new(
             "call",
-            &format!("noop batch {batch} x {bytes} B"),
+            &format!("{name} batch {batch} x {bytes} B"),
             "ns/frame",
             per_frame_ns,
         )
         .note(format!(
-            "{:.2} us/call, {:.0} frames/s on one core",
+            "{:.2} us/call, {:.0} frames/s on one core{vs}",
             per_call * 1e6,
             batch as f64 / per_call
         ));
@@ -107,7 +241,9 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
             json!({"batch": batch, "bytes": bytes, "calls": calls, "us_per_call": per_call * 1e6});
         report.push(row);
     }
+    // The sinks finish once every sender is gone: the instance and the context it shares.
     drop(inst);
+    drop(ctx);
     sinks.finish().await;
-    Ok(())
+    Ok((at32, cold, warm))
 }

@@ -2,7 +2,9 @@
 //!
 //! It starts the Zoom simulator on loopback (wss:// with a freshly generated CA that the
 //! host is told to trust), starts the host with a pipeline built from
-//! `examples/demo-pipeline.toml.in` (transcript writer + keyword alerter), plays a scripted
+//! `examples/demo-pipeline.toml.in` (transcript writer + keyword alerter + audio recorder, and
+//! the Python, JavaScript and C examples in `plugins/` when their toolchains can be had: each
+//! one skipped is named with the reason), plays a scripted
 //! meeting (`examples/meetings/standup.toml` unless another is given) through a signed
 //! webhook, prints the live transcript and the alerts as they happen, and ends by itself
 //! when the meeting ends, with a summary. Everything it writes goes to `--out` (./out).
@@ -57,6 +59,110 @@ pub struct DemoArgs {
     /// `rtms-host replay` reads).
     #[arg(long)]
     pub record: Option<PathBuf>,
+    /// Run only the Rust plugins (skip building the Python, JavaScript and C examples).
+    #[arg(long)]
+    pub rust_only: bool,
+}
+
+/// The examples in other languages the demo builds and runs beside the Rust ones: folder
+/// under `plugins/`, and the pipeline section that runs it (`{component}` and `{out}` filled
+/// in).
+const LANGUAGE_PLUGINS: &[(&str, &str)] = &[
+    (
+        "talk-time-py",
+        r#"
+# Python: per-speaker talk time, turns and words, at the end of the meeting.
+[[plugin]]
+name = "talk-time"
+component = "{component}"
+media = ["transcript"]
+
+[[plugin.dir]]
+host = "{out}/talk-time"
+guest = "/out"
+
+[plugin.limits]
+memory_mb = 256
+
+[plugin.config]
+dir = "/out"
+"#,
+    ),
+    (
+        "tagger-js",
+        r#"
+# JavaScript: action items, questions and dates in the transcript and chat.
+[[plugin]]
+name = "tagger"
+component = "{component}"
+media = ["transcript", "chat"]
+
+[plugin.limits]
+memory_mb = 128
+"#,
+    ),
+    (
+        "audio-levels-c",
+        r#"
+# C: audio levels, with an alert after 8 s without voice and when the audio clips.
+[[plugin]]
+name = "audio-levels"
+component = "{component}"
+media = ["audio"]
+
+[plugin.config]
+silence_secs = 8
+"#,
+    ),
+];
+
+/// Builds the examples in other languages (toolchains are installed into the cache on first
+/// use) and returns the pipeline sections of those that built, and (plugin, why) for those
+/// skipped.
+async fn language_plugins(out: &Path, print: bool) -> (String, Vec<(String, String)>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("plugins");
+    let mut sections = String::new();
+    let mut skipped = Vec::new();
+    for (folder, section) in LANGUAGE_PLUGINS {
+        let dir = root.join(folder);
+        let manifest = match crate::plugin_dev::Manifest::load(&dir) {
+            Ok(m) => m,
+            Err(_) => {
+                skipped.push((
+                    (*folder).to_owned(),
+                    format!(
+                        "its sources are not at {} (an installed binary carries only the Rust plugins)",
+                        dir.display()
+                    ),
+                ));
+                continue;
+            }
+        };
+        let m = manifest.clone();
+        let built =
+            tokio::task::spawn_blocking(move || crate::plugin_dev::compile::build(&m, !print))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r);
+        match built {
+            Ok(b) => sections.push_str(
+                &section
+                    .replace("{component}", &b.component.display().to_string())
+                    .replace("{out}", &out.display().to_string()),
+            ),
+            Err(e) => skipped.push((
+                format!("{} ({})", manifest.name, manifest.lang.as_str()),
+                format!("{e:#}")
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )),
+        }
+    }
+    (sections, skipped)
 }
 
 fn parse_product(s: &str) -> Result<Product, String> {
@@ -71,6 +177,10 @@ pub struct DemoSummary {
     pub files: Vec<PathBuf>,
     pub alerts: usize,
     pub elapsed: Duration,
+    /// Plugins in other languages that could not be built, and why.
+    pub skipped: Vec<(String, String)>,
+    /// Outputs of each plugin, by plugin name.
+    pub outputs_by_plugin: BTreeMap<String, usize>,
 }
 
 pub async fn demo(args: DemoArgs) -> Result<()> {
@@ -82,6 +192,13 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
         println!("  {k:<10} {n:>7} frames");
     }
     println!("  alerts     {:>7}", s.alerts);
+    println!("outputs by plugin:");
+    for (p, n) in &s.outputs_by_plugin {
+        println!("  {p:<18} {n:>5}");
+    }
+    for (p, why) in &s.skipped {
+        println!("SKIPPED {p}: {why}");
+    }
     println!("files written:");
     for f in &s.files {
         println!("  {}", f.display());
@@ -129,6 +246,18 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
                 format!("ca_file = \"{}\"", ca_file.display())
             },
         );
+    let (extra, skipped) = if args.rust_only {
+        (String::new(), Vec::new())
+    } else {
+        language_plugins(&out, print).await
+    };
+    for (p, why) in &skipped {
+        eprintln!("rtms-host demo: SKIPPED {p}: {why}");
+    }
+    let text = match text.find("\n# Alerts on the terminal") {
+        Some(at) => format!("{}{extra}{}", &text[..at], &text[at..]),
+        None => format!("{text}{extra}"),
+    };
     std::fs::write(&pipeline_path, &text)?;
     let env = MapEnv::new()
         .with("ZM_RTMS_CLIENT", CLIENT_ID)
@@ -225,6 +354,17 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
                 .count()
         })
         .unwrap_or(0);
+    let mut outputs_by_plugin = BTreeMap::new();
+    for line in std::fs::read_to_string(out.join("alerts.jsonl"))
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && let Some(p) = v["plugin"].as_str()
+        {
+            *outputs_by_plugin.entry(p.to_owned()).or_insert(0) += 1;
+        }
+    }
     for (name, p) in &metrics.plugins {
         if p.traps > 0 || p.dropped > 0 || p.dead_lettered > 0 {
             tracing::warn!(plugin = %name, traps = p.traps, dropped = p.dropped, dead = p.dead_lettered, "plugin did not take every frame");
@@ -237,6 +377,8 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
         files,
         alerts,
         elapsed: started.elapsed(),
+        skipped,
+        outputs_by_plugin,
     })
 }
 

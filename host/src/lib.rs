@@ -18,6 +18,7 @@
 //! - [`app`] — the running service and its shutdown; [`signals`] — SIGINT/SIGTERM/SIGHUP.
 //! - [`replay`] — push a recorded session through a pipeline; [`demo`] — everything in one
 //!   process against the simulator.
+//! - [`plugin_dev`] — the plugin author's tools: `plugin new`, `plugin build`, `plugin test`.
 //!
 //! The Zoom side (webhooks, sockets, resilience) is the `rtms-client` crate; the simulator
 //! is `rtms-sim`; pipeline.toml is `rtms-config`.
@@ -33,6 +34,7 @@ pub mod eventws;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
+pub mod plugin_dev;
 pub mod queue;
 pub mod reload;
 pub mod replay;

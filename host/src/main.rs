@@ -65,6 +65,11 @@ enum Cmd {
     Pause(rtms_host::rtmscli::RtmsArgs),
     /// Resume a paused stream through Zoom's REST API.
     Resume(rtms_host::rtmscli::RtmsArgs),
+    /// Write, build and test a plugin: `plugin new`, `plugin build`, `plugin test`.
+    Plugin {
+        #[command(subcommand)]
+        cmd: rtms_host::plugin_dev::PluginCmd,
+    },
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default per command) and
@@ -127,6 +132,17 @@ fn main() -> ExitCode {
             Cmd::Stop(args) => rtms_action("stop", args).await,
             Cmd::Pause(args) => rtms_action("pause", args).await,
             Cmd::Resume(args) => rtms_action("resume", args).await,
+            Cmd::Plugin { cmd } => {
+                init_logging("warn");
+                match rtms_host::plugin_dev::run(cmd).await {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(e) => {
+                        eprintln!("rtms-host: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
         }
     })
 }

@@ -1,5 +1,6 @@
 //! The demo end to end (fast pace): the simulator and the host in one process over wss://,
-//! the example plugins writing transcripts and alerts into the output directory.
+//! the example plugins (Rust, and the Python, JavaScript and C examples) writing transcripts
+//! and alerts into the output directory.
 
 use rtms_host::demo::{DemoArgs, run_demo};
 
@@ -14,6 +15,7 @@ async fn demo_writes_transcripts_and_alerts() {
             product: rtms_proto::Product::Meeting,
             no_tls: false,
             record: None,
+            rust_only: false,
         },
         false,
     )
@@ -32,7 +34,10 @@ async fn demo_writes_transcripts_and_alerts() {
     let txt = s
         .files
         .iter()
-        .find(|f| f.extension().is_some_and(|e| e == "txt"))
+        .find(|f| {
+            f.extension().is_some_and(|e| e == "txt")
+                && f.parent().is_some_and(|d| d.ends_with("transcripts"))
+        })
         .expect("a text transcript");
     let text = std::fs::read_to_string(txt).unwrap();
     assert_eq!(
@@ -42,4 +47,35 @@ async fn demo_writes_transcripts_and_alerts() {
         s.transcript_lines_sent
     );
     assert!(s.files.iter().any(|f| f.ends_with("alerts.jsonl")));
+
+    // The examples in other languages run beside the Rust ones; one that cannot be built
+    // here is named with the reason.
+    let c_missing = rtms_host::plugin_dev::toolchain::clang().is_err()
+        && std::env::var_os("RTMS_REQUIRE_TOOLCHAINS").is_none_or(|v| v != "1");
+    for (plugin, at_least) in [("talk-time", 1), ("tagger", 5), ("audio-levels", 1)] {
+        if plugin == "audio-levels" && c_missing {
+            assert!(
+                s.skipped
+                    .iter()
+                    .any(|(p, why)| p.starts_with("audio-levels") && why.contains("clang-19")),
+                "{:?}",
+                s.skipped
+            );
+            continue;
+        }
+        let n = s.outputs_by_plugin.get(plugin).copied().unwrap_or(0);
+        assert!(
+            n >= at_least,
+            "{plugin}: {n} outputs ({:?}; skipped {:?})",
+            s.outputs_by_plugin,
+            s.skipped
+        );
+    }
+    assert!(
+        s.files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("talk-time/talk-time-")),
+        "{:?}",
+        s.files
+    );
 }

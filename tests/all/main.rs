@@ -8,6 +8,7 @@ mod audio;
 mod cli;
 mod demo;
 mod isolation;
+mod plugin_dev;
 mod replay;
 mod runtime;
 mod sdk;

@@ -1,0 +1,241 @@
+//! `rtms-plugin.toml`: what `rtms-host plugin build` and `plugin test` need to know about a
+//! plugin folder. Every relative path in it is relative to the folder holding the file.
+//!
+//! ```toml
+//! [plugin]
+//! name = "talk-time"              # lowercase letters, digits and '-'; the pipeline's plugin name
+//! lang = "python"                 # "rust", "python", "js" or "c"
+//! source = "src"                  # the sources (a folder; for rust, the crate's folder)
+//! entry = "app"                   # python: the module; js: the file in `source`; unused for c and rust
+//! component = "build/talk_time.wasm"   # where the built component goes
+//! media = ["transcript", "event"] # the kinds it takes
+//!
+//! [config]                        # passed to `init`, as `[plugin.config]` in pipeline.toml
+//! min_words = 1
+//!
+//! [test]
+//! meeting = "../../examples/recordings/standup.jsonl"  # a recording (.jsonl) or a script (.toml)
+//! expected = "expected"           # outputs.jsonl and files/ as the plugin should produce them
+//! dir = "/out"                    # the guest path of the scratch directory it may write
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The manifest's file name.
+pub const FILE: &str = "rtms-plugin.toml";
+
+/// A plugin's language, which picks the toolchain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    Rust,
+    Python,
+    #[serde(alias = "javascript")]
+    #[value(alias = "javascript")]
+    Js,
+    C,
+}
+
+impl Lang {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
+            Lang::C => "c",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    plugin: RawPlugin,
+    #[serde(default)]
+    config: toml::Table,
+    #[serde(default)]
+    test: RawTest,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    name: String,
+    lang: Lang,
+    source: Option<PathBuf>,
+    entry: Option<String>,
+    component: Option<PathBuf>,
+    media: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTest {
+    meeting: Option<PathBuf>,
+    expected: Option<PathBuf>,
+    dir: Option<String>,
+    memory_mb: Option<u32>,
+    call_timeout_ms: Option<u64>,
+    max_frames: Option<u32>,
+}
+
+/// A loaded manifest, its paths made absolute.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The plugin folder (where `rtms-plugin.toml` is).
+    pub dir: PathBuf,
+    pub name: String,
+    pub lang: Lang,
+    pub source: PathBuf,
+    pub entry: String,
+    pub component: PathBuf,
+    pub media: Vec<String>,
+    pub config: toml::Table,
+    pub test: TestSpec,
+}
+
+/// The `[test]` section.
+#[derive(Debug, Clone)]
+pub struct TestSpec {
+    pub meeting: Option<PathBuf>,
+    pub expected: PathBuf,
+    pub guest_dir: String,
+    pub memory_mb: u32,
+    pub call_timeout_ms: u64,
+    pub max_frames: u32,
+}
+
+impl Manifest {
+    /// Reads `dir/rtms-plugin.toml`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {} (run in a plugin folder, pass --dir, or create one with \
+                 `rtms-host plugin new NAME --lang rust|python|js|c`)",
+                path.display()
+            )
+        })?;
+        Self::parse(&text, dir).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn parse(text: &str, dir: &Path) -> Result<Self> {
+        let raw: Raw = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let p = raw.plugin;
+        check_name(&p.name)?;
+        if p.media.is_empty() {
+            bail!(
+                "[plugin] media is empty: name the kinds the plugin takes, such as [\"transcript\"]"
+            );
+        }
+        for m in &p.media {
+            if !["audio", "video", "share", "transcript", "chat", "event"].contains(&m.as_str()) {
+                bail!(
+                    "[plugin] media: unknown kind {m:?}; expected audio, video, share, transcript, chat or event"
+                );
+            }
+        }
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let snake = p.name.replace('-', "_");
+        let source = dir.join(p.source.unwrap_or_else(|| match p.lang {
+            Lang::Rust => PathBuf::from("."),
+            _ => PathBuf::from("src"),
+        }));
+        let entry = p.entry.unwrap_or_else(|| match p.lang {
+            Lang::Python => "app".into(),
+            Lang::Js => "plugin.js".into(),
+            Lang::C | Lang::Rust => String::new(),
+        });
+        let component = dir.join(p.component.unwrap_or_else(|| match p.lang {
+            Lang::Rust => PathBuf::from(format!("target/wasm32-wasip2/release/{snake}.wasm")),
+            _ => PathBuf::from(format!("build/{snake}.wasm")),
+        }));
+        let t = raw.test;
+        let guest_dir = t.dir.unwrap_or_else(|| "/out".into());
+        if !guest_dir.starts_with('/') {
+            bail!("[test] dir = {guest_dir:?}: the guest path must be absolute, such as \"/out\"");
+        }
+        Ok(Self {
+            name: p.name,
+            lang: p.lang,
+            source,
+            entry,
+            component,
+            media: p.media,
+            config: raw.config,
+            test: TestSpec {
+                meeting: t.meeting.map(|m| dir.join(m)),
+                expected: dir.join(t.expected.unwrap_or_else(|| PathBuf::from("expected"))),
+                guest_dir,
+                memory_mb: t.memory_mb.unwrap_or(256),
+                call_timeout_ms: t.call_timeout_ms.unwrap_or(10_000),
+                max_frames: t.max_frames.unwrap_or(32),
+            },
+            dir,
+        })
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.len() <= 64;
+    if !ok {
+        bail!(
+            "plugin name {name:?}: use lowercase letters, digits and '-', starting with a letter \
+             (at most 64 characters), such as \"talk-time\""
+        );
+    }
+    Ok(())
+}
+
+/// Checks a plugin name given on the command line.
+pub fn valid_name(name: &str) -> Result<()> {
+    check_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_language() {
+        let m = Manifest::parse(
+            "[plugin]\nname = \"talk-time\"\nlang = \"python\"\nmedia = [\"transcript\"]\n",
+            Path::new("/p"),
+        )
+        .unwrap();
+        assert_eq!(m.source, Path::new("/p/src"));
+        assert_eq!(m.entry, "app");
+        assert_eq!(m.component, Path::new("/p/build/talk_time.wasm"));
+        assert_eq!(m.test.expected, Path::new("/p/expected"));
+        assert_eq!(m.test.guest_dir, "/out");
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let e = Manifest::parse(
+            "[plugin]\nname = \"x\"\nlang = \"go\"\nmedia = [\"transcript\"]\n",
+            Path::new("/p"),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("go"), "{e:#}");
+        let e = Manifest::parse(
+            "[plugin]\nname = \"x\"\nlang = \"c\"\nmedia = [\"sound\"]\n",
+            Path::new("/p"),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("sound"), "{e:#}");
+        let e = Manifest::parse(
+            "[plugin]\nname = \"Bad_Name\"\nlang = \"c\"\nmedia = [\"audio\"]\n",
+            Path::new("/p"),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("lowercase"), "{e:#}");
+    }
+}

@@ -1,0 +1,159 @@
+//! `rtms-host plugin new NAME --lang …`: a plugin folder that builds and passes its test
+//! unchanged. Every language gets the same small plugin (it counts the transcript lines and
+//! words of a meeting and reports them at session end), a manifest, a pipeline to run it in
+//! a host, a short sample recording, and the expected outputs of its test.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use super::compile::WIT;
+use super::manifest::{Lang, valid_name};
+
+const SAMPLE: &str = include_str!("templates/sample.jsonl");
+const RUST_LIB: &str = include_str!("templates/rust.lib.rs");
+const RUST_CARGO: &str = include_str!("templates/rust.Cargo.toml");
+const PYTHON_APP: &str = include_str!("templates/app.py");
+const JS_PLUGIN: &str = include_str!("templates/plugin.js");
+const C_PLUGIN: &str = include_str!("templates/plugin.c");
+
+/// What the scaffold's plugin reports for `SAMPLE`.
+pub const EXPECTED_LINES: u64 = 11;
+pub const EXPECTED_WORDS: u64 = 136;
+
+/// Creates the plugin folder `dir` for `name` in `lang`.
+pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<()> {
+    valid_name(name)?;
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!(
+            "{} already exists and is not empty: choose another name or --dir",
+            dir.display()
+        );
+    }
+    let snake = name.replace('-', "_");
+    let fill = |t: &str| t.replace("{{name}}", name).replace("{{snake}}", &snake);
+    let (source_files, component, source_key, writes_files): (
+        Vec<(&str, String)>,
+        String,
+        &str,
+        bool,
+    ) = match lang {
+        Lang::Rust => (
+            vec![
+                ("Cargo.toml", fill(RUST_CARGO)),
+                ("src/lib.rs", fill(RUST_LIB)),
+            ],
+            format!("target/wasm32-wasip2/release/{snake}.wasm"),
+            "source = \".\"",
+            true,
+        ),
+        Lang::Python => (
+            vec![("src/app.py", fill(PYTHON_APP))],
+            format!("build/{snake}.wasm"),
+            "source = \"src\"\nentry = \"app\"",
+            true,
+        ),
+        Lang::Js => (
+            vec![("src/plugin.js", fill(JS_PLUGIN))],
+            format!("build/{snake}.wasm"),
+            "source = \"src\"\nentry = \"plugin.js\"",
+            false,
+        ),
+        Lang::C => (
+            vec![("src/plugin.c", fill(C_PLUGIN))],
+            format!("build/{snake}.wasm"),
+            "source = \"src\"",
+            true,
+        ),
+    };
+    let config = if writes_files {
+        "[config]\ndir = \"/out\"\n"
+    } else {
+        "[config]\n"
+    };
+    let manifest = format!(
+        r#"# How `rtms-host plugin build` and `rtms-host plugin test` treat this folder.
+# The keys are described in docs/plugin-guide/README.md of rtms-host.
+
+[plugin]
+name = "{name}"
+lang = "{lang}"
+{source_key}
+component = "{component}"
+media = ["transcript"]
+
+# Passed to `init` as it would be from [plugin.config] in pipeline.toml.
+{config}
+[test]
+# A recording (.jsonl, from `rtms-host simulate --record`) or a meeting script (.toml).
+meeting = "meetings/sample.jsonl"
+# outputs.jsonl and files/ as the plugin should produce them; `plugin test --update` rewrites them.
+expected = "expected"
+# The guest path of the scratch directory the plugin may write during the test.
+dir = "/out"
+"#,
+        lang = lang.as_str()
+    );
+    let plugin_config = if writes_files {
+        "[[plugin.dir]]\nhost = \"out\"\nguest = \"/out\"\n\n[plugin.limits]\nmemory_mb = 256\n\n[plugin.config]\ndir = \"/out\"\n"
+    } else {
+        "[plugin.limits]\nmemory_mb = 256\n"
+    };
+    let pipeline = format!(
+        r#"# Runs {name} in rtms-host. Try it on the sample meeting, with no network:
+#   rtms-host plugin build && rtms-host replay meetings/sample.jsonl --config pipeline.toml
+# Every key is described in examples/pipeline.toml of rtms-host.
+version = 1
+
+[runtime]
+cache_dir = ".cache"
+dead_letter_dir = "out/dead-letter"
+
+[runtime.reload]
+watch = false
+
+[[plugin]]
+name = "{name}"
+component = "{component}"
+media = ["transcript"]
+
+{plugin_config}
+[[sink]]
+type = "stdout"
+"#
+    );
+    let expected_outputs = format!(
+        "{{\"kind\":\"words\",\"severity\":\"info\",\"message\":\"{EXPECTED_LINES} transcript lines, {EXPECTED_WORDS} words\",\"data\":{{\"lines\":{EXPECTED_LINES},\"words\":{EXPECTED_WORDS}}}}}\n"
+    );
+    let mut files: Vec<(&str, String)> = vec![
+        ("rtms-plugin.toml", manifest),
+        ("pipeline.toml", pipeline),
+        ("wit/plugin.wit", WIT.to_owned()),
+        ("meetings/sample.jsonl", SAMPLE.to_owned()),
+        ("expected/outputs.jsonl", expected_outputs),
+        (
+            ".gitignore",
+            "/build/\n/target/\n/out/\n/.cache/\n".to_owned(),
+        ),
+    ];
+    if writes_files {
+        files.push((
+            "expected/files/words.txt",
+            format!("lines {EXPECTED_LINES}\nwords {EXPECTED_WORDS}\n"),
+        ));
+    }
+    files.extend(source_files);
+    for (rel, text) in files {
+        let p = dir.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
