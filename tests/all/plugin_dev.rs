@@ -356,7 +356,6 @@ async fn the_languages_example_pipeline_runs_all_three() {
     if c {
         assert_eq!(count("audio-levels", "audio-levels"), 1, "{lines}");
     }
-    let table =
-        std::fs::read_to_string(out.path().join("talk-time/talk-time-standup.txt")).unwrap();
+    let table = std::fs::read_to_string(out.path().join("talk-time-standup.txt")).unwrap();
     assert!(table.starts_with("speaker"), "{table}");
 }
