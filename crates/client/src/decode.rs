@@ -106,7 +106,11 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             Decoded::DataResp(serde_json::from_slice(bytes).map_err(shape)?)
         }
         msg_type::STREAM_STATE_UPDATE => {
-            Decoded::StreamState(serde_json::from_slice(bytes).map_err(shape)?)
+            let mut s: StreamStateUpdate = serde_json::from_slice(bytes).map_err(shape)?;
+            if s.reason == 0 {
+                s.reason = s.stop_reason.unwrap_or(0);
+            }
+            Decoded::StreamState(s)
         }
         msg_type::SESSION_STATE_UPDATE => {
             Decoded::SessionState(serde_json::from_slice(bytes).map_err(shape)?)
@@ -280,6 +284,17 @@ mod tests {
         assert!(matches!(m, Decoded::DataResp(r) if r.status_code == 8));
         let m = decode(br#"{"msg_type":8,"state":4,"reason":6,"timestamp":1}"#).unwrap();
         assert!(matches!(m, Decoded::StreamState(s) if s.state == 4 && s.reason == 6));
+        // Zoom's servers send the reason as `reason`, `stop_reason` or both: every form reads.
+        for body in [
+            &br#"{"msg_type":8,"state":4,"reason":25,"stop_reason":25}"#[..],
+            br#"{"msg_type":8,"state":4,"stop_reason":25}"#,
+        ] {
+            let m = decode(body).unwrap();
+            assert!(
+                matches!(&m, Decoded::StreamState(s) if s.state == 4 && s.reason == 25),
+                "{m:?}"
+            );
+        }
         let m =
             decode(br#"{"msg_type":9,"rtms_session_id":"x","state":5,"stop_reason":6}"#).unwrap();
         assert!(matches!(m, Decoded::SessionState(s) if s.state == 5 && s.stop_reason == 6));

@@ -235,9 +235,12 @@ pub struct StreamStateUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtms_stream_id: Option<String>,
     pub state: u32,
-    /// STOP_REASON; one old sample reads `stop_reason`, accepted too.
-    #[serde(default, alias = "stop_reason")]
+    /// STOP_REASON. A server may send it as `stop_reason` too, or only as that (one old
+    /// sample); the decoder takes `reason`, else `stop_reason`.
+    #[serde(default)]
     pub reason: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<u32>,
     #[serde(default)]
     pub timestamp: u64,
 }

@@ -201,9 +201,15 @@ static void frame(const rtms_plugin_types_frame_t *f) {
     st.last_clip_alert = ts;
     st.clip_alerts++;
     char message[300], data[200];
+    // Mixed audio (Zoom's default) names nobody: user id -1, an empty name.
+    const char *who = (const char *)f->user_name.ptr;
+    int who_len = (int)f->user_name.len;
+    if (who_len == 0) {
+      who = "The meeting's audio";
+      who_len = (int)strlen(who);
+    }
     snprintf(message, sizeof message, "%.*s is clipping: %u samples at or above %.1f dBFS (peak %.1f dBFS) at %.1f s",
-             (int)f->user_name.len, (const char *)f->user_name.ptr, clipped, cfg.clip_dbfs,
-             dbfs(peak), (double)(ts - st.t0) / 1000.0);
+             who_len, who, clipped, cfg.clip_dbfs, dbfs(peak), (double)(ts - st.t0) / 1000.0);
     snprintf(data, sizeof data, "{\"at_ms\":%llu,\"clipped_samples\":%u,\"peak_dbfs\":%.1f,\"user_id\":\"%.*s\"}",
              (unsigned long long)(ts - st.t0), clipped, dbfs(peak), (int)f->user_id.len,
              (const char *)f->user_id.ptr);
