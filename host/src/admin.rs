@@ -634,7 +634,10 @@ impl Admin {
                                 Err(_) => continue,
                             },
                             Ok(_) => continue,
-                            Err(RecvError::Lagged(n)) => json!({"type": "lagged", "dropped": n}).to_string(),
+                            Err(RecvError::Lagged(n)) => {
+                                sub.lost(n);
+                                json!({"type": "lagged", "dropped": n}).to_string()
+                            }
                             Err(RecvError::Closed) => return None,
                         },
                     };

@@ -552,6 +552,7 @@ impl Service {
                     metrics: metrics.clone(),
                     ingress: ingress_stats.clone(),
                     outputs: shared.outputs.stats().clone(),
+                    tap: shared.outputs.tap().clone(),
                     streams: Box::new(move || {
                         streams
                             .snapshots()

@@ -7,7 +7,7 @@
 //! while someone listens.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -64,6 +64,8 @@ impl TapEvent {
 pub struct TapHub {
     tx: broadcast::Sender<Arc<TapEvent>>,
     listeners: Arc<AtomicUsize>,
+    /// Events subscribers lost by falling behind, in all.
+    lagged: Arc<AtomicU64>,
 }
 
 impl Default for TapHub {
@@ -71,6 +73,7 @@ impl Default for TapHub {
         Self {
             tx: broadcast::channel(TAP_BUFFER).0,
             listeners: Arc::default(),
+            lagged: Arc::default(),
         }
     }
 }
@@ -79,6 +82,22 @@ impl Default for TapHub {
 pub struct TapSubscription {
     pub rx: broadcast::Receiver<Arc<TapEvent>>,
     listeners: Arc<AtomicUsize>,
+    lagged: Arc<AtomicU64>,
+}
+
+impl TapSubscription {
+    /// Records that this subscriber fell behind and lost `n` events: counted for the
+    /// metrics, logged (rate-limited).
+    pub fn lost(&self, n: u64) {
+        let total = self.lagged.fetch_add(n, Ordering::Relaxed) + n;
+        if rtms_client::ratelog::admit("tap-lagged") {
+            tracing::warn!(
+                lost = n,
+                total,
+                "a tap subscriber fell behind and lost events (the host did not wait for it)"
+            );
+        }
+    }
 }
 
 impl Drop for TapSubscription {
@@ -109,7 +128,13 @@ impl TapHub {
         TapSubscription {
             rx: self.tx.subscribe(),
             listeners: self.listeners.clone(),
+            lagged: self.lagged.clone(),
         }
+    }
+
+    /// Events tap subscribers lost by falling behind, in all.
+    pub fn lagged(&self) -> u64 {
+        self.lagged.load(Ordering::Relaxed)
     }
 
     /// Publishes a frame of a session, when someone listens.
@@ -268,9 +293,13 @@ mod tests {
             hub.frame(1, &id, "m", &frame);
         }
         match sub.rx.recv().await {
-            Err(broadcast::error::RecvError::Lagged(n)) => assert_eq!(n, 10),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                assert_eq!(n, 10);
+                sub.lost(n);
+            }
             other => panic!("expected a lag, got {other:?}"),
         }
+        assert_eq!(hub.lagged(), 10, "the loss is counted for the metrics");
         drop(sub);
         assert!(!hub.active());
     }

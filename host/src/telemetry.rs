@@ -210,6 +210,8 @@ pub struct Sources {
     pub metrics: Arc<Metrics>,
     pub ingress: Arc<IngressStats>,
     pub outputs: Arc<OutputStats>,
+    /// The live tap (events its subscribers lost).
+    pub tap: Arc<crate::tap::TapHub>,
     /// The client's streams with their state.
     pub streams: Box<dyn Fn() -> Vec<StreamState> + Send + Sync>,
     /// Frames waiting in each plugin's queues, summed over sessions.
@@ -377,6 +379,12 @@ impl Collector for HostCollector {
             "outputs_dropped",
             "Outputs dropped because the output queue was full",
             [(none, get(&o.dropped))],
+        )?;
+        counters(
+            &mut enc,
+            "tap_events_lost",
+            "Events tap subscribers (rtms-host tap, the dashboard) lost by falling behind",
+            [(none, s.tap.lagged())],
         )?;
         counters(
             &mut enc,
