@@ -152,28 +152,37 @@ fn written(host: &HostProcess, stream_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// A host process whose `HTTP_PROXY` names `proxy` with `user:<password>`.
+async fn host_behind(proxy: &Proxy, password: &str) -> HostProcess {
+    let proxy_url = format!("http://user:{password}@{}", proxy.addr);
+    tokio::task::spawn_blocking(move || {
+        HostProcess::start_with_env(&pipeline(), &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "")])
+    })
+    .await
+    .unwrap()
+}
+
+/// A short meeting at fast pace whose webhooks go to `host`.
+fn fast_meeting(sim: &Simulator, host: &HostProcess) -> rtms_sim::MeetingHandle {
+    sim.start_meeting(
+        script(8, vec![]),
+        MeetingOptions {
+            product: Product::Meeting,
+            pace: Pace::Fast,
+            webhook_url: Some(host.webhook_url()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signaling_and_media_go_through_the_proxy_named_in_the_environment() {
     // "user:secret" in base64.
     let proxy = Proxy::start("dXNlcjpzZWNyZXQ=").await;
     let sim = simulator().await;
-    let proxy_url = format!("http://user:secret@{}", proxy.addr);
-    let host = tokio::task::spawn_blocking(move || {
-        HostProcess::start_with_env(&pipeline(), &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "")])
-    })
-    .await
-    .unwrap();
-    let m = sim
-        .start_meeting(
-            script(8, vec![]),
-            MeetingOptions {
-                product: Product::Meeting,
-                pace: Pace::Fast,
-                webhook_url: Some(host.webhook_url()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let host = host_behind(&proxy, "secret").await;
+    let m = fast_meeting(&sim, &host);
     let ledger = within("the meeting to finish", m.finished()).await;
     let stream = m.stream_id().to_owned();
     let want = ledger_transcript(&ledger);
@@ -211,23 +220,8 @@ async fn signaling_and_media_go_through_the_proxy_named_in_the_environment() {
 async fn a_proxy_that_refuses_the_credentials_is_named_in_the_error() {
     let proxy = Proxy::start("dXNlcjpzZWNyZXQ=").await;
     let sim = simulator().await;
-    let proxy_url = format!("http://user:wrong@{}", proxy.addr);
-    let host = tokio::task::spawn_blocking(move || {
-        HostProcess::start_with_env(&pipeline(), &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "")])
-    })
-    .await
-    .unwrap();
-    let _m = sim
-        .start_meeting(
-            script(8, vec![]),
-            MeetingOptions {
-                product: Product::Meeting,
-                pace: Pace::Fast,
-                webhook_url: Some(host.webhook_url()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let host = host_behind(&proxy, "wrong").await;
+    let _m = fast_meeting(&sim, &host);
     let line = tokio::task::spawn_blocking(move || {
         host.wait_for_log("did not open a tunnel", Duration::from_secs(15))
     })

@@ -43,6 +43,30 @@ codec = "{codec}"
     )
 }
 
+/// A fast meeting of `lines` utterances through a host with the video recorder on `codec`:
+/// the host (its files) and the simulator's ledger.
+async fn video_meeting(codec: &str, lines: usize) -> (Host, rtms_sim::Ledger) {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let host = start_host(
+        &sim,
+        Setup {
+            extra: video_plugin(codec),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let m = start(
+        &sim,
+        &host,
+        script(lines, vec![]),
+        rtms_proto::Product::Meeting,
+        Pace::Fast,
+    );
+    let ledger = finish(&host, &m).await;
+    (host, ledger)
+}
+
 fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -57,24 +81,7 @@ fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_streams_play_in_ffprobe_with_every_frame_the_simulator_sent() {
     let probe = tokio::task::spawn_blocking(ffprobe).await.unwrap();
-    let sim = Simulator::start(sim_config(false)).await.unwrap();
-    let host = start_host(
-        &sim,
-        Setup {
-            extra: video_plugin("h264"),
-            ..Default::default()
-        },
-        |_| {},
-    )
-    .await;
-    let m = start(
-        &sim,
-        &host,
-        script(20, vec![]),
-        rtms_proto::Product::Meeting,
-        Pace::Fast,
-    );
-    let ledger = finish(&host, &m).await;
+    let (host, ledger) = video_meeting("h264", 20).await;
     let sent = ledger.kinds.get(&MediaKind::Video).map_or(0, |k| k.count);
     assert!(sent > 0, "the meeting sends video");
     let streams = files(&host.out_dir(), ".h264");
@@ -124,24 +131,7 @@ async fn h264_streams_play_in_ffprobe_with_every_frame_the_simulator_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jpeg_frames_become_one_file_each() {
-    let sim = Simulator::start(sim_config(false)).await.unwrap();
-    let host = start_host(
-        &sim,
-        Setup {
-            extra: video_plugin("jpg"),
-            ..Default::default()
-        },
-        |_| {},
-    )
-    .await;
-    let m = start(
-        &sim,
-        &host,
-        script(12, vec![]),
-        rtms_proto::Product::Meeting,
-        Pace::Fast,
-    );
-    let ledger = finish(&host, &m).await;
+    let (host, ledger) = video_meeting("jpg", 12).await;
     let sent = ledger.kinds.get(&MediaKind::Video).map_or(0, |k| k.count);
     let mut written = 0;
     for dir in std::fs::read_dir(host.out_dir()).unwrap().flatten() {
