@@ -437,6 +437,7 @@ impl Service {
         let reloads = Arc::new(ReloadLog::default());
         reloads.set_config(&pipeline);
         let ingress_stats = Arc::new(IngressStats::default());
+        let zoom_app_refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (triggers, trigger_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let admin_stop = CancellationToken::new();
@@ -502,6 +503,7 @@ impl Service {
                 (true, Some(secret)) => Some(Arc::new(crate::zoomapp::ZoomApp {
                     client_secret: secret.expose().to_owned(),
                     rtms: rtms.clone(),
+                    refused: zoom_app_refused.clone(),
                 }) as Arc<dyn rtms_client::AppRoutes>),
                 (true, None) => anyhow::bail!(
                     "server.zoom_app needs the app's client secret to verify the Zoom client: export {}",
@@ -553,6 +555,7 @@ impl Service {
                     ingress: ingress_stats.clone(),
                     outputs: shared.outputs.stats().clone(),
                     tap: shared.outputs.tap().clone(),
+                    zoom_app_refused: zoom_app_refused.clone(),
                     streams: Box::new(move || {
                         streams
                             .snapshots()

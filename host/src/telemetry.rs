@@ -212,6 +212,8 @@ pub struct Sources {
     pub outputs: Arc<OutputStats>,
     /// The live tap (events its subscribers lost).
     pub tap: Arc<crate::tap::TapHub>,
+    /// Server-side Zoom App requests refused.
+    pub zoom_app_refused: Arc<AtomicU64>,
     /// The client's streams with their state.
     pub streams: Box<dyn Fn() -> Vec<StreamState> + Send + Sync>,
     /// Frames waiting in each plugin's queues, summed over sessions.
@@ -379,6 +381,12 @@ impl Collector for HostCollector {
             "outputs_dropped",
             "Outputs dropped because the output queue was full",
             [(none, get(&o.dropped))],
+        )?;
+        counters(
+            &mut enc,
+            "zoom_app_refusals",
+            "Server-side Zoom App requests refused: no app context, one Zoom did not seal, expired, or not in a meeting",
+            [(none, get(&s.zoom_app_refused))],
         )?;
         counters(
             &mut enc,

@@ -134,6 +134,9 @@ pub fn encrypt_context(ctx: &AppContext, client_secret: &str) -> String {
 pub struct ZoomApp {
     pub client_secret: String,
     pub rtms: Arc<RtmsControl>,
+    /// Server-side requests refused (no context, one Zoom did not seal, expired, not in a
+    /// meeting): counted for the metrics (`rtms_zoom_app_refusals_total`).
+    pub refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn page(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>> {
@@ -168,6 +171,19 @@ fn answer(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 impl ZoomApp {
+    /// Refuses a server-side request: counted, and logged at most a few times per interval
+    /// (anyone can send these to the public listener).
+    fn refuse(&self, status: StatusCode, error: &str) -> Response<Full<Bytes>> {
+        let n = self
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if rtms_client::ratelog::admit("zoom-app-refused") {
+            tracing::warn!(error, refused_so_far = n, "Zoom App request refused");
+        }
+        answer(status, json!({"error": error}))
+    }
+
     async fn route(&self, req: AppRequest) -> Response<Full<Bytes>> {
         let sub = req.path.strip_prefix(PREFIX).unwrap_or("");
         match (&req.method, sub) {
@@ -190,28 +206,25 @@ impl ZoomApp {
                     .get("x-zoom-app-context")
                     .and_then(|v| v.to_str().ok())
                 else {
-                    return answer(
+                    return self.refuse(
                         StatusCode::UNAUTHORIZED,
-                        json!({"error": "send the x-zoom-app-context header from zoomSdk.getAppContext()"}),
+                        "send the x-zoom-app-context header from zoomSdk.getAppContext()",
                     );
                 };
                 let ctx = match decrypt_context(header, &self.client_secret) {
                     Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Zoom App request refused");
-                        return answer(StatusCode::UNAUTHORIZED, json!({"error": e}));
-                    }
+                    Err(e) => return self.refuse(StatusCode::UNAUTHORIZED, &e),
                 };
                 if ctx.exp.is_some_and(|exp| exp < rtms_proto::unix_ms()) {
-                    return answer(
+                    return self.refuse(
                         StatusCode::UNAUTHORIZED,
-                        json!({"error": "the app context has expired: call zoomSdk.getAppContext() again"}),
+                        "the app context has expired: call zoomSdk.getAppContext() again",
                     );
                 }
                 let Some(meeting) = ctx.mid.filter(|m| !m.is_empty()) else {
-                    return answer(
+                    return self.refuse(
                         StatusCode::BAD_REQUEST,
-                        json!({"error": "the app was not opened in a meeting"}),
+                        "the app was not opened in a meeting",
                     );
                 };
                 tracing::info!(action = action.as_str(), user = %ctx.uid, "Zoom App asked for an RTMS status change");

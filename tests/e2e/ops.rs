@@ -121,7 +121,7 @@ pub fn chromium() {
 }
 
 /// GET or POST `path` on the admin listener; status and body.
-async fn admin(
+pub async fn admin(
     host: &Host,
     method: Method,
     path: &str,

@@ -21,7 +21,11 @@ const CHECK: &str = concat!(
 
 async fn app_host(sim: &Simulator, api: &ZoomApi) -> Host {
     let base = api.base_url();
-    start_host(sim, Setup::default(), move |p| {
+    let setup = Setup {
+        admin: true,
+        ..Default::default()
+    };
+    start_host(sim, setup, move |p| {
         p.server.zoom_app = true;
         p.zoom.api_base_url = base.clone();
         p.zoom.oauth_base_url = base;
@@ -181,5 +185,13 @@ async fn the_server_start_refuses_a_context_not_sealed_by_zoom() {
         assert!(String::from_utf8_lossy(&body).contains(why), "{why}");
     }
     assert!(api.counts().status_calls.is_empty(), "Zoom was never asked");
+    // Each refusal is counted (and logged at a bounded rate: anyone can send these).
+    let (_, metrics) = crate::ops::admin(&host, hyper::Method::GET, "/metrics", None).await;
+    let refusals = metrics
+        .lines()
+        .find(|l| l.starts_with("rtms_zoom_app_refusals_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(refusals, Some(3.0), "{metrics}");
     assert!(api.meeting(&id).is_none());
 }
