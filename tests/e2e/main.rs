@@ -27,6 +27,8 @@
 
 #[path = "../shared/host_process.rs"]
 mod host_process;
+#[path = "../shared/pyvenv.rs"]
+mod pyvenv;
 #[path = "../all/util.rs"]
 mod util;
 

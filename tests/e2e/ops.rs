@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::harness::*;
+use crate::pyvenv::{self, run};
 
 const PARSE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/ops/parse_metrics.py");
 const DASHBOARD: &str = concat!(
@@ -29,51 +30,16 @@ const DASHBOARD: &str = concat!(
     "/../tests/ops/dashboard_check.py"
 );
 
-fn run(cmd: &mut std::process::Command) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 /// The venv's python with `prometheus_client` and `playwright`, created on first use.
 pub fn ops_python() -> PathBuf {
     static PY: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     PY.get_or_init(|| {
         let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops-venv");
-        let py = venv.join("bin").join("python");
-        let check = || {
-            run(std::process::Command::new(&py)
-                .args(["-c", "import prometheus_client, playwright"]))
-        };
-        if py.exists() && check().is_ok() {
-            return Ok(py);
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        run(std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv))?;
-        run(std::process::Command::new(&py).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "prometheus_client",
-            "playwright",
-        ]))
-        .map_err(|e| format!("pip could not install prometheus_client and playwright: {e}"))?;
-        check()?;
-        Ok(py)
+        pyvenv::python(
+            &venv,
+            &["prometheus_client", "playwright"],
+            "prometheus_client, playwright",
+        )
     })
     .clone()
     .unwrap_or_else(|e| panic!("the test's Python tools are not available: {e}"))

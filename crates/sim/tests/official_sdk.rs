@@ -21,53 +21,13 @@ fn venv_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("rtms-sdk-venv")
 }
 
-fn run(cmd: &mut std::process::Command) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
+#[path = "../../../tests/shared/pyvenv.rs"]
+mod pyvenv;
 
 /// The venv's python with `rtms` importable, creating it on first use.
 fn sdk_python() -> Result<PathBuf, String> {
-    let venv = venv_dir();
-    let py = venv.join("bin").join("python");
-    if py.exists() && run(std::process::Command::new(&py).args(["-c", "import rtms"])).is_ok() {
-        return Ok(py);
-    }
-    let base = ["python3.11", "python3"]
-        .into_iter()
-        .find(|p| {
-            std::process::Command::new(p)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .ok_or("no python3 on PATH: Zoom's SDK test needs Python 3.10-3.13")?;
-    let _ = std::fs::remove_dir_all(&venv);
-    run(std::process::Command::new(base)
-        .args(["-m", "venv"])
-        .arg(&venv))?;
-    run(std::process::Command::new(&py).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "rtms",
-    ]))
-    .map_err(|e| format!("pip could not install Zoom's SDK (PyPI package `rtms`): {e}"))?;
-    run(std::process::Command::new(&py).args(["-c", "import rtms"]))?;
-    Ok(py)
+    pyvenv::python(&venv_dir(), &["rtms"], "rtms")
+        .map_err(|e| format!("Zoom's SDK (PyPI package `rtms`) is not installable: {e}"))
 }
 
 fn sdk_log(dir: &Path) -> String {
