@@ -34,7 +34,7 @@ use crate::router::{PluginEntry, RouteTable};
 use crate::runtime::Runtime;
 use crate::runtime::host::InstanceCtx;
 use crate::services::{RollbackRequest, Services};
-use crate::worker::{Control, Worker, WorkerHandle, record_push};
+use crate::worker::{Control, Inline, Worker, WorkerHandle, record_push};
 
 /// What every session shares: the host's services (which workers see too), the published
 /// routing table and the live sessions. Derefs to [`Services`].
@@ -192,7 +192,7 @@ impl HostSession {
             frame.kind.into(),
             frame.payload.len() + frame.text.as_ref().map_or(0, String::len),
         );
-        let blocked = {
+        let (inline, blocked) = {
             let mut st = self.state.lock();
             if st.ended {
                 return;
@@ -203,6 +203,9 @@ impl HostSession {
             }
             self.offer(&st, frame)
         };
+        for (worker, frame) in inline {
+            worker.deliver(frame).await;
+        }
         if blocked.is_empty() {
             return;
         }
@@ -221,10 +224,11 @@ impl HostSession {
         .await;
     }
 
-    /// Offers the frame to every subscribed worker's queue without waiting; returns the
-    /// workers that must be waited for. Every subscriber but the last gets a copy; the last
-    /// gets the frame itself.
-    fn offer(&self, st: &SessionState, frame: Frame) -> Vec<Blocked> {
+    /// Offers the frame to every subscribed worker without waiting: straight to the plugin
+    /// (returned, to be delivered once the session lock is released) when the worker is idle
+    /// and takes it inline, else to its queue. Returns those and the workers that must be
+    /// waited for. Every subscriber but the last gets a copy; the last gets the frame itself.
+    fn offer(&self, st: &SessionState, frame: Frame) -> (Vec<(Inline, Frame)>, Vec<Blocked>) {
         let kind = frame.kind.into();
         let mut left = st
             .workers
@@ -233,6 +237,7 @@ impl HostSession {
             .count();
         let mut frame = Some(frame);
         let mut blocked = Vec::new();
+        let mut inline = Vec::new();
         for w in st.workers.iter().filter(|w| w.entry.kinds.contains(kind)) {
             left -= 1;
             let f = if left == 0 {
@@ -241,6 +246,11 @@ impl HostSession {
                 frame.clone()
             };
             let Some(f) = f else { break };
+            if let Some(worker) = w.try_inline() {
+                record_push(&self.shared.services, &w.entry, &w.ctx, Pushed::Queued);
+                inline.push((worker, f));
+                continue;
+            }
             let (frame, shed) = match w.queue.try_push(f) {
                 Ok(pushed @ Pushed::Shed { .. }) => (None, Some(pushed)),
                 Ok(pushed) => {
@@ -257,7 +267,7 @@ impl HostSession {
                 shed,
             });
         }
-        blocked
+        (inline, blocked)
     }
 
     /// Reconciles with the published table if it changed.

@@ -73,6 +73,12 @@ pub struct PluginStats {
     pub delivered: AtomicU64,
     /// `on-frames` calls made.
     pub calls: AtomicU64,
+    /// Frames delivered straight from the session's task, bypassing the queue and the
+    /// worker's wake-up (see `crate::worker::WorkerHandle::try_inline`).
+    pub inline: AtomicU64,
+    /// Of those, calls that had to wait (an epoch tick, I/O) and finished on a task of
+    /// their own.
+    pub inline_handoffs: AtomicU64,
     /// Frames dropped to make room in a full queue (kinds its queue policy drops).
     pub dropped: AtomicU64,
     /// `dropped` by the kind of the frame dropped.

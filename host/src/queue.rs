@@ -267,11 +267,20 @@ impl<C> Queue<C> {
     /// `max_frames` frames and no control message behind them) waits for more until
     /// `max_wait` after its oldest frame was queued.
     pub async fn next_batch(&self, max_frames: usize, max_wait: Duration) -> Batch<C> {
+        self.ready(max_frames, max_wait).await;
+        self.take_now(max_frames)
+    }
+
+    /// Waits until [`Queue::next_batch`] would take something: at least one item, and a
+    /// partial batch has waited out `max_wait`. Takes nothing: the one consumer then takes
+    /// with [`Queue::take_now`] (the worker does so holding its instance, so nothing can be
+    /// delivered around the batch in between).
+    pub async fn ready(&self, max_frames: usize, max_wait: Duration) {
         let max_frames = max_frames.max(1);
         loop {
             let ready = self.items.notified();
             let wait_until = {
-                let mut q = self.inner.lock();
+                let q = self.inner.lock();
                 match q.items.front() {
                     None => None,
                     Some(Item::Frame(_, at))
@@ -283,19 +292,33 @@ impl<C> Queue<C> {
                     {
                         Some(*at + max_wait)
                     }
-                    Some(_) => return self.take(&mut q, max_frames),
+                    Some(_) => return,
                 }
             };
             match wait_until {
                 None => ready.await,
                 Some(t) => {
                     if tokio::time::timeout_at(t, ready).await.is_err() {
-                        let mut q = self.inner.lock();
-                        return self.take(&mut q, max_frames);
+                        return;
                     }
                 }
             }
         }
+    }
+
+    /// Takes up to `max_frames` consecutive frames and the control message right after
+    /// them, if any, without waiting (an empty batch when nothing is queued).
+    pub fn take_now(&self, max_frames: usize) -> Batch<C> {
+        let mut q = self.inner.lock();
+        self.take(&mut q, max_frames.max(1))
+    }
+
+    /// Whether nothing at all is queued (no frame, no control message) and the queue still
+    /// takes frames: a frame may then bypass it and go straight to the plugin without
+    /// overtaking anything.
+    pub fn idle(&self) -> bool {
+        let q = self.inner.lock();
+        q.items.is_empty() && !q.closed
     }
 
     fn take(&self, q: &mut Inner<C>, max_frames: usize) -> Batch<C> {

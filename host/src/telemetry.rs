@@ -414,7 +414,7 @@ impl Collector for HostCollector {
                 .iter()
                 .map(move |(n, p)| -> (PluginLabel, u64) { ([("plugin", n.clone())], get(f(p))) })
         };
-        let table: [(&str, &str, StatField); 17] = [
+        let table: [(&str, &str, StatField); 19] = [
             (
                 "plugin_frames_routed",
                 "Frames routed to the plugin's queues",
@@ -426,6 +426,16 @@ impl Collector for HostCollector {
                 |p| &p.delivered,
             ),
             ("plugin_batches", "on-frames calls", |p| &p.calls),
+            (
+                "plugin_frames_inline",
+                "Frames delivered on the session's task, bypassing the queue (the worker was idle)",
+                |p| &p.inline,
+            ),
+            (
+                "plugin_inline_handoffs",
+                "Inline calls that had to wait and finished on a task of their own",
+                |p| &p.inline_handoffs,
+            ),
             (
                 "plugin_frames_dropped",
                 "Frames dropped by a full drop-oldest queue",

@@ -23,15 +23,25 @@
 //!   roll back the pipeline.
 //! - A writable granted directory over its quota stops the plugin for this session, like an
 //!   open breaker (see `crate::runtime::quota`).
+//! - A frame goes straight to the plugin, on the session's task, when that can neither
+//!   reorder nor delay anything ([`WorkerHandle::try_inline`]): nothing is queued for the
+//!   worker, its instance is live, its batches do not wait to fill (`max_wait_ms = 0`) and
+//!   its last call was quick. The call is polled once there; one that has to wait (it ran
+//!   into an epoch tick, or waits on I/O) finishes on a task of its own, still holding the
+//!   worker, so frames queued meanwhile wait their turn. At real-time pace this is the
+//!   common case, and a frame then costs no wake-up of another task or thread.
 //! - The session's producer never waits long on a worker: a full `block` queue sheds after
 //!   the plugin's block timeout ([`record_push`] dead-letters and counts what is shed), and
 //!   while the worker waits out a restart delay an `End` or `Swap` ends the wait at once
 //!   (the queued frames go to a fresh instance right away).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
 use crate::bindings::{EndReason, Frame, SessionInfo};
@@ -59,6 +69,47 @@ pub struct WorkerHandle {
     /// The (plugin, session) context: counters of what was lost.
     pub ctx: Arc<InstanceCtx>,
     pub task: tokio::task::JoinHandle<()>,
+    /// The worker's state, its instance included: held by the worker task for each batch,
+    /// and by the session for a frame it delivers inline.
+    core: Arc<AsyncMutex<Worker>>,
+}
+
+/// A plugin call this long or longer keeps the plugin off the session's task: its frames go
+/// through its queue and worker until a call is quick again. Quick calls cost less inline
+/// than the wake-up of another task would.
+pub const INLINE_CALL_MAX: Duration = Duration::from_micros(500);
+
+impl WorkerHandle {
+    /// Takes the worker for one frame delivered on the caller's task, when that can neither
+    /// reorder nor delay anything: nothing queued (no frame, no control message), a live
+    /// instance, no restart pending, batches that do not wait to fill (`max_wait_ms = 0`),
+    /// and a last call under [`INLINE_CALL_MAX`]. `None` when the worker is busy or any of
+    /// that does not hold: the frame then goes through the queue.
+    pub fn try_inline(&self) -> Option<Inline> {
+        let worker = self.core.clone().try_lock_owned().ok()?;
+        worker.can_inline().then_some(Inline(worker))
+    }
+}
+
+/// The worker, held for a frame delivered inline.
+pub struct Inline(OwnedMutexGuard<Worker>);
+
+impl Inline {
+    /// Delivers `frame` as a batch of one. The call is polled once here; if it has to wait
+    /// (an epoch tick made it yield, or it waits on I/O), it finishes on a task of its own,
+    /// still holding the worker: frames queued meanwhile go after it, in order.
+    pub async fn deliver(self, frame: Frame) {
+        let mut worker = self.0;
+        let stats = worker.entry.stats.clone();
+        stats.inline.fetch_add(1, Ordering::Relaxed);
+        let mut call = Box::pin(async move { worker.deliver(vec![frame]).await });
+        let pending =
+            std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await;
+        if pending {
+            stats.inline_handoffs.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(call);
+        }
+    }
 }
 
 /// Counts what happened to a frame pushed to a worker's queue: routed, dropped to make room
@@ -136,6 +187,8 @@ pub struct Worker {
     start_error: Option<String>,
     /// Set while ending the session: a failure then schedules no restart and trips nothing.
     ending: bool,
+    /// How long the last plugin call took (see [`INLINE_CALL_MAX`]).
+    last_call: Duration,
 }
 
 impl Worker {
@@ -175,42 +228,62 @@ impl Worker {
             over_quota: false,
             start_error: None,
             ending: false,
+            last_call: Duration::ZERO,
         };
-        let task = tokio::spawn(worker.run());
+        let core = Arc::new(AsyncMutex::new(worker));
+        let task = tokio::spawn(Self::run(core.clone(), queue.clone()));
         WorkerHandle {
             queue,
             entry,
             ctx,
             task,
+            core,
         }
     }
 
-    async fn run(mut self) {
-        // Start eagerly so the plugin sees the session start before its first frame.
-        self.ensure_instance().await;
+    /// The worker task: waits (without holding the worker) until a batch is ready, then
+    /// holds the worker while it takes the batch and delivers it, so that no frame can be
+    /// delivered inline in between.
+    async fn run(core: Arc<AsyncMutex<Self>>, queue: Arc<Queue<Control>>) {
+        let (mut max, mut wait) = {
+            let mut w = core.lock().await;
+            // Start eagerly so the plugin sees the session start before its first frame.
+            w.ensure_instance().await;
+            (w.entry.batch_max, w.entry.batch_wait)
+        };
         loop {
-            if let Some(t) = self.not_before
+            queue.ready(max, wait).await;
+            let mut w = core.lock().await;
+            if let Some(t) = w.not_before
                 && Instant::now() < t
-                && self.queue.control_before(t).await
+                && queue.control_before(t).await
             {
                 // An end or a swap while restarting: do not make it wait out the delay;
                 // the frames queued before it go to a fresh instance now.
-                self.not_before = None;
-                continue;
+                w.not_before = None;
             }
-            let batch = self
-                .queue
-                .next_batch(self.entry.batch_max, self.entry.batch_wait)
-                .await;
+            let batch = queue.take_now(w.entry.batch_max);
             if !batch.frames.is_empty() {
-                self.deliver(batch.frames).await;
+                w.deliver(batch.frames).await;
             }
             if let Some(control) = batch.control
-                && self.control(control).await
+                && w.control(control).await
             {
                 return;
             }
+            (max, wait) = (w.entry.batch_max, w.entry.batch_wait);
         }
+    }
+
+    /// See [`WorkerHandle::try_inline`].
+    fn can_inline(&self) -> bool {
+        self.instance.is_some()
+            && !self.stopped()
+            && !self.ending
+            && self.not_before.is_none()
+            && self.entry.batch_wait.is_zero()
+            && self.last_call < INLINE_CALL_MAX
+            && self.queue.idle()
     }
 
     /// Handles a control message; returns true when the worker is done.
@@ -340,7 +413,8 @@ impl Worker {
         let inst = self.instance.as_mut().expect("ensured above");
         let started = std::time::Instant::now();
         let result = inst.frames(self.info.session, &frames).await;
-        self.entry.stats.call_seconds.observe(started.elapsed());
+        self.last_call = started.elapsed();
+        self.entry.stats.call_seconds.observe(self.last_call);
         self.entry.stats.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(hook) = self.services.metrics.batch_hook() {
             (hook.0)(self.info.session, &self.entry.name, &frames);

@@ -7,6 +7,7 @@
 mod audio;
 mod cli;
 mod demo;
+mod framepath;
 mod isolation;
 mod plugin_dev;
 mod replay;

@@ -1,0 +1,92 @@
+//! The frame path's fast case: a frame for an idle plugin is delivered on the session's own
+//! task (no queue, no wake-up of the worker), file writes included, and a plugin that has
+//! to wait leaves that task without reordering anything.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::util::*;
+
+fn recorder() -> Plug {
+    Plug::new("recorder", "seq_recorder")
+}
+
+/// Pushes frames one at a time, yielding between them as a socket reader does while it
+/// waits for the next message (the workers start their instances meanwhile).
+async fn push_paced(s: &rtms_host::core::HostSession, seqs: std::ops::RangeInclusive<u64>) {
+    for seq in seqs {
+        s.push(transcript(seq, "Ann", "hi")).await;
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_plugin_takes_frames_inline_and_its_file_writes_stay_on_the_task() {
+    let h = harness(&[recorder()]).await;
+    let s = session(&h, "inline-stream");
+    push_paced(&s, 1..=100).await;
+    let st = h.metrics.plugin("recorder");
+    let inline = st.inline.load(Ordering::Relaxed);
+    let handoffs = st.inline_handoffs.load(Ordering::Relaxed);
+    // One frame at a time to an idle worker: nearly every frame goes inline (a call that
+    // straddles an epoch tick yields, is handed off, and the next frames queue behind it).
+    assert!(inline >= 50, "only {inline} of 100 frames went inline");
+    // seq_recorder writes its file on every frame. Were the write run on the blocking
+    // pool, every inline call would wait for it and be handed off.
+    assert!(
+        handoffs * 4 < inline,
+        "{handoffs} of {inline} inline calls had to wait: file writes left the task"
+    );
+    end(&s).await;
+    assert_eq!(
+        recorded_seqs(&h.out_dir().join("seqs-inline-stream.txt")),
+        (1..=100).collect::<Vec<_>>(),
+        "every frame once, in order"
+    );
+    assert_eq!(st.delivered.load(Ordering::Relaxed), 100);
+}
+
+#[tokio::test]
+async fn a_plugin_that_batches_by_time_is_never_called_inline() {
+    let mut recorder = recorder();
+    recorder.batch_max = 8;
+    recorder.batch_wait = Duration::from_millis(200);
+    let h = harness(&[recorder]).await;
+    let s = session(&h, "batched-stream");
+    for seq in 1..=8 {
+        s.push(transcript(seq, "Ann", "hi")).await;
+    }
+    end(&s).await;
+    let st = h.metrics.plugin("recorder");
+    assert_eq!(st.inline.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        st.calls.load(Ordering::Relaxed),
+        1,
+        "the eight frames waited for each other"
+    );
+}
+
+/// A plugin slower than the inline bound (its calls spin into the deadline) is handed off
+/// after its first call and then served by its worker, while a quick plugin on the same
+/// session keeps taking every frame inline, in order.
+#[tokio::test]
+async fn a_slow_plugin_leaves_the_session_task_and_the_quick_one_stays_inline() {
+    let mut spin = Plug::new("spin", "spin");
+    spin.call_timeout = Duration::from_millis(30);
+    let h = harness(&[spin, recorder()]).await;
+    let s = session(&h, "mixed-stream");
+    push_paced(&s, 1..=40).await;
+    let spin = h.metrics.plugin("spin");
+    let quick = h.metrics.plugin("recorder");
+    assert!(
+        spin.inline.load(Ordering::Relaxed) <= 2,
+        "the spinning plugin was called inline {} times",
+        spin.inline.load(Ordering::Relaxed)
+    );
+    assert!(quick.inline.load(Ordering::Relaxed) >= 20);
+    end(&s).await;
+    assert_eq!(
+        recorded_seqs(&h.out_dir().join("seqs-mixed-stream.txt")),
+        (1..=40).collect::<Vec<_>>()
+    );
+}
