@@ -9,8 +9,8 @@
 //! other in the same run: the raw reader ([`crate::raw`], parse + base64 decode, one task per
 //! stream) and the host with audio-recorder and rms-meter on audio (default `drop-oldest`
 //! queues) plus transcript-writer and keyword-alerter on transcripts and chat, every plugin
-//! with `[plugin.batch] max_wait_ms = 0` (a batch takes what is queued; the default 10 ms
-//! wait for a fuller batch would be most of the latency at real-time pace).
+//! with the default `[plugin.batch] max_wait_ms = 0` (a batch takes what is queued; an idle
+//! plugin gets each frame on the stream's task).
 //!
 //! Latency (host): from the moment the socket read carrying an audio frame returned (before
 //! the client decoded it; the host's read tap) to the return of each audio plugin's

@@ -70,7 +70,7 @@ pub struct PluginDef {
     pub on_full: Option<&'static str>,
     pub capacity: usize,
     pub batch_max: usize,
-    /// `[plugin.batch] max_wait_ms`; `None` keeps the default (10 ms).
+    /// `[plugin.batch] max_wait_ms`; `None` keeps the default (0).
     pub batch_wait_ms: Option<u64>,
     /// `key = <toml value>` lines of `[plugin.config]`.
     pub config: Vec<(String, String)>,

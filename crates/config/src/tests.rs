@@ -260,7 +260,7 @@ fn plugin_defaults_follow_what_it_subscribes_to() {
         a.batch,
         Batch {
             max_frames: 32,
-            max_wait: Duration::from_millis(10)
+            max_wait: Duration::ZERO
         }
     );
     assert_eq!(a.limits.memory_mb, 64);

@@ -126,8 +126,11 @@ pub const fn default_queue_capacity() -> u64 {
 pub const fn default_batch_max_frames() -> u64 {
     32
 }
+/// 0: a batch takes what is queued, and a frame for an idle plugin goes straight to it (see
+/// the host's frame path). Under load batches still fill on their own, from the frames that
+/// queue while the plugin works.
 pub const fn default_batch_max_wait_ms() -> u64 {
-    10
+    0
 }
 pub const fn default_block_timeout_ms() -> u64 {
     1_000
