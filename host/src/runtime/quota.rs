@@ -10,9 +10,12 @@
 //! blocking pool cost two thread wake-ups per plugin call, which showed in the frame path's
 //! profile.
 //! Every session of a plugin shares the directory, so a measure taken for one session is
-//! reused by the others for ten times as long as it took (at most [`MAX_REUSE`]): measuring
-//! costs at most about a tenth of the time. A session never reuses its own measure, so one
-//! session's writes are measured after each of its calls.
+//! reused by the others for [`REUSE_FACTOR`] times as long as it took (at most
+//! [`MAX_REUSE`]): measuring costs at most about 1 % of a thread, however many sessions
+//! write there. The measure of a small directory (under [`SMALL_DIR`] entries) is not
+//! reused by the session that took it, so one session's writes there are measured after
+//! each of its calls; a large one (a file per session of a busy plugin) is reused by every
+//! session alike, or a thousand live sessions would keep a walk running all the time.
 //!
 //! Granularity, honestly: a plugin can overshoot its quota by what it writes within one
 //! call plus what all its sessions write while a measure is reused; it cannot keep writing
@@ -29,14 +32,32 @@ use super::host::Grant;
 /// A measured size is reused at most this long.
 pub const MAX_REUSE: Duration = Duration::from_secs(1);
 
+/// A measured size is reused for this many times as long as the walk took.
+pub const REUSE_FACTOR: u32 = 100;
+
+/// A directory with fewer entries than this is measured after each of a session's calls.
+pub const SMALL_DIR: u64 = 64;
+
 /// A directory whose last walk took less than this is walked inline.
 pub const INLINE_BELOW: Duration = Duration::from_micros(500);
 
 /// The last measured usage of each granted directory.
 #[derive(Default)]
 pub struct Quotas {
-    /// Directory -> (reuse until, bytes, session that measured, how long the walk took).
-    measured: Mutex<HashMap<PathBuf, (Instant, u64, u64, Duration)>>,
+    /// Directory -> the last measure.
+    measured: Mutex<HashMap<PathBuf, Measure>>,
+}
+
+struct Measure {
+    /// Reused until then.
+    until: Instant,
+    bytes: u64,
+    /// Files and directories under the directory.
+    entries: u64,
+    /// The session that measured.
+    by: u64,
+    /// How long the walk took.
+    took: Duration,
 }
 
 impl Quotas {
@@ -63,39 +84,50 @@ impl Quotas {
 
     async fn usage(&self, dir: &Path, session: u64) -> u64 {
         let last_took = match self.measured.lock().get(dir) {
-            Some((until, bytes, by, _)) if *by != session && Instant::now() < *until => {
-                return *bytes;
+            Some(m) if Instant::now() < m.until && (m.by != session || m.entries >= SMALL_DIR) => {
+                return m.bytes;
             }
-            Some((_, _, _, took)) => Some(*took),
+            Some(m) => Some(m.took),
             None => None,
         };
         let started = Instant::now();
-        let bytes = if last_took.is_some_and(|t| t < INLINE_BELOW) {
-            dir_bytes(dir)
+        let (bytes, entries) = if last_took.is_some_and(|t| t < INLINE_BELOW) {
+            dir_usage(dir)
         } else {
             let path = dir.to_owned();
-            tokio::task::spawn_blocking(move || dir_bytes(&path))
+            tokio::task::spawn_blocking(move || dir_usage(&path))
                 .await
-                .unwrap_or(0)
+                .unwrap_or((0, 0))
         };
         let took = started.elapsed();
-        let until = Instant::now() + (took * 10).min(MAX_REUSE);
-        self.measured
-            .lock()
-            .insert(dir.to_owned(), (until, bytes, session, took));
+        let measure = Measure {
+            until: Instant::now() + (took * REUSE_FACTOR).min(MAX_REUSE),
+            bytes,
+            entries,
+            by: session,
+            took,
+        };
+        self.measured.lock().insert(dir.to_owned(), measure);
         bytes
     }
 }
 
 /// The apparent size of every file under `dir`, not following symbolic links.
 pub fn dir_bytes(dir: &Path) -> u64 {
+    dir_usage(dir).0
+}
+
+/// The apparent size of every file under `dir`, and how many entries are under it.
+fn dir_usage(dir: &Path) -> (u64, u64) {
     let mut total = 0u64;
+    let mut count = 0u64;
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
         for e in entries.flatten() {
+            count += 1;
             let Ok(meta) = e.path().symlink_metadata() else {
                 continue;
             };
@@ -106,7 +138,7 @@ pub fn dir_bytes(dir: &Path) -> u64 {
             }
         }
     }
-    total
+    (total, count)
 }
 
 #[cfg(test)]
@@ -119,6 +151,6 @@ mod tests {
         std::fs::write(d.path().join("a"), vec![0u8; 1000]).unwrap();
         std::fs::create_dir(d.path().join("sub")).unwrap();
         std::fs::write(d.path().join("sub/b"), vec![0u8; 24]).unwrap();
-        assert_eq!(dir_bytes(d.path()), 1024);
+        assert_eq!(dir_usage(d.path()), (1024, 3));
     }
 }
