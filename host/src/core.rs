@@ -3,7 +3,10 @@
 //!
 //! A [`HostSession`] is what the RTMS client (or `replay`) pushes frames into. Pushing is
 //! done on the caller's task — the socket reader — with no extra hop: the frame is matched
-//! against the session's workers and put on their queues. Each session remembers the table
+//! against the session's workers and, for each, either handed straight to the plugin on this
+//! task (its worker is idle and nothing is queued: see `crate::worker`), or put on its queue
+//! for its worker. At real-time pace the first is the common case, so a frame costs no
+//! wake-up of another task or thread; under load frames queue and are taken in batches. Each session remembers the table
 //! it last reconciled with; when a reload publishes a new one, the session reconciles
 //! (spawn workers for added plugins, swap changed ones in band, end removed ones) under the
 //! same lock the frame path takes, so a swap marker sits exactly between two frames.
