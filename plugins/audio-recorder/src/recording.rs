@@ -73,6 +73,9 @@ pub struct Recording {
     timeline: Timeline,
     /// Whether the file held audio from an earlier instance when this one opened it.
     appended_to: bool,
+    /// The file's bytes before the samples, as last written: a patch rewrites the span of
+    /// them that holds the patched fields in one write.
+    head: Vec<u8>,
 }
 
 impl Recording {
@@ -109,7 +112,8 @@ impl Recording {
                 .truncate(true)
                 .open(path)
                 .map_err(open_err)?;
-            file.write_all(&wav::header(format, Mark::default(), 0))
+            let head = wav::header(format, Mark::default(), 0);
+            file.write_all(&head)
                 .map_err(|source| io("write the header of", &shown, source))?;
             return Ok(Self {
                 path: path.to_owned(),
@@ -126,6 +130,7 @@ impl Recording {
                     wav::max_data_len(wav::HEADER_LEN, format),
                 ),
                 appended_to: false,
+                head,
             });
         };
         let mut file = OpenOptions::new()
@@ -175,6 +180,7 @@ impl Recording {
                 limit,
             ),
             appended_to: data_len > 0,
+            head: head[..parsed.data_offset as usize].to_vec(),
         };
         // Sizes may be placeholders if the last instance was interrupted: fix them now.
         recording.patch()?;
@@ -241,30 +247,32 @@ impl Recording {
         self.patch()
     }
 
-    /// Writes the RIFF size, the data size and the timeline mark into the header.
+    /// Writes the RIFF size, the data size and the timeline mark into the header: the
+    /// fields are set in the copy of the header, and the span of it from the first to the
+    /// last field is written in one go (one write per batch instead of one per field).
     fn patch(&mut self) -> Result<(), RecordError> {
         let data_len = self.timeline.data_len();
         let riff = wav::riff_size(self.data_offset, data_len);
         let data = u32::try_from(data_len).unwrap_or(u32::MAX);
-        let mut writes: Vec<(u64, Vec<u8>)> = vec![
-            (wav::RIFF_SIZE_OFFSET, riff.to_le_bytes().to_vec()),
-            (self.data_size_offset, data.to_le_bytes().to_vec()),
-        ];
+        let mut span = (u64::MAX, 0u64);
+        let mut set = |head: &mut Vec<u8>, at: u64, bytes: &[u8]| {
+            let (from, to) = (at as usize, at as usize + bytes.len());
+            head[from..to].copy_from_slice(bytes);
+            span = (span.0.min(at), span.1.max(to as u64));
+        };
+        set(&mut self.head, wav::RIFF_SIZE_OFFSET, &riff.to_le_bytes());
+        set(&mut self.head, self.data_size_offset, &data.to_le_bytes());
         if let (Some(at), Some(mark)) = (self.mark_offset, self.timeline.mark()) {
-            let mut bytes = mark.origin_ms.to_le_bytes().to_vec();
-            bytes.extend_from_slice(&mark.skipped_ms.to_le_bytes());
-            writes.push((at, bytes));
+            set(&mut self.head, at, &mark.origin_ms.to_le_bytes());
+            set(&mut self.head, at + 8, &mark.skipped_ms.to_le_bytes());
         }
         let shown = self.path.display().to_string();
-        for (at, bytes) in writes {
-            self.file
-                .seek(SeekFrom::Start(at))
-                .and_then(|_| self.file.write_all(&bytes))
-                .map_err(|source| io("update the header of", &shown, source))?;
-        }
+        let (from, to) = span;
         self.file
-            .flush()
-            .map_err(|source| io("flush", &shown, source))
+            .seek(SeekFrom::Start(from))
+            .and_then(|_| self.file.write_all(&self.head[from as usize..to as usize]))
+            .and_then(|_| self.file.flush())
+            .map_err(|source| io("update the header of", &shown, source))
     }
 }
 
