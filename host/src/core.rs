@@ -204,7 +204,7 @@ impl HostSession {
             if !Arc::ptr_eq(&st.table, &current) {
                 self.reconcile_locked(&mut st, current.clone());
             }
-            self.offer(&st, frame)
+            self.offer(&mut st, frame)
         };
         for (worker, frame) in inline {
             worker.deliver(frame).await;
@@ -231,7 +231,7 @@ impl HostSession {
     /// (returned, to be delivered once the session lock is released) when the worker is idle
     /// and takes it inline, else to its queue. Returns those and the workers that must be
     /// waited for. Every subscriber but the last gets a copy; the last gets the frame itself.
-    fn offer(&self, st: &SessionState, frame: Frame) -> (Vec<(Inline, Frame)>, Vec<Blocked>) {
+    fn offer(&self, st: &mut SessionState, frame: Frame) -> (Vec<(Inline, Frame)>, Vec<Blocked>) {
         let kind = frame.kind.into();
         let mut left = st
             .workers
@@ -241,7 +241,12 @@ impl HostSession {
         let mut frame = Some(frame);
         let mut blocked = Vec::new();
         let mut inline = Vec::new();
-        for w in st.workers.iter().filter(|w| w.entry.kinds.contains(kind)) {
+        let now = tokio::time::Instant::now();
+        for w in st
+            .workers
+            .iter_mut()
+            .filter(|w| w.entry.kinds.contains(kind))
+        {
             left -= 1;
             let f = if left == 0 {
                 frame.take()
@@ -249,7 +254,7 @@ impl HostSession {
                 frame.clone()
             };
             let Some(f) = f else { break };
-            if let Some(worker) = w.try_inline() {
+            if let Some(worker) = w.try_inline(now) {
                 record_push(&self.shared.services, &w.entry, &w.ctx, Pushed::Queued);
                 inline.push((worker, f));
                 continue;

@@ -26,7 +26,8 @@
 //! - A frame goes straight to the plugin, on the session's task, when that can neither
 //!   reorder nor delay anything ([`WorkerHandle::try_inline`]): nothing is queued for the
 //!   worker, its instance is live, its batches do not wait to fill (`max_wait_ms = 0`) and
-//!   its last call was quick. The call is polled once there; one that has to wait (it ran
+//!   its last call was quick, and its previous frame came a while before (frames that
+//!   arrive together are worth one batched call). The call is polled once there; one that has to wait (it ran
 //!   into an epoch tick, or waits on I/O) finishes on a task of its own, still holding the
 //!   worker, so frames queued meanwhile wait their turn. At real-time pace this is the
 //!   common case, and a frame then costs no wake-up of another task or thread.
@@ -72,7 +73,16 @@ pub struct WorkerHandle {
     /// The worker's state, its instance included: held by the worker task for each batch,
     /// and by the session for a frame it delivers inline.
     core: Arc<AsyncMutex<Worker>>,
+    /// When the session last offered this worker a frame (see [`INLINE_GAP`]).
+    last_offer: Option<Instant>,
 }
+
+/// A frame is delivered inline only if the worker's previous frame came at least this long
+/// before it. Frames closer together (a stream catching up, a burst read from the socket at
+/// once) go through the queue, where the worker takes them as one batch: one call for many
+/// frames costs much less than a call each. At real-time pace (a frame per 20 ms) every
+/// frame is spaced.
+pub const INLINE_GAP: Duration = Duration::from_millis(2);
 
 /// A plugin call this long or longer keeps the plugin off the session's task: its frames go
 /// through its queue and worker until a call is quick again. Quick calls cost less inline
@@ -83,9 +93,17 @@ impl WorkerHandle {
     /// Takes the worker for one frame delivered on the caller's task, when that can neither
     /// reorder nor delay anything: nothing queued (no frame, no control message), a live
     /// instance, no restart pending, batches that do not wait to fill (`max_wait_ms = 0`),
-    /// and a last call under [`INLINE_CALL_MAX`]. `None` when the worker is busy or any of
-    /// that does not hold: the frame then goes through the queue.
-    pub fn try_inline(&self) -> Option<Inline> {
+    /// and a last call under [`INLINE_CALL_MAX`], and the worker's previous frame came at
+    /// least [`INLINE_GAP`] before `now`. `None` when the worker is busy or any of that does
+    /// not hold: the frame then goes through the queue.
+    pub fn try_inline(&mut self, now: Instant) -> Option<Inline> {
+        let spaced = self
+            .last_offer
+            .is_none_or(|t| now.saturating_duration_since(t) >= INLINE_GAP);
+        self.last_offer = Some(now);
+        if !spaced {
+            return None;
+        }
         let worker = self.core.clone().try_lock_owned().ok()?;
         worker.can_inline().then_some(Inline(worker))
     }
@@ -238,6 +256,7 @@ impl Worker {
             ctx,
             task,
             core,
+            last_offer: None,
         }
     }
 

@@ -11,16 +11,16 @@ fn recorder() -> Plug {
     Plug::new("recorder", "seq_recorder")
 }
 
-/// Pushes frames one at a time, yielding between them as a socket reader does while it
-/// waits for the next message (the workers start their instances meanwhile).
+/// Pushes frames 20 ms apart, as a real-time stream does (the clock is paused: the gap is
+/// exact, and the workers start their instances meanwhile).
 async fn push_paced(s: &rtms_host::core::HostSession, seqs: std::ops::RangeInclusive<u64>) {
     for seq in seqs {
         s.push(transcript(seq, "Ann", "hi")).await;
-        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_millis(20)).await;
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_idle_plugin_takes_frames_inline_and_its_file_writes_stay_on_the_task() {
     let h = harness(&[recorder()]).await;
     let s = session(&h, "inline-stream");
@@ -46,6 +46,28 @@ async fn an_idle_plugin_takes_frames_inline_and_its_file_writes_stay_on_the_task
     assert_eq!(st.delivered.load(Ordering::Relaxed), 100);
 }
 
+/// Frames that come together (a stream catching up, a burst read at once) are not called one
+/// by one inline: they queue and the worker takes them as batches.
+#[tokio::test(start_paused = true)]
+async fn frames_that_come_together_are_batched_not_called_inline_one_by_one() {
+    let h = harness(&[recorder()]).await;
+    let s = session(&h, "burst-stream");
+    push_paced(&s, 1..=3).await;
+    for seq in 4..=100 {
+        s.push(transcript(seq, "Ann", "hi")).await;
+    }
+    end(&s).await;
+    let st = h.metrics.plugin("recorder");
+    let inline = st.inline.load(Ordering::Relaxed);
+    let calls = st.calls.load(Ordering::Relaxed);
+    assert!(inline <= 4, "{inline} frames of the burst went inline");
+    assert!(calls <= 10, "100 frames took {calls} calls");
+    assert_eq!(
+        recorded_seqs(&h.out_dir().join("seqs-burst-stream.txt")),
+        (1..=100).collect::<Vec<_>>()
+    );
+}
+
 #[tokio::test]
 async fn a_plugin_that_batches_by_time_is_never_called_inline() {
     let mut recorder = recorder();
@@ -69,7 +91,7 @@ async fn a_plugin_that_batches_by_time_is_never_called_inline() {
 /// A plugin slower than the inline bound (its calls spin into the deadline) is handed off
 /// after its first call and then served by its worker, while a quick plugin on the same
 /// session keeps taking every frame inline, in order.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_slow_plugin_leaves_the_session_task_and_the_quick_one_stays_inline() {
     let mut spin = Plug::new("spin", "spin");
     spin.call_timeout = Duration::from_millis(30);
