@@ -551,7 +551,13 @@ async fn serve_event_ws(
                     Err(r)
                 }
             };
-            let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, check).await else {
+            let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(
+                stream,
+                check,
+                Some(crate::server::ws_config()),
+            )
+            .await
+            else {
                 return;
             };
             let (mut tx, mut rx) = ws.split();
