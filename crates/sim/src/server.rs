@@ -594,6 +594,15 @@ fn handle_inbound(
     false
 }
 
+/// The server's WebSocket settings. tungstenite zeroes a read-buffer-sized chunk before each
+/// read, and a media socket is polled for reads every time it sends; with the default 128 KiB
+/// chunk that zeroing was most of the simulator's CPU at real-time pace. What a client sends
+/// here is small (handshakes, keep-alive answers), and a larger message is still read whole,
+/// in 4 KiB steps.
+pub(crate) fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,13 +618,4 @@ mod tests {
         assert_eq!(route(Role::Media, "/media/abc/bogus"), None);
         assert_eq!(route(Role::Signaling, "/media/abc/all"), None);
     }
-}
-
-/// The server's WebSocket settings. tungstenite zeroes a read-buffer-sized chunk before each
-/// read, and a media socket is polled for reads every time it sends; with the default 128 KiB
-/// chunk that zeroing was most of the simulator's CPU at real-time pace. What a client sends
-/// here is small (handshakes, keep-alive answers), and a larger message is still read whole,
-/// in 4 KiB steps.
-pub(crate) fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
-    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
 }
