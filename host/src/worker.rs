@@ -25,12 +25,12 @@
 //!   open breaker (see `crate::runtime::quota`).
 //! - A frame goes straight to the plugin, on the session's task, when that can neither
 //!   reorder nor delay anything ([`WorkerHandle::try_inline`]): nothing is queued for the
-//!   worker, its instance is live, its batches do not wait to fill (`max_wait_ms = 0`) and
-//!   its last call was quick, and its previous frame came a while before (frames that
-//!   arrive together are worth one batched call). The call is polled once there; one that has to wait (it ran
-//!   into an epoch tick, or waits on I/O) finishes on a task of its own, still holding the
-//!   worker, so frames queued meanwhile wait their turn. At real-time pace this is the
-//!   common case, and a frame then costs no wake-up of another task or thread.
+//!   worker, its instance is live, its batches do not wait to fill (`max_wait_ms = 0`), its
+//!   last call was quick, and its previous frame came a while before (frames that arrive
+//!   together are worth one batched call). The call is polled once there; one that has to
+//!   wait (it ran into an epoch tick, or waits on I/O) finishes on a task of its own, still
+//!   holding the worker, so frames queued meanwhile wait their turn. At real-time pace this
+//!   is the common case, and a frame then costs no wake-up of another task or thread.
 //! - The session's producer never waits long on a worker: a full `block` queue sheds after
 //!   the plugin's block timeout ([`record_push`] dead-letters and counts what is shed), and
 //!   while the worker waits out a restart delay an `End` or `Swap` ends the wait at once
@@ -92,9 +92,9 @@ pub const INLINE_CALL_MAX: Duration = Duration::from_micros(500);
 impl WorkerHandle {
     /// Takes the worker for one frame delivered on the caller's task, when that can neither
     /// reorder nor delay anything: nothing queued (no frame, no control message), a live
-    /// instance, no restart pending, batches that do not wait to fill (`max_wait_ms = 0`),
-    /// and a last call under [`INLINE_CALL_MAX`], and the worker's previous frame came at
-    /// least [`INLINE_GAP`] before `now`. `None` when the worker is busy or any of that does
+    /// instance, no restart pending, batches that do not wait to fill (`max_wait_ms = 0`), a
+    /// last call under [`INLINE_CALL_MAX`], and the worker's previous frame at least
+    /// [`INLINE_GAP`] before `now`. `None` when the worker is busy or any of that does
     /// not hold: the frame then goes through the queue.
     pub fn try_inline(&mut self, now: Instant) -> Option<Inline> {
         let spaced = self
