@@ -27,6 +27,12 @@ mod startup;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// The allocator the `rtms-host` binary runs with (jemalloc), so the host is measured as
+/// operators run it; every receiver in a run (raw reader, client, host) shares it, and so
+/// does the simulator child.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
 
