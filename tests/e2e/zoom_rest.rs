@@ -246,3 +246,157 @@ async fn refused_oauth_credentials_and_missing_ones_say_what_to_fix() {
         "{e}"
     );
 }
+
+/// Sends one request to `base` (`http://IP:PORT`) and returns the status and body.
+async fn call(
+    base: &str,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> (StatusCode, Value) {
+    let addr = base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header("host", addr);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_owned(),
+        )))
+        .unwrap();
+    let resp = within("the API's answer", sender.send_request(req))
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// `rtms-host simulate --zoom-api-listen` serves Zoom's REST side from the command line: its
+/// meeting waits until a Server-to-Server OAuth token and a status call start it, exactly as
+/// `rtms-host start` drives Zoom.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtms_host_simulate_serves_the_rest_api_and_its_meeting_waits_for_a_start() {
+    use base64::Engine as _;
+    use tokio::io::AsyncBufReadExt;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rtms-host"))
+        .args([
+            "simulate",
+            "--zoom-api-listen",
+            "127.0.0.1:0",
+            "--pace",
+            "fast",
+            "--connect-timeout-secs",
+            "3",
+            "--oauth-account-id",
+            "acct-cli",
+            "--oauth-client-id",
+            "cli-id",
+            "--oauth-client-secret",
+            "cli-secret",
+        ])
+        .env_remove("ZOOM_ACCOUNT_ID")
+        .env_remove("ZOOM_OAUTH_CLIENT_ID")
+        .env_remove("ZOOM_OAUTH_CLIENT_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        within("a line from rtms-host simulate", lines.next_line())
+            .await
+            .unwrap()
+            .expect("rtms-host simulate ended early")
+    };
+    let (mut base, mut meeting) = (None, None);
+    while meeting.is_none() {
+        let line = next_line().await;
+        if let Some(rest) = line.strip_prefix("Zoom REST API: ") {
+            base = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some((_, id)) = line.split_once("rtms-host start --meeting ") {
+            meeting = Some(id.trim().to_owned());
+        }
+    }
+    let (base, meeting) = (base.expect("the API's URL is printed"), meeting.unwrap());
+
+    // Wrong credentials are refused as Zoom refuses them.
+    let basic = |id: &str, secret: &str| {
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        vec![("authorization", format!("Basic {b}"))]
+    };
+    let token_path = "/oauth/token?grant_type=account_credentials&account_id=acct-cli";
+    let (status, _) = call(
+        &base,
+        Method::POST,
+        token_path,
+        &basic("cli-id", "nope"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, v) = call(
+        &base,
+        Method::POST,
+        token_path,
+        &basic("cli-id", "cli-secret"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let token = v["access_token"].as_str().expect("a token").to_owned();
+
+    // The meeting has not started: nothing but the printed lines so far.
+    let path = format!(
+        "/v2/live_meetings/{}/rtms_app/status",
+        rtms_host::zoomapi::meeting_segment(&meeting)
+    );
+    let headers = vec![
+        ("authorization", format!("Bearer {token}")),
+        ("content-type", "application/json".to_owned()),
+    ];
+    let start = r#"{"action": "start", "settings": {"client_id": "test_client_id"}}"#;
+    let (status, v) = call(&base, Method::PATCH, &path, &headers, start).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+
+    let line = next_line().await;
+    assert!(
+        line.starts_with(&format!(
+            "meeting {meeting} started through the REST API: stream "
+        )),
+        "{line}"
+    );
+    // No webhook URL: the started event is printed for the user to deliver.
+    let event: Value = serde_json::from_str(&next_line().await).unwrap();
+    assert_eq!(event["event"], "meeting.rtms_started");
+    assert_eq!(event["payload"]["meeting_uuid"], meeting.as_str());
+
+    // A second start is refused as Zoom refuses it.
+    let (status, v) = call(&base, Method::PATCH, &path, &headers, start).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+
+    // No client connects: the meeting gives up after the connect timeout and the command
+    // exits.
+    let line = next_line().await;
+    assert!(line.contains("ended (stop_reason 11)"), "{line}");
+    let status = within("rtms-host simulate to exit", child.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
+}

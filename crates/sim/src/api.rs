@@ -106,6 +106,8 @@ struct State {
     meetings: HashMap<String, Prepared>,
     failures: VecDeque<Failure>,
     counts: ApiCounts,
+    /// Signalled whenever a prepared meeting starts.
+    started: Arc<tokio::sync::Notify>,
     /// Connected event WebSocket clients.
     subscribers: Vec<(
         tokio::sync::mpsc::UnboundedSender<String>,
@@ -145,7 +147,18 @@ fn zoom_error(status: StatusCode, code: u32, message: String) -> Response<Full<B
 impl ZoomApi {
     /// Serves the API for `sim` on 127.0.0.1 port 0.
     pub async fn start(sim: &Simulator, cfg: ApiConfig) -> anyhow::Result<ZoomApi> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(sim, cfg, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Serves the API for `sim` on `addr` (the event WebSocket on the same IP, any port).
+    pub async fn start_on(
+        sim: &Simulator,
+        cfg: ApiConfig,
+        addr: SocketAddr,
+    ) -> anyhow::Result<ZoomApi> {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr} for the Zoom API: {e} (pick another port)")
+        })?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
             cfg,
@@ -154,9 +167,10 @@ impl ZoomApi {
             meetings: HashMap::new(),
             failures: VecDeque::new(),
             counts: ApiCounts::default(),
+            started: Arc::new(tokio::sync::Notify::new()),
             subscribers: Vec::new(),
         }));
-        let ws_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let ws_listener = TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?;
         let ws_addr = ws_listener.local_addr()?;
         let cancel = sim.cancel.child_token();
         let starter = sim.starter();
@@ -208,11 +222,28 @@ impl ZoomApi {
         id
     }
 
+    /// The ids of every meeting prepared so far, started or not, in no particular order.
+    pub fn prepared_ids(&self) -> Vec<String> {
+        self.lock().meetings.keys().cloned().collect()
+    }
+
     /// The handle of a prepared meeting once `start` started it.
     pub fn meeting(&self, id: &str) -> Option<MeetingHandle> {
         match self.lock().meetings.get(id) {
             Some(Prepared::Live(h)) => Some(h.clone()),
             _ => None,
+        }
+    }
+
+    /// Waits until the prepared meeting `id` is started through the status endpoint.
+    pub async fn started(&self, id: &str) -> MeetingHandle {
+        let started = self.lock().started.clone();
+        loop {
+            let next = started.notified();
+            if let Some(h) = self.meeting(id) {
+                return h;
+            }
+            next.await;
         }
     }
 
@@ -428,7 +459,10 @@ async fn route(
         ("start", Prepared::Waiting(b)) => {
             let (script, opts) = *b;
             match starter(script, opts) {
-                Ok(h) => Ok(Prepared::Live(h)),
+                Ok(h) => {
+                    s.started.notify_waiters();
+                    Ok(Prepared::Live(h))
+                }
                 Err(e) => Err((
                     None,
                     zoom_error(StatusCode::BAD_REQUEST, 300, format!("Cannot start: {e}")),

@@ -4,14 +4,20 @@
 //! `--count` meetings of a product, sends their webhooks to `--webhook-url` (or prints the
 //! started events for the user to deliver), prints what it does, and exits when every
 //! meeting ended.
+//!
+//! With `--zoom-api-listen ADDR` it also serves Zoom's REST side (Server-to-Server OAuth
+//! tokens, the RTMS app status endpoint, the event WebSocket: see [`crate::api`]), and the
+//! meetings wait to be started through it, as `rtms-host start` does against Zoom: the
+//! whole start-on-purpose flow without a Zoom account.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use rtms_proto::Product;
 
-use crate::{MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
+use crate::{MeetingHandle, MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
 
 /// The stand-up meeting shipped in `examples/meetings/standup.toml`.
 pub const BUILTIN_STANDUP: &str = include_str!("../../../examples/meetings/standup.toml");
@@ -86,6 +92,26 @@ pub struct SimulateArgs {
     /// Seconds to wait for a client before a started meeting gives up (reason 11).
     #[arg(long, default_value_t = 120)]
     pub connect_timeout_secs: u64,
+    /// Serve Zoom's REST API here (e.g. 127.0.0.1:8090; port 0 picks one) and let the
+    /// meetings wait for a start through it (`rtms-host start --meeting ID`), instead of
+    /// starting them at once. Point pipeline.toml's `[zoom] api_base_url` and
+    /// `oauth_base_url` at the printed URL.
+    #[arg(long, value_name = "ADDR")]
+    pub zoom_api_listen: Option<SocketAddr>,
+    /// The Server-to-Server OAuth account the API accepts (the host reads the same variable).
+    #[arg(long, env = "ZOOM_ACCOUNT_ID", default_value = "sim-account")]
+    pub oauth_account_id: String,
+    /// The Server-to-Server OAuth client id the API accepts.
+    #[arg(long, env = "ZOOM_OAUTH_CLIENT_ID", default_value = "sim-oauth-client")]
+    pub oauth_client_id: String,
+    /// The Server-to-Server OAuth client secret the API accepts.
+    #[arg(
+        long,
+        env = "ZOOM_OAUTH_CLIENT_SECRET",
+        default_value = "sim-oauth-secret",
+        hide_env_values = true
+    )]
+    pub oauth_client_secret: String,
 }
 
 fn record_path(base: &std::path::Path, i: usize, count: usize) -> PathBuf {
@@ -142,6 +168,26 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             .context("endpoint.url_validation failed")?;
         println!("endpoint.url_validation answered correctly by {url}");
     }
+    let api = match args.zoom_api_listen {
+        Some(addr) => {
+            let cfg = crate::api::ApiConfig {
+                account_id: args.oauth_account_id.clone(),
+                oauth_client_id: args.oauth_client_id.clone(),
+                oauth_client_secret: args.oauth_client_secret.clone(),
+                ..Default::default()
+            };
+            let api = crate::api::ZoomApi::start_on(&sim, cfg, addr).await?;
+            println!(
+                "Zoom REST API: {} (set [zoom] api_base_url and oauth_base_url to it; it accepts account {} and OAuth client {}; event WebSocket {})",
+                api.base_url(),
+                args.oauth_account_id,
+                args.oauth_client_id,
+                api.event_ws_url()
+            );
+            Some(api)
+        }
+        None => None,
+    };
     let mut handles = Vec::new();
     for i in 0..args.count {
         let script = scripts[i % scripts.len()].clone();
@@ -156,6 +202,15 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
                 .map(|p| record_path(p, i, args.count)),
             ..Default::default()
         };
+        if let Some(api) = &api {
+            let id = api.prepare(script, opts);
+            println!(
+                "meeting {} ({title:?}): {} {id} waits for a start: rtms-host start --meeting {id}",
+                i + 1,
+                args.product.as_str(),
+            );
+            continue;
+        }
         let h = sim.start_meeting(script, opts)?;
         println!(
             "meeting {} ({title:?}): {} {} stream {}",
@@ -169,11 +224,14 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         }
         handles.push(h);
     }
-    if let Some(url) = &args.webhook_url {
+    if let (Some(url), None) = (&args.webhook_url, &api) {
         println!(
             "sent {} started webhook(s) to {url}; waiting for clients",
             handles.len()
         );
+    }
+    if let Some(api) = &api {
+        handles = wait_for_starts(api, &args).await;
     }
     for (i, h) in handles.iter().enumerate() {
         let l = h.finished().await;
@@ -189,6 +247,29 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Waits for every prepared meeting to be started through the API, in any order; prints each
+/// start (and its started event when no webhook URL delivers it).
+async fn wait_for_starts(api: &crate::api::ZoomApi, args: &SimulateArgs) -> Vec<MeetingHandle> {
+    let ids = api.prepared_ids();
+    let mut starts: futures_util::stream::FuturesUnordered<_> = ids
+        .iter()
+        .map(|id| async move { api.started(id).await })
+        .collect();
+    let mut handles = Vec::new();
+    while let Some(h) = futures_util::StreamExt::next(&mut starts).await {
+        println!(
+            "meeting {} started through the REST API: stream {}",
+            h.meeting_id(),
+            h.stream_id()
+        );
+        if args.webhook_url.is_none() {
+            println!("{}", String::from_utf8_lossy(&h.started_body()));
+        }
+        handles.push(h);
+    }
+    handles
 }
 
 #[cfg(test)]
