@@ -438,6 +438,7 @@ impl Service {
         reloads.set_config(&pipeline);
         let ingress_stats = Arc::new(IngressStats::default());
         let zoom_app_refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let event_ws_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (triggers, trigger_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let admin_stop = CancellationToken::new();
@@ -556,6 +557,7 @@ impl Service {
                     outputs: shared.outputs.stats().clone(),
                     tap: shared.outputs.tap().clone(),
                     zoom_app_refused: zoom_app_refused.clone(),
+                    event_ws_failures: event_ws_failures.clone(),
                     streams: Box::new(move || {
                         streams
                             .snapshots()
@@ -596,6 +598,7 @@ impl Service {
                 rest,
                 event_connector,
                 handler,
+                event_ws_failures.clone(),
                 stop.clone(),
             )));
         }

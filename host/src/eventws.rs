@@ -61,11 +61,18 @@ pub async fn run(
     rest: Arc<ZoomRest>,
     connector: WsConnector,
     handler: Arc<dyn IngressHandler>,
+    failed: Arc<std::sync::atomic::AtomicU64>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::ZERO;
     let mut seen = Seen::default();
     let mut failures = 0u64;
+    // Counted for the metrics (`rtms_event_ws_failures_total`) and in the log lines.
+    let mut fail = || {
+        failures += 1;
+        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        failures
+    };
     loop {
         if !backoff.is_zero() {
             let jitter = backoff.mul_f64(rand::random::<f64>() * 0.2);
@@ -78,7 +85,7 @@ pub async fn run(
         let token = match rest.token().await {
             Ok(t) => t,
             Err(e) => {
-                failures += 1;
+                let failures = fail();
                 tracing::error!(error = %e, failures, "event WebSocket: no access token; retrying");
                 continue;
             }
@@ -96,12 +103,12 @@ pub async fn run(
         let mut ws = match connected {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
-                failures += 1;
+                let failures = fail();
                 tracing::warn!(url = cfg.url, error = %e, failures, "event WebSocket: cannot connect; retrying");
                 continue;
             }
             Err(_) => {
-                failures += 1;
+                let failures = fail();
                 tracing::warn!(
                     url = cfg.url,
                     failures,

@@ -214,6 +214,8 @@ pub struct Sources {
     pub tap: Arc<crate::tap::TapHub>,
     /// Server-side Zoom App requests refused.
     pub zoom_app_refused: Arc<AtomicU64>,
+    /// Failed attempts of the event WebSocket intake (no token, no connection).
+    pub event_ws_failures: Arc<AtomicU64>,
     /// The client's streams with their state.
     pub streams: Box<dyn Fn() -> Vec<StreamState> + Send + Sync>,
     /// Frames waiting in each plugin's queues, summed over sessions.
@@ -387,6 +389,12 @@ impl Collector for HostCollector {
             "zoom_app_refusals",
             "Server-side Zoom App requests refused: no app context, one Zoom did not seal, expired, or not in a meeting",
             [(none, get(&s.zoom_app_refused))],
+        )?;
+        counters(
+            &mut enc,
+            "event_ws_failures",
+            "Event WebSocket connection attempts that failed: no OAuth token, refused, or timed out (each is retried with backoff)",
+            [(none, get(&s.event_ws_failures))],
         )?;
         counters(
             &mut enc,

@@ -11,9 +11,24 @@ use rtms_sim::{MeetingOptions, Pace, Simulator};
 use crate::harness::*;
 
 async fn host_for(sim: &Simulator, api: &ZoomApi, heartbeat: Duration) -> Host {
+    host_subscribed(sim, api, heartbeat, "sim-subscription").await
+}
+
+/// A host on the event WebSocket with `subscription`, with its admin listener (`/metrics`).
+async fn host_subscribed(
+    sim: &Simulator,
+    api: &ZoomApi,
+    heartbeat: Duration,
+    subscription: &str,
+) -> Host {
     let base = api.base_url();
     let url = api.event_ws_url();
-    start_host(sim, Setup::default(), move |p| {
+    let subscription = subscription.to_owned();
+    let setup = Setup {
+        admin: true,
+        ..Default::default()
+    };
+    start_host(sim, setup, move |p| {
         p.zoom.api_base_url = base.clone();
         p.zoom.oauth_base_url = base;
         p.zoom.rest = Some(RestCredentials {
@@ -23,7 +38,7 @@ async fn host_for(sim: &Simulator, api: &ZoomApi, heartbeat: Duration) -> Host {
         });
         p.zoom.event_ws = Some(EventWs {
             url,
-            subscription_id: "sim-subscription".into(),
+            subscription_id: subscription,
             heartbeat,
         });
     })
@@ -87,4 +102,45 @@ async fn heartbeats_keep_the_connection_open() {
     // Ten heartbeats span more than two of the server's timeouts: the first connection lives.
     eventually("ten heartbeats", || api.counts().heartbeats >= 10).await;
     assert_eq!(api.counts().event_ws_connections, 1);
+}
+
+/// A connection Zoom refuses (here: a subscription it does not know) is retried with backoff,
+/// and every failed attempt is counted in `rtms_event_ws_failures_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_are_counted_in_the_metrics() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, ApiConfig::default()).await.unwrap();
+    let host = host_subscribed(&sim, &api, Duration::from_secs(30), "not-ours").await;
+    eventually("the simulator to refuse the host", || {
+        api.counts().event_ws_refused >= 1
+    })
+    .await;
+    let addr = host.svc.admin_addr().expect("the admin listener runs");
+    let failures = within("the failure in /metrics", async {
+        loop {
+            let text = http_get(&format!("http://{addr}/metrics")).await;
+            let n = text
+                .lines()
+                .find_map(|l| l.strip_prefix("rtms_event_ws_failures_total"))
+                .and_then(|v| v.trim_start_matches("{}").trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if n >= 1.0 {
+                break n;
+            }
+
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(failures <= api.counts().event_ws_refused as f64);
+    assert_eq!(api.event_subscribers(), 0);
+}
+
+async fn http_get(url: &str) -> String {
+    use http_body_util::BodyExt as _;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = within(url, client.get(url.parse().unwrap())).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
 }
