@@ -6,10 +6,12 @@
 //! against the session's workers and, for each, either handed straight to the plugin on this
 //! task (its worker is idle and nothing is queued: see `crate::worker`), or put on its queue
 //! for its worker. At real-time pace the first is the common case, so a frame costs no
-//! wake-up of another task or thread; under load frames queue and are taken in batches. Each session remembers the table
-//! it last reconciled with; when a reload publishes a new one, the session reconciles
-//! (spawn workers for added plugins, swap changed ones in band, end removed ones) under the
-//! same lock the frame path takes, so a swap marker sits exactly between two frames.
+//! wake-up of another task or thread; under load frames queue and are taken in batches.
+//!
+//! Each session remembers the table it last reconciled with; when a reload publishes a new
+//! one, the session reconciles (spawn workers for added plugins, swap changed ones in band,
+//! end removed ones) under the same lock the frame path takes, so a swap marker sits exactly
+//! between two frames.
 //!
 //! The session lock is a plain mutex and is never held across an await. A frame goes to
 //! every queue with room at once; only queues that are full under `block` make the push
