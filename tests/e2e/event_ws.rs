@@ -115,10 +115,9 @@ async fn refused_connections_are_counted_in_the_metrics() {
         api.counts().event_ws_refused >= 1
     })
     .await;
-    let addr = host.svc.admin_addr().expect("the admin listener runs");
     let failures = within("the failure in /metrics", async {
         loop {
-            let text = http_get(&format!("http://{addr}/metrics")).await;
+            let (_, text) = crate::ops::admin(&host, hyper::Method::GET, "/metrics", None).await;
             let n = text
                 .lines()
                 .find_map(|l| l.strip_prefix("rtms_event_ws_failures_total"))
@@ -134,13 +133,4 @@ async fn refused_connections_are_counted_in_the_metrics() {
     .await;
     assert!(failures <= api.counts().event_ws_refused as f64);
     assert_eq!(api.event_subscribers(), 0);
-}
-
-async fn http_get(url: &str) -> String {
-    use http_body_util::BodyExt as _;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = within(url, client.get(url.parse().unwrap())).await.unwrap();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
 }

@@ -46,12 +46,6 @@ async fn host_for(sim: &Simulator, api: &ZoomApi, secret: &str) -> Host {
 
 async fn act(host: &Host, action: &str, meeting: &str) -> (StatusCode, Value) {
     let addr = host.svc.admin_addr().unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
     let id: String = meeting
         .bytes()
         .map(|b| {
@@ -62,21 +56,8 @@ async fn act(host: &Host, action: &str, meeting: &str) -> (StatusCode, Value) {
             }
         })
         .collect();
-    let req = hyper::Request::builder()
-        .method(Method::POST)
-        .uri(format!("/admin/rtms/{action}?meeting={id}"))
-        .header("host", addr.to_string())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let resp = within("the admin answer", sender.send_request(req))
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    let path = format!("/admin/rtms/{action}?meeting={id}");
+    call(&format!("http://{addr}"), Method::POST, &path, &[], "").await
 }
 
 fn prepare(api: &ZoomApi, host: &Host, lines: usize, deliver: bool) -> String {
