@@ -391,6 +391,30 @@ impl OutRx {
     }
 }
 
+/// Sends the next keep-alive request (msg 12) on a socket and records it. `Err` when the
+/// client is gone.
+async fn send_keepalive<W>(
+    sink: &mut W,
+    shared: &SimShared,
+    m: &Meeting,
+    socket: &str,
+    ka_seq: &mut u64,
+) -> Result<(), ()>
+where
+    W: futures_util::Sink<Message> + Unpin,
+{
+    *ka_seq += 1;
+    let text = json!({"msg_type": msg_type::KEEP_ALIVE_REQ, "timestamp": unix_ms(),
+        "sequence": *ka_seq})
+    .to_string();
+    sink.send(frame(shared, text.clone()))
+        .await
+        .map_err(|_| ())?;
+    m.record(socket, &text);
+    m.note_sent(Note::KeepAlive);
+    Ok(())
+}
+
 /// The life of one connection after its handshake: write queued messages, answer the
 /// client, send keep-alives when idle and end the socket after too many misses.
 async fn conn_loop<S>(
@@ -456,14 +480,9 @@ where
                         let _ = done.send(());
                         continue;
                     }
-                    ka_seq += 1;
-                    let text = json!({"msg_type": msg_type::KEEP_ALIVE_REQ, "timestamp": unix_ms(),
-                        "sequence": ka_seq}).to_string();
-                    if sink.send(frame(shared, text.clone())).await.is_err() {
+                    if send_keepalive(&mut sink, shared, m, socket, &mut ka_seq).await.is_err() {
                         return CloseCause::Client;
                     }
-                    m.record(socket, &text);
-                    m.note_sent(Note::KeepAlive);
                     outstanding = true;
                     last_sent = Instant::now();
                     probe = Some(done);
@@ -527,14 +546,9 @@ where
                         return CloseCause::KeepAliveTimeout;
                     }
                 }
-                ka_seq += 1;
-                let text = json!({"msg_type": msg_type::KEEP_ALIVE_REQ, "timestamp": unix_ms(),
-                    "sequence": ka_seq}).to_string();
-                if sink.send(frame(shared, text.clone())).await.is_err() {
+                if send_keepalive(&mut sink, shared, m, socket, &mut ka_seq).await.is_err() {
                     return CloseCause::Client;
                 }
-                m.record(socket, &text);
-                m.note_sent(Note::KeepAlive);
                 outstanding = true;
             }
         }
