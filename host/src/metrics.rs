@@ -67,7 +67,7 @@ impl std::fmt::Debug for BatchHook {
 /// Counters for one plugin, over all its sessions and versions.
 #[derive(Debug, Default)]
 pub struct PluginStats {
-    /// Frames routed to the plugin's queues.
+    /// Frames routed to the plugin: queued for its worker, or delivered inline.
     pub routed: AtomicU64,
     /// Frames an instance returned from `on-frames` for (ok or plugin error).
     pub delivered: AtomicU64,

@@ -425,7 +425,7 @@ impl Collector for HostCollector {
         let table: [(&str, &str, StatField); 19] = [
             (
                 "plugin_frames_routed",
-                "Frames routed to the plugin's queues",
+                "Frames routed to the plugin: queued, or delivered inline",
                 |p| &p.routed,
             ),
             (

@@ -381,3 +381,47 @@ async fn rtms_host_simulate_serves_the_rest_api_and_its_meeting_waits_for_a_star
         .unwrap();
     assert!(status.success());
 }
+
+/// The token endpoint remembers a bounded number of tokens: asking for one more than
+/// `MAX_TOKENS` retires the oldest (it is refused like an expired token), the newest works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulators_token_store_is_bounded() {
+    use base64::Engine as _;
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, api_config()).await.unwrap();
+    let base = api.base_url();
+    let basic = base64::engine::general_purpose::STANDARD.encode("s2s-id:s2s-secret");
+    let auth = vec![("authorization", format!("Basic {basic}"))];
+    let path = "/oauth/token?grant_type=account_credentials&account_id=acct-1";
+    let mut tokens = Vec::new();
+    for _ in 0..=rtms_sim::api::MAX_TOKENS {
+        let (status, v) = call(&base, Method::POST, path, &auth, "").await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        tokens.push(v["access_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(api.counts().tokens_issued, tokens.len() as u64);
+    let body = format!(
+        r#"{{"action": "start", "settings": {{"client_id": "{}"}}}}"#,
+        sim.config().client_id
+    );
+    let status_of = |token: &str| {
+        vec![
+            ("authorization", format!("Bearer {token}")),
+            ("content-type", "application/json".to_owned()),
+        ]
+    };
+    let meeting = "/v2/live_meetings/no-such-meeting/rtms_app/status";
+    let (status, v) = call(&base, Method::PATCH, meeting, &status_of(&tokens[0]), &body).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the oldest token was retired: {v}"
+    );
+    let last = tokens.last().unwrap();
+    let (status, v) = call(&base, Method::PATCH, meeting, &status_of(last), &body).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the newest token is accepted: {v}"
+    );
+}

@@ -43,6 +43,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{MeetingHandle, MeetingOptions, MeetingScript, Simulator};
 
+/// Live tokens the API remembers at most: asking for more retires the one expiring first
+/// (whoever can ask holds the OAuth credentials, but the map must not grow without end).
+pub const MAX_TOKENS: usize = 1024;
+
 /// The OAuth app the token endpoint accepts.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
@@ -385,7 +389,19 @@ async fn route(
         }
         let token = format!("sim-{:032x}", rand::random::<u128>());
         let ttl = s.cfg.token_ttl;
-        s.tokens.insert(token.clone(), Instant::now() + ttl);
+        let now = Instant::now();
+        // Bounded: expired tokens go, and past MAX_TOKENS the one expiring first goes too.
+        s.tokens.retain(|_, until| *until > now);
+        if s.tokens.len() >= MAX_TOKENS
+            && let Some(oldest) = s
+                .tokens
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .map(|(t, _)| t.clone())
+        {
+            s.tokens.remove(&oldest);
+        }
+        s.tokens.insert(token.clone(), now + ttl);
         s.counts.tokens_issued += 1;
         return answer(
             StatusCode::OK,
