@@ -1,5 +1,5 @@
 //! Plugin call cost: `on-frames` on one instance, called directly through
-//! `rtms_host::runtime::Instance` (no queue, no session), by batch size; and what each
+//! `rtms_host::sandbox::Instance` (no queue, no session), by batch size; and what each
 //! language costs to load: the first compile, the load from the compile cache, and one
 //! instantiation (with `init` and `on-session-start`).
 //!
@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use rtms_host::bindings::{AudioCodec, AudioFormat, Frame, MediaKind, Product, SessionInfo};
-use rtms_host::output::start_sinks;
+use rtms_host::outputs::start_sinks;
 use rtms_host::plugin_dev::{Lang, Manifest, compile, scaffold};
-use rtms_host::runtime::host::InstanceCtx;
-use rtms_host::runtime::{Instance, InstanceSpec, Runtime, RuntimeConfig};
+use rtms_host::sandbox::bindings::{
+    AudioCodec, AudioFormat, Frame, MediaKind, Product, SessionInfo,
+};
+use rtms_host::sandbox::store::InstanceCtx;
+use rtms_host::sandbox::{Instance, InstanceSpec, Runtime, RuntimeConfig};
 use serde_json::json;
 
 use crate::report::{Report, Row};
@@ -149,9 +151,8 @@ async fn one(
         1,
         "bench".into(),
         "bench".into(),
-        outputs,
         Default::default(),
-        Default::default(),
+        rtms_host::dataplane::embed::PluginLink::new(outputs, Default::default()),
     ));
     let config: Vec<(String, String)> = vec![];
     // CPython and SpiderMonkey need more than the default 64 MiB.

@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rtms_host::app::StartOptions;
-use rtms_host::bindings::MediaKind;
-use rtms_host::metrics::BatchHook;
+use rtms_host::dataplane::stats::BatchHook;
+use rtms_host::sandbox::bindings::MediaKind;
+use rtms_host::service::StartOptions;
 use rtms_sim::{MeetingOptions, MeetingScript, Pace, Simulator};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -325,7 +325,7 @@ async fn run_host(n: usize, window: Duration) -> Result<Window> {
     let inflight = Arc::new(InFlight::new());
     let hist = Arc::new(Histogram::default());
     let f = inflight.clone();
-    let read_tap: rtms_host::session::ReadTap = Arc::new(move |s, fr, at| {
+    let read_tap: rtms_host::dataplane::bridge::ReadTap = Arc::new(move |s, fr, at| {
         if fr.kind == MediaKind::Audio
             && let Ok(mut m) = f.shard(s.info.session).lock()
         {

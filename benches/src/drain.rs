@@ -28,9 +28,9 @@ use anyhow::{Context, Result};
 use rtms_client::{
     EndReason, FrameSink, MediaKind as ClientKind, Sessions, SinkFactory, StreamInfo, WsConnector,
 };
-use rtms_host::app::StartOptions;
-use rtms_host::bindings::MediaKind;
-use rtms_host::metrics::BatchHook;
+use rtms_host::dataplane::stats::BatchHook;
+use rtms_host::sandbox::bindings::MediaKind;
+use rtms_host::service::StartOptions;
 use serde_json::json;
 
 use crate::report::{Report, Row};
@@ -165,7 +165,7 @@ pub async fn run_one(case: Case, frames: u64, frame_ms: u32, in_process: bool) -
         }
         Case::Client => {
             let pipeline = pipe.pipeline(dir.path())?;
-            let cfg = rtms_host::pipeline::client_config(&pipeline)?;
+            let cfg = rtms_host::pipeline::build::client_config(&pipeline)?;
             let sessions =
                 Sessions::new(cfg, WsConnector::new(None)?, CountFactory(stamps.clone()));
             let (snd, body) = Sender::start(&req, in_process).await?;
@@ -180,7 +180,7 @@ pub async fn run_one(case: Case, frames: u64, frame_ms: u32, in_process: bool) -
         }
         Case::HostNoop | Case::HostAudio => {
             let s = stamps.clone();
-            let tap: rtms_host::session::Tap = Arc::new(move |_sess, f| {
+            let tap: rtms_host::dataplane::bridge::Tap = Arc::new(move |_sess, f| {
                 if f.kind == MediaKind::Audio {
                     s.first();
                 }

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rtms_host::app::StartOptions;
-use rtms_host::runtime::{Runtime, RuntimeConfig};
+use rtms_host::sandbox::{Runtime, RuntimeConfig};
+use rtms_host::service::StartOptions;
 use rtms_sim::{MeetingOptions, MeetingScript, Pace, Simulator};
 use serde_json::json;
 

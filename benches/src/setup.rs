@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rtms_config::{LoadOptions, MapEnv, Pipeline};
-use rtms_host::app::{Service, StartOptions};
+use rtms_host::service::{Service, StartOptions};
 use rtms_sim::{MeetingScript, SimConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -30,7 +30,7 @@ pub fn workspace() -> PathBuf {
 
 /// A component built by the host's build script.
 pub fn component(name: &str) -> PathBuf {
-    Path::new(rtms_host::demo::BUILT_PLUGINS_DIR).join(format!("{name}.wasm"))
+    Path::new(rtms_host::cli::demo::BUILT_PLUGINS_DIR).join(format!("{name}.wasm"))
 }
 
 /// Where results and the warm compile cache live.

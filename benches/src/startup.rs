@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use rtms_host::app::StartOptions;
+use rtms_host::service::StartOptions;
 use serde_json::json;
 
 use crate::report::{Report, Row};

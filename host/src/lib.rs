@@ -1,53 +1,37 @@
 //! rtms-host: Zoom Real-Time Media Streams to sandboxed WebAssembly plugins.
 //!
 //! # Layout
-//! - [`bindings`] — the plugin contract (`wit/plugin.wit`) as Rust types.
-//! - [`runtime`] — wasmtime engine, compile cache, one instance with its limits and sandbox.
-//! - [`router`] — the compiled pipeline — which plugins take which frames.
-//! - [`core`] — sessions and the frame path from a session to plugin workers.
-//! - [`queue`] — the bounded queue in front of each worker (block / drop-oldest).
-//! - [`worker`] — one (plugin, session) instance and its failure policy; [`services`] —
-//!   what workers share (runtime, outputs, dead letters, metrics).
-//! - [`output`] — what plugins emit, and the sinks it goes to.
-//! - [`deadletter`] — batches a plugin could not take.
-//! - [`metrics`] — counters.
-//! - [`pipeline`] — pipeline.toml (validated by `rtms-config`) to routing table and settings.
-//! - [`session`] — the RTMS client's sink, opening a host session per stream.
-//! - [`reload`] — hot reload — watch, build beside, swap in band, refuse, roll back.
-//! - [`admin`] — the admin listener (health, metrics, reload), bearer token, bounds.
-//! - [`app`] — the running service and its shutdown; [`signals`] — SIGINT/SIGTERM/SIGHUP.
-//! - [`replay`] — push a recorded session through a pipeline; [`demo`] — everything in one
-//!   process against the simulator.
-//! - [`plugin_dev`] — the plugin author's tools: `plugin new`, `plugin build`, `plugin test`.
 //!
-//! The Zoom side (webhooks, sockets, resilience) is the `rtms-client` crate; the simulator
-//! is `rtms-sim`; pipeline.toml is `rtms-config`.
+//! Each folder answers one question; read each top to bottom.
+//!
+//! - [`dataplane`] — *where does a frame go*: from the RTMS client's socket read to the plugin
+//!   call, in the order it happens (bridge → registry → queue or inline → worker), and the
+//!   counters it keeps on the way.
+//! - [`sandbox`] — *what is the sandbox and what may it touch*: the plugin contract's bindings,
+//!   the wasmtime engine, compile cache, one instance with its limits, WASI grants and quotas.
+//! - [`pipeline`] — pipeline.toml compiled into a routing table, and its hot reload.
+//! - [`outputs`] — what plugins emit and where it goes: sinks, the dead-letter file, the tap.
+//! - [`ops`] — *where does an operator feature go*: the admin listener and its routes, the
+//!   Prometheus exposition.
+//! - [`flows`] — *where does a new Zoom flow go*: Zoom's REST API (start, stop, pause,
+//!   resume), the in-client Zoom App, the event WebSocket.
+//! - [`service`] — the running service, wired from the rooms above, and its shutdown.
+//! - [`cli`] — commands beside `run`: the demo, replay, the tap and the Zoom commands.
+//! - [`plugin_dev`] — the plugin author's tools: `plugin new`, `plugin build`, `plugin test`.
+//! - [`urlenc`] — percent-encoding shared by the admin routes and the clients.
+//!
+//! Dependencies point one way: `cli` → `service` → `flows` / `ops` / `pipeline` → `dataplane`
+//! / `outputs` → `sandbox`; the Zoom side (webhooks, sockets, resilience) is the `rtms-client`
+//! crate, the simulator `rtms-sim`, pipeline.toml `rtms-config`, the wire types `rtms-proto`.
 #![deny(unsafe_code)]
 
-pub mod admin;
-pub mod app;
-pub mod bindings;
-pub mod core;
-pub mod deadletter;
-pub mod demo;
-pub mod eventws;
-pub mod metrics;
-pub mod output;
+pub mod cli;
+pub mod dataplane;
+pub mod flows;
+pub mod ops;
+pub mod outputs;
 pub mod pipeline;
 pub mod plugin_dev;
-pub mod queue;
-pub mod reload;
-pub mod replay;
-pub mod router;
-pub mod rtmscli;
-pub mod runtime;
-pub mod services;
-pub mod session;
-pub mod signals;
-pub mod tap;
-pub mod tapcli;
-pub mod telemetry;
+pub mod sandbox;
+pub mod service;
 pub mod urlenc;
-pub mod worker;
-pub mod zoomapi;
-pub mod zoomapp;

@@ -52,19 +52,19 @@ enum Cmd {
     /// Run the Zoom simulator alone (signed webhooks, signaling and media servers).
     Simulate(rtms_sim::cli::SimulateArgs),
     /// Push a recorded session through a pipeline, with no network.
-    Replay(rtms_host::replay::ReplayArgs),
+    Replay(rtms_host::service::replay::ReplayArgs),
     /// Simulator + host + example plugins in one process: a scripted meeting end to end.
-    Demo(rtms_host::demo::DemoArgs),
+    Demo(rtms_host::cli::demo::DemoArgs),
     /// Print a running host's live frames and plugin outputs (from its admin listener).
-    Tap(rtms_host::tapcli::TapArgs),
+    Tap(rtms_host::cli::tap::TapArgs),
     /// Start a meeting's stream through Zoom's REST API and wait for it to reach the host.
-    Start(rtms_host::rtmscli::RtmsArgs),
+    Start(rtms_host::cli::zoom::RtmsArgs),
     /// Stop a meeting's stream through Zoom's REST API.
-    Stop(rtms_host::rtmscli::RtmsArgs),
+    Stop(rtms_host::cli::zoom::RtmsArgs),
     /// Pause a meeting's stream through Zoom's REST API.
-    Pause(rtms_host::rtmscli::RtmsArgs),
+    Pause(rtms_host::cli::zoom::RtmsArgs),
     /// Resume a paused stream through Zoom's REST API.
-    Resume(rtms_host::rtmscli::RtmsArgs),
+    Resume(rtms_host::cli::zoom::RtmsArgs),
     /// Write, build and test a plugin: `plugin new`, `plugin build`, `plugin test`.
     Plugin {
         #[command(subcommand)]
@@ -118,15 +118,15 @@ fn main() -> ExitCode {
             }
             Cmd::Replay(args) => {
                 init_logging("warn");
-                report(rtms_host::replay::replay(args).await)
+                report(rtms_host::service::replay::replay(args).await)
             }
             Cmd::Demo(args) => {
                 init_logging("warn");
-                report(rtms_host::demo::demo(args).await)
+                report(rtms_host::cli::demo::demo(args).await)
             }
             Cmd::Tap(args) => {
                 init_logging("warn");
-                report(rtms_host::tapcli::tap(args).await)
+                report(rtms_host::cli::tap::tap(args).await)
             }
             Cmd::Start(args) => rtms_action("start", args).await,
             Cmd::Stop(args) => rtms_action("stop", args).await,
@@ -147,9 +147,9 @@ fn main() -> ExitCode {
     })
 }
 
-async fn rtms_action(action: &str, args: rtms_host::rtmscli::RtmsArgs) -> ExitCode {
+async fn rtms_action(action: &str, args: rtms_host::cli::zoom::RtmsArgs) -> ExitCode {
     init_logging("warn");
-    report(rtms_host::rtmscli::rtms(action, args).await)
+    report(rtms_host::cli::zoom::rtms(action, args).await)
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {
@@ -193,18 +193,18 @@ async fn run(config: PathBuf) -> ExitCode {
     } else {
         None
     };
-    let signals = match rtms_host::signals::Signals::install() {
+    let signals = match rtms_host::service::signals::Signals::install() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rtms-host: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let svc = match rtms_host::app::Service::start(
+    let svc = match rtms_host::service::Service::start(
         pipeline,
         Box::new(ProcessEnv),
         listener,
-        rtms_host::app::StartOptions {
+        rtms_host::service::StartOptions {
             admin_listener,
             ..Default::default()
         },
@@ -239,16 +239,16 @@ async fn validate(config: PathBuf, load: bool) -> ExitCode {
         eprintln!("warning: {w}");
     }
     if load {
-        let rt =
-            match rtms_host::runtime::Runtime::new(&rtms_host::pipeline::runtime_config(&pipeline))
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("{e:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-        let errors = rtms_host::pipeline::check_plugins(&pipeline, &rt).await;
+        let rt = match rtms_host::sandbox::Runtime::new(
+            &rtms_host::pipeline::build::runtime_config(&pipeline),
+        ) {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let errors = rtms_host::pipeline::build::check_plugins(&pipeline, &rt).await;
         if !errors.is_empty() {
             for e in &errors {
                 eprintln!("{e}");

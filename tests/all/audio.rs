@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rtms_host::bindings::{AudioCodec, AudioFormat, Frame, MediaKind};
-use rtms_host::core::{HostSession, SessionDesc};
+use rtms_host::dataplane::registry::{HostSession, SessionDesc};
+use rtms_host::sandbox::bindings::{AudioCodec, AudioFormat, Frame, MediaKind};
 
 use crate::util::*;
 
@@ -136,7 +136,7 @@ async fn a_resumed_session_appends_on_the_same_timeline() {
     for seq in 1..=25 {
         s.push(voiced(seq, 0)).await;
     }
-    s.end(rtms_host::bindings::EndReason::Reload).await;
+    s.end(rtms_host::sandbox::bindings::EndReason::Reload).await;
     let file = h.out_dir().join("meeting_resume-stream.wav");
     assert_eq!(
         read_wav(&file).3.len(),

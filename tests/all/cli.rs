@@ -202,7 +202,7 @@ component = "{plugins}/noop.wasm"
 media = ["transcript"]
 "#,
             cache = crate::util::cache_dir().display(),
-            plugins = rtms_host::demo::BUILT_PLUGINS_DIR,
+            plugins = rtms_host::cli::demo::BUILT_PLUGINS_DIR,
         ),
     )
     .unwrap();

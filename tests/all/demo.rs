@@ -2,7 +2,7 @@
 //! the example plugins (Rust, and the Python, JavaScript and C examples) writing transcripts
 //! and alerts into the output directory.
 
-use rtms_host::demo::{DemoArgs, run_demo};
+use rtms_host::cli::demo::{DemoArgs, run_demo};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_writes_transcripts_and_alerts() {

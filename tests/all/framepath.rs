@@ -13,7 +13,10 @@ fn recorder() -> Plug {
 
 /// Pushes frames 20 ms apart, as a real-time stream does (the clock is paused: the gap is
 /// exact, and the workers start their instances meanwhile).
-async fn push_paced(s: &rtms_host::core::HostSession, seqs: std::ops::RangeInclusive<u64>) {
+async fn push_paced(
+    s: &rtms_host::dataplane::registry::HostSession,
+    seqs: std::ops::RangeInclusive<u64>,
+) {
     for seq in seqs {
         s.push(transcript(seq, "Ann", "hi")).await;
         tokio::time::advance(Duration::from_millis(20)).await;

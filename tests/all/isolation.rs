@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rtms_host::runtime::host::{MAX_TABLE_ELEMENTS, MAX_TABLES, Rates, store_limits};
-use rtms_host::runtime::{CodeSource, Runtime, RuntimeConfig};
+use rtms_host::sandbox::store::{MAX_TABLE_ELEMENTS, MAX_TABLES, Rates, store_limits};
+use rtms_host::sandbox::{CodeSource, Runtime, RuntimeConfig};
 
 use crate::util::*;
 
@@ -151,7 +151,7 @@ async fn a_plugin_over_its_write_quota_is_stopped_for_the_session() {
     let written = std::fs::metadata(h.out_dir().join("flood-quota-stream.bin"))
         .unwrap()
         .len();
-    let used = rtms_host::runtime::quota::dir_bytes(&h.out_dir());
+    let used = rtms_host::sandbox::quota::dir_bytes(&h.out_dir());
     assert!(used > quota, "the directory went over: {used}");
     assert!(written < 20 * 64 * 1024, "stopped early: {written}");
     // The other plugin of the session is unaffected.

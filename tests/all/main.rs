@@ -9,6 +9,7 @@ mod cli;
 mod demo;
 mod framepath;
 mod isolation;
+mod layout;
 mod plugin_dev;
 mod replay;
 mod runtime;

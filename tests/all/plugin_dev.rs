@@ -323,9 +323,9 @@ async fn the_languages_example_pipeline_runs_all_three() {
         rtms_config::LoadOptions::validate_only(),
     )
     .unwrap();
-    let s = rtms_host::replay::replay_file(
+    let s = rtms_host::service::replay::replay_file(
         &pipeline,
-        &rtms_host::replay::ReplayArgs {
+        &rtms_host::service::replay::ReplayArgs {
             file: root().join("examples/recordings/standup.jsonl"),
             config: path.clone(),
             realtime: false,

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use rtms_config::{LoadOptions, MapEnv, Pipeline};
-use rtms_host::bindings::EndReason;
-use rtms_host::replay::{ReplayArgs, replay_file};
+use rtms_host::sandbox::bindings::EndReason;
+use rtms_host::service::replay::{ReplayArgs, replay_file};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -60,7 +60,7 @@ path = "{out}/alerts.jsonl"
 "#,
         cache = crate::util::cache_dir().display(),
         out = dir.display(),
-        plugins = rtms_host::demo::BUILT_PLUGINS_DIR,
+        plugins = rtms_host::cli::demo::BUILT_PLUGINS_DIR,
     );
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, &text).unwrap();
@@ -236,7 +236,7 @@ fill_gaps = true
 "#,
         cache = crate::util::cache_dir().display(),
         out = dir.path().display(),
-        plugins = rtms_host::demo::BUILT_PLUGINS_DIR,
+        plugins = rtms_host::cli::demo::BUILT_PLUGINS_DIR,
     );
     let path = dir.path().join("pipeline.toml");
     std::fs::write(&path, &text).unwrap();
@@ -313,7 +313,7 @@ media = ["audio", "transcript", "chat", "event"]
 "#,
         cache = crate::util::cache_dir().display(),
         out = dir.path().display(),
-        plugins = rtms_host::demo::BUILT_PLUGINS_DIR,
+        plugins = rtms_host::cli::demo::BUILT_PLUGINS_DIR,
     );
     let c = sim.config();
     let env = MapEnv::new()
@@ -323,11 +323,11 @@ media = ["audio", "transcript", "chat", "event"]
     let path = dir.path().join("pipeline.toml");
     let p = Pipeline::parse(&text, &path, &env, LoadOptions::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let svc = rtms_host::app::Service::start(
+    let svc = rtms_host::service::Service::start(
         p,
         Box::new(env),
         listener,
-        rtms_host::app::StartOptions::default(),
+        rtms_host::service::StartOptions::default(),
     )
     .await
     .expect("host");

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rtms_host::bindings::MediaKind;
+use rtms_host::sandbox::bindings::MediaKind;
 
 use crate::util::*;
 
@@ -231,7 +231,9 @@ async fn drop_oldest_queue_counts_what_it_drops() {
     // A plugin slower than the producer, behind a tiny drop-oldest queue.
     let mut slow = Plug::new("slow", "seq_recorder");
     slow.capacity = 2;
-    slow.on_full = rtms_host::queue::QueuePolicy::all(rtms_host::queue::OnFull::DropOldest);
+    slow.on_full = rtms_host::dataplane::queue::QueuePolicy::all(
+        rtms_host::dataplane::queue::OnFull::DropOldest,
+    );
     slow.kinds = vec![MediaKind::Audio];
     slow.batch_max = 1;
     let h = harness(&[slow]).await;
@@ -281,14 +283,14 @@ async fn a_core_module_is_refused_with_the_fix() {
 #[tokio::test]
 async fn second_load_comes_from_the_compile_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = rtms_host::runtime::Runtime::new(&rtms_host::runtime::RuntimeConfig {
+    let rt = rtms_host::sandbox::Runtime::new(&rtms_host::sandbox::RuntimeConfig {
         cache_dir: Some(dir.path().to_owned()),
         epoch_tick: Duration::from_millis(5),
     })
     .unwrap();
     let first = rt.load(&component("noop")).await.unwrap();
-    assert_eq!(first.source, rtms_host::runtime::CodeSource::Compiled);
+    assert_eq!(first.source, rtms_host::sandbox::CodeSource::Compiled);
     let second = rt.load(&component("noop")).await.unwrap();
-    assert_eq!(second.source, rtms_host::runtime::CodeSource::Cache);
+    assert_eq!(second.source, rtms_host::sandbox::CodeSource::Cache);
     assert_eq!(first.hash, second.hash);
 }

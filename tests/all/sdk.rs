@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rtms_config::{LoadOptions, MapEnv, Pipeline};
-use rtms_host::replay::{ReplayArgs, replay_file};
+use rtms_host::service::replay::{ReplayArgs, replay_file};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -8,8 +8,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use rtms_host::bindings::{Output, Severity};
-use rtms_host::output::{OutputRecord, Sink, SinkFilter, SinkTarget, start_sinks};
+use rtms_host::outputs::{OutputRecord, Sink, SinkFilter, SinkTarget, start_sinks};
+use rtms_host::sandbox::bindings::{Output, Severity};
 use tokio::sync::mpsc;
 
 fn record(plugin: &str, kind: &str, severity: Severity, message: &str) -> OutputRecord {

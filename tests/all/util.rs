@@ -7,19 +7,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtms_host::bindings::{EndReason, Frame, MediaKind, TranscriptInfo};
-use rtms_host::core::{HostSession, SessionDesc, Shared};
-use rtms_host::deadletter::DeadLetters;
-use rtms_host::metrics::Metrics;
-use rtms_host::output::{Sink, SinkSet, SinkTarget, start_sinks};
-use rtms_host::queue::QueuePolicy;
-use rtms_host::router::{Filter, MediaKinds, PluginEntry, RestartPolicy, RouteTable};
-use rtms_host::runtime::host::{Grant, Rates};
-use rtms_host::runtime::{InstanceSpec, Runtime, RuntimeConfig};
+use rtms_host::dataplane::queue::QueuePolicy;
+use rtms_host::dataplane::registry::{HostSession, SessionDesc, Shared};
+use rtms_host::dataplane::routes::{Filter, MediaKinds, PluginEntry, RestartPolicy, RouteTable};
+use rtms_host::dataplane::stats::Metrics;
+use rtms_host::outputs::deadletter::DeadLetters;
+use rtms_host::outputs::{Sink, SinkSet, SinkTarget, start_sinks};
+use rtms_host::sandbox::bindings::{EndReason, Frame, MediaKind, TranscriptInfo};
+use rtms_host::sandbox::store::{Grant, Rates};
+use rtms_host::sandbox::{InstanceSpec, Runtime, RuntimeConfig};
 
 /// A compiled component of the plugins workspace.
 pub fn component(name: &str) -> PathBuf {
-    Path::new(rtms_host::demo::BUILT_PLUGINS_DIR).join(format!("{name}.wasm"))
+    Path::new(rtms_host::cli::demo::BUILT_PLUGINS_DIR).join(format!("{name}.wasm"))
 }
 
 /// The compile cache shared by every test run, so components compile once.

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
 use rtms_config::{LoadOptions, MapEnv, Pipeline};
-use rtms_host::app::{Service, StartOptions};
-use rtms_host::session::Tap;
+use rtms_host::dataplane::bridge::Tap;
+use rtms_host::service::{Service, StartOptions};
 use rtms_sim::{Ledger, MeetingHandle, MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -169,7 +169,7 @@ pub struct Host {
     pub dir: tempfile::TempDir,
     pub webhook_url: String,
     /// Every frame the host received: (stream id, kind, seq).
-    pub frames: mpsc::UnboundedReceiver<(String, rtms_host::bindings::MediaKind, u64)>,
+    pub frames: mpsc::UnboundedReceiver<(String, rtms_host::sandbox::bindings::MediaKind, u64)>,
 }
 
 impl Host {
@@ -393,7 +393,7 @@ pub async fn start_live(
     wait_frame(
         host,
         m.stream_id(),
-        rtms_host::bindings::MediaKind::Transcript,
+        rtms_host::sandbox::bindings::MediaKind::Transcript,
     )
     .await;
     m
@@ -579,7 +579,7 @@ pub async fn post_started(sim: &Simulator, host: &Host, meeting: &MeetingHandle)
 pub async fn wait_frame(
     host: &mut Host,
     stream_id: &str,
-    kind: rtms_host::bindings::MediaKind,
+    kind: rtms_host::sandbox::bindings::MediaKind,
 ) -> std::time::Instant {
     within("a frame", async {
         loop {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use rtms_host::bindings::MediaKind;
+use rtms_host::sandbox::bindings::MediaKind;
 use rtms_proto::{Product, WebhookAction, WebhookEvent};
 use rtms_sim::{Fault, MeetingScript, Pace, SimConfig, Simulator};
 

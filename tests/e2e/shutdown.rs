@@ -1,7 +1,7 @@
 //! Graceful shutdown with a live meeting: the plugins get `on-session-end(shutdown)`, their
 //! files hold every line received, once, and the sinks are flushed.
 
-use rtms_host::bindings::MediaKind;
+use rtms_host::sandbox::bindings::MediaKind;
 use rtms_proto::Product;
 use rtms_sim::Simulator;
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use rtms_host::bindings::MediaKind;
+use rtms_host::sandbox::bindings::MediaKind;
 use rtms_proto::Product;
 use rtms_proto::codes::status;
 use rtms_sim::{Fault, Simulator, SocketSel};

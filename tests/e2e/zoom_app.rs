@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use rtms_config::{RestCredentials, Secret};
-use rtms_host::zoomapp::{AppContext, encrypt_context};
+use rtms_host::flows::zoom_app::{AppContext, encrypt_context};
 use rtms_sim::api::{ApiConfig, ZoomApi};
 use rtms_sim::{MeetingOptions, Pace, Simulator};
 use serde_json::Value;

@@ -134,7 +134,7 @@ async fn stop_pause_and_resume_reach_the_live_stream() {
     wait_frame(
         &mut host,
         &stream,
-        rtms_host::bindings::MediaKind::Transcript,
+        rtms_host::sandbox::bindings::MediaKind::Transcript,
     )
     .await;
     for action in ["pause", "resume", "stop"] {
@@ -346,7 +346,7 @@ async fn rtms_host_simulate_serves_the_rest_api_and_its_meeting_waits_for_a_star
     // The meeting has not started: nothing but the printed lines so far.
     let path = format!(
         "/v2/live_meetings/{}/rtms_app/status",
-        rtms_host::zoomapi::meeting_segment(&meeting)
+        rtms_host::flows::zoom_rest::meeting_segment(&meeting)
     );
     let headers = vec![
         ("authorization", format!("Bearer {token}")),

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rtms_host::reload::Outcome;
+use rtms_host::pipeline::reload::Outcome;
 
 use crate::rig::*;
 use crate::util::component;
@@ -110,7 +110,7 @@ async fn http(
     (status, retry, json)
 }
 
-fn admin(svc: &rtms_host::app::Service) -> SocketAddr {
+fn admin(svc: &rtms_host::service::Service) -> SocketAddr {
     svc.admin_addr().expect("the admin listener runs")
 }
 

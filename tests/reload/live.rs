@@ -43,8 +43,8 @@ async fn a_hundred_reloads_during_a_live_meeting_lose_and_double_no_line() {
             p.plugins[0] = writer(path);
             rig.write_pipeline(&p);
             match svc.reload().await {
-                rtms_host::reload::Outcome::Applied { .. } => by_admin += 1,
-                rtms_host::reload::Outcome::Unchanged => by_watcher += 1,
+                rtms_host::pipeline::reload::Outcome::Applied { .. } => by_admin += 1,
+                rtms_host::pipeline::reload::Outcome::Unchanged => by_watcher += 1,
                 other => panic!("reload {i} was not applied: {other:?}"),
             }
             serving(&svc, "writer", hash).await;

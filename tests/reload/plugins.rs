@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rtms_host::reload::Outcome;
+use rtms_host::pipeline::reload::Outcome;
 
 use crate::rig::*;
 use crate::util::component;

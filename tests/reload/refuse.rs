@@ -1,7 +1,7 @@
 //! What does not load is refused whole, with a message naming the problem, and the running
 //! version keeps serving.
 
-use rtms_host::reload::Outcome;
+use rtms_host::pipeline::reload::Outcome;
 
 use crate::rig::*;
 use crate::util::component;

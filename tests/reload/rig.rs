@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rtms_config::{LoadOptions, MapEnv, Pipeline};
-use rtms_host::app::{Service, StartOptions};
-use rtms_host::metrics::{MetricsSnapshot, PluginSnapshot};
+use rtms_host::dataplane::stats::{MetricsSnapshot, PluginSnapshot};
+use rtms_host::service::{Service, StartOptions};
 use rtms_sim::{MeetingHandle, MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
 
 use crate::util::{cache_dir, component};

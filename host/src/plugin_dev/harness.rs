@@ -23,8 +23,8 @@ use rtms_config::{LoadOptions, MapEnv, Pipeline};
 use rtms_proto::Product;
 
 use super::manifest::Manifest;
-use crate::metrics::PluginSnapshot;
-use crate::replay::{ReplayArgs, replay_file};
+use crate::dataplane::stats::PluginSnapshot;
+use crate::service::replay::{ReplayArgs, replay_file};
 
 /// What a test run found.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use rtms_config::{LoadOptions, MapEnv, Pipeline};
 use rtms_sim::{MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
 
-use crate::app::{Service, StartOptions};
+use crate::service::{Service, StartOptions};
 
 const CLIENT_ID: &str = "plugin_test_client";
 const CLIENT_SECRET: &str = "plugin_test_secret";

@@ -1,0 +1,120 @@
+//! The bridge from the RTMS client to the host core: the client's `SinkFactory` /
+//! `FrameSink` implemented by opening a [`HostSession`] per stream.
+//!
+//! A client frame becomes a WIT frame here by moving its fields (the payload decoded from
+//! base64 by the client is moved, not copied); the session copies it only for the second
+//! and later plugins that want it.
+
+use std::sync::Arc;
+
+use rtms_client::{EndReason as ClientEnd, FrameSink, SinkFactory, StreamInfo, StreamStatus};
+use rtms_proto::params::{AudioParams, codec, sample_rate};
+
+use crate::dataplane::registry::{HostSession, SessionDesc, Shared};
+use crate::sandbox::bindings::{AudioCodec, AudioFormat, EndReason, Frame, TranscriptInfo};
+
+/// Sees every frame of every session before the plugins do (the demo prints the live
+/// transcript with it).
+pub type Tap = Arc<dyn Fn(&HostSession, &Frame) + Send + Sync>;
+
+/// Sees every frame read from a socket, with the time that socket read returned (before the
+/// client decoded it): the benchmarks' latency starts there.
+pub type ReadTap = Arc<dyn Fn(&HostSession, &Frame, std::time::Instant) + Send + Sync>;
+
+/// Opens a host session for each stream the client connects.
+#[derive(Clone)]
+pub struct HostSinkFactory {
+    pub shared: Arc<Shared>,
+    pub tap: Option<Tap>,
+    pub read_tap: Option<ReadTap>,
+}
+
+pub struct HostSink {
+    session: Arc<HostSession>,
+    tap: Option<Tap>,
+    read_tap: Option<ReadTap>,
+}
+
+impl SinkFactory for HostSinkFactory {
+    type Sink = HostSink;
+
+    fn open(&self, info: &StreamInfo) -> HostSink {
+        tracing::info!(stream = %info.stream_id, product = info.product.as_str(), meeting = %info.meeting_id, "session started");
+        let session = self.shared.open_session(SessionDesc {
+            product: info.product,
+            meeting_id: info.meeting_id.clone(),
+            stream_id: info.stream_id.clone(),
+            operator_id: info.operator_id.clone(),
+            started_at_ms: info.started_at_ms,
+            resumed: false,
+            audio: Some(audio_format(&info.audio)),
+        });
+        HostSink {
+            session,
+            tap: self.tap.clone(),
+            read_tap: self.read_tap.clone(),
+        }
+    }
+}
+
+impl FrameSink for HostSink {
+    async fn frame(&self, frame: rtms_client::Frame) {
+        let read_at = frame.received_at;
+        let frame = wit_frame(frame);
+        if let Some(tap) = &self.tap {
+            tap(&self.session, &frame);
+        }
+        self.session.publish(&frame);
+        if let (Some(tap), Some(at)) = (&self.read_tap, read_at) {
+            tap(&self.session, &frame, at);
+        }
+        self.session.push(frame).await;
+    }
+
+    fn status(&self, status: StreamStatus) {
+        tracing::info!(stream = %self.session.stream_id, ?status, "stream status");
+    }
+
+    async fn end(self, reason: ClientEnd) {
+        let reason = EndReason::from(reason);
+        tracing::info!(stream = %self.session.stream_id, ?reason, "session ended");
+        self.session.end(reason).await;
+    }
+}
+
+/// A client frame as the contract's frame, moving every field.
+pub fn wit_frame(f: rtms_client::Frame) -> Frame {
+    Frame {
+        kind: f.kind.into(),
+        seq: f.seq,
+        timestamp_ms: f.timestamp_ms,
+        user_id: f.user_id,
+        user_name: f.user_name,
+        payload: f.payload,
+        text: f.text,
+        transcript: f.transcript.map(|t| TranscriptInfo {
+            start_ms: t.start_ms,
+            end_ms: t.end_ms,
+            language: t.language,
+        }),
+        event_type: f.event_type,
+    }
+}
+
+/// The session's audio format from the confirmed media parameters.
+pub fn audio_format(p: &AudioParams) -> AudioFormat {
+    let p = p.resolved();
+    AudioFormat {
+        codec: match p.codec.unwrap_or(codec::L16) {
+            codec::G711 => AudioCodec::G711,
+            codec::G722 => AudioCodec::G722,
+            codec::OPUS => AudioCodec::Opus,
+            _ => AudioCodec::L16,
+        },
+        sample_rate: sample_rate::hz(p.sample_rate.unwrap_or(sample_rate::SR_16K))
+            .unwrap_or(16_000),
+        channels: p.channel.unwrap_or(1) as u8,
+        frame_ms: p.send_rate.unwrap_or(20),
+        per_speaker: p.data_opt == Some(rtms_proto::params::data_opt::AUDIO_MULTI_STREAMS),
+    }
+}

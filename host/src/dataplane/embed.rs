@@ -1,0 +1,51 @@
+//! The data plane's side of the sandbox's [`Embedder`]: one [`PluginLink`] per (plugin,
+//! session) sends what the guest emits to the outputs and counts what its budgets cut, in the
+//! plugin's counters (all sessions) and the session's losses (summarised at its end).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::dataplane::stats::{Losses, PluginStats};
+use crate::outputs::{OutputRecord, Outputs};
+use crate::sandbox::bindings::Output;
+use crate::sandbox::store::{Dropped, Embedder, InstanceCtx};
+
+/// Where one (plugin, session)'s outputs and losses go.
+pub struct PluginLink {
+    pub outputs: Outputs,
+    /// The plugin's counters (all sessions).
+    pub stats: Arc<PluginStats>,
+    /// What the plugin lost on this session.
+    pub losses: Losses,
+}
+
+impl PluginLink {
+    pub fn new(outputs: Outputs, stats: Arc<PluginStats>) -> Arc<Self> {
+        Arc::new(Self {
+            outputs,
+            stats,
+            losses: Losses::default(),
+        })
+    }
+}
+
+impl Embedder for PluginLink {
+    fn emit(&self, ctx: &InstanceCtx, out: Output) {
+        self.outputs.send(OutputRecord::new(
+            ctx.plugin.clone(),
+            ctx.session,
+            ctx.stream_id.clone(),
+            ctx.meeting_id.clone(),
+            out,
+        ));
+    }
+
+    fn dropped(&self, what: Dropped) -> u64 {
+        let (plugin, session) = match what {
+            Dropped::Log => (&self.stats.log_dropped, &self.losses.log_dropped),
+            Dropped::Emit => (&self.stats.emit_dropped, &self.losses.emit_dropped),
+        };
+        plugin.fetch_add(1, Ordering::Relaxed);
+        session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}

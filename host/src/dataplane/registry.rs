@@ -1,0 +1,414 @@
+//! The host's core: the published routing table, the live sessions, and how a frame gets
+//! from a session to the workers of the plugins that want it.
+//!
+//! A [`HostSession`] is what the RTMS client (or `replay`) pushes frames into. Pushing is
+//! done on the caller's task — the socket reader — with no extra hop: the frame is matched
+//! against the session's workers and, for each, either handed straight to the plugin on this
+//! task (its worker is idle and nothing is queued: see `crate::dataplane::worker`), or put on its queue
+//! for its worker. At real-time pace the first is the common case, so a frame costs no
+//! wake-up of another task or thread; under load frames queue and are taken in batches.
+//!
+//! Each session remembers the table it last reconciled with; when a reload publishes a new
+//! one, the session reconciles (spawn workers for added plugins, swap changed ones in band,
+//! end removed ones) under the same lock the frame path takes, so a swap marker sits exactly
+//! between two frames.
+//!
+//! The session lock is a plain mutex and is never held across an await. A frame goes to
+//! every queue with room at once; only queues that are full under `block` make the push
+//! wait, all at the same time and each at most its plugin's block timeout, after which the
+//! frame is shed for that plugin alone (see `crate::dataplane::queue`). So one stuck or restarting
+//! plugin delays the socket reader by at most one block timeout per run of losses, never
+//! stalls the session's other plugins, and never holds up a reload or the session's end.
+//! When a session ends, what each plugin lost on it is summarised (log and metrics).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use rtms_proto::Product;
+use tokio::sync::mpsc;
+
+use crate::dataplane::embed::PluginLink;
+use crate::dataplane::queue::{Pushed, Queue};
+use crate::dataplane::routes::{PluginEntry, RouteTable};
+use crate::dataplane::services::{RollbackRequest, Services};
+use crate::dataplane::stats::{Metrics, by_kind_text};
+use crate::dataplane::worker::{Control, Inline, Worker, WorkerHandle, record_push};
+use crate::outputs::Outputs;
+use crate::outputs::deadletter::DeadLetters;
+use crate::sandbox::Runtime;
+use crate::sandbox::bindings::{self, EndReason, Frame, SessionInfo};
+use crate::sandbox::store::InstanceCtx;
+
+/// What every session shares: the host's services (which workers see too), the published
+/// routing table and the live sessions. Derefs to [`Services`].
+pub struct Shared {
+    pub services: Arc<Services>,
+    pub table: ArcSwap<RouteTable>,
+    sessions: Mutex<HashMap<u64, std::sync::Weak<HostSession>>>,
+    next_session: AtomicU64,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.services
+    }
+}
+
+impl Shared {
+    pub fn new(
+        rt: Runtime,
+        table: RouteTable,
+        outputs: Outputs,
+        dead_letters: DeadLetters,
+        metrics: Arc<Metrics>,
+        rollback_tx: Option<mpsc::UnboundedSender<RollbackRequest>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            services: Arc::new(Services {
+                rt,
+                outputs,
+                dead_letters,
+                metrics,
+                rollback_tx,
+            }),
+            table: ArcSwap::from_pointee(table),
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+        })
+    }
+
+    /// Opens a session: spawns a worker for every plugin whose filters match.
+    pub fn open_session(self: &Arc<Self>, desc: SessionDesc) -> Arc<HostSession> {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let info = SessionInfo {
+            session: id,
+            product: wit_product(desc.product),
+            meeting_id: desc.meeting_id.clone(),
+            stream_id: desc.stream_id.clone(),
+            operator_id: desc.operator_id.clone(),
+            started_at_ms: desc.started_at_ms,
+            resumed: desc.resumed,
+            audio: desc.audio,
+        };
+        let session = Arc::new(HostSession {
+            shared: self.clone(),
+            product: desc.product,
+            stream_id: desc.stream_id.as_str().into(),
+            info,
+            state: Mutex::new(SessionState {
+                table: Arc::new(RouteTable::default()),
+                workers: Vec::new(),
+                retired: Vec::new(),
+                ended: false,
+            }),
+        });
+        {
+            let mut st = session.state.lock();
+            session.reconcile_locked(&mut st, self.table.load_full());
+        }
+        self.metrics
+            .sessions_started
+            .fetch_add(1, Ordering::Relaxed);
+        self.sessions.lock().insert(id, Arc::downgrade(&session));
+        session
+    }
+
+    /// The live sessions.
+    pub fn sessions(&self) -> Vec<Arc<HostSession>> {
+        let mut map = self.sessions.lock();
+        map.retain(|_, w| w.strong_count() > 0);
+        map.values().filter_map(|w| w.upgrade()).collect()
+    }
+
+    /// Publishes a new table and has every live session reconcile with it now (idle
+    /// sessions included), so an added plugin starts and a swap happens without waiting
+    /// for the next frame.
+    /// Sessions reconcile concurrently: one whose plugin queue is full (a `block` plugin
+    /// catching up) does not hold up the others.
+    pub async fn publish(&self, table: RouteTable) {
+        self.table.store(Arc::new(table));
+        let sessions = self.sessions();
+        futures_util::future::join_all(sessions.iter().map(|s| s.reconcile())).await;
+    }
+}
+
+fn wit_product(p: Product) -> bindings::Product {
+    match p {
+        Product::Meeting => bindings::Product::Meeting,
+        Product::Webinar => bindings::Product::Webinar,
+        Product::VideoSdk => bindings::Product::VideoSdk,
+        Product::ContactCenter => bindings::Product::ContactCenter,
+    }
+}
+
+/// What the host knows of a stream when its session opens.
+#[derive(Clone, Debug)]
+pub struct SessionDesc {
+    pub product: Product,
+    pub meeting_id: String,
+    pub stream_id: String,
+    pub operator_id: Option<String>,
+    pub started_at_ms: u64,
+    pub resumed: bool,
+    pub audio: Option<bindings::AudioFormat>,
+}
+
+/// One live session (one RTMS stream) and its plugin workers.
+pub struct HostSession {
+    shared: Arc<Shared>,
+    product: Product,
+    pub stream_id: Arc<str>,
+    pub info: SessionInfo,
+    /// Never held across an await.
+    state: Mutex<SessionState>,
+}
+
+struct SessionState {
+    /// The table the workers were last reconciled with.
+    table: Arc<RouteTable>,
+    workers: Vec<WorkerHandle>,
+    /// Workers of removed plugins, still draining.
+    retired: Vec<WorkerHandle>,
+    ended: bool,
+}
+
+/// A worker whose queue was full under `block` when a frame came: the push waits for it
+/// (`frame`), or records what its shedding queue refused (`shed`), outside the session lock.
+struct Blocked {
+    queue: Arc<Queue<Control>>,
+    entry: Arc<PluginEntry>,
+    ctx: Arc<InstanceCtx>,
+    link: Arc<PluginLink>,
+    frame: Option<Frame>,
+    shed: Option<Pushed>,
+}
+
+impl HostSession {
+    /// Routes one frame to every worker that wants it. Queues with room take it at once;
+    /// full `block` queues are waited for together, each up to its plugin's block timeout,
+    /// without the session lock. Frames pushed after `end` are ignored.
+    pub async fn push(&self, frame: Frame) {
+        let metrics = &self.shared.metrics;
+        metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+        metrics.count_frame(
+            frame.kind.into(),
+            frame.payload.len() + frame.text.as_ref().map_or(0, String::len),
+        );
+        let (inline, blocked) = {
+            let mut st = self.state.lock();
+            if st.ended {
+                return;
+            }
+            let current = self.shared.table.load();
+            if !Arc::ptr_eq(&st.table, &current) {
+                self.reconcile_locked(&mut st, current.clone());
+            }
+            self.offer(&mut st, frame)
+        };
+        for (worker, frame) in inline {
+            worker.deliver(frame).await;
+        }
+        if blocked.is_empty() {
+            return;
+        }
+        let services = &self.shared.services;
+        // Frames a shedding queue refused at once are dead-lettered here, unlocked.
+        let (shed, blocked): (Vec<_>, Vec<_>) = blocked.into_iter().partition(|b| b.shed.is_some());
+        for b in shed {
+            let pushed = b.shed.expect("partitioned on it");
+            record_push(services, &b.entry, &b.ctx, &b.link, pushed);
+        }
+        futures_util::future::join_all(blocked.into_iter().map(|b| async move {
+            let Some(frame) = b.frame else { return };
+            let pushed = b.queue.push_within(frame, b.entry.block_timeout).await;
+            record_push(services, &b.entry, &b.ctx, &b.link, pushed);
+        }))
+        .await;
+    }
+
+    /// Offers the frame to every subscribed worker without waiting: straight to the plugin
+    /// (returned, to be delivered once the session lock is released) when the worker is idle
+    /// and takes it inline, else to its queue. Returns those and the workers that must be
+    /// waited for. Every subscriber but the last gets a copy; the last gets the frame itself.
+    fn offer(&self, st: &mut SessionState, frame: Frame) -> (Vec<(Inline, Frame)>, Vec<Blocked>) {
+        let kind = frame.kind.into();
+        let mut left = st
+            .workers
+            .iter()
+            .filter(|w| w.entry.kinds.contains(kind))
+            .count();
+        let mut frame = Some(frame);
+        let mut blocked = Vec::new();
+        let mut inline = Vec::new();
+        let now = tokio::time::Instant::now();
+        for w in st
+            .workers
+            .iter_mut()
+            .filter(|w| w.entry.kinds.contains(kind))
+        {
+            left -= 1;
+            let f = if left == 0 {
+                frame.take()
+            } else {
+                frame.clone()
+            };
+            let Some(f) = f else { break };
+            if let Some(worker) = w.try_inline(now) {
+                record_push(
+                    &self.shared.services,
+                    &w.entry,
+                    &w.ctx,
+                    &w.link,
+                    Pushed::Queued,
+                );
+                inline.push((worker, f));
+                continue;
+            }
+            let (frame, shed) = match w.queue.try_push(f) {
+                Ok(pushed @ Pushed::Shed { .. }) => (None, Some(pushed)),
+                Ok(pushed) => {
+                    record_push(&self.shared.services, &w.entry, &w.ctx, &w.link, pushed);
+                    continue;
+                }
+                Err(f) => (Some(f), None),
+            };
+            blocked.push(Blocked {
+                queue: w.queue.clone(),
+                entry: w.entry.clone(),
+                ctx: w.ctx.clone(),
+                link: w.link.clone(),
+                frame,
+                shed,
+            });
+        }
+        (inline, blocked)
+    }
+
+    /// Reconciles with the published table if it changed.
+    pub async fn reconcile(&self) {
+        let mut st = self.state.lock();
+        if st.ended {
+            return;
+        }
+        let current = self.shared.table.load_full();
+        if !Arc::ptr_eq(&st.table, &current) {
+            self.reconcile_locked(&mut st, current);
+        }
+    }
+
+    fn reconcile_locked(&self, st: &mut SessionState, table: Arc<RouteTable>) {
+        let mut kept = Vec::with_capacity(table.plugins.len());
+        let mut old: Vec<WorkerHandle> = std::mem::take(&mut st.workers);
+        for entry in &table.plugins {
+            if !entry.filter.matches(
+                self.product,
+                &self.info.meeting_id,
+                self.info.operator_id.as_deref(),
+            ) {
+                continue;
+            }
+            if let Some(pos) = old.iter().position(|w| w.entry.name == entry.name) {
+                let mut w = old.swap_remove(pos);
+                if !Arc::ptr_eq(&w.entry, entry) {
+                    // In band: a new version (or config) rebuilds the instance; changed
+                    // settings alone (batch size, restart policy) only update the worker.
+                    w.queue.push_control(Control::Swap(entry.clone()));
+                }
+                w.entry = entry.clone();
+                kept.push(w);
+            } else {
+                kept.push(Worker::spawn(
+                    self.shared.services.clone(),
+                    entry.clone(),
+                    self.info.clone(),
+                    self.stream_id.clone(),
+                ));
+            }
+        }
+        for w in old {
+            w.queue.close_with(Control::End(EndReason::Removed));
+            // The worker drains what is queued, ends, and exits on its own.
+            st.retired.push(w);
+        }
+        st.workers = kept;
+        st.table = table;
+    }
+
+    /// Shows a frame on the live tap (when someone listens).
+    pub fn publish(&self, frame: &Frame) {
+        self.shared.outputs.tap().frame(
+            self.info.session,
+            &self.stream_id,
+            &self.info.meeting_id,
+            frame,
+        );
+    }
+
+    /// The session's plugins, each with the frames waiting in its queue.
+    pub fn queue_depths(&self) -> Vec<(Arc<str>, usize)> {
+        let st = self.state.lock();
+        st.workers
+            .iter()
+            .chain(&st.retired)
+            .map(|w| (w.entry.name.clone(), w.queue.len()))
+            .collect()
+    }
+
+    /// The product of the stream.
+    pub fn product(&self) -> Product {
+        self.product
+    }
+
+    /// Ends the session for every plugin: each worker drains its queue, calls
+    /// `on-session-end(reason)`, and stops. Returns when all have; then logs, per plugin,
+    /// what it lost on this session.
+    pub async fn end(&self, reason: EndReason) {
+        let (workers, retired) = {
+            let mut st = self.state.lock();
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+            (
+                std::mem::take(&mut st.workers),
+                std::mem::take(&mut st.retired),
+            )
+        };
+        for w in &workers {
+            w.queue.close_with(Control::End(reason));
+        }
+        for w in retired.into_iter().chain(workers) {
+            if let Err(e) = w.task.await {
+                tracing::error!(stream = %self.stream_id, plugin = %w.entry.name, error = %e, "plugin worker failed");
+            }
+            if let Some(l) = w.link.losses.summary() {
+                w.entry
+                    .stats
+                    .sessions_with_losses
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    stream = %self.stream_id,
+                    plugin = %w.entry.name,
+                    shed = l.shed,
+                    dropped = l.dropped,
+                    dropped_kinds = %by_kind_text(&l.dropped_by_kind),
+                    dead_lettered = l.dead_lettered,
+                    discarded = l.discarded,
+                    log_lines_dropped = l.log_dropped,
+                    outputs_dropped = l.emit_dropped,
+                    "plugin lost data on this session (dropped: to make room in its full queue; shed: its queue stayed full past block_timeout_ms, in the dead-letter file; dead-lettered: also batches that trapped; discarded: while stopped; log lines and outputs: over their byte rates)"
+                );
+            }
+        }
+        self.shared
+            .metrics
+            .sessions_ended
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.sessions.lock().remove(&self.info.session);
+    }
+}

@@ -1,0 +1,33 @@
+//! What every plugin worker needs from the host, whichever session it serves: the wasm
+//! runtime, the output sinks, the dead-letter file, the metrics and the channel to the
+//! reload controller.
+//!
+//! `crate::dataplane::registry::Shared` (the routing table and the live sessions) builds on this; workers
+//! see only this part, so the worker module does not depend on the session module.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::dataplane::stats::Metrics;
+use crate::outputs::Outputs;
+use crate::outputs::deadletter::DeadLetters;
+use crate::sandbox::Runtime;
+
+/// The host's services, shared by every session and worker.
+pub struct Services {
+    pub rt: Runtime,
+    pub outputs: Outputs,
+    pub dead_letters: DeadLetters,
+    pub metrics: Arc<Metrics>,
+    pub rollback_tx: Option<mpsc::UnboundedSender<RollbackRequest>>,
+}
+
+/// Sent to the reload controller when a freshly swapped version keeps trapping.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest {
+    pub plugin: Arc<str>,
+    /// The hash of the version that failed.
+    pub bad_hash: String,
+    pub error: String,
+}

@@ -1,0 +1,370 @@
+//! Counters of what the host did: frames in, frames delivered per plugin, drops, plugin
+//! errors, traps, restarts, dead letters, reloads.
+//!
+//! Plain atomics, cheap enough for the frame path. They back the demo's summary, the
+//! benchmarks and the tests' assertions that nothing was lost silently; the admin API
+//! exposes them. An optional [`BatchHook`] sees every batch a plugin call returned from
+//! (the benchmarks time frames end to end with it); unset, it costs one atomic load.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
+use rtms_proto::MediaKind;
+use serde::Serialize;
+
+use crate::sandbox::bindings::Frame;
+
+/// Counters per kind of frame, indexed in contract order (`rtms_proto::MediaKind as usize`).
+#[derive(Debug, Default)]
+pub struct ByKind([AtomicU64; 6]);
+
+impl ByKind {
+    pub fn add(&self, kind: rtms_proto::MediaKind, n: u64) {
+        self.0[kind as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The non-zero counts, by kind name.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        rtms_proto::MediaKind::ALL
+            .into_iter()
+            .filter_map(|k| {
+                let n = self.0[k as usize].load(Ordering::Relaxed);
+                (n > 0).then(|| (k.as_str().to_owned(), n))
+            })
+            .collect()
+    }
+}
+
+/// `audio 12, video 3` (for log lines); `none` when empty.
+pub fn by_kind_text(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    parts.join(", ")
+}
+
+/// How often a (plugin, session) may warn again about frames it keeps losing.
+pub const LOSS_WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Called after each `on-frames` call returns, with the session id, the plugin name and the
+/// batch the call took. Must be quick: it runs on the worker's task.
+#[derive(Clone)]
+pub struct BatchHook(pub Arc<BatchFn>);
+
+/// The function a [`BatchHook`] calls: (session, plugin, batch).
+pub type BatchFn = dyn Fn(u64, &str, &[Frame]) + Send + Sync;
+
+impl std::fmt::Debug for BatchHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchHook")
+    }
+}
+
+/// Counters for one plugin, over all its sessions and versions.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Frames routed to the plugin: queued for its worker, or delivered inline.
+    pub routed: AtomicU64,
+    /// Frames an instance returned from `on-frames` for (ok or plugin error).
+    pub delivered: AtomicU64,
+    /// `on-frames` calls made.
+    pub calls: AtomicU64,
+    /// Frames delivered straight from the session's task, bypassing the queue and the
+    /// worker's wake-up (see `crate::dataplane::worker::WorkerHandle::try_inline`).
+    pub inline: AtomicU64,
+    /// Of those, calls that had to wait (an epoch tick, I/O) and finished on a task of
+    /// their own.
+    pub inline_handoffs: AtomicU64,
+    /// Frames dropped to make room in a full queue (kinds its queue policy drops).
+    pub dropped: AtomicU64,
+    /// `dropped` by the kind of the frame dropped.
+    pub dropped_by_kind: ByKind,
+    /// Frames a full `block` queue refused after its block timeout (stuck or restarting
+    /// plugin); each is also counted in `dead_lettered`.
+    pub shed: AtomicU64,
+    /// Frames written to the dead-letter file: batches that trapped, frames shed, frames
+    /// queued while the plugin could not run.
+    pub dead_lettered: AtomicU64,
+    /// Frames discarded because the plugin's circuit breaker is open for the session.
+    pub discarded: AtomicU64,
+    /// `err(..)` results returned by the plugin.
+    pub errors: AtomicU64,
+    pub traps: AtomicU64,
+    /// Instances built after a trap.
+    pub restarts: AtomicU64,
+    /// Fresh instances built only to end a session whose last instance was gone (trapped,
+    /// or stopped by the breaker).
+    pub end_instances: AtomicU64,
+    /// Sessions for which the circuit breaker stopped the plugin.
+    pub breaker_trips: AtomicU64,
+    /// Versions swapped in on live sessions.
+    pub swaps: AtomicU64,
+    /// Automatic rollbacks of a version that kept trapping after a reload.
+    pub rollbacks: AtomicU64,
+    /// Log lines (`host.log`, stdout, stderr) dropped by the log byte-rate limit.
+    pub log_dropped: AtomicU64,
+    /// Outputs (`host.emit`) dropped by the emit byte-rate limit.
+    pub emit_dropped: AtomicU64,
+    /// Sessions for which the plugin was stopped because a granted directory went over
+    /// its quota.
+    pub quota_stops: AtomicU64,
+    /// Sessions that ended with any loss for this plugin (see [`Losses`]).
+    pub sessions_with_losses: AtomicU64,
+    /// How long each `on-frames` call took, in seconds.
+    pub call_seconds: Seconds,
+}
+
+/// A latency histogram in seconds, with buckets from 10 µs to 10 s.
+#[derive(Debug)]
+pub struct Seconds(pub Histogram);
+
+impl Default for Seconds {
+    fn default() -> Self {
+        Self::with_buckets(&[
+            0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+            0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])
+    }
+}
+
+impl Seconds {
+    pub fn with_buckets(buckets: &[f64]) -> Self {
+        Self(Histogram::new(buckets.iter().copied()))
+    }
+
+    pub fn observe(&self, d: std::time::Duration) {
+        self.0.observe(d.as_secs_f64());
+    }
+}
+
+/// Frames and payload bytes received of one kind.
+#[derive(Debug, Default)]
+pub struct KindCounts {
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// What one plugin lost on one session; warned about when it starts, summarised when the
+/// session ends.
+#[derive(Debug, Default)]
+pub struct Losses {
+    pub shed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub dropped_by_kind: ByKind,
+    pub dead_lettered: AtomicU64,
+    pub discarded: AtomicU64,
+    pub log_dropped: AtomicU64,
+    pub emit_dropped: AtomicU64,
+    /// When the last warning about dropped or shed frames was logged.
+    last_warning: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Losses {
+    /// `None` when nothing was lost; otherwise the counts, for the session-end log line.
+    pub fn summary(&self) -> Option<LossSummary> {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = LossSummary {
+            shed: get(&self.shed),
+            dropped: get(&self.dropped),
+            dropped_by_kind: self.dropped_by_kind.snapshot(),
+            dead_lettered: get(&self.dead_lettered),
+            discarded: get(&self.discarded),
+            log_dropped: get(&self.log_dropped),
+            emit_dropped: get(&self.emit_dropped),
+        };
+        (s != LossSummary::default()).then_some(s)
+    }
+
+    /// Whether a frame lost now should be warned about: the first loss of the session
+    /// always is, later ones at most once per [`LOSS_WARN_INTERVAL`] (with the counts so
+    /// far), so a plugin that keeps falling behind is reported without flooding the log.
+    pub fn warning_due(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut last = self.last_warning.lock();
+        if last.is_some_and(|t| now.duration_since(t) < LOSS_WARN_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+/// A snapshot of [`Losses`].
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct LossSummary {
+    pub shed: u64,
+    pub dropped: u64,
+    pub dropped_by_kind: BTreeMap<String, u64>,
+    pub dead_lettered: u64,
+    pub discarded: u64,
+    pub log_dropped: u64,
+    pub emit_dropped: u64,
+}
+
+/// Host-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub frames_in: AtomicU64,
+    pub sessions_started: AtomicU64,
+    pub sessions_ended: AtomicU64,
+    pub reloads_applied: AtomicU64,
+    pub reloads_refused: AtomicU64,
+    /// Reloads that found nothing to change.
+    pub reloads_unchanged: AtomicU64,
+    /// Frames and bytes received, by kind (indexed as [`MediaKind::ALL`]).
+    pub kinds: [KindCounts; 6],
+    plugins: Mutex<BTreeMap<String, Arc<PluginStats>>>,
+    batch_hook: OnceLock<BatchHook>,
+}
+
+impl Metrics {
+    /// Installs the hook that sees every returned batch. Only the first call takes effect;
+    /// returns whether this one did.
+    pub fn set_batch_hook(&self, hook: BatchHook) -> bool {
+        self.batch_hook.set(hook).is_ok()
+    }
+
+    /// The installed batch hook, if any.
+    pub fn batch_hook(&self) -> Option<&BatchHook> {
+        self.batch_hook.get()
+    }
+
+    /// Counts one received frame of `kind` with `bytes` of payload and text.
+    pub fn count_frame(&self, kind: MediaKind, bytes: usize) {
+        let i = MediaKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        let k = &self.kinds[i];
+        k.frames.fetch_add(1, Ordering::Relaxed);
+        k.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Every plugin's counters, by name.
+    pub fn plugins(&self) -> Vec<(String, Arc<PluginStats>)> {
+        self.plugins
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    pub fn plugin(&self, name: &str) -> Arc<PluginStats> {
+        self.plugins
+            .lock()
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            frames_in: get(&self.frames_in),
+            sessions_started: get(&self.sessions_started),
+            sessions_ended: get(&self.sessions_ended),
+            reloads_applied: get(&self.reloads_applied),
+            reloads_refused: get(&self.reloads_refused),
+            plugins: self
+                .plugins
+                .lock()
+                .iter()
+                .map(|(k, p)| {
+                    (
+                        k.clone(),
+                        PluginSnapshot {
+                            routed: get(&p.routed),
+                            delivered: get(&p.delivered),
+                            calls: get(&p.calls),
+                            dropped: get(&p.dropped),
+                            dropped_by_kind: p.dropped_by_kind.snapshot(),
+                            shed: get(&p.shed),
+                            dead_lettered: get(&p.dead_lettered),
+                            discarded: get(&p.discarded),
+                            errors: get(&p.errors),
+                            traps: get(&p.traps),
+                            restarts: get(&p.restarts),
+                            end_instances: get(&p.end_instances),
+                            breaker_trips: get(&p.breaker_trips),
+                            swaps: get(&p.swaps),
+                            rollbacks: get(&p.rollbacks),
+                            log_dropped: get(&p.log_dropped),
+                            emit_dropped: get(&p.emit_dropped),
+                            quota_stops: get(&p.quota_stops),
+                            sessions_with_losses: get(&p.sessions_with_losses),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PluginSnapshot {
+    pub routed: u64,
+    pub delivered: u64,
+    pub calls: u64,
+    pub dropped: u64,
+    /// `dropped` by kind (kinds with none left out).
+    pub dropped_by_kind: BTreeMap<String, u64>,
+    pub shed: u64,
+    pub dead_lettered: u64,
+    pub discarded: u64,
+    pub errors: u64,
+    pub traps: u64,
+    pub restarts: u64,
+    pub end_instances: u64,
+    pub breaker_trips: u64,
+    pub swaps: u64,
+    pub rollbacks: u64,
+    pub log_dropped: u64,
+    pub emit_dropped: u64,
+    pub quota_stops: u64,
+    pub sessions_with_losses: u64,
+}
+
+impl PluginSnapshot {
+    /// Whether the plugin lost anything: frames dropped, shed, dead-lettered or discarded,
+    /// log lines or outputs over their byte rates.
+    pub fn lost_any(&self) -> bool {
+        self.dropped
+            + self.shed
+            + self.dead_lettered
+            + self.discarded
+            + self.log_dropped
+            + self.emit_dropped
+            > 0
+    }
+
+    /// Logs one warning with what the plugin lost over the host's life, if anything
+    /// (at shutdown, and at the end of a replay).
+    pub fn warn_losses(&self, plugin: &str) {
+        if !self.lost_any() {
+            return;
+        }
+        tracing::warn!(
+            plugin = %plugin,
+            dropped = self.dropped,
+            dropped_kinds = %by_kind_text(&self.dropped_by_kind),
+            shed = self.shed,
+            dead_lettered = self.dead_lettered,
+            discarded = self.discarded,
+            log_lines_dropped = self.log_dropped,
+            outputs_dropped = self.emit_dropped,
+            sessions_with_losses = self.sessions_with_losses,
+            "plugin lost data since the host started (dropped: to make room in its queue; shed: its queue stayed full past block_timeout_ms, in the dead-letter file; discarded: while stopped; log lines and outputs: over their byte rates)"
+        );
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    pub frames_in: u64,
+    pub sessions_started: u64,
+    pub sessions_ended: u64,
+    pub reloads_applied: u64,
+    pub reloads_refused: u64,
+    pub plugins: BTreeMap<String, PluginSnapshot>,
+}

@@ -1,0 +1,8 @@
+//! Zoom's flows beyond the webhook: starting, stopping, pausing and resuming streams on
+//! purpose through Zoom's REST API, the in-client Zoom App, and Zoom's event WebSocket as a
+//! second intake. A new Zoom flow gets a file here.
+
+pub mod event_ws;
+pub mod start;
+pub mod zoom_app;
+pub mod zoom_rest;

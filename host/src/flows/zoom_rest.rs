@@ -1,0 +1,268 @@
+//! Starting, stopping, pausing and resuming RTMS on purpose through Zoom's REST API.
+//!
+//! A Server-to-Server OAuth token (account credentials grant, cached until a minute before it
+//! expires) authorises `PATCH {api}/v2/live_meetings/{meetingId}/rtms_app/status` with
+//! `{"action": ..., "settings": {"client_id": <the RTMS app's client id>}}`. Zoom's answers
+//! are turned into errors that say what to check; a 429 is retried after its `Retry-After`
+//! (at most [`MAX_RATE_LIMIT_RETRIES`] times). Waiting for the `*_rtms_started` webhook
+//! that follows a start is the caller's part (`crate::service`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+/// 429 answers retried before giving up.
+pub const MAX_RATE_LIMIT_RETRIES: u32 = 3;
+/// The longest `Retry-After` honoured; a longer one is reported instead.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How long one REST call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What to do to a meeting's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Pause,
+    Resume,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        [Action::Start, Action::Stop, Action::Pause, Action::Resume]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+}
+
+/// The REST client's settings.
+#[derive(Clone, Debug)]
+pub struct RestConfig {
+    pub api_base_url: String,
+    pub oauth_base_url: String,
+    pub account_id: String,
+    pub oauth_client_id: String,
+    pub oauth_client_secret: String,
+    /// The RTMS app's client id (`settings.client_id`).
+    pub rtms_client_id: String,
+}
+
+/// Calls Zoom's REST API with a cached token.
+pub struct ZoomRest {
+    cfg: RestConfig,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    token: Mutex<Option<(String, Instant)>>,
+}
+
+/// The path segment of a meeting id. Zoom wants a uuid that starts with `/` or holds `//`
+/// encoded twice.
+pub fn meeting_segment(id: &str) -> String {
+    let once = crate::urlenc::encode(id);
+    if id.starts_with('/') || id.contains("//") {
+        crate::urlenc::encode(&once)
+    } else {
+        once
+    }
+}
+
+impl ZoomRest {
+    pub fn new(cfg: RestConfig, tls: Arc<rustls::ClientConfig>) -> Self {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Self {
+            cfg,
+            client: Client::builder(TokioExecutor::new()).build(https),
+            token: Mutex::new(None),
+        }
+    }
+
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Value), String> {
+        let uri = req.uri().clone();
+        let call = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                format!(
+                    "cannot reach {}: {e}",
+                    uri.authority().map(|a| a.as_str()).unwrap_or("?")
+                )
+            })?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{uri}: the answer broke off: {e}"))?
+                .to_bytes();
+            let v = if body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&body)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+            };
+            Ok((status, headers, v))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .map_err(|_| format!("{uri} did not answer within {} s", CALL_TIMEOUT.as_secs()))?
+    }
+
+    /// A valid access token, fetched when none is cached or it expires within a minute.
+    pub async fn token(&self) -> Result<String, String> {
+        if let Some((t, until)) = &*self.token.lock()
+            && *until > Instant::now() + Duration::from_secs(60)
+        {
+            return Ok(t.clone());
+        }
+        let c = &self.cfg;
+        let url = format!(
+            "{}/oauth/token?grant_type=account_credentials&account_id={}",
+            c.oauth_base_url,
+            crate::urlenc::encode(&c.account_id)
+        );
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", c.oauth_client_id, c.oauth_client_secret));
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(&url)
+            .header("authorization", format!("Basic {basic}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| format!("bad OAuth URL {url:?}: {e} (check zoom.oauth_base_url)"))?;
+        let (status, _, v) = self.send(req).await?;
+        if !status.is_success() {
+            let why = v["reason"]
+                .as_str()
+                .or(v["error"].as_str())
+                .unwrap_or("no reason given");
+            return Err(format!(
+                "Zoom's OAuth server refused the account credentials ({status}: {why}): check the Server-to-Server OAuth app's account id, client id and client secret (ZOOM_ACCOUNT_ID, ZOOM_OAUTH_CLIENT_ID, ZOOM_OAUTH_CLIENT_SECRET or the variables zoom.*_env name) and that the app is activated"
+            ));
+        }
+        let token = v["access_token"]
+            .as_str()
+            .ok_or("Zoom's OAuth answer holds no access_token")?
+            .to_owned();
+        let ttl = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
+        *self.token.lock() = Some((token.clone(), Instant::now() + ttl));
+        Ok(token)
+    }
+
+    /// Asks Zoom to start, stop, pause or resume the meeting's RTMS app.
+    pub async fn rtms_status(&self, meeting: &str, action: Action) -> Result<(), String> {
+        let url = format!(
+            "{}/v2/live_meetings/{}/rtms_app/status",
+            self.cfg.api_base_url,
+            meeting_segment(meeting)
+        );
+        let body =
+            json!({"action": action.as_str(), "settings": {"client_id": self.cfg.rtms_client_id}});
+        let mut retried_auth = false;
+        let mut rate_limited = 0;
+        loop {
+            let token = self.token().await?;
+            let req = Request::builder()
+                .method(Method::PATCH)
+                .uri(&url)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .map_err(|e| format!("bad API URL {url:?}: {e} (check zoom.api_base_url)"))?;
+            let (status, headers, v) = self.send(req).await?;
+            if status.is_success() {
+                return Ok(());
+            }
+            let code = v["code"].as_u64();
+            let message = v["message"].as_str().unwrap_or("").to_owned();
+            let zoom = match code {
+                Some(c) => format!("{status}, Zoom code {c}: {message}"),
+                None => format!("{status}: {message}"),
+            };
+            match status {
+                StatusCode::UNAUTHORIZED if !retried_auth => {
+                    // The cached token may have been revoked: fetch a new one once.
+                    retried_auth = true;
+                    *self.token.lock() = None;
+                }
+                StatusCode::UNAUTHORIZED => {
+                    return Err(format!(
+                        "Zoom refused the access token ({zoom}): the Server-to-Server OAuth app needs the scope to update a meeting's RTMS app status (meeting:update:meeting_rtms_app_status) and must belong to the meeting's account"
+                    ));
+                }
+                StatusCode::NOT_FOUND => {
+                    return Err(format!(
+                        "Zoom knows no live meeting {meeting:?} ({zoom}): the meeting must be in progress; give its number or its uuid"
+                    ));
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    let wait = headers
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map_or(Duration::from_secs(1), Duration::from_secs);
+                    if rate_limited >= MAX_RATE_LIMIT_RETRIES || wait > MAX_RETRY_AFTER {
+                        return Err(format!(
+                            "Zoom's rate limit ({zoom}): retry after {} s",
+                            wait.as_secs()
+                        ));
+                    }
+                    rate_limited += 1;
+                    tracing::warn!(
+                        meeting,
+                        action = action.as_str(),
+                        retry_after_s = wait.as_secs(),
+                        "Zoom rate-limited the RTMS status call; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                StatusCode::BAD_REQUEST => {
+                    return Err(format!(
+                        "Zoom refused to {} RTMS for meeting {meeting:?} ({zoom}): check that RTMS is enabled for the account and the app, that settings.client_id ({}) is the RTMS app's client id, and that the stream is in a state that allows it",
+                        action.as_str(),
+                        self.cfg.rtms_client_id
+                    ));
+                }
+                _ => {
+                    return Err(format!("Zoom's RTMS status call failed ({zoom})"));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_that_start_with_a_slash_or_hold_two_are_encoded_twice() {
+        assert_eq!(meeting_segment("85746065432"), "85746065432");
+        assert_eq!(meeting_segment("abc+d=="), "abc%2Bd%3D%3D");
+        assert_eq!(meeting_segment("/ab"), "%252Fab");
+        assert_eq!(meeting_segment("a//b"), "a%252F%252Fb");
+    }
+}

@@ -1,0 +1,706 @@
+//! The admin listener: a small hyper HTTP/1 server of its own, never the webhook port.
+//!
+//! Routes (one `match` in [`Admin::route`]; add new ones there). Without a token:
+//! - `GET /healthz` — `ok`: the process answers (liveness);
+//! - `GET /readyz` — 200 once the pipeline is loaded, every component compiled and the
+//!   webhook listener up; 503 with the reason while starting or shutting down;
+//! - `GET /` and `GET /dashboard` — the live dashboard page (static; it asks for the token
+//!   itself and holds no data of its own).
+//!
+//! With the token (when one is set):
+//! - `GET /metrics` — the Prometheus exposition ([`crate::ops::exposition`]);
+//! - `GET /admin/metrics` — the JSON counters, live streams and this listener's own counters;
+//! - `GET /admin/sessions` — the live streams with state, media, plugins and counters;
+//! - `POST /admin/sessions/stop?stream_id=ID` — ends one stream (its plugins get
+//!   `on-session-end(shutdown)`);
+//! - `GET /admin/plugins` — each plugin with its version hash, settings and counters;
+//! - `POST /admin/reload` — reloads and answers with the outcome; `GET /admin/reload` — the
+//!   last reload's outcome;
+//! - `GET /admin/config` — the effective configuration, secrets redacted;
+//! - `GET /admin/tap?session=&kind=&plugin=&what=` — live frames and outputs as JSON Lines
+//!   ([`crate::outputs::tap`]); a slow reader loses events, never the host's time;
+//! - `POST /admin/rtms/{start,stop,pause,resume}?meeting=ID` — acts through Zoom's REST API
+//!   ([`crate::flows::zoom_rest`]); a start answers once the meeting's started webhook arrived.
+//!
+//! Defences, all counted in `GET /admin/metrics` under `"admin"`:
+//! - a bearer token (`Authorization: Bearer <token>`, compared in constant time over SHA-256
+//!   digests, so neither content nor length leaks). Required when the listener is bound beyond
+//!   loopback ([`check_exposure`] refuses to start otherwise); on loopback, required once set;
+//! - reloads coalesced: a request that arrives while a reload runs waits for that reload and
+//!   gets its outcome; one that arrives within `reload_min_interval` of the last reload's end
+//!   gets 429 with `Retry-After`. The reload runs on its own task, so a client that hangs up
+//!   does not cancel it;
+//! - bounds: at most [`Limits::max_connections`] connections (more are closed at once), a
+//!   deadline for the request head and another for the body, a small body limit, and a
+//!   lifetime per connection.
+//!
+//! Refusals are logged when they start and then at most every ten seconds with the running
+//! total, never once per request.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Incoming;
+use hyper::header::{
+    ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use rtms_client::ingress::BodyError;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::outputs::tap::{TapFilter, TapSubscription};
+use crate::pipeline::reload::{Outcome, outcome_json};
+
+/// The response body of every admin route.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// The dashboard page, compiled in.
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
+/// How often a quiet tap sends a heartbeat line.
+const TAP_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// What the admin routes act on: the running service, or a stand-in in tests.
+#[async_trait]
+pub trait AdminBackend: Send + Sync + 'static {
+    /// The JSON counters (`GET /admin/metrics`, before this listener adds its own).
+    fn metrics(&self) -> Value;
+    /// Reloads and returns the outcome. Called at most once at a time.
+    async fn reload(&self) -> Outcome;
+    /// The Prometheus exposition text.
+    fn prometheus(&self) -> String {
+        String::new()
+    }
+    /// `Err(why)` while the host is not ready to take webhooks.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// The live streams (`GET /admin/sessions`).
+    fn sessions(&self) -> Value {
+        json!([])
+    }
+    /// Ends one stream; false when it does not run here.
+    fn stop_session(&self, stream_id: &str) -> bool {
+        let _ = stream_id;
+        false
+    }
+    /// The plugins (`GET /admin/plugins`).
+    fn plugins(&self) -> Value {
+        json!([])
+    }
+    /// The last reload and its outcome, if any ran.
+    fn last_reload(&self) -> Value {
+        Value::Null
+    }
+    /// The effective configuration, secrets redacted.
+    fn config(&self) -> String {
+        String::new()
+    }
+    /// A subscription to the live tap.
+    fn tap(&self) -> Option<TapSubscription> {
+        None
+    }
+    /// Starts, stops, pauses or resumes a meeting's stream through Zoom's REST API; the
+    /// HTTP status and the JSON answer.
+    async fn rtms(&self, meeting: &str, action: &str) -> (u16, Value) {
+        let _ = (meeting, action);
+        (404, json!({"error": "this host cannot start streams"}))
+    }
+}
+
+/// The listener's own bounds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Deadline for the request line and headers.
+    pub header_timeout: Duration,
+    /// Deadline for the body, once the head is in.
+    pub body_timeout: Duration,
+    /// Larger bodies get 413 (no admin route takes a body today).
+    pub max_body_bytes: usize,
+    /// A connection is closed (gracefully) after this long, keep-alive or not.
+    pub max_connection_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 32,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            max_body_bytes: 4096,
+            max_connection_age: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Admin listener settings.
+#[derive(Clone)]
+pub struct AdminConfig {
+    /// The bearer token; `None` only on loopback (see [`check_exposure`]).
+    pub token: Option<String>,
+    /// Where the token comes from, for messages.
+    pub token_env: String,
+    /// Reload requests closer than this to the end of the previous reload get 429.
+    pub reload_min_interval: Duration,
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_env", &self.token_env)
+            .field("reload_min_interval", &self.reload_min_interval)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Refuses to serve the admin routes beyond loopback without a token. `configured` is the
+/// `admin.listen` address, `bound` the listener's: either one beyond loopback exposes it.
+pub fn check_exposure(
+    configured: SocketAddr,
+    bound: SocketAddr,
+    token: Option<&str>,
+    token_env: &str,
+) -> Result<()> {
+    let exposed = !configured.ip().is_loopback() || !bound.ip().is_loopback();
+    if exposed && token.is_none_or(str::is_empty) {
+        bail!(
+            "the admin listener on {bound} (admin.listen = \"{configured}\") is reachable beyond this machine but no admin token is set: export {token_env}=<a long random value> (named by admin.token_env), or bind admin.listen to a loopback address, or set admin.enabled = false"
+        );
+    }
+    Ok(())
+}
+
+/// A refusal counter that logs when refusals start and then at most every ten seconds.
+struct Refusals {
+    what: &'static str,
+    total: AtomicU64,
+    last_log: Mutex<Option<Instant>>,
+}
+
+impl Refusals {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            total: AtomicU64::new(0),
+            last_log: Mutex::new(None),
+        }
+    }
+
+    fn note(&self, peer: SocketAddr) {
+        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_log.lock();
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(%peer, total, "admin listener: {}", self.what);
+        }
+    }
+
+    fn get(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// The outcome of one reload, shared by every request that waited for it.
+type Shared = Option<(u64, Outcome)>;
+
+#[derive(Default)]
+struct GateState {
+    /// The reload in progress: its outcome arrives on this channel.
+    running: Option<watch::Receiver<Shared>>,
+    last_end: Option<Instant>,
+    started: u64,
+    /// Requests that shared a reload another request started.
+    joined: u64,
+}
+
+/// Coalesces and rate-limits reloads.
+pub struct ReloadGate {
+    min_interval: Duration,
+    state: Mutex<GateState>,
+}
+
+/// What a reload request got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateAnswer {
+    /// The outcome of reload number `id`; `joined` when the request shared a reload another
+    /// request started.
+    Done {
+        id: u64,
+        joined: bool,
+        outcome: Outcome,
+    },
+    /// Too soon after the previous reload: try again after this long.
+    TooSoon(Duration),
+}
+
+impl ReloadGate {
+    pub fn new(min_interval: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            min_interval,
+            state: Mutex::new(GateState::default()),
+        })
+    }
+
+    /// Joins the running reload, or starts one on `backend`, or says when to come back.
+    pub async fn request(self: &Arc<Self>, backend: Arc<dyn AdminBackend>) -> GateAnswer {
+        let (mut rx, joined) = {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            if let Some(rx) = &st.running {
+                st.joined += 1;
+                (rx.clone(), true)
+            } else if let Some(end) = st.last_end
+                && let left = self.min_interval.saturating_sub(end.elapsed())
+                && !left.is_zero()
+            {
+                return GateAnswer::TooSoon(left);
+            } else {
+                st.started += 1;
+                let id = st.started;
+                let (tx, rx) = watch::channel(None);
+                st.running = Some(rx.clone());
+                let gate = self.clone();
+                tokio::spawn(async move {
+                    let outcome = backend.reload().await;
+                    {
+                        let mut st = gate.state.lock();
+                        st.running = None;
+                        st.last_end = Some(Instant::now());
+                    }
+                    let _ = tx.send(Some((id, outcome)));
+                });
+                (rx, false)
+            }
+        };
+        let done = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+        match done {
+            Ok(Some((id, outcome))) => GateAnswer::Done {
+                id,
+                joined,
+                outcome,
+            },
+            // The reload task ended without an answer: only when the runtime shuts down.
+            _ => GateAnswer::Done {
+                id: 0,
+                joined,
+                outcome: Outcome::Refused("the host is shutting down".into()),
+            },
+        }
+    }
+
+    /// Reloads started so far, and requests that joined one another request started.
+    pub fn counts(&self) -> (u64, u64) {
+        let st = self.state.lock();
+        (st.started, st.joined)
+    }
+}
+
+struct Admin {
+    cfg: AdminConfig,
+    /// SHA-256 of the token: compared in constant time, whatever the length sent.
+    token_digest: Option<[u8; 32]>,
+    backend: Arc<dyn AdminBackend>,
+    gate: Arc<ReloadGate>,
+    unauthorized: Refusals,
+    rate_limited: Refusals,
+    over_capacity: Refusals,
+    bad_requests: Refusals,
+    /// Ends long-lived responses (the tap) when the listener stops.
+    shutdown: CancellationToken,
+}
+
+/// Serves the admin routes on `listener` until `shutdown`, then lets in-flight requests end.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: AdminConfig,
+    backend: Arc<dyn AdminBackend>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let token_digest = cfg
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| Sha256::digest(t.as_bytes()).into());
+    let admin = Arc::new(Admin {
+        gate: ReloadGate::new(cfg.reload_min_interval),
+        token_digest,
+        backend,
+        unauthorized: Refusals::new("requests without the right bearer token refused (401)"),
+        rate_limited: Refusals::new("reload requests rate limited (429)"),
+        over_capacity: Refusals::new("connections over the limit closed"),
+        bad_requests: Refusals::new("requests with a slow, large or unreadable body refused"),
+        shutdown: shutdown.clone(),
+        cfg,
+    });
+    let slots = Arc::new(Semaphore::new(admin.cfg.limits.max_connections.max(1)));
+    let tracker = TaskTracker::new();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, token = admin.token_digest.is_some(), "admin listener listening");
+    }
+    let mut backoff = rtms_client::ingress::AcceptBackoff::default();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    let pause = backoff.failed("admin", &e);
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
+                }
+            },
+        };
+        backoff.accepted("admin");
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            admin.over_capacity.note(peer);
+            drop(stream);
+            continue;
+        };
+        let admin = admin.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let limits = admin.cfg.limits.clone();
+            let service = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.route(req, peer).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(16 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let age = tokio::time::sleep(limits.max_connection_age);
+            tokio::pin!(age);
+            let res = tokio::select! {
+                res = conn.as_mut() => res,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                () = &mut age => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = res {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    let (u, r, c, b) = (
+        admin.unauthorized.get(),
+        admin.rate_limited.get(),
+        admin.over_capacity.get(),
+        admin.bad_requests.get(),
+    );
+    if u + r + c + b > 0 {
+        tracing::info!(
+            unauthorized = u,
+            rate_limited = r,
+            connections_refused = c,
+            bad_requests = b,
+            "admin listener stopped"
+        );
+    } else {
+        tracing::info!("admin listener stopped");
+    }
+    Ok(())
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+fn typed(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = reply(status, body);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json_reply(status: StatusCode, v: &Value) -> Response<Body> {
+    typed(status, "application/json", format!("{v}\n"))
+}
+
+impl Admin {
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(want) = &self.token_digest else {
+            return true;
+        };
+        let Some(given) = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+        else {
+            return false;
+        };
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        bool::from(given.ct_eq(want))
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let read = method == Method::GET || method == Method::HEAD;
+        match path.as_str() {
+            "/healthz" if read => return reply(StatusCode::OK, "ok\n"),
+            "/readyz" if read => {
+                return match self.backend.ready() {
+                    Ok(()) => reply(StatusCode::OK, "ready\n"),
+                    Err(why) => reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n"),
+                    ),
+                };
+            }
+            "/" | "/dashboard" if read => {
+                return typed(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD);
+            }
+            _ => {}
+        }
+        if !self.authorized(&req) {
+            self.unauthorized.note(peer);
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                "send the admin token: Authorization: Bearer <token>\n",
+            );
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rtms-host admin\""),
+            );
+            return r;
+        }
+        if let Err(r) = self.read_body(req).await {
+            self.bad_requests.note(peer);
+            return r;
+        }
+        match (&method, path.as_str()) {
+            (&Method::GET, "/metrics") => typed(
+                StatusCode::OK,
+                crate::ops::exposition::CONTENT_TYPE,
+                self.backend.prometheus(),
+            ),
+            (&Method::GET, "/admin/metrics") => json_reply(StatusCode::OK, &self.metrics()),
+            (&Method::GET, "/admin/sessions") => {
+                json_reply(StatusCode::OK, &self.backend.sessions())
+            }
+            (&Method::POST, "/admin/sessions/stop") => {
+                match crate::urlenc::query_value(&query, "stream_id") {
+                    None => json_reply(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": "name the stream: POST /admin/sessions/stop?stream_id=<rtms_stream_id, percent-encoded>"}),
+                    ),
+                    Some(id) if self.backend.stop_session(&id) => {
+                        tracing::info!(%peer, stream_id = %rtms_proto::webhook::truncated(&id, 64), "stream stopped by the admin API");
+                        json_reply(StatusCode::OK, &json!({"stopping": id}))
+                    }
+                    Some(id) => json_reply(
+                        StatusCode::NOT_FOUND,
+                        &json!({"error": format!("no stream {id:?} runs on this host: GET /admin/sessions lists them")}),
+                    ),
+                }
+            }
+            (&Method::GET, "/admin/plugins") => json_reply(StatusCode::OK, &self.backend.plugins()),
+            (&Method::GET, "/admin/reload") => {
+                json_reply(StatusCode::OK, &json!({"last": self.backend.last_reload()}))
+            }
+            (&Method::POST, "/admin/reload") => self.reload(peer).await,
+            (&Method::GET, "/admin/config") => typed(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                self.backend.config(),
+            ),
+            (&Method::GET, "/admin/tap") => self.tap(&query),
+            (&Method::POST, p) if p.starts_with("/admin/rtms/") => {
+                let action = &p["/admin/rtms/".len()..];
+                let Some(meeting) =
+                    crate::urlenc::query_value(&query, "meeting").filter(|m| !m.is_empty())
+                else {
+                    return json_reply(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": "name the meeting: POST /admin/rtms/<start|stop|pause|resume>?meeting=<uuid or number, percent-encoded>"}),
+                    );
+                };
+                tracing::info!(%peer, action, meeting = %rtms_proto::webhook::truncated(&meeting, 64), "RTMS status change requested");
+                let (status, v) = self.backend.rtms(&meeting, action).await;
+                json_reply(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &v,
+                )
+            }
+            (
+                _,
+                "/metrics" | "/admin/metrics" | "/admin/sessions" | "/admin/plugins"
+                | "/admin/config" | "/admin/tap",
+            ) => not_allowed("GET"),
+            (_, "/admin/sessions/stop") => not_allowed("POST"),
+            (_, "/admin/reload") => not_allowed("GET, POST"),
+            (_, "/healthz" | "/readyz" | "/" | "/dashboard") => not_allowed("GET, HEAD"),
+            _ => reply(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    /// Streams tapped events as JSON Lines until the client goes, the listener stops or the
+    /// connection reaches its age limit (a client reconnects). A reader that falls behind
+    /// gets a `{"type":"lagged","dropped":N}` line in place of what it lost.
+    fn tap(&self, query: &str) -> Response<Body> {
+        let filter = match TapFilter::from_query(query) {
+            Ok(f) => f,
+            Err(e) => return json_reply(StatusCode::BAD_REQUEST, &json!({"error": e})),
+        };
+        let Some(sub) = self.backend.tap() else {
+            return json_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "this host has no live tap"}),
+            );
+        };
+        let until = Instant::now() + self.cfg.limits.max_connection_age;
+        let shutdown = self.shutdown.clone();
+        let state = (sub, filter, shutdown, until);
+        let stream = futures_util::stream::unfold(
+            state,
+            |(mut sub, filter, shutdown, until)| async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let heartbeat = tokio::time::sleep(TAP_HEARTBEAT);
+                    let line = tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep_until(until) => return None,
+                        () = heartbeat => json!({"type": "heartbeat", "time_ms": rtms_proto::unix_ms()}).to_string(),
+                        got = sub.rx.recv() => match got {
+                            Ok(ev) if filter.matches(&ev) => match serde_json::to_string(&*ev) {
+                                Ok(s) => s,
+                                Err(_) => continue,
+                            },
+                            Ok(_) => continue,
+                            Err(RecvError::Lagged(n)) => {
+                                sub.lost(n);
+                                json!({"type": "lagged", "dropped": n}).to_string()
+                            }
+                            Err(RecvError::Closed) => return None,
+                        },
+                    };
+                    let mut bytes = line.into_bytes();
+                    bytes.push(b'\n');
+                    let frame = hyper::body::Frame::data(Bytes::from(bytes));
+                    return Some((Ok::<_, Infallible>(frame), (sub, filter, shutdown, until)));
+                }
+            },
+        );
+        let mut r = Response::new(StreamBody::new(stream).boxed());
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        r.headers_mut()
+            .insert("cache-control", HeaderValue::from_static("no-store"));
+        r
+    }
+
+    fn metrics(&self) -> Value {
+        let (started, joined) = self.gate.counts();
+        let mut v = self.backend.metrics();
+        v["admin"] = json!({
+            "unauthorized": self.unauthorized.get(),
+            "rate_limited": self.rate_limited.get(),
+            "connections_refused": self.over_capacity.get(),
+            "bad_requests": self.bad_requests.get(),
+            "reloads_started": started,
+            "reloads_joined": joined,
+        });
+        v
+    }
+
+    async fn reload(&self, peer: SocketAddr) -> Response<Body> {
+        match self.gate.request(self.backend.clone()).await {
+            GateAnswer::Done {
+                id,
+                joined,
+                outcome,
+            } => {
+                let (refused, v) = outcome_json(id, joined, &outcome);
+                let status = if refused {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                } else {
+                    StatusCode::OK
+                };
+                json_reply(status, &v)
+            }
+            GateAnswer::TooSoon(wait) => {
+                self.rate_limited.note(peer);
+                let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
+                let mut r = json_reply(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &json!({"error": format!(
+                        "the previous reload ended less than {} ms ago: retry after {secs} s",
+                        self.cfg.reload_min_interval.as_millis()
+                    ), "retry_after_secs": secs}),
+                );
+                r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+                r
+            }
+        }
+    }
+
+    /// Reads (and drops) the body within the size and time limits.
+    async fn read_body(&self, req: Request<Incoming>) -> Result<(), Response<Body>> {
+        let read = rtms_client::ingress::read_limited(req, self.cfg.limits.max_body_bytes);
+        match tokio::time::timeout(self.cfg.limits.body_timeout, read).await {
+            Err(_) => Err(reply(StatusCode::REQUEST_TIMEOUT, "body too slow\n")),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(BodyError::TooLarge { .. })) => {
+                Err(reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"))
+            }
+            Ok(Err(BodyError::Unreadable(_))) => {
+                Err(reply(StatusCode::BAD_REQUEST, "unreadable body\n"))
+            }
+        }
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}\n"));
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+#[cfg(test)]
+mod tests;

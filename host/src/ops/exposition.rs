@@ -1,0 +1,620 @@
+//! The Prometheus exposition (`GET /metrics` on the admin listener).
+//!
+//! Two sources, one registry:
+//! - events the client and the ingress report through their observer seams
+//!   ([`rtms_client::Observer`], [`IngressHandler::observe`](rtms_client::IngressHandler::observe))
+//!   are counted here, in `prometheus-client` families whose labels come from small fixed
+//!   sets (never a meeting or stream id);
+//! - the host's own atomics ([`Metrics`], [`PluginStats`](crate::dataplane::stats::PluginStats), the
+//!   ingress and output counters) and the live sessions are read at scrape time by
+//!   [`HostCollector`], so the frame path pays nothing for the exposition.
+//!
+//! Per-plugin series carry a `plugin` label: plugin names come from pipeline.toml, so
+//! their number is the operator's. Every metric name starts with `rtms_`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use rtms_client::{IngressStats, Scope, WebhookOutcome, WebhookSeen};
+use rtms_proto::{MediaKind, Product};
+
+use crate::dataplane::stats::{Metrics, Seconds};
+use crate::outputs::OutputStats;
+
+/// The content type of the exposition (OpenMetrics text, which Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels1 = [(&'static str, &'static str); 1];
+type Labels2 = [(&'static str, &'static str); 2];
+
+/// The event names a webhook can carry that get their own label value; any other is
+/// counted as `other`, so a sender cannot grow the label set.
+const EVENTS: [&str; 13] = [
+    "endpoint.url_validation",
+    "meeting.rtms_started",
+    "meeting.rtms_stopped",
+    "meeting.rtms_interrupted",
+    "webinar.rtms_started",
+    "webinar.rtms_stopped",
+    "webinar.rtms_interrupted",
+    "session.rtms_started",
+    "session.rtms_stopped",
+    "session.rtms_interrupted",
+    "contact_center.voice_rtms_started",
+    "contact_center.voice_rtms_stopped",
+    "contact_center.voice_rtms_interrupted",
+];
+
+fn event_label(event: Option<&str>) -> &'static str {
+    match event {
+        None => "unknown",
+        Some(e) => EVENTS.iter().find(|k| **k == e).copied().unwrap_or("other"),
+    }
+}
+
+/// Events counted as they happen.
+pub struct Telemetry {
+    webhooks: Family<Labels2, Counter>,
+    webhook_delay: Histogram,
+    attempts: Family<Labels1, Counter>,
+    attempt_failures: Family<Labels2, Counter>,
+    reconnections: Family<Labels2, Counter>,
+    give_ups: Counter,
+    keepalive_rtt: Histogram,
+    first_frame: Histogram,
+    sessions_stopped_by_admin: Counter,
+}
+
+/// Reconnection causes [`rtms_client::Observer::reconnecting`] reports.
+const CAUSES: [&str; 7] = [
+    "signaling_lost",
+    "media_lost",
+    "media_interrupted",
+    "interrupted_webhook",
+    "connect_failed",
+    "failover",
+    "other",
+];
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        let t = Self::empty();
+        // Series exist at zero from the start, so rates and alerts work before the first
+        // event of a kind.
+        for scope in [Scope::Full, Scope::Media] {
+            drop(t.attempts.get_or_create(&[("scope", scope.as_str())]));
+            for d in ["true", "false"] {
+                drop(
+                    t.attempt_failures
+                        .get_or_create(&[("scope", scope.as_str()), ("duplicate", d)]),
+                );
+            }
+            for cause in CAUSES {
+                drop(
+                    t.reconnections
+                        .get_or_create(&[("scope", scope.as_str()), ("cause", cause)]),
+                );
+            }
+        }
+        for event in EVENTS {
+            for outcome in [WebhookOutcome::Accepted, WebhookOutcome::Duplicate] {
+                drop(
+                    t.webhooks
+                        .get_or_create(&[("event", event), ("outcome", outcome.as_str())]),
+                );
+            }
+        }
+        for outcome in [WebhookOutcome::Unauthorized, WebhookOutcome::BadRequest] {
+            drop(
+                t.webhooks
+                    .get_or_create(&[("event", "unknown"), ("outcome", outcome.as_str())]),
+            );
+        }
+        t
+    }
+}
+
+impl Telemetry {
+    fn empty() -> Self {
+        Self {
+            webhooks: Family::default(),
+            webhook_delay: Histogram::new([0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            attempts: Family::default(),
+            attempt_failures: Family::default(),
+            reconnections: Family::default(),
+            give_ups: Counter::default(),
+            keepalive_rtt: Seconds::default().0,
+            first_frame: Histogram::new([
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            sessions_stopped_by_admin: Counter::default(),
+        }
+    }
+}
+
+impl Telemetry {
+    /// Counts one webhook request.
+    pub fn webhook(&self, seen: WebhookSeen<'_>) {
+        self.webhooks
+            .get_or_create(&[
+                ("event", event_label(seen.event)),
+                ("outcome", seen.outcome.as_str()),
+            ])
+            .inc();
+        if let Some(d) = seen.delay
+            && !matches!(
+                seen.outcome,
+                WebhookOutcome::Unauthorized | WebhookOutcome::BadRequest
+            )
+        {
+            self.webhook_delay.observe(d.as_secs_f64());
+        }
+    }
+
+    /// Counts a stream stopped through the admin API.
+    pub fn admin_stop(&self) {
+        self.sessions_stopped_by_admin.inc();
+    }
+}
+
+impl rtms_client::Observer for Telemetry {
+    fn attempt(&self, scope: Scope) {
+        self.attempts
+            .get_or_create(&[("scope", scope.as_str())])
+            .inc();
+    }
+
+    fn attempt_failed(&self, scope: Scope, duplicate: bool) {
+        let duplicate = if duplicate { "true" } else { "false" };
+        self.attempt_failures
+            .get_or_create(&[("scope", scope.as_str()), ("duplicate", duplicate)])
+            .inc();
+    }
+
+    fn reconnecting(&self, scope: Scope, cause: &'static str) {
+        self.reconnections
+            .get_or_create(&[("scope", scope.as_str()), ("cause", cause)])
+            .inc();
+    }
+
+    fn gave_up(&self) {
+        self.give_ups.inc();
+    }
+
+    fn keepalive_rtt(&self, rtt: Duration) {
+        self.keepalive_rtt.observe(rtt.as_secs_f64());
+    }
+
+    fn first_frame(&self, since_start: Duration) {
+        self.first_frame.observe(since_start.as_secs_f64());
+    }
+}
+
+/// One live stream as the collector counts it.
+pub struct StreamState {
+    pub product: Product,
+    pub state: &'static str,
+}
+
+/// What the collector reads at scrape time.
+pub struct Sources {
+    pub metrics: Arc<Metrics>,
+    pub ingress: Arc<IngressStats>,
+    pub outputs: Arc<OutputStats>,
+    /// The live tap (events its subscribers lost).
+    pub tap: Arc<crate::outputs::tap::TapHub>,
+    /// Server-side Zoom App requests refused.
+    pub zoom_app_refused: Arc<AtomicU64>,
+    /// Failed attempts of the event WebSocket intake (no token, no connection).
+    pub event_ws_failures: Arc<AtomicU64>,
+    /// The client's streams with their state.
+    pub streams: Box<dyn Fn() -> Vec<StreamState> + Send + Sync>,
+    /// Frames waiting in each plugin's queues, summed over sessions.
+    pub queue_depths: Box<dyn Fn() -> Vec<(Arc<str>, usize)> + Send + Sync>,
+    /// Whether the host is ready (see `/readyz`).
+    pub ready: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// Reads the host's atomics and live state on each scrape.
+pub struct HostCollector(Arc<Sources>);
+
+impl std::fmt::Debug for HostCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostCollector")
+    }
+}
+
+fn get(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Writes one counter family: `(labels, value)` pairs.
+fn counters<L: prometheus_client::encoding::EncodeLabelSet>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Writes one gauge family.
+fn gauges<L: prometheus_client::encoding::EncodeLabelSet>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+type PluginLabel = [(&'static str, String); 1];
+
+/// One counter of [`PluginStats`](crate::dataplane::stats::PluginStats).
+type StatField = fn(&crate::dataplane::stats::PluginStats) -> &AtomicU64;
+
+impl Collector for HostCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = &*self.0;
+        let m = &*s.metrics;
+        let none: [(&str, &str); 0] = [];
+        gauges(
+            &mut enc,
+            "ready",
+            "1 when the pipeline is loaded, every component compiled and the webhook listener up; 0 while starting or shutting down",
+            [(none, i64::from((s.ready)()))],
+        )?;
+
+        // Sessions by product and state.
+        let streams = (s.streams)();
+        let mut rows: Vec<(Labels2, i64)> = Vec::new();
+        for st in &streams {
+            let key = [("product", st.product.as_str()), ("state", st.state)];
+            match rows.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => rows.push((key, 1)),
+            }
+        }
+        for p in Product::ALL {
+            if !rows.iter().any(|(k, _)| k[0].1 == p.as_str()) {
+                rows.push(([("product", p.as_str()), ("state", "streaming")], 0));
+            }
+        }
+        gauges(
+            &mut enc,
+            "sessions",
+            "Live RTMS streams by product and connection state",
+            rows,
+        )?;
+        counters(
+            &mut enc,
+            "sessions_opened",
+            "Host sessions opened (a stream's first successful handshake)",
+            [(none, get(&m.sessions_started))],
+        )?;
+        counters(
+            &mut enc,
+            "sessions_ended",
+            "Host sessions ended",
+            [(none, get(&m.sessions_ended))],
+        )?;
+
+        // Frames received by kind.
+        counters(
+            &mut enc,
+            "frames_received",
+            "Frames received from Zoom, by kind",
+            MediaKind::ALL
+                .iter()
+                .zip(&m.kinds)
+                .map(|(k, c)| ([("kind", k.as_str())], get(&c.frames))),
+        )?;
+        counters(
+            &mut enc,
+            "frame_bytes_received",
+            "Payload and text bytes received from Zoom, by kind",
+            MediaKind::ALL
+                .iter()
+                .zip(&m.kinds)
+                .map(|(k, c)| ([("kind", k.as_str())], get(&c.bytes))),
+        )?;
+
+        // The webhook ingress's refusals below the event level.
+        let i = &*s.ingress;
+        counters(
+            &mut enc,
+            "ingress_connections",
+            "Connections accepted by the webhook listener",
+            [(none, get(&i.connections))],
+        )?;
+        counters(
+            &mut enc,
+            "ingress_refusals",
+            "Webhook requests or connections refused before an event was read, by reason",
+            [
+                ([("reason", "evicted")], get(&i.evicted)),
+                ([("reason", "accept_error")], get(&i.accept_errors)),
+                ([("reason", "tls_failure")], get(&i.tls_failures)),
+                ([("reason", "body_timeout")], get(&i.body_timeouts)),
+                ([("reason", "not_found")], get(&i.not_found)),
+                ([("reason", "too_large")], get(&i.too_large)),
+            ],
+        )?;
+
+        // Reloads.
+        counters(
+            &mut enc,
+            "reloads",
+            "Pipeline reloads by outcome",
+            [
+                ([("outcome", "applied")], get(&m.reloads_applied)),
+                ([("outcome", "refused")], get(&m.reloads_refused)),
+                ([("outcome", "unchanged")], get(&m.reloads_unchanged)),
+            ],
+        )?;
+
+        // Outputs and sinks.
+        let o = &*s.outputs;
+        counters(
+            &mut enc,
+            "outputs_emitted",
+            "Outputs plugins emitted",
+            [(none, get(&o.emitted))],
+        )?;
+        counters(
+            &mut enc,
+            "outputs_dropped",
+            "Outputs dropped because the output queue was full",
+            [(none, get(&o.dropped))],
+        )?;
+        counters(
+            &mut enc,
+            "zoom_app_refusals",
+            "Server-side Zoom App requests refused: no app context, one Zoom did not seal, expired, or not in a meeting",
+            [(none, get(&s.zoom_app_refused))],
+        )?;
+        counters(
+            &mut enc,
+            "event_ws_failures",
+            "Event WebSocket connection attempts that failed: no OAuth token, refused, or timed out (each is retried with backoff)",
+            [(none, get(&s.event_ws_failures))],
+        )?;
+        counters(
+            &mut enc,
+            "tap_events_lost",
+            "Events tap subscribers (rtms-host tap, the dashboard) lost by falling behind",
+            [(none, s.tap.lagged())],
+        )?;
+        counters(
+            &mut enc,
+            "sink_deliveries",
+            "Outputs delivered by the sinks",
+            [(none, get(&o.delivered))],
+        )?;
+        counters(
+            &mut enc,
+            "sink_failures",
+            "Outputs a sink dropped (its queue full) or failed to deliver",
+            [(none, get(&o.sink_failures))],
+        )?;
+
+        // Per plugin.
+        let plugins = m.plugins();
+        let per = |f: StatField| {
+            plugins
+                .iter()
+                .map(move |(n, p)| -> (PluginLabel, u64) { ([("plugin", n.clone())], get(f(p))) })
+        };
+        let table: [(&str, &str, StatField); 19] = [
+            (
+                "plugin_frames_routed",
+                "Frames routed to the plugin: queued, or delivered inline",
+                |p| &p.routed,
+            ),
+            (
+                "plugin_frames_delivered",
+                "Frames the plugin returned from on-frames for",
+                |p| &p.delivered,
+            ),
+            ("plugin_batches", "on-frames calls", |p| &p.calls),
+            (
+                "plugin_frames_inline",
+                "Frames delivered on the session's task, bypassing the queue (the worker was idle)",
+                |p| &p.inline,
+            ),
+            (
+                "plugin_inline_handoffs",
+                "Inline calls that had to wait and finished on a task of their own",
+                |p| &p.inline_handoffs,
+            ),
+            (
+                "plugin_frames_dropped",
+                "Frames dropped by a full drop-oldest queue",
+                |p| &p.dropped,
+            ),
+            (
+                "plugin_frames_shed",
+                "Frames a full block queue refused after its block timeout",
+                |p| &p.shed,
+            ),
+            (
+                "plugin_frames_dead_lettered",
+                "Frames written to the dead-letter file",
+                |p| &p.dead_lettered,
+            ),
+            (
+                "plugin_frames_discarded",
+                "Frames discarded while the plugin's circuit breaker was open",
+                |p| &p.discarded,
+            ),
+            ("plugin_errors", "err results the plugin returned", |p| {
+                &p.errors
+            }),
+            ("plugin_traps", "Traps (panics, limits, deadline)", |p| {
+                &p.traps
+            }),
+            ("plugin_restarts", "Instances rebuilt after a trap", |p| {
+                &p.restarts
+            }),
+            (
+                "plugin_breaker_trips",
+                "Sessions on which the circuit breaker stopped the plugin",
+                |p| &p.breaker_trips,
+            ),
+            (
+                "plugin_swaps",
+                "New versions swapped in on live sessions",
+                |p| &p.swaps,
+            ),
+            (
+                "plugin_rollbacks",
+                "Automatic rollbacks of a version that kept trapping",
+                |p| &p.rollbacks,
+            ),
+            (
+                "plugin_log_dropped",
+                "Log lines dropped by the log byte-rate limit",
+                |p| &p.log_dropped,
+            ),
+            (
+                "plugin_emit_dropped",
+                "Outputs dropped by the emit byte-rate limit",
+                |p| &p.emit_dropped,
+            ),
+            (
+                "plugin_quota_stops",
+                "Sessions on which a granted directory went over its quota",
+                |p| &p.quota_stops,
+            ),
+            (
+                "plugin_sessions_with_losses",
+                "Sessions that ended with any loss for the plugin",
+                |p| &p.sessions_with_losses,
+            ),
+        ];
+        for (name, help, f) in table {
+            counters(&mut enc, name, help, per(f))?;
+        }
+        counters(
+            &mut enc,
+            "plugin_frames_dropped_by_kind",
+            "Frames dropped by a full queue's drop-oldest policy, by kind",
+            plugins.iter().flat_map(|(n, p)| {
+                p.dropped_by_kind
+                    .snapshot()
+                    .into_iter()
+                    .map(move |(kind, v)| ([("plugin", n.clone()), ("kind", kind)], v))
+            }),
+        )?;
+        counters(
+            &mut enc,
+            "plugin_end_instances",
+            "Fresh instances built only to end a session whose instance was gone (trap or breaker)",
+            per(|p| &p.end_instances),
+        )?;
+        let mut depth: Vec<(PluginLabel, i64)> = plugins
+            .iter()
+            .map(|(n, _)| ([("plugin", n.clone())], 0))
+            .collect();
+        for (name, n) in (s.queue_depths)() {
+            if let Some((_, d)) = depth.iter_mut().find(|(l, _)| *l[0].1 == *name) {
+                *d += n as i64;
+            }
+        }
+        gauges(
+            &mut enc,
+            "plugin_queue_depth",
+            "Frames waiting in the plugin's queues, over all sessions",
+            depth,
+        )?;
+        let mut calls = enc.encode_descriptor(
+            "plugin_call_seconds",
+            "How long each on-frames call took",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (n, p) in &plugins {
+            let labels: PluginLabel = [("plugin", n.clone())];
+            p.call_seconds.0.encode(calls.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the registry: the event families of `telemetry` and the collector over `sources`.
+pub fn registry(telemetry: &Telemetry, sources: Arc<Sources>) -> Registry {
+    let mut r = Registry::with_prefix("rtms");
+    let t = telemetry;
+    r.register(
+        "webhooks",
+        "Webhook requests by event and outcome",
+        t.webhooks.clone(),
+    );
+    r.register(
+        "webhook_delay_seconds",
+        "Time from Zoom's x-zm-request-timestamp (whole seconds) to the host reading the webhook",
+        t.webhook_delay.clone(),
+    );
+    r.register(
+        "connection_attempts",
+        "Connection attempts by scope (full: signaling and media; media: media only)",
+        t.attempts.clone(),
+    );
+    r.register(
+        "connection_failures",
+        "Failed connection attempts by scope, and whether the server refused a duplicate",
+        t.attempt_failures.clone(),
+    );
+    r.register(
+        "reconnections",
+        "Back-offs before reopening sockets, by scope and cause",
+        t.reconnections.clone(),
+    );
+    r.register(
+        "give_ups",
+        "Streams that spent every connection attempt and waited for a new started webhook",
+        t.give_ups.clone(),
+    );
+    r.register(
+        "keepalive_rtt_seconds",
+        "Round trip of the WebSocket ping on the signaling socket (rtms.ws_ping = true)",
+        t.keepalive_rtt.clone(),
+    );
+    r.register(
+        "first_frame_seconds",
+        "Time from a stream's started webhook to its first frame",
+        t.first_frame.clone(),
+    );
+    r.register(
+        "sessions_stopped_by_admin",
+        "Streams stopped through the admin API",
+        t.sessions_stopped_by_admin.clone(),
+    );
+    r.register_collector(Box::new(HostCollector(sources)));
+    r
+}
+
+/// The exposition text of `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}

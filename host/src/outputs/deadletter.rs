@@ -1,0 +1,293 @@
+//! The dead-letter file: batches a plugin could not take, kept so nothing is lost silently.
+//!
+//! A batch whose `on-frames` call trapped is not redelivered to the same version (it may be
+//! the input that kills it); it is appended here, one JSON object per line, with the
+//! plugin, its version, the session, the error and the frames themselves (payload bytes in
+//! base64), so an operator can inspect it or replay it into a fixed version.
+//!
+//! The files are bounded: when a plugin's file would pass `max_bytes` it is rotated
+//! (`<plugin>.deadletter.jsonl` becomes `.1`, `.1` becomes `.2`, ..., and the oldest beyond
+//! `keep` rotated files is deleted), so one plugin's letters take at most
+//! `(keep + 1) * max_bytes` of disk. A single letter larger than `max_bytes` is written
+//! without its frames' payloads (seqs and metadata only, `payload_omitted` set). Every
+//! rotation that deletes letters is counted and logged.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::sandbox::bindings::Frame;
+
+pub struct DeadLetters {
+    dir: Option<PathBuf>,
+    max_bytes: u64,
+    keep: u32,
+    lock: Mutex<()>,
+    /// Rotated files deleted because more than `keep` accumulated.
+    pub files_deleted: AtomicU64,
+}
+
+/// Default cap of one dead-letter file.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default number of rotated files kept per plugin.
+pub const DEFAULT_KEEP: u32 = 3;
+
+#[derive(Serialize)]
+struct Letter<'a> {
+    time_ms: u64,
+    plugin: &'a str,
+    version: &'a str,
+    session: u64,
+    stream_id: &'a str,
+    error: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    payload_omitted: bool,
+    frames: Vec<LetterFrame<'a>>,
+}
+
+#[derive(Serialize)]
+struct LetterFrame<'a> {
+    seq: u64,
+    kind: &'static str,
+    timestamp_ms: u64,
+    user_id: &'a str,
+    user_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    payload_b64: String,
+}
+
+/// Who a dead letter belongs to.
+pub struct LetterMeta<'a> {
+    pub plugin: &'a str,
+    pub version: &'a str,
+    pub session: u64,
+    pub stream_id: &'a str,
+    pub error: &'a str,
+}
+
+impl DeadLetters {
+    /// `dir` of `None` keeps letters in the log only (tests, replay without a directory).
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self::with_limits(dir, DEFAULT_MAX_BYTES, DEFAULT_KEEP)
+    }
+
+    /// Letters in `dir`, each plugin's file rotated at `max_bytes`, `keep` rotated files kept.
+    pub fn with_limits(dir: Option<PathBuf>, max_bytes: u64, keep: u32) -> Self {
+        Self {
+            dir,
+            max_bytes: max_bytes.max(1024),
+            keep,
+            lock: Mutex::new(()),
+            files_deleted: AtomicU64::new(0),
+        }
+    }
+
+    /// The file a plugin's letters go to.
+    pub fn path_for(&self, plugin: &str) -> Option<PathBuf> {
+        Some(
+            self.dir
+                .as_ref()?
+                .join(format!("{plugin}.deadletter.jsonl")),
+        )
+    }
+
+    /// Writes a letter and logs it.
+    pub fn write(&self, meta: &LetterMeta<'_>, frames: &[Frame]) {
+        tracing::error!(
+            plugin = meta.plugin,
+            version = meta.version,
+            stream = meta.stream_id,
+            frames = frames.len(),
+            first_seq = frames.first().map(|f| f.seq),
+            error = meta.error,
+            "batch not delivered; written to the dead-letter file"
+        );
+        self.write_quiet(meta, frames);
+    }
+
+    /// Writes a letter without a log line per letter: for callers that log the start of a
+    /// run of losses themselves (frames shed by a full queue).
+    pub fn write_quiet(&self, meta: &LetterMeta<'_>, frames: &[Frame]) {
+        let Some(path) = self.path_for(meta.plugin) else {
+            return;
+        };
+        let mut line = match self.encode(meta, frames, false) {
+            Some(l) => l,
+            None => return,
+        };
+        if line.len() as u64 >= self.max_bytes {
+            line = match self.encode(meta, frames, true) {
+                Some(l) => l,
+                None => return,
+            };
+        }
+        let _guard = self.lock.lock();
+        let result = (|| -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if size > 0 && size + line.len() as u64 > self.max_bytes {
+                self.rotate(&path)?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            f.write_all(&line)
+        })();
+        if let Err(e) = result {
+            tracing::error!(path = %path.display(), error = %e, "cannot write the dead-letter file");
+        }
+    }
+
+    fn encode(&self, meta: &LetterMeta<'_>, frames: &[Frame], omit: bool) -> Option<Vec<u8>> {
+        let letter = Letter {
+            time_ms: rtms_proto::unix_ms(),
+            plugin: meta.plugin,
+            version: meta.version,
+            session: meta.session,
+            stream_id: meta.stream_id,
+            error: meta.error,
+            payload_omitted: omit,
+            frames: frames
+                .iter()
+                .map(|f| LetterFrame {
+                    seq: f.seq,
+                    kind: rtms_proto::MediaKind::from(f.kind).as_str(),
+                    timestamp_ms: f.timestamp_ms,
+                    user_id: &f.user_id,
+                    user_name: &f.user_name,
+                    text: if omit { None } else { f.text.as_deref() },
+                    payload_b64: if omit {
+                        String::new()
+                    } else {
+                        base64::engine::general_purpose::STANDARD.encode(&f.payload)
+                    },
+                })
+                .collect(),
+        };
+        match serde_json::to_vec(&letter) {
+            Ok(mut l) => {
+                l.push(b'\n');
+                Some(l)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a dead letter");
+                None
+            }
+        }
+    }
+
+    /// `f` -> `f.1` -> `f.2` ...; the file past `keep` is deleted.
+    fn rotate(&self, path: &Path) -> std::io::Result<()> {
+        let nth = |n: u32| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        if self.keep == 0 {
+            self.note_deleted(path);
+            return std::fs::remove_file(path);
+        }
+        let oldest = nth(self.keep);
+        if oldest.exists() {
+            self.note_deleted(&oldest);
+            std::fs::remove_file(&oldest)?;
+        }
+        for n in (1..self.keep).rev() {
+            let from = nth(n);
+            if from.exists() {
+                std::fs::rename(&from, nth(n + 1))?;
+            }
+        }
+        std::fs::rename(path, nth(1))
+    }
+
+    fn note_deleted(&self, path: &Path) {
+        let n = self.files_deleted.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(path = %path.display(), max_bytes = self.max_bytes, keep = self.keep, files_deleted = n, "dead-letter file cap reached: the oldest letters were deleted (raise runtime.dead_letter_max_mb or dead_letter_files to keep more)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::bindings::MediaKind;
+
+    fn frame(seq: u64, payload: usize) -> Frame {
+        Frame {
+            kind: MediaKind::Audio,
+            seq,
+            timestamp_ms: 0,
+            user_id: String::new(),
+            user_name: String::new(),
+            payload: vec![7; payload],
+            text: None,
+            transcript: None,
+            event_type: None,
+        }
+    }
+
+    fn meta() -> LetterMeta<'static> {
+        LetterMeta {
+            plugin: "p",
+            version: "v",
+            session: 1,
+            stream_id: "s",
+            error: "e",
+        }
+    }
+
+    fn seqs(path: &Path) -> Vec<u64> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["frames"][0]["seq"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn files_rotate_at_the_cap_and_only_the_newest_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::with_limits(Some(d.path().to_owned()), 4096, 2);
+        for seq in 1..=100 {
+            dl.write_quiet(&meta(), &[frame(seq, 300)]);
+        }
+        let base = dl.path_for("p").unwrap();
+        let rotated = |n: u32| PathBuf::from(format!("{}.{n}", base.display()));
+        for p in [base.clone(), rotated(1), rotated(2)] {
+            let len = std::fs::metadata(&p).unwrap().len();
+            assert!(len <= 4096, "{} holds {len} bytes", p.display());
+        }
+        assert!(!rotated(3).exists(), "only two rotated files are kept");
+        assert!(dl.files_deleted.load(Ordering::Relaxed) > 0);
+        // The newest letters, in order, across the kept files.
+        let kept: Vec<u64> = [rotated(2), rotated(1), base]
+            .iter()
+            .flat_map(|p| seqs(p))
+            .collect();
+        assert_eq!(*kept.last().unwrap(), 100);
+        assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
+    }
+
+    #[test]
+    fn a_letter_larger_than_the_cap_is_kept_without_payloads() {
+        let d = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::with_limits(Some(d.path().to_owned()), 4096, 1);
+        dl.write_quiet(&meta(), &[frame(1, 100_000)]);
+        let text = std::fs::read_to_string(dl.path_for("p").unwrap()).unwrap();
+        assert!(text.len() < 4096);
+        assert!(text.contains("\"payload_omitted\":true"), "{text}");
+        assert!(text.contains("\"seq\":1"), "{text}");
+    }
+}

@@ -1,0 +1,9 @@
+//! The compiled pipeline and its reload.
+//!
+//! - [`build`] — a validated `rtms_config::Pipeline` to the routing table (every component
+//!   loaded and trial-run), the sinks, the runtime and client settings.
+//! - [`reload`] — watch, rebuild beside, swap in band, refuse, roll back.
+
+pub mod build;
+pub mod history;
+pub mod reload;

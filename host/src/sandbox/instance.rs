@@ -1,0 +1,209 @@
+//! One plugin instance: a Store, its limits, and the four calls of the contract.
+//!
+//! Every call runs under a deadline counted in epoch ticks: at each tick the guest yields to
+//! the executor (so a busy plugin never starves other tasks on its thread), and once the
+//! call's budget is spent the callback interrupts it with a trap. A trap leaves the Store
+//! unusable; the caller (the worker) must drop this `Instance` and build a new one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::Store;
+use wasmtime::UpdateDeadline;
+
+use super::explain::explain_wasi_errors;
+use super::store::{Grant, HostState, InstanceCtx};
+use super::{PluginCode, Runtime};
+use crate::sandbox::bindings::{EndReason, Frame, Plugin, SessionInfo};
+
+/// How to build an instance of a plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// Linear memory an instance may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// The longest a single call may run.
+    pub call_timeout: Duration,
+    pub grants: Vec<Grant>,
+    /// The plugin's `[plugin.config]` table, flattened for `init`.
+    pub config: Vec<(String, String)>,
+}
+
+/// Why a call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The plugin returned `err(..)`: logged and counted, the instance is kept.
+    #[error("plugin returned an error: {0}")]
+    Plugin(String),
+    /// The instance trapped (panic, unreachable, out of memory, deadline) and is dead.
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+}
+
+impl CallError {
+    pub fn is_trap(&self) -> bool {
+        matches!(self, CallError::Trap(_))
+    }
+}
+
+pub struct Instance {
+    store: Store<HostState>,
+    plugin: Plugin,
+    pub code: Arc<PluginCode>,
+    ticks_per_call: u64,
+    limits: TrapLimits,
+}
+
+/// The limits a trap report names.
+#[derive(Clone, Copy, Debug)]
+struct TrapLimits {
+    memory_bytes: usize,
+    call_timeout: Duration,
+}
+
+impl Instance {
+    /// Instantiates `code` in a fresh Store. Does not call `init`.
+    pub async fn new(
+        rt: &Runtime,
+        code: Arc<PluginCode>,
+        spec: &InstanceSpec,
+        ctx: Arc<InstanceCtx>,
+    ) -> Result<Self, CallError> {
+        let state = HostState::new(ctx.clone(), &spec.grants, spec.memory_bytes)
+            .map_err(|e| CallError::Trap(format!("{e:#}")))?;
+        let mut store = Store::new(rt.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|mut cx| {
+            let st = cx.data_mut();
+            if st.ticks_left == 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            st.ticks_left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let tick = rt.tick().as_nanos().max(1);
+        let ticks_per_call = (spec.call_timeout.as_nanos() / tick).max(1) as u64;
+        store.data_mut().ticks_left = ticks_per_call;
+        store.set_epoch_deadline(1);
+        let limits = TrapLimits {
+            memory_bytes: spec.memory_bytes,
+            call_timeout: spec.call_timeout,
+        };
+        let plugin = match code.pre.instantiate_async(&mut store).await {
+            Ok(p) => p,
+            Err(e) => return Err(trap_error(store.data_mut(), limits, e)),
+        };
+        Ok(Self {
+            store,
+            plugin,
+            code,
+            ticks_per_call,
+            limits,
+        })
+    }
+
+    fn arm(&mut self) {
+        let st = self.store.data_mut();
+        st.ticks_left = self.ticks_per_call;
+        st.limits.refused_memory = None;
+        st.limits.refused_table = None;
+        st.ctx.stderr_tail.lock().clear();
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// The outcome of a call: a plugin error with its sandbox errors named, or a trap
+    /// report.
+    fn outcome(&mut self, r: wasmtime::Result<Result<(), String>>) -> Result<(), CallError> {
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(CallError::Plugin(explain_wasi_errors(&msg).into_owned())),
+            Err(e) => Err(trap_error(self.store.data_mut(), self.limits, e)),
+        }
+    }
+
+    pub async fn init(&mut self, config: &[(String, String)]) -> Result<(), CallError> {
+        self.arm();
+        let r = self
+            .plugin
+            .rtms_plugin_handler()
+            .call_init(&mut self.store, config)
+            .await;
+        self.outcome(r)
+    }
+
+    pub async fn session_start(&mut self, info: &SessionInfo) -> Result<(), CallError> {
+        self.arm();
+        let r = self
+            .plugin
+            .rtms_plugin_handler()
+            .call_on_session_start(&mut self.store, info)
+            .await;
+        self.outcome(r)
+    }
+
+    pub async fn frames(&mut self, session: u64, frames: &[Frame]) -> Result<(), CallError> {
+        self.arm();
+        let r = self
+            .plugin
+            .rtms_plugin_handler()
+            .call_on_frames(&mut self.store, session, frames)
+            .await;
+        self.outcome(r)
+    }
+
+    pub async fn session_end(&mut self, session: u64, reason: EndReason) -> Result<(), CallError> {
+        self.arm();
+        let r = self
+            .plugin
+            .rtms_plugin_handler()
+            .call_on_session_end(&mut self.store, session, reason)
+            .await;
+        self.outcome(r)
+    }
+}
+
+/// A trap's report: what stopped the instance, naming the limit and its pipeline.toml key
+/// when a limit did, with the guest's last stderr lines of the call (a panic's message).
+fn trap_error(st: &mut HostState, limits: TrapLimits, e: wasmtime::Error) -> CallError {
+    let mib = |b: usize| b.div_ceil(1 << 20);
+    let mut msg = if let Some(wanted) = st.limits.refused_memory {
+        format!(
+            "out of memory: the instance asked to grow its linear memory to {} MiB, past [plugin.limits] memory_mb = {} (raise memory_mb, or keep less in memory: a plugin that holds every frame grows without end)",
+            mib(wanted),
+            mib(limits.memory_bytes)
+        )
+    } else if let Some(wanted) = st.limits.refused_table {
+        format!(
+            "table limit: the instance asked for a table of {wanted} elements, past the host's limit of {}",
+            super::store::MAX_TABLE_ELEMENTS
+        )
+    } else {
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => format!(
+                "call deadline exceeded: the call ran past [plugin.limits] call_timeout_ms = {} (an endless loop, or too much work for one call: raise call_timeout_ms, or lower [plugin.batch] max_frames)",
+                limits.call_timeout.as_millis()
+            ),
+            Some(t) => t.to_string(),
+            // The error itself, without the wasm backtrace wasmtime adds as context (function
+            // names of a stripped guest are `<unknown>`, which helps no one).
+            None => {
+                let bt = e
+                    .downcast_ref::<wasmtime::WasmBacktrace>()
+                    .map(|b| b.to_string());
+                e.chain()
+                    .map(|c| c.to_string())
+                    .filter(|c| Some(c) != bt.as_ref())
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            }
+        }
+    };
+    let stderr = st.ctx.stderr_tail.lock().take_text();
+    if !stderr.is_empty() {
+        msg.push_str(" — guest stderr: ");
+        msg.push_str(&stderr);
+    }
+    if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        tracing::debug!(plugin = %st.ctx.plugin, stream = %st.ctx.stream_id, "trap backtrace: {bt}");
+    }
+    CallError::Trap(explain_wasi_errors(&msg).into_owned())
+}

@@ -1,0 +1,277 @@
+//! The WebAssembly runtime: one wasmtime `Engine`, the epoch ticker, compiled plugins and the
+//! compile cache.
+//!
+//! Every wasm limit lives in this module tree: the engine's settings here, per-store limits
+//! and the per-call deadline in [`instance`], the sandbox (WASI without network or
+//! environment, only granted directories) in [`host`]; guest messages made readable (WASI
+//! error names) in [`explain`]. What a plugin instance *does* with
+//! frames — queues, batching, restarts — is the worker's business (`crate::dataplane::worker`).
+
+pub mod bindings;
+pub mod budget;
+pub mod cache;
+pub mod explain;
+pub mod instance;
+pub mod quota;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::sandbox::bindings::PluginPre;
+pub use instance::{CallError, Instance, InstanceSpec};
+pub use store::HostState;
+
+/// The shared engine, linker and compile cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: cache::CompileCache,
+    quotas: quota::Quotas,
+    tick: Duration,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A plugin component, compiled and linked, ready to instantiate any number of times.
+pub struct PluginCode {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// Hex SHA-256 of the component bytes: identifies a version in logs and metrics.
+    pub hash: String,
+    pub pre: PluginPre<HostState>,
+    /// How the code was obtained, for logs and the start-up benchmark.
+    pub source: CodeSource,
+}
+
+/// Where compiled code came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeSource {
+    /// Compiled now with Cranelift (and stored in the cache).
+    Compiled,
+    /// Loaded from the on-disk cache.
+    Cache,
+}
+
+impl PluginCode {
+    /// The first 12 hex digits of the hash, for log lines.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..12]
+    }
+}
+
+/// Settings of the runtime as a whole.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// The epoch tick: the granularity of call deadlines and of cooperative yielding.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            epoch_tick: Duration::from_millis(5),
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new(cfg: &RuntimeConfig) -> Result<Self> {
+        let mut config = Config::new();
+        // Calls yield at every epoch tick and trap past their deadline (see instance.rs).
+        config.epoch_interruption(true);
+        // Plugins' exports are plain (non-async) component functions; the async component
+        // ABI machinery costs 2-3x per call and is not compiled in.
+        config.concurrency_support(false);
+        let engine = Engine::new(&config)
+            .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
+        link_inline_writes(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link WASI output streams: {e}"))?;
+        crate::sandbox::bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot link the host interface: {e}"))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), cfg.epoch_tick, ticker_stop.clone())?;
+        let cache = cache::CompileCache::new(cfg.cache_dir.clone(), &engine);
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                cache,
+                quotas: quota::Quotas::default(),
+                tick: cfg.epoch_tick,
+                ticker_stop,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The measured usage of granted directories, for write quotas.
+    pub fn quotas(&self) -> &quota::Quotas {
+        &self.inner.quotas
+    }
+
+    /// The epoch tick length.
+    pub fn tick(&self) -> Duration {
+        self.inner.tick
+    }
+
+    /// Loads a component file: from the cache when this exact version was compiled before,
+    /// otherwise compiles it (on a blocking thread) and stores it. Then links it against the
+    /// contract: a component that lacks the exports or needs imports the host does not
+    /// offer is refused here, with the linker's reason.
+    pub async fn load(&self, path: &Path) -> Result<Arc<PluginCode>> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("cannot read component {}", path.display()))?;
+        let this = self.clone();
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || this.load_bytes(&path, &bytes))
+            .await
+            .context("component compilation task failed")?
+    }
+
+    /// The blocking part of [`Runtime::load`].
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Arc<PluginCode>> {
+        let hash = hex::encode(Sha256::digest(bytes));
+        let started = Instant::now();
+        let (component, source) = match self.inner.cache.get(&hash) {
+            Some(c) => (c, CodeSource::Cache),
+            None => {
+                let component = compile(&self.inner.engine, path, bytes)?;
+                self.inner.cache.put(&hash, &component);
+                (component, CodeSource::Compiled)
+            }
+        };
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            anyhow::anyhow!(
+                "{} does not fit the plugin contract rtms:plugin@0.1.0: {e:#}",
+                path.display()
+            )
+        })?;
+        let pre = PluginPre::new(pre).map_err(|e| {
+            anyhow::anyhow!(
+                "{} does not export the contract's `handler` interface (rtms:plugin/handler@0.1.0): {e:#}",
+                path.display()
+            )
+        })?;
+        tracing::debug!(
+            path = %path.display(),
+            hash = &hash[..12],
+            ?source,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "component loaded"
+        );
+        Ok(Arc::new(PluginCode {
+            path: path.to_owned(),
+            hash,
+            pre,
+            source,
+        }))
+    }
+}
+
+fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component> {
+    if !bytes.starts_with(b"\0asm") {
+        anyhow::bail!(
+            "{} is not a WebAssembly file (it does not start with \\0asm)",
+            path.display()
+        );
+    }
+    if bytes.get(4..8) != Some(&[0x0d, 0x00, 0x01, 0x00]) {
+        anyhow::bail!(
+            "{} is a core wasm module, not a component: build for the wasm32-wasip2 target, or wrap it with `wasm-tools component new`",
+            path.display()
+        );
+    }
+    Component::new(engine, bytes)
+        .map_err(|e| anyhow::anyhow!("cannot compile {}: {e:#}", path.display()))
+}
+
+/// Shadows `wasi:io/streams` `output-stream.write` so that a plugin's file write happens on
+/// the calling thread.
+///
+/// wasi-libc writes a file as `check-write`, `write`, `blocking-flush`. wasmtime-wasi runs a
+/// file stream's `write` on tokio's blocking pool whatever the context allows (only
+/// `blocking-write-and-flush` honours `allow_blocking_current_thread`), so each write was a
+/// hand-off to another thread and back: the largest cost on the frame path of a plugin that
+/// writes per batch. Here `write` is the stream's own `blocking_write_and_flush`: the same
+/// bytes in the same order, done before the call returns (a file write here is a local,
+/// buffered syscall; the log sinks behind stdout and stderr take the bytes as before). The
+/// stream is then ready again, so the guest's `blocking-flush` returns at once.
+fn link_inline_writes(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::StoreContextMut;
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::bindings::io::streams::StreamError as WitStreamError;
+    use wasmtime_wasi::p2::{DynOutputStream, StreamError};
+
+    linker.allow_shadowing(true);
+    linker.instance("wasi:io/streams@0.2.12")?.func_wrap_async(
+        "[method]output-stream.write",
+        |mut store: StoreContextMut<'_, HostState>,
+         (stream, bytes): (Resource<DynOutputStream>, Vec<u8>)| {
+            Box::new(async move {
+                let table = store.data_mut().table_mut();
+                let result = table
+                    .get_mut(&stream)?
+                    .blocking_write_and_flush(bytes.into())
+                    .await;
+                let result = match result {
+                    Ok(()) => Ok(()),
+                    Err(StreamError::Closed) => Err(WitStreamError::Closed),
+                    Err(StreamError::LastOperationFailed(e)) => {
+                        Err(WitStreamError::LastOperationFailed(table.push(e)?))
+                    }
+                    Err(StreamError::Trap(e)) => return Err(e),
+                };
+                Ok((result,))
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Increments the engine's epoch every `tick` until `stop` is set. A plain thread, outside
+/// the async runtime, so that a guest spinning on a runtime thread is still interrupted.
+fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .context("cannot start the epoch ticker thread")?;
+    Ok(())
+}

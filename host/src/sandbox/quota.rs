@@ -1,0 +1,156 @@
+//! Write quotas of granted directories.
+//!
+//! WASI has no hook on writes, so a quota is enforced by measuring: after each call into a
+//! plugin (and before an instance is built) the worker asks whether any writable granted
+//! directory holds more than its quota; if one does, the plugin is stopped for the session
+//! with an error naming the directory. The measure is the sum of the apparent sizes of the
+//! files under the directory (symbolic links are not followed). A directory whose last walk
+//! was quick (under [`INLINE_BELOW`]) is walked on the worker's own task; a slower one on a
+//! blocking thread, so a large directory never holds up the worker's thread. The hop to the
+//! blocking pool cost two thread wake-ups per plugin call, which showed in the frame path's
+//! profile.
+//! Every session of a plugin shares the directory, so a measure taken for one session is
+//! reused by the others for [`REUSE_FACTOR`] times as long as it took (at most
+//! [`MAX_REUSE`]): measuring costs at most about 1 % of a thread, however many sessions
+//! write there. The measure of a small directory (under [`SMALL_DIR`] entries) is not
+//! reused by the session that took it, so one session's writes there are measured after
+//! each of its calls; a large one (a file per session of a busy plugin) is reused by every
+//! session alike, or a thousand live sessions would keep a walk running all the time.
+//!
+//! Granularity, honestly: a plugin can overshoot its quota by what it writes within one
+//! call plus what all its sessions write while a measure is reused; it cannot keep writing
+//! past that.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::store::Grant;
+
+/// A measured size is reused at most this long.
+pub const MAX_REUSE: Duration = Duration::from_secs(1);
+
+/// A measured size is reused for this many times as long as the walk took.
+pub const REUSE_FACTOR: u32 = 100;
+
+/// A directory with fewer entries than this is measured after each of a session's calls.
+pub const SMALL_DIR: u64 = 64;
+
+/// A directory whose last walk took less than this is walked inline.
+pub const INLINE_BELOW: Duration = Duration::from_micros(500);
+
+/// The last measured usage of each granted directory.
+#[derive(Default)]
+pub struct Quotas {
+    /// Directory -> the last measure.
+    measured: Mutex<HashMap<PathBuf, Measure>>,
+}
+
+struct Measure {
+    /// Reused until then.
+    until: Instant,
+    bytes: u64,
+    /// Files and directories under the directory.
+    entries: u64,
+    /// The session that measured.
+    by: u64,
+    /// How long the walk took.
+    took: Duration,
+}
+
+impl Quotas {
+    /// The first writable grant over its quota, as an error message for the operator;
+    /// `session` is who asks.
+    pub async fn over(&self, grants: &[Grant], session: u64) -> Option<String> {
+        for g in grants.iter().filter(|g| !g.read_only) {
+            let Some(quota) = g.quota_bytes else {
+                continue;
+            };
+            let used = self.usage(&g.host, session).await;
+            if used > quota {
+                return Some(format!(
+                    "granted directory {} (guest {}) holds {} bytes, over its quota of {} bytes: free space there or raise quota_mb of that [[plugin.dir]], then reload",
+                    g.host.display(),
+                    g.guest,
+                    used,
+                    quota
+                ));
+            }
+        }
+        None
+    }
+
+    async fn usage(&self, dir: &Path, session: u64) -> u64 {
+        let last_took = match self.measured.lock().get(dir) {
+            Some(m) if Instant::now() < m.until && (m.by != session || m.entries >= SMALL_DIR) => {
+                return m.bytes;
+            }
+            Some(m) => Some(m.took),
+            None => None,
+        };
+        let started = Instant::now();
+        let (bytes, entries) = if last_took.is_some_and(|t| t < INLINE_BELOW) {
+            dir_usage(dir)
+        } else {
+            let path = dir.to_owned();
+            tokio::task::spawn_blocking(move || dir_usage(&path))
+                .await
+                .unwrap_or((0, 0))
+        };
+        let took = started.elapsed();
+        let measure = Measure {
+            until: Instant::now() + (took * REUSE_FACTOR).min(MAX_REUSE),
+            bytes,
+            entries,
+            by: session,
+            took,
+        };
+        self.measured.lock().insert(dir.to_owned(), measure);
+        bytes
+    }
+}
+
+/// The apparent size of every file under `dir`, not following symbolic links.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    dir_usage(dir).0
+}
+
+/// The apparent size of every file under `dir`, and how many entries are under it.
+fn dir_usage(dir: &Path) -> (u64, u64) {
+    let mut total = 0u64;
+    let mut count = 0u64;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            count += 1;
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    (total, count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_counts_files_in_subdirectories() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), vec![0u8; 1000]).unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/b"), vec![0u8; 24]).unwrap();
+        assert_eq!(dir_usage(d.path()), (1024, 3));
+    }
+}

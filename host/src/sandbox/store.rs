@@ -1,0 +1,492 @@
+//! What a plugin instance's Store holds, and the host side of the contract's imports
+//! (`host.log`, `host.emit`, `host.now-ms`).
+//!
+//! The sandbox is built here too: WASI with no environment, no arguments, no network, no
+//! inherited stdio (the guest's stdout and stderr become log lines labelled with the
+//! plugin and session), and only the directories the pipeline grants. Log lines and emitted
+//! outputs are held to byte-rate budgets ([`super::budget`]); the Store's limits (one
+//! linear memory, bounded tables) are [`store_limits`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::budget::{Budget, Take};
+use super::explain::explain_wasi_errors;
+use crate::sandbox::bindings::rtms::plugin::{host, types};
+
+/// Most tables one instance (all its core modules together) may create.
+pub const MAX_TABLES: usize = 16;
+/// Most elements one table may hold (each costs a pointer of host memory).
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The Store limits of an instance: one linear memory of at most `memory_bytes`, at most
+/// [`MAX_TABLES`] tables of at most [`MAX_TABLE_ELEMENTS`] elements, a bounded number of
+/// core instances; a refused growth traps.
+pub fn store_limits(memory_bytes: usize) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(memory_bytes)
+        .memories(1)
+        .tables(MAX_TABLES)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .instances(64)
+        .trap_on_grow_failure(true)
+        .build()
+}
+
+/// Byte-rate limits of one (plugin, session).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rates {
+    /// Bytes per second of log lines: `host.log`, stdout and stderr together.
+    pub log_bytes_per_sec: u64,
+    /// Bytes per second of emitted outputs (kind + message + data).
+    pub emit_bytes_per_sec: u64,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Self {
+            log_bytes_per_sec: 64 * 1024,
+            emit_bytes_per_sec: 1024 * 1024,
+        }
+    }
+}
+
+/// What the sandbox needs from the program that embeds it, one per (plugin, session): where a
+/// guest's emitted outputs go, and where the losses its byte-rate budgets cause are counted.
+/// The sandbox knows nothing of sessions, sinks or metrics beyond this.
+pub trait Embedder: Send + Sync {
+    /// An output the guest emitted within its budget. Runs inside a guest call: it must
+    /// never block.
+    fn emit(&self, ctx: &InstanceCtx, out: types::Output);
+    /// A log line or an output cut by a byte-rate budget; returns how many of that kind were
+    /// cut so far for this (plugin, session), for the warning.
+    fn dropped(&self, what: Dropped) -> u64;
+}
+
+/// What a byte-rate budget cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// A log line (`host.log`, stdout or stderr).
+    Log,
+    /// An emitted output (`host.emit`).
+    Emit,
+}
+
+/// Who an instance is, shared by its Store and its worker; one per (plugin, session), kept
+/// across the instances a restart or a swap builds.
+pub struct InstanceCtx {
+    pub plugin: Arc<str>,
+    pub session: u64,
+    pub stream_id: Arc<str>,
+    pub meeting_id: Arc<str>,
+    /// The guest's last stderr lines of the current call: a panic's message lands here just
+    /// before the trap, and goes into the trap's report.
+    pub stderr_tail: Mutex<StderrTail>,
+    pub log_budget: Budget,
+    pub emit_budget: Budget,
+    /// Where outputs and losses go.
+    pub embedder: Arc<dyn Embedder>,
+}
+
+impl std::fmt::Debug for InstanceCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceCtx")
+            .field("plugin", &self.plugin)
+            .field("session", &self.session)
+            .field("stream_id", &self.stream_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InstanceCtx {
+    pub fn new(
+        plugin: Arc<str>,
+        session: u64,
+        stream_id: Arc<str>,
+        meeting_id: Arc<str>,
+        rates: Rates,
+        embedder: Arc<dyn Embedder>,
+    ) -> Self {
+        Self {
+            plugin,
+            session,
+            stream_id,
+            meeting_id,
+            stderr_tail: Default::default(),
+            log_budget: Budget::new(rates.log_bytes_per_sec),
+            emit_budget: Budget::new(rates.emit_bytes_per_sec),
+            embedder,
+        }
+    }
+
+    /// Whether a log line of `bytes` fits the log budget; counts and reports it if not.
+    fn log_allowed(&self, bytes: usize) -> bool {
+        match self.log_budget.take(bytes) {
+            Take::Ok => true,
+            Take::Drop { warn } => {
+                let total = self.embedder.dropped(Dropped::Log);
+                if let Some(n) = warn {
+                    tracing::warn!(plugin = %self.plugin, stream = %self.stream_id, dropped = n, total, "plugin logs faster than its log budget (limits.log_bytes_per_sec): log lines dropped");
+                }
+                false
+            }
+        }
+    }
+}
+
+/// The last lines a guest wrote to stderr during one call (bounded).
+#[derive(Debug, Default)]
+pub struct StderrTail {
+    lines: std::collections::VecDeque<String>,
+    bytes: usize,
+}
+
+impl StderrTail {
+    /// Lines kept.
+    const LINES: usize = 12;
+    /// Bytes kept.
+    const BYTES: usize = 4096;
+
+    pub fn push(&mut self, line: &str) {
+        self.bytes += line.len();
+        self.lines.push_back(line.to_owned());
+        while self.lines.len() > Self::LINES || (self.bytes > Self::BYTES && self.lines.len() > 1) {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.lines.clear();
+        self.bytes = 0;
+    }
+
+    /// The lines kept, joined with spaces, without blank lines and without the hint a Rust
+    /// panic adds (`note: run with RUST_BACKTRACE=1 ...`), which means nothing here.
+    pub fn take_text(&mut self) -> String {
+        let text: Vec<String> = self
+            .lines
+            .drain(..)
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .collect();
+        self.bytes = 0;
+        text.join(" ")
+    }
+}
+
+/// The Store's resource limiter: [`store_limits`], noting what it refused so a trap can say
+/// it ran out of memory and name the limit.
+pub struct Limiter {
+    inner: StoreLimits,
+    /// The size a refused memory growth asked for, in bytes, since the call began.
+    pub refused_memory: Option<usize>,
+    /// The element count a refused table growth asked for.
+    pub refused_table: Option<usize>,
+}
+
+impl Limiter {
+    pub fn new(memory_bytes: usize) -> Self {
+        Self {
+            inner: store_limits(memory_bytes),
+            refused_memory: None,
+            refused_table: None,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let r = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(r, Ok(true)) {
+            self.refused_memory = Some(desired);
+        }
+        r
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let r = self.inner.table_growing(current, desired, maximum);
+        if !matches!(r, Ok(true)) {
+            self.refused_table = Some(desired);
+        }
+        r
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// A directory the pipeline grants a plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub host: std::path::PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+    /// Most bytes the directory may hold while the plugin writes to it (`None`: no quota).
+    pub quota_bytes: Option<u64>,
+}
+
+/// The data of one instance's Store.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: Limiter,
+    pub ctx: Arc<InstanceCtx>,
+    /// Epoch ticks the current call may still run before it is interrupted.
+    pub(crate) ticks_left: u64,
+}
+
+impl HostState {
+    pub fn new(
+        ctx: Arc<InstanceCtx>,
+        grants: &[Grant],
+        memory_bytes: usize,
+    ) -> anyhow::Result<Self> {
+        let mut b = WasiCtxBuilder::new();
+        b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
+        b.stderr(LogSink::new(ctx.clone(), Stream::Stderr));
+        // File writes are small and local: run them inline instead of a thread hop each.
+        b.allow_blocking_current_thread(true);
+        b.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for g in grants {
+            let perms = if g.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            b.preopened_dir(&g.host, &g.guest, perms).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot grant {} as {} to plugin {}: {e}",
+                    g.host.display(),
+                    g.guest,
+                    ctx.plugin
+                )
+            })?;
+        }
+        Ok(Self {
+            wasi: b.build(),
+            table: ResourceTable::new(),
+            limits: Limiter::new(memory_bytes),
+            ctx,
+            ticks_left: 0,
+        })
+    }
+}
+
+impl HostState {
+    pub(crate) fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: types::Level, message: String) {
+        let c = &self.ctx;
+        let message = explain_wasi_errors(&message);
+        let message = truncate(&message, MAX_LOG_LINE);
+        if !c.log_allowed(message.len()) {
+            return;
+        }
+        match level {
+            types::Level::Trace => {
+                tracing::trace!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+            }
+            types::Level::Debug => {
+                tracing::debug!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+            }
+            types::Level::Info => {
+                tracing::info!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+            }
+            types::Level::Warn => {
+                tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+            }
+            types::Level::Error => {
+                tracing::error!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+            }
+        }
+    }
+
+    fn emit(&mut self, out: types::Output) {
+        let c = &self.ctx;
+        let bytes = out.kind.len() + out.message.len() + out.data.as_ref().map_or(0, String::len);
+        if let Take::Drop { warn } = c.emit_budget.take(bytes) {
+            let total = c.embedder.dropped(Dropped::Emit);
+            if let Some(n) = warn {
+                tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, dropped = n, total, "plugin emits faster than its output budget (limits.emit_bytes_per_sec): outputs dropped");
+            }
+            return;
+        }
+        c.embedder.emit(c, out);
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// Longest log line kept from a plugin; the rest is cut, so a plugin cannot flood the log.
+const MAX_LOG_LINE: usize = 4096;
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// The guest's stdout or stderr: complete lines become log lines.
+#[derive(Clone)]
+struct LogSink {
+    ctx: Arc<InstanceCtx>,
+    stream: Stream,
+}
+
+impl LogSink {
+    fn new(ctx: Arc<InstanceCtx>, stream: Stream) -> Self {
+        Self { ctx, stream }
+    }
+}
+
+impl IsTerminal for LogSink {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogSink {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(LineWriter {
+            sink: self.clone(),
+            buf: Vec::new(),
+        })
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(tokio::io::sink())
+    }
+}
+
+struct LineWriter {
+    sink: LogSink,
+    buf: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit_line(&self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = explain_wasi_errors(text.trim_end());
+        let text = truncate(&text, MAX_LOG_LINE);
+        let c = &self.sink.ctx;
+        if let Stream::Stderr = self.sink.stream {
+            c.stderr_tail.lock().push(text);
+        }
+        if !c.log_allowed(text.len()) {
+            return;
+        }
+        match self.sink.stream {
+            Stream::Stdout => {
+                tracing::info!(plugin = %c.plugin, stream = %c.stream_id, "stdout: {text}")
+            }
+            Stream::Stderr => {
+                tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, "stderr: {text}");
+            }
+        }
+    }
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.buf.extend_from_slice(&bytes);
+        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            self.emit_line(&line);
+        }
+        if self.buf.len() > MAX_LOG_LINE {
+            let line = std::mem::take(&mut self.buf);
+            self.emit_line(&line);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let line = std::mem::take(&mut self.buf);
+            self.emit_line(&line);
+        }
+    }
+}

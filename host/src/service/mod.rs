@@ -1,0 +1,598 @@
+//! The running service: ingress, sessions, plugins, sinks and the reload controller, wired
+//! together; and its orderly shutdown.
+//!
+//! [`Service::start`] validates and loads everything before it binds anything it was not
+//! given. The webhook listener serves only the webhook path and `/healthz`; the admin routes
+//! are served on a listener of their own ([`crate::ops::admin`]) when one is given. Shutdown (SIGINT / SIGTERM in `main`, or [`Service::shutdown`]) stops intake,
+//! ends every stream within the grace period (each plugin drains its queue and gets
+//! `on-session-end(shutdown)`), flushes the sinks and returns the final counters.
+
+pub mod replay;
+pub mod signals;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use rtms_client::{
+    IngressConfig, IngressHandler, IngressStats, Refusal, Sessions, WebhookSeen, WsConnector,
+};
+use rtms_config::{Env, Pipeline};
+use rtms_proto::WebhookEvent;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::dataplane::bridge::{HostSinkFactory, ReadTap, Tap};
+use crate::dataplane::registry::Shared;
+use crate::dataplane::stats::{Metrics, MetricsSnapshot};
+use crate::flows::start::{RtmsControl, StartedSeen};
+use crate::ops::admin::{AdminBackend, AdminConfig, Limits, check_exposure};
+use crate::ops::exposition::{Sources, StreamState, Telemetry};
+use crate::outputs::deadletter::DeadLetters;
+use crate::outputs::tap::TapSubscription;
+use crate::outputs::{SinkSet, start_sinks};
+use crate::pipeline::build::{build_table, client_config, runtime_config};
+use crate::pipeline::history::ReloadLog;
+use crate::pipeline::reload::{Outcome, Reloader, Trigger};
+use crate::sandbox::Runtime;
+
+/// Options that are not in pipeline.toml.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Sees every frame (the demo's live transcript).
+    pub tap: Option<Tap>,
+    /// Sees every frame read from a socket with its read time (benchmarks).
+    pub read_tap: Option<ReadTap>,
+    /// Overrides `[runtime.reload] watch`.
+    pub watch: Option<bool>,
+    /// Where the admin routes are served (`rtms-host run` binds `[admin] listen` when
+    /// `admin.enabled`); none without it. Refused beyond loopback without an admin token.
+    pub admin_listener: Option<TcpListener>,
+}
+
+pub type HostSessions = Sessions<HostSinkFactory, WsConnector>;
+
+/// A running host.
+pub struct Service {
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    sessions: HostSessions,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    stop: CancellationToken,
+    /// Stops the admin listener, after the streams have ended (so `/readyz` answers 503
+    /// and `/metrics` stays readable while they drain).
+    admin_stop: CancellationToken,
+    sinks: SinkSet,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    grace: std::time::Duration,
+    ready: Arc<AtomicBool>,
+}
+
+struct Handler {
+    sessions: HostSessions,
+    telemetry: Arc<Telemetry>,
+    starts: tokio::sync::broadcast::Sender<StartedSeen>,
+}
+
+impl IngressHandler for Handler {
+    fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal> {
+        tracing::debug!(event = %ev.event, stream = %ev.stream_id, "webhook");
+        let seen = (ev.action == rtms_proto::WebhookAction::Started).then(|| StartedSeen {
+            product: ev.product,
+            id: ev.id.clone(),
+            stream_id: ev.stream_id.clone(),
+        });
+        self.sessions.handle(ev)?;
+        if let Some(s) = seen {
+            let _ = self.starts.send(s);
+        }
+        Ok(())
+    }
+
+    fn observe(&self, seen: WebhookSeen<'_>) {
+        self.telemetry.webhook(seen);
+    }
+}
+
+/// What the admin routes act on: the service's counters, streams, plugins, tap and reload
+/// controller.
+struct Backend {
+    sessions: HostSessions,
+    shared: Arc<Shared>,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
+    registry: prometheus_client::registry::Registry,
+    ready: Arc<AtomicBool>,
+    reloads: Arc<ReloadLog>,
+    rtms: Arc<RtmsControl>,
+}
+
+/// What happened to each plugin's queues, summed over the live sessions.
+fn queue_depths(shared: &Shared) -> Vec<(Arc<str>, usize)> {
+    shared
+        .sessions()
+        .iter()
+        .flat_map(|s| s.queue_depths())
+        .collect()
+}
+
+#[async_trait]
+impl AdminBackend for Backend {
+    fn metrics(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.metrics.snapshot()).unwrap_or_default();
+        v["live_streams"] = self.sessions.len().into();
+        v
+    }
+
+    async fn reload(&self) -> Outcome {
+        request_reload(&self.triggers).await
+    }
+
+    fn prometheus(&self) -> String {
+        crate::ops::exposition::encode(&self.registry)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("starting or shutting down".into())
+        }
+    }
+
+    fn sessions(&self) -> serde_json::Value {
+        let host: std::collections::HashMap<String, Arc<crate::dataplane::registry::HostSession>> =
+            self.shared
+                .sessions()
+                .into_iter()
+                .map(|s| (s.stream_id.to_string(), s))
+                .collect();
+        let table = self.shared.table.load();
+        let mut list: Vec<serde_json::Value> = self
+            .sessions
+            .snapshots()
+            .into_iter()
+            .map(|snap| {
+                let h = host.get(&snap.stream_id);
+                let plugins: Vec<serde_json::Value> = h
+                    .map(|h| h.queue_depths())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, queued)| {
+                        let hash = table.get(&name).map(|e| e.code.short_hash().to_owned());
+                        serde_json::json!({"name": name, "queued": queued, "hash": hash})
+                    })
+                    .collect();
+                serde_json::json!({
+                    "stream_id": snap.stream_id,
+                    "meeting_id": snap.meeting_id,
+                    "product": snap.product.as_str(),
+                    "operator_id": snap.operator_id,
+                    "state": snap.state,
+                    "server_url": snap.server_url,
+                    "media": media_names(&snap.media_params),
+                    "frames": snap.next_seq,
+                    "session": h.map(|h| h.info.session),
+                    "started_at_ms": h.map(|h| h.info.started_at_ms),
+                    "plugins": plugins,
+                })
+            })
+            .collect();
+        list.sort_by(|a, b| a["stream_id"].as_str().cmp(&b["stream_id"].as_str()));
+        serde_json::Value::Array(list)
+    }
+
+    fn stop_session(&self, stream_id: &str) -> bool {
+        let stopped = self.sessions.stop(stream_id);
+        if stopped {
+            self.telemetry.admin_stop();
+        }
+        stopped
+    }
+
+    fn plugins(&self) -> serde_json::Value {
+        let table = self.shared.table.load();
+        let snapshot = self.metrics.snapshot();
+        let mut queued: std::collections::HashMap<Arc<str>, usize> = Default::default();
+        for (name, n) in queue_depths(&self.shared) {
+            *queued.entry(name).or_default() += n;
+        }
+        let list: Vec<serde_json::Value> = table
+            .plugins
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "name": e.name,
+                    "hash": e.code.short_hash(),
+                    "sha256": e.code.hash,
+                    "component": e.code.path,
+                    "media": e.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                    "queue": {"capacity": e.queue_capacity, "on_full": format!("{:?}", e.on_full).to_lowercase(),
+                              "block_timeout_ms": e.block_timeout.as_millis() as u64},
+                    "batch": {"max_frames": e.batch_max, "max_wait_ms": e.batch_wait.as_millis() as u64},
+                    "queued": queued.get(&e.name).copied().unwrap_or(0),
+                    "stats": snapshot.plugins.get(&*e.name),
+                })
+            })
+            .collect();
+        serde_json::json!(list)
+    }
+
+    fn last_reload(&self) -> serde_json::Value {
+        self.reloads.last()
+    }
+
+    fn config(&self) -> String {
+        self.reloads.config()
+    }
+
+    fn tap(&self) -> Option<TapSubscription> {
+        Some(self.shared.outputs.tap().subscribe())
+    }
+
+    async fn rtms(&self, meeting: &str, action: &str) -> (u16, serde_json::Value) {
+        let Some(action) = crate::flows::zoom_rest::Action::parse(action) else {
+            return (
+                404,
+                serde_json::json!({"error": format!("unknown action {action:?}: use start, stop, pause or resume")}),
+            );
+        };
+        match self.rtms.act(meeting, action).await {
+            Ok(v) => (200, v),
+            Err((status, e)) => (status, serde_json::json!({"error": e})),
+        }
+    }
+}
+
+/// The media a stream asked for, by name.
+fn media_names(p: &rtms_proto::params::MediaParams) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if p.audio.is_some() {
+        v.push("audio");
+    }
+    if p.video.is_some() {
+        v.push("video");
+    }
+    if p.deskshare.is_some() {
+        v.push("share");
+    }
+    if p.transcript.is_some() {
+        v.push("transcript");
+    }
+    if p.chat.is_some() {
+        v.push("chat");
+    }
+    v
+}
+
+/// Sends an admin reload trigger and waits for its outcome.
+async fn request_reload(triggers: &mpsc::UnboundedSender<Trigger>) -> Outcome {
+    let (tx, rx) = oneshot::channel();
+    if triggers.send(Trigger::Admin(Some(tx))).is_err() {
+        return Outcome::Refused("the host is shutting down".into());
+    }
+    rx.await
+        .unwrap_or_else(|_| Outcome::Refused("the host is shutting down".into()))
+}
+
+impl Service {
+    /// Starts the host on `listener` with a validated pipeline (credentials loaded).
+    pub async fn start(
+        pipeline: Pipeline,
+        env: Box<dyn Env + Send + Sync>,
+        listener: TcpListener,
+        opts: StartOptions,
+    ) -> Result<Self> {
+        let client_cfg = client_config(&pipeline)?;
+        let webhook_secret = pipeline
+            .zoom
+            .webhook_secret
+            .as_ref()
+            .with_context(|| {
+                format!(
+                    "the webhook secret token is not set: export {}",
+                    pipeline.zoom.webhook_secret_env
+                )
+            })?
+            .expose()
+            .to_owned();
+        let connector = WsConnector::new(pipeline.zoom.ca_file.as_deref())
+            .context("cannot set up TLS for the Zoom connections")?
+            .with_proxy(&match &pipeline.rtms.proxy {
+                rtms_config::Proxy::Env => rtms_client::ProxySetting::Env,
+                rtms_config::Proxy::None => rtms_client::ProxySetting::None,
+                rtms_config::Proxy::Url(u) => rtms_client::ProxySetting::Url(u.clone()),
+            });
+        let rt = Runtime::new(&runtime_config(&pipeline))?;
+        let metrics = Arc::new(Metrics::default());
+        let table = build_table(&pipeline, &rt, &metrics, None, 1).await?;
+        let (outputs, sinks) = start_sinks(pipeline.sinks.clone()).await?;
+        let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
+        let shared = Shared::new(
+            rt,
+            table,
+            outputs,
+            DeadLetters::with_limits(
+                Some(pipeline.runtime.dead_letter_dir.clone()),
+                pipeline.runtime.dead_letter_max_bytes,
+                pipeline.runtime.dead_letter_files,
+            ),
+            metrics.clone(),
+            Some(rollback_tx),
+        );
+        let factory = HostSinkFactory {
+            shared: shared.clone(),
+            tap: opts.tap,
+            read_tap: opts.read_tap,
+        };
+        let telemetry = Arc::new(Telemetry::default());
+        let event_connector = connector.clone();
+        let sessions = Sessions::with_observer(client_cfg, connector, factory, telemetry.clone());
+        let ready = Arc::new(AtomicBool::new(false));
+        let reloads = Arc::new(ReloadLog::default());
+        reloads.set_config(&pipeline);
+        let ingress_stats = Arc::new(IngressStats::default());
+        let zoom_app_refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let event_ws_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (triggers, trigger_rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let admin_stop = CancellationToken::new();
+        let addr = listener.local_addr()?;
+        let admin_addr = match &opts.admin_listener {
+            Some(l) => {
+                let bound = l.local_addr()?;
+                check_exposure(
+                    pipeline.admin.listen,
+                    bound,
+                    pipeline.admin.token.as_ref().map(|t| t.expose()),
+                    &pipeline.admin.token_env,
+                )?;
+                Some(bound)
+            }
+            None => None,
+        };
+        let (starts, _) = tokio::sync::broadcast::channel(256);
+        let rtms = {
+            let z = &pipeline.zoom;
+            let (rest, missing) = match (&z.rest, &z.client_id) {
+                (Some(r), Some(rtms_client_id)) => (
+                    Some(Arc::new(crate::flows::zoom_rest::ZoomRest::new(
+                        crate::flows::zoom_rest::RestConfig {
+                            api_base_url: z.api_base_url.clone(),
+                            oauth_base_url: z.oauth_base_url.clone(),
+                            account_id: r.account_id.clone(),
+                            oauth_client_id: r.client_id.clone(),
+                            oauth_client_secret: r.client_secret.expose().to_owned(),
+                            rtms_client_id: rtms_client_id.clone(),
+                        },
+                        rtms_client::transport::tls_config(None)
+                            .context("cannot set up TLS for Zoom's REST API")?,
+                    ))),
+                    String::new(),
+                ),
+                _ => (
+                    None,
+                    format!(
+                        "starting RTMS from the host needs Server-to-Server OAuth credentials: export {}, {} and {} and restart the host",
+                        z.rest_env[0], z.rest_env[1], z.rest_env[2]
+                    ),
+                ),
+            };
+            Arc::new(RtmsControl {
+                rest,
+                missing,
+                starts: starts.clone(),
+                wait: pipeline.rtms.webhook_wait_timeout,
+            })
+        };
+        let ingress_cfg = IngressConfig {
+            path: pipeline.server.webhook_path.clone(),
+            secret_token: webhook_secret,
+            max_body_bytes: pipeline.server.max_body_bytes,
+            timestamp_window_secs: pipeline.server.timestamp_window.as_secs(),
+            header_timeout: pipeline.server.header_timeout,
+            body_timeout: pipeline.server.body_timeout,
+            max_connections: pipeline.server.max_connections,
+            stats: ingress_stats.clone(),
+            app: match (&pipeline.server.zoom_app, &pipeline.zoom.client_secret) {
+                (false, _) => None,
+                (true, Some(secret)) => Some(Arc::new(crate::flows::zoom_app::ZoomApp {
+                    client_secret: secret.expose().to_owned(),
+                    rtms: rtms.clone(),
+                    refused: zoom_app_refused.clone(),
+                }) as Arc<dyn rtms_client::AppRoutes>),
+                (true, None) => anyhow::bail!(
+                    "server.zoom_app needs the app's client secret to verify the Zoom client: export {}",
+                    pipeline.zoom.client_secret_env
+                ),
+            },
+            tls: pipeline
+                .server
+                .tls
+                .as_ref()
+                .map(|t| rtms_client::ingress::TlsFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                }),
+            ..IngressConfig::default()
+        };
+        if let Some(files) = &ingress_cfg.tls {
+            rtms_client::ingress::ReloadingCert::new(files.clone())
+                .map_err(anyhow::Error::msg)
+                .context("server.tls")?;
+        }
+        let handler = Arc::new(Handler {
+            sessions: sessions.clone(),
+            telemetry: telemetry.clone(),
+            starts,
+        });
+        let event_ws = match (&pipeline.zoom.event_ws, &rtms.rest) {
+            (None, _) => None,
+            (Some(cfg), Some(rest)) => Some((cfg.clone(), rest.clone())),
+            (Some(_), None) => anyhow::bail!(
+                "zoom.event_subscription_id is set, but the event WebSocket needs a Server-to-Server OAuth token: {}",
+                rtms.missing
+            ),
+        };
+        let mut tasks = Vec::new();
+        if let Some(admin_listener) = opts.admin_listener {
+            let cfg = AdminConfig {
+                token: pipeline.admin.token.as_ref().map(|t| t.expose().to_owned()),
+                token_env: pipeline.admin.token_env.clone(),
+                reload_min_interval: pipeline.admin.reload_min_interval,
+                limits: Limits::default(),
+            };
+            let sources = {
+                let streams = sessions.clone();
+                let depths = shared.clone();
+                let is_ready = ready.clone();
+                Arc::new(Sources {
+                    metrics: metrics.clone(),
+                    ingress: ingress_stats.clone(),
+                    outputs: shared.outputs.stats().clone(),
+                    tap: shared.outputs.tap().clone(),
+                    zoom_app_refused: zoom_app_refused.clone(),
+                    event_ws_failures: event_ws_failures.clone(),
+                    streams: Box::new(move || {
+                        streams
+                            .snapshots()
+                            .into_iter()
+                            .map(|s| StreamState {
+                                product: s.product,
+                                state: s.state,
+                            })
+                            .collect()
+                    }),
+                    queue_depths: Box::new(move || queue_depths(&depths)),
+                    ready: Box::new(move || is_ready.load(Ordering::Relaxed)),
+                })
+            };
+            let backend = Arc::new(Backend {
+                sessions: sessions.clone(),
+                shared: shared.clone(),
+                triggers: triggers.clone(),
+                metrics: metrics.clone(),
+                registry: crate::ops::exposition::registry(&telemetry, sources),
+                telemetry: telemetry.clone(),
+                ready: ready.clone(),
+                reloads: reloads.clone(),
+                rtms: rtms.clone(),
+            });
+            let admin_stop = admin_stop.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) =
+                    crate::ops::admin::serve(admin_listener, cfg, backend, admin_stop).await
+                {
+                    tracing::error!(error = %e, "admin listener failed");
+                }
+            }));
+        }
+        if let Some((cfg, rest)) = event_ws {
+            let handler: Arc<dyn IngressHandler> = handler.clone();
+            tasks.push(tokio::spawn(crate::flows::event_ws::run(
+                cfg,
+                rest,
+                event_connector,
+                handler,
+                event_ws_failures.clone(),
+                stop.clone(),
+            )));
+        }
+        let ingress_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = rtms_client::serve(listener, ingress_cfg, handler, ingress_stop).await {
+                tracing::error!(error = %e, "webhook server failed");
+            }
+        }));
+        let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
+        let grace = pipeline.runtime.shutdown_grace;
+        let reloader = Reloader::new(pipeline, env, shared.clone()).with_log(reloads);
+        tasks.push(tokio::spawn(reloader.run(
+            trigger_rx,
+            rollback_rx,
+            watch,
+            stop.clone(),
+        )));
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(%addr, admin = ?admin_addr, "rtms-host ready");
+        Ok(Self {
+            addr,
+            admin_addr,
+            shared,
+            sessions,
+            triggers,
+            stop,
+            admin_stop,
+            sinks,
+            tasks,
+            grace,
+            ready,
+        })
+    }
+
+    /// Where the webhook server listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where the admin listener listens, if it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn sessions(&self) -> &HostSessions {
+        &self.sessions
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// Asks for a reload now (as SIGHUP does) and waits for its outcome.
+    pub async fn reload(&self) -> Outcome {
+        request_reload(&self.triggers).await
+    }
+
+    /// A SIGHUP-style reload request that does not wait.
+    pub fn request_reload(&self) {
+        let _ = self.triggers.send(Trigger::Signal);
+    }
+
+    /// Stops intake, ends every stream (plugins get `on-session-end(shutdown)`), flushes
+    /// the sinks. Returns the final counters.
+    pub async fn shutdown(self) -> MetricsSnapshot {
+        tracing::info!("shutting down: no new streams; ending live ones");
+        self.ready.store(false, Ordering::Relaxed);
+        self.stop.cancel();
+        let aborted = self.sessions.shutdown(self.grace).await;
+        if aborted > 0 {
+            tracing::error!(aborted, "streams did not end within the grace period");
+        }
+        self.admin_stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let snapshot = self.shared.metrics.snapshot();
+        for (name, p) in &snapshot.plugins {
+            p.warn_losses(name);
+        }
+        drop(self.sessions);
+        drop(self.shared);
+        if tokio::time::timeout(self.grace, self.sinks.finish())
+            .await
+            .is_err()
+        {
+            tracing::error!("sinks did not flush within the grace period");
+        }
+        snapshot
+    }
+}
