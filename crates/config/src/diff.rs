@@ -2,13 +2,57 @@
 //!
 //! Plugins and sinks can change while the host runs; everything else (the server, Zoom
 //! credentials, the `[rtms]` settings, the runtime) needs a restart, and the diff says so in
-//! words the host logs as they are. A component whose bytes changed but whose path did not is
-//! not visible here: the reload code watches the files themselves.
+//! words the host logs as they are ([`PipelineDiff::restart_required`]). A component whose
+//! bytes changed but whose path did not is not visible here: the reload code watches the
+//! files themselves.
+//!
+//! # Plugin changes
+//!
+//! Each plugin in both pipelines whose settings differ is one [`PluginChange`], listing every
+//! [`PluginSetting`] that changed; each setting says what applying it takes ([`Apply`]), and
+//! [`PluginChange::apply`] is the most any of them takes. The host reloads from that alone:
+//!
+//! | setting | key | applied |
+//! |---|---|---|
+//! | [`Component`](PluginSetting::Component) | `component` | new instance |
+//! | [`Config`](PluginSetting::Config) | `[plugin.config]` | new instance |
+//! | [`MemoryLimit`](PluginSetting::MemoryLimit) | `[plugin.limits] memory_mb` | new instance |
+//! | [`CallTimeout`](PluginSetting::CallTimeout) | `[plugin.limits] call_timeout_ms` | new instance |
+//! | [`Grants`](PluginSetting::Grants) | `[[plugin.dir]]` | new instance |
+//! | [`Enabled`](PluginSetting::Enabled) | `enabled` | in band |
+//! | [`Media`](PluginSetting::Media) | `media` | in band |
+//! | [`Filter`](PluginSetting::Filter) | `products`, `meeting_ids`, `users` | in band |
+//! | [`QueueCapacity`](PluginSetting::QueueCapacity) | `[plugin.queue] capacity` | in band |
+//! | [`OnFull`](PluginSetting::OnFull) | `[plugin.queue] on_full` | in band |
+//! | [`BlockTimeout`](PluginSetting::BlockTimeout) | `[plugin.queue] block_timeout_ms` | in band |
+//! | [`BatchMaxFrames`](PluginSetting::BatchMaxFrames) | `[plugin.batch] max_frames` | in band |
+//! | [`BatchMaxWait`](PluginSetting::BatchMaxWait) | `[plugin.batch] max_wait_ms` | in band |
+//! | [`LogRate`](PluginSetting::LogRate) | `[plugin.limits] log_bytes_per_sec` | in band |
+//! | [`EmitRate`](PluginSetting::EmitRate) | `[plugin.limits] emit_bytes_per_sec` | in band |
+//! | [`RestartPolicy`](PluginSetting::RestartPolicy) | `[plugin.restart]` | in band |
+//!
+//! Why: an instance is built from its code, its `init` config, its memory limit and call
+//! deadline (the Store's limiter and epoch deadline) and its preopened directories; none of
+//! these can change under a live instance, so the old one ends the session (`reload`) at the
+//! swap marker and a new one resumes it. Everything else belongs to the session's worker
+//! around the instance — which sessions and frames reach it, its queue and what a full queue
+//! does, how frames are batched, how long the session waits for room, how many bytes of
+//! logs and outputs it may write per second, how traps are retried — and the worker takes
+//! the new values at the swap marker without touching the instance
+//! ([`Apply::InBand`]). No plugin setting needs a restart ([`Apply::RestartRequired`]);
+//! the settings a plugin's media depend on (`rtms.media`) are in `restart_required`.
+//!
+//! A queue whose capacity shrinks below what it holds keeps those frames; the new bound
+//! applies to the frames pushed after the swap marker.
 
 use std::fmt::Debug;
 use std::time::Duration;
 
 use crate::model::{Admin, Pipeline, Plugin, PluginName, Rtms, Runtime, Server, Zoom};
+
+mod plugin;
+
+pub use plugin::{Apply, PluginChange, PluginSetting};
 
 /// The difference between a running pipeline and a new version of it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -17,7 +61,8 @@ pub struct PipelineDiff {
     pub added_plugins: Vec<PluginName>,
     /// Plugins only in the old pipeline: drain them.
     pub removed_plugins: Vec<PluginName>,
-    /// Plugins in both whose settings differ.
+    /// Plugins in both whose settings differ, in the new file's order, each with every
+    /// setting that changed and what applying it takes.
     pub changed_plugins: Vec<PluginChange>,
     /// True when the sinks differ.
     pub sinks_changed: bool,
@@ -35,36 +80,12 @@ impl PipelineDiff {
             && !self.sinks_changed
             && self.restart_required.is_empty()
     }
-}
 
-/// How one plugin changed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PluginChange {
-    pub name: PluginName,
-    /// The component path changed: compile the new file.
-    pub component: bool,
-    /// `[plugin.config]` changed: a new instance must `init` with it.
-    pub config: bool,
-    /// What it receives changed: media, filters, or `enabled`.
-    pub route: bool,
-    /// Queue, batch, limits, restart policy or granted directories changed.
-    pub limits: bool,
-}
-
-impl PluginChange {
-    fn between(old: &Plugin, new: &Plugin) -> Option<Self> {
-        let change = Self {
-            name: new.name.clone(),
-            component: old.component != new.component,
-            config: old.config != new.config,
-            route: old.media != new.media || old.filter != new.filter || old.enabled != new.enabled,
-            limits: old.queue != new.queue
-                || old.batch != new.batch
-                || old.limits != new.limits
-                || old.restart != new.restart
-                || old.dirs != new.dirs,
-        };
-        (change.component || change.config || change.route || change.limits).then_some(change)
+    /// How the plugin of that name changed, when it is in both pipelines and did.
+    pub fn plugin_change(&self, name: &str) -> Option<&PluginChange> {
+        self.changed_plugins
+            .iter()
+            .find(|c| c.name.as_str() == name)
     }
 }
 
@@ -242,3 +263,6 @@ fn runtime_changes(r: &mut Vec<String>, a: &Runtime, b: &Runtime) {
     let (x, y) = (ms(a.reload.debounce), ms(b.reload.debounce));
     note(r, "runtime.reload.debounce_ms", &x, &y);
 }
+
+#[cfg(test)]
+mod tests;

@@ -687,6 +687,7 @@ fn diff_finds_added_removed_and_changed_plugins() {
             config: true,
             route: false,
             limits: true,
+            settings: vec![PluginSetting::QueueCapacity, PluginSetting::Config],
         }]
     );
     assert!(
