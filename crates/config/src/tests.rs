@@ -173,6 +173,51 @@ fn a_short_admin_token_is_refused() {
 }
 
 #[test]
+fn a_weak_admin_token_is_refused_with_how_to_make_one() {
+    let d = Dir::new();
+    for (token, problem) in [
+        ("                ", "is only whitespace"),
+        ("\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t", "is only whitespace"),
+        ("0123456789abcdef\n", "contains whitespace"),
+        ("01234567 89abcdef", "contains whitespace"),
+        (
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "fewer than 8 distinct characters",
+        ),
+        (
+            "0101010101010101010101010101",
+            "fewer than 8 distinct characters",
+        ),
+        ("abcdefgabcdefgabcdefg", "fewer than 8 distinct characters"),
+    ] {
+        let env = secrets().with("RTMS_ADMIN_TOKEN", token);
+        let e = d
+            .parse_with("version = 1", &env, LoadOptions::validate_only())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the admin token in environment variable RTMS_ADMIN_TOKEN")
+                && e.contains(problem),
+            "{token:?}: {e}"
+        );
+        assert!(e.contains("openssl rand -hex 32"), "{e}");
+        assert!(
+            token.trim().is_empty() || !e.contains(token.trim()),
+            "the token is never printed: {e}"
+        );
+    }
+    // Sixteen characters, eight of them distinct, is enough.
+    let env = secrets().with("RTMS_ADMIN_TOKEN", "abcdefghabcdefgh");
+    let p = d
+        .parse_with("version = 1", &env, LoadOptions::default())
+        .unwrap();
+    assert_eq!(
+        p.admin.token.as_ref().map(Secret::expose),
+        Some("abcdefghabcdefgh")
+    );
+}
+
+#[test]
 fn the_old_server_admin_key_names_its_replacement() {
     let d = Dir::new();
     let e = d.err("version = 1\n[server]\nadmin = true");

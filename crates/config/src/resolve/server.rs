@@ -169,13 +169,11 @@ impl Resolver<'_> {
             reload_min_interval: ms(interval.n),
         };
         let at = a.listen.as_ref().map_or(0..0, Spanned::span);
-        if let Some(t) = &token
-            && t.chars().count() < MIN_ADMIN_TOKEN_LEN
-        {
+        if let Some(problem) = token.as_deref().and_then(weak_token) {
             return Err(self.src.invalid(
                 at,
                 format!(
-                    "the admin token in environment variable {} (named by admin.token_env) is shorter than {MIN_ADMIN_TOKEN_LEN} characters: set it to a long random value, such as 32 random hex digits",
+                    "the admin token in environment variable {} (named by admin.token_env) {problem}: set it to a long random value, such as the output of `openssl rand -hex 32`",
                     admin.token_env
                 ),
             ));
@@ -192,4 +190,27 @@ impl Resolver<'_> {
         }
         Ok(admin)
     }
+}
+
+/// What makes an admin bearer token too weak to accept, or `None`. The token itself is
+/// never part of the answer.
+fn weak_token(token: &str) -> Option<String> {
+    if token.trim().is_empty() {
+        return Some("is only whitespace".to_owned());
+    }
+    if token.contains(char::is_whitespace) {
+        // Clients send the token after `Bearer ` and the header is trimmed: a space, tab or
+        // newline (often a file's last line end) makes a token no request can present.
+        return Some("contains whitespace, which a bearer token cannot carry".to_owned());
+    }
+    if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+        return Some(format!("is shorter than {MIN_ADMIN_TOKEN_LEN} characters"));
+    }
+    let distinct = token.chars().collect::<std::collections::BTreeSet<char>>();
+    if distinct.len() < MIN_ADMIN_TOKEN_DISTINCT {
+        return Some(format!(
+            "has fewer than {MIN_ADMIN_TOKEN_DISTINCT} distinct characters, a pattern that is guessed at once"
+        ));
+    }
+    None
 }
