@@ -933,3 +933,77 @@ fn the_event_websocket_needs_a_plain_subscription_id_and_a_ws_url() {
         "{e}"
     );
 }
+
+#[test]
+fn an_out_of_range_port_is_refused_in_every_url_and_address() {
+    let d = Dir::new();
+    for (text, key) in [
+        ("[server]\nlisten = \"127.0.0.1:99999\"", "server.listen"),
+        ("[admin]\nlisten = \"[::1]:99999\"", "admin.listen"),
+        (
+            "[zoom]\napi_base_url = \"https://api.zoom.us:99999\"",
+            "zoom.api_base_url",
+        ),
+        (
+            "[zoom]\noauth_base_url = \"http://127.0.0.1:99999/\"",
+            "zoom.oauth_base_url",
+        ),
+        (
+            "[zoom]\nevent_subscription_id = \"s\"\nevent_ws_url = \"ws://127.0.0.1:99999/\"",
+            "zoom.event_ws_url",
+        ),
+        ("[rtms]\nproxy = \"http://proxy.corp:99999\"", "rtms.proxy"),
+        (
+            "[rtms]\nallowed_hosts = [\"ws://127.0.0.1:99999/\"]",
+            "rtms.allowed_hosts",
+        ),
+        (
+            "[rtms]\nallowed_hosts = [\"[::1]:99999\"]",
+            "rtms.allowed_hosts",
+        ),
+        (
+            "[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:99999/alerts\"",
+            "sink.url",
+        ),
+    ] {
+        let e = d.err(&format!("version = 1\n{text}\n"));
+        assert!(
+            e.contains(key) && e.contains("has port 99999, which is out of range: a port is"),
+            "{text}: {e}"
+        );
+        assert!(e.contains("pipeline.toml:"), "{e}");
+    }
+    // Outgoing URLs cannot ask for port 0; a listener can (any free port).
+    let e = d.err("version = 1\n[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:0/\"\n");
+    assert!(e.contains("a port is 1 to 65535"), "{e}");
+    let e = d.err("version = 1\n[rtms]\nproxy = \"http://proxy.corp:31x8\"\n");
+    assert!(e.contains("is not a number"), "{e}");
+    let p = d.parse(
+        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[zoom]\nevent_subscription_id = \"s\"\nevent_ws_url = \"ws://127.0.0.1:65535/ws\"\n[rtms]\nproxy = \"http://[::1]:3128\"\nallowed_hosts = [\"[::1]\", \"127.0.0.1\"]\n",
+    );
+    assert_eq!(p.server.listen.port(), 0);
+    assert_eq!(p.rtms.proxy, Proxy::Url("http://[::1]:3128".into()));
+    assert_eq!(p.rtms.allowed_hosts, ["[::1]", "127.0.0.1"]);
+}
+
+#[test]
+fn an_allowed_host_with_a_port_or_a_scheme_names_the_host_to_write() {
+    let d = Dir::new();
+    for (entry, what, host) in [
+        ("127.0.0.1:8443", "has a port", "\"127.0.0.1\""),
+        ("wss://rtms.zoom.us/x", "is a URL", "\"rtms.zoom.us\""),
+        ("*.zoom.us:443", "has a port", "\"*.zoom.us\""),
+    ] {
+        let e = d.err(&format!(
+            "version = 1\n[rtms]\nallowed_hosts = [\"{entry}\"]\n"
+        ));
+        assert!(
+            e.contains(&format!(
+                "{what}, not a host pattern: list the host alone, {host}"
+            )),
+            "{entry}: {e}"
+        );
+    }
+    let e = d.err("version = 1\n[rtms]\nallowed_hosts = [\"[not-an-ip]\"]\n");
+    assert!(e.contains("is not a host pattern"), "{e}");
+}

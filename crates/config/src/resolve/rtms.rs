@@ -20,19 +20,10 @@ impl Resolver<'_> {
                 let mut out = Vec::new();
                 for h in list.get_ref() {
                     let v = h.get_ref().trim().to_ascii_lowercase();
-                    let domain = v.strip_prefix("*.");
-                    let ok = match domain {
-                        Some(d) => d.contains('.') && !d.contains(['*', '/', ':', '@', ' ']),
-                        None => {
-                            !v.is_empty()
-                                && (v.starts_with('[') || !v.contains(['*', '/', ':', '@', ' ']))
-                        }
-                    };
-                    if !ok {
-                        return Err(self.src.invalid_at(
-                            h,
-                            format!("rtms.allowed_hosts: {v:?} is not a host pattern: write a host name or IP (\"127.0.0.1\"), or *.<domain> for its subdomains (\"*.zoom.us\")"),
-                        ));
+                    if let Some(problem) = allowed_host_problem(&v) {
+                        return Err(self
+                            .src
+                            .invalid_at(h, format!("rtms.allowed_hosts: {v:?} {problem}")));
                     }
                     out.push(v);
                 }
@@ -326,14 +317,19 @@ impl Resolver<'_> {
                 "rtms.proxy must not hold credentials (pipeline.toml is not a secret): set rtms.proxy = \"env\" and export HTTPS_PROXY=http://user:password@host:port instead",
             ));
         }
-        let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
-        if host.is_empty() || port.parse::<u16>().is_err() {
+        let (host, port) = host_port(authority);
+        if host.is_empty() || port.is_none_or(|p| p.is_empty()) {
             return Err(self.src.invalid_at(
                 v,
                 format!(
                     "rtms.proxy = {s:?} needs a host and a port: \"http://proxy.example.com:3128\""
                 ),
             ));
+        }
+        if let Some(problem) = url_port_problem(s) {
+            return Err(self
+                .src
+                .invalid_at(v, format!("rtms.proxy = {s:?} {problem}")));
         }
         Ok(Proxy::Url(format!("http://{authority}")))
     }
@@ -517,4 +513,34 @@ impl Resolver<'_> {
             fps: Some(to_u32(fps.n)),
         })
     }
+}
+
+/// Why an `rtms.allowed_hosts` entry (trimmed, lowercase) is not a host pattern, as the
+/// end of a sentence about it; `None` when it is one. An entry matches its host on every
+/// port, so a URL or a port is refused with the host to write instead.
+fn allowed_host_problem(v: &str) -> Option<String> {
+    const PATTERN: &str =
+        "write a host name or IP (\"127.0.0.1\"), or *.<domain> for its subdomains (\"*.zoom.us\")";
+    let (url, authority) = match v.split_once("://") {
+        Some((_, rest)) => (true, rest.split(['/', '?', '#']).next().unwrap_or("")),
+        None => (false, v),
+    };
+    let (host, port) = host_port(authority.rsplit_once('@').map_or(authority, |(_, h)| h));
+    if url || port.is_some() {
+        let what = if url { "is a URL" } else { "has a port" };
+        let port_problem = url_port_problem(v)
+            .map(|p| format!(" and {p}"))
+            .unwrap_or_default();
+        return Some(format!(
+            "{what}, not a host pattern{port_problem}: list the host alone, {host:?}, which is allowed on every port"
+        ));
+    }
+    let ok = match v.strip_prefix("*.") {
+        Some(d) => d.contains('.') && !d.contains(['*', '/', ':', '@', ' ']),
+        None => match v.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            Some(ip) => ip.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => !v.is_empty() && !v.contains(['*', '/', ':', '@', ' ', '[', ']']),
+        },
+    };
+    (!ok).then(|| format!("is not a host pattern: {PATTERN}"))
 }

@@ -4,6 +4,25 @@
 use super::*;
 
 impl Resolver<'_> {
+    /// A listen address: an IP and a port (0 for any free one); a port past 65535 is named.
+    fn listen_addr(
+        &self,
+        raw: &Spanned<String>,
+        key: &str,
+        example: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        let v = raw.get_ref();
+        v.trim().parse().map_err(|_| {
+            let msg = match listen_port_problem(v) {
+                Some(problem) => format!("{key} = {v:?} {problem}"),
+                None => format!(
+                    "{key} = {v:?} is not a socket address: write an IP and a port such as \"{example}\" (host names are not resolved)"
+                ),
+            };
+            self.src.invalid_at(raw, msg)
+        })
+    }
+
     pub(super) fn server(&self, s: &ServerConfig) -> Result<Server, ConfigError> {
         if let Some(old) = &s.admin {
             return Err(self.src.invalid_at(
@@ -12,18 +31,11 @@ impl Resolver<'_> {
             ));
         }
         let listen: SocketAddr = match &s.listen {
-            Some(l) => l.get_ref().trim().parse().map_err(|_| {
-                self.src.invalid_at(
-                    l,
-                    format!(
-                        "server.listen = {:?} is not a socket address: write an IP and a port such as \"127.0.0.1:8080\" (host names are not resolved)",
-                        l.get_ref()
-                    ),
-                )
+            Some(l) => self.listen_addr(l, "server.listen", "127.0.0.1:8080")?,
+            None => default_listen().parse().map_err(|_| {
+                self.src
+                    .invalid(0..0, "internal: bad default listen address")
             })?,
-            None => default_listen()
-                .parse()
-                .map_err(|_| self.src.invalid(0..0, "internal: bad default listen address"))?,
         };
         let webhook_path = match &s.webhook_path {
             Some(p) => {
@@ -126,19 +138,11 @@ impl Resolver<'_> {
     /// bound beyond loopback needs a token, even when validating without secrets.
     pub(super) fn admin(&self, a: &AdminConfig) -> Result<Admin, ConfigError> {
         let listen: SocketAddr = match &a.listen {
-            Some(l) => l.get_ref().trim().parse().map_err(|_| {
-                self.src.invalid_at(
-                    l,
-                    format!(
-                        "admin.listen = {:?} is not a socket address: write an IP and a port such as \"{}\" (host names are not resolved)",
-                        l.get_ref(),
-                        default_admin_listen()
-                    ),
-                )
+            Some(l) => self.listen_addr(l, "admin.listen", default_admin_listen())?,
+            None => default_admin_listen().parse().map_err(|_| {
+                self.src
+                    .invalid(0..0, "internal: bad default admin address")
             })?,
-            None => default_admin_listen()
-                .parse()
-                .map_err(|_| self.src.invalid(0..0, "internal: bad default admin address"))?,
         };
         let token_env = match &a.token_env {
             Some(n) => {

@@ -77,6 +77,11 @@ impl Resolver<'_> {
                         format!("sink.url = {url:?} is not an http:// URL: only plain http:// endpoints are supported for now (for https, put a TLS proxy on loopback in front of it)"),
                     ));
                 }
+                if let Some(problem) = url_port_problem(url) {
+                    return Err(self
+                        .src
+                        .invalid_at(u, format!("sink.url = {url:?} {problem}")));
+                }
                 SinkTarget::Http { url: url.clone() }
             }
         };
