@@ -1007,3 +1007,111 @@ fn an_allowed_host_with_a_port_or_a_scheme_names_the_host_to_write() {
     let e = d.err("version = 1\n[rtms]\nallowed_hosts = [\"[not-an-ip]\"]\n");
     assert!(e.contains("is not a host pattern"), "{e}");
 }
+
+#[test]
+fn debug_of_the_resolved_pipeline_never_shows_a_secret() {
+    let d = Dir::new();
+    let secret_values = [
+        "client-secret-value-7f3a",
+        "webhook-token-value-9c1d",
+        "admin-token-value-2b8e4d",
+        "oauth-secret-value-5e6f",
+    ];
+    let env = MapEnv::new()
+        .with("ZM_RTMS_CLIENT", "the-client-id")
+        .with("ZM_RTMS_SECRET", secret_values[0])
+        .with("ZOOM_SECRET_TOKEN", secret_values[1])
+        .with("RTMS_ADMIN_TOKEN", secret_values[2])
+        .with("ZOOM_ACCOUNT_ID", "the-account")
+        .with("ZOOM_OAUTH_CLIENT_ID", "the-oauth-client")
+        .with("ZOOM_OAUTH_CLIENT_SECRET", secret_values[3]);
+    let p = d
+        .parse_with(
+            "version = 1\n[admin]\nlisten = \"0.0.0.0:9464\"\n",
+            &env,
+            LoadOptions::default(),
+        )
+        .unwrap();
+    // Every secret was read ...
+    assert_eq!(
+        p.zoom.client_secret.as_ref().map(Secret::expose),
+        Some(secret_values[0])
+    );
+    assert_eq!(
+        p.zoom.webhook_secret.as_ref().map(Secret::expose),
+        Some(secret_values[1])
+    );
+    assert_eq!(
+        p.admin.token.as_ref().map(Secret::expose),
+        Some(secret_values[2])
+    );
+    let rest = p.zoom.rest.as_ref().expect("REST credentials are set");
+    assert_eq!(rest.client_secret.expose(), secret_values[3]);
+    // ... and none is shown, whatever the format or the part printed.
+    let shown = [
+        format!("{p:?}"),
+        format!("{p:#?}"),
+        format!("{:?}", p.zoom),
+        format!("{:?}", p.admin),
+        format!("{rest:?}"),
+        format!("{:?}", p.diff(&d.parse("version = 1"))),
+    ];
+    for text in &shown {
+        for value in secret_values {
+            assert!(!text.contains(value), "{value} is shown in: {text}");
+        }
+    }
+    assert!(shown[0].contains("Secret(***)"), "{}", shown[0]);
+}
+
+#[test]
+fn plaintext_secrets_are_redacted_from_the_raw_file_too() {
+    let text = "version = 1\n[zoom]\nallow_plaintext_secrets = true\nclient_secret = \"in-file-secret-81\"\nwebhook_secret = \"in-file-token-42\"\n";
+    let file: raw::PipelineFile = toml::from_str(text).unwrap();
+    let shown = format!("{file:?}");
+    assert!(
+        !shown.contains("in-file-secret-81") && !shown.contains("in-file-token-42"),
+        "{shown}"
+    );
+    let p = Dir::new()
+        .parse_with(
+            text,
+            &MapEnv::new().with("ZM_RTMS_CLIENT", "id"),
+            LoadOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        p.zoom.client_secret.as_ref().map(Secret::expose),
+        Some("in-file-secret-81")
+    );
+}
+
+#[test]
+fn urls_with_credentials_are_refused_without_repeating_them() {
+    let d = Dir::new();
+    for (text, key) in [
+        (
+            "[[sink]]\ntype = \"http\"\nurl = \"http://bob:hunter2@127.0.0.1:9000/alerts\"",
+            "sink.url",
+        ),
+        (
+            "[zoom]\napi_base_url = \"https://bob:hunter2@api.zoom.us\"",
+            "zoom.api_base_url",
+        ),
+        (
+            "[zoom]\noauth_base_url = \"https://bob:hunter2@zoom.us\"",
+            "zoom.oauth_base_url",
+        ),
+        (
+            "[zoom]\nevent_subscription_id = \"s\"\nevent_ws_url = \"wss://bob:hunter2@ws.zoom.us/ws\"",
+            "zoom.event_ws_url",
+        ),
+    ] {
+        let e = d.err(&format!("version = 1\n{text}\n"));
+        assert!(
+            e.contains(&format!("{key} must not hold credentials")),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "the password is not echoed: {e}");
+    }
+}

@@ -35,7 +35,7 @@ mod url;
 mod zoom;
 
 pub use defaults::*;
-use url::{host_port, listen_port_problem, url_port_problem};
+use url::{has_credentials, host_port, listen_port_problem, url_port_problem};
 
 const MAX_MS: u64 = 86_400_000;
 

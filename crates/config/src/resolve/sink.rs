@@ -70,6 +70,12 @@ impl Resolver<'_> {
                     return Err(self.src.invalid_at(s, "a sink of type \"http\" needs an endpoint: add url = \"http://127.0.0.1:9000/alerts\""));
                 };
                 let url = u.get_ref();
+                if has_credentials(url) {
+                    return Err(self.src.invalid_at(
+                        u,
+                        "sink.url must not hold credentials (pipeline.toml is not a secret, and sink URLs are logged): give the endpoint without user:password@, such as a collector on loopback",
+                    ));
+                }
                 let rest = url.strip_prefix("http://");
                 if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
                     return Err(self.src.invalid_at(

@@ -20,6 +20,16 @@ pub(super) fn listen_port_problem(addr: &str) -> Option<String> {
     port_problem(port, 0..=65535)
 }
 
+/// Whether `url` holds credentials (`user:password@` before its host). The file is not a
+/// secret and URLs are logged and shown, so they are refused, and the error does not
+/// repeat the URL.
+pub(super) fn has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#'])
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
+}
+
 /// The port written in `url`, if any.
 fn url_port(url: &str) -> Option<&str> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -74,6 +84,14 @@ mod tests {
         assert_eq!(url_port("wss://[::1]/ws"), None);
         assert_eq!(url_port("https://api.zoom.us"), None);
         assert_eq!(url_port("http://h:/"), Some(""));
+    }
+
+    #[test]
+    fn credentials_are_found_before_the_host_only() {
+        assert!(has_credentials("http://u:p@h/x"));
+        assert!(has_credentials("wss://token@h"));
+        assert!(!has_credentials("http://h/path@x"));
+        assert!(!has_credentials("http://h:81/?to=a@b"));
     }
 
     #[test]

@@ -31,10 +31,10 @@ impl Resolver<'_> {
         var: &str,
         env_key: &'static str,
         what: &'static str,
-        plain: Option<&Spanned<String>>,
+        plain: Option<&str>,
     ) -> Result<Option<String>, ConfigError> {
         if let Some(p) = plain {
-            return Ok(Some(p.get_ref().clone()));
+            return Ok(Some(p.to_owned()));
         }
         match self.env.var(var).filter(|v| !v.is_empty()) {
             Some(v) => Ok(Some(v)),
@@ -71,19 +71,19 @@ impl Resolver<'_> {
             &client_id_env,
             "client_id_env",
             "the Zoom app's client id",
-            z.client_id.as_ref(),
+            z.client_id.as_ref().map(|s| s.get_ref().as_str()),
         )?;
         let client_secret = self.credential(
             &client_secret_env,
             "client_secret_env",
             "the Zoom app's client secret",
-            z.client_secret.as_ref(),
+            z.client_secret.as_ref().map(|s| s.get_ref().expose()),
         )?;
         let webhook_secret = self.credential(
             &webhook_secret_env,
             "webhook_secret_env",
             "the webhook secret token",
-            z.webhook_secret.as_ref(),
+            z.webhook_secret.as_ref().map(|s| s.get_ref().expose()),
         )?;
         let ca_file = self.ca_file(&z.ca_file)?;
         let api_base_url = self.base_url(&z.api_base_url, "api_base_url", "https://api.zoom.us")?;
@@ -169,6 +169,12 @@ impl Resolver<'_> {
             return Ok(default.to_owned());
         };
         let s = v.get_ref().trim_end_matches('/');
+        if has_credentials(s) {
+            return Err(self.src.invalid_at(
+                v,
+                format!("zoom.{key} must not hold credentials: give the base URL alone, such as {default:?}; the REST API's credentials come from the environment (zoom.account_id_env and the like)"),
+            ));
+        }
         if !(s.starts_with("https://") || s.starts_with("http://")) || s.len() < 9 {
             return Err(self.src.invalid_at(
                 v,
@@ -235,6 +241,12 @@ impl Resolver<'_> {
             None => "wss://ws.zoom.us/ws".to_owned(),
             Some(u) => {
                 let s = u.get_ref().trim();
+                if has_credentials(s) {
+                    return Err(self.src.invalid_at(
+                        u,
+                        "zoom.event_ws_url must not hold credentials: give the WebSocket URL alone, \"wss://ws.zoom.us/ws\" (the host adds a Server-to-Server OAuth token made from the credentials in the environment)",
+                    ));
+                }
                 if !(s.starts_with("wss://") || s.starts_with("ws://")) || s.contains('?') {
                     return Err(self.src.invalid_at(
                         u,
