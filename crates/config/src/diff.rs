@@ -160,6 +160,7 @@ fn server_changes(r: &mut Vec<String>, a: &Server, b: &Server) {
     let (x, y) = (ms(a.body_timeout), ms(b.body_timeout));
     note(r, "server.body_timeout_ms", &x, &y);
     note(r, "server.tls", &a.tls, &b.tls);
+    note(r, "server.zoom_app", &a.zoom_app, &b.zoom_app);
 }
 
 /// `[admin]`: its listener and token are set up once.
@@ -185,6 +186,37 @@ fn zoom_changes(r: &mut Vec<String>, a: &Zoom, b: &Zoom) {
     let (x, y) = (&a.webhook_secret, &b.webhook_secret);
     note_quiet(r, "the webhook secret token", x, y);
     note(r, "zoom.ca_file", &a.ca_file, &b.ca_file);
+    zoom_rest_changes(r, a, b);
+}
+
+/// `[zoom]` REST API and event WebSocket settings: the REST client and the event WebSocket
+/// are set up once.
+fn zoom_rest_changes(r: &mut Vec<String>, a: &Zoom, b: &Zoom) {
+    note(r, "zoom.api_base_url", &a.api_base_url, &b.api_base_url);
+    note(
+        r,
+        "zoom.oauth_base_url",
+        &a.oauth_base_url,
+        &b.oauth_base_url,
+    );
+    let keys = [
+        "zoom.account_id_env",
+        "zoom.oauth_client_id_env",
+        "zoom.oauth_client_secret_env",
+    ];
+    for (key, (x, y)) in keys.into_iter().zip(a.rest_env.iter().zip(&b.rest_env)) {
+        note(r, key, x, y);
+    }
+    note_quiet(
+        r,
+        "the REST API's Server-to-Server OAuth credentials",
+        &a.rest,
+        &b.rest,
+    );
+    let id = |z: &Zoom| z.event_ws.as_ref().map(|e| e.subscription_id.clone());
+    note(r, "zoom.event_subscription_id", &id(a), &id(b));
+    let url = |z: &Zoom| z.event_ws.as_ref().map(|e| e.url.clone());
+    note(r, "zoom.event_ws_url", &url(a), &url(b));
 }
 
 /// `[rtms]` connection, reconnection, keep-alive and webhook-wait numbers: the RTMS client

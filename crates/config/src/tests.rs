@@ -1115,3 +1115,40 @@ fn urls_with_credentials_are_refused_without_repeating_them() {
         assert!(!e.contains("hunter2"), "the password is not echoed: {e}");
     }
 }
+
+#[test]
+fn diff_says_the_rest_api_event_websocket_and_zoom_app_need_a_restart() {
+    let d = Dir::new();
+    let old = d.parse("version = 1");
+    let env = secrets()
+        .with("ZOOM_ACCOUNT_ID", "acct")
+        .with("ZOOM_OAUTH_CLIENT_ID", "oauth-id")
+        .with("ZOOM_OAUTH_CLIENT_SECRET", "oauth-secret-value");
+    let new = d
+        .parse_with(
+            "version = 1\n[server]\nzoom_app = true\n[zoom]\napi_base_url = \"https://api.zoomgov.com\"\noauth_client_id_env = \"MY_OAUTH_ID\"\nevent_subscription_id = \"sub-1\"\n",
+            &env,
+            LoadOptions::default(),
+        )
+        .unwrap();
+    let r = old.diff(&new).restart_required;
+    for start in [
+        "server.zoom_app changed from false to true",
+        "zoom.api_base_url changed from \"https://api.zoom.us\" to \"https://api.zoomgov.com\"",
+        "zoom.oauth_client_id_env changed from \"ZOOM_OAUTH_CLIENT_ID\" to \"MY_OAUTH_ID\"",
+        "zoom.event_subscription_id changed from None to Some(\"sub-1\")",
+        "zoom.event_ws_url changed from None to Some(\"wss://ws.zoom.us/ws\")",
+    ] {
+        assert!(r.iter().any(|s| s.starts_with(start)), "{start}: {r:?}");
+    }
+    assert!(!r.iter().any(|s| s.contains("REST API")), "{r:?}");
+    // The credentials themselves are named, never shown.
+    let with_rest = d
+        .parse_with("version = 1", &env, LoadOptions::default())
+        .unwrap();
+    let r = old.diff(&with_rest).restart_required;
+    assert_eq!(
+        r,
+        ["the REST API's Server-to-Server OAuth credentials changed: restart to apply"]
+    );
+}
