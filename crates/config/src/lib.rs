@@ -13,7 +13,8 @@
 //! - `resolve`: defaults (`default_*`), checks, overrides.
 //! - [`error`]: [`ConfigError`] and the rewording of toml / serde errors.
 //! - [`flatten`]: `[plugin.config]` into `init`'s list of pairs.
-//! - [`diff`]: [`PipelineDiff`] for hot reload.
+//! - [`diff`]: [`PipelineDiff`] for hot reload, each changed plugin setting classified by what
+//!   applying it takes ([`PluginSetting`], [`Apply`]).
 //! - [`env`]: [`Env`], [`ProcessEnv`], [`MapEnv`].
 //!
 //! Every key is documented in `examples/pipeline.toml`.
@@ -31,7 +32,7 @@ pub mod model;
 pub mod raw;
 mod resolve;
 
-pub use diff::{PipelineDiff, PluginChange};
+pub use diff::{Apply, PipelineDiff, PluginChange, PluginSetting};
 pub use env::{Env, MapEnv, ProcessEnv};
 pub use error::{ConfigError, Location, UnknownKey};
 pub use model::*;

@@ -108,7 +108,10 @@ impl Admin {
 
 /// A secret value read from the environment (or, if the operator insists, from the file).
 /// Its `Debug` and `Display` never print the value; call [`Secret::expose`] where it is used.
-#[derive(Clone, PartialEq, Eq)]
+/// Every secret the configuration holds is one: the admin token, the Zoom client secret, the
+/// webhook secret token and the REST API's OAuth client secret.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {

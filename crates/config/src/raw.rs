@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::model::{MediaKind, Severity, SinkType, SocketMode};
+use crate::model::{MediaKind, Secret, Severity, SinkType, SocketMode};
 use rtms_proto::Product;
 
 /// A number as written in the file, with its position.
@@ -76,8 +76,9 @@ pub struct ZoomConfig {
     pub client_secret_env: Option<Spanned<String>>,
     pub webhook_secret_env: Option<Spanned<String>>,
     pub client_id: Option<Spanned<String>>,
-    pub client_secret: Option<Spanned<String>>,
-    pub webhook_secret: Option<Spanned<String>>,
+    /// Read as a [`Secret`] from the start, so not even this type's `Debug` shows it.
+    pub client_secret: Option<Spanned<Secret>>,
+    pub webhook_secret: Option<Spanned<Secret>>,
     pub allow_plaintext_secrets: Option<bool>,
     pub ca_file: Option<Spanned<String>>,
     pub api_base_url: Option<Spanned<String>>,

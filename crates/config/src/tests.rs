@@ -173,6 +173,51 @@ fn a_short_admin_token_is_refused() {
 }
 
 #[test]
+fn a_weak_admin_token_is_refused_with_how_to_make_one() {
+    let d = Dir::new();
+    for (token, problem) in [
+        ("                ", "is only whitespace"),
+        ("\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t", "is only whitespace"),
+        ("0123456789abcdef\n", "contains whitespace"),
+        ("01234567 89abcdef", "contains whitespace"),
+        (
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "fewer than 8 distinct characters",
+        ),
+        (
+            "0101010101010101010101010101",
+            "fewer than 8 distinct characters",
+        ),
+        ("abcdefgabcdefgabcdefg", "fewer than 8 distinct characters"),
+    ] {
+        let env = secrets().with("RTMS_ADMIN_TOKEN", token);
+        let e = d
+            .parse_with("version = 1", &env, LoadOptions::validate_only())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the admin token in environment variable RTMS_ADMIN_TOKEN")
+                && e.contains(problem),
+            "{token:?}: {e}"
+        );
+        assert!(e.contains("openssl rand -hex 32"), "{e}");
+        assert!(
+            token.trim().is_empty() || !e.contains(token.trim()),
+            "the token is never printed: {e}"
+        );
+    }
+    // Sixteen characters, eight of them distinct, is enough.
+    let env = secrets().with("RTMS_ADMIN_TOKEN", "abcdefghabcdefgh");
+    let p = d
+        .parse_with("version = 1", &env, LoadOptions::default())
+        .unwrap();
+    assert_eq!(
+        p.admin.token.as_ref().map(Secret::expose),
+        Some("abcdefghabcdefgh")
+    );
+}
+
+#[test]
 fn the_old_server_admin_key_names_its_replacement() {
     let d = Dir::new();
     let e = d.err("version = 1\n[server]\nadmin = true");
@@ -687,6 +732,7 @@ fn diff_finds_added_removed_and_changed_plugins() {
             config: true,
             route: false,
             limits: true,
+            settings: vec![PluginSetting::QueueCapacity, PluginSetting::Config],
         }]
     );
     assert!(
@@ -885,5 +931,224 @@ fn the_event_websocket_needs_a_plain_subscription_id_and_a_ws_url() {
     assert!(
         e.contains("pipeline.toml:4:") && e.contains("wss://ws.zoomgov.com/ws"),
         "{e}"
+    );
+}
+
+#[test]
+fn an_out_of_range_port_is_refused_in_every_url_and_address() {
+    let d = Dir::new();
+    for (text, key) in [
+        ("[server]\nlisten = \"127.0.0.1:99999\"", "server.listen"),
+        ("[admin]\nlisten = \"[::1]:99999\"", "admin.listen"),
+        (
+            "[zoom]\napi_base_url = \"https://api.zoom.us:99999\"",
+            "zoom.api_base_url",
+        ),
+        (
+            "[zoom]\noauth_base_url = \"http://127.0.0.1:99999/\"",
+            "zoom.oauth_base_url",
+        ),
+        (
+            "[zoom]\nevent_subscription_id = \"s\"\nevent_ws_url = \"ws://127.0.0.1:99999/\"",
+            "zoom.event_ws_url",
+        ),
+        ("[rtms]\nproxy = \"http://proxy.corp:99999\"", "rtms.proxy"),
+        (
+            "[rtms]\nallowed_hosts = [\"ws://127.0.0.1:99999/\"]",
+            "rtms.allowed_hosts",
+        ),
+        (
+            "[rtms]\nallowed_hosts = [\"[::1]:99999\"]",
+            "rtms.allowed_hosts",
+        ),
+        (
+            "[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:99999/alerts\"",
+            "sink.url",
+        ),
+    ] {
+        let e = d.err(&format!("version = 1\n{text}\n"));
+        assert!(
+            e.contains(key) && e.contains("has port 99999, which is out of range: a port is"),
+            "{text}: {e}"
+        );
+        assert!(e.contains("pipeline.toml:"), "{e}");
+    }
+    // Outgoing URLs cannot ask for port 0; a listener can (any free port).
+    let e = d.err("version = 1\n[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:0/\"\n");
+    assert!(e.contains("a port is 1 to 65535"), "{e}");
+    let e = d.err("version = 1\n[rtms]\nproxy = \"http://proxy.corp:31x8\"\n");
+    assert!(e.contains("is not a number"), "{e}");
+    let p = d.parse(
+        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[zoom]\nevent_subscription_id = \"s\"\nevent_ws_url = \"ws://127.0.0.1:65535/ws\"\n[rtms]\nproxy = \"http://[::1]:3128\"\nallowed_hosts = [\"[::1]\", \"127.0.0.1\"]\n",
+    );
+    assert_eq!(p.server.listen.port(), 0);
+    assert_eq!(p.rtms.proxy, Proxy::Url("http://[::1]:3128".into()));
+    assert_eq!(p.rtms.allowed_hosts, ["[::1]", "127.0.0.1"]);
+}
+
+#[test]
+fn an_allowed_host_with_a_port_or_a_scheme_names_the_host_to_write() {
+    let d = Dir::new();
+    for (entry, what, host) in [
+        ("127.0.0.1:8443", "has a port", "\"127.0.0.1\""),
+        ("wss://rtms.zoom.us/x", "is a URL", "\"rtms.zoom.us\""),
+        ("*.zoom.us:443", "has a port", "\"*.zoom.us\""),
+    ] {
+        let e = d.err(&format!(
+            "version = 1\n[rtms]\nallowed_hosts = [\"{entry}\"]\n"
+        ));
+        assert!(
+            e.contains(&format!(
+                "{what}, not a host pattern: list the host alone, {host}"
+            )),
+            "{entry}: {e}"
+        );
+    }
+    let e = d.err("version = 1\n[rtms]\nallowed_hosts = [\"[not-an-ip]\"]\n");
+    assert!(e.contains("is not a host pattern"), "{e}");
+}
+
+#[test]
+fn debug_of_the_resolved_pipeline_never_shows_a_secret() {
+    let d = Dir::new();
+    let secret_values = [
+        "client-secret-value-7f3a",
+        "webhook-token-value-9c1d",
+        "admin-token-value-2b8e4d",
+        "oauth-secret-value-5e6f",
+    ];
+    let env = MapEnv::new()
+        .with("ZM_RTMS_CLIENT", "the-client-id")
+        .with("ZM_RTMS_SECRET", secret_values[0])
+        .with("ZOOM_SECRET_TOKEN", secret_values[1])
+        .with("RTMS_ADMIN_TOKEN", secret_values[2])
+        .with("ZOOM_ACCOUNT_ID", "the-account")
+        .with("ZOOM_OAUTH_CLIENT_ID", "the-oauth-client")
+        .with("ZOOM_OAUTH_CLIENT_SECRET", secret_values[3]);
+    let p = d
+        .parse_with(
+            "version = 1\n[admin]\nlisten = \"0.0.0.0:9464\"\n",
+            &env,
+            LoadOptions::default(),
+        )
+        .unwrap();
+    // Every secret was read ...
+    assert_eq!(
+        p.zoom.client_secret.as_ref().map(Secret::expose),
+        Some(secret_values[0])
+    );
+    assert_eq!(
+        p.zoom.webhook_secret.as_ref().map(Secret::expose),
+        Some(secret_values[1])
+    );
+    assert_eq!(
+        p.admin.token.as_ref().map(Secret::expose),
+        Some(secret_values[2])
+    );
+    let rest = p.zoom.rest.as_ref().expect("REST credentials are set");
+    assert_eq!(rest.client_secret.expose(), secret_values[3]);
+    // ... and none is shown, whatever the format or the part printed.
+    let shown = [
+        format!("{p:?}"),
+        format!("{p:#?}"),
+        format!("{:?}", p.zoom),
+        format!("{:?}", p.admin),
+        format!("{rest:?}"),
+        format!("{:?}", p.diff(&d.parse("version = 1"))),
+    ];
+    for text in &shown {
+        for value in secret_values {
+            assert!(!text.contains(value), "{value} is shown in: {text}");
+        }
+    }
+    assert!(shown[0].contains("Secret(***)"), "{}", shown[0]);
+}
+
+#[test]
+fn plaintext_secrets_are_redacted_from_the_raw_file_too() {
+    let text = "version = 1\n[zoom]\nallow_plaintext_secrets = true\nclient_secret = \"in-file-secret-81\"\nwebhook_secret = \"in-file-token-42\"\n";
+    let file: raw::PipelineFile = toml::from_str(text).unwrap();
+    let shown = format!("{file:?}");
+    assert!(
+        !shown.contains("in-file-secret-81") && !shown.contains("in-file-token-42"),
+        "{shown}"
+    );
+    let p = Dir::new()
+        .parse_with(
+            text,
+            &MapEnv::new().with("ZM_RTMS_CLIENT", "id"),
+            LoadOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        p.zoom.client_secret.as_ref().map(Secret::expose),
+        Some("in-file-secret-81")
+    );
+}
+
+#[test]
+fn urls_with_credentials_are_refused_without_repeating_them() {
+    let d = Dir::new();
+    for (text, key) in [
+        (
+            "[[sink]]\ntype = \"http\"\nurl = \"http://bob:hunter2@127.0.0.1:9000/alerts\"",
+            "sink.url",
+        ),
+        (
+            "[zoom]\napi_base_url = \"https://bob:hunter2@api.zoom.us\"",
+            "zoom.api_base_url",
+        ),
+        (
+            "[zoom]\noauth_base_url = \"https://bob:hunter2@zoom.us\"",
+            "zoom.oauth_base_url",
+        ),
+        (
+            "[zoom]\nevent_subscription_id = \"s\"\nevent_ws_url = \"wss://bob:hunter2@ws.zoom.us/ws\"",
+            "zoom.event_ws_url",
+        ),
+    ] {
+        let e = d.err(&format!("version = 1\n{text}\n"));
+        assert!(
+            e.contains(&format!("{key} must not hold credentials")),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "the password is not echoed: {e}");
+    }
+}
+
+#[test]
+fn diff_says_the_rest_api_event_websocket_and_zoom_app_need_a_restart() {
+    let d = Dir::new();
+    let old = d.parse("version = 1");
+    let env = secrets()
+        .with("ZOOM_ACCOUNT_ID", "acct")
+        .with("ZOOM_OAUTH_CLIENT_ID", "oauth-id")
+        .with("ZOOM_OAUTH_CLIENT_SECRET", "oauth-secret-value");
+    let new = d
+        .parse_with(
+            "version = 1\n[server]\nzoom_app = true\n[zoom]\napi_base_url = \"https://api.zoomgov.com\"\noauth_client_id_env = \"MY_OAUTH_ID\"\nevent_subscription_id = \"sub-1\"\n",
+            &env,
+            LoadOptions::default(),
+        )
+        .unwrap();
+    let r = old.diff(&new).restart_required;
+    for start in [
+        "server.zoom_app changed from false to true",
+        "zoom.api_base_url changed from \"https://api.zoom.us\" to \"https://api.zoomgov.com\"",
+        "zoom.oauth_client_id_env changed from \"ZOOM_OAUTH_CLIENT_ID\" to \"MY_OAUTH_ID\"",
+        "zoom.event_subscription_id changed from None to Some(\"sub-1\")",
+        "zoom.event_ws_url changed from None to Some(\"wss://ws.zoom.us/ws\")",
+    ] {
+        assert!(r.iter().any(|s| s.starts_with(start)), "{start}: {r:?}");
+    }
+    assert!(!r.iter().any(|s| s.contains("REST API")), "{r:?}");
+    // The credentials themselves are named, never shown.
+    let with_rest = d
+        .parse_with("version = 1", &env, LoadOptions::default())
+        .unwrap();
+    let r = old.diff(&with_rest).restart_required;
+    assert_eq!(
+        r,
+        ["the REST API's Server-to-Server OAuth credentials changed: restart to apply"]
     );
 }

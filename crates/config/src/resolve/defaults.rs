@@ -44,6 +44,9 @@ pub const fn default_reload_min_interval_ms() -> u64 {
 }
 /// Shorter admin tokens are refused: they can be guessed.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+/// Admin tokens with fewer distinct characters are refused: a long token of one or two
+/// repeated characters (`aaaa...`, `1212...`) is as guessable as a short one.
+pub const MIN_ADMIN_TOKEN_DISTINCT: usize = 8;
 pub const fn default_client_id_env() -> &'static str {
     "ZM_RTMS_CLIENT"
 }

@@ -31,9 +31,11 @@ mod rtms;
 mod runtime;
 mod server;
 mod sink;
+mod url;
 mod zoom;
 
 pub use defaults::*;
+use url::{has_credentials, host_port, listen_port_problem, url_port_problem};
 
 const MAX_MS: u64 = 86_400_000;
 

@@ -142,28 +142,36 @@ impl Resolver<'_> {
             }
             v => {
                 let f = name_of(v, "plugin.queue.on_full")?;
-                let text: Vec<&str> = media
-                    .iter()
-                    .filter(|k| !k.is_realtime_media())
-                    .map(MediaKind::as_str)
-                    .collect();
-                let live: Vec<&str> = media
-                    .iter()
-                    .filter(|k| k.is_realtime_media())
-                    .map(MediaKind::as_str)
-                    .collect();
-                if f == OnFull::DropOldest && !text.is_empty() && !live.is_empty() {
-                    let at = self.src.at(raw.span().start);
-                    self.warnings.push(format!(
-                        "{at}: plugin {n:?}: on_full = \"drop-oldest\" lets {} frames be dropped to make room for {} when the plugin falls behind; to keep them, remove the key (the default drops only {}) or write on_full = {{ {} = \"drop-oldest\" }}",
-                        text.join(", "),
-                        live.join(", "),
-                        live.join(", "),
-                        live[0],
-                    ));
+                if f == OnFull::DropOldest {
+                    self.warn_text_dropped(raw, n, media);
                 }
                 Ok(QueuePolicy::all(f))
             }
+        }
+    }
+
+    /// Warns when one `drop-oldest` for every kind lets transcript, chat or events be
+    /// dropped to make room for real-time media.
+    fn warn_text_dropped(&mut self, raw: &Spanned<toml::Value>, n: &str, media: MediaKinds) {
+        let text: Vec<&str> = media
+            .iter()
+            .filter(|k| !k.is_realtime_media())
+            .map(MediaKind::as_str)
+            .collect();
+        let live: Vec<&str> = media
+            .iter()
+            .filter(|k| k.is_realtime_media())
+            .map(MediaKind::as_str)
+            .collect();
+        if !text.is_empty() && !live.is_empty() {
+            let at = self.src.at(raw.span().start);
+            self.warnings.push(format!(
+                "{at}: plugin {n:?}: on_full = \"drop-oldest\" lets {} frames be dropped to make room for {} when the plugin falls behind; to keep them, remove the key (the default drops only {}) or write on_full = {{ {} = \"drop-oldest\" }}",
+                text.join(", "),
+                live.join(", "),
+                live.join(", "),
+                live[0],
+            ));
         }
     }
 
@@ -172,6 +180,61 @@ impl Resolver<'_> {
             .map_err(|m| self.src.invalid_at(&p.name, format!("plugin.name: {m}")))?;
         let n = name.as_str();
         let enabled = p.enabled.unwrap_or(default_enabled());
+        let component = self.plugin_component(p, n, enabled)?;
+        let media = self.plugin_media(p, n)?;
+        let filter = PluginFilter {
+            products: self.nonempty_list(&p.products, "products", n, "product")?,
+            meeting_ids: self.nonempty_list(&p.meeting_ids, "meeting_ids", n, "meeting")?,
+            users: self.nonempty_list(&p.users, "users", n, "user")?,
+        };
+        let dirs = self.plugin_dirs(p, n)?;
+        let (capacity, batch) = self.plugin_batch(p)?;
+        let (memory_mb, call_timeout) = self.plugin_instance_limits(p)?;
+        let restart = self.plugin_restart(&p.restart)?;
+        let (block_timeout, log_rate, emit_rate) = self.plugin_isolation(p)?;
+        let on_full = self.queue_policy(p, n, media)?;
+        let config = match &p.config {
+            Some(c) => flatten_config(c.get_ref()).map_err(|m| {
+                self.src
+                    .invalid_at(c, format!("plugin {n:?}: [plugin.config] {m}"))
+            })?,
+            None => Vec::new(),
+        };
+        Ok(Plugin {
+            name,
+            component,
+            enabled,
+            media,
+            filter,
+            dirs,
+            queue: Queue {
+                capacity,
+                on_full,
+                block_timeout,
+            },
+            batch,
+            limits: Limits {
+                memory_mb,
+                call_timeout,
+                log_bytes_per_sec: log_rate,
+                emit_bytes_per_sec: emit_rate,
+            },
+            restart,
+            config,
+            config_at: WrittenAt(Some(match &p.config {
+                Some(c) => self.src.at(c.span().start),
+                None => self.src.at(p.name.span().start),
+            })),
+        })
+    }
+
+    /// `component`, absolute; it must exist when components are checked and the plugin runs.
+    fn plugin_component(
+        &self,
+        p: &PluginConfig,
+        n: &str,
+        enabled: bool,
+    ) -> Result<PathBuf, ConfigError> {
         let component = self.path(p.component.get_ref());
         if self.opts.check_components && enabled && !component.is_file() {
             return Err(self.src.invalid_at(
@@ -182,64 +245,84 @@ impl Resolver<'_> {
                 ),
             ));
         }
+        Ok(component)
+    }
+
+    /// `media`: at least one kind.
+    fn plugin_media(&self, p: &PluginConfig, n: &str) -> Result<MediaKinds, ConfigError> {
         if p.media.get_ref().is_empty() {
             return Err(self.src.invalid_at(
                 &p.media,
                 format!("plugin {n:?}: media = [] subscribes to nothing: list at least one of audio, video, share, transcript, chat, event"),
             ));
         }
-        let media: MediaKinds = p.media.get_ref().iter().map(|k| *k.get_ref()).collect();
-        let filter = PluginFilter {
-            products: self.nonempty_list(&p.products, "products", n, "product")?,
-            meeting_ids: self.nonempty_list(&p.meeting_ids, "meeting_ids", n, "meeting")?,
-            users: self.nonempty_list(&p.users, "users", n, "user")?,
-        };
+        Ok(p.media.get_ref().iter().map(|k| *k.get_ref()).collect())
+    }
+
+    /// Every `[[plugin.dir]]`, in file order; guest paths are unique.
+    fn plugin_dirs(&self, p: &PluginConfig, n: &str) -> Result<Vec<DirGrant>, ConfigError> {
         let mut dirs: Vec<DirGrant> = Vec::new();
         for d in &p.dir {
-            let d_ref = d.get_ref();
-            let guest = d_ref.guest.get_ref();
-            if !guest.starts_with('/') {
-                return Err(self.src.invalid_at(
-                    &d_ref.guest,
-                    format!("plugin {n:?}: dir guest = {guest:?} is not an absolute guest path: write it as \"/{guest}\""),
-                ));
-            }
-            if guest.split('/').any(|c| c == "..") {
-                return Err(self.src.invalid_at(
-                    &d_ref.guest,
-                    format!("plugin {n:?}: dir guest = {guest:?} may not contain \"..\": name the directory directly, such as \"/out\""),
-                ));
-            }
-            if dirs.iter().any(|g| g.guest == *guest) {
-                return Err(self.src.invalid_at(
-                    &d_ref.guest,
-                    format!("plugin {n:?}: dir guest = {guest:?} is granted twice: give each [[plugin.dir]] its own guest path"),
-                ));
-            }
-            let host = self.path(d_ref.host.get_ref());
-            if host.exists() && !host.is_dir() {
-                return Err(self.src.invalid_at(
-                    &d_ref.host,
-                    format!("plugin {n:?}: dir host {} exists and is not a directory: point it at a directory", host.display()),
-                ));
-            }
-            if let Some(parent) = host.parent()
-                && !host.exists()
-                && !parent.is_dir()
-            {
-                return Err(self.src.invalid_at(
-                    &d_ref.host,
-                    format!("plugin {n:?}: dir host {}: its parent {} does not exist; the host creates the directory itself at start, but not its parents: create {} or fix the path", host.display(), parent.display(), parent.display()),
-                ));
-            }
-            let read_only = d_ref.read_only.unwrap_or(false);
-            dirs.push(DirGrant {
-                host,
-                guest: guest.clone(),
-                read_only,
-                quota_mb: self.dir_quota(d_ref, read_only)?,
-            });
+            dirs.push(self.dir_grant(d.get_ref(), n, &dirs)?);
         }
+        Ok(dirs)
+    }
+
+    /// One `[[plugin.dir]]`: an absolute guest path without `..` that none of `granted`
+    /// uses, and a host directory that is one or whose parent exists.
+    fn dir_grant(
+        &self,
+        d: &DirConfig,
+        n: &str,
+        granted: &[DirGrant],
+    ) -> Result<DirGrant, ConfigError> {
+        let guest = d.guest.get_ref();
+        if !guest.starts_with('/') {
+            return Err(self.src.invalid_at(
+                &d.guest,
+                format!("plugin {n:?}: dir guest = {guest:?} is not an absolute guest path: write it as \"/{guest}\""),
+            ));
+        }
+        if guest.split('/').any(|c| c == "..") {
+            return Err(self.src.invalid_at(
+                &d.guest,
+                format!("plugin {n:?}: dir guest = {guest:?} may not contain \"..\": name the directory directly, such as \"/out\""),
+            ));
+        }
+        if granted.iter().any(|g| g.guest == *guest) {
+            return Err(self.src.invalid_at(
+                &d.guest,
+                format!("plugin {n:?}: dir guest = {guest:?} is granted twice: give each [[plugin.dir]] its own guest path"),
+            ));
+        }
+        let host = self.path(d.host.get_ref());
+        if host.exists() && !host.is_dir() {
+            return Err(self.src.invalid_at(
+                &d.host,
+                format!("plugin {n:?}: dir host {} exists and is not a directory: point it at a directory", host.display()),
+            ));
+        }
+        if let Some(parent) = host.parent()
+            && !host.exists()
+            && !parent.is_dir()
+        {
+            return Err(self.src.invalid_at(
+                &d.host,
+                format!("plugin {n:?}: dir host {}: its parent {} does not exist; the host creates the directory itself at start, but not its parents: create {} or fix the path", host.display(), parent.display(), parent.display()),
+            ));
+        }
+        let read_only = d.read_only.unwrap_or(false);
+        Ok(DirGrant {
+            host,
+            guest: guest.clone(),
+            read_only,
+            quota_mb: self.dir_quota(d, read_only)?,
+        })
+    }
+
+    /// `[plugin.queue] capacity` and `[plugin.batch]`; a batch never holds more frames than
+    /// the queue.
+    fn plugin_batch(&self, p: &PluginConfig) -> Result<(usize, Batch), ConfigError> {
         let capacity = self.num(
             &p.queue.capacity,
             "plugin.queue.capacity",
@@ -261,6 +344,15 @@ impl Resolver<'_> {
             0,
             60_000,
         )?;
+        let batch = Batch {
+            max_frames: to_usize(max_frames.n.min(capacity.n)),
+            max_wait: ms(max_wait.n),
+        };
+        Ok((to_usize(capacity.n), batch))
+    }
+
+    /// `[plugin.limits]` memory_mb and call_timeout_ms: what each instance is built with.
+    fn plugin_instance_limits(&self, p: &PluginConfig) -> Result<(u32, Duration), ConfigError> {
         let memory = self.num(
             &p.limits.memory_mb,
             "plugin.limits.memory_mb",
@@ -275,7 +367,12 @@ impl Resolver<'_> {
             1,
             600_000,
         )?;
-        let r = &p.restart;
+        Ok((to_u32(memory.n), ms(call_timeout.n)))
+    }
+
+    /// `[plugin.restart]`: the backoff (its maximum at least its base), the circuit breaker
+    /// and the rollback threshold.
+    fn plugin_restart(&self, r: &RestartConfig) -> Result<Restart, ConfigError> {
         let base = self.num(
             &r.base_delay_ms,
             "plugin.restart.base_delay_ms",
@@ -297,86 +394,47 @@ impl Resolver<'_> {
             };
             return Err(self.fail(key, v, &format!("leaves max_delay_ms ({}) below base_delay_ms ({}): the maximum delay must be at least the base delay", max.n, base.n)));
         }
-        let healthy = self.num(
-            &r.healthy_reset_ms,
-            "plugin.restart.healthy_reset_ms",
-            default_healthy_reset_ms(),
-            0,
-            MAX_MS,
-        )?;
-        let failures = self.num(
-            &r.max_failures,
-            "plugin.restart.max_failures",
-            default_max_failures(),
-            1,
-            10_000,
-        )?;
-        let window = self.num(
-            &r.window_ms,
-            "plugin.restart.window_ms",
-            default_failure_window_ms(),
-            1,
-            MAX_MS,
-        )?;
-        let rollback_traps = self.num(
-            &r.rollback_traps,
-            "plugin.restart.rollback_traps",
-            default_rollback_traps(),
-            1,
-            10_000,
-        )?;
-        let rollback_window = self.num(
-            &r.rollback_window_ms,
-            "plugin.restart.rollback_window_ms",
-            default_rollback_window_ms(),
-            0,
-            MAX_MS,
-        )?;
-        let (block_timeout, log_rate, emit_rate) = self.plugin_isolation(p)?;
-        let on_full = self.queue_policy(p, n, media)?;
-        let config = match &p.config {
-            Some(c) => flatten_config(c.get_ref()).map_err(|m| {
-                self.src
-                    .invalid_at(c, format!("plugin {n:?}: [plugin.config] {m}"))
-            })?,
-            None => Vec::new(),
+        let num = |raw: &Num, key: &str, default: u64, min: u64, max: u64| {
+            self.num(raw, key, default, min, max).map(|v| v.n)
         };
-        Ok(Plugin {
-            name,
-            component,
-            enabled,
-            media,
-            filter,
-            dirs,
-            queue: Queue {
-                capacity: to_usize(capacity.n),
-                on_full,
-                block_timeout,
-            },
-            batch: Batch {
-                max_frames: to_usize(max_frames.n.min(capacity.n)),
-                max_wait: ms(max_wait.n),
-            },
-            limits: Limits {
-                memory_mb: to_u32(memory.n),
-                call_timeout: ms(call_timeout.n),
-                log_bytes_per_sec: log_rate,
-                emit_bytes_per_sec: emit_rate,
-            },
-            restart: Restart {
-                base_delay: ms(base.n),
-                max_delay: ms(max.n),
-                healthy_reset: ms(healthy.n),
-                max_failures: to_u32(failures.n),
-                window: ms(window.n),
-                rollback_traps: to_u32(rollback_traps.n),
-                rollback_window: ms(rollback_window.n),
-            },
-            config,
-            config_at: WrittenAt(Some(match &p.config {
-                Some(c) => self.src.at(c.span().start),
-                None => self.src.at(p.name.span().start),
-            })),
+        Ok(Restart {
+            base_delay: ms(base.n),
+            max_delay: ms(max.n),
+            healthy_reset: ms(num(
+                &r.healthy_reset_ms,
+                "plugin.restart.healthy_reset_ms",
+                default_healthy_reset_ms(),
+                0,
+                MAX_MS,
+            )?),
+            max_failures: to_u32(num(
+                &r.max_failures,
+                "plugin.restart.max_failures",
+                default_max_failures(),
+                1,
+                10_000,
+            )?),
+            window: ms(num(
+                &r.window_ms,
+                "plugin.restart.window_ms",
+                default_failure_window_ms(),
+                1,
+                MAX_MS,
+            )?),
+            rollback_traps: to_u32(num(
+                &r.rollback_traps,
+                "plugin.restart.rollback_traps",
+                default_rollback_traps(),
+                1,
+                10_000,
+            )?),
+            rollback_window: ms(num(
+                &r.rollback_window_ms,
+                "plugin.restart.rollback_window_ms",
+                default_rollback_window_ms(),
+                0,
+                MAX_MS,
+            )?),
         })
     }
 }

@@ -20,19 +20,10 @@ impl Resolver<'_> {
                 let mut out = Vec::new();
                 for h in list.get_ref() {
                     let v = h.get_ref().trim().to_ascii_lowercase();
-                    let domain = v.strip_prefix("*.");
-                    let ok = match domain {
-                        Some(d) => d.contains('.') && !d.contains(['*', '/', ':', '@', ' ']),
-                        None => {
-                            !v.is_empty()
-                                && (v.starts_with('[') || !v.contains(['*', '/', ':', '@', ' ']))
-                        }
-                    };
-                    if !ok {
-                        return Err(self.src.invalid_at(
-                            h,
-                            format!("rtms.allowed_hosts: {v:?} is not a host pattern: write a host name or IP (\"127.0.0.1\"), or *.<domain> for its subdomains (\"*.zoom.us\")"),
-                        ));
+                    if let Some(problem) = allowed_host_problem(&v) {
+                        return Err(self
+                            .src
+                            .invalid_at(h, format!("rtms.allowed_hosts: {v:?} {problem}")));
                     }
                     out.push(v);
                 }
@@ -56,97 +47,11 @@ impl Resolver<'_> {
         raw_plugins: &[&Spanned<PluginConfig>],
         plugins: &[Plugin],
     ) -> Result<Rtms, ConfigError> {
-        let connection_timeout = self.rtms_num(
-            &r.connection_timeout_ms,
-            "connection_timeout_ms",
-            default_connection_timeout_ms(),
-            100,
-            MAX_MS,
-        )?;
-        let connection_max_attempts = self.rtms_num(
-            &r.connection_max_attempts,
-            "connection_max_attempts",
-            default_connection_max_attempts(),
-            1,
-            1000,
-        )?;
-        let connection_retry_delay = self.rtms_num(
-            &r.connection_retry_delay_ms,
-            "connection_retry_delay_ms",
-            default_connection_retry_delay_ms(),
-            0,
-            MAX_MS,
-        )?;
-        let reconnect_max_attempts = self.rtms_num(
-            &r.reconnect_max_attempts,
-            "reconnect_max_attempts",
-            default_reconnect_max_attempts(),
-            0,
-            1000,
-        )?;
-        let reconnect_base_delay = self.rtms_num(
-            &r.reconnect_base_delay_ms,
-            "reconnect_base_delay_ms",
-            default_reconnect_base_delay_ms(),
-            0,
-            MAX_MS,
-        )?;
-        let reconnect_max_delay = self.rtms_num(
-            &r.reconnect_max_delay_ms,
-            "reconnect_max_delay_ms",
-            default_reconnect_max_delay_ms(),
-            0,
-            MAX_MS,
-        )?;
-        if reconnect_max_delay.n < reconnect_base_delay.n {
-            let (key, v, other) = match reconnect_max_delay.origin {
-                Origin::Default => (
-                    "rtms.reconnect_base_delay_ms",
-                    &reconnect_base_delay,
-                    format!("reconnect_max_delay_ms ({})", reconnect_max_delay.n),
-                ),
-                _ => (
-                    "rtms.reconnect_max_delay_ms",
-                    &reconnect_max_delay,
-                    format!("reconnect_base_delay_ms ({})", reconnect_base_delay.n),
-                ),
-            };
-            let msg = if key.ends_with("max_delay_ms") {
-                format!("is below {other}: the maximum delay must be at least the base delay")
-            } else {
-                format!("is above {other}: the base delay must not exceed the maximum delay")
-            };
-            return Err(self.fail(key, v, &msg));
-        }
-        let keepalive_interval = self.rtms_num(
-            &r.keepalive_interval_ms,
-            "keepalive_interval_ms",
-            default_keepalive_interval_ms(),
-            MIN_KEEPALIVE_INTERVAL_MS,
-            MAX_MS,
-        )?;
-        let keepalive_timeout = self.rtms_num(
-            &r.keepalive_timeout_ms,
-            "keepalive_timeout_ms",
-            default_keepalive_timeout_ms(),
-            1,
-            MAX_MS,
-        )?;
-        if keepalive_timeout.n <= keepalive_interval.n {
-            let err = match keepalive_timeout.origin {
-                Origin::Default => self.fail(
-                    "rtms.keepalive_interval_ms",
-                    &keepalive_interval,
-                    &format!("is not below keepalive_timeout_ms ({}, the default): set keepalive_timeout_ms above the interval, e.g. to {}", keepalive_timeout.n, keepalive_interval.n.saturating_mul(3)),
-                ),
-                _ => self.fail(
-                    "rtms.keepalive_timeout_ms",
-                    &keepalive_timeout,
-                    &format!("must be greater than keepalive_interval_ms ({}): raise it, e.g. to {} (three intervals)", keepalive_interval.n, keepalive_interval.n.saturating_mul(3)),
-                ),
-            };
-            return Err(err);
-        }
+        let (connection_timeout, connection_max_attempts, connection_retry_delay) =
+            self.rtms_connection(r)?;
+        let (reconnect_max_attempts, reconnect_base_delay, reconnect_max_delay) =
+            self.rtms_reconnect(r)?;
+        let (keepalive_interval, keepalive_timeout) = self.rtms_keepalive(r)?;
         let webhook_wait = self.rtms_num(
             &r.webhook_wait_timeout_ms,
             "webhook_wait_timeout_ms",
@@ -154,97 +59,28 @@ impl Resolver<'_> {
             1000,
             MAX_MS,
         )?;
-
-        // What to request: the explicit list, or what enabled plugins subscribe to.
+        // What enabled plugins subscribe to: what is requested when rtms.media is not set.
         let mut wanted = MediaKinds::EMPTY;
         for p in plugins.iter().filter(|p| p.enabled) {
             wanted = wanted.union(p.media);
         }
-        let media = match &r.media {
-            Some(list) => {
-                let mut set = MediaKinds::EMPTY;
-                for k in list.get_ref() {
-                    if *k.get_ref() == MediaKind::Event {
-                        return Err(self.src.invalid_at(
-                            k,
-                            "rtms.media: \"event\" is not a media stream (events arrive on the signaling socket): remove it and list event subscriptions in rtms.events",
-                        ));
-                    }
-                    set.insert(*k.get_ref());
-                }
-                for (raw, p) in raw_plugins.iter().zip(plugins) {
-                    let mut needs = p.media;
-                    needs.remove(MediaKind::Event);
-                    if p.enabled && !needs.is_subset(set) {
-                        let missing: MediaKinds =
-                            needs.iter().filter(|k| !set.contains(*k)).collect();
-                        return Err(self.src.invalid_at(
-                            &raw.get_ref().media,
-                            format!("plugin {:?} subscribes to {missing} but rtms.media {} does not request it: add it to rtms.media, or remove rtms.media to request what plugins subscribe to", p.name.as_str(), set),
-                        ));
-                    }
-                }
-                set
-            }
-            None => {
-                let mut w = wanted;
-                w.remove(MediaKind::Event);
-                w
-            }
-        };
-        let events = match &r.events {
-            Some(list) => {
-                let names = event_names();
-                let mut out = Vec::new();
-                for e in list {
-                    let n = match e.get_ref() {
-                        EventSpec::Name(name) => match names.get(name.as_str()) {
-                            Some(n) => *n,
-                            None => {
-                                let hint = suggest(name, names.keys().copied())
-                                    .map(|s| format!("did you mean {s:?}? "))
-                                    .unwrap_or_default();
-                                let all: Vec<&str> = names.keys().copied().collect();
-                                return Err(self.src.invalid_at(
-                                    e,
-                                    format!("rtms.events: unknown event {name:?}: {hint}use one of {} or an EVENT_TYPE number", all.join(", ")),
-                                ));
-                            }
-                        },
-                        EventSpec::Number(n) => match u32::try_from(*n) {
-                            Ok(n @ 1..=255) => n,
-                            _ => {
-                                return Err(self.src.invalid_at(
-                                    e,
-                                    format!("rtms.events: {n} is not an EVENT_TYPE number (allowed: 1 to 255)"),
-                                ));
-                            }
-                        },
-                    };
-                    if !out.contains(&n) {
-                        out.push(n);
-                    }
-                }
-                out
-            }
-            None if wanted.contains(MediaKind::Event) => default_events(),
-            None => Vec::new(),
-        };
+        let media = self.requested_media(r, raw_plugins, plugins, wanted)?;
+        let events = self.rtms_events(r, wanted)?;
         let media_params = self.media_params(r, media)?;
         let (reconnect_jitter_percent, reconnect_healthy_after, stop_drain) = self.outage(r)?;
         let (allowed_hosts, allow_insecure_ws, max_streams) = self.rtms_intake(r)?;
         Ok(Rtms {
-            connection_timeout: ms(connection_timeout.n),
-            connection_max_attempts: to_u32(connection_max_attempts.n),
-            connection_retry_delay: ms(connection_retry_delay.n),
-            reconnect_max_attempts: to_u32(reconnect_max_attempts.n),
-            reconnect_base_delay: ms(reconnect_base_delay.n),
-            reconnect_max_delay: ms(reconnect_max_delay.n),
+            connection_timeout,
+            connection_max_attempts,
+            connection_retry_delay,
+            reconnect_max_attempts,
+            reconnect_base_delay,
+            reconnect_max_delay,
             reconnect_jitter_percent,
             reconnect_healthy_after,
             stop_drain,
-            keepalive_interval: ms(keepalive_interval.n),
-            keepalive_timeout: ms(keepalive_timeout.n),
+            keepalive_interval,
+            keepalive_timeout,
             webhook_wait_timeout: ms(webhook_wait.n),
             media,
             socket_mode: r.socket_mode.unwrap_or(default_socket_mode()),
@@ -257,6 +93,204 @@ impl Resolver<'_> {
             max_streams,
             proxy: self.proxy(&r.proxy)?,
         })
+    }
+
+    /// `[rtms]` connection_timeout_ms, connection_max_attempts and
+    /// connection_retry_delay_ms: the first connection of a stream.
+    fn rtms_connection(&self, r: &RtmsConfig) -> Result<(Duration, u32, Duration), ConfigError> {
+        let timeout = self.rtms_num(
+            &r.connection_timeout_ms,
+            "connection_timeout_ms",
+            default_connection_timeout_ms(),
+            100,
+            MAX_MS,
+        )?;
+        let attempts = self.rtms_num(
+            &r.connection_max_attempts,
+            "connection_max_attempts",
+            default_connection_max_attempts(),
+            1,
+            1000,
+        )?;
+        let retry_delay = self.rtms_num(
+            &r.connection_retry_delay_ms,
+            "connection_retry_delay_ms",
+            default_connection_retry_delay_ms(),
+            0,
+            MAX_MS,
+        )?;
+        Ok((ms(timeout.n), to_u32(attempts.n), ms(retry_delay.n)))
+    }
+
+    /// `[rtms]` reconnect_max_attempts and the reconnection backoff, whose maximum is at
+    /// least its base.
+    fn rtms_reconnect(&self, r: &RtmsConfig) -> Result<(u32, Duration, Duration), ConfigError> {
+        let attempts = self.rtms_num(
+            &r.reconnect_max_attempts,
+            "reconnect_max_attempts",
+            default_reconnect_max_attempts(),
+            0,
+            1000,
+        )?;
+        let base = self.rtms_num(
+            &r.reconnect_base_delay_ms,
+            "reconnect_base_delay_ms",
+            default_reconnect_base_delay_ms(),
+            0,
+            MAX_MS,
+        )?;
+        let max = self.rtms_num(
+            &r.reconnect_max_delay_ms,
+            "reconnect_max_delay_ms",
+            default_reconnect_max_delay_ms(),
+            0,
+            MAX_MS,
+        )?;
+        if max.n < base.n {
+            let (key, v, other) = match max.origin {
+                Origin::Default => (
+                    "rtms.reconnect_base_delay_ms",
+                    &base,
+                    format!("reconnect_max_delay_ms ({})", max.n),
+                ),
+                _ => (
+                    "rtms.reconnect_max_delay_ms",
+                    &max,
+                    format!("reconnect_base_delay_ms ({})", base.n),
+                ),
+            };
+            let msg = if key.ends_with("max_delay_ms") {
+                format!("is below {other}: the maximum delay must be at least the base delay")
+            } else {
+                format!("is above {other}: the base delay must not exceed the maximum delay")
+            };
+            return Err(self.fail(key, v, &msg));
+        }
+        Ok((to_u32(attempts.n), ms(base.n), ms(max.n)))
+    }
+
+    /// `[rtms]` keepalive_interval_ms and keepalive_timeout_ms; the timeout is above the
+    /// interval.
+    fn rtms_keepalive(&self, r: &RtmsConfig) -> Result<(Duration, Duration), ConfigError> {
+        let interval = self.rtms_num(
+            &r.keepalive_interval_ms,
+            "keepalive_interval_ms",
+            default_keepalive_interval_ms(),
+            MIN_KEEPALIVE_INTERVAL_MS,
+            MAX_MS,
+        )?;
+        let timeout = self.rtms_num(
+            &r.keepalive_timeout_ms,
+            "keepalive_timeout_ms",
+            default_keepalive_timeout_ms(),
+            1,
+            MAX_MS,
+        )?;
+        if timeout.n <= interval.n {
+            let err = match timeout.origin {
+                Origin::Default => self.fail(
+                    "rtms.keepalive_interval_ms",
+                    &interval,
+                    &format!("is not below keepalive_timeout_ms ({}, the default): set keepalive_timeout_ms above the interval, e.g. to {}", timeout.n, interval.n.saturating_mul(3)),
+                ),
+                _ => self.fail(
+                    "rtms.keepalive_timeout_ms",
+                    &timeout,
+                    &format!("must be greater than keepalive_interval_ms ({}): raise it, e.g. to {} (three intervals)", interval.n, interval.n.saturating_mul(3)),
+                ),
+            };
+            return Err(err);
+        }
+        Ok((ms(interval.n), ms(timeout.n)))
+    }
+
+    /// `rtms.media`: the explicit list, which must cover what enabled plugins subscribe
+    /// to, or else `wanted` (events aside: they are not a media stream).
+    fn requested_media(
+        &self,
+        r: &RtmsConfig,
+        raw_plugins: &[&Spanned<PluginConfig>],
+        plugins: &[Plugin],
+        wanted: MediaKinds,
+    ) -> Result<MediaKinds, ConfigError> {
+        let Some(list) = &r.media else {
+            let mut w = wanted;
+            w.remove(MediaKind::Event);
+            return Ok(w);
+        };
+        let mut set = MediaKinds::EMPTY;
+        for k in list.get_ref() {
+            if *k.get_ref() == MediaKind::Event {
+                return Err(self.src.invalid_at(
+                    k,
+                    "rtms.media: \"event\" is not a media stream (events arrive on the signaling socket): remove it and list event subscriptions in rtms.events",
+                ));
+            }
+            set.insert(*k.get_ref());
+        }
+        for (raw, p) in raw_plugins.iter().zip(plugins) {
+            let mut needs = p.media;
+            needs.remove(MediaKind::Event);
+            if p.enabled && !needs.is_subset(set) {
+                let missing: MediaKinds = needs.iter().filter(|k| !set.contains(*k)).collect();
+                return Err(self.src.invalid_at(
+                    &raw.get_ref().media,
+                    format!("plugin {:?} subscribes to {missing} but rtms.media {} does not request it: add it to rtms.media, or remove rtms.media to request what plugins subscribe to", p.name.as_str(), set),
+                ));
+            }
+        }
+        Ok(set)
+    }
+
+    /// `rtms.events`: names or numbers, in file order without duplicates; by default the
+    /// usual events when a plugin takes events, else none.
+    fn rtms_events(&self, r: &RtmsConfig, wanted: MediaKinds) -> Result<Vec<u32>, ConfigError> {
+        let Some(list) = &r.events else {
+            return Ok(if wanted.contains(MediaKind::Event) {
+                default_events()
+            } else {
+                Vec::new()
+            });
+        };
+        let names = event_names();
+        let mut out = Vec::new();
+        for e in list {
+            let n = self.event_number(e, &names)?;
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One `rtms.events` entry as its EVENT_TYPE number.
+    fn event_number(
+        &self,
+        e: &Spanned<EventSpec>,
+        names: &BTreeMap<&'static str, u32>,
+    ) -> Result<u32, ConfigError> {
+        match e.get_ref() {
+            EventSpec::Name(name) => match names.get(name.as_str()) {
+                Some(n) => Ok(*n),
+                None => {
+                    let hint = suggest(name, names.keys().copied())
+                        .map(|s| format!("did you mean {s:?}? "))
+                        .unwrap_or_default();
+                    let all: Vec<&str> = names.keys().copied().collect();
+                    Err(self.src.invalid_at(
+                        e,
+                        format!("rtms.events: unknown event {name:?}: {hint}use one of {} or an EVENT_TYPE number", all.join(", ")),
+                    ))
+                }
+            },
+            EventSpec::Number(n) => match u32::try_from(*n) {
+                Ok(n @ 1..=255) => Ok(n),
+                _ => Err(self.src.invalid_at(
+                    e,
+                    format!("rtms.events: {n} is not an EVENT_TYPE number (allowed: 1 to 255)"),
+                )),
+            },
+        }
     }
 
     /// `rtms.proxy`: "env", "none" or an http:// URL without credentials.
@@ -283,14 +317,19 @@ impl Resolver<'_> {
                 "rtms.proxy must not hold credentials (pipeline.toml is not a secret): set rtms.proxy = \"env\" and export HTTPS_PROXY=http://user:password@host:port instead",
             ));
         }
-        let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
-        if host.is_empty() || port.parse::<u16>().is_err() {
+        let (host, port) = host_port(authority);
+        if host.is_empty() || port.is_none_or(|p| p.is_empty()) {
             return Err(self.src.invalid_at(
                 v,
                 format!(
                     "rtms.proxy = {s:?} needs a host and a port: \"http://proxy.example.com:3128\""
                 ),
             ));
+        }
+        if let Some(problem) = url_port_problem(s) {
+            return Err(self
+                .src
+                .invalid_at(v, format!("rtms.proxy = {s:?} {problem}")));
         }
         Ok(Proxy::Url(format!("http://{authority}")))
     }
@@ -333,54 +372,7 @@ impl Resolver<'_> {
         self.unused_section(&r.transcript, "transcript", MediaKind::Transcript, media);
         let mut params = MediaParams::default();
         if media.contains(MediaKind::Audio) {
-            let empty = AudioConfig::default();
-            let a = r.audio.as_ref().map_or(&empty, |a| a.get_ref());
-            let codec_name = a
-                .codec
-                .as_ref()
-                .map_or(AudioCodecName::L16, |c| *c.get_ref());
-            let rate = self.num(
-                &a.sample_rate,
-                "rtms.audio.sample_rate",
-                16_000,
-                0,
-                u64::MAX,
-            )?;
-            let rate_code = match rate.n {
-                8_000 => sample_rate::SR_8K,
-                16_000 => sample_rate::SR_16K,
-                32_000 => sample_rate::SR_32K,
-                48_000 => sample_rate::SR_48K,
-                _ => {
-                    return Err(self.fail(
-                        "rtms.audio.sample_rate",
-                        &rate,
-                        "is not supported: use 8000, 16000, 32000 or 48000",
-                    ));
-                }
-            };
-            let channels = self.num(&a.channels, "rtms.audio.channels", 1, 1, 2)?;
-            if channels.n == 2 && codec_name != AudioCodecName::Opus {
-                return Err(self.fail("rtms.audio.channels", &channels, "needs codec = \"opus\": Zoom sends stereo only as Opus; use channels = 1 or codec = \"opus\""));
-            }
-            let frame_ms = self.num(&a.frame_ms, "rtms.audio.frame_ms", 20, 10, 1000)?;
-            params.audio = Some(AudioParams {
-                content_type: Some(content_type::RAW_AUDIO),
-                sample_rate: Some(rate_code),
-                channel: Some(to_u32(channels.n)),
-                codec: Some(match codec_name {
-                    AudioCodecName::L16 => codec::L16,
-                    AudioCodecName::G711 => codec::G711,
-                    AudioCodecName::G722 => codec::G722,
-                    AudioCodecName::Opus => codec::OPUS,
-                }),
-                data_opt: Some(if a.per_speaker.unwrap_or(false) {
-                    data_opt::AUDIO_MULTI_STREAMS
-                } else {
-                    data_opt::AUDIO_MIXED_STREAM
-                }),
-                send_rate: Some(to_u32(frame_ms.n)),
-            });
+            params.audio = Some(self.audio(&r.audio)?);
         }
         if media.contains(MediaKind::Video) {
             params.video = Some(self.video(&r.video, "video", VideoCodecName::H264)?);
@@ -413,6 +405,58 @@ impl Resolver<'_> {
             });
         }
         Ok(params)
+    }
+
+    /// `[rtms.audio]`: a sample rate Zoom supports, stereo only as Opus.
+    fn audio(&self, raw: &Option<Spanned<AudioConfig>>) -> Result<AudioParams, ConfigError> {
+        let empty = AudioConfig::default();
+        let a = raw.as_ref().map_or(&empty, |a| a.get_ref());
+        let codec_name = a
+            .codec
+            .as_ref()
+            .map_or(AudioCodecName::L16, |c| *c.get_ref());
+        let rate = self.num(
+            &a.sample_rate,
+            "rtms.audio.sample_rate",
+            16_000,
+            0,
+            u64::MAX,
+        )?;
+        let rate_code = match rate.n {
+            8_000 => sample_rate::SR_8K,
+            16_000 => sample_rate::SR_16K,
+            32_000 => sample_rate::SR_32K,
+            48_000 => sample_rate::SR_48K,
+            _ => {
+                return Err(self.fail(
+                    "rtms.audio.sample_rate",
+                    &rate,
+                    "is not supported: use 8000, 16000, 32000 or 48000",
+                ));
+            }
+        };
+        let channels = self.num(&a.channels, "rtms.audio.channels", 1, 1, 2)?;
+        if channels.n == 2 && codec_name != AudioCodecName::Opus {
+            return Err(self.fail("rtms.audio.channels", &channels, "needs codec = \"opus\": Zoom sends stereo only as Opus; use channels = 1 or codec = \"opus\""));
+        }
+        let frame_ms = self.num(&a.frame_ms, "rtms.audio.frame_ms", 20, 10, 1000)?;
+        Ok(AudioParams {
+            content_type: Some(content_type::RAW_AUDIO),
+            sample_rate: Some(rate_code),
+            channel: Some(to_u32(channels.n)),
+            codec: Some(match codec_name {
+                AudioCodecName::L16 => codec::L16,
+                AudioCodecName::G711 => codec::G711,
+                AudioCodecName::G722 => codec::G722,
+                AudioCodecName::Opus => codec::OPUS,
+            }),
+            data_opt: Some(if a.per_speaker.unwrap_or(false) {
+                data_opt::AUDIO_MULTI_STREAMS
+            } else {
+                data_opt::AUDIO_MIXED_STREAM
+            }),
+            send_rate: Some(to_u32(frame_ms.n)),
+        })
     }
 
     pub(super) fn video(
@@ -469,4 +513,34 @@ impl Resolver<'_> {
             fps: Some(to_u32(fps.n)),
         })
     }
+}
+
+/// Why an `rtms.allowed_hosts` entry (trimmed, lowercase) is not a host pattern, as the
+/// end of a sentence about it; `None` when it is one. An entry matches its host on every
+/// port, so a URL or a port is refused with the host to write instead.
+fn allowed_host_problem(v: &str) -> Option<String> {
+    const PATTERN: &str =
+        "write a host name or IP (\"127.0.0.1\"), or *.<domain> for its subdomains (\"*.zoom.us\")";
+    let (url, authority) = match v.split_once("://") {
+        Some((_, rest)) => (true, rest.split(['/', '?', '#']).next().unwrap_or("")),
+        None => (false, v),
+    };
+    let (host, port) = host_port(authority.rsplit_once('@').map_or(authority, |(_, h)| h));
+    if url || port.is_some() {
+        let what = if url { "is a URL" } else { "has a port" };
+        let port_problem = url_port_problem(v)
+            .map(|p| format!(" and {p}"))
+            .unwrap_or_default();
+        return Some(format!(
+            "{what}, not a host pattern{port_problem}: list the host alone, {host:?}, which is allowed on every port"
+        ));
+    }
+    let ok = match v.strip_prefix("*.") {
+        Some(d) => d.contains('.') && !d.contains(['*', '/', ':', '@', ' ']),
+        None => match v.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            Some(ip) => ip.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => !v.is_empty() && !v.contains(['*', '/', ':', '@', ' ', '[', ']']),
+        },
+    };
+    (!ok).then(|| format!("is not a host pattern: {PATTERN}"))
 }

@@ -4,6 +4,25 @@
 use super::*;
 
 impl Resolver<'_> {
+    /// A listen address: an IP and a port (0 for any free one); a port past 65535 is named.
+    fn listen_addr(
+        &self,
+        raw: &Spanned<String>,
+        key: &str,
+        example: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        let v = raw.get_ref();
+        v.trim().parse().map_err(|_| {
+            let msg = match listen_port_problem(v) {
+                Some(problem) => format!("{key} = {v:?} {problem}"),
+                None => format!(
+                    "{key} = {v:?} is not a socket address: write an IP and a port such as \"{example}\" (host names are not resolved)"
+                ),
+            };
+            self.src.invalid_at(raw, msg)
+        })
+    }
+
     pub(super) fn server(&self, s: &ServerConfig) -> Result<Server, ConfigError> {
         if let Some(old) = &s.admin {
             return Err(self.src.invalid_at(
@@ -12,18 +31,11 @@ impl Resolver<'_> {
             ));
         }
         let listen: SocketAddr = match &s.listen {
-            Some(l) => l.get_ref().trim().parse().map_err(|_| {
-                self.src.invalid_at(
-                    l,
-                    format!(
-                        "server.listen = {:?} is not a socket address: write an IP and a port such as \"127.0.0.1:8080\" (host names are not resolved)",
-                        l.get_ref()
-                    ),
-                )
+            Some(l) => self.listen_addr(l, "server.listen", "127.0.0.1:8080")?,
+            None => default_listen().parse().map_err(|_| {
+                self.src
+                    .invalid(0..0, "internal: bad default listen address")
             })?,
-            None => default_listen()
-                .parse()
-                .map_err(|_| self.src.invalid(0..0, "internal: bad default listen address"))?,
         };
         let webhook_path = match &s.webhook_path {
             Some(p) => {
@@ -126,19 +138,11 @@ impl Resolver<'_> {
     /// bound beyond loopback needs a token, even when validating without secrets.
     pub(super) fn admin(&self, a: &AdminConfig) -> Result<Admin, ConfigError> {
         let listen: SocketAddr = match &a.listen {
-            Some(l) => l.get_ref().trim().parse().map_err(|_| {
-                self.src.invalid_at(
-                    l,
-                    format!(
-                        "admin.listen = {:?} is not a socket address: write an IP and a port such as \"{}\" (host names are not resolved)",
-                        l.get_ref(),
-                        default_admin_listen()
-                    ),
-                )
+            Some(l) => self.listen_addr(l, "admin.listen", default_admin_listen())?,
+            None => default_admin_listen().parse().map_err(|_| {
+                self.src
+                    .invalid(0..0, "internal: bad default admin address")
             })?,
-            None => default_admin_listen()
-                .parse()
-                .map_err(|_| self.src.invalid(0..0, "internal: bad default admin address"))?,
         };
         let token_env = match &a.token_env {
             Some(n) => {
@@ -169,13 +173,11 @@ impl Resolver<'_> {
             reload_min_interval: ms(interval.n),
         };
         let at = a.listen.as_ref().map_or(0..0, Spanned::span);
-        if let Some(t) = &token
-            && t.chars().count() < MIN_ADMIN_TOKEN_LEN
-        {
+        if let Some(problem) = token.as_deref().and_then(weak_token) {
             return Err(self.src.invalid(
                 at,
                 format!(
-                    "the admin token in environment variable {} (named by admin.token_env) is shorter than {MIN_ADMIN_TOKEN_LEN} characters: set it to a long random value, such as 32 random hex digits",
+                    "the admin token in environment variable {} (named by admin.token_env) {problem}: set it to a long random value, such as the output of `openssl rand -hex 32`",
                     admin.token_env
                 ),
             ));
@@ -192,4 +194,27 @@ impl Resolver<'_> {
         }
         Ok(admin)
     }
+}
+
+/// What makes an admin bearer token too weak to accept, or `None`. The token itself is
+/// never part of the answer.
+fn weak_token(token: &str) -> Option<String> {
+    if token.trim().is_empty() {
+        return Some("is only whitespace".to_owned());
+    }
+    if token.contains(char::is_whitespace) {
+        // Clients send the token after `Bearer ` and the header is trimmed: a space, tab or
+        // newline (often a file's last line end) makes a token no request can present.
+        return Some("contains whitespace, which a bearer token cannot carry".to_owned());
+    }
+    if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+        return Some(format!("is shorter than {MIN_ADMIN_TOKEN_LEN} characters"));
+    }
+    let distinct = token.chars().collect::<std::collections::BTreeSet<char>>();
+    if distinct.len() < MIN_ADMIN_TOKEN_DISTINCT {
+        return Some(format!(
+            "has fewer than {MIN_ADMIN_TOKEN_DISTINCT} distinct characters, a pattern that is guessed at once"
+        ));
+    }
+    None
 }

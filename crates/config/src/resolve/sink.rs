@@ -69,15 +69,9 @@ impl Resolver<'_> {
                 let Some(u) = &c.url else {
                     return Err(self.src.invalid_at(s, "a sink of type \"http\" needs an endpoint: add url = \"http://127.0.0.1:9000/alerts\""));
                 };
-                let url = u.get_ref();
-                let rest = url.strip_prefix("http://");
-                if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
-                    return Err(self.src.invalid_at(
-                        u,
-                        format!("sink.url = {url:?} is not an http:// URL: only plain http:// endpoints are supported for now (for https, put a TLS proxy on loopback in front of it)"),
-                    ));
+                SinkTarget::Http {
+                    url: self.http_sink_url(u)?,
                 }
-                SinkTarget::Http { url: url.clone() }
             }
         };
         let sink_plugins = match &c.plugins {
@@ -111,5 +105,29 @@ impl Resolver<'_> {
                 kinds: c.kinds.clone(),
             },
         })
+    }
+
+    /// An http sink's `url`: plain `http://`, no credentials, a valid port if any.
+    fn http_sink_url(&self, u: &Spanned<String>) -> Result<String, ConfigError> {
+        let url = u.get_ref();
+        if has_credentials(url) {
+            return Err(self.src.invalid_at(
+                u,
+                "sink.url must not hold credentials (pipeline.toml is not a secret, and sink URLs are logged): give the endpoint without user:password@, such as a collector on loopback",
+            ));
+        }
+        let rest = url.strip_prefix("http://");
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+            return Err(self.src.invalid_at(
+                u,
+                format!("sink.url = {url:?} is not an http:// URL: only plain http:// endpoints are supported for now (for https, put a TLS proxy on loopback in front of it)"),
+            ));
+        }
+        if let Some(problem) = url_port_problem(url) {
+            return Err(self
+                .src
+                .invalid_at(u, format!("sink.url = {url:?} {problem}")));
+        }
+        Ok(url.clone())
     }
 }

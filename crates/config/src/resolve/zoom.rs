@@ -31,10 +31,10 @@ impl Resolver<'_> {
         var: &str,
         env_key: &'static str,
         what: &'static str,
-        plain: Option<&Spanned<String>>,
+        plain: Option<&str>,
     ) -> Result<Option<String>, ConfigError> {
         if let Some(p) = plain {
-            return Ok(Some(p.get_ref().clone()));
+            return Ok(Some(p.to_owned()));
         }
         match self.env.var(var).filter(|v| !v.is_empty()) {
             Some(v) => Ok(Some(v)),
@@ -66,76 +66,135 @@ impl Resolver<'_> {
             "webhook_secret_env",
             default_webhook_secret_env(),
         )?;
-        let allow = z.allow_plaintext_secrets.unwrap_or(false);
+        self.refuse_plaintext_secrets(z, &client_secret_env, &webhook_secret_env)?;
+        let client_id = self.credential(
+            &client_id_env,
+            "client_id_env",
+            "the Zoom app's client id",
+            z.client_id.as_ref().map(|s| s.get_ref().as_str()),
+        )?;
+        let client_secret = self.credential(
+            &client_secret_env,
+            "client_secret_env",
+            "the Zoom app's client secret",
+            z.client_secret.as_ref().map(|s| s.get_ref().expose()),
+        )?;
+        let webhook_secret = self.credential(
+            &webhook_secret_env,
+            "webhook_secret_env",
+            "the webhook secret token",
+            z.webhook_secret.as_ref().map(|s| s.get_ref().expose()),
+        )?;
+        let ca_file = self.ca_file(&z.ca_file)?;
+        let api_base_url = self.base_url(&z.api_base_url, "api_base_url", "https://api.zoom.us")?;
+        let oauth_base_url =
+            self.base_url(&z.oauth_base_url, "oauth_base_url", "https://zoom.us")?;
+        let (rest_env, rest) = self.rest_credentials(z)?;
+        let event_ws = self.event_ws(z)?;
+        Ok(Zoom {
+            event_ws,
+            client_id_env,
+            client_secret_env,
+            webhook_secret_env,
+            client_id,
+            client_secret: client_secret.map(Secret::new),
+            webhook_secret: webhook_secret.map(Secret::new),
+            ca_file,
+            api_base_url,
+            oauth_base_url,
+            rest,
+            rest_env,
+        })
+    }
+
+    /// `zoom.client_secret` / `zoom.webhook_secret` in the file: only with
+    /// `zoom.allow_plaintext_secrets = true`.
+    fn refuse_plaintext_secrets(
+        &self,
+        z: &ZoomConfig,
+        client_secret_env: &str,
+        webhook_secret_env: &str,
+    ) -> Result<(), ConfigError> {
+        if z.allow_plaintext_secrets.unwrap_or(false) {
+            return Ok(());
+        }
         for (raw, key, env_key, var) in [
             (
                 &z.client_secret,
                 "client_secret",
                 "client_secret_env",
-                &client_secret_env,
+                client_secret_env,
             ),
             (
                 &z.webhook_secret,
                 "webhook_secret",
                 "webhook_secret_env",
-                &webhook_secret_env,
+                webhook_secret_env,
             ),
         ] {
-            if let Some(s) = raw
-                && !allow
-            {
+            if let Some(s) = raw {
                 return Err(self.src.invalid_at(
                     s,
                     format!("zoom.{key} holds a secret in plain text: remove it and export {var}=... instead (zoom.{env_key} names the variable), or set zoom.allow_plaintext_secrets = true if you must keep it in the file"),
                 ));
             }
         }
-        let client_id = self.credential(
-            &client_id_env,
-            "client_id_env",
-            "the Zoom app's client id",
-            z.client_id.as_ref(),
-        )?;
-        let client_secret = self.credential(
-            &client_secret_env,
-            "client_secret_env",
-            "the Zoom app's client secret",
-            z.client_secret.as_ref(),
-        )?;
-        let webhook_secret = self.credential(
-            &webhook_secret_env,
-            "webhook_secret_env",
-            "the webhook secret token",
-            z.webhook_secret.as_ref(),
-        )?;
-        let ca_file = match &z.ca_file {
-            Some(c) => {
-                let p = self.path(c.get_ref());
-                if !p.is_file() {
-                    return Err(self.src.invalid_at(
-                        c,
-                        format!("zoom.ca_file: {} does not exist or is not a file: give a PEM certificate (relative paths are resolved against the pipeline file's folder)", p.display()),
-                    ));
-                }
-                Some(p)
-            }
-            None => None,
+        Ok(())
+    }
+
+    /// `zoom.ca_file`: an existing file, absolute.
+    fn ca_file(&self, raw: &Option<Spanned<String>>) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(c) = raw else {
+            return Ok(None);
         };
-        let base = |raw: &Option<Spanned<String>>, key: &str, default: &str| {
-            let Some(v) = raw else {
-                return Ok(default.to_owned());
-            };
-            let s = v.get_ref().trim_end_matches('/');
-            if !(s.starts_with("https://") || s.starts_with("http://")) || s.len() < 9 {
-                return Err(self.src.invalid_at(
-                    v,
-                    format!("zoom.{key} = {s:?} is not a base URL: use {default:?} (or Zoom for Government's)"),
-                ));
-            }
-            Ok(s.to_owned())
+        let p = self.path(c.get_ref());
+        if !p.is_file() {
+            return Err(self.src.invalid_at(
+                c,
+                format!("zoom.ca_file: {} does not exist or is not a file: give a PEM certificate (relative paths are resolved against the pipeline file's folder)", p.display()),
+            ));
+        }
+        Ok(Some(p))
+    }
+
+    /// `zoom.api_base_url` / `zoom.oauth_base_url`: an http(s) URL with a valid port, if
+    /// any, without the trailing `/`.
+    fn base_url(
+        &self,
+        raw: &Option<Spanned<String>>,
+        key: &str,
+        default: &str,
+    ) -> Result<String, ConfigError> {
+        let Some(v) = raw else {
+            return Ok(default.to_owned());
         };
-        let api_base_url = base(&z.api_base_url, "api_base_url", "https://api.zoom.us")?;
-        let oauth_base_url = base(&z.oauth_base_url, "oauth_base_url", "https://zoom.us")?;
+        let s = v.get_ref().trim_end_matches('/');
+        if has_credentials(s) {
+            return Err(self.src.invalid_at(
+                v,
+                format!("zoom.{key} must not hold credentials: give the base URL alone, such as {default:?}; the REST API's credentials come from the environment (zoom.account_id_env and the like)"),
+            ));
+        }
+        if !(s.starts_with("https://") || s.starts_with("http://")) || s.len() < 9 {
+            return Err(self.src.invalid_at(
+                v,
+                format!("zoom.{key} = {s:?} is not a base URL: use {default:?} (or Zoom for Government's)"),
+            ));
+        }
+        if let Some(problem) = url_port_problem(s) {
+            return Err(self
+                .src
+                .invalid_at(v, format!("zoom.{key} = {s:?} {problem}")));
+        }
+        Ok(s.to_owned())
+    }
+
+    /// The REST API's Server-to-Server OAuth variables and, when all three are set, the
+    /// credentials they hold.
+    fn rest_credentials(
+        &self,
+        z: &ZoomConfig,
+    ) -> Result<([String; 3], Option<RestCredentials>), ConfigError> {
         let rest_env = [
             self.env_name(&z.account_id_env, "account_id_env", "ZOOM_ACCOUNT_ID")?,
             self.env_name(
@@ -158,53 +217,54 @@ impl Resolver<'_> {
             }),
             _ => None,
         };
-        let event_ws = match &z.event_subscription_id {
-            None => None,
-            Some(id) => {
-                let sub = id.get_ref().trim();
-                if sub.is_empty()
-                    || !sub
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-                {
+        Ok((rest_env, rest))
+    }
+
+    /// Zoom's event WebSocket, when `zoom.event_subscription_id` is set: a plain id and a
+    /// ws(s) URL without a query, with a valid port if any.
+    fn event_ws(&self, z: &ZoomConfig) -> Result<Option<EventWs>, ConfigError> {
+        let Some(id) = &z.event_subscription_id else {
+            return Ok(None);
+        };
+        let sub = id.get_ref().trim();
+        if sub.is_empty()
+            || !sub
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            return Err(self.src.invalid_at(
+                id,
+                format!("zoom.event_subscription_id = {sub:?}: give the id of the app's event subscription (letters, digits, - and _), as Zoom shows it"),
+            ));
+        }
+        let url = match &z.event_ws_url {
+            None => "wss://ws.zoom.us/ws".to_owned(),
+            Some(u) => {
+                let s = u.get_ref().trim();
+                if has_credentials(s) {
                     return Err(self.src.invalid_at(
-                        id,
-                        format!("zoom.event_subscription_id = {sub:?}: give the id of the app's event subscription (letters, digits, - and _), as Zoom shows it"),
+                        u,
+                        "zoom.event_ws_url must not hold credentials: give the WebSocket URL alone, \"wss://ws.zoom.us/ws\" (the host adds a Server-to-Server OAuth token made from the credentials in the environment)",
                     ));
                 }
-                let url = match &z.event_ws_url {
-                    None => "wss://ws.zoom.us/ws".to_owned(),
-                    Some(u) => {
-                        let s = u.get_ref().trim();
-                        if !(s.starts_with("wss://") || s.starts_with("ws://")) || s.contains('?') {
-                            return Err(self.src.invalid_at(
-                                u,
-                                format!("zoom.event_ws_url = {s:?}: give the WebSocket URL without its query, \"wss://ws.zoom.us/ws\" (Zoom for Government: \"wss://ws.zoomgov.com/ws\")"),
-                            ));
-                        }
-                        s.to_owned()
-                    }
-                };
-                Some(EventWs {
-                    url,
-                    subscription_id: sub.to_owned(),
-                    heartbeat: Duration::from_secs(30),
-                })
+                if !(s.starts_with("wss://") || s.starts_with("ws://")) || s.contains('?') {
+                    return Err(self.src.invalid_at(
+                        u,
+                        format!("zoom.event_ws_url = {s:?}: give the WebSocket URL without its query, \"wss://ws.zoom.us/ws\" (Zoom for Government: \"wss://ws.zoomgov.com/ws\")"),
+                    ));
+                }
+                if let Some(problem) = url_port_problem(s) {
+                    return Err(self
+                        .src
+                        .invalid_at(u, format!("zoom.event_ws_url = {s:?} {problem}")));
+                }
+                s.to_owned()
             }
         };
-        Ok(Zoom {
-            event_ws,
-            client_id_env,
-            client_secret_env,
-            webhook_secret_env,
-            client_id,
-            client_secret: client_secret.map(Secret::new),
-            webhook_secret: webhook_secret.map(Secret::new),
-            ca_file,
-            api_base_url,
-            oauth_base_url,
-            rest,
-            rest_env,
-        })
+        Ok(Some(EventWs {
+            url,
+            subscription_id: sub.to_owned(),
+            heartbeat: Duration::from_secs(30),
+        }))
     }
 }
