@@ -42,6 +42,7 @@ mod isolation;
 mod ops;
 mod outages;
 mod proxy;
+mod readme;
 mod recorders;
 mod scale;
 mod shutdown;

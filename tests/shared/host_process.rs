@@ -58,8 +58,19 @@ impl HostProcess {
 
     /// Like [`HostProcess::start`], with extra environment variables.
     pub fn start_with_env(pipeline: &str, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pipeline.toml");
+        Self::start_in(tempfile::tempdir().unwrap(), "pipeline.toml", pipeline, env)
+    }
+
+    /// Like [`HostProcess::start_with_env`], with the pipeline written at `rel` inside `dir`
+    /// (relative paths in it resolve against that file's folder).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        rel: &str,
+        pipeline: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, pipeline).unwrap();
         let (bin, why) = host_binary();
         eprintln!("host binary: {} ({why})", bin.display());

@@ -36,7 +36,10 @@ pub use diff::{Apply, PipelineDiff, PluginChange, PluginSetting};
 pub use env::{Env, MapEnv, ProcessEnv};
 pub use error::{ConfigError, Location, UnknownKey};
 pub use model::*;
-pub use resolve::{ENV_OVERRIDES, MIN_KEEPALIVE_INTERVAL_MS};
+pub use resolve::{
+    ALLOW_INSECURE_WS_ENV, ALLOWED_HOSTS_ENV, BUILTIN_PREFIX, ENV_OVERRIDES,
+    MIN_KEEPALIVE_INTERVAL_MS,
+};
 
 use error::Source;
 

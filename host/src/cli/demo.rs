@@ -27,7 +27,7 @@ use crate::service::{Service, StartOptions};
 const DEMO_PIPELINE: &str = include_str!("../../../examples/demo-pipeline.toml.in");
 /// The components the demo pipeline names, (file name, bytes), built and embedded by
 /// `host/build.rs`; written out at demo time by [`materialise_components`].
-const DEMO_COMPONENTS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/demo_components.rs"));
+const DEMO_COMPONENTS: &[(&str, &[u8])] = crate::pipeline::builtin::COMPONENTS;
 /// Every component this build made, on the machine that built it: for tests and benches. An
 /// installed binary does not need it; the demo carries its own components.
 pub const BUILT_PLUGINS_DIR: &str = env!("RTMS_PLUGINS_DIR");

@@ -99,8 +99,7 @@ pub async fn build_table(
                 )
             })?;
         }
-        let code = rt
-            .load(&plugin.component)
+        let code = load_component(rt, &plugin.component)
             .await
             .with_context(|| format!("plugin {name}: component refused"))?;
         let spec = Arc::new(instance_spec(plugin));
@@ -173,7 +172,7 @@ pub async fn check_plugins(p: &Pipeline, rt: &Runtime) -> Vec<String> {
     for plugin in p.plugins.iter().filter(|pl| pl.enabled) {
         let name = plugin.name.to_string();
         let at = &plugin.config_at;
-        let code = match rt.load(&plugin.component).await {
+        let code = match load_component(rt, &plugin.component).await {
             Ok(code) => code,
             Err(e) => {
                 errors.push(format!(
@@ -216,4 +215,21 @@ pub async fn trial_run(
     drop(inst);
     sinks.finish().await;
     r.map_err(Into::into)
+}
+
+/// Loads a component from its file, or from the binary for `builtin:NAME`
+/// ([`super::builtin`]).
+pub async fn load_component(
+    rt: &Runtime,
+    path: &std::path::Path,
+) -> Result<Arc<crate::sandbox::PluginCode>> {
+    match super::builtin::bytes(path).map_err(anyhow::Error::msg)? {
+        Some(bytes) => {
+            let (rt, path) = (rt.clone(), path.to_owned());
+            tokio::task::spawn_blocking(move || rt.load_bytes(&path, bytes))
+                .await
+                .context("component compilation task failed")?
+        }
+        None => rt.load(path).await,
+    }
 }

@@ -5,5 +5,6 @@
 //! - [`reload`] — watch, rebuild beside, swap in band, refuse, roll back.
 
 pub mod build;
+pub mod builtin;
 pub mod history;
 pub mod reload;

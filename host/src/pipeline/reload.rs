@@ -105,7 +105,13 @@ impl Reloader {
     /// The files whose changes trigger a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut v = vec![self.path.clone()];
-        v.extend(self.current.plugins.iter().map(|p| p.component.clone()));
+        v.extend(
+            self.current
+                .plugins
+                .iter()
+                .filter(|p| !super::builtin::is_builtin(&p.component))
+                .map(|p| p.component.clone()),
+        );
         v
     }
 

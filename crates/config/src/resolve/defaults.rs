@@ -200,7 +200,17 @@ pub fn default_events() -> Vec<u32> {
     ]
 }
 
-/// The environment variables that override `[rtms]` keys.
+/// A `component` that starts with this names a component the binary carries
+/// (`builtin:transcript_writer`) rather than a file.
+pub const BUILTIN_PREFIX: &str = "builtin:";
+
+/// Replaces `rtms.allowed_hosts` (a comma-separated list), so one pipeline file serves
+/// production and a local trial against the simulator.
+pub const ALLOWED_HOSTS_ENV: &str = "RTMS_ALLOWED_HOSTS";
+/// Replaces `rtms.allow_insecure_ws` (`true` or `false`).
+pub const ALLOW_INSECURE_WS_ENV: &str = "RTMS_ALLOW_INSECURE_WS";
+
+/// The environment variables that override `[rtms]` numbers.
 pub const ENV_OVERRIDES: [(&str, &str); 8] = [
     ("RTMS_CONNECTION_TIMEOUT_MS", "connection_timeout_ms"),
     ("RTMS_CONNECTION_MAX_ATTEMPTS", "connection_max_attempts"),

@@ -229,12 +229,27 @@ impl Resolver<'_> {
     }
 
     /// `component`, absolute; it must exist when components are checked and the plugin runs.
+    /// `builtin:NAME` names a component the binary carries, kept as written (the host says
+    /// which names it has).
     fn plugin_component(
         &self,
         p: &PluginConfig,
         n: &str,
         enabled: bool,
     ) -> Result<PathBuf, ConfigError> {
+        if let Some(name) = p.component.get_ref().strip_prefix(BUILTIN_PREFIX) {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(self.src.invalid_at(
+                    &p.component,
+                    format!("plugin {n:?}: {:?} is not a built-in component name: write builtin: and the component's name, such as builtin:transcript_writer", p.component.get_ref()),
+                ));
+            }
+            return Ok(PathBuf::from(p.component.get_ref()));
+        }
         let component = self.path(p.component.get_ref());
         if self.opts.check_components && enabled && !component.is_file() {
             return Err(self.src.invalid_at(

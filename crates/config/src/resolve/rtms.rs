@@ -31,6 +31,26 @@ impl Resolver<'_> {
             }
             None => default_allowed_hosts().map(str::to_owned).to_vec(),
         };
+        let hosts = match self.env.var(ALLOWED_HOSTS_ENV) {
+            Some(value) => self.allowed_hosts_from_env(&value)?,
+            None => hosts,
+        };
+        let insecure = match self.env.var(ALLOW_INSECURE_WS_ENV) {
+            Some(value) => match value.trim() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => {
+                    return Err(ConfigError::EnvOverride {
+                        file: self.src.name.clone(),
+                        var: ALLOW_INSECURE_WS_ENV.to_owned(),
+                        value,
+                        key: "rtms.allow_insecure_ws".to_owned(),
+                        message: "not a boolean: write true or false".to_owned(),
+                    });
+                }
+            },
+            None => r.allow_insecure_ws.unwrap_or(false),
+        };
         let max = self.num(
             &r.max_streams,
             "rtms.max_streams",
@@ -38,7 +58,34 @@ impl Resolver<'_> {
             1,
             1_000_000,
         )?;
-        Ok((hosts, r.allow_insecure_ws.unwrap_or(false), to_usize(max.n)))
+        Ok((hosts, insecure, to_usize(max.n)))
+    }
+
+    /// `RTMS_ALLOWED_HOSTS`: a comma-separated list that replaces `rtms.allowed_hosts`.
+    fn allowed_hosts_from_env(&self, value: &str) -> Result<Vec<String>, ConfigError> {
+        let bad = |message: String| ConfigError::EnvOverride {
+            file: self.src.name.clone(),
+            var: ALLOWED_HOSTS_ENV.to_owned(),
+            value: value.to_owned(),
+            key: "rtms.allowed_hosts".to_owned(),
+            message,
+        };
+        let hosts: Vec<String> = value
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        if hosts.is_empty() {
+            return Err(bad(
+                "empty: no stream could ever connect; list hosts such as *.zoom.us".to_owned(),
+            ));
+        }
+        for h in &hosts {
+            if let Some(problem) = allowed_host_problem(h) {
+                return Err(bad(format!("{h:?} {problem}")));
+            }
+        }
+        Ok(hosts)
     }
 
     pub(super) fn rtms(
