@@ -50,6 +50,6 @@ pub use observe::{Observer, Scope};
 pub use session::SessionSnapshot;
 pub use sessions::Sessions;
 pub use sink::{
-    Collected, CollectingSink, EndReason, FrameSink, SinkFactory, StreamInfo, StreamStatus,
+    Collected, CollectingSink, EndReason, FrameSink, GiveUp, SinkFactory, StreamInfo, StreamStatus,
 };
 pub use transport::{Connector, ProxySetting, Transport, WsConnector};
