@@ -232,6 +232,18 @@ impl Pipeline {
         );
         note(
             r,
+            "rtms.reconnect_flap_max",
+            &a.reconnect_flap_max,
+            &b.reconnect_flap_max,
+        );
+        note(
+            r,
+            "rtms.reconnect_flap_window_ms",
+            &ms(a.reconnect_flap_window),
+            &ms(b.reconnect_flap_window),
+        );
+        note(
+            r,
             "rtms.stop_drain_ms",
             &ms(a.stop_drain),
             &ms(b.stop_drain),

@@ -94,6 +94,8 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(r.reconnect_max_delay, Duration::from_millis(30_000));
     assert_eq!(r.reconnect_jitter_percent, 20);
     assert_eq!(r.reconnect_healthy_after, Duration::from_millis(5_000));
+    assert_eq!(r.reconnect_flap_max, 20);
+    assert_eq!(r.reconnect_flap_window, Duration::from_millis(600_000));
     assert_eq!(r.stop_drain, Duration::from_millis(2_000));
     assert_eq!(r.keepalive_interval, Duration::from_millis(5_000));
     assert_eq!(r.keepalive_timeout, Duration::from_millis(15_000));
@@ -886,4 +888,18 @@ fn the_event_websocket_needs_a_plain_subscription_id_and_a_ws_url() {
         e.contains("pipeline.toml:4:") && e.contains("wss://ws.zoomgov.com/ws"),
         "{e}"
     );
+}
+
+#[test]
+fn the_flap_limit_is_read_and_range_checked() {
+    let d = Dir::new();
+    let p =
+        d.parse("version = 1\n[rtms]\nreconnect_flap_max = 5\nreconnect_flap_window_ms = 60000\n");
+    assert_eq!(p.rtms.reconnect_flap_max, 5);
+    assert_eq!(p.rtms.reconnect_flap_window, Duration::from_secs(60));
+    let e = d.err("version = 1\n[rtms]\nreconnect_flap_max = 0\n");
+    assert!(e.contains("rtms.reconnect_flap_max"), "{e}");
+    assert!(e.contains("pipeline.toml:3:"), "{e}");
+    let e = d.err("version = 1\n[rtms]\nreconnect_flap_window_ms = 10\n");
+    assert!(e.contains("rtms.reconnect_flap_window_ms"), "{e}");
 }
