@@ -903,3 +903,16 @@ fn the_flap_limit_is_read_and_range_checked() {
     let e = d.err("version = 1\n[rtms]\nreconnect_flap_window_ms = 10\n");
     assert!(e.contains("rtms.reconnect_flap_window_ms"), "{e}");
 }
+
+#[test]
+fn an_event_ws_url_with_a_port_out_of_range_is_refused_with_the_fix() {
+    let d = Dir::new();
+    let e = d.err("version = 1\n[zoom]\nevent_subscription_id = \"ab\"\nevent_ws_url = \"ws://127.0.0.1:99999/ws\"\n");
+    assert!(e.contains("port \"99999\" is out of range"), "{e}");
+    assert!(e.contains("1 to 65535"), "{e}");
+    let p = d.parse("version = 1\n[zoom]\nevent_subscription_id = \"ab\"\nevent_ws_url = \"ws://127.0.0.1:9999/ws\"\n");
+    assert_eq!(
+        p.zoom.event_ws.map(|w| w.url).as_deref(),
+        Some("ws://127.0.0.1:9999/ws")
+    );
+}

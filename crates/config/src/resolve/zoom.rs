@@ -182,6 +182,24 @@ impl Resolver<'_> {
                                 format!("zoom.event_ws_url = {s:?}: give the WebSocket URL without its query, \"wss://ws.zoom.us/ws\" (Zoom for Government: \"wss://ws.zoomgov.com/ws\")"),
                             ));
                         }
+                        let authority = s
+                            .split("://")
+                            .nth(1)
+                            .unwrap_or("")
+                            .split('/')
+                            .next()
+                            .unwrap_or("");
+                        let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+                        let after_v6 = host_port.rfind(']').map_or(0, |i| i + 1);
+                        if let Some((_, port)) = host_port[after_v6..].rsplit_once(':')
+                            && !port.is_empty()
+                            && !port.parse::<u16>().is_ok_and(|p| p != 0)
+                        {
+                            return Err(self.src.invalid_at(
+                                u,
+                                format!("zoom.event_ws_url = {s:?}: port {port:?} is out of range; a port is a number from 1 to 65535 (fix it, or leave the port out for the default, 443 for wss://)"),
+                            ));
+                        }
                         s.to_owned()
                     }
                 };
