@@ -35,8 +35,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+use crate::codec::{Codec as _, WIRE};
 use crate::config::{ClientConfig, MediaMode};
-use crate::decode::{Decoded, decode};
+use crate::decode::Decoded;
 use crate::frame::MediaKind;
 use crate::link::{self, ConnectError, Role, StreamIds};
 use crate::machine::{Input, Machine, Reopen, State};
@@ -475,7 +476,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         let read_at = std::time::Instant::now();
         link.last_rx = Instant::now();
         let bytes = link::data_bytes(&msg)?;
-        let decoded = match decode(bytes) {
+        let decoded = match WIRE.decode(bytes) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(role = link.role.name(), error = %e, "undecodable message skipped");
