@@ -70,6 +70,10 @@ pub enum UrlRefused {
     Scheme { url: String, scheme: String },
     #[error("{url:?}: host {host:?} is not allowed (add it to {HOSTS_KEY})")]
     Host { url: String, host: String },
+    #[error(
+        "{url:?}: port {port:?} is out of range; a port is a number from 1 to 65535 (fix the URL, or leave the port out for the scheme's default, 443 for wss://)"
+    )]
+    Port { url: String, port: String },
 }
 
 impl AllowList {
@@ -140,6 +144,17 @@ impl AllowList {
                 });
             }
         }
+        // `http::Uri` accepts any digits as a port and then reports none when they do not
+        // fit a u16, so the authority's own text is read.
+        if let Some(port) = uri.authority().and_then(|a| port_text(a.as_str()))
+            && !port.is_empty()
+            && !port.parse::<u16>().is_ok_and(|p| p != 0)
+        {
+            return Err(UrlRefused::Port {
+                url: shown(),
+                port: rtms_proto::webhook::truncated(port, 20).into_owned(),
+            });
+        }
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
@@ -161,6 +176,14 @@ impl AllowList {
             })
         }
     }
+}
+
+/// The port of an authority (`user@host:port`, `[v6]:port`) as written, if it names one.
+fn port_text(authority: &str) -> Option<&str> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let after_v6 = host_port.rfind(']').map_or(0, |i| i + 1);
+    let (_, port) = host_port[after_v6..].rsplit_once(':')?;
+    Some(port)
 }
 
 #[cfg(test)]
@@ -201,6 +224,55 @@ mod tests {
         assert_eq!(a.check("wss://localhost:4000/sig"), Ok(()));
         assert!(a.check("wss://rtms.zoom.us/sig").is_err());
         assert!(a.check("ws://127.0.0.2/sig").is_err());
+    }
+
+    #[test]
+    fn a_port_out_of_range_is_refused_with_the_fix() {
+        let a = AllowList::loopback();
+        for (url, port) in [
+            ("ws://127.0.0.1:99999/", "99999"),
+            ("ws://127.0.0.1:65536/sig", "65536"),
+            ("wss://localhost:0/sig", "0"),
+            (
+                "wss://localhost:18446744073709551616/sig",
+                "18446744073709551616",
+            ),
+        ] {
+            let e = a.check(url).unwrap_err();
+            assert_eq!(
+                e,
+                UrlRefused::Port {
+                    url: url.to_owned(),
+                    port: port.to_owned()
+                },
+                "{url}"
+            );
+            let msg = e.to_string();
+            assert!(
+                msg.contains("out of range") && msg.contains("1 to 65535"),
+                "{msg}"
+            );
+        }
+        assert_eq!(a.check("ws://127.0.0.1:65535/sig"), Ok(()));
+        assert_eq!(a.check("ws://127.0.0.1:1/sig"), Ok(()));
+        assert_eq!(
+            a.check("ws://localhost/sig"),
+            Ok(()),
+            "no port: the default"
+        );
+        assert_eq!(
+            a.check("ws://localhost:/sig"),
+            Ok(()),
+            "empty port: the default"
+        );
+        assert_eq!(port_text("[::1]:8080"), Some("8080"));
+        assert_eq!(port_text("[::1]"), None);
+        assert_eq!(port_text("u:p@h:7"), Some("7"));
+        // The default list too: the port is checked whatever the host.
+        let e = AllowList::default()
+            .check("wss://rtms.zoom.us:70000/sig")
+            .unwrap_err();
+        assert!(matches!(e, UrlRefused::Port { .. }), "{e}");
     }
 
     #[test]

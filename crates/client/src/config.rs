@@ -31,7 +31,9 @@ pub struct Resilience {
     pub connection_max_attempts: u32,
     /// Constant delay between first-connection attempts.
     pub connection_retry_delay: Duration,
-    /// Reconnection attempts per outage after a stream was up, before giving up.
+    /// Reconnection attempts per outage after a stream was up, before giving up. A
+    /// reconnection whose frames flow restores the whole budget; a loss always gets at least
+    /// one attempt, even with 0 here.
     pub reconnect_max_attempts: u32,
     /// First reconnection delay; doubles per attempt (see [`crate::backoff`]).
     pub reconnect_base_delay: Duration,
@@ -47,9 +49,17 @@ pub struct Resilience {
     /// After giving up, how long to wait for a new `*_rtms_started` (Zoom's scenario 1)
     /// before ending the stream with `ConnectionLost`.
     pub webhook_wait_timeout: Duration,
-    /// A reconnected stream that stayed up this long ends its outage: the next loss starts
-    /// a fresh reconnection budget. Losses closer together share one budget.
+    /// A reconnected stream that stayed up this long ends its outage even if no frame came
+    /// (an idle meeting): the next loss starts a fresh reconnection budget. A reconnection
+    /// that drops sooner, before any frame, was a failed attempt of the same outage.
     pub reconnect_healthy_after: Duration,
+    /// The most successful reconnections within [`Resilience::reconnect_flap_window`]: a loss
+    /// past it gives up ([`crate::GiveUp::Flapping`]) instead of reconnecting again. It bounds
+    /// a network that fails for good every few seconds, which the per-outage budget cannot
+    /// see because every reconnection succeeds.
+    pub reconnect_flap_max: u32,
+    /// The sliding window of [`Resilience::reconnect_flap_max`].
+    pub reconnect_flap_window: Duration,
     /// After Zoom stops a stream, how long the host may keep reading what the sockets still
     /// hold (answering keep-alives) before it closes them.
     pub stop_drain: Duration,
@@ -74,12 +84,21 @@ impl Default for Resilience {
             keepalive_timeout: Duration::from_millis(15_000),
             webhook_wait_timeout: Duration::from_millis(300_000),
             reconnect_healthy_after: Duration::from_secs(5),
+            reconnect_flap_max: DEFAULT_RECONNECT_FLAP_MAX,
+            reconnect_flap_window: DEFAULT_RECONNECT_FLAP_WINDOW,
             stop_drain: Duration::from_secs(2),
             duplicate_max_retries: 3,
             ws_ping: false,
         }
     }
 }
+
+/// The default of [`Resilience::reconnect_flap_max`]: a reconnection every 30 s for ten
+/// minutes is still served; a network that fails more often than that is given up on.
+pub const DEFAULT_RECONNECT_FLAP_MAX: u32 = 20;
+
+/// The default of [`Resilience::reconnect_flap_window`].
+pub const DEFAULT_RECONNECT_FLAP_WINDOW: Duration = Duration::from_secs(600);
 
 /// Everything a session needs besides the webhook.
 #[derive(Clone)]

@@ -17,11 +17,15 @@
 //! - [`backoff`]: every retry delay, in one pure function.
 //! - [`link`]: handshakes and message helpers on one socket.
 //! - [`transport`]: the socket seam ([`Connector`]) and the real WebSocket/TLS connector.
-//! - [`decode`](mod@decode): wire message to [`Decoded`] (pure, used by replay too).
+//! - [`codec`]: the wire codec seam ([`Codec`]): every message read or written goes through
+//!   it; JSON ([`JsonCodec`]) is protocol version 1, and a binary codec for a later version
+//!   is a second implementation, with no change to the session logic.
+//! - [`decode`](mod@decode): JSON wire message to [`Decoded`] (pure, used by replay too).
 //! - [`frame`], [`sink`], [`config`]: the data types at the edges.
 
 pub mod allow;
 pub mod backoff;
+pub mod codec;
 pub mod config;
 pub mod decode;
 pub mod frame;
@@ -39,6 +43,7 @@ pub mod transport;
 mod testing;
 
 pub use allow::AllowList;
+pub use codec::{Codec, JsonCodec, Outgoing};
 pub use config::{ClientConfig, MediaMode, Resilience};
 pub use decode::{DecodeError, Decoded, decode};
 pub use frame::{Frame, MediaKind, TranscriptInfo};
@@ -50,6 +55,6 @@ pub use observe::{Observer, Scope};
 pub use session::SessionSnapshot;
 pub use sessions::Sessions;
 pub use sink::{
-    Collected, CollectingSink, EndReason, FrameSink, SinkFactory, StreamInfo, StreamStatus,
+    Collected, CollectingSink, EndReason, FrameSink, GiveUp, SinkFactory, StreamInfo, StreamStatus,
 };
 pub use transport::{Connector, ProxySetting, Transport, WsConnector};

@@ -16,11 +16,11 @@ use rtms_proto::msg::{
 };
 use rtms_proto::params::MediaParams;
 use rtms_proto::sign::handshake_signature;
-use serde::Serialize;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::codec::{Codec as _, Outgoing, WIRE};
 use crate::config::ClientConfig;
-use crate::decode::{Decoded, decode};
+use crate::decode::Decoded;
 use crate::transport::{Connector, Transport};
 
 /// Which socket of a session.
@@ -163,7 +163,7 @@ fn params_for(p: &MediaParams, mask: u32) -> Option<MediaParams> {
 /// msg 5, or `None` when no events are configured.
 pub fn subscription(events: &[u32]) -> Option<Message> {
     (!events.is_empty()).then(|| {
-        json(&EventSubscription {
+        WIRE.encode(Outgoing::Subscription(&EventSubscription {
             msg_type: msg_type::EVENT_SUBSCRIPTION,
             events: events
                 .iter()
@@ -172,32 +172,30 @@ pub fn subscription(events: &[u32]) -> Option<Message> {
                     subscribe: true,
                 })
                 .collect(),
-        })
+        }))
     })
 }
 
 /// msg 7.
 pub fn ready_ack(stream_id: &str) -> Message {
-    json(&ClientReadyAck {
+    WIRE.encode(Outgoing::ReadyAck(&ClientReadyAck {
         msg_type: msg_type::CLIENT_READY_ACK,
         rtms_stream_id: stream_id.to_owned(),
-    })
+    }))
 }
 
 /// msg 13 echoing a keep-alive request's `timestamp` and `sequence`.
 pub fn keepalive_response(timestamp: Option<u64>, sequence: Option<u64>) -> Message {
-    json(&KeepAlive {
+    WIRE.encode(Outgoing::KeepAliveResp(&KeepAlive {
         msg_type: msg_type::KEEP_ALIVE_RESP,
         timestamp,
         sequence,
-    })
+    }))
 }
 
-/// A message as a JSON text frame.
-pub fn json<T: Serialize>(m: &T) -> Message {
-    // Serializing these plain structs cannot fail.
-    Message::text(serde_json::to_string(m).unwrap_or_default())
-}
+/// A message as a JSON text frame (kept for callers; the client encodes through
+/// [`crate::codec`]).
+pub use crate::codec::json;
 
 /// The JSON bytes of a text or binary frame; `None` for control frames.
 pub fn data_bytes(m: &Message) -> Option<&[u8]> {
@@ -218,7 +216,8 @@ pub async fn open_signaling<C: Connector>(
     let role = Role::Signaling;
     let fut = async {
         let mut conn = open(connector, url, role).await?;
-        send(&mut conn, json(req), url, role).await?;
+        let hello = WIRE.encode(Outgoing::SignalingHandshake(req));
+        send(&mut conn, hello, url, role).await?;
         match await_answer(&mut conn, url, role, msg_type::SIGNALING_HAND_SHAKE_RESP).await? {
             Decoded::SignalingResp(resp) if resp.status_code == status::OK => Ok((conn, resp)),
             Decoded::SignalingResp(resp) => Err(rejected(role, url, resp.status_code, resp.reason)),
@@ -241,7 +240,8 @@ pub async fn open_media<C: Connector>(
     let role = Role::Media(req.media_type);
     let fut = async {
         let mut conn = open(connector, url, role).await?;
-        send(&mut conn, json(req), url, role).await?;
+        let hello = WIRE.encode(Outgoing::DataHandshake(req));
+        send(&mut conn, hello, url, role).await?;
         match await_answer(&mut conn, url, role, msg_type::DATA_HAND_SHAKE_RESP).await? {
             Decoded::DataResp(resp) if resp.status_code == status::OK => Ok((conn, resp)),
             Decoded::DataResp(resp) => Err(rejected(role, url, resp.status_code, resp.reason)),
@@ -336,7 +336,7 @@ async fn await_answer<T: Transport>(
         let Some(bytes) = data_bytes(&msg) else {
             continue;
         };
-        match decode(bytes) {
+        match WIRE.decode(bytes) {
             Ok(Decoded::KeepAlive {
                 timestamp,
                 sequence,

@@ -8,20 +8,27 @@
 //!   │   ▼                         │  │ MediaConnected                      │   ▼
 //!   │  Backoff{Full} ◀── failed ──┼──┴──────────── ConnectingMedia ◀───────┘ (Media)
 //!   │   │ timer                   │
-//!   └───┘                         │ out of attempts (any Connecting*)
+//!   └───┘                         │ out of attempts (any Connecting*), or flap limit
 //!                      AwaitingWebhook ──timer──▶ Ended(ConnectionLost)
 //! ```
 //!
 //! - Retries: the first connection (and the one after a failover) makes up to
 //!   `connection_max_attempts` attempts `connection_retry_delay` apart; after the stream was
 //!   up, `reconnect_max_attempts` attempts per outage with exponential delays and bounded
-//!   jitter ([`crate::backoff`]). An outage ends once a reconnection succeeded and the
-//!   stream stayed up for `reconnect_healthy_after`: the next loss starts a fresh budget
-//!   (losses closer together count as one outage and share the budget).
-//!   Duplicate-connection refusals are retried `duplicate_max_retries` times on their own
+//!   jitter ([`crate::backoff`]).
+//! - A reconnection succeeds once its handshakes are done and a frame came
+//!   ([`Input::Flowing`]), or once it stayed up for `reconnect_healthy_after` (an idle
+//!   stream): the outage is over, the budget is whole again and the next loss starts from the
+//!   base delay. A reconnection lost before that was a failed attempt of the same outage, so
+//!   a server that accepts and then drops every connection is given up on after
+//!   `reconnect_max_attempts` attempts ([`GiveUp::Reconnect`]). A loss of a stream whose
+//!   frames flowed always gets at least one attempt.
+//! - Flapping is bounded on its own: a loss after `reconnect_flap_max` successful
+//!   reconnections within `reconnect_flap_window` gives up ([`GiveUp::Flapping`]).
+//! - Duplicate-connection refusals are retried `duplicate_max_retries` times on their own
 //!   budget first.
-//! - Out of attempts: [`State::AwaitingWebhook`] for `webhook_wait_timeout`, then
-//!   [`State::Ended`] with [`EndReason::ConnectionLost`].
+//! - Giving up ([`Machine::gave_up`] says why): [`State::AwaitingWebhook`] for
+//!   `webhook_wait_timeout`, then [`State::Ended`] with [`EndReason::ConnectionLost`].
 //! - Zoom's failover scenarios (rtms-protocol.md §6.1), from any live state:
 //!   1. `Started` with a new URL: restart everything on it with a fresh first-connection
 //!      budget (same URL while live: a duplicate webhook, ignored; while awaiting a webhook:
@@ -31,13 +38,14 @@
 //!   4. `Stopped`: end for good, never reconnect.
 //! - `Shutdown` ends the stream from any state. [`State::Ended`] absorbs every input.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::backoff::{RetryKind, retry_delay};
 use crate::config::Resilience;
-use crate::sink::EndReason;
+use crate::sink::{EndReason, GiveUp};
 
 /// What the next connection attempt reopens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +72,8 @@ pub enum State {
         delay: Duration,
         reopen: Reopen,
     },
-    /// Out of attempts; waiting for a new `*_rtms_started` until `until`.
+    /// Gave up reconnecting ([`Machine::gave_up`] says why); waiting for a new
+    /// `*_rtms_started` until `until`.
     AwaitingWebhook { until: Instant },
     /// Final.
     Ended(EndReason),
@@ -107,6 +116,9 @@ pub enum Input {
     Connected,
     /// The media handshakes succeeded (media-only reconnection).
     MediaConnected,
+    /// The first frame since the last `Connected` / `MediaConnected` arrived: the
+    /// connection serves the stream. The driver sends it once per connection.
+    Flowing,
     /// A connection attempt failed; `duplicate` when the server refused it as a duplicate.
     ConnectFailed { duplicate: bool },
     /// The signaling socket died (closed, errored or silent too long).
@@ -146,6 +158,14 @@ pub struct Machine {
     /// Duplicate refusals retried since the last success.
     duplicates: u32,
     ever_connected: bool,
+    /// The connection now streaming is a reconnection not yet confirmed by a frame or by
+    /// `reconnect_healthy_after` of streaming: losing it fails an attempt of the outage.
+    unconfirmed: bool,
+    /// When each confirmed reconnection within `reconnect_flap_window` came up, oldest
+    /// first (at most `reconnect_flap_max` are kept).
+    reconnections: VecDeque<Instant>,
+    /// Why the machine gave up, while awaiting a webhook and once ended by it.
+    gave_up: Option<GiveUp>,
     /// Failover restarts so far (a restart from Connecting leaves the state equal).
     restarts: u32,
 }
@@ -161,6 +181,9 @@ impl Machine {
             attempts: 1,
             duplicates: 0,
             ever_connected: false,
+            unconfirmed: false,
+            reconnections: VecDeque::new(),
+            gave_up: None,
             restarts: 0,
         }
     }
@@ -177,6 +200,11 @@ impl Machine {
     /// Attempts started within the current retry budget.
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// Why the machine stopped reconnecting, once it did.
+    pub fn gave_up(&self) -> Option<GiveUp> {
+        self.gave_up
     }
 
     /// True once the stream was up at least once.
@@ -203,6 +231,9 @@ impl Machine {
                     if self.budget == Budget::Initial || !self.ever_connected {
                         self.budget = Budget::Reconnect;
                         self.attempts = 0;
+                        self.unconfirmed = false;
+                    } else {
+                        self.unconfirmed = true;
                     }
                     self.ever_connected = true;
                     self.duplicates = 0;
@@ -212,7 +243,13 @@ impl Machine {
             Input::MediaConnected => {
                 if let State::ConnectingMedia { .. } = self.state {
                     self.duplicates = 0;
+                    self.unconfirmed = true;
                     self.state = State::Streaming { since: now };
+                }
+            }
+            Input::Flowing => {
+                if let State::Streaming { since } = self.state {
+                    self.confirm(since);
                 }
             }
             Input::ConnectFailed { duplicate } => {
@@ -234,10 +271,7 @@ impl Machine {
                 }
             }
             Input::SignalingLost => match self.state {
-                State::Streaming { since } => {
-                    self.reset_if_healthy(since, now);
-                    self.retry(Reopen::Full, now, unit);
-                }
+                State::Streaming { since } => self.on_loss(since, Reopen::Full, now, unit),
                 State::ConnectingMedia { .. } => self.retry(Reopen::Full, now, unit),
                 State::Backoff { until, delay, .. } => {
                     self.state = State::Backoff {
@@ -250,8 +284,7 @@ impl Machine {
             },
             Input::MediaLost | Input::MediaInterrupted => {
                 if let State::Streaming { since } = self.state {
-                    self.reset_if_healthy(since, now);
-                    self.retry(Reopen::Media, now, unit);
+                    self.on_loss(since, Reopen::Media, now, unit);
                 }
             }
             Input::TimerElapsed => match self.state {
@@ -281,6 +314,8 @@ impl Machine {
         }
         self.url = url;
         self.restarts += 1;
+        self.gave_up = None;
+        self.unconfirmed = false;
         self.budget = Budget::Initial;
         self.attempts = 1;
         self.duplicates = 0;
@@ -310,29 +345,79 @@ impl Machine {
                 };
                 self.attempts = 0;
                 self.duplicates = 0;
+                self.unconfirmed = false;
+                self.gave_up = None;
                 self.retry(Reopen::Full, now, unit);
             }
         }
     }
 
-    /// A loss after `reconnect_healthy_after` of streaming is a new outage: fresh budget.
-    fn reset_if_healthy(&mut self, since: Instant, now: Instant) {
-        if now.saturating_duration_since(since) >= self.cfg.reconnect_healthy_after {
-            self.attempts = 0;
+    /// The connection streaming since `since` serves the stream: a reconnection among them
+    /// ends its outage (whole budget, base delay again) and counts towards the flap limit.
+    fn confirm(&mut self, since: Instant) {
+        if !self.unconfirmed {
+            return;
         }
+        self.unconfirmed = false;
+        self.attempts = 0;
+        self.reconnections.push_back(since);
+        let keep = self.cfg.reconnect_flap_max.max(1) as usize;
+        while self.reconnections.len() > keep {
+            self.reconnections.pop_front();
+        }
+    }
+
+    /// A socket of the connection streaming since `since` was lost.
+    ///
+    /// - A reconnection lost before it was confirmed failed: the outage goes on with the
+    ///   next attempt of its budget (or gives up when it is spent).
+    /// - Otherwise this loss starts an outage with the whole budget, so at least one attempt
+    ///   is made, unless the stream already reconnected `reconnect_flap_max` times within
+    ///   `reconnect_flap_window`: then it gives up for flapping.
+    fn on_loss(&mut self, since: Instant, reopen: Reopen, now: Instant, unit: f64) {
+        if now.saturating_duration_since(since) >= self.cfg.reconnect_healthy_after {
+            self.confirm(since);
+        }
+        if !self.unconfirmed {
+            let window = self.cfg.reconnect_flap_window;
+            while self
+                .reconnections
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+            {
+                self.reconnections.pop_front();
+            }
+            if self.reconnections.len() >= self.cfg.reconnect_flap_max as usize {
+                return self.give_up(GiveUp::Flapping, now);
+            }
+        }
+        self.retry(reopen, now, unit);
+    }
+
+    fn give_up(&mut self, why: GiveUp, now: Instant) {
+        self.gave_up = Some(why);
+        self.state = State::AwaitingWebhook {
+            until: now + self.cfg.webhook_wait_timeout,
+        };
     }
 
     /// Schedules the next attempt of the current budget, or gives up.
     fn retry(&mut self, reopen: Reopen, now: Instant, unit: f64) {
-        let (max, kind) = match self.budget {
-            Budget::Initial => (self.cfg.connection_max_attempts, RetryKind::Initial),
-            Budget::Reconnect => (self.cfg.reconnect_max_attempts, RetryKind::Reconnect),
+        // A budget of 0 still makes one attempt: a loss never gives up untried.
+        let (max, kind, why) = match self.budget {
+            Budget::Initial => (
+                self.cfg.connection_max_attempts,
+                RetryKind::Initial,
+                GiveUp::Connect,
+            ),
+            Budget::Reconnect => (
+                self.cfg.reconnect_max_attempts,
+                RetryKind::Reconnect,
+                GiveUp::Reconnect,
+            ),
         };
-        if self.attempts >= max {
-            self.state = State::AwaitingWebhook {
-                until: now + self.cfg.webhook_wait_timeout,
-            };
-            return;
+        if self.attempts >= max.max(1) {
+            return self.give_up(why, now);
         }
         let delay = retry_delay(&self.cfg, kind, self.attempts, unit);
         self.attempts += 1;

@@ -35,13 +35,14 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+use crate::codec::{Codec as _, WIRE};
 use crate::config::{ClientConfig, MediaMode};
-use crate::decode::{Decoded, decode};
+use crate::decode::Decoded;
 use crate::frame::MediaKind;
 use crate::link::{self, ConnectError, Role, StreamIds};
 use crate::machine::{Input, Machine, Reopen, State};
 use crate::observe::{Scope, SharedObserver};
-use crate::sink::{EndReason, FrameSink, SinkFactory, StreamInfo, StreamStatus};
+use crate::sink::{EndReason, FrameSink, GiveUp, SinkFactory, StreamInfo, StreamStatus};
 use crate::transport::{Connector, Transport};
 
 /// How long a closing socket may take to send its close frame.
@@ -167,6 +168,7 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
         observer,
         started: Instant::now(),
         first_frame_seen: false,
+        awaiting_flow: false,
         ping_sent: None,
         attempt_scope: Scope::Full,
         machine: Machine::new(cfg.resilience.clone(), start.server_url.clone()),
@@ -263,6 +265,9 @@ struct Driver<C: Connector, F: SinkFactory> {
     /// When the session was created (its started webhook).
     started: Instant,
     first_frame_seen: bool,
+    /// The connection now streaming has delivered no frame yet: the first one is reported
+    /// to the machine ([`Input::Flowing`]), which confirms a reconnection with it.
+    awaiting_flow: bool,
     /// When the unanswered WebSocket ping on the signaling socket was sent.
     ping_sent: Option<Instant>,
     /// What the attempt in flight (re)opens.
@@ -471,7 +476,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         let read_at = std::time::Instant::now();
         link.last_rx = Instant::now();
         let bytes = link::data_bytes(&msg)?;
-        let decoded = match decode(bytes) {
+        let decoded = match WIRE.decode(bytes) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(role = link.role.name(), error = %e, "undecodable message skipped");
@@ -517,6 +522,10 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                         "Zoom reports the media connection interrupted (event 7): reconnecting media"
                     );
                     return Some(Input::MediaInterrupted);
+                }
+                if self.awaiting_flow {
+                    self.awaiting_flow = false;
+                    return Some(Input::Flowing);
                 }
                 None
             }
@@ -615,6 +624,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         });
         match state {
             State::Streaming { .. } => {
+                self.awaiting_flow = true;
                 if self.sink.is_none() {
                     self.open_sink();
                 }
@@ -653,16 +663,47 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             }
             State::AwaitingWebhook { .. } => {
                 let timeout = self.cfg.resilience.webhook_wait_timeout;
-                if crate::ratelog::admit("stream-gave-up") {
-                    tracing::error!(
-                        ?timeout,
-                        "giving up: every connection attempt failed; waiting for a new started webhook before ending the stream"
-                    );
-                }
+                let reason = self.machine.gave_up().unwrap_or(GiveUp::Reconnect);
+                self.log_give_up(reason, timeout);
                 self.observer.gave_up();
-                self.status(StreamStatus::AwaitingWebhook { timeout });
+                self.status(StreamStatus::AwaitingWebhook { timeout, reason });
             }
             _ => {}
+        }
+    }
+
+    /// One line saying why reconnecting stopped and which setting would have let it go on.
+    fn log_give_up(&self, reason: GiveUp, timeout: Duration) {
+        let r = &self.cfg.resilience;
+        let admitted = crate::ratelog::admit(match reason {
+            GiveUp::Connect => "stream-gave-up-connect",
+            GiveUp::Reconnect => "stream-gave-up-reconnect",
+            GiveUp::Flapping => "stream-gave-up-flapping",
+        });
+        if !admitted {
+            return;
+        }
+        let cause = reason.as_str();
+        match reason {
+            GiveUp::Connect => tracing::error!(
+                cause,
+                attempts = r.connection_max_attempts,
+                ?timeout,
+                "giving up: every connection attempt failed (rtms.connection_max_attempts); waiting for a new started webhook before ending the stream"
+            ),
+            GiveUp::Reconnect => tracing::error!(
+                cause,
+                attempts = r.reconnect_max_attempts.max(1),
+                ?timeout,
+                "giving up: every reconnection attempt of this outage failed or dropped before frames flowed (rtms.reconnect_max_attempts); waiting for a new started webhook before ending the stream"
+            ),
+            GiveUp::Flapping => tracing::error!(
+                cause,
+                reconnections = r.reconnect_flap_max,
+                window = ?r.reconnect_flap_window,
+                ?timeout,
+                "giving up: the stream reconnected rtms.reconnect_flap_max times within rtms.reconnect_flap_window_ms and lost its connection again (raise reconnect_flap_max or shorten reconnect_flap_window_ms to allow more); waiting for a new started webhook before ending the stream"
+            ),
         }
     }
 
@@ -742,7 +783,8 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         match reason {
             EndReason::ConnectionLost => {
                 if crate::ratelog::admit("stream-connection-lost") {
-                    tracing::error!("stream ended: connection lost for good")
+                    let cause = self.machine.gave_up().map(GiveUp::as_str);
+                    tracing::error!(cause, "stream ended: connection lost for good")
                 }
             }
             EndReason::Stopped(r) => tracing::info!(

@@ -40,10 +40,37 @@ pub struct StreamInfo {
 pub enum EndReason {
     /// Zoom stopped it (webhook, msg 8 state 4 or msg 9 state 5), with its STOP_REASON.
     Stopped(u32),
-    /// Every reconnection attempt failed and no new `*_rtms_started` came in time.
+    /// Reconnecting stopped (see [`GiveUp`] for why) and no new `*_rtms_started` came in
+    /// time.
     ConnectionLost,
     /// The host is shutting down.
     Shutdown,
+}
+
+/// Why a stream stopped reconnecting. Plugins see every one as
+/// [`EndReason::ConnectionLost`]; the reason is in [`StreamStatus::AwaitingWebhook`] and in the
+/// log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The first connection (or the one after a failover) spent `connection_max_attempts`.
+    Connect,
+    /// `reconnect_max_attempts` reconnection attempts in a row failed, or their connections
+    /// dropped before frames flowed.
+    Reconnect,
+    /// The stream already reconnected `reconnect_flap_max` times within
+    /// `reconnect_flap_window` when it lost its connection again.
+    Flapping,
+}
+
+impl GiveUp {
+    /// A short name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveUp::Connect => "connect_failed",
+            GiveUp::Reconnect => "reconnect_failed",
+            GiveUp::Flapping => "flapping",
+        }
+    }
 }
 
 /// Connection changes, for logs and metrics.
@@ -60,8 +87,9 @@ pub enum StreamStatus {
     MediaReconnecting { attempt: u32, delay: Duration },
     /// Zoom moved the stream to a new signaling server (failover scenario 1).
     Failover { server_url: String },
-    /// Out of attempts; waiting for a new `*_rtms_started` up to `timeout`.
-    AwaitingWebhook { timeout: Duration },
+    /// Reconnecting stopped for `reason`; waiting for a new `*_rtms_started` up to
+    /// `timeout`.
+    AwaitingWebhook { timeout: Duration, reason: GiveUp },
     /// msg 8 (stream) or msg 9 (session) reported a state change (paused, resumed, ...).
     StateChanged {
         stream_state: Option<u32>,

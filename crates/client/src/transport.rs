@@ -4,7 +4,8 @@
 //! Sessions never name a socket type: they work on any [`Transport`] (a `Sink` of and a
 //! `Stream` of WebSocket messages) produced by a [`Connector`], so tests drive them with
 //! in-memory channels and the host with real sockets. TLS uses an explicitly built rustls
-//! configuration with the `ring` provider (never a process-wide default), trusting the
+//! configuration with the `ring` provider (never a process-wide default), TLS 1.3 and 1.2 only
+//! ([`TLS_VERSIONS`]; rustls implements nothing older), trusting the
 //! system's roots plus an optional extra CA file (the simulator's self-signed certificate).
 //! Reads use a 4 KiB buffer: tokio-tungstenite's default 128 KiB buffer is zero-filled per
 //! read and cost a third of the CPU at 1,000 connections.
@@ -70,6 +71,12 @@ pub enum TlsError {
     Config(rustls::Error),
 }
 
+/// The TLS versions of every connection to Zoom: 1.3 and 1.2 only. rustls implements
+/// nothing older (no TLS 1.1, 1.0 or SSL), so this list is also the floor; it is spelled out
+/// so that a change of rustls's defaults cannot change what the host offers.
+pub const TLS_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
 /// Builds the rustls client configuration: system roots (if any load) plus the
 /// certificates in `extra_ca_pem` (PEM text).
 pub fn tls_config(
@@ -108,7 +115,7 @@ pub fn tls_config(
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(TLS_VERSIONS)
         .map_err(TlsError::Config)?
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -287,6 +294,19 @@ impl Connector for WsConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zoom_connections_offer_tls_1_3_and_1_2_only() {
+        let versions: Vec<_> = TLS_VERSIONS.iter().map(|v| v.version).collect();
+        assert_eq!(
+            versions,
+            [
+                rustls::ProtocolVersion::TLSv1_3,
+                rustls::ProtocolVersion::TLSv1_2
+            ]
+        );
+        tls_config(None).expect("rustls accepts the versions with the ring provider");
+    }
 
     #[test]
     fn a_file_without_certificates_is_refused_with_its_path() {

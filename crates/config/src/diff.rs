@@ -238,6 +238,10 @@ fn rtms_connection_changes(r: &mut Vec<String>, a: &Rtms, b: &Rtms) {
     note(r, "rtms.reconnect_jitter_percent", &x, &y);
     let (x, y) = (ms(a.reconnect_healthy_after), ms(b.reconnect_healthy_after));
     note(r, "rtms.reconnect_healthy_after_ms", &x, &y);
+    let (x, y) = (a.reconnect_flap_max, b.reconnect_flap_max);
+    note(r, "rtms.reconnect_flap_max", &x, &y);
+    let (x, y) = (ms(a.reconnect_flap_window), ms(b.reconnect_flap_window));
+    note(r, "rtms.reconnect_flap_window_ms", &x, &y);
     let (x, y) = (ms(a.stop_drain), ms(b.stop_drain));
     note(r, "rtms.stop_drain_ms", &x, &y);
     let (x, y) = (ms(a.keepalive_interval), ms(b.keepalive_interval));

@@ -217,6 +217,11 @@ pub struct Rtms {
     /// Streaming this long after a reconnection ends an outage: the next loss gets a fresh
     /// `reconnect_max_attempts` budget.
     pub reconnect_healthy_after: Duration,
+    /// The most successful reconnections within `reconnect_flap_window`: the next loss gives
+    /// up (a network that fails every few seconds for good).
+    pub reconnect_flap_max: u32,
+    /// The sliding window of `reconnect_flap_max`.
+    pub reconnect_flap_window: Duration,
     /// After a stop, how long the host keeps reading (and answering keep-alives) before it
     /// closes the sockets.
     pub stop_drain: Duration,

@@ -101,6 +101,8 @@ pub struct RtmsConfig {
     pub reconnect_max_delay_ms: Num,
     pub reconnect_jitter_percent: Num,
     pub reconnect_healthy_after_ms: Num,
+    pub reconnect_flap_max: Num,
+    pub reconnect_flap_window_ms: Num,
     pub stop_drain_ms: Num,
     pub keepalive_interval_ms: Num,
     pub keepalive_timeout_ms: Num,

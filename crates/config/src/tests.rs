@@ -94,6 +94,8 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(r.reconnect_max_delay, Duration::from_millis(30_000));
     assert_eq!(r.reconnect_jitter_percent, 20);
     assert_eq!(r.reconnect_healthy_after, Duration::from_millis(5_000));
+    assert_eq!(r.reconnect_flap_max, 20);
+    assert_eq!(r.reconnect_flap_window, Duration::from_millis(600_000));
     assert_eq!(r.stop_drain, Duration::from_millis(2_000));
     assert_eq!(r.keepalive_interval, Duration::from_millis(5_000));
     assert_eq!(r.keepalive_timeout, Duration::from_millis(15_000));
@@ -1150,5 +1152,32 @@ fn diff_says_the_rest_api_event_websocket_and_zoom_app_need_a_restart() {
     assert_eq!(
         r,
         ["the REST API's Server-to-Server OAuth credentials changed: restart to apply"]
+    );
+}
+
+#[test]
+fn the_flap_limit_is_read_and_range_checked() {
+    let d = Dir::new();
+    let p =
+        d.parse("version = 1\n[rtms]\nreconnect_flap_max = 5\nreconnect_flap_window_ms = 60000\n");
+    assert_eq!(p.rtms.reconnect_flap_max, 5);
+    assert_eq!(p.rtms.reconnect_flap_window, Duration::from_secs(60));
+    let e = d.err("version = 1\n[rtms]\nreconnect_flap_max = 0\n");
+    assert!(e.contains("rtms.reconnect_flap_max"), "{e}");
+    assert!(e.contains("pipeline.toml:3:"), "{e}");
+    let e = d.err("version = 1\n[rtms]\nreconnect_flap_window_ms = 10\n");
+    assert!(e.contains("rtms.reconnect_flap_window_ms"), "{e}");
+}
+
+#[test]
+fn an_event_ws_url_with_a_port_out_of_range_is_refused_with_the_fix() {
+    let d = Dir::new();
+    let e = d.err("version = 1\n[zoom]\nevent_subscription_id = \"ab\"\nevent_ws_url = \"ws://127.0.0.1:99999/ws\"\n");
+    assert!(e.contains("has port 99999, which is out of range"), "{e}");
+    assert!(e.contains("1 to 65535"), "{e}");
+    let p = d.parse("version = 1\n[zoom]\nevent_subscription_id = \"ab\"\nevent_ws_url = \"ws://127.0.0.1:9999/ws\"\n");
+    assert_eq!(
+        p.zoom.event_ws.map(|w| w.url).as_deref(),
+        Some("ws://127.0.0.1:9999/ws")
     );
 }

@@ -42,10 +42,13 @@ fn the_main_example_runs_the_two_shipped_plugins() {
     let names: Vec<&str> = p.plugins.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["transcript-writer", "keyword-alerter"]);
     for plugin in &p.plugins {
-        assert!(plugin.component.ends_with(format!(
-            "plugins/target/wasm32-wasip2/release/{}.wasm",
-            plugin.name.as_str().replace('-', "_")
-        )));
+        assert_eq!(
+            plugin.component,
+            Path::new(&format!(
+                "builtin:{}",
+                plugin.name.as_str().replace('-', "_")
+            ))
+        );
     }
     assert!(p.rtms.media.contains(MediaKind::Transcript));
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);

@@ -66,6 +66,8 @@ pub fn client_config(p: &Pipeline) -> Result<ClientConfig> {
             reconnect_max_delay: r.reconnect_max_delay,
             reconnect_jitter_percent: r.reconnect_jitter_percent,
             reconnect_healthy_after: r.reconnect_healthy_after,
+            reconnect_flap_max: r.reconnect_flap_max,
+            reconnect_flap_window: r.reconnect_flap_window,
             stop_drain: r.stop_drain,
             keepalive_interval: r.keepalive_interval,
             keepalive_timeout: r.keepalive_timeout,

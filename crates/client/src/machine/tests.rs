@@ -285,3 +285,151 @@ fn shutdown_ends_any_state() {
     m.handle(Input::Shutdown, t0, 0.5);
     assert_eq!(m.state(), State::Ended(EndReason::Shutdown));
 }
+
+/// The backoff's delay, or a panic naming the state.
+fn delay_of(m: &Machine) -> Duration {
+    match m.state() {
+        State::Backoff { delay, .. } => delay,
+        other => panic!("expected a backoff, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_reconnection_whose_frames_flow_restores_the_budget_and_the_base_delay() {
+    // 0.5 s outages every 5 s: the reconnection (2-2.4 s) leaves under 5 s of streaming
+    // before the next loss, so only the frames can end each outage.
+    let t0 = Instant::now();
+    let mut m = streaming(t0);
+    let mut now = t0;
+    for outage in 0..12 {
+        now += secs(5);
+        m.handle(Input::SignalingLost, now, 0.999);
+        let delay = delay_of(&m);
+        assert!(
+            delay <= Duration::from_millis(2_400),
+            "outage {outage} starts from the base delay: {delay:?}"
+        );
+        assert_eq!(elapse(&mut m), State::Connecting { attempt: 1 });
+        let up = now + delay;
+        m.handle(Input::Connected, up, 0.5);
+        assert!(!m.handle(Input::Flowing, up, 0.5), "no state change");
+    }
+    assert_eq!(m.gave_up(), None);
+}
+
+#[test]
+fn a_reconnection_lost_before_frames_flow_is_a_failed_attempt_so_accept_and_drop_gives_up() {
+    let t0 = Instant::now();
+    let mut m = streaming(t0);
+    let mut now = t0 + secs(10);
+    m.handle(Input::SignalingLost, now, 0.0);
+    let mut delays = Vec::new();
+    for attempt in 1..=3 {
+        delays.push(delay_of(&m));
+        assert_eq!(elapse(&mut m), State::Connecting { attempt });
+        now += secs(20);
+        m.handle(Input::Connected, now, 0.0);
+        // Dropped right after the handshakes, before any frame.
+        m.handle(Input::SignalingLost, now + Duration::from_millis(100), 0.0);
+    }
+    assert_eq!(delays, [secs(2), secs(4), secs(8)]);
+    assert!(matches!(m.state(), State::AwaitingWebhook { .. }));
+    assert_eq!(m.gave_up(), Some(GiveUp::Reconnect));
+    assert_eq!(elapse(&mut m), State::Ended(EndReason::ConnectionLost));
+    assert_eq!(m.gave_up(), Some(GiveUp::Reconnect), "kept for the end");
+}
+
+#[test]
+fn a_reconnection_that_stays_up_for_the_healthy_time_is_confirmed_without_frames() {
+    let t0 = Instant::now();
+    let mut m = streaming(t0);
+    let mut now = t0;
+    for _ in 0..3 {
+        now += secs(10);
+        m.handle(Input::SignalingLost, now, 0.0);
+        assert_eq!(delay_of(&m), secs(2), "each idle outage starts afresh");
+        elapse(&mut m);
+        m.handle(Input::Connected, now + secs(2), 0.0);
+    }
+}
+
+#[test]
+fn flapping_past_the_limit_gives_up_with_its_own_reason() {
+    let cfg = Resilience {
+        reconnect_flap_max: 3,
+        reconnect_flap_window: secs(60),
+        ..cfg()
+    };
+    let t0 = Instant::now();
+    let mut m = Machine::new(cfg, "wss://a/sig".into());
+    m.handle(Input::Connected, t0, 0.0);
+    let mut now = t0;
+    for _ in 0..3 {
+        now += secs(5);
+        m.handle(Input::SignalingLost, now, 0.0);
+        assert_eq!(delay_of(&m), secs(2));
+        elapse(&mut m);
+        now += secs(2);
+        m.handle(Input::Connected, now, 0.0);
+        m.handle(Input::Flowing, now, 0.0);
+    }
+    // Three reconnections within 60 s: the next loss gives up without an attempt.
+    now += secs(5);
+    m.handle(Input::MediaLost, now, 0.0);
+    assert_eq!(
+        m.state(),
+        State::AwaitingWebhook {
+            until: now + secs(300)
+        }
+    );
+    assert_eq!(m.gave_up(), Some(GiveUp::Flapping));
+    // A new started webhook revives the stream and clears the reason.
+    m.handle(
+        Input::Started {
+            url: "wss://b/sig".into(),
+        },
+        now,
+        0.0,
+    );
+    assert_eq!(m.state(), State::Connecting { attempt: 1 });
+    assert_eq!(m.gave_up(), None);
+}
+
+#[test]
+fn the_flap_window_slides_so_reconnections_spread_out_go_on_for_ever() {
+    let cfg = Resilience {
+        reconnect_flap_max: 3,
+        reconnect_flap_window: secs(60),
+        ..cfg()
+    };
+    let t0 = Instant::now();
+    let mut m = Machine::new(cfg, "wss://a/sig".into());
+    m.handle(Input::Connected, t0, 0.0);
+    let mut now = t0;
+    // One loss every 21 s: never three reconnections within 60 s.
+    for loss in 0..20 {
+        now += secs(21);
+        m.handle(Input::SignalingLost, now, 0.0);
+        assert_eq!(delay_of(&m), secs(2), "loss {loss}");
+        elapse(&mut m);
+        m.handle(Input::Connected, now + secs(2), 0.0);
+        m.handle(Input::Flowing, now + secs(2), 0.0);
+    }
+    assert_eq!(m.gave_up(), None);
+}
+
+#[test]
+fn a_loss_is_retried_at_least_once_even_with_a_budget_of_zero() {
+    let cfg = Resilience {
+        reconnect_max_attempts: 0,
+        ..cfg()
+    };
+    let t0 = Instant::now();
+    let mut m = Machine::new(cfg, "wss://a/sig".into());
+    m.handle(Input::Connected, t0, 0.0);
+    m.handle(Input::SignalingLost, t0 + secs(1), 0.0);
+    assert_eq!(delay_of(&m), secs(2));
+    assert_eq!(elapse(&mut m), State::Connecting { attempt: 1 });
+    m.handle(Input::ConnectFailed { duplicate: false }, t0 + secs(4), 0.0);
+    assert_eq!(m.gave_up(), Some(GiveUp::Reconnect));
+}

@@ -14,7 +14,7 @@ use crate::allow::AllowList;
 use crate::config::{ClientConfig, MediaMode};
 use crate::frame::MediaKind;
 use crate::sessions::Sessions;
-use crate::sink::{CollectingSink, EndReason, StreamStatus};
+use crate::sink::{CollectingSink, EndReason, GiveUp, StreamStatus};
 use crate::testing::{ChanConnector, ServerEnd};
 
 const SIG: &str = "ws://zoom/sig";
@@ -673,4 +673,151 @@ async fn unified_mode_opens_one_socket_per_type_when_msg_2_has_no_all_url() {
         )
     })
     .await;
+}
+
+/// The reconnection statuses a stream reported: `(attempt, delay)`.
+fn reconnections(r: &Rig) -> Vec<(u32, Duration)> {
+    r.sink
+        .get("s1")
+        .map(|c| c.statuses)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| match s {
+            StreamStatus::Reconnecting { attempt, delay } => Some((*attempt, *delay)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Drops the server's ends (the client sees its sockets end) and refuses new connections
+/// for `outage`.
+async fn outage(r: &Rig, s: ServerEnd, m: ServerEnd, outage: Duration) {
+    r.connector.refuse(SIG, true);
+    drop(s);
+    drop(m);
+    tokio::time::sleep(outage).await;
+    r.connector.refuse(SIG, false);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_network_keeps_the_stream_and_reconnection_delays_do_not_grow() {
+    let mut r = rig(config());
+    r.sessions
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .expect("the event is accepted");
+    let t0 = Instant::now();
+    let (mut s, mut m) = r.connect().await;
+    // A simulated minute: a 0.5 s outage every 5 s, frames flowing in between.
+    for n in 1..=12u32 {
+        m.send_json(audio(n as u8));
+        r.frames(n as usize).await;
+        tokio::time::sleep_until(t0 + Duration::from_secs(5) * n).await;
+        outage(&r, s, m, Duration::from_millis(500)).await;
+        // A stream that gave up would never connect again: fail, not hang.
+        (s, m) = tokio::time::timeout(Duration::from_secs(10), r.connect())
+            .await
+            .unwrap_or_else(|_| panic!("outage {n}: no reconnection within 10 s"));
+    }
+    m.send_json(audio(13));
+    let frames = r.frames(13).await;
+    assert_eq!(
+        frames.iter().map(|f| f.seq).collect::<Vec<_>>(),
+        (0..13).collect::<Vec<_>>(),
+        "one stream, seq continuous across the outages"
+    );
+    let delays = reconnections(&r);
+    assert_eq!(delays.len(), 12, "one reconnection per outage: {delays:?}");
+    for (n, (attempt, delay)) in delays.iter().enumerate() {
+        assert_eq!(*attempt, 1, "outage {n} needed one attempt: {delays:?}");
+        assert!(
+            Duration::from_secs(2) <= *delay && *delay <= Duration::from_millis(2_400),
+            "outage {n} waited {delay:?}: the delay restarts from the base each time"
+        );
+    }
+    let c = r.sink.get("s1").expect("the stream's sink");
+    assert_eq!(c.end, None, "the stream is still up");
+    assert!(
+        !c.statuses
+            .iter()
+            .any(|s| matches!(s, StreamStatus::AwaitingWebhook { .. })),
+        "never gave up"
+    );
+    assert_eq!(r.sessions.snapshot("s1").expect("live").state, "streaming");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_accepts_and_drops_every_reconnection_is_given_up_with_the_reason() {
+    let mut r = rig(config());
+    r.sessions
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .expect("the event is accepted");
+    let (s, m) = r.connect().await;
+    m.send_json(audio(1));
+    r.frames(1).await;
+    let lost_at = Instant::now();
+    drop((s, m));
+    // Every reconnection completes its handshakes and is dropped before any frame.
+    for _ in 0..3 {
+        let (s, m) = r.connect().await;
+        drop((s, m));
+    }
+    let status = r
+        .status(|s| matches!(s, StreamStatus::AwaitingWebhook { .. }))
+        .await;
+    assert_eq!(
+        status,
+        StreamStatus::AwaitingWebhook {
+            timeout: Duration::from_secs(300),
+            reason: GiveUp::Reconnect
+        }
+    );
+    let attempts = r.connector.attempts(SIG);
+    assert_eq!(
+        attempts.iter().filter(|t| **t > lost_at).count(),
+        3,
+        "exactly reconnect_max_attempts attempts"
+    );
+    let delays: Vec<u32> = reconnections(&r).iter().map(|d| d.0).collect();
+    assert_eq!(delays, [1, 2, 3], "the drops spent the budget");
+    assert_eq!(r.end().await, EndReason::ConnectionLost);
+    assert!(r.accepted.try_recv().is_err(), "no attempt after giving up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reaching_the_flap_limit_gives_up_with_its_own_reason() {
+    let mut cfg = config();
+    cfg.resilience.reconnect_flap_max = 3;
+    cfg.resilience.reconnect_flap_window = Duration::from_secs(60);
+    let mut r = rig(cfg);
+    r.sessions
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .expect("the event is accepted");
+    let (mut s, mut m) = r.connect().await;
+    for n in 1..=3u8 {
+        m.send_json(audio(n));
+        r.frames(usize::from(n)).await;
+        outage(&r, s, m, Duration::from_millis(500)).await;
+        (s, m) = r.connect().await;
+    }
+    m.send_json(audio(4));
+    r.frames(4).await;
+    let attempts_before = r.connector.attempts(SIG).len();
+    drop((s, m));
+    let status = r
+        .status(|s| matches!(s, StreamStatus::AwaitingWebhook { .. }))
+        .await;
+    assert_eq!(
+        status,
+        StreamStatus::AwaitingWebhook {
+            timeout: Duration::from_secs(300),
+            reason: GiveUp::Flapping
+        }
+    );
+    assert_eq!(reconnections(&r).len(), 3, "no fourth reconnection");
+    assert_eq!(r.end().await, EndReason::ConnectionLost);
+    assert_eq!(
+        r.connector.attempts(SIG).len(),
+        attempts_before,
+        "no attempt after the flap limit"
+    );
 }

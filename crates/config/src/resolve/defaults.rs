@@ -80,6 +80,12 @@ pub const fn default_reconnect_jitter_percent() -> u64 {
 pub const fn default_reconnect_healthy_after_ms() -> u64 {
     5_000
 }
+pub const fn default_reconnect_flap_max() -> u64 {
+    20
+}
+pub const fn default_reconnect_flap_window_ms() -> u64 {
+    600_000
+}
 pub const fn default_stop_drain_ms() -> u64 {
     2_000
 }

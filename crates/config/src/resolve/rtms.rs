@@ -115,6 +115,7 @@ impl Resolver<'_> {
         let events = self.rtms_events(r, wanted)?;
         let media_params = self.media_params(r, media)?;
         let (reconnect_jitter_percent, reconnect_healthy_after, stop_drain) = self.outage(r)?;
+        let (reconnect_flap_max, reconnect_flap_window) = self.flap(r)?;
         let (allowed_hosts, allow_insecure_ws, max_streams) = self.rtms_intake(r)?;
         Ok(Rtms {
             connection_timeout,
@@ -125,6 +126,8 @@ impl Resolver<'_> {
             reconnect_max_delay,
             reconnect_jitter_percent,
             reconnect_healthy_after,
+            reconnect_flap_max,
+            reconnect_flap_window,
             stop_drain,
             keepalive_interval,
             keepalive_timeout,
@@ -406,6 +409,26 @@ impl Resolver<'_> {
             60_000,
         )?;
         Ok((to_u32(jitter.n), ms(healthy.n), ms(drain.n)))
+    }
+
+    /// `[rtms]` keys of the flap limit: at most `reconnect_flap_max` reconnections within
+    /// `reconnect_flap_window_ms`.
+    pub(super) fn flap(&self, r: &RtmsConfig) -> Result<(u32, Duration), ConfigError> {
+        let max = self.rtms_num(
+            &r.reconnect_flap_max,
+            "reconnect_flap_max",
+            default_reconnect_flap_max(),
+            1,
+            100_000,
+        )?;
+        let window = self.rtms_num(
+            &r.reconnect_flap_window_ms,
+            "reconnect_flap_window_ms",
+            default_reconnect_flap_window_ms(),
+            1_000,
+            MAX_MS,
+        )?;
+        Ok((to_u32(max.n), ms(window.n)))
     }
 
     pub(super) fn media_params(
