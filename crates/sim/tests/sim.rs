@@ -1137,6 +1137,31 @@ async fn event_subscriptions_are_opt_in() {
     );
 }
 
+#[tokio::test]
+async fn a_client_that_never_subscribes_gets_no_events() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let all = resp["media_server"]["server_urls"]["all"].as_str().unwrap();
+    let (mut m, r) = media(&h, all, 32, None).await;
+    check_msg4(&r);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    let task = tokio::spawn(async move { m.drain().await });
+    let msgs = sig.drain().await;
+    let media = task.await.unwrap();
+    let ledger = h.finished().await;
+    assert!(
+        msgs.iter().all(|v| v["msg_type"] != 6),
+        "no msg 5, no msg 6: {msgs:?}"
+    );
+    assert!(ledger.events.is_empty(), "{:?}", ledger.events);
+    assert!(!media.is_empty(), "media still flows");
+    assert!(msgs.iter().any(|v| v["msg_type"] == 8), "states still flow");
+}
+
 /// A pause without a duration ends at a resume scheduled later in the script, in both paces.
 async fn pause_then_scheduled_resume(pace: Pace) {
     let sim = Simulator::start(fast_config(false)).await.unwrap();

@@ -231,14 +231,12 @@ impl Meeting {
         }
     }
 
-    /// Once a client has subscribed (msg 5), it gets only the event types it subscribed to.
-    /// A client that never subscribes gets them all: Zoom's own SDK sends no msg 5 and names
-    /// mixed audio from the active-speaker events it receives.
+    /// Event subscriptions are opt-in (`rtms-protocol.md` decision 13): a client gets only
+    /// the event types it subscribed to with msg 5, and none before it subscribes. Zoom's SDK
+    /// 1.1 subscribes to types 2, 3 and 4 once its join is confirmed, and names mixed audio
+    /// from the active-speaker events (type 2) it then receives.
     pub(crate) fn subscribed(&self, event_type: u32) -> bool {
         let st = self.state();
-        if st.subscriptions.is_empty() {
-            return true;
-        }
         st.subscriptions.get(&event_type).copied().unwrap_or(false)
     }
 
