@@ -82,6 +82,11 @@ pub struct SimulateArgs {
     /// Write the CA certificate (PEM) here when --tls is on.
     #[arg(long, value_name = "FILE")]
     pub ca_out: Option<PathBuf>,
+    /// Keep the CA in DIR (implies --tls): created there on the first run (ca.pem, and
+    /// ca.key with mode 0600) and reused on later runs, so a client can trust DIR/ca.pem
+    /// before any webhook arrives.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
     /// Record every message sent to FILE (JSON Lines); with several meetings, FILE gets a
     /// -N suffix per meeting.
     #[arg(long, value_name = "FILE")]
@@ -139,12 +144,14 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     if args.count == 0 {
         anyhow::bail!("--count must be at least 1");
     }
+    let tls = args.tls || args.ca_dir.is_some();
     let config = SimConfig {
         client_id: args.client_id.clone(),
         client_secret: args.client_secret.clone(),
         webhook_secret: args.webhook_secret.clone(),
-        tls: args.tls,
-        advertise_host: advertised_host(args.advertise_host.as_deref(), args.tls),
+        tls,
+        ca_dir: args.ca_dir.clone(),
+        advertise_host: advertised_host(args.advertise_host.as_deref(), tls),
         keepalive_interval: Duration::from_millis(args.keepalive_ms.max(100)),
         connect_timeout: Duration::from_secs(args.connect_timeout_secs.max(1)),
         preencoded_audio: args.preencoded_audio,
@@ -159,8 +166,17 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             "CA certificate written to {} (trust it for wss://)",
             path.display()
         );
-    } else if args.tls {
-        println!("TLS is on; pass --ca-out FILE to save the CA a client must trust");
+    }
+    if let Some(dir) = &args.ca_dir {
+        println!(
+            "CA kept in {} (trust {} for wss://; it is reused on later runs)",
+            dir.display(),
+            dir.join(crate::tls::CA_CERT_FILE).display()
+        );
+    } else if tls && args.ca_out.is_none() {
+        println!(
+            "TLS is on with a new CA; pass --ca-out FILE to save it, or --ca-dir DIR to keep one"
+        );
     }
     if let (true, Some(url)) = (args.validate_endpoint, &args.webhook_url) {
         sim.validate_endpoint(url)

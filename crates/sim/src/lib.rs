@@ -132,10 +132,12 @@ impl Simulator {
     /// Binds the signaling and media servers on 127.0.0.1 port 0 (generating the TLS
     /// certificate first when `config.tls`).
     pub async fn start(config: SimConfig) -> anyhow::Result<Simulator> {
-        let tls = if config.tls {
-            Some(tls::SimTls::generate().context("cannot set up TLS for wss://")?)
-        } else {
-            None
+        let tls = match (&config.tls, &config.ca_dir) {
+            (false, _) => None,
+            (true, None) => Some(tls::SimTls::generate().context("cannot set up TLS for wss://")?),
+            (true, Some(dir)) => {
+                Some(tls::SimTls::from_ca_dir(dir).context("cannot set up TLS for wss://")?)
+            }
         };
         let sig = TcpListener::bind("127.0.0.1:0")
             .await

@@ -217,6 +217,33 @@ async fn wss_certificate_also_serves_localhost() {
 }
 
 #[tokio::test]
+async fn a_client_trusting_the_ca_dir_before_start_connects_to_a_later_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || SimConfig {
+        ca_dir: Some(dir.path().join("ca")),
+        ..fast_config(true)
+    };
+    let first = Simulator::start(cfg()).await.unwrap();
+    drop(first);
+    // The client reads the CA from disk before the next run starts.
+    let trusted = std::fs::read_to_string(dir.path().join("ca/ca.pem")).unwrap();
+    let sim = Simulator::start(cfg()).await.unwrap();
+    assert_eq!(sim.ca_pem().as_deref(), Some(trusted.as_str()));
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let got = run_session(&h, Some(&trusted), Mode::Unified, &["audio"]).await;
+    assert_eq!(got.count(14), 10);
+    // A fresh CA (no directory) is not trusted by that client.
+    let other = Simulator::start(fast_config(true)).await.unwrap();
+    assert!(
+        Raw::connect(&other.signaling_url(), Some(&trusted))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
 async fn realtime_pace_takes_the_script_time() {
     let sim = Simulator::start(fast_config(false)).await.unwrap();
     let h = sim
