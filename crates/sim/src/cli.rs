@@ -131,8 +131,42 @@ fn record_path(base: &std::path::Path, i: usize, count: usize) -> PathBuf {
     base.with_file_name(format!("{stem}-{}.{ext}", i + 1))
 }
 
-/// Runs `rtms-host simulate`.
+/// How long a shutdown signal lets the meetings end before their recordings are closed.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs `rtms-host simulate` until every meeting ended, or until SIGINT or SIGTERM: then
+/// every live meeting is stopped with STOP_REASON 17 EXIT_SIGNAL, and the recordings are
+/// flushed and closed (see [`simulate_until`]).
 pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    simulate_until(args, shutdown_signal()).await
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// [`simulate`], with the shutdown signal as a parameter. When `shutdown` resolves before
+/// the meetings ended, each is stopped with STOP_REASON 17 EXIT_SIGNAL (its client and
+/// webhook target learn it as from Zoom) and given up to 10 s to end; every recording is
+/// then flushed and closed, ending with its last whole line.
+pub async fn simulate_until(
+    args: SimulateArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let scripts: Vec<MeetingScript> = if args.meetings.is_empty() {
         vec![MeetingScript::from_toml_str(BUILTIN_STANDUP).context("built-in stand-up")?]
     } else {
@@ -246,23 +280,40 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             handles.len()
         );
     }
-    if let Some(api) = &api {
-        handles = wait_for_starts(api, &args).await;
-    }
-    for (i, h) in handles.iter().enumerate() {
-        let l = h.finished().await;
-        println!(
-            "meeting {} ended (stop_reason {}): audio {} video {} share {} transcript {} chat {} frames",
-            i + 1,
-            l.stop_reason.unwrap_or(0),
-            l.count(crate::MediaKind::Audio),
-            l.count(crate::MediaKind::Video),
-            l.count(crate::MediaKind::Share),
-            l.count(crate::MediaKind::Transcript),
-            l.count(crate::MediaKind::Chat),
-        );
+    let run = async {
+        if let Some(api) = &api {
+            handles = wait_for_starts(api, &args).await;
+        }
+        for (i, h) in handles.iter().enumerate() {
+            print_end(i, &h.finished().await);
+        }
+    };
+    tokio::select! {
+        () = run => {}
+        () = shutdown => {
+            println!("shutting down: stopping every live meeting (stop_reason 17)");
+            let live = sim.meetings();
+            sim.shutdown(rtms_proto::codes::stop_reason::EXIT_SIGNAL, SHUTDOWN_LIMIT)
+                .await;
+            for (i, h) in live.iter().enumerate() {
+                print_end(i, &h.ledger());
+            }
+        }
     }
     Ok(())
+}
+
+fn print_end(i: usize, l: &crate::Ledger) {
+    println!(
+        "meeting {} ended (stop_reason {}): audio {} video {} share {} transcript {} chat {} frames",
+        i + 1,
+        l.stop_reason.unwrap_or(0),
+        l.count(crate::MediaKind::Audio),
+        l.count(crate::MediaKind::Video),
+        l.count(crate::MediaKind::Share),
+        l.count(crate::MediaKind::Transcript),
+        l.count(crate::MediaKind::Chat),
+    );
 }
 
 /// Waits for every prepared meeting to be started through the API, in any order; prints each

@@ -194,6 +194,33 @@ impl Simulator {
             .len()
     }
 
+    /// Handles of the meetings not finished yet.
+    pub fn meetings(&self) -> Vec<MeetingHandle> {
+        self.shared
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|m| MeetingHandle { m: m.clone() })
+            .collect()
+    }
+
+    /// Ends every live meeting with `reason` (msg 9 STOPPED, msg 8 state 4, the stopped
+    /// webhook) and waits at most `limit` for them to finish. Their recordings are then
+    /// flushed and closed whether they finished or not, so no file ends in a partial line.
+    /// `rtms-host simulate` calls it on SIGINT / SIGTERM with STOP_REASON 17 EXIT_SIGNAL.
+    pub async fn shutdown(&self, reason: u32, limit: std::time::Duration) {
+        let live = self.meetings();
+        for h in &live {
+            h.stop(reason);
+        }
+        let all = futures_util::future::join_all(live.iter().map(|h| h.finished()));
+        let _ = tokio::time::timeout(limit, all).await;
+        for h in &live {
+            h.m.close_recording();
+        }
+    }
+
     /// Starts a meeting: registers the stream, sends `*_rtms_started` when
     /// `opts.webhook_url` is set, and plays `script` once the client is ready.
     pub fn start_meeting(

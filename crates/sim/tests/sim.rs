@@ -1024,6 +1024,99 @@ async fn media_handshake_errors_use_the_ga_status_codes() {
     assert_eq!(r["status_code"], 7, "audio asked on the video URL: {r}");
 }
 
+fn simulate_args(argv: &[&str]) -> rtms_sim::cli::SimulateArgs {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: rtms_sim::cli::SimulateArgs,
+    }
+    Cli::try_parse_from(std::iter::once("simulate").chain(argv.iter().copied()))
+        .unwrap()
+        .args
+}
+
+#[tokio::test]
+async fn a_shutdown_signal_stops_meetings_with_reason_17_and_closes_whole_recordings() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec.jsonl");
+    let (url, mut hooks) = receiver("test_webhook_secret", false, 0).await;
+    let args = simulate_args(&["--webhook-url", &url, "--record", rec.to_str().unwrap()]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(rtms_sim::cli::simulate_until(args, async move {
+        let _ = stopped.await;
+    }));
+    // The client: the built-in stand-up (80 s) at real-time pace, over ws.
+    let ev = next_hook(&mut hooks).await.json();
+    let p = &ev["payload"];
+    let (uuid, stream) = (
+        p["meeting_uuid"].as_str().unwrap(),
+        p["rtms_stream_id"].as_str().unwrap(),
+    );
+    let signature =
+        rtms_proto::sign::handshake_signature("test_client_id", "test_client_secret", uuid, stream);
+    let mut sig = Raw::connect(p["server_urls"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    sig.send(
+        json!({"msg_type": 1, "meeting_uuid": uuid, "rtms_stream_id": stream,
+        "signature": signature}),
+    )
+    .await;
+    let resp = sig.recv_type(2).await.unwrap();
+    let all = resp["media_server"]["server_urls"]["all"].as_str().unwrap();
+    let mut m = Raw::connect(all, None).await.unwrap();
+    m.send(
+        json!({"msg_type": 3, "meeting_uuid": uuid, "rtms_stream_id": stream,
+        "signature": signature, "media_type": 32}),
+    )
+    .await;
+    assert_eq!(m.recv_type(4).await.unwrap()["status_code"], 0);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": stream}))
+        .await;
+    assert!(m.recv().await.is_some(), "media flows");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), run)
+        .await
+        .expect("simulate returns after the signal")
+        .unwrap()
+        .unwrap();
+    let last8 = sig
+        .drain()
+        .await
+        .into_iter()
+        .rev()
+        .find(|v| v["msg_type"] == 8)
+        .unwrap();
+    assert_eq!(
+        (last8["state"].as_u64(), last8["reason"].as_u64()),
+        (Some(4), Some(17))
+    );
+    // Every line of the recording is whole, down to the stop.
+    let text = std::fs::read_to_string(&rec).unwrap();
+    assert!(text.ends_with('\n'));
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a whole JSON line"))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["msg"]["msg_type"] == 8
+            && l["msg"]["state"] == 4
+            && l["msg"]["reason"] == 17),
+        "the stop is recorded"
+    );
+    let mut got_stopped = false;
+    while let Ok(Some(h)) = tokio::time::timeout(Duration::from_millis(500), hooks.recv()).await {
+        let v = h.json();
+        if v["event"] == "meeting.rtms_stopped" {
+            assert_eq!(v["payload"]["stop_reason"], 17);
+            got_stopped = true;
+        }
+    }
+    assert!(got_stopped, "the stopped webhook went out");
+}
+
 #[tokio::test]
 async fn requested_audio_params_are_confirmed_and_honoured() {
     let sim = Simulator::start(fast_config(false)).await.unwrap();

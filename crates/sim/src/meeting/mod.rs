@@ -367,6 +367,13 @@ impl Meeting {
         }
     }
 
+    /// Flushes and closes the recording (see [`Recorder::close`]).
+    pub(crate) fn close_recording(&self) {
+        if let Some(r) = &self.recorder {
+            r.close();
+        }
+    }
+
     pub(crate) fn note_sent(&self, note: Note) {
         Self::note_in(&mut self.ledger_mut(), note);
     }
@@ -528,9 +535,7 @@ impl Meeting {
             let wait = self.sim.config.webhook_timeout + Duration::from_secs(1);
             let _ = tokio::time::timeout(wait, done).await;
         }
-        if let Some(r) = &self.recorder {
-            r.flush();
-        }
+        self.close_recording();
         self.sim.remove_meeting(&self.stream_id);
         self.finished.send_replace(true);
         self.bump();
