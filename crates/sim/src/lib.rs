@@ -58,7 +58,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::SimConfig;
 pub use faults::{Fault, ScheduledFault, SocketSel, Trigger};
-pub use ledger::{ChatLine, Counters, KindStats, Ledger, TranscriptLine, WebhookDelivery};
+pub use ledger::{
+    ChatLine, ConnectionChange, ConnectionEvent, Counters, KindStats, Ledger, SocketKind,
+    TranscriptLine, WebhookDelivery,
+};
 pub use meeting::{MeetingOptions, Pace};
 pub use script::{EventKind, MeetingBuilder, MeetingScript, ScriptError};
 

@@ -419,15 +419,34 @@ impl Runner {
             return Ok(());
         };
         for (text, note) in self.m.take_requeued(kind) {
-            if tx.send(Out::Msg { text, note }).await.is_err() {
+            if let Err(e) = tx.send(Out::Msg { text, note }).await {
+                self.keep_unsent(e.0);
                 break;
             }
         }
         let text = serde_json::to_string(&msg).unwrap_or_default();
-        if tx.send(Out::Msg { text, note }).await.is_ok() {
-            self.frames_sent += 1;
+        match tx.send(Out::Msg { text, note }).await {
+            Ok(()) => self.frames_sent += 1,
+            Err(e) => self.keep_unsent(e.0),
         }
         Ok(())
+    }
+
+    /// A message whose socket was cut off before taking it: in fast pace it goes out first
+    /// on the next socket (as what the socket had queued does), so no `seq` is skipped.
+    fn keep_unsent(&self, out: Out) {
+        if self.m.pace != Pace::Fast {
+            return;
+        }
+        match out {
+            Out::Msg { text, note } => self.m.requeue(text, note),
+            Out::Burst(msgs) => {
+                for (text, note) in msgs {
+                    self.m.requeue(text, note);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Sends pre-encoded audio: one message, or a burst written with one flush.
@@ -442,8 +461,9 @@ impl Runner {
         } else {
             Out::Burst(burst)
         };
-        if tx.send(out).await.is_ok() {
-            self.frames_sent += n;
+        match tx.send(out).await {
+            Ok(()) => self.frames_sent += n,
+            Err(e) => self.keep_unsent(e.0),
         }
         Ok(())
     }

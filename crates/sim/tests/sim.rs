@@ -299,7 +299,65 @@ async fn duplicate_signaling_is_rejected_with_status_8() {
     assert_eq!(r["status_code"], 8, "{r}");
     assert!(r["reason"].as_str().unwrap().contains("duplicate"));
     assert!(dup.recv().await.is_none());
-    assert_eq!(h.ledger().counters.duplicate_signaling_rejected, 1);
+    let ledger = h.ledger();
+    assert_eq!(ledger.counters.duplicate_signaling_rejected, 1);
+    let e = ledger.one_client_at_a_time().unwrap_err();
+    assert!(e.contains("status 8"), "{e}");
+}
+
+#[tokio::test]
+async fn duplicate_media_is_rejected_with_status_16_and_recorded() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (_sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let audio = resp["media_server"]["server_urls"]["audio"]
+        .as_str()
+        .unwrap();
+    let (_live, r) = media(&h, audio, 1, None).await;
+    assert_eq!(r["status_code"], 0);
+    assert_eq!(h.ledger().one_client_at_a_time(), Ok(()));
+    let (mut dup, r) = media(&h, audio, 1, None).await;
+    assert_eq!(r["status_code"], 16, "DUPLICATE_MEDIA_DATA_CONNECTION: {r}");
+    assert!(dup.recv().await.is_none(), "the duplicate is closed");
+    let ledger = h.ledger();
+    assert_eq!(ledger.counters.duplicate_media_rejected, 1);
+    let e = ledger.one_client_at_a_time().unwrap_err();
+    assert!(e.contains("Media") && e.contains("status 16"), "{e}");
+}
+
+#[tokio::test]
+async fn a_client_reconnecting_after_its_socket_closed_or_died_is_not_a_duplicate() {
+    let cfg = SimConfig {
+        missed_keepalive_limit: 2,
+        ..fast_config(false)
+    };
+    let sim = Simulator::start(cfg).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    // Closed: the client closes its signaling socket and connects again at once.
+    let (sig, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0);
+    sig.close().await;
+    let (mut sig, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0, "a closed socket is not live: {r}");
+    // Dead: the client stops answering, the server ends the socket after two misses.
+    sig.answer_keepalives(false);
+    while sig.recv_or_closed().await.is_some() {}
+    let (_sig, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0, "a dead socket is not live: {r}");
+    let ledger = h.ledger();
+    assert_eq!(ledger.counters.keepalive_timeouts, 1);
+    assert_eq!(ledger.counters.signaling_handshakes_ok, 3);
+    assert_eq!(ledger.counters.duplicate_signaling_rejected, 0);
+    assert_eq!(
+        ledger.one_client_at_a_time(),
+        Ok(()),
+        "{:?}",
+        ledger.connections
+    );
 }
 
 #[tokio::test]
@@ -984,46 +1042,6 @@ async fn simulate_cli_runs_meetings_to_their_end() {
     );
 }
 
-#[tokio::test]
-async fn dropping_the_simulator_closes_every_socket() {
-    let sim = Simulator::start(fast_config(false)).await.unwrap();
-    let (h, mut sig, mut m, _) = started(&sim, Product::Meeting).await;
-    assert!(m.recv_type(14).await.is_some());
-    drop(sim);
-    sig.drain().await;
-    m.drain().await;
-    assert!(
-        !h.is_finished(),
-        "a shut-down simulator does not play the end of the meeting"
-    );
-}
-
-#[tokio::test]
-async fn media_handshake_errors_use_the_ga_status_codes() {
-    let sim = Simulator::start(fast_config(false)).await.unwrap();
-    let h = sim
-        .start_meeting(small_script(), fast(Product::Meeting))
-        .unwrap();
-    let (mut first, resp) = signal(&h, &h.signaling_url(), None).await;
-    let urls = resp["media_server"]["server_urls"].clone();
-    h.inject(Fault::DropSignaling);
-    first.drain().await;
-    // Without a live signaling connection, media handshakes are refused.
-    let (_m, r) = media(&h, urls["all"].as_str().unwrap(), 32, None).await;
-    assert_eq!(r["status_code"], 2, "{r}");
-    let (_sig, _) = signal(&h, &h.signaling_url(), None).await;
-    let (_a, r) = media(&h, urls["audio"].as_str().unwrap(), 1, None).await;
-    assert_eq!(r["status_code"], 0);
-    let (_b, r) = media(&h, urls["audio"].as_str().unwrap(), 1, None).await;
-    assert_eq!(r["status_code"], 16, "DUPLICATE_MEDIA_DATA_CONNECTION: {r}");
-    let (_c, r) = media(&h, urls["all"].as_str().unwrap(), 32, None).await;
-    assert_eq!(r["status_code"], 15, "MEDIA_DATA_ALL_CONNECTION_EXIST: {r}");
-    let (_d, r) = media(&h, urls["video"].as_str().unwrap(), 64, None).await;
-    assert_eq!(r["status_code"], 7, "INVALID_MEDIA_TYPE: {r}");
-    let (_e, r) = media(&h, urls["video"].as_str().unwrap(), 1, None).await;
-    assert_eq!(r["status_code"], 7, "audio asked on the video URL: {r}");
-}
-
 fn simulate_args(argv: &[&str]) -> rtms_sim::cli::SimulateArgs {
     use clap::Parser;
     #[derive(clap::Parser)]
@@ -1115,6 +1133,46 @@ async fn a_shutdown_signal_stops_meetings_with_reason_17_and_closes_whole_record
         }
     }
     assert!(got_stopped, "the stopped webhook went out");
+}
+
+#[tokio::test]
+async fn dropping_the_simulator_closes_every_socket() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let (h, mut sig, mut m, _) = started(&sim, Product::Meeting).await;
+    assert!(m.recv_type(14).await.is_some());
+    drop(sim);
+    sig.drain().await;
+    m.drain().await;
+    assert!(
+        !h.is_finished(),
+        "a shut-down simulator does not play the end of the meeting"
+    );
+}
+
+#[tokio::test]
+async fn media_handshake_errors_use_the_ga_status_codes() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (mut first, resp) = signal(&h, &h.signaling_url(), None).await;
+    let urls = resp["media_server"]["server_urls"].clone();
+    h.inject(Fault::DropSignaling);
+    first.drain().await;
+    // Without a live signaling connection, media handshakes are refused.
+    let (_m, r) = media(&h, urls["all"].as_str().unwrap(), 32, None).await;
+    assert_eq!(r["status_code"], 2, "{r}");
+    let (_sig, _) = signal(&h, &h.signaling_url(), None).await;
+    let (_a, r) = media(&h, urls["audio"].as_str().unwrap(), 1, None).await;
+    assert_eq!(r["status_code"], 0);
+    let (_b, r) = media(&h, urls["audio"].as_str().unwrap(), 1, None).await;
+    assert_eq!(r["status_code"], 16, "DUPLICATE_MEDIA_DATA_CONNECTION: {r}");
+    let (_c, r) = media(&h, urls["all"].as_str().unwrap(), 32, None).await;
+    assert_eq!(r["status_code"], 15, "MEDIA_DATA_ALL_CONNECTION_EXIST: {r}");
+    let (_d, r) = media(&h, urls["video"].as_str().unwrap(), 64, None).await;
+    assert_eq!(r["status_code"], 7, "INVALID_MEDIA_TYPE: {r}");
+    let (_e, r) = media(&h, urls["video"].as_str().unwrap(), 1, None).await;
+    assert_eq!(r["status_code"], 7, "audio asked on the video URL: {r}");
 }
 
 #[tokio::test]
@@ -1404,6 +1462,118 @@ async fn fast_pace_holds_the_timeline_across_a_media_drop() {
     );
     let ranges = &ledger.kinds[&MediaKind::Audio].seq_ranges;
     assert_eq!(ranges, &vec![(0, 199)], "no seq skipped");
+}
+
+/// Reads a media socket (answering keep-alives) until the server closes it, or, as a
+/// client that tears everything down when signaling goes, until `sig` closes: whatever the
+/// media socket still holds unread is then abandoned. Returns the audio frames read.
+async fn read_media_until_signaling_closes(
+    h: &rtms_sim::MeetingHandle,
+    url: &str,
+    sig: &mut Raw,
+) -> u64 {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text(media_req(h, 1).to_string()))
+        .await
+        .unwrap();
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    let mut frames = 0;
+    loop {
+        tokio::select! {
+            biased;
+            v = sig.recv_or_closed() => if v.is_none() { break },
+            m = ws.next() => {
+                let v: serde_json::Value = match m {
+                    Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
+                    Some(Ok(_)) => continue,
+                    _ => break,
+                };
+                match v["msg_type"].as_u64() {
+                    Some(12) => {
+                        let ans = json!({"msg_type": 13, "timestamp": v["timestamp"],
+                            "sequence": v["sequence"]});
+                        if ws.send(Message::text(ans.to_string())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(14) => frames += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    frames
+}
+
+#[tokio::test]
+async fn the_ledger_counts_exactly_what_a_client_read_across_an_interrupted_signaling_socket() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(
+            MeetingScript::builder()
+                .synthetic_speech(1, 55, 20)
+                .fault_after_frames(400, Fault::InterruptSignaling)
+                .build()
+                .unwrap(),
+            fast(Product::Meeting),
+        )
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let audio = resp["media_server"]["server_urls"]["audio"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = read_media_until_signaling_closes(&h, &audio, &mut sig).await;
+    // Reconnect both sockets and read to the end.
+    let (mut sig, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let after = read_media_until_signaling_closes(&h, &audio, &mut sig).await;
+    let ledger = h.finished().await;
+    assert_eq!(ledger.stop_reason, Some(6));
+    assert_eq!(
+        before + after,
+        ledger.count(MediaKind::Audio),
+        "read {before} before the interruption and {after} after"
+    );
+    assert_eq!(
+        ledger.count(MediaKind::Audio),
+        1100,
+        "fast pace skips nothing"
+    );
+    assert_eq!(ledger.seq_ranges(MediaKind::Audio), vec![(0, 1099)]);
+    assert_eq!(ledger.counters.unconfirmed, 0);
+    assert_eq!(ledger.one_client_at_a_time(), Ok(()));
+}
+
+#[tokio::test]
+async fn a_client_that_never_confirms_is_counted_as_unconfirmed() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(
+            MeetingScript::builder()
+                .synthetic_speech(1, 5, 20)
+                .build()
+                .unwrap(),
+            MeetingOptions::default(),
+        )
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let all = resp["media_server"]["server_urls"]["all"].as_str().unwrap();
+    let (mut m, _) = media(&h, all, 1, None).await;
+    m.answer_keepalives(false);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    assert!(m.recv_type(14).await.is_some());
+    // A drop while the client answers nothing: after the drain limit the socket goes anyway,
+    // and what it wrote since the handshake stays unconfirmed.
+    h.inject(Fault::DropMedia { kind: None });
+    while m.recv_or_closed().await.is_some() {}
+    h.stop(6);
+    let ledger = h.finished().await;
+    assert!(ledger.counters.unconfirmed >= 1, "{:?}", ledger.counters);
 }
 
 /// Overlapping speakers, a chat in the middle of speech, and a run longer than a burst.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::loss::Then;
 use super::*;
 
 /// A pending handshake rejection (`reject_handshakes`), used up by [`Meeting`]'s handshakes.
@@ -47,7 +48,7 @@ impl Meeting {
         tracing::info!(stream = %self.stream_id, fault = fault.name(), "injecting fault");
         let mut st = self.state();
         match fault {
-            Fault::DropSignaling => self.drop_signaling(&mut st, false),
+            Fault::DropSignaling => self.drop_signaling(&mut st, Then::Nothing),
             Fault::DropMedia { kind } => self.drop_media(&mut st, kind, false),
             Fault::StopKeepalives => st.keepalives_off = true,
             Fault::ResumeKeepalives => st.keepalives_off = false,
@@ -70,10 +71,16 @@ impl Meeting {
             Fault::Failover => {
                 st.generation += 1;
                 let url = self.sim.signaling_url_for(&self.stream_id, st.generation);
-                self.drop_signaling(&mut st, false);
-                self.emit_webhook(&mut st, WebhookAction::Started, Some(url));
+                // The new URL is the stream's from now on; the event goes out once the old
+                // sockets are gone.
+                let ev = self.build_event(WebhookAction::Started, Some(url));
+                *self.started.lock().unwrap_or_else(|p| p.into_inner()) = ev.clone();
+                self.drop_signaling(&mut st, Then::Webhook(ev));
             }
-            Fault::InterruptSignaling => self.drop_signaling(&mut st, true),
+            Fault::InterruptSignaling => {
+                let ev = self.interrupted_event(&st);
+                self.drop_signaling(&mut st, Then::Webhook(ev));
+            }
             Fault::InterruptMedia => self.drop_media(&mut st, None, true),
             Fault::DuplicateWebhook => {
                 if let Some((event, body, attempt)) = st.last_webhook.clone() {

@@ -137,10 +137,50 @@ pub(crate) enum CloseCause {
     Server,
 }
 
+/// How the server ends a live connection without losing what it wrote: `kill` asks its
+/// task to stop writing and drain (flush, then a keep-alive request the client must
+/// answer), the task reports `drained`, and it drops the socket once `release` fires.
+/// Sockets that go down together (signaling and its media) are released together once all
+/// drained, so a client never reacts to one socket's loss while another still holds
+/// unread messages.
+pub(crate) struct Ending {
+    pub kill: CancellationToken,
+    pub release: CancellationToken,
+    pub drained: watch::Receiver<bool>,
+}
+
+/// The connection task's side of [`Ending`].
+pub(crate) struct EndingTask {
+    pub kill: CancellationToken,
+    pub release: CancellationToken,
+    pub drained: watch::Sender<bool>,
+}
+
+impl Ending {
+    /// A new pair; both tokens are children of `cancel` (the simulator's shutdown ends every
+    /// socket at once, without draining).
+    pub(crate) fn pair(cancel: &CancellationToken) -> (Ending, EndingTask) {
+        let (kill, release) = (cancel.child_token(), cancel.child_token());
+        let (tx, rx) = watch::channel(false);
+        (
+            Ending {
+                kill: kill.clone(),
+                release: release.clone(),
+                drained: rx,
+            },
+            EndingTask {
+                kill,
+                release,
+                drained: tx,
+            },
+        )
+    }
+}
+
 pub(crate) struct SigConn {
     pub id: u64,
     pub tx: mpsc::UnboundedSender<Out>,
-    pub kill: CancellationToken,
+    pub end: Ending,
 }
 
 pub(crate) struct MediaConn {
@@ -152,7 +192,7 @@ pub(crate) struct MediaConn {
     pub params: MediaParams,
     pub ready: bool,
     pub tx: mpsc::Sender<Out>,
-    pub kill: CancellationToken,
+    pub end: Ending,
 }
 pub(crate) struct State {
     /// Generation of the signaling URL; bumped by failover (scenario 1).
@@ -176,15 +216,25 @@ pub(crate) struct State {
     next_conn: u64,
     last_webhook: Option<(String, Bytes, u32)>,
 }
-/// A media socket the handshake accepted: its id, outbox, kill switch, the confirmed
-/// params and the delay to apply before answering.
-pub(crate) type MediaAccepted = (
-    u64,
-    mpsc::Receiver<Out>,
-    CancellationToken,
-    MediaParams,
-    Duration,
-);
+/// A signaling socket the handshake accepted: its id, outbox, ending and the delay to
+/// apply before answering.
+pub(crate) struct SigAccepted {
+    pub id: u64,
+    pub tx: mpsc::UnboundedSender<Out>,
+    pub rx: mpsc::UnboundedReceiver<Out>,
+    pub end: EndingTask,
+    pub delay: Duration,
+}
+
+/// A media socket the handshake accepted: its id, outbox, ending, the confirmed params and
+/// the delay to apply before answering.
+pub(crate) struct MediaAccepted {
+    pub id: u64,
+    pub rx: mpsc::Receiver<Out>,
+    pub end: EndingTask,
+    pub params: MediaParams,
+    pub delay: Duration,
+}
 
 /// Commands for the timeline task.
 pub(crate) enum Control {
@@ -481,6 +531,12 @@ impl Meeting {
             self.send_stream_state(&st, stream_state::TERMINATED, reason, now);
             let sig = st.signaling.take();
             let media: Vec<MediaConn> = st.media.drain(..).collect();
+            if let Some(s) = &sig {
+                self.closed(s.id, crate::ledger::SocketKind::Signaling, 0);
+            }
+            for c in &media {
+                self.closed(c.id, crate::ledger::SocketKind::Media, c.bits);
+            }
             (
                 self.emit_webhook(&mut st, WebhookAction::Stopped, None),
                 sig,
@@ -510,7 +566,8 @@ impl Meeting {
         for c in media {
             let queued = tokio::time::timeout(room_wait, c.tx.send(Out::Close)).await;
             if !matches!(queued, Ok(Ok(()))) {
-                c.kill.cancel();
+                c.end.kill.cancel();
+                c.end.release.cancel();
             }
             closing.push(c.tx.clone());
         }

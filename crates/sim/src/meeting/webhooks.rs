@@ -27,7 +27,20 @@ impl Meeting {
         action: WebhookAction,
         server_url: Option<String>,
     ) -> Option<oneshot::Receiver<()>> {
-        let ev = WebhookEvent {
+        let ev = self.build_event(action, server_url);
+        if action == WebhookAction::Started {
+            *self.started.lock().unwrap_or_else(|p| p.into_inner()) = ev.clone();
+        }
+        self.deliver(st, ev)
+    }
+
+    /// The event of `action` for this stream, as Zoom would send it now.
+    pub(super) fn build_event(
+        &self,
+        action: WebhookAction,
+        server_url: Option<String>,
+    ) -> WebhookEvent {
+        WebhookEvent {
             product: self.product,
             action,
             event: self.product.event_name(action),
@@ -40,14 +53,14 @@ impl Meeting {
                 .then(|| self.operator_id.clone()),
             stop_reason: (action == WebhookAction::Stopped)
                 .then(|| self.ledger_mut().stop_reason.unwrap_or(0)),
-        };
-        if action == WebhookAction::Started {
-            *self.started.lock().unwrap_or_else(|p| p.into_inner()) = ev.clone();
         }
-        self.deliver(st, ev)
     }
 
-    fn deliver(&self, st: &mut State, ev: WebhookEvent) -> Option<oneshot::Receiver<()>> {
+    pub(super) fn deliver(
+        &self,
+        st: &mut State,
+        ev: WebhookEvent,
+    ) -> Option<oneshot::Receiver<()>> {
         let body = Bytes::from(webhook_body(&ev, &self.sim.config.account_id));
         st.last_webhook = Some((ev.event.clone(), body.clone(), 1));
         let _ = self.webhooks_tx.send(ev.clone());
