@@ -22,10 +22,6 @@ use crate::{MeetingHandle, MeetingOptions, MeetingScript, Pace, SimConfig, Simul
 /// The stand-up meeting shipped in `examples/meetings/standup.toml`.
 pub const BUILTIN_STANDUP: &str = include_str!("../../../examples/meetings/standup.toml");
 
-fn parse_product(s: &str) -> Result<Product, String> {
-    s.parse()
-}
-
 /// Options of `rtms-host simulate`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimulateArgs {
@@ -34,7 +30,7 @@ pub struct SimulateArgs {
     #[arg(long = "meeting", value_name = "FILE")]
     pub meetings: Vec<PathBuf>,
     /// Product of every meeting: meeting, webinar, video-sdk or contact-center.
-    #[arg(long, default_value = "meeting", value_parser = parse_product)]
+    #[arg(long, default_value = "meeting")]
     pub product: Product,
     /// How many meetings to run at once.
     #[arg(long, default_value_t = 1)]
@@ -357,6 +353,23 @@ mod tests {
             assert!(text.contains(w), "missing {w}");
         }
         assert!(!s.chats.is_empty());
+    }
+
+    #[test]
+    fn products_are_parsed_by_their_one_parser() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: SimulateArgs,
+        }
+        let parse = |p: &str| Cli::try_parse_from(["simulate", "--product", p]);
+        assert_eq!(parse("video-sdk").unwrap().args.product, Product::VideoSdk);
+        let e = parse("zoom-phone").err().unwrap().to_string();
+        assert!(
+            e.contains("use meeting, webinar, video-sdk or contact-center"),
+            "{e}"
+        );
     }
 
     #[test]
