@@ -294,7 +294,7 @@ impl ZoomApi {
                 match ev {
                     Ok(ev) => {
                         let last = ev.action == rtms_proto::WebhookAction::Stopped;
-                        publish(crate::meeting::webhook_body(&ev, &account));
+                        publish(crate::webhook::webhook_body(&ev, &account));
                         if last {
                             return;
                         }

@@ -323,7 +323,7 @@ impl MeetingHandle {
     /// The body of the current started event, exactly as the simulator would POST it (for
     /// callers that deliver it themselves; sign it with `rtms_proto::sign::webhook_signature`).
     pub fn started_body(&self) -> Vec<u8> {
-        meeting::webhook_body(&self.m.started_event(), &self.m.sim.config.account_id)
+        webhook::webhook_body(&self.m.started_event(), &self.m.sim.config.account_id)
     }
 
     /// The signaling URL of the current generation (the started event's `server_urls`).

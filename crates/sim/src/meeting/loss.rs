@@ -17,7 +17,7 @@ use crate::ledger::{ConnectionChange, SocketKind};
 const END_WAIT: Duration = Duration::from_secs(3);
 
 /// What to do once a group of ended sockets is gone.
-pub(super) enum Then {
+pub(crate) enum Then {
     Nothing,
     /// Deliver this webhook (interrupted, or the new started event of a failover).
     Webhook(WebhookEvent),
@@ -31,7 +31,7 @@ impl Meeting {
     /// Removes the signaling socket (and the media sockets that depend on it), ends them as
     /// a group, then runs `then` (scenario 2's interrupted webhook, a failover's started
     /// event), and starts the grace timer.
-    pub(super) fn drop_signaling(self: &Arc<Self>, st: &mut State, then: Then) {
+    pub(crate) fn drop_signaling(self: &Arc<Self>, st: &mut State, then: Then) {
         let mut group = Vec::new();
         if let Some(s) = st.signaling.take() {
             self.closed(s.id, SocketKind::Signaling, 0);
@@ -63,7 +63,7 @@ impl Meeting {
     /// Removes media sockets (all when `kind` is `None`), ends them as a group, optionally
     /// announces scenario 3 once they are gone, and starts the media grace timer for the
     /// kinds they carried.
-    pub(super) fn drop_media(
+    pub(crate) fn drop_media(
         self: &Arc<Self>,
         st: &mut State,
         kind: Option<MediaKind>,
@@ -230,7 +230,7 @@ impl Meeting {
     }
 
     /// The `*_rtms_interrupted` event of scenario 2, for the current signaling URL.
-    pub(super) fn interrupted_event(&self, st: &State) -> WebhookEvent {
+    pub(crate) fn interrupted_event(&self, st: &State) -> WebhookEvent {
         let url = self.sim.signaling_url_for(&self.stream_id, st.generation);
         self.build_event(WebhookAction::Interrupted, Some(url))
     }

@@ -4,16 +4,15 @@
 //! - [`handshake`]: the signaling and media handshakes, client messages on signaling, and
 //!   what the server sends on signaling.
 //! - [`loss`]: connection loss, grace periods and interrupted announcements.
-//! - [`faults`]: fault switches and applying a [`Fault`](crate::Fault).
-//! - [`webhooks`]: building, queueing and delivering webhooks (with retries).
+//!
+//! Faults and their application live in [`crate::faults`]; a stream's webhooks (building,
+//! queueing, delivering with retries) in [`crate::webhook`].
 //!
 //! The timeline that plays the script lives in [`crate::timeline`]; the sockets live in
 //! [`crate::server`]. Locks here are std mutexes held for short, synchronous sections only.
 
-mod faults;
 mod handshake;
 mod loss;
-mod webhooks;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,16 +25,16 @@ use rtms_proto::msg::{DataHandshakeReq, HandshakeIds, SignalingHandshakeReq};
 use rtms_proto::params::MediaParams;
 use rtms_proto::{Product, WebhookAction, WebhookEvent, sign, unix_ms};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::faults::{Fault, SocketSel};
+use crate::faults::SocketSel;
 use crate::ledger::{ChatLine, Ledger, TranscriptLine};
 use crate::record::Recorder;
 use crate::script::MeetingScript;
 use crate::{MediaKind, SimShared};
 
-pub(crate) use webhooks::webhook_body;
+pub(crate) use loss::Then;
 
 /// How long the end of a stream waits for room in a media socket's full outbox before it
 /// cuts the socket off (pre-encoded audio only; see [`Meeting::finish`]).
@@ -199,11 +198,11 @@ pub(crate) struct State {
     pub generation: u32,
     pub signaling: Option<SigConn>,
     pub media: Vec<MediaConn>,
-    rejects: Vec<faults::Reject>,
-    delays: Vec<(SocketSel, Duration)>,
-    refuse_until: Option<Instant>,
-    keepalives_off: bool,
-    ignore_answers: Option<SocketSel>,
+    pub(crate) rejects: Vec<crate::faults::Reject>,
+    pub(crate) delays: Vec<(SocketSel, Duration)>,
+    pub(crate) refuse_until: Option<Instant>,
+    pub(crate) keepalives_off: bool,
+    pub(crate) ignore_answers: Option<SocketSel>,
     subscriptions: HashMap<u32, bool>,
     pub paused: bool,
     pub ended: bool,
@@ -214,7 +213,7 @@ pub(crate) struct State {
     /// Counts signaling handshakes, so a grace timer knows whether one happened.
     sig_epoch: u64,
     next_conn: u64,
-    last_webhook: Option<(String, Bytes, u32)>,
+    pub(crate) last_webhook: Option<(String, Bytes, u32)>,
 }
 /// A signaling socket the handshake accepted: its id, outbox, ending and the delay to
 /// apply before answering.
@@ -252,7 +251,7 @@ pub(crate) struct Meeting {
     pub script: Arc<MeetingScript>,
     pub pace: Pace,
     pub operator_id: String,
-    webhook_url: Option<String>,
+    pub(crate) webhook_url: Option<String>,
     state: Mutex<State>,
     ledger: Mutex<Ledger>,
     /// Bumped on every state change the timeline may wait for.
@@ -260,9 +259,9 @@ pub(crate) struct Meeting {
     pub control: mpsc::UnboundedSender<Control>,
     recorder: Option<Recorder>,
     pub finished: watch::Sender<bool>,
-    webhooks_tx: broadcast::Sender<WebhookEvent>,
-    started: Mutex<WebhookEvent>,
-    deliveries: mpsc::UnboundedSender<webhooks::Delivery>,
+    pub(crate) webhooks_tx: broadcast::Sender<WebhookEvent>,
+    pub(crate) started: Mutex<WebhookEvent>,
+    pub(crate) deliveries: mpsc::UnboundedSender<crate::webhook::Delivery>,
     /// Fast pace: media messages a dropped socket had queued but not written, by kind, sent
     /// first on the next socket so the timeline holds across the drop.
     requeued: Mutex<Vec<(MediaKind, String, Note)>>,
@@ -371,7 +370,7 @@ impl Meeting {
             cancel,
         });
         if m.webhook_url.is_some() {
-            tokio::spawn(webhooks::deliver_loop(m.clone(), deliveries_rx));
+            tokio::spawn(crate::webhook::deliver_loop(m.clone(), deliveries_rx));
         }
         Ok((m, control_rx))
     }
