@@ -24,10 +24,10 @@
 //! # Layout
 //! - [`config`]: the simulator's configuration, [`SimConfig`].
 //! - [`script`]: meeting files and the builder.
-//! - [`faults`]: [`Fault`] and scheduled faults.
-//! - [`ledger`]: what was sent.
+//! - [`faults`]: [`Fault`], scheduled faults, and applying them to a stream.
+//! - [`ledger`]: what was sent and who was connected, and the ledger's guarantee.
 //! - [`media_gen`]: audio synthesis and sample frames.
-//! - [`webhook`]: signed webhook delivery and url validation.
+//! - [`webhook`]: a stream's webhooks, their signed delivery with retries, url validation.
 //! - [`record`]: the JSON Lines recording.
 //! - `meeting` / `timeline` / `server`: one stream's state, its player, the sockets.
 //! - [`cli`]: `rtms-host simulate`.
