@@ -517,7 +517,10 @@ where
                 if !m.cancel.is_cancelled() {
                     drain_before_kill(&mut sink, &mut stream, shared, m, signaling, d).await;
                     let _ = end.drained.send(true);
-                    let _ = tokio::time::timeout(KILL_DRAIN_LIMIT, end.release.cancelled()).await;
+                    // The group is released once its slowest socket drained, which takes
+                    // at most KILL_DRAIN_LIMIT after the kill; wait a little longer than that.
+                    let _ = tokio::time::timeout(2 * KILL_DRAIN_LIMIT, end.release.cancelled())
+                        .await;
                 }
                 return CloseCause::Server;
             }
@@ -585,7 +588,7 @@ where
                 }
                 Some(Out::Close) | None => {
                     drop(rx);
-                    close_and_confirm(&mut sink, &mut stream, d).await;
+                    close_and_confirm(&mut sink, &mut stream, m, signaling, d).await;
                     return CloseCause::Server;
                 }
             },
@@ -615,9 +618,15 @@ where
 }
 
 /// Ends the stream's socket with a close frame and waits (at most [`KILL_DRAIN_LIMIT`]) for
-/// the client's close frame, which proves it read everything before ours.
-async fn close_and_confirm<W, R>(sink: &mut W, stream: &mut R, d: &mut Delivery)
-where
+/// the client's close frame, which proves it read everything before ours. What the client
+/// sends meanwhile (a late keep-alive answer, say) is handled as usual.
+async fn close_and_confirm<W, R>(
+    sink: &mut W,
+    stream: &mut R,
+    m: &Arc<Meeting>,
+    signaling: bool,
+    d: &mut Delivery,
+) where
     W: futures_util::Sink<Message> + Unpin,
     R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
@@ -628,11 +637,16 @@ where
     if sink.send(close).await.is_err() {
         return;
     }
+    let (mut outstanding, mut misses) = (false, 0);
     let answered = async {
         while let Some(Ok(msg)) = stream.next().await {
-            if let Message::Close(_) = msg {
-                return true;
-            }
+            let bytes = match msg {
+                Message::Close(_) => return true,
+                Message::Text(t) => Bytes::from(t),
+                Message::Binary(b) => b,
+                _ => continue,
+            };
+            handle_inbound(m, signaling, &bytes, &mut outstanding, &mut misses);
         }
         false
     };
