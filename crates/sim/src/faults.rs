@@ -81,8 +81,9 @@ pub enum Fault {
     /// Deliver the last webhook again with the same body, as Zoom's retries do.
     DuplicateWebhook,
     /// Pause the stream (msg 9 PAUSED, msg 8 PAUSED): nothing is sent and the timeline holds
-    /// until [`Fault::Resume`] or, when set, after `duration`. A script refuses a pause that
-    /// would never end: without `duration`, a resume must be scheduled at a later time.
+    /// until [`Fault::Resume`] or, when set, after `duration`. A meeting file refuses a pause
+    /// that would never end: without `duration`, a resume must be scheduled at a later time.
+    /// A script built in code may hold its stream so on purpose; it then ends when stopped.
     Pause { duration: Option<Duration> },
     /// Resume a paused stream.
     Resume,
