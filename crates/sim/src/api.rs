@@ -294,7 +294,7 @@ impl ZoomApi {
                 match ev {
                     Ok(ev) => {
                         let last = ev.action == rtms_proto::WebhookAction::Stopped;
-                        publish(crate::meeting::webhook_body(&ev, &account));
+                        publish(crate::webhook::webhook_body(&ev, &account));
                         if last {
                             return;
                         }
@@ -328,117 +328,136 @@ impl ZoomApi {
 type Starter =
     Arc<dyn Fn(MeetingScript, MeetingOptions) -> anyhow::Result<MeetingHandle> + Send + Sync>;
 
+/// One HTTP request: the token endpoint or the RTMS app status endpoint.
 async fn route(
     st: &Mutex<State>,
     starter: &Starter,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let lock = || st.lock().unwrap_or_else(|p| p.into_inner());
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let auth = header("authorization");
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return answer(StatusCode::BAD_REQUEST, None),
     };
+    let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
     if method == Method::POST && path == "/oauth/token" {
-        let mut s = lock();
-        let param = |k: &str| {
-            query.split('&').find_map(|p| {
-                p.split_once('=')
-                    .filter(|(a, _)| *a == k)
-                    .map(|(_, v)| v.to_owned())
-            })
-        };
-        let basic = auth
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Basic "))
-            .and_then(|b| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.trim())
-                    .ok()
-            })
-            .and_then(|b| String::from_utf8(b).ok());
-        let want = format!("{}:{}", s.cfg.oauth_client_id, s.cfg.oauth_client_secret);
-        if param("grant_type").as_deref() != Some("account_credentials") {
-            s.counts.token_refusals += 1;
-            return answer(
-                StatusCode::BAD_REQUEST,
-                Some(
-                    json!({"reason": "Unsupported grant type", "error": "unsupported_grant_type"}),
-                ),
-            );
-        }
-        if basic.as_deref() != Some(want.as_str())
-            || param("account_id").as_deref() != Some(s.cfg.account_id.as_str())
-        {
-            s.counts.token_refusals += 1;
-            return answer(
-                StatusCode::BAD_REQUEST,
-                Some(
-                    json!({"reason": "Invalid client_id or client_secret", "error": "invalid_client"}),
-                ),
-            );
-        }
-        let token = format!("sim-{:032x}", rand::random::<u128>());
-        let ttl = s.cfg.token_ttl;
-        let now = Instant::now();
-        // Bounded: expired tokens go, and past MAX_TOKENS the one expiring first goes too.
-        s.tokens.retain(|_, until| *until > now);
-        if s.tokens.len() >= MAX_TOKENS
-            && let Some(oldest) = s
-                .tokens
-                .iter()
-                .min_by_key(|(_, until)| **until)
-                .map(|(t, _)| t.clone())
-        {
-            s.tokens.remove(&oldest);
-        }
-        s.tokens.insert(token.clone(), now + ttl);
-        s.counts.tokens_issued += 1;
-        return answer(
-            StatusCode::OK,
-            Some(json!({"access_token": token, "token_type": "bearer",
-                        "expires_in": ttl.as_secs(), "scope": "meeting:update:meeting_rtms_app_status:admin"})),
-        );
+        return issue_token(&mut s, &query, auth.as_deref());
     }
     let id = path
         .strip_prefix("/v2/live_meetings/")
         .and_then(|r| r.strip_suffix("/rtms_app/status"));
-    let (Some(id), true) = (id, method == Method::PATCH) else {
-        return zoom_error(
+    match (id, method == Method::PATCH) {
+        (Some(id), true) => rtms_status(&mut s, starter, id, auth.as_deref(), &body),
+        _ => zoom_error(
             StatusCode::NOT_FOUND,
             404,
             format!("No route {method} {path}"),
-        );
+        ),
+    }
+}
+
+/// `POST /oauth/token`: Server-to-Server OAuth (`account_credentials`, HTTP Basic).
+fn issue_token(s: &mut State, query: &str, auth: Option<&str>) -> Response<Full<Bytes>> {
+    let param = |k: &str| {
+        query.split('&').find_map(|p| {
+            p.split_once('=')
+                .filter(|(a, _)| *a == k)
+                .map(|(_, v)| v.to_owned())
+        })
     };
+    let basic = auth
+        .and_then(|a| a.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let want = format!("{}:{}", s.cfg.oauth_client_id, s.cfg.oauth_client_secret);
+    if param("grant_type").as_deref() != Some("account_credentials") {
+        s.counts.token_refusals += 1;
+        return answer(
+            StatusCode::BAD_REQUEST,
+            Some(json!({"reason": "Unsupported grant type", "error": "unsupported_grant_type"})),
+        );
+    }
+    if basic.as_deref() != Some(want.as_str())
+        || param("account_id").as_deref() != Some(s.cfg.account_id.as_str())
+    {
+        s.counts.token_refusals += 1;
+        return answer(
+            StatusCode::BAD_REQUEST,
+            Some(
+                json!({"reason": "Invalid client_id or client_secret", "error": "invalid_client"}),
+            ),
+        );
+    }
+    let token = format!("sim-{:032x}", rand::random::<u128>());
+    let ttl = s.cfg.token_ttl;
+    let now = Instant::now();
+    // Bounded: expired tokens go, and past MAX_TOKENS the one expiring first goes too.
+    s.tokens.retain(|_, until| *until > now);
+    if s.tokens.len() >= MAX_TOKENS
+        && let Some(oldest) = s
+            .tokens
+            .iter()
+            .min_by_key(|(_, until)| **until)
+            .map(|(t, _)| t.clone())
+    {
+        s.tokens.remove(&oldest);
+    }
+    s.tokens.insert(token.clone(), now + ttl);
+    s.counts.tokens_issued += 1;
+    answer(
+        StatusCode::OK,
+        Some(json!({"access_token": token, "token_type": "bearer",
+                    "expires_in": ttl.as_secs(), "scope": "meeting:update:meeting_rtms_app_status:admin"})),
+    )
+}
+
+/// `PATCH /v2/live_meetings/{id}/rtms_app/status`: checks the token, any queued failure and
+/// the RTMS client id, then acts on the prepared meeting. Every call is counted.
+fn rtms_status(
+    s: &mut State,
+    starter: &Starter,
+    id: &str,
+    auth: Option<&str>,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
     // A uuid that starts with `/` or holds `//` arrives encoded twice, as Zoom asks.
     let mut id = percent_decode(id);
     if id.contains('%') {
         id = percent_decode(&id);
     }
-    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let action = parsed["action"].as_str().unwrap_or("").to_owned();
-    let record = |s: &mut State, status: StatusCode| {
-        s.counts
-            .status_calls
-            .push((id.clone(), action.clone(), status.as_u16()));
-    };
-    let mut s = lock();
+    let r = status_answer(s, starter, &id, &action, &parsed, auth);
+    s.counts
+        .status_calls
+        .push((id, action, r.status().as_u16()));
+    r
+}
+
+fn status_answer(
+    s: &mut State,
+    starter: &Starter,
+    id: &str,
+    action: &str,
+    parsed: &Value,
+    auth: Option<&str>,
+) -> Response<Full<Bytes>> {
     let token_ok = auth
-        .as_deref()
         .and_then(|a| a.strip_prefix("Bearer "))
         .and_then(|t| s.tokens.get(t.trim()))
         .is_some_and(|exp| *exp > Instant::now());
     if !token_ok {
-        record(&mut s, StatusCode::UNAUTHORIZED);
         return zoom_error(
             StatusCode::UNAUTHORIZED,
             124,
@@ -447,7 +466,6 @@ async fn route(
     }
     if let Some(f) = s.failures.pop_front() {
         let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        record(&mut s, status);
         let mut r = answer(status, Some(f.body));
         if let Some(secs) = f.retry_after_secs {
             r.headers_mut()
@@ -456,82 +474,68 @@ async fn route(
         return r;
     }
     if parsed["settings"]["client_id"].as_str() != Some(s.rtms_client_id.as_str()) {
-        record(&mut s, StatusCode::BAD_REQUEST);
         return zoom_error(
             StatusCode::BAD_REQUEST,
             300,
             "Invalid parameter: settings.client_id is not an RTMS app of this account.".into(),
         );
     }
-    let Some(prepared) = s.meetings.remove(&id) else {
-        record(&mut s, StatusCode::NOT_FOUND);
+    let Some(prepared) = s.meetings.remove(id) else {
         return zoom_error(
             StatusCode::NOT_FOUND,
             3001,
             format!("Meeting does not exist: {id}."),
         );
     };
-    let result = match (action.as_str(), prepared) {
+    let (kept, r) = act(s, starter, action, prepared);
+    if let Some(p) = kept {
+        s.meetings.insert(id.to_owned(), p);
+    }
+    r
+}
+
+/// Carries out `action` on a prepared meeting; returns what the meeting becomes (`None`
+/// when a start failed) and the answer.
+fn act(
+    s: &mut State,
+    starter: &Starter,
+    action: &str,
+    prepared: Prepared,
+) -> (Option<Prepared>, Response<Full<Bytes>>) {
+    let bad = |text: String| zoom_error(StatusCode::BAD_REQUEST, 300, text);
+    let done = || answer(StatusCode::NO_CONTENT, None);
+    match (action, prepared) {
         ("start", Prepared::Waiting(b)) => {
             let (script, opts) = *b;
             match starter(script, opts) {
                 Ok(h) => {
                     s.started.notify_waiters();
-                    Ok(Prepared::Live(h))
+                    (Some(Prepared::Live(h)), done())
                 }
-                Err(e) => Err((
-                    None,
-                    zoom_error(StatusCode::BAD_REQUEST, 300, format!("Cannot start: {e}")),
-                )),
+                Err(e) => (None, bad(format!("Cannot start: {e}"))),
             }
         }
-        ("start", p @ Prepared::Live(_)) => Err((
+        ("start", p @ Prepared::Live(_)) => (
             Some(p),
-            zoom_error(
-                StatusCode::BAD_REQUEST,
-                300,
-                "RTMS is already started for this meeting.".into(),
-            ),
-        )),
+            bad("RTMS is already started for this meeting.".into()),
+        ),
         ("stop" | "pause" | "resume", Prepared::Live(h)) => {
-            let fault = match action.as_str() {
+            h.inject(match action {
                 "stop" => crate::Fault::Terminate { reason: 25 },
                 "pause" => crate::Fault::Pause { duration: None },
                 _ => crate::Fault::Resume,
-            };
-            h.inject(fault);
-            Ok(Prepared::Live(h))
+            });
+            (Some(Prepared::Live(h)), done())
         }
-        ("stop" | "pause" | "resume", p @ Prepared::Waiting(_)) => Err((
+        ("stop" | "pause" | "resume", p @ Prepared::Waiting(_)) => {
+            (Some(p), bad("RTMS is not started for this meeting.".into()))
+        }
+        (other, p) => (
             Some(p),
-            zoom_error(
-                StatusCode::BAD_REQUEST,
-                300,
-                "RTMS is not started for this meeting.".into(),
-            ),
-        )),
-        (other, p) => Err((
-            Some(p),
-            zoom_error(
-                StatusCode::BAD_REQUEST,
-                300,
-                format!("Invalid field: action {other:?}; use start, stop, pause or resume."),
-            ),
-        )),
-    };
-    match result {
-        Ok(p) => {
-            s.meetings.insert(id.clone(), p);
-            record(&mut s, StatusCode::NO_CONTENT);
-            answer(StatusCode::NO_CONTENT, None)
-        }
-        Err((p, r)) => {
-            if let Some(p) = p {
-                s.meetings.insert(id.clone(), p);
-            }
-            record(&mut s, r.status());
-            r
-        }
+            bad(format!(
+                "Invalid field: action {other:?}; use start, stop, pause or resume."
+            )),
+        ),
     }
 }
 

@@ -22,10 +22,6 @@ use crate::{MeetingHandle, MeetingOptions, MeetingScript, Pace, SimConfig, Simul
 /// The stand-up meeting shipped in `examples/meetings/standup.toml`.
 pub const BUILTIN_STANDUP: &str = include_str!("../../../examples/meetings/standup.toml");
 
-fn parse_product(s: &str) -> Result<Product, String> {
-    s.parse()
-}
-
 /// Options of `rtms-host simulate`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimulateArgs {
@@ -34,7 +30,7 @@ pub struct SimulateArgs {
     #[arg(long = "meeting", value_name = "FILE")]
     pub meetings: Vec<PathBuf>,
     /// Product of every meeting: meeting, webinar, video-sdk or contact-center.
-    #[arg(long, default_value = "meeting", value_parser = parse_product)]
+    #[arg(long, default_value = "meeting")]
     pub product: Product,
     /// How many meetings to run at once.
     #[arg(long, default_value_t = 1)]
@@ -82,6 +78,11 @@ pub struct SimulateArgs {
     /// Write the CA certificate (PEM) here when --tls is on.
     #[arg(long, value_name = "FILE")]
     pub ca_out: Option<PathBuf>,
+    /// Keep the CA in DIR (implies --tls): created there on the first run (ca.pem, and
+    /// ca.key with mode 0600) and reused on later runs, so a client can trust DIR/ca.pem
+    /// before any webhook arrives.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
     /// Record every message sent to FILE (JSON Lines); with several meetings, FILE gets a
     /// -N suffix per meeting.
     #[arg(long, value_name = "FILE")]
@@ -126,8 +127,42 @@ fn record_path(base: &std::path::Path, i: usize, count: usize) -> PathBuf {
     base.with_file_name(format!("{stem}-{}.{ext}", i + 1))
 }
 
-/// Runs `rtms-host simulate`.
+/// How long a shutdown signal lets the meetings end before their recordings are closed.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs `rtms-host simulate` until every meeting ended, or until SIGINT or SIGTERM: then
+/// every live meeting is stopped with STOP_REASON 17 EXIT_SIGNAL, and the recordings are
+/// flushed and closed (see [`simulate_until`]).
 pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    simulate_until(args, shutdown_signal()).await
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// [`simulate`], with the shutdown signal as a parameter. When `shutdown` resolves before
+/// the meetings ended, each is stopped with STOP_REASON 17 EXIT_SIGNAL (its client and
+/// webhook target learn it as from Zoom) and given up to 10 s to end; every recording is
+/// then flushed and closed, ending with its last whole line.
+pub async fn simulate_until(
+    args: SimulateArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let scripts: Vec<MeetingScript> = if args.meetings.is_empty() {
         vec![MeetingScript::from_toml_str(BUILTIN_STANDUP).context("built-in stand-up")?]
     } else {
@@ -139,12 +174,14 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     if args.count == 0 {
         anyhow::bail!("--count must be at least 1");
     }
+    let tls = args.tls || args.ca_dir.is_some();
     let config = SimConfig {
         client_id: args.client_id.clone(),
         client_secret: args.client_secret.clone(),
         webhook_secret: args.webhook_secret.clone(),
-        tls: args.tls,
-        advertise_host: advertised_host(args.advertise_host.as_deref(), args.tls),
+        tls,
+        ca_dir: args.ca_dir.clone(),
+        advertise_host: advertised_host(args.advertise_host.as_deref(), tls),
         keepalive_interval: Duration::from_millis(args.keepalive_ms.max(100)),
         connect_timeout: Duration::from_secs(args.connect_timeout_secs.max(1)),
         preencoded_audio: args.preencoded_audio,
@@ -159,8 +196,17 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             "CA certificate written to {} (trust it for wss://)",
             path.display()
         );
-    } else if args.tls {
-        println!("TLS is on; pass --ca-out FILE to save the CA a client must trust");
+    }
+    if let Some(dir) = &args.ca_dir {
+        println!(
+            "CA kept in {} (trust {} for wss://; it is reused on later runs)",
+            dir.display(),
+            dir.join(crate::tls::CA_CERT_FILE).display()
+        );
+    } else if tls && args.ca_out.is_none() {
+        println!(
+            "TLS is on with a new CA; pass --ca-out FILE to save it, or --ca-dir DIR to keep one"
+        );
     }
     if let (true, Some(url)) = (args.validate_endpoint, &args.webhook_url) {
         sim.validate_endpoint(url)
@@ -230,23 +276,40 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             handles.len()
         );
     }
-    if let Some(api) = &api {
-        handles = wait_for_starts(api, &args).await;
-    }
-    for (i, h) in handles.iter().enumerate() {
-        let l = h.finished().await;
-        println!(
-            "meeting {} ended (stop_reason {}): audio {} video {} share {} transcript {} chat {} frames",
-            i + 1,
-            l.stop_reason.unwrap_or(0),
-            l.count(crate::MediaKind::Audio),
-            l.count(crate::MediaKind::Video),
-            l.count(crate::MediaKind::Share),
-            l.count(crate::MediaKind::Transcript),
-            l.count(crate::MediaKind::Chat),
-        );
+    let run = async {
+        if let Some(api) = &api {
+            handles = wait_for_starts(api, &args).await;
+        }
+        for (i, h) in handles.iter().enumerate() {
+            print_end(i, &h.finished().await);
+        }
+    };
+    tokio::select! {
+        () = run => {}
+        () = shutdown => {
+            println!("shutting down: stopping every live meeting (stop_reason 17)");
+            let live = sim.meetings();
+            sim.shutdown(rtms_proto::codes::stop_reason::EXIT_SIGNAL, SHUTDOWN_LIMIT)
+                .await;
+            for (i, h) in live.iter().enumerate() {
+                print_end(i, &h.ledger());
+            }
+        }
     }
     Ok(())
+}
+
+fn print_end(i: usize, l: &crate::Ledger) {
+    println!(
+        "meeting {} ended (stop_reason {}): audio {} video {} share {} transcript {} chat {} frames",
+        i + 1,
+        l.stop_reason.unwrap_or(0),
+        l.count(crate::MediaKind::Audio),
+        l.count(crate::MediaKind::Video),
+        l.count(crate::MediaKind::Share),
+        l.count(crate::MediaKind::Transcript),
+        l.count(crate::MediaKind::Chat),
+    );
 }
 
 /// Waits for every prepared meeting to be started through the API, in any order; prints each
@@ -290,6 +353,23 @@ mod tests {
             assert!(text.contains(w), "missing {w}");
         }
         assert!(!s.chats.is_empty());
+    }
+
+    #[test]
+    fn products_are_parsed_by_their_one_parser() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: SimulateArgs,
+        }
+        let parse = |p: &str| Cli::try_parse_from(["simulate", "--product", p]);
+        assert_eq!(parse("video-sdk").unwrap().args.product, Product::VideoSdk);
+        let e = parse("zoom-phone").err().unwrap().to_string();
+        assert!(
+            e.contains("use meeting, webinar, video-sdk or contact-center"),
+            "{e}"
+        );
     }
 
     #[test]

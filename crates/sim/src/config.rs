@@ -4,6 +4,7 @@
 //! Zoom where Zoom's behaviour is known (10 s keep-alive, 3 misses, 60 s / 30 s grace) and
 //! carry the test credentials of `rtms-protocol.md` decision 3, so tests only shorten timers.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How the simulator behaves. Build with `SimConfig { ..Default::default() }`.
@@ -19,6 +20,10 @@ pub struct SimConfig {
     pub account_id: String,
     /// Serve `wss://` with a freshly generated self-signed CA (see [`crate::Simulator::ca_pem`]).
     pub tls: bool,
+    /// With `tls`: keep the CA in this directory (`ca.pem`, and `ca.key` with mode 0600),
+    /// created on the first run and reused after, so a client can trust it before the
+    /// simulator starts. `None`: a new CA every run.
+    pub ca_dir: Option<PathBuf>,
     /// Host written into every URL the simulator hands out. `127.0.0.1` by default; use
     /// `localhost` for Zoom's SDK, which checks only DNS-type SANs. Servers always bind
     /// 127.0.0.1.
@@ -70,6 +75,7 @@ impl Default for SimConfig {
             webhook_secret: "test_webhook_secret".into(),
             account_id: "simAccount0000000000000".into(),
             tls: false,
+            ca_dir: None,
             advertise_host: "127.0.0.1".into(),
             keepalive_interval: Duration::from_secs(10),
             missed_keepalive_limit: 3,

@@ -24,10 +24,10 @@
 //! # Layout
 //! - [`config`]: the simulator's configuration, [`SimConfig`].
 //! - [`script`]: meeting files and the builder.
-//! - [`faults`]: [`Fault`] and scheduled faults.
-//! - [`ledger`]: what was sent.
+//! - [`faults`]: [`Fault`], scheduled faults, and applying them to a stream.
+//! - [`ledger`]: what was sent and who was connected, and the ledger's guarantee.
 //! - [`media_gen`]: audio synthesis and sample frames.
-//! - [`webhook`]: signed webhook delivery and url validation.
+//! - [`webhook`]: a stream's webhooks, their signed delivery with retries, url validation.
 //! - [`record`]: the JSON Lines recording.
 //! - `meeting` / `timeline` / `server`: one stream's state, its player, the sockets.
 //! - [`cli`]: `rtms-host simulate`.
@@ -58,7 +58,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::SimConfig;
 pub use faults::{Fault, ScheduledFault, SocketSel, Trigger};
-pub use ledger::{ChatLine, Counters, KindStats, Ledger, TranscriptLine, WebhookDelivery};
+pub use ledger::{
+    ChatLine, ConnectionChange, ConnectionEvent, Counters, KindStats, Ledger, SocketKind,
+    TranscriptLine, WebhookDelivery,
+};
 pub use meeting::{MeetingOptions, Pace};
 pub use script::{EventKind, MeetingBuilder, MeetingScript, ScriptError};
 
@@ -132,10 +135,12 @@ impl Simulator {
     /// Binds the signaling and media servers on 127.0.0.1 port 0 (generating the TLS
     /// certificate first when `config.tls`).
     pub async fn start(config: SimConfig) -> anyhow::Result<Simulator> {
-        let tls = if config.tls {
-            Some(tls::SimTls::generate().context("cannot set up TLS for wss://")?)
-        } else {
-            None
+        let tls = match (&config.tls, &config.ca_dir) {
+            (false, _) => None,
+            (true, None) => Some(tls::SimTls::generate().context("cannot set up TLS for wss://")?),
+            (true, Some(dir)) => {
+                Some(tls::SimTls::from_ca_dir(dir).context("cannot set up TLS for wss://")?)
+            }
         };
         let sig = TcpListener::bind("127.0.0.1:0")
             .await
@@ -190,6 +195,33 @@ impl Simulator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
+    }
+
+    /// Handles of the meetings not finished yet.
+    pub fn meetings(&self) -> Vec<MeetingHandle> {
+        self.shared
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|m| MeetingHandle { m: m.clone() })
+            .collect()
+    }
+
+    /// Ends every live meeting with `reason` (msg 9 STOPPED, msg 8 state 4, the stopped
+    /// webhook) and waits at most `limit` for them to finish. Their recordings are then
+    /// flushed and closed whether they finished or not, so no file ends in a partial line.
+    /// `rtms-host simulate` calls it on SIGINT / SIGTERM with STOP_REASON 17 EXIT_SIGNAL.
+    pub async fn shutdown(&self, reason: u32, limit: std::time::Duration) {
+        let live = self.meetings();
+        for h in &live {
+            h.stop(reason);
+        }
+        let all = futures_util::future::join_all(live.iter().map(|h| h.finished()));
+        let _ = tokio::time::timeout(limit, all).await;
+        for h in &live {
+            h.m.close_recording();
+        }
     }
 
     /// Starts a meeting: registers the stream, sends `*_rtms_started` when
@@ -291,7 +323,7 @@ impl MeetingHandle {
     /// The body of the current started event, exactly as the simulator would POST it (for
     /// callers that deliver it themselves; sign it with `rtms_proto::sign::webhook_signature`).
     pub fn started_body(&self) -> Vec<u8> {
-        meeting::webhook_body(&self.m.started_event(), &self.m.sim.config.account_id)
+        webhook::webhook_body(&self.m.started_event(), &self.m.sim.config.account_id)
     }
 
     /// The signaling URL of the current generation (the started event's `server_urls`).

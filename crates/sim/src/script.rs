@@ -208,8 +208,9 @@ struct MeetingFile {
     chat: Vec<ChatFile>,
     #[serde(default)]
     event: Vec<EventFile>,
+    /// Spanned, so an error can name the entry's line.
     #[serde(default)]
-    fault: Vec<FaultFile>,
+    fault: Vec<toml::Spanned<FaultFile>>,
 }
 
 fn secs(what: &str, v: f64) -> Result<u64, ScriptError> {
@@ -246,6 +247,48 @@ fn socket_sel(what: &str, s: Option<&str>) -> Result<SocketSel, ScriptError> {
             });
         }
     })
+}
+
+/// The 1-based line of a byte offset of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+/// Finds a pause that would never end: one without a `duration` and no `resume` scheduled
+/// at a later time to end it. Such a pause would hold the timeline, and with it the scripted
+/// end of the meeting, forever. A pause triggered by `after_frames` needs a `duration`: its
+/// time is not known in advance, and no frame is sent while paused.
+///
+/// Meeting files are checked when loaded. A script built in code may hold its stream on
+/// purpose (a benchmark that keeps a stream open until it stops it): [`MeetingBuilder`]
+/// accepts such a pause, and the stream then ends only when stopped.
+fn check_pauses(faults: &[ScheduledFault]) -> Result<(), usize> {
+    for (i, f) in faults.iter().enumerate() {
+        if f.fault != (Fault::Pause { duration: None }) {
+            continue;
+        }
+        let resumed = match f.trigger {
+            Trigger::AtMs(t) => faults.iter().any(|r| {
+                r.fault == Fault::Resume && matches!(r.trigger, Trigger::AtMs(rt) if rt > t)
+            }),
+            Trigger::AfterFrames(_) => false,
+        };
+        if !resumed {
+            return Err(i);
+        }
+    }
+    Ok(())
+}
+
+fn endless_pause(what: String) -> ScriptError {
+    ScriptError::Invalid {
+        what,
+        problem: "this pause never ends: it has no `duration` and no `resume` fault with a \
+                  later `at` follows it, so the meeting would never reach its scripted end; \
+                  add `duration = <seconds>` to it, or a [[fault]] with kind = \"resume\" \
+                  and a later `at`"
+            .into(),
+    }
 }
 
 impl FaultFile {
@@ -379,8 +422,14 @@ impl MeetingScript {
             let id = who(what.clone(), &e.user)?;
             b = b.event(secs(&what, e.at)?, e.kind, id);
         }
+        let mut lines = Vec::new();
         for (i, f) in file.fault.into_iter().enumerate() {
-            b.faults.push(f.resolve(i)?);
+            lines.push(line_of(text, f.span().start));
+            b.faults.push(f.into_inner().resolve(i)?);
+        }
+        if let Err(i) = check_pauses(&b.faults) {
+            let what = format!("[[fault]] #{} (pause) at line {}", i + 1, lines[i]);
+            return Err(endless_pause(what));
         }
         b.build()
     }
@@ -725,6 +774,45 @@ media = "audio"
         let bad = SMALL.replace("after_frames = 10", "");
         let e = MeetingScript::from_toml_str(&bad).unwrap_err().to_string();
         assert!(e.contains("exactly one of"), "{e}");
+    }
+
+    #[test]
+    fn a_pause_that_never_ends_is_refused_with_its_line() {
+        let endless = format!("{SMALL}[[fault]]\nat = 1.0\nkind = \"pause\"\n");
+        let e = MeetingScript::from_toml_str(&endless)
+            .unwrap_err()
+            .to_string();
+        let line = SMALL.lines().count() + 1;
+        assert!(
+            e.contains(&format!("[[fault]] #2 (pause) at line {line}")),
+            "{e}"
+        );
+        assert!(
+            e.contains("never ends") && e.contains("duration = <seconds>"),
+            "{e}"
+        );
+        // A resume before the pause does not end it; one after it does, as does a duration.
+        let early = format!("{endless}[[fault]]\nat = 0.5\nkind = \"resume\"\n");
+        assert!(MeetingScript::from_toml_str(&early).is_err());
+        let later = format!("{endless}[[fault]]\nat = 2.0\nkind = \"resume\"\n");
+        assert!(MeetingScript::from_toml_str(&later).is_ok());
+        let timed = endless.replace("kind = \"pause\"", "kind = \"pause\"\nduration = 1.0");
+        assert!(MeetingScript::from_toml_str(&timed).is_ok());
+        // A pause after N frames cannot be resumed at a known time: it needs a duration.
+        let by_frames = format!(
+            "{SMALL}[[fault]]\nafter_frames = 3\nkind = \"pause\"\n\
+             [[fault]]\nat = 5.0\nkind = \"resume\"\n"
+        );
+        let e = MeetingScript::from_toml_str(&by_frames)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[[fault]] #2 (pause)"), "{e}");
+        // Built in code, an endless pause is a deliberate hold.
+        let hold = MeetingScript::builder()
+            .synthetic_speech(1, 1, 10)
+            .fault_at(300, Fault::Pause { duration: None })
+            .build();
+        assert!(hold.is_ok());
     }
 
     #[test]

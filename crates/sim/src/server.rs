@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-use crate::meeting::{CloseCause, Control, Meeting, Note, Out};
+use crate::meeting::{CloseCause, Control, EndingTask, Meeting, Note, Out};
 use crate::{MediaKind, SimShared};
 use rtms_proto::unix_ms;
 
@@ -271,12 +271,12 @@ where
         return;
     };
     m.ledger_mut().counters.signaling_connections += 1;
-    let (conn, rx, delay) = match m.signaling_handshake(&req, r.generation) {
+    let conn = match m.signaling_handshake(&req, r.generation) {
         Ok(x) => x,
         Err(why) => return reject(ws, &shared, Some(&m), "signaling", resp, why).await,
     };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    if !conn.delay.is_zero() {
+        tokio::time::sleep(conn.delay).await;
     }
     let urls = media_server_urls(&shared, &m.stream_id);
     let ok = SignalingHandshakeResp {
@@ -297,15 +297,7 @@ where
     {
         return;
     }
-    let cause = conn_loop(
-        ws,
-        &shared,
-        &m,
-        true,
-        OutRx::Unbounded(rx),
-        conn.kill.clone(),
-    )
-    .await;
+    let cause = conn_loop(ws, &shared, &m, true, OutRx::Unbounded(conn.rx), conn.end).await;
     m.on_closed(conn.id, true, cause);
 }
 
@@ -329,24 +321,24 @@ where
         return;
     };
     m.ledger_mut().counters.media_connections += 1;
-    let (id, rx, kill, params, delay) = match m.media_handshake(&req, r.kind) {
+    let conn = match m.media_handshake(&req, r.kind) {
         Ok(x) => x,
         Err(why) => return reject(ws, &shared, Some(&m), "media", resp, why).await,
     };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    if !conn.delay.is_zero() {
+        tokio::time::sleep(conn.delay).await;
     }
     let text = json!({"msg_type": resp, "protocol_version": 1, "status_code": status::OK,
-        "reason": "", "payload_encrypted": false, "media_params": params})
+        "reason": "", "payload_encrypted": false, "media_params": conn.params})
     .to_string();
     let sent = ws.send(frame(&shared, text.clone())).await.is_ok();
     m.record("media", &text);
     let cause = if sent {
-        conn_loop(ws, &shared, &m, false, OutRx::Bounded(rx), kill).await
+        conn_loop(ws, &shared, &m, false, OutRx::Bounded(conn.rx), conn.end).await
     } else {
         CloseCause::Client
     };
-    m.on_closed(id, false, cause);
+    m.on_closed(conn.id, false, cause);
 }
 
 /// msg 2's `media_server.server_urls`: one URL per type plus `all`, unless the
@@ -391,6 +383,56 @@ impl OutRx {
     }
 }
 
+/// How long a socket that a fault (or a full outbox at the end) cuts off waits for its client
+/// to confirm it read everything written, before the socket is dropped anyway.
+const KILL_DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// What one connection wrote and what its client confirmed reading, for the ledger's
+/// guarantee: a keep-alive answer proves the client read everything written before the
+/// request it answers, and so does its answer to the server's close frame.
+#[derive(Default)]
+struct Delivery {
+    /// Messages written that the ledger counts (media, events, stream and session states).
+    written: u64,
+    /// Of those, how many the client confirmed.
+    confirmed: u64,
+    /// Keep-alive requests not answered yet: `(sequence, written before it)`.
+    probes: std::collections::VecDeque<(u64, u64)>,
+    ka_seq: u64,
+}
+
+impl Delivery {
+    fn wrote(&mut self, note: &Note) {
+        if !matches!(note, Note::None | Note::KeepAlive) {
+            self.written += 1;
+        }
+    }
+
+    /// A keep-alive answer arrived: confirms what was written before the request it
+    /// answers (by `sequence`; the oldest request when the answer carries none). Returns
+    /// true once every request sent so far is answered.
+    fn answered(&mut self, bytes: &[u8]) -> bool {
+        let seq = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("sequence").and_then(|s| s.as_u64()));
+        while let Some(&(s, written)) = self.probes.front() {
+            if seq.is_some_and(|a| s > a) {
+                break;
+            }
+            self.probes.pop_front();
+            self.confirmed = self.confirmed.max(written);
+            if seq.is_none() {
+                break;
+            }
+        }
+        self.probes.is_empty()
+    }
+
+    fn unconfirmed(&self) -> u64 {
+        self.written - self.confirmed
+    }
+}
+
 /// Sends the next keep-alive request (msg 12) on a socket and records it. `Err` when the
 /// client is gone.
 async fn send_keepalive<W>(
@@ -398,32 +440,57 @@ async fn send_keepalive<W>(
     shared: &SimShared,
     m: &Meeting,
     socket: &str,
-    ka_seq: &mut u64,
+    d: &mut Delivery,
 ) -> Result<(), ()>
 where
     W: futures_util::Sink<Message> + Unpin,
 {
-    *ka_seq += 1;
+    d.ka_seq += 1;
     let text = json!({"msg_type": msg_type::KEEP_ALIVE_REQ, "timestamp": unix_ms(),
-        "sequence": *ka_seq})
+        "sequence": d.ka_seq})
     .to_string();
     sink.send(frame(shared, text.clone()))
         .await
         .map_err(|_| ())?;
+    d.probes.push_back((d.ka_seq, d.written));
     m.record(socket, &text);
     m.note_sent(Note::KeepAlive);
     Ok(())
 }
 
-/// The life of one connection after its handshake: write queued messages, answer the
-/// client, send keep-alives when idle and end the socket after too many misses.
+/// The life of one connection after its handshake (see [`conn_loop_inner`]); at its end,
+/// messages the client never confirmed reading are counted in the ledger
+/// ([`crate::Counters::unconfirmed`]).
 async fn conn_loop<S>(
     ws: WebSocketStream<S>,
     shared: &SimShared,
     m: &Arc<Meeting>,
     signaling: bool,
+    rx: OutRx,
+    end: EndingTask,
+) -> CloseCause
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut d = Delivery::default();
+    let cause = conn_loop_inner(ws, shared, m, signaling, rx, end, &mut d).await;
+    if d.unconfirmed() > 0 {
+        m.ledger_mut().counters.unconfirmed += d.unconfirmed();
+    }
+    cause
+}
+
+/// Write queued messages, answer the client, send keep-alives when idle and end the socket
+/// after too many misses. The client's messages are read before the outbox, so its close
+/// and its keep-alive answers are never left unread behind a busy outbox.
+async fn conn_loop_inner<S>(
+    ws: WebSocketStream<S>,
+    shared: &SimShared,
+    m: &Arc<Meeting>,
+    signaling: bool,
     mut rx: OutRx,
-    kill: CancellationToken,
+    end: EndingTask,
+    d: &mut Delivery,
 ) -> CloseCause
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -435,33 +502,49 @@ where
     let mut last_sent = Instant::now();
     let mut outstanding = false;
     let mut misses = 0;
-    let mut ka_seq: u64 = 0;
     // A drain probe waiting for the client's keep-alive answer.
     let mut probe: Option<tokio::sync::oneshot::Sender<()>> = None;
     loop {
         tokio::select! {
             biased;
-            _ = kill.cancelled() => {
+            _ = end.kill.cancelled() => {
                 // Fast pace holds the timeline across a drop: what this socket never wrote
                 // goes out first on the next one.
                 if !signaling && m.pace == crate::Pace::Fast {
-                    while let Some(out) = rx.try_recv() {
-                        match out {
-                            Out::Msg { text, note } => m.requeue(text, note),
-                            Out::Burst(msgs) => {
-                                for (text, note) in msgs {
-                                    m.requeue(text, note);
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
+                    requeue_unwritten(m, &mut rx);
+                }
+                drop(rx);
+                if !m.cancel.is_cancelled() {
+                    drain_before_kill(&mut sink, &mut stream, shared, m, signaling, d).await;
+                    let _ = end.drained.send(true);
+                    // The group is released once its slowest socket drained, which takes
+                    // at most KILL_DRAIN_LIMIT after the kill; wait a little longer than that.
+                    let _ = tokio::time::timeout(2 * KILL_DRAIN_LIMIT, end.release.cancelled())
+                        .await;
                 }
                 return CloseCause::Server;
+            }
+            inbound = stream.next() => {
+                let bytes = match inbound {
+                    Some(Ok(Message::Text(t))) => Bytes::from(t),
+                    Some(Ok(Message::Binary(b))) => b,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return CloseCause::Client,
+                    Some(Ok(_)) => continue,
+                };
+                if peek_type(&bytes).ok() == Some(msg_type::KEEP_ALIVE_RESP) {
+                    d.answered(&bytes);
+                }
+                if handle_inbound(m, signaling, &bytes, &mut outstanding, &mut misses) {
+                    return CloseCause::Server;
+                }
+                if !outstanding && let Some(done) = probe.take() {
+                    let _ = done.send(());
+                }
             }
             out = rx.recv() => match out {
                 Some(Out::Msg { text, note }) => {
                     m.record(socket, &text);
+                    d.wrote(&note);
                     // Write without a flush while more is queued: one syscall for a burst.
                     if sink.feed(frame(shared, text)).await.is_err() {
                         return CloseCause::Client;
@@ -480,7 +563,7 @@ where
                         let _ = done.send(());
                         continue;
                     }
-                    if send_keepalive(&mut sink, shared, m, socket, &mut ka_seq).await.is_err() {
+                    if send_keepalive(&mut sink, shared, m, socket, d).await.is_err() {
                         return CloseCause::Client;
                     }
                     outstanding = true;
@@ -491,6 +574,7 @@ where
                     let mut notes = Vec::with_capacity(msgs.len());
                     for (text, note) in msgs {
                         m.record(socket, &text);
+                        d.wrote(&note);
                         if sink.feed(frame(shared, text)).await.is_err() {
                             return CloseCause::Client;
                         }
@@ -503,32 +587,10 @@ where
                     last_sent = Instant::now();
                 }
                 Some(Out::Close) | None => {
-                    let _ = sink.send(Message::Close(Some(CloseFrame {
-                        code: CloseCode::Normal,
-                        reason: Utf8Bytes::from_static("stream ended"),
-                    }))).await;
+                    drop(rx);
+                    close_and_confirm(&mut sink, &mut stream, m, signaling, d).await;
                     return CloseCause::Server;
                 }
-            },
-            inbound = stream.next() => match inbound {
-                Some(Ok(Message::Text(t))) => {
-                    if handle_inbound(m, signaling, t.as_bytes(), &mut outstanding, &mut misses) {
-                        return CloseCause::Server;
-                    }
-                    if !outstanding && let Some(done) = probe.take() {
-                        let _ = done.send(());
-                    }
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    if handle_inbound(m, signaling, &b, &mut outstanding, &mut misses) {
-                        return CloseCause::Server;
-                    }
-                    if !outstanding && let Some(done) = probe.take() {
-                        let _ = done.send(());
-                    }
-                }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return CloseCause::Client,
-                Some(Ok(_)) => {}
             },
             _ = tokio::time::sleep_until(last_sent + interval) => {
                 last_sent = Instant::now();
@@ -546,12 +608,113 @@ where
                         return CloseCause::KeepAliveTimeout;
                     }
                 }
-                if send_keepalive(&mut sink, shared, m, socket, &mut ka_seq).await.is_err() {
+                if send_keepalive(&mut sink, shared, m, socket, d).await.is_err() {
                     return CloseCause::Client;
                 }
                 outstanding = true;
             }
         }
+    }
+}
+
+/// Ends the stream's socket with a close frame and waits (at most [`KILL_DRAIN_LIMIT`]) for
+/// the client's close frame, which proves it read everything before ours. What the client
+/// sends meanwhile (a late keep-alive answer, say) is handled as usual.
+async fn close_and_confirm<W, R>(
+    sink: &mut W,
+    stream: &mut R,
+    m: &Arc<Meeting>,
+    signaling: bool,
+    d: &mut Delivery,
+) where
+    W: futures_util::Sink<Message> + Unpin,
+    R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let close = Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: Utf8Bytes::from_static("stream ended"),
+    }));
+    if sink.send(close).await.is_err() {
+        return;
+    }
+    let (mut outstanding, mut misses) = (false, 0);
+    let answered = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            let bytes = match msg {
+                Message::Close(_) => return true,
+                Message::Text(t) => Bytes::from(t),
+                Message::Binary(b) => b,
+                _ => continue,
+            };
+            handle_inbound(m, signaling, &bytes, &mut outstanding, &mut misses);
+        }
+        false
+    };
+    if let Ok(true) = tokio::time::timeout(KILL_DRAIN_LIMIT, answered).await {
+        d.confirmed = d.written;
+    }
+}
+
+/// Keeps the media messages a killed socket had queued but not written (fast pace).
+fn requeue_unwritten(m: &Meeting, rx: &mut OutRx) {
+    while let Some(out) = rx.try_recv() {
+        match out {
+            Out::Msg { text, note } => m.requeue(text, note),
+            Out::Burst(msgs) => {
+                for (text, note) in msgs {
+                    m.requeue(text, note);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Before a fault cuts a socket off: writes out what was written so far, sends a keep-alive
+/// request and reads the client's messages until it answers (at most [`KILL_DRAIN_LIMIT`]),
+/// so every message the ledger counts was read by the client before the socket goes. The
+/// socket is then dropped without a close frame, as abruptly as before; nothing it wrote is
+/// still unread on the client's side. An answer is taken as proof of reading even while
+/// a fault throws keep-alive answers away.
+async fn drain_before_kill<W, R>(
+    sink: &mut W,
+    stream: &mut R,
+    shared: &SimShared,
+    m: &Arc<Meeting>,
+    signaling: bool,
+    d: &mut Delivery,
+) where
+    W: futures_util::Sink<Message> + Unpin,
+    R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let socket = if signaling { "signaling" } else { "media" };
+    if d.unconfirmed() == 0 || sink.flush().await.is_err() {
+        return;
+    }
+    if send_keepalive(sink, shared, m, socket, d).await.is_err() {
+        return;
+    }
+    let (mut outstanding, mut misses) = (true, 0);
+    let answered = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            let bytes = match msg {
+                Message::Text(t) => Bytes::from(t),
+                Message::Binary(b) => b,
+                Message::Close(_) => return,
+                _ => continue,
+            };
+            let answer = peek_type(&bytes).ok() == Some(msg_type::KEEP_ALIVE_RESP);
+            handle_inbound(m, signaling, &bytes, &mut outstanding, &mut misses);
+            if answer && d.answered(&bytes) {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(KILL_DRAIN_LIMIT, answered)
+        .await
+        .is_err()
+    {
+        tracing::debug!(stream = %m.stream_id, socket, "client did not confirm before the drop");
     }
 }
 

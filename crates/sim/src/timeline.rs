@@ -26,7 +26,7 @@ use crate::faults::Trigger;
 use crate::ledger::ChatLine;
 use crate::media_gen::{AudioSynth, image_for_codec};
 use crate::meeting::{Control, Meeting, Note, Out, Pace};
-use crate::script::EventKind;
+use crate::script::{EventKind, MeetingScript};
 
 /// The user id Zoom gives mixed audio, with an empty user name.
 pub const MIXED_AUDIO_USER_ID: i64 = -1;
@@ -102,6 +102,21 @@ struct Ring {
 
 /// Serialised in place of the timestamp, then cut out.
 const TS_SENTINEL: u64 = u64::MAX;
+
+/// The other utterances speaking at `slot` (ms), besides `utt`.
+fn overlapping(script: &MeetingScript, utt: usize, slot: u64) -> impl Iterator<Item = usize> + '_ {
+    script
+        .utterances
+        .iter()
+        .enumerate()
+        .filter(move |(j, o)| *j != utt && o.start_ms <= slot && slot < o.start_ms + o.duration_ms)
+        .map(|(j, _)| j)
+}
+
+/// Whether another utterance speaks at `slot` (ms) besides `utt`.
+fn overlapped(script: &MeetingScript, utt: usize, slot: u64) -> bool {
+    overlapping(script, utt, slot).next().is_some()
+}
 
 /// The slot of a kind's sequence counter (events have one but the timeline never uses it).
 fn kind_index(k: MediaKind) -> usize {
@@ -419,15 +434,34 @@ impl Runner {
             return Ok(());
         };
         for (text, note) in self.m.take_requeued(kind) {
-            if tx.send(Out::Msg { text, note }).await.is_err() {
+            if let Err(e) = tx.send(Out::Msg { text, note }).await {
+                self.keep_unsent(e.0);
                 break;
             }
         }
         let text = serde_json::to_string(&msg).unwrap_or_default();
-        if tx.send(Out::Msg { text, note }).await.is_ok() {
-            self.frames_sent += 1;
+        match tx.send(Out::Msg { text, note }).await {
+            Ok(()) => self.frames_sent += 1,
+            Err(e) => self.keep_unsent(e.0),
         }
         Ok(())
+    }
+
+    /// A message whose socket was cut off before taking it: in fast pace it goes out first
+    /// on the next socket (as what the socket had queued does), so no `seq` is skipped.
+    fn keep_unsent(&self, out: Out) {
+        if self.m.pace != Pace::Fast {
+            return;
+        }
+        match out {
+            Out::Msg { text, note } => self.m.requeue(text, note),
+            Out::Burst(msgs) => {
+                for (text, note) in msgs {
+                    self.m.requeue(text, note);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Sends pre-encoded audio: one message, or a burst written with one flush.
@@ -442,8 +476,9 @@ impl Runner {
         } else {
             Out::Burst(burst)
         };
-        if tx.send(out).await.is_ok() {
-            self.frames_sent += n;
+        match tx.send(out).await {
+            Ok(()) => self.frames_sent += n,
+            Err(e) => self.keep_unsent(e.0),
         }
         Ok(())
     }
@@ -522,252 +557,258 @@ impl Runner {
             .map(|c| c.params.clone())
     }
 
+    /// Plays one item of the timeline, due at `t` (ms from its start).
     async fn dispatch(&mut self, t: u64, item: Item) -> Result<(), Interrupt> {
         let ts = self.t0 + t;
-        let script = self.m.script.clone();
-        let b64 = base64::engine::general_purpose::STANDARD;
         match item {
-            Item::FirstPacket => {
-                self.event(
-                    json!({"event_type": event_type::FIRST_PACKET_TIMESTAMP, "timestamp": ts}),
-                )
-                .await?;
-            }
-            Item::Event(i) => {
-                let e = &script.events[i];
-                let name = script.name_of(e.user_id);
-                let ev = match e.kind {
-                    EventKind::ParticipantJoin
-                    | EventKind::ParticipantLeave
-                    | EventKind::VideoOn
-                    | EventKind::VideoOff => {
-                        json!({"event_type": e.kind.event_type(), "timestamp": ts,
-                        "participants": [{"user_id": e.user_id, "user_name": name}]})
-                    }
-                    EventKind::ActiveSpeaker => {
-                        self.active_speaker = Some(e.user_id);
-                        json!({"event_type": e.kind.event_type(), "timestamp": ts,
-                            "user_id": e.user_id, "user_name": name})
-                    }
-                    EventKind::SharingStart | EventKind::SharingStop => {
-                        json!({"event_type": e.kind.event_type(), "timestamp": ts,
-                            "user_id": e.user_id, "user_name": name})
-                    }
-                };
-                self.event(ev).await?;
-            }
+            Item::FirstPacket => self.first_packet(ts).await,
+            Item::Event(i) => self.script_event(i, ts).await,
             Item::Fault(i) => {
-                if let Some(f) = script.faults.get(i) {
+                if let Some(f) = self.m.script.faults.get(i) {
                     self.m.apply_fault(f.fault.clone());
                 }
+                Ok(())
             }
-            Item::Audio { utt, frame } => {
-                let u = &script.utterances[utt];
-                let Some(synth) = self.audio.clone() else {
-                    return Ok(());
-                };
-                let step = synth.frame_ms().max(1) as u64;
-                let total = u.duration_ms.div_ceil(step);
-                let per_speaker = self
-                    .current_params(media_type::AUDIO)
-                    .and_then(|p| p.audio)
-                    .map(|a| a.resolved().data_opt)
-                    == Some(Some(data_opt::AUDIO_MULTI_STREAMS));
-                // Mixed audio of overlapping speakers is mixed frame by frame below; a voice
-                // alone in its slot is the same frame either way, tagged as mixed.
-                let alone = |k: u64| {
-                    let slot = u.start_ms + k * step;
-                    per_speaker
-                        || !script.utterances.iter().enumerate().any(|(j, o)| {
-                            j != utt && o.start_ms <= slot && slot < o.start_ms + o.duration_ms
-                        })
-                };
-                if self.m.sim.config.preencoded_audio && alone(frame) {
-                    let mixed = !per_speaker;
-                    let end = u.start_ms + u.duration_ms;
-                    let at = |k: u64| (u.start_ms + (k + 1) * step).min(end);
-                    let mut burst = Vec::new();
-                    let mut k = frame;
-                    loop {
-                        let seq = self.next_seq(MediaKind::Audio);
-                        let (text, bytes) =
-                            self.preencoded(&synth, u.user_id, mixed, seq, self.t0 + at(k));
-                        let kind = MediaKind::Audio;
-                        burst.push((text, Note::Media { kind, seq, bytes }));
-                        k += 1;
-                        if k >= total {
-                            break;
-                        }
-                        let next = Item::Audio { utt, frame: k };
-                        // Only while this speaker's next frame is strictly the next item due.
-                        let due_next = self
-                            .heap
-                            .peek()
-                            .is_none_or(|Reverse((t, o, _, _))| (at(k), next.order()) < (*t, *o));
-                        if !self.bursts || burst.len() >= MAX_BURST || !due_next || !alone(k) {
-                            self.push(at(k), next);
-                            break;
-                        }
-                    }
-                    return self.send_burst(burst).await;
-                }
-                if frame + 1 < total {
-                    let next = (u.start_ms + (frame + 2) * step).min(u.start_ms + u.duration_ms);
-                    self.push(
-                        next,
-                        Item::Audio {
-                            utt,
-                            frame: frame + 1,
-                        },
-                    );
-                }
-                // Zoom tags mixed audio (AUDIO_MIXED_STREAM, the default) with user id -1 and
-                // an empty name, one frame per slot with every speaker in it; only
-                // per-speaker streams (AUDIO_MULTI_STREAMS) say whose, one frame each.
-                let per_speaker = self
-                    .current_params(media_type::AUDIO)
-                    .and_then(|p| p.audio)
-                    .map(|a| a.resolved().data_opt)
-                    == Some(Some(data_opt::AUDIO_MULTI_STREAMS));
-                let data = if per_speaker {
-                    synth.frame(script.seed, u.user_id, utt as u64, frame)
-                } else {
-                    let slot = u.start_ms + frame * step;
-                    let others: Vec<usize> = script
-                        .utterances
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, o)| {
-                            *j != utt && o.start_ms <= slot && slot < o.start_ms + o.duration_ms
-                        })
-                        .map(|(j, _)| j)
-                        .collect();
-                    if others.iter().any(|&j| j < utt) {
-                        // An earlier utterance's frame carries this slot, this voice mixed in.
-                        return Ok(());
-                    }
-                    let mut voices = vec![(u.user_id, utt as u64, frame)];
-                    for j in others {
-                        let o = &script.utterances[j];
-                        voices.push((o.user_id, j as u64, (slot - o.start_ms) / step));
-                    }
-                    synth.mixed_frame(script.seed, &voices)
-                };
-                let seq = self.next_seq(MediaKind::Audio);
-                let bytes = data.len();
-                let mut c = self.content(u.user_id, b64.encode(&data), ts);
-                c.length = None;
-                if !per_speaker {
-                    c.user_id = UserId::Num(MIXED_AUDIO_USER_ID);
-                    c.user_name = String::new();
-                }
-                let msg = MediaMessage {
-                    msg_type: msg_type::MEDIA_DATA_AUDIO,
-                    content: c,
-                };
-                self.send_media(
-                    MediaKind::Audio,
-                    msg,
-                    Note::Media {
-                        kind: MediaKind::Audio,
-                        seq,
-                        bytes,
-                    },
-                )
-                .await?;
-            }
-            Item::Video => {
-                if t + self.video_step < script.duration_ms {
-                    self.push(t + self.video_step, Item::Video);
-                }
-                let seq = self.next_seq(MediaKind::Video);
-                let codec = self
-                    .current_params(media_type::VIDEO)
-                    .and_then(|p| p.video)
-                    .and_then(|v| v.codec)
-                    .unwrap_or(7);
-                let img = image_for_codec(codec);
-                let user = self
-                    .active_speaker
-                    .or_else(|| script.participants.first().map(|p| p.user_id))
-                    .unwrap_or(0);
-                let msg = MediaMessage {
-                    msg_type: msg_type::MEDIA_DATA_VIDEO,
-                    content: self.content(user, b64.encode(img), ts),
-                };
-                self.send_media(
-                    MediaKind::Video,
-                    msg,
-                    Note::Media {
-                        kind: MediaKind::Video,
-                        seq,
-                        bytes: img.len(),
-                    },
-                )
-                .await?;
-            }
-            Item::Share { interval } => {
-                let (_, end, user) = self.shares[interval];
-                if t + self.share_step < end {
-                    self.push(t + self.share_step, Item::Share { interval });
-                }
-                let seq = self.next_seq(MediaKind::Share);
-                let codec = self
-                    .current_params(media_type::DESKSHARE)
-                    .and_then(|p| p.deskshare)
-                    .and_then(|v| v.codec)
-                    .unwrap_or(5);
-                let img = image_for_codec(codec);
-                let msg = MediaMessage {
-                    msg_type: msg_type::MEDIA_DATA_SHARE,
-                    content: self.content(user, b64.encode(img), ts),
-                };
-                self.send_media(
-                    MediaKind::Share,
-                    msg,
-                    Note::Media {
-                        kind: MediaKind::Share,
-                        seq,
-                        bytes: img.len(),
-                    },
-                )
-                .await?;
-            }
-            Item::Transcript(i) => {
-                let seq = self.next_seq(MediaKind::Transcript);
-                let Some(line) = self.m.transcript_line(i, ts, self.t0) else {
-                    return Ok(());
-                };
-                let mut c = self.content(line.user_id, line.text.clone(), ts);
-                c.start_time = Some(line.start_time);
-                c.end_time = Some(line.end_time);
-                c.language = Some(script.language);
-                let msg = MediaMessage {
-                    msg_type: msg_type::MEDIA_DATA_TRANSCRIPT,
-                    content: c,
-                };
-                self.send_media(MediaKind::Transcript, msg, Note::Transcript { seq, line })
-                    .await?;
-            }
-            Item::Chat(i) => {
-                let seq = self.next_seq(MediaKind::Chat);
-                let ch = &script.chats[i];
-                let line = ChatLine {
-                    user_id: ch.user_id,
-                    user_name: script.name_of(ch.user_id).to_owned(),
-                    text: ch.text.clone(),
-                    timestamp: ts,
-                };
-                let msg = MediaMessage {
-                    msg_type: msg_type::MEDIA_DATA_CHAT,
-                    content: self.content(ch.user_id, ch.text.clone(), ts),
-                };
-                self.send_media(MediaKind::Chat, msg, Note::Chat { seq, line })
-                    .await?;
-            }
-            Item::End => {}
+            Item::Audio { utt, frame } => self.audio(utt, frame, ts).await,
+            Item::Video => self.video(t, ts).await,
+            Item::Share { interval } => self.share(t, interval, ts).await,
+            Item::Transcript(i) => self.transcript(i, ts).await,
+            Item::Chat(i) => self.chat(i, ts).await,
+            Item::End => Ok(()),
         }
-        Ok(())
+    }
+
+    /// EVENT_UPDATE 1 FIRST_PACKET_TIMESTAMP.
+    async fn first_packet(&mut self, ts: u64) -> Result<(), Interrupt> {
+        self.event(json!({"event_type": event_type::FIRST_PACKET_TIMESTAMP, "timestamp": ts}))
+            .await
+    }
+
+    /// A scripted event (joins, leaves, active speaker, sharing, video on and off).
+    async fn script_event(&mut self, i: usize, ts: u64) -> Result<(), Interrupt> {
+        let script = self.m.script.clone();
+        let e = &script.events[i];
+        let name = script.name_of(e.user_id);
+        let ev = match e.kind {
+            EventKind::ParticipantJoin
+            | EventKind::ParticipantLeave
+            | EventKind::VideoOn
+            | EventKind::VideoOff => {
+                json!({"event_type": e.kind.event_type(), "timestamp": ts,
+                "participants": [{"user_id": e.user_id, "user_name": name}]})
+            }
+            EventKind::ActiveSpeaker => {
+                self.active_speaker = Some(e.user_id);
+                json!({"event_type": e.kind.event_type(), "timestamp": ts,
+                    "user_id": e.user_id, "user_name": name})
+            }
+            EventKind::SharingStart | EventKind::SharingStop => {
+                json!({"event_type": e.kind.event_type(), "timestamp": ts,
+                    "user_id": e.user_id, "user_name": name})
+            }
+        };
+        self.event(ev).await
+    }
+
+    /// Whether the audio socket asked for one stream per speaker (AUDIO_MULTI_STREAMS)
+    /// rather than mixed audio (the default).
+    fn per_speaker_audio(&self) -> bool {
+        self.current_params(media_type::AUDIO)
+            .and_then(|p| p.audio)
+            .map(|a| a.resolved().data_opt)
+            == Some(Some(data_opt::AUDIO_MULTI_STREAMS))
+    }
+
+    /// Audio frame `frame` of utterance `utt`, and the scheduling of the next one.
+    async fn audio(&mut self, utt: usize, frame: u64, ts: u64) -> Result<(), Interrupt> {
+        let script = self.m.script.clone();
+        let u = &script.utterances[utt];
+        let Some(synth) = self.audio.clone() else {
+            return Ok(());
+        };
+        let step = synth.frame_ms().max(1) as u64;
+        let per_speaker = self.per_speaker_audio();
+        // Mixed audio of overlapping speakers is mixed frame by frame below; a voice alone in
+        // its slot is the same frame either way, tagged as mixed.
+        let alone = per_speaker || !overlapped(&script, utt, u.start_ms + frame * step);
+        if self.m.sim.config.preencoded_audio && alone {
+            return self.preencoded_audio(&synth, utt, frame, per_speaker).await;
+        }
+        let total = u.duration_ms.div_ceil(step);
+        if frame + 1 < total {
+            let next = (u.start_ms + (frame + 2) * step).min(u.start_ms + u.duration_ms);
+            self.push(
+                next,
+                Item::Audio {
+                    utt,
+                    frame: frame + 1,
+                },
+            );
+        }
+        // Zoom tags mixed audio (AUDIO_MIXED_STREAM, the default) with user id -1 and an
+        // empty name, one frame per slot with every speaker in it; only per-speaker streams
+        // (AUDIO_MULTI_STREAMS) say whose, one frame each.
+        let data = if per_speaker {
+            synth.frame(script.seed, u.user_id, utt as u64, frame)
+        } else {
+            let slot = u.start_ms + frame * step;
+            let others: Vec<usize> = overlapping(&script, utt, slot).collect();
+            if others.iter().any(|&j| j < utt) {
+                // An earlier utterance's frame carries this slot, this voice mixed in.
+                return Ok(());
+            }
+            let mut voices = vec![(u.user_id, utt as u64, frame)];
+            for j in others {
+                let o = &script.utterances[j];
+                voices.push((o.user_id, j as u64, (slot - o.start_ms) / step));
+            }
+            synth.mixed_frame(script.seed, &voices)
+        };
+        let seq = self.next_seq(MediaKind::Audio);
+        let bytes = data.len();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut c = self.content(u.user_id, b64.encode(&data), ts);
+        c.length = None;
+        if !per_speaker {
+            c.user_id = UserId::Num(MIXED_AUDIO_USER_ID);
+            c.user_name = String::new();
+        }
+        let msg = MediaMessage {
+            msg_type: msg_type::MEDIA_DATA_AUDIO,
+            content: c,
+        };
+        let kind = MediaKind::Audio;
+        self.send_media(kind, msg, Note::Media { kind, seq, bytes })
+            .await
+    }
+
+    /// Pre-encoded audio from `frame` on: one frame, or in fast pace a burst of this
+    /// speaker's next frames while nothing else is due between them.
+    async fn preencoded_audio(
+        &mut self,
+        synth: &AudioSynth,
+        utt: usize,
+        frame: u64,
+        per_speaker: bool,
+    ) -> Result<(), Interrupt> {
+        let script = self.m.script.clone();
+        let u = &script.utterances[utt];
+        let step = synth.frame_ms().max(1) as u64;
+        let total = u.duration_ms.div_ceil(step);
+        let alone = |k: u64| per_speaker || !overlapped(&script, utt, u.start_ms + k * step);
+        let mixed = !per_speaker;
+        let end = u.start_ms + u.duration_ms;
+        let at = |k: u64| (u.start_ms + (k + 1) * step).min(end);
+        let mut burst = Vec::new();
+        let mut k = frame;
+        loop {
+            let seq = self.next_seq(MediaKind::Audio);
+            let (text, bytes) = self.preencoded(synth, u.user_id, mixed, seq, self.t0 + at(k));
+            let kind = MediaKind::Audio;
+            burst.push((text, Note::Media { kind, seq, bytes }));
+            k += 1;
+            if k >= total {
+                break;
+            }
+            let next = Item::Audio { utt, frame: k };
+            // Only while this speaker's next frame is strictly the next item due.
+            let due_next = self
+                .heap
+                .peek()
+                .is_none_or(|Reverse((t, o, _, _))| (at(k), next.order()) < (*t, *o));
+            if !self.bursts || burst.len() >= MAX_BURST || !due_next || !alone(k) {
+                self.push(at(k), next);
+                break;
+            }
+        }
+        self.send_burst(burst).await
+    }
+
+    /// One video frame (attributed to the active speaker), and the next one's scheduling.
+    async fn video(&mut self, t: u64, ts: u64) -> Result<(), Interrupt> {
+        if t + self.video_step < self.m.script.duration_ms {
+            self.push(t + self.video_step, Item::Video);
+        }
+        let seq = self.next_seq(MediaKind::Video);
+        let codec = self
+            .current_params(media_type::VIDEO)
+            .and_then(|p| p.video)
+            .and_then(|v| v.codec)
+            .unwrap_or(7);
+        let img = image_for_codec(codec);
+        let script = &self.m.script;
+        let user = self
+            .active_speaker
+            .or_else(|| script.participants.first().map(|p| p.user_id))
+            .unwrap_or(0);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let msg = MediaMessage {
+            msg_type: msg_type::MEDIA_DATA_VIDEO,
+            content: self.content(user, b64.encode(img), ts),
+        };
+        let (kind, bytes) = (MediaKind::Video, img.len());
+        self.send_media(kind, msg, Note::Media { kind, seq, bytes })
+            .await
+    }
+
+    /// One screen-share frame of sharing interval `interval`, and the next one's scheduling.
+    async fn share(&mut self, t: u64, interval: usize, ts: u64) -> Result<(), Interrupt> {
+        let (_, end, user) = self.shares[interval];
+        if t + self.share_step < end {
+            self.push(t + self.share_step, Item::Share { interval });
+        }
+        let seq = self.next_seq(MediaKind::Share);
+        let codec = self
+            .current_params(media_type::DESKSHARE)
+            .and_then(|p| p.deskshare)
+            .and_then(|v| v.codec)
+            .unwrap_or(5);
+        let img = image_for_codec(codec);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let msg = MediaMessage {
+            msg_type: msg_type::MEDIA_DATA_SHARE,
+            content: self.content(user, b64.encode(img), ts),
+        };
+        let (kind, bytes) = (MediaKind::Share, img.len());
+        self.send_media(kind, msg, Note::Media { kind, seq, bytes })
+            .await
+    }
+
+    /// The transcript line of utterance `i`, at its end.
+    async fn transcript(&mut self, i: usize, ts: u64) -> Result<(), Interrupt> {
+        let seq = self.next_seq(MediaKind::Transcript);
+        let Some(line) = self.m.transcript_line(i, ts, self.t0) else {
+            return Ok(());
+        };
+        let mut c = self.content(line.user_id, line.text.clone(), ts);
+        c.start_time = Some(line.start_time);
+        c.end_time = Some(line.end_time);
+        c.language = Some(self.m.script.language);
+        let msg = MediaMessage {
+            msg_type: msg_type::MEDIA_DATA_TRANSCRIPT,
+            content: c,
+        };
+        self.send_media(MediaKind::Transcript, msg, Note::Transcript { seq, line })
+            .await
+    }
+
+    /// Chat message `i`.
+    async fn chat(&mut self, i: usize, ts: u64) -> Result<(), Interrupt> {
+        let seq = self.next_seq(MediaKind::Chat);
+        let script = self.m.script.clone();
+        let ch = &script.chats[i];
+        let line = ChatLine {
+            user_id: ch.user_id,
+            user_name: script.name_of(ch.user_id).to_owned(),
+            text: ch.text.clone(),
+            timestamp: ts,
+        };
+        let msg = MediaMessage {
+            msg_type: msg_type::MEDIA_DATA_CHAT,
+            content: self.content(ch.user_id, ch.text.clone(), ts),
+        };
+        self.send_media(MediaKind::Chat, msg, Note::Chat { seq, line })
+            .await
     }
 
     /// Sends an EVENT_UPDATE if the client subscribes to its type; in fast pace, waits for

@@ -178,6 +178,13 @@ async fn conformance(pace: Pace) {
         .iter()
         .filter_map(|a| a["user_name"].as_str())
         .collect();
+    // Subscriptions are opt-in: the SDK subscribes (to types 2, 3 and 4) because the client
+    // registered a user-update callback, and gets only those.
+    assert!(ledger.events.contains(&2), "{context}");
+    assert!(
+        ledger.events.iter().all(|t| [2, 3, 4].contains(t)),
+        "{context}"
+    );
     // The SDK names mixed audio after the active-speaker events it has seen; at fast pace
     // the frames outrun those events, so only the real-time run checks the names.
     if pace == Pace::Realtime {

@@ -217,6 +217,33 @@ async fn wss_certificate_also_serves_localhost() {
 }
 
 #[tokio::test]
+async fn a_client_trusting_the_ca_dir_before_start_connects_to_a_later_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || SimConfig {
+        ca_dir: Some(dir.path().join("ca")),
+        ..fast_config(true)
+    };
+    let first = Simulator::start(cfg()).await.unwrap();
+    drop(first);
+    // The client reads the CA from disk before the next run starts.
+    let trusted = std::fs::read_to_string(dir.path().join("ca/ca.pem")).unwrap();
+    let sim = Simulator::start(cfg()).await.unwrap();
+    assert_eq!(sim.ca_pem().as_deref(), Some(trusted.as_str()));
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let got = run_session(&h, Some(&trusted), Mode::Unified, &["audio"]).await;
+    assert_eq!(got.count(14), 10);
+    // A fresh CA (no directory) is not trusted by that client.
+    let other = Simulator::start(fast_config(true)).await.unwrap();
+    assert!(
+        Raw::connect(&other.signaling_url(), Some(&trusted))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
 async fn realtime_pace_takes_the_script_time() {
     let sim = Simulator::start(fast_config(false)).await.unwrap();
     let h = sim
@@ -272,7 +299,65 @@ async fn duplicate_signaling_is_rejected_with_status_8() {
     assert_eq!(r["status_code"], 8, "{r}");
     assert!(r["reason"].as_str().unwrap().contains("duplicate"));
     assert!(dup.recv().await.is_none());
-    assert_eq!(h.ledger().counters.duplicate_signaling_rejected, 1);
+    let ledger = h.ledger();
+    assert_eq!(ledger.counters.duplicate_signaling_rejected, 1);
+    let e = ledger.one_client_at_a_time().unwrap_err();
+    assert!(e.contains("status 8"), "{e}");
+}
+
+#[tokio::test]
+async fn duplicate_media_is_rejected_with_status_16_and_recorded() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (_sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let audio = resp["media_server"]["server_urls"]["audio"]
+        .as_str()
+        .unwrap();
+    let (_live, r) = media(&h, audio, 1, None).await;
+    assert_eq!(r["status_code"], 0);
+    assert_eq!(h.ledger().one_client_at_a_time(), Ok(()));
+    let (mut dup, r) = media(&h, audio, 1, None).await;
+    assert_eq!(r["status_code"], 16, "DUPLICATE_MEDIA_DATA_CONNECTION: {r}");
+    assert!(dup.recv().await.is_none(), "the duplicate is closed");
+    let ledger = h.ledger();
+    assert_eq!(ledger.counters.duplicate_media_rejected, 1);
+    let e = ledger.one_client_at_a_time().unwrap_err();
+    assert!(e.contains("Media") && e.contains("status 16"), "{e}");
+}
+
+#[tokio::test]
+async fn a_client_reconnecting_after_its_socket_closed_or_died_is_not_a_duplicate() {
+    let cfg = SimConfig {
+        missed_keepalive_limit: 2,
+        ..fast_config(false)
+    };
+    let sim = Simulator::start(cfg).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    // Closed: the client closes its signaling socket and connects again at once.
+    let (sig, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0);
+    sig.close().await;
+    let (mut sig, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0, "a closed socket is not live: {r}");
+    // Dead: the client stops answering, the server ends the socket after two misses.
+    sig.answer_keepalives(false);
+    while sig.recv_or_closed().await.is_some() {}
+    let (_sig, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0, "a dead socket is not live: {r}");
+    let ledger = h.ledger();
+    assert_eq!(ledger.counters.keepalive_timeouts, 1);
+    assert_eq!(ledger.counters.signaling_handshakes_ok, 3);
+    assert_eq!(ledger.counters.duplicate_signaling_rejected, 0);
+    assert_eq!(
+        ledger.one_client_at_a_time(),
+        Ok(()),
+        "{:?}",
+        ledger.connections
+    );
 }
 
 #[tokio::test]
@@ -957,6 +1042,99 @@ async fn simulate_cli_runs_meetings_to_their_end() {
     );
 }
 
+fn simulate_args(argv: &[&str]) -> rtms_sim::cli::SimulateArgs {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: rtms_sim::cli::SimulateArgs,
+    }
+    Cli::try_parse_from(std::iter::once("simulate").chain(argv.iter().copied()))
+        .unwrap()
+        .args
+}
+
+#[tokio::test]
+async fn a_shutdown_signal_stops_meetings_with_reason_17_and_closes_whole_recordings() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec.jsonl");
+    let (url, mut hooks) = receiver("test_webhook_secret", false, 0).await;
+    let args = simulate_args(&["--webhook-url", &url, "--record", rec.to_str().unwrap()]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(rtms_sim::cli::simulate_until(args, async move {
+        let _ = stopped.await;
+    }));
+    // The client: the built-in stand-up (80 s) at real-time pace, over ws.
+    let ev = next_hook(&mut hooks).await.json();
+    let p = &ev["payload"];
+    let (uuid, stream) = (
+        p["meeting_uuid"].as_str().unwrap(),
+        p["rtms_stream_id"].as_str().unwrap(),
+    );
+    let signature =
+        rtms_proto::sign::handshake_signature("test_client_id", "test_client_secret", uuid, stream);
+    let mut sig = Raw::connect(p["server_urls"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    sig.send(
+        json!({"msg_type": 1, "meeting_uuid": uuid, "rtms_stream_id": stream,
+        "signature": signature}),
+    )
+    .await;
+    let resp = sig.recv_type(2).await.unwrap();
+    let all = resp["media_server"]["server_urls"]["all"].as_str().unwrap();
+    let mut m = Raw::connect(all, None).await.unwrap();
+    m.send(
+        json!({"msg_type": 3, "meeting_uuid": uuid, "rtms_stream_id": stream,
+        "signature": signature, "media_type": 32}),
+    )
+    .await;
+    assert_eq!(m.recv_type(4).await.unwrap()["status_code"], 0);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": stream}))
+        .await;
+    assert!(m.recv().await.is_some(), "media flows");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), run)
+        .await
+        .expect("simulate returns after the signal")
+        .unwrap()
+        .unwrap();
+    let last8 = sig
+        .drain()
+        .await
+        .into_iter()
+        .rev()
+        .find(|v| v["msg_type"] == 8)
+        .unwrap();
+    assert_eq!(
+        (last8["state"].as_u64(), last8["reason"].as_u64()),
+        (Some(4), Some(17))
+    );
+    // Every line of the recording is whole, down to the stop.
+    let text = std::fs::read_to_string(&rec).unwrap();
+    assert!(text.ends_with('\n'));
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a whole JSON line"))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["msg"]["msg_type"] == 8
+            && l["msg"]["state"] == 4
+            && l["msg"]["reason"] == 17),
+        "the stop is recorded"
+    );
+    let mut got_stopped = false;
+    while let Ok(Some(h)) = tokio::time::timeout(Duration::from_millis(500), hooks.recv()).await {
+        let v = h.json();
+        if v["event"] == "meeting.rtms_stopped" {
+            assert_eq!(v["payload"]["stop_reason"], 17);
+            got_stopped = true;
+        }
+    }
+    assert!(got_stopped, "the stopped webhook went out");
+}
+
 #[tokio::test]
 async fn dropping_the_simulator_closes_every_socket() {
     let sim = Simulator::start(fast_config(false)).await.unwrap();
@@ -1137,6 +1315,31 @@ async fn event_subscriptions_are_opt_in() {
     );
 }
 
+#[tokio::test]
+async fn a_client_that_never_subscribes_gets_no_events() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let all = resp["media_server"]["server_urls"]["all"].as_str().unwrap();
+    let (mut m, r) = media(&h, all, 32, None).await;
+    check_msg4(&r);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    let task = tokio::spawn(async move { m.drain().await });
+    let msgs = sig.drain().await;
+    let media = task.await.unwrap();
+    let ledger = h.finished().await;
+    assert!(
+        msgs.iter().all(|v| v["msg_type"] != 6),
+        "no msg 5, no msg 6: {msgs:?}"
+    );
+    assert!(ledger.events.is_empty(), "{:?}", ledger.events);
+    assert!(!media.is_empty(), "media still flows");
+    assert!(msgs.iter().any(|v| v["msg_type"] == 8), "states still flow");
+}
+
 /// A pause without a duration ends at a resume scheduled later in the script, in both paces.
 async fn pause_then_scheduled_resume(pace: Pace) {
     let sim = Simulator::start(fast_config(false)).await.unwrap();
@@ -1259,6 +1462,118 @@ async fn fast_pace_holds_the_timeline_across_a_media_drop() {
     );
     let ranges = &ledger.kinds[&MediaKind::Audio].seq_ranges;
     assert_eq!(ranges, &vec![(0, 199)], "no seq skipped");
+}
+
+/// Reads a media socket (answering keep-alives) until the server closes it, or, as a
+/// client that tears everything down when signaling goes, until `sig` closes: whatever the
+/// media socket still holds unread is then abandoned. Returns the audio frames read.
+async fn read_media_until_signaling_closes(
+    h: &rtms_sim::MeetingHandle,
+    url: &str,
+    sig: &mut Raw,
+) -> u64 {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text(media_req(h, 1).to_string()))
+        .await
+        .unwrap();
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    let mut frames = 0;
+    loop {
+        tokio::select! {
+            biased;
+            v = sig.recv_or_closed() => if v.is_none() { break },
+            m = ws.next() => {
+                let v: serde_json::Value = match m {
+                    Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
+                    Some(Ok(_)) => continue,
+                    _ => break,
+                };
+                match v["msg_type"].as_u64() {
+                    Some(12) => {
+                        let ans = json!({"msg_type": 13, "timestamp": v["timestamp"],
+                            "sequence": v["sequence"]});
+                        if ws.send(Message::text(ans.to_string())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(14) => frames += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    frames
+}
+
+#[tokio::test]
+async fn the_ledger_counts_exactly_what_a_client_read_across_an_interrupted_signaling_socket() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(
+            MeetingScript::builder()
+                .synthetic_speech(1, 55, 20)
+                .fault_after_frames(400, Fault::InterruptSignaling)
+                .build()
+                .unwrap(),
+            fast(Product::Meeting),
+        )
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let audio = resp["media_server"]["server_urls"]["audio"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = read_media_until_signaling_closes(&h, &audio, &mut sig).await;
+    // Reconnect both sockets and read to the end.
+    let (mut sig, r) = signal(&h, &h.signaling_url(), None).await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let after = read_media_until_signaling_closes(&h, &audio, &mut sig).await;
+    let ledger = h.finished().await;
+    assert_eq!(ledger.stop_reason, Some(6));
+    assert_eq!(
+        before + after,
+        ledger.count(MediaKind::Audio),
+        "read {before} before the interruption and {after} after"
+    );
+    assert_eq!(
+        ledger.count(MediaKind::Audio),
+        1100,
+        "fast pace skips nothing"
+    );
+    assert_eq!(ledger.seq_ranges(MediaKind::Audio), vec![(0, 1099)]);
+    assert_eq!(ledger.counters.unconfirmed, 0);
+    assert_eq!(ledger.one_client_at_a_time(), Ok(()));
+}
+
+#[tokio::test]
+async fn a_client_that_never_confirms_is_counted_as_unconfirmed() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(
+            MeetingScript::builder()
+                .synthetic_speech(1, 5, 20)
+                .build()
+                .unwrap(),
+            MeetingOptions::default(),
+        )
+        .unwrap();
+    let (mut sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let all = resp["media_server"]["server_urls"]["all"].as_str().unwrap();
+    let (mut m, _) = media(&h, all, 1, None).await;
+    m.answer_keepalives(false);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    assert!(m.recv_type(14).await.is_some());
+    // A drop while the client answers nothing: after the drain limit the socket goes anyway,
+    // and what it wrote since the handshake stays unconfirmed.
+    h.inject(Fault::DropMedia { kind: None });
+    while m.recv_or_closed().await.is_some() {}
+    h.stop(6);
+    let ledger = h.finished().await;
+    assert!(ledger.counters.unconfirmed >= 1, "{:?}", ledger.counters);
 }
 
 /// Overlapping speakers, a chat in the middle of speech, and a run longer than a burst.

@@ -3,7 +3,10 @@
 //! subscriptions), and the messages the server sends on signaling (stream and session
 //! states, events).
 
+use std::sync::Arc;
+
 use super::*;
+use crate::ledger::{ConnectionChange, SocketKind};
 
 impl Meeting {
     fn take_fault_for(&self, st: &mut State, signaling: bool) -> Result<Duration, (u32, String)> {
@@ -60,11 +63,16 @@ impl Meeting {
 
     /// Decides a signaling handshake. On success the connection is registered as the
     /// stream's signaling socket. Returns the delay to apply before answering.
+    ///
+    /// As Zoom does, a second signaling connection for a stream that still has a live one
+    /// is refused with status 8 DUPLICATE_SIGNAL_REQUEST, and the attempt enters the ledger.
+    /// A connection whose task already ended (its socket closed or died) is not live: it is
+    /// let go first, so a client that reconnects after losing its socket is accepted.
     pub(crate) fn signaling_handshake(
-        &self,
+        self: &Arc<Self>,
         req: &SignalingHandshakeReq,
         path_gen: Option<u32>,
-    ) -> Result<(SigConn, mpsc::UnboundedReceiver<Out>, Duration), (u32, String)> {
+    ) -> Result<SigAccepted, (u32, String)> {
         let result = (|| {
             self.check_ids(&req.ids, &req.rtms_stream_id, &req.signature)?;
             let mut st = self.state();
@@ -84,29 +92,47 @@ impl Meeting {
                 ));
             }
             let delay = self.take_fault_for(&mut st, true)?;
+            if st.signaling.as_ref().is_some_and(|s| s.tx.is_closed()) {
+                self.drop_signaling(&mut st, super::loss::Then::Nothing);
+            }
             if st.signaling.is_some() {
-                self.ledger_mut().counters.duplicate_signaling_rejected += 1;
+                let conn = st.next_conn;
+                st.next_conn += 1;
+                let status = status::DUPLICATE_SIGNAL_REQUEST;
+                let mut l = self.ledger_mut();
+                l.counters.duplicate_signaling_rejected += 1;
+                l.connection(
+                    conn,
+                    SocketKind::Signaling,
+                    0,
+                    ConnectionChange::RejectedDuplicate { status },
+                );
                 return Err((
-                    status::DUPLICATE_SIGNAL_REQUEST,
-                    "duplicate signal request: the stream already has a signaling connection"
+                    status,
+                    "duplicate signal request: the stream already has a live signaling connection"
                         .into(),
                 ));
             }
             let (tx, rx) = mpsc::unbounded_channel();
-            let conn = SigConn {
-                id: st.next_conn,
-                tx: tx.clone(),
-                kill: self.cancel.child_token(),
-            };
+            let (end, task_end) = Ending::pair(&self.cancel);
+            let id = st.next_conn;
             st.next_conn += 1;
             st.sig_epoch += 1;
             st.announced = false;
             st.signaling = Some(SigConn {
-                id: conn.id,
-                tx,
-                kill: conn.kill.clone(),
+                id,
+                tx: tx.clone(),
+                end,
             });
-            Ok((conn, rx, delay))
+            self.ledger_mut()
+                .connection(id, SocketKind::Signaling, 0, ConnectionChange::Accepted);
+            Ok(SigAccepted {
+                id,
+                tx,
+                rx,
+                end: task_end,
+                delay,
+            })
         })();
         let mut l = self.ledger_mut();
         match &result {
@@ -119,9 +145,11 @@ impl Meeting {
     }
 
     /// Decides a media handshake; on success registers the socket (not ready until msg 7)
-    /// and returns the confirmed params.
+    /// and returns the confirmed params. A media connection for a type a live one already
+    /// carries is refused (status 16, or 15 when an `all` connection is involved) and the
+    /// attempt enters the ledger; connections whose task ended are let go first.
     pub(crate) fn media_handshake(
-        &self,
+        self: &Arc<Self>,
         req: &DataHandshakeReq,
         path_kind: Option<MediaKind>,
     ) -> Result<MediaAccepted, (u32, String)> {
@@ -162,26 +190,43 @@ impl Meeting {
                 ));
             }
             let delay = self.take_fault_for(&mut st, false)?;
-            if st.media.iter().any(|c| c.all) || (all && !st.media.is_empty()) {
-                return Err((
+            self.reap_closed_media(&mut st);
+            let refused = if st.media.iter().any(|c| c.all) || (all && !st.media.is_empty()) {
+                Some((
                     status::MEDIA_DATA_ALL_CONNECTION_EXIST,
-                    "an `all` media connection exists alongside another media connection".into(),
-                ));
-            }
-            if st.media.iter().any(|c| c.bits & bits != 0) {
-                return Err((
+                    "an `all` media connection exists alongside another media connection",
+                ))
+            } else if st.media.iter().any(|c| c.bits & bits != 0) {
+                Some((
                     status::DUPLICATE_MEDIA_DATA_CONNECTION,
-                    "duplicate media data connection for a media type".into(),
-                ));
+                    "duplicate media data connection: a live connection carries this media type",
+                ))
+            } else {
+                None
+            };
+            if let Some((status, reason)) = refused {
+                let conn = st.next_conn;
+                st.next_conn += 1;
+                let mut l = self.ledger_mut();
+                l.counters.duplicate_media_rejected += 1;
+                l.connection(
+                    conn,
+                    SocketKind::Media,
+                    bits,
+                    ConnectionChange::RejectedDuplicate { status },
+                );
+                return Err((status, reason.into()));
             }
             let mut params = req.media_params.clone().unwrap_or_default().resolved();
             if let Some(a) = &params.audio {
                 params.audio = Some(crate::media_gen::producible_audio(a));
             }
             let (tx, rx) = mpsc::channel(64);
-            let kill = self.cancel.child_token();
+            let (end, task_end) = Ending::pair(&self.cancel);
             let id = st.next_conn;
             st.next_conn += 1;
+            self.ledger_mut()
+                .connection(id, SocketKind::Media, bits, ConnectionChange::Accepted);
             st.media.push(MediaConn {
                 id,
                 bits,
@@ -189,9 +234,15 @@ impl Meeting {
                 params: params.clone(),
                 ready: false,
                 tx,
-                kill: kill.clone(),
+                end,
             });
-            Ok((id, rx, kill, params, delay))
+            Ok(MediaAccepted {
+                id,
+                rx,
+                end: task_end,
+                params,
+                delay,
+            })
         })();
         let mut l = self.ledger_mut();
         match &result {
@@ -231,14 +282,12 @@ impl Meeting {
         }
     }
 
-    /// Once a client has subscribed (msg 5), it gets only the event types it subscribed to.
-    /// A client that never subscribes gets them all: Zoom's own SDK sends no msg 5 and names
-    /// mixed audio from the active-speaker events it receives.
+    /// Event subscriptions are opt-in (`rtms-protocol.md` decision 13): a client gets only
+    /// the event types it subscribed to with msg 5, and none before it subscribes. Zoom's SDK
+    /// 1.1 subscribes to types 2, 3 and 4 once its join is confirmed, and names mixed audio
+    /// from the active-speaker events (type 2) it then receives.
     pub(crate) fn subscribed(&self, event_type: u32) -> bool {
         let st = self.state();
-        if st.subscriptions.is_empty() {
-            return true;
-        }
         st.subscriptions.get(&event_type).copied().unwrap_or(false)
     }
 

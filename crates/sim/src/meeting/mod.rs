@@ -4,16 +4,15 @@
 //! - [`handshake`]: the signaling and media handshakes, client messages on signaling, and
 //!   what the server sends on signaling.
 //! - [`loss`]: connection loss, grace periods and interrupted announcements.
-//! - [`faults`]: fault switches and applying a [`Fault`](crate::Fault).
-//! - [`webhooks`]: building, queueing and delivering webhooks (with retries).
+//!
+//! Faults and their application live in [`crate::faults`]; a stream's webhooks (building,
+//! queueing, delivering with retries) in [`crate::webhook`].
 //!
 //! The timeline that plays the script lives in [`crate::timeline`]; the sockets live in
 //! [`crate::server`]. Locks here are std mutexes held for short, synchronous sections only.
 
-mod faults;
 mod handshake;
 mod loss;
-mod webhooks;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,16 +25,16 @@ use rtms_proto::msg::{DataHandshakeReq, HandshakeIds, SignalingHandshakeReq};
 use rtms_proto::params::MediaParams;
 use rtms_proto::{Product, WebhookAction, WebhookEvent, sign, unix_ms};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::faults::{Fault, SocketSel};
+use crate::faults::SocketSel;
 use crate::ledger::{ChatLine, Ledger, TranscriptLine};
 use crate::record::Recorder;
 use crate::script::MeetingScript;
 use crate::{MediaKind, SimShared};
 
-pub(crate) use webhooks::webhook_body;
+pub(crate) use loss::Then;
 
 /// How long the end of a stream waits for room in a media socket's full outbox before it
 /// cuts the socket off (pre-encoded audio only; see [`Meeting::finish`]).
@@ -137,10 +136,50 @@ pub(crate) enum CloseCause {
     Server,
 }
 
+/// How the server ends a live connection without losing what it wrote: `kill` asks its
+/// task to stop writing and drain (flush, then a keep-alive request the client must
+/// answer), the task reports `drained`, and it drops the socket once `release` fires.
+/// Sockets that go down together (signaling and its media) are released together once all
+/// drained, so a client never reacts to one socket's loss while another still holds
+/// unread messages.
+pub(crate) struct Ending {
+    pub kill: CancellationToken,
+    pub release: CancellationToken,
+    pub drained: watch::Receiver<bool>,
+}
+
+/// The connection task's side of [`Ending`].
+pub(crate) struct EndingTask {
+    pub kill: CancellationToken,
+    pub release: CancellationToken,
+    pub drained: watch::Sender<bool>,
+}
+
+impl Ending {
+    /// A new pair; both tokens are children of `cancel` (the simulator's shutdown ends every
+    /// socket at once, without draining).
+    pub(crate) fn pair(cancel: &CancellationToken) -> (Ending, EndingTask) {
+        let (kill, release) = (cancel.child_token(), cancel.child_token());
+        let (tx, rx) = watch::channel(false);
+        (
+            Ending {
+                kill: kill.clone(),
+                release: release.clone(),
+                drained: rx,
+            },
+            EndingTask {
+                kill,
+                release,
+                drained: tx,
+            },
+        )
+    }
+}
+
 pub(crate) struct SigConn {
     pub id: u64,
     pub tx: mpsc::UnboundedSender<Out>,
-    pub kill: CancellationToken,
+    pub end: Ending,
 }
 
 pub(crate) struct MediaConn {
@@ -152,18 +191,18 @@ pub(crate) struct MediaConn {
     pub params: MediaParams,
     pub ready: bool,
     pub tx: mpsc::Sender<Out>,
-    pub kill: CancellationToken,
+    pub end: Ending,
 }
 pub(crate) struct State {
     /// Generation of the signaling URL; bumped by failover (scenario 1).
     pub generation: u32,
     pub signaling: Option<SigConn>,
     pub media: Vec<MediaConn>,
-    rejects: Vec<faults::Reject>,
-    delays: Vec<(SocketSel, Duration)>,
-    refuse_until: Option<Instant>,
-    keepalives_off: bool,
-    ignore_answers: Option<SocketSel>,
+    pub(crate) rejects: Vec<crate::faults::Reject>,
+    pub(crate) delays: Vec<(SocketSel, Duration)>,
+    pub(crate) refuse_until: Option<Instant>,
+    pub(crate) keepalives_off: bool,
+    pub(crate) ignore_answers: Option<SocketSel>,
     subscriptions: HashMap<u32, bool>,
     pub paused: bool,
     pub ended: bool,
@@ -174,17 +213,27 @@ pub(crate) struct State {
     /// Counts signaling handshakes, so a grace timer knows whether one happened.
     sig_epoch: u64,
     next_conn: u64,
-    last_webhook: Option<(String, Bytes, u32)>,
+    pub(crate) last_webhook: Option<(String, Bytes, u32)>,
 }
-/// A media socket the handshake accepted: its id, outbox, kill switch, the confirmed
-/// params and the delay to apply before answering.
-pub(crate) type MediaAccepted = (
-    u64,
-    mpsc::Receiver<Out>,
-    CancellationToken,
-    MediaParams,
-    Duration,
-);
+/// A signaling socket the handshake accepted: its id, outbox, ending and the delay to
+/// apply before answering.
+pub(crate) struct SigAccepted {
+    pub id: u64,
+    pub tx: mpsc::UnboundedSender<Out>,
+    pub rx: mpsc::UnboundedReceiver<Out>,
+    pub end: EndingTask,
+    pub delay: Duration,
+}
+
+/// A media socket the handshake accepted: its id, outbox, ending, the confirmed params and
+/// the delay to apply before answering.
+pub(crate) struct MediaAccepted {
+    pub id: u64,
+    pub rx: mpsc::Receiver<Out>,
+    pub end: EndingTask,
+    pub params: MediaParams,
+    pub delay: Duration,
+}
 
 /// Commands for the timeline task.
 pub(crate) enum Control {
@@ -202,7 +251,7 @@ pub(crate) struct Meeting {
     pub script: Arc<MeetingScript>,
     pub pace: Pace,
     pub operator_id: String,
-    webhook_url: Option<String>,
+    pub(crate) webhook_url: Option<String>,
     state: Mutex<State>,
     ledger: Mutex<Ledger>,
     /// Bumped on every state change the timeline may wait for.
@@ -210,9 +259,9 @@ pub(crate) struct Meeting {
     pub control: mpsc::UnboundedSender<Control>,
     recorder: Option<Recorder>,
     pub finished: watch::Sender<bool>,
-    webhooks_tx: broadcast::Sender<WebhookEvent>,
-    started: Mutex<WebhookEvent>,
-    deliveries: mpsc::UnboundedSender<webhooks::Delivery>,
+    pub(crate) webhooks_tx: broadcast::Sender<WebhookEvent>,
+    pub(crate) started: Mutex<WebhookEvent>,
+    pub(crate) deliveries: mpsc::UnboundedSender<crate::webhook::Delivery>,
     /// Fast pace: media messages a dropped socket had queued but not written, by kind, sent
     /// first on the next socket so the timeline holds across the drop.
     requeued: Mutex<Vec<(MediaKind, String, Note)>>,
@@ -321,7 +370,7 @@ impl Meeting {
             cancel,
         });
         if m.webhook_url.is_some() {
-            tokio::spawn(webhooks::deliver_loop(m.clone(), deliveries_rx));
+            tokio::spawn(crate::webhook::deliver_loop(m.clone(), deliveries_rx));
         }
         Ok((m, control_rx))
     }
@@ -364,6 +413,13 @@ impl Meeting {
     pub(crate) fn record(&self, socket: &str, text: &str) {
         if let Some(r) = &self.recorder {
             r.record(socket, text);
+        }
+    }
+
+    /// Flushes and closes the recording (see [`Recorder::close`]).
+    pub(crate) fn close_recording(&self) {
+        if let Some(r) = &self.recorder {
+            r.close();
         }
     }
 
@@ -474,6 +530,12 @@ impl Meeting {
             self.send_stream_state(&st, stream_state::TERMINATED, reason, now);
             let sig = st.signaling.take();
             let media: Vec<MediaConn> = st.media.drain(..).collect();
+            if let Some(s) = &sig {
+                self.closed(s.id, crate::ledger::SocketKind::Signaling, 0);
+            }
+            for c in &media {
+                self.closed(c.id, crate::ledger::SocketKind::Media, c.bits);
+            }
             (
                 self.emit_webhook(&mut st, WebhookAction::Stopped, None),
                 sig,
@@ -503,7 +565,8 @@ impl Meeting {
         for c in media {
             let queued = tokio::time::timeout(room_wait, c.tx.send(Out::Close)).await;
             if !matches!(queued, Ok(Ok(()))) {
-                c.kill.cancel();
+                c.end.kill.cancel();
+                c.end.release.cancel();
             }
             closing.push(c.tx.clone());
         }
@@ -528,9 +591,7 @@ impl Meeting {
             let wait = self.sim.config.webhook_timeout + Duration::from_secs(1);
             let _ = tokio::time::timeout(wait, done).await;
         }
-        if let Some(r) = &self.recorder {
-            r.flush();
-        }
+        self.close_recording();
         self.sim.remove_meeting(&self.stream_id);
         self.finished.send_replace(true);
         self.bump();

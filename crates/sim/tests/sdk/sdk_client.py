@@ -69,6 +69,10 @@ def on_webhook(payload):
     client.on_transcript_data(on_transcript)
     client.on_join_confirm(lambda reason: emit({"kind": "join_confirm", "reason": reason}))
     client.on_session_update(lambda op, s: emit({"kind": "session_update", "op": op}))
+    # As an application that wants participants does: the SDK then subscribes to event
+    # types 2, 3 and 4 (msg 5) once its join is confirmed, and names mixed audio from the
+    # active-speaker events it gets.
+    client.on_user_update(lambda op, p: emit({"kind": "user_update", "op": op}))
     client.on_leave(finish)
     client.join(payload["payload"])
 

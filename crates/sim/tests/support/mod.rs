@@ -162,6 +162,12 @@ impl Raw {
         tokio::time::timeout(WAIT, self.inbox.recv()).await.ok()?
     }
 
+    /// The next message that is not a keep-alive request, waiting as long as it takes;
+    /// `None` once the socket closed.
+    pub async fn recv_or_closed(&mut self) -> Option<Value> {
+        self.inbox.recv().await
+    }
+
     /// Skips messages until one of `msg_type` arrives.
     pub async fn recv_type(&mut self, t: u64) -> Option<Value> {
         loop {
