@@ -95,7 +95,8 @@ fn expand(tree: &str) -> Vec<String> {
         return vec![path.to_owned()];
     };
     let prefix = tree[..open].trim_end_matches("::").trim();
-    let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+    let close = tree.rfind('}').filter(|c| *c > open).unwrap_or(tree.len());
+    let inner = &tree[open + 1..close];
     let mut parts = Vec::new();
     let (mut depth, mut start) = (0, 0);
     for (i, ch) in inner.char_indices() {
@@ -127,22 +128,26 @@ fn expand(tree: &str) -> Vec<String> {
 fn paths(module: &str, text: &str) -> Vec<(String, bool)> {
     let code = code(text);
     let mut out = Vec::new();
-    let mut rest = code.as_str();
-    while let Some(at) = rest.find("use ") {
-        let before = &rest[..at];
-        let boundary = before
-            .chars()
-            .last()
-            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
-        let after = &rest[at + 4..];
-        let Some(end) = after.find(';') else { break };
-        if boundary {
-            let public = before.trim_end().ends_with("pub") || before.trim_end().ends_with(')');
-            for p in expand(&after[..end]) {
-                out.push((p, public));
-            }
+    let lines: Vec<&str> = code.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim_start();
+        let public = line.starts_with("pub");
+        let stmt = line
+            .strip_prefix("use ")
+            .or_else(|| line.split_once(") use ").map(|(_, r)| r))
+            .or_else(|| line.strip_prefix("pub use "));
+        i += 1;
+        let Some(first) = stmt else { continue };
+        let mut text = first.to_owned();
+        while !text.contains(';') && i < lines.len() {
+            text.push_str(lines[i]);
+            i += 1;
         }
-        rest = &after[end..];
+        let tree = text.split(';').next().unwrap_or("");
+        for p in expand(tree) {
+            out.push((p, public));
+        }
     }
     for word in code.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')) {
         if word.starts_with("crate::") || word.starts_with("super::") || word.starts_with("self::")

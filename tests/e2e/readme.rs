@@ -73,7 +73,7 @@ fn the_example_pipeline_validates_and_runs_against_the_simulator() {
         "the simulated meeting failed: {}",
         String::from_utf8_lossy(&sim.stderr)
     );
-    let logs = host.stop();
+    let (logs, _dir) = host.stop_keeping_dir();
     let transcripts: Vec<_> = std::fs::read_dir(&out_dir)
         .unwrap_or_else(|e| panic!("no {}: {e}\n{}", out_dir.display(), logs.join("\n")))
         .filter_map(Result::ok)

@@ -193,6 +193,13 @@ impl HostProcess {
             .expect("VmRSS in /proc/<pid>/status")
     }
 
+    /// Like [`HostProcess::stop`], and hands over the pipeline's directory, which would
+    /// otherwise go with the process.
+    pub fn stop_keeping_dir(mut self) -> (Vec<String>, tempfile::TempDir) {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (self.stop(), dir)
+    }
+
     /// Sends SIGTERM and waits for a clean exit (killed after 30 s); returns every log line.
     pub fn stop(mut self) -> Vec<String> {
         let pid = self.pid().to_string();

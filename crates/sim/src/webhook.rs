@@ -7,7 +7,6 @@
 //! Only `http://` targets on the loopback interface are accepted: the simulator never sends
 //! traffic anywhere else.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,10 +18,6 @@ use hyper_util::rt::TokioExecutor;
 use rtms_proto::sign;
 use rtms_proto::{Product, WebhookAction, WebhookEvent, unix_ms, unix_secs};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
-
-use crate::ledger::WebhookDelivery;
-use crate::meeting::{Meeting, State};
 
 /// Why a webhook could not be delivered or validated.
 #[derive(Debug, thiserror::Error)]
@@ -164,86 +159,6 @@ impl WebhookClient {
     }
 }
 
-// === a stream's webhooks ===
-
-/// A webhook waiting for delivery.
-pub(crate) struct Delivery {
-    pub(crate) event: String,
-    pub(crate) body: Bytes,
-    pub(crate) attempt: u32,
-    pub(crate) done: Option<oneshot::Sender<()>>,
-    /// The stopped event: the delivery loop ends after it.
-    pub(crate) last: bool,
-}
-
-impl Meeting {
-    // === webhooks ===
-
-    /// Builds the event, remembers it for duplicates, publishes it to subscribers and
-    /// queues its delivery.
-    pub(crate) fn emit_webhook(
-        &self,
-        st: &mut State,
-        action: WebhookAction,
-        server_url: Option<String>,
-    ) -> Option<oneshot::Receiver<()>> {
-        let ev = self.build_event(action, server_url);
-        if action == WebhookAction::Started {
-            *self.started.lock().unwrap_or_else(|p| p.into_inner()) = ev.clone();
-        }
-        self.deliver(st, ev)
-    }
-
-    /// The event of `action` for this stream, as Zoom would send it now.
-    pub(crate) fn build_event(
-        &self,
-        action: WebhookAction,
-        server_url: Option<String>,
-    ) -> WebhookEvent {
-        WebhookEvent {
-            product: self.product,
-            action,
-            event: self.product.event_name(action),
-            event_ts: unix_ms() as i64,
-            id: self.id.clone(),
-            stream_id: self.stream_id.clone(),
-            server_url,
-            operator_id: (action == WebhookAction::Started
-                && self.product != Product::ContactCenter)
-                .then(|| self.operator_id.clone()),
-            stop_reason: (action == WebhookAction::Stopped)
-                .then(|| self.ledger_mut().stop_reason.unwrap_or(0)),
-        }
-    }
-
-    pub(crate) fn deliver(
-        &self,
-        st: &mut State,
-        ev: WebhookEvent,
-    ) -> Option<oneshot::Receiver<()>> {
-        let body = Bytes::from(webhook_body(&ev, &self.sim.config.account_id));
-        st.last_webhook = Some((ev.event.clone(), body.clone(), 1));
-        let _ = self.webhooks_tx.send(ev.clone());
-        self.webhook_url.as_ref()?;
-        let (done, rx) = oneshot::channel();
-        let _ = self.deliveries.send(Delivery {
-            event: ev.event,
-            body,
-            attempt: 1,
-            done: Some(done),
-            last: ev.action == WebhookAction::Stopped,
-        });
-        Some(rx)
-    }
-
-    /// Delivers the started event (used by `start_meeting` when a target is set).
-    pub(crate) fn send_started(&self) {
-        let ev = self.started_event();
-        let mut st = self.state();
-        self.deliver(&mut st, ev);
-    }
-}
-
 /// The body Zoom sends for an event: [`WebhookEvent::to_body`] (compact JSON, flat payload)
 /// plus `account_id` on started events of meetings, webinars and Video SDK sessions (added
 /// by Zoom in May 2026).
@@ -259,73 +174,6 @@ pub(crate) fn webhook_body(ev: &WebhookEvent, account_id: &str) -> Vec<u8> {
         p.insert("account_id".into(), json!(account_id));
     }
     serde_json::to_vec(&v).unwrap_or(body)
-}
-
-/// Delivers queued webhooks in order; failed attempts are retried later (same body) as
-/// Zoom does, without holding up the queue.
-pub(crate) async fn deliver_loop(m: Arc<Meeting>, mut rx: mpsc::UnboundedReceiver<Delivery>) {
-    let Some(url) = m.webhook_url.clone() else {
-        return;
-    };
-    let cfg = m.sim.config.clone();
-    let client = WebhookClient::new(&cfg.webhook_secret, cfg.webhook_timeout);
-    loop {
-        let d = tokio::select! {
-            d = rx.recv() => match d {
-                Some(d) => d,
-                None => return,
-            },
-            _ = m.cancel.cancelled() => return,
-        };
-        let last = d.last;
-        let ok = attempt(&m, &client, &url, &d.event, d.body.clone(), d.attempt).await;
-        if let Some(done) = d.done {
-            let _ = done.send(());
-        }
-        if !ok && d.attempt < cfg.webhook_max_attempts {
-            let (m, client, url) = (m.clone(), client.clone(), url.clone());
-            tokio::spawn(async move {
-                let mut n = d.attempt;
-                while n < cfg.webhook_max_attempts {
-                    tokio::time::sleep(cfg.webhook_retry_delay).await;
-                    n += 1;
-                    if attempt(&m, &client, &url, &d.event, d.body.clone(), n).await {
-                        break;
-                    }
-                }
-            });
-        }
-        if last {
-            return;
-        }
-    }
-}
-
-async fn attempt(
-    m: &Meeting,
-    client: &WebhookClient,
-    url: &str,
-    event: &str,
-    body: Bytes,
-    n: u32,
-) -> bool {
-    let res = client.post_signed(url, body.clone()).await;
-    let (status, error) = match &res {
-        Ok(o) => (Some(o.status), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    let ok = status.is_some_and(|s| (200..300).contains(&s));
-    if !ok {
-        tracing::warn!(event, attempt = n, ?status, ?error, "webhook not accepted");
-    }
-    m.ledger_mut().webhooks.push(WebhookDelivery {
-        event: event.to_owned(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-        attempt: n,
-        status,
-        error,
-    });
-    ok
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //! [`crate::server`]. Locks here are std mutexes held for short, synchronous sections only.
 
 mod handshake;
+mod inject;
 mod loss;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -198,7 +200,7 @@ pub(crate) struct State {
     pub generation: u32,
     pub signaling: Option<SigConn>,
     pub media: Vec<MediaConn>,
-    pub(crate) rejects: Vec<crate::faults::Reject>,
+    pub(crate) rejects: Vec<inject::Reject>,
     pub(crate) delays: Vec<(SocketSel, Duration)>,
     pub(crate) refuse_until: Option<Instant>,
     pub(crate) keepalives_off: bool,
@@ -261,7 +263,7 @@ pub(crate) struct Meeting {
     pub finished: watch::Sender<bool>,
     pub(crate) webhooks_tx: broadcast::Sender<WebhookEvent>,
     pub(crate) started: Mutex<WebhookEvent>,
-    pub(crate) deliveries: mpsc::UnboundedSender<crate::webhook::Delivery>,
+    pub(crate) deliveries: mpsc::UnboundedSender<webhooks::Delivery>,
     /// Fast pace: media messages a dropped socket had queued but not written, by kind, sent
     /// first on the next socket so the timeline holds across the drop.
     requeued: Mutex<Vec<(MediaKind, String, Note)>>,
@@ -370,7 +372,7 @@ impl Meeting {
             cancel,
         });
         if m.webhook_url.is_some() {
-            tokio::spawn(crate::webhook::deliver_loop(m.clone(), deliveries_rx));
+            tokio::spawn(webhooks::deliver_loop(m.clone(), deliveries_rx));
         }
         Ok((m, control_rx))
     }
