@@ -3,7 +3,9 @@
 //! - [`build`] — a validated `rtms_config::Pipeline` to the routing table (every component
 //!   loaded and trial-run), the sinks, the runtime and client settings.
 //! - [`reload`] — watch, rebuild beside, swap in band, refuse, roll back.
+//! - [`changes`] — what a reload changed, with old and new values, for its log and answer.
 
 pub mod build;
+pub mod changes;
 pub mod history;
 pub mod reload;
