@@ -340,3 +340,38 @@ async fn log_rate_applies_to_live_and_new_sessions() {
 async fn emit_rate_applies_to_live_and_new_sessions() {
     byte_rate_case(PluginSetting::EmitRate, "emit-rate", |m| m.emit_dropped).await;
 }
+
+/// A new `[plugin.config]` alone needs a new instance: the outcome says so, and shows the
+/// config before and after by keys and digest (never its values), different on each side;
+/// the admin answer carries the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_is_reported_as_a_new_instance_with_both_digests() {
+    let rig = Rig::new().await;
+    let rec = |file: &str| PluginToml::new("rec", component("seq_recorder")).cfg("file", file);
+    let mut p = PipelineToml::new(vec![rec("one.txt")]);
+    let svc = rig.start(&p).await;
+    p.plugins[0] = rec("two.txt");
+    rig.write_pipeline(&p);
+    let outcome = svc.reload().await;
+    let Outcome::Applied {
+        changed, settings, ..
+    } = &outcome
+    else {
+        panic!("a config change must be applied: {outcome:?}");
+    };
+    assert_eq!(changed, &["rec new instance".to_owned()]);
+    assert_eq!(settings.len(), 1, "{settings:?}");
+    let s = &settings[0];
+    assert_eq!(
+        (s.setting, s.applied()),
+        (PluginSetting::Config, "new instance")
+    );
+    assert_ne!(s.from, s.to, "{s}");
+    assert!(s.from.starts_with("keys [file], sha256 "), "{s}");
+    assert!(!s.to.contains("two.txt"), "values are not shown: {s}");
+    let (_, v) = rtms_host::pipeline::reload::outcome_json(1, false, &outcome);
+    assert_eq!(v["settings"][0]["setting"], "[plugin.config]", "{v}");
+    assert_eq!(v["settings"][0]["applied"], "new instance", "{v}");
+    assert_eq!(v["settings"][0]["from"], s.from.as_str(), "{v}");
+    svc.shutdown().await;
+}
