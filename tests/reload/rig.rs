@@ -46,6 +46,8 @@ pub struct PluginToml {
     pub batch_max: Option<usize>,
     /// `[plugin.restart] max_failures` (the circuit breaker).
     pub max_failures: u32,
+    /// Appended to the section verbatim (`[plugin.queue]`, `[plugin.limits]` ...).
+    pub extra: String,
 }
 
 impl PluginToml {
@@ -56,7 +58,14 @@ impl PluginToml {
             config: Vec::new(),
             batch_max: None,
             max_failures: 1000,
+            extra: String::new(),
         }
+    }
+
+    /// Appends `toml` to the section.
+    pub fn with(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self
     }
 
     pub fn cfg(mut self, k: &str, v: &str) -> Self {
@@ -77,6 +86,7 @@ impl PluginToml {
         if let Some(n) = self.batch_max {
             s.push_str(&format!("\n[plugin.batch]\nmax_frames = {n}\n"));
         }
+        s.push_str(&self.extra);
         if !self.config.is_empty() {
             s.push_str("\n[plugin.config]\n");
             for (k, v) in &self.config {
@@ -278,6 +288,29 @@ pub async fn delivered_beyond(svc: &Service, name: &str, n: u64) -> u64 {
     )
     .await;
     plugin(&svc.metrics(), name).delivered
+}
+
+/// Stops the meeting and waits for the host to end its session; the host keeps running.
+pub async fn end_meeting(svc: &Service, meeting: MeetingHandle) {
+    meeting.stop(rtms_proto::codes::stop_reason::MEETING_ENDED);
+    tokio::time::timeout(Duration::from_secs(20), meeting.finished())
+        .await
+        .expect("the meeting finishes");
+    tokio::time::timeout(Duration::from_secs(20), svc.sessions().idle())
+        .await
+        .expect("the host ends the session");
+}
+
+/// The frames waiting in `plugin`'s queue on the live session of `stream` (0 when there is
+/// none).
+pub fn queue_depth(svc: &Service, stream: &str, plugin: &str) -> usize {
+    svc.shared()
+        .sessions()
+        .iter()
+        .filter(|s| &*s.stream_id == stream)
+        .flat_map(|s| s.queue_depths())
+        .find(|(name, _)| &**name == plugin)
+        .map_or(0, |(_, n)| n)
 }
 
 /// Stops the meeting, waits for the host to end its session, shuts the host down.

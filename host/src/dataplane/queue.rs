@@ -71,8 +71,6 @@ pub struct Queue<C> {
     items: Notify,
     /// Signalled when frames are taken (producers waiting under `Block`).
     space: Notify,
-    capacity: usize,
-    policy: QueuePolicy,
     /// Frames discarded to make room.
     pub dropped: AtomicU64,
     /// Frames shed under `Block`.
@@ -81,6 +79,10 @@ pub struct Queue<C> {
 
 struct Inner<C> {
     items: VecDeque<Item<C>>,
+    /// Frames held before the policy applies; a reload may change it ([`Queue::reconfigure`]).
+    capacity: usize,
+    /// What a full queue does, per kind; a reload may change it.
+    policy: QueuePolicy,
     frames: usize,
     /// Queued frames of kinds the policy drops.
     droppable: usize,
@@ -96,6 +98,13 @@ struct Inner<C> {
     controls: usize,
 }
 
+impl<C> Inner<C> {
+    /// Whether the policy lets `frame` be dropped to make room.
+    fn drops(&self, frame: &Frame) -> bool {
+        self.policy.drops(frame.kind.into())
+    }
+}
+
 /// What the consumer takes in one go: a run of frames, then maybe a control message that
 /// followed them.
 pub struct Batch<C> {
@@ -108,6 +117,8 @@ impl<C> Queue<C> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
+                capacity: capacity.max(1),
+                policy,
                 frames: 0,
                 droppable: 0,
                 closed: false,
@@ -117,8 +128,6 @@ impl<C> Queue<C> {
             }),
             items: Notify::new(),
             space: Notify::new(),
-            capacity: capacity.max(1),
-            policy,
             dropped: AtomicU64::new(0),
             shed: AtomicU64::new(0),
         })
@@ -162,8 +171,8 @@ impl<C> Queue<C> {
         if q.closed {
             return Ok(Pushed::Closed);
         }
-        let drops = self.drops(&frame);
-        if q.frames < self.capacity {
+        let drops = q.drops(&frame);
+        if q.frames < q.capacity {
             q.items.push_back(Item::Frame(frame, Instant::now()));
             q.frames += 1;
             q.droppable += usize::from(drops);
@@ -173,10 +182,11 @@ impl<C> Queue<C> {
         }
         if q.droppable > 0 || drops {
             let kind = if q.droppable > 0 {
+                let policy = q.policy;
                 let pos = q
                     .items
                     .iter()
-                    .position(|i| matches!(i, Item::Frame(f, _) if self.drops(f)))
+                    .position(|i| matches!(i, Item::Frame(f, _) if policy.drops(f.kind.into())))
                     .expect("a droppable frame is queued");
                 let Some(Item::Frame(old, _)) = q.items.remove(pos) else {
                     unreachable!("position found a frame")
@@ -204,9 +214,30 @@ impl<C> Queue<C> {
         Err(frame)
     }
 
-    /// Whether the policy lets `frame` be dropped to make room.
-    fn drops(&self, frame: &Frame) -> bool {
-        self.policy.drops(frame.kind.into())
+    /// Takes a new capacity and policy (a reload, at its swap marker): frames pushed from
+    /// now on are held to them. Frames already queued stay, even beyond a smaller capacity,
+    /// and a full queue drops by the new policy, those frames included. A larger capacity
+    /// wakes producers waiting for room.
+    pub fn reconfigure(&self, capacity: usize, policy: QueuePolicy) {
+        let mut q = self.inner.lock();
+        let grew = capacity.max(1) > q.capacity;
+        q.capacity = capacity.max(1);
+        q.policy = policy;
+        q.droppable = q
+            .items
+            .iter()
+            .filter(|i| matches!(i, Item::Frame(f, _) if policy.drops(f.kind.into())))
+            .count();
+        drop(q);
+        if grew {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// The capacity and policy in force.
+    pub fn limits(&self) -> (usize, QueuePolicy) {
+        let q = self.inner.lock();
+        (q.capacity, q.policy)
     }
 
     /// Queues a frame, waiting up to `timeout` for space under `Block`; past it the frame
@@ -227,7 +258,7 @@ impl<C> Queue<C> {
                 }
                 // Room, or a droppable frame queued meanwhile: take the room or drop that
                 // frame instead of shedding this one.
-                if q.frames < self.capacity || q.droppable > 0 {
+                if q.frames < q.capacity || q.droppable > 0 {
                     drop(q);
                     continue;
                 }
@@ -327,7 +358,7 @@ impl<C> Queue<C> {
         while frames.len() < max_frames {
             match q.items.pop_front() {
                 Some(Item::Frame(f, _)) => {
-                    q.droppable -= usize::from(self.drops(&f));
+                    q.droppable -= usize::from(q.drops(&f));
                     frames.push(f);
                 }
                 Some(Item::Control(c)) => {
@@ -339,7 +370,7 @@ impl<C> Queue<C> {
             }
         }
         q.frames -= frames.len();
-        if q.losing && q.frames <= self.capacity / 2 {
+        if q.losing && q.frames <= q.capacity / 2 {
             q.losing = false;
             q.shedding = false;
         }
@@ -556,6 +587,39 @@ mod tests {
         let b = q.next_batch(4, long).await;
         assert_eq!((b.frames.len(), b.control.is_some()), (1, true));
         assert!(t2.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_reconfigured_queue_holds_new_frames_to_the_new_capacity_and_policy() {
+        let q = Queue::<()>::new(2, QueuePolicy::BLOCK);
+        assert!(matches!(q.try_push(frame(1)), Ok(Pushed::Queued)));
+        assert!(matches!(q.try_push(frame(2)), Ok(Pushed::Queued)));
+        assert!(q.try_push(frame(3)).is_err(), "full under block: wait");
+        // Bigger: room at once, and a producer waiting for room is woken.
+        let waiting = {
+            let q = q.clone();
+            tokio::spawn(async move { q.push_within(frame(3), Duration::from_secs(3600)).await })
+        };
+        tokio::task::yield_now().await;
+        q.reconfigure(3, QueuePolicy::BLOCK);
+        assert!(matches!(waiting.await.unwrap(), Pushed::Queued));
+        assert!(q.try_push(frame(4)).is_err(), "full at the new capacity");
+        // Drop-oldest: the frames queued under block may now be dropped to make room.
+        q.reconfigure(3, QueuePolicy::all(OnFull::DropOldest));
+        assert!(matches!(
+            q.try_push(frame(4)),
+            Ok(Pushed::DroppedOldest { first: true, .. })
+        ));
+        // Smaller: what is queued stays; new frames meet the smaller bound.
+        q.reconfigure(1, QueuePolicy::BLOCK);
+        assert_eq!(q.len(), 3);
+        assert!(q.try_push(frame(5)).is_err());
+        assert_eq!(q.limits().0, 1);
+        let b = q.next_batch(10, NO_WAIT).await;
+        assert_eq!(
+            b.frames.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
     }
 
     #[tokio::test]

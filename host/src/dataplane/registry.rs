@@ -316,8 +316,11 @@ impl HostSession {
                 let mut w = old.swap_remove(pos);
                 if !Arc::ptr_eq(&w.entry, entry) {
                     // In band: a new version (or config) rebuilds the instance; changed
-                    // settings alone (batch size, restart policy) only update the worker.
+                    // settings alone (batch, restart policy, byte rates) only update the
+                    // worker. Frames pushed after the marker meet the new queue capacity
+                    // and policy.
                     w.queue.push_control(Control::Swap(entry.clone()));
+                    w.queue.reconfigure(entry.queue_capacity, entry.on_full);
                 }
                 w.entry = entry.clone();
                 kept.push(w);

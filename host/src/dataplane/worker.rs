@@ -525,10 +525,15 @@ impl Worker {
     }
 
     async fn swap(&mut self, entry: Arc<PluginEntry>) {
+        // The byte rates belong to the session, not the instance: in band either way.
+        // (The session took the new queue capacity and policy when it queued the marker;
+        // the batch size and wait, the block timeout and the restart policy are read from
+        // the entry.)
+        self.ctx.set_rates(entry.rates);
         if entry.generation == self.entry.generation && entry.code.hash == self.entry.code.hash {
-            // Same code and instance settings: only the worker's settings (batch size,
-            // restart policy) changed, or the table a rollback publishes names the version
-            // this worker already rolled back to. Keep the instance.
+            // Same code and instance settings: only the worker's settings changed, or the
+            // table a rollback publishes names the version this worker already rolled back
+            // to. Keep the instance.
             self.entry = entry;
             return;
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rtms_client::{AllowList, ClientConfig, MediaMode, Resilience};
-use rtms_config::{Pipeline, SocketMode};
+use rtms_config::{Apply, Pipeline, PipelineDiff, SocketMode};
 
 use crate::dataplane::routes::{PluginEntry, RestartPolicy, RouteTable};
 use crate::dataplane::stats::Metrics;
@@ -81,13 +81,48 @@ pub fn client_config(p: &Pipeline) -> Result<ClientConfig> {
     })
 }
 
-/// Builds the routing table for `p`. Entries whose code and settings equal those in `prev`
-/// keep their generation (live sessions keep their instances); the others get `version`.
+/// What a reload builds against: the table running now and how the pipeline changed since
+/// it was built (`rtms_config::PipelineDiff`, the one change detector).
+#[derive(Clone, Copy)]
+pub struct Prev<'a> {
+    pub table: &'a RouteTable,
+    pub diff: &'a PipelineDiff,
+}
+
+impl Prev<'_> {
+    /// The running entry of `name` when the new one can keep it, or its generation: the
+    /// entry itself when neither its settings nor its component bytes changed (live
+    /// sessions see no marker at all); its generation when only settings a worker applies
+    /// in band changed (live sessions keep their instances); `None` when it needs a new
+    /// instance (new code, config, limits or grants) or is new.
+    fn keep(&self, name: &str, hash: &str) -> Keep {
+        let Some(old) = self.table.get(name) else {
+            return Keep::Nothing;
+        };
+        if old.code.hash != hash {
+            return Keep::Nothing;
+        }
+        match self.diff.plugin_change(name) {
+            None => Keep::Entry(old.clone()),
+            Some(c) if c.apply() == Apply::InBand => Keep::Generation(old.generation),
+            Some(_) => Keep::Nothing,
+        }
+    }
+}
+
+enum Keep {
+    Entry(Arc<PluginEntry>),
+    Generation(u64),
+    Nothing,
+}
+
+/// Builds the routing table for `p`. With `prev` (a reload), an entry keeps the running one
+/// or its generation as [`Prev`] decides; the others get `version`.
 pub async fn build_table(
     p: &Pipeline,
     rt: &Runtime,
     metrics: &Metrics,
-    prev: Option<&RouteTable>,
+    prev: Option<Prev<'_>>,
     version: u64,
 ) -> Result<RouteTable> {
     let mut plugins = Vec::new();
@@ -111,40 +146,56 @@ pub async fn build_table(
                 plugin.config_at
             )
         })?;
-        let generation = match prev.and_then(|t| t.get(&name)) {
-            Some(old) if old.code.hash == code.hash && *old.spec == *spec => old.generation,
-            _ => version,
+        let generation = match prev.map_or(Keep::Nothing, |prev| prev.keep(&name, &code.hash)) {
+            Keep::Entry(old) => {
+                plugins.push(old);
+                continue;
+            }
+            Keep::Generation(g) => g,
+            Keep::Nothing => version,
         };
-        let restart = RestartPolicy {
-            base_delay: plugin.restart.base_delay,
-            max_delay: plugin.restart.max_delay,
-            healthy_reset: plugin.restart.healthy_reset,
-            max_failures: plugin.restart.max_failures,
-            window: plugin.restart.window,
-            rollback_traps: plugin.restart.rollback_traps,
-            rollback_window: plugin.restart.rollback_window,
-        };
-        plugins.push(Arc::new(PluginEntry {
-            name: name.as_str().into(),
-            code,
-            spec,
-            kinds: plugin.media,
-            filter: plugin.filter.clone(),
-            queue_capacity: plugin.queue.capacity,
-            on_full: plugin.queue.on_full,
-            block_timeout: plugin.queue.block_timeout,
-            batch_max: plugin.batch.max_frames,
-            batch_wait: plugin.batch.max_wait,
-            rates: Rates {
-                log_bytes_per_sec: plugin.limits.log_bytes_per_sec,
-                emit_bytes_per_sec: plugin.limits.emit_bytes_per_sec,
-            },
-            restart,
-            generation,
-            stats: metrics.plugin(&name),
-        }));
+        plugins.push(Arc::new(entry(plugin, code, spec, generation, metrics)));
     }
     Ok(RouteTable { version, plugins })
+}
+
+/// The routing table entry of `plugin`: every setting of it the host runs.
+fn entry(
+    plugin: &rtms_config::Plugin,
+    code: Arc<crate::sandbox::PluginCode>,
+    spec: Arc<InstanceSpec>,
+    generation: u64,
+    metrics: &Metrics,
+) -> PluginEntry {
+    let name = plugin.name.to_string();
+    let r = &plugin.restart;
+    PluginEntry {
+        name: name.as_str().into(),
+        code,
+        spec,
+        kinds: plugin.media,
+        filter: plugin.filter.clone(),
+        queue_capacity: plugin.queue.capacity,
+        on_full: plugin.queue.on_full,
+        block_timeout: plugin.queue.block_timeout,
+        batch_max: plugin.batch.max_frames,
+        batch_wait: plugin.batch.max_wait,
+        rates: Rates {
+            log_bytes_per_sec: plugin.limits.log_bytes_per_sec,
+            emit_bytes_per_sec: plugin.limits.emit_bytes_per_sec,
+        },
+        restart: RestartPolicy {
+            base_delay: r.base_delay,
+            max_delay: r.max_delay,
+            healthy_reset: r.healthy_reset,
+            max_failures: r.max_failures,
+            window: r.window,
+            rollback_traps: r.rollback_traps,
+            rollback_window: r.rollback_window,
+        },
+        generation,
+        stats: metrics.plugin(&name),
+    }
 }
 
 /// How to build an instance of `plugin`.

@@ -10,11 +10,19 @@
 //! 2. reports settings that cannot change live (listen address, credentials, RTMS and
 //!    runtime settings, sinks) as needing a restart, on every reload until the restart;
 //! 3. builds a new routing table: every component loaded (compile cache first) and
-//!    trial-run (`init` with its config); any failure refuses the whole reload;
+//!    trial-run (`init` with its config); any failure refuses the whole reload. What changed
+//!    is `rtms_config::PipelineDiff`'s word alone (plus component bytes changed in place):
+//!    an unchanged plugin keeps its entry, one whose changes all apply in band keeps its
+//!    generation, the others get a new one;
 //! 4. publishes it: sessions reconcile at once — added plugins start on live sessions,
-//!    removed ones drain and end, changed ones get a swap marker in their queue, so the old
-//!    instance ends with `on-session-end(reload)` after the frames before the marker and the
-//!    new one starts with `resumed = true` before the frames after it.
+//!    removed ones drain and end, changed ones get a swap marker in their queue. A new
+//!    generation makes the old instance end with `on-session-end(reload)` after the frames
+//!    before the marker and the new one start with `resumed = true` before the frames after
+//!    it; settings applied in band (queue, batch, byte rates, restart policy) take effect at
+//!    the marker and the instance stays.
+//!
+//! The outcome and the log line list every changed setting with its old and new value
+//! ([`crate::pipeline::changes`]).
 //!
 //! A worker whose freshly swapped version traps repeatedly rolls back by itself and tells
 //! the controller, which republishes the previous version for every session and refuses
@@ -26,14 +34,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rtms_config::{Env, LoadOptions, Pipeline};
+use rtms_config::{Apply, Env, LoadOptions, Pipeline, PipelineDiff};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::dataplane::registry::Shared;
 use crate::dataplane::routes::{PluginEntry, RouteTable};
+use crate::dataplane::stats::Metrics;
 use crate::dataplane::worker::RollbackRequest;
-use crate::pipeline::build::build_table;
+use crate::pipeline::build::{Prev, build_table};
+use crate::pipeline::changes::{SettingChange, setting_changes};
 
 /// Why a reload was asked for.
 #[derive(Debug)]
@@ -50,11 +60,15 @@ pub enum Trigger {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The new pipeline is live (table `version`; the same version when only settings
-    /// that need a restart changed). `restart_required` lists every setting that differs
-    /// from what the process started with and was not applied.
+    /// that need a restart changed). `changed` has one line per plugin whose entry changed
+    /// (`added`, `removed`, `<old hash> -> <new hash>`, `new instance`, `settings`);
+    /// `settings` every plugin setting that changed, with its old and new value and how it
+    /// was applied. `restart_required` lists every setting that differs from what the
+    /// process started with and was not applied.
     Applied {
         version: u64,
         changed: Vec<String>,
+        settings: Vec<SettingChange>,
         restart_required: Vec<String>,
         elapsed_ms: u64,
     },
@@ -188,68 +202,98 @@ impl Reloader {
     pub async fn reload(&mut self, why: &str) -> Outcome {
         let started = Instant::now();
         let metrics = self.shared.metrics.clone();
-        let refuse = |msg: String| {
-            metrics.reloads_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                trigger = why,
-                "reload refused, the running pipeline is unchanged: {msg}"
-            );
-            Outcome::Refused(msg)
-        };
         let new = match Pipeline::load(&self.path, &*self.env, LoadOptions::default()) {
             Ok(p) => p,
-            Err(e) => return refuse(e.to_string()),
+            Err(e) => return refuse(&metrics, why, e.to_string()),
         };
+        // The one change detector: every setting that differs, and what applying it takes.
+        let diff = self.current.diff(&new);
+        let old_table = self.shared.table.load_full();
+        let version = old_table.version + 1;
+        let prev = Prev {
+            table: &old_table,
+            diff: &diff,
+        };
+        let table = match build_table(&new, &self.shared.rt, &metrics, Some(prev), version).await {
+            Ok(t) => t,
+            Err(e) => return refuse(&metrics, why, format!("{e:#}")),
+        };
+        if let Some(msg) = self.rolled_back(&table) {
+            return refuse(&metrics, why, msg);
+        }
+        let settings = setting_changes(&self.current, &new, &diff, &old_table, &table);
+        let changed = self.summarize(&old_table, &table);
         // What this reload changes that it cannot apply, and everything still waiting for
         // a restart (reported again on every reload until the process restarts).
-        let new_unapplied = unapplied(&self.current, &new);
-        let restart_required = unapplied(&self.started, &new);
+        let new_unapplied = unapplied(&diff);
+        let restart_required = unapplied(&self.started.diff(&new));
         for r in &new_unapplied {
             tracing::warn!("{r}");
         }
-        let old_table = self.shared.table.load_full();
-        let version = old_table.version + 1;
-        let table =
-            match build_table(&new, &self.shared.rt, &metrics, Some(&old_table), version).await {
-                Ok(t) => t,
-                Err(e) => return refuse(format!("{e:#}")),
-            };
-        if let Some(bad) = table
+        self.current = new;
+        if changed.is_empty() && settings.is_empty() && new_unapplied.is_empty() {
+            tracing::info!(trigger = why, "reload: nothing to change");
+            metrics.reloads_unchanged.fetch_add(1, Ordering::Relaxed);
+            return Outcome::Unchanged;
+        }
+        // Nothing to publish when only settings this reload cannot apply changed (or those
+        // of a plugin that runs nowhere): say so rather than report an unchanged pipeline.
+        let version = if changed.is_empty() {
+            old_table.version
+        } else {
+            self.shared.publish(table).await;
+            version
+        };
+        metrics.reloads_applied.fetch_add(1, Ordering::Relaxed);
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let detail: Vec<String> = settings.iter().map(ToString::to_string).collect();
+        tracing::info!(trigger = why, version, changes = %changed.join("; "), settings = %detail.join("; "), elapsed_ms, "reload applied");
+        Outcome::Applied {
+            version,
+            changed,
+            settings,
+            restart_required,
+            elapsed_ms,
+        }
+    }
+
+    /// Why `table` is refused when it runs a component rolled back after trapping.
+    fn rolled_back(&self, table: &RouteTable) -> Option<String> {
+        let bad = table
             .plugins
             .iter()
-            .find(|e| self.bad_hashes.contains(&e.code.hash))
-        {
-            return refuse(format!(
-                "plugin {}: component {} ({}) was rolled back after trapping; change it before reloading",
-                bad.name,
-                bad.code.path.display(),
-                bad.code.short_hash()
-            ));
-        }
+            .find(|e| self.bad_hashes.contains(&e.code.hash))?;
+        Some(format!(
+            "plugin {}: component {} ({}) was rolled back after trapping; change it before reloading",
+            bad.name,
+            bad.code.path.display(),
+            bad.code.short_hash()
+        ))
+    }
+
+    /// One line per plugin whose entry `table` replaces (as `build_table` decided from the
+    /// diff): added, removed, a new version or instance, or settings applied in band.
+    /// Remembers what a new version replaced, for a rollback.
+    fn summarize(&mut self, old_table: &RouteTable, table: &RouteTable) -> Vec<String> {
         let mut changed = Vec::new();
         for e in &table.plugins {
             match old_table.get(&e.name) {
                 None => changed.push(format!("{} added", e.name)),
+                Some(old) if Arc::ptr_eq(old, e) => {}
                 Some(old) if old.generation != e.generation => {
                     self.previous.insert(e.name.to_string(), old.clone());
-                    changed.push(format!(
-                        "{} {} -> {}",
-                        e.name,
-                        old.code.short_hash(),
-                        e.code.short_hash()
-                    ));
+                    if old.code.hash == e.code.hash {
+                        changed.push(format!("{} new instance", e.name));
+                    } else {
+                        changed.push(format!(
+                            "{} {} -> {}",
+                            e.name,
+                            old.code.short_hash(),
+                            e.code.short_hash()
+                        ));
+                    }
                 }
-                Some(old)
-                    if old.kinds != e.kinds
-                        || old.filter != e.filter
-                        || old.queue_capacity != e.queue_capacity
-                        || old.on_full != e.on_full
-                        || old.batch_max != e.batch_max
-                        || old.restart != e.restart =>
-                {
-                    changed.push(format!("{} settings", e.name));
-                }
-                Some(_) => {}
+                Some(_) => changed.push(format!("{} settings", e.name)),
             }
         }
         for old in &old_table.plugins {
@@ -257,44 +301,7 @@ impl Reloader {
                 changed.push(format!("{} removed", old.name));
             }
         }
-        let routes_same = table.plugins.len() == old_table.plugins.len()
-            && table.plugins.iter().zip(&old_table.plugins).all(|(a, b)| {
-                a.name == b.name
-                    && a.generation == b.generation
-                    && a.kinds == b.kinds
-                    && a.filter == b.filter
-                    && a.queue_capacity == b.queue_capacity
-                    && a.batch_max == b.batch_max
-                    && a.restart == b.restart
-                    && a.on_full == b.on_full
-            });
-        self.current = new;
-        if routes_same {
-            if new_unapplied.is_empty() {
-                tracing::info!(trigger = why, "reload: nothing to change");
-                metrics.reloads_unchanged.fetch_add(1, Ordering::Relaxed);
-                return Outcome::Unchanged;
-            }
-            // Nothing to publish, but the operator changed something this reload cannot
-            // apply: say so rather than report an unchanged pipeline.
-            metrics.reloads_applied.fetch_add(1, Ordering::Relaxed);
-            return Outcome::Applied {
-                version: old_table.version,
-                changed,
-                restart_required,
-                elapsed_ms: started.elapsed().as_millis() as u64,
-            };
-        }
-        self.shared.publish(table).await;
-        metrics.reloads_applied.fetch_add(1, Ordering::Relaxed);
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(trigger = why, version, changes = %changed.join("; "), elapsed_ms, "reload applied");
-        Outcome::Applied {
-            version,
-            changed,
-            restart_required,
-            elapsed_ms,
-        }
+        changed
     }
 
     async fn rollback(&mut self, r: RollbackRequest) {
@@ -341,14 +348,32 @@ impl Reloader {
     }
 }
 
-/// The changes from `old` to `new` that a reload does not apply: the server, credentials,
-/// RTMS and runtime settings (see `rtms_config::PipelineDiff`) and the sinks, which are built
-/// once at start.
-fn unapplied(old: &Pipeline, new: &Pipeline) -> Vec<String> {
-    let diff = old.diff(new);
-    let mut r = diff.restart_required;
+/// Refuses a reload: counted and logged; the running pipeline is unchanged.
+fn refuse(metrics: &Metrics, why: &str, msg: String) -> Outcome {
+    metrics.reloads_refused.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        trigger = why,
+        "reload refused, the running pipeline is unchanged: {msg}"
+    );
+    Outcome::Refused(msg)
+}
+
+/// The changes in `diff` that a reload does not apply: the server, credentials, RTMS and
+/// runtime settings, the sinks (built once at start), and any plugin setting the diff
+/// classifies as needing a restart.
+fn unapplied(diff: &PipelineDiff) -> Vec<String> {
+    let mut r = diff.restart_required.clone();
     if diff.sinks_changed {
         r.push("the [[sink]] sections changed: restart to apply".to_owned());
+    }
+    for c in &diff.changed_plugins {
+        for s in c.settings_applied(Apply::RestartRequired) {
+            r.push(format!(
+                "plugin {}: {} changed: restart to apply",
+                c.name,
+                s.key()
+            ));
+        }
     }
     r
 }
@@ -408,12 +433,14 @@ pub fn outcome_json(id: u64, joined: bool, outcome: &Outcome) -> (bool, serde_js
         Outcome::Applied {
             version,
             changed,
+            settings,
             restart_required,
             elapsed_ms,
         } => (
             false,
             serde_json::json!({"reload": id, "joined": joined, "outcome": "applied", "version": version,
-                   "changed": changed, "restart_required": restart_required, "elapsed_ms": elapsed_ms}),
+                   "changed": changed, "settings": settings.iter().map(SettingChange::json).collect::<Vec<_>>(),
+                   "restart_required": restart_required, "elapsed_ms": elapsed_ms}),
         ),
         Outcome::Unchanged => (
             false,

@@ -18,11 +18,12 @@ pub const WARN_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Budget {
     inner: Mutex<Bucket>,
-    rate: f64,
 }
 
 #[derive(Debug)]
 struct Bucket {
+    /// Bytes per second, and the most the bucket holds.
+    rate: f64,
     tokens: f64,
     last: Instant,
     /// Drops since the last warning.
@@ -46,13 +47,31 @@ impl Budget {
         let rate = bytes_per_sec.max(1) as f64;
         Self {
             inner: Mutex::new(Bucket {
+                rate,
                 tokens: rate,
                 last: Instant::now(),
                 unreported: 0,
                 last_warning: None,
             }),
-            rate,
         }
+    }
+
+    /// Changes the rate (a reload): what the bucket holds is kept, up to one second of the
+    /// new rate, and refills at the new rate from now on.
+    pub fn set_rate(&self, bytes_per_sec: u64) {
+        self.set_rate_at(bytes_per_sec, Instant::now());
+    }
+
+    fn set_rate_at(&self, bytes_per_sec: u64, now: Instant) {
+        let mut b = self.inner.lock();
+        b.refill(now);
+        b.rate = bytes_per_sec.max(1) as f64;
+        b.tokens = b.tokens.min(b.rate);
+    }
+
+    /// The rate in force, in bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.inner.lock().rate as u64
     }
 
     /// Spends `bytes` if the bucket holds them.
@@ -62,9 +81,7 @@ impl Budget {
 
     fn take_at(&self, bytes: usize, now: Instant) -> Take {
         let mut b = self.inner.lock();
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.rate).min(self.rate);
-        b.last = now;
+        b.refill(now);
         let cost = bytes as f64;
         if cost <= b.tokens {
             b.tokens -= cost;
@@ -82,6 +99,15 @@ impl Budget {
         } else {
             Take::Drop { warn: None }
         }
+    }
+}
+
+impl Bucket {
+    /// Adds what `rate` refilled since the last look, up to one second's worth.
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.last = now;
     }
 }
 
@@ -106,5 +132,22 @@ mod tests {
         // The next warning carries the drops since the last one.
         let t2 = t0 + WARN_EVERY;
         assert_eq!(b.take_at(5000, t2), Take::Drop { warn: Some(3) });
+    }
+
+    #[test]
+    fn a_new_rate_caps_what_the_bucket_holds_and_refills_at_the_new_rate() {
+        let b = Budget::new(100_000);
+        let t0 = Instant::now();
+        assert_eq!(b.take_at(5000, t0), Take::Ok);
+        // Cut to 1000 bytes per second: the bucket holds at most one second of it.
+        b.set_rate_at(1000, t0);
+        assert_eq!(b.rate(), 1000);
+        assert!(matches!(b.take_at(1001, t0), Take::Drop { .. }));
+        assert_eq!(b.take_at(1000, t0), Take::Ok);
+        // Raised again: refills at the new rate, not the old one.
+        b.set_rate_at(10_000, t0);
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(b.take_at(5000, t1), Take::Ok);
+        assert!(matches!(b.take_at(1, t1), Take::Drop { .. }));
     }
 }

@@ -126,6 +126,20 @@ impl InstanceCtx {
         }
     }
 
+    /// Takes new byte rates (a reload): log lines and outputs from now on are held to them.
+    pub fn set_rates(&self, rates: Rates) {
+        self.log_budget.set_rate(rates.log_bytes_per_sec);
+        self.emit_budget.set_rate(rates.emit_bytes_per_sec);
+    }
+
+    /// The byte rates in force.
+    pub fn rates(&self) -> Rates {
+        Rates {
+            log_bytes_per_sec: self.log_budget.rate(),
+            emit_bytes_per_sec: self.emit_budget.rate(),
+        }
+    }
+
     /// Whether a log line of `bytes` fits the log budget; counts and reports it if not.
     fn log_allowed(&self, bytes: usize) -> bool {
         match self.log_budget.take(bytes) {

@@ -39,6 +39,7 @@ impl AdminBackend for Backend {
         Outcome::Applied {
             version: 2,
             changed: vec!["x added".into()],
+            settings: vec![],
             restart_required: vec![],
             elapsed_ms: 1,
         }
