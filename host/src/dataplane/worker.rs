@@ -53,6 +53,7 @@ use crate::dataplane::services::Services;
 use crate::dataplane::stats::{LOSS_WARN_INTERVAL, by_kind_text};
 use crate::outputs::deadletter::LetterMeta;
 use crate::sandbox::bindings::{EndReason, Frame, SessionInfo};
+use crate::sandbox::state::ScopeKey;
 use crate::sandbox::store::InstanceCtx;
 use crate::sandbox::{CallError, Instance};
 
@@ -229,14 +230,17 @@ impl Worker {
     ) -> WorkerHandle {
         let queue = Queue::new(entry.queue_capacity, entry.on_full);
         let link = PluginLink::new(services.outputs.clone(), entry.stats.clone());
-        let ctx = Arc::new(InstanceCtx::new(
-            entry.name.clone(),
-            info.session,
-            stream_id,
-            info.meeting_id.as_str().into(),
-            entry.rates,
-            link.clone(),
-        ));
+        let ctx = Arc::new(
+            InstanceCtx::new(
+                entry.name.clone(),
+                info.session,
+                stream_id,
+                info.meeting_id.as_str().into(),
+                entry.rates,
+                link.clone(),
+            )
+            .with_state(services.rt.state().clone()),
+        );
         let resumed = info.resumed;
         let worker = Worker {
             services,
@@ -325,9 +329,23 @@ impl Worker {
                 false
             }
             Control::End(reason) => {
+                let removed = matches!(reason, EndReason::Removed);
                 self.end_instance(reason).await;
+                self.clear_session_state(removed);
                 true
             }
+        }
+    }
+
+    /// The session has ended for the plugin (after `on-session-end`): its session scope of
+    /// state goes; and when the plugin was removed from the pipeline, its plugin scope too
+    /// (the reload cleared it already; this catches what the drain wrote since).
+    fn clear_session_state(&self, removed: bool) {
+        let state = self.services.rt.state();
+        if removed {
+            state.clear_plugin(&self.entry.name);
+        } else {
+            state.clear(&ScopeKey::session(&self.entry.name, &self.ctx.stream_id));
         }
     }
 

@@ -246,9 +246,11 @@ impl Reloader {
                 Some(_) => {}
             }
         }
+        let mut removed = Vec::new();
         for old in &old_table.plugins {
             if table.get(&old.name).is_none() {
                 changed.push(format!("{} removed", old.name));
+                removed.push(old.name.clone());
             }
         }
         let routes_same = table.plugins.len() == old_table.plugins.len()
@@ -280,6 +282,11 @@ impl Reloader {
             };
         }
         self.shared.publish(table).await;
+        // A plugin that leaves the pipeline leaves its state behind: its plugin scope and
+        // every session scope of it (each draining session also clears its own at its end).
+        for name in &removed {
+            self.shared.rt.state().clear_plugin(name);
+        }
         metrics.reloads_applied.fetch_add(1, Ordering::Relaxed);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(trigger = why, version, changes = %changed.join("; "), elapsed_ms, "reload applied");
