@@ -18,3 +18,4 @@ mod live;
 mod plugins;
 mod refuse;
 mod rig;
+mod state;
