@@ -129,3 +129,56 @@ async fn removing_a_plugin_clears_its_state_and_bounds_refuse_writes_the_guest_s
     .await;
     let _ = finish(svc, meeting).await;
 }
+
+/// `GET /metrics` on the service's admin listener, as text.
+async fn metrics_text(svc: &rtms_host::service::Service) -> String {
+    use http_body_util::BodyExt;
+    let addr = svc.admin_addr().expect("the admin listener runs");
+    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>()
+        .get(format!("http://{addr}/metrics").parse().unwrap())
+        .await
+        .expect("response");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_past_the_session_cap_is_refused_and_the_totals_are_in_metrics() {
+    let rig = Rig::new().await;
+    let mut p = PipelineToml::new(vec![
+        PluginToml::new("legacy", component("legacy_v01")),
+        PluginToml::new("metered", component("stateful")).cfg("units", "1"),
+    ]);
+    p.extra = format!(
+        "\n[plugin.limits]\nunits_per_session = 10\n{}",
+        sink(rig.path())
+    );
+    let svc = rig.start(&p).await;
+    let meeting = rig.meeting(&svc, "state-budget", 200);
+    delivered_beyond(&svc, "metered", 15).await;
+    let refused = outputs(rig.path(), "metered", "budget");
+    let text = refused[0]["error"].as_str().unwrap();
+    assert!(text.contains("10"), "the guest saw the cap: {text}");
+    let m = plugin(&svc.metrics(), "metered");
+    assert_eq!(m.units.get("frames"), Some(&10), "{:?}", m.units);
+    assert!(m.units_refused >= 1);
+    let exposition = metrics_text(&svc).await;
+    assert!(
+        exposition.contains(r#"rtms_plugin_units_total{plugin="metered",what="frames"} 10"#),
+        "{}",
+        exposition
+            .lines()
+            .filter(|l| l.contains("units"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let (_, m) = finish(svc, meeting).await;
+    let end = outputs(rig.path(), "metered", "state");
+    assert_eq!(
+        end.last().unwrap()["units"],
+        10,
+        "a session's charges stop at its cap"
+    );
+    assert_eq!(plugin(&m, "metered").units.get("frames"), Some(&10));
+}
