@@ -182,3 +182,41 @@ async fn a_charge_past_the_session_cap_is_refused_and_the_totals_are_in_metrics(
     );
     assert_eq!(plugin(&m, "metered").units.get("frames"), Some(&10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_filtered_off_a_session_keeps_its_plugin_state() {
+    let rig = Rig::new().await;
+    let mut p = PipelineToml::new(vec![PluginToml::new("counter", component("stateful"))]);
+    p.extra = sink(rig.path());
+    let svc = rig.start(&p).await;
+    let meeting = rig.meeting(&svc, "state-filtered", 400);
+    delivered_beyond(&svc, "counter", 3).await;
+    let store = svc.shared().rt.state().clone();
+    let plugin_scope = ScopeKey::plugin("counter");
+    assert!(store.usage(&plugin_scope).0 > 0);
+    // The plugin stays in the pipeline but no longer serves this meeting: its session ends
+    // (reason `removed`), and only the session's scope may go.
+    let text = p.render(rig.path()).replace(
+        "name = \"counter\"\n",
+        "name = \"counter\"\nmeeting_ids = [\"another-meeting\"]\n",
+    );
+    rig.write_pipeline_text(&text);
+    assert!(matches!(
+        svc.reload().await,
+        rtms_host::pipeline::reload::Outcome::Applied { .. }
+    ));
+    wait_for(
+        "the session to end for the counter",
+        std::time::Duration::from_secs(8),
+        || !outputs(rig.path(), "counter", "state").is_empty(),
+    )
+    .await;
+    wait_for(
+        "the session scope to go",
+        std::time::Duration::from_secs(8),
+        || store.usage(&ScopeKey::session("counter", "state-filtered")) == (0, 0),
+    )
+    .await;
+    assert!(store.usage(&plugin_scope).0 > 0, "the plugin scope is kept");
+    let _ = finish(svc, meeting).await;
+}

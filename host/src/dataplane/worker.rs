@@ -63,6 +63,9 @@ pub enum Control {
     Swap(Arc<PluginEntry>),
     /// End the session for this plugin and stop.
     End(EndReason),
+    /// The plugin left the pipeline: end the session (`removed`), stop, and clear the
+    /// plugin's state (what this drain wrote after the reload cleared it).
+    Leave,
 }
 
 /// What the session keeps of a worker.
@@ -329,20 +332,25 @@ impl Worker {
                 false
             }
             Control::End(reason) => {
-                let removed = matches!(reason, EndReason::Removed);
                 self.end_instance(reason).await;
-                self.clear_session_state(removed);
+                self.clear_state(false);
+                true
+            }
+            Control::Leave => {
+                self.end_instance(EndReason::Removed).await;
+                self.clear_state(true);
                 true
             }
         }
     }
 
     /// The session has ended for the plugin (after `on-session-end`): its session scope of
-    /// state goes; and when the plugin was removed from the pipeline, its plugin scope too
-    /// (the reload cleared it already; this catches what the drain wrote since).
-    fn clear_session_state(&self, removed: bool) {
+    /// state goes; and when the plugin left the pipeline, all its state (the reload cleared
+    /// it already; this catches what the drain wrote since). A plugin that only stops
+    /// serving this session (its filter changed) keeps its plugin scope.
+    fn clear_state(&self, left: bool) {
         let state = self.services.rt.state();
-        if removed {
+        if left {
             state.clear_plugin(&self.entry.name);
         } else {
             state.clear(&ScopeKey::session(&self.entry.name, &self.ctx.stream_id));
