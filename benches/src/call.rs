@@ -161,6 +161,7 @@ async fn one(
         call_timeout: Duration::from_secs(1),
         grants: vec![],
         config: vec![],
+        caps: Default::default(),
     };
     let info = SessionInfo {
         session: 1,

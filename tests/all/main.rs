@@ -15,4 +15,5 @@ mod replay;
 mod runtime;
 mod sdk;
 mod sinks;
+mod state;
 mod util;

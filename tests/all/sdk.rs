@@ -15,11 +15,11 @@ fn root() -> PathBuf {
 
 #[test]
 fn the_sdk_vendors_the_repository_s_contract() {
-    let repo = std::fs::read_to_string(root().join("wit/plugin.wit")).unwrap();
+    let repo = std::fs::read_to_string(root().join("wit/v0.2/plugin.wit")).unwrap();
     let sdk = std::fs::read_to_string(root().join("plugins/sdk/wit/plugin.wit")).unwrap();
     assert!(
         repo == sdk,
-        "plugins/sdk/wit/plugin.wit differs from wit/plugin.wit: copy it (cp wit/plugin.wit plugins/sdk/wit/)"
+        "plugins/sdk/wit/plugin.wit differs from wit/v0.2/plugin.wit: copy it (cp wit/v0.2/plugin.wit plugins/sdk/wit/)"
     );
 }
 

@@ -22,3 +22,4 @@ mod plugins;
 mod refuse;
 mod rig;
 mod settings;
+mod state;

@@ -15,6 +15,7 @@
 mod host_process;
 mod intake;
 mod oracle;
+mod secrets;
 mod slow;
 mod streams;
 

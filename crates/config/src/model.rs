@@ -389,6 +389,11 @@ pub struct Plugin {
     pub limits: Limits,
     /// Restart policy after traps.
     pub restart: Restart,
+    /// Environment variables granted to the plugin (`secrets = [...]`), in file order, with
+    /// their values read at load (`None` only when validating without secrets).
+    pub secrets: Vec<PluginSecret>,
+    /// The bounds of each of its state scopes (`[plugin.state]`).
+    pub state: StateLimits,
     /// The `[plugin.config]` table as `init` receives it: one pair per top-level key, sorted by
     /// key, strings raw and every other value as JSON text.
     pub config: Vec<(String, String)>,
@@ -589,6 +594,22 @@ pub struct Batch {
     pub max_wait: Duration,
 }
 
+/// One secret a plugin may read: an environment variable's name and value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginSecret {
+    pub name: String,
+    pub value: Option<Secret>,
+}
+
+/// `[plugin.state]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Most keys one scope (a session's, or the plugin's) holds.
+    pub max_keys: u64,
+    /// Most bytes one scope holds, keys and values together.
+    pub max_bytes: u64,
+}
+
 /// `[plugin.limits]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -600,6 +621,8 @@ pub struct Limits {
     pub log_bytes_per_sec: u64,
     /// Bytes per second of emitted outputs per session.
     pub emit_bytes_per_sec: u64,
+    /// Most units a session may be charged (`budget.charge`); `None`: no cap.
+    pub units_per_session: Option<u64>,
 }
 
 impl Limits {

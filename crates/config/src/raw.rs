@@ -242,7 +242,19 @@ pub struct PluginConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub restart: RestartConfig,
+    /// Environment variables the plugin may read through `secrets.get` (contract 0.2).
+    pub secrets: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub state: StateConfig,
     pub config: Option<Spanned<toml::Table>>,
+}
+
+/// `[plugin.state]`: the bounds of each of the plugin's state scopes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    pub max_keys: Num,
+    pub max_bytes: Num,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +289,7 @@ pub struct LimitsConfig {
     pub call_timeout_ms: Num,
     pub log_bytes_per_sec: Num,
     pub emit_bytes_per_sec: Num,
+    pub units_per_session: Num,
 }
 
 #[derive(Debug, Default, Deserialize)]

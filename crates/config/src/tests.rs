@@ -1181,3 +1181,53 @@ fn an_event_ws_url_with_a_port_out_of_range_is_refused_with_the_fix() {
         Some("ws://127.0.0.1:9999/ws")
     );
 }
+
+#[test]
+fn a_plugin_s_secrets_are_read_from_the_environment_and_never_printed() {
+    let d = Dir::new();
+    let text = format!(
+        "version = 1\n{PLUGIN_A}secrets = [\"PROVIDER_KEY\"]\n\n[plugin.state]\nmax_keys = 7\n\n[plugin.limits]\nunits_per_session = 500\n"
+    );
+    let env = secrets().with("PROVIDER_KEY", "pk-very-secret-value");
+    let p = d.parse_with(&text, &env, LoadOptions::default()).unwrap();
+    let a = p.plugin("a").unwrap();
+    assert_eq!(a.secrets[0].name, "PROVIDER_KEY");
+    assert_eq!(
+        a.secrets[0].value.as_ref().unwrap().expose(),
+        "pk-very-secret-value"
+    );
+    assert_eq!(a.state.max_keys, 7);
+    assert_eq!(a.state.max_bytes, 1024 * 1024);
+    assert_eq!(a.limits.units_per_session, Some(500));
+    let dump = format!("{p:?} {p:#?}");
+    assert!(
+        dump.contains("PROVIDER_KEY") && !dump.contains("pk-very-secret"),
+        "{dump}"
+    );
+
+    // Missing: an error naming the variable and the line when running, a warning when
+    // validating.
+    let e = d
+        .parse_with(&text, &secrets(), LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("secret PROVIDER_KEY is missing") && e.contains("export PROVIDER_KEY="),
+        "{e}"
+    );
+    assert!(e.contains(":7:"), "names the line: {e}");
+    let p = d
+        .parse_with(&text, &secrets(), LoadOptions::validate_only())
+        .unwrap();
+    assert!(
+        p.warnings.iter().any(|w| w.contains("PROVIDER_KEY")),
+        "{:?}",
+        p.warnings
+    );
+
+    let twice =
+        format!("version = 1\n{PLUGIN_A}secrets = [\"ZM_RTMS_CLIENT\", \"ZM_RTMS_CLIENT\"]\n");
+    assert!(d.err(&twice).contains("names ZM_RTMS_CLIENT twice"));
+    let bad = format!("version = 1\n{PLUGIN_A}secrets = [\"A B\"]\n");
+    assert!(d.err(&bad).contains("not an environment variable name"));
+}

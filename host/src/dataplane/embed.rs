@@ -3,7 +3,7 @@
 //! plugin's counters (all sessions) and the session's losses (summarised at its end).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::dataplane::stats::{Losses, PluginStats};
 use crate::outputs::{OutputRecord, Outputs};
@@ -17,6 +17,9 @@ pub struct PluginLink {
     pub stats: Arc<PluginStats>,
     /// What the plugin lost on this session.
     pub losses: Losses,
+    /// State writes and charges refused on this session (the guest saw the error; nothing
+    /// the host accepted was lost).
+    pub refused: (AtomicU64, AtomicU64),
 }
 
 impl PluginLink {
@@ -25,6 +28,7 @@ impl PluginLink {
             outputs,
             stats,
             losses: Losses::default(),
+            refused: Default::default(),
         })
     }
 }
@@ -44,8 +48,14 @@ impl Embedder for PluginLink {
         let (plugin, session) = match what {
             Dropped::Log => (&self.stats.log_dropped, &self.losses.log_dropped),
             Dropped::Emit => (&self.stats.emit_dropped, &self.losses.emit_dropped),
+            Dropped::State => (&self.stats.state_refused, &self.refused.0),
+            Dropped::Units => (&self.stats.units_refused, &self.refused.1),
         };
         plugin.fetch_add(1, Ordering::Relaxed);
         session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn charged(&self, what: &str, units: u64) {
+        self.stats.units.add(what, units);
     }
 }

@@ -334,7 +334,12 @@ impl HostSession {
             }
         }
         for w in old {
-            w.queue.close_with(Control::End(EndReason::Removed));
+            // Gone from the pipeline, or only filtered off this session.
+            let end = match table.get(&w.entry.name) {
+                None => Control::Leave,
+                Some(_) => Control::End(EndReason::Removed),
+            };
+            w.queue.close_with(end);
             // The worker drains what is queued, ends, and exits on its own.
             st.retired.push(w);
         }

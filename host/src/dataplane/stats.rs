@@ -112,10 +112,41 @@ pub struct PluginStats {
     /// Sessions for which the plugin was stopped because a granted directory went over
     /// its quota.
     pub quota_stops: AtomicU64,
+    /// State writes refused: past a bound of their scope (`[plugin.state]`).
+    pub state_refused: AtomicU64,
+    /// `budget.charge` calls refused: past the session's units cap.
+    pub units_refused: AtomicU64,
+    /// Units charged (`budget.charge`), by the `what` the plugin names.
+    pub units: UnitsByWhat,
     /// Sessions that ended with any loss for this plugin (see [`Losses`]).
     pub sessions_with_losses: AtomicU64,
     /// How long each `on-frames` call took, in seconds.
     pub call_seconds: Seconds,
+}
+
+/// Units charged, by `what`. A plugin names its own `what`s, so at most
+/// [`UnitsByWhat::MAX_NAMES`] are kept apart; later ones are counted as `other`, which
+/// bounds the metric's labels.
+#[derive(Debug, Default)]
+pub struct UnitsByWhat(Mutex<BTreeMap<String, u64>>);
+
+impl UnitsByWhat {
+    pub const MAX_NAMES: usize = 16;
+
+    pub fn add(&self, what: &str, units: u64) {
+        let mut m = self.0.lock();
+        let key = if m.contains_key(what) || m.len() < Self::MAX_NAMES {
+            what
+        } else {
+            "other"
+        };
+        let v = m.entry(key.to_owned()).or_default();
+        *v = v.saturating_add(units);
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().clone()
+    }
 }
 
 /// A latency histogram in seconds, with buckets from 10 µs to 10 s.
@@ -292,6 +323,9 @@ impl Metrics {
                             log_dropped: get(&p.log_dropped),
                             emit_dropped: get(&p.emit_dropped),
                             quota_stops: get(&p.quota_stops),
+                            state_refused: get(&p.state_refused),
+                            units_refused: get(&p.units_refused),
+                            units: p.units.snapshot(),
                             sessions_with_losses: get(&p.sessions_with_losses),
                         },
                     )
@@ -322,6 +356,10 @@ pub struct PluginSnapshot {
     pub log_dropped: u64,
     pub emit_dropped: u64,
     pub quota_stops: u64,
+    pub state_refused: u64,
+    pub units_refused: u64,
+    /// Units charged, by `what`.
+    pub units: BTreeMap<String, u64>,
     pub sessions_with_losses: u64,
 }
 

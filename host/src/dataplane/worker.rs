@@ -53,6 +53,7 @@ use crate::dataplane::services::Services;
 use crate::dataplane::stats::{LOSS_WARN_INTERVAL, by_kind_text};
 use crate::outputs::deadletter::LetterMeta;
 use crate::sandbox::bindings::{EndReason, Frame, SessionInfo};
+use crate::sandbox::state::ScopeKey;
 use crate::sandbox::store::InstanceCtx;
 use crate::sandbox::{CallError, Instance};
 
@@ -62,6 +63,9 @@ pub enum Control {
     Swap(Arc<PluginEntry>),
     /// End the session for this plugin and stop.
     End(EndReason),
+    /// The plugin left the pipeline: end the session (`removed`), stop, and clear the
+    /// plugin's state (what this drain wrote after the reload cleared it).
+    Leave,
 }
 
 /// What the session keeps of a worker.
@@ -229,14 +233,17 @@ impl Worker {
     ) -> WorkerHandle {
         let queue = Queue::new(entry.queue_capacity, entry.on_full);
         let link = PluginLink::new(services.outputs.clone(), entry.stats.clone());
-        let ctx = Arc::new(InstanceCtx::new(
-            entry.name.clone(),
-            info.session,
-            stream_id,
-            info.meeting_id.as_str().into(),
-            entry.rates,
-            link.clone(),
-        ));
+        let ctx = Arc::new(
+            InstanceCtx::new(
+                entry.name.clone(),
+                info.session,
+                stream_id,
+                info.meeting_id.as_str().into(),
+                entry.rates,
+                link.clone(),
+            )
+            .with_state(services.rt.state().clone()),
+        );
         let resumed = info.resumed;
         let worker = Worker {
             services,
@@ -326,8 +333,27 @@ impl Worker {
             }
             Control::End(reason) => {
                 self.end_instance(reason).await;
+                self.clear_state(false);
                 true
             }
+            Control::Leave => {
+                self.end_instance(EndReason::Removed).await;
+                self.clear_state(true);
+                true
+            }
+        }
+    }
+
+    /// The session has ended for the plugin (after `on-session-end`): its session scope of
+    /// state goes; and when the plugin left the pipeline, all its state (the reload cleared
+    /// it already; this catches what the drain wrote since). A plugin that only stops
+    /// serving this session (its filter changed) keeps its plugin scope.
+    fn clear_state(&self, left: bool) {
+        let state = self.services.rt.state();
+        if left {
+            state.clear_plugin(&self.entry.name);
+        } else {
+            state.clear(&ScopeKey::session(&self.entry.name, &self.ctx.stream_id));
         }
     }
 

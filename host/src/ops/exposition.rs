@@ -422,7 +422,7 @@ impl Collector for HostCollector {
                 .iter()
                 .map(move |(n, p)| -> (PluginLabel, u64) { ([("plugin", n.clone())], get(f(p))) })
         };
-        let table: [(&str, &str, StatField); 19] = [
+        let table: [(&str, &str, StatField); 21] = [
             (
                 "plugin_frames_routed",
                 "Frames routed to the plugin: queued, or delivered inline",
@@ -504,6 +504,16 @@ impl Collector for HostCollector {
                 |p| &p.quota_stops,
             ),
             (
+                "plugin_state_refused",
+                "State writes refused: past a bound of their scope ([plugin.state])",
+                |p| &p.state_refused,
+            ),
+            (
+                "plugin_units_refused",
+                "budget.charge calls refused: past the session's units cap",
+                |p| &p.units_refused,
+            ),
+            (
                 "plugin_sessions_with_losses",
                 "Sessions that ended with any loss for the plugin",
                 |p| &p.sessions_with_losses,
@@ -521,6 +531,17 @@ impl Collector for HostCollector {
                     .snapshot()
                     .into_iter()
                     .map(move |(kind, v)| ([("plugin", n.clone()), ("kind", kind)], v))
+            }),
+        )?;
+        counters(
+            &mut enc,
+            "plugin_units",
+            "Units the plugin charged to its sessions' budgets (budget.charge), by what it names (16 names at most, then other)",
+            plugins.iter().flat_map(|(n, p)| {
+                p.units
+                    .snapshot()
+                    .into_iter()
+                    .map(move |(what, v)| ([("plugin", n.clone()), ("what", what)], v))
             }),
         )?;
         counters(

@@ -15,6 +15,8 @@ use rtms_config::{Apply, Pipeline, PipelineDiff, SocketMode};
 
 use crate::dataplane::routes::{PluginEntry, RestartPolicy, RouteTable};
 use crate::dataplane::stats::Metrics;
+use crate::sandbox::caps::{Caps, Secrets};
+use crate::sandbox::state::StateLimits;
 use crate::sandbox::store::{Grant, InstanceCtx, Rates};
 use crate::sandbox::{Instance, InstanceSpec, Runtime, RuntimeConfig};
 
@@ -214,6 +216,19 @@ fn instance_spec(plugin: &rtms_config::Plugin) -> InstanceSpec {
             })
             .collect(),
         config: plugin.config.clone(),
+        caps: Caps {
+            secrets: Secrets::new(
+                plugin
+                    .secrets
+                    .iter()
+                    .filter_map(|s| Some((s.name.clone(), s.value.as_ref()?.expose().to_owned()))),
+            ),
+            state: StateLimits {
+                max_keys: usize::try_from(plugin.state.max_keys).unwrap_or(usize::MAX),
+                max_bytes: plugin.state.max_bytes,
+            },
+            units_per_session: plugin.limits.units_per_session,
+        },
     }
 }
 

@@ -142,6 +142,19 @@ fn value(p: &Plugin, setting: PluginSetting, table: &RouteTable) -> String {
             )
         }
         S::Config => config_text(p),
+        // Names only: a secret's value is never shown.
+        S::Secrets => {
+            let names: Vec<&str> = p.secrets.iter().map(|s| s.name.as_str()).collect();
+            format!("{names:?}")
+        }
+        S::StateLimits => format!(
+            "max_keys={} max_bytes={}",
+            p.state.max_keys, p.state.max_bytes
+        ),
+        S::UnitsCap => match p.limits.units_per_session {
+            Some(n) => n.to_string(),
+            None => "none".to_owned(),
+        },
     }
 }
 

@@ -244,6 +244,11 @@ impl Reloader {
             self.shared.publish(table).await;
             version
         };
+        // A plugin that leaves the pipeline leaves its state behind: its plugin scope and
+        // every session scope of it (each draining session also clears its own at its end).
+        for name in &diff.removed_plugins {
+            self.shared.rt.state().clear_plugin(name.as_str());
+        }
         metrics.reloads_applied.fetch_add(1, Ordering::Relaxed);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let detail: Vec<String> = settings.iter().map(ToString::to_string).collect();

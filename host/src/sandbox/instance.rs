@@ -11,10 +11,11 @@ use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::UpdateDeadline;
 
+use super::caps::Caps;
 use super::explain::explain_wasi_errors;
 use super::store::{Grant, HostState, InstanceCtx};
 use super::{PluginCode, Runtime};
-use crate::sandbox::bindings::{EndReason, Frame, Plugin, SessionInfo};
+use crate::sandbox::bindings::{EndReason, Frame, Plugin, PluginPre, SessionInfo};
 
 /// How to build an instance of a plugin.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct InstanceSpec {
     pub grants: Vec<Grant>,
     /// The plugin's `[plugin.config]` table, flattened for `init`.
     pub config: Vec<(String, String)>,
+    /// Secrets, state bounds and units cap (contract 0.2; a 0.1 plugin cannot reach them).
+    pub caps: Caps,
 }
 
 /// Why a call did not succeed.
@@ -43,6 +46,17 @@ impl CallError {
     pub fn is_trap(&self) -> bool {
         matches!(self, CallError::Trap(_))
     }
+}
+
+/// Calls an export of the handler, whichever contract version the instance targets (their
+/// Rust types are the same: see `bindings`).
+macro_rules! call {
+    ($self:ident, $method:ident($($arg:expr),*)) => {
+        match &$self.plugin {
+            Plugin::V01(p) => p.rtms_plugin_handler().$method(&mut $self.store, $($arg),*).await,
+            Plugin::V02(p) => p.rtms_plugin_handler().$method(&mut $self.store, $($arg),*).await,
+        }
+    };
 }
 
 pub struct Instance {
@@ -68,8 +82,13 @@ impl Instance {
         spec: &InstanceSpec,
         ctx: Arc<InstanceCtx>,
     ) -> Result<Self, CallError> {
-        let state = HostState::new(ctx.clone(), &spec.grants, spec.memory_bytes)
-            .map_err(|e| CallError::Trap(format!("{e:#}")))?;
+        let state = HostState::new(
+            ctx.clone(),
+            &spec.grants,
+            spec.memory_bytes,
+            spec.caps.clone(),
+        )
+        .map_err(|e| CallError::Trap(format!("{e:#}")))?;
         let mut store = Store::new(rt.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut cx| {
@@ -88,7 +107,11 @@ impl Instance {
             memory_bytes: spec.memory_bytes,
             call_timeout: spec.call_timeout,
         };
-        let plugin = match code.pre.instantiate_async(&mut store).await {
+        let plugin = match &code.pre {
+            PluginPre::V01(pre) => pre.instantiate_async(&mut store).await.map(Plugin::V01),
+            PluginPre::V02(pre) => pre.instantiate_async(&mut store).await.map(Plugin::V02),
+        };
+        let plugin = match plugin {
             Ok(p) => p,
             Err(e) => return Err(trap_error(store.data_mut(), limits, e)),
         };
@@ -122,41 +145,25 @@ impl Instance {
 
     pub async fn init(&mut self, config: &[(String, String)]) -> Result<(), CallError> {
         self.arm();
-        let r = self
-            .plugin
-            .rtms_plugin_handler()
-            .call_init(&mut self.store, config)
-            .await;
+        let r = call!(self, call_init(config));
         self.outcome(r)
     }
 
     pub async fn session_start(&mut self, info: &SessionInfo) -> Result<(), CallError> {
         self.arm();
-        let r = self
-            .plugin
-            .rtms_plugin_handler()
-            .call_on_session_start(&mut self.store, info)
-            .await;
+        let r = call!(self, call_on_session_start(info));
         self.outcome(r)
     }
 
     pub async fn frames(&mut self, session: u64, frames: &[Frame]) -> Result<(), CallError> {
         self.arm();
-        let r = self
-            .plugin
-            .rtms_plugin_handler()
-            .call_on_frames(&mut self.store, session, frames)
-            .await;
+        let r = call!(self, call_on_frames(session, frames));
         self.outcome(r)
     }
 
     pub async fn session_end(&mut self, session: u64, reason: EndReason) -> Result<(), CallError> {
         self.arm();
-        let r = self
-            .plugin
-            .rtms_plugin_handler()
-            .call_on_session_end(&mut self.store, session, reason)
-            .await;
+        let r = call!(self, call_on_session_end(session, reason));
         self.outcome(r)
     }
 }

@@ -10,9 +10,12 @@
 pub mod bindings;
 pub mod budget;
 pub mod cache;
+pub mod caps;
 pub mod explain;
+pub mod imports;
 pub mod instance;
 pub mod quota;
+pub mod state;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +28,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::sandbox::bindings::PluginPre;
+use crate::sandbox::bindings::{PluginPre, v01, v02};
+use crate::sandbox::state::{MemoryStateStore, StateStore};
 pub use instance::{CallError, Instance, InstanceSpec};
 pub use store::HostState;
 
@@ -40,6 +44,8 @@ struct RuntimeInner {
     linker: Linker<HostState>,
     cache: cache::CompileCache,
     quotas: quota::Quotas,
+    /// Plugin state (contract 0.2), kept across reloads and restarts.
+    state: Arc<dyn StateStore>,
     tick: Duration,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -110,11 +116,7 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
         link_inline_writes(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI output streams: {e}"))?;
-        crate::sandbox::bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| anyhow::anyhow!("cannot link the host interface: {e}"))?;
+        link_contracts(&mut linker)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), cfg.epoch_tick, ticker_stop.clone())?;
@@ -125,6 +127,7 @@ impl Runtime {
                 linker,
                 cache,
                 quotas: quota::Quotas::default(),
+                state: Arc::new(MemoryStateStore::new()),
                 tick: cfg.epoch_tick,
                 ticker_stop,
             }),
@@ -138,6 +141,12 @@ impl Runtime {
     /// The measured usage of granted directories, for write quotas.
     pub fn quotas(&self) -> &quota::Quotas {
         &self.inner.quotas
+    }
+
+    /// Where plugin state lives: one store for the process, so state outlives instances,
+    /// reloads and restarts.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.inner.state
     }
 
     /// The epoch tick length.
@@ -172,21 +181,11 @@ impl Runtime {
                 (component, CodeSource::Compiled)
             }
         };
-        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
-            anyhow::anyhow!(
-                "{} does not fit the plugin contract rtms:plugin@0.1.0: {e:#}",
-                path.display()
-            )
-        })?;
-        let pre = PluginPre::new(pre).map_err(|e| {
-            anyhow::anyhow!(
-                "{} does not export the contract's `handler` interface (rtms:plugin/handler@0.1.0): {e:#}",
-                path.display()
-            )
-        })?;
+        let pre = link(&self.inner.linker, path, &component)?;
         tracing::debug!(
             path = %path.display(),
             hash = &hash[..12],
+            contract = pre.contract(),
             ?source,
             ms = started.elapsed().as_secs_f64() * 1e3,
             "component loaded"
@@ -198,6 +197,47 @@ impl Runtime {
             source,
         }))
     }
+}
+
+/// Links both versions of the contract (0.1 and 0.2) into `linker`. Their package versions
+/// differ, so their interfaces are distinct names and live side by side.
+fn link_contracts(linker: &mut Linker<HostState>) -> Result<()> {
+    use wasmtime::component::HasSelf;
+    v01::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+        .map_err(|e| anyhow::anyhow!("cannot link the contract rtms:plugin@0.1.0: {e}"))?;
+    v02::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+        .map_err(|e| anyhow::anyhow!("cannot link the contract rtms:plugin@0.2.0: {e}"))?;
+    // 0.2's `types` is mapped onto 0.1's Rust types, so its (function-less) instance is
+    // not added above; a component still imports it by its 0.2 name.
+    linker
+        .instance("rtms:plugin/types@0.2.0")
+        .map_err(|e| anyhow::anyhow!("cannot link rtms:plugin/types@0.2.0: {e}"))?;
+    Ok(())
+}
+
+/// Links `component` against the contract: a 0.2 plugin if it exports 0.2's handler, else a
+/// 0.1 one. A component that lacks the exports or needs imports the host does not offer is
+/// refused, with the linker's reason.
+fn link(
+    linker: &Linker<HostState>,
+    path: &Path,
+    component: &Component,
+) -> Result<PluginPre<HostState>> {
+    let pre = linker.instantiate_pre(component).map_err(|e| {
+        anyhow::anyhow!(
+            "{} does not fit the plugin contract (rtms:plugin@0.1.0 or @0.2.0): {e:#}",
+            path.display()
+        )
+    })?;
+    if let Ok(p) = v02::PluginPre::new(pre.clone()) {
+        return Ok(PluginPre::V02(p));
+    }
+    v01::PluginPre::new(pre).map(PluginPre::V01).map_err(|e| {
+        anyhow::anyhow!(
+            "{} does not export the contract's `handler` interface (rtms:plugin/handler@0.2.0 or @0.1.0): {e:#}",
+            path.display()
+        )
+    })
 }
 
 fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component> {

@@ -18,8 +18,10 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::budget::{Budget, Take};
+use super::caps::{Caps, Units};
 use super::explain::explain_wasi_errors;
-use crate::sandbox::bindings::rtms::plugin::{host, types};
+use super::state::{MemoryStateStore, StateStore};
+use crate::sandbox::bindings::v01::rtms::plugin::{host, types};
 
 /// Most tables one instance (all its core modules together) may create.
 pub const MAX_TABLES: usize = 16;
@@ -68,6 +70,9 @@ pub trait Embedder: Send + Sync {
     /// A log line or an output cut by a byte-rate budget; returns how many of that kind were
     /// cut so far for this (plugin, session), for the warning.
     fn dropped(&self, what: Dropped) -> u64;
+    /// Units the guest charged to the session's budget (`budget.charge`), within its cap.
+    /// Runs inside a guest call: it must never block.
+    fn charged(&self, what: &str, units: u64);
 }
 
 /// What a byte-rate budget cut.
@@ -77,6 +82,10 @@ pub enum Dropped {
     Log,
     /// An emitted output (`host.emit`).
     Emit,
+    /// A state write refused: past a bound of its scope (`[plugin.state]`).
+    State,
+    /// A charge refused: past the session's units cap.
+    Units,
 }
 
 /// Who an instance is, shared by its Store and its worker; one per (plugin, session), kept
@@ -93,6 +102,12 @@ pub struct InstanceCtx {
     pub emit_budget: Budget,
     /// Where outputs and losses go.
     pub embedder: Arc<dyn Embedder>,
+    /// The units charged on this session (`budget.charge`).
+    pub units: Units,
+    /// Where the plugin's state lives (`state.*`). [`InstanceCtx::new`] gives a store of
+    /// its own, thrown away with the context (trial runs); the data plane gives the host's
+    /// with [`InstanceCtx::with_state`].
+    pub state: Arc<dyn StateStore>,
 }
 
 impl std::fmt::Debug for InstanceCtx {
@@ -123,6 +138,23 @@ impl InstanceCtx {
             log_budget: Budget::new(rates.log_bytes_per_sec),
             emit_budget: Budget::new(rates.emit_bytes_per_sec),
             embedder,
+            units: Units::default(),
+            state: Arc::new(MemoryStateStore::new()),
+        }
+    }
+
+    /// This context with its state kept in `state`.
+    pub fn with_state(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// Counts a refusal of kind `what` and logs the 1st, 10th, 100th, ... of this (plugin,
+    /// session), so a guest retrying in a loop cannot flood the log.
+    pub(crate) fn refused(&self, what: Dropped, error: &str) {
+        let total = self.embedder.dropped(what);
+        if is_power_of_ten(total) {
+            tracing::warn!(plugin = %self.plugin, stream = %self.stream_id, total, error, "plugin call refused");
         }
     }
 
@@ -153,6 +185,14 @@ impl InstanceCtx {
             }
         }
     }
+}
+
+/// 1, 10, 100, ...
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
 }
 
 /// The last lines a guest wrote to stderr during one call (bounded).
@@ -281,6 +321,8 @@ pub struct HostState {
     table: ResourceTable,
     pub(crate) limits: Limiter,
     pub ctx: Arc<InstanceCtx>,
+    /// What the plugin's version may hold (secrets, state bounds, units cap).
+    pub(crate) caps: Caps,
     /// Epoch ticks the current call may still run before it is interrupted.
     pub(crate) ticks_left: u64,
 }
@@ -290,6 +332,7 @@ impl HostState {
         ctx: Arc<InstanceCtx>,
         grants: &[Grant],
         memory_bytes: usize,
+        caps: Caps,
     ) -> anyhow::Result<Self> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
@@ -319,6 +362,7 @@ impl HostState {
             table: ResourceTable::new(),
             limits: Limiter::new(memory_bytes),
             ctx,
+            caps,
             ticks_left: 0,
         })
     }

@@ -11,6 +11,9 @@
 //! - [`Config`] (in [`config`]): typed access to the `[plugin.config]` table given to `init`, with
 //!   errors that name the key and the fix.
 //! - Host calls: [`log`], [`emit`], [`now_ms`], and the [`info!`]-style logging macros.
+//! - Contract 0.2's capabilities ([`caps`]): host-held state that outlives reloads and
+//!   restarts ([`session_state`], [`plugin_state`]), granted [`secret`]s, and the units
+//!   budget ([`charge`]).
 //! - Names for the WIT enums ([`media_kind_name`], [`product_name`], [`parse_severity`]) so
 //!   outputs and files spell them the way `plugin.wit` does, and small helpers
 //!   ([`speaker_name`], [`chat_text`], [`file_safe`], [`open_session_file`]).
@@ -19,6 +22,7 @@
 //! call the host, so they can be unit tested natively (`cargo test --target <host triple>`).
 //! On targets other than wasm32 the host calls are stubs that panic; tests must not reach them.
 
+pub mod caps;
 pub mod config;
 
 #[doc(hidden)]
@@ -41,6 +45,7 @@ pub use bindings::rtms::plugin::types::{
     AudioCodec, AudioFormat, EndReason, Frame, Level, MediaKind, Output, Product, SessionInfo,
     Severity, TranscriptInfo,
 };
+pub use caps::{Bucket, charge, plugin_state, secret, session_state, units_used};
 pub use config::{Config, ConfigError};
 #[doc(hidden)]
 pub use serde_json;

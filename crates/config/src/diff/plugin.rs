@@ -59,11 +59,17 @@ pub enum PluginSetting {
     RestartPolicy,
     /// `[plugin.config]`: what `init` receives.
     Config,
+    /// `secrets`: the names granted, or a value in the environment.
+    Secrets,
+    /// `[plugin.state]`: the bounds of each state scope.
+    StateLimits,
+    /// `[plugin.limits] units_per_session`.
+    UnitsCap,
 }
 
 impl PluginSetting {
     /// Every setting, in the order [`PluginChange::settings`] lists them.
-    pub const ALL: [PluginSetting; 16] = [
+    pub const ALL: [PluginSetting; 19] = [
         PluginSetting::Component,
         PluginSetting::Enabled,
         PluginSetting::Media,
@@ -80,6 +86,9 @@ impl PluginSetting {
         PluginSetting::EmitRate,
         PluginSetting::RestartPolicy,
         PluginSetting::Config,
+        PluginSetting::Secrets,
+        PluginSetting::StateLimits,
+        PluginSetting::UnitsCap,
     ];
 
     /// What applying a change of this setting takes (see the module documentation of
@@ -102,6 +111,9 @@ impl PluginSetting {
             PluginSetting::EmitRate => Apply::InBand,
             PluginSetting::RestartPolicy => Apply::InBand,
             PluginSetting::Config => Apply::NewInstance,
+            PluginSetting::Secrets => Apply::NewInstance,
+            PluginSetting::StateLimits => Apply::NewInstance,
+            PluginSetting::UnitsCap => Apply::NewInstance,
         }
     }
 
@@ -124,6 +136,9 @@ impl PluginSetting {
             PluginSetting::EmitRate => "plugin.limits.emit_bytes_per_sec",
             PluginSetting::RestartPolicy => "[plugin.restart]",
             PluginSetting::Config => "[plugin.config]",
+            PluginSetting::Secrets => "plugin.secrets",
+            PluginSetting::StateLimits => "[plugin.state]",
+            PluginSetting::UnitsCap => "plugin.limits.units_per_session",
         }
     }
 }
@@ -223,6 +238,8 @@ fn changed_settings(old: &Plugin, new: &Plugin) -> Vec<PluginSetting> {
         batch,
         limits,
         restart,
+        secrets,
+        state,
         config,
         config_at: _,
     } = new;
@@ -240,6 +257,7 @@ fn changed_settings(old: &Plugin, new: &Plugin) -> Vec<PluginSetting> {
         call_timeout,
         log_bytes_per_sec,
         emit_bytes_per_sec,
+        units_per_session,
     } = limits;
     let differs = [
         (S::Component, old.component != *component),
@@ -264,6 +282,12 @@ fn changed_settings(old: &Plugin, new: &Plugin) -> Vec<PluginSetting> {
         ),
         (S::RestartPolicy, old.restart != *restart),
         (S::Config, old.config != *config),
+        (S::Secrets, old.secrets != *secrets),
+        (S::StateLimits, old.state != *state),
+        (
+            S::UnitsCap,
+            old.limits.units_per_session != *units_per_session,
+        ),
     ];
     differs
         .into_iter()

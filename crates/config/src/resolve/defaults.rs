@@ -159,6 +159,12 @@ pub const fn default_dead_letter_max_mb() -> u64 {
 pub const fn default_dead_letter_files() -> u64 {
     3
 }
+pub const fn default_state_max_keys() -> u64 {
+    1024
+}
+pub const fn default_state_max_bytes() -> u64 {
+    1024 * 1024
+}
 pub const fn default_memory_mb() -> u64 {
     64
 }

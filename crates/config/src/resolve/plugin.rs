@@ -193,6 +193,15 @@ impl Resolver<'_> {
         let restart = self.plugin_restart(&p.restart)?;
         let (block_timeout, log_rate, emit_rate) = self.plugin_isolation(p)?;
         let on_full = self.queue_policy(p, n, media)?;
+        let secrets = self.plugin_secrets(p, n)?;
+        let state = self.plugin_state(p)?;
+        let units_per_session = match &p.limits.units_per_session {
+            None => None,
+            some => Some(
+                self.num(some, "plugin.limits.units_per_session", 0, 1, u64::MAX)?
+                    .n,
+            ),
+        };
         let config = match &p.config {
             Some(c) => flatten_config(c.get_ref()).map_err(|m| {
                 self.src
@@ -218,8 +227,11 @@ impl Resolver<'_> {
                 call_timeout,
                 log_bytes_per_sec: log_rate,
                 emit_bytes_per_sec: emit_rate,
+                units_per_session,
             },
             restart,
+            secrets,
+            state,
             config,
             config_at: WrittenAt(Some(match &p.config {
                 Some(c) => self.src.at(c.span().start),
@@ -364,6 +376,69 @@ impl Resolver<'_> {
             max_wait: ms(max_wait.n),
         };
         Ok((to_usize(capacity.n), batch))
+    }
+
+    /// `secrets`: variable names, each at most once, read from the environment now. A
+    /// missing one is an error naming it (a warning when validating without secrets).
+    fn plugin_secrets(
+        &mut self,
+        p: &PluginConfig,
+        n: &str,
+    ) -> Result<Vec<PluginSecret>, ConfigError> {
+        let Some(list) = &p.secrets else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<PluginSecret> = Vec::new();
+        for v in list.get_ref() {
+            let name = v.get_ref();
+            if name.is_empty() || name.contains(['=', '\0']) || name.contains(char::is_whitespace) {
+                return Err(self.src.invalid_at(v, format!("plugin {n:?}: secrets entry {name:?} is not an environment variable name: name the variable that holds the secret, such as \"DEEPGRAM_API_KEY\"")));
+            }
+            if out.iter().any(|s| s.name == *name) {
+                return Err(self.src.invalid_at(
+                    v,
+                    format!("plugin {n:?}: secrets names {name} twice: remove one"),
+                ));
+            }
+            let value = self.env.var(name).filter(|x| !x.is_empty());
+            if value.is_none() {
+                let msg = format!(
+                    "plugin {n:?}: secret {name} is missing: environment variable {name} is not set; export {name}=... before starting, or remove it from the plugin's secrets"
+                );
+                if self.opts.require_secrets {
+                    return Err(self.src.invalid_at(v, msg));
+                }
+                let at = self.src.at(v.span().start);
+                self.warnings.push(format!("{at}: {msg}"));
+            }
+            out.push(PluginSecret {
+                name: name.clone(),
+                value: value.map(Secret::new),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `[plugin.state]`: the bounds of each state scope.
+    fn plugin_state(&self, p: &PluginConfig) -> Result<StateLimits, ConfigError> {
+        let max_keys = self.num(
+            &p.state.max_keys,
+            "plugin.state.max_keys",
+            default_state_max_keys(),
+            1,
+            1_000_000,
+        )?;
+        let max_bytes = self.num(
+            &p.state.max_bytes,
+            "plugin.state.max_bytes",
+            default_state_max_bytes(),
+            1,
+            1 << 30,
+        )?;
+        Ok(StateLimits {
+            max_keys: max_keys.n,
+            max_bytes: max_bytes.n,
+        })
     }
 
     /// `[plugin.limits]` memory_mb and call_timeout_ms: what each instance is built with.
