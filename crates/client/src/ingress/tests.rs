@@ -383,7 +383,7 @@ async fn past_max_connections_the_oldest_connection_is_closed() {
         .expect("the oldest connection is closed")
         .unwrap_or(0);
     assert_eq!(n, 0);
-    assert!(s.stats.evicted.load(Ordering::Relaxed) >= 1);
+    assert!(s.stats.listener.closed(crate::listener::Close::Evicted) >= 1);
 }
 
 #[tokio::test]
