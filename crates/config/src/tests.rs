@@ -1152,3 +1152,27 @@ fn diff_says_the_rest_api_event_websocket_and_zoom_app_need_a_restart() {
         ["the REST API's Server-to-Server OAuth credentials changed: restart to apply"]
     );
 }
+
+#[test]
+fn the_per_peer_limit_and_admin_tls_are_read_and_checked() {
+    let d = Dir::new();
+    let p = d.parse("version = 1");
+    assert_eq!(p.server.max_connections_per_peer, 256);
+    assert_eq!(p.admin.tls, None);
+    std::fs::write(d.dir.path().join("c.pem"), "x").unwrap();
+    std::fs::write(d.dir.path().join("k.pem"), "x").unwrap();
+    let p = d.parse(
+        "version = 1\n[server]\nmax_connections_per_peer = 8\n\
+         [admin.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+    );
+    assert_eq!(p.server.max_connections_per_peer, 8);
+    let tls = p.admin.tls.expect("admin.tls");
+    assert_eq!(tls.cert, d.dir.path().join("c.pem"));
+    let e = d.err("version = 1\n[admin.tls]\ncert = \"c.pem\"\nkey = \"missing.pem\"\n");
+    assert!(
+        e.contains("admin.tls.key") && e.contains("missing.pem"),
+        "{e}"
+    );
+    let e = d.err("version = 1\n[server]\nmax_connections_per_peer = 0\n");
+    assert!(e.contains("server.max_connections_per_peer"), "{e}");
+}
