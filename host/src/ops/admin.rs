@@ -3,7 +3,8 @@
 //! Routes (one `match` in [`Admin::route`]; add new ones there). Without a token:
 //! - `GET /healthz` — `ok`: the process answers (liveness);
 //! - `GET /readyz` — 200 once the pipeline is loaded, every component compiled and the
-//!   webhook listener up; 503 with the reason while starting or shutting down;
+//!   webhook listener up; 503 with the reason while starting or shutting down, or while the
+//!   host carries its maximum of streams (`rtms.max_streams`), so a load balancer moves on;
 //! - `GET /` and `GET /dashboard` — the live dashboard page (static; it asks for the token
 //!   itself and holds no data of its own).
 //!
