@@ -523,3 +523,26 @@ async fn the_dashboard_shows_a_live_session_and_its_transcript_in_chromium() {
         "a real screenshot"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_at_the_stream_cap_and_200_again_below_it() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let mut host = start_host(&sim, ops_setup(), |p| p.rtms.max_streams = 1).await;
+    let (status, body) = admin(&host, Method::GET, "/readyz", None).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
+    let m = start_live(&sim, &mut host, Product::Meeting).await;
+    let stream = m.stream_id().to_owned();
+    // The host carries its maximum: a load balancer must move on.
+    let (status, body) = admin(&host, Method::GET, "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        body,
+        "not ready: at the stream cap (rtms.max_streams = 1)\n"
+    );
+    let path = format!("/admin/sessions/stop?stream_id={stream}");
+    let (status, body) = admin(&host, Method::POST, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    host.idle().await;
+    let (status, body) = admin(&host, Method::GET, "/readyz", None).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
+}

@@ -5,6 +5,8 @@
 //! - `intake`: the server URL allow-list and the length limits on webhook ids.
 //! - `streams`: a flood of validly signed started webhooks against `rtms.max_streams`, and
 //!   the memory and log volume it leaves behind.
+//! - `lockout`: idle connections and a slowloris against the admin and webhook ports while
+//!   the probes, the metrics and signed webhooks keep being answered.
 //! - `slow`: slow clients against the connection cap and the read timeouts; TLS with a
 //!   certificate replaced on disk.
 //!
@@ -14,6 +16,7 @@
 #[path = "../shared/host_process.rs"]
 mod host_process;
 mod intake;
+mod lockout;
 mod oracle;
 mod secrets;
 mod slow;

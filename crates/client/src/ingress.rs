@@ -16,21 +16,18 @@
 //! - Accepted events are answered 200 before any connection work; Zoom's retries (same
 //!   event, stream id and `event_ts`) are answered 200 and dropped. A handler's refusal is
 //!   answered 503 with `Retry-After` (no room) or 422 (a server URL outside the allow-list).
-//! - At most `max_connections` connections are open: past it the oldest open connection is
-//!   closed to make room (slow clients are evicted, fresh requests get through). Headers
-//!   must arrive within `header_timeout`. When the process runs out of descriptors, the
-//!   accept loop backs off exponentially (logged once per episode).
+//! - Connections follow the policy of [`crate::listener`], shared with the admin listener:
+//!   at most `max_connections` open (past it the oldest idle one is closed to make room, so
+//!   fresh requests get through), at most `max_connections_per_peer` from one address,
+//!   headers within `header_timeout` and `max_header_bytes`, exponential backoff when the
+//!   process runs out of descriptors. Every closed connection is counted by reason in
+//!   [`IngressStats::listener`].
 //!
 //! Every rejection is counted in [`IngressStats`] and logged through [`crate::ratelog`]
 //! (a few lines per kind per interval, then a summary), never with the secret, and with
 //! what came from the network cut short.
 
-mod accept;
-mod body;
-mod tls;
-
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::convert::Infallible;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,24 +35,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rtms_proto::WebhookEvent;
 use rtms_proto::sign::{url_validation_token, verify_webhook};
 use rtms_proto::webhook::{Envelope, URL_VALIDATION, truncated};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::listener::{ConnStats, Listener, Policy, reply as listener_reply};
 use crate::ratelog;
 
-pub use accept::AcceptBackoff;
-pub use body::{BodyError, read_limited};
-pub use tls::{ReloadingCert, TlsFiles};
+pub use crate::listener::{AcceptBackoff, BodyError, ReloadingCert, TlsFiles, read_limited};
 
 const SIGNATURE: &str = "x-zm-signature";
 const TIMESTAMP: &str = "x-zm-request-timestamp";
@@ -84,8 +75,13 @@ pub struct IngressConfig {
     pub header_timeout: Duration,
     /// A webhook's whole body must arrive within this (else 408).
     pub body_timeout: Duration,
-    /// Open connections at most; past it the oldest is closed to make room.
+    /// Open connections at most; past it the oldest idle one is closed to make room.
     pub max_connections: usize,
+    /// Open connections from one IP address at most; past it that address's oldest idle
+    /// one is closed.
+    pub max_connections_per_peer: usize,
+    /// A request head larger than this is refused (431).
+    pub max_header_bytes: usize,
     /// Serve HTTPS with these PEM files (reloaded when they change); `None` is plain HTTP.
     pub tls: Option<TlsFiles>,
     /// Counters of what the ingress did; share the `Arc` to read them.
@@ -128,6 +124,8 @@ impl Default for IngressConfig {
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_peer: 256,
+            max_header_bytes: crate::listener::DEFAULT_MAX_HEADER_BYTES,
             tls: None,
             stats: Arc::default(),
             app: None,
@@ -147,6 +145,8 @@ impl std::fmt::Debug for IngressConfig {
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
+            .field("max_header_bytes", &self.max_header_bytes)
             .field("tls", &self.tls)
             .finish()
     }
@@ -155,14 +155,9 @@ impl std::fmt::Debug for IngressConfig {
 /// What the ingress counted. Plain atomics.
 #[derive(Debug, Default)]
 pub struct IngressStats {
-    /// Connections accepted.
-    pub connections: AtomicU64,
-    /// Connections closed to make room under `max_connections`.
-    pub evicted: AtomicU64,
-    /// Failed `accept` calls (usually out of file descriptors).
-    pub accept_errors: AtomicU64,
-    /// TLS handshakes that failed or timed out.
-    pub tls_failures: AtomicU64,
+    /// The listener's connections: accepted, open, and closed by reason (evicted, per-peer
+    /// limit, header timeout, TLS failure...).
+    pub listener: Arc<ConnStats>,
     /// Bodies not received within `body_timeout` (408).
     pub body_timeouts: AtomicU64,
     /// Requests for unknown paths (404) or with the wrong method (405).
@@ -306,15 +301,22 @@ impl Dedup {
 
 struct Ingress {
     cfg: IngressConfig,
+    policy: Policy,
     handler: Arc<dyn IngressHandler>,
     dedup: Mutex<Dedup>,
 }
 
-/// The open connections, oldest first, each with the token that closes it.
-#[derive(Default)]
-struct Conns {
-    next: u64,
-    open: BTreeMap<u64, CancellationToken>,
+/// The connection policy of `cfg`, shared with the admin listener's.
+fn policy(cfg: &IngressConfig) -> Policy {
+    Policy {
+        max_connections: cfg.max_connections,
+        max_per_peer: cfg.max_connections_per_peer,
+        header_timeout: cfg.header_timeout,
+        max_header_bytes: cfg.max_header_bytes,
+        body_timeout: cfg.body_timeout,
+        max_body_bytes: cfg.max_body_bytes,
+        max_connection_age: None,
+    }
 }
 
 /// Serves until `shutdown` fires, then stops accepting and lets in-flight requests finish.
@@ -325,30 +327,32 @@ pub async fn serve(
     handler: Arc<dyn IngressHandler>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let tls = match &cfg.tls {
-        Some(files) => Some(tokio_rustls::TlsAcceptor::from(
-            tls::server_config(files.clone()).map_err(anyhow::Error::msg)?,
-        )),
-        None => None,
+    let plumbing = Listener {
+        name: "webhook",
+        policy: policy(&cfg),
+        tls: cfg.tls.clone(),
+        tls_setting: "server.tls",
+        stats: cfg.stats.listener.clone(),
     };
     let ingress = Arc::new(Ingress {
         dedup: Mutex::new(Dedup::new(cfg.dedup_ttl, cfg.dedup_capacity)),
+        policy: plumbing.policy.clone(),
         cfg,
         handler,
     });
-    let tracker = TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(
             %addr,
             path = ingress.cfg.path,
-            tls = tls.is_some(),
+            tls = ingress.cfg.tls.is_some(),
             max_connections = ingress.cfg.max_connections,
+            max_connections_per_peer = ingress.cfg.max_connections_per_peer,
             "webhook ingress listening"
         );
     }
     // Summaries of suppressed log lines, also when a flood ends.
     let flusher = shutdown.clone();
-    tracker.spawn(async move {
+    let flushing = tokio::spawn(async move {
         let mut tick = tokio::time::interval(ratelog::INTERVAL);
         loop {
             tokio::select! {
@@ -357,150 +361,23 @@ pub async fn serve(
             }
         }
     });
-    let conns = Arc::new(Mutex::new(Conns::default()));
-    let mut backoff = AcceptBackoff::default();
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    bump(&ingress.cfg.stats.accept_errors);
-                    let pause = backoff.failed("webhook", &e);
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                    continue;
-                }
-            },
-        };
-        backoff.accepted("webhook");
-        bump(&ingress.cfg.stats.connections);
-        let (id, evict) = admit(&conns, &ingress);
+    let route = move |req, _peer| {
         let ingress = ingress.clone();
-        let shutdown = shutdown.clone();
-        let tls = tls.clone();
-        let conns = conns.clone();
-        tracker.spawn(async move {
-            let _ = stream.set_nodelay(true);
-            match tls {
-                None => serve_conn(stream, &ingress, &shutdown, &evict, peer).await,
-                Some(acceptor) => {
-                    let hs = tokio::time::timeout(
-                        ingress.cfg.header_timeout,
-                        acceptor.accept(stream),
-                    );
-                    let res = tokio::select! {
-                        r = hs => Some(r),
-                        () = evict.cancelled() => None,
-                        () = shutdown.cancelled() => None,
-                    };
-                    match res {
-                        Some(Ok(Ok(s))) => {
-                            serve_conn(s, &ingress, &shutdown, &evict, peer).await
-                        }
-                        Some(Ok(Err(e))) => {
-                            bump(&ingress.cfg.stats.tls_failures);
-                            if ratelog::admit("ingress-tls-handshake") {
-                                tracing::info!(%peer, error = %e, "TLS handshake failed");
-                            }
-                        }
-                        Some(Err(_)) => {
-                            bump(&ingress.cfg.stats.tls_failures);
-                            if ratelog::admit("ingress-tls-handshake") {
-                                tracing::info!(%peer, "TLS handshake not finished within server.header_timeout_ms");
-                            }
-                        }
-                        None => {}
-                    }
-                }
-            }
-            conns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .open
-                .remove(&id);
-        });
-    }
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
+        async move { ingress.route(req).await }
+    };
+    let served = crate::listener::serve(listener, plumbing, route, shutdown).await;
+    flushing.abort();
     ratelog::flush_all();
     tracing::info!("webhook ingress stopped");
-    Ok(())
-}
-
-/// Registers a new connection, closing the oldest when `max_connections` are open.
-fn admit(conns: &Mutex<Conns>, ingress: &Ingress) -> (u64, CancellationToken) {
-    let mut c = conns.lock().unwrap_or_else(|p| p.into_inner());
-    while c.open.len() >= ingress.cfg.max_connections.max(1) {
-        let Some((_, oldest)) = c.open.pop_first() else {
-            break;
-        };
-        oldest.cancel();
-        let n = bump(&ingress.cfg.stats.evicted);
-        if ratelog::admit("ingress-connections-full") {
-            tracing::warn!(
-                max_connections = ingress.cfg.max_connections,
-                evicted_so_far = n,
-                "server.max_connections connections are open: closing the oldest to make room (slow or idle clients)"
-            );
-        }
-    }
-    let id = c.next;
-    c.next += 1;
-    let token = CancellationToken::new();
-    c.open.insert(id, token.clone());
-    (id, token)
-}
-
-/// Serves one connection until it ends, is evicted, or shutdown ends it gracefully.
-async fn serve_conn<I>(
-    io: I,
-    ingress: &Arc<Ingress>,
-    shutdown: &CancellationToken,
-    evict: &CancellationToken,
-    peer: std::net::SocketAddr,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc_ingress = ingress.clone();
-    let service = service_fn(move |req| {
-        let ingress = svc_ingress.clone();
-        async move { Ok::<_, Infallible>(ingress.route(req).await) }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(ingress.cfg.header_timeout)
-        .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let res = tokio::select! {
-        res = conn.as_mut() => res,
-        () = evict.cancelled() => return,
-        () = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = res {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
+    served
 }
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r
+    listener_reply::text(status, body)
 }
 
 fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut r = reply(status, v.to_string());
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    listener_reply::json(status, v)
 }
 
 fn unix_now() -> i64 {
@@ -522,13 +399,9 @@ impl Ingress {
             let body = if parts.method == Method::GET || parts.method == Method::HEAD {
                 Bytes::new()
             } else {
-                match tokio::time::timeout(self.cfg.body_timeout, self.read_body(req)).await {
-                    Ok(Ok(b)) => b,
-                    Ok(Err(resp)) => return resp,
-                    Err(_) => {
-                        bump(&self.cfg.stats.body_timeouts);
-                        return reply(StatusCode::REQUEST_TIMEOUT, "body too slow\n");
-                    }
+                match self.read_body(req).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
                 }
             };
             return app
@@ -550,43 +423,40 @@ impl Ingress {
             return reply(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
         }
         let headers = req.headers().clone();
-        let body = match tokio::time::timeout(self.cfg.body_timeout, self.read_body(req)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(resp)) => return resp,
-            Err(_) => {
-                let n = bump(&self.cfg.stats.body_timeouts);
-                if ratelog::admit("ingress-body-timeout") {
-                    tracing::warn!(
-                        timeout = ?self.cfg.body_timeout,
-                        timed_out_so_far = n,
-                        "webhook body not received in time (slow client): 408"
-                    );
-                }
-                return reply(StatusCode::REQUEST_TIMEOUT, "body too slow\n");
-            }
+        let body = match self.read_body(req).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
         };
         self.webhook(&headers, &body)
     }
 
-    /// Reads the body, refusing (413) anything past the limit without reading it.
+    /// Reads the body within the size (413, not read further) and time (408, connection
+    /// closed) limits.
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
         let limit = self.cfg.max_body_bytes;
-        read_limited(req, limit).await.map_err(|e| match e {
-            BodyError::TooLarge { .. } => {
-                bump(&self.cfg.stats.too_large);
-                if ratelog::admit("webhook-too-large") {
-                    tracing::warn!(limit, "request body over the size limit: 413");
+        crate::listener::read_body(req, &self.policy)
+            .await
+            .map_err(|(resp, e)| {
+                match e {
+                    BodyError::TooLarge { .. } => {
+                        bump(&self.cfg.stats.too_large);
+                        if ratelog::admit("webhook-too-large") {
+                            tracing::warn!(limit, "request body over the size limit: 413");
+                        }
+                    }
+                    BodyError::Unreadable(error) => {
+                        bump(&self.cfg.stats.bad_request);
+                        if ratelog::admit("webhook-unreadable") {
+                            tracing::warn!(error, "request body could not be read");
+                        }
+                    }
+                    // Logged with the connection's close.
+                    BodyError::TimedOut(_) => {
+                        bump(&self.cfg.stats.body_timeouts);
+                    }
                 }
-                reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")
-            }
-            BodyError::Unreadable(error) => {
-                bump(&self.cfg.stats.bad_request);
-                if ratelog::admit("webhook-unreadable") {
-                    tracing::warn!(error, "request body could not be read");
-                }
-                reply(StatusCode::BAD_REQUEST, "unreadable body\n")
-            }
-        })
+                resp
+            })
     }
 
     fn unauthorized(&self, why: &str, event: Option<&str>) -> Response<Full<Bytes>> {

@@ -8,6 +8,9 @@
 //! # Layout
 //! - [`ingress`]: the HTTP server for webhooks (signature, replay window, dedup), health and
 //!   extra routes.
+//! - [`listener`]: the HTTP plumbing the ingress and the host's admin listener share: the
+//!   accept loop, the connection policy, bounded bodies, replies, counters of closed
+//!   connections.
 //! - [`sessions`]: the manager that turns webhook events into per-stream sessions.
 //! - [`session`]: one stream's task, driving [`machine`] with sockets.
 //! - [`machine`]: the pure state machine (connect, stream, back off, fail over, stop).
@@ -31,6 +34,7 @@ pub mod decode;
 pub mod frame;
 pub mod ingress;
 pub mod link;
+pub mod listener;
 pub mod machine;
 pub mod observe;
 pub mod ratelog;

@@ -296,6 +296,11 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             .is_some_and(|e| e.inputs.send(Input::Shutdown).is_ok())
     }
 
+    /// The most streams this host runs at once ([`ClientConfig::max_streams`]).
+    pub fn max_streams(&self) -> usize {
+        self.inner.cfg.max_streams
+    }
+
     /// Running streams.
     pub fn len(&self) -> usize {
         self.streams().len()

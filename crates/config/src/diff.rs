@@ -155,6 +155,8 @@ fn server_changes(r: &mut Vec<String>, a: &Server, b: &Server) {
     note(r, "server.timestamp_window_secs", &x, &y);
     let (x, y) = (a.max_connections, b.max_connections);
     note(r, "server.max_connections", &x, &y);
+    let (x, y) = (a.max_connections_per_peer, b.max_connections_per_peer);
+    note(r, "server.max_connections_per_peer", &x, &y);
     let (x, y) = (ms(a.header_timeout), ms(b.header_timeout));
     note(r, "server.header_timeout_ms", &x, &y);
     let (x, y) = (ms(a.body_timeout), ms(b.body_timeout));
@@ -171,6 +173,7 @@ fn admin_changes(r: &mut Vec<String>, a: &Admin, b: &Admin) {
     note_quiet(r, "the admin token", &a.token, &b.token);
     let (x, y) = (ms(a.reload_min_interval), ms(b.reload_min_interval));
     note(r, "admin.reload_min_interval_ms", &x, &y);
+    note(r, "admin.tls", &a.tls, &b.tls);
 }
 
 /// `[zoom]`: credentials are read once. Secrets are named, never shown.

@@ -62,8 +62,11 @@ pub struct Server {
     pub max_body_bytes: usize,
     /// Webhooks whose signed timestamp is further than this from now are refused (replays).
     pub timestamp_window: Duration,
-    /// Open connections at most; past it the oldest is closed to make room.
+    /// Open connections at most; past it the oldest idle one is closed to make room.
     pub max_connections: usize,
+    /// Open connections from one IP address at most; past it that address's oldest idle
+    /// one is closed.
+    pub max_connections_per_peer: usize,
     /// A request's headers (and the TLS handshake) must arrive within this.
     pub header_timeout: Duration,
     /// A webhook's whole body must arrive within this.
@@ -97,6 +100,9 @@ pub struct Admin {
     pub token: Option<Secret>,
     /// Reload requests closer than this to the previous reload are answered 429.
     pub reload_min_interval: Duration,
+    /// `[admin.tls]`: serve HTTPS with these PEM files (reloaded when they change). Without
+    /// it the bearer token travels in clear.
+    pub tls: Option<ServerTls>,
 }
 
 impl Admin {

@@ -47,6 +47,7 @@ pub struct ServerConfig {
     /// Replaced by the `[admin]` section; kept so its use gets an error naming the new keys.
     pub admin: Option<Spanned<toml::Value>>,
     pub max_connections: Num,
+    pub max_connections_per_peer: Num,
     pub header_timeout_ms: Num,
     pub body_timeout_ms: Num,
     pub tls: Option<Spanned<TlsConfig>>,
@@ -67,6 +68,7 @@ pub struct AdminConfig {
     pub listen: Option<Spanned<String>>,
     pub token_env: Option<Spanned<String>>,
     pub reload_min_interval_ms: Num,
+    pub tls: Option<Spanned<TlsConfig>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

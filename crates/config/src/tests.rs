@@ -1231,3 +1231,27 @@ fn a_plugin_s_secrets_are_read_from_the_environment_and_never_printed() {
     let bad = format!("version = 1\n{PLUGIN_A}secrets = [\"A B\"]\n");
     assert!(d.err(&bad).contains("not an environment variable name"));
 }
+
+#[test]
+fn the_per_peer_limit_and_admin_tls_are_read_and_checked() {
+    let d = Dir::new();
+    let p = d.parse("version = 1");
+    assert_eq!(p.server.max_connections_per_peer, 256);
+    assert_eq!(p.admin.tls, None);
+    std::fs::write(d.dir.path().join("c.pem"), "x").unwrap();
+    std::fs::write(d.dir.path().join("k.pem"), "x").unwrap();
+    let p = d.parse(
+        "version = 1\n[server]\nmax_connections_per_peer = 8\n\
+         [admin.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+    );
+    assert_eq!(p.server.max_connections_per_peer, 8);
+    let tls = p.admin.tls.expect("admin.tls");
+    assert_eq!(tls.cert, d.dir.path().join("c.pem"));
+    let e = d.err("version = 1\n[admin.tls]\ncert = \"c.pem\"\nkey = \"missing.pem\"\n");
+    assert!(
+        e.contains("admin.tls.key") && e.contains("missing.pem"),
+        "{e}"
+    );
+    let e = d.err("version = 1\n[server]\nmax_connections_per_peer = 0\n");
+    assert!(e.contains("server.max_connections_per_peer"), "{e}");
+}

@@ -3,7 +3,8 @@
 //! Routes (one `match` in [`Admin::route`]; add new ones there). Without a token:
 //! - `GET /healthz` — `ok`: the process answers (liveness);
 //! - `GET /readyz` — 200 once the pipeline is loaded, every component compiled and the
-//!   webhook listener up; 503 with the reason while starting or shutting down;
+//!   webhook listener up; 503 with the reason while starting or shutting down, or while the
+//!   host carries its maximum of streams (`rtms.max_streams`), so a load balancer moves on;
 //! - `GET /` and `GET /dashboard` — the live dashboard page (static; it asks for the token
 //!   itself and holds no data of its own).
 //!
@@ -30,9 +31,13 @@
 //!   gets its outcome; one that arrives within `reload_min_interval` of the last reload's end
 //!   gets 429 with `Retry-After`. The reload runs on its own task, so a client that hangs up
 //!   does not cancel it;
-//! - bounds: at most [`Limits::max_connections`] connections (more are closed at once), a
-//!   deadline for the request head and another for the body, a small body limit, and a
-//!   lifetime per connection.
+//! - bounds: the connection policy of [`rtms_client::listener`], the webhook listener's too:
+//!   at most [`Limits::max_connections`] connections, past which the oldest *idle* one is
+//!   closed (so idle or slow connections never lock the operator out: a probe always gets
+//!   in), at most [`Limits::max_connections_per_peer`] from one address, a deadline and a
+//!   size limit for the request head, another deadline for the body, a small body limit,
+//!   and a lifetime per connection. Every closed connection is counted by reason;
+//! - optional TLS (`[admin.tls]`): without it the bearer token travels in clear.
 //!
 //! Refusals are logged when they start and then at most every ten seconds with the running
 //! total, never once per request.
@@ -47,25 +52,19 @@ use anyhow::{Result, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
-use hyper::header::{
-    ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
-};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
-use rtms_client::ingress::BodyError;
+use rtms_client::listener::{Close, ConnStats, Listener, Policy, TlsFiles, reply as answer};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::outputs::tap::{TapFilter, TapSubscription};
 use crate::pipeline::reload::{Outcome, outcome_json};
@@ -126,13 +125,19 @@ pub trait AdminBackend: Send + Sync + 'static {
     }
 }
 
-/// The listener's own bounds.
+/// The listener's own bounds: the connection policy of [`rtms_client::listener`], shared
+/// with the webhook listener.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Connections served at once; more are closed as soon as they are accepted.
+    /// Connections open at once; past it the oldest idle one is closed to make room.
     pub max_connections: usize,
-    /// Deadline for the request line and headers.
+    /// Connections open from one address at once; past it that address's oldest idle one
+    /// is closed.
+    pub max_connections_per_peer: usize,
+    /// Deadline for the request line and headers (and the TLS handshake).
     pub header_timeout: Duration,
+    /// The request head may be at most this large (431).
+    pub max_header_bytes: usize,
     /// Deadline for the body, once the head is in.
     pub body_timeout: Duration,
     /// Larger bodies get 413 (no admin route takes a body today).
@@ -145,10 +150,27 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 32,
+            max_connections_per_peer: 16,
             header_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 * 1024,
             body_timeout: Duration::from_secs(5),
             max_body_bytes: 4096,
             max_connection_age: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Limits {
+    /// The connection policy these limits make.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            max_connections: self.max_connections,
+            max_per_peer: self.max_connections_per_peer,
+            header_timeout: self.header_timeout,
+            max_header_bytes: self.max_header_bytes,
+            body_timeout: self.body_timeout,
+            max_body_bytes: self.max_body_bytes,
+            max_connection_age: Some(self.max_connection_age),
         }
     }
 }
@@ -163,6 +185,10 @@ pub struct AdminConfig {
     /// Reload requests closer than this to the end of the previous reload get 429.
     pub reload_min_interval: Duration,
     pub limits: Limits,
+    /// Serve HTTPS with these PEM files (`[admin.tls]`, reloaded when they change).
+    pub tls: Option<TlsFiles>,
+    /// The listener's connections: accepted, open, closed by reason.
+    pub stats: Arc<ConnStats>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -172,6 +198,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("token_env", &self.token_env)
             .field("reload_min_interval", &self.reload_min_interval)
             .field("limits", &self.limits)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -326,7 +353,6 @@ struct Admin {
     gate: Arc<ReloadGate>,
     unauthorized: Refusals,
     rate_limited: Refusals,
-    over_capacity: Refusals,
     bad_requests: Refusals,
     /// Ends long-lived responses (the tap) when the listener stops.
     shutdown: CancellationToken,
@@ -350,109 +376,68 @@ pub async fn serve(
         backend,
         unauthorized: Refusals::new("requests without the right bearer token refused (401)"),
         rate_limited: Refusals::new("reload requests rate limited (429)"),
-        over_capacity: Refusals::new("connections over the limit closed"),
         bad_requests: Refusals::new("requests with a slow, large or unreadable body refused"),
         shutdown: shutdown.clone(),
         cfg,
     });
-    let slots = Arc::new(Semaphore::new(admin.cfg.limits.max_connections.max(1)));
-    let tracker = TaskTracker::new();
+    let plumbing = Listener {
+        name: "admin",
+        policy: admin.cfg.limits.policy(),
+        tls: admin.cfg.tls.clone(),
+        tls_setting: "admin.tls",
+        stats: admin.cfg.stats.clone(),
+    };
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, token = admin.token_digest.is_some(), "admin listener listening");
+        tracing::info!(
+            %addr,
+            token = admin.token_digest.is_some(),
+            tls = plumbing.tls.is_some(),
+            max_connections = plumbing.policy.max_connections,
+            max_connections_per_peer = plumbing.policy.max_per_peer,
+            "admin listener listening"
+        );
     }
-    let mut backoff = rtms_client::ingress::AcceptBackoff::default();
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    let pause = backoff.failed("admin", &e);
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                    continue;
-                }
-            },
-        };
-        backoff.accepted("admin");
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            admin.over_capacity.note(peer);
-            drop(stream);
-            continue;
-        };
-        let admin = admin.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            let limits = admin.cfg.limits.clone();
-            let service = service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.route(req, peer).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(16 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let age = tokio::time::sleep(limits.max_connection_age);
-            tokio::pin!(age);
-            let res = tokio::select! {
-                res = conn.as_mut() => res,
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-                () = &mut age => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = res {
-                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
-    let (u, r, c, b) = (
+    let routes = admin.clone();
+    let route = move |req, peer| {
+        let admin = routes.clone();
+        async move { admin.route(req, peer).await }
+    };
+    let served = rtms_client::listener::serve(listener, plumbing, route, shutdown).await;
+    let (u, r, b) = (
         admin.unauthorized.get(),
         admin.rate_limited.get(),
-        admin.over_capacity.get(),
         admin.bad_requests.get(),
     );
-    if u + r + c + b > 0 {
+    let stats = &admin.cfg.stats;
+    let (evicted, header_timeouts) = (
+        stats.closed(Close::Evicted) + stats.closed(Close::PerPeer),
+        stats.closed(Close::HeaderTimeout),
+    );
+    if u + r + b + evicted + header_timeouts > 0 {
         tracing::info!(
             unauthorized = u,
             rate_limited = r,
-            connections_refused = c,
             bad_requests = b,
+            evicted,
+            header_timeouts,
             "admin listener stopped"
         );
     } else {
         tracing::info!("admin listener stopped");
     }
-    Ok(())
+    served
 }
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()).boxed());
-    *r.status_mut() = status;
-    r
+    answer::text(status, body).map(BodyExt::boxed)
 }
 
 fn typed(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = reply(status, body);
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
+    answer::typed(status, content_type, body).map(BodyExt::boxed)
 }
 
 fn json_reply(status: StatusCode, v: &Value) -> Response<Body> {
-    typed(status, "application/json", format!("{v}\n"))
+    answer::json(status, v).map(BodyExt::boxed)
 }
 
 impl Admin {
@@ -637,10 +622,17 @@ impl Admin {
     fn metrics(&self) -> Value {
         let (started, joined) = self.gate.counts();
         let mut v = self.backend.metrics();
+        let conns = &self.cfg.stats;
+        let closed: serde_json::Map<String, Value> = conns
+            .closed_by_reason()
+            .map(|(r, n)| (r.as_str().to_owned(), n.into()))
+            .collect();
         v["admin"] = json!({
             "unauthorized": self.unauthorized.get(),
             "rate_limited": self.rate_limited.get(),
-            "connections_refused": self.over_capacity.get(),
+            "connections_accepted": conns.accepted.load(Ordering::Relaxed),
+            "connections_open": conns.open.load(Ordering::Relaxed),
+            "connections_closed": closed,
             "bad_requests": self.bad_requests.get(),
             "reloads_started": started,
             "reloads_joined": joined,
@@ -681,25 +673,15 @@ impl Admin {
 
     /// Reads (and drops) the body within the size and time limits.
     async fn read_body(&self, req: Request<Incoming>) -> Result<(), Response<Body>> {
-        let read = rtms_client::ingress::read_limited(req, self.cfg.limits.max_body_bytes);
-        match tokio::time::timeout(self.cfg.limits.body_timeout, read).await {
-            Err(_) => Err(reply(StatusCode::REQUEST_TIMEOUT, "body too slow\n")),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(BodyError::TooLarge { .. })) => {
-                Err(reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"))
-            }
-            Ok(Err(BodyError::Unreadable(_))) => {
-                Err(reply(StatusCode::BAD_REQUEST, "unreadable body\n"))
-            }
-        }
+        rtms_client::listener::read_body(req, &self.cfg.limits.policy())
+            .await
+            .map(drop)
+            .map_err(|(r, _)| r.map(BodyExt::boxed))
     }
 }
 
 fn not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}\n"));
-    r.headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
-    r
+    answer::not_allowed(allow).map(BodyExt::boxed)
 }
 
 #[cfg(test)]

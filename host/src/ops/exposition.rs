@@ -24,6 +24,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use rtms_client::listener::{Close, ConnStats};
 use rtms_client::{IngressStats, Scope, WebhookOutcome, WebhookSeen};
 use rtms_proto::{MediaKind, Product};
 
@@ -209,6 +210,8 @@ pub struct StreamState {
 pub struct Sources {
     pub metrics: Arc<Metrics>,
     pub ingress: Arc<IngressStats>,
+    /// The admin listener's connections.
+    pub admin: Arc<ConnStats>,
     pub outputs: Arc<OutputStats>,
     /// The live tap (events its subscribers lost).
     pub tap: Arc<crate::outputs::tap::TapHub>,
@@ -235,6 +238,32 @@ impl std::fmt::Debug for HostCollector {
 
 fn get(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
+}
+
+/// The connection families of both listeners: open, accepted, closed by reason.
+fn listener_families(enc: &mut DescriptorEncoder<'_>, s: &Sources) -> Result<(), std::fmt::Error> {
+    let both = [("webhook", &*s.ingress.listener), ("admin", &*s.admin)];
+    gauges(
+        enc,
+        "listener_connections_open",
+        "Connections open now, by listener",
+        both.map(|(l, c)| ([("listener", l)], get(&c.open) as i64)),
+    )?;
+    counters(
+        enc,
+        "listener_accept_errors",
+        "Failed accepts (usually out of file descriptors), by listener",
+        both.map(|(l, c)| ([("listener", l)], get(&c.accept_errors))),
+    )?;
+    counters(
+        enc,
+        "listener_connections_closed",
+        "Connections closed, by listener and reason (evicted, per_peer_limit, header_timeout, header_too_large, body_timeout, tls_failure...)",
+        both.iter().flat_map(|(l, c)| {
+            c.closed_by_reason()
+                .map(move |(r, n)| ([("listener", *l), ("reason", r.as_str())], n))
+        }),
+    )
 }
 
 /// Writes one counter family: `(labels, value)` pairs.
@@ -342,16 +371,17 @@ impl Collector for HostCollector {
             &mut enc,
             "ingress_connections",
             "Connections accepted by the webhook listener",
-            [(none, get(&i.connections))],
+            [(none, get(&i.listener.accepted))],
         )?;
+        listener_families(&mut enc, s)?;
         counters(
             &mut enc,
             "ingress_refusals",
             "Webhook requests or connections refused before an event was read, by reason",
             [
-                ([("reason", "evicted")], get(&i.evicted)),
-                ([("reason", "accept_error")], get(&i.accept_errors)),
-                ([("reason", "tls_failure")], get(&i.tls_failures)),
+                ([("reason", "evicted")], i.listener.closed(Close::Evicted)),
+                ([("reason", "accept_error")], get(&i.listener.accept_errors)),
+                ([("reason", "tls_failure")], i.listener.closed(Close::Tls)),
                 ([("reason", "body_timeout")], get(&i.body_timeouts)),
                 ([("reason", "not_found")], get(&i.not_found)),
                 ([("reason", "too_large")], get(&i.too_large)),

@@ -38,6 +38,7 @@ use crate::pipeline::build::{build_table, client_config, runtime_config};
 use crate::pipeline::history::ReloadLog;
 use crate::pipeline::reload::{Outcome, Reloader, Trigger};
 use crate::sandbox::Runtime;
+use rtms_client::listener::{ReloadingCert, TlsFiles};
 
 /// Options that are not in pipeline.toml.
 #[derive(Default)]
@@ -138,11 +139,15 @@ impl AdminBackend for Backend {
     }
 
     fn ready(&self) -> Result<(), String> {
-        if self.ready.load(Ordering::Relaxed) {
-            Ok(())
-        } else {
-            Err("starting or shutting down".into())
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("starting or shutting down".into());
         }
+        // A load balancer moves on while this host cannot take another stream.
+        let max = self.sessions.max_streams();
+        if self.sessions.len() >= max {
+            return Err(format!("at the stream cap (rtms.max_streams = {max})"));
+        }
+        Ok(())
     }
 
     fn sessions(&self) -> serde_json::Value {
@@ -337,6 +342,7 @@ impl Service {
         let reloads = Arc::new(ReloadLog::default());
         reloads.set_config(&pipeline);
         let ingress_stats = Arc::new(IngressStats::default());
+        let admin_conns = Arc::new(rtms_client::listener::ConnStats::default());
         let zoom_app_refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let event_ws_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (triggers, trigger_rx) = mpsc::unbounded_channel();
@@ -398,6 +404,7 @@ impl Service {
             header_timeout: pipeline.server.header_timeout,
             body_timeout: pipeline.server.body_timeout,
             max_connections: pipeline.server.max_connections,
+            max_connections_per_peer: pipeline.server.max_connections_per_peer,
             stats: ingress_stats.clone(),
             app: match (&pipeline.server.zoom_app, &pipeline.zoom.client_secret) {
                 (false, _) => None,
@@ -446,7 +453,17 @@ impl Service {
                 token_env: pipeline.admin.token_env.clone(),
                 reload_min_interval: pipeline.admin.reload_min_interval,
                 limits: Limits::default(),
+                tls: pipeline.admin.tls.as_ref().map(|t| TlsFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                }),
+                stats: admin_conns.clone(),
             };
+            if let Some(files) = &cfg.tls {
+                ReloadingCert::named(files.clone(), "admin.tls")
+                    .map_err(anyhow::Error::msg)
+                    .context("admin.tls")?;
+            }
             let sources = {
                 let streams = sessions.clone();
                 let depths = shared.clone();
@@ -454,6 +471,7 @@ impl Service {
                 Arc::new(Sources {
                     metrics: metrics.clone(),
                     ingress: ingress_stats.clone(),
+                    admin: admin_conns.clone(),
                     outputs: shared.outputs.stats().clone(),
                     tap: shared.outputs.tap().clone(),
                     zoom_app_refused: zoom_app_refused.clone(),

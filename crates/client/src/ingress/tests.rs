@@ -383,7 +383,7 @@ async fn past_max_connections_the_oldest_connection_is_closed() {
         .expect("the oldest connection is closed")
         .unwrap_or(0);
     assert_eq!(n, 0);
-    assert!(s.stats.evicted.load(Ordering::Relaxed) >= 1);
+    assert!(s.stats.listener.closed(crate::listener::Close::Evicted) >= 1);
 }
 
 #[tokio::test]
@@ -469,4 +469,43 @@ fn dedup_forgets_after_ttl_and_beyond_capacity() {
     assert!(d.first_time(k(2), t0 + Duration::from_secs(11)));
     assert!(d.first_time(k(3), t0 + Duration::from_secs(11)));
     assert!(d.seen.len() <= 2, "bounded: {}", d.seen.len());
+}
+
+#[tokio::test]
+async fn slow_and_oversized_heads_are_cut_and_counted_by_reason() {
+    use crate::listener::Close;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(IngressConfig {
+        header_timeout: Duration::from_millis(300),
+        ..cfg()
+    })
+    .await;
+    // A head that never ends: cut at the deadline, counted as a header timeout.
+    let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(b"POST /webhook HTTP/1.1\r\nhost: x\r\nx-slow: a")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf))
+        .await
+        .expect("closed at the header deadline")
+        .ok();
+    // One 100 KiB header: 431, counted as too large.
+    let mut big = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let mut raw = b"POST /webhook HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
+    raw.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    raw.extend(b"\r\n\r\n");
+    let _ = big.write_all(&raw).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), big.read_to_end(&mut answer)).await;
+    assert!(answer.starts_with(b"HTTP/1.1 431"), "{answer:?}");
+    let conns = &s.stats.listener;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while conns.closed(Close::HeaderTimeout) < 1 || conns.closed(Close::HeaderTooLarge) < 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("both closes counted");
+    assert_eq!(conns.accepted.load(Ordering::Relaxed), 2);
 }

@@ -18,6 +18,9 @@ pub const fn default_timestamp_window_secs() -> u64 {
 pub const fn default_max_connections() -> u64 {
     1024
 }
+pub const fn default_max_connections_per_peer() -> u64 {
+    256
+}
 pub const fn default_header_timeout_ms() -> u64 {
     5_000
 }

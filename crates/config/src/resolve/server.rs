@@ -71,12 +71,20 @@ impl Resolver<'_> {
             3600,
         )?;
         let (max_connections, header_timeout, body_timeout, tls) = self.server_limits(s)?;
+        let per_peer = self.num(
+            &s.max_connections_per_peer,
+            "server.max_connections_per_peer",
+            default_max_connections_per_peer(),
+            1,
+            1_000_000,
+        )?;
         Ok(Server {
             listen,
             webhook_path,
             max_body_bytes: to_usize(max_body.n),
             timestamp_window: Duration::from_secs(window.n),
             max_connections,
+            max_connections_per_peer: to_usize(per_peer.n),
             header_timeout,
             body_timeout,
             tls,
@@ -110,28 +118,35 @@ impl Resolver<'_> {
             100,
             600_000,
         )?;
-        let tls = match &s.tls {
-            Some(t) => {
-                let t = t.get_ref();
-                let file = |f: &Spanned<String>, key: &str| {
-                    let p = self.path(f.get_ref());
-                    if p.is_file() {
-                        Ok(p)
-                    } else {
-                        Err(self.src.invalid_at(
-                            f,
-                            format!("server.tls.{key}: {} does not exist or is not a file: give a PEM file (relative paths are resolved against the pipeline file's folder)", p.display()),
-                        ))
-                    }
-                };
-                Some(ServerTls {
-                    cert: file(&t.cert, "cert")?,
-                    key: file(&t.key, "key")?,
-                })
-            }
-            None => None,
-        };
+        let tls = self.tls(s.tls.as_ref(), "server.tls")?;
         Ok((to_usize(conns.n), ms(header.n), ms(body.n), tls))
+    }
+
+    /// `[server.tls]` or `[admin.tls]`: both files must exist.
+    fn tls(
+        &self,
+        t: Option<&Spanned<TlsConfig>>,
+        section: &str,
+    ) -> Result<Option<ServerTls>, ConfigError> {
+        let Some(t) = t else {
+            return Ok(None);
+        };
+        let t = t.get_ref();
+        let file = |f: &Spanned<String>, key: &str| {
+            let p = self.path(f.get_ref());
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(self.src.invalid_at(
+                    f,
+                    format!("{section}.{key}: {} does not exist or is not a file: give a PEM file (relative paths are resolved against the pipeline file's folder)", p.display()),
+                ))
+            }
+        };
+        Ok(Some(ServerTls {
+            cert: file(&t.cert, "cert")?,
+            key: file(&t.key, "key")?,
+        }))
     }
 
     /// `[admin]`, and the refusal of the `[server] admin` key it replaced. An enabled listener
@@ -171,6 +186,7 @@ impl Resolver<'_> {
             token: token.clone().map(Secret::new),
             token_env,
             reload_min_interval: ms(interval.n),
+            tls: self.tls(a.tls.as_ref(), "admin.tls")?,
         };
         let at = a.listen.as_ref().map_or(0..0, Spanned::span);
         if let Some(problem) = token.as_deref().and_then(weak_token) {

@@ -4,8 +4,9 @@
 use std::sync::atomic::AtomicUsize;
 
 use futures_util::FutureExt as _;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
+use hyper::header::ALLOW;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -61,6 +62,7 @@ impl AdminBackend for Backend {
 struct Server {
     addr: SocketAddr,
     backend: Arc<Backend>,
+    stats: Arc<ConnStats>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -76,11 +78,14 @@ impl Server {
         let port = listener.local_addr().expect("addr").port();
         let backend = Arc::new(Backend::default());
         let stop = CancellationToken::new();
+        let stats = Arc::new(ConnStats::default());
         let cfg = AdminConfig {
             token: token.map(str::to_owned),
             token_env: "RTMS_ADMIN_TOKEN".into(),
             reload_min_interval: min_interval,
             limits,
+            tls: None,
+            stats: stats.clone(),
         };
         let task = tokio::spawn(
             serve(listener, cfg, backend.clone(), stop.clone()).map(|r| {
@@ -90,6 +95,7 @@ impl Server {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             backend,
+            stats,
             stop,
             task,
         }
@@ -358,58 +364,139 @@ async fn a_reload_finishes_even_when_every_requester_hangs_up() {
     ));
 }
 
+/// Opens `n` connections that send nothing, and waits until the listener holds as many
+/// of them as its cap allows (so the probes below meet the steady state).
+async fn idle_connections(s: &Server, n: usize, cap: usize) -> Vec<tokio::net::TcpStream> {
+    let before = s.stats.accepted.load(Ordering::Relaxed);
+    let mut idle = Vec::with_capacity(n);
+    for _ in 0..n {
+        idle.push(
+            tokio::net::TcpStream::connect(s.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    while s.stats.accepted.load(Ordering::Relaxed) < before + n as u64 {
+        tokio::task::yield_now().await;
+    }
+    assert!(s.stats.open.load(Ordering::Relaxed) <= cap as u64);
+    idle
+}
+
+/// `/healthz`, `/readyz` and an authorised `/metrics`, each answered within `bound`.
+async fn probes_answer(addr: SocketAddr, bound: Duration) {
+    let auth = bearer(TOKEN);
+    for (path, auth) in [
+        ("/healthz", None),
+        ("/readyz", None),
+        ("/metrics", Some(auth.as_str())),
+    ] {
+        let started = std::time::Instant::now();
+        let (status, _, _) = tokio::time::timeout(bound, send(addr, Method::GET, path, auth))
+            .await
+            .unwrap_or_else(|_| panic!("{path} answered within {bound:?}"));
+        assert_eq!(status, StatusCode::OK, "{path}");
+        eprintln!("{path}: {:?}", started.elapsed());
+    }
+}
+
 #[tokio::test]
-async fn connections_over_the_cap_are_closed() {
+async fn idle_connections_past_the_cap_never_lock_the_probes_out() {
+    let s = Server::start(
+        "127.0.0.1:0",
+        Some(TOKEN),
+        Duration::ZERO,
+        Limits::default(),
+    )
+    .await;
+    let cap = Limits::default().max_connections;
+    // The attack that locked the operator out: as many idle connections as the cap.
+    let idle = idle_connections(&s, cap, cap).await;
+    probes_answer(s.addr, Duration::from_secs(2)).await;
+    // ... and reopened: still answered.
+    drop(idle);
+    let idle = idle_connections(&s, cap, cap).await;
+    probes_answer(s.addr, Duration::from_secs(2)).await;
+    let evicted = s.stats.closed(Close::Evicted) + s.stats.closed(Close::PerPeer);
+    assert!(
+        evicted >= 3,
+        "the probes' connections pushed idle ones out: {evicted}"
+    );
+    drop(idle);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_idle_connections_never_lock_the_probes_out() {
+    let s = Server::start(
+        "127.0.0.1:0",
+        Some(TOKEN),
+        Duration::ZERO,
+        Limits::default(),
+    )
+    .await;
+    let cap = Limits::default().max_connections;
+    let idle = idle_connections(&s, 1_000, cap).await;
+    probes_answer(s.addr, Duration::from_secs(2)).await;
+    // Every connection past the cap pushed an older idle one out, and each is counted.
+    let evicted = s.stats.closed(Close::Evicted) + s.stats.closed(Close::PerPeer);
+    assert!(evicted >= 1_000 - cap as u64, "evicted {evicted}");
+    let (_, _, text) = send(s.addr, Method::GET, "/admin/metrics", Some(&bearer(TOKEN))).await;
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert!(v["admin"]["connections_closed"]["per_peer_limit"].as_u64() >= Some(900));
+    assert!(v["admin"]["connections_open"].as_u64() <= Some(cap as u64));
+    drop(idle);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_connection_outlives_idle_ones_past_the_cap() {
     let limits = Limits {
         max_connections: 2,
         ..Limits::default()
     };
     let s = Server::start("127.0.0.1:0", None, Duration::ZERO, limits).await;
-    // Two open connections, each with a request served (so both hold a slot).
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let stream = tokio::net::TcpStream::connect(s.addr)
-            .await
-            .expect("connect");
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                .await
-                .expect("handshake");
-        tokio::spawn(conn);
-        let resp = sender
-            .send_request(Request::get("/healthz").body(Empty::new()).unwrap())
-            .await
-            .expect("served");
-        assert_eq!(resp.status(), StatusCode::OK);
-        held.push(sender);
-    }
-    let stream = tokio::net::TcpStream::connect(s.addr)
+    // A tap: busy for as long as its response streams.
+    let tap = client()
+        .request(
+            Request::get(format!("http://{}/admin/tap?what=frames", s.addr))
+                .body(Empty::new())
+                .unwrap(),
+        )
         .await
-        .expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let third = sender
-        .send_request(Request::get("/healthz").body(Empty::new()).unwrap())
-        .await;
-    assert!(third.is_err(), "a third connection is closed: {third:?}");
-    // Freeing a slot lets a new connection in.
-    held.pop();
-    loop {
-        let Ok((status, _, body)) = try_send(s.addr, Method::GET, "/admin/metrics", None).await
-        else {
-            tokio::task::yield_now().await;
-            continue;
-        };
-        if status == StatusCode::OK {
-            let v: Value = serde_json::from_str(&body).expect("JSON");
-            assert!(v["admin"]["connections_refused"].as_u64() >= Some(1));
-            break;
-        }
+        .expect("tap answers");
+    assert_eq!(tap.status(), StatusCode::OK);
+    let idle = idle_connections(&s, 1, 2).await;
+    // Two more connections: each pushes out the oldest idle one, never the tap.
+    for _ in 0..2 {
+        let (status, _, _) = send(s.addr, Method::GET, "/healthz", None).await;
+        assert_eq!(status, StatusCode::OK);
     }
-    drop(held);
+    assert!(s.stats.closed(Close::Evicted) >= 1);
+    let mut body = tap.into_body();
+    s.backend.hub.frame(
+        1,
+        &Arc::<str>::from("s"),
+        "m",
+        &crate::sandbox::bindings::Frame {
+            kind: crate::sandbox::bindings::MediaKind::Chat,
+            seq: 1,
+            timestamp_ms: 0,
+            user_id: "1".into(),
+            user_name: "A".into(),
+            payload: Vec::new(),
+            text: Some("still here".into()),
+            transcript: None,
+            event_type: None,
+        },
+    );
+    let line = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the tap still streams")
+        .expect("a frame")
+        .expect("no error");
+    assert!(line.is_data());
+    drop(idle);
     s.stop().await;
 }
 
@@ -439,6 +526,9 @@ async fn a_slow_head_is_cut_off() {
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
     );
+    while s.stats.closed(Close::HeaderTimeout) == 0 {
+        tokio::task::yield_now().await;
+    }
     s.stop().await;
 }
 
@@ -543,4 +633,104 @@ async fn a_tap_streams_json_lines_and_never_holds_up_the_listeners_stop() {
         .await
         .expect("the listener stopped with a tap attached");
     assert!(!backend.hub.active());
+}
+
+/// A self-signed `localhost` certificate written to `dir`: (certificate PEM, files).
+fn certificate(dir: &std::path::Path) -> (String, TlsFiles) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let files = TlsFiles {
+        cert: dir.join("admin-cert.pem"),
+        key: dir.join("admin-key.pem"),
+    };
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    (cert.pem(), files)
+}
+
+/// `GET /metrics` with the token over TLS, trusting `ca`; the raw answer.
+async fn tls_metrics(addr: SocketAddr, ca: &str) -> String {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let req = format!(
+        "GET /metrics HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn with_tls_the_token_travels_encrypted_and_plain_http_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, files) = certificate(dir.path());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stats = Arc::new(ConnStats::default());
+    let cfg = AdminConfig {
+        token: Some(TOKEN.into()),
+        token_env: "RTMS_ADMIN_TOKEN".into(),
+        reload_min_interval: Duration::ZERO,
+        limits: Limits::default(),
+        tls: Some(files),
+        stats: stats.clone(),
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(serve(
+        listener,
+        cfg,
+        Arc::new(Backend::default()),
+        stop.clone(),
+    ));
+    let answer = tls_metrics(addr, &ca).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Plain HTTP on the TLS port: no answer, and the failed handshake is counted.
+    let plain = try_send(addr, Method::GET, "/healthz", None).await;
+    assert!(plain.is_err(), "{plain:?}");
+    while stats.closed(Close::Tls) == 0 {
+        tokio::task::yield_now().await;
+    }
+    stop.cancel();
+    task.await.unwrap().expect("stops cleanly");
+}
+
+#[tokio::test]
+async fn tls_files_that_do_not_load_are_named_by_their_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, files) = certificate(dir.path());
+    std::fs::write(&files.key, "not a key").unwrap();
+    let cfg = AdminConfig {
+        token: None,
+        token_env: "RTMS_ADMIN_TOKEN".into(),
+        reload_min_interval: Duration::ZERO,
+        limits: Limits::default(),
+        tls: Some(files),
+        stats: Arc::default(),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = serve(
+        listener,
+        cfg,
+        Arc::new(Backend::default()),
+        CancellationToken::new(),
+    )
+    .await
+    .expect_err("refused");
+    assert!(e.to_string().contains("(admin.tls.key)"), "{e}");
 }

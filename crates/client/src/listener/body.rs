@@ -1,6 +1,6 @@
-//! Reading a request body within a size limit, shared by the webhook ingress and the host's
-//! admin listener: a declared `content-length` past the limit is refused before a byte is
-//! read, and a body that grows past it is cut off there. Time limits stay with the caller.
+//! Reading a request body within a size limit: a declared `content-length` past the limit is
+//! refused before a byte is read, and a body that grows past it is cut off there. The time
+//! limit is [`super::read_body`]'s.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -17,6 +17,9 @@ pub enum BodyError {
     /// The connection failed or sent a malformed body (answer 400).
     #[error("the body could not be read: {0}")]
     Unreadable(String),
+    /// Not received within the time limit (answer 408).
+    #[error("the body did not arrive within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 /// Reads `req`'s whole body, at most `limit` bytes.

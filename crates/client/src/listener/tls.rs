@@ -1,4 +1,4 @@
-//! Native TLS for the ingress: a rustls server configuration whose certificate is re-read
+//! Native TLS for both listeners: a rustls server configuration whose certificate is re-read
 //! when its PEM files change.
 //!
 //! Every handshake asks [`ReloadingCert`] for the certificate; it compares the files'
@@ -36,40 +36,45 @@ fn stamp(files: &TlsFiles) -> Stamp {
     [one(&files.cert), one(&files.key)]
 }
 
-/// Loads the pair; the message names the file and the key to fix.
+/// Loads the pair; the message names the file and the `server.tls` key to fix.
 pub fn load(files: &TlsFiles) -> Result<Arc<CertifiedKey>, String> {
+    load_for(files, "server.tls")
+}
+
+/// Loads the pair; the message names the file and the key under `setting` to fix.
+pub fn load_for(files: &TlsFiles, setting: &str) -> Result<Arc<CertifiedKey>, String> {
     let read = |p: &Path, key: &str| {
         std::fs::read(p).map_err(|e| format!("cannot read {} ({key}): {e}", p.display()))
     };
-    let cert_pem = read(&files.cert, "server.tls.cert")?;
+    let cert_pem = read(&files.cert, &format!("{setting}.cert"))?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{} (server.tls.cert) is not PEM: {e}", files.cert.display()))?;
+        .map_err(|e| format!("{} ({setting}.cert) is not PEM: {e}", files.cert.display()))?;
     if certs.is_empty() {
         return Err(format!(
-            "{} (server.tls.cert) holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+            "{} ({setting}.cert) holds no certificate (expected -----BEGIN CERTIFICATE-----)",
             files.cert.display()
         ));
     }
-    let key_pem = read(&files.key, "server.tls.key")?;
+    let key_pem = read(&files.key, &format!("{setting}.key"))?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("{} (server.tls.key) is not PEM: {e}", files.key.display()))?
+        .map_err(|e| format!("{} ({setting}.key) is not PEM: {e}", files.key.display()))?
         .ok_or_else(|| {
             format!(
-                "{} (server.tls.key) holds no private key (expected -----BEGIN PRIVATE KEY-----)",
+                "{} ({setting}.key) holds no private key (expected -----BEGIN PRIVATE KEY-----)",
                 files.key.display()
             )
         })?;
     let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
         format!(
-            "{} (server.tls.key) is not a usable key: {e}",
+            "{} ({setting}.key) is not a usable key: {e}",
             files.key.display()
         )
     })?;
     let ck = CertifiedKey::new(certs, signer);
     ck.keys_match().map_err(|e| {
         format!(
-            "{} and {} do not belong together (server.tls.cert / server.tls.key): {e}",
+            "{} and {} do not belong together ({setting}.cert / {setting}.key): {e}",
             files.cert.display(),
             files.key.display()
         )
@@ -81,15 +86,22 @@ pub fn load(files: &TlsFiles) -> Result<Arc<CertifiedKey>, String> {
 #[derive(Debug)]
 pub struct ReloadingCert {
     files: TlsFiles,
+    setting: &'static str,
     current: Mutex<(Stamp, Arc<CertifiedKey>)>,
 }
 
 impl ReloadingCert {
     /// Loads the files now; fails when they do not load.
     pub fn new(files: TlsFiles) -> Result<Self, String> {
+        Self::named(files, "server.tls")
+    }
+
+    /// Like [`ReloadingCert::new`], naming the files by `setting` (`admin.tls`) in messages.
+    pub fn named(files: TlsFiles, setting: &'static str) -> Result<Self, String> {
         let st = stamp(&files);
-        let key = load(&files)?;
+        let key = load_for(&files, setting)?;
         Ok(Self {
+            setting,
             files,
             current: Mutex::new((st, key)),
         })
@@ -102,7 +114,7 @@ impl ReloadingCert {
         if cur.0 != st {
             // Remember the stamp either way: a broken pair is reported once per change.
             cur.0 = st;
-            match load(&self.files) {
+            match load_for(&self.files, self.setting) {
                 Ok(key) => {
                     tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
                     cur.1 = key;
@@ -124,7 +136,15 @@ impl ResolvesServerCert for ReloadingCert {
 
 /// The rustls server configuration (HTTP/1.1 only) for the files.
 pub fn server_config(files: TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
-    let resolver = ReloadingCert::new(files)?;
+    server_config_for(files, "server.tls")
+}
+
+/// Like [`server_config`], naming the files by `setting` in messages.
+pub fn server_config_for(
+    files: TlsFiles,
+    setting: &'static str,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let resolver = ReloadingCert::named(files, setting)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
