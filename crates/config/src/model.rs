@@ -452,6 +452,8 @@ pub struct DirGrant {
     /// Write quota in MiB (`None` for a read-only grant): past it the plugin is stopped for
     /// the session.
     pub quota_mb: Option<u64>,
+    /// Whether the plugin may create symbolic links there (`symlinks`, default false).
+    pub symlinks: bool,
 }
 
 /// `[plugin.queue]`.
@@ -595,6 +597,14 @@ pub struct Limits {
     pub log_bytes_per_sec: u64,
     /// Bytes per second of emitted outputs per session.
     pub emit_bytes_per_sec: u64,
+    /// Entries of an instance's resource table (open files, streams, pollables, listings);
+    /// past it the call that needed one more traps.
+    pub max_resources: u32,
+    /// Files and directories an instance holds open at once; past it `open-at` fails.
+    pub max_open_files: u32,
+    /// Files and directories a writable granted directory may hold for the plugin to
+    /// create more; past it creating fails.
+    pub max_inodes: u64,
 }
 
 impl Limits {

@@ -250,6 +250,7 @@ pub struct DirConfig {
     pub guest: Spanned<String>,
     pub read_only: Option<bool>,
     pub quota_mb: Num,
+    pub symlinks: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +276,9 @@ pub struct LimitsConfig {
     pub call_timeout_ms: Num,
     pub log_bytes_per_sec: Num,
     pub emit_bytes_per_sec: Num,
+    pub max_resources: Num,
+    pub max_open_files: Num,
+    pub max_inodes: Num,
 }
 
 #[derive(Debug, Default, Deserialize)]

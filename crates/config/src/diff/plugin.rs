@@ -55,6 +55,8 @@ pub enum PluginSetting {
     LogRate,
     /// `[plugin.limits] emit_bytes_per_sec`.
     EmitRate,
+    /// `[plugin.limits] max_resources`, `max_open_files`, `max_inodes`.
+    ResourceLimits,
     /// `[plugin.restart]`: backoff, circuit breaker and rollback.
     RestartPolicy,
     /// `[plugin.config]`: what `init` receives.
@@ -63,7 +65,7 @@ pub enum PluginSetting {
 
 impl PluginSetting {
     /// Every setting, in the order [`PluginChange::settings`] lists them.
-    pub const ALL: [PluginSetting; 16] = [
+    pub const ALL: [PluginSetting; 17] = [
         PluginSetting::Component,
         PluginSetting::Enabled,
         PluginSetting::Media,
@@ -78,6 +80,7 @@ impl PluginSetting {
         PluginSetting::CallTimeout,
         PluginSetting::LogRate,
         PluginSetting::EmitRate,
+        PluginSetting::ResourceLimits,
         PluginSetting::RestartPolicy,
         PluginSetting::Config,
     ];
@@ -100,6 +103,7 @@ impl PluginSetting {
             PluginSetting::CallTimeout => Apply::NewInstance,
             PluginSetting::LogRate => Apply::InBand,
             PluginSetting::EmitRate => Apply::InBand,
+            PluginSetting::ResourceLimits => Apply::NewInstance,
             PluginSetting::RestartPolicy => Apply::InBand,
             PluginSetting::Config => Apply::NewInstance,
         }
@@ -122,6 +126,9 @@ impl PluginSetting {
             PluginSetting::CallTimeout => "plugin.limits.call_timeout_ms",
             PluginSetting::LogRate => "plugin.limits.log_bytes_per_sec",
             PluginSetting::EmitRate => "plugin.limits.emit_bytes_per_sec",
+            PluginSetting::ResourceLimits => {
+                "plugin.limits.max_resources / max_open_files / max_inodes"
+            }
             PluginSetting::RestartPolicy => "[plugin.restart]",
             PluginSetting::Config => "[plugin.config]",
         }
@@ -179,6 +186,7 @@ impl PluginChange {
                 S::CallTimeout,
                 S::LogRate,
                 S::EmitRate,
+                S::ResourceLimits,
                 S::RestartPolicy,
             ]),
             settings,
@@ -240,6 +248,9 @@ fn changed_settings(old: &Plugin, new: &Plugin) -> Vec<PluginSetting> {
         call_timeout,
         log_bytes_per_sec,
         emit_bytes_per_sec,
+        max_resources,
+        max_open_files,
+        max_inodes,
     } = limits;
     let differs = [
         (S::Component, old.component != *component),
@@ -261,6 +272,14 @@ fn changed_settings(old: &Plugin, new: &Plugin) -> Vec<PluginSetting> {
         (
             S::EmitRate,
             old.limits.emit_bytes_per_sec != *emit_bytes_per_sec,
+        ),
+        (
+            S::ResourceLimits,
+            (
+                old.limits.max_resources,
+                old.limits.max_open_files,
+                old.limits.max_inodes,
+            ) != (*max_resources, *max_open_files, *max_inodes),
         ),
         (S::RestartPolicy, old.restart != *restart),
         (S::Config, old.config != *config),
