@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::dataplane::stats::{Losses, PluginStats};
 use crate::outputs::{OutputRecord, Outputs};
 use crate::sandbox::bindings::Output;
-use crate::sandbox::store::{Dropped, Embedder, InstanceCtx};
+use crate::sandbox::store::{Dropped, Embedder, InstanceCtx, Refused};
 
 /// Where one (plugin, session)'s outputs and losses go.
 pub struct PluginLink {
@@ -47,5 +47,15 @@ impl Embedder for PluginLink {
         };
         plugin.fetch_add(1, Ordering::Relaxed);
         session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn refused(&self, what: Refused) -> u64 {
+        let counter = match what {
+            Refused::OpenFiles => &self.stats.open_files_refused,
+            Refused::Inodes => &self.stats.inodes_refused,
+            Refused::Symlink => &self.stats.symlinks_refused,
+            Refused::Resources => &self.stats.resources_exhausted,
+        };
+        counter.fetch_add(1, Ordering::Relaxed) + 1
     }
 }

@@ -12,7 +12,7 @@ use wasmtime::Store;
 use wasmtime::UpdateDeadline;
 
 use super::explain::explain_wasi_errors;
-use super::store::{Grant, HostState, InstanceCtx};
+use super::store::{Grant, HostState, InstanceCtx, Refused, ResourceLimits};
 use super::{PluginCode, Runtime};
 use crate::sandbox::bindings::{EndReason, Frame, Plugin, SessionInfo};
 
@@ -24,6 +24,8 @@ pub struct InstanceSpec {
     /// The longest a single call may run.
     pub call_timeout: Duration,
     pub grants: Vec<Grant>,
+    /// What the guest may hold through WASI.
+    pub resources: ResourceLimits,
     /// The plugin's `[plugin.config]` table, flattened for `init`.
     pub config: Vec<(String, String)>,
 }
@@ -58,6 +60,7 @@ pub struct Instance {
 struct TrapLimits {
     memory_bytes: usize,
     call_timeout: Duration,
+    max_resources: usize,
 }
 
 impl Instance {
@@ -68,8 +71,14 @@ impl Instance {
         spec: &InstanceSpec,
         ctx: Arc<InstanceCtx>,
     ) -> Result<Self, CallError> {
-        let state = HostState::new(ctx.clone(), &spec.grants, spec.memory_bytes)
-            .map_err(|e| CallError::Trap(format!("{e:#}")))?;
+        let state = HostState::new(
+            ctx.clone(),
+            &spec.grants,
+            spec.memory_bytes,
+            spec.resources,
+            rt.quotas(),
+        )
+        .map_err(|e| CallError::Trap(format!("{e:#}")))?;
         let mut store = Store::new(rt.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut cx| {
@@ -87,6 +96,7 @@ impl Instance {
         let limits = TrapLimits {
             memory_bytes: spec.memory_bytes,
             call_timeout: spec.call_timeout,
+            max_resources: spec.resources.max_resources,
         };
         let plugin = match code.pre.instantiate_async(&mut store).await {
             Ok(p) => p,
@@ -161,6 +171,16 @@ impl Instance {
     }
 }
 
+/// Whether `e` is the resource table refusing one more entry.
+fn table_full(e: &wasmtime::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    })
+}
+
 /// A trap's report: what stopped the instance, naming the limit and its pipeline.toml key
 /// when a limit did, with the guest's last stderr lines of the call (a panic's message).
 fn trap_error(st: &mut HostState, limits: TrapLimits, e: wasmtime::Error) -> CallError {
@@ -175,6 +195,12 @@ fn trap_error(st: &mut HostState, limits: TrapLimits, e: wasmtime::Error) -> Cal
         format!(
             "table limit: the instance asked for a table of {wanted} elements, past the host's limit of {}",
             super::store::MAX_TABLE_ELEMENTS
+        )
+    } else if table_full(&e) {
+        let max = limits.max_resources;
+        st.ctx.refused(Refused::Resources, || format!("plugin filled its resource table ({max} entries, [plugin.limits] max_resources): the call trapped"));
+        format!(
+            "resource table full: the instance holds {max} resources (open files, streams, pollables, directory listings), the most [plugin.limits] max_resources allows (drop what it no longer uses, or raise max_resources)"
         )
     } else {
         match e.downcast_ref::<wasmtime::Trap>() {

@@ -11,6 +11,8 @@ pub mod bindings;
 pub mod budget;
 pub mod cache;
 pub mod explain;
+pub mod fs;
+pub mod fs_limits;
 pub mod instance;
 pub mod quota;
 pub mod store;
@@ -110,6 +112,8 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
         link_inline_writes(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI output streams: {e}"))?;
+        fs::link(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link the WASI filesystem bounds: {e}"))?;
         crate::sandbox::bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,

@@ -19,6 +19,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::budget::{Budget, Take};
 use super::explain::explain_wasi_errors;
+use super::fs_limits::FsState;
+pub use super::fs_limits::{Grant, Refused, ResourceLimits};
 use crate::sandbox::bindings::rtms::plugin::{host, types};
 
 /// Most tables one instance (all its core modules together) may create.
@@ -68,6 +70,9 @@ pub trait Embedder: Send + Sync {
     /// A log line or an output cut by a byte-rate budget; returns how many of that kind were
     /// cut so far for this (plugin, session), for the warning.
     fn dropped(&self, what: Dropped) -> u64;
+    /// A guest request a sandbox bound refused; returns how many of that kind the plugin
+    /// had refused so far, for the warning.
+    fn refused(&self, what: Refused) -> u64;
 }
 
 /// What a byte-rate budget cut.
@@ -93,6 +98,8 @@ pub struct InstanceCtx {
     pub emit_budget: Budget,
     /// Where outputs and losses go.
     pub embedder: Arc<dyn Embedder>,
+    /// The kinds of [`Refused`] already logged for this (plugin, session), as bits.
+    refusals_logged: std::sync::atomic::AtomicU8,
 }
 
 impl std::fmt::Debug for InstanceCtx {
@@ -123,6 +130,21 @@ impl InstanceCtx {
             log_budget: Budget::new(rates.log_bytes_per_sec),
             emit_budget: Budget::new(rates.emit_bytes_per_sec),
             embedder,
+            refusals_logged: Default::default(),
+        }
+    }
+
+    /// Counts a refusal; the first of its kind for this (plugin, session) is logged
+    /// (rate-limited across sessions) with `why`, which names the key to raise.
+    pub fn refused(&self, what: Refused, why: impl FnOnce() -> String) {
+        let total = self.embedder.refused(what);
+        let first = self
+            .refusals_logged
+            .fetch_or(what.bit(), std::sync::atomic::Ordering::Relaxed)
+            & what.bit()
+            == 0;
+        if first && rtms_client::ratelog::admit("plugin-sandbox-refused") {
+            tracing::warn!(plugin = %self.plugin, stream = %self.stream_id, total, "{}; later refusals of this kind are counted, not logged", why());
         }
     }
 
@@ -251,22 +273,14 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// A directory the pipeline grants a plugin.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
-    pub host: std::path::PathBuf,
-    pub guest: String,
-    pub read_only: bool,
-    /// Most bytes the directory may hold while the plugin writes to it (`None`: no quota).
-    pub quota_bytes: Option<u64>,
-}
-
 /// The data of one instance's Store.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limits: Limiter,
     pub ctx: Arc<InstanceCtx>,
+    /// What the guest holds and creates through the filesystem, and its bounds.
+    pub(crate) fs: FsState,
     /// Epoch ticks the current call may still run before it is interrupted.
     pub(crate) ticks_left: u64,
 }
@@ -276,6 +290,8 @@ impl HostState {
         ctx: Arc<InstanceCtx>,
         grants: &[Grant],
         memory_bytes: usize,
+        resources: ResourceLimits,
+        quotas: &super::quota::Quotas,
     ) -> anyhow::Result<Self> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
@@ -300,10 +316,17 @@ impl HostState {
                 )
             })?;
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(resources.max_resources);
         Ok(Self {
             wasi: b.build(),
-            table: ResourceTable::new(),
+            table,
             limits: Limiter::new(memory_bytes),
+            fs: FsState::new(
+                grants,
+                resources,
+                grants.iter().map(|g| quotas.inodes(&g.host)).collect(),
+            ),
             ctx,
             ticks_left: 0,
         })
