@@ -3,8 +3,9 @@
 //!
 //! Every wasm limit lives in this module tree: the engine's settings here, per-store limits
 //! and the per-call deadline in [`instance`], the sandbox (WASI without network or
-//! environment, only granted directories) in [`host`]; guest messages made readable (WASI
-//! error names) in [`explain`]. What a plugin instance *does* with
+//! environment, only granted directories) in [`host`]; what a guest may hold and create
+//! through the filesystem (descriptors, entries, symlinks) in [`fs_limits`], enforced by the
+//! calls [`fs`] shadows; guest messages made readable (WASI error names) in [`explain`]. What a plugin instance *does* with
 //! frames — queues, batching, restarts — is the worker's business (`crate::dataplane::worker`).
 
 pub mod bindings;
