@@ -160,6 +160,7 @@ async fn one(
         memory_bytes: 256 << 20,
         call_timeout: Duration::from_secs(1),
         grants: vec![],
+        resources: Default::default(),
         config: vec![],
         caps: Default::default(),
     };

@@ -4,9 +4,11 @@
 //! stuck plugin shedding instead of stalling the session, and `max_wait_ms` batching.
 
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use rtms_host::dataplane::stats::Metrics;
 use rtms_host::sandbox::store::{MAX_TABLE_ELEMENTS, MAX_TABLES, Rates, store_limits};
 use rtms_host::sandbox::{CodeSource, Runtime, RuntimeConfig};
 
@@ -267,5 +269,165 @@ async fn a_partial_batch_waits_up_to_max_wait_for_more_frames() {
     assert_eq!(
         count["data"]["batches"], 1,
         "the five frames waited for each other: {count}"
+    );
+}
+
+/// The `fs-hog` report the plugin emitted: (made, error).
+fn hog_report(outs: &[serde_json::Value], plugin: &str) -> (u64, Option<String>) {
+    let out = outs
+        .iter()
+        .find(|o| o["kind"] == "fs-hog" && o["plugin"] == plugin)
+        .unwrap_or_else(|| panic!("{plugin} reported: {outs:?}"));
+    let data: serde_json::Value = match &out["data"] {
+        serde_json::Value::String(s) => serde_json::from_str(s).unwrap(),
+        v => v.clone(),
+    };
+    (
+        data["made"].as_u64().expect("made"),
+        data["error"].as_str().map(str::to_owned),
+    )
+}
+
+/// A hostile plugin `hog` beside `seq_recorder` in one session of 20 transcript frames;
+/// checks the recorder got every frame, in order, and returns the outputs, the plugins'
+/// counters and the harness's directory.
+async fn beside_recorder(
+    hogs: Vec<Plug>,
+    stream: &str,
+) -> (Vec<serde_json::Value>, Arc<Metrics>, tempfile::TempDir) {
+    let mut plugs = hogs;
+    plugs.push(Plug::new("recorder", "seq_recorder"));
+    let h = harness(&plugs).await;
+    let s = session(&h, stream);
+    for seq in 1..=20 {
+        s.push(transcript(seq, "Ann", "hi")).await;
+    }
+    end(&s).await;
+    assert_eq!(
+        recorded_seqs(&h.out_dir().join(format!("seqs-{stream}.txt"))),
+        (1..=20).collect::<Vec<_>>(),
+        "the well-behaved plugin got every frame"
+    );
+    assert_eq!(
+        h.metrics
+            .plugin("recorder")
+            .delivered
+            .load(Ordering::Relaxed),
+        20
+    );
+    drop(s);
+    let metrics = h.metrics.clone();
+    let (outs, dir) = h.finish().await;
+    (outs, metrics, dir)
+}
+
+fn get(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_descriptor_hog_is_refused_at_max_open_files_and_sees_the_error() {
+    let mut hog = Plug::new("hog", "fs_hog").cfg("mode", "files");
+    hog.out_sub = Some("hog");
+    hog.resources.max_open_files = 16;
+    let (outs, m, _dir) = beside_recorder(vec![hog], "fd-stream").await;
+    let (made, error) = hog_report(&outs, "hog");
+    // 16 descriptors: the granted directory and 15 files kept open.
+    assert_eq!(made, 15, "{error:?}");
+    let error = error.expect("the guest saw an error");
+    assert!(
+        error.contains("memory") || error.contains("space"),
+        "{error}"
+    );
+    let st = m.plugin("hog");
+    assert_eq!(get(&st.open_files_refused), 1);
+    assert_eq!(get(&st.traps), 0, "an error, not a trap");
+}
+
+#[tokio::test]
+async fn an_inode_hog_is_refused_at_max_inodes_shared_by_every_session() {
+    let mut hog = Plug::new("hog", "fs_hog").cfg("mode", "inodes");
+    hog.out_sub = Some("hog");
+    hog.max_inodes = Some(50);
+    let h = harness(&[hog, Plug::new("recorder", "seq_recorder")]).await;
+    for stream in ["inode-a", "inode-b"] {
+        let s = session(&h, stream);
+        for seq in 1..=20 {
+            s.push(transcript(seq, "Ann", "hi")).await;
+        }
+        end(&s).await;
+        assert_eq!(
+            recorded_seqs(&h.out_dir().join(format!("seqs-{stream}.txt"))),
+            (1..=20).collect::<Vec<_>>()
+        );
+    }
+    let entries = std::fs::read_dir(h.out_dir().join("hog")).unwrap().count();
+    assert_eq!(entries, 50, "files and directories in the grant");
+    let st = h.metrics.plugin("hog");
+    assert_eq!(get(&st.inodes_refused), 2, "once per session");
+    assert_eq!(get(&st.traps), 0);
+    let (outs, _dir) = h.finish().await;
+    let reports: Vec<_> = outs
+        .iter()
+        .filter(|o| o["kind"] == "fs-hog")
+        .map(|o| o["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(reports.iter().any(|r| r.contains("made 50")), "{reports:?}");
+    // The second session found the directory full: it reopened the first file, which
+    // exists, and was refused the first directory.
+    assert!(reports.iter().any(|r| r.contains("made 1")), "{reports:?}");
+    assert!(
+        reports.iter().all(|r| r.contains("Quota exceeded")),
+        "{reports:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_symlink_is_refused_unless_the_grant_allows_links() {
+    let mut planter = Plug::new("planter", "fs_hog").cfg("mode", "symlink");
+    planter.out_sub = Some("planter");
+    let mut allowed = Plug::new("allowed", "fs_hog").cfg("mode", "symlink");
+    allowed.out_sub = Some("allowed");
+    allowed.symlinks = true;
+    let (outs, m, dir) = beside_recorder(vec![planter, allowed], "link-stream").await;
+    let (made, error) = hog_report(&outs, "planter");
+    assert_eq!(made, 0);
+    assert!(error.expect("refused").contains("permitted"));
+    assert!(
+        dir.path().join("out/planter/x").symlink_metadata().is_err(),
+        "no link was planted"
+    );
+    assert_eq!(get(&m.plugin("planter").symlinks_refused), 1);
+    // With `symlinks = true` the same link is made (the guest still cannot follow it).
+    assert_eq!(hog_report(&outs, "allowed"), (1, None));
+    assert!(dir.path().join("out/allowed/x").symlink_metadata().is_ok());
+    assert_eq!(get(&m.plugin("allowed").symlinks_refused), 0);
+}
+
+#[tokio::test]
+async fn a_full_resource_table_traps_with_a_report_naming_max_resources() {
+    // Open files past the table's capacity: only a misconfiguration the config refuses
+    // allows it, and then the table is the backstop.
+    let mut hog = Plug::new("hog", "fs_hog")
+        .cfg("mode", "files")
+        .cfg("in", "on-frames");
+    hog.out_sub = Some("hog");
+    hog.resources.max_resources = 64;
+    hog.resources.max_open_files = 1000;
+    hog.restart.max_failures = 1;
+    let (outs, m, dir) = beside_recorder(vec![hog], "table-stream").await;
+    assert!(
+        !outs.iter().any(|o| o["kind"] == "fs-hog"),
+        "the call trapped before it reported"
+    );
+    let st = m.plugin("hog");
+    assert_eq!(get(&st.resources_exhausted), 1);
+    assert_eq!(get(&st.traps), 1);
+    assert_eq!(get(&st.breaker_trips), 1, "stopped after one trap");
+    let letters = std::fs::read_to_string(dir.path().join("dead/hog.deadletter.jsonl")).unwrap();
+    assert!(
+        letters.contains("max_resources"),
+        "the trap report names the key: {letters}"
     );
 }

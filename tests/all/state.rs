@@ -39,6 +39,7 @@ async fn a_hundred_thousand_increments_count_exactly() {
         grants: vec![],
         config: config.clone(),
         caps: Default::default(),
+        resources: Default::default(),
     };
     let mut inst = Instance::new(&rt, code, &spec, ctx)
         .await

@@ -14,7 +14,7 @@ use rtms_host::dataplane::stats::Metrics;
 use rtms_host::outputs::deadletter::DeadLetters;
 use rtms_host::outputs::{Sink, SinkSet, SinkTarget, start_sinks};
 use rtms_host::sandbox::bindings::{EndReason, Frame, MediaKind, TranscriptInfo};
-use rtms_host::sandbox::store::{Grant, Rates};
+use rtms_host::sandbox::store::{Grant, Rates, ResourceLimits};
 use rtms_host::sandbox::{InstanceSpec, Runtime, RuntimeConfig};
 
 /// A compiled component of the plugins workspace.
@@ -53,6 +53,13 @@ pub struct Plug {
     pub batch_wait: Duration,
     pub rates: Rates,
     pub quota_bytes: Option<u64>,
+    /// The grant's `max_inodes`.
+    pub max_inodes: Option<u64>,
+    /// The grant's `symlinks`.
+    pub symlinks: bool,
+    /// Grant this subdirectory of the output directory (created) as `/out` instead.
+    pub out_sub: Option<&'static str>,
+    pub resources: ResourceLimits,
 }
 
 impl Plug {
@@ -78,6 +85,10 @@ impl Plug {
             batch_wait: Duration::ZERO,
             rates: Rates::default(),
             quota_bytes: None,
+            max_inodes: Some(100_000),
+            symlinks: false,
+            out_sub: None,
+            resources: ResourceLimits::default(),
         }
     }
 
@@ -152,11 +163,21 @@ pub async fn entry(
         .await
         .expect("component loads");
     let grants = if p.grant_out {
+        let host = match p.out_sub {
+            Some(sub) => {
+                let d = out.join(sub);
+                std::fs::create_dir_all(&d).expect("create the granted subdirectory");
+                d
+            }
+            None => out.to_owned(),
+        };
         vec![Grant {
-            host: out.to_owned(),
+            host,
             guest: "/out".into(),
             read_only: false,
             quota_bytes: p.quota_bytes,
+            max_inodes: p.max_inodes,
+            symlinks: p.symlinks,
         }]
     } else {
         vec![]
@@ -168,6 +189,7 @@ pub async fn entry(
             memory_bytes: p.memory_mb << 20,
             call_timeout: p.call_timeout,
             grants,
+            resources: p.resources,
             config: p.config.clone(),
             caps: Default::default(),
         }),

@@ -107,3 +107,80 @@ async fn stuck_and_restarting_plugins_never_stall_the_stream_or_the_other_plugin
     assert_eq!(m.plugins["seq"].shed, 0);
     assert_eq!(m.plugins["seq"].sessions_with_losses, 0);
 }
+
+/// A `fs_hog` plugin in `mode`, with its own directory under the host's output directory.
+fn fs_hog(p: &Pipeline, name: &str, mode: &str, symlinks: bool) -> Plugin {
+    let mut pl = p.plugin("seq").expect("seq plugin").clone();
+    pl.name = PluginName::try_new(name).expect("name");
+    pl.component = util::component("fs_hog");
+    pl.config = vec![("mode".into(), mode.into())];
+    let mut dir = pl.dirs[0].clone();
+    dir.host = dir.host.join(name);
+    std::fs::create_dir_all(&dir.host).expect("hog dir");
+    dir.symlinks = symlinks;
+    pl.dirs = vec![dir];
+    pl.limits.max_inodes = 500;
+    pl
+}
+
+#[tokio::test]
+async fn descriptor_inode_and_symlink_hogs_leave_the_host_and_the_other_plugins_whole() {
+    let sim = Simulator::start(sim_config(false))
+        .await
+        .expect("simulator");
+    let mut host = start_host(&sim, Setup::default(), |p| {
+        let files = fs_hog(p, "fd-hog", "files", false);
+        let inodes = fs_hog(p, "inode-hog", "inodes", false);
+        let planter = fs_hog(p, "planter", "symlink", false);
+        p.plugins.extend([files, inodes, planter]);
+    })
+    .await;
+    // The first meeting's hogs hold their descriptors while a second meeting's webhook
+    // arrives and its sockets open.
+    let first = start(
+        &sim,
+        &host,
+        script(40, vec![]),
+        Product::Meeting,
+        Pace::Realtime,
+    );
+    wait_frame(
+        &mut host,
+        first.stream_id(),
+        rtms_host::sandbox::bindings::MediaKind::Transcript,
+    )
+    .await;
+    let second = start(
+        &sim,
+        &host,
+        script(10, vec![]),
+        Product::Meeting,
+        Pace::Fast,
+    );
+    let second_ledger = within("the second meeting to finish", second.finished()).await;
+    let first_ledger = finish(&host, &first).await;
+    for (ledger, m) in [(&first_ledger, &first), (&second_ledger, &second)] {
+        assert_eq!(
+            ledger.counters.signaling_connections, 1,
+            "{:?}",
+            ledger.counters
+        );
+        assert_eq!(
+            ledger.counters.media_connections, 1,
+            "{:?}",
+            ledger.counters
+        );
+        assert_exactly_once(ledger, &host.record(m.stream_id()));
+    }
+    let metrics = host.svc.metrics();
+    let s = |n: &str| metrics.plugins[n].clone();
+    assert_eq!(s("fd-hog").open_files_refused, 2, "one refusal per session");
+    assert_eq!(s("planter").symlinks_refused, 2);
+    assert!(s("inode-hog").inodes_refused >= 1, "{:?}", s("inode-hog"));
+    for n in ["fd-hog", "inode-hog", "planter"] {
+        assert_eq!(s(n).traps, 0, "{n}: errors it sees, not traps");
+    }
+    let inode_dir = host.out_dir().join("inode-hog");
+    assert_eq!(std::fs::read_dir(inode_dir).unwrap().count(), 500);
+    assert!(host.out_dir().join("planter/x").symlink_metadata().is_err());
+}

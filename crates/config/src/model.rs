@@ -468,6 +468,8 @@ pub struct DirGrant {
     /// Write quota in MiB (`None` for a read-only grant): past it the plugin is stopped for
     /// the session.
     pub quota_mb: Option<u64>,
+    /// Whether the plugin may create symbolic links there (`symlinks`, default false).
+    pub symlinks: bool,
 }
 
 /// `[plugin.queue]`.
@@ -629,6 +631,14 @@ pub struct Limits {
     pub emit_bytes_per_sec: u64,
     /// Most units a session may be charged (`budget.charge`); `None`: no cap.
     pub units_per_session: Option<u64>,
+    /// Entries of an instance's resource table (open files, streams, pollables, listings);
+    /// past it the call that needed one more traps.
+    pub max_resources: u32,
+    /// Files and directories an instance holds open at once; past it `open-at` fails.
+    pub max_open_files: u32,
+    /// Files and directories a writable granted directory may hold for the plugin to
+    /// create more; past it creating fails.
+    pub max_inodes: u64,
 }
 
 impl Limits {

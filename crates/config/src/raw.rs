@@ -266,6 +266,7 @@ pub struct DirConfig {
     pub guest: Spanned<String>,
     pub read_only: Option<bool>,
     pub quota_mb: Num,
+    pub symlinks: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -292,6 +293,9 @@ pub struct LimitsConfig {
     pub log_bytes_per_sec: Num,
     pub emit_bytes_per_sec: Num,
     pub units_per_session: Num,
+    pub max_resources: Num,
+    pub max_open_files: Num,
+    pub max_inodes: Num,
 }
 
 #[derive(Debug, Default, Deserialize)]

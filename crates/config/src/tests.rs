@@ -568,6 +568,7 @@ fn granted_directories_resolve_and_need_an_existing_parent() {
             guest: "/out".into(),
             read_only: true,
             quota_mb: None,
+            symlinks: false,
         }]
     );
     let e = d.err(&text.replace("\"out\"", "\"no/such/out\""));
@@ -575,6 +576,33 @@ fn granted_directories_resolve_and_need_an_existing_parent() {
         e.contains("does not exist; the host creates the directory itself"),
         "{e}"
     );
+}
+
+#[test]
+fn sandbox_bounds_default_and_refuse_contradictions() {
+    let d = Dir::new();
+    let p = d.parse(&format!("version = 1\n{PLUGIN_A}"));
+    let l = p.plugins[0].limits;
+    assert_eq!(
+        (l.max_resources, l.max_open_files, l.max_inodes),
+        (4096, 64, 100_000)
+    );
+    let p = d.parse(&format!(
+        "version = 1\n{PLUGIN_A}\n[plugin.limits]\nmax_open_files = 8\nmax_inodes = 10\n\n[[plugin.dir]]\nhost = \"out\"\nguest = \"/out\"\nsymlinks = true\n"
+    ));
+    assert_eq!(p.plugins[0].limits.max_open_files, 8);
+    assert!(p.plugins[0].dirs[0].symlinks);
+    let e = d.err(&format!(
+        "version = 1\n{PLUGIN_A}\n[plugin.limits]\nmax_open_files = 4000\n"
+    ));
+    assert!(
+        e.contains("max_open_files (4000) above half of max_resources (4096)"),
+        "{e}"
+    );
+    let e = d.err(&format!(
+        "version = 1\n{PLUGIN_A}\n[[plugin.dir]]\nhost = \"out\"\nguest = \"/out\"\nread_only = true\nsymlinks = true\n"
+    ));
+    assert!(e.contains("read_only and says symlinks = true"), "{e}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::dataplane::stats::{Losses, PluginStats};
 use crate::outputs::{OutputRecord, Outputs};
 use crate::sandbox::bindings::Output;
-use crate::sandbox::store::{Dropped, Embedder, InstanceCtx};
+use crate::sandbox::store::{Dropped, Embedder, InstanceCtx, Refused};
 
 /// Where one (plugin, session)'s outputs and losses go.
 pub struct PluginLink {
@@ -57,5 +57,15 @@ impl Embedder for PluginLink {
 
     fn charged(&self, what: &str, units: u64) {
         self.stats.units.add(what, units);
+    }
+
+    fn refused(&self, what: Refused) -> u64 {
+        let counter = match what {
+            Refused::OpenFiles => &self.stats.open_files_refused,
+            Refused::Inodes => &self.stats.inodes_refused,
+            Refused::Symlink => &self.stats.symlinks_refused,
+            Refused::Resources => &self.stats.resources_exhausted,
+        };
+        counter.fetch_add(1, Ordering::Relaxed) + 1
     }
 }

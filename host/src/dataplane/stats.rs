@@ -118,6 +118,14 @@ pub struct PluginStats {
     pub units_refused: AtomicU64,
     /// Units charged (`budget.charge`), by the `what` the plugin names.
     pub units: UnitsByWhat,
+    /// `open-at` calls refused past `[plugin.limits] max_open_files`.
+    pub open_files_refused: AtomicU64,
+    /// Files, directories and links not created past `[plugin.limits] max_inodes`.
+    pub inodes_refused: AtomicU64,
+    /// Symbolic links refused in a grant without `symlinks = true`.
+    pub symlinks_refused: AtomicU64,
+    /// Calls that trapped on a full resource table (`[plugin.limits] max_resources`).
+    pub resources_exhausted: AtomicU64,
     /// Sessions that ended with any loss for this plugin (see [`Losses`]).
     pub sessions_with_losses: AtomicU64,
     /// How long each `on-frames` call took, in seconds.
@@ -326,6 +334,10 @@ impl Metrics {
                             state_refused: get(&p.state_refused),
                             units_refused: get(&p.units_refused),
                             units: p.units.snapshot(),
+                            open_files_refused: get(&p.open_files_refused),
+                            inodes_refused: get(&p.inodes_refused),
+                            symlinks_refused: get(&p.symlinks_refused),
+                            resources_exhausted: get(&p.resources_exhausted),
                             sessions_with_losses: get(&p.sessions_with_losses),
                         },
                     )
@@ -360,6 +372,10 @@ pub struct PluginSnapshot {
     pub units_refused: u64,
     /// Units charged, by `what`.
     pub units: BTreeMap<String, u64>,
+    pub open_files_refused: u64,
+    pub inodes_refused: u64,
+    pub symlinks_refused: u64,
+    pub resources_exhausted: u64,
     pub sessions_with_losses: u64,
 }
 

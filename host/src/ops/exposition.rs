@@ -452,7 +452,7 @@ impl Collector for HostCollector {
                 .iter()
                 .map(move |(n, p)| -> (PluginLabel, u64) { ([("plugin", n.clone())], get(f(p))) })
         };
-        let table: [(&str, &str, StatField); 21] = [
+        let table: [(&str, &str, StatField); 25] = [
             (
                 "plugin_frames_routed",
                 "Frames routed to the plugin: queued, or delivered inline",
@@ -542,6 +542,26 @@ impl Collector for HostCollector {
                 "plugin_units_refused",
                 "budget.charge calls refused: past the session's units cap",
                 |p| &p.units_refused,
+            ),
+            (
+                "plugin_open_files_refused",
+                "open-at calls refused past [plugin.limits] max_open_files",
+                |p| &p.open_files_refused,
+            ),
+            (
+                "plugin_inodes_refused",
+                "Files and directories not created past [plugin.limits] max_inodes",
+                |p| &p.inodes_refused,
+            ),
+            (
+                "plugin_symlinks_refused",
+                "Symbolic links refused in a grant without symlinks = true",
+                |p| &p.symlinks_refused,
+            ),
+            (
+                "plugin_resources_exhausted",
+                "Calls that trapped on a full resource table ([plugin.limits] max_resources)",
+                |p| &p.resources_exhausted,
             ),
             (
                 "plugin_sessions_with_losses",

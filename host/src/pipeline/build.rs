@@ -17,7 +17,7 @@ use crate::dataplane::routes::{PluginEntry, RestartPolicy, RouteTable};
 use crate::dataplane::stats::Metrics;
 use crate::sandbox::caps::{Caps, Secrets};
 use crate::sandbox::state::StateLimits;
-use crate::sandbox::store::{Grant, InstanceCtx, Rates};
+use crate::sandbox::store::{Grant, InstanceCtx, Rates, ResourceLimits};
 use crate::sandbox::{Instance, InstanceSpec, Runtime, RuntimeConfig};
 
 pub fn runtime_config(p: &Pipeline) -> RuntimeConfig {
@@ -213,8 +213,14 @@ fn instance_spec(plugin: &rtms_config::Plugin) -> InstanceSpec {
                 guest: d.guest.clone(),
                 read_only: d.read_only,
                 quota_bytes: d.quota_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+                max_inodes: (!d.read_only).then_some(plugin.limits.max_inodes),
+                symlinks: d.symlinks,
             })
             .collect(),
+        resources: ResourceLimits {
+            max_resources: plugin.limits.max_resources as usize,
+            max_open_files: plugin.limits.max_open_files as usize,
+        },
         config: plugin.config.clone(),
         caps: Caps {
             secrets: Secrets::new(

@@ -151,6 +151,10 @@ fn value(p: &Plugin, setting: PluginSetting, table: &RouteTable) -> String {
             "max_keys={} max_bytes={}",
             p.state.max_keys, p.state.max_bytes
         ),
+        S::ResourceLimits => format!(
+            "max_resources={} max_open_files={} max_inodes={}",
+            p.limits.max_resources, p.limits.max_open_files, p.limits.max_inodes
+        ),
         S::UnitsCap => match p.limits.units_per_session {
             Some(n) => n.to_string(),
             None => "none".to_owned(),

@@ -13,7 +13,7 @@ use wasmtime::UpdateDeadline;
 
 use super::caps::Caps;
 use super::explain::explain_wasi_errors;
-use super::store::{Grant, HostState, InstanceCtx};
+use super::store::{Grant, HostState, InstanceCtx, Refused, ResourceLimits};
 use super::{PluginCode, Runtime};
 use crate::sandbox::bindings::{EndReason, Frame, Plugin, PluginPre, SessionInfo};
 
@@ -25,6 +25,8 @@ pub struct InstanceSpec {
     /// The longest a single call may run.
     pub call_timeout: Duration,
     pub grants: Vec<Grant>,
+    /// What the guest may hold through WASI.
+    pub resources: ResourceLimits,
     /// The plugin's `[plugin.config]` table, flattened for `init`.
     pub config: Vec<(String, String)>,
     /// Secrets, state bounds and units cap (contract 0.2; a 0.1 plugin cannot reach them).
@@ -72,6 +74,7 @@ pub struct Instance {
 struct TrapLimits {
     memory_bytes: usize,
     call_timeout: Duration,
+    max_resources: usize,
 }
 
 impl Instance {
@@ -87,6 +90,8 @@ impl Instance {
             &spec.grants,
             spec.memory_bytes,
             spec.caps.clone(),
+            spec.resources,
+            rt.quotas(),
         )
         .map_err(|e| CallError::Trap(format!("{e:#}")))?;
         let mut store = Store::new(rt.engine(), state);
@@ -106,6 +111,7 @@ impl Instance {
         let limits = TrapLimits {
             memory_bytes: spec.memory_bytes,
             call_timeout: spec.call_timeout,
+            max_resources: spec.resources.max_resources,
         };
         let plugin = match &code.pre {
             PluginPre::V01(pre) => pre.instantiate_async(&mut store).await.map(Plugin::V01),
@@ -168,6 +174,16 @@ impl Instance {
     }
 }
 
+/// Whether `e` is the resource table refusing one more entry.
+fn table_full(e: &wasmtime::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    })
+}
+
 /// A trap's report: what stopped the instance, naming the limit and its pipeline.toml key
 /// when a limit did, with the guest's last stderr lines of the call (a panic's message).
 fn trap_error(st: &mut HostState, limits: TrapLimits, e: wasmtime::Error) -> CallError {
@@ -182,6 +198,12 @@ fn trap_error(st: &mut HostState, limits: TrapLimits, e: wasmtime::Error) -> Cal
         format!(
             "table limit: the instance asked for a table of {wanted} elements, past the host's limit of {}",
             super::store::MAX_TABLE_ELEMENTS
+        )
+    } else if table_full(&e) {
+        let max = limits.max_resources;
+        st.ctx.refused_fs(Refused::Resources, || format!("plugin filled its resource table ({max} entries, [plugin.limits] max_resources): the call trapped"));
+        format!(
+            "resource table full: the instance holds {max} resources (open files, streams, pollables, directory listings), the most [plugin.limits] max_resources allows (drop what it no longer uses, or raise max_resources)"
         )
     } else {
         match e.downcast_ref::<wasmtime::Trap>() {

@@ -3,8 +3,9 @@
 //!
 //! Every wasm limit lives in this module tree: the engine's settings here, per-store limits
 //! and the per-call deadline in [`instance`], the sandbox (WASI without network or
-//! environment, only granted directories) in [`host`]; guest messages made readable (WASI
-//! error names) in [`explain`]. What a plugin instance *does* with
+//! environment, only granted directories) in [`host`]; what a guest may hold and create
+//! through the filesystem (descriptors, entries, symlinks) in [`fs_limits`], enforced by the
+//! calls [`fs`] shadows; guest messages made readable (WASI error names) in [`explain`]. What a plugin instance *does* with
 //! frames — queues, batching, restarts — is the worker's business (`crate::dataplane::worker`).
 
 pub mod bindings;
@@ -12,6 +13,8 @@ pub mod budget;
 pub mod cache;
 pub mod caps;
 pub mod explain;
+pub mod fs;
+pub mod fs_limits;
 pub mod imports;
 pub mod instance;
 pub mod quota;
@@ -116,6 +119,8 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
         link_inline_writes(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI output streams: {e}"))?;
+        fs::link(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link the WASI filesystem bounds: {e}"))?;
         link_contracts(&mut linker)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));

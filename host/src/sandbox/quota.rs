@@ -20,14 +20,21 @@
 //! Granularity, honestly: a plugin can overshoot its quota by what it writes within one
 //! call plus what all its sessions write while a measure is reused; it cannot keep writing
 //! past that.
+//!
+//! Files and directories (inodes) are bounded too, and exactly: a walk counts the entries
+//! under a directory, and [`Inodes`] adds each entry a plugin creates there since (the
+//! sandbox's filesystem calls count them as they happen, see `super::fs`), so a creation
+//! past `max_inodes` is refused before it happens. The walk is therefore bounded as well:
+//! a plugin cannot make it slow by planting empty files.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::store::Grant;
+use super::fs_limits::{Grant, Inodes};
 
 /// A measured size is reused at most this long.
 pub const MAX_REUSE: Duration = Duration::from_secs(1);
@@ -46,6 +53,9 @@ pub const INLINE_BELOW: Duration = Duration::from_micros(500);
 pub struct Quotas {
     /// Directory -> the last measure.
     measured: Mutex<HashMap<PathBuf, Measure>>,
+    /// Directory -> its entry count, shared by every instance that writes there. One per
+    /// granted directory of the pipeline (the operator's list, not the guest's).
+    inodes: Mutex<HashMap<PathBuf, Arc<Inodes>>>,
 }
 
 struct Measure {
@@ -63,12 +73,16 @@ struct Measure {
 impl Quotas {
     /// The first writable grant over its quota, as an error message for the operator;
     /// `session` is who asks.
+    /// Grants with an inode bound are measured too (that count is what the bound checks).
     pub async fn over(&self, grants: &[Grant], session: u64) -> Option<String> {
         for g in grants.iter().filter(|g| !g.read_only) {
+            if g.quota_bytes.is_none() && g.max_inodes.is_none() {
+                continue;
+            }
+            let used = self.usage(&g.host, session).await;
             let Some(quota) = g.quota_bytes else {
                 continue;
             };
-            let used = self.usage(&g.host, session).await;
             if used > quota {
                 return Some(format!(
                     "granted directory {} (guest {}) holds {} bytes, over its quota of {} bytes: free space there or raise quota_mb of that [[plugin.dir]], then reload",
@@ -82,6 +96,15 @@ impl Quotas {
         None
     }
 
+    /// The entry count of `dir`, shared by every instance granted it.
+    pub fn inodes(&self, dir: &Path) -> Arc<Inodes> {
+        self.inodes
+            .lock()
+            .entry(dir.to_owned())
+            .or_default()
+            .clone()
+    }
+
     async fn usage(&self, dir: &Path, session: u64) -> u64 {
         let last_took = match self.measured.lock().get(dir) {
             Some(m) if Instant::now() < m.until && (m.by != session || m.entries >= SMALL_DIR) => {
@@ -90,6 +113,8 @@ impl Quotas {
             Some(m) => Some(m.took),
             None => None,
         };
+        let inodes = self.inodes(dir);
+        let created_before = inodes.created_so_far();
         let started = Instant::now();
         let (bytes, entries) = if last_took.is_some_and(|t| t < INLINE_BELOW) {
             dir_usage(dir)
@@ -100,6 +125,7 @@ impl Quotas {
                 .unwrap_or((0, 0))
         };
         let took = started.elapsed();
+        inodes.walked(entries, created_before);
         let measure = Measure {
             until: Instant::now() + (took * REUSE_FACTOR).min(MAX_REUSE),
             bytes,

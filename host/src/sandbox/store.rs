@@ -20,6 +20,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::budget::{Budget, Take};
 use super::caps::{Caps, Units};
 use super::explain::explain_wasi_errors;
+use super::fs_limits::FsState;
+pub use super::fs_limits::{Grant, Refused, ResourceLimits};
 use super::state::{MemoryStateStore, StateStore};
 use crate::sandbox::bindings::v01::rtms::plugin::{host, types};
 
@@ -73,6 +75,9 @@ pub trait Embedder: Send + Sync {
     /// Units the guest charged to the session's budget (`budget.charge`), within its cap.
     /// Runs inside a guest call: it must never block.
     fn charged(&self, what: &str, units: u64);
+    /// A guest request a sandbox bound refused; returns how many of that kind the plugin
+    /// had refused so far, for the warning.
+    fn refused(&self, what: Refused) -> u64;
 }
 
 /// What a byte-rate budget cut.
@@ -108,6 +113,8 @@ pub struct InstanceCtx {
     /// its own, thrown away with the context (trial runs); the data plane gives the host's
     /// with [`InstanceCtx::with_state`].
     pub state: Arc<dyn StateStore>,
+    /// The kinds of [`Refused`] already logged for this (plugin, session), as bits.
+    refusals_logged: std::sync::atomic::AtomicU8,
 }
 
 impl std::fmt::Debug for InstanceCtx {
@@ -140,6 +147,7 @@ impl InstanceCtx {
             embedder,
             units: Units::default(),
             state: Arc::new(MemoryStateStore::new()),
+            refusals_logged: Default::default(),
         }
     }
 
@@ -155,6 +163,21 @@ impl InstanceCtx {
         let total = self.embedder.dropped(what);
         if is_power_of_ten(total) {
             tracing::warn!(plugin = %self.plugin, stream = %self.stream_id, total, error, "plugin call refused");
+        }
+    }
+
+    /// Counts a request a sandbox bound refused; the first of its kind for this (plugin,
+    /// session) is logged (rate-limited across sessions) with `why`, which names the key to
+    /// raise.
+    pub fn refused_fs(&self, what: Refused, why: impl FnOnce() -> String) {
+        let total = self.embedder.refused(what);
+        let first = self
+            .refusals_logged
+            .fetch_or(what.bit(), std::sync::atomic::Ordering::Relaxed)
+            & what.bit()
+            == 0;
+        if first && rtms_client::ratelog::admit("plugin-sandbox-refused") {
+            tracing::warn!(plugin = %self.plugin, stream = %self.stream_id, total, "{}; later refusals of this kind are counted, not logged", why());
         }
     }
 
@@ -305,16 +328,6 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// A directory the pipeline grants a plugin.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
-    pub host: std::path::PathBuf,
-    pub guest: String,
-    pub read_only: bool,
-    /// Most bytes the directory may hold while the plugin writes to it (`None`: no quota).
-    pub quota_bytes: Option<u64>,
-}
-
 /// The data of one instance's Store.
 pub struct HostState {
     wasi: WasiCtx,
@@ -323,6 +336,8 @@ pub struct HostState {
     pub ctx: Arc<InstanceCtx>,
     /// What the plugin's version may hold (secrets, state bounds, units cap).
     pub(crate) caps: Caps,
+    /// What the guest holds and creates through the filesystem, and its bounds.
+    pub(crate) fs: FsState,
     /// Epoch ticks the current call may still run before it is interrupted.
     pub(crate) ticks_left: u64,
 }
@@ -333,6 +348,8 @@ impl HostState {
         grants: &[Grant],
         memory_bytes: usize,
         caps: Caps,
+        resources: ResourceLimits,
+        quotas: &super::quota::Quotas,
     ) -> anyhow::Result<Self> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
@@ -357,10 +374,17 @@ impl HostState {
                 )
             })?;
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(resources.max_resources);
         Ok(Self {
             wasi: b.build(),
-            table: ResourceTable::new(),
+            table,
             limits: Limiter::new(memory_bytes),
+            fs: FsState::new(
+                grants,
+                resources,
+                grants.iter().map(|g| quotas.inodes(&g.host)).collect(),
+            ),
             ctx,
             caps,
             ticks_left: 0,

@@ -55,6 +55,8 @@ pub enum PluginSetting {
     LogRate,
     /// `[plugin.limits] emit_bytes_per_sec`.
     EmitRate,
+    /// `[plugin.limits] max_resources`, `max_open_files`, `max_inodes`.
+    ResourceLimits,
     /// `[plugin.restart]`: backoff, circuit breaker and rollback.
     RestartPolicy,
     /// `[plugin.config]`: what `init` receives.
@@ -69,7 +71,7 @@ pub enum PluginSetting {
 
 impl PluginSetting {
     /// Every setting, in the order [`PluginChange::settings`] lists them.
-    pub const ALL: [PluginSetting; 19] = [
+    pub const ALL: [PluginSetting; 20] = [
         PluginSetting::Component,
         PluginSetting::Enabled,
         PluginSetting::Media,
@@ -84,6 +86,7 @@ impl PluginSetting {
         PluginSetting::CallTimeout,
         PluginSetting::LogRate,
         PluginSetting::EmitRate,
+        PluginSetting::ResourceLimits,
         PluginSetting::RestartPolicy,
         PluginSetting::Config,
         PluginSetting::Secrets,
@@ -109,6 +112,7 @@ impl PluginSetting {
             PluginSetting::CallTimeout => Apply::NewInstance,
             PluginSetting::LogRate => Apply::InBand,
             PluginSetting::EmitRate => Apply::InBand,
+            PluginSetting::ResourceLimits => Apply::NewInstance,
             PluginSetting::RestartPolicy => Apply::InBand,
             PluginSetting::Config => Apply::NewInstance,
             PluginSetting::Secrets => Apply::NewInstance,
@@ -134,6 +138,9 @@ impl PluginSetting {
             PluginSetting::CallTimeout => "plugin.limits.call_timeout_ms",
             PluginSetting::LogRate => "plugin.limits.log_bytes_per_sec",
             PluginSetting::EmitRate => "plugin.limits.emit_bytes_per_sec",
+            PluginSetting::ResourceLimits => {
+                "plugin.limits.max_resources / max_open_files / max_inodes"
+            }
             PluginSetting::RestartPolicy => "[plugin.restart]",
             PluginSetting::Config => "[plugin.config]",
             PluginSetting::Secrets => "plugin.secrets",
@@ -194,6 +201,7 @@ impl PluginChange {
                 S::CallTimeout,
                 S::LogRate,
                 S::EmitRate,
+                S::ResourceLimits,
                 S::RestartPolicy,
             ]),
             settings,
@@ -258,6 +266,9 @@ fn changed_settings(old: &Plugin, new: &Plugin) -> Vec<PluginSetting> {
         log_bytes_per_sec,
         emit_bytes_per_sec,
         units_per_session,
+        max_resources,
+        max_open_files,
+        max_inodes,
     } = limits;
     let differs = [
         (S::Component, old.component != *component),
@@ -279,6 +290,14 @@ fn changed_settings(old: &Plugin, new: &Plugin) -> Vec<PluginSetting> {
         (
             S::EmitRate,
             old.limits.emit_bytes_per_sec != *emit_bytes_per_sec,
+        ),
+        (
+            S::ResourceLimits,
+            (
+                old.limits.max_resources,
+                old.limits.max_open_files,
+                old.limits.max_inodes,
+            ) != (*max_resources, *max_open_files, *max_inodes),
         ),
         (S::RestartPolicy, old.restart != *restart),
         (S::Config, old.config != *config),

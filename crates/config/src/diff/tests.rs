@@ -189,6 +189,7 @@ fn changed_directory_grants_need_a_new_instance() {
         guest: "/out".into(),
         read_only: false,
         quota_mb: Some(64),
+        symlinks: false,
     };
     let added = grant.clone();
     assert_only(PluginSetting::Grants, Apply::NewInstance, |p| {

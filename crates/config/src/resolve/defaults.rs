@@ -171,6 +171,15 @@ pub const fn default_state_max_bytes() -> u64 {
 pub const fn default_memory_mb() -> u64 {
     64
 }
+pub const fn default_max_resources() -> u64 {
+    4096
+}
+pub const fn default_max_open_files() -> u64 {
+    64
+}
+pub const fn default_max_inodes() -> u64 {
+    100_000
+}
 pub const fn default_call_timeout_ms() -> u64 {
     1_000
 }

@@ -190,6 +190,7 @@ impl Resolver<'_> {
         let dirs = self.plugin_dirs(p, n)?;
         let (capacity, batch) = self.plugin_batch(p)?;
         let (memory_mb, call_timeout) = self.plugin_instance_limits(p)?;
+        let (max_resources, max_open_files, max_inodes) = self.plugin_resource_limits(p)?;
         let restart = self.plugin_restart(&p.restart)?;
         let (block_timeout, log_rate, emit_rate) = self.plugin_isolation(p)?;
         let on_full = self.queue_policy(p, n, media)?;
@@ -228,6 +229,9 @@ impl Resolver<'_> {
                 log_bytes_per_sec: log_rate,
                 emit_bytes_per_sec: emit_rate,
                 units_per_session,
+                max_resources,
+                max_open_files,
+                max_inodes,
             },
             restart,
             secrets,
@@ -339,11 +343,19 @@ impl Resolver<'_> {
             ));
         }
         let read_only = d.read_only.unwrap_or(false);
+        let symlinks = d.symlinks.unwrap_or(false);
+        if read_only && symlinks {
+            return Err(self.src.invalid_at(
+                &d.host,
+                format!("plugin {n:?}: dir {guest} is read_only and says symlinks = true: a read-only grant creates nothing; remove symlinks or read_only"),
+            ));
+        }
         Ok(DirGrant {
             host,
             guest: guest.clone(),
             read_only,
             quota_mb: self.dir_quota(d, read_only)?,
+            symlinks,
         })
     }
 
@@ -458,6 +470,41 @@ impl Resolver<'_> {
             600_000,
         )?;
         Ok((to_u32(memory.n), ms(call_timeout.n)))
+    }
+
+    /// `[plugin.limits]` max_resources, max_open_files and max_inodes: what an instance may
+    /// hold and create through WASI. Open files are resources too, so there must be room
+    /// for them in the table.
+    fn plugin_resource_limits(&self, p: &PluginConfig) -> Result<(u32, u32, u64), ConfigError> {
+        let resources = self.num(
+            &p.limits.max_resources,
+            "plugin.limits.max_resources",
+            default_max_resources(),
+            64,
+            1_000_000,
+        )?;
+        let files = self.num(
+            &p.limits.max_open_files,
+            "plugin.limits.max_open_files",
+            default_max_open_files(),
+            1,
+            65_536,
+        )?;
+        if files.n * 2 > resources.n {
+            let (key, v) = match files.origin {
+                Origin::Default => ("plugin.limits.max_resources", &resources),
+                _ => ("plugin.limits.max_open_files", &files),
+            };
+            return Err(self.fail(key, v, &format!("leaves max_open_files ({}) above half of max_resources ({}): each open file also holds streams in the resource table; raise max_resources or lower max_open_files", files.n, resources.n)));
+        }
+        let inodes = self.num(
+            &p.limits.max_inodes,
+            "plugin.limits.max_inodes",
+            default_max_inodes(),
+            1,
+            100_000_000,
+        )?;
+        Ok((to_u32(resources.n), to_u32(files.n), inodes.n))
     }
 
     /// `[plugin.restart]`: the backoff (its maximum at least its base), the circuit breaker

@@ -1,0 +1,263 @@
+//! The filesystem calls the sandbox bounds, shadowing wasmtime-wasi's own in the linker.
+//!
+//! wasmtime-wasi gives a guest as many descriptors as its resource table holds and lets it
+//! create files, directories and symbolic links freely inside a granted directory. Here:
+//!
+//! - `open-at` fails with `insufficient-memory` once the instance holds
+//!   `[plugin.limits] max_open_files` files and directories (the granted directories
+//!   included): a plugin cannot take the process to its descriptor limit.
+//! - `open-at` with `create` (of a file that does not exist), `create-directory-at`,
+//!   `symlink-at` and `link-at` fail with `quota` once the granted directory holds
+//!   `[plugin.limits] max_inodes` entries (counted by [`super::quota`], shared by every
+//!   session of the plugin).
+//! - `symlink-at` fails with `not-permitted` unless the grant says `symlinks = true`: a link
+//!   the guest cannot follow would still be followed by a host-side reader of the directory.
+//!
+//! Each refusal is an error code the guest sees (never a trap), counted in the plugin's
+//! counters and logged once per session with the key to raise ([`InstanceCtx::refused`]).
+//! The descriptor count is exact: each descriptor is noted when it is handed out
+//! (`get-directories`, `open-at`) and forgotten when the guest drops it.
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceType};
+use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
+use wasmtime_wasi::p2::FsResult;
+use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as _;
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    DescriptorFlags, ErrorCode, Host as _, HostDescriptor, OpenFlags, PathFlags,
+};
+
+use super::fs_limits::Refused;
+use super::store::{HostState, InstanceCtx};
+
+/// The WASI interfaces shadowed, at the version wasmtime-wasi 48 defines.
+const TYPES: &str = "wasi:filesystem/types@0.2.12";
+const PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
+
+/// Shadows the filesystem calls above in `linker`.
+pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(TYPES)?;
+    types.resource(
+        "descriptor",
+        ResourceType::host::<Descriptor>(),
+        |mut store, rep| {
+            let st = store.data_mut();
+            st.fs.open.remove(&rep);
+            st.table_mut()
+                .delete(Resource::<Descriptor>::new_own(rep))?;
+            Ok(())
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.open-at",
+        |mut store: StoreContextMut<'_, HostState>,
+         (fd, path_flags, path, oflags, flags): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            OpenFlags,
+            DescriptorFlags,
+        )| {
+            Box::new(async move {
+                let r = open_at(store.data_mut(), fd, path_flags, path, oflags, flags).await;
+                Ok((r?,))
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.create-directory-at",
+        |mut store: StoreContextMut<'_, HostState>, (fd, path): (Resource<Descriptor>, String)| {
+            Box::new(async move { Ok((create_directory_at(store.data_mut(), fd, path).await?,)) })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.symlink-at",
+        |mut store: StoreContextMut<'_, HostState>,
+         (fd, old, new): (Resource<Descriptor>, String, String)| {
+            Box::new(async move { Ok((symlink_at(store.data_mut(), fd, old, new).await?,)) })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.link-at",
+        |mut store: StoreContextMut<'_, HostState>,
+         (fd, flags, old, new_fd, new): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            Resource<Descriptor>,
+            String,
+        )| {
+            Box::new(
+                async move { Ok((link_at(store.data_mut(), fd, flags, old, new_fd, new).await?,)) },
+            )
+        },
+    )?;
+    linker.instance(PREOPENS)?.func_wrap(
+        "get-directories",
+        |mut store: StoreContextMut<'_, HostState>, (): ()| {
+            Ok((get_directories(store.data_mut())?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A call's result for the guest: an error code it sees, or a trap.
+type GuestResult<T> = wasmtime::Result<Result<T, ErrorCode>>;
+
+/// `r` as the guest sees it.
+fn to_guest<T>(st: &mut HostState, r: FsResult<T>) -> GuestResult<T> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) => Ok(Err(st.filesystem().convert_error_code(e)?)),
+    }
+}
+
+/// A second handle on a borrowed descriptor, for a call made before the real one.
+fn again(fd: &Resource<Descriptor>) -> Resource<Descriptor> {
+    Resource::new_borrow(fd.rep())
+}
+
+fn get_directories(st: &mut HostState) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
+    let dirs = st.filesystem().get_directories()?;
+    for (fd, name) in &dirs {
+        if let Some(g) = st.fs.grants.iter().position(|g| g.guest == *name) {
+            st.fs.open.insert(fd.rep(), g);
+        }
+    }
+    Ok(dirs)
+}
+
+async fn open_at(
+    st: &mut HostState,
+    fd: Resource<Descriptor>,
+    path_flags: PathFlags,
+    path: String,
+    oflags: OpenFlags,
+    flags: DescriptorFlags,
+) -> GuestResult<Resource<Descriptor>> {
+    let max = st.fs.limits.max_open_files;
+    if st.fs.open.len() >= max {
+        refuse(&st.ctx, Refused::OpenFiles, || {
+            format!(
+                "plugin holds {max} files and directories open, the most [plugin.limits] max_open_files allows: open-at refused with insufficient-memory (close what it no longer needs, or raise max_open_files)"
+            )
+        });
+        return Ok(Err(ErrorCode::InsufficientMemory));
+    }
+    let g = st.fs.grant_of(fd.rep());
+    let mut creates = false;
+    if oflags.contains(OpenFlags::CREATE)
+        && st
+            .fs
+            .grants
+            .get(g.unwrap_or(usize::MAX))
+            .is_some_and(|g| g.max_inodes.is_some())
+    {
+        let exists = st
+            .filesystem()
+            .stat_at(again(&fd), PathFlags::empty(), path.clone())
+            .await
+            .is_ok();
+        if !exists {
+            if let Some(e) = inodes_refused(st, g) {
+                return Ok(Err(e));
+            }
+            creates = true;
+        }
+    }
+    let r = st
+        .filesystem()
+        .open_at(fd, path_flags, path, oflags, flags)
+        .await;
+    if let Ok(new) = &r {
+        if let Some(g) = g {
+            st.fs.open.insert(new.rep(), g);
+        }
+        if creates {
+            st.fs.note_created(g);
+        }
+    }
+    to_guest(st, r)
+}
+
+async fn create_directory_at(
+    st: &mut HostState,
+    fd: Resource<Descriptor>,
+    path: String,
+) -> GuestResult<()> {
+    let g = st.fs.grant_of(fd.rep());
+    if let Some(e) = inodes_refused(st, g) {
+        return Ok(Err(e));
+    }
+    let r = st.filesystem().create_directory_at(fd, path).await;
+    if r.is_ok() {
+        st.fs.note_created(g);
+    }
+    to_guest(st, r)
+}
+
+async fn symlink_at(
+    st: &mut HostState,
+    fd: Resource<Descriptor>,
+    old: String,
+    new: String,
+) -> GuestResult<()> {
+    let g = st.fs.grant_of(fd.rep());
+    let grant = g.and_then(|g| st.fs.grants.get(g));
+    if !grant.is_some_and(|g| g.symlinks) {
+        let guest = grant
+            .map_or("its directory", |g| g.guest.as_str())
+            .to_owned();
+        refuse(&st.ctx, Refused::Symlink, || {
+            format!(
+                "plugin tried to create a symbolic link {new} -> {old} in {guest}: refused with not-permitted (a host-side reader of the directory would follow it; set symlinks = true on that [[plugin.dir]] to allow links)"
+            )
+        });
+        return Ok(Err(ErrorCode::NotPermitted));
+    }
+    if let Some(e) = inodes_refused(st, g) {
+        return Ok(Err(e));
+    }
+    let r = st.filesystem().symlink_at(fd, old, new).await;
+    if r.is_ok() {
+        st.fs.note_created(g);
+    }
+    to_guest(st, r)
+}
+
+async fn link_at(
+    st: &mut HostState,
+    fd: Resource<Descriptor>,
+    flags: PathFlags,
+    old: String,
+    new_fd: Resource<Descriptor>,
+    new: String,
+) -> GuestResult<()> {
+    let g = st.fs.grant_of(new_fd.rep());
+    if let Some(e) = inodes_refused(st, g) {
+        return Ok(Err(e));
+    }
+    let r = st.filesystem().link_at(fd, flags, old, new_fd, new).await;
+    if r.is_ok() {
+        st.fs.note_created(g);
+    }
+    to_guest(st, r)
+}
+
+/// `quota`, counted and logged, if grant `g` is at its entry bound.
+fn inodes_refused(st: &HostState, g: Option<usize>) -> Option<ErrorCode> {
+    let (grant, max) = st.fs.inodes_full(g)?;
+    let guest = grant.guest.clone();
+    refuse(&st.ctx, Refused::Inodes, || {
+        format!(
+            "granted directory {guest} holds {max} files and directories, the most [plugin.limits] max_inodes allows: creating more refused with quota (remove entries there, or raise max_inodes)"
+        )
+    });
+    Some(ErrorCode::Quota)
+}
+
+fn refuse(ctx: &InstanceCtx, what: Refused, why: impl FnOnce() -> String) {
+    ctx.refused_fs(what, why);
+}

@@ -1,0 +1,171 @@
+//! What a plugin instance may hold and create through WASI, and what it holds: the granted
+//! directories, the per-instance bounds of `[plugin.limits]`, and the count of entries under
+//! each grant. The calls that enforce them are in `super::fs`; this module depends on no
+//! other part of the sandbox.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A directory the pipeline grants a plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub host: std::path::PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+    /// Most bytes the directory may hold while the plugin writes to it (`None`: no quota).
+    pub quota_bytes: Option<u64>,
+    /// Most files and directories the directory may hold for the plugin to create more
+    /// (`None`: no bound, as for a read-only grant).
+    pub max_inodes: Option<u64>,
+    /// Whether the plugin may create symbolic links there.
+    pub symlinks: bool,
+}
+
+/// Per-instance bounds on what a guest may hold through WASI (`[plugin.limits]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// Entries of the Store's resource table (descriptors, streams, pollables, directory
+    /// listings together): `max_resources`. Past it the call that needed one more traps.
+    pub max_resources: usize,
+    /// Files and directories held open at once, the granted directories included:
+    /// `max_open_files`. Past it `open-at` fails with `insufficient-memory`.
+    pub max_open_files: usize,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        Self {
+            max_resources: 4096,
+            max_open_files: 64,
+        }
+    }
+}
+
+/// Which sandbox bound refused a guest's request (see `super::fs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// `open-at` past `[plugin.limits] max_open_files`.
+    OpenFiles,
+    /// A file, directory or link created past `[plugin.limits] max_inodes`.
+    Inodes,
+    /// `symlink-at` in a grant without `symlinks = true`.
+    Symlink,
+    /// The resource table full at `[plugin.limits] max_resources` (the call trapped).
+    Resources,
+}
+
+impl Refused {
+    /// The pipeline.toml key that sets the bound.
+    pub const fn key(self) -> &'static str {
+        match self {
+            Refused::OpenFiles => "[plugin.limits] max_open_files",
+            Refused::Inodes => "[plugin.limits] max_inodes",
+            Refused::Symlink => "[[plugin.dir]] symlinks",
+            Refused::Resources => "[plugin.limits] max_resources",
+        }
+    }
+
+    pub(crate) const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// The files and directories under one granted directory: the last walk's count plus the
+/// entries created since.
+#[derive(Debug, Default)]
+pub struct Inodes {
+    measured: AtomicU64,
+    created: AtomicU64,
+}
+
+impl Inodes {
+    /// Entries under the directory, as far as the host knows.
+    pub fn used(&self) -> u64 {
+        self.measured
+            .load(Ordering::Relaxed)
+            .saturating_add(self.created.load(Ordering::Relaxed))
+    }
+
+    /// Entries noted as created since the last walk.
+    pub(crate) fn created_so_far(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
+    }
+
+    /// Notes one entry created.
+    pub fn created(&self) {
+        self.created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A walk that began when `created_before` entries had been noted counted `entries`:
+    /// those it saw replace the ones noted before it. Entries created during the walk stay
+    /// noted, so they may count twice until the next walk: never too few.
+    pub(crate) fn walked(&self, entries: u64, created_before: u64) {
+        self.measured.store(entries, Ordering::Relaxed);
+        let _ = self
+            .created
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(created_before))
+            });
+    }
+}
+
+/// What one instance holds and creates through the filesystem.
+pub struct FsState {
+    pub(crate) limits: ResourceLimits,
+    pub(crate) grants: Vec<GrantFs>,
+    /// Descriptor (its resource's rep) -> index of the grant it lies under.
+    pub(crate) open: HashMap<u32, usize>,
+}
+
+pub(crate) struct GrantFs {
+    pub(crate) guest: String,
+    pub(crate) symlinks: bool,
+    pub(crate) max_inodes: Option<u64>,
+    pub(crate) inodes: Arc<Inodes>,
+}
+
+impl FsState {
+    /// `inodes` holds the entry count of each grant, in order.
+    pub fn new(grants: &[Grant], limits: ResourceLimits, inodes: Vec<Arc<Inodes>>) -> Self {
+        let grants = grants
+            .iter()
+            .zip(inodes)
+            .map(|(g, inodes)| GrantFs {
+                guest: g.guest.clone(),
+                symlinks: g.symlinks,
+                max_inodes: if g.read_only { None } else { g.max_inodes },
+                inodes,
+            })
+            .collect();
+        Self {
+            limits,
+            grants,
+            open: HashMap::new(),
+        }
+    }
+
+    /// Files and directories the guest holds open.
+    pub fn open_files(&self) -> usize {
+        self.open.len()
+    }
+
+    pub(crate) fn grant_of(&self, fd: u32) -> Option<usize> {
+        self.open.get(&fd).copied()
+    }
+
+    /// Whether the grant `g` is at its entry bound.
+    pub(crate) fn inodes_full(&self, g: Option<usize>) -> Option<(&GrantFs, u64)> {
+        let g = &self.grants[g?];
+        let max = g.max_inodes?;
+        (g.inodes.used() >= max).then_some((g, max))
+    }
+
+    pub(crate) fn note_created(&self, g: Option<usize>) {
+        if let Some(g) = g.and_then(|g| self.grants.get(g))
+            && g.max_inodes.is_some()
+        {
+            g.inodes.created();
+        }
+    }
+}
