@@ -384,6 +384,8 @@ pub struct Plugin {
     pub limits: Limits,
     /// Restart policy after traps.
     pub restart: Restart,
+    /// `[plugin.net]`: the URLs it may call and the limits on its requests.
+    pub net: crate::net::Net,
     /// The `[plugin.config]` table as `init` receives it: one pair per top-level key, sorted by
     /// key, strings raw and every other value as JSON text.
     pub config: Vec<(String, String)>,

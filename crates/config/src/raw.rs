@@ -240,7 +240,23 @@ pub struct PluginConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub restart: RestartConfig,
+    #[serde(default)]
+    pub net: NetConfig,
     pub config: Option<Spanned<toml::Table>>,
+}
+
+/// `[plugin.net]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    pub http: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_private: Option<bool>,
+    pub connect_timeout_ms: Num,
+    pub first_byte_timeout_ms: Num,
+    pub between_bytes_timeout_ms: Num,
+    pub max_response_bytes: Num,
+    pub max_concurrent: Num,
+    pub requests_per_minute: Num,
 }
 
 #[derive(Debug, Deserialize)]

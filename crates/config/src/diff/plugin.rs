@@ -59,11 +59,13 @@ pub enum PluginSetting {
     RestartPolicy,
     /// `[plugin.config]`: what `init` receives.
     Config,
+    /// `[plugin.net]`: the URLs the plugin may call and the limits on its requests.
+    Net,
 }
 
 impl PluginSetting {
     /// Every setting, in the order [`PluginChange::settings`] lists them.
-    pub const ALL: [PluginSetting; 16] = [
+    pub const ALL: [PluginSetting; 17] = [
         PluginSetting::Component,
         PluginSetting::Enabled,
         PluginSetting::Media,
@@ -80,6 +82,7 @@ impl PluginSetting {
         PluginSetting::EmitRate,
         PluginSetting::RestartPolicy,
         PluginSetting::Config,
+        PluginSetting::Net,
     ];
 
     /// What applying a change of this setting takes (see the module documentation of
@@ -102,6 +105,7 @@ impl PluginSetting {
             PluginSetting::EmitRate => Apply::InBand,
             PluginSetting::RestartPolicy => Apply::InBand,
             PluginSetting::Config => Apply::NewInstance,
+            PluginSetting::Net => Apply::NewInstance,
         }
     }
 
@@ -124,6 +128,7 @@ impl PluginSetting {
             PluginSetting::EmitRate => "plugin.limits.emit_bytes_per_sec",
             PluginSetting::RestartPolicy => "[plugin.restart]",
             PluginSetting::Config => "[plugin.config]",
+            PluginSetting::Net => "[plugin.net]",
         }
     }
 }
@@ -180,6 +185,7 @@ impl PluginChange {
                 S::LogRate,
                 S::EmitRate,
                 S::RestartPolicy,
+                S::Net,
             ]),
             settings,
         })
@@ -223,6 +229,7 @@ fn changed_settings(old: &Plugin, new: &Plugin) -> Vec<PluginSetting> {
         batch,
         limits,
         restart,
+        net,
         config,
         config_at: _,
     } = new;
@@ -264,6 +271,7 @@ fn changed_settings(old: &Plugin, new: &Plugin) -> Vec<PluginSetting> {
         ),
         (S::RestartPolicy, old.restart != *restart),
         (S::Config, old.config != *config),
+        (S::Net, old.net != *net),
     ];
     differs
         .into_iter()
