@@ -52,4 +52,6 @@ pub use sessions::Sessions;
 pub use sink::{
     Collected, CollectingSink, EndReason, FrameSink, SinkFactory, StreamInfo, StreamStatus,
 };
-pub use transport::{Connector, ProxySetting, Transport, WsConnector};
+pub use transport::{
+    Connector, ProxySetting, TlsError, Transport, WsConnector, proxy_tunnel, tls_config,
+};
