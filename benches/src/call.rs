@@ -161,6 +161,7 @@ async fn one(
         call_timeout: Duration::from_secs(1),
         grants: vec![],
         config: vec![],
+        net: None,
     };
     let info = SessionInfo {
         session: 1,

@@ -169,6 +169,7 @@ pub async fn entry(
             call_timeout: p.call_timeout,
             grants,
             config: p.config.clone(),
+            net: None,
         }),
         kinds: MediaKinds::of(p.kinds.iter().map(|&k| k.into())),
         filter: Filter::default(),

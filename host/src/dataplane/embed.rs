@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::dataplane::stats::{Losses, PluginStats};
 use crate::outputs::{OutputRecord, Outputs};
 use crate::sandbox::bindings::Output;
+use crate::sandbox::net::NetEvent;
 use crate::sandbox::store::{Dropped, Embedder, InstanceCtx};
 
 /// Where one (plugin, session)'s outputs and losses go.
@@ -47,5 +48,9 @@ impl Embedder for PluginLink {
         };
         plugin.fetch_add(1, Ordering::Relaxed);
         session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn net(&self, event: NetEvent) {
+        self.stats.http.record(event);
     }
 }

@@ -15,6 +15,7 @@ use rtms_config::{Pipeline, SocketMode};
 
 use crate::dataplane::routes::{PluginEntry, RestartPolicy, RouteTable};
 use crate::dataplane::stats::Metrics;
+use crate::sandbox::net::{ClientSettings, NetGate};
 use crate::sandbox::store::{Grant, InstanceCtx, Rates};
 use crate::sandbox::{Instance, InstanceSpec, Runtime, RuntimeConfig};
 
@@ -103,7 +104,7 @@ pub async fn build_table(
             .load(&plugin.component)
             .await
             .with_context(|| format!("plugin {name}: component refused"))?;
-        let spec = Arc::new(instance_spec(plugin));
+        let spec = Arc::new(instance_spec(p, plugin)?);
         trial_run(rt, &name, &code, &spec).await.with_context(|| {
             format!(
                 "{}plugin {name}: trial run of init with its [plugin.config] failed",
@@ -146,9 +147,31 @@ pub async fn build_table(
     Ok(RouteTable { version, plugins })
 }
 
+/// How plugins' HTTP requests leave the process: the Zoom connections' extra CA and proxy.
+pub fn net_settings(p: &Pipeline) -> ClientSettings {
+    ClientSettings {
+        extra_ca_file: p.zoom.ca_file.clone(),
+        proxy: match &p.rtms.proxy {
+            rtms_config::Proxy::Env => rtms_client::ProxySetting::Env,
+            rtms_config::Proxy::None => rtms_client::ProxySetting::None,
+            rtms_config::Proxy::Url(u) => rtms_client::ProxySetting::Url(u.clone()),
+        },
+    }
+}
+
 /// How to build an instance of `plugin`.
-fn instance_spec(plugin: &rtms_config::Plugin) -> InstanceSpec {
-    InstanceSpec {
+fn instance_spec(p: &Pipeline, plugin: &rtms_config::Plugin) -> Result<InstanceSpec> {
+    let net = if plugin.net.enabled() {
+        let name: Arc<str> = Arc::from(plugin.name.as_str());
+        Some(Arc::new(NetGate::new(
+            name,
+            plugin.net.clone(),
+            net_settings(p),
+        )?))
+    } else {
+        None
+    };
+    Ok(InstanceSpec {
         memory_bytes: plugin.limits.memory_bytes(),
         call_timeout: plugin.limits.call_timeout,
         grants: plugin
@@ -162,7 +185,8 @@ fn instance_spec(plugin: &rtms_config::Plugin) -> InstanceSpec {
             })
             .collect(),
         config: plugin.config.clone(),
-    }
+        net,
+    })
 }
 
 /// Loads every enabled plugin's component and trial-runs its `init` with its config (no
@@ -184,7 +208,13 @@ pub async fn check_plugins(p: &Pipeline, rt: &Runtime) -> Vec<String> {
             }
         };
         // A trial needs no granted directory to exist yet: grant none that is missing.
-        let mut spec = instance_spec(plugin);
+        let mut spec = match instance_spec(p, plugin) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("{at}plugin {name:?}: {e:#}"));
+                continue;
+            }
+        };
         spec.grants.retain(|g| g.host.is_dir());
         if let Err(e) = trial_run(rt, &name, &code, &spec).await {
             errors.push(format!(

@@ -26,6 +26,9 @@ pub struct InstanceSpec {
     pub grants: Vec<Grant>,
     /// The plugin's `[plugin.config]` table, flattened for `init`.
     pub config: Vec<(String, String)>,
+    /// The plugin's network grant (`[plugin.net]`), shared by its instances; `None`: every
+    /// HTTP request is refused.
+    pub net: Option<Arc<super::net::NetGate>>,
 }
 
 /// Why a call did not succeed.
@@ -68,8 +71,13 @@ impl Instance {
         spec: &InstanceSpec,
         ctx: Arc<InstanceCtx>,
     ) -> Result<Self, CallError> {
-        let state = HostState::new(ctx.clone(), &spec.grants, spec.memory_bytes)
-            .map_err(|e| CallError::Trap(format!("{e:#}")))?;
+        let state = HostState::new(
+            ctx.clone(),
+            &spec.grants,
+            spec.memory_bytes,
+            spec.net.clone(),
+        )
+        .map_err(|e| CallError::Trap(format!("{e:#}")))?;
         let mut store = Store::new(rt.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut cx| {

@@ -2,8 +2,9 @@
 //! compile cache.
 //!
 //! Every wasm limit lives in this module tree: the engine's settings here, per-store limits
-//! and the per-call deadline in [`instance`], the sandbox (WASI without network or
-//! environment, only granted directories) in [`host`]; guest messages made readable (WASI
+//! and the per-call deadline in [`instance`], the sandbox (WASI without sockets or
+//! environment, only granted directories) in [`store`], outgoing HTTP behind each plugin's
+//! allow-list and budget in [`net`]; guest messages made readable (WASI
 //! error names) in [`explain`]. What a plugin instance *does* with
 //! frames — queues, batching, restarts — is the worker's business (`crate::dataplane::worker`).
 
@@ -12,6 +13,7 @@ pub mod budget;
 pub mod cache;
 pub mod explain;
 pub mod instance;
+pub mod net;
 pub mod quota;
 pub mod store;
 
@@ -108,6 +110,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link WASI HTTP: {e}"))?;
         link_inline_writes(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI output streams: {e}"))?;
         crate::sandbox::bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(

@@ -1,9 +1,10 @@
 //! What a plugin instance's Store holds, and the host side of the contract's imports
 //! (`host.log`, `host.emit`, `host.now-ms`).
 //!
-//! The sandbox is built here too: WASI with no environment, no arguments, no network, no
+//! The sandbox is built here too: WASI with no environment, no arguments, no sockets, no
 //! inherited stdio (the guest's stdout and stderr become log lines labelled with the
-//! plugin and session), and only the directories the pipeline grants. Log lines and emitted
+//! plugin and session), and only the directories the pipeline grants; outgoing HTTP only as
+//! the plugin's `[plugin.net]` allows ([`super::net`]). Log lines and emitted
 //! outputs are held to byte-rate budgets ([`super::budget`]); the Store's limits (one
 //! linear memory, bounded tables) are [`store_limits`].
 
@@ -16,9 +17,11 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::budget::{Budget, Take};
 use super::explain::explain_wasi_errors;
+use super::net::{Caller, NetEvent, NetGate, NetHooks};
 use crate::sandbox::bindings::rtms::plugin::{host, types};
 
 /// Most tables one instance (all its core modules together) may create.
@@ -68,6 +71,11 @@ pub trait Embedder: Send + Sync {
     /// A log line or an output cut by a byte-rate budget; returns how many of that kind were
     /// cut so far for this (plugin, session), for the warning.
     fn dropped(&self, what: Dropped) -> u64;
+    /// What happened to an outgoing HTTP request, for the metrics. Runs inside a guest call
+    /// or on a request's task: it must never block.
+    fn net(&self, event: NetEvent) {
+        let _ = event;
+    }
 }
 
 /// What a byte-rate budget cut.
@@ -264,6 +272,8 @@ pub struct Grant {
 /// The data of one instance's Store.
 pub struct HostState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    net: NetHooks,
     table: ResourceTable,
     pub(crate) limits: Limiter,
     pub ctx: Arc<InstanceCtx>,
@@ -276,6 +286,7 @@ impl HostState {
         ctx: Arc<InstanceCtx>,
         grants: &[Grant],
         memory_bytes: usize,
+        net: Option<Arc<NetGate>>,
     ) -> anyhow::Result<Self> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
@@ -302,6 +313,18 @@ impl HostState {
         }
         Ok(Self {
             wasi: b.build(),
+            http: WasiHttpCtx::new(),
+            net: NetHooks {
+                gate: net,
+                ctx: Arc::new(Caller {
+                    plugin: ctx.plugin.clone(),
+                    stream_id: ctx.stream_id.clone(),
+                    events: {
+                        let embedder = ctx.embedder.clone();
+                        Box::new(move |e| embedder.net(e))
+                    },
+                }),
+            },
             table: ResourceTable::new(),
             limits: Limiter::new(memory_bytes),
             ctx,
@@ -321,6 +344,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.net,
         }
     }
 }
