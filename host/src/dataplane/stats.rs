@@ -405,3 +405,25 @@ pub struct MetricsSnapshot {
     pub reloads_refused: u64,
     pub plugins: BTreeMap<String, PluginSnapshot>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_events_are_counted_by_reason_and_bytes() {
+        let h = HttpStats::default();
+        h.record(NetEvent::Started);
+        h.record(NetEvent::Stopped(Reason::Rate));
+        h.record(NetEvent::Stopped(Reason::Rate));
+        h.record(NetEvent::Stopped(Reason::PrivateAddress));
+        h.record(NetEvent::BytesIn(7));
+        h.record(NetEvent::BytesOut(3));
+        assert_eq!(h.requests.load(Ordering::Relaxed), 1);
+        assert_eq!(h.stopped(Reason::Rate), 2);
+        assert_eq!(h.stopped(Reason::PrivateAddress), 1);
+        assert_eq!(h.stopped(Reason::NoGrant), 0);
+        assert_eq!(h.bytes_in.load(Ordering::Relaxed), 7);
+        assert_eq!(h.bytes_out.load(Ordering::Relaxed), 3);
+    }
+}
