@@ -163,6 +163,7 @@ async fn one(
         resources: Default::default(),
         config: vec![],
         caps: Default::default(),
+        net: None,
     };
     let info = SessionInfo {
         session: 1,

@@ -10,6 +10,7 @@ mod demo;
 mod framepath;
 mod isolation;
 mod layout;
+mod net;
 mod plugin_dev;
 mod replay;
 mod runtime;

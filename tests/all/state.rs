@@ -40,6 +40,7 @@ async fn a_hundred_thousand_increments_count_exactly() {
         config: config.clone(),
         caps: Default::default(),
         resources: Default::default(),
+        net: None,
     };
     let mut inst = Instance::new(&rt, code, &spec, ctx)
         .await

@@ -192,6 +192,7 @@ pub async fn entry(
             resources: p.resources,
             config: p.config.clone(),
             caps: Default::default(),
+            net: None,
         }),
         kinds: MediaKinds::of(p.kinds.iter().map(|&k| k.into())),
         filter: Filter::default(),

@@ -61,4 +61,6 @@ pub use sessions::Sessions;
 pub use sink::{
     Collected, CollectingSink, EndReason, FrameSink, GiveUp, SinkFactory, StreamInfo, StreamStatus,
 };
-pub use transport::{Connector, ProxySetting, Transport, WsConnector};
+pub use transport::{
+    Connector, ProxySetting, TlsError, Transport, WsConnector, proxy_tunnel, tls_config,
+};

@@ -137,7 +137,7 @@ pub enum ProxySetting {
 
 impl ProxySetting {
     /// The matcher for this setting; `None` when every connection goes direct.
-    fn matcher(&self) -> Option<Matcher> {
+    pub fn matcher(&self) -> Option<Matcher> {
         let m = match self {
             ProxySetting::None => return None,
             ProxySetting::Env => Matcher::from_env(),
@@ -219,50 +219,66 @@ impl WsConnector {
                 )),
             )
         })?;
-        let (scheme, default_port) = match uri.scheme_str() {
-            Some("wss") => ("https", 443),
-            _ => ("http", 80),
+        let (https, default_port) = match uri.scheme_str() {
+            Some("wss") => (true, 443),
+            _ => (false, 80),
         };
         let host = uri.host().unwrap_or_default();
         let port = uri.port_u16().unwrap_or(default_port);
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        let dst: Uri = format!("{scheme}://{authority}/")
-            .parse()
-            .map_err(|e| WsError::Io(std::io::Error::other(format!("{url}: {e}"))))?;
-        let Some(intercept) = matcher.intercept(&dst) else {
-            return Ok(None);
-        };
-        let proxy_uri = intercept.uri().clone();
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        let mut tunnel = Tunnel::new(proxy_uri.clone(), http);
-        if let Some(auth) = intercept.basic_auth() {
-            tunnel = tunnel.with_auth(auth.clone());
-        }
-        let shown = format!(
-            "{}://{}",
-            proxy_uri.scheme_str().unwrap_or("http"),
-            proxy_uri
-                .authority()
-                .map(|a| a.as_str().rsplit('@').next().unwrap_or(""))
-                .unwrap_or("")
-        );
-        let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
-            WsError::Io(std::io::Error::other(format!(
-                "the proxy {shown} did not open a tunnel to {authority}: {e} (check HTTPS_PROXY / HTTP_PROXY / NO_PROXY or rtms.proxy)"
-            )))
-        };
-        use tower_service::Service as _;
-        std::future::poll_fn(|cx| tunnel.poll_ready(cx))
+        proxy_tunnel(matcher, https, host, port)
             .await
-            .map_err(|e| fail(e.into()))?;
-        let io = tunnel.call(dst).await.map_err(|e| fail(e.into()))?;
-        Ok(Some(io.into_inner()))
+            .map_err(WsError::Io)
     }
+}
+
+/// Opens a tunnel (HTTP `CONNECT`) to `host:port` through the proxy `matcher` names for an
+/// `https` (or plain http) destination; `None` when the destination goes direct. The one
+/// proxy path for every outgoing connection: WebSockets to Zoom and plugins' HTTP requests.
+pub async fn proxy_tunnel(
+    matcher: &Matcher,
+    https: bool,
+    host: &str,
+    port: u16,
+) -> std::io::Result<Option<TcpStream>> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let scheme = if https { "https" } else { "http" };
+    let dst: Uri = format!("{scheme}://{authority}/")
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("{authority}: {e}")))?;
+    let Some(intercept) = matcher.intercept(&dst) else {
+        return Ok(None);
+    };
+    let proxy_uri = intercept.uri().clone();
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let mut tunnel = Tunnel::new(proxy_uri.clone(), http);
+    if let Some(auth) = intercept.basic_auth() {
+        tunnel = tunnel.with_auth(auth.clone());
+    }
+    let shown = format!(
+        "{}://{}",
+        proxy_uri.scheme_str().unwrap_or("http"),
+        proxy_uri
+            .authority()
+            .map(|a| a.as_str().rsplit('@').next().unwrap_or(""))
+            .unwrap_or("")
+    );
+    let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
+        std::io::Error::other(format!(
+            "the proxy {shown} did not open a tunnel to {authority}: {e} (check HTTPS_PROXY / HTTP_PROXY / NO_PROXY or rtms.proxy)"
+        ))
+    };
+    use tower_service::Service as _;
+    std::future::poll_fn(|cx| tunnel.poll_ready(cx))
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let io = tunnel.call(dst).await.map_err(|e| fail(e.into()))?;
+    Ok(Some(io.into_inner()))
 }
 
 impl Connector for WsConnector {

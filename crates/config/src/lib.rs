@@ -29,6 +29,7 @@ pub mod env;
 pub mod error;
 pub mod flatten;
 pub mod model;
+pub mod net;
 pub mod raw;
 mod resolve;
 
@@ -36,6 +37,7 @@ pub use diff::{Apply, PipelineDiff, PluginChange, PluginSetting};
 pub use env::{Env, MapEnv, ProcessEnv};
 pub use error::{ConfigError, Location, UnknownKey};
 pub use model::*;
+pub use net::{HostPattern, HttpRule, HttpScheme, Net};
 pub use resolve::{
     ALLOW_INSECURE_WS_ENV, ALLOWED_HOSTS_ENV, BUILTIN_PREFIX, ENV_OVERRIDES,
     MIN_KEEPALIVE_INTERVAL_MS,

@@ -400,6 +400,8 @@ pub struct Plugin {
     pub secrets: Vec<PluginSecret>,
     /// The bounds of each of its state scopes (`[plugin.state]`).
     pub state: StateLimits,
+    /// `[plugin.net]`: the URLs it may call and the limits on its requests.
+    pub net: crate::net::Net,
     /// The `[plugin.config]` table as `init` receives it: one pair per top-level key, sorted by
     /// key, strings raw and every other value as JSON text.
     pub config: Vec<(String, String)>,

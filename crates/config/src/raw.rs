@@ -248,6 +248,8 @@ pub struct PluginConfig {
     pub secrets: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub state: StateConfig,
+    #[serde(default)]
+    pub net: NetConfig,
     pub config: Option<Spanned<toml::Table>>,
 }
 
@@ -257,6 +259,20 @@ pub struct PluginConfig {
 pub struct StateConfig {
     pub max_keys: Num,
     pub max_bytes: Num,
+}
+
+/// `[plugin.net]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    pub http: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_private: Option<bool>,
+    pub connect_timeout_ms: Num,
+    pub first_byte_timeout_ms: Num,
+    pub between_bytes_timeout_ms: Num,
+    pub max_response_bytes: Num,
+    pub max_concurrent: Num,
+    pub requests_per_minute: Num,
 }
 
 #[derive(Debug, Deserialize)]

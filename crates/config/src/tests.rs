@@ -1283,3 +1283,49 @@ fn the_per_peer_limit_and_admin_tls_are_read_and_checked() {
     let e = d.err("version = 1\n[server]\nmax_connections_per_peer = 0\n");
     assert!(e.contains("server.max_connections_per_peer"), "{e}");
 }
+
+#[test]
+fn a_plugin_has_no_network_unless_its_net_table_lists_urls() {
+    let d = Dir::new();
+    let p = d.parse(&format!("version = 1\n{PLUGIN_A}"));
+    let net = &p.plugins[0].net;
+    assert!(!net.enabled());
+    assert!(!net.allow_private);
+    assert_eq!(net.connect_timeout, Duration::from_millis(5_000));
+    assert_eq!(net.first_byte_timeout, Duration::from_millis(10_000));
+    assert_eq!(net.between_bytes_timeout, Duration::from_millis(10_000));
+    assert_eq!(net.max_response_bytes, 1024 * 1024);
+    assert_eq!(net.max_concurrent, 4);
+    assert_eq!(net.requests_per_minute, 60);
+    assert!(net.allows("https", "api.example.com", None, "/").is_none());
+
+    let p = d.parse(&format!(
+        "version = 1\n{PLUGIN_A}\n[plugin.net]\nhttp = [\"https://api.example.com/v1\", \"http://127.0.0.1:8080\"]\nallow_private = true\nmax_concurrent = 2\nrequests_per_minute = 10\n"
+    ));
+    let net = &p.plugins[0].net;
+    assert_eq!(net.http.len(), 2);
+    assert!(net.allow_private);
+    assert_eq!((net.max_concurrent, net.requests_per_minute), (2, 10));
+    let hit = net.allows("https", "api.example.com", None, "/v1/items");
+    assert_eq!(
+        hit.map(|r| r.text.as_str()),
+        Some("https://api.example.com/v1")
+    );
+    assert!(net.allows("http", "127.0.0.1", Some(8080), "/").is_some());
+    assert!(net.allows("http", "localhost", Some(8080), "/").is_none());
+}
+
+#[test]
+fn a_bad_net_pattern_is_named_with_its_position_and_the_form() {
+    let d = Dir::new();
+    let e = d.err(&format!(
+        "version = 1\n{PLUGIN_A}\n[plugin.net]\nhttp = [\"ftp://files.example.com\"]\n"
+    ));
+    assert!(e.contains("plugin.net.http"), "{e}");
+    assert!(e.contains("other than http or https"), "{e}");
+    assert!(e.contains("scheme://host[:port][/path-prefix]"), "{e}");
+    let e = d.err(&format!(
+        "version = 1\n{PLUGIN_A}\n[plugin.net]\nhttp = [\"https://a.com\", \"https://a.com\"]\n"
+    ));
+    assert!(e.contains("twice"), "{e}");
+}

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::dataplane::stats::{Losses, PluginStats};
 use crate::outputs::{OutputRecord, Outputs};
 use crate::sandbox::bindings::Output;
+use crate::sandbox::net::NetEvent;
 use crate::sandbox::store::{Dropped, Embedder, InstanceCtx, Refused};
 
 /// Where one (plugin, session)'s outputs and losses go.
@@ -67,5 +68,9 @@ impl Embedder for PluginLink {
             Refused::Resources => &self.stats.resources_exhausted,
         };
         counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn net(&self, event: NetEvent) {
+        self.stats.http.record(event);
     }
 }

@@ -16,6 +16,7 @@ use rtms_proto::MediaKind;
 use serde::Serialize;
 
 use crate::sandbox::bindings::Frame;
+use crate::sandbox::net::{NetEvent, Reason};
 
 /// Counters per kind of frame, indexed in contract order (`rtms_proto::MediaKind as usize`).
 #[derive(Debug, Default)]
@@ -130,6 +131,42 @@ pub struct PluginStats {
     pub sessions_with_losses: AtomicU64,
     /// How long each `on-frames` call took, in seconds.
     pub call_seconds: Seconds,
+    /// Outgoing HTTP requests (`[plugin.net]`).
+    pub http: HttpStats,
+}
+
+/// A plugin's outgoing HTTP requests, over all its sessions.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// Requests that passed the allow-list and the budget.
+    pub requests: AtomicU64,
+    /// Requests refused or cut, by [`Reason`] (in `Reason::ALL` order).
+    pub stopped: [AtomicU64; Reason::ALL.len()],
+    /// Request body bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Response body bytes received.
+    pub bytes_in: AtomicU64,
+}
+
+impl HttpStats {
+    pub fn record(&self, event: NetEvent) {
+        let (counter, n) = match event {
+            NetEvent::Started => (&self.requests, 1),
+            NetEvent::Stopped(r) => {
+                let i = Reason::ALL.iter().position(|x| *x == r).unwrap_or(0);
+                (&self.stopped[i], 1)
+            }
+            NetEvent::BytesOut(n) => (&self.bytes_out, n),
+            NetEvent::BytesIn(n) => (&self.bytes_in, n),
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// How many requests `reason` stopped.
+    pub fn stopped(&self, reason: Reason) -> u64 {
+        let i = Reason::ALL.iter().position(|x| *x == reason).unwrap_or(0);
+        self.stopped[i].load(Ordering::Relaxed)
+    }
 }
 
 /// Units charged, by `what`. A plugin names its own `what`s, so at most
@@ -421,4 +458,26 @@ pub struct MetricsSnapshot {
     pub reloads_applied: u64,
     pub reloads_refused: u64,
     pub plugins: BTreeMap<String, PluginSnapshot>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_events_are_counted_by_reason_and_bytes() {
+        let h = HttpStats::default();
+        h.record(NetEvent::Started);
+        h.record(NetEvent::Stopped(Reason::Rate));
+        h.record(NetEvent::Stopped(Reason::Rate));
+        h.record(NetEvent::Stopped(Reason::PrivateAddress));
+        h.record(NetEvent::BytesIn(7));
+        h.record(NetEvent::BytesOut(3));
+        assert_eq!(h.requests.load(Ordering::Relaxed), 1);
+        assert_eq!(h.stopped(Reason::Rate), 2);
+        assert_eq!(h.stopped(Reason::PrivateAddress), 1);
+        assert_eq!(h.stopped(Reason::NoGrant), 0);
+        assert_eq!(h.bytes_in.load(Ordering::Relaxed), 7);
+        assert_eq!(h.bytes_out.load(Ordering::Relaxed), 3);
+    }
 }

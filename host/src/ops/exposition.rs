@@ -280,6 +280,53 @@ fn counters<L: prometheus_client::encoding::EncodeLabelSet>(
     Ok(())
 }
 
+/// The plugins' outgoing HTTP requests: started, stopped by reason, bytes each way.
+fn encode_plugin_http(
+    enc: &mut DescriptorEncoder<'_>,
+    plugins: &[(String, Arc<crate::dataplane::stats::PluginStats>)],
+) -> Result<(), std::fmt::Error> {
+    use crate::sandbox::net::Reason;
+    let per = |f: fn(&crate::dataplane::stats::HttpStats) -> &AtomicU64| {
+        plugins
+            .iter()
+            .map(move |(n, p)| -> (PluginLabel, u64) { ([("plugin", n.clone())], get(f(&p.http))) })
+    };
+    counters(
+        enc,
+        "plugin_http_requests",
+        "Outgoing HTTP requests that passed the allow-list and the budget",
+        per(|h| &h.requests),
+    )?;
+    counters(
+        enc,
+        "plugin_http_stopped",
+        "Outgoing HTTP requests refused (no_grant, not_listed, ip_literal, private_address, concurrency, rate) or cut (timeout, too_large)",
+        plugins.iter().flat_map(|(n, p)| {
+            Reason::ALL.into_iter().filter_map(move |r| {
+                let v = p.http.stopped(r);
+                (v > 0).then(|| {
+                    (
+                        [("plugin", n.clone()), ("reason", r.as_str().to_owned())],
+                        v,
+                    )
+                })
+            })
+        }),
+    )?;
+    counters(
+        enc,
+        "plugin_http_bytes_out",
+        "Request body bytes plugins sent",
+        per(|h| &h.bytes_out),
+    )?;
+    counters(
+        enc,
+        "plugin_http_bytes_in",
+        "Response body bytes plugins received",
+        per(|h| &h.bytes_in),
+    )
+}
+
 /// Writes one gauge family.
 fn gauges<L: prometheus_client::encoding::EncodeLabelSet>(
     enc: &mut DescriptorEncoder<'_>,
@@ -583,6 +630,7 @@ impl Collector for HostCollector {
                     .map(move |(kind, v)| ([("plugin", n.clone()), ("kind", kind)], v))
             }),
         )?;
+        encode_plugin_http(&mut enc, &plugins)?;
         counters(
             &mut enc,
             "plugin_units",

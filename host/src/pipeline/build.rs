@@ -16,6 +16,7 @@ use rtms_config::{Apply, Pipeline, PipelineDiff, SocketMode};
 use crate::dataplane::routes::{PluginEntry, RestartPolicy, RouteTable};
 use crate::dataplane::stats::Metrics;
 use crate::sandbox::caps::{Caps, Secrets};
+use crate::sandbox::net::{ClientSettings, NetGate};
 use crate::sandbox::state::StateLimits;
 use crate::sandbox::store::{Grant, InstanceCtx, Rates, ResourceLimits};
 use crate::sandbox::{Instance, InstanceSpec, Runtime, RuntimeConfig};
@@ -141,7 +142,7 @@ pub async fn build_table(
         let code = load_component(rt, &plugin.component)
             .await
             .with_context(|| format!("plugin {name}: component refused"))?;
-        let spec = Arc::new(instance_spec(plugin));
+        let spec = Arc::new(instance_spec(p, plugin)?);
         trial_run(rt, &name, &code, &spec).await.with_context(|| {
             format!(
                 "{}plugin {name}: trial run of init with its [plugin.config] failed",
@@ -200,9 +201,31 @@ fn entry(
     }
 }
 
+/// How plugins' HTTP requests leave the process: the Zoom connections' extra CA and proxy.
+pub fn net_settings(p: &Pipeline) -> ClientSettings {
+    ClientSettings {
+        extra_ca_file: p.zoom.ca_file.clone(),
+        proxy: match &p.rtms.proxy {
+            rtms_config::Proxy::Env => rtms_client::ProxySetting::Env,
+            rtms_config::Proxy::None => rtms_client::ProxySetting::None,
+            rtms_config::Proxy::Url(u) => rtms_client::ProxySetting::Url(u.clone()),
+        },
+    }
+}
+
 /// How to build an instance of `plugin`.
-fn instance_spec(plugin: &rtms_config::Plugin) -> InstanceSpec {
-    InstanceSpec {
+fn instance_spec(p: &Pipeline, plugin: &rtms_config::Plugin) -> Result<InstanceSpec> {
+    let net = if plugin.net.enabled() {
+        let name: Arc<str> = Arc::from(plugin.name.as_str());
+        Some(Arc::new(NetGate::new(
+            name,
+            plugin.net.clone(),
+            net_settings(p),
+        )?))
+    } else {
+        None
+    };
+    Ok(InstanceSpec {
         memory_bytes: plugin.limits.memory_bytes(),
         call_timeout: plugin.limits.call_timeout,
         grants: plugin
@@ -235,7 +258,8 @@ fn instance_spec(plugin: &rtms_config::Plugin) -> InstanceSpec {
             },
             units_per_session: plugin.limits.units_per_session,
         },
-    }
+        net,
+    })
 }
 
 /// Loads every enabled plugin's component and trial-runs its `init` with its config (no
@@ -257,7 +281,13 @@ pub async fn check_plugins(p: &Pipeline, rt: &Runtime) -> Vec<String> {
             }
         };
         // A trial needs no granted directory to exist yet: grant none that is missing.
-        let mut spec = instance_spec(plugin);
+        let mut spec = match instance_spec(p, plugin) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("{at}plugin {name:?}: {e:#}"));
+                continue;
+            }
+        };
         spec.grants.retain(|g| g.host.is_dir());
         if let Err(e) = trial_run(rt, &name, &code, &spec).await {
             errors.push(format!(

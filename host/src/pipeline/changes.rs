@@ -155,6 +155,20 @@ fn value(p: &Plugin, setting: PluginSetting, table: &RouteTable) -> String {
             "max_resources={} max_open_files={} max_inodes={}",
             p.limits.max_resources, p.limits.max_open_files, p.limits.max_inodes
         ),
+        S::Net => {
+            let n = &p.net;
+            let urls: Vec<&str> = n.http.iter().map(|r| r.text.as_str()).collect();
+            format!(
+                "http={urls:?} allow_private={} connect_timeout_ms={} first_byte_timeout_ms={} between_bytes_timeout_ms={} max_response_bytes={} max_concurrent={} requests_per_minute={}",
+                n.allow_private,
+                n.connect_timeout.as_millis(),
+                n.first_byte_timeout.as_millis(),
+                n.between_bytes_timeout.as_millis(),
+                n.max_response_bytes,
+                n.max_concurrent,
+                n.requests_per_minute
+            )
+        }
         S::UnitsCap => match p.limits.units_per_session {
             Some(n) => n.to_string(),
             None => "none".to_owned(),

@@ -31,6 +31,9 @@ pub struct InstanceSpec {
     pub config: Vec<(String, String)>,
     /// Secrets, state bounds and units cap (contract 0.2; a 0.1 plugin cannot reach them).
     pub caps: Caps,
+    /// The plugin's network grant (`[plugin.net]`), shared by its instances; `None`: every
+    /// HTTP request is refused.
+    pub net: Option<Arc<super::net::NetGate>>,
 }
 
 /// Why a call did not succeed.
@@ -92,6 +95,7 @@ impl Instance {
             spec.caps.clone(),
             spec.resources,
             rt.quotas(),
+            spec.net.clone(),
         )
         .map_err(|e| CallError::Trap(format!("{e:#}")))?;
         let mut store = Store::new(rt.engine(), state);

@@ -2,10 +2,11 @@
 //! compile cache.
 //!
 //! Every wasm limit lives in this module tree: the engine's settings here, per-store limits
-//! and the per-call deadline in [`instance`], the sandbox (WASI without network or
-//! environment, only granted directories) in [`host`]; what a guest may hold and create
+//! and the per-call deadline in [`instance`], the sandbox (WASI without sockets or
+//! environment, only granted directories) in [`store`]; what a guest may hold and create
 //! through the filesystem (descriptors, entries, symlinks) in [`fs_limits`], enforced by the
-//! calls [`fs`] shadows; guest messages made readable (WASI error names) in [`explain`]. What a plugin instance *does* with
+//! calls [`fs`] shadows; outgoing HTTP behind each plugin's allow-list and budget in [`net`];
+//! guest messages made readable (WASI error names) in [`explain`]. What a plugin instance *does* with
 //! frames — queues, batching, restarts — is the worker's business (`crate::dataplane::worker`).
 
 pub mod bindings;
@@ -17,6 +18,7 @@ pub mod fs;
 pub mod fs_limits;
 pub mod imports;
 pub mod instance;
+pub mod net;
 pub mod quota;
 pub mod state;
 pub mod store;
@@ -117,6 +119,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link WASI HTTP: {e}"))?;
         link_inline_writes(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI output streams: {e}"))?;
         fs::link(&mut linker)

@@ -1,9 +1,10 @@
 //! What a plugin instance's Store holds, and the host side of the contract's imports
 //! (`host.log`, `host.emit`, `host.now-ms`).
 //!
-//! The sandbox is built here too: WASI with no environment, no arguments, no network, no
+//! The sandbox is built here too: WASI with no environment, no arguments, no sockets, no
 //! inherited stdio (the guest's stdout and stderr become log lines labelled with the
-//! plugin and session), and only the directories the pipeline grants. Log lines and emitted
+//! plugin and session), and only the directories the pipeline grants; outgoing HTTP only as
+//! the plugin's `[plugin.net]` allows ([`super::net`]). Log lines and emitted
 //! outputs are held to byte-rate budgets ([`super::budget`]); the Store's limits (one
 //! linear memory, bounded tables) are [`store_limits`].
 
@@ -16,12 +17,14 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::budget::{Budget, Take};
 use super::caps::{Caps, Units};
 use super::explain::explain_wasi_errors;
 use super::fs_limits::FsState;
 pub use super::fs_limits::{Grant, Refused, ResourceLimits};
+use super::net::{Caller, NetEvent, NetGate, NetHooks};
 use super::state::{MemoryStateStore, StateStore};
 use crate::sandbox::bindings::v01::rtms::plugin::{host, types};
 
@@ -78,6 +81,11 @@ pub trait Embedder: Send + Sync {
     /// A guest request a sandbox bound refused; returns how many of that kind the plugin
     /// had refused so far, for the warning.
     fn refused(&self, what: Refused) -> u64;
+    /// What happened to an outgoing HTTP request, for the metrics. Runs inside a guest call
+    /// or on a request's task: it must never block.
+    fn net(&self, event: NetEvent) {
+        let _ = event;
+    }
 }
 
 /// What a byte-rate budget cut.
@@ -331,6 +339,8 @@ impl ResourceLimiter for Limiter {
 /// The data of one instance's Store.
 pub struct HostState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    net: NetHooks,
     table: ResourceTable,
     pub(crate) limits: Limiter,
     pub ctx: Arc<InstanceCtx>,
@@ -350,6 +360,7 @@ impl HostState {
         caps: Caps,
         resources: ResourceLimits,
         quotas: &super::quota::Quotas,
+        net: Option<Arc<NetGate>>,
     ) -> anyhow::Result<Self> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
@@ -378,6 +389,18 @@ impl HostState {
         table.set_max_capacity(resources.max_resources);
         Ok(Self {
             wasi: b.build(),
+            http: WasiHttpCtx::new(),
+            net: NetHooks {
+                gate: net,
+                ctx: Arc::new(Caller {
+                    plugin: ctx.plugin.clone(),
+                    stream_id: ctx.stream_id.clone(),
+                    events: {
+                        let embedder = ctx.embedder.clone();
+                        Box::new(move |e| embedder.net(e))
+                    },
+                }),
+            },
             table,
             limits: Limiter::new(memory_bytes),
             fs: FsState::new(
@@ -403,6 +426,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.net,
         }
     }
 }

@@ -67,11 +67,13 @@ pub enum PluginSetting {
     StateLimits,
     /// `[plugin.limits] units_per_session`.
     UnitsCap,
+    /// `[plugin.net]`: the URLs the plugin may call and the limits on its requests.
+    Net,
 }
 
 impl PluginSetting {
     /// Every setting, in the order [`PluginChange::settings`] lists them.
-    pub const ALL: [PluginSetting; 20] = [
+    pub const ALL: [PluginSetting; 21] = [
         PluginSetting::Component,
         PluginSetting::Enabled,
         PluginSetting::Media,
@@ -92,6 +94,7 @@ impl PluginSetting {
         PluginSetting::Secrets,
         PluginSetting::StateLimits,
         PluginSetting::UnitsCap,
+        PluginSetting::Net,
     ];
 
     /// What applying a change of this setting takes (see the module documentation of
@@ -118,6 +121,7 @@ impl PluginSetting {
             PluginSetting::Secrets => Apply::NewInstance,
             PluginSetting::StateLimits => Apply::NewInstance,
             PluginSetting::UnitsCap => Apply::NewInstance,
+            PluginSetting::Net => Apply::NewInstance,
         }
     }
 
@@ -146,6 +150,7 @@ impl PluginSetting {
             PluginSetting::Secrets => "plugin.secrets",
             PluginSetting::StateLimits => "[plugin.state]",
             PluginSetting::UnitsCap => "plugin.limits.units_per_session",
+            PluginSetting::Net => "[plugin.net]",
         }
     }
 }
@@ -203,6 +208,7 @@ impl PluginChange {
                 S::EmitRate,
                 S::ResourceLimits,
                 S::RestartPolicy,
+                S::Net,
             ]),
             settings,
         })
@@ -248,6 +254,7 @@ fn changed_settings(old: &Plugin, new: &Plugin) -> Vec<PluginSetting> {
         restart,
         secrets,
         state,
+        net,
         config,
         config_at: _,
     } = new;
@@ -307,6 +314,7 @@ fn changed_settings(old: &Plugin, new: &Plugin) -> Vec<PluginSetting> {
             S::UnitsCap,
             old.limits.units_per_session != *units_per_session,
         ),
+        (S::Net, old.net != *net),
     ];
     differs
         .into_iter()

@@ -85,6 +85,16 @@ fn a_changed_config_table_needs_a_new_instance() {
 }
 
 #[test]
+fn a_changed_network_allow_list_needs_a_new_instance() {
+    assert_only(PluginSetting::Net, Apply::NewInstance, |p| {
+        p.net.http = vec![crate::HttpRule::parse("https://api.example.com").unwrap()];
+    });
+    assert_only(PluginSetting::Net, Apply::NewInstance, |p| {
+        p.net.max_concurrent = 9
+    });
+}
+
+#[test]
 fn enabling_or_disabling_is_applied_in_band() {
     assert_only(PluginSetting::Enabled, Apply::InBand, |p| p.enabled = false);
 }

@@ -153,6 +153,24 @@ pub const fn default_log_bytes_per_sec() -> u64 {
 pub const fn default_emit_bytes_per_sec() -> u64 {
     1024 * 1024
 }
+pub const fn default_net_connect_timeout_ms() -> u64 {
+    5_000
+}
+pub const fn default_net_first_byte_timeout_ms() -> u64 {
+    10_000
+}
+pub const fn default_net_between_bytes_timeout_ms() -> u64 {
+    10_000
+}
+pub const fn default_net_max_response_bytes() -> u64 {
+    1024 * 1024
+}
+pub const fn default_net_max_concurrent() -> u64 {
+    4
+}
+pub const fn default_net_requests_per_minute() -> u64 {
+    60
+}
 pub const fn default_dir_quota_mb() -> u64 {
     1024
 }

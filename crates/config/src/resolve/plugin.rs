@@ -33,6 +33,76 @@ impl Resolver<'_> {
         Ok((ms(block.n), log.n, emit.n))
     }
 
+    /// `[plugin.net]`: the allow-list, each pattern parsed and none twice, and the limits.
+    fn plugin_net(&self, raw: &NetConfig, n: &str) -> Result<crate::net::Net, ConfigError> {
+        let mut http: Vec<crate::net::HttpRule> = Vec::new();
+        for pat in raw.http.iter().flat_map(|l| l.get_ref()) {
+            let rule = crate::net::HttpRule::parse(pat.get_ref()).map_err(|m| {
+                self.src
+                    .invalid_at(pat, format!("plugin {n:?}: plugin.net.http: {m}"))
+            })?;
+            if http.iter().any(|r| r.text == rule.text) {
+                return Err(self.src.invalid_at(
+                    pat,
+                    format!(
+                        "plugin {n:?}: plugin.net.http lists {:?} twice: remove one",
+                        rule.text
+                    ),
+                ));
+            }
+            http.push(rule);
+        }
+        let num = |v: &Num, key: &str, default: u64, min: u64, max: u64| {
+            self.num(v, key, default, min, max).map(|v| v.n)
+        };
+        Ok(crate::net::Net {
+            http,
+            allow_private: raw.allow_private.unwrap_or(false),
+            connect_timeout: ms(num(
+                &raw.connect_timeout_ms,
+                "plugin.net.connect_timeout_ms",
+                default_net_connect_timeout_ms(),
+                1,
+                600_000,
+            )?),
+            first_byte_timeout: ms(num(
+                &raw.first_byte_timeout_ms,
+                "plugin.net.first_byte_timeout_ms",
+                default_net_first_byte_timeout_ms(),
+                1,
+                600_000,
+            )?),
+            between_bytes_timeout: ms(num(
+                &raw.between_bytes_timeout_ms,
+                "plugin.net.between_bytes_timeout_ms",
+                default_net_between_bytes_timeout_ms(),
+                1,
+                600_000,
+            )?),
+            max_response_bytes: num(
+                &raw.max_response_bytes,
+                "plugin.net.max_response_bytes",
+                default_net_max_response_bytes(),
+                1,
+                1 << 30,
+            )?,
+            max_concurrent: num(
+                &raw.max_concurrent,
+                "plugin.net.max_concurrent",
+                default_net_max_concurrent(),
+                1,
+                1024,
+            )? as u32,
+            requests_per_minute: num(
+                &raw.requests_per_minute,
+                "plugin.net.requests_per_minute",
+                default_net_requests_per_minute(),
+                1,
+                1_000_000,
+            )? as u32,
+        })
+    }
+
     /// `[[plugin.dir]] quota_mb`: `None` for a read-only grant.
     pub(super) fn dir_quota(
         &self,
@@ -203,6 +273,7 @@ impl Resolver<'_> {
                     .n,
             ),
         };
+        let net = self.plugin_net(&p.net, n)?;
         let config = match &p.config {
             Some(c) => flatten_config(c.get_ref()).map_err(|m| {
                 self.src
@@ -236,6 +307,7 @@ impl Resolver<'_> {
             restart,
             secrets,
             state,
+            net,
             config,
             config_at: WrittenAt(Some(match &p.config {
                 Some(c) => self.src.at(c.span().start),
