@@ -405,7 +405,7 @@ impl Collector for HostCollector {
         counters(
             &mut enc,
             "zoom_app_refusals",
-            "Server-side Zoom App requests refused: no app context, one Zoom did not seal, expired, or not in a meeting",
+            "Server-side Zoom App requests refused: no app context, one Zoom did not seal, expired or too old, replayed, over its meeting's rate, not the host for stop/pause/resume, or not in a meeting",
             [(none, get(&s.zoom_app_refused))],
         )?;
         counters(

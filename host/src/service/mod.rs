@@ -406,6 +406,7 @@ impl Service {
                     client_secret: secret.expose().to_owned(),
                     rtms: rtms.clone(),
                     refused: zoom_app_refused.clone(),
+                    guard: Default::default(),
                 }) as Arc<dyn rtms_client::AppRoutes>),
                 (true, None) => anyhow::bail!(
                     "server.zoom_app needs the app's client secret to verify the Zoom client: export {}",
