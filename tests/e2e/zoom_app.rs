@@ -39,16 +39,18 @@ async fn app_host(sim: &Simulator, api: &ZoomApi) -> Host {
 }
 
 fn context_for(meeting: &str, secret: &str) -> String {
-    encrypt_context(
-        &AppContext {
-            typ: "meeting".into(),
-            uid: "user-1".into(),
-            mid: Some(meeting.into()),
-            ts: Some(rtms_proto::unix_ms()),
-            exp: Some(rtms_proto::unix_ms() + 60_000),
-        },
-        secret,
-    )
+    encrypt_context(&app_context(meeting, "host"), secret)
+}
+
+fn app_context(meeting: &str, role: &str) -> AppContext {
+    AppContext {
+        typ: "meeting".into(),
+        uid: "user-1".into(),
+        mid: Some(meeting.into()),
+        ts: Some(rtms_proto::unix_ms()),
+        exp: Some(rtms_proto::unix_ms() + 60_000),
+        attendrole: Some(role.into()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,4 +196,100 @@ async fn the_server_start_refuses_a_context_not_sealed_by_zoom() {
         .and_then(|v| v.parse::<f64>().ok());
     assert_eq!(refusals, Some(3.0), "{metrics}");
     assert!(api.meeting(&id).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_undated_and_non_host_contexts_are_refused_before_zoom_is_asked() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, ApiConfig::default()).await.unwrap();
+    let host = app_host(&sim, &api).await;
+    let id = api.prepare(script(5, vec![]), MeetingOptions::default());
+    let secret = sim.config().client_secret.clone();
+    let year_old = AppContext {
+        ts: Some(rtms_proto::unix_ms() - 365 * 24 * 3600 * 1000),
+        ..app_context(&id, "host")
+    };
+    let no_exp = AppContext {
+        exp: None,
+        ..app_context(&id, "host")
+    };
+    for (action, ctx, status, why) in [
+        ("start", year_old, 401, "at most 300 s old"),
+        ("start", no_exp, 401, "no exp"),
+        (
+            "stop",
+            app_context(&id, "attendee"),
+            403,
+            "host or a co-host",
+        ),
+        (
+            "pause",
+            app_context(&id, "attendee"),
+            403,
+            "host or a co-host",
+        ),
+    ] {
+        let stream = tokio::net::TcpStream::connect(host.svc.addr())
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::post(format!("/zoom-app/api/rtms/{action}"))
+            .header("host", host.svc.addr().to_string())
+            .header("x-zoom-app-context", encrypt_context(&ctx, &secret));
+        let resp = sender
+            .send_request(
+                req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{why}");
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains(why),
+            "{why}: {body:?}"
+        );
+    }
+    assert!(api.counts().status_calls.is_empty(), "Zoom was never asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_context_reaches_zoom_at_most_its_allowed_uses() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, ApiConfig::default()).await.unwrap();
+    let host = app_host(&sim, &api).await;
+    let id = api.prepare(script(5, vec![]), MeetingOptions::default());
+    let header = context_for(&id, &sim.config().client_secret);
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+    for _ in 0..200 {
+        let stream = tokio::net::TcpStream::connect(host.svc.addr())
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::post("/zoom-app/api/rtms/start")
+            .header("host", host.svc.addr().to_string())
+            .header("x-zoom-app-context", &header);
+        let resp = sender
+            .send_request(
+                req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        *statuses.entry(resp.status().as_u16()).or_default() += 1;
+    }
+    assert_eq!(statuses.get(&409), Some(&197), "{statuses:?}");
+    let calls = api.counts().status_calls.len();
+    assert!((1..=3).contains(&calls), "{calls} calls reached Zoom");
 }

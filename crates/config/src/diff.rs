@@ -296,6 +296,14 @@ fn runtime_changes(r: &mut Vec<String>, a: &Runtime, b: &Runtime) {
     note(r, "runtime.dead_letter_max_mb", &x, &y);
     let (x, y) = (a.dead_letter_files, b.dead_letter_files);
     note(r, "runtime.dead_letter_files", &x, &y);
+    let (x, y) = (a.output_queue_bytes >> 20, b.output_queue_bytes >> 20);
+    note(r, "runtime.output_queue_mb", &x, &y);
+    note(
+        r,
+        "runtime.tap_mb",
+        &(a.tap_bytes >> 20),
+        &(b.tap_bytes >> 20),
+    );
     let (x, y) = (ms(a.shutdown_grace), ms(b.shutdown_grace));
     note(r, "runtime.shutdown_grace_ms", &x, &y);
     note(r, "runtime.reload.watch", &a.reload.watch, &b.reload.watch);

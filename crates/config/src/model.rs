@@ -297,6 +297,11 @@ pub struct Runtime {
     pub dead_letter_max_bytes: u64,
     /// Rotated dead-letter files kept per plugin; older ones are deleted.
     pub dead_letter_files: u32,
+    /// Bytes of emitted outputs waiting for the dispatcher before `emit` drops.
+    pub output_queue_bytes: u64,
+    /// Bytes of outputs the live tap may hold for its subscribers; past it the tap carries
+    /// outputs without their `data` and with a shortened `message`.
+    pub tap_bytes: u64,
     /// On SIGINT/SIGTERM, queues drain for at most this long.
     pub shutdown_grace: Duration,
     /// Hot reload of the pipeline file and components.
@@ -717,15 +722,58 @@ pub struct Sink {
     pub target: SinkTarget,
     /// Which outputs go there.
     pub filter: SinkFilter,
+    /// Bytes of outputs waiting for this sink before it drops new ones.
+    pub queue_bytes: u64,
+    /// How an `http` sink delivers (ignored by the others).
+    pub delivery: Delivery,
 }
 
 impl Sink {
-    /// A sink that takes every output.
+    /// `queue_mb`'s default, in bytes.
+    pub const DEFAULT_QUEUE_BYTES: u64 = 16 << 20;
+
+    /// A sink that takes every output, with the default queue and delivery settings.
     pub fn all(target: SinkTarget) -> Self {
         Self {
             target,
             filter: SinkFilter::default(),
+            queue_bytes: Sink::DEFAULT_QUEUE_BYTES,
+            delivery: Delivery::default(),
         }
+    }
+}
+
+/// An `http` sink's timeouts and retries: a hung endpoint costs at most
+/// `(retries + 1) * request_timeout` plus the backoff per output, never forever.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Time to open the TCP connection.
+    pub connect_timeout: Duration,
+    /// Time for the whole request, connect included, until the response head.
+    pub request_timeout: Duration,
+    /// Further attempts after a failed one (connection error, timeout, 5xx, 429).
+    pub retries: u32,
+    /// Wait before the first retry; doubled each retry, at most `MAX_BACKOFF`.
+    pub retry_backoff: Duration,
+}
+
+impl Delivery {
+    /// The longest wait between two attempts.
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+    /// The defaults of `connect_timeout_ms`, `request_timeout_ms`, `retries` and
+    /// `retry_backoff_ms`.
+    pub const DEFAULT: Delivery = Delivery {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+        retries: 2,
+        retry_backoff: Duration::from_millis(200),
+    };
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self::DEFAULT
     }
 }
 

@@ -212,6 +212,8 @@ pub struct RuntimeConfig {
     pub dead_letter_dir: Option<Spanned<String>>,
     pub dead_letter_max_mb: Num,
     pub dead_letter_files: Num,
+    pub output_queue_mb: Num,
+    pub tap_mb: Num,
     pub shutdown_grace_ms: Num,
     #[serde(default)]
     pub reload: ReloadConfig,
@@ -336,4 +338,9 @@ pub struct SinkConfig {
     pub min_severity: Option<Severity>,
     pub plugins: Option<Vec<Spanned<String>>>,
     pub kinds: Option<Vec<String>>,
+    pub queue_mb: Num,
+    pub connect_timeout_ms: Num,
+    pub request_timeout_ms: Num,
+    pub retries: Num,
+    pub retry_backoff_ms: Num,
 }

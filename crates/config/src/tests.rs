@@ -665,6 +665,36 @@ fn sinks_resolve_paths_and_check_their_plugins() {
 }
 
 #[test]
+fn outputs_are_bounded_in_bytes_with_defaults_and_limits() {
+    let d = Dir::new();
+    let p = d.parse("version = 1\n[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:9/x\"\n");
+    assert_eq!(p.sinks[0].queue_bytes, 16 << 20);
+    assert_eq!(p.sinks[0].delivery, Delivery::default());
+    assert_eq!(p.sinks[0].delivery.request_timeout, Duration::from_secs(5));
+    assert_eq!(p.runtime.output_queue_bytes, 64 << 20);
+    assert_eq!(p.runtime.tap_bytes, 16 << 20);
+    let p = d.parse(
+        "version = 1\n[runtime]\noutput_queue_mb = 8\ntap_mb = 2\n[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:9/x\"\nqueue_mb = 4\nconnect_timeout_ms = 100\nrequest_timeout_ms = 300\nretries = 0\nretry_backoff_ms = 50\n",
+    );
+    let s = &p.sinks[0];
+    assert_eq!(s.queue_bytes, 4 << 20);
+    assert_eq!(s.delivery.connect_timeout, Duration::from_millis(100));
+    assert_eq!(s.delivery.request_timeout, Duration::from_millis(300));
+    assert_eq!(s.delivery.retries, 0);
+    assert_eq!(s.delivery.retry_backoff, Duration::from_millis(50));
+    assert_eq!(
+        (p.runtime.output_queue_bytes, p.runtime.tap_bytes),
+        (8 << 20, 2 << 20)
+    );
+    let e = d.err("version = 1\n[[sink]]\ntype = \"stdout\"\nqueue_mb = 0\n");
+    assert!(e.contains("sink.queue_mb"), "{e}");
+    let e = d.err(
+        "version = 1\n[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:9/x\"\nretries = 100\n",
+    );
+    assert!(e.contains("sink.retries"), "{e}");
+}
+
+#[test]
 fn plugin_names_are_validated_newtypes() {
     assert!(PluginName::try_new("transcript-writer").is_ok());
     assert!(PluginName::try_new("a1").is_ok());

@@ -2,6 +2,7 @@
 //! purpose through Zoom's REST API, the in-client Zoom App, and Zoom's event WebSocket as a
 //! second intake. A new Zoom flow gets a file here.
 
+pub mod app_guard;
 pub mod event_ws;
 pub mod start;
 pub mod zoom_app;

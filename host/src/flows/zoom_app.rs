@@ -7,7 +7,8 @@
 //! AES-256-GCM envelope (key: SHA-256 of the app's client secret) around a JSON object with the
 //! meeting (`mid`) the user is in. So the route can start only the meeting its caller is in,
 //! and only for callers Zoom vouches for; the answer waits for the stream as `rtms-host start`
-//! does. Pages carry the security headers Zoom requires of an app's home URL.
+//! does. A verified context must then pass [`super::app_guard`]: fresh, not replayed, within
+//! its meeting's rate, and from the host or a co-host for stop, pause and resume. Pages carry the security headers Zoom requires of an app's home URL.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,10 +22,10 @@ use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use rtms_client::{AppRequest, AppRoutes};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+pub use super::app_guard::AppContext;
 use super::start::RtmsControl;
 use crate::flows::zoom_rest::Action;
 
@@ -37,24 +38,6 @@ const STYLE: &str = include_str!("../../../examples/zoom-app/app.css");
 
 /// The longest context header read (Zoom's are a few hundred bytes).
 const MAX_CONTEXT: usize = 4096;
-
-/// What the Zoom client says about the user who opened the app.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppContext {
-    /// `meeting`, `panel`, ...
-    pub typ: String,
-    /// The user.
-    pub uid: String,
-    /// The meeting uuid, when opened in a meeting.
-    #[serde(default)]
-    pub mid: Option<String>,
-    /// When the context was made (ms).
-    #[serde(default)]
-    pub ts: Option<u64>,
-    /// When it expires (ms), if Zoom says.
-    #[serde(default)]
-    pub exp: Option<u64>,
-}
 
 fn key(client_secret: &str) -> Aes256Gcm {
     let digest = Sha256::digest(client_secret.as_bytes());
@@ -113,11 +96,19 @@ pub fn decrypt_context(header: &str, client_secret: &str) -> Result<AppContext, 
 
 /// Seals a context as Zoom does (for tests and tools that stand in for the Zoom client).
 pub fn encrypt_context(ctx: &AppContext, client_secret: &str) -> String {
+    seal(
+        &serde_json::to_vec(ctx).expect("serializable"),
+        client_secret,
+    )
+}
+
+/// Seals any plaintext in Zoom's envelope (for the fuzz target: documents that are not
+/// contexts).
+pub fn seal(plain: &[u8], client_secret: &str) -> String {
     let iv: [u8; 12] = rand::random();
     let aad: &[u8] = b"";
-    let plain = serde_json::to_vec(ctx).expect("serializable");
     let sealed = key(client_secret)
-        .encrypt(Nonce::from_slice(&iv), Payload { msg: &plain, aad })
+        .encrypt(Nonce::from_slice(&iv), Payload { msg: plain, aad })
         .expect("AES-GCM encryption");
     let (cipher, tag) = sealed.split_at(sealed.len() - 16);
     let mut out = vec![iv.len() as u8];
@@ -137,6 +128,8 @@ pub struct ZoomApp {
     /// Server-side requests refused (no context, one Zoom did not seal, expired, not in a
     /// meeting): counted for the metrics (`rtms_zoom_app_refusals_total`).
     pub refused: Arc<std::sync::atomic::AtomicU64>,
+    /// Freshness, replays, the per-meeting rate and roles (see [`super::app_guard`]).
+    pub guard: super::app_guard::Guard,
 }
 
 fn page(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>> {
@@ -215,18 +208,17 @@ impl ZoomApp {
                     Ok(c) => c,
                     Err(e) => return self.refuse(StatusCode::UNAUTHORIZED, &e),
                 };
-                if ctx.exp.is_some_and(|exp| exp < rtms_proto::unix_ms()) {
-                    return self.refuse(
-                        StatusCode::UNAUTHORIZED,
-                        "the app context has expired: call zoomSdk.getAppContext() again",
-                    );
-                }
-                let Some(meeting) = ctx.mid.filter(|m| !m.is_empty()) else {
+                let Some(meeting) = ctx.mid.clone().filter(|m| !m.is_empty()) else {
                     return self.refuse(
                         StatusCode::BAD_REQUEST,
                         "the app was not opened in a meeting",
                     );
                 };
+                let now = rtms_proto::unix_ms();
+                if let Err((status, why)) = self.guard.check(header, &ctx, &meeting, action, now) {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                    return self.refuse(status, &why);
+                }
                 tracing::info!(action = action.as_str(), user = %ctx.uid, "Zoom App asked for an RTMS status change");
                 match self.rtms.act(&meeting, action).await {
                     Ok(v) => answer(StatusCode::OK, v),
@@ -265,6 +257,7 @@ mod tests {
             mid: Some("abc==".into()),
             ts: Some(1),
             exp: None,
+            attendrole: Some("host".into()),
         }
     }
 

@@ -30,6 +30,7 @@ use rtms_proto::{MediaKind, Product};
 
 use crate::dataplane::stats::{Metrics, Seconds};
 use crate::outputs::OutputStats;
+use crate::outputs::stats::{DropReason, SinkStats};
 
 /// The content type of the exposition (OpenMetrics text, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -458,13 +459,30 @@ impl Collector for HostCollector {
         counters(
             &mut enc,
             "outputs_dropped",
-            "Outputs dropped because the output queue was full",
-            [(none, get(&o.dropped))],
+            "Outputs dropped before the sinks, by reason: queue_bytes (output_queue_mb held), queue_full (65,536 records held), closed (shutting down)",
+            [
+                DropReason::QueueBytes,
+                DropReason::QueueFull,
+                DropReason::Closed,
+            ]
+            .map(|r| ([("reason", r.as_str())], o.emit_drops.get(r))),
+        )?;
+        gauges(
+            &mut enc,
+            "output_queue_bytes",
+            "Bytes of outputs waiting for the dispatcher",
+            [(none, o.queue.held() as i64)],
+        )?;
+        gauges(
+            &mut enc,
+            "output_queue_limit_bytes",
+            "The byte bound of the output queue (runtime.output_queue_mb)",
+            [(none, o.queue.max as i64)],
         )?;
         counters(
             &mut enc,
             "zoom_app_refusals",
-            "Server-side Zoom App requests refused: no app context, one Zoom did not seal, expired, or not in a meeting",
+            "Server-side Zoom App requests refused: no app context, one Zoom did not seal, expired or too old, replayed, over its meeting's rate, not the host for stop/pause/resume, or not in a meeting",
             [(none, get(&s.zoom_app_refused))],
         )?;
         counters(
@@ -479,18 +497,7 @@ impl Collector for HostCollector {
             "Events tap subscribers (rtms-host tap, the dashboard) lost by falling behind",
             [(none, s.tap.lagged())],
         )?;
-        counters(
-            &mut enc,
-            "sink_deliveries",
-            "Outputs delivered by the sinks",
-            [(none, get(&o.delivered))],
-        )?;
-        counters(
-            &mut enc,
-            "sink_failures",
-            "Outputs a sink dropped (its queue full) or failed to deliver",
-            [(none, get(&o.sink_failures))],
-        )?;
+        self.encode_sinks(&mut enc, o)?;
 
         // Per plugin.
         let plugins = m.plugins();
@@ -674,6 +681,92 @@ impl Collector for HostCollector {
             p.call_seconds.0.encode(calls.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+impl HostCollector {
+    /// The sinks' families, each labelled with `sink` (`<type>-<index>`, never a URL).
+    fn encode_sinks(
+        &self,
+        enc: &mut DescriptorEncoder<'_>,
+        o: &OutputStats,
+    ) -> Result<(), std::fmt::Error> {
+        let none: [(&str, &str); 0] = [];
+        let label = |s: &SinkStats| s.label.clone();
+        counters(
+            enc,
+            "sink_deliveries",
+            "Outputs delivered by the sinks",
+            [(none, get(&o.delivered))],
+        )?;
+        counters(
+            enc,
+            "sink_failures",
+            "Outputs a sink dropped (its queue full) or failed to deliver",
+            [(none, get(&o.sink_failures))],
+        )?;
+        counters(
+            enc,
+            "sink_delivered",
+            "Outputs delivered, by sink",
+            o.sinks
+                .iter()
+                .map(|s| ([("sink", label(s))], get(&s.delivered))),
+        )?;
+        counters(
+            enc,
+            "sink_drops",
+            "Outputs a sink dropped, by sink and reason: queue_bytes (its queue_mb held), queue_full (16,384 records held), failed (not delivered after its retries)",
+            o.sinks.iter().flat_map(|s| {
+                [
+                    DropReason::QueueBytes,
+                    DropReason::QueueFull,
+                    DropReason::Failed,
+                ]
+                .map(|r| {
+                    (
+                        [("sink", label(s)), ("reason", r.as_str().to_owned())],
+                        s.drops.get(r),
+                    )
+                })
+            }),
+        )?;
+        counters(
+            enc,
+            "sink_retries",
+            "HTTP sink attempts after a failed one, by sink",
+            o.sinks
+                .iter()
+                .map(|s| ([("sink", label(s))], get(&s.retries))),
+        )?;
+        gauges(
+            enc,
+            "sink_queue_bytes",
+            "Bytes of outputs waiting for a sink",
+            o.sinks
+                .iter()
+                .map(|s| ([("sink", label(s))], s.budget.held() as i64)),
+        )?;
+        gauges(
+            enc,
+            "sink_queue_limit_bytes",
+            "The byte bound of a sink's queue (its queue_mb)",
+            o.sinks
+                .iter()
+                .map(|s| ([("sink", label(s))], s.budget.max as i64)),
+        )?;
+        gauges(
+            enc,
+            "tap_bytes",
+            "Bytes of events the live tap holds for its subscribers (bounded by runtime.tap_mb)",
+            [(none, self.0.tap.held_bytes() as i64)],
+        )?;
+        counters(
+            enc,
+            "tap_outputs_elided",
+            "Outputs the tap carried without their data because it was full in bytes",
+            [(none, self.0.tap.elided())],
+        )
     }
 }
 

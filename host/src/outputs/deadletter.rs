@@ -11,8 +11,12 @@
 //! `(keep + 1) * max_bytes` of disk. A single letter larger than `max_bytes` is written
 //! without its frames' payloads (seqs and metadata only, `payload_omitted` set). Every
 //! rotation that deletes letters is counted and logged.
+//!
+//! Letters hold meeting audio and transcripts: the files are created readable by their
+//! owner only (0600), and one found wider is narrowed.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -136,11 +140,12 @@ impl DeadLetters {
             if size > 0 && size + line.len() as u64 > self.max_bytes {
                 self.rotate(&path)?;
             }
-            let mut f = std::fs::OpenOptions::new()
+            let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&path)?;
-            f.write_all(&line)
+            crate::outputs::restrict(&f, &path)?.write_all(&line)
         })();
         if let Err(e) = result {
             tracing::error!(path = %path.display(), error = %e, "cannot write the dead-letter file");
@@ -278,6 +283,22 @@ mod tests {
             .collect();
         assert_eq!(*kept.last().unwrap(), 100);
         assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
+    }
+
+    #[test]
+    fn letters_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::new(Some(d.path().to_owned()));
+        dl.write_quiet(&meta(), &[frame(1, 10)]);
+        let path = dl.path_for("p").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        // A file an earlier version left world-readable is narrowed on the next letter.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        dl.write_quiet(&meta(), &[frame(2, 10)]);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(seqs(&path), [1, 2]);
     }
 
     #[test]

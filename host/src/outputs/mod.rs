@@ -1,91 +1,99 @@
 //! Outputs plugins emit (`host.emit`) and the sinks they go to: stdout, a JSON Lines file,
 //! an HTTP endpoint.
 //!
-//! `emit` runs inside a guest call, so it never blocks: it puts the record on a bounded
-//! channel (a full channel drops the record, counted and logged). One dispatcher task fans
-//! records out to the sinks; each sink runs in its own task behind its own bounded queue so a
-//! slow HTTP endpoint never delays the stdout or file sinks.
+//! `emit` runs inside a guest call, so it never blocks: it puts the record on a channel
+//! bounded in records and in bytes (`[runtime] output_queue_mb`); a full one drops the
+//! record, counted with its reason and logged at a bounded rate. One dispatcher task fans
+//! records out to the sinks; each sink runs in its own task behind its own queue, bounded
+//! the same way (`[[sink]] queue_mb`), so a slow or hung HTTP endpoint never delays the
+//! stdout or file sinks and never holds more than its queue's bytes. A record is built once
+//! and shared (`Arc`) by the sinks and the tap; its bytes count against every queue that
+//! holds it until that queue's sink is done with it.
+//!
+//! The HTTP sink is in [`http`]; the byte accounting and counters in [`stats`].
 
 pub mod deadletter;
+pub mod http;
 pub mod record;
+pub mod stats;
 pub mod tap;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 
-pub use rtms_config::{Severity, Sink, SinkFilter, SinkTarget};
+pub use rtms_config::{Delivery, Severity, Sink, SinkFilter, SinkTarget};
 
+use crate::outputs::stats::{DropReason, SinkStats};
 use crate::outputs::tap::TapHub;
 pub use record::OutputRecord;
+pub use stats::OutputStats;
 
-/// Records waiting for the dispatcher before `emit` starts dropping.
+/// Records waiting for the dispatcher before `emit` starts dropping (the byte bound
+/// usually comes first).
 const OUTPUT_QUEUE: usize = 65_536;
 /// Records waiting for one sink before that sink starts dropping.
 const SINK_QUEUE: usize = 16_384;
 
+/// A record on a queue, with the bytes it holds of that queue's budget (given back when
+/// the item is dropped).
+pub(crate) struct Queued {
+    pub rec: Arc<OutputRecord>,
+    _bytes: OwnedSemaphorePermit,
+}
+
+/// The byte bounds of the output path (`[runtime] output_queue_mb`, `tap_mb`).
+#[derive(Clone, Copy, Debug)]
+pub struct OutputBounds {
+    pub queue_bytes: u64,
+    pub tap_bytes: u64,
+}
+
+impl Default for OutputBounds {
+    fn default() -> Self {
+        Self {
+            queue_bytes: 64 << 20,
+            tap_bytes: tap::DEFAULT_TAP_BYTES as u64,
+        }
+    }
+}
+
+impl From<&rtms_config::Runtime> for OutputBounds {
+    fn from(r: &rtms_config::Runtime) -> Self {
+        Self {
+            queue_bytes: r.output_queue_bytes,
+            tap_bytes: r.tap_bytes,
+        }
+    }
+}
+
 /// The sending side handed to every instance. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Outputs {
-    tx: mpsc::Sender<OutputRecord>,
+    tx: mpsc::Sender<Queued>,
     stats: Arc<OutputStats>,
     /// The live tap (frames are published there by the sessions, outputs here).
     tap: Arc<TapHub>,
 }
 
-/// Counters of what happened to outputs.
-#[derive(Debug, Default)]
-pub struct OutputStats {
-    pub emitted: AtomicU64,
-    /// Delivered by a sink (printed, written, or answered with a 2xx).
-    pub delivered: AtomicU64,
-    /// Dropped because the dispatcher queue was full.
-    pub dropped: AtomicU64,
-    /// Dropped by a sink (queue full or delivery failed).
-    pub sink_failures: AtomicU64,
-    drop_warning: Throttle,
-    sink_warning: Throttle,
-}
-
-/// Reports a run of drops once when it starts, then at most once every ten seconds with the
-/// count since the last report, instead of once per item.
-#[derive(Debug, Default)]
-struct Throttle {
-    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
-}
-
-impl Throttle {
-    /// Counts one drop; returns the drops to report now, if a report is due.
-    fn due(&self) -> Option<u64> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.1 += 1;
-        let now = std::time::Instant::now();
-        if st
-            .0
-            .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(10))
-        {
-            st.0 = Some(now);
-            return Some(std::mem::take(&mut st.1));
-        }
-        None
-    }
-}
-
 impl Outputs {
     pub fn send(&self, rec: OutputRecord) {
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+        let rec = Arc::new(rec);
         self.tap.output(&rec);
-        if let Err(e) = self.tx.try_send(rec) {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            let rec = match e {
-                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+        let Some(bytes) = self.stats.queue.take(rec.bytes()) else {
+            return self.stats.drop_emit(&rec, DropReason::QueueBytes);
+        };
+        if let Err(e) = self.tx.try_send(Queued { rec, _bytes: bytes }) {
+            let (reason, q) = match e {
+                mpsc::error::TrySendError::Full(q) => (DropReason::QueueFull, q),
+                mpsc::error::TrySendError::Closed(q) => (DropReason::Closed, q),
             };
-            if let Some(n) = self.stats.drop_warning.due() {
-                tracing::warn!(plugin = %rec.plugin, stream = %rec.stream_id, kind = %rec.kind, dropped = n, total = self.stats.dropped.load(Ordering::Relaxed), "outputs dropped: the output queue is full or closed");
-            }
+            self.stats.drop_emit(&q.rec, reason);
         }
     }
 
@@ -105,62 +113,78 @@ pub struct SinkSet {
     dispatcher: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the sinks and returns the handle instances emit through.
+/// Starts the sinks with the default byte bounds.
 pub async fn start_sinks(specs: Vec<Sink>) -> anyhow::Result<(Outputs, SinkSet)> {
-    let stats = Arc::new(OutputStats::default());
-    let (tx, mut rx) = mpsc::channel::<OutputRecord>(OUTPUT_QUEUE);
+    start_sinks_with(specs, OutputBounds::default()).await
+}
+
+/// Starts the sinks and returns the handle instances emit through.
+pub async fn start_sinks_with(
+    specs: Vec<Sink>,
+    bounds: OutputBounds,
+) -> anyhow::Result<(Outputs, SinkSet)> {
+    let stats = Arc::new(OutputStats::new(&specs, bounds.queue_bytes));
+    let (tx, rx) = mpsc::channel::<Queued>(OUTPUT_QUEUE);
     let mut lanes = Vec::new();
     let mut tasks = JoinSet::new();
-    for spec in specs {
-        let (stx, srx) = mpsc::channel::<Arc<OutputRecord>>(SINK_QUEUE);
+    for (i, spec) in specs.into_iter().enumerate() {
+        let (stx, srx) = mpsc::channel::<Queued>(SINK_QUEUE);
+        let sink = stats.sinks[i].clone();
         match &spec.target {
             SinkTarget::Stdout => {
-                tasks.spawn(run_stdout(srx, stats.clone()));
+                tasks.spawn(run_stdout(srx, stats.clone(), sink));
             }
             SinkTarget::Jsonl { path } => {
-                if let Some(dir) = path.parent() {
-                    tokio::fs::create_dir_all(dir).await.ok();
-                }
-                let file = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot open output file {}: {e}", path.display())
-                    })?;
-                tasks.spawn(run_jsonl(srx, file, stats.clone()));
+                let file = open_private(path).await?;
+                tasks.spawn(run_jsonl(srx, file, stats.clone(), sink));
             }
             SinkTarget::Http { url } => {
-                tasks.spawn(run_http(srx, url.clone(), stats.clone()));
+                let d = spec.delivery.clone();
+                tasks.spawn(http::run(srx, url.clone(), d, stats.clone(), sink));
             }
         }
-        lanes.push((spec, stx));
+        lanes.push((spec.filter, stats.sinks[i].clone(), stx));
     }
-    let dstats = stats.clone();
-    let dispatcher = tokio::spawn(async move {
-        while let Some(rec) = rx.recv().await {
-            let rec = Arc::new(rec);
-            for (spec, lane) in &lanes {
-                if spec.filter.matches(&rec.plugin, &rec.kind, rec.severity)
-                    && lane.try_send(rec.clone()).is_err()
-                {
-                    dstats.sink_failures.fetch_add(1, Ordering::Relaxed);
-                    if let Some(n) = dstats.sink_warning.due() {
-                        tracing::warn!(sink = ?spec.target, plugin = %rec.plugin, dropped = n, "outputs dropped: sink queue full");
-                    }
-                }
-            }
-        }
-        drop(lanes);
-        while tasks.join_next().await.is_some() {}
-    });
+    let dispatcher = tokio::spawn(dispatch(rx, lanes, tasks, stats.clone()));
     let outputs = Outputs {
         tx,
         stats,
-        tap: Arc::default(),
+        tap: Arc::new(TapHub::new(bounds.tap_bytes as usize)),
     };
     Ok((outputs, SinkSet { dispatcher }))
+}
+
+type Lane = (SinkFilter, Arc<SinkStats>, mpsc::Sender<Queued>);
+
+/// Fans each record out to the sinks whose filter it passes, each taking its bytes from
+/// that sink's budget; ends when every `Outputs` is gone and the sinks have finished.
+async fn dispatch(
+    mut rx: mpsc::Receiver<Queued>,
+    lanes: Vec<Lane>,
+    mut tasks: JoinSet<()>,
+    stats: Arc<OutputStats>,
+) {
+    while let Some(q) = rx.recv().await {
+        let rec = &q.rec;
+        for (filter, sink, lane) in &lanes {
+            if !filter.matches(&rec.plugin, &rec.kind, rec.severity) {
+                continue;
+            }
+            let Some(bytes) = sink.budget.take(rec.bytes()) else {
+                stats.drop_sink(sink, rec, DropReason::QueueBytes);
+                continue;
+            };
+            let item = Queued {
+                rec: rec.clone(),
+                _bytes: bytes,
+            };
+            if lane.try_send(item).is_err() {
+                stats.drop_sink(sink, rec, DropReason::QueueFull);
+            }
+        }
+    }
+    drop(lanes);
+    while tasks.join_next().await.is_some() {}
 }
 
 impl SinkSet {
@@ -170,27 +194,62 @@ impl SinkSet {
     }
 }
 
-async fn run_stdout(mut rx: mpsc::Receiver<Arc<OutputRecord>>, stats: Arc<OutputStats>) {
-    while let Some(r) = rx.recv().await {
-        println!("{}", r.human());
-        stats.delivered.fetch_add(1, Ordering::Relaxed);
+/// Opens (or creates) a JSON Lines file for appending, readable by its owner only: outputs
+/// carry what was said in meetings. A file left wider by an earlier version is narrowed.
+async fn open_private(path: &std::path::Path) -> anyhow::Result<tokio::fs::File> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.ok();
+    }
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open output file {}: {e}", path.display()))?;
+    restrict(&file.into_std().await, path)
+        .map(tokio::fs::File::from_std)
+        .map_err(|e| anyhow::anyhow!("cannot make {} private (0600): {e}", path.display()))
+}
+
+/// Narrows an open file to mode 0600 when its group or others may read or write it.
+pub(crate) fn restrict(
+    f: &std::fs::File,
+    path: &std::path::Path,
+) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = f.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o7777), "output file was readable by others: narrowed to 0600");
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.try_clone()
+}
+
+async fn run_stdout(mut rx: mpsc::Receiver<Queued>, stats: Arc<OutputStats>, sink: Arc<SinkStats>) {
+    while let Some(q) = rx.recv().await {
+        println!("{}", q.rec.human());
+        stats.delivered(&sink);
     }
 }
 
 async fn run_jsonl(
-    mut rx: mpsc::Receiver<Arc<OutputRecord>>,
+    mut rx: mpsc::Receiver<Queued>,
     file: tokio::fs::File,
     stats: Arc<OutputStats>,
+    sink: Arc<SinkStats>,
 ) {
     let mut w = tokio::io::BufWriter::new(file);
-    while let Some(r) = rx.recv().await {
-        let mut line = serde_json::to_vec(&*r).unwrap_or_default();
+    while let Some(q) = rx.recv().await {
+        let mut line = serde_json::to_vec(&*q.rec).unwrap_or_default();
         line.push(b'\n');
         if let Err(e) = w.write_all(&line).await {
-            stats.sink_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "cannot write output to the JSON Lines sink");
+            stats.drop_sink(&sink, &q.rec, DropReason::Failed);
+            if rtms_client::ratelog::admit("jsonl-sink-failed") {
+                tracing::error!(error = %e, "cannot write output to the JSON Lines sink");
+            }
         } else {
-            stats.delivered.fetch_add(1, Ordering::Relaxed);
+            stats.delivered(&sink);
         }
         // Flush when the queue is drained, so the file is current without a syscall per line.
         if rx.is_empty() {
@@ -198,35 +257,4 @@ async fn run_jsonl(
         }
     }
     let _ = w.flush().await;
-}
-
-async fn run_http(mut rx: mpsc::Receiver<Arc<OutputRecord>>, url: String, stats: Arc<OutputStats>) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    while let Some(r) = rx.recv().await {
-        let body = serde_json::to_vec(&*r).unwrap_or_default();
-        let req = hyper::Request::post(&url)
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)));
-        let result = match req {
-            Ok(req) => client
-                .request(req)
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|resp| {
-                    if resp.status().is_success() {
-                        Ok(())
-                    } else {
-                        Err(format!("HTTP {}", resp.status()))
-                    }
-                }),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = result {
-            stats.sink_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(url = %url, error = %e, plugin = %r.plugin, "HTTP sink could not deliver an output");
-        } else {
-            stats.delivered.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }

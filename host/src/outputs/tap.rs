@@ -5,7 +5,14 @@
 //! that falls behind loses the oldest events (it is told how many) and the host does not
 //! notice. With no subscriber the frame path pays one atomic load: events are built only
 //! while someone listens.
+//!
+//! The channel holds the last [`TAP_BUFFER`] events, and outputs can be large, so the tap is
+//! bounded in bytes too: the hub mirrors what the channel holds, and an output that would
+//! take it past `[runtime] tap_mb` is published without its `data` and with its `message`
+//! shortened (counted as elided), so the tap holds at most `tap_mb` plus [`TAP_BUFFER`]
+//! slim events (under 1 KiB each). Outputs are shared with the sinks (`Arc`), never copied.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -59,6 +66,11 @@ impl TapEvent {
     }
 }
 
+/// The byte bound of a hub built without a pipeline (`[runtime] tap_mb`'s default).
+pub const DEFAULT_TAP_BYTES: usize = 16 << 20;
+/// What a frame event costs besides its text, for the byte bound.
+const FRAME_EVENT_BYTES: usize = 256;
+
 /// Where tapped events are published.
 #[derive(Debug)]
 pub struct TapHub {
@@ -66,15 +78,17 @@ pub struct TapHub {
     listeners: Arc<AtomicUsize>,
     /// Events subscribers lost by falling behind, in all.
     lagged: Arc<AtomicU64>,
+    /// The sizes of the last [`TAP_BUFFER`] events published (what the channel may hold),
+    /// and their sum.
+    held: parking_lot::Mutex<(VecDeque<usize>, usize)>,
+    max_bytes: usize,
+    /// Outputs published without their data because the tap was full in bytes.
+    elided: AtomicU64,
 }
 
 impl Default for TapHub {
     fn default() -> Self {
-        Self {
-            tx: broadcast::channel(TAP_BUFFER).0,
-            listeners: Arc::default(),
-            lagged: Arc::default(),
-        }
+        Self::new(DEFAULT_TAP_BYTES)
     }
 }
 
@@ -118,6 +132,49 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 impl TapHub {
+    /// A hub whose channel holds at most about `max_bytes` of outputs.
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            tx: broadcast::channel(TAP_BUFFER).0,
+            listeners: Arc::default(),
+            lagged: Arc::default(),
+            held: parking_lot::Mutex::new((VecDeque::with_capacity(TAP_BUFFER), 0)),
+            max_bytes,
+            elided: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes of events the channel may hold now.
+    pub fn held_bytes(&self) -> usize {
+        self.held.lock().1
+    }
+
+    /// Outputs published without their data because the tap was full in bytes.
+    pub fn elided(&self) -> u64 {
+        self.elided.load(Ordering::Relaxed)
+    }
+
+    /// Accounts for one more event of `size` bytes (the oldest falls out of the channel);
+    /// false, and nothing accounted, when it would take the tap past its byte bound.
+    fn admit(&self, size: usize, force: bool) -> bool {
+        let mut held = self.held.lock();
+        let (sizes, sum) = &mut *held;
+        let oldest = if sizes.len() >= TAP_BUFFER {
+            sizes.front().copied().unwrap_or(0)
+        } else {
+            0
+        };
+        if !force && *sum - oldest + size > self.max_bytes {
+            return false;
+        }
+        if sizes.len() >= TAP_BUFFER {
+            sizes.pop_front();
+        }
+        sizes.push_back(size);
+        *sum = *sum - oldest + size;
+        true
+    }
+
     /// Whether anyone listens (one atomic load).
     pub fn active(&self) -> bool {
         self.listeners.load(Ordering::Relaxed) > 0
@@ -156,16 +213,35 @@ impl TapHub {
             user_name: Some(f.user_name.clone()).filter(|s| !s.is_empty()),
             text: f.text.as_deref().map(|t| cut(t, MAX_TEXT)),
         };
+        self.admit(
+            FRAME_EVENT_BYTES + f.text.as_ref().map_or(0, |t| t.len().min(MAX_TEXT)),
+            true,
+        );
         let _ = self.tx.send(Arc::new(ev));
     }
 
-    /// Publishes an output, when someone listens.
-    pub fn output(&self, rec: &OutputRecord) {
-        if self.active() {
-            let _ = self
-                .tx
-                .send(Arc::new(TapEvent::Output(Arc::new(rec.clone()))));
+    /// Publishes an output, when someone listens: the record itself (shared), or its slim
+    /// form when the whole one would take the tap past its byte bound.
+    pub fn output(&self, rec: &Arc<OutputRecord>) {
+        if !self.active() {
+            return;
         }
+        let rec = if self.admit(rec.bytes(), false) {
+            rec.clone()
+        } else {
+            let n = self.elided.fetch_add(1, Ordering::Relaxed) + 1;
+            if rtms_client::ratelog::admit("tap-elided") {
+                tracing::warn!(
+                    elided = n,
+                    max_bytes = self.max_bytes,
+                    "the tap is full in bytes: outputs go to its subscribers without their data (raise runtime.tap_mb to see them whole)"
+                );
+            }
+            let slim = Arc::new(rec.slim(MAX_TEXT));
+            self.admit(slim.bytes(), true);
+            slim
+        };
+        let _ = self.tx.send(Arc::new(TapEvent::Output(rec)));
     }
 }
 
@@ -302,5 +378,57 @@ mod tests {
         assert_eq!(hub.lagged(), 10, "the loss is counted for the metrics");
         drop(sub);
         assert!(!hub.active());
+    }
+
+    fn output(data_bytes: usize) -> Arc<OutputRecord> {
+        Arc::new(OutputRecord::new(
+            "p".into(),
+            1,
+            "s".into(),
+            "m".into(),
+            crate::sandbox::bindings::Output {
+                kind: "k".into(),
+                severity: crate::sandbox::bindings::Severity::Info,
+                message: "hello".into(),
+                data: Some(format!("\"{}\"", "x".repeat(data_bytes))),
+            },
+        ))
+    }
+
+    #[tokio::test]
+    async fn outputs_are_shared_with_the_tap_and_bounded_in_bytes() {
+        let hub = TapHub::new(64 * 1024);
+        let mut sub = hub.subscribe();
+        let first = output(4096);
+        hub.output(&first);
+        match &*sub.rx.recv().await.unwrap() {
+            TapEvent::Output(o) => assert!(Arc::ptr_eq(o, &first), "shared, not copied"),
+            other => panic!("expected an output, got {other:?}"),
+        }
+        for _ in 0..200 {
+            hub.output(&output(4096));
+        }
+        // Whole outputs up to the bound, plus the slim ones (no data, message cut).
+        let slim_max = 1024 * hub.elided() as usize;
+        assert!(
+            hub.held_bytes() <= 64 * 1024 + slim_max,
+            "{} bytes held",
+            hub.held_bytes()
+        );
+        assert!(hub.elided() >= 200 - 64 * 1024 / 4096, "{}", hub.elided());
+        let mut slim = 0;
+        while let Ok(ev) = sub.rx.try_recv() {
+            if let TapEvent::Output(o) = &*ev
+                && o.data.is_none()
+            {
+                assert!(o.truncated && o.message == "hello");
+                slim += 1;
+            }
+        }
+        assert_eq!(
+            slim,
+            hub.elided(),
+            "each elided output reached the tap without its data"
+        );
     }
 }

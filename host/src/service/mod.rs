@@ -33,7 +33,7 @@ use crate::ops::admin::{AdminBackend, AdminConfig, Limits, check_exposure};
 use crate::ops::exposition::{Sources, StreamState, Telemetry};
 use crate::outputs::deadletter::DeadLetters;
 use crate::outputs::tap::TapSubscription;
-use crate::outputs::{SinkSet, start_sinks};
+use crate::outputs::{OutputBounds, SinkSet, start_sinks_with};
 use crate::pipeline::build::{build_table, client_config, runtime_config};
 use crate::pipeline::history::ReloadLog;
 use crate::pipeline::reload::{Outcome, Reloader, Trigger};
@@ -316,7 +316,8 @@ impl Service {
         let rt = Runtime::new(&runtime_config(&pipeline))?;
         let metrics = Arc::new(Metrics::default());
         let table = build_table(&pipeline, &rt, &metrics, None, 1).await?;
-        let (outputs, sinks) = start_sinks(pipeline.sinks.clone()).await?;
+        let bounds = OutputBounds::from(&pipeline.runtime);
+        let (outputs, sinks) = start_sinks_with(pipeline.sinks.clone(), bounds).await?;
         let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
         let shared = Shared::new(
             rt,
@@ -412,6 +413,7 @@ impl Service {
                     client_secret: secret.expose().to_owned(),
                     rtms: rtms.clone(),
                     refused: zoom_app_refused.clone(),
+                    guard: Default::default(),
                 }) as Arc<dyn rtms_client::AppRoutes>),
                 (true, None) => anyhow::bail!(
                     "server.zoom_app needs the app's client secret to verify the Zoom client: export {}",

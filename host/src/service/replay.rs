@@ -27,7 +27,7 @@ use crate::dataplane::bridge::{audio_format, wit_frame};
 use crate::dataplane::registry::{SessionDesc, Shared};
 use crate::dataplane::stats::{Metrics, MetricsSnapshot};
 use crate::outputs::deadletter::DeadLetters;
-use crate::outputs::start_sinks;
+use crate::outputs::{OutputBounds, start_sinks_with};
 use crate::pipeline::build::{build_table, runtime_config};
 use crate::sandbox::Runtime;
 use crate::sandbox::bindings::EndReason;
@@ -118,7 +118,8 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
         &lossless
     };
     let table = build_table(pipeline, &rt, &metrics, None, 1).await?;
-    let (outputs, sinks) = start_sinks(pipeline.sinks.clone()).await?;
+    let bounds = OutputBounds::from(&pipeline.runtime);
+    let (outputs, sinks) = start_sinks_with(pipeline.sinks.clone(), bounds).await?;
     let shared = Shared::new(
         rt,
         table,

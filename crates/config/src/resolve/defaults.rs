@@ -266,3 +266,28 @@ pub const ENV_OVERRIDES: [(&str, &str); 8] = [
     ("RTMS_KEEPALIVE_TIMEOUT_MS", "keepalive_timeout_ms"),
     ("RTMS_WEBHOOK_WAIT_TIMEOUT_MS", "webhook_wait_timeout_ms"),
 ];
+/// Outputs waiting for the dispatcher, in all: about four seconds of the default emit budget
+/// (1 MiB/s) from sixteen plugins.
+pub const fn default_output_queue_mb() -> u64 {
+    64
+}
+/// Outputs the live tap holds for slow subscribers.
+pub const fn default_tap_mb() -> u64 {
+    16
+}
+/// Outputs waiting for one sink.
+pub const fn default_sink_queue_mb() -> u64 {
+    Sink::DEFAULT_QUEUE_BYTES >> 20
+}
+pub const fn default_sink_connect_timeout_ms() -> u64 {
+    Delivery::DEFAULT.connect_timeout.as_millis() as u64
+}
+pub const fn default_sink_request_timeout_ms() -> u64 {
+    Delivery::DEFAULT.request_timeout.as_millis() as u64
+}
+pub const fn default_sink_retries() -> u64 {
+    Delivery::DEFAULT.retries as u64
+}
+pub const fn default_sink_retry_backoff_ms() -> u64 {
+    Delivery::DEFAULT.retry_backoff.as_millis() as u64
+}

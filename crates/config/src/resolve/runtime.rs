@@ -37,12 +37,15 @@ impl Resolver<'_> {
             60_000,
         )?;
         let (dead_letter_max_bytes, dead_letter_files) = self.dead_letter_caps(r)?;
+        let (output_queue_bytes, tap_bytes) = self.output_caps(r)?;
         Ok(Runtime {
             cache_dir,
             epoch_tick: ms(tick.n),
             dead_letter_dir,
             dead_letter_max_bytes,
             dead_letter_files,
+            output_queue_bytes,
+            tap_bytes,
             shutdown_grace: ms(grace.n),
             reload: Reload {
                 watch: r.reload.watch.unwrap_or(default_reload_watch()),
@@ -68,5 +71,20 @@ impl Resolver<'_> {
             1000,
         )?;
         Ok((max.n << 20, to_u32(files.n)))
+    }
+}
+
+impl Resolver<'_> {
+    /// `[runtime] output_queue_mb` and `tap_mb`, in bytes.
+    fn output_caps(&self, r: &RuntimeConfig) -> Result<(u64, u64), ConfigError> {
+        let queue = self.num(
+            &r.output_queue_mb,
+            "runtime.output_queue_mb",
+            default_output_queue_mb(),
+            1,
+            16_384,
+        )?;
+        let tap = self.num(&r.tap_mb, "runtime.tap_mb", default_tap_mb(), 1, 4096)?;
+        Ok((queue.n << 20, tap.n << 20))
     }
 }

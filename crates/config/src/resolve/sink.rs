@@ -13,14 +13,9 @@ impl Resolver<'_> {
         failed: &[String],
     ) -> (Vec<Sink>, Vec<ConfigError>) {
         if raw.is_empty() {
-            let stdout = vec![Sink {
-                target: SinkTarget::Stdout,
-                filter: SinkFilter {
-                    min_severity: default_min_severity(),
-                    plugins: None,
-                    kinds: None,
-                },
-            }];
+            let mut stdout = Sink::all(SinkTarget::Stdout);
+            stdout.filter.min_severity = default_min_severity();
+            let stdout = vec![stdout];
             return (stdout, Vec::new());
         }
         let mut sinks = Vec::new();
@@ -97,6 +92,7 @@ impl Resolver<'_> {
             }
             None => None,
         };
+        let (queue_bytes, delivery) = self.sink_bounds(c)?;
         Ok(Sink {
             target,
             filter: SinkFilter {
@@ -104,7 +100,51 @@ impl Resolver<'_> {
                 plugins: sink_plugins,
                 kinds: c.kinds.clone(),
             },
+            queue_bytes,
+            delivery,
         })
+    }
+
+    /// A sink's `queue_mb` (in bytes) and an http sink's timeouts and retries.
+    fn sink_bounds(&self, c: &SinkConfig) -> Result<(u64, Delivery), ConfigError> {
+        let q = self.num(
+            &c.queue_mb,
+            "sink.queue_mb",
+            default_sink_queue_mb(),
+            1,
+            4096,
+        )?;
+        let connect = self.num(
+            &c.connect_timeout_ms,
+            "sink.connect_timeout_ms",
+            default_sink_connect_timeout_ms(),
+            10,
+            60_000,
+        )?;
+        let request = self.num(
+            &c.request_timeout_ms,
+            "sink.request_timeout_ms",
+            default_sink_request_timeout_ms(),
+            10,
+            300_000,
+        )?;
+        let retries = self.num(&c.retries, "sink.retries", default_sink_retries(), 0, 10)?;
+        let backoff = self.num(
+            &c.retry_backoff_ms,
+            "sink.retry_backoff_ms",
+            default_sink_retry_backoff_ms(),
+            1,
+            60_000,
+        )?;
+        Ok((
+            q.n << 20,
+            Delivery {
+                connect_timeout: ms(connect.n),
+                request_timeout: ms(request.n),
+                retries: to_u32(retries.n),
+                retry_backoff: ms(backoff.n),
+            },
+        ))
     }
 
     /// An http sink's `url`: plain `http://`, no credentials, a valid port if any.
