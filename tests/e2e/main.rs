@@ -34,6 +34,7 @@ mod util;
 
 mod harness;
 
+mod chaos;
 mod drops;
 mod event_ws;
 mod faults;
