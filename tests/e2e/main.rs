@@ -23,6 +23,8 @@
 //! - `ops`: Prometheus metrics against the ledger, the admin API, the token rule, `rtms-host
 //!   tap` and the dashboard in headless Chromium.
 //! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
+//! - `journal`: a host killed with `kill -9` mid-meeting and restarted on the same
+//!   `[runtime] journal_dir` resumes the stream within the grace window, or ends it after.
 //! - `drops`: a plugin falling behind loses audio only, counted, warned about and summarised.
 
 #[path = "../shared/host_process.rs"]
@@ -40,6 +42,7 @@ mod event_ws;
 mod faults;
 mod happy;
 mod isolation;
+mod journal;
 mod ops;
 mod outages;
 mod proxy;

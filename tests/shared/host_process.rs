@@ -200,6 +200,22 @@ impl HostProcess {
         (self.stop(), dir)
     }
 
+    /// Kills the process with SIGKILL (`kill -9`: no shutdown, no flush) and hands over the
+    /// pipeline's directory and every log line.
+    pub fn kill9(mut self) -> (Vec<String>, tempfile::TempDir) {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        assert!(status.success(), "kill -9 {pid} failed");
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let (lock, cv) = &*self.logs;
+        let mut logs = lock.lock().unwrap();
+        while !logs.closed {
+            logs = cv.wait(logs).unwrap();
+        }
+        (logs.lines.clone(), dir)
+    }
+
     /// Sends SIGTERM and waits for a clean exit (killed after 30 s); returns every log line.
     pub fn stop(mut self) -> Vec<String> {
         let pid = self.pid().to_string();

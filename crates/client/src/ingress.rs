@@ -173,6 +173,8 @@ pub struct IngressStats {
     /// Events the handler refused as unacceptable, such as a server URL outside the
     /// allow-list (422).
     pub refused_unacceptable: AtomicU64,
+    /// Events for a stream this host does not run (answered 200, nothing done).
+    pub unknown_stream: AtomicU64,
     /// Events handed to the handler.
     pub delivered: AtomicU64,
     /// URL validation challenges answered.
@@ -194,6 +196,10 @@ pub enum Refusal {
     /// The event asks for something this host will not do (a server URL outside the
     /// allow-list): 422.
     Unacceptable(String),
+    /// The event is for a stream this host does not run (a stopped or interrupted webhook
+    /// for an unknown stream): 200, so Zoom does not retry, but counted as
+    /// [`WebhookOutcome::UnknownStream`], not as accepted.
+    UnknownStream(String),
 }
 
 /// What became of one webhook request, for metrics.
@@ -215,6 +221,8 @@ pub enum WebhookOutcome {
     Busy,
     /// Refused as unacceptable, such as a server URL outside the allow-list (422).
     Unacceptable,
+    /// For a stream this host does not run: acknowledged (200), nothing done.
+    UnknownStream,
 }
 
 impl WebhookOutcome {
@@ -228,6 +236,7 @@ impl WebhookOutcome {
             Self::BadRequest => "bad_request",
             Self::Busy => "busy",
             Self::Unacceptable => "unacceptable",
+            Self::UnknownStream => "unknown_stream",
         }
     }
 }
@@ -585,10 +594,14 @@ impl Ingress {
                 (reply(StatusCode::OK, ""), O::Accepted, event, true)
             }
             Err(refusal) => {
-                self.dedup
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .forget(&key);
+                // Zoom's retry of a refused event is handled anew; one for an unknown
+                // stream stays answered.
+                if !matches!(refusal, Refusal::UnknownStream(_)) {
+                    self.dedup
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .forget(&key);
+                }
                 match refusal {
                     Refusal::Busy {
                         retry_after,
@@ -604,6 +617,16 @@ impl Ingress {
                         bump(&self.cfg.stats.refused_unacceptable);
                         let r = reply(StatusCode::UNPROCESSABLE_ENTITY, format!("{reason}\n"));
                         (r, O::Unacceptable, event, true)
+                    }
+                    Refusal::UnknownStream(reason) => {
+                        bump(&self.cfg.stats.unknown_stream);
+                        tracing::info!(
+                            event = name,
+                            stream_id,
+                            reason,
+                            "webhook for a stream this host does not run: acknowledged, nothing done"
+                        );
+                        (reply(StatusCode::OK, ""), O::UnknownStream, event, true)
                     }
                 }
             }

@@ -161,14 +161,11 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 })
                 .map(drop)
             }
-            _ => {
-                tracing::info!(
-                    stream_id = ev.stream_id,
-                    event = ev.event,
-                    "webhook for a stream this host does not run: ignored"
-                );
-                Ok(())
-            }
+            _ => Err(Refusal::UnknownStream(format!(
+                "{} for stream {}, which this host does not run",
+                ev.event,
+                truncated(&ev.stream_id, 64)
+            ))),
         }
     }
 

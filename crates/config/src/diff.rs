@@ -306,6 +306,9 @@ fn runtime_changes(r: &mut Vec<String>, a: &Runtime, b: &Runtime) {
     );
     let (x, y) = (ms(a.shutdown_grace), ms(b.shutdown_grace));
     note(r, "runtime.shutdown_grace_ms", &x, &y);
+    note(r, "runtime.journal_dir", &a.journal_dir, &b.journal_dir);
+    let (x, y) = (ms(a.journal_grace), ms(b.journal_grace));
+    note(r, "runtime.journal_grace_ms", &x, &y);
     note(r, "runtime.reload.watch", &a.reload.watch, &b.reload.watch);
     let (x, y) = (ms(a.reload.debounce), ms(b.reload.debounce));
     note(r, "runtime.reload.debounce_ms", &x, &y);

@@ -304,6 +304,12 @@ pub struct Runtime {
     pub tap_bytes: u64,
     /// On SIGINT/SIGTERM, queues drain for at most this long.
     pub shutdown_grace: Duration,
+    /// `[runtime] journal_dir`: where the stream journal lives (absolute); `None` keeps no
+    /// journal, so a crash ends every live stream.
+    pub journal_dir: Option<PathBuf>,
+    /// `[runtime] journal_grace_ms`: a journaled stream is resumed after a restart only
+    /// within this long of the journal's last heartbeat (Zoom keeps media ~30 s).
+    pub journal_grace: Duration,
     /// Hot reload of the pipeline file and components.
     pub reload: Reload,
 }

@@ -215,6 +215,8 @@ pub struct RuntimeConfig {
     pub output_queue_mb: Num,
     pub tap_mb: Num,
     pub shutdown_grace_ms: Num,
+    pub journal_dir: Option<Spanned<String>>,
+    pub journal_grace_ms: Num,
     #[serde(default)]
     pub reload: ReloadConfig,
 }

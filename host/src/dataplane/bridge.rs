@@ -21,12 +21,17 @@ pub type Tap = Arc<dyn Fn(&HostSession, &Frame) + Send + Sync>;
 /// client decoded it): the benchmarks' latency starts there.
 pub type ReadTap = Arc<dyn Fn(&HostSession, &Frame, std::time::Instant) + Send + Sync>;
 
+/// Stream ids whose next session is a resumed one (a stream taken back from the journal
+/// after a restart): its plugins get `on-session-start` with `resumed = true`.
+pub type ResumeSet = Arc<parking_lot::Mutex<std::collections::HashSet<String>>>;
+
 /// Opens a host session for each stream the client connects.
 #[derive(Clone)]
 pub struct HostSinkFactory {
     pub shared: Arc<Shared>,
     pub tap: Option<Tap>,
     pub read_tap: Option<ReadTap>,
+    pub resumed: ResumeSet,
 }
 
 pub struct HostSink {
@@ -39,14 +44,15 @@ impl SinkFactory for HostSinkFactory {
     type Sink = HostSink;
 
     fn open(&self, info: &StreamInfo) -> HostSink {
-        tracing::info!(stream = %info.stream_id, product = info.product.as_str(), meeting = %info.meeting_id, "session started");
+        let resumed = self.resumed.lock().remove(&info.stream_id);
+        tracing::info!(stream = %info.stream_id, product = info.product.as_str(), meeting = %info.meeting_id, resumed, "session started");
         let session = self.shared.open_session(SessionDesc {
             product: info.product,
             meeting_id: info.meeting_id.clone(),
             stream_id: info.stream_id.clone(),
             operator_id: info.operator_id.clone(),
             started_at_ms: info.started_at_ms,
-            resumed: false,
+            resumed,
             audio: Some(audio_format(&info.audio)),
         });
         HostSink {

@@ -248,6 +248,15 @@ fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Seen) {
             );
             WebhookOutcome::Unacceptable
         }
+        Err(rtms_client::Refusal::UnknownStream(reason)) => {
+            tracing::info!(
+                event = name,
+                stream_id = stream,
+                reason,
+                "event from the event WebSocket for an unknown stream: nothing done"
+            );
+            WebhookOutcome::UnknownStream
+        }
     };
     handler.observe(WebhookSeen {
         event: Some(&name),

@@ -7,6 +7,7 @@
 //! ends every stream within the grace period (each plugin drains its queue and gets
 //! `on-session-end(shutdown)`), flushes the sinks and returns the final counters.
 
+pub mod journal;
 pub mod replay;
 pub mod signals;
 
@@ -25,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::dataplane::bridge::{HostSinkFactory, ReadTap, Tap};
+use crate::dataplane::bridge::{HostSinkFactory, ReadTap, ResumeSet, Tap};
 use crate::dataplane::registry::Shared;
 use crate::dataplane::stats::{Metrics, MetricsSnapshot};
 use crate::flows::start::{RtmsControl, StartedSeen};
@@ -71,6 +72,8 @@ pub struct Service {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: std::time::Duration,
     ready: Arc<AtomicBool>,
+    /// The stream journal (`[runtime] journal_dir`).
+    journal: Option<Arc<journal::JournalWriter>>,
 }
 
 struct Handler {
@@ -276,6 +279,34 @@ fn media_names(p: &rtms_proto::params::MediaParams) -> Vec<&'static str> {
 }
 
 /// Sends an admin reload trigger and waits for its outcome.
+/// Opens the stream journal when `[runtime] journal_dir` is set, resumes (or ends) the
+/// streams it holds, and starts writing the live ones.
+async fn start_journal(
+    pipeline: &Pipeline,
+    sessions: &HostSessions,
+    shared: &Arc<Shared>,
+    resumed: &ResumeSet,
+    stop: &CancellationToken,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Option<Arc<journal::JournalWriter>>> {
+    let Some(dir) = &pipeline.runtime.journal_dir else {
+        return Ok(None);
+    };
+    let file = journal::FileJournal::open(dir)?;
+    let writer = Arc::new(journal::JournalWriter::new(
+        Arc::new(file),
+        sessions.clone(),
+        shared.clone(),
+    ));
+    let grace = pipeline.runtime.journal_grace;
+    let (ok, ended) = journal::resume(&writer, resumed, grace, sessions.max_streams())
+        .await
+        .with_context(|| format!("cannot read the stream journal in {}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), resumed = ok, ended, ?grace, "stream journal open");
+    tasks.push(tokio::spawn(writer.clone().run(stop.clone())));
+    Ok(Some(writer))
+}
+
 async fn request_reload(triggers: &mpsc::UnboundedSender<Trigger>) -> Outcome {
     let (tx, rx) = oneshot::channel();
     if triggers.send(Trigger::Admin(Some(tx))).is_err() {
@@ -335,7 +366,9 @@ impl Service {
             shared: shared.clone(),
             tap: opts.tap,
             read_tap: opts.read_tap,
+            resumed: ResumeSet::default(),
         };
+        let resumed = factory.resumed.clone();
         let telemetry = Arc::new(Telemetry::default());
         let event_connector = connector.clone();
         let sessions = Sessions::with_observer(client_cfg, connector, factory, telemetry.clone());
@@ -529,6 +562,8 @@ impl Service {
                 tracing::error!(error = %e, "webhook server failed");
             }
         }));
+        let journal =
+            start_journal(&pipeline, &sessions, &shared, &resumed, &stop, &mut tasks).await?;
         let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
         let grace = pipeline.runtime.shutdown_grace;
         let reloader = Reloader::new(pipeline, env, shared.clone()).with_log(reloads);
@@ -552,6 +587,7 @@ impl Service {
             tasks,
             grace,
             ready,
+            journal,
         })
     }
 
@@ -596,6 +632,11 @@ impl Service {
         let aborted = self.sessions.shutdown(self.grace).await;
         if aborted > 0 {
             tracing::error!(aborted, "streams did not end within the grace period");
+        }
+        if let Some(j) = &self.journal {
+            // The streams ended: their entries go.
+            let j = j.clone();
+            let _ = tokio::task::spawn_blocking(move || j.tick()).await;
         }
         self.admin_stop.cancel();
         for t in self.tasks {

@@ -431,6 +431,34 @@ async fn refusals_get_503_with_retry_after_or_422_and_the_retry_is_not_a_duplica
 }
 
 #[tokio::test]
+async fn an_event_for_an_unknown_stream_is_answered_but_not_counted_as_delivered() {
+    let s = start(cfg()).await;
+    *s.recorder.refuse.lock().unwrap() = Some(Refusal::UnknownStream("no such stream".into()));
+    let body = started_body(6);
+    let (status, _) = post(
+        s.addr,
+        "/webhook",
+        body.clone(),
+        &signed(&body, unix_now(), SECRET),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "Zoom is not asked to retry");
+    assert_eq!(s.stats.unknown_stream.load(Ordering::Relaxed), 1);
+    assert_eq!(s.stats.delivered.load(Ordering::Relaxed), 0, "not accepted");
+    // Zoom's retry stays answered: it is a duplicate, not a second unknown event.
+    *s.recorder.refuse.lock().unwrap() = None;
+    let (status, _) = post(
+        s.addr,
+        "/webhook",
+        body.clone(),
+        &signed(&body, unix_now(), SECRET),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(s.recorder.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn overlong_ids_get_400_naming_the_field() {
     let s = start(cfg()).await;
     let body = serde_json::to_vec(&serde_json::json!({"event": "meeting.rtms_started", "event_ts": 1,

@@ -398,10 +398,13 @@ async fn scenario_4_stop_webhook_and_session_stop_end_for_good() {
         .unwrap();
     assert_eq!(r.end().await, EndReason::Stopped(6));
     r.sessions.idle().await;
-    // A late interrupted webhook without URL for the ended stream starts nothing.
-    r.sessions
-        .handle(event(WebhookAction::Interrupted, None, None))
-        .unwrap();
+    // A late interrupted webhook without URL for the ended stream starts nothing, and is
+    // told apart from one for a live stream (answered, but counted as for an unknown stream).
+    assert!(matches!(
+        r.sessions
+            .handle(event(WebhookAction::Interrupted, None, None)),
+        Err(crate::Refusal::UnknownStream(_))
+    ));
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(r.accepted.try_recv().is_err());
 

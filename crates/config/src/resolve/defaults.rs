@@ -123,6 +123,10 @@ pub const fn default_epoch_tick_ms() -> u64 {
 pub const fn default_shutdown_grace_ms() -> u64 {
     10_000
 }
+/// Zoom keeps a stream's media slot about 30 s (signaling about 60 s).
+pub const fn default_journal_grace_ms() -> u64 {
+    30_000
+}
 pub const fn default_reload_watch() -> bool {
     true
 }

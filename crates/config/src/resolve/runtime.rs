@@ -36,6 +36,13 @@ impl Resolver<'_> {
             0,
             60_000,
         )?;
+        let journal_grace = self.num(
+            &r.journal_grace_ms,
+            "runtime.journal_grace_ms",
+            default_journal_grace_ms(),
+            1_000,
+            120_000,
+        )?;
         let (dead_letter_max_bytes, dead_letter_files) = self.dead_letter_caps(r)?;
         let (output_queue_bytes, tap_bytes) = self.output_caps(r)?;
         Ok(Runtime {
@@ -47,6 +54,8 @@ impl Resolver<'_> {
             output_queue_bytes,
             tap_bytes,
             shutdown_grace: ms(grace.n),
+            journal_dir: r.journal_dir.as_ref().map(|d| self.path(d.get_ref())),
+            journal_grace: ms(journal_grace.n),
             reload: Reload {
                 watch: r.reload.watch.unwrap_or(default_reload_watch()),
                 debounce: ms(debounce.n),

@@ -1,0 +1,238 @@
+//! Surviving a restart: a real `rtms-host run` process with `[runtime] journal_dir`, killed
+//! with `kill -9` mid-meeting and started again on the same journal and pipeline. Within the
+//! grace window it reconnects on its own (no new webhook) and the plugins resume; after it,
+//! the stream ends with its reason.
+
+use std::time::Duration;
+
+use rtms_proto::Product;
+use rtms_sim::ledger::{ConnectionChange, SocketKind};
+use rtms_sim::{MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
+
+use crate::harness::{Record, within};
+use crate::host_process::{self, HostProcess};
+use crate::util;
+
+fn pipeline(grace_ms: u64) -> String {
+    format!(
+        r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+[admin]
+enabled = false
+[rtms]
+allowed_hosts = ["127.0.0.1", "localhost"]
+allow_insecure_ws = true
+[runtime]
+cache_dir = {cache:?}
+dead_letter_dir = "dead"
+journal_dir = "journal"
+journal_grace_ms = {grace_ms}
+[runtime.reload]
+watch = false
+[[plugin]]
+name = "seqs"
+component = {seq:?}
+media = ["transcript"]
+[[plugin.dir]]
+host = "out"
+guest = "/out"
+"#,
+        cache = util::cache_dir().display().to_string(),
+        seq = util::component("seq_recorder").display().to_string(),
+    )
+}
+
+async fn simulator() -> Simulator {
+    Simulator::start(SimConfig {
+        webhook_secret: host_process::WEBHOOK_SECRET.into(),
+        client_id: host_process::CLIENT_ID.into(),
+        client_secret: host_process::CLIENT_SECRET.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn host(dir: Option<tempfile::TempDir>, grace_ms: u64) -> HostProcess {
+    tokio::task::spawn_blocking(move || match dir {
+        None => HostProcess::start(&pipeline(grace_ms)),
+        Some(d) => HostProcess::start_in(d, "pipeline.toml", &pipeline(grace_ms), &[]),
+    })
+    .await
+    .unwrap()
+}
+
+/// A real-time meeting of `lines` transcript lines, 200 ms apart.
+fn meeting(sim: &Simulator, host: &HostProcess, lines: usize) -> rtms_sim::MeetingHandle {
+    let script = MeetingScript::builder()
+        .synthetic_speech(2, lines, 10)
+        .build()
+        .expect("script");
+    sim.start_meeting(
+        script,
+        MeetingOptions {
+            product: Product::Meeting,
+            pace: Pace::Realtime,
+            webhook_url: Some(host.webhook_url()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn seq_file(dir: &std::path::Path, stream_id: &str) -> std::path::PathBuf {
+    dir.join("out").join(format!("seqs-{stream_id}.txt"))
+}
+
+/// Waits until the seq-recorder's file holds at least `n` frames.
+async fn frames_written(dir: &std::path::Path, stream_id: &str, n: usize) {
+    let path = seq_file(dir, stream_id);
+    within("the plugin to write frames", async {
+        while std::fs::read_to_string(&path)
+            .map_or(0, |t| t.lines().filter(|l| !l.starts_with('#')).count())
+            < n
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+fn signaling_accepted(l: &rtms_sim::Ledger) -> usize {
+    l.connections
+        .iter()
+        .filter(|c| c.socket == SocketKind::Signaling && c.change == ConnectionChange::Accepted)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_meeting_and_restarted_resumes_the_stream_on_its_own() {
+    let sim = simulator().await;
+    let first = host(None, 30_000).await;
+    let m = meeting(&sim, &first, 40);
+    let stream = m.stream_id().to_owned();
+    frames_written(first.dir.path(), &stream, 3).await;
+    let (_, dir) = tokio::task::spawn_blocking(move || first.kill9())
+        .await
+        .unwrap();
+    let before = Record::read(&seq_file(dir.path(), &stream));
+    let second = host(Some(dir), 30_000).await;
+    assert!(
+        second
+            .wait_for_log("resuming a journaled stream", Duration::from_secs(5))
+            .is_some(),
+        "the restarted host takes the stream from its journal"
+    );
+    let ledger = within("the meeting to finish", m.finished()).await;
+    let path = seq_file(second.dir.path(), &stream);
+    within("the plugin to end the session", async {
+        while !std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .contains("# end ")
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let rec = Record::read(&path);
+    assert_eq!(
+        rec.starts,
+        [false, true],
+        "the plugin saw the session resumed"
+    );
+    assert_eq!(
+        rec.ends,
+        ["stopped(6)"],
+        "the stream lived to the script's end"
+    );
+    assert_eq!(
+        signaling_accepted(&ledger),
+        2,
+        "a second connection for the same stream"
+    );
+    ledger
+        .one_client_at_a_time()
+        .expect("never two clients at once");
+    assert_eq!(
+        ledger.webhooks_ending("rtms_started").len(),
+        1,
+        "no new webhook was needed"
+    );
+    // Exactly once: no line twice, none the simulator did not send, and only lines written
+    // to the socket that died unread may be missing.
+    let sent: Vec<String> = ledger.transcript.iter().map(|l| l.text.clone()).collect();
+    let got: Vec<String> = rec.frames.iter().map(|f| f.2.clone()).collect();
+    let mut uniq = got.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), got.len(), "no line written twice: {got:?}");
+    assert!(got.iter().all(|t| sent.contains(t)), "{got:?} vs {sent:?}");
+    let missing = sent.len() - got.len();
+    assert!(
+        missing as u64 <= ledger.counters.unconfirmed,
+        "{missing} lines missing, {} unconfirmed when the host died",
+        ledger.counters.unconfirmed
+    );
+    assert_eq!(got.last(), sent.last(), "the last line arrived");
+    let max_before = before.frames.iter().map(|f| f.0).max().unwrap();
+    let after: Vec<u64> = rec.frames[before.frames.len()..]
+        .iter()
+        .map(|f| f.0)
+        .collect();
+    assert!(
+        after.iter().all(|s| *s > max_before),
+        "seq keeps increasing across the restart: {max_before} then {after:?}"
+    );
+    eprintln!(
+        "resumed: {} lines sent, {} written, {missing} lost with the killed process",
+        sent.len(),
+        got.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_the_grace_window_ends_the_stream_with_its_reason() {
+    let sim = simulator().await;
+    let first = host(None, 1_000).await;
+    let m = meeting(&sim, &first, 40);
+    let stream = m.stream_id().to_owned();
+    frames_written(first.dir.path(), &stream, 2).await;
+    let (_, dir) = tokio::task::spawn_blocking(move || first.kill9())
+        .await
+        .unwrap();
+    // The grace window (1 s) passes while the host is down.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let second = host(Some(dir), 1_000).await;
+    let line = second
+        .wait_for_log("journaled stream not resumed", Duration::from_secs(5))
+        .expect("the expired stream is logged");
+    assert!(line.contains("journal_grace_passed"), "{line}");
+    assert!(line.contains(&stream), "{line}");
+    let rec = Record::read(&seq_file(second.dir.path(), &stream));
+    assert_eq!(rec.starts, [false, true]);
+    assert_eq!(
+        rec.ends,
+        ["connection-lost"],
+        "the plugin got on-session-end"
+    );
+    assert_eq!(
+        signaling_accepted(&m.ledger()),
+        1,
+        "the expired stream was not reconnected"
+    );
+    // The entry is gone: a third start resumes nothing.
+    let (logs, dir) = tokio::task::spawn_blocking(move || second.stop_keeping_dir())
+        .await
+        .unwrap();
+    assert!(logs.iter().any(|l| l.contains("\"ended\":1")), "counted");
+    let third = host(Some(dir), 1_000).await;
+    let open = third
+        .wait_for_log("stream journal open", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        open.contains("\"resumed\":0") && open.contains("\"ended\":0"),
+        "{open}"
+    );
+    m.stop(6);
+}
