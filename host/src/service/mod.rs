@@ -310,8 +310,7 @@ impl Service {
         reloads.set_config(&pipeline);
         let counters = Counters::default();
         let (triggers, trigger_rx) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let admin_stop = CancellationToken::new();
+        let (stop, admin_stop) = (CancellationToken::new(), CancellationToken::new());
         let addr = listener.local_addr()?;
         let admin_addr = admin_addr(&pipeline, opts.admin_listener.as_ref())?;
         let (starts, _) = tokio::sync::broadcast::channel(256);
@@ -338,12 +337,8 @@ impl Service {
                 reloads: reloads.clone(),
                 rtms: rtms.clone(),
             });
-            tasks.push(spawn_admin(
-                admin_listener,
-                cfg,
-                backend,
-                admin_stop.clone(),
-            ));
+            let admin = spawn_admin(admin_listener, cfg, backend, admin_stop.clone());
+            tasks.push(admin);
         }
         let failures = counters.event_ws_failures.clone();
         let intake = (listener, ingress_cfg, handler, event_ws, event_connector);
