@@ -358,3 +358,185 @@ fn the_cycle_check_finds_a_cycle() {
     );
     assert_eq!(resolve("x::y", "super::z::W").as_deref(), Some("x::z::W"));
 }
+
+/// The longest a function outside tests may be, in lines from `fn` to its closing brace.
+const MAX_FN_LINES: usize = 80;
+
+/// Functions allowed past [`MAX_FN_LINES`]: (file, function, why).
+/// Every entry but a flat match is to be split and taken off this list; the test fails on
+/// an entry that is no longer long, so the list only shrinks.
+#[rustfmt::skip]
+const LONG_FNS: &[(&str, &str, &str)] = &[
+    ("host/src/plugin_dev/scaffold.rs", "create", "not split yet"),
+    ("host/src/plugin_dev/script.rs", "record", "not split yet"),
+    ("host/src/plugin_dev/harness.rs", "run", "not split yet"),
+    ("host/src/flows/event_ws.rs", "run", "not split yet"),
+    ("host/src/flows/event_ws.rs", "on_text", "not split yet"),
+    ("host/src/service/replay.rs", "replay_file", "not split yet"),
+    ("crates/client/src/sessions.rs", "spawn", "not split yet"),
+    ("crates/client/src/machine.rs", "handle", "not split yet: its arms are several lines each"),
+    ("crates/client/src/ingress.rs", "webhook_outcome", "not split yet"),
+    ("crates/client/src/session.rs", "run", "not split yet"),
+    ("crates/client/src/session.rs", "on_message", "not split yet"),
+    ("crates/sim/src/timeline.rs", "play", "not split yet"),
+    ("crates/sim/src/server.rs", "conn_loop_inner", "not split yet"),
+    ("crates/sim/src/cli.rs", "simulate_until", "not split yet"),
+    ("crates/sim/src/api.rs", "serve_event_ws", "not split yet"),
+    ("crates/sim/src/meeting/handshake.rs", "media_handshake", "not split yet"),
+    ("crates/sim/src/meeting/inject.rs", "apply_fault", "not split yet"),
+    ("crates/sim/src/meeting/mod.rs", "new", "not split yet"),
+    ("crates/config/src/diff/plugin.rs", "changed_settings", "a flat table: each part destructured whole and one row per setting, so a new field must be classified there"),
+    ("benches/src/drain.rs", "run_one", "not split yet"),
+    ("benches/src/drain.rs", "run", "not split yet"),
+    ("benches/src/call.rs", "one", "not split yet"),
+    ("benches/src/reload.rs", "run", "not split yet"),
+    ("benches/src/concurrency.rs", "run_host", "not split yet"),
+    ("benches/src/concurrency.rs", "push_rows", "not split yet"),
+];
+
+/// Every function with a body in `text`: (name, first line, length in lines). Strings,
+/// character literals and comments do not count as braces; nested functions are listed
+/// on their own (and inside their parent's length).
+fn fn_lengths(text: &str) -> Vec<(String, usize, usize)> {
+    let b = code(text).into_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let line_at = |i: usize| b[..i].iter().filter(|c| **c == b'\n').count() + 1;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(next) = skip_literal(&b, i) {
+            i = next;
+            continue;
+        }
+        let starts_word = i == 0 || !ident(b[i - 1]);
+        if !(starts_word && b[i..].starts_with(b"fn ")) {
+            i += 1;
+            continue;
+        }
+        let name_at = i + 3;
+        let name_end = (name_at..b.len())
+            .find(|j| !ident(b[*j]))
+            .unwrap_or(b.len());
+        i = name_end;
+        if name_end == name_at {
+            continue; // `fn(…)`, a function pointer type
+        }
+        let name = String::from_utf8_lossy(&b[name_at..name_end]).into_owned();
+        if let Some(end) = body_end(&b, name_end) {
+            out.push((name, line_at(name_at), line_at(end) - line_at(name_at) + 1));
+        }
+    }
+    out
+}
+
+/// Where the body of the function whose signature starts at `from` ends (its closing
+/// brace); `None` for a declaration without a body.
+fn body_end(b: &[u8], from: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = from;
+    while i < b.len() {
+        if let Some(next) = skip_literal(b, i) {
+            i = next;
+            continue;
+        }
+        match b[i] {
+            b';' if depth == 0 => return None,
+            b'{' => depth += 1,
+            b'}' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// If a string or character literal starts at `i`, the index just past it.
+fn skip_literal(b: &[u8], i: usize) -> Option<usize> {
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    match b[i] {
+        b'"' => {
+            let mut j = i + 1;
+            while j < b.len() && b[j] != b'"' {
+                j += if b[j] == b'\\' { 2 } else { 1 };
+            }
+            Some(j + 1)
+        }
+        b'r' if (i == 0 || !ident(b[i - 1])) && matches!(b.get(i + 1), Some(b'#' | b'"')) => {
+            let hashes = b[i + 1..].iter().take_while(|c| **c == b'#').count();
+            if b.get(i + 1 + hashes) != Some(&b'"') {
+                return None;
+            }
+            let close: Vec<u8> = std::iter::once(b'"')
+                .chain(std::iter::repeat_n(b'#', hashes))
+                .collect();
+            let body = i + 2 + hashes;
+            let end = b[body..]
+                .windows(close.len())
+                .position(|w| w == close.as_slice())?;
+            Some(body + end + close.len())
+        }
+        b'\'' if b.get(i + 1) == Some(&b'\\') => {
+            Some(i + 2 + b[i + 2..].iter().position(|c| *c == b'\'')? + 1)
+        }
+        b'\'' if b.get(i + 2) == Some(&b'\'') => Some(i + 3),
+        _ => None,
+    }
+}
+
+#[test]
+fn no_function_outside_tests_is_longer_than_80_lines() {
+    let mut long = Vec::new();
+    let mut allowed_seen = BTreeSet::new();
+    for (_, src) in CRATES {
+        for path in modules(&workspace().join(src)).values() {
+            let text = std::fs::read_to_string(path).unwrap();
+            let file = path
+                .strip_prefix(workspace())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            for (name, line, len) in fn_lengths(&text) {
+                if len <= MAX_FN_LINES {
+                    continue;
+                }
+                let allowed = LONG_FNS.iter().find(|(f, n, _)| *f == file && *n == name);
+                match allowed {
+                    Some(a) => drop(allowed_seen.insert((a.0, a.1))),
+                    None => long.push(format!("{file}:{line} `{name}` is {len} lines")),
+                }
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FN_LINES} lines (split each into well-named functions; a flat \
+         match whose arms are one line each may be listed in LONG_FNS with its reason):\n{}",
+        long.join("\n")
+    );
+    let stale: Vec<_> = LONG_FNS
+        .iter()
+        .filter(|(f, n, _)| !allowed_seen.contains(&(*f, *n)))
+        .map(|(f, n, _)| format!("{f} `{n}`"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "LONG_FNS lists functions that are no longer over {MAX_FN_LINES} lines (remove them):\n{}",
+        stale.join("\n")
+    );
+}
+
+#[test]
+fn the_length_check_measures_bodies_not_strings_or_signatures() {
+    let src = "fn a() {\n    let s = \"}{\";\n    let c = '}';\n    let r = r#\"}\"#;\n}\n\
+               trait T {\n    fn decl(&self);\n    fn b<'a>(&'a self) -> fn(u8) -> u8 {\n        \
+               if true {\n        }\n        |x| x\n    }\n}\n";
+    assert_eq!(
+        fn_lengths(src),
+        vec![("a".to_owned(), 1, 5), ("b".to_owned(), 8, 5)]
+    );
+}

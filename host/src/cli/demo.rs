@@ -216,7 +216,56 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
         Some(p) => MeetingScript::from_file(p).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => MeetingScript::from_toml_str(STANDUP).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
+    let (sim, ca_file) = start_simulator(args, &out).await?;
+    let (pipeline, env, skipped) = demo_pipeline(args, &out, &ca_file, print).await?;
+    let counts: Arc<Mutex<BTreeMap<&'static str, u64>>> = Default::default();
+    let tap = transcript_tap(counts.clone(), print);
 
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let svc = Service::start(
+        pipeline,
+        Box::new(env),
+        listener,
+        StartOptions {
+            tap: Some(tap),
+            watch: Some(false),
+            ..Default::default()
+        },
+    )
+    .await?;
+    if print {
+        println!(
+            "rtms-host demo: simulator on {}, host on http://{}; outputs in {}",
+            sim.signaling_url(),
+            svc.addr(),
+            out.display()
+        );
+        println!();
+    }
+    let transcript_lines_sent = play_meeting(args, &sim, script, &svc).await?;
+    let metrics = svc.shutdown().await;
+    drop(sim);
+
+    let (files, alerts, outputs_by_plugin) = read_outputs(&out);
+    for (name, p) in &metrics.plugins {
+        if p.traps > 0 || p.dropped > 0 || p.dead_lettered > 0 {
+            tracing::warn!(plugin = %name, traps = p.traps, dropped = p.dropped, dead = p.dead_lettered, "plugin did not take every frame");
+        }
+    }
+    let frames_by_kind = counts.lock().clone();
+    Ok(DemoSummary {
+        frames_by_kind,
+        transcript_lines_sent,
+        files,
+        alerts,
+        elapsed: started.elapsed(),
+        skipped,
+        outputs_by_plugin,
+    })
+}
+
+/// Starts the Zoom simulator; with TLS, writes its CA to `simulator-ca.pem` in `out`.
+async fn start_simulator(args: &DemoArgs, out: &Path) -> Result<(Simulator, PathBuf)> {
     let sim = Simulator::start(SimConfig {
         client_id: CLIENT_ID.into(),
         client_secret: CLIENT_SECRET.into(),
@@ -230,7 +279,17 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
         std::fs::write(&ca_file, pem)
             .with_context(|| format!("cannot write {}", ca_file.display()))?;
     }
+    Ok((sim, ca_file))
+}
 
+/// Writes the demo's pipeline (with the plugins in other languages that could be built)
+/// to `out` and loads it; returns it with its environment and the plugins skipped.
+async fn demo_pipeline(
+    args: &DemoArgs,
+    out: &Path,
+    ca_file: &Path,
+    print: bool,
+) -> Result<(Pipeline, MapEnv, Vec<(String, String)>)> {
     let cache = out.join(default_cache_dir());
     let plugins = materialise_components(&cache.join("demo-plugins"))?;
     let pipeline_path = out.join("demo-pipeline.toml");
@@ -249,7 +308,7 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
     let (extra, skipped) = if args.rust_only {
         (String::new(), Vec::new())
     } else {
-        language_plugins(&out, print).await
+        language_plugins(out, print).await
     };
     for (p, why) in &skipped {
         eprintln!("rtms-host demo: SKIPPED {p}: {why}");
@@ -265,11 +324,16 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
         .with("ZOOM_SECRET_TOKEN", WEBHOOK_SECRET);
     let pipeline = Pipeline::parse(&text, &pipeline_path, &env, LoadOptions::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((pipeline, env, skipped))
+}
 
-    let counts: Arc<Mutex<BTreeMap<&'static str, u64>>> = Default::default();
-    let tap_counts = counts.clone();
-    let tap: crate::dataplane::bridge::Tap = Arc::new(move |_s, f| {
-        *tap_counts
+/// Counts every frame by kind into `counts`; with `print`, shows transcript and chat lines.
+fn transcript_tap(
+    counts: Arc<Mutex<BTreeMap<&'static str, u64>>>,
+    print: bool,
+) -> crate::dataplane::bridge::Tap {
+    Arc::new(move |_s, f| {
+        *counts
             .lock()
             .entry(rtms_proto::MediaKind::from(f.kind).as_str())
             .or_default() += 1;
@@ -296,29 +360,17 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
         };
         let mut o = std::io::stdout().lock();
         let _ = writeln!(o, "{line}");
-    });
+    })
+}
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let svc = Service::start(
-        pipeline,
-        Box::new(env),
-        listener,
-        StartOptions {
-            tap: Some(tap),
-            watch: Some(false),
-            ..Default::default()
-        },
-    )
-    .await?;
-    if print {
-        println!(
-            "rtms-host demo: simulator on {}, host on http://{}; outputs in {}",
-            sim.signaling_url(),
-            svc.addr(),
-            out.display()
-        );
-        println!();
-    }
+/// Plays the meeting against the host and waits (bounded) for its stream to end there;
+/// returns how many transcript lines the simulator sent.
+async fn play_meeting(
+    args: &DemoArgs,
+    sim: &Simulator,
+    script: MeetingScript,
+    svc: &Service,
+) -> Result<usize> {
     let meeting = sim.start_meeting(
         script,
         MeetingOptions {
@@ -341,11 +393,13 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
     {
         tracing::warn!("the host still had a live stream 30 s after the meeting ended");
     }
-    let metrics = svc.shutdown().await;
-    drop(sim);
+    Ok(ledger.transcript_lines().len())
+}
 
+/// The files written under `out`, the keyword alerts, and the outputs of each plugin.
+fn read_outputs(out: &Path) -> (Vec<PathBuf>, usize, BTreeMap<String, usize>) {
     let mut files = Vec::new();
-    collect_files(&out, &mut files);
+    collect_files(out, &mut files);
     files.sort();
     let alerts = std::fs::read_to_string(out.join("alerts.jsonl"))
         .map(|t| {
@@ -365,21 +419,7 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
             *outputs_by_plugin.entry(p.to_owned()).or_insert(0) += 1;
         }
     }
-    for (name, p) in &metrics.plugins {
-        if p.traps > 0 || p.dropped > 0 || p.dead_lettered > 0 {
-            tracing::warn!(plugin = %name, traps = p.traps, dropped = p.dropped, dead = p.dead_lettered, "plugin did not take every frame");
-        }
-    }
-    let frames_by_kind = counts.lock().clone();
-    Ok(DemoSummary {
-        frames_by_kind,
-        transcript_lines_sent: ledger.transcript_lines().len(),
-        files,
-        alerts,
-        elapsed: started.elapsed(),
-        skipped,
-        outputs_by_plugin,
-    })
+    (files, alerts, outputs_by_plugin)
 }
 
 /// Where the demo caches compiled components: beside the build when the binary runs where it

@@ -65,74 +65,128 @@ impl std::fmt::Debug for BatchHook {
     }
 }
 
-/// Counters for one plugin, over all its sessions and versions.
-#[derive(Debug, Default)]
-pub struct PluginStats {
+/// A plain counter of [`PluginStats`], as the exposition reads it.
+pub type PluginCounter = fn(&PluginStats) -> &AtomicU64;
+
+/// Declares every plain plugin counter once: the field of [`PluginStats`], the field of
+/// [`PluginSnapshot`], its line in [`PluginStats::snapshot`] and its family in
+/// [`PLUGIN_COUNTERS`] (the Prometheus exposition) all come from the one list below.
+macro_rules! plugin_counters {
+    ($( $(#[doc = $doc:literal])* $field:ident => $metric:literal, $help:literal; )*) => {
+        /// Counters for one plugin, over all its sessions and versions.
+        #[derive(Debug, Default)]
+        pub struct PluginStats {
+            $( $(#[doc = $doc])* pub $field: AtomicU64, )*
+            /// `dropped` by the kind of the frame dropped.
+            pub dropped_by_kind: ByKind,
+            /// Units charged (`budget.charge`), by the `what` the plugin names.
+            pub units: UnitsByWhat,
+            /// How long each `on-frames` call took, in seconds.
+            pub call_seconds: Seconds,
+            /// Outgoing HTTP requests (`[plugin.net]`).
+            pub http: HttpStats,
+        }
+
+        /// A snapshot of [`PluginStats`].
+        #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+        pub struct PluginSnapshot {
+            $( pub $field: u64, )*
+            /// `dropped` by kind (kinds with none left out).
+            pub dropped_by_kind: BTreeMap<String, u64>,
+            /// Units charged, by `what`.
+            pub units: BTreeMap<String, u64>,
+        }
+
+        impl PluginStats {
+            pub fn snapshot(&self) -> PluginSnapshot {
+                PluginSnapshot {
+                    $( $field: self.$field.load(Ordering::Relaxed), )*
+                    dropped_by_kind: self.dropped_by_kind.snapshot(),
+                    units: self.units.snapshot(),
+                }
+            }
+        }
+
+        /// Every plain plugin counter: (metric name, help, field), labelled by `plugin`.
+        pub const PLUGIN_COUNTERS: &[(&str, &str, PluginCounter)] = &[
+            $( ($metric, $help, |p| &p.$field), )*
+        ];
+    };
+}
+
+plugin_counters! {
     /// Frames routed to the plugin: queued for its worker, or delivered inline.
-    pub routed: AtomicU64,
+    routed => "plugin_frames_routed",
+        "Frames routed to the plugin: queued, or delivered inline";
     /// Frames an instance returned from `on-frames` for (ok or plugin error).
-    pub delivered: AtomicU64,
+    delivered => "plugin_frames_delivered", "Frames the plugin returned from on-frames for";
     /// `on-frames` calls made.
-    pub calls: AtomicU64,
+    calls => "plugin_batches", "on-frames calls";
     /// Frames delivered straight from the session's task, bypassing the queue and the
     /// worker's wake-up (see `crate::dataplane::worker::WorkerHandle::try_inline`).
-    pub inline: AtomicU64,
+    inline => "plugin_frames_inline",
+        "Frames delivered on the session's task, bypassing the queue (the worker was idle)";
     /// Of those, calls that had to wait (an epoch tick, I/O) and finished on a task of
     /// their own.
-    pub inline_handoffs: AtomicU64,
+    inline_handoffs => "plugin_inline_handoffs",
+        "Inline calls that had to wait and finished on a task of their own";
     /// Frames dropped to make room in a full queue (kinds its queue policy drops).
-    pub dropped: AtomicU64,
-    /// `dropped` by the kind of the frame dropped.
-    pub dropped_by_kind: ByKind,
+    dropped => "plugin_frames_dropped", "Frames dropped by a full drop-oldest queue";
     /// Frames a full `block` queue refused after its block timeout (stuck or restarting
     /// plugin); each is also counted in `dead_lettered`.
-    pub shed: AtomicU64,
+    shed => "plugin_frames_shed", "Frames a full block queue refused after its block timeout";
     /// Frames written to the dead-letter file: batches that trapped, frames shed, frames
     /// queued while the plugin could not run.
-    pub dead_lettered: AtomicU64,
+    dead_lettered => "plugin_frames_dead_lettered", "Frames written to the dead-letter file";
     /// Frames discarded because the plugin's circuit breaker is open for the session.
-    pub discarded: AtomicU64,
+    discarded => "plugin_frames_discarded",
+        "Frames discarded while the plugin's circuit breaker was open";
     /// `err(..)` results returned by the plugin.
-    pub errors: AtomicU64,
-    pub traps: AtomicU64,
+    errors => "plugin_errors", "err results the plugin returned";
+    /// Traps (panics, limits, deadline).
+    traps => "plugin_traps", "Traps (panics, limits, deadline)";
     /// Instances built after a trap.
-    pub restarts: AtomicU64,
-    /// Fresh instances built only to end a session whose last instance was gone (trapped,
-    /// or stopped by the breaker).
-    pub end_instances: AtomicU64,
+    restarts => "plugin_restarts", "Instances rebuilt after a trap";
     /// Sessions for which the circuit breaker stopped the plugin.
-    pub breaker_trips: AtomicU64,
+    breaker_trips => "plugin_breaker_trips",
+        "Sessions on which the circuit breaker stopped the plugin";
     /// Versions swapped in on live sessions.
-    pub swaps: AtomicU64,
+    swaps => "plugin_swaps", "New versions swapped in on live sessions";
     /// Automatic rollbacks of a version that kept trapping after a reload.
-    pub rollbacks: AtomicU64,
+    rollbacks => "plugin_rollbacks", "Automatic rollbacks of a version that kept trapping";
     /// Log lines (`host.log`, stdout, stderr) dropped by the log byte-rate limit.
-    pub log_dropped: AtomicU64,
+    log_dropped => "plugin_log_dropped", "Log lines dropped by the log byte-rate limit";
     /// Outputs (`host.emit`) dropped by the emit byte-rate limit.
-    pub emit_dropped: AtomicU64,
+    emit_dropped => "plugin_emit_dropped", "Outputs dropped by the emit byte-rate limit";
     /// Sessions for which the plugin was stopped because a granted directory went over
     /// its quota.
-    pub quota_stops: AtomicU64,
+    quota_stops => "plugin_quota_stops",
+        "Sessions on which a granted directory went over its quota";
     /// State writes refused: past a bound of their scope (`[plugin.state]`).
-    pub state_refused: AtomicU64,
+    state_refused => "plugin_state_refused",
+        "State writes refused: past a bound of their scope ([plugin.state])";
     /// `budget.charge` calls refused: past the session's units cap.
-    pub units_refused: AtomicU64,
-    /// Units charged (`budget.charge`), by the `what` the plugin names.
-    pub units: UnitsByWhat,
+    units_refused => "plugin_units_refused",
+        "budget.charge calls refused: past the session's units cap";
     /// `open-at` calls refused past `[plugin.limits] max_open_files`.
-    pub open_files_refused: AtomicU64,
+    open_files_refused => "plugin_open_files_refused",
+        "open-at calls refused past [plugin.limits] max_open_files";
     /// Files, directories and links not created past `[plugin.limits] max_inodes`.
-    pub inodes_refused: AtomicU64,
+    inodes_refused => "plugin_inodes_refused",
+        "Files and directories not created past [plugin.limits] max_inodes";
     /// Symbolic links refused in a grant without `symlinks = true`.
-    pub symlinks_refused: AtomicU64,
+    symlinks_refused => "plugin_symlinks_refused",
+        "Symbolic links refused in a grant without symlinks = true";
     /// Calls that trapped on a full resource table (`[plugin.limits] max_resources`).
-    pub resources_exhausted: AtomicU64,
+    resources_exhausted => "plugin_resources_exhausted",
+        "Calls that trapped on a full resource table ([plugin.limits] max_resources)";
     /// Sessions that ended with any loss for this plugin (see [`Losses`]).
-    pub sessions_with_losses: AtomicU64,
-    /// How long each `on-frames` call took, in seconds.
-    pub call_seconds: Seconds,
-    /// Outgoing HTTP requests (`[plugin.net]`).
-    pub http: HttpStats,
+    sessions_with_losses => "plugin_sessions_with_losses",
+        "Sessions that ended with any loss for the plugin";
+    /// Fresh instances built only to end a session whose last instance was gone (trapped,
+    /// or stopped by the breaker).
+    end_instances => "plugin_end_instances",
+        "Fresh instances built only to end a session whose instance was gone (trap or breaker)";
 }
 
 /// A plugin's outgoing HTTP requests, over all its sessions.
@@ -346,74 +400,10 @@ impl Metrics {
                 .plugins
                 .lock()
                 .iter()
-                .map(|(k, p)| {
-                    (
-                        k.clone(),
-                        PluginSnapshot {
-                            routed: get(&p.routed),
-                            delivered: get(&p.delivered),
-                            calls: get(&p.calls),
-                            dropped: get(&p.dropped),
-                            dropped_by_kind: p.dropped_by_kind.snapshot(),
-                            shed: get(&p.shed),
-                            dead_lettered: get(&p.dead_lettered),
-                            discarded: get(&p.discarded),
-                            errors: get(&p.errors),
-                            traps: get(&p.traps),
-                            restarts: get(&p.restarts),
-                            end_instances: get(&p.end_instances),
-                            breaker_trips: get(&p.breaker_trips),
-                            swaps: get(&p.swaps),
-                            rollbacks: get(&p.rollbacks),
-                            log_dropped: get(&p.log_dropped),
-                            emit_dropped: get(&p.emit_dropped),
-                            quota_stops: get(&p.quota_stops),
-                            state_refused: get(&p.state_refused),
-                            units_refused: get(&p.units_refused),
-                            units: p.units.snapshot(),
-                            open_files_refused: get(&p.open_files_refused),
-                            inodes_refused: get(&p.inodes_refused),
-                            symlinks_refused: get(&p.symlinks_refused),
-                            resources_exhausted: get(&p.resources_exhausted),
-                            sessions_with_losses: get(&p.sessions_with_losses),
-                        },
-                    )
-                })
+                .map(|(k, p)| (k.clone(), p.snapshot()))
                 .collect(),
         }
     }
-}
-
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct PluginSnapshot {
-    pub routed: u64,
-    pub delivered: u64,
-    pub calls: u64,
-    pub dropped: u64,
-    /// `dropped` by kind (kinds with none left out).
-    pub dropped_by_kind: BTreeMap<String, u64>,
-    pub shed: u64,
-    pub dead_lettered: u64,
-    pub discarded: u64,
-    pub errors: u64,
-    pub traps: u64,
-    pub restarts: u64,
-    pub end_instances: u64,
-    pub breaker_trips: u64,
-    pub swaps: u64,
-    pub rollbacks: u64,
-    pub log_dropped: u64,
-    pub emit_dropped: u64,
-    pub quota_stops: u64,
-    pub state_refused: u64,
-    pub units_refused: u64,
-    /// Units charged, by `what`.
-    pub units: BTreeMap<String, u64>,
-    pub open_files_refused: u64,
-    pub inodes_refused: u64,
-    pub symlinks_refused: u64,
-    pub resources_exhausted: u64,
-    pub sessions_with_losses: u64,
 }
 
 impl PluginSnapshot {

@@ -436,6 +436,19 @@ fn typed(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
     answer::typed(status, content_type, body).map(BodyExt::boxed)
 }
 
+/// 401 with the scheme to use.
+fn unauthorized() -> Response<Body> {
+    let mut r = reply(
+        StatusCode::UNAUTHORIZED,
+        "send the admin token: Authorization: Bearer <token>\n",
+    );
+    r.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"rtms-host admin\""),
+    );
+    r
+}
+
 fn json_reply(status: StatusCode, v: &Value) -> Response<Body> {
     answer::json(status, v).map(BodyExt::boxed)
 }
@@ -464,33 +477,12 @@ impl Admin {
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
         let read = method == Method::GET || method == Method::HEAD;
-        match path.as_str() {
-            "/healthz" if read => return reply(StatusCode::OK, "ok\n"),
-            "/readyz" if read => {
-                return match self.backend.ready() {
-                    Ok(()) => reply(StatusCode::OK, "ready\n"),
-                    Err(why) => reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("not ready: {why}\n"),
-                    ),
-                };
-            }
-            "/" | "/dashboard" if read => {
-                return typed(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD);
-            }
-            _ => {}
+        if let Some(r) = self.open_route(&path, read) {
+            return r;
         }
         if !self.authorized(&req) {
             self.unauthorized.note(peer);
-            let mut r = reply(
-                StatusCode::UNAUTHORIZED,
-                "send the admin token: Authorization: Bearer <token>\n",
-            );
-            r.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"rtms-host admin\""),
-            );
-            return r;
+            return unauthorized();
         }
         if let Err(r) = self.read_body(req).await {
             self.bad_requests.note(peer);
@@ -506,22 +498,7 @@ impl Admin {
             (&Method::GET, "/admin/sessions") => {
                 json_reply(StatusCode::OK, &self.backend.sessions())
             }
-            (&Method::POST, "/admin/sessions/stop") => {
-                match crate::urlenc::query_value(&query, "stream_id") {
-                    None => json_reply(
-                        StatusCode::BAD_REQUEST,
-                        &json!({"error": "name the stream: POST /admin/sessions/stop?stream_id=<rtms_stream_id, percent-encoded>"}),
-                    ),
-                    Some(id) if self.backend.stop_session(&id) => {
-                        tracing::info!(%peer, stream_id = %rtms_proto::webhook::truncated(&id, 64), "stream stopped by the admin API");
-                        json_reply(StatusCode::OK, &json!({"stopping": id}))
-                    }
-                    Some(id) => json_reply(
-                        StatusCode::NOT_FOUND,
-                        &json!({"error": format!("no stream {id:?} runs on this host: GET /admin/sessions lists them")}),
-                    ),
-                }
-            }
+            (&Method::POST, "/admin/sessions/stop") => self.stop_session_route(&query, peer),
             (&Method::GET, "/admin/plugins") => json_reply(StatusCode::OK, &self.backend.plugins()),
             (&Method::GET, "/admin/reload") => {
                 json_reply(StatusCode::OK, &json!({"last": self.backend.last_reload()}))
@@ -534,21 +511,8 @@ impl Admin {
             ),
             (&Method::GET, "/admin/tap") => self.tap(&query),
             (&Method::POST, p) if p.starts_with("/admin/rtms/") => {
-                let action = &p["/admin/rtms/".len()..];
-                let Some(meeting) =
-                    crate::urlenc::query_value(&query, "meeting").filter(|m| !m.is_empty())
-                else {
-                    return json_reply(
-                        StatusCode::BAD_REQUEST,
-                        &json!({"error": "name the meeting: POST /admin/rtms/<start|stop|pause|resume>?meeting=<uuid or number, percent-encoded>"}),
-                    );
-                };
-                tracing::info!(%peer, action, meeting = %rtms_proto::webhook::truncated(&meeting, 64), "RTMS status change requested");
-                let (status, v) = self.backend.rtms(&meeting, action).await;
-                json_reply(
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                    &v,
-                )
+                self.rtms_route(&p["/admin/rtms/".len()..], &query, peer)
+                    .await
             }
             (
                 _,
@@ -560,6 +524,59 @@ impl Admin {
             (_, "/healthz" | "/readyz" | "/" | "/dashboard") => not_allowed("GET, HEAD"),
             _ => reply(StatusCode::NOT_FOUND, "not found\n"),
         }
+    }
+
+    /// The routes served without the token: health, readiness and the dashboard's page.
+    fn open_route(&self, path: &str, read: bool) -> Option<Response<Body>> {
+        match path {
+            "/healthz" if read => Some(reply(StatusCode::OK, "ok\n")),
+            "/readyz" if read => Some(match self.backend.ready() {
+                Ok(()) => reply(StatusCode::OK, "ready\n"),
+                Err(why) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
+            }),
+            "/" | "/dashboard" if read => {
+                Some(typed(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD))
+            }
+            _ => None,
+        }
+    }
+
+    /// `POST /admin/sessions/stop?stream_id=…`
+    fn stop_session_route(&self, query: &str, peer: SocketAddr) -> Response<Body> {
+        match crate::urlenc::query_value(query, "stream_id") {
+            None => json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "name the stream: POST /admin/sessions/stop?stream_id=<rtms_stream_id, percent-encoded>"}),
+            ),
+            Some(id) if self.backend.stop_session(&id) => {
+                tracing::info!(%peer, stream_id = %rtms_proto::webhook::truncated(&id, 64), "stream stopped by the admin API");
+                json_reply(StatusCode::OK, &json!({"stopping": id}))
+            }
+            Some(id) => json_reply(
+                StatusCode::NOT_FOUND,
+                &json!({"error": format!("no stream {id:?} runs on this host: GET /admin/sessions lists them")}),
+            ),
+        }
+    }
+
+    /// `POST /admin/rtms/<action>?meeting=…`
+    async fn rtms_route(&self, action: &str, query: &str, peer: SocketAddr) -> Response<Body> {
+        let Some(meeting) = crate::urlenc::query_value(query, "meeting").filter(|m| !m.is_empty())
+        else {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "name the meeting: POST /admin/rtms/<start|stop|pause|resume>?meeting=<uuid or number, percent-encoded>"}),
+            );
+        };
+        tracing::info!(%peer, action, meeting = %rtms_proto::webhook::truncated(&meeting, 64), "RTMS status change requested");
+        let (status, v) = self.backend.rtms(&meeting, action).await;
+        json_reply(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &v,
+        )
     }
 
     /// Streams tapped events as JSON Lines until the client goes, the listener stops or the

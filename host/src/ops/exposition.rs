@@ -28,7 +28,7 @@ use rtms_client::listener::{Close, ConnStats};
 use rtms_client::{IngressStats, Scope, WebhookOutcome, WebhookSeen};
 use rtms_proto::{MediaKind, Product};
 
-use crate::dataplane::stats::{Metrics, Seconds};
+use crate::dataplane::stats::{Metrics, PLUGIN_COUNTERS, PluginStats, Seconds};
 use crate::outputs::OutputStats;
 use crate::outputs::stats::{DropReason, SinkStats};
 
@@ -344,120 +344,206 @@ fn gauges<L: prometheus_client::encoding::EncodeLabelSet>(
 
 type PluginLabel = [(&'static str, String); 1];
 
-/// One counter of [`PluginStats`](crate::dataplane::stats::PluginStats).
-type StatField = fn(&crate::dataplane::stats::PluginStats) -> &AtomicU64;
+/// No labels.
+const NONE: [(&str, &str); 0] = [];
 
 impl Collector for HostCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = &*self.0;
-        let m = &*s.metrics;
-        let none: [(&str, &str); 0] = [];
-        gauges(
-            &mut enc,
-            "ready",
-            "1 when the pipeline is loaded, every component compiled and the webhook listener up; 0 while starting or shutting down",
-            [(none, i64::from((s.ready)()))],
-        )?;
+        encode_sessions(&mut enc, s)?;
+        encode_intake(&mut enc, s)?;
+        self.encode_outputs(&mut enc, s)?;
+        let plugins = s.metrics.plugins();
+        encode_plugin_counters(&mut enc, &plugins)?;
+        encode_plugin_http(&mut enc, &plugins)?;
+        encode_plugin_queues(&mut enc, s, &plugins)
+    }
+}
 
-        // Sessions by product and state.
-        let streams = (s.streams)();
-        let mut rows: Vec<(Labels2, i64)> = Vec::new();
-        for st in &streams {
-            let key = [("product", st.product.as_str()), ("state", st.state)];
-            match rows.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, n)) => *n += 1,
-                None => rows.push((key, 1)),
-            }
+/// Readiness and the sessions by product and state.
+fn encode_sessions(enc: &mut DescriptorEncoder<'_>, s: &Sources) -> Result<(), std::fmt::Error> {
+    let m = &*s.metrics;
+    gauges(
+        enc,
+        "ready",
+        "1 when the pipeline is loaded, every component compiled and the webhook listener up; 0 while starting or shutting down",
+        [(NONE, i64::from((s.ready)()))],
+    )?;
+    let streams = (s.streams)();
+    let mut rows: Vec<(Labels2, i64)> = Vec::new();
+    for st in &streams {
+        let key = [("product", st.product.as_str()), ("state", st.state)];
+        match rows.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => rows.push((key, 1)),
         }
-        for p in Product::ALL {
-            if !rows.iter().any(|(k, _)| k[0].1 == p.as_str()) {
-                rows.push(([("product", p.as_str()), ("state", "streaming")], 0));
-            }
+    }
+    for p in Product::ALL {
+        if !rows.iter().any(|(k, _)| k[0].1 == p.as_str()) {
+            rows.push(([("product", p.as_str()), ("state", "streaming")], 0));
         }
-        gauges(
-            &mut enc,
-            "sessions",
-            "Live RTMS streams by product and connection state",
-            rows,
-        )?;
-        counters(
-            &mut enc,
-            "sessions_opened",
-            "Host sessions opened (a stream's first successful handshake)",
-            [(none, get(&m.sessions_started))],
-        )?;
-        counters(
-            &mut enc,
-            "sessions_ended",
-            "Host sessions ended",
-            [(none, get(&m.sessions_ended))],
-        )?;
+    }
+    gauges(
+        enc,
+        "sessions",
+        "Live RTMS streams by product and connection state",
+        rows,
+    )?;
+    counters(
+        enc,
+        "sessions_opened",
+        "Host sessions opened (a stream's first successful handshake)",
+        [(NONE, get(&m.sessions_started))],
+    )?;
+    counters(
+        enc,
+        "sessions_ended",
+        "Host sessions ended",
+        [(NONE, get(&m.sessions_ended))],
+    )
+}
 
-        // Frames received by kind.
-        counters(
-            &mut enc,
-            "frames_received",
-            "Frames received from Zoom, by kind",
-            MediaKind::ALL
-                .iter()
-                .zip(&m.kinds)
-                .map(|(k, c)| ([("kind", k.as_str())], get(&c.frames))),
-        )?;
-        counters(
-            &mut enc,
-            "frame_bytes_received",
-            "Payload and text bytes received from Zoom, by kind",
-            MediaKind::ALL
-                .iter()
-                .zip(&m.kinds)
-                .map(|(k, c)| ([("kind", k.as_str())], get(&c.bytes))),
-        )?;
+/// Frames received by kind, the webhook ingress's refusals below the event level, reloads.
+fn encode_intake(enc: &mut DescriptorEncoder<'_>, s: &Sources) -> Result<(), std::fmt::Error> {
+    let m = &*s.metrics;
+    counters(
+        enc,
+        "frames_received",
+        "Frames received from Zoom, by kind",
+        MediaKind::ALL
+            .iter()
+            .zip(&m.kinds)
+            .map(|(k, c)| ([("kind", k.as_str())], get(&c.frames))),
+    )?;
+    counters(
+        enc,
+        "frame_bytes_received",
+        "Payload and text bytes received from Zoom, by kind",
+        MediaKind::ALL
+            .iter()
+            .zip(&m.kinds)
+            .map(|(k, c)| ([("kind", k.as_str())], get(&c.bytes))),
+    )?;
+    let i = &*s.ingress;
+    counters(
+        enc,
+        "ingress_connections",
+        "Connections accepted by the webhook listener",
+        [(NONE, get(&i.listener.accepted))],
+    )?;
+    listener_families(enc, s)?;
+    counters(
+        enc,
+        "ingress_refusals",
+        "Webhook requests or connections refused before an event was read, by reason",
+        [
+            ([("reason", "evicted")], i.listener.closed(Close::Evicted)),
+            ([("reason", "accept_error")], get(&i.listener.accept_errors)),
+            ([("reason", "tls_failure")], i.listener.closed(Close::Tls)),
+            ([("reason", "body_timeout")], get(&i.body_timeouts)),
+            ([("reason", "not_found")], get(&i.not_found)),
+            ([("reason", "too_large")], get(&i.too_large)),
+        ],
+    )?;
+    counters(
+        enc,
+        "reloads",
+        "Pipeline reloads by outcome",
+        [
+            ([("outcome", "applied")], get(&m.reloads_applied)),
+            ([("outcome", "refused")], get(&m.reloads_refused)),
+            ([("outcome", "unchanged")], get(&m.reloads_unchanged)),
+        ],
+    )
+}
 
-        // The webhook ingress's refusals below the event level.
-        let i = &*s.ingress;
-        counters(
-            &mut enc,
-            "ingress_connections",
-            "Connections accepted by the webhook listener",
-            [(none, get(&i.listener.accepted))],
-        )?;
-        listener_families(&mut enc, s)?;
-        counters(
-            &mut enc,
-            "ingress_refusals",
-            "Webhook requests or connections refused before an event was read, by reason",
-            [
-                ([("reason", "evicted")], i.listener.closed(Close::Evicted)),
-                ([("reason", "accept_error")], get(&i.listener.accept_errors)),
-                ([("reason", "tls_failure")], i.listener.closed(Close::Tls)),
-                ([("reason", "body_timeout")], get(&i.body_timeouts)),
-                ([("reason", "not_found")], get(&i.not_found)),
-                ([("reason", "too_large")], get(&i.too_large)),
-            ],
-        )?;
+/// Every plain plugin counter ([`PLUGIN_COUNTERS`]), then the ones labelled by kind and
+/// by what.
+fn encode_plugin_counters(
+    enc: &mut DescriptorEncoder<'_>,
+    plugins: &[(String, Arc<PluginStats>)],
+) -> Result<(), std::fmt::Error> {
+    for (name, help, f) in PLUGIN_COUNTERS {
+        let rows = plugins
+            .iter()
+            .map(|(n, p)| -> (PluginLabel, u64) { ([("plugin", n.clone())], get(f(p))) });
+        counters(enc, name, help, rows)?;
+    }
+    counters(
+        enc,
+        "plugin_frames_dropped_by_kind",
+        "Frames dropped by a full queue's drop-oldest policy, by kind",
+        plugins.iter().flat_map(|(n, p)| {
+            p.dropped_by_kind
+                .snapshot()
+                .into_iter()
+                .map(move |(kind, v)| ([("plugin", n.clone()), ("kind", kind)], v))
+        }),
+    )?;
+    counters(
+        enc,
+        "plugin_units",
+        "Units the plugin charged to its sessions' budgets (budget.charge), by what it names (16 names at most, then other)",
+        plugins.iter().flat_map(|(n, p)| {
+            p.units
+                .snapshot()
+                .into_iter()
+                .map(move |(what, v)| ([("plugin", n.clone()), ("what", what)], v))
+        }),
+    )
+}
 
-        // Reloads.
-        counters(
-            &mut enc,
-            "reloads",
-            "Pipeline reloads by outcome",
-            [
-                ([("outcome", "applied")], get(&m.reloads_applied)),
-                ([("outcome", "refused")], get(&m.reloads_refused)),
-                ([("outcome", "unchanged")], get(&m.reloads_unchanged)),
-            ],
-        )?;
+/// Frames waiting in each plugin's queues, and how long its calls took.
+fn encode_plugin_queues(
+    enc: &mut DescriptorEncoder<'_>,
+    s: &Sources,
+    plugins: &[(String, Arc<PluginStats>)],
+) -> Result<(), std::fmt::Error> {
+    let mut depth: Vec<(PluginLabel, i64)> = plugins
+        .iter()
+        .map(|(n, _)| ([("plugin", n.clone())], 0))
+        .collect();
+    for (name, n) in (s.queue_depths)() {
+        if let Some((_, d)) = depth.iter_mut().find(|(l, _)| *l[0].1 == *name) {
+            *d += n as i64;
+        }
+    }
+    gauges(
+        enc,
+        "plugin_queue_depth",
+        "Frames waiting in the plugin's queues, over all sessions",
+        depth,
+    )?;
+    let mut calls = enc.encode_descriptor(
+        "plugin_call_seconds",
+        "How long each on-frames call took",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (n, p) in plugins {
+        let labels: PluginLabel = [("plugin", n.clone())];
+        p.call_seconds.0.encode(calls.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
 
-        // Outputs and sinks.
+impl HostCollector {
+    /// Outputs emitted and dropped, the output queue, the Zoom App's and the event
+    /// WebSocket's failures, the tap's losses, and the sinks.
+    fn encode_outputs(
+        &self,
+        enc: &mut DescriptorEncoder<'_>,
+        s: &Sources,
+    ) -> Result<(), std::fmt::Error> {
         let o = &*s.outputs;
         counters(
-            &mut enc,
+            enc,
             "outputs_emitted",
             "Outputs plugins emitted",
-            [(none, get(&o.emitted))],
+            [(NONE, get(&o.emitted))],
         )?;
         counters(
-            &mut enc,
+            enc,
             "outputs_dropped",
             "Outputs dropped before the sinks, by reason: queue_bytes (output_queue_mb held), queue_full (65,536 records held), closed (shutting down)",
             [
@@ -468,242 +554,68 @@ impl Collector for HostCollector {
             .map(|r| ([("reason", r.as_str())], o.emit_drops.get(r))),
         )?;
         gauges(
-            &mut enc,
+            enc,
             "output_queue_bytes",
             "Bytes of outputs waiting for the dispatcher",
-            [(none, o.queue.held() as i64)],
+            [(NONE, o.queue.held() as i64)],
         )?;
         gauges(
-            &mut enc,
+            enc,
             "output_queue_limit_bytes",
             "The byte bound of the output queue (runtime.output_queue_mb)",
-            [(none, o.queue.max as i64)],
+            [(NONE, o.queue.max as i64)],
         )?;
         counters(
-            &mut enc,
+            enc,
             "zoom_app_refusals",
             "Server-side Zoom App requests refused: no app context, one Zoom did not seal, expired or too old, replayed, over its meeting's rate, not the host for stop/pause/resume, or not in a meeting",
-            [(none, get(&s.zoom_app_refused))],
+            [(NONE, get(&s.zoom_app_refused))],
         )?;
         counters(
-            &mut enc,
+            enc,
             "event_ws_failures",
             "Event WebSocket connection attempts that failed: no OAuth token, refused, or timed out (each is retried with backoff)",
-            [(none, get(&s.event_ws_failures))],
+            [(NONE, get(&s.event_ws_failures))],
         )?;
         counters(
-            &mut enc,
+            enc,
             "tap_events_lost",
             "Events tap subscribers (rtms-host tap, the dashboard) lost by falling behind",
-            [(none, s.tap.lagged())],
+            [(NONE, s.tap.lagged())],
         )?;
-        self.encode_sinks(&mut enc, o)?;
-
-        // Per plugin.
-        let plugins = m.plugins();
-        let per = |f: StatField| {
-            plugins
-                .iter()
-                .map(move |(n, p)| -> (PluginLabel, u64) { ([("plugin", n.clone())], get(f(p))) })
-        };
-        let table: [(&str, &str, StatField); 25] = [
-            (
-                "plugin_frames_routed",
-                "Frames routed to the plugin: queued, or delivered inline",
-                |p| &p.routed,
-            ),
-            (
-                "plugin_frames_delivered",
-                "Frames the plugin returned from on-frames for",
-                |p| &p.delivered,
-            ),
-            ("plugin_batches", "on-frames calls", |p| &p.calls),
-            (
-                "plugin_frames_inline",
-                "Frames delivered on the session's task, bypassing the queue (the worker was idle)",
-                |p| &p.inline,
-            ),
-            (
-                "plugin_inline_handoffs",
-                "Inline calls that had to wait and finished on a task of their own",
-                |p| &p.inline_handoffs,
-            ),
-            (
-                "plugin_frames_dropped",
-                "Frames dropped by a full drop-oldest queue",
-                |p| &p.dropped,
-            ),
-            (
-                "plugin_frames_shed",
-                "Frames a full block queue refused after its block timeout",
-                |p| &p.shed,
-            ),
-            (
-                "plugin_frames_dead_lettered",
-                "Frames written to the dead-letter file",
-                |p| &p.dead_lettered,
-            ),
-            (
-                "plugin_frames_discarded",
-                "Frames discarded while the plugin's circuit breaker was open",
-                |p| &p.discarded,
-            ),
-            ("plugin_errors", "err results the plugin returned", |p| {
-                &p.errors
-            }),
-            ("plugin_traps", "Traps (panics, limits, deadline)", |p| {
-                &p.traps
-            }),
-            ("plugin_restarts", "Instances rebuilt after a trap", |p| {
-                &p.restarts
-            }),
-            (
-                "plugin_breaker_trips",
-                "Sessions on which the circuit breaker stopped the plugin",
-                |p| &p.breaker_trips,
-            ),
-            (
-                "plugin_swaps",
-                "New versions swapped in on live sessions",
-                |p| &p.swaps,
-            ),
-            (
-                "plugin_rollbacks",
-                "Automatic rollbacks of a version that kept trapping",
-                |p| &p.rollbacks,
-            ),
-            (
-                "plugin_log_dropped",
-                "Log lines dropped by the log byte-rate limit",
-                |p| &p.log_dropped,
-            ),
-            (
-                "plugin_emit_dropped",
-                "Outputs dropped by the emit byte-rate limit",
-                |p| &p.emit_dropped,
-            ),
-            (
-                "plugin_quota_stops",
-                "Sessions on which a granted directory went over its quota",
-                |p| &p.quota_stops,
-            ),
-            (
-                "plugin_state_refused",
-                "State writes refused: past a bound of their scope ([plugin.state])",
-                |p| &p.state_refused,
-            ),
-            (
-                "plugin_units_refused",
-                "budget.charge calls refused: past the session's units cap",
-                |p| &p.units_refused,
-            ),
-            (
-                "plugin_open_files_refused",
-                "open-at calls refused past [plugin.limits] max_open_files",
-                |p| &p.open_files_refused,
-            ),
-            (
-                "plugin_inodes_refused",
-                "Files and directories not created past [plugin.limits] max_inodes",
-                |p| &p.inodes_refused,
-            ),
-            (
-                "plugin_symlinks_refused",
-                "Symbolic links refused in a grant without symlinks = true",
-                |p| &p.symlinks_refused,
-            ),
-            (
-                "plugin_resources_exhausted",
-                "Calls that trapped on a full resource table ([plugin.limits] max_resources)",
-                |p| &p.resources_exhausted,
-            ),
-            (
-                "plugin_sessions_with_losses",
-                "Sessions that ended with any loss for the plugin",
-                |p| &p.sessions_with_losses,
-            ),
-        ];
-        for (name, help, f) in table {
-            counters(&mut enc, name, help, per(f))?;
-        }
-        counters(
-            &mut enc,
-            "plugin_frames_dropped_by_kind",
-            "Frames dropped by a full queue's drop-oldest policy, by kind",
-            plugins.iter().flat_map(|(n, p)| {
-                p.dropped_by_kind
-                    .snapshot()
-                    .into_iter()
-                    .map(move |(kind, v)| ([("plugin", n.clone()), ("kind", kind)], v))
-            }),
-        )?;
-        encode_plugin_http(&mut enc, &plugins)?;
-        counters(
-            &mut enc,
-            "plugin_units",
-            "Units the plugin charged to its sessions' budgets (budget.charge), by what it names (16 names at most, then other)",
-            plugins.iter().flat_map(|(n, p)| {
-                p.units
-                    .snapshot()
-                    .into_iter()
-                    .map(move |(what, v)| ([("plugin", n.clone()), ("what", what)], v))
-            }),
-        )?;
-        counters(
-            &mut enc,
-            "plugin_end_instances",
-            "Fresh instances built only to end a session whose instance was gone (trap or breaker)",
-            per(|p| &p.end_instances),
-        )?;
-        let mut depth: Vec<(PluginLabel, i64)> = plugins
-            .iter()
-            .map(|(n, _)| ([("plugin", n.clone())], 0))
-            .collect();
-        for (name, n) in (s.queue_depths)() {
-            if let Some((_, d)) = depth.iter_mut().find(|(l, _)| *l[0].1 == *name) {
-                *d += n as i64;
-            }
-        }
+        self.encode_sinks(enc, o)?;
         gauges(
-            &mut enc,
-            "plugin_queue_depth",
-            "Frames waiting in the plugin's queues, over all sessions",
-            depth,
+            enc,
+            "tap_bytes",
+            "Bytes of events the live tap holds for its subscribers (bounded by runtime.tap_mb)",
+            [(NONE, s.tap.held_bytes() as i64)],
         )?;
-        let mut calls = enc.encode_descriptor(
-            "plugin_call_seconds",
-            "How long each on-frames call took",
-            None,
-            MetricType::Histogram,
-        )?;
-        for (n, p) in &plugins {
-            let labels: PluginLabel = [("plugin", n.clone())];
-            p.call_seconds.0.encode(calls.encode_family(&labels)?)?;
-        }
-        Ok(())
+        counters(
+            enc,
+            "tap_outputs_elided",
+            "Outputs the tap carried without their data because it was full in bytes",
+            [(NONE, s.tap.elided())],
+        )
     }
-}
 
-impl HostCollector {
     /// The sinks' families, each labelled with `sink` (`<type>-<index>`, never a URL).
     fn encode_sinks(
         &self,
         enc: &mut DescriptorEncoder<'_>,
         o: &OutputStats,
     ) -> Result<(), std::fmt::Error> {
-        let none: [(&str, &str); 0] = [];
         let label = |s: &SinkStats| s.label.clone();
         counters(
             enc,
             "sink_deliveries",
             "Outputs delivered by the sinks",
-            [(none, get(&o.delivered))],
+            [(NONE, get(&o.delivered))],
         )?;
         counters(
             enc,
             "sink_failures",
             "Outputs a sink dropped (its queue full) or failed to deliver",
-            [(none, get(&o.sink_failures))],
+            [(NONE, get(&o.sink_failures))],
         )?;
         counters(
             enc,
@@ -755,18 +667,7 @@ impl HostCollector {
                 .iter()
                 .map(|s| ([("sink", label(s))], s.budget.max as i64)),
         )?;
-        gauges(
-            enc,
-            "tap_bytes",
-            "Bytes of events the live tap holds for its subscribers (bounded by runtime.tap_mb)",
-            [(none, self.0.tap.held_bytes() as i64)],
-        )?;
-        counters(
-            enc,
-            "tap_outputs_elided",
-            "Outputs the tap carried without their data because it was full in bytes",
-            [(none, self.0.tap.elided())],
-        )
+        Ok(())
     }
 }
 

@@ -307,6 +307,20 @@ async fn start_journal(
     Ok(Some(writer))
 }
 
+/// The RTMS client's sink: frames into the data plane, through the taps.
+fn sink_factory(
+    shared: &Arc<Shared>,
+    tap: Option<Tap>,
+    read_tap: Option<ReadTap>,
+) -> HostSinkFactory {
+    HostSinkFactory {
+        shared: shared.clone(),
+        tap,
+        read_tap,
+        resumed: ResumeSet::default(),
+    }
+}
+
 async fn request_reload(triggers: &mpsc::UnboundedSender<Trigger>) -> Outcome {
     let (tx, rx) = oneshot::channel();
     if triggers.send(Trigger::Admin(Some(tx))).is_err() {
@@ -325,49 +339,10 @@ impl Service {
         opts: StartOptions,
     ) -> Result<Self> {
         let client_cfg = client_config(&pipeline)?;
-        let webhook_secret = pipeline
-            .zoom
-            .webhook_secret
-            .as_ref()
-            .with_context(|| {
-                format!(
-                    "the webhook secret token is not set: export {}",
-                    pipeline.zoom.webhook_secret_env
-                )
-            })?
-            .expose()
-            .to_owned();
-        let connector = WsConnector::new(pipeline.zoom.ca_file.as_deref())
-            .context("cannot set up TLS for the Zoom connections")?
-            .with_proxy(&match &pipeline.rtms.proxy {
-                rtms_config::Proxy::Env => rtms_client::ProxySetting::Env,
-                rtms_config::Proxy::None => rtms_client::ProxySetting::None,
-                rtms_config::Proxy::Url(u) => rtms_client::ProxySetting::Url(u.clone()),
-            });
-        let rt = Runtime::new(&runtime_config(&pipeline))?;
-        let metrics = Arc::new(Metrics::default());
-        let table = build_table(&pipeline, &rt, &metrics, None, 1).await?;
-        let bounds = OutputBounds::from(&pipeline.runtime);
-        let (outputs, sinks) = start_sinks_with(pipeline.sinks.clone(), bounds).await?;
-        let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
-        let shared = Shared::new(
-            rt,
-            table,
-            outputs,
-            DeadLetters::with_limits(
-                Some(pipeline.runtime.dead_letter_dir.clone()),
-                pipeline.runtime.dead_letter_max_bytes,
-                pipeline.runtime.dead_letter_files,
-            ),
-            metrics.clone(),
-            Some(rollback_tx),
-        );
-        let factory = HostSinkFactory {
-            shared: shared.clone(),
-            tap: opts.tap,
-            read_tap: opts.read_tap,
-            resumed: ResumeSet::default(),
-        };
+        let webhook_secret = webhook_secret(&pipeline)?;
+        let connector = zoom_connector(&pipeline)?;
+        let (shared, sinks, rollback_rx) = start_dataplane(&pipeline).await?;
+        let factory = sink_factory(&shared, opts.tap, opts.read_tap);
         let resumed = factory.resumed.clone();
         let telemetry = Arc::new(Telemetry::default());
         let event_connector = connector.clone();
@@ -375,204 +350,48 @@ impl Service {
         let ready = Arc::new(AtomicBool::new(false));
         let reloads = Arc::new(ReloadLog::default());
         reloads.set_config(&pipeline);
-        let ingress_stats = Arc::new(IngressStats::default());
-        let admin_conns = Arc::new(rtms_client::listener::ConnStats::default());
-        let zoom_app_refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let event_ws_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counters = Counters::default();
         let (triggers, trigger_rx) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let admin_stop = CancellationToken::new();
+        let (stop, admin_stop) = (CancellationToken::new(), CancellationToken::new());
         let addr = listener.local_addr()?;
-        let admin_addr = match &opts.admin_listener {
-            Some(l) => {
-                let bound = l.local_addr()?;
-                check_exposure(
-                    pipeline.admin.listen,
-                    bound,
-                    pipeline.admin.token.as_ref().map(|t| t.expose()),
-                    &pipeline.admin.token_env,
-                )?;
-                Some(bound)
-            }
-            None => None,
-        };
+        let admin_addr = admin_addr(&pipeline, opts.admin_listener.as_ref())?;
         let (starts, _) = tokio::sync::broadcast::channel(256);
-        let rtms = {
-            let z = &pipeline.zoom;
-            let (rest, missing) = match (&z.rest, &z.client_id) {
-                (Some(r), Some(rtms_client_id)) => (
-                    Some(Arc::new(crate::flows::zoom_rest::ZoomRest::new(
-                        crate::flows::zoom_rest::RestConfig {
-                            api_base_url: z.api_base_url.clone(),
-                            oauth_base_url: z.oauth_base_url.clone(),
-                            account_id: r.account_id.clone(),
-                            oauth_client_id: r.client_id.clone(),
-                            oauth_client_secret: r.client_secret.expose().to_owned(),
-                            rtms_client_id: rtms_client_id.clone(),
-                        },
-                        rtms_client::transport::tls_config(None)
-                            .context("cannot set up TLS for Zoom's REST API")?,
-                    ))),
-                    String::new(),
-                ),
-                _ => (
-                    None,
-                    format!(
-                        "starting RTMS from the host needs Server-to-Server OAuth credentials: export {}, {} and {} and restart the host",
-                        z.rest_env[0], z.rest_env[1], z.rest_env[2]
-                    ),
-                ),
-            };
-            Arc::new(RtmsControl {
-                rest,
-                missing,
-                starts: starts.clone(),
-                wait: pipeline.rtms.webhook_wait_timeout,
-            })
-        };
-        let ingress_cfg = IngressConfig {
-            path: pipeline.server.webhook_path.clone(),
-            secret_token: webhook_secret,
-            max_body_bytes: pipeline.server.max_body_bytes,
-            timestamp_window_secs: pipeline.server.timestamp_window.as_secs(),
-            header_timeout: pipeline.server.header_timeout,
-            body_timeout: pipeline.server.body_timeout,
-            max_connections: pipeline.server.max_connections,
-            max_connections_per_peer: pipeline.server.max_connections_per_peer,
-            stats: ingress_stats.clone(),
-            app: match (&pipeline.server.zoom_app, &pipeline.zoom.client_secret) {
-                (false, _) => None,
-                (true, Some(secret)) => Some(Arc::new(crate::flows::zoom_app::ZoomApp {
-                    client_secret: secret.expose().to_owned(),
-                    rtms: rtms.clone(),
-                    refused: zoom_app_refused.clone(),
-                    guard: Default::default(),
-                }) as Arc<dyn rtms_client::AppRoutes>),
-                (true, None) => anyhow::bail!(
-                    "server.zoom_app needs the app's client secret to verify the Zoom client: export {}",
-                    pipeline.zoom.client_secret_env
-                ),
-            },
-            tls: pipeline
-                .server
-                .tls
-                .as_ref()
-                .map(|t| rtms_client::ingress::TlsFiles {
-                    cert: t.cert.clone(),
-                    key: t.key.clone(),
-                }),
-            ..IngressConfig::default()
-        };
-        if let Some(files) = &ingress_cfg.tls {
-            rtms_client::ingress::ReloadingCert::new(files.clone())
-                .map_err(anyhow::Error::msg)
-                .context("server.tls")?;
-        }
+        let rtms = rtms_control(&pipeline, starts.clone())?;
+        let ingress_cfg = ingress_config(&pipeline, webhook_secret, &counters, &rtms)?;
         let handler = Arc::new(Handler {
             sessions: sessions.clone(),
             telemetry: telemetry.clone(),
             starts,
         });
-        let event_ws = match (&pipeline.zoom.event_ws, &rtms.rest) {
-            (None, _) => None,
-            (Some(cfg), Some(rest)) => Some((cfg.clone(), rest.clone())),
-            (Some(_), None) => anyhow::bail!(
-                "zoom.event_subscription_id is set, but the event WebSocket needs a Server-to-Server OAuth token: {}",
-                rtms.missing
-            ),
-        };
+        let event_ws = event_ws_config(&pipeline, &rtms)?;
         let mut tasks = Vec::new();
         if let Some(admin_listener) = opts.admin_listener {
-            let cfg = AdminConfig {
-                token: pipeline.admin.token.as_ref().map(|t| t.expose().to_owned()),
-                token_env: pipeline.admin.token_env.clone(),
-                reload_min_interval: pipeline.admin.reload_min_interval,
-                limits: Limits::default(),
-                tls: pipeline.admin.tls.as_ref().map(|t| TlsFiles {
-                    cert: t.cert.clone(),
-                    key: t.key.clone(),
-                }),
-                stats: admin_conns.clone(),
-            };
-            if let Some(files) = &cfg.tls {
-                ReloadingCert::named(files.clone(), "admin.tls")
-                    .map_err(anyhow::Error::msg)
-                    .context("admin.tls")?;
-            }
-            let sources = {
-                let streams = sessions.clone();
-                let depths = shared.clone();
-                let is_ready = ready.clone();
-                Arc::new(Sources {
-                    metrics: metrics.clone(),
-                    ingress: ingress_stats.clone(),
-                    admin: admin_conns.clone(),
-                    outputs: shared.outputs.stats().clone(),
-                    tap: shared.outputs.tap().clone(),
-                    zoom_app_refused: zoom_app_refused.clone(),
-                    event_ws_failures: event_ws_failures.clone(),
-                    streams: Box::new(move || {
-                        streams
-                            .snapshots()
-                            .into_iter()
-                            .map(|s| StreamState {
-                                product: s.product,
-                                state: s.state,
-                            })
-                            .collect()
-                    }),
-                    queue_depths: Box::new(move || queue_depths(&depths)),
-                    ready: Box::new(move || is_ready.load(Ordering::Relaxed)),
-                })
-            };
+            let cfg = admin_config(&pipeline, &counters)?;
+            let sources = admin_sources(&sessions, &shared, &ready, &counters);
             let backend = Arc::new(Backend {
                 sessions: sessions.clone(),
                 shared: shared.clone(),
                 triggers: triggers.clone(),
-                metrics: metrics.clone(),
+                metrics: shared.metrics.clone(),
                 registry: crate::ops::exposition::registry(&telemetry, sources),
                 telemetry: telemetry.clone(),
                 ready: ready.clone(),
                 reloads: reloads.clone(),
                 rtms: rtms.clone(),
             });
-            let admin_stop = admin_stop.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) =
-                    crate::ops::admin::serve(admin_listener, cfg, backend, admin_stop).await
-                {
-                    tracing::error!(error = %e, "admin listener failed");
-                }
-            }));
+            let admin = spawn_admin(admin_listener, cfg, backend, admin_stop.clone());
+            tasks.push(admin);
         }
-        if let Some((cfg, rest)) = event_ws {
-            let handler: Arc<dyn IngressHandler> = handler.clone();
-            tasks.push(tokio::spawn(crate::flows::event_ws::run(
-                cfg,
-                rest,
-                event_connector,
-                handler,
-                event_ws_failures.clone(),
-                stop.clone(),
-            )));
-        }
-        let ingress_stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = rtms_client::serve(listener, ingress_cfg, handler, ingress_stop).await {
-                tracing::error!(error = %e, "webhook server failed");
-            }
-        }));
+        let failures = counters.event_ws_failures.clone();
+        let intake = (listener, ingress_cfg, handler, event_ws, event_connector);
+        tasks.extend(spawn_intake(intake, failures, &stop));
         let journal =
             start_journal(&pipeline, &sessions, &shared, &resumed, &stop, &mut tasks).await?;
         let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
         let grace = pipeline.runtime.shutdown_grace;
         let reloader = Reloader::new(pipeline, env, shared.clone()).with_log(reloads);
-        tasks.push(tokio::spawn(reloader.run(
-            trigger_rx,
-            rollback_rx,
-            watch,
-            stop.clone(),
-        )));
+        let reloads = reloader.run(trigger_rx, rollback_rx, watch, stop.clone());
+        tasks.push(tokio::spawn(reloads));
         ready.store(true, Ordering::Relaxed);
         tracing::info!(%addr, admin = ?admin_addr, "rtms-host ready");
         Ok(Self {
@@ -656,4 +475,290 @@ impl Service {
         }
         snapshot
     }
+}
+
+/// The counters the intake paths bump and the admin exposition reads.
+#[derive(Default)]
+struct Counters {
+    ingress: Arc<IngressStats>,
+    admin_conns: Arc<rtms_client::listener::ConnStats>,
+    zoom_app_refused: Arc<std::sync::atomic::AtomicU64>,
+    event_ws_failures: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The webhook secret token, or an error naming the variable to export.
+fn webhook_secret(pipeline: &Pipeline) -> Result<String> {
+    Ok(pipeline
+        .zoom
+        .webhook_secret
+        .as_ref()
+        .with_context(|| {
+            format!(
+                "the webhook secret token is not set: export {}",
+                pipeline.zoom.webhook_secret_env
+            )
+        })?
+        .expose()
+        .to_owned())
+}
+
+/// The connector for Zoom's signaling, media and event WebSockets.
+fn zoom_connector(pipeline: &Pipeline) -> Result<WsConnector> {
+    Ok(WsConnector::new(pipeline.zoom.ca_file.as_deref())
+        .context("cannot set up TLS for the Zoom connections")?
+        .with_proxy(&match &pipeline.rtms.proxy {
+            rtms_config::Proxy::Env => rtms_client::ProxySetting::Env,
+            rtms_config::Proxy::None => rtms_client::ProxySetting::None,
+            rtms_config::Proxy::Url(u) => rtms_client::ProxySetting::Url(u.clone()),
+        }))
+}
+
+/// The runtime, the plugins' route table, the sinks and the data plane's shared state.
+async fn start_dataplane(
+    pipeline: &Pipeline,
+) -> Result<(
+    Arc<Shared>,
+    SinkSet,
+    mpsc::UnboundedReceiver<crate::dataplane::services::RollbackRequest>,
+)> {
+    let rt = Runtime::new(&runtime_config(pipeline))?;
+    let metrics = Arc::new(Metrics::default());
+    let table = build_table(pipeline, &rt, &metrics, None, 1).await?;
+    let bounds = OutputBounds::from(&pipeline.runtime);
+    let (outputs, sinks) = start_sinks_with(pipeline.sinks.clone(), bounds).await?;
+    let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
+    let shared = Shared::new(
+        rt,
+        table,
+        outputs,
+        DeadLetters::with_limits(
+            Some(pipeline.runtime.dead_letter_dir.clone()),
+            pipeline.runtime.dead_letter_max_bytes,
+            pipeline.runtime.dead_letter_files,
+        ),
+        metrics,
+        Some(rollback_tx),
+    );
+    Ok((shared, sinks, rollback_rx))
+}
+
+/// Where the admin listener is bound, refused beyond loopback without a token.
+fn admin_addr(pipeline: &Pipeline, listener: Option<&TcpListener>) -> Result<Option<SocketAddr>> {
+    let Some(l) = listener else {
+        return Ok(None);
+    };
+    let bound = l.local_addr()?;
+    check_exposure(
+        pipeline.admin.listen,
+        bound,
+        pipeline.admin.token.as_ref().map(|t| t.expose()),
+        &pipeline.admin.token_env,
+    )?;
+    Ok(Some(bound))
+}
+
+/// Starting RTMS from the host: Zoom's REST API when the OAuth credentials are set.
+fn rtms_control(
+    pipeline: &Pipeline,
+    starts: tokio::sync::broadcast::Sender<StartedSeen>,
+) -> Result<Arc<RtmsControl>> {
+    let z = &pipeline.zoom;
+    let (rest, missing) = match (&z.rest, &z.client_id) {
+        (Some(r), Some(rtms_client_id)) => (
+            Some(Arc::new(crate::flows::zoom_rest::ZoomRest::new(
+                crate::flows::zoom_rest::RestConfig {
+                    api_base_url: z.api_base_url.clone(),
+                    oauth_base_url: z.oauth_base_url.clone(),
+                    account_id: r.account_id.clone(),
+                    oauth_client_id: r.client_id.clone(),
+                    oauth_client_secret: r.client_secret.expose().to_owned(),
+                    rtms_client_id: rtms_client_id.clone(),
+                },
+                rtms_client::transport::tls_config(None)
+                    .context("cannot set up TLS for Zoom's REST API")?,
+            ))),
+            String::new(),
+        ),
+        _ => (
+            None,
+            format!(
+                "starting RTMS from the host needs Server-to-Server OAuth credentials: export {}, {} and {} and restart the host",
+                z.rest_env[0], z.rest_env[1], z.rest_env[2]
+            ),
+        ),
+    };
+    Ok(Arc::new(RtmsControl {
+        rest,
+        missing,
+        starts,
+        wait: pipeline.rtms.webhook_wait_timeout,
+    }))
+}
+
+/// The webhook listener's settings; its certificate is loaded once to fail early.
+fn ingress_config(
+    pipeline: &Pipeline,
+    secret_token: String,
+    counters: &Counters,
+    rtms: &Arc<RtmsControl>,
+) -> Result<IngressConfig> {
+    let cfg = IngressConfig {
+        path: pipeline.server.webhook_path.clone(),
+        secret_token,
+        max_body_bytes: pipeline.server.max_body_bytes,
+        timestamp_window_secs: pipeline.server.timestamp_window.as_secs(),
+        header_timeout: pipeline.server.header_timeout,
+        body_timeout: pipeline.server.body_timeout,
+        max_connections: pipeline.server.max_connections,
+        max_connections_per_peer: pipeline.server.max_connections_per_peer,
+        stats: counters.ingress.clone(),
+        app: match (&pipeline.server.zoom_app, &pipeline.zoom.client_secret) {
+            (false, _) => None,
+            (true, Some(secret)) => Some(Arc::new(crate::flows::zoom_app::ZoomApp {
+                client_secret: secret.expose().to_owned(),
+                rtms: rtms.clone(),
+                refused: counters.zoom_app_refused.clone(),
+                guard: Default::default(),
+            }) as Arc<dyn rtms_client::AppRoutes>),
+            (true, None) => anyhow::bail!(
+                "server.zoom_app needs the app's client secret to verify the Zoom client: export {}",
+                pipeline.zoom.client_secret_env
+            ),
+        },
+        tls: pipeline
+            .server
+            .tls
+            .as_ref()
+            .map(|t| rtms_client::ingress::TlsFiles {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+            }),
+        ..IngressConfig::default()
+    };
+    if let Some(files) = &cfg.tls {
+        rtms_client::ingress::ReloadingCert::new(files.clone())
+            .map_err(anyhow::Error::msg)
+            .context("server.tls")?;
+    }
+    Ok(cfg)
+}
+
+/// The event WebSocket intake's settings and REST client, when it is configured.
+fn event_ws_config(
+    pipeline: &Pipeline,
+    rtms: &RtmsControl,
+) -> Result<Option<(rtms_config::EventWs, Arc<crate::flows::zoom_rest::ZoomRest>)>> {
+    match (&pipeline.zoom.event_ws, &rtms.rest) {
+        (None, _) => Ok(None),
+        (Some(cfg), Some(rest)) => Ok(Some((cfg.clone(), rest.clone()))),
+        (Some(_), None) => anyhow::bail!(
+            "zoom.event_subscription_id is set, but the event WebSocket needs a Server-to-Server OAuth token: {}",
+            rtms.missing
+        ),
+    }
+}
+
+/// The admin listener's settings; its certificate is loaded once to fail early.
+fn admin_config(pipeline: &Pipeline, counters: &Counters) -> Result<AdminConfig> {
+    let cfg = AdminConfig {
+        token: pipeline.admin.token.as_ref().map(|t| t.expose().to_owned()),
+        token_env: pipeline.admin.token_env.clone(),
+        reload_min_interval: pipeline.admin.reload_min_interval,
+        limits: Limits::default(),
+        tls: pipeline.admin.tls.as_ref().map(|t| TlsFiles {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+        }),
+        stats: counters.admin_conns.clone(),
+    };
+    if let Some(files) = &cfg.tls {
+        ReloadingCert::named(files.clone(), "admin.tls")
+            .map_err(anyhow::Error::msg)
+            .context("admin.tls")?;
+    }
+    Ok(cfg)
+}
+
+/// What the Prometheus exposition reads on each scrape.
+fn admin_sources(
+    sessions: &HostSessions,
+    shared: &Arc<Shared>,
+    ready: &Arc<AtomicBool>,
+    counters: &Counters,
+) -> Arc<Sources> {
+    let streams = sessions.clone();
+    let depths = shared.clone();
+    let is_ready = ready.clone();
+    Arc::new(Sources {
+        metrics: shared.metrics.clone(),
+        ingress: counters.ingress.clone(),
+        admin: counters.admin_conns.clone(),
+        outputs: shared.outputs.stats().clone(),
+        tap: shared.outputs.tap().clone(),
+        zoom_app_refused: counters.zoom_app_refused.clone(),
+        event_ws_failures: counters.event_ws_failures.clone(),
+        streams: Box::new(move || {
+            streams
+                .snapshots()
+                .into_iter()
+                .map(|s| StreamState {
+                    product: s.product,
+                    state: s.state,
+                })
+                .collect()
+        }),
+        queue_depths: Box::new(move || queue_depths(&depths)),
+        ready: Box::new(move || is_ready.load(Ordering::Relaxed)),
+    })
+}
+
+/// Serves the admin routes until `stop`.
+fn spawn_admin(
+    listener: TcpListener,
+    cfg: AdminConfig,
+    backend: Arc<Backend>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = crate::ops::admin::serve(listener, cfg, backend, stop).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    })
+}
+
+/// What the intake tasks need: the webhook listener with its settings and handler, and the
+/// event WebSocket's settings with its connector.
+type Intake = (
+    TcpListener,
+    IngressConfig,
+    Arc<Handler>,
+    Option<(rtms_config::EventWs, Arc<crate::flows::zoom_rest::ZoomRest>)>,
+    WsConnector,
+);
+
+/// Runs the event WebSocket intake (when configured) and the webhook listener until `stop`.
+fn spawn_intake(
+    (listener, cfg, handler, event_ws, connector): Intake,
+    event_ws_failures: Arc<std::sync::atomic::AtomicU64>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some((ws_cfg, rest)) = event_ws {
+        let handler: Arc<dyn IngressHandler> = handler.clone();
+        tasks.push(tokio::spawn(crate::flows::event_ws::run(
+            ws_cfg,
+            rest,
+            connector,
+            handler,
+            event_ws_failures,
+            stop.clone(),
+        )));
+    }
+    let ingress_stop = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = rtms_client::serve(listener, cfg, handler, ingress_stop).await {
+            tracing::error!(error = %e, "webhook server failed");
+        }
+    }));
+    tasks
 }

@@ -547,16 +547,7 @@ impl Meeting {
         // The stream and session state reach the client before any socket closes, and the
         // media sockets write what they hold before their close frame.
         if let Some(s) = &sig {
-            let (written, rx) = tokio::sync::oneshot::channel();
-            if s.tx
-                .send(Out::Sync {
-                    probe: false,
-                    done: written,
-                })
-                .is_ok()
-            {
-                let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
-            }
+            written(s).await;
         }
         // Pre-encoded bursts fill the outbox with far more frames than single messages do.
         let room_wait = if self.sim.config.preencoded_audio {
@@ -609,5 +600,13 @@ impl Meeting {
             end_time: t0 + u.start_ms + u.duration_ms,
             timestamp: ts,
         })
+    }
+}
+
+/// Waits (2 s at most) until the signaling socket has written what was queued before now.
+async fn written(s: &SigConn) {
+    let (done, rx) = tokio::sync::oneshot::channel();
+    if s.tx.send(Out::Sync { probe: false, done }).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
     }
 }
