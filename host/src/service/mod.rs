@@ -379,6 +379,7 @@ impl Service {
                         },
                         rtms_client::transport::tls_config(None)
                             .context("cannot set up TLS for Zoom's REST API")?,
+                        &crate::pipeline::build::net_settings(&pipeline).proxy,
                     ))),
                     String::new(),
                 ),
