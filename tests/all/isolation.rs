@@ -431,3 +431,79 @@ async fn a_full_resource_table_traps_with_a_report_naming_max_resources() {
         "the trap report names the key: {letters}"
     );
 }
+
+/// A writer into a shared buffer, for capturing log lines.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn plugin_log_and_stdout_text_cannot_forge_log_lines() {
+    let forged = "hello\nINFO rtms_host: admin login ok\r\u{1b}[31mred\u{1b}[0m";
+    let flood = Plug::new("forger", "flood")
+        .cfg("log_lines", "1")
+        .cfg("stdout_lines", "1")
+        .cfg("text", forged);
+    let buf = LogBuf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let h = harness(&[flood]).await;
+    let s = session(&h, "forge-stream");
+    s.push(transcript(1, "Ann", "hi")).await;
+    end(&s).await;
+    drop(s);
+    let _ = h.finish().await;
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        !text.contains('\u{1b}'),
+        "an ANSI escape reached the log:\n{text}"
+    );
+    assert!(
+        !text.contains('\r'),
+        "a carriage return reached the log:\n{text}"
+    );
+    // Every line holding the plugin's text is attributed to the plugin: none is forged.
+    let forged: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("admin login ok") && !l.contains("plugin=forger"))
+        .collect();
+    assert!(forged.is_empty(), "a plugin forged a log line:\n{text}");
+    // host.log: the message is one line, its newline escaped.
+    let escaped = r"hello\nINFO rtms_host: admin login ok\r\u{1b}[31mred\u{1b}[0m";
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(escaped)).count(),
+        1,
+        "host.log is one escaped line:\n{text}"
+    );
+    // stdout: a newline ends a line, so two lines, each labelled, the rest escaped.
+    let tail = r"stdout: INFO rtms_host: admin login ok\r\u{1b}[31mred\u{1b}[0m";
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(tail)).count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("stdout: hello "))
+            .count(),
+        1,
+        "{text}"
+    );
+}

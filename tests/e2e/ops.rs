@@ -546,3 +546,34 @@ async fn readyz_is_503_at_the_stream_cap_and_200_again_below_it() {
     let (status, body) = admin(&host, Method::GET, "/readyz", None).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_operator_stopped_is_not_taken_back_by_its_next_webhooks() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let mut host = start_host(&sim, ops_setup(), |_| {}).await;
+    let m = start_live(&sim, &mut host, Product::Meeting).await;
+    let stream = m.stream_id().to_owned();
+    let path = format!("/admin/sessions/stop?stream_id={stream}");
+    let (status, body) = admin(&host, Method::POST, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    host.idle().await;
+    // Zoom still holds the stream: an interrupted webhook, then a started one, for it.
+    // New events (a new event_ts), not retries the ingress would drop as duplicates.
+    let started: Value = serde_json::from_slice(&m.started_body()).unwrap();
+    let mut interrupted = started.clone();
+    interrupted["event"] = "meeting.rtms_interrupted".into();
+    let secret = sim.config().webhook_secret.clone();
+    for (i, mut ev) in [interrupted, started].into_iter().enumerate() {
+        ev["event_ts"] = (rtms_proto::unix_ms() + 1 + i as u64).into();
+        let body = ev.to_string().into_bytes();
+        let (status, answer) = post(&host, &signed(&secret, now_secs(), &body), body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert!(
+            answer.contains("stopped by this host's operator"),
+            "{answer}"
+        );
+    }
+    let sessions = admin_json(&host, "/admin/sessions").await;
+    assert_eq!(sessions, serde_json::json!([]), "the stream stays stopped");
+    assert_eq!(host.svc.sessions().refused_operator_stopped(), 2);
+}

@@ -163,3 +163,59 @@ async fn after_a_stop_webhook_the_drain_ends_within_the_bound_and_keepalives_are
     assert!(!meeting.is_finished(), "the simulator was still streaming");
     meeting.stop(6);
 }
+
+/// The drain bound covers the whole drain: a plugin too slow for the stream keeps its `block`
+/// queue full, so every frame waits for room, and the server keeps the sockets full; the drain
+/// still ends at `rtms.stop_drain_ms`, not when the server stops sending.
+#[tokio::test]
+async fn the_stop_drain_bound_holds_while_a_slow_plugin_keeps_its_queue_full() {
+    let bound = Duration::from_millis(1_000);
+    let sim = Simulator::start(sim_config(false))
+        .await
+        .expect("simulator");
+    let mut host = start_host(
+        &sim,
+        Setup {
+            writer: false,
+            seq_queue: "capacity = 8\non_full = \"block\"\nblock_timeout_ms = 10000",
+            // 100 ms per frame: ten frames a second, against fifty of audio alone.
+            seq_extra: "[plugin.batch]\nmax_frames = 1\n[plugin.config]\ndelay_ms = 100\n",
+            ..Setup::default()
+        },
+        |p| p.rtms.stop_drain = bound,
+    )
+    .await;
+    let script = MeetingScript::builder()
+        .synthetic_speech(1, 60, 25)
+        .build()
+        .expect("script");
+    let meeting = start(&sim, &host, script, Product::Meeting, Pace::Realtime);
+    wait_frame(&mut host, meeting.stream_id(), MediaKind::Audio).await;
+    let started = meeting.started_event();
+    let stopped = WebhookEvent {
+        action: WebhookAction::Stopped,
+        event: started.product.event_name(WebhookAction::Stopped),
+        server_url: None,
+        operator_id: None,
+        stop_reason: Some(6),
+        ..started
+    };
+    let body = stopped.to_body();
+    let headers = signed(&sim.config().webhook_secret, now_secs(), &body);
+    let t0 = Instant::now();
+    assert_eq!(post(&host, &headers, body).await.0, hyper::StatusCode::OK);
+    within("the stream to end", host.idle()).await;
+    let drained = t0.elapsed();
+    // Besides the drain: the stop may wait for one frame's room (100 ms) before the drain
+    // starts, and after it the plugin works off its queue of 8 (800 ms) before its session
+    // ends. Without the bound covering the whole drain, it would last as long as the server
+    // kept sending (a minute here; `within` gives up after 15 s).
+    let queue_work = Duration::from_millis(900);
+    assert!(
+        drained < bound + queue_work + SLACK,
+        "the drain ended within its bound although the plugin's queue stayed full: {drained:?}"
+    );
+    assert_eq!(host.record(meeting.stream_id()).end(), "stopped(6)");
+    assert!(!meeting.is_finished(), "the simulator was still streaming");
+    meeting.stop(6);
+}

@@ -235,3 +235,73 @@ async fn a_proxy_that_refuses_the_credentials_is_named_in_the_error() {
     );
     assert!(*proxy.refused.lock().unwrap() >= 1);
 }
+
+/// Zoom's REST API and OAuth server are reached through `rtms.proxy` too: the token and the
+/// status call each arrive through the proxy's tunnel, and wrong credentials are refused by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_and_oauth_calls_go_through_the_configured_proxy() {
+    use rtms_host::flows::zoom_rest::{Action, RestConfig, ZoomRest};
+    use rtms_sim::api::{ApiConfig, ZoomApi};
+    // "user:secret" in base64.
+    let proxy = Proxy::start("dXNlcjpzZWNyZXQ=").await;
+    let sim = simulator().await;
+    let api = ZoomApi::start(
+        &sim,
+        ApiConfig {
+            account_id: "acct-1".into(),
+            oauth_client_id: "s2s-id".into(),
+            oauth_client_secret: "s2s-secret".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let cfg = RestConfig {
+        api_base_url: api.base_url(),
+        oauth_base_url: api.base_url(),
+        account_id: "acct-1".into(),
+        oauth_client_id: "s2s-id".into(),
+        oauth_client_secret: "s2s-secret".into(),
+        rtms_client_id: host_process::CLIENT_ID.into(),
+    };
+    let tls = rtms_client::transport::tls_config(None).unwrap();
+    let via = |password: &str| {
+        rtms_client::ProxySetting::Url(format!("http://user:{password}@{}", proxy.addr))
+    };
+    let id = api.prepare(
+        script(4, vec![]),
+        MeetingOptions {
+            pace: Pace::Fast,
+            ..Default::default()
+        },
+    );
+    let rest = ZoomRest::new(cfg.clone(), tls.clone(), &via("secret"));
+    within("the start call", rest.rtms_status(&id, Action::Start))
+        .await
+        .expect("the start through the proxy");
+    let api_authority = api.base_url().trim_start_matches("http://").to_owned();
+    let tunnels = proxy.tunnels.lock().unwrap().clone();
+    assert!(!tunnels.is_empty(), "no call went through the proxy");
+    assert!(
+        tunnels.iter().all(|t| *t == api_authority),
+        "{tunnels:?} vs {api_authority}"
+    );
+    assert_eq!(api.counts().tokens_issued, 1);
+    assert_eq!(
+        api.counts().status_calls,
+        [(id.clone(), "start".into(), 204)]
+    );
+
+    // The proxy refuses wrong credentials: the call fails naming the proxy, not Zoom.
+    let refused = ZoomRest::new(cfg, tls, &via("wrong"));
+    let e = within("the refused token call", refused.token())
+        .await
+        .unwrap_err();
+    assert!(e.contains("proxy") && e.contains("rtms.proxy"), "{e}");
+    assert_eq!(*proxy.refused.lock().unwrap(), 1);
+    assert_eq!(
+        api.counts().tokens_issued,
+        1,
+        "nothing reached Zoom directly"
+    );
+}

@@ -425,3 +425,56 @@ async fn the_simulators_token_store_is_bounded() {
         "the newest token is accepted: {v}"
     );
 }
+
+/// A start by meeting number waits for that meeting's started webhook: another meeting's,
+/// arriving first, is not taken for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_by_number_waits_for_its_own_meeting_not_the_next_one_started() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, api_config()).await.unwrap();
+    let host = host_for(&sim, &api, "s2s-secret").await;
+    let number = "85746065432";
+    // Its started webhook is delivered by the test, after the other meeting's.
+    let uuid = api.prepare_numbered(
+        number,
+        script(40, vec![]),
+        MeetingOptions {
+            pace: Pace::Fast,
+            ..Default::default()
+        },
+    );
+    let (answer, mine) = tokio::join!(act(&host, "start", number), async {
+        let mine = within("the API to start the meeting", api.started(&uuid)).await;
+        let other = sim
+            .start_meeting(
+                script(40, vec![]),
+                MeetingOptions {
+                    pace: Pace::Fast,
+                    webhook_url: Some(host.webhook_url.clone()),
+                    ..Default::default()
+                },
+            )
+            .expect("another meeting");
+        eventually("the other meeting to stream", || {
+            host.svc.sessions().snapshot(other.stream_id()).is_some()
+        })
+        .await;
+        assert_eq!(post_started(&sim, &host, &mine).await, StatusCode::OK);
+        mine
+    });
+    let (status, v) = answer;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["meeting"], uuid.as_str(), "{v}");
+    assert_eq!(v["stream_id"], mine.stream_id(), "{v}");
+    assert_eq!(
+        api.counts().status_calls,
+        [(number.into(), "start".into(), 204)]
+    );
+
+    // An unknown number is refused before anything starts, saying what to give instead.
+    let (status, v) = act(&host, "start", "99999999999").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("give the meeting uuid"), "{e}");
+    assert_eq!(api.counts().status_calls.len(), 1, "no start was asked for");
+}

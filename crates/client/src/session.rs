@@ -735,26 +735,34 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         let started = Instant::now();
         let deadline = started + bound;
         let seq_before = self.next_seq;
+        if let Some(sink) = &self.sink {
+            sink.draining(deadline);
+        }
         let mut cut = false;
         while self.signaling.is_some() || !self.media.is_empty() {
             let rotate = self.rotate;
             self.rotate = self.rotate.wrapping_add(1);
+            // The bound covers delivering a message as well as waiting for one: a sink held
+            // up by a full plugin queue cannot stretch the drain, nor can a server that keeps
+            // the sockets full.
+            let step = async {
+                let (which, item) =
+                    next_message(&mut self.signaling, &mut self.media, rotate).await;
+                // Inputs are moot now: the stream has ended.
+                let _ = self.on_message(which, item).await;
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                r = tokio::time::timeout_at(
-                    deadline,
-                    next_message(&mut self.signaling, &mut self.media, rotate),
-                ) => match r {
-                    // Inputs are moot now: the stream has ended.
-                    Ok((which, item)) => {
-                        let _ = self.on_message(which, item).await;
-                    }
-                    Err(_) => {
-                        cut = true;
-                        break;
-                    }
+                r = tokio::time::timeout_at(deadline, step) => if r.is_err() {
+                    cut = true;
+                    break;
                 },
+            }
+            // A ready message would otherwise win over a passed deadline every time.
+            if Instant::now() >= deadline && (self.signaling.is_some() || !self.media.is_empty()) {
+                cut = true;
+                break;
             }
         }
         let delivered = self.next_seq - seq_before;

@@ -58,7 +58,56 @@ struct Inner<F, C> {
     removed: tokio::sync::Notify,
     refused_url: AtomicU64,
     refused_full: AtomicU64,
+    refused_stopped: AtomicU64,
+    /// Streams an operator stopped ([`Sessions::stop`]), refused again for a while.
+    stopped: Mutex<StoppedStreams>,
     observer: SharedObserver,
+}
+
+/// How long a stream an operator stopped stays refused: Zoom still holds it (the host ended
+/// only its own side), and its interrupted or started webhooks must not take it back.
+pub const OPERATOR_STOP_GRACE: Duration = Duration::from_secs(600);
+/// The most operator-stopped streams remembered; the oldest is forgotten first.
+pub const MAX_OPERATOR_STOPPED: usize = 4096;
+
+/// The streams an operator stopped, each until its grace period ends (bounded).
+#[derive(Default)]
+struct StoppedStreams {
+    until: HashMap<String, tokio::time::Instant>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl StoppedStreams {
+    fn insert(&mut self, stream_id: &str, now: tokio::time::Instant) {
+        self.expire(now);
+        if self.until.len() >= MAX_OPERATOR_STOPPED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.until.remove(&oldest);
+        }
+        if self
+            .until
+            .insert(stream_id.to_owned(), now + OPERATOR_STOP_GRACE)
+            .is_none()
+        {
+            self.order.push_back(stream_id.to_owned());
+        }
+    }
+
+    fn holds(&mut self, stream_id: &str, now: tokio::time::Instant) -> bool {
+        self.expire(now);
+        self.until.contains_key(stream_id)
+    }
+
+    fn expire(&mut self, now: tokio::time::Instant) {
+        while let Some(first) = self.order.front() {
+            if self.until.get(first).is_some_and(|t| *t > now) {
+                return;
+            }
+            let first = self.order.pop_front().unwrap_or_default();
+            self.until.remove(&first);
+        }
+    }
 }
 
 /// The `Retry-After` of a refusal for want of room.
@@ -95,6 +144,8 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 removed: tokio::sync::Notify::new(),
                 refused_url: AtomicU64::new(0),
                 refused_full: AtomicU64::new(0),
+                refused_stopped: AtomicU64::new(0),
+                stopped: Mutex::default(),
                 observer,
             }),
         }
@@ -142,6 +193,25 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             }
         };
         match (input, ev.server_url) {
+            (Input::Started { .. } | Input::Interrupted { .. }, Some(_))
+                if self.operator_stopped(&ev.stream_id) =>
+            {
+                let total = self.inner.refused_stopped.fetch_add(1, Ordering::Relaxed) + 1;
+                if ratelog::admit("webhook-operator-stopped") {
+                    tracing::warn!(
+                        stream_id = %truncated(&ev.stream_id, 64),
+                        event = ev.event,
+                        total,
+                        "webhook refused: an operator stopped this stream (POST /admin/sessions/stop) within the last {} s",
+                        OPERATOR_STOP_GRACE.as_secs()
+                    );
+                }
+                Err(Refusal::Unacceptable(format!(
+                    "stream {} was stopped by this host's operator less than {} s ago: not taken again",
+                    truncated(&ev.stream_id, 64),
+                    OPERATOR_STOP_GRACE.as_secs()
+                )))
+            }
             (Input::Started { .. } | Input::Interrupted { .. }, Some(url)) if !url.is_empty() => {
                 if matches!(ev.action, WebhookAction::Interrupted) {
                     tracing::info!(
@@ -179,6 +249,18 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             return false;
         }
         self.spawn(start).unwrap_or(false)
+    }
+
+    /// Whether an operator stopped `stream_id` within [`OPERATOR_STOP_GRACE`].
+    fn operator_stopped(&self, stream_id: &str) -> bool {
+        let mut stopped = self.inner.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        stopped.holds(stream_id, tokio::time::Instant::now())
+    }
+
+    /// Started or interrupted webhooks refused because an operator had stopped their stream
+    /// within [`OPERATOR_STOP_GRACE`].
+    pub fn refused_operator_stopped(&self) -> u64 {
+        self.inner.refused_stopped.load(Ordering::Relaxed)
     }
 
     /// Counts of refused events: `(server URL not allowed, over max_streams)`.
@@ -287,10 +369,22 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
 
     /// Ends one stream as a shutdown would (its plugins get `on-session-end(shutdown)`);
     /// false when no such stream runs here.
+    /// The stream is then remembered for [`OPERATOR_STOP_GRACE`]: Zoom still holds it, and its
+    /// interrupted or started webhooks within that time are refused (counted, logged) rather
+    /// than taking it back.
     pub fn stop(&self, stream_id: &str) -> bool {
-        self.streams()
+        let stopped = self
+            .streams()
             .get(stream_id)
-            .is_some_and(|e| e.inputs.send(Input::Shutdown).is_ok())
+            .is_some_and(|e| e.inputs.send(Input::Shutdown).is_ok());
+        if stopped {
+            self.inner
+                .stopped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(stream_id, tokio::time::Instant::now());
+        }
+        stopped
     }
 
     /// The most streams this host runs at once ([`ClientConfig::max_streams`]).
@@ -346,5 +440,30 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
 impl<F: SinkFactory, C: Connector> IngressHandler for Sessions<F, C> {
     fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal> {
         self.handle(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_stopped_streams_are_bounded_and_expire() {
+        let t0 = tokio::time::Instant::now();
+        let mut s = StoppedStreams::default();
+        for i in 0..MAX_OPERATOR_STOPPED + 10 {
+            s.insert(&format!("s{i}"), t0);
+        }
+        assert_eq!(s.until.len(), MAX_OPERATOR_STOPPED);
+        assert_eq!(s.order.len(), MAX_OPERATOR_STOPPED);
+        assert!(!s.holds("s0", t0), "the oldest is forgotten first");
+        assert!(s.holds(&format!("s{}", MAX_OPERATOR_STOPPED + 9), t0));
+        let later = t0 + OPERATOR_STOP_GRACE - Duration::from_secs(1);
+        assert!(s.holds("s20", later), "within the grace period");
+        assert!(!s.holds("s20", t0 + OPERATOR_STOP_GRACE), "after it");
+        assert!(
+            s.until.is_empty() && s.order.is_empty(),
+            "expired entries leave"
+        );
     }
 }

@@ -113,6 +113,12 @@ pub trait FrameSink: Send + Sync + 'static {
     fn status(&self, status: StreamStatus) {
         let _ = status;
     }
+    /// Called when the stream drains after a stop: frames still come until `until`
+    /// (`rtms.stop_drain_ms`), and [`FrameSink::frame`] must not wait past it. A frame still
+    /// being delivered at `until` is cut off.
+    fn draining(&self, until: tokio::time::Instant) {
+        let _ = until;
+    }
     /// Called once when the stream ends.
     fn end(self, reason: EndReason) -> impl Future<Output = ()> + Send;
 }

@@ -15,6 +15,10 @@
 //!   not the simulator's, and whatever [`ZoomApi::fail_next`] queued (429 with `Retry-After`,
 //!   say).
 //!
+//! - `GET /v2/meetings/{meetingId}` with `Authorization: Bearer` answers a meeting prepared
+//!   with [`ZoomApi::prepare_numbered`] as `{"id": <number>, "uuid": ...}` (404 code 3001
+//!   otherwise); the status endpoint then takes the number as well as the uuid.
+//!
 //! It also serves Zoom's event WebSocket ([`ZoomApi::event_ws_url`]):
 //! `ws://…/ws?subscriptionId=ID&access_token=TOKEN` with a token from the endpoint above and
 //! the configured subscription id (else the upgrade is refused with 401). Events arrive as
@@ -108,6 +112,8 @@ struct State {
     rtms_client_id: String,
     tokens: HashMap<String, Instant>,
     meetings: HashMap<String, Prepared>,
+    /// Meeting numbers of meetings prepared with one, to their uuid.
+    numbers: HashMap<String, String>,
     failures: VecDeque<Failure>,
     counts: ApiCounts,
     /// Signalled whenever a prepared meeting starts.
@@ -169,6 +175,7 @@ impl ZoomApi {
             rtms_client_id: sim.config().client_id.clone(),
             tokens: HashMap::new(),
             meetings: HashMap::new(),
+            numbers: HashMap::new(),
             failures: VecDeque::new(),
             counts: ApiCounts::default(),
             started: Arc::new(tokio::sync::Notify::new()),
@@ -224,6 +231,19 @@ impl ZoomApi {
             .meetings
             .insert(id.clone(), Prepared::Waiting(Box::new((script, opts))));
         id
+    }
+
+    /// Like [`ZoomApi::prepare`], with a meeting number (digits) that `GET /v2/meetings/{id}`
+    /// resolves to the meeting's uuid and the status endpoint takes as well.
+    pub fn prepare_numbered(
+        &self,
+        number: &str,
+        script: MeetingScript,
+        opts: MeetingOptions,
+    ) -> String {
+        let uuid = self.prepare(script, opts);
+        self.lock().numbers.insert(number.to_owned(), uuid.clone());
+        uuid
     }
 
     /// The ids of every meeting prepared so far, started or not, in no particular order.
@@ -350,6 +370,11 @@ async fn route(
     if method == Method::POST && path == "/oauth/token" {
         return issue_token(&mut s, &query, auth.as_deref());
     }
+    if method == Method::GET
+        && let Some(number) = path.strip_prefix("/v2/meetings/")
+    {
+        return meeting_info(&s, number, auth.as_deref());
+    }
     let id = path
         .strip_prefix("/v2/live_meetings/")
         .and_then(|r| r.strip_suffix("/rtms_app/status"));
@@ -359,6 +384,34 @@ async fn route(
             StatusCode::NOT_FOUND,
             404,
             format!("No route {method} {path}"),
+        ),
+    }
+}
+
+fn token_ok(s: &State, auth: Option<&str>) -> bool {
+    auth.and_then(|a| a.strip_prefix("Bearer "))
+        .and_then(|t| s.tokens.get(t.trim()))
+        .is_some_and(|exp| *exp > Instant::now())
+}
+
+/// `GET /v2/meetings/{id}`: a numbered meeting's uuid.
+fn meeting_info(s: &State, number: &str, auth: Option<&str>) -> Response<Full<Bytes>> {
+    if !token_ok(s, auth) {
+        return zoom_error(
+            StatusCode::UNAUTHORIZED,
+            124,
+            "Invalid access token.".into(),
+        );
+    }
+    match s.numbers.get(number) {
+        Some(uuid) => answer(
+            StatusCode::OK,
+            Some(json!({"id": number.parse::<u64>().unwrap_or(0), "uuid": uuid})),
+        ),
+        None => zoom_error(
+            StatusCode::NOT_FOUND,
+            3001,
+            format!("Meeting does not exist: {number}."),
         ),
     }
 }
@@ -453,11 +506,7 @@ fn status_answer(
     parsed: &Value,
     auth: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    let token_ok = auth
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .and_then(|t| s.tokens.get(t.trim()))
-        .is_some_and(|exp| *exp > Instant::now());
-    if !token_ok {
+    if !token_ok(s, auth) {
         return zoom_error(
             StatusCode::UNAUTHORIZED,
             124,
@@ -480,6 +529,8 @@ fn status_answer(
             "Invalid parameter: settings.client_id is not an RTMS app of this account.".into(),
         );
     }
+    let id = s.numbers.get(id).cloned().unwrap_or_else(|| id.to_owned());
+    let id = id.as_str();
     let Some(prepared) = s.meetings.remove(id) else {
         return zoom_error(
             StatusCode::NOT_FOUND,

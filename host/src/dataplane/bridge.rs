@@ -81,6 +81,10 @@ impl FrameSink for HostSink {
         tracing::info!(stream = %self.session.stream_id, ?status, "stream status");
     }
 
+    fn draining(&self, until: tokio::time::Instant) {
+        self.session.drain_until(until);
+    }
+
     async fn end(self, reason: ClientEnd) {
         let reason = EndReason::from(reason);
         tracing::info!(stream = %self.session.stream_id, ?reason, "session ended");

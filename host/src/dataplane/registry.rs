@@ -105,6 +105,7 @@ impl Shared {
                 workers: Vec::new(),
                 retired: Vec::new(),
                 ended: false,
+                drain_until: None,
             }),
         });
         {
@@ -175,6 +176,8 @@ struct SessionState {
     /// Workers of removed plugins, still draining.
     retired: Vec<WorkerHandle>,
     ended: bool,
+    /// Set once the stream is draining after a stop: no push waits past it.
+    drain_until: Option<tokio::time::Instant>,
 }
 
 /// A worker whose queue was full under `block` when a frame came: the push waits for it
@@ -189,6 +192,11 @@ struct Blocked {
 }
 
 impl HostSession {
+    /// The stream drains after a stop until `until`: from now on no push waits past it.
+    pub fn drain_until(&self, until: tokio::time::Instant) {
+        self.state.lock().drain_until = Some(until);
+    }
+
     /// Routes one frame to every worker that wants it. Queues with room take it at once;
     /// full `block` queues are waited for together, each up to its plugin's block timeout,
     /// without the session lock. Frames pushed after `end` are ignored.
@@ -199,16 +207,18 @@ impl HostSession {
             frame.kind.into(),
             frame.payload.len() + frame.text.as_ref().map_or(0, String::len),
         );
-        let (inline, blocked) = {
+        let (inline, blocked, drain_until) = {
             let mut st = self.state.lock();
             if st.ended {
                 return;
             }
+            let drain_until = st.drain_until;
             let current = self.shared.table.load();
             if !Arc::ptr_eq(&st.table, &current) {
                 self.reconcile_locked(&mut st, current.clone());
             }
-            self.offer(&mut st, frame)
+            let (inline, blocked) = self.offer(&mut st, frame);
+            (inline, blocked, drain_until)
         };
         for (worker, frame) in inline {
             worker.deliver(frame).await;
@@ -225,7 +235,15 @@ impl HostSession {
         }
         futures_util::future::join_all(blocked.into_iter().map(|b| async move {
             let Some(frame) = b.frame else { return };
-            let pushed = b.queue.push_within(frame, b.entry.block_timeout).await;
+            // A drain after a stop is bounded as a whole (`rtms.stop_drain_ms`): a full queue
+            // is waited for no longer than the drain has left; a frame that would wait longer
+            // is shed, counted and dead-lettered like any other.
+            let wait = drain_until.map_or(b.entry.block_timeout, |until| {
+                b.entry
+                    .block_timeout
+                    .min(until.saturating_duration_since(tokio::time::Instant::now()))
+            });
+            let pushed = b.queue.push_within(frame, wait).await;
             record_push(services, &b.entry, &b.ctx, &b.link, pushed);
         }))
         .await;

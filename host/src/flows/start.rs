@@ -25,8 +25,9 @@ pub struct RtmsControl {
 
 impl RtmsControl {
     /// Acts on `meeting` (a uuid, or a meeting number). A start then waits for the
-    /// meeting's started webhook up to `rtms.webhook_wait_timeout_ms`; with a meeting number
-    /// (which webhooks do not carry) it takes the next meeting started webhook.
+    /// meeting's started webhook up to `rtms.webhook_wait_timeout_ms`; webhooks carry the
+    /// uuid only, so a meeting number is first resolved to its uuid through the REST API
+    /// (another meeting's started webhook is never taken for it).
     pub async fn act(
         &self,
         meeting: &str,
@@ -34,6 +35,12 @@ impl RtmsControl {
     ) -> Result<serde_json::Value, (u16, String)> {
         let Some(rest) = &self.rest else {
             return Err((503, self.missing.clone()));
+        };
+        let numeric = !meeting.is_empty() && meeting.bytes().all(|b| b.is_ascii_digit());
+        let uuid = if numeric && action == super::zoom_rest::Action::Start {
+            rest.meeting_uuid(meeting).await.map_err(|e| (502, e))?
+        } else {
+            meeting.to_owned()
         };
         let mut started = self.starts.subscribe();
         rest.rtms_status(meeting, action)
@@ -44,14 +51,10 @@ impl RtmsControl {
                 serde_json::json!({"meeting": meeting, "action": action.as_str(), "accepted": true}),
             );
         }
-        let numeric = !meeting.is_empty() && meeting.bytes().all(|b| b.is_ascii_digit());
         let wait = async {
             loop {
                 match started.recv().await {
-                    Ok(s) if s.id == meeting => return Some(s),
-                    Ok(s) if numeric && s.product == rtms_proto::Product::Meeting => {
-                        return Some(s);
-                    }
+                    Ok(s) if s.id == uuid => return Some(s),
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }

@@ -6,20 +6,29 @@
 //! are turned into errors that say what to check; a 429 is retried after its `Retry-After`
 //! (at most [`MAX_RATE_LIMIT_RETRIES`] times). Waiting for the `*_rtms_started` webhook
 //! that follows a start is the caller's part (`crate::service`).
+//!
+//! Every call (OAuth token, REST API, and so the event WebSocket's token) goes through the
+//! proxy `rtms.proxy` names, over the same CONNECT tunnel as the Zoom WebSockets
+//! ([`rtms_client::proxy_tunnel`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
+use tokio::net::TcpStream;
 
 /// 429 answers retried before giving up.
 pub const MAX_RATE_LIMIT_RETRIES: u32 = 3;
@@ -54,8 +63,8 @@ impl Action {
     }
 }
 
-/// The REST client's settings.
-#[derive(Clone, Debug)]
+/// The REST client's settings. Its `Debug` hides the OAuth client secret.
+#[derive(Clone)]
 pub struct RestConfig {
     pub api_base_url: String,
     pub oauth_base_url: String,
@@ -66,11 +75,60 @@ pub struct RestConfig {
     pub rtms_client_id: String,
 }
 
+impl std::fmt::Debug for RestConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestConfig")
+            .field("api_base_url", &self.api_base_url)
+            .field("oauth_base_url", &self.oauth_base_url)
+            .field("account_id", &self.account_id)
+            .field("oauth_client_id", &self.oauth_client_id)
+            .field("oauth_client_secret", &"***")
+            .field("rtms_client_id", &self.rtms_client_id)
+            .finish()
+    }
+}
+
 /// Calls Zoom's REST API with a cached token.
 pub struct ZoomRest {
     cfg: RestConfig,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<ProxyConnector>, Full<Bytes>>,
     token: Mutex<Option<(String, Instant)>>,
+}
+
+/// Opens the TCP connection of a REST call: through a CONNECT tunnel when the proxy takes
+/// the destination, else directly.
+#[derive(Clone)]
+pub struct ProxyConnector {
+    proxy: Option<Arc<Matcher>>,
+    direct: HttpConnector,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, std::io::Error>> + Send>>;
+
+impl tower_service::Service<Uri> for ProxyConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let proxy = self.proxy.clone();
+        let mut direct = self.direct.clone();
+        Box::pin(async move {
+            if let Some(m) = &proxy {
+                let https = dst.scheme_str() == Some("https");
+                let host = dst.host().unwrap_or_default();
+                let port = dst.port_u16().unwrap_or(if https { 443 } else { 80 });
+                if let Some(tcp) = rtms_client::proxy_tunnel(m, https, host, port).await? {
+                    return Ok(TokioIo::new(tcp));
+                }
+            }
+            direct.call(dst).await.map_err(std::io::Error::other)
+        })
+    }
 }
 
 /// The path segment of a meeting id. Zoom wants a uuid that starts with `/` or holds `//`
@@ -85,12 +143,23 @@ pub fn meeting_segment(id: &str) -> String {
 }
 
 impl ZoomRest {
-    pub fn new(cfg: RestConfig, tls: Arc<rustls::ClientConfig>) -> Self {
+    /// A client trusting `tls`, reaching Zoom as `proxy` says (`rtms.proxy`).
+    pub fn new(
+        cfg: RestConfig,
+        tls: Arc<rustls::ClientConfig>,
+        proxy: &rtms_client::ProxySetting,
+    ) -> Self {
+        let mut direct = HttpConnector::new();
+        direct.enforce_http(false);
+        direct.set_nodelay(true);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*tls).clone())
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(ProxyConnector {
+                proxy: proxy.matcher().map(Arc::new),
+                direct,
+            });
         Self {
             cfg,
             client: Client::builder(TokioExecutor::new()).build(https),
@@ -105,8 +174,16 @@ impl ZoomRest {
         let uri = req.uri().clone();
         let call = async {
             let resp = self.client.request(req).await.map_err(|e| {
+                // The legacy client's own text says only "client error (Connect)": the
+                // causes (a refused tunnel, say) follow it.
+                let mut why = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    why = format!("{why}: {c}");
+                    cause = c.source();
+                }
                 format!(
-                    "cannot reach {}: {e}",
+                    "cannot reach {}: {why}",
                     uri.authority().map(|a| a.as_str()).unwrap_or("?")
                 )
             })?;
@@ -170,6 +247,43 @@ impl ZoomRest {
         let ttl = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
         *self.token.lock() = Some((token.clone(), Instant::now() + ttl));
         Ok(token)
+    }
+
+    /// The uuid of the meeting numbered `number` (`GET {api}/v2/meetings/{number}`): started
+    /// webhooks carry the uuid only, so a start by number waits for that uuid.
+    pub async fn meeting_uuid(&self, number: &str) -> Result<String, String> {
+        let url = format!(
+            "{}/v2/meetings/{}",
+            self.cfg.api_base_url,
+            meeting_segment(number)
+        );
+        let mut retried_auth = false;
+        loop {
+            let token = self.token().await?;
+            let req = Request::builder()
+                .method(Method::GET)
+                .uri(&url)
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| format!("bad API URL {url:?}: {e} (check zoom.api_base_url)"))?;
+            let (status, _, v) = self.send(req).await?;
+            if status.is_success() {
+                return v["uuid"]
+                    .as_str()
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("Zoom's answer for meeting {number} holds no uuid: give the meeting uuid instead of its number"));
+            }
+            if status == StatusCode::UNAUTHORIZED && !retried_auth {
+                retried_auth = true;
+                *self.token.lock() = None;
+                continue;
+            }
+            let message = v["message"].as_str().unwrap_or("");
+            return Err(format!(
+                "cannot tell which meeting {number} is ({status}: {message}): started webhooks name meetings by uuid only, so a start by number looks the uuid up first; give the meeting uuid instead, or grant the Server-to-Server OAuth app the scope to read meetings (meeting:read:meeting)"
+            ));
+        }
     }
 
     /// Asks Zoom to start, stop, pause or resume the meeting's RTMS app.
@@ -257,6 +371,25 @@ impl ZoomRest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rest_config_debug_hides_the_oauth_secret() {
+        let cfg = RestConfig {
+            api_base_url: "https://api.zoom.us".into(),
+            oauth_base_url: "https://zoom.us".into(),
+            account_id: "acct".into(),
+            oauth_client_id: "oauth-id".into(),
+            oauth_client_secret: "s3cr3t-oauth-value".into(),
+            rtms_client_id: "rtms-id".into(),
+        };
+        for shown in [format!("{cfg:?}"), format!("{cfg:#?}")] {
+            assert!(!shown.contains("s3cr3t-oauth-value"), "{shown}");
+            assert!(
+                shown.contains("oauth-id") && shown.contains("***"),
+                "{shown}"
+            );
+        }
+    }
 
     #[test]
     fn uuids_that_start_with_a_slash_or_hold_two_are_encoded_twice() {

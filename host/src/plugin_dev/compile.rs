@@ -52,7 +52,7 @@ pub fn build(m: &Manifest, quiet: bool) -> Result<Built> {
         return finish(m, false, t);
     }
     let key = cache_key(m)?;
-    let cached = toolchain::root()
+    let cached = toolchain::root()?
         .join("built")
         .join(format!("{}-{}.wasm", m.name, &key[..24]));
     if cached.is_file() {

@@ -102,10 +102,10 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
     let files_dir = work.join("files");
     std::fs::create_dir_all(&files_dir)?;
     let outputs_path = work.join("outputs.jsonl");
-    let cache = opts
-        .compile_cache
-        .clone()
-        .unwrap_or_else(|| super::toolchain::root().join("component-cache"));
+    let cache = match opts.compile_cache.clone() {
+        Some(c) => c,
+        None => super::toolchain::root()?.join("component-cache"),
+    };
     let text = pipeline_text(m, work, &files_dir, &outputs_path, &cache)?;
     let pipeline_path = work.join("pipeline.toml");
     std::fs::write(&pipeline_path, &text)?;

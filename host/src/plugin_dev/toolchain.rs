@@ -10,6 +10,10 @@
 //!   encoding and the WASI adapter are done inside `rtms-host`.
 //! - Rust: `cargo` with the `wasm32-wasip2` target (added with rustup when missing).
 //!
+//! The cache holds programs `plugin build` runs, so it must be this user's alone: it is
+//! created mode 0700, and one owned by another user or writable by group or others (say, a
+//! directory planted under the temp directory, the last fallback) is refused with the fix.
+//!
 //! Installs are serialised by a lock file per tool, so parallel builds share one install, and
 //! marked complete only once they succeeded; a half-finished install is redone.
 
@@ -29,8 +33,16 @@ pub const CLANG: &str = "clang-19";
 /// The apt packages a C plugin needs.
 pub const C_APT_PACKAGES: &str = "clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32";
 
-/// The cache root for toolchains and built components.
-pub fn root() -> PathBuf {
+/// The cache root for toolchains and built components, created private (0700) when missing
+/// and refused when it is not this user's alone (see [`prepare`]).
+pub fn root() -> Result<PathBuf> {
+    let root = location();
+    prepare(&root)?;
+    Ok(root)
+}
+
+/// Where the cache root is, before any check.
+fn location() -> PathBuf {
     if let Some(d) = std::env::var_os("RTMS_TOOLCHAIN_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
@@ -46,6 +58,47 @@ pub fn root() -> PathBuf {
     base.join("rtms-host").join("toolchains")
 }
 
+/// Creates `dir` (and missing parents) mode 0700 when missing, then refuses it, with the fix,
+/// when it is not a directory, is owned by another user, or is writable by group or others:
+/// another local user could otherwise plant the programs `plugin build` runs.
+pub fn prepare(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the toolchain cache {}", dir.display()))?;
+    }
+    let meta = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("cannot inspect the toolchain cache {}", dir.display()))?;
+    let fix = "set RTMS_TOOLCHAIN_DIR to a directory only you can write";
+    if !meta.is_dir() {
+        bail!(
+            "the toolchain cache {} is not a directory (a symlink or a file): remove it, or {fix}",
+            dir.display()
+        );
+    }
+    if let Some(me) = crate::sandbox::cache::euid()
+        && meta.uid() != me
+    {
+        bail!(
+            "refusing the toolchain cache {}: it is owned by uid {}, not by this user (uid {me}), and `plugin build` runs the programs in it: remove it, or {fix}",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "refusing the toolchain cache {}: it is writable by group or others (mode {:o}) and `plugin build` runs the programs in it: run `chmod 700 {}`, or {fix}",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `install` into `dir` once: under a lock, unless `dir/.complete` exists.
 fn once(
     dir: &Path,
@@ -53,12 +106,10 @@ fn once(
     about: &str,
     install: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
+    prepare(dir.parent().unwrap_or(dir))?;
     if dir.join(".complete").is_file() {
         return Ok(());
     }
-    let parent = dir.parent().unwrap_or(dir);
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create the toolchain cache {}", parent.display()))?;
     let lock_path = dir.with_extension("lock");
     let lock = File::create(&lock_path)
         .with_context(|| format!("cannot create {}", lock_path.display()))?;
@@ -112,7 +163,7 @@ pub fn run(cmd: &mut Command, hint: &str) -> Result<std::process::Output> {
 
 /// The `componentize-py` command, installed on first use.
 pub fn componentize_py() -> Result<PathBuf> {
-    let dir = root().join(format!("componentize-py-{COMPONENTIZE_PY}"));
+    let dir = root()?.join(format!("componentize-py-{COMPONENTIZE_PY}"));
     once(
         &dir,
         &format!("componentize-py {COMPONENTIZE_PY}"),
@@ -142,7 +193,7 @@ pub fn componentize_py() -> Result<PathBuf> {
 /// The folder of the JavaScript tools (`componentize-js`, `componentize-qjs`), installed on
 /// first use.
 pub fn js_bin() -> Result<PathBuf> {
-    let dir = root().join(format!("componentize-js-{COMPONENTIZE_JS}"));
+    let dir = root()?.join(format!("componentize-js-{COMPONENTIZE_JS}"));
     once(
         &dir,
         &format!("componentize-js {COMPONENTIZE_JS}"),
@@ -240,5 +291,56 @@ pub fn id(lang: super::manifest::Lang) -> String {
             format!("{clang} {v}; wit-bindgen-c 0.60.0; wit-component 0.254; adapter 48.0.8")
         }
         Lang::Rust => "cargo".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_missing_cache_is_created_private() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("rtms-host/toolchains");
+        prepare(&dir).unwrap();
+        for p in [&dir, &d.path().join("rtms-host")] {
+            let mode = std::fs::metadata(p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn a_planted_cache_writable_by_others_is_refused_with_the_fix() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("toolchains");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = format!("{:#}", prepare(&dir).unwrap_err());
+        assert!(e.contains(&dir.display().to_string()), "{e}");
+        assert!(
+            e.contains("chmod 700") && e.contains("RTMS_TOOLCHAIN_DIR"),
+            "{e}"
+        );
+        // A tool install under it is refused too, before anything runs.
+        let e = once(&dir.join("tool"), "tool", "test", |_| {
+            panic!("an install ran in a planted cache")
+        })
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("writable by group or others"),
+            "{e:#}"
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        prepare(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_symlinked_cache_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("toolchains");
+        std::os::unix::fs::symlink(d.path(), &dir).unwrap();
+        let e = format!("{:#}", prepare(&dir).unwrap_err());
+        assert!(e.contains("not a directory"), "{e}");
     }
 }

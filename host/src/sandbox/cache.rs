@@ -164,7 +164,7 @@ fn private(path: &Path, is_dir: bool) -> Result<(), String> {
 
 /// This process's effective user id, from `/proc/self/status` (`None` where there is no
 /// procfs: then only the mode is checked).
-fn euid() -> Option<u32> {
+pub(crate) fn euid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
     uids.split_whitespace().nth(1)?.parse().ok()

@@ -8,6 +8,7 @@
 //! outputs are held to byte-rate budgets ([`super::budget`]); the Store's limits (one
 //! linear memory, bounded tables) are [`store_limits`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -446,6 +447,7 @@ impl host::Host for HostState {
     fn log(&mut self, level: types::Level, message: String) {
         let c = &self.ctx;
         let message = explain_wasi_errors(&message);
+        let message = escape_controls(&message);
         let message = truncate(&message, MAX_LOG_LINE);
         if !c.log_allowed(message.len()) {
             return;
@@ -491,6 +493,25 @@ impl host::Host for HostState {
 
 /// Longest log line kept from a plugin; the rest is cut, so a plugin cannot flood the log.
 const MAX_LOG_LINE: usize = 4096;
+
+/// Plugin-supplied text with its control characters (newlines, carriage returns, ANSI
+/// escapes, ...) and Unicode line separators escaped (`\n`, `\u{1b}`), so one plugin line is
+/// one log line and cannot forge another or restyle a terminal.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -550,6 +571,7 @@ impl LineWriter {
     fn emit_line(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = explain_wasi_errors(text.trim_end());
+        let text = escape_controls(&text);
         let text = truncate(&text, MAX_LOG_LINE);
         let c = &self.sink.ctx;
         if let Stream::Stderr = self.sink.stream {

@@ -576,6 +576,7 @@ fn rtms_control(
                 },
                 rtms_client::transport::tls_config(None)
                     .context("cannot set up TLS for Zoom's REST API")?,
+                &crate::pipeline::build::net_settings(pipeline).proxy,
             ))),
             String::new(),
         ),
