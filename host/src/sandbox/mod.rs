@@ -22,6 +22,7 @@ pub mod net;
 pub mod quota;
 pub mod state;
 pub mod store;
+pub mod ws;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

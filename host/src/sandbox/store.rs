@@ -121,6 +121,8 @@ pub struct InstanceCtx {
     /// its own, thrown away with the context (trial runs); the data plane gives the host's
     /// with [`InstanceCtx::with_state`].
     pub state: Arc<dyn StateStore>,
+    /// The session's WebSockets: what their tasks received, for the worker to deliver.
+    pub ws: Arc<super::ws::Hub>,
     /// The kinds of [`Refused`] already logged for this (plugin, session), as bits.
     refusals_logged: std::sync::atomic::AtomicU8,
 }
@@ -155,6 +157,7 @@ impl InstanceCtx {
             embedder,
             units: Units::default(),
             state: Arc::new(MemoryStateStore::new()),
+            ws: Default::default(),
             refusals_logged: Default::default(),
         }
     }
@@ -340,7 +343,7 @@ impl ResourceLimiter for Limiter {
 pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    net: NetHooks,
+    pub(crate) net: NetHooks,
     table: ResourceTable,
     pub(crate) limits: Limiter,
     pub ctx: Arc<InstanceCtx>,
