@@ -122,7 +122,7 @@ pub struct InstanceCtx {
     /// with [`InstanceCtx::with_state`].
     pub state: Arc<dyn StateStore>,
     /// The session's WebSockets: what their tasks received, for the worker to deliver.
-    pub ws: Arc<super::ws::Hub>,
+    pub ws: Arc<super::ws_hub::Hub>,
     /// The kinds of [`Refused`] already logged for this (plugin, session), as bits.
     refusals_logged: std::sync::atomic::AtomicU8,
 }

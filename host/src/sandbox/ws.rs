@@ -13,123 +13,31 @@
 //! fails its connection after `between_bytes_timeout_ms`. Dropping the `connection` (or
 //! the instance: session end, reload, trap) sends a close frame and ends the task.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::Uri;
-use parking_lot::Mutex;
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use wasmtime::component::Resource;
 
+use super::bindings::WsConnection;
 use super::bindings::v02::rtms::plugin::websocket::{
     self as wit, OnFull, OpenOptions, WsError, WsEvent, WsMessage,
 };
 use super::net::{Caller, Failed, NetEvent, NetGate, Reason, Target, connect, resolve, stop};
 use super::store::HostState;
+use super::ws_hub::Shared;
+pub use super::ws_hub::{DRAIN_MAX, Hub, Item};
 
 /// Messages a connection holds waiting to go out; `send` past it is refused (`limit`).
 pub const SEND_QUEUE: usize = 64;
 /// The receive buffer when the plugin names none.
 pub const DEFAULT_BUFFER: u64 = 1 << 20;
-/// Most buffered items one drain delivers, so a flooding peer cannot keep the worker from
-/// its frames.
-pub const DRAIN_MAX: usize = 256;
-
-/// What the plugin receives.
-pub enum Item {
-    Message(WsMessage),
-    Event(WsEvent),
-}
-
-/// The received side of one connection.
-struct Buf {
-    items: VecDeque<(Item, usize)>,
-    bytes: usize,
-    /// The guest dropped the connection (or its instance went): what is left is discarded.
-    detached: bool,
-    /// The task ended: nothing more will arrive.
-    done: bool,
-}
-
-struct Shared {
-    id: u64,
-    buf: Mutex<Buf>,
-    dropped: AtomicU64,
-}
-
-/// The WebSockets of one (plugin, session): where their tasks leave what they read, and the
-/// worker's wake-up. Kept across the instances of the session; a connection belongs to the
-/// instance that opened it.
-#[derive(Default)]
-pub struct Hub {
-    conns: Mutex<Vec<Arc<Shared>>>,
-    next_id: AtomicU64,
-    notify: Notify,
-}
-
-impl std::fmt::Debug for Hub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hub").finish_non_exhaustive()
-    }
-}
-
-impl Hub {
-    /// Waits until something was received (or a connection changed) since the last drain.
-    pub async fn wait(&self) {
-        self.notify.notified().await
-    }
-
-    /// Takes up to [`DRAIN_MAX`] received items, oldest first per connection; forgets
-    /// connections that are done and drained, or that the guest dropped.
-    pub fn take(&self) -> Vec<(u64, Item)> {
-        let mut out = Vec::new();
-        let mut conns = self.conns.lock();
-        for c in conns.iter() {
-            let mut b = c.buf.lock();
-            if b.detached {
-                b.items.clear();
-                continue;
-            }
-            while out.len() < DRAIN_MAX {
-                let Some((item, n)) = b.items.pop_front() else {
-                    break;
-                };
-                b.bytes -= n;
-                out.push((c.id, item));
-            }
-        }
-        conns.retain(|c| {
-            let b = c.buf.lock();
-            !(b.detached || (b.done && b.items.is_empty()))
-        });
-        if conns.iter().any(|c| !c.buf.lock().items.is_empty()) {
-            self.notify.notify_one();
-        }
-        out
-    }
-
-    fn add(&self) -> Arc<Shared> {
-        let shared = Arc::new(Shared {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
-            buf: Mutex::new(Buf {
-                items: VecDeque::new(),
-                bytes: 0,
-                detached: false,
-                done: false,
-            }),
-            dropped: AtomicU64::new(0),
-        });
-        self.conns.lock().push(shared.clone());
-        shared
-    }
-}
-
 /// The guest's handle on a connection (the `connection` resource). Dropping it closes the
 /// socket.
 pub struct Connection {
@@ -441,24 +349,38 @@ impl HostState {
 }
 
 impl wit::Host for HostState {
-    fn open(&mut self, url: String, options: OpenOptions) -> Result<Resource<Connection>, WsError> {
+    fn open(
+        &mut self,
+        url: String,
+        options: OpenOptions,
+    ) -> Result<Resource<WsConnection>, WsError> {
         let conn = self.ws_open(url, options)?;
         self.table_mut()
-            .push(conn)
+            .push(WsConnection(Box::new(conn)))
             .map_err(|e| WsError::Limit(format!("the instance holds too many resources: {e}")))
     }
 }
 
+fn conn_of(c: &WsConnection) -> Option<&Connection> {
+    c.0.downcast_ref()
+}
+
 impl wit::HostConnection for HostState {
-    fn id(&mut self, conn: Resource<Connection>) -> u64 {
-        self.table_mut().get(&conn).map_or(0, |c| c.shared.id)
+    fn id(&mut self, conn: Resource<WsConnection>) -> u64 {
+        self.table_mut()
+            .get(&conn)
+            .ok()
+            .and_then(conn_of)
+            .map_or(0, |c| c.shared.id)
     }
 
-    fn send(&mut self, conn: Resource<Connection>, message: WsMessage) -> Result<(), WsError> {
+    fn send(&mut self, conn: Resource<WsConnection>, message: WsMessage) -> Result<(), WsError> {
         let c = self
             .table_mut()
             .get(&conn)
-            .map_err(|e| WsError::Closed(e.to_string()))?;
+            .ok()
+            .and_then(conn_of)
+            .ok_or_else(|| WsError::Closed("no such connection".into()))?;
         let m = match message {
             WsMessage::Text(t) => Message::text(t),
             WsMessage::Binary(b) => Message::binary(b),
@@ -472,13 +394,15 @@ impl wit::HostConnection for HostState {
         })
     }
 
-    fn dropped(&mut self, conn: Resource<Connection>) -> u64 {
+    fn dropped(&mut self, conn: Resource<WsConnection>) -> u64 {
         self.table_mut()
             .get(&conn)
+            .ok()
+            .and_then(conn_of)
             .map_or(0, |c| c.shared.dropped.load(Ordering::Relaxed))
     }
 
-    fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+    fn drop(&mut self, conn: Resource<WsConnection>) -> wasmtime::Result<()> {
         self.table_mut().delete(conn)?;
         Ok(())
     }
