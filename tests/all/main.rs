@@ -18,3 +18,4 @@ mod sdk;
 mod sinks;
 mod state;
 mod util;
+mod ws;

@@ -2,7 +2,8 @@
 //! limits on its outgoing HTTP requests.
 //!
 //! A pattern is `scheme://host[:port][/path-prefix]`:
-//! - `scheme` is `http` or `https`;
+//! - `scheme` is `http` or `https`, or `ws` or `wss` for the plugin's WebSockets (a `ws`
+//!   pattern allows only WebSockets, an `http` one only HTTP requests);
 //! - `host` is a name (matched exactly, without case), a name with a leading `*.` (any name
 //!   ending in `.rest`, not `rest` itself), an IPv4 address, or an IPv6 address in brackets;
 //!   an IP literal in a request matches only a pattern naming that address;
@@ -64,6 +65,10 @@ impl Net {
 pub enum HttpScheme {
     Http,
     Https,
+    /// A plain WebSocket (`ws://`).
+    Ws,
+    /// A WebSocket over TLS (`wss://`).
+    Wss,
 }
 
 impl HttpScheme {
@@ -71,13 +76,15 @@ impl HttpScheme {
         match self {
             HttpScheme::Http => "http",
             HttpScheme::Https => "https",
+            HttpScheme::Ws => "ws",
+            HttpScheme::Wss => "wss",
         }
     }
 
     pub fn default_port(self) -> u16 {
         match self {
-            HttpScheme::Http => 80,
-            HttpScheme::Https => 443,
+            HttpScheme::Http | HttpScheme::Ws => 80,
+            HttpScheme::Https | HttpScheme::Wss => 443,
         }
     }
 }
@@ -111,7 +118,7 @@ impl fmt::Display for HttpRule {
     }
 }
 
-const FORM: &str = "write scheme://host[:port][/path-prefix], such as \"https://api.example.com/v1\", \"https://*.example.com\" or \"http://127.0.0.1:8080\"";
+const FORM: &str = "write scheme://host[:port][/path-prefix], such as \"https://api.example.com/v1\", \"https://*.example.com\", \"http://127.0.0.1:8080\" or \"wss://api.example.com/v1/listen\"";
 
 impl HttpRule {
     /// Parses a pattern; the error names the problem and the fix.
@@ -123,7 +130,9 @@ impl HttpRule {
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => HttpScheme::Http,
             "https" => HttpScheme::Https,
-            _ => return bad("has a scheme other than http or https"),
+            "ws" => HttpScheme::Ws,
+            "wss" => HttpScheme::Wss,
+            _ => return bad("has a scheme other than http, https, ws or wss"),
         };
         if rest.contains(['?', '#']) {
             return bad("has a query or fragment, which a pattern cannot match");
@@ -302,6 +311,21 @@ mod tests {
     }
 
     #[test]
+    fn websocket_patterns_allow_only_websockets() {
+        let r = rule("wss://api.example.com/v1/listen");
+        assert!(r.matches(
+            "wss",
+            "api.example.com",
+            Some(443),
+            "/v1/listen?encoding=linear16"
+        ));
+        assert!(!r.matches("https", "api.example.com", None, "/v1/listen"));
+        assert!(!r.matches("ws", "api.example.com", None, "/v1/listen"));
+        assert!(!rule("https://api.example.com").matches("wss", "api.example.com", None, "/"));
+        assert_eq!(rule("ws://127.0.0.1").port, 80);
+    }
+
+    #[test]
     fn a_wildcard_holds_subdomains_but_not_the_domain_itself() {
         let r = rule("https://*.example.com");
         assert!(r.matches("https", "a.example.com", None, "/"));
@@ -325,7 +349,7 @@ mod tests {
     fn bad_patterns_name_the_problem() {
         for (p, why) in [
             ("api.example.com", "has no scheme"),
-            ("ftp://x.com", "other than http or https"),
+            ("ftp://x.com", "other than http, https, ws or wss"),
             ("https://u:p@x.com", "credentials"),
             ("https://x.com:0", "port"),
             ("https://x.com:99999", "port"),

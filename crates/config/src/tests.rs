@@ -1352,7 +1352,7 @@ fn a_bad_net_pattern_is_named_with_its_position_and_the_form() {
         "version = 1\n{PLUGIN_A}\n[plugin.net]\nhttp = [\"ftp://files.example.com\"]\n"
     ));
     assert!(e.contains("plugin.net.http"), "{e}");
-    assert!(e.contains("other than http or https"), "{e}");
+    assert!(e.contains("other than http, https, ws or wss"), "{e}");
     assert!(e.contains("scheme://host[:port][/path-prefix]"), "{e}");
     let e = d.err(&format!(
         "version = 1\n{PLUGIN_A}\n[plugin.net]\nhttp = [\"https://a.com\", \"https://a.com\"]\n"

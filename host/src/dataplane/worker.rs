@@ -289,9 +289,20 @@ impl Worker {
             w.ensure_instance().await;
             (w.entry.batch_max, w.entry.batch_wait)
         };
+        let ws = core.lock().await.ctx.ws.clone();
         loop {
-            queue.ready(max, wait).await;
+            // What the plugin's WebSockets received goes in between batches; frames first
+            // when both are ready.
+            let frames_ready = tokio::select! {
+                biased;
+                () = queue.ready(max, wait) => true,
+                () = ws.wait() => false,
+            };
             let mut w = core.lock().await;
+            w.deliver_ws().await;
+            if !frames_ready {
+                continue;
+            }
             if let Some(t) = w.not_before
                 && Instant::now() < t
                 && queue.control_before(t).await
@@ -449,6 +460,25 @@ impl Worker {
                 self.start_error = Some(e.to_string());
                 false
             }
+        }
+    }
+
+    /// Delivers what the plugin's WebSockets received, each message a call of its own. A
+    /// trap ends the instance (and its sockets) like a trap on frames.
+    async fn deliver_ws(&mut self) {
+        let Some(inst) = self.instance.as_mut() else {
+            // No instance: its sockets went with it; drop what they left.
+            let _ = self.ctx.ws.take();
+            return;
+        };
+        let mut errors = 0;
+        let result = inst.ws_deliver(&mut errors).await;
+        self.entry.stats.errors.fetch_add(errors, Ordering::Relaxed);
+        if let Err(e) = result {
+            tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, error = %e, "plugin trapped on a WebSocket message");
+            self.instance = None;
+            self.entry.stats.traps.fetch_add(1, Ordering::Relaxed);
+            self.on_failure(&e.to_string());
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! - [`v01`]: `rtms:plugin@0.1.0` (`wit/plugin.wit`): log, emit, a clock.
 //! - [`v02`]: `rtms:plugin@0.2.0` (`wit/v0.2/plugin.wit`): the same, plus `state`, `secrets`
-//!   and `budget`.
+//!   `budget` and `websocket`.
 //!
 //! wasmtime treats 0.x versions of a package as distinct (0.1 and 0.2 are not
 //! semver-compatible), so each world has its own `bindgen!`, and one linker holds both. The
@@ -35,6 +35,7 @@ pub mod v02 {
         exports: { default: async },
         with: {
             "rtms:plugin/types@0.2.0": crate::sandbox::bindings::v01::rtms::plugin::types,
+            "rtms:plugin/websocket.connection": crate::sandbox::bindings::WsConnection,
         },
     });
 }
@@ -44,6 +45,10 @@ pub use v01::rtms::plugin::types::{
 };
 pub use v01::rtms::plugin::types::{EndReason, Frame, SessionInfo, TranscriptInfo};
 pub use v02::rtms::plugin::{budget, secrets, state};
+
+/// The host's side of a `websocket.connection` resource: the connection of the sandbox's
+/// WebSocket module, held opaque here so the bindings depend on nothing of it.
+pub struct WsConnection(pub Box<dyn std::any::Any + Send + Sync>);
 
 /// A component linked against one of the contract's versions, ready to instantiate.
 pub enum PluginPre<T: 'static> {

@@ -14,6 +14,7 @@ use wasmtime::UpdateDeadline;
 use super::caps::Caps;
 use super::explain::explain_wasi_errors;
 use super::store::{Grant, HostState, InstanceCtx, Refused, ResourceLimits};
+use super::ws::Item;
 use super::{PluginCode, Runtime};
 use crate::sandbox::bindings::{EndReason, Frame, Plugin, PluginPre, SessionInfo};
 
@@ -169,6 +170,35 @@ impl Instance {
         self.arm();
         let r = call!(self, call_on_frames(session, frames));
         self.outcome(r)
+    }
+
+    /// Delivers what the instance's WebSockets received since the last call (at most
+    /// [`super::ws::DRAIN_MAX`] items), each as a call of its own; returns how many. A 0.1
+    /// instance has no sockets. Plugin errors are counted in `errors` and do not stop the
+    /// rest; a trap does.
+    pub async fn ws_deliver(&mut self, errors: &mut u64) -> Result<usize, CallError> {
+        if !matches!(self.plugin, Plugin::V02(_)) {
+            return Ok(0);
+        }
+        let items = self.store.data().ctx.ws.take();
+        let n = items.len();
+        for (conn, item) in items {
+            self.arm();
+            let Plugin::V02(p) = &self.plugin else {
+                return Ok(0);
+            };
+            let h = p.rtms_plugin_handler();
+            let r = match &item {
+                Item::Message(m) => h.call_on_ws_message(&mut self.store, conn, m).await,
+                Item::Event(e) => h.call_on_ws_event(&mut self.store, conn, e).await,
+            };
+            match self.outcome(r) {
+                Ok(()) => {}
+                Err(CallError::Plugin(_)) => *errors += 1,
+                Err(trap) => return Err(trap),
+            }
+        }
+        Ok(n)
     }
 
     pub async fn session_end(&mut self, session: u64, reason: EndReason) -> Result<(), CallError> {

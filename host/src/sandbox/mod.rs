@@ -22,6 +22,8 @@ pub mod net;
 pub mod quota;
 pub mod state;
 pub mod store;
+pub mod ws;
+pub mod ws_hub;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

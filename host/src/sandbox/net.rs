@@ -63,10 +63,13 @@ pub enum Reason {
     Timeout,
     /// The response body passed `max_response_bytes`.
     TooLarge,
+    /// A WebSocket's receive buffer was full: a received message dropped, or the
+    /// connection closed (the plugin chose at open).
+    BufferFull,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::NoGrant,
         Reason::NotListed,
         Reason::IpLiteral,
@@ -75,6 +78,7 @@ impl Reason {
         Reason::Rate,
         Reason::Timeout,
         Reason::TooLarge,
+        Reason::BufferFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +91,7 @@ impl Reason {
             Reason::Rate => "rate",
             Reason::Timeout => "timeout",
             Reason::TooLarge => "too_large",
+            Reason::BufferFull => "buffer_full",
         }
     }
 
@@ -101,6 +106,7 @@ impl Reason {
             Reason::Rate => "plugin http refused: requests_per_minute",
             Reason::Timeout => "plugin http: timeout",
             Reason::TooLarge => "plugin http: response too large",
+            Reason::BufferFull => "plugin websocket: receive buffer full",
         }
     }
 
@@ -111,7 +117,7 @@ impl Reason {
             Reason::PrivateAddress => Error::DestinationIpProhibited,
             Reason::Concurrency | Reason::Rate => Error::ConnectionLimitReached,
             Reason::Timeout => Error::ConnectionTimeout,
-            Reason::TooLarge => Error::HttpResponseBodySize(Some(limit)),
+            Reason::TooLarge | Reason::BufferFull => Error::HttpResponseBodySize(Some(limit)),
         }
     }
 }
@@ -206,7 +212,7 @@ impl NetGate {
     }
 
     /// The rule allowing `t`, or why none does.
-    fn check(&self, t: &Target) -> Result<&HttpRule, (Reason, String)> {
+    pub(super) fn check(&self, t: &Target) -> Result<&HttpRule, (Reason, String)> {
         if let Some(rule) = self
             .policy
             .allows(&t.scheme, &t.host, Some(t.port), &t.path)
@@ -219,8 +225,8 @@ impl NetGate {
             return Err((
                 Reason::IpLiteral,
                 format!(
-                    "the URL names an IP address, and no pattern of [plugin.net] http ({listed}) names that address: call the host by a listed name, or list the address (http://{}:{})",
-                    t.host, t.port
+                    "the URL names an IP address, and no pattern of [plugin.net] http ({listed}) names that address: call the host by a listed name, or list the address ({}://{}:{})",
+                    t.scheme, t.host, t.port
                 ),
             ));
         }
@@ -237,7 +243,7 @@ impl NetGate {
     }
 
     /// A slot of `max_concurrent` and a token of `requests_per_minute`.
-    fn admit(&self) -> Result<OwnedSemaphorePermit, (Reason, String)> {
+    pub(super) fn admit(&self) -> Result<OwnedSemaphorePermit, (Reason, String)> {
         let permit = self.inflight.clone().try_acquire_owned().map_err(|_| {
             (
                 Reason::Concurrency,
@@ -295,7 +301,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn record(&self, event: NetEvent) {
+    pub(super) fn record(&self, event: NetEvent) {
         (self.events)(event);
     }
 }
@@ -354,20 +360,20 @@ impl WasiHttpHooks for NetHooks {
 
 /// Where a request goes.
 #[derive(Debug)]
-struct Target {
-    scheme: String,
+pub(super) struct Target {
+    pub(super) scheme: String,
     /// As the URL writes it, lower case, without brackets.
-    host: String,
-    ip: Option<IpAddr>,
-    port: u16,
+    pub(super) host: String,
+    pub(super) ip: Option<IpAddr>,
+    pub(super) port: u16,
     /// Path and query.
-    path: String,
+    pub(super) path: String,
 }
 
 impl Target {
-    fn of(uri: &Uri) -> Result<Self, Error> {
+    pub(super) fn of(uri: &Uri) -> Result<Self, Error> {
         let scheme = uri.scheme().ok_or(Error::HttpRequestUriInvalid)?;
-        let https = *scheme == Scheme::HTTPS;
+        let https = *scheme == Scheme::HTTPS || scheme.as_str().eq_ignore_ascii_case("wss");
         let host = uri
             .host()
             .ok_or(Error::HttpRequestUriInvalid)?
@@ -383,8 +389,9 @@ impl Target {
         })
     }
 
+    /// Whether the connection speaks TLS (`https`, `wss`).
     fn https(&self) -> bool {
-        self.scheme == "https"
+        self.scheme == "https" || self.scheme == "wss"
     }
 
     fn path_only(&self) -> &str {
@@ -393,7 +400,13 @@ impl Target {
 }
 
 /// Counts, logs (rate-limited) and returns the error of a refusal.
-fn stop(ctx: &Caller, gate: Option<&NetGate>, reason: Reason, url: &str, why: &str) -> Error {
+pub(super) fn stop(
+    ctx: &Caller,
+    gate: Option<&NetGate>,
+    reason: Reason,
+    url: &str,
+    why: &str,
+) -> Error {
     ctx.record(NetEvent::Stopped(reason));
     if rtms_client::ratelog::admit(reason.log_kind()) {
         tracing::warn!(plugin = %ctx.plugin, stream = %ctx.stream_id, url, reason = reason.as_str(), "plugin HTTP request stopped: {why}");
@@ -454,7 +467,7 @@ async fn send(
 }
 
 /// A failure before the response, counted when it is a refusal or a timeout.
-enum Failed {
+pub(super) enum Failed {
     Stopped(Reason, String),
     Other(Error),
 }
@@ -529,7 +542,7 @@ pub fn is_public(ip: IpAddr) -> bool {
 
 /// The addresses to connect to: the literal a pattern names, or the name's public addresses
 /// (all of them with `allow_private`).
-async fn resolve(
+pub(super) async fn resolve(
     g: &NetGate,
     t: &Target,
     rule: &HttpRule,
@@ -576,12 +589,12 @@ async fn resolve(
 }
 
 /// A connection to the destination.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// Opens the connection: through the proxy when it takes this destination, else to the
 /// first checked address that answers; then TLS for https.
-async fn connect(
+pub(super) async fn connect(
     g: &NetGate,
     t: &Target,
     addrs: &[SocketAddr],

@@ -122,6 +122,8 @@ pub struct InstanceCtx {
     /// its own, thrown away with the context (trial runs); the data plane gives the host's
     /// with [`InstanceCtx::with_state`].
     pub state: Arc<dyn StateStore>,
+    /// The session's WebSockets: what their tasks received, for the worker to deliver.
+    pub ws: Arc<super::ws_hub::Hub>,
     /// The kinds of [`Refused`] already logged for this (plugin, session), as bits.
     refusals_logged: std::sync::atomic::AtomicU8,
 }
@@ -156,6 +158,7 @@ impl InstanceCtx {
             embedder,
             units: Units::default(),
             state: Arc::new(MemoryStateStore::new()),
+            ws: Default::default(),
             refusals_logged: Default::default(),
         }
     }
@@ -341,7 +344,7 @@ impl ResourceLimiter for Limiter {
 pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    net: NetHooks,
+    pub(crate) net: NetHooks,
     table: ResourceTable,
     pub(crate) limits: Limiter,
     pub ctx: Arc<InstanceCtx>,

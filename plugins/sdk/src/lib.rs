@@ -45,6 +45,14 @@ pub use bindings::rtms::plugin::types::{
     AudioCodec, AudioFormat, EndReason, Frame, Level, MediaKind, Output, Product, SessionInfo,
     Severity, TranscriptInfo,
 };
+/// Outbound WebSockets (`[plugin.net]` lists the `ws://` / `wss://` URLs): [`websocket::open`]
+/// returns a [`websocket::Connection`] at once; what arrives comes to
+/// [`Plugin::on_ws_message`] and [`Plugin::on_ws_event`].
+pub mod websocket {
+    pub use crate::bindings::rtms::plugin::websocket::{
+        Connection, OnFull, OpenOptions, WsError, WsEvent, WsMessage, open,
+    };
+}
 pub use caps::{Bucket, charge, plugin_state, secret, session_state, units_used};
 pub use config::{Config, ConfigError};
 #[doc(hidden)]
@@ -75,6 +83,17 @@ pub trait Plugin: Sized + 'static {
 
     /// The session has ended for this instance: flush and close what is open.
     fn on_session_end(&mut self, _session: u64, _reason: EndReason) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// A message arrived on the WebSocket `conn` ([`websocket::Connection::id`]), between
+    /// batches of frames. Messages of a connection arrive in order.
+    fn on_ws_message(&mut self, _conn: u64, _message: websocket::WsMessage) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The WebSocket `conn` opened, closed or failed.
+    fn on_ws_event(&mut self, _conn: u64, _event: websocket::WsEvent) -> Result<(), String> {
         Ok(())
     }
 }
@@ -129,6 +148,20 @@ macro_rules! export_plugin {
                     $crate::glue::with(&INSTANCE, |p: &mut $plugin| {
                         p.on_session_end(session, reason)
                     })
+                }
+
+                fn on_ws_message(
+                    conn: u64,
+                    message: $crate::websocket::WsMessage,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::glue::with(&INSTANCE, |p: &mut $plugin| p.on_ws_message(conn, message))
+                }
+
+                fn on_ws_event(
+                    conn: u64,
+                    event: $crate::websocket::WsEvent,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::glue::with(&INSTANCE, |p: &mut $plugin| p.on_ws_event(conn, event))
                 }
             }
 
