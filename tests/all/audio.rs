@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rtms_host::dataplane::registry::{HostSession, SessionDesc};
+use rtms_host::dataplane::registry::{LiveStream, SessionDesc};
 use rtms_host::sandbox::bindings::{AudioCodec, AudioFormat, Frame, MediaKind};
 
 use crate::util::*;
@@ -24,12 +24,7 @@ fn l16_16k() -> AudioFormat {
     }
 }
 
-fn audio_session(
-    h: &Harness,
-    stream: &str,
-    resumed: bool,
-    format: AudioFormat,
-) -> Arc<HostSession> {
+fn audio_session(h: &Harness, stream: &str, resumed: bool, format: AudioFormat) -> Arc<LiveStream> {
     h.shared.open_session(SessionDesc {
         product: rtms_proto::Product::Meeting,
         meeting_id: format!("meeting-{stream}"),

@@ -14,7 +14,7 @@ fn recorder() -> Plug {
 /// Pushes frames 20 ms apart, as a real-time stream does (the clock is paused: the gap is
 /// exact, and the workers start their instances meanwhile).
 async fn push_paced(
-    s: &rtms_host::dataplane::registry::HostSession,
+    s: &rtms_host::dataplane::registry::LiveStream,
     seqs: std::ops::RangeInclusive<u64>,
 ) {
     for seq in seqs {

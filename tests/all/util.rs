@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtms_host::dataplane::queue::QueuePolicy;
-use rtms_host::dataplane::registry::{HostSession, SessionDesc, Shared};
+use rtms_host::dataplane::registry::{LiveStream, Registry, SessionDesc};
 use rtms_host::dataplane::routes::{Filter, MediaKinds, PluginEntry, RestartPolicy, RouteTable};
 use rtms_host::dataplane::stats::Metrics;
 use rtms_host::outputs::deadletter::DeadLetters;
@@ -112,7 +112,7 @@ pub fn fast_restart() -> RestartPolicy {
 }
 
 pub struct Harness {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Registry>,
     pub sinks: Option<SinkSet>,
     pub dir: tempfile::TempDir,
     pub metrics: Arc<Metrics>,
@@ -233,7 +233,7 @@ pub async fn harness(plugs: &[Plug]) -> Harness {
     })])
     .await
     .unwrap();
-    let shared = Shared::new(
+    let shared = Registry::new(
         rt,
         table,
         outputs,
@@ -249,7 +249,7 @@ pub async fn harness(plugs: &[Plug]) -> Harness {
     }
 }
 
-pub fn session(h: &Harness, stream: &str) -> Arc<HostSession> {
+pub fn session(h: &Harness, stream: &str) -> Arc<LiveStream> {
     h.shared.open_session(SessionDesc {
         product: rtms_proto::Product::Meeting,
         meeting_id: format!("meeting-{stream}"),
@@ -303,6 +303,6 @@ pub fn recorded_seqs(path: &Path) -> Vec<u64> {
         .collect()
 }
 
-pub async fn end(s: &HostSession) {
+pub async fn end(s: &LiveStream) {
     s.end(EndReason::Stopped(6)).await;
 }

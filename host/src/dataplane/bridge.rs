@@ -1,5 +1,5 @@
 //! The bridge from the RTMS client to the host core: the client's `SinkFactory` /
-//! `FrameSink` implemented by opening a [`HostSession`] per stream.
+//! `FrameSink` implemented by opening a [`LiveStream`] per stream.
 //!
 //! A client frame becomes a WIT frame here by moving its fields (the payload decoded from
 //! base64 by the client is moved, not copied); the session copies it only for the second
@@ -10,16 +10,16 @@ use std::sync::Arc;
 use rtms_client::{EndReason as ClientEnd, FrameSink, SinkFactory, StreamInfo, StreamStatus};
 use rtms_proto::params::{AudioParams, codec, sample_rate};
 
-use crate::dataplane::registry::{HostSession, SessionDesc, Shared};
+use crate::dataplane::registry::{LiveStream, Registry, SessionDesc};
 use crate::sandbox::bindings::{AudioCodec, AudioFormat, EndReason, Frame, TranscriptInfo};
 
 /// Sees every frame of every session before the plugins do (the demo prints the live
 /// transcript with it).
-pub type Tap = Arc<dyn Fn(&HostSession, &Frame) + Send + Sync>;
+pub type Tap = Arc<dyn Fn(&LiveStream, &Frame) + Send + Sync>;
 
 /// Sees every frame read from a socket, with the time that socket read returned (before the
 /// client decoded it): the benchmarks' latency starts there.
-pub type ReadTap = Arc<dyn Fn(&HostSession, &Frame, std::time::Instant) + Send + Sync>;
+pub type ReadTap = Arc<dyn Fn(&LiveStream, &Frame, std::time::Instant) + Send + Sync>;
 
 /// Stream ids whose next session is a resumed one (a stream taken back from the journal
 /// after a restart): its plugins get `on-session-start` with `resumed = true`.
@@ -28,14 +28,14 @@ pub type ResumeSet = Arc<parking_lot::Mutex<std::collections::HashSet<String>>>;
 /// Opens a host session for each stream the client connects.
 #[derive(Clone)]
 pub struct HostSinkFactory {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Registry>,
     pub tap: Option<Tap>,
     pub read_tap: Option<ReadTap>,
     pub resumed: ResumeSet,
 }
 
 pub struct HostSink {
-    session: Arc<HostSession>,
+    session: Arc<LiveStream>,
     tap: Option<Tap>,
     read_tap: Option<ReadTap>,
 }

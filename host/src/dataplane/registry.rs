@@ -1,7 +1,7 @@
 //! The host's core: the published routing table, the live sessions, and how a frame gets
 //! from a session to the workers of the plugins that want it.
 //!
-//! A [`HostSession`] is what the RTMS client (or `replay`) pushes frames into. Pushing is
+//! A [`LiveStream`] is what the RTMS client (or `replay`) pushes frames into. Pushing is
 //! done on the caller's task — the socket reader — with no extra hop: the frame is matched
 //! against the session's workers and, for each, either handed straight to the plugin on this
 //! task (its worker is idle and nothing is queued: see `crate::dataplane::worker`), or put on its queue
@@ -44,14 +44,14 @@ use crate::sandbox::store::InstanceCtx;
 
 /// What every session shares: the host's services (which workers see too), the published
 /// routing table and the live sessions. Derefs to [`Services`].
-pub struct Shared {
+pub struct Registry {
     pub services: Arc<Services>,
     pub table: ArcSwap<RouteTable>,
-    sessions: Mutex<HashMap<u64, std::sync::Weak<HostSession>>>,
+    sessions: Mutex<HashMap<u64, std::sync::Weak<LiveStream>>>,
     next_session: AtomicU64,
 }
 
-impl std::ops::Deref for Shared {
+impl std::ops::Deref for Registry {
     type Target = Services;
 
     fn deref(&self) -> &Services {
@@ -59,7 +59,7 @@ impl std::ops::Deref for Shared {
     }
 }
 
-impl Shared {
+impl Registry {
     pub fn new(
         rt: Runtime,
         table: RouteTable,
@@ -83,7 +83,7 @@ impl Shared {
     }
 
     /// Opens a session: spawns a worker for every plugin whose filters match.
-    pub fn open_session(self: &Arc<Self>, desc: SessionDesc) -> Arc<HostSession> {
+    pub fn open_session(self: &Arc<Self>, desc: SessionDesc) -> Arc<LiveStream> {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let info = SessionInfo {
             session: id,
@@ -95,7 +95,7 @@ impl Shared {
             resumed: desc.resumed,
             audio: desc.audio,
         };
-        let session = Arc::new(HostSession {
+        let session = Arc::new(LiveStream {
             shared: self.clone(),
             product: desc.product,
             stream_id: desc.stream_id.as_str().into(),
@@ -120,7 +120,7 @@ impl Shared {
     }
 
     /// The live sessions.
-    pub fn sessions(&self) -> Vec<Arc<HostSession>> {
+    pub fn sessions(&self) -> Vec<Arc<LiveStream>> {
         let mut map = self.sessions.lock();
         map.retain(|_, w| w.strong_count() > 0);
         map.values().filter_map(|w| w.upgrade()).collect()
@@ -160,8 +160,8 @@ pub struct SessionDesc {
 }
 
 /// One live session (one RTMS stream) and its plugin workers.
-pub struct HostSession {
-    shared: Arc<Shared>,
+pub struct LiveStream {
+    shared: Arc<Registry>,
     product: Product,
     pub stream_id: Arc<str>,
     pub info: SessionInfo,
@@ -191,7 +191,7 @@ struct Blocked {
     shed: Option<Pushed>,
 }
 
-impl HostSession {
+impl LiveStream {
     /// The stream drains after a stop until `until`: from now on no push waits past it.
     pub fn drain_until(&self, until: tokio::time::Instant) {
         self.state.lock().drain_until = Some(until);

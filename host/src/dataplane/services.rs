@@ -2,7 +2,7 @@
 //! runtime, the output sinks, the dead-letter file, the metrics and the channel to the
 //! reload controller.
 //!
-//! `crate::dataplane::registry::Shared` (the routing table and the live sessions) builds on this; workers
+//! `crate::dataplane::registry::Registry` (the routing table and the live sessions) builds on this; workers
 //! see only this part, so the worker module does not depend on the session module.
 
 use std::sync::Arc;

@@ -251,12 +251,12 @@ impl Refusals {
 }
 
 /// The outcome of one reload, shared by every request that waited for it.
-type Shared = Option<(u64, Outcome)>;
+type LastReload = Option<(u64, Outcome)>;
 
 #[derive(Default)]
 struct GateState {
     /// The reload in progress: its outcome arrives on this channel.
-    running: Option<watch::Receiver<Shared>>,
+    running: Option<watch::Receiver<LastReload>>,
     last_end: Option<Instant>,
     started: u64,
     /// Requests that shared a reload another request started.

@@ -38,7 +38,7 @@ use rtms_config::{Apply, Env, LoadOptions, Pipeline, PipelineDiff};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::dataplane::registry::Shared;
+use crate::dataplane::registry::Registry;
 use crate::dataplane::routes::{PluginEntry, RouteTable};
 use crate::dataplane::stats::Metrics;
 use crate::dataplane::worker::RollbackRequest;
@@ -85,7 +85,7 @@ pub struct Reloader {
     /// The pipeline the process started with: what the server, credentials, RTMS settings
     /// and sinks still run.
     started: Pipeline,
-    shared: Arc<Shared>,
+    shared: Arc<Registry>,
     debounce: Duration,
     /// For each plugin, the entry it had before its last change: what a rollback returns to.
     previous: HashMap<String, Arc<PluginEntry>>,
@@ -96,7 +96,7 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(current: Pipeline, env: Box<dyn Env + Send + Sync>, shared: Arc<Shared>) -> Self {
+    pub fn new(current: Pipeline, env: Box<dyn Env + Send + Sync>, shared: Arc<Registry>) -> Self {
         Self {
             path: current.path.clone(),
             debounce: current.runtime.reload.debounce,

@@ -28,14 +28,14 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 };
 
 use super::fs_limits::Refused;
-use super::store::{HostState, InstanceCtx};
+use super::store::{InstanceCtx, StoreData};
 
 /// The WASI interfaces shadowed, at the version wasmtime-wasi 48 defines.
 const TYPES: &str = "wasi:filesystem/types@0.2.12";
 const PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
 
 /// Shadows the filesystem calls above in `linker`.
-pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub fn link(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut types = linker.instance(TYPES)?;
     types.resource(
@@ -51,7 +51,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     types.func_wrap_async(
         "[method]descriptor.open-at",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, StoreData>,
          (fd, path_flags, path, oflags, flags): (
             Resource<Descriptor>,
             PathFlags,
@@ -67,20 +67,20 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     types.func_wrap_async(
         "[method]descriptor.create-directory-at",
-        |mut store: StoreContextMut<'_, HostState>, (fd, path): (Resource<Descriptor>, String)| {
+        |mut store: StoreContextMut<'_, StoreData>, (fd, path): (Resource<Descriptor>, String)| {
             Box::new(async move { Ok((create_directory_at(store.data_mut(), fd, path).await?,)) })
         },
     )?;
     types.func_wrap_async(
         "[method]descriptor.symlink-at",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, StoreData>,
          (fd, old, new): (Resource<Descriptor>, String, String)| {
             Box::new(async move { Ok((symlink_at(store.data_mut(), fd, old, new).await?,)) })
         },
     )?;
     types.func_wrap_async(
         "[method]descriptor.link-at",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, StoreData>,
          (fd, flags, old, new_fd, new): (
             Resource<Descriptor>,
             PathFlags,
@@ -95,7 +95,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     linker.instance(PREOPENS)?.func_wrap(
         "get-directories",
-        |mut store: StoreContextMut<'_, HostState>, (): ()| {
+        |mut store: StoreContextMut<'_, StoreData>, (): ()| {
             Ok((get_directories(store.data_mut())?,))
         },
     )?;
@@ -107,7 +107,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 type GuestResult<T> = wasmtime::Result<Result<T, ErrorCode>>;
 
 /// `r` as the guest sees it.
-fn to_guest<T>(st: &mut HostState, r: FsResult<T>) -> GuestResult<T> {
+fn to_guest<T>(st: &mut StoreData, r: FsResult<T>) -> GuestResult<T> {
     match r {
         Ok(v) => Ok(Ok(v)),
         Err(e) => Ok(Err(st.filesystem().convert_error_code(e)?)),
@@ -119,7 +119,7 @@ fn again(fd: &Resource<Descriptor>) -> Resource<Descriptor> {
     Resource::new_borrow(fd.rep())
 }
 
-fn get_directories(st: &mut HostState) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
+fn get_directories(st: &mut StoreData) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
     let dirs = st.filesystem().get_directories()?;
     for (fd, name) in &dirs {
         if let Some(g) = st.fs.grants.iter().position(|g| g.guest == *name) {
@@ -130,7 +130,7 @@ fn get_directories(st: &mut HostState) -> wasmtime::Result<Vec<(Resource<Descrip
 }
 
 async fn open_at(
-    st: &mut HostState,
+    st: &mut StoreData,
     fd: Resource<Descriptor>,
     path_flags: PathFlags,
     path: String,
@@ -183,7 +183,7 @@ async fn open_at(
 }
 
 async fn create_directory_at(
-    st: &mut HostState,
+    st: &mut StoreData,
     fd: Resource<Descriptor>,
     path: String,
 ) -> GuestResult<()> {
@@ -199,7 +199,7 @@ async fn create_directory_at(
 }
 
 async fn symlink_at(
-    st: &mut HostState,
+    st: &mut StoreData,
     fd: Resource<Descriptor>,
     old: String,
     new: String,
@@ -228,7 +228,7 @@ async fn symlink_at(
 }
 
 async fn link_at(
-    st: &mut HostState,
+    st: &mut StoreData,
     fd: Resource<Descriptor>,
     flags: PathFlags,
     old: String,
@@ -247,7 +247,7 @@ async fn link_at(
 }
 
 /// `quota`, counted and logged, if grant `g` is at its entry bound.
-fn inodes_refused(st: &HostState, g: Option<usize>) -> Option<ErrorCode> {
+fn inodes_refused(st: &StoreData, g: Option<usize>) -> Option<ErrorCode> {
     let (grant, max) = st.fs.inodes_full(g)?;
     let guest = grant.guest.clone();
     refuse(&st.ctx, Refused::Inodes, || {

@@ -12,7 +12,7 @@ use super::bindings::v02::rtms::plugin::host as host02;
 use super::bindings::{Level, Output, budget, secrets, state};
 use super::caps::ChargeError;
 use super::state::{LIST_PAGE, Put, ScopeKey, StateError};
-use super::store::{Dropped, HostState};
+use super::store::{Dropped, StoreData};
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -20,7 +20,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-impl host02::Host for HostState {
+impl host02::Host for StoreData {
     fn log(&mut self, level: Level, message: String) {
         host01::Host::log(self, level, message)
     }
@@ -34,7 +34,7 @@ impl host02::Host for HostState {
     }
 }
 
-impl HostState {
+impl StoreData {
     fn scope(&self, scope: state::Scope) -> ScopeKey {
         match scope {
             state::Scope::Session => ScopeKey::session(&self.ctx.plugin, &self.ctx.stream_id),
@@ -63,7 +63,7 @@ impl HostState {
     }
 }
 
-impl state::Host for HostState {
+impl state::Host for StoreData {
     fn get(&mut self, scope: state::Scope, key: String) -> Result<Option<Vec<u8>>, state::Error> {
         let s = self.scope(scope);
         self.ctx
@@ -144,13 +144,13 @@ impl state::Host for HostState {
     }
 }
 
-impl secrets::Host for HostState {
+impl secrets::Host for StoreData {
     fn get(&mut self, name: String) -> Option<String> {
         self.caps.secrets.get(&name).map(str::to_owned)
     }
 }
 
-impl budget::Host for HostState {
+impl budget::Host for StoreData {
     fn charge(&mut self, units: u64, what: String) -> Result<(), budget::BudgetError> {
         let cap = self.caps.units_per_session;
         match self.ctx.units.charge(units, &what, cap) {

@@ -13,7 +13,7 @@ use wasmtime::UpdateDeadline;
 
 use super::caps::Caps;
 use super::explain::explain_wasi_errors;
-use super::store::{Grant, HostState, InstanceCtx, Refused, ResourceLimits};
+use super::store::{Grant, InstanceCtx, Refused, ResourceLimits, StoreData};
 use super::ws::Item;
 use super::{PluginCode, Runtime};
 use crate::sandbox::bindings::{EndReason, Frame, Plugin, PluginPre, SessionInfo};
@@ -66,7 +66,7 @@ macro_rules! call {
 }
 
 pub struct Instance {
-    store: Store<HostState>,
+    store: Store<StoreData>,
     plugin: Plugin,
     pub code: Arc<PluginCode>,
     ticks_per_call: u64,
@@ -89,7 +89,7 @@ impl Instance {
         spec: &InstanceSpec,
         ctx: Arc<InstanceCtx>,
     ) -> Result<Self, CallError> {
-        let state = HostState::new(
+        let state = StoreData::new(
             ctx.clone(),
             &spec.grants,
             spec.memory_bytes,
@@ -220,7 +220,7 @@ fn table_full(e: &wasmtime::Error) -> bool {
 
 /// A trap's report: what stopped the instance, naming the limit and its pipeline.toml key
 /// when a limit did, with the guest's last stderr lines of the call (a panic's message).
-fn trap_error(st: &mut HostState, limits: TrapLimits, e: wasmtime::Error) -> CallError {
+fn trap_error(st: &mut StoreData, limits: TrapLimits, e: wasmtime::Error) -> CallError {
     let mib = |b: usize| b.div_ceil(1 << 20);
     let mut msg = if let Some(wanted) = st.limits.refused_memory {
         format!(

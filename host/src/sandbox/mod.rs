@@ -38,7 +38,7 @@ use wasmtime::{Config, Engine};
 use crate::sandbox::bindings::{PluginPre, v01, v02};
 use crate::sandbox::state::{MemoryStateStore, StateStore};
 pub use instance::{CallError, Instance, InstanceSpec};
-pub use store::HostState;
+pub use store::StoreData;
 
 /// The shared engine, linker and compile cache. Cheap to clone.
 #[derive(Clone)]
@@ -48,7 +48,7 @@ pub struct Runtime {
 
 struct RuntimeInner {
     engine: Engine,
-    linker: Linker<HostState>,
+    linker: Linker<StoreData>,
     cache: cache::CompileCache,
     quotas: quota::Quotas,
     /// Plugin state (contract 0.2), kept across reloads and restarts.
@@ -69,7 +69,7 @@ pub struct PluginCode {
     pub path: PathBuf,
     /// Hex SHA-256 of the component bytes: identifies a version in logs and metrics.
     pub hash: String,
-    pub pre: PluginPre<HostState>,
+    pub pre: PluginPre<StoreData>,
     /// How the code was obtained, for logs and the start-up benchmark.
     pub source: CodeSource,
 }
@@ -212,7 +212,7 @@ impl Runtime {
 
 /// Links both versions of the contract (0.1 and 0.2) into `linker`. Their package versions
 /// differ, so their interfaces are distinct names and live side by side.
-fn link_contracts(linker: &mut Linker<HostState>) -> Result<()> {
+fn link_contracts(linker: &mut Linker<StoreData>) -> Result<()> {
     use wasmtime::component::HasSelf;
     v01::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
         .map_err(|e| anyhow::anyhow!("cannot link the contract rtms:plugin@0.1.0: {e}"))?;
@@ -230,10 +230,10 @@ fn link_contracts(linker: &mut Linker<HostState>) -> Result<()> {
 /// 0.1 one. A component that lacks the exports or needs imports the host does not offer is
 /// refused, with the linker's reason.
 fn link(
-    linker: &Linker<HostState>,
+    linker: &Linker<StoreData>,
     path: &Path,
     component: &Component,
-) -> Result<PluginPre<HostState>> {
+) -> Result<PluginPre<StoreData>> {
     let pre = linker.instantiate_pre(component).map_err(|e| {
         anyhow::anyhow!(
             "{} does not fit the plugin contract (rtms:plugin@0.1.0 or @0.2.0): {e:#}",
@@ -279,7 +279,7 @@ fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component> {
 /// bytes in the same order, done before the call returns (a file write here is a local,
 /// buffered syscall; the log sinks behind stdout and stderr take the bytes as before). The
 /// stream is then ready again, so the guest's `blocking-flush` returns at once.
-fn link_inline_writes(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+fn link_inline_writes(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
     use wasmtime::StoreContextMut;
     use wasmtime::component::Resource;
     use wasmtime_wasi::p2::bindings::io::streams::StreamError as WitStreamError;
@@ -288,7 +288,7 @@ fn link_inline_writes(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     linker.instance("wasi:io/streams@0.2.12")?.func_wrap_async(
         "[method]output-stream.write",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, StoreData>,
          (stream, bytes): (Resource<DynOutputStream>, Vec<u8>)| {
             Box::new(async move {
                 let table = store.data_mut().table_mut();

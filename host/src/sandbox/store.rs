@@ -341,7 +341,7 @@ impl ResourceLimiter for Limiter {
 }
 
 /// The data of one instance's Store.
-pub struct HostState {
+pub struct StoreData {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     pub(crate) net: NetHooks,
@@ -356,7 +356,7 @@ pub struct HostState {
     pub(crate) ticks_left: u64,
 }
 
-impl HostState {
+impl StoreData {
     pub fn new(
         ctx: Arc<InstanceCtx>,
         grants: &[Grant],
@@ -419,13 +419,13 @@ impl HostState {
     }
 }
 
-impl HostState {
+impl StoreData {
     pub(crate) fn table_mut(&mut self) -> &mut ResourceTable {
         &mut self.table
     }
 }
 
-impl WasiView for HostState {
+impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -434,7 +434,7 @@ impl WasiView for HostState {
     }
 }
 
-impl WasiHttpView for HostState {
+impl WasiHttpView for StoreData {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
             ctx: &mut self.http,
@@ -444,9 +444,9 @@ impl WasiHttpView for HostState {
     }
 }
 
-impl types::Host for HostState {}
+impl types::Host for StoreData {}
 
-impl host::Host for HostState {
+impl host::Host for StoreData {
     fn log(&mut self, level: types::Level, message: String) {
         let c = &self.ctx;
         let message = explain_wasi_errors(&message);

@@ -30,8 +30,8 @@ use super::bindings::v02::rtms::plugin::websocket::{
     self as wit, OnFull, OpenOptions, WsError, WsEvent, WsMessage,
 };
 use super::net::{Caller, Failed, NetEvent, NetGate, Reason, Target, connect, resolve, stop};
-use super::store::HostState;
-use super::ws_hub::Shared;
+use super::store::StoreData;
+use super::ws_hub::ConnState;
 pub use super::ws_hub::{DRAIN_MAX, Hub, Item};
 
 /// Messages a connection holds waiting to go out; `send` past it is refused (`limit`).
@@ -41,7 +41,7 @@ pub const DEFAULT_BUFFER: u64 = 1 << 20;
 /// The guest's handle on a connection (the `connection` resource). Dropping it closes the
 /// socket.
 pub struct Connection {
-    shared: Arc<Shared>,
+    shared: Arc<ConnState>,
     out: mpsc::Sender<Message>,
     ctx: Arc<Caller>,
 }
@@ -57,7 +57,7 @@ struct Task {
     gate: Arc<NetGate>,
     ctx: Arc<Caller>,
     hub: Arc<Hub>,
-    shared: Arc<Shared>,
+    shared: Arc<ConnState>,
     target: Target,
     rule: rtms_config::HttpRule,
     url: String,
@@ -287,7 +287,7 @@ fn denied(ctx: &Caller, gate: Option<&NetGate>, reason: Reason, url: &str, why: 
     }
 }
 
-impl HostState {
+impl StoreData {
     /// `websocket.open`: checks, then starts the connection's task.
     fn ws_open(&mut self, url: String, opts: OpenOptions) -> Result<Connection, WsError> {
         let ctx = self.net.ctx.clone();
@@ -348,7 +348,7 @@ impl HostState {
     }
 }
 
-impl wit::Host for HostState {
+impl wit::Host for StoreData {
     fn open(
         &mut self,
         url: String,
@@ -365,7 +365,7 @@ fn conn_of(c: &WsConnection) -> Option<&Connection> {
     c.0.downcast_ref()
 }
 
-impl wit::HostConnection for HostState {
+impl wit::HostConnection for StoreData {
     fn id(&mut self, conn: Resource<WsConnection>) -> u64 {
         self.table_mut()
             .get(&conn)

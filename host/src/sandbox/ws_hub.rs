@@ -30,7 +30,8 @@ pub(super) struct Buf {
     pub(super) done: bool,
 }
 
-pub(super) struct Shared {
+/// One connection as its reading task and the guest both see it.
+pub(super) struct ConnState {
     pub(super) id: u64,
     pub(super) buf: Mutex<Buf>,
     pub(super) dropped: AtomicU64,
@@ -41,7 +42,7 @@ pub(super) struct Shared {
 /// instance that opened it.
 #[derive(Default)]
 pub struct Hub {
-    pub(super) conns: Mutex<Vec<Arc<Shared>>>,
+    pub(super) conns: Mutex<Vec<Arc<ConnState>>>,
     pub(super) next_id: AtomicU64,
     pub(super) notify: Notify,
 }
@@ -87,8 +88,8 @@ impl Hub {
         out
     }
 
-    pub(super) fn add(&self) -> Arc<Shared> {
-        let shared = Arc::new(Shared {
+    pub(super) fn add(&self) -> Arc<ConnState> {
+        let shared = Arc::new(ConnState {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             buf: Mutex::new(Buf {
                 items: VecDeque::new(),

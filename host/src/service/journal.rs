@@ -29,7 +29,7 @@ use rtms_proto::msg::MediaServerUrls;
 use serde::{Deserialize, Serialize};
 
 use crate::dataplane::bridge::ResumeSet;
-use crate::dataplane::registry::{SessionDesc, Shared};
+use crate::dataplane::registry::{Registry, SessionDesc};
 use crate::sandbox::bindings::EndReason;
 use crate::sandbox::state::{Put, ScopeKey, StateLimits};
 use crate::service::HostSessions;
@@ -248,7 +248,7 @@ pub struct JournalStats {
 pub struct JournalWriter {
     journal: Arc<dyn StreamJournal>,
     sessions: HostSessions,
-    shared: Arc<Shared>,
+    shared: Arc<Registry>,
     written: Mutex<HashMap<String, JournalEntry>>,
     pub stats: Arc<JournalStats>,
 }
@@ -263,7 +263,7 @@ impl JournalWriter {
     pub fn new(
         journal: Arc<dyn StreamJournal>,
         sessions: HostSessions,
-        shared: Arc<Shared>,
+        shared: Arc<Registry>,
     ) -> Self {
         Self {
             journal,

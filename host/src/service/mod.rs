@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::dataplane::bridge::{HostSinkFactory, ReadTap, ResumeSet, Tap};
-use crate::dataplane::registry::Shared;
+use crate::dataplane::registry::Registry;
 use crate::dataplane::stats::{Metrics, MetricsSnapshot};
 use crate::flows::start::{RtmsControl, StartedSeen};
 use crate::ops::admin::{AdminBackend, AdminConfig, Limits, check_exposure};
@@ -61,7 +61,7 @@ pub type HostSessions = Sessions<HostSinkFactory, WsConnector>;
 pub struct Service {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    shared: Arc<Shared>,
+    shared: Arc<Registry>,
     sessions: HostSessions,
     triggers: mpsc::UnboundedSender<Trigger>,
     stop: CancellationToken,
@@ -106,7 +106,7 @@ impl IngressHandler for Handler {
 /// controller.
 struct Backend {
     sessions: HostSessions,
-    shared: Arc<Shared>,
+    shared: Arc<Registry>,
     triggers: mpsc::UnboundedSender<Trigger>,
     metrics: Arc<Metrics>,
     telemetry: Arc<Telemetry>,
@@ -117,7 +117,7 @@ struct Backend {
 }
 
 /// What happened to each plugin's queues, summed over the live sessions.
-fn queue_depths(shared: &Shared) -> Vec<(Arc<str>, usize)> {
+fn queue_depths(shared: &Registry) -> Vec<(Arc<str>, usize)> {
     shared
         .sessions()
         .iter()
@@ -154,7 +154,7 @@ impl AdminBackend for Backend {
     }
 
     fn sessions(&self) -> serde_json::Value {
-        let host: std::collections::HashMap<String, Arc<crate::dataplane::registry::HostSession>> =
+        let host: std::collections::HashMap<String, Arc<crate::dataplane::registry::LiveStream>> =
             self.shared
                 .sessions()
                 .into_iter()
@@ -284,7 +284,7 @@ fn media_names(p: &rtms_proto::params::MediaParams) -> Vec<&'static str> {
 async fn start_journal(
     pipeline: &Pipeline,
     sessions: &HostSessions,
-    shared: &Arc<Shared>,
+    shared: &Arc<Registry>,
     resumed: &ResumeSet,
     stop: &CancellationToken,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
@@ -309,7 +309,7 @@ async fn start_journal(
 
 /// The RTMS client's sink: frames into the data plane, through the taps.
 fn sink_factory(
-    shared: &Arc<Shared>,
+    shared: &Arc<Registry>,
     tap: Option<Tap>,
     read_tap: Option<ReadTap>,
 ) -> HostSinkFactory {
@@ -424,7 +424,7 @@ impl Service {
         &self.sessions
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
+    pub fn shared(&self) -> &Arc<Registry> {
         &self.shared
     }
 
@@ -517,7 +517,7 @@ fn zoom_connector(pipeline: &Pipeline) -> Result<WsConnector> {
 async fn start_dataplane(
     pipeline: &Pipeline,
 ) -> Result<(
-    Arc<Shared>,
+    Arc<Registry>,
     SinkSet,
     mpsc::UnboundedReceiver<crate::dataplane::services::RollbackRequest>,
 )> {
@@ -527,7 +527,7 @@ async fn start_dataplane(
     let bounds = OutputBounds::from(&pipeline.runtime);
     let (outputs, sinks) = start_sinks_with(pipeline.sinks.clone(), bounds).await?;
     let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
-    let shared = Shared::new(
+    let shared = Registry::new(
         rt,
         table,
         outputs,
@@ -683,7 +683,7 @@ fn admin_config(pipeline: &Pipeline, counters: &Counters) -> Result<AdminConfig>
 /// What the Prometheus exposition reads on each scrape.
 fn admin_sources(
     sessions: &HostSessions,
-    shared: &Arc<Shared>,
+    shared: &Arc<Registry>,
     ready: &Arc<AtomicBool>,
     counters: &Counters,
 ) -> Arc<Sources> {

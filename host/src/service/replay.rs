@@ -24,7 +24,7 @@ use rtms_proto::codes::{session_state, stream_state};
 use serde::Deserialize;
 
 use crate::dataplane::bridge::{audio_format, wit_frame};
-use crate::dataplane::registry::{SessionDesc, Shared};
+use crate::dataplane::registry::{Registry, SessionDesc};
 use crate::dataplane::stats::{Metrics, MetricsSnapshot};
 use crate::outputs::deadletter::DeadLetters;
 use crate::outputs::{OutputBounds, start_sinks_with};
@@ -120,7 +120,7 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
     let table = build_table(pipeline, &rt, &metrics, None, 1).await?;
     let bounds = OutputBounds::from(&pipeline.runtime);
     let (outputs, sinks) = start_sinks_with(pipeline.sinks.clone(), bounds).await?;
-    let shared = Shared::new(
+    let shared = Registry::new(
         rt,
         table,
         outputs,
