@@ -7,7 +7,6 @@
 mod audio;
 mod cli;
 mod demo;
-mod framepath;
 mod isolation;
 mod layout;
 mod net;
