@@ -5,7 +5,6 @@
 //! tests of `tests/all` (hundreds of thousands of guest calls, descriptor hogs, floods): cargo
 //! runs test binaries one after another.
 
-#[allow(dead_code)]
 #[path = "../all/util.rs"]
 mod util;
 
