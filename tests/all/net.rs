@@ -14,42 +14,13 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
 use rtms_config::{HttpRule, Net};
-use rtms_host::sandbox::bindings::Output;
 use rtms_host::sandbox::net::{ClientSettings, NetEvent, NetGate, Reason};
-use rtms_host::sandbox::store::{Dropped, Embedder, InstanceCtx, Rates};
+use rtms_host::sandbox::store::{InstanceCtx, Rates};
 use rtms_host::sandbox::{Instance, InstanceSpec};
 use tokio::net::TcpListener;
 
-use crate::util::{component, runtime};
-
-/// Records what the guest emits and what its requests did.
-#[derive(Default)]
-struct Recorder {
-    outputs: Mutex<Vec<Output>>,
-    events: Mutex<Vec<NetEvent>>,
-}
-
-impl Embedder for Recorder {
-    fn emit(&self, _ctx: &InstanceCtx, out: Output) {
-        self.outputs.lock().push(out);
-    }
-
-    fn dropped(&self, _what: Dropped) -> u64 {
-        0
-    }
-
-    fn charged(&self, _what: &str, _units: u64) {}
-
-    fn refused(&self, _what: rtms_host::sandbox::fs_limits::Refused) -> u64 {
-        0
-    }
-
-    fn net(&self, event: NetEvent) {
-        self.events.lock().push(event);
-    }
-}
+use crate::util::{Recorder, component, runtime};
 
 impl Recorder {
     /// The guest's verdict per URL, in order: `ok 200 5`, `err HttpRequestDenied`, ...
@@ -59,13 +30,6 @@ impl Recorder {
             .iter()
             .map(|o| o.message.clone())
             .collect()
-    }
-
-    fn stopped(&self, reason: Reason) -> usize {
-        let e = self.events.lock();
-        e.iter()
-            .filter(|e| **e == NetEvent::Stopped(reason))
-            .count()
     }
 
     fn bytes_in(&self) -> u64 {

@@ -306,3 +306,45 @@ pub fn recorded_seqs(path: &Path) -> Vec<u64> {
 pub async fn end(s: &LiveStream) {
     s.end(EndReason::Stopped(6)).await;
 }
+
+/// An embedder for one instance driven directly: keeps what the guest emits and what its
+/// outgoing requests did, counts nothing else.
+#[derive(Default)]
+pub struct Recorder {
+    pub outputs: parking_lot::Mutex<Vec<rtms_host::sandbox::bindings::Output>>,
+    pub events: parking_lot::Mutex<Vec<rtms_host::sandbox::net::NetEvent>>,
+}
+
+impl rtms_host::sandbox::store::Embedder for Recorder {
+    fn emit(
+        &self,
+        _ctx: &rtms_host::sandbox::store::InstanceCtx,
+        out: rtms_host::sandbox::bindings::Output,
+    ) {
+        self.outputs.lock().push(out);
+    }
+
+    fn dropped(&self, _what: rtms_host::sandbox::store::Dropped) -> u64 {
+        0
+    }
+
+    fn charged(&self, _what: &str, _units: u64) {}
+
+    fn refused(&self, _what: rtms_host::sandbox::fs_limits::Refused) -> u64 {
+        0
+    }
+
+    fn net(&self, event: rtms_host::sandbox::net::NetEvent) {
+        self.events.lock().push(event);
+    }
+}
+
+impl Recorder {
+    /// How many of the guest's requests were stopped for `reason`.
+    pub fn stopped(&self, reason: rtms_host::sandbox::net::Reason) -> usize {
+        let e = self.events.lock();
+        e.iter()
+            .filter(|e| **e == rtms_host::sandbox::net::NetEvent::Stopped(reason))
+            .count()
+    }
+}

@@ -5,38 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use parking_lot::Mutex;
 use rtms_config::{HttpRule, Net};
-use rtms_host::sandbox::bindings::{Frame, MediaKind, Output, Product, SessionInfo};
+use rtms_host::sandbox::bindings::{Frame, MediaKind, Product, SessionInfo};
 use rtms_host::sandbox::net::{ClientSettings, NetEvent, NetGate, Reason};
-use rtms_host::sandbox::store::{Dropped, Embedder, InstanceCtx, Rates};
+use rtms_host::sandbox::store::{InstanceCtx, Rates};
 use rtms_host::sandbox::{Instance, InstanceSpec};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::util::{component, runtime};
-
-#[derive(Default)]
-struct Recorder {
-    outputs: Mutex<Vec<Output>>,
-    events: Mutex<Vec<NetEvent>>,
-}
-
-impl Embedder for Recorder {
-    fn emit(&self, _ctx: &InstanceCtx, out: Output) {
-        self.outputs.lock().push(out);
-    }
-    fn dropped(&self, _what: Dropped) -> u64 {
-        0
-    }
-    fn charged(&self, _what: &str, _units: u64) {}
-    fn refused(&self, _what: rtms_host::sandbox::fs_limits::Refused) -> u64 {
-        0
-    }
-    fn net(&self, event: NetEvent) {
-        self.events.lock().push(event);
-    }
-}
+use crate::util::{Recorder, component, runtime};
 
 impl Recorder {
     fn said(&self, kind: &str) -> Vec<String> {
@@ -45,12 +22,6 @@ impl Recorder {
             .filter(|o| o.kind == kind)
             .map(|o| o.message.clone())
             .collect()
-    }
-    fn stopped(&self, reason: Reason) -> usize {
-        let e = self.events.lock();
-        e.iter()
-            .filter(|e| **e == NetEvent::Stopped(reason))
-            .count()
     }
 }
 
