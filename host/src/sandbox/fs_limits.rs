@@ -77,6 +77,8 @@ impl Refused {
 pub struct Inodes {
     measured: AtomicU64,
     created: AtomicU64,
+    /// A walk has counted the directory at least once.
+    walked_once: std::sync::atomic::AtomicBool,
 }
 
 impl Inodes {
@@ -92,6 +94,13 @@ impl Inodes {
         self.created.load(Ordering::Relaxed)
     }
 
+    /// Whether the count needs a walk before it can be trusted: none was made yet, or the
+    /// count is within a tenth of `bound` (entries the plugin deleted are only seen by a walk,
+    /// so near the bound one decides, rather than refusing on a stale count).
+    pub(crate) fn needs_walk(&self, bound: u64) -> bool {
+        !self.walked_once.load(Ordering::Relaxed) || self.used() >= bound - bound / 10
+    }
+
     /// Notes one entry created.
     pub fn created(&self) {
         self.created.fetch_add(1, Ordering::Relaxed);
@@ -101,6 +110,7 @@ impl Inodes {
     /// those it saw replace the ones noted before it. Entries created during the walk stay
     /// noted, so they may count twice until the next walk: never too few.
     pub(crate) fn walked(&self, entries: u64, created_before: u64) {
+        self.walked_once.store(true, Ordering::Relaxed);
         self.measured.store(entries, Ordering::Relaxed);
         let _ = self
             .created

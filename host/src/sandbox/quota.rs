@@ -76,13 +76,18 @@ impl Quotas {
     /// Grants with an inode bound are measured too (that count is what the bound checks).
     pub async fn over(&self, grants: &[Grant], session: u64) -> Option<String> {
         for g in grants.iter().filter(|g| !g.read_only) {
-            if g.quota_bytes.is_none() && g.max_inodes.is_none() {
-                continue;
-            }
-            let used = self.usage(&g.host, session).await;
             let Some(quota) = g.quota_bytes else {
+                // An entry bound alone: creations are counted as they happen, so the walk
+                // runs once, and again only near the bound (to credit deletions); never after
+                // every call, which would put a directory walk on the frame path.
+                if let Some(bound) = g.max_inodes
+                    && self.inodes(&g.host).needs_walk(bound)
+                {
+                    self.usage(&g.host, session).await;
+                }
                 continue;
             };
+            let used = self.usage(&g.host, session).await;
             if used > quota {
                 return Some(format!(
                     "granted directory {} (guest {}) holds {} bytes, over its quota of {} bytes: free space there or raise quota_mb of that [[plugin.dir]], then reload",
