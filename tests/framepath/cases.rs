@@ -23,7 +23,7 @@ async fn push_paced(
     }
 }
 
-#[ignore = "inline delivery happens on only some runs since the sandbox bounds and WebSocket inbox landed; under investigation (run with --ignored)"]
+#[ignore = "inline delivery happens on only some runs since the sandbox bounds landed; the cause is still to find (run with --include-ignored)"]
 #[tokio::test(start_paused = true)]
 async fn an_idle_plugin_takes_frames_inline_and_its_file_writes_stay_on_the_task() {
     let h = harness(&[recorder()]).await;
@@ -95,7 +95,7 @@ async fn a_plugin_that_batches_by_time_is_never_called_inline() {
 /// A plugin slower than the inline bound (its calls spin into the deadline) is handed off
 /// after its first call and then served by its worker, while a quick plugin on the same
 /// session keeps taking every frame inline, in order.
-#[ignore = "inline delivery happens on only some runs since the sandbox bounds and WebSocket inbox landed; under investigation (run with --ignored)"]
+#[ignore = "inline delivery happens on only some runs since the sandbox bounds landed; the cause is still to find (run with --include-ignored)"]
 #[tokio::test(start_paused = true)]
 async fn a_slow_plugin_leaves_the_session_task_and_the_quick_one_stays_inline() {
     let mut spin = Plug::new("spin", "spin");
