@@ -98,6 +98,19 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// The simulator's timers, short enough for tests.
+/// A simulator whose credentials match a host started by `host_process` (a real
+/// `rtms-host run` process).
+pub async fn process_simulator() -> Simulator {
+    Simulator::start(SimConfig {
+        webhook_secret: crate::host_process::WEBHOOK_SECRET.into(),
+        client_id: crate::host_process::CLIENT_ID.into(),
+        client_secret: crate::host_process::CLIENT_SECRET.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 pub fn sim_config(tls: bool) -> SimConfig {
     SimConfig {
         tls,

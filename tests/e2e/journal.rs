@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use rtms_proto::Product;
 use rtms_sim::ledger::{ConnectionChange, SocketKind};
-use rtms_sim::{MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
+use rtms_sim::{MeetingOptions, MeetingScript, Pace, Simulator};
 
 use crate::harness::{Record, within};
-use crate::host_process::{self, HostProcess};
+use crate::host_process::HostProcess;
 use crate::util;
 
 fn pipeline(grace_ms: u64) -> String {
@@ -41,17 +41,6 @@ guest = "/out"
         cache = util::cache_dir().display().to_string(),
         seq = util::component("seq_recorder").display().to_string(),
     )
-}
-
-async fn simulator() -> Simulator {
-    Simulator::start(SimConfig {
-        webhook_secret: host_process::WEBHOOK_SECRET.into(),
-        client_id: host_process::CLIENT_ID.into(),
-        client_secret: host_process::CLIENT_SECRET.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
 }
 
 async fn host(dir: Option<tempfile::TempDir>, grace_ms: u64) -> HostProcess {
@@ -108,7 +97,7 @@ fn signaling_accepted(l: &rtms_sim::Ledger) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_killed_mid_meeting_and_restarted_resumes_the_stream_on_its_own() {
-    let sim = simulator().await;
+    let sim = crate::harness::process_simulator().await;
     let first = host(None, 30_000).await;
     let m = meeting(&sim, &first, 40);
     let stream = m.stream_id().to_owned();
@@ -193,7 +182,7 @@ async fn a_host_killed_mid_meeting_and_restarted_resumes_the_stream_on_its_own()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_the_grace_window_ends_the_stream_with_its_reason() {
-    let sim = simulator().await;
+    let sim = crate::harness::process_simulator().await;
     let first = host(None, 1_000).await;
     let m = meeting(&sim, &first, 40);
     let stream = m.stream_id().to_owned();

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rtms_proto::Product;
-use rtms_sim::{MeetingOptions, Pace, SimConfig, Simulator};
+use rtms_sim::{MeetingOptions, Pace, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -120,17 +120,6 @@ format = "jsonl"
     )
 }
 
-async fn simulator() -> Simulator {
-    Simulator::start(SimConfig {
-        webhook_secret: host_process::WEBHOOK_SECRET.into(),
-        client_id: host_process::CLIENT_ID.into(),
-        client_secret: host_process::CLIENT_SECRET.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
 /// The transcript lines the writer wrote for the stream.
 fn written(host: &HostProcess, stream_id: &str) -> Vec<String> {
     let out = host.dir.path().join("out");
@@ -180,7 +169,7 @@ fn fast_meeting(sim: &Simulator, host: &HostProcess) -> rtms_sim::MeetingHandle 
 async fn signaling_and_media_go_through_the_proxy_named_in_the_environment() {
     // "user:secret" in base64.
     let proxy = Proxy::start("dXNlcjpzZWNyZXQ=").await;
-    let sim = simulator().await;
+    let sim = crate::harness::process_simulator().await;
     let host = host_behind(&proxy, "secret").await;
     let m = fast_meeting(&sim, &host);
     let ledger = within("the meeting to finish", m.finished()).await;
@@ -219,7 +208,7 @@ async fn signaling_and_media_go_through_the_proxy_named_in_the_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_refuses_the_credentials_is_named_in_the_error() {
     let proxy = Proxy::start("dXNlcjpzZWNyZXQ=").await;
-    let sim = simulator().await;
+    let sim = crate::harness::process_simulator().await;
     let host = host_behind(&proxy, "wrong").await;
     let _m = fast_meeting(&sim, &host);
     let line = tokio::task::spawn_blocking(move || {
@@ -244,7 +233,7 @@ async fn rest_and_oauth_calls_go_through_the_configured_proxy() {
     use rtms_sim::api::{ApiConfig, ZoomApi};
     // "user:secret" in base64.
     let proxy = Proxy::start("dXNlcjpzZWNyZXQ=").await;
-    let sim = simulator().await;
+    let sim = crate::harness::process_simulator().await;
     let api = ZoomApi::start(
         &sim,
         ApiConfig {
