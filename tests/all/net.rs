@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use rtms_config::{HttpRule, Net};
+use rtms_config::Net;
 use rtms_host::sandbox::net::{ClientSettings, NetEvent, NetGate, Reason};
 use rtms_host::sandbox::store::{InstanceCtx, Rates};
 use rtms_host::sandbox::{Instance, InstanceSpec};
@@ -40,23 +40,6 @@ impl Recorder {
                 _ => 0,
             })
             .sum()
-    }
-}
-
-/// A `[plugin.net]` allowing `patterns`, with the defaults otherwise.
-fn net(patterns: &[&str]) -> Net {
-    Net {
-        http: patterns
-            .iter()
-            .map(|p| HttpRule::parse(p).unwrap())
-            .collect(),
-        allow_private: false,
-        connect_timeout: Duration::from_secs(5),
-        first_byte_timeout: Duration::from_secs(10),
-        between_bytes_timeout: Duration::from_secs(10),
-        max_response_bytes: 1024 * 1024,
-        max_concurrent: 4,
-        requests_per_minute: 60,
     }
 }
 
@@ -168,7 +151,7 @@ async fn unlisted_urls_ip_literals_and_names_resolving_to_loopback_are_refused()
         // A name that resolves to 127.0.0.1, listed by name only.
         format!("http://localhost:{port}/"),
     ];
-    let policy = net(&[
+    let policy = crate::util::net_grant(&[
         "https://api.example.com/v1",
         &format!("http://localhost:{port}"),
     ]);
@@ -190,7 +173,7 @@ async fn unlisted_urls_ip_literals_and_names_resolving_to_loopback_are_refused()
 #[tokio::test]
 async fn a_name_resolving_to_loopback_is_reached_when_the_operator_allows_private_addresses() {
     let addr = serve(None).await;
-    let mut policy = net(&[&format!("http://localhost:{}", addr.port())]);
+    let mut policy = crate::util::net_grant(&[&format!("http://localhost:{}", addr.port())]);
     policy.allow_private = true;
     let rec = call(
         Some(policy),
@@ -205,7 +188,7 @@ async fn a_name_resolving_to_loopback_is_reached_when_the_operator_allows_privat
 #[tokio::test]
 async fn an_allowed_http_call_to_a_listed_address_works_and_counts_its_bytes() {
     let addr = serve(None).await;
-    let policy = net(&[&format!("http://{addr}")]);
+    let policy = crate::util::net_grant(&[&format!("http://{addr}")]);
     let rec = call(Some(policy), &[format!("http://{addr}/hello")], false, None).await;
     assert_eq!(rec.verdicts(), ["ok 200 5"]);
     assert_eq!(rec.bytes_in(), 5);
@@ -220,7 +203,7 @@ async fn https_works_with_the_configured_extra_ca_and_fails_without_it() {
     std::fs::write(&ca, &tls.ca_pem).unwrap();
     let addr = serve(Some(tls.acceptor.clone())).await;
     let url = format!("https://{addr}/");
-    let policy = net(&[&format!("https://{addr}")]);
+    let policy = crate::util::net_grant(&[&format!("https://{addr}")]);
     let rec = call(
         Some(policy.clone()),
         std::slice::from_ref(&url),
@@ -236,7 +219,7 @@ async fn https_works_with_the_configured_extra_ca_and_fails_without_it() {
 #[tokio::test]
 async fn a_server_that_never_answers_hits_the_first_byte_timeout() {
     let addr = serve(None).await;
-    let mut policy = net(&[&format!("http://{addr}")]);
+    let mut policy = crate::util::net_grant(&[&format!("http://{addr}")]);
     policy.first_byte_timeout = Duration::from_millis(200);
     let started = std::time::Instant::now();
     let rec = call(Some(policy), &[format!("http://{addr}/hang")], false, None).await;
@@ -252,7 +235,7 @@ async fn a_server_that_never_answers_hits_the_first_byte_timeout() {
 #[tokio::test]
 async fn a_response_past_the_size_cap_fails_the_read() {
     let addr = serve(None).await;
-    let mut policy = net(&[&format!("http://{addr}")]);
+    let mut policy = crate::util::net_grant(&[&format!("http://{addr}")]);
     policy.max_response_bytes = 64 * 1024;
     let rec = call(Some(policy), &[format!("http://{addr}/big")], false, None).await;
     assert_eq!(rec.verdicts(), ["err HttpResponseBodySize(Some(65536))"]);
@@ -262,7 +245,7 @@ async fn a_response_past_the_size_cap_fails_the_read() {
 #[tokio::test]
 async fn the_concurrency_limit_refuses_requests_past_it() {
     let addr = serve(None).await;
-    let mut policy = net(&[&format!("http://{addr}")]);
+    let mut policy = crate::util::net_grant(&[&format!("http://{addr}")]);
     policy.max_concurrent = 2;
     let urls: Vec<String> = (0..4).map(|i| format!("http://{addr}/{i}")).collect();
     let rec = call(Some(policy), &urls, true, None).await;
@@ -281,7 +264,7 @@ async fn the_concurrency_limit_refuses_requests_past_it() {
 #[tokio::test]
 async fn the_requests_per_minute_budget_stops_the_plugin_at_its_number() {
     let addr = serve(None).await;
-    let mut policy = net(&[&format!("http://{addr}")]);
+    let mut policy = crate::util::net_grant(&[&format!("http://{addr}")]);
     policy.requests_per_minute = 3;
     let urls: Vec<String> = (0..5).map(|i| format!("http://{addr}/{i}")).collect();
     let rec = call(Some(policy), &urls, false, None).await;

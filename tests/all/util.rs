@@ -348,3 +348,20 @@ impl Recorder {
             .count()
     }
 }
+
+/// A `[plugin.net]` allowing `patterns` (HTTP or WebSocket), with the defaults otherwise.
+pub fn net_grant(patterns: &[&str]) -> rtms_config::Net {
+    rtms_config::Net {
+        http: patterns
+            .iter()
+            .map(|p| rtms_config::HttpRule::parse(p).unwrap())
+            .collect(),
+        allow_private: false,
+        connect_timeout: Duration::from_secs(5),
+        first_byte_timeout: Duration::from_secs(10),
+        between_bytes_timeout: Duration::from_secs(10),
+        max_response_bytes: 1024 * 1024,
+        max_concurrent: 4,
+        requests_per_minute: 60,
+    }
+}

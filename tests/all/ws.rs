@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rtms_config::{HttpRule, Net};
+
 use rtms_host::sandbox::bindings::{Frame, MediaKind, Product, SessionInfo};
 use rtms_host::sandbox::net::{ClientSettings, NetEvent, NetGate, Reason};
 use rtms_host::sandbox::store::{InstanceCtx, Rates};
@@ -69,22 +69,6 @@ async fn server(peer: Peer) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String
     (port, rx)
 }
 
-fn net(patterns: &[&str]) -> Net {
-    Net {
-        http: patterns
-            .iter()
-            .map(|p| HttpRule::parse(p).unwrap())
-            .collect(),
-        allow_private: false,
-        connect_timeout: Duration::from_secs(5),
-        first_byte_timeout: Duration::from_secs(10),
-        between_bytes_timeout: Duration::from_secs(10),
-        max_response_bytes: 1024 * 1024,
-        max_concurrent: 4,
-        requests_per_minute: 60,
-    }
-}
-
 fn transcript(seq: u64, text: &str) -> Frame {
     Frame {
         kind: MediaKind::Transcript,
@@ -109,7 +93,12 @@ async fn echo_instance(
         .load(&component("ws_echo"))
         .await
         .expect("ws_echo component");
-    let gate = NetGate::new("echo".into(), net(allow), ClientSettings::default()).expect("gate");
+    let gate = NetGate::new(
+        "echo".into(),
+        crate::util::net_grant(allow),
+        ClientSettings::default(),
+    )
+    .expect("gate");
     let config: Vec<(String, String)> = config
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
