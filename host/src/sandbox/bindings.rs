@@ -33,6 +33,8 @@ pub mod v02 {
         world: "plugin",
         path: "../wit/v0.2/plugin.wit",
         exports: { default: async },
+        // Waits for the peer; everything else the guest imports returns at once.
+        imports: { "rtms:plugin/websocket.[method]connection.finish": async },
         with: {
             "rtms:plugin/types@0.2.0": crate::sandbox::bindings::v01::rtms::plugin::types,
             "rtms:plugin/websocket.connection": crate::sandbox::bindings::WsConnection,

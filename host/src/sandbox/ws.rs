@@ -36,14 +36,38 @@ pub use super::ws_hub::{DRAIN_MAX, Hub, Item};
 
 /// Messages a connection holds waiting to go out; `send` past it is refused (`limit`).
 pub const SEND_QUEUE: usize = 64;
+/// The longest `connection.finish` waits for the peer to close.
+pub const FINISH_MAX: Duration = Duration::from_secs(10);
 /// The receive buffer when the plugin names none.
 pub const DEFAULT_BUFFER: u64 = 1 << 20;
 /// The guest's handle on a connection (the `connection` resource). Dropping it closes the
 /// socket.
 pub struct Connection {
     shared: Arc<ConnState>,
-    out: mpsc::Sender<Message>,
-    ctx: Arc<Caller>,
+    /// `None` once `finish` closed the connection.
+    out: Option<mpsc::Sender<Message>>,
+}
+
+impl Connection {
+    /// Queues a message for the peer.
+    fn send(&self, message: WsMessage) -> Result<(), WsError> {
+        let out = self
+            .out
+            .as_ref()
+            .ok_or_else(|| WsError::Closed("the connection was finished".into()))?;
+        let m = match message {
+            WsMessage::Text(t) => Message::text(t),
+            WsMessage::Binary(b) => Message::binary(b),
+        };
+        out.try_send(m).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => WsError::Limit(format!(
+                "{SEND_QUEUE} messages are already waiting to go out: the peer reads slower than the plugin sends"
+            )),
+            mpsc::error::TrySendError::Closed(_) => {
+                WsError::Closed("the connection is closed".into())
+            }
+        })
+    }
 }
 
 impl Drop for Connection {
@@ -103,13 +127,19 @@ impl Task {
         b.items.push_back((item, n));
         drop(b);
         self.hub.notify.notify_one();
+        self.shared.changed.notify_waiters();
         true
     }
 
     fn finish(&self, event: WsEvent) {
         self.push(Item::Event(event), 0);
+        self.done();
+    }
+
+    fn done(&self) {
         self.shared.buf.lock().done = true;
         self.hub.notify.notify_one();
+        self.shared.changed.notify_waiters();
     }
 
     async fn run(self, mut rx: mpsc::Receiver<Message>) {
@@ -135,7 +165,7 @@ impl Task {
                     }
                     None => {
                         let _ = tokio::time::timeout(between, sink.close()).await;
-                        return self.shared.buf.lock().done = true;
+                        return self.done();
                     }
                 },
                 got = stream.next() => match self.received(got) {
@@ -328,7 +358,7 @@ impl StoreData {
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
         let task = Task {
             gate,
-            ctx: ctx.clone(),
+            ctx,
             hub: self.ctx.ws.clone(),
             shared: shared.clone(),
             target,
@@ -342,8 +372,7 @@ impl StoreData {
         tokio::spawn(task.run(rx));
         Ok(Connection {
             shared,
-            out: tx,
-            ctx,
+            out: Some(tx),
         })
     }
 }
@@ -381,17 +410,7 @@ impl wit::HostConnection for StoreData {
             .ok()
             .and_then(conn_of)
             .ok_or_else(|| WsError::Closed("no such connection".into()))?;
-        let m = match message {
-            WsMessage::Text(t) => Message::text(t),
-            WsMessage::Binary(b) => Message::binary(b),
-        };
-        c.out.try_send(m).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                let _ = &c.ctx;
-                WsError::Limit(format!("{SEND_QUEUE} messages are already waiting to go out: the peer reads slower than the plugin sends"))
-            }
-            mpsc::error::TrySendError::Closed(_) => WsError::Closed("the connection is closed".into()),
-        })
+        c.send(message)
     }
 
     fn dropped(&mut self, conn: Resource<WsConnection>) -> u64 {
@@ -400,6 +419,45 @@ impl wit::HostConnection for StoreData {
             .ok()
             .and_then(conn_of)
             .map_or(0, |c| c.shared.dropped.load(Ordering::Relaxed))
+    }
+
+    async fn finish(
+        &mut self,
+        conn: Resource<WsConnection>,
+        last: Option<WsMessage>,
+        timeout_ms: u32,
+    ) -> Result<wit::Finished, WsError> {
+        let closed = || WsError::Closed("no such connection".into());
+        let c = self
+            .table_mut()
+            .get(&conn)
+            .ok()
+            .and_then(conn_of)
+            .ok_or_else(closed)?;
+        if let Some(m) = last {
+            c.send(m)?;
+        }
+        let shared = c.shared.clone();
+        let wait = Duration::from_millis(timeout_ms.into()).min(FINISH_MAX);
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            // Made before the check, so a change between the two is not missed.
+            let changed = shared.changed.notified();
+            if shared.buf.lock().done || tokio::time::timeout_at(until, changed).await.is_err() {
+                break;
+            }
+        }
+        let finished = shared.take_all();
+        if let Some(c) = self
+            .table_mut()
+            .get_mut(&conn)
+            .ok()
+            .and_then(|c| c.0.downcast_mut::<Connection>())
+        {
+            // The reading task sees its queue closed, sends a close frame and ends.
+            c.out = None;
+        }
+        Ok(finished)
     }
 
     fn drop(&mut self, conn: Resource<WsConnection>) -> wasmtime::Result<()> {

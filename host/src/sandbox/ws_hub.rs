@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::bindings::v02::rtms::plugin::websocket::{WsEvent, WsMessage};
+use super::bindings::v02::rtms::plugin::websocket::{Finished, WsEvent, WsMessage};
 
 /// Most buffered items one drain delivers, so a flooding peer cannot keep the worker from
 /// its frames.
@@ -35,6 +35,28 @@ pub(super) struct ConnState {
     pub(super) id: u64,
     pub(super) buf: Mutex<Buf>,
     pub(super) dropped: AtomicU64,
+    /// Woken at every change of `buf`, for `connection.finish`.
+    pub(super) changed: Notify,
+}
+
+impl ConnState {
+    /// Takes everything buffered, for `connection.finish`, and detaches the connection from
+    /// its hub: messages go to the caller instead of `on-ws-message`.
+    pub(super) fn take_all(&self) -> Finished {
+        let mut b = self.buf.lock();
+        let mut messages = Vec::new();
+        let mut end = None;
+        for (item, _) in b.items.drain(..) {
+            match item {
+                Item::Message(m) => messages.push(m),
+                Item::Event(WsEvent::Opened(_)) => {}
+                Item::Event(e) => end = Some(e),
+            }
+        }
+        b.bytes = 0;
+        b.detached = true;
+        Finished { messages, end }
+    }
 }
 
 /// The WebSockets of one (plugin, session): where their tasks leave what they read, and the
@@ -98,6 +120,7 @@ impl Hub {
                 done: false,
             }),
             dropped: AtomicU64::new(0),
+            changed: Notify::new(),
         });
         self.conns.lock().push(shared.clone());
         shared

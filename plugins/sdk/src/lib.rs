@@ -13,7 +13,8 @@
 //! - Host calls: [`log`], [`emit`], [`now_ms`], and the [`info!`]-style logging macros.
 //! - Contract 0.2's capabilities ([`caps`]): host-held state that outlives reloads and
 //!   restarts ([`session_state`], [`plugin_state`]), granted [`secret`]s, and the units
-//!   budget ([`charge`]).
+//!   budget ([`charge`]); outgoing HTTP as blocking calls with retries ([`http`]); outgoing
+//!   WebSockets ([`websocket`]).
 //! - Names for the WIT enums ([`media_kind_name`], [`product_name`], [`parse_severity`]) so
 //!   outputs and files spell them the way `plugin.wit` does, and small helpers
 //!   ([`speaker_name`], [`chat_text`], [`file_safe`], [`open_session_file`]).
@@ -24,6 +25,7 @@
 
 pub mod caps;
 pub mod config;
+pub mod http;
 
 #[doc(hidden)]
 pub mod glue;
@@ -50,7 +52,7 @@ pub use bindings::rtms::plugin::types::{
 /// [`Plugin::on_ws_message`] and [`Plugin::on_ws_event`].
 pub mod websocket {
     pub use crate::bindings::rtms::plugin::websocket::{
-        Connection, OnFull, OpenOptions, WsError, WsEvent, WsMessage, open,
+        Connection, Finished, OnFull, OpenOptions, WsError, WsEvent, WsMessage, open,
     };
 }
 pub use caps::{Bucket, charge, plugin_state, secret, session_state, units_used};
