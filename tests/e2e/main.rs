@@ -26,6 +26,8 @@
 //! - `journal`: a host killed with `kill -9` mid-meeting and restarted on the same
 //!   `[runtime] journal_dir` resumes the stream within the grace window, or ends it after.
 //! - `drops`: a plugin falling behind loses audio only, counted, warned about and summarised.
+//! - `providers`: the speech-to-text and meeting-summary examples against fakes of the
+//!   providers' protocols (`rtms-fakes`), secrets included.
 
 #[path = "../shared/host_process.rs"]
 mod host_process;
@@ -45,6 +47,7 @@ mod isolation;
 mod journal;
 mod ops;
 mod outages;
+mod providers;
 mod proxy;
 mod readme;
 mod recorders;

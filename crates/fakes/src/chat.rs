@@ -77,7 +77,11 @@ fn handle(state: &Mutex<State>, req: Req) -> Reply {
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
         return Reply::text(400, "invalid_payload");
     };
-    let Some(text) = body.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
+    let Some(text) = body
+        .get("text")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    else {
         return Reply::text(400, "no_text");
     };
     if s.texts.len() < MAX_RECORDED {

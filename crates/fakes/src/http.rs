@@ -59,9 +59,7 @@ impl Reply {
 
 /// Serves `handle` on a new listener on 127.0.0.1 (port 0) until the returned task is
 /// aborted.
-pub async fn serve<F, Fut>(
-    handle: F,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
+pub async fn serve<F, Fut>(handle: F) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
 where
     F: Fn(Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,

@@ -102,17 +102,37 @@ fn handle(state: &Mutex<State>, req: Req) -> Reply {
     let mut s = state.lock();
     s.requests += 1;
     if req.method != "POST" || req.path.split('?').next() != Some("/v1/chat/completions") {
-        return error(404, &format!("Unknown request URL: {} {}", req.method, req.path), "invalid_request_error", "unknown_url");
+        return error(
+            404,
+            &format!("Unknown request URL: {} {}", req.method, req.path),
+            "invalid_request_error",
+            "unknown_url",
+        );
     }
     let expected = format!("Bearer {}", s.key);
     if req.header("authorization") != Some(expected.as_str()) {
-        return error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
+        return error(
+            401,
+            "Incorrect API key provided.",
+            "invalid_request_error",
+            "invalid_api_key",
+        );
     }
     if let Some((status, retry_after)) = s.failures.pop_front() {
         let mut reply = if status == 429 {
-            error(429, "Rate limit reached for requests.", "requests", "rate_limit_exceeded")
+            error(
+                429,
+                "Rate limit reached for requests.",
+                "requests",
+                "rate_limit_exceeded",
+            )
         } else {
-            error(status, "The server had an error while processing your request.", "server_error", "server_error")
+            error(
+                status,
+                "The server had an error while processing your request.",
+                "server_error",
+                "server_error",
+            )
         };
         if let Some(secs) = retry_after {
             reply.headers.push(("retry-after", secs.to_string()));
@@ -121,13 +141,34 @@ fn handle(state: &Mutex<State>, req: Req) -> Reply {
     }
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
-        Err(e) => return error(400, &format!("We could not parse the JSON body of your request: {e}"), "invalid_request_error", "invalid_json"),
+        Err(e) => {
+            return error(
+                400,
+                &format!("We could not parse the JSON body of your request: {e}"),
+                "invalid_request_error",
+                "invalid_json",
+            );
+        }
     };
     let Some(model) = body.get("model").and_then(Value::as_str) else {
-        return error(400, "you must provide a model parameter", "invalid_request_error", "missing_model");
+        return error(
+            400,
+            "you must provide a model parameter",
+            "invalid_request_error",
+            "missing_model",
+        );
     };
-    let Some(messages) = body.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty()) else {
-        return error(400, "'messages' must be a non-empty array", "invalid_request_error", "invalid_messages");
+    let Some(messages) = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+    else {
+        return error(
+            400,
+            "'messages' must be a non-empty array",
+            "invalid_request_error",
+            "invalid_messages",
+        );
     };
     let prompt = messages
         .iter()

@@ -172,14 +172,30 @@ fn params(req: &Request, key: &str) -> Result<Params, (u16, String)> {
     let get = |k: &str| query.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
     match get("encoding") {
         Some("linear16") => {}
-        Some(other) => return Err((400, format!("this fake takes encoding=linear16, not {other}"))),
-        None => return Err((400, "raw audio needs an encoding (encoding=linear16)".into())),
+        Some(other) => {
+            return Err((
+                400,
+                format!("this fake takes encoding=linear16, not {other}"),
+            ));
+        }
+        None => {
+            return Err((
+                400,
+                "raw audio needs an encoding (encoding=linear16)".into(),
+            ));
+        }
     }
     let rate: u32 = get("sample_rate")
         .and_then(|r| r.parse().ok())
         .filter(|r| (8_000..=48_000).contains(r))
-        .ok_or((400, "encoding=linear16 needs a sample_rate between 8000 and 48000".to_owned()))?;
-    let channels: u32 = get("channels").map_or(Some(1), |c| c.parse().ok()).filter(|c| (1..=2).contains(c)).ok_or((400, "channels must be 1 or 2".to_owned()))?;
+        .ok_or((
+            400,
+            "encoding=linear16 needs a sample_rate between 8000 and 48000".to_owned(),
+        ))?;
+    let channels: u32 = get("channels")
+        .map_or(Some(1), |c| c.parse().ok())
+        .filter(|c| (1..=2).contains(c))
+        .ok_or((400, "channels must be 1 or 2".to_owned()))?;
     Ok(Params {
         bytes_per_ms: f64::from(rate * 2 * channels) / 1000.0,
         tag: get("tag").map(str::to_owned),
@@ -197,8 +213,8 @@ async fn serve(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
             }
             Err((status, why)) => {
                 let mut e = ErrorResponse::new(Some(why));
-                *e.status_mut() = hyper::StatusCode::from_u16(status)
-                    .unwrap_or(hyper::StatusCode::BAD_REQUEST);
+                *e.status_mut() =
+                    hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
                 Err(e)
             }
         }
@@ -267,7 +283,9 @@ impl<'a> Listener<'a> {
                 break;
             }
             self.next += 1;
-            out.push(Message::text(self.result(start, end, text, flush).to_string()));
+            out.push(Message::text(
+                self.result(start, end, text, flush).to_string(),
+            ));
             let mut s = self.shared.state.lock();
             if s.heard.len() < MAX_RECORDED {
                 s.heard.push(Heard {
@@ -336,7 +354,8 @@ impl<'a> Listener<'a> {
                     Some("Finalize") => (self.results(true), false),
                     Some("CloseStream") => (self.results(true), true),
                     _ => {
-                        let why = "DATA-0000: the text message is not KeepAlive, Finalize or CloseStream";
+                        let why =
+                            "DATA-0000: the text message is not KeepAlive, Finalize or CloseStream";
                         return tx.send(close(CloseCode::Policy, why)).await;
                     }
                 },
@@ -392,14 +411,25 @@ mod tests {
 
     fn transcript(m: &Message) -> String {
         let v: serde_json::Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
-        v["channel"]["alternatives"][0]["transcript"].as_str().unwrap().to_owned()
+        v["channel"]["alternatives"][0]["transcript"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     #[tokio::test]
     async fn audio_position_becomes_the_script_text_and_close_stream_flushes() {
         let script = vec![
-            Spoken { speaker: "1".into(), audio_ms: 100, text: "hello there".into() },
-            Spoken { speaker: "2".into(), audio_ms: 100, text: "general greeting".into() },
+            Spoken {
+                speaker: "1".into(),
+                audio_ms: 100,
+                text: "hello there".into(),
+            },
+            Spoken {
+                speaker: "2".into(),
+                audio_ms: 100,
+                text: "general greeting".into(),
+            },
         ];
         let fake = SttFake::start(script, "k").await.unwrap();
         assert!(connect(&fake.url(), "wrong").await.is_err());
@@ -409,7 +439,9 @@ mod tests {
         let first = ws.next().await.unwrap().unwrap();
         assert_eq!(transcript(&first), "hello there");
         ws.send(pcm(20)).await.unwrap();
-        ws.send(Message::text(r#"{"type":"CloseStream"}"#)).await.unwrap();
+        ws.send(Message::text(r#"{"type":"CloseStream"}"#))
+            .await
+            .unwrap();
         let second = ws.next().await.unwrap().unwrap();
         assert_eq!(transcript(&second), "general greeting");
         let meta = ws.next().await.unwrap().unwrap();
