@@ -260,11 +260,13 @@ async fn speech_is_transcribed_by_the_provider_and_the_meeting_summarised_and_po
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_speaker_audio_gets_one_provider_connection_per_speaker() {
+async fn per_speaker_audio_gets_one_provider_connection_per_speaker_finished_at_the_end() {
     let script = script(8);
     let stt = SttFake::start(spoken(&script), STT_KEY).await.unwrap();
     let llm = LlmFake::start(LLM_KEY).await.unwrap();
     let chat = ChatFake::start().await.unwrap();
+    // Results come only once the plugin closes each stream at the session's end.
+    stt.hold_results();
     let r = run(&stt, &llm, &chat, script, true).await;
     let out = r.host.dir.path().join("out");
     written(&out.join(format!("meeting_{}.summary.md", r.stream))).await;

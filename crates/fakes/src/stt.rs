@@ -65,6 +65,8 @@ pub struct Heard {
 
 #[derive(Default)]
 struct State {
+    /// Results only when the client sends `Finalize` or `CloseStream`.
+    hold: bool,
     connections: usize,
     open: usize,
     refused: usize,
@@ -114,6 +116,13 @@ impl SttFake {
     /// The listen endpoint, as Deepgram's `wss://api.deepgram.com/v1/listen`.
     pub fn url(&self) -> String {
         format!("ws://{}/v1/listen", self.addr)
+    }
+
+    /// From now on, send results only when the client asks (`Finalize`, `CloseStream`), as
+    /// a provider that finalises late does: a client that does not wait for the last
+    /// results after `CloseStream` loses the meeting.
+    pub fn hold_results(&self) {
+        self.state.lock().hold = true;
     }
 
     /// Connections accepted so far.
@@ -342,8 +351,12 @@ impl<'a> Listener<'a> {
             let (replies, closing) = match got {
                 Message::Binary(b) => {
                     self.audio_bytes += b.len() as u64;
-                    self.shared.state.lock().audio_bytes += b.len() as u64;
-                    (self.results(false), false)
+                    let hold = {
+                        let mut s = self.shared.state.lock();
+                        s.audio_bytes += b.len() as u64;
+                        s.hold
+                    };
+                    (if hold { Vec::new() } else { self.results(false) }, false)
                 }
                 Message::Text(t) => match serde_json::from_str::<serde_json::Value>(&t)
                     .ok()
