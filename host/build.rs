@@ -36,7 +36,13 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 const SKIP_VAR: &str = "RTMS_SKIP_PLUGIN_BUILD";
 
 /// The components `examples/demo-pipeline.toml.in` names, embedded in the binary.
-const DEMO_COMPONENTS: &[&str] = &["transcript_writer", "keyword_alerter", "audio_recorder"];
+const DEMO_COMPONENTS: &[&str] = &[
+    "transcript_writer",
+    "keyword_alerter",
+    "audio_recorder",
+    "speech_to_text",
+    "meeting_summary",
+];
 
 /// Variables removed from the nested cargo's environment. Cargo sets some of them for build
 /// scripts, and the user's settings for the host build (a linker wrapper, coverage or

@@ -16,6 +16,7 @@ async fn demo_writes_transcripts_and_alerts() {
             no_tls: false,
             record: None,
             rust_only: false,
+            with_fakes: false,
         },
         false,
     )
@@ -77,5 +78,52 @@ async fn demo_writes_transcripts_and_alerts() {
             .any(|f| f.to_string_lossy().contains("talk-time/talk-time-")),
         "{:?}",
         s.files
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_with_fakes_transcribes_summarises_and_posts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = run_demo(
+        &DemoArgs {
+            out: dir.path().to_owned(),
+            meeting: None,
+            pace: "fast".into(),
+            product: rtms_proto::Product::Meeting,
+            no_tls: false,
+            record: None,
+            rust_only: true,
+            with_fakes: true,
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let file = |dir: &str, suffix: &str| {
+        let f = s
+            .files
+            .iter()
+            .find(|f| {
+                f.to_string_lossy().ends_with(suffix)
+                    && f.parent().is_some_and(|d| d.ends_with(dir))
+            })
+            .unwrap_or_else(|| panic!("no {dir}/*{suffix} in {:?}", s.files));
+        std::fs::read_to_string(f).unwrap()
+    };
+    let stt = file("speech-to-text", ".stt.txt");
+    assert!(
+        stt.lines().count() >= s.transcript_lines_sent / 2,
+        "the provider's text for the meeting's audio:\n{stt}"
+    );
+    let summary = file("summaries", ".summary.md");
+    assert!(
+        summary.contains(&format!("Summary of {} lines", s.transcript_lines_sent)),
+        "{summary}"
+    );
+    assert_eq!(s.providers.len(), 3, "{:?}", s.providers);
+    assert!(
+        s.providers[2].contains("1 message(s) posted"),
+        "{:?}",
+        s.providers
     );
 }

@@ -293,7 +293,10 @@ async fn per_speaker_audio_gets_one_provider_connection_per_speaker_finished_at_
         "each line by its speaker, from that speaker's connection"
     );
     for h in stt.heard() {
-        let tag = h.tag.as_deref().expect("a per-speaker connection names its speaker");
+        let tag = h
+            .tag
+            .as_deref()
+            .expect("a per-speaker connection names its speaker");
         assert!(h.transcript.ends_with(&format!("from {tag}")), "{h:?}");
     }
 }

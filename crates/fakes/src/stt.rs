@@ -356,7 +356,14 @@ impl<'a> Listener<'a> {
                         s.audio_bytes += b.len() as u64;
                         s.hold
                     };
-                    (if hold { Vec::new() } else { self.results(false) }, false)
+                    (
+                        if hold {
+                            Vec::new()
+                        } else {
+                            self.results(false)
+                        },
+                        false,
+                    )
                 }
                 Message::Text(t) => match serde_json::from_str::<serde_json::Value>(&t)
                     .ok()

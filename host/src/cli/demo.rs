@@ -8,6 +8,10 @@
 //! meeting (`examples/meetings/standup.toml` unless another is given) through a signed
 //! webhook, prints the live transcript and the alerts as they happen, and ends by itself
 //! when the meeting ends, with a summary. Everything it writes goes to `--out` (./out).
+//!
+//! With `--with-fakes` it also runs the examples that call providers (speech-to-text and
+//! meeting-summary) against stand-ins of the providers' public protocols on 127.0.0.1
+//! (`rtms-fakes`), so they can be tried with no account anywhere.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -62,6 +66,127 @@ pub struct DemoArgs {
     /// Run only the Rust plugins (skip building the Python, JavaScript and C examples).
     #[arg(long)]
     pub rust_only: bool,
+    /// Also run the examples that call providers (speech-to-text, meeting-summary) against
+    /// stand-ins started on 127.0.0.1: a Deepgram-style live speech-to-text WebSocket, an
+    /// OpenAI-compatible chat completions API and a Slack-style webhook.
+    #[arg(long)]
+    pub with_fakes: bool,
+}
+
+/// The pipeline section of the provider examples (`--with-fakes`); the fakes' URLs, the
+/// component directory and the output directory are filled in.
+const PROVIDER_PLUGINS: &str = r#"
+# Speech to text: the meeting's audio streamed to a live STT service (here a stand-in for
+# Deepgram's API on loopback), the recognised text emitted and written.
+[[plugin]]
+name = "speech-to-text"
+component = "{plugins}/speech_to_text.wasm"
+media = ["audio"]
+secrets = ["DEEPGRAM_API_KEY"]
+
+[[plugin.dir]]
+host = "{out}/speech-to-text"
+guest = "/out"
+
+[plugin.queue]
+capacity = 4096
+on_full = "block"
+
+[plugin.net]
+http = ["{stt_base}"]
+
+[plugin.config]
+url = "{stt_url}"
+
+# At the end of the meeting: a summary from a language model (here a stand-in for an
+# OpenAI-compatible API), written and posted to a chat webhook (a Slack-style stand-in).
+[[plugin]]
+name = "meeting-summary"
+component = "{plugins}/meeting_summary.wasm"
+media = ["transcript"]
+secrets = ["OPENAI_API_KEY", "SLACK_WEBHOOK_URL"]
+
+[[plugin.dir]]
+host = "{out}/summaries"
+guest = "/out"
+
+[plugin.net]
+http = ["{llm_base}", "{chat_base}"]
+
+[plugin.config]
+llm_url = "{llm_base}/v1/chat/completions"
+chat_webhook_secret = "SLACK_WEBHOOK_URL"
+"#;
+
+/// The keys the stand-ins accept; the demo's host gets them as its plugins' secrets.
+const FAKE_STT_KEY: &str = "demo-deepgram-key";
+const FAKE_LLM_KEY: &str = "demo-openai-key";
+
+/// The providers' stand-ins of `--with-fakes`, running while the demo does.
+pub struct Fakes {
+    pub stt: rtms_fakes::SttFake,
+    pub llm: rtms_fakes::LlmFake,
+    pub chat: rtms_fakes::ChatFake,
+}
+
+impl Fakes {
+    /// Starts the three fakes; the speech-to-text one hears `script`.
+    async fn start(script: &MeetingScript) -> Result<Self> {
+        let spoken = script
+            .utterances
+            .iter()
+            .map(|u| rtms_fakes::Spoken {
+                speaker: u.user_id.to_string(),
+                audio_ms: rtms_fakes::Spoken::frames_ms(u.duration_ms, 20),
+                text: u.text.clone(),
+            })
+            .collect();
+        Ok(Self {
+            stt: rtms_fakes::SttFake::start(spoken, FAKE_STT_KEY).await?,
+            llm: rtms_fakes::LlmFake::start(FAKE_LLM_KEY).await?,
+            chat: rtms_fakes::ChatFake::start().await?,
+        })
+    }
+
+    /// The pipeline section naming them.
+    fn section(&self, plugins: &Path, out: &Path) -> String {
+        let stt_url = self.stt.url();
+        PROVIDER_PLUGINS
+            .replace("{plugins}", &plugins.display().to_string())
+            .replace("{out}", &out.display().to_string())
+            .replace("{stt_base}", stt_url.trim_end_matches("/v1/listen"))
+            .replace("{stt_url}", &stt_url)
+            .replace("{llm_base}", &self.llm.base_url())
+            .replace("{chat_base}", &self.chat.base_url())
+    }
+
+    /// The secrets the provider plugins are granted.
+    fn env(&self, env: MapEnv) -> MapEnv {
+        env.with("DEEPGRAM_API_KEY", FAKE_STT_KEY)
+            .with("OPENAI_API_KEY", FAKE_LLM_KEY)
+            .with("SLACK_WEBHOOK_URL", &self.chat.webhook_url())
+    }
+
+    /// What the fakes saw, one line each.
+    fn report(&self) -> Vec<String> {
+        vec![
+            format!(
+                "speech-to-text stand-in: {} connection(s), {:.1} s of audio, {} final results",
+                self.stt.connections(),
+                self.stt.audio_bytes() as f64 / 32_000.0,
+                self.stt.heard().len()
+            ),
+            format!(
+                "language-model stand-in: {} request(s), {} summary(ies)",
+                self.llm.requests(),
+                self.llm.completions().len()
+            ),
+            format!(
+                "chat webhook stand-in: {} message(s) posted",
+                self.chat.texts().len()
+            ),
+        ]
+    }
 }
 
 /// The examples in other languages the demo builds and runs beside the Rust ones: folder
@@ -181,6 +306,8 @@ pub struct DemoSummary {
     pub skipped: Vec<(String, String)>,
     /// Outputs of each plugin, by plugin name.
     pub outputs_by_plugin: BTreeMap<String, usize>,
+    /// With `--with-fakes`: what the providers' stand-ins saw, one line each.
+    pub providers: Vec<String>,
 }
 
 pub async fn demo(args: DemoArgs) -> Result<()> {
@@ -195,6 +322,9 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
     println!("outputs by plugin:");
     for (p, n) in &s.outputs_by_plugin {
         println!("  {p:<18} {n:>5}");
+    }
+    for line in &s.providers {
+        println!("{line}");
     }
     for (p, why) in &s.skipped {
         println!("SKIPPED {p}: {why}");
@@ -217,7 +347,12 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
         None => MeetingScript::from_toml_str(STANDUP).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     let (sim, ca_file) = start_simulator(args, &out).await?;
-    let (pipeline, env, skipped) = demo_pipeline(args, &out, &ca_file, print).await?;
+    let fakes = match args.with_fakes {
+        true => Some(Fakes::start(&script).await?),
+        false => None,
+    };
+    let (pipeline, env, skipped) =
+        demo_pipeline(args, &out, &ca_file, fakes.as_ref(), print).await?;
     let counts: Arc<Mutex<BTreeMap<&'static str, u64>>> = Default::default();
     let tap = transcript_tap(counts.clone(), print);
 
@@ -253,7 +388,9 @@ pub async fn run_demo(args: &DemoArgs, print: bool) -> Result<DemoSummary> {
         }
     }
     let frames_by_kind = counts.lock().clone();
+    let providers = fakes.as_ref().map(Fakes::report).unwrap_or_default();
     Ok(DemoSummary {
+        providers,
         frames_by_kind,
         transcript_lines_sent,
         files,
@@ -288,6 +425,7 @@ async fn demo_pipeline(
     args: &DemoArgs,
     out: &Path,
     ca_file: &Path,
+    fakes: Option<&Fakes>,
     print: bool,
 ) -> Result<(Pipeline, MapEnv, Vec<(String, String)>)> {
     let cache = out.join(default_cache_dir());
@@ -305,11 +443,14 @@ async fn demo_pipeline(
                 format!("ca_file = \"{}\"", ca_file.display())
             },
         );
-    let (extra, skipped) = if args.rust_only {
+    let (mut extra, skipped) = if args.rust_only {
         (String::new(), Vec::new())
     } else {
         language_plugins(out, print).await
     };
+    if let Some(f) = fakes {
+        extra.push_str(&f.section(&plugins, out));
+    }
     for (p, why) in &skipped {
         eprintln!("rtms-host demo: SKIPPED {p}: {why}");
     }
@@ -318,10 +459,13 @@ async fn demo_pipeline(
         None => format!("{text}{extra}"),
     };
     std::fs::write(&pipeline_path, &text)?;
-    let env = MapEnv::new()
+    let mut env = MapEnv::new()
         .with("ZM_RTMS_CLIENT", CLIENT_ID)
         .with("ZM_RTMS_SECRET", CLIENT_SECRET)
         .with("ZOOM_SECRET_TOKEN", WEBHOOK_SECRET);
+    if let Some(f) = fakes {
+        env = f.env(env);
+    }
     let pipeline = Pipeline::parse(&text, &pipeline_path, &env, LoadOptions::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((pipeline, env, skipped))
