@@ -300,3 +300,108 @@ async fn per_speaker_audio_gets_one_provider_connection_per_speaker_finished_at_
         assert!(h.transcript.ends_with(&format!("from {tag}")), "{h:?}");
     }
 }
+
+/// A WebSocket peer on 127.0.0.1 that floods: binary messages of 8 KiB as fast as it can,
+/// reading nothing, until the client goes. Returns its port and the count it sent.
+async fn flooding_peer() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use futures_util::SinkExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let n = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let n = n.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let chunk = vec![7u8; 8 * 1024];
+                while ws
+                    .send(tokio_tungstenite::tungstenite::Message::binary(
+                        chunk.clone(),
+                    ))
+                    .await
+                    .is_ok()
+                {
+                    n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (port, sent)
+}
+
+/// A WebSocket peer that accepts and then neither reads nor writes.
+async fn stalled_peer() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                held.push(ws);
+            }
+        }
+    });
+    port
+}
+
+fn ws_plugin(name: &str, port: u16) -> String {
+    format!(
+        r#"
+[[plugin]]
+name = "{name}"
+component = {wasm:?}
+media = ["transcript"]
+[plugin.net]
+http = ["ws://127.0.0.1:{port}"]
+[plugin.config]
+url = "ws://127.0.0.1:{port}/"
+buffer_bytes = "65536"
+"#,
+        wasm = util::component("ws_echo").display().to_string()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_and_a_stalled_websocket_peer_never_stall_the_stream_or_another_plugin() {
+    use crate::harness::{Setup, assert_exactly_once, finish, start, start_host};
+    let sim = rtms_sim::Simulator::start(crate::harness::sim_config(false))
+        .await
+        .unwrap();
+    let (flood_port, flooded) = flooding_peer().await;
+    let stalled = stalled_peer().await;
+    let host = start_host(
+        &sim,
+        Setup {
+            extra: ws_plugin("flooded", flood_port) + &ws_plugin("stalled", stalled),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let m = start(
+        &sim,
+        &host,
+        crate::harness::script(60, vec![]),
+        Product::Meeting,
+        Pace::Realtime,
+    );
+    let stream = m.stream_id().to_owned();
+    let ledger = finish(&host, &m).await;
+    // The seq-recorder beside them took every frame exactly once, and the stream ended as
+    // Zoom ended it.
+    let rec = host.record(&stream);
+    assert_exactly_once(&ledger, &rec);
+    assert_eq!(rec.end(), "stopped(6)");
+    // Every keep-alive the simulator asked for was answered in time, over the whole meeting.
+    let c = &ledger.counters;
+    assert!(c.keepalive_requests > 0);
+    assert_eq!(c.keepalive_timeouts, 0);
+    assert_eq!(c.keepalive_answers, c.keepalive_requests, "{c:?}");
+    // The flood really happened while the meeting ran (its overflow is dropped by the
+    // host, see `all ws::a_flood_drops_the_oldest_messages_and_counts_them`).
+    let sent = flooded.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent > 100, "the peer flooded: {sent} messages");
+}
