@@ -2,6 +2,8 @@
 //! arguments, sets up logging and calls into `rtms_host`; configuration errors exit with
 //! 64 (EX_USAGE) and a one-line message, other failures with 1.
 
+use rtms_host::service::handoff::{Inherited, Sockets};
+use rtms_host::service::signals::Exit;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -89,6 +91,15 @@ fn init_logging(default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Sockets passed by a predecessor (hand-off) or by systemd, taken while this process has
+    // one thread: taking them clears their environment variables.
+    let inherited = match rtms_host::service::handoff::Inherited::take() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("rtms-host: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,7 +114,7 @@ fn main() -> ExitCode {
         match cli.cmd {
             Cmd::Run { config } => {
                 init_logging("info");
-                run(config).await
+                run(config, inherited).await
             }
             Cmd::Validate {
                 config, no_load, ..
@@ -162,7 +173,7 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn run(config: PathBuf) -> ExitCode {
+async fn run(config: PathBuf, inherited: Inherited) -> ExitCode {
     let pipeline = match Pipeline::load(&config, &ProcessEnv, LoadOptions::default()) {
         Ok(p) => p,
         Err(e) => {
@@ -173,32 +184,53 @@ async fn run(config: PathBuf) -> ExitCode {
     for w in &pipeline.warnings {
         tracing::warn!("{w}");
     }
-    let listen = pipeline.server.listen;
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let Inherited {
+        webhook,
+        admin,
+        predecessor,
+    } = inherited;
+    let listener = match listen(webhook, pipeline.server.listen, "server.listen").await {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("rtms-host: cannot listen on {listen} (server.listen): {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let admin_listener = if pipeline.admin.enabled {
-        let listen = pipeline.admin.listen;
-        match tokio::net::TcpListener::bind(listen).await {
+        match listen(admin, pipeline.admin.listen, "admin.listen").await {
             Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("rtms-host: cannot listen on {listen} (admin.listen): {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         }
     } else {
         None
     };
-    let signals = match rtms_host::service::signals::Signals::install() {
+    let sockets = match Sockets::of(&listener, admin_listener.as_ref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rtms-host: cannot keep the listening sockets for a hand-off: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut signals = match rtms_host::service::signals::Signals::install() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rtms-host: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let (ready, journal_after) = match predecessor {
+        Some(p) => {
+            let (tx, rx) =
+                tokio::sync::oneshot::channel::<rtms_host::service::handoff::Predecessor>();
+            let after: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+                Box::pin(async move {
+                    if let Ok(p) = rx.await {
+                        match p.ready() {
+                            Ok(released) => released.await,
+                            Err(e) => tracing::error!("hand-off: {e:#}"),
+                        }
+                    }
+                });
+            (Some((tx, p)), Some(after))
+        }
+        None => (None, None),
     };
     let svc = match rtms_host::service::Service::start(
         pipeline,
@@ -206,6 +238,7 @@ async fn run(config: PathBuf) -> ExitCode {
         listener,
         rtms_host::service::StartOptions {
             admin_listener,
+            journal_after,
             ..Default::default()
         },
     )
@@ -217,14 +250,64 @@ async fn run(config: PathBuf) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    signals.wait_for_shutdown(|| svc.request_reload()).await;
-    let m = svc.shutdown().await;
-    tracing::info!(
-        frames = m.frames_in,
-        sessions = m.sessions_started,
-        "stopped"
-    );
-    ExitCode::SUCCESS
+    if let Some((tx, p)) = ready {
+        // Serving: tell the predecessor, then take its streams once it released them.
+        let _ = tx.send(p);
+    }
+    loop {
+        match signals.wait(|| svc.request_reload()).await {
+            Exit::Shutdown => {
+                let m = svc.shutdown().await;
+                tracing::info!(
+                    frames = m.frames_in,
+                    sessions = m.sessions_started,
+                    "stopped"
+                );
+                return ExitCode::SUCCESS;
+            }
+            Exit::HandOff if !svc.can_hand_off() => {
+                tracing::error!(
+                    "SIGUSR2 ignored: a hand-off needs [runtime] journal_dir, where the successor finds the streams"
+                );
+            }
+            Exit::HandOff => match rtms_host::service::handoff::start_successor(&sockets).await {
+                Ok(successor) => {
+                    tracing::info!(pid = successor.pid, "hand-off: the successor is ready");
+                    let m = svc.hand_off().await;
+                    tracing::info!(
+                        frames = m.frames_in,
+                        sessions = m.sessions_started,
+                        successor = successor.pid,
+                        "handed off"
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                Err(e) => {
+                    tracing::error!("hand-off failed, this process keeps serving: {e:#}");
+                }
+            },
+        }
+    }
+}
+
+/// The listener for `addr`: the inherited one when there is one, else bound now. `Err` is
+/// the exit code, after the error was printed.
+async fn listen(
+    inherited: Option<std::net::TcpListener>,
+    addr: std::net::SocketAddr,
+    key: &str,
+) -> Result<tokio::net::TcpListener, ExitCode> {
+    let bound = match inherited {
+        Some(l) => {
+            tracing::info!(addr = ?l.local_addr().ok(), key, "serving an inherited listening socket");
+            tokio::net::TcpListener::from_std(l)
+        }
+        None => tokio::net::TcpListener::bind(addr).await,
+    };
+    bound.map_err(|e| {
+        eprintln!("rtms-host: cannot listen on {addr} ({key}): {e}");
+        ExitCode::FAILURE
+    })
 }
 
 async fn validate(config: PathBuf, load: bool) -> ExitCode {

@@ -225,3 +225,155 @@ async fn a_restart_after_the_grace_window_ends_the_stream_with_its_reason() {
     );
     m.stop(6);
 }
+
+/// A signed `endpoint.url_validation` webhook to `url`: its status, or the error.
+async fn validation(url: &str, n: u64) -> Result<u16, String> {
+    let body = serde_json::json!({
+        "event": "endpoint.url_validation",
+        "event_ts": rtms_proto::unix_ms(),
+        "payload": {"plainToken": format!("token-{n}")}
+    })
+    .to_string();
+    let ts = rtms_proto::unix_secs().to_string();
+    let sig = rtms_proto::sign::webhook_signature(
+        crate::host_process::WEBHOOK_SECRET,
+        &ts,
+        body.as_bytes(),
+    );
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post(uri.path())
+        .header("host", addr)
+        .header("content-type", "application/json")
+        .header("x-zm-request-timestamp", ts)
+        .header("x-zm-signature", sig)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let res = tx
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    Ok(res.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_hands_the_streams_to_a_successor_with_no_webhook_refused_and_no_meeting_ended() {
+    let sim = crate::harness::process_simulator().await;
+    let mut first = host(None, 30_000).await;
+    let m = meeting(&sim, &first, 60);
+    let stream = m.stream_id().to_owned();
+    frames_written(first.dir.path(), &stream, 3).await;
+
+    // A steady stream of webhooks through the whole hand-off, each on a new connection.
+    let url = first.webhook_url();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                match validation(&url, n).await {
+                    Ok(200) => ok += 1,
+                    other => failed.push(other),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (ok, failed)
+        })
+    };
+
+    let pid = first.pid().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-USR2", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let started = first
+        .wait_for_log("hand-off: successor started", Duration::from_secs(10))
+        .expect("the successor starts");
+    let successor: u32 =
+        serde_json::from_str::<serde_json::Value>(&started).unwrap()["fields"]["pid"]
+            .as_u64()
+            .unwrap() as u32;
+    let (first_exit, first) =
+        tokio::task::spawn_blocking(move || (first.wait_exit(Duration::from_secs(60)), first))
+            .await
+            .unwrap();
+    assert!(
+        first_exit.is_some_and(|s| s.success()),
+        "the predecessor exits cleanly: {first_exit:?}\n{}",
+        first.logs().join("\n")
+    );
+    assert!(
+        first
+            .wait_for_log("hand-off: streams taken over", Duration::from_secs(10))
+            .is_some_and(|l| l.contains("\"resumed\":1")),
+        "the successor resumes the stream:\n{}",
+        first.logs().join("\n")
+    );
+
+    let ledger = within("the meeting to finish", m.finished()).await;
+    let path = seq_file(first.dir.path(), &stream);
+    within("the plugin to end the session", async {
+        while !std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .contains("# end stopped")
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = pinger.await.unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &successor.to_string()])
+        .status();
+
+    assert!(
+        failed.is_empty(),
+        "webhooks refused during the hand-off: {failed:?}"
+    );
+    assert!(ok > 20, "{ok} webhooks answered");
+    let rec = Record::read(&path);
+    assert_eq!(
+        rec.starts,
+        [false, true],
+        "the successor's plugin resumed the session"
+    );
+    assert_eq!(
+        rec.ends,
+        ["reload", "stopped(6)"],
+        "the predecessor's instance ended as for a reload; the meeting ended once, at its end"
+    );
+    ledger
+        .one_client_at_a_time()
+        .expect("never two clients at once");
+    assert_eq!(
+        ledger.webhooks_ending("rtms_started").len(),
+        1,
+        "no new webhook was needed"
+    );
+    let sent: Vec<String> = ledger.transcript.iter().map(|l| l.text.clone()).collect();
+    let got: Vec<String> = rec.frames.iter().map(|f| f.2.clone()).collect();
+    let mut uniq = got.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), got.len(), "no line written twice: {got:?}");
+    assert!(got.iter().all(|t| sent.contains(t)), "{got:?} vs {sent:?}");
+    let missing = sent.len() - got.len();
+    assert!(
+        missing as u64 <= ledger.counters.unconfirmed,
+        "{missing} lines missing, {} unconfirmed at the hand-off",
+        ledger.counters.unconfirmed
+    );
+    assert_eq!(got.last(), sent.last(), "the last line arrived");
+}

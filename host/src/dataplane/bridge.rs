@@ -86,7 +86,13 @@ impl FrameSink for HostSink {
     }
 
     async fn end(self, reason: ClientEnd) {
-        let reason = EndReason::from(reason);
+        let handing_off = self.session.handing_off();
+        let reason = match reason {
+            // The successor process resumes the stream: for the plugins, a new instance
+            // takes over.
+            ClientEnd::Shutdown if handing_off => EndReason::Reload,
+            r => EndReason::from(r),
+        };
         tracing::info!(stream = %self.session.stream_id, ?reason, "session ended");
         self.session.end(reason).await;
     }

@@ -75,6 +75,7 @@ impl Registry {
                 dead_letters,
                 metrics,
                 rollback_tx,
+                handing_off: Default::default(),
             }),
             table: ArcSwap::from_pointee(table),
             sessions: Mutex::new(HashMap::new()),
@@ -192,6 +193,14 @@ struct Blocked {
 }
 
 impl LiveStream {
+    /// Whether the host is handing its streams to a successor process.
+    pub fn handing_off(&self) -> bool {
+        self.shared
+            .services
+            .handing_off
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The stream drains after a stop until `until`: from now on no push waits past it.
     pub fn drain_until(&self, until: tokio::time::Instant) {
         self.state.lock().drain_until = Some(until);

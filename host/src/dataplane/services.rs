@@ -21,6 +21,10 @@ pub struct Services {
     pub dead_letters: DeadLetters,
     pub metrics: Arc<Metrics>,
     pub rollback_tx: Option<mpsc::UnboundedSender<RollbackRequest>>,
+    /// Set while the host hands its streams to a successor process: a stream ending for
+    /// shutdown then ends for its plugins as `reload` (a new instance takes over), and their
+    /// session state is kept for the journal.
+    pub handing_off: std::sync::atomic::AtomicBool,
 }
 
 /// Sent to the reload controller when a freshly swapped version keeps trapping.

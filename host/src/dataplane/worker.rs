@@ -344,7 +344,11 @@ impl Worker {
             }
             Control::End(reason) => {
                 self.end_instance(reason).await;
-                self.clear_state(false);
+                // A session ends as `reload` only when it is handed to a successor process,
+                // which resumes it with this state (see `crate::service::handoff`).
+                if !matches!(reason, EndReason::Reload) {
+                    self.clear_state(false);
+                }
                 true
             }
             Control::Leave => {

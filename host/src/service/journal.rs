@@ -250,6 +250,9 @@ pub struct JournalWriter {
     sessions: HostSessions,
     shared: Arc<Registry>,
     written: Mutex<HashMap<String, JournalEntry>>,
+    /// Set when the streams are handed to a successor: entries of streams that end are
+    /// kept (their plugin state refreshed) rather than removed.
+    frozen: std::sync::atomic::AtomicBool,
     pub stats: Arc<JournalStats>,
 }
 
@@ -270,33 +273,20 @@ impl JournalWriter {
             sessions,
             shared,
             written: Mutex::default(),
+            frozen: Default::default(),
             stats: Arc::default(),
         }
     }
 
+    /// From now on, a stream that ends keeps its entry, for a successor process to resume
+    /// (see `super::handoff`).
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::Relaxed);
+    }
+
     /// The entry of one running stream, with its plugins' session state.
     fn entry(&self, s: rtms_client::SessionSnapshot, now: u64) -> JournalEntry {
-        let store = self.shared.rt.state();
-        let plugin_state = self
-            .shared
-            .table
-            .load()
-            .plugins
-            .iter()
-            .map(|p| p.name.to_string())
-            .filter_map(|p| {
-                let keys: Vec<StateKey> = store
-                    .export(&ScopeKey::session(&p, &s.stream_id), now)
-                    .into_iter()
-                    .map(|(key, e)| StateKey {
-                        key,
-                        value: e.value,
-                        expires_at_ms: e.expires_at_ms,
-                    })
-                    .collect();
-                (!keys.is_empty()).then_some((p, keys))
-            })
-            .collect();
+        let plugin_state = self.plugin_state(&s.stream_id, now);
         JournalEntry {
             stream_id: s.stream_id,
             product: s.product,
@@ -310,16 +300,50 @@ impl JournalWriter {
         }
     }
 
+    /// The session state every plugin of the pipeline holds for `stream_id`.
+    fn plugin_state(&self, stream_id: &str, now: u64) -> Vec<(String, Vec<StateKey>)> {
+        let store = self.shared.rt.state();
+        self.shared
+            .table
+            .load()
+            .plugins
+            .iter()
+            .map(|p| p.name.to_string())
+            .filter_map(|p| {
+                let keys: Vec<StateKey> = store
+                    .export(&ScopeKey::session(&p, stream_id), now)
+                    .into_iter()
+                    .map(|(key, e)| StateKey {
+                        key,
+                        value: e.value,
+                        expires_at_ms: e.expires_at_ms,
+                    })
+                    .collect();
+                (!keys.is_empty()).then_some((p, keys))
+            })
+            .collect()
+    }
+
     /// Writes what changed since the last tick, and a heartbeat.
     pub fn tick(&self) {
         let now = now_ms();
-        let current: HashMap<String, JournalEntry> = self
+        let mut current: HashMap<String, JournalEntry> = self
             .sessions
             .snapshots()
             .into_iter()
             .map(|s| (s.stream_id.clone(), self.entry(s, now)))
             .collect();
         let mut written = self.written.lock();
+        if self.frozen.load(Ordering::Relaxed) {
+            // Handed off: an ended stream keeps its entry, with the state its plugins left.
+            for (id, e) in written.iter() {
+                if !current.contains_key(id) {
+                    let mut kept = e.clone();
+                    kept.plugin_state = self.plugin_state(id, now);
+                    current.insert(id.clone(), kept);
+                }
+            }
+        }
         let put: Vec<JournalEntry> = current
             .values()
             .filter(|e| written.get(&e.stream_id) != Some(e))

@@ -7,6 +7,7 @@
 //! ends every stream within the grace period (each plugin drains its queue and gets
 //! `on-session-end(shutdown)`), flushes the sinks and returns the final counters.
 
+pub mod handoff;
 pub mod journal;
 pub mod replay;
 pub mod signals;
@@ -53,6 +54,9 @@ pub struct StartOptions {
     /// Where the admin routes are served (`rtms-host run` binds `[admin] listen` when
     /// `admin.enabled`); none without it. Refused beyond loopback without an admin token.
     pub admin_listener: Option<TcpListener>,
+    /// Resume the journaled streams only once this completes: a successor process waits
+    /// for its predecessor to release them ([`handoff`]).
+    pub journal_after: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 pub type HostSessions = Sessions<HostSinkFactory, WsConnector>;
@@ -288,6 +292,7 @@ async fn start_journal(
     resumed: &ResumeSet,
     stop: &CancellationToken,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    after: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 ) -> Result<Option<Arc<journal::JournalWriter>>> {
     let Some(dir) = &pipeline.runtime.journal_dir else {
         return Ok(None);
@@ -299,10 +304,29 @@ async fn start_journal(
         shared.clone(),
     ));
     let grace = pipeline.runtime.journal_grace;
-    let (ok, ended) = journal::resume(&writer, resumed, grace, sessions.max_streams())
+    let max = sessions.max_streams();
+    let shown = dir.display().to_string();
+    if let Some(after) = after {
+        // A successor: the journal is its predecessor's until it released the streams.
+        let (w, r, stop) = (writer.clone(), resumed.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            after.await;
+            match journal::resume(&w, &r, grace, max).await {
+                Ok((ok, ended)) => {
+                    tracing::info!(dir = %shown, resumed = ok, ended, ?grace, "hand-off: streams taken over from the predecessor");
+                }
+                Err(e) => {
+                    tracing::error!(dir = %shown, error = %e, "hand-off: cannot read the stream journal: the predecessor's streams are not resumed");
+                }
+            }
+            w.run(stop).await;
+        }));
+        return Ok(Some(writer));
+    }
+    let (ok, ended) = journal::resume(&writer, resumed, grace, max)
         .await
-        .with_context(|| format!("cannot read the stream journal in {}", dir.display()))?;
-    tracing::info!(dir = %dir.display(), resumed = ok, ended, ?grace, "stream journal open");
+        .with_context(|| format!("cannot read the stream journal in {shown}"))?;
+    tracing::info!(dir = %shown, resumed = ok, ended, ?grace, "stream journal open");
     tasks.push(tokio::spawn(writer.clone().run(stop.clone())));
     Ok(Some(writer))
 }
@@ -385,8 +409,11 @@ impl Service {
         let failures = counters.event_ws_failures.clone();
         let intake = (listener, ingress_cfg, handler, event_ws, event_connector);
         tasks.extend(spawn_intake(intake, failures, &stop));
-        let journal =
-            start_journal(&pipeline, &sessions, &shared, &resumed, &stop, &mut tasks).await?;
+        let after = opts.journal_after;
+        let journal = start_journal(
+            &pipeline, &sessions, &shared, &resumed, &stop, &mut tasks, after,
+        )
+        .await?;
         let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
         let grace = pipeline.runtime.shutdown_grace;
         let reloader = Reloader::new(pipeline, env, shared.clone()).with_log(reloads);
@@ -440,6 +467,32 @@ impl Service {
     /// A SIGHUP-style reload request that does not wait.
     pub fn request_reload(&self) {
         let _ = self.triggers.send(Trigger::Signal);
+    }
+
+    /// Hands the live streams to a successor process that serves the same listening
+    /// sockets ([`handoff`]): like [`Service::shutdown`], but the streams are released rather
+    /// than ended (plugins get `on-session-end(reload)`, keep their session state) and the
+    /// journal keeps their entries for the successor to resume.
+    pub async fn hand_off(self) -> MetricsSnapshot {
+        let Some(j) = &self.journal else {
+            tracing::error!("hand-off without [runtime] journal_dir: the streams end here");
+            return self.shutdown().await;
+        };
+        tracing::info!(
+            streams = self.sessions.len(),
+            "handing off: no new streams here; live ones go to the successor"
+        );
+        j.freeze();
+        self.shared
+            .services
+            .handing_off
+            .store(true, Ordering::Relaxed);
+        self.shutdown().await
+    }
+
+    /// Whether hand-off can keep the streams (`[runtime] journal_dir` is set).
+    pub fn can_hand_off(&self) -> bool {
+        self.journal.is_some()
     }
 
     /// Stops intake, ends every stream (plugins get `on-session-end(shutdown)`), flushes

@@ -273,7 +273,7 @@ mod imp {
         let headers = Fields::new();
         for (n, v) in &r.headers {
             headers
-                .append(&n.to_ascii_lowercase(), &v.as_bytes().to_vec())
+                .append(&n.to_ascii_lowercase(), v.as_bytes())
                 .map_err(|e| HttpError::Protocol(format!("header {n:?}: {e:?}")))?;
         }
         let req = OutgoingRequest::new(headers);

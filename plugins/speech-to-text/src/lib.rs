@@ -465,13 +465,13 @@ impl SpeechToText {
     fn line(&mut self, label: &str, r: Recognised) {
         self.lines += 1;
         let line = format!("{label}: {}", r.text);
-        if let Some(f) = &mut self.file {
-            if let Err(e) = writeln!(f, "{line}") {
-                rtms_plugin::log(
-                    Level::Error,
-                    &format!("cannot write the transcript file: {e}"),
-                );
-            }
+        if let Some(f) = &mut self.file
+            && let Err(e) = writeln!(f, "{line}")
+        {
+            rtms_plugin::log(
+                Level::Error,
+                &format!("cannot write the transcript file: {e}"),
+            );
         }
         let data = serde_json::json!({
             "speaker": label, "text": r.text, "start": r.start, "duration": r.duration,
