@@ -39,7 +39,8 @@ use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use rtms_proto::WebhookEvent;
 use rtms_proto::sign::{url_validation_token, verify_webhook};
-use rtms_proto::webhook::{Envelope, URL_VALIDATION, truncated};
+use rtms_proto::text::truncated;
+use rtms_proto::webhook::{Envelope, URL_VALIDATION};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rtms_proto::webhook::truncated;
+use rtms_proto::text::truncated;
 use rtms_proto::{WebhookAction, WebhookEvent};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;

@@ -72,7 +72,7 @@ impl TapArgs {
 pub fn human(ev: &Value) -> Option<String> {
     let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or("");
     let n = |k: &str| ev.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let short = |id: &str| id.chars().take(12).collect::<String>();
+    let short = |id: &str| rtms_proto::text::prefix(id, 12).to_owned();
     match s("type") {
         "frame" => {
             let who = match (s("user_name"), s("user_id")) {
