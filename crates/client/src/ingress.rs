@@ -27,10 +27,9 @@
 //! (a few lines per kind per interval, then a summary), never with the secret, and with
 //! what came from the network cut short.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -44,6 +43,7 @@ use rtms_proto::webhook::{Envelope, URL_VALIDATION};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::dedup::{Dedup, event_key};
 use crate::listener::{ConnStats, Listener, Policy, reply as listener_reply};
 use crate::ratelog;
 
@@ -120,7 +120,7 @@ impl Default for IngressConfig {
             secret_token: String::new(),
             max_body_bytes: 1024 * 1024,
             timestamp_window_secs: 300,
-            dedup_ttl: Duration::from_secs(15 * 60),
+            dedup_ttl: crate::dedup::DEFAULT_WINDOW,
             dedup_capacity: 10_000,
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
@@ -263,49 +263,6 @@ pub trait IngressHandler: Send + Sync + 'static {
     /// Every webhook request's outcome (metrics). The default ignores it.
     fn observe(&self, seen: WebhookSeen<'_>) {
         let _ = seen;
-    }
-}
-
-/// Remembers delivered events to drop retries, with an expiry and a size bound.
-struct Dedup {
-    ttl: Duration,
-    capacity: usize,
-    seen: HashMap<(String, String, i64), Instant>,
-    order: VecDeque<((String, String, i64), Instant)>,
-}
-
-impl Dedup {
-    fn new(ttl: Duration, capacity: usize) -> Self {
-        Self {
-            ttl,
-            capacity: capacity.max(1),
-            seen: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    /// True when the key is new (and now remembered).
-    fn first_time(&mut self, key: (String, String, i64), now: Instant) -> bool {
-        while let Some((k, at)) = self.order.front() {
-            if now.duration_since(*at) < self.ttl && self.order.len() < self.capacity {
-                break;
-            }
-            if self.seen.get(k) == Some(at) {
-                self.seen.remove(k);
-            }
-            self.order.pop_front();
-        }
-        if self.seen.contains_key(&key) {
-            return false;
-        }
-        self.seen.insert(key.clone(), now);
-        self.order.push_back((key, now));
-        true
-    }
-
-    /// Forgets a key (an event the handler refused, so Zoom's retry gets through).
-    fn forget(&mut self, key: &(String, String, i64)) {
-        self.seen.remove(key);
     }
 }
 
@@ -571,12 +528,12 @@ impl Ingress {
             }
             Err(e) => return bad(e.to_string()),
         };
-        let key = (ev.event.clone(), ev.stream_id.clone(), ev.event_ts);
+        let key = event_key(&ev);
         let first = self
             .dedup
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .first_time(key.clone(), Instant::now());
+            .first_time(key.clone(), tokio::time::Instant::now());
         let stream_id = truncated(&ev.stream_id, 128).into_owned();
         if !first {
             tracing::info!(

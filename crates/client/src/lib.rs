@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`ingress`]: the HTTP server for webhooks (signature, replay window, dedup), health and
 //!   extra routes.
+//! - [`dedup`]: the one de-duplicator of Zoom's events (webhooks and the event WebSocket).
 //! - [`listener`]: the HTTP plumbing the ingress and the host's admin listener share: the
 //!   accept loop, the connection policy, bounded bodies, replies, counters of closed
 //!   connections.
@@ -31,6 +32,7 @@ pub mod backoff;
 pub mod codec;
 pub mod config;
 pub mod decode;
+pub mod dedup;
 pub mod frame;
 pub mod ingress;
 pub mod link;
@@ -50,6 +52,7 @@ pub use allow::AllowList;
 pub use codec::{Codec, JsonCodec, Outgoing};
 pub use config::{ClientConfig, MediaMode, Resilience};
 pub use decode::{DecodeError, Decoded, decode};
+pub use dedup::Dedup;
 pub use frame::{Frame, MediaKind, TranscriptInfo};
 pub use ingress::{
     AppRequest, AppRoutes, IngressConfig, IngressHandler, IngressStats, Refusal, WebhookOutcome,

@@ -7,14 +7,15 @@
 //! connection that has said nothing for three heartbeats as dead. It reconnects with
 //! exponential backoff and jitter (1 s doubling to 60 s, reset once a connection lived a
 //! minute), fetching a fresh token each time. Events go to the same handler as webhooks, after
-//! a bounded de-duplication of `(event, stream, event_ts)`. The URL, which holds the token, is
+//! the de-duplication webhooks get (`rtms_client::dedup`: `(event, stream, event_ts)`, remembered
+//! for 15 minutes, at most 4096 of them). The URL, which holds the token, is
 //! never logged.
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use rtms_client::dedup::{DEFAULT_WINDOW, Dedup, event_key};
 use rtms_client::{Connector, IngressHandler, WebhookOutcome, WebhookSeen, WsConnector};
 use rtms_config::EventWs;
 use rtms_proto::text::truncated;
@@ -27,34 +28,12 @@ use tokio_util::sync::CancellationToken;
 use crate::flows::zoom_rest::ZoomRest;
 use crate::urlenc::encode;
 
-/// Events remembered for de-duplication.
+/// Events remembered for de-duplication (each for [`rtms_client::dedup::DEFAULT_WINDOW`]).
 const DEDUP: usize = 4096;
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A connection that lived this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
-
-/// Remembers the last [`DEDUP`] events.
-#[derive(Default)]
-struct Seen {
-    set: HashSet<(String, String, i64)>,
-    order: VecDeque<(String, String, i64)>,
-}
-
-impl Seen {
-    fn first_time(&mut self, key: (String, String, i64)) -> bool {
-        if !self.set.insert(key.clone()) {
-            return false;
-        }
-        self.order.push_back(key);
-        if self.order.len() > DEDUP
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
-    }
-}
 
 /// Runs the intake until `shutdown`.
 pub async fn run(
@@ -66,7 +45,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::ZERO;
-    let mut seen = Seen::default();
+    let mut seen = Dedup::new(DEFAULT_WINDOW, DEDUP);
     let mut failures = 0u64;
     // Counted for the metrics (`rtms_event_ws_failures_total`) and in the log lines.
     let mut fail = || {
@@ -165,7 +144,7 @@ pub async fn run(
 }
 
 /// One message: an event goes to the handler, a heartbeat answer is ignored.
-fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Seen) {
+fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Dedup) {
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -213,7 +192,7 @@ fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Seen) {
         }
     };
     let name = ev.event.clone();
-    if !seen.first_time((ev.event.clone(), ev.stream_id.clone(), ev.event_ts)) {
+    if !seen.first_time(event_key(&ev), Instant::now()) {
         handler.observe(WebhookSeen {
             event: Some(&name),
             outcome: WebhookOutcome::Duplicate,
@@ -264,4 +243,53 @@ fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Seen) {
         outcome,
         delay: None,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what the intake handed over and how it counted each message.
+    #[derive(Default)]
+    struct Recorder {
+        events: parking_lot::Mutex<Vec<(String, i64)>>,
+        outcomes: parking_lot::Mutex<Vec<&'static str>>,
+    }
+
+    impl IngressHandler for Recorder {
+        fn on_event(&self, ev: rtms_proto::WebhookEvent) -> Result<(), rtms_client::Refusal> {
+            self.events.lock().push((ev.stream_id, ev.event_ts));
+            Ok(())
+        }
+        fn observe(&self, seen: WebhookSeen<'_>) {
+            self.outcomes.lock().push(seen.outcome.as_str());
+        }
+    }
+
+    fn message(stream: &str, ts: i64) -> String {
+        let content = json!({
+            "event": "meeting.rtms_started", "event_ts": ts,
+            "payload": {"meeting_uuid": "u", "rtms_stream_id": stream,
+                        "server_urls": "wss://a.zoom.us/x"},
+        });
+        json!({"module": "message", "content": content.to_string()}).to_string()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeated_event_is_handed_over_once_and_counted_as_a_duplicate() {
+        let h = Recorder::default();
+        let mut seen = Dedup::new(DEFAULT_WINDOW, DEDUP);
+        on_text(&message("s1", 1), &h, &mut seen);
+        on_text(&message("s1", 1), &h, &mut seen);
+        on_text(&message("s1", 2), &h, &mut seen);
+        assert_eq!(
+            *h.events.lock(),
+            [("s1".to_owned(), 1), ("s1".to_owned(), 2)]
+        );
+        assert_eq!(*h.outcomes.lock(), ["accepted", "duplicate", "accepted"]);
+        // Past the window the same event is new again.
+        tokio::time::advance(DEFAULT_WINDOW).await;
+        on_text(&message("s1", 1), &h, &mut seen);
+        assert_eq!(h.events.lock().len(), 3);
+    }
 }
