@@ -28,7 +28,7 @@ use crate::dataplane::registry::{Registry, SessionDesc};
 use crate::dataplane::stats::{Metrics, MetricsSnapshot};
 use crate::outputs::deadletter::DeadLetters;
 use crate::outputs::{OutputBounds, start_sinks_with};
-use crate::pipeline::build::{build_table, runtime_config};
+use crate::pipeline::build::{build_table, net_settings, runtime_config};
 use crate::sandbox::Runtime;
 use crate::sandbox::bindings::EndReason;
 
@@ -119,7 +119,8 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
     };
     let table = build_table(pipeline, &rt, &metrics, None, 1).await?;
     let bounds = OutputBounds::from(&pipeline.runtime);
-    let (outputs, sinks) = start_sinks_with(pipeline.sinks.clone(), bounds).await?;
+    let (outputs, sinks) =
+        start_sinks_with(pipeline.sinks.clone(), bounds, &net_settings(pipeline)).await?;
     let shared = Registry::new(
         rt,
         table,
