@@ -490,49 +490,63 @@ impl Ingress {
             Ok(env) => env,
             Err(e) => return (self.bad_request(e.to_string()), O::BadRequest, None, true),
         };
-        let event = Some(env.event.clone());
-        let bad = |why: String| (self.bad_request(why), O::BadRequest, event.clone(), true);
-        if env.event == URL_VALIDATION {
-            let plain = match env.payload.get("plainToken").and_then(|v| v.as_str()) {
-                None => return bad("payload.plainToken missing".into()),
-                Some(p) if p.is_empty() || p.len() > MAX_PLAIN_TOKEN => {
-                    return bad(format!(
-                        "payload.plainToken must be 1 to {MAX_PLAIN_TOKEN} bytes"
-                    ));
+        let (r, outcome) = if env.event == URL_VALIDATION {
+            self.url_validation(&env)
+        } else {
+            match env.rtms_event() {
+                Ok(Some(ev)) => self.deliver(ev),
+                Ok(None) => {
+                    tracing::debug!(
+                        event = %truncated(&env.event, 64),
+                        "not an RTMS lifecycle event: acknowledged, ignored"
+                    );
+                    (reply(StatusCode::OK, ""), O::Ignored)
                 }
-                // Never sign what looks like a signature's input, even when asked by Zoom.
-                Some(p) if p.starts_with("v0:") => {
-                    return bad("payload.plainToken is not a token".into());
-                }
-                Some(p) => p,
-            };
-            bump(&self.cfg.stats.validations);
-            tracing::info!("answering endpoint.url_validation");
-            let r = json_reply(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "plainToken": plain,
-                    "encryptedToken": url_validation_token(&self.cfg.secret_token, plain),
-                }),
-            );
-            return (r, O::Validated, event, true);
-        }
-        let ev = match env.rtms_event() {
-            Ok(Some(ev)) => ev,
-            Ok(None) => {
-                tracing::debug!(
-                    event = %truncated(&env.event, 64),
-                    "not an RTMS lifecycle event: acknowledged, ignored"
-                );
-                return (reply(StatusCode::OK, ""), O::Ignored, event, true);
+                Err(e) => (self.bad_request(e.to_string()), O::BadRequest),
             }
-            Err(e) => return bad(e.to_string()),
         };
+        (r, outcome, Some(env.event), true)
+    }
+
+    /// Answers Zoom's `endpoint.url_validation` challenge (signed, its token bounded).
+    fn url_validation(&self, env: &Envelope) -> Answer {
+        let bad = |why: String| (self.bad_request(why), WebhookOutcome::BadRequest);
+        let plain = match env.payload.get("plainToken").and_then(|v| v.as_str()) {
+            None => return bad("payload.plainToken missing".into()),
+            Some(p) if p.is_empty() || p.len() > MAX_PLAIN_TOKEN => {
+                return bad(format!(
+                    "payload.plainToken must be 1 to {MAX_PLAIN_TOKEN} bytes"
+                ));
+            }
+            // Never sign what looks like a signature's input, even when asked by Zoom.
+            Some(p) if p.starts_with("v0:") => {
+                return bad("payload.plainToken is not a token".into());
+            }
+            Some(p) => p,
+        };
+        bump(&self.cfg.stats.validations);
+        tracing::info!("answering endpoint.url_validation");
+        let r = json_reply(
+            StatusCode::OK,
+            &serde_json::json!({
+                "plainToken": plain,
+                "encryptedToken": url_validation_token(&self.cfg.secret_token, plain),
+            }),
+        );
+        (r, WebhookOutcome::Validated)
+    }
+
+    /// The de-duplicator's lock (a panic elsewhere never stops the intake).
+    fn dedup(&self) -> std::sync::MutexGuard<'_, Dedup> {
+        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands a verified RTMS event to the handler, once: Zoom's retries are answered and
+    /// dropped.
+    fn deliver(&self, ev: WebhookEvent) -> Answer {
         let key = event_key(&ev);
         let first = self
-            .dedup
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .dedup()
             .first_time(key.clone(), tokio::time::Instant::now());
         let stream_id = truncated(&ev.stream_id, 128).into_owned();
         if !first {
@@ -542,55 +556,60 @@ impl Ingress {
                 event_ts = ev.event_ts,
                 "duplicate webhook (Zoom retry): acknowledged, dropped"
             );
-            return (reply(StatusCode::OK, ""), O::Duplicate, event, true);
+            return (reply(StatusCode::OK, ""), WebhookOutcome::Duplicate);
         }
         let name = ev.event.clone();
         match self.handler.on_event(ev) {
             Ok(()) => {
                 bump(&self.cfg.stats.delivered);
                 tracing::info!(event = name, stream_id, "webhook accepted");
-                (reply(StatusCode::OK, ""), O::Accepted, event, true)
+                (reply(StatusCode::OK, ""), WebhookOutcome::Accepted)
             }
             Err(refusal) => {
                 // Zoom's retry of a refused event is handled anew; one for an unknown
                 // stream stays answered.
                 if !matches!(refusal, Refusal::UnknownStream(_)) {
-                    self.dedup
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .forget(&key);
+                    self.dedup().forget(&key);
                 }
-                match refusal {
-                    Refusal::Busy {
-                        retry_after,
-                        reason,
-                    } => {
-                        bump(&self.cfg.stats.refused_busy);
-                        let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"));
-                        r.headers_mut()
-                            .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
-                        (r, O::Busy, event, true)
-                    }
-                    Refusal::Unacceptable(reason) => {
-                        bump(&self.cfg.stats.refused_unacceptable);
-                        let r = reply(StatusCode::UNPROCESSABLE_ENTITY, format!("{reason}\n"));
-                        (r, O::Unacceptable, event, true)
-                    }
-                    Refusal::UnknownStream(reason) => {
-                        bump(&self.cfg.stats.unknown_stream);
-                        tracing::info!(
-                            event = name,
-                            stream_id,
-                            reason,
-                            "webhook for a stream this host does not run: acknowledged, nothing done"
-                        );
-                        (reply(StatusCode::OK, ""), O::UnknownStream, event, true)
-                    }
-                }
+                self.refused(refusal, &name, &stream_id)
+            }
+        }
+    }
+
+    /// The answer to an event the handler refused.
+    fn refused(&self, refusal: Refusal, name: &str, stream_id: &str) -> Answer {
+        match refusal {
+            Refusal::Busy {
+                retry_after,
+                reason,
+            } => {
+                bump(&self.cfg.stats.refused_busy);
+                let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"));
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+                (r, WebhookOutcome::Busy)
+            }
+            Refusal::Unacceptable(reason) => {
+                bump(&self.cfg.stats.refused_unacceptable);
+                let r = reply(StatusCode::UNPROCESSABLE_ENTITY, format!("{reason}\n"));
+                (r, WebhookOutcome::Unacceptable)
+            }
+            Refusal::UnknownStream(reason) => {
+                bump(&self.cfg.stats.unknown_stream);
+                tracing::info!(
+                    event = name,
+                    stream_id,
+                    reason,
+                    "webhook for a stream this host does not run: acknowledged, nothing done"
+                );
+                (reply(StatusCode::OK, ""), WebhookOutcome::UnknownStream)
             }
         }
     }
 }
+
+/// An answer and what became of the webhook.
+type Answer = (Response<Full<Bytes>>, WebhookOutcome);
 
 #[cfg(test)]
 mod tests;
