@@ -371,8 +371,6 @@ const LONG_FNS: &[(&str, &str, &str)] = &[
     ("host/src/plugin_dev/script.rs", "record", "not split yet"),
     ("host/src/plugin_dev/harness.rs", "run", "not split yet"),
     ("host/src/service/replay.rs", "replay_file", "not split yet"),
-    ("crates/client/src/sessions.rs", "spawn", "not split yet"),
-    ("crates/client/src/machine.rs", "handle", "not split yet: its arms are several lines each"),
     ("crates/sim/src/timeline.rs", "play", "not split yet"),
     ("crates/sim/src/server.rs", "conn_loop_inner", "not split yet"),
     ("crates/sim/src/cli.rs", "simulate_until", "not split yet"),
