@@ -370,7 +370,6 @@ const LONG_FNS: &[(&str, &str, &str)] = &[
     ("host/src/plugin_dev/scaffold.rs", "create", "not split yet"),
     ("host/src/plugin_dev/script.rs", "record", "not split yet"),
     ("host/src/plugin_dev/harness.rs", "run", "not split yet"),
-    ("host/src/service/replay.rs", "replay_file", "not split yet"),
     ("crates/sim/src/timeline.rs", "play", "not split yet"),
     ("crates/sim/src/server.rs", "conn_loop_inner", "not split yet"),
     ("crates/sim/src/cli.rs", "simulate_until", "not split yet"),
