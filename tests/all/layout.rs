@@ -367,8 +367,6 @@ const MAX_FN_LINES: usize = 80;
 /// an entry that is no longer long, so the list only shrinks.
 #[rustfmt::skip]
 const LONG_FNS: &[(&str, &str, &str)] = &[
-    ("host/src/plugin_dev/script.rs", "record", "not split yet"),
-    ("host/src/plugin_dev/harness.rs", "run", "not split yet"),
     ("crates/sim/src/timeline.rs", "play", "not split yet"),
     ("crates/sim/src/server.rs", "conn_loop_inner", "not split yet"),
     ("crates/sim/src/cli.rs", "simulate_until", "not split yet"),
