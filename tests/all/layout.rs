@@ -368,8 +368,6 @@ const MAX_FN_LINES: usize = 80;
 #[rustfmt::skip]
 const LONG_FNS: &[(&str, &str, &str)] = &[
     ("crates/config/src/diff/plugin.rs", "changed_settings", "a flat table: each part destructured whole and one row per setting, so a new field must be classified there"),
-    ("benches/src/drain.rs", "run_one", "not split yet"),
-    ("benches/src/drain.rs", "run", "not split yet"),
     ("benches/src/call.rs", "one", "not split yet"),
     ("benches/src/reload.rs", "run", "not split yet"),
     ("benches/src/concurrency.rs", "run_host", "not split yet"),
