@@ -370,8 +370,6 @@ const LONG_FNS: &[(&str, &str, &str)] = &[
     ("crates/config/src/diff/plugin.rs", "changed_settings", "a flat table: each part destructured whole and one row per setting, so a new field must be classified there"),
     ("benches/src/call.rs", "one", "not split yet"),
     ("benches/src/reload.rs", "run", "not split yet"),
-    ("benches/src/concurrency.rs", "run_host", "not split yet"),
-    ("benches/src/concurrency.rs", "push_rows", "not split yet"),
 ];
 
 /// Every function with a body in `text`: (name, first line, length in lines). Strings,
