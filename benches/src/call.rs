@@ -100,12 +100,66 @@ async fn one(
     quick: bool,
     base: Option<(f64, f64, f64)>,
 ) -> Result<(f64, f64, f64)> {
-    let ratio = |v: f64, b: Option<f64>| match b {
+    let (cold, warm) = load_times(report, name, path, quick, base).await?;
+    let rt = Runtime::new(&RuntimeConfig {
+        cache_dir: Some(setup::warm_cache()),
+        epoch_tick: Duration::from_millis(5),
+    })?;
+    let code = rt.load(path).await?;
+    let (outputs, sinks) = start_sinks(vec![]).await?;
+    let ctx = Arc::new(InstanceCtx::new(
+        name.into(),
+        1,
+        "bench".into(),
+        "bench".into(),
+        Default::default(),
+        rtms_host::dataplane::embed::PluginLink::new(outputs, Default::default()),
+    ));
+    // Instantiation: a fresh instance, init and on-session-start, as a new session costs.
+    let (spec, info) = (bench_spec(), bench_session());
+    let mut starts = Vec::new();
+    let mut inst = None;
+    for _ in 0..if quick { 5 } else { 21 } {
+        let t = Instant::now();
+        let mut i = Instance::new(&rt, code.clone(), &spec, ctx.clone()).await?;
+        i.init(&[]).await?;
+        i.session_start(&info).await?;
+        starts.push(t.elapsed().as_secs_f64() * 1e6);
+        inst = Some(i);
+    }
+    let mut inst = inst.expect("at least one instance");
+    report.push(Row::new(
+        "call",
+        &format!("{name} instantiate + init + start"),
+        "us",
+        median(starts),
+    ));
+    let at32 = call_rates(report, name, &mut inst, quick, base).await?;
+    // The sinks finish once every sender is gone: the instance and the context it shares.
+    drop(inst);
+    drop(ctx);
+    sinks.finish().await;
+    Ok((at32, cold, warm))
+}
+
+/// The ratio to the Rust skeleton's figure, as a note.
+fn ratio(v: f64, b: Option<f64>) -> String {
+    match b {
         Some(b) if b > 0.0 => format!(", x{:.1} the rust skeleton", v / b),
         _ => String::new(),
-    };
+    }
+}
+
+/// The first compile (an empty cache each time) and the load from the cache it filled (a
+/// new runtime), medians in ms; reported.
+async fn load_times(
+    report: &mut Report,
+    name: &str,
+    path: &Path,
+    quick: bool,
+    base: Option<(f64, f64, f64)>,
+) -> Result<(f64, f64)> {
     let bytes = std::fs::read(path)?;
-    // Cold: an empty cache each time. Warm: a new runtime on the cache the cold run filled.
     let runs = if quick { 1 } else { 3 };
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     for _ in 0..runs {
@@ -139,24 +193,12 @@ async fn one(
                 .to_owned(),
         ),
     );
+    Ok((cold, warm))
+}
 
-    let rt = Runtime::new(&RuntimeConfig {
-        cache_dir: Some(setup::warm_cache()),
-        epoch_tick: Duration::from_millis(5),
-    })?;
-    let code = rt.load(path).await?;
-    let (outputs, sinks) = start_sinks(vec![]).await?;
-    let ctx = Arc::new(InstanceCtx::new(
-        name.into(),
-        1,
-        "bench".into(),
-        "bench".into(),
-        Default::default(),
-        rtms_host::dataplane::embed::PluginLink::new(outputs, Default::default()),
-    ));
-    let config: Vec<(String, String)> = vec![];
-    // CPython and SpiderMonkey need more than the default 64 MiB.
-    let spec = InstanceSpec {
+/// The instance's limits: CPython and SpiderMonkey need more than the default 64 MiB.
+fn bench_spec() -> InstanceSpec {
+    InstanceSpec {
         memory_bytes: 256 << 20,
         call_timeout: Duration::from_secs(1),
         grants: vec![],
@@ -164,8 +206,12 @@ async fn one(
         config: vec![],
         caps: Default::default(),
         net: None,
-    };
-    let info = SessionInfo {
+    }
+}
+
+/// The session the instance is started on: 16 kHz mono L16 in 20 ms frames.
+fn bench_session() -> SessionInfo {
+    SessionInfo {
         session: 1,
         product: Product::Meeting,
         meeting_id: "bench".into(),
@@ -180,25 +226,18 @@ async fn one(
             frame_ms: 20,
             per_speaker: false,
         }),
-    };
-    // Instantiation: a fresh instance, init and on-session-start, as a new session costs.
-    let mut starts = Vec::new();
-    let mut inst = None;
-    for _ in 0..if quick { 5 } else { 21 } {
-        let t = Instant::now();
-        let mut i = Instance::new(&rt, code.clone(), &spec, ctx.clone()).await?;
-        i.init(&config).await?;
-        i.session_start(&info).await?;
-        starts.push(t.elapsed().as_secs_f64() * 1e6);
-        inst = Some(i);
     }
-    let mut inst = inst.expect("at least one instance");
-    report.push(Row::new(
-        "call",
-        &format!("{name} instantiate + init + start"),
-        "us",
-        median(starts),
-    ));
+}
+
+/// `on-frames` calls for a time budget per batch shape; reported; returns ns/frame at
+/// batch 32 x 640 B.
+async fn call_rates(
+    report: &mut Report,
+    name: &str,
+    inst: &mut Instance,
+    quick: bool,
+    base: Option<(f64, f64, f64)>,
+) -> Result<f64> {
     let mut at32 = 0.0;
     let budget = Duration::from_millis(if quick { 150 } else { 700 });
     for (batch, bytes) in [
@@ -222,10 +261,11 @@ async fn one(
         }
         let per_call = started.elapsed().as_secs_f64() / calls as f64;
         let per_frame_ns = per_call * 1e9 / batch as f64;
-        if batch == 32 && bytes == 640 {
+        let at_32 = batch == 32 && bytes == 640;
+        if at_32 {
             at32 = per_frame_ns;
         }
-        let vs = if batch == 32 && bytes == 640 {
+        let vs = if at_32 {
             ratio(per_frame_ns, base.map(|b| b.0))
         } else {
             String::new()
@@ -245,9 +285,5 @@ async fn one(
             json!({"batch": batch, "bytes": bytes, "calls": calls, "us_per_call": per_call * 1e6});
         report.push(row);
     }
-    // The sinks finish once every sender is gone: the instance and the context it shares.
-    drop(inst);
-    drop(ctx);
-    sinks.finish().await;
-    Ok((at32, cold, warm))
+    Ok(at32)
 }

@@ -324,45 +324,15 @@ async fn run_host(n: usize, window: Duration) -> Result<Window> {
     );
     let inflight = Arc::new(InFlight::new());
     let hist = Arc::new(Histogram::default());
-    let f = inflight.clone();
-    let read_tap: rtms_host::dataplane::bridge::ReadTap = Arc::new(move |s, fr, at| {
-        if fr.kind == MediaKind::Audio
-            && let Ok(mut m) = f.shard(s.info.session).lock()
-        {
-            m.insert((s.info.session, fr.seq), (at, AUDIO_PLUGINS.len() as u8));
-        }
-    });
-    let svc = setup::start_host(
-        &pipe,
-        dir.path(),
-        StartOptions {
-            read_tap: Some(read_tap),
-            watch: None,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let (f, h) = (inflight.clone(), hist.clone());
+    let opts = StartOptions {
+        read_tap: Some(read_stamp(inflight.clone())),
+        watch: None,
+        ..Default::default()
+    };
+    let svc = setup::start_host(&pipe, dir.path(), opts).await?;
     svc.shared()
         .metrics
-        .set_batch_hook(BatchHook(Arc::new(move |session, plugin, frames| {
-            if !AUDIO_PLUGINS.contains(&plugin) {
-                return;
-            }
-            let now = Instant::now();
-            if let Ok(mut m) = f.shard(session).lock() {
-                for fr in frames.iter().filter(|fr| fr.kind == MediaKind::Audio) {
-                    let key = (session, fr.seq);
-                    if let Some((t, left)) = m.get_mut(&key) {
-                        h.record(now - *t);
-                        *left -= 1;
-                        if *left == 0 {
-                            m.remove(&key);
-                        }
-                    }
-                }
-            }
-        })));
+        .set_batch_hook(latency_hook(inflight.clone(), hist.clone()));
     let mut w = Window {
         rss_before: probe::rss_bytes("self").unwrap_or(0),
         ..Default::default()
@@ -393,6 +363,41 @@ async fn run_host(n: usize, window: Duration) -> Result<Window> {
         .map(|p| (p.to_string(), m.plugins.get(*p).map_or(0, |s| s.delivered)))
         .collect();
     Ok(w)
+}
+
+/// Stamps each audio frame with the moment its socket read returned, to be taken by both
+/// audio plugins.
+fn read_stamp(inflight: Arc<InFlight>) -> rtms_host::dataplane::bridge::ReadTap {
+    Arc::new(move |s, fr, at| {
+        if fr.kind == MediaKind::Audio
+            && let Ok(mut m) = inflight.shard(s.info.session).lock()
+        {
+            m.insert((s.info.session, fr.seq), (at, AUDIO_PLUGINS.len() as u8));
+        }
+    })
+}
+
+/// Records, for each audio frame an audio plugin's call returned with, the time since its
+/// socket read; a frame is forgotten once both took it.
+fn latency_hook(inflight: Arc<InFlight>, hist: Arc<Histogram>) -> BatchHook {
+    BatchHook(Arc::new(move |session, plugin, frames| {
+        if !AUDIO_PLUGINS.contains(&plugin) {
+            return;
+        }
+        let now = Instant::now();
+        if let Ok(mut m) = inflight.shard(session).lock() {
+            for fr in frames.iter().filter(|fr| fr.kind == MediaKind::Audio) {
+                let key = (session, fr.seq);
+                if let Some((t, left)) = m.get_mut(&key) {
+                    hist.record(now - *t);
+                    *left -= 1;
+                    if *left == 0 {
+                        m.remove(&key);
+                    }
+                }
+            }
+        }
+    }))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -439,6 +444,20 @@ fn push_rows(report: &mut Report, n: usize, window: Duration, raw: Option<&Windo
         Row::new("concurrency", &format!("{case} p999"), "ms", ms(host.p999))
             .note(format!("max {:.2} ms", ms(host.max))),
     );
+    push_cost_rows(report, n, raw, host, kept_up, &got);
+}
+
+/// The rows of what the host cost and whether it kept up: CPU against the raw reader's,
+/// RSS per session, drops.
+fn push_cost_rows(
+    report: &mut Report,
+    n: usize,
+    raw: Option<&Window>,
+    host: &Window,
+    kept_up: bool,
+    got: &[String],
+) {
+    let case = format!("{n} meetings");
     let mut r = Row::new(
         "concurrency",
         &format!("{case} host CPU"),

@@ -34,7 +34,7 @@ use rtms_host::service::StartOptions;
 use serde_json::json;
 
 use crate::report::{Report, Row};
-use crate::sender::{self, Sender, SenderReq};
+use crate::sender::{self, Sender, SenderReq, Sent};
 use crate::setup::{self, PipeDef, PluginDef, Stamps};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -136,11 +136,8 @@ pub async fn run_one(case: Case, frames: u64, frame_ms: u32, in_process: bool) -
             dropped: 0,
         });
     }
-    let plugins = case.audio_plugins();
-    let stamps = Stamps::new(frames * plugins.len() as u64);
-    let dir = tempfile::tempdir()?;
-    let pipe = case.pipe(frame_ms);
-    let mut req = SenderReq {
+    let stamps = Stamps::new(frames * case.audio_plugins().len() as u64);
+    let req = SenderReq {
         frames,
         frame_ms,
         webhook_url: None,
@@ -150,94 +147,133 @@ pub async fn run_one(case: Case, frames: u64, frame_ms: u32, in_process: bool) -
         ready_settle_ms: None,
         hold_end: false,
     };
-    let mut dropped = 0;
-    let sender_cpu_s;
-    let (elapsed, sent) = match case {
-        Case::Raw => {
-            let (snd, body) = Sender::start(&req, in_process).await?;
-            let ev = sender::started_event(&body)?;
-            let s = stamps.clone();
-            let task = tokio::spawn(async move { crate::raw::run(&ev, frame_ms, s, None).await });
-            let e = stamps.wait(LIMIT).await?;
-            task.await.context("raw reader task")??;
-            sender_cpu_s = snd.pid().and_then(crate::probe::cpu_secs);
-            (e, snd.finished().await?)
-        }
-        Case::Client => {
-            let pipeline = pipe.pipeline(dir.path())?;
-            let cfg = rtms_host::pipeline::build::client_config(&pipeline)?;
-            let sessions =
-                Sessions::new(cfg, WsConnector::new(None)?, CountFactory(stamps.clone()));
-            let (snd, body) = Sender::start(&req, in_process).await?;
-            sessions
-                .handle(sender::started_event(&body)?)
-                .map_err(|r| anyhow::anyhow!("the stream was refused: {r:?}"))?;
-            let e = stamps.wait(LIMIT).await?;
-            sender_cpu_s = snd.pid().and_then(crate::probe::cpu_secs);
-            let sent = snd.finished().await?;
-            sessions.idle().await;
-            (e, sent)
-        }
-        Case::HostNoop | Case::HostAudio => {
-            let s = stamps.clone();
-            let tap: rtms_host::dataplane::bridge::Tap = Arc::new(move |_sess, f| {
-                if f.kind == MediaKind::Audio {
-                    s.first();
-                }
-            });
-            let svc = setup::start_host(
-                &pipe,
-                dir.path(),
-                StartOptions {
-                    tap: Some(tap),
-                    watch: None,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            let s = stamps.clone();
-            svc.shared()
-                .metrics
-                .set_batch_hook(BatchHook(Arc::new(move |_, plugin, frames| {
-                    if plugins.contains(&plugin) {
-                        s.add(frames.iter().filter(|f| f.kind == MediaKind::Audio).count() as u64);
-                    }
-                })));
-            req.webhook_url = Some(setup::webhook_url(&svc));
-            let (snd, _body) = Sender::start(&req, in_process).await?;
-            let e = stamps.wait(LIMIT).await?;
-            sender_cpu_s = snd.pid().and_then(crate::probe::cpu_secs);
-            let sent = snd.finished().await?;
-            tokio::time::timeout(LIMIT, svc.sessions().idle())
-                .await
-                .context("session did not end")?;
-            let m = svc.shutdown().await;
-            dropped = m
-                .plugins
-                .values()
-                .map(|p| p.dropped + p.discarded + p.dead_lettered)
-                .sum();
-            for p in plugins {
-                let d = m.plugins.get(*p).map_or(0, |p| p.delivered);
-                anyhow::ensure!(
-                    d == sent.audio,
-                    "{p} got {d} frames of the {} audio frames the sender's ledger counts",
-                    sent.audio
-                );
-            }
-            (e, sent)
-        }
+    let d = match case {
+        Case::Raw => drain_raw(req, &stamps, in_process).await?,
+        Case::Client => drain_client(case, req, &stamps, in_process).await?,
+        Case::HostNoop | Case::HostAudio => drain_host(case, req, &stamps, in_process).await?,
         Case::Sdk => unreachable!("handled above"),
     };
     anyhow::ensure!(
-        sent.audio == frames,
+        d.sent.audio == frames,
         "the sender's ledger counts {} audio frames, not {frames}",
-        sent.audio
+        d.sent.audio
     );
     Ok(Outcome {
-        rate: frames as f64 / elapsed.as_secs_f64().max(1e-9),
-        elapsed,
+        rate: frames as f64 / d.elapsed.as_secs_f64().max(1e-9),
+        elapsed: d.elapsed,
         cpu_s: stamps.cpu_s(),
+        sender_cpu_s: d.sender_cpu_s,
+        dropped: d.dropped,
+    })
+}
+
+/// What one receiver's drain came to.
+struct Drained {
+    elapsed: Duration,
+    sent: Sent,
+    sender_cpu_s: Option<f64>,
+    dropped: u64,
+}
+
+/// The raw reader drains the meeting.
+async fn drain_raw(req: SenderReq, stamps: &Arc<Stamps>, in_process: bool) -> Result<Drained> {
+    let (snd, body) = Sender::start(&req, in_process).await?;
+    let ev = sender::started_event(&body)?;
+    let s = stamps.clone();
+    let frame_ms = req.frame_ms;
+    let task = tokio::spawn(async move { crate::raw::run(&ev, frame_ms, s, None).await });
+    let elapsed = stamps.wait(LIMIT).await?;
+    task.await.context("raw reader task")??;
+    let sender_cpu_s = snd.pid().and_then(crate::probe::cpu_secs);
+    Ok(Drained {
+        elapsed,
+        sent: snd.finished().await?,
+        sender_cpu_s,
+        dropped: 0,
+    })
+}
+
+/// The RTMS client alone drains the meeting into a counting sink.
+async fn drain_client(
+    case: Case,
+    req: SenderReq,
+    stamps: &Arc<Stamps>,
+    in_process: bool,
+) -> Result<Drained> {
+    let dir = tempfile::tempdir()?;
+    let pipeline = case.pipe(req.frame_ms).pipeline(dir.path())?;
+    let cfg = rtms_host::pipeline::build::client_config(&pipeline)?;
+    let sessions = Sessions::new(cfg, WsConnector::new(None)?, CountFactory(stamps.clone()));
+    let (snd, body) = Sender::start(&req, in_process).await?;
+    sessions
+        .handle(sender::started_event(&body)?)
+        .map_err(|r| anyhow::anyhow!("the stream was refused: {r:?}"))?;
+    let elapsed = stamps.wait(LIMIT).await?;
+    let sender_cpu_s = snd.pid().and_then(crate::probe::cpu_secs);
+    let sent = snd.finished().await?;
+    sessions.idle().await;
+    Ok(Drained {
+        elapsed,
+        sent,
+        sender_cpu_s,
+        dropped: 0,
+    })
+}
+
+/// The whole host drains the meeting; every audio plugin must get every frame.
+async fn drain_host(
+    case: Case,
+    mut req: SenderReq,
+    stamps: &Arc<Stamps>,
+    in_process: bool,
+) -> Result<Drained> {
+    let plugins = case.audio_plugins();
+    let dir = tempfile::tempdir()?;
+    let s = stamps.clone();
+    let tap: rtms_host::dataplane::bridge::Tap = Arc::new(move |_sess, f| {
+        if f.kind == MediaKind::Audio {
+            s.first();
+        }
+    });
+    let opts = StartOptions {
+        tap: Some(tap),
+        watch: None,
+        ..Default::default()
+    };
+    let svc = setup::start_host(&case.pipe(req.frame_ms), dir.path(), opts).await?;
+    let s = stamps.clone();
+    svc.shared()
+        .metrics
+        .set_batch_hook(BatchHook(Arc::new(move |_, plugin, frames| {
+            if plugins.contains(&plugin) {
+                s.add(frames.iter().filter(|f| f.kind == MediaKind::Audio).count() as u64);
+            }
+        })));
+    req.webhook_url = Some(setup::webhook_url(&svc));
+    let (snd, _body) = Sender::start(&req, in_process).await?;
+    let elapsed = stamps.wait(LIMIT).await?;
+    let sender_cpu_s = snd.pid().and_then(crate::probe::cpu_secs);
+    let sent = snd.finished().await?;
+    tokio::time::timeout(LIMIT, svc.sessions().idle())
+        .await
+        .context("session did not end")?;
+    let m = svc.shutdown().await;
+    let dropped = m
+        .plugins
+        .values()
+        .map(|p| p.dropped + p.discarded + p.dead_lettered)
+        .sum();
+    for p in plugins {
+        let d = m.plugins.get(*p).map_or(0, |p| p.delivered);
+        anyhow::ensure!(
+            d == sent.audio,
+            "{p} got {d} frames of the {} audio frames the sender's ledger counts",
+            sent.audio
+        );
+    }
+    Ok(Drained {
+        elapsed,
+        sent,
         sender_cpu_s,
         dropped,
     })
@@ -289,114 +325,134 @@ pub async fn run(report: &mut Report, quick: bool, rounds: usize, only: &[String
         .filter(|(_, n)| only.is_empty() || only.iter().any(|c| c == n))
         .map(|(c, _)| *c)
         .collect();
-    for (frame_ms, frames, sdk_frames) in sizes(quick) {
-        let bytes = 32 * frame_ms;
-        let mut got: BTreeMap<Case, Vec<Outcome>> = BTreeMap::new();
-        let mut failed: BTreeMap<Case, String> = BTreeMap::new();
-        // Per round: each case's rate over raw's and over the SDK's.
-        let mut over_raw: BTreeMap<Case, Vec<f64>> = BTreeMap::new();
-        let mut over_sdk: BTreeMap<Case, Vec<f64>> = BTreeMap::new();
-        for round in 0..rounds {
-            let mut this: BTreeMap<Case, f64> = BTreeMap::new();
-            for &case in &cases {
-                if failed.contains_key(&case) {
-                    continue;
-                }
-                let n = if case == Case::Sdk {
-                    sdk_frames
-                } else {
-                    frames
-                };
-                match run_one(case, n, frame_ms, false).await {
-                    Ok(o) => {
-                        tracing::info!(case = case.name(), frame_ms, round, rate = o.rate, "drain");
-                        eprintln!(
-                            "  drain {frame_ms} ms round {} {:<36} {:>9.0} msgs/s",
-                            round + 1,
-                            case.name(),
-                            o.rate
-                        );
-                        this.insert(case, o.rate);
-                        got.entry(case).or_default().push(o);
-                    }
-                    Err(e) => {
-                        failed.insert(case, format!("{e:#}"));
-                    }
-                }
-            }
-            for (c, r) in &this {
-                if let Some(raw) = this.get(&Case::Raw) {
-                    over_raw.entry(*c).or_default().push(r / raw);
-                }
-                if let Some(sdk) = this.get(&Case::Sdk) {
-                    over_sdk.entry(*c).or_default().push(r / sdk);
-                }
-            }
-        }
+    for size in sizes(quick) {
+        let r = run_rounds(&cases, size, rounds).await;
         for &case in &cases {
-            let name = format!("{} {bytes} B", case.name());
-            if let Some(e) = failed.get(&case) {
-                report.push(Row::new("drain", &name, "msgs/s", 0.0).note(format!("FAILED: {e}")));
+            push_rows(report, case, size, &r);
+        }
+    }
+    Ok(())
+}
+
+/// What the rounds of one frame size measured.
+#[derive(Default)]
+struct Rounds {
+    got: BTreeMap<Case, Vec<Outcome>>,
+    failed: BTreeMap<Case, String>,
+    /// Per round: each case's rate over raw's and over the SDK's.
+    over_raw: BTreeMap<Case, Vec<f64>>,
+    over_sdk: BTreeMap<Case, Vec<f64>>,
+}
+
+/// Runs `cases` interleaved, `rounds` times, at one size `(frame_ms, frames, sdk_frames)`;
+/// a case that fails is not run again.
+async fn run_rounds(cases: &[Case], size: (u32, u64, u64), rounds: usize) -> Rounds {
+    let (frame_ms, frames, sdk_frames) = size;
+    let mut r = Rounds::default();
+    for round in 0..rounds {
+        let mut this: BTreeMap<Case, f64> = BTreeMap::new();
+        for &case in cases {
+            if r.failed.contains_key(&case) {
                 continue;
             }
-            let Some(os) = got.get(&case) else { continue };
-            let rates: Vec<f64> = os.iter().map(|o| o.rate).collect();
             let n = if case == Case::Sdk {
                 sdk_frames
             } else {
                 frames
             };
-            let cpus: Vec<f64> = os.iter().map(|o| o.cpu_us_per_msg(n)).collect();
-            let rate = median(&rates);
-            let mut note = format!(
-                "{} runs of {n} msgs: {} msgs/s; CPU {:.2} us/msg",
-                rates.len(),
-                spread(&rates),
-                median(&cpus)
-            );
-            let vs_raw = over_raw.get(&case).map(|v| median(v));
-            let vs_sdk = over_sdk.get(&case).map(|v| median(v));
-            if let Some(r) = vs_raw.filter(|_| case != Case::Raw) {
-                note += &format!("; {:.0} % of raw", 100.0 * r);
+            match run_one(case, n, frame_ms, false).await {
+                Ok(o) => {
+                    tracing::info!(case = case.name(), frame_ms, round, rate = o.rate, "drain");
+                    eprintln!(
+                        "  drain {frame_ms} ms round {} {:<36} {:>9.0} msgs/s",
+                        round + 1,
+                        case.name(),
+                        o.rate
+                    );
+                    this.insert(case, o.rate);
+                    r.got.entry(case).or_default().push(o);
+                }
+                Err(e) => {
+                    r.failed.insert(case, format!("{e:#}"));
+                }
             }
-            if let Some(r) = vs_sdk.filter(|_| case != Case::Sdk) {
-                note += &format!("; {r:.1}x the SDK");
+        }
+        for (c, rate) in &this {
+            if let Some(raw) = this.get(&Case::Raw) {
+                r.over_raw.entry(*c).or_default().push(rate / raw);
             }
-            let sender: Vec<f64> = os
-                .iter()
-                .filter_map(|o| o.sender_cpu_s)
-                .map(|c| c * 1e6 / n as f64)
-                .collect();
-            if !sender.is_empty() {
-                note += &format!("; sender {:.2} us/msg", median(&sender));
-            }
-            let dropped: u64 = os.iter().map(|o| o.dropped).sum();
-            if matches!(case, Case::HostNoop | Case::HostAudio) {
-                note += &format!("; drops {dropped}");
-            }
-            let mut row = Row::new("drain", &name, "msgs/s", rate).note(note);
-            row.extra = json!({"frames": n, "frame_ms": frame_ms, "bytes": bytes,
-                "rates": rates, "cpu_us_per_msg": cpus, "sender_cpu_us_per_msg": sender,
-                "elapsed_s": os.iter().map(|o| o.elapsed.as_secs_f64()).collect::<Vec<_>>(), "over_raw": over_raw.get(&case),
-                "over_sdk": over_sdk.get(&case), "dropped": dropped});
-            if case == Case::HostAudio && frame_ms == 20 {
-                let met = vs_raw.is_some_and(|r| r >= 0.5) && dropped == 0;
-                row = row.target(">= 50 % of raw", met);
-            }
-            report.push(row);
-            if case == Case::HostAudio
-                && frame_ms == 20
-                && let Some(r) = vs_sdk
-            {
-                report.push(
-                    Row::new("drain", &format!("host audio / sdk {bytes} B"), "x", r)
-                        .note("median of the per-round ratios")
-                        .target(">= 25x", r >= 25.0),
-                );
+            if let Some(sdk) = this.get(&Case::Sdk) {
+                r.over_sdk.entry(*c).or_default().push(rate / sdk);
             }
         }
     }
-    Ok(())
+    r
+}
+
+/// The report's rows for one case at one size.
+fn push_rows(report: &mut Report, case: Case, size: (u32, u64, u64), r: &Rounds) {
+    let (frame_ms, frames, sdk_frames) = size;
+    let bytes = 32 * frame_ms;
+    let name = format!("{} {bytes} B", case.name());
+    if let Some(e) = r.failed.get(&case) {
+        report.push(Row::new("drain", &name, "msgs/s", 0.0).note(format!("FAILED: {e}")));
+        return;
+    }
+    let Some(os) = r.got.get(&case) else { return };
+    let rates: Vec<f64> = os.iter().map(|o| o.rate).collect();
+    let n = if case == Case::Sdk {
+        sdk_frames
+    } else {
+        frames
+    };
+    let cpus: Vec<f64> = os.iter().map(|o| o.cpu_us_per_msg(n)).collect();
+    let rate = median(&rates);
+    let mut note = format!(
+        "{} runs of {n} msgs: {} msgs/s; CPU {:.2} us/msg",
+        rates.len(),
+        spread(&rates),
+        median(&cpus)
+    );
+    let vs_raw = r.over_raw.get(&case).map(|v| median(v));
+    let vs_sdk = r.over_sdk.get(&case).map(|v| median(v));
+    if let Some(x) = vs_raw.filter(|_| case != Case::Raw) {
+        note += &format!("; {:.0} % of raw", 100.0 * x);
+    }
+    if let Some(x) = vs_sdk.filter(|_| case != Case::Sdk) {
+        note += &format!("; {x:.1}x the SDK");
+    }
+    let sender: Vec<f64> = os
+        .iter()
+        .filter_map(|o| o.sender_cpu_s)
+        .map(|c| c * 1e6 / n as f64)
+        .collect();
+    if !sender.is_empty() {
+        note += &format!("; sender {:.2} us/msg", median(&sender));
+    }
+    let dropped: u64 = os.iter().map(|o| o.dropped).sum();
+    if matches!(case, Case::HostNoop | Case::HostAudio) {
+        note += &format!("; drops {dropped}");
+    }
+    let mut row = Row::new("drain", &name, "msgs/s", rate).note(note);
+    row.extra = json!({"frames": n, "frame_ms": frame_ms, "bytes": bytes,
+        "rates": rates, "cpu_us_per_msg": cpus, "sender_cpu_us_per_msg": sender,
+        "elapsed_s": os.iter().map(|o| o.elapsed.as_secs_f64()).collect::<Vec<_>>(), "over_raw": r.over_raw.get(&case),
+        "over_sdk": r.over_sdk.get(&case), "dropped": dropped});
+    if case == Case::HostAudio && frame_ms == 20 {
+        let met = vs_raw.is_some_and(|x| x >= 0.5) && dropped == 0;
+        row = row.target(">= 50 % of raw", met);
+    }
+    report.push(row);
+    if case == Case::HostAudio
+        && frame_ms == 20
+        && let Some(x) = vs_sdk
+    {
+        report.push(
+            Row::new("drain", &format!("host audio / sdk {bytes} B"), "x", x)
+                .note("median of the per-round ratios")
+                .target(">= 25x", x >= 25.0),
+        );
+    }
 }
 
 /// A few hundred frames through the host with both audio plugins and an in-process

@@ -11,9 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use rtms_host::dataplane::stats::MetricsSnapshot;
 use rtms_host::sandbox::{Runtime, RuntimeConfig};
-use rtms_host::service::StartOptions;
-use rtms_sim::{MeetingOptions, MeetingScript, Pace, Simulator};
+use rtms_host::service::{Service, StartOptions};
+use rtms_sim::{Ledger, MeetingHandle, MeetingOptions, MeetingScript, Pace, Simulator};
 use serde_json::json;
 
 use crate::report::{Report, Row};
@@ -70,6 +71,32 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
 
     let sim = Simulator::start(setup::sim_config()).await?;
     let lines = (reloads as u64 * gap.as_millis() as u64 + 3000) / 100;
+    let h = start_meeting(&sim, &svc, lines).await?;
+    let (applied_ms, swapped_ms) = time_reloads(&svc, [&b, &a], &tw_path, reloads, gap).await?;
+    let ledger = h.finished().await;
+    tokio::time::timeout(Duration::from_secs(30), svc.sessions().idle())
+        .await
+        .context("session did not end")?;
+    let m = svc.shutdown().await;
+
+    let file = dir
+        .path()
+        .join("out")
+        .join(format!("meeting_{}.txt", h.stream_id()));
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let timed = Timed {
+        reloads,
+        applied_ms,
+        swapped_ms,
+    };
+    push_rows(report, &timed, &text, &ledger, &m);
+    Ok(())
+}
+
+/// A real-time meeting of `lines` transcript lines, 100 ms apart, to `svc`; returns once
+/// the transcript writer took its first line (and half a second more).
+async fn start_meeting(sim: &Simulator, svc: &Service, lines: u64) -> Result<MeetingHandle> {
     let mut sb = MeetingScript::builder().participant(1001, "Speaker 1");
     for i in 0..lines {
         sb = sb.utterance(1001, i * 100, 100, &format!("reload line {i}"));
@@ -79,7 +106,7 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
         script,
         MeetingOptions {
             pace: Pace::Realtime,
-            webhook_url: Some(setup::webhook_url(&svc)),
+            webhook_url: Some(setup::webhook_url(svc)),
             ..Default::default()
         },
     )?;
@@ -98,7 +125,18 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(h)
+}
 
+/// Writes the two versions onto `tw_path` in turn, `reloads` times, `gap` apart; the time
+/// from each write to the reload applied and to the live session's swap, in ms.
+async fn time_reloads(
+    svc: &Service,
+    versions: [&Path; 2],
+    tw_path: &Path,
+    reloads: usize,
+    gap: Duration,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let mut applied_ms = Vec::new();
     let mut swapped_ms = Vec::new();
     for i in 0..reloads {
@@ -107,9 +145,8 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
             .plugins
             .get("transcript-writer")
             .map_or(0, |p| p.swaps);
-        let src = if i % 2 == 0 { &b } else { &a };
         let t0 = Instant::now();
-        put(src, &tw_path)?;
+        put(versions[i % 2], tw_path)?;
         let (mut applied, mut swapped) = (None, None);
         while applied.is_none() || swapped.is_none() {
             anyhow::ensure!(
@@ -135,18 +172,20 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
         swapped_ms.push(swapped.unwrap_or_default().as_secs_f64() * 1e3);
         tokio::time::sleep(gap.saturating_sub(t0.elapsed())).await;
     }
-    let ledger = h.finished().await;
-    tokio::time::timeout(Duration::from_secs(30), svc.sessions().idle())
-        .await
-        .context("session did not end")?;
-    let m = svc.shutdown().await;
+    Ok((applied_ms, swapped_ms))
+}
 
-    let file = dir
-        .path()
-        .join("out")
-        .join(format!("meeting_{}.txt", h.stream_id()));
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+/// The reloads and their times.
+struct Timed {
+    reloads: usize,
+    applied_ms: Vec<f64>,
+    swapped_ms: Vec<f64>,
+}
+
+/// The rows: the swap times, and the transcript file `text` against what the simulator
+/// sent (no line lost or written twice).
+fn push_rows(report: &mut Report, t: &Timed, text: &str, ledger: &Ledger, m: &MetricsSnapshot) {
+    let reloads = t.reloads;
     let written: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -161,9 +200,9 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
         .collect();
     let lost = sent.iter().filter(|s| !unique.contains(s.as_str())).count();
     let dup = written.len() - unique.len();
-    let worst_swap = swapped_ms.iter().copied().fold(0.0, f64::max);
-    let med_applied = median(&mut applied_ms.clone());
-    let med_swap = median(&mut swapped_ms.clone());
+    let worst_swap = t.swapped_ms.iter().copied().fold(0.0, f64::max);
+    let med_applied = median(&mut t.applied_ms.clone());
+    let med_swap = median(&mut t.swapped_ms.clone());
     let dropped: u64 = m
         .plugins
         .values()
@@ -175,7 +214,7 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
     let mut row = Row::new("reload", "write -> swapped (median)", "ms", med_swap)
         .target("<= 100 ms", worst_swap <= 100.0)
         .note(note);
-    row.extra = json!({"applied_ms": applied_ms, "swapped_ms": swapped_ms, "debounce_ms": DEBOUNCE_MS,
+    row.extra = json!({"applied_ms": t.applied_ms, "swapped_ms": t.swapped_ms, "debounce_ms": DEBOUNCE_MS,
         "swaps": m.plugins.get("transcript-writer").map_or(0, |p| p.swaps), "reloads_applied": m.reloads_applied});
     report.push(row);
     let mut row = Row::new("reload", "lines lost + duplicated", "lines", (lost + dup) as f64)
@@ -183,5 +222,4 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
         .note(format!("{} sent, {} written ({b_lines} by version B), lost {lost}, duplicated {dup}, dropped {dropped}", sent.len(), written.len()));
     row.extra = json!({"sent": sent.len(), "written": written.len(), "b_lines": b_lines, "lost": lost, "duplicated": dup});
     report.push(row);
-    Ok(())
 }

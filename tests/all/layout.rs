@@ -367,31 +367,7 @@ const MAX_FN_LINES: usize = 80;
 /// an entry that is no longer long, so the list only shrinks.
 #[rustfmt::skip]
 const LONG_FNS: &[(&str, &str, &str)] = &[
-    ("host/src/plugin_dev/scaffold.rs", "create", "not split yet"),
-    ("host/src/plugin_dev/script.rs", "record", "not split yet"),
-    ("host/src/plugin_dev/harness.rs", "run", "not split yet"),
-    ("host/src/flows/event_ws.rs", "run", "not split yet"),
-    ("host/src/flows/event_ws.rs", "on_text", "not split yet"),
-    ("host/src/service/replay.rs", "replay_file", "not split yet"),
-    ("crates/client/src/sessions.rs", "spawn", "not split yet"),
-    ("crates/client/src/machine.rs", "handle", "not split yet: its arms are several lines each"),
-    ("crates/client/src/ingress.rs", "webhook_outcome", "not split yet"),
-    ("crates/client/src/session.rs", "run", "not split yet"),
-    ("crates/client/src/session.rs", "on_message", "not split yet"),
-    ("crates/sim/src/timeline.rs", "play", "not split yet"),
-    ("crates/sim/src/server.rs", "conn_loop_inner", "not split yet"),
-    ("crates/sim/src/cli.rs", "simulate_until", "not split yet"),
-    ("crates/sim/src/api.rs", "serve_event_ws", "not split yet"),
-    ("crates/sim/src/meeting/handshake.rs", "media_handshake", "not split yet"),
-    ("crates/sim/src/meeting/inject.rs", "apply_fault", "not split yet"),
-    ("crates/sim/src/meeting/mod.rs", "new", "not split yet"),
     ("crates/config/src/diff/plugin.rs", "changed_settings", "a flat table: each part destructured whole and one row per setting, so a new field must be classified there"),
-    ("benches/src/drain.rs", "run_one", "not split yet"),
-    ("benches/src/drain.rs", "run", "not split yet"),
-    ("benches/src/call.rs", "one", "not split yet"),
-    ("benches/src/reload.rs", "run", "not split yet"),
-    ("benches/src/concurrency.rs", "run_host", "not split yet"),
-    ("benches/src/concurrency.rs", "push_rows", "not split yet"),
 ];
 
 /// Every function with a body in `text`: (name, first line, length in lines). Strings,

@@ -237,6 +237,7 @@ async fn a_hung_http_sink_holds_no_more_than_its_queue_bytes_and_the_file_sink_g
             Sink::all(SinkTarget::Jsonl { path: file.clone() }),
         ],
         bounds,
+        &rtms_client::ClientSettings::direct(),
     )
     .await
     .unwrap();
@@ -281,7 +282,9 @@ async fn the_emit_queue_is_bounded_in_bytes() {
         queue_bytes: 100 * 1024,
         tap_bytes: 1 << 20,
     };
-    let (outputs, sinks) = start_sinks_with(vec![], bounds).await.unwrap();
+    let (outputs, sinks) = start_sinks_with(vec![], bounds, &rtms_client::ClientSettings::direct())
+        .await
+        .unwrap();
     // Nothing yields, so the dispatcher cannot take any: the queue fills in bytes.
     for n in 0..100 {
         outputs.send(big_record(n));

@@ -129,7 +129,7 @@ impl AllowList {
 
     /// Checks a URL before connecting to it.
     pub fn check(&self, url: &str) -> Result<(), UrlRefused> {
-        let shown = || rtms_proto::webhook::truncated(url, 200).into_owned();
+        let shown = || rtms_proto::text::truncated(url, 200).into_owned();
         let uri: hyper::Uri = url
             .parse()
             .map_err(|_| UrlRefused::NotAUrl { url: shown() })?;
@@ -140,7 +140,7 @@ impl AllowList {
             _ => {
                 return Err(UrlRefused::Scheme {
                     url: shown(),
-                    scheme: rtms_proto::webhook::truncated(&scheme, 20).into_owned(),
+                    scheme: rtms_proto::text::truncated(&scheme, 20).into_owned(),
                 });
             }
         }
@@ -152,7 +152,7 @@ impl AllowList {
         {
             return Err(UrlRefused::Port {
                 url: shown(),
-                port: rtms_proto::webhook::truncated(port, 20).into_owned(),
+                port: rtms_proto::text::truncated(port, 20).into_owned(),
             });
         }
         let host = uri
@@ -172,7 +172,7 @@ impl AllowList {
         } else {
             Err(UrlRefused::Host {
                 url: shown(),
-                host: rtms_proto::webhook::truncated(&host, 100).into_owned(),
+                host: rtms_proto::text::truncated(&host, 100).into_owned(),
             })
         }
     }

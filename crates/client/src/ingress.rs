@@ -27,10 +27,9 @@
 //! (a few lines per kind per interval, then a summary), never with the secret, and with
 //! what came from the network cut short.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -39,10 +38,12 @@ use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use rtms_proto::WebhookEvent;
 use rtms_proto::sign::{url_validation_token, verify_webhook};
-use rtms_proto::webhook::{Envelope, URL_VALIDATION, truncated};
+use rtms_proto::text::truncated;
+use rtms_proto::webhook::{Envelope, URL_VALIDATION};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::dedup::{Dedup, event_key};
 use crate::listener::{ConnStats, Listener, Policy, reply as listener_reply};
 use crate::ratelog;
 
@@ -119,7 +120,7 @@ impl Default for IngressConfig {
             secret_token: String::new(),
             max_body_bytes: 1024 * 1024,
             timestamp_window_secs: 300,
-            dedup_ttl: Duration::from_secs(15 * 60),
+            dedup_ttl: crate::dedup::DEFAULT_WINDOW,
             dedup_capacity: 10_000,
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
@@ -262,49 +263,6 @@ pub trait IngressHandler: Send + Sync + 'static {
     /// Every webhook request's outcome (metrics). The default ignores it.
     fn observe(&self, seen: WebhookSeen<'_>) {
         let _ = seen;
-    }
-}
-
-/// Remembers delivered events to drop retries, with an expiry and a size bound.
-struct Dedup {
-    ttl: Duration,
-    capacity: usize,
-    seen: HashMap<(String, String, i64), Instant>,
-    order: VecDeque<((String, String, i64), Instant)>,
-}
-
-impl Dedup {
-    fn new(ttl: Duration, capacity: usize) -> Self {
-        Self {
-            ttl,
-            capacity: capacity.max(1),
-            seen: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    /// True when the key is new (and now remembered).
-    fn first_time(&mut self, key: (String, String, i64), now: Instant) -> bool {
-        while let Some((k, at)) = self.order.front() {
-            if now.duration_since(*at) < self.ttl && self.order.len() < self.capacity {
-                break;
-            }
-            if self.seen.get(k) == Some(at) {
-                self.seen.remove(k);
-            }
-            self.order.pop_front();
-        }
-        if self.seen.contains_key(&key) {
-            return false;
-        }
-        self.seen.insert(key.clone(), now);
-        self.order.push_back((key, now));
-        true
-    }
-
-    /// Forgets a key (an event the handler refused, so Zoom's retry gets through).
-    fn forget(&mut self, key: &(String, String, i64)) {
-        self.seen.remove(key);
     }
 }
 
@@ -532,50 +490,64 @@ impl Ingress {
             Ok(env) => env,
             Err(e) => return (self.bad_request(e.to_string()), O::BadRequest, None, true),
         };
-        let event = Some(env.event.clone());
-        let bad = |why: String| (self.bad_request(why), O::BadRequest, event.clone(), true);
-        if env.event == URL_VALIDATION {
-            let plain = match env.payload.get("plainToken").and_then(|v| v.as_str()) {
-                None => return bad("payload.plainToken missing".into()),
-                Some(p) if p.is_empty() || p.len() > MAX_PLAIN_TOKEN => {
-                    return bad(format!(
-                        "payload.plainToken must be 1 to {MAX_PLAIN_TOKEN} bytes"
-                    ));
+        let (r, outcome) = if env.event == URL_VALIDATION {
+            self.url_validation(&env)
+        } else {
+            match env.rtms_event() {
+                Ok(Some(ev)) => self.deliver(ev),
+                Ok(None) => {
+                    tracing::debug!(
+                        event = %truncated(&env.event, 64),
+                        "not an RTMS lifecycle event: acknowledged, ignored"
+                    );
+                    (reply(StatusCode::OK, ""), O::Ignored)
                 }
-                // Never sign what looks like a signature's input, even when asked by Zoom.
-                Some(p) if p.starts_with("v0:") => {
-                    return bad("payload.plainToken is not a token".into());
-                }
-                Some(p) => p,
-            };
-            bump(&self.cfg.stats.validations);
-            tracing::info!("answering endpoint.url_validation");
-            let r = json_reply(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "plainToken": plain,
-                    "encryptedToken": url_validation_token(&self.cfg.secret_token, plain),
-                }),
-            );
-            return (r, O::Validated, event, true);
-        }
-        let ev = match env.rtms_event() {
-            Ok(Some(ev)) => ev,
-            Ok(None) => {
-                tracing::debug!(
-                    event = %truncated(&env.event, 64),
-                    "not an RTMS lifecycle event: acknowledged, ignored"
-                );
-                return (reply(StatusCode::OK, ""), O::Ignored, event, true);
+                Err(e) => (self.bad_request(e.to_string()), O::BadRequest),
             }
-            Err(e) => return bad(e.to_string()),
         };
-        let key = (ev.event.clone(), ev.stream_id.clone(), ev.event_ts);
+        (r, outcome, Some(env.event), true)
+    }
+
+    /// Answers Zoom's `endpoint.url_validation` challenge (signed, its token bounded).
+    fn url_validation(&self, env: &Envelope) -> Answer {
+        let bad = |why: String| (self.bad_request(why), WebhookOutcome::BadRequest);
+        let plain = match env.payload.get("plainToken").and_then(|v| v.as_str()) {
+            None => return bad("payload.plainToken missing".into()),
+            Some(p) if p.is_empty() || p.len() > MAX_PLAIN_TOKEN => {
+                return bad(format!(
+                    "payload.plainToken must be 1 to {MAX_PLAIN_TOKEN} bytes"
+                ));
+            }
+            // Never sign what looks like a signature's input, even when asked by Zoom.
+            Some(p) if p.starts_with("v0:") => {
+                return bad("payload.plainToken is not a token".into());
+            }
+            Some(p) => p,
+        };
+        bump(&self.cfg.stats.validations);
+        tracing::info!("answering endpoint.url_validation");
+        let r = json_reply(
+            StatusCode::OK,
+            &serde_json::json!({
+                "plainToken": plain,
+                "encryptedToken": url_validation_token(&self.cfg.secret_token, plain),
+            }),
+        );
+        (r, WebhookOutcome::Validated)
+    }
+
+    /// The de-duplicator's lock (a panic elsewhere never stops the intake).
+    fn dedup(&self) -> std::sync::MutexGuard<'_, Dedup> {
+        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands a verified RTMS event to the handler, once: Zoom's retries are answered and
+    /// dropped.
+    fn deliver(&self, ev: WebhookEvent) -> Answer {
+        let key = event_key(&ev);
         let first = self
-            .dedup
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .first_time(key.clone(), Instant::now());
+            .dedup()
+            .first_time(key.clone(), tokio::time::Instant::now());
         let stream_id = truncated(&ev.stream_id, 128).into_owned();
         if !first {
             tracing::info!(
@@ -584,55 +556,60 @@ impl Ingress {
                 event_ts = ev.event_ts,
                 "duplicate webhook (Zoom retry): acknowledged, dropped"
             );
-            return (reply(StatusCode::OK, ""), O::Duplicate, event, true);
+            return (reply(StatusCode::OK, ""), WebhookOutcome::Duplicate);
         }
         let name = ev.event.clone();
         match self.handler.on_event(ev) {
             Ok(()) => {
                 bump(&self.cfg.stats.delivered);
                 tracing::info!(event = name, stream_id, "webhook accepted");
-                (reply(StatusCode::OK, ""), O::Accepted, event, true)
+                (reply(StatusCode::OK, ""), WebhookOutcome::Accepted)
             }
             Err(refusal) => {
                 // Zoom's retry of a refused event is handled anew; one for an unknown
                 // stream stays answered.
                 if !matches!(refusal, Refusal::UnknownStream(_)) {
-                    self.dedup
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .forget(&key);
+                    self.dedup().forget(&key);
                 }
-                match refusal {
-                    Refusal::Busy {
-                        retry_after,
-                        reason,
-                    } => {
-                        bump(&self.cfg.stats.refused_busy);
-                        let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"));
-                        r.headers_mut()
-                            .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
-                        (r, O::Busy, event, true)
-                    }
-                    Refusal::Unacceptable(reason) => {
-                        bump(&self.cfg.stats.refused_unacceptable);
-                        let r = reply(StatusCode::UNPROCESSABLE_ENTITY, format!("{reason}\n"));
-                        (r, O::Unacceptable, event, true)
-                    }
-                    Refusal::UnknownStream(reason) => {
-                        bump(&self.cfg.stats.unknown_stream);
-                        tracing::info!(
-                            event = name,
-                            stream_id,
-                            reason,
-                            "webhook for a stream this host does not run: acknowledged, nothing done"
-                        );
-                        (reply(StatusCode::OK, ""), O::UnknownStream, event, true)
-                    }
-                }
+                self.refused(refusal, &name, &stream_id)
+            }
+        }
+    }
+
+    /// The answer to an event the handler refused.
+    fn refused(&self, refusal: Refusal, name: &str, stream_id: &str) -> Answer {
+        match refusal {
+            Refusal::Busy {
+                retry_after,
+                reason,
+            } => {
+                bump(&self.cfg.stats.refused_busy);
+                let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"));
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+                (r, WebhookOutcome::Busy)
+            }
+            Refusal::Unacceptable(reason) => {
+                bump(&self.cfg.stats.refused_unacceptable);
+                let r = reply(StatusCode::UNPROCESSABLE_ENTITY, format!("{reason}\n"));
+                (r, WebhookOutcome::Unacceptable)
+            }
+            Refusal::UnknownStream(reason) => {
+                bump(&self.cfg.stats.unknown_stream);
+                tracing::info!(
+                    event = name,
+                    stream_id,
+                    reason,
+                    "webhook for a stream this host does not run: acknowledged, nothing done"
+                );
+                (reply(StatusCode::OK, ""), WebhookOutcome::UnknownStream)
             }
         }
     }
 }
+
+/// An answer and what became of the webhook.
+type Answer = (Response<Full<Bytes>>, WebhookOutcome);
 
 #[cfg(test)]
 mod tests;

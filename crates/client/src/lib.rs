@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`ingress`]: the HTTP server for webhooks (signature, replay window, dedup), health and
 //!   extra routes.
+//! - [`dedup`]: the one de-duplicator of Zoom's events (webhooks and the event WebSocket).
 //! - [`listener`]: the HTTP plumbing the ingress and the host's admin listener share: the
 //!   accept loop, the connection policy, bounded bodies, replies, counters of closed
 //!   connections.
@@ -19,7 +20,9 @@
 //! - [`ratelog`]: bounded logging of repeated failures.
 //! - [`backoff`]: every retry delay, in one pure function.
 //! - [`link`]: handshakes and message helpers on one socket.
-//! - [`transport`]: the socket seam ([`Connector`]) and the real WebSocket/TLS connector.
+//! - [`transport`]: the socket seam ([`Connector`]) and the real WebSocket/TLS connector; how
+//!   outgoing connections leave the process ([`ClientSettings`]: trust and proxy).
+//! - [`http_client`]: the one builder of outgoing HTTP clients (proxy, timeouts, TLS).
 //! - [`codec`]: the wire codec seam ([`Codec`]): every message read or written goes through
 //!   it; JSON ([`JsonCodec`]) is protocol version 1, and a binary codec for a later version
 //!   is a second implementation, with no change to the session logic.
@@ -31,7 +34,9 @@ pub mod backoff;
 pub mod codec;
 pub mod config;
 pub mod decode;
+pub mod dedup;
 pub mod frame;
+pub mod http_client;
 pub mod ingress;
 pub mod link;
 pub mod listener;
@@ -50,7 +55,9 @@ pub use allow::AllowList;
 pub use codec::{Codec, JsonCodec, Outgoing};
 pub use config::{ClientConfig, MediaMode, Resilience};
 pub use decode::{DecodeError, Decoded, decode};
+pub use dedup::Dedup;
 pub use frame::{Frame, MediaKind, TranscriptInfo};
+pub use http_client::{HttpClient, HttpClientBuilder, HttpError};
 pub use ingress::{
     AppRequest, AppRoutes, IngressConfig, IngressHandler, IngressStats, Refusal, WebhookOutcome,
     WebhookSeen, serve,
@@ -62,5 +69,6 @@ pub use sink::{
     Collected, CollectingSink, EndReason, FrameSink, GiveUp, SinkFactory, StreamInfo, StreamStatus,
 };
 pub use transport::{
-    Connector, ProxySetting, TlsError, Transport, WsConnector, proxy_tunnel, tls_config,
+    ClientSettings, Connector, ProxySetting, TlsError, Transport, WsConnector, proxy_tunnel,
+    tls_config, tls_config_from_file,
 };

@@ -226,85 +226,106 @@ impl Machine {
             Input::Stopped(reason) => self.state = State::Ended(EndReason::Stopped(reason)),
             Input::Started { url } => self.on_started(url),
             Input::Interrupted { url } => self.on_interrupted(url, now, unit),
-            Input::Connected => {
-                if let State::Connecting { .. } = self.state {
-                    if self.budget == Budget::Initial || !self.ever_connected {
-                        self.budget = Budget::Reconnect;
-                        self.attempts = 0;
-                        self.unconfirmed = false;
-                    } else {
-                        self.unconfirmed = true;
-                    }
-                    self.ever_connected = true;
-                    self.duplicates = 0;
-                    self.state = State::Streaming { since: now };
-                }
-            }
-            Input::MediaConnected => {
-                if let State::ConnectingMedia { .. } = self.state {
-                    self.duplicates = 0;
-                    self.unconfirmed = true;
-                    self.state = State::Streaming { since: now };
-                }
-            }
-            Input::Flowing => {
-                if let State::Streaming { since } = self.state {
-                    self.confirm(since);
-                }
-            }
-            Input::ConnectFailed { duplicate } => {
-                let reopen = match self.state {
-                    State::Connecting { .. } => Reopen::Full,
-                    State::ConnectingMedia { .. } => Reopen::Media,
-                    _ => return false,
-                };
-                if duplicate && self.duplicates < self.cfg.duplicate_max_retries {
-                    let delay = retry_delay(&self.cfg, RetryKind::Duplicate, self.duplicates, unit);
-                    self.duplicates += 1;
-                    self.state = State::Backoff {
-                        until: now + delay,
-                        delay,
-                        reopen,
-                    };
-                } else {
-                    self.retry(reopen, now, unit);
-                }
-            }
-            Input::SignalingLost => match self.state {
-                State::Streaming { since } => self.on_loss(since, Reopen::Full, now, unit),
-                State::ConnectingMedia { .. } => self.retry(Reopen::Full, now, unit),
-                State::Backoff { until, delay, .. } => {
-                    self.state = State::Backoff {
-                        until,
-                        delay,
-                        reopen: Reopen::Full,
-                    }
-                }
-                _ => {}
-            },
-            Input::MediaLost | Input::MediaInterrupted => {
-                if let State::Streaming { since } = self.state {
-                    self.on_loss(since, Reopen::Media, now, unit);
-                }
-            }
-            Input::TimerElapsed => match self.state {
-                State::Backoff { until, reopen, .. } if now >= until => {
-                    self.state = match reopen {
-                        Reopen::Full => State::Connecting {
-                            attempt: self.attempts,
-                        },
-                        Reopen::Media => State::ConnectingMedia {
-                            attempt: self.attempts,
-                        },
-                    }
-                }
-                State::AwaitingWebhook { until } if now >= until => {
-                    self.state = State::Ended(EndReason::ConnectionLost)
-                }
-                _ => {}
-            },
+            Input::Connected => self.on_connected(now),
+            Input::MediaConnected => self.on_media_connected(now),
+            Input::Flowing => self.on_flowing(),
+            Input::ConnectFailed { duplicate } => self.on_connect_failed(duplicate, now, unit),
+            Input::SignalingLost => self.on_signaling_lost(now, unit),
+            Input::MediaLost | Input::MediaInterrupted => self.on_media_lost(now, unit),
+            Input::TimerElapsed => self.on_timer(now),
         }
         self.state != before || self.restarts != restarts
+    }
+
+    fn on_connected(&mut self, now: Instant) {
+        if let State::Connecting { .. } = self.state {
+            if self.budget == Budget::Initial || !self.ever_connected {
+                self.budget = Budget::Reconnect;
+                self.attempts = 0;
+                self.unconfirmed = false;
+            } else {
+                self.unconfirmed = true;
+            }
+            self.ever_connected = true;
+            self.duplicates = 0;
+            self.state = State::Streaming { since: now };
+        }
+    }
+
+    fn on_media_connected(&mut self, now: Instant) {
+        if let State::ConnectingMedia { .. } = self.state {
+            self.duplicates = 0;
+            self.unconfirmed = true;
+            self.state = State::Streaming { since: now };
+        }
+    }
+
+    fn on_flowing(&mut self) {
+        if let State::Streaming { since } = self.state {
+            self.confirm(since);
+        }
+    }
+
+    /// An attempt failed: a duplicate refusal is retried on its own budget, anything else
+    /// on the attempt budget.
+    fn on_connect_failed(&mut self, duplicate: bool, now: Instant, unit: f64) {
+        let reopen = match self.state {
+            State::Connecting { .. } => Reopen::Full,
+            State::ConnectingMedia { .. } => Reopen::Media,
+            _ => return,
+        };
+        if duplicate && self.duplicates < self.cfg.duplicate_max_retries {
+            let delay = retry_delay(&self.cfg, RetryKind::Duplicate, self.duplicates, unit);
+            self.duplicates += 1;
+            self.state = State::Backoff {
+                until: now + delay,
+                delay,
+                reopen,
+            };
+        } else {
+            self.retry(reopen, now, unit);
+        }
+    }
+
+    fn on_signaling_lost(&mut self, now: Instant, unit: f64) {
+        match self.state {
+            State::Streaming { since } => self.on_loss(since, Reopen::Full, now, unit),
+            State::ConnectingMedia { .. } => self.retry(Reopen::Full, now, unit),
+            State::Backoff { until, delay, .. } => {
+                self.state = State::Backoff {
+                    until,
+                    delay,
+                    reopen: Reopen::Full,
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_media_lost(&mut self, now: Instant, unit: f64) {
+        if let State::Streaming { since } = self.state {
+            self.on_loss(since, Reopen::Media, now, unit);
+        }
+    }
+
+    /// A backoff or the wait for a webhook is over.
+    fn on_timer(&mut self, now: Instant) {
+        match self.state {
+            State::Backoff { until, reopen, .. } if now >= until => {
+                self.state = match reopen {
+                    Reopen::Full => State::Connecting {
+                        attempt: self.attempts,
+                    },
+                    Reopen::Media => State::ConnectingMedia {
+                        attempt: self.attempts,
+                    },
+                }
+            }
+            State::AwaitingWebhook { until } if now >= until => {
+                self.state = State::Ended(EndReason::ConnectionLost)
+            }
+            _ => {}
+        }
     }
 
     fn on_started(&mut self, url: String) {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rtms_proto::Product;
 use rtms_proto::codes::{event_type, media_type, session_state, stop_reason, stream_state};
-use rtms_proto::msg::MediaServerUrls;
+use rtms_proto::msg::{MediaServerUrls, SessionStateUpdate, StreamStateUpdate};
 use rtms_proto::params::MediaParams;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{Codec as _, WIRE};
 use crate::config::{ClientConfig, MediaMode};
 use crate::decode::Decoded;
-use crate::frame::MediaKind;
+use crate::frame::{Frame, MediaKind};
 use crate::link::{self, ConnectError, Role, StreamIds};
 use crate::machine::{Input, Machine, Reopen, State};
 use crate::observe::{Scope, SharedObserver};
@@ -158,37 +158,7 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
     mut inputs: mpsc::UnboundedReceiver<Input>,
     shutdown: CancellationToken,
 ) -> EndReason {
-    let Deps {
-        cfg,
-        connector,
-        factory,
-        observer,
-    } = deps;
-    let mut d = Driver::<C, F> {
-        observer,
-        started: Instant::now(),
-        first_frame_seen: false,
-        awaiting_flow: false,
-        ping_sent: None,
-        attempt_scope: Scope::Full,
-        machine: Machine::new(cfg.resilience.clone(), start.server_url.clone()),
-        cfg,
-        connector,
-        factory,
-        ids: start.ids,
-        operator_id: start.operator_id,
-        first_url: start.server_url,
-        signaling: None,
-        media: Vec::new(),
-        media_urls: None,
-        params: None,
-        sink: None,
-        shared,
-        next_seq: start.first_seq,
-        handshake_seq: u64::from(rand::random::<u32>()),
-        rotate: 0,
-        last_ping: Instant::now(),
-    };
+    let mut d = Driver::new(deps, start, shared);
     tracing::info!(server_url = d.machine.url(), "stream starting");
     let mut attempt: Option<Attempt<C::Conn>> = None;
     let period = d
@@ -242,6 +212,51 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
     }
     d.finish(reason).await;
     reason
+}
+
+impl<C: Connector, F: SinkFactory> Driver<C, F> {
+    /// A stream's driver before its first connection attempt.
+    fn new(deps: Deps<C, F>, start: SessionStart, shared: Arc<Shared>) -> Self {
+        let Deps {
+            cfg,
+            connector,
+            factory,
+            observer,
+        } = deps;
+        Driver::<C, F> {
+            observer,
+            started: Instant::now(),
+            first_frame_seen: false,
+            awaiting_flow: false,
+            ping_sent: None,
+            attempt_scope: Scope::Full,
+            machine: Machine::new(cfg.resilience.clone(), start.server_url.clone()),
+            cfg,
+            connector,
+            factory,
+            ids: start.ids,
+            operator_id: start.operator_id,
+            first_url: start.server_url,
+            signaling: None,
+            media: Vec::new(),
+            media_urls: None,
+            params: None,
+            sink: None,
+            shared,
+            next_seq: start.first_seq,
+            handshake_seq: u64::from(rand::random::<u32>()),
+            rotate: 0,
+            last_ping: Instant::now(),
+        }
+    }
+}
+
+/// The input for losing a socket: the signaling socket, or a media one.
+fn lost_input(which: Which) -> Input {
+    match which {
+        None => Input::SignalingLost,
+        Some(_) => Input::MediaLost,
+    }
 }
 
 /// The metrics label of what made a stream reconnect.
@@ -430,44 +445,9 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         which: Which,
         item: Option<Result<Message, WsError>>,
     ) -> Option<Input> {
-        let lost = match which {
-            None => Input::SignalingLost,
-            Some(_) => Input::MediaLost,
-        };
-        let msg = match item {
-            Some(Ok(Message::Close(frame))) => {
-                // A normal close is how Zoom ends a stream; anything else is worth a warning.
-                let normal = frame.as_ref().is_none_or(|f| {
-                    f.code == tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal
-                });
-                if normal {
-                    tracing::info!(socket = ?which, ?frame, "server closed the socket");
-                } else {
-                    tracing::warn!(socket = ?which, ?frame, "server closed the socket");
-                }
-                self.drop_link(which);
-                return Some(lost);
-            }
-            Some(Ok(Message::Pong(_))) if which.is_none() => {
-                if let Some(sent) = self.ping_sent.take() {
-                    self.observer.keepalive_rtt(sent.elapsed());
-                }
-                if let Some(l) = self.signaling.as_mut() {
-                    l.last_rx = Instant::now();
-                }
-                return None;
-            }
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
-                tracing::warn!(socket = ?which, error = %e, "socket failed");
-                self.drop_link(which);
-                return Some(lost);
-            }
-            None => {
-                tracing::warn!(socket = ?which, "socket ended");
-                self.drop_link(which);
-                return Some(lost);
-            }
+        let msg = match self.socket_item(which, item) {
+            Ok(msg) => msg,
+            Err(input) => return input,
         };
         let link = match which {
             None => self.signaling.as_mut()?,
@@ -496,88 +476,135 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                 {
                     tracing::warn!(role = link.role.name(), "keep-alive answer failed");
                     self.drop_link(which);
-                    return Some(lost);
+                    return Some(lost_input(which));
                 }
                 None
             }
-            Decoded::Frame(mut frame) => {
-                let media_interrupted = frame.kind == MediaKind::Event
-                    && frame.event_type == Some(event_type::MEDIA_CONNECTION_INTERRUPTED);
-                frame.seq = self.next_seq;
-                frame.received_at = Some(read_at);
-                self.next_seq += 1;
-                if !self.first_frame_seen {
-                    self.first_frame_seen = true;
-                    self.observer.first_frame(self.started.elapsed());
-                }
-                self.shared.next_seq.store(self.next_seq, Ordering::Relaxed);
-                match &self.sink {
-                    Some(sink) => sink.frame(frame).await,
-                    None => {
-                        tracing::debug!(seq = frame.seq, "frame before the sink opened, dropped")
-                    }
-                }
-                if media_interrupted {
-                    tracing::warn!(
-                        "Zoom reports the media connection interrupted (event 7): reconnecting media"
-                    );
-                    return Some(Input::MediaInterrupted);
-                }
-                if self.awaiting_flow {
-                    self.awaiting_flow = false;
-                    return Some(Input::Flowing);
-                }
-                None
-            }
-            Decoded::StreamState(s) => {
-                tracing::info!(
-                    state = s.state,
-                    reason = s.reason,
-                    reason_name = stop_reason::name(s.reason),
-                    "stream state update"
-                );
-                match (s.state, s.reason) {
-                    (stream_state::TERMINATED, r) => Some(Input::Stopped(r)),
-                    (stream_state::INTERRUPTED, stop_reason::DATA_CONNECTION_INTERRUPTED) => {
-                        Some(Input::MediaInterrupted)
-                    }
-                    _ => {
-                        self.status(StreamStatus::StateChanged {
-                            stream_state: Some(s.state),
-                            session_state: None,
-                            reason: s.reason,
-                        });
-                        None
-                    }
-                }
-            }
-            Decoded::SessionState(s) => {
-                let reason = if s.stop_reason != 0 {
-                    s.stop_reason
-                } else {
-                    s.reason
-                };
-                tracing::info!(
-                    state = s.state,
-                    reason,
-                    session = s.rtms_session_id,
-                    "session state update"
-                );
-                if s.state == session_state::STOPPED {
-                    return Some(Input::Stopped(reason));
-                }
-                self.status(StreamStatus::StateChanged {
-                    stream_state: None,
-                    session_state: Some(s.state),
-                    reason,
-                });
-                None
-            }
+            Decoded::Frame(frame) => self.on_frame(frame, read_at).await,
+            Decoded::StreamState(s) => self.on_stream_state(&s),
+            Decoded::SessionState(s) => self.on_session_state(&s),
             other => {
                 tracing::debug!(?other, "message ignored while streaming");
                 None
             }
         }
+    }
+
+    /// The message of a socket's item; a close, an error or the end drops the socket (the
+    /// input says which was lost), a signaling pong is a keep-alive round trip (no input).
+    fn socket_item(
+        &mut self,
+        which: Which,
+        item: Option<Result<Message, WsError>>,
+    ) -> Result<Message, Option<Input>> {
+        match item {
+            Some(Ok(Message::Close(frame))) => {
+                // A normal close is how Zoom ends a stream; anything else is worth a warning.
+                let normal = frame.as_ref().is_none_or(|f| {
+                    f.code == tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal
+                });
+                if normal {
+                    tracing::info!(socket = ?which, ?frame, "server closed the socket");
+                } else {
+                    tracing::warn!(socket = ?which, ?frame, "server closed the socket");
+                }
+            }
+            Some(Ok(Message::Pong(_))) if which.is_none() => {
+                if let Some(sent) = self.ping_sent.take() {
+                    self.observer.keepalive_rtt(sent.elapsed());
+                }
+                if let Some(l) = self.signaling.as_mut() {
+                    l.last_rx = Instant::now();
+                }
+                return Err(None);
+            }
+            Some(Ok(m)) => return Ok(m),
+            Some(Err(e)) => tracing::warn!(socket = ?which, error = %e, "socket failed"),
+            None => tracing::warn!(socket = ?which, "socket ended"),
+        }
+        self.drop_link(which);
+        Err(Some(lost_input(which)))
+    }
+
+    /// A media frame: numbered, timed, handed to the sink; an interruption event or the
+    /// first frame of a new connection is an input for the machine.
+    async fn on_frame(&mut self, mut frame: Frame, read_at: std::time::Instant) -> Option<Input> {
+        let media_interrupted = frame.kind == MediaKind::Event
+            && frame.event_type == Some(event_type::MEDIA_CONNECTION_INTERRUPTED);
+        frame.seq = self.next_seq;
+        frame.received_at = Some(read_at);
+        self.next_seq += 1;
+        if !self.first_frame_seen {
+            self.first_frame_seen = true;
+            self.observer.first_frame(self.started.elapsed());
+        }
+        self.shared.next_seq.store(self.next_seq, Ordering::Relaxed);
+        match &self.sink {
+            Some(sink) => sink.frame(frame).await,
+            None => {
+                tracing::debug!(seq = frame.seq, "frame before the sink opened, dropped")
+            }
+        }
+        if media_interrupted {
+            tracing::warn!(
+                "Zoom reports the media connection interrupted (event 7): reconnecting media"
+            );
+            return Some(Input::MediaInterrupted);
+        }
+        if self.awaiting_flow {
+            self.awaiting_flow = false;
+            return Some(Input::Flowing);
+        }
+        None
+    }
+
+    /// A stream state update (msg 8): terminated or a media interruption are inputs, any
+    /// other state is reported to the sink.
+    fn on_stream_state(&mut self, s: &StreamStateUpdate) -> Option<Input> {
+        tracing::info!(
+            state = s.state,
+            reason = s.reason,
+            reason_name = stop_reason::name(s.reason),
+            "stream state update"
+        );
+        match (s.state, s.reason) {
+            (stream_state::TERMINATED, r) => Some(Input::Stopped(r)),
+            (stream_state::INTERRUPTED, stop_reason::DATA_CONNECTION_INTERRUPTED) => {
+                Some(Input::MediaInterrupted)
+            }
+            _ => {
+                self.status(StreamStatus::StateChanged {
+                    stream_state: Some(s.state),
+                    session_state: None,
+                    reason: s.reason,
+                });
+                None
+            }
+        }
+    }
+
+    /// A session state update (msg 9): stopped is an input, any other state is reported.
+    fn on_session_state(&mut self, s: &SessionStateUpdate) -> Option<Input> {
+        let reason = if s.stop_reason != 0 {
+            s.stop_reason
+        } else {
+            s.reason
+        };
+        tracing::info!(
+            state = s.state,
+            reason,
+            session = s.rtms_session_id,
+            "session state update"
+        );
+        if s.state == session_state::STOPPED {
+            return Some(Input::Stopped(reason));
+        }
+        self.status(StreamStatus::StateChanged {
+            stream_state: None,
+            session_state: Some(s.state),
+            reason,
+        });
+        None
     }
 
     fn drop_link(&mut self, which: Which) {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rtms_proto::webhook::truncated;
+use rtms_proto::text::truncated;
 use rtms_proto::{WebhookAction, WebhookEvent};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -283,24 +283,9 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         if streams.contains_key(&start.ids.stream_id) {
             return Ok(false);
         }
-        let max = self.inner.cfg.max_streams;
-        if streams.len() >= max {
+        if streams.len() >= self.inner.cfg.max_streams {
             drop(streams);
-            let n = self.inner.refused_full.fetch_add(1, Ordering::Relaxed) + 1;
-            if ratelog::admit("stream-refused-full") {
-                tracing::warn!(
-                    stream_id = %truncated(&start.ids.stream_id, 64),
-                    max_streams = max,
-                    refused_so_far = n,
-                    "stream refused: the host runs max_streams streams (raise rtms.max_streams, or add hosts)"
-                );
-            }
-            return Err(Refusal::Busy {
-                retry_after: BUSY_RETRY_AFTER,
-                reason: format!(
-                    "this host runs its maximum of {max} streams (rtms.max_streams); retry later"
-                ),
-            });
+            return Err(self.refuse_full(&start.ids.stream_id));
         }
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -327,19 +312,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         let key = stream_id.clone();
         let handle = self.inner.tracker.spawn(async move {
             let reason = fut.await;
-            let mut streams = this.streams();
-            if streams
-                .get(&key)
-                .is_some_and(|e| e.generation == generation)
-            {
-                streams.remove(&key);
-                // Give back the room of a burst once it is over.
-                if streams.capacity() > 64 && streams.len() < streams.capacity() / 4 {
-                    streams.shrink_to_fit();
-                }
-            }
-            drop(streams);
-            this.inner.removed.notify_waiters();
+            this.ended(&key, generation);
             reason
         });
         streams.insert(
@@ -352,6 +325,41 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             },
         );
         Ok(true)
+    }
+
+    /// Counts and logs a stream refused because the host runs `max_streams`; the refusal.
+    fn refuse_full(&self, stream_id: &str) -> Refusal {
+        let max = self.inner.cfg.max_streams;
+        let n = self.inner.refused_full.fetch_add(1, Ordering::Relaxed) + 1;
+        if ratelog::admit("stream-refused-full") {
+            tracing::warn!(
+                stream_id = %truncated(stream_id, 64),
+                max_streams = max,
+                refused_so_far = n,
+                "stream refused: the host runs max_streams streams (raise rtms.max_streams, or add hosts)"
+            );
+        }
+        Refusal::Busy {
+            retry_after: BUSY_RETRY_AFTER,
+            reason: format!(
+                "this host runs its maximum of {max} streams (rtms.max_streams); retry later"
+            ),
+        }
+    }
+
+    /// Forgets the stream `key` whose task of `generation` ended (unless a newer one took
+    /// its place), and wakes whoever waits for a removal.
+    fn ended(&self, key: &str, generation: u64) {
+        let mut streams = self.streams();
+        if streams.get(key).is_some_and(|e| e.generation == generation) {
+            streams.remove(key);
+            // Give back the room of a burst once it is over.
+            if streams.capacity() > 64 && streams.len() < streams.capacity() / 4 {
+                streams.shrink_to_fit();
+            }
+        }
+        drop(streams);
+        self.inner.removed.notify_waiters();
     }
 
     /// A plain-data copy of one stream's state.

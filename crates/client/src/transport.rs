@@ -122,6 +122,48 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
+/// [`tls_config`] with the certificates of the PEM file `extra_ca_file`, if given.
+pub fn tls_config_from_file(
+    extra_ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let pem = match extra_ca_file {
+        Some(path) => Some((
+            path,
+            std::fs::read_to_string(path).map_err(|source| TlsError::ReadCa {
+                path: path.to_owned(),
+                source,
+            })?,
+        )),
+        None => None,
+    };
+    tls_config(pem.as_ref().map(|(p, s)| (*p, s.as_str())))
+}
+
+/// How outgoing connections leave the process, whatever opens them (the Zoom WebSockets,
+/// Zoom's REST API, the HTTP sink, plugins' requests): the trust and the proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// A PEM file of extra CA certificates trusted besides the system roots (`zoom.ca_file`).
+    pub extra_ca_file: Option<PathBuf>,
+    /// `rtms.proxy`.
+    pub proxy: ProxySetting,
+}
+
+impl ClientSettings {
+    /// Direct connections trusting the system roots only.
+    pub fn direct() -> Self {
+        Self {
+            extra_ca_file: None,
+            proxy: ProxySetting::None,
+        }
+    }
+
+    /// The TLS configuration: the system roots plus the extra CA file.
+    pub fn tls(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        tls_config_from_file(self.extra_ca_file.as_deref())
+    }
+}
+
 /// How outgoing WebSockets reach Zoom.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ProxySetting {
@@ -167,18 +209,12 @@ pub struct WsConnector {
 impl WsConnector {
     /// A connector trusting the system roots and, if given, the CA certificates in a PEM file.
     pub fn new(extra_ca_file: Option<&Path>) -> Result<Self, TlsError> {
-        let pem = match extra_ca_file {
-            Some(path) => Some((
-                path,
-                std::fs::read_to_string(path).map_err(|source| TlsError::ReadCa {
-                    path: path.to_owned(),
-                    source,
-                })?,
-            )),
-            None => None,
-        };
-        let tls = tls_config(pem.as_ref().map(|(p, s)| (*p, s.as_str())))?;
-        Ok(Self::with_tls(tls))
+        Ok(Self::with_tls(tls_config_from_file(extra_ca_file)?))
+    }
+
+    /// A connector trusting what `settings` says and going through its proxy.
+    pub fn from_settings(settings: &ClientSettings) -> Result<Self, TlsError> {
+        Ok(Self::with_tls(settings.tls()?).with_proxy(&settings.proxy))
     }
 
     /// A connector trusting the system roots and the CA certificates in `pem` (text).

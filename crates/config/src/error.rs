@@ -155,11 +155,7 @@ pub(crate) struct Source<'a> {
 impl Source<'_> {
     /// The location of a byte offset (clamped into the text).
     pub fn at(&self, offset: usize) -> Location {
-        let mut offset = offset.min(self.text.len());
-        while !self.text.is_char_boundary(offset) {
-            offset -= 1;
-        }
-        let before = &self.text[..offset];
+        let before = rtms_proto::text::prefix(self.text, offset);
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;

@@ -13,6 +13,7 @@
 //! - [`params`]: media parameters and their defaults.
 //! - [`sign`]: handshake signatures and webhook signing / verification.
 //! - [`webhook`]: webhook envelopes, event names per product and their payloads.
+//! - [`text`]: text cut to a bound in bytes, never inside a character.
 //! - [`unix_ms`] / [`unix_secs`]: the wall clock as the protocol's timestamps.
 
 pub mod codes;
@@ -20,6 +21,7 @@ pub mod kind;
 pub mod msg;
 pub mod params;
 pub mod sign;
+pub mod text;
 pub mod webhook;
 
 pub use kind::{MediaKind, MediaKinds};

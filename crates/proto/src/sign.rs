@@ -90,7 +90,7 @@ pub fn verify_webhook(
     let ts_num: i64 = ts
         .trim()
         .parse()
-        .map_err(|_| WebhookAuthError::BadTimestamp(ts.chars().take(32).collect()))?;
+        .map_err(|_| WebhookAuthError::BadTimestamp(crate::text::prefix(ts, 32).to_owned()))?;
     // Saturating: a timestamp near i64::MIN or MAX is stale, not an overflow.
     let skew = now_secs.saturating_sub(ts_num);
     if skew.unsigned_abs() > window_secs {

@@ -20,19 +20,6 @@ pub const MAX_URL_BYTES: usize = 2048;
 /// The longest event name, in bytes.
 pub const MAX_EVENT_BYTES: usize = 128;
 
-/// At most `max` bytes of `s` (cut at a character boundary, `...` appended when cut): for
-/// logging text that came from the network without logging all of it.
-pub fn truncated(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    if s.len() <= max {
-        return s.into();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end]).into()
-}
-
 /// The Zoom product a stream belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -407,13 +394,6 @@ mod tests {
             Envelope::parse(body.to_string().as_bytes()),
             Err(WebhookParseError::TooLong { field: "event", .. })
         ));
-    }
-
-    #[test]
-    fn truncated_cuts_at_a_character_boundary() {
-        assert_eq!(truncated("abc", 5), "abc");
-        assert_eq!(truncated("abcdef", 3), "abc...");
-        assert_eq!(truncated("ééé", 3), "é...");
     }
 
     #[test]

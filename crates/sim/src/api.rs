@@ -616,99 +616,123 @@ async fn serve_event_ws(
     state: Arc<Mutex<State>>,
     cancel: CancellationToken,
 ) {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
     loop {
         let (stream, _) = tokio::select! {
             () = cancel.cancelled() => return,
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
         };
-        let state = state.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
-            #[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
-            let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-                let q = req.uri().query().unwrap_or("");
-                let param = |k: &str| {
-                    q.split('&').find_map(|p| {
-                        p.split_once('=')
-                            .filter(|(a, _)| *a == k)
-                            .map(|(_, v)| percent_decode(v))
-                    })
-                };
-                let mut s = lock();
-                let ok = req.uri().path() == "/ws"
-                    && param("subscriptionId").as_deref()
-                        == Some(s.cfg.event_subscription_id.as_str())
-                    && param("access_token")
-                        .and_then(|t| s.tokens.get(&t).copied())
-                        .is_some_and(|exp| exp > Instant::now());
-                if ok {
-                    s.counts.event_ws_connections += 1;
-                    Ok(resp)
-                } else {
-                    s.counts.event_ws_refused += 1;
-                    let mut r =
-                        ErrorResponse::new(Some("invalid subscriptionId or access_token".into()));
-                    *r.status_mut() = StatusCode::UNAUTHORIZED;
-                    Err(r)
-                }
-            };
-            let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(
-                stream,
-                check,
-                Some(crate::server::ws_config()),
-            )
-            .await
-            else {
-                return;
-            };
-            let (mut tx, mut rx) = ws.split();
-            let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-            let closed = cancel.child_token();
-            let timeout = {
-                let mut s = lock();
-                s.subscribers.push((out_tx, closed.clone()));
-                s.cfg.heartbeat_timeout
-            };
-            let mut deadline = Box::pin(tokio::time::sleep(timeout));
-            loop {
-                tokio::select! {
-                    () = closed.cancelled() => {
-                        let _ = tx.send(Message::Close(None)).await;
-                        break;
-                    }
-                    () = &mut deadline => {
-                        let _ = tx.send(Message::Close(None)).await;
-                        break;
-                    }
-                    out = out_rx.recv() => match out {
-                        Some(text) => {
-                            if tx.send(Message::text(text)).await.is_err() {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                    msg = rx.next() => match msg {
-                        Some(Ok(Message::Text(t))) => {
-                            let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-                            if v["module"] == "heartbeat" {
-                                lock().counts.heartbeats += 1;
-                                deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
-                                let ack = json!({"module": "heartbeat", "success": true}).to_string();
-                                if tx.send(Message::text(ack)).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                        Some(Ok(_)) => {}
-                    },
-                }
+        tokio::spawn(event_ws_conn(stream, state.clone(), cancel.clone()));
+    }
+}
+
+/// One event WebSocket: the upgrade, checked ([`event_ws_allowed`]), then
+/// [`event_ws_session`].
+async fn event_ws_conn(
+    stream: tokio::net::TcpStream,
+    state: Arc<Mutex<State>>,
+    cancel: CancellationToken,
+) {
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    #[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
+    let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if event_ws_allowed(req.uri(), &state) {
+            return Ok(resp);
+        }
+        let mut r = ErrorResponse::new(Some("invalid subscriptionId or access_token".into()));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        Err(r)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        check,
+        Some(crate::server::ws_config()),
+    )
+    .await
+    else {
+        return;
+    };
+    event_ws_session(ws, state, cancel).await;
+}
+
+/// Whether an upgrade's URL is `/ws` with the subscription id and a live token; counted
+/// either way.
+fn event_ws_allowed(uri: &hyper::Uri, state: &Mutex<State>) -> bool {
+    let q = uri.query().unwrap_or("");
+    let param = |k: &str| {
+        q.split('&').find_map(|p| {
+            p.split_once('=')
+                .filter(|(a, _)| *a == k)
+                .map(|(_, v)| percent_decode(v))
+        })
+    };
+    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    let ok = uri.path() == "/ws"
+        && param("subscriptionId").as_deref() == Some(s.cfg.event_subscription_id.as_str())
+        && param("access_token")
+            .and_then(|t| s.tokens.get(&t).copied())
+            .is_some_and(|exp| exp > Instant::now());
+    if ok {
+        s.counts.event_ws_connections += 1;
+    } else {
+        s.counts.event_ws_refused += 1;
+    }
+    ok
+}
+
+/// An accepted event WebSocket: events out as they are published, heartbeats answered; it
+/// closes when no heartbeat came for the heartbeat timeout, or at `cancel`.
+async fn event_ws_session<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    state: Arc<Mutex<State>>,
+    cancel: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let (mut tx, mut rx) = ws.split();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let closed = cancel.child_token();
+    let timeout = {
+        let mut s = lock();
+        s.subscribers.push((out_tx, closed.clone()));
+        s.cfg.heartbeat_timeout
+    };
+    let mut deadline = Box::pin(tokio::time::sleep(timeout));
+    loop {
+        tokio::select! {
+            () = closed.cancelled() => {
+                let _ = tx.send(Message::Close(None)).await;
+                break;
             }
-        });
+            () = &mut deadline => {
+                let _ = tx.send(Message::Close(None)).await;
+                break;
+            }
+            out = out_rx.recv() => match out {
+                Some(text) => {
+                    if tx.send(Message::text(text)).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                    if v["module"] == "heartbeat" {
+                        lock().counts.heartbeats += 1;
+                        deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+                        let ack = json!({"module": "heartbeat", "success": true}).to_string();
+                        if tx.send(Message::text(ack)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rtms_proto::Product;
 
+use crate::api::ZoomApi;
 use crate::{MeetingHandle, MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
 
 /// The stand-up meeting shipped in `examples/meetings/standup.toml`.
@@ -163,17 +164,63 @@ pub async fn simulate_until(
     args: SimulateArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let scripts: Vec<MeetingScript> = if args.meetings.is_empty() {
-        vec![MeetingScript::from_toml_str(BUILTIN_STANDUP).context("built-in stand-up")?]
-    } else {
-        args.meetings
-            .iter()
-            .map(|p| MeetingScript::from_file(p).map_err(anyhow::Error::from))
-            .collect::<anyhow::Result<_>>()?
-    };
+    let scripts = load_scripts(&args)?;
     if args.count == 0 {
         anyhow::bail!("--count must be at least 1");
     }
+    let sim = start_simulator(&args).await?;
+    if let (true, Some(url)) = (args.validate_endpoint, &args.webhook_url) {
+        sim.validate_endpoint(url)
+            .await
+            .context("endpoint.url_validation failed")?;
+        println!("endpoint.url_validation answered correctly by {url}");
+    }
+    let api = start_api(&sim, &args).await?;
+    let mut handles = start_meetings(&sim, api.as_ref(), &scripts, &args)?;
+    if let (Some(url), None) = (&args.webhook_url, &api) {
+        println!(
+            "sent {} started webhook(s) to {url}; waiting for clients",
+            handles.len()
+        );
+    }
+    let run = async {
+        if let Some(api) = &api {
+            handles = wait_for_starts(api, &args).await;
+        }
+        for (i, h) in handles.iter().enumerate() {
+            print_end(i, &h.finished().await);
+        }
+    };
+    tokio::select! {
+        () = run => {}
+        () = shutdown => {
+            println!("shutting down: stopping every live meeting (stop_reason 17)");
+            let live = sim.meetings();
+            sim.shutdown(rtms_proto::codes::stop_reason::EXIT_SIGNAL, SHUTDOWN_LIMIT)
+                .await;
+            for (i, h) in live.iter().enumerate() {
+                print_end(i, &h.ledger());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The meeting scripts: the files given, or the built-in stand-up.
+fn load_scripts(args: &SimulateArgs) -> anyhow::Result<Vec<MeetingScript>> {
+    if args.meetings.is_empty() {
+        return Ok(vec![
+            MeetingScript::from_toml_str(BUILTIN_STANDUP).context("built-in stand-up")?,
+        ]);
+    }
+    args.meetings
+        .iter()
+        .map(|p| MeetingScript::from_file(p).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// The simulator the arguments describe; says where it listens and where its CA is.
+async fn start_simulator(args: &SimulateArgs) -> anyhow::Result<Simulator> {
     let tls = args.tls || args.ca_dir.is_some();
     let config = SimConfig {
         client_id: args.client_id.clone(),
@@ -208,32 +255,39 @@ pub async fn simulate_until(
             "TLS is on with a new CA; pass --ca-out FILE to save it, or --ca-dir DIR to keep one"
         );
     }
-    if let (true, Some(url)) = (args.validate_endpoint, &args.webhook_url) {
-        sim.validate_endpoint(url)
-            .await
-            .context("endpoint.url_validation failed")?;
-        println!("endpoint.url_validation answered correctly by {url}");
-    }
-    let api = match args.zoom_api_listen {
-        Some(addr) => {
-            let cfg = crate::api::ApiConfig {
-                account_id: args.oauth_account_id.clone(),
-                oauth_client_id: args.oauth_client_id.clone(),
-                oauth_client_secret: args.oauth_client_secret.clone(),
-                ..Default::default()
-            };
-            let api = crate::api::ZoomApi::start_on(&sim, cfg, addr).await?;
-            println!(
-                "Zoom REST API: {} (set [zoom] api_base_url and oauth_base_url to it; it accepts account {} and OAuth client {}; event WebSocket {})",
-                api.base_url(),
-                args.oauth_account_id,
-                args.oauth_client_id,
-                api.event_ws_url()
-            );
-            Some(api)
-        }
-        None => None,
+    Ok(sim)
+}
+
+/// The simulated Zoom REST API, when `--zoom-api-listen` asks for it.
+async fn start_api(sim: &Simulator, args: &SimulateArgs) -> anyhow::Result<Option<ZoomApi>> {
+    let Some(addr) = args.zoom_api_listen else {
+        return Ok(None);
     };
+    let cfg = crate::api::ApiConfig {
+        account_id: args.oauth_account_id.clone(),
+        oauth_client_id: args.oauth_client_id.clone(),
+        oauth_client_secret: args.oauth_client_secret.clone(),
+        ..Default::default()
+    };
+    let api = ZoomApi::start_on(sim, cfg, addr).await?;
+    println!(
+        "Zoom REST API: {} (set [zoom] api_base_url and oauth_base_url to it; it accepts account {} and OAuth client {}; event WebSocket {})",
+        api.base_url(),
+        args.oauth_account_id,
+        args.oauth_client_id,
+        api.event_ws_url()
+    );
+    Ok(Some(api))
+}
+
+/// Starts `--count` meetings from the scripts in turn (with the REST API, prepares them to
+/// wait for a start instead); the handles of those started.
+fn start_meetings(
+    sim: &Simulator,
+    api: Option<&ZoomApi>,
+    scripts: &[MeetingScript],
+    args: &SimulateArgs,
+) -> anyhow::Result<Vec<MeetingHandle>> {
     let mut handles = Vec::new();
     for i in 0..args.count {
         let script = scripts[i % scripts.len()].clone();
@@ -248,7 +302,7 @@ pub async fn simulate_until(
                 .map(|p| record_path(p, i, args.count)),
             ..Default::default()
         };
-        if let Some(api) = &api {
+        if let Some(api) = api {
             let id = api.prepare(script, opts);
             println!(
                 "meeting {} ({title:?}): {} {id} waits for a start: rtms-host start --meeting {id}",
@@ -270,33 +324,7 @@ pub async fn simulate_until(
         }
         handles.push(h);
     }
-    if let (Some(url), None) = (&args.webhook_url, &api) {
-        println!(
-            "sent {} started webhook(s) to {url}; waiting for clients",
-            handles.len()
-        );
-    }
-    let run = async {
-        if let Some(api) = &api {
-            handles = wait_for_starts(api, &args).await;
-        }
-        for (i, h) in handles.iter().enumerate() {
-            print_end(i, &h.finished().await);
-        }
-    };
-    tokio::select! {
-        () = run => {}
-        () = shutdown => {
-            println!("shutting down: stopping every live meeting (stop_reason 17)");
-            let live = sim.meetings();
-            sim.shutdown(rtms_proto::codes::stop_reason::EXIT_SIGNAL, SHUTDOWN_LIMIT)
-                .await;
-            for (i, h) in live.iter().enumerate() {
-                print_end(i, &h.ledger());
-            }
-        }
-    }
-    Ok(())
+    Ok(handles)
 }
 
 fn print_end(i: usize, l: &crate::Ledger) {

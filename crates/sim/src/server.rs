@@ -498,12 +498,12 @@ where
     let socket = if signaling { "signaling" } else { "media" };
     let (mut sink, mut stream) = ws.split();
     let interval = shared.config.keepalive_interval;
-    let limit = shared.config.missed_keepalive_limit.max(1);
-    let mut last_sent = Instant::now();
-    let mut outstanding = false;
-    let mut misses = 0;
-    // A drain probe waiting for the client's keep-alive answer.
-    let mut probe: Option<tokio::sync::oneshot::Sender<()>> = None;
+    let mut beat = Beat {
+        last_sent: Instant::now(),
+        outstanding: false,
+        misses: 0,
+        probe: None,
+    };
     loop {
         tokio::select! {
             biased;
@@ -534,87 +534,145 @@ where
                 if peek_type(&bytes).ok() == Some(msg_type::KEEP_ALIVE_RESP) {
                     d.answered(&bytes);
                 }
-                if handle_inbound(m, signaling, &bytes, &mut outstanding, &mut misses) {
+                if handle_inbound(m, signaling, &bytes, &mut beat.outstanding, &mut beat.misses) {
                     return CloseCause::Server;
                 }
-                if !outstanding && let Some(done) = probe.take() {
+                if !beat.outstanding && let Some(done) = beat.probe.take() {
                     let _ = done.send(());
                 }
             }
-            out = rx.recv() => match out {
-                Some(Out::Msg { text, note }) => {
-                    m.record(socket, &text);
-                    d.wrote(&note);
-                    // Write without a flush while more is queued: one syscall for a burst.
-                    if sink.feed(frame(shared, text)).await.is_err() {
-                        return CloseCause::Client;
-                    }
-                    if rx.is_empty() && sink.flush().await.is_err() {
-                        return CloseCause::Client;
-                    }
-                    m.note_sent(note);
-                    last_sent = Instant::now();
-                }
-                Some(Out::Sync { probe: wants_answer, done }) => {
-                    if sink.flush().await.is_err() {
-                        return CloseCause::Client;
-                    }
-                    if !wants_answer {
-                        let _ = done.send(());
-                        continue;
-                    }
-                    if send_keepalive(&mut sink, shared, m, socket, d).await.is_err() {
-                        return CloseCause::Client;
-                    }
-                    outstanding = true;
-                    last_sent = Instant::now();
-                    probe = Some(done);
-                }
-                Some(Out::Burst(msgs)) => {
-                    let mut notes = Vec::with_capacity(msgs.len());
-                    for (text, note) in msgs {
-                        m.record(socket, &text);
-                        d.wrote(&note);
-                        if sink.feed(frame(shared, text)).await.is_err() {
-                            return CloseCause::Client;
-                        }
-                        notes.push(note);
-                    }
-                    if rx.is_empty() && sink.flush().await.is_err() {
-                        return CloseCause::Client;
-                    }
-                    m.note_sent_all(notes);
-                    last_sent = Instant::now();
-                }
-                Some(Out::Close) | None => {
+            out = rx.recv() => {
+                let Some(out) = out.filter(|o| !matches!(o, Out::Close)) else {
                     drop(rx);
                     close_and_confirm(&mut sink, &mut stream, m, signaling, d).await;
                     return CloseCause::Server;
-                }
-            },
-            _ = tokio::time::sleep_until(last_sent + interval) => {
-                last_sent = Instant::now();
-                if !m.keepalives_enabled() {
-                    continue;
-                }
-                if outstanding {
-                    misses += 1;
-                    if misses >= limit {
-                        tracing::info!(stream = %m.stream_id, socket, misses, "keep-alive timeout");
-                        let _ = sink.send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::Policy,
-                            reason: Utf8Bytes::from_static("keep-alive timeout"),
-                        }))).await;
-                        return CloseCause::KeepAliveTimeout;
-                    }
-                }
-                if send_keepalive(&mut sink, shared, m, socket, d).await.is_err() {
+                };
+                let outbox = Outbox { shared, m, socket, rx: &rx };
+                if outbox.write(out, &mut sink, &mut beat, d).await.is_err() {
                     return CloseCause::Client;
                 }
-                outstanding = true;
+            }
+            _ = tokio::time::sleep_until(beat.last_sent + interval) => {
+                if let Some(cause) = idle(&mut sink, shared, m, socket, &mut beat, d).await {
+                    return cause;
+                }
             }
         }
     }
+}
+
+/// A socket's keep-alive bookkeeping: when it last wrote, whether an answer is awaited,
+/// how many went unanswered, and a drain probe waiting for the answer.
+struct Beat {
+    last_sent: Instant,
+    outstanding: bool,
+    misses: u32,
+    probe: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Writes what the meeting queued for one socket.
+struct Outbox<'a> {
+    shared: &'a SimShared,
+    m: &'a Meeting,
+    socket: &'static str,
+    /// While more is queued, writes go without a flush (one syscall for a burst).
+    rx: &'a OutRx,
+}
+
+impl Outbox<'_> {
+    /// Writes one item of the outbox (never [`Out::Close`]); an error when the client is gone.
+    async fn write<W>(
+        &self,
+        out: Out,
+        sink: &mut W,
+        beat: &mut Beat,
+        d: &mut Delivery,
+    ) -> Result<(), ()>
+    where
+        W: futures_util::Sink<Message> + Unpin,
+    {
+        let (shared, m) = (self.shared, self.m);
+        match out {
+            Out::Msg { text, note } => {
+                m.record(self.socket, &text);
+                d.wrote(&note);
+                sink.feed(frame(shared, text)).await.map_err(drop)?;
+                if self.rx.is_empty() {
+                    sink.flush().await.map_err(drop)?;
+                }
+                m.note_sent(note);
+                beat.last_sent = Instant::now();
+            }
+            Out::Sync {
+                probe: wants_answer,
+                done,
+            } => {
+                sink.flush().await.map_err(drop)?;
+                if !wants_answer {
+                    let _ = done.send(());
+                    return Ok(());
+                }
+                send_keepalive(sink, shared, m, self.socket, d).await?;
+                beat.outstanding = true;
+                beat.last_sent = Instant::now();
+                beat.probe = Some(done);
+            }
+            Out::Burst(msgs) => {
+                let mut notes = Vec::with_capacity(msgs.len());
+                for (text, note) in msgs {
+                    m.record(self.socket, &text);
+                    d.wrote(&note);
+                    sink.feed(frame(shared, text)).await.map_err(drop)?;
+                    notes.push(note);
+                }
+                if self.rx.is_empty() {
+                    sink.flush().await.map_err(drop)?;
+                }
+                m.note_sent_all(notes);
+                beat.last_sent = Instant::now();
+            }
+            Out::Close => {}
+        }
+        Ok(())
+    }
+}
+
+/// Nothing written for a keep-alive interval: sends a keep-alive, or closes the socket
+/// once too many went unanswered.
+async fn idle<W>(
+    sink: &mut W,
+    shared: &SimShared,
+    m: &Meeting,
+    socket: &'static str,
+    beat: &mut Beat,
+    d: &mut Delivery,
+) -> Option<CloseCause>
+where
+    W: futures_util::Sink<Message> + Unpin,
+{
+    beat.last_sent = Instant::now();
+    if !m.keepalives_enabled() {
+        return None;
+    }
+    if beat.outstanding {
+        beat.misses += 1;
+        let limit = shared.config.missed_keepalive_limit.max(1);
+        if beat.misses >= limit {
+            tracing::info!(stream = %m.stream_id, socket, misses = beat.misses, "keep-alive timeout");
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: Utf8Bytes::from_static("keep-alive timeout"),
+                })))
+                .await;
+            return Some(CloseCause::KeepAliveTimeout);
+        }
+    }
+    if send_keepalive(sink, shared, m, socket, d).await.is_err() {
+        return Some(CloseCause::Client);
+    }
+    beat.outstanding = true;
+    None
 }
 
 /// Ends the stream's socket with a close frame and waits (at most [`KILL_DRAIN_LIMIT`]) for

@@ -213,6 +213,39 @@ impl Runner {
     }
 
     async fn play(&mut self) -> Result<(), Interrupt> {
+        self.await_ready().await?;
+        self.t0 = rtms_proto::unix_ms();
+        let start = Instant::now();
+        let mut paused_total = Duration::ZERO;
+        self.schedule_script();
+        let mut now_t = 0;
+        loop {
+            self.schedule_new_kinds(now_t);
+            let Some(Reverse((t, _, _, item))) = self.heap.pop() else {
+                return Ok(());
+            };
+            now_t = t;
+            if self.m.pace == Pace::Realtime {
+                let deadline =
+                    tokio::time::Instant::from_std(start + paused_total) + Duration::from_millis(t);
+                self.wait(tokio::time::sleep_until(deadline)).await?;
+            }
+            if self.m.state().paused && !matches!(item, Item::Fault(_)) {
+                let since = Instant::now();
+                self.hold_while_paused(start + paused_total).await?;
+                paused_total += since.elapsed();
+            }
+            if item == Item::End {
+                return Ok(());
+            }
+            self.dispatch(t, item).await?;
+            self.fire_frame_faults();
+        }
+    }
+
+    /// Waits for the client to be ready (within the connect timeout), then until no new
+    /// media handshake came for a settle period.
+    async fn await_ready(&mut self) -> Result<(), Interrupt> {
         let timeout = self.m.sim.config.connect_timeout;
         let ready = self.wait_until(|m| m.state().ready_once);
         match tokio::time::timeout(timeout, ready).await {
@@ -224,13 +257,14 @@ impl Runner {
             let before = self.m.ledger_mut().counters.media_handshakes_ok;
             self.wait(tokio::time::sleep(settle)).await?;
             if self.m.ledger_mut().counters.media_handshakes_ok == before {
-                break;
+                return Ok(());
             }
         }
+    }
+
+    /// Puts everything the script schedules on the timeline.
+    fn schedule_script(&mut self) {
         let script = self.m.script.clone();
-        self.t0 = rtms_proto::unix_ms();
-        let start = Instant::now();
-        let mut paused_total = Duration::ZERO;
         self.push(0, Item::FirstPacket);
         for i in 0..script.events.len() {
             self.push(script.events[i].at_ms, Item::Event(i));
@@ -247,87 +281,72 @@ impl Runner {
             self.push(c.at_ms, Item::Chat(i));
         }
         self.push(script.duration_ms, Item::End);
-        let mut now_t = 0;
+    }
+
+    /// The timeline holds while paused, but a scheduled fault (a resume, say) still fires at
+    /// its time (counted from `origin`): it is what may end the pause.
+    async fn hold_while_paused(&mut self, origin: Instant) -> Result<(), Interrupt> {
         loop {
-            self.schedule_new_kinds(now_t);
-            let Some(Reverse((t, _, _, item))) = self.heap.pop() else {
-                return Ok(());
+            let next_fault = self
+                .heap
+                .iter()
+                .filter(|Reverse((_, _, _, i))| matches!(i, Item::Fault(_)))
+                .map(|Reverse((ft, _, _, _))| *ft)
+                .min();
+            let due = match (next_fault, self.m.pace) {
+                (None, _) => None,
+                (Some(_), Pace::Fast) => Some(tokio::time::Instant::now()),
+                (Some(ft), Pace::Realtime) => {
+                    Some(tokio::time::Instant::from_std(origin) + Duration::from_millis(ft))
+                }
             };
-            now_t = t;
-            if self.m.pace == Pace::Realtime {
-                let deadline =
-                    tokio::time::Instant::from_std(start + paused_total) + Duration::from_millis(t);
-                self.wait(tokio::time::sleep_until(deadline)).await?;
-            }
-            if self.m.state().paused && !matches!(item, Item::Fault(_)) {
-                // The timeline holds while paused, but a scheduled fault (a resume, say)
-                // still fires at its time: it is what may end the pause.
-                let since = Instant::now();
-                loop {
-                    let next_fault = self
-                        .heap
-                        .iter()
-                        .filter(|Reverse((_, _, _, i))| matches!(i, Item::Fault(_)))
-                        .map(|Reverse((ft, _, _, _))| *ft)
-                        .min();
-                    let due = match (next_fault, self.m.pace) {
-                        (None, _) => None,
-                        (Some(_), Pace::Fast) => Some(tokio::time::Instant::now()),
-                        (Some(ft), Pace::Realtime) => Some(
-                            tokio::time::Instant::from_std(start + paused_total)
-                                + Duration::from_millis(ft),
-                        ),
-                    };
-                    let m = self.m.clone();
-                    let mut rx = m.changed.subscribe();
-                    let resumed = async move {
-                        while m.state().paused {
-                            if rx.changed().await.is_err() {
-                                std::future::pending::<()>().await;
-                            }
-                        }
-                    };
-                    let fault_due = async move {
-                        match due {
-                            Some(d) => tokio::time::sleep_until(d).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    let fired = std::sync::atomic::AtomicBool::new(false);
-                    self.wait(async {
-                        tokio::select! {
-                            () = resumed => {}
-                            () = fault_due => fired.store(true, std::sync::atomic::Ordering::Relaxed),
-                        }
-                    })
-                    .await?;
-                    if !fired.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    // Take the earliest fault out of the heap and apply it now.
-                    let mut items = std::mem::take(&mut self.heap).into_vec();
-                    let i = items
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, Reverse((_, _, _, it)))| matches!(it, Item::Fault(_)))
-                        .min_by_key(|(_, Reverse((ft, p, q, _)))| (*ft, *p, *q))
-                        .map(|(i, _)| i)
-                        .expect("a fault was due");
-                    let Reverse((ft, _, _, fault)) = items.swap_remove(i);
-                    self.heap = items.into();
-                    self.dispatch(ft, fault).await?;
-                    if !self.m.state().paused {
-                        break;
+            let m = self.m.clone();
+            let mut rx = m.changed.subscribe();
+            let resumed = async move {
+                while m.state().paused {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
                     }
                 }
-                paused_total += since.elapsed();
-            }
-            if item == Item::End {
+            };
+            let fault_due = async move {
+                match due {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let fired = std::sync::atomic::AtomicBool::new(false);
+            self.wait(async {
+                tokio::select! {
+                    () = resumed => {}
+                    () = fault_due => fired.store(true, std::sync::atomic::Ordering::Relaxed),
+                }
+            })
+            .await?;
+            if !fired.load(std::sync::atomic::Ordering::Relaxed) {
                 return Ok(());
             }
-            self.dispatch(t, item).await?;
-            self.fire_frame_faults();
+            let (ft, fault) = self.take_earliest_fault();
+            self.dispatch(ft, fault).await?;
+            if !self.m.state().paused {
+                return Ok(());
+            }
         }
+    }
+
+    /// Takes the earliest fault out of the timeline (one is due).
+    fn take_earliest_fault(&mut self) -> (u64, Item) {
+        let mut items = std::mem::take(&mut self.heap).into_vec();
+        let i = items
+            .iter()
+            .enumerate()
+            .filter(|(_, Reverse((_, _, _, it)))| matches!(it, Item::Fault(_)))
+            .min_by_key(|(_, Reverse((ft, p, q, _)))| (*ft, *p, *q))
+            .map(|(i, _)| i)
+            .expect("a fault was due");
+        let Reverse((ft, _, _, fault)) = items.swap_remove(i);
+        self.heap = items.into();
+        (ft, fault)
     }
 
     /// Starts audio / video / share for kinds that a ready socket carries for the first time.

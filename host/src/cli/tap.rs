@@ -9,15 +9,15 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::urlenc::encode;
+
+/// How long the admin listener may take to start answering the tap.
+const TAP_ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 #[derive(Args, Debug, Clone)]
 pub struct TapArgs {
@@ -72,7 +72,7 @@ impl TapArgs {
 pub fn human(ev: &Value) -> Option<String> {
     let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or("");
     let n = |k: &str| ev.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let short = |id: &str| id.chars().take(12).collect::<String>();
+    let short = |id: &str| rtms_proto::text::prefix(id, 12).to_owned();
     match s("type") {
         "frame" => {
             let who = match (s("user_name"), s("user_id")) {
@@ -116,7 +116,7 @@ pub async fn tap(args: TapArgs) -> Result<()> {
     let token = std::env::var(&args.token_env)
         .ok()
         .filter(|t| !t.is_empty());
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let client = super::admin_client(Some(TAP_ANSWER_WITHIN))?;
     let url = args.url();
     let mut printed = 0u64;
     loop {
@@ -144,12 +144,7 @@ pub async fn tap(args: TapArgs) -> Result<()> {
             );
         }
         if !status.is_success() {
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = client.body(resp, 64 * 1024).await.unwrap_or_default();
             bail!(
                 "the tap was refused ({status}): {}",
                 String::from_utf8_lossy(&body).trim()

@@ -5,10 +5,8 @@
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Args;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::urlenc::encode;
@@ -46,7 +44,9 @@ pub async fn rtms(action: &str, args: RtmsArgs) -> Result<()> {
             args.admin
         )
     })?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
+    // No bound on the answer: a start is answered once its started webhook reached the
+    // host, which bounds that wait itself (`rtms.webhook_wait_timeout_ms`).
+    let client = super::admin_client(None)?;
     let resp = client.request(req).await.with_context(|| {
         format!(
             "cannot reach the admin listener at {}: is the host running with [admin] enabled?",
@@ -54,7 +54,10 @@ pub async fn rtms(action: &str, args: RtmsArgs) -> Result<()> {
         )
     })?;
     let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
+    let body = client
+        .body(resp, 1 << 20)
+        .await
+        .context("reading the admin listener's answer")?;
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if status == hyper::StatusCode::UNAUTHORIZED {
         bail!(

@@ -7,17 +7,20 @@
 //! connection that has said nothing for three heartbeats as dead. It reconnects with
 //! exponential backoff and jitter (1 s doubling to 60 s, reset once a connection lived a
 //! minute), fetching a fresh token each time. Events go to the same handler as webhooks, after
-//! a bounded de-duplication of `(event, stream, event_ts)`. The URL, which holds the token, is
+//! the de-duplication webhooks get (`rtms_client::dedup`: `(event, stream, event_ts)`, remembered
+//! for 15 minutes, at most 4096 of them). The URL, which holds the token, is
 //! never logged.
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use rtms_client::dedup::{DEFAULT_WINDOW, Dedup, event_key};
 use rtms_client::{Connector, IngressHandler, WebhookOutcome, WebhookSeen, WsConnector};
 use rtms_config::EventWs;
-use rtms_proto::webhook::{Envelope, truncated};
+use rtms_proto::text::truncated;
+use rtms_proto::webhook::Envelope;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -26,33 +29,34 @@ use tokio_util::sync::CancellationToken;
 use crate::flows::zoom_rest::ZoomRest;
 use crate::urlenc::encode;
 
-/// Events remembered for de-duplication.
+/// Events remembered for de-duplication (each for [`rtms_client::dedup::DEFAULT_WINDOW`]).
 const DEDUP: usize = 4096;
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A connection that lived this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
 
-/// Remembers the last [`DEDUP`] events.
-#[derive(Default)]
-struct Seen {
-    set: HashSet<(String, String, i64)>,
-    order: VecDeque<(String, String, i64)>,
+/// The socket of one connection.
+type Socket = <WsConnector as Connector>::Conn;
+
+/// The intake across its connections: where it connects, where events go, what it has seen.
+struct Intake {
+    cfg: EventWs,
+    rest: Arc<ZoomRest>,
+    connector: WsConnector,
+    handler: Arc<dyn IngressHandler>,
+    /// Counted for the metrics (`rtms_event_ws_failures_total`).
+    failed: Arc<AtomicU64>,
+    /// The same count, for the log lines.
+    failures: u64,
+    seen: Dedup,
 }
 
-impl Seen {
-    fn first_time(&mut self, key: (String, String, i64)) -> bool {
-        if !self.set.insert(key.clone()) {
-            return false;
-        }
-        self.order.push_back(key);
-        if self.order.len() > DEDUP
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
-    }
+/// What one connection attempt came to.
+enum Attempt {
+    Connected(Box<Socket>),
+    Failed,
+    ShutDown,
 }
 
 /// Runs the intake until `shutdown`.
@@ -61,18 +65,19 @@ pub async fn run(
     rest: Arc<ZoomRest>,
     connector: WsConnector,
     handler: Arc<dyn IngressHandler>,
-    failed: Arc<std::sync::atomic::AtomicU64>,
+    failed: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::ZERO;
-    let mut seen = Seen::default();
-    let mut failures = 0u64;
-    // Counted for the metrics (`rtms_event_ws_failures_total`) and in the log lines.
-    let mut fail = || {
-        failures += 1;
-        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        failures
+    let mut intake = Intake {
+        cfg,
+        rest,
+        connector,
+        handler,
+        failed,
+        failures: 0,
+        seen: Dedup::new(DEFAULT_WINDOW, DEDUP),
     };
+    let mut backoff = Duration::ZERO;
     loop {
         if !backoff.is_zero() {
             let jitter = backoff.mul_f64(rand::random::<f64>() * 0.2);
@@ -82,14 +87,45 @@ pub async fn run(
             }
         }
         backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
-        let token = match rest.token().await {
+        let ws = match intake.connect(&shutdown).await {
+            Attempt::Connected(ws) => ws,
+            Attempt::Failed => continue,
+            Attempt::ShutDown => return,
+        };
+        let opened = Instant::now();
+        let Some(why) = intake.serve(*ws, &shutdown).await else {
+            return;
+        };
+        if opened.elapsed() >= HEALTHY {
+            backoff = Duration::ZERO;
+        }
+        tracing::warn!(
+            url = intake.cfg.url,
+            reason = why,
+            "event WebSocket lost; reconnecting"
+        );
+    }
+}
+
+impl Intake {
+    /// One more failed attempt: counted, and the running count returned.
+    fn fail(&mut self) -> u64 {
+        self.failures += 1;
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.failures
+    }
+
+    /// Fetches a token and opens the socket (within 15 s).
+    async fn connect(&mut self, shutdown: &CancellationToken) -> Attempt {
+        let token = match self.rest.token().await {
             Ok(t) => t,
             Err(e) => {
-                let failures = fail();
+                let failures = self.fail();
                 tracing::error!(error = %e, failures, "event WebSocket: no access token; retrying");
-                continue;
+                return Attempt::Failed;
             }
         };
+        let cfg = &self.cfg;
         let url = format!(
             "{}?subscriptionId={}&access_token={}",
             cfg.url,
@@ -97,129 +133,140 @@ pub async fn run(
             encode(&token)
         );
         let connected = tokio::select! {
-            () = shutdown.cancelled() => return,
-            c = tokio::time::timeout(Duration::from_secs(15), connector.connect(&url)) => c,
+            () = shutdown.cancelled() => return Attempt::ShutDown,
+            c = tokio::time::timeout(Duration::from_secs(15), self.connector.connect(&url)) => c,
         };
-        let mut ws = match connected {
-            Ok(Ok(ws)) => ws,
+        match connected {
+            Ok(Ok(ws)) => {
+                tracing::info!(
+                    url = cfg.url,
+                    subscription = cfg.subscription_id,
+                    "event WebSocket connected"
+                );
+                Attempt::Connected(Box::new(ws))
+            }
             Ok(Err(e)) => {
-                let failures = fail();
-                tracing::warn!(url = cfg.url, error = %e, failures, "event WebSocket: cannot connect; retrying");
-                continue;
+                let failures = self.fail();
+                tracing::warn!(url = self.cfg.url, error = %e, failures, "event WebSocket: cannot connect; retrying");
+                Attempt::Failed
             }
             Err(_) => {
-                let failures = fail();
+                let failures = self.fail();
                 tracing::warn!(
-                    url = cfg.url,
+                    url = self.cfg.url,
                     failures,
                     "event WebSocket: connection timed out; retrying"
                 );
-                continue;
+                Attempt::Failed
             }
-        };
-        tracing::info!(
-            url = cfg.url,
-            subscription = cfg.subscription_id,
-            "event WebSocket connected"
-        );
-        let opened = Instant::now();
-        let mut beat = tokio::time::interval_at(Instant::now() + cfg.heartbeat, cfg.heartbeat);
+        }
+    }
+
+    /// Serves one connection: heartbeats out, events in. Why it was lost, or `None` at
+    /// shutdown.
+    async fn serve(
+        &mut self,
+        mut ws: Socket,
+        shutdown: &CancellationToken,
+    ) -> Option<&'static str> {
+        let heartbeat = self.cfg.heartbeat;
+        let mut beat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         let mut last_rx = Instant::now();
-        let why = loop {
+        loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
                     let _ = ws.send(Message::Close(None)).await;
-                    return;
+                    return None;
                 }
                 _ = beat.tick() => {
-                    if last_rx.elapsed() > cfg.heartbeat * 3 {
-                        break "silent for three heartbeats";
+                    if last_rx.elapsed() > heartbeat * 3 {
+                        return Some("silent for three heartbeats");
                     }
                     let hb = json!({"module": "heartbeat"}).to_string();
                     if ws.send(Message::text(hb)).await.is_err() {
-                        break "the heartbeat could not be sent";
+                        return Some("the heartbeat could not be sent");
                     }
                 }
                 msg = ws.next() => {
                     last_rx = Instant::now();
                     match msg {
-                        Some(Ok(Message::Text(t))) => on_text(t.as_str(), &*handler, &mut seen),
-                        Some(Ok(Message::Binary(b))) => on_text(&String::from_utf8_lossy(&b), &*handler, &mut seen),
-                        Some(Ok(Message::Close(_))) | None => break "Zoom closed it",
-                        Some(Err(_)) => break "it failed",
+                        Some(Ok(Message::Text(t))) => on_text(t.as_str(), &*self.handler, &mut self.seen),
+                        Some(Ok(Message::Binary(b))) => on_text(&String::from_utf8_lossy(&b), &*self.handler, &mut self.seen),
+                        Some(Ok(Message::Close(_))) | None => return Some("Zoom closed it"),
+                        Some(Err(_)) => return Some("it failed"),
                         Some(Ok(_)) => {}
                     }
                 }
             }
-        };
-        if opened.elapsed() >= HEALTHY {
-            backoff = Duration::ZERO;
         }
-        tracing::warn!(
-            url = cfg.url,
-            reason = why,
-            "event WebSocket lost; reconnecting"
-        );
     }
 }
 
-/// One message: an event goes to the handler, a heartbeat answer is ignored.
-fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Seen) {
-    let v: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(error = %e, "event WebSocket: a message that is not JSON, skipped");
-            return;
-        }
-    };
-    if v["module"] != "message" {
-        return;
-    }
-    let Some(content) = v["content"].as_str() else {
-        tracing::warn!("event WebSocket: a message without content, skipped");
+/// One message: an event goes to the handler (once), a heartbeat answer is ignored.
+fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Dedup) {
+    let Some(ev) = rtms_event(text, handler) else {
         return;
     };
-    let env = match Envelope::parse(content.as_bytes()) {
-        Ok(env) => env,
-        Err(e) => {
-            handler.observe(WebhookSeen {
-                event: None,
-                outcome: WebhookOutcome::BadRequest,
-                delay: None,
-            });
-            tracing::warn!(error = %e, "event WebSocket: an event that does not parse, skipped");
-            return;
-        }
-    };
-    let ev = match env.rtms_event() {
-        Ok(Some(ev)) => ev,
-        Ok(None) => {
-            handler.observe(WebhookSeen {
-                event: Some(&env.event),
-                outcome: WebhookOutcome::Ignored,
-                delay: None,
-            });
-            return;
-        }
-        Err(e) => {
-            handler.observe(WebhookSeen {
-                event: Some(&env.event),
-                outcome: WebhookOutcome::BadRequest,
-                delay: None,
-            });
-            tracing::warn!(event = %truncated(&env.event, 64), error = %e, "event WebSocket: a malformed RTMS event, skipped");
-            return;
-        }
-    };
-    let name = ev.event.clone();
-    if !seen.first_time((ev.event.clone(), ev.stream_id.clone(), ev.event_ts)) {
+    if !seen.first_time(event_key(&ev), Instant::now()) {
         handler.observe(WebhookSeen {
-            event: Some(&name),
+            event: Some(&ev.event),
             outcome: WebhookOutcome::Duplicate,
             delay: None,
         });
         return;
     }
+    deliver(ev, handler);
+}
+
+/// The RTMS event a message carries; anything else is counted (through `handler`) and
+/// skipped.
+fn rtms_event(text: &str, handler: &dyn IngressHandler) -> Option<rtms_proto::WebhookEvent> {
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "event WebSocket: a message that is not JSON, skipped");
+            return None;
+        }
+    };
+    if v["module"] != "message" {
+        return None;
+    }
+    let Some(content) = v["content"].as_str() else {
+        tracing::warn!("event WebSocket: a message without content, skipped");
+        return None;
+    };
+    let seen = |event: Option<&str>, outcome| {
+        handler.observe(WebhookSeen {
+            event,
+            outcome,
+            delay: None,
+        })
+    };
+    let env = match Envelope::parse(content.as_bytes()) {
+        Ok(env) => env,
+        Err(e) => {
+            seen(None, WebhookOutcome::BadRequest);
+            tracing::warn!(error = %e, "event WebSocket: an event that does not parse, skipped");
+            return None;
+        }
+    };
+    match env.rtms_event() {
+        Ok(Some(ev)) => Some(ev),
+        Ok(None) => {
+            seen(Some(&env.event), WebhookOutcome::Ignored);
+            None
+        }
+        Err(e) => {
+            seen(Some(&env.event), WebhookOutcome::BadRequest);
+            tracing::warn!(event = %truncated(&env.event, 64), error = %e, "event WebSocket: a malformed RTMS event, skipped");
+            None
+        }
+    }
+}
+
+/// Hands a new event to the handler; logs and counts what it answered.
+fn deliver(ev: rtms_proto::WebhookEvent, handler: &dyn IngressHandler) {
+    let name = ev.event.clone();
     let stream = truncated(&ev.stream_id, 64).into_owned();
     let outcome = match handler.on_event(ev) {
         Ok(()) => {
@@ -263,4 +310,53 @@ fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Seen) {
         outcome,
         delay: None,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what the intake handed over and how it counted each message.
+    #[derive(Default)]
+    struct Recorder {
+        events: parking_lot::Mutex<Vec<(String, i64)>>,
+        outcomes: parking_lot::Mutex<Vec<&'static str>>,
+    }
+
+    impl IngressHandler for Recorder {
+        fn on_event(&self, ev: rtms_proto::WebhookEvent) -> Result<(), rtms_client::Refusal> {
+            self.events.lock().push((ev.stream_id, ev.event_ts));
+            Ok(())
+        }
+        fn observe(&self, seen: WebhookSeen<'_>) {
+            self.outcomes.lock().push(seen.outcome.as_str());
+        }
+    }
+
+    fn message(stream: &str, ts: i64) -> String {
+        let content = json!({
+            "event": "meeting.rtms_started", "event_ts": ts,
+            "payload": {"meeting_uuid": "u", "rtms_stream_id": stream,
+                        "server_urls": "wss://a.zoom.us/x"},
+        });
+        json!({"module": "message", "content": content.to_string()}).to_string()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeated_event_is_handed_over_once_and_counted_as_a_duplicate() {
+        let h = Recorder::default();
+        let mut seen = Dedup::new(DEFAULT_WINDOW, DEDUP);
+        on_text(&message("s1", 1), &h, &mut seen);
+        on_text(&message("s1", 1), &h, &mut seen);
+        on_text(&message("s1", 2), &h, &mut seen);
+        assert_eq!(
+            *h.events.lock(),
+            [("s1".to_owned(), 1), ("s1".to_owned(), 2)]
+        );
+        assert_eq!(*h.outcomes.lock(), ["accepted", "duplicate", "accepted"]);
+        // Past the window the same event is new again.
+        tokio::time::advance(DEFAULT_WINDOW).await;
+        on_text(&message("s1", 1), &h, &mut seen);
+        assert_eq!(h.events.lock().len(), 3);
+    }
 }

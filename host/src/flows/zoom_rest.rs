@@ -8,34 +8,29 @@
 //! that follows a start is the caller's part (`crate::service`).
 //!
 //! Every call (OAuth token, REST API, and so the event WebSocket's token) goes through the
-//! proxy `rtms.proxy` names, over the same CONNECT tunnel as the Zoom WebSockets
-//! ([`rtms_client::proxy_tunnel`]).
+//! host's one HTTP client ([`rtms_client::HttpClient`]): through the proxy `rtms.proxy`
+//! names, over the same CONNECT tunnel as the Zoom WebSockets, connecting within and
+//! answering within [`CALL_TIMEOUT`], with an answer of at most [`MAX_ANSWER`] bytes.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::proxy::matcher::Matcher;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Full;
+use hyper::{Method, Request, StatusCode};
 use parking_lot::Mutex;
+use rtms_client::{ClientSettings, HttpClient};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 
 /// 429 answers retried before giving up.
 pub const MAX_RATE_LIMIT_RETRIES: u32 = 3;
 /// The longest `Retry-After` honoured; a longer one is reported instead.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
-/// How long one REST call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long connecting, and then the answer's head and its body, may each take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest answer read from Zoom.
+pub const MAX_ANSWER: usize = 1 << 20;
 
 /// What to do to a meeting's stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,44 +86,8 @@ impl std::fmt::Debug for RestConfig {
 /// Calls Zoom's REST API with a cached token.
 pub struct ZoomRest {
     cfg: RestConfig,
-    client: Client<HttpsConnector<ProxyConnector>, Full<Bytes>>,
+    client: HttpClient<Full<Bytes>>,
     token: Mutex<Option<(String, Instant)>>,
-}
-
-/// Opens the TCP connection of a REST call: through a CONNECT tunnel when the proxy takes
-/// the destination, else directly.
-#[derive(Clone)]
-pub struct ProxyConnector {
-    proxy: Option<Arc<Matcher>>,
-    direct: HttpConnector,
-}
-
-type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, std::io::Error>> + Send>>;
-
-impl tower_service::Service<Uri> for ProxyConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = std::io::Error;
-    type Future = Connecting;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, dst: Uri) -> Self::Future {
-        let proxy = self.proxy.clone();
-        let mut direct = self.direct.clone();
-        Box::pin(async move {
-            if let Some(m) = &proxy {
-                let https = dst.scheme_str() == Some("https");
-                let host = dst.host().unwrap_or_default();
-                let port = dst.port_u16().unwrap_or(if https { 443 } else { 80 });
-                if let Some(tcp) = rtms_client::proxy_tunnel(m, https, host, port).await? {
-                    return Ok(TokioIo::new(tcp));
-                }
-            }
-            direct.call(dst).await.map_err(std::io::Error::other)
-        })
-    }
 }
 
 /// The path segment of a meeting id. Zoom wants a uuid that starts with `/` or holds `//`
@@ -149,20 +108,17 @@ impl ZoomRest {
         tls: Arc<rustls::ClientConfig>,
         proxy: &rtms_client::ProxySetting,
     ) -> Self {
-        let mut direct = HttpConnector::new();
-        direct.enforce_http(false);
-        direct.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(ProxyConnector {
-                proxy: proxy.matcher().map(Arc::new),
-                direct,
-            });
+        let settings = ClientSettings {
+            extra_ca_file: None,
+            proxy: proxy.clone(),
+        };
+        let client = HttpClient::builder(&settings)
+            .connect_timeout(CALL_TIMEOUT)
+            .request_timeout(CALL_TIMEOUT)
+            .build_with_tls(tls);
         Self {
             cfg,
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client,
             token: Mutex::new(None),
         }
     }
@@ -171,41 +127,21 @@ impl ZoomRest {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, hyper::HeaderMap, Value), String> {
-        let uri = req.uri().clone();
-        let call = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                // The legacy client's own text says only "client error (Connect)": the
-                // causes (a refused tunnel, say) follow it.
-                let mut why = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    why = format!("{why}: {c}");
-                    cause = c.source();
-                }
-                format!(
-                    "cannot reach {}: {why}",
-                    uri.authority().map(|a| a.as_str()).unwrap_or("?")
-                )
-            })?;
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("{uri}: the answer broke off: {e}"))?
-                .to_bytes();
-            let v = if body.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&body)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
-            };
-            Ok((status, headers, v))
-        };
-        tokio::time::timeout(CALL_TIMEOUT, call)
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = self
+            .client
+            .body(resp, MAX_ANSWER)
             .await
-            .map_err(|_| format!("{uri} did not answer within {} s", CALL_TIMEOUT.as_secs()))?
+            .map_err(|e| e.to_string())?;
+        let v = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+        };
+        Ok((status, headers, v))
     }
 
     /// A valid access token, fetched when none is cached or it expires within a minute.

@@ -552,7 +552,7 @@ impl Admin {
                 &json!({"error": "name the stream: POST /admin/sessions/stop?stream_id=<rtms_stream_id, percent-encoded>"}),
             ),
             Some(id) if self.backend.stop_session(&id) => {
-                tracing::info!(%peer, stream_id = %rtms_proto::webhook::truncated(&id, 64), "stream stopped by the admin API");
+                tracing::info!(%peer, stream_id = %rtms_proto::text::truncated(&id, 64), "stream stopped by the admin API");
                 json_reply(StatusCode::OK, &json!({"stopping": id}))
             }
             Some(id) => json_reply(
@@ -571,7 +571,7 @@ impl Admin {
                 &json!({"error": "name the meeting: POST /admin/rtms/<start|stop|pause|resume>?meeting=<uuid or number, percent-encoded>"}),
             );
         };
-        tracing::info!(%peer, action, meeting = %rtms_proto::webhook::truncated(&meeting, 64), "RTMS status change requested");
+        tracing::info!(%peer, action, meeting = %rtms_proto::text::truncated(&meeting, 64), "RTMS status change requested");
         let (status, v) = self.backend.rtms(&meeting, action).await;
         json_reply(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),

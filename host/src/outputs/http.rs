@@ -7,14 +7,16 @@
 //! and then the output is dropped, counted and logged at a bounded rate. While it waits, its
 //! queue holds at most `queue_mb`; past that, new outputs for it are dropped (counted), and
 //! the other sinks go on.
+//!
+//! Its client is the host's one HTTP client ([`rtms_client::HttpClient`]): it reaches the
+//! endpoint as `rtms.proxy` says, like every other outgoing connection.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http_body_util::Full;
+use rtms_client::{ClientSettings, HttpClient, HttpError, TlsError};
 use tokio::sync::mpsc;
 
 use crate::outputs::stats::{DropReason, OutputStats, SinkStats};
@@ -23,7 +25,16 @@ use crate::outputs::{Delivery, Queued};
 /// Response body bytes read (and discarded) so the connection can be reused.
 const MAX_RESPONSE: usize = 64 * 1024;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The client of one HTTP sink: its connect and request timeouts, `settings`' trust and
+/// proxy.
+pub(crate) fn client(d: &Delivery, settings: &ClientSettings) -> Result<Sender, TlsError> {
+    HttpClient::builder(settings)
+        .connect_timeout(d.connect_timeout)
+        .request_timeout(d.request_timeout)
+        .build()
+}
+
+pub(crate) type Sender = HttpClient<Full<Bytes>>;
 
 /// Why one attempt failed, and whether another may succeed.
 struct Failure {
@@ -33,14 +44,12 @@ struct Failure {
 
 pub(crate) async fn run(
     mut rx: mpsc::Receiver<Queued>,
+    client: Sender,
     url: String,
     d: Delivery,
     stats: Arc<OutputStats>,
     sink: Arc<SinkStats>,
 ) {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(d.connect_timeout));
-    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
     while let Some(q) = rx.recv().await {
         let body = Bytes::from(serde_json::to_vec(&*q.rec).unwrap_or_default());
         match deliver(&client, &url, body, &d, &sink).await {
@@ -58,7 +67,7 @@ pub(crate) async fn run(
 
 /// Posts `body`, retrying what may succeed later; the last error when every attempt failed.
 async fn deliver(
-    client: &HttpClient,
+    client: &Sender,
     url: &str,
     body: Bytes,
     d: &Delivery,
@@ -66,7 +75,7 @@ async fn deliver(
 ) -> Result<(), String> {
     let mut attempt = 0;
     loop {
-        let f = match attempt_once(client, url, body.clone(), d.request_timeout).await {
+        let f = match attempt_once(client, url, body.clone()).await {
             Ok(()) => return Ok(()),
             Err(f) => f,
         };
@@ -86,12 +95,7 @@ fn backoff(base: Duration, n: u32) -> Duration {
         .min(Delivery::MAX_BACKOFF)
 }
 
-async fn attempt_once(
-    client: &HttpClient,
-    url: &str,
-    body: Bytes,
-    timeout: Duration,
-) -> Result<(), Failure> {
+async fn attempt_once(client: &Sender, url: &str, body: Bytes) -> Result<(), Failure> {
     let req = hyper::Request::post(url)
         .header("content-type", "application/json")
         .body(Full::new(body))
@@ -99,35 +103,26 @@ async fn attempt_once(
             error: e.to_string(),
             retry: false,
         })?;
-    let resp = match tokio::time::timeout(timeout, client.request(req)).await {
-        Err(_) => return Err(failure(format!("no response within {timeout:?}"), true)),
-        Ok(Err(e)) => return Err(failure(connection_error(&e), true)),
-        Ok(Ok(resp)) => resp,
-    };
+    // A connection error or no answer within the request timeout may pass.
+    let resp = client.request(req).await.map_err(|e| failure(e, true))?;
     let status = resp.status();
     // Read what little body there is so the connection is reused; a sink that sends more,
     // or sends it slowly, loses the connection, not the output.
-    let _ = tokio::time::timeout(
-        timeout,
-        Limited::new(resp.into_body(), MAX_RESPONSE).collect(),
-    )
-    .await;
+    let _ = client.body(resp, MAX_RESPONSE).await;
     if status.is_success() {
         return Ok(());
     }
     let retry = status.is_server_error() || status == hyper::StatusCode::TOO_MANY_REQUESTS;
-    Err(failure(format!("HTTP {status}"), retry))
+    Err(Failure {
+        error: format!("HTTP {status}"),
+        retry,
+    })
 }
 
-fn failure(error: String, retry: bool) -> Failure {
-    Failure { error, retry }
-}
-
-/// The error with its cause (hyper's own message is only "client error (Connect)").
-fn connection_error(e: &hyper_util::client::legacy::Error) -> String {
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
+fn failure(e: HttpError, retry: bool) -> Failure {
+    Failure {
+        error: e.to_string(),
+        retry,
     }
 }
 

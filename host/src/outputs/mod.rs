@@ -21,6 +21,7 @@ pub mod tap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use rtms_client::ClientSettings;
 use tokio::io::AsyncWriteExt;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -113,15 +114,17 @@ pub struct SinkSet {
     dispatcher: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the sinks with the default byte bounds.
+/// Starts the sinks with the default byte bounds; HTTP sinks connect directly.
 pub async fn start_sinks(specs: Vec<Sink>) -> anyhow::Result<(Outputs, SinkSet)> {
-    start_sinks_with(specs, OutputBounds::default()).await
+    start_sinks_with(specs, OutputBounds::default(), &ClientSettings::direct()).await
 }
 
-/// Starts the sinks and returns the handle instances emit through.
+/// Starts the sinks and returns the handle instances emit through; HTTP sinks reach their
+/// endpoints as `net` says (`rtms.proxy`, `zoom.ca_file`).
 pub async fn start_sinks_with(
     specs: Vec<Sink>,
     bounds: OutputBounds,
+    net: &ClientSettings,
 ) -> anyhow::Result<(Outputs, SinkSet)> {
     let stats = Arc::new(OutputStats::new(&specs, bounds.queue_bytes));
     let (tx, rx) = mpsc::channel::<Queued>(OUTPUT_QUEUE);
@@ -140,7 +143,9 @@ pub async fn start_sinks_with(
             }
             SinkTarget::Http { url } => {
                 let d = spec.delivery.clone();
-                tasks.spawn(http::run(srx, url.clone(), d, stats.clone(), sink));
+                let client = http::client(&d, net)
+                    .map_err(|e| anyhow::anyhow!("sink {url}: cannot set up its client: {e}"))?;
+                tasks.spawn(http::run(srx, client, url.clone(), d, stats.clone(), sink));
             }
         }
         lanes.push((spec.filter, stats.sinks[i].clone(), stx));

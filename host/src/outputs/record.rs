@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use rtms_config::Severity;
+use rtms_proto::text;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -41,18 +42,6 @@ pub struct OutputRecord {
     pub truncated: bool,
 }
 
-fn cut(s: &mut String, max: usize) -> bool {
-    if s.len() <= max {
-        return false;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    true
-}
-
 /// A small JSON document the host writes in place of a plugin's `data`.
 fn note(v: serde_json::Value) -> Box<RawValue> {
     serde_json::value::to_raw_value(&v).expect("a JSON value always serializes")
@@ -77,8 +66,8 @@ impl OutputRecord {
                 .unwrap_or_else(|_| note(serde_json::json!({ "invalid_json": d })))
         });
         let (mut kind, mut message) = (out.kind, out.message);
-        truncated |= cut(&mut kind, MAX_KIND);
-        truncated |= cut(&mut message, MAX_MESSAGE);
+        truncated |= text::truncate(&mut kind, MAX_KIND);
+        truncated |= text::truncate(&mut message, MAX_MESSAGE);
         Self {
             time_ms: rtms_proto::unix_ms(),
             plugin,
@@ -105,7 +94,7 @@ impl OutputRecord {
     /// a consumer that cannot hold the whole record.
     pub fn slim(&self, max: usize) -> Self {
         let mut message = self.message.clone();
-        let cut_message = cut(&mut message, max);
+        let cut_message = text::truncate(&mut message, max);
         Self {
             time_ms: self.time_ms,
             plugin: self.plugin.clone(),

@@ -120,17 +120,6 @@ impl Drop for TapSubscription {
     }
 }
 
-fn cut(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
 impl TapHub {
     /// A hub whose channel holds at most about `max_bytes` of outputs.
     pub fn new(max_bytes: usize) -> Self {
@@ -211,7 +200,10 @@ impl TapHub {
             bytes: f.payload.len(),
             user_id: Some(f.user_id.clone()).filter(|s| !s.is_empty()),
             user_name: Some(f.user_name.clone()).filter(|s| !s.is_empty()),
-            text: f.text.as_deref().map(|t| cut(t, MAX_TEXT)),
+            text: f
+                .text
+                .as_deref()
+                .map(|t| rtms_proto::text::clipped(t, MAX_TEXT, "…").into_owned()),
         };
         self.admit(
             FRAME_EVENT_BYTES + f.text.as_ref().map_or(0, |t| t.len().min(MAX_TEXT)),

@@ -201,7 +201,8 @@ fn entry(
     }
 }
 
-/// How plugins' HTTP requests leave the process: the Zoom connections' extra CA and proxy.
+/// How outgoing connections leave the process (Zoom's WebSockets and REST API, HTTP sinks,
+/// plugins' requests): `zoom.ca_file` and `rtms.proxy`.
 pub fn net_settings(p: &Pipeline) -> ClientSettings {
     ClientSettings {
         extra_ca_file: p.zoom.ca_file.clone(),

@@ -24,7 +24,7 @@ use rtms_proto::Product;
 
 use super::manifest::Manifest;
 use crate::dataplane::stats::PluginSnapshot;
-use crate::service::replay::{ReplayArgs, replay_file};
+use crate::service::replay::{ReplayArgs, ReplaySummary, replay_file};
 
 /// What a test run found.
 #[derive(Debug, Default)]
@@ -83,22 +83,70 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
         .tempdir()
         .context("cannot create a scratch directory")?;
     let work = scratch.path();
-    let recording = match meeting.extension().and_then(|e| e.to_str()) {
-        Some("jsonl") => meeting.clone(),
+    let recording = recording_of(&meeting, m, work).await?;
+    let run = replay_alone(m, opts, work, recording).await?;
+    let mut outcome = Outcome {
+        frames: run.summary.frames,
+        plugin: run
+            .summary
+            .metrics
+            .plugins
+            .get(m.name.as_str())
+            .cloned()
+            .unwrap_or_default(),
+        ..Outcome::default()
+    };
+    if outcome.plugin.traps > 0 {
+        outcome.problems.push(format!(
+            "the plugin trapped {} time(s); the batches that trapped were not delivered again \
+             (run `rtms-host replay` with the pipeline in the plugin's folder to see the log)",
+            outcome.plugin.traps
+        ));
+    }
+    let actual = produced(&run, &mut outcome)?;
+    if opts.update {
+        write_expected(&m.test.expected, &actual)?;
+        outcome.updated = true;
+        return Ok(outcome);
+    }
+    compare(&m.test.expected, &actual, &mut outcome)?;
+    Ok(outcome)
+}
+
+/// The recording of `meeting`: itself, or a scripted meeting played and recorded in `work`.
+async fn recording_of(meeting: &Path, m: &Manifest, work: &Path) -> Result<PathBuf> {
+    match meeting.extension().and_then(|e| e.to_str()) {
+        Some("jsonl") => Ok(meeting.to_path_buf()),
         Some("toml") => {
             let rec = work.join(format!(
                 "{}.jsonl",
                 meeting.file_stem().unwrap_or_default().to_string_lossy()
             ));
-            super::script::record(&meeting, &m.media, &rec).await?;
-            rec
+            super::script::record(meeting, &m.media, &rec).await?;
+            Ok(rec)
         }
         _ => bail!(
             "{}: a meeting is a recording (.jsonl, from `rtms-host simulate --record`) or a \
              meeting script (.toml, see examples/meetings/README.md)",
             meeting.display()
         ),
-    };
+    }
+}
+
+/// One replay of the plugin alone and where it left what it produced.
+struct Replayed {
+    summary: ReplaySummary,
+    files_dir: PathBuf,
+    outputs_path: PathBuf,
+}
+
+/// Replays `recording` through a pipeline made for the test, in `work`.
+async fn replay_alone(
+    m: &Manifest,
+    opts: &TestOptions,
+    work: &Path,
+    recording: PathBuf,
+) -> Result<Replayed> {
     let files_dir = work.join("files");
     std::fs::create_dir_all(&files_dir)?;
     let outputs_path = work.join("outputs.jsonl");
@@ -128,55 +176,51 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
         },
     )
     .await?;
+    Ok(Replayed {
+        summary,
+        files_dir,
+        outputs_path,
+    })
+}
 
-    let mut outcome = Outcome {
-        frames: summary.frames,
-        plugin: summary
-            .metrics
-            .plugins
-            .get(m.name.as_str())
-            .cloned()
-            .unwrap_or_default(),
-        ..Outcome::default()
-    };
-    if outcome.plugin.traps > 0 {
-        outcome.problems.push(format!(
-            "the plugin trapped {} time(s); the batches that trapped were not delivered again \
-             (run `rtms-host replay` with the pipeline in the plugin's folder to see the log)",
-            outcome.plugin.traps
-        ));
-    }
-    let outputs = normalise_outputs(&std::fs::read_to_string(&outputs_path).unwrap_or_default())?;
+/// What the plugin produced, by expectation name (`outputs.jsonl`, `files/...`); the counts
+/// go into `outcome`.
+fn produced(run: &Replayed, outcome: &mut Outcome) -> Result<BTreeMap<String, Vec<u8>>> {
+    let outputs =
+        normalise_outputs(&std::fs::read_to_string(&run.outputs_path).unwrap_or_default())?;
     outcome.outputs = outputs.lines().count();
     let mut actual: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     actual.insert("outputs.jsonl".into(), outputs.into_bytes());
     let mut files = Vec::new();
-    walk(&files_dir, &mut files);
+    walk(&run.files_dir, &mut files);
     outcome.files = files.len();
     for f in files {
-        let rel = f.strip_prefix(&files_dir).unwrap_or(&f);
+        let rel = f.strip_prefix(&run.files_dir).unwrap_or(&f);
         let key = Path::new("files").join(rel).to_string_lossy().into_owned();
         actual.insert(key, std::fs::read(&f)?);
     }
+    Ok(actual)
+}
 
-    if opts.update {
-        write_expected(&m.test.expected, &actual)?;
-        outcome.updated = true;
-        return Ok(outcome);
-    }
+/// Compares `actual` with the expectations in `expected_dir`: a diff per file that differs.
+fn compare(
+    expected_dir: &Path,
+    actual: &BTreeMap<String, Vec<u8>>,
+    outcome: &mut Outcome,
+) -> Result<()> {
     let mut expected: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    if !m.test.expected.is_dir() {
+    if !expected_dir.is_dir() {
         outcome.problems.push(format!(
             "{} does not exist: run `rtms-host plugin test --update` once to record what the plugin \
              produces, check it, and commit it",
-            m.test.expected.display()
+            expected_dir.display()
         ));
-        return Ok(outcome);
+        return Ok(());
     }
     let mut exp_files = Vec::new();
-    walk(&m.test.expected, &mut exp_files);
+    walk(expected_dir, &mut exp_files);
     for f in exp_files {
-        let rel = f.strip_prefix(&m.test.expected).unwrap_or(&f);
+        let rel = f.strip_prefix(expected_dir).unwrap_or(&f);
         expected.insert(rel.to_string_lossy().into_owned(), std::fs::read(&f)?);
     }
     let names: std::collections::BTreeSet<&String> = expected.keys().chain(actual.keys()).collect();
@@ -194,7 +238,7 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
             a.is_none(),
         ));
     }
-    Ok(outcome)
+    Ok(())
 }
 
 /// A readable unified diff of one expectation against what the plugin produced.

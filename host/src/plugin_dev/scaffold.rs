@@ -34,48 +34,90 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<()> {
             dir.display()
         );
     }
-    let snake = name.replace('-', "_");
-    let fill = |t: &str| t.replace("{{name}}", name).replace("{{snake}}", &snake);
-    let (source_files, component, source_key, writes_files): (
-        Vec<(&str, String)>,
-        String,
-        &str,
-        bool,
-    ) = match lang {
-        Lang::Rust => (
-            vec![
-                ("Cargo.toml", fill(RUST_CARGO)),
-                ("src/lib.rs", fill(RUST_LIB)),
-            ],
-            format!("target/wasm32-wasip2/release/{snake}.wasm"),
-            "source = \".\"",
-            true,
+    let shape = Shape::of(name, lang);
+    let expected_outputs = format!(
+        "{{\"kind\":\"words\",\"severity\":\"info\",\"message\":\"{EXPECTED_LINES} transcript lines, {EXPECTED_WORDS} words\",\"data\":{{\"lines\":{EXPECTED_LINES},\"words\":{EXPECTED_WORDS}}}}}\n"
+    );
+    let mut files: Vec<(&str, String)> = vec![
+        ("rtms-plugin.toml", manifest(name, lang, &shape)),
+        ("pipeline.toml", pipeline(name, &shape)),
+        ("wit/plugin.wit", WIT.to_owned()),
+        ("meetings/sample.jsonl", SAMPLE.to_owned()),
+        ("expected/outputs.jsonl", expected_outputs),
+        (
+            ".gitignore",
+            "/build/\n/target/\n/out/\n/.cache/\n".to_owned(),
         ),
-        Lang::Python => (
-            vec![("src/app.py", fill(PYTHON_APP))],
-            format!("build/{snake}.wasm"),
-            "source = \"src\"\nentry = \"app\"",
-            true,
-        ),
-        Lang::Js => (
-            vec![("src/plugin.js", fill(JS_PLUGIN))],
-            format!("build/{snake}.wasm"),
-            "source = \"src\"\nentry = \"plugin.js\"",
-            false,
-        ),
-        Lang::C => (
-            vec![("src/plugin.c", fill(C_PLUGIN))],
-            format!("build/{snake}.wasm"),
-            "source = \"src\"",
-            true,
-        ),
-    };
-    let config = if writes_files {
+    ];
+    if shape.writes_files {
+        files.push((
+            "expected/files/words.txt",
+            format!("lines {EXPECTED_LINES}\nwords {EXPECTED_WORDS}\n"),
+        ));
+    }
+    files.extend(shape.sources);
+    write_all(dir, files)
+}
+
+/// What differs between the languages: the source files, where the component lands, how
+/// the manifest names the source, and whether the plugin writes a file.
+struct Shape {
+    sources: Vec<(&'static str, String)>,
+    component: String,
+    source_key: &'static str,
+    writes_files: bool,
+}
+
+impl Shape {
+    fn of(name: &str, lang: Lang) -> Self {
+        let snake = name.replace('-', "_");
+        let fill = |t: &str| t.replace("{{name}}", name).replace("{{snake}}", &snake);
+        let shape = |sources, component, source_key, writes_files| Shape {
+            sources,
+            component,
+            source_key,
+            writes_files,
+        };
+        match lang {
+            Lang::Rust => shape(
+                vec![
+                    ("Cargo.toml", fill(RUST_CARGO)),
+                    ("src/lib.rs", fill(RUST_LIB)),
+                ],
+                format!("target/wasm32-wasip2/release/{snake}.wasm"),
+                "source = \".\"",
+                true,
+            ),
+            Lang::Python => shape(
+                vec![("src/app.py", fill(PYTHON_APP))],
+                format!("build/{snake}.wasm"),
+                "source = \"src\"\nentry = \"app\"",
+                true,
+            ),
+            Lang::Js => shape(
+                vec![("src/plugin.js", fill(JS_PLUGIN))],
+                format!("build/{snake}.wasm"),
+                "source = \"src\"\nentry = \"plugin.js\"",
+                false,
+            ),
+            Lang::C => shape(
+                vec![("src/plugin.c", fill(C_PLUGIN))],
+                format!("build/{snake}.wasm"),
+                "source = \"src\"",
+                true,
+            ),
+        }
+    }
+}
+
+/// The folder's `rtms-plugin.toml`.
+fn manifest(name: &str, lang: Lang, shape: &Shape) -> String {
+    let config = if shape.writes_files {
         "[config]\ndir = \"/out\"\n"
     } else {
         "[config]\n"
     };
-    let manifest = format!(
+    format!(
         r#"# How `rtms-host plugin build` and `rtms-host plugin test` treat this folder.
 # The keys are described in docs/plugin-guide/README.md of rtms-host.
 
@@ -96,14 +138,20 @@ expected = "expected"
 # The guest path of the scratch directory the plugin may write during the test.
 dir = "/out"
 "#,
-        lang = lang.as_str()
-    );
-    let plugin_config = if writes_files {
+        lang = lang.as_str(),
+        source_key = shape.source_key,
+        component = shape.component,
+    )
+}
+
+/// The folder's `pipeline.toml`, to run the plugin in a host.
+fn pipeline(name: &str, shape: &Shape) -> String {
+    let plugin_config = if shape.writes_files {
         "[[plugin.dir]]\nhost = \"out\"\nguest = \"/out\"\n\n[plugin.limits]\nmemory_mb = 256\n\n[plugin.config]\ndir = \"/out\"\n"
     } else {
         "[plugin.limits]\nmemory_mb = 256\n"
     };
-    let pipeline = format!(
+    format!(
         r#"# Runs {name} in rtms-host. Try it on the sample meeting, with no network:
 #   rtms-host plugin build && rtms-host replay meetings/sample.jsonl --config pipeline.toml
 # Every key is described in examples/pipeline.toml of rtms-host.
@@ -124,29 +172,13 @@ media = ["transcript"]
 {plugin_config}
 [[sink]]
 type = "stdout"
-"#
-    );
-    let expected_outputs = format!(
-        "{{\"kind\":\"words\",\"severity\":\"info\",\"message\":\"{EXPECTED_LINES} transcript lines, {EXPECTED_WORDS} words\",\"data\":{{\"lines\":{EXPECTED_LINES},\"words\":{EXPECTED_WORDS}}}}}\n"
-    );
-    let mut files: Vec<(&str, String)> = vec![
-        ("rtms-plugin.toml", manifest),
-        ("pipeline.toml", pipeline),
-        ("wit/plugin.wit", WIT.to_owned()),
-        ("meetings/sample.jsonl", SAMPLE.to_owned()),
-        ("expected/outputs.jsonl", expected_outputs),
-        (
-            ".gitignore",
-            "/build/\n/target/\n/out/\n/.cache/\n".to_owned(),
-        ),
-    ];
-    if writes_files {
-        files.push((
-            "expected/files/words.txt",
-            format!("lines {EXPECTED_LINES}\nwords {EXPECTED_WORDS}\n"),
-        ));
-    }
-    files.extend(source_files);
+"#,
+        component = shape.component,
+    )
+}
+
+/// Writes each file under `dir`, creating its folders.
+fn write_all(dir: &Path, files: Vec<(&str, String)>) -> Result<()> {
     for (rel, text) in files {
         let p = dir.join(rel);
         if let Some(parent) = p.parent() {

@@ -32,59 +32,7 @@ pub async fn record(script: &Path, media: &[String], dest: &Path) -> Result<()> 
         ..SimConfig::default()
     })
     .await?;
-    // Zoom sends what the host asks for: every kind the plugin takes (video and share are
-    // left out when it does not take them: they are large).
-    let mut kinds: Vec<String> = media
-        .iter()
-        .filter(|k| k.as_str() != "event")
-        .cloned()
-        .collect();
-    if kinds.is_empty() {
-        kinds.push("transcript".into());
-    }
-    let events = if media.iter().any(|k| k == "event") {
-        r#"events = ["participant-join", "participant-leave", "active-speaker-change", "sharing-start", "sharing-stop"]"#
-    } else {
-        ""
-    };
-    let text = format!(
-        r#"version = 1
-[server]
-listen = "127.0.0.1:0"
-[admin]
-enabled = false
-[rtms]
-media = {media}
-{events}
-allowed_hosts = ["127.0.0.1", "localhost"]
-allow_insecure_ws = true
-[runtime]
-dead_letter_dir = "{dead}"
-[runtime.reload]
-watch = false
-"#,
-        media = toml::Value::Array(kinds.into_iter().map(toml::Value::String).collect()),
-        dead = work.join("record-dead-letter").display(),
-    );
-    let path = work.join("record-pipeline.toml");
-    std::fs::write(&path, &text)?;
-    let env = MapEnv::new()
-        .with("ZM_RTMS_CLIENT", CLIENT_ID)
-        .with("ZM_RTMS_SECRET", CLIENT_SECRET)
-        .with("ZOOM_SECRET_TOKEN", WEBHOOK_SECRET);
-    let pipeline = Pipeline::parse(&text, &path, &env, LoadOptions::default())
-        .map_err(|e| anyhow::anyhow!("the recording pipeline is refused: {e}"))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let svc = Service::start(
-        pipeline,
-        Box::new(env),
-        listener,
-        StartOptions {
-            watch: Some(false),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let svc = start_host(media, work).await?;
     let handle = sim.start_meeting(
         meeting,
         MeetingOptions {
@@ -107,6 +55,67 @@ watch = false
         script.display()
     );
     Ok(())
+}
+
+/// A host with no plugin that asks Zoom for the `media` kinds, its files under `work`.
+async fn start_host(media: &[String], work: &Path) -> Result<Service> {
+    let text = recording_pipeline(media, work);
+    let path = work.join("record-pipeline.toml");
+    std::fs::write(&path, &text)?;
+    let env = MapEnv::new()
+        .with("ZM_RTMS_CLIENT", CLIENT_ID)
+        .with("ZM_RTMS_SECRET", CLIENT_SECRET)
+        .with("ZOOM_SECRET_TOKEN", WEBHOOK_SECRET);
+    let pipeline = Pipeline::parse(&text, &path, &env, LoadOptions::default())
+        .map_err(|e| anyhow::anyhow!("the recording pipeline is refused: {e}"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Service::start(
+        pipeline,
+        Box::new(env),
+        listener,
+        StartOptions {
+            watch: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// The recording host's pipeline.toml: Zoom sends what the host asks for, every kind the
+/// plugin takes (video and share are left out when it does not take them: they are large).
+fn recording_pipeline(media: &[String], work: &Path) -> String {
+    let mut kinds: Vec<String> = media
+        .iter()
+        .filter(|k| k.as_str() != "event")
+        .cloned()
+        .collect();
+    if kinds.is_empty() {
+        kinds.push("transcript".into());
+    }
+    let events = if media.iter().any(|k| k == "event") {
+        r#"events = ["participant-join", "participant-leave", "active-speaker-change", "sharing-start", "sharing-stop"]"#
+    } else {
+        ""
+    };
+    format!(
+        r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+[admin]
+enabled = false
+[rtms]
+media = {media}
+{events}
+allowed_hosts = ["127.0.0.1", "localhost"]
+allow_insecure_ws = true
+[runtime]
+dead_letter_dir = "{dead}"
+[runtime.reload]
+watch = false
+"#,
+        media = toml::Value::Array(kinds.into_iter().map(toml::Value::String).collect()),
+        dead = work.join("record-dead-letter").display(),
+    )
 }
 
 /// Checks that `p` names a meeting script that parses.

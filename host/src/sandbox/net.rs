@@ -23,7 +23,6 @@
 //! failed.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -137,13 +136,7 @@ pub enum NetEvent {
 
 /// How plugins' connections leave the process: the same TLS trust and proxy as the Zoom
 /// connections.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClientSettings {
-    /// A PEM file of extra CA certificates trusted besides the system roots (`zoom.ca_file`).
-    pub extra_ca_file: Option<PathBuf>,
-    /// `rtms.proxy`.
-    pub proxy: rtms_client::ProxySetting,
-}
+pub use rtms_client::ClientSettings;
 
 /// One plugin's network grant, shared by all its instances: the allow-list, the limits,
 /// the in-flight count and the per-minute budget.
@@ -180,20 +173,11 @@ impl NetGate {
     /// The gate of a plugin's `[plugin.net]`; loads the TLS trust when any URL is allowed.
     pub fn new(plugin: Arc<str>, policy: Net, settings: ClientSettings) -> anyhow::Result<Self> {
         let tls = if policy.enabled() {
-            let pem = match &settings.extra_ca_file {
-                Some(p) => Some((
-                    p.clone(),
-                    std::fs::read_to_string(p).map_err(|e| {
-                        anyhow::anyhow!("plugin {plugin}: cannot read the extra CA file {} for its HTTP requests: {e} (check zoom.ca_file)", p.display())
-                    })?,
-                )),
-                None => None,
-            };
-            let cfg = rtms_client::tls_config(pem.as_ref().map(|(p, s)| (p.as_path(), s.as_str())))
-                .map_err(|e| {
-                    anyhow::anyhow!("plugin {plugin}: cannot set up TLS for its HTTP requests: {e}")
-                })?;
-            Some(cfg)
+            Some(settings.tls().map_err(|e| {
+                anyhow::anyhow!(
+                    "plugin {plugin}: cannot set up TLS for its HTTP requests: {e} (check zoom.ca_file)"
+                )
+            })?)
         } else {
             None
         };

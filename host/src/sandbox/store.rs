@@ -451,7 +451,7 @@ impl host::Host for StoreData {
         let c = &self.ctx;
         let message = explain_wasi_errors(&message);
         let message = escape_controls(&message);
-        let message = truncate(&message, MAX_LOG_LINE);
+        let message = rtms_proto::text::prefix(&message, MAX_LOG_LINE);
         if !c.log_allowed(message.len()) {
             return;
         }
@@ -516,17 +516,6 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Stream {
     Stdout,
@@ -575,7 +564,7 @@ impl LineWriter {
         let text = String::from_utf8_lossy(line);
         let text = explain_wasi_errors(text.trim_end());
         let text = escape_controls(&text);
-        let text = truncate(&text, MAX_LOG_LINE);
+        let text = rtms_proto::text::prefix(&text, MAX_LOG_LINE);
         let c = &self.sink.ctx;
         if let Stream::Stderr = self.sink.stream {
             c.stderr_tail.lock().push(text);

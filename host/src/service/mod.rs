@@ -36,7 +36,7 @@ use crate::ops::exposition::{Sources, StreamState, Telemetry};
 use crate::outputs::deadletter::DeadLetters;
 use crate::outputs::tap::TapSubscription;
 use crate::outputs::{OutputBounds, SinkSet, start_sinks_with};
-use crate::pipeline::build::{build_table, client_config, runtime_config};
+use crate::pipeline::build::{build_table, client_config, net_settings, runtime_config};
 use crate::pipeline::history::ReloadLog;
 use crate::pipeline::reload::{Outcome, Reloader, Trigger};
 use crate::sandbox::Runtime;
@@ -557,13 +557,8 @@ fn webhook_secret(pipeline: &Pipeline) -> Result<String> {
 
 /// The connector for Zoom's signaling, media and event WebSockets.
 fn zoom_connector(pipeline: &Pipeline) -> Result<WsConnector> {
-    Ok(WsConnector::new(pipeline.zoom.ca_file.as_deref())
-        .context("cannot set up TLS for the Zoom connections")?
-        .with_proxy(&match &pipeline.rtms.proxy {
-            rtms_config::Proxy::Env => rtms_client::ProxySetting::Env,
-            rtms_config::Proxy::None => rtms_client::ProxySetting::None,
-            rtms_config::Proxy::Url(u) => rtms_client::ProxySetting::Url(u.clone()),
-        }))
+    WsConnector::from_settings(&net_settings(pipeline))
+        .context("cannot set up TLS for the Zoom connections")
 }
 
 /// The runtime, the plugins' route table, the sinks and the data plane's shared state.
@@ -578,7 +573,8 @@ async fn start_dataplane(
     let metrics = Arc::new(Metrics::default());
     let table = build_table(pipeline, &rt, &metrics, None, 1).await?;
     let bounds = OutputBounds::from(&pipeline.runtime);
-    let (outputs, sinks) = start_sinks_with(pipeline.sinks.clone(), bounds).await?;
+    let (outputs, sinks) =
+        start_sinks_with(pipeline.sinks.clone(), bounds, &net_settings(pipeline)).await?;
     let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
     let shared = Registry::new(
         rt,
@@ -627,9 +623,10 @@ fn rtms_control(
                     oauth_client_secret: r.client_secret.expose().to_owned(),
                     rtms_client_id: rtms_client_id.clone(),
                 },
-                rtms_client::transport::tls_config(None)
+                net_settings(pipeline)
+                    .tls()
                     .context("cannot set up TLS for Zoom's REST API")?,
-                &crate::pipeline::build::net_settings(pipeline).proxy,
+                &net_settings(pipeline).proxy,
             ))),
             String::new(),
         ),

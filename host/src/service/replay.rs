@@ -24,11 +24,11 @@ use rtms_proto::codes::{session_state, stream_state};
 use serde::Deserialize;
 
 use crate::dataplane::bridge::{audio_format, wit_frame};
-use crate::dataplane::registry::{Registry, SessionDesc};
+use crate::dataplane::registry::{LiveStream, Registry, SessionDesc};
 use crate::dataplane::stats::{Metrics, MetricsSnapshot};
 use crate::outputs::deadletter::DeadLetters;
-use crate::outputs::{OutputBounds, start_sinks_with};
-use crate::pipeline::build::{build_table, runtime_config};
+use crate::outputs::{OutputBounds, SinkSet, start_sinks_with};
+use crate::pipeline::build::{build_table, net_settings, runtime_config};
 use crate::sandbox::Runtime;
 use crate::sandbox::bindings::EndReason;
 
@@ -108,8 +108,6 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
     let text = tokio::fs::read_to_string(&args.file)
         .await
         .with_context(|| format!("cannot read recording {}", args.file.display()))?;
-    let rt = Runtime::new(&runtime_config(pipeline))?;
-    let metrics = Arc::new(Metrics::default());
     let lossless;
     let pipeline = if args.realtime {
         pipeline
@@ -117,40 +115,13 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
         lossless = lossless_queues(pipeline);
         &lossless
     };
-    let table = build_table(pipeline, &rt, &metrics, None, 1).await?;
-    let bounds = OutputBounds::from(&pipeline.runtime);
-    let (outputs, sinks) = start_sinks_with(pipeline.sinks.clone(), bounds).await?;
-    let shared = Registry::new(
-        rt,
-        table,
-        outputs,
-        DeadLetters::with_limits(
-            Some(pipeline.runtime.dead_letter_dir.clone()),
-            pipeline.runtime.dead_letter_max_bytes,
-            pipeline.runtime.dead_letter_files,
-        ),
-        metrics.clone(),
-        None,
-    );
+    let (shared, sinks, metrics) = start_dataplane(pipeline).await?;
     let stem = file_stem(&args.file);
     let stream_id = args.stream_id.clone().unwrap_or_else(|| stem.clone());
     let meeting_id = args.meeting_id.clone().unwrap_or(stem);
 
+    let lines = recording_lines(&text, &args.file)?;
     // The audio format comes from the first confirmed data handshake, so look ahead.
-    let lines: Vec<(usize, Line)> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str::<Line>(l).map(|line| (i + 1, line)).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}: not a recording line ({e}); expected {{\"at_ms\":…,\"socket\":…,\"msg\":{{…}}}}",
-                    args.file.display(),
-                    i + 1
-                )
-            })
-        })
-        .collect::<Result<_>>()?;
     let audio = lines
         .iter()
         .find_map(|(_, l)| match decode(l.msg.get().as_bytes()) {
@@ -166,39 +137,9 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
         resumed: false,
         audio: Some(audio_format(&audio.unwrap_or_default())),
     });
-
     let started = Instant::now();
-    let mut seq = 0u64;
-    let mut skipped = 0u64;
-    let mut end = EndReason::Stopped(0);
-    for (lineno, line) in lines {
-        if args.realtime {
-            let due = Duration::from_millis(line.at_ms);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        match decode(line.msg.get().as_bytes()) {
-            Ok(Decoded::Frame(f)) => {
-                seq += 1;
-                let mut f = wit_frame(f);
-                f.seq = seq;
-                session.push(f).await;
-            }
-            Ok(Decoded::StreamState(s)) if s.state == stream_state::TERMINATED => {
-                end = EndReason::Stopped(s.reason);
-            }
-            Ok(Decoded::SessionState(s)) if s.state == session_state::STOPPED => {
-                end = EndReason::Stopped(s.stop_reason.max(s.reason));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                skipped += 1;
-                tracing::warn!(line = lineno, socket = %line.socket, error = %e, "skipping a message the decoder refused");
-            }
-        }
-    }
-    session.end(end).await;
+    let played = play(&session, lines, args.realtime).await;
+    session.end(played.end).await;
     drop(session);
     let snapshot = metrics.snapshot();
     for (name, p) in &snapshot.plugins {
@@ -207,12 +148,99 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
     drop(shared);
     sinks.finish().await;
     Ok(ReplaySummary {
-        frames: seq,
-        skipped_lines: skipped,
-        end,
+        frames: played.frames,
+        skipped_lines: played.skipped,
+        end: played.end,
         metrics: snapshot,
         elapsed: started.elapsed(),
     })
+}
+
+/// The runtime, the plugins' table and the sinks of `pipeline`, and their counters.
+async fn start_dataplane(pipeline: &Pipeline) -> Result<(Arc<Registry>, SinkSet, Arc<Metrics>)> {
+    let rt = Runtime::new(&runtime_config(pipeline))?;
+    let metrics = Arc::new(Metrics::default());
+    let table = build_table(pipeline, &rt, &metrics, None, 1).await?;
+    let bounds = OutputBounds::from(&pipeline.runtime);
+    let (outputs, sinks) =
+        start_sinks_with(pipeline.sinks.clone(), bounds, &net_settings(pipeline)).await?;
+    let shared = Registry::new(
+        rt,
+        table,
+        outputs,
+        DeadLetters::with_limits(
+            Some(pipeline.runtime.dead_letter_dir.clone()),
+            pipeline.runtime.dead_letter_max_bytes,
+            pipeline.runtime.dead_letter_files,
+        ),
+        metrics.clone(),
+        None,
+    );
+    Ok((shared, sinks, metrics))
+}
+
+/// The recording's lines with their numbers (blank lines skipped); a line that is not a
+/// recording line is an error naming it.
+fn recording_lines(text: &str, file: &Path) -> Result<Vec<(usize, Line)>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str::<Line>(l).map(|line| (i + 1, line)).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}: not a recording line ({e}); expected {{\"at_ms\":…,\"socket\":…,\"msg\":{{…}}}}",
+                    file.display(),
+                    i + 1
+                )
+            })
+        })
+        .collect()
+}
+
+/// What playing a recording came to.
+struct Played {
+    frames: u64,
+    skipped: u64,
+    end: EndReason,
+}
+
+/// Pushes every frame of `lines` into `session` in order (at the recorded pace when
+/// `realtime`); a stop in the recording gives the end reason.
+async fn play(session: &LiveStream, lines: Vec<(usize, Line)>, realtime: bool) -> Played {
+    let started = Instant::now();
+    let mut p = Played {
+        frames: 0,
+        skipped: 0,
+        end: EndReason::Stopped(0),
+    };
+    for (lineno, line) in lines {
+        if realtime {
+            let due = Duration::from_millis(line.at_ms);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        match decode(line.msg.get().as_bytes()) {
+            Ok(Decoded::Frame(f)) => {
+                p.frames += 1;
+                let mut f = wit_frame(f);
+                f.seq = p.frames;
+                session.push(f).await;
+            }
+            Ok(Decoded::StreamState(s)) if s.state == stream_state::TERMINATED => {
+                p.end = EndReason::Stopped(s.reason);
+            }
+            Ok(Decoded::SessionState(s)) if s.state == session_state::STOPPED => {
+                p.end = EndReason::Stopped(s.stop_reason.max(s.reason));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                p.skipped += 1;
+                tracing::warn!(line = lineno, socket = %line.socket, error = %e, "skipping a message the decoder refused");
+            }
+        }
+    }
+    p
 }
 
 /// The pipeline with every plugin's queue waiting for room, for a replay as fast as

@@ -486,19 +486,6 @@ async fn shutdown_stops_the_server() {
     assert!(tokio::net::TcpStream::connect(s.addr).await.is_err());
 }
 
-#[test]
-fn dedup_forgets_after_ttl_and_beyond_capacity() {
-    let mut d = Dedup::new(Duration::from_secs(10), 2);
-    let t0 = Instant::now();
-    let k = |i: i64| ("e".to_owned(), "s".to_owned(), i);
-    assert!(d.first_time(k(1), t0));
-    assert!(!d.first_time(k(1), t0 + Duration::from_secs(5)));
-    assert!(d.first_time(k(1), t0 + Duration::from_secs(11)), "expired");
-    assert!(d.first_time(k(2), t0 + Duration::from_secs(11)));
-    assert!(d.first_time(k(3), t0 + Duration::from_secs(11)));
-    assert!(d.seen.len() <= 2, "bounded: {}", d.seen.len());
-}
-
 #[tokio::test]
 async fn slow_and_oversized_heads_are_cut_and_counted_by_reason() {
     use crate::listener::Close;

@@ -153,97 +153,7 @@ impl Meeting {
         req: &DataHandshakeReq,
         path_kind: Option<MediaKind>,
     ) -> Result<MediaAccepted, (u32, String)> {
-        let result = (|| {
-            self.check_ids(&req.ids, &req.rtms_stream_id, &req.signature)?;
-            let mask = req.media_type;
-            if mask == 0 || mask & !(media_type::EVERY_TYPE | media_type::ALL) != 0 {
-                return Err((
-                    status::INVALID_MEDIA_TYPE,
-                    format!("media_type {mask} is not a mask of 1,2,4,8,16 or 32"),
-                ));
-            }
-            let all = mask & media_type::ALL != 0;
-            let bits: u32 = media_type::bits(mask).fold(0, |a, b| a | b);
-            if let Some(k) = path_kind
-                && (all || bits & !k.media_type_bit() != 0)
-            {
-                return Err((
-                    status::INVALID_MEDIA_TYPE,
-                    format!(
-                        "media_type {mask} asks for more than this {} URL serves; use the `all` URL",
-                        k.url_key().unwrap_or_default()
-                    ),
-                ));
-            }
-            let mut st = self.state();
-            if st.ended {
-                return Err((
-                    status::INVALID_RTMS_STREAM_ID,
-                    "the stream has ended".into(),
-                ));
-            }
-            if st.signaling.is_none() {
-                return Err((
-                    status::INVALID_RTMS_STREAM_ID,
-                    "no live signaling connection for this stream; complete the signaling handshake first"
-                        .into(),
-                ));
-            }
-            let delay = self.take_fault_for(&mut st, false)?;
-            self.reap_closed_media(&mut st);
-            let refused = if st.media.iter().any(|c| c.all) || (all && !st.media.is_empty()) {
-                Some((
-                    status::MEDIA_DATA_ALL_CONNECTION_EXIST,
-                    "an `all` media connection exists alongside another media connection",
-                ))
-            } else if st.media.iter().any(|c| c.bits & bits != 0) {
-                Some((
-                    status::DUPLICATE_MEDIA_DATA_CONNECTION,
-                    "duplicate media data connection: a live connection carries this media type",
-                ))
-            } else {
-                None
-            };
-            if let Some((status, reason)) = refused {
-                let conn = st.next_conn;
-                st.next_conn += 1;
-                let mut l = self.ledger_mut();
-                l.counters.duplicate_media_rejected += 1;
-                l.connection(
-                    conn,
-                    SocketKind::Media,
-                    bits,
-                    ConnectionChange::RejectedDuplicate { status },
-                );
-                return Err((status, reason.into()));
-            }
-            let mut params = req.media_params.clone().unwrap_or_default().resolved();
-            if let Some(a) = &params.audio {
-                params.audio = Some(crate::media_gen::producible_audio(a));
-            }
-            let (tx, rx) = mpsc::channel(64);
-            let (end, task_end) = Ending::pair(&self.cancel);
-            let id = st.next_conn;
-            st.next_conn += 1;
-            self.ledger_mut()
-                .connection(id, SocketKind::Media, bits, ConnectionChange::Accepted);
-            st.media.push(MediaConn {
-                id,
-                bits,
-                all,
-                params: params.clone(),
-                ready: false,
-                tx,
-                end,
-            });
-            Ok(MediaAccepted {
-                id,
-                rx,
-                end: task_end,
-                params,
-                delay,
-            })
-        })();
+        let result = self.decide_media(req, path_kind);
         let mut l = self.ledger_mut();
         match &result {
             Ok(_) => l.counters.media_handshakes_ok += 1,
@@ -252,6 +162,94 @@ impl Meeting {
         drop(l);
         self.bump();
         result
+    }
+
+    /// [`Self::media_handshake`]'s decision.
+    fn decide_media(
+        self: &Arc<Self>,
+        req: &DataHandshakeReq,
+        path_kind: Option<MediaKind>,
+    ) -> Result<MediaAccepted, (u32, String)> {
+        self.check_ids(&req.ids, &req.rtms_stream_id, &req.signature)?;
+        let (all, bits) = media_bits(req.media_type, path_kind)?;
+        let mut st = self.state();
+        if st.ended {
+            return Err((
+                status::INVALID_RTMS_STREAM_ID,
+                "the stream has ended".into(),
+            ));
+        }
+        if st.signaling.is_none() {
+            return Err((
+                status::INVALID_RTMS_STREAM_ID,
+                "no live signaling connection for this stream; complete the signaling handshake first"
+                    .into(),
+            ));
+        }
+        let delay = self.take_fault_for(&mut st, false)?;
+        self.reap_closed_media(&mut st);
+        self.refuse_duplicate_media(&mut st, all, bits)?;
+        let mut params = req.media_params.clone().unwrap_or_default().resolved();
+        if let Some(a) = &params.audio {
+            params.audio = Some(crate::media_gen::producible_audio(a));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let (end, task_end) = Ending::pair(&self.cancel);
+        let id = st.next_conn;
+        st.next_conn += 1;
+        self.ledger_mut()
+            .connection(id, SocketKind::Media, bits, ConnectionChange::Accepted);
+        st.media.push(MediaConn {
+            id,
+            bits,
+            all,
+            params: params.clone(),
+            ready: false,
+            tx,
+            end,
+        });
+        Ok(MediaAccepted {
+            id,
+            rx,
+            end: task_end,
+            params,
+            delay,
+        })
+    }
+
+    /// Refuses (and enters in the ledger) a media connection for a type a live one already
+    /// carries, or one beside an `all` connection.
+    fn refuse_duplicate_media(
+        &self,
+        st: &mut State,
+        all: bool,
+        bits: u32,
+    ) -> Result<(), (u32, String)> {
+        let refused = if st.media.iter().any(|c| c.all) || (all && !st.media.is_empty()) {
+            (
+                status::MEDIA_DATA_ALL_CONNECTION_EXIST,
+                "an `all` media connection exists alongside another media connection",
+            )
+        } else if st.media.iter().any(|c| c.bits & bits != 0) {
+            (
+                status::DUPLICATE_MEDIA_DATA_CONNECTION,
+                "duplicate media data connection: a live connection carries this media type",
+            )
+        } else {
+            return Ok(());
+        };
+        let (status, reason) = refused;
+        let conn = st.next_conn;
+        st.next_conn += 1;
+        let mut l = self.ledger_mut();
+        l.counters.duplicate_media_rejected += 1;
+        l.connection(
+            conn,
+            SocketKind::Media,
+            bits,
+            ConnectionChange::RejectedDuplicate { status },
+        );
+        Err((status, reason.into()))
     }
 
     // === client messages on signaling ===
@@ -327,4 +325,29 @@ impl Meeting {
         let v = json!({"msg_type": 6, "timestamp": unix_ms(), "event": event});
         self.send_signaling(st, v, Note::Event(t))
     }
+}
+
+/// Whether a handshake's `media_type` mask asks for `all`, and its type bits; refused when
+/// it is no mask of known types or asks for more than the URL's kind serves.
+fn media_bits(mask: u32, path_kind: Option<MediaKind>) -> Result<(bool, u32), (u32, String)> {
+    if mask == 0 || mask & !(media_type::EVERY_TYPE | media_type::ALL) != 0 {
+        return Err((
+            status::INVALID_MEDIA_TYPE,
+            format!("media_type {mask} is not a mask of 1,2,4,8,16 or 32"),
+        ));
+    }
+    let all = mask & media_type::ALL != 0;
+    let bits: u32 = media_type::bits(mask).fold(0, |a, b| a | b);
+    if let Some(k) = path_kind
+        && (all || bits & !k.media_type_bit() != 0)
+    {
+        return Err((
+            status::INVALID_MEDIA_TYPE,
+            format!(
+                "media_type {mask} asks for more than this {} URL serves; use the `all` URL",
+                k.url_key().unwrap_or_default()
+            ),
+        ));
+    }
+    Ok((all, bits))
 }

@@ -282,6 +282,30 @@ pub(crate) fn random_meeting_id() -> String {
     random_uuid_b64()
 }
 
+impl State {
+    /// A stream's state before anyone connected.
+    fn initial() -> Self {
+        State {
+            generation: 1,
+            signaling: None,
+            media: Vec::new(),
+            rejects: Vec::new(),
+            delays: Vec::new(),
+            refuse_until: None,
+            keepalives_off: false,
+            ignore_answers: None,
+            subscriptions: HashMap::new(),
+            paused: false,
+            ended: false,
+            ready_once: false,
+            announced: false,
+            sig_epoch: 0,
+            next_conn: 1,
+            last_webhook: None,
+        }
+    }
+}
+
 fn random_uuid_b64() -> String {
     use base64::Engine;
     use rand::Rng;
@@ -341,24 +365,7 @@ impl Meeting {
             pace: opts.pace,
             operator_id,
             webhook_url: opts.webhook_url.clone(),
-            state: Mutex::new(State {
-                generation: 1,
-                signaling: None,
-                media: Vec::new(),
-                rejects: Vec::new(),
-                delays: Vec::new(),
-                refuse_until: None,
-                keepalives_off: false,
-                ignore_answers: None,
-                subscriptions: HashMap::new(),
-                paused: false,
-                ended: false,
-                ready_once: false,
-                announced: false,
-                sig_epoch: 0,
-                next_conn: 1,
-                last_webhook: None,
-            }),
+            state: Mutex::new(State::initial()),
             ledger: Mutex::new(Ledger::default()),
             changed: watch::Sender::new(0),
             control,
