@@ -113,6 +113,7 @@ async fn one(
         let cfg = RuntimeConfig {
             cache_dir: Some(dir.path().to_owned()),
             epoch_tick: Duration::from_millis(5),
+            ..Default::default()
         };
         let rt = Runtime::new(&cfg)?;
         let t = Instant::now();
@@ -143,6 +144,7 @@ async fn one(
     let rt = Runtime::new(&RuntimeConfig {
         cache_dir: Some(setup::warm_cache()),
         epoch_tick: Duration::from_millis(5),
+        ..Default::default()
     })?;
     let code = rt.load(path).await?;
     let (outputs, sinks) = start_sinks(vec![]).await?;

@@ -97,6 +97,7 @@ impl Instance {
             spec.resources,
             rt.quotas(),
             spec.net.clone(),
+            rt.descriptors(),
         )
         .map_err(|e| CallError::Trap(format!("{e:#}")))?;
         let mut store = Store::new(rt.engine(), state);

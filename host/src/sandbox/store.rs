@@ -22,6 +22,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::budget::{Budget, Take};
 use super::caps::{Caps, Units};
+use super::descriptors::Descriptors;
 use super::explain::explain_wasi_errors;
 use super::fs_limits::FsState;
 pub use super::fs_limits::{Grant, Refused, ResourceLimits};
@@ -365,6 +366,7 @@ impl StoreData {
         resources: ResourceLimits,
         quotas: &super::quota::Quotas,
         net: Option<Arc<NetGate>>,
+        fds: &Descriptors,
     ) -> anyhow::Result<Self> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
@@ -403,6 +405,7 @@ impl StoreData {
                         let embedder = ctx.embedder.clone();
                         Box::new(move |e| embedder.net(e))
                     },
+                    fds: fds.clone(),
                 }),
             },
             table,
@@ -411,6 +414,7 @@ impl StoreData {
                 grants,
                 resources,
                 grants.iter().map(|g| quotas.inodes(&g.host)).collect(),
+                fds.clone(),
             ),
             ctx,
             caps,
