@@ -341,6 +341,14 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// What every instance of the process shares: the entry counts of granted directories and
+/// the plugins' descriptor budget.
+#[derive(Clone, Copy)]
+pub struct ProcessShare<'a> {
+    pub quotas: &'a super::quota::Quotas,
+    pub fds: &'a Descriptors,
+}
+
 /// The data of one instance's Store.
 pub struct StoreData {
     wasi: WasiCtx,
@@ -364,10 +372,10 @@ impl StoreData {
         memory_bytes: usize,
         caps: Caps,
         resources: ResourceLimits,
-        quotas: &super::quota::Quotas,
+        process: ProcessShare<'_>,
         net: Option<Arc<NetGate>>,
-        fds: &Descriptors,
     ) -> anyhow::Result<Self> {
+        let ProcessShare { quotas, fds } = process;
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
         b.stderr(LogSink::new(ctx.clone(), Stream::Stderr));
