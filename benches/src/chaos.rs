@@ -271,6 +271,12 @@ struct Tallies {
     lines_written: u64,
     chats_sent: u64,
     audio_read: u64,
+    /// Messages written to sockets whose client never confirmed reading them, and of those
+    /// the ones the plugins did not get (each stream's at most its unconfirmed).
+    unconfirmed: u64,
+    missed: u64,
+    /// Streams with any unconfirmed message.
+    unconfirmed_streams: usize,
     failures: Vec<String>,
 }
 
@@ -301,18 +307,22 @@ fn judge_all(out: &Path, finished: &[(String, Ledger)]) -> Tallies {
         t.lines_sent += ledger_transcript(ledger).len() as u64;
         t.chats_sent += ledger_chats(ledger).len() as u64;
         t.audio_read += ledger.count(rtms_sim::MediaKind::Audio);
-        let verdict = (|| -> Result<u64> {
+        let verdict = (|| -> Result<(u64, rtms_sim::chaos::Verdict)> {
             let path = out.join(format!("seqs-{stream}.txt"));
             let rec =
                 SeqRecord::parse(&std::fs::read_to_string(&path)?).map_err(anyhow::Error::msg)?;
             let writer = writer_lines(out, stream)?;
-            judge(ledger, &rec, &writer).map_err(anyhow::Error::msg)?;
-            Ok(writer.iter().filter(|(k, _)| k == "transcript").count() as u64)
+            let v = judge(ledger, &rec, &writer).map_err(anyhow::Error::msg)?;
+            let written = writer.iter().filter(|(k, _)| k == "transcript").count() as u64;
+            Ok((written, v))
         })();
         match verdict {
-            Ok(written) => {
+            Ok((written, v)) => {
                 t.recovered += 1;
                 t.lines_written += written;
+                t.unconfirmed += v.unconfirmed;
+                t.missed += v.missed;
+                t.unconfirmed_streams += usize::from(v.unconfirmed > 0);
             }
             Err(e) => t.failures.push(format!("stream {stream}: {e:#}")),
         }
@@ -450,8 +460,14 @@ fn verdict(
         (
             streams_ok,
             format!(
-                "exactly once, never twice: {} transcript lines and {} chats read, each written once in order by the recorder and the writer ({} lines); {} audio frames",
-                t.lines_sent, t.chats_sent, t.lines_written, t.audio_read
+                "exactly once, never twice: {} transcript lines and {} chats read, each written once in order by the recorder and the writer ({} lines); {} audio frames; {} messages on {} streams written to sockets the host left before confirming them, {} of those not delivered",
+                t.lines_sent,
+                t.chats_sent,
+                t.lines_written,
+                t.audio_read,
+                t.unconfirmed,
+                t.unconfirmed_streams,
+                t.missed
             ),
         ),
         (
@@ -487,6 +503,7 @@ fn verdict(
     row.extra = json!({"seed": o.seed, "meetings": o.meetings, "minutes": o.minutes,
         "faults": plan.tally, "recovered": t.recovered, "lines_sent": t.lines_sent,
         "lines_written": t.lines_written, "chats_sent": t.chats_sent, "audio_read": t.audio_read,
+        "unconfirmed": t.unconfirmed, "unconfirmed_streams": t.unconfirmed_streams, "missed": t.missed,
         "rss": [u.rss_start, u.rss_peak, u.rss_end], "fds": [u.fd_start, u.fd_peak, u.fd_end],
         "seconds": took.as_secs_f64(), "failures": t.failures, "host": metrics});
     report.push(row);

@@ -8,7 +8,10 @@
 //!   was never resumed from scratch: each fault stays within Zoom's grace, so the client must
 //!   win every stream back;
 //! - **exactly once**: every transcript line and chat message the ledger says a client read
-//!   was delivered once and in order, and every audio frame read was delivered;
+//!   was delivered once and in order, and every audio frame read was delivered; where the
+//!   ledger counts messages written to a socket the client never confirmed reading
+//!   ([`crate::Counters::unconfirmed`]), at most that many may be missing, each delivered
+//!   one still once and in order; a transcript writer holds what the recorder holds;
 //! - **never twice**: the sequence numbers delivered strictly increase;
 //! - **one client at a time**: the simulator never saw two clients of one stream at once
 //!   ([`Ledger::one_client_at_a_time`]: a duplicate handshake fails it).
@@ -278,23 +281,33 @@ pub fn ledger_chats(l: &Ledger) -> Vec<String> {
 /// once and in order, every audio frame did, sequence numbers strictly increase, and the
 /// record has one fresh start and one end. `Err` says what differs.
 pub fn exactly_once(ledger: &Ledger, rec: &SeqRecord) -> Result<(), String> {
+    delivered(ledger, rec, 0).map(|_| ())
+}
+
+/// Like [`exactly_once`], except that up to `slack` messages the ledger counts may be
+/// missing (each delivered one still once and in order). Returns how many are missing.
+fn delivered(ledger: &Ledger, rec: &SeqRecord, slack: u64) -> Result<u64, String> {
     let sent = ledger_transcript(ledger);
     if sent.is_empty() {
         return Err("the meeting sent no transcript line".into());
     }
-    let got = rec.texts("transcript");
-    if got != sent {
-        return Err(differ("transcript lines", &sent, &got));
-    }
-    let (chats, got) = (ledger_chats(ledger), rec.texts("chat"));
-    if got != chats {
-        return Err(differ("chat messages", &chats, &got));
-    }
-    let audio = ledger.count(MediaKind::Audio);
-    if rec.count("audio") as u64 != audio {
+    let mut missed = compare("transcript lines", &sent, &rec.texts("transcript"), slack)?;
+    missed += compare(
+        "chat messages",
+        &ledger_chats(ledger),
+        &rec.texts("chat"),
+        slack,
+    )?;
+    let (audio, got) = (ledger.count(MediaKind::Audio), rec.count("audio") as u64);
+    if got > audio || (slack == 0 && got != audio) {
         return Err(format!(
-            "audio frames: {audio} read from the simulator, {} delivered",
-            rec.count("audio")
+            "audio frames: {audio} read from the simulator, {got} delivered"
+        ));
+    }
+    missed += audio - got;
+    if missed > slack {
+        return Err(format!(
+            "{missed} messages the client read are missing, more than the {slack} it may not have read"
         ));
     }
     if let Some(w) = rec.frames.windows(2).find(|w| w[0].0 >= w[1].0) {
@@ -309,14 +322,52 @@ pub fn exactly_once(ledger: &Ledger, rec: &SeqRecord) -> Result<(), String> {
     if rec.ends.len() != 1 {
         return Err(format!("{} session ends: {:?}", rec.ends.len(), rec.ends));
     }
-    Ok(())
+    Ok(missed)
 }
 
-/// The chaos verdict on one stream: [`exactly_once`], recovered to its scripted end on one
-/// session, one client at a time, and `writer` (a transcript writer's `(kind, text)` lines)
-/// holding exactly the ledger's transcript and chat.
-pub fn judge(ledger: &Ledger, rec: &SeqRecord, writer: &[(String, String)]) -> Result<(), String> {
-    exactly_once(ledger, rec)?;
+/// `got` is `sent` (with `slack` 0), or `sent` with some left out, in order and none twice.
+/// Returns how many were left out.
+fn compare(what: &str, sent: &[String], got: &[String], slack: u64) -> Result<u64, String> {
+    if slack == 0 {
+        return if got == sent {
+            Ok(0)
+        } else {
+            Err(differ(what, sent, got))
+        };
+    }
+    let mut rest = sent.iter();
+    for (i, g) in got.iter().enumerate() {
+        if !rest.by_ref().any(|s| s == g) {
+            return Err(format!(
+                "{what}: delivered {i} ({g:?}) is not the next of those sent, in order, once"
+            ));
+        }
+    }
+    Ok((sent.len() - got.len()) as u64)
+}
+
+/// The verdict on a stream that passed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Messages the ledger counts that the record lacks: at most [`Verdict::unconfirmed`].
+    pub missed: u64,
+    /// Messages written to sockets whose client never confirmed reading them (the ledger's
+    /// [`crate::Counters::unconfirmed`]): 0 makes the comparison exact.
+    pub unconfirmed: u64,
+}
+
+/// The chaos verdict on one stream: every message the client read delivered exactly once
+/// and in order ([`exactly_once`]; where the ledger has unconfirmed messages, each delivered
+/// one still once and in order, and at most that many missing), recovered to its scripted
+/// end on one session, one client at a time, and `writer` (a transcript writer's
+/// `(kind, text)` lines) holding the same transcript and chat.
+pub fn judge(
+    ledger: &Ledger,
+    rec: &SeqRecord,
+    writer: &[(String, String)],
+) -> Result<Verdict, String> {
+    let unconfirmed = ledger.counters.unconfirmed;
+    let missed = delivered(ledger, rec, unconfirmed)?;
     if rec.starts != [false] || rec.ends != [SCRIPTED_END] {
         return Err(format!(
             "not recovered: starts {:?}, ends {:?} (expected one fresh session ending {SCRIPTED_END})",
@@ -328,16 +379,26 @@ pub fn judge(ledger: &Ledger, rec: &SeqRecord, writer: &[(String, String)]) -> R
         ("transcript", ledger_transcript(ledger)),
         ("chat", ledger_chats(ledger)),
     ] {
-        let got: Vec<String> = writer
+        let from_writer: Vec<String> = writer
             .iter()
             .filter(|(k, _)| k == kind)
             .map(|(_, t)| t.clone())
             .collect();
-        if got != sent {
-            return Err(differ(&format!("the writer's {kind}"), &sent, &got));
+        if from_writer != rec.texts(kind) {
+            let what = format!("the writer's {kind} against the recorder's");
+            return Err(differ(&what, &rec.texts(kind), &from_writer));
         }
+        compare(
+            &format!("the writer's {kind}"),
+            &sent,
+            &from_writer,
+            unconfirmed,
+        )?;
     }
-    Ok(())
+    Ok(Verdict {
+        missed,
+        unconfirmed,
+    })
 }
 
 /// Where two sequences first differ, shortly.
@@ -396,6 +457,21 @@ mod tests {
         }
         let e = exactly_once(&l, &rec).unwrap_err();
         assert!(e.contains("seq 1 then 1"), "{e}");
+        // A line left out is allowed only where the ledger says the client may not have
+        // read it, and a repeat never.
+        let one = SeqRecord::parse("# start resumed=false\n1\ttranscript\tho\n# end stopped(6)\n")
+            .unwrap();
+        assert!(
+            exactly_once(&l, &one)
+                .unwrap_err()
+                .contains("first difference at 0")
+        );
+        assert_eq!(delivered(&l, &one, 1), Ok(1));
+        let twice = SeqRecord::parse(
+            "# start resumed=false\n1\ttranscript\tho\n2\ttranscript\tho\n# end stopped(6)\n",
+        )
+        .unwrap();
+        assert!(delivered(&l, &twice, 5).unwrap_err().contains("once"));
         assert!(SeqRecord::parse("x").unwrap_err().contains("\"x\""));
     }
 }
