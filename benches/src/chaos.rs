@@ -74,13 +74,11 @@ fn pipeline_text(dir: &Path) -> String {
     text
 }
 
-/// The simulator's timers: keep-alives every 200 ms and 10 s of grace, as the e2e tests
-/// run it, so keep-alive loss is seen within a second and every fault stays in the grace.
+/// The simulator's timers: Zoom's grace (60 s for signaling, 30 s for media), keep-alives
+/// every 200 ms as the e2e tests send them, so a keep-alive loss is noticed within a second.
 fn sim_config() -> rtms_sim::SimConfig {
     rtms_sim::SimConfig {
         keepalive_interval: Duration::from_millis(200),
-        signaling_grace: Duration::from_secs(10),
-        media_grace: Duration::from_secs(10),
         ..setup::sim_config()
     }
 }
