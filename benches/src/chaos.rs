@@ -416,8 +416,14 @@ pub async fn run(report: &mut Report, o: &Opts) -> Result<bool> {
     let metrics: serde_json::Value =
         serde_json::from_str(&host.ask("metrics", Duration::from_secs(10)).await?)?;
     host.stop().await;
-    let t = judge_all(&dir.path().join("out"), &finished);
-    let pass = verdict(report, o, &plan, &t, usage, took, metrics);
+    let out = Outcome {
+        tallies: judge_all(&dir.path().join("out"), &finished),
+        plan,
+        usage,
+        took,
+        metrics,
+    };
+    let pass = verdict(report, o, &out);
     if !pass {
         let kept = dir.keep();
         println!("  the run's files are kept in {}", kept.display());
@@ -425,16 +431,19 @@ pub async fn run(report: &mut Report, o: &Opts) -> Result<bool> {
     Ok(pass)
 }
 
-/// Prints the pass criteria and pushes the rows; true when every one holds.
-fn verdict(
-    report: &mut Report,
-    o: &Opts,
-    plan: &Plan,
-    t: &Tallies,
-    u: Usage,
+/// What a run found.
+struct Outcome {
+    plan: Plan,
+    tallies: Tallies,
+    usage: Usage,
     took: Duration,
+    /// The host's counters of the hostile plugins and the descriptor budget.
     metrics: serde_json::Value,
-) -> bool {
+}
+
+/// Prints the pass criteria and pushes the rows; true when every one holds.
+fn verdict(report: &mut Report, o: &Opts, out: &Outcome) -> bool {
+    let (plan, t, u, took, metrics) = (&out.plan, &out.tallies, out.usage, out.took, &out.metrics);
     let rss_ok = u.rss_end <= u.rss_start + (o.rss_slack_mib << 20);
     let fd_ok = u.fd_end <= u.fd_start + o.fd_slack;
     let faults_ok = plan.tally.total() >= o.faults as u64 && plan.tally.missing().is_empty();
@@ -495,6 +504,13 @@ fn verdict(
     }
     println!("  hostile plugins and budget: {metrics}");
     let pass = checks.iter().all(|(ok, _)| *ok);
+    push_row(report, o, out, pass);
+    pass
+}
+
+/// The run as a report row, every figure in its JSON.
+fn push_row(report: &mut Report, o: &Opts, out: &Outcome, pass: bool) {
+    let (plan, t, u, took, metrics) = (&out.plan, &out.tallies, out.usage, out.took, &out.metrics);
     let mut row = Row::new("chaos", &format!("{} meetings", o.meetings), "streams recovered", t.recovered as f64)
         .note(format!("{:.0} s, seed {:#x}, {} faults; lines {} sent / {} written; RSS {:.0}/{:.0}/{:.0} MiB, fds {}/{}/{} (start/peak/end)", took.as_secs_f64(), o.seed, plan.tally.total(), t.lines_sent, t.lines_written, mib(u.rss_start), mib(u.rss_peak), mib(u.rss_end), u.fd_start, u.fd_peak, u.fd_end))
         .target("every check passes", pass);
@@ -505,5 +521,4 @@ fn verdict(
         "rss": [u.rss_start, u.rss_peak, u.rss_end], "fds": [u.fd_start, u.fd_peak, u.fd_end],
         "seconds": took.as_secs_f64(), "failures": t.failures, "host": metrics});
     report.push(row);
-    pass
 }
