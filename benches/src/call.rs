@@ -104,6 +104,7 @@ async fn one(
     let rt = Runtime::new(&RuntimeConfig {
         cache_dir: Some(setup::warm_cache()),
         epoch_tick: Duration::from_millis(5),
+        ..Default::default()
     })?;
     let code = rt.load(path).await?;
     let (outputs, sinks) = start_sinks(vec![]).await?;
@@ -167,6 +168,7 @@ async fn load_times(
         let cfg = RuntimeConfig {
             cache_dir: Some(dir.path().to_owned()),
             epoch_tick: Duration::from_millis(5),
+            ..Default::default()
         };
         let rt = Runtime::new(&cfg)?;
         let t = Instant::now();

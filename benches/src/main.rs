@@ -3,15 +3,18 @@
 //!
 //! ```text
 //! cargo run --release -p rtms-bench -- [all|drain|concurrency|call|reload|startup] [--quick]
+//! cargo run --release -p rtms-bench -- chaos [--meetings 50] [--minutes 5] [--faults 1000]
 //! ```
 //!
 //! Modules: [`drain`] (single-stream throughput with raw and client baselines),
 //! [`concurrency`] (N real-time meetings: latency, CPU, memory, drops), [`call`] (plugin
 //! call cost by batch size), [`reload`] (hot reload under load), [`startup`] (time to
-//! ready); [`setup`] (pipelines, host, scripts), [`raw`] (the counting WebSocket reader),
+//! ready), [`chaos`] (meetings under random faults beside hostile plugins, judged; not in
+//! `all`); [`setup`] (pipelines, host, scripts), [`raw`] (the counting WebSocket reader),
 //! [`hist`], [`probe`], [`report`].
 
 mod call;
+mod chaos;
 mod concurrency;
 mod drain;
 mod hist;
@@ -44,6 +47,12 @@ enum Which {
     Call,
     Reload,
     Startup,
+    /// Meetings under random faults beside hostile plugins (not part of `all`); exits
+    /// non-zero when a pass criterion fails.
+    Chaos,
+    /// Internal: the host process of the chaos benchmark.
+    #[value(hide = true)]
+    HostChild,
     /// Internal: the simulator process of the concurrency benchmark.
     #[value(hide = true)]
     SimChild,
@@ -71,9 +80,28 @@ struct Args {
     /// Drain cases to run, comma-separated: raw, client, noop, audio, sdk (default: all).
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
-    /// Concurrency: meeting counts to run, comma-separated (default 100,1000,2000).
+    /// Concurrency: meeting counts to run, comma-separated (default 100,1000,2000). Chaos:
+    /// the first is the number of meetings (default 50; 10 quick).
     #[arg(long, value_delimiter = ',')]
     meetings: Vec<usize>,
+    /// Chaos: length of each meeting in minutes (default 5; 1 quick).
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Chaos: faults in all, over every meeting (default 1000; 120 quick).
+    #[arg(long)]
+    faults: Option<usize>,
+    /// Chaos: the seed of the fault plan (the same seed plans the same faults).
+    #[arg(long, default_value_t = 0x5eed_c4a0)]
+    seed: u64,
+    /// Chaos: the host's RSS may end at most this many MiB above where it started.
+    #[arg(long, default_value_t = 128)]
+    rss_slack_mib: u64,
+    /// Chaos: the host's open descriptors may end at most this many above the start.
+    #[arg(long, default_value_t = 16)]
+    fd_slack: u64,
+    /// Internal (host-child): the pipeline file.
+    #[arg(long, hide = true)]
+    pipeline: Option<PathBuf>,
     /// Do not pin: by default the benchmark process runs on every core but core 0 and the
     /// traffic source (a child process) on core 0, so neither waits for the other's CPU.
     #[arg(long)]
@@ -82,7 +110,10 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if !matches!(args.which, Which::SimChild | Which::SenderChild) {
+    if !matches!(
+        args.which,
+        Which::SimChild | Which::SenderChild | Which::HostChild
+    ) {
         let cores = probe::cpus();
         match probe::pin_receiver(!args.no_pin) {
             Ok(true) => eprintln!(
@@ -115,6 +146,13 @@ async fn run(args: Args) -> Result<()> {
     if args.which == Which::SenderChild {
         return sender::child().await;
     }
+    if args.which == Which::HostChild {
+        let path = args
+            .pipeline
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("host-child needs --pipeline FILE"))?;
+        return chaos::host_child(path).await;
+    }
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: a debug build; benchmark numbers need `cargo run --release -p rtms-bench`"
@@ -144,6 +182,10 @@ async fn run(args: Args) -> Result<()> {
     if all || args.which == Which::Concurrency {
         concurrency::run(&mut report, q, &args.meetings).await?;
     }
+    let mut passed = true;
+    if args.which == Which::Chaos {
+        passed = chaos::run(&mut report, &chaos_opts(&args)).await?;
+    }
     println!("\n{}", report.table());
     let out = args
         .out
@@ -154,7 +196,28 @@ async fn run(args: Args) -> Result<()> {
         out.display(),
         started.elapsed().as_secs_f64()
     );
+    anyhow::ensure!(
+        passed,
+        "chaos: a pass criterion failed (see the verdict above)"
+    );
     Ok(())
+}
+
+/// The chaos case's options from the command line.
+fn chaos_opts(args: &Args) -> chaos::Opts {
+    let q = args.quick;
+    chaos::Opts {
+        meetings: args
+            .meetings
+            .first()
+            .copied()
+            .unwrap_or(if q { 10 } else { 50 }),
+        minutes: args.minutes.unwrap_or(if q { 1.0 } else { 5.0 }),
+        faults: args.faults.unwrap_or(if q { 120 } else { 1000 }),
+        seed: args.seed,
+        rss_slack_mib: args.rss_slack_mib,
+        fd_slack: args.fd_slack,
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ pub async fn run(report: &mut Report, quick: bool) -> Result<()> {
     let rt = Runtime::new(&RuntimeConfig {
         cache_dir: Some(setup::warm_cache()),
         epoch_tick: Duration::from_millis(5),
+        ..Default::default()
     })?;
     rt.load(&a).await?;
     rt.load(&b).await?;

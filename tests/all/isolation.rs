@@ -172,6 +172,7 @@ async fn a_compile_cache_others_can_write_is_never_loaded() {
     let rt = Runtime::new(&RuntimeConfig {
         cache_dir: Some(cache.clone()),
         epoch_tick: Duration::from_millis(5),
+        ..Default::default()
     })
     .unwrap();
     let first = rt.load(&component("noop")).await.unwrap();
@@ -189,6 +190,7 @@ async fn a_compile_cache_others_can_write_is_never_loaded() {
     let rt = Runtime::new(&RuntimeConfig {
         cache_dir: Some(cache.clone()),
         epoch_tick: Duration::from_millis(5),
+        ..Default::default()
     })
     .unwrap();
     rt.load(&component("noop")).await.unwrap();

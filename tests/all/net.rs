@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use rtms_config::Net;
 use rtms_host::sandbox::net::{ClientSettings, NetEvent, NetGate, Reason};
 use rtms_host::sandbox::store::{InstanceCtx, Rates};
-use rtms_host::sandbox::{Instance, InstanceSpec};
+use rtms_host::sandbox::{Instance, InstanceSpec, Runtime, RuntimeConfig};
 use tokio::net::TcpListener;
 
 use crate::util::{Recorder, component, runtime};
@@ -50,7 +50,17 @@ async fn call(
     parallel: bool,
     ca: Option<&std::path::Path>,
 ) -> Arc<Recorder> {
-    let rt = runtime();
+    call_on(&runtime(), net, urls, parallel, ca).await
+}
+
+/// [`call`] on the runtime `rt`.
+async fn call_on(
+    rt: &Runtime,
+    net: Option<Net>,
+    urls: &[String],
+    parallel: bool,
+    ca: Option<&std::path::Path>,
+) -> Arc<Recorder> {
     let code = rt
         .load(&component("http_call"))
         .await
@@ -84,9 +94,7 @@ async fn call(
         Rates::default(),
         rec.clone(),
     ));
-    let mut inst = Instance::new(&rt, code, &spec, ctx)
-        .await
-        .expect("instance");
+    let mut inst = Instance::new(rt, code, &spec, ctx).await.expect("instance");
     inst.init(&config).await.expect("init");
     inst.frames(1, &[])
         .await
@@ -183,6 +191,36 @@ async fn a_name_resolving_to_loopback_is_reached_when_the_operator_allows_privat
     )
     .await;
     assert_eq!(rec.verdicts(), ["ok 200 5"]);
+}
+
+#[tokio::test]
+async fn a_connection_past_the_process_descriptor_budget_is_an_error_code_until_a_slot_frees() {
+    let addr = serve(None).await;
+    let rt = Runtime::new(&RuntimeConfig {
+        cache_dir: Some(crate::util::cache_dir()),
+        plugin_open_files: Some(2),
+        ..Default::default()
+    })
+    .expect("runtime");
+    let held: Vec<_> = (0..2)
+        .map(|_| rt.descriptors().take().expect("slot"))
+        .collect();
+    assert!(rt.descriptors().take().is_none());
+    let policy = crate::util::net_grant(&[&format!("http://{addr}")]);
+    let url = [format!("http://{addr}/hello")];
+    let rec = call_on(&rt, Some(policy.clone()), &url, false, None).await;
+    assert_eq!(rec.verdicts(), ["err ConnectionLimitReached"]);
+    assert_eq!(rec.stopped(Reason::Descriptors), 1);
+    drop(held);
+    let rec = call_on(&rt, Some(policy), &url, false, None).await;
+    assert_eq!(rec.verdicts(), ["ok 200 5"]);
+    assert_eq!(rec.stopped(Reason::Descriptors), 0);
+    assert_eq!(rt.descriptors().peak(), 2);
+    assert_eq!(
+        rt.descriptors().in_use(),
+        0,
+        "the connection's slot went back"
+    );
 }
 
 #[tokio::test]

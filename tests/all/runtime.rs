@@ -286,6 +286,7 @@ async fn second_load_comes_from_the_compile_cache() {
     let rt = rtms_host::sandbox::Runtime::new(&rtms_host::sandbox::RuntimeConfig {
         cache_dir: Some(dir.path().to_owned()),
         epoch_tick: Duration::from_millis(5),
+        ..Default::default()
     })
     .unwrap();
     let first = rt.load(&component("noop")).await.unwrap();

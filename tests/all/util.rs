@@ -31,6 +31,7 @@ pub fn runtime() -> Runtime {
     Runtime::new(&RuntimeConfig {
         cache_dir: Some(cache_dir()),
         epoch_tick: Duration::from_millis(2),
+        ..Default::default()
     })
     .expect("runtime")
 }

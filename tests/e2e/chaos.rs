@@ -1,20 +1,30 @@
 //! Chaos: several meetings at once while the simulator injects faults of every kind a stream
-//! recovers from, at random times, seeded so a failure reproduces (`CHAOS_SEED`).
+//! recovers from, at random times, seeded so a failure reproduces (`CHAOS_SEED`), beside two
+//! hostile plugins (`tests/shared/chaos_hostile.toml`: a descriptor hog and a memory hog).
 //!
 //! Each meeting must reach its scripted end on one session: every transcript line, chat and
-//! audio frame the client read is written exactly once and in order, and the simulator never
-//! saw two clients of one stream at once. The short version runs here; `CHAOS_MEETINGS`,
+//! audio frame the client read is written exactly once and in order by the seq-recorder,
+//! the transcript writer holds exactly the lines read, and the simulator never saw two
+//! clients of one stream at once ([`rtms_sim::chaos::judge`], the rules the long run
+//! `rtms-bench chaos` applies too). The short version runs here; `CHAOS_MEETINGS`,
 //! `CHAOS_LINES` and `CHAOS_FAULTS` make it longer (docs/resilience.md).
 
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rtms_proto::Product;
-use rtms_proto::codes::status;
-use rtms_sim::{Fault, MeetingScript, Pace, Simulator, SocketSel};
+use rtms_sim::chaos::{FaultKind, Plan, judge};
+use rtms_sim::{Pace, Simulator};
 
 use crate::harness::*;
+use crate::util;
+
+/// The hostile plugins' tables, for a pipeline whose plugins write under `out`.
+pub fn hostile_plugins(out: &str) -> String {
+    include_str!("../shared/chaos_hostile.toml")
+        .replace("{fs_hog}", &util::component("fs_hog").display().to_string())
+        .replace("{hog}", &util::component("hog").display().to_string())
+        .replace("{out}", out)
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -23,62 +33,9 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A fault a stream recovers from within Zoom's grace, chosen by `rng`; some come as a pair
-/// (an outage: refused connections, then the drop that needs them).
-fn random_fault(rng: &mut StdRng) -> Vec<(u64, Fault)> {
-    let short = Duration::from_millis(rng.random_range(100..500));
-    match rng.random_range(0..10) {
-        0 => vec![(0, Fault::DropSignaling)],
-        1 => vec![(0, Fault::DropMedia { kind: None })],
-        2 => vec![(0, Fault::InterruptSignaling)],
-        3 => vec![(0, Fault::InterruptMedia)],
-        4 => vec![(0, Fault::Failover)],
-        5 => vec![(0, Fault::DuplicateWebhook)],
-        6 => vec![
-            (
-                0,
-                Fault::RejectHandshakes {
-                    socket: SocketSel::Signaling,
-                    count: 1,
-                    status: status::INVALID_MEDIA_PARAMS,
-                    reason: "chaos".into(),
-                },
-            ),
-            (0, Fault::DropSignaling),
-        ],
-        7 => vec![
-            (0, Fault::RefuseConnections { duration: short }),
-            (0, Fault::DropSignaling),
-        ],
-        8 => vec![(0, Fault::StopKeepalives), (1_000, Fault::ResumeKeepalives)],
-        _ => vec![(
-            0,
-            Fault::Pause {
-                duration: Some(short),
-            },
-        )],
-    }
-}
-
-/// A meeting of `lines` utterances of 200 ms with `faults` recoverable faults at random times.
-fn chaos_script(rng: &mut StdRng, lines: usize, faults: usize) -> (MeetingScript, usize) {
-    let span = lines as u64 * 200;
-    let mut b = MeetingScript::builder()
-        .synthetic_speech(2, lines, 10)
-        .chat(30, 1001, "hello all");
-    let mut n = 0;
-    for _ in 0..faults {
-        let at = rng.random_range(500..span.saturating_sub(1_500).max(600));
-        for (offset, f) in random_fault(rng) {
-            b = b.fault_at(at + offset, f);
-            n += 1;
-        }
-    }
-    (b.build().expect("script"), n)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn meetings_under_random_faults_deliver_every_line_read_exactly_once() {
+async fn meetings_under_random_faults_beside_hostile_plugins_deliver_every_line_read_exactly_once()
+{
     let seed = env_or("CHAOS_SEED", 0x5eed_c4a0);
     let meetings = env_or("CHAOS_MEETINGS", 6) as usize;
     let lines = env_or("CHAOS_LINES", 40) as usize;
@@ -89,30 +46,56 @@ async fn meetings_under_random_faults_deliver_every_line_read_exactly_once() {
     let sim = Simulator::start(sim_config(false))
         .await
         .expect("simulator");
-    let host = start_host(&sim, Setup::default(), |p| {
+    let setup = Setup {
+        extra: hostile_plugins("out"),
+        ..Setup::default()
+    };
+    let host = start_host(&sim, setup, |p| {
         let r = &mut p.rtms;
         r.reconnect_max_attempts = 5;
         r.reconnect_healthy_after = Duration::from_millis(1_000);
     })
     .await;
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut plan = Plan::new(seed);
     let mut running = Vec::new();
-    let mut injected = 0;
     for _ in 0..meetings {
-        let (script, n) = chaos_script(&mut rng, lines, faults);
-        injected += n;
+        let script = plan.meeting(lines, faults).expect("script");
         running.push(start(&sim, &host, script, Product::Meeting, Pace::Realtime));
+    }
+    if meetings * faults >= FaultKind::ALL.len() {
+        assert_eq!(
+            plan.tally.missing(),
+            Vec::<&str>::new(),
+            "every kind planned"
+        );
     }
     for meeting in &running {
         let ledger = finish(&host, meeting).await;
         let id = meeting.stream_id();
-        let rec = host.record(id);
-        assert_exactly_once(&ledger, &rec);
-        assert_eq!(rec.end(), "stopped(6)", "stream {id} lived to its end");
-        assert_eq!(rec.starts, [false], "stream {id}: one session");
-        ledger
-            .one_client_at_a_time()
-            .unwrap_or_else(|e| panic!("stream {id}: {e}"));
+        let writer: Vec<(String, String)> = host
+            .writer_lines(id)
+            .iter()
+            .map(|v| {
+                let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                (s("kind"), s("text"))
+            })
+            .collect();
+        judge(&ledger, &host.record(id), &writer).unwrap_or_else(|e| panic!("stream {id}: {e}"));
     }
-    eprintln!("chaos: {injected} faults injected, every stream whole (seed {seed:#x})");
+    let m = host.svc.metrics();
+    let (fd, mem) = (&m.plugins["fd-hog"], &m.plugins["mem-hog"]);
+    assert_eq!(
+        fd.open_files_refused, meetings as u64,
+        "the descriptor hog stopped at max_open_files once per session: {fd:?}"
+    );
+    assert!(
+        mem.traps >= meetings as u64,
+        "the memory hog trapped: {mem:?}"
+    );
+    assert_eq!(host.svc.shared().rt.descriptors().in_use(), 0);
+    eprintln!(
+        "chaos: {} faults injected ({}), every stream whole (seed {seed:#x})",
+        plan.tally.total(),
+        plan.tally
+    );
 }

@@ -13,6 +13,7 @@ use hyper::StatusCode;
 use rtms_config::{LoadOptions, MapEnv, Pipeline};
 use rtms_host::dataplane::bridge::Tap;
 use rtms_host::service::{Service, StartOptions};
+pub use rtms_sim::chaos::{SeqRecord, ledger_chats, ledger_transcript};
 use rtms_sim::{Ledger, MeetingHandle, MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -419,50 +420,23 @@ pub async fn finish(host: &Host, meeting: &MeetingHandle) -> Ledger {
     ledger
 }
 
-/// What the seq-recorder wrote for one stream.
+/// What the seq-recorder wrote for one stream ([`SeqRecord`], read from its file).
 #[derive(Debug, Default)]
-pub struct Record {
-    /// `resumed` of each `# start` line.
-    pub starts: Vec<bool>,
-    /// `(seq, kind, text)` per frame.
-    pub frames: Vec<(u64, String, String)>,
-    /// The reason of each `# end` line.
-    pub ends: Vec<String>,
+pub struct Record(pub SeqRecord);
+
+impl std::ops::Deref for Record {
+    type Target = SeqRecord;
+
+    fn deref(&self) -> &SeqRecord {
+        &self.0
+    }
 }
 
 impl Record {
     pub fn read(path: &Path) -> Record {
         let text = std::fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        let mut r = Record::default();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# start resumed=") {
-                r.starts.push(rest == "true");
-            } else if let Some(rest) = line.strip_prefix("# end ") {
-                r.ends.push(rest.to_owned());
-            } else {
-                let mut parts = line.splitn(3, '\t');
-                let seq = parts.next().and_then(|s| s.parse().ok());
-                let (Some(seq), Some(kind)) = (seq, parts.next()) else {
-                    panic!("malformed record line {line:?} in {}", path.display());
-                };
-                r.frames
-                    .push((seq, kind.to_owned(), parts.next().unwrap_or("").to_owned()));
-            }
-        }
-        r
-    }
-
-    pub fn texts(&self, kind: &str) -> Vec<String> {
-        self.frames
-            .iter()
-            .filter(|(_, k, _)| k == kind)
-            .map(|(_, _, t)| t.clone())
-            .collect()
-    }
-
-    pub fn count(&self, kind: &str) -> usize {
-        self.frames.iter().filter(|(_, k, _)| k == kind).count()
+        Record(SeqRecord::parse(&text).unwrap_or_else(|e| panic!("{e} in {}", path.display())))
     }
 
     /// The single end reason (panics unless there is exactly one `# end` line, last).
@@ -477,48 +451,13 @@ impl Record {
     }
 }
 
-pub fn ledger_transcript(l: &Ledger) -> Vec<String> {
-    l.transcript_lines().into_iter().map(|t| t.text).collect()
-}
-
-pub fn ledger_chats(l: &Ledger) -> Vec<String> {
-    l.chats.iter().map(|c| c.text.clone()).collect()
-}
-
 /// Every transcript line and chat message the simulator put on a socket reached the plugin
-/// exactly once and in order; audio counts match; seqs strictly increase; one start, one end.
+/// exactly once and in order; audio counts match; seqs strictly increase; one start, one end
+/// ([`rtms_sim::chaos::exactly_once`]).
 pub fn assert_exactly_once(ledger: &Ledger, rec: &Record) {
-    let sent = ledger_transcript(ledger);
-    assert!(!sent.is_empty(), "the meeting sent transcript lines");
-    assert_eq!(
-        rec.texts("transcript"),
-        sent,
-        "transcript lines exactly once, in order"
-    );
-    assert_eq!(
-        rec.texts("chat"),
-        ledger_chats(ledger),
-        "chat messages exactly once, in order"
-    );
-    assert_eq!(
-        rec.count("audio") as u64,
-        ledger.count(rtms_sim::MediaKind::Audio),
-        "every audio frame sent reached the plugin once"
-    );
-    for w in rec.frames.windows(2) {
-        assert!(
-            w[0].0 < w[1].0,
-            "seqs strictly increase: {:?} then {:?}",
-            w[0],
-            w[1]
-        );
+    if let Err(e) = rtms_sim::chaos::exactly_once(ledger, rec) {
+        panic!("{e}");
     }
-    assert_eq!(
-        rec.starts.first(),
-        Some(&false),
-        "a fresh session starts the record"
-    );
-    assert_eq!(rec.ends.len(), 1, "one session end: {:?}", rec.ends);
 }
 
 /// The transcript-writer's JSON Lines hold exactly the ledger's transcript and chat, in order.

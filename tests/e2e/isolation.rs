@@ -184,3 +184,128 @@ async fn descriptor_inode_and_symlink_hogs_leave_the_host_and_the_other_plugins_
     assert_eq!(std::fs::read_dir(inode_dir).unwrap().count(), 500);
     assert!(host.out_dir().join("planter/x").symlink_metadata().is_err());
 }
+
+/// The `made` each fs-hog reported in its `fs-hog` output, by plugin, from the JSON Lines
+/// sink (read after the host shut down, so every output is flushed).
+fn hog_reports(outputs: &std::path::Path) -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string(outputs).expect("outputs.jsonl");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "fs-hog")
+        .map(|v| {
+            (
+                v["plugin"].as_str().unwrap_or_default().to_owned(),
+                v["data"]["made"].as_u64().expect("made"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_descriptor_hogs_stop_at_the_process_budget_while_the_host_keeps_streaming() {
+    const BUDGET: u64 = 30;
+    let sim = Simulator::start(sim_config(false))
+        .await
+        .expect("simulator");
+    // The well-behaved plugins run on meetings, the hogs on webinars; each hog alone may
+    // hold 63 files (max_open_files), the two together are held to the process's budget.
+    let mut host = start_host(&sim, Setup::default(), |p| {
+        p.runtime.plugin_open_files = Some(BUDGET);
+        let hogs = ["fd-hog-a", "fd-hog-b"].map(|n| {
+            let mut h = fs_hog(p, n, "files", false);
+            h.filter.products = Some(vec![Product::Webinar]);
+            h
+        });
+        for pl in &mut p.plugins {
+            pl.filter.products = Some(vec![Product::Meeting]);
+        }
+        p.plugins.extend(hogs);
+    })
+    .await;
+    let budget = host.svc.shared().rt.descriptors().clone();
+    assert_eq!(budget.limit() as u64, BUDGET);
+    let meeting = start(
+        &sim,
+        &host,
+        script(60, vec![]),
+        Product::Meeting,
+        Pace::Realtime,
+    );
+    wait_frame(
+        &mut host,
+        meeting.stream_id(),
+        rtms_host::sandbox::bindings::MediaKind::Transcript,
+    )
+    .await;
+    let held_by_meeting = budget.in_use();
+    assert_eq!(held_by_meeting, 2, "the recorder's and the writer's files");
+    let hogs = start(
+        &sim,
+        &host,
+        script(60, vec![]),
+        Product::Webinar,
+        Pace::Realtime,
+    );
+    eventually("the hogs to spend the budget", || {
+        budget.in_use() as u64 == BUDGET
+    })
+    .await;
+    // While the hogs hold every descriptor the budget allows, a new stream's webhook is
+    // accepted and its Zoom sockets open.
+    let third = start(
+        &sim,
+        &host,
+        script(10, vec![]),
+        Product::Webinar,
+        Pace::Fast,
+    );
+    let third_ledger = within("the third stream to finish", third.finished()).await;
+    assert_eq!(third_ledger.counters.signaling_connections, 1);
+    assert_eq!(third_ledger.counters.media_connections, 1);
+    assert!(
+        third_ledger
+            .webhooks
+            .iter()
+            .any(|w| w.event.ends_with("rtms_started") && w.status == Some(200)),
+        "{:?}",
+        third_ledger.webhooks
+    );
+    assert!(third_ledger.count(rtms_sim::MediaKind::Audio) > 0);
+    let ledger = finish(&host, &meeting).await;
+    within("the hogs' webinar to finish", hogs.finished()).await;
+    host.idle().await;
+    assert_exactly_once(&ledger, &host.record(meeting.stream_id()));
+    assert_writer_matches(&ledger, &host.writer_lines(meeting.stream_id()));
+    assert_eq!(budget.peak() as u64, BUDGET, "never past the budget");
+    assert_eq!(
+        budget.in_use(),
+        0,
+        "every slot given back with its instance"
+    );
+    let metrics = host.svc.metrics();
+    for n in ["fd-hog-a", "fd-hog-b"] {
+        let s = &metrics.plugins[n];
+        assert!(
+            s.descriptors_refused >= 1,
+            "{n} refused by the budget: {s:?}"
+        );
+        assert_eq!(s.traps, 0, "{n}: an error it sees, not a trap");
+    }
+    for n in ["seq", "writer"] {
+        assert_eq!(metrics.plugins[n].descriptors_refused, 0, "{n}");
+    }
+    let Host { svc, dir, .. } = host;
+    svc.shutdown().await;
+    let made: Vec<(String, u64)> = hog_reports(&dir.path().join("outputs.jsonl"))
+        .into_iter()
+        .filter(|(p, _)| p.starts_with("fd-hog"))
+        .collect();
+    // Two hogs on the long webinar, two more on the short one, refused at once.
+    assert_eq!(made.len(), 4, "{made:?}");
+    let total: u64 = made.iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        total,
+        BUDGET - held_by_meeting as u64,
+        "the hogs held what the meeting's plugins left of the budget, no more: {made:?}"
+    );
+}

@@ -304,6 +304,8 @@ fn runtime_changes(r: &mut Vec<String>, a: &Runtime, b: &Runtime) {
         &(a.tap_bytes >> 20),
         &(b.tap_bytes >> 20),
     );
+    let (x, y) = (a.plugin_open_files, b.plugin_open_files);
+    note(r, "runtime.plugin_open_files", &x, &y);
     let (x, y) = (ms(a.shutdown_grace), ms(b.shutdown_grace));
     note(r, "runtime.shutdown_grace_ms", &x, &y);
     note(r, "runtime.journal_dir", &a.journal_dir, &b.journal_dir);

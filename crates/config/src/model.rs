@@ -302,6 +302,10 @@ pub struct Runtime {
     /// Bytes of outputs the live tap may hold for its subscribers; past it the tap carries
     /// outputs without their `data` and with a shortened `message`.
     pub tap_bytes: u64,
+    /// `[runtime] plugin_open_files`: descriptors every plugin of the process may hold
+    /// together (files they open, their outgoing connections); `None`: half of the process's
+    /// RLIMIT_NOFILE, read at start.
+    pub plugin_open_files: Option<u64>,
     /// On SIGINT/SIGTERM, queues drain for at most this long.
     pub shutdown_grace: Duration,
     /// `[runtime] journal_dir`: where the stream journal lives (absolute); `None` keeps no

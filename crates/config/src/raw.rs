@@ -214,6 +214,7 @@ pub struct RuntimeConfig {
     pub dead_letter_files: Num,
     pub output_queue_mb: Num,
     pub tap_mb: Num,
+    pub plugin_open_files: Num,
     pub shutdown_grace_ms: Num,
     pub journal_dir: Option<Spanned<String>>,
     pub journal_grace_ms: Num,

@@ -695,6 +695,28 @@ fn outputs_are_bounded_in_bytes_with_defaults_and_limits() {
 }
 
 #[test]
+fn the_plugins_descriptor_budget_is_optional_bounded_and_needs_a_restart() {
+    let d = Dir::new();
+    let p = d.parse("version = 1\n");
+    assert_eq!(
+        p.runtime.plugin_open_files, None,
+        "from RLIMIT_NOFILE at start"
+    );
+    let q = d.parse("version = 1\n[runtime]\nplugin_open_files = 4096\n");
+    assert_eq!(q.runtime.plugin_open_files, Some(4096));
+    let e = d.err("version = 1\n[runtime]\nplugin_open_files = 3\n");
+    assert!(e.contains("runtime.plugin_open_files"), "{e}");
+    assert!(
+        p.diff(&q)
+            .restart_required
+            .iter()
+            .any(|r| r.starts_with("runtime.plugin_open_files changed")),
+        "{:?}",
+        p.diff(&q).restart_required
+    );
+}
+
+#[test]
 fn plugin_names_are_validated_newtypes() {
     assert!(PluginName::try_new("transcript-writer").is_ok());
     assert!(PluginName::try_new("a1").is_ok());

@@ -33,6 +33,7 @@
 //! - [`cli`]: `rtms-host simulate`.
 
 pub mod api;
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod faults;

@@ -1672,3 +1672,44 @@ async fn preencoded_audio_sends_what_the_normal_sender_sends() {
         .unwrap();
     assert_eq!(b.len(), 640);
 }
+
+/// A media loss's grace ends when its media comes back: its timer does not end the stream
+/// when the media is lost again later and the client is still within that new loss's grace.
+#[tokio::test]
+async fn a_media_grace_ends_with_the_reconnection_not_at_a_later_loss() {
+    let cfg = SimConfig {
+        media_grace: Duration::from_millis(2_000),
+        ..fast_config(false)
+    };
+    let sim = Simulator::start(cfg).await.unwrap();
+    let (h, mut sig, mut m, urls) = started(&sim, Product::Meeting).await;
+    let all = urls["all"].as_str().unwrap().to_owned();
+    assert!(m.recv_type(14).await.is_some());
+    let t0 = tokio::time::Instant::now();
+    h.inject(Fault::DropMedia { kind: None });
+    m.drain().await;
+    let (mut m2, r) = media(&h, &all, 32, None).await;
+    assert_eq!(r["status_code"], 0);
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    assert!(
+        m2.recv_type(14).await.is_some(),
+        "media back after the first loss"
+    );
+    // Lost again 1 s after the first loss, and back 2.5 s after it: past the first loss's
+    // grace, within the second's.
+    tokio::time::sleep_until(t0 + Duration::from_millis(1_000)).await;
+    h.inject(Fault::DropMedia { kind: None });
+    m2.drain().await;
+    tokio::time::sleep_until(t0 + Duration::from_millis(2_500)).await;
+    assert!(!h.is_finished(), "the first loss's grace ended the stream");
+    let (mut m3, r) = media(&h, &all, 32, None).await;
+    assert_eq!(
+        r["status_code"], 0,
+        "the reconnection within grace is accepted"
+    );
+    sig.send(json!({"msg_type": 7, "rtms_stream_id": h.stream_id()}))
+        .await;
+    assert!(m3.recv_type(14).await.is_some(), "media flows again");
+    assert_eq!(h.ledger().stop_reason, None);
+}

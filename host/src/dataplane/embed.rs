@@ -66,6 +66,7 @@ impl Embedder for PluginLink {
             Refused::Inodes => &self.stats.inodes_refused,
             Refused::Symlink => &self.stats.symlinks_refused,
             Refused::Resources => &self.stats.resources_exhausted,
+            Refused::Descriptors => &self.stats.descriptors_refused,
         };
         counter.fetch_add(1, Ordering::Relaxed) + 1
     }

@@ -171,6 +171,10 @@ plugin_counters! {
     /// `open-at` calls refused past `[plugin.limits] max_open_files`.
     open_files_refused => "plugin_open_files_refused",
         "open-at calls refused past [plugin.limits] max_open_files";
+    /// `open-at` calls refused past the process-wide budget (`[runtime]
+    /// plugin_open_files`) every plugin's descriptors share.
+    descriptors_refused => "plugin_descriptors_refused",
+        "open-at calls refused past the process-wide budget [runtime] plugin_open_files";
     /// Files, directories and links not created past `[plugin.limits] max_inodes`.
     inodes_refused => "plugin_inodes_refused",
         "Files and directories not created past [plugin.limits] max_inodes";

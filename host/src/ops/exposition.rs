@@ -226,6 +226,8 @@ pub struct Sources {
     pub queue_depths: Box<dyn Fn() -> Vec<(Arc<str>, usize)> + Send + Sync>,
     /// Whether the host is ready (see `/readyz`).
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
+    /// The process-wide budget of plugins' descriptors.
+    pub descriptors: crate::sandbox::descriptors::Descriptors,
 }
 
 /// Reads the host's atomics and live state on each scrape.
@@ -301,7 +303,7 @@ fn encode_plugin_http(
     counters(
         enc,
         "plugin_http_stopped",
-        "Outgoing HTTP requests refused (no_grant, not_listed, ip_literal, private_address, concurrency, rate) or cut (timeout, too_large)",
+        "Outgoing HTTP requests and WebSockets refused (no_grant, not_listed, ip_literal, private_address, concurrency, rate, descriptors) or cut (timeout, too_large, buffer_full)",
         plugins.iter().flat_map(|(n, p)| {
             Reason::ALL.into_iter().filter_map(move |r| {
                 let v = p.http.stopped(r);
@@ -356,8 +358,27 @@ impl Collector for HostCollector {
         let plugins = s.metrics.plugins();
         encode_plugin_counters(&mut enc, &plugins)?;
         encode_plugin_http(&mut enc, &plugins)?;
+        encode_descriptors(&mut enc, s)?;
         encode_plugin_queues(&mut enc, s, &plugins)
     }
+}
+
+/// The plugins' descriptor budget: held now, and the budget.
+fn encode_descriptors(enc: &mut DescriptorEncoder<'_>, s: &Sources) -> Result<(), std::fmt::Error> {
+    let d = &s.descriptors;
+    let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+    gauges(
+        enc,
+        "plugin_descriptors",
+        "Descriptors plugins hold (files opened with open-at, outgoing HTTP connections, WebSockets), all plugins and sessions together",
+        [(NONE, n(d.in_use()))],
+    )?;
+    gauges(
+        enc,
+        "plugin_descriptors_limit",
+        "The process-wide budget of plugins' descriptors ([runtime] plugin_open_files)",
+        [(NONE, n(d.limit()))],
+    )
 }
 
 /// Readiness and the sessions by product and state.

@@ -5,7 +5,9 @@
 //!
 //! - `open-at` fails with `insufficient-memory` once the instance holds
 //!   `[plugin.limits] max_open_files` files and directories (the granted directories
-//!   included): a plugin cannot take the process to its descriptor limit.
+//!   included), or once every plugin of the process together holds the process-wide budget
+//!   (`[runtime] plugin_open_files`, `super::descriptors`): plugins cannot take the process
+//!   to its descriptor limit.
 //! - `open-at` with `create` (of a file that does not exist), `create-directory-at`,
 //!   `symlink-at` and `link-at` fail with `quota` once the granted directory holds
 //!   `[plugin.limits] max_inodes` entries (counted by [`super::quota`], shared by every
@@ -27,7 +29,7 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
     DescriptorFlags, ErrorCode, Host as _, HostDescriptor, OpenFlags, PathFlags,
 };
 
-use super::fs_limits::Refused;
+use super::fs_limits::{Open, Refused};
 use super::store::{InstanceCtx, StoreData};
 
 /// The WASI interfaces shadowed, at the version wasmtime-wasi 48 defines.
@@ -123,7 +125,11 @@ fn get_directories(st: &mut StoreData) -> wasmtime::Result<Vec<(Resource<Descrip
     let dirs = st.filesystem().get_directories()?;
     for (fd, name) in &dirs {
         if let Some(g) = st.fs.grants.iter().position(|g| g.guest == *name) {
-            st.fs.open.insert(fd.rep(), g);
+            let open = Open {
+                grant: Some(g),
+                _slot: None,
+            };
+            st.fs.open.insert(fd.rep(), open);
         }
     }
     Ok(dirs)
@@ -146,6 +152,13 @@ async fn open_at(
         });
         return Ok(Err(ErrorCode::InsufficientMemory));
     }
+    let Some(slot) = st.fs.budget.take() else {
+        let budget = st.fs.budget.clone();
+        refuse(&st.ctx, Refused::Descriptors, || {
+            budget.refusal("open-at refused with insufficient-memory")
+        });
+        return Ok(Err(ErrorCode::InsufficientMemory));
+    };
     let g = st.fs.grant_of(fd.rep());
     let mut creates = false;
     if oflags.contains(OpenFlags::CREATE)
@@ -172,9 +185,11 @@ async fn open_at(
         .open_at(fd, path_flags, path, oflags, flags)
         .await;
     if let Ok(new) = &r {
-        if let Some(g) = g {
-            st.fs.open.insert(new.rep(), g);
-        }
+        let open = Open {
+            grant: g,
+            _slot: Some(slot),
+        };
+        st.fs.open.insert(new.rep(), open);
         if creates {
             st.fs.note_created(g);
         }

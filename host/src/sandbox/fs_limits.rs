@@ -1,11 +1,13 @@
 //! What a plugin instance may hold and create through WASI, and what it holds: the granted
-//! directories, the per-instance bounds of `[plugin.limits]`, and the count of entries under
-//! each grant. The calls that enforce them are in `super::fs`; this module depends on no
-//! other part of the sandbox.
+//! directories, the per-instance bounds of `[plugin.limits]`, the count of entries under
+//! each grant, and the descriptors it holds with their slots of the process-wide budget
+//! (`super::descriptors`). The calls that enforce them are in `super::fs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::descriptors::{Descriptors, Slot};
 
 /// A directory the pipeline grants a plugin.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +55,8 @@ pub enum Refused {
     Symlink,
     /// The resource table full at `[plugin.limits] max_resources` (the call trapped).
     Resources,
+    /// `open-at` past the process-wide budget of every plugin's descriptors.
+    Descriptors,
 }
 
 impl Refused {
@@ -63,6 +67,7 @@ impl Refused {
             Refused::Inodes => "[plugin.limits] max_inodes",
             Refused::Symlink => "[[plugin.dir]] symlinks",
             Refused::Resources => "[plugin.limits] max_resources",
+            Refused::Descriptors => "[runtime] plugin_open_files",
         }
     }
 
@@ -124,8 +129,19 @@ impl Inodes {
 pub struct FsState {
     pub(crate) limits: ResourceLimits,
     pub(crate) grants: Vec<GrantFs>,
-    /// Descriptor (its resource's rep) -> index of the grant it lies under.
-    pub(crate) open: HashMap<u32, usize>,
+    /// Descriptor (its resource's rep) -> what it holds.
+    pub(crate) open: HashMap<u32, Open>,
+    /// The budget every plugin's descriptors share.
+    pub(crate) budget: Descriptors,
+}
+
+/// A descriptor the guest holds.
+pub(crate) struct Open {
+    /// The index of the grant it lies under.
+    pub(crate) grant: Option<usize>,
+    /// Its slot of the process-wide budget; `None` for a granted directory (opened with the
+    /// instance, outside the budget).
+    pub(crate) _slot: Option<Slot>,
 }
 
 pub(crate) struct GrantFs {
@@ -136,8 +152,13 @@ pub(crate) struct GrantFs {
 }
 
 impl FsState {
-    /// `inodes` holds the entry count of each grant, in order.
-    pub fn new(grants: &[Grant], limits: ResourceLimits, inodes: Vec<Arc<Inodes>>) -> Self {
+    /// `inodes` holds the entry count of each grant, in order; `budget` is the process's.
+    pub fn new(
+        grants: &[Grant],
+        limits: ResourceLimits,
+        inodes: Vec<Arc<Inodes>>,
+        budget: Descriptors,
+    ) -> Self {
         let grants = grants
             .iter()
             .zip(inodes)
@@ -152,6 +173,7 @@ impl FsState {
             limits,
             grants,
             open: HashMap::new(),
+            budget,
         }
     }
 
@@ -161,7 +183,7 @@ impl FsState {
     }
 
     pub(crate) fn grant_of(&self, fd: u32) -> Option<usize> {
-        self.open.get(&fd).copied()
+        self.open.get(&fd).and_then(|o| o.grant)
     }
 
     /// Whether the grant `g` is at its entry bound.

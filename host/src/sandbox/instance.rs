@@ -13,7 +13,7 @@ use wasmtime::UpdateDeadline;
 
 use super::caps::Caps;
 use super::explain::explain_wasi_errors;
-use super::store::{Grant, InstanceCtx, Refused, ResourceLimits, StoreData};
+use super::store::{Grant, InstanceCtx, ProcessShare, Refused, ResourceLimits, StoreData};
 use super::ws::Item;
 use super::{PluginCode, Runtime};
 use crate::sandbox::bindings::{EndReason, Frame, Plugin, PluginPre, SessionInfo};
@@ -95,7 +95,10 @@ impl Instance {
             spec.memory_bytes,
             spec.caps.clone(),
             spec.resources,
-            rt.quotas(),
+            ProcessShare {
+                quotas: rt.quotas(),
+                fds: rt.descriptors(),
+            },
             spec.net.clone(),
         )
         .map_err(|e| CallError::Trap(format!("{e:#}")))?;

@@ -13,6 +13,7 @@ pub mod bindings;
 pub mod budget;
 pub mod cache;
 pub mod caps;
+pub mod descriptors;
 pub mod explain;
 pub mod fs;
 pub mod fs_limits;
@@ -51,6 +52,8 @@ struct RuntimeInner {
     linker: Linker<StoreData>,
     cache: cache::CompileCache,
     quotas: quota::Quotas,
+    /// The descriptors every plugin of the process may hold together.
+    descriptors: descriptors::Descriptors,
     /// Plugin state (contract 0.2), kept across reloads and restarts.
     state: Arc<dyn StateStore>,
     tick: Duration,
@@ -97,6 +100,9 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// The epoch tick: the granularity of call deadlines and of cooperative yielding.
     pub epoch_tick: Duration,
+    /// The process-wide budget of plugins' descriptors (`[runtime] plugin_open_files`);
+    /// `None`: half of RLIMIT_NOFILE (see [`descriptors`]).
+    pub plugin_open_files: Option<u64>,
 }
 
 impl Default for RuntimeConfig {
@@ -104,12 +110,31 @@ impl Default for RuntimeConfig {
         Self {
             cache_dir: None,
             epoch_tick: Duration::from_millis(5),
+            plugin_open_files: None,
         }
     }
 }
 
+/// Raises RLIMIT_NOFILE to its hard limit and sets the plugins' share of it.
+fn descriptor_budget(cfg: &RuntimeConfig) -> Result<descriptors::Descriptors> {
+    let nofile = descriptors::Nofile::raise()
+        .map_err(|e| anyhow::anyhow!("cannot read the descriptor limit (RLIMIT_NOFILE): {e}"))?;
+    let budget = nofile
+        .budget(cfg.plugin_open_files)
+        .map_err(anyhow::Error::msg)?;
+    tracing::debug!(
+        soft = nofile.soft,
+        hard = nofile.hard,
+        was = nofile.was,
+        plugins = budget,
+        "descriptor limit (RLIMIT_NOFILE) and the plugins' budget"
+    );
+    Ok(descriptors::Descriptors::new(budget))
+}
+
 impl Runtime {
     pub fn new(cfg: &RuntimeConfig) -> Result<Self> {
+        let descriptors = descriptor_budget(cfg)?;
         let mut config = Config::new();
         // Calls yield at every epoch tick and trap past their deadline (see instance.rs).
         config.epoch_interruption(true);
@@ -138,6 +163,7 @@ impl Runtime {
                 linker,
                 cache,
                 quotas: quota::Quotas::default(),
+                descriptors,
                 state: Arc::new(MemoryStateStore::new()),
                 tick: cfg.epoch_tick,
                 ticker_stop,
@@ -152,6 +178,12 @@ impl Runtime {
     /// The measured usage of granted directories, for write quotas.
     pub fn quotas(&self) -> &quota::Quotas {
         &self.inner.quotas
+    }
+
+    /// The descriptors every plugin of the process may hold together, and how many they
+    /// hold.
+    pub fn descriptors(&self) -> &descriptors::Descriptors {
+        &self.inner.descriptors
     }
 
     /// Where plugin state lives: one store for the process, so state outlives instances,

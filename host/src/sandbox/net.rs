@@ -43,6 +43,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::descriptors::{Descriptors, Slot};
+
 /// Why a plugin's request was refused or cut, as the metrics label it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -65,10 +67,13 @@ pub enum Reason {
     /// A WebSocket's receive buffer was full: a received message dropped, or the
     /// connection closed (the plugin chose at open).
     BufferFull,
+    /// The plugins of the process hold their whole descriptor budget
+    /// (`[runtime] plugin_open_files`).
+    Descriptors,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::NoGrant,
         Reason::NotListed,
         Reason::IpLiteral,
@@ -78,6 +83,7 @@ impl Reason {
         Reason::Timeout,
         Reason::TooLarge,
         Reason::BufferFull,
+        Reason::Descriptors,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +97,7 @@ impl Reason {
             Reason::Timeout => "timeout",
             Reason::TooLarge => "too_large",
             Reason::BufferFull => "buffer_full",
+            Reason::Descriptors => "descriptors",
         }
     }
 
@@ -106,6 +113,7 @@ impl Reason {
             Reason::Timeout => "plugin http: timeout",
             Reason::TooLarge => "plugin http: response too large",
             Reason::BufferFull => "plugin websocket: receive buffer full",
+            Reason::Descriptors => "plugin connection refused: plugin_open_files",
         }
     }
 
@@ -114,7 +122,9 @@ impl Reason {
         match self {
             Reason::NoGrant | Reason::NotListed | Reason::IpLiteral => Error::HttpRequestDenied,
             Reason::PrivateAddress => Error::DestinationIpProhibited,
-            Reason::Concurrency | Reason::Rate => Error::ConnectionLimitReached,
+            Reason::Concurrency | Reason::Rate | Reason::Descriptors => {
+                Error::ConnectionLimitReached
+            }
             Reason::Timeout => Error::ConnectionTimeout,
             Reason::TooLarge | Reason::BufferFull => Error::HttpResponseBodySize(Some(limit)),
         }
@@ -282,11 +292,23 @@ pub struct Caller {
     pub plugin: Arc<str>,
     pub stream_id: Arc<str>,
     pub events: Box<dyn Fn(NetEvent) + Send + Sync>,
+    /// The process-wide budget a connection's socket takes a slot of.
+    pub fds: Descriptors,
 }
 
 impl Caller {
     pub(super) fn record(&self, event: NetEvent) {
         (self.events)(event);
+    }
+
+    /// A slot of the process's descriptor budget for one connection, or the refusal.
+    pub(super) fn slot(&self) -> Result<Slot, (Reason, String)> {
+        self.fds.take().ok_or_else(|| {
+            (
+                Reason::Descriptors,
+                self.fds.refusal("the connection is refused"),
+            )
+        })
     }
 }
 
@@ -428,6 +450,9 @@ async fn send(
     let permit = g
         .admit()
         .map_err(|(r, why)| stop(&ctx, Some(g), r, &url, &why))?;
+    let slot = ctx
+        .slot()
+        .map_err(|(r, why)| stop(&ctx, Some(g), r, &url, &why))?;
     ctx.record(NetEvent::Started);
     let limits = Timeouts::of(&g.policy, opts);
     let addrs = resolve(g, &target, &rule, limits.connect)
@@ -442,6 +467,7 @@ async fn send(
         limits,
         Guard {
             _permit: permit,
+            _slot: slot,
             ctx,
             gate,
             url,
@@ -646,9 +672,11 @@ async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
     Err(last)
 }
 
-/// What a request holds until its response body is done: its slot of `max_concurrent`.
+/// What a request holds until its response body is done: its slot of `max_concurrent` and
+/// its socket's slot of the process's descriptor budget.
 struct Guard {
     _permit: OwnedSemaphorePermit,
+    _slot: Slot,
     ctx: Arc<Caller>,
     gate: Arc<NetGate>,
     url: String,

@@ -22,6 +22,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::budget::{Budget, Take};
 use super::caps::{Caps, Units};
+use super::descriptors::Descriptors;
 use super::explain::explain_wasi_errors;
 use super::fs_limits::FsState;
 pub use super::fs_limits::{Grant, Refused, ResourceLimits};
@@ -340,6 +341,14 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// What every instance of the process shares: the entry counts of granted directories and
+/// the plugins' descriptor budget.
+#[derive(Clone, Copy)]
+pub struct ProcessShare<'a> {
+    pub quotas: &'a super::quota::Quotas,
+    pub fds: &'a Descriptors,
+}
+
 /// The data of one instance's Store.
 pub struct StoreData {
     wasi: WasiCtx,
@@ -363,9 +372,10 @@ impl StoreData {
         memory_bytes: usize,
         caps: Caps,
         resources: ResourceLimits,
-        quotas: &super::quota::Quotas,
+        process: ProcessShare<'_>,
         net: Option<Arc<NetGate>>,
     ) -> anyhow::Result<Self> {
+        let ProcessShare { quotas, fds } = process;
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
         b.stderr(LogSink::new(ctx.clone(), Stream::Stderr));
@@ -403,6 +413,7 @@ impl StoreData {
                         let embedder = ctx.embedder.clone();
                         Box::new(move |e| embedder.net(e))
                     },
+                    fds: fds.clone(),
                 }),
             },
             table,
@@ -411,6 +422,7 @@ impl StoreData {
                 grants,
                 resources,
                 grants.iter().map(|g| quotas.inodes(&g.host)).collect(),
+                fds.clone(),
             ),
             ctx,
             caps,

@@ -29,6 +29,7 @@ use super::bindings::WsConnection;
 use super::bindings::v02::rtms::plugin::websocket::{
     self as wit, OnFull, OpenOptions, WsError, WsEvent, WsMessage,
 };
+use super::descriptors::Slot;
 use super::net::{Caller, Failed, NetEvent, NetGate, Reason, Target, connect, resolve, stop};
 use super::store::StoreData;
 use super::ws_hub::ConnState;
@@ -89,6 +90,8 @@ struct Task {
     cap: usize,
     on_full: OnFull,
     _permit: OwnedSemaphorePermit,
+    /// The socket's slot of the process's descriptor budget.
+    _slot: Slot,
 }
 
 impl Task {
@@ -312,7 +315,7 @@ fn request(url: &str, opts: &OpenOptions) -> Result<http::Request<()>, String> {
 fn denied(ctx: &Caller, gate: Option<&NetGate>, reason: Reason, url: &str, why: String) -> WsError {
     stop(ctx, gate, reason, url, &why);
     match reason {
-        Reason::Concurrency | Reason::Rate => WsError::Limit(why),
+        Reason::Concurrency | Reason::Rate | Reason::Descriptors => WsError::Limit(why),
         _ => WsError::Denied(why),
     }
 }
@@ -353,6 +356,9 @@ impl StoreData {
         let permit = gate
             .admit()
             .map_err(|(r, why)| denied(&ctx, Some(&gate), r, &shown, why))?;
+        let slot = ctx
+            .slot()
+            .map_err(|(r, why)| denied(&ctx, Some(&gate), r, &shown, why))?;
         ctx.record(NetEvent::Started);
         let shared = self.ctx.ws.add();
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
@@ -368,6 +374,7 @@ impl StoreData {
             cap,
             on_full: opts.on_full,
             _permit: permit,
+            _slot: slot,
         };
         tokio::spawn(task.run(rx));
         Ok(Connection {

@@ -760,6 +760,7 @@ fn admin_sources(
         }),
         queue_depths: Box::new(move || queue_depths(&depths)),
         ready: Box::new(move || is_ready.load(Ordering::Relaxed)),
+        descriptors: shared.rt.descriptors().clone(),
     })
 }
 

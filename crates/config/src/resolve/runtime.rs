@@ -45,6 +45,19 @@ impl Resolver<'_> {
         )?;
         let (dead_letter_max_bytes, dead_letter_files) = self.dead_letter_caps(r)?;
         let (output_queue_bytes, tap_bytes) = self.output_caps(r)?;
+        let plugin_open_files = match &r.plugin_open_files {
+            None => None,
+            Some(_) => Some(
+                self.num(
+                    &r.plugin_open_files,
+                    "runtime.plugin_open_files",
+                    0,
+                    16,
+                    1 << 24,
+                )?
+                .n,
+            ),
+        };
         Ok(Runtime {
             cache_dir,
             epoch_tick: ms(tick.n),
@@ -53,6 +66,7 @@ impl Resolver<'_> {
             dead_letter_files,
             output_queue_bytes,
             tap_bytes,
+            plugin_open_files,
             shutdown_grace: ms(grace.n),
             journal_dir: r.journal_dir.as_ref().map(|d| self.path(d.get_ref())),
             journal_grace: ms(journal_grace.n),

@@ -197,6 +197,11 @@ impl Meeting {
         let (end, task_end) = Ending::pair(&self.cancel);
         let id = st.next_conn;
         st.next_conn += 1;
+        for (bit, n) in st.media_epochs.iter_mut().enumerate() {
+            if bits & (1 << bit) != 0 {
+                *n += 1;
+            }
+        }
         self.ledger_mut()
             .connection(id, SocketKind::Media, bits, ConnectionChange::Accepted);
         st.media.push(MediaConn {

@@ -185,13 +185,21 @@ impl Meeting {
                 now,
             );
         }
+        // The grace belongs to this loss: a type that reconnected since is no longer waited
+        // for, and a later loss of it starts a grace of its own (without the epochs, this
+        // timer would end a stream whose media came back and was lost again just before it
+        // fired).
+        let epochs = st.media_epochs;
         let me = self.clone();
         let grace = self.sim.config.media_grace;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             let st = me.state();
             let covered = st.media.iter().fold(0, |a, c| a | c.bits);
-            if !st.ended && covered & lost != lost {
+            let still_lost = (0..32).any(|b| {
+                lost & (1 << b) != 0 && covered & (1 << b) == 0 && st.media_epochs[b] == epochs[b]
+            });
+            if !st.ended && still_lost {
                 drop(st);
                 let _ = me.control.send(Control::Terminate {
                     reason: stop_reason::AWAIT_RECONNECTION_TIMEOUT,

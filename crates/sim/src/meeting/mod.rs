@@ -214,6 +214,9 @@ pub(crate) struct State {
     announced: bool,
     /// Counts signaling handshakes, so a grace timer knows whether one happened.
     sig_epoch: u64,
+    /// Counts media handshakes per media type bit, so a media grace timer knows whether a
+    /// type it waits for came back since its loss.
+    media_epochs: [u64; 32],
     next_conn: u64,
     pub(crate) last_webhook: Option<(String, Bytes, u32)>,
 }
@@ -300,6 +303,7 @@ impl State {
             ready_once: false,
             announced: false,
             sig_epoch: 0,
+            media_epochs: [0; 32],
             next_conn: 1,
             last_webhook: None,
         }
