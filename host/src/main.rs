@@ -208,30 +208,14 @@ async fn run(config: PathBuf, inherited: Inherited) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut signals = match rtms_host::service::signals::Signals::install() {
+    let signals = match rtms_host::service::signals::Signals::install() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rtms-host: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let (ready, journal_after) = match predecessor {
-        Some(p) => {
-            let (tx, rx) =
-                tokio::sync::oneshot::channel::<rtms_host::service::handoff::Predecessor>();
-            let after: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-                Box::pin(async move {
-                    if let Ok(p) = rx.await {
-                        match p.ready() {
-                            Ok(released) => released.await,
-                            Err(e) => tracing::error!("hand-off: {e:#}"),
-                        }
-                    }
-                });
-            (Some((tx, p)), Some(after))
-        }
-        None => (None, None),
-    };
+    let (ready, journal_after) = successor_link(predecessor);
     let svc = match rtms_host::service::Service::start(
         pipeline,
         Box::new(ProcessEnv),
@@ -254,6 +238,42 @@ async fn run(config: PathBuf, inherited: Inherited) -> ExitCode {
         // Serving: tell the predecessor, then take its streams once it released them.
         let _ = tx.send(p);
     }
+    serve(svc, signals, sockets).await
+}
+
+/// The successor's side of a hand-off: the future the journal waits for before it resumes
+/// the predecessor's streams.
+type JournalAfter = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// What tells the predecessor this process serves, once it does.
+type ReadyLink = (
+    tokio::sync::oneshot::Sender<rtms_host::service::handoff::Predecessor>,
+    rtms_host::service::handoff::Predecessor,
+);
+
+fn successor_link(
+    predecessor: Option<rtms_host::service::handoff::Predecessor>,
+) -> (Option<ReadyLink>, Option<JournalAfter>) {
+    let Some(p) = predecessor else {
+        return (None, None);
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<rtms_host::service::handoff::Predecessor>();
+    let after: JournalAfter = Box::pin(async move {
+        if let Ok(p) = rx.await {
+            match p.ready() {
+                Ok(released) => released.await,
+                Err(e) => tracing::error!("hand-off: {e:#}"),
+            }
+        }
+    });
+    (Some((tx, p)), Some(after))
+}
+
+/// Serves until SIGINT / SIGTERM (shutdown) or a SIGUSR2 hand-off that succeeds.
+async fn serve(
+    svc: rtms_host::service::Service,
+    mut signals: rtms_host::service::signals::Signals,
+    sockets: Sockets,
+) -> ExitCode {
     loop {
         match signals.wait(|| svc.request_reload()).await {
             Exit::Shutdown => {
