@@ -10,6 +10,7 @@
 //! A plugin folder is described by `rtms-plugin.toml` ([`manifest`]).
 
 pub mod compile;
+pub mod contract;
 pub mod harness;
 pub mod manifest;
 pub mod scaffold;
