@@ -58,6 +58,7 @@ async fn build_and_test(dir: &Path, update: bool) -> (Manifest, Outcome) {
             meeting: None,
             update,
             compile_cache: compile_cache(),
+            record: false,
         },
     )
     .await

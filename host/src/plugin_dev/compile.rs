@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
+use super::contract::Contract;
 use super::manifest::{Lang, Manifest};
 use super::toolchain;
 
@@ -227,12 +228,20 @@ fn build_js(m: &Manifest, bin: &Path, wit: &Path, out: &Path) -> Result<()> {
             entry.display()
         );
     }
+    // 0.1 keeps wasi:http out of the component; 0.2 keeps the engine's `fetch` (its
+    // wasi:http@0.2.10 imports, which the host's 0.2.12 serves) beside the world's 0.2.12.
+    let disabled: &[&str] = match m.contract {
+        Contract::V01 => &["http", "fetch-event"],
+        Contract::V02 => &["fetch-event"],
+    };
     let built = toolchain::run(
         Command::new(bin.join("componentize-js"))
             .arg(&entry)
             .arg("-w")
             .arg(wit)
-            .args(["-n", "plugin", "-d", "http", "fetch-event", "-o"])
+            .args(["-n", "plugin", "-d"])
+            .args(disabled)
+            .arg("-o")
             .arg(out),
         "see docs/plugin-guide/javascript.md (imports come from 'rtms:plugin/host@0.1.0', or \
          @0.2.0 with [plugin] contract = \"0.2\"; the module exports `handler`)",

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use rtms_config::{LoadOptions, MapEnv, Pipeline};
+use rtms_config::{LoadOptions, Pipeline};
 use rtms_proto::Product;
 
 use super::manifest::Manifest;
@@ -39,6 +39,8 @@ pub struct Outcome {
     pub plugin: PluginSnapshot,
     /// True when `--update` rewrote the expectations.
     pub updated: bool,
+    /// With `--record`: how many HTTP exchanges were written to `[test] http`.
+    pub recorded: Option<usize>,
 }
 
 impl Outcome {
@@ -56,6 +58,9 @@ pub struct TestOptions {
     pub update: bool,
     /// Where compiled components are cached (default: next to the toolchains).
     pub compile_cache: Option<PathBuf>,
+    /// Send the plugin's HTTP requests to the real services and write them to `[test] http`
+    /// (see [`super::test_net`]).
+    pub record: bool,
 }
 
 /// Runs the test of the plugin `m` describes (its component must be built).
@@ -106,13 +111,14 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
         Some(c) => c,
         None => super::toolchain::root()?.join("component-cache"),
     };
-    let text = pipeline_text(m, work, &files_dir, &outputs_path, &cache)?;
+    let net = super::test_net::TestNet::start(m, opts.record).await?;
+    let text = pipeline_text(&net.rewrite(m), work, &files_dir, &outputs_path, &cache)?;
     let pipeline_path = work.join("pipeline.toml");
     std::fs::write(&pipeline_path, &text)?;
     let pipeline = Pipeline::parse(
         &text,
         &pipeline_path,
-        &MapEnv::new(),
+        &net.env(),
         LoadOptions::validate_only(),
     )
     .map_err(|e| anyhow::anyhow!("the test pipeline for {} is refused: {e}", m.name))?;
@@ -146,6 +152,9 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
             outcome.plugin.traps
         ));
     }
+    let (net_problems, recorded) = net.finish()?;
+    outcome.problems.extend(net_problems);
+    outcome.recorded = recorded;
     let outputs = normalise_outputs(&std::fs::read_to_string(&outputs_path).unwrap_or_default())?;
     outcome.outputs = outputs.lines().count();
     let mut actual: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -326,6 +335,13 @@ fn pipeline_text(
     );
     plugin.insert("limits".into(), Value::Table(limits));
     plugin.insert("config".into(), Value::Table(m.config.clone()));
+    if !m.net.is_empty() {
+        plugin.insert("net".into(), Value::Table(m.net.clone()));
+    }
+    if !m.test.secrets.is_empty() {
+        let names = m.test.secrets.keys().map(|k| s(k)).collect();
+        plugin.insert("secrets".into(), Value::Array(names));
+    }
     doc.insert("plugin".into(), Value::Array(vec![Value::Table(plugin)]));
 
     let mut sink = Table::new();
