@@ -108,10 +108,10 @@ path = "outputs.jsonl"
 async fn written(path: &Path) -> String {
     within("the file to be written", async {
         loop {
-            if let Ok(t) = std::fs::read_to_string(path) {
-                if !t.is_empty() {
-                    return t;
-                }
+            if let Ok(t) = std::fs::read_to_string(path)
+                && !t.is_empty()
+            {
+                return t;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

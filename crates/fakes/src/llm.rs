@@ -224,10 +224,10 @@ pub fn summarise(transcript: &str) -> String {
         .collect();
     let mut speakers: Vec<&str> = Vec::new();
     for l in &lines {
-        if let Some((who, _)) = l.split_once(": ") {
-            if !speakers.contains(&who) {
-                speakers.push(who);
-            }
+        if let Some((who, _)) = l.split_once(": ")
+            && !speakers.contains(&who)
+        {
+            speakers.push(who);
         }
     }
     match (lines.first(), lines.last()) {

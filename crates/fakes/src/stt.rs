@@ -212,6 +212,8 @@ fn params(req: &Request, key: &str) -> Result<Params, (u16, String)> {
     })
 }
 
+// The handshake callback's error type is tokio-tungstenite's own `ErrorResponse`.
+#[allow(clippy::result_large_err)]
 async fn serve(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
     let mut asked = None;
     let accept = tokio_tungstenite::accept_hdr_async(stream, |req: &Request, res: Response| {

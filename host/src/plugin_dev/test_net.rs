@@ -51,8 +51,8 @@ pub struct TestNet {
     /// `[net] http` as the test grants it.
     grants: Vec<String>,
     /// The secrets' values in this run, and (real, test) pairs to redact when recording.
-    secrets: Vec<(String, String)>,
-    redact: Vec<(String, String)>,
+    secrets: Pairs,
+    redact: Pairs,
     /// `[test] http`.
     file: Option<std::path::PathBuf>,
     record: bool,
@@ -277,8 +277,11 @@ fn json_escaped(s: &str) -> String {
     q[1..q.len() - 1].to_owned()
 }
 
+/// (name, value) or (from, to) pairs.
+type Pairs = Vec<(String, String)>;
+
 /// The secrets' values for the run, and the (real, test) pairs to redact from a recording.
-fn secrets(m: &Manifest, record: bool) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn secrets(m: &Manifest, record: bool) -> (Pairs, Pairs) {
     let mut values = Vec::new();
     let mut redact = Vec::new();
     for (name, test) in &m.test.secrets {
