@@ -341,9 +341,12 @@ async fn record_writes_the_exchanges_with_the_secret_redacted_and_they_replay() 
         );
     }
 
-    // Replayed, with no key in the environment: passes without reaching the service.
+    // Replayed: passes without reaching the service, with the test value even though the
+    // environment holds the real key (only --record reads it).
     drop(service);
-    let out = cli(&["--no-build"], None).await.unwrap();
+    let out = cli(&["--no-build"], Some("real-secret-value"))
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -270,6 +270,33 @@ mod tests {
     }
 
     #[test]
+    fn the_capability_keys_are_read() {
+        let m = Manifest::parse(
+            "[plugin]\nname = \"n\"\nlang = \"c\"\nmedia = [\"audio\"]\ncontract = \"0.2\"\n\
+             [net]\nhttp = [\"https://a.example\"]\n\
+             [test]\nhttp = \"fakes.jsonl\"\n[test.secrets]\nKEY_1 = \"t\"\n",
+            Path::new("/p"),
+        )
+        .unwrap();
+        assert_eq!(m.contract, Contract::V02);
+        assert_eq!(m.net["http"][0].as_str(), Some("https://a.example"));
+        assert_eq!(m.test.http.as_deref(), Some(Path::new("/p/fakes.jsonl")));
+        assert_eq!(m.test.secrets["KEY_1"], "t");
+        let e = Manifest::parse(
+            "[plugin]\nname = \"n\"\nlang = \"c\"\nmedia = [\"audio\"]\n[test.secrets]\n\"1-x\" = \"t\"\n",
+            Path::new("/p"),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("environment variable"), "{e:#}");
+        let m = Manifest::parse(
+            "[plugin]\nname = \"n\"\nlang = \"c\"\nmedia = [\"audio\"]\n",
+            Path::new("/p"),
+        )
+        .unwrap();
+        assert_eq!(m.contract, Contract::V01, "0.1 stays the default");
+    }
+
+    #[test]
     fn mistakes_name_the_key() {
         let e = Manifest::parse(
             "[plugin]\nname = \"x\"\nlang = \"go\"\nmedia = [\"transcript\"]\n",

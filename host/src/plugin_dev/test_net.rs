@@ -351,3 +351,74 @@ fn forwarder() -> Result<Forward> {
         })
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(text: &str) -> HttpRule {
+        HttpRule::parse(text).unwrap()
+    }
+
+    #[test]
+    fn origins_drop_the_default_port_and_refuse_wildcards_with_the_fix() {
+        assert_eq!(
+            origin(&rule("https://api.example.com/v1")).unwrap(),
+            "https://api.example.com"
+        );
+        assert_eq!(
+            origin(&rule("http://127.0.0.1:8080")).unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(origin(&rule("http://[::1]:81")).unwrap(), "http://[::1]:81");
+        let e = format!("{:#}", origin(&rule("https://*.example.com")).unwrap_err());
+        assert!(
+            e.contains("wildcard") && e.contains("list the hosts"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn only_urls_of_an_origin_are_pointed_at_its_listener() {
+        let net = TestNet {
+            fakes: None,
+            origins: vec![(
+                "https://api.example.com".into(),
+                "http://127.0.0.1:9".into(),
+            )],
+            grants: Vec::new(),
+            secrets: Vec::new(),
+            redact: Vec::new(),
+            file: None,
+            record: false,
+        };
+        let p = |u: &str| net.pointed(u);
+        assert_eq!(
+            p("https://api.example.com/v1/notes?x=1").as_deref(),
+            Some("http://127.0.0.1:9/v1/notes?x=1")
+        );
+        assert_eq!(
+            p("https://api.example.com:443/v1").as_deref(),
+            Some("http://127.0.0.1:9/v1")
+        );
+        assert_eq!(
+            p("https://api.example.com").as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        for other in [
+            "https://api.example.com.evil/x",
+            "https://api.example.com:8443/v1",
+            "http://api.example.com/v1",
+            "notes",
+        ] {
+            assert_eq!(p(other), None, "{other}");
+        }
+        let mut v: toml::Value =
+            toml::from_str::<toml::Table>("a = { b = [\"https://api.example.com/x\", 3] }")
+                .unwrap()
+                .remove("a")
+                .unwrap();
+        net.point(&mut v);
+        assert_eq!(v["b"][0].as_str(), Some("http://127.0.0.1:9/x"));
+    }
+}
