@@ -72,8 +72,8 @@ impl Contract {
             "0.1" | "0.1.0" => Ok(Self::V01),
             "0.2" | "0.2.0" => Ok(Self::V02),
             other => bail!(
-                "[plugin] contract = {other:?}: this host builds plugins against \"0.1\" (log, emit, \
-                 files) or \"0.2\" (also state, secrets, budget, WebSockets and HTTP)"
+                "contract {other:?}: this host builds plugins against \"0.1\" (log, emit, files) \
+                 or \"0.2\" (also state, secrets, budget, WebSockets and HTTP)"
             ),
         }
     }

@@ -182,7 +182,7 @@ impl Manifest {
             _ => PathBuf::from(format!("build/{snake}.wasm")),
         }));
         let contract = match &p.contract {
-            Some(c) => Contract::parse(c)?,
+            Some(c) => Contract::parse(c).context("[plugin] contract")?,
             None => Contract::default(),
         };
         let t = raw.test;

@@ -22,7 +22,7 @@ pub mod toolchain;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 pub use manifest::{Lang, Manifest};
 
@@ -84,7 +84,7 @@ pub struct TestArgs {
 /// `plugin new`: the skeleton of the contract asked for, or of the language's default.
 fn new(a: &NewArgs, dir: &std::path::Path) -> Result<()> {
     let contract = match (&a.contract, a.lang) {
-        (Some(c), _) => contract::Contract::parse(c)?,
+        (Some(c), _) => contract::Contract::parse(c).context("--contract")?,
         (None, Lang::Rust) => contract::Contract::V01,
         (None, _) => contract::Contract::V02,
     };
