@@ -1,7 +1,9 @@
 //! The plugin author's tools with real toolchains: every language's example plugin is built
-//! and run through its meeting with the outputs asserted, every language's scaffold builds
-//! and passes its own test unchanged, and `plugin test` fails with a diff when an output
-//! changes.
+//! and run through its meeting with the outputs asserted, every language's scaffold (0.1, and
+//! 0.2 for Python, JavaScript and C, whose HTTP call the harness answers from recorded
+//! exchanges on 127.0.0.1) builds and passes its own test unchanged, `plugin test` fails with
+//! a diff when an output changes and names an HTTP request the recording does not hold, and
+//! `plugin test --record` writes a recording that replays, with the secret redacted.
 //!
 //! The toolchains are installed by `rtms-host plugin build` itself on first use (PyPI, npm)
 //! into the toolchain cache, except C's clang-19 and wasi-libc, which are Debian packages
@@ -12,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use rtms_host::plugin_dev::contract::Contract;
 use rtms_host::plugin_dev::harness::{Outcome, TestOptions, run};
-use rtms_host::plugin_dev::{Lang, Manifest, compile, scaffold, toolchain};
+use rtms_host::plugin_dev::{Lang, Manifest, compile, scaffold, scaffold_v02, toolchain};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -58,6 +61,7 @@ async fn build_and_test(dir: &Path, update: bool) -> (Manifest, Outcome) {
             meeting: None,
             update,
             compile_cache: compile_cache(),
+            record: false,
         },
     )
     .await
@@ -182,6 +186,184 @@ async fn javascript_scaffold_builds_and_passes_its_test() {
 async fn c_scaffold_builds_and_passes_its_test() {
     if c_toolchain_present() {
         scaffold_passes(Lang::C).await;
+    }
+}
+
+/// A 0.2 skeleton in a fresh folder, built and tested unchanged: it counts in session state,
+/// posts the counts to the notes service (the harness serves `fakes.jsonl` on 127.0.0.1 in
+/// its place) with the secret's test value, and emits the service's answer.
+async fn v02_scaffold_passes(lang: Lang) {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("hello2-{}", lang.as_str());
+    let plugin = dir.path().join(&name);
+    scaffold_v02::create(&name, lang, &plugin).unwrap();
+    let (m, o) = build_and_test(&plugin, false).await;
+    assert_passed(&m, &o);
+    assert_eq!(m.contract, Contract::V02);
+    let out = expected_outputs(&m);
+    assert_eq!(out, scaffold_v02::expected_output());
+    // The answer of the fake came back through the plugin: the test asserts what it read.
+    assert!(out.contains(r#""note":{"id":"note-1"}"#), "{out}");
+    assert_eq!(o.outputs, 1);
+    for f in [
+        "wit/plugin.wit",
+        "wit/deps/rtms-plugin.wit",
+        "wit/deps/http.wit",
+        "fakes.jsonl",
+    ] {
+        assert!(plugin.join(f).is_file(), "the skeleton has {f}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_v02_scaffold_calls_the_fake_service_and_passes_its_test() {
+    v02_scaffold_passes(Lang::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_v02_scaffold_calls_the_fake_service_and_passes_its_test() {
+    v02_scaffold_passes(Lang::Js).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_v02_scaffold_calls_the_fake_service_and_passes_its_test() {
+    if c_toolchain_present() {
+        v02_scaffold_passes(Lang::C).await;
+    }
+}
+
+/// A request the fakes file does not hold fails the test, naming the request and why the
+/// nearest exchange does not match; the exchange it held is reported unused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unexpected_http_request_fails_plugin_test_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The Python skeleton's test uses the same name: same sources, one build and one compile.
+    let plugin = dir.path().join("hello2-python");
+    scaffold_v02::create("hello2-python", Lang::Python, &plugin).unwrap();
+    let fakes = plugin.join("fakes.jsonl");
+    let text = std::fs::read_to_string(&fakes).unwrap();
+    std::fs::write(&fakes, text.replace("Bearer test-key", "Bearer other-key")).unwrap();
+    let (_, o) = build_and_test(&plugin, false).await;
+    assert!(!o.passed());
+    let problems = o.problems.join("\n");
+    assert!(
+        problems.contains(
+            "unexpected HTTP request POST https://api.example.com/v1/notes: no unused exchange \
+             matches (the nearest, line 1: header authorization is \"Bearer test-key\", not \
+             \"Bearer other-key\")"
+        ),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("record it with `rtms-host plugin test --record`"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("the exchange on line 1 of") && problems.contains("was never requested"),
+        "{problems}"
+    );
+    // The plugin saw the fake's 404, returned an error, and emitted nothing.
+    assert_eq!(o.outputs, 0);
+}
+
+/// `plugin test --record`: the plugin's request goes to the real service (here one on
+/// 127.0.0.1) with the secret from the environment, and the recording holds the exchange with
+/// the secret's test value in its place; replaying it afterwards passes with no environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_writes_the_exchanges_with_the_secret_redacted_and_they_replay() {
+    use rtms_fakes::recorded::Exchange;
+    let service_origin = "http://notes.test".to_string();
+    let answer: Exchange = serde_json::from_str(
+        r#"{"request":{"method":"POST","url":"http://notes.test/v1/notes","headers":{"authorization":"Bearer real-secret-value"}},
+            "response":{"status":201,"headers":{"content-type":"application/json"},"body":{"id":"note-7"}}}"#,
+    )
+    .unwrap();
+    let service =
+        rtms_fakes::HttpFakes::replay(std::slice::from_ref(&service_origin), vec![answer])
+            .await
+            .unwrap();
+    let base = service.base_url(&service_origin).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("hello2-python");
+    scaffold_v02::create("hello2-python", Lang::Python, &plugin).unwrap();
+    let manifest = plugin.join("rtms-plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("https://api.example.com", &base)).unwrap();
+    std::fs::remove_file(plugin.join("fakes.jsonl")).unwrap();
+
+    let cli = |args: &'static [&'static str], secret: Option<&'static str>| {
+        let plugin = plugin.clone();
+        tokio::task::spawn_blocking(move || {
+            let _g = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
+            let mut c = Command::new(env!("CARGO_BIN_EXE_rtms-host"));
+            c.args(["plugin", "test"]).args(args).current_dir(&plugin);
+            c.env_remove("NOTES_API_KEY");
+            if let Some(v) = secret {
+                c.env("NOTES_API_KEY", v);
+            }
+            c.output().unwrap()
+        })
+    };
+    let out = cli(&["--record", "--update"], Some("real-secret-value"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("recorded 1 HTTP exchange(s)"), "{stdout}");
+    // The service got the real key (its one exchange demands it) and nothing else.
+    assert!(service.report().is_clean(), "{:?}", service.report());
+
+    let recorded = std::fs::read_to_string(plugin.join("fakes.jsonl")).unwrap();
+    assert!(
+        recorded.contains(&format!(r#""url":"{base}/v1/notes""#)),
+        "{recorded}"
+    );
+    assert!(
+        recorded.contains(r#""authorization":"Bearer test-key""#),
+        "{recorded}"
+    );
+    assert!(recorded.contains(r#""body":{"id":"note-7"}"#), "{recorded}");
+    assert!(expected_outputs(&Manifest::load(&plugin).unwrap()).contains("note-7"));
+    // No file of the folder holds the real key.
+    let mut files = Vec::new();
+    walk(&plugin, &mut files);
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(17).any(|w| w == b"real-secret-value"),
+            "{} holds the secret",
+            f.display()
+        );
+    }
+
+    // Replayed: passes without reaching the service, with the test value even though the
+    // environment holds the real key (only --record reads it).
+    drop(service);
+    let out = cli(&["--no-build"], Some("real-secret-value"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("test passed"), "{stdout}");
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
     }
 }
 

@@ -29,30 +29,27 @@ impl Req {
     }
 }
 
-/// A reply: status, extra headers, content type and body.
+/// A reply: status, headers (the content type among them) and body.
 pub struct Reply {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub content_type: &'static str,
-    pub body: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
 }
 
 impl Reply {
     pub fn json(status: u16, body: serde_json::Value) -> Self {
         Self {
             status,
-            headers: Vec::new(),
-            content_type: "application/json",
-            body: body.to_string(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into(),
         }
     }
 
     pub fn text(status: u16, body: &str) -> Self {
         Self {
             status,
-            headers: Vec::new(),
-            content_type: "text/plain; charset=utf-8",
-            body: body.to_owned(),
+            headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+            body: Bytes::copy_from_slice(body.as_bytes()),
         }
     }
 }
@@ -109,11 +106,10 @@ where
         Err(_) => Reply::text(413, "request body too large"),
     };
     let mut res = Response::builder()
-        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", reply.content_type);
+        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
     for (n, v) in reply.headers {
         res = res.header(n, v);
     }
-    res.body(Full::new(Bytes::from(reply.body)))
+    res.body(Full::new(reply.body))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }

@@ -8,6 +8,8 @@
 //! - [`llm`]: an OpenAI-compatible `POST /v1/chat/completions` that answers with a
 //!   deterministic summary of the transcript it was sent, with scriptable 429 / 5xx failures.
 //! - [`chat`]: a Slack-style incoming webhook (`POST /services/...`, `{"text": ...}`, `ok`).
+//! - [`recorded`]: any HTTP service, as recorded request / response pairs played back (what
+//!   `rtms-host plugin test` serves a plugin that calls out), or recorded by forwarding.
 //!
 //! Every fake records what it received, so a test can assert on it, and bounds what a client
 //! can make it hold.
@@ -15,8 +17,10 @@
 pub mod chat;
 mod http;
 pub mod llm;
+pub mod recorded;
 pub mod stt;
 
 pub use chat::ChatFake;
 pub use llm::LlmFake;
+pub use recorded::HttpFakes;
 pub use stt::{Spoken, SttFake};

@@ -135,7 +135,7 @@ fn handle(state: &Mutex<State>, req: Req) -> Reply {
             )
         };
         if let Some(secs) = retry_after {
-            reply.headers.push(("retry-after", secs.to_string()));
+            reply.headers.push(("retry-after".into(), secs.to_string()));
         }
         return reply;
     }

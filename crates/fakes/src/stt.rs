@@ -212,7 +212,7 @@ fn params(req: &Request, key: &str) -> Result<Params, (u16, String)> {
     })
 }
 
-// The handshake callback's error type is tungstenite's, an HTTP response.
+// The handshake callback's error type is tokio-tungstenite's own `ErrorResponse`.
 #[allow(clippy::result_large_err)]
 async fn serve(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
     let mut asked = None;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
+use super::contract::Contract;
 use super::manifest::{Lang, Manifest};
 use super::toolchain;
 
@@ -87,8 +88,7 @@ pub fn build(m: &Manifest, quiet: bool) -> Result<Built> {
         .tempdir()
         .context("cannot create a scratch directory")?;
     let wit_dir = scratch.path().join("wit");
-    std::fs::create_dir_all(&wit_dir)?;
-    std::fs::write(wit_dir.join("plugin.wit"), WIT)?;
+    m.contract.write(&wit_dir)?;
     let out = scratch.path().join("component.wasm");
     let Tool::Path(tool) = tools;
     match m.lang {
@@ -183,7 +183,7 @@ pub fn cache_key(m: &Manifest) -> Result<String> {
     h.update(b"\n");
     h.update(m.entry.as_bytes());
     h.update(b"\n");
-    h.update(WIT.as_bytes());
+    h.update(m.contract.key_material());
     let mut files = Vec::new();
     sources(&m.source, &mut files)?;
     for f in files {
@@ -228,15 +228,23 @@ fn build_js(m: &Manifest, bin: &Path, wit: &Path, out: &Path) -> Result<()> {
             entry.display()
         );
     }
+    // 0.1 keeps wasi:http out of the component; 0.2 keeps the engine's `fetch` (its
+    // wasi:http@0.2.10 imports, which the host's 0.2.12 serves) beside the world's 0.2.12.
+    let disabled: &[&str] = match m.contract {
+        Contract::V01 => &["http", "fetch-event"],
+        Contract::V02 => &["fetch-event"],
+    };
     let built = toolchain::run(
         Command::new(bin.join("componentize-js"))
             .arg(&entry)
             .arg("-w")
             .arg(wit)
-            .args(["-n", "plugin", "-d", "http", "fetch-event", "-o"])
+            .args(["-n", "plugin", "-d"])
+            .args(disabled)
+            .arg("-o")
             .arg(out),
-        "see docs/plugin-guide/javascript.md (imports come from 'rtms:plugin/host@0.1.0'; \
-         the module exports `handler`)",
+        "see docs/plugin-guide/javascript.md (imports come from 'rtms:plugin/host@0.1.0', or \
+         @0.2.0 with [plugin] contract = \"0.2\"; the module exports `handler`)",
     );
     if let Err(e) = built {
         // componentize-js says only "failed to parse JS source": let node say where.
@@ -280,7 +288,7 @@ fn build_c(m: &Manifest, clang: &Path, scratch: &Path, out: &Path) -> Result<()>
         .component
         .parent()
         .map_or_else(|| scratch.join("gen"), |d| d.join("gen"));
-    write_c_bindings(&gen_dir)?;
+    write_c_bindings(&scratch.join("wit"), &gen_dir)?;
     let mut c_files = Vec::new();
     sources(&m.source, &mut c_files)?;
     c_files.retain(|f| f.extension().is_some_and(|e| e == "c"));
@@ -319,12 +327,14 @@ fn build_c(m: &Manifest, clang: &Path, scratch: &Path, out: &Path) -> Result<()>
 }
 
 /// Writes `plugin.h`, `plugin.c` and `plugin_component_type.o` (what `wit-bindgen c` makes)
-/// for the contract into `dir`.
-pub fn write_c_bindings(dir: &Path) -> Result<()> {
+/// for the world `plugin` of the `wit` folder (as [`Contract::write`] lays it out) into `dir`.
+///
+/// [`Contract::write`]: super::contract::Contract::write
+pub fn write_c_bindings(wit: &Path, dir: &Path) -> Result<()> {
     use wit_bindgen_core::wit_parser::Resolve;
     let mut resolve = Resolve::default();
-    let pkg = resolve
-        .push_str("plugin.wit", WIT)
+    let (pkg, _) = resolve
+        .push_dir(wit)
         .context("the plugin contract does not parse")?;
     let world = resolve.select_world(&[pkg], Some("plugin"))?;
     let mut files = wit_bindgen_core::Files::default();

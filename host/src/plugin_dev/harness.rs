@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use rtms_config::{LoadOptions, MapEnv, Pipeline};
+use rtms_config::{LoadOptions, Pipeline};
 use rtms_proto::Product;
 
 use super::manifest::Manifest;
@@ -39,6 +39,8 @@ pub struct Outcome {
     pub plugin: PluginSnapshot,
     /// True when `--update` rewrote the expectations.
     pub updated: bool,
+    /// With `--record`: how many HTTP exchanges were written to `[test] http`.
+    pub recorded: Option<usize>,
 }
 
 impl Outcome {
@@ -56,6 +58,9 @@ pub struct TestOptions {
     pub update: bool,
     /// Where compiled components are cached (default: next to the toolchains).
     pub compile_cache: Option<PathBuf>,
+    /// Send the plugin's HTTP requests to the real services and write them to `[test] http`
+    /// (see [`super::test_net`]).
+    pub record: bool,
 }
 
 /// Runs the test of the plugin `m` describes (its component must be built).
@@ -84,7 +89,7 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
         .context("cannot create a scratch directory")?;
     let work = scratch.path();
     let recording = recording_of(&meeting, m, work).await?;
-    let run = replay_alone(m, opts, work, recording).await?;
+    let (run, net) = replay_alone(m, opts, work, recording).await?;
     let mut outcome = Outcome {
         frames: run.summary.frames,
         plugin: run
@@ -103,6 +108,9 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
             outcome.plugin.traps
         ));
     }
+    let (net_problems, recorded) = net.finish()?;
+    outcome.problems.extend(net_problems);
+    outcome.recorded = recorded;
     let actual = produced(&run, &mut outcome)?;
     if opts.update {
         write_expected(&m.test.expected, &actual)?;
@@ -140,13 +148,14 @@ struct Replayed {
     outputs_path: PathBuf,
 }
 
-/// Replays `recording` through a pipeline made for the test, in `work`.
+/// Replays `recording` through a pipeline made for the test, in `work`, with the services
+/// the plugin calls served by the test network.
 async fn replay_alone(
     m: &Manifest,
     opts: &TestOptions,
     work: &Path,
     recording: PathBuf,
-) -> Result<Replayed> {
+) -> Result<(Replayed, super::test_net::TestNet)> {
     let files_dir = work.join("files");
     std::fs::create_dir_all(&files_dir)?;
     let outputs_path = work.join("outputs.jsonl");
@@ -154,13 +163,14 @@ async fn replay_alone(
         Some(c) => c,
         None => super::toolchain::root()?.join("component-cache"),
     };
-    let text = pipeline_text(m, work, &files_dir, &outputs_path, &cache)?;
+    let net = super::test_net::TestNet::start(m, opts.record).await?;
+    let text = pipeline_text(&net.rewrite(m), work, &files_dir, &outputs_path, &cache)?;
     let pipeline_path = work.join("pipeline.toml");
     std::fs::write(&pipeline_path, &text)?;
     let pipeline = Pipeline::parse(
         &text,
         &pipeline_path,
-        &MapEnv::new(),
+        &net.env(),
         LoadOptions::validate_only(),
     )
     .map_err(|e| anyhow::anyhow!("the test pipeline for {} is refused: {e}", m.name))?;
@@ -176,11 +186,12 @@ async fn replay_alone(
         },
     )
     .await?;
-    Ok(Replayed {
+    let run = Replayed {
         summary,
         files_dir,
         outputs_path,
-    })
+    };
+    Ok((run, net))
 }
 
 /// What the plugin produced, by expectation name (`outputs.jsonl`, `files/...`); the counts
@@ -370,6 +381,13 @@ fn pipeline_text(
     );
     plugin.insert("limits".into(), Value::Table(limits));
     plugin.insert("config".into(), Value::Table(m.config.clone()));
+    if !m.net.is_empty() {
+        plugin.insert("net".into(), Value::Table(m.net.clone()));
+    }
+    if !m.test.secrets.is_empty() {
+        let names = m.test.secrets.keys().map(|k| s(k)).collect();
+        plugin.insert("secrets".into(), Value::Array(names));
+    }
     doc.insert("plugin".into(), Value::Array(vec![Value::Table(plugin)]));
 
     let mut sink = Table::new();

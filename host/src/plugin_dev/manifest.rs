@@ -9,20 +9,32 @@
 //! entry = "app"                   # python: the module; js: the file in `source`; unused for c and rust
 //! component = "build/talk_time.wasm"   # where the built component goes
 //! media = ["transcript", "event"] # the kinds it takes
+//! contract = "0.2"                # "0.1" (default) or "0.2" (state, secrets, budget, HTTP)
 //!
 //! [config]                        # passed to `init`, as `[plugin.config]` in pipeline.toml
 //! min_words = 1
+//!
+//! [net]                           # as `[plugin.net]` in pipeline.toml: what it may call
+//! http = ["https://api.example.com/v1"]
 //!
 //! [test]
 //! meeting = "../../examples/recordings/standup.jsonl"  # a recording (.jsonl) or a script (.toml)
 //! expected = "expected"           # outputs.jsonl and files/ as the plugin should produce them
 //! dir = "/out"                    # the guest path of the scratch directory it may write
+//! http = "fakes.jsonl"            # recorded HTTP exchanges the test serves (see `fakes`)
+//!
+//! [test.secrets]                  # the secrets granted in the test, with test values
+//! NOTES_API_KEY = "test-key"
 //! ```
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+
+use super::contract::Contract;
 
 /// The manifest's file name.
 pub const FILE: &str = "rtms-plugin.toml";
@@ -57,6 +69,8 @@ struct Raw {
     #[serde(default)]
     config: toml::Table,
     #[serde(default)]
+    net: toml::Table,
+    #[serde(default)]
     test: RawTest,
 }
 
@@ -69,6 +83,7 @@ struct RawPlugin {
     entry: Option<String>,
     component: Option<PathBuf>,
     media: Vec<String>,
+    contract: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +95,9 @@ struct RawTest {
     memory_mb: Option<u32>,
     call_timeout_ms: Option<u64>,
     max_frames: Option<u32>,
+    http: Option<PathBuf>,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
 }
 
 /// A loaded manifest, its paths made absolute.
@@ -93,7 +111,12 @@ pub struct Manifest {
     pub entry: String,
     pub component: PathBuf,
     pub media: Vec<String>,
+    /// `[plugin] contract`: what `plugin build` builds against (unused for rust: the
+    /// crate's own bindings decide).
+    pub contract: Contract,
     pub config: toml::Table,
+    /// `[net]`: the plugin's `[plugin.net]` table, as written (empty: no network).
+    pub net: toml::Table,
     pub test: TestSpec,
 }
 
@@ -106,6 +129,11 @@ pub struct TestSpec {
     pub memory_mb: u32,
     pub call_timeout_ms: u64,
     pub max_frames: u32,
+    /// `[test] http`: the recorded HTTP exchanges the test serves, absolute.
+    pub http: Option<PathBuf>,
+    /// `[test.secrets]`: the secrets the plugin is granted in the test, with their test
+    /// values (never read from the environment).
+    pub secrets: BTreeMap<String, String>,
 }
 
 impl Manifest {
@@ -153,7 +181,14 @@ impl Manifest {
             Lang::Rust => PathBuf::from(format!("target/wasm32-wasip2/release/{snake}.wasm")),
             _ => PathBuf::from(format!("build/{snake}.wasm")),
         }));
+        let contract = match &p.contract {
+            Some(c) => Contract::parse(c).context("[plugin] contract")?,
+            None => Contract::default(),
+        };
         let t = raw.test;
+        for name in t.secrets.keys() {
+            check_secret_name(name)?;
+        }
         let guest_dir = t.dir.unwrap_or_else(|| "/out".into());
         if !guest_dir.starts_with('/') {
             bail!("[test] dir = {guest_dir:?}: the guest path must be absolute, such as \"/out\"");
@@ -165,7 +200,9 @@ impl Manifest {
             entry,
             component,
             media: p.media,
+            contract,
             config: raw.config,
+            net: raw.net,
             test: TestSpec {
                 meeting: t.meeting.map(|m| dir.join(m)),
                 expected: dir.join(t.expected.unwrap_or_else(|| PathBuf::from("expected"))),
@@ -173,6 +210,8 @@ impl Manifest {
                 memory_mb: t.memory_mb.unwrap_or(256),
                 call_timeout_ms: t.call_timeout_ms.unwrap_or(10_000),
                 max_frames: t.max_frames.unwrap_or(32),
+                http: t.http.map(|h| dir.join(h)),
+                secrets: t.secrets,
             },
             dir,
         })
@@ -189,6 +228,19 @@ fn check_name(name: &str) -> Result<()> {
         bail!(
             "plugin name {name:?}: use lowercase letters, digits and '-', starting with a letter \
              (at most 64 characters), such as \"talk-time\""
+        );
+    }
+    Ok(())
+}
+
+/// A secret is granted by the name of an environment variable.
+fn check_secret_name(name: &str) -> Result<()> {
+    let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        bail!(
+            "[test.secrets] {name:?}: a secret is named like an environment variable (letters, \
+             digits and '_', not starting with a digit), such as \"NOTES_API_KEY\""
         );
     }
     Ok(())
@@ -215,6 +267,33 @@ mod tests {
         assert_eq!(m.component, Path::new("/p/build/talk_time.wasm"));
         assert_eq!(m.test.expected, Path::new("/p/expected"));
         assert_eq!(m.test.guest_dir, "/out");
+    }
+
+    #[test]
+    fn the_capability_keys_are_read() {
+        let m = Manifest::parse(
+            "[plugin]\nname = \"n\"\nlang = \"c\"\nmedia = [\"audio\"]\ncontract = \"0.2\"\n\
+             [net]\nhttp = [\"https://a.example\"]\n\
+             [test]\nhttp = \"fakes.jsonl\"\n[test.secrets]\nKEY_1 = \"t\"\n",
+            Path::new("/p"),
+        )
+        .unwrap();
+        assert_eq!(m.contract, Contract::V02);
+        assert_eq!(m.net["http"][0].as_str(), Some("https://a.example"));
+        assert_eq!(m.test.http.as_deref(), Some(Path::new("/p/fakes.jsonl")));
+        assert_eq!(m.test.secrets["KEY_1"], "t");
+        let e = Manifest::parse(
+            "[plugin]\nname = \"n\"\nlang = \"c\"\nmedia = [\"audio\"]\n[test.secrets]\n\"1-x\" = \"t\"\n",
+            Path::new("/p"),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("environment variable"), "{e:#}");
+        let m = Manifest::parse(
+            "[plugin]\nname = \"n\"\nlang = \"c\"\nmedia = [\"audio\"]\n",
+            Path::new("/p"),
+        )
+        .unwrap();
+        assert_eq!(m.contract, Contract::V01, "0.1 stays the default");
     }
 
     #[test]

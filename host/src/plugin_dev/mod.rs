@@ -1,24 +1,28 @@
 //! The plugin author's tools: `rtms-host plugin new | build | test`.
 //!
-//! - [`scaffold`]: a new plugin folder for Rust, Python, JavaScript or C that builds and
-//!   passes its own test unchanged;
+//! - [`scaffold`], [`scaffold_v02`]: a new plugin folder for Rust, Python, JavaScript or C
+//!   that builds and passes its own test unchanged ([`contract`]: against 0.1 or 0.2);
 //! - [`compile`]: builds a plugin folder with its language's toolchain ([`toolchain`]
 //!   installs the toolchain into a cache on first use), caching the built component;
 //! - [`harness`]: runs the component against a recorded or scripted meeting and compares
-//!   its outputs and files with the expected ones.
+//!   its outputs and files with the expected ones ([`test_net`]: its HTTP calls answered
+//!   from recorded exchanges).
 //!
 //! A plugin folder is described by `rtms-plugin.toml` ([`manifest`]).
 
 pub mod compile;
+pub mod contract;
 pub mod harness;
 pub mod manifest;
 pub mod scaffold;
+pub mod scaffold_v02;
 pub mod script;
+pub mod test_net;
 pub mod toolchain;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 pub use manifest::{Lang, Manifest};
 
@@ -44,6 +48,10 @@ pub struct NewArgs {
     /// Where to create the folder (default: ./NAME).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// The contract: "0.2" (state, secrets, budget, HTTP; the default for python, js and
+    /// c) or "0.1" (log, emit, files; the only one for rust, whose 0.2 route is the SDK).
+    #[arg(long)]
+    pub contract: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -67,14 +75,31 @@ pub struct TestArgs {
     /// Test the component as it is, without building first.
     #[arg(long)]
     pub no_build: bool,
+    /// Send the plugin's HTTP requests to the real services of its [net] list (this uses
+    /// the network) and write them to [test] http, for later runs to replay.
+    #[arg(long)]
+    pub record: bool,
+}
+
+/// `plugin new`: the skeleton of the contract asked for, or of the language's default.
+fn new(a: &NewArgs, dir: &std::path::Path) -> Result<()> {
+    let contract = match (&a.contract, a.lang) {
+        (Some(c), _) => contract::Contract::parse(c).context("--contract")?,
+        (None, Lang::Rust) => contract::Contract::V01,
+        (None, _) => contract::Contract::V02,
+    };
+    match contract {
+        contract::Contract::V01 => scaffold::create(&a.name, a.lang, dir),
+        contract::Contract::V02 => scaffold_v02::create(&a.name, a.lang, dir),
+    }
 }
 
 /// Runs one `plugin` subcommand. `Ok(false)` means a test failed (already reported).
 pub async fn run(cmd: PluginCmd) -> Result<bool> {
     match cmd {
         PluginCmd::New(a) => {
-            let dir = a.dir.unwrap_or_else(|| PathBuf::from(&a.name));
-            scaffold::create(&a.name, a.lang, &dir)?;
+            let dir = a.dir.clone().unwrap_or_else(|| PathBuf::from(&a.name));
+            new(&a, &dir)?;
             println!(
                 "created {} ({}): cd {} && rtms-host plugin test",
                 dir.display(),
@@ -94,49 +119,59 @@ pub async fn run(cmd: PluginCmd) -> Result<bool> {
             );
             Ok(true)
         }
-        PluginCmd::Test(a) => {
-            let m = Manifest::load(&a.dir)?;
-            if !a.no_build {
-                let mb = m.clone();
-                tokio::task::spawn_blocking(move || compile::build(&mb, false)).await??;
-            }
-            let o = harness::run(
-                &m,
-                &harness::TestOptions {
-                    meeting: a.meeting,
-                    update: a.update,
-                    compile_cache: None,
-                },
-            )
-            .await?;
-            for d in &o.diffs {
-                print!("{d}");
-            }
-            for p in &o.problems {
-                println!("{}: {p}", m.name);
-            }
-            let p = &o.plugin;
-            println!(
-                "{}: {} frames in, {} delivered, {} calls, {} errors, {} traps; {} outputs, {} files",
-                m.name, o.frames, p.delivered, p.calls, p.errors, p.traps, o.outputs, o.files
-            );
-            if o.updated {
-                println!("updated {}", m.test.expected.display());
-                return Ok(true);
-            }
-            if o.passed() {
-                println!("{}: test passed", m.name);
-                Ok(true)
-            } else {
-                println!(
-                    "{}: test FAILED ({} file(s) differ); if the change is intended, run \
-                     `rtms-host plugin test --update` and commit {}",
-                    m.name,
-                    o.diffs.len(),
-                    m.test.expected.display()
-                );
-                Ok(false)
-            }
-        }
+        PluginCmd::Test(a) => test(a).await,
+    }
+}
+
+/// `plugin test`: builds unless told not to, runs the test, reports. `Ok(false)`: it failed.
+async fn test(a: TestArgs) -> Result<bool> {
+    let m = Manifest::load(&a.dir)?;
+    if !a.no_build {
+        let mb = m.clone();
+        tokio::task::spawn_blocking(move || compile::build(&mb, false)).await??;
+    }
+    let o = harness::run(
+        &m,
+        &harness::TestOptions {
+            meeting: a.meeting,
+            update: a.update,
+            compile_cache: None,
+            record: a.record,
+        },
+    )
+    .await?;
+    for d in &o.diffs {
+        print!("{d}");
+    }
+    for p in &o.problems {
+        println!("{}: {p}", m.name);
+    }
+    let p = &o.plugin;
+    println!(
+        "{}: {} frames in, {} delivered, {} calls, {} errors, {} traps; {} outputs, {} files",
+        m.name, o.frames, p.delivered, p.calls, p.errors, p.traps, o.outputs, o.files
+    );
+    if let (Some(n), Some(f)) = (o.recorded, &m.test.http) {
+        println!("recorded {n} HTTP exchange(s) in {}", f.display());
+    }
+    if o.updated {
+        println!("updated {}", m.test.expected.display());
+        return Ok(true);
+    }
+    if o.passed() {
+        println!("{}: test passed", m.name);
+        Ok(true)
+    } else if o.diffs.is_empty() {
+        println!("{}: test FAILED (see above)", m.name);
+        Ok(false)
+    } else {
+        println!(
+            "{}: test FAILED ({} file(s) differ); if the change is intended, run \
+             `rtms-host plugin test --update` and commit {}",
+            m.name,
+            o.diffs.len(),
+            m.test.expected.display()
+        );
+        Ok(false)
     }
 }
