@@ -376,7 +376,6 @@ const LONG_FNS: &[(&str, &str, &str)] = &[
     ("host/src/service/replay.rs", "replay_file", "not split yet"),
     ("crates/client/src/sessions.rs", "spawn", "not split yet"),
     ("crates/client/src/machine.rs", "handle", "not split yet: its arms are several lines each"),
-    ("crates/client/src/ingress.rs", "webhook_outcome", "not split yet"),
     ("crates/client/src/session.rs", "run", "not split yet"),
     ("crates/client/src/session.rs", "on_message", "not split yet"),
     ("crates/sim/src/timeline.rs", "play", "not split yet"),

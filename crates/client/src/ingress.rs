@@ -200,6 +200,9 @@ pub enum Refusal {
     /// for an unknown stream): 200, so Zoom does not retry, but counted as
     /// [`WebhookOutcome::UnknownStream`], not as accepted.
     UnknownStream(String),
+    /// The event was taken already (another host logged it within the de-duplication
+    /// window): 200, counted as [`WebhookOutcome::Duplicate`].
+    Duplicate(String),
 }
 
 /// What became of one webhook request, for metrics.
@@ -253,11 +256,17 @@ pub struct WebhookSeen<'a> {
     pub delay: Option<Duration>,
 }
 
+/// What [`IngressHandler::on_event`] returns: the webhook is answered once it resolves.
+pub type EventFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Refusal>> + Send + 'a>>;
+
 /// What the ingress calls. Methods run on the connection's task: return quickly.
 pub trait IngressHandler: Send + Sync + 'static {
-    /// A verified, de-duplicated RTMS lifecycle event. A refusal is answered with an error
-    /// status, and the event is not remembered as delivered (Zoom's retry is handled anew).
-    fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal>;
+    /// A verified, de-duplicated RTMS lifecycle event; the webhook is answered when the
+    /// future resolves (a host of a cluster first writes the event to the shared log). A
+    /// refusal is answered with an error status, and the event is not remembered as
+    /// delivered (Zoom's retry is handled anew).
+    fn on_event(&self, ev: WebhookEvent) -> EventFuture<'_>;
 
     /// Every webhook request's outcome (metrics). The default ignores it.
     fn observe(&self, seen: WebhookSeen<'_>) {
@@ -436,7 +445,7 @@ impl Ingress {
             Ok(b) => b,
             Err(resp) => return resp,
         };
-        self.webhook(&headers, &body)
+        self.webhook(&headers, &body).await
     }
 
     /// Reads the body within the size (413, not read further) and time (408, connection
@@ -490,8 +499,8 @@ impl Ingress {
         reply(StatusCode::BAD_REQUEST, format!("{why}\n"))
     }
 
-    fn webhook(&self, headers: &hyper::HeaderMap, body: &[u8]) -> Response<Full<Bytes>> {
-        let (response, outcome, event, signed) = self.webhook_outcome(headers, body);
+    async fn webhook(&self, headers: &hyper::HeaderMap, body: &[u8]) -> Response<Full<Bytes>> {
+        let (response, outcome, event, signed) = self.webhook_outcome(headers, body).await;
         let delay = signed
             .then(|| headers.get(TIMESTAMP).and_then(|v| v.to_str().ok()))
             .flatten()
@@ -507,69 +516,12 @@ impl Ingress {
 
     /// The answer to one webhook, what became of it, its event name and whether it was
     /// signed.
-    fn webhook_outcome(
-        &self,
-        headers: &hyper::HeaderMap,
-        body: &[u8],
-    ) -> (Response<Full<Bytes>>, WebhookOutcome, Option<String>, bool) {
-        use WebhookOutcome as O;
-        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        // Everything must be signed, url validation included: its answer is an HMAC with
-        // the webhook secret over text the sender chooses.
-        if let Err(e) = verify_webhook(
-            &self.cfg.secret_token,
-            header(TIMESTAMP),
-            header(SIGNATURE),
-            body,
-            unix_now(),
-            self.cfg.timestamp_window_secs,
-        ) {
-            let event = Envelope::parse(body).ok().map(|e| e.event);
-            let r = self.unauthorized(&e.to_string(), event.as_deref());
-            return (r, O::Unauthorized, event, false);
-        }
-        let env = match Envelope::parse(body) {
-            Ok(env) => env,
-            Err(e) => return (self.bad_request(e.to_string()), O::BadRequest, None, true),
+    async fn webhook_outcome(&self, headers: &hyper::HeaderMap, body: &[u8]) -> Answer {
+        let ev = match self.verified_event(headers, body) {
+            Ok(ev) => ev,
+            Err(answer) => return *answer,
         };
-        let event = Some(env.event.clone());
-        let bad = |why: String| (self.bad_request(why), O::BadRequest, event.clone(), true);
-        if env.event == URL_VALIDATION {
-            let plain = match env.payload.get("plainToken").and_then(|v| v.as_str()) {
-                None => return bad("payload.plainToken missing".into()),
-                Some(p) if p.is_empty() || p.len() > MAX_PLAIN_TOKEN => {
-                    return bad(format!(
-                        "payload.plainToken must be 1 to {MAX_PLAIN_TOKEN} bytes"
-                    ));
-                }
-                // Never sign what looks like a signature's input, even when asked by Zoom.
-                Some(p) if p.starts_with("v0:") => {
-                    return bad("payload.plainToken is not a token".into());
-                }
-                Some(p) => p,
-            };
-            bump(&self.cfg.stats.validations);
-            tracing::info!("answering endpoint.url_validation");
-            let r = json_reply(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "plainToken": plain,
-                    "encryptedToken": url_validation_token(&self.cfg.secret_token, plain),
-                }),
-            );
-            return (r, O::Validated, event, true);
-        }
-        let ev = match env.rtms_event() {
-            Ok(Some(ev)) => ev,
-            Ok(None) => {
-                tracing::debug!(
-                    event = %truncated(&env.event, 64),
-                    "not an RTMS lifecycle event: acknowledged, ignored"
-                );
-                return (reply(StatusCode::OK, ""), O::Ignored, event, true);
-            }
-            Err(e) => return bad(e.to_string()),
-        };
+        let event = Some(ev.event.clone());
         let key = (ev.event.clone(), ev.stream_id.clone(), ev.event_ts);
         let first = self
             .dedup
@@ -584,55 +536,174 @@ impl Ingress {
                 event_ts = ev.event_ts,
                 "duplicate webhook (Zoom retry): acknowledged, dropped"
             );
-            return (reply(StatusCode::OK, ""), O::Duplicate, event, true);
+            return (
+                reply(StatusCode::OK, ""),
+                WebhookOutcome::Duplicate,
+                event,
+                true,
+            );
         }
         let name = ev.event.clone();
-        match self.handler.on_event(ev) {
+        match self.handler.on_event(ev).await {
             Ok(()) => {
                 bump(&self.cfg.stats.delivered);
                 tracing::info!(event = name, stream_id, "webhook accepted");
-                (reply(StatusCode::OK, ""), O::Accepted, event, true)
+                (
+                    reply(StatusCode::OK, ""),
+                    WebhookOutcome::Accepted,
+                    event,
+                    true,
+                )
             }
             Err(refusal) => {
                 // Zoom's retry of a refused event is handled anew; one for an unknown
-                // stream stays answered.
-                if !matches!(refusal, Refusal::UnknownStream(_)) {
+                // stream (or one another host logged) stays answered.
+                if !matches!(refusal, Refusal::UnknownStream(_) | Refusal::Duplicate(_)) {
                     self.dedup
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .forget(&key);
                 }
-                match refusal {
-                    Refusal::Busy {
-                        retry_after,
-                        reason,
-                    } => {
-                        bump(&self.cfg.stats.refused_busy);
-                        let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"));
-                        r.headers_mut()
-                            .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
-                        (r, O::Busy, event, true)
-                    }
-                    Refusal::Unacceptable(reason) => {
-                        bump(&self.cfg.stats.refused_unacceptable);
-                        let r = reply(StatusCode::UNPROCESSABLE_ENTITY, format!("{reason}\n"));
-                        (r, O::Unacceptable, event, true)
-                    }
-                    Refusal::UnknownStream(reason) => {
-                        bump(&self.cfg.stats.unknown_stream);
-                        tracing::info!(
-                            event = name,
-                            stream_id,
-                            reason,
-                            "webhook for a stream this host does not run: acknowledged, nothing done"
-                        );
-                        (reply(StatusCode::OK, ""), O::UnknownStream, event, true)
-                    }
-                }
+                let (r, outcome) = self.refused(refusal, &name, &stream_id);
+                (r, outcome, event, true)
+            }
+        }
+    }
+
+    /// The signed RTMS lifecycle event in `body`, or the answer when there is none: 401
+    /// unsigned or stale, 400 malformed, the url validation challenge's answer, 200 for
+    /// other events.
+    fn verified_event(
+        &self,
+        headers: &hyper::HeaderMap,
+        body: &[u8],
+    ) -> Result<WebhookEvent, Box<Answer>> {
+        use WebhookOutcome as O;
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        // Everything must be signed, url validation included: its answer is an HMAC with
+        // the webhook secret over text the sender chooses.
+        if let Err(e) = verify_webhook(
+            &self.cfg.secret_token,
+            header(TIMESTAMP),
+            header(SIGNATURE),
+            body,
+            unix_now(),
+            self.cfg.timestamp_window_secs,
+        ) {
+            let event = Envelope::parse(body).ok().map(|e| e.event);
+            let r = self.unauthorized(&e.to_string(), event.as_deref());
+            return Err(Box::new((r, O::Unauthorized, event, false)));
+        }
+        let env = match Envelope::parse(body) {
+            Ok(env) => env,
+            Err(e) => {
+                let r = self.bad_request(e.to_string());
+                return Err(Box::new((r, O::BadRequest, None, true)));
+            }
+        };
+        let event = Some(env.event.clone());
+        let bad =
+            |why: String| Box::new((self.bad_request(why), O::BadRequest, event.clone(), true));
+        if env.event == URL_VALIDATION {
+            return Err(match self.validation(&env) {
+                Ok(r) => Box::new((r, O::Validated, event, true)),
+                Err(why) => bad(why),
+            });
+        }
+        match env.rtms_event() {
+            Ok(Some(ev)) => Ok(ev),
+            Ok(None) => {
+                tracing::debug!(
+                    event = %truncated(&env.event, 64),
+                    "not an RTMS lifecycle event: acknowledged, ignored"
+                );
+                Err(Box::new((
+                    reply(StatusCode::OK, ""),
+                    O::Ignored,
+                    event,
+                    true,
+                )))
+            }
+            Err(e) => Err(bad(e.to_string())),
+        }
+    }
+
+    /// The answer to an `endpoint.url_validation` challenge, or why it is malformed.
+    fn validation(&self, env: &Envelope) -> Result<Response<Full<Bytes>>, String> {
+        let plain = match env.payload.get("plainToken").and_then(|v| v.as_str()) {
+            None => return Err("payload.plainToken missing".into()),
+            Some(p) if p.is_empty() || p.len() > MAX_PLAIN_TOKEN => {
+                return Err(format!(
+                    "payload.plainToken must be 1 to {MAX_PLAIN_TOKEN} bytes"
+                ));
+            }
+            // Never sign what looks like a signature's input, even when asked by Zoom.
+            Some(p) if p.starts_with("v0:") => {
+                return Err("payload.plainToken is not a token".into());
+            }
+            Some(p) => p,
+        };
+        bump(&self.cfg.stats.validations);
+        tracing::info!("answering endpoint.url_validation");
+        Ok(json_reply(
+            StatusCode::OK,
+            &serde_json::json!({
+                "plainToken": plain,
+                "encryptedToken": url_validation_token(&self.cfg.secret_token, plain),
+            }),
+        ))
+    }
+
+    /// The answer to an event the handler refused, and its outcome.
+    fn refused(
+        &self,
+        refusal: Refusal,
+        name: &str,
+        stream_id: &str,
+    ) -> (Response<Full<Bytes>>, WebhookOutcome) {
+        use WebhookOutcome as O;
+        match refusal {
+            Refusal::Busy {
+                retry_after,
+                reason,
+            } => {
+                bump(&self.cfg.stats.refused_busy);
+                let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"));
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+                (r, O::Busy)
+            }
+            Refusal::Unacceptable(reason) => {
+                bump(&self.cfg.stats.refused_unacceptable);
+                let r = reply(StatusCode::UNPROCESSABLE_ENTITY, format!("{reason}\n"));
+                (r, O::Unacceptable)
+            }
+            Refusal::UnknownStream(reason) => {
+                bump(&self.cfg.stats.unknown_stream);
+                tracing::info!(
+                    event = name,
+                    stream_id,
+                    reason,
+                    "webhook for a stream this host does not run: acknowledged, nothing done"
+                );
+                (reply(StatusCode::OK, ""), O::UnknownStream)
+            }
+            Refusal::Duplicate(reason) => {
+                tracing::info!(
+                    event = name,
+                    stream_id,
+                    reason,
+                    "duplicate webhook: acknowledged, dropped"
+                );
+                (reply(StatusCode::OK, ""), O::Duplicate)
             }
         }
     }
 }
+
+/// An answer to one webhook: the response, what became of the webhook, its event name and
+/// whether it was signed.
+type Answer = (Response<Full<Bytes>>, WebhookOutcome, Option<String>, bool);
 
 #[cfg(test)]
 mod tests;

@@ -52,8 +52,8 @@ pub use config::{ClientConfig, MediaMode, Resilience};
 pub use decode::{DecodeError, Decoded, decode};
 pub use frame::{Frame, MediaKind, TranscriptInfo};
 pub use ingress::{
-    AppRequest, AppRoutes, IngressConfig, IngressHandler, IngressStats, Refusal, WebhookOutcome,
-    WebhookSeen, serve,
+    AppRequest, AppRoutes, EventFuture, IngressConfig, IngressHandler, IngressStats, Refusal,
+    WebhookOutcome, WebhookSeen, serve,
 };
 pub use observe::{Observer, Scope};
 pub use session::SessionSnapshot;

@@ -135,6 +135,10 @@ pub enum Input {
     Stopped(u32),
     /// The host is shutting down.
     Shutdown,
+    /// End the stream here only: it goes on at another host.
+    HandOff,
+    /// End the stream here only, at once: this host lost its lease.
+    Fenced,
     /// The backoff or webhook-wait deadline passed.
     TimerElapsed,
 }
@@ -223,6 +227,8 @@ impl Machine {
         }
         match input {
             Input::Shutdown => self.state = State::Ended(EndReason::Shutdown),
+            Input::HandOff => self.state = State::Ended(EndReason::HandedOff),
+            Input::Fenced => self.state = State::Ended(EndReason::Fenced),
             Input::Stopped(reason) => self.state = State::Ended(EndReason::Stopped(reason)),
             Input::Started { url } => self.on_started(url),
             Input::Interrupted { url } => self.on_interrupted(url, now, unit),

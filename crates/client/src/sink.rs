@@ -45,6 +45,12 @@ pub enum EndReason {
     ConnectionLost,
     /// The host is shutting down.
     Shutdown,
+    /// The stream goes on at another host (a drain hands it over): it ended here only, its
+    /// sockets closed; the sink drains as for a shutdown.
+    HandedOff,
+    /// This host lost the stream's lease (another host may run it now): it ended here only,
+    /// at once; the sink must not act on it any more.
+    Fenced,
 }
 
 /// Why a stream stopped reconnecting. Plugins see every one as

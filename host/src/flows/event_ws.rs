@@ -143,8 +143,8 @@ pub async fn run(
                 msg = ws.next() => {
                     last_rx = Instant::now();
                     match msg {
-                        Some(Ok(Message::Text(t))) => on_text(t.as_str(), &*handler, &mut seen),
-                        Some(Ok(Message::Binary(b))) => on_text(&String::from_utf8_lossy(&b), &*handler, &mut seen),
+                        Some(Ok(Message::Text(t))) => on_text(t.as_str(), &*handler, &mut seen).await,
+                        Some(Ok(Message::Binary(b))) => on_text(&String::from_utf8_lossy(&b), &*handler, &mut seen).await,
                         Some(Ok(Message::Close(_))) | None => break "Zoom closed it",
                         Some(Err(_)) => break "it failed",
                         Some(Ok(_)) => {}
@@ -164,7 +164,7 @@ pub async fn run(
 }
 
 /// One message: an event goes to the handler, a heartbeat answer is ignored.
-fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Seen) {
+async fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Seen) {
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -221,7 +221,7 @@ fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Seen) {
         return;
     }
     let stream = truncated(&ev.stream_id, 64).into_owned();
-    let outcome = match handler.on_event(ev) {
+    let outcome = match handler.on_event(ev).await {
         Ok(()) => {
             tracing::info!(
                 event = name,
@@ -257,6 +257,7 @@ fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Seen) {
             );
             WebhookOutcome::UnknownStream
         }
+        Err(rtms_client::Refusal::Duplicate(_)) => WebhookOutcome::Duplicate,
     };
     handler.observe(WebhookSeen {
         event: Some(&name),

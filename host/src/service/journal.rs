@@ -236,6 +236,41 @@ impl StreamJournal for FileJournal {
     }
 }
 
+/// The entry of one running stream, with its plugins' session state.
+pub fn entry_of(shared: &Registry, s: rtms_client::SessionSnapshot, now: u64) -> JournalEntry {
+    let store = shared.rt.state();
+    let plugin_state = shared
+        .table
+        .load()
+        .plugins
+        .iter()
+        .map(|p| p.name.to_string())
+        .filter_map(|p| {
+            let keys: Vec<StateKey> = store
+                .export(&ScopeKey::session(&p, &s.stream_id), now)
+                .into_iter()
+                .map(|(key, e)| StateKey {
+                    key,
+                    value: e.value,
+                    expires_at_ms: e.expires_at_ms,
+                })
+                .collect();
+            (!keys.is_empty()).then_some((p, keys))
+        })
+        .collect();
+    JournalEntry {
+        stream_id: s.stream_id,
+        product: s.product,
+        meeting_id: s.meeting_id,
+        operator_id: s.operator_id,
+        server_url: s.server_url,
+        media_urls: s.media_urls,
+        state: s.state.to_owned(),
+        next_seq: s.next_seq,
+        plugin_state,
+    }
+}
+
 /// Counts of the journal, for metrics and the summary.
 #[derive(Debug, Default)]
 pub struct JournalStats {
@@ -253,7 +288,7 @@ pub struct JournalWriter {
     pub stats: Arc<JournalStats>,
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -276,38 +311,7 @@ impl JournalWriter {
 
     /// The entry of one running stream, with its plugins' session state.
     fn entry(&self, s: rtms_client::SessionSnapshot, now: u64) -> JournalEntry {
-        let store = self.shared.rt.state();
-        let plugin_state = self
-            .shared
-            .table
-            .load()
-            .plugins
-            .iter()
-            .map(|p| p.name.to_string())
-            .filter_map(|p| {
-                let keys: Vec<StateKey> = store
-                    .export(&ScopeKey::session(&p, &s.stream_id), now)
-                    .into_iter()
-                    .map(|(key, e)| StateKey {
-                        key,
-                        value: e.value,
-                        expires_at_ms: e.expires_at_ms,
-                    })
-                    .collect();
-                (!keys.is_empty()).then_some((p, keys))
-            })
-            .collect();
-        JournalEntry {
-            stream_id: s.stream_id,
-            product: s.product,
-            meeting_id: s.meeting_id,
-            operator_id: s.operator_id,
-            server_url: s.server_url,
-            media_urls: s.media_urls,
-            state: s.state.to_owned(),
-            next_seq: s.next_seq,
-            plugin_state,
-        }
+        entry_of(&self.shared, s, now)
     }
 
     /// Writes what changed since the last tick, and a heartbeat.
@@ -374,7 +378,7 @@ pub async fn resume(
             ended += 1;
             continue;
         }
-        restore_state(writer, &e, now);
+        restore_state(&writer.shared, &e, now);
         resumed.lock().insert(e.stream_id.clone());
         tracing::info!(stream_id = %e.stream_id, state = %e.state, next_seq = e.next_seq, since_last_beat = ?age, "resuming a journaled stream");
         let start = SessionStart {
@@ -400,8 +404,8 @@ pub async fn resume(
 }
 
 /// Puts a journaled stream's plugin session state back into the store.
-fn restore_state(writer: &JournalWriter, e: &JournalEntry, now: u64) {
-    let store = writer.shared.rt.state();
+pub fn restore_state(shared: &Registry, e: &JournalEntry, now: u64) {
+    let store = shared.rt.state();
     let unbounded = StateLimits {
         max_keys: usize::MAX,
         max_bytes: u64::MAX,
@@ -440,6 +444,7 @@ async fn end_expired(writer: &JournalWriter, e: JournalEntry, age: Duration, gra
         started_at_ms: now_ms(),
         resumed: true,
         audio: None,
+        fence: Default::default(),
     });
     session.end(EndReason::ConnectionLost).await;
     if let Err(err) = writer
