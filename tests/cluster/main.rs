@@ -24,4 +24,8 @@ mod util;
 mod check;
 mod rig;
 
+mod drain;
+mod engine;
 mod failover;
+mod pause;
+mod webhooks;

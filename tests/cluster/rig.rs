@@ -125,6 +125,8 @@ pub struct HostSpec {
     /// Serve the admin listener on 127.0.0.1:0.
     pub admin: bool,
     pub max_streams: usize,
+    pub lease_ms: u64,
+    pub renew_ms: u64,
 }
 
 impl HostSpec {
@@ -151,8 +153,8 @@ watch = false
 [cluster]
 nats_url = {nats:?}
 host_id = {id:?}
-lease_ms = {LEASE_MS}
-renew_ms = 500
+lease_ms = {lease}
+renew_ms = {renew}
 ack_wait_ms = 2000
 drain_ms = 15000
 [[plugin]]
@@ -164,6 +166,8 @@ host = {out:?}
 guest = "/out"
 "#,
             max = self.max_streams,
+            lease = self.lease_ms,
+            renew = self.renew_ms,
             cache = crate::util::cache_dir().display().to_string(),
             nats = self.nats_url,
             id = self.id,
@@ -194,17 +198,28 @@ pub struct Rig {
 impl Rig {
     /// The engine and `n` hosts, all started.
     pub async fn start(n: usize) -> Rig {
+        Self::start_with(n, |_, _| {}).await
+    }
+
+    /// Like [`Rig::start`], with `tweak` applied to each host's spec first.
+    pub async fn start_with(n: usize, tweak: impl Fn(usize, &mut HostSpec)) -> Rig {
         let nats = tokio::task::spawn_blocking(NatsServer::start)
             .await
             .unwrap();
         let out = tempfile::tempdir().unwrap();
         let specs: Vec<HostSpec> = (0..n)
-            .map(|i| HostSpec {
-                id: format!("host-{}", (b'a' + i as u8) as char),
-                nats_url: nats.url(),
-                out: out.path().to_path_buf(),
-                admin: false,
-                max_streams: 1000,
+            .map(|i| {
+                let mut spec = HostSpec {
+                    id: format!("host-{}", (b'a' + i as u8) as char),
+                    nats_url: nats.url(),
+                    out: out.path().to_path_buf(),
+                    admin: false,
+                    max_streams: 1000,
+                    lease_ms: LEASE_MS,
+                    renew_ms: 500,
+                };
+                tweak(i, &mut spec);
+                spec
             })
             .collect();
         let mut hosts = Vec::new();
@@ -225,6 +240,29 @@ impl Rig {
     /// The host at `i`.
     pub fn host(&self, i: usize) -> &HostProcess {
         self.hosts[i].as_ref().expect("host is running")
+    }
+
+    /// Starts one more host, like the first one but named `id`, and points the balancer at
+    /// it too.
+    pub async fn add_host(&mut self, id: &str) -> usize {
+        let mut spec = self.specs[0].clone();
+        spec.id = id.into();
+        spec.max_streams = 1000;
+        self.hosts.push(Some(start_host(spec.clone()).await));
+        self.specs.push(spec);
+        self.rebalance();
+        self.hosts.len() - 1
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the host at `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.host(i).pid().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
     }
 
     /// Points the balancer at the hosts still running.

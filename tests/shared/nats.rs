@@ -126,6 +126,11 @@ impl NatsServer {
         Self::spawn(dir, Some(port))
     }
 
+    /// Starts a server on `port` with the data directory of a stopped one.
+    pub fn start_at(dir: tempfile::TempDir, port: u16) -> Self {
+        Self::spawn(dir, Some(port))
+    }
+
     /// Stops the server (SIGTERM; SIGKILL after 10 s) and hands over its data directory.
     pub fn stop(mut self) -> tempfile::TempDir {
         let pid = self.child.id().to_string();

@@ -96,6 +96,14 @@ impl State {
         }
     }
 
+    /// Whether the state opens sockets (a connection attempt starts in it).
+    pub fn connects(&self) -> bool {
+        matches!(
+            self,
+            State::Connecting { .. } | State::ConnectingMedia { .. }
+        )
+    }
+
     /// A short name for logs and snapshots.
     pub fn name(&self) -> &'static str {
         match self {

@@ -205,6 +205,10 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
             break reason;
         }
         if attempt.is_none() {
+            if state.connects() && !d.factory.admits(&d.ids.stream_id) {
+                d.machine.handle(Input::Fenced, Instant::now(), 0.0);
+                continue;
+            }
             attempt = d.start_attempt(state);
         }
         let deadline = match state {

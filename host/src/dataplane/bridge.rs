@@ -46,6 +46,11 @@ pub struct HostSink {
 impl SinkFactory for HostSinkFactory {
     type Sink = HostSink;
 
+    /// A stream of a cluster connects only while its fence holds.
+    fn admits(&self, stream_id: &str) -> bool {
+        self.fences.lock().get(stream_id).is_none_or(|f| f.holds())
+    }
+
     fn open(&self, info: &StreamInfo) -> HostSink {
         let resumed = self.resumed.lock().remove(&info.stream_id);
         let fence = self

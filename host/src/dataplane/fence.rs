@@ -35,13 +35,14 @@ impl Fence {
         Self(Some(Arc::new(AtomicU64::new(ticks(deadline)))))
     }
 
-    /// Moves the deadline to `deadline` if that is later (a confirmed renewal).
+    /// Moves the deadline to `deadline` if that is later (a confirmed renewal) and the
+    /// fence still holds: a lapsed fence stays lapsed, since the stream may already have
+    /// stopped here for it.
     pub fn extend(&self, deadline: Instant) {
         if let Some(d) = &self.0 {
-            let t = ticks(deadline);
-            // A lapsed fence stays lapsed: the stream was given up.
+            let (t, now) = (ticks(deadline), ticks(Instant::now()));
             let _ = d.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                (cur != 0 && t > cur).then_some(t)
+                (now < cur && t > cur).then_some(t)
             });
         }
     }
@@ -87,7 +88,7 @@ mod tests {
         let lapsed = Fence::until(now);
         assert!(!lapsed.holds());
         lapsed.extend(now + Duration::from_secs(60));
-        assert!(lapsed.holds(), "a confirmed renewal revives a late one");
+        assert!(!lapsed.holds(), "a late renewal does not revive it");
         let shared = f.clone();
         f.revoke();
         assert!(!shared.holds(), "clones share it");

@@ -247,6 +247,8 @@ async fn renew_once(inner: &Arc<Inner>) {
                         let entry = journal::entry_of(&inner.shared, s, now);
                         renew_one(inner, &stream, o, entry).await;
                     }
+                    // Stopped here because its fence lapsed: the lease lapses too.
+                    None if !o.fence.holds() => lost(inner, &stream, "not renewed in time"),
                     None => ended_here(inner, &stream, &o).await,
                 }
             }
@@ -266,6 +268,14 @@ async fn renew_once(inner: &Arc<Inner>) {
             "not renewed in time (the engine did not confirm)",
         );
     }
+    // The fences of streams that left: a lost stream's stays until its session ended, so
+    // it cannot connect again meanwhile.
+    let owned: std::collections::HashSet<String> = inner.owned.lock().keys().cloned().collect();
+    let running = inner.sessions.snapshots();
+    inner
+        .fences
+        .lock()
+        .retain(|k, _| owned.contains(k) || running.iter().any(|s| &s.stream_id == k));
 }
 
 /// Rewrites one lease with the stream's current entry, at the revision last written.

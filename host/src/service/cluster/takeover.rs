@@ -53,7 +53,8 @@ pub async fn watch_hosts(inner: Arc<Inner>, stop: CancellationToken) {
 }
 
 /// Watches `table` until `stop`, watching again (after a short, growing wait) whenever the
-/// watch ends or fails.
+/// watch ends or fails, and at once when the engine link comes back (what changed while it
+/// was down is listed again).
 async fn watch(
     inner: &Arc<Inner>,
     table: Table,
@@ -61,11 +62,19 @@ async fn watch(
     on_change: impl Fn(&Arc<Inner>, Change),
 ) {
     let mut wait = Duration::from_millis(100);
+    let mut link = inner.store.link();
     loop {
+        link.borrow_and_update();
         let failed: StoreError = match inner.store.watch(table).await {
             Ok(mut changes) => loop {
                 let next = tokio::select! {
                     () = stop.cancelled() => return,
+                    Ok(()) = link.changed() => {
+                        if *link.borrow_and_update() {
+                            break StoreError::Unavailable("the engine link came back".into());
+                        }
+                        continue;
+                    }
                     next = changes.next() => next,
                 };
                 match next {

@@ -154,8 +154,9 @@ fn score(stream: &str, host: &str) -> u64 {
     u64::from_be_bytes(d[..8].try_into().unwrap_or_default())
 }
 
-/// The host a new stream goes to: the one with the most room, `me` on a tie (or first,
-/// with `receiver_first`, while it has room). `None` when nobody has room.
+/// The host a new stream goes to: the one with the most room, `me` on a tie (then the
+/// first by name), or `me` first with `receiver_first` while it has room. `None` when
+/// nobody has room.
 pub fn least_loaded<'a>(
     me: &str,
     candidates: &'a [(String, usize)],
@@ -168,7 +169,7 @@ pub fn least_loaded<'a>(
     candidates
         .iter()
         .filter(|(_, room)| *room > 0)
-        .max_by_key(|(h, room)| (*room, h == me))
+        .max_by_key(|(h, room)| (*room, h == me, std::cmp::Reverse(h.as_str())))
         .map(|(h, _)| h.as_str())
 }
 
@@ -182,9 +183,9 @@ mod tests {
 
     #[test]
     fn new_streams_go_to_the_most_room_and_the_receiver_on_a_tie() {
-        let c = hosts(&[("a", 5), ("b", 9), ("me", 9)]);
+        let c = hosts(&[("a", 5), ("c", 9), ("b", 9), ("me", 9)]);
         assert_eq!(least_loaded("me", &c, false), Some("me"));
-        assert_eq!(least_loaded("a", &c, false), Some("b"));
+        assert_eq!(least_loaded("a", &c, false), Some("b"), "then by name");
         assert_eq!(least_loaded("a", &c, true), Some("a"), "receiver first");
         let full = hosts(&[("a", 0), ("b", 0)]);
         assert_eq!(least_loaded("a", &full, true), None);
