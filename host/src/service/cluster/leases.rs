@@ -44,7 +44,8 @@ pub struct Owned {
     pub token: u64,
     pub runs: u32,
     pub fence: Fence,
-    /// Being handed over: not renewed, not deleted when it ends here.
+    /// Being handed over: renewed while its plugins drain, neither deleted nor given up
+    /// when it ends here (the hand-over writes the record).
     pub handing_off: bool,
 }
 
@@ -224,18 +225,18 @@ pub async fn renew(inner: Arc<Inner>, stop: CancellationToken) {
 
 /// One round: renewals, deletions of streams that ended, and fences that ran out.
 async fn renew_once(inner: &Arc<Inner>) {
-    let owned: Vec<(String, Owned)> = inner
-        .owned
-        .lock()
-        .iter()
-        .filter(|(_, o)| !o.handing_off)
-        .map(|(k, o)| (k.clone(), o.clone()))
-        .collect();
     let running: std::collections::HashMap<String, rtms_client::SessionSnapshot> = inner
         .sessions
         .snapshots()
         .into_iter()
         .map(|s| (s.stream_id.clone(), s))
+        .collect();
+    let owned: Vec<(String, Owned)> = inner
+        .owned
+        .lock()
+        .iter()
+        .filter(|(k, o)| !o.handing_off || running.contains_key(*k))
+        .map(|(k, o)| (k.clone(), o.clone()))
         .collect();
     let now = now_ms();
     futures_util::stream::iter(owned)
@@ -310,6 +311,8 @@ async fn renew_one(inner: &Inner, stream: &str, o: Owned, entry: JournalEntry) {
                     cur.revision = revision;
                 }
             }
+            // The hand-over wrote the record first.
+            None if o.handing_off => {}
             None => lost(inner, stream, "another host took the lease"),
         },
         Err(e) => {
@@ -442,11 +445,18 @@ async fn assign(inner: &Inner, stream: &str, o: &Owned, entry: JournalEntry, tar
         written_ms: now_ms(),
         entry,
     };
-    let write = inner
-        .store
-        .update(Table::Leases, stream, record.to_bytes(), o.revision);
-    match tokio::time::timeout(Duration::from_secs(5), write).await {
-        Ok(Ok(_)) => {
+    let bytes = record.to_bytes();
+    let mut revision = o.revision;
+    let mut result = update_within(inner, stream, bytes.clone(), revision).await;
+    if matches!(result, Err(StoreError::Conflict { .. }))
+        && let Some(r) = mine_still(inner, stream, o.token).await
+    {
+        // A renewal made while the plugins drained moved the revision on.
+        revision = r;
+        result = update_within(inner, stream, bytes, revision).await;
+    }
+    match result {
+        Ok(_) => {
             tracing::info!(
                 stream_id = stream,
                 to = target,
@@ -454,12 +464,24 @@ async fn assign(inner: &Inner, stream: &str, o: &Owned, entry: JournalEntry, tar
             );
             true
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::warn!(stream_id = stream, to = target, error = %e, "cluster: stream not handed over; its lease lapses and another host takes it over");
             false
         }
-        Err(_) => false,
     }
+}
+
+/// A compare-and-swap of `stream`'s record, given up after 5 s.
+async fn update_within(
+    inner: &Inner,
+    stream: &str,
+    bytes: bytes::Bytes,
+    revision: Revision,
+) -> Result<Revision, StoreError> {
+    let write = inner.store.update(Table::Leases, stream, bytes, revision);
+    tokio::time::timeout(Duration::from_secs(5), write)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer within 5 s".into())))
 }
 
 /// Clears the plugins' session state of a stream that left this host.
