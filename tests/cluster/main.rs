@@ -9,6 +9,7 @@
 //! - `pause`: a host paused past its lease (SIGSTOP) writes nothing once resumed.
 //! - `drain`: SIGTERM hands a host's streams to the others; no meeting ends.
 //! - `engine`: the engine restarted under load; no meeting ends, no webhook is lost.
+//! - `traffic`: what a lease renewal costs the engine.
 //!
 //! The tests run one at a time ([`rig::ONE_AT_A_TIME`]).
 
@@ -28,4 +29,5 @@ mod drain;
 mod engine;
 mod failover;
 mod pause;
+mod traffic;
 mod webhooks;

@@ -254,6 +254,20 @@ impl Rig {
         self.hosts.len() - 1
     }
 
+    /// The admin listener of the host at `i` (started with `admin = true`), from its
+    /// ready line.
+    pub fn admin_addr(&self, i: usize) -> SocketAddr {
+        let ready = self
+            .host(i)
+            .wait_for_log("rtms-host ready", Duration::from_secs(1))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
+        v["fields"]["admin"]
+            .as_str()
+            .and_then(|a| a.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok())
+            .unwrap_or_else(|| panic!("no admin address in {ready}"))
+    }
+
     /// Sends `signal` (`STOP`, `CONT`) to the host at `i`.
     pub fn signal(&self, i: usize, signal: &str) {
         let pid = self.host(i).pid().to_string();

@@ -14,5 +14,5 @@ pub mod store;
 pub use nats::{NatsAuth, NatsSettings, NatsStore};
 pub use store::{
     BoxFuture, Change, ClusterStore, Logged, LoggedWebhook, Request, Revision, Settle, StoreError,
-    Table,
+    Table, Traffic,
 };

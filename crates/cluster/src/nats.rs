@@ -310,6 +310,17 @@ impl ClusterStore for NatsStore {
         self.link.clone()
     }
 
+    fn traffic(&self) -> Traffic {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = self.client.statistics();
+        Traffic {
+            sent_bytes: s.out_bytes.load(Relaxed),
+            received_bytes: s.in_bytes.load(Relaxed),
+            sent_messages: s.out_messages.load(Relaxed),
+            received_messages: s.in_messages.load(Relaxed),
+        }
+    }
+
     async fn log_webhook(&self, dedup_key: &str, body: Bytes) -> Result<Logged, StoreError> {
         let id = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(dedup_key.as_bytes()));
         let publish = jetstream::message::PublishMessage::build()

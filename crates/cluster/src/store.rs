@@ -54,6 +54,16 @@ pub enum Logged {
     Duplicate,
 }
 
+/// What went over the connection to the engine since it was opened: message bodies and
+/// counts, without the protocol's own bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    pub sent_messages: u64,
+    pub received_messages: u64,
+}
+
 /// The two tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -123,6 +133,9 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Whether the connection to the engine is up, and its changes. While it is down no
     /// watch sees anything, so "nothing changed" cannot be told from "nothing was seen".
     fn link(&self) -> tokio::sync::watch::Receiver<bool>;
+
+    /// What went over the connection to the engine so far (metrics).
+    fn traffic(&self) -> Traffic;
 
     /// Writes a webhook to the log unless `dedup_key` was logged within the window. Returns
     /// once the engine has it.

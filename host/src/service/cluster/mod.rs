@@ -349,11 +349,35 @@ impl Cluster {
     pub fn metrics(&self) -> crate::ops::exposition::ClusterMetrics {
         let s = &*self.inner.stats;
         let g = self.gauges();
+        let t = self.inner.store.traffic();
+        let mut counters: Vec<(&'static str, &'static str, u64)> = COUNTERS
+            .iter()
+            .map(|(name, help, read)| (*name, *help, read(s).load(Ordering::Relaxed)))
+            .collect();
+        counters.extend([
+            (
+                "engine_sent_bytes",
+                "Message bytes sent to the cluster engine (protocol bytes not counted)",
+                t.sent_bytes,
+            ),
+            (
+                "engine_received_bytes",
+                "Message bytes received from the cluster engine (protocol bytes not counted)",
+                t.received_bytes,
+            ),
+            (
+                "engine_sent_messages",
+                "Messages sent to the cluster engine",
+                t.sent_messages,
+            ),
+            (
+                "engine_received_messages",
+                "Messages received from the cluster engine",
+                t.received_messages,
+            ),
+        ]);
         crate::ops::exposition::ClusterMetrics {
-            counters: COUNTERS
-                .iter()
-                .map(|(name, help, read)| (*name, *help, read(s).load(Ordering::Relaxed)))
-                .collect(),
+            counters,
             gauges: vec![
                 (
                     "streams_owned",
