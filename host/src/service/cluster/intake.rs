@@ -116,6 +116,7 @@ async fn act(inner: &Arc<Inner>, w: LoggedWebhook) {
             return;
         }
     };
+    let (name, stream) = (ev.event.clone(), truncated(&ev.stream_id, 64).into_owned());
     if w.deliveries > 1 {
         tracing::info!(event = %ev.event, stream_id = %truncated(&ev.stream_id, 64), deliveries = w.deliveries, "cluster: a logged webhook delivered again (its host died or could not act yet)");
     }
@@ -126,6 +127,11 @@ async fn act(inner: &Arc<Inner>, w: LoggedWebhook) {
     let settled = match acted {
         Acted::Done => {
             inner.stats.acted.fetch_add(1, Ordering::Relaxed);
+            w.settle.ack().await
+        }
+        Acted::Later(_) if w.deliveries >= super::MAX_DELIVERIES as u64 => {
+            let n = inner.stats.given_up.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::error!(event = %name, stream_id = %stream, deliveries = w.deliveries, given_up_so_far = n, "cluster: a logged webhook still not acted on at its last delivery: dropped (no host had room, or its stream's owner never answered)");
             w.settle.ack().await
         }
         Acted::Later(delay) => {

@@ -37,6 +37,10 @@ use crate::service::HostSessions;
 
 pub use leases::Owned;
 
+/// A logged webhook is handed out at most this many times; one still not acted on after the
+/// last is dropped (logged, counted).
+const MAX_DELIVERIES: i64 = 20;
+
 /// What the cluster counted, for metrics.
 #[derive(Debug, Default)]
 pub struct ClusterStats {
@@ -50,6 +54,8 @@ pub struct ClusterStats {
     pub acted: AtomicU64,
     /// Webhooks handed back to the log for later (owner unreachable, every host full).
     pub retried: AtomicU64,
+    /// Webhooks dropped: still not acted on at their last delivery.
+    pub given_up: AtomicU64,
     /// Events sent to the stream's owner.
     pub forwarded: AtomicU64,
     /// Events forwarded to this host by others.
@@ -98,6 +104,11 @@ const COUNTERS: &[Counter] = &[
         "webhooks_retried",
         "Webhooks handed back to the log for later (owner unreachable, no room)",
         |s| &s.retried,
+    ),
+    (
+        "webhooks_given_up",
+        "Webhooks dropped because they were still not acted on at their last delivery",
+        |s| &s.given_up,
     ),
     (
         "events_forwarded",
@@ -264,7 +275,7 @@ fn settings(cfg: &rtms_config::Cluster, host: &str) -> NatsSettings {
         },
         dedup_window: cfg.dedup_window,
         ack_wait: cfg.ack_wait,
-        max_deliver: 20,
+        max_deliver: MAX_DELIVERIES,
         timeout: cfg
             .renew
             .clamp(Duration::from_millis(500), Duration::from_secs(5)),
