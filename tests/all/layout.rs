@@ -17,6 +17,7 @@ const CRATES: &[(&str, &str)] = &[
     ("rtms-sim", "crates/sim/src"),
     ("rtms-config", "crates/config/src"),
     ("rtms-proto", "crates/proto/src"),
+    ("rtms-cluster", "crates/cluster/src"),
     ("rtms-bench", "benches/src"),
 ];
 

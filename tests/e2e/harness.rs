@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,12 +13,14 @@ use hyper::StatusCode;
 use rtms_config::{LoadOptions, MapEnv, Pipeline};
 use rtms_host::dataplane::bridge::Tap;
 use rtms_host::service::{Service, StartOptions};
-pub use rtms_sim::chaos::{SeqRecord, ledger_chats, ledger_transcript};
+pub use rtms_sim::chaos::{ledger_chats, ledger_transcript};
 use rtms_sim::{Ledger, MeetingHandle, MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::util;
+
+pub use crate::record::Record;
 
 /// Every wait in a test is bounded by this; tests take far less.
 pub const LIMIT: Duration = Duration::from_secs(15);
@@ -418,37 +420,6 @@ pub async fn finish(host: &Host, meeting: &MeetingHandle) -> Ledger {
     let ledger = within("the meeting to finish", meeting.finished()).await;
     host.idle().await;
     ledger
-}
-
-/// What the seq-recorder wrote for one stream ([`SeqRecord`], read from its file).
-#[derive(Debug, Default)]
-pub struct Record(pub SeqRecord);
-
-impl std::ops::Deref for Record {
-    type Target = SeqRecord;
-
-    fn deref(&self) -> &SeqRecord {
-        &self.0
-    }
-}
-
-impl Record {
-    pub fn read(path: &Path) -> Record {
-        let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        Record(SeqRecord::parse(&text).unwrap_or_else(|e| panic!("{e} in {}", path.display())))
-    }
-
-    /// The single end reason (panics unless there is exactly one `# end` line, last).
-    pub fn end(&self) -> &str {
-        assert_eq!(
-            self.ends.len(),
-            1,
-            "exactly one session end: {:?}",
-            self.ends
-        );
-        &self.ends[0]
-    }
 }
 
 /// Every transcript line and chat message the simulator put on a socket reached the plugin

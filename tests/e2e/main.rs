@@ -33,6 +33,8 @@
 mod host_process;
 #[path = "../shared/pyvenv.rs"]
 mod pyvenv;
+#[path = "../shared/record.rs"]
+mod record;
 #[path = "../all/util.rs"]
 mod util;
 

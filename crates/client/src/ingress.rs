@@ -201,6 +201,9 @@ pub enum Refusal {
     /// for an unknown stream): 200, so Zoom does not retry, but counted as
     /// [`WebhookOutcome::UnknownStream`], not as accepted.
     UnknownStream(String),
+    /// The event was taken already (another host logged it within the de-duplication
+    /// window): 200, counted as [`WebhookOutcome::Duplicate`].
+    Duplicate(String),
 }
 
 /// What became of one webhook request, for metrics.
@@ -254,11 +257,17 @@ pub struct WebhookSeen<'a> {
     pub delay: Option<Duration>,
 }
 
+/// What [`IngressHandler::on_event`] returns: the webhook is answered once it resolves.
+pub type EventFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Refusal>> + Send + 'a>>;
+
 /// What the ingress calls. Methods run on the connection's task: return quickly.
 pub trait IngressHandler: Send + Sync + 'static {
-    /// A verified, de-duplicated RTMS lifecycle event. A refusal is answered with an error
-    /// status, and the event is not remembered as delivered (Zoom's retry is handled anew).
-    fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal>;
+    /// A verified, de-duplicated RTMS lifecycle event; the webhook is answered when the
+    /// future resolves (a host of a cluster first writes the event to the shared log). A
+    /// refusal is answered with an error status, and the event is not remembered as
+    /// delivered (Zoom's retry is handled anew).
+    fn on_event(&self, ev: WebhookEvent) -> EventFuture<'_>;
 
     /// Every webhook request's outcome (metrics). The default ignores it.
     fn observe(&self, seen: WebhookSeen<'_>) {
@@ -394,7 +403,7 @@ impl Ingress {
             Ok(b) => b,
             Err(resp) => return resp,
         };
-        self.webhook(&headers, &body)
+        self.webhook(&headers, &body).await
     }
 
     /// Reads the body within the size (413, not read further) and time (408, connection
@@ -448,8 +457,8 @@ impl Ingress {
         reply(StatusCode::BAD_REQUEST, format!("{why}\n"))
     }
 
-    fn webhook(&self, headers: &hyper::HeaderMap, body: &[u8]) -> Response<Full<Bytes>> {
-        let (response, outcome, event, signed) = self.webhook_outcome(headers, body);
+    async fn webhook(&self, headers: &hyper::HeaderMap, body: &[u8]) -> Response<Full<Bytes>> {
+        let (response, outcome, event, signed) = self.webhook_outcome(headers, body).await;
         let delay = signed
             .then(|| headers.get(TIMESTAMP).and_then(|v| v.to_str().ok()))
             .flatten()
@@ -465,7 +474,7 @@ impl Ingress {
 
     /// The answer to one webhook, what became of it, its event name and whether it was
     /// signed.
-    fn webhook_outcome(
+    async fn webhook_outcome(
         &self,
         headers: &hyper::HeaderMap,
         body: &[u8],
@@ -494,7 +503,7 @@ impl Ingress {
             self.url_validation(&env)
         } else {
             match env.rtms_event() {
-                Ok(Some(ev)) => self.deliver(ev),
+                Ok(Some(ev)) => self.deliver(ev).await,
                 Ok(None) => {
                     tracing::debug!(
                         event = %truncated(&env.event, 64),
@@ -543,7 +552,7 @@ impl Ingress {
 
     /// Hands a verified RTMS event to the handler, once: Zoom's retries are answered and
     /// dropped.
-    fn deliver(&self, ev: WebhookEvent) -> Answer {
+    async fn deliver(&self, ev: WebhookEvent) -> Answer {
         let key = event_key(&ev);
         let first = self
             .dedup()
@@ -559,7 +568,7 @@ impl Ingress {
             return (reply(StatusCode::OK, ""), WebhookOutcome::Duplicate);
         }
         let name = ev.event.clone();
-        match self.handler.on_event(ev) {
+        match self.handler.on_event(ev).await {
             Ok(()) => {
                 bump(&self.cfg.stats.delivered);
                 tracing::info!(event = name, stream_id, "webhook accepted");
@@ -568,7 +577,7 @@ impl Ingress {
             Err(refusal) => {
                 // Zoom's retry of a refused event is handled anew; one for an unknown
                 // stream stays answered.
-                if !matches!(refusal, Refusal::UnknownStream(_)) {
+                if !matches!(refusal, Refusal::UnknownStream(_) | Refusal::Duplicate(_)) {
                     self.dedup().forget(&key);
                 }
                 self.refused(refusal, &name, &stream_id)
@@ -603,6 +612,15 @@ impl Ingress {
                     "webhook for a stream this host does not run: acknowledged, nothing done"
                 );
                 (reply(StatusCode::OK, ""), WebhookOutcome::UnknownStream)
+            }
+            Refusal::Duplicate(reason) => {
+                tracing::info!(
+                    event = name,
+                    stream_id,
+                    reason,
+                    "duplicate webhook: acknowledged, dropped"
+                );
+                (reply(StatusCode::OK, ""), WebhookOutcome::Duplicate)
             }
         }
     }

@@ -59,8 +59,8 @@ pub use dedup::Dedup;
 pub use frame::{Frame, MediaKind, TranscriptInfo};
 pub use http_client::{HttpClient, HttpClientBuilder, HttpError};
 pub use ingress::{
-    AppRequest, AppRoutes, IngressConfig, IngressHandler, IngressStats, Refusal, WebhookOutcome,
-    WebhookSeen, serve,
+    AppRequest, AppRoutes, EventFuture, IngressConfig, IngressHandler, IngressStats, Refusal,
+    WebhookOutcome, WebhookSeen, serve,
 };
 pub use observe::{Observer, Scope};
 pub use session::SessionSnapshot;

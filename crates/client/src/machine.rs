@@ -96,6 +96,14 @@ impl State {
         }
     }
 
+    /// Whether the state opens sockets (a connection attempt starts in it).
+    pub fn connects(&self) -> bool {
+        matches!(
+            self,
+            State::Connecting { .. } | State::ConnectingMedia { .. }
+        )
+    }
+
     /// A short name for logs and snapshots.
     pub fn name(&self) -> &'static str {
         match self {
@@ -135,6 +143,10 @@ pub enum Input {
     Stopped(u32),
     /// The host is shutting down.
     Shutdown,
+    /// End the stream here only: it goes on at another host.
+    HandOff,
+    /// End the stream here only, at once: this host lost its lease.
+    Fenced,
     /// The backoff or webhook-wait deadline passed.
     TimerElapsed,
 }
@@ -223,6 +235,8 @@ impl Machine {
         }
         match input {
             Input::Shutdown => self.state = State::Ended(EndReason::Shutdown),
+            Input::HandOff => self.state = State::Ended(EndReason::HandedOff),
+            Input::Fenced => self.state = State::Ended(EndReason::Fenced),
             Input::Stopped(reason) => self.state = State::Ended(EndReason::Stopped(reason)),
             Input::Started { url } => self.on_started(url),
             Input::Interrupted { url } => self.on_interrupted(url, now, unit),

@@ -175,6 +175,10 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
             break reason;
         }
         if attempt.is_none() {
+            if state.connects() && !d.factory.admits(&d.ids.stream_id) {
+                d.machine.handle(Input::Fenced, Instant::now(), 0.0);
+                continue;
+            }
             attempt = d.start_attempt(state);
         }
         let deadline = match state {
@@ -806,13 +810,18 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         }
     }
 
-    /// Closes every socket with a close frame and ends the sink.
+    /// Closes every socket with a close frame (a fenced stream's are dropped: nothing more
+    /// is written) and ends the sink.
     async fn finish(mut self, reason: EndReason) {
-        for l in std::mem::take(&mut self.media) {
-            close(l).await;
-        }
-        if let Some(l) = self.signaling.take() {
-            close(l).await;
+        let media = std::mem::take(&mut self.media);
+        let signaling = self.signaling.take();
+        if reason != EndReason::Fenced {
+            for l in media {
+                close(l).await;
+            }
+            if let Some(l) = signaling {
+                close(l).await;
+            }
         }
         self.shared.update(|s| s.state = "ended");
         match reason {
@@ -828,6 +837,10 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                 "stream stopped by Zoom"
             ),
             EndReason::Shutdown => tracing::info!("stream ended for shutdown"),
+            EndReason::HandedOff => tracing::info!("stream handed over to another host"),
+            EndReason::Fenced => {
+                tracing::warn!("stream dropped here: this host lost its lease to another")
+            }
         }
         if let Some(sink) = self.sink.take() {
             sink.end(reason).await;

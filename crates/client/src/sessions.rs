@@ -395,6 +395,38 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         stopped
     }
 
+    /// Ends one stream here only, as a shutdown would (sockets closed, the sink drains), for
+    /// another host to take it over; false when no such stream runs here.
+    pub fn hand_off(&self, stream_id: &str) -> bool {
+        self.send(stream_id, Input::HandOff)
+    }
+
+    /// Ends one stream here only and at once (sockets dropped, [`EndReason::Fenced`]): this
+    /// host lost its lease. False when no such stream runs here.
+    ///
+    /// [`EndReason::Fenced`]: crate::sink::EndReason::Fenced
+    pub fn fence_off(&self, stream_id: &str) -> bool {
+        self.send(stream_id, Input::Fenced)
+    }
+
+    fn send(&self, stream_id: &str, input: Input) -> bool {
+        self.streams()
+            .get(stream_id)
+            .is_some_and(|e| e.inputs.send(input).is_ok())
+    }
+
+    /// Whether this host would take `ev`'s server URL ([`ClientConfig::allow`]): a host that
+    /// logs webhooks for others refuses the same ones it would refuse itself.
+    pub fn check_url(&self, ev: &WebhookEvent) -> Result<(), Refusal> {
+        match ev.server_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => self.inner.cfg.allow.check(url).map_err(|e| {
+                self.inner.refused_url.fetch_add(1, Ordering::Relaxed);
+                Refusal::Unacceptable(format!("server_urls refused: {e}"))
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The most streams this host runs at once ([`ClientConfig::max_streams`]).
     pub fn max_streams(&self) -> usize {
         self.inner.cfg.max_streams
@@ -433,6 +465,17 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         streams.len()
     }
 
+    /// Waits until `stream_id` no longer runs here.
+    pub async fn gone(&self, stream_id: &str) {
+        loop {
+            let removed = self.inner.removed.notified();
+            if !self.streams().contains_key(stream_id) {
+                return;
+            }
+            removed.await;
+        }
+    }
+
     /// Waits until no stream runs (for tests and orderly exits).
     pub async fn idle(&self) {
         loop {
@@ -446,8 +489,8 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
 }
 
 impl<F: SinkFactory, C: Connector> IngressHandler for Sessions<F, C> {
-    fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal> {
-        self.handle(ev)
+    fn on_event(&self, ev: WebhookEvent) -> crate::ingress::EventFuture<'_> {
+        Box::pin(std::future::ready(self.handle(ev)))
     }
 }
 

@@ -45,6 +45,12 @@ pub enum EndReason {
     ConnectionLost,
     /// The host is shutting down.
     Shutdown,
+    /// The stream goes on at another host (a drain hands it over): it ended here only, its
+    /// sockets closed; the sink drains as for a shutdown.
+    HandedOff,
+    /// This host lost the stream's lease (another host may run it now): it ended here only,
+    /// at once; the sink must not act on it any more.
+    Fenced,
 }
 
 /// Why a stream stopped reconnecting. Plugins see every one as
@@ -103,6 +109,15 @@ pub trait SinkFactory: Send + Sync + 'static {
     type Sink: FrameSink;
     /// Called once per stream, after its first successful handshake.
     fn open(&self, info: &StreamInfo) -> Self::Sink;
+
+    /// Whether `stream_id` may still connect from this host; asked before every connection
+    /// attempt. A stream refused here ends at once with [`EndReason::Fenced`] (a host of a
+    /// cluster that lost the stream's lease must not take it back from the host that holds
+    /// it now). Always true by default.
+    fn admits(&self, stream_id: &str) -> bool {
+        let _ = stream_id;
+        true
+    }
 }
 
 /// Receives one stream's frames.

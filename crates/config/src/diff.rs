@@ -116,6 +116,9 @@ impl Pipeline {
         rtms_connection_changes(r, &self.rtms, &new.rtms);
         rtms_request_changes(r, &self.rtms, &new.rtms);
         runtime_changes(r, &self.runtime, &new.runtime);
+        // The engine connection, the host's name and its timers are set up once; the
+        // credentials are not printed.
+        note_quiet(r, "[cluster]", &self.cluster, &new.cluster);
         d
     }
 }

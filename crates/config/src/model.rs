@@ -30,6 +30,9 @@ pub struct Pipeline {
     pub rtms: Rtms,
     /// The WebAssembly runtime and the process around it.
     pub runtime: Runtime,
+    /// `[cluster]`: several hosts sharing webhooks and streams through NATS JetStream;
+    /// `None` runs one host alone, with no external service.
+    pub cluster: Option<Cluster>,
     /// Every `[[plugin]]`, in file order, disabled ones included (see [`Plugin::enabled`]).
     pub plugins: Vec<Plugin>,
     /// Where plugin outputs go; one stdout sink when the file names none.
@@ -272,6 +275,59 @@ pub enum Proxy {
     /// Through this HTTP proxy (`http://host:port`, no credentials: those go in the
     /// environment's proxy URL), except for the hosts `NO_PROXY` names.
     Url(String),
+}
+
+/// `[cluster]`: how this host shares webhooks and streams with the others.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cluster {
+    /// `nats_url`: the engine's URLs (`nats://host:port`, `tls://host:port`), comma-separated.
+    pub nats_url: String,
+    /// `host_id`: this host's name in the cluster (letters, digits, `-`, `_`); `None`: the
+    /// host uses `<hostname>-<pid>`.
+    pub host_id: Option<String>,
+    /// `prefix`: the first part of every stream, bucket and subject name in the engine.
+    pub prefix: String,
+    /// `lease_ms`: a stream whose owner wrote nothing for this long is taken over.
+    pub lease: Duration,
+    /// `renew_ms`: how often an owner renews its leases (and writes its load).
+    pub renew: Duration,
+    /// `ack_wait_ms`: a logged webhook a host took but did not act on is handed to another
+    /// host after this long.
+    pub ack_wait: Duration,
+    /// `dedup_window_ms`: webhooks with the same event, stream and time are logged once
+    /// within this window.
+    pub dedup_window: Duration,
+    /// `drain_ms`: on SIGTERM, the most time spent handing streams to other hosts.
+    pub drain: Duration,
+    /// `placement`: which host a new stream goes to.
+    pub placement: Placement,
+    /// The engine's credentials, from the environment variables named by `user_env` and
+    /// `password_env`, or `token_env`.
+    pub auth: ClusterAuth,
+    /// The variables named, for messages.
+    pub auth_env: [String; 3],
+}
+
+/// `[cluster] placement`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// The live host with the most free room (the receiver on a tie).
+    LeastLoaded,
+    /// The host that took the webhook from the log when it has room, else the least loaded.
+    ReceiverFirst,
+}
+
+/// Credentials for the cluster's engine.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum ClusterAuth {
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: Secret,
+    },
+    Token(Secret),
 }
 
 /// How media sockets are opened.

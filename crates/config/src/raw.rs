@@ -31,6 +31,7 @@ pub struct PipelineFile {
     pub rtms: RtmsConfig,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    pub cluster: Option<Spanned<ClusterConfig>>,
     #[serde(default)]
     pub plugin: Vec<Spanned<PluginConfig>>,
     #[serde(default)]
@@ -52,6 +53,23 @@ pub struct ServerConfig {
     pub body_timeout_ms: Num,
     pub tls: Option<Spanned<TlsConfig>>,
     pub zoom_app: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub nats_url: Option<Spanned<String>>,
+    pub host_id: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub lease_ms: Num,
+    pub renew_ms: Num,
+    pub ack_wait_ms: Num,
+    pub dedup_window_ms: Num,
+    pub drain_ms: Num,
+    pub placement: Option<crate::model::Placement>,
+    pub user_env: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    pub token_env: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

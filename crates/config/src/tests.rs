@@ -1381,3 +1381,106 @@ fn a_bad_net_pattern_is_named_with_its_position_and_the_form() {
     ));
     assert!(e.contains("twice"), "{e}");
 }
+
+#[test]
+fn without_a_cluster_section_nothing_is_shared() {
+    let d = Dir::new();
+    assert_eq!(d.parse("version = 1").cluster, None);
+}
+
+#[test]
+fn a_cluster_section_gets_its_defaults_and_reads_credentials_from_the_environment() {
+    let d = Dir::new();
+    let text = "version = 1\n[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\n";
+    let c = d.parse(text).cluster.expect("cluster");
+    assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
+    assert_eq!(c.host_id, None, "the host picks <hostname>-<pid>");
+    assert_eq!(c.prefix, "rtms");
+    assert_eq!(c.lease, Duration::from_millis(10_000));
+    assert_eq!(
+        c.renew,
+        Duration::from_millis(3_333),
+        "a third of the lease"
+    );
+    assert_eq!(c.ack_wait, Duration::from_millis(10_000));
+    assert_eq!(c.dedup_window, Duration::from_secs(7_200));
+    assert_eq!(c.drain, Duration::from_secs(30));
+    assert_eq!(c.placement, Placement::LeastLoaded);
+    assert_eq!(c.auth, ClusterAuth::None);
+    let env = secrets()
+        .with("RTMS_NATS_USER", "rtms")
+        .with("RTMS_NATS_PASSWORD", "pw-value");
+    let p = d
+        .parse_with(text, &env, LoadOptions::default())
+        .expect("parses");
+    assert_eq!(
+        p.cluster.unwrap().auth,
+        ClusterAuth::UserPassword {
+            user: "rtms".into(),
+            password: Secret::new("pw-value")
+        }
+    );
+    let half = secrets().with("RTMS_NATS_PASSWORD", "pw-value");
+    let e = d
+        .parse_with(text, &half, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("RTMS_NATS_USER") && !e.contains("pw-value"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cluster_values_are_checked_with_their_fix() {
+    let d = Dir::new();
+    let base = "version = 1\n[cluster]\n";
+    let cases = [
+        ("", "needs nats_url"),
+        ("nats_url = \"http://x:4222\"", "is not a NATS URL"),
+        (
+            "nats_url = \"nats://u:p@x:4222\"",
+            "must not hold credentials",
+        ),
+        ("nats_url = \"nats://x:99999\"", "out of range"),
+        (
+            "nats_url = \"nats://x:4222\"\nhost_id = \"a.b\"",
+            "letters, digits",
+        ),
+        (
+            "nats_url = \"nats://x:4222\"\nlease_ms = 60000",
+            "above the maximum 20000",
+        ),
+        (
+            "nats_url = \"nats://x:4222\"\nlease_ms = 4000\nrenew_ms = 3000",
+            "above the maximum 2000",
+        ),
+        (
+            "nats_url = \"nats://x:4222\"\ndedup_window_ms = 60000",
+            "below the minimum 5400000",
+        ),
+        (
+            "nats_url = \"nats://x:4222\"\nplacement = \"random\"",
+            "use one of \"least_loaded\", \"receiver_first\"",
+        ),
+    ];
+    for (body, needle) in cases {
+        let e = d.err(&format!("{base}{body}\n"));
+        assert!(e.contains(needle), "{body:?}: {e}");
+    }
+    let e = d.err(
+        "version = 1\n[runtime]\njournal_dir = \"j\"\n[cluster]\nnats_url = \"nats://x:4222\"\n",
+    );
+    assert!(e.contains("remove runtime.journal_dir"), "{e}");
+}
+
+#[test]
+fn a_changed_cluster_section_needs_a_restart() {
+    let d = Dir::new();
+    let a = d.parse("version = 1\n[cluster]\nnats_url = \"nats://x:4222\"\n");
+    let b = d.parse("version = 1\n[cluster]\nnats_url = \"nats://y:4222\"\n");
+    assert_eq!(
+        a.diff(&b).restart_required,
+        ["[cluster] changed: restart to apply"]
+    );
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rtms_client::{EndReason as ClientEnd, FrameSink, SinkFactory, StreamInfo, StreamStatus};
 use rtms_proto::params::{AudioParams, codec, sample_rate};
 
+use crate::dataplane::fence::FenceSet;
 use crate::dataplane::registry::{LiveStream, Registry, SessionDesc};
 use crate::sandbox::bindings::{AudioCodec, AudioFormat, EndReason, Frame, TranscriptInfo};
 
@@ -32,6 +33,8 @@ pub struct HostSinkFactory {
     pub tap: Option<Tap>,
     pub read_tap: Option<ReadTap>,
     pub resumed: ResumeSet,
+    /// The fences of a cluster's streams (the others are unfenced).
+    pub fences: FenceSet,
 }
 
 pub struct HostSink {
@@ -43,8 +46,19 @@ pub struct HostSink {
 impl SinkFactory for HostSinkFactory {
     type Sink = HostSink;
 
+    /// A stream of a cluster connects only while its fence holds.
+    fn admits(&self, stream_id: &str) -> bool {
+        self.fences.lock().get(stream_id).is_none_or(|f| f.holds())
+    }
+
     fn open(&self, info: &StreamInfo) -> HostSink {
         let resumed = self.resumed.lock().remove(&info.stream_id);
+        let fence = self
+            .fences
+            .lock()
+            .get(&info.stream_id)
+            .cloned()
+            .unwrap_or_default();
         tracing::info!(stream = %info.stream_id, product = info.product.as_str(), meeting = %info.meeting_id, resumed, "session started");
         let session = self.shared.open_session(SessionDesc {
             product: info.product,
@@ -54,6 +68,7 @@ impl SinkFactory for HostSinkFactory {
             started_at_ms: info.started_at_ms,
             resumed,
             audio: Some(audio_format(&info.audio)),
+            fence,
         });
         HostSink {
             session,
@@ -86,15 +101,29 @@ impl FrameSink for HostSink {
     }
 
     async fn end(self, reason: ClientEnd) {
-        let handing_off = self.session.handing_off();
-        let reason = match reason {
-            // The successor process resumes the stream: for the plugins, a new instance
-            // takes over.
-            ClientEnd::Shutdown if handing_off => EndReason::Reload,
-            r => EndReason::from(r),
-        };
-        tracing::info!(stream = %self.session.stream_id, ?reason, "session ended");
-        self.session.end(reason).await;
+        match reason {
+            // Another host of the cluster, or a successor process, resumes the stream.
+            ClientEnd::HandedOff => {
+                tracing::info!(stream = %self.session.stream_id, "session handed over to another host");
+                self.session.hand_off().await;
+            }
+            ClientEnd::Shutdown if self.session.handing_off() => {
+                tracing::info!(stream = %self.session.stream_id, "session handed over to the successor process");
+                self.session.hand_off().await;
+            }
+            ClientEnd::Fenced => {
+                // Nothing more for this stream here: queued frames are discarded and no
+                // plugin is called again.
+                self.session.fence().revoke();
+                tracing::warn!(stream = %self.session.stream_id, "session dropped: this host lost the stream's lease");
+                self.session.end(EndReason::Shutdown).await;
+            }
+            reason => {
+                let reason = EndReason::from(reason);
+                tracing::info!(stream = %self.session.stream_id, ?reason, "session ended");
+                self.session.end(reason).await;
+            }
+        }
     }
 }
 

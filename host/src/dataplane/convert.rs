@@ -50,7 +50,8 @@ impl From<rtms_client::EndReason> for bindings::EndReason {
         match r {
             E::Stopped(reason) => bindings::EndReason::Stopped(reason),
             E::ConnectionLost => bindings::EndReason::ConnectionLost,
-            E::Shutdown => bindings::EndReason::Shutdown,
+            // The stream goes on at another host; this one only shuts its side down.
+            E::Shutdown | E::HandedOff | E::Fenced => bindings::EndReason::Shutdown,
         }
     }
 }

@@ -8,7 +8,8 @@
 //!    carrying reload and end markers in band.
 //! 4. [`worker`] — one (plugin, stream) instance: batches, the failure policy, restarts.
 //! 5. [`stats`] — the counters the path keeps (frames, drops, errors, latency);
-//!    [`services`] — what every worker shares.
+//!    [`services`] — what every worker shares; [`fence`] — a stream's right to run on this
+//!    host (a cluster's lease), checked before a frame is taken and before a plugin call.
 //!
 //! The plugin call itself is in [`crate::sandbox`]; what a plugin emits goes to
 //! [`crate::outputs`].
@@ -16,6 +17,7 @@
 pub mod bridge;
 pub mod convert;
 pub mod embed;
+pub mod fence;
 pub mod queue;
 pub mod registry;
 pub mod routes;

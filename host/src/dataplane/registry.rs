@@ -31,6 +31,7 @@ use rtms_proto::Product;
 use tokio::sync::mpsc;
 
 use crate::dataplane::embed::PluginLink;
+use crate::dataplane::fence::Fence;
 use crate::dataplane::queue::{Pushed, Queue};
 use crate::dataplane::routes::{PluginEntry, RouteTable};
 use crate::dataplane::services::{RollbackRequest, Services};
@@ -98,6 +99,7 @@ impl Registry {
         };
         let session = Arc::new(LiveStream {
             shared: self.clone(),
+            fence: desc.fence,
             product: desc.product,
             stream_id: desc.stream_id.as_str().into(),
             info,
@@ -158,11 +160,15 @@ pub struct SessionDesc {
     pub started_at_ms: u64,
     pub resumed: bool,
     pub audio: Option<bindings::AudioFormat>,
+    /// The stream's right to run here (a cluster's lease); unfenced on a single host.
+    pub fence: Fence,
 }
 
 /// One live session (one RTMS stream) and its plugin workers.
 pub struct LiveStream {
     shared: Arc<Registry>,
+    /// Frames are taken and plugins called only while it holds.
+    fence: Fence,
     product: Product,
     pub stream_id: Arc<str>,
     pub info: SessionInfo,
@@ -211,6 +217,14 @@ impl LiveStream {
     /// without the session lock. Frames pushed after `end` are ignored.
     pub async fn push(&self, frame: Frame) {
         let metrics = &self.shared.metrics;
+        if !self.fence.holds() {
+            // This host lost the stream's lease: another host may be taking these frames.
+            let n = metrics.frames_fenced.fetch_add(1, Ordering::Relaxed) + 1;
+            if rtms_client::ratelog::admit("frames-fenced") {
+                tracing::warn!(stream = %self.stream_id, dropped_so_far = n, "frame dropped: this host's lease on the stream lapsed (it stops the stream)");
+            }
+            return;
+        }
         metrics.frames_in.fetch_add(1, Ordering::Relaxed);
         metrics.count_frame(
             frame.kind.into(),
@@ -357,6 +371,7 @@ impl LiveStream {
                     entry.clone(),
                     self.info.clone(),
                     self.stream_id.clone(),
+                    self.fence.clone(),
                 ));
             }
         }
@@ -399,10 +414,26 @@ impl LiveStream {
         self.product
     }
 
+    /// The stream's fence (see [`Fence`]).
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
     /// Ends the session for every plugin: each worker drains its queue, calls
     /// `on-session-end(reason)`, and stops. Returns when all have; then logs, per plugin,
     /// what it lost on this session.
     pub async fn end(&self, reason: EndReason) {
+        self.finish(Control::End(reason)).await;
+    }
+
+    /// Ends the session here for another host to resume it: as [`LiveStream::end`] with
+    /// `shutdown`, but the plugins' session state stays in the store for the caller to hand
+    /// over (and clear).
+    pub async fn hand_off(&self) {
+        self.finish(Control::HandOff).await;
+    }
+
+    async fn finish(&self, end: Control) {
         let (workers, retired) = {
             let mut st = self.state.lock();
             if st.ended {
@@ -415,7 +446,7 @@ impl LiveStream {
             )
         };
         for w in &workers {
-            w.queue.close_with(Control::End(reason));
+            w.queue.close_with(end.clone());
         }
         for w in retired.into_iter().chain(workers) {
             if let Err(e) = w.task.await {

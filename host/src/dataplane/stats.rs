@@ -343,6 +343,8 @@ pub struct LossSummary {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub frames_in: AtomicU64,
+    /// Frames dropped because the stream's fence lapsed (a cluster's lease lost).
+    pub frames_fenced: AtomicU64,
     pub sessions_started: AtomicU64,
     pub sessions_ended: AtomicU64,
     pub reloads_applied: AtomicU64,

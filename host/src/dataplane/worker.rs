@@ -46,6 +46,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
 use crate::dataplane::embed::PluginLink;
+use crate::dataplane::fence::Fence;
 use crate::dataplane::queue::{Pushed, Queue};
 use crate::dataplane::routes::PluginEntry;
 pub use crate::dataplane::services::RollbackRequest;
@@ -58,11 +59,15 @@ use crate::sandbox::store::InstanceCtx;
 use crate::sandbox::{CallError, Instance};
 
 /// Control messages, delivered in band between frames.
+#[derive(Clone)]
 pub enum Control {
     /// Serve the rest of the session with this (new) version or configuration.
     Swap(Arc<PluginEntry>),
     /// End the session for this plugin and stop.
     End(EndReason),
+    /// End the session (`shutdown`) and stop, keeping the session's state: another host
+    /// resumes the stream with it.
+    HandOff,
     /// The plugin left the pipeline: end the session (`removed`), stop, and clear the
     /// plugin's state (what this drain wrote after the reload cleared it).
     Leave,
@@ -221,6 +226,8 @@ pub struct Worker {
     ending: bool,
     /// How long the last plugin call took (see [`INLINE_CALL_MAX`]).
     last_call: Duration,
+    /// No plugin call starts once it lapsed (see [`Fence`]).
+    fence: Fence,
 }
 
 impl Worker {
@@ -230,6 +237,7 @@ impl Worker {
         entry: Arc<PluginEntry>,
         info: SessionInfo,
         stream_id: Arc<str>,
+        fence: Fence,
     ) -> WorkerHandle {
         let queue = Queue::new(entry.queue_capacity, entry.on_full);
         let link = PluginLink::new(services.outputs.clone(), entry.stats.clone());
@@ -265,6 +273,7 @@ impl Worker {
             start_error: None,
             ending: false,
             last_call: Duration::ZERO,
+            fence,
         };
         let core = Arc::new(AsyncMutex::new(worker));
         let task = tokio::spawn(Self::run(core.clone(), queue.clone()));
@@ -344,11 +353,13 @@ impl Worker {
             }
             Control::End(reason) => {
                 self.end_instance(reason).await;
-                // A session ends as `reload` only when it is handed to a successor process,
-                // which resumes it with this state (see `crate::service::handoff`).
-                if !matches!(reason, EndReason::Reload) {
-                    self.clear_state(false);
-                }
+                self.clear_state(false);
+                true
+            }
+            Control::HandOff => {
+                // Another process (a successor, or another host of the cluster) resumes the
+                // session with this state: for the plugin, a new instance takes over.
+                self.end_instance(EndReason::Reload).await;
                 true
             }
             Control::Leave => {
@@ -425,7 +436,7 @@ impl Worker {
         if self.instance.is_some() {
             return true;
         }
-        if self.stopped() {
+        if self.stopped() || !self.fence.holds() {
             return false;
         }
         if let Some(t) = self.not_before.take() {
@@ -470,7 +481,8 @@ impl Worker {
     /// Delivers what the plugin's WebSockets received, each message a call of its own. A
     /// trap ends the instance (and its sockets) like a trap on frames.
     async fn deliver_ws(&mut self) {
-        let Some(inst) = self.instance.as_mut() else {
+        let holds = self.fence.holds();
+        let Some(inst) = self.instance.as_mut().filter(|_| holds) else {
             // No instance: its sockets went with it; drop what they left.
             let _ = self.ctx.ws.take();
             return;
@@ -488,6 +500,12 @@ impl Worker {
 
     async fn deliver(&mut self, frames: Vec<Frame>) {
         let n = frames.len() as u64;
+        if !self.fence.holds() {
+            // The stream's lease lapsed: another host may be writing for it now.
+            self.entry.stats.discarded.fetch_add(n, Ordering::Relaxed);
+            self.link.losses.discarded.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
         if !self.ensure_instance().await {
             if self.stopped() {
                 self.entry.stats.discarded.fetch_add(n, Ordering::Relaxed);
@@ -621,6 +639,12 @@ impl Worker {
     /// end-of-session summary is still written. Not when the plugin is stopped over its
     /// directory quota (it would write more), nor when the fresh instance fails to start.
     async fn end_instance(&mut self, reason: EndReason) {
+        if !self.fence.holds() {
+            if self.instance.take().is_some() {
+                tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, "the session ends here without on-session-end: this host lost the stream's lease, and the host that took it over resumes the session");
+            }
+            return;
+        }
         if self.instance.is_none() && !self.over_quota {
             self.ending = true;
             let breaker_was_open = self.breaker_open;

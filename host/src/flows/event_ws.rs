@@ -190,8 +190,8 @@ impl Intake {
                 msg = ws.next() => {
                     last_rx = Instant::now();
                     match msg {
-                        Some(Ok(Message::Text(t))) => on_text(t.as_str(), &*self.handler, &mut self.seen),
-                        Some(Ok(Message::Binary(b))) => on_text(&String::from_utf8_lossy(&b), &*self.handler, &mut self.seen),
+                        Some(Ok(Message::Text(t))) => on_text(t.as_str(), &*self.handler, &mut self.seen).await,
+                        Some(Ok(Message::Binary(b))) => on_text(&String::from_utf8_lossy(&b), &*self.handler, &mut self.seen).await,
                         Some(Ok(Message::Close(_))) | None => return Some("Zoom closed it"),
                         Some(Err(_)) => return Some("it failed"),
                         Some(Ok(_)) => {}
@@ -203,7 +203,7 @@ impl Intake {
 }
 
 /// One message: an event goes to the handler (once), a heartbeat answer is ignored.
-fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Dedup) {
+async fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Dedup) {
     let Some(ev) = rtms_event(text, handler) else {
         return;
     };
@@ -215,7 +215,7 @@ fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Dedup) {
         });
         return;
     }
-    deliver(ev, handler);
+    deliver(ev, handler).await;
 }
 
 /// The RTMS event a message carries; anything else is counted (through `handler`) and
@@ -265,10 +265,10 @@ fn rtms_event(text: &str, handler: &dyn IngressHandler) -> Option<rtms_proto::We
 }
 
 /// Hands a new event to the handler; logs and counts what it answered.
-fn deliver(ev: rtms_proto::WebhookEvent, handler: &dyn IngressHandler) {
+async fn deliver(ev: rtms_proto::WebhookEvent, handler: &dyn IngressHandler) {
     let name = ev.event.clone();
     let stream = truncated(&ev.stream_id, 64).into_owned();
-    let outcome = match handler.on_event(ev) {
+    let outcome = match handler.on_event(ev).await {
         Ok(()) => {
             tracing::info!(
                 event = name,
@@ -304,6 +304,7 @@ fn deliver(ev: rtms_proto::WebhookEvent, handler: &dyn IngressHandler) {
             );
             WebhookOutcome::UnknownStream
         }
+        Err(rtms_client::Refusal::Duplicate(_)) => WebhookOutcome::Duplicate,
     };
     handler.observe(WebhookSeen {
         event: Some(&name),
@@ -324,9 +325,9 @@ mod tests {
     }
 
     impl IngressHandler for Recorder {
-        fn on_event(&self, ev: rtms_proto::WebhookEvent) -> Result<(), rtms_client::Refusal> {
+        fn on_event(&self, ev: rtms_proto::WebhookEvent) -> rtms_client::ingress::EventFuture<'_> {
             self.events.lock().push((ev.stream_id, ev.event_ts));
-            Ok(())
+            Box::pin(async { Ok(()) })
         }
         fn observe(&self, seen: WebhookSeen<'_>) {
             self.outcomes.lock().push(seen.outcome.as_str());
@@ -346,9 +347,9 @@ mod tests {
     async fn a_repeated_event_is_handed_over_once_and_counted_as_a_duplicate() {
         let h = Recorder::default();
         let mut seen = Dedup::new(DEFAULT_WINDOW, DEDUP);
-        on_text(&message("s1", 1), &h, &mut seen);
-        on_text(&message("s1", 1), &h, &mut seen);
-        on_text(&message("s1", 2), &h, &mut seen);
+        on_text(&message("s1", 1), &h, &mut seen).await;
+        on_text(&message("s1", 1), &h, &mut seen).await;
+        on_text(&message("s1", 2), &h, &mut seen).await;
         assert_eq!(
             *h.events.lock(),
             [("s1".to_owned(), 1), ("s1".to_owned(), 2)]
@@ -356,7 +357,7 @@ mod tests {
         assert_eq!(*h.outcomes.lock(), ["accepted", "duplicate", "accepted"]);
         // Past the window the same event is new again.
         tokio::time::advance(DEFAULT_WINDOW).await;
-        on_text(&message("s1", 1), &h, &mut seen);
+        on_text(&message("s1", 1), &h, &mut seen).await;
         assert_eq!(h.events.lock().len(), 3);
     }
 }

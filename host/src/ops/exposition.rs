@@ -228,6 +228,16 @@ pub struct Sources {
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
     /// The process-wide budget of plugins' descriptors.
     pub descriptors: crate::sandbox::descriptors::Descriptors,
+    /// A cluster host's counters and gauges (`[cluster]`).
+    pub cluster: Option<Box<dyn Fn() -> ClusterMetrics + Send + Sync>>,
+}
+
+/// A cluster host's numbers, read on each scrape: `(name, help, value)` each, named
+/// without the `rtms_cluster_` prefix.
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    pub counters: Vec<(&'static str, &'static str, u64)>,
+    pub gauges: Vec<(&'static str, &'static str, i64)>,
 }
 
 /// Reads the host's atomics and live state on each scrape.
@@ -359,7 +369,8 @@ impl Collector for HostCollector {
         encode_plugin_counters(&mut enc, &plugins)?;
         encode_plugin_http(&mut enc, &plugins)?;
         encode_descriptors(&mut enc, s)?;
-        encode_plugin_queues(&mut enc, s, &plugins)
+        encode_plugin_queues(&mut enc, s, &plugins)?;
+        encode_cluster(&mut enc, s)
     }
 }
 
@@ -379,6 +390,27 @@ fn encode_descriptors(enc: &mut DescriptorEncoder<'_>, s: &Sources) -> Result<()
         "The process-wide budget of plugins' descriptors ([runtime] plugin_open_files)",
         [(NONE, n(d.limit()))],
     )
+}
+
+/// A cluster host's numbers, and the frames its lapsed fences dropped.
+fn encode_cluster(enc: &mut DescriptorEncoder<'_>, s: &Sources) -> Result<(), std::fmt::Error> {
+    let Some(read) = &s.cluster else {
+        return Ok(());
+    };
+    counters(
+        enc,
+        "cluster_frames_fenced",
+        "Frames dropped because this host's lease on their stream lapsed",
+        [(NONE, get(&s.metrics.frames_fenced))],
+    )?;
+    let m = read();
+    for (name, help, v) in m.counters {
+        counters(enc, &format!("cluster_{name}"), help, [(NONE, v)])?;
+    }
+    for (name, help, v) in m.gauges {
+        gauges(enc, &format!("cluster_{name}"), help, [(NONE, v)])?;
+    }
+    Ok(())
 }
 
 /// Readiness and the sessions by product and state.

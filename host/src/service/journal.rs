@@ -236,6 +236,50 @@ impl StreamJournal for FileJournal {
     }
 }
 
+/// The entry of one running stream, with its plugins' session state.
+pub fn entry_of(shared: &Registry, s: rtms_client::SessionSnapshot, now: u64) -> JournalEntry {
+    let plugin_state = plugin_state_of(shared, &s.stream_id, now);
+    JournalEntry {
+        stream_id: s.stream_id,
+        product: s.product,
+        meeting_id: s.meeting_id,
+        operator_id: s.operator_id,
+        server_url: s.server_url,
+        media_urls: s.media_urls,
+        state: s.state.to_owned(),
+        next_seq: s.next_seq,
+        plugin_state,
+    }
+}
+
+/// The session state every plugin of the pipeline holds for `stream_id`.
+pub fn plugin_state_of(
+    shared: &Registry,
+    stream_id: &str,
+    now: u64,
+) -> Vec<(String, Vec<StateKey>)> {
+    let store = shared.rt.state();
+    shared
+        .table
+        .load()
+        .plugins
+        .iter()
+        .map(|p| p.name.to_string())
+        .filter_map(|p| {
+            let keys: Vec<StateKey> = store
+                .export(&ScopeKey::session(&p, stream_id), now)
+                .into_iter()
+                .map(|(key, e)| StateKey {
+                    key,
+                    value: e.value,
+                    expires_at_ms: e.expires_at_ms,
+                })
+                .collect();
+            (!keys.is_empty()).then_some((p, keys))
+        })
+        .collect()
+}
+
 /// Counts of the journal, for metrics and the summary.
 #[derive(Debug, Default)]
 pub struct JournalStats {
@@ -256,7 +300,7 @@ pub struct JournalWriter {
     pub stats: Arc<JournalStats>,
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -286,42 +330,12 @@ impl JournalWriter {
 
     /// The entry of one running stream, with its plugins' session state.
     fn entry(&self, s: rtms_client::SessionSnapshot, now: u64) -> JournalEntry {
-        let plugin_state = self.plugin_state(&s.stream_id, now);
-        JournalEntry {
-            stream_id: s.stream_id,
-            product: s.product,
-            meeting_id: s.meeting_id,
-            operator_id: s.operator_id,
-            server_url: s.server_url,
-            media_urls: s.media_urls,
-            state: s.state.to_owned(),
-            next_seq: s.next_seq,
-            plugin_state,
-        }
+        entry_of(&self.shared, s, now)
     }
 
     /// The session state every plugin of the pipeline holds for `stream_id`.
     fn plugin_state(&self, stream_id: &str, now: u64) -> Vec<(String, Vec<StateKey>)> {
-        let store = self.shared.rt.state();
-        self.shared
-            .table
-            .load()
-            .plugins
-            .iter()
-            .map(|p| p.name.to_string())
-            .filter_map(|p| {
-                let keys: Vec<StateKey> = store
-                    .export(&ScopeKey::session(&p, stream_id), now)
-                    .into_iter()
-                    .map(|(key, e)| StateKey {
-                        key,
-                        value: e.value,
-                        expires_at_ms: e.expires_at_ms,
-                    })
-                    .collect();
-                (!keys.is_empty()).then_some((p, keys))
-            })
-            .collect()
+        plugin_state_of(&self.shared, stream_id, now)
     }
 
     /// Writes what changed since the last tick, and a heartbeat.
@@ -398,7 +412,7 @@ pub async fn resume(
             ended += 1;
             continue;
         }
-        restore_state(writer, &e, now);
+        restore_state(&writer.shared, &e, now);
         resumed.lock().insert(e.stream_id.clone());
         tracing::info!(stream_id = %e.stream_id, state = %e.state, next_seq = e.next_seq, since_last_beat = ?age, "resuming a journaled stream");
         let start = SessionStart {
@@ -424,8 +438,8 @@ pub async fn resume(
 }
 
 /// Puts a journaled stream's plugin session state back into the store.
-fn restore_state(writer: &JournalWriter, e: &JournalEntry, now: u64) {
-    let store = writer.shared.rt.state();
+pub fn restore_state(shared: &Registry, e: &JournalEntry, now: u64) {
+    let store = shared.rt.state();
     let unbounded = StateLimits {
         max_keys: usize::MAX,
         max_bytes: u64::MAX,
@@ -464,6 +478,7 @@ async fn end_expired(writer: &JournalWriter, e: JournalEntry, age: Duration, gra
         started_at_ms: now_ms(),
         resumed: true,
         audio: None,
+        fence: Default::default(),
     });
     session.end(EndReason::ConnectionLost).await;
     if let Err(err) = writer

@@ -7,6 +7,7 @@
 //! ends every stream within the grace period (each plugin drains its queue and gets
 //! `on-session-end(shutdown)`), flushes the sinks and returns the final counters.
 
+pub mod cluster;
 pub mod handoff;
 pub mod journal;
 pub mod replay;
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use rtms_client::{
-    IngressConfig, IngressHandler, IngressStats, Refusal, Sessions, WebhookSeen, WsConnector,
+    IngressConfig, IngressHandler, IngressStats, Sessions, WebhookSeen, WsConnector,
 };
 use rtms_config::{Env, Pipeline};
 use rtms_proto::WebhookEvent;
@@ -78,27 +79,52 @@ pub struct Service {
     ready: Arc<AtomicBool>,
     /// The stream journal (`[runtime] journal_dir`).
     journal: Option<Arc<journal::JournalWriter>>,
+    /// This host's part of a cluster (`[cluster]`).
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 struct Handler {
     sessions: HostSessions,
     telemetry: Arc<Telemetry>,
     starts: tokio::sync::broadcast::Sender<StartedSeen>,
+    /// In a cluster, events go to the shared log, and from there to whichever host acts.
+    cluster: Option<Arc<cluster::Cluster>>,
+}
+
+impl Handler {
+    fn new(
+        sessions: &HostSessions,
+        telemetry: &Arc<Telemetry>,
+        starts: tokio::sync::broadcast::Sender<StartedSeen>,
+        cluster: &Option<Arc<cluster::Cluster>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            sessions: sessions.clone(),
+            telemetry: telemetry.clone(),
+            starts,
+            cluster: cluster.clone(),
+        })
+    }
 }
 
 impl IngressHandler for Handler {
-    fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal> {
-        tracing::debug!(event = %ev.event, stream = %ev.stream_id, "webhook");
-        let seen = (ev.action == rtms_proto::WebhookAction::Started).then(|| StartedSeen {
-            product: ev.product,
-            id: ev.id.clone(),
-            stream_id: ev.stream_id.clone(),
-        });
-        self.sessions.handle(ev)?;
-        if let Some(s) = seen {
-            let _ = self.starts.send(s);
-        }
-        Ok(())
+    fn on_event(&self, ev: WebhookEvent) -> rtms_client::EventFuture<'_> {
+        Box::pin(async move {
+            tracing::debug!(event = %ev.event, stream = %ev.stream_id, "webhook");
+            let seen = (ev.action == rtms_proto::WebhookAction::Started).then(|| StartedSeen {
+                product: ev.product,
+                id: ev.id.clone(),
+                stream_id: ev.stream_id.clone(),
+            });
+            match &self.cluster {
+                Some(c) => c.log(ev).await?,
+                None => self.sessions.handle(ev)?,
+            }
+            if let Some(s) = seen {
+                let _ = self.starts.send(s);
+            }
+            Ok(())
+        })
     }
 
     fn observe(&self, seen: WebhookSeen<'_>) {
@@ -118,6 +144,7 @@ struct Backend {
     ready: Arc<AtomicBool>,
     reloads: Arc<ReloadLog>,
     rtms: Arc<RtmsControl>,
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// What happened to each plugin's queues, summed over the live sessions.
@@ -148,6 +175,9 @@ impl AdminBackend for Backend {
     fn ready(&self) -> Result<(), String> {
         if !self.ready.load(Ordering::Relaxed) {
             return Err("starting or shutting down".into());
+        }
+        if self.cluster.as_ref().is_some_and(|c| c.draining()) {
+            return Err("draining: handing its streams to the other hosts of the cluster".into());
         }
         // A load balancer moves on while this host cannot take another stream.
         let max = self.sessions.max_streams();
@@ -331,6 +361,59 @@ async fn start_journal(
     Ok(Some(writer))
 }
 
+/// The RTMS client's side of the host: its streams, their telemetry, and the sets a journal
+/// or a cluster fills before starting a stream (resumed sessions, fences).
+struct Streams {
+    sessions: HostSessions,
+    telemetry: Arc<Telemetry>,
+    resumed: ResumeSet,
+    fences: crate::dataplane::fence::FenceSet,
+    /// For the event WebSocket.
+    event_connector: WsConnector,
+}
+
+fn streams(
+    pipeline: &Pipeline,
+    shared: &Arc<Registry>,
+    tap: Option<Tap>,
+    read_tap: Option<ReadTap>,
+) -> Result<Streams> {
+    let connector = zoom_connector(pipeline)?;
+    let factory = sink_factory(shared, tap, read_tap);
+    let (resumed, fences) = (factory.resumed.clone(), factory.fences.clone());
+    let telemetry = Arc::new(Telemetry::default());
+    let event_connector = connector.clone();
+    let client_cfg = client_config(pipeline)?;
+    let sessions = Sessions::with_observer(client_cfg, connector, factory, telemetry.clone());
+    Ok(Streams {
+        sessions,
+        telemetry,
+        resumed,
+        fences,
+        event_connector,
+    })
+}
+
+/// Joins the cluster when `[cluster]` is set.
+async fn start_cluster(
+    pipeline: &Pipeline,
+    sessions: &HostSessions,
+    shared: &Arc<Registry>,
+    resumed: &ResumeSet,
+    fences: &crate::dataplane::fence::FenceSet,
+) -> Result<Option<Arc<cluster::Cluster>>> {
+    let Some(cfg) = &pipeline.cluster else {
+        return Ok(None);
+    };
+    let parts = cluster::Parts {
+        sessions: sessions.clone(),
+        shared: shared.clone(),
+        resumed: resumed.clone(),
+        fences: fences.clone(),
+    };
+    Ok(Some(Arc::new(cluster::Cluster::start(cfg, parts).await?)))
+}
+
 /// The RTMS client's sink: frames into the data plane, through the taps.
 fn sink_factory(
     shared: &Arc<Registry>,
@@ -342,6 +425,7 @@ fn sink_factory(
         tap,
         read_tap,
         resumed: ResumeSet::default(),
+        fences: Default::default(),
     }
 }
 
@@ -362,15 +446,16 @@ impl Service {
         listener: TcpListener,
         opts: StartOptions,
     ) -> Result<Self> {
-        let client_cfg = client_config(&pipeline)?;
         let webhook_secret = webhook_secret(&pipeline)?;
-        let connector = zoom_connector(&pipeline)?;
         let (shared, sinks, rollback_rx) = start_dataplane(&pipeline).await?;
-        let factory = sink_factory(&shared, opts.tap, opts.read_tap);
-        let resumed = factory.resumed.clone();
-        let telemetry = Arc::new(Telemetry::default());
-        let event_connector = connector.clone();
-        let sessions = Sessions::with_observer(client_cfg, connector, factory, telemetry.clone());
+        let Streams {
+            sessions,
+            telemetry,
+            resumed,
+            fences,
+            event_connector,
+        } = streams(&pipeline, &shared, opts.tap, opts.read_tap)?;
+        let cluster = start_cluster(&pipeline, &sessions, &shared, &resumed, &fences).await?;
         let ready = Arc::new(AtomicBool::new(false));
         let reloads = Arc::new(ReloadLog::default());
         reloads.set_config(&pipeline);
@@ -382,16 +467,12 @@ impl Service {
         let (starts, _) = tokio::sync::broadcast::channel(256);
         let rtms = rtms_control(&pipeline, starts.clone())?;
         let ingress_cfg = ingress_config(&pipeline, webhook_secret, &counters, &rtms)?;
-        let handler = Arc::new(Handler {
-            sessions: sessions.clone(),
-            telemetry: telemetry.clone(),
-            starts,
-        });
+        let handler = Handler::new(&sessions, &telemetry, starts, &cluster);
         let event_ws = event_ws_config(&pipeline, &rtms)?;
         let mut tasks = Vec::new();
         if let Some(admin_listener) = opts.admin_listener {
             let cfg = admin_config(&pipeline, &counters)?;
-            let sources = admin_sources(&sessions, &shared, &ready, &counters);
+            let sources = admin_sources(&sessions, &shared, &ready, &counters, &cluster);
             let backend = Arc::new(Backend {
                 sessions: sessions.clone(),
                 shared: shared.clone(),
@@ -402,6 +483,7 @@ impl Service {
                 ready: ready.clone(),
                 reloads: reloads.clone(),
                 rtms: rtms.clone(),
+                cluster: cluster.clone(),
             });
             let admin = spawn_admin(admin_listener, cfg, backend, admin_stop.clone());
             tasks.push(admin);
@@ -414,11 +496,15 @@ impl Service {
             &pipeline, &sessions, &shared, &resumed, &stop, &mut tasks, after,
         )
         .await?;
-        let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
         let grace = pipeline.runtime.shutdown_grace;
+        let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
         let reloader = Reloader::new(pipeline, env, shared.clone()).with_log(reloads);
-        let reloads = reloader.run(trigger_rx, rollback_rx, watch, stop.clone());
-        tasks.push(tokio::spawn(reloads));
+        tasks.push(spawn_reloader(
+            reloader,
+            (trigger_rx, rollback_rx),
+            watch,
+            &stop,
+        ));
         ready.store(true, Ordering::Relaxed);
         tracing::info!(%addr, admin = ?admin_addr, "rtms-host ready");
         Ok(Self {
@@ -434,6 +520,7 @@ impl Service {
             grace,
             ready,
             journal,
+            cluster,
         })
     }
 
@@ -498,6 +585,12 @@ impl Service {
     /// Stops intake, ends every stream (plugins get `on-session-end(shutdown)`), flushes
     /// the sinks. Returns the final counters.
     pub async fn shutdown(self) -> MetricsSnapshot {
+        if let Some(c) = &self.cluster {
+            // Streams go to the other hosts first; those left lapse and are taken over.
+            let (handed, left) = c.drain().await;
+            tracing::info!(handed, left, "cluster: streams handed to the other hosts");
+            c.stop().await;
+        }
         tracing::info!("shutting down: no new streams; ending live ones");
         self.ready.store(false, Ordering::Relaxed);
         self.stop.cancel();
@@ -736,6 +829,7 @@ fn admin_sources(
     shared: &Arc<Registry>,
     ready: &Arc<AtomicBool>,
     counters: &Counters,
+    cluster: &Option<Arc<cluster::Cluster>>,
 ) -> Arc<Sources> {
     let streams = sessions.clone();
     let depths = shared.clone();
@@ -761,7 +855,23 @@ fn admin_sources(
         queue_depths: Box::new(move || queue_depths(&depths)),
         ready: Box::new(move || is_ready.load(Ordering::Relaxed)),
         descriptors: shared.rt.descriptors().clone(),
+        cluster: cluster
+            .clone()
+            .map(|c| Box::new(move || c.metrics()) as Box<dyn Fn() -> _ + Send + Sync>),
     })
+}
+
+/// Runs the reload controller until `stop`.
+fn spawn_reloader(
+    reloader: Reloader,
+    (triggers, rollbacks): (
+        mpsc::UnboundedReceiver<Trigger>,
+        mpsc::UnboundedReceiver<crate::dataplane::services::RollbackRequest>,
+    ),
+    watch: bool,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(reloader.run(triggers, rollbacks, watch, stop.clone()))
 }
 
 /// Serves the admin routes until `stop`.

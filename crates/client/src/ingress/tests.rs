@@ -21,12 +21,15 @@ struct Recorder {
 }
 
 impl IngressHandler for Recorder {
-    fn on_event(&self, ev: WebhookEvent) -> Result<(), Refusal> {
-        if let Some(r) = self.refuse.lock().unwrap().clone() {
-            return Err(r);
-        }
-        self.events.lock().unwrap().push(ev);
-        Ok(())
+    fn on_event(&self, ev: WebhookEvent) -> EventFuture<'_> {
+        let r = match self.refuse.lock().unwrap().clone() {
+            Some(r) => Err(r),
+            None => {
+                self.events.lock().unwrap().push(ev);
+                Ok(())
+            }
+        };
+        Box::pin(std::future::ready(r))
     }
 }
 

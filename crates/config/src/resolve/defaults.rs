@@ -295,3 +295,22 @@ pub const fn default_sink_retries() -> u64 {
 pub const fn default_sink_retry_backoff_ms() -> u64 {
     Delivery::DEFAULT.retry_backoff.as_millis() as u64
 }
+
+/// `[cluster]`: names in the engine start with this.
+pub const fn default_cluster_prefix() -> &'static str {
+    "rtms"
+}
+/// A lease a third of Zoom's 30 s media grace: detection, claim and reconnection fit in it.
+pub const fn default_lease_ms() -> u64 {
+    10_000
+}
+pub const fn default_ack_wait_ms() -> u64 {
+    10_000
+}
+/// Two hours: Zoom's retries of a webhook span about 90 minutes.
+pub const fn default_dedup_window_ms() -> u64 {
+    7_200_000
+}
+pub const fn default_drain_ms() -> u64 {
+    30_000
+}

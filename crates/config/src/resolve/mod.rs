@@ -25,6 +25,7 @@ use crate::flatten::flatten_config;
 use crate::model::*;
 use crate::raw::*;
 
+mod cluster;
 mod defaults;
 mod plugin;
 mod rtms;
@@ -217,6 +218,13 @@ impl Resolver<'_> {
         let admin = keep(&mut errors, self.admin(&file.admin));
         let zoom = keep(&mut errors, self.zoom(&file.zoom));
         let runtime = keep(&mut errors, self.runtime(&file.runtime));
+        let cluster = keep(&mut errors, self.cluster(&file.cluster)).flatten();
+        if let (Some(_), Some(dir)) = (&file.cluster, &file.runtime.journal_dir) {
+            errors.push(self.src.invalid_at(
+                dir,
+                "runtime.journal_dir and [cluster] do not go together: a cluster keeps each stream's journal in its engine, where any host can resume it; remove runtime.journal_dir",
+            ));
+        }
         let (plugins, plugin_errors) = self.plugins(&file.plugin);
         let mut failed: Vec<String> = plugin_errors.iter().map(|(n, _)| n.clone()).collect();
         errors.extend(plugin_errors.into_iter().map(|(_, e)| e));
@@ -250,6 +258,7 @@ impl Resolver<'_> {
             zoom,
             rtms,
             runtime,
+            cluster,
             plugins,
             sinks,
             warnings: self.warnings,

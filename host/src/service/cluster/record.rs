@@ -1,0 +1,87 @@
+//! What the hosts of a cluster write to the engine: one lease record per stream, one host
+//! record per host. JSON, so an operator can read them with the engine's own tools.
+
+use bytes::Bytes;
+use rtms_proto::WebhookEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::service::journal::{JournalEntry, now_ms};
+
+/// A stream's lease: who runs it, and what a new owner needs to resume it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// The host that runs the stream, or is to run it. Empty: any host may take it now.
+    pub owner: String,
+    /// Chosen by the owner when it took the lease and carried by each of its writes, so a
+    /// write the engine applied but whose answer was lost is recognised as its own. 0 until
+    /// the owner started the stream.
+    pub token: u64,
+    /// How many owners started the stream so far: 0 until the first did (its plugins see
+    /// `resumed = false`), more after a takeover (`resumed = true`).
+    pub runs: u32,
+    /// Unix milliseconds of the write, for operators (hosts never compare clocks).
+    pub written_ms: u64,
+    /// The stream's journal entry as of the write: ids, URLs, the next `seq`, the plugins'
+    /// session state.
+    pub entry: JournalEntry,
+}
+
+impl LeaseRecord {
+    /// The record of a stream no host has started yet, to be run by `owner`.
+    pub fn assigned(ev: &WebhookEvent, owner: &str) -> Self {
+        Self {
+            owner: owner.to_owned(),
+            token: 0,
+            runs: 0,
+            written_ms: now_ms(),
+            entry: JournalEntry {
+                stream_id: ev.stream_id.clone(),
+                product: ev.product,
+                meeting_id: ev.id.clone(),
+                operator_id: ev.operator_id.clone(),
+                server_url: ev.server_url.clone().unwrap_or_default(),
+                media_urls: None,
+                state: "assigned".into(),
+                next_seq: 0,
+                plugin_state: Vec::new(),
+            },
+        }
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// The record in `bytes`; `None` when it is not one (logged by the caller).
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// A host's liveness and load, rewritten every renewal interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Streams it runs.
+    pub streams: usize,
+    /// `rtms.max_streams`.
+    pub max_streams: usize,
+    /// It hands its streams over and takes no new one.
+    pub draining: bool,
+    /// Unix milliseconds of the write, for operators.
+    pub written_ms: u64,
+}
+
+impl HostRecord {
+    /// Room for more streams.
+    pub fn room(&self) -> usize {
+        self.max_streams.saturating_sub(self.streams)
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}

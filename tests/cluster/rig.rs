@@ -1,0 +1,332 @@
+//! A cluster on one machine, as a test needs it: a real nats-server with JetStream (fresh
+//! data directory), real `rtms-host run` processes joined to it, the simulator, and a TCP
+//! balancer in front of the hosts, as a load balancer would be: each new connection goes to
+//! the next host that accepts it.
+//!
+//! Every host's seq-recorder writes into one shared directory, so the file of a stream holds
+//! what every host that ran it wrote, in order: a takeover appends to it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rtms_proto::Product;
+use rtms_sim::{MeetingHandle, MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::host_process::{CLIENT_ID, CLIENT_SECRET, HostProcess, WEBHOOK_SECRET};
+use crate::nats::NatsServer;
+
+/// Every wait of a cluster test is bounded by this.
+pub const LIMIT: Duration = Duration::from_secs(60);
+/// The lease the test hosts hold (renewed every 500 ms): a takeover comes within ~3 s.
+pub const LEASE_MS: u64 = 2_000;
+
+/// Cluster tests run one at a time: each starts several processes, and leases are timing.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `fut` within [`LIMIT`], failing the test with `what` otherwise.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(LIMIT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {LIMIT:?} waiting for {what}"),
+    }
+}
+
+/// Polls `cond` every 50 ms (for conditions only files and logs show) until it holds.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    within(what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// A TCP balancer: each accepted connection goes to the next backend that accepts it.
+pub struct Balancer {
+    pub addr: SocketAddr,
+    backends: Arc<Mutex<Vec<SocketAddr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    pub async fn start(backends: Vec<SocketAddr>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let backends = Arc::new(Mutex::new(backends));
+        let list = backends.clone();
+        let next = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let list = list.lock().clone();
+                let start = next.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    for i in 0..list.len() {
+                        let to = list[(start + i) % list.len()];
+                        if let Ok(mut server) = TcpStream::connect(to).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            backends,
+            task,
+        }
+    }
+
+    pub fn set(&self, backends: Vec<SocketAddr>) {
+        *self.backends.lock() = backends;
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("http://{}/webhook", self.addr)
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The simulator the hosts are set up for: short keep-alives (a silent client is dropped
+/// within a second), webhooks retried after 300 ms.
+pub async fn simulator() -> Simulator {
+    Simulator::start(SimConfig {
+        webhook_secret: WEBHOOK_SECRET.into(),
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        keepalive_interval: Duration::from_millis(250),
+        webhook_retry_delay: Duration::from_millis(300),
+        webhook_max_attempts: 20,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// How a test host is set up.
+#[derive(Clone)]
+pub struct HostSpec {
+    pub id: String,
+    pub nats_url: String,
+    /// The seq-recorder's shared output directory.
+    pub out: PathBuf,
+    /// Serve the admin listener on 127.0.0.1:0.
+    pub admin: bool,
+    pub max_streams: usize,
+    pub lease_ms: u64,
+    pub renew_ms: u64,
+}
+
+impl HostSpec {
+    pub fn pipeline(&self) -> String {
+        let admin = if self.admin {
+            "[admin]\nlisten = \"127.0.0.1:0\"\n"
+        } else {
+            "[admin]\nenabled = false\n"
+        };
+        format!(
+            r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+{admin}
+[rtms]
+allowed_hosts = ["127.0.0.1", "localhost"]
+allow_insecure_ws = true
+max_streams = {max}
+[runtime]
+cache_dir = {cache:?}
+dead_letter_dir = "dead"
+[runtime.reload]
+watch = false
+[cluster]
+nats_url = {nats:?}
+host_id = {id:?}
+lease_ms = {lease}
+renew_ms = {renew}
+ack_wait_ms = 2000
+drain_ms = 15000
+[[plugin]]
+name = "seqs"
+component = {seq:?}
+media = ["transcript"]
+[[plugin.dir]]
+host = {out:?}
+guest = "/out"
+"#,
+            max = self.max_streams,
+            lease = self.lease_ms,
+            renew = self.renew_ms,
+            cache = crate::util::cache_dir().display().to_string(),
+            nats = self.nats_url,
+            id = self.id,
+            seq = crate::util::component("seq_recorder").display().to_string(),
+            out = self.out.display().to_string(),
+        )
+    }
+}
+
+/// Starts a host process (blocking work off the runtime).
+pub async fn start_host(spec: HostSpec) -> HostProcess {
+    tokio::task::spawn_blocking(move || HostProcess::start(&spec.pipeline()))
+        .await
+        .unwrap()
+}
+
+/// A cluster: the engine, hosts `a`, `b`, `c`... (a slot is `None` once its host is gone),
+/// the simulator and the balancer.
+pub struct Rig {
+    pub nats: Option<NatsServer>,
+    pub hosts: Vec<Option<HostProcess>>,
+    pub specs: Vec<HostSpec>,
+    pub sim: Simulator,
+    pub lb: Balancer,
+    pub out: tempfile::TempDir,
+}
+
+impl Rig {
+    /// The engine and `n` hosts, all started.
+    pub async fn start(n: usize) -> Rig {
+        Self::start_with(n, |_, _| {}).await
+    }
+
+    /// Like [`Rig::start`], with `tweak` applied to each host's spec first.
+    pub async fn start_with(n: usize, tweak: impl Fn(usize, &mut HostSpec)) -> Rig {
+        let nats = tokio::task::spawn_blocking(NatsServer::start)
+            .await
+            .unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let specs: Vec<HostSpec> = (0..n)
+            .map(|i| {
+                let mut spec = HostSpec {
+                    id: format!("host-{}", (b'a' + i as u8) as char),
+                    nats_url: nats.url(),
+                    out: out.path().to_path_buf(),
+                    admin: false,
+                    max_streams: 1000,
+                    lease_ms: LEASE_MS,
+                    renew_ms: 500,
+                };
+                tweak(i, &mut spec);
+                spec
+            })
+            .collect();
+        let mut hosts = Vec::new();
+        for s in &specs {
+            hosts.push(Some(start_host(s.clone()).await));
+        }
+        let lb = Balancer::start(hosts.iter().flatten().map(|h| h.addr).collect()).await;
+        Rig {
+            nats: Some(nats),
+            hosts,
+            specs,
+            sim: simulator().await,
+            lb,
+            out,
+        }
+    }
+
+    /// The host at `i`.
+    pub fn host(&self, i: usize) -> &HostProcess {
+        self.hosts[i].as_ref().expect("host is running")
+    }
+
+    /// Starts one more host, like the first one but named `id`, and points the balancer at
+    /// it too.
+    pub async fn add_host(&mut self, id: &str) -> usize {
+        let mut spec = self.specs[0].clone();
+        spec.id = id.into();
+        spec.max_streams = 1000;
+        self.hosts.push(Some(start_host(spec.clone()).await));
+        self.specs.push(spec);
+        self.rebalance();
+        self.hosts.len() - 1
+    }
+
+    /// The admin listener of the host at `i` (started with `admin = true`), from its
+    /// ready line.
+    pub fn admin_addr(&self, i: usize) -> SocketAddr {
+        let ready = self
+            .host(i)
+            .wait_for_log("rtms-host ready", Duration::from_secs(1))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
+        v["fields"]["admin"]
+            .as_str()
+            .and_then(|a| a.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok())
+            .unwrap_or_else(|| panic!("no admin address in {ready}"))
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the host at `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.host(i).pid().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
+    /// Points the balancer at the hosts still running.
+    pub fn rebalance(&self) {
+        self.lb
+            .set(self.hosts.iter().flatten().map(|h| h.addr).collect());
+    }
+
+    /// Starts a real-time meeting of `lines` transcript lines, 200 ms apart, its webhooks
+    /// through the balancer.
+    pub fn meeting(&self, lines: usize) -> MeetingHandle {
+        let script = MeetingScript::builder()
+            .synthetic_speech(2, lines, 10)
+            .build()
+            .unwrap();
+        self.sim
+            .start_meeting(
+                script,
+                MeetingOptions {
+                    product: Product::Meeting,
+                    pace: Pace::Realtime,
+                    webhook_url: Some(self.lb.webhook_url()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    }
+
+    /// The seq-recorder's file for `stream`.
+    pub fn seq_file(&self, stream: &str) -> PathBuf {
+        self.out.path().join(format!("seqs-{stream}.txt"))
+    }
+
+    /// The hosts (by index) that took `stream`, from their logs.
+    pub fn owners(&self, stream: &str) -> Vec<usize> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                let h = h.as_ref()?;
+                h.logs()
+                    .iter()
+                    .any(|l| l.contains("cluster: stream taken") && l.contains(stream))
+                    .then_some(i)
+            })
+            .collect()
+    }
+}
+
+/// Frames written for a stream so far (lines that are not `#` comments).
+pub fn frames_in(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| !l.starts_with('#')).count())
+}
