@@ -541,3 +541,87 @@ async fn the_languages_example_pipeline_runs_all_three() {
     let table = std::fs::read_to_string(out.path().join("talk-time-standup.txt")).unwrap();
     assert!(table.starts_with("speaker"), "{table}");
 }
+
+/// A folder whose manifest names a prebuilt fixture component, tested over the standup
+/// recording; `extra` is appended to the manifest.
+fn fixture_folder(fixture: &str, config: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "[plugin]\nname = \"{fixture}\"\nlang = \"rust\"\ncomponent = \"{}\"\n\
+         media = [\"transcript\", \"audio\"]\n\n[config]\n{config}\n\n[test]\nmeeting = \"{}\"\n{extra}",
+        crate::util::component(fixture).display(),
+        root().join("examples/recordings/standup.jsonl").display(),
+    );
+    std::fs::write(dir.path().join("rtms-plugin.toml"), manifest).unwrap();
+    dir
+}
+
+async fn test_fixture(dir: &Path) -> Outcome {
+    let m = Manifest::load(dir).unwrap();
+    let opts = TestOptions {
+        compile_cache: compile_cache(),
+        ..TestOptions::default()
+    };
+    run(&m, &opts).await.unwrap()
+}
+
+/// `plugin test` runs with the plugin's production limits: the defaults when the manifest
+/// sets none (64 MiB), its `[limits]` when it does, and the trap names the manifest's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_allocating_past_its_limit_fails_the_test_naming_the_manifest_key() {
+    let dir = fixture_folder("hog", "chunk_kib = 4096", "");
+    let o = test_fixture(dir.path()).await;
+    assert!(!o.passed());
+    assert_eq!(o.plugin.traps, 1, "stopped at its first trap");
+    let trap = o.trap.clone().unwrap();
+    let key = format!(
+        "[limits] in {} (as [plugin.limits] in pipeline.toml): memory_mb = 64",
+        dir.path().join("rtms-plugin.toml").display()
+    );
+    assert!(trap.contains(&key), "{trap}");
+    assert!(trap.contains("out of memory"), "{trap}");
+    assert!(o.diffs.is_empty() && o.problems.is_empty(), "{o:?}");
+
+    let dir = fixture_folder("hog", "chunk_kib = 4096", "\n[limits]\nmemory_mb = 32\n");
+    let o = test_fixture(dir.path()).await;
+    let trap = o.trap.unwrap();
+    assert!(trap.contains("memory_mb = 32"), "{trap}");
+}
+
+/// The old `[test]` limit keys are refused with the key to use instead.
+#[test]
+fn test_limit_keys_are_refused_naming_the_limits_table() {
+    let dir = fixture_folder("noop", "", "memory_mb = 256\n");
+    let e = Manifest::load(dir.path()).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("move the key to [limits] memory_mb"),
+        "{e:#}"
+    );
+}
+
+/// An endless loop fails `plugin test` within one call deadline (1 s by default) and the
+/// start-up, and the report says it trapped, never to accept the outputs with `--update`.
+#[test]
+fn an_endless_loop_fails_plugin_test_within_seconds_without_suggesting_update() {
+    let dir = fixture_folder("spin", "", "");
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_rtms-host"))
+        .args(["plugin", "test", "--no-build", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "took {took:?}\n{stdout}"
+    );
+    assert!(stdout.contains("call deadline exceeded"), "{stdout}");
+    assert!(stdout.contains("call_timeout_ms = 1000"), "{stdout}");
+    assert!(
+        stdout.contains("test FAILED: the plugin trapped 1 time(s)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("--update"), "{stdout}");
+}

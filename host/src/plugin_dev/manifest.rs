@@ -17,6 +17,9 @@
 //! [net]                           # as `[plugin.net]` in pipeline.toml: what it may call
 //! http = ["https://api.example.com/v1"]
 //!
+//! [limits]                        # as `[plugin.limits]` in pipeline.toml; the test runs with
+//! memory_mb = 128                 # them (unset keys: the production defaults, 64 MiB and 1 s)
+//!
 //! [test]
 //! meeting = "../../examples/recordings/standup.jsonl"  # a recording (.jsonl) or a script (.toml)
 //! expected = "expected"           # outputs.jsonl and files/ as the plugin should produce them
@@ -71,6 +74,8 @@ struct Raw {
     #[serde(default)]
     net: toml::Table,
     #[serde(default)]
+    limits: toml::Table,
+    #[serde(default)]
     test: RawTest,
 }
 
@@ -117,6 +122,9 @@ pub struct Manifest {
     pub config: toml::Table,
     /// `[net]`: the plugin's `[plugin.net]` table, as written (empty: no network).
     pub net: toml::Table,
+    /// `[limits]`: the plugin's `[plugin.limits]` table, as written (empty: the production
+    /// defaults). `plugin test` runs with them.
+    pub limits: toml::Table,
     pub test: TestSpec,
 }
 
@@ -126,8 +134,6 @@ pub struct TestSpec {
     pub meeting: Option<PathBuf>,
     pub expected: PathBuf,
     pub guest_dir: String,
-    pub memory_mb: u32,
-    pub call_timeout_ms: u64,
     pub max_frames: u32,
     /// `[test] http`: the recorded HTTP exchanges the test serves, absolute.
     pub http: Option<PathBuf>,
@@ -186,6 +192,7 @@ impl Manifest {
             None => Contract::default(),
         };
         let t = raw.test;
+        moved_limits(&t)?;
         for name in t.secrets.keys() {
             check_secret_name(name)?;
         }
@@ -203,12 +210,11 @@ impl Manifest {
             contract,
             config: raw.config,
             net: raw.net,
+            limits: raw.limits,
             test: TestSpec {
                 meeting: t.meeting.map(|m| dir.join(m)),
                 expected: dir.join(t.expected.unwrap_or_else(|| PathBuf::from("expected"))),
                 guest_dir,
-                memory_mb: t.memory_mb.unwrap_or(256),
-                call_timeout_ms: t.call_timeout_ms.unwrap_or(10_000),
                 max_frames: t.max_frames.unwrap_or(32),
                 http: t.http.map(|h| dir.join(h)),
                 secrets: t.secrets,
@@ -216,6 +222,24 @@ impl Manifest {
             dir,
         })
     }
+}
+
+/// `[test] memory_mb` and `call_timeout_ms` are gone: the test runs with the plugin's own
+/// limits, so a plugin that passes its test does not trap in production for a limit.
+fn moved_limits(t: &RawTest) -> Result<()> {
+    for (key, set) in [
+        ("memory_mb", t.memory_mb.is_some()),
+        ("call_timeout_ms", t.call_timeout_ms.is_some()),
+    ] {
+        if set {
+            bail!(
+                "[test] {key}: the test runs with the limits the plugin runs with in production; \
+                 move the key to [limits] {key} (as [plugin.limits] {key} in pipeline.toml), or \
+                 remove it to test with the default"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Result<()> {

@@ -143,7 +143,7 @@ async fn test(a: TestArgs) -> Result<bool> {
     for d in &o.diffs {
         print!("{d}");
     }
-    for p in &o.problems {
+    for p in o.problems.iter().chain(&o.trap) {
         println!("{}: {p}", m.name);
     }
     let p = &o.plugin;
@@ -161,6 +161,14 @@ async fn test(a: TestArgs) -> Result<bool> {
     if o.passed() {
         println!("{}: test passed", m.name);
         Ok(true)
+    } else if o.trap.is_some() {
+        // Never a hint to accept the outputs: a trap is a bug to fix, not a change to record.
+        println!(
+            "{}: test FAILED: the plugin trapped {} time(s) (the reason is above; the plugin's log \
+             lines too)",
+            m.name, p.traps
+        );
+        Ok(false)
     } else if o.diffs.is_empty() {
         println!("{}: test FAILED (see above)", m.name);
         Ok(false)

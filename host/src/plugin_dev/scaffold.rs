@@ -130,6 +130,11 @@ media = ["transcript"]
 
 # Passed to `init` as it would be from [plugin.config] in pipeline.toml.
 {config}
+# As [plugin.limits] in pipeline.toml; `plugin test` runs with them (keys left out: the
+# production defaults, 64 MiB and a 1 s call deadline).
+[limits]
+memory_mb = 256
+
 [test]
 # A recording (.jsonl, from `rtms-host simulate --record`) or a meeting script (.toml).
 meeting = "meetings/sample.jsonl"

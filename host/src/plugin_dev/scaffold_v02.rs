@@ -91,6 +91,11 @@ notes_url = "{NOTES_URL}"
 [net]
 http = ["https://api.example.com/v1"]
 
+# As [plugin.limits] in pipeline.toml; `plugin test` runs with them (keys left out: the
+# production defaults, 64 MiB and a 1 s call deadline).
+[limits]
+memory_mb = 256
+
 [test]
 # A recording (.jsonl, from `rtms-host simulate --record`) or a meeting script (.toml).
 meeting = "meetings/sample.jsonl"
