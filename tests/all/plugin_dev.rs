@@ -625,3 +625,37 @@ fn an_endless_loop_fails_plugin_test_within_seconds_without_suggesting_update() 
     );
     assert!(!stdout.contains("--update"), "{stdout}");
 }
+
+/// `plugin test` shows the plugin's own log lines (the skeleton logs `session … started` at
+/// info), and `--quiet` hides them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_test_shows_the_plugins_log_lines_unless_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("hello-rust");
+    scaffold::create("hello-rust", Lang::Rust, &plugin).unwrap();
+    let shared = root().join("target/scaffold-rust-target");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, plugin.join("target")).unwrap();
+    let (m, o) = build_and_test(&plugin, false).await;
+    assert_passed(&m, &o);
+    let cli = |quiet: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rtms-host"));
+        c.args(["plugin", "test", "--no-build"])
+            .current_dir(&plugin)
+            .env_remove("RUST_LOG");
+        if quiet {
+            c.arg("--quiet");
+        }
+        let out = c.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(stdout.contains("hello-rust: test passed"), "{stdout}");
+        stderr
+    };
+    let shown = cli(false);
+    assert!(shown.contains("session sample started"), "{shown}");
+    assert!(shown.contains("hello-rust"), "{shown}");
+    let hidden = cli(true);
+    assert!(!hidden.contains("session sample started"), "{hidden}");
+}

@@ -79,6 +79,21 @@ pub struct TestArgs {
     /// the network) and write them to [test] http, for later runs to replay.
     #[arg(long)]
     pub record: bool,
+    /// Hide the plugin's own log lines (host.log, stdout, stderr), shown by default; the
+    /// host's warnings stay.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The default log filter of a `plugin` subcommand (`RUST_LOG` replaces it): the host's
+/// warnings, and for `plugin test` the plugin's own log lines from `info` up (their target
+/// is [`crate::sandbox::store::LOG_TARGET`]) unless `--quiet`.
+pub fn log_filter(cmd: &PluginCmd) -> String {
+    let plugin = match cmd {
+        PluginCmd::Test(a) if !a.quiet => "info",
+        _ => "off",
+    };
+    format!("warn,{}={plugin}", crate::sandbox::store::LOG_TARGET)
 }
 
 /// `plugin new`: the skeleton of the contract asked for, or of the language's default.

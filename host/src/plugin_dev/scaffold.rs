@@ -158,7 +158,8 @@ fn pipeline(name: &str, shape: &Shape) -> String {
     };
     format!(
         r#"# Runs {name} in rtms-host. Try it on the sample meeting, with no network:
-#   rtms-host plugin build && rtms-host replay meetings/sample.jsonl --config pipeline.toml
+#   rtms-host plugin build && RUST_LOG=warn,plugin=info rtms-host replay meetings/sample.jsonl --config pipeline.toml
+# (RUST_LOG shows the plugin's own log lines beside the host's warnings.)
 # Every key is described in examples/pipeline.toml of rtms-host.
 version = 1
 

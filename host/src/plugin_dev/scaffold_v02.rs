@@ -120,7 +120,8 @@ fn pipeline(name: &str, component: &str) -> String {
     format!(
         r#"# Runs {name} in rtms-host. Set your notes service's URL and key first, then:
 #   export {secret}=...
-#   rtms-host plugin build && rtms-host replay meetings/sample.jsonl --config pipeline.toml
+#   rtms-host plugin build && RUST_LOG=warn,plugin=info rtms-host replay meetings/sample.jsonl --config pipeline.toml
+# (RUST_LOG shows the plugin's own log lines beside the host's warnings.)
 # Every key is described in examples/pipeline.toml of rtms-host.
 version = 1
 
