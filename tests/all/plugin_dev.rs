@@ -659,3 +659,62 @@ async fn plugin_test_shows_the_plugins_log_lines_unless_quiet() {
     let hidden = cli(true);
     assert!(!hidden.contains("session sample started"), "{hidden}");
 }
+
+/// A JavaScript `Error` or `TypeError` thrown in a call reaches the host as its message and
+/// the plugin.js line that threw (the build wraps the handler), and fails the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_exceptions_report_their_message_and_plugin_js_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("hello-js");
+    scaffold::create("hello-js", Lang::Js, &plugin).unwrap();
+    let source = plugin.join("src/plugin.js");
+    let text = std::fs::read_to_string(&source).unwrap();
+    let text = text
+        .replace(
+            "  onFrames(session, frames) {\n",
+            "  onFrames(session, frames) {\n    if (frames.length > 0) throw new Error(`bad batch of ${frames.length}`);\n",
+        )
+        .replace(
+            "  onSessionEnd(session, reason) {\n",
+            "  onSessionEnd(session, reason) {\n    const missing = undefined; missing.total += 1;\n",
+        );
+    // 1-based lines of the two statements that throw.
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let (frames_line, end_line) = (line_of("bad batch"), line_of("missing.total"));
+    std::fs::write(&source, &text).unwrap();
+    let m = Manifest::load(&plugin).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let _g = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
+        compile::build(&m, true)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        !plugin.join("build/rtms-entry.js").exists(),
+        "the wrapper is removed after the build"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rtms-host"))
+        .args(["plugin", "test", "--no-build", "-q"])
+        .current_dir(&plugin)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).replace("\u{1b}[", "");
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("the plugin returned an error"), "{stdout}");
+    assert!(!stdout.contains("--update"), "{stdout}");
+    let thrown = format!(" (at onFrames@src/plugin.js:{frames_line}:");
+    assert!(stderr.contains("Error: bad batch of "), "{stderr}");
+    assert!(stderr.contains(&thrown), "{thrown} missing from\n{stderr}");
+    let type_error = format!(
+        "TypeError: can't access property \"total\", missing is undefined (at onSessionEnd@src/plugin.js:{end_line}:"
+    );
+    assert!(
+        stderr.contains(&type_error),
+        "{type_error} missing from\n{stderr}"
+    );
+    assert!(!stderr.contains("expected a string"), "{stderr}");
+}

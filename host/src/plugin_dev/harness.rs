@@ -107,6 +107,13 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
     if outcome.plugin.traps > 0 {
         outcome.trap = Some(trap_report(m, work, outcome.plugin.traps));
     }
+    if outcome.plugin.errors > 0 {
+        outcome.problems.push(format!(
+            "the plugin returned an error for {} batch(es); each is logged above (\"plugin \
+             reported an error\") with its message (JavaScript: the line that threw)",
+            outcome.plugin.errors
+        ));
+    }
     let (net_problems, recorded) = net.finish()?;
     outcome.problems.extend(net_problems);
     outcome.recorded = recorded;

@@ -184,7 +184,8 @@ async fn test(a: TestArgs) -> Result<bool> {
             m.name, p.traps
         );
         Ok(false)
-    } else if o.diffs.is_empty() {
+    } else if o.diffs.is_empty() || !o.problems.is_empty() {
+        // Outputs that differ because of an error are not to be accepted either.
         println!("{}: test FAILED (see above)", m.name);
         Ok(false)
     } else {
