@@ -718,3 +718,31 @@ async fn javascript_exceptions_report_their_message_and_plugin_js_line() {
     );
     assert!(!stderr.contains("expected a string"), "{stderr}");
 }
+
+/// `[test] pipeline` gives the test that pipeline's `[plugin.limits]` for the plugin, and the
+/// trap names the key in that file; `[limits]` beside it is refused (one place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_pipeline_gives_the_limits_and_the_trap_names_its_key() {
+    let dir = fixture_folder("hog", "chunk_kib = 4096", "pipeline = \"pipeline.toml\"\n");
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        "version = 1\n\n[[plugin]]\nname = \"other\"\ncomponent = \"x.wasm\"\nmedia = [\"audio\"]\n\n\
+         [[plugin]]\nname = \"hog\"\ncomponent = \"x.wasm\"\nmedia = [\"transcript\"]\n\n\
+         [plugin.limits]\nmemory_mb = 24\n",
+    )
+    .unwrap();
+    let o = test_fixture(dir.path()).await;
+    let trap = o.trap.unwrap();
+    let key = format!("[plugin.limits] in {}: memory_mb = 24", pipeline.display());
+    assert!(trap.contains(&key), "{trap}");
+
+    let manifest = dir.path().join("rtms-plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("{text}\n[limits]\nmemory_mb = 32\n")).unwrap();
+    let e = Manifest::load(dir.path()).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("declare the limits in one place"),
+        "{e:#}"
+    );
+}

@@ -143,15 +143,15 @@ fn trap_report(m: &Manifest, work: &Path, traps: u64) -> String {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["error"].as_str().map(str::to_owned))
         .collect();
-    let manifest = m.dir.join(super::manifest::FILE);
-    let why = match errors.first() {
-        Some(e) => e.replace(
-            "[plugin.limits] ",
-            &format!(
-                "[limits] in {} (as [plugin.limits] in pipeline.toml): ",
-                manifest.display()
-            ),
+    let key = match &m.limits_from {
+        Some(pipeline) => format!("[plugin.limits] in {}: ", pipeline.display()),
+        None => format!(
+            "[limits] in {} (as [plugin.limits] in pipeline.toml): ",
+            m.dir.join(super::manifest::FILE).display()
         ),
+    };
+    let why = match errors.first() {
+        Some(e) => e.replace("[plugin.limits] ", &key),
         None => "it trapped while starting (see the log above)".to_owned(),
     };
     format!(

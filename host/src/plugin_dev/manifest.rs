@@ -19,6 +19,8 @@
 //!
 //! [limits]                        # as `[plugin.limits]` in pipeline.toml; the test runs with
 //! memory_mb = 128                 # them (unset keys: the production defaults, 64 MiB and 1 s)
+//!                                 # or, instead: [test] pipeline = "pipeline.toml", whose
+//!                                 # [[plugin]] of this name gives its [plugin.limits]
 //!
 //! [test]
 //! meeting = "../../examples/recordings/standup.jsonl"  # a recording (.jsonl) or a script (.toml)
@@ -101,6 +103,7 @@ struct RawTest {
     call_timeout_ms: Option<u64>,
     max_frames: Option<u32>,
     http: Option<PathBuf>,
+    pipeline: Option<PathBuf>,
     #[serde(default)]
     secrets: BTreeMap<String, String>,
 }
@@ -122,9 +125,11 @@ pub struct Manifest {
     pub config: toml::Table,
     /// `[net]`: the plugin's `[plugin.net]` table, as written (empty: no network).
     pub net: toml::Table,
-    /// `[limits]`: the plugin's `[plugin.limits]` table, as written (empty: the production
-    /// defaults). `plugin test` runs with them.
+    /// `[limits]`, or the `[plugin.limits]` of the pipeline `[test] pipeline` names, as
+    /// written (empty: the production defaults). `plugin test` runs with them.
     pub limits: toml::Table,
+    /// The pipeline the limits come from (`[test] pipeline`); `None`: `[limits]`.
+    pub limits_from: Option<PathBuf>,
     pub test: TestSpec,
 }
 
@@ -193,6 +198,15 @@ impl Manifest {
         };
         let t = raw.test;
         moved_limits(&t)?;
+        let limits_from = t.pipeline.as_ref().map(|p| dir.join(p));
+        let limits = match &limits_from {
+            None => raw.limits,
+            Some(_) if !raw.limits.is_empty() => bail!(
+                "[limits] and [test] pipeline are both set: declare the limits in one place (keep \
+                 [test] pipeline to test with the pipeline's [plugin.limits], or remove it)"
+            ),
+            Some(pipeline) => pipeline_limits(pipeline, &p.name)?,
+        };
         for name in t.secrets.keys() {
             check_secret_name(name)?;
         }
@@ -210,7 +224,8 @@ impl Manifest {
             contract,
             config: raw.config,
             net: raw.net,
-            limits: raw.limits,
+            limits,
+            limits_from,
             test: TestSpec {
                 meeting: t.meeting.map(|m| dir.join(m)),
                 expected: dir.join(t.expected.unwrap_or_else(|| PathBuf::from("expected"))),
@@ -221,6 +236,35 @@ impl Manifest {
             },
             dir,
         })
+    }
+}
+
+/// The `[plugin.limits]` of the `[[plugin]]` named `name` in the pipeline file `path`.
+fn pipeline_limits(path: &Path, name: &str) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("[test] pipeline: cannot read {}", path.display()))?;
+    let doc: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("[test] pipeline: {}: {e}", path.display()))?;
+    let plugin = doc
+        .get("plugin")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|p| p.get("name").and_then(toml::Value::as_str) == Some(name))
+        .with_context(|| {
+            format!(
+                "[test] pipeline: {} has no [[plugin]] named {name:?}; name the pipeline this \
+                 plugin runs in, or set [limits] here instead",
+                path.display()
+            )
+        })?;
+    match plugin.get("limits") {
+        None => Ok(toml::Table::new()),
+        Some(toml::Value::Table(t)) => Ok(t.clone()),
+        Some(_) => bail!(
+            "[test] pipeline: {}: [plugin.limits] of {name:?} is not a table",
+            path.display()
+        ),
     }
 }
 
