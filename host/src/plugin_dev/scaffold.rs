@@ -130,11 +130,6 @@ media = ["transcript"]
 
 # Passed to `init` as it would be from [plugin.config] in pipeline.toml.
 {config}
-# As [plugin.limits] in pipeline.toml; `plugin test` runs with them (keys left out: the
-# production defaults, 64 MiB and a 1 s call deadline).
-[limits]
-memory_mb = 256
-
 [test]
 # A recording (.jsonl, from `rtms-host simulate --record`) or a meeting script (.toml).
 meeting = "meetings/sample.jsonl"
@@ -142,6 +137,9 @@ meeting = "meetings/sample.jsonl"
 expected = "expected"
 # The guest path of the scratch directory the plugin may write during the test.
 dir = "/out"
+# The test runs with the [plugin.limits] this pipeline gives the plugin (memory, call
+# deadline), as in production; a trap names the key to change there.
+pipeline = "pipeline.toml"
 "#,
         lang = lang.as_str(),
         source_key = shape.source_key,

@@ -91,11 +91,6 @@ notes_url = "{NOTES_URL}"
 [net]
 http = ["https://api.example.com/v1"]
 
-# As [plugin.limits] in pipeline.toml; `plugin test` runs with them (keys left out: the
-# production defaults, 64 MiB and a 1 s call deadline).
-[limits]
-memory_mb = 256
-
 [test]
 # A recording (.jsonl, from `rtms-host simulate --record`) or a meeting script (.toml).
 meeting = "meetings/sample.jsonl"
@@ -103,6 +98,9 @@ meeting = "meetings/sample.jsonl"
 expected = "expected"
 # The guest path of the scratch directory the plugin may write during the test.
 dir = "/out"
+# The test runs with the [plugin.limits] this pipeline gives the plugin (memory, call
+# deadline), as in production; a trap names the key to change there.
+pipeline = "pipeline.toml"
 # The notes service's answers: the test serves them on 127.0.0.1 in its place and fails on
 # any request they do not hold. `plugin test --record` rewrites them from the real service.
 http = "fakes.jsonl"
