@@ -746,3 +746,18 @@ async fn test_pipeline_gives_the_limits_and_the_trap_names_its_key() {
         "{e:#}"
     );
 }
+
+/// A plugin that cannot start (its `on-session-start` loops past the deadline) fails the
+/// test as a failed start within seconds, not as outputs to accept. (One whose `init` fails
+/// is refused before the run, by the pipeline's trial `init`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_cannot_start_fails_the_test_as_such() {
+    let dir = fixture_folder("spin", "in = \"on-session-start\"", "");
+    let started = std::time::Instant::now();
+    let o = test_fixture(dir.path()).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(!o.passed());
+    let trap = o.trap.unwrap();
+    assert!(trap.contains("failed to start"), "{trap}");
+    assert!(o.diffs.is_empty(), "{:?}", o.diffs);
+}

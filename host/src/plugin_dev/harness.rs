@@ -106,6 +106,13 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
     };
     if outcome.plugin.traps > 0 {
         outcome.trap = Some(trap_report(m, work, outcome.plugin.traps));
+    } else if outcome.plugin.breaker_trips > 0 {
+        outcome.trap = Some(
+            "the plugin failed to start for the session (`init` or `on-session-start` trapped \
+             or returned an error: the reason is logged above, \"cannot start the plugin for \
+             this session\"), so it was given no frames"
+                .to_owned(),
+        );
     }
     if outcome.plugin.errors > 0 {
         outcome.problems.push(format!(

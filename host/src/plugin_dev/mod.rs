@@ -178,10 +178,14 @@ async fn test(a: TestArgs) -> Result<bool> {
         Ok(true)
     } else if o.trap.is_some() {
         // Never a hint to accept the outputs: a trap is a bug to fix, not a change to record.
+        let what = if p.traps > 0 {
+            format!("the plugin trapped {} time(s)", p.traps)
+        } else {
+            "the plugin failed to start".to_owned()
+        };
         println!(
-            "{}: test FAILED: the plugin trapped {} time(s) (the reason is above; the plugin's log \
-             lines too)",
-            m.name, p.traps
+            "{}: test FAILED: {what} (the reason is above; the plugin's log lines too)",
+            m.name
         );
         Ok(false)
     } else if o.diffs.is_empty() || !o.problems.is_empty() {
