@@ -144,7 +144,7 @@ fn main() -> ExitCode {
             Cmd::Pause(args) => rtms_action("pause", args).await,
             Cmd::Resume(args) => rtms_action("resume", args).await,
             Cmd::Plugin { cmd } => {
-                init_logging("warn");
+                init_logging(&rtms_host::plugin_dev::log_filter(&cmd));
                 match rtms_host::plugin_dev::run(cmd).await {
                     Ok(true) => ExitCode::SUCCESS,
                     Ok(false) => ExitCode::FAILURE,

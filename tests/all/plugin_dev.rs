@@ -541,3 +541,223 @@ async fn the_languages_example_pipeline_runs_all_three() {
     let table = std::fs::read_to_string(out.path().join("talk-time-standup.txt")).unwrap();
     assert!(table.starts_with("speaker"), "{table}");
 }
+
+/// A folder whose manifest names a prebuilt fixture component, tested over the standup
+/// recording; `extra` is appended to the manifest.
+fn fixture_folder(fixture: &str, config: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "[plugin]\nname = \"{fixture}\"\nlang = \"rust\"\ncomponent = \"{}\"\n\
+         media = [\"transcript\", \"audio\"]\n\n[config]\n{config}\n\n[test]\nmeeting = \"{}\"\n{extra}",
+        crate::util::component(fixture).display(),
+        root().join("examples/recordings/standup.jsonl").display(),
+    );
+    std::fs::write(dir.path().join("rtms-plugin.toml"), manifest).unwrap();
+    dir
+}
+
+async fn test_fixture(dir: &Path) -> Outcome {
+    let m = Manifest::load(dir).unwrap();
+    let opts = TestOptions {
+        compile_cache: compile_cache(),
+        ..TestOptions::default()
+    };
+    run(&m, &opts).await.unwrap()
+}
+
+/// `plugin test` runs with the plugin's production limits: the defaults when the manifest
+/// sets none (64 MiB), its `[limits]` when it does, and the trap names the manifest's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_allocating_past_its_limit_fails_the_test_naming_the_manifest_key() {
+    let dir = fixture_folder("hog", "chunk_kib = 4096", "");
+    let o = test_fixture(dir.path()).await;
+    assert!(!o.passed());
+    assert_eq!(o.plugin.traps, 1, "stopped at its first trap");
+    let trap = o.trap.clone().unwrap();
+    let key = format!(
+        "[limits] in {} (as [plugin.limits] in pipeline.toml): memory_mb = 64",
+        dir.path().join("rtms-plugin.toml").display()
+    );
+    assert!(trap.contains(&key), "{trap}");
+    assert!(trap.contains("out of memory"), "{trap}");
+    assert!(o.diffs.is_empty() && o.problems.is_empty(), "{o:?}");
+
+    let dir = fixture_folder("hog", "chunk_kib = 4096", "\n[limits]\nmemory_mb = 32\n");
+    let o = test_fixture(dir.path()).await;
+    let trap = o.trap.unwrap();
+    assert!(trap.contains("memory_mb = 32"), "{trap}");
+}
+
+/// The old `[test]` limit keys are refused with the key to use instead.
+#[test]
+fn test_limit_keys_are_refused_naming_the_limits_table() {
+    let dir = fixture_folder("noop", "", "memory_mb = 256\n");
+    let e = Manifest::load(dir.path()).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("move the key to [limits] memory_mb"),
+        "{e:#}"
+    );
+}
+
+/// An endless loop fails `plugin test` within one call deadline (1 s by default) and the
+/// start-up, and the report says it trapped, never to accept the outputs with `--update`.
+#[test]
+fn an_endless_loop_fails_plugin_test_within_seconds_without_suggesting_update() {
+    let dir = fixture_folder("spin", "", "");
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_rtms-host"))
+        .args(["plugin", "test", "--no-build", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "took {took:?}\n{stdout}"
+    );
+    assert!(stdout.contains("call deadline exceeded"), "{stdout}");
+    assert!(stdout.contains("call_timeout_ms = 1000"), "{stdout}");
+    assert!(
+        stdout.contains("test FAILED: the plugin trapped 1 time(s)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("--update"), "{stdout}");
+}
+
+/// `plugin test` shows the plugin's own log lines (the skeleton logs `session … started` at
+/// info), and `--quiet` hides them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_test_shows_the_plugins_log_lines_unless_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("hello-rust");
+    scaffold::create("hello-rust", Lang::Rust, &plugin).unwrap();
+    let shared = root().join("target/scaffold-rust-target");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, plugin.join("target")).unwrap();
+    let (m, o) = build_and_test(&plugin, false).await;
+    assert_passed(&m, &o);
+    let cli = |quiet: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rtms-host"));
+        c.args(["plugin", "test", "--no-build"])
+            .current_dir(&plugin)
+            .env_remove("RUST_LOG");
+        if quiet {
+            c.arg("--quiet");
+        }
+        let out = c.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(stdout.contains("hello-rust: test passed"), "{stdout}");
+        stderr
+    };
+    let shown = cli(false);
+    assert!(shown.contains("session sample started"), "{shown}");
+    assert!(shown.contains("hello-rust"), "{shown}");
+    let hidden = cli(true);
+    assert!(!hidden.contains("session sample started"), "{hidden}");
+}
+
+/// A JavaScript `Error` or `TypeError` thrown in a call reaches the host as its message and
+/// the plugin.js line that threw (the build wraps the handler), and fails the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_exceptions_report_their_message_and_plugin_js_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("hello-js");
+    scaffold::create("hello-js", Lang::Js, &plugin).unwrap();
+    let source = plugin.join("src/plugin.js");
+    let text = std::fs::read_to_string(&source).unwrap();
+    let text = text
+        .replace(
+            "  onFrames(session, frames) {\n",
+            "  onFrames(session, frames) {\n    if (frames.length > 0) throw new Error(`bad batch of ${frames.length}`);\n",
+        )
+        .replace(
+            "  onSessionEnd(session, reason) {\n",
+            "  onSessionEnd(session, reason) {\n    const missing = undefined; missing.total += 1;\n",
+        );
+    // 1-based lines of the two statements that throw.
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let (frames_line, end_line) = (line_of("bad batch"), line_of("missing.total"));
+    std::fs::write(&source, &text).unwrap();
+    let m = Manifest::load(&plugin).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let _g = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
+        compile::build(&m, true)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        !plugin.join("build/rtms-entry.js").exists(),
+        "the wrapper is removed after the build"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rtms-host"))
+        .args(["plugin", "test", "--no-build", "-q"])
+        .current_dir(&plugin)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).replace("\u{1b}[", "");
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("the plugin returned an error"), "{stdout}");
+    assert!(!stdout.contains("--update"), "{stdout}");
+    let thrown = format!(" (at onFrames@src/plugin.js:{frames_line}:");
+    assert!(stderr.contains("Error: bad batch of "), "{stderr}");
+    assert!(stderr.contains(&thrown), "{thrown} missing from\n{stderr}");
+    let type_error = format!(
+        "TypeError: can't access property \"total\", missing is undefined (at onSessionEnd@src/plugin.js:{end_line}:"
+    );
+    assert!(
+        stderr.contains(&type_error),
+        "{type_error} missing from\n{stderr}"
+    );
+    assert!(!stderr.contains("expected a string"), "{stderr}");
+}
+
+/// `[test] pipeline` gives the test that pipeline's `[plugin.limits]` for the plugin, and the
+/// trap names the key in that file; `[limits]` beside it is refused (one place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_pipeline_gives_the_limits_and_the_trap_names_its_key() {
+    let dir = fixture_folder("hog", "chunk_kib = 4096", "pipeline = \"pipeline.toml\"\n");
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        "version = 1\n\n[[plugin]]\nname = \"other\"\ncomponent = \"x.wasm\"\nmedia = [\"audio\"]\n\n\
+         [[plugin]]\nname = \"hog\"\ncomponent = \"x.wasm\"\nmedia = [\"transcript\"]\n\n\
+         [plugin.limits]\nmemory_mb = 24\n",
+    )
+    .unwrap();
+    let o = test_fixture(dir.path()).await;
+    let trap = o.trap.unwrap();
+    let key = format!("[plugin.limits] in {}: memory_mb = 24", pipeline.display());
+    assert!(trap.contains(&key), "{trap}");
+
+    let manifest = dir.path().join("rtms-plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("{text}\n[limits]\nmemory_mb = 32\n")).unwrap();
+    let e = Manifest::load(dir.path()).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("declare the limits in one place"),
+        "{e:#}"
+    );
+}
+
+/// A plugin that cannot start (its `on-session-start` loops past the deadline) fails the
+/// test as a failed start within seconds, not as outputs to accept. (One whose `init` fails
+/// is refused before the run, by the pipeline's trial `init`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_cannot_start_fails_the_test_as_such() {
+    let dir = fixture_folder("spin", "in = \"on-session-start\"", "");
+    let started = std::time::Instant::now();
+    let o = test_fixture(dir.path()).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(!o.passed());
+    let trap = o.trap.unwrap();
+    assert!(trap.contains("failed to start"), "{trap}");
+    assert!(o.diffs.is_empty(), "{:?}", o.diffs);
+}

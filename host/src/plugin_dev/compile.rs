@@ -184,6 +184,10 @@ pub fn cache_key(m: &Manifest) -> Result<String> {
     h.update(m.entry.as_bytes());
     h.update(b"\n");
     h.update(m.contract.key_material());
+    if m.lang == Lang::Js {
+        // The wrapper the build puts around the module is part of what it builds.
+        h.update(include_str!("templates/entry.js").as_bytes());
+    }
     let mut files = Vec::new();
     sources(&m.source, &mut files)?;
     for f in files {
@@ -234,9 +238,11 @@ fn build_js(m: &Manifest, bin: &Path, wit: &Path, out: &Path) -> Result<()> {
         Contract::V01 => &["http", "fetch-event"],
         Contract::V02 => &["fetch-event"],
     };
+    let wrapper = EntryWrapper::write(m, &entry)?;
     let built = toolchain::run(
         Command::new(bin.join("componentize-js"))
-            .arg(&entry)
+            .current_dir(&m.dir)
+            .arg(&wrapper.path)
             .arg("-w")
             .arg(wit)
             .args(["-n", "plugin", "-d"])
@@ -246,6 +252,7 @@ fn build_js(m: &Manifest, bin: &Path, wit: &Path, out: &Path) -> Result<()> {
         "see docs/plugin-guide/javascript.md (imports come from 'rtms:plugin/host@0.1.0', or \
          @0.2.0 with [plugin] contract = \"0.2\"; the module exports `handler`)",
     );
+    drop(wrapper);
     if let Err(e) = built {
         // componentize-js says only "failed to parse JS source": let node say where.
         if let Some(syntax) = syntax_error(&entry, wit) {
@@ -254,6 +261,68 @@ fn build_js(m: &Manifest, bin: &Path, wit: &Path, out: &Path) -> Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+/// The module componentize-js builds from: the author's `handler`, each call wrapped so a
+/// thrown `Error` (a `TypeError`, `new Error("…")`, a capability's error) reaches the host as
+/// its name, message and source lines instead of a trap ("expected a string"). It lives in
+/// the plugin folder (componentize-js sees only the folder it runs in) beside the component,
+/// and is removed after the build.
+struct EntryWrapper {
+    path: PathBuf,
+}
+
+impl EntryWrapper {
+    const NAME: &'static str = "rtms-entry.js";
+
+    fn write(m: &Manifest, entry: &Path) -> Result<Self> {
+        let dir = m
+            .component
+            .parent()
+            .filter(|d| d.starts_with(&m.dir))
+            .unwrap_or(&m.dir)
+            .to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(Self::NAME);
+        let import = relative_import(&dir, entry)?;
+        let text = include_str!("templates/entry.js")
+            .replace("{{import}}", &import)
+            .replace("{{self}}", Self::NAME);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for EntryWrapper {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `entry` as a relative module specifier from `dir` (both inside the plugin folder).
+fn relative_import(dir: &Path, entry: &Path) -> Result<String> {
+    let from: Vec<_> = dir.components().collect();
+    let to: Vec<_> = entry.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        bail!("{} and {} share no folder", dir.display(), entry.display());
+    }
+    let mut parts: Vec<String> = vec![".".into()];
+    parts.extend(std::iter::repeat_n("..".to_string(), from.len() - common));
+    parts.extend(
+        to[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    let spec = parts.join("/");
+    if spec.contains('\'') || spec.contains('\\') {
+        bail!(
+            "{}: a path with a quote or a backslash cannot be imported",
+            entry.display()
+        );
+    }
+    Ok(spec)
 }
 
 /// node's own syntax check of a module, when it finds an error.

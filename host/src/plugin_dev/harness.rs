@@ -31,8 +31,11 @@ use crate::service::replay::{ReplayArgs, ReplaySummary, replay_file};
 pub struct Outcome {
     /// Readable unified diffs, one per file that differs from its expectation.
     pub diffs: Vec<String>,
-    /// Other reasons the test failed (traps).
+    /// Other reasons the test failed.
     pub problems: Vec<String>,
+    /// Why the plugin trapped, with the key to change named as the manifest spells it
+    /// (a trap fails the test whatever the outputs).
+    pub trap: Option<String>,
     pub frames: u64,
     pub outputs: usize,
     pub files: usize,
@@ -45,7 +48,7 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn passed(&self) -> bool {
-        self.diffs.is_empty() && self.problems.is_empty()
+        self.diffs.is_empty() && self.problems.is_empty() && self.trap.is_none()
     }
 }
 
@@ -102,16 +105,30 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
         ..Outcome::default()
     };
     if outcome.plugin.traps > 0 {
+        outcome.trap = Some(trap_report(m, work, outcome.plugin.traps));
+    } else if outcome.plugin.breaker_trips > 0 {
+        outcome.trap = Some(
+            "the plugin failed to start for the session (`init` or `on-session-start` trapped \
+             or returned an error: the reason is logged above, \"cannot start the plugin for \
+             this session\"), so it was given no frames"
+                .to_owned(),
+        );
+    }
+    if outcome.plugin.errors > 0 {
         outcome.problems.push(format!(
-            "the plugin trapped {} time(s); the batches that trapped were not delivered again \
-             (run `rtms-host replay` with the pipeline in the plugin's folder to see the log)",
-            outcome.plugin.traps
+            "the plugin returned an error for {} batch(es); each is logged above (\"plugin \
+             reported an error\") with its message (JavaScript: the line that threw)",
+            outcome.plugin.errors
         ));
     }
     let (net_problems, recorded) = net.finish()?;
     outcome.problems.extend(net_problems);
     outcome.recorded = recorded;
     let actual = produced(&run, &mut outcome)?;
+    if outcome.trap.is_some() {
+        // What a trapping run produced is neither an expectation nor worth a diff.
+        return Ok(outcome);
+    }
     if opts.update {
         write_expected(&m.test.expected, &actual)?;
         outcome.updated = true;
@@ -119,6 +136,36 @@ pub async fn run(m: &Manifest, opts: &TestOptions) -> Result<Outcome> {
     }
     compare(&m.test.expected, &actual, &mut outcome)?;
     Ok(outcome)
+}
+
+/// What the plugin's traps said (from the dead letters of the batches that trapped), with
+/// the pipeline's `[plugin.limits]` keys named as `rtms-plugin.toml` spells them.
+fn trap_report(m: &Manifest, work: &Path, traps: u64) -> String {
+    let letters = work
+        .join("dead-letter")
+        .join(format!("{}.deadletter.jsonl", m.name));
+    let errors: Vec<String> = std::fs::read_to_string(&letters)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["error"].as_str().map(str::to_owned))
+        .collect();
+    let key = match &m.limits_from {
+        Some(pipeline) => format!("[plugin.limits] in {}: ", pipeline.display()),
+        None => format!(
+            "[limits] in {} (as [plugin.limits] in pipeline.toml): ",
+            m.dir.join(super::manifest::FILE).display()
+        ),
+    };
+    let why = match errors.first() {
+        Some(e) => e.replace("[plugin.limits] ", &key),
+        None => "it trapped while starting (see the log above)".to_owned(),
+    };
+    format!(
+        "the plugin trapped {traps} time(s); the test stops it at its first trap (production \
+         restarts it, within [plugin.restart]), so what follows in the meeting was not \
+         delivered. The first trap: {why}"
+    )
 }
 
 /// The recording of `meeting`: itself, or a scripted meeting played and recorded in `work`.
@@ -373,13 +420,14 @@ fn pipeline_text(
         Value::Integer(m.test.max_frames.into()),
     );
     plugin.insert("batch".into(), Value::Table(batch));
-    let mut limits = Table::new();
-    limits.insert("memory_mb".into(), Value::Integer(m.test.memory_mb.into()));
-    limits.insert(
-        "call_timeout_ms".into(),
-        Value::Integer(m.test.call_timeout_ms.try_into().unwrap_or(i64::MAX)),
-    );
-    plugin.insert("limits".into(), Value::Table(limits));
+    // The limits it runs with in production: a plugin that passes here does not trap there
+    // for a limit.
+    plugin.insert("limits".into(), Value::Table(m.limits.clone()));
+    // Stopped at its first trap, at once: a trap fails the test whatever follows, and a
+    // runaway plugin fails it within one call deadline instead of five, with backoff.
+    let mut restart = Table::new();
+    restart.insert("max_failures".into(), Value::Integer(1));
+    plugin.insert("restart".into(), Value::Table(restart));
     plugin.insert("config".into(), Value::Table(m.config.clone()));
     if !m.net.is_empty() {
         plugin.insert("net".into(), Value::Table(m.net.clone()));

@@ -17,6 +17,11 @@
 //! [net]                           # as `[plugin.net]` in pipeline.toml: what it may call
 //! http = ["https://api.example.com/v1"]
 //!
+//! [limits]                        # as `[plugin.limits]` in pipeline.toml; the test runs with
+//! memory_mb = 128                 # them (unset keys: the production defaults, 64 MiB and 1 s)
+//!                                 # or, instead: [test] pipeline = "pipeline.toml", whose
+//!                                 # [[plugin]] of this name gives its [plugin.limits]
+//!
 //! [test]
 //! meeting = "../../examples/recordings/standup.jsonl"  # a recording (.jsonl) or a script (.toml)
 //! expected = "expected"           # outputs.jsonl and files/ as the plugin should produce them
@@ -71,6 +76,8 @@ struct Raw {
     #[serde(default)]
     net: toml::Table,
     #[serde(default)]
+    limits: toml::Table,
+    #[serde(default)]
     test: RawTest,
 }
 
@@ -96,6 +103,7 @@ struct RawTest {
     call_timeout_ms: Option<u64>,
     max_frames: Option<u32>,
     http: Option<PathBuf>,
+    pipeline: Option<PathBuf>,
     #[serde(default)]
     secrets: BTreeMap<String, String>,
 }
@@ -117,6 +125,11 @@ pub struct Manifest {
     pub config: toml::Table,
     /// `[net]`: the plugin's `[plugin.net]` table, as written (empty: no network).
     pub net: toml::Table,
+    /// `[limits]`, or the `[plugin.limits]` of the pipeline `[test] pipeline` names, as
+    /// written (empty: the production defaults). `plugin test` runs with them.
+    pub limits: toml::Table,
+    /// The pipeline the limits come from (`[test] pipeline`); `None`: `[limits]`.
+    pub limits_from: Option<PathBuf>,
     pub test: TestSpec,
 }
 
@@ -126,8 +139,6 @@ pub struct TestSpec {
     pub meeting: Option<PathBuf>,
     pub expected: PathBuf,
     pub guest_dir: String,
-    pub memory_mb: u32,
-    pub call_timeout_ms: u64,
     pub max_frames: u32,
     /// `[test] http`: the recorded HTTP exchanges the test serves, absolute.
     pub http: Option<PathBuf>,
@@ -186,6 +197,16 @@ impl Manifest {
             None => Contract::default(),
         };
         let t = raw.test;
+        moved_limits(&t)?;
+        let limits_from = t.pipeline.as_ref().map(|p| dir.join(p));
+        let limits = match &limits_from {
+            None => raw.limits,
+            Some(_) if !raw.limits.is_empty() => bail!(
+                "[limits] and [test] pipeline are both set: declare the limits in one place (keep \
+                 [test] pipeline to test with the pipeline's [plugin.limits], or remove it)"
+            ),
+            Some(pipeline) => pipeline_limits(pipeline, &p.name)?,
+        };
         for name in t.secrets.keys() {
             check_secret_name(name)?;
         }
@@ -203,12 +224,12 @@ impl Manifest {
             contract,
             config: raw.config,
             net: raw.net,
+            limits,
+            limits_from,
             test: TestSpec {
                 meeting: t.meeting.map(|m| dir.join(m)),
                 expected: dir.join(t.expected.unwrap_or_else(|| PathBuf::from("expected"))),
                 guest_dir,
-                memory_mb: t.memory_mb.unwrap_or(256),
-                call_timeout_ms: t.call_timeout_ms.unwrap_or(10_000),
                 max_frames: t.max_frames.unwrap_or(32),
                 http: t.http.map(|h| dir.join(h)),
                 secrets: t.secrets,
@@ -216,6 +237,53 @@ impl Manifest {
             dir,
         })
     }
+}
+
+/// The `[plugin.limits]` of the `[[plugin]]` named `name` in the pipeline file `path`.
+fn pipeline_limits(path: &Path, name: &str) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("[test] pipeline: cannot read {}", path.display()))?;
+    let doc: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("[test] pipeline: {}: {e}", path.display()))?;
+    let plugin = doc
+        .get("plugin")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|p| p.get("name").and_then(toml::Value::as_str) == Some(name))
+        .with_context(|| {
+            format!(
+                "[test] pipeline: {} has no [[plugin]] named {name:?}; name the pipeline this \
+                 plugin runs in, or set [limits] here instead",
+                path.display()
+            )
+        })?;
+    match plugin.get("limits") {
+        None => Ok(toml::Table::new()),
+        Some(toml::Value::Table(t)) => Ok(t.clone()),
+        Some(_) => bail!(
+            "[test] pipeline: {}: [plugin.limits] of {name:?} is not a table",
+            path.display()
+        ),
+    }
+}
+
+/// `[test] memory_mb` and `call_timeout_ms` are gone: the test runs with the plugin's own
+/// limits, so a plugin that passes its test does not trap in production for a limit.
+fn moved_limits(t: &RawTest) -> Result<()> {
+    for (key, set) in [
+        ("memory_mb", t.memory_mb.is_some()),
+        ("call_timeout_ms", t.call_timeout_ms.is_some()),
+    ] {
+        if set {
+            bail!(
+                "[test] {key}: the test runs with the limits the plugin runs with in production; \
+                 move the key to [limits] {key} (as [plugin.limits] {key} in pipeline.toml), or \
+                 remove it to test with the default"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Result<()> {

@@ -79,6 +79,21 @@ pub struct TestArgs {
     /// the network) and write them to [test] http, for later runs to replay.
     #[arg(long)]
     pub record: bool,
+    /// Hide the plugin's own log lines (host.log, stdout, stderr), shown by default; the
+    /// host's warnings stay.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The default log filter of a `plugin` subcommand (`RUST_LOG` replaces it): the host's
+/// warnings, and for `plugin test` the plugin's own log lines from `info` up (their target
+/// is [`crate::sandbox::store::LOG_TARGET`]) unless `--quiet`.
+pub fn log_filter(cmd: &PluginCmd) -> String {
+    let plugin = match cmd {
+        PluginCmd::Test(a) if !a.quiet => "info",
+        _ => "off",
+    };
+    format!("warn,{}={plugin}", crate::sandbox::store::LOG_TARGET)
 }
 
 /// `plugin new`: the skeleton of the contract asked for, or of the language's default.
@@ -143,7 +158,7 @@ async fn test(a: TestArgs) -> Result<bool> {
     for d in &o.diffs {
         print!("{d}");
     }
-    for p in &o.problems {
+    for p in o.problems.iter().chain(&o.trap) {
         println!("{}: {p}", m.name);
     }
     let p = &o.plugin;
@@ -161,7 +176,20 @@ async fn test(a: TestArgs) -> Result<bool> {
     if o.passed() {
         println!("{}: test passed", m.name);
         Ok(true)
-    } else if o.diffs.is_empty() {
+    } else if o.trap.is_some() {
+        // Never a hint to accept the outputs: a trap is a bug to fix, not a change to record.
+        let what = if p.traps > 0 {
+            format!("the plugin trapped {} time(s)", p.traps)
+        } else {
+            "the plugin failed to start".to_owned()
+        };
+        println!(
+            "{}: test FAILED: {what} (the reason is above; the plugin's log lines too)",
+            m.name
+        );
+        Ok(false)
+    } else if o.diffs.is_empty() || !o.problems.is_empty() {
+        // Outputs that differ because of an error are not to be accepted either.
         println!("{}: test FAILED (see above)", m.name);
         Ok(false)
     } else {

@@ -137,6 +137,9 @@ meeting = "meetings/sample.jsonl"
 expected = "expected"
 # The guest path of the scratch directory the plugin may write during the test.
 dir = "/out"
+# The test runs with the [plugin.limits] this pipeline gives the plugin (memory, call
+# deadline), as in production; a trap names the key to change there.
+pipeline = "pipeline.toml"
 "#,
         lang = lang.as_str(),
         source_key = shape.source_key,
@@ -153,7 +156,8 @@ fn pipeline(name: &str, shape: &Shape) -> String {
     };
     format!(
         r#"# Runs {name} in rtms-host. Try it on the sample meeting, with no network:
-#   rtms-host plugin build && rtms-host replay meetings/sample.jsonl --config pipeline.toml
+#   rtms-host plugin build && RUST_LOG=warn,plugin=info rtms-host replay meetings/sample.jsonl --config pipeline.toml
+# (RUST_LOG shows the plugin's own log lines beside the host's warnings.)
 # Every key is described in examples/pipeline.toml of rtms-host.
 version = 1
 

@@ -98,6 +98,9 @@ meeting = "meetings/sample.jsonl"
 expected = "expected"
 # The guest path of the scratch directory the plugin may write during the test.
 dir = "/out"
+# The test runs with the [plugin.limits] this pipeline gives the plugin (memory, call
+# deadline), as in production; a trap names the key to change there.
+pipeline = "pipeline.toml"
 # The notes service's answers: the test serves them on 127.0.0.1 in its place and fails on
 # any request they do not hold. `plugin test --record` rewrites them from the real service.
 http = "fakes.jsonl"
@@ -115,7 +118,8 @@ fn pipeline(name: &str, component: &str) -> String {
     format!(
         r#"# Runs {name} in rtms-host. Set your notes service's URL and key first, then:
 #   export {secret}=...
-#   rtms-host plugin build && rtms-host replay meetings/sample.jsonl --config pipeline.toml
+#   rtms-host plugin build && RUST_LOG=warn,plugin=info rtms-host replay meetings/sample.jsonl --config pipeline.toml
+# (RUST_LOG shows the plugin's own log lines beside the host's warnings.)
 # Every key is described in examples/pipeline.toml of rtms-host.
 version = 1
 

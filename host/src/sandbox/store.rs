@@ -469,19 +469,19 @@ impl host::Host for StoreData {
         }
         match level {
             types::Level::Trace => {
-                tracing::trace!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+                tracing::trace!(target: LOG_TARGET, plugin = %c.plugin, stream = %c.stream_id, "{message}")
             }
             types::Level::Debug => {
-                tracing::debug!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+                tracing::debug!(target: LOG_TARGET, plugin = %c.plugin, stream = %c.stream_id, "{message}")
             }
             types::Level::Info => {
-                tracing::info!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+                tracing::info!(target: LOG_TARGET, plugin = %c.plugin, stream = %c.stream_id, "{message}")
             }
             types::Level::Warn => {
-                tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+                tracing::warn!(target: LOG_TARGET, plugin = %c.plugin, stream = %c.stream_id, "{message}")
             }
             types::Level::Error => {
-                tracing::error!(plugin = %c.plugin, stream = %c.stream_id, "{message}")
+                tracing::error!(target: LOG_TARGET, plugin = %c.plugin, stream = %c.stream_id, "{message}")
             }
         }
     }
@@ -505,6 +505,10 @@ impl host::Host for StoreData {
             .map_or(0, |d| d.as_millis() as u64)
     }
 }
+
+/// The `tracing` target of a plugin's own log lines (`host.log`, stdout, stderr), apart from
+/// the host's: `RUST_LOG=warn,plugin=info` shows them with the host's warnings only.
+pub const LOG_TARGET: &str = "plugin";
 
 /// Longest log line kept from a plugin; the rest is cut, so a plugin cannot flood the log.
 const MAX_LOG_LINE: usize = 4096;
@@ -586,10 +590,10 @@ impl LineWriter {
         }
         match self.sink.stream {
             Stream::Stdout => {
-                tracing::info!(plugin = %c.plugin, stream = %c.stream_id, "stdout: {text}")
+                tracing::info!(target: LOG_TARGET, plugin = %c.plugin, stream = %c.stream_id, "stdout: {text}")
             }
             Stream::Stderr => {
-                tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, "stderr: {text}");
+                tracing::warn!(target: LOG_TARGET, plugin = %c.plugin, stream = %c.stream_id, "stderr: {text}");
             }
         }
     }
