@@ -44,7 +44,7 @@ async fn sigterm_hands_a_hosts_streams_to_the_others_with_no_meeting_ended() {
         let rec = Record::read(&path);
         if drained.contains(&s) {
             assert_eq!(rec.starts, [false, true], "{s}");
-            assert_eq!(rec.ends, ["shutdown", "stopped(6)"], "{s}");
+            assert_eq!(rec.ends, ["reload", "stopped(6)"], "{s}");
         } else {
             assert_eq!(rec.starts, [false], "{s}");
         }

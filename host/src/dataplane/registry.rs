@@ -426,9 +426,10 @@ impl LiveStream {
         self.finish(Control::End(reason)).await;
     }
 
-    /// Ends the session here for another host to resume it: as [`LiveStream::end`] with
-    /// `shutdown`, but the plugins' session state stays in the store for the caller to hand
-    /// over (and clear).
+    /// Ends the session here for another process to resume it (another host of the cluster,
+    /// or this host's successor): the plugins get `on-session-end(reload)`, since a new
+    /// instance takes over, and their session state stays in the store for the caller to
+    /// hand over (and clear).
     pub async fn hand_off(&self) {
         self.finish(Control::HandOff).await;
     }

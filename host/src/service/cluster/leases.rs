@@ -13,7 +13,7 @@
 //!   the stream ends here then. A stream that ended here (Zoom stopped it) has its lease
 //!   deleted, at its revision.
 //! - **Handing over** ([`hand_off_all`], a drain): the stream ends here (plugins drained,
-//!   `on-session-end(shutdown)`, their state kept), then its record, with the final entry,
+//!   `on-session-end(reload)`, their state kept), then its record, with the final entry,
 //!   is assigned to the host with the most room, which picks it up from its watch.
 
 use std::sync::Arc;

@@ -433,7 +433,7 @@ impl Cluster {
 
     /// Hands every stream this host owns to the others, within `[cluster] drain_ms`: stops
     /// taking webhooks, then ends each stream here (its plugins drain and get
-    /// `on-session-end(shutdown)`) and assigns its lease, with the final journal entry, to
+    /// `on-session-end(reload)`) and assigns its lease, with the final journal entry, to
     /// the host with the most room. Returns `(handed over, left)`; the streams left lapse
     /// and are taken over like a dead host's.
     pub async fn drain(&self) -> (usize, usize) {
