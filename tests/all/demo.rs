@@ -4,24 +4,26 @@
 
 use rtms_host::cli::demo::{DemoArgs, run_demo};
 
+/// A fast demo over wss:// into `out`.
+fn args(out: &std::path::Path, rust_only: bool, with_fakes: bool) -> DemoArgs {
+    DemoArgs {
+        out: out.to_owned(),
+        meeting: None,
+        pace: "fast".into(),
+        product: rtms_proto::Product::Meeting,
+        no_tls: false,
+        record: None,
+        rust_only,
+        with_fakes,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_writes_transcripts_and_alerts() {
     let dir = tempfile::tempdir().unwrap();
-    let s = run_demo(
-        &DemoArgs {
-            out: dir.path().to_owned(),
-            meeting: None,
-            pace: "fast".into(),
-            product: rtms_proto::Product::Meeting,
-            no_tls: false,
-            record: None,
-            rust_only: false,
-            with_fakes: false,
-        },
-        false,
-    )
-    .await
-    .unwrap();
+    let s = run_demo(&args(dir.path(), false, false), false)
+        .await
+        .unwrap();
     assert!(s.transcript_lines_sent > 5);
     assert_eq!(
         s.frames_by_kind.get("transcript").copied(),
@@ -84,21 +86,9 @@ async fn demo_writes_transcripts_and_alerts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_with_fakes_transcribes_summarises_and_posts() {
     let dir = tempfile::tempdir().unwrap();
-    let s = run_demo(
-        &DemoArgs {
-            out: dir.path().to_owned(),
-            meeting: None,
-            pace: "fast".into(),
-            product: rtms_proto::Product::Meeting,
-            no_tls: false,
-            record: None,
-            rust_only: true,
-            with_fakes: true,
-        },
-        false,
-    )
-    .await
-    .unwrap();
+    let s = run_demo(&args(dir.path(), true, true), false)
+        .await
+        .unwrap_or_else(|e| panic!("the demo with fakes failed: {e:#}"));
     let file = |dir: &str, suffix: &str| {
         let f = s
             .files

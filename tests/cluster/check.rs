@@ -3,6 +3,7 @@
 use rtms_sim::Ledger;
 
 use crate::record::Record;
+use crate::rig::eventually;
 
 /// The meeting ran to its script's end, never with two clients at once, and every
 /// transcript line the simulator sent was written exactly once, in order, whichever host
@@ -62,4 +63,17 @@ pub fn served_exactly_once(stream: &str, ledger: &Ledger, rec: &Record) -> u64 {
         "stream {stream}: seq keeps increasing across hosts: {seqs:?}"
     );
     missing
+}
+
+/// Waits until the seq-recorder wrote the meeting's end (`stopped(6)`) at `path`, then reads
+/// what it wrote.
+pub async fn meeting_ended(path: &std::path::Path) -> Record {
+    eventually("the plugin to end the session", || {
+        Record::read(path)
+            .ends
+            .last()
+            .is_some_and(|e| e == "stopped(6)")
+    })
+    .await;
+    Record::read(path)
 }

@@ -1,7 +1,6 @@
 //! SIGTERM on a host of a cluster hands its streams to the others: no meeting ends.
 
 use crate::check::served_exactly_once;
-use crate::record::Record;
 use crate::rig::{ONE_AT_A_TIME, Rig, eventually, frames_in, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,14 +33,7 @@ async fn sigterm_hands_a_hosts_streams_to_the_others_with_no_meeting_ended() {
     for (m, s) in meetings.iter().zip(&streams) {
         let ledger = within("the meeting to finish", m.finished()).await;
         let path = rig.seq_file(s);
-        eventually("the plugin to end the session", || {
-            Record::read(&path)
-                .ends
-                .last()
-                .is_some_and(|e| e == "stopped(6)")
-        })
-        .await;
-        let rec = Record::read(&path);
+        let rec = crate::check::meeting_ended(&path).await;
         if drained.contains(&s) {
             assert_eq!(rec.starts, [false, true], "{s}");
             assert_eq!(rec.ends, ["reload", "stopped(6)"], "{s}");

@@ -2,7 +2,6 @@
 //! lost; webhooks sent while it is down are answered 503 and served once Zoom retries.
 
 use crate::check::served_exactly_once;
-use crate::record::Record;
 use crate::rig::{ONE_AT_A_TIME, Rig, eventually, frames_in, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,14 +53,7 @@ async fn an_engine_restart_under_load_ends_no_meeting_and_loses_no_webhook() {
     for m in &meetings {
         let ledger = within("the meeting to finish", m.finished()).await;
         let path = rig.seq_file(m.stream_id());
-        eventually("the plugin to end the session", || {
-            Record::read(&path)
-                .ends
-                .last()
-                .is_some_and(|e| e == "stopped(6)")
-        })
-        .await;
-        let rec = Record::read(&path);
+        let rec = crate::check::meeting_ended(&path).await;
         assert_eq!(rec.starts, [false], "{}: never resumed", m.stream_id());
         served_exactly_once(m.stream_id(), &ledger, &rec);
         let started = ledger.webhooks_ending("rtms_started");

@@ -43,14 +43,7 @@ async fn a_host_killed_mid_meeting_loses_no_meeting_and_no_line_twice() {
     for (m, s) in meetings.iter().zip(&streams) {
         let ledger = within("the meeting to finish", m.finished()).await;
         let path = rig.seq_file(s);
-        eventually("the plugin to end the session", || {
-            Record::read(&path)
-                .ends
-                .last()
-                .is_some_and(|e| e == "stopped(6)")
-        })
-        .await;
-        let rec = Record::read(&path);
+        let rec = crate::check::meeting_ended(&path).await;
         let resumed = victims.contains(&s);
         assert_eq!(
             rec.starts.len(),

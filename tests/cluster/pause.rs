@@ -38,14 +38,7 @@ async fn a_host_paused_past_its_lease_writes_nothing_after_losing_it() {
         "the paused host finds out it lost the lease"
     );
     let ledger = within("the meeting to finish", m.finished()).await;
-    eventually("the plugin to end the session", || {
-        Record::read(&path)
-            .ends
-            .last()
-            .is_some_and(|e| e == "stopped(6)")
-    })
-    .await;
-    let rec = Record::read(&path);
+    let rec = crate::check::meeting_ended(&path).await;
     let text = std::fs::read_to_string(&path).unwrap();
     let after: Vec<&str> = text
         .lines()

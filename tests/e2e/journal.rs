@@ -95,6 +95,36 @@ fn signaling_accepted(l: &rtms_sim::Ledger) -> usize {
         .count()
 }
 
+/// One stream across the change of process, never two clients at once, one started webhook,
+/// and every transcript line exactly once: no line twice, none the simulator did not send,
+/// only lines written to a socket that died unread may be missing, the last one arrived.
+/// Returns the lines sent and the lines written.
+fn one_stream_lines_once(ledger: &rtms_sim::Ledger, rec: &Record) -> (Vec<String>, Vec<String>) {
+    ledger
+        .one_client_at_a_time()
+        .expect("never two clients at once");
+    assert_eq!(
+        ledger.webhooks_ending("rtms_started").len(),
+        1,
+        "no new webhook was needed"
+    );
+    let sent: Vec<String> = ledger.transcript.iter().map(|l| l.text.clone()).collect();
+    let got: Vec<String> = rec.frames.iter().map(|f| f.2.clone()).collect();
+    let mut uniq = got.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), got.len(), "no line written twice: {got:?}");
+    assert!(got.iter().all(|t| sent.contains(t)), "{got:?} vs {sent:?}");
+    let missing = sent.len() - got.len();
+    assert!(
+        missing as u64 <= ledger.counters.unconfirmed,
+        "{missing} lines missing, {} unconfirmed when the first process went",
+        ledger.counters.unconfirmed
+    );
+    assert_eq!(got.last(), sent.last(), "the last line arrived");
+    (sent, got)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_killed_mid_meeting_and_restarted_resumes_the_stream_on_its_own() {
     let sim = crate::harness::process_simulator().await;
@@ -140,30 +170,7 @@ async fn a_host_killed_mid_meeting_and_restarted_resumes_the_stream_on_its_own()
         2,
         "a second connection for the same stream"
     );
-    ledger
-        .one_client_at_a_time()
-        .expect("never two clients at once");
-    assert_eq!(
-        ledger.webhooks_ending("rtms_started").len(),
-        1,
-        "no new webhook was needed"
-    );
-    // Exactly once: no line twice, none the simulator did not send, and only lines written
-    // to the socket that died unread may be missing.
-    let sent: Vec<String> = ledger.transcript.iter().map(|l| l.text.clone()).collect();
-    let got: Vec<String> = rec.frames.iter().map(|f| f.2.clone()).collect();
-    let mut uniq = got.clone();
-    uniq.sort();
-    uniq.dedup();
-    assert_eq!(uniq.len(), got.len(), "no line written twice: {got:?}");
-    assert!(got.iter().all(|t| sent.contains(t)), "{got:?} vs {sent:?}");
-    let missing = sent.len() - got.len();
-    assert!(
-        missing as u64 <= ledger.counters.unconfirmed,
-        "{missing} lines missing, {} unconfirmed when the host died",
-        ledger.counters.unconfirmed
-    );
-    assert_eq!(got.last(), sent.last(), "the last line arrived");
+    let (sent, got) = one_stream_lines_once(&ledger, &rec);
     let max_before = before.frames.iter().map(|f| f.0).max().unwrap();
     let after: Vec<u64> = rec.frames[before.frames.len()..]
         .iter()
@@ -174,9 +181,10 @@ async fn a_host_killed_mid_meeting_and_restarted_resumes_the_stream_on_its_own()
         "seq keeps increasing across the restart: {max_before} then {after:?}"
     );
     eprintln!(
-        "resumed: {} lines sent, {} written, {missing} lost with the killed process",
+        "resumed: {} lines sent, {} written, {} lost with the killed process",
         sent.len(),
-        got.len()
+        got.len(),
+        sent.len() - got.len()
     );
 }
 
@@ -354,26 +362,5 @@ async fn sigusr2_hands_the_streams_to_a_successor_with_no_webhook_refused_and_no
         ["reload", "stopped(6)"],
         "the predecessor's instance ended as for a reload; the meeting ended once, at its end"
     );
-    ledger
-        .one_client_at_a_time()
-        .expect("never two clients at once");
-    assert_eq!(
-        ledger.webhooks_ending("rtms_started").len(),
-        1,
-        "no new webhook was needed"
-    );
-    let sent: Vec<String> = ledger.transcript.iter().map(|l| l.text.clone()).collect();
-    let got: Vec<String> = rec.frames.iter().map(|f| f.2.clone()).collect();
-    let mut uniq = got.clone();
-    uniq.sort();
-    uniq.dedup();
-    assert_eq!(uniq.len(), got.len(), "no line written twice: {got:?}");
-    assert!(got.iter().all(|t| sent.contains(t)), "{got:?} vs {sent:?}");
-    let missing = sent.len() - got.len();
-    assert!(
-        missing as u64 <= ledger.counters.unconfirmed,
-        "{missing} lines missing, {} unconfirmed at the hand-off",
-        ledger.counters.unconfirmed
-    );
-    assert_eq!(got.last(), sent.last(), "the last line arrived");
+    one_stream_lines_once(&ledger, &rec);
 }

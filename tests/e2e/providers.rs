@@ -6,15 +6,15 @@
 //! the summary to a Slack-style webhook. Secrets come from the host's environment and are
 //! found nowhere the run wrote.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use rtms_fakes::{ChatFake, LlmFake, Spoken, SttFake};
+use rtms_fakes::{ChatFake, LlmFake, SttFake};
 use rtms_proto::Product;
 use rtms_sim::{MeetingOptions, MeetingScript, Pace};
 
 use crate::harness::{ledger_transcript, within};
-use crate::host_process::HostProcess;
+use crate::host_process::{HostProcess, every_file};
 use crate::util;
 
 const STT_KEY: &str = "dg-test-5e1f0c9a7b3d2e48";
@@ -25,19 +25,6 @@ fn script(lines: usize) -> MeetingScript {
         .synthetic_speech(2, lines, 10)
         .build()
         .expect("script")
-}
-
-/// What the fake STT service hears of `script`: its utterances as 20 ms frames carry them.
-fn spoken(script: &MeetingScript) -> Vec<Spoken> {
-    script
-        .utterances
-        .iter()
-        .map(|u| Spoken {
-            speaker: u.user_id.to_string(),
-            audio_ms: Spoken::frames_ms(u.duration_ms, 20),
-            text: u.text.clone(),
-        })
-        .collect()
 }
 
 fn pipeline(stt: &SttFake, llm: &LlmFake, chat: &ChatFake, per_speaker: bool) -> String {
@@ -119,22 +106,6 @@ async fn written(path: &Path) -> String {
     .await
 }
 
-fn every_file(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                out.push((p, bytes));
-            }
-        }
-    }
-    out
-}
-
 struct Run {
     host: HostProcess,
     stream: String,
@@ -189,7 +160,9 @@ async fn run(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speech_is_transcribed_by_the_provider_and_the_meeting_summarised_and_posted() {
     let script = script(12);
-    let stt = SttFake::start(spoken(&script), STT_KEY).await.unwrap();
+    let stt = SttFake::start(rtms_host::cli::demo::spoken(&script), STT_KEY)
+        .await
+        .unwrap();
     let llm = LlmFake::start(LLM_KEY).await.unwrap();
     let chat = ChatFake::start().await.unwrap();
     // The model's API refuses twice for its rate limit before it answers.
@@ -262,7 +235,9 @@ async fn speech_is_transcribed_by_the_provider_and_the_meeting_summarised_and_po
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_speaker_audio_gets_one_provider_connection_per_speaker_finished_at_the_end() {
     let script = script(8);
-    let stt = SttFake::start(spoken(&script), STT_KEY).await.unwrap();
+    let stt = SttFake::start(rtms_host::cli::demo::spoken(&script), STT_KEY)
+        .await
+        .unwrap();
     let llm = LlmFake::start(LLM_KEY).await.unwrap();
     let chat = ChatFake::start().await.unwrap();
     // Results come only once the plugin closes each stream at the session's end.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rtms_sim::{MeetingOptions, MeetingScript, Pace};
 
+use crate::host_process::every_file;
 use crate::{HostProcess, SIM_ALLOW, client, serial, simulator};
 
 const SECRET_VALUE: &str = "sk-live-7f3a9c1e5b2d4068a1c3e5f7";
@@ -41,23 +42,6 @@ async fn admin_get(addr: &str, path: &str) -> String {
         .await
         .unwrap();
     String::from_utf8_lossy(&body.to_bytes()).into_owned()
-}
-
-/// Every file under `dir`, with its bytes.
-fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                out.push((p, bytes));
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]
@@ -123,7 +107,7 @@ async fn a_granted_secret_reaches_the_plugin_and_nothing_the_host_writes() {
         answers.push((path, admin_get(&admin, path).await));
     }
     // The host's directory (dead letters, compile cache) while it still exists.
-    let host_files = files(host.dir.path());
+    let host_files = every_file(host.dir.path());
     let logs = host.stop().join("\n");
     let outputs = std::fs::read_to_string(out.path().join("outputs.jsonl")).unwrap_or_default();
 
@@ -153,7 +137,7 @@ async fn a_granted_secret_reaches_the_plugin_and_nothing_the_host_writes() {
         "the trap left dead letters to search"
     );
     let mut searched = 0;
-    for (p, bytes) in files(out.path()).into_iter().chain(host_files) {
+    for (p, bytes) in every_file(out.path()).into_iter().chain(host_files) {
         searched += 1;
         let hit = bytes
             .windows(SECRET_VALUE.len())

@@ -264,3 +264,21 @@ impl Drop for HostProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Every file under `dir`, with its bytes: what a run left, for tests that search all of it
+/// (for a secret, say).
+pub fn every_file(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((p, bytes));
+            }
+        }
+    }
+    out
+}

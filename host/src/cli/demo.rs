@@ -73,6 +73,20 @@ pub struct DemoArgs {
     pub with_fakes: bool,
 }
 
+/// What the speech-to-text stand-in hears of `script`: its utterances as the simulator's
+/// 20 ms audio frames carry them.
+pub fn spoken(script: &MeetingScript) -> Vec<rtms_fakes::Spoken> {
+    script
+        .utterances
+        .iter()
+        .map(|u| rtms_fakes::Spoken {
+            speaker: u.user_id.to_string(),
+            audio_ms: rtms_fakes::Spoken::frames_ms(u.duration_ms, 20),
+            text: u.text.clone(),
+        })
+        .collect()
+}
+
 /// The pipeline section of the provider examples (`--with-fakes`); the fakes' URLs, the
 /// component directory and the output directory are filled in.
 const PROVIDER_PLUGINS: &str = r#"
@@ -132,17 +146,8 @@ pub struct Fakes {
 impl Fakes {
     /// Starts the three fakes; the speech-to-text one hears `script`.
     async fn start(script: &MeetingScript) -> Result<Self> {
-        let spoken = script
-            .utterances
-            .iter()
-            .map(|u| rtms_fakes::Spoken {
-                speaker: u.user_id.to_string(),
-                audio_ms: rtms_fakes::Spoken::frames_ms(u.duration_ms, 20),
-                text: u.text.clone(),
-            })
-            .collect();
         Ok(Self {
-            stt: rtms_fakes::SttFake::start(spoken, FAKE_STT_KEY).await?,
+            stt: rtms_fakes::SttFake::start(spoken(script), FAKE_STT_KEY).await?,
             llm: rtms_fakes::LlmFake::start(FAKE_LLM_KEY).await?,
             chat: rtms_fakes::ChatFake::start().await?,
         })
