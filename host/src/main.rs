@@ -2,6 +2,7 @@
 //! arguments, sets up logging and calls into `rtms_host`; configuration errors exit with
 //! 64 (EX_USAGE) and a one-line message, other failures with 1.
 
+use rtms_host::service::JournalAfter;
 use rtms_host::service::handoff::{Inherited, Sockets};
 use rtms_host::service::signals::Exit;
 use std::path::PathBuf;
@@ -241,9 +242,6 @@ async fn run(config: PathBuf, inherited: Inherited) -> ExitCode {
     serve(svc, signals, sockets).await
 }
 
-/// The successor's side of a hand-off: the future the journal waits for before it resumes
-/// the predecessor's streams.
-type JournalAfter = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 /// What tells the predecessor this process serves, once it does.
 type ReadyLink = (
     tokio::sync::oneshot::Sender<rtms_host::service::handoff::Predecessor>,

@@ -57,8 +57,12 @@ pub struct StartOptions {
     pub admin_listener: Option<TcpListener>,
     /// Resume the journaled streams only once this completes: a successor process waits
     /// for its predecessor to release them ([`handoff`]).
-    pub journal_after: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    pub journal_after: Option<JournalAfter>,
 }
+
+/// What the journal waits for before it resumes the streams it holds (see
+/// [`StartOptions::journal_after`]).
+pub type JournalAfter = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pub type HostSessions = Sessions<HostSinkFactory, WsConnector>;
 
@@ -319,10 +323,8 @@ async fn start_journal(
     pipeline: &Pipeline,
     sessions: &HostSessions,
     shared: &Arc<Registry>,
-    resumed: &ResumeSet,
-    stop: &CancellationToken,
+    (resumed, stop, after): (&ResumeSet, &CancellationToken, Option<JournalAfter>),
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-    after: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 ) -> Result<Option<Arc<journal::JournalWriter>>> {
     let Some(dir) = &pipeline.runtime.journal_dir else {
         return Ok(None);
@@ -491,11 +493,8 @@ impl Service {
         let failures = counters.event_ws_failures.clone();
         let intake = (listener, ingress_cfg, handler, event_ws, event_connector);
         tasks.extend(spawn_intake(intake, failures, &stop));
-        let after = opts.journal_after;
-        let journal = start_journal(
-            &pipeline, &sessions, &shared, &resumed, &stop, &mut tasks, after,
-        )
-        .await?;
+        let journal_at = (&resumed, &stop, opts.journal_after);
+        let journal = start_journal(&pipeline, &sessions, &shared, journal_at, &mut tasks).await?;
         let grace = pipeline.runtime.shutdown_grace;
         let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
         let reloader = Reloader::new(pipeline, env, shared.clone()).with_log(reloads);
