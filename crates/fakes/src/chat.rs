@@ -2,13 +2,10 @@
 //! holding `text`, answered `200 ok`; Slack's own error texts otherwise (`invalid_payload`,
 //! `no_text`, `no_service`).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use crate::http::{Reply, Req, serve};
+use crate::http::{Reply, Req, Served};
 
 /// The most messages a fake records.
 const MAX_RECORDED: usize = 1024;
@@ -22,49 +19,32 @@ struct State {
 }
 
 /// A running fake; stops when dropped.
-pub struct ChatFake {
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ChatFake {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+pub struct ChatFake(Served<State>);
 
 impl ChatFake {
     /// Starts the fake on 127.0.0.1.
     pub async fn start() -> std::io::Result<Self> {
-        let state = Arc::new(Mutex::new(State::default()));
-        let s = state.clone();
-        let (addr, task) = serve(move |req| {
-            let s = s.clone();
-            async move { handle(&s, req) }
-        })
-        .await?;
-        Ok(Self { addr, state, task })
+        Ok(Self(Served::start(State::default(), handle).await?))
     }
 
     /// The webhook's URL (secret in Slack: it carries the token).
     pub fn webhook_url(&self) -> String {
-        format!("http://{}{HOOK_PATH}", self.addr)
+        format!("http://{}{HOOK_PATH}", self.0.addr)
     }
 
     /// The base URL, for an allow-list pattern.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.0.addr)
     }
 
     /// The texts posted, in order.
     pub fn texts(&self) -> Vec<String> {
-        self.state.lock().texts.clone()
+        self.0.state.lock().texts.clone()
     }
 
     /// Requests received, refused ones included.
     pub fn requests(&self) -> usize {
-        self.state.lock().requests
+        self.0.state.lock().requests
     }
 }
 

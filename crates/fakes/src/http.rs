@@ -113,3 +113,33 @@ where
     res.body(Full::new(reply.body))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
+
+/// A request-response fake: its address and the state its handler keeps; stops when dropped.
+pub struct Served<S> {
+    pub addr: SocketAddr,
+    pub state: Arc<parking_lot::Mutex<S>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<S> Drop for Served<S> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<S: Send + 'static> Served<S> {
+    /// Serves `handle` on 127.0.0.1 with `state`, locked for each request.
+    pub async fn start(
+        state: S,
+        handle: fn(&parking_lot::Mutex<S>, Req) -> Reply,
+    ) -> std::io::Result<Self> {
+        let state = Arc::new(parking_lot::Mutex::new(state));
+        let s = state.clone();
+        let (addr, task) = serve(move |req| {
+            let s = s.clone();
+            async move { handle(&s, req) }
+        })
+        .await?;
+        Ok(Self { addr, state, task })
+    }
+}

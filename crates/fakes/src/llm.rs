@@ -7,13 +7,11 @@
 //! [`LlmFake::fail_next`] (429 with `Retry-After`, or a 5xx).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::http::{Reply, Req, serve};
+use crate::http::{Reply, Req, Served};
 
 /// The most requests a fake records.
 const MAX_RECORDED: usize = 1024;
@@ -37,44 +35,28 @@ struct State {
 }
 
 /// A running fake; stops when dropped.
-pub struct LlmFake {
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for LlmFake {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+pub struct LlmFake(Served<State>);
 
 impl LlmFake {
     /// Starts the fake on 127.0.0.1; requests must carry `Authorization: Bearer <key>`.
     pub async fn start(key: &str) -> std::io::Result<Self> {
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             key: key.to_owned(),
             ..State::default()
-        }));
-        let s = state.clone();
-        let (addr, task) = serve(move |req| {
-            let s = s.clone();
-            async move { handle(&s, req) }
-        })
-        .await?;
-        Ok(Self { addr, state, task })
+        };
+        Ok(Self(Served::start(state, handle).await?))
     }
 
     /// The base URL, as OpenAI's `https://api.openai.com`: requests go to
     /// `{base}/v1/chat/completions`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.0.addr)
     }
 
     /// The next `count` requests fail with `status` (with `Retry-After: retry_after` seconds
     /// when given), before any is answered.
     pub fn fail_next(&self, status: u16, count: usize, retry_after: Option<u64>) {
-        let mut s = self.state.lock();
+        let mut s = self.0.state.lock();
         for _ in 0..count {
             s.failures.push_back((status, retry_after));
         }
@@ -82,12 +64,12 @@ impl LlmFake {
 
     /// Requests received, failed ones included.
     pub fn requests(&self) -> usize {
-        self.state.lock().requests
+        self.0.state.lock().requests
     }
 
     /// The completions it answered, in order.
     pub fn completions(&self) -> Vec<Completion> {
-        self.state.lock().completions.clone()
+        self.0.state.lock().completions.clone()
     }
 }
 
