@@ -140,28 +140,6 @@ impl Resolver<'_> {
         Ok(Some(v.get_ref().clone()))
     }
 
-    /// The name of an environment variable, or an error naming the key.
-    fn cluster_env_name(
-        &self,
-        raw: &Option<Spanned<String>>,
-        key: &str,
-        default: &str,
-    ) -> Result<String, ConfigError> {
-        match raw {
-            Some(n) => {
-                let v = n.get_ref();
-                if v.is_empty() || v.contains(['=', '\0']) || v.contains(char::is_whitespace) {
-                    return Err(self.src.invalid_at(
-                        n,
-                        format!("cluster.{key} = {v:?} is not an environment variable name: give the name of the variable that holds the value, such as {default:?}"),
-                    ));
-                }
-                Ok(v.clone())
-            }
-            None => Ok(default.to_owned()),
-        }
-    }
-
     /// The engine's credentials from the environment: a user and password, a token, or none.
     fn cluster_auth(
         &self,
@@ -169,9 +147,13 @@ impl Resolver<'_> {
     ) -> Result<(ClusterAuth, [String; 3]), ConfigError> {
         let c = section.get_ref();
         let names = [
-            self.cluster_env_name(&c.user_env, "user_env", "RTMS_NATS_USER")?,
-            self.cluster_env_name(&c.password_env, "password_env", "RTMS_NATS_PASSWORD")?,
-            self.cluster_env_name(&c.token_env, "token_env", "RTMS_NATS_TOKEN")?,
+            self.env_name(&c.user_env, "cluster.user_env", "RTMS_NATS_USER")?,
+            self.env_name(
+                &c.password_env,
+                "cluster.password_env",
+                "RTMS_NATS_PASSWORD",
+            )?,
+            self.env_name(&c.token_env, "cluster.token_env", "RTMS_NATS_TOKEN")?,
         ];
         let get = |n: &str| self.env.var(n).filter(|v| !v.is_empty());
         // The values are secrets: the message names the variables only.

@@ -4,6 +4,8 @@
 use super::*;
 
 impl Resolver<'_> {
+    /// The name of an environment variable given at `key` (the full dotted key, such as
+    /// `zoom.client_secret_env`), or `default`; an error names the key and the fix.
     pub(super) fn env_name(
         &self,
         raw: &Option<Spanned<String>>,
@@ -16,7 +18,7 @@ impl Resolver<'_> {
                 if v.is_empty() || v.contains(['=', '\0']) || v.contains(char::is_whitespace) {
                     return Err(self.src.invalid_at(
                         n,
-                        format!("zoom.{key} = {v:?} is not an environment variable name: give the name of the variable that holds the value, such as {default:?}"),
+                        format!("{key} = {v:?} is not an environment variable name: give the name of the variable that holds the value, such as {default:?}"),
                     ));
                 }
                 Ok(v.clone())
@@ -54,16 +56,19 @@ impl Resolver<'_> {
     }
 
     pub(super) fn zoom(&mut self, z: &ZoomConfig) -> Result<Zoom, ConfigError> {
-        let client_id_env =
-            self.env_name(&z.client_id_env, "client_id_env", default_client_id_env())?;
+        let client_id_env = self.env_name(
+            &z.client_id_env,
+            "zoom.client_id_env",
+            default_client_id_env(),
+        )?;
         let client_secret_env = self.env_name(
             &z.client_secret_env,
-            "client_secret_env",
+            "zoom.client_secret_env",
             default_client_secret_env(),
         )?;
         let webhook_secret_env = self.env_name(
             &z.webhook_secret_env,
-            "webhook_secret_env",
+            "zoom.webhook_secret_env",
             default_webhook_secret_env(),
         )?;
         self.refuse_plaintext_secrets(z, &client_secret_env, &webhook_secret_env)?;
@@ -196,15 +201,15 @@ impl Resolver<'_> {
         z: &ZoomConfig,
     ) -> Result<([String; 3], Option<RestCredentials>), ConfigError> {
         let rest_env = [
-            self.env_name(&z.account_id_env, "account_id_env", "ZOOM_ACCOUNT_ID")?,
+            self.env_name(&z.account_id_env, "zoom.account_id_env", "ZOOM_ACCOUNT_ID")?,
             self.env_name(
                 &z.oauth_client_id_env,
-                "oauth_client_id_env",
+                "zoom.oauth_client_id_env",
                 "ZOOM_OAUTH_CLIENT_ID",
             )?,
             self.env_name(
                 &z.oauth_client_secret_env,
-                "oauth_client_secret_env",
+                "zoom.oauth_client_secret_env",
                 "ZOOM_OAUTH_CLIENT_SECRET",
             )?,
         ];
