@@ -103,19 +103,24 @@ async fn conformance(pace: Pace) {
         .env("ZM_RTMS_PATH", "/webhook")
         .env("SDK_TEST_TIMEOUT", "25")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.txt")).unwrap())
         .kill_on_drop(true)
         .spawn()
         .expect("start the SDK script");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Bytes, not text: the SDK's native core shares the script's stdout, and a line of it
+    // that is not UTF-8 must not end the reading. Lines that are not JSON are kept for the
+    // failure message.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).split(b'\n');
+    let mut other = Vec::new();
     let mut next = async || -> Option<Value> {
         loop {
-            let l = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            let l = tokio::time::timeout(Duration::from_secs(30), lines.next_segment())
                 .await
                 .ok()?
                 .ok()??;
-            if let Ok(v) = serde_json::from_str::<Value>(&l) {
-                return Some(v);
+            match serde_json::from_slice::<Value>(&l) {
+                Ok(v) => return Some(v),
+                Err(_) => other.push(String::from_utf8_lossy(&l).into_owned()),
             }
         }
     };
@@ -145,13 +150,16 @@ async fn conformance(pace: Pace) {
             break;
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
     let ledger = tokio::time::timeout(Duration::from_secs(10), h.finished())
         .await
         .unwrap_or_else(|_| h.ledger());
     let context = format!(
-        "pace {pace:?}; SDK said: {got:#?}\nledger: {:#?}\nSDK log errors:\n{}",
+        "pace {pace:?}; SDK said: {got:#?}\nother output: {other:#?}\nexit: {status:?}\n\
+         stop reason: {:?}\nledger: {:#?}\nstderr:\n{}\nSDK log errors:\n{}",
+        ledger.stop_reason,
         ledger.counters,
+        std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default(),
         sdk_log(dir.path())
     );
 
