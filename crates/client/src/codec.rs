@@ -37,6 +37,8 @@ pub enum Outgoing<'a> {
     ReadyAck(&'a ClientReadyAck),
     /// msg 13.
     KeepAliveResp(&'a KeepAlive),
+    /// msg 28.
+    VideoSubscription(&'a rtms_proto::msg::VideoSubscriptionReq),
 }
 
 /// Turns received bytes into messages and messages into WebSocket frames. Both run on the
@@ -66,6 +68,7 @@ impl Codec for JsonCodec {
             Outgoing::Subscription(m) => json(m),
             Outgoing::ReadyAck(m) => json(m),
             Outgoing::KeepAliveResp(m) => json(m),
+            Outgoing::VideoSubscription(m) => json(m),
         }
     }
 }

@@ -123,6 +123,9 @@ pub struct ClientConfig {
     pub allow: AllowList,
     /// The most streams run at once; a started webhook past it is refused (503).
     pub max_streams: usize,
+    /// Whose video to subscribe to when the video socket asks for one participant at a time
+    /// (`data_opt` 4); `None` otherwise.
+    pub video: Option<crate::video::VideoFollow>,
 }
 
 /// The default of [`ClientConfig::max_streams`].
@@ -141,6 +144,7 @@ impl Default for ClientConfig {
             resilience: Resilience::default(),
             allow: AllowList::zoom(),
             max_streams: DEFAULT_MAX_STREAMS,
+            video: None,
         }
     }
 }
@@ -158,11 +162,24 @@ impl std::fmt::Debug for ClientConfig {
             .field("resilience", &self.resilience)
             .field("allow", &self.allow)
             .field("max_streams", &self.max_streams)
+            .field("video", &self.video)
             .finish()
     }
 }
 
 impl ClientConfig {
+    /// The event types msg 5 subscribes to: the configured ones and those individual video
+    /// needs to follow participants.
+    pub fn subscribed_events(&self) -> Vec<u32> {
+        let mut events = self.events.clone();
+        for e in self.video.iter().flat_map(|v| v.events()) {
+            if !events.contains(&e) {
+                events.push(e);
+            }
+        }
+        events
+    }
+
     /// The `media_type` mask of each media socket to open (its URL is the mask's key in
     /// msg 2, falling back to `all`). Unified mode asks for everything on `all` (mask 32 when every type is wanted);
     /// split mode opens one socket per wanted type.

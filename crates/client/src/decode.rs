@@ -40,6 +40,8 @@ pub enum Decoded {
     StreamState(StreamStateUpdate),
     /// msg 9.
     SessionState(SessionStateUpdate),
+    /// msg 29, the answer to a video subscription.
+    VideoSubscription(rtms_proto::msg::VideoSubscriptionResp),
     /// A well-formed message of a type the client does not act on.
     Other { msg_type: u32 },
 }
@@ -114,6 +116,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         }
         msg_type::SESSION_STATE_UPDATE => {
             Decoded::SessionState(serde_json::from_slice(bytes).map_err(shape)?)
+        }
+        msg_type::VIDEO_SUBSCRIPTION_RESP => {
+            Decoded::VideoSubscription(serde_json::from_slice(bytes).map_err(shape)?)
         }
         other => Decoded::Other { msg_type: other },
     })

@@ -47,6 +47,7 @@ pub mod session;
 pub mod sessions;
 pub mod sink;
 pub mod transport;
+pub mod video;
 
 #[cfg(test)]
 mod testing;

@@ -176,6 +176,22 @@ pub fn subscription(events: &[u32]) -> Option<Message> {
     })
 }
 
+/// msg 28: start or stop one participant's individual video.
+pub fn video_subscription(change: crate::video::Change) -> Message {
+    WIRE.encode(Outgoing::VideoSubscription(
+        &rtms_proto::msg::VideoSubscriptionReq {
+            msg_type: msg_type::VIDEO_SUBSCRIPTION_REQ,
+            user_id: change.user_id,
+            subscribe: change.subscribe,
+            timestamp: Some(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            ),
+        },
+    ))
+}
+
 /// msg 7.
 pub fn ready_ack(stream_id: &str) -> Message {
     WIRE.encode(Outgoing::ReadyAck(&ClientReadyAck {

@@ -149,6 +149,9 @@ pub enum Input {
     Fenced,
     /// The backoff or webhook-wait deadline passed.
     TimerElapsed,
+    /// Pin, drop or release a participant's individual video. The session acts on it; the
+    /// connection state does not change.
+    Video(crate::video::Command),
 }
 
 /// Which retry budget is being spent.
@@ -247,6 +250,7 @@ impl Machine {
             Input::SignalingLost => self.on_signaling_lost(now, unit),
             Input::MediaLost | Input::MediaInterrupted => self.on_media_lost(now, unit),
             Input::TimerElapsed => self.on_timer(now),
+            Input::Video(_) => {}
         }
         self.state != before || self.restarts != restarts
     }

@@ -53,6 +53,11 @@ pub trait Observer: Send + Sync + 'static {
     fn first_frame(&self, since_start: Duration) {
         let _ = since_start;
     }
+    /// The server answered a video subscription (msg 29); `status` 0 is success, any other
+    /// is a refusal (name it with `rtms_proto::codes::status::name`).
+    fn video_subscription(&self, subscribe: bool, status: u32) {
+        let _ = (subscribe, status);
+    }
 }
 
 /// The observer that ignores everything.

@@ -190,7 +190,12 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
         let input = tokio::select! {
             biased;
             () = shutdown.cancelled() => Some(Input::Shutdown),
-            cmd = inputs.recv() => Some(cmd.unwrap_or(Input::Shutdown)),
+            cmd = inputs.recv() => match cmd {
+                Some(Input::Video(cmd)) => {
+                    (!d.video_command(cmd).await).then_some(Input::SignalingLost)
+                }
+                cmd => Some(cmd.unwrap_or(Input::Shutdown)),
+            },
             res = poll_attempt(&mut attempt) => {
                 attempt = None;
                 d.on_attempt(res).await
@@ -227,6 +232,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             factory,
             observer,
         } = deps;
+        let video = cfg.video.clone().map(crate::video::Follower::new);
         Driver::<C, F> {
             observer,
             started: Instant::now(),
@@ -251,6 +257,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             handshake_seq: u64::from(rand::random::<u32>()),
             rotate: 0,
             last_ping: Instant::now(),
+            video,
         }
     }
 }
@@ -309,6 +316,8 @@ struct Driver<C: Connector, F: SinkFactory> {
     handshake_seq: u64,
     rotate: usize,
     last_ping: Instant,
+    /// Whose individual video to subscribe to, when the video socket asks for one.
+    video: Option<crate::video::Follower>,
 }
 
 impl<C: Connector, F: SinkFactory> Driver<C, F> {
@@ -360,6 +369,9 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                 if params.is_some() {
                     self.params = params;
                 }
+                if !self.resubscribe_video().await {
+                    return Some(Input::SignalingLost);
+                }
                 Some(Input::Connected)
             }
             Ok(Opened::Media { media, params }) => {
@@ -376,6 +388,9 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                     {
                         return Some(Input::SignalingLost);
                     }
+                }
+                if !self.resubscribe_video().await {
+                    return Some(Input::SignalingLost);
                 }
                 Some(Input::MediaConnected)
             }
@@ -486,6 +501,10 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             }
             Decoded::Frame(frame) => self.on_frame(frame, read_at).await,
             Decoded::StreamState(s) => self.on_stream_state(&s),
+            Decoded::VideoSubscription(r) => {
+                self.on_video_answer(&r);
+                None
+            }
             Decoded::SessionState(s) => self.on_session_state(&s),
             other => {
                 tracing::debug!(?other, "message ignored while streaming");
@@ -535,6 +554,9 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
     async fn on_frame(&mut self, mut frame: Frame, read_at: std::time::Instant) -> Option<Input> {
         let media_interrupted = frame.kind == MediaKind::Event
             && frame.event_type == Some(event_type::MEDIA_CONNECTION_INTERRUPTED);
+        if frame.kind == MediaKind::Event && !self.follow_video(&frame).await {
+            return Some(Input::SignalingLost);
+        }
         frame.seq = self.next_seq;
         frame.received_at = Some(read_at);
         self.next_seq += 1;
@@ -869,7 +891,7 @@ async fn open_full<C: Connector>(
         url: url.clone(),
         source,
     };
-    if let Some(sub) = link::subscription(&cfg.events) {
+    if let Some(sub) = link::subscription(&cfg.subscribed_events()) {
         conn.send(sub).await.map_err(transport)?;
     }
     let urls = resp.media_server.map(|m| m.server_urls).unwrap_or_default();
@@ -993,6 +1015,8 @@ fn next_message<'a, T: Transport>(
         Poll::Pending
     })
 }
+
+mod video;
 
 #[cfg(test)]
 mod tests;

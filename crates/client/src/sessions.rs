@@ -409,6 +409,12 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         self.send(stream_id, Input::Fenced)
     }
 
+    /// Pins, drops or releases a participant's individual video on a running stream; false
+    /// when no such stream runs here.
+    pub fn video(&self, stream_id: &str, cmd: crate::video::Command) -> bool {
+        self.send(stream_id, Input::Video(cmd))
+    }
+
     fn send(&self, stream_id: &str, input: Input) -> bool {
         self.streams()
             .get(stream_id)

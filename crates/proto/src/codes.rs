@@ -24,6 +24,8 @@ pub mod msg_type {
     pub const STREAM_STATE_RESP: u32 = 20;
     pub const STREAM_CLOSE_REQ: u32 = 21;
     pub const STREAM_CLOSE_RESP: u32 = 22;
+    pub const VIDEO_SUBSCRIPTION_REQ: u32 = 28;
+    pub const VIDEO_SUBSCRIPTION_RESP: u32 = 29;
 }
 
 /// Bits of the `media_type` mask in DATA_HAND_SHAKE_REQ.
@@ -74,6 +76,8 @@ pub mod status {
     pub const MEDIA_DATA_ALL_CONNECTION_EXIST: u32 = 15;
     pub const DUPLICATE_MEDIA_DATA_CONNECTION: u32 = 16;
     pub const INVALID_MEDIA_PARAMS: u32 = 17;
+    pub const INVALID_MEDIA_VIDEO_PARAMS: u32 = 25;
+    pub const INVALID_MEDIA_VIDEO_DATA_OPT: u32 = 29;
     pub const INVALID_RTMS_SESSION_ID: u32 = 40;
     pub const INVALID_CLIENT_READY_ACK: u32 = 41;
 

@@ -220,6 +220,34 @@ impl EventUpdate {
     }
 }
 
+/// msg 28 VIDEO_SUBSCRIPTION_REQ, client to server on signaling: start (or stop) the video
+/// of one participant on a video socket whose `data_opt` is 4
+/// (VIDEO_SINGLE_INDIVIDUAL_STREAM).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VideoSubscriptionReq {
+    pub msg_type: u32,
+    pub user_id: i64,
+    pub subscribe: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+}
+
+/// msg 29 VIDEO_SUBSCRIPTION_RESP, server to client on signaling: the answer to msg 28.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VideoSubscriptionResp {
+    pub msg_type: u32,
+    #[serde(default)]
+    pub status_code: u32,
+    #[serde(default)]
+    pub user_id: i64,
+    #[serde(default)]
+    pub subscribe: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+}
+
 /// msg 7, client to server on signaling.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClientReadyAck {
