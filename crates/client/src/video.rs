@@ -84,7 +84,9 @@ pub enum Answer {
     Accepted,
     /// The server refused; the participant is not asked again until their video turns on
     /// again or a command names them.
-    Refused { code: u32 },
+    Refused {
+        code: u32,
+    },
 }
 
 /// The decision state of one stream.
@@ -308,7 +310,11 @@ mod tests {
         assert_eq!(f.on_event(&on(2, "Bo")), vec![sub(2)]);
         assert_eq!(f.on_event(&on(3, "Cy")), vec![], "the cap is 2");
         assert_eq!(f.on_event(&off(1)), vec![unsub(1), sub(3)]);
-        assert_eq!(f.on_event(&on(1, "Ann")), vec![], "back on, but two already follow");
+        assert_eq!(
+            f.on_event(&on(1, "Ann")),
+            vec![],
+            "back on, but two already follow"
+        );
         assert_eq!(f.subscribed(), &[2, 3]);
     }
 
@@ -349,7 +355,11 @@ mod tests {
         f.on_event(&on(1, "Ann"));
         assert_eq!(f.on_answer(1, true, 25), Answer::Refused { code: 25 });
         assert!(f.subscribed().is_empty());
-        assert_eq!(f.on_event(&on(2, "Bo")), vec![sub(2)], "1 is not asked again");
+        assert_eq!(
+            f.on_event(&on(2, "Bo")),
+            vec![sub(2)],
+            "1 is not asked again"
+        );
         f.on_event(&off(1));
         assert_eq!(f.on_event(&on(1, "Ann")), vec![sub(1)]);
     }

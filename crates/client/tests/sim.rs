@@ -343,3 +343,170 @@ async fn duplicate_webhooks_do_not_start_a_second_session() {
     assert_eq!(o.ledger.counters.signaling_connections, 1);
     assert_eq!(o.ledger.counters.duplicate_signaling_rejected, 0);
 }
+
+// === individual video ===
+
+use rtms_client::video::{Follow, VideoFollow};
+use rtms_sim::{EventKind, VideoSubscription};
+
+/// Ann, Bo and Cy, and a script of video turning on and off.
+fn video_script(duration_ms: u64, events: &[(u64, EventKind, i64)]) -> MeetingBuilderExt {
+    let mut b = MeetingScript::builder()
+        .participant(1, "Ann")
+        .participant(2, "Bo")
+        .participant(3, "Cy")
+        .duration_ms(duration_ms);
+    for &(at, kind, user) in events {
+        b = b.event(at, kind, user);
+    }
+    b
+}
+type MeetingBuilderExt = rtms_sim::MeetingBuilder;
+
+/// A client following video with `follow`, at most `max` at once, video only.
+fn video_config(sim: &Simulator, follow: Follow, max: usize) -> ClientConfig {
+    let mut cfg = client_config(sim, MediaMode::Unified);
+    cfg.media_types = rtms_proto::codes::media_type::VIDEO;
+    cfg.media_params.video = Some(rtms_proto::params::VideoParams {
+        data_opt: Some(rtms_proto::params::data_opt::VIDEO_SINGLE_INDIVIDUAL_STREAM),
+        fps: Some(10),
+        ..Default::default()
+    });
+    cfg.video = Some(VideoFollow { follow, max });
+    cfg
+}
+
+/// Plays `script` in real time (subscriptions answer events as they happen).
+async fn play_video(sim: &Simulator, h: &Host, script: MeetingScript) -> Outcome {
+    let meeting = sim
+        .start_meeting(
+            script,
+            MeetingOptions {
+                pace: Pace::Realtime,
+                webhook_url: Some(h.webhook_url.clone()),
+                ..Default::default()
+            },
+        )
+        .expect("meeting");
+    let stream_id = meeting.stream_id().to_owned();
+    let run = async {
+        let ledger = meeting.finished().await;
+        let collected = h.sink.wait_for(&stream_id, |c| c.end.is_some()).await;
+        Outcome { ledger, collected }
+    };
+    tokio::time::timeout(LIMIT, run)
+        .await
+        .expect("meeting did not finish in time")
+}
+
+fn video_by_user(c: &rtms_client::Collected) -> std::collections::BTreeMap<i64, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for f in c.frames.iter().filter(|f| f.kind == MediaKind::Video) {
+        *m.entry(f.user_id.parse::<i64>().expect("numeric user id"))
+            .or_default() += 1;
+    }
+    m
+}
+
+fn sub(user_id: i64, subscribe: bool, status: u32) -> VideoSubscription {
+    VideoSubscription {
+        user_id,
+        subscribe,
+        status,
+    }
+}
+
+#[tokio::test]
+async fn individual_video_follows_participants_turning_video_on_and_off() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let h = host(&sim, video_config(&sim, Follow::FirstWithVideo, 2)).await;
+    use EventKind::{VideoOff, VideoOn};
+    let script = video_script(
+        2600,
+        &[
+            (100, VideoOn, 1),
+            (400, VideoOn, 2),
+            (700, VideoOn, 3),
+            (1100, VideoOff, 1),
+            (1500, VideoOn, 1),
+            (1900, VideoOff, 3),
+        ],
+    )
+    .build()
+    .unwrap();
+    let o = play_video(&sim, &h, script).await;
+    // Two at once, in the order video turned on; a place freed goes to the next in line.
+    assert_eq!(
+        o.ledger.video_subscriptions,
+        vec![
+            sub(1, true, 0),
+            sub(2, true, 0),
+            sub(1, false, 0),
+            sub(3, true, 0),
+            sub(3, false, 0),
+            sub(1, true, 0),
+        ]
+    );
+    let got = video_by_user(&o.collected);
+    assert_eq!(
+        got, o.ledger.video_by_user,
+        "each participant's frames, exactly"
+    );
+    assert_eq!(
+        got.len(),
+        3,
+        "all three were followed at some point: {got:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_video_subscription_past_the_limit_is_refused_and_not_asked_again() {
+    let sim = Simulator::start(SimConfig {
+        individual_video_limit: 2,
+        ..sim_config(false)
+    })
+    .await
+    .unwrap();
+    let h = host(&sim, video_config(&sim, Follow::FirstWithVideo, 3)).await;
+    use EventKind::VideoOn;
+    let script = video_script(
+        1500,
+        &[(100, VideoOn, 1), (300, VideoOn, 2), (500, VideoOn, 3)],
+    )
+    .build()
+    .unwrap();
+    let o = play_video(&sim, &h, script).await;
+    let refused = rtms_proto::codes::status::INVALID_MEDIA_VIDEO_PARAMS;
+    assert_eq!(
+        o.ledger.video_subscriptions,
+        vec![sub(1, true, 0), sub(2, true, 0), sub(3, true, refused)]
+    );
+    let got = video_by_user(&o.collected);
+    assert_eq!(got, o.ledger.video_by_user);
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn video_subscriptions_are_sent_again_after_a_media_reconnection() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let h = host(
+        &sim,
+        video_config(&sim, Follow::Users(vec!["Bo".into()]), 1),
+    )
+    .await;
+    let script = video_script(2000, &[(100, EventKind::VideoOn, 2)])
+        .fault_at(700, Fault::DropMedia { kind: None })
+        .build()
+        .unwrap();
+    let o = play_video(&sim, &h, script).await;
+    assert_eq!(
+        o.ledger.video_subscriptions,
+        vec![sub(2, true, 0), sub(2, true, 0)],
+        "asked once, and again on the new media connection"
+    );
+    assert!(o.ledger.counters.media_connections >= 2);
+    let got = video_by_user(&o.collected);
+    let sent = o.ledger.video_by_user[&2];
+    assert!(got[&2] + o.ledger.counters.unconfirmed >= sent && got[&2] <= sent);
+    assert_eq!(o.collected.end, Some(EndReason::Stopped(6)));
+}

@@ -278,6 +278,12 @@ fn rtms_request_changes(r: &mut Vec<String>, a: &Rtms, b: &Rtms) {
     note(r, "rtms.max_streams", &a.max_streams, &b.max_streams);
     note_quiet(
         r,
+        "[rtms.video] follow, users and max",
+        &a.video_following,
+        &b.video_following,
+    );
+    note_quiet(
+        r,
         "the media parameters ([rtms.audio] / [rtms.video] / [rtms.deskshare] / [rtms.transcript])",
         &a.media_params,
         &b.media_params,

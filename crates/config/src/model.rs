@@ -262,6 +262,27 @@ pub struct Rtms {
     pub proxy: Proxy,
     /// Streams run at once at most; a started webhook past it gets 503.
     pub max_streams: usize,
+    /// Whose individual video to follow (`[rtms.video] mode = "individual"`); `None` in the
+    /// other modes.
+    pub video_following: Option<VideoFollowing>,
+}
+
+/// `[rtms.video]` in individual mode: the policy and the cap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VideoFollowing {
+    pub follow: Following,
+    /// 1 to 4 (Zoom's limit per stream).
+    pub max: usize,
+}
+
+/// Whom individual video follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Following {
+    ActiveSpeaker,
+    Sharer,
+    FirstWithVideo,
+    /// User ids or display names, in order of preference.
+    Users(Vec<String>),
 }
 
 /// How outgoing WebSockets reach Zoom (`rtms.proxy`).

@@ -167,6 +167,31 @@ pub struct VideoConfig {
     pub codec: Option<Spanned<VideoCodecName>>,
     pub resolution: Option<ResolutionName>,
     pub fps: Num,
+    /// `[rtms.video]` only: whose video Zoom sends.
+    pub mode: Option<Spanned<VideoModeName>>,
+    /// `[rtms.video]` with `mode = "individual"`: whom to follow.
+    pub follow: Option<Spanned<FollowName>>,
+    /// With `follow = "users"`: user ids or display names, in order of preference.
+    pub users: Option<Spanned<Vec<String>>>,
+    /// Participants followed at once, 1 to 4.
+    pub max: Num,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VideoModeName {
+    ActiveSpeaker,
+    Gallery,
+    Individual,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FollowName {
+    ActiveSpeaker,
+    Sharer,
+    FirstWithVideo,
+    Users,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -1484,3 +1484,58 @@ fn a_changed_cluster_section_needs_a_restart() {
         ["[cluster] changed: restart to apply"]
     );
 }
+
+#[test]
+fn video_mode_sets_the_data_option_and_individual_video_takes_a_policy() {
+    let d = Dir::new();
+    let base = "version = 1\n[rtms]\nmedia = [\"video\"]\n[rtms.video]\n";
+    let p = d.parse(&format!("{base}mode = \"gallery\"\n"));
+    let v = p.rtms.media_params.video.as_ref().unwrap();
+    assert_eq!(v.data_opt, Some(data_opt::VIDEO_MIXED_GALLERY_VIEW));
+    assert_eq!(p.rtms.video_following, None);
+
+    let p = d.parse(&format!(
+        "{base}mode = \"individual\"\nfollow = \"users\"\nusers = [\"Ann\", \"16778240\"]\nmax = 2\n"
+    ));
+    let v = p.rtms.media_params.video.as_ref().unwrap();
+    assert_eq!(v.data_opt, Some(data_opt::VIDEO_SINGLE_INDIVIDUAL_STREAM));
+    assert_eq!(
+        p.rtms.video_following,
+        Some(VideoFollowing {
+            follow: Following::Users(vec!["Ann".into(), "16778240".into()]),
+            max: 2
+        })
+    );
+    let p = d.parse(&format!("{base}mode = \"individual\"\n"));
+    assert_eq!(
+        p.rtms.video_following,
+        Some(VideoFollowing {
+            follow: Following::ActiveSpeaker,
+            max: 1
+        })
+    );
+}
+
+#[test]
+fn individual_video_keys_out_of_place_are_refused_with_the_fix() {
+    let d = Dir::new();
+    let base = "version = 1\n[rtms]\nmedia = [\"video\", \"share\"]\n";
+    let e = d.err(&format!("{base}[rtms.video]\nfollow = \"sharer\"\n"));
+    assert!(e.contains("add mode = \"individual\""), "{e}");
+    let e = d.err(&format!(
+        "{base}[rtms.video]\nmode = \"individual\"\nmax = 5\n"
+    ));
+    assert!(e.contains("rtms.video.max") && e.contains("1 to 4"), "{e}");
+    let e = d.err(&format!(
+        "{base}[rtms.video]\nmode = \"individual\"\nfollow = \"users\"\n"
+    ));
+    assert!(e.contains("needs rtms.video.users"), "{e}");
+    let e = d.err(&format!(
+        "{base}[rtms.video]\nmode = \"individual\"\nusers = [\"Ann\"]\n"
+    ));
+    assert!(e.contains("only with follow = \"users\""), "{e}");
+    let e = d.err(&format!("{base}[rtms.deskshare]\nmode = \"individual\"\n"));
+    assert!(e.contains("a key of [rtms.video] only"), "{e}");
+    let e = d.err(&format!("{base}[rtms.video]\nmode = \"speaker\"\n"));
+    assert!(e.contains("individual"), "{e}");
+}

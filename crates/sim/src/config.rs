@@ -65,6 +65,11 @@ pub struct SimConfig {
     /// one ledger update). Same messages, same ledger, a fraction of the sender's CPU: for
     /// benchmarks, where the sender must not be the limit. Samples repeat every ring.
     pub preencoded_audio: bool,
+    /// Individual video subscriptions (msg 28) a stream may hold at once. Past it, a
+    /// subscription is refused with status 25 (INVALID_MEDIA_VIDEO_PARAMS), as protocol V2
+    /// allows several up to a limit (four by default); 1 models a V1 server, where the newest
+    /// subscription replaces the previous one instead.
+    pub individual_video_limit: usize,
 }
 
 impl Default for SimConfig {
@@ -90,6 +95,7 @@ impl Default for SimConfig {
             binary_frames: false,
             omit_all_media_url: false,
             preencoded_audio: false,
+            individual_video_limit: 4,
         }
     }
 }

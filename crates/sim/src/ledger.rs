@@ -178,6 +178,18 @@ pub struct Ledger {
     pub webhooks: Vec<WebhookDelivery>,
     /// Set once the stream ended, with its stop reason.
     pub stop_reason: Option<u32>,
+    /// Every individual video subscription asked (msg 28) and its answer, in order.
+    pub video_subscriptions: Vec<VideoSubscription>,
+    /// Individual video frames sent, per participant.
+    pub video_by_user: BTreeMap<i64, u64>,
+}
+
+/// One msg 28 and the status the simulator answered it with (msg 29).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VideoSubscription {
+    pub user_id: i64,
+    pub subscribe: bool,
+    pub status: u32,
 }
 
 impl Ledger {

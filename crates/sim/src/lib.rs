@@ -61,7 +61,7 @@ pub use config::SimConfig;
 pub use faults::{Fault, ScheduledFault, SocketSel, Trigger};
 pub use ledger::{
     ChatLine, ConnectionChange, ConnectionEvent, Counters, KindStats, Ledger, SocketKind,
-    TranscriptLine, WebhookDelivery,
+    TranscriptLine, VideoSubscription, WebhookDelivery,
 };
 pub use meeting::{MeetingOptions, Pace};
 pub use script::{EventKind, MeetingBuilder, MeetingScript, ScriptError};

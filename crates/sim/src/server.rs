@@ -809,6 +809,7 @@ fn handle_inbound(
                 m.subscribe(&items);
             }
         }
+        msg_type::VIDEO_SUBSCRIPTION_REQ if signaling => m.video_subscription(bytes),
         msg_type::STREAM_CLOSE_REQ if signaling => {
             let st = m.state();
             m.send_signaling(

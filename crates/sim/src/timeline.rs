@@ -613,6 +613,17 @@ impl Runner {
             | EventKind::ParticipantLeave
             | EventKind::VideoOn
             | EventKind::VideoOff => {
+                let mut st = self.m.state();
+                match e.kind {
+                    EventKind::VideoOn => {
+                        st.video_on.insert(e.user_id);
+                    }
+                    EventKind::VideoOff | EventKind::ParticipantLeave => {
+                        st.video_on.remove(&e.user_id);
+                    }
+                    _ => {}
+                }
+                drop(st);
                 json!({"event_type": e.kind.event_type(), "timestamp": ts,
                 "participants": [{"user_id": e.user_id, "user_name": name}]})
             }
@@ -748,13 +759,16 @@ impl Runner {
         if t + self.video_step < self.m.script.duration_ms {
             self.push(t + self.video_step, Item::Video);
         }
-        let seq = self.next_seq(MediaKind::Video);
         let codec = self
             .current_params(media_type::VIDEO)
             .and_then(|p| p.video)
             .and_then(|v| v.codec)
             .unwrap_or(7);
         let img = image_for_codec(codec);
+        if let Some(users) = self.m.individual_video() {
+            return self.individual_video(users, img, ts).await;
+        }
+        let seq = self.next_seq(MediaKind::Video);
         let script = &self.m.script;
         let user = self
             .active_speaker
@@ -768,6 +782,33 @@ impl Runner {
         let (kind, bytes) = (MediaKind::Video, img.len());
         self.send_media(kind, msg, Note::Media { kind, seq, bytes })
             .await
+    }
+
+    /// One frame per subscribed participant whose video is on, each tagged with its user
+    /// (individual video, `data_opt` 4); nothing when nobody is.
+    async fn individual_video(
+        &mut self,
+        users: Vec<i64>,
+        img: &[u8],
+        ts: u64,
+    ) -> Result<(), Interrupt> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let kind = MediaKind::Video;
+        for user in users {
+            let seq = self.next_seq(kind);
+            let msg = MediaMessage {
+                msg_type: msg_type::MEDIA_DATA_VIDEO,
+                content: self.content(user, b64.encode(img), ts),
+            };
+            let note = Note::Media {
+                kind,
+                seq,
+                bytes: img.len(),
+            };
+            self.send_media(kind, msg, note).await?;
+            *self.m.ledger_mut().video_by_user.entry(user).or_default() += 1;
+        }
+        Ok(())
     }
 
     /// One screen-share frame of sharing interval `interval`, and the next one's scheduling.

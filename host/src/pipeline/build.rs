@@ -61,6 +61,7 @@ pub fn client_config(p: &Pipeline) -> Result<ClientConfig> {
         },
         events: r.events.clone(),
         buffer_data: r.buffer_data,
+        video: r.video_following.as_ref().map(video_follow),
         resilience: Resilience {
             connection_timeout: r.connection_timeout,
             connection_max_attempts: r.connection_max_attempts,
@@ -337,5 +338,20 @@ pub async fn load_component(
                 .context("component compilation task failed")?
         }
         None => rt.load(path).await,
+    }
+}
+
+/// `[rtms.video]`'s individual-video policy as the client takes it.
+fn video_follow(v: &rtms_config::VideoFollowing) -> rtms_client::video::VideoFollow {
+    use rtms_client::video::Follow;
+    use rtms_config::Following;
+    rtms_client::video::VideoFollow {
+        follow: match &v.follow {
+            Following::ActiveSpeaker => Follow::ActiveSpeaker,
+            Following::Sharer => Follow::Sharer,
+            Following::FirstWithVideo => Follow::FirstWithVideo,
+            Following::Users(u) => Follow::Users(u.clone()),
+        },
+        max: v.max,
     }
 }

@@ -33,6 +33,7 @@ mod runtime;
 mod server;
 mod sink;
 mod url;
+mod video;
 mod zoom;
 
 pub use defaults::*;

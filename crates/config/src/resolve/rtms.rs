@@ -113,7 +113,8 @@ impl Resolver<'_> {
         }
         let media = self.requested_media(r, raw_plugins, plugins, wanted)?;
         let events = self.rtms_events(r, wanted)?;
-        let media_params = self.media_params(r, media)?;
+        let mut media_params = self.media_params(r, media)?;
+        let video_following = self.video_mode(r, media, &mut media_params)?;
         let (reconnect_jitter_percent, reconnect_healthy_after, stop_drain) = self.outage(r)?;
         let (reconnect_flap_max, reconnect_flap_window) = self.flap(r)?;
         let (allowed_hosts, allow_insecure_ws, max_streams) = self.rtms_intake(r)?;
@@ -142,6 +143,7 @@ impl Resolver<'_> {
             allow_insecure_ws,
             max_streams,
             proxy: self.proxy(&r.proxy)?,
+            video_following,
         })
     }
 

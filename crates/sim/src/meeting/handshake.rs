@@ -118,6 +118,8 @@ impl Meeting {
             let id = st.next_conn;
             st.next_conn += 1;
             st.sig_epoch += 1;
+            // Individual video subscriptions belong to the signaling connection that made them.
+            st.individual.clear();
             st.announced = false;
             st.signaling = Some(SigConn {
                 id,

@@ -14,6 +14,7 @@
 mod handshake;
 mod inject;
 mod loss;
+mod video;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -206,6 +207,10 @@ pub(crate) struct State {
     pub(crate) keepalives_off: bool,
     pub(crate) ignore_answers: Option<SocketSel>,
     subscriptions: HashMap<u32, bool>,
+    /// Participants whose video is on (script events 8 / 9 played so far).
+    pub(crate) video_on: std::collections::BTreeSet<i64>,
+    /// Individual video subscriptions (msg 28) in force, oldest first.
+    pub(crate) individual: Vec<i64>,
     pub paused: bool,
     pub ended: bool,
     /// Set at the first CLIENT_READY_ACK; the timeline waits for it.
@@ -298,6 +303,8 @@ impl State {
             keepalives_off: false,
             ignore_answers: None,
             subscriptions: HashMap::new(),
+            video_on: Default::default(),
+            individual: Vec::new(),
             paused: false,
             ended: false,
             ready_once: false,
