@@ -254,3 +254,93 @@ fn rtms_plugin_file_safe(id: &str) -> String {
         })
         .collect()
 }
+
+/// Individual video: three participants turn their video on and off while the host follows
+/// the first two with video; each followed participant's JPEG frames land in their own folder,
+/// exactly as many as the simulator sent for them, and the subscriptions show in /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn individual_video_gives_each_followed_participant_their_own_frames() {
+    use rtms_sim::EventKind::{VideoOff, VideoOn};
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let extra = video_plugin("jpg").replace(
+        "[rtms.video]\n",
+        "[rtms.video]\nmode = \"individual\"\nfollow = \"first-with-video\"\nmax = 2\nfps = 5\n",
+    );
+    let host = start_host(
+        &sim,
+        Setup {
+            extra,
+            admin: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let script = rtms_sim::MeetingScript::builder()
+        .participant(1, "Ann")
+        .participant(2, "Bo")
+        .participant(3, "Cy")
+        .utterance(1, 100, 400, "good morning")
+        .event(100, VideoOn, 1)
+        .event(400, VideoOn, 2)
+        .event(700, VideoOn, 3)
+        .event(1300, VideoOff, 1)
+        .duration_ms(2500)
+        .build()
+        .unwrap();
+    let m = start(
+        &sim,
+        &host,
+        script,
+        rtms_proto::Product::Meeting,
+        Pace::Realtime,
+    );
+    let ledger = finish(&host, &m).await;
+    let subscribed: Vec<(i64, bool)> = ledger
+        .video_subscriptions
+        .iter()
+        .map(|s| (s.user_id, s.subscribe))
+        .collect();
+    assert_eq!(
+        subscribed,
+        vec![(1, true), (2, true), (1, false), (3, true)]
+    );
+    assert!(ledger.video_subscriptions.iter().all(|s| s.status == 0));
+    for (user, sent) in &ledger.video_by_user {
+        let dir = std::fs::read_dir(host.out_dir())
+            .unwrap()
+            .flatten()
+            .find(|d| {
+                d.file_name()
+                    .to_string_lossy()
+                    .ends_with(&format!("_video_{user}"))
+            })
+            .unwrap_or_else(|| panic!("no folder for participant {user} in {:?}", host.out_dir()));
+        let written = std::fs::read_dir(dir.path()).unwrap().count() as u64;
+        assert_eq!(written, *sent, "participant {user}'s frames");
+    }
+    assert_eq!(ledger.video_by_user.len(), 3, "{:?}", ledger.video_by_user);
+
+    let (_, metrics) = crate::ops::admin(&host, hyper::Method::GET, "/metrics", None).await;
+    assert!(
+        metrics.contains(r#"video_subscriptions_total{action="subscribe",status="OK"} 3"#),
+        "{metrics}"
+    );
+    let (status, body) = crate::ops::admin(
+        &host,
+        hyper::Method::POST,
+        "/admin/sessions/video?stream_id=gone&user_id=1&action=pin",
+        None,
+    )
+    .await;
+    assert_eq!(status, hyper::StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = crate::ops::admin(
+        &host,
+        hyper::Method::POST,
+        "/admin/sessions/video?stream_id=gone&user_id=1&action=follow",
+        None,
+    )
+    .await;
+    assert_eq!(status, hyper::StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("pin|drop|release"), "{body}");
+}

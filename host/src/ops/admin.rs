@@ -12,6 +12,9 @@
 //! - `GET /metrics` — the Prometheus exposition ([`crate::ops::exposition`]);
 //! - `GET /admin/metrics` — the JSON counters, live streams and this listener's own counters;
 //! - `GET /admin/sessions` — the live streams with state, media, plugins and counters;
+//! - `POST /admin/sessions/video?stream_id=ID&user_id=N&action=pin|drop|release` — pins a
+//!   participant's individual video ahead of `[rtms.video]`'s policy, drops it, or returns it
+//!   to the policy (streams in `mode = "individual"` only).
 //! - `POST /admin/sessions/stop?stream_id=ID` — ends one stream (its plugins get
 //!   `on-session-end(shutdown)`);
 //! - `GET /admin/plugins` — each plugin with its version hash, settings and counters;
@@ -99,6 +102,12 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Ends one stream; false when it does not run here.
     fn stop_session(&self, stream_id: &str) -> bool {
         let _ = stream_id;
+        false
+    }
+    /// Pins, drops or releases a participant's individual video on a stream; false when no
+    /// such stream runs here.
+    fn video(&self, stream_id: &str, cmd: rtms_client::video::Command) -> bool {
+        let _ = (stream_id, cmd);
         false
     }
     /// The plugins (`GET /admin/plugins`).
@@ -499,6 +508,7 @@ impl Admin {
                 json_reply(StatusCode::OK, &self.backend.sessions())
             }
             (&Method::POST, "/admin/sessions/stop") => self.stop_session_route(&query, peer),
+            (&Method::POST, "/admin/sessions/video") => self.video_route(&query, peer),
             (&Method::GET, "/admin/plugins") => json_reply(StatusCode::OK, &self.backend.plugins()),
             (&Method::GET, "/admin/reload") => {
                 json_reply(StatusCode::OK, &json!({"last": self.backend.last_reload()}))
@@ -519,7 +529,7 @@ impl Admin {
                 "/metrics" | "/admin/metrics" | "/admin/sessions" | "/admin/plugins"
                 | "/admin/config" | "/admin/tap",
             ) => not_allowed("GET"),
-            (_, "/admin/sessions/stop") => not_allowed("POST"),
+            (_, "/admin/sessions/stop" | "/admin/sessions/video") => not_allowed("POST"),
             (_, "/admin/reload") => not_allowed("GET, POST"),
             (_, "/healthz" | "/readyz" | "/" | "/dashboard") => not_allowed("GET, HEAD"),
             _ => reply(StatusCode::NOT_FOUND, "not found\n"),
@@ -559,6 +569,43 @@ impl Admin {
                 StatusCode::NOT_FOUND,
                 &json!({"error": format!("no stream {id:?} runs on this host: GET /admin/sessions lists them")}),
             ),
+        }
+    }
+
+    /// `POST /admin/sessions/video?stream_id=…&user_id=…&action=pin|drop|release`
+    fn video_route(&self, query: &str, peer: SocketAddr) -> Response<Body> {
+        use rtms_client::video::Command;
+        const USAGE: &str = "POST /admin/sessions/video?stream_id=<rtms_stream_id>&user_id=<number>&action=<pin|drop|release>";
+        let q = |k| crate::urlenc::query_value(query, k);
+        let user = q("user_id").and_then(|u| u.parse::<i64>().ok());
+        let cmd = match (q("action").as_deref(), user) {
+            (Some("pin"), Some(u)) => Command::Pin(u),
+            (Some("drop"), Some(u)) => Command::Drop(u),
+            (Some("release"), Some(u)) => Command::Release(u),
+            _ => {
+                return json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("name the stream, a numeric user id and an action: {USAGE}")}),
+                );
+            }
+        };
+        let Some(id) = q("stream_id") else {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": format!("name the stream: {USAGE}")}),
+            );
+        };
+        if self.backend.video(&id, cmd) {
+            tracing::info!(%peer, stream_id = %rtms_proto::text::truncated(&id, 64), ?cmd, "individual video command from the admin API");
+            json_reply(
+                StatusCode::OK,
+                &json!({"stream_id": id, "command": format!("{cmd:?}")}),
+            )
+        } else {
+            json_reply(
+                StatusCode::NOT_FOUND,
+                &json!({"error": format!("no stream {id:?} runs on this host: GET /admin/sessions lists them")}),
+            )
         }
     }
 

@@ -74,6 +74,7 @@ pub struct Telemetry {
     keepalive_rtt: Histogram,
     first_frame: Histogram,
     sessions_stopped_by_admin: Counter,
+    video_subscriptions: Family<Labels2, Counter>,
 }
 
 /// Reconnection causes [`rtms_client::Observer::reconnecting`] reports.
@@ -139,6 +140,7 @@ impl Telemetry {
                 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
             ]),
             sessions_stopped_by_admin: Counter::default(),
+            video_subscriptions: Family::default(),
         }
     }
 }
@@ -198,6 +200,18 @@ impl rtms_client::Observer for Telemetry {
 
     fn first_frame(&self, since_start: Duration) {
         self.first_frame.observe(since_start.as_secs_f64());
+    }
+
+    fn video_subscription(&self, subscribe: bool, status: u32) {
+        let action = if subscribe {
+            "subscribe"
+        } else {
+            "unsubscribe"
+        };
+        let status = rtms_proto::codes::status::name(status);
+        self.video_subscriptions
+            .get_or_create(&[("action", action), ("status", status)])
+            .inc();
     }
 }
 
@@ -772,6 +786,11 @@ pub fn registry(telemetry: &Telemetry, sources: Arc<Sources>) -> Registry {
         "sessions_stopped_by_admin",
         "Streams stopped through the admin API",
         t.sessions_stopped_by_admin.clone(),
+    );
+    r.register(
+        "video_subscriptions",
+        "Zoom's answers to individual video subscriptions (msg 29), by action and status name (OK, or why it was refused)",
+        t.video_subscriptions.clone(),
     );
     r.register_collector(Box::new(HostCollector(sources)));
     r

@@ -233,6 +233,10 @@ impl AdminBackend for Backend {
         serde_json::Value::Array(list)
     }
 
+    fn video(&self, stream_id: &str, cmd: rtms_client::video::Command) -> bool {
+        self.sessions.video(stream_id, cmd)
+    }
+
     fn stop_session(&self, stream_id: &str) -> bool {
         let stopped = self.sessions.stop(stream_id);
         if stopped {
