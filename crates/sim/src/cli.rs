@@ -91,6 +91,10 @@ pub struct SimulateArgs {
     /// Keep-alive interval on idle sockets, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub keepalive_ms: u64,
+    /// Individual video subscriptions a stream may hold at once (msg 28): past it one is
+    /// refused with status 25; 1 makes the newest replace the previous, as on a V1 server.
+    #[arg(long, default_value_t = 4)]
+    pub individual_video_limit: usize,
     /// Seconds to wait for a client before a started meeting gives up (reason 11).
     #[arg(long, default_value_t = 120)]
     pub connect_timeout_secs: u64,
@@ -232,6 +236,7 @@ async fn start_simulator(args: &SimulateArgs) -> anyhow::Result<Simulator> {
         keepalive_interval: Duration::from_millis(args.keepalive_ms.max(100)),
         connect_timeout: Duration::from_secs(args.connect_timeout_secs.max(1)),
         preencoded_audio: args.preencoded_audio,
+        individual_video_limit: args.individual_video_limit.max(1),
         ..SimConfig::default()
     };
     let sim = Simulator::start(config).await?;
