@@ -916,5 +916,14 @@ pub(crate) fn event_names() -> BTreeMap<&'static str, u32> {
         ),
         ("participant-video-on", e::PARTICIPANT_VIDEO_ON),
         ("participant-video-off", e::PARTICIPANT_VIDEO_OFF),
+        ("first-packet-timestamp", e::FIRST_PACKET_TIMESTAMP),
+        ("chat-group-create", e::CHAT_GROUP_CREATE),
+        ("chat-group-delete", e::CHAT_GROUP_DELETE),
+        ("chat-group-members-add", e::CHAT_GROUP_MEMBERS_ADD),
+        ("chat-group-members-delete", e::CHAT_GROUP_MEMBERS_DELETE),
+        (
+            "chat-group-member-status-update",
+            e::CHAT_GROUP_MEMBER_STATUS_UPDATE,
+        ),
     ])
 }

@@ -145,6 +145,13 @@ pub mod event_type {
     pub const MEDIA_CONNECTION_INTERRUPTED: u32 = 7;
     pub const PARTICIPANT_VIDEO_ON: u32 = 8;
     pub const PARTICIPANT_VIDEO_OFF: u32 = 9;
+    /// Chat-group events (June 2026): `chat_groups`, `members_update_list` and
+    /// `member_status_update_list` arrays; passed to plugins as JSON.
+    pub const CHAT_GROUP_CREATE: u32 = 10;
+    pub const CHAT_GROUP_DELETE: u32 = 11;
+    pub const CHAT_GROUP_MEMBERS_ADD: u32 = 12;
+    pub const CHAT_GROUP_MEMBERS_DELETE: u32 = 13;
+    pub const CHAT_GROUP_MEMBER_STATUS_UPDATE: u32 = 14;
 }
 
 /// STOP_REASON values (msg 8 `reason`, msg 9 `stop_reason`, `*_rtms_stopped` `stop_reason`).
