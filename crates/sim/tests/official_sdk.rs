@@ -73,6 +73,9 @@ async fn zoom_official_sdk_gets_everything_of_a_fast_meeting() {
     conformance(Pace::Fast).await;
 }
 
+/// One SDK process at a time: two at once on two cores starve each other's keep-alives.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// What one run of the SDK script gave.
 struct Attempt {
     got: Vec<Value>,
@@ -93,8 +96,6 @@ impl Attempt {
 }
 
 async fn conformance(pace: Pace) {
-    // One SDK process at a time: two at once on two cores starve each other's keep-alives.
-    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = ONE_AT_A_TIME.lock().await;
     let py = tokio::task::spawn_blocking(sdk_python)
         .await
@@ -180,6 +181,15 @@ async fn conformance(pace: Pace) {
 }
 
 async fn attempt(py: &Path, pace: Pace) -> Attempt {
+    attempt_with(py, pace, script(), &[]).await
+}
+
+async fn attempt_with(
+    py: &Path,
+    pace: Pace,
+    script: MeetingScript,
+    env: &[(&str, &str)],
+) -> Attempt {
     let cfg = SimConfig {
         tls: true,
         advertise_host: "localhost".into(),
@@ -200,6 +210,7 @@ async fn attempt(py: &Path, pace: Pace) -> Attempt {
         .env("ZM_RTMS_CA", &ca)
         .env("ZM_RTMS_PATH", "/webhook")
         .env("SDK_TEST_TIMEOUT", "25")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("stderr.txt")).unwrap())
         .kill_on_drop(true)
@@ -230,7 +241,7 @@ async fn attempt(py: &Path, pace: Pace) -> Attempt {
 
     let h = sim
         .start_meeting(
-            script(),
+            script,
             MeetingOptions {
                 product: Product::Meeting,
                 pace,
@@ -270,4 +281,63 @@ async fn attempt(py: &Path, pace: Pace) -> Attempt {
         context,
         log: sdk_log(dir.path()),
     }
+}
+
+/// Individual video: Zoom's SDK asks for `data_opt` 4, hears who turns video on (events 8 and
+/// 9), subscribes to each (msg 28) and gets each participant's own frames, as many as the
+/// ledger sent for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zoom_official_sdk_subscribes_to_individual_video() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let py = tokio::task::spawn_blocking(sdk_python)
+        .await
+        .expect("installer thread")
+        .unwrap_or_else(|e| panic!("Zoom's official SDK is not available: {e}"));
+    let script = MeetingScript::builder()
+        .participant(16778240, "Ann Example")
+        .participant(16779264, "Bo Example")
+        .utterance(16778240, 100, 300, "good morning")
+        .event(300, rtms_sim::EventKind::VideoOn, 16778240)
+        .event(700, rtms_sim::EventKind::VideoOn, 16779264)
+        .duration_ms(2500)
+        .build()
+        .expect("valid script");
+    let mut run = attempt_with(
+        &py,
+        Pace::Realtime,
+        script.clone(),
+        &[("SDK_VIDEO", "individual")],
+    )
+    .await;
+    if run.sdk_crashed() {
+        eprintln!(
+            "Zoom's SDK process died; running it once more. First run:\n{}",
+            run.context
+        );
+        run = attempt_with(&py, Pace::Realtime, script, &[("SDK_VIDEO", "individual")]).await;
+    }
+    let Attempt {
+        got,
+        ledger,
+        context,
+        ..
+    } = run;
+    let asked: Vec<(i64, bool, u32)> = ledger
+        .video_subscriptions
+        .iter()
+        .map(|s| (s.user_id, s.subscribe, s.status))
+        .collect();
+    assert_eq!(
+        asked,
+        vec![(16778240, true, 0), (16779264, true, 0)],
+        "{context}"
+    );
+    let mut frames = std::collections::BTreeMap::<i64, u64>::new();
+    for v in got.iter().filter(|v| v["kind"] == "video") {
+        *frames
+            .entry(v["user_id"].as_i64().unwrap_or(-1))
+            .or_default() += 1;
+    }
+    assert_eq!(frames, ledger.video_by_user, "{context}");
+    assert_eq!(frames.len(), 2, "{context}");
 }

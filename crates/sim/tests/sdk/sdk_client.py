@@ -65,6 +65,29 @@ def on_webhook(payload):
         emit({"kind": "transcript", "text": text, "timestamp": timestamp,
               "user_id": md.userId, "user_name": md.userName})
 
+    if os.environ.get("SDK_VIDEO") == "individual":
+        # Individual video as Zoom's SDK 1.1 does it: data_opt 4 on the video socket, and a
+        # subscription for each participant whose video turns on.
+        client.set_video_params(
+            rtms.VideoParams(content_type=3, codec=7, resolution=2,
+                             data_opt=rtms.DataOption.VIDEO_SINGLE_INDIVIDUAL_STREAM, fps=10)
+        )
+
+        def on_participant_video(users, is_on):
+            emit({"kind": "participant_video", "users": list(users), "on": is_on})
+            if is_on:
+                for u in users:
+                    client.subscribe_video(u, True)
+
+        def on_video(data, size, timestamp, md):
+            emit({"kind": "video", "len": len(data), "user_id": md.userId,
+                  "user_name": md.userName})
+
+        client.on_participant_video(on_participant_video)
+        client.on_video_subscribed(lambda user_id, status, error: emit(
+            {"kind": "video_subscribed", "user_id": user_id, "status": status}))
+        client.on_video_data(on_video)
+
     client.on_audio_data(on_audio)
     client.on_transcript_data(on_transcript)
     client.on_join_confirm(lambda reason: emit({"kind": "join_confirm", "reason": reason}))
