@@ -4,17 +4,21 @@
 //! ```text
 //! cargo run --release -p rtms-bench -- [all|drain|concurrency|call|reload|startup] [--quick]
 //! cargo run --release -p rtms-bench -- chaos [--meetings 50] [--minutes 5] [--faults 1000]
+//! cargo build --release -p rtms-host && cargo run --release -p rtms-bench -- cluster [--quick]
 //! ```
 //!
 //! Modules: [`drain`] (single-stream throughput with raw and client baselines),
 //! [`concurrency`] (N real-time meetings: latency, CPU, memory, drops), [`call`] (plugin
 //! call cost by batch size), [`reload`] (hot reload under load), [`startup`] (time to
 //! ready), [`chaos`] (meetings under random faults beside hostile plugins, judged; not in
+//! `all`); [`cluster`] (webhook to first frame with and without `[cluster]`, failover after
+//! `kill -9`, the lease renewals' cost; nats-server and `rtms-host` processes; not in
 //! `all`); [`setup`] (pipelines, host, scripts), [`raw`] (the counting WebSocket reader),
 //! [`hist`], [`probe`], [`report`].
 
 mod call;
 mod chaos;
+mod cluster;
 mod concurrency;
 mod drain;
 mod hist;
@@ -26,6 +30,23 @@ mod sdk;
 mod sender;
 mod setup;
 mod startup;
+
+#[path = "../../tests/shared/host_process.rs"]
+mod host_process;
+#[path = "../../tests/shared/nats.rs"]
+mod nats;
+#[path = "../../tests/shared/cluster_rig.rs"]
+mod rig;
+
+/// What the shared cluster rig takes from its harness: the built components and the warm
+/// compile cache.
+mod util {
+    pub use crate::setup::component;
+
+    pub fn cache_dir() -> std::path::PathBuf {
+        crate::setup::warm_cache()
+    }
+}
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -50,6 +71,9 @@ enum Which {
     /// Meetings under random faults beside hostile plugins (not part of `all`); exits
     /// non-zero when a pass criterion fails.
     Chaos,
+    /// A cluster of `rtms-host` processes on a nats-server it starts (not part of `all`;
+    /// needs `target/release/rtms-host` and Debian's nats-server).
+    Cluster,
     /// Internal: the host process of the chaos benchmark.
     #[value(hide = true)]
     HostChild,
@@ -112,7 +136,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if !matches!(
         args.which,
-        Which::SimChild | Which::SenderChild | Which::HostChild
+        Which::SimChild | Which::SenderChild | Which::HostChild | Which::Cluster
     ) {
         let cores = probe::cpus();
         match probe::pin_receiver(!args.no_pin) {
@@ -181,6 +205,9 @@ async fn run(args: Args) -> Result<()> {
     }
     if all || args.which == Which::Concurrency {
         concurrency::run(&mut report, q, &args.meetings).await?;
+    }
+    if args.which == Which::Cluster {
+        cluster::run(&mut report, &cluster::Opts::new(q)).await?;
     }
     let mut passed = true;
     if args.which == Which::Chaos {

@@ -8,6 +8,8 @@
 //! - `webhooks`: a webhook acknowledged by a host that dies before acting is still served.
 //! - `pause`: a host paused past its lease (SIGSTOP) writes nothing once resumed.
 //! - `drain`: SIGTERM hands a host's streams to the others; no meeting ends.
+//! - `ready`: `/readyz` says "at the stream cap" and then "draining", so a balancer steers
+//!   away.
 //! - `engine`: the engine restarted under load; no meeting ends, no webhook is lost.
 //! - `traffic`: what a lease renewal costs the engine.
 //!
@@ -22,12 +24,15 @@ mod record;
 #[path = "../all/util.rs"]
 mod util;
 
-mod check;
+#[path = "../shared/cluster_rig.rs"]
 mod rig;
+
+mod check;
 
 mod drain;
 mod engine;
 mod failover;
 mod pause;
+mod ready;
 mod traffic;
 mod webhooks;

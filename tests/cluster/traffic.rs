@@ -1,22 +1,14 @@
 //! What the leases cost the engine: the bytes and messages a host sends per renewal, read
 //! from its own metrics while meetings run.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::rig::{ONE_AT_A_TIME, Rig, eventually, frames_in};
+use crate::rig::{ONE_AT_A_TIME, Rig, eventually, frames_in, http_get};
 
 /// A counter of `/metrics` on `admin`.
 fn counter(admin: SocketAddr, name: &str) -> u64 {
-    let mut s = std::net::TcpStream::connect(admin).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    let (_, text) = http_get(admin, "/metrics");
     text.lines()
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
         .and_then(|l| l.rsplit(' ').next())

@@ -4,7 +4,8 @@
 //!
 //! The binary is `RTMS_HOST_BIN` when set, else `target/release/rtms-host` when it exists
 //! and is newer than the test build's own binary (a stale release build would test old
-//! code), else the binary cargo built for this test run.
+//! code), else the binary cargo built for this test run. Outside the host crate's tests (the
+//! benchmarks, which cargo builds no host binary for) it is `target/release/rtms-host`.
 
 #![allow(dead_code)]
 
@@ -25,8 +26,13 @@ pub fn host_binary() -> (PathBuf, &'static str) {
     if let Some(p) = std::env::var_os("RTMS_HOST_BIN") {
         return (PathBuf::from(p), "RTMS_HOST_BIN");
     }
-    let built = PathBuf::from(env!("CARGO_BIN_EXE_rtms-host"));
     let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/rtms-host");
+    let Some(built) = option_env!("CARGO_BIN_EXE_rtms-host").map(PathBuf::from) else {
+        return (
+            release,
+            "target/release (cargo build --release -p rtms-host)",
+        );
+    };
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     match (mtime(&release), mtime(&built)) {
         (Some(r), Some(b)) if r >= b => (release, "target/release (newer than the test build)"),

@@ -1,6 +1,6 @@
-//! A real `nats-server` with JetStream for tests: on 127.0.0.1, a port the server picks
-//! itself (`-p -1`, read back from its log), a fresh data directory per server, stopped when
-//! dropped. A test that needs one fails, never skips, when the binary is missing.
+//! A real `nats-server` with JetStream for tests and benchmarks: on 127.0.0.1, ports the
+//! server picks itself (`-p -1` for clients, `-m -1` for its monitoring endpoint; both read
+//! back from its log), a fresh data directory per server, stopped when dropped. A test that needs one fails, never skips, when the binary is missing.
 
 #![allow(dead_code)]
 
@@ -24,6 +24,8 @@ struct Log {
 pub struct NatsServer {
     child: Child,
     pub port: u16,
+    /// The HTTP monitoring port (`/varz`: the server's message and byte counters).
+    pub monitor_port: u16,
     /// The JetStream data directory (`-sd`), kept across [`NatsServer::restart`].
     pub dir: tempfile::TempDir,
     log: Arc<(Mutex<Log>, Condvar)>,
@@ -38,7 +40,7 @@ impl NatsServer {
     fn spawn(dir: tempfile::TempDir, port: Option<u16>) -> Self {
         let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
         let mut child = Command::new(binary())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-m", "-1", "-sd"])
             .arg(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -67,6 +69,7 @@ impl NatsServer {
         let mut server = Self {
             child,
             port: 0,
+            monitor_port: 0,
             dir,
             log,
         };
@@ -76,11 +79,17 @@ impl NatsServer {
                 Duration::from_secs(30),
             )
             .unwrap_or_else(|| panic!("nats-server did not start:\n{}", server.logs().join("\n")));
-        server.port = listening
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no port in {listening:?}"));
+        let port_of = |line: &str| -> u16 {
+            line.rsplit(':')
+                .next()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no port in {line:?}"))
+        };
+        server.port = port_of(&listening);
+        let monitor = server
+            .wait_for("Starting http monitor on", Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no monitoring port:\n{}", server.logs().join("\n")));
+        server.monitor_port = port_of(&monitor);
         server
             .wait_for("Server is ready", Duration::from_secs(30))
             .unwrap_or_else(|| panic!("nats-server is not ready:\n{}", server.logs().join("\n")));

@@ -39,6 +39,8 @@ pub struct HostSinkFactory {
 
 pub struct HostSink {
     session: Arc<LiveStream>,
+    /// Set once the session's first frame was logged.
+    first_seen: std::sync::atomic::AtomicBool,
     tap: Option<Tap>,
     read_tap: Option<ReadTap>,
 }
@@ -72,6 +74,7 @@ impl SinkFactory for HostSinkFactory {
         });
         HostSink {
             session,
+            first_seen: std::sync::atomic::AtomicBool::new(false),
             tap: self.tap.clone(),
             read_tap: self.read_tap.clone(),
         }
@@ -82,6 +85,12 @@ impl FrameSink for HostSink {
     async fn frame(&self, frame: rtms_client::Frame) {
         let read_at = frame.received_at;
         let frame = wit_frame(frame);
+        let seen = &self.first_seen;
+        if !seen.load(std::sync::atomic::Ordering::Relaxed)
+            && !seen.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!(stream = %self.session.stream_id, kind = ?frame.kind, seq = frame.seq, "session's first frame");
+        }
         if let Some(tap) = &self.tap {
             tap(&self.session, &frame);
         }

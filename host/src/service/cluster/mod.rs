@@ -438,6 +438,10 @@ impl Cluster {
     /// and are taken over like a dead host's.
     pub async fn drain(&self) -> (usize, usize) {
         self.inner.draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            streams = self.inner.owned.lock().len(),
+            "cluster: draining (/readyz answers 503): no new streams here; handing the live ones to the other hosts"
+        );
         self.intake_stop.cancel();
         leases::write_host(&self.inner).await;
         let bound = self.inner.cfg.drain;

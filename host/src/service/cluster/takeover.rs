@@ -175,6 +175,14 @@ fn due(inner: &Inner) -> Vec<(String, SeenLease)> {
             lapses + inner.cfg.lease / 2
         };
         if now >= due {
+            if !unowned {
+                tracing::info!(
+                    stream_id = %stream,
+                    owner = %seen.record.owner,
+                    since_lapse_ms = now.saturating_duration_since(lapses).as_millis() as u64,
+                    "cluster: lease lapsed; taking the stream over"
+                );
+            }
             room -= 1;
             out.push((stream, seen));
         }

@@ -1,10 +1,13 @@
-//! A cluster on one machine, as a test needs it: a real nats-server with JetStream (fresh
-//! data directory), real `rtms-host run` processes joined to it, the simulator, and a TCP
-//! balancer in front of the hosts, as a load balancer would be: each new connection goes to
-//! the next host that accepts it.
+//! A cluster on one machine, as the cluster tests and the `cluster` benchmark need it: a real
+//! nats-server with JetStream (fresh data directory), real `rtms-host run` processes joined
+//! to it, the simulator, and a TCP balancer in front of the hosts, as a load balancer would
+//! be: each new connection goes to the next host that accepts it.
 //!
 //! Every host's seq-recorder writes into one shared directory, so the file of a stream holds
 //! what every host that ran it wrote, in order: a takeover appends to it.
+//!
+//! The module that includes this file provides `crate::host_process`, `crate::nats` and
+//! `crate::util::{cache_dir, component}` (the compile cache and the built components).
 
 #![allow(dead_code)]
 
@@ -14,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use rtms_proto::Product;
 use rtms_sim::{MeetingHandle, MeetingOptions, MeetingScript, Pace, SimConfig, Simulator};
 use tokio::net::{TcpListener, TcpStream};
@@ -51,7 +53,7 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// A TCP balancer: each accepted connection goes to the next backend that accepts it.
 pub struct Balancer {
     pub addr: SocketAddr,
-    backends: Arc<Mutex<Vec<SocketAddr>>>,
+    backends: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -59,12 +61,12 @@ impl Balancer {
     pub async fn start(backends: Vec<SocketAddr>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let backends = Arc::new(Mutex::new(backends));
+        let backends = Arc::new(std::sync::Mutex::new(backends));
         let list = backends.clone();
         let next = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                let list = list.lock().clone();
+                let list = list.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 let start = next.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     for i in 0..list.len() {
@@ -85,7 +87,7 @@ impl Balancer {
     }
 
     pub fn set(&self, backends: Vec<SocketAddr>) {
-        *self.backends.lock() = backends;
+        *self.backends.lock().unwrap_or_else(|p| p.into_inner()) = backends;
     }
 
     pub fn webhook_url(&self) -> String {
@@ -127,6 +129,11 @@ pub struct HostSpec {
     pub max_streams: usize,
     pub lease_ms: u64,
     pub renew_ms: u64,
+    /// `[cluster] placement`.
+    pub placement: &'static str,
+    /// Join the cluster; `false` writes no `[cluster]` section (a host alone, for
+    /// comparisons).
+    pub cluster: bool,
 }
 
 impl HostSpec {
@@ -135,6 +142,18 @@ impl HostSpec {
             "[admin]\nlisten = \"127.0.0.1:0\"\n"
         } else {
             "[admin]\nenabled = false\n"
+        };
+        let cluster = if self.cluster {
+            format!(
+                "[cluster]\nnats_url = {nats:?}\nhost_id = {id:?}\nlease_ms = {lease}\nrenew_ms = {renew}\nack_wait_ms = 2000\ndrain_ms = 15000\nplacement = {placement:?}\n",
+                nats = self.nats_url,
+                id = self.id,
+                lease = self.lease_ms,
+                renew = self.renew_ms,
+                placement = self.placement,
+            )
+        } else {
+            String::new()
         };
         format!(
             r#"version = 1
@@ -150,13 +169,7 @@ cache_dir = {cache:?}
 dead_letter_dir = "dead"
 [runtime.reload]
 watch = false
-[cluster]
-nats_url = {nats:?}
-host_id = {id:?}
-lease_ms = {lease}
-renew_ms = {renew}
-ack_wait_ms = 2000
-drain_ms = 15000
+{cluster}
 [[plugin]]
 name = "seqs"
 component = {seq:?}
@@ -166,11 +179,7 @@ host = {out:?}
 guest = "/out"
 "#,
             max = self.max_streams,
-            lease = self.lease_ms,
-            renew = self.renew_ms,
             cache = crate::util::cache_dir().display().to_string(),
-            nats = self.nats_url,
-            id = self.id,
             seq = crate::util::component("seq_recorder").display().to_string(),
             out = self.out.display().to_string(),
         )
@@ -203,6 +212,11 @@ impl Rig {
 
     /// Like [`Rig::start`], with `tweak` applied to each host's spec first.
     pub async fn start_with(n: usize, tweak: impl Fn(usize, &mut HostSpec)) -> Rig {
+        Self::start_on(n, simulator().await, tweak).await
+    }
+
+    /// Like [`Rig::start_with`], with the hosts set up for `sim`'s credentials.
+    pub async fn start_on(n: usize, sim: Simulator, tweak: impl Fn(usize, &mut HostSpec)) -> Rig {
         let nats = tokio::task::spawn_blocking(NatsServer::start)
             .await
             .unwrap();
@@ -217,6 +231,8 @@ impl Rig {
                     max_streams: 1000,
                     lease_ms: LEASE_MS,
                     renew_ms: 500,
+                    placement: "least_loaded",
+                    cluster: true,
                 };
                 tweak(i, &mut spec);
                 spec
@@ -231,7 +247,7 @@ impl Rig {
             nats: Some(nats),
             hosts,
             specs,
-            sim: simulator().await,
+            sim,
             lb,
             out,
         }
@@ -288,8 +304,14 @@ impl Rig {
     /// Starts a real-time meeting of `lines` transcript lines, 200 ms apart, its webhooks
     /// through the balancer.
     pub fn meeting(&self, lines: usize) -> MeetingHandle {
+        self.meeting_at(&self.lb.webhook_url(), lines, 10)
+    }
+
+    /// Starts a real-time meeting of `lines` transcript lines, `frames` audio frames (20 ms
+    /// each) apart, its webhooks to `webhook_url`.
+    pub fn meeting_at(&self, webhook_url: &str, lines: usize, frames: u64) -> MeetingHandle {
         let script = MeetingScript::builder()
-            .synthetic_speech(2, lines, 10)
+            .synthetic_speech(2, lines, frames)
             .build()
             .unwrap();
         self.sim
@@ -298,7 +320,7 @@ impl Rig {
                 MeetingOptions {
                     product: Product::Meeting,
                     pace: Pace::Realtime,
-                    webhook_url: Some(self.lb.webhook_url()),
+                    webhook_url: Some(webhook_url.to_owned()),
                     ..Default::default()
                 },
             )
@@ -329,4 +351,28 @@ impl Rig {
 /// Frames written for a stream so far (lines that are not `#` comments).
 pub fn frames_in(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| !l.starts_with('#')).count())
+}
+
+/// `GET path` on `addr` over a fresh connection (blocking; small answers only): the status
+/// code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("cannot connect to {addr} for GET {path}: {e}"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in the answer to GET {path}: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
 }
