@@ -20,6 +20,8 @@
 //!   ledger.
 //! - `scale`: a hundred concurrent meetings.
 //! - `shutdown`: graceful shutdown with a live meeting.
+//! - `close`: closing a stream from the host's side (STREAM_CLOSE_REQ): `rtms-host stop
+//!   --stream`, a shutdown that closes streams, refusals counted by status name.
 //! - `ops`: Prometheus metrics against the ledger, the admin API, the token rule, `rtms-host
 //!   tap` and the dashboard in headless Chromium.
 //! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
@@ -41,6 +43,7 @@ mod util;
 mod harness;
 
 mod chaos;
+mod close;
 mod drops;
 mod event_ws;
 mod faults;

@@ -18,6 +18,7 @@
 
 use rtms_proto::msg::{
     ClientReadyAck, DataHandshakeReq, EventSubscription, KeepAlive, SignalingHandshakeReq,
+    StreamCloseReq,
 };
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
@@ -37,6 +38,8 @@ pub enum Outgoing<'a> {
     ReadyAck(&'a ClientReadyAck),
     /// msg 13.
     KeepAliveResp(&'a KeepAlive),
+    /// msg 21.
+    StreamClose(&'a StreamCloseReq),
 }
 
 /// Turns received bytes into messages and messages into WebSocket frames. Both run on the
@@ -66,6 +69,7 @@ impl Codec for JsonCodec {
             Outgoing::Subscription(m) => json(m),
             Outgoing::ReadyAck(m) => json(m),
             Outgoing::KeepAliveResp(m) => json(m),
+            Outgoing::StreamClose(m) => json(m),
         }
     }
 }

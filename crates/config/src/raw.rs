@@ -124,6 +124,7 @@ pub struct RtmsConfig {
     pub reconnect_flap_max: Num,
     pub reconnect_flap_window_ms: Num,
     pub stop_drain_ms: Num,
+    pub close_timeout_ms: Num,
     pub keepalive_interval_ms: Num,
     pub keepalive_timeout_ms: Num,
     pub webhook_wait_timeout_ms: Num,
@@ -236,6 +237,7 @@ pub struct RuntimeConfig {
     pub shutdown_grace_ms: Num,
     pub journal_dir: Option<Spanned<String>>,
     pub journal_grace_ms: Num,
+    pub close_streams_on_shutdown: Option<bool>,
     #[serde(default)]
     pub reload: ReloadConfig,
 }

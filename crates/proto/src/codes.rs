@@ -60,7 +60,10 @@ pub mod media_type {
     }
 }
 
-/// `status_code` values (Zoom's GA table). Only [`status::OK`] is success.
+/// `status_code` values: Zoom's GA table (`rtms.h`, RTMSManager's Python library; 46 and 47
+/// from the June 2026 protocol definitions). Only [`status::OK`] is success. The beta table of
+/// Zoom's old mock numbers the same refusals differently; servers that still speak it are told
+/// apart by their `reason` text only ([`status::is_duplicate`]).
 pub mod status {
     pub const OK: u32 = 0;
     pub const INVALID_MESSAGE_TYPE: u32 = 1;
@@ -71,36 +74,162 @@ pub mod status {
     pub const INVALID_EVENT_TYPE: u32 = 6;
     pub const INVALID_MEDIA_TYPE: u32 = 7;
     pub const DUPLICATE_SIGNAL_REQUEST: u32 = 8;
+    pub const MEDIA_TYPE_AUDIO_NOT_SUPPORT: u32 = 9;
+    pub const MEDIA_TYPE_VIDEO_NOT_SUPPORT: u32 = 10;
+    pub const MEDIA_TYPE_DESKSHARE_NOT_SUPPORT: u32 = 11;
+    pub const MEDIA_TYPE_TRANSCRIPT_NOT_SUPPORT: u32 = 12;
+    pub const MEDIA_TYPE_CHAT_NOT_SUPPORT: u32 = 13;
+    pub const MEDIA_TYPE_INVALID_VALUE: u32 = 14;
     pub const MEDIA_DATA_ALL_CONNECTION_EXIST: u32 = 15;
     pub const DUPLICATE_MEDIA_DATA_CONNECTION: u32 = 16;
     pub const INVALID_MEDIA_PARAMS: u32 = 17;
+    pub const INVALID_MEDIA_AUDIO_PARAMS: u32 = 18;
+    pub const INVALID_MEDIA_AUDIO_CONTENT_TYPE: u32 = 19;
+    pub const INVALID_MEDIA_AUDIO_SAMPLE_RATE: u32 = 20;
+    pub const INVALID_MEDIA_AUDIO_CHANNEL: u32 = 21;
+    pub const INVALID_MEDIA_AUDIO_CODEC: u32 = 22;
+    pub const INVALID_MEDIA_AUDIO_DATA_OPT: u32 = 23;
+    pub const INVALID_MEDIA_AUDIO_SEND_RATE: u32 = 24;
+    pub const INVALID_MEDIA_VIDEO_PARAMS: u32 = 25;
+    pub const INVALID_MEDIA_VIDEO_CONTENT_TYPE: u32 = 26;
+    pub const INVALID_MEDIA_VIDEO_CODEC: u32 = 27;
+    pub const INVALID_MEDIA_VIDEO_RESOLUTION: u32 = 28;
+    pub const INVALID_MEDIA_VIDEO_DATA_OPT: u32 = 29;
+    pub const INVALID_MEDIA_VIDEO_FPS: u32 = 30;
+    pub const INVALID_MEDIA_DESKSHARE_PARAMS: u32 = 31;
+    pub const INVALID_MEDIA_DESKSHARE_CONTENT_TYPE: u32 = 32;
+    pub const INVALID_MEDIA_DESKSHARE_CODEC: u32 = 33;
+    pub const INVALID_MEDIA_DESKSHARE_RESOLUTION: u32 = 34;
+    pub const INVALID_MEDIA_DESKSHARE_FPS: u32 = 35;
+    pub const INVALID_MEDIA_TRANSCRIPT_PARAMS: u32 = 36;
+    pub const INVALID_MEDIA_TRANSCRIPT_CONTENT_TYPE: u32 = 37;
+    pub const INVALID_MEDIA_CHAT_PARAMS: u32 = 38;
+    pub const INVALID_MEDIA_CHAT_CONTENT_TYPE: u32 = 39;
     pub const INVALID_RTMS_SESSION_ID: u32 = 40;
     pub const INVALID_CLIENT_READY_ACK: u32 = 41;
+    pub const INVALID_EVENT_SUBSCRIBE: u32 = 42;
+    pub const INVALID_MEDIA_TRANSCRIPT_SROUCE_LANGUAGE: u32 = 43;
+    pub const INVALID_MEDIA_TRANSCRIPT_TARGET_LANGUAGE: u32 = 46;
+    pub const CHAT_SESSION_KEY_NOT_AVAILABLE: u32 = 47;
 
-    /// Zoom's name for a status code, for log lines.
+    /// Every code of the GA table with its name, in order (44 and 45 are unassigned).
+    pub const TABLE: [(u32, &str); 46] = [
+        (OK, "OK"),
+        (INVALID_MESSAGE_TYPE, "INVALID_MESSAGE_TYPE"),
+        (INVALID_RTMS_STREAM_ID, "INVALID_RTMS_STREAM_ID"),
+        (INVALID_SIGNATURE, "INVALID_SIGNATURE"),
+        (INVALID_PAYLOAD, "INVALID_PAYLOAD"),
+        (INVALID_EVENTS, "INVALID_EVENTS"),
+        (INVALID_EVENT_TYPE, "INVALID_EVENT_TYPE"),
+        (INVALID_MEDIA_TYPE, "INVALID_MEDIA_TYPE"),
+        (DUPLICATE_SIGNAL_REQUEST, "DUPLICATE_SIGNAL_REQUEST"),
+        (MEDIA_TYPE_AUDIO_NOT_SUPPORT, "MEDIA_TYPE_AUDIO_NOT_SUPPORT"),
+        (MEDIA_TYPE_VIDEO_NOT_SUPPORT, "MEDIA_TYPE_VIDEO_NOT_SUPPORT"),
+        (
+            MEDIA_TYPE_DESKSHARE_NOT_SUPPORT,
+            "MEDIA_TYPE_DESKSHARE_NOT_SUPPORT",
+        ),
+        (
+            MEDIA_TYPE_TRANSCRIPT_NOT_SUPPORT,
+            "MEDIA_TYPE_TRANSCRIPT_NOT_SUPPORT",
+        ),
+        (MEDIA_TYPE_CHAT_NOT_SUPPORT, "MEDIA_TYPE_CHAT_NOT_SUPPORT"),
+        (MEDIA_TYPE_INVALID_VALUE, "MEDIA_TYPE_INVALID_VALUE"),
+        (
+            MEDIA_DATA_ALL_CONNECTION_EXIST,
+            "MEDIA_DATA_ALL_CONNECTION_EXIST",
+        ),
+        (
+            DUPLICATE_MEDIA_DATA_CONNECTION,
+            "DUPLICATE_MEDIA_DATA_CONNECTION",
+        ),
+        (INVALID_MEDIA_PARAMS, "INVALID_MEDIA_PARAMS"),
+        (INVALID_MEDIA_AUDIO_PARAMS, "INVALID_MEDIA_AUDIO_PARAMS"),
+        (
+            INVALID_MEDIA_AUDIO_CONTENT_TYPE,
+            "INVALID_MEDIA_AUDIO_CONTENT_TYPE",
+        ),
+        (
+            INVALID_MEDIA_AUDIO_SAMPLE_RATE,
+            "INVALID_MEDIA_AUDIO_SAMPLE_RATE",
+        ),
+        (INVALID_MEDIA_AUDIO_CHANNEL, "INVALID_MEDIA_AUDIO_CHANNEL"),
+        (INVALID_MEDIA_AUDIO_CODEC, "INVALID_MEDIA_AUDIO_CODEC"),
+        (INVALID_MEDIA_AUDIO_DATA_OPT, "INVALID_MEDIA_AUDIO_DATA_OPT"),
+        (
+            INVALID_MEDIA_AUDIO_SEND_RATE,
+            "INVALID_MEDIA_AUDIO_SEND_RATE",
+        ),
+        (INVALID_MEDIA_VIDEO_PARAMS, "INVALID_MEDIA_VIDEO_PARAMS"),
+        (
+            INVALID_MEDIA_VIDEO_CONTENT_TYPE,
+            "INVALID_MEDIA_VIDEO_CONTENT_TYPE",
+        ),
+        (INVALID_MEDIA_VIDEO_CODEC, "INVALID_MEDIA_VIDEO_CODEC"),
+        (
+            INVALID_MEDIA_VIDEO_RESOLUTION,
+            "INVALID_MEDIA_VIDEO_RESOLUTION",
+        ),
+        (INVALID_MEDIA_VIDEO_DATA_OPT, "INVALID_MEDIA_VIDEO_DATA_OPT"),
+        (INVALID_MEDIA_VIDEO_FPS, "INVALID_MEDIA_VIDEO_FPS"),
+        (
+            INVALID_MEDIA_DESKSHARE_PARAMS,
+            "INVALID_MEDIA_DESKSHARE_PARAMS",
+        ),
+        (
+            INVALID_MEDIA_DESKSHARE_CONTENT_TYPE,
+            "INVALID_MEDIA_DESKSHARE_CONTENT_TYPE",
+        ),
+        (
+            INVALID_MEDIA_DESKSHARE_CODEC,
+            "INVALID_MEDIA_DESKSHARE_CODEC",
+        ),
+        (
+            INVALID_MEDIA_DESKSHARE_RESOLUTION,
+            "INVALID_MEDIA_DESKSHARE_RESOLUTION",
+        ),
+        (INVALID_MEDIA_DESKSHARE_FPS, "INVALID_MEDIA_DESKSHARE_FPS"),
+        (
+            INVALID_MEDIA_TRANSCRIPT_PARAMS,
+            "INVALID_MEDIA_TRANSCRIPT_PARAMS",
+        ),
+        (
+            INVALID_MEDIA_TRANSCRIPT_CONTENT_TYPE,
+            "INVALID_MEDIA_TRANSCRIPT_CONTENT_TYPE",
+        ),
+        (INVALID_MEDIA_CHAT_PARAMS, "INVALID_MEDIA_CHAT_PARAMS"),
+        (
+            INVALID_MEDIA_CHAT_CONTENT_TYPE,
+            "INVALID_MEDIA_CHAT_CONTENT_TYPE",
+        ),
+        (INVALID_RTMS_SESSION_ID, "INVALID_RTMS_SESSION_ID"),
+        (INVALID_CLIENT_READY_ACK, "INVALID_CLIENT_READY_ACK"),
+        (INVALID_EVENT_SUBSCRIBE, "INVALID_EVENT_SUBSCRIBE"),
+        (
+            INVALID_MEDIA_TRANSCRIPT_SROUCE_LANGUAGE,
+            "INVALID_MEDIA_TRANSCRIPT_SROUCE_LANGUAGE",
+        ),
+        (
+            INVALID_MEDIA_TRANSCRIPT_TARGET_LANGUAGE,
+            "INVALID_MEDIA_TRANSCRIPT_TARGET_LANGUAGE",
+        ),
+        (
+            CHAT_SESSION_KEY_NOT_AVAILABLE,
+            "CHAT_SESSION_KEY_NOT_AVAILABLE",
+        ),
+    ];
+
+    /// Zoom's name for a status code (log lines, metric labels): one of [`TABLE`]'s, or
+    /// `UNKNOWN` for a number the GA table does not assign (a fixed set, so a server cannot
+    /// grow a metric's labels).
     pub fn name(code: u32) -> &'static str {
-        match code {
-            OK => "OK",
-            INVALID_MESSAGE_TYPE => "INVALID_MESSAGE_TYPE",
-            INVALID_RTMS_STREAM_ID => "INVALID_RTMS_STREAM_ID",
-            INVALID_SIGNATURE => "INVALID_SIGNATURE",
-            INVALID_PAYLOAD => "INVALID_PAYLOAD",
-            INVALID_EVENTS => "INVALID_EVENTS",
-            INVALID_EVENT_TYPE => "INVALID_EVENT_TYPE",
-            INVALID_MEDIA_TYPE => "INVALID_MEDIA_TYPE",
-            DUPLICATE_SIGNAL_REQUEST => "DUPLICATE_SIGNAL_REQUEST",
-            9..=13 => "MEDIA_TYPE_NOT_SUPPORT",
-            14 => "MEDIA_TYPE_INVALID_VALUE",
-            MEDIA_DATA_ALL_CONNECTION_EXIST => "MEDIA_DATA_ALL_CONNECTION_EXIST",
-            DUPLICATE_MEDIA_DATA_CONNECTION => "DUPLICATE_MEDIA_DATA_CONNECTION",
-            INVALID_MEDIA_PARAMS..=39 => "INVALID_MEDIA_PARAMS",
-            INVALID_RTMS_SESSION_ID => "INVALID_RTMS_SESSION_ID",
-            INVALID_CLIENT_READY_ACK => "INVALID_CLIENT_READY_ACK",
-            _ => "UNKNOWN",
-        }
+        TABLE
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or("UNKNOWN", |(_, n)| n)
     }
 
-    /// True when a failed handshake reports a duplicate connection: code 8, or a reason
+    /// True when a failed handshake reports a duplicate connection: code 8 or 16, or a reason
     /// that says "duplicate" (servers using the beta numbering).
     pub fn is_duplicate(code: u32, reason: &str) -> bool {
         code == DUPLICATE_SIGNAL_REQUEST
@@ -200,5 +329,25 @@ pub mod stop_reason {
             "STREAMING_NOT_SUPPORTED",
         ];
         NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ga_status_table_names_every_code_once() {
+        let mut names: Vec<&str> = status::TABLE.iter().map(|(_, n)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), status::TABLE.len(), "names are unique");
+        assert_eq!(status::name(8), "DUPLICATE_SIGNAL_REQUEST");
+        assert_eq!(status::name(12), "MEDIA_TYPE_TRANSCRIPT_NOT_SUPPORT");
+        assert_eq!(status::name(43), "INVALID_MEDIA_TRANSCRIPT_SROUCE_LANGUAGE");
+        assert_eq!(status::name(47), "CHAT_SESSION_KEY_NOT_AVAILABLE");
+        for unassigned in [44, 45, 48, 75, u32::MAX] {
+            assert_eq!(status::name(unassigned), "UNKNOWN");
+        }
     }
 }

@@ -112,6 +112,9 @@ pub struct Counters {
     pub event_updates: u64,
     pub stream_state_updates: u64,
     pub session_state_updates: u64,
+    /// STREAM_CLOSE_REQ (msg 21) received on signaling; each is answered with msg 22 status 0
+    /// and ends the stream with STOP_REASON 20 (RECEIVER_REQUEST_CLOSE).
+    pub stream_close_requests: u64,
 }
 
 /// Which server a connection is on.

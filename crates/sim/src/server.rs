@@ -810,6 +810,7 @@ fn handle_inbound(
             }
         }
         msg_type::STREAM_CLOSE_REQ if signaling => {
+            m.ledger_mut().counters.stream_close_requests += 1;
             let st = m.state();
             m.send_signaling(
                 &st,

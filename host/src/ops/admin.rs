@@ -12,8 +12,9 @@
 //! - `GET /metrics` — the Prometheus exposition ([`crate::ops::exposition`]);
 //! - `GET /admin/metrics` — the JSON counters, live streams and this listener's own counters;
 //! - `GET /admin/sessions` — the live streams with state, media, plugins and counters;
-//! - `POST /admin/sessions/stop?stream_id=ID` — ends one stream (its plugins get
-//!   `on-session-end(shutdown)`);
+//! - `POST /admin/sessions/stop?stream_id=ID` — ends one stream: the host asks Zoom to close
+//!   it (STREAM_CLOSE_REQ), so its plugins get `on-session-end(stopped(20))`
+//!   (RECEIVER_REQUEST_CLOSE); `shutdown` when Zoom does not answer in time;
 //! - `GET /admin/plugins` — each plugin with its version hash, settings and counters;
 //! - `POST /admin/reload` — reloads and answers with the outcome; `GET /admin/reload` — the
 //!   last reload's outcome;

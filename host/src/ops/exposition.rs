@@ -71,6 +71,7 @@ pub struct Telemetry {
     attempt_failures: Family<Labels2, Counter>,
     reconnections: Family<Labels2, Counter>,
     give_ups: Counter,
+    refusals: Family<Labels2, Counter>,
     keepalive_rtt: Histogram,
     first_frame: Histogram,
     sessions_stopped_by_admin: Counter,
@@ -134,6 +135,7 @@ impl Telemetry {
             attempt_failures: Family::default(),
             reconnections: Family::default(),
             give_ups: Counter::default(),
+            refusals: Family::default(),
             keepalive_rtt: Seconds::default().0,
             first_frame: Histogram::new([
                 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -190,6 +192,12 @@ impl rtms_client::Observer for Telemetry {
 
     fn gave_up(&self) {
         self.give_ups.inc();
+    }
+
+    fn refusal(&self, what: &'static str, status: &'static str) {
+        self.refusals
+            .get_or_create(&[("what", what), ("status", status)])
+            .inc();
     }
 
     fn keepalive_rtt(&self, rtt: Duration) {
@@ -757,6 +765,11 @@ pub fn registry(telemetry: &Telemetry, sources: Arc<Sources>) -> Registry {
         "give_ups",
         "Streams that spent every connection attempt and waited for a new started webhook",
         t.give_ups.clone(),
+    );
+    r.register(
+        "zoom_refusals",
+        "Requests Zoom refused with a status code, by request (signaling or media handshake, stream_close) and the code's name in Zoom's GA table (TIMEOUT: a stream_close left unanswered)",
+        t.refusals.clone(),
     );
     r.register(
         "keepalive_rtt_seconds",

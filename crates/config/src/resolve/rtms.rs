@@ -116,6 +116,7 @@ impl Resolver<'_> {
         let media_params = self.media_params(r, media)?;
         let (reconnect_jitter_percent, reconnect_healthy_after, stop_drain) = self.outage(r)?;
         let (reconnect_flap_max, reconnect_flap_window) = self.flap(r)?;
+        let close_timeout = self.close_timeout(r)?;
         let (allowed_hosts, allow_insecure_ws, max_streams) = self.rtms_intake(r)?;
         Ok(Rtms {
             connection_timeout,
@@ -129,6 +130,7 @@ impl Resolver<'_> {
             reconnect_flap_max,
             reconnect_flap_window,
             stop_drain,
+            close_timeout,
             keepalive_interval,
             keepalive_timeout,
             webhook_wait_timeout: ms(webhook_wait.n),
@@ -382,6 +384,18 @@ impl Resolver<'_> {
                 .invalid_at(v, format!("rtms.proxy = {s:?} {problem}")));
         }
         Ok(Proxy::Url(format!("http://{authority}")))
+    }
+
+    /// `[rtms] close_timeout_ms`: the wait for Zoom's answer to STREAM_CLOSE_REQ.
+    fn close_timeout(&self, r: &RtmsConfig) -> Result<Duration, ConfigError> {
+        let n = self.rtms_num(
+            &r.close_timeout_ms,
+            "close_timeout_ms",
+            default_close_timeout_ms(),
+            100,
+            60_000,
+        )?;
+        Ok(ms(n.n))
     }
 
     /// `[rtms]` keys of one outage and of the end: reconnection jitter, the healthy time that
