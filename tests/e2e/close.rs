@@ -107,6 +107,11 @@ async fn refusals_are_counted_by_their_ga_status_name() {
     assert_eq!(post_started(&sim, &host, &meeting).await, StatusCode::OK);
     let ledger = finish(&host, &meeting).await;
     assert_eq!(ledger.counters.handshakes_rejected, 1);
+    assert_eq!(
+        ledger.refusals.get("INVALID_MEDIA_AUDIO_SAMPLE_RATE"),
+        Some(&1),
+        "the simulator names the code from the same table"
+    );
     let x = Exposition::scrape(&host).await;
     assert_eq!(
         x.get(

@@ -181,6 +181,9 @@ pub struct Ledger {
     pub webhooks: Vec<WebhookDelivery>,
     /// Set once the stream ended, with its stop reason.
     pub stop_reason: Option<u32>,
+    /// Handshakes refused, by the status code's name in Zoom's GA table
+    /// (`rtms_proto::codes::status::name`).
+    pub refusals: BTreeMap<&'static str, u64>,
 }
 
 impl Ledger {

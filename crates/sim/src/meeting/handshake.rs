@@ -137,7 +137,11 @@ impl Meeting {
         let mut l = self.ledger_mut();
         match &result {
             Ok(_) => l.counters.signaling_handshakes_ok += 1,
-            Err(_) => l.counters.handshakes_rejected += 1,
+            Err((code, reason)) => {
+                l.counters.handshakes_rejected += 1;
+                *l.refusals.entry(status::name(*code)).or_default() += 1;
+                tracing::debug!(stream = %self.stream_id, code, status = status::name(*code), reason, "handshake refused");
+            }
         }
         drop(l);
         self.bump();
@@ -157,7 +161,11 @@ impl Meeting {
         let mut l = self.ledger_mut();
         match &result {
             Ok(_) => l.counters.media_handshakes_ok += 1,
-            Err(_) => l.counters.handshakes_rejected += 1,
+            Err((code, reason)) => {
+                l.counters.handshakes_rejected += 1;
+                *l.refusals.entry(status::name(*code)).or_default() += 1;
+                tracing::debug!(stream = %self.stream_id, code, status = status::name(*code), reason, "handshake refused");
+            }
         }
         drop(l);
         self.bump();
