@@ -24,6 +24,8 @@
 //!   --stream`, a shutdown that closes streams, refusals counted by status name.
 //! - `ops`: Prometheus metrics against the ledger, the admin API, the token rule, `rtms-host
 //!   tap` and the dashboard in headless Chromium.
+//! - `transcript`: `[rtms.transcript]` source language and language identification in the
+//!   data handshake, as the simulator recorded them.
 //! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
 //! - `journal`: a host killed with `kill -9` mid-meeting and restarted on the same
 //!   `[runtime] journal_dir` resumes the stream within the grace window, or ends it after.
@@ -59,6 +61,7 @@ mod recorders;
 mod scale;
 mod shutdown;
 mod timing;
+mod transcript;
 mod webhooks;
 mod zoom_app;
 mod zoom_rest;

@@ -190,8 +190,20 @@ pub enum ResolutionName {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TranscriptConfig {
+    /// Zoom's name (`src_language = "english"`) or TRANSCRIPT_LANGUAGE number.
+    pub src_language: Option<Spanned<LanguageSpec>>,
+    pub enable_lid: Option<bool>,
+    /// Older names of `src_language` (a number only) and `enable_lid`.
     pub language: Option<Spanned<i64>>,
     pub detect_language: Option<bool>,
+}
+
+/// A transcript language: Zoom's name or its TRANSCRIPT_LANGUAGE number.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum LanguageSpec {
+    Number(i64),
+    Name(String),
 }
 
 /// An event subscription: a name such as `"participant-join"` or Zoom's EVENT_TYPE number.

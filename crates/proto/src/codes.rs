@@ -238,6 +238,80 @@ pub mod status {
     }
 }
 
+/// TRANSCRIPT_LANGUAGE values (`src_language` of the transcript's media parameters), as Zoom's
+/// SDK 1.1 numbers them (`rtms.TranscriptLanguage`). -1 (`NONE`) leaves the language to Zoom's
+/// automatic detection.
+pub mod transcript_language {
+    /// Every language with its number, in order.
+    pub const TABLE: [(i32, &str); 38] = [
+        (-1, "NONE"),
+        (0, "ARABIC"),
+        (1, "BENGALI"),
+        (2, "CANTONESE"),
+        (3, "CATALAN"),
+        (4, "CHINESE_SIMPLIFIED"),
+        (5, "CHINESE_TRADITIONAL"),
+        (6, "CZECH"),
+        (7, "DANISH"),
+        (8, "DUTCH"),
+        (9, "ENGLISH"),
+        (10, "ESTONIAN"),
+        (11, "FINNISH"),
+        (12, "FRENCH_CANADA"),
+        (13, "FRENCH_FRANCE"),
+        (14, "GERMAN"),
+        (15, "HEBREW"),
+        (16, "HINDI"),
+        (17, "HUNGARIAN"),
+        (18, "INDONESIAN"),
+        (19, "ITALIAN"),
+        (20, "JAPANESE"),
+        (21, "KOREAN"),
+        (22, "MALAY"),
+        (23, "PERSIAN"),
+        (24, "POLISH"),
+        (25, "PORTUGUESE"),
+        (26, "ROMANIAN"),
+        (27, "RUSSIAN"),
+        (28, "SPANISH"),
+        (29, "SWEDISH"),
+        (30, "TAGALOG"),
+        (31, "TAMIL"),
+        (32, "TELUGU"),
+        (33, "THAI"),
+        (34, "TURKISH"),
+        (35, "UKRAINIAN"),
+        (36, "VIETNAMESE"),
+    ];
+
+    /// Zoom's name for a language number.
+    pub fn name(n: i32) -> Option<&'static str> {
+        TABLE.iter().find(|(c, _)| *c == n).map(|(_, name)| *name)
+    }
+
+    /// The number of a language named as Zoom does (`ENGLISH`, `FRENCH_CANADA`), in any case,
+    /// with `-` or `_`; `auto` is -1.
+    pub fn parse(name: &str) -> Option<i32> {
+        let wanted = name.trim().to_ascii_uppercase().replace('-', "_");
+        if wanted == "AUTO" {
+            return Some(-1);
+        }
+        TABLE.iter().find(|(_, n)| *n == wanted).map(|(c, _)| *c)
+    }
+
+    /// The valid values, for messages: `auto (-1), arabic (0), ...`.
+    pub fn listing() -> String {
+        TABLE
+            .iter()
+            .map(|(c, n)| match c {
+                -1 => "auto (-1)".to_owned(),
+                c => format!("{} ({c})", n.to_ascii_lowercase()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// STREAM_STATE values (msg 8 `state`).
 pub mod stream_state {
     pub const INACTIVE: u32 = 0;
@@ -349,5 +423,18 @@ mod tests {
         for unassigned in [44, 45, 48, 75, u32::MAX] {
             assert_eq!(status::name(unassigned), "UNKNOWN");
         }
+    }
+
+    #[test]
+    fn transcript_languages_parse_by_name_in_any_case() {
+        assert_eq!(transcript_language::parse("english"), Some(9));
+        assert_eq!(transcript_language::parse("French-Canada"), Some(12));
+        assert_eq!(transcript_language::parse("auto"), Some(-1));
+        assert_eq!(transcript_language::parse("klingon"), None);
+        assert_eq!(transcript_language::name(36), Some("VIETNAMESE"));
+        assert_eq!(transcript_language::name(37), None);
+        let l = transcript_language::listing();
+        assert!(l.starts_with("auto (-1), arabic (0),"), "{l}");
+        assert!(l.ends_with("vietnamese (36)"), "{l}");
     }
 }

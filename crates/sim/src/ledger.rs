@@ -184,6 +184,9 @@ pub struct Ledger {
     /// Handshakes refused, by the status code's name in Zoom's GA table
     /// (`rtms_proto::codes::status::name`).
     pub refusals: BTreeMap<&'static str, u64>,
+    /// The transcript parameters the last accepted data handshake carrying transcript asked
+    /// for, as sent (`src_language`, `enable_lid`; Zoom's SDK 1.1 `setTranscriptParams`).
+    pub transcript_params: Option<rtms_proto::params::TranscriptParams>,
 }
 
 impl Ledger {
