@@ -24,6 +24,7 @@
 //!   --stream`, a shutdown that closes streams, refusals counted by status name.
 //! - `ops`: Prometheus metrics against the ledger, the admin API, the token rule, `rtms-host
 //!   tap` and the dashboard in headless Chromium.
+//! - `notices`: Zoom's concurrency webhooks in `/metrics` and in a sink, retries counted once.
 //! - `transcript`: `[rtms.transcript]` source language and language identification in the
 //!   data handshake, as the simulator recorded them.
 //! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
@@ -52,6 +53,7 @@ mod faults;
 mod happy;
 mod isolation;
 mod journal;
+mod notices;
 mod ops;
 mod outages;
 mod providers;
