@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use rtms_config::{EventWs, RestCredentials, Secret};
+use rtms_proto::webhook::NoticeKind;
 use rtms_sim::api::{ApiConfig, ZoomApi};
 use rtms_sim::{MeetingOptions, Pace, Simulator};
 
@@ -84,6 +85,39 @@ async fn events_over_the_event_websocket_start_and_stop_streams_and_it_reconnect
     .await;
     meeting_over_ws(&sim, &api, &host).await;
     assert_eq!(api.counts().event_ws_refused, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_notices_on_the_event_websocket_are_counted() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, ApiConfig::default()).await.unwrap();
+    let host = host_for(&sim, &api, Duration::from_secs(30)).await;
+    eventually("the host to subscribe", || api.event_subscribers() == 1).await;
+    let m = sim
+        .start_meeting(
+            script(10, vec![]),
+            MeetingOptions {
+                pace: Pace::Fast,
+                webhook_url: None,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    api.publish_notice(NoticeKind::ConcurrencyLimited, &m);
+    api.publish_notice(NoticeKind::StartFailed, &m);
+    // The notices arrive on the event WebSocket, not as a request to wait for: poll.
+    within("both notices in /metrics", async {
+        loop {
+            let (_, text) = crate::ops::admin(&host, hyper::Method::GET, "/metrics", None).await;
+            if text.contains(r#"rtms_concurrency_notices_total{kind="concurrency_limited"} 1"#)
+                && text.contains(r#"rtms_concurrency_notices_total{kind="start_failed"} 1"#)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

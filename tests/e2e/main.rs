@@ -20,8 +20,13 @@
 //!   ledger.
 //! - `scale`: a hundred concurrent meetings.
 //! - `shutdown`: graceful shutdown with a live meeting.
+//! - `close`: closing a stream from the host's side (STREAM_CLOSE_REQ): `rtms-host stop
+//!   --stream`, a shutdown that closes streams, refusals counted by status name.
 //! - `ops`: Prometheus metrics against the ledger, the admin API, the token rule, `rtms-host
 //!   tap` and the dashboard in headless Chromium.
+//! - `notices`: Zoom's concurrency webhooks in `/metrics` and in a sink, retries counted once.
+//! - `transcript`: `[rtms.transcript]` source language and language identification in the
+//!   data handshake, as the simulator recorded them.
 //! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
 //! - `journal`: a host killed with `kill -9` mid-meeting and restarted on the same
 //!   `[runtime] journal_dir` resumes the stream within the grace window, or ends it after.
@@ -41,12 +46,14 @@ mod util;
 mod harness;
 
 mod chaos;
+mod close;
 mod drops;
 mod event_ws;
 mod faults;
 mod happy;
 mod isolation;
 mod journal;
+mod notices;
 mod ops;
 mod outages;
 mod providers;
@@ -56,6 +63,7 @@ mod recorders;
 mod scale;
 mod shutdown;
 mod timing;
+mod transcript;
 mod webhooks;
 mod zoom_app;
 mod zoom_rest;

@@ -123,10 +123,10 @@ async fn admin_json(host: &Host, path: &str) -> Value {
 type Samples = HashMap<String, Vec<(HashMap<String, String>, f64)>>;
 
 /// The parsed samples and the raw text.
-struct Exposition(Samples, String);
+pub struct Exposition(Samples, String);
 
 impl Exposition {
-    async fn scrape(host: &Host) -> Self {
+    pub async fn scrape(host: &Host) -> Self {
         let (status, text) = admin(host, Method::GET, "/metrics", None).await;
         assert_eq!(status, StatusCode::OK, "{text}");
         let py = tokio::task::spawn_blocking(ops_python).await.unwrap();
@@ -155,7 +155,7 @@ impl Exposition {
     }
 
     /// The value of the sample `name` whose labels include `labels`; 0 when absent.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let matching: Vec<f64> = self
             .0
             .get(name)
@@ -411,13 +411,24 @@ async fn the_admin_api_lists_taps_and_stops_a_live_session() {
         .unwrap();
     assert!(status.success());
 
-    // Stopping the stream ends it for the plugins; a second stop finds nothing.
+    // Stopping the stream asks Zoom to close it (STREAM_CLOSE_REQ): it ends with
+    // RECEIVER_REQUEST_CLOSE on both sides; a second stop finds nothing.
     let path = format!("/admin/sessions/stop?stream_id={stream}");
     let (status, body) = admin(&host, Method::POST, &path, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let ledger = within("the simulator to end the stream", m.finished()).await;
     host.idle().await;
+    assert_eq!(ledger.counters.stream_close_requests, 1);
+    assert_eq!(
+        ledger.stop_reason,
+        Some(rtms_proto::codes::stop_reason::RECEIVER_REQUEST_CLOSE)
+    );
     let record = host.record(&stream);
-    assert_eq!(record.ends, ["shutdown"], "the plugin saw the stream end");
+    assert_eq!(
+        record.ends,
+        ["stopped(20)"],
+        "the plugin saw the stream end"
+    );
     let (status, body) = admin(&host, Method::POST, &path, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body.contains("GET /admin/sessions"), "{body}");

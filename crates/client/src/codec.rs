@@ -18,6 +18,7 @@
 
 use rtms_proto::msg::{
     ClientReadyAck, DataHandshakeReq, EventSubscription, KeepAlive, SignalingHandshakeReq,
+    StreamCloseReq,
 };
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
@@ -39,6 +40,8 @@ pub enum Outgoing<'a> {
     KeepAliveResp(&'a KeepAlive),
     /// msg 28.
     VideoSubscription(&'a rtms_proto::msg::VideoSubscriptionReq),
+    /// msg 21.
+    StreamClose(&'a StreamCloseReq),
 }
 
 /// Turns received bytes into messages and messages into WebSocket frames. Both run on the
@@ -69,6 +72,7 @@ impl Codec for JsonCodec {
             Outgoing::ReadyAck(m) => json(m),
             Outgoing::KeepAliveResp(m) => json(m),
             Outgoing::VideoSubscription(m) => json(m),
+            Outgoing::StreamClose(m) => json(m),
         }
     }
 }

@@ -126,7 +126,16 @@ pub struct ClientConfig {
     /// Whose video to subscribe to when the video socket asks for one participant at a time
     /// (`data_opt` 4); `None` otherwise.
     pub video: Option<crate::video::VideoFollow>,
+    /// How long a stream waits for Zoom's answer (msg 22) to its STREAM_CLOSE_REQ before it
+    /// ends its own side only.
+    pub close_timeout: Duration,
+    /// At shutdown, ask Zoom to close every stream (STREAM_CLOSE_REQ) rather than only
+    /// dropping the sockets (Zoom then waits for a reconnection that never comes).
+    pub close_on_shutdown: bool,
 }
+
+/// The default of [`ClientConfig::close_timeout`].
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The default of [`ClientConfig::max_streams`].
 pub const DEFAULT_MAX_STREAMS: usize = 2000;
@@ -145,6 +154,8 @@ impl Default for ClientConfig {
             allow: AllowList::zoom(),
             max_streams: DEFAULT_MAX_STREAMS,
             video: None,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            close_on_shutdown: false,
         }
     }
 }
@@ -163,6 +174,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("allow", &self.allow)
             .field("max_streams", &self.max_streams)
             .field("video", &self.video)
+            .field("close_timeout", &self.close_timeout)
+            .field("close_on_shutdown", &self.close_on_shutdown)
             .finish()
     }
 }

@@ -11,7 +11,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use rtms_proto::codes::msg_type;
 use rtms_proto::msg::{
     DataHandshakeResp, EventUpdate, KeepAlive, MediaMessageRef, SessionStateUpdate,
-    SignalingHandshakeResp, StreamStateUpdate, peek_type,
+    SignalingHandshakeResp, StreamCloseResp, StreamStateUpdate, peek_type,
 };
 
 use crate::frame::{Frame, MediaKind, TranscriptInfo};
@@ -42,6 +42,8 @@ pub enum Decoded {
     SessionState(SessionStateUpdate),
     /// msg 29, the answer to a video subscription.
     VideoSubscription(rtms_proto::msg::VideoSubscriptionResp),
+    /// msg 22, the answer to the client's STREAM_CLOSE_REQ.
+    StreamClose(StreamCloseResp),
     /// A well-formed message of a type the client does not act on.
     Other { msg_type: u32 },
 }
@@ -119,6 +121,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         }
         msg_type::VIDEO_SUBSCRIPTION_RESP => {
             Decoded::VideoSubscription(serde_json::from_slice(bytes).map_err(shape)?)
+        }
+        msg_type::STREAM_CLOSE_RESP => {
+            Decoded::StreamClose(serde_json::from_slice(bytes).map_err(shape)?)
         }
         other => Decoded::Other { msg_type: other },
     })
@@ -310,9 +315,15 @@ mod tests {
                 sequence: None
             }
         );
+        let m =
+            decode(br#"{"msg_type":22,"status_code":2,"reason":"gone","timestamp":7}"#).unwrap();
+        assert!(
+            matches!(&m, Decoded::StreamClose(r) if r.status_code == 2 && r.reason.as_deref() == Some("gone")),
+            "{m:?}"
+        );
         assert_eq!(
-            decode(br#"{"msg_type":22,"status_code":0}"#).unwrap(),
-            Decoded::Other { msg_type: 22 }
+            decode(br#"{"msg_type":20,"status_code":0}"#).unwrap(),
+            Decoded::Other { msg_type: 20 }
         );
     }
 

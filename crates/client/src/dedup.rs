@@ -22,6 +22,16 @@ pub fn event_key(ev: &WebhookEvent) -> EventKey {
     (ev.event.clone(), ev.stream_id.clone(), ev.event_ts)
 }
 
+/// The key of a concurrency notice: its name, the meeting it names (or nothing) and
+/// `event_ts`.
+pub fn notice_key(n: &rtms_proto::webhook::Notice) -> EventKey {
+    (
+        n.event.clone(),
+        n.meeting.clone().unwrap_or_default(),
+        n.event_ts,
+    )
+}
+
 /// Remembers keys it has seen, each for `window`, at most `capacity` of them (the oldest
 /// forgotten first).
 pub struct Dedup<K = EventKey> {

@@ -39,11 +39,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use rtms_proto::WebhookEvent;
 use rtms_proto::sign::{url_validation_token, verify_webhook};
 use rtms_proto::text::truncated;
-use rtms_proto::webhook::{Envelope, URL_VALIDATION};
+use rtms_proto::webhook::{Envelope, Notice, URL_VALIDATION};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::dedup::{Dedup, event_key};
+use crate::dedup::{Dedup, event_key, notice_key};
 use crate::listener::{ConnStats, Listener, Policy, reply as listener_reply};
 use crate::ratelog;
 
@@ -268,6 +268,13 @@ pub trait IngressHandler: Send + Sync + 'static {
     /// refusal is answered with an error status, and the event is not remembered as
     /// delivered (Zoom's retry is handled anew).
     fn on_event(&self, ev: WebhookEvent) -> EventFuture<'_>;
+
+    /// A verified, de-duplicated concurrency notice (`meeting.rtms_concurrency_limited`,
+    /// `*_near_limit`, `rtms.start_failed`); it is answered 200 whatever the handler does.
+    /// Must return quickly. The default ignores it.
+    fn on_notice(&self, notice: Notice) {
+        let _ = notice;
+    }
 
     /// Every webhook request's outcome (metrics). The default ignores it.
     fn observe(&self, seen: WebhookSeen<'_>) {
@@ -504,6 +511,7 @@ impl Ingress {
         } else {
             match env.rtms_event() {
                 Ok(Some(ev)) => self.deliver(ev).await,
+                Ok(None) if let Some(n) = env.notice() => self.notice(n),
                 Ok(None) => {
                     tracing::debug!(
                         event = %truncated(&env.event, 64),
@@ -583,6 +591,17 @@ impl Ingress {
                 self.refused(refusal, &name, &stream_id)
             }
         }
+    }
+
+    /// Hands a verified concurrency notice to the handler, once (Zoom's retries are
+    /// answered and dropped).
+    fn notice(&self, n: Notice) -> Answer {
+        let key = notice_key(&n);
+        if !self.dedup().first_time(key, tokio::time::Instant::now()) {
+            return (reply(StatusCode::OK, ""), WebhookOutcome::Duplicate);
+        }
+        self.handler.on_notice(n);
+        (reply(StatusCode::OK, ""), WebhookOutcome::Accepted)
     }
 
     /// The answer to an event the handler refused.

@@ -81,6 +81,14 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// The GA name of the status code the server refused the handshake with, if it did.
+    pub fn refusal(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            ConnectError::Rejected { role, name, .. } => Some((role, name)),
+            _ => None,
+        }
+    }
+
     /// True when the server refused the handshake as a duplicate connection.
     pub fn is_duplicate(&self) -> bool {
         match self {
@@ -206,6 +214,15 @@ pub fn keepalive_response(timestamp: Option<u64>, sequence: Option<u64>) -> Mess
         msg_type: msg_type::KEEP_ALIVE_RESP,
         timestamp,
         sequence,
+    }))
+}
+
+/// msg 21: asks Zoom to end the stream (STOP_REASON 20, RECEIVER_REQUEST_CLOSE).
+pub fn stream_close(stream_id: &str) -> Message {
+    WIRE.encode(Outgoing::StreamClose(&rtms_proto::msg::StreamCloseReq {
+        msg_type: msg_type::STREAM_CLOSE_REQ,
+        rtms_stream_id: stream_id.to_owned(),
+        timestamp: Some(rtms_proto::unix_ms()),
     }))
 }
 

@@ -143,6 +143,9 @@ pub enum Input {
     Stopped(u32),
     /// The host is shutting down.
     Shutdown,
+    /// An operator asks for the stream to end at Zoom too: the driver sends STREAM_CLOSE_REQ
+    /// and ends the stream on the answer; the machine itself does not move.
+    Close,
     /// End the stream here only: it goes on at another host.
     HandOff,
     /// End the stream here only, at once: this host lost its lease.
@@ -238,6 +241,7 @@ impl Machine {
         }
         match input {
             Input::Shutdown => self.state = State::Ended(EndReason::Shutdown),
+            Input::Close => {}
             Input::HandOff => self.state = State::Ended(EndReason::HandedOff),
             Input::Fenced => self.state = State::Ended(EndReason::Fenced),
             Input::Stopped(reason) => self.state = State::Ended(EndReason::Stopped(reason)),

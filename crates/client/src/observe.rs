@@ -42,6 +42,12 @@ pub trait Observer: Send + Sync + 'static {
     fn reconnecting(&self, scope: Scope, cause: &'static str) {
         let _ = (scope, cause);
     }
+    /// Zoom refused a request with a status code: `what` is `signaling` or `media` (a
+    /// handshake) or `stream_close` (msg 21); `status` is the code's GA name
+    /// (`rtms_proto::codes::status::name`, a fixed set).
+    fn refusal(&self, what: &'static str, status: &'static str) {
+        let _ = (what, status);
+    }
     /// A stream spent every connection attempt and now waits for a new started webhook.
     fn gave_up(&self) {}
     /// A WebSocket ping on the signaling socket was answered after `rtt`.

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rtms_proto::Product;
-use rtms_proto::codes::{event_type, media_type, session_state, stop_reason, stream_state};
+use rtms_proto::codes::{event_type, media_type, session_state, status, stop_reason, stream_state};
 use rtms_proto::msg::{MediaServerUrls, SessionStateUpdate, StreamStateUpdate};
 use rtms_proto::params::MediaParams;
 use tokio::sync::mpsc;
@@ -187,9 +187,11 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
         };
         let has_links = d.signaling.is_some() || !d.media.is_empty();
         let rotate = d.rotate;
+        let closing = d.closing;
         let input = tokio::select! {
             biased;
-            () = shutdown.cancelled() => Some(Input::Shutdown),
+            () = shutdown.cancelled(), if closing.is_none() => Some(d.on_shutdown()),
+            () = sleep_until_opt(closing), if closing.is_some() => Some(d.close_timed_out()),
             cmd = inputs.recv() => match cmd {
                 Some(Input::Video(cmd)) => {
                     (!d.video_command(cmd).await).then_some(Input::SignalingLost)
@@ -206,6 +208,11 @@ pub(crate) async fn run<C: Connector, F: SinkFactory>(
                 d.rotate = d.rotate.wrapping_add(1);
                 d.on_message(which, item).await
             }
+        };
+        let input = match input {
+            Some(Input::Close) => d.begin_close().await,
+            Some(input) if d.closing.is_some() => d.while_closing(input),
+            other => other,
         };
         if let Some(input) = input {
             let before = d.machine.state();
@@ -258,6 +265,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             rotate: 0,
             last_ping: Instant::now(),
             video,
+            closing: None,
         }
     }
 }
@@ -318,6 +326,8 @@ struct Driver<C: Connector, F: SinkFactory> {
     last_ping: Instant,
     /// Whose individual video to subscribe to, when the video socket asks for one.
     video: Option<crate::video::Follower>,
+    /// While a STREAM_CLOSE_REQ awaits its answer: until when.
+    closing: Option<Instant>,
 }
 
 impl<C: Connector, F: SinkFactory> Driver<C, F> {
@@ -397,6 +407,9 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             Err(e) => {
                 let duplicate = e.is_duplicate();
                 self.observer.attempt_failed(self.attempt_scope, duplicate);
+                if let Some((what, name)) = e.refusal() {
+                    self.observer.refusal(what, name);
+                }
                 if crate::ratelog::admit("stream-connect-failed") {
                     tracing::warn!(error = %e, duplicate, "connection attempt failed");
                 }
@@ -506,6 +519,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                 None
             }
             Decoded::SessionState(s) => self.on_session_state(&s),
+            Decoded::StreamClose(r) => self.on_close_answer(r.status_code, r.reason),
             other => {
                 tracing::debug!(?other, "message ignored while streaming");
                 None
@@ -631,6 +645,100 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             reason,
         });
         None
+    }
+
+    /// Shutdown: closes the stream at Zoom when the host is configured to
+    /// ([`ClientConfig::close_on_shutdown`]), else ends this side only.
+    fn on_shutdown(&mut self) -> Input {
+        if self.cfg.close_on_shutdown {
+            Input::Close
+        } else {
+            Input::Shutdown
+        }
+    }
+
+    /// Asks Zoom to end the stream (msg 21 on signaling) and waits up to
+    /// [`ClientConfig::close_timeout`] for its answer; without a signaling socket the stream
+    /// ends on this side only.
+    async fn begin_close(&mut self) -> Option<Input> {
+        if self.closing.is_some() {
+            return None;
+        }
+        let timeout = self.cfg.close_timeout;
+        if self.signaling.is_none() {
+            tracing::info!(
+                state = self.machine.state().name(),
+                "closing the stream: no signaling socket to send STREAM_CLOSE_REQ on, so only this host's side ends"
+            );
+            return Some(Input::Shutdown);
+        }
+        if !self
+            .send_signaling(link::stream_close(&self.ids.stream_id))
+            .await
+        {
+            tracing::warn!(
+                "closing the stream: STREAM_CLOSE_REQ could not be sent (signaling socket failed); only this host's side ends"
+            );
+            return Some(Input::Shutdown);
+        }
+        tracing::info!(
+            ?timeout,
+            "asked Zoom to close the stream (STREAM_CLOSE_REQ)"
+        );
+        self.closing = Some(Instant::now() + timeout);
+        None
+    }
+
+    /// An input while STREAM_CLOSE_REQ awaits its answer: losing signaling or a change of
+    /// connection ends this side; media sockets Zoom closes as it ends the stream are let go.
+    fn while_closing(&mut self, input: Input) -> Option<Input> {
+        match input {
+            Input::MediaLost | Input::MediaInterrupted | Input::Close => None,
+            Input::SignalingLost
+            | Input::ConnectFailed { .. }
+            | Input::Interrupted { .. }
+            | Input::Started { .. } => {
+                tracing::warn!(
+                    cause = cause_of(&input),
+                    "the connection changed before Zoom answered STREAM_CLOSE_REQ: only this host's side ends"
+                );
+                Some(Input::Shutdown)
+            }
+            other => Some(other),
+        }
+    }
+
+    /// No answer to STREAM_CLOSE_REQ in time.
+    fn close_timed_out(&mut self) -> Input {
+        self.closing = None;
+        tracing::warn!(
+            timeout = ?self.cfg.close_timeout,
+            "Zoom did not answer STREAM_CLOSE_REQ in time (rtms.close_timeout_ms): only this host's side ends"
+        );
+        self.observer.refusal("stream_close", "TIMEOUT");
+        Input::Shutdown
+    }
+
+    /// msg 22: success ends the stream with STOP_REASON 20 (RECEIVER_REQUEST_CLOSE); a
+    /// refusal is logged and counted by its name, and only this side ends.
+    fn on_close_answer(&mut self, code: u32, reason: Option<String>) -> Option<Input> {
+        if self.closing.take().is_none() {
+            tracing::debug!(code, "STREAM_CLOSE_RESP without a request: ignored");
+            return None;
+        }
+        if code == status::OK {
+            tracing::info!("Zoom closed the stream at this host's request (STREAM_CLOSE_RESP)");
+            return Some(Input::Stopped(stop_reason::RECEIVER_REQUEST_CLOSE));
+        }
+        let name = status::name(code);
+        self.observer.refusal("stream_close", name);
+        tracing::warn!(
+            code,
+            status = name,
+            reason = reason.as_deref().unwrap_or(""),
+            "Zoom refused STREAM_CLOSE_REQ: only this host's side ends"
+        );
+        Some(Input::Shutdown)
     }
 
     fn drop_link(&mut self, which: Which) {
@@ -853,6 +961,10 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
                     tracing::error!(cause, "stream ended: connection lost for good")
                 }
             }
+            EndReason::Stopped(stop_reason::RECEIVER_REQUEST_CLOSE) => tracing::info!(
+                reason = reason.name(),
+                "stream ended: Zoom closed it at this host's request"
+            ),
             EndReason::Stopped(r) => tracing::info!(
                 reason = r,
                 reason_name = stop_reason::name(r),

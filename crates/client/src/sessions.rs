@@ -375,8 +375,10 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             .collect()
     }
 
-    /// Ends one stream as a shutdown would (its plugins get `on-session-end(shutdown)`);
-    /// false when no such stream runs here.
+    /// Ends one stream at Zoom too: the session sends STREAM_CLOSE_REQ and, once Zoom
+    /// answers, ends with STOP_REASON 20 (RECEIVER_REQUEST_CLOSE); without an answer within
+    /// [`ClientConfig::close_timeout`], or with a refusal, it ends this host's side only, as
+    /// a shutdown would. False when no such stream runs here.
     /// The stream is then remembered for [`OPERATOR_STOP_GRACE`]: Zoom still holds it, and its
     /// interrupted or started webhooks within that time are refused (counted, logged) rather
     /// than taking it back.
@@ -384,7 +386,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         let stopped = self
             .streams()
             .get(stream_id)
-            .is_some_and(|e| e.inputs.send(Input::Shutdown).is_ok());
+            .is_some_and(|e| e.inputs.send(Input::Close).is_ok());
         if stopped {
             self.inner
                 .stopped

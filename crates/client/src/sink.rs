@@ -53,6 +53,24 @@ pub enum EndReason {
     Fenced,
 }
 
+impl EndReason {
+    /// The reason's name for logs and the admin API: `stopped`, or
+    /// `receiver-request-close` for a stream Zoom ended because this host asked it to
+    /// (STOP_REASON 20), `connection-lost`, `shutdown`, `handed-off`, `fenced`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Stopped(rtms_proto::codes::stop_reason::RECEIVER_REQUEST_CLOSE) => {
+                "receiver-request-close"
+            }
+            EndReason::Stopped(_) => "stopped",
+            EndReason::ConnectionLost => "connection-lost",
+            EndReason::Shutdown => "shutdown",
+            EndReason::HandedOff => "handed-off",
+            EndReason::Fenced => "fenced",
+        }
+    }
+}
+
 /// Why a stream stopped reconnecting. Plugins see every one as
 /// [`EndReason::ConnectionLost`]; the reason is in [`StreamStatus::AwaitingWebhook`] and in the
 /// log.

@@ -250,6 +250,8 @@ fn rtms_connection_changes(r: &mut Vec<String>, a: &Rtms, b: &Rtms) {
     note(r, "rtms.reconnect_flap_window_ms", &x, &y);
     let (x, y) = (ms(a.stop_drain), ms(b.stop_drain));
     note(r, "rtms.stop_drain_ms", &x, &y);
+    let (x, y) = (ms(a.close_timeout), ms(b.close_timeout));
+    note(r, "rtms.close_timeout_ms", &x, &y);
     let (x, y) = (ms(a.keepalive_interval), ms(b.keepalive_interval));
     note(r, "rtms.keepalive_interval_ms", &x, &y);
     let (x, y) = (ms(a.keepalive_timeout), ms(b.keepalive_timeout));
@@ -320,6 +322,8 @@ fn runtime_changes(r: &mut Vec<String>, a: &Runtime, b: &Runtime) {
     note(r, "runtime.journal_dir", &a.journal_dir, &b.journal_dir);
     let (x, y) = (ms(a.journal_grace), ms(b.journal_grace));
     note(r, "runtime.journal_grace_ms", &x, &y);
+    let (x, y) = (a.close_streams_on_shutdown, b.close_streams_on_shutdown);
+    note(r, "runtime.close_streams_on_shutdown", &x, &y);
     note(r, "runtime.reload.watch", &a.reload.watch, &b.reload.watch);
     let (x, y) = (ms(a.reload.debounce), ms(b.reload.debounce));
     note(r, "runtime.reload.debounce_ms", &x, &y);

@@ -234,6 +234,10 @@ pub struct Rtms {
     /// After a stop, how long the host keeps reading (and answering keep-alives) before it
     /// closes the sockets.
     pub stop_drain: Duration,
+    /// `close_timeout_ms`: how long a stream waits for Zoom's answer to STREAM_CLOSE_REQ
+    /// (an operator's stop, or a shutdown with `runtime.close_streams_on_shutdown`) before
+    /// it ends this host's side only.
+    pub close_timeout: Duration,
     /// How often an idle connection is checked (at least 3 s).
     pub keepalive_interval: Duration,
     /// Silence longer than this means the peer is dead; always above the interval.
@@ -391,6 +395,9 @@ pub struct Runtime {
     /// `[runtime] journal_grace_ms`: a journaled stream is resumed after a restart only
     /// within this long of the journal's last heartbeat (Zoom keeps media ~30 s).
     pub journal_grace: Duration,
+    /// `[runtime] close_streams_on_shutdown`: at shutdown, ask Zoom to end every stream
+    /// (STREAM_CLOSE_REQ) rather than leave them to Zoom's reconnection window.
+    pub close_streams_on_shutdown: bool,
     /// Hot reload of the pipeline file and components.
     pub reload: Reload,
 }

@@ -124,6 +124,7 @@ pub struct RtmsConfig {
     pub reconnect_flap_max: Num,
     pub reconnect_flap_window_ms: Num,
     pub stop_drain_ms: Num,
+    pub close_timeout_ms: Num,
     pub keepalive_interval_ms: Num,
     pub keepalive_timeout_ms: Num,
     pub webhook_wait_timeout_ms: Num,
@@ -214,8 +215,20 @@ pub enum ResolutionName {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TranscriptConfig {
+    /// Zoom's name (`src_language = "english"`) or TRANSCRIPT_LANGUAGE number.
+    pub src_language: Option<Spanned<LanguageSpec>>,
+    pub enable_lid: Option<bool>,
+    /// Older names of `src_language` (a number only) and `enable_lid`.
     pub language: Option<Spanned<i64>>,
     pub detect_language: Option<bool>,
+}
+
+/// A transcript language: Zoom's name or its TRANSCRIPT_LANGUAGE number.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum LanguageSpec {
+    Number(i64),
+    Name(String),
 }
 
 /// An event subscription: a name such as `"participant-join"` or Zoom's EVENT_TYPE number.
@@ -261,6 +274,7 @@ pub struct RuntimeConfig {
     pub shutdown_grace_ms: Num,
     pub journal_dir: Option<Spanned<String>>,
     pub journal_grace_ms: Num,
+    pub close_streams_on_shutdown: Option<bool>,
     #[serde(default)]
     pub reload: ReloadConfig,
 }

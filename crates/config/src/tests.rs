@@ -1539,3 +1539,38 @@ fn individual_video_keys_out_of_place_are_refused_with_the_fix() {
     let e = d.err(&format!("{base}[rtms.video]\nmode = \"speaker\"\n"));
     assert!(e.contains("individual"), "{e}");
 }
+
+#[test]
+fn transcript_settings_take_zoom_language_names_or_numbers() {
+    let d = Dir::new();
+    let text = |t: &str| {
+        format!("version = 1\n[rtms]\nmedia = [\"transcript\"]\n[rtms.transcript]\n{t}\n")
+    };
+    let parse = |t: &str| d.parse(&text(t));
+    let err = |t: &str| d.err(&text(t));
+    let tp = |p: &Pipeline| p.rtms.media_params.transcript.clone().unwrap();
+    let p = parse("src_language = \"french-canada\"\nenable_lid = false");
+    assert_eq!(
+        (tp(&p).src_language, tp(&p).enable_lid),
+        (Some(12), Some(false))
+    );
+    let p = parse("src_language = 9");
+    assert_eq!(
+        (tp(&p).src_language, tp(&p).enable_lid),
+        (Some(9), Some(true))
+    );
+    // The older spellings still work.
+    let p = parse("language = 20\ndetect_language = false");
+    assert_eq!(
+        (tp(&p).src_language, tp(&p).enable_lid),
+        (Some(20), Some(false))
+    );
+    let e = err("src_language = 37");
+    assert!(
+        e.contains("src_language = 37 is not a transcript language"),
+        "{e}"
+    );
+    assert!(e.contains("english (9)"), "{e}");
+    let e = err("src_language = 9\nlanguage = 9");
+    assert!(e.contains("set src_language only"), "{e}");
+}

@@ -62,7 +62,10 @@ pub mod media_type {
     }
 }
 
-/// `status_code` values (Zoom's GA table). Only [`status::OK`] is success.
+/// `status_code` values: Zoom's GA table (`rtms.h`, RTMSManager's Python library; 46 and 47
+/// from the June 2026 protocol definitions). Only [`status::OK`] is success. The beta table of
+/// Zoom's old mock numbers the same refusals differently; servers that still speak it are told
+/// apart by their `reason` text only ([`status::is_duplicate`]).
 pub mod status {
     pub const OK: u32 = 0;
     pub const INVALID_MESSAGE_TYPE: u32 = 1;
@@ -73,43 +76,241 @@ pub mod status {
     pub const INVALID_EVENT_TYPE: u32 = 6;
     pub const INVALID_MEDIA_TYPE: u32 = 7;
     pub const DUPLICATE_SIGNAL_REQUEST: u32 = 8;
+    pub const MEDIA_TYPE_AUDIO_NOT_SUPPORT: u32 = 9;
+    pub const MEDIA_TYPE_VIDEO_NOT_SUPPORT: u32 = 10;
+    pub const MEDIA_TYPE_DESKSHARE_NOT_SUPPORT: u32 = 11;
+    pub const MEDIA_TYPE_TRANSCRIPT_NOT_SUPPORT: u32 = 12;
+    pub const MEDIA_TYPE_CHAT_NOT_SUPPORT: u32 = 13;
+    pub const MEDIA_TYPE_INVALID_VALUE: u32 = 14;
     pub const MEDIA_DATA_ALL_CONNECTION_EXIST: u32 = 15;
     pub const DUPLICATE_MEDIA_DATA_CONNECTION: u32 = 16;
     pub const INVALID_MEDIA_PARAMS: u32 = 17;
+    pub const INVALID_MEDIA_AUDIO_PARAMS: u32 = 18;
+    pub const INVALID_MEDIA_AUDIO_CONTENT_TYPE: u32 = 19;
+    pub const INVALID_MEDIA_AUDIO_SAMPLE_RATE: u32 = 20;
+    pub const INVALID_MEDIA_AUDIO_CHANNEL: u32 = 21;
+    pub const INVALID_MEDIA_AUDIO_CODEC: u32 = 22;
+    pub const INVALID_MEDIA_AUDIO_DATA_OPT: u32 = 23;
+    pub const INVALID_MEDIA_AUDIO_SEND_RATE: u32 = 24;
     pub const INVALID_MEDIA_VIDEO_PARAMS: u32 = 25;
+    pub const INVALID_MEDIA_VIDEO_CONTENT_TYPE: u32 = 26;
+    pub const INVALID_MEDIA_VIDEO_CODEC: u32 = 27;
+    pub const INVALID_MEDIA_VIDEO_RESOLUTION: u32 = 28;
     pub const INVALID_MEDIA_VIDEO_DATA_OPT: u32 = 29;
+    pub const INVALID_MEDIA_VIDEO_FPS: u32 = 30;
+    pub const INVALID_MEDIA_DESKSHARE_PARAMS: u32 = 31;
+    pub const INVALID_MEDIA_DESKSHARE_CONTENT_TYPE: u32 = 32;
+    pub const INVALID_MEDIA_DESKSHARE_CODEC: u32 = 33;
+    pub const INVALID_MEDIA_DESKSHARE_RESOLUTION: u32 = 34;
+    pub const INVALID_MEDIA_DESKSHARE_FPS: u32 = 35;
+    pub const INVALID_MEDIA_TRANSCRIPT_PARAMS: u32 = 36;
+    pub const INVALID_MEDIA_TRANSCRIPT_CONTENT_TYPE: u32 = 37;
+    pub const INVALID_MEDIA_CHAT_PARAMS: u32 = 38;
+    pub const INVALID_MEDIA_CHAT_CONTENT_TYPE: u32 = 39;
     pub const INVALID_RTMS_SESSION_ID: u32 = 40;
     pub const INVALID_CLIENT_READY_ACK: u32 = 41;
+    pub const INVALID_EVENT_SUBSCRIBE: u32 = 42;
+    pub const INVALID_MEDIA_TRANSCRIPT_SROUCE_LANGUAGE: u32 = 43;
+    pub const INVALID_MEDIA_TRANSCRIPT_TARGET_LANGUAGE: u32 = 46;
+    pub const CHAT_SESSION_KEY_NOT_AVAILABLE: u32 = 47;
 
-    /// Zoom's name for a status code, for log lines.
+    /// Every code of the GA table with its name, in order (44 and 45 are unassigned).
+    pub const TABLE: [(u32, &str); 46] = [
+        (OK, "OK"),
+        (INVALID_MESSAGE_TYPE, "INVALID_MESSAGE_TYPE"),
+        (INVALID_RTMS_STREAM_ID, "INVALID_RTMS_STREAM_ID"),
+        (INVALID_SIGNATURE, "INVALID_SIGNATURE"),
+        (INVALID_PAYLOAD, "INVALID_PAYLOAD"),
+        (INVALID_EVENTS, "INVALID_EVENTS"),
+        (INVALID_EVENT_TYPE, "INVALID_EVENT_TYPE"),
+        (INVALID_MEDIA_TYPE, "INVALID_MEDIA_TYPE"),
+        (DUPLICATE_SIGNAL_REQUEST, "DUPLICATE_SIGNAL_REQUEST"),
+        (MEDIA_TYPE_AUDIO_NOT_SUPPORT, "MEDIA_TYPE_AUDIO_NOT_SUPPORT"),
+        (MEDIA_TYPE_VIDEO_NOT_SUPPORT, "MEDIA_TYPE_VIDEO_NOT_SUPPORT"),
+        (
+            MEDIA_TYPE_DESKSHARE_NOT_SUPPORT,
+            "MEDIA_TYPE_DESKSHARE_NOT_SUPPORT",
+        ),
+        (
+            MEDIA_TYPE_TRANSCRIPT_NOT_SUPPORT,
+            "MEDIA_TYPE_TRANSCRIPT_NOT_SUPPORT",
+        ),
+        (MEDIA_TYPE_CHAT_NOT_SUPPORT, "MEDIA_TYPE_CHAT_NOT_SUPPORT"),
+        (MEDIA_TYPE_INVALID_VALUE, "MEDIA_TYPE_INVALID_VALUE"),
+        (
+            MEDIA_DATA_ALL_CONNECTION_EXIST,
+            "MEDIA_DATA_ALL_CONNECTION_EXIST",
+        ),
+        (
+            DUPLICATE_MEDIA_DATA_CONNECTION,
+            "DUPLICATE_MEDIA_DATA_CONNECTION",
+        ),
+        (INVALID_MEDIA_PARAMS, "INVALID_MEDIA_PARAMS"),
+        (INVALID_MEDIA_AUDIO_PARAMS, "INVALID_MEDIA_AUDIO_PARAMS"),
+        (
+            INVALID_MEDIA_AUDIO_CONTENT_TYPE,
+            "INVALID_MEDIA_AUDIO_CONTENT_TYPE",
+        ),
+        (
+            INVALID_MEDIA_AUDIO_SAMPLE_RATE,
+            "INVALID_MEDIA_AUDIO_SAMPLE_RATE",
+        ),
+        (INVALID_MEDIA_AUDIO_CHANNEL, "INVALID_MEDIA_AUDIO_CHANNEL"),
+        (INVALID_MEDIA_AUDIO_CODEC, "INVALID_MEDIA_AUDIO_CODEC"),
+        (INVALID_MEDIA_AUDIO_DATA_OPT, "INVALID_MEDIA_AUDIO_DATA_OPT"),
+        (
+            INVALID_MEDIA_AUDIO_SEND_RATE,
+            "INVALID_MEDIA_AUDIO_SEND_RATE",
+        ),
+        (INVALID_MEDIA_VIDEO_PARAMS, "INVALID_MEDIA_VIDEO_PARAMS"),
+        (
+            INVALID_MEDIA_VIDEO_CONTENT_TYPE,
+            "INVALID_MEDIA_VIDEO_CONTENT_TYPE",
+        ),
+        (INVALID_MEDIA_VIDEO_CODEC, "INVALID_MEDIA_VIDEO_CODEC"),
+        (
+            INVALID_MEDIA_VIDEO_RESOLUTION,
+            "INVALID_MEDIA_VIDEO_RESOLUTION",
+        ),
+        (INVALID_MEDIA_VIDEO_DATA_OPT, "INVALID_MEDIA_VIDEO_DATA_OPT"),
+        (INVALID_MEDIA_VIDEO_FPS, "INVALID_MEDIA_VIDEO_FPS"),
+        (
+            INVALID_MEDIA_DESKSHARE_PARAMS,
+            "INVALID_MEDIA_DESKSHARE_PARAMS",
+        ),
+        (
+            INVALID_MEDIA_DESKSHARE_CONTENT_TYPE,
+            "INVALID_MEDIA_DESKSHARE_CONTENT_TYPE",
+        ),
+        (
+            INVALID_MEDIA_DESKSHARE_CODEC,
+            "INVALID_MEDIA_DESKSHARE_CODEC",
+        ),
+        (
+            INVALID_MEDIA_DESKSHARE_RESOLUTION,
+            "INVALID_MEDIA_DESKSHARE_RESOLUTION",
+        ),
+        (INVALID_MEDIA_DESKSHARE_FPS, "INVALID_MEDIA_DESKSHARE_FPS"),
+        (
+            INVALID_MEDIA_TRANSCRIPT_PARAMS,
+            "INVALID_MEDIA_TRANSCRIPT_PARAMS",
+        ),
+        (
+            INVALID_MEDIA_TRANSCRIPT_CONTENT_TYPE,
+            "INVALID_MEDIA_TRANSCRIPT_CONTENT_TYPE",
+        ),
+        (INVALID_MEDIA_CHAT_PARAMS, "INVALID_MEDIA_CHAT_PARAMS"),
+        (
+            INVALID_MEDIA_CHAT_CONTENT_TYPE,
+            "INVALID_MEDIA_CHAT_CONTENT_TYPE",
+        ),
+        (INVALID_RTMS_SESSION_ID, "INVALID_RTMS_SESSION_ID"),
+        (INVALID_CLIENT_READY_ACK, "INVALID_CLIENT_READY_ACK"),
+        (INVALID_EVENT_SUBSCRIBE, "INVALID_EVENT_SUBSCRIBE"),
+        (
+            INVALID_MEDIA_TRANSCRIPT_SROUCE_LANGUAGE,
+            "INVALID_MEDIA_TRANSCRIPT_SROUCE_LANGUAGE",
+        ),
+        (
+            INVALID_MEDIA_TRANSCRIPT_TARGET_LANGUAGE,
+            "INVALID_MEDIA_TRANSCRIPT_TARGET_LANGUAGE",
+        ),
+        (
+            CHAT_SESSION_KEY_NOT_AVAILABLE,
+            "CHAT_SESSION_KEY_NOT_AVAILABLE",
+        ),
+    ];
+
+    /// Zoom's name for a status code (log lines, metric labels): one of [`TABLE`]'s, or
+    /// `UNKNOWN` for a number the GA table does not assign (a fixed set, so a server cannot
+    /// grow a metric's labels).
     pub fn name(code: u32) -> &'static str {
-        match code {
-            OK => "OK",
-            INVALID_MESSAGE_TYPE => "INVALID_MESSAGE_TYPE",
-            INVALID_RTMS_STREAM_ID => "INVALID_RTMS_STREAM_ID",
-            INVALID_SIGNATURE => "INVALID_SIGNATURE",
-            INVALID_PAYLOAD => "INVALID_PAYLOAD",
-            INVALID_EVENTS => "INVALID_EVENTS",
-            INVALID_EVENT_TYPE => "INVALID_EVENT_TYPE",
-            INVALID_MEDIA_TYPE => "INVALID_MEDIA_TYPE",
-            DUPLICATE_SIGNAL_REQUEST => "DUPLICATE_SIGNAL_REQUEST",
-            9..=13 => "MEDIA_TYPE_NOT_SUPPORT",
-            14 => "MEDIA_TYPE_INVALID_VALUE",
-            MEDIA_DATA_ALL_CONNECTION_EXIST => "MEDIA_DATA_ALL_CONNECTION_EXIST",
-            DUPLICATE_MEDIA_DATA_CONNECTION => "DUPLICATE_MEDIA_DATA_CONNECTION",
-            INVALID_MEDIA_PARAMS..=39 => "INVALID_MEDIA_PARAMS",
-            INVALID_RTMS_SESSION_ID => "INVALID_RTMS_SESSION_ID",
-            INVALID_CLIENT_READY_ACK => "INVALID_CLIENT_READY_ACK",
-            _ => "UNKNOWN",
-        }
+        TABLE
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or("UNKNOWN", |(_, n)| n)
     }
 
-    /// True when a failed handshake reports a duplicate connection: code 8, or a reason
+    /// True when a failed handshake reports a duplicate connection: code 8 or 16, or a reason
     /// that says "duplicate" (servers using the beta numbering).
     pub fn is_duplicate(code: u32, reason: &str) -> bool {
         code == DUPLICATE_SIGNAL_REQUEST
             || code == DUPLICATE_MEDIA_DATA_CONNECTION
             || reason.to_ascii_lowercase().contains("duplicate")
+    }
+}
+
+/// TRANSCRIPT_LANGUAGE values (`src_language` of the transcript's media parameters), as Zoom's
+/// SDK 1.1 numbers them (`rtms.TranscriptLanguage`). -1 (`NONE`) leaves the language to Zoom's
+/// automatic detection.
+pub mod transcript_language {
+    /// Every language with its number, in order.
+    pub const TABLE: [(i32, &str); 38] = [
+        (-1, "NONE"),
+        (0, "ARABIC"),
+        (1, "BENGALI"),
+        (2, "CANTONESE"),
+        (3, "CATALAN"),
+        (4, "CHINESE_SIMPLIFIED"),
+        (5, "CHINESE_TRADITIONAL"),
+        (6, "CZECH"),
+        (7, "DANISH"),
+        (8, "DUTCH"),
+        (9, "ENGLISH"),
+        (10, "ESTONIAN"),
+        (11, "FINNISH"),
+        (12, "FRENCH_CANADA"),
+        (13, "FRENCH_FRANCE"),
+        (14, "GERMAN"),
+        (15, "HEBREW"),
+        (16, "HINDI"),
+        (17, "HUNGARIAN"),
+        (18, "INDONESIAN"),
+        (19, "ITALIAN"),
+        (20, "JAPANESE"),
+        (21, "KOREAN"),
+        (22, "MALAY"),
+        (23, "PERSIAN"),
+        (24, "POLISH"),
+        (25, "PORTUGUESE"),
+        (26, "ROMANIAN"),
+        (27, "RUSSIAN"),
+        (28, "SPANISH"),
+        (29, "SWEDISH"),
+        (30, "TAGALOG"),
+        (31, "TAMIL"),
+        (32, "TELUGU"),
+        (33, "THAI"),
+        (34, "TURKISH"),
+        (35, "UKRAINIAN"),
+        (36, "VIETNAMESE"),
+    ];
+
+    /// Zoom's name for a language number.
+    pub fn name(n: i32) -> Option<&'static str> {
+        TABLE.iter().find(|(c, _)| *c == n).map(|(_, name)| *name)
+    }
+
+    /// The number of a language named as Zoom does (`ENGLISH`, `FRENCH_CANADA`), in any case,
+    /// with `-` or `_`; `auto` is -1.
+    pub fn parse(name: &str) -> Option<i32> {
+        let wanted = name.trim().to_ascii_uppercase().replace('-', "_");
+        if wanted == "AUTO" {
+            return Some(-1);
+        }
+        TABLE.iter().find(|(_, n)| *n == wanted).map(|(c, _)| *c)
+    }
+
+    /// The valid values, for messages: `auto (-1), arabic (0), ...`.
+    pub fn listing() -> String {
+        TABLE
+            .iter()
+            .map(|(c, n)| match c {
+                -1 => "auto (-1)".to_owned(),
+                c => format!("{} ({c})", n.to_ascii_lowercase()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -211,5 +412,38 @@ pub mod stop_reason {
             "STREAMING_NOT_SUPPORTED",
         ];
         NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ga_status_table_names_every_code_once() {
+        let mut names: Vec<&str> = status::TABLE.iter().map(|(_, n)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), status::TABLE.len(), "names are unique");
+        assert_eq!(status::name(8), "DUPLICATE_SIGNAL_REQUEST");
+        assert_eq!(status::name(12), "MEDIA_TYPE_TRANSCRIPT_NOT_SUPPORT");
+        assert_eq!(status::name(43), "INVALID_MEDIA_TRANSCRIPT_SROUCE_LANGUAGE");
+        assert_eq!(status::name(47), "CHAT_SESSION_KEY_NOT_AVAILABLE");
+        for unassigned in [44, 45, 48, 75, u32::MAX] {
+            assert_eq!(status::name(unassigned), "UNKNOWN");
+        }
+    }
+
+    #[test]
+    fn transcript_languages_parse_by_name_in_any_case() {
+        assert_eq!(transcript_language::parse("english"), Some(9));
+        assert_eq!(transcript_language::parse("French-Canada"), Some(12));
+        assert_eq!(transcript_language::parse("auto"), Some(-1));
+        assert_eq!(transcript_language::parse("klingon"), None);
+        assert_eq!(transcript_language::name(36), Some("VIETNAMESE"));
+        assert_eq!(transcript_language::name(37), None);
+        let l = transcript_language::listing();
+        assert!(l.starts_with("auto (-1), arabic (0),"), "{l}");
+        assert!(l.ends_with("vietnamese (36)"), "{l}");
     }
 }

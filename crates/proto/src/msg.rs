@@ -288,6 +288,33 @@ pub struct SessionStateUpdate {
     pub timestamp: u64,
 }
 
+/// msg 21, client to server on signaling: the client asks Zoom to end the stream (it then
+/// ends with STOP_REASON 20, RECEIVER_REQUEST_CLOSE).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamCloseReq {
+    pub msg_type: u32,
+    #[serde(default)]
+    pub rtms_stream_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+}
+
+/// msg 22, server to client on signaling: the answer to msg 21.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamCloseResp {
+    pub msg_type: u32,
+    #[serde(default)]
+    pub status_code: u32,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+}
+
 /// msg 12 (server to client) and msg 13 (the client's echo), on every socket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeepAlive {

@@ -78,7 +78,7 @@ pub struct VideoParams {
     pub fps: Option<u32>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TranscriptParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<u32>,

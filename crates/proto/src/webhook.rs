@@ -138,6 +138,56 @@ pub struct WebhookEvent {
     pub stop_reason: Option<u32>,
 }
 
+/// Zoom's concurrency notices (2026): a meeting near or at the account's limit of concurrent
+/// streams, or a stream that failed to start. Webhooks `meeting.rtms_concurrency_limited`,
+/// `meeting.rtms_concurrency_near_limit`; on the event WebSocket `rtms.concurrency_limited`,
+/// `rtms.concurrency_near_limit`, `rtms.start_failed`. Their payloads' fields are not
+/// documented: the meeting is read from the usual id keys when present, and the payload is
+/// passed on as it came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NoticeKind {
+    ConcurrencyLimited,
+    ConcurrencyNearLimit,
+    StartFailed,
+}
+
+impl NoticeKind {
+    pub const ALL: [NoticeKind; 3] = [
+        NoticeKind::ConcurrencyLimited,
+        NoticeKind::ConcurrencyNearLimit,
+        NoticeKind::StartFailed,
+    ];
+
+    /// A short name for logs, metric labels and outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::ConcurrencyLimited => "concurrency_limited",
+            NoticeKind::ConcurrencyNearLimit => "concurrency_near_limit",
+            NoticeKind::StartFailed => "start_failed",
+        }
+    }
+
+    /// The kind an event name carries: `<product>.rtms_<kind>` or `rtms.<kind>`.
+    pub fn of(event: &str) -> Option<Self> {
+        let (_, rest) = event.split_once('.')?;
+        let rest = rest.strip_prefix("rtms_").unwrap_or(rest);
+        NoticeKind::ALL.into_iter().find(|k| k.as_str() == rest)
+    }
+}
+
+/// A concurrency notice, parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    /// The event name exactly as received.
+    pub event: String,
+    pub event_ts: i64,
+    /// The meeting (or webinar, session, engagement) the notice names, when it names one.
+    pub meeting: Option<String>,
+    /// The payload as received.
+    pub payload: Map<String, Value>,
+}
+
 /// Why a webhook body is not a usable event. Messages name the field that is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookParseError {
@@ -202,6 +252,29 @@ impl Envelope {
             limit(key, s, max)?;
         }
         Ok(v)
+    }
+
+    /// The concurrency notice this envelope carries, if it is one. An id longer than
+    /// [`MAX_ID_BYTES`] is dropped (the notice is kept).
+    pub fn notice(&self) -> Option<Notice> {
+        let kind = NoticeKind::of(&self.event)?;
+        let meeting = [
+            "meeting_uuid",
+            "webinar_uuid",
+            "session_id",
+            "engagement_id",
+            "meeting_id",
+        ]
+        .into_iter()
+        .find_map(|k| self.str_field(k).filter(|s| !s.is_empty()))
+        .filter(|s| s.len() <= MAX_ID_BYTES);
+        Some(Notice {
+            kind,
+            event: self.event.clone(),
+            event_ts: self.event_ts,
+            meeting,
+            payload: self.payload.clone(),
+        })
     }
 
     /// The RTMS lifecycle event this envelope carries, or `Ok(None)` when the event is
@@ -292,6 +365,39 @@ impl WebhookEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrency_notices_are_recognised_by_name_on_both_intakes() {
+        for (event, kind) in [
+            (
+                "meeting.rtms_concurrency_limited",
+                NoticeKind::ConcurrencyLimited,
+            ),
+            (
+                "meeting.rtms_concurrency_near_limit",
+                NoticeKind::ConcurrencyNearLimit,
+            ),
+            ("rtms.concurrency_limited", NoticeKind::ConcurrencyLimited),
+            ("rtms.start_failed", NoticeKind::StartFailed),
+        ] {
+            assert_eq!(NoticeKind::of(event), Some(kind), "{event}");
+        }
+        for other in ["meeting.rtms_started", "rtms.other", "concurrency_limited"] {
+            assert_eq!(NoticeKind::of(other), None, "{other}");
+        }
+        let body = br#"{"event":"meeting.rtms_concurrency_limited","event_ts":5,"payload":{"meeting_uuid":"m==","limit":10}}"#;
+        let env = Envelope::parse(body).unwrap();
+        assert_eq!(env.rtms_event(), Ok(None), "not a lifecycle event");
+        let n = env.notice().unwrap();
+        assert_eq!(n.meeting.as_deref(), Some("m=="));
+        assert_eq!(n.payload["limit"], 10);
+        let long = format!(
+            r#"{{"event":"rtms.start_failed","payload":{{"meeting_uuid":"{}"}}}}"#,
+            "x".repeat(MAX_ID_BYTES + 1)
+        );
+        let n = Envelope::parse(long.as_bytes()).unwrap().notice().unwrap();
+        assert_eq!(n.meeting, None, "an oversized id is dropped");
+    }
 
     #[test]
     fn every_product_round_trips() {

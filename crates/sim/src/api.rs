@@ -326,6 +326,20 @@ impl ZoomApi {
         });
     }
 
+    /// Publishes one of Zoom's concurrency notices about `meeting` on the event WebSocket
+    /// (`rtms.concurrency_limited`, `rtms.concurrency_near_limit`, `rtms.start_failed`).
+    pub fn publish_notice(&self, kind: rtms_proto::webhook::NoticeKind, meeting: &MeetingHandle) {
+        let account = self.lock().cfg.account_id.clone();
+        let event = crate::webhook::notice_ws_event(kind);
+        let body =
+            crate::webhook::notice_body(&event, meeting.product(), meeting.meeting_id(), &account);
+        let content = String::from_utf8_lossy(&body).into_owned();
+        let msg = json!({"module": "message", "content": content}).to_string();
+        let mut s = self.lock();
+        s.subscribers.retain(|(tx, _)| tx.send(msg.clone()).is_ok());
+        s.counts.events_sent += s.subscribers.len() as u64;
+    }
+
     /// Closes every event WebSocket connection (the client should reconnect).
     pub fn drop_event_connections(&self) {
         for (_, closed) in self.lock().subscribers.drain(..) {

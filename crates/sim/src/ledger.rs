@@ -112,6 +112,9 @@ pub struct Counters {
     pub event_updates: u64,
     pub stream_state_updates: u64,
     pub session_state_updates: u64,
+    /// STREAM_CLOSE_REQ (msg 21) received on signaling; each is answered with msg 22 status 0
+    /// and ends the stream with STOP_REASON 20 (RECEIVER_REQUEST_CLOSE).
+    pub stream_close_requests: u64,
 }
 
 /// Which server a connection is on.
@@ -182,6 +185,12 @@ pub struct Ledger {
     pub video_subscriptions: Vec<VideoSubscription>,
     /// Individual video frames sent, per participant.
     pub video_by_user: BTreeMap<i64, u64>,
+    /// Handshakes refused, by the status code's name in Zoom's GA table
+    /// (`rtms_proto::codes::status::name`).
+    pub refusals: BTreeMap<&'static str, u64>,
+    /// The transcript parameters the last accepted data handshake carrying transcript asked
+    /// for, as sent (`src_language`, `enable_lid`; Zoom's SDK 1.1 `setTranscriptParams`).
+    pub transcript_params: Option<rtms_proto::params::TranscriptParams>,
 }
 
 /// One msg 28 and the status the simulator answered it with (msg 29).

@@ -343,6 +343,16 @@ impl MeetingHandle {
         self.m.subscribe_webhooks()
     }
 
+    /// Sends one of Zoom's concurrency notices about this meeting to its webhook target
+    /// (see [`webhook::notice_body`]); resolves once it was delivered or its first attempt
+    /// failed (retries go on). `None` when the meeting has no webhook target.
+    pub fn send_notice(
+        &self,
+        kind: rtms_proto::webhook::NoticeKind,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.m.send_notice(kind)
+    }
+
     /// Applies a fault now.
     pub fn inject(&self, fault: Fault) {
         self.m.apply_fault(fault);

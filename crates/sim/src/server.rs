@@ -811,6 +811,7 @@ fn handle_inbound(
         }
         msg_type::VIDEO_SUBSCRIPTION_REQ if signaling => m.video_subscription(bytes),
         msg_type::STREAM_CLOSE_REQ if signaling => {
+            m.ledger_mut().counters.stream_close_requests += 1;
             let st = m.state();
             m.send_signaling(
                 &st,

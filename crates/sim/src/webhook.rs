@@ -176,6 +176,39 @@ pub(crate) fn webhook_body(ev: &WebhookEvent, account_id: &str) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or(body)
 }
 
+/// The webhook name of a concurrency notice: `meeting.rtms_concurrency_limited`,
+/// `meeting.rtms_concurrency_near_limit`, and `rtms.start_failed` (which Zoom names so on its
+/// event WebSocket).
+pub fn notice_event(kind: rtms_proto::webhook::NoticeKind) -> &'static str {
+    use rtms_proto::webhook::NoticeKind::*;
+    match kind {
+        ConcurrencyLimited => "meeting.rtms_concurrency_limited",
+        ConcurrencyNearLimit => "meeting.rtms_concurrency_near_limit",
+        StartFailed => "rtms.start_failed",
+    }
+}
+
+/// The event WebSocket's name of a concurrency notice: `rtms.concurrency_limited`,
+/// `rtms.concurrency_near_limit`, `rtms.start_failed`.
+pub fn notice_ws_event(kind: rtms_proto::webhook::NoticeKind) -> String {
+    format!("rtms.{}", kind.as_str())
+}
+
+/// The body of a concurrency notice named `event` about the meeting `id` of `product`: the
+/// event, its time, and a flat payload with `account_id` and the product's id key. Zoom's
+/// further payload fields are not documented, so none are invented.
+pub fn notice_body(event: &str, product: Product, id: &str, account_id: &str) -> Vec<u8> {
+    let mut payload = serde_json::Map::new();
+    payload.insert("account_id".into(), json!(account_id));
+    payload.insert(product.id_key().into(), json!(id));
+    serde_json::to_vec(&json!({
+        "event": event,
+        "event_ts": unix_ms(),
+        "payload": payload,
+    }))
+    .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

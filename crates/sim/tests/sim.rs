@@ -328,6 +328,44 @@ async fn duplicate_media_is_rejected_with_status_16_and_recorded() {
 }
 
 #[tokio::test]
+async fn a_transcript_language_outside_zooms_table_is_refused_with_status_43() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (_sig, resp) = signal(&h, &h.signaling_url(), None).await;
+    let url = resp["media_server"]["server_urls"]["transcript"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut m = Raw::connect(&url, None).await.unwrap();
+    let mut req = media_req(&h, 8);
+    req["media_params"]["transcript"]["src_language"] = json!(99);
+    m.send(req).await;
+    let r = m.recv_type(4).await.expect("msg 4");
+    assert_eq!(r["status_code"], 43, "{r}");
+    let ledger = h.ledger();
+    assert_eq!(
+        ledger
+            .refusals
+            .get("INVALID_MEDIA_TRANSCRIPT_SROUCE_LANGUAGE"),
+        Some(&1)
+    );
+    assert_eq!(
+        ledger.transcript_params, None,
+        "a refused handshake asked nothing"
+    );
+    // A valid one is accepted and recorded as asked.
+    let (_t, r) = media(&h, &url, 8, None).await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let asked = h.ledger().transcript_params.unwrap();
+    assert_eq!(
+        (asked.src_language, asked.enable_lid),
+        (Some(9), Some(false))
+    );
+}
+
+#[tokio::test]
 async fn a_client_reconnecting_after_its_socket_closed_or_died_is_not_a_duplicate() {
     let cfg = SimConfig {
         missed_keepalive_limit: 2,

@@ -1,6 +1,8 @@
-//! `rtms-host start|stop|pause|resume --meeting ID`: asks a running host (its admin
-//! listener) to change a meeting's stream through Zoom's REST API. A start returns once the
-//! meeting's started webhook reached the host, with the stream id.
+//! `rtms-host start|stop|pause|resume --meeting ID | --engagement ID`: asks a running host (its
+//! admin listener) to change a meeting's or a Contact Center engagement's stream through
+//! Zoom's REST API. A start returns once the started webhook reached the host, with the
+//! stream id. `rtms-host stop --stream ID` ends one stream the host runs by asking Zoom to
+//! close it (STREAM_CLOSE_REQ), as `POST /admin/sessions/stop` does.
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -12,10 +14,18 @@ use serde_json::Value;
 use crate::urlenc::encode;
 
 #[derive(Args, Debug, Clone)]
+#[group(skip)]
 pub struct RtmsArgs {
     /// The meeting: its uuid (as webhooks carry it) or its number.
-    #[arg(long)]
-    pub meeting: String,
+    #[arg(long, group = "target")]
+    pub meeting: Option<String>,
+    /// A Zoom Contact Center engagement: its id (`engagement_id` of the webhooks).
+    #[arg(long, group = "target")]
+    pub engagement: Option<String>,
+    /// `stop` only: a stream this host runs (its `rtms_stream_id`); the host asks Zoom to
+    /// close it (STREAM_CLOSE_REQ) rather than going through the REST API.
+    #[arg(long, group = "target")]
+    pub stream: Option<String>,
     /// The host's admin listener (`[admin] listen`).
     #[arg(long, default_value = "http://127.0.0.1:9464")]
     pub admin: String,
@@ -24,13 +34,34 @@ pub struct RtmsArgs {
     pub token_env: String,
 }
 
+impl RtmsArgs {
+    /// The admin path that acts on the target, and the target's name for messages.
+    fn path(&self, action: &str) -> Result<(String, String)> {
+        match (&self.meeting, &self.engagement, &self.stream) {
+            (Some(m), _, _) => Ok((
+                format!("/admin/rtms/{action}?meeting={}", encode(m)),
+                format!("meeting {m}"),
+            )),
+            (_, Some(e), _) => Ok((
+                format!("/admin/rtms/{action}?engagement={}", encode(e)),
+                format!("engagement {e}"),
+            )),
+            (_, _, Some(s)) if action == "stop" => Ok((
+                format!("/admin/sessions/stop?stream_id={}", encode(s)),
+                format!("stream {s}"),
+            )),
+            (_, _, Some(_)) => bail!(
+                "--stream works with stop only: {action} a stream with --meeting ID or --engagement ID"
+            ),
+            _ => bail!("name what to {action}: --meeting ID or --engagement ID"),
+        }
+    }
+}
+
 /// Runs `action` (start, stop, pause, resume) and prints the host's answer.
 pub async fn rtms(action: &str, args: RtmsArgs) -> Result<()> {
-    let url = format!(
-        "{}/admin/rtms/{action}?meeting={}",
-        args.admin.trim_end_matches('/'),
-        encode(&args.meeting)
-    );
+    let (path, target) = args.path(action)?;
+    let url = format!("{}{path}", args.admin.trim_end_matches('/'));
     let mut req = Request::post(&url);
     if let Some(t) = std::env::var(&args.token_env)
         .ok()
@@ -74,11 +105,13 @@ pub async fn rtms(action: &str, args: RtmsArgs) -> Result<()> {
     }
     match (action, v["stream_id"].as_str()) {
         ("start", Some(stream)) => println!(
-            "started: meeting {} streams as {stream} ({})",
-            v["meeting"].as_str().unwrap_or(&args.meeting),
+            "started: {target} streams as {stream} ({})",
             v["product"].as_str().unwrap_or("meeting")
         ),
-        _ => println!("{action}: Zoom accepted it for meeting {}", args.meeting),
+        _ if args.stream.is_some() => {
+            println!("stopping: the host asked Zoom to close {target} (STREAM_CLOSE_REQ)")
+        }
+        _ => println!("{action}: Zoom accepted it for {target}"),
     }
     Ok(())
 }

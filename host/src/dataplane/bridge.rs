@@ -127,9 +127,9 @@ impl FrameSink for HostSink {
                 tracing::warn!(stream = %self.session.stream_id, "session dropped: this host lost the stream's lease");
                 self.session.end(EndReason::Shutdown).await;
             }
-            reason => {
-                let reason = EndReason::from(reason);
-                tracing::info!(stream = %self.session.stream_id, ?reason, "session ended");
+            client_reason => {
+                let reason = EndReason::from(client_reason);
+                tracing::info!(stream = %self.session.stream_id, reason = client_reason.name(), "session ended");
                 self.session.end(reason).await;
             }
         }

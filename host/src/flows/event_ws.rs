@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rtms_client::dedup::{DEFAULT_WINDOW, Dedup, event_key};
+use rtms_client::dedup::{DEFAULT_WINDOW, Dedup, event_key, notice_key};
 use rtms_client::{Connector, IngressHandler, WebhookOutcome, WebhookSeen, WsConnector};
 use rtms_config::EventWs;
 use rtms_proto::text::truncated;
@@ -204,8 +204,25 @@ impl Intake {
 
 /// One message: an event goes to the handler (once), a heartbeat answer is ignored.
 async fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Dedup) {
-    let Some(ev) = rtms_event(text, handler) else {
-        return;
+    let ev = match rtms_event(text, handler) {
+        Some(Item::Event(ev)) => ev,
+        Some(Item::Notice(n)) => {
+            let first = seen.first_time(notice_key(&n), Instant::now());
+            handler.observe(WebhookSeen {
+                event: Some(&n.event),
+                outcome: if first {
+                    WebhookOutcome::Accepted
+                } else {
+                    WebhookOutcome::Duplicate
+                },
+                delay: None,
+            });
+            if first {
+                handler.on_notice(n);
+            }
+            return;
+        }
+        None => return,
     };
     if !seen.first_time(event_key(&ev), Instant::now()) {
         handler.observe(WebhookSeen {
@@ -218,9 +235,15 @@ async fn on_text(text: &str, handler: &dyn IngressHandler, seen: &mut Dedup) {
     deliver(ev, handler).await;
 }
 
-/// The RTMS event a message carries; anything else is counted (through `handler`) and
-/// skipped.
-fn rtms_event(text: &str, handler: &dyn IngressHandler) -> Option<rtms_proto::WebhookEvent> {
+/// What a message of the event WebSocket carries that the host acts on.
+enum Item {
+    Event(rtms_proto::WebhookEvent),
+    Notice(rtms_proto::webhook::Notice),
+}
+
+/// The RTMS event or concurrency notice a message carries; anything else is counted
+/// (through `handler`) and skipped.
+fn rtms_event(text: &str, handler: &dyn IngressHandler) -> Option<Item> {
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -251,7 +274,8 @@ fn rtms_event(text: &str, handler: &dyn IngressHandler) -> Option<rtms_proto::We
         }
     };
     match env.rtms_event() {
-        Ok(Some(ev)) => Some(ev),
+        Ok(Some(ev)) => Some(Item::Event(ev)),
+        Ok(None) if let Some(n) = env.notice() => Some(Item::Notice(n)),
         Ok(None) => {
             seen(Some(&env.event), WebhookOutcome::Ignored);
             None

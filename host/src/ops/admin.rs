@@ -15,8 +15,9 @@
 //! - `POST /admin/sessions/video?stream_id=ID&user_id=N&action=pin|drop|release` — pins a
 //!   participant's individual video ahead of `[rtms.video]`'s policy, drops it, or returns it
 //!   to the policy (streams in `mode = "individual"` only).
-//! - `POST /admin/sessions/stop?stream_id=ID` — ends one stream (its plugins get
-//!   `on-session-end(shutdown)`);
+//! - `POST /admin/sessions/stop?stream_id=ID` — ends one stream: the host asks Zoom to close
+//!   it (STREAM_CLOSE_REQ), so its plugins get `on-session-end(stopped(20))`
+//!   (RECEIVER_REQUEST_CLOSE); `shutdown` when Zoom does not answer in time;
 //! - `GET /admin/plugins` — each plugin with its version hash, settings and counters;
 //! - `POST /admin/reload` — reloads and answers with the outcome; `GET /admin/reload` — the
 //!   last reload's outcome;

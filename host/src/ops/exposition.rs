@@ -40,7 +40,7 @@ type Labels2 = [(&'static str, &'static str); 2];
 
 /// The event names a webhook can carry that get their own label value; any other is
 /// counted as `other`, so a sender cannot grow the label set.
-const EVENTS: [&str; 13] = [
+const EVENTS: [&str; 18] = [
     "endpoint.url_validation",
     "meeting.rtms_started",
     "meeting.rtms_stopped",
@@ -54,6 +54,11 @@ const EVENTS: [&str; 13] = [
     "contact_center.voice_rtms_started",
     "contact_center.voice_rtms_stopped",
     "contact_center.voice_rtms_interrupted",
+    "meeting.rtms_concurrency_limited",
+    "meeting.rtms_concurrency_near_limit",
+    "rtms.concurrency_limited",
+    "rtms.concurrency_near_limit",
+    "rtms.start_failed",
 ];
 
 fn event_label(event: Option<&str>) -> &'static str {
@@ -71,6 +76,8 @@ pub struct Telemetry {
     attempt_failures: Family<Labels2, Counter>,
     reconnections: Family<Labels2, Counter>,
     give_ups: Counter,
+    refusals: Family<Labels2, Counter>,
+    notices: Family<Labels1, Counter>,
     keepalive_rtt: Histogram,
     first_frame: Histogram,
     sessions_stopped_by_admin: Counter,
@@ -116,6 +123,9 @@ impl Default for Telemetry {
                 );
             }
         }
+        for kind in rtms_proto::webhook::NoticeKind::ALL {
+            drop(t.notices.get_or_create(&[("kind", kind.as_str())]));
+        }
         for outcome in [WebhookOutcome::Unauthorized, WebhookOutcome::BadRequest] {
             drop(
                 t.webhooks
@@ -135,6 +145,8 @@ impl Telemetry {
             attempt_failures: Family::default(),
             reconnections: Family::default(),
             give_ups: Counter::default(),
+            refusals: Family::default(),
+            notices: Family::default(),
             keepalive_rtt: Seconds::default().0,
             first_frame: Histogram::new([
                 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -162,6 +174,11 @@ impl Telemetry {
         {
             self.webhook_delay.observe(d.as_secs_f64());
         }
+    }
+
+    /// Counts one concurrency notice (de-duplicated).
+    pub fn notice(&self, kind: rtms_proto::webhook::NoticeKind) {
+        self.notices.get_or_create(&[("kind", kind.as_str())]).inc();
     }
 
     /// Counts a stream stopped through the admin API.
@@ -192,6 +209,12 @@ impl rtms_client::Observer for Telemetry {
 
     fn gave_up(&self) {
         self.give_ups.inc();
+    }
+
+    fn refusal(&self, what: &'static str, status: &'static str) {
+        self.refusals
+            .get_or_create(&[("what", what), ("status", status)])
+            .inc();
     }
 
     fn keepalive_rtt(&self, rtt: Duration) {
@@ -771,6 +794,16 @@ pub fn registry(telemetry: &Telemetry, sources: Arc<Sources>) -> Registry {
         "give_ups",
         "Streams that spent every connection attempt and waited for a new started webhook",
         t.give_ups.clone(),
+    );
+    r.register(
+        "zoom_refusals",
+        "Requests Zoom refused with a status code, by request (signaling or media handshake, stream_close) and the code's name in Zoom's GA table (TIMEOUT: a stream_close left unanswered)",
+        t.refusals.clone(),
+    );
+    r.register(
+        "concurrency_notices",
+        "Zoom's concurrency notices (webhooks and event WebSocket, de-duplicated) by kind: concurrency_limited, concurrency_near_limit, start_failed",
+        t.notices.clone(),
     );
     r.register(
         "keepalive_rtt_seconds",

@@ -83,6 +83,8 @@ pub fn client_config(p: &Pipeline) -> Result<ClientConfig> {
         allow: AllowList::new(&r.allowed_hosts, r.allow_insecure_ws)
             .map_err(|e| anyhow::anyhow!("rtms.allowed_hosts: {e}"))?,
         max_streams: r.max_streams,
+        close_timeout: r.close_timeout,
+        close_on_shutdown: p.runtime.close_streams_on_shutdown,
     })
 }
 

@@ -93,6 +93,8 @@ struct Handler {
     starts: tokio::sync::broadcast::Sender<StartedSeen>,
     /// In a cluster, events go to the shared log, and from there to whichever host acts.
     cluster: Option<Arc<cluster::Cluster>>,
+    /// Concurrency notices: logged, emitted to the sinks.
+    notices: crate::flows::notices::Notices,
 }
 
 impl Handler {
@@ -101,12 +103,14 @@ impl Handler {
         telemetry: &Arc<Telemetry>,
         starts: tokio::sync::broadcast::Sender<StartedSeen>,
         cluster: &Option<Arc<cluster::Cluster>>,
+        outputs: &crate::outputs::Outputs,
     ) -> Arc<Self> {
         Arc::new(Self {
             sessions: sessions.clone(),
             telemetry: telemetry.clone(),
             starts,
             cluster: cluster.clone(),
+            notices: crate::flows::notices::Notices::new(outputs.clone()),
         })
     }
 }
@@ -129,6 +133,11 @@ impl IngressHandler for Handler {
             }
             Ok(())
         })
+    }
+
+    fn on_notice(&self, notice: rtms_proto::webhook::Notice) {
+        self.telemetry.notice(notice.kind);
+        self.notices.on_notice(notice);
     }
 
     fn observe(&self, seen: WebhookSeen<'_>) {
@@ -473,7 +482,7 @@ impl Service {
         let (starts, _) = tokio::sync::broadcast::channel(256);
         let rtms = rtms_control(&pipeline, starts.clone())?;
         let ingress_cfg = ingress_config(&pipeline, webhook_secret, &counters, &rtms)?;
-        let handler = Handler::new(&sessions, &telemetry, starts, &cluster);
+        let handler = Handler::new(&sessions, &telemetry, starts, &cluster, &shared.outputs);
         let event_ws = event_ws_config(&pipeline, &rtms)?;
         let mut tasks = Vec::new();
         if let Some(admin_listener) = opts.admin_listener {

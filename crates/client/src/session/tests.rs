@@ -824,3 +824,69 @@ async fn reaching_the_flap_limit_gives_up_with_its_own_reason() {
         "no attempt after the flap limit"
     );
 }
+
+/// Starts stream s1 and connects it; returns the signaling and media server ends.
+async fn live(r: &mut Rig) -> (ServerEnd, ServerEnd) {
+    r.sessions
+        .handle(event(WebhookAction::Started, Some(SIG), None))
+        .unwrap();
+    r.connect().await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_sends_stream_close_and_an_accepted_close_ends_with_receiver_request_close() {
+    let mut r = rig(config());
+    let (mut s, _m) = live(&mut r).await;
+    assert!(r.sessions.stop("s1"));
+    let req = s.recv_json().await.expect("msg 21");
+    assert_eq!(req["msg_type"], 21);
+    assert_eq!(req["rtms_stream_id"], "s1");
+    s.send_json(json!({"msg_type":22,"status_code":0,"reason":"","timestamp":1}));
+    s.send_json(json!({"msg_type":8,"state":4,"reason":20,"timestamp":2}));
+    assert_eq!(r.end().await, EndReason::Stopped(20));
+    assert_eq!(EndReason::Stopped(20).name(), "receiver-request-close");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_or_unanswered_close_ends_this_side_only_within_the_bound() {
+    // Refused: ends at once, as a shutdown.
+    let mut r = rig(config());
+    let (mut s, _m) = live(&mut r).await;
+    assert!(r.sessions.stop("s1"));
+    assert_eq!(s.recv_json().await.expect("msg 21")["msg_type"], 21);
+    s.send_json(json!({"msg_type":22,"status_code":2,"reason":"no such stream"}));
+    assert_eq!(r.end().await, EndReason::Shutdown);
+
+    // Unanswered: ends after close_timeout, not before.
+    let cfg = ClientConfig {
+        close_timeout: Duration::from_secs(3),
+        ..config()
+    };
+    let mut r = rig(cfg);
+    let (mut s, _m) = live(&mut r).await;
+    let asked = Instant::now();
+    assert!(r.sessions.stop("s1"));
+    assert_eq!(s.recv_json().await.expect("msg 21")["msg_type"], 21);
+    assert_eq!(r.end().await, EndReason::Shutdown);
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_closes_streams_when_configured() {
+    let cfg = ClientConfig {
+        close_on_shutdown: true,
+        ..config()
+    };
+    let mut r = rig(cfg);
+    let (mut s, _m) = live(&mut r).await;
+    let sessions = r.sessions.clone();
+    let shutdown = tokio::spawn(async move { sessions.shutdown(Duration::from_secs(10)).await });
+    assert_eq!(s.recv_json().await.expect("msg 21")["msg_type"], 21);
+    s.send_json(json!({"msg_type":22,"status_code":0}));
+    assert_eq!(shutdown.await.unwrap(), 0);
+    assert_eq!(r.end().await, EndReason::Stopped(20));
+}

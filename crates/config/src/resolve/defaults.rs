@@ -92,6 +92,9 @@ pub const fn default_reconnect_flap_window_ms() -> u64 {
 pub const fn default_stop_drain_ms() -> u64 {
     2_000
 }
+pub const fn default_close_timeout_ms() -> u64 {
+    5_000
+}
 pub const fn default_keepalive_interval_ms() -> u64 {
     5_000
 }

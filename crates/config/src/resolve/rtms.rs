@@ -117,6 +117,7 @@ impl Resolver<'_> {
         let video_following = self.video_mode(r, media, &mut media_params)?;
         let (reconnect_jitter_percent, reconnect_healthy_after, stop_drain) = self.outage(r)?;
         let (reconnect_flap_max, reconnect_flap_window) = self.flap(r)?;
+        let close_timeout = self.close_timeout(r)?;
         let (allowed_hosts, allow_insecure_ws, max_streams) = self.rtms_intake(r)?;
         Ok(Rtms {
             connection_timeout,
@@ -130,6 +131,7 @@ impl Resolver<'_> {
             reconnect_flap_max,
             reconnect_flap_window,
             stop_drain,
+            close_timeout,
             keepalive_interval,
             keepalive_timeout,
             webhook_wait_timeout: ms(webhook_wait.n),
@@ -386,6 +388,18 @@ impl Resolver<'_> {
         Ok(Proxy::Url(format!("http://{authority}")))
     }
 
+    /// `[rtms] close_timeout_ms`: the wait for Zoom's answer to STREAM_CLOSE_REQ.
+    fn close_timeout(&self, r: &RtmsConfig) -> Result<Duration, ConfigError> {
+        let n = self.rtms_num(
+            &r.close_timeout_ms,
+            "close_timeout_ms",
+            default_close_timeout_ms(),
+            100,
+            60_000,
+        )?;
+        Ok(ms(n.n))
+    }
+
     /// `[rtms]` keys of one outage and of the end: reconnection jitter, the healthy time that
     /// ends an outage, and the drain after a stop.
     pub(super) fn outage(&self, r: &RtmsConfig) -> Result<(u32, Duration, Duration), ConfigError> {
@@ -453,22 +467,14 @@ impl Resolver<'_> {
             params.deskshare = Some(self.video(&r.deskshare, "deskshare", VideoCodecName::Jpg)?);
         }
         if media.contains(MediaKind::Transcript) {
-            let empty = TranscriptConfig::default();
-            let t = r.transcript.as_ref().map_or(&empty, |t| t.get_ref());
-            let language = match &t.language {
-                Some(l) if !(-1..=36).contains(l.get_ref()) => {
-                    return Err(self.src.invalid_at(
-                        l,
-                        format!("rtms.transcript.language = {} is not a TRANSCRIPT_LANGUAGE number (allowed: -1 for automatic, 0 to 36; 9 is English)", l.get_ref()),
-                    ));
-                }
-                Some(l) => i32::try_from(*l.get_ref()).unwrap_or(-1),
-                None => -1,
+            let (language, enable_lid) = match &r.transcript {
+                Some(sec) => self.transcript_language(sec)?,
+                None => (-1, true),
             };
             params.transcript = Some(TranscriptParams {
                 content_type: Some(content_type::TEXT),
                 src_language: Some(language),
-                enable_lid: Some(t.detect_language.unwrap_or(true)),
+                enable_lid: Some(enable_lid),
             });
         }
         if media.contains(MediaKind::Chat) {
@@ -477,6 +483,61 @@ impl Resolver<'_> {
             });
         }
         Ok(params)
+    }
+
+    /// `[rtms.transcript]`: the source language (`src_language`, a name or a number of Zoom's
+    /// TRANSCRIPT_LANGUAGE table; `language` is its older, numeric spelling) and language
+    /// identification (`enable_lid`, older `detect_language`).
+    fn transcript_language(
+        &self,
+        sec: &Spanned<TranscriptConfig>,
+    ) -> Result<(i32, bool), ConfigError> {
+        use rtms_proto::codes::transcript_language as lang;
+        let t = sec.get_ref();
+        let bad = |what: String| {
+            format!(
+                "rtms.transcript.src_language = {what} is not a transcript language Zoom knows: use one of {}",
+                lang::listing()
+            )
+        };
+        let language = match (&t.src_language, &t.language) {
+            (Some(s), Some(_)) => {
+                return Err(self.src.invalid_at(
+                    s,
+                    "rtms.transcript: set src_language only (language is its older name)",
+                ));
+            }
+            (Some(s), None) => match s.get_ref() {
+                LanguageSpec::Name(n) => {
+                    lang::parse(n).ok_or_else(|| self.src.invalid_at(s, bad(format!("{n:?}"))))?
+                }
+                LanguageSpec::Number(n) => i32::try_from(*n)
+                    .ok()
+                    .filter(|n| lang::name(*n).is_some())
+                    .ok_or_else(|| self.src.invalid_at(s, bad(n.to_string())))?,
+            },
+            (None, Some(l)) => i32::try_from(*l.get_ref())
+                .ok()
+                .filter(|n| lang::name(*n).is_some())
+                .ok_or_else(|| self.src.invalid_at(l, bad(l.get_ref().to_string())))?,
+            (None, None) => -1,
+        };
+        let enable_lid = match (t.enable_lid, t.detect_language) {
+            (Some(_), Some(_)) => {
+                return Err(self.src.invalid_at(
+                    sec,
+                    "rtms.transcript: set enable_lid only (detect_language is its older name)",
+                ));
+            }
+            (a, b) => a.or(b).unwrap_or(true),
+        };
+        if !enable_lid && language == -1 {
+            return Err(self.src.invalid_at(
+                sec,
+                "rtms.transcript.enable_lid = false locks transcription to src_language, which is not set: name the language (src_language = \"english\") or leave enable_lid on",
+            ));
+        }
+        Ok((language, enable_lid))
     }
 
     /// `[rtms.audio]`: a sample rate Zoom supports, stereo only as Opus.

@@ -70,6 +70,7 @@ impl Resolver<'_> {
             shutdown_grace: ms(grace.n),
             journal_dir: r.journal_dir.as_ref().map(|d| self.path(d.get_ref())),
             journal_grace: ms(journal_grace.n),
+            close_streams_on_shutdown: r.close_streams_on_shutdown.unwrap_or(false),
             reload: Reload {
                 watch: r.reload.watch.unwrap_or(default_reload_watch()),
                 debounce: ms(debounce.n),

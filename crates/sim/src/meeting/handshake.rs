@@ -139,7 +139,11 @@ impl Meeting {
         let mut l = self.ledger_mut();
         match &result {
             Ok(_) => l.counters.signaling_handshakes_ok += 1,
-            Err(_) => l.counters.handshakes_rejected += 1,
+            Err((code, reason)) => {
+                l.counters.handshakes_rejected += 1;
+                *l.refusals.entry(status::name(*code)).or_default() += 1;
+                tracing::debug!(stream = %self.stream_id, code, status = status::name(*code), reason, "handshake refused");
+            }
         }
         drop(l);
         self.bump();
@@ -159,7 +163,11 @@ impl Meeting {
         let mut l = self.ledger_mut();
         match &result {
             Ok(_) => l.counters.media_handshakes_ok += 1,
-            Err(_) => l.counters.handshakes_rejected += 1,
+            Err((code, reason)) => {
+                l.counters.handshakes_rejected += 1;
+                *l.refusals.entry(status::name(*code)).or_default() += 1;
+                tracing::debug!(stream = %self.stream_id, code, status = status::name(*code), reason, "handshake refused");
+            }
         }
         drop(l);
         self.bump();
@@ -174,6 +182,7 @@ impl Meeting {
     ) -> Result<MediaAccepted, (u32, String)> {
         self.check_ids(&req.ids, &req.rtms_stream_id, &req.signature)?;
         let (all, bits) = media_bits(req.media_type, path_kind)?;
+        let asked = transcript_asked(req, bits)?;
         let mut st = self.state();
         if st.ended {
             return Err((
@@ -204,8 +213,12 @@ impl Meeting {
                 *n += 1;
             }
         }
-        self.ledger_mut()
-            .connection(id, SocketKind::Media, bits, ConnectionChange::Accepted);
+        let mut l = self.ledger_mut();
+        l.connection(id, SocketKind::Media, bits, ConnectionChange::Accepted);
+        if asked.is_some() {
+            l.transcript_params = asked;
+        }
+        drop(l);
         st.media.push(MediaConn {
             id,
             bits,
@@ -332,6 +345,27 @@ impl Meeting {
         let v = json!({"msg_type": 6, "timestamp": unix_ms(), "event": event});
         self.send_signaling(st, v, Note::Event(t))
     }
+}
+
+/// The transcript parameters of a handshake that carries transcript; a `src_language` outside
+/// Zoom's TRANSCRIPT_LANGUAGE table is refused with status 43, as Zoom does.
+fn transcript_asked(
+    req: &DataHandshakeReq,
+    bits: u32,
+) -> Result<Option<rtms_proto::params::TranscriptParams>, (u32, String)> {
+    if bits & media_type::TRANSCRIPT == 0 {
+        return Ok(None);
+    }
+    let asked = req.media_params.as_ref().and_then(|p| p.transcript.clone());
+    if let Some(l) = asked.as_ref().and_then(|t| t.src_language)
+        && rtms_proto::codes::transcript_language::name(l).is_none()
+    {
+        return Err((
+            status::INVALID_MEDIA_TRANSCRIPT_SROUCE_LANGUAGE,
+            format!("src_language {l} is not a TRANSCRIPT_LANGUAGE (-1 to 36)"),
+        ));
+    }
+    Ok(asked)
 }
 
 /// Whether a handshake's `media_type` mask asks for `all`, and its type bits; refused when

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rtms_proto::webhook::NoticeKind;
 use rtms_proto::{Product, WebhookAction, WebhookEvent, unix_ms};
 use tokio::sync::{mpsc, oneshot};
 
@@ -71,16 +72,31 @@ impl Meeting {
         let body = Bytes::from(webhook_body(&ev, &self.sim.config.account_id));
         st.last_webhook = Some((ev.event.clone(), body.clone(), 1));
         let _ = self.webhooks_tx.send(ev.clone());
+        self.queue_body(ev.event, body, ev.action == WebhookAction::Stopped)
+    }
+
+    /// Queues one body for delivery to the webhook target, if there is one.
+    fn queue_body(&self, event: String, body: Bytes, last: bool) -> Option<oneshot::Receiver<()>> {
         self.webhook_url.as_ref()?;
         let (done, rx) = oneshot::channel();
         let _ = self.deliveries.send(Delivery {
-            event: ev.event,
+            event,
             body,
             attempt: 1,
             done: Some(done),
-            last: ev.action == WebhookAction::Stopped,
+            last,
         });
         Some(rx)
+    }
+
+    /// Sends one of Zoom's concurrency notices about this meeting to the webhook target
+    /// (`meeting.rtms_concurrency_limited` / `_near_limit`; `rtms.start_failed`, which Zoom
+    /// sends on its event WebSocket, is sent under that name too), in order with the
+    /// stream's other webhooks, retried as they are; each attempt enters the ledger.
+    pub(crate) fn send_notice(&self, kind: NoticeKind) -> Option<oneshot::Receiver<()>> {
+        let event = notice_event(kind).to_owned();
+        let body = notice_body(&event, self.product, &self.id, &self.sim.config.account_id);
+        self.queue_body(event, Bytes::from(body), false)
     }
 
     /// Delivers the started event (used by `start_meeting` when a target is set).
