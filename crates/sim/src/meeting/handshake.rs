@@ -96,22 +96,7 @@ impl Meeting {
                 self.drop_signaling(&mut st, super::loss::Then::Nothing);
             }
             if st.signaling.is_some() {
-                let conn = st.next_conn;
-                st.next_conn += 1;
-                let status = status::DUPLICATE_SIGNAL_REQUEST;
-                let mut l = self.ledger_mut();
-                l.counters.duplicate_signaling_rejected += 1;
-                l.connection(
-                    conn,
-                    SocketKind::Signaling,
-                    0,
-                    ConnectionChange::RejectedDuplicate { status },
-                );
-                return Err((
-                    status,
-                    "duplicate signal request: the stream already has a live signaling connection"
-                        .into(),
-                ));
+                return Err(self.duplicate_signaling(&mut st));
             }
             let (tx, rx) = mpsc::unbounded_channel();
             let (end, task_end) = Ending::pair(&self.cancel);
@@ -148,6 +133,25 @@ impl Meeting {
         drop(l);
         self.bump();
         result
+    }
+
+    /// Refuses a second signaling connection for the stream, recording the attempt.
+    fn duplicate_signaling(&self, st: &mut State) -> (u32, String) {
+        let conn = st.next_conn;
+        st.next_conn += 1;
+        let status = status::DUPLICATE_SIGNAL_REQUEST;
+        let mut l = self.ledger_mut();
+        l.counters.duplicate_signaling_rejected += 1;
+        l.connection(
+            conn,
+            SocketKind::Signaling,
+            0,
+            ConnectionChange::RejectedDuplicate { status },
+        );
+        (
+            status,
+            "duplicate signal request: the stream already has a live signaling connection".into(),
+        )
     }
 
     /// Decides a media handshake; on success registers the socket (not ready until msg 7)
