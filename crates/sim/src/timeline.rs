@@ -214,7 +214,7 @@ impl Runner {
 
     async fn play(&mut self) -> Result<(), Interrupt> {
         self.await_ready().await?;
-        self.t0 = rtms_proto::unix_ms();
+        self.t0 = self.m.clock_origin_ms.unwrap_or_else(rtms_proto::unix_ms);
         let start = Instant::now();
         let mut paused_total = Duration::ZERO;
         self.schedule_script();

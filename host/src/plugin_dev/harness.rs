@@ -377,6 +377,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// How long a partial batch waits for more frames in a test (the most the pipeline allows):
+/// the replay fills it long before, unless the meeting is over.
+const BATCH_WAIT_MS: i64 = 60_000;
+
 /// The pipeline the test runs: the plugin alone, lossless, one scratch directory, one sink.
 fn pipeline_text(
     m: &Manifest,
@@ -414,11 +418,15 @@ fn pipeline_text(
     queue.insert("on_full".into(), s("block"));
     queue.insert("block_timeout_ms".into(), Value::Integer(600_000));
     plugin.insert("queue".into(), Value::Table(queue));
+    // Batches of exactly max_frames (the last one before the end may be shorter): a partial
+    // batch waits for more frames rather than leaving with what the replay's speed queued,
+    // so every run cuts the meeting into the same calls.
     let mut batch = Table::new();
     batch.insert(
         "max_frames".into(),
         Value::Integer(m.test.max_frames.into()),
     );
+    batch.insert("max_wait_ms".into(), Value::Integer(BATCH_WAIT_MS));
     plugin.insert("batch".into(), Value::Table(batch));
     // The limits it runs with in production: a plugin that passes here does not trap there
     // for a limit.
