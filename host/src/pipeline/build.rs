@@ -198,6 +198,7 @@ fn entry(
             rollback_window: r.rollback_window,
         },
         generation,
+        replaced: Default::default(),
         stats: metrics.plugin(&name),
     }
 }
