@@ -968,3 +968,104 @@ async fn c_scripted_tests_give_the_same_outputs_ten_times() {
         ten_runs_agree(Lang::C).await;
     }
 }
+
+/// `plugin run` on a fresh skeleton, in one command: the simulator plays the built-in
+/// stand-up to a live host on 127.0.0.1, the plugin's log line and its output are shown,
+/// and its file and outputs are in out/.
+#[test]
+fn plugin_run_plays_a_meeting_to_the_skeleton_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("hello-rust");
+    scaffold::create("hello-rust", Lang::Rust, &plugin).unwrap();
+    let shared = root().join("target/scaffold-rust-target");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, plugin.join("target")).unwrap();
+    let out = {
+        let _g = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
+        Command::new(env!("CARGO_BIN_EXE_rtms-host"))
+            .args(["plugin", "run", "--pace", "fast"])
+            .current_dir(&plugin)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("session standup started"), "{stderr}");
+    let words = format!("hello-rust words: 11 transcript lines, {} words", 136);
+    assert!(stdout.contains(&words), "{stdout}");
+    assert!(stdout.contains("meeting ended (stop_reason 6)"), "{stdout}");
+    let outputs = std::fs::read_to_string(plugin.join("out/outputs.jsonl")).unwrap();
+    assert_eq!(outputs.lines().count(), 1, "{outputs}");
+    let lines = std::fs::read_to_string(plugin.join("out/files/words-standup.txt")).unwrap();
+    assert_eq!(lines.lines().count(), 11, "{lines}");
+    assert!(lines.contains(": ") && lines.starts_with('#'), "{lines}");
+}
+
+/// A host that refuses the started webhook: the simulator keeps the host's answer, which
+/// names the key to set, and the meeting gives up at once (stop_reason 11) instead of
+/// waiting for a client until its connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_webhook_ends_the_meeting_at_once_with_the_hosts_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nenabled = false\n\
+         [rtms]\nmedia = [\"transcript\"]\n[runtime]\ndead_letter_dir = \"{}\"\n\
+         [runtime.reload]\nwatch = false\n",
+        dir.path().join("dead").display()
+    );
+    let path = dir.path().join("pipeline.toml");
+    let env = rtms_config::MapEnv::new()
+        .with("ZM_RTMS_CLIENT", "c")
+        .with("ZM_RTMS_SECRET", "s")
+        .with("ZOOM_SECRET_TOKEN", "w");
+    let pipeline =
+        rtms_config::Pipeline::parse(&text, &path, &env, rtms_config::LoadOptions::default())
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let svc = rtms_host::service::Service::start(
+        pipeline,
+        Box::new(env),
+        listener,
+        rtms_host::service::StartOptions {
+            watch: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sim = rtms_sim::Simulator::start(rtms_sim::SimConfig {
+        client_id: "c".into(),
+        client_secret: "s".into(),
+        webhook_secret: "w".into(),
+        tls: false,
+        ..rtms_sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let script = rtms_sim::MeetingScript::from_toml_str(BUSY_SCRIPT).unwrap();
+    let handle = sim
+        .start_meeting(
+            script,
+            rtms_sim::MeetingOptions {
+                webhook_url: Some(format!("http://{}/webhook", svc.addr())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // The connect timeout is 120 s: ending within 10 s is the refusal's doing.
+    let ledger = tokio::time::timeout(std::time::Duration::from_secs(10), handle.finished())
+        .await
+        .expect("the meeting gives up at once");
+    assert_eq!(ledger.stop_reason, Some(11));
+    let refused = &ledger.webhooks[0];
+    let error = refused.error.as_deref().unwrap_or_default();
+    assert!(
+        refused.status.is_some_and(|s| (400..500).contains(&s)),
+        "{refused:?}"
+    );
+    assert!(error.contains("allow_insecure_ws"), "{error}");
+    svc.shutdown().await;
+}

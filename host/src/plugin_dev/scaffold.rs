@@ -197,7 +197,9 @@ fn pipeline(name: &str, shape: &Shape) -> String {
         "[plugin.limits]\nmemory_mb = 256\n"
     };
     format!(
-        r#"# Runs {name} in rtms-host. Try it on the sample meeting, with no network:
+        r#"# Runs {name} in rtms-host. Live against the local simulator, in one command:
+#   rtms-host plugin run
+# On the sample meeting, with no network:
 #   rtms-host plugin build && RUST_LOG=warn,plugin=info rtms-host replay meetings/sample.jsonl --config pipeline.toml
 # (RUST_LOG shows the plugin's own log lines beside the host's warnings.)
 # Every key is described in examples/pipeline.toml of rtms-host.

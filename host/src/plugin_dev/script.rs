@@ -35,14 +35,7 @@ pub async fn record(script: &Path, media: &[String], dest: &Path) -> Result<()> 
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "meeting".into());
     let work = dest.parent().unwrap_or(Path::new("."));
-    let sim = Simulator::start(SimConfig {
-        client_id: CLIENT_ID.into(),
-        client_secret: CLIENT_SECRET.into(),
-        webhook_secret: WEBHOOK_SECRET.into(),
-        tls: false,
-        ..SimConfig::default()
-    })
-    .await?;
+    let sim = Simulator::start(sim_config()).await?;
     let svc = start_host(media, work).await?;
     let handle = sim.start_meeting(
         meeting,
@@ -136,15 +129,28 @@ fn push_line(out: &mut String, line: &Line) -> Result<()> {
 
 /// A host with no plugin that asks Zoom for the `media` kinds, its files under `work`.
 async fn start_host(media: &[String], work: &Path) -> Result<Service> {
-    let text = recording_pipeline(media, work);
+    let doc = live_pipeline(media, &work.join("record-dead-letter"));
     let path = work.join("record-pipeline.toml");
-    std::fs::write(&path, &text)?;
-    let env = MapEnv::new()
+    start_service(&toml::to_string(&doc)?, &path, &[]).await
+}
+
+/// Starts a host on 127.0.0.1 (a free port) with the pipeline `text`, written to `path`,
+/// and the credentials the simulator uses ([`sim_config`]) and `vars` in its environment.
+pub(super) async fn start_service(
+    text: &str,
+    path: &Path,
+    vars: &[(String, String)],
+) -> Result<Service> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut env = MapEnv::new()
         .with("ZM_RTMS_CLIENT", CLIENT_ID)
         .with("ZM_RTMS_SECRET", CLIENT_SECRET)
         .with("ZOOM_SECRET_TOKEN", WEBHOOK_SECRET);
-    let pipeline = Pipeline::parse(&text, &path, &env, LoadOptions::default())
-        .map_err(|e| anyhow::anyhow!("the recording pipeline is refused: {e}"))?;
+    for (k, v) in vars {
+        env = env.with(k, v);
+    }
+    let pipeline = Pipeline::parse(text, path, &env, LoadOptions::default())
+        .map_err(|e| anyhow::anyhow!("the pipeline is refused: {e}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     Service::start(
         pipeline,
@@ -158,41 +164,70 @@ async fn start_host(media: &[String], work: &Path) -> Result<Service> {
     .await
 }
 
-/// The recording host's pipeline.toml: Zoom sends what the host asks for, every kind the
-/// plugin takes (video and share are left out when it does not take them: they are large).
-fn recording_pipeline(media: &[String], work: &Path) -> String {
-    let mut kinds: Vec<String> = media
+/// The simulator's settings for a host [`start_service`] started: its credentials, plain
+/// `ws://` on loopback.
+pub(super) fn sim_config() -> SimConfig {
+    SimConfig {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        webhook_secret: WEBHOOK_SECRET.into(),
+        tls: false,
+        ..SimConfig::default()
+    }
+}
+
+/// A pipeline that takes the simulator's streams on loopback: `[server]` on 127.0.0.1, no
+/// admin listener, `[rtms]` asking Zoom for every kind the plugin takes (video and share are
+/// left out when it does not take them: they are large) and accepting the simulator's
+/// `ws://` URLs on 127.0.0.1, no file watching; dead letters in `dead_letters`.
+pub(super) fn live_pipeline(media: &[String], dead_letters: &Path) -> toml::Table {
+    use toml::{Table, Value};
+    let strings =
+        |v: Vec<&str>| Value::Array(v.into_iter().map(|x| Value::String(x.into())).collect());
+    let mut kinds: Vec<&str> = media
         .iter()
-        .filter(|k| k.as_str() != "event")
-        .cloned()
+        .map(String::as_str)
+        .filter(|k| *k != "event")
         .collect();
     if kinds.is_empty() {
-        kinds.push("transcript".into());
+        kinds.push("transcript");
     }
-    let events = if media.iter().any(|k| k == "event") {
-        r#"events = ["participant-join", "participant-leave", "active-speaker-change", "sharing-start", "sharing-stop"]"#
-    } else {
-        ""
-    };
-    format!(
-        r#"version = 1
-[server]
-listen = "127.0.0.1:0"
-[admin]
-enabled = false
-[rtms]
-media = {media}
-{events}
-allowed_hosts = ["127.0.0.1", "localhost"]
-allow_insecure_ws = true
-[runtime]
-dead_letter_dir = "{dead}"
-[runtime.reload]
-watch = false
-"#,
-        media = toml::Value::Array(kinds.into_iter().map(toml::Value::String).collect()),
-        dead = work.join("record-dead-letter").display(),
-    )
+    let mut doc = Table::new();
+    doc.insert("version".into(), Value::Integer(1));
+    let mut server = Table::new();
+    server.insert("listen".into(), Value::String("127.0.0.1:0".into()));
+    doc.insert("server".into(), Value::Table(server));
+    let mut admin = Table::new();
+    admin.insert("enabled".into(), Value::Boolean(false));
+    doc.insert("admin".into(), Value::Table(admin));
+    let mut rtms = Table::new();
+    rtms.insert("media".into(), strings(kinds));
+    if media.iter().any(|k| k == "event") {
+        let events = vec![
+            "participant-join",
+            "participant-leave",
+            "active-speaker-change",
+            "sharing-start",
+            "sharing-stop",
+        ];
+        rtms.insert("events".into(), strings(events));
+    }
+    rtms.insert(
+        "allowed_hosts".into(),
+        strings(vec!["127.0.0.1", "localhost"]),
+    );
+    rtms.insert("allow_insecure_ws".into(), Value::Boolean(true));
+    doc.insert("rtms".into(), Value::Table(rtms));
+    let mut runtime = Table::new();
+    runtime.insert(
+        "dead_letter_dir".into(),
+        Value::String(dead_letters.display().to_string()),
+    );
+    let mut reload = Table::new();
+    reload.insert("watch".into(), Value::Boolean(false));
+    runtime.insert("reload".into(), Value::Table(reload));
+    doc.insert("runtime".into(), Value::Table(runtime));
+    doc
 }
 
 /// Checks that `p` names a meeting script that parses.
