@@ -1069,3 +1069,52 @@ async fn a_refused_webhook_ends_the_meeting_at_once_with_the_hosts_answer() {
     assert!(error.contains("allow_insecure_ws"), "{error}");
     svc.shutdown().await;
 }
+
+/// A bare C crash (`__builtin_trap()`, no message of its own) fails the test naming the
+/// function and the source line, from the DWARF a debug build keeps (paths relative to the
+/// plugin folder); a release build keeps the function names alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_crash_reports_its_function_and_line() {
+    if !c_toolchain_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("crash-c");
+    scaffold::create("crash-c", Lang::C, &plugin).unwrap();
+    let source = plugin.join("src/plugin.c");
+    let text = std::fs::read_to_string(&source)
+        .unwrap()
+        .replace(
+            "bool exports_rtms_plugin_handler_on_frames(",
+            "__attribute__((noinline)) static void check_line(unsigned long long n) {\n  if (n > 5) __builtin_trap();\n}\n\nbool exports_rtms_plugin_handler_on_frames(",
+        )
+        .replace("    lines++;\n", "    check_line(n);\n    lines++;\n");
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let (trap_line, call_line) = (line_of("__builtin_trap()"), line_of("check_line(n);"));
+    std::fs::write(&source, &text).unwrap();
+    let (_, o) = build_and_test(&plugin, false).await;
+    let trap = o.trap.expect("it traps");
+    let at = format!(
+        "wasm `unreachable` instruction executed, at check_line (src/plugin.c:{trap_line}:"
+    );
+    assert!(trap.contains(&at), "{at} missing from {trap}");
+    let caller =
+        format!("called from exports_rtms_plugin_handler_on_frames (src/plugin.c:{call_line}:");
+    assert!(trap.contains(&caller), "{caller} missing from {trap}");
+
+    let m = Manifest::load(&plugin).unwrap();
+    let mb = m.clone();
+    tokio::task::spawn_blocking(move || {
+        let _g = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
+        compile::build_as(&mb, true, compile::Profile::Release)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let trap = run_test(&m).await.trap.expect("it traps");
+    assert!(
+        trap.contains(", at check_line, called from exports_rtms_plugin_handler_on_frames"),
+        "{trap}"
+    );
+    assert!(!trap.contains("plugin.c:"), "{trap}");
+}

@@ -90,6 +90,10 @@ pub struct BuildArgs {
     /// The plugin folder (holding rtms-plugin.toml).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+    /// Leave out the debug info (C: DWARF; a trap then names the function but not the
+    /// line), for production. The default keeps it.
+    #[arg(long)]
+    pub release: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -157,7 +161,13 @@ pub async fn run(cmd: PluginCmd) -> Result<bool> {
         }
         PluginCmd::Build(a) => {
             let m = Manifest::load(&a.dir)?;
-            let b = tokio::task::spawn_blocking(move || compile::build(&m, false)).await??;
+            let profile = if a.release {
+                compile::Profile::Release
+            } else {
+                compile::Profile::Debug
+            };
+            let b = tokio::task::spawn_blocking(move || compile::build_as(&m, false, profile))
+                .await??;
             println!(
                 "{} ({} bytes{})",
                 b.component.display(),
