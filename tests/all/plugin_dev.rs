@@ -155,8 +155,19 @@ async fn scaffold_passes(lang: Lang) {
         scaffold::EXPECTED_WORDS
     );
     assert!(expected_outputs(&m).contains(&words));
-    assert_eq!(o.outputs, 1);
-    assert_eq!(o.files, usize::from(lang != Lang::Js));
+    // JavaScript, which has no files, emits each line; the others write it to a file named
+    // after the stream.
+    let lines = scaffold::sample_lines();
+    assert_eq!(lines.len() as u64, scaffold::EXPECTED_LINES);
+    if lang == Lang::Js {
+        assert_eq!(o.outputs, lines.len() + 1);
+        assert!(expected_outputs(&m).contains(lines[0].trim_end()));
+    } else {
+        assert_eq!(o.outputs, 1);
+        assert_eq!(o.files, 1);
+        let written = std::fs::read_to_string(plugin.join(scaffold::SAMPLE_FILE)).unwrap();
+        assert_eq!(written, lines.concat());
+    }
     for f in [
         "rtms-plugin.toml",
         "pipeline.toml",
@@ -446,7 +457,7 @@ async fn a_missing_expected_file_is_a_failure() {
     // The Python skeleton's test uses the same name: same sources, one build and one compile.
     let plugin = dir.path().join("hello-python");
     scaffold::create("hello-python", Lang::Python, &plugin).unwrap();
-    std::fs::remove_file(plugin.join("expected/files/words.txt")).unwrap();
+    std::fs::remove_file(plugin.join(scaffold::SAMPLE_FILE)).unwrap();
     let (_, o) = build_and_test(&plugin, false).await;
     assert!(!o.passed());
     assert_eq!(o.diffs.len(), 1, "{:?}", o.diffs);
@@ -456,11 +467,12 @@ async fn a_missing_expected_file_is_a_failure() {
         o.diffs[0]
     );
     assert!(
-        o.diffs[0].contains("+++ actual/files/words.txt"),
+        o.diffs[0].contains("+++ actual/files/words-sample.txt"),
         "{}",
         o.diffs[0]
     );
-    assert!(o.diffs[0].contains("+lines 11"), "{}", o.diffs[0]);
+    let first = scaffold::sample_lines()[0].clone();
+    assert!(o.diffs[0].contains(&format!("+{first}")), "{}", o.diffs[0]);
 }
 
 /// examples/pipeline-languages.toml runs the three examples together over the sample
@@ -728,7 +740,7 @@ async fn test_pipeline_gives_the_limits_and_the_trap_names_its_key() {
     std::fs::write(
         &pipeline,
         "version = 1\n\n[[plugin]]\nname = \"other\"\ncomponent = \"x.wasm\"\nmedia = [\"audio\"]\n\n\
-         [[plugin]]\nname = \"hog\"\ncomponent = \"x.wasm\"\nmedia = [\"transcript\"]\n\n\
+         [[plugin]]\nname = \"hog\"\ncomponent = \"x.wasm\"\nmedia = [\"transcript\", \"audio\"]\n\n\
          [plugin.limits]\nmemory_mb = 24\n",
     )
     .unwrap();
@@ -760,4 +772,349 @@ async fn a_plugin_that_cannot_start_fails_the_test_as_such() {
     let trap = o.trap.unwrap();
     assert!(trap.contains("failed to start"), "{trap}");
     assert!(o.diffs.is_empty(), "{:?}", o.diffs);
+}
+
+/// A short meeting whose frames interleave at equal times: overlapping speakers, a joiner,
+/// active-speaker changes, chat at the moment a transcript line ends.
+const BUSY_SCRIPT: &str = r#"
+[meeting]
+seed = 11
+duration = 4.0
+
+[[participant]]
+name = "Ana Souza"
+
+[[participant]]
+name = "Kofi Mensah"
+
+[[participant]]
+name = "Lena Fischer"
+join = 1.0
+
+[[utterance]]
+speaker = "Ana Souza"
+start = 0.2
+duration = 1.3
+text = "Shall we start with the numbers?"
+
+[[utterance]]
+speaker = "Kofi Mensah"
+start = 1.0
+duration = 1.0
+text = "Yes, the deck is at https://example.com/deck"
+
+[[utterance]]
+speaker = "Lena Fischer"
+start = 2.0
+duration = 1.5
+text = "Can I add one thing first?"
+
+[[chat]]
+at = 2.0
+from = "Lena Fischer"
+text = "Who owns the budget?"
+
+[[event]]
+at = 1.0
+kind = "active_speaker"
+user = "Kofi Mensah"
+"#;
+
+/// The frames of a recording as `replay` sees them: every line that is a frame, in order.
+fn frame_lines(recording: &str) -> Vec<String> {
+    recording
+        .lines()
+        .filter(|l| {
+            matches!(
+                rtms_client::decode(
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["msg"]
+                        .to_string()
+                        .as_bytes()
+                ),
+                Ok(rtms_client::Decoded::Frame(_))
+            )
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Ten plays of the same script record the same frames, byte for byte, in the same order
+/// (timestamps on the script's fixed clock, events and media interleaved by script time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_records_the_same_frames_on_every_play() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("busy.toml");
+    std::fs::write(&script, BUSY_SCRIPT).unwrap();
+    let media: Vec<String> = ["audio", "transcript", "chat", "event"]
+        .map(String::from)
+        .to_vec();
+    let mut first: Option<Vec<String>> = None;
+    for run in 0..10 {
+        let rec = dir.path().join(format!("busy-{run}.jsonl"));
+        rtms_host::plugin_dev::script::record(&script, &media, &rec)
+            .await
+            .unwrap();
+        let frames = frame_lines(&std::fs::read_to_string(&rec).unwrap());
+        match &first {
+            None => {
+                // Audio, transcript, chat and events all came, in the script's order.
+                let kinds = |needle: &str| frames.iter().filter(|l| l.contains(needle)).count();
+                assert_eq!(kinds("\"msg_type\":17"), 3, "{frames:#?}");
+                assert_eq!(kinds("\"msg_type\":18"), 1);
+                assert!(kinds("\"msg_type\":6") >= 3, "joins and the speaker change");
+                assert!(kinds("\"msg_type\":14") > 100);
+                let at: Vec<u64> = frames
+                    .iter()
+                    .map(|l| {
+                        serde_json::from_str::<serde_json::Value>(l).unwrap()["at_ms"]
+                            .as_u64()
+                            .unwrap()
+                    })
+                    .collect();
+                assert!(at.windows(2).all(|w| w[0] <= w[1]), "in script time");
+                first = Some(frames);
+            }
+            Some(f) => {
+                assert_eq!(f.len(), frames.len(), "run {run}");
+                for (i, (a, b)) in f.iter().zip(&frames).enumerate() {
+                    assert_eq!(a, b, "run {run}, frame {i}");
+                }
+            }
+        }
+    }
+}
+
+/// A skeleton in `lang` tested over [`BUSY_SCRIPT`] ten times, the script played afresh
+/// each time: the first run records what it produced, and the nine others produce the same
+/// bytes (the sequence numbers of its lines count the audio, chat and events around them).
+async fn ten_runs_agree(lang: Lang) {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("hello-{}", lang.as_str());
+    let plugin = dir.path().join(&name);
+    scaffold::create(&name, lang, &plugin).unwrap();
+    if lang == Lang::Rust {
+        let shared = root().join("target/scaffold-rust-target");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::os::unix::fs::symlink(&shared, plugin.join("target")).unwrap();
+    }
+    std::fs::write(plugin.join("meetings/busy.toml"), BUSY_SCRIPT).unwrap();
+    let edit = |file: &str, from: &str, to: &str| {
+        let p = plugin.join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{from} in {text}");
+        std::fs::write(&p, text.replace(from, to)).unwrap();
+    };
+    edit(
+        "pipeline.toml",
+        r#"media = ["transcript"]"#,
+        r#"media = ["transcript", "audio", "chat", "event"]"#,
+    );
+    edit(
+        "rtms-plugin.toml",
+        "meetings/sample.jsonl",
+        "meetings/busy.toml",
+    );
+    let (m, o) = build_and_test(&plugin, true).await;
+    assert!(o.updated && o.trap.is_none(), "{o:?}");
+    let recorded = if lang == Lang::Js {
+        expected_outputs(&m)
+    } else {
+        std::fs::read_to_string(m.test.expected.join("files/words-busy.txt")).unwrap()
+    };
+    // Three lines, numbered among the meeting's 200-odd frames.
+    assert_eq!(
+        recorded.matches(" words").count(),
+        3 + usize::from(lang == Lang::Js),
+        "{recorded}"
+    );
+    assert!(recorded.contains("Lena Fischer: 6 words"), "{recorded}");
+    for run in 1..10 {
+        let o = run_test(&m).await;
+        assert!(
+            o.passed(),
+            "run {run} differs:\n{}{}",
+            o.diffs.join(""),
+            o.problems.join("\n")
+        );
+    }
+}
+
+async fn run_test(m: &Manifest) -> Outcome {
+    let opts = TestOptions {
+        compile_cache: compile_cache(),
+        ..TestOptions::default()
+    };
+    run(m, &opts).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_scripted_tests_give_the_same_outputs_ten_times() {
+    ten_runs_agree(Lang::Rust).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_scripted_tests_give_the_same_outputs_ten_times() {
+    ten_runs_agree(Lang::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_scripted_tests_give_the_same_outputs_ten_times() {
+    ten_runs_agree(Lang::Js).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_scripted_tests_give_the_same_outputs_ten_times() {
+    if c_toolchain_present() {
+        ten_runs_agree(Lang::C).await;
+    }
+}
+
+/// `plugin run` on a fresh skeleton, in one command: the simulator plays the built-in
+/// stand-up to a live host on 127.0.0.1, the plugin's log line and its output are shown,
+/// and its file and outputs are in out/.
+#[test]
+fn plugin_run_plays_a_meeting_to_the_skeleton_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("hello-rust");
+    scaffold::create("hello-rust", Lang::Rust, &plugin).unwrap();
+    let shared = root().join("target/scaffold-rust-target");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, plugin.join("target")).unwrap();
+    let out = {
+        let _g = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
+        Command::new(env!("CARGO_BIN_EXE_rtms-host"))
+            .args(["plugin", "run", "--pace", "fast"])
+            .current_dir(&plugin)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("session standup started"), "{stderr}");
+    let words = format!("hello-rust words: 11 transcript lines, {} words", 136);
+    assert!(stdout.contains(&words), "{stdout}");
+    assert!(stdout.contains("meeting ended (stop_reason 6)"), "{stdout}");
+    let outputs = std::fs::read_to_string(plugin.join("out/outputs.jsonl")).unwrap();
+    assert_eq!(outputs.lines().count(), 1, "{outputs}");
+    let lines = std::fs::read_to_string(plugin.join("out/files/words-standup.txt")).unwrap();
+    assert_eq!(lines.lines().count(), 11, "{lines}");
+    assert!(lines.contains(": ") && lines.starts_with('#'), "{lines}");
+}
+
+/// A host that refuses the started webhook: the simulator keeps the host's answer, which
+/// names the key to set, and the meeting gives up at once (stop_reason 11) instead of
+/// waiting for a client until its connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_webhook_ends_the_meeting_at_once_with_the_hosts_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nenabled = false\n\
+         [rtms]\nmedia = [\"transcript\"]\n[runtime]\ndead_letter_dir = \"{}\"\n\
+         [runtime.reload]\nwatch = false\n",
+        dir.path().join("dead").display()
+    );
+    let path = dir.path().join("pipeline.toml");
+    let env = rtms_config::MapEnv::new()
+        .with("ZM_RTMS_CLIENT", "c")
+        .with("ZM_RTMS_SECRET", "s")
+        .with("ZOOM_SECRET_TOKEN", "w");
+    let pipeline =
+        rtms_config::Pipeline::parse(&text, &path, &env, rtms_config::LoadOptions::default())
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let svc = rtms_host::service::Service::start(
+        pipeline,
+        Box::new(env),
+        listener,
+        rtms_host::service::StartOptions {
+            watch: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sim = rtms_sim::Simulator::start(rtms_sim::SimConfig {
+        client_id: "c".into(),
+        client_secret: "s".into(),
+        webhook_secret: "w".into(),
+        tls: false,
+        ..rtms_sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let script = rtms_sim::MeetingScript::from_toml_str(BUSY_SCRIPT).unwrap();
+    let handle = sim
+        .start_meeting(
+            script,
+            rtms_sim::MeetingOptions {
+                webhook_url: Some(format!("http://{}/webhook", svc.addr())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // The connect timeout is 120 s: ending within 10 s is the refusal's doing.
+    let ledger = tokio::time::timeout(std::time::Duration::from_secs(10), handle.finished())
+        .await
+        .expect("the meeting gives up at once");
+    assert_eq!(ledger.stop_reason, Some(11));
+    let refused = &ledger.webhooks[0];
+    let error = refused.error.as_deref().unwrap_or_default();
+    assert!(
+        refused.status.is_some_and(|s| (400..500).contains(&s)),
+        "{refused:?}"
+    );
+    assert!(error.contains("allow_insecure_ws"), "{error}");
+    svc.shutdown().await;
+}
+
+/// A bare C crash (`__builtin_trap()`, no message of its own) fails the test naming the
+/// function and the source line, from the DWARF a debug build keeps (paths relative to the
+/// plugin folder); a release build keeps the function names alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_crash_reports_its_function_and_line() {
+    if !c_toolchain_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("crash-c");
+    scaffold::create("crash-c", Lang::C, &plugin).unwrap();
+    let source = plugin.join("src/plugin.c");
+    let text = std::fs::read_to_string(&source)
+        .unwrap()
+        .replace(
+            "bool exports_rtms_plugin_handler_on_frames(",
+            "__attribute__((noinline)) static void check_line(unsigned long long n) {\n  if (n > 5) __builtin_trap();\n}\n\nbool exports_rtms_plugin_handler_on_frames(",
+        )
+        .replace("    lines++;\n", "    check_line(n);\n    lines++;\n");
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let (trap_line, call_line) = (line_of("__builtin_trap()"), line_of("check_line(n);"));
+    std::fs::write(&source, &text).unwrap();
+    let (_, o) = build_and_test(&plugin, false).await;
+    let trap = o.trap.expect("it traps");
+    let at = format!(
+        "wasm `unreachable` instruction executed, at check_line (src/plugin.c:{trap_line}:"
+    );
+    assert!(trap.contains(&at), "{at} missing from {trap}");
+    let caller =
+        format!("called from exports_rtms_plugin_handler_on_frames (src/plugin.c:{call_line}:");
+    assert!(trap.contains(&caller), "{caller} missing from {trap}");
+
+    let m = Manifest::load(&plugin).unwrap();
+    let mb = m.clone();
+    tokio::task::spawn_blocking(move || {
+        let _g = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
+        compile::build_as(&mb, true, compile::Profile::Release)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let trap = run_test(&m).await.trap.expect("it traps");
+    assert!(
+        trap.contains(", at check_line, called from exports_rtms_plugin_handler_on_frames"),
+        "{trap}"
+    );
+    assert!(!trap.contains("plugin.c:"), "{trap}");
 }

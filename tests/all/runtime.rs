@@ -295,3 +295,22 @@ async fn second_load_comes_from_the_compile_cache() {
     assert_eq!(second.source, rtms_host::sandbox::CodeSource::Cache);
     assert_eq!(first.hash, second.hash);
 }
+
+/// What a log says a reload changed names the settings when the code is the same, never the
+/// same hash on both sides alone.
+#[tokio::test]
+async fn a_change_of_limits_alone_is_described_by_its_settings() {
+    let rt = runtime();
+    let metrics = rtms_host::dataplane::stats::Metrics::default();
+    let out = tempfile::tempdir().unwrap();
+    let old = entry(&rt, &seq_recorder(), out.path(), 1, &metrics).await;
+    let mut p = seq_recorder();
+    p.memory_mb = 48;
+    p.call_timeout = Duration::from_millis(2500);
+    let new = entry(&rt, &p, out.path(), 2, &metrics).await;
+    let hash = old.code.short_hash();
+    assert_eq!(
+        new.change_from(&old),
+        format!("code {hash} (unchanged), memory_mb 32 -> 48, call_timeout_ms 500 -> 2500")
+    );
+}

@@ -205,6 +205,7 @@ pub async fn entry(
         rates: p.rates,
         restart: p.restart.clone(),
         generation,
+        replaced: Default::default(),
         stats: metrics.plugin(p.name),
     })
 }

@@ -315,3 +315,37 @@ async fn changed_worker_settings_apply_to_live_sessions_without_a_new_instance()
     let (rec_frames, _) = recorder_file(&rig.out().join("rec.txt"));
     assert_eq!(rec_frames.len(), texts.len());
 }
+
+/// A version that traps on a session that started after the reload (none was live to swap)
+/// is rolled back as well, and the log of the rollback tells what it undid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_trapping_on_sessions_started_after_the_reload_is_rolled_back() {
+    let rig = Rig::new().await;
+    let mut p = PipelineToml::new(vec![recorder("rec", "rec.txt")]);
+    let svc = rig.start(&p).await;
+    let good_hash = serving_hash(&svc, "rec").expect("rec runs");
+    let bad = rig.install("trap", "bad.wasm");
+    p.plugins[0] = PluginToml::new("rec", &bad)
+        .cfg("every", "1")
+        .cfg("file", "bad.txt");
+    rig.write_pipeline(&p);
+    assert!(matches!(svc.reload().await, Outcome::Applied { .. }));
+    assert_ne!(serving_hash(&svc, "rec").as_deref(), Some(&*good_hash));
+
+    let meeting = rig.meeting(&svc, "reload-rollback-new", 1500);
+    wait_for("the rollback", Duration::from_secs(8), || {
+        plugin(&svc.metrics(), "rec").rollbacks >= 1
+            && serving_hash(&svc, "rec").as_deref() == Some(&*good_hash)
+    })
+    .await;
+    // The session goes on with the version it rolled back to.
+    let after = plugin(&svc.metrics(), "rec").delivered;
+    delivered_beyond(&svc, "rec", after + 10).await;
+    // The bad bytes are refused from now on.
+    match svc.reload().await {
+        Outcome::Refused(msg) => assert!(msg.contains("rolled back"), "{msg}"),
+        other => panic!("the rolled-back bytes must be refused: {other:?}"),
+    }
+    let (_, m) = finish(svc, meeting).await;
+    assert_eq!(plugin(&m, "rec").traps, 2, "two traps roll back");
+}

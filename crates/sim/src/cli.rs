@@ -343,6 +343,15 @@ fn print_end(i: usize, l: &crate::Ledger) {
         l.count(crate::MediaKind::Transcript),
         l.count(crate::MediaKind::Chat),
     );
+    // Why the host did not take a webhook, as it answered (the fix is usually named there).
+    for w in l.webhooks.iter().filter(|w| w.error.is_some()) {
+        println!(
+            "  webhook {} (attempt {}) not accepted: {}",
+            w.event,
+            w.attempt,
+            w.error.as_deref().unwrap_or_default()
+        );
+    }
 }
 
 /// Waits for every prepared meeting to be started through the API, in any order; prints each

@@ -57,6 +57,8 @@ pub struct AudioSynth {
     channels: usize,
     frame_ms: u32,
     alaw: bool,
+    /// Linear gains of the voices not at the usual level, by user id.
+    gains: Vec<(i64, f64)>,
 }
 
 impl AudioSynth {
@@ -68,7 +70,15 @@ impl AudioSynth {
             channels: p.channel.unwrap_or(1) as usize,
             frame_ms: p.send_rate.unwrap_or(20),
             alaw: p.codec == Some(codec::G711),
+            gains: Vec::new(),
         }
+    }
+
+    /// The synthesiser with each voice's gain (linear, by user id; see
+    /// [`crate::MeetingScript::gains`]).
+    pub fn with_gains(mut self, gains: Vec<(i64, f64)>) -> Self {
+        self.gains = gains;
+        self
     }
 
     /// The voiced signal of one voice, `VOICE_LOOP_SECS` long, made on first use. Pitch is
@@ -147,11 +157,16 @@ impl AudioSynth {
         let table = self.voice(voice);
         let mut noise = mix(seed ^ utterance.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ frame);
         let first = frame as usize * n;
+        let gain = self
+            .gains
+            .iter()
+            .find(|(u, _)| *u == user_id)
+            .map_or(1.0, |(_, g)| *g);
         for i in 0..n {
             let voiced = table[(first + i) % table.len()] as f64;
             noise = mix(noise);
             let n01 = (noise >> 40) as f64 / (1u64 << 24) as f64 - 0.5;
-            let v = (voiced + n01 * 0.04) * 12_000.0;
+            let v = (voiced + n01 * 0.04) * 12_000.0 * gain;
             out.push(v.clamp(i16::MIN as f64, i16::MAX as f64) as i16);
         }
         out
@@ -276,5 +291,45 @@ mod tests {
         assert_eq!(&SAMPLE_PNG[..4], b"\x89PNG");
         assert_eq!(&SAMPLE_H264_KEYFRAME[..5], &[0, 0, 0, 1, 0x67]);
         assert_eq!(linear_to_alaw(0), 0xD5);
+    }
+
+    /// A participant's `level` scales their voice: -20 dB is a tenth of the amplitude.
+    #[test]
+    fn a_participants_level_scales_their_voice() {
+        let script = crate::MeetingScript::from_toml_str(
+            "[[participant]]\nname = \"A\"\n[[participant]]\nname = \"B\"\nlevel = -20.0\n\
+             [[utterance]]\nspeaker = \"A\"\nstart = 0\nduration = 1\ntext = \"a\"\n",
+        )
+        .unwrap();
+        let (a, b) = (
+            script.participants[0].user_id,
+            script.participants[1].user_id,
+        );
+        let synth = AudioSynth::new(&AudioParams::default()).with_gains(script.gains());
+        let rms = |user: i64| {
+            let bytes = synth.frame(7, user, 0, 3);
+            let sum: f64 = bytes
+                .chunks(2)
+                .map(|c| f64::from(i16::from_le_bytes([c[0], c[1]])).powi(2))
+                .sum();
+            (sum / (bytes.len() / 2) as f64).sqrt()
+        };
+        // B's voice with its gain and without.
+        let plain = AudioSynth::new(&AudioParams::default());
+        let rms_plain = {
+            let bytes = plain.frame(7, b, 0, 3);
+            let sum: f64 = bytes
+                .chunks(2)
+                .map(|c| f64::from(i16::from_le_bytes([c[0], c[1]])).powi(2))
+                .sum();
+            (sum / (bytes.len() / 2) as f64).sqrt()
+        };
+        let ratio = rms(b) / rms_plain;
+        assert!((ratio - 0.1).abs() < 0.01, "{ratio}");
+        assert!(rms(a) > 0.0);
+        let e =
+            crate::MeetingScript::from_toml_str("[[participant]]\nname = \"A\"\nlevel = 30.0\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("level = 30"), "{e}");
     }
 }

@@ -32,6 +32,23 @@ pub enum ScriptError {
     Invalid { what: String, problem: String },
 }
 
+/// The quietest and loudest `level` a participant may have, in dB.
+pub const LEVEL_RANGE_DB: (f64, f64) = (-60.0, 12.0);
+
+/// Checks a participant's `level` (dB relative to the usual level).
+fn level(what: &str, db: f64) -> Result<f64, ScriptError> {
+    if !(LEVEL_RANGE_DB.0..=LEVEL_RANGE_DB.1).contains(&db) {
+        return Err(ScriptError::Invalid {
+            what: what.to_owned(),
+            problem: format!(
+                "level = {db}: give dB relative to the usual level, from {} (nearly silent) to {} (loud; louder clips)",
+                LEVEL_RANGE_DB.0, LEVEL_RANGE_DB.1
+            ),
+        });
+    }
+    Ok(db)
+}
+
 /// A participant of the meeting.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Participant {
@@ -39,6 +56,10 @@ pub struct Participant {
     pub name: String,
     pub join_ms: u64,
     pub leave_ms: Option<u64>,
+    /// How loud this participant's voice is, in dB relative to the simulator's usual
+    /// level (peaks near -12 dBFS): `-20.0` is a quiet speaker far from the microphone,
+    /// `6.0` a loud one. 0 by default.
+    pub level_db: f64,
 }
 
 /// One stretch of speech: audio frames while it lasts, a transcript message at its end.
@@ -140,6 +161,8 @@ struct ParticipantFile {
     join: f64,
     #[serde(default)]
     leave: Option<f64>,
+    #[serde(default)]
+    level: f64,
 }
 
 #[derive(Deserialize)]
@@ -399,6 +422,7 @@ impl MeetingScript {
                 name: p.name,
                 join_ms: secs(&what, p.join)?,
                 leave_ms: p.leave.map(|l| secs(&what, l)).transpose()?,
+                level_db: level(&what, p.level)?,
             });
         }
         let who = |what: String, name: &str| -> Result<i64, ScriptError> {
@@ -450,6 +474,15 @@ impl MeetingScript {
     }
 
     /// The participant with this id.
+    /// Each participant's voice gain (linear), for those not at the usual level.
+    pub fn gains(&self) -> Vec<(i64, f64)> {
+        self.participants
+            .iter()
+            .filter(|p| p.level_db != 0.0)
+            .map(|p| (p.user_id, 10f64.powf(p.level_db / 20.0)))
+            .collect()
+    }
+
     pub fn participant(&self, user_id: i64) -> Option<&Participant> {
         self.participants.iter().find(|p| p.user_id == user_id)
     }
@@ -536,7 +569,19 @@ impl MeetingBuilder {
             name: name.into(),
             join_ms: 0,
             leave_ms: None,
+            level_db: 0.0,
         });
+        self
+    }
+    /// Sets how loud `user_id` speaks, in dB relative to the usual level.
+    pub fn level(mut self, user_id: i64, level_db: f64) -> Self {
+        for p in self
+            .participants
+            .iter_mut()
+            .filter(|p| p.user_id == user_id)
+        {
+            p.level_db = level_db;
+        }
         self
     }
     /// Adds a participant who joins and (optionally) leaves during the meeting.
@@ -552,6 +597,7 @@ impl MeetingBuilder {
             name: name.into(),
             join_ms,
             leave_ms,
+            level_db: 0.0,
         });
         self
     }
@@ -825,5 +871,27 @@ media = "audio"
         assert_eq!(s.utterances.len(), 5);
         assert_eq!(s.utterances[4].start_ms, 800);
         assert_eq!(s.duration_ms, 1000 + 500);
+    }
+
+    /// The sample review meeting parses and carries what common plugins need: speakers at
+    /// several levels, links and questions in chat, screen sharing, cameras, a late joiner.
+    #[test]
+    fn the_review_meeting_exercises_common_plugins() {
+        let s =
+            MeetingScript::from_toml_str(include_str!("../../../examples/meetings/review.toml"))
+                .unwrap();
+        let levels: std::collections::BTreeSet<i64> =
+            s.participants.iter().map(|p| p.level_db as i64).collect();
+        assert!(levels.len() >= 3, "{levels:?}");
+        assert!(s.chats.iter().any(|c| c.text.contains("https://")));
+        assert!(s.chats.iter().any(|c| c.text.ends_with('?')));
+        assert!(s.utterances.iter().any(|u| u.text.contains('?')));
+        for kind in [
+            EventKind::SharingStart,
+            EventKind::VideoOn,
+            EventKind::ParticipantLeave,
+        ] {
+            assert!(s.events.iter().any(|e| e.kind == kind), "{kind:?}");
+        }
     }
 }

@@ -214,7 +214,7 @@ impl Runner {
 
     async fn play(&mut self) -> Result<(), Interrupt> {
         self.await_ready().await?;
-        self.t0 = rtms_proto::unix_ms();
+        self.t0 = self.m.clock_origin_ms.unwrap_or_else(rtms_proto::unix_ms);
         let start = Instant::now();
         let mut paused_total = Duration::ZERO;
         self.schedule_script();
@@ -376,7 +376,7 @@ impl Runner {
         self.requested |= new;
         let script = self.m.script.clone();
         if new & media_type::AUDIO != 0 {
-            let synth = AudioSynth::new(&audio_p.unwrap_or_default());
+            let synth = AudioSynth::new(&audio_p.unwrap_or_default()).with_gains(script.gains());
             let step = synth.frame_ms().max(1) as u64;
             for (i, u) in script.utterances.iter().enumerate() {
                 let end = u.start_ms + u.duration_ms;

@@ -73,6 +73,71 @@ pub struct PluginEntry {
     /// Changes when code or instance settings change; live sessions swap when it does.
     pub generation: u64,
     pub stats: Arc<PluginStats>,
+    /// Set by the reload that published this entry in place of another (a new version or
+    /// new instance settings): the entry it replaced (kept alive by the reloader for a
+    /// rollback) and when. A session that starts after the reload counts its traps towards
+    /// the rollback as a session that swapped does.
+    pub replaced: std::sync::OnceLock<Replaced>,
+}
+
+/// What a reload's entry replaced, and when ([`PluginEntry::replaced`]).
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    pub entry: std::sync::Weak<PluginEntry>,
+    pub at: tokio::time::Instant,
+}
+
+impl PluginEntry {
+    /// What differs from `old`, for logs: the code (`<old hash> -> <new hash>`) and each
+    /// instance setting that changed (`memory_mb 64 -> 128`), so a change of settings alone
+    /// does not read as the same version on both sides.
+    pub fn change_from(&self, old: &PluginEntry) -> String {
+        let (a, b) = (&old.spec, &self.spec);
+        let mut parts = Vec::new();
+        if old.code.hash != self.code.hash {
+            parts.push(format!(
+                "code {} -> {}",
+                old.code.short_hash(),
+                self.code.short_hash()
+            ));
+        } else {
+            parts.push(format!("code {} (unchanged)", self.code.short_hash()));
+        }
+        if a.memory_bytes != b.memory_bytes {
+            parts.push(format!(
+                "memory_mb {} -> {}",
+                a.memory_bytes >> 20,
+                b.memory_bytes >> 20
+            ));
+        }
+        if a.call_timeout != b.call_timeout {
+            parts.push(format!(
+                "call_timeout_ms {} -> {}",
+                a.call_timeout.as_millis(),
+                b.call_timeout.as_millis()
+            ));
+        }
+        if a.config != b.config {
+            parts.push("[plugin.config] changed".to_owned());
+        }
+        if a.grants != b.grants {
+            parts.push("[[plugin.dir]] changed".to_owned());
+        }
+        if a.resources != b.resources || a.caps != b.caps || a.net.is_some() != b.net.is_some() {
+            parts.push("other instance settings changed".to_owned());
+        }
+        parts.join(", ")
+    }
+
+    /// The entry this one replaced, while within `restart.rollback_window` of the reload
+    /// that published it.
+    pub fn replaced_recently(&self) -> Option<(Arc<PluginEntry>, tokio::time::Instant)> {
+        let r = self.replaced.get()?;
+        if self.restart.rollback_window.is_zero() || r.at.elapsed() > self.restart.rollback_window {
+            return None;
+        }
+        Some((r.entry.upgrade()?, r.at))
+    }
 }
 
 impl std::fmt::Debug for PluginCode {

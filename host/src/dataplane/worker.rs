@@ -256,7 +256,8 @@ impl Worker {
         let worker = Worker {
             services,
             entry: entry.clone(),
-            previous: None,
+            // A session that starts right after a reload can roll the new version back.
+            previous: entry.replaced_recently(),
             traps_since_swap: 0,
             info,
             ctx: ctx.clone(),
@@ -566,7 +567,7 @@ impl Worker {
             self.traps_since_swap += 1;
             if self.traps_since_swap >= policy.rollback_traps {
                 let prev = prev.clone();
-                tracing::error!(plugin = %self.entry.name, stream = %self.ctx.stream_id, bad = self.entry.code.short_hash(), back_to = prev.code.short_hash(), "new version keeps trapping after the reload; rolling back");
+                tracing::error!(plugin = %self.entry.name, stream = %self.ctx.stream_id, undone = %self.entry.change_from(&prev), "new version keeps trapping after the reload; rolling back");
                 self.entry.stats.rollbacks.fetch_add(1, Ordering::Relaxed);
                 if let Some(tx) = &self.services.rollback_tx {
                     let _ = tx.send(RollbackRequest {
@@ -622,7 +623,7 @@ impl Worker {
         {
             tracing::warn!(plugin = %old.name, stream = %self.ctx.stream_id, error = %e, "old version failed to end the session cleanly during reload");
         }
-        tracing::debug!(plugin = %self.entry.name, stream = %self.ctx.stream_id, from = old.code.short_hash(), to = self.entry.code.short_hash(), "swapped version");
+        tracing::debug!(plugin = %self.entry.name, stream = %self.ctx.stream_id, change = %self.entry.change_from(&old), "swapped version");
         self.previous = Some((old, Instant::now()));
         self.traps_since_swap = 0;
         self.breaker_open = false;

@@ -201,6 +201,7 @@ fn entry(
             rollback_window: r.rollback_window,
         },
         generation,
+        replaced: Default::default(),
         stats: metrics.plugin(&name),
     }
 }

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::dataplane::registry::Registry;
-use crate::dataplane::routes::{PluginEntry, RouteTable};
+use crate::dataplane::routes::{PluginEntry, Replaced, RouteTable};
 use crate::dataplane::stats::Metrics;
 use crate::dataplane::worker::RollbackRequest;
 use crate::pipeline::build::{Prev, build_table};
@@ -287,6 +287,11 @@ impl Reloader {
                 Some(old) if Arc::ptr_eq(old, e) => {}
                 Some(old) if old.generation != e.generation => {
                     self.previous.insert(e.name.to_string(), old.clone());
+                    // Sessions that start after this reload may roll back to `old` too.
+                    let _ = e.replaced.set(Replaced {
+                        entry: Arc::downgrade(old),
+                        at: tokio::time::Instant::now(),
+                    });
                     if old.code.hash == e.code.hash {
                         changed.push(format!("{} new instance", e.name));
                     } else {
@@ -320,7 +325,11 @@ impl Reloader {
         let Some(prev) = self.previous.remove(&*r.plugin) else {
             return;
         };
-        self.bad_hashes.insert(r.bad_hash.clone());
+        // The bytes are to blame only when they changed: a version that traps for its new
+        // settings alone (a lower memory_mb, say) is the same code as the one it returns to.
+        if prev.code.hash != r.bad_hash {
+            self.bad_hashes.insert(r.bad_hash.clone());
+        }
         let version = table.version + 1;
         let plugins = table
             .plugins
@@ -341,6 +350,7 @@ impl Reloader {
                         rates: e.rates,
                         restart: e.restart.clone(),
                         generation: prev.generation,
+                        replaced: Default::default(),
                         stats: e.stats.clone(),
                     })
                 } else {
@@ -348,7 +358,7 @@ impl Reloader {
                 }
             })
             .collect();
-        tracing::error!(plugin = %r.plugin, bad = &r.bad_hash[..12], back_to = prev.code.short_hash(), error = %r.error, "rolled back a version that kept trapping after a reload");
+        tracing::error!(plugin = %r.plugin, undone = %current.change_from(&prev), error = %r.error, "rolled back a version that kept trapping after a reload");
         self.shared.publish(RouteTable { version, plugins }).await;
     }
 }

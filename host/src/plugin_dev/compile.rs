@@ -35,8 +35,25 @@ pub struct Built {
     pub elapsed: Duration,
 }
 
-/// Builds the plugin `m` describes, printing a progress line to stderr unless `quiet`.
+/// Builds the plugin `m` describes (a debug build: a C component keeps its DWARF, so a
+/// trap names the function and the source line), printing a progress line to stderr unless
+/// `quiet`.
 pub fn build(m: &Manifest, quiet: bool) -> Result<Built> {
+    build_as(m, quiet, Profile::Debug)
+}
+
+/// What a build keeps for finding faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// C: DWARF (`-g`, source paths relative to the plugin folder) and the name section.
+    #[default]
+    Debug,
+    /// C: the name section alone (a trap names the function), for production.
+    Release,
+}
+
+/// [`build`] with the profile `profile`.
+pub fn build_as(m: &Manifest, quiet: bool, profile: Profile) -> Result<Built> {
     let t = Instant::now();
     if !m.source.exists() {
         bail!(
@@ -52,7 +69,7 @@ pub fn build(m: &Manifest, quiet: bool) -> Result<Built> {
         build_rust(m)?;
         return finish(m, false, t);
     }
-    let key = cache_key(m)?;
+    let key = cache_key(m, profile)?;
     let cached = toolchain::root()?
         .join("built")
         .join(format!("{}-{}.wasm", m.name, &key[..24]));
@@ -94,7 +111,7 @@ pub fn build(m: &Manifest, quiet: bool) -> Result<Built> {
     match m.lang {
         Lang::Python => build_python(m, &tool, &wit_dir, &out)?,
         Lang::Js => build_js(m, &tool, &wit_dir, &out)?,
-        Lang::C => build_c(m, &tool, scratch.path(), &out)?,
+        Lang::C => build_c(m, &tool, scratch.path(), &out, profile)?,
         Lang::Rust => unreachable!(),
     }
     if let Some(dir) = cached.parent() {
@@ -174,9 +191,13 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// The key of the built-component cache.
-pub fn cache_key(m: &Manifest) -> Result<String> {
+pub fn cache_key(m: &Manifest, profile: Profile) -> Result<String> {
     let mut h = Sha256::new();
     h.update(b"rtms-plugin-build 1\n");
+    if m.lang == Lang::C {
+        // The debug flags: DWARF with paths relative to the plugin folder.
+        h.update(format!("{profile:?} relative-dwarf\n").as_bytes());
+    }
     h.update(m.lang.as_str().as_bytes());
     h.update(b"\n");
     h.update(toolchain::id(m.lang).as_bytes());
@@ -351,7 +372,7 @@ fn syntax_error(entry: &Path, scratch: &Path) -> Option<String> {
 }
 
 /// C: bindings in process, clang to a preview1 reactor module, then a component.
-fn build_c(m: &Manifest, clang: &Path, scratch: &Path, out: &Path) -> Result<()> {
+fn build_c(m: &Manifest, clang: &Path, scratch: &Path, out: &Path, profile: Profile) -> Result<()> {
     // Beside the component, so an editor finds plugin.h too.
     let gen_dir = m
         .component
@@ -373,6 +394,15 @@ fn build_c(m: &Manifest, clang: &Path, scratch: &Path, out: &Path) -> Result<()>
                 "-mexec-model=reactor",
                 "-Wall",
             ])
+            .args(match profile {
+                // Source paths in the DWARF relative to the plugin folder: `src/plugin.c`.
+                Profile::Debug => vec![
+                    "-g".to_owned(),
+                    format!("-fdebug-prefix-map={}/=", m.dir.display()),
+                    "-fdebug-compilation-dir=.".to_owned(),
+                ],
+                Profile::Release => vec!["-g0".to_owned()],
+            })
             .arg(format!("--sysroot={}", toolchain::WASI_SYSROOT))
             .arg("-I")
             .arg(&gen_dir)

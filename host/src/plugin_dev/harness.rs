@@ -377,6 +377,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// How long a partial batch waits for more frames in a test (the most the pipeline allows):
+/// the replay fills it long before, unless the meeting is over.
+const BATCH_WAIT_MS: i64 = 60_000;
+
 /// The pipeline the test runs: the plugin alone, lossless, one scratch directory, one sink.
 fn pipeline_text(
     m: &Manifest,
@@ -398,6 +402,43 @@ fn pipeline_text(
     runtime.insert("reload".into(), Value::Table(reload));
     doc.insert("runtime".into(), Value::Table(runtime));
 
+    let mut plugin = plugin_table(m, files);
+    let mut queue = Table::new();
+    queue.insert("capacity".into(), Value::Integer(4096));
+    queue.insert("on_full".into(), s("block"));
+    queue.insert("block_timeout_ms".into(), Value::Integer(600_000));
+    plugin.insert("queue".into(), Value::Table(queue));
+    // Batches of exactly max_frames (the last one before the end may be shorter): a partial
+    // batch waits for more frames rather than leaving with what the replay's speed queued,
+    // so every run cuts the meeting into the same calls.
+    let mut batch = Table::new();
+    batch.insert(
+        "max_frames".into(),
+        Value::Integer(m.test.max_frames.into()),
+    );
+    batch.insert("max_wait_ms".into(), Value::Integer(BATCH_WAIT_MS));
+    plugin.insert("batch".into(), Value::Table(batch));
+    // Stopped at its first trap, at once: a trap fails the test whatever follows, and a
+    // runaway plugin fails it within one call deadline instead of five, with backoff.
+    let mut restart = Table::new();
+    restart.insert("max_failures".into(), Value::Integer(1));
+    plugin.insert("restart".into(), Value::Table(restart));
+    doc.insert("plugin".into(), Value::Array(vec![Value::Table(plugin)]));
+
+    let mut sink = Table::new();
+    sink.insert("type".into(), s("jsonl"));
+    sink.insert("path".into(), p(outputs));
+    doc.insert("sink".into(), Value::Array(vec![Value::Table(sink)]));
+    Ok(toml::to_string(&doc)?)
+}
+
+/// The plugin's `[[plugin]]` table as its manifest describes it: component, media, config,
+/// limits (as in production: a plugin that passes its test does not trap there for a
+/// limit), network grant, secrets, and `files` granted at `[test] dir`.
+pub(super) fn plugin_table(m: &Manifest, files: &Path) -> toml::Table {
+    use toml::{Table, Value};
+    let s = |x: &str| Value::String(x.to_owned());
+    let p = |x: &Path| Value::String(x.display().to_string());
     let mut plugin = Table::new();
     plugin.insert("name".into(), s(&m.name));
     plugin.insert("component".into(), p(&m.component));
@@ -409,25 +450,7 @@ fn pipeline_text(
     dir.insert("host".into(), p(files));
     dir.insert("guest".into(), s(&m.test.guest_dir));
     plugin.insert("dir".into(), Value::Array(vec![Value::Table(dir)]));
-    let mut queue = Table::new();
-    queue.insert("capacity".into(), Value::Integer(4096));
-    queue.insert("on_full".into(), s("block"));
-    queue.insert("block_timeout_ms".into(), Value::Integer(600_000));
-    plugin.insert("queue".into(), Value::Table(queue));
-    let mut batch = Table::new();
-    batch.insert(
-        "max_frames".into(),
-        Value::Integer(m.test.max_frames.into()),
-    );
-    plugin.insert("batch".into(), Value::Table(batch));
-    // The limits it runs with in production: a plugin that passes here does not trap there
-    // for a limit.
     plugin.insert("limits".into(), Value::Table(m.limits.clone()));
-    // Stopped at its first trap, at once: a trap fails the test whatever follows, and a
-    // runaway plugin fails it within one call deadline instead of five, with backoff.
-    let mut restart = Table::new();
-    restart.insert("max_failures".into(), Value::Integer(1));
-    plugin.insert("restart".into(), Value::Table(restart));
     plugin.insert("config".into(), Value::Table(m.config.clone()));
     if !m.net.is_empty() {
         plugin.insert("net".into(), Value::Table(m.net.clone()));
@@ -436,11 +459,5 @@ fn pipeline_text(
         let names = m.test.secrets.keys().map(|k| s(k)).collect();
         plugin.insert("secrets".into(), Value::Array(names));
     }
-    doc.insert("plugin".into(), Value::Array(vec![Value::Table(plugin)]));
-
-    let mut sink = Table::new();
-    sink.insert("type".into(), s("jsonl"));
-    sink.insert("path".into(), p(outputs));
-    doc.insert("sink".into(), Value::Array(vec![Value::Table(sink)]));
-    Ok(toml::to_string(&doc)?)
+    plugin
 }

@@ -8,7 +8,7 @@
 //! source = "src"                  # the sources (a folder; for rust, the crate's folder)
 //! entry = "app"                   # python: the module; js: the file in `source`; unused for c and rust
 //! component = "build/talk_time.wasm"   # where the built component goes
-//! media = ["transcript", "event"] # the kinds it takes
+//! media = ["transcript", "event"] # the kinds it takes (or in [test] pipeline's [[plugin]])
 //! contract = "0.2"                # "0.1" (default) or "0.2" (state, secrets, budget, HTTP)
 //!
 //! [config]                        # passed to `init`, as `[plugin.config]` in pipeline.toml
@@ -89,7 +89,7 @@ struct RawPlugin {
     source: Option<PathBuf>,
     entry: Option<String>,
     component: Option<PathBuf>,
-    media: Vec<String>,
+    media: Option<Vec<String>>,
     contract: Option<String>,
 }
 
@@ -165,18 +165,6 @@ impl Manifest {
         let raw: Raw = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         let p = raw.plugin;
         check_name(&p.name)?;
-        if p.media.is_empty() {
-            bail!(
-                "[plugin] media is empty: name the kinds the plugin takes, such as [\"transcript\"]"
-            );
-        }
-        for m in &p.media {
-            if !["audio", "video", "share", "transcript", "chat", "event"].contains(&m.as_str()) {
-                bail!(
-                    "[plugin] media: unknown kind {m:?}; expected audio, video, share, transcript, chat or event"
-                );
-            }
-        }
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let snake = p.name.replace('-', "_");
         let source = dir.join(p.source.unwrap_or_else(|| match p.lang {
@@ -199,14 +187,19 @@ impl Manifest {
         let t = raw.test;
         moved_limits(&t)?;
         let limits_from = t.pipeline.as_ref().map(|p| dir.join(p));
-        let limits = match &limits_from {
+        let entry_in_pipeline = match &limits_from {
+            Some(pipeline) => Some(pipeline_plugin(pipeline, &p.name)?),
+            None => None,
+        };
+        let limits = match &entry_in_pipeline {
             None => raw.limits,
             Some(_) if !raw.limits.is_empty() => bail!(
                 "[limits] and [test] pipeline are both set: declare the limits in one place (keep \
                  [test] pipeline to test with the pipeline's [plugin.limits], or remove it)"
             ),
-            Some(pipeline) => pipeline_limits(pipeline, &p.name)?,
+            Some(plugin) => pipeline_limits(plugin, &p.name, limits_from.as_deref())?,
         };
+        let media = one_media(p.media, entry_in_pipeline.as_ref(), limits_from.as_deref())?;
         for name in t.secrets.keys() {
             check_secret_name(name)?;
         }
@@ -220,7 +213,7 @@ impl Manifest {
             source,
             entry,
             component,
-            media: p.media,
+            media,
             contract,
             config: raw.config,
             net: raw.net,
@@ -239,8 +232,53 @@ impl Manifest {
     }
 }
 
-/// The `[plugin.limits]` of the `[[plugin]]` named `name` in the pipeline file `path`.
-fn pipeline_limits(path: &Path, name: &str) -> Result<toml::Table> {
+/// The media kinds the plugin takes, from the one place they are declared: `[plugin] media`,
+/// or `media` of its `[[plugin]]` in `[test] pipeline`. Both set and different is an error
+/// naming both.
+fn one_media(
+    own: Option<Vec<String>>,
+    in_pipeline: Option<&toml::Table>,
+    pipeline: Option<&Path>,
+) -> Result<Vec<String>> {
+    let theirs: Option<Vec<String>> = match in_pipeline.and_then(|t| t.get("media")) {
+        None => None,
+        Some(v) => Some(v.clone().try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "[test] pipeline: media of the plugin's [[plugin]] in {} is not a list of names",
+                pipeline.unwrap_or(Path::new("?")).display()
+            )
+        })?),
+    };
+    let media = match (own, theirs) {
+        (Some(a), Some(b)) if a != b => bail!(
+            "[plugin] media = {a:?} here, but media = {b:?} in its [[plugin]] of {} ([test] \
+             pipeline): declare the kinds in one place (remove [plugin] media here, and the \
+             test takes the pipeline's)",
+            pipeline.unwrap_or(Path::new("?")).display()
+        ),
+        (Some(a), _) => a,
+        (None, Some(b)) => b,
+        (None, None) => bail!(
+            "[plugin] media is not set: name the kinds the plugin takes, such as \
+             [\"transcript\"], here or as media of its [[plugin]] in the pipeline [test] pipeline \
+             names"
+        ),
+    };
+    if media.is_empty() {
+        bail!("[plugin] media is empty: name the kinds the plugin takes, such as [\"transcript\"]");
+    }
+    for m in &media {
+        if !["audio", "video", "share", "transcript", "chat", "event"].contains(&m.as_str()) {
+            bail!(
+                "[plugin] media: unknown kind {m:?}; expected audio, video, share, transcript, chat or event"
+            );
+        }
+    }
+    Ok(media)
+}
+
+/// The `[[plugin]]` named `name` in the pipeline file `path`.
+fn pipeline_plugin(path: &Path, name: &str) -> Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("[test] pipeline: cannot read {}", path.display()))?;
     let doc: toml::Table = toml::from_str(&text)
@@ -258,12 +296,22 @@ fn pipeline_limits(path: &Path, name: &str) -> Result<toml::Table> {
                 path.display()
             )
         })?;
+    plugin.as_table().cloned().with_context(|| {
+        format!(
+            "[test] pipeline: {}: the [[plugin]] named {name:?} is not a table",
+            path.display()
+        )
+    })
+}
+
+/// The `[plugin.limits]` of `plugin`, the `[[plugin]]` named `name` in the pipeline `path`.
+fn pipeline_limits(plugin: &toml::Table, name: &str, path: Option<&Path>) -> Result<toml::Table> {
     match plugin.get("limits") {
         None => Ok(toml::Table::new()),
         Some(toml::Value::Table(t)) => Ok(t.clone()),
         Some(_) => bail!(
             "[test] pipeline: {}: [plugin.limits] of {name:?} is not a table",
-            path.display()
+            path.unwrap_or(Path::new("?")).display()
         ),
     }
 }
@@ -384,5 +432,35 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("lowercase"), "{e:#}");
+    }
+
+    /// `media` is taken from the pipeline `[test] pipeline` names when the manifest leaves it
+    /// out; set in both and different, it is refused naming both.
+    #[test]
+    fn media_is_declared_in_one_place() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pipeline.toml"),
+            "version = 1\n[[plugin]]\nname = \"n\"\ncomponent = \"x.wasm\"\nmedia = [\"chat\", \"event\"]\n",
+        )
+        .unwrap();
+        let head = "[plugin]\nname = \"n\"\nlang = \"c\"\n";
+        let tail = "[test]\npipeline = \"pipeline.toml\"\n";
+        let m = Manifest::parse(&format!("{head}{tail}"), dir.path()).unwrap();
+        assert_eq!(m.media, ["chat", "event"]);
+        let same = format!("{head}media = [\"chat\", \"event\"]\n{tail}");
+        assert_eq!(
+            Manifest::parse(&same, dir.path()).unwrap().media,
+            ["chat", "event"]
+        );
+        let other = format!("{head}media = [\"audio\"]\n{tail}");
+        let e = format!("{:#}", Manifest::parse(&other, dir.path()).unwrap_err());
+        assert!(
+            e.contains("[plugin] media = [\"audio\"] here, but media = [\"chat\", \"event\"]"),
+            "{e}"
+        );
+        assert!(e.contains("declare the kinds in one place"), "{e}");
+        let e = format!("{:#}", Manifest::parse(head, dir.path()).unwrap_err());
+        assert!(e.contains("[plugin] media is not set"), "{e}");
     }
 }

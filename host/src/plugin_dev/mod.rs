@@ -1,4 +1,4 @@
-//! The plugin author's tools: `rtms-host plugin new | build | test`.
+//! The plugin author's tools: `rtms-host plugin new | build | test | run`.
 //!
 //! - [`scaffold`], [`scaffold_v02`]: a new plugin folder for Rust, Python, JavaScript or C
 //!   that builds and passes its own test unchanged ([`contract`]: against 0.1 or 0.2);
@@ -6,13 +6,16 @@
 //!   installs the toolchain into a cache on first use), caching the built component;
 //! - [`harness`]: runs the component against a recorded or scripted meeting and compares
 //!   its outputs and files with the expected ones ([`test_net`]: its HTTP calls answered
-//!   from recorded exchanges).
+//!   from recorded exchanges; [`script`]: a meeting script played and recorded the same
+//!   way every time);
+//! - [`live`]: runs the component in a live pipeline against the local simulator.
 //!
 //! A plugin folder is described by `rtms-plugin.toml` ([`manifest`]).
 
 pub mod compile;
 pub mod contract;
 pub mod harness;
+pub mod live;
 pub mod manifest;
 pub mod scaffold;
 pub mod scaffold_v02;
@@ -36,6 +39,34 @@ pub enum PluginCmd {
     /// Build, then run the plugin against its test meeting and compare what it emits and
     /// writes with the expected files.
     Test(TestArgs),
+    /// Build, then run the plugin in a live pipeline against the local simulator: the
+    /// simulator plays a meeting over webhooks and WebSockets on 127.0.0.1, the plugin's log
+    /// lines and outputs are shown, its files and outputs land in out/.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The plugin folder (holding rtms-plugin.toml).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The meeting script to play (default: `[test] meeting` when it is a script, else
+    /// the built-in stand-up).
+    #[arg(long)]
+    pub meeting: Option<PathBuf>,
+    /// realtime plays the meeting at its own pace; fast as fast as the host reads.
+    #[arg(long, value_enum, default_value = "realtime")]
+    pub pace: rtms_sim::Pace,
+    /// Where the plugin's directory (`files/`) and `outputs.jsonl` go (default: out/ in
+    /// the plugin folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Run the component as it is, without building first.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Hide the plugin's own log lines.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -59,6 +90,10 @@ pub struct BuildArgs {
     /// The plugin folder (holding rtms-plugin.toml).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+    /// Leave out the debug info (C: DWARF; a trap then names the function but not the
+    /// line), for production. The default keeps it.
+    #[arg(long)]
+    pub release: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -86,11 +121,12 @@ pub struct TestArgs {
 }
 
 /// The default log filter of a `plugin` subcommand (`RUST_LOG` replaces it): the host's
-/// warnings, and for `plugin test` the plugin's own log lines from `info` up (their target
-/// is [`crate::sandbox::store::LOG_TARGET`]) unless `--quiet`.
+/// warnings, and for `plugin test` and `plugin run` the plugin's own log lines from `info`
+/// up (their target is [`crate::sandbox::store::LOG_TARGET`]) unless `--quiet`.
 pub fn log_filter(cmd: &PluginCmd) -> String {
     let plugin = match cmd {
         PluginCmd::Test(a) if !a.quiet => "info",
+        PluginCmd::Run(a) if !a.quiet => "info",
         _ => "off",
     };
     format!("warn,{}={plugin}", crate::sandbox::store::LOG_TARGET)
@@ -125,7 +161,13 @@ pub async fn run(cmd: PluginCmd) -> Result<bool> {
         }
         PluginCmd::Build(a) => {
             let m = Manifest::load(&a.dir)?;
-            let b = tokio::task::spawn_blocking(move || compile::build(&m, false)).await??;
+            let profile = if a.release {
+                compile::Profile::Release
+            } else {
+                compile::Profile::Debug
+            };
+            let b = tokio::task::spawn_blocking(move || compile::build_as(&m, false, profile))
+                .await??;
             println!(
                 "{} ({} bytes{})",
                 b.component.display(),
@@ -135,7 +177,49 @@ pub async fn run(cmd: PluginCmd) -> Result<bool> {
             Ok(true)
         }
         PluginCmd::Test(a) => test(a).await,
+        PluginCmd::Run(a) => run_live(a).await,
     }
+}
+
+/// `plugin run`: builds unless told not to, plays the meeting, reports. `Ok(false)`: the
+/// plugin trapped, returned an error or got nothing, or the host refused a webhook.
+async fn run_live(a: RunArgs) -> Result<bool> {
+    let m = Manifest::load(&a.dir)?;
+    if !a.no_build {
+        let mb = m.clone();
+        tokio::task::spawn_blocking(move || compile::build(&mb, false)).await??;
+    }
+    let opts = live::RunOptions {
+        meeting: a.meeting,
+        pace: a.pace,
+        out: a.out,
+        compile_cache: None,
+    };
+    let r = live::run(&m, &opts).await?;
+    for refusal in &r.refusals {
+        println!("{}: the host refused a {refusal}", m.name);
+    }
+    let p = &r.plugin;
+    println!(
+        "{}: meeting ended (stop_reason {}): {} frames delivered, {} calls, {} errors, {} traps; \
+         {} outputs in {}, files in {}",
+        m.name,
+        r.stop_reason,
+        p.delivered,
+        p.calls,
+        p.errors,
+        p.traps,
+        r.outputs,
+        r.out.join("outputs.jsonl").display(),
+        r.out.join("files").display()
+    );
+    if !r.ok() {
+        println!(
+            "{}: run FAILED (see above: the host's refusal, or the plugin's traps and errors)",
+            m.name
+        );
+    }
+    Ok(r.ok())
 }
 
 /// `plugin test`: builds unless told not to, runs the test, reports. `Ok(false)`: it failed.

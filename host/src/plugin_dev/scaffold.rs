@@ -1,7 +1,10 @@
 //! `rtms-host plugin new NAME --lang …`: a plugin folder that builds and passes its test
 //! unchanged. Every language gets the same small plugin (it counts the transcript lines and
-//! words of a meeting and reports them at session end), a manifest, a pipeline to run it in
-//! a host, a short sample recording, and the expected outputs of its test.
+//! words of a meeting, writes each line to a file named after the stream as it comes —
+//! truncated for a new session, appended to when `resumed` — or, in JavaScript, which has no
+//! files, emits it, and reports the counts at session end), a manifest, a pipeline to run it
+//! in a host (the one place its `media` is declared), a short sample recording, and the
+//! expected outputs of its test.
 
 use std::path::Path;
 
@@ -35,9 +38,19 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<()> {
         );
     }
     let shape = Shape::of(name, lang);
-    let expected_outputs = format!(
+    let lines = sample_lines();
+    let mut expected_outputs = String::new();
+    if !shape.writes_files {
+        for l in &lines {
+            expected_outputs.push_str(&crate::plugin_dev::harness::normalise_outputs(
+                &serde_json::json!({"kind": "line", "severity": "info", "message": l.trim_end()})
+                    .to_string(),
+            )?);
+        }
+    }
+    expected_outputs.push_str(&format!(
         "{{\"kind\":\"words\",\"severity\":\"info\",\"message\":\"{EXPECTED_LINES} transcript lines, {EXPECTED_WORDS} words\",\"data\":{{\"lines\":{EXPECTED_LINES},\"words\":{EXPECTED_WORDS}}}}}\n"
-    );
+    ));
     let mut files: Vec<(&str, String)> = vec![
         ("rtms-plugin.toml", manifest(name, lang, &shape)),
         ("pipeline.toml", pipeline(name, &shape)),
@@ -50,13 +63,41 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<()> {
         ),
     ];
     if shape.writes_files {
-        files.push((
-            "expected/files/words.txt",
-            format!("lines {EXPECTED_LINES}\nwords {EXPECTED_WORDS}\n"),
-        ));
+        files.push((SAMPLE_FILE, lines.concat()));
     }
     files.extend(shape.sources);
     write_all(dir, files)
+}
+
+/// Where the skeleton's test expects the file it writes for the sample (its stream id is
+/// the recording's stem).
+pub const SAMPLE_FILE: &str = "expected/files/words-sample.txt";
+
+/// The lines the skeleton writes for `SAMPLE`: `#<seq> <speaker>: <n> words`, with the
+/// sequence numbers a replay gives (every frame of the recording counts, in file order).
+pub fn sample_lines() -> Vec<String> {
+    let mut seq = 0;
+    let mut out = Vec::new();
+    for line in SAMPLE.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let Ok(rtms_client::Decoded::Frame(f)) =
+            rtms_client::decode(v["msg"].to_string().as_bytes())
+        {
+            seq += 1;
+            if f.kind == rtms_client::MediaKind::Transcript {
+                let n = f
+                    .text
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .count();
+                out.push(format!("#{seq} {}: {n} words\n", f.user_name));
+            }
+        }
+    }
+    out
 }
 
 /// What differs between the languages: the source files, where the component lands, how
@@ -126,7 +167,8 @@ name = "{name}"
 lang = "{lang}"
 {source_key}
 component = "{component}"
-media = ["transcript"]
+# The kinds it takes: `media` of its [[plugin]] in pipeline.toml ([test] pipeline below),
+# the one place they are declared.
 
 # Passed to `init` as it would be from [plugin.config] in pipeline.toml.
 {config}
@@ -137,8 +179,8 @@ meeting = "meetings/sample.jsonl"
 expected = "expected"
 # The guest path of the scratch directory the plugin may write during the test.
 dir = "/out"
-# The test runs with the [plugin.limits] this pipeline gives the plugin (memory, call
-# deadline), as in production; a trap names the key to change there.
+# The test runs with the media and the [plugin.limits] (memory, call deadline) this
+# pipeline gives the plugin, as in production; a trap names the key to change there.
 pipeline = "pipeline.toml"
 "#,
         lang = lang.as_str(),
@@ -155,7 +197,9 @@ fn pipeline(name: &str, shape: &Shape) -> String {
         "[plugin.limits]\nmemory_mb = 256\n"
     };
     format!(
-        r#"# Runs {name} in rtms-host. Try it on the sample meeting, with no network:
+        r#"# Runs {name} in rtms-host. Live against the local simulator, in one command:
+#   rtms-host plugin run
+# On the sample meeting, with no network:
 #   rtms-host plugin build && RUST_LOG=warn,plugin=info rtms-host replay meetings/sample.jsonl --config pipeline.toml
 # (RUST_LOG shows the plugin's own log lines beside the host's warnings.)
 # Every key is described in examples/pipeline.toml of rtms-host.

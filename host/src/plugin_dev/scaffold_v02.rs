@@ -81,7 +81,8 @@ lang = "{lang}"
 contract = "0.2"
 {source_keys}
 component = "{component}"
-media = ["transcript"]
+# The kinds it takes: `media` of its [[plugin]] in pipeline.toml ([test] pipeline below),
+# the one place they are declared.
 
 # Passed to `init` as it would be from [plugin.config] in pipeline.toml.
 [config]
@@ -98,8 +99,8 @@ meeting = "meetings/sample.jsonl"
 expected = "expected"
 # The guest path of the scratch directory the plugin may write during the test.
 dir = "/out"
-# The test runs with the [plugin.limits] this pipeline gives the plugin (memory, call
-# deadline), as in production; a trap names the key to change there.
+# The test runs with the media and the [plugin.limits] (memory, call deadline) this
+# pipeline gives the plugin, as in production; a trap names the key to change there.
 pipeline = "pipeline.toml"
 # The notes service's answers: the test serves them on 127.0.0.1 in its place and fails on
 # any request they do not hold. `plugin test --record` rewrites them from the real service.

@@ -264,11 +264,18 @@ fn trap_error(st: &mut StoreData, limits: TrapLimits, e: wasmtime::Error) -> Cal
         }
     };
     let stderr = st.ctx.stderr_tail.lock().take_text();
+    let bt = e.downcast_ref::<wasmtime::WasmBacktrace>();
+    // Where it trapped, when the guest says it (debug info) or nothing else would: a bare
+    // C crash has no message of its own.
+    if let Some(at) = bt.and_then(|bt| super::symbols::guest_location(bt, stderr.is_empty())) {
+        msg.push_str(", at ");
+        msg.push_str(&at);
+    }
     if !stderr.is_empty() {
         msg.push_str(" — guest stderr: ");
         msg.push_str(&stderr);
     }
-    if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
+    if let Some(bt) = bt {
         tracing::debug!(plugin = %st.ctx.plugin, stream = %st.ctx.stream_id, "trap backtrace: {bt}");
     }
     CallError::Trap(explain_wasi_errors(&msg).into_owned())

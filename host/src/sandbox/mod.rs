@@ -23,6 +23,7 @@ pub mod net;
 pub mod quota;
 pub mod state;
 pub mod store;
+pub mod symbols;
 pub mod ws;
 pub mod ws_hub;
 
@@ -141,6 +142,10 @@ impl Runtime {
         // Plugins' exports are plain (non-async) component functions; the async component
         // ABI machinery costs 2-3x per call and is not compiled in.
         config.concurrency_support(false);
+        // A trap names the guest's function and source line when the component carries
+        // DWARF (`plugin build` keeps it in debug builds); components without it cost
+        // nothing more.
+        config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
         let engine = Engine::new(&config)
             .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);

@@ -6,6 +6,7 @@
 //! as live traffic; media and event messages become frames with sequence numbers in file
 //! order, the confirmed media parameters (msg 4) give the session's audio format, and a
 //! stream state 4 or session state 5 gives the stop reason the plugins see at the end.
+//! The session's `started-at-ms` is the first frame's timestamp.
 //! This is the plugin author's test loop: record once, replay against every build.
 //!
 //! As fast as possible (the default), every plugin's queue waits for room instead of
@@ -128,12 +129,20 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
             Ok(Decoded::DataResp(r)) => r.media_params.and_then(|p| p.audio),
             _ => None,
         });
+    // The session started when the recording did: its first frame's time (now, if it has none).
+    let started_at_ms = lines
+        .iter()
+        .find_map(|(_, l)| match decode(l.msg.get().as_bytes()) {
+            Ok(Decoded::Frame(f)) if f.timestamp_ms > 0 => Some(f.timestamp_ms),
+            _ => None,
+        })
+        .unwrap_or_else(rtms_proto::unix_ms);
     let session = shared.open_session(SessionDesc {
         product: args.product,
         meeting_id,
         stream_id,
         operator_id: None,
-        started_at_ms: rtms_proto::unix_ms(),
+        started_at_ms,
         resumed: false,
         audio: Some(audio_format(&audio.unwrap_or_default())),
         fence: Default::default(),

@@ -346,7 +346,12 @@ impl Meeting {
             .get("event_type")
             .and_then(|v| v.as_u64())
             .unwrap_or(0) as u32;
-        let v = json!({"msg_type": 6, "timestamp": unix_ms(), "event": event});
+        // The update is stamped with the event's own time (the script's, on its clock).
+        let ts = event
+            .get("timestamp")
+            .and_then(|v| v.as_u64())
+            .unwrap_or_else(unix_ms);
+        let v = json!({"msg_type": 6, "timestamp": ts, "event": event});
         self.send_signaling(st, v, Note::Event(t))
     }
 }

@@ -71,6 +71,10 @@ pub struct MeetingOptions {
     pub operator_id: Option<String>,
     /// Write every message sent on this meeting's sockets to this JSON Lines file.
     pub record: Option<PathBuf>,
+    /// The Unix time (ms) the script's time 0 is stamped with: every frame's timestamp is
+    /// this plus its time in the script. `None`: the wall clock when the script starts.
+    /// A fixed origin makes the frames of every play of a script identical (`plugin test`).
+    pub clock_origin_ms: Option<u64>,
 }
 
 impl Default for MeetingOptions {
@@ -83,6 +87,7 @@ impl Default for MeetingOptions {
             stream_id: None,
             operator_id: None,
             record: None,
+            clock_origin_ms: None,
         }
     }
 }
@@ -260,6 +265,8 @@ pub(crate) struct Meeting {
     pub session_id: String,
     pub script: Arc<MeetingScript>,
     pub pace: Pace,
+    /// [`MeetingOptions::clock_origin_ms`].
+    pub clock_origin_ms: Option<u64>,
     pub operator_id: String,
     pub(crate) webhook_url: Option<String>,
     state: Mutex<State>,
@@ -374,6 +381,7 @@ impl Meeting {
             session_id: random_hex(32),
             script: Arc::new(script),
             pace: opts.pace,
+            clock_origin_ms: opts.clock_origin_ms,
             operator_id,
             webhook_url: opts.webhook_url.clone(),
             state: Mutex::new(State::initial()),

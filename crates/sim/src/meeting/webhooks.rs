@@ -124,18 +124,29 @@ pub(crate) async fn deliver_loop(m: Arc<Meeting>, mut rx: mpsc::UnboundedReceive
             _ = m.cancel.cancelled() => return,
         };
         let last = d.last;
-        let ok = attempt(&m, &client, &url, &d.event, d.body.clone(), d.attempt).await;
+        let status = attempt(&m, &client, &url, &d.event, d.body.clone(), d.attempt).await;
         if let Some(done) = d.done {
             let _ = done.send(());
         }
-        if !ok && d.attempt < cfg.webhook_max_attempts {
+        let ok = accepted(status);
+        if d.event.ends_with("rtms_started") && refused_for_good(status) {
+            // No client will come: the meeting gives up now rather than after the connect
+            // timeout (the refusal and its reason are logged above).
+            tracing::warn!(
+                event = %d.event,
+                "the host refused the started webhook; the meeting ends now (stop_reason 11) instead of waiting for a client"
+            );
+            let _ = m.control.send(crate::meeting::Control::Terminate {
+                reason: rtms_proto::codes::stop_reason::CONNECTION_TIMEOUT,
+            });
+        } else if !ok && d.attempt < cfg.webhook_max_attempts {
             let (m, client, url) = (m.clone(), client.clone(), url.clone());
             tokio::spawn(async move {
                 let mut n = d.attempt;
                 while n < cfg.webhook_max_attempts {
                     tokio::time::sleep(cfg.webhook_retry_delay).await;
                     n += 1;
-                    if attempt(&m, &client, &url, &d.event, d.body.clone(), n).await {
+                    if accepted(attempt(&m, &client, &url, &d.event, d.body.clone(), n).await) {
                         break;
                     }
                 }
@@ -147,6 +158,21 @@ pub(crate) async fn deliver_loop(m: Arc<Meeting>, mut rx: mpsc::UnboundedReceive
     }
 }
 
+fn accepted(status: Option<u16>) -> bool {
+    status.is_some_and(|s| (200..300).contains(&s))
+}
+
+/// A 4xx answer other than 408 and 429 (which invite a retry): the host will not take the
+/// webhook however often it is sent.
+fn refused_for_good(status: Option<u16>) -> bool {
+    status.is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429)
+}
+
+/// The most of a refusal's body logged and kept in the ledger.
+const REFUSAL_BODY_MAX: usize = 1024;
+
+/// POSTs one webhook and records it; the HTTP status, or `None` when the request failed.
+/// A refusal is logged with the host's answer, which says why.
 async fn attempt(
     m: &Meeting,
     client: &WebhookClient,
@@ -154,15 +180,27 @@ async fn attempt(
     event: &str,
     body: Bytes,
     n: u32,
-) -> bool {
+) -> Option<u16> {
     let res = client.post_signed(url, body.clone()).await;
     let (status, error) = match &res {
-        Ok(o) => (Some(o.status), None),
+        Ok(o) if accepted(Some(o.status)) => (Some(o.status), None),
+        Ok(o) => {
+            let answer = String::from_utf8_lossy(&o.body);
+            let mut answer = answer.trim().to_owned();
+            if answer.len() > REFUSAL_BODY_MAX {
+                let mut end = REFUSAL_BODY_MAX;
+                while !answer.is_char_boundary(end) {
+                    end -= 1;
+                }
+                answer.truncate(end);
+                answer.push('…');
+            }
+            (Some(o.status), Some(format!("HTTP {}: {answer}", o.status)))
+        }
         Err(e) => (None, Some(e.to_string())),
     };
-    let ok = status.is_some_and(|s| (200..300).contains(&s));
-    if !ok {
-        tracing::warn!(event, attempt = n, ?status, ?error, "webhook not accepted");
+    if let Some(e) = &error {
+        tracing::warn!(event, attempt = n, "webhook not accepted: {e}");
     }
     m.ledger_mut().webhooks.push(WebhookDelivery {
         event: event.to_owned(),
@@ -171,5 +209,5 @@ async fn attempt(
         status,
         error,
     });
-    ok
+    status
 }

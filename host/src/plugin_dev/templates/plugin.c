@@ -1,5 +1,6 @@
-// {{name}}: counts the transcript lines and words of a meeting, writes the counts to
-// <dir>/words.txt and emits them when the session ends.
+// {{name}}: counts the transcript lines and words of a meeting. Each line goes to
+// <dir>/words-<stream id>.txt as it comes ("#<seq> <speaker>: <n> words"), and the counts
+// are emitted when the session ends.
 //
 // plugin.h is generated from the contract by `rtms-host plugin build`. Ownership: every
 // argument the host passes is yours and must be freed (the *_free functions); strings you
@@ -14,6 +15,8 @@
 
 // One instance serves one session and calls never overlap: globals are per-meeting state.
 static char out_dir[256] = "/out";
+// The session's file, named after the stream (one file per meeting).
+static char path[512] = "";
 static unsigned long long lines = 0;
 static unsigned long long words = 0;
 
@@ -42,12 +45,24 @@ bool exports_rtms_plugin_handler_init(plugin_list_tuple2_string_string_t *config
 
 bool exports_rtms_plugin_handler_on_session_start(exports_rtms_plugin_handler_session_info_t *info,
                                                   plugin_string_t *err) {
-  (void)err;
+  char line[300];
+  snprintf(line, sizeof line, "session %.*s started", (int)info->stream_id.len,
+           (const char *)info->stream_id.ptr);
   plugin_string_t msg;
-  plugin_string_dup(&msg, "session started");
+  plugin_string_dup(&msg, line);
   rtms_plugin_host_log(RTMS_PLUGIN_TYPES_LEVEL_INFO, &msg);
   plugin_string_free(&msg);
+  snprintf(path, sizeof path, "%s/words-%.*s.txt", out_dir, (int)info->stream_id.len,
+           (const char *)info->stream_id.ptr);
+  // A resumed session (after a reload or a trap) continues the file an earlier instance
+  // wrote: append. A new one starts it afresh.
+  FILE *fp = fopen(path, info->resumed ? "a" : "w");
   exports_rtms_plugin_handler_session_info_free(info);
+  if (!fp) {
+    set_error(err, "cannot open the words file in the granted directory");
+    return false;
+  }
+  fclose(fp);
   return true;
 }
 
@@ -55,41 +70,44 @@ bool exports_rtms_plugin_handler_on_frames(uint64_t session,
                                            exports_rtms_plugin_handler_list_frame_t *frames,
                                            plugin_string_t *err) {
   (void)session;
-  (void)err;
-  for (size_t i = 0; i < frames->len; i++) {
+  bool ok = true;
+  for (size_t i = 0; i < frames->len && ok; i++) {
     exports_rtms_plugin_handler_frame_t *f = &frames->ptr[i];
     if (f->kind != RTMS_PLUGIN_TYPES_MEDIA_KIND_TRANSCRIPT || !f->text.is_some) {
       continue;
     }
-    lines++;
+    unsigned long long n = 0;
     bool in_word = false;
     for (size_t j = 0; j < f->text.val.len; j++) {
       bool space = isspace(f->text.val.ptr[j]);
       if (!space && !in_word) {
-        words++;
+        n++;
       }
       in_word = !space;
     }
+    lines++;
+    words += n;
+    FILE *fp = fopen(path, "a");
+    if (!fp) {
+      set_error(err, "cannot append to the words file");
+      ok = false;
+      break;
+    }
+    fprintf(fp, "#%llu %.*s: %llu words\n", (unsigned long long)f->seq, (int)f->user_name.len,
+            (const char *)f->user_name.ptr, n);
+    fclose(fp);
   }
   exports_rtms_plugin_handler_list_frame_free(frames);
-  return true;
+  return ok;
 }
 
 bool exports_rtms_plugin_handler_on_session_end(uint64_t session,
                                                 exports_rtms_plugin_handler_end_reason_t *reason,
                                                 plugin_string_t *err) {
   (void)session;
+  (void)err;
   exports_rtms_plugin_handler_end_reason_free(reason);
-  char path[300];
-  snprintf(path, sizeof path, "%s/words.txt", out_dir);
-  FILE *fp = fopen(path, "w");
-  if (!fp) {
-    set_error(err, "cannot write words.txt in the granted directory");
-    return false;
-  }
-  fprintf(fp, "lines %llu\nwords %llu\n", lines, words);
-  fclose(fp);
-
+  // The counts of what this instance saw (a resumed session's file holds every line).
   char message[128], data[128];
   snprintf(message, sizeof message, "%llu transcript lines, %llu words", lines, words);
   snprintf(data, sizeof data, "{\"lines\":%llu,\"words\":%llu}", lines, words);

@@ -1,5 +1,6 @@
-// {{name}}: counts the transcript lines and words of a meeting and emits them when the
-// session ends.
+// {{name}}: counts the transcript lines and words of a meeting. Each line is emitted as it
+// comes (`#<seq> <speaker>: <n> words`; JavaScript has no files: a JSON Lines sink writes
+// the outputs to one), and the counts when the session ends.
 //
 // The host's functions come from the interface 'rtms:plugin/host@0.1.0'; the module exports
 // `handler` with the four calls in camelCase. Enums are strings ('transcript', 'info'),
@@ -25,13 +26,16 @@ export const handler = {
   onFrames(session, frames) {
     for (const f of frames) {
       if (f.kind === 'transcript') {
+        const n = (f.text ?? '').split(/\s+/).filter((w) => w.length > 0).length;
         lines += 1;
-        words += (f.text ?? '').split(/\s+/).filter((w) => w.length > 0).length;
+        words += n;
+        emit({ kind: 'line', severity: 'info', message: `#${f.seq} ${f.userName}: ${n} words` });
       }
     }
   },
 
   onSessionEnd(session, reason) {
+    // The counts of what this instance saw (after a reload, a new instance counts anew).
     emit({
       kind: 'words',
       severity: 'info',
