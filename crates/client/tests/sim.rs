@@ -104,12 +104,23 @@ struct Outcome {
 
 /// Plays a meeting against the host and returns what both sides saw.
 async fn play(sim: &Simulator, h: &Host, product: Product, faults: Vec<(u64, Fault)>) -> Outcome {
+    play_script(sim, h, product, script(faults), Pace::Fast).await
+}
+
+/// Plays `script` at `pace` against the host and returns what both sides saw.
+async fn play_script(
+    sim: &Simulator,
+    h: &Host,
+    product: Product,
+    script: MeetingScript,
+    pace: Pace,
+) -> Outcome {
     let meeting = sim
         .start_meeting(
-            script(faults),
+            script,
             MeetingOptions {
                 product,
-                pace: Pace::Fast,
+                pace,
                 webhook_url: Some(h.webhook_url.clone()),
                 ..Default::default()
             },
@@ -378,25 +389,7 @@ fn video_config(sim: &Simulator, follow: Follow, max: usize) -> ClientConfig {
 
 /// Plays `script` in real time (subscriptions answer events as they happen).
 async fn play_video(sim: &Simulator, h: &Host, script: MeetingScript) -> Outcome {
-    let meeting = sim
-        .start_meeting(
-            script,
-            MeetingOptions {
-                pace: Pace::Realtime,
-                webhook_url: Some(h.webhook_url.clone()),
-                ..Default::default()
-            },
-        )
-        .expect("meeting");
-    let stream_id = meeting.stream_id().to_owned();
-    let run = async {
-        let ledger = meeting.finished().await;
-        let collected = h.sink.wait_for(&stream_id, |c| c.end.is_some()).await;
-        Outcome { ledger, collected }
-    };
-    tokio::time::timeout(LIMIT, run)
-        .await
-        .expect("meeting did not finish in time")
+    play_script(sim, h, Product::Meeting, script, Pace::Realtime).await
 }
 
 fn video_by_user(c: &rtms_client::Collected) -> std::collections::BTreeMap<i64, u64> {
