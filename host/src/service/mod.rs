@@ -290,14 +290,18 @@ impl AdminBackend for Backend {
         Some(self.shared.outputs.tap().subscribe())
     }
 
-    async fn rtms(&self, meeting: &str, action: &str) -> (u16, serde_json::Value) {
+    async fn rtms(
+        &self,
+        target: &crate::flows::zoom_rest::Target,
+        action: &str,
+    ) -> (u16, serde_json::Value) {
         let Some(action) = crate::flows::zoom_rest::Action::parse(action) else {
             return (
                 404,
                 serde_json::json!({"error": format!("unknown action {action:?}: use start, stop, pause or resume")}),
             );
         };
-        match self.rtms.act(meeting, action).await {
+        match self.rtms.act_on(target, action).await {
             Ok(v) => (200, v),
             Err((status, e)) => (status, serde_json::json!({"error": e})),
         }
