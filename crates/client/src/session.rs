@@ -98,6 +98,9 @@ pub struct SessionStart {
     pub server_url: String,
     /// The first `seq` (0 for a new stream; a takeover continues another host's count).
     pub first_seq: u64,
+    /// The started webhook's fields of April 2026 (default when the stream was not started
+    /// by a webhook here: a takeover, a journal resume).
+    pub details: rtms_proto::webhook::StartedDetails,
 }
 
 /// An open socket.
@@ -247,6 +250,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             factory,
             ids: start.ids,
             operator_id: start.operator_id,
+            details: start.details,
             first_url: start.server_url,
             signaling: None,
             media: Vec::new(),
@@ -304,6 +308,7 @@ struct Driver<C: Connector, F: SinkFactory> {
     factory: Arc<F>,
     ids: StreamIds,
     operator_id: Option<String>,
+    details: rtms_proto::webhook::StartedDetails,
     first_url: String,
     machine: Machine,
     signaling: Option<Link<C::Conn>>,
@@ -862,6 +867,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             server_url: self.first_url.clone(),
             started_at_ms: rtms_proto::unix_ms(),
             audio,
+            details: self.details.clone(),
         };
         self.sink = Some(self.factory.open(&info));
     }

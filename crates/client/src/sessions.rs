@@ -158,7 +158,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
     /// Acts on a webhook event. Never blocks. Refuses an event whose server URL is not
     /// allowed ([`ClientConfig::allow`]) and a new stream past
     /// [`ClientConfig::max_streams`]; each refusal is counted ([`Sessions::refusals`]).
-    pub fn handle(&self, ev: WebhookEvent) -> Result<(), Refusal> {
+    pub fn handle(&self, mut ev: WebhookEvent) -> Result<(), Refusal> {
         if let Some(url) = ev.server_url.as_deref().filter(|u| !u.is_empty())
             && let Err(e) = self.inner.cfg.allow.check(url)
         {
@@ -192,7 +192,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 None => input,
             }
         };
-        match (input, ev.server_url) {
+        match (input, ev.server_url.take()) {
             (Input::Started { .. } | Input::Interrupted { .. }, Some(_))
                 if self.operator_stopped(&ev.stream_id) =>
             {
@@ -219,17 +219,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                         "interrupted webhook for an unknown stream carries a URL: taking the stream"
                     );
                 }
-                self.spawn(SessionStart {
-                    ids: StreamIds {
-                        product: ev.product,
-                        id: ev.id,
-                        stream_id: ev.stream_id,
-                    },
-                    operator_id: ev.operator_id,
-                    server_url: url,
-                    first_seq: 0,
-                })
-                .map(drop)
+                self.spawn(start_of(ev, url)).map(drop)
             }
             _ => Err(Refusal::UnknownStream(format!(
                 "{} for stream {}, which this host does not run",
@@ -487,6 +477,21 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             }
             removed.await;
         }
+    }
+}
+
+/// What a session for the stream of a started (or interrupted) webhook starts from.
+fn start_of(ev: WebhookEvent, server_url: String) -> SessionStart {
+    SessionStart {
+        ids: StreamIds {
+            product: ev.product,
+            id: ev.id,
+            stream_id: ev.stream_id,
+        },
+        operator_id: ev.operator_id,
+        server_url,
+        first_seq: 0,
+        details: ev.details,
     }
 }
 

@@ -136,6 +136,7 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
         started_at_ms: rtms_proto::unix_ms(),
         resumed: false,
         audio: Some(audio_format(&audio.unwrap_or_default())),
+        details: Default::default(),
         fence: Default::default(),
     });
     let started = Instant::now();

@@ -21,6 +21,7 @@ const SIG: &str = "ws://zoom/sig";
 
 fn event(action: WebhookAction, url: Option<&str>, stop: Option<u32>) -> WebhookEvent {
     WebhookEvent {
+        details: Default::default(),
         product: Product::Meeting,
         action,
         event: Product::Meeting.event_name(action),
