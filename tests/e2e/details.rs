@@ -1,6 +1,7 @@
 //! Contract 0.3: the started webhook's fields of April 2026 (`account_id`,
 //! `is_original_host`, `meeting_id`, `webinar_id`) reach a 0.3 plugin's `session-info`, per
-//! product, beside 0.1 and 0.2 plugins in the same pipeline.
+//! product, and the byte `length` of media messages its frames, beside a 0.1 plugin in the
+//! same pipeline.
 
 use rtms_proto::Product;
 use rtms_sim::{Pace, Simulator};
@@ -22,7 +23,7 @@ fn outputs(path: &std::path::Path, plugin: &str, kind: &str) -> Vec<Value> {
 async fn started_webhook_fields_reach_a_0_3_plugin_beside_older_ones() {
     let sim = Simulator::start(sim_config(false)).await.unwrap();
     let extra = format!(
-        "[[plugin]]\nname = \"details\"\ncomponent = {:?}\nmedia = [\"transcript\"]\n\
+        "[[plugin]]\nname = \"details\"\ncomponent = {:?}\nmedia = [\"audio\", \"transcript\"]\n\
          [[plugin]]\nname = \"legacy\"\ncomponent = {:?}\nmedia = [\"transcript\"]\n",
         crate::util::component("details_v03").display().to_string(),
         crate::util::component("legacy_v01").display().to_string(),
@@ -82,16 +83,23 @@ async fn started_webhook_fields_reach_a_0_3_plugin_beside_older_ones() {
                 }
             }
         }
-        // Both contracts got every transcript line.
+        // Both contracts got every frame; 0.3's audio frames carry the length Zoom stated.
         let lines = ledger_transcript(ledger).len() as u64;
-        for plugin in ["details", "legacy"] {
-            let counts = outputs(&path, plugin, "count");
-            assert!(
-                counts.iter().any(|c| c["stream_id"] == m.stream_id()
-                    && c["data"]["frames"].as_u64() == Some(lines)),
-                "{plugin} {product:?}: {counts:?}"
-            );
-        }
+        let audio = ledger.count(rtms_proto::MediaKind::Audio);
+        assert!(audio > 0, "{product:?}: the meeting has audio");
+        let count = |plugin| {
+            outputs(&path, plugin, "count")
+                .into_iter()
+                .find(|c| c["stream_id"] == m.stream_id())
+                .unwrap_or_else(|| panic!("{plugin} {product:?}: no count"))["data"]
+                .clone()
+        };
+        assert_eq!(count("legacy")["frames"], lines, "{product:?}");
+        let c = count("details");
+        assert_eq!(c["frames"], lines + audio, "{product:?}: {c}");
+        assert_eq!(c["with_length"], audio, "{product:?}: {c}");
+        assert_eq!(c["mismatched"], 0, "{c}");
+        assert_eq!(c["stray"], 0, "{c}");
     }
     drop(dir);
 }

@@ -481,7 +481,10 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         let decoded = match WIRE.decode(bytes) {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(role = link.role.name(), error = %e, "undecodable message skipped");
+                self.observer.undecodable();
+                if crate::ratelog::admit("undecodable-message") {
+                    tracing::warn!(role = link.role.name(), error = %e, "undecodable message skipped (counted in rtms_undecodable_messages_total; further ones are logged at most every few seconds)");
+                }
                 return None;
             }
         };

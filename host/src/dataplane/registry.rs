@@ -103,7 +103,7 @@ impl Registry {
             product: desc.product,
             stream_id: desc.stream_id.as_str().into(),
             info,
-            details: Arc::new(desc.details),
+            details: desc.details,
             state: Mutex::new(SessionState {
                 table: Arc::new(RouteTable::default()),
                 workers: Vec::new(),
@@ -162,7 +162,7 @@ pub struct SessionDesc {
     pub resumed: bool,
     pub audio: Option<bindings::AudioFormat>,
     /// The started webhook's details, for plugins of contract 0.3.
-    pub details: bindings::SessionDetails,
+    pub details: Arc<bindings::SessionDetails>,
     /// The stream's right to run here (a cluster's lease); unfenced on a single host.
     pub fence: Fence,
 }

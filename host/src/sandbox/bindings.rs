@@ -72,16 +72,49 @@ pub use v02::rtms::plugin::{budget, secrets, state};
 /// What a started webhook says of a session beyond 0.2's `session-info` (Zoom, April 2026):
 /// plugins of contract 0.3 get it in their `session-info`. Each field is `None` when the
 /// webhook did not carry it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct SessionDetails {
     pub account_id: Option<String>,
     pub is_original_host: Option<bool>,
     /// The webhook's `meeting_id`: the meeting's number.
     pub meeting_number: Option<String>,
     pub webinar_id: Option<String>,
+    /// Set once a media message of the stream carried `content.length` (Zoom's servers
+    /// since April 2026): 0.3 frames of audio, video and share then carry `length`.
+    pub declares_length: std::sync::atomic::AtomicBool,
 }
 
 impl SessionDetails {
+    /// 0.3's frames: `frames` with `length` on audio, video and share frames of a stream
+    /// whose messages declare it. The client checked each declared length against the
+    /// decoded data (a mismatch is skipped as damaged), so it is the payload's length. The
+    /// payloads are copied: a 0.3 plugin's batch costs one copy of its bytes.
+    pub fn frames_v03(&self, frames: &[Frame]) -> Vec<v03::rtms::plugin0_3_0::types::Frame> {
+        let declared = self
+            .declares_length
+            .load(std::sync::atomic::Ordering::Relaxed);
+        frames
+            .iter()
+            .map(|f| v03::rtms::plugin0_3_0::types::Frame {
+                kind: f.kind,
+                seq: f.seq,
+                timestamp_ms: f.timestamp_ms,
+                user_id: f.user_id.clone(),
+                user_name: f.user_name.clone(),
+                payload: f.payload.clone(),
+                text: f.text.clone(),
+                transcript: f.transcript,
+                event_type: f.event_type,
+                length: (declared
+                    && matches!(
+                        f.kind,
+                        MediaKind::Audio | MediaKind::Video | MediaKind::Share
+                    ))
+                .then(|| u32::try_from(f.payload.len()).unwrap_or(u32::MAX)),
+            })
+            .collect()
+    }
+
     /// 0.3's `session-info`: `info` with these details.
     pub fn info_v03(&self, info: &SessionInfo) -> v03::rtms::plugin0_3_0::types::SessionInfo {
         v03::rtms::plugin0_3_0::types::SessionInfo {

@@ -190,9 +190,28 @@ impl Instance {
         self.outcome(r)
     }
 
+    /// A batch: 0.1 and 0.2 plugins get `frames` as they are, 0.3 plugins a copy with
+    /// `length` (`SessionDetails::frames_v03`).
     pub async fn frames(&mut self, session: u64, frames: &[Frame]) -> Result<(), CallError> {
         self.arm();
-        let r = call!(self, call_on_frames(session, frames));
+        let r = match &self.plugin {
+            Plugin::V01(p) => {
+                p.rtms_plugin_handler()
+                    .call_on_frames(&mut self.store, session, frames)
+                    .await
+            }
+            Plugin::V02(p) => {
+                p.rtms_plugin_handler()
+                    .call_on_frames(&mut self.store, session, frames)
+                    .await
+            }
+            Plugin::V03(p) => {
+                let frames = self.store.data().ctx.details.frames_v03(frames);
+                p.rtms_plugin0_3_0_handler()
+                    .call_on_frames(&mut self.store, session, &frames)
+                    .await
+            }
+        };
         self.outcome(r)
     }
 
