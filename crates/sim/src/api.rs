@@ -572,10 +572,9 @@ fn status_answer(
         product == rtms_proto::Product::ContactCenter
     };
     // An id of the other product stays prepared; it just is not found on this endpoint.
-    if !s
-        .meetings
+    if s.meetings
         .get(id)
-        .is_some_and(|p| is_engagement(p) == engagement)
+        .is_none_or(|p| is_engagement(p) != engagement)
     {
         return if engagement {
             zoom_error(
