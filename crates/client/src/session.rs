@@ -151,6 +151,9 @@ pub(crate) struct Deps<C, F> {
     pub connector: Arc<C>,
     pub factory: Arc<F>,
     pub observer: SharedObserver,
+    /// Whether a shutdown closes the stream at Zoom ([`ClientConfig::close_on_shutdown`],
+    /// unless the streams go on elsewhere: `Sessions::keep_streams_at_zoom`).
+    pub close_on_shutdown: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Runs one stream until it ends; returns why.
@@ -236,6 +239,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             connector,
             factory,
             observer,
+            close_on_shutdown,
         } = deps;
         Driver::<C, F> {
             observer,
@@ -263,6 +267,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             rotate: 0,
             last_ping: Instant::now(),
             closing: None,
+            close_on_shutdown,
         }
     }
 }
@@ -324,6 +329,7 @@ struct Driver<C: Connector, F: SinkFactory> {
     last_ping: Instant,
     /// While a STREAM_CLOSE_REQ awaits its answer: until when.
     closing: Option<Instant>,
+    close_on_shutdown: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<C: Connector, F: SinkFactory> Driver<C, F> {
@@ -636,7 +642,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
     /// Shutdown: closes the stream at Zoom when the host is configured to
     /// ([`ClientConfig::close_on_shutdown`]), else ends this side only.
     fn on_shutdown(&mut self) -> Input {
-        if self.cfg.close_on_shutdown {
+        if self.close_on_shutdown.load(Ordering::Relaxed) {
             Input::Close
         } else {
             Input::Shutdown

@@ -61,6 +61,8 @@ struct Inner<F, C> {
     refused_stopped: AtomicU64,
     /// Streams an operator stopped ([`Sessions::stop`]), refused again for a while.
     stopped: Mutex<StoppedStreams>,
+    /// Whether a shutdown closes streams at Zoom ([`Sessions::keep_streams_at_zoom`]).
+    close_on_shutdown: Arc<std::sync::atomic::AtomicBool>,
     observer: SharedObserver,
 }
 
@@ -132,6 +134,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         factory: F,
         observer: SharedObserver,
     ) -> Self {
+        let close = cfg.close_on_shutdown;
         Self {
             inner: Arc::new(Inner {
                 cfg: Arc::new(cfg),
@@ -146,6 +149,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 refused_full: AtomicU64::new(0),
                 refused_stopped: AtomicU64::new(0),
                 stopped: Mutex::default(),
+                close_on_shutdown: Arc::new(std::sync::atomic::AtomicBool::new(close)),
                 observer,
             }),
         }
@@ -288,6 +292,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             connector: self.inner.connector.clone(),
             factory: self.inner.factory.clone(),
             observer: self.inner.observer.clone(),
+            close_on_shutdown: self.inner.close_on_shutdown.clone(),
         };
         let fut = session::run(
             deps,
@@ -431,6 +436,13 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Makes the next [`Sessions::shutdown`] leave every stream open at Zoom whatever
+    /// [`ClientConfig::close_on_shutdown`] says: the streams go on elsewhere (a successor
+    /// process resumes them, or other hosts of a cluster take them over).
+    pub fn keep_streams_at_zoom(&self) {
+        self.inner.close_on_shutdown.store(false, Ordering::Relaxed);
     }
 
     /// Ends every stream with [`EndReason::Shutdown`](crate::sink::EndReason::Shutdown) (sockets closed with a close frame,

@@ -586,6 +586,8 @@ impl Service {
             .services
             .handing_off
             .store(true, Ordering::Relaxed);
+        // The successor resumes the streams: Zoom must keep them.
+        self.sessions.keep_streams_at_zoom();
         self.shutdown().await
     }
 
@@ -602,6 +604,8 @@ impl Service {
             let (handed, left) = c.drain().await;
             tracing::info!(handed, left, "cluster: streams handed to the other hosts");
             c.stop().await;
+            // Those left lapse and are taken over: Zoom must keep them.
+            self.sessions.keep_streams_at_zoom();
         }
         tracing::info!("shutting down: no new streams; ending live ones");
         self.ready.store(false, Ordering::Relaxed);
