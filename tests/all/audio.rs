@@ -33,6 +33,7 @@ fn audio_session(h: &Harness, stream: &str, resumed: bool, format: AudioFormat) 
         started_at_ms: 1_700_000_000_000,
         resumed,
         audio: Some(format),
+        details: Default::default(),
         fence: Default::default(),
     })
 }

@@ -260,6 +260,7 @@ pub fn session(h: &Harness, stream: &str) -> Arc<LiveStream> {
         started_at_ms: 1_700_000_000_000,
         resumed: false,
         audio: None,
+        details: Default::default(),
         fence: Default::default(),
     })
 }

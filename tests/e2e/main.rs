@@ -22,6 +22,8 @@
 //! - `shutdown`: graceful shutdown with a live meeting.
 //! - `close`: closing a stream from the host's side (STREAM_CLOSE_REQ): `rtms-host stop
 //!   --stream`, a shutdown that closes streams, refusals counted by status name.
+//! - `details`: contract 0.3's `session-info` carries the started webhook's fields, beside 0.1
+//!   plugins.
 //! - `ops`: Prometheus metrics against the ledger, the admin API, the token rule, `rtms-host
 //!   tap` and the dashboard in headless Chromium.
 //! - `notices`: Zoom's concurrency webhooks in `/metrics` and in a sink, retries counted once.
@@ -47,6 +49,7 @@ mod harness;
 
 mod chaos;
 mod close;
+mod details;
 mod drops;
 mod event_ws;
 mod faults;

@@ -120,6 +120,7 @@ async fn after_a_stop_webhook_the_drain_ends_within_the_bound_and_keepalives_are
     // The stopped webhook reaches the host while the simulator keeps streaming.
     let started = meeting.started_event();
     let stopped = WebhookEvent {
+        details: Default::default(),
         action: WebhookAction::Stopped,
         event: started.product.event_name(WebhookAction::Stopped),
         server_url: None,
@@ -193,6 +194,7 @@ async fn the_stop_drain_bound_holds_while_a_slow_plugin_keeps_its_queue_full() {
     wait_frame(&mut host, meeting.stream_id(), MediaKind::Audio).await;
     let started = meeting.started_event();
     let stopped = WebhookEvent {
+        details: Default::default(),
         action: WebhookAction::Stopped,
         event: started.product.event_name(WebhookAction::Stopped),
         server_url: None,

@@ -478,3 +478,75 @@ async fn a_start_by_number_waits_for_its_own_meeting_not_the_next_one_started() 
     assert!(e.contains("give the meeting uuid"), "{e}");
     assert_eq!(api.counts().status_calls.len(), 1, "no start was asked for");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_center_engagement_starts_and_stops_through_its_rest_endpoint() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let api = ZoomApi::start(&sim, api_config()).await.unwrap();
+    let mut host = host_for(&sim, &api, "s2s-secret").await;
+    let id = api.prepare(
+        script(400, vec![]),
+        MeetingOptions {
+            product: rtms_proto::Product::ContactCenter,
+            pace: Pace::Realtime,
+            webhook_url: Some(host.webhook_url.clone()),
+            ..Default::default()
+        },
+    );
+    let admin = format!("http://{}", host.svc.admin_addr().unwrap());
+    let cli = |action: &'static str, id: String, admin: String| async move {
+        within(
+            "rtms-host",
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_rtms-host"))
+                .args([action, "--engagement", &id, "--admin", &admin])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .output(),
+        )
+        .await
+        .unwrap()
+    };
+    // The meetings endpoint does not know an engagement.
+    let (status, v) = act(&host, "start", &id).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("3001"), "{v}");
+
+    let out = cli("start", id.clone(), admin.clone()).await;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = api.meeting(&id).expect("the API started the engagement");
+    assert!(
+        printed.contains(&format!("engagement {id} streams as {}", m.stream_id()))
+            && printed.contains("contact-center"),
+        "{printed}"
+    );
+    wait_frame(
+        &mut host,
+        m.stream_id(),
+        rtms_host::sandbox::bindings::MediaKind::Transcript,
+    )
+    .await;
+    let out = cli("stop", id.clone(), admin).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ledger = within("the engagement to end", m.finished()).await;
+    host.idle().await;
+    assert_eq!(ledger.stop_reason, Some(25), "MANUAL_API_TRIGGERED");
+    assert_eq!(host.record(m.stream_id()).end(), "stopped(25)");
+    let calls: Vec<(String, String, u16)> = api.counts().status_calls;
+    assert_eq!(
+        calls,
+        [
+            (id.clone(), "start".into(), 404),
+            (id.clone(), "start".into(), 204),
+            (id, "stop".into(), 204)
+        ]
+    );
+}

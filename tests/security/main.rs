@@ -88,6 +88,7 @@ pub fn signed(body: &[u8], secret: &str) -> Vec<(&'static str, String)> {
 /// A lifecycle webhook body for a meeting stream.
 pub fn lifecycle(action: WebhookAction, stream_id: &str, url: Option<&str>, ts: i64) -> Vec<u8> {
     WebhookEvent {
+        details: Default::default(),
         product: Product::Meeting,
         action,
         event: Product::Meeting.event_name(action),

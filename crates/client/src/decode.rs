@@ -59,6 +59,14 @@ pub enum DecodeError {
         msg_type: u32,
         source: serde_json::Error,
     },
+    #[error(
+        "msg_type {msg_type}: content.length says {declared} bytes but content.data decodes to {decoded}: the message is damaged"
+    )]
+    Length {
+        msg_type: u32,
+        declared: u64,
+        decoded: usize,
+    },
     #[error("msg_type {msg_type}: content.data is not valid base64: {source}")]
     Base64 {
         msg_type: u32,
@@ -160,6 +168,16 @@ fn media(ty: u32, bytes: &[u8]) -> Result<Frame, DecodeError> {
                         msg_type: ty,
                         source,
                     })?;
+            if let Some(declared) = c.length {
+                if declared != frame.payload.len() as u64 {
+                    return Err(DecodeError::Length {
+                        msg_type: ty,
+                        declared,
+                        decoded: frame.payload.len(),
+                    });
+                }
+                frame.length = u32::try_from(declared).ok();
+            }
         }
         MediaKind::Transcript => {
             frame.transcript = Some(TranscriptInfo {
@@ -188,6 +206,35 @@ mod tests {
 
     fn b64(bytes: &[u8]) -> String {
         B64.encode(bytes)
+    }
+
+    #[test]
+    fn a_stated_length_is_checked_against_the_data() {
+        let data = b64(&[1, 2, 3, 4]);
+        let msg = |len: u64| {
+            format!(
+                r#"{{"msg_type":14,"content":{{"user_id":1,"data":"{data}","timestamp":1,"length":{len}}}}}"#
+            )
+        };
+        let Decoded::Frame(f) = decode(msg(4).as_bytes()).unwrap() else {
+            panic!("not a frame")
+        };
+        assert_eq!(f.length, Some(4));
+        let e = decode(msg(5).as_bytes()).unwrap_err();
+        assert!(matches!(
+            e,
+            DecodeError::Length {
+                declared: 5,
+                decoded: 4,
+                ..
+            }
+        ));
+        assert!(e.to_string().contains("content.length says 5 bytes"), "{e}");
+        let plain = format!(r#"{{"msg_type":14,"content":{{"data":"{data}","timestamp":1}}}}"#);
+        let Decoded::Frame(f) = decode(plain.as_bytes()).unwrap() else {
+            panic!("not a frame")
+        };
+        assert_eq!(f.length, None, "no length stated");
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct Frame {
     pub text: Option<String>,
     pub transcript: Option<TranscriptInfo>,
     pub event_type: Option<u32>,
+    /// `content.length` of an audio, video or share message: the data's byte length as Zoom
+    /// declares it (since April 2026), checked against the decoded payload; `None` when the
+    /// message carried none.
+    pub length: Option<u32>,
     /// When the socket read that carried this frame returned, before it was decoded;
     /// `None` for frames that did not come from a socket (replay, tests).
     pub received_at: Option<std::time::Instant>,

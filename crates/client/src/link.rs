@@ -66,6 +66,15 @@ pub enum ConnectError {
         name: &'static str,
         reason: String,
     },
+    #[error(
+        "{role} socket {url}: the connection ended in the TLS handshake ({source}). Zoom requires TLS 1.2 or 1.3 on every RTMS connection and the host offers nothing older: a server that speaks only TLS 1.1 or older (or no TLS on this port) is refused; check the URL and the server's TLS versions"
+    )]
+    Tls {
+        role: &'static str,
+        url: String,
+        #[source]
+        source: WsError,
+    },
     #[error("{role} socket {url}: the server closed the socket before answering the handshake")]
     Closed { role: &'static str, url: String },
     #[error(
@@ -315,14 +324,32 @@ async fn with_timeout<T>(
 }
 
 async fn open<C: Connector>(connector: &C, url: &str, role: Role) -> Result<C::Conn, ConnectError> {
-    connector
-        .connect(url)
-        .await
-        .map_err(|source| ConnectError::Transport {
-            role: role.name(),
-            url: url.to_owned(),
-            source,
-        })
+    connector.connect(url).await.map_err(|source| {
+        let (role, url) = (role.name(), url.to_owned());
+        if is_tls_handshake_failure(&source, &url) {
+            ConnectError::Tls { role, url, source }
+        } else {
+            ConnectError::Transport { role, url, source }
+        }
+    })
+}
+
+/// Whether opening a `wss://` socket failed in its TLS handshake: an error of rustls (a
+/// protocol version alert, no common version), or the server ending or resetting the
+/// connection before the WebSocket upgrade was answered (what a server does whose TLS
+/// versions the client does not offer).
+fn is_tls_handshake_failure(e: &WsError, url: &str) -> bool {
+    use std::io::ErrorKind::*;
+    match e {
+        WsError::Tls(_) => true,
+        WsError::Io(io) if url.starts_with("wss://") => {
+            matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | UnexpectedEof
+            ) || io.to_string().contains("tls handshake")
+        }
+        _ => false,
+    }
 }
 
 async fn send<T: Transport>(

@@ -48,6 +48,9 @@ pub trait Observer: Send + Sync + 'static {
     fn refusal(&self, what: &'static str, status: &'static str) {
         let _ = (what, status);
     }
+    /// A message could not be decoded (not JSON, a missing field, bad base64, a `length`
+    /// that does not match its data) and was skipped.
+    fn undecodable(&self) {}
     /// A stream spent every connection attempt and now waits for a new started webhook.
     fn gave_up(&self) {}
     /// A WebSocket ping on the signaling socket was answered after `rtt`.

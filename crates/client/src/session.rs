@@ -98,6 +98,9 @@ pub struct SessionStart {
     pub server_url: String,
     /// The first `seq` (0 for a new stream; a takeover continues another host's count).
     pub first_seq: u64,
+    /// The started webhook's fields of April 2026 (default when the stream was not started
+    /// by a webhook here: a takeover, a journal resume).
+    pub details: rtms_proto::webhook::StartedDetails,
 }
 
 /// An open socket.
@@ -148,6 +151,9 @@ pub(crate) struct Deps<C, F> {
     pub connector: Arc<C>,
     pub factory: Arc<F>,
     pub observer: SharedObserver,
+    /// Whether a shutdown closes the stream at Zoom ([`ClientConfig::close_on_shutdown`],
+    /// unless the streams go on elsewhere: `Sessions::keep_streams_at_zoom`).
+    pub close_on_shutdown: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Runs one stream until it ends; returns why.
@@ -238,6 +244,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             connector,
             factory,
             observer,
+            close_on_shutdown,
         } = deps;
         let video = cfg.video.clone().map(crate::video::Follower::new);
         Driver::<C, F> {
@@ -253,6 +260,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             factory,
             ids: start.ids,
             operator_id: start.operator_id,
+            details: start.details,
             first_url: start.server_url,
             signaling: None,
             media: Vec::new(),
@@ -266,6 +274,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             last_ping: Instant::now(),
             video,
             closing: None,
+            close_on_shutdown,
         }
     }
 }
@@ -311,6 +320,7 @@ struct Driver<C: Connector, F: SinkFactory> {
     factory: Arc<F>,
     ids: StreamIds,
     operator_id: Option<String>,
+    details: rtms_proto::webhook::StartedDetails,
     first_url: String,
     machine: Machine,
     signaling: Option<Link<C::Conn>>,
@@ -328,6 +338,7 @@ struct Driver<C: Connector, F: SinkFactory> {
     video: Option<crate::video::Follower>,
     /// While a STREAM_CLOSE_REQ awaits its answer: until when.
     closing: Option<Instant>,
+    close_on_shutdown: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<C: Connector, F: SinkFactory> Driver<C, F> {
@@ -491,7 +502,10 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
         let decoded = match WIRE.decode(bytes) {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(role = link.role.name(), error = %e, "undecodable message skipped");
+                self.observer.undecodable();
+                if crate::ratelog::admit("undecodable-message") {
+                    tracing::warn!(role = link.role.name(), error = %e, "undecodable message skipped (counted in rtms_undecodable_messages_total; further ones are logged at most every few seconds)");
+                }
                 return None;
             }
         };
@@ -650,7 +664,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
     /// Shutdown: closes the stream at Zoom when the host is configured to
     /// ([`ClientConfig::close_on_shutdown`]), else ends this side only.
     fn on_shutdown(&mut self) -> Input {
-        if self.cfg.close_on_shutdown {
+        if self.close_on_shutdown.load(Ordering::Relaxed) {
             Input::Close
         } else {
             Input::Shutdown
@@ -884,6 +898,7 @@ impl<C: Connector, F: SinkFactory> Driver<C, F> {
             server_url: self.first_url.clone(),
             started_at_ms: rtms_proto::unix_ms(),
             audio,
+            details: self.details.clone(),
         };
         self.sink = Some(self.factory.open(&info));
     }

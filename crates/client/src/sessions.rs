@@ -61,6 +61,8 @@ struct Inner<F, C> {
     refused_stopped: AtomicU64,
     /// Streams an operator stopped ([`Sessions::stop`]), refused again for a while.
     stopped: Mutex<StoppedStreams>,
+    /// Whether a shutdown closes streams at Zoom ([`Sessions::keep_streams_at_zoom`]).
+    close_on_shutdown: Arc<std::sync::atomic::AtomicBool>,
     observer: SharedObserver,
 }
 
@@ -132,6 +134,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         factory: F,
         observer: SharedObserver,
     ) -> Self {
+        let close = cfg.close_on_shutdown;
         Self {
             inner: Arc::new(Inner {
                 cfg: Arc::new(cfg),
@@ -146,6 +149,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 refused_full: AtomicU64::new(0),
                 refused_stopped: AtomicU64::new(0),
                 stopped: Mutex::default(),
+                close_on_shutdown: Arc::new(std::sync::atomic::AtomicBool::new(close)),
                 observer,
             }),
         }
@@ -158,7 +162,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
     /// Acts on a webhook event. Never blocks. Refuses an event whose server URL is not
     /// allowed ([`ClientConfig::allow`]) and a new stream past
     /// [`ClientConfig::max_streams`]; each refusal is counted ([`Sessions::refusals`]).
-    pub fn handle(&self, ev: WebhookEvent) -> Result<(), Refusal> {
+    pub fn handle(&self, mut ev: WebhookEvent) -> Result<(), Refusal> {
         if let Some(url) = ev.server_url.as_deref().filter(|u| !u.is_empty())
             && let Err(e) = self.inner.cfg.allow.check(url)
         {
@@ -192,7 +196,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 None => input,
             }
         };
-        match (input, ev.server_url) {
+        match (input, ev.server_url.take()) {
             (Input::Started { .. } | Input::Interrupted { .. }, Some(_))
                 if self.operator_stopped(&ev.stream_id) =>
             {
@@ -219,17 +223,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                         "interrupted webhook for an unknown stream carries a URL: taking the stream"
                     );
                 }
-                self.spawn(SessionStart {
-                    ids: StreamIds {
-                        product: ev.product,
-                        id: ev.id,
-                        stream_id: ev.stream_id,
-                    },
-                    operator_id: ev.operator_id,
-                    server_url: url,
-                    first_seq: 0,
-                })
-                .map(drop)
+                self.spawn(start_of(ev, url)).map(drop)
             }
             _ => Err(Refusal::UnknownStream(format!(
                 "{} for stream {}, which this host does not run",
@@ -298,6 +292,7 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             connector: self.inner.connector.clone(),
             factory: self.inner.factory.clone(),
             observer: self.inner.observer.clone(),
+            close_on_shutdown: self.inner.close_on_shutdown.clone(),
         };
         let fut = session::run(
             deps,
@@ -449,6 +444,13 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
         self.len() == 0
     }
 
+    /// Makes the next [`Sessions::shutdown`] leave every stream open at Zoom whatever
+    /// [`ClientConfig::close_on_shutdown`] says: the streams go on elsewhere (a successor
+    /// process resumes them, or other hosts of a cluster take them over).
+    pub fn keep_streams_at_zoom(&self) {
+        self.inner.close_on_shutdown.store(false, Ordering::Relaxed);
+    }
+
     /// Ends every stream with [`EndReason::Shutdown`](crate::sink::EndReason::Shutdown) (sockets closed with a close frame,
     /// sinks ended) and refuses new ones. Streams still running after `grace` are aborted
     /// without their sink's `end`; returns how many were.
@@ -493,6 +495,21 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             }
             removed.await;
         }
+    }
+}
+
+/// What a session for the stream of a started (or interrupted) webhook starts from.
+fn start_of(ev: WebhookEvent, server_url: String) -> SessionStart {
+    SessionStart {
+        ids: StreamIds {
+            product: ev.product,
+            id: ev.id,
+            stream_id: ev.stream_id,
+        },
+        operator_id: ev.operator_id,
+        server_url,
+        first_seq: 0,
+        details: ev.details,
     }
 }
 

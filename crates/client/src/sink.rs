@@ -33,6 +33,9 @@ pub struct StreamInfo {
     /// Audio parameters as the server confirmed them (msg 4), else as requested, with the
     /// protocol's defaults filled in.
     pub audio: AudioParams,
+    /// The started webhook's fields of April 2026 (`account_id`, `is_original_host`,
+    /// `meeting_id`, `webinar_id`), each `None` when it did not carry them.
+    pub details: rtms_proto::webhook::StartedDetails,
 }
 
 /// Why a stream ended.

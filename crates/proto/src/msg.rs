@@ -371,6 +371,9 @@ pub struct MediaContentRef<'a> {
     pub language: Option<i32>,
     #[serde(default)]
     pub attribute: Option<Value>,
+    /// The data's byte length (audio, video and share, since April 2026).
+    #[serde(default)]
+    pub length: Option<u64>,
 }
 
 /// A media message, borrowing its content.

@@ -136,6 +136,22 @@ pub struct WebhookEvent {
     pub server_url: Option<String>,
     pub operator_id: Option<String>,
     pub stop_reason: Option<u32>,
+    /// The started webhook's fields of April 2026 (default on other events).
+    pub details: StartedDetails,
+}
+
+/// What Zoom's started webhooks carry since April 2026 besides the stream's ids: each
+/// `None` when the webhook lacks it (Video SDK and Contact Center webhooks, older ones).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StartedDetails {
+    /// `account_id`: the account the meeting belongs to.
+    pub account_id: Option<String>,
+    /// `is_original_host`: the user who started the stream is the meeting's original host.
+    pub is_original_host: Option<bool>,
+    /// `meeting_id`: the meeting's number (its uuid is the event's id).
+    pub meeting_id: Option<String>,
+    /// `webinar_id`: the webinar's number.
+    pub webinar_id: Option<String>,
 }
 
 /// Zoom's concurrency notices (2026): a meeting near or at the account's limit of concurrent
@@ -321,7 +337,25 @@ impl Envelope {
                 .and_then(Value::as_u64)
                 // A number past u32 is no known reason: dropped, not truncated into one.
                 .and_then(|r| u32::try_from(r).ok()),
+            details: if action == WebhookAction::Started {
+                self.started_details()?
+            } else {
+                StartedDetails::default()
+            },
         }))
+    }
+
+    /// The started webhook's fields of April 2026, each bounded like an id.
+    fn started_details(&self) -> Result<StartedDetails, WebhookParseError> {
+        Ok(StartedDetails {
+            account_id: self.bounded("account_id", MAX_ID_BYTES)?,
+            is_original_host: self
+                .payload
+                .get("is_original_host")
+                .and_then(Value::as_bool),
+            meeting_id: self.bounded("meeting_id", MAX_ID_BYTES)?,
+            webinar_id: self.bounded("webinar_id", MAX_ID_BYTES)?,
+        })
     }
 }
 
@@ -353,6 +387,19 @@ impl WebhookEvent {
         }
         if let Some(r) = self.stop_reason {
             p.insert("stop_reason".into(), Value::from(r));
+        }
+        let d = &self.details;
+        for (k, v) in [
+            ("account_id", &d.account_id),
+            ("meeting_id", &d.meeting_id),
+            ("webinar_id", &d.webinar_id),
+        ] {
+            if let Some(v) = v {
+                p.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+        if let Some(h) = d.is_original_host {
+            p.insert("is_original_host".into(), Value::Bool(h));
         }
         let mut env = Map::new();
         env.insert("event".into(), Value::String(self.event.clone()));
@@ -408,6 +455,7 @@ mod tests {
                 WebhookAction::Interrupted,
             ] {
                 let ev = WebhookEvent {
+                    details: Default::default(),
                     product,
                     action,
                     event: product.event_name(action),

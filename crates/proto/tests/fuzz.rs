@@ -128,6 +128,7 @@ fn arb_event() -> impl Strategy<Value = WebhookEvent> {
                     _ => url,
                 };
                 WebhookEvent {
+                    details: Default::default(),
                     product,
                     action,
                     event: product.event_name(action),

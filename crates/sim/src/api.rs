@@ -15,6 +15,11 @@
 //!   not the simulator's, and whatever [`ZoomApi::fail_next`] queued (429 with `Retry-After`,
 //!   say).
 //!
+//! - `PUT /v2/contact_center/{engagementId}/rtms_app/status`, the same for a Zoom Contact
+//!   Center engagement prepared with [`ZoomApi::prepare`] and `product: ContactCenter` (its
+//!   meeting id is the engagement id); each endpoint finds only its own product's (404 code
+//!   3001 otherwise).
+//!
 //! - `GET /v2/meetings/{meetingId}` with `Authorization: Bearer` answers a meeting prepared
 //!   with [`ZoomApi::prepare_numbered`] as `{"id": <number>, "uuid": ...}` (404 code 3001
 //!   otherwise); the status endpoint then takes the number as well as the uuid.
@@ -389,12 +394,24 @@ async fn route(
     {
         return meeting_info(&s, number, auth.as_deref());
     }
-    let id = path
-        .strip_prefix("/v2/live_meetings/")
-        .and_then(|r| r.strip_suffix("/rtms_app/status"));
-    match (id, method == Method::PATCH) {
-        (Some(id), true) => rtms_status(&mut s, starter, id, auth.as_deref(), &body),
-        _ => zoom_error(
+    let status_of = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix("/rtms_app/status"))
+            .map(str::to_owned)
+    };
+    let call = match (
+        status_of("/v2/live_meetings/"),
+        status_of("/v2/contact_center/"),
+    ) {
+        (Some(id), _) if method == Method::PATCH => Some((id, false)),
+        (_, Some(id)) if method == Method::PUT => Some((id, true)),
+        _ => None,
+    };
+    match call {
+        Some((id, engagement)) => {
+            rtms_status(&mut s, starter, (&id, engagement), auth.as_deref(), &body)
+        }
+        None => zoom_error(
             StatusCode::NOT_FOUND,
             404,
             format!("No route {method} {path}"),
@@ -489,12 +506,14 @@ fn issue_token(s: &mut State, query: &str, auth: Option<&str>) -> Response<Full<
     )
 }
 
-/// `PATCH /v2/live_meetings/{id}/rtms_app/status`: checks the token, any queued failure and
-/// the RTMS client id, then acts on the prepared meeting. Every call is counted.
+/// `PATCH /v2/live_meetings/{id}/rtms_app/status` (`engagement` false) or `PUT
+/// /v2/contact_center/{engagementId}/rtms_app/status` (true): checks the token, any queued
+/// failure and the RTMS client id, then acts on the prepared meeting or engagement (each
+/// endpoint knows only its own product's). Every call is counted.
 fn rtms_status(
     s: &mut State,
     starter: &Starter,
-    id: &str,
+    (id, engagement): (&str, bool),
     auth: Option<&str>,
     body: &[u8],
 ) -> Response<Full<Bytes>> {
@@ -505,7 +524,7 @@ fn rtms_status(
     }
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let action = parsed["action"].as_str().unwrap_or("").to_owned();
-    let r = status_answer(s, starter, &id, &action, &parsed, auth);
+    let r = status_answer(s, starter, (&id, engagement), &action, &parsed, auth);
     s.counts
         .status_calls
         .push((id, action, r.status().as_u16()));
@@ -515,7 +534,7 @@ fn rtms_status(
 fn status_answer(
     s: &mut State,
     starter: &Starter,
-    id: &str,
+    (id, engagement): (&str, bool),
     action: &str,
     parsed: &Value,
     auth: Option<&str>,
@@ -545,12 +564,34 @@ fn status_answer(
     }
     let id = s.numbers.get(id).cloned().unwrap_or_else(|| id.to_owned());
     let id = id.as_str();
+    let is_engagement = |p: &Prepared| {
+        let product = match p {
+            Prepared::Waiting(b) => b.1.product,
+            Prepared::Live(h) => h.product(),
+        };
+        product == rtms_proto::Product::ContactCenter
+    };
+    // An id of the other product stays prepared; it just is not found on this endpoint.
+    if s.meetings
+        .get(id)
+        .is_none_or(|p| is_engagement(p) != engagement)
+    {
+        return if engagement {
+            zoom_error(
+                StatusCode::NOT_FOUND,
+                3001,
+                format!("Engagement does not exist: {id}."),
+            )
+        } else {
+            zoom_error(
+                StatusCode::NOT_FOUND,
+                3001,
+                format!("Meeting does not exist: {id}."),
+            )
+        };
+    }
     let Some(prepared) = s.meetings.remove(id) else {
-        return zoom_error(
-            StatusCode::NOT_FOUND,
-            3001,
-            format!("Meeting does not exist: {id}."),
-        );
+        return zoom_error(StatusCode::NOT_FOUND, 3001, format!("No such id: {id}."));
     };
     let (kept, r) = act(s, starter, action, prepared);
     if let Some(p) = kept {

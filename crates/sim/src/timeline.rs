@@ -526,7 +526,7 @@ impl Runner {
                         let data = synth.frame(self.m.script.seed, user_id, u64::MAX, i);
                         bytes = data.len();
                         let mut c = self.content(user_id, b64.encode(&data), TS_SENTINEL);
-                        c.length = None;
+                        c.length = Some(data.len());
                         if mixed {
                             c.user_id = UserId::Num(MIXED_AUDIO_USER_ID);
                             c.user_name = String::new();
@@ -565,6 +565,15 @@ impl Runner {
             timestamp: ts,
             ..Default::default()
         }
+    }
+
+    /// The content of an audio, video or share message: the data in base64 with its byte
+    /// `length` (Zoom adds it since April 2026).
+    fn binary_content(&self, user_id: i64, data: &[u8], ts: u64) -> MediaContent {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut c = self.content(user_id, b64.encode(data), ts);
+        c.length = Some(data.len());
+        c
     }
 
     fn current_params(&self, bit: u32) -> Option<rtms_proto::MediaParams> {
@@ -698,7 +707,7 @@ impl Runner {
         let bytes = data.len();
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut c = self.content(u.user_id, b64.encode(&data), ts);
-        c.length = None;
+        c.length = Some(bytes);
         if !per_speaker {
             c.user_id = UserId::Num(MIXED_AUDIO_USER_ID);
             c.user_name = String::new();
@@ -774,10 +783,9 @@ impl Runner {
             .active_speaker
             .or_else(|| script.participants.first().map(|p| p.user_id))
             .unwrap_or(0);
-        let b64 = base64::engine::general_purpose::STANDARD;
         let msg = MediaMessage {
             msg_type: msg_type::MEDIA_DATA_VIDEO,
-            content: self.content(user, b64.encode(img), ts),
+            content: self.binary_content(user, img, ts),
         };
         let (kind, bytes) = (MediaKind::Video, img.len());
         self.send_media(kind, msg, Note::Media { kind, seq, bytes })
@@ -824,10 +832,9 @@ impl Runner {
             .and_then(|v| v.codec)
             .unwrap_or(5);
         let img = image_for_codec(codec);
-        let b64 = base64::engine::general_purpose::STANDARD;
         let msg = MediaMessage {
             msg_type: msg_type::MEDIA_DATA_SHARE,
-            content: self.content(user, b64.encode(img), ts),
+            content: self.binary_content(user, img, ts),
         };
         let (kind, bytes) = (MediaKind::Share, img.len());
         self.send_media(kind, msg, Note::Media { kind, seq, bytes })

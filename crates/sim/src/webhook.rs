@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rtms_proto::sign;
-use rtms_proto::{Product, WebhookAction, WebhookEvent, unix_ms, unix_secs};
+use rtms_proto::{Product, WebhookEvent, unix_ms, unix_secs};
 use serde_json::json;
 
 /// Why a webhook could not be delivered or validated.
@@ -159,21 +159,11 @@ impl WebhookClient {
     }
 }
 
-/// The body Zoom sends for an event: [`WebhookEvent::to_body`] (compact JSON, flat payload)
-/// plus `account_id` on started events of meetings, webinars and Video SDK sessions (added
-/// by Zoom in May 2026).
-pub(crate) fn webhook_body(ev: &WebhookEvent, account_id: &str) -> Vec<u8> {
-    let body = ev.to_body();
-    if ev.action != WebhookAction::Started || ev.product == Product::ContactCenter {
-        return body;
-    }
-    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return body;
-    };
-    if let Some(p) = v.get_mut("payload").and_then(|p| p.as_object_mut()) {
-        p.insert("account_id".into(), json!(account_id));
-    }
-    serde_json::to_vec(&v).unwrap_or(body)
+/// The body Zoom sends for an event: [`WebhookEvent::to_body`] (compact JSON, flat payload),
+/// the started webhook's fields of April 2026 included (`account_id`, `is_original_host`,
+/// `meeting_id`, `webinar_id`: the event's `details`, which the simulator fills in).
+pub(crate) fn webhook_body(ev: &WebhookEvent, _account_id: &str) -> Vec<u8> {
+    ev.to_body()
 }
 
 /// The webhook name of a concurrency notice: `meeting.rtms_concurrency_limited`,

@@ -70,6 +70,13 @@ impl SinkFactory for HostSinkFactory {
             started_at_ms: info.started_at_ms,
             resumed,
             audio: Some(audio_format(&info.audio)),
+            details: Arc::new(crate::sandbox::bindings::SessionDetails {
+                account_id: info.details.account_id.clone(),
+                is_original_host: info.details.is_original_host,
+                meeting_number: info.details.meeting_id.clone(),
+                webinar_id: info.details.webinar_id.clone(),
+                declares_length: Default::default(),
+            }),
             fence,
         });
         HostSink {
@@ -84,6 +91,12 @@ impl SinkFactory for HostSinkFactory {
 impl FrameSink for HostSink {
     async fn frame(&self, frame: rtms_client::Frame) {
         let read_at = frame.received_at;
+        if frame.length.is_some() {
+            self.session
+                .details
+                .declares_length
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let frame = wit_frame(frame);
         let seen = &self.first_seen;
         if !seen.load(std::sync::atomic::Ordering::Relaxed)

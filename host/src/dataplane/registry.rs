@@ -103,6 +103,7 @@ impl Registry {
             product: desc.product,
             stream_id: desc.stream_id.as_str().into(),
             info,
+            details: desc.details,
             state: Mutex::new(SessionState {
                 table: Arc::new(RouteTable::default()),
                 workers: Vec::new(),
@@ -160,6 +161,8 @@ pub struct SessionDesc {
     pub started_at_ms: u64,
     pub resumed: bool,
     pub audio: Option<bindings::AudioFormat>,
+    /// The started webhook's details, for plugins of contract 0.3.
+    pub details: Arc<bindings::SessionDetails>,
     /// The stream's right to run here (a cluster's lease); unfenced on a single host.
     pub fence: Fence,
 }
@@ -172,6 +175,8 @@ pub struct LiveStream {
     product: Product,
     pub stream_id: Arc<str>,
     pub info: SessionInfo,
+    /// The started webhook's details, for plugins of contract 0.3.
+    pub details: Arc<bindings::SessionDetails>,
     /// Never held across an await.
     state: Mutex<SessionState>,
 }
@@ -369,7 +374,7 @@ impl LiveStream {
                 kept.push(Worker::spawn(
                     self.shared.services.clone(),
                     entry.clone(),
-                    self.info.clone(),
+                    (self.info.clone(), self.details.clone()),
                     self.stream_id.clone(),
                     self.fence.clone(),
                 ));

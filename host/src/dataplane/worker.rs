@@ -231,11 +231,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts a worker for `entry` on the session described by `info`.
+    /// Starts a worker for `entry` on the session described by `info` and its details
+    /// (contract 0.3).
     pub fn spawn(
         services: Arc<Services>,
         entry: Arc<PluginEntry>,
-        info: SessionInfo,
+        (info, details): (SessionInfo, Arc<crate::sandbox::bindings::SessionDetails>),
         stream_id: Arc<str>,
         fence: Fence,
     ) -> WorkerHandle {
@@ -250,7 +251,8 @@ impl Worker {
                 entry.rates,
                 link.clone(),
             )
-            .with_state(services.rt.state().clone()),
+            .with_state(services.rt.state().clone())
+            .with_details(details),
         );
         let resumed = info.resumed;
         let worker = Worker {

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use super::zoom_rest::Target;
+
 /// A started webhook the host took: what a start through the REST API waits for.
 #[derive(Clone, Debug)]
 pub struct StartedSeen {
@@ -33,28 +35,45 @@ impl RtmsControl {
         meeting: &str,
         action: super::zoom_rest::Action,
     ) -> Result<serde_json::Value, (u16, String)> {
+        self.act_on(&Target::Meeting(meeting.to_owned()), action)
+            .await
+    }
+
+    /// Acts on a meeting or a Contact Center engagement; a start waits for its started
+    /// webhook (an engagement's: `contact_center.voice_rtms_started` with that
+    /// `engagement_id`).
+    pub async fn act_on(
+        &self,
+        target: &Target,
+        action: super::zoom_rest::Action,
+    ) -> Result<serde_json::Value, (u16, String)> {
         let Some(rest) = &self.rest else {
             return Err((503, self.missing.clone()));
         };
-        let numeric = !meeting.is_empty() && meeting.bytes().all(|b| b.is_ascii_digit());
-        let uuid = if numeric && action == super::zoom_rest::Action::Start {
-            rest.meeting_uuid(meeting).await.map_err(|e| (502, e))?
-        } else {
-            meeting.to_owned()
+        let id = target.id();
+        let numeric = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+        let uuid = match target {
+            Target::Meeting(m) if numeric && action == super::zoom_rest::Action::Start => {
+                rest.meeting_uuid(m).await.map_err(|e| (502, e))?
+            }
+            _ => id.to_owned(),
+        };
+        let key = match target {
+            Target::Meeting(_) => "meeting",
+            Target::Engagement(_) => "engagement",
         };
         let mut started = self.starts.subscribe();
-        rest.rtms_status(meeting, action)
-            .await
-            .map_err(|e| (502, e))?;
+        rest.status(target, action).await.map_err(|e| (502, e))?;
         if action != super::zoom_rest::Action::Start {
-            return Ok(
-                serde_json::json!({"meeting": meeting, "action": action.as_str(), "accepted": true}),
-            );
+            return Ok(serde_json::json!({key: id, "action": action.as_str(), "accepted": true}));
         }
+        let product = target.product();
         let wait = async {
             loop {
                 match started.recv().await {
-                    Ok(s) if s.id == uuid => return Some(s),
+                    Ok(s) if s.id == uuid && product.is_none_or(|p| p == s.product) => {
+                        return Some(s);
+                    }
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
@@ -62,14 +81,22 @@ impl RtmsControl {
         };
         match tokio::time::timeout(self.wait, wait).await {
             Ok(Some(s)) => Ok(serde_json::json!({
-                "meeting": s.id, "action": "start", "accepted": true,
+                key: s.id, "action": "start", "accepted": true,
                 "stream_id": s.stream_id, "product": s.product.as_str(),
             })),
             Ok(None) => Err((503, "the host is shutting down".into())),
+            Err(_) if product.is_some() => Err((
+                504,
+                format!(
+                    "Zoom accepted the start, but no contact_center.voice_rtms_started webhook for {} reached this host within {} s (rtms.webhook_wait_timeout_ms). Likely causes: the engagement is not in progress; RTMS is not enabled for Contact Center or for the app; the app's event subscriptions lack contact_center.voice_rtms_started; or Zoom cannot reach this host's webhook endpoint",
+                    target.label(),
+                    self.wait.as_secs()
+                ),
+            )),
             Err(_) => Err((
                 504,
                 format!(
-                    "Zoom accepted the start, but no started webhook for meeting {meeting:?} reached this host within {} s (rtms.webhook_wait_timeout_ms). Likely causes: the meeting has not started (its host must be in it); RTMS is not enabled for the account or for the app; the app's event subscriptions lack meeting.rtms_started; or Zoom cannot reach this host's webhook endpoint (check the endpoint URL and its validation in the app's settings)",
+                    "Zoom accepted the start, but no started webhook for meeting {id:?} reached this host within {} s (rtms.webhook_wait_timeout_ms). Likely causes: the meeting has not started (its host must be in it); RTMS is not enabled for the account or for the app; the app's event subscriptions lack meeting.rtms_started; or Zoom cannot reach this host's webhook endpoint (check the endpoint URL and its validation in the app's settings)",
                     self.wait.as_secs()
                 ),
             )),

@@ -58,6 +58,74 @@ impl Action {
     }
 }
 
+/// What a status call acts on: a live meeting (its uuid or number), or a Zoom Contact Center
+/// engagement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Meeting(String),
+    Engagement(String),
+}
+
+impl Target {
+    /// The id as given.
+    pub fn id(&self) -> &str {
+        match self {
+            Target::Meeting(id) | Target::Engagement(id) => id,
+        }
+    }
+
+    /// `meeting ID` / `engagement ID`, for messages.
+    pub fn label(&self) -> String {
+        match self {
+            Target::Meeting(id) => format!("meeting {id:?}"),
+            Target::Engagement(id) => format!("engagement {id:?}"),
+        }
+    }
+
+    /// The product whose started webhook a start of this target waits for, when it is known
+    /// (a meeting id may also be a webinar's).
+    pub fn product(&self) -> Option<rtms_proto::Product> {
+        match self {
+            Target::Meeting(_) => None,
+            Target::Engagement(_) => Some(rtms_proto::Product::ContactCenter),
+        }
+    }
+
+    /// The method and URL of its RTMS app status endpoint: `PATCH
+    /// {api}/v2/live_meetings/{meetingId}/rtms_app/status` or `PUT
+    /// {api}/v2/contact_center/{engagementId}/rtms_app/status`.
+    fn endpoint(&self, api: &str) -> (Method, String) {
+        match self {
+            Target::Meeting(id) => (
+                Method::PATCH,
+                format!(
+                    "{api}/v2/live_meetings/{}/rtms_app/status",
+                    meeting_segment(id)
+                ),
+            ),
+            Target::Engagement(id) => (
+                Method::PUT,
+                format!(
+                    "{api}/v2/contact_center/{}/rtms_app/status",
+                    crate::urlenc::encode(id)
+                ),
+            ),
+        }
+    }
+
+    /// The scope Zoom wants for its status endpoint.
+    fn scope(&self) -> &'static str {
+        match self {
+            Target::Meeting(_) => {
+                "the scope to update a meeting's RTMS app status (meeting:update:meeting_rtms_app_status)"
+            }
+            Target::Engagement(_) => {
+                "the scope to update an engagement's RTMS app status (contact_center:update:engagement_rtms_app_status, or contact_center_rtms:write:admin)"
+            }
+        }
+    }
+}
+
 /// The REST client's settings. Its `Debug` hides the OAuth client secret.
 #[derive(Clone)]
 pub struct RestConfig {
@@ -224,11 +292,14 @@ impl ZoomRest {
 
     /// Asks Zoom to start, stop, pause or resume the meeting's RTMS app.
     pub async fn rtms_status(&self, meeting: &str, action: Action) -> Result<(), String> {
-        let url = format!(
-            "{}/v2/live_meetings/{}/rtms_app/status",
-            self.cfg.api_base_url,
-            meeting_segment(meeting)
-        );
+        self.status(&Target::Meeting(meeting.to_owned()), action)
+            .await
+    }
+
+    /// Asks Zoom to start, stop, pause or resume the RTMS app of a meeting or a Contact
+    /// Center engagement.
+    pub async fn status(&self, target: &Target, action: Action) -> Result<(), String> {
+        let (method, url) = target.endpoint(&self.cfg.api_base_url);
         let body =
             json!({"action": action.as_str(), "settings": {"client_id": self.cfg.rtms_client_id}});
         let mut retried_auth = false;
@@ -236,7 +307,7 @@ impl ZoomRest {
         loop {
             let token = self.token().await?;
             let req = Request::builder()
-                .method(Method::PATCH)
+                .method(method.clone())
                 .uri(&url)
                 .header("authorization", format!("Bearer {token}"))
                 .header("content-type", "application/json")
@@ -252,54 +323,63 @@ impl ZoomRest {
                 Some(c) => format!("{status}, Zoom code {c}: {message}"),
                 None => format!("{status}: {message}"),
             };
-            match status {
-                StatusCode::UNAUTHORIZED if !retried_auth => {
-                    // The cached token may have been revoked: fetch a new one once.
-                    retried_auth = true;
-                    *self.token.lock() = None;
-                }
-                StatusCode::UNAUTHORIZED => {
-                    return Err(format!(
-                        "Zoom refused the access token ({zoom}): the Server-to-Server OAuth app needs the scope to update a meeting's RTMS app status (meeting:update:meeting_rtms_app_status) and must belong to the meeting's account"
-                    ));
-                }
-                StatusCode::NOT_FOUND => {
-                    return Err(format!(
-                        "Zoom knows no live meeting {meeting:?} ({zoom}): the meeting must be in progress; give its number or its uuid"
-                    ));
-                }
-                StatusCode::TOO_MANY_REQUESTS => {
-                    let wait = headers
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map_or(Duration::from_secs(1), Duration::from_secs);
-                    if rate_limited >= MAX_RATE_LIMIT_RETRIES || wait > MAX_RETRY_AFTER {
-                        return Err(format!(
-                            "Zoom's rate limit ({zoom}): retry after {} s",
-                            wait.as_secs()
-                        ));
-                    }
-                    rate_limited += 1;
-                    tracing::warn!(
-                        meeting,
-                        action = action.as_str(),
-                        retry_after_s = wait.as_secs(),
-                        "Zoom rate-limited the RTMS status call; retrying"
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                StatusCode::BAD_REQUEST => {
-                    return Err(format!(
-                        "Zoom refused to {} RTMS for meeting {meeting:?} ({zoom}): check that RTMS is enabled for the account and the app, that settings.client_id ({}) is the RTMS app's client id, and that the stream is in a state that allows it",
-                        action.as_str(),
-                        self.cfg.rtms_client_id
-                    ));
-                }
-                _ => {
-                    return Err(format!("Zoom's RTMS status call failed ({zoom})"));
-                }
+            if status == StatusCode::UNAUTHORIZED && !retried_auth {
+                // The cached token may have been revoked: fetch a new one once.
+                retried_auth = true;
+                *self.token.lock() = None;
+                continue;
             }
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let wait = headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map_or(Duration::from_secs(1), Duration::from_secs);
+                if rate_limited >= MAX_RATE_LIMIT_RETRIES || wait > MAX_RETRY_AFTER {
+                    return Err(format!(
+                        "Zoom's rate limit ({zoom}): retry after {} s",
+                        wait.as_secs()
+                    ));
+                }
+                rate_limited += 1;
+                tracing::warn!(
+                    target = %target.label(),
+                    action = action.as_str(),
+                    retry_after_s = wait.as_secs(),
+                    "Zoom rate-limited the RTMS status call; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            return Err(self.refusal(target, action, status, &zoom));
+        }
+    }
+
+    /// What a refused status call says to check.
+    fn refusal(&self, target: &Target, action: Action, status: StatusCode, zoom: &str) -> String {
+        let what = target.label();
+        match (status, target) {
+            (StatusCode::UNAUTHORIZED, _) => format!(
+                "Zoom refused the access token ({zoom}): the Server-to-Server OAuth app needs {} and must belong to the {}'s account",
+                target.scope(),
+                if target.product().is_some() {
+                    "engagement"
+                } else {
+                    "meeting"
+                }
+            ),
+            (StatusCode::NOT_FOUND, Target::Meeting(_)) => format!(
+                "Zoom knows no live {what} ({zoom}): the meeting must be in progress; give its number or its uuid"
+            ),
+            (StatusCode::NOT_FOUND, Target::Engagement(_)) => format!(
+                "Zoom knows no {what} ({zoom}): the engagement must be in progress in Zoom Contact Center; give its engagement_id"
+            ),
+            (StatusCode::BAD_REQUEST, _) => format!(
+                "Zoom refused to {} RTMS for {what} ({zoom}): check that RTMS is enabled for the account and the app, that settings.client_id ({}) is the RTMS app's client id, and that the stream is in a state that allows it",
+                action.as_str(),
+                self.cfg.rtms_client_id
+            ),
+            _ => format!("Zoom's RTMS status call failed ({zoom})"),
         }
     }
 }

@@ -24,8 +24,9 @@
 //! - `GET /admin/config` — the effective configuration, secrets redacted;
 //! - `GET /admin/tap?session=&kind=&plugin=&what=` — live frames and outputs as JSON Lines
 //!   ([`crate::outputs::tap`]); a slow reader loses events, never the host's time;
-//! - `POST /admin/rtms/{start,stop,pause,resume}?meeting=ID` — acts through Zoom's REST API
-//!   ([`crate::flows::zoom_rest`]); a start answers once the meeting's started webhook arrived.
+//! - `POST /admin/rtms/{start,stop,pause,resume}?meeting=ID` (or `?engagement=ID`, a Zoom
+//!   Contact Center engagement) — acts through Zoom's REST API ([`crate::flows::zoom_rest`]);
+//!   a start answers once the started webhook arrived.
 //!
 //! Defences, all counted in `GET /admin/metrics` under `"admin"`:
 //! - a bearer token (`Authorization: Bearer <token>`, compared in constant time over SHA-256
@@ -127,10 +128,10 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn tap(&self) -> Option<TapSubscription> {
         None
     }
-    /// Starts, stops, pauses or resumes a meeting's stream through Zoom's REST API; the
-    /// HTTP status and the JSON answer.
-    async fn rtms(&self, meeting: &str, action: &str) -> (u16, Value) {
-        let _ = (meeting, action);
+    /// Starts, stops, pauses or resumes a meeting's or an engagement's stream through Zoom's
+    /// REST API; the HTTP status and the JSON answer.
+    async fn rtms(&self, target: &crate::flows::zoom_rest::Target, action: &str) -> (u16, Value) {
+        let _ = (target, action);
         (404, json!({"error": "this host cannot start streams"}))
     }
 }
@@ -610,17 +611,22 @@ impl Admin {
         }
     }
 
-    /// `POST /admin/rtms/<action>?meeting=…`
+    /// `POST /admin/rtms/<action>?meeting=…` or `?engagement=…`
     async fn rtms_route(&self, action: &str, query: &str, peer: SocketAddr) -> Response<Body> {
-        let Some(meeting) = crate::urlenc::query_value(query, "meeting").filter(|m| !m.is_empty())
-        else {
-            return json_reply(
-                StatusCode::BAD_REQUEST,
-                &json!({"error": "name the meeting: POST /admin/rtms/<start|stop|pause|resume>?meeting=<uuid or number, percent-encoded>"}),
-            );
+        use crate::flows::zoom_rest::Target;
+        let given = |k| crate::urlenc::query_value(query, k).filter(|m| !m.is_empty());
+        let target = match (given("meeting"), given("engagement")) {
+            (Some(m), None) => Target::Meeting(m),
+            (None, Some(e)) => Target::Engagement(e),
+            _ => {
+                return json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "name the meeting or the Contact Center engagement (one of them): POST /admin/rtms/<start|stop|pause|resume>?meeting=<uuid or number, percent-encoded> or ?engagement=<engagement_id>"}),
+                );
+            }
         };
-        tracing::info!(%peer, action, meeting = %rtms_proto::text::truncated(&meeting, 64), "RTMS status change requested");
-        let (status, v) = self.backend.rtms(&meeting, action).await;
+        tracing::info!(%peer, action, target = %rtms_proto::text::truncated(&target.label(), 80), "RTMS status change requested");
+        let (status, v) = self.backend.rtms(&target, action).await;
         json_reply(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             &v,

@@ -78,6 +78,7 @@ pub struct Telemetry {
     give_ups: Counter,
     refusals: Family<Labels2, Counter>,
     notices: Family<Labels1, Counter>,
+    undecodable: Counter,
     keepalive_rtt: Histogram,
     first_frame: Histogram,
     sessions_stopped_by_admin: Counter,
@@ -147,6 +148,7 @@ impl Telemetry {
             give_ups: Counter::default(),
             refusals: Family::default(),
             notices: Family::default(),
+            undecodable: Counter::default(),
             keepalive_rtt: Seconds::default().0,
             first_frame: Histogram::new([
                 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -209,6 +211,10 @@ impl rtms_client::Observer for Telemetry {
 
     fn gave_up(&self) {
         self.give_ups.inc();
+    }
+
+    fn undecodable(&self) {
+        self.undecodable.inc();
     }
 
     fn refusal(&self, what: &'static str, status: &'static str) {
@@ -799,6 +805,11 @@ pub fn registry(telemetry: &Telemetry, sources: Arc<Sources>) -> Registry {
         "zoom_refusals",
         "Requests Zoom refused with a status code, by request (signaling or media handshake, stream_close) and the code's name in Zoom's GA table (TIMEOUT: a stream_close left unanswered)",
         t.refusals.clone(),
+    );
+    r.register(
+        "undecodable_messages",
+        "Messages from Zoom's sockets that could not be decoded and were skipped (not JSON, a missing field, bad base64, a content.length that does not match the data)",
+        t.undecodable.clone(),
     );
     r.register(
         "concurrency_notices",

@@ -3,6 +3,8 @@
 //! - [`v01`]: `rtms:plugin@0.1.0` (`wit/plugin.wit`): log, emit, a clock.
 //! - [`v02`]: `rtms:plugin@0.2.0` (`wit/v0.2/plugin.wit`): the same, plus `state`, `secrets`
 //!   `budget` and `websocket`.
+//! - [`v03`]: `rtms:plugin@0.3.0` (`wit/v0.3/plugin.wit`): 0.2.0 with the started webhook's
+//!   fields in `session-info` ([`SessionDetails`]).
 //!
 //! wasmtime treats 0.x versions of a package as distinct (0.1 and 0.2 are not
 //! semver-compatible), so each world has its own `bindgen!`, and one linker holds both. The
@@ -42,11 +44,95 @@ pub mod v02 {
     });
 }
 
+/// `rtms:plugin@0.3.0`: 0.2.0's imports and types are 0.2.0's own (mapped onto the modules
+/// above, so nothing is linked twice and a call costs what 0.2.0's does); only its
+/// `session-info` and the handler that takes it are new.
+pub mod v03 {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit/v0.3",
+        exports: { default: async },
+        with: {
+            "rtms:plugin/types@0.2.0": crate::sandbox::bindings::v01::rtms::plugin::types,
+            "rtms:plugin/host@0.2.0": crate::sandbox::bindings::v02::rtms::plugin::host,
+            "rtms:plugin/state@0.2.0": crate::sandbox::bindings::v02::rtms::plugin::state,
+            "rtms:plugin/secrets@0.2.0": crate::sandbox::bindings::v02::rtms::plugin::secrets,
+            "rtms:plugin/budget@0.2.0": crate::sandbox::bindings::v02::rtms::plugin::budget,
+            "rtms:plugin/websocket@0.2.0": crate::sandbox::bindings::v02::rtms::plugin::websocket,
+        },
+    });
+}
+
 pub use v01::rtms::plugin::types::{
     AudioCodec, AudioFormat, Level, MediaKind, Output, Product, Severity,
 };
 pub use v01::rtms::plugin::types::{EndReason, Frame, SessionInfo, TranscriptInfo};
 pub use v02::rtms::plugin::{budget, secrets, state};
+
+/// What a started webhook says of a session beyond 0.2's `session-info` (Zoom, April 2026):
+/// plugins of contract 0.3 get it in their `session-info`. Each field is `None` when the
+/// webhook did not carry it.
+#[derive(Debug, Default)]
+pub struct SessionDetails {
+    pub account_id: Option<String>,
+    pub is_original_host: Option<bool>,
+    /// The webhook's `meeting_id`: the meeting's number.
+    pub meeting_number: Option<String>,
+    pub webinar_id: Option<String>,
+    /// Set once a media message of the stream carried `content.length` (Zoom's servers
+    /// since April 2026): 0.3 frames of audio, video and share then carry `length`.
+    pub declares_length: std::sync::atomic::AtomicBool,
+}
+
+impl SessionDetails {
+    /// 0.3's frames: `frames` with `length` on audio, video and share frames of a stream
+    /// whose messages declare it. The client checked each declared length against the
+    /// decoded data (a mismatch is skipped as damaged), so it is the payload's length. The
+    /// payloads are copied: a 0.3 plugin's batch costs one copy of its bytes.
+    pub fn frames_v03(&self, frames: &[Frame]) -> Vec<v03::rtms::plugin0_3_0::types::Frame> {
+        let declared = self
+            .declares_length
+            .load(std::sync::atomic::Ordering::Relaxed);
+        frames
+            .iter()
+            .map(|f| v03::rtms::plugin0_3_0::types::Frame {
+                kind: f.kind,
+                seq: f.seq,
+                timestamp_ms: f.timestamp_ms,
+                user_id: f.user_id.clone(),
+                user_name: f.user_name.clone(),
+                payload: f.payload.clone(),
+                text: f.text.clone(),
+                transcript: f.transcript,
+                event_type: f.event_type,
+                length: (declared
+                    && matches!(
+                        f.kind,
+                        MediaKind::Audio | MediaKind::Video | MediaKind::Share
+                    ))
+                .then(|| u32::try_from(f.payload.len()).unwrap_or(u32::MAX)),
+            })
+            .collect()
+    }
+
+    /// 0.3's `session-info`: `info` with these details.
+    pub fn info_v03(&self, info: &SessionInfo) -> v03::rtms::plugin0_3_0::types::SessionInfo {
+        v03::rtms::plugin0_3_0::types::SessionInfo {
+            session: info.session,
+            product: info.product,
+            meeting_id: info.meeting_id.clone(),
+            stream_id: info.stream_id.clone(),
+            operator_id: info.operator_id.clone(),
+            started_at_ms: info.started_at_ms,
+            resumed: info.resumed,
+            audio: info.audio,
+            account_id: self.account_id.clone(),
+            is_original_host: self.is_original_host,
+            meeting_number: self.meeting_number.clone(),
+            webinar_id: self.webinar_id.clone(),
+        }
+    }
+}
 
 /// The host's side of a `websocket.connection` resource: the connection of the sandbox's
 /// WebSocket module, held opaque here so the bindings depend on nothing of it.
@@ -56,6 +142,7 @@ pub struct WsConnection(pub Box<dyn std::any::Any + Send + Sync>);
 pub enum PluginPre<T: 'static> {
     V01(v01::PluginPre<T>),
     V02(v02::PluginPre<T>),
+    V03(v03::PluginPre<T>),
 }
 
 impl<T: 'static> PluginPre<T> {
@@ -64,6 +151,7 @@ impl<T: 'static> PluginPre<T> {
         match self {
             Self::V01(_) => "rtms:plugin@0.1.0",
             Self::V02(_) => "rtms:plugin@0.2.0",
+            Self::V03(_) => "rtms:plugin@0.3.0",
         }
     }
 }
@@ -72,4 +160,5 @@ impl<T: 'static> PluginPre<T> {
 pub enum Plugin {
     V01(v01::Plugin),
     V02(v02::Plugin),
+    V03(v03::Plugin),
 }

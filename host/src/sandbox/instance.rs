@@ -61,6 +61,7 @@ macro_rules! call {
         match &$self.plugin {
             Plugin::V01(p) => p.rtms_plugin_handler().$method(&mut $self.store, $($arg),*).await,
             Plugin::V02(p) => p.rtms_plugin_handler().$method(&mut $self.store, $($arg),*).await,
+            Plugin::V03(p) => p.rtms_plugin0_3_0_handler().$method(&mut $self.store, $($arg),*).await,
         }
     };
 }
@@ -124,6 +125,7 @@ impl Instance {
         let plugin = match &code.pre {
             PluginPre::V01(pre) => pre.instantiate_async(&mut store).await.map(Plugin::V01),
             PluginPre::V02(pre) => pre.instantiate_async(&mut store).await.map(Plugin::V02),
+            PluginPre::V03(pre) => pre.instantiate_async(&mut store).await.map(Plugin::V03),
         };
         let plugin = match plugin {
             Ok(p) => p,
@@ -163,15 +165,53 @@ impl Instance {
         self.outcome(r)
     }
 
+    /// Starts the session: 0.1 and 0.2 plugins get `info`, 0.3 plugins `info` with the
+    /// session's details (`InstanceCtx::details`).
     pub async fn session_start(&mut self, info: &SessionInfo) -> Result<(), CallError> {
         self.arm();
-        let r = call!(self, call_on_session_start(info));
+        let r = match &self.plugin {
+            Plugin::V03(p) => {
+                let info = self.store.data().ctx.details.info_v03(info);
+                p.rtms_plugin0_3_0_handler()
+                    .call_on_session_start(&mut self.store, &info)
+                    .await
+            }
+            Plugin::V01(p) => {
+                p.rtms_plugin_handler()
+                    .call_on_session_start(&mut self.store, info)
+                    .await
+            }
+            Plugin::V02(p) => {
+                p.rtms_plugin_handler()
+                    .call_on_session_start(&mut self.store, info)
+                    .await
+            }
+        };
         self.outcome(r)
     }
 
+    /// A batch: 0.1 and 0.2 plugins get `frames` as they are, 0.3 plugins a copy with
+    /// `length` (`SessionDetails::frames_v03`).
     pub async fn frames(&mut self, session: u64, frames: &[Frame]) -> Result<(), CallError> {
         self.arm();
-        let r = call!(self, call_on_frames(session, frames));
+        let r = match &self.plugin {
+            Plugin::V01(p) => {
+                p.rtms_plugin_handler()
+                    .call_on_frames(&mut self.store, session, frames)
+                    .await
+            }
+            Plugin::V02(p) => {
+                p.rtms_plugin_handler()
+                    .call_on_frames(&mut self.store, session, frames)
+                    .await
+            }
+            Plugin::V03(p) => {
+                let frames = self.store.data().ctx.details.frames_v03(frames);
+                p.rtms_plugin0_3_0_handler()
+                    .call_on_frames(&mut self.store, session, &frames)
+                    .await
+            }
+        };
         self.outcome(r)
     }
 
@@ -180,20 +220,35 @@ impl Instance {
     /// instance has no sockets. Plugin errors are counted in `errors` and do not stop the
     /// rest; a trap does.
     pub async fn ws_deliver(&mut self, errors: &mut u64) -> Result<usize, CallError> {
-        if !matches!(self.plugin, Plugin::V02(_)) {
+        if matches!(self.plugin, Plugin::V01(_)) {
             return Ok(0);
         }
         let items = self.store.data().ctx.ws.take();
         let n = items.len();
         for (conn, item) in items {
             self.arm();
-            let Plugin::V02(p) = &self.plugin else {
-                return Ok(0);
-            };
-            let h = p.rtms_plugin_handler();
-            let r = match &item {
-                Item::Message(m) => h.call_on_ws_message(&mut self.store, conn, m).await,
-                Item::Event(e) => h.call_on_ws_event(&mut self.store, conn, e).await,
+            let r = match (&self.plugin, &item) {
+                (Plugin::V01(_), _) => return Ok(0),
+                (Plugin::V02(p), Item::Message(m)) => {
+                    p.rtms_plugin_handler()
+                        .call_on_ws_message(&mut self.store, conn, m)
+                        .await
+                }
+                (Plugin::V02(p), Item::Event(e)) => {
+                    p.rtms_plugin_handler()
+                        .call_on_ws_event(&mut self.store, conn, e)
+                        .await
+                }
+                (Plugin::V03(p), Item::Message(m)) => {
+                    p.rtms_plugin0_3_0_handler()
+                        .call_on_ws_message(&mut self.store, conn, m)
+                        .await
+                }
+                (Plugin::V03(p), Item::Event(e)) => {
+                    p.rtms_plugin0_3_0_handler()
+                        .call_on_ws_event(&mut self.store, conn, e)
+                        .await
+                }
             };
             match self.outcome(r) {
                 Ok(()) => {}

@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::sandbox::bindings::{PluginPre, v01, v02};
+use crate::sandbox::bindings::{PluginPre, v01, v02, v03};
 use crate::sandbox::state::{MemoryStateStore, StateStore};
 pub use instance::{CallError, Instance, InstanceSpec};
 pub use store::StoreData;
@@ -273,16 +273,19 @@ fn link(
 ) -> Result<PluginPre<StoreData>> {
     let pre = linker.instantiate_pre(component).map_err(|e| {
         anyhow::anyhow!(
-            "{} does not fit the plugin contract (rtms:plugin@0.1.0 or @0.2.0): {e:#}",
+            "{} does not fit the plugin contract (rtms:plugin@0.1.0, @0.2.0 or @0.3.0): {e:#}",
             path.display()
         )
     })?;
+    if let Ok(p) = v03::PluginPre::new(pre.clone()) {
+        return Ok(PluginPre::V03(p));
+    }
     if let Ok(p) = v02::PluginPre::new(pre.clone()) {
         return Ok(PluginPre::V02(p));
     }
     v01::PluginPre::new(pre).map(PluginPre::V01).map_err(|e| {
         anyhow::anyhow!(
-            "{} does not export the contract's `handler` interface (rtms:plugin/handler@0.2.0 or @0.1.0): {e:#}",
+            "{} does not export the contract's `handler` interface (rtms:plugin/handler@0.3.0, @0.2.0 or @0.1.0): {e:#}",
             path.display()
         )
     })

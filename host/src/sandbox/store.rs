@@ -127,6 +127,9 @@ pub struct InstanceCtx {
     pub ws: Arc<super::ws_hub::Hub>,
     /// The kinds of [`Refused`] already logged for this (plugin, session), as bits.
     refusals_logged: std::sync::atomic::AtomicU8,
+    /// What the started webhook said of the session beyond 0.2's `session-info`: handed to
+    /// plugins of contract 0.3 in theirs ([`InstanceCtx::with_details`]).
+    pub details: Arc<super::bindings::SessionDetails>,
 }
 
 impl std::fmt::Debug for InstanceCtx {
@@ -161,12 +164,19 @@ impl InstanceCtx {
             state: Arc::new(MemoryStateStore::new()),
             ws: Default::default(),
             refusals_logged: Default::default(),
+            details: Default::default(),
         }
     }
 
     /// This context with its state kept in `state`.
     pub fn with_state(mut self, state: Arc<dyn StateStore>) -> Self {
         self.state = state;
+        self
+    }
+
+    /// The session's details for plugins of contract 0.3 (none by default).
+    pub fn with_details(mut self, details: Arc<super::bindings::SessionDetails>) -> Self {
+        self.details = details;
         self
     }
 

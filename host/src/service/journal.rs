@@ -424,6 +424,7 @@ pub async fn resume(
             operator_id: e.operator_id.clone(),
             server_url: e.server_url.clone(),
             first_seq: e.next_seq.saturating_add(SEQ_GAP),
+            details: Default::default(),
         };
         if writer.sessions.start(start) {
             ok += 1;
@@ -478,6 +479,7 @@ async fn end_expired(writer: &JournalWriter, e: JournalEntry, age: Duration, gra
         started_at_ms: now_ms(),
         resumed: true,
         audio: None,
+        details: Default::default(),
         fence: Default::default(),
     });
     session.end(EndReason::ConnectionLost).await;

@@ -294,14 +294,18 @@ impl AdminBackend for Backend {
         Some(self.shared.outputs.tap().subscribe())
     }
 
-    async fn rtms(&self, meeting: &str, action: &str) -> (u16, serde_json::Value) {
+    async fn rtms(
+        &self,
+        target: &crate::flows::zoom_rest::Target,
+        action: &str,
+    ) -> (u16, serde_json::Value) {
         let Some(action) = crate::flows::zoom_rest::Action::parse(action) else {
             return (
                 404,
                 serde_json::json!({"error": format!("unknown action {action:?}: use start, stop, pause or resume")}),
             );
         };
-        match self.rtms.act(meeting, action).await {
+        match self.rtms.act_on(target, action).await {
             Ok(v) => (200, v),
             Err((status, e)) => (status, serde_json::json!({"error": e})),
         }
@@ -586,6 +590,8 @@ impl Service {
             .services
             .handing_off
             .store(true, Ordering::Relaxed);
+        // The successor resumes the streams: Zoom must keep them.
+        self.sessions.keep_streams_at_zoom();
         self.shutdown().await
     }
 
@@ -602,6 +608,8 @@ impl Service {
             let (handed, left) = c.drain().await;
             tracing::info!(handed, left, "cluster: streams handed to the other hosts");
             c.stop().await;
+            // Those left lapse and are taken over: Zoom must keep them.
+            self.sessions.keep_streams_at_zoom();
         }
         tracing::info!("shutting down: no new streams; ending live ones");
         self.ready.store(false, Ordering::Relaxed);

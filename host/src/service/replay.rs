@@ -145,6 +145,7 @@ pub async fn replay_file(pipeline: &Pipeline, args: &ReplayArgs) -> Result<Repla
         started_at_ms,
         resumed: false,
         audio: Some(audio_format(&audio.unwrap_or_default())),
+        details: Default::default(),
         fence: Default::default(),
     });
     let started = Instant::now();

@@ -66,6 +66,7 @@ fn cfg() -> IngressConfig {
 
 fn started_body(ts: i64) -> Vec<u8> {
     WebhookEvent {
+        details: Default::default(),
         product: Product::Meeting,
         action: WebhookAction::Started,
         event: "meeting.rtms_started".into(),

@@ -21,6 +21,7 @@ const SIG: &str = "ws://zoom/sig";
 
 fn event(action: WebhookAction, url: Option<&str>, stop: Option<u32>) -> WebhookEvent {
     WebhookEvent {
+        details: Default::default(),
         product: Product::Meeting,
         action,
         event: Product::Meeting.event_name(action),
@@ -889,4 +890,22 @@ async fn a_shutdown_closes_streams_when_configured() {
     s.send_json(json!({"msg_type":22,"status_code":0}));
     assert_eq!(shutdown.await.unwrap(), 0);
     assert_eq!(r.end().await, EndReason::Stopped(20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_keeps_streams_at_zoom_when_they_go_on_elsewhere() {
+    let cfg = ClientConfig {
+        close_on_shutdown: true,
+        ..config()
+    };
+    let mut r = rig(cfg);
+    let (mut s, _m) = live(&mut r).await;
+    r.sessions.keep_streams_at_zoom();
+    assert_eq!(r.sessions.shutdown(Duration::from_secs(10)).await, 0);
+    assert_eq!(r.end().await, EndReason::Shutdown);
+    assert_eq!(
+        s.rx.recv().await,
+        Some(Message::Close(None)),
+        "no STREAM_CLOSE_REQ: the socket just closes"
+    );
 }

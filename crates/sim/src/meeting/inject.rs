@@ -75,7 +75,7 @@ impl Meeting {
             Fault::Failover => self.failover(&mut st),
             Fault::InterruptSignaling => {
                 let ev = self.interrupted_event(&st);
-                self.drop_signaling(&mut st, Then::Webhook(ev));
+                self.drop_signaling(&mut st, Then::Webhook(Box::new(ev)));
             }
             Fault::InterruptMedia => self.drop_media(&mut st, None, true),
             Fault::DuplicateWebhook => self.duplicate_webhook(&mut st),
@@ -98,7 +98,7 @@ impl Meeting {
         // sockets are gone.
         let ev = self.build_event(WebhookAction::Started, Some(url));
         *self.started.lock().unwrap_or_else(|p| p.into_inner()) = ev.clone();
-        self.drop_signaling(st, Then::Webhook(ev));
+        self.drop_signaling(st, Then::Webhook(Box::new(ev)));
     }
 
     /// Delivers the last webhook again, as a retry of it.

@@ -20,7 +20,7 @@ const END_WAIT: Duration = Duration::from_secs(3);
 pub(crate) enum Then {
     Nothing,
     /// Deliver this webhook (interrupted, or the new started event of a failover).
-    Webhook(WebhookEvent),
+    Webhook(Box<WebhookEvent>),
     /// Announce scenario 3 on signaling: EVENT_UPDATE 7 and msg 8 state 2 reason 14.
     MediaInterrupted,
 }
@@ -150,7 +150,7 @@ impl Meeting {
         match then {
             Then::Nothing => {}
             Then::Webhook(ev) => {
-                self.deliver(&mut st, ev);
+                self.deliver(&mut st, *ev);
             }
             Then::MediaInterrupted => {
                 let now = unix_ms();
@@ -222,7 +222,7 @@ impl Meeting {
         if signaling {
             if st.signaling.as_ref().is_some_and(|s| s.id == conn_id) {
                 let then = if timed_out {
-                    Then::Webhook(self.interrupted_event(&st))
+                    Then::Webhook(Box::new(self.interrupted_event(&st)))
                 } else {
                     Then::Nothing
                 };

@@ -364,6 +364,7 @@ impl Meeting {
             .clone()
             .unwrap_or_else(|| format!("op{}", random_hex(12)));
         let started = WebhookEvent {
+            details: started_details(opts.product, &id, &sim.config.account_id),
             product: opts.product,
             action: WebhookAction::Started,
             event: opts.product.event_name(WebhookAction::Started),
@@ -634,5 +635,29 @@ async fn written(s: &SigConn) {
     let (done, rx) = tokio::sync::oneshot::channel();
     if s.tx.send(Out::Sync { probe: false, done }).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+    }
+}
+
+/// The started webhook's fields of April 2026 as Zoom sends them for `product`: `account_id`
+/// on meetings, webinars and Video SDK sessions; `is_original_host` on meetings and
+/// webinars; the meeting's number (`meeting_id`) or the webinar's (`webinar_id`), derived
+/// from the uuid so it is stable for a meeting. Contact Center webhooks carry none.
+pub(crate) fn started_details(
+    product: Product,
+    id: &str,
+    account_id: &str,
+) -> rtms_proto::webhook::StartedDetails {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    // Zoom's meeting numbers have 10 or 11 digits.
+    let number = (10_000_000_000 + h.finish() % 90_000_000_000).to_string();
+    let account = (product != Product::ContactCenter).then(|| account_id.to_owned());
+    let host = matches!(product, Product::Meeting | Product::Webinar).then_some(true);
+    rtms_proto::webhook::StartedDetails {
+        account_id: account,
+        is_original_host: host,
+        meeting_id: (product == Product::Meeting).then(|| number.clone()),
+        webinar_id: (product == Product::Webinar).then_some(number),
     }
 }

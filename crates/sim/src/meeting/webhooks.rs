@@ -49,6 +49,11 @@ impl Meeting {
         server_url: Option<String>,
     ) -> WebhookEvent {
         WebhookEvent {
+            details: if action == WebhookAction::Started {
+                crate::meeting::started_details(self.product, &self.id, &self.sim.config.account_id)
+            } else {
+                Default::default()
+            },
             product: self.product,
             action,
             event: self.product.event_name(action),

@@ -1,0 +1,105 @@
+//! Contract 0.3: the started webhook's fields of April 2026 (`account_id`,
+//! `is_original_host`, `meeting_id`, `webinar_id`) reach a 0.3 plugin's `session-info`, per
+//! product, and the byte `length` of media messages its frames, beside a 0.1 plugin in the
+//! same pipeline.
+
+use rtms_proto::Product;
+use rtms_sim::{Pace, Simulator};
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// The outputs of kind `kind` the plugin `plugin` emitted, from the JSON Lines sink.
+fn outputs(path: &std::path::Path, plugin: &str, kind: &str) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("outputs.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("output JSON"))
+        .filter(|v| v["plugin"] == plugin && v["kind"] == kind)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_webhook_fields_reach_a_0_3_plugin_beside_older_ones() {
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let extra = format!(
+        "[[plugin]]\nname = \"details\"\ncomponent = {:?}\nmedia = [\"audio\", \"transcript\"]\n\
+         [[plugin]]\nname = \"legacy\"\ncomponent = {:?}\nmedia = [\"transcript\"]\n",
+        crate::util::component("details_v03").display().to_string(),
+        crate::util::component("legacy_v01").display().to_string(),
+    );
+    let host = start_host(
+        &sim,
+        Setup {
+            extra,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let mut meetings = Vec::new();
+    for product in [Product::Meeting, Product::Webinar, Product::ContactCenter] {
+        let m = start(&sim, &host, script(6, vec![]), product, Pace::Fast);
+        let ledger = finish(&host, &m).await;
+        meetings.push((product, m, ledger));
+    }
+    let path = host.dir.path().join("outputs.jsonl");
+    let Host { svc, dir, .. } = host;
+    within("shutdown", svc.shutdown()).await;
+    let details = outputs(&path, "details", "details");
+    let account = sim.config().account_id.clone();
+    for (product, m, ledger) in &meetings {
+        let d = details
+            .iter()
+            .map(|v| &v["data"])
+            .find(|d| d["stream_id"] == m.stream_id())
+            .unwrap_or_else(|| panic!("{product:?}: no details output in {details:?}"));
+        // What the simulator's started webhook carried, field by field.
+        let started: Value = serde_json::from_slice(&m.started_body()).unwrap();
+        let p = &started["payload"];
+        assert_eq!(d["account_id"], p["account_id"], "{product:?}: {d}");
+        assert_eq!(d["is_original_host"], p["is_original_host"], "{product:?}");
+        assert_eq!(d["meeting_number"], p["meeting_id"], "{product:?}");
+        assert_eq!(d["webinar_id"], p["webinar_id"], "{product:?}");
+        match product {
+            Product::Meeting => {
+                assert_eq!(d["account_id"], account.as_str());
+                assert_eq!(d["is_original_host"], true);
+                assert!(d["meeting_number"].as_str().unwrap().len() >= 10, "{d}");
+                assert_eq!(d["webinar_id"], Value::Null);
+            }
+            Product::Webinar => {
+                assert!(d["webinar_id"].is_string(), "{d}");
+                assert_eq!(d["meeting_number"], Value::Null);
+            }
+            _ => {
+                for k in [
+                    "account_id",
+                    "is_original_host",
+                    "meeting_number",
+                    "webinar_id",
+                ] {
+                    assert_eq!(d[k], Value::Null, "{product:?} carries no {k}");
+                }
+            }
+        }
+        // Both contracts got every frame; 0.3's audio frames carry the length Zoom stated.
+        let lines = ledger_transcript(ledger).len() as u64;
+        let audio = ledger.count(rtms_proto::MediaKind::Audio);
+        assert!(audio > 0, "{product:?}: the meeting has audio");
+        let count = |plugin| {
+            outputs(&path, plugin, "count")
+                .into_iter()
+                .find(|c| c["stream_id"] == m.stream_id())
+                .unwrap_or_else(|| panic!("{plugin} {product:?}: no count"))["data"]
+                .clone()
+        };
+        assert_eq!(count("legacy")["frames"], lines, "{product:?}");
+        let c = count("details");
+        assert_eq!(c["frames"], lines + audio, "{product:?}: {c}");
+        assert_eq!(c["with_length"], audio, "{product:?}: {c}");
+        assert_eq!(c["mismatched"], 0, "{c}");
+        assert_eq!(c["stray"], 0, "{c}");
+    }
+    drop(dir);
+}
