@@ -10,6 +10,7 @@
 //! - `drain`: SIGTERM hands a host's streams to the others; no meeting ends.
 //! - `ready`: `/readyz` says "at the stream cap" and then "draining", so a balancer steers
 //!   away.
+//! - `start`: a start through the REST API on one host answers for a webhook another took.
 //! - `engine`: the engine restarted under load; no meeting ends, no webhook is lost.
 //! - `traffic`: what a lease renewal costs the engine.
 //!
@@ -34,5 +35,6 @@ mod engine;
 mod failover;
 mod pause;
 mod ready;
+mod start;
 mod traffic;
 mod webhooks;
