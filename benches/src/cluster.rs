@@ -55,9 +55,10 @@ pub struct Opts {
 }
 
 impl Opts {
-    pub fn new(quick: bool) -> Self {
+    /// `runs` latency runs of each mode and failover runs (1 when `quick`).
+    pub fn new(quick: bool, runs: usize) -> Self {
         Self {
-            runs: if quick { 1 } else { 5 },
+            runs: if quick { 1 } else { runs },
             meetings: if quick { 5 } else { 10 },
             failover_meetings: 30,
             idle: if quick { 50 } else { 500 },

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p rtms-bench -- [all|drain|concurrency|call|reload|startup] [--quick]
 //! cargo run --release -p rtms-bench -- chaos [--meetings 50] [--minutes 5] [--faults 1000]
-//! cargo build --release -p rtms-host && cargo run --release -p rtms-bench -- cluster [--quick]
+//! cargo build --release -p rtms-host && cargo run --release -p rtms-bench -- cluster [--rounds 3] [--quick]
 //! ```
 //!
 //! Modules: [`drain`] (single-stream throughput with raw and client baselines),
@@ -98,7 +98,8 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Rounds of the interleaved drain cases (median and spread over them).
+    /// Rounds of the interleaved drain cases (median and spread over them); cluster: runs
+    /// of each latency mode and of the failover.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Drain cases to run, comma-separated: raw, client, noop, audio, sdk (default: all).
@@ -207,7 +208,7 @@ async fn run(args: Args) -> Result<()> {
         concurrency::run(&mut report, q, &args.meetings).await?;
     }
     if args.which == Which::Cluster {
-        cluster::run(&mut report, &cluster::Opts::new(q)).await?;
+        cluster::run(&mut report, &cluster::Opts::new(q, args.rounds.max(1))).await?;
     }
     let mut passed = true;
     if args.which == Which::Chaos {
