@@ -359,6 +359,12 @@ async fn failover_run(meetings: usize, p: &mut Phases) -> Result<(usize, usize)>
         .iter()
         .filter(|m| first(&rig, &[0], "cluster: stream taken", m.stream_id()).is_some())
         .collect();
+    // A crash comes at any point of the renewal period: the kill waits a spread-out part of
+    // it (the time's own nanoseconds pick it).
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .subsec_nanos();
+    tokio::time::sleep(Duration::from_millis(u64::from(nanos) % RENEW_MS)).await;
     let host = rig.hosts[0].take().context("host-a runs")?;
     let killed = SystemTime::now();
     tokio::task::spawn_blocking(move || host.kill9()).await?;
