@@ -103,6 +103,7 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Drain cases to run, comma-separated: raw, client, noop, audio, sdk (default: all).
+    /// Cluster: latency, failover, renewals.
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
     /// Concurrency: meeting counts to run, comma-separated (default 100,1000,2000). Chaos:
@@ -208,7 +209,11 @@ async fn run(args: Args) -> Result<()> {
         concurrency::run(&mut report, q, &args.meetings).await?;
     }
     if args.which == Which::Cluster {
-        cluster::run(&mut report, &cluster::Opts::new(q, args.rounds.max(1))).await?;
+        let opts = cluster::Opts {
+            parts: args.cases.clone(),
+            ..cluster::Opts::new(q, args.rounds.max(1))
+        };
+        cluster::run(&mut report, &opts).await?;
     }
     let mut passed = true;
     if args.which == Which::Chaos {
