@@ -386,6 +386,19 @@ async fn failover(report: &mut Report, opts: &Opts) -> Result<()> {
         &p.first_frame,
         "first frame of the resumed session",
     );
+    // Each phase on its own, stream by stream.
+    let step = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| b - a).collect::<Vec<_>>();
+    let phases = [
+        ("claim after detection", step(&p.detection, &p.claim)),
+        ("reconnected after claim", step(&p.claim, &p.reconnect)),
+        (
+            "first frame after reconnection",
+            step(&p.reconnect, &p.first_frame),
+        ),
+    ];
+    for (what, v) in phases {
+        spread(report, &format!("failover: {what}"), &v, "per stream");
+    }
     Ok(())
 }
 
