@@ -52,17 +52,25 @@ pub struct Opts {
     pub idle: usize,
     /// Length of each renewal window (the median of three is reported).
     pub window: Duration,
+    /// Parts to run: latency, failover, renewals (empty: all).
+    pub parts: Vec<String>,
 }
 
 impl Opts {
-    pub fn new(quick: bool) -> Self {
+    /// `runs` latency runs of each mode and failover runs (1 when `quick`).
+    pub fn new(quick: bool, runs: usize) -> Self {
         Self {
-            runs: if quick { 1 } else { 5 },
+            runs: if quick { 1 } else { runs },
             meetings: if quick { 5 } else { 10 },
             failover_meetings: 30,
             idle: if quick { 50 } else { 500 },
             window: Duration::from_secs(if quick { 5 } else { 30 }),
+            parts: Vec::new(),
         }
+    }
+
+    fn runs(&self, part: &str) -> bool {
+        self.parts.is_empty() || self.parts.iter().any(|p| p == part)
     }
 }
 
@@ -79,9 +87,16 @@ pub async fn run(report: &mut Report, opts: &Opts) -> Result<()> {
         "cluster: hosts run {}; lease_ms {LEASE_MS}, renew_ms {RENEW_MS}",
         bin.display()
     );
-    latency(report, opts).await?;
-    failover(report, opts).await?;
-    renewals(report, opts).await
+    if opts.runs("latency") {
+        latency(report, opts).await?;
+    }
+    if opts.runs("failover") {
+        failover(report, opts).await?;
+    }
+    if opts.runs("renewals") {
+        renewals(report, opts).await?;
+    }
+    Ok(())
 }
 
 /// Warns when the host binary is older than this benchmark's own (it may lack a change).
@@ -98,12 +113,16 @@ fn warn_if_stale(bin: &std::path::Path) {
     }
 }
 
-/// The simulator: the hosts' credentials, Zoom's timers.
+/// The simulator: the hosts' credentials, Zoom's timers but for webhook retries, which
+/// come after a second (hundreds of meetings start at once from one address, past the
+/// host's `max_connections_per_peer`).
 async fn simulator() -> Result<Simulator> {
     Simulator::start(rtms_sim::SimConfig {
         webhook_secret: host_process::WEBHOOK_SECRET.into(),
         client_id: host_process::CLIENT_ID.into(),
         client_secret: host_process::CLIENT_SECRET.into(),
+        webhook_retry_delay: Duration::from_secs(1),
+        webhook_max_attempts: 20,
         ..setup::sim_config()
     })
     .await
@@ -173,6 +192,36 @@ async fn logged(rig: &Rig, hosts: &[usize], message: &str, stream: &str) -> Resu
             bail!("no {message:?} for stream {stream} within {LIMIT:?}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (polling the logs every 50 ms, one pass over them each time) until `message` was
+/// logged about every one of `streams` by one of `hosts`.
+async fn all_logged(rig: &Rig, hosts: &[usize], message: &str, streams: &[&str]) -> Result<()> {
+    let start = Instant::now();
+    let mut left: std::collections::HashSet<&str> = streams.iter().copied().collect();
+    loop {
+        for h in hosts.iter().filter_map(|i| rig.hosts[*i].as_ref()) {
+            for l in h.logs().iter().filter(|l| l.contains(message)) {
+                if let Some(line) = Line::parse(l)
+                    && line.message == message
+                {
+                    line.stream().map(|s| left.remove(s));
+                }
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > LIMIT {
+            bail!(
+                "no {message:?} within {LIMIT:?} for {} of {} streams, such as {:?}",
+                left.len(),
+                streams.len(),
+                left.iter().next()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -337,6 +386,19 @@ async fn failover(report: &mut Report, opts: &Opts) -> Result<()> {
         &p.first_frame,
         "first frame of the resumed session",
     );
+    // Each phase on its own, stream by stream.
+    let step = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| b - a).collect::<Vec<_>>();
+    let phases = [
+        ("claim after detection", step(&p.detection, &p.claim)),
+        ("reconnected after claim", step(&p.claim, &p.reconnect)),
+        (
+            "first frame after reconnection",
+            step(&p.reconnect, &p.first_frame),
+        ),
+    ];
+    for (what, v) in phases {
+        spread(report, &format!("failover: {what}"), &v, "per stream");
+    }
     Ok(())
 }
 
@@ -350,14 +412,19 @@ async fn failover_run(meetings: usize, p: &mut Phases) -> Result<(usize, usize)>
     let live: Vec<MeetingHandle> = (0..meetings)
         .map(|_| rig.meeting_at(&url, 150, 10))
         .collect();
-    for m in &live {
-        logged(&rig, &all, "session's first frame", m.stream_id()).await?;
-        logged(&rig, &all, "cluster: stream taken", m.stream_id()).await?;
-    }
+    let ids: Vec<&str> = live.iter().map(MeetingHandle::stream_id).collect();
+    all_logged(&rig, &all, "session's first frame", &ids).await?;
+    all_logged(&rig, &all, "cluster: stream taken", &ids).await?;
     let victims: Vec<&MeetingHandle> = live
         .iter()
         .filter(|m| first(&rig, &[0], "cluster: stream taken", m.stream_id()).is_some())
         .collect();
+    // A crash comes at any point of the renewal period: the kill waits a spread-out part of
+    // it (the time's own nanoseconds pick it).
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .subsec_nanos();
+    tokio::time::sleep(Duration::from_millis(u64::from(nanos) % RENEW_MS)).await;
     let host = rig.hosts[0].take().context("host-a runs")?;
     let killed = SystemTime::now();
     tokio::task::spawn_blocking(move || host.kill9()).await?;
@@ -477,9 +544,8 @@ async fn idle_windows(rig: &mut Rig, n: usize, len: Duration) -> Result<([f64; 6
     let live: Vec<MeetingHandle> = (0..n)
         .map(|_| rig.sim.start_meeting(idle_script(minutes), options(&url)))
         .collect::<Result<_>>()?;
-    for m in &live {
-        logged(rig, &[0], "session started", m.stream_id()).await?;
-    }
+    let ids: Vec<&str> = live.iter().map(MeetingHandle::stream_id).collect();
+    all_logged(rig, &[0], "session started", &ids).await?;
     if rig.specs[0].cluster {
         // The others join once host-a owns every stream.
         rig.add_host("host-b").await;

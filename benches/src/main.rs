@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p rtms-bench -- [all|drain|concurrency|call|reload|startup] [--quick]
 //! cargo run --release -p rtms-bench -- chaos [--meetings 50] [--minutes 5] [--faults 1000]
-//! cargo build --release -p rtms-host && cargo run --release -p rtms-bench -- cluster [--quick]
+//! cargo build --release -p rtms-host && cargo run --release -p rtms-bench -- cluster [--rounds 3] [--quick]
 //! ```
 //!
 //! Modules: [`drain`] (single-stream throughput with raw and client baselines),
@@ -98,10 +98,12 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Rounds of the interleaved drain cases (median and spread over them).
+    /// Rounds of the interleaved drain cases (median and spread over them); cluster: runs
+    /// of each latency mode and of the failover.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Drain cases to run, comma-separated: raw, client, noop, audio, sdk (default: all).
+    /// Cluster: latency, failover, renewals.
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
     /// Concurrency: meeting counts to run, comma-separated (default 100,1000,2000). Chaos:
@@ -207,7 +209,11 @@ async fn run(args: Args) -> Result<()> {
         concurrency::run(&mut report, q, &args.meetings).await?;
     }
     if args.which == Which::Cluster {
-        cluster::run(&mut report, &cluster::Opts::new(q)).await?;
+        let opts = cluster::Opts {
+            parts: args.cases.clone(),
+            ..cluster::Opts::new(q, args.rounds.max(1))
+        };
+        cluster::run(&mut report, &opts).await?;
     }
     let mut passed = true;
     if args.which == Which::Chaos {

@@ -9,7 +9,7 @@
 //! - `pause`: a host paused past its lease (SIGSTOP) writes nothing once resumed.
 //! - `drain`: SIGTERM hands a host's streams to the others; no meeting ends.
 //! - `ready`: `/readyz` says "at the stream cap" and then "draining", so a balancer steers
-//!   away.
+//!   away; a start through the REST API on one host answers for a webhook another took.
 //! - `engine`: the engine restarted under load; no meeting ends, no webhook is lost.
 //! - `traffic`: what a lease renewal costs the engine.
 //!

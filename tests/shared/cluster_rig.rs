@@ -134,6 +134,10 @@ pub struct HostSpec {
     /// Join the cluster; `false` writes no `[cluster]` section (a host alone, for
     /// comparisons).
     pub cluster: bool,
+    /// More TOML, appended to the pipeline (a `[zoom]` table, say).
+    pub extra: String,
+    /// More environment variables for the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl HostSpec {
@@ -177,20 +181,28 @@ media = ["transcript"]
 [[plugin.dir]]
 host = {out:?}
 guest = "/out"
-"#,
+{extra}"#,
             max = self.max_streams,
             cache = crate::util::cache_dir().display().to_string(),
             seq = crate::util::component("seq_recorder").display().to_string(),
             out = self.out.display().to_string(),
+            extra = self.extra,
         )
     }
 }
 
 /// Starts a host process (blocking work off the runtime).
 pub async fn start_host(spec: HostSpec) -> HostProcess {
-    tokio::task::spawn_blocking(move || HostProcess::start(&spec.pipeline()))
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        HostProcess::start_with_env(&spec.pipeline(), &env)
+    })
+    .await
+    .unwrap()
 }
 
 /// A cluster: the engine, hosts `a`, `b`, `c`... (a slot is `None` once its host is gone),
@@ -233,6 +245,8 @@ impl Rig {
                     renew_ms: 500,
                     placement: "least_loaded",
                     cluster: true,
+                    extra: String::new(),
+                    env: Vec::new(),
                 };
                 tweak(i, &mut spec);
                 spec
@@ -353,15 +367,20 @@ pub fn frames_in(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| !l.starts_with('#')).count())
 }
 
-/// `GET path` on `addr` over a fresh connection (blocking; small answers only): the status
-/// code and the body.
+/// `GET path` on `addr` (see [`http`]).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "GET", path)
+}
+
+/// `method path` with no body on `addr` over a fresh HTTP/1.0 connection (blocking; the
+/// answer is read to its end, never chunked): the status code and the body.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)
-        .unwrap_or_else(|e| panic!("cannot connect to {addr} for GET {path}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot connect to {addr} for {method} {path}: {e}"));
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
     )
     .unwrap();
     let mut text = String::new();
@@ -370,7 +389,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in the answer to GET {path}: {text:?}"));
+        .unwrap_or_else(|| panic!("no status line in the answer to {method} {path}: {text:?}"));
     let body = text
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_owned());

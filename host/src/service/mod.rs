@@ -389,6 +389,8 @@ struct Streams {
     fences: crate::dataplane::fence::FenceSet,
     /// For the event WebSocket.
     event_connector: WsConnector,
+    /// The started webhooks seen, which a start through the REST API waits for.
+    starts: cluster::StartsSender,
 }
 
 fn streams(
@@ -410,25 +412,25 @@ fn streams(
         resumed,
         fences,
         event_connector,
+        starts: tokio::sync::broadcast::channel(256).0,
     })
 }
 
 /// Joins the cluster when `[cluster]` is set.
 async fn start_cluster(
     pipeline: &Pipeline,
-    sessions: &HostSessions,
     shared: &Arc<Registry>,
-    resumed: &ResumeSet,
-    fences: &crate::dataplane::fence::FenceSet,
+    streams: &Streams,
 ) -> Result<Option<Arc<cluster::Cluster>>> {
     let Some(cfg) = &pipeline.cluster else {
         return Ok(None);
     };
     let parts = cluster::Parts {
-        sessions: sessions.clone(),
+        sessions: streams.sessions.clone(),
         shared: shared.clone(),
-        resumed: resumed.clone(),
-        fences: fences.clone(),
+        resumed: streams.resumed.clone(),
+        fences: streams.fences.clone(),
+        starts: streams.starts.clone(),
     };
     Ok(Some(Arc::new(cluster::Cluster::start(cfg, parts).await?)))
 }
@@ -467,14 +469,16 @@ impl Service {
     ) -> Result<Self> {
         let webhook_secret = webhook_secret(&pipeline)?;
         let (shared, sinks, rollback_rx) = start_dataplane(&pipeline).await?;
+        let streams = streams(&pipeline, &shared, opts.tap, opts.read_tap)?;
+        let cluster = start_cluster(&pipeline, &shared, &streams).await?;
+        let rtms = rtms_control(&pipeline, streams.starts.clone())?;
         let Streams {
             sessions,
             telemetry,
             resumed,
-            fences,
             event_connector,
-        } = streams(&pipeline, &shared, opts.tap, opts.read_tap)?;
-        let cluster = start_cluster(&pipeline, &sessions, &shared, &resumed, &fences).await?;
+            ..
+        } = streams;
         let ready = Arc::new(AtomicBool::new(false));
         let reloads = Arc::new(ReloadLog::default());
         reloads.set_config(&pipeline);
@@ -483,10 +487,14 @@ impl Service {
         let (stop, admin_stop) = (CancellationToken::new(), CancellationToken::new());
         let addr = listener.local_addr()?;
         let admin_addr = admin_addr(&pipeline, opts.admin_listener.as_ref())?;
-        let (starts, _) = tokio::sync::broadcast::channel(256);
-        let rtms = rtms_control(&pipeline, starts.clone())?;
         let ingress_cfg = ingress_config(&pipeline, webhook_secret, &counters, &rtms)?;
-        let handler = Handler::new(&sessions, &telemetry, starts, &cluster, &shared.outputs);
+        let handler = Handler::new(
+            &sessions,
+            &telemetry,
+            rtms.starts.clone(),
+            &cluster,
+            &shared.outputs,
+        );
         let event_ws = event_ws_config(&pipeline, &rtms)?;
         let mut tasks = Vec::new();
         if let Some(admin_listener) = opts.admin_listener {

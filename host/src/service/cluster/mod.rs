@@ -188,6 +188,7 @@ pub(crate) struct Inner {
     shared: Arc<Registry>,
     resumed: ResumeSet,
     fences: FenceSet,
+    starts: StartsSender,
     owned: Mutex<HashMap<String, Owned>>,
     /// Streams being taken right now (no second attempt meanwhile).
     taking: Mutex<HashSet<String>>,
@@ -288,7 +289,13 @@ pub struct Parts {
     pub shared: Arc<Registry>,
     pub resumed: ResumeSet,
     pub fences: FenceSet,
+    /// Where a new stream's started webhook is announced, wherever it arrived: a start
+    /// through the REST API waits there.
+    pub starts: StartsSender,
 }
+
+/// The service's channel of started webhooks seen.
+pub type StartsSender = tokio::sync::broadcast::Sender<crate::flows::start::StartedSeen>;
 
 impl Cluster {
     /// Connects to the engine (failing when it is unreachable), then starts watching,
@@ -311,6 +318,7 @@ impl Cluster {
             shared: parts.shared,
             resumed: parts.resumed,
             fences: parts.fences,
+            starts: parts.starts,
             owned: Mutex::default(),
             taking: Mutex::default(),
             view: view::View::default(),

@@ -37,7 +37,11 @@ pub async fn watch_link(inner: Arc<Inner>, stop: CancellationToken) {
 pub async fn watch_leases(inner: Arc<Inner>, stop: CancellationToken) {
     let on_change = |inner: &Arc<Inner>, c: Change| {
         let key = c.key.clone();
+        let new = !inner.view.knows(&key);
         if let Some(seen) = inner.view.lease_changed(c) {
+            if new {
+                announce(inner, &key, &seen);
+            }
             pick_up(inner, key, seen);
         }
     };
@@ -96,6 +100,20 @@ async fn watch(
             () = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(MAX_REWATCH);
+    }
+}
+
+/// A stream's first record (placed, or taken by its first owner) stands for its started
+/// webhook, whichever host received it: a start through the REST API on this host waits
+/// for that. A record of a stream resumed after a takeover or a hand-over is not one.
+fn announce(inner: &Inner, stream: &str, seen: &SeenLease) {
+    let r = &seen.record;
+    if r.runs <= 1 {
+        let _ = inner.starts.send(crate::flows::start::StartedSeen {
+            product: r.entry.product,
+            id: r.entry.meeting_id.clone(),
+            stream_id: stream.to_owned(),
+        });
     }
 }
 

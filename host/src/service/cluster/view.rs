@@ -41,6 +41,11 @@ pub struct View {
 
 impl View {
     /// Notes a lease change; returns the record when there is one (not a deletion).
+    /// Whether a record of `stream`'s lease was seen and is still there.
+    pub fn knows(&self, stream: &str) -> bool {
+        self.leases.lock().contains_key(stream)
+    }
+
     pub fn lease_changed(&self, c: Change) -> Option<SeenLease> {
         let mut leases = self.leases.lock();
         let Some(value) = c.value else {
