@@ -472,6 +472,7 @@ impl LiveStream {
                 );
             }
         }
+        tracing::info!(stream = %self.stream_id, "every plugin ended the session");
         self.shared
             .metrics
             .sessions_ended

@@ -54,6 +54,7 @@ use crate::dataplane::services::Services;
 use crate::dataplane::stats::{LOSS_WARN_INTERVAL, by_kind_text};
 use crate::outputs::deadletter::LetterMeta;
 use crate::sandbox::bindings::{EndReason, Frame, SessionInfo};
+use crate::sandbox::filebuf::FileBuf;
 use crate::sandbox::state::ScopeKey;
 use crate::sandbox::store::InstanceCtx;
 use crate::sandbox::{CallError, Instance};
@@ -228,6 +229,9 @@ pub struct Worker {
     last_call: Duration,
     /// No plugin call starts once it lapsed (see [`Fence`]).
     fence: Fence,
+    /// The file writes of the last instance dropped without ending the session (a trap):
+    /// written out before the next instance starts, so the two never interleave.
+    retired_files: Option<FileBuf>,
 }
 
 impl Worker {
@@ -274,6 +278,7 @@ impl Worker {
             ending: false,
             last_call: Duration::ZERO,
             fence,
+            retired_files: None,
         };
         let core = Arc::new(AsyncMutex::new(worker));
         let task = tokio::spawn(Self::run(core.clone(), queue.clone()));
@@ -396,6 +401,25 @@ impl Worker {
             .fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Drops the instance without ending the session; what it wrote is written out before
+    /// the next instance starts ([`Worker::ensure_instance`]).
+    fn retire(&mut self) {
+        if let Some(inst) = self.instance.take() {
+            self.retired_files = Some(inst.files());
+        }
+    }
+
+    /// Waits (up to the call deadline) until the retired instance's writes are written out.
+    async fn settle_retired(&mut self) {
+        let Some(files) = self.retired_files.take() else {
+            return;
+        };
+        let within = self.entry.spec.call_timeout;
+        if tokio::time::timeout(within, files.settle()).await.is_err() {
+            tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, pending_bytes = files.pending(), "the file writes of the plugin's previous instance are not all written out: a file does not take them (a FIFO nobody reads, a hung mount); the new instance starts anyway");
+        }
+    }
+
     /// Whether the plugin is stopped for this session (breaker open or over quota).
     fn stopped(&self) -> bool {
         self.breaker_open || self.over_quota
@@ -412,7 +436,7 @@ impl Worker {
         else {
             return false;
         };
-        self.instance = None;
+        self.retire();
         self.over_quota = true;
         self.entry.stats.quota_stops.fetch_add(1, Ordering::Relaxed);
         tracing::error!(plugin = %self.entry.name, stream = %self.ctx.stream_id, error = %msg, "plugin stopped for this session: a granted directory is over its write quota; frames it misses are counted as discarded");
@@ -442,6 +466,7 @@ impl Worker {
         if let Some(t) = self.not_before.take() {
             tokio::time::sleep_until(t).await;
         }
+        self.settle_retired().await;
         if self.check_quota().await {
             return false;
         }
@@ -492,7 +517,7 @@ impl Worker {
         self.entry.stats.errors.fetch_add(errors, Ordering::Relaxed);
         if let Err(e) = result {
             tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, error = %e, "plugin trapped on a WebSocket message");
-            self.instance = None;
+            self.retire();
             self.entry.stats.traps.fetch_add(1, Ordering::Relaxed);
             self.on_failure(&e.to_string());
         }
@@ -543,7 +568,7 @@ impl Worker {
                 self.check_quota().await;
             }
             Err(CallError::Trap(msg)) => {
-                self.instance = None;
+                self.retire();
                 self.entry.stats.traps.fetch_add(1, Ordering::Relaxed);
                 self.dead_letter(&msg, &frames);
                 self.on_failure(&msg);
@@ -640,7 +665,8 @@ impl Worker {
     /// directory quota (it would write more), nor when the fresh instance fails to start.
     async fn end_instance(&mut self, reason: EndReason) {
         if !self.fence.holds() {
-            if self.instance.take().is_some() {
+            if self.instance.is_some() {
+                self.retire();
                 tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, "the session ends here without on-session-end: this host lost the stream's lease, and the host that took it over resumes the session");
             }
             return;
