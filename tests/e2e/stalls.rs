@@ -111,6 +111,31 @@ async fn beside_a_stalled_plugin(stalled: impl FnOnce(&Pipeline) -> (Plugin, Opt
         "{name}: every frame routed is delivered, dead-lettered, dropped or discarded: {s:?}"
     );
     assert_eq!(s.sessions_with_losses, 2, "{name}: summarised: {s:?}");
+    // Every frame it shed or trapped on is in its dead-letter file (written by the one
+    // writer, which the stream never waited for).
+    let letters = std::fs::read_to_string(
+        host.dir
+            .path()
+            .join(format!("dead/{name}.deadletter.jsonl")),
+    )
+    .expect("dead letters");
+    let lettered: u64 = letters
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a letter is JSON");
+            v["frames"].as_array().expect("frames").len() as u64
+        })
+        .sum();
+    assert_eq!(lettered, s.dead_lettered, "{name}: {s:?}");
+    assert_eq!(
+        host.svc
+            .shared()
+            .services
+            .dead_letters
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     for n in ["seq", "writer"] {
         assert_eq!(m.plugins[n].shed, 0, "{n}");
         assert_eq!(m.plugins[n].sessions_with_losses, 0, "{n}");

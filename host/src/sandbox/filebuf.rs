@@ -485,7 +485,11 @@ mod tests {
         let mut written = 0;
         let mut turn = 0u8;
         while written < 3 * BUFFER_BYTES {
-            let s = if turn.is_multiple_of(2) { &mut sa } else { &mut sb };
+            let s = if turn.is_multiple_of(2) {
+                &mut sa
+            } else {
+                &mut sb
+            };
             let n = s.check_write().unwrap();
             if n == 0 {
                 s.ready().await;

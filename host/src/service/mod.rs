@@ -597,6 +597,14 @@ impl Service {
         if aborted > 0 {
             tracing::error!(aborted, "streams did not end within the grace period");
         }
+        let letters = &self.shared.services.dead_letters;
+        if tokio::time::timeout(self.grace, letters.flush())
+            .await
+            .is_err()
+        {
+            tracing::error!("dead letters were not all written within the grace period");
+        }
+        letters.summarise();
         // Every instance's buffered file writes, those of instances that trapped included.
         let unwritten = self.shared.rt.files().flush_all(self.grace).await;
         if unwritten > 0 {
