@@ -426,13 +426,12 @@ impl Worker {
     }
 
     /// Stops the plugin for this session if a granted directory is over its quota.
-    async fn check_quota(&mut self) -> bool {
+    fn check_quota(&mut self) -> bool {
         let Some(msg) = self
             .services
             .rt
             .quotas()
             .over(&self.entry.spec.grants, self.info.session)
-            .await
         else {
             return false;
         };
@@ -467,7 +466,7 @@ impl Worker {
             tokio::time::sleep_until(t).await;
         }
         self.settle_retired().await;
-        if self.check_quota().await {
+        if self.check_quota() {
             return false;
         }
         let entry = self.entry.clone();
@@ -559,13 +558,13 @@ impl Worker {
                 if self.healthy_since.elapsed() >= self.entry.restart.healthy_reset {
                     self.backoff = Duration::ZERO;
                 }
-                self.check_quota().await;
+                self.check_quota();
             }
             Err(CallError::Plugin(msg)) => {
                 self.entry.stats.delivered.fetch_add(n, Ordering::Relaxed);
                 self.entry.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, first_seq = frames[0].seq, error = %msg, "plugin reported an error for a batch");
-                self.check_quota().await;
+                self.check_quota();
             }
             Err(CallError::Trap(msg)) => {
                 self.retire();

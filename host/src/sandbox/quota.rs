@@ -4,11 +4,10 @@
 //! plugin (and before an instance is built) the worker asks whether any writable granted
 //! directory holds more than its quota; if one does, the plugin is stopped for the session
 //! with an error naming the directory. The measure is the sum of the apparent sizes of the
-//! files under the directory (symbolic links are not followed). A directory whose last walk
-//! was quick (under [`INLINE_BELOW`]) is walked on the worker's own task; a slower one on a
-//! blocking thread, so a large directory never holds up the worker's thread. The hop to the
-//! blocking pool cost two thread wake-ups per plugin call, which showed in the frame path's
-//! profile.
+//! files under the directory (symbolic links are not followed). The question never waits: it
+//! is answered from the last measure, and a walk of the directory, when the measure is due,
+//! runs on the blocking pool in the background (one at a time per directory). A directory
+//! on a disk that stalls therefore holds up no plugin call, only its own measure.
 //! Every session of a plugin shares the directory, so a measure taken for one session is
 //! reused by the others for [`REUSE_FACTOR`] times as long as it took (at most
 //! [`MAX_REUSE`]): measuring costs at most about 1 % of a thread, however many sessions
@@ -18,8 +17,8 @@
 //! session alike, or a thousand live sessions would keep a walk running all the time.
 //!
 //! Granularity, honestly: a plugin can overshoot its quota by what it writes within one
-//! call plus what all its sessions write while a measure is reused; it cannot keep writing
-//! past that.
+//! call plus what all its sessions write while a measure is reused or a walk runs (and what
+//! its file buffers hold, `super::filebuf`); it cannot keep writing past that.
 //!
 //! Files and directories (inodes) are bounded too, and exactly: a walk counts the entries
 //! under a directory, and [`Inodes`] adds each entry a plugin creates there since (the
@@ -45,36 +44,34 @@ pub const REUSE_FACTOR: u32 = 100;
 /// A directory with fewer entries than this is measured after each of a session's calls.
 pub const SMALL_DIR: u64 = 64;
 
-/// A directory whose last walk took less than this is walked inline.
-pub const INLINE_BELOW: Duration = Duration::from_micros(500);
-
 /// The last measured usage of each granted directory.
 #[derive(Default)]
 pub struct Quotas {
-    /// Directory -> the last measure.
-    measured: Mutex<HashMap<PathBuf, Measure>>,
+    /// Directory -> the last measure. Held for a lookup only, never across a walk.
+    measured: Arc<Mutex<HashMap<PathBuf, Measure>>>,
     /// Directory -> its entry count, shared by every instance that writes there. One per
     /// granted directory of the pipeline (the operator's list, not the guest's).
     inodes: Mutex<HashMap<PathBuf, Arc<Inodes>>>,
 }
 
+#[derive(Clone, Copy)]
 struct Measure {
     /// Reused until then.
     until: Instant,
+    /// A walk of the directory runs.
+    walking: bool,
     bytes: u64,
     /// Files and directories under the directory.
     entries: u64,
     /// The session that measured.
     by: u64,
-    /// How long the walk took.
-    took: Duration,
 }
 
 impl Quotas {
     /// The first writable grant over its quota, as an error message for the operator;
     /// `session` is who asks.
     /// Grants with an inode bound are measured too (that count is what the bound checks).
-    pub async fn over(&self, grants: &[Grant], session: u64) -> Option<String> {
+    pub fn over(&self, grants: &[Grant], session: u64) -> Option<String> {
         for g in grants.iter().filter(|g| !g.read_only) {
             let Some(quota) = g.quota_bytes else {
                 // An entry bound alone: creations are counted as they happen, so the walk
@@ -83,11 +80,11 @@ impl Quotas {
                 if let Some(bound) = g.max_inodes
                     && self.inodes(&g.host).needs_walk(bound)
                 {
-                    self.usage(&g.host, session).await;
+                    self.usage(&g.host, session);
                 }
                 continue;
             };
-            let used = self.usage(&g.host, session).await;
+            let used = self.usage(&g.host, session);
             if used > quota {
                 return Some(format!(
                     "granted directory {} (guest {}) holds {} bytes, over its quota of {} bytes: free space there or raise quota_mb of that [[plugin.dir]], then reload",
@@ -110,35 +107,47 @@ impl Quotas {
             .clone()
     }
 
-    async fn usage(&self, dir: &Path, session: u64) -> u64 {
-        let last_took = match self.measured.lock().get(dir) {
-            Some(m) if Instant::now() < m.until && (m.by != session || m.entries >= SMALL_DIR) => {
+    /// The last measured bytes of `dir` (0 before the first walk); starts a walk on the
+    /// blocking pool when the measure is due and none runs.
+    fn usage(&self, dir: &Path, session: u64) -> u64 {
+        let bytes = {
+            let mut measured = self.measured.lock();
+            let m = measured.entry(dir.to_owned()).or_insert(Measure {
+                until: Instant::now(),
+                walking: false,
+                bytes: 0,
+                entries: 0,
+                by: session,
+            });
+            let fresh = Instant::now() < m.until && (m.by != session || m.entries >= SMALL_DIR);
+            if fresh || m.walking {
                 return m.bytes;
             }
-            Some(m) => Some(m.took),
-            None => None,
+            m.walking = true;
+            m.bytes
         };
         let inodes = self.inodes(dir);
-        let created_before = inodes.created_so_far();
-        let started = Instant::now();
-        let (bytes, entries) = if last_took.is_some_and(|t| t < INLINE_BELOW) {
-            dir_usage(dir)
-        } else {
-            let path = dir.to_owned();
-            tokio::task::spawn_blocking(move || dir_usage(&path))
-                .await
-                .unwrap_or((0, 0))
+        let measured = self.measured.clone();
+        let path = dir.to_owned();
+        let walk = move || {
+            let created_before = inodes.created_so_far();
+            let started = Instant::now();
+            let (bytes, entries) = dir_usage(&path);
+            let took = started.elapsed();
+            inodes.walked(entries, created_before);
+            let measure = Measure {
+                until: Instant::now() + (took * REUSE_FACTOR).min(MAX_REUSE),
+                walking: false,
+                bytes,
+                entries,
+                by: session,
+            };
+            measured.lock().insert(path, measure);
         };
-        let took = started.elapsed();
-        inodes.walked(entries, created_before);
-        let measure = Measure {
-            until: Instant::now() + (took * REUSE_FACTOR).min(MAX_REUSE),
-            bytes,
-            entries,
-            by: session,
-            took,
-        };
-        self.measured.lock().insert(dir.to_owned(), measure);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(walk)),
+            Err(_) => walk(),
+        }
         bytes
     }
 }
