@@ -51,7 +51,7 @@ use crate::dataplane::queue::{Pushed, Queue};
 use crate::dataplane::routes::PluginEntry;
 pub use crate::dataplane::services::RollbackRequest;
 use crate::dataplane::services::Services;
-use crate::dataplane::stats::{LOSS_WARN_INTERVAL, by_kind_text};
+use crate::dataplane::stats::{CallTimes, LOSS_WARN_INTERVAL, PluginStats, by_kind_text};
 use crate::outputs::deadletter::LetterMeta;
 use crate::sandbox::bindings::{EndReason, Frame, SessionInfo};
 use crate::sandbox::filebuf::FileBuf;
@@ -201,6 +201,32 @@ pub fn record_push(
     stats.routed.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A session's call-duration histogram, folded into its plugin's ended sessions' when the
+/// worker goes.
+struct SessionCalls {
+    stats: Arc<PluginStats>,
+    times: Arc<CallTimes>,
+}
+
+impl SessionCalls {
+    fn new(stats: &Arc<PluginStats>) -> Self {
+        Self {
+            stats: stats.clone(),
+            times: stats.call_seconds.session(),
+        }
+    }
+
+    fn observe(&self, d: Duration) {
+        self.times.observe(d);
+    }
+}
+
+impl Drop for SessionCalls {
+    fn drop(&mut self) {
+        self.stats.call_seconds.end(&self.times);
+    }
+}
+
 pub struct Worker {
     services: Arc<Services>,
     entry: Arc<PluginEntry>,
@@ -229,6 +255,8 @@ pub struct Worker {
     last_call: Duration,
     /// No plugin call starts once it lapsed (see [`Fence`]).
     fence: Fence,
+    /// This session's call durations (merged into the plugin's histogram when scraped).
+    call_times: SessionCalls,
     /// The file writes of the last instance dropped without ending the session (a trap):
     /// written out before the next instance starts, so the two never interleave.
     retired_files: Option<FileBuf>,
@@ -278,6 +306,7 @@ impl Worker {
             ending: false,
             last_call: Duration::ZERO,
             fence,
+            call_times: SessionCalls::new(&entry.stats),
             retired_files: None,
         };
         let core = Arc::new(AsyncMutex::new(worker));
@@ -547,7 +576,7 @@ impl Worker {
         let started = std::time::Instant::now();
         let result = inst.frames(self.info.session, &frames).await;
         self.last_call = started.elapsed();
-        self.entry.stats.call_seconds.observe(self.last_call);
+        self.call_times.observe(self.last_call);
         self.entry.stats.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(hook) = self.services.metrics.batch_hook() {
             (hook.0)(self.info.session, &self.entry.name, &frames);

@@ -52,7 +52,7 @@ struct RuntimeInner {
     engine: Engine,
     linker: Linker<StoreData>,
     cache: cache::CompileCache,
-    quotas: quota::Quotas,
+    quotas: Arc<quota::Quotas>,
     /// The descriptors every plugin of the process may hold together.
     descriptors: descriptors::Descriptors,
     /// Plugin state (contract 0.2), kept across reloads and restarts.
@@ -164,7 +164,7 @@ impl Runtime {
                 engine,
                 linker,
                 cache,
-                quotas: quota::Quotas::default(),
+                quotas: Arc::default(),
                 descriptors,
                 state: Arc::new(MemoryStateStore::new()),
                 tick: cfg.epoch_tick,
@@ -179,7 +179,7 @@ impl Runtime {
     }
 
     /// The measured usage of granted directories, for write quotas.
-    pub fn quotas(&self) -> &quota::Quotas {
+    pub fn quotas(&self) -> &Arc<quota::Quotas> {
         &self.inner.quotas
     }
 

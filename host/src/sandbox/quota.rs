@@ -29,8 +29,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::fs_limits::{Grant, Inodes};
@@ -44,34 +46,47 @@ pub const REUSE_FACTOR: u32 = 100;
 /// A directory with fewer entries than this is measured after each of a session's calls.
 pub const SMALL_DIR: u64 = 64;
 
-/// The last measured usage of each granted directory.
-#[derive(Default)]
+/// The last measured usage of each granted directory. A call's question reads atomics
+/// through a lock-free map ([`ArcSwap`]); the mutex only serialises adding a directory the
+/// map does not hold yet (once per granted directory of the process).
 pub struct Quotas {
-    /// Directory -> the last measure. Held for a lookup only, never across a walk.
-    measured: Arc<Mutex<HashMap<PathBuf, Measure>>>,
-    /// Directory -> its entry count, shared by every instance that writes there. One per
-    /// granted directory of the pipeline (the operator's list, not the guest's).
-    inodes: Mutex<HashMap<PathBuf, Arc<Inodes>>>,
+    /// When the process started measuring: the clock of [`Dir::until_ns`].
+    base: Instant,
+    dirs: ArcSwap<HashMap<PathBuf, Arc<Dir>>>,
+    adding: Mutex<()>,
 }
 
-#[derive(Clone, Copy)]
-struct Measure {
-    /// Reused until then.
-    until: Instant,
-    /// A walk of the directory runs.
-    walking: bool,
-    bytes: u64,
-    /// Files and directories under the directory.
-    entries: u64,
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            dirs: ArcSwap::default(),
+            adding: Mutex::new(()),
+        }
+    }
+}
+
+/// One granted directory's last measure, and its entry count.
+#[derive(Default)]
+struct Dir {
+    bytes: AtomicU64,
+    /// Files and directories under it, as the last walk counted.
+    entries: AtomicU64,
+    /// The measure is reused until then (nanoseconds after [`Quotas::base`]).
+    until_ns: AtomicU64,
     /// The session that measured.
-    by: u64,
+    by: AtomicU64,
+    /// A walk of the directory runs.
+    walking: AtomicBool,
+    /// Shared by every instance that writes there (the operator's list, not the guest's).
+    inodes: Arc<Inodes>,
 }
 
 impl Quotas {
     /// The first writable grant over its quota, as an error message for the operator;
     /// `session` is who asks.
     /// Grants with an inode bound are measured too (that count is what the bound checks).
-    pub fn over(&self, grants: &[Grant], session: u64) -> Option<String> {
+    pub fn over(self: &Arc<Self>, grants: &[Grant], session: u64) -> Option<String> {
         for g in grants.iter().filter(|g| !g.read_only) {
             let Some(quota) = g.quota_bytes else {
                 // An entry bound alone: creations are counted as they happen, so the walk
@@ -100,49 +115,49 @@ impl Quotas {
 
     /// The entry count of `dir`, shared by every instance granted it.
     pub fn inodes(&self, dir: &Path) -> Arc<Inodes> {
-        self.inodes
-            .lock()
-            .entry(dir.to_owned())
-            .or_default()
-            .clone()
+        self.dir(dir).inodes.clone()
+    }
+
+    fn dir(&self, path: &Path) -> Arc<Dir> {
+        if let Some(d) = self.dirs.load().get(path) {
+            return d.clone();
+        }
+        let _adding = self.adding.lock();
+        let mut dirs = HashMap::clone(&self.dirs.load());
+        let d = dirs.entry(path.to_owned()).or_default().clone();
+        self.dirs.store(Arc::new(dirs));
+        d
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
     }
 
     /// The last measured bytes of `dir` (0 before the first walk); starts a walk on the
     /// blocking pool when the measure is due and none runs.
-    fn usage(&self, dir: &Path, session: u64) -> u64 {
-        let bytes = {
-            let mut measured = self.measured.lock();
-            let m = measured.entry(dir.to_owned()).or_insert(Measure {
-                until: Instant::now(),
-                walking: false,
-                bytes: 0,
-                entries: 0,
-                by: session,
-            });
-            let fresh = Instant::now() < m.until && (m.by != session || m.entries >= SMALL_DIR);
-            if fresh || m.walking {
-                return m.bytes;
-            }
-            m.walking = true;
-            m.bytes
-        };
-        let inodes = self.inodes(dir);
-        let measured = self.measured.clone();
-        let path = dir.to_owned();
+    fn usage(self: &Arc<Self>, path: &Path, session: u64) -> u64 {
+        let d = self.dir(path);
+        let bytes = d.bytes.load(Ordering::Relaxed);
+        let fresh = self.now_ns() < d.until_ns.load(Ordering::Relaxed)
+            && (d.by.load(Ordering::Relaxed) != session
+                || d.entries.load(Ordering::Relaxed) >= SMALL_DIR);
+        if fresh || d.walking.swap(true, Ordering::Relaxed) {
+            return bytes;
+        }
+        let me = self.clone();
+        let path = path.to_owned();
         let walk = move || {
-            let created_before = inodes.created_so_far();
+            let created_before = d.inodes.created_so_far();
             let started = Instant::now();
             let (bytes, entries) = dir_usage(&path);
             let took = started.elapsed();
-            inodes.walked(entries, created_before);
-            let measure = Measure {
-                until: Instant::now() + (took * REUSE_FACTOR).min(MAX_REUSE),
-                walking: false,
-                bytes,
-                entries,
-                by: session,
-            };
-            measured.lock().insert(path, measure);
+            d.inodes.walked(entries, created_before);
+            d.bytes.store(bytes, Ordering::Relaxed);
+            d.entries.store(entries, Ordering::Relaxed);
+            d.by.store(session, Ordering::Relaxed);
+            let reuse = (took * REUSE_FACTOR).min(MAX_REUSE).as_nanos() as u64;
+            d.until_ns.store(me.now_ns() + reuse, Ordering::Relaxed);
+            d.walking.store(false, Ordering::Relaxed);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(walk)),
