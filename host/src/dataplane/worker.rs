@@ -454,14 +454,20 @@ impl Worker {
         self.breaker_open || self.over_quota
     }
 
-    /// Stops the plugin for this session if a granted directory is over its quota.
+    /// Stops the plugin for this session if a granted directory is over its quota (by the
+    /// last measure: a walk, when due, runs in the background).
     fn check_quota(&mut self) -> bool {
-        let Some(msg) = self
+        let over = self
             .services
             .rt
             .quotas()
-            .over(&self.entry.spec.grants, self.info.session)
-        else {
+            .over(&self.entry.spec.grants, self.info.session);
+        self.stop_over_quota(over)
+    }
+
+    /// Stops the plugin for this session with the error `over`, if any.
+    fn stop_over_quota(&mut self, over: Option<String>) -> bool {
+        let Some(msg) = over else {
             return false;
         };
         self.retire();
@@ -495,7 +501,11 @@ impl Worker {
             tokio::time::sleep_until(t).await;
         }
         self.settle_retired().await;
-        if self.check_quota() {
+        let quotas = self.services.rt.quotas().clone();
+        let over = quotas
+            .over_now(&self.entry.spec.grants, self.info.session)
+            .await;
+        if self.stop_over_quota(over) {
             return false;
         }
         let entry = self.entry.clone();

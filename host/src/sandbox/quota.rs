@@ -4,10 +4,12 @@
 //! plugin (and before an instance is built) the worker asks whether any writable granted
 //! directory holds more than its quota; if one does, the plugin is stopped for the session
 //! with an error naming the directory. The measure is the sum of the apparent sizes of the
-//! files under the directory (symbolic links are not followed). The question never waits: it
-//! is answered from the last measure, and a walk of the directory, when the measure is due,
-//! runs on the blocking pool in the background (one at a time per directory). A directory
-//! on a disk that stalls therefore holds up no plugin call, only its own measure.
+//! files under the directory (symbolic links are not followed). After a call the question
+//! never waits: it is answered from the last measure, and a walk of the directory, when the
+//! measure is due, runs on the blocking pool in the background (one at a time per
+//! directory). A directory on a disk that stalls therefore holds up no plugin call, only its
+//! own measure. Before an instance starts (off the frame path), the walk is waited for
+//! ([`Quotas::over_now`]), so the instance starts from exact counts.
 //! Every session of a plugin shares the directory, so a measure taken for one session is
 //! reused by the others for [`REUSE_FACTOR`] times as long as it took (at most
 //! [`MAX_REUSE`]): measuring costs at most about 1 % of a thread, however many sessions
@@ -113,6 +115,26 @@ impl Quotas {
         None
     }
 
+    /// [`Quotas::over`] with every measure it needs taken now, waited for (on the blocking
+    /// pool): before an instance starts, so it starts from exact counts and no walk of its
+    /// directory runs while it creates entries (one would count them twice).
+    pub async fn over_now(self: &Arc<Self>, grants: &[Grant], session: u64) -> Option<String> {
+        for g in grants.iter().filter(|g| !g.read_only) {
+            let due = match (g.quota_bytes, g.max_inodes) {
+                (Some(_), _) => true,
+                (None, Some(bound)) => self.inodes(&g.host).needs_walk(bound),
+                (None, None) => false,
+            };
+            if due {
+                let me = self.clone();
+                let (d, path) = (self.dir(&g.host), g.host.clone());
+                d.walking.store(true, Ordering::Relaxed);
+                let _ = tokio::task::spawn_blocking(move || me.walk(&d, &path, session)).await;
+            }
+        }
+        self.over(grants, session)
+    }
+
     /// The entry count of `dir`, shared by every instance granted it.
     pub fn inodes(&self, dir: &Path) -> Arc<Inodes> {
         self.dir(dir).inodes.clone()
@@ -146,24 +168,29 @@ impl Quotas {
         }
         let me = self.clone();
         let path = path.to_owned();
-        let walk = move || {
-            let created_before = d.inodes.created_so_far();
-            let started = Instant::now();
-            let (bytes, entries) = dir_usage(&path);
-            let took = started.elapsed();
-            d.inodes.walked(entries, created_before);
-            d.bytes.store(bytes, Ordering::Relaxed);
-            d.entries.store(entries, Ordering::Relaxed);
-            d.by.store(session, Ordering::Relaxed);
-            let reuse = (took * REUSE_FACTOR).min(MAX_REUSE).as_nanos() as u64;
-            d.until_ns.store(me.now_ns() + reuse, Ordering::Relaxed);
-            d.walking.store(false, Ordering::Relaxed);
-        };
+        let walk = move || me.walk(&d, &path, session);
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(walk)),
             Err(_) => walk(),
         }
         bytes
+    }
+}
+
+impl Quotas {
+    /// Walks `path` (blocking) and stores the measure in `d`.
+    fn walk(&self, d: &Dir, path: &Path, session: u64) {
+        let created_before = d.inodes.created_so_far();
+        let started = Instant::now();
+        let (bytes, entries) = dir_usage(path);
+        let took = started.elapsed();
+        d.inodes.walked(entries, created_before);
+        d.bytes.store(bytes, Ordering::Relaxed);
+        d.entries.store(entries, Ordering::Relaxed);
+        d.by.store(session, Ordering::Relaxed);
+        let reuse = (took * REUSE_FACTOR).min(MAX_REUSE).as_nanos() as u64;
+        d.until_ns.store(self.now_ns() + reuse, Ordering::Relaxed);
+        d.walking.store(false, Ordering::Relaxed);
     }
 }
 
