@@ -271,6 +271,7 @@ async fn open_at(
             creates = true;
         }
     }
+    let creating = creates.then(|| st.fs.creating(g));
     let r = st
         .filesystem()
         .open_at(fd, path_flags, path, oflags, flags)
@@ -281,8 +282,8 @@ async fn open_at(
             _slot: Some(slot),
         };
         st.fs.open.insert(new.rep(), open);
-        if creates {
-            st.fs.note_created(g);
+        if let Some(c) = creating {
+            c.created();
         }
     }
     to_guest(st, r)
@@ -297,9 +298,10 @@ async fn create_directory_at(
     if let Some(e) = inodes_refused(st, g) {
         return Ok(Err(e));
     }
+    let creating = st.fs.creating(g);
     let r = st.filesystem().create_directory_at(fd, path).await;
     if r.is_ok() {
-        st.fs.note_created(g);
+        creating.created();
     }
     to_guest(st, r)
 }
@@ -326,9 +328,10 @@ async fn symlink_at(
     if let Some(e) = inodes_refused(st, g) {
         return Ok(Err(e));
     }
+    let creating = st.fs.creating(g);
     let r = st.filesystem().symlink_at(fd, old, new).await;
     if r.is_ok() {
-        st.fs.note_created(g);
+        creating.created();
     }
     to_guest(st, r)
 }
@@ -345,9 +348,10 @@ async fn link_at(
     if let Some(e) = inodes_refused(st, g) {
         return Ok(Err(e));
     }
+    let creating = st.fs.creating(g);
     let r = st.filesystem().link_at(fd, flags, old, new_fd, new).await;
     if r.is_ok() {
-        st.fs.note_created(g);
+        creating.created();
     }
     to_guest(st, r)
 }

@@ -25,13 +25,14 @@
 //! Files and directories (inodes) are bounded too, and exactly: a walk counts the entries
 //! under a directory, and [`Inodes`] adds each entry a plugin creates there since (the
 //! sandbox's filesystem calls count them as they happen, see `super::fs`), so a creation
-//! past `max_inodes` is refused before it happens. The walk is therefore bounded as well:
+//! past `max_inodes` is refused before it happens (a walk that overlaps a creation, which it
+//! may or may not have seen, is not used for the count). The walk is therefore bounded as well:
 //! a plugin cannot make it slow by planting empty files.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -78,8 +79,9 @@ struct Dir {
     until_ns: AtomicU64,
     /// The session that measured.
     by: AtomicU64,
-    /// A walk of the directory runs.
-    walking: AtomicBool,
+    /// Held by the walk of the directory that runs: one at a time, or the entries created
+    /// meanwhile would be credited twice ([`Inodes::walked`]).
+    walk: Arc<tokio::sync::Mutex<()>>,
     /// Shared by every instance that writes there (the operator's list, not the guest's).
     inodes: Arc<Inodes>,
 }
@@ -128,8 +130,12 @@ impl Quotas {
             if due {
                 let me = self.clone();
                 let (d, path) = (self.dir(&g.host), g.host.clone());
-                d.walking.store(true, Ordering::Relaxed);
-                let _ = tokio::task::spawn_blocking(move || me.walk(&d, &path, session)).await;
+                let walking = d.walk.clone().lock_owned().await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    me.walk(&d, &path, session);
+                    drop(walking);
+                })
+                .await;
             }
         }
         self.over(grants, session)
@@ -163,12 +169,18 @@ impl Quotas {
         let fresh = self.now_ns() < d.until_ns.load(Ordering::Relaxed)
             && (d.by.load(Ordering::Relaxed) != session
                 || d.entries.load(Ordering::Relaxed) >= SMALL_DIR);
-        if fresh || d.walking.swap(true, Ordering::Relaxed) {
+        if fresh {
             return bytes;
         }
+        let Ok(walking) = d.walk.clone().try_lock_owned() else {
+            return bytes;
+        };
         let me = self.clone();
         let path = path.to_owned();
-        let walk = move || me.walk(&d, &path, session);
+        let walk = move || {
+            me.walk(&d, &path, session);
+            drop(walking);
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(walk)),
             Err(_) => walk(),
@@ -180,17 +192,16 @@ impl Quotas {
 impl Quotas {
     /// Walks `path` (blocking) and stores the measure in `d`.
     fn walk(&self, d: &Dir, path: &Path, session: u64) {
-        let created_before = d.inodes.created_so_far();
+        let start = d.inodes.walk_start();
         let started = Instant::now();
         let (bytes, entries) = dir_usage(path);
         let took = started.elapsed();
-        d.inodes.walked(entries, created_before);
+        d.inodes.walked(entries, start);
         d.bytes.store(bytes, Ordering::Relaxed);
         d.entries.store(entries, Ordering::Relaxed);
         d.by.store(session, Ordering::Relaxed);
         let reuse = (took * REUSE_FACTOR).min(MAX_REUSE).as_nanos() as u64;
         d.until_ns.store(self.now_ns() + reuse, Ordering::Relaxed);
-        d.walking.store(false, Ordering::Relaxed);
     }
 }
 
