@@ -314,6 +314,15 @@ impl Writer {
         let path = self.dir.join(format!("{plugin}.deadletter.jsonl"));
         let result = (|| -> std::io::Result<()> {
             let len = line.len() as u64;
+            // A file moved or removed by hand since it was opened is opened again: letters
+            // never go to a file no one can find.
+            if self
+                .files
+                .get(plugin)
+                .is_some_and(|(f, _)| !same_file(f, &path))
+            {
+                self.files.remove(plugin);
+            }
             let size = match self.files.get(plugin) {
                 Some((_, size)) => *size,
                 None => {
@@ -383,6 +392,15 @@ fn open(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
         .open(path)?;
     let size = f.metadata()?.len();
     Ok((f, size))
+}
+
+/// Whether `path` still names the open file `f`.
+fn same_file(f: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Narrows the file to 0600 if someone widened it since (checked before each letter: the
@@ -523,6 +541,19 @@ mod tests {
             (1..=written.len() as u64).collect::<Vec<_>>(),
             "the first ones, in order"
         );
+    }
+
+    #[test]
+    fn a_file_removed_by_hand_is_created_again_for_the_next_letter() {
+        let d = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::new(Some(d.path().to_owned()));
+        dl.write_quiet(&meta(), &[frame(1, 10)]);
+        dl.flush_blocking();
+        let path = dl.path_for("p").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        dl.write_quiet(&meta(), &[frame(2, 10)]);
+        dl.flush_blocking();
+        assert_eq!(seqs(&path), [2]);
     }
 
     #[test]
