@@ -32,6 +32,10 @@
 //! - `isolation`: stuck and restarting plugins never stall the stream or the other plugins.
 //! - `journal`: a host killed with `kill -9` mid-meeting and restarted on the same
 //!   `[runtime] journal_dir` resumes the stream within the grace window, or ends it after.
+//! - `file_writes`: plugins' buffered file writes on disk at session end, across a reload,
+//!   at SIGTERM and after `kill -9` (up to the flush interval).
+//! - `stalls`: a plugin stuck opening a FIFO, or writing 100 MiB per call, stalls only
+//!   itself.
 //! - `drops`: a plugin falling behind loses audio only, counted, warned about and summarised.
 //! - `providers`: the speech-to-text and meeting-summary examples against fakes of the
 //!   providers' protocols (`rtms-fakes`), secrets included.
@@ -53,6 +57,7 @@ mod details;
 mod drops;
 mod event_ws;
 mod faults;
+mod file_writes;
 mod happy;
 mod isolation;
 mod journal;
@@ -65,6 +70,7 @@ mod readme;
 mod recorders;
 mod scale;
 mod shutdown;
+mod stalls;
 mod timing;
 mod transcript;
 mod webhooks;

@@ -11,7 +11,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use rtms_proto::codes::msg_type;
 use rtms_proto::msg::{
     DataHandshakeResp, EventUpdate, KeepAlive, MediaMessageRef, SessionStateUpdate,
-    SignalingHandshakeResp, StreamCloseResp, StreamStateUpdate, peek_type,
+    SignalingHandshakeResp, StreamCloseResp, StreamStateUpdate, leading_type, peek_type,
 };
 
 use crate::frame::{Frame, MediaKind, TranscriptInfo};
@@ -76,7 +76,12 @@ pub enum DecodeError {
 
 /// Decodes one message (the bytes of a text or binary WebSocket frame).
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    let ty = peek_type(bytes).map_err(DecodeError::NoType)?;
+    // One JSON parse per message: the type read from the message's first bytes when it
+    // leads (it always does on the wire), the full peek otherwise.
+    let ty = match leading_type(bytes) {
+        Some(ty) => ty,
+        None => peek_type(bytes).map_err(DecodeError::NoType)?,
+    };
     let shape = |source| DecodeError::Shape {
         msg_type: ty,
         source,

@@ -10,6 +10,32 @@ use serde_json::Value;
 
 use crate::params::MediaParams;
 
+/// `msg_type` when the message begins with it (`{"msg_type":14,...`, as Zoom and the
+/// simulator write every message), read without a JSON parser: the message is then parsed
+/// once, by the parser of its type. `None` for anything else (another key first, a type
+/// that is not a small integer, not JSON at all): ask [`peek_type`].
+pub fn leading_type(bytes: &[u8]) -> Option<u32> {
+    fn skip_ws(b: &[u8]) -> &[u8] {
+        let n = b
+            .iter()
+            .take_while(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+            .count();
+        &b[n..]
+    }
+    let rest = skip_ws(bytes).strip_prefix(b"{")?;
+    let rest = skip_ws(rest).strip_prefix(b"\"msg_type\"")?;
+    let rest = skip_ws(skip_ws(rest).strip_prefix(b":")?);
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 || (digits > 1 && rest[0] == b'0') {
+        return None;
+    }
+    let after = skip_ws(&rest[digits..]);
+    if !matches!(after.first(), Some(b',' | b'}')) {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
 /// Reads `msg_type` without parsing the rest of the message.
 pub fn peek_type(bytes: &[u8]) -> Result<u32, serde_json::Error> {
     #[derive(Deserialize)]
@@ -461,5 +487,28 @@ mod tests {
         let raw = br#"{"msg_type":2,"status_code":8,"reason":17}"#;
         let m: SignalingHandshakeResp = serde_json::from_slice(raw).unwrap();
         assert_eq!(m.reason.as_deref(), Some("17"));
+    }
+
+    #[test]
+    fn leading_type_reads_only_a_plain_leading_integer() {
+        assert_eq!(leading_type(br#"{"msg_type":14,"content":{}}"#), Some(14));
+        assert_eq!(leading_type(b" { \"msg_type\" : 3 }"), Some(3));
+        for other in [
+            &br#"{"content":{},"msg_type":14}"#[..],
+            br#"{"msg_type":"14"}"#,
+            br#"{"msg_type":014}"#,
+            br#"{"msg_type":14.5}"#,
+            br#"{"msg_type":-1}"#,
+            br#"{"msg_type":9999999999}"#,
+            b"not json",
+            b"",
+        ] {
+            assert_eq!(
+                leading_type(other),
+                None,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 }

@@ -203,6 +203,9 @@ struct Blocked {
     shed: Option<Pushed>,
 }
 
+/// The longest a session's end waits for its dead letters to be written.
+const LETTERS_FLUSH_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl LiveStream {
     /// Whether the host is handing its streams to a successor process.
     pub fn handing_off(&self) -> bool {
@@ -477,6 +480,15 @@ impl LiveStream {
                 );
             }
         }
+        // The session's dead letters are in their files once it has ended.
+        let letters = &self.shared.services.dead_letters;
+        if tokio::time::timeout(LETTERS_FLUSH_MAX, letters.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!(stream = %self.stream_id, "the dead-letter writer did not catch up within {}s of the session's end: its letters are written when the disk takes them", LETTERS_FLUSH_MAX.as_secs());
+        }
+        tracing::info!(stream = %self.stream_id, "every plugin ended the session");
         self.shared
             .metrics
             .sessions_ended

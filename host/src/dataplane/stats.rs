@@ -81,8 +81,9 @@ macro_rules! plugin_counters {
             pub dropped_by_kind: ByKind,
             /// Units charged (`budget.charge`), by the `what` the plugin names.
             pub units: UnitsByWhat,
-            /// How long each `on-frames` call took, in seconds.
-            pub call_seconds: Seconds,
+            /// How long each `on-frames` call took, in seconds: one histogram per session,
+            /// merged when scraped.
+            pub call_seconds: CallSeconds,
             /// Outgoing HTTP requests (`[plugin.net]`).
             pub http: HttpStats,
         }
@@ -272,6 +273,105 @@ impl Seconds {
 
     pub fn observe(&self, d: std::time::Duration) {
         self.0.observe(d.as_secs_f64());
+    }
+}
+
+/// The bounds of [`CallSeconds`]' buckets, in seconds (one more bucket catches the rest).
+pub const CALL_BUCKETS: [f64; 19] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The durations of one session's calls to one plugin: relaxed atomics only that session's
+/// worker writes, so a call takes no lock and shares no cache line with other sessions.
+#[derive(Debug, Default)]
+pub struct CallTimes {
+    buckets: [AtomicU64; CALL_BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl CallTimes {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = CALL_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(CALL_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn add_to(&self, into: &CallTimes) {
+        for (a, b) in into.buckets.iter().zip(&self.buckets) {
+            a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        into.count
+            .fetch_add(self.count.load(Ordering::Relaxed), Ordering::Relaxed);
+        into.sum_ns
+            .fetch_add(self.sum_ns.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// A plugin's call-duration histogram: the live sessions' [`CallTimes`] and the sum of
+/// those that ended, added up when scraped. The lock is taken when a session starts or ends
+/// and at a scrape, never per call.
+#[derive(Debug, Default)]
+pub struct CallSeconds {
+    live: Mutex<Vec<Arc<CallTimes>>>,
+    ended: CallTimes,
+}
+
+impl CallSeconds {
+    /// The histogram of a new session; [`CallSeconds::end`] it when the session ends.
+    pub fn session(&self) -> Arc<CallTimes> {
+        let t = Arc::new(CallTimes::default());
+        self.live.lock().push(t.clone());
+        t
+    }
+
+    /// Folds a session's histogram into the ended sessions'.
+    pub fn end(&self, t: &Arc<CallTimes>) {
+        let mut live = self.live.lock();
+        if let Some(i) = live.iter().position(|l| Arc::ptr_eq(l, t)) {
+            live.swap_remove(i);
+            t.add_to(&self.ended);
+        }
+    }
+
+    /// Every session's calls: (sum in seconds, count, per-bucket counts).
+    pub fn merged(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let all = CallTimes::default();
+        self.ended.add_to(&all);
+        for t in self.live.lock().iter() {
+            t.add_to(&all);
+        }
+        let buckets = CALL_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(&all.buckets)
+            .map(|(b, n)| (b, n.load(Ordering::Relaxed)))
+            .collect();
+        let sum = all.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        (sum, all.count.load(Ordering::Relaxed), buckets)
+    }
+}
+
+impl prometheus_client::encoding::EncodeMetric for CallSeconds {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.merged();
+        encoder
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
     }
 }
 
@@ -475,5 +575,27 @@ mod tests {
         assert_eq!(h.stopped(Reason::NoGrant), 0);
         assert_eq!(h.bytes_in.load(Ordering::Relaxed), 7);
         assert_eq!(h.bytes_out.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn call_histograms_of_live_and_ended_sessions_add_up_once() {
+        use std::time::Duration;
+        let c = CallSeconds::default();
+        let a = c.session();
+        let b = c.session();
+        a.observe(Duration::from_micros(5));
+        a.observe(Duration::from_millis(3));
+        b.observe(Duration::from_secs(20));
+        c.end(&a);
+        // Ended twice (a worker and its guard): counted once.
+        c.end(&a);
+        let (sum, count, buckets) = c.merged();
+        assert_eq!(count, 3);
+        assert!((sum - 20.003_005).abs() < 1e-9, "{sum}");
+        assert_eq!(buckets.len(), CALL_BUCKETS.len() + 1);
+        assert_eq!(buckets[0], (0.000_01, 1));
+        assert_eq!(buckets[8], (0.005, 1));
+        assert_eq!(buckets[CALL_BUCKETS.len()], (f64::MAX, 1));
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), 3);
     }
 }

@@ -51,9 +51,10 @@ use crate::dataplane::queue::{Pushed, Queue};
 use crate::dataplane::routes::PluginEntry;
 pub use crate::dataplane::services::RollbackRequest;
 use crate::dataplane::services::Services;
-use crate::dataplane::stats::{LOSS_WARN_INTERVAL, by_kind_text};
+use crate::dataplane::stats::{CallTimes, LOSS_WARN_INTERVAL, PluginStats, by_kind_text};
 use crate::outputs::deadletter::LetterMeta;
 use crate::sandbox::bindings::{EndReason, Frame, SessionInfo};
+use crate::sandbox::filebuf::FileBuf;
 use crate::sandbox::state::ScopeKey;
 use crate::sandbox::store::InstanceCtx;
 use crate::sandbox::{CallError, Instance};
@@ -200,6 +201,32 @@ pub fn record_push(
     stats.routed.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A session's call-duration histogram, folded into its plugin's ended sessions' when the
+/// worker goes.
+struct SessionCalls {
+    stats: Arc<PluginStats>,
+    times: Arc<CallTimes>,
+}
+
+impl SessionCalls {
+    fn new(stats: &Arc<PluginStats>) -> Self {
+        Self {
+            stats: stats.clone(),
+            times: stats.call_seconds.session(),
+        }
+    }
+
+    fn observe(&self, d: Duration) {
+        self.times.observe(d);
+    }
+}
+
+impl Drop for SessionCalls {
+    fn drop(&mut self) {
+        self.stats.call_seconds.end(&self.times);
+    }
+}
+
 pub struct Worker {
     services: Arc<Services>,
     entry: Arc<PluginEntry>,
@@ -228,6 +255,11 @@ pub struct Worker {
     last_call: Duration,
     /// No plugin call starts once it lapsed (see [`Fence`]).
     fence: Fence,
+    /// This session's call durations (merged into the plugin's histogram when scraped).
+    call_times: SessionCalls,
+    /// The file writes of the last instance dropped without ending the session (a trap):
+    /// written out before the next instance starts, so the two never interleave.
+    retired_files: Option<FileBuf>,
 }
 
 impl Worker {
@@ -277,6 +309,8 @@ impl Worker {
             ending: false,
             last_call: Duration::ZERO,
             fence,
+            call_times: SessionCalls::new(&entry.stats),
+            retired_files: None,
         };
         let core = Arc::new(AsyncMutex::new(worker));
         let task = tokio::spawn(Self::run(core.clone(), queue.clone()));
@@ -399,23 +433,47 @@ impl Worker {
             .fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Drops the instance without ending the session; what it wrote is written out before
+    /// the next instance starts ([`Worker::ensure_instance`]).
+    fn retire(&mut self) {
+        if let Some(inst) = self.instance.take() {
+            self.retired_files = Some(inst.files());
+        }
+    }
+
+    /// Waits (up to the call deadline) until the retired instance's writes are written out.
+    async fn settle_retired(&mut self) {
+        let Some(files) = self.retired_files.take() else {
+            return;
+        };
+        let within = self.entry.spec.call_timeout;
+        if tokio::time::timeout(within, files.settle()).await.is_err() {
+            tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, pending_bytes = files.pending(), "the file writes of the plugin's previous instance are not all written out: a file does not take them (a FIFO nobody reads, a hung mount); the new instance starts anyway");
+        }
+    }
+
     /// Whether the plugin is stopped for this session (breaker open or over quota).
     fn stopped(&self) -> bool {
         self.breaker_open || self.over_quota
     }
 
-    /// Stops the plugin for this session if a granted directory is over its quota.
-    async fn check_quota(&mut self) -> bool {
-        let Some(msg) = self
+    /// Stops the plugin for this session if a granted directory is over its quota (by the
+    /// last measure: a walk, when due, runs in the background).
+    fn check_quota(&mut self) -> bool {
+        let over = self
             .services
             .rt
             .quotas()
-            .over(&self.entry.spec.grants, self.info.session)
-            .await
-        else {
+            .over(&self.entry.spec.grants, self.info.session);
+        self.stop_over_quota(over)
+    }
+
+    /// Stops the plugin for this session with the error `over`, if any.
+    fn stop_over_quota(&mut self, over: Option<String>) -> bool {
+        let Some(msg) = over else {
             return false;
         };
-        self.instance = None;
+        self.retire();
         self.over_quota = true;
         self.entry.stats.quota_stops.fetch_add(1, Ordering::Relaxed);
         tracing::error!(plugin = %self.entry.name, stream = %self.ctx.stream_id, error = %msg, "plugin stopped for this session: a granted directory is over its write quota; frames it misses are counted as discarded");
@@ -445,7 +503,12 @@ impl Worker {
         if let Some(t) = self.not_before.take() {
             tokio::time::sleep_until(t).await;
         }
-        if self.check_quota().await {
+        self.settle_retired().await;
+        let quotas = self.services.rt.quotas().clone();
+        let over = quotas
+            .over_now(&self.entry.spec.grants, self.info.session)
+            .await;
+        if self.stop_over_quota(over) {
             return false;
         }
         let entry = self.entry.clone();
@@ -495,7 +558,7 @@ impl Worker {
         self.entry.stats.errors.fetch_add(errors, Ordering::Relaxed);
         if let Err(e) = result {
             tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, error = %e, "plugin trapped on a WebSocket message");
-            self.instance = None;
+            self.retire();
             self.entry.stats.traps.fetch_add(1, Ordering::Relaxed);
             self.on_failure(&e.to_string());
         }
@@ -526,7 +589,7 @@ impl Worker {
         let started = std::time::Instant::now();
         let result = inst.frames(self.info.session, &frames).await;
         self.last_call = started.elapsed();
-        self.entry.stats.call_seconds.observe(self.last_call);
+        self.call_times.observe(self.last_call);
         self.entry.stats.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(hook) = self.services.metrics.batch_hook() {
             (hook.0)(self.info.session, &self.entry.name, &frames);
@@ -537,16 +600,16 @@ impl Worker {
                 if self.healthy_since.elapsed() >= self.entry.restart.healthy_reset {
                     self.backoff = Duration::ZERO;
                 }
-                self.check_quota().await;
+                self.check_quota();
             }
             Err(CallError::Plugin(msg)) => {
                 self.entry.stats.delivered.fetch_add(n, Ordering::Relaxed);
                 self.entry.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, first_seq = frames[0].seq, error = %msg, "plugin reported an error for a batch");
-                self.check_quota().await;
+                self.check_quota();
             }
             Err(CallError::Trap(msg)) => {
-                self.instance = None;
+                self.retire();
                 self.entry.stats.traps.fetch_add(1, Ordering::Relaxed);
                 self.dead_letter(&msg, &frames);
                 self.on_failure(&msg);
@@ -643,7 +706,8 @@ impl Worker {
     /// directory quota (it would write more), nor when the fresh instance fails to start.
     async fn end_instance(&mut self, reason: EndReason) {
         if !self.fence.holds() {
-            if self.instance.take().is_some() {
+            if self.instance.is_some() {
+                self.retire();
                 tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, "the session ends here without on-session-end: this host lost the stream's lease, and the host that took it over resumes the session");
             }
             return;

@@ -618,7 +618,7 @@ fn encode_plugin_queues(
     )?;
     for (n, p) in plugins {
         let labels: PluginLabel = [("plugin", n.clone())];
-        p.call_seconds.0.encode(calls.encode_family(&labels)?)?;
+        p.call_seconds.encode(calls.encode_family(&labels)?)?;
     }
     Ok(())
 }

@@ -231,11 +231,26 @@ pub(crate) fn restrict(
     f.try_clone()
 }
 
+/// The stdout sink: tokio's stdout writes on the blocking pool, so a terminal or a pipe that
+/// does not read holds up this lane only, never a runtime thread (`println!` would).
 async fn run_stdout(mut rx: mpsc::Receiver<Queued>, stats: Arc<OutputStats>, sink: Arc<SinkStats>) {
+    let mut w = tokio::io::BufWriter::new(tokio::io::stdout());
     while let Some(q) = rx.recv().await {
-        println!("{}", q.rec.human());
-        stats.delivered(&sink);
+        let mut line = q.rec.human();
+        line.push('\n');
+        if let Err(e) = w.write_all(line.as_bytes()).await {
+            stats.drop_sink(&sink, &q.rec, DropReason::Failed);
+            if rtms_client::ratelog::admit("stdout-sink-failed") {
+                tracing::error!(error = %e, "cannot write output to stdout");
+            }
+        } else {
+            stats.delivered(&sink);
+        }
+        if rx.is_empty() {
+            let _ = w.flush().await;
+        }
     }
+    let _ = w.flush().await;
 }
 
 async fn run_jsonl(

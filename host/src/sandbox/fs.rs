@@ -15,20 +15,29 @@
 //! - `symlink-at` fails with `not-permitted` unless the grant says `symlinks = true`: a link
 //!   the guest cannot follow would still be followed by a host-side reader of the directory.
 //!
+//! - `write-via-stream` and `append-via-stream` give streams that write into the instance's
+//!   buffer (`super::filebuf`): a guest's file write costs a copy, never a system call on
+//!   its call. The calls that could see or change what it wrote (`read`, `read-via-stream`,
+//!   `write`, `stat`, `stat-at`, `set-size`, `metadata-hash(-at)`, `open-at` with
+//!   `truncate`) first wait until the buffer is written out; `sync` and `sync-data` too,
+//!   then reach the disk.
+//!
 //! Each refusal is an error code the guest sees (never a trap), counted in the plugin's
 //! counters and logged once per session with the key to raise ([`InstanceCtx::refused`]).
 //! The descriptor count is exact: each descriptor is noted when it is handed out
 //! (`get-directories`, `open-at`) and forgotten when the guest drops it.
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource, ResourceType};
+use wasmtime::component::{Linker, LinkerInstance, Resource, ResourceType};
 use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
-use wasmtime_wasi::p2::FsResult;
 use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as _;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
-    DescriptorFlags, ErrorCode, Host as _, HostDescriptor, OpenFlags, PathFlags,
+    DescriptorFlags, DescriptorStat, ErrorCode, Host as _, HostDescriptor, MetadataHashValue,
+    OpenFlags, PathFlags,
 };
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsResult};
 
+use super::filebuf::FileBuf;
 use super::fs_limits::{Open, Refused};
 use super::store::{InstanceCtx, StoreData};
 
@@ -95,6 +104,7 @@ pub fn link(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
             )
         },
     )?;
+    link_buffered(&mut types)?;
     linker.instance(PREOPENS)?.func_wrap(
         "get-directories",
         |mut store: StoreContextMut<'_, StoreData>, (): ()| {
@@ -103,6 +113,84 @@ pub fn link(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
     )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// Shadows the calls that write through the instance's buffer, or wait for it.
+fn link_buffered(types: &mut LinkerInstance<'_, StoreData>) -> wasmtime::Result<()> {
+    types.func_wrap(
+        "[method]descriptor.write-via-stream",
+        |mut store: StoreContextMut<'_, StoreData>, (fd, at): (Resource<Descriptor>, u64)| {
+            Ok((buffered_stream(store.data_mut(), &fd, Some(at))?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]descriptor.append-via-stream",
+        |mut store: StoreContextMut<'_, StoreData>, (fd,): (Resource<Descriptor>,)| {
+            Ok((buffered_stream(store.data_mut(), &fd, None)?,))
+        },
+    )?;
+    /// Shadows `$name` with wasmtime-wasi's `$method`, called once the buffer is written
+    /// out.
+    macro_rules! settled {
+        ($name:literal, $method:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+            types.func_wrap_async(
+                $name,
+                |mut store: StoreContextMut<'_, StoreData>, (fd, $($arg,)*): (Resource<Descriptor>, $($ty,)*)| {
+                    Box::new(async move {
+                        let st = store.data_mut();
+                        settle(&st.files).await;
+                        let r: FsResult<$ret> = st.filesystem().$method(fd, $($arg),*).await;
+                        Ok((to_guest(st, r)?,))
+                    })
+                },
+            )?;
+        };
+    }
+    settled!("[method]descriptor.read", read, (len: u64, at: u64) -> (Vec<u8>, bool));
+    settled!("[method]descriptor.write", write, (buf: Vec<u8>, at: u64) -> u64);
+    settled!("[method]descriptor.stat", stat, () -> DescriptorStat);
+    settled!("[method]descriptor.stat-at", stat_at, (flags: PathFlags, path: String) -> DescriptorStat);
+    settled!("[method]descriptor.set-size", set_size, (size: u64) -> ());
+    settled!("[method]descriptor.sync", sync, () -> ());
+    settled!("[method]descriptor.sync-data", sync_data, () -> ());
+    settled!("[method]descriptor.metadata-hash", metadata_hash, () -> MetadataHashValue);
+    settled!("[method]descriptor.metadata-hash-at", metadata_hash_at, (flags: PathFlags, path: String) -> MetadataHashValue);
+    types.func_wrap_async(
+        "[method]descriptor.read-via-stream",
+        |mut store: StoreContextMut<'_, StoreData>, (fd, at): (Resource<Descriptor>, u64)| {
+            Box::new(async move {
+                let st = store.data_mut();
+                settle(&st.files).await;
+                let r: FsResult<Resource<DynInputStream>> = st.filesystem().read_via_stream(fd, at);
+                Ok((to_guest(st, r)?,))
+            })
+        },
+    )?;
+    Ok(())
+}
+
+/// Waits until what the instance wrote is written out.
+async fn settle(files: &FileBuf) {
+    if files.pending() > 0 {
+        files.settle().await;
+    }
+}
+
+/// A stream of file `fd` writing into the instance's buffer, at `at` (`None`: appending).
+fn buffered_stream(
+    st: &mut StoreData,
+    fd: &Resource<Descriptor>,
+    at: Option<u64>,
+) -> GuestResult<Resource<DynOutputStream>> {
+    let file = match st.table_mut().get(fd)? {
+        Descriptor::File(f) if f.perms.write_not_permitted() => {
+            return Ok(Err(ErrorCode::NotPermitted));
+        }
+        Descriptor::File(f) => f.file.clone(),
+        Descriptor::Dir(_) => return Ok(Err(ErrorCode::IsDirectory)),
+    };
+    let stream: DynOutputStream = Box::new(st.files.stream(file, at));
+    Ok(Ok(st.table_mut().push(stream)?))
 }
 
 /// A call's result for the guest: an error code it sees, or a trap.
@@ -159,6 +247,9 @@ async fn open_at(
         });
         return Ok(Err(ErrorCode::InsufficientMemory));
     };
+    if oflags.contains(OpenFlags::TRUNCATE) {
+        settle(&st.files).await;
+    }
     let g = st.fs.grant_of(fd.rep());
     let mut creates = false;
     if oflags.contains(OpenFlags::CREATE)
@@ -180,6 +271,7 @@ async fn open_at(
             creates = true;
         }
     }
+    let creating = creates.then(|| st.fs.creating(g));
     let r = st
         .filesystem()
         .open_at(fd, path_flags, path, oflags, flags)
@@ -190,8 +282,8 @@ async fn open_at(
             _slot: Some(slot),
         };
         st.fs.open.insert(new.rep(), open);
-        if creates {
-            st.fs.note_created(g);
+        if let Some(c) = creating {
+            c.created();
         }
     }
     to_guest(st, r)
@@ -206,9 +298,10 @@ async fn create_directory_at(
     if let Some(e) = inodes_refused(st, g) {
         return Ok(Err(e));
     }
+    let creating = st.fs.creating(g);
     let r = st.filesystem().create_directory_at(fd, path).await;
     if r.is_ok() {
-        st.fs.note_created(g);
+        creating.created();
     }
     to_guest(st, r)
 }
@@ -235,9 +328,10 @@ async fn symlink_at(
     if let Some(e) = inodes_refused(st, g) {
         return Ok(Err(e));
     }
+    let creating = st.fs.creating(g);
     let r = st.filesystem().symlink_at(fd, old, new).await;
     if r.is_ok() {
-        st.fs.note_created(g);
+        creating.created();
     }
     to_guest(st, r)
 }
@@ -254,9 +348,10 @@ async fn link_at(
     if let Some(e) = inodes_refused(st, g) {
         return Ok(Err(e));
     }
+    let creating = st.fs.creating(g);
     let r = st.filesystem().link_at(fd, flags, old, new_fd, new).await;
     if r.is_ok() {
-        st.fs.note_created(g);
+        creating.created();
     }
     to_guest(st, r)
 }

@@ -82,8 +82,20 @@ impl Refused {
 pub struct Inodes {
     measured: AtomicU64,
     created: AtomicU64,
+    /// Creations begun (ever), and those under way: a walk that overlaps one is not used
+    /// for the count (it may have seen the entry, which is also noted as created).
+    started: AtomicU64,
+    creating: AtomicU64,
     /// A walk has counted the directory at least once.
     walked_once: std::sync::atomic::AtomicBool,
+}
+
+/// What [`Inodes`] looked like when a walk began.
+#[derive(Clone, Copy, Debug)]
+pub struct WalkStart {
+    created: u64,
+    started: u64,
+    creating: u64,
 }
 
 impl Inodes {
@@ -94,11 +106,6 @@ impl Inodes {
             .saturating_add(self.created.load(Ordering::Relaxed))
     }
 
-    /// Entries noted as created since the last walk.
-    pub(crate) fn created_so_far(&self) -> u64 {
-        self.created.load(Ordering::Relaxed)
-    }
-
     /// Whether the count needs a walk before it can be trusted: none was made yet, or the
     /// count is within a tenth of `bound` (entries the plugin deleted are only seen by a walk,
     /// so near the bound one decides, rather than refusing on a stale count).
@@ -106,22 +113,61 @@ impl Inodes {
         !self.walked_once.load(Ordering::Relaxed) || self.used() >= bound - bound / 10
     }
 
-    /// Notes one entry created.
-    pub fn created(&self) {
-        self.created.fetch_add(1, Ordering::Relaxed);
+    /// Notes one entry about to be created; [`Creating::created`] once it is.
+    pub(crate) fn begin(self: &Arc<Self>) -> Creating {
+        self.creating.fetch_add(1, Ordering::SeqCst);
+        self.started.fetch_add(1, Ordering::SeqCst);
+        Creating(Some(self.clone()))
     }
 
-    /// A walk that began when `created_before` entries had been noted counted `entries`:
-    /// those it saw replace the ones noted before it. Entries created during the walk stay
-    /// noted, so they may count twice until the next walk: never too few.
-    pub(crate) fn walked(&self, entries: u64, created_before: u64) {
+    /// The state a walk starting now must be compared with ([`Inodes::walked`]).
+    pub(crate) fn walk_start(&self) -> WalkStart {
+        WalkStart {
+            creating: self.creating.load(Ordering::SeqCst),
+            started: self.started.load(Ordering::SeqCst),
+            created: self.created.load(Ordering::SeqCst),
+        }
+    }
+
+    /// A walk that began at `start` counted `entries`: they replace the count, and the
+    /// entries noted as created before it are forgotten, unless a creation ran during the
+    /// walk (it may or may not have seen the entry): then the walk is not used and the count
+    /// stays as it was (returns false).
+    pub(crate) fn walked(&self, entries: u64, start: WalkStart) -> bool {
+        let overlapped = start.creating != 0
+            || self.creating.load(Ordering::SeqCst) != 0
+            || self.started.load(Ordering::SeqCst) != start.started;
+        if overlapped {
+            return false;
+        }
         self.walked_once.store(true, Ordering::Relaxed);
         self.measured.store(entries, Ordering::Relaxed);
         let _ = self
             .created
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                Some(c.saturating_sub(created_before))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                Some(c.saturating_sub(start.created))
             });
+        true
+    }
+}
+
+/// An entry being created under a granted directory (see [`Inodes::begin`]).
+pub(crate) struct Creating(Option<Arc<Inodes>>);
+
+impl Creating {
+    /// The entry was created.
+    pub(crate) fn created(self) {
+        if let Some(i) = &self.0 {
+            i.created.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        if let Some(i) = &self.0 {
+            i.creating.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -193,11 +239,12 @@ impl FsState {
         (g.inodes.used() >= max).then_some((g, max))
     }
 
-    pub(crate) fn note_created(&self, g: Option<usize>) {
-        if let Some(g) = g.and_then(|g| self.grants.get(g))
-            && g.max_inodes.is_some()
-        {
-            g.inodes.created();
+    /// An entry about to be created under grant `g` (counted if the grant has an entry
+    /// bound): call [`Creating::created`] on it once it is.
+    pub(crate) fn creating(&self, g: Option<usize>) -> Creating {
+        match g.and_then(|g| self.grants.get(g)) {
+            Some(g) if g.max_inodes.is_some() => g.inodes.begin(),
+            _ => Creating(None),
         }
     }
 }

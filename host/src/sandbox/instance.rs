@@ -2,8 +2,11 @@
 //!
 //! Every call runs under a deadline counted in epoch ticks: at each tick the guest yields to
 //! the executor (so a busy plugin never starves other tasks on its thread), and once the
-//! call's budget is spent the callback interrupts it with a trap. A trap leaves the Store
-//! unusable; the caller (the worker) must drop this `Instance` and build a new one.
+//! call's budget is spent the callback interrupts it with a trap. A call that waits on the
+//! host instead (a filesystem call on the blocking pool that never returns, a timer, an
+//! HTTP response) runs no guest code for the epoch to interrupt: the same deadline, a few
+//! ticks later, ends it on the wall clock, as a trap too. A trap leaves the Store unusable;
+//! the caller (the worker) must drop this `Instance` and build a new one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,22 +58,48 @@ impl CallError {
 }
 
 /// Calls an export of the handler, whichever contract version the instance targets (their
-/// Rust types are the same: see `bindings`).
+/// Rust types are the same: see `bindings`), under the call's wall-clock deadline.
 macro_rules! call {
-    ($self:ident, $method:ident($($arg:expr),*)) => {
-        match &$self.plugin {
-            Plugin::V01(p) => p.rtms_plugin_handler().$method(&mut $self.store, $($arg),*).await,
-            Plugin::V02(p) => p.rtms_plugin_handler().$method(&mut $self.store, $($arg),*).await,
-            Plugin::V03(p) => p.rtms_plugin0_3_0_handler().$method(&mut $self.store, $($arg),*).await,
-        }
-    };
+    ($self:ident, $method:ident($($arg:expr),*)) => {{
+        let wall = $self.wall;
+        let call = async {
+            match &$self.plugin {
+                Plugin::V01(p) => p.rtms_plugin_handler().$method(&mut $self.store, $($arg),*).await,
+                Plugin::V02(p) => p.rtms_plugin_handler().$method(&mut $self.store, $($arg),*).await,
+                Plugin::V03(p) => p.rtms_plugin0_3_0_handler().$method(&mut $self.store, $($arg),*).await,
+            }
+        };
+        within(wall, call).await
+    }};
 }
+
+/// `call`, or a [`HostWait`] error once `wall` has passed.
+async fn within<T>(
+    wall: Duration,
+    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match tokio::time::timeout(wall, call).await {
+        Ok(r) => r,
+        Err(_) => Err(wasmtime::Error::new(HostWait)),
+    }
+}
+
+/// A call ended on the wall clock while it waited on the host.
+#[derive(Debug, thiserror::Error)]
+#[error("the call waited on the host past its deadline")]
+struct HostWait;
+
+/// Epoch ticks a call may run past its deadline before the wall clock ends it: the epoch
+/// interrupts a guest that runs, so its trap names the cause first.
+const WALL_MARGIN_TICKS: u32 = 4;
 
 pub struct Instance {
     store: Store<StoreData>,
     plugin: Plugin,
     pub code: Arc<PluginCode>,
     ticks_per_call: u64,
+    /// The wall-clock bound of a call (see [`WALL_MARGIN_TICKS`]).
+    wall: Duration,
     limits: TrapLimits,
 }
 
@@ -99,6 +128,7 @@ impl Instance {
             ProcessShare {
                 quotas: rt.quotas(),
                 fds: rt.descriptors(),
+                files: rt.files(),
             },
             spec.net.clone(),
         )
@@ -136,8 +166,14 @@ impl Instance {
             plugin,
             code,
             ticks_per_call,
+            wall: spec.call_timeout + rt.tick() * WALL_MARGIN_TICKS,
             limits,
         })
+    }
+
+    /// The instance's buffered file writes (a handle that outlives the instance).
+    pub fn files(&self) -> super::filebuf::FileBuf {
+        self.store.data().files.clone()
     }
 
     fn arm(&mut self) {
@@ -150,8 +186,9 @@ impl Instance {
     }
 
     /// The outcome of a call: a plugin error with its sandbox errors named, or a trap
-    /// report.
+    /// report. What the call wrote to files starts on its way to them now.
     fn outcome(&mut self, r: wasmtime::Result<Result<(), String>>) -> Result<(), CallError> {
+        self.store.data().files.kick();
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(CallError::Plugin(explain_wasi_errors(&msg).into_owned())),
@@ -169,24 +206,28 @@ impl Instance {
     /// session's details (`InstanceCtx::details`).
     pub async fn session_start(&mut self, info: &SessionInfo) -> Result<(), CallError> {
         self.arm();
-        let r = match &self.plugin {
-            Plugin::V03(p) => {
-                let info = self.store.data().ctx.details.info_v03(info);
-                p.rtms_plugin0_3_0_handler()
-                    .call_on_session_start(&mut self.store, &info)
-                    .await
-            }
-            Plugin::V01(p) => {
-                p.rtms_plugin_handler()
-                    .call_on_session_start(&mut self.store, info)
-                    .await
-            }
-            Plugin::V02(p) => {
-                p.rtms_plugin_handler()
-                    .call_on_session_start(&mut self.store, info)
-                    .await
+        let wall = self.wall;
+        let call = async {
+            match &self.plugin {
+                Plugin::V03(p) => {
+                    let info = self.store.data().ctx.details.info_v03(info);
+                    p.rtms_plugin0_3_0_handler()
+                        .call_on_session_start(&mut self.store, &info)
+                        .await
+                }
+                Plugin::V01(p) => {
+                    p.rtms_plugin_handler()
+                        .call_on_session_start(&mut self.store, info)
+                        .await
+                }
+                Plugin::V02(p) => {
+                    p.rtms_plugin_handler()
+                        .call_on_session_start(&mut self.store, info)
+                        .await
+                }
             }
         };
+        let r = within(wall, call).await;
         self.outcome(r)
     }
 
@@ -194,24 +235,28 @@ impl Instance {
     /// `length` (`SessionDetails::frames_v03`).
     pub async fn frames(&mut self, session: u64, frames: &[Frame]) -> Result<(), CallError> {
         self.arm();
-        let r = match &self.plugin {
-            Plugin::V01(p) => {
-                p.rtms_plugin_handler()
-                    .call_on_frames(&mut self.store, session, frames)
-                    .await
-            }
-            Plugin::V02(p) => {
-                p.rtms_plugin_handler()
-                    .call_on_frames(&mut self.store, session, frames)
-                    .await
-            }
-            Plugin::V03(p) => {
-                let frames = self.store.data().ctx.details.frames_v03(frames);
-                p.rtms_plugin0_3_0_handler()
-                    .call_on_frames(&mut self.store, session, &frames)
-                    .await
+        let wall = self.wall;
+        let call = async {
+            match &self.plugin {
+                Plugin::V01(p) => {
+                    p.rtms_plugin_handler()
+                        .call_on_frames(&mut self.store, session, frames)
+                        .await
+                }
+                Plugin::V02(p) => {
+                    p.rtms_plugin_handler()
+                        .call_on_frames(&mut self.store, session, frames)
+                        .await
+                }
+                Plugin::V03(p) => {
+                    let frames = self.store.data().ctx.details.frames_v03(frames);
+                    p.rtms_plugin0_3_0_handler()
+                        .call_on_frames(&mut self.store, session, &frames)
+                        .await
+                }
             }
         };
+        let r = within(wall, call).await;
         self.outcome(r)
     }
 
@@ -227,27 +272,24 @@ impl Instance {
         let n = items.len();
         for (conn, item) in items {
             self.arm();
+            let wall = self.wall;
             let r = match (&self.plugin, &item) {
                 (Plugin::V01(_), _) => return Ok(0),
                 (Plugin::V02(p), Item::Message(m)) => {
-                    p.rtms_plugin_handler()
-                        .call_on_ws_message(&mut self.store, conn, m)
-                        .await
+                    let h = p.rtms_plugin_handler();
+                    within(wall, h.call_on_ws_message(&mut self.store, conn, m)).await
                 }
                 (Plugin::V02(p), Item::Event(e)) => {
-                    p.rtms_plugin_handler()
-                        .call_on_ws_event(&mut self.store, conn, e)
-                        .await
+                    let h = p.rtms_plugin_handler();
+                    within(wall, h.call_on_ws_event(&mut self.store, conn, e)).await
                 }
                 (Plugin::V03(p), Item::Message(m)) => {
-                    p.rtms_plugin0_3_0_handler()
-                        .call_on_ws_message(&mut self.store, conn, m)
-                        .await
+                    let h = p.rtms_plugin0_3_0_handler();
+                    within(wall, h.call_on_ws_message(&mut self.store, conn, m)).await
                 }
                 (Plugin::V03(p), Item::Event(e)) => {
-                    p.rtms_plugin0_3_0_handler()
-                        .call_on_ws_event(&mut self.store, conn, e)
-                        .await
+                    let h = p.rtms_plugin0_3_0_handler();
+                    within(wall, h.call_on_ws_event(&mut self.store, conn, e)).await
                 }
             };
             match self.outcome(r) {
@@ -259,9 +301,19 @@ impl Instance {
         Ok(n)
     }
 
+    /// Ends the session, then waits (up to the call's deadline) until every byte the
+    /// instance wrote to files is written out: a session's files are complete when it ends.
     pub async fn session_end(&mut self, session: u64, reason: EndReason) -> Result<(), CallError> {
         self.arm();
         let r = call!(self, call_on_session_end(session, reason));
+        let files = &self.store.data().files;
+        if tokio::time::timeout(self.wall, files.settle())
+            .await
+            .is_err()
+        {
+            let c = &self.store.data().ctx;
+            tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, pending_bytes = files.pending(), "the plugin's file writes were not all written out when its session ended: a file does not take them (a FIFO nobody reads, a hung mount); they are written when it does");
+        }
         self.outcome(r)
     }
 }
@@ -299,6 +351,10 @@ fn trap_error(st: &mut StoreData, limits: TrapLimits, e: wasmtime::Error) -> Cal
         )
     } else {
         match e.downcast_ref::<wasmtime::Trap>() {
+            _ if e.is::<HostWait>() => format!(
+                "call deadline exceeded: the call waited on the host (a filesystem call, a timer or an HTTP response) past [plugin.limits] call_timeout_ms = {} (a file that never answers, such as a FIFO nobody reads or a hung mount, or a slow request: raise call_timeout_ms, or keep such work out of the plugin)",
+                limits.call_timeout.as_millis()
+            ),
             Some(wasmtime::Trap::Interrupt) => format!(
                 "call deadline exceeded: the call ran past [plugin.limits] call_timeout_ms = {} (an endless loop, or too much work for one call: raise call_timeout_ms, or lower [plugin.batch] max_frames)",
                 limits.call_timeout.as_millis()

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod caps;
 pub mod descriptors;
 pub mod explain;
+pub mod filebuf;
 pub mod fs;
 pub mod fs_limits;
 pub mod imports;
@@ -52,13 +53,15 @@ struct RuntimeInner {
     engine: Engine,
     linker: Linker<StoreData>,
     cache: cache::CompileCache,
-    quotas: quota::Quotas,
+    quotas: Arc<quota::Quotas>,
     /// The descriptors every plugin of the process may hold together.
     descriptors: descriptors::Descriptors,
     /// Plugin state (contract 0.2), kept across reloads and restarts.
     state: Arc<dyn StateStore>,
     tick: Duration,
     ticker_stop: Arc<AtomicBool>,
+    /// Plugins' buffered file writes and the thread that writes them out.
+    files: Arc<filebuf::Flusher>,
 }
 
 impl Drop for RuntimeInner {
@@ -153,8 +156,6 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI HTTP: {e}"))?;
-        link_inline_writes(&mut linker)
-            .map_err(|e| anyhow::anyhow!("cannot link WASI output streams: {e}"))?;
         fs::link(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link the WASI filesystem bounds: {e}"))?;
         link_contracts(&mut linker)?;
@@ -162,16 +163,18 @@ impl Runtime {
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), cfg.epoch_tick, ticker_stop.clone())?;
         let cache = cache::CompileCache::new(cfg.cache_dir.clone(), &engine);
+        let files = filebuf::Flusher::start()?;
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
                 cache,
-                quotas: quota::Quotas::default(),
+                quotas: Arc::default(),
                 descriptors,
                 state: Arc::new(MemoryStateStore::new()),
                 tick: cfg.epoch_tick,
                 ticker_stop,
+                files,
             }),
         })
     }
@@ -181,7 +184,7 @@ impl Runtime {
     }
 
     /// The measured usage of granted directories, for write quotas.
-    pub fn quotas(&self) -> &quota::Quotas {
+    pub fn quotas(&self) -> &Arc<quota::Quotas> {
         &self.inner.quotas
     }
 
@@ -195,6 +198,11 @@ impl Runtime {
     /// reloads and restarts.
     pub fn state(&self) -> &Arc<dyn StateStore> {
         &self.inner.state
+    }
+
+    /// Plugins' buffered file writes: [`filebuf::Flusher::flush_all`] at shutdown.
+    pub fn files(&self) -> &filebuf::Flusher {
+        &self.inner.files
     }
 
     /// The epoch tick length.
@@ -306,50 +314,6 @@ fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component> {
     }
     Component::new(engine, bytes)
         .map_err(|e| anyhow::anyhow!("cannot compile {}: {e:#}", path.display()))
-}
-
-/// Shadows `wasi:io/streams` `output-stream.write` so that a plugin's file write happens on
-/// the calling thread.
-///
-/// wasi-libc writes a file as `check-write`, `write`, `blocking-flush`. wasmtime-wasi runs a
-/// file stream's `write` on tokio's blocking pool whatever the context allows (only
-/// `blocking-write-and-flush` honours `allow_blocking_current_thread`), so each write was a
-/// hand-off to another thread and back: the largest cost on the frame path of a plugin that
-/// writes per batch. Here `write` is the stream's own `blocking_write_and_flush`: the same
-/// bytes in the same order, done before the call returns (a file write here is a local,
-/// buffered syscall; the log sinks behind stdout and stderr take the bytes as before). The
-/// stream is then ready again, so the guest's `blocking-flush` returns at once.
-fn link_inline_writes(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
-    use wasmtime::StoreContextMut;
-    use wasmtime::component::Resource;
-    use wasmtime_wasi::p2::bindings::io::streams::StreamError as WitStreamError;
-    use wasmtime_wasi::p2::{DynOutputStream, StreamError};
-
-    linker.allow_shadowing(true);
-    linker.instance("wasi:io/streams@0.2.12")?.func_wrap_async(
-        "[method]output-stream.write",
-        |mut store: StoreContextMut<'_, StoreData>,
-         (stream, bytes): (Resource<DynOutputStream>, Vec<u8>)| {
-            Box::new(async move {
-                let table = store.data_mut().table_mut();
-                let result = table
-                    .get_mut(&stream)?
-                    .blocking_write_and_flush(bytes.into())
-                    .await;
-                let result = match result {
-                    Ok(()) => Ok(()),
-                    Err(StreamError::Closed) => Err(WitStreamError::Closed),
-                    Err(StreamError::LastOperationFailed(e)) => {
-                        Err(WitStreamError::LastOperationFailed(table.push(e)?))
-                    }
-                    Err(StreamError::Trap(e)) => return Err(e),
-                };
-                Ok((result,))
-            })
-        },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
 }
 
 /// Increments the engine's epoch every `tick` until `stop` is set. A plain thread, outside

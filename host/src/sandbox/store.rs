@@ -357,6 +357,8 @@ impl ResourceLimiter for Limiter {
 pub struct ProcessShare<'a> {
     pub quotas: &'a super::quota::Quotas,
     pub fds: &'a Descriptors,
+    /// Where the instance's file writes are buffered and written out.
+    pub files: &'a super::filebuf::Flusher,
 }
 
 /// The data of one instance's Store.
@@ -373,6 +375,8 @@ pub struct StoreData {
     pub(crate) fs: FsState,
     /// Epoch ticks the current call may still run before it is interrupted.
     pub(crate) ticks_left: u64,
+    /// The guest's file writes, not yet written out.
+    pub(crate) files: super::filebuf::FileBuf,
 }
 
 impl StoreData {
@@ -385,12 +389,14 @@ impl StoreData {
         process: ProcessShare<'_>,
         net: Option<Arc<NetGate>>,
     ) -> anyhow::Result<Self> {
-        let ProcessShare { quotas, fds } = process;
+        let ProcessShare { quotas, fds, files } = process;
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogSink::new(ctx.clone(), Stream::Stdout));
         b.stderr(LogSink::new(ctx.clone(), Stream::Stderr));
-        // File writes are small and local: run them inline instead of a thread hop each.
-        b.allow_blocking_current_thread(true);
+        // Every filesystem call runs on the blocking pool (wasmtime-wasi's default), never on
+        // the calling thread: a call that never returns (a FIFO, a hung mount) holds only the
+        // plugin's own call, which its deadline ends. File writes do not leave the call at
+        // all: they go to the instance's buffer (`super::filebuf`, linked in `super::fs`).
         b.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -437,6 +443,7 @@ impl StoreData {
             ctx,
             caps,
             ticks_left: 0,
+            files: files.buffer(),
         })
     }
 }

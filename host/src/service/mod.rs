@@ -626,6 +626,22 @@ impl Service {
         if aborted > 0 {
             tracing::error!(aborted, "streams did not end within the grace period");
         }
+        let letters = &self.shared.services.dead_letters;
+        if tokio::time::timeout(self.grace, letters.flush())
+            .await
+            .is_err()
+        {
+            tracing::error!("dead letters were not all written within the grace period");
+        }
+        letters.summarise();
+        // Every instance's buffered file writes, those of instances that trapped included.
+        let unwritten = self.shared.rt.files().flush_all(self.grace).await;
+        if unwritten > 0 {
+            tracing::error!(
+                unwritten_bytes = unwritten,
+                "plugins' file writes were not all written out within the grace period: a file does not take them (a FIFO nobody reads, a hung mount)"
+            );
+        }
         if let Some(j) = &self.journal {
             // The streams ended: their entries go.
             let j = j.clone();
