@@ -103,3 +103,72 @@ async fn started_webhook_fields_reach_a_0_3_plugin_beside_older_ones() {
     }
     drop(dir);
 }
+
+/// Contract 0.3's `video.request`: a plugin pins participant 3 at session start; the host,
+/// following the first participant with video (one at a time), switches to 3 as soon as 3's
+/// video is on. Without individual mode the request is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_3_plugin_pins_a_participants_individual_video() {
+    use rtms_sim::EventKind::VideoOn;
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let plugin = |media: &str| {
+        format!(
+            "[[plugin]]\nname = \"details\"\ncomponent = {:?}\nmedia = [{media}]\n[plugin.config]\npin = \"3\"\n",
+            crate::util::component("details_v03").display().to_string(),
+        )
+    };
+    let script = rtms_sim::MeetingScript::builder()
+        .participant(1, "Ann")
+        .participant(2, "Bo")
+        .participant(3, "Cy")
+        .event(100, VideoOn, 1)
+        .event(400, VideoOn, 2)
+        .event(700, VideoOn, 3)
+        .duration_ms(1500)
+        .build()
+        .unwrap();
+    for individual in [true, false] {
+        let video = if individual {
+            "[rtms.video]\nmode = \"individual\"\nfollow = \"first-with-video\"\n"
+        } else {
+            ""
+        };
+        let host = start_host(
+            &sim,
+            Setup {
+                extra: format!("{}{video}", plugin("\"video\"")),
+                ..Default::default()
+            },
+            |_| {},
+        )
+        .await;
+        let m = start(
+            &sim,
+            &host,
+            script.clone(),
+            Product::Meeting,
+            Pace::Realtime,
+        );
+        let ledger = finish(&host, &m).await;
+        let path = host.dir.path().join("outputs.jsonl");
+        let Host { svc, dir, .. } = host;
+        within("shutdown", svc.shutdown()).await;
+        let asked: Vec<(i64, bool, u32)> = ledger
+            .video_subscriptions
+            .iter()
+            .map(|s| (s.user_id, s.subscribe, s.status))
+            .collect();
+        if individual {
+            assert_eq!(outputs(&path, "details", "video_pinned").len(), 1);
+            assert_eq!(asked, vec![(1, true, 0), (1, false, 0), (3, true, 0)]);
+            assert!(ledger.video_by_user[&3] > 0, "{:?}", ledger.video_by_user);
+        } else {
+            let refused = outputs(&path, "details", "video_refused");
+            assert_eq!(refused.len(), 1, "{refused:?}");
+            let why = refused[0]["message"].as_str().unwrap_or_default();
+            assert!(why.contains("mode = \"individual\""), "{why}");
+            assert!(asked.is_empty(), "{asked:?}");
+        }
+        drop(dir);
+    }
+}

@@ -46,6 +46,28 @@ impl<F: SinkFactory, C: Connector> Clone for Sessions<F, C> {
     }
 }
 
+/// A handle on [`Sessions`] that does not keep them alive (for callbacks held by what the
+/// sessions own).
+pub struct WeakSessions<F: SinkFactory, C: Connector = WsConnector> {
+    inner: std::sync::Weak<Inner<F, C>>,
+}
+
+impl<F: SinkFactory, C: Connector> WeakSessions<F, C> {
+    /// The sessions, while they exist.
+    pub fn upgrade(&self) -> Option<Sessions<F, C>> {
+        self.inner.upgrade().map(|inner| Sessions { inner })
+    }
+}
+
+impl<F: SinkFactory, C: Connector> Sessions<F, C> {
+    /// A handle that does not keep the sessions alive.
+    pub fn downgrade(&self) -> WeakSessions<F, C> {
+        WeakSessions {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+}
+
 struct Inner<F, C> {
     cfg: Arc<ClientConfig>,
     connector: Arc<C>,

@@ -21,6 +21,8 @@ pub struct PluginLink {
     /// State writes and charges refused on this session (the guest saw the error; nothing
     /// the host accepted was lost).
     pub refused: (AtomicU64, AtomicU64),
+    /// Where the plugin's individual-video requests go, once the host has a client.
+    pub video: Option<crate::dataplane::services::VideoControl>,
 }
 
 impl PluginLink {
@@ -30,11 +32,37 @@ impl PluginLink {
             stats,
             losses: Losses::default(),
             refused: Default::default(),
+            video: None,
         })
     }
 }
 
+impl PluginLink {
+    /// With the host's individual-video control, when it has one.
+    pub fn with_video(
+        outputs: Outputs,
+        stats: Arc<PluginStats>,
+        video: Option<crate::dataplane::services::VideoControl>,
+    ) -> Arc<Self> {
+        let mut link = Arc::into_inner(Self::new(outputs, stats)).expect("a new link");
+        link.video = video;
+        Arc::new(link)
+    }
+}
+
 impl Embedder for PluginLink {
+    fn video(
+        &self,
+        ctx: &InstanceCtx,
+        user_id: i64,
+        action: crate::sandbox::store::VideoAction,
+    ) -> Result<(), String> {
+        match &self.video {
+            Some(control) => control(&ctx.stream_id, user_id, action),
+            None => Err("this host takes no video requests (it runs no Zoom client)".into()),
+        }
+    }
+
     fn emit(&self, ctx: &InstanceCtx, out: Output) {
         self.outputs.send(OutputRecord::new(
             ctx.plugin.clone(),

@@ -25,7 +25,15 @@ pub struct Services {
     /// shutdown then ends for its plugins as `reload` (a new instance takes over), and their
     /// session state is kept for the journal.
     pub handing_off: std::sync::atomic::AtomicBool,
+    /// Where a plugin's individual-video requests go (contract 0.3 `video.request`): set once
+    /// the streams' client exists; until then a request is refused.
+    pub video: std::sync::OnceLock<VideoControl>,
 }
+
+/// Takes a plugin's individual-video request for a stream: `(stream id, user id, action)`;
+/// `Err` says why it cannot be done.
+pub type VideoControl =
+    Arc<dyn Fn(&str, i64, crate::sandbox::store::VideoAction) -> Result<(), String> + Send + Sync>;
 
 /// Sent to the reload controller when a freshly swapped version keeps trapping.
 #[derive(Debug, Clone)]

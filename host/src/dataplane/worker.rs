@@ -273,7 +273,11 @@ impl Worker {
         fence: Fence,
     ) -> WorkerHandle {
         let queue = Queue::new(entry.queue_capacity, entry.on_full);
-        let link = PluginLink::new(services.outputs.clone(), entry.stats.clone());
+        let link = PluginLink::with_video(
+            services.outputs.clone(),
+            entry.stats.clone(),
+            services.video.get().cloned(),
+        );
         let ctx = Arc::new(
             InstanceCtx::new(
                 entry.name.clone(),

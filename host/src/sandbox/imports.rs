@@ -173,3 +173,20 @@ impl budget::Host for StoreData {
         (self.ctx.units.used(), self.caps.units_per_session)
     }
 }
+
+impl crate::sandbox::bindings::v03::rtms::plugin0_3_0::video::Host for StoreData {
+    fn request(
+        &mut self,
+        user_id: i64,
+        action: crate::sandbox::bindings::v03::rtms::plugin0_3_0::video::Action,
+    ) -> Result<(), String> {
+        use crate::sandbox::bindings::v03::rtms::plugin0_3_0::video::Action;
+        use crate::sandbox::store::VideoAction;
+        let action = match action {
+            Action::Pin => VideoAction::Pin,
+            Action::Drop => VideoAction::Drop,
+            Action::Release => VideoAction::Release,
+        };
+        self.ctx.embedder.video(&self.ctx, user_id, action)
+    }
+}

@@ -88,6 +88,21 @@ pub trait Embedder: Send + Sync {
     fn net(&self, event: NetEvent) {
         let _ = event;
     }
+    /// The guest asks to pin, drop or release a participant's individual video on its
+    /// session's stream (contract 0.3 `video.request`); `Err` says why it cannot be done.
+    /// Runs inside a guest call: it must never block.
+    fn video(&self, ctx: &InstanceCtx, user_id: i64, action: VideoAction) -> Result<(), String> {
+        let _ = (ctx, user_id, action);
+        Err("this host takes no video requests".into())
+    }
+}
+
+/// What a plugin asks of a participant's individual video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoAction {
+    Pin,
+    Drop,
+    Release,
 }
 
 /// What a byte-rate budget cut.

@@ -405,7 +405,9 @@ fn streams(
     let telemetry = Arc::new(Telemetry::default());
     let event_connector = connector.clone();
     let client_cfg = client_config(pipeline)?;
+    let individual = client_cfg.video.is_some();
     let sessions = Sessions::with_observer(client_cfg, connector, factory, telemetry.clone());
+    let _ = shared.video.set(video_control(&sessions, individual));
     Ok(Streams {
         sessions,
         telemetry,
@@ -413,6 +415,35 @@ fn streams(
         fences,
         event_connector,
         starts: tokio::sync::broadcast::channel(256).0,
+    })
+}
+
+/// Plugins' individual-video requests, handed to the stream's client session.
+fn video_control(
+    sessions: &HostSessions,
+    individual: bool,
+) -> crate::dataplane::services::VideoControl {
+    use crate::sandbox::store::VideoAction;
+    use rtms_client::video::Command;
+    // Weak: the sessions own the data plane that holds this.
+    let sessions = sessions.downgrade();
+    Arc::new(move |stream_id: &str, user: i64, action: VideoAction| {
+        if !individual {
+            return Err(
+                "this stream's video is not in individual mode: the operator sets [rtms.video] mode = \"individual\""
+                    .into(),
+            );
+        }
+        let cmd = match action {
+            VideoAction::Pin => Command::Pin(user),
+            VideoAction::Drop => Command::Drop(user),
+            VideoAction::Release => Command::Release(user),
+        };
+        if sessions.upgrade().is_some_and(|s| s.video(stream_id, cmd)) {
+            Ok(())
+        } else {
+            Err("the stream no longer runs on this host".into())
+        }
     })
 }
 
