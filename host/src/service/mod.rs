@@ -503,13 +503,8 @@ impl Service {
         let streams = streams(&pipeline, &shared, opts.tap, opts.read_tap)?;
         let cluster = start_cluster(&pipeline, &shared, &streams).await?;
         let rtms = rtms_control(&pipeline, streams.starts.clone())?;
-        let Streams {
-            sessions,
-            telemetry,
-            resumed,
-            event_connector,
-            ..
-        } = streams;
+        let (sessions, telemetry) = (streams.sessions, streams.telemetry);
+        let (resumed, event_connector) = (streams.resumed, streams.event_connector);
         let ready = Arc::new(AtomicBool::new(false));
         let reloads = Arc::new(ReloadLog::default());
         reloads.set_config(&pipeline);
@@ -519,12 +514,13 @@ impl Service {
         let addr = listener.local_addr()?;
         let admin_addr = admin_addr(&pipeline, opts.admin_listener.as_ref())?;
         let ingress_cfg = ingress_config(&pipeline, webhook_secret, &counters, &rtms)?;
+        let outputs = &shared.outputs;
         let handler = Handler::new(
             &sessions,
             &telemetry,
             rtms.starts.clone(),
             &cluster,
-            &shared.outputs,
+            outputs,
         );
         let event_ws = event_ws_config(&pipeline, &rtms)?;
         let mut tasks = Vec::new();
@@ -554,12 +550,8 @@ impl Service {
         let grace = pipeline.runtime.shutdown_grace;
         let watch = opts.watch.unwrap_or(pipeline.runtime.reload.watch);
         let reloader = Reloader::new(pipeline, env, shared.clone()).with_log(reloads);
-        tasks.push(spawn_reloader(
-            reloader,
-            (trigger_rx, rollback_rx),
-            watch,
-            &stop,
-        ));
+        let reload_rx = (trigger_rx, rollback_rx);
+        tasks.push(spawn_reloader(reloader, reload_rx, watch, &stop));
         ready.store(true, Ordering::Relaxed);
         tracing::info!(%addr, admin = ?admin_addr, "rtms-host ready");
         Ok(Self {
