@@ -838,6 +838,52 @@ fn frame_lines(recording: &str) -> Vec<String> {
         .collect()
 }
 
+/// The speakers the audio frames of a recording name (`user_name`), in order of appearance.
+fn audio_speakers(recording: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for l in frame_lines(recording) {
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        if v["msg"]["msg_type"] == 14 {
+            let name = v["msg"]["content"]["user_name"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// A meeting script is played as the plugin's pipeline asks Zoom for it: with `[rtms.audio]
+/// per_speaker = true` there, every audio frame names its speaker; without, audio is mixed
+/// and names nobody, as Zoom sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_is_played_as_the_pipeline_asks_zoom() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("busy.toml");
+    std::fs::write(&script, BUSY_SCRIPT).unwrap();
+    let media = vec!["audio".to_owned()];
+    let mixed = dir.path().join("mixed.jsonl");
+    rtms_host::plugin_dev::script::record(&script, &media, &toml::Table::new(), &mixed)
+        .await
+        .unwrap();
+    assert_eq!(
+        audio_speakers(&std::fs::read_to_string(&mixed).unwrap()),
+        [""]
+    );
+    let zoom: toml::Table = toml::from_str("audio = { per_speaker = true }").unwrap();
+    let each = dir.path().join("per-speaker.jsonl");
+    rtms_host::plugin_dev::script::record(&script, &media, &zoom, &each)
+        .await
+        .unwrap();
+    assert_eq!(
+        audio_speakers(&std::fs::read_to_string(&each).unwrap()),
+        ["Ana Souza", "Kofi Mensah", "Lena Fischer"]
+    );
+}
+
 /// Ten plays of the same script record the same frames, byte for byte, in the same order
 /// (timestamps on the script's fixed clock, events and media interleaved by script time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -851,7 +897,7 @@ async fn a_script_records_the_same_frames_on_every_play() {
     let mut first: Option<Vec<String>> = None;
     for run in 0..10 {
         let rec = dir.path().join(format!("busy-{run}.jsonl"));
-        rtms_host::plugin_dev::script::record(&script, &media, &rec)
+        rtms_host::plugin_dev::script::record(&script, &media, &toml::Table::new(), &rec)
             .await
             .unwrap();
         let frames = frame_lines(&std::fs::read_to_string(&rec).unwrap());

@@ -130,6 +130,11 @@ pub struct Manifest {
     pub limits: toml::Table,
     /// The pipeline the limits come from (`[test] pipeline`); `None`: `[limits]`.
     pub limits_from: Option<PathBuf>,
+    /// What the plugin's pipeline asks Zoom for, from the `[rtms]` of `[test] pipeline`: its
+    /// `events` and its `audio`, `video`, `deskshare` and `transcript` tables (per-speaker
+    /// audio, a codec, a frame rate). A meeting script played for the test, or by `plugin
+    /// run`, is asked for the same. Empty: Zoom's defaults.
+    pub zoom: toml::Table,
     pub test: TestSpec,
 }
 
@@ -187,9 +192,12 @@ impl Manifest {
         let t = raw.test;
         moved_limits(&t)?;
         let limits_from = t.pipeline.as_ref().map(|p| dir.join(p));
-        let entry_in_pipeline = match &limits_from {
-            Some(pipeline) => Some(pipeline_plugin(pipeline, &p.name)?),
-            None => None,
+        let (entry_in_pipeline, zoom) = match &limits_from {
+            Some(pipeline) => {
+                let (entry, zoom) = pipeline_plugin(pipeline, &p.name)?;
+                (Some(entry), zoom)
+            }
+            None => (None, toml::Table::new()),
         };
         let limits = match &entry_in_pipeline {
             None => raw.limits,
@@ -219,6 +227,7 @@ impl Manifest {
             net: raw.net,
             limits,
             limits_from,
+            zoom,
             test: TestSpec {
                 meeting: t.meeting.map(|m| dir.join(m)),
                 expected: dir.join(t.expected.unwrap_or_else(|| PathBuf::from("expected"))),
@@ -277,8 +286,12 @@ fn one_media(
     Ok(media)
 }
 
-/// The `[[plugin]]` named `name` in the pipeline file `path`.
-fn pipeline_plugin(path: &Path, name: &str) -> Result<toml::Table> {
+/// The keys of `[rtms]` that decide what Zoom sends (the rest is the host's own business).
+const ZOOM_KEYS: [&str; 5] = ["events", "audio", "video", "deskshare", "transcript"];
+
+/// The `[[plugin]]` named `name` in the pipeline file `path`, and the [`ZOOM_KEYS`] of its
+/// `[rtms]`.
+fn pipeline_plugin(path: &Path, name: &str) -> Result<(toml::Table, toml::Table)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("[test] pipeline: cannot read {}", path.display()))?;
     let doc: toml::Table = toml::from_str(&text)
@@ -296,12 +309,20 @@ fn pipeline_plugin(path: &Path, name: &str) -> Result<toml::Table> {
                 path.display()
             )
         })?;
-    plugin.as_table().cloned().with_context(|| {
+    let plugin = plugin.as_table().cloned().with_context(|| {
         format!(
             "[test] pipeline: {}: the [[plugin]] named {name:?} is not a table",
             path.display()
         )
-    })
+    })?;
+    let rtms = doc.get("rtms").and_then(toml::Value::as_table);
+    let zoom = rtms
+        .into_iter()
+        .flat_map(|t| t.iter())
+        .filter(|(k, _)| ZOOM_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok((plugin, zoom))
 }
 
 /// The `[plugin.limits]` of `plugin`, the `[[plugin]]` named `name` in the pipeline `path`.
@@ -432,6 +453,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("lowercase"), "{e:#}");
+    }
+
+    /// What the pipeline asks Zoom for (`[rtms]` events, audio, video, deskshare,
+    /// transcript) is taken from `[test] pipeline`, and nothing else of its `[rtms]`.
+    #[test]
+    fn what_zoom_is_asked_for_comes_from_the_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pipeline.toml"),
+            "version = 1\n[rtms]\nevents = [\"participant-join\"]\nmax_streams = 3\n\
+             [rtms.audio]\nper_speaker = true\n\
+             [[plugin]]\nname = \"n\"\ncomponent = \"x.wasm\"\nmedia = [\"audio\"]\n",
+        )
+        .unwrap();
+        let text = "[plugin]\nname = \"n\"\nlang = \"c\"\n[test]\npipeline = \"pipeline.toml\"\n";
+        let m = Manifest::parse(text, dir.path()).unwrap();
+        let want: toml::Table =
+            toml::from_str("events = [\"participant-join\"]\naudio = { per_speaker = true }\n")
+                .unwrap();
+        assert_eq!(m.zoom, want);
+        let alone = "[plugin]\nname = \"n\"\nlang = \"c\"\nmedia = [\"audio\"]\n";
+        assert!(Manifest::parse(alone, dir.path()).unwrap().zoom.is_empty());
     }
 
     /// `media` is taken from the pipeline `[test] pipeline` names when the manifest leaves it
