@@ -178,6 +178,55 @@ async fn scaffold_passes(lang: Lang) {
     }
 }
 
+/// Every skeleton carries the design review of examples/meetings as `meetings/review.toml`
+/// (an author outside this repository has no examples/), a script that parses.
+#[test]
+fn every_skeleton_carries_the_review_meeting() {
+    let review = std::fs::read_to_string(root().join("examples/meetings/review.toml")).unwrap();
+    for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
+        for v02 in [false, true] {
+            if v02 && lang == Lang::Rust {
+                continue;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let plugin = dir.path().join("p");
+            if v02 {
+                scaffold_v02::create("p", lang, &plugin).unwrap();
+            } else {
+                scaffold::create("p", lang, &plugin).unwrap();
+            }
+            let copy = plugin.join("meetings/review.toml");
+            assert_eq!(std::fs::read_to_string(&copy).unwrap(), review, "{lang:?}");
+            rtms_host::plugin_dev::script::check(&copy).unwrap();
+            let manifest = std::fs::read_to_string(plugin.join("rtms-plugin.toml")).unwrap();
+            assert!(manifest.contains("meetings/review.toml"), "{manifest}");
+        }
+    }
+}
+
+/// The C skeleton pointed at its `meetings/review.toml` counts what the review says: eight
+/// transcript lines, 102 words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skeleton_tried_on_the_review_meeting_counts_it() {
+    if !c_toolchain_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("review-c");
+    scaffold::create("review-c", Lang::C, &plugin).unwrap();
+    let manifest = plugin.join("rtms-plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        "meeting = \"meetings/sample.jsonl\"",
+        "meeting = \"meetings/review.toml\"",
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let (m, o) = build_and_test(&plugin, true).await;
+    assert_eq!(o.plugin.traps + o.plugin.errors, 0, "{o:?}");
+    assert_eq!(o.plugin.delivered, 8);
+    let out = expected_outputs(&m);
+    assert!(out.contains("8 transcript lines, 102 words"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_scaffold_builds_and_passes_its_test() {
     scaffold_passes(Lang::Rust).await;

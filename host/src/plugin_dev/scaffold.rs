@@ -14,6 +14,9 @@ use super::compile::WIT;
 use super::manifest::{Lang, valid_name};
 
 const SAMPLE: &str = include_str!("templates/sample.jsonl");
+/// The design review of examples/meetings: every media kind, four speakers at different
+/// levels, links and questions in the chat (a skeleton's `meetings/review.toml`).
+pub const REVIEW: &str = include_str!("../../../examples/meetings/review.toml");
 const RUST_LIB: &str = include_str!("templates/rust.lib.rs");
 const RUST_CARGO: &str = include_str!("templates/rust.Cargo.toml");
 const PYTHON_APP: &str = include_str!("templates/app.py");
@@ -56,6 +59,7 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<()> {
         ("pipeline.toml", pipeline(name, &shape)),
         ("wit/plugin.wit", WIT.to_owned()),
         ("meetings/sample.jsonl", SAMPLE.to_owned()),
+        ("meetings/review.toml", REVIEW.to_owned()),
         ("expected/outputs.jsonl", expected_outputs),
         (
             ".gitignore",
@@ -174,6 +178,8 @@ component = "{component}"
 {config}
 [test]
 # A recording (.jsonl, from `rtms-host simulate --record`) or a meeting script (.toml).
+# meetings/review.toml is a script to try a plugin on: a 45 s design review, four speakers
+# at different levels, every media kind, links and questions in the chat.
 meeting = "meetings/sample.jsonl"
 # outputs.jsonl and files/ as the plugin should produce them; `plugin test --update` rewrites them.
 expected = "expected"

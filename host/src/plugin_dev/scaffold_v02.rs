@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 
 use super::contract::Contract;
 use super::manifest::{Lang, valid_name};
-use super::scaffold::{EXPECTED_LINES, EXPECTED_WORDS};
+use super::scaffold::{EXPECTED_LINES, EXPECTED_WORDS, REVIEW};
 
 const SAMPLE: &str = include_str!("templates/sample.jsonl");
 const PYTHON_APP: &str = include_str!("templates/v02/app.py");
@@ -94,6 +94,8 @@ http = ["https://api.example.com/v1"]
 
 [test]
 # A recording (.jsonl, from `rtms-host simulate --record`) or a meeting script (.toml).
+# meetings/review.toml is a script to try a plugin on: a 45 s design review, four speakers
+# at different levels, every media kind, links and questions in the chat.
 meeting = "meetings/sample.jsonl"
 # outputs.jsonl and files/ as the plugin should produce them; `plugin test --update` rewrites them.
 expected = "expected"
@@ -211,6 +213,7 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<()> {
         ),
         ("pipeline.toml", pipeline(name, &component)),
         ("meetings/sample.jsonl", SAMPLE.to_owned()),
+        ("meetings/review.toml", REVIEW.to_owned()),
         ("fakes.jsonl", fakes()),
         ("expected/outputs.jsonl", expected_output()),
         (".gitignore", "/build/\n/out/\n/.cache/\n".to_owned()),
