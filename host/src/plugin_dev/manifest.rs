@@ -207,7 +207,8 @@ impl Manifest {
             ),
             Some(plugin) => pipeline_limits(plugin, &p.name, limits_from.as_deref())?,
         };
-        let media = one_media(p.media, entry_in_pipeline.as_ref(), limits_from.as_deref())?;
+        let pipe = limits_from.as_deref();
+        let media = one_media(p.media, entry_in_pipeline.as_ref(), pipe)?;
         for name in t.secrets.keys() {
             check_secret_name(name)?;
         }
@@ -223,8 +224,8 @@ impl Manifest {
             component,
             media,
             contract,
-            config: raw.config,
-            net: raw.net,
+            config: one_table(raw.config, "config", entry_in_pipeline.as_ref(), pipe)?,
+            net: one_table(raw.net, "net", entry_in_pipeline.as_ref(), pipe)?,
             limits,
             limits_from,
             zoom,
@@ -284,6 +285,25 @@ fn one_media(
         }
     }
     Ok(media)
+}
+
+/// `[config]` or `[net]` (`key`): as written here, or, left out here, `[plugin.<key>]` of
+/// the plugin's `[[plugin]]` in `[test] pipeline` (declared once, where it runs). A test may
+/// set its own on purpose (a lower threshold to exercise a path), so both set is no error.
+fn one_table(
+    own: toml::Table,
+    key: &str,
+    in_pipeline: Option<&toml::Table>,
+    pipeline: Option<&Path>,
+) -> Result<toml::Table> {
+    match in_pipeline.and_then(|t| t.get(key)) {
+        Some(toml::Value::Table(t)) if own.is_empty() => Ok(t.clone()),
+        Some(toml::Value::Table(_)) | None => Ok(own),
+        Some(_) => bail!(
+            "[test] pipeline: [plugin.{key}] of the plugin's [[plugin]] in {} is not a table",
+            pipeline.unwrap_or(Path::new("?")).display()
+        ),
+    }
 }
 
 /// The keys of `[rtms]` that decide what Zoom sends (the rest is the host's own business).
@@ -453,6 +473,46 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("lowercase"), "{e:#}");
+    }
+
+    /// `[config]` and `[net]` come from `[test] pipeline` when left out here; set here, the
+    /// test's own are used.
+    #[test]
+    fn config_and_net_come_from_the_pipeline_when_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pipeline.toml"),
+            "version = 1\n[[plugin]]\nname = \"n\"\ncomponent = \"x.wasm\"\nmedia = [\"chat\"]\n\
+             [plugin.config]\ndir = \"/out\"\n[plugin.net]\nhttp = [\"https://a.example.com\"]\n",
+        )
+        .unwrap();
+        let head = "[plugin]\nname = \"n\"\nlang = \"c\"\n";
+        let tail = "[test]\npipeline = \"pipeline.toml\"\n";
+        let m = Manifest::parse(&format!("{head}{tail}"), dir.path()).unwrap();
+        assert_eq!(m.config.get("dir").and_then(|v| v.as_str()), Some("/out"));
+        assert!(m.net.contains_key("http"));
+        let own = format!("{head}[config]\ndir = \"/elsewhere\"\n{tail}");
+        let m = Manifest::parse(&own, dir.path()).unwrap();
+        assert_eq!(
+            m.config.get("dir").and_then(|v| v.as_str()),
+            Some("/elsewhere")
+        );
+        assert!(m.net.contains_key("http"), "[net] still from the pipeline");
+        let bad = dir.path().join("bad");
+        std::fs::create_dir(&bad).unwrap();
+        std::fs::write(
+            bad.join("pipeline.toml"),
+            "version = 1\n[[plugin]]\nname = \"n\"\ncomponent = \"x.wasm\"\nmedia = [\"chat\"]\nconfig = 3\n",
+        )
+        .unwrap();
+        let e = format!(
+            "{:#}",
+            Manifest::parse(&format!("{head}{tail}"), &bad).unwrap_err()
+        );
+        assert!(
+            e.contains("[plugin.config] of the plugin's [[plugin]]"),
+            "{e}"
+        );
     }
 
     /// What the pipeline asks Zoom for (`[rtms]` events, audio, video, deskshare,
