@@ -347,9 +347,11 @@ async fn record_writes_the_exchanges_with_the_secret_redacted_and_they_replay() 
     let dir = tempfile::tempdir().unwrap();
     let plugin = dir.path().join("hello2-python");
     scaffold_v02::create("hello2-python", Lang::Python, &plugin).unwrap();
-    let manifest = plugin.join("rtms-plugin.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("https://api.example.com", &base)).unwrap();
+    // The service's URL and grant are in the pipeline the manifest's [test] pipeline names.
+    let pipeline = plugin.join("pipeline.toml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    assert!(text.contains("https://api.example.com"), "{text}");
+    std::fs::write(&pipeline, text.replace("https://api.example.com", &base)).unwrap();
     std::fs::remove_file(plugin.join("fakes.jsonl")).unwrap();
 
     let cli = |args: &'static [&'static str], secret: Option<&'static str>| {

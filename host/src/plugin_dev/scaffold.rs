@@ -157,11 +157,6 @@ impl Shape {
 
 /// The folder's `rtms-plugin.toml`.
 fn manifest(name: &str, lang: Lang, shape: &Shape) -> String {
-    let config = if shape.writes_files {
-        "[config]\ndir = \"/out\"\n"
-    } else {
-        "[config]\n"
-    };
     format!(
         r#"# How `rtms-host plugin build` and `rtms-host plugin test` treat this folder.
 # The keys are described in docs/plugin-guide/README.md of rtms-host.
@@ -174,8 +169,9 @@ component = "{component}"
 # The kinds it takes: `media` of its [[plugin]] in pipeline.toml ([test] pipeline below),
 # the one place they are declared.
 
-# Passed to `init` as it would be from [plugin.config] in pipeline.toml.
-{config}
+# Its config: [plugin.config] of its [[plugin]] in pipeline.toml, which the test uses too
+# (a [config] table here would replace it in the test alone).
+
 [test]
 # A recording (.jsonl, from `rtms-host simulate --record`) or a meeting script (.toml).
 # meetings/review.toml is a script to try a plugin on: a 45 s design review, four speakers

@@ -84,13 +84,9 @@ component = "{component}"
 # The kinds it takes: `media` of its [[plugin]] in pipeline.toml ([test] pipeline below),
 # the one place they are declared.
 
-# Passed to `init` as it would be from [plugin.config] in pipeline.toml.
-[config]
-notes_url = "{NOTES_URL}"
-
-# As [plugin.net] in pipeline.toml: what the plugin may call.
-[net]
-http = ["https://api.example.com/v1"]
+# Its config and what it may call: [plugin.config] and [plugin.net] of its [[plugin]] in
+# pipeline.toml, which the test uses too (a [config] or [net] table here would replace them
+# in the test alone).
 
 [test]
 # A recording (.jsonl, from `rtms-host simulate --record`) or a meeting script (.toml).
