@@ -178,6 +178,55 @@ async fn scaffold_passes(lang: Lang) {
     }
 }
 
+/// Every skeleton carries the design review of examples/meetings as `meetings/review.toml`
+/// (an author outside this repository has no examples/), a script that parses.
+#[test]
+fn every_skeleton_carries_the_review_meeting() {
+    let review = std::fs::read_to_string(root().join("examples/meetings/review.toml")).unwrap();
+    for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
+        for v02 in [false, true] {
+            if v02 && lang == Lang::Rust {
+                continue;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let plugin = dir.path().join("p");
+            if v02 {
+                scaffold_v02::create("p", lang, &plugin).unwrap();
+            } else {
+                scaffold::create("p", lang, &plugin).unwrap();
+            }
+            let copy = plugin.join("meetings/review.toml");
+            assert_eq!(std::fs::read_to_string(&copy).unwrap(), review, "{lang:?}");
+            rtms_host::plugin_dev::script::check(&copy).unwrap();
+            let manifest = std::fs::read_to_string(plugin.join("rtms-plugin.toml")).unwrap();
+            assert!(manifest.contains("meetings/review.toml"), "{manifest}");
+        }
+    }
+}
+
+/// The C skeleton pointed at its `meetings/review.toml` counts what the review says: eight
+/// transcript lines, 102 words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skeleton_tried_on_the_review_meeting_counts_it() {
+    if !c_toolchain_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("review-c");
+    scaffold::create("review-c", Lang::C, &plugin).unwrap();
+    let manifest = plugin.join("rtms-plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        "meeting = \"meetings/sample.jsonl\"",
+        "meeting = \"meetings/review.toml\"",
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let (m, o) = build_and_test(&plugin, true).await;
+    assert_eq!(o.plugin.traps + o.plugin.errors, 0, "{o:?}");
+    assert_eq!(o.plugin.delivered, 8);
+    let out = expected_outputs(&m);
+    assert!(out.contains("8 transcript lines, 102 words"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_scaffold_builds_and_passes_its_test() {
     scaffold_passes(Lang::Rust).await;
@@ -298,9 +347,11 @@ async fn record_writes_the_exchanges_with_the_secret_redacted_and_they_replay() 
     let dir = tempfile::tempdir().unwrap();
     let plugin = dir.path().join("hello2-python");
     scaffold_v02::create("hello2-python", Lang::Python, &plugin).unwrap();
-    let manifest = plugin.join("rtms-plugin.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("https://api.example.com", &base)).unwrap();
+    // The service's URL and grant are in the pipeline the manifest's [test] pipeline names.
+    let pipeline = plugin.join("pipeline.toml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    assert!(text.contains("https://api.example.com"), "{text}");
+    std::fs::write(&pipeline, text.replace("https://api.example.com", &base)).unwrap();
     std::fs::remove_file(plugin.join("fakes.jsonl")).unwrap();
 
     let cli = |args: &'static [&'static str], secret: Option<&'static str>| {
@@ -838,6 +889,52 @@ fn frame_lines(recording: &str) -> Vec<String> {
         .collect()
 }
 
+/// The speakers the audio frames of a recording name (`user_name`), in order of appearance.
+fn audio_speakers(recording: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for l in frame_lines(recording) {
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        if v["msg"]["msg_type"] == 14 {
+            let name = v["msg"]["content"]["user_name"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// A meeting script is played as the plugin's pipeline asks Zoom for it: with `[rtms.audio]
+/// per_speaker = true` there, every audio frame names its speaker; without, audio is mixed
+/// and names nobody, as Zoom sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_is_played_as_the_pipeline_asks_zoom() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("busy.toml");
+    std::fs::write(&script, BUSY_SCRIPT).unwrap();
+    let media = vec!["audio".to_owned()];
+    let mixed = dir.path().join("mixed.jsonl");
+    rtms_host::plugin_dev::script::record(&script, &media, &toml::Table::new(), &mixed)
+        .await
+        .unwrap();
+    assert_eq!(
+        audio_speakers(&std::fs::read_to_string(&mixed).unwrap()),
+        [""]
+    );
+    let zoom: toml::Table = toml::from_str("audio = { per_speaker = true }").unwrap();
+    let each = dir.path().join("per-speaker.jsonl");
+    rtms_host::plugin_dev::script::record(&script, &media, &zoom, &each)
+        .await
+        .unwrap();
+    assert_eq!(
+        audio_speakers(&std::fs::read_to_string(&each).unwrap()),
+        ["Ana Souza", "Kofi Mensah", "Lena Fischer"]
+    );
+}
+
 /// Ten plays of the same script record the same frames, byte for byte, in the same order
 /// (timestamps on the script's fixed clock, events and media interleaved by script time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -851,7 +948,7 @@ async fn a_script_records_the_same_frames_on_every_play() {
     let mut first: Option<Vec<String>> = None;
     for run in 0..10 {
         let rec = dir.path().join(format!("busy-{run}.jsonl"));
-        rtms_host::plugin_dev::script::record(&script, &media, &rec)
+        rtms_host::plugin_dev::script::record(&script, &media, &toml::Table::new(), &rec)
             .await
             .unwrap();
         let frames = frame_lines(&std::fs::read_to_string(&rec).unwrap());

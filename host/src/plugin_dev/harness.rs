@@ -177,7 +177,7 @@ async fn recording_of(meeting: &Path, m: &Manifest, work: &Path) -> Result<PathB
                 "{}.jsonl",
                 meeting.file_stem().unwrap_or_default().to_string_lossy()
             ));
-            super::script::record(meeting, &m.media, &rec).await?;
+            super::script::record(meeting, &m.media, &m.zoom, &rec).await?;
             Ok(rec)
         }
         _ => bail!(

@@ -198,7 +198,7 @@ fn pipeline_text(
     cache: &Path,
 ) -> Result<String> {
     use toml::{Table, Value};
-    let mut doc = live_pipeline(&m.media, &out.join("dead-letter"));
+    let mut doc = live_pipeline(&m.media, &m.zoom, &out.join("dead-letter"));
     if let Some(Value::Table(runtime)) = doc.get_mut("runtime") {
         runtime.insert(
             "cache_dir".into(),

@@ -130,6 +130,11 @@ pub struct Manifest {
     pub limits: toml::Table,
     /// The pipeline the limits come from (`[test] pipeline`); `None`: `[limits]`.
     pub limits_from: Option<PathBuf>,
+    /// What the plugin's pipeline asks Zoom for, from the `[rtms]` of `[test] pipeline`: its
+    /// `events` and its `audio`, `video`, `deskshare` and `transcript` tables (per-speaker
+    /// audio, a codec, a frame rate). A meeting script played for the test, or by `plugin
+    /// run`, is asked for the same. Empty: Zoom's defaults.
+    pub zoom: toml::Table,
     pub test: TestSpec,
 }
 
@@ -187,9 +192,12 @@ impl Manifest {
         let t = raw.test;
         moved_limits(&t)?;
         let limits_from = t.pipeline.as_ref().map(|p| dir.join(p));
-        let entry_in_pipeline = match &limits_from {
-            Some(pipeline) => Some(pipeline_plugin(pipeline, &p.name)?),
-            None => None,
+        let (entry_in_pipeline, zoom) = match &limits_from {
+            Some(pipeline) => {
+                let (entry, zoom) = pipeline_plugin(pipeline, &p.name)?;
+                (Some(entry), zoom)
+            }
+            None => (None, toml::Table::new()),
         };
         let limits = match &entry_in_pipeline {
             None => raw.limits,
@@ -199,7 +207,8 @@ impl Manifest {
             ),
             Some(plugin) => pipeline_limits(plugin, &p.name, limits_from.as_deref())?,
         };
-        let media = one_media(p.media, entry_in_pipeline.as_ref(), limits_from.as_deref())?;
+        let pipe = limits_from.as_deref();
+        let media = one_media(p.media, entry_in_pipeline.as_ref(), pipe)?;
         for name in t.secrets.keys() {
             check_secret_name(name)?;
         }
@@ -215,10 +224,11 @@ impl Manifest {
             component,
             media,
             contract,
-            config: raw.config,
-            net: raw.net,
+            config: one_table(raw.config, "config", entry_in_pipeline.as_ref(), pipe)?,
+            net: one_table(raw.net, "net", entry_in_pipeline.as_ref(), pipe)?,
             limits,
             limits_from,
+            zoom,
             test: TestSpec {
                 meeting: t.meeting.map(|m| dir.join(m)),
                 expected: dir.join(t.expected.unwrap_or_else(|| PathBuf::from("expected"))),
@@ -277,8 +287,31 @@ fn one_media(
     Ok(media)
 }
 
-/// The `[[plugin]]` named `name` in the pipeline file `path`.
-fn pipeline_plugin(path: &Path, name: &str) -> Result<toml::Table> {
+/// `[config]` or `[net]` (`key`): as written here, or, left out here, `[plugin.<key>]` of
+/// the plugin's `[[plugin]]` in `[test] pipeline` (declared once, where it runs). A test may
+/// set its own on purpose (a lower threshold to exercise a path), so both set is no error.
+fn one_table(
+    own: toml::Table,
+    key: &str,
+    in_pipeline: Option<&toml::Table>,
+    pipeline: Option<&Path>,
+) -> Result<toml::Table> {
+    match in_pipeline.and_then(|t| t.get(key)) {
+        Some(toml::Value::Table(t)) if own.is_empty() => Ok(t.clone()),
+        Some(toml::Value::Table(_)) | None => Ok(own),
+        Some(_) => bail!(
+            "[test] pipeline: [plugin.{key}] of the plugin's [[plugin]] in {} is not a table",
+            pipeline.unwrap_or(Path::new("?")).display()
+        ),
+    }
+}
+
+/// The keys of `[rtms]` that decide what Zoom sends (the rest is the host's own business).
+const ZOOM_KEYS: [&str; 5] = ["events", "audio", "video", "deskshare", "transcript"];
+
+/// The `[[plugin]]` named `name` in the pipeline file `path`, and the [`ZOOM_KEYS`] of its
+/// `[rtms]`.
+fn pipeline_plugin(path: &Path, name: &str) -> Result<(toml::Table, toml::Table)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("[test] pipeline: cannot read {}", path.display()))?;
     let doc: toml::Table = toml::from_str(&text)
@@ -296,12 +329,20 @@ fn pipeline_plugin(path: &Path, name: &str) -> Result<toml::Table> {
                 path.display()
             )
         })?;
-    plugin.as_table().cloned().with_context(|| {
+    let plugin = plugin.as_table().cloned().with_context(|| {
         format!(
             "[test] pipeline: {}: the [[plugin]] named {name:?} is not a table",
             path.display()
         )
-    })
+    })?;
+    let rtms = doc.get("rtms").and_then(toml::Value::as_table);
+    let zoom = rtms
+        .into_iter()
+        .flat_map(|t| t.iter())
+        .filter(|(k, _)| ZOOM_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok((plugin, zoom))
 }
 
 /// The `[plugin.limits]` of `plugin`, the `[[plugin]]` named `name` in the pipeline `path`.
@@ -432,6 +473,68 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("lowercase"), "{e:#}");
+    }
+
+    /// `[config]` and `[net]` come from `[test] pipeline` when left out here; set here, the
+    /// test's own are used.
+    #[test]
+    fn config_and_net_come_from_the_pipeline_when_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pipeline.toml"),
+            "version = 1\n[[plugin]]\nname = \"n\"\ncomponent = \"x.wasm\"\nmedia = [\"chat\"]\n\
+             [plugin.config]\ndir = \"/out\"\n[plugin.net]\nhttp = [\"https://a.example.com\"]\n",
+        )
+        .unwrap();
+        let head = "[plugin]\nname = \"n\"\nlang = \"c\"\n";
+        let tail = "[test]\npipeline = \"pipeline.toml\"\n";
+        let m = Manifest::parse(&format!("{head}{tail}"), dir.path()).unwrap();
+        assert_eq!(m.config.get("dir").and_then(|v| v.as_str()), Some("/out"));
+        assert!(m.net.contains_key("http"));
+        let own = format!("{head}[config]\ndir = \"/elsewhere\"\n{tail}");
+        let m = Manifest::parse(&own, dir.path()).unwrap();
+        assert_eq!(
+            m.config.get("dir").and_then(|v| v.as_str()),
+            Some("/elsewhere")
+        );
+        assert!(m.net.contains_key("http"), "[net] still from the pipeline");
+        let bad = dir.path().join("bad");
+        std::fs::create_dir(&bad).unwrap();
+        std::fs::write(
+            bad.join("pipeline.toml"),
+            "version = 1\n[[plugin]]\nname = \"n\"\ncomponent = \"x.wasm\"\nmedia = [\"chat\"]\nconfig = 3\n",
+        )
+        .unwrap();
+        let e = format!(
+            "{:#}",
+            Manifest::parse(&format!("{head}{tail}"), &bad).unwrap_err()
+        );
+        assert!(
+            e.contains("[plugin.config] of the plugin's [[plugin]]"),
+            "{e}"
+        );
+    }
+
+    /// What the pipeline asks Zoom for (`[rtms]` events, audio, video, deskshare,
+    /// transcript) is taken from `[test] pipeline`, and nothing else of its `[rtms]`.
+    #[test]
+    fn what_zoom_is_asked_for_comes_from_the_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pipeline.toml"),
+            "version = 1\n[rtms]\nevents = [\"participant-join\"]\nmax_streams = 3\n\
+             [rtms.audio]\nper_speaker = true\n\
+             [[plugin]]\nname = \"n\"\ncomponent = \"x.wasm\"\nmedia = [\"audio\"]\n",
+        )
+        .unwrap();
+        let text = "[plugin]\nname = \"n\"\nlang = \"c\"\n[test]\npipeline = \"pipeline.toml\"\n";
+        let m = Manifest::parse(text, dir.path()).unwrap();
+        let want: toml::Table =
+            toml::from_str("events = [\"participant-join\"]\naudio = { per_speaker = true }\n")
+                .unwrap();
+        assert_eq!(m.zoom, want);
+        let alone = "[plugin]\nname = \"n\"\nlang = \"c\"\nmedia = [\"audio\"]\n";
+        assert!(Manifest::parse(alone, dir.path()).unwrap().zoom.is_empty());
     }
 
     /// `media` is taken from the pipeline `[test] pipeline` names when the manifest leaves it

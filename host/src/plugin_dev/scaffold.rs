@@ -14,6 +14,9 @@ use super::compile::WIT;
 use super::manifest::{Lang, valid_name};
 
 const SAMPLE: &str = include_str!("templates/sample.jsonl");
+/// The design review of examples/meetings: every media kind, four speakers at different
+/// levels, links and questions in the chat (a skeleton's `meetings/review.toml`).
+pub const REVIEW: &str = include_str!("../../../examples/meetings/review.toml");
 const RUST_LIB: &str = include_str!("templates/rust.lib.rs");
 const RUST_CARGO: &str = include_str!("templates/rust.Cargo.toml");
 const PYTHON_APP: &str = include_str!("templates/app.py");
@@ -56,6 +59,7 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<()> {
         ("pipeline.toml", pipeline(name, &shape)),
         ("wit/plugin.wit", WIT.to_owned()),
         ("meetings/sample.jsonl", SAMPLE.to_owned()),
+        ("meetings/review.toml", REVIEW.to_owned()),
         ("expected/outputs.jsonl", expected_outputs),
         (
             ".gitignore",
@@ -153,11 +157,6 @@ impl Shape {
 
 /// The folder's `rtms-plugin.toml`.
 fn manifest(name: &str, lang: Lang, shape: &Shape) -> String {
-    let config = if shape.writes_files {
-        "[config]\ndir = \"/out\"\n"
-    } else {
-        "[config]\n"
-    };
     format!(
         r#"# How `rtms-host plugin build` and `rtms-host plugin test` treat this folder.
 # The keys are described in docs/plugin-guide/README.md of rtms-host.
@@ -170,10 +169,13 @@ component = "{component}"
 # The kinds it takes: `media` of its [[plugin]] in pipeline.toml ([test] pipeline below),
 # the one place they are declared.
 
-# Passed to `init` as it would be from [plugin.config] in pipeline.toml.
-{config}
+# Its config: [plugin.config] of its [[plugin]] in pipeline.toml, which the test uses too
+# (a [config] table here would replace it in the test alone).
+
 [test]
 # A recording (.jsonl, from `rtms-host simulate --record`) or a meeting script (.toml).
+# meetings/review.toml is a script to try a plugin on: a 45 s design review, four speakers
+# at different levels, every media kind, links and questions in the chat.
 meeting = "meetings/sample.jsonl"
 # outputs.jsonl and files/ as the plugin should produce them; `plugin test --update` rewrites them.
 expected = "expected"

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 
 use super::contract::Contract;
 use super::manifest::{Lang, valid_name};
-use super::scaffold::{EXPECTED_LINES, EXPECTED_WORDS};
+use super::scaffold::{EXPECTED_LINES, EXPECTED_WORDS, REVIEW};
 
 const SAMPLE: &str = include_str!("templates/sample.jsonl");
 const PYTHON_APP: &str = include_str!("templates/v02/app.py");
@@ -84,16 +84,14 @@ component = "{component}"
 # The kinds it takes: `media` of its [[plugin]] in pipeline.toml ([test] pipeline below),
 # the one place they are declared.
 
-# Passed to `init` as it would be from [plugin.config] in pipeline.toml.
-[config]
-notes_url = "{NOTES_URL}"
-
-# As [plugin.net] in pipeline.toml: what the plugin may call.
-[net]
-http = ["https://api.example.com/v1"]
+# Its config and what it may call: [plugin.config] and [plugin.net] of its [[plugin]] in
+# pipeline.toml, which the test uses too (a [config] or [net] table here would replace them
+# in the test alone).
 
 [test]
 # A recording (.jsonl, from `rtms-host simulate --record`) or a meeting script (.toml).
+# meetings/review.toml is a script to try a plugin on: a 45 s design review, four speakers
+# at different levels, every media kind, links and questions in the chat.
 meeting = "meetings/sample.jsonl"
 # outputs.jsonl and files/ as the plugin should produce them; `plugin test --update` rewrites them.
 expected = "expected"
@@ -211,6 +209,7 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<()> {
         ),
         ("pipeline.toml", pipeline(name, &component)),
         ("meetings/sample.jsonl", SAMPLE.to_owned()),
+        ("meetings/review.toml", REVIEW.to_owned()),
         ("fakes.jsonl", fakes()),
         ("expected/outputs.jsonl", expected_output()),
         (".gitignore", "/build/\n/out/\n/.cache/\n".to_owned()),

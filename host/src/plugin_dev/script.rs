@@ -28,7 +28,12 @@ const CLIENT_SECRET: &str = "plugin_test_secret";
 const WEBHOOK_SECRET: &str = "plugin_test_webhook_secret";
 
 /// Plays `script` and writes what the simulator sent to `dest` (the `replay` format).
-pub async fn record(script: &Path, media: &[String], dest: &Path) -> Result<()> {
+pub async fn record(
+    script: &Path,
+    media: &[String],
+    zoom: &toml::Table,
+    dest: &Path,
+) -> Result<()> {
     let meeting = MeetingScript::from_file(script).map_err(|e| anyhow::anyhow!("{e}"))?;
     let stem = script
         .file_stem()
@@ -36,7 +41,7 @@ pub async fn record(script: &Path, media: &[String], dest: &Path) -> Result<()> 
         .unwrap_or_else(|| "meeting".into());
     let work = dest.parent().unwrap_or(Path::new("."));
     let sim = Simulator::start(sim_config()).await?;
-    let svc = start_host(media, work).await?;
+    let svc = start_host(media, zoom, work).await?;
     let handle = sim.start_meeting(
         meeting,
         MeetingOptions {
@@ -127,9 +132,10 @@ fn push_line(out: &mut String, line: &Line) -> Result<()> {
     Ok(())
 }
 
-/// A host with no plugin that asks Zoom for the `media` kinds, its files under `work`.
-async fn start_host(media: &[String], work: &Path) -> Result<Service> {
-    let doc = live_pipeline(media, &work.join("record-dead-letter"));
+/// A host with no plugin that asks Zoom for the `media` kinds (as `zoom` says), its files
+/// under `work`.
+async fn start_host(media: &[String], zoom: &toml::Table, work: &Path) -> Result<Service> {
+    let doc = live_pipeline(media, zoom, &work.join("record-dead-letter"));
     let path = work.join("record-pipeline.toml");
     start_service(&toml::to_string(&doc)?, &path, &[]).await
 }
@@ -178,9 +184,14 @@ pub(super) fn sim_config() -> SimConfig {
 
 /// A pipeline that takes the simulator's streams on loopback: `[server]` on 127.0.0.1, no
 /// admin listener, `[rtms]` asking Zoom for every kind the plugin takes (video and share are
-/// left out when it does not take them: they are large) and accepting the simulator's
+/// left out when it does not take them: they are large), with the `[rtms]` keys of `zoom`
+/// (the plugin's pipeline's: per-speaker audio, its events), and accepting the simulator's
 /// `ws://` URLs on 127.0.0.1, no file watching; dead letters in `dead_letters`.
-pub(super) fn live_pipeline(media: &[String], dead_letters: &Path) -> toml::Table {
+pub(super) fn live_pipeline(
+    media: &[String],
+    zoom: &toml::Table,
+    dead_letters: &Path,
+) -> toml::Table {
     use toml::{Table, Value};
     let strings =
         |v: Vec<&str>| Value::Array(v.into_iter().map(|x| Value::String(x.into())).collect());
@@ -217,6 +228,7 @@ pub(super) fn live_pipeline(media: &[String], dead_letters: &Path) -> toml::Tabl
         strings(vec!["127.0.0.1", "localhost"]),
     );
     rtms.insert("allow_insecure_ws".into(), Value::Boolean(true));
+    rtms.extend(zoom.clone());
     doc.insert("rtms".into(), Value::Table(rtms));
     let mut runtime = Table::new();
     runtime.insert(
