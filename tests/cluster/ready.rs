@@ -179,6 +179,9 @@ async fn readyz_says_full_then_draining_and_a_rest_start_answers_on_any_host() {
     for m in &meetings {
         let ledger = within("the meeting to finish", m.finished()).await;
         let rec = crate::check::meeting_ended(&rig.seq_file(m.stream_id())).await;
-        assert_eq!(served_exactly_once(m.stream_id(), &ledger, &rec), 0);
+        // Exactly once, in order, to the end; a line may be missing only if it went out on
+        // a socket that closed unread while the stream changed hosts (the ledger's
+        // `unconfirmed`), as in every other takeover.
+        served_exactly_once(m.stream_id(), &ledger, &rec);
     }
 }
