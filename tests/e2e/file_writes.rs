@@ -7,29 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rtms_proto::Product;
-use rtms_sim::{MeetingOptions, MeetingScript, Pace, Simulator};
+use rtms_sim::Simulator;
 
 use crate::harness::within;
 use crate::host_process::HostProcess;
 use crate::util;
 
 fn pipeline(mb: u64) -> String {
-    format!(
-        r#"version = 1
-[server]
-listen = "127.0.0.1:0"
-[admin]
-enabled = false
-[rtms]
-allowed_hosts = ["127.0.0.1", "localhost"]
-allow_insecure_ws = true
-[runtime]
-cache_dir = {cache:?}
-dead_letter_dir = "dead"
-[runtime.reload]
-watch = false
-[[plugin]]
+    let plugin = format!(
+        r#"[[plugin]]
 name = "lines"
 component = {component:?}
 media = ["transcript"]
@@ -40,9 +26,9 @@ guest = "/out"
 mode = "append"
 mb = "{mb}"
 "#,
-        cache = util::cache_dir().display().to_string(),
         component = util::component("fs_stall").display().to_string(),
-    )
+    );
+    crate::harness::process_pipeline("", &plugin)
 }
 
 async fn host() -> HostProcess {
@@ -57,20 +43,7 @@ async fn host() -> HostProcess {
 
 /// A real-time meeting of `lines` transcript lines, 200 ms apart.
 fn meeting(sim: &Simulator, host: &HostProcess, lines: usize) -> rtms_sim::MeetingHandle {
-    let script = MeetingScript::builder()
-        .synthetic_speech(2, lines, 10)
-        .build()
-        .expect("script");
-    sim.start_meeting(
-        script,
-        MeetingOptions {
-            product: Product::Meeting,
-            pace: Pace::Realtime,
-            webhook_url: Some(host.webhook_url()),
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    crate::harness::realtime_meeting(sim, host.webhook_url(), lines)
 }
 
 /// The host's log line once every plugin has ended a session.

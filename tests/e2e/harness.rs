@@ -515,3 +515,44 @@ pub async fn wait_frame(
     })
     .await
 }
+
+/// A pipeline for a host run as its own process (`rtms-host run`): a loopback listener, no
+/// admin listener, the simulator's hosts allowed, the shared compile cache, dead letters in
+/// `dead`, no file watcher; `runtime` is appended to `[runtime]`, then `plugins`.
+pub fn process_pipeline(runtime: &str, plugins: &str) -> String {
+    format!(
+        r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+[admin]
+enabled = false
+[rtms]
+allowed_hosts = ["127.0.0.1", "localhost"]
+allow_insecure_ws = true
+[runtime]
+cache_dir = {cache:?}
+dead_letter_dir = "dead"
+{runtime}[runtime.reload]
+watch = false
+{plugins}"#,
+        cache = util::cache_dir().display().to_string(),
+    )
+}
+
+/// A real-time meeting of `lines` transcript lines, 200 ms apart, announced to `webhook_url`.
+pub fn realtime_meeting(sim: &Simulator, webhook_url: String, lines: usize) -> MeetingHandle {
+    let script = MeetingScript::builder()
+        .synthetic_speech(2, lines, 10)
+        .build()
+        .expect("script");
+    sim.start_meeting(
+        script,
+        MeetingOptions {
+            product: rtms_proto::Product::Meeting,
+            pace: Pace::Realtime,
+            webhook_url: Some(webhook_url),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}

@@ -5,32 +5,16 @@
 
 use std::time::Duration;
 
-use rtms_proto::Product;
+use rtms_sim::Simulator;
 use rtms_sim::ledger::{ConnectionChange, SocketKind};
-use rtms_sim::{MeetingOptions, MeetingScript, Pace, Simulator};
 
 use crate::harness::{Record, within};
 use crate::host_process::HostProcess;
 use crate::util;
 
 fn pipeline(grace_ms: u64) -> String {
-    format!(
-        r#"version = 1
-[server]
-listen = "127.0.0.1:0"
-[admin]
-enabled = false
-[rtms]
-allowed_hosts = ["127.0.0.1", "localhost"]
-allow_insecure_ws = true
-[runtime]
-cache_dir = {cache:?}
-dead_letter_dir = "dead"
-journal_dir = "journal"
-journal_grace_ms = {grace_ms}
-[runtime.reload]
-watch = false
-[[plugin]]
+    let plugin = format!(
+        r#"[[plugin]]
 name = "seqs"
 component = {seq:?}
 media = ["transcript"]
@@ -38,9 +22,10 @@ media = ["transcript"]
 host = "out"
 guest = "/out"
 "#,
-        cache = util::cache_dir().display().to_string(),
         seq = util::component("seq_recorder").display().to_string(),
-    )
+    );
+    let runtime = format!("journal_dir = \"journal\"\njournal_grace_ms = {grace_ms}\n");
+    crate::harness::process_pipeline(&runtime, &plugin)
 }
 
 async fn host(dir: Option<tempfile::TempDir>, grace_ms: u64) -> HostProcess {
@@ -54,20 +39,7 @@ async fn host(dir: Option<tempfile::TempDir>, grace_ms: u64) -> HostProcess {
 
 /// A real-time meeting of `lines` transcript lines, 200 ms apart.
 fn meeting(sim: &Simulator, host: &HostProcess, lines: usize) -> rtms_sim::MeetingHandle {
-    let script = MeetingScript::builder()
-        .synthetic_speech(2, lines, 10)
-        .build()
-        .expect("script");
-    sim.start_meeting(
-        script,
-        MeetingOptions {
-            product: Product::Meeting,
-            pace: Pace::Realtime,
-            webhook_url: Some(host.webhook_url()),
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    crate::harness::realtime_meeting(sim, host.webhook_url(), lines)
 }
 
 fn seq_file(dir: &std::path::Path, stream_id: &str) -> std::path::PathBuf {

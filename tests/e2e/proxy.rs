@@ -90,21 +90,8 @@ impl Proxy {
 }
 
 fn pipeline() -> String {
-    format!(
-        r#"version = 1
-[server]
-listen = "127.0.0.1:0"
-[admin]
-enabled = false
-[rtms]
-allowed_hosts = ["127.0.0.1", "localhost"]
-allow_insecure_ws = true
-[runtime]
-cache_dir = {cache:?}
-dead_letter_dir = "dead"
-[runtime.reload]
-watch = false
-[[plugin]]
+    let plugin = format!(
+        r#"[[plugin]]
 name = "writer"
 component = {writer:?}
 media = ["transcript"]
@@ -115,9 +102,9 @@ guest = "/out"
 dir = "/out"
 format = "jsonl"
 "#,
-        cache = util::cache_dir().display().to_string(),
         writer = util::component("transcript_writer").display().to_string(),
-    )
+    );
+    crate::harness::process_pipeline("", &plugin)
 }
 
 /// The transcript lines the writer wrote for the stream.
