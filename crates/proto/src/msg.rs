@@ -268,7 +268,12 @@ pub struct VideoSubscriptionResp {
     pub user_id: i64,
     #[serde(default)]
     pub subscribe: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Text or a number, as on the other answers (Zoom's samples disagree on its type).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<u64>,
@@ -510,5 +515,22 @@ mod tests {
                 String::from_utf8_lossy(other)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod video_answer_tests {
+    use super::VideoSubscriptionResp;
+
+    #[test]
+    fn a_video_answer_with_a_numeric_reason_still_decodes() {
+        let r: VideoSubscriptionResp = serde_json::from_str(
+            r#"{"msg_type":29,"status_code":25,"user_id":3,"subscribe":true,"reason":7}"#,
+        )
+        .expect("decodes");
+        assert_eq!(
+            (r.status_code, r.user_id, r.reason.as_deref()),
+            (25, 3, Some("7"))
+        );
     }
 }
