@@ -191,6 +191,9 @@ pub struct Ledger {
     /// The transcript parameters the last accepted data handshake carrying transcript asked
     /// for, as sent (`src_language`, `enable_lid`; Zoom's SDK 1.1 `setTranscriptParams`).
     pub transcript_params: Option<rtms_proto::params::TranscriptParams>,
+    /// For every keep-alive request (msg 12) answered, the time from writing the request to
+    /// reading its answer (msg 13), in the order answered, both sockets together.
+    pub keepalive_answer_times: Vec<std::time::Duration>,
 }
 
 /// One msg 28 and the status the simulator answered it with (msg 29).

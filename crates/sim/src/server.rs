@@ -396,9 +396,11 @@ struct Delivery {
     written: u64,
     /// Of those, how many the client confirmed.
     confirmed: u64,
-    /// Keep-alive requests not answered yet: `(sequence, written before it)`.
-    probes: std::collections::VecDeque<(u64, u64)>,
+    /// Keep-alive requests not answered yet: `(sequence, written before it, when sent)`.
+    probes: std::collections::VecDeque<(u64, u64, Instant)>,
     ka_seq: u64,
+    /// Answer times of requests answered since the ledger last took them.
+    answer_times: Vec<Duration>,
 }
 
 impl Delivery {
@@ -415,12 +417,16 @@ impl Delivery {
         let seq = serde_json::from_slice::<serde_json::Value>(bytes)
             .ok()
             .and_then(|v| v.get("sequence").and_then(|s| s.as_u64()));
-        while let Some(&(s, written)) = self.probes.front() {
+        let now = Instant::now();
+        while let Some(&(s, written, sent)) = self.probes.front() {
             if seq.is_some_and(|a| s > a) {
                 break;
             }
             self.probes.pop_front();
             self.confirmed = self.confirmed.max(written);
+            if seq.is_none_or(|a| s == a) {
+                self.answer_times.push(now - sent);
+            }
             if seq.is_none() {
                 break;
             }
@@ -430,6 +436,15 @@ impl Delivery {
 
     fn unconfirmed(&self) -> u64 {
         self.written - self.confirmed
+    }
+
+    /// Moves the answer times measured so far into the meeting's ledger.
+    fn keep_answer_times(&mut self, m: &Meeting) {
+        if !self.answer_times.is_empty() {
+            m.ledger_mut()
+                .keepalive_answer_times
+                .append(&mut self.answer_times);
+        }
     }
 }
 
@@ -452,7 +467,7 @@ where
     sink.send(frame(shared, text.clone()))
         .await
         .map_err(|_| ())?;
-    d.probes.push_back((d.ka_seq, d.written));
+    d.probes.push_back((d.ka_seq, d.written, Instant::now()));
     m.record(socket, &text);
     m.note_sent(Note::KeepAlive);
     Ok(())
@@ -474,6 +489,7 @@ where
 {
     let mut d = Delivery::default();
     let cause = conn_loop_inner(ws, shared, m, signaling, rx, end, &mut d).await;
+    d.keep_answer_times(m);
     if d.unconfirmed() > 0 {
         m.ledger_mut().counters.unconfirmed += d.unconfirmed();
     }
@@ -533,6 +549,7 @@ where
                 };
                 if peek_type(&bytes).ok() == Some(msg_type::KEEP_ALIVE_RESP) {
                     d.answered(&bytes);
+                    d.keep_answer_times(m);
                 }
                 if handle_inbound(m, signaling, &bytes, &mut beat.outstanding, &mut beat.misses) {
                     return CloseCause::Server;

@@ -496,6 +496,30 @@ async fn timestamp_only_and_duplicate_keepalive_answers_are_tolerated() {
 }
 
 #[tokio::test]
+async fn the_ledger_times_each_keepalive_from_request_to_answer() {
+    let sim = Simulator::start(fast_config(false)).await.unwrap();
+    let h = sim
+        .start_meeting(small_script(), fast(Product::Meeting))
+        .unwrap();
+    let (mut sig, _) = signal(&h, &h.signaling_url(), None).await;
+    sig.answer_keepalives(false);
+    let held = Duration::from_millis(80);
+    for i in 0..3 {
+        let k = sig.take_keepalive().await;
+        if i == 1 {
+            // The answer is held back: the time measured must include the wait.
+            tokio::time::sleep(held).await;
+        }
+        sig.send(json!({"msg_type": 13, "timestamp": k["timestamp"], "sequence": k["sequence"]}))
+            .await;
+    }
+    eventually(|| h.ledger().keepalive_answer_times.len() >= 3).await;
+    let times = h.ledger().keepalive_answer_times;
+    assert_eq!(times.len(), 3, "one time per answer: {times:?}");
+    assert!(times[1] >= held, "the held answer: {times:?}");
+}
+
+#[tokio::test]
 async fn webhooks_are_signed_and_url_validation_is_checked() {
     let sim = Simulator::start(fast_config(false)).await.unwrap();
     let (url, mut hooks) = receiver("test_webhook_secret", false, 0).await;
