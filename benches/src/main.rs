@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p rtms-bench -- [all|drain|concurrency|call|reload|startup] [--quick]
+//! cargo run --release -p rtms-bench -- stall [--meetings 100] [--quick]
+//! cargo run --release -p rtms-bench -- batching [--meetings 300,1000] [--batch-wait 0,20,100]
 //! cargo run --release -p rtms-bench -- chaos [--meetings 50] [--minutes 5] [--faults 1000]
 //! cargo build --release -p rtms-host && cargo run --release -p rtms-bench -- cluster [--rounds 3] [--quick]
 //! ```
@@ -13,9 +15,12 @@
 //! ready), [`chaos`] (meetings under random faults beside hostile plugins, judged; not in
 //! `all`); [`cluster`] (webhook to first frame with and without `[cluster]`, failover after
 //! `kill -9`, the lease renewals' cost; nats-server and `rtms-host` processes; not in
-//! `all`); [`setup`] (pipelines, host, scripts), [`raw`] (the counting WebSocket reader),
+//! `all`); [`stall`] (meetings beside a plugin stuck on a FIFO: keep-alive answer times,
+//! the others' exact counts; not in `all`), [`batching`] (`max_wait_ms` 0/20/100 at real
+//! time: CPU, calls per frame, latency; not in `all`); [`setup`] (pipelines, host, scripts), [`raw`] (the counting WebSocket reader),
 //! [`hist`], [`probe`], [`report`].
 
+mod batching;
 mod call;
 mod chaos;
 mod cluster;
@@ -29,6 +34,7 @@ mod report;
 mod sdk;
 mod sender;
 mod setup;
+mod stall;
 mod startup;
 
 #[path = "../../tests/shared/host_process.rs"]
@@ -68,6 +74,12 @@ enum Which {
     Call,
     Reload,
     Startup,
+    /// N real-time meetings beside a plugin stuck on a FIFO, and without it (not part of
+    /// `all`): keep-alive answer times, the other plugins' exact counts, the stuck one's shed.
+    Stall,
+    /// Real-time meetings with `[plugin.batch] max_wait_ms` 0, 20, 100 (not part of `all`):
+    /// host CPU, calls per frame, latency.
+    Batching,
     /// Meetings under random faults beside hostile plugins (not part of `all`); exits
     /// non-zero when a pass criterion fails.
     Chaos,
@@ -106,10 +118,15 @@ struct Args {
     /// Cluster: latency, failover, renewals.
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
-    /// Concurrency: meeting counts to run, comma-separated (default 100,1000,2000). Chaos:
-    /// the first is the number of meetings (default 50; 10 quick).
+    /// Concurrency: meeting counts to run, comma-separated (default 100,1000,2000); batching:
+    /// likewise (default 300,1000). Stall and chaos: the first is the number of meetings
+    /// (stall 100, chaos 50; 10 quick).
     #[arg(long, value_delimiter = ',')]
     meetings: Vec<usize>,
+    /// Batching: the `[plugin.batch] max_wait_ms` values to run, comma-separated (default
+    /// 0,20,100).
+    #[arg(long, value_delimiter = ',')]
+    batch_wait: Vec<u64>,
     /// Chaos: length of each meeting in minutes (default 5; 1 quick).
     #[arg(long)]
     minutes: Option<f64>,
@@ -136,6 +153,8 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // Every process of a run (and the simulator child) may need thousands of sockets.
+    let nofile = probe::raise_nofile();
     if !matches!(
         args.which,
         Which::SimChild | Which::SenderChild | Which::HostChild | Which::Cluster
@@ -150,6 +169,12 @@ fn main() -> Result<()> {
             ),
             Ok(false) => eprintln!("not pinned: senders and receivers share the cores"),
             Err(e) => eprintln!("not pinned: {e}"),
+        }
+        match nofile {
+            Ok((was, now, hard)) => {
+                eprintln!("descriptors: RLIMIT_NOFILE {now} (was {was}, hard {hard})")
+            }
+            Err(e) => eprintln!("descriptors: {e}"),
         }
     }
     tracing_subscriber::fmt()
@@ -208,6 +233,12 @@ async fn run(args: Args) -> Result<()> {
     if all || args.which == Which::Concurrency {
         concurrency::run(&mut report, q, &args.meetings).await?;
     }
+    if args.which == Which::Stall {
+        stall::run(&mut report, q, &args.meetings).await?;
+    }
+    if args.which == Which::Batching {
+        batching::run(&mut report, q, &args.meetings, &args.batch_wait).await?;
+    }
     if args.which == Which::Cluster {
         let opts = cluster::Opts {
             parts: args.cases.clone(),
@@ -262,5 +293,33 @@ mod tests {
         let o = super::drain::smoke(300).await.expect("drain runs");
         assert!(o.rate > 0.0, "{o:?}");
         assert_eq!(o.dropped, 0);
+    }
+
+    /// The stall case end to end on three meetings: the well-behaved plugins get every
+    /// frame with and without the stuck one, every keep-alive is answered, and the stuck
+    /// plugin's frames are shed or dead-lettered, each one accounted for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn quick_stall_beside_a_plugin_stuck_on_a_fifo() {
+        let o = super::stall::measure(3, std::time::Duration::from_secs(1))
+            .await
+            .expect("stall runs");
+        for w in [&o.baseline, &o.stalled] {
+            for (plugin, got, sent) in super::stall::others(w) {
+                assert!(sent > 0, "{plugin}: frames were sent");
+                assert_eq!(got, sent, "{plugin} got every frame sent");
+            }
+            let ka = w.sent.keepalive;
+            assert!(ka.answered > 0, "keep-alives were timed: {ka:?}");
+            assert_eq!(ka.timeouts, 0, "every keep-alive answered: {ka:?}");
+        }
+        assert!(!o.baseline.plugins.contains_key(super::stall::STUCK));
+        let s = &o.stalled.plugins[super::stall::STUCK];
+        assert!(s.dead_lettered > 0, "the stuck plugin lost frames: {s:?}");
+        assert_eq!(s.delivered, 0, "the FIFO never opens: {s:?}");
+        assert_eq!(
+            s.routed,
+            s.dead_lettered + s.dropped + s.discarded,
+            "every frame accounted for: {s:?}"
+        );
     }
 }

@@ -123,3 +123,26 @@ pub fn sender_command(exe: &std::path::Path) -> tokio::process::Command {
         tokio::process::Command::new(exe)
     }
 }
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit, so thousands of sockets do
+/// not hit a default soft limit of 1024; returns (soft before, soft now, hard). A limit that
+/// cannot be raised is kept and reported.
+pub fn raise_nofile() -> Result<(u64, u64, u64), String> {
+    let (was, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map_err(|e| format!("cannot read RLIMIT_NOFILE: {e}"))?;
+    let now = rlimit::increase_nofile_limit(hard)
+        .map_err(|e| format!("cannot raise RLIMIT_NOFILE from {was} to {hard}: {e}"))?;
+    Ok((was, now, hard))
+}
+
+/// The soft RLIMIT_NOFILE now.
+pub fn nofile() -> u64 {
+    rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft)
+}
+
+/// How many local ports loopback connections can take (`ip_local_port_range`), if readable.
+pub fn local_ports() -> Option<(u32, u32)> {
+    let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = s.split_whitespace().map(|v| v.parse::<u32>().ok());
+    Some((it.next()??, it.next()??))
+}

@@ -72,6 +72,10 @@ pub struct PluginDef {
     pub batch_max: usize,
     /// `[plugin.batch] max_wait_ms`; `None` keeps the default (0).
     pub batch_wait_ms: Option<u64>,
+    /// `[plugin.queue] block_timeout_ms`; `None` keeps the default.
+    pub block_timeout_ms: Option<u64>,
+    /// More tables of this plugin, as TOML text (`[plugin.limits]`, `[plugin.restart]`).
+    pub tables: String,
     /// `key = <toml value>` lines of `[plugin.config]`.
     pub config: Vec<(String, String)>,
 }
@@ -86,6 +90,8 @@ impl PluginDef {
             capacity: 1024,
             batch_max: 32,
             batch_wait_ms: None,
+            block_timeout_ms: None,
+            tables: String::new(),
             config: Vec::new(),
         }
     }
@@ -98,6 +104,13 @@ impl PluginDef {
     /// A batch takes what is queued, without waiting for a fuller one.
     pub fn no_batch_wait(mut self) -> Self {
         self.batch_wait_ms = Some(0);
+        self
+    }
+
+    /// A batch waits up to `ms` after its oldest frame for more (`[plugin.batch]
+    /// max_wait_ms`).
+    pub fn batch_wait(mut self, ms: u64) -> Self {
+        self.batch_wait_ms = Some(ms);
         self
     }
 
@@ -149,6 +162,8 @@ pub struct PipeDef {
     pub frame_ms: u32,
     pub cache_dir: PathBuf,
     pub debounce_ms: u64,
+    /// `[rtms] max_streams`; `None` keeps the default (2000).
+    pub max_streams: Option<usize>,
 }
 
 impl PipeDef {
@@ -159,6 +174,7 @@ impl PipeDef {
             frame_ms: 20,
             cache_dir: warm_cache(),
             debounce_ms: 200,
+            max_streams: None,
         }
     }
 
@@ -168,6 +184,9 @@ impl PipeDef {
         let mut t = String::from("version = 1\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n");
         t += "[rtms]\nsocket_mode = \"unified\"\n";
         t += "allowed_hosts = [\"127.0.0.1\", \"localhost\"]\nallow_insecure_ws = true\n";
+        if let Some(n) = self.max_streams {
+            t += &format!("max_streams = {n}\n");
+        }
         if let Some(m) = &self.media {
             let list: Vec<String> = m.iter().map(|k| format!("{k:?}")).collect();
             t += &format!("media = [{}]\n", list.join(", "));
@@ -201,10 +220,14 @@ impl PipeDef {
             if let Some(f) = p.on_full {
                 t += &format!("on_full = {f:?}\n");
             }
+            if let Some(ms) = p.block_timeout_ms {
+                t += &format!("block_timeout_ms = {ms}\n");
+            }
             t += &format!("\n[plugin.batch]\nmax_frames = {}\n", p.batch_max);
             if let Some(w) = p.batch_wait_ms {
                 t += &format!("max_wait_ms = {w}\n");
             }
+            t += &p.tables;
             if !p.config.is_empty() {
                 t += "\n[plugin.config]\n";
                 for (k, v) in &p.config {
@@ -347,5 +370,42 @@ impl Stamps {
         let first = *self.first.get().context("no first frame stamped")?;
         let last = self.base + Duration::from_nanos(self.last_ns.load(Ordering::Acquire));
         Ok(last.saturating_duration_since(first))
+    }
+}
+
+/// A FIFO with no reader, made in a plugin's granted directory: a plugin's open of it for
+/// writing never returns. Dropping it opens the reading end once (without blocking), which
+/// lets every open waiting on it return, and removes it.
+pub struct Fifo(PathBuf);
+
+impl Fifo {
+    pub fn make(dir: &Path, name: &str) -> Result<Fifo> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(name);
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .context("cannot run mkfifo (coreutils)")?;
+        anyhow::ensure!(
+            status.success(),
+            "mkfifo {} failed: {status}",
+            path.display()
+        );
+        Ok(Fifo(path))
+    }
+}
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NONBLOCK: i32 = 0o4000;
+        if let Err(e) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&self.0)
+        {
+            eprintln!("cannot open the reading end of {}: {e}", self.0.display());
+        }
+        let _ = std::fs::remove_file(&self.0);
     }
 }
