@@ -16,6 +16,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::concurrency::{self, HostCase, Window};
+use crate::isolate::{self, Spec};
 use crate::report::{Report, Row};
 
 /// Waits run by default, ms.
@@ -62,12 +63,12 @@ pub async fn run(
         waits
     };
     for &n in sizes {
-        let raw = concurrency::run_raw(n, window)
+        let raw = isolate::measure(Spec::Raw, n, window)
             .await
             .map_err(|e| eprintln!("batching: the raw reader on {n} meetings failed: {e:#}"))
             .ok();
         for &wait in waits {
-            match host(n, window, wait).await {
+            match isolate::measure(Spec::Batching { wait_ms: wait }, n, window).await {
                 Ok(w) => push(report, n, wait, raw.as_ref(), &w),
                 Err(e) => report.push(
                     Row::new(

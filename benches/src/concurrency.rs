@@ -32,6 +32,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::hist::Histogram;
+use crate::isolate::{self, Spec};
 use crate::probe::{self, CpuMark};
 use crate::report::{Report, Row};
 use crate::setup::{self, PipeDef, PluginDef};
@@ -250,7 +251,7 @@ impl InFlight {
 const AUDIO_PLUGINS: [&str; 2] = ["audio-recorder", "rms-meter"];
 
 /// One receiver's window.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct Window {
     pub live: usize,
     /// Streams live when the time allowed to come up ran out.
@@ -272,7 +273,35 @@ pub(crate) struct Window {
     pub dropped: u64,
     pub delivered: Vec<(String, u64)>,
     /// Host only: every plugin's counters at shutdown.
-    pub plugins: BTreeMap<String, rtms_host::dataplane::stats::PluginSnapshot>,
+    pub plugins: BTreeMap<String, Counts>,
+}
+
+/// A plugin's counters at the host's shutdown (of `rtms_host`'s `PluginSnapshot`).
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Counts {
+    pub routed: u64,
+    pub delivered: u64,
+    pub calls: u64,
+    pub shed: u64,
+    pub dropped: u64,
+    pub discarded: u64,
+    pub dead_lettered: u64,
+    pub traps: u64,
+}
+
+impl From<&rtms_host::dataplane::stats::PluginSnapshot> for Counts {
+    fn from(s: &rtms_host::dataplane::stats::PluginSnapshot) -> Self {
+        Self {
+            routed: s.routed,
+            delivered: s.delivered,
+            calls: s.calls,
+            shed: s.shed,
+            dropped: s.dropped,
+            discarded: s.discarded,
+            dead_lettered: s.dead_lettered,
+            traps: s.traps,
+        }
+    }
 }
 
 /// A started simulator child.
@@ -475,7 +504,7 @@ pub(crate) struct HostCase {
 }
 
 /// The host on N real-time meetings with the [`four_plugins`].
-async fn run_host(n: usize, window: Duration) -> Result<Window> {
+pub(crate) async fn run_host(n: usize, window: Duration) -> Result<Window> {
     let case = HostCase {
         plugins: four_plugins(),
         keepalive_ms: None,
@@ -539,7 +568,11 @@ pub(crate) async fn run_host_with(n: usize, window: Duration, case: &HostCase) -
         .iter()
         .map(|p| (p.to_string(), m.plugins.get(*p).map_or(0, |s| s.delivered)))
         .collect();
-    w.plugins = m.plugins.clone();
+    w.plugins = m
+        .plugins
+        .iter()
+        .map(|(k, v)| (k.clone(), Counts::from(v)))
+        .collect();
     Ok(w)
 }
 
@@ -780,7 +813,7 @@ pub async fn run(report: &mut Report, quick: bool, meetings: &[usize]) -> Result
         report.push(Row::new("concurrency", "limits", "-", 0.0).note(note));
     }
     for &n in sizes {
-        let raw = match run_raw(n, window).await {
+        let raw = match isolate::measure(Spec::Raw, n, window).await {
             Ok(r) => {
                 report.push(
                     Row::new("concurrency", &format!("{n} meetings raw CPU"), "%", r.cpu_pct).note(
@@ -803,7 +836,7 @@ pub async fn run(report: &mut Report, quick: bool, meetings: &[usize]) -> Result
                 None
             }
         };
-        match run_host(n, window).await {
+        match isolate::measure(Spec::Host, n, window).await {
             Ok(host) => push_rows(report, n, window, raw.as_ref(), &host),
             Err(e) => report.push(
                 Row::new("concurrency", &format!("{n} meetings"), "-", 0.0)

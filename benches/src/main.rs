@@ -27,6 +27,7 @@ mod cluster;
 mod concurrency;
 mod drain;
 mod hist;
+mod isolate;
 mod probe;
 mod raw;
 mod reload;
@@ -89,6 +90,9 @@ enum Which {
     /// Internal: the host process of the chaos benchmark.
     #[value(hide = true)]
     HostChild,
+    /// Internal: one measurement of a real-time case in a process of its own.
+    #[value(hide = true)]
+    MeasureChild,
     /// Internal: the simulator process of the concurrency benchmark.
     #[value(hide = true)]
     SimChild,
@@ -193,6 +197,9 @@ fn main() -> Result<()> {
 async fn run(args: Args) -> Result<()> {
     if args.which == Which::SimChild {
         return concurrency::child().await;
+    }
+    if args.which == Which::MeasureChild {
+        return isolate::child().await;
     }
     if args.which == Which::SenderChild {
         return sender::child().await;

@@ -17,6 +17,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::concurrency::{self, HostCase, Window};
+use crate::isolate::{self, Spec};
 use crate::report::{Report, Row};
 use crate::setup::PluginDef;
 
@@ -69,30 +70,24 @@ pub fn others(w: &Window) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
-/// Runs both: `n` meetings for `window` each.
-pub async fn measure(n: usize, window: Duration) -> Result<Outcome> {
-    let baseline = concurrency::run_host_with(
-        n,
-        window,
-        &HostCase {
-            plugins: concurrency::four_plugins(),
-            keepalive_ms: Some(KEEPALIVE_MS),
-            fifo: None,
-        },
-    )
-    .await?;
+/// The host on `n` meetings, with the stuck plugin or without.
+pub async fn host(n: usize, window: Duration, stuck: bool) -> Result<Window> {
     let mut plugins = concurrency::four_plugins();
-    plugins.push(stuck_plugin());
-    let stalled = concurrency::run_host_with(
-        n,
-        window,
-        &HostCase {
-            plugins,
-            keepalive_ms: Some(KEEPALIVE_MS),
-            fifo: Some("fifo"),
-        },
-    )
-    .await?;
+    if stuck {
+        plugins.push(stuck_plugin());
+    }
+    let case = HostCase {
+        plugins,
+        keepalive_ms: Some(KEEPALIVE_MS),
+        fifo: stuck.then_some("fifo"),
+    };
+    concurrency::run_host_with(n, window, &case).await
+}
+
+/// Runs both, each in a process of its own: `n` meetings for `window` each.
+pub async fn measure(n: usize, window: Duration) -> Result<Outcome> {
+    let baseline = isolate::measure(Spec::Stall { stuck: false }, n, window).await?;
+    let stalled = isolate::measure(Spec::Stall { stuck: true }, n, window).await?;
     Ok(Outcome { baseline, stalled })
 }
 
