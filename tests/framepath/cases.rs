@@ -117,3 +117,126 @@ async fn a_slow_plugin_leaves_the_session_task_and_the_quick_one_stays_inline() 
         (1..=40).collect::<Vec<_>>()
     );
 }
+
+/// The recorder with `[plugin.batch] max_frames = 32`, `max_wait_ms = wait_ms`.
+fn timed(wait_ms: u64) -> Plug {
+    let mut r = recorder();
+    r.batch_max = 32;
+    r.batch_wait = Duration::from_millis(wait_ms);
+    r
+}
+
+/// Pushes frames `seqs` at once (no pacing).
+async fn push_all(
+    s: &rtms_host::dataplane::registry::LiveStream,
+    seqs: std::ops::RangeInclusive<u64>,
+) {
+    for seq in seqs {
+        s.push(transcript(seq, "Ann", "hi")).await;
+    }
+}
+
+/// At real-time pace (a frame every 20 ms) with `max_wait_ms = 100`, frames reach the
+/// plugin in batches of about five: every frame once, in order.
+#[tokio::test(start_paused = true)]
+async fn time_batches_keep_every_frame_once_and_in_order() {
+    let h = harness(&[timed(100)]).await;
+    let s = session(&h, "timed-stream");
+    push_paced(&s, 1..=200).await;
+    end(&s).await;
+    assert_eq!(
+        recorded_seqs(&h.out_dir().join("seqs-timed-stream.txt")),
+        (1..=200).collect::<Vec<_>>(),
+        "every frame once, in order"
+    );
+    let st = h.metrics.plugin("recorder");
+    assert_eq!(st.delivered.load(Ordering::Relaxed), 200);
+    assert_eq!(st.inline.load(Ordering::Relaxed), 0);
+    let calls = st.calls.load(Ordering::Relaxed);
+    assert!(
+        (7..=70).contains(&calls),
+        "200 frames 20 ms apart in 100 ms windows took {calls} calls"
+    );
+}
+
+/// A session's end delivers a partial batch still inside its window at once, not when the
+/// window closes (a minute here).
+#[tokio::test]
+async fn a_session_end_delivers_a_waiting_batch_at_once() {
+    let h = harness(&[timed(60_000)]).await;
+    let s = session(&h, "end-stream");
+    push_all(&s, 1..=5).await;
+    let t = std::time::Instant::now();
+    end(&s).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "the end waited {:?} for the window",
+        t.elapsed()
+    );
+    assert_eq!(
+        recorded_seqs(&h.out_dir().join("seqs-end-stream.txt")),
+        (1..=5).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        h.metrics.plugin("recorder").calls.load(Ordering::Relaxed),
+        1
+    );
+}
+
+/// A session handed off (the host shutting down for a successor, or a cluster peer taking
+/// the stream) delivers a waiting partial batch at once too.
+#[tokio::test]
+async fn a_hand_off_delivers_a_waiting_batch_at_once() {
+    let h = harness(&[timed(60_000)]).await;
+    let s = session(&h, "handoff-stream");
+    push_all(&s, 1..=5).await;
+    let t = std::time::Instant::now();
+    s.hand_off().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "the hand-off waited {:?} for the window",
+        t.elapsed()
+    );
+    assert_eq!(
+        recorded_seqs(&h.out_dir().join("seqs-handoff-stream.txt")),
+        (1..=5).collect::<Vec<_>>()
+    );
+}
+
+/// A reload (a new table: the plugin's instance is swapped) delivers the partial batch
+/// waiting before the swap at once, to the old instance; the frames after it go to the new
+/// one, in order, each once.
+#[tokio::test]
+async fn a_reload_delivers_a_waiting_batch_before_the_swap() {
+    let plugs = [timed(60_000)];
+    let h = harness(&plugs).await;
+    let s = session(&h, "reload-stream");
+    push_all(&s, 1..=5).await;
+    let t = std::time::Instant::now();
+    let next = table(&h.shared.services.rt, &plugs, &h.out_dir(), 2, &h.metrics).await;
+    h.shared.publish(next).await;
+    let delivered = || {
+        h.metrics
+            .plugin("recorder")
+            .delivered
+            .load(Ordering::Relaxed)
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while delivered() < 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "{} of 5 frames delivered {:?} after the reload",
+        delivered(),
+        t.elapsed()
+    );
+    push_all(&s, 6..=8).await;
+    end(&s).await;
+    assert_eq!(
+        recorded_seqs(&h.out_dir().join("seqs-reload-stream.txt")),
+        (1..=8).collect::<Vec<_>>()
+    );
+}
