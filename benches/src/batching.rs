@@ -63,12 +63,16 @@ pub async fn run(
         waits
     };
     for &n in sizes {
-        let raw = isolate::measure(Spec::Raw, n, window)
+        let raw = isolate::measure(Spec::Raw, n, window, || concurrency::run_raw(n, window))
             .await
             .map_err(|e| eprintln!("batching: the raw reader on {n} meetings failed: {e:#}"))
             .ok();
         for &wait in waits {
-            match isolate::measure(Spec::Batching { wait_ms: wait }, n, window).await {
+            match isolate::measure(Spec::Batching { wait_ms: wait }, n, window, || {
+                host(n, window, wait)
+            })
+            .await
+            {
                 Ok(w) => push(report, n, wait, raw.as_ref(), &w),
                 Err(e) => report.push(
                     Row::new(

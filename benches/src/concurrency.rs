@@ -819,7 +819,7 @@ pub async fn run(report: &mut Report, quick: bool, meetings: &[usize]) -> Result
         report.push(Row::new("concurrency", "limits", "-", 0.0).note(note));
     }
     for &n in sizes {
-        let raw = match isolate::measure(Spec::Raw, n, window).await {
+        let raw = match isolate::measure(Spec::Raw, n, window, || run_raw(n, window)).await {
             Ok(r) => {
                 report.push(
                     Row::new("concurrency", &format!("{n} meetings raw CPU"), "%", r.cpu_pct).note(
@@ -842,7 +842,7 @@ pub async fn run(report: &mut Report, quick: bool, meetings: &[usize]) -> Result
                 None
             }
         };
-        match isolate::measure(Spec::Host, n, window).await {
+        match isolate::measure(Spec::Host, n, window, || run_host(n, window)).await {
             Ok(host) => push_rows(report, n, window, raw.as_ref(), &host),
             Err(e) => report.push(
                 Row::new("concurrency", &format!("{n} meetings"), "-", 0.0)

@@ -5,6 +5,10 @@
 //! stderr, and the run goes on with the next size. A fresh process also starts each
 //! measurement from the same RSS. The child inherits the benchmark's cores and starts the
 //! simulator's own child as usual. Unit tests measure in-process.
+//!
+//! This module knows no case: a caller names what to measure with a [`Spec`] and gives the
+//! in-process measurement (for unit tests), and `main` maps a [`Spec`] to its measurement
+//! in the child.
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -14,8 +18,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::concurrency::{self, Window};
-use crate::{batching, probe, stall};
+use crate::probe;
 
 /// What to measure.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug)]
@@ -38,32 +41,28 @@ struct Request {
     window_ms: u64,
 }
 
-/// What the child prints: its window, or why it failed.
+/// What the child prints: its result, or why it failed.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Answer {
-    Ok(Box<Window>),
+enum Answer<T> {
+    Ok(Box<T>),
     Err(String),
 }
 
-async fn run_spec(spec: Spec, n: usize, window: Duration) -> Result<Window> {
-    match spec {
-        Spec::Raw => concurrency::run_raw(n, window).await,
-        Spec::Host => concurrency::run_host(n, window).await,
-        Spec::Batching { wait_ms } => batching::host(n, window, wait_ms).await,
-        Spec::Stall { stuck } => stall::host(n, window, stuck).await,
-    }
-}
-
-/// `rtms-bench measure-child`: one [`Request`] line on stdin, one [`Answer`] line on stdout.
-pub async fn child() -> Result<()> {
+/// `rtms-bench measure-child`: one [`Request`] line on stdin, measured with `run`, one
+/// [`Answer`] line on stdout.
+pub async fn child<T, F, Fut>(run: F) -> Result<()>
+where
+    T: Serialize,
+    F: FnOnce(Spec, usize, Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let mut line = String::new();
     BufReader::new(tokio::io::stdin())
         .read_line(&mut line)
         .await?;
     let req: Request = serde_json::from_str(&line).context("bad request from the parent")?;
-    let answer = match run_spec(req.spec, req.meetings, Duration::from_millis(req.window_ms)).await
-    {
+    let answer = match run(req.spec, req.meetings, Duration::from_millis(req.window_ms)).await {
         Ok(w) => Answer::Ok(Box::new(w)),
         Err(e) => Answer::Err(format!("{e:#}")),
     };
@@ -74,11 +73,17 @@ pub async fn child() -> Result<()> {
     Ok(())
 }
 
-/// Measures `spec` on `n` meetings for `window` in a child process (in-process in unit
-/// tests). An error names what ended the child when it did not answer.
-pub async fn measure(spec: Spec, n: usize, window: Duration) -> Result<Window> {
+/// Measures `spec` on `n` meetings for `window` in a child process; in unit tests (whose
+/// executable is not `rtms-bench`) with `in_process` instead. An error names what ended the
+/// child when it did not answer.
+pub async fn measure<T, F, Fut>(spec: Spec, n: usize, window: Duration, in_process: F) -> Result<T>
+where
+    T: serde::de::DeserializeOwned,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     if cfg!(test) {
-        return run_spec(spec, n, window).await;
+        return in_process().await;
     }
     let exe = std::env::current_exe()?;
     let mut cmd = tokio::process::Command::new(exe);
@@ -111,7 +116,7 @@ pub async fn measure(spec: Spec, n: usize, window: Duration) -> Result<Window> {
         .await?;
     let status = child.wait().await?;
     let tail = tail.await.unwrap_or_default();
-    match serde_json::from_str::<Answer>(&answer) {
+    match serde_json::from_str::<Answer<T>>(&answer) {
         Ok(Answer::Ok(w)) => Ok(*w),
         Ok(Answer::Err(e)) => anyhow::bail!("{e}"),
         Err(_) => anyhow::bail!(

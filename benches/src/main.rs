@@ -199,7 +199,7 @@ async fn run(args: Args) -> Result<()> {
         return concurrency::child().await;
     }
     if args.which == Which::MeasureChild {
-        return isolate::child().await;
+        return isolate::child(measure_spec).await;
     }
     if args.which == Which::SenderChild {
         return sender::child().await;
@@ -272,6 +272,21 @@ async fn run(args: Args) -> Result<()> {
         "chaos: a pass criterion failed (see the verdict above)"
     );
     Ok(())
+}
+
+/// One real-time measurement, in the process `isolate` started for it.
+async fn measure_spec(
+    spec: isolate::Spec,
+    n: usize,
+    window: std::time::Duration,
+) -> Result<concurrency::Window> {
+    use isolate::Spec;
+    match spec {
+        Spec::Raw => concurrency::run_raw(n, window).await,
+        Spec::Host => concurrency::run_host(n, window).await,
+        Spec::Batching { wait_ms } => batching::host(n, window, wait_ms).await,
+        Spec::Stall { stuck } => stall::host(n, window, stuck).await,
+    }
 }
 
 /// The chaos case's options from the command line.

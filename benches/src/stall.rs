@@ -86,8 +86,14 @@ pub async fn host(n: usize, window: Duration, stuck: bool) -> Result<Window> {
 
 /// Runs both, each in a process of its own: `n` meetings for `window` each.
 pub async fn measure(n: usize, window: Duration) -> Result<Outcome> {
-    let baseline = isolate::measure(Spec::Stall { stuck: false }, n, window).await?;
-    let stalled = isolate::measure(Spec::Stall { stuck: true }, n, window).await?;
+    let baseline = isolate::measure(Spec::Stall { stuck: false }, n, window, || {
+        host(n, window, false)
+    })
+    .await?;
+    let stalled = isolate::measure(Spec::Stall { stuck: true }, n, window, || {
+        host(n, window, true)
+    })
+    .await?;
     Ok(Outcome { baseline, stalled })
 }
 
