@@ -852,3 +852,57 @@ pub async fn run(report: &mut Report, quick: bool, meetings: &[usize]) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(status: Option<u16>, error: Option<&str>) -> rtms_sim::WebhookDelivery {
+        rtms_sim::WebhookDelivery {
+            event: "meeting.rtms_started".into(),
+            body: String::new(),
+            attempt: 1,
+            status,
+            error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_meeting_that_never_came_up_is_given_the_reason_its_ledger_shows() {
+        let mut l = rtms_sim::Ledger::default();
+        assert_eq!(
+            not_up_reason(&l).as_deref(),
+            Some("started webhook never sent")
+        );
+        l.webhooks = vec![started(Some(503), None)];
+        assert_eq!(
+            not_up_reason(&l).as_deref(),
+            Some("webhook answered HTTP 503")
+        );
+        l.webhooks = vec![started(
+            None,
+            Some("POST to http://127.0.0.1:1/webhook got no answer within 60 s"),
+        )];
+        assert_eq!(not_up_reason(&l).as_deref(), Some("webhook timed out"));
+        l.webhooks = vec![started(Some(200), None)];
+        assert_eq!(
+            not_up_reason(&l).as_deref(),
+            Some("no signaling connection")
+        );
+        l.counters.signaling_connections = 1;
+        l.counters.signaling_handshakes_ok = 1;
+        assert_eq!(not_up_reason(&l).as_deref(), Some("no media connection"));
+        l.counters.media_handshakes_ok = 1;
+        assert_eq!(not_up_reason(&l), None, "up");
+    }
+
+    #[test]
+    fn keepalive_quantiles_are_taken_from_the_sorted_times() {
+        let times: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        let k = KeepaliveTimes::of(times, 2);
+        assert_eq!((k.answered, k.timeouts), (100, 2));
+        assert_eq!((k.p50_ms, k.p99_ms, k.max_ms), (50.0, 99.0, 100.0));
+        let none = KeepaliveTimes::of(Vec::new(), 0);
+        assert_eq!((none.answered, none.max_ms), (0, 0.0));
+    }
+}
