@@ -72,6 +72,10 @@ pub struct ChildDone {
     /// Keep-alive answer times over every meeting and socket.
     #[serde(default)]
     pub keepalive: KeepaliveTimes,
+    /// Messages written to a socket that then ended before its client confirmed reading
+    /// them (`rtms_sim::Counters::unconfirmed`): 0 when the receiver read everything.
+    #[serde(default)]
+    pub unconfirmed: u64,
 }
 
 /// How fast the receiver answered the simulator's keep-alive requests.
@@ -219,6 +223,7 @@ where
         }
         times.extend_from_slice(&l.keepalive_answer_times);
         timeouts += l.counters.keepalive_timeouts;
+        done.unconfirmed += l.counters.unconfirmed;
     }
     done.keepalive = KeepaliveTimes::of(times, timeouts);
     out.write_all(format!("{}\n", serde_json::to_string(&done)?).as_bytes())
@@ -432,10 +437,12 @@ async fn measure(w: &mut Window, hist: &Histogram, sim_pid: &str, window: Durati
     w.timed = hist.count();
 }
 
-/// The time allowed for N streams to come up (5 s + 12 ms each), and the meetings' length.
+/// The time allowed for N streams to come up (5 s + 12 ms each), and the meetings' length:
+/// that time, the warm-up and the window, and half the time allowed more, so a window that
+/// starts only when the time allowed ran out still ends before the meetings do.
 fn timing(n: usize, window: Duration) -> (Duration, Duration) {
     let slack = Duration::from_secs(5) + Duration::from_millis(12 * n as u64);
-    (slack, window + Duration::from_secs(1) + slack)
+    (slack, window + Duration::from_secs(1) + slack + slack / 2)
 }
 
 /// The raw reader on N real-time meetings.
@@ -768,10 +775,17 @@ fn push_cost_rows(
     .note(if kept_up {
         "every audio frame sent reached both audio plugins".to_owned()
     } else {
+        let routed: Vec<String> = AUDIO_PLUGINS
+            .iter()
+            .map(|p| format!("{p} {}", host.plugins.get(*p).map_or(0, |s| s.routed)))
+            .collect();
         format!(
-            "did not keep up: sent {}, got {}",
+            "did not keep up: sent {}, got {}; routed {}; unread when sockets ended {}; keep-alive timeouts {}",
             host.sent.audio,
-            got.join(", ")
+            got.join(", "),
+            routed.join(", "),
+            host.sent.unconfirmed,
+            host.sent.keepalive.timeouts
         )
     });
     if n >= 1000 {
