@@ -106,7 +106,9 @@ impl KeepaliveTimes {
     }
 }
 
-/// Why a meeting's stream never came up, from its ledger; `None` when it did.
+/// Why a meeting's stream never came up, from its ledger; `None` when it did. The started
+/// webhook's last attempt first (when one was sent: the raw reader gets the event
+/// directly), then the connections.
 fn not_up_reason(l: &rtms_sim::Ledger) -> Option<String> {
     let c = &l.counters;
     if c.media_handshakes_ok > 0 {
@@ -114,27 +116,25 @@ fn not_up_reason(l: &rtms_sim::Ledger) -> Option<String> {
     }
     let refused = || l.refusals.keys().copied().collect::<Vec<_>>().join(",");
     let hook = l.webhooks_ending("rtms_started").into_iter().last();
-    Some(match hook {
-        None => "started webhook never sent".into(),
-        Some(w) => match (w.status, &w.error) {
-            (Some(s), _) if !(200..300).contains(&s) => format!("webhook answered HTTP {s}"),
-            (None, Some(e)) if e.contains("no answer within") || e.contains("timed out") => {
-                "webhook timed out".into()
-            }
-            (None, Some(e)) if e.contains("refused") => "webhook connection refused".into(),
-            (None, e) => {
-                let e = e.as_deref().unwrap_or("no answer");
-                let why = e.split_once("failed: ").map_or(e, |(_, r)| r);
-                format!(
-                    "webhook failed: {}",
-                    why.chars().take(60).collect::<String>()
-                )
-            }
-            _ if c.signaling_connections == 0 => "no signaling connection".into(),
-            _ if c.signaling_handshakes_ok == 0 => format!("signaling refused ({})", refused()),
-            _ if c.media_connections == 0 => "no media connection".into(),
-            _ => format!("media handshake refused ({})", refused()),
-        },
+    let (status, error) = hook.map_or((Some(200), None), |w| (w.status, w.error.clone()));
+    Some(match (status, &error) {
+        (Some(s), _) if !(200..300).contains(&s) => format!("webhook answered HTTP {s}"),
+        (None, Some(e)) if e.contains("no answer within") || e.contains("timed out") => {
+            "webhook timed out".into()
+        }
+        (None, Some(e)) if e.contains("refused") => "webhook connection refused".into(),
+        (None, e) => {
+            let e = e.as_deref().unwrap_or("no answer");
+            let why = e.split_once("failed: ").map_or(e, |(_, r)| r);
+            format!(
+                "webhook failed: {}",
+                why.chars().take(60).collect::<String>()
+            )
+        }
+        _ if c.signaling_connections == 0 => "no signaling connection".into(),
+        _ if c.signaling_handshakes_ok == 0 => format!("signaling refused ({})", refused()),
+        _ if c.media_connections == 0 => "no media connection".into(),
+        _ => format!("media handshake refused ({})", refused()),
     })
 }
 
@@ -886,7 +886,8 @@ mod tests {
         let mut l = rtms_sim::Ledger::default();
         assert_eq!(
             not_up_reason(&l).as_deref(),
-            Some("started webhook never sent")
+            Some("no signaling connection"),
+            "no webhook (the raw reader): the connections say"
         );
         l.webhooks = vec![started(Some(503), None)];
         assert_eq!(
