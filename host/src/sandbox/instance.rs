@@ -384,10 +384,12 @@ fn trap_error(st: &mut StoreData, limits: TrapLimits, e: wasmtime::Error) -> Cal
     }
     if !stderr.is_empty() {
         msg.push_str(" — guest stderr: ");
-        msg.push_str(&stderr);
+        // Only the guest's own words carry WASI error numbers; the host's errors above
+        // (a failed mmap, say) quote the host's.
+        msg.push_str(&explain_wasi_errors(&stderr));
     }
     if let Some(bt) = bt {
         tracing::debug!(plugin = %st.ctx.plugin, stream = %st.ctx.stream_id, "trap backtrace: {bt}");
     }
-    CallError::Trap(explain_wasi_errors(&msg).into_owned())
+    CallError::Trap(msg)
 }
