@@ -120,6 +120,18 @@ pub fn event_v03(e: rtms_proto::events::Event) -> v03::rtms::plugin0_3_0::events
     }
 }
 
+impl From<&rtms_proto::webhook::StartedDetails> for SessionDetails {
+    fn from(d: &rtms_proto::webhook::StartedDetails) -> Self {
+        Self {
+            account_id: d.account_id.clone(),
+            is_original_host: d.is_original_host,
+            meeting_number: d.meeting_id.clone(),
+            webinar_id: d.webinar_id.clone(),
+            declares_length: Default::default(),
+        }
+    }
+}
+
 impl SessionDetails {
     /// 0.3's frames: `frames` with `length` on audio, video and share frames of a stream
     /// whose messages declare it. The client checked each declared length against the
