@@ -234,6 +234,21 @@ pub fn decode(event_type: u32, json: &str) -> Result<Option<Event>, DecodeError>
     }))
 }
 
+/// The participants an event object names, leniently (for the host's own use of events 2 to
+/// 9, whose participants share one shape): its `participants` array, or its own `user_id` and
+/// `user_name`. An entry whose `user_id` is not an integer is skipped; at most [`MAX_LIST`]
+/// are kept, names cut to [`MAX_NAME`].
+pub fn named_participants(event: &Value) -> Vec<Participant> {
+    let one = |v: &Value| {
+        let w = ParticipantWire::deserialize(v).ok()?;
+        participant(0, w).ok()
+    };
+    match event.get("participants").and_then(Value::as_array) {
+        Some(list) => list.iter().take(MAX_LIST).filter_map(one).collect(),
+        None => one(event).into_iter().collect(),
+    }
+}
+
 fn participant(event_type: u32, p: ParticipantWire) -> Result<Participant, DecodeError> {
     let user_id = match p.user_id {
         UserId::Number(n) => n,
@@ -344,6 +359,25 @@ mod tests {
             decode(14, &big),
             Err(DecodeError::EntryTooLong { .. })
         ));
+    }
+
+    #[test]
+    fn named_participants_skip_what_is_not_a_participant() {
+        let ev = serde_json::json!({"participants": [
+            {"user_id": 1, "user_name": "A"}, {"user_id": "x"}, {"user_name": "no id"}, {"user_id": "2"}
+        ]});
+        let ids: Vec<i64> = named_participants(&ev).iter().map(|p| p.user_id).collect();
+        assert_eq!(ids, [1, 2]);
+        let one = named_participants(&serde_json::json!({"user_id": 5, "user_name": "E"}));
+        assert_eq!(one[0].user_name.as_deref(), Some("E"));
+        assert!(named_participants(&serde_json::json!({"timestamp": 1})).is_empty());
+        let many: Vec<Value> = (0..MAX_LIST as i64 + 5)
+            .map(|i| serde_json::json!({"user_id": i}))
+            .collect();
+        assert_eq!(
+            named_participants(&serde_json::json!({"participants": many})).len(),
+            MAX_LIST
+        );
     }
 
     #[test]
