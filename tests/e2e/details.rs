@@ -172,3 +172,109 @@ async fn a_0_3_plugin_pins_a_participants_individual_video() {
         drop(dir);
     }
 }
+
+/// Contract 0.3's `events.decode`: a scripted meeting's participant-video and chat-group
+/// changes reach a 0.3 plugin typed, in the order the simulator's ledger sent them, with
+/// the fields the simulator put in them. A pipeline that does not subscribe to those event
+/// types gets none of them, and the simulator sends none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_group_and_video_events_reach_a_0_3_plugin_typed() {
+    use rtms_sim::ChatGroupAction::*;
+    use rtms_sim::EventKind::{VideoOff, VideoOn};
+    let sim = Simulator::start(sim_config(false)).await.unwrap();
+    let script = rtms_sim::MeetingScript::builder()
+        .participant(1, "Ann")
+        .participant(2, "Bo")
+        .participant(3, "Cy")
+        .chat_group(100, Create, "g1", &[], None)
+        .event(150, VideoOn, 3)
+        .chat_group(200, MembersAdd, "g1", &[1, 2], None)
+        .chat_group(300, MemberStatusUpdate, "g1", &[2], Some(1))
+        .chat_group(400, MembersDelete, "g1", &[1], None)
+        .event(450, VideoOff, 3)
+        .chat_group(500, Delete, "g1", &[], None)
+        .duration_ms(800)
+        .build()
+        .unwrap();
+    let plugin = format!(
+        "[[plugin]]\nname = \"details\"\ncomponent = {:?}\nmedia = [\"event\"]\n[plugin.config]\ndecode_events = \"true\"\n",
+        crate::util::component("details_v03").display().to_string(),
+    );
+    let typed = 8..=14u32;
+    for subscribed in [true, false] {
+        let events = if subscribed {
+            r#"["participant-join", "participant-video-on", "participant-video-off", "chat-group-create", "chat-group-delete", "chat-group-members-add", "chat-group-members-delete", "chat-group-member-status-update"]"#
+        } else {
+            r#"["participant-join", "participant-leave", "active-speaker-change"]"#
+        };
+        let setup = Setup {
+            extra: plugin.clone(),
+            events,
+            ..Default::default()
+        };
+        let host = start_host(&sim, setup, |_| {}).await;
+        let m = start(&sim, &host, script.clone(), Product::Meeting, Pace::Fast);
+        let ledger = finish(&host, &m).await;
+        let path = host.dir.path().join("outputs.jsonl");
+        let Host { svc, dir, .. } = host;
+        within("shutdown", svc.shutdown()).await;
+        let sent: Vec<u32> = ledger
+            .events
+            .iter()
+            .copied()
+            .filter(|t| typed.contains(t))
+            .collect();
+        let got: Vec<Value> = outputs(&path, "details", "typed_event")
+            .into_iter()
+            .map(|o| o["data"].clone())
+            .collect();
+        assert!(outputs(&path, "details", "event_refused").is_empty());
+        let got_types: Vec<u32> = got
+            .iter()
+            .map(|d| d["event_type"].as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(
+            got_types, sent,
+            "the plugin got what the ledger sent: {got:?}"
+        );
+        if !subscribed {
+            assert!(sent.is_empty(), "unsubscribed types were sent: {sent:?}");
+            assert!(
+                ledger
+                    .events
+                    .contains(&rtms_proto::codes::event_type::PARTICIPANT_JOIN),
+                "{:?}",
+                ledger.events
+            );
+            drop(dir);
+            continue;
+        }
+        assert_eq!(sent, vec![10, 8, 12, 14, 13, 9, 11]);
+        let member = |d: &Value, list: &str, i: usize| d[list][i].clone();
+        assert_eq!(got[0]["action"], "create");
+        assert_eq!(got[0]["chat_groups"][0]["chat_group_id"], "g1");
+        assert_eq!(got[1]["on"], true);
+        assert_eq!(got[1]["participants"], serde_json::json!([[3, "Cy"]]));
+        assert_eq!(got[2]["action"], "members-add");
+        let adds: Vec<&Value> = got[2]["members_update_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["user_id"])
+            .collect();
+        assert_eq!(adds, [1, 2]);
+        assert_eq!(member(&got[2], "members_update_list", 1)["user_name"], "Bo");
+        assert_eq!(got[3]["action"], "member-status-update");
+        let st = member(&got[3], "member_status_update_list", 0);
+        assert_eq!(
+            (st["user_id"].clone(), st["status"].clone()),
+            (2.into(), 1.into())
+        );
+        assert_eq!(got[4]["action"], "members-delete");
+        assert_eq!(member(&got[4], "members_update_list", 0)["user_id"], 1);
+        assert_eq!(got[5]["on"], false);
+        assert_eq!(got[6]["action"], "delete");
+        assert_eq!(got[6]["chat_groups"][0]["chat_group_id"], "g1");
+        drop(dir);
+    }
+}

@@ -145,6 +145,8 @@ pub struct Setup {
     pub admin_token: Option<&'static str>,
     /// Text appended to the pipeline (more `[[plugin]]` tables, `[rtms.*]` sections).
     pub extra: String,
+    /// `[rtms] events`.
+    pub events: &'static str,
 }
 
 impl Default for Setup {
@@ -157,6 +159,7 @@ impl Default for Setup {
             seq_queue: "capacity = 4096\non_full = \"block\"",
             seq_extra: "",
             admin: false,
+            events: r#"["participant-join", "participant-leave", "active-speaker-change"]"#,
             admin_token: None,
             extra: String::new(),
         }
@@ -268,7 +271,7 @@ webhook_path = "/webhook"
 socket_mode = "{mode}"
 allowed_hosts = ["127.0.0.1", "localhost"]
 allow_insecure_ws = true
-events = ["participant-join", "participant-leave", "active-speaker-change"]
+events = {events}
 [runtime]
 cache_dir = {cache:?}
 dead_letter_dir = "dead"
@@ -295,6 +298,7 @@ type = "jsonl"
 path = "outputs.jsonl"
 "#,
         server_extra = setup.server_extra,
+        events = setup.events,
         mode = if setup.split { "split" } else { "unified" },
         cache = util::cache_dir().display().to_string(),
         seq = util::component("seq_recorder").display().to_string(),

@@ -21,8 +21,16 @@ media = ["transcript"]
 [[plugin.dir]]
 host = "out"
 guest = "/out"
+[[plugin]]
+name = "details"
+component = {details:?}
+media = ["transcript"]
+[[sink]]
+type = "jsonl"
+path = "outputs.jsonl"
 "#,
         seq = util::component("seq_recorder").display().to_string(),
+        details = util::component("details_v03").display().to_string(),
     );
     let runtime = format!("journal_dir = \"journal\"\njournal_grace_ms = {grace_ms}\n");
     crate::harness::process_pipeline(&runtime, &plugin)
@@ -97,6 +105,28 @@ fn one_stream_lines_once(ledger: &rtms_sim::Ledger, rec: &Record) -> (Vec<String
     (sent, got)
 }
 
+/// The started webhook's April 2026 fields reached the 0.3 plugin of the resumed session as
+/// the webhook carried them: the journal kept them across the change of process.
+fn started_fields_survived(dir: &std::path::Path, m: &rtms_sim::MeetingHandle) {
+    let text = std::fs::read_to_string(dir.join("outputs.jsonl")).unwrap_or_default();
+    let resumed: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["plugin"] == "details" && v["kind"] == "details")
+        .map(|v| v["data"].clone())
+        .filter(|d| d["stream_id"] == m.stream_id() && d["resumed"] == true)
+        .collect();
+    assert_eq!(resumed.len(), 1, "one resumed session start: {text}");
+    let started: serde_json::Value = serde_json::from_slice(&m.started_body()).unwrap();
+    let p = &started["payload"];
+    let d = &resumed[0];
+    assert!(p["account_id"].is_string(), "the webhook carries them: {p}");
+    assert_eq!(d["account_id"], p["account_id"], "{d}");
+    assert_eq!(d["is_original_host"], p["is_original_host"], "{d}");
+    assert_eq!(d["meeting_number"], p["meeting_id"], "{d}");
+    assert_eq!(d["webinar_id"], serde_json::Value::Null, "{d}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_killed_mid_meeting_and_restarted_resumes_the_stream_on_its_own() {
     let sim = crate::harness::process_simulator().await;
@@ -143,6 +173,7 @@ async fn a_host_killed_mid_meeting_and_restarted_resumes_the_stream_on_its_own()
         "a second connection for the same stream"
     );
     let (sent, got) = one_stream_lines_once(&ledger, &rec);
+    started_fields_survived(second.dir.path(), &m);
     let max_before = before.frames.iter().map(|f| f.0).max().unwrap();
     let after: Vec<u64> = rec.frames[before.frames.len()..]
         .iter()
@@ -335,4 +366,5 @@ async fn sigusr2_hands_the_streams_to_a_successor_with_no_webhook_refused_and_no
         "the predecessor's instance ended as for a reload; the meeting ended once, at its end"
     );
     one_stream_lines_once(&ledger, &rec);
+    started_fields_survived(first.dir.path(), &m);
 }

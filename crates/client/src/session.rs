@@ -66,6 +66,8 @@ pub struct SessionSnapshot {
     pub next_seq: u64,
     /// The machine's state name (`streaming`, `backoff`, ...).
     pub state: &'static str,
+    /// What the started webhook carried besides the ids (April 2026 fields).
+    pub details: rtms_proto::webhook::StartedDetails,
 }
 
 /// What the session shares with its manager.
@@ -140,6 +142,7 @@ pub(crate) fn shared_for(start: &SessionStart, cfg: &ClientConfig) -> Arc<Shared
             media_params: cfg.media_params.clone(),
             next_seq: start.first_seq,
             state: "connecting",
+            details: start.details.clone(),
         }),
         next_seq: AtomicU64::new(start.first_seq),
     })

@@ -258,22 +258,14 @@ impl Follower {
     }
 }
 
-/// The participants an event names: its `participants` array, or its own `user_id` and
-/// `user_name`. Ids that are not integers are skipped (msg 28 takes a number).
+/// The participants an event names (`rtms_proto::events::named_participants`: its
+/// `participants` array, or its own `user_id` and `user_name`; ids that are not integers are
+/// skipped, as msg 28 takes a number).
 fn participants(event: &Value) -> Vec<(i64, String)> {
-    let one = |v: &Value| {
-        let id = match v.get("user_id")? {
-            Value::Number(n) => n.as_i64()?,
-            Value::String(s) => s.parse().ok()?,
-            _ => return None,
-        };
-        let name = v.get("user_name").and_then(Value::as_str).unwrap_or("");
-        Some((id, name.to_owned()))
-    };
-    match event.get("participants").and_then(Value::as_array) {
-        Some(list) => list.iter().filter_map(one).collect(),
-        None => one(event).into_iter().collect(),
-    }
+    rtms_proto::events::named_participants(event)
+        .into_iter()
+        .map(|p| (p.user_id, p.user_name.unwrap_or_default()))
+        .collect()
 }
 
 #[cfg(test)]

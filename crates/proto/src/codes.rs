@@ -347,7 +347,7 @@ pub mod event_type {
     pub const PARTICIPANT_VIDEO_ON: u32 = 8;
     pub const PARTICIPANT_VIDEO_OFF: u32 = 9;
     /// Chat-group events (June 2026): `chat_groups`, `members_update_list` and
-    /// `member_status_update_list` arrays; passed to plugins as JSON.
+    /// `member_status_update_list` arrays; decoded for plugins by [`crate::events`].
     pub const CHAT_GROUP_CREATE: u32 = 10;
     pub const CHAT_GROUP_DELETE: u32 = 11;
     pub const CHAT_GROUP_MEMBERS_ADD: u32 = 12;

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`codes`]: every enumeration as named constants.
+//! - [`events`]: the EVENT_UPDATE events plugins get typed (participant video, chat groups).
 //! - [`kind`]: [`MediaKind`] and [`MediaKinds`], the one media vocabulary.
 //! - [`msg`]: the JSON messages of the signaling and media sockets.
 //! - [`params`]: media parameters and their defaults.
@@ -17,6 +18,7 @@
 //! - [`unix_ms`] / [`unix_secs`]: the wall clock as the protocol's timestamps.
 
 pub mod codes;
+pub mod events;
 pub mod kind;
 pub mod msg;
 pub mod params;

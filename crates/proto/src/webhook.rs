@@ -142,16 +142,30 @@ pub struct WebhookEvent {
 
 /// What Zoom's started webhooks carry since April 2026 besides the stream's ids: each
 /// `None` when the webhook lacks it (Video SDK and Contact Center webhooks, older ones).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Serialized (the stream journal, cluster leases) with absent fields left out, and read
+/// back with missing fields absent, so a record written before these fields existed loads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartedDetails {
     /// `account_id`: the account the meeting belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<String>,
     /// `is_original_host`: the user who started the stream is the meeting's original host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_original_host: Option<bool>,
     /// `meeting_id`: the meeting's number (its uuid is the event's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meeting_id: Option<String>,
     /// `webinar_id`: the webinar's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webinar_id: Option<String>,
+}
+
+impl StartedDetails {
+    /// No field is present.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Zoom's concurrency notices (2026): a meeting near or at the account's limit of concurrent

@@ -23,7 +23,7 @@
 //!
 //! # Layout
 //! - [`config`]: the simulator's configuration, [`SimConfig`].
-//! - [`script`]: meeting files and the builder.
+//! - [`script`]: meeting files and the builder; [`chat_group`]: their chat-group changes.
 //! - [`faults`]: [`Fault`], scheduled faults, and applying them to a stream.
 //! - [`ledger`]: what was sent and who was connected, and the ledger's guarantee.
 //! - [`media_gen`]: audio synthesis and sample frames.
@@ -34,6 +34,7 @@
 
 pub mod api;
 pub mod chaos;
+pub mod chat_group;
 pub mod cli;
 pub mod config;
 pub mod faults;
@@ -57,6 +58,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+pub use chat_group::{ChatGroupAction, ChatGroupEvent};
 pub use config::SimConfig;
 pub use faults::{Fault, ScheduledFault, SocketSel, Trigger};
 pub use ledger::{

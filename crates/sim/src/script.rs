@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::MediaKind;
+use crate::chat_group::{self, ChatGroupAction, ChatGroupEvent};
 use crate::faults::{Fault, ScheduledFault, SocketSel, Trigger};
 
 /// Why a meeting script is unusable. Messages name the entry and the fix.
@@ -133,6 +134,8 @@ pub struct MeetingScript {
     pub chats: Vec<Chat>,
     /// Explicit and derived events (joins, leaves, speaker changes), sorted by time.
     pub events: Vec<ScriptEvent>,
+    /// Chat-group changes (EVENT_TYPE 10 to 14), sorted by time.
+    pub chat_groups: Vec<ChatGroupEvent>,
     pub faults: Vec<ScheduledFault>,
 }
 
@@ -231,6 +234,8 @@ struct MeetingFile {
     chat: Vec<ChatFile>,
     #[serde(default)]
     event: Vec<EventFile>,
+    #[serde(default)]
+    chat_group: Vec<chat_group::ChatGroupFile>,
     /// Spanned, so an error can name the entry's line.
     #[serde(default)]
     fault: Vec<toml::Spanned<FaultFile>>,
@@ -390,6 +395,38 @@ impl FaultFile {
     }
 }
 
+/// One `[[chat_group]]` entry (the `i`th), resolved; `who` gives a participant's id.
+fn chat_group_change(
+    i: usize,
+    g: chat_group::ChatGroupFile,
+    who: &impl Fn(String, &str) -> Result<i64, ScriptError>,
+) -> Result<ChatGroupEvent, ScriptError> {
+    let what = format!("[[chat_group]] #{}", i + 1);
+    let invalid = |problem| ScriptError::Invalid {
+        what: what.clone(),
+        problem,
+    };
+    let action = chat_group::action(&g.action).map_err(invalid)?;
+    let status = g
+        .status
+        .as_deref()
+        .map(chat_group::status)
+        .transpose()
+        .map_err(invalid)?;
+    let members = g
+        .members
+        .iter()
+        .map(|n| who(what.clone(), n))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ChatGroupEvent {
+        at_ms: secs(&what, g.at)?,
+        action,
+        group: g.group,
+        members,
+        status,
+    })
+}
+
 impl MeetingScript {
     /// Parses and resolves a meeting file's text.
     pub fn from_toml_str(text: &str) -> Result<Self, ScriptError> {
@@ -445,6 +482,9 @@ impl MeetingScript {
             let what = format!("[[event]] #{}", i + 1);
             let id = who(what.clone(), &e.user)?;
             b = b.event(secs(&what, e.at)?, e.kind, id);
+        }
+        for (i, g) in file.chat_group.into_iter().enumerate() {
+            b.chat_groups.push(chat_group_change(i, g, &who)?);
         }
         let mut lines = Vec::new();
         for (i, f) in file.fault.into_iter().enumerate() {
@@ -525,6 +565,7 @@ pub struct MeetingBuilder {
     utterances: Vec<Utterance>,
     chats: Vec<Chat>,
     events: Vec<ScriptEvent>,
+    chat_groups: Vec<ChatGroupEvent>,
     faults: Vec<ScheduledFault>,
 }
 
@@ -539,6 +580,7 @@ impl Default for MeetingBuilder {
             utterances: Vec::new(),
             chats: Vec::new(),
             events: Vec::new(),
+            chat_groups: Vec::new(),
             faults: Vec::new(),
         }
     }
@@ -626,6 +668,25 @@ impl MeetingBuilder {
         });
         self
     }
+    /// Adds a chat-group change: `members` for members_add, members_delete and
+    /// member_status_update, `status` (0 IN_CHAT_GROUP .. 4 LEFT_MEETING) for the last.
+    pub fn chat_group(
+        mut self,
+        at_ms: u64,
+        action: ChatGroupAction,
+        group: &str,
+        members: &[i64],
+        status: Option<u32>,
+    ) -> Self {
+        self.chat_groups.push(ChatGroupEvent {
+            at_ms,
+            action,
+            group: group.into(),
+            members: members.to_vec(),
+            status,
+        });
+        self
+    }
     pub fn fault_at(mut self, at_ms: u64, fault: Fault) -> Self {
         self.faults.push(ScheduledFault {
             trigger: Trigger::AtMs(at_ms),
@@ -676,8 +737,8 @@ impl MeetingBuilder {
         self
     }
 
-    /// Validates and resolves the meeting, deriving join/leave and active-speaker events.
-    pub fn build(self) -> Result<MeetingScript, ScriptError> {
+    /// Checks that utterances and chats name known participants, and utterances last.
+    fn check_utterances_and_chats(&self) -> Result<(), ScriptError> {
         let known = |id: i64| self.participants.iter().any(|p| p.user_id == id);
         for (i, u) in self.utterances.iter().enumerate() {
             let what = format!("utterance #{}", i + 1);
@@ -702,6 +763,37 @@ impl MeetingBuilder {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Checks the chat-group changes: known members, and [`chat_group::check`].
+    fn check_chat_groups(&self) -> Result<(), ScriptError> {
+        let known = |id: i64| self.participants.iter().any(|p| p.user_id == id);
+        for (i, g) in self.chat_groups.iter().enumerate() {
+            if let Some(u) = g.members.iter().find(|u| !known(**u)) {
+                return Err(ScriptError::UnknownSpeaker {
+                    what: format!("chat group change #{}", i + 1),
+                    name: u.to_string(),
+                });
+            }
+        }
+        chat_group::check(&self.chat_groups).map_err(|(i, problem)| ScriptError::Invalid {
+            what: format!(
+                "chat group change #{} ({:?} at {} ms)",
+                i + 1,
+                self.chat_groups[i].group,
+                self.chat_groups[i].at_ms
+            ),
+            problem,
+        })
+    }
+
+    /// Validates and resolves the meeting, deriving join/leave and active-speaker events.
+    pub fn build(self) -> Result<MeetingScript, ScriptError> {
+        self.check_utterances_and_chats()?;
+        self.check_chat_groups()?;
+        let mut chat_groups = self.chat_groups;
+        chat_groups.sort_by_key(|g| g.at_ms);
         let mut utterances = self.utterances;
         utterances.sort_by_key(|u| u.start_ms);
         let mut chats = self.chats;
@@ -738,6 +830,7 @@ impl MeetingBuilder {
             .map(|u| u.start_ms + u.duration_ms)
             .chain(chats.iter().map(|c| c.at_ms))
             .chain(events.iter().map(|e| e.at_ms))
+            .chain(chat_groups.iter().map(|g| g.at_ms))
             .max()
             .unwrap_or(0);
         let duration_ms = self.duration_ms.unwrap_or(last + 500);
@@ -750,6 +843,7 @@ impl MeetingBuilder {
             utterances,
             chats,
             events,
+            chat_groups,
             faults: self.faults,
         })
     }
@@ -893,5 +987,85 @@ media = "audio"
         ] {
             assert!(s.events.iter().any(|e| e.kind == kind), "{kind:?}");
         }
+    }
+
+    const GROUPS: &str = r#"
+[[participant]]
+user_id = 1
+name = "Ann"
+[[participant]]
+user_id = 2
+name = "Bo"
+[[chat_group]]
+at = 0.5
+action = "create"
+group = "g"
+[[chat_group]]
+at = 1.0
+action = "members_add"
+group = "g"
+members = ["Ann", "Bo"]
+[[chat_group]]
+at = 1.5
+action = "member_status_update"
+group = "g"
+members = ["Bo"]
+status = "in_waiting_room"
+"#;
+
+    #[test]
+    fn chat_group_changes_parse_and_play_as_zoom_shapes() {
+        let s = MeetingScript::from_toml_str(GROUPS).unwrap();
+        assert_eq!(s.chat_groups.len(), 3);
+        let st = &s.chat_groups[2];
+        assert_eq!((st.event_type(), st.status), (14, Some(2)));
+        let ev = st.to_json(7, |u| s.name_of(u).to_owned());
+        assert_eq!(
+            ev,
+            serde_json::json!({"event_type": 14, "timestamp": 7, "member_status_update_list":
+                [{"chat_group_id": "g", "user_id": 2, "user_name": "Bo", "status": 2}]})
+        );
+        let add = s.chat_groups[1].to_json(1, |u| s.name_of(u).to_owned());
+        assert_eq!(add["members_update_list"][0]["user_name"], "Ann");
+        // What the host decodes of it: the same entries, as JSON text.
+        let Some(rtms_proto::events::Event::ChatGroup(c)) =
+            rtms_proto::events::decode(12, &add.to_string()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.members_update_list.len(), 2);
+    }
+
+    #[test]
+    fn chat_group_mistakes_name_the_entry_and_the_fix() {
+        let err = |extra: &str| {
+            MeetingScript::from_toml_str(&format!("{GROUPS}{extra}"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(
+            "[[chat_group]]\nat = 2.0\naction = \"members_add\"\ngroup = \"other\"\nmembers = [\"Ann\"]\n",
+        );
+        assert!(
+            e.contains("\"other\" does not exist") && e.contains("create it earlier"),
+            "{e}"
+        );
+        let e = err("[[chat_group]]\nat = 2.0\naction = \"rename\"\ngroup = \"g\"\n");
+        assert!(
+            e.contains("[[chat_group]] #4") && e.contains("members_add"),
+            "{e}"
+        );
+        let e = err(
+            "[[chat_group]]\nat = 2.0\naction = \"member_status_update\"\ngroup = \"g\"\nmembers = [\"Ann\"]\nstatus = \"away\"\n",
+        );
+        assert!(e.contains("left_meeting"), "{e}");
+        let e = err("[[chat_group]]\nat = 2.0\naction = \"members_delete\"\ngroup = \"g\"\n");
+        assert!(e.contains("needs `members`"), "{e}");
+        let e = err(
+            "[[chat_group]]\nat = 2.0\naction = \"members_add\"\ngroup = \"g\"\nmembers = [\"Zed\"]\n",
+        );
+        assert!(e.contains("\"Zed\""), "{e}");
+        let e = err("[[chat_group]]\nat = 2.0\naction = \"create\"\ngroup = \"g\"\n");
+        assert!(e.contains("already exists"), "{e}");
     }
 }

@@ -35,6 +35,7 @@ pub const MIXED_AUDIO_USER_ID: i64 = -1;
 enum Item {
     FirstPacket,
     Event(usize),
+    ChatGroup(usize),
     Fault(usize),
     Audio { utt: usize, frame: u64 },
     Video,
@@ -48,7 +49,7 @@ impl Item {
     fn order(self) -> u8 {
         match self {
             Item::FirstPacket => 0,
-            Item::Event(_) => 1,
+            Item::Event(_) | Item::ChatGroup(_) => 1,
             Item::Fault(_) => 2,
             Item::Audio { .. } => 3,
             Item::Video => 4,
@@ -268,6 +269,9 @@ impl Runner {
         self.push(0, Item::FirstPacket);
         for i in 0..script.events.len() {
             self.push(script.events[i].at_ms, Item::Event(i));
+        }
+        for (i, g) in script.chat_groups.iter().enumerate() {
+            self.push(g.at_ms, Item::ChatGroup(i));
         }
         for (i, f) in script.faults.iter().enumerate() {
             if let Trigger::AtMs(t) = f.trigger {
@@ -591,6 +595,11 @@ impl Runner {
         match item {
             Item::FirstPacket => self.first_packet(ts).await,
             Item::Event(i) => self.script_event(i, ts).await,
+            Item::ChatGroup(i) => {
+                let script = self.m.script.clone();
+                let name = |u| script.name_of(u).to_owned();
+                self.event(script.chat_groups[i].to_json(ts, name)).await
+            }
             Item::Fault(i) => {
                 if let Some(f) = self.m.script.faults.get(i) {
                     self.m.apply_fault(f.fault.clone());

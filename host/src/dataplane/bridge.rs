@@ -70,13 +70,7 @@ impl SinkFactory for HostSinkFactory {
             started_at_ms: info.started_at_ms,
             resumed,
             audio: Some(audio_format(&info.audio)),
-            details: Arc::new(crate::sandbox::bindings::SessionDetails {
-                account_id: info.details.account_id.clone(),
-                is_original_host: info.details.is_original_host,
-                meeting_number: info.details.meeting_id.clone(),
-                webinar_id: info.details.webinar_id.clone(),
-                declares_length: Default::default(),
-            }),
+            details: Arc::new((&info.details).into()),
             fence,
         });
         HostSink {

@@ -84,6 +84,54 @@ pub struct SessionDetails {
     pub declares_length: std::sync::atomic::AtomicBool,
 }
 
+/// A decoded event as 0.3's `events.event`.
+pub fn event_v03(e: rtms_proto::events::Event) -> v03::rtms::plugin0_3_0::events::Event {
+    use rtms_proto::events::{ChatGroupAction as A, Event as E};
+    use v03::rtms::plugin0_3_0::events as w;
+    match e {
+        E::ParticipantVideo {
+            on,
+            participants,
+            timestamp,
+        } => w::Event::ParticipantVideo(w::ParticipantVideo {
+            on,
+            participants: participants
+                .into_iter()
+                .map(|p| w::Participant {
+                    user_id: p.user_id,
+                    user_name: p.user_name,
+                })
+                .collect(),
+            timestamp,
+        }),
+        E::ChatGroup(c) => w::Event::ChatGroup(w::ChatGroupChange {
+            action: match c.action {
+                A::Create => w::ChatGroupAction::Create,
+                A::Delete => w::ChatGroupAction::Delete,
+                A::MembersAdd => w::ChatGroupAction::MembersAdd,
+                A::MembersDelete => w::ChatGroupAction::MembersDelete,
+                A::MemberStatusUpdate => w::ChatGroupAction::MemberStatusUpdate,
+            },
+            timestamp: c.timestamp,
+            chat_groups: c.chat_groups,
+            members_update_list: c.members_update_list,
+            member_status_update_list: c.member_status_update_list,
+        }),
+    }
+}
+
+impl From<&rtms_proto::webhook::StartedDetails> for SessionDetails {
+    fn from(d: &rtms_proto::webhook::StartedDetails) -> Self {
+        Self {
+            account_id: d.account_id.clone(),
+            is_original_host: d.is_original_host,
+            meeting_number: d.meeting_id.clone(),
+            webinar_id: d.webinar_id.clone(),
+            declares_length: Default::default(),
+        }
+    }
+}
+
 impl SessionDetails {
     /// 0.3's frames: `frames` with `length` on audio, video and share frames of a stream
     /// whose messages declare it. The client checked each declared length against the

@@ -190,3 +190,16 @@ impl crate::sandbox::bindings::v03::rtms::plugin0_3_0::video::Host for StoreData
         self.ctx.embedder.video(&self.ctx, user_id, action)
     }
 }
+
+impl crate::sandbox::bindings::v03::rtms::plugin0_3_0::events::Host for StoreData {
+    fn decode(
+        &mut self,
+        event_type: u32,
+        json: String,
+    ) -> Result<Option<crate::sandbox::bindings::v03::rtms::plugin0_3_0::events::Event>, String>
+    {
+        rtms_proto::events::decode(event_type, &json)
+            .map(|e| e.map(crate::sandbox::bindings::event_v03))
+            .map_err(|e| e.to_string())
+    }
+}

@@ -265,6 +265,8 @@ fn link_contracts(linker: &mut Linker<StoreData>) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot link the contract rtms:plugin@0.2.0: {e}"))?;
     v03::rtms::plugin0_3_0::video::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
         .map_err(|e| anyhow::anyhow!("cannot link rtms:plugin/video@0.3.0: {e}"))?;
+    v03::rtms::plugin0_3_0::events::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+        .map_err(|e| anyhow::anyhow!("cannot link rtms:plugin/events@0.3.0: {e}"))?;
     // 0.2's `types` is mapped onto 0.1's Rust types, so its (function-less) instance is
     // not added above; a component still imports it by its 0.2 name.
     linker

@@ -26,6 +26,7 @@ use rtms_client::link::StreamIds;
 use rtms_client::session::SessionStart;
 use rtms_proto::Product;
 use rtms_proto::msg::MediaServerUrls;
+use rtms_proto::webhook::StartedDetails;
 use serde::{Deserialize, Serialize};
 
 use crate::dataplane::bridge::ResumeSet;
@@ -72,6 +73,11 @@ pub struct JournalEntry {
     pub next_seq: u64,
     /// Each plugin's session state, by plugin name.
     pub plugin_state: Vec<(String, Vec<StateKey>)>,
+    /// What the started webhook carried besides the ids (April 2026), for 0.3 plugins'
+    /// `session-info` after a restart or a move to another host. Left out when empty; an
+    /// entry written without it (before it existed) loads with every field absent.
+    #[serde(default, skip_serializing_if = "StartedDetails::is_empty")]
+    pub details: StartedDetails,
 }
 
 /// What a journal holds after a restart.
@@ -249,6 +255,7 @@ pub fn entry_of(shared: &Registry, s: rtms_client::SessionSnapshot, now: u64) ->
         state: s.state.to_owned(),
         next_seq: s.next_seq,
         plugin_state,
+        details: s.details,
     }
 }
 
@@ -424,7 +431,7 @@ pub async fn resume(
             operator_id: e.operator_id.clone(),
             server_url: e.server_url.clone(),
             first_seq: e.next_seq.saturating_add(SEQ_GAP),
-            details: Default::default(),
+            details: e.details.clone(),
         };
         if writer.sessions.start(start) {
             ok += 1;
@@ -479,7 +486,7 @@ async fn end_expired(writer: &JournalWriter, e: JournalEntry, age: Duration, gra
         started_at_ms: now_ms(),
         resumed: true,
         audio: None,
-        details: Default::default(),
+        details: Arc::new((&e.details).into()),
         fence: Default::default(),
     });
     session.end(EndReason::ConnectionLost).await;
@@ -513,7 +520,44 @@ mod tests {
                     expires_at_ms: None,
                 }],
             )],
+            details: StartedDetails::default(),
         }
+    }
+
+    #[test]
+    fn the_started_webhooks_fields_survive_reopening_and_old_entries_load_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = FileJournal::open(dir.path()).unwrap();
+        let mut with = entry("a", 1);
+        with.details = StartedDetails {
+            account_id: Some("acct".into()),
+            is_original_host: Some(false),
+            meeting_id: Some("81234567890".into()),
+            webinar_id: None,
+        };
+        j.record(&[with.clone(), entry("b", 2)], &[], 10).unwrap();
+        drop(j);
+        let path = dir.path().join("streams.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.matches("\"details\"").count(),
+            1,
+            "left out when empty: {text}"
+        );
+        // A line written before the fields existed.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(
+            br#"{"op":"put","entry":{"stream_id":"old","product":"meeting","meeting_id":"m","operator_id":null,"server_url":"wss://x","media_urls":null,"state":"streaming","next_seq":3,"plugin_state":[]}}"#,
+        )
+        .unwrap();
+        f.write_all(b"\n").unwrap();
+        drop(f);
+        let rec = FileJournal::open(dir.path()).unwrap().load().unwrap();
+        let by = |id: &str| rec.entries.iter().find(|e| e.stream_id == id).unwrap();
+        assert_eq!(by("a"), &with);
+        assert!(by("b").details.is_empty());
+        assert_eq!(by("old").next_seq, 3);
+        assert!(by("old").details.is_empty());
     }
 
     #[test]

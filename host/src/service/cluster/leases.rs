@@ -130,7 +130,7 @@ fn start(
             stream_id: e.stream_id.clone(),
         },
         operator_id: e.operator_id.clone(),
-        details: Default::default(),
+        details: e.details.clone(),
         server_url: e.server_url.clone(),
         first_seq: if resumed {
             e.next_seq.saturating_add(journal::SEQ_GAP)

@@ -44,6 +44,7 @@ impl LeaseRecord {
                 state: "assigned".into(),
                 next_seq: 0,
                 plugin_state: Vec::new(),
+                details: ev.details.clone(),
             },
         }
     }
@@ -83,5 +84,45 @@ impl HostRecord {
 
     pub fn parse(bytes: &[u8]) -> Option<Self> {
         serde_json::from_slice(bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtms_proto::webhook::{StartedDetails, WebhookAction};
+    use rtms_proto::{Product, WebhookEvent};
+
+    /// A lease carries the started webhook's April 2026 fields to the host that takes the
+    /// stream over, and a lease written before they existed still parses, without them.
+    #[test]
+    fn a_lease_carries_the_started_webhooks_fields_and_old_leases_parse() {
+        let details = StartedDetails {
+            account_id: Some("acct".into()),
+            is_original_host: Some(true),
+            meeting_id: Some("81234567890".into()),
+            webinar_id: None,
+        };
+        let ev = WebhookEvent {
+            product: Product::Meeting,
+            action: WebhookAction::Started,
+            event: "meeting.rtms_started".into(),
+            event_ts: 1,
+            id: "m==".into(),
+            stream_id: "s1".into(),
+            server_url: Some("wss://127.0.0.1:1".into()),
+            operator_id: None,
+            stop_reason: None,
+            details: details.clone(),
+        };
+        let rec = LeaseRecord::assigned(&ev, "host-a");
+        let back = LeaseRecord::parse(&rec.to_bytes()).expect("parses");
+        assert_eq!(back.entry.details, details);
+        assert_eq!(back, rec);
+        let mut old = serde_json::to_value(&rec).unwrap();
+        old["entry"].as_object_mut().unwrap().remove("details");
+        let old = LeaseRecord::parse(old.to_string().as_bytes()).expect("an old lease parses");
+        assert!(old.entry.details.is_empty());
+        assert_eq!(old.entry.stream_id, "s1");
     }
 }
