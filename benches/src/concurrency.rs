@@ -12,6 +12,9 @@
 //! with the default `[plugin.batch] max_wait_ms = 0` (a batch takes what is queued; an idle
 //! plugin gets each frame on the stream's task).
 //!
+//! `--threads 1,2` runs the host once per `[runtime] threads` value (its rows say which);
+//! the raw reader runs once per size.
+//!
 //! Latency (host): from the moment the socket read carrying an audio frame returned (before
 //! the client decoded it; the host's read tap) to the return of each audio plugin's
 //! `on-frames` call that took it (the metrics batch hook); every audio frame is timed at
@@ -307,11 +310,11 @@ async fn run_raw(n: usize, window: Duration) -> Result<Window> {
     Ok(w)
 }
 
-/// The host on N real-time meetings.
-async fn run_host(n: usize, window: Duration) -> Result<Window> {
+/// The host on N real-time meetings, with `threads` core threads (`None`: the default).
+async fn run_host(n: usize, window: Duration, threads: Option<u32>) -> Result<Window> {
     let (slack, duration) = timing(n, window);
     let dir = tempfile::tempdir()?;
-    let pipe = PipeDef::new(
+    let mut pipe = PipeDef::new(
         [
             PluginDef::audio_recorder(),
             PluginDef::rms_meter(),
@@ -322,6 +325,7 @@ async fn run_host(n: usize, window: Duration) -> Result<Window> {
         .map(PluginDef::no_batch_wait)
         .collect(),
     );
+    pipe.threads = threads;
     let inflight = Arc::new(InFlight::new());
     let hist = Arc::new(Histogram::default());
     let opts = StartOptions {
@@ -521,7 +525,14 @@ fn push_cost_rows(
 /// `--meetings 3000`.
 const DEFAULT_SIZES: [usize; 3] = [100, 1000, 2000];
 
-pub async fn run(report: &mut Report, quick: bool, meetings: &[usize]) -> Result<()> {
+/// `threads`: the host's `[runtime] threads` to run each size with (`--threads 1,2`); empty
+/// runs the default once. The raw reader runs once per size whatever the list.
+pub async fn run(
+    report: &mut Report,
+    quick: bool,
+    meetings: &[usize],
+    threads: &[u32],
+) -> Result<()> {
     let window = Duration::from_secs(if quick { 3 } else { 10 });
     let sizes: &[usize] = match (meetings.is_empty(), quick) {
         (false, _) => meetings,
@@ -552,13 +563,38 @@ pub async fn run(report: &mut Report, quick: bool, meetings: &[usize]) -> Result
                 None
             }
         };
-        match run_host(n, window).await {
-            Ok(host) => push_rows(report, n, window, raw.as_ref(), &host),
-            Err(e) => report.push(
-                Row::new("concurrency", &format!("{n} meetings"), "-", 0.0)
-                    .note(format!("FAILED: {e:#}")),
-            ),
+        let runs: Vec<Option<u32>> = if threads.is_empty() {
+            vec![None]
+        } else {
+            threads.iter().copied().map(Some).collect()
+        };
+        for t in runs {
+            let first = report.rows.len();
+            match run_host(n, window, t).await {
+                Ok(host) => push_rows(report, n, window, raw.as_ref(), &host),
+                Err(e) => report.push(
+                    Row::new("concurrency", &format!("{n} meetings"), "-", 0.0)
+                        .note(format!("FAILED: {e:#}")),
+                ),
+            }
+            if let Some(t) = t {
+                name_threads(&mut report.rows[first..], t);
+            }
         }
     }
     Ok(())
+}
+
+/// Marks the rows of a host run with its core threads: `100 meetings, 2 threads p99`.
+fn name_threads(rows: &mut [Row], threads: u32) {
+    let label = format!(
+        "meetings, {threads} thread{}",
+        if threads == 1 { "" } else { "s" }
+    );
+    for r in rows {
+        r.case = r.case.replacen("meetings", &label, 1);
+        if let Some(extra) = r.extra.as_object_mut() {
+            extra.insert("threads".into(), threads.into());
+        }
+    }
 }

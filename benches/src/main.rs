@@ -110,6 +110,10 @@ struct Args {
     /// the first is the number of meetings (default 50; 10 quick).
     #[arg(long, value_delimiter = ',')]
     meetings: Vec<usize>,
+    /// Concurrency: the host's `[runtime] threads` values to run each meeting count with,
+    /// comma-separated (default: the host's default, one run).
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<u32>,
     /// Chaos: length of each meeting in minutes (default 5; 1 quick).
     #[arg(long)]
     minutes: Option<f64>,
@@ -206,7 +210,7 @@ async fn run(args: Args) -> Result<()> {
         reload::run(&mut report, q).await?;
     }
     if all || args.which == Which::Concurrency {
-        concurrency::run(&mut report, q, &args.meetings).await?;
+        concurrency::run(&mut report, q, &args.meetings, &args.threads).await?;
     }
     if args.which == Which::Cluster {
         let opts = cluster::Opts {

@@ -149,6 +149,8 @@ pub struct PipeDef {
     pub frame_ms: u32,
     pub cache_dir: PathBuf,
     pub debounce_ms: u64,
+    /// `[runtime] threads`; `None` leaves the default (one per CPU the process may run on).
+    pub threads: Option<u32>,
 }
 
 impl PipeDef {
@@ -159,6 +161,7 @@ impl PipeDef {
             frame_ms: 20,
             cache_dir: warm_cache(),
             debounce_ms: 200,
+            threads: None,
         }
     }
 
@@ -188,6 +191,9 @@ impl PipeDef {
             q(&dir.join("dead-letter")),
             self.debounce_ms
         );
+        if let Some(n) = self.threads {
+            t = t.replacen("[runtime]\n", &format!("[runtime]\nthreads = {n}\n"), 1);
+        }
         for p in &self.plugins {
             let media: Vec<String> = p.media.iter().map(|k| format!("{k:?}")).collect();
             t += &format!(
