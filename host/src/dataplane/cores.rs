@@ -19,6 +19,9 @@ use rtms_client::sessions::{Placed, Placement};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+/// How long stopping waits for the blocking calls the cores' runtimes still run.
+const BLOCKING_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The core threads and the offload runtime.
 pub struct Cores {
     cores: Vec<Arc<Core>>,
@@ -139,7 +142,9 @@ impl Cores {
                     tracing::error!("a core thread panicked");
                 }
             }
-            drop(offload);
+            if let Some(rt) = offload {
+                rt.shutdown_timeout(BLOCKING_WAIT);
+            }
         });
         if let Err(e) = joined.await {
             tracing::error!(error = %e, "the core threads could not be joined");
@@ -191,6 +196,9 @@ fn core_thread(
             };
             let _ = tx.send(Ok(rt.handle().clone()));
             rt.block_on(stop.cancelled());
+            // Every stream has ended by now; a blocking call that never returns (a FIFO
+            // nobody opens) must not hold the process.
+            rt.shutdown_timeout(BLOCKING_WAIT);
         })
         .with_context(|| format!("cannot start core thread {i}"))?;
     let runtime = rx
