@@ -13,7 +13,8 @@
 //! plugin gets each frame on the stream's task).
 //!
 //! `--threads 1,2` runs the host once per `[runtime] threads` value (its rows say which);
-//! the raw reader runs once per size.
+//! the raw reader runs once per size. A value above the receiver's cores (every core but the
+//! sender's) lets the host run on the sender's core too for that run.
 //!
 //! Latency (host): from the moment the socket read carrying an audio frame returned (before
 //! the client decoded it; the host's read tap) to the return of each audio plugin's
@@ -570,7 +571,17 @@ pub async fn run(
         };
         for t in runs {
             let first = report.rows.len();
-            match run_host(n, window, t).await {
+            // More core threads than the receiver's cores: let them use the sender's too.
+            let spread = t.is_some_and(|t| t as usize > probe::cpus().saturating_sub(1));
+            let result = if spread {
+                probe::unpinned(run_host(n, window, t))
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .and_then(|r| r)
+            } else {
+                run_host(n, window, t).await
+            };
+            match result {
                 Ok(host) => push_rows(report, n, window, raw.as_ref(), &host),
                 Err(e) => report.push(
                     Row::new("concurrency", &format!("{n} meetings"), "-", 0.0)
