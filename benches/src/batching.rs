@@ -41,6 +41,7 @@ pub async fn host(n: usize, window: Duration, wait_ms: u64) -> Result<Window> {
             .collect(),
         keepalive_ms: None,
         fifo: None,
+        threads: None,
     };
     concurrency::run_host_with(n, window, &case).await
 }

@@ -18,6 +18,10 @@
 //! with the default `[plugin.batch] max_wait_ms = 0` (a batch takes what is queued; an idle
 //! plugin gets each frame on the stream's task).
 //!
+//! `--threads 1,2` runs the host once per `[runtime] threads` value (its rows say which);
+//! the raw reader runs once per size. A value above the receiver's cores (every core but the
+//! sender's) lets the host run on the sender's core too for that run.
+//!
 //! Latency (host): from the moment the socket read carrying an audio frame returned (before
 //! the client decoded it; the host's read tap) to the return of each audio plugin's
 //! `on-frames` call that took it (the metrics batch hook); every audio frame is timed at
@@ -514,16 +518,28 @@ pub(crate) struct HostCase {
     pub plugins: Vec<PluginDef>,
     pub keepalive_ms: Option<u64>,
     pub fifo: Option<&'static str>,
+    /// `[runtime] threads`; `None` leaves the host's default.
+    pub threads: Option<u32>,
 }
 
-/// The host on N real-time meetings with the [`four_plugins`].
-pub(crate) async fn run_host(n: usize, window: Duration) -> Result<Window> {
+/// The host on N real-time meetings with the [`four_plugins`] and `threads` core threads
+/// (`None`: the default). More core threads than the receiver's cores let the host run on
+/// the sender's core too.
+pub(crate) async fn run_host(n: usize, window: Duration, threads: Option<u32>) -> Result<Window> {
     let case = HostCase {
         plugins: four_plugins(),
         keepalive_ms: None,
         fifo: None,
+        threads,
     };
-    run_host_with(n, window, &case).await
+    if threads.is_some_and(|t| t as usize > probe::cpus().saturating_sub(1)) {
+        probe::unpinned(run_host_with(n, window, &case))
+            .await
+            .map_err(anyhow::Error::msg)
+            .and_then(|r| r)
+    } else {
+        run_host_with(n, window, &case).await
+    }
 }
 
 /// The host on N real-time meetings with `case`'s plugins.
@@ -532,6 +548,7 @@ pub(crate) async fn run_host_with(n: usize, window: Duration, case: &HostCase) -
     let dir = tempfile::tempdir()?;
     let pipe = PipeDef {
         max_streams: Some(n.max(2000)),
+        threads: case.threads,
         ..PipeDef::new(case.plugins.clone())
     };
     let fifo = match case.fifo {
@@ -822,7 +839,14 @@ fn limits_note(n: usize) -> Option<String> {
     (!warn.is_empty()).then(|| warn.join("; "))
 }
 
-pub async fn run(report: &mut Report, quick: bool, meetings: &[usize]) -> Result<()> {
+/// `threads`: the host's `[runtime] threads` to run each size with (`--threads 1,2`); empty
+/// runs the default once. The raw reader runs once per size whatever the list.
+pub async fn run(
+    report: &mut Report,
+    quick: bool,
+    meetings: &[usize],
+    threads: &[u32],
+) -> Result<()> {
     let window = Duration::from_secs(if quick { 3 } else { 10 });
     let sizes: &[usize] = match (meetings.is_empty(), quick) {
         (false, _) => meetings,
@@ -856,15 +880,41 @@ pub async fn run(report: &mut Report, quick: bool, meetings: &[usize]) -> Result
                 None
             }
         };
-        match isolate::measure(Spec::Host, n, window, || run_host(n, window)).await {
-            Ok(host) => push_rows(report, n, window, raw.as_ref(), &host),
-            Err(e) => report.push(
-                Row::new("concurrency", &format!("{n} meetings"), "-", 0.0)
-                    .note(format!("FAILED: {e:#}")),
-            ),
+        let runs: Vec<Option<u32>> = if threads.is_empty() {
+            vec![None]
+        } else {
+            threads.iter().copied().map(Some).collect()
+        };
+        for t in runs {
+            let first = report.rows.len();
+            let spec = Spec::Host { threads: t };
+            match isolate::measure(spec, n, window, || run_host(n, window, t)).await {
+                Ok(host) => push_rows(report, n, window, raw.as_ref(), &host),
+                Err(e) => report.push(
+                    Row::new("concurrency", &format!("{n} meetings"), "-", 0.0)
+                        .note(format!("FAILED: {e:#}")),
+                ),
+            }
+            if let Some(t) = t {
+                name_threads(&mut report.rows[first..], t);
+            }
         }
     }
     Ok(())
+}
+
+/// Marks the rows of a host run with its core threads: `100 meetings, 2 threads p99`.
+fn name_threads(rows: &mut [Row], threads: u32) {
+    let label = format!(
+        "meetings, {threads} thread{}",
+        if threads == 1 { "" } else { "s" }
+    );
+    for r in rows {
+        r.case = r.case.replacen("meetings", &label, 1);
+        if let Some(extra) = r.extra.as_object_mut() {
+            extra.insert("threads".into(), threads.into());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,8 +26,9 @@ use crate::probe;
 pub enum Spec {
     /// The raw reader.
     Raw,
-    /// The host with the four plugins of the concurrency case.
-    Host,
+    /// The host with the four plugins of the concurrency case and `threads` core threads
+    /// (`None`: the host's default).
+    Host { threads: Option<u32> },
     /// The same, every plugin with `[plugin.batch] max_wait_ms = wait_ms`.
     Batching { wait_ms: u64 },
     /// The stall case's host: with or without the stuck plugin.

@@ -131,6 +131,10 @@ struct Args {
     /// 0,20,100).
     #[arg(long, value_delimiter = ',')]
     batch_wait: Vec<u64>,
+    /// Concurrency: the host's `[runtime] threads` values to run each meeting count with,
+    /// comma-separated (default: the host's default, one run).
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<u32>,
     /// Chaos: length of each meeting in minutes (default 5; 1 quick).
     #[arg(long)]
     minutes: Option<f64>,
@@ -238,7 +242,7 @@ async fn run(args: Args) -> Result<()> {
         reload::run(&mut report, q).await?;
     }
     if all || args.which == Which::Concurrency {
-        concurrency::run(&mut report, q, &args.meetings).await?;
+        concurrency::run(&mut report, q, &args.meetings, &args.threads).await?;
     }
     if args.which == Which::Stall {
         stall::run(&mut report, q, &args.meetings).await?;
@@ -283,7 +287,7 @@ async fn measure_spec(
     use isolate::Spec;
     match spec {
         Spec::Raw => concurrency::run_raw(n, window).await,
-        Spec::Host => concurrency::run_host(n, window).await,
+        Spec::Host { threads } => concurrency::run_host(n, window, threads).await,
         Spec::Batching { wait_ms } => batching::host(n, window, wait_ms).await,
         Spec::Stall { stuck } => stall::host(n, window, stuck).await,
     }

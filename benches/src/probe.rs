@@ -108,6 +108,35 @@ pub fn pin_receiver(pin: bool) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Lets this process (every thread) run on every core again, the sender's included, while
+/// `f` runs, then pins it back as [`pin_receiver`] did: a host with more core threads than
+/// the receiver's cores gets a CPU for each (sharing the sender's). Nothing to do unpinned.
+pub async fn unpinned<T>(f: impl std::future::Future<Output = T>) -> Result<T, String> {
+    if !pinned() {
+        return Ok(f.await);
+    }
+    let all = format!("0-{}", cpus() - 1);
+    taskset_self(&all)?;
+    let out = f.await;
+    taskset_self(&format!("{}-{}", SENDER_CPU + 1, cpus() - 1))?;
+    Ok(out)
+}
+
+/// `taskset -a -p -c <cores>` on this process.
+fn taskset_self(cores: &str) -> Result<(), String> {
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cores, &std::process::id().to_string()])
+        .output()
+        .map_err(|e| format!("cannot run taskset (util-linux): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "taskset failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 /// Whether [`pin_receiver`] pinned this process.
 pub fn pinned() -> bool {
     PINNED.get().copied().unwrap_or(false)

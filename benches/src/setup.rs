@@ -164,6 +164,8 @@ pub struct PipeDef {
     pub debounce_ms: u64,
     /// `[rtms] max_streams`; `None` keeps the default (2000).
     pub max_streams: Option<usize>,
+    /// `[runtime] threads`; `None` leaves the default (one per CPU the process may run on).
+    pub threads: Option<u32>,
 }
 
 impl PipeDef {
@@ -175,6 +177,7 @@ impl PipeDef {
             cache_dir: warm_cache(),
             debounce_ms: 200,
             max_streams: None,
+            threads: None,
         }
     }
 
@@ -207,6 +210,9 @@ impl PipeDef {
             q(&dir.join("dead-letter")),
             self.debounce_ms
         );
+        if let Some(n) = self.threads {
+            t = t.replacen("[runtime]\n", &format!("[runtime]\nthreads = {n}\n"), 1);
+        }
         for p in &self.plugins {
             let media: Vec<String> = p.media.iter().map(|k| format!("{k:?}")).collect();
             t += &format!(

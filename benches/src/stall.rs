@@ -80,6 +80,7 @@ pub async fn host(n: usize, window: Duration, stuck: bool) -> Result<Window> {
         plugins,
         keepalive_ms: Some(KEEPALIVE_MS),
         fifo: stuck.then_some("fifo"),
+        threads: None,
     };
     concurrency::run_host_with(n, window, &case).await
 }

@@ -189,6 +189,8 @@ pub struct Host {
     pub webhook_url: String,
     /// Every frame the host received: (stream id, kind, seq).
     pub frames: mpsc::UnboundedReceiver<(String, rtms_host::sandbox::bindings::MediaKind, u64)>,
+    /// The names of the threads frames were received on (the streams' core threads).
+    pub frame_threads: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Host {
@@ -325,8 +327,19 @@ path = "outputs.jsonl"
     fast_rtms(&mut pipeline);
     tweak(&mut pipeline);
     let (tx, frames) = mpsc::unbounded_channel();
+    let frame_threads: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> =
+        Default::default();
+    let threads = frame_threads.clone();
     let tap: Tap = std::sync::Arc::new(move |s, f| {
         let _ = tx.send((s.stream_id.to_string(), f.kind, f.seq));
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        let mut seen = threads.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.contains(&name) {
+            seen.insert(name);
+        }
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin_listener = if setup.admin {
@@ -353,6 +366,7 @@ path = "outputs.jsonl"
         dir,
         webhook_url,
         frames,
+        frame_threads,
     }
 }
 

@@ -22,6 +22,8 @@
 //! - `shutdown`: graceful shutdown with a live meeting.
 //! - `close`: closing a stream from the host's side (STREAM_CLOSE_REQ): `rtms-host stop
 //!   --stream`, a shutdown that closes streams, refusals counted by status name.
+//! - `cores`: thread per core: streams balanced over the core threads, a slow plugin
+//!   moved off its core, a shutdown with streams on two cores.
 //! - `details`: contract 0.3's `session-info` carries the started webhook's fields, beside 0.1
 //!   plugins.
 //! - `ops`: Prometheus metrics against the ledger, the admin API, the token rule, `rtms-host
@@ -53,6 +55,7 @@ mod harness;
 
 mod chaos;
 mod close;
+mod cores;
 mod details;
 mod drops;
 mod event_ws;

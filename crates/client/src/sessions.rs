@@ -86,6 +86,23 @@ struct Inner<F, C> {
     /// Whether a shutdown closes streams at Zoom ([`Sessions::keep_streams_at_zoom`]).
     close_on_shutdown: Arc<std::sync::atomic::AtomicBool>,
     observer: SharedObserver,
+    /// Where new streams' tasks run ([`Sessions::place_on`]); the caller's runtime without.
+    placement: std::sync::OnceLock<Arc<dyn Placement>>,
+}
+
+/// Chooses the runtime each new stream's task runs on (a host with a thread per core
+/// balances streams over its cores). The stream's sockets, timers and everything its task
+/// spawns live on that runtime.
+pub trait Placement: Send + Sync + 'static {
+    /// The runtime for a new stream, and a lease the stream's task holds until it ends.
+    fn place(&self) -> Placed;
+}
+
+/// Where a new stream runs (see [`Placement`]).
+pub struct Placed {
+    pub runtime: tokio::runtime::Handle,
+    /// Dropped when the stream's task ends (a count of live streams per runtime).
+    pub lease: Box<dyn Send + Sync>,
 }
 
 /// How long a stream an operator stopped stays refused: Zoom still holds it (the host ended
@@ -173,8 +190,15 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
                 stopped: Mutex::default(),
                 close_on_shutdown: Arc::new(std::sync::atomic::AtomicBool::new(close)),
                 observer,
+                placement: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Runs every stream started from now on where `placement` says; false (and nothing
+    /// changes) when a placement was set before.
+    pub fn place_on(&self, placement: Arc<dyn Placement>) -> bool {
+        self.inner.placement.set(placement).is_ok()
     }
 
     fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -327,11 +351,23 @@ impl<F: SinkFactory, C: Connector> Sessions<F, C> {
             tracing::info_span!("rtms", stream_id = %stream_id, product = start_product.as_str());
         let fut = tracing::Instrument::instrument(fut, span);
         let key = stream_id.clone();
-        let handle = self.inner.tracker.spawn(async move {
+        let placed = self.inner.placement.get().map(|p| p.place());
+        let (runtime, lease) = match placed {
+            Some(p) => (Some(p.runtime), Some(p.lease)),
+            None => (None, None),
+        };
+        let task = async move {
             let reason = fut.await;
+            // Off its runtime's count before it leaves the map, so that whoever waits for
+            // the stream to go sees both.
+            drop(lease);
             this.ended(&key, generation);
             reason
-        });
+        };
+        let handle = match runtime {
+            Some(rt) => self.inner.tracker.spawn_on(task, &rt),
+            None => self.inner.tracker.spawn(task),
+        };
         streams.insert(
             stream_id,
             Entry {

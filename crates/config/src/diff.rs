@@ -324,6 +324,8 @@ fn runtime_changes(r: &mut Vec<String>, a: &Runtime, b: &Runtime) {
     note(r, "runtime.journal_grace_ms", &x, &y);
     let (x, y) = (a.close_streams_on_shutdown, b.close_streams_on_shutdown);
     note(r, "runtime.close_streams_on_shutdown", &x, &y);
+    note(r, "runtime.threads", &a.threads, &b.threads);
+    note(r, "runtime.pin_threads", &a.pin_threads, &b.pin_threads);
     note(r, "runtime.reload.watch", &a.reload.watch, &b.reload.watch);
     let (x, y) = (ms(a.reload.debounce), ms(b.reload.debounce));
     note(r, "runtime.reload.debounce_ms", &x, &y);

@@ -275,6 +275,8 @@ pub struct RuntimeConfig {
     pub journal_dir: Option<Spanned<String>>,
     pub journal_grace_ms: Num,
     pub close_streams_on_shutdown: Option<bool>,
+    pub threads: Num,
+    pub pin_threads: Option<bool>,
     #[serde(default)]
     pub reload: ReloadConfig,
 }

@@ -717,6 +717,26 @@ fn the_plugins_descriptor_budget_is_optional_bounded_and_needs_a_restart() {
 }
 
 #[test]
+fn core_threads_default_to_the_cpus_are_bounded_and_need_a_restart() {
+    let d = Dir::new();
+    let p = d.parse("version = 1\n");
+    assert_eq!(p.runtime.threads, None, "one per CPU, counted at start");
+    assert!(!p.runtime.pin_threads);
+    let q = d.parse("version = 1\n[runtime]\nthreads = 2\npin_threads = true\n");
+    assert_eq!((q.runtime.threads, q.runtime.pin_threads), (Some(2), true));
+    for bad in ["threads = 0", "threads = 5000"] {
+        let e = d.err(&format!("version = 1\n[runtime]\n{bad}\n"));
+        assert!(e.contains("runtime.threads"), "{e}");
+    }
+    let e = d.err("version = 1\n[runtime]\npin_threads = 2\n");
+    assert!(e.contains("pin_threads"), "{e}");
+    let changes = p.diff(&q).restart_required;
+    for key in ["runtime.threads changed", "runtime.pin_threads changed"] {
+        assert!(changes.iter().any(|r| r.starts_with(key)), "{changes:?}");
+    }
+}
+
+#[test]
 fn plugin_names_are_validated_newtypes() {
     assert!(PluginName::try_new("transcript-writer").is_ok());
     assert!(PluginName::try_new("a1").is_ok());

@@ -11,13 +11,17 @@
 //!    [`services`] — what every worker shares; [`fence`] — a stream's right to run on this
 //!    host (a cluster's lease), checked before a frame is taken and before a plugin call.
 //!
+//! The streams run on the core threads of [`cores`], each stream on one, its workers with it.
+//!
 //! The plugin call itself is in [`crate::sandbox`]; what a plugin emits goes to
 //! [`crate::outputs`].
 
 pub mod bridge;
 pub mod convert;
+pub mod cores;
 pub mod embed;
 pub mod fence;
+pub mod offload;
 pub mod queue;
 pub mod registry;
 pub mod routes;

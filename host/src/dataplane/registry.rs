@@ -77,6 +77,7 @@ impl Registry {
                 metrics,
                 rollback_tx,
                 handing_off: Default::default(),
+                cores: Default::default(),
                 video: Default::default(),
             }),
             table: ArcSwap::from_pointee(table),

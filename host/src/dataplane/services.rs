@@ -28,6 +28,10 @@ pub struct Services {
     /// Where a plugin's individual-video requests go (contract 0.3 `video.request`): set once
     /// the streams' client exists; until then a request is refused.
     pub video: std::sync::OnceLock<VideoControl>,
+    /// The core threads the streams run on, and the runtime slow plugins move to: set once
+    /// the service starts them; without them (a data plane driven directly) every worker
+    /// stays on the runtime it was spawned on.
+    pub cores: std::sync::OnceLock<Arc<crate::dataplane::cores::Cores>>,
 }
 
 /// Takes a plugin's individual-video request for a stream: `(stream id, user id, action)`;

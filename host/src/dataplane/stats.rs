@@ -131,6 +131,13 @@ plugin_counters! {
     /// their own.
     inline_handoffs => "plugin_inline_handoffs",
         "Inline calls that had to wait and finished on a task of their own";
+    /// Moves of a worker off its stream's core thread to the offload runtime, after a slow
+    /// call (see `crate::dataplane::offload`).
+    offloaded => "plugin_offloaded",
+        "Moves of the plugin's workers off their stream's core thread after a slow call";
+    /// Moves back to the core once its calls were quick again.
+    returned => "plugin_returned",
+        "Moves of the plugin's offloaded workers back to their stream's core thread";
     /// Frames dropped to make room in a full queue (kinds its queue policy drops).
     dropped => "plugin_frames_dropped", "Frames dropped by a full drop-oldest queue";
     /// Frames a full `block` queue refused after its block timeout (stuck or restarting

@@ -31,6 +31,9 @@
 //!   wait (it ran into an epoch tick, or waits on I/O) finishes on a task of its own, still
 //!   holding the worker, so frames queued meanwhile wait their turn. At real-time pace this
 //!   is the common case, and a frame then costs no wake-up of another task or thread.
+//! - A worker runs on its stream's core thread; a plugin whose calls hold the thread too long
+//!   moves its worker to the offload runtime, off the inline path, until its calls are quick
+//!   again ([`crate::dataplane::offload`]).
 //! - The session's producer never waits long on a worker: a full `block` queue sheds after
 //!   the plugin's block timeout ([`record_push`] dead-letters and counts what is shed), and
 //!   while the worker waits out a restart delay an `End` or `Swap` ends the wait at once
@@ -44,9 +47,11 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio::time::Instant;
+use tracing::instrument::WithSubscriber;
 
 use crate::dataplane::embed::PluginLink;
 use crate::dataplane::fence::Fence;
+use crate::dataplane::offload::{Place, Placement, busy_time};
 use crate::dataplane::queue::{Pushed, Queue};
 use crate::dataplane::routes::PluginEntry;
 pub use crate::dataplane::services::RollbackRequest;
@@ -133,12 +138,14 @@ impl Inline {
         let mut worker = self.0;
         let stats = worker.entry.stats.clone();
         stats.inline.fetch_add(1, Ordering::Relaxed);
+        let mover = worker.placement.mover();
         let mut call = Box::pin(async move { worker.deliver(vec![frame]).await });
         let pending =
             std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await;
         if pending {
             stats.inline_handoffs.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(call);
+            // Off the core mid-call once it has held the thread too long.
+            tokio::spawn(async move { mover.run(call).await });
         }
     }
 }
@@ -260,6 +267,8 @@ pub struct Worker {
     /// The file writes of the last instance dropped without ending the session (a trap):
     /// written out before the next instance starts, so the two never interleave.
     retired_files: Option<FileBuf>,
+    /// Which runtime the worker's task runs on (its stream's core, or the offload runtime).
+    placement: Placement,
 }
 
 impl Worker {
@@ -291,6 +300,7 @@ impl Worker {
             .with_details(details),
         );
         let resumed = info.resumed;
+        let offload = services.cores.get().map(|c| c.offload().clone());
         let worker = Worker {
             services,
             entry: entry.clone(),
@@ -315,6 +325,7 @@ impl Worker {
             fence,
             call_times: SessionCalls::new(&entry.stats),
             retired_files: None,
+            placement: Placement::here(offload),
         };
         let core = Arc::new(AsyncMutex::new(worker));
         let task = tokio::spawn(Self::run(core.clone(), queue.clone()));
@@ -329,17 +340,50 @@ impl Worker {
         }
     }
 
-    /// The worker task: waits (without holding the worker) until a batch is ready, then
-    /// holds the worker while it takes the batch and delivers it, so that no frame can be
-    /// delivered inline in between.
+    /// The worker task: starts the instance, then serves batches where its placement says
+    /// (see [`crate::dataplane::offload`]): on the stream's core, or on the offload runtime
+    /// while its calls are slow, this task waiting for it meanwhile.
     async fn run(core: Arc<AsyncMutex<Self>>, queue: Arc<Queue<Control>>) {
-        let (mut max, mut wait) = {
-            let mut w = core.lock().await;
-            // Start eagerly so the plugin sees the session start before its first frame.
-            w.ensure_instance().await;
-            (w.entry.batch_max, w.entry.batch_wait)
+        // Start eagerly so the plugin sees the session start before its first frame.
+        core.lock().await.ensure_instance().await;
+        let mover = core.lock().await.placement.mover();
+        let mut at = Place::Home;
+        loop {
+            let serve = Self::serve(core.clone(), queue.clone(), at);
+            let next = match at {
+                // A call that turns out slow goes on on the offload runtime.
+                Place::Home => mover.run(serve).await.flatten(),
+                Place::Offload => {
+                    let rt = core.lock().await.placement.runtime(at).clone();
+                    match rt.spawn(serve.with_current_subscriber()).await {
+                        Ok(next) => next,
+                        Err(e) => {
+                            tracing::error!(error = %e, "an offloaded plugin worker failed");
+                            return;
+                        }
+                    }
+                }
+            };
+            match next {
+                Some(place) => at = place,
+                None => return,
+            }
+        }
+    }
+
+    /// Serves batches on the current runtime while the worker's place is `at`: waits
+    /// (without holding the worker) until a batch is ready, then holds the worker while it
+    /// takes the batch and delivers it, so that no frame can be delivered inline in between.
+    /// Returns the new place when it changed, `None` when the worker is done.
+    async fn serve(
+        core: Arc<AsyncMutex<Self>>,
+        queue: Arc<Queue<Control>>,
+        at: Place,
+    ) -> Option<Place> {
+        let (mut max, mut wait, ws) = {
+            let w = core.lock().await;
+            (w.entry.batch_max, w.entry.batch_wait, w.ctx.ws.clone())
         };
-        let ws = core.lock().await.ctx.ws.clone();
         loop {
             // What the plugin's WebSockets received goes in between batches; frames first
             // when both are ready.
@@ -349,6 +393,9 @@ impl Worker {
                 () = ws.wait() => false,
             };
             let mut w = core.lock().await;
+            if w.placement.place() != at {
+                return Some(w.placement.place());
+            }
             w.deliver_ws().await;
             if !frames_ready {
                 continue;
@@ -368,7 +415,7 @@ impl Worker {
             if let Some(control) = batch.control
                 && w.control(control).await
             {
-                return;
+                return None;
             }
             (max, wait) = (w.entry.batch_max, w.entry.batch_wait);
         }
@@ -382,6 +429,7 @@ impl Worker {
             && self.not_before.is_none()
             && self.entry.batch_wait.is_zero()
             && self.last_call < INLINE_CALL_MAX
+            && self.placement.place() == Place::Home
             && self.queue.idle()
     }
 
@@ -591,9 +639,13 @@ impl Worker {
         }
         let inst = self.instance.as_mut().expect("ensured above");
         let started = std::time::Instant::now();
-        let result = inst.frames(self.info.session, &frames).await;
+        let placement = &self.placement;
+        let call = inst.frames(self.info.session, &frames);
+        let (result, busy) = busy_time(call, |spent| placement.during_call(spent)).await;
         self.last_call = started.elapsed();
         self.call_times.observe(self.last_call);
+        let stats = &self.entry.stats;
+        self.placement.after_call(busy, stats, &self.entry.name);
         self.entry.stats.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(hook) = self.services.metrics.batch_hook() {
             (hook.0)(self.info.session, &self.entry.name, &frames);

@@ -273,6 +273,8 @@ pub struct Sources {
     pub descriptors: crate::sandbox::descriptors::Descriptors,
     /// A cluster host's counters and gauges (`[cluster]`).
     pub cluster: Option<Box<dyn Fn() -> ClusterMetrics + Send + Sync>>,
+    /// Each core thread's live and placed streams, in core order (none without cores).
+    pub cores: Box<dyn Fn() -> Vec<crate::dataplane::cores::CoreCounts> + Send + Sync>,
 }
 
 /// A cluster host's numbers, read on each scrape: `(name, help, value)` each, named
@@ -413,8 +415,30 @@ impl Collector for HostCollector {
         encode_plugin_http(&mut enc, &plugins)?;
         encode_descriptors(&mut enc, s)?;
         encode_plugin_queues(&mut enc, s, &plugins)?;
+        encode_cores(&mut enc, s)?;
         encode_cluster(&mut enc, s)
     }
+}
+
+/// The streams of each core thread: running now, and placed there since the start.
+fn encode_cores(enc: &mut DescriptorEncoder<'_>, s: &Sources) -> Result<(), std::fmt::Error> {
+    let cores = (s.cores)();
+    let label = |i: usize| [("core", i.to_string())];
+    gauges(
+        enc,
+        "core_streams",
+        "Streams running on each core thread ([runtime] threads)",
+        cores
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (label(i), i64::try_from(c.live).unwrap_or(i64::MAX))),
+    )?;
+    counters(
+        enc,
+        "core_streams_placed",
+        "Streams placed on each core thread since the start (each on the core with the fewest)",
+        cores.iter().enumerate().map(|(i, c)| (label(i), c.placed)),
+    )
 }
 
 /// The plugins' descriptor budget: held now, and the budget.

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::dataplane::bridge::{HostSinkFactory, ReadTap, ResumeSet, Tap};
+use crate::dataplane::cores::Cores;
 use crate::dataplane::registry::Registry;
 use crate::dataplane::stats::{Metrics, MetricsSnapshot};
 use crate::flows::start::{RtmsControl, StartedSeen};
@@ -408,6 +409,9 @@ fn streams(
     let individual = client_cfg.video.is_some();
     let sessions = Sessions::with_observer(client_cfg, connector, factory, telemetry.clone());
     let _ = shared.video.set(video_control(&sessions, individual));
+    let cores = Cores::start(pipeline.runtime.threads, pipeline.runtime.pin_threads)?;
+    sessions.place_on(cores.clone());
+    let _ = shared.cores.set(cores);
     Ok(Streams {
         sessions,
         telemetry,
@@ -678,6 +682,7 @@ impl Service {
         for (name, p) in &snapshot.plugins {
             p.warn_losses(name);
         }
+        let cores = self.shared.services.cores.get().cloned();
         drop(self.sessions);
         drop(self.shared);
         if tokio::time::timeout(self.grace, self.sinks.finish())
@@ -685,6 +690,10 @@ impl Service {
             .is_err()
         {
             tracing::error!("sinks did not flush within the grace period");
+        }
+        if let Some(cores) = cores {
+            // Every stream has ended; their workers with them.
+            cores.stop().await;
         }
         snapshot
     }
@@ -900,6 +909,8 @@ fn admin_sources(
 ) -> Arc<Sources> {
     let streams = sessions.clone();
     let depths = shared.clone();
+    let cores = shared.clone();
+    let cores = move || cores.cores.get().map(|c| c.counts()).unwrap_or_default();
     let is_ready = ready.clone();
     Arc::new(Sources {
         metrics: shared.metrics.clone(),
@@ -922,6 +933,7 @@ fn admin_sources(
         queue_depths: Box::new(move || queue_depths(&depths)),
         ready: Box::new(move || is_ready.load(Ordering::Relaxed)),
         descriptors: shared.rt.descriptors().clone(),
+        cores: Box::new(cores),
         cluster: cluster
             .clone()
             .map(|c| Box::new(move || c.metrics()) as Box<dyn Fn() -> _ + Send + Sync>),

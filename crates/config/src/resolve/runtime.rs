@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The most core threads `[runtime] threads` may ask for.
+pub const MAX_THREADS: u64 = 1024;
+
 impl Resolver<'_> {
     pub(super) fn runtime(&self, r: &RuntimeConfig) -> Result<Runtime, ConfigError> {
         let cache_dir = self.path(
@@ -43,6 +46,7 @@ impl Resolver<'_> {
             1_000,
             120_000,
         )?;
+        let (threads, pin_threads) = self.core_threads(r)?;
         let (dead_letter_max_bytes, dead_letter_files) = self.dead_letter_caps(r)?;
         let (output_queue_bytes, tap_bytes) = self.output_caps(r)?;
         let plugin_open_files = match &r.plugin_open_files {
@@ -71,6 +75,8 @@ impl Resolver<'_> {
             journal_dir: r.journal_dir.as_ref().map(|d| self.path(d.get_ref())),
             journal_grace: ms(journal_grace.n),
             close_streams_on_shutdown: r.close_streams_on_shutdown.unwrap_or(false),
+            threads,
+            pin_threads,
             reload: Reload {
                 watch: r.reload.watch.unwrap_or(default_reload_watch()),
                 debounce: ms(debounce.n),
@@ -99,6 +105,18 @@ impl Resolver<'_> {
 }
 
 impl Resolver<'_> {
+    /// `[runtime] threads` (`None`: one per CPU, counted at start) and `pin_threads`.
+    fn core_threads(&self, r: &RuntimeConfig) -> Result<(Option<u32>, bool), ConfigError> {
+        let threads = match &r.threads {
+            None => None,
+            Some(_) => Some(to_u32(
+                self.num(&r.threads, "runtime.threads", 0, 1, MAX_THREADS)?
+                    .n,
+            )),
+        };
+        Ok((threads, r.pin_threads.unwrap_or(false)))
+    }
+
     /// `[runtime] output_queue_mb` and `tap_mb`, in bytes.
     fn output_caps(&self, r: &RuntimeConfig) -> Result<(u64, u64), ConfigError> {
         let queue = self.num(
