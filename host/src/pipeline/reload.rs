@@ -206,6 +206,15 @@ impl Reloader {
             Ok(p) => p,
             Err(e) => return refuse(&metrics, why, e.to_string()),
         };
+        // The instance pool was sized at start and cannot grow: a pipeline that needs more
+        // instances (more plugins) or larger memory slots is refused. Streams are counted
+        // by the running rtms.max_streams (a new one applies at restart).
+        if let Some(pool) = self.shared.rt.pool() {
+            let need = rtms_config::PoolNeed::of(self.started.rtms.max_streams, &new.plugins);
+            if let Err(e) = pool.plan().admits(need) {
+                return refuse(&metrics, why, e);
+            }
+        }
         // The one change detector: every setting that differs, and what applying it takes.
         let diff = self.current.diff(&new);
         let old_table = self.shared.table.load_full();

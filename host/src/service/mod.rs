@@ -922,6 +922,7 @@ fn admin_sources(
         queue_depths: Box::new(move || queue_depths(&depths)),
         ready: Box::new(move || is_ready.load(Ordering::Relaxed)),
         descriptors: shared.rt.descriptors().clone(),
+        pool: shared.rt.pool().cloned(),
         cluster: cluster
             .clone()
             .map(|c| Box::new(move || c.metrics()) as Box<dyn Fn() -> _ + Send + Sync>),
