@@ -149,6 +149,9 @@ pub struct PipeDef {
     pub frame_ms: u32,
     pub cache_dir: PathBuf,
     pub debounce_ms: u64,
+    /// `[rtms] max_streams`: the most meetings a case runs (`concurrency --meetings 3000`);
+    /// the instance pool is sized from it.
+    pub max_streams: usize,
 }
 
 impl PipeDef {
@@ -159,6 +162,7 @@ impl PipeDef {
             frame_ms: 20,
             cache_dir: warm_cache(),
             debounce_ms: 200,
+            max_streams: 3000,
         }
     }
 
@@ -168,6 +172,7 @@ impl PipeDef {
         let mut t = String::from("version = 1\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n");
         t += "[rtms]\nsocket_mode = \"unified\"\n";
         t += "allowed_hosts = [\"127.0.0.1\", \"localhost\"]\nallow_insecure_ws = true\n";
+        t += &format!("max_streams = {}\n", self.max_streams);
         if let Some(m) = &self.media {
             let list: Vec<String> = m.iter().map(|k| format!("{k:?}")).collect();
             t += &format!("media = [{}]\n", list.join(", "));
