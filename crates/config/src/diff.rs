@@ -325,6 +325,12 @@ fn runtime_changes(r: &mut Vec<String>, a: &Runtime, b: &Runtime) {
     note(r, "runtime.plugin_open_files", &x, &y);
     let (x, y) = (pool_mode(&a.pool), pool_mode(&b.pool));
     note(r, "runtime.pool", &x, &y);
+    note(
+        r,
+        "runtime.pool_instances",
+        &a.pool_instances,
+        &b.pool_instances,
+    );
     let (x, y) = (ms(a.shutdown_grace), ms(b.shutdown_grace));
     note(r, "runtime.shutdown_grace_ms", &x, &y);
     note(r, "runtime.journal_dir", &a.journal_dir, &b.journal_dir);

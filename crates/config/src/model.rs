@@ -391,6 +391,8 @@ pub struct Runtime {
     /// the pipeline (`crate::pool`); `None` with `pool = "off"` (each instance maps its own
     /// memory).
     pub pool: Option<crate::pool::PoolPlan>,
+    /// `[runtime] pool_instances` as written (`None`: sized from the pipeline).
+    pub pool_instances: Option<u64>,
     /// On SIGINT/SIGTERM, queues drain for at most this long.
     pub shutdown_grace: Duration,
     /// `[runtime] journal_dir`: where the stream journal lives (absolute); `None` keeps no

@@ -1,8 +1,9 @@
 //! The WebAssembly runtime: one wasmtime `Engine`, the epoch ticker, compiled plugins and the
 //! compile cache.
 //!
-//! Every wasm limit lives in this module tree: the engine's settings here, per-store limits
-//! and the per-call deadline in [`instance`], the sandbox (WASI without sockets or
+//! Every wasm limit lives in this module tree: the engine's settings here (instances come
+//! from the pool of [`pool`], sized from pipeline.toml, unless `[runtime] pool = "off"`),
+//! per-store limits and the per-call deadline in [`instance`], the sandbox (WASI without sockets or
 //! environment, only granted directories) in [`store`]; what a guest may hold and create
 //! through the filesystem (descriptors, entries, symlinks) in [`fs_limits`], enforced by the
 //! calls [`fs`] shadows; outgoing HTTP behind each plugin's allow-list and budget in [`net`];

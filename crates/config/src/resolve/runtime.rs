@@ -68,6 +68,7 @@ impl Resolver<'_> {
             tap_bytes,
             plugin_open_files,
             pool: None,
+            pool_instances: r.pool_instances.as_ref().map(|n| *n.get_ref()),
             shutdown_grace: ms(grace.n),
             journal_dir: r.journal_dir.as_ref().map(|d| self.path(d.get_ref())),
             journal_grace: ms(journal_grace.n),
