@@ -162,7 +162,9 @@ async fn calls(
         rtms_host::dataplane::embed::PluginLink::new(outputs, Default::default()),
     ));
     // Instantiation: a fresh instance, init and on-session-start, as a new session costs.
-    let (spec, info) = (bench_spec(), bench_session());
+    // The skeletons write their counts under /out.
+    let out = tempfile::tempdir()?;
+    let (spec, info) = (bench_spec(out.path()), bench_session());
     let mut starts = Vec::new();
     let mut inst = None;
     for _ in 0..if quick { 5 } else { 21 } {
@@ -243,12 +245,20 @@ async fn load_times(
     Ok((cold, warm))
 }
 
-/// The instance's limits: CPython and SpiderMonkey need more than the default 64 MiB.
-fn bench_spec() -> InstanceSpec {
+/// The instance's limits: CPython and SpiderMonkey need more than the default 64 MiB; `out`
+/// is granted as /out.
+fn bench_spec(out: &Path) -> InstanceSpec {
     InstanceSpec {
         memory_bytes: 256 << 20,
         call_timeout: Duration::from_secs(1),
-        grants: vec![],
+        grants: vec![rtms_host::sandbox::store::Grant {
+            host: out.to_owned(),
+            guest: "/out".into(),
+            read_only: false,
+            quota_bytes: None,
+            max_inodes: None,
+            symlinks: false,
+        }],
         resources: Default::default(),
         config: vec![],
         caps: Default::default(),
