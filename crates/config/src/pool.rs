@@ -159,19 +159,13 @@ impl PoolPlan {
         u64::from(self.memories()).saturating_mul(self.memory_reservation + self.memory_guard)
     }
 
-    /// Whether a pipeline needing `need` runs in this (running) pool: the pool cannot be
-    /// resized while the process runs, so a reload that needs more is refused with the
-    /// reason.
-    pub fn admits(&self, need: PoolNeed) -> Result<(), String> {
-        if need.instances() > u64::from(self.instances) {
-            return Err(format!(
-                "the new pipeline needs {} plugin instances (rtms.max_streams = {} × {} enabled plugin(s), plus one trial run of each), more than the {} the running instance pool holds; the pool is sized when the host starts: restart the host to apply it (or lower rtms.max_streams)",
-                need.instances(),
-                need.streams,
-                need.plugins,
-                self.instances
-            ));
-        }
+    /// Whether a pipeline needing `need` can replace the running one in this pool, with
+    /// `live` streams running now. The pool cannot be resized while the process runs:
+    /// a memory limit past the slots, or more instances than the pool holds for the streams
+    /// running now, is refused with the reason. `Ok(Some(warning))` when it fits now but not
+    /// at `rtms.max_streams`: past the streams it can hold, instances are refused until a
+    /// restart sizes the pool again.
+    pub fn admits(&self, need: PoolNeed, live: u64) -> Result<Option<String>, String> {
         if need.largest_memory > self.max_memory_bytes {
             return Err(format!(
                 "a plugin's [plugin.limits] memory_mb = {} is past the {} MiB each slot of the running instance pool holds; the pool is sized when the host starts: restart the host to apply it",
@@ -179,7 +173,26 @@ impl PoolPlan {
                 self.max_memory_bytes >> 20
             ));
         }
-        Ok(())
+        let now = PoolNeed {
+            streams: live,
+            ..need
+        };
+        if now.instances() > u64::from(self.instances) {
+            return Err(format!(
+                "the new pipeline needs {} plugin instances for the {live} streams running now ({} enabled plugin(s) each, plus one trial run of each), more than the {} the running instance pool holds; the pool is sized when the host starts: restart the host to apply it",
+                now.instances(),
+                need.plugins,
+                self.instances
+            ));
+        }
+        if need.instances() <= u64::from(self.instances) {
+            return Ok(None);
+        }
+        let streams = (u64::from(self.instances) - need.plugins) / need.plugins.max(1);
+        Ok(Some(format!(
+            "the running instance pool holds {} plugin instances: enough for {streams} streams of the new pipeline's {} enabled plugin(s), not rtms.max_streams = {}; past that, plugin instances are refused (counted in rtms_plugin_pool_exhausted_total) until a restart sizes the pool for the new pipeline",
+            self.instances, need.plugins, need.streams
+        )))
     }
 }
 
@@ -252,10 +265,16 @@ mod tests {
     #[test]
     fn a_reload_that_needs_more_than_the_pool_is_refused() {
         let p = PoolPlan::size(need(3000, 4, 64), None).unwrap();
-        assert!(p.admits(need(3000, 5, 64)).is_ok());
-        let e = p.admits(need(3000, 6, 64)).unwrap_err();
-        assert!(e.contains("restart the host"), "{e}");
-        let e = p.admits(need(3000, 4, 65)).unwrap_err();
+        assert_eq!(p.admits(need(3000, 5, 64), 3000), Ok(None));
+        // A sixth plugin: fits the 1,000 streams running now, not 3,000.
+        let w = p.admits(need(3000, 6, 64), 1000).unwrap().unwrap();
+        assert!(w.contains("enough for 2499 streams"), "{w}");
+        let e = p.admits(need(3000, 6, 64), 2600).unwrap_err();
+        assert!(
+            e.contains("2600 streams running now") && e.contains("restart the host"),
+            "{e}"
+        );
+        let e = p.admits(need(3000, 4, 65), 0).unwrap_err();
         assert!(e.contains("memory_mb = 65"), "{e}");
     }
 }

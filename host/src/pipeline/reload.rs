@@ -206,13 +206,17 @@ impl Reloader {
             Ok(p) => p,
             Err(e) => return refuse(&metrics, why, e.to_string()),
         };
-        // The instance pool was sized at start and cannot grow: a pipeline that needs more
-        // instances (more plugins) or larger memory slots is refused. Streams are counted
-        // by the running rtms.max_streams (a new one applies at restart).
+        // The instance pool was sized at start and cannot grow: a pipeline whose plugins
+        // need larger memory slots, or more instances than it holds for the streams running
+        // now, is refused; one that fits now but not at the running rtms.max_streams (a new
+        // one applies at restart) is applied with a warning.
         if let Some(pool) = self.shared.rt.pool() {
             let need = rtms_config::PoolNeed::of(self.started.rtms.max_streams, &new.plugins);
-            if let Err(e) = pool.plan().admits(need) {
-                return refuse(&metrics, why, e);
+            let live = self.shared.sessions().len() as u64;
+            match pool.plan().admits(need, live) {
+                Ok(None) => {}
+                Ok(Some(warning)) => tracing::warn!("reload: {warning}"),
+                Err(e) => return refuse(&metrics, why, e),
             }
         }
         // The one change detector: every setting that differs, and what applying it takes.
