@@ -2,8 +2,8 @@
 //!
 //! The pool is sized once, when the process starts, from the pipeline: every stream
 //! (`rtms.max_streams`) runs one instance of each enabled plugin, a build or reload runs one
-//! trial instance of each plugin beside them, and a quarter more is kept for a reload that
-//! adds plugins and for restarts. Each instance may hold up to [`MEMORIES_PER_INSTANCE`]
+//! trial instance of each plugin beside them, and room for one more plugin on every stream
+//! (and its trial run) is kept, so a reload that adds a plugin always fits. Each instance may hold up to [`MEMORIES_PER_INSTANCE`]
 //! linear memories, [`TABLES_PER_INSTANCE`] tables on average, and one fiber stack.
 //!
 //! A memory slot reserves address space: 4 GiB plus a 32 MiB guard while the whole pool fits
@@ -92,7 +92,8 @@ fn gib(b: u64) -> String {
 impl PoolPlan {
     /// The pool for `need`: `instances` slots when given (the operator's
     /// `runtime.pool_instances`, at least what the pipeline needs), else the need and a
-    /// quarter more. An error says why it cannot be sized and what to change.
+    /// room for one more plugin on every stream. An error says why it cannot be sized and
+    /// what to change.
     pub fn size(need: PoolNeed, instances: Option<u64>) -> Result<Self, String> {
         let needed = need.instances();
         let slots = match instances {
@@ -103,7 +104,7 @@ impl PoolPlan {
                 ));
             }
             Some(n) => n,
-            None => needed.saturating_add(needed.div_ceil(4)).max(8),
+            None => needed.saturating_add(need.streams.saturating_add(1)).max(8),
         };
         if slots > MAX_INSTANCES {
             return Err(format!(

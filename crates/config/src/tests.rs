@@ -1581,7 +1581,11 @@ fn the_instance_pool_is_sized_from_the_pipeline_and_its_settings_need_a_restart(
     let p = d.parse("version = 1\n[rtms]\nmax_streams = 10\n");
     let plan = p.runtime.pool.expect("on by default");
     // No plugin: the smallest pool.
-    assert_eq!((plan.needed, plan.instances), (0, 8));
+    assert_eq!(
+        (plan.needed, plan.instances),
+        (0, 11),
+        "room for one plugin"
+    );
     let q = d.parse("version = 1\n[rtms]\nmax_streams = 10\n[runtime]\npool = \"off\"\n");
     assert_eq!(q.runtime.pool, None);
     let r = d.parse("version = 1\n[rtms]\nmax_streams = 10\n[runtime]\npool_instances = 64\n");
