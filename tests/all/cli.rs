@@ -246,3 +246,87 @@ media = ["transcript"]
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// A pipeline whose plugin instance pool cannot be reserved is refused with the reason and
+/// the settings to change; `[runtime] pool = "off"` takes it as it is.
+#[test]
+fn validate_refuses_a_pool_that_cannot_be_sized() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pool.toml");
+    let pipeline = |runtime: &str| {
+        format!(
+            r#"version = 1
+[rtms]
+max_streams = 200000
+[runtime]
+{runtime}
+
+[[plugin]]
+name = "writer"
+component = "builtin:transcript_writer"
+media = ["transcript"]
+[plugin.limits]
+memory_mb = 512
+
+[[plugin]]
+name = "alerter"
+component = "builtin:keyword_alerter"
+media = ["transcript"]
+[plugin.config]
+keywords = ["refund"]
+"#
+        )
+    };
+    std::fs::write(&p, pipeline("")).unwrap();
+    let out = bin()
+        .args(["validate", "--no-load"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("the instance pool cannot be sized")
+            && err.contains("rtms.max_streams = 200000 × 2 enabled plugin(s)")
+            && err.contains("lower rtms.max_streams")
+            && err.contains("pool = \"off\""),
+        "{err}"
+    );
+    std::fs::write(&p, pipeline("pool = \"off\"")).unwrap();
+    let out = bin()
+        .args(["validate", "--no-load"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&p, pipeline("pool_instances = 1000")).unwrap();
+    let out = bin()
+        .args(["validate", "--no-load"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains(
+            "pool.toml:5:18: runtime.pool_instances = 1000 is fewer than the 400002 instances"
+        ),
+        "{err}"
+    );
+    std::fs::write(&p, pipeline("pool = \"big\"")).unwrap();
+    let out = bin()
+        .args(["validate", "--no-load"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("runtime.pool = \"big\" is not a pool setting"),
+        "{err}"
+    );
+}

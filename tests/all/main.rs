@@ -11,6 +11,7 @@ mod isolation;
 mod layout;
 mod net;
 mod plugin_dev;
+mod pool;
 mod replay;
 mod runtime;
 mod sdk;

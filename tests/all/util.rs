@@ -27,7 +27,25 @@ pub fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache")
 }
 
+/// A runtime as the host runs by default: instances from a pool (`[runtime] pool = "auto"`),
+/// here sized for 200 streams of one plugin (4 GiB slots, as a small pipeline gets).
 pub fn runtime() -> Runtime {
+    let need = rtms_config::PoolNeed {
+        streams: 200,
+        plugins: 1,
+        largest_memory: 256 << 20,
+    };
+    Runtime::new(&RuntimeConfig {
+        cache_dir: Some(cache_dir()),
+        epoch_tick: Duration::from_millis(2),
+        pool: Some(rtms_config::PoolPlan::size(need, None).expect("sized")),
+        ..Default::default()
+    })
+    .expect("runtime")
+}
+
+/// A runtime whose instances each map their own memory (`[runtime] pool = "off"`).
+pub fn runtime_on_demand() -> Runtime {
     Runtime::new(&RuntimeConfig {
         cache_dir: Some(cache_dir()),
         epoch_tick: Duration::from_millis(2),

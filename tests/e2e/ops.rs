@@ -257,6 +257,11 @@ async fn prometheus_counters_follow_the_simulators_ledger() {
         assert_eq!(x.get("rtms_plugin_queue_depth", &[("plugin", plugin)]), 0.0);
     }
     assert_eq!(x.get("rtms_ready", &[]), 1.0);
+    // The instance pool ([runtime] pool = "auto"): every slot given back at the session's
+    // end, none refused.
+    assert!(x.get("rtms_plugin_pool_instances_limit", &[]) > 0.0);
+    assert_eq!(x.get("rtms_plugin_pool_instances", &[]), 0.0);
+    assert_eq!(x.get("rtms_plugin_pool_exhausted_total", &[]), 0.0);
 
     // Every metric the example Grafana dashboard queries is exposed.
     let grafana = std::fs::read_to_string(concat!(

@@ -67,6 +67,11 @@ async fn broken_components_and_pipelines_are_refused_while_the_old_version_serve
             vec!["writer", "init", "bogus_option"],
         ),
         (
+            "a memory limit past the instance pool's slots",
+            with_writer(writer(&good).with("\n[plugin.limits]\nmemory_mb = 128\n")),
+            vec!["memory_mb = 128", "instance pool", "restart the host"],
+        ),
+        (
             "a syntax error",
             p.render(rig.path()).replacen("[server]", "[server", 1),
             vec!["pipeline.toml"],

@@ -97,6 +97,12 @@ fn note<T: PartialEq + Debug>(out: &mut Vec<String>, key: &str, old: &T, new: &T
     }
 }
 
+/// `[runtime] pool` as the operator wrote it: the plan itself follows the plugins, and a
+/// reload that needs more than the running pool is refused where it is built.
+fn pool_mode(p: &Option<crate::pool::PoolPlan>) -> &'static str {
+    if p.is_some() { "auto" } else { "off" }
+}
+
 fn note_quiet<T: PartialEq>(out: &mut Vec<String>, key: &str, old: &T, new: &T) {
     if old != new {
         out.push(format!("{key} changed: restart to apply"));
@@ -317,6 +323,14 @@ fn runtime_changes(r: &mut Vec<String>, a: &Runtime, b: &Runtime) {
     );
     let (x, y) = (a.plugin_open_files, b.plugin_open_files);
     note(r, "runtime.plugin_open_files", &x, &y);
+    let (x, y) = (pool_mode(&a.pool), pool_mode(&b.pool));
+    note(r, "runtime.pool", &x, &y);
+    note(
+        r,
+        "runtime.pool_instances",
+        &a.pool_instances,
+        &b.pool_instances,
+    );
     let (x, y) = (ms(a.shutdown_grace), ms(b.shutdown_grace));
     note(r, "runtime.shutdown_grace_ms", &x, &y);
     note(r, "runtime.journal_dir", &a.journal_dir, &b.journal_dir);

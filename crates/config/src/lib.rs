@@ -30,6 +30,7 @@ pub mod error;
 pub mod flatten;
 pub mod model;
 pub mod net;
+pub mod pool;
 pub mod raw;
 mod resolve;
 
@@ -38,6 +39,7 @@ pub use env::{Env, MapEnv, ProcessEnv};
 pub use error::{ConfigError, Location, UnknownKey};
 pub use model::*;
 pub use net::{HostPattern, HttpRule, HttpScheme, Net};
+pub use pool::{PoolNeed, PoolPlan};
 pub use resolve::{
     ALLOW_INSECURE_WS_ENV, ALLOWED_HOSTS_ENV, BUILTIN_PREFIX, ENV_OVERRIDES,
     MIN_KEEPALIVE_INTERVAL_MS,

@@ -387,6 +387,12 @@ pub struct Runtime {
     /// together (files they open, their outgoing connections); `None`: half of the process's
     /// RLIMIT_NOFILE, read at start.
     pub plugin_open_files: Option<u64>,
+    /// `[runtime] pool` and `pool_instances`: the pooling allocator's size, computed from
+    /// the pipeline (`crate::pool`); `None` with `pool = "off"` (each instance maps its own
+    /// memory).
+    pub pool: Option<crate::pool::PoolPlan>,
+    /// `[runtime] pool_instances` as written (`None`: sized from the pipeline).
+    pub pool_instances: Option<u64>,
     /// On SIGINT/SIGTERM, queues drain for at most this long.
     pub shutdown_grace: Duration,
     /// `[runtime] journal_dir`: where the stream journal lives (absolute); `None` keeps no

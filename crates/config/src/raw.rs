@@ -271,6 +271,8 @@ pub struct RuntimeConfig {
     pub output_queue_mb: Num,
     pub tap_mb: Num,
     pub plugin_open_files: Num,
+    pub pool: Option<Spanned<String>>,
+    pub pool_instances: Num,
     pub shutdown_grace_ms: Num,
     pub journal_dir: Option<Spanned<String>>,
     pub journal_grace_ms: Num,

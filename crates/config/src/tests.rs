@@ -1594,3 +1594,30 @@ fn transcript_settings_take_zoom_language_names_or_numbers() {
     let e = err("src_language = 9\nlanguage = 9");
     assert!(e.contains("set src_language only"), "{e}");
 }
+
+#[test]
+fn the_instance_pool_is_sized_from_the_pipeline_and_its_settings_need_a_restart() {
+    let d = Dir::new();
+    let p = d.parse("version = 1\n[rtms]\nmax_streams = 10\n");
+    let plan = p.runtime.pool.expect("on by default");
+    // No plugin: the smallest pool.
+    assert_eq!(
+        (plan.needed, plan.instances),
+        (0, 11),
+        "room for one plugin"
+    );
+    let q = d.parse("version = 1\n[rtms]\nmax_streams = 10\n[runtime]\npool = \"off\"\n");
+    assert_eq!(q.runtime.pool, None);
+    let r = d.parse("version = 1\n[rtms]\nmax_streams = 10\n[runtime]\npool_instances = 64\n");
+    assert_eq!(r.runtime.pool.map(|p| p.instances), Some(64));
+    let restart = |a: &Pipeline, b: &Pipeline, key: &str| {
+        a.diff(b)
+            .restart_required
+            .iter()
+            .any(|r| r.starts_with(&format!("{key} changed")))
+    };
+    assert!(restart(&p, &q, "runtime.pool"));
+    assert!(restart(&p, &r, "runtime.pool_instances"));
+    let e = d.err("version = 1\n[runtime]\npool_instances = 0\n");
+    assert!(e.contains("runtime.pool_instances"), "{e}");
+}

@@ -271,6 +271,8 @@ pub struct Sources {
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
     /// The process-wide budget of plugins' descriptors.
     pub descriptors: crate::sandbox::descriptors::Descriptors,
+    /// The plugin instance pool (`[runtime] pool`); `None` when it is off.
+    pub pool: Option<Arc<crate::sandbox::pool::Pool>>,
     /// A cluster host's counters and gauges (`[cluster]`).
     pub cluster: Option<Box<dyn Fn() -> ClusterMetrics + Send + Sync>>,
     /// Each core thread's live and placed streams, in core order (none without cores).
@@ -414,6 +416,7 @@ impl Collector for HostCollector {
         encode_plugin_counters(&mut enc, &plugins)?;
         encode_plugin_http(&mut enc, &plugins)?;
         encode_descriptors(&mut enc, s)?;
+        encode_pool(&mut enc, s)?;
         encode_plugin_queues(&mut enc, s, &plugins)?;
         encode_cores(&mut enc, s)?;
         encode_cluster(&mut enc, s)
@@ -456,6 +459,33 @@ fn encode_descriptors(enc: &mut DescriptorEncoder<'_>, s: &Sources) -> Result<()
         "plugin_descriptors_limit",
         "The process-wide budget of plugins' descriptors ([runtime] plugin_open_files)",
         [(NONE, n(d.limit()))],
+    )
+}
+
+/// The plugin instance pool: slots in use, its size, and the instances it refused.
+fn encode_pool(enc: &mut DescriptorEncoder<'_>, s: &Sources) -> Result<(), std::fmt::Error> {
+    let Some(pool) = &s.pool else {
+        return Ok(());
+    };
+    let u = pool.usage();
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    gauges(
+        enc,
+        "plugin_pool_instances",
+        "Plugin instances allocated from the instance pool now",
+        [(NONE, n(u.instances))],
+    )?;
+    gauges(
+        enc,
+        "plugin_pool_instances_limit",
+        "Plugin instances the pool holds ([runtime] pool_instances, or sized from rtms.max_streams x the enabled plugins)",
+        [(NONE, n(u.instances_limit))],
+    )?;
+    counters(
+        enc,
+        "plugin_pool_exhausted",
+        "Plugin instantiations and calls refused because the instance pool was full",
+        [(NONE, u.exhausted)],
     )
 }
 

@@ -26,6 +26,7 @@ pub fn runtime_config(p: &Pipeline) -> RuntimeConfig {
         cache_dir: Some(p.runtime.cache_dir.clone()),
         epoch_tick: p.runtime.epoch_tick,
         plugin_open_files: p.runtime.plugin_open_files,
+        pool: p.runtime.pool,
     }
 }
 

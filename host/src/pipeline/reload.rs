@@ -206,6 +206,19 @@ impl Reloader {
             Ok(p) => p,
             Err(e) => return refuse(&metrics, why, e.to_string()),
         };
+        // The instance pool was sized at start and cannot grow: a pipeline whose plugins
+        // need larger memory slots, or more instances than it holds for the streams running
+        // now, is refused; one that fits now but not at the running rtms.max_streams (a new
+        // one applies at restart) is applied with a warning.
+        if let Some(pool) = self.shared.rt.pool() {
+            let need = rtms_config::PoolNeed::of(self.started.rtms.max_streams, &new.plugins);
+            let live = self.shared.sessions().len() as u64;
+            match pool.plan().admits(need, live) {
+                Ok(None) => {}
+                Ok(Some(warning)) => tracing::warn!("reload: {warning}"),
+                Err(e) => return refuse(&metrics, why, e),
+            }
+        }
         // The one change detector: every setting that differs, and what applying it takes.
         let diff = self.current.diff(&new);
         let old_table = self.shared.table.load_full();

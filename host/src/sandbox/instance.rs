@@ -101,6 +101,8 @@ pub struct Instance {
     /// The wall-clock bound of a call (see [`WALL_MARGIN_TICKS`]).
     wall: Duration,
     limits: TrapLimits,
+    /// The pool the instance's slots come from, to name it when it is full.
+    pool: Option<Arc<super::pool::Pool>>,
 }
 
 /// The limits a trap report names.
@@ -157,9 +159,10 @@ impl Instance {
             PluginPre::V02(pre) => pre.instantiate_async(&mut store).await.map(Plugin::V02),
             PluginPre::V03(pre) => pre.instantiate_async(&mut store).await.map(Plugin::V03),
         };
+        let pool = rt.pool().cloned();
         let plugin = match plugin {
             Ok(p) => p,
-            Err(e) => return Err(trap_error(store.data_mut(), limits, e)),
+            Err(e) => return Err(failure(&pool, store.data_mut(), limits, e)),
         };
         Ok(Self {
             store,
@@ -168,6 +171,7 @@ impl Instance {
             ticks_per_call,
             wall: spec.call_timeout + rt.tick() * WALL_MARGIN_TICKS,
             limits,
+            pool,
         })
     }
 
@@ -192,7 +196,7 @@ impl Instance {
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(CallError::Plugin(explain_wasi_errors(&msg).into_owned())),
-            Err(e) => Err(trap_error(self.store.data_mut(), self.limits, e)),
+            Err(e) => Err(failure(&self.pool, self.store.data_mut(), self.limits, e)),
         }
     }
 
@@ -315,6 +319,19 @@ impl Instance {
             tracing::warn!(plugin = %c.plugin, stream = %c.stream_id, pending_bytes = files.pending(), "the plugin's file writes were not all written out when its session ended: a file does not take them (a FIFO nobody reads, a hung mount); they are written when it does");
         }
         self.outcome(r)
+    }
+}
+
+/// A failed instantiation or call: the pool refusing a slot (named, counted), or a trap.
+fn failure(
+    pool: &Option<Arc<super::pool::Pool>>,
+    st: &mut StoreData,
+    limits: TrapLimits,
+    e: wasmtime::Error,
+) -> CallError {
+    match pool.as_ref().and_then(|p| p.exhausted(&e)) {
+        Some(msg) => CallError::Trap(msg),
+        None => trap_error(st, limits, e),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The WebAssembly runtime: one wasmtime `Engine`, the epoch ticker, compiled plugins and the
 //! compile cache.
 //!
-//! Every wasm limit lives in this module tree: the engine's settings here, per-store limits
-//! and the per-call deadline in [`instance`], the sandbox (WASI without sockets or
+//! Every wasm limit lives in this module tree: the engine's settings here (instances come
+//! from the pool of [`pool`], sized from pipeline.toml, unless `[runtime] pool = "off"`),
+//! per-store limits and the per-call deadline in [`instance`], the sandbox (WASI without sockets or
 //! environment, only granted directories) in [`store`]; what a guest may hold and create
 //! through the filesystem (descriptors, entries, symlinks) in [`fs_limits`], enforced by the
 //! calls [`fs`] shadows; outgoing HTTP behind each plugin's allow-list and budget in [`net`];
@@ -21,6 +22,7 @@ pub mod fs_limits;
 pub mod imports;
 pub mod instance;
 pub mod net;
+pub mod pool;
 pub mod quota;
 pub mod state;
 pub mod store;
@@ -62,6 +64,8 @@ struct RuntimeInner {
     ticker_stop: Arc<AtomicBool>,
     /// Plugins' buffered file writes and the thread that writes them out.
     files: Arc<filebuf::Flusher>,
+    /// The pooling allocator's plan and numbers; `None`: on-demand allocation.
+    pool: Option<Arc<pool::Pool>>,
 }
 
 impl Drop for RuntimeInner {
@@ -107,6 +111,9 @@ pub struct RuntimeConfig {
     /// The process-wide budget of plugins' descriptors (`[runtime] plugin_open_files`);
     /// `None`: half of RLIMIT_NOFILE (see [`descriptors`]).
     pub plugin_open_files: Option<u64>,
+    /// The pooling allocator's size (`[runtime] pool`, see [`pool`]); `None`: every
+    /// instance maps its own memory, tables and stack.
+    pub pool: Option<rtms_config::PoolPlan>,
 }
 
 impl Default for RuntimeConfig {
@@ -115,6 +122,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             epoch_tick: Duration::from_millis(5),
             plugin_open_files: None,
+            pool: None,
         }
     }
 }
@@ -149,8 +157,15 @@ impl Runtime {
         // DWARF (`plugin build` keeps it in debug builds); components without it cost
         // nothing more.
         config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+        if let Some(plan) = &cfg.pool {
+            pool::announce(plan).map_err(anyhow::Error::msg)?;
+            pool::configure(&mut config, plan);
+        }
         let engine = Engine::new(&config)
-            .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e:#}"))?;
+        let pool = cfg
+            .pool
+            .map(|plan| Arc::new(pool::Pool::new(plan, engine.clone())));
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
@@ -175,8 +190,14 @@ impl Runtime {
                 tick: cfg.epoch_tick,
                 ticker_stop,
                 files,
+                pool,
             }),
         })
+    }
+
+    /// The pooling allocator, when `[runtime] pool` is on.
+    pub fn pool(&self) -> Option<&Arc<pool::Pool>> {
+        self.inner.pool.as_ref()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -237,6 +258,11 @@ impl Runtime {
                 (component, CodeSource::Compiled)
             }
         };
+        if let Some(pool) = &self.inner.pool {
+            pool.admits(&component).map_err(|e| {
+                anyhow::anyhow!("{} does not fit the instance pool: {e}", path.display())
+            })?;
+        }
         let pre = link(&self.inner.linker, path, &component)?;
         tracing::debug!(
             path = %path.display(),

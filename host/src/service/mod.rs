@@ -934,6 +934,7 @@ fn admin_sources(
         ready: Box::new(move || is_ready.load(Ordering::Relaxed)),
         descriptors: shared.rt.descriptors().clone(),
         cores: Box::new(cores),
+        pool: shared.rt.pool().cloned(),
         cluster: cluster
             .clone()
             .map(|c| Box::new(move || c.metrics()) as Box<dyn Fn() -> _ + Send + Sync>),

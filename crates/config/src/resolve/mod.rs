@@ -23,6 +23,7 @@ use crate::env::Env;
 use crate::error::{ConfigError, Source, suggest};
 use crate::flatten::flatten_config;
 use crate::model::*;
+use crate::pool::{PoolNeed, PoolPlan};
 use crate::raw::*;
 
 mod cluster;
@@ -218,7 +219,7 @@ impl Resolver<'_> {
         let server = keep(&mut errors, self.server(&file.server));
         let admin = keep(&mut errors, self.admin(&file.admin));
         let zoom = keep(&mut errors, self.zoom(&file.zoom));
-        let runtime = keep(&mut errors, self.runtime(&file.runtime));
+        let mut runtime = keep(&mut errors, self.runtime(&file.runtime));
         let cluster = keep(&mut errors, self.cluster(&file.cluster)).flatten();
         if let (Some(_), Some(dir)) = (&file.cluster, &file.runtime.journal_dir) {
             errors.push(self.src.invalid_at(
@@ -235,6 +236,12 @@ impl Resolver<'_> {
             .filter(|p| !failed.contains(p.get_ref().name.get_ref()))
             .collect();
         let rtms = keep(&mut errors, self.rtms(&file.rtms, &resolved, &plugins));
+        if let (Some(rt), Some(r)) = (runtime.as_mut(), rtms.as_ref()) {
+            match self.pool(&file.runtime, r.max_streams, &plugins) {
+                Ok(p) => rt.pool = p,
+                Err(e) => errors.push(e),
+            }
+        }
         failed.extend(dropped.iter().cloned());
         let (sinks, sink_errors) = self.sinks(&file.sink, &plugins, &failed);
         errors.extend(sink_errors);

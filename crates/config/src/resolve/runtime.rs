@@ -71,6 +71,8 @@ impl Resolver<'_> {
             output_queue_bytes,
             tap_bytes,
             plugin_open_files,
+            pool: None,
+            pool_instances: r.pool_instances.as_ref().map(|n| *n.get_ref()),
             shutdown_grace: ms(grace.n),
             journal_dir: r.journal_dir.as_ref().map(|d| self.path(d.get_ref())),
             journal_grace: ms(journal_grace.n),
@@ -128,5 +130,50 @@ impl Resolver<'_> {
         )?;
         let tap = self.num(&r.tap_mb, "runtime.tap_mb", default_tap_mb(), 1, 4096)?;
         Ok((queue.n << 20, tap.n << 20))
+    }
+}
+
+impl Resolver<'_> {
+    /// `[runtime] pool` ("auto", the default, or "off") and `pool_instances`: the pool sized
+    /// for `max_streams` streams of the enabled `plugins` (`crate::pool`).
+    pub(super) fn pool(
+        &self,
+        r: &RuntimeConfig,
+        max_streams: usize,
+        plugins: &[Plugin],
+    ) -> Result<Option<PoolPlan>, ConfigError> {
+        match r.pool.as_ref().map(|p| (p, p.get_ref().as_str())) {
+            None | Some((_, "auto")) => {}
+            Some((_, "off")) => return Ok(None),
+            Some((p, other)) => {
+                return Err(self.src.invalid_at(
+                    p,
+                    format!("runtime.pool = {other:?} is not a pool setting: use \"auto\" (sized from the pipeline) or \"off\" (each instance maps its own memory)"),
+                ));
+            }
+        }
+        let instances = match &r.pool_instances {
+            None => None,
+            Some(_) => Some(
+                self.num(
+                    &r.pool_instances,
+                    "runtime.pool_instances",
+                    0,
+                    1,
+                    crate::pool::MAX_INSTANCES,
+                )?
+                .n,
+            ),
+        };
+        let need = PoolNeed::of(max_streams, plugins);
+        PoolPlan::size(need, instances).map(Some).map_err(|m| {
+            let span = r
+                .pool_instances
+                .as_ref()
+                .map(|s| s.span())
+                .or(r.pool.as_ref().map(|s| s.span()))
+                .unwrap_or(0..0);
+            self.src.invalid(span, m)
+        })
     }
 }
