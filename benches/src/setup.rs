@@ -213,6 +213,13 @@ impl PipeDef {
         if let Some(n) = self.threads {
             t = t.replacen("[runtime]\n", &format!("[runtime]\nthreads = {n}\n"), 1);
         }
+        if let Ok(extra) = std::env::var("RTMS_BENCH_RUNTIME") {
+            t = t.replacen(
+                "[runtime]\n",
+                &format!("[runtime]\n{}\n", extra.replace(';', "\n")),
+                1,
+            );
+        }
         for p in &self.plugins {
             let media: Vec<String> = p.media.iter().map(|k| format!("{k:?}")).collect();
             t += &format!(

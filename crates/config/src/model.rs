@@ -405,7 +405,7 @@ pub struct Runtime {
     /// (STREAM_CLOSE_REQ) rather than leave them to Zoom's reconnection window.
     pub close_streams_on_shutdown: bool,
     /// `[runtime] threads`: the core threads that run the streams (each its own event loop);
-    /// `None`: one per CPU the process may run on, counted at start.
+    /// `None` or 0: none, the streams run on the main runtime.
     pub threads: Option<u32>,
     /// `[runtime] pin_threads`: pin core thread `i` to the `i`-th CPU the process may run on.
     pub pin_threads: bool,

@@ -717,14 +717,16 @@ fn the_plugins_descriptor_budget_is_optional_bounded_and_needs_a_restart() {
 }
 
 #[test]
-fn core_threads_default_to_the_cpus_are_bounded_and_need_a_restart() {
+fn core_threads_are_off_by_default_bounded_and_need_a_restart() {
     let d = Dir::new();
     let p = d.parse("version = 1\n");
-    assert_eq!(p.runtime.threads, None, "one per CPU, counted at start");
+    assert_eq!(p.runtime.threads, None, "no core threads unless asked for");
+    let z = d.parse("version = 1\n[runtime]\nthreads = 0\n");
+    assert_eq!(z.runtime.threads, Some(0), "0 is the default said out loud");
     assert!(!p.runtime.pin_threads);
     let q = d.parse("version = 1\n[runtime]\nthreads = 2\npin_threads = true\n");
     assert_eq!((q.runtime.threads, q.runtime.pin_threads), (Some(2), true));
-    for bad in ["threads = 0", "threads = 5000"] {
+    for bad in ["threads = 5000", "threads = 2.5"] {
         let e = d.err(&format!("version = 1\n[runtime]\n{bad}\n"));
         assert!(e.contains("runtime.threads"), "{e}");
     }

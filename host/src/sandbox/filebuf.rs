@@ -6,12 +6,12 @@
 //! written out on tokio's blocking pool, at most one write-out per instance at a time, in
 //! the order the guest wrote:
 //!
-//! - as soon as the plugin call that wrote returns (started then, not waited for: the
-//!   bytes reach the operating system a thread wake-up later, so `kill -9` loses only what
-//!   the calls of the last moment wrote);
-//! - during a call, whenever the buffer holds [`KICK_AT`] bytes or more;
-//! - every [`FLUSH_INTERVAL`], by the process's flusher thread, whatever happened before (a
-//!   backstop: nothing buffered waits longer than that for its write-out to start);
+//! - every [`FLUSH_INTERVAL`], by the process's flusher thread: nothing buffered waits
+//!   longer than that for its write-out to start, so `kill -9` loses at most what the last
+//!   interval wrote. Calls do not start write-outs of their own: at real-time pace a
+//!   recorder's call writes one frame, and a thread hop per call cost more than the write
+//!   (one write-out per interval gathers a few hundred calls' bytes into one system call);
+//! - whenever the buffer holds [`KICK_AT`] bytes or more;
 //! - before any filesystem call of the instance that could see or change what it wrote
 //!   (reads, `stat`, `set-size`, `open-at` with `truncate`, `sync`: see `super::fs`), which
 //!   waits for it; `sync` and `sync-data` then reach the disk as the guest asked;

@@ -409,9 +409,13 @@ fn streams(
     let individual = client_cfg.video.is_some();
     let sessions = Sessions::with_observer(client_cfg, connector, factory, telemetry.clone());
     let _ = shared.video.set(video_control(&sessions, individual));
-    let cores = Cores::start(pipeline.runtime.threads, pipeline.runtime.pin_threads)?;
-    sessions.place_on(cores.clone());
-    let _ = shared.cores.set(cores);
+    // Core threads only when `[runtime] threads` asks for them (docs/operations.md,
+    // "Threads"); without, streams run on the main runtime.
+    if let Some(threads) = pipeline.runtime.threads.filter(|&n| n > 0) {
+        let cores = Cores::start(Some(threads), pipeline.runtime.pin_threads)?;
+        sessions.place_on(cores.clone());
+        let _ = shared.cores.set(cores);
+    }
     Ok(Streams {
         sessions,
         telemetry,

@@ -112,7 +112,7 @@ impl Resolver<'_> {
         let threads = match &r.threads {
             None => None,
             Some(_) => Some(to_u32(
-                self.num(&r.threads, "runtime.threads", 0, 1, MAX_THREADS)?
+                self.num(&r.threads, "runtime.threads", 0, 0, MAX_THREADS)?
                     .n,
             )),
         };
