@@ -94,17 +94,7 @@ pub fn pin_receiver(pin: bool) -> Result<bool, String> {
     if !on {
         return Ok(false);
     }
-    let cores = format!("{}-{}", SENDER_CPU + 1, cpus() - 1);
-    let out = std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", &cores, &std::process::id().to_string()])
-        .output()
-        .map_err(|e| format!("cannot run taskset (util-linux): {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "taskset failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    taskset_self(&format!("{}-{}", SENDER_CPU + 1, cpus() - 1))?;
     Ok(true)
 }
 
