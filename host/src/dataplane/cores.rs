@@ -48,21 +48,13 @@ pub struct CoreCounts {
     pub placed: u64,
 }
 
-/// The core threads `threads` asks for: the number given, or one per CPU the process may run
-/// on (its affinity mask and CPU quota, as `std::thread::available_parallelism` counts them).
-pub fn thread_count(threads: Option<u32>) -> usize {
-    match threads {
-        Some(n) => n.max(1) as usize,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    }
-}
-
 impl Cores {
-    /// Starts the core threads (`threads`, see [`thread_count`]) and the offload runtime.
+    /// Starts `threads` core threads (at least one; the service starts none unless
+    /// `[runtime] threads` asks) and the offload runtime.
     /// With `pin`, core `i` is pinned to the `i`-th CPU of the process's affinity mask
     /// (cycling when there are more threads than CPUs).
-    pub fn start(threads: Option<u32>, pin: bool) -> Result<Arc<Self>> {
-        let n = thread_count(threads);
+    pub fn start(threads: u32, pin: bool) -> Result<Arc<Self>> {
+        let n = threads.max(1) as usize;
         let cpus = if pin {
             core_affinity::get_core_ids().filter(|c| !c.is_empty())
         } else {
@@ -241,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn streams_go_to_the_core_with_the_fewest_and_leave_it_when_they_end() {
-        let cores = Cores::start(Some(2), false).unwrap();
+        let cores = Cores::start(2, false).unwrap();
         let a = cores.place();
         let b = cores.place();
         let c = cores.place();
@@ -261,9 +253,12 @@ mod tests {
         cores.stop().await;
     }
 
-    #[test]
-    fn a_thread_count_is_at_least_one() {
-        assert_eq!(thread_count(Some(3)), 3);
-        assert!(thread_count(None) >= 1);
+    #[tokio::test]
+    async fn the_core_threads_are_as_many_as_asked_and_at_least_one() {
+        for (asked, got) in [(3, 3), (0, 1)] {
+            let cores = Cores::start(asked, false).unwrap();
+            assert_eq!(cores.counts().len(), got, "threads = {asked}");
+            cores.stop().await;
+        }
     }
 }

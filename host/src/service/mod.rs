@@ -412,7 +412,7 @@ fn streams(
     // Core threads only when `[runtime] threads` asks for them (docs/operations.md,
     // "Threads"); without, streams run on the main runtime.
     if let Some(threads) = pipeline.runtime.threads.filter(|&n| n > 0) {
-        let cores = Cores::start(Some(threads), pipeline.runtime.pin_threads)?;
+        let cores = Cores::start(threads, pipeline.runtime.pin_threads)?;
         sessions.place_on(cores.clone());
         let _ = shared.cores.set(cores);
     }
