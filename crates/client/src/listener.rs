@@ -35,7 +35,7 @@ use std::time::Duration;
 pub use accept::AcceptBackoff;
 pub use body::{BodyError, read_limited};
 pub use conns::ConnState;
-pub use serve::{Listener, serve};
+pub use serve::{FIRST_REQUEST_GRACE, Listener, serve};
 pub use tls::{ReloadingCert, TlsFiles};
 
 use bytes::Bytes;

@@ -21,6 +21,10 @@ pub struct ConnState {
     pub(super) evict: CancellationToken,
     /// Set when the listener knows why the connection will close (0: it does not).
     reason: AtomicU8,
+    /// Requests started on this connection, ever.
+    started: AtomicUsize,
+    /// Signalled when the first request starts.
+    first: tokio::sync::Notify,
 }
 
 impl ConnState {
@@ -43,6 +47,22 @@ impl ConnState {
     pub(super) fn is_idle(&self) -> bool {
         self.busy.load(Ordering::Relaxed) == 0
     }
+
+    /// Whether a request has started on this connection.
+    pub(super) fn has_served(&self) -> bool {
+        self.started.load(Ordering::Acquire) > 0
+    }
+
+    /// Resolves once the first request has started (at once if one has).
+    pub(super) async fn first_request(&self) {
+        let notified = std::pin::pin!(self.first.notified());
+        let mut notified = notified;
+        // Registered before the check, so a request starting in between still wakes us.
+        notified.as_mut().enable();
+        if !self.has_served() {
+            notified.await;
+        }
+    }
 }
 
 /// Marks a connection busy while it lives: from a request's arrival to the end of its
@@ -53,6 +73,9 @@ pub(super) struct Busy(Arc<ConnState>);
 impl Busy {
     pub(super) fn new(state: Arc<ConnState>) -> Self {
         state.busy.fetch_add(1, Ordering::Relaxed);
+        if state.started.fetch_add(1, Ordering::AcqRel) == 0 {
+            state.first.notify_waiters();
+        }
         Self(state)
     }
 }

@@ -20,6 +20,10 @@ use tokio_util::task::TaskTracker;
 use super::conns::{Busy, ConnState, Table};
 use super::{AcceptBackoff, Close, ConnStats, MAX_HEADERS, Policy, TlsFiles, tls};
 
+/// How long, once the listener stops, a connection that has not sent its first request yet
+/// (or is still in its TLS handshake) has to send it. It is then answered and closed.
+pub const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One listener: its name in logs and metrics, its policy, TLS and counters.
 #[derive(Clone, Debug)]
 pub struct Listener {
@@ -159,7 +163,11 @@ where
         let res = tokio::select! {
             r = hs => r,
             () = state.evict.cancelled() => return Close::Evicted,
-            () = self.shutdown.cancelled() => return Close::Shutdown,
+            // A handshake under way when the listener stops may finish and send its request.
+            () = async {
+                self.shutdown.cancelled().await;
+                tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+            } => return Close::Shutdown,
         };
         match res {
             Ok(Ok(s)) => self.http(s, peer, state).await,
@@ -183,8 +191,16 @@ where
             let busy = Busy::new(conn_state.clone());
             req.extensions_mut().insert(conn_state.clone());
             let answer = (ctx.handler)(req, peer);
+            let stopping = ctx.shutdown.clone();
             async move {
-                let resp = answer.await;
+                let mut resp = answer.await;
+                if stopping.is_cancelled() {
+                    // The listener has stopped: tell the client not to send another request here.
+                    resp.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, Infallible>(resp.map(|body| Tracked { body, _busy: busy }))
             }
         });
@@ -206,8 +222,26 @@ where
             res = conn.as_mut() => (res, None),
             () = state.evict.cancelled() => return Close::Evicted,
             () = self.shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                (conn.await, Some(Close::Shutdown))
+                // A client that has just connected is about to send its request: closing
+                // under it would fail that request, which the other process sharing the
+                // listening socket (in a hand-off) never sees. It gets a moment to send it.
+                let ended = if state.has_served() {
+                    None
+                } else {
+                    let grace = FIRST_REQUEST_GRACE.min(policy.header_timeout);
+                    tokio::select! {
+                        res = conn.as_mut() => Some(res),
+                        () = state.first_request() => None,
+                        () = tokio::time::sleep(grace) => None,
+                    }
+                };
+                match ended {
+                    Some(res) => (res, Some(Close::Shutdown)),
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        (conn.await, Some(Close::Shutdown))
+                    }
+                }
             }
             () = &mut age => {
                 conn.as_mut().graceful_shutdown();

@@ -207,3 +207,52 @@ async fn past_the_cap_the_oldest_idle_connection_goes_not_a_busy_one() {
         "{answer}"
     );
 }
+
+async fn accepted(stats: &ConnStats, n: u64) {
+    while stats.accepted.load(std::sync::atomic::Ordering::Relaxed) < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_sent_just_after_the_listener_stops_is_answered_not_cut() {
+    // The race of a hand-off: the client connected (and the listener accepted) before the stop,
+    // its request arrives after it.
+    let s = start(Policy::default()).await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    accepted(&s.stats, 1).await;
+    s.stop.cancel();
+    c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "the answer says the connection closes: {answer}"
+    );
+    counted(&s.stats, Close::Shutdown, 1).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_never_sends_is_closed_after_the_grace_once_the_listener_stops() {
+    let s = start(Policy::default()).await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    accepted(&s.stats, 1).await;
+    let stopped = tokio::time::Instant::now();
+    s.stop.cancel();
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).await.unwrap();
+    assert!(buf.is_empty(), "nothing was asked, nothing answered");
+    assert!(
+        stopped.elapsed() >= FIRST_REQUEST_GRACE,
+        "{:?}",
+        stopped.elapsed()
+    );
+    counted(&s.stats, Close::Shutdown, 1).await;
+}
