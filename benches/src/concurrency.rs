@@ -274,6 +274,10 @@ pub(crate) struct Window {
     pub connect_s: f64,
     pub cpu_pct: f64,
     pub sim_pct: f64,
+    /// The CPUs the receiver and the sender may run on during the window
+    /// (`Cpus_allowed_list`), e.g. `receiver 1, sender 0`.
+    #[serde(default)]
+    pub cpus: String,
     pub rss_before: u64,
     pub rss_during: u64,
     pub p50: Duration,
@@ -430,6 +434,14 @@ async fn measure(w: &mut Window, hist: &Histogram, sim_pid: &str, window: Durati
     hist.reset();
     let cpu = CpuMark::now("self");
     let sim_cpu = CpuMark::now(sim_pid);
+    let (mine, sim) = (probe::allowed_cpus("self"), probe::allowed_cpus(sim_pid));
+    w.cpus = format!("receiver {mine}, sender {sim}");
+    if probe::pinned() && mine == sim {
+        eprintln!(
+            "warning: the sender runs on the receiver's CPUs ({}): the figures mix the two",
+            w.cpus
+        );
+    }
     tokio::time::sleep(window).await;
     w.cpu_pct = cpu.percent();
     w.sim_pct = sim_cpu.percent();
@@ -654,12 +666,13 @@ fn push_rows(report: &mut Report, n: usize, window: Duration, raw: Option<&Windo
         .map(|(p, d)| format!("{p} {d}"))
         .collect();
     let note = format!(
-        "{} audio frames timed at 2 plugins in {:.0} s; {} live; connect {:.1} s; sim {:.0} % CPU; sent audio {} (transcript {}, chat {}), got {}; drops {}",
+        "{} audio frames timed at 2 plugins in {:.0} s; {} live; connect {:.1} s; sim {:.0} % CPU; CPUs: {}; sent audio {} (transcript {}, chat {}), got {}; drops {}",
         host.timed,
         window.as_secs_f64(),
         host.live,
         host.connect_s,
         host.sim_pct,
+        host.cpus,
         host.sent.audio,
         host.sent.transcript,
         host.sent.chat,
@@ -862,10 +875,11 @@ pub async fn run(
                 report.push(
                     Row::new("concurrency", &format!("{n} meetings raw CPU"), "%", r.cpu_pct).note(
                         format!(
-                            "raw reader: p50 {:.3} ms, p99 {:.3} ms from the socket read to decoded; sim {:.0} % CPU; connect {:.1} s",
+                            "raw reader: p50 {:.3} ms, p99 {:.3} ms from the socket read to decoded; sim {:.0} % CPU; CPUs: {}; connect {:.1} s",
                             ms(r.p50),
                             ms(r.p99),
                             r.sim_pct,
+                            r.cpus,
                             r.connect_s
                         ),
                     ),

@@ -49,11 +49,35 @@ impl CpuMark {
     }
 }
 
-/// The number of CPUs the machine has (read once, before any pinning narrows what this
-/// process may use).
+/// The number of CPUs the machine has online: not the ones this process may run on, which
+/// a pinned parent narrows for its children (a measuring child must still pin its sender to
+/// a CPU of its own).
 pub fn cpus() -> usize {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    *CPUS.get_or_init(|| {
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|list| count_cpu_list(&list))
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
+}
+
+/// The CPUs in a kernel CPU list (`0-3,6,8-9`); `None` when it does not parse.
+fn count_cpu_list(list: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        n += match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+                b.checked_sub(a)? + 1
+            }
+            None => {
+                part.parse::<usize>().ok()?;
+                1
+            }
+        };
+    }
+    (n > 0).then_some(n)
 }
 
 /// The machine: CPU model, cores, memory.
@@ -127,6 +151,19 @@ fn taskset_self(cores: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The CPUs process `pid` (or `self`) may run on, as the kernel lists them
+/// (`Cpus_allowed_list` of `/proc/<pid>/status`); `?` when unreadable.
+pub fn allowed_cpus(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned())
+}
+
 /// Whether [`pin_receiver`] pinned this process.
 pub fn pinned() -> bool {
     PINNED.get().copied().unwrap_or(false)
@@ -164,4 +201,17 @@ pub fn local_ports() -> Option<(u32, u32)> {
     let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     let mut it = s.split_whitespace().map(|v| v.parse::<u32>().ok());
     Some((it.next()??, it.next()??))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_kernel_cpu_list_counts_its_cpus() {
+        assert_eq!(super::count_cpu_list("0-1\n"), Some(2));
+        assert_eq!(super::count_cpu_list("0-3,6,8-9"), Some(7));
+        assert_eq!(super::count_cpu_list("0"), Some(1));
+        assert_eq!(super::count_cpu_list(""), None);
+        assert_eq!(super::count_cpu_list("3-1"), None);
+        assert_eq!(super::count_cpu_list("x"), None);
+    }
 }
