@@ -8,6 +8,19 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rtms-host"))
 }
 
+/// `rtms-host validate --no-load <path>`: its exit code and stderr.
+fn validate_no_load(path: &std::path::Path) -> (Option<i32>, String) {
+    let out = bin()
+        .args(["validate", "--no-load"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -112,17 +125,8 @@ formt = "text"
     );
     assert!(err.contains("2 errors in all"), "{err}");
     // --no-load checks the file alone.
-    let out = bin()
-        .args(["validate", "--no-load"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = validate_no_load(&p);
+    assert_eq!(code, Some(0), "{err}");
 }
 
 #[test]
@@ -278,13 +282,8 @@ keywords = ["refund"]
         )
     };
     std::fs::write(&p, pipeline("")).unwrap();
-    let out = bin()
-        .args(["validate", "--no-load"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    let (code, err) = validate_no_load(&p);
+    assert_eq!(code, Some(64), "{err}");
     assert!(
         err.contains("the instance pool cannot be sized")
             && err.contains("rtms.max_streams = 200000 × 2 enabled plugin(s)")
@@ -293,25 +292,11 @@ keywords = ["refund"]
         "{err}"
     );
     std::fs::write(&p, pipeline("pool = \"off\"")).unwrap();
-    let out = bin()
-        .args(["validate", "--no-load"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = validate_no_load(&p);
+    assert_eq!(code, Some(0), "{err}");
     std::fs::write(&p, pipeline("pool_instances = 1000")).unwrap();
-    let out = bin()
-        .args(["validate", "--no-load"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    let (code, err) = validate_no_load(&p);
+    assert_eq!(code, Some(64), "{err}");
     assert!(
         err.contains(
             "pool.toml:5:18: runtime.pool_instances = 1000 is fewer than the 400002 instances"
@@ -319,12 +304,7 @@ keywords = ["refund"]
         "{err}"
     );
     std::fs::write(&p, pipeline("pool = \"big\"")).unwrap();
-    let out = bin()
-        .args(["validate", "--no-load"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = validate_no_load(&p);
     assert!(
         err.contains("runtime.pool = \"big\" is not a pool setting"),
         "{err}"
