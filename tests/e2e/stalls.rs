@@ -105,6 +105,21 @@ async fn beside_a_stalled_plugin(stalled: impl FnOnce(&Pipeline) -> (Plugin, Opt
     let m = host.svc.metrics();
     let s = &m.plugins[name.as_str()];
     assert!(s.shed > 0, "{name} shed frames: {s:?}");
+    if _fifo.0.is_some() {
+        // Each restart opened the FIFO again; the threads those opens left on the blocking
+        // pool stop at the bound (one more per session for an open not yet abandoned), and
+        // the opens past it were refused and counted.
+        let parked = threads_waiting_on_a_fifo();
+        let bound = rtms_host::sandbox::fs_limits::PARKED_MAX + 2;
+        assert!(
+            parked <= bound,
+            "{parked} threads wait on the FIFO, over {bound}: {s:?}"
+        );
+        assert!(
+            s.parked_refused > 0,
+            "{name}: calls past the bound refused: {s:?}"
+        );
+    }
     assert_eq!(
         s.routed,
         s.delivered + s.dead_lettered + s.dropped + s.discarded,
@@ -140,6 +155,17 @@ async fn beside_a_stalled_plugin(stalled: impl FnOnce(&Pipeline) -> (Plugin, Opt
         assert_eq!(m.plugins[n].shed, 0, "{n}");
         assert_eq!(m.plugins[n].sessions_with_losses, 0, "{n}");
     }
+}
+
+/// Threads of this process blocked opening a FIFO (`wait_for_partner` in the kernel).
+fn threads_waiting_on_a_fifo() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w == "wait_for_partner")
+        })
+        .count()
 }
 
 /// Lets every `open` waiting on the FIFO at `path` return: a reader that comes and goes

@@ -95,6 +95,7 @@ impl Embedder for PluginLink {
             Refused::Symlink => &self.stats.symlinks_refused,
             Refused::Resources => &self.stats.resources_exhausted,
             Refused::Descriptors => &self.stats.descriptors_refused,
+            Refused::Parked => &self.stats.parked_refused,
         };
         counter.fetch_add(1, Ordering::Relaxed) + 1
     }

@@ -183,6 +183,10 @@ plugin_counters! {
     /// plugin_open_files`) every plugin's descriptors share.
     descriptors_refused => "plugin_descriptors_refused",
         "open-at calls refused past the process-wide budget [runtime] plugin_open_files";
+    /// Filesystem calls refused with `busy` under a granted directory where
+    /// `fs_limits::PARKED_MAX` earlier calls never returned (a FIFO, a hung mount).
+    parked_refused => "plugin_fs_parked_refused",
+        "Filesystem calls refused under a granted directory where earlier calls never returned";
     /// Files, directories and links not created past `[plugin.limits] max_inodes`.
     inodes_refused => "plugin_inodes_refused",
         "Files and directories not created past [plugin.limits] max_inodes";

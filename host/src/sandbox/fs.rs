@@ -22,6 +22,12 @@
 //!   `truncate`) first wait until the buffer is written out; `sync` and `sync-data` too,
 //!   then reach the disk.
 //!
+//! - Every call above that runs on the blocking pool (`open-at`, `stat`, `read`, `sync`, ...)
+//!   fails with `busy` once its granted directory has [`PARKED_MAX`] earlier calls that were
+//!   abandoned (their plugin call trapped or hit its deadline) and still have not returned:
+//!   a FIFO nobody reads or a hung mount parks at most that many threads of the pool, however
+//!   often the plugin restarts into it ([`super::fs_limits::Parked`]).
+//!
 //! Each refusal is an error code the guest sees (never a trap), counted in the plugin's
 //! counters and logged once per session with the key to raise ([`InstanceCtx::refused`]).
 //! The descriptor count is exact: each descriptor is noted when it is handed out
@@ -38,7 +44,7 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsResult};
 
 use super::filebuf::FileBuf;
-use super::fs_limits::{Open, Refused};
+use super::fs_limits::{Open, PARKED_MAX, Refused, Watch};
 use super::store::{InstanceCtx, StoreData};
 
 /// The WASI interfaces shadowed, at the version wasmtime-wasi 48 defines.
@@ -139,7 +145,12 @@ fn link_buffered(types: &mut LinkerInstance<'_, StoreData>) -> wasmtime::Result<
                     Box::new(async move {
                         let st = store.data_mut();
                         settle(&st.files).await;
+                        let w = match watch(st, &fd)? {
+                            Ok(w) => w,
+                            Err(e) => return Ok((Err(e),)),
+                        };
                         let r: FsResult<$ret> = st.filesystem().$method(fd, $($arg),*).await;
+                        w.done();
                         Ok((to_guest(st, r)?,))
                     })
                 },
@@ -204,6 +215,32 @@ fn to_guest<T>(st: &mut StoreData, r: FsResult<T>) -> GuestResult<T> {
     }
 }
 
+/// Before a call on `fd` that runs on the blocking pool: `busy` (counted, logged once per
+/// session) when its granted directory already has [`PARKED_MAX`] abandoned calls still
+/// running (see [`super::fs_limits::Parked`]); otherwise a [`Watch`] to mark done when the
+/// call returns.
+fn watch(st: &mut StoreData, fd: &Resource<Descriptor>) -> GuestResult<Watch> {
+    let Some(g) = st.fs.grant_of(fd.rep()) else {
+        return Ok(Ok(Watch::none()));
+    };
+    let handle = match st.table_mut().get(fd)? {
+        Descriptor::File(f) => f.file.clone(),
+        Descriptor::Dir(d) => d.dir.clone(),
+    };
+    let grant = &st.fs.grants[g];
+    let parked = grant.parked.count();
+    if parked >= PARKED_MAX {
+        let guest = grant.guest.clone();
+        refuse(&st.ctx, Refused::Parked, || {
+            format!(
+                "{parked} filesystem calls under granted directory {guest} never returned (a FIFO nobody opens for reading, a hung mount): calls there are refused with busy until they return (give the FIFO a reader or remove it, or fix the mount)"
+            )
+        });
+        return Ok(Err(ErrorCode::Busy));
+    }
+    Ok(Ok(Watch::new(grant.parked.clone(), handle)))
+}
+
 /// A second handle on a borrowed descriptor, for a call made before the real one.
 fn again(fd: &Resource<Descriptor>) -> Resource<Descriptor> {
     Resource::new_borrow(fd.rep())
@@ -259,11 +296,16 @@ async fn open_at(
             .get(g.unwrap_or(usize::MAX))
             .is_some_and(|g| g.max_inodes.is_some())
     {
+        let w = match watch(st, &fd)? {
+            Ok(w) => w,
+            Err(e) => return Ok(Err(e)),
+        };
         let exists = st
             .filesystem()
             .stat_at(again(&fd), PathFlags::empty(), path.clone())
             .await
             .is_ok();
+        w.done();
         if !exists {
             if let Some(e) = inodes_refused(st, g) {
                 return Ok(Err(e));
@@ -271,11 +313,16 @@ async fn open_at(
             creates = true;
         }
     }
+    let w = match watch(st, &fd)? {
+        Ok(w) => w,
+        Err(e) => return Ok(Err(e)),
+    };
     let creating = creates.then(|| st.fs.creating(g));
     let r = st
         .filesystem()
         .open_at(fd, path_flags, path, oflags, flags)
         .await;
+    w.done();
     if let Ok(new) = &r {
         let open = Open {
             grant: g,
@@ -298,8 +345,13 @@ async fn create_directory_at(
     if let Some(e) = inodes_refused(st, g) {
         return Ok(Err(e));
     }
+    let w = match watch(st, &fd)? {
+        Ok(w) => w,
+        Err(e) => return Ok(Err(e)),
+    };
     let creating = st.fs.creating(g);
     let r = st.filesystem().create_directory_at(fd, path).await;
+    w.done();
     if r.is_ok() {
         creating.created();
     }
@@ -328,8 +380,13 @@ async fn symlink_at(
     if let Some(e) = inodes_refused(st, g) {
         return Ok(Err(e));
     }
+    let w = match watch(st, &fd)? {
+        Ok(w) => w,
+        Err(e) => return Ok(Err(e)),
+    };
     let creating = st.fs.creating(g);
     let r = st.filesystem().symlink_at(fd, old, new).await;
+    w.done();
     if r.is_ok() {
         creating.created();
     }
@@ -348,8 +405,13 @@ async fn link_at(
     if let Some(e) = inodes_refused(st, g) {
         return Ok(Err(e));
     }
+    let w = match watch(st, &fd)? {
+        Ok(w) => w,
+        Err(e) => return Ok(Err(e)),
+    };
     let creating = st.fs.creating(g);
     let r = st.filesystem().link_at(fd, flags, old, new_fd, new).await;
+    w.done();
     if r.is_ok() {
         creating.created();
     }

@@ -57,6 +57,9 @@ pub enum Refused {
     Resources,
     /// `open-at` past the process-wide budget of every plugin's descriptors.
     Descriptors,
+    /// A filesystem call under a granted directory where [`PARKED_MAX`] calls never
+    /// returned ([`Parked`]).
+    Parked,
 }
 
 impl Refused {
@@ -68,11 +71,91 @@ impl Refused {
             Refused::Symlink => "[[plugin.dir]] symlinks",
             Refused::Resources => "[plugin.limits] max_resources",
             Refused::Descriptors => "[runtime] plugin_open_files",
+            Refused::Parked => "[[plugin.dir]] (a FIFO or a hung mount there)",
         }
     }
 
     pub(crate) const fn bit(self) -> u8 {
         1 << self as u8
+    }
+}
+
+/// Most filesystem calls under one granted directory that may be left running on the
+/// blocking pool after their plugin call was abandoned; past it the directory's calls are
+/// refused with `busy`.
+pub const PARKED_MAX: usize = 8;
+
+/// The filesystem calls under one granted directory that were abandoned before they
+/// returned (their plugin call trapped or ran into its deadline: a FIFO nobody opens for
+/// reading, a hung network mount) and whose thread of the blocking pool may still be
+/// stuck. Shared by every instance and session granted the directory, so a plugin that
+/// restarts into the same stuck call parks at most [`PARKED_MAX`] threads in all, not one
+/// per restart until the pool (shared with the host's own file write-outs) is full.
+///
+/// A call runs on the blocking pool holding a clone of its descriptor's handle
+/// (`Arc<std::fs::File>`), and drops it when it returns; so an abandoned call's handle,
+/// kept weakly here, still has owners exactly while such a call runs (or while the
+/// descriptor is still in a live instance's table, which counts once more: the bound errs
+/// on the safe side). A handle no one owns any more is forgotten.
+#[derive(Debug, Default)]
+pub struct Parked {
+    handles: parking_lot::Mutex<Vec<std::sync::Weak<std::fs::File>>>,
+    /// Handles recorded: the common case (none) costs no lock.
+    recorded: std::sync::atomic::AtomicUsize,
+}
+
+impl Parked {
+    /// Calls (at most) still running for abandoned calls.
+    pub fn count(&self) -> usize {
+        if self.recorded.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let mut handles = self.handles.lock();
+        handles.retain(|w| w.strong_count() > 0);
+        self.recorded.store(handles.len(), Ordering::Release);
+        handles.iter().map(std::sync::Weak::strong_count).sum()
+    }
+
+    /// Notes a call on `handle` abandoned before it returned.
+    pub(crate) fn abandoned(&self, handle: &Arc<std::fs::File>) {
+        let mut handles = self.handles.lock();
+        let weak = Arc::downgrade(handle);
+        if !handles.iter().any(|w| w.ptr_eq(&weak)) {
+            handles.push(weak);
+            self.recorded.store(handles.len(), Ordering::Release);
+        }
+    }
+}
+
+/// One filesystem call under way on a descriptor: dropped before [`Watch::done`], the call
+/// was abandoned and its handle goes to the directory's [`Parked`].
+pub(crate) struct Watch {
+    armed: Option<(Arc<Parked>, Arc<std::fs::File>)>,
+}
+
+impl Watch {
+    pub(crate) fn new(parked: Arc<Parked>, handle: Arc<std::fs::File>) -> Self {
+        Self {
+            armed: Some((parked, handle)),
+        }
+    }
+
+    /// A call on a descriptor under no grant (nothing to bound).
+    pub(crate) fn none() -> Self {
+        Self { armed: None }
+    }
+
+    /// The call returned.
+    pub(crate) fn done(mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some((parked, handle)) = self.armed.take() {
+            parked.abandoned(&handle);
+        }
     }
 }
 
@@ -195,24 +278,27 @@ pub(crate) struct GrantFs {
     pub(crate) symlinks: bool,
     pub(crate) max_inodes: Option<u64>,
     pub(crate) inodes: Arc<Inodes>,
+    pub(crate) parked: Arc<Parked>,
 }
 
 impl FsState {
-    /// `inodes` holds the entry count of each grant, in order; `budget` is the process's.
+    /// `shared` holds each grant's entry count and abandoned calls, in order (shared by
+    /// every instance granted the directory); `budget` is the process's.
     pub fn new(
         grants: &[Grant],
         limits: ResourceLimits,
-        inodes: Vec<Arc<Inodes>>,
+        shared: Vec<(Arc<Inodes>, Arc<Parked>)>,
         budget: Descriptors,
     ) -> Self {
         let grants = grants
             .iter()
-            .zip(inodes)
-            .map(|(g, inodes)| GrantFs {
+            .zip(shared)
+            .map(|(g, (inodes, parked))| GrantFs {
                 guest: g.guest.clone(),
                 symlinks: g.symlinks,
                 max_inodes: if g.read_only { None } else { g.max_inodes },
                 inodes,
+                parked,
             })
             .collect();
         Self {
@@ -246,5 +332,44 @@ impl FsState {
             Some(g) if g.max_inodes.is_some() => g.inodes.begin(),
             _ => Creating(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real file's handle, as a descriptor holds it.
+    fn handle(dir: &tempfile::TempDir, name: &str) -> Arc<std::fs::File> {
+        Arc::new(std::fs::File::create(dir.path().join(name)).unwrap())
+    }
+
+    #[test]
+    fn an_abandoned_call_counts_while_its_handle_has_owners_and_a_finished_one_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let parked = Arc::new(Parked::default());
+        // A call that returns leaves nothing behind.
+        let h = handle(&dir, "a");
+        Watch::new(parked.clone(), h.clone()).done();
+        assert_eq!(parked.count(), 0);
+        // Two calls abandoned while running on the pool (each holds a clone of the handle),
+        // one on another descriptor; the descriptors themselves are gone (the instance was).
+        let stuck = [h.clone(), h.clone()];
+        drop(Watch::new(parked.clone(), h.clone()));
+        drop(Watch::new(parked.clone(), h));
+        let other = handle(&dir, "b");
+        let stuck_other = other.clone();
+        drop(Watch::new(parked.clone(), other));
+        assert_eq!(parked.count(), 3);
+        // As each returns, its clone goes.
+        drop(stuck_other);
+        assert_eq!(parked.count(), 2);
+        drop(stuck);
+        assert_eq!(parked.count(), 0);
+        assert_eq!(
+            parked.handles.lock().len(),
+            0,
+            "finished handles are forgotten"
+        );
     }
 }

@@ -84,6 +84,8 @@ struct Dir {
     walk: Arc<tokio::sync::Mutex<()>>,
     /// Shared by every instance that writes there (the operator's list, not the guest's).
     inodes: Arc<Inodes>,
+    /// Calls there abandoned before they returned, shared the same way.
+    parked: Arc<super::fs_limits::Parked>,
 }
 
 impl Quotas {
@@ -144,6 +146,11 @@ impl Quotas {
     /// The entry count of `dir`, shared by every instance granted it.
     pub fn inodes(&self, dir: &Path) -> Arc<Inodes> {
         self.dir(dir).inodes.clone()
+    }
+
+    /// The abandoned filesystem calls under `dir`, shared by every instance granted it.
+    pub fn parked(&self, dir: &Path) -> Arc<super::fs_limits::Parked> {
+        self.dir(dir).parked.clone()
     }
 
     fn dir(&self, path: &Path) -> Arc<Dir> {

@@ -452,7 +452,10 @@ impl StoreData {
             fs: FsState::new(
                 grants,
                 resources,
-                grants.iter().map(|g| quotas.inodes(&g.host)).collect(),
+                grants
+                    .iter()
+                    .map(|g| (quotas.inodes(&g.host), quotas.parked(&g.host)))
+                    .collect(),
                 fds.clone(),
             ),
             ctx,
