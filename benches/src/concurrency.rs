@@ -306,6 +306,12 @@ pub(crate) struct Counts {
     pub discarded: u64,
     pub dead_lettered: u64,
     pub traps: u64,
+    /// Calls that returned an error.
+    #[serde(default)]
+    pub errors: u64,
+    /// Filesystem calls refused under a directory with too many parked calls.
+    #[serde(default)]
+    pub parked_refused: u64,
 }
 
 impl From<&rtms_host::dataplane::stats::PluginSnapshot> for Counts {
@@ -318,6 +324,8 @@ impl From<&rtms_host::dataplane::stats::PluginSnapshot> for Counts {
             dropped: s.dropped,
             discarded: s.discarded,
             dead_lettered: s.dead_lettered,
+            errors: s.errors,
+            parked_refused: s.parked_refused,
             traps: s.traps,
         }
     }
