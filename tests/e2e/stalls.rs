@@ -3,7 +3,9 @@
 //! beside the well-behaved plugins, in one real-time meeting and in a second stream started
 //! meanwhile. The sessions keep answering keep-alives, the second stream's webhook is
 //! accepted, the well-behaved plugins get exactly what the simulator sent, and the stalled
-//! plugin sheds its own frames, every one accounted for.
+//! plugin sheds its own frames, every one accounted for; the threads its abandoned opens
+//! leave on the blocking pool stop at the bound. And a plugin failing every batch is counted
+//! each time but logged only for the 1st, 10th, 100th, ... failure of the session.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -218,4 +220,47 @@ async fn a_plugin_writing_100_mib_per_call_stalls_nothing_but_itself() {
         (pl, None)
     })
     .await;
+}
+
+/// A plugin that answers every batch with an error has each one counted, and the 1st, 10th,
+/// 100th, ... of the session logged: a plugin cannot flood the log by failing.
+#[tokio::test]
+async fn a_plugin_failing_every_batch_is_counted_each_time_and_logged_sparingly() {
+    let logs = LogCapture::start();
+    let sim = Simulator::start(sim_config(false))
+        .await
+        .expect("simulator");
+    let host = start_host(&sim, Setup::default(), |p| {
+        // No FIFO in its directory: every open fails, and the call returns the error.
+        let mut pl = stall_plugin(p, "failing", &[("mode", "fifo")], 1024);
+        pl.batch.max_frames = 1;
+        p.plugins.push(pl);
+    })
+    .await;
+    let m = start(
+        &sim,
+        &host,
+        script(30, vec![]),
+        Product::Meeting,
+        Pace::Fast,
+    );
+    finish(&host, &m).await;
+    host.idle().await;
+    let s = &host.svc.metrics().plugins["failing"];
+    assert!(s.errors >= 100, "the plugin failed its batches: {s:?}");
+    assert_eq!(s.errors, s.calls, "every call failed: {s:?}");
+    let logged = logs
+        .lines()
+        .iter()
+        .filter(|l| l.contains("plugin reported an error for a batch"))
+        .count();
+    let powers_of_ten = (0..)
+        .map(|k| 10u64.pow(k))
+        .take_while(|p| *p <= s.errors)
+        .count();
+    assert_eq!(
+        logged, powers_of_ten,
+        "{} errors, logged {logged} times",
+        s.errors
+    );
 }

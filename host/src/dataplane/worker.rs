@@ -260,6 +260,9 @@ pub struct Worker {
     ending: bool,
     /// How long the last plugin call took (see [`INLINE_CALL_MAX`]).
     last_call: Duration,
+    /// Batches the plugin answered with an error on this session (only the 1st, 10th,
+    /// 100th, ... are logged).
+    batch_errors: u64,
     /// No plugin call starts once it lapsed (see [`Fence`]).
     fence: Fence,
     /// This session's call durations (merged into the plugin's histogram when scraped).
@@ -322,6 +325,7 @@ impl Worker {
             start_error: None,
             ending: false,
             last_call: Duration::ZERO,
+            batch_errors: 0,
             fence,
             call_times: SessionCalls::new(&entry.stats),
             retired_files: None,
@@ -661,7 +665,12 @@ impl Worker {
             Err(CallError::Plugin(msg)) => {
                 self.entry.stats.delivered.fetch_add(n, Ordering::Relaxed);
                 self.entry.stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, first_seq = frames[0].seq, error = %msg, "plugin reported an error for a batch");
+                self.batch_errors += 1;
+                // A plugin failing every batch cannot flood the log: all are counted
+                // (rtms_plugin_errors_total), the 1st, 10th, 100th, ... of a session logged.
+                if crate::sandbox::store::is_power_of_ten(self.batch_errors) {
+                    tracing::warn!(plugin = %self.entry.name, stream = %self.ctx.stream_id, first_seq = frames[0].seq, errors = self.batch_errors, error = %msg, "plugin reported an error for a batch");
+                }
                 self.check_quota();
             }
             Err(CallError::Trap(msg)) => {

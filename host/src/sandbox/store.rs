@@ -248,8 +248,8 @@ impl InstanceCtx {
     }
 }
 
-/// 1, 10, 100, ...
-fn is_power_of_ten(mut n: u64) -> bool {
+/// 1, 10, 100, ...: which occurrences of a repeated event are logged.
+pub(crate) fn is_power_of_ten(mut n: u64) -> bool {
     while n >= 10 && n.is_multiple_of(10) {
         n /= 10;
     }
