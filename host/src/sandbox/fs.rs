@@ -22,8 +22,8 @@
 //!   `truncate`) first wait until the buffer is written out; `sync` and `sync-data` too,
 //!   then reach the disk.
 //!
-//! - Every call above that runs on the blocking pool (`open-at`, `stat`, `read`, `sync`, ...)
-//!   fails with `busy` once its granted directory has [`PARKED_MAX`] earlier calls that were
+//! - Every descriptor call that runs on the blocking pool (`open-at`, `stat`, `read`, `sync`,
+//!   `read-directory`, `rename-at`, `unlink-file-at`, ...) fails with `busy` once its granted directory has [`PARKED_MAX`] earlier calls that were
 //!   abandoned (their plugin call trapped or hit its deadline) and still have not returned:
 //!   a FIFO nobody reads or a hung mount parks at most that many threads of the pool, however
 //!   often the plugin restarts into it ([`super::fs_limits::Parked`]).
@@ -38,8 +38,8 @@ use wasmtime::component::{Linker, LinkerInstance, Resource, ResourceType};
 use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as _;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
-    DescriptorFlags, DescriptorStat, ErrorCode, Host as _, HostDescriptor, MetadataHashValue,
-    OpenFlags, PathFlags,
+    Advice, DescriptorFlags, DescriptorStat, DirectoryEntryStream, ErrorCode, Host as _,
+    HostDescriptor, MetadataHashValue, NewTimestamp, OpenFlags, PathFlags,
 };
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsResult};
 
@@ -135,16 +135,19 @@ fn link_buffered(types: &mut LinkerInstance<'_, StoreData>) -> wasmtime::Result<
             Ok((buffered_stream(store.data_mut(), &fd, None)?,))
         },
     )?;
-    /// Shadows `$name` with wasmtime-wasi's `$method`, called once the buffer is written
-    /// out.
-    macro_rules! settled {
-        ($name:literal, $method:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+    /// Shadows `$name` with wasmtime-wasi's `$method`, called once no more than
+    /// [`PARKED_MAX`] calls are parked under its directory ([`watch`]) and, when `$settle`
+    /// is true, once the buffer is written out (a call that could see what it holds).
+    macro_rules! blocking {
+        ($settle:literal, $name:literal, $method:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
             types.func_wrap_async(
                 $name,
                 |mut store: StoreContextMut<'_, StoreData>, (fd, $($arg,)*): (Resource<Descriptor>, $($ty,)*)| {
                     Box::new(async move {
                         let st = store.data_mut();
-                        settle(&st.files).await;
+                        if $settle {
+                            settle(&st.files).await;
+                        }
                         let w = match watch(st, &fd)? {
                             Ok(w) => w,
                             Err(e) => return Ok((Err(e),)),
@@ -157,15 +160,23 @@ fn link_buffered(types: &mut LinkerInstance<'_, StoreData>) -> wasmtime::Result<
             )?;
         };
     }
-    settled!("[method]descriptor.read", read, (len: u64, at: u64) -> (Vec<u8>, bool));
-    settled!("[method]descriptor.write", write, (buf: Vec<u8>, at: u64) -> u64);
-    settled!("[method]descriptor.stat", stat, () -> DescriptorStat);
-    settled!("[method]descriptor.stat-at", stat_at, (flags: PathFlags, path: String) -> DescriptorStat);
-    settled!("[method]descriptor.set-size", set_size, (size: u64) -> ());
-    settled!("[method]descriptor.sync", sync, () -> ());
-    settled!("[method]descriptor.sync-data", sync_data, () -> ());
-    settled!("[method]descriptor.metadata-hash", metadata_hash, () -> MetadataHashValue);
-    settled!("[method]descriptor.metadata-hash-at", metadata_hash_at, (flags: PathFlags, path: String) -> MetadataHashValue);
+    blocking!(true, "[method]descriptor.read", read, (len: u64, at: u64) -> (Vec<u8>, bool));
+    blocking!(true, "[method]descriptor.write", write, (buf: Vec<u8>, at: u64) -> u64);
+    blocking!(true, "[method]descriptor.stat", stat, () -> DescriptorStat);
+    blocking!(true, "[method]descriptor.stat-at", stat_at, (flags: PathFlags, path: String) -> DescriptorStat);
+    blocking!(true, "[method]descriptor.set-size", set_size, (size: u64) -> ());
+    blocking!(true, "[method]descriptor.sync", sync, () -> ());
+    blocking!(true, "[method]descriptor.sync-data", sync_data, () -> ());
+    blocking!(true, "[method]descriptor.metadata-hash", metadata_hash, () -> MetadataHashValue);
+    blocking!(true, "[method]descriptor.metadata-hash-at", metadata_hash_at, (flags: PathFlags, path: String) -> MetadataHashValue);
+    blocking!(false, "[method]descriptor.read-directory", read_directory, () -> Resource<DirectoryEntryStream>);
+    blocking!(false, "[method]descriptor.readlink-at", readlink_at, (path: String) -> String);
+    blocking!(false, "[method]descriptor.remove-directory-at", remove_directory_at, (path: String) -> ());
+    blocking!(false, "[method]descriptor.rename-at", rename_at, (old: String, new_fd: Resource<Descriptor>, new: String) -> ());
+    blocking!(false, "[method]descriptor.unlink-file-at", unlink_file_at, (path: String) -> ());
+    blocking!(false, "[method]descriptor.set-times", set_times, (atim: NewTimestamp, mtim: NewTimestamp) -> ());
+    blocking!(false, "[method]descriptor.set-times-at", set_times_at, (flags: PathFlags, path: String, atim: NewTimestamp, mtim: NewTimestamp) -> ());
+    blocking!(false, "[method]descriptor.advise", advise, (offset: u64, len: u64, advice: Advice) -> ());
     types.func_wrap_async(
         "[method]descriptor.read-via-stream",
         |mut store: StoreContextMut<'_, StoreData>, (fd, at): (Resource<Descriptor>, u64)| {
