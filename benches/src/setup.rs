@@ -181,19 +181,23 @@ impl PipeDef {
         }
     }
 
-    /// The pipeline.toml text; `dir` holds the output directory and files.
-    pub fn toml(&self, dir: &Path) -> String {
-        let q = |p: &Path| format!("{:?}", p.display().to_string());
-        let mut t = String::from("version = 1\n\n[server]\nlisten = \"127.0.0.1:0\"\n");
+    /// The `[server]` section. The simulator posts every meeting's started webhook at once,
+    /// all from 127.0.0.1; Zoom posts from many addresses. Without room for them, a
+    /// saturated host's listener would close the oldest of one peer's connections to admit
+    /// new ones, and the bench would measure that defence instead of the host.
+    fn server(&self) -> String {
+        let mut t = String::from("[server]\nlisten = \"127.0.0.1:0\"\n");
         if let Some(n) = self.max_streams {
-            // The simulator posts every meeting's started webhook at once, all from
-            // 127.0.0.1; Zoom posts from many addresses. Without room for them, a saturated
-            // host's listener would close the oldest of one peer's connections to admit new
-            // ones, and the bench would measure that defence instead of the host.
             let room = (2 * n).max(1024);
             t += &format!("max_connections = {room}\nmax_connections_per_peer = {room}\n");
         }
-        t += "\n";
+        t
+    }
+
+    /// The pipeline.toml text; `dir` holds the output directory and files.
+    pub fn toml(&self, dir: &Path) -> String {
+        let q = |p: &Path| format!("{:?}", p.display().to_string());
+        let mut t = format!("version = 1\n\n{}\n", self.server());
         t += "[rtms]\nsocket_mode = \"unified\"\n";
         t += "allowed_hosts = [\"127.0.0.1\", \"localhost\"]\nallow_insecure_ws = true\n";
         if let Some(n) = self.max_streams {
